@@ -1,0 +1,367 @@
+"""The typed, immutable syntax tree of policy files.
+
+Nodes hold no logic. Every node carries the ``Span`` it was parsed from; spans are
+ignored by equality so that two trees compare on meaning, which is what makes
+``parse(fmt(tree)) == tree`` a one-line property.
+
+Units are normalised by the parser: durations are whole seconds, percentages are
+the number written (``80%`` -> ``80.0``), money is an amount plus an upper-case
+currency code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal as TLiteral, Union
+
+from .diagnostics import Span
+
+
+def _span():
+    return field(compare=False, repr=False, kw_only=True)
+
+
+# --- values -------------------------------------------------------------------
+
+ATTRIBUTE_ROOTS = frozenset(
+    {"principal", "action", "resource", "data", "context", "subject", "outcome", "output"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A length of time as written (``4h``, ``30 days``), kept in seconds."""
+
+    seconds: int
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: float
+    currency: str
+    span: Span = _span()
+
+
+# --- expressions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A string, number or boolean constant (``"pii"``, ``10_000``, ``0.85``, ``true``)."""
+
+    value: str | int | float | bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ListExpr:
+    items: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """An attribute of the request: ``context.tokens``, ``action``, ``data.origin``.
+
+    ``root`` is one of ``ATTRIBUTE_ROOTS`` for a valid path; the parser keeps an
+    unknown root so the checker can point at it.
+    """
+
+    root: str
+    parts: tuple[str, ...]
+    span: Span = _span()
+
+    @property
+    def dotted(self) -> str:
+        return ".".join((self.root, *self.parts))
+
+
+@dataclass(frozen=True, slots=True)
+class ConstRef:
+    """A reference to a ``const`` of this package or of an imported one (``EU``)."""
+
+    name: str
+    span: Span = _span()
+
+
+CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: CompareOp
+    left: Expr
+    right: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Expr
+    span: Span = _span()
+
+
+Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not]
+
+
+# --- declarations -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """An identifier as written, with its own span so errors can point at it."""
+
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """``import common.regions``: the consts of that package become visible."""
+
+    package: Name
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RoleDecl:
+    name: Name
+    extends: tuple[Name, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDecl:
+    """An agent identity; its roles are its whole scope of authority."""
+
+    name: Name
+    owner: str | None
+    roles: tuple[Name, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDecl:
+    """A model registry entry; its attributes are merged into ``resource.*``."""
+
+    name: Name
+    provider: str | None = None
+    region: str | None = None
+    hosting: str | None = None  # "internal" | "external"
+    cost_per_1m_tokens: Money | None = None
+    latency_ms: float | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ConstDecl:
+    name: Name
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalMatch:
+    """Who a rule is about: ``any``, ``role X`` or ``agent X``."""
+
+    kind: TLiteral["any", "role", "agent"]
+    name: Name | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDecl:
+    """``allow``/``deny`` PRINCIPAL ``to`` ACTIONS KIND "PATTERN" [when] [unless] [because] [cite]."""
+
+    name: Name
+    effect: TLiteral["allow", "deny"]
+    principal: PrincipalMatch
+    actions: tuple[Name, ...]  # one or more action names; ``any`` is Name("*")
+    resource_kind: Name
+    resource_pattern: str  # glob on the resource id; "*" matches every id
+    when: Expr | None = None
+    unless: Expr | None = None
+    because: str | None = None
+    cites: tuple[str, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ResidencyDecl:
+    """When ``when`` holds, the compute region must be in ``regions``."""
+
+    name: Name
+    when: Expr | None
+    regions: Expr  # ListExpr or ConstRef
+    because: str | None = None
+    cites: tuple[str, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetScope:
+    kind: TLiteral["workflow", "model", "agent", "role"]
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """``limit 2_000_000 tokens per month`` or ``limit 500 USD per day``."""
+
+    amount: float
+    unit: str  # "tokens" or a currency code such as "USD"
+    window: TLiteral["hour", "day", "month"]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class DenyAction:
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class EscalateAction:
+    role: Name
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAction:
+    model: Name
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertAction:
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockAction:
+    """Suspend the model: the engine denies it until it is unblocked."""
+
+    span: Span = _span()
+
+
+ExceedAction = Union[DenyAction, EscalateAction, RouteAction]
+BreachAction = Union[AlertAction, BlockAction, EscalateAction]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecl:
+    name: Name
+    scope: BudgetScope
+    limits: tuple[BudgetLimit, ...]
+    warn_at: float | None = None  # percent, 0..100
+    on_exceed: ExceedAction | None = None  # None means deny
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class EscalateDecl:
+    """A human approval gate: matching requests need an approval from ``role``."""
+
+    name: Name
+    when: Expr | None
+    role: Name
+    within: Duration | None = None
+    on_timeout: TLiteral["deny", "allow"] = "deny"
+    distinct_approver: bool = False
+    because: str | None = None
+    cites: tuple[str, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecl:
+    name: Name
+    when: Expr | None
+    prefer: tuple[Name, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    op: TLiteral["<", "<=", ">", ">="]
+    value: float
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BiasDecl:
+    """``metric disparate_impact of outcome == "x" by subject.group``."""
+
+    name: Name
+    model: Name
+    metric: Name  # disparate_impact | demographic_parity | equalized_odds
+    positive: Expr  # the condition that counts as a positive outcome
+    group_by: Path
+    threshold: Threshold
+    window: Duration | None = None
+    min_samples: int | None = None
+    on_breach: BreachAction | None = None  # None means alert
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class DriftDecl:
+    name: Name
+    model: Name
+    metric: Name  # psi | ks | chi2
+    of: Path
+    baseline: Duration  # ``baseline previous 30 days``
+    threshold: Threshold
+    on_breach: BreachAction | None = None
+    span: Span = _span()
+
+
+Decl = Union[
+    RoleDecl,
+    AgentDecl,
+    ModelDecl,
+    ConstDecl,
+    RuleDecl,
+    ResidencyDecl,
+    BudgetDecl,
+    EscalateDecl,
+    RouteDecl,
+    BiasDecl,
+    DriftDecl,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A ``#`` comment, kept so the formatter can write it back."""
+
+    line: int
+    text: str  # including the leading '#'
+    trailing: bool  # True when code precedes it on the same line
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFile:
+    """One parsed ``.policy`` file."""
+
+    package: Name
+    owner: str | None = None
+    cites: tuple[str, ...] = ()
+    imports: tuple[Import, ...] = ()
+    decls: tuple[Decl, ...] = ()
+    comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
+    path: str = field(default="<string>", compare=False)
+    span: Span = _span()

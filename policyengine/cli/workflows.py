@@ -1,0 +1,3 @@
+"""Commands of this area are added here by the module that owns them."""
+
+COMMANDS: list = []

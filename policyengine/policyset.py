@@ -1,0 +1,66 @@
+"""The checked policy set: what ``check`` hands to ``compile``.
+
+Names are resolved here once (roles closed under ``extends``, consts substituted
+by their values per package) so the compiler never has to look anything up by
+scope. Roles, agents and models form one namespace across the whole set; rules,
+gates and the other named declarations are identified as ``package.name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from . import ast
+
+D = TypeVar("D")
+
+
+@dataclass(frozen=True, slots=True)
+class Scoped(Generic[D]):
+    """A declaration together with the package that declared it."""
+
+    package: str
+    decl: D
+
+    @property
+    def id(self) -> str:
+        return f"{self.package}.{self.decl.name.value}"  # type: ignore[attr-defined]
+
+    @property
+    def file(self) -> str:
+        return self.decl.span.file  # type: ignore[attr-defined]
+
+    @property
+    def line(self) -> int:
+        return self.decl.span.line  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    files: tuple[ast.PolicyFile, ...]
+    roles: Mapping[str, Scoped[ast.RoleDecl]]
+    # role -> the role itself and every role it extends, transitively
+    role_closure: Mapping[str, frozenset[str]]
+    agents: Mapping[str, Scoped[ast.AgentDecl]]
+    models: Mapping[str, Scoped[ast.ModelDecl]]
+    # package -> const name visible in that package (own and imported) -> value,
+    # with const references inside values already replaced by what they name
+    consts: Mapping[str, Mapping[str, ast.Expr]]
+    rules: tuple[Scoped[ast.RuleDecl], ...] = ()
+    residencies: tuple[Scoped[ast.ResidencyDecl], ...] = ()
+    budgets: tuple[Scoped[ast.BudgetDecl], ...] = ()
+    escalations: tuple[Scoped[ast.EscalateDecl], ...] = ()
+    routes: tuple[Scoped[ast.RouteDecl], ...] = ()
+    biases: tuple[Scoped[ast.BiasDecl], ...] = ()
+    drifts: tuple[Scoped[ast.DriftDecl], ...] = ()
+    # package -> its file-level ``cite`` references, kept in decisions
+    package_cites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def roles_of(self, role_names: "list[str] | tuple[str, ...] | frozenset[str]") -> frozenset[str]:
+        """Every role held through ``role_names`` and their ancestors; unknown names are dropped."""
+        held: set[str] = set()
+        for name in role_names:
+            held |= self.role_closure.get(name, frozenset())
+        return frozenset(held)
