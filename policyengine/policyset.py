@@ -9,7 +9,7 @@ gates and the other named declarations are identified as ``package.name``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from . import ast
@@ -57,6 +57,31 @@ class PolicySet:
     drifts: tuple[Scoped[ast.DriftDecl], ...] = ()
     # package -> its file-level ``cite`` references, kept in decisions
     package_cites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def substitute(self, package: str, expr: ast.Expr) -> ast.Expr:
+        """``expr`` with every const reference replaced by the value it names in ``package``.
+
+        A list const inside a list is spliced in (``[EU, "CH"]`` is one flat list),
+        the same way the checker resolved const values. References the checker
+        would have rejected are left as they are.
+        """
+        visible = self.consts.get(package, {})
+        if isinstance(expr, ast.ConstRef):
+            return visible.get(expr.name, expr)
+        if isinstance(expr, ast.ListExpr):
+            items: list[ast.Expr] = []
+            for item in expr.items:
+                value = self.substitute(package, item)
+                spliced = isinstance(item, ast.ConstRef) and isinstance(value, ast.ListExpr)
+                items.extend(value.items if spliced else (value,))  # type: ignore[union-attr]
+            return replace(expr, items=tuple(items))
+        if isinstance(expr, ast.Compare):
+            return replace(expr, left=self.substitute(package, expr.left), right=self.substitute(package, expr.right))
+        if isinstance(expr, (ast.And, ast.Or)):
+            return replace(expr, items=tuple(self.substitute(package, i) for i in expr.items))
+        if isinstance(expr, ast.Not):
+            return replace(expr, operand=self.substitute(package, expr.operand))
+        return expr
 
     def roles_of(self, role_names: "list[str] | tuple[str, ...] | frozenset[str]") -> frozenset[str]:
         """Every role held through ``role_names`` and their ancestors; unknown names are dropped."""

@@ -1,0 +1,814 @@
+"""Static checks: from parsed files to a checked ``PolicySet`` plus findings.
+
+The checker resolves names across the whole set (roles, agents and models are one
+namespace; rules and the other named declarations are ``package.name``; consts are
+per package and visible to importers), closes roles under ``extends``, substitutes
+consts, and then looks for the mistakes an author makes: unknown names, cycles,
+duplicates, type mismatches, out-of-range values, rules that can never match and
+allows that a deny always shadows. It never stops at the first problem and never
+raises: every finding is collected, sorted by position and capped, and the policy
+set is only handed on when there is no error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from . import ast
+from .diagnostics import Finding, Severity, Span, sort_findings
+from .policyset import PolicySet, Scoped
+
+MAX_FINDINGS = 100
+RESOURCE_KINDS = ("model", "dataset", "tool", "agent", "workflow")
+HOSTINGS = ("internal", "external")
+BIAS_METRICS = ("disparate_impact", "demographic_parity", "equalized_odds")
+DRIFT_METRICS = ("psi", "ks", "chi2")
+# metrics whose value is a ratio or a difference of rates, so it lies in 0..1
+UNIT_METRICS = frozenset({"disparate_impact", "demographic_parity", "equalized_odds", "ks"})
+# the direction in which a threshold reads "healthy": ratios high, distances low
+HEALTHY_HIGH = frozenset({"disparate_impact"})
+HEALTHY_LOW = frozenset({"demographic_parity", "equalized_odds", "psi", "ks"})
+_GLOB_CHARS = frozenset("*?[")
+
+# Named declarations identified as ``package.name``, and the PolicySet field each fills.
+_PACKAGE_SCOPED = {
+    ast.RuleDecl: "rules",
+    ast.ResidencyDecl: "residencies",
+    ast.BudgetDecl: "budgets",
+    ast.EscalateDecl: "escalations",
+    ast.RouteDecl: "routes",
+    ast.BiasDecl: "biases",
+    ast.DriftDecl: "drifts",
+}
+_KIND_WORD = {
+    ast.RoleDecl: "role",
+    ast.AgentDecl: "agent",
+    ast.ModelDecl: "model",
+    ast.ConstDecl: "const",
+    ast.RuleDecl: "rule",
+    ast.ResidencyDecl: "residency",
+    ast.BudgetDecl: "budget",
+    ast.EscalateDecl: "escalate",
+    ast.RouteDecl: "route",
+    ast.BiasDecl: "bias",
+    ast.DriftDecl: "drift",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``check`` found: the policy set (None when any error) and every finding."""
+
+    policy: PolicySet | None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_error]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if not f.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return self.policy is not None
+
+
+def check_policy(files: Sequence[ast.PolicyFile]) -> CheckResult:
+    """Check ``files`` as one policy set; never raises, collects every finding."""
+    checker = _Checker(tuple(files))
+    policy = checker.run()
+    findings = sort_findings(list(dict.fromkeys(checker.findings)))
+    if len(findings) > MAX_FINDINGS:
+        hidden = len(findings) - MAX_FINDINGS
+        last = findings[MAX_FINDINGS - 1]
+        findings = findings[:MAX_FINDINGS] + [
+            Finding(
+                "too-many-findings",
+                f"{hidden} more finding(s) not shown; fix the ones above first",
+                last.span,
+                last.severity,
+            )
+        ]
+    return CheckResult(policy, findings)
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str | None:
+    """A ``did you mean`` hint for a misspelt name, or None."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def show(expr: ast.Expr) -> str:
+    """A compact source-like rendering of an expression, for messages."""
+    if isinstance(expr, ast.Literal):
+        if isinstance(expr.value, bool):
+            return "true" if expr.value else "false"
+        if isinstance(expr.value, str):
+            return '"' + expr.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(expr.value)
+    if isinstance(expr, ast.ListExpr):
+        return "[" + ", ".join(show(i) for i in expr.items) + "]"
+    if isinstance(expr, ast.Path):
+        return expr.dotted
+    if isinstance(expr, ast.ConstRef):
+        return expr.name
+    if isinstance(expr, ast.Compare):
+        return f"{show(expr.left)} {expr.op} {show(expr.right)}"
+    if isinstance(expr, ast.Not):
+        return f"not ({show(expr.operand)})"
+    joiner = " and " if isinstance(expr, ast.And) else " or "
+    return "(" + joiner.join(show(i) for i in expr.items) + ")"
+
+
+def _kind_of_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string"
+
+
+_ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list"}
+
+
+class _Checker:
+    """One run over one set of files; mutable only while it runs."""
+
+    def __init__(self, files: tuple[ast.PolicyFile, ...]):
+        self.files = files
+        self.findings: list[Finding] = []
+        self.packages: dict[str, list[ast.PolicyFile]] = {}
+        self.roles: dict[str, Scoped[ast.RoleDecl]] = {}
+        self.agents: dict[str, Scoped[ast.AgentDecl]] = {}
+        self.models: dict[str, Scoped[ast.ModelDecl]] = {}
+        self.scoped: dict[str, list[Scoped]] = {name: [] for name in _PACKAGE_SCOPED.values()}
+        self.const_decls: dict[str, dict[str, ast.ConstDecl]] = {}
+        self.imports: dict[str, list[str]] = {}
+        self.role_closure: dict[str, frozenset[str]] = {}
+        self._resolved: dict[tuple[str, str], ast.Expr | None] = {}
+        self._resolving: list[tuple[str, str]] = []
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def report(
+        self,
+        code: str,
+        message: str,
+        span: Span,
+        help: str | None = None,
+        severity: Severity = Severity.ERROR,
+    ) -> None:
+        self.findings.append(Finding(code, message, span, severity, help))
+
+    def warn(self, code: str, message: str, span: Span, help: str | None = None) -> None:
+        self.report(code, message, span, help, Severity.WARNING)
+
+    def run(self) -> PolicySet | None:
+        stages: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("index declarations", self.index),
+            ("resolve imports", self.check_imports),
+            ("close roles", self.close_roles),
+            ("resolve consts", self.resolve_all_consts),
+            ("check references", self.check_references),
+            ("check expressions", self.check_expressions),
+            ("check values", self.check_values),
+            ("find rules that never match", self.check_never_match),
+            ("find shadowed allows", self.check_shadowing),
+        )
+        for label, stage in stages:
+            try:
+                stage()
+            except Exception as exc:  # a checker bug must not become a traceback
+                span = self.files[0].span if self.files else Span("<none>", 1, 1, 1, 1)
+                self.report("internal-error", f"checker failed to {label}: {exc!r}", span)
+        if any(f.is_error for f in self.findings):
+            return None
+        return self.build()
+
+    def build(self) -> PolicySet:
+        consts = {pkg: self.visible_consts(pkg) for pkg in self.packages}
+        cites: dict[str, tuple[str, ...]] = {}
+        for pkg, files in self.packages.items():
+            cites[pkg] = tuple(dict.fromkeys(c for f in files for c in f.cites))
+        return PolicySet(
+            files=self.files,
+            roles=dict(self.roles),
+            role_closure=dict(self.role_closure),
+            agents=dict(self.agents),
+            models=dict(self.models),
+            consts=consts,
+            package_cites=cites,
+            **{name: tuple(items) for name, items in self.scoped.items()},
+        )
+
+    def each(self, kind: type) -> Iterator[Scoped]:
+        for pkg, files in self.packages.items():
+            for f in files:
+                for decl in f.decls:
+                    if isinstance(decl, kind):
+                        yield Scoped(pkg, decl)
+
+    # -- stage: index every declaration, report duplicates --------------------------
+
+    def index(self) -> None:
+        ids: dict[tuple[str, str], ast.Decl] = {}
+        for f in self.files:
+            pkg = f.package.value
+            self.packages.setdefault(pkg, []).append(f)
+            self.const_decls.setdefault(pkg, {})
+            imports = self.imports.setdefault(pkg, [])
+            for imp in f.imports:
+                if imp.package.value not in imports:
+                    imports.append(imp.package.value)
+            for decl in f.decls:
+                name = decl.name
+                if isinstance(decl, (ast.RoleDecl, ast.AgentDecl, ast.ModelDecl)):
+                    table = {ast.RoleDecl: self.roles, ast.AgentDecl: self.agents, ast.ModelDecl: self.models}[
+                        type(decl)
+                    ]
+                    if name.value in table:
+                        self._duplicate(decl, table[name.value].decl, "in the policy set")
+                    else:
+                        table[name.value] = Scoped(pkg, decl)
+                elif isinstance(decl, ast.ConstDecl):
+                    consts = self.const_decls[pkg]
+                    if name.value in consts:
+                        self._duplicate(decl, consts[name.value], f"in package {pkg}")
+                    else:
+                        consts[name.value] = decl
+                else:
+                    key = (pkg, name.value)
+                    if key in ids:
+                        self._duplicate(decl, ids[key], f"in package {pkg}")
+                    else:
+                        ids[key] = decl
+                        self.scoped[_PACKAGE_SCOPED[type(decl)]].append(Scoped(pkg, decl))
+
+    def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
+        kind = _KIND_WORD[type(decl)]
+        self.report(
+            "duplicate-name",
+            f"{kind} '{decl.name.value}' is declared twice {where}",
+            decl.name.span,
+            f"first declared as {_KIND_WORD[type(first)]} at {first.name.span}; rename one of them",
+        )
+
+    # -- stage: imports -------------------------------------------------------------
+
+    def check_imports(self) -> None:
+        for f in self.files:
+            for imp in f.imports:
+                target = imp.package.value
+                if target not in self.packages:
+                    self.report(
+                        "unresolved-import",
+                        f"no file declares package '{target}'",
+                        imp.package.span,
+                        suggest(target, self.packages) or "check the package name and the paths given to check",
+                    )
+
+    # -- stage: roles ----------------------------------------------------------------
+
+    def close_roles(self) -> None:
+        for name, scoped in self.roles.items():
+            for parent in scoped.decl.extends:
+                if parent.value not in self.roles:
+                    self._unknown("role", parent, self.roles)
+        reported: set[frozenset[str]] = set()
+        for name in self.roles:
+            self.role_closure[name] = self._closure(name, [], reported)
+
+    def _closure(self, name: str, stack: list[str], reported: set[frozenset[str]]) -> frozenset[str]:
+        if name in self.role_closure:
+            return self.role_closure[name]
+        held = {name}
+        for parent in self.roles[name].decl.extends:
+            if parent.value not in self.roles:
+                continue
+            if parent.value in stack or parent.value == name:
+                cycle = [*stack[stack.index(parent.value) :], name] if parent.value in stack else [name]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    path = " -> ".join([*cycle, parent.value])
+                    self.report("extends-cycle", f"roles extend each other in a cycle: {path}", parent.span,
+                                "remove one of the 'extends' links so inheritance runs one way")
+                held.update(cycle)
+                continue
+            held |= self._closure(parent.value, [*stack, name], reported)
+        return frozenset(held)
+
+    # -- stage: consts ------------------------------------------------------------------
+
+    def resolve_all_consts(self) -> None:
+        for pkg, consts in self.const_decls.items():
+            for name in consts:
+                self._resolve_declared(pkg, name)
+
+    def visible_consts(self, pkg: str) -> dict[str, ast.Expr]:
+        """Own consts first, then those of imported packages (first import wins)."""
+        visible: dict[str, ast.Expr] = {}
+        for source in (pkg, *self.imports.get(pkg, ())):
+            for name in self.const_decls.get(source, {}):
+                if name not in visible:
+                    value = self._resolve_declared(source, name)
+                    if value is not None:
+                        visible[name] = value
+        return visible
+
+    def lookup_const(self, pkg: str, ref: ast.ConstRef, report: bool = True) -> ast.Expr | None:
+        """The substituted value ``ref`` names in ``pkg``, reporting when it names nothing."""
+        if ref.name in self.const_decls.get(pkg, {}):
+            return self._resolve_declared(pkg, ref.name)
+        owners = [p for p in self.imports.get(pkg, ()) if ref.name in self.const_decls.get(p, {})]
+        if len(owners) > 1 and report:
+            self.report("ambiguous-const", f"'{ref.name}' is declared in several imported packages: "
+                        + ", ".join(owners), ref.span, f"declare '{ref.name}' in package {pkg} to choose one")
+        if owners:
+            return self._resolve_declared(owners[0], ref.name)
+        if report:
+            candidates = [*self.const_decls.get(pkg, {}), *ast.ATTRIBUTE_ROOTS]
+            for p in self.imports.get(pkg, ()):
+                candidates.extend(self.const_decls.get(p, {}))
+            hint = suggest(ref.name, candidates)
+            if hint is None:
+                elsewhere = sorted(p for p, c in self.const_decls.items() if ref.name in c and p != pkg)
+                if elsewhere:
+                    hint = f"'{ref.name}' is declared in package {elsewhere[0]}; add 'import {elsewhere[0]}'"
+            self.report("unknown-const", f"unknown const '{ref.name}'", ref.span, hint)
+        return None
+
+    def _resolve_declared(self, pkg: str, name: str) -> ast.Expr | None:
+        key = (pkg, name)
+        if key in self._resolved:
+            return self._resolved[key]
+        decl = self.const_decls[pkg][name]
+        if key in self._resolving:
+            cycle = [n for _, n in self._resolving[self._resolving.index(key) :]] + [name]
+            self.report("const-cycle", "consts refer to each other in a cycle: " + " -> ".join(cycle),
+                        decl.name.span)
+            return None
+        self._resolving.append(key)
+        try:
+            value = self._substitute(pkg, decl.value)
+        finally:
+            self._resolving.pop()
+        self._resolved[key] = value
+        return value
+
+    def _substitute(self, pkg: str, expr: ast.Expr) -> ast.Expr | None:
+        if isinstance(expr, ast.ConstRef):
+            return self.lookup_const(pkg, expr)
+        if isinstance(expr, ast.ListExpr):
+            items: list[ast.Expr] = []
+            for item in expr.items:
+                value = self._substitute(pkg, item)
+                if value is None:
+                    return None
+                # a list const inside a list is spliced in: [EU, "CH"] is one flat list
+                spliced = isinstance(item, ast.ConstRef) and isinstance(value, ast.ListExpr)
+                items.extend(value.items if spliced else (value,))  # type: ignore[union-attr]
+            return replace(expr, items=tuple(items))
+        if isinstance(expr, ast.Path):
+            self.check_path(expr)
+        return expr
+
+    # -- stage: references to roles, agents, models -----------------------------------------
+
+    def _unknown(self, kind: str, name: ast.Name, table: dict[str, object], extra: str = "") -> None:
+        self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'{extra}", name.span,
+                    suggest(name.value, table) or f"declare it with '{kind} {name.value}'")
+
+    def role_ref(self, name: ast.Name) -> None:
+        if name.value not in self.roles:
+            self._unknown("role", name, self.roles)
+
+    def model_ref(self, name: ast.Name) -> None:
+        if name.value not in self.models:
+            self._unknown("model", name, self.models)
+
+    def agent_ref(self, name: ast.Name) -> None:
+        if name.value not in self.agents:
+            self._unknown("agent", name, self.agents)
+
+    def check_references(self) -> None:
+        for s in self.each(ast.AgentDecl):
+            for role in s.decl.roles:
+                self.role_ref(role)
+        for s in self.each(ast.RuleDecl):
+            self._rule_references(s.decl)
+        for s in self.each(ast.EscalateDecl):
+            self.role_ref(s.decl.role)
+        for s in self.each(ast.RouteDecl):
+            seen: set[str] = set()
+            for model in s.decl.prefer:
+                self.model_ref(model)
+                if model.value in seen:
+                    self.warn("duplicate-candidate", f"model '{model.value}' is preferred twice", model.span)
+                seen.add(model.value)
+        for s in self.each(ast.BudgetDecl):
+            self._budget_references(s.decl)
+        for s in (*self.each(ast.BiasDecl), *self.each(ast.DriftDecl)):
+            self.model_ref(s.decl.model)
+            self._breach_references(s.decl.on_breach)
+
+    def _rule_references(self, rule: ast.RuleDecl) -> None:
+        principal = rule.principal
+        if principal.kind == "role" and principal.name is not None:
+            self.role_ref(principal.name)
+        elif principal.kind == "agent" and principal.name is not None:
+            self.agent_ref(principal.name)
+        kind = rule.resource_kind.value
+        if kind not in RESOURCE_KINDS:
+            self.report("unknown-resource-kind", f"unknown resource kind '{kind}'", rule.resource_kind.span,
+                        suggest(kind, RESOURCE_KINDS) or "resource kinds are " + ", ".join(RESOURCE_KINDS))
+        pattern = rule.resource_pattern
+        if kind in ("model", "agent") and pattern and not (_GLOB_CHARS & set(pattern)):
+            table: dict[str, object] = self.models if kind == "model" else self.agents  # type: ignore[assignment]
+            if pattern not in table:
+                self.warn(f"undeclared-{kind}", f"{kind} \"{pattern}\" is not declared, so this rule never applies",
+                          rule.resource_kind.span, suggest(pattern, table) or f"declare it with '{kind} {pattern}'")
+
+    def _budget_references(self, budget: ast.BudgetDecl) -> None:
+        scope = budget.scope
+        tables = {"model": self.models, "agent": self.agents, "role": self.roles}
+        if scope.kind in tables and scope.value not in tables[scope.kind]:
+            self._unknown(scope.kind, ast.Name(scope.value, span=scope.span), tables[scope.kind])
+        action = budget.on_exceed
+        if isinstance(action, ast.EscalateAction):
+            self.role_ref(action.role)
+        elif isinstance(action, ast.RouteAction):
+            self.model_ref(action.model)
+
+    def _breach_references(self, action: ast.BreachAction | None) -> None:
+        if isinstance(action, ast.EscalateAction):
+            self.role_ref(action.role)
+
+    # -- stage: expressions -----------------------------------------------------------------
+
+    def check_path(self, path: ast.Path) -> None:
+        if path.root not in ast.ATTRIBUTE_ROOTS:
+            self.report("unknown-attribute", f"unknown attribute '{path.dotted}'", path.span,
+                        suggest(path.root, ast.ATTRIBUTE_ROOTS)
+                        or "attributes start with " + ", ".join(sorted(ast.ATTRIBUTE_ROOTS)))
+
+    def conditions(self) -> Iterator[tuple[str, ast.Expr]]:
+        """Every condition in the set, with the package whose consts it sees."""
+        for s in self.each(ast.RuleDecl):
+            yield from ((s.package, e) for e in (s.decl.when, s.decl.unless) if e is not None)
+        for kind in (ast.ResidencyDecl, ast.EscalateDecl, ast.RouteDecl):
+            for s in self.each(kind):
+                if s.decl.when is not None:
+                    yield s.package, s.decl.when
+        for s in self.each(ast.BiasDecl):
+            yield s.package, s.decl.positive
+
+    def check_expressions(self) -> None:
+        for pkg, expr in self.conditions():
+            self.condition(pkg, expr)
+        for s in self.each(ast.ResidencyDecl):
+            regions = s.decl.regions
+            self.value(s.package, regions)
+            if self.kind(s.package, regions) not in ("list", None):
+                self.report("type-mismatch", f"'require region in' needs a list of regions, not {show(regions)}",
+                            regions.span, 'write a list such as ["eu-west-1"] or a const that holds one')
+        for s in self.each(ast.BiasDecl):
+            self.check_path(s.decl.group_by)
+        for s in self.each(ast.DriftDecl):
+            self.check_path(s.decl.of)
+
+    def condition(self, pkg: str, expr: ast.Expr) -> None:
+        if isinstance(expr, (ast.And, ast.Or)):
+            for item in expr.items:
+                self.condition(pkg, item)
+        elif isinstance(expr, ast.Not):
+            self.condition(pkg, expr.operand)
+        elif isinstance(expr, ast.Compare):
+            self.value(pkg, expr.left)
+            self.value(pkg, expr.right)
+            self.compare_types(pkg, expr)
+        else:
+            self.value(pkg, expr)
+            kind = self.kind(pkg, expr)
+            if kind not in ("bool", None):
+                self.report("type-mismatch", f"expected a condition, found {_ARTICLE[kind]} {show(expr)}",
+                            expr.span, "compare it with ==, <, in ... to make a condition")
+
+    def value(self, pkg: str, expr: ast.Expr) -> None:
+        if isinstance(expr, ast.Path):
+            self.check_path(expr)
+        elif isinstance(expr, ast.ConstRef):
+            self.lookup_const(pkg, expr)
+        elif isinstance(expr, ast.ListExpr):
+            for item in expr.items:
+                self.value(pkg, item)
+        elif not isinstance(expr, ast.Literal):
+            self.report("type-mismatch", f"expected a value, found the condition {show(expr)}", expr.span)
+
+    def kind(self, pkg: str, expr: ast.Expr) -> str | None:
+        """'string' | 'number' | 'bool' | 'list', or None when only known at run time."""
+        if isinstance(expr, ast.ConstRef):
+            value = self.lookup_const(pkg, expr, report=False)
+            return None if value is None else self.kind(pkg, value)
+        if isinstance(expr, ast.Literal):
+            return _kind_of_value(expr.value)
+        if isinstance(expr, ast.ListExpr):
+            return "list"
+        if isinstance(expr, (ast.Compare, ast.And, ast.Or, ast.Not)):
+            return "bool"
+        return None
+
+    def compare_types(self, pkg: str, cmp: ast.Compare) -> None:
+        left, right = self.kind(pkg, cmp.left), self.kind(pkg, cmp.right)
+        if cmp.op in ("<", "<=", ">", ">="):
+            for side, kind in ((cmp.left, left), (cmp.right, right)):
+                if kind in ("string", "list", "bool"):
+                    self.report("type-mismatch", f"'{cmp.op}' orders numbers, but {show(side)} is {_ARTICLE[kind]}",
+                                side.span, "use == or != for strings, 'in' for lists" if kind != "bool" else None)
+                    return
+        elif cmp.op in ("in", "not in"):
+            if right not in ("list", None):
+                self.report("type-mismatch", f"'{cmp.op}' needs a list on its right, but {show(cmp.right)} is "
+                            f"{_ARTICLE[right]}", cmp.right.span,
+                            f"write [{show(cmp.right)}] or use {'==' if cmp.op == 'in' else '!='}")
+        else:
+            for side, kind in ((cmp.right, right), (cmp.left, left)):
+                if kind == "list":
+                    self.report("type-mismatch", f"'{cmp.op}' compares single values, but {show(side)} is a list",
+                                side.span, f"use '{'in' if cmp.op == '==' else 'not in'}' to test membership")
+                    return
+            if left is not None and right is not None and left != right:
+                self.report("type-mismatch", f"comparing {_ARTICLE[left]} with {_ARTICLE[right]}: "
+                            f"{show(cmp)} is never true", cmp.right.span,
+                            "remove the quotes" if left == "number" else None)
+
+    # -- stage: values in range -----------------------------------------------------------
+
+    def check_values(self) -> None:
+        for s in self.each(ast.ModelDecl):
+            hosting = s.decl.hosting
+            if hosting is not None and hosting not in HOSTINGS:
+                self.report("unknown-hosting", f"model '{s.decl.name.value}' has unknown hosting '{hosting}'",
+                            s.decl.name.span, suggest(hosting, HOSTINGS) or "hosting is internal or external")
+        for s in self.each(ast.BudgetDecl):
+            self._budget_values(s.decl)
+        for s in self.each(ast.BiasDecl):
+            self._metric(s.decl, BIAS_METRICS)
+            if s.decl.min_samples is not None and s.decl.min_samples < 1:
+                self.warn("threshold-range", f"min samples {s.decl.min_samples} makes every window count",
+                          s.decl.name.span, "use at least 1")
+        for s in self.each(ast.DriftDecl):
+            self._metric(s.decl, DRIFT_METRICS)
+
+    def _budget_values(self, budget: ast.BudgetDecl) -> None:
+        if not budget.limits:
+            self.report("budget-no-limit", f"budget '{budget.name.value}' has no limit", budget.name.span,
+                        "add a line such as 'limit 500 USD per day'")
+        seen: set[tuple[str, str]] = set()
+        for limit in budget.limits:
+            if limit.amount <= 0:
+                self.report("limit-range",
+                            f"limit {limit.amount:g} {limit.unit} per {limit.window} is not positive", limit.span,
+                            "a limit of zero or less denies every request; use a deny rule for that")
+            if (limit.unit, limit.window) in seen:
+                self.warn("duplicate-limit", f"budget '{budget.name.value}' limits {limit.unit} per "
+                          f"{limit.window} twice", limit.span, "the lower limit alone decides; remove the other")
+            seen.add((limit.unit, limit.window))
+        if budget.warn_at is not None and not 0 <= budget.warn_at <= 100:
+            self.report("percentage-range", f"warn at {budget.warn_at:g}% is outside 0..100%", budget.name.span,
+                        "warn at is a share of the limit, such as 'warn at 80%'")
+
+    def _metric(self, decl: ast.BiasDecl | ast.DriftDecl, allowed: tuple[str, ...]) -> None:
+        metric = decl.metric.value
+        if metric not in allowed:
+            what = "bias" if isinstance(decl, ast.BiasDecl) else "drift"
+            self.report("unknown-metric", f"unknown {what} metric '{metric}'", decl.metric.span,
+                        suggest(metric, allowed) or f"{what} metrics are " + ", ".join(allowed))
+            return
+        threshold = decl.threshold
+        if threshold.value < 0 or (metric in UNIT_METRICS and threshold.value > 1):
+            limits = "0..1" if metric in UNIT_METRICS else "0 or more"
+            self.warn("threshold-range", f"{metric} lies in {limits}, so threshold {threshold.op} "
+                      f"{threshold.value:g} is always or never met", threshold.span)
+        elif (metric in HEALTHY_HIGH and threshold.op in ("<", "<=")) or (
+            metric in HEALTHY_LOW and threshold.op in (">", ">=")
+        ):
+            better = "higher" if metric in HEALTHY_HIGH else "lower"
+            self.warn("threshold-direction", f"{metric} is better when {better}, but the threshold asks for "
+                      f"{threshold.op} {threshold.value:g}", threshold.span,
+                      "the threshold states the healthy range, e.g. 'threshold >= 0.8' or 'threshold < 0.2'")
+
+    # -- stage: rules that can never match ------------------------------------------------
+
+    def check_never_match(self) -> None:
+        for s in self.each(ast.RuleDecl):
+            self._never(s, s.decl.when, s.decl.unless)
+        for kind in (ast.ResidencyDecl, ast.EscalateDecl, ast.RouteDecl):
+            for s in self.each(kind):
+                self._never(s, s.decl.when, None)
+
+    def _never(self, s: Scoped, when: ast.Expr | None, unless: ast.Expr | None) -> None:
+        kind, name = _KIND_WORD[type(s.decl)], s.decl.name.value
+        resolve = lambda ref: self.lookup_const(s.package, ref, report=False)  # noqa: E731
+        if when is not None:
+            found = contradiction(when, resolve)
+            if found is not None:
+                span, why = found
+                self.warn("never-matches", f"{kind} '{name}' can never match: {why}", span,
+                          "remove the contradiction or the whole rule")
+                return
+        if unless is not None:
+            always = isinstance(unless, ast.Literal) and unless.value is True
+            if always or (when is not None and unless == when):
+                why = "'unless true' excludes every request" if always else "'unless' repeats 'when'"
+                self.warn("never-matches", f"{kind} '{name}' can never match: {why}", unless.span)
+
+    # -- stage: allows shadowed by an unconditional deny ----------------------------------------
+
+    def check_shadowing(self) -> None:
+        denies = [s for s in self.each(ast.RuleDecl)
+                  if s.decl.effect == "deny" and s.decl.when is None and s.decl.unless is None]
+        if not denies:
+            return
+        for s in self.each(ast.RuleDecl):
+            allow = s.decl
+            if allow.effect != "allow":
+                continue
+            for d in denies:
+                deny = d.decl
+                if (deny.resource_kind.value == allow.resource_kind.value
+                        and self._principal_covers(deny.principal, allow.principal)
+                        and _actions_cover(deny.actions, allow.actions)
+                        and pattern_covers(deny.resource_pattern, allow.resource_pattern)):
+                    self.warn("shadowed-allow", f"allow '{s.id}' never takes effect: rule '{d.id}' "
+                              "always denies what it allows", allow.name.span,
+                              f"the deny is at {deny.name.span}; give it a 'when' or narrow one of the two")
+                    break
+
+    def _principal_covers(self, deny: ast.PrincipalMatch, allow: ast.PrincipalMatch) -> bool:
+        if deny.kind == "any":
+            return True
+        if deny.name is None or allow.name is None:
+            return False
+        if deny.kind == allow.kind:
+            if deny.kind == "agent":
+                return deny.name.value == allow.name.value
+            return deny.name.value in self.role_closure.get(allow.name.value, {allow.name.value})
+        if deny.kind == "role" and allow.kind == "agent" and allow.name.value in self.agents:
+            agent_roles = [r.value for r in self.agents[allow.name.value].decl.roles]
+            held: set[str] = set()
+            for role in agent_roles:
+                held |= self.role_closure.get(role, {role})
+            return deny.name.value in held
+        return False
+
+
+def _actions_cover(deny: tuple[ast.Name, ...], allow: tuple[ast.Name, ...]) -> bool:
+    names = {a.value for a in deny}
+    return "*" in names or all(a.value in names for a in allow)
+
+
+def pattern_covers(deny: str, allow: str) -> bool:
+    """True when every resource id ``allow`` matches is also matched by ``deny``.
+
+    Decided conservatively: equal patterns, ``*``, a ``prefix*`` deny over an allow
+    starting with that prefix, or a literal allow id the deny glob matches.
+    """
+    if deny == allow or deny == "*":
+        return True
+    if deny.endswith("*") and not (_GLOB_CHARS & set(deny[:-1])):
+        return allow.startswith(deny[:-1])
+    if not (_GLOB_CHARS & set(allow)):
+        return fnmatch.fnmatchcase(allow, deny)
+    return False
+
+
+# -- contradictions: conditions that no request can satisfy ---------------------------------
+#
+# Decided syntactically and pairwise over the comparisons of one conjunction, on
+# comparisons of one attribute path with literals (consts resolved). Sound, not
+# complete: a reported contradiction is real; some real ones go unreported.
+
+_Key = tuple[str, object]  # (kind, value): keeps True apart from 1, lets 1 equal 1.0
+_NEGATE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<", "in": "not in", "not in": "in"}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+@dataclass(frozen=True, slots=True)
+class _Atom:
+    path: str
+    op: str
+    value: _Key | frozenset[_Key]
+    node: ast.Expr
+
+
+def contradiction(
+    expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]
+) -> tuple[Span, str] | None:
+    """Where and why ``expr`` can never hold, or None when it may."""
+    if isinstance(expr, ast.Literal) and expr.value is False:
+        return expr.span, "the condition is false"
+    if isinstance(expr, ast.Not) and isinstance(expr.operand, ast.Literal) and expr.operand.value is True:
+        return expr.span, "the condition is 'not true'"
+    if isinstance(expr, ast.Or):
+        found = [contradiction(item, resolve) for item in expr.items]
+        if all(f is not None for f in found):
+            return expr.span, "no alternative can hold (" + "; ".join(f[1] for f in found if f) + ")"
+        return None
+    atoms: list[_Atom] = []
+    for item in _conjuncts(expr):
+        if item is not expr:
+            nested = contradiction(item, resolve)
+            if nested is not None:
+                return nested
+        atom = _atom(item, resolve)
+        if atom is None:
+            continue
+        if atom.op == "in" and not atom.value:
+            return item.span, f"{show(item)} matches nothing"
+        for earlier in atoms:
+            if earlier.path == atom.path and _clash(earlier, atom):
+                return item.span, f"{show(item)} contradicts {show(earlier.node)}"
+        atoms.append(atom)
+    return None
+
+
+def _conjuncts(expr: ast.Expr) -> Iterator[ast.Expr]:
+    if isinstance(expr, ast.And):
+        for item in expr.items:
+            yield from _conjuncts(item)
+    else:
+        yield expr
+
+
+def _key(literal: ast.Expr) -> _Key | None:
+    if isinstance(literal, ast.Literal):
+        return (_kind_of_value(literal.value), literal.value)
+    return None
+
+
+def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) -> _Atom | None:
+    negate = False
+    if isinstance(expr, ast.Not):
+        negate, expr = True, expr.operand
+    if not isinstance(expr, ast.Compare):
+        return None
+    op, left, right = expr.op, expr.left, expr.right
+    if isinstance(left, ast.ConstRef):
+        left = resolve(left) or left
+    if isinstance(right, ast.ConstRef):
+        right = resolve(right) or right
+    if not isinstance(left, ast.Path) and isinstance(right, ast.Path) and op in _FLIP:
+        op, left, right = _FLIP[op], right, left
+    if not isinstance(left, ast.Path):
+        return None
+    if negate:
+        op = _NEGATE[op]
+    node: ast.Expr = ast.Not(expr, span=expr.span) if negate else expr
+    if op in ("in", "not in"):
+        if not isinstance(right, ast.ListExpr):
+            return None
+        keys = [_key(i) for i in right.items]
+        if any(k is None for k in keys):
+            return None
+        return _Atom(left.dotted, op, frozenset(k for k in keys if k is not None), node)
+    key = _key(right)
+    return None if key is None else _Atom(left.dotted, op, key, node)
+
+
+def _holds(op: str, value: _Key | frozenset[_Key], x: _Key) -> bool:
+    """Whether the literal ``x`` satisfies ``op value`` (missing-type comparisons are false)."""
+    if op == "==":
+        return x == value
+    if op == "!=":
+        return x != value
+    if op == "in":
+        return x in value  # type: ignore[operator]
+    if op == "not in":
+        return x not in value  # type: ignore[operator]
+    if x[0] != "number" or not isinstance(value, tuple) or value[0] != "number":
+        return False
+    a, b = x[1], value[1]
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]  # type: ignore[operator]
+
+
+def _clash(a: _Atom, b: _Atom) -> bool:
+    for one, other in ((a, b), (b, a)):
+        if one.op == "==":
+            return not _holds(other.op, other.value, one.value)  # type: ignore[arg-type]
+        if one.op == "in":
+            return not any(_holds(other.op, other.value, x) for x in one.value)  # type: ignore[union-attr]
+    lower = [x for x in (a, b) if x.op in (">", ">=")]
+    upper = [x for x in (a, b) if x.op in ("<", "<=")]
+    if len(lower) == 1 and len(upper) == 1:
+        lo, hi = lower[0], upper[0]
+        if lo.value[0] != "number" or hi.value[0] != "number":  # type: ignore[index]
+            return False
+        lv, hv = lo.value[1], hi.value[1]  # type: ignore[index]
+        return lv > hv or (lv == hv and (lo.op == ">" or hi.op == "<"))  # type: ignore[operator]
+    return False
