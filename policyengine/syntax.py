@@ -1,0 +1,794 @@
+"""Policy source text -> typed AST (``ast.PolicyFile``), or a ``syntax`` finding.
+
+The grammar lives in ``grammar/policy.lark``. Lark's LALR parser runs with an
+inline transformer: each grammar rule is turned into an AST node the moment it is
+reduced, so no parse tree is ever built, and spans come straight from tokens.
+That is what keeps 10,000 rules well under a second.
+
+Syntax errors never escape as Lark exceptions: they become one ``Finding`` with
+code ``syntax``, a ``file:line:col`` position and words a compliance author
+understands ("expected a role name after 'extends'").
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .diagnostics import Finding, PolicyError, Span
+from .resources import data_path
+
+__all__ = ["parse_policy", "grammar_text", "MAX_NESTING", "Builder"]
+
+MAX_NESTING = 64  # compound expressions nested deeper than this are refused
+
+_DURATION_UNITS: dict[str, int] = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "week", "weeks"), 604800),
+}
+_WINDOWS = {"hour": "hour", "hourly": "hour", "day": "day", "daily": "day", "month": "month", "monthly": "month"}
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+_ESCAPE = re.compile(r"\\(.)")
+_ESCAPES = {"n": "\n", "t": "\t"}
+
+
+class _Clause(tuple):
+    """``(key, value, keyword_token, end_span)`` handed from a clause to its declaration."""
+
+    __slots__ = ()
+
+
+class _Strings(tuple):
+    """A comma-separated list of strings, remembering where it ends."""
+
+    __slots__ = ()
+
+
+def _syntax(message: str, span: Span, help: str | None = None) -> PolicyError:
+    return PolicyError(Finding("syntax", message, span, help=help))
+
+
+def _number(text: str) -> int | float:
+    text = text.replace("_", "")
+    return float(text) if "." in text else int(text)
+
+
+def _unquote(text: str) -> str:
+    body = text[1:-1]
+    if "\\" not in body:
+        return body
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), body)
+
+
+@v_args(inline=True)
+class Builder(Transformer):
+    """The inline transformer: one method per grammar rule or alias.
+
+    Methods receive the children of the reduced rule (tokens for named
+    terminals, already-built values for sub-rules) and return AST nodes or
+    small private carriers (``_Clause``) that the enclosing declaration unpacks.
+    """
+
+    def __init__(self) -> None:
+        self._path = "<string>"
+        self._text = ""
+        self._comments: list[ast.Comment] = []
+        self._depth: dict[int, int] = {}
+
+    # --- per-parse state ------------------------------------------------------------
+
+    def _begin(self, path: str, text: str) -> None:
+        self._path, self._text, self._comments, self._depth = path, text, [], {}
+
+    def _end(self) -> None:
+        self._text, self._comments, self._depth = "", [], {}
+
+    def _on_comment(self, tok: Token) -> Token:
+        start = self._text.rfind("\n", 0, tok.start_pos) + 1
+        trailing = bool(self._text[start : tok.start_pos].strip())
+        self._comments.append(ast.Comment(tok.line, tok.value.rstrip(), trailing))
+        return tok
+
+    # --- span helpers -------------------------------------------------------------------
+
+    def _span(self, tok: Token) -> Span:
+        return Span(self._path, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    def _cover(self, first: Span, last: Span) -> Span:
+        return Span(self._path, first.line, first.col, last.end_line, last.end_col)
+
+    def _nest(self, node: Any, children: tuple[Any, ...] | list[Any]) -> Any:
+        """Record ``node``'s nesting depth; refuse absurd depth before it can recurse."""
+        depth = 1 + max((self._depth.get(id(c), 0) for c in children), default=0)
+        if depth > MAX_NESTING:
+            raise _syntax(
+                f"this expression is nested more than {MAX_NESTING} levels deep",
+                node.span,
+                help="split it into simpler conditions or named consts",
+            )
+        self._depth[id(node)] = depth
+        return node
+
+    # --- file ------------------------------------------------------------------------
+
+    def start(self, package: ast.Name, *items: Any) -> ast.PolicyFile:
+        owner: str | None = None
+        cites: list[str] = []
+        imports: list[ast.Import] = []
+        decls: list[Any] = []
+        for item in items:
+            if isinstance(item, ast.Import):
+                imports.append(item)
+            elif isinstance(item, _Clause):
+                key, value, kw, _ = item
+                if key == "owner":
+                    if owner is not None:
+                        raise _syntax("the package owner is given twice", self._span(kw))
+                    owner = value
+                else:
+                    cites.extend(value)
+            else:
+                decls.append(item)
+        last = decls[-1].span if decls else (imports[-1].span if imports else package.span)
+        return ast.PolicyFile(
+            package=package,
+            owner=owner,
+            cites=tuple(cites),
+            imports=tuple(imports),
+            decls=tuple(decls),
+            comments=tuple(self._comments),
+            path=self._path,
+            span=self._cover(package.span, last),
+        )
+
+    def package_clause(self, kw: Token, name: ast.Name) -> ast.Name:
+        return name
+
+    def file_owner(self, kw: Token, value: Token) -> _Clause:
+        return _Clause(("owner", _unquote(value), kw, self._span(value)))
+
+    def file_cite(self, kw: Token, values: _Strings) -> _Clause:
+        return _Clause(("cite", tuple(values[0]), kw, values[1]))
+
+    def import_(self, kw: Token, name: ast.Name) -> ast.Import:
+        return ast.Import(name, span=self._cover(self._span(kw), name.span))
+
+    def dotted_name(self, *parts: Token) -> ast.Name:
+        return ast.Name(".".join(parts), span=self._cover(self._span(parts[0]), self._span(parts[-1])))
+
+    def string_list(self, *values: Token) -> _Strings:
+        return _Strings((tuple(_unquote(v) for v in values), self._span(values[-1])))
+
+    def name_list(self, *names: ast.Name) -> tuple[ast.Name, ...]:
+        return names
+
+    def name(self, tok: Token) -> ast.Name:
+        return ast.Name(tok.value, span=self._span(tok))
+
+    # --- clause plumbing ---------------------------------------------------------------
+
+    def _clauses(self, what: str, name: ast.Name, clauses: tuple[_Clause, ...]) -> dict[str, Any]:
+        """Collect clauses by key; ``cite`` and ``limit`` repeat, the others may not."""
+        found: dict[str, Any] = {"cite": [], "limit": []}
+        for key, value, kw, _ in clauses:
+            if key in ("cite", "limit"):
+                found[key].extend(value if key == "cite" else (value,))
+            elif key in found:
+                raise _syntax(
+                    f"{what} '{name.value}' has more than one '{kw.value}' clause",
+                    self._span(kw),
+                    help="keep one and remove the others",
+                )
+            else:
+                found[key] = value
+        return found
+
+    def _decl_span(self, kw: Token, name: ast.Name, clauses: tuple[_Clause, ...]) -> Span:
+        return self._cover(self._span(kw), clauses[-1][3] if clauses else name.span)
+
+    def _require(self, found: dict[str, Any], key: str, what: str, name: ast.Name, clause: str) -> Any:
+        if key not in found:
+            raise _syntax(f"{what} '{name.value}' needs a '{clause}' clause", name.span)
+        return found[key]
+
+    def _clause(self, key: str, value: Any, kw: Token, end: Span | Token) -> _Clause:
+        return _Clause((key, value, kw, end if isinstance(end, Span) else self._span(end)))
+
+    # --- identities and registry ---------------------------------------------------------
+
+    def role_decl(self, kw: Token, name: ast.Name, *rest: Any) -> ast.RoleDecl:
+        extends: tuple[ast.Name, ...] = rest[1] if rest else ()
+        end = extends[-1].span if extends else name.span
+        return ast.RoleDecl(name, extends, span=self._cover(self._span(kw), end))
+
+    def agent_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.AgentDecl:
+        found = self._clauses("agent", name, clauses)
+        roles = self._require(found, "roles", "agent", name, "roles ROLE, ...")
+        return ast.AgentDecl(name, found.get("owner"), roles, span=self._decl_span(kw, name, clauses))
+
+    def c_owner(self, kw: Token, value: Token) -> _Clause:
+        return self._clause("owner", _unquote(value), kw, value)
+
+    def c_roles(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
+        return self._clause("roles", names, kw, names[-1].span)
+
+    def model_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.ModelDecl:
+        found = self._clauses("model", name, clauses)
+        return ast.ModelDecl(
+            name,
+            provider=found.get("provider"),
+            region=found.get("region"),
+            hosting=found.get("hosting"),
+            cost_per_1m_tokens=found.get("cost"),
+            latency_ms=found.get("latency"),
+            span=self._decl_span(kw, name, clauses),
+        )
+
+    def c_provider(self, kw: Token, value: Token) -> _Clause:
+        return self._clause("provider", _unquote(value), kw, value)
+
+    def c_region(self, kw: Token, value: Token) -> _Clause:
+        return self._clause("region", _unquote(value), kw, value)
+
+    def c_hosting(self, kw: Token, value: Token) -> _Clause:
+        if value.value not in ("internal", "external"):
+            raise _syntax(f"hosting is 'internal' or 'external', not '{value}'", self._span(value))
+        return self._clause("hosting", value.value, kw, value)
+
+    def c_cost(self, kw: Token, money: ast.Money, per: Token, one: Token, scale: Token, unit: Token) -> _Clause:
+        if one.value != "1" or scale.value != "M" or unit.value != "tokens":
+            raise _syntax(
+                "a model's cost is written per 1M tokens",
+                self._cover(self._span(one), self._span(unit)),
+                help="for example: cost 0.20 USD per 1M tokens",
+            )
+        return self._clause("cost", money, kw, unit)
+
+    def c_latency(self, kw: Token, value: Token, unit: Token) -> _Clause:
+        scale = {"ms": 1, "s": 1000}.get(unit.value)
+        if scale is None:
+            raise _syntax(f"latency is in 'ms' or 's', not '{unit}'", self._span(unit))
+        return self._clause("latency", float(_number(value)) * scale, kw, unit)
+
+    def const_decl(self, kw: Token, name: ast.Name, eq: Token, value: ast.Expr) -> ast.ConstDecl:
+        return ast.ConstDecl(name, value, span=self._cover(self._span(kw), value.span))
+
+    # --- access rules --------------------------------------------------------------------
+
+    def rule_decl(
+        self,
+        kw: Token,
+        name: ast.Name,
+        effect: Token,
+        principal: ast.PrincipalMatch,
+        to: Token,
+        actions: tuple[ast.Name, ...],
+        kind: Token,
+        pattern: Token | None,
+        *clauses: _Clause,
+    ) -> ast.RuleDecl:
+        found = self._clauses("rule", name, clauses)
+        head_end = self._span(pattern if pattern is not None else kind)
+        return ast.RuleDecl(
+            name,
+            effect.value,  # type: ignore[arg-type]
+            principal,
+            actions,
+            ast.Name(kind.value, span=self._span(kind)),
+            _unquote(pattern) if pattern is not None else "*",
+            when=found.get("when"),
+            unless=found.get("unless"),
+            because=found.get("because"),
+            cites=tuple(found["cite"]),
+            span=self._cover(self._span(kw), clauses[-1][3] if clauses else head_end),
+        )
+
+    def p_any(self, kw: Token) -> ast.PrincipalMatch:
+        return ast.PrincipalMatch("any", span=self._span(kw))
+
+    def p_role(self, kw: Token, name: ast.Name) -> ast.PrincipalMatch:
+        return ast.PrincipalMatch("role", name, span=self._cover(self._span(kw), name.span))
+
+    def p_agent(self, kw: Token, name: ast.Name) -> ast.PrincipalMatch:
+        return ast.PrincipalMatch("agent", name, span=self._cover(self._span(kw), name.span))
+
+    def action_list(self, *actions: ast.Name) -> tuple[ast.Name, ...]:
+        return actions
+
+    def action(self, tok: Token) -> ast.Name:
+        return ast.Name("*" if tok.type == "ANY" else tok.value, span=self._span(tok))
+
+    def c_when(self, kw: Token, expr: ast.Expr) -> _Clause:
+        return self._clause("when", expr, kw, expr.span)
+
+    def c_unless(self, kw: Token, expr: ast.Expr) -> _Clause:
+        return self._clause("unless", expr, kw, expr.span)
+
+    def c_because(self, kw: Token, value: Token) -> _Clause:
+        return self._clause("because", _unquote(value), kw, value)
+
+    def c_cite(self, kw: Token, values: _Strings) -> _Clause:
+        return self._clause("cite", values[0], kw, values[1])
+
+    def residency_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.ResidencyDecl:
+        found = self._clauses("residency", name, clauses)
+        regions = self._require(found, "regions", "residency", name, "require region in [...]")
+        return ast.ResidencyDecl(
+            name,
+            found.get("when"),
+            regions,
+            because=found.get("because"),
+            cites=tuple(found["cite"]),
+            span=self._decl_span(kw, name, clauses),
+        )
+
+    def c_regions(self, kw: Token, region: Token, in_: Token, value: ast.Expr) -> _Clause:
+        if not isinstance(value, (ast.ListExpr, ast.ConstRef)):
+            raise _syntax(
+                "'require region in' needs a list of regions or the name of a const",
+                value.span,
+                help='for example: require region in ["eu-west-1", "eu-central-1"]',
+            )
+        return self._clause("regions", value, kw, value.span)
+
+    # --- budgets, gates, routing -------------------------------------------------------------
+
+    def budget_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.BudgetDecl:
+        found = self._clauses("budget", name, clauses)
+        scope = self._require(found, "scope", "budget", name, "for workflow|model|agent|role ...")
+        if not found["limit"]:
+            raise _syntax(f"budget '{name.value}' needs at least one 'limit' clause", name.span)
+        return ast.BudgetDecl(
+            name,
+            scope,
+            tuple(found["limit"]),
+            warn_at=found.get("warn"),
+            on_exceed=found.get("exceed"),
+            span=self._decl_span(kw, name, clauses),
+        )
+
+    def c_scope(self, kw: Token, kind: Token, value: Token) -> _Clause:
+        if kind.value not in ("workflow", "model", "agent", "role"):
+            raise _syntax(
+                f"a budget is for a workflow, model, agent or role, not '{kind}'",
+                self._span(kind),
+                help='for example: for workflow "invoice-exceptions"',
+            )
+        text = _unquote(value) if value.type == "STRING" else value.value
+        scope = ast.BudgetScope(kind.value, text, span=self._cover(self._span(kind), self._span(value)))  # type: ignore[arg-type]
+        return self._clause("scope", scope, kw, value)
+
+    def c_limit(self, kw: Token, amount: Token, unit: Token, per: Token, window: Token) -> _Clause:
+        if unit.value != "tokens" and not _CURRENCY.fullmatch(unit.value):
+            raise _syntax(
+                f"a limit counts 'tokens' or a currency such as USD, not '{unit}'",
+                self._span(unit),
+            )
+        if window.value not in _WINDOWS:
+            raise _syntax(
+                f"a limit is per hour, day or month, not '{window}'", self._span(window)
+            )
+        limit = ast.BudgetLimit(
+            float(_number(amount)),
+            "tokens" if unit.value == "tokens" else unit.value.upper(),
+            _WINDOWS[window.value],  # type: ignore[arg-type]
+            span=self._cover(self._span(kw), self._span(window)),
+        )
+        return self._clause("limit", limit, kw, window)
+
+    def c_warn(self, kw: Token, at: Token, value: Token, percent: Token) -> _Clause:
+        return self._clause("warn", float(_number(value)), kw, percent)
+
+    def c_exceed(self, on: Token, exceed: Token, action: Any) -> _Clause:
+        return self._clause("exceed", action, on, action.span)
+
+    def a_deny(self, kw: Token) -> ast.DenyAction:
+        return ast.DenyAction(span=self._span(kw))
+
+    def a_escalate(self, kw: Token, to: Token, role: Token, name: ast.Name) -> ast.EscalateAction:
+        return ast.EscalateAction(name, span=self._cover(self._span(kw), name.span))
+
+    def a_route(self, kw: Token, to: Token, model: Token, name: ast.Name) -> ast.RouteAction:
+        return ast.RouteAction(name, span=self._cover(self._span(kw), name.span))
+
+    def a_alert(self, kw: Token) -> ast.AlertAction:
+        return ast.AlertAction(span=self._span(kw))
+
+    def a_block(self, kw: Token) -> ast.BlockAction:
+        return ast.BlockAction(span=self._span(kw))
+
+    def escalate_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.EscalateDecl:
+        found = self._clauses("escalate", name, clauses)
+        role = self._require(found, "role", "escalate", name, "to role ROLE")
+        within, on_timeout = found.get("within", (None, "deny"))
+        return ast.EscalateDecl(
+            name,
+            found.get("when"),
+            role,
+            within=within,
+            on_timeout=on_timeout,
+            distinct_approver=found.get("distinct", False),
+            because=found.get("because"),
+            cites=tuple(found["cite"]),
+            span=self._decl_span(kw, name, clauses),
+        )
+
+    def c_to_role(self, to: Token, role: Token, name: ast.Name) -> _Clause:
+        return self._clause("role", name, to, name.span)
+
+    def c_within(self, kw: Token, duration: ast.Duration, *otherwise: Token) -> _Clause:
+        effect = otherwise[1].value if otherwise else "deny"
+        end = self._span(otherwise[1]) if otherwise else duration.span
+        return self._clause("within", (duration, effect), kw, end)
+
+    def c_distinct(self, kw: Token, distinct: Token, approver: Token) -> _Clause:
+        return self._clause("distinct", True, kw, approver)
+
+    def route_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.RouteDecl:
+        found = self._clauses("route", name, clauses)
+        prefer = self._require(found, "prefer", "route", name, "prefer MODEL, ...")
+        return ast.RouteDecl(name, found.get("when"), prefer, span=self._decl_span(kw, name, clauses))
+
+    def c_prefer(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
+        return self._clause("prefer", names, kw, names[-1].span)
+
+    # --- monitoring -------------------------------------------------------------------------
+
+    def bias_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.BiasDecl:
+        found = self._clauses("bias", name, clauses)
+        model = self._require(found, "model", "bias", name, "for model MODEL")
+        metric, positive, group_by = self._require(found, "bias_metric", "bias", name, "metric M of CONDITION by PATH")
+        return ast.BiasDecl(
+            name,
+            model,
+            metric,
+            positive,
+            group_by,
+            self._require(found, "threshold", "bias", name, "threshold >= N"),
+            window=found.get("window"),
+            min_samples=found.get("min_samples"),
+            on_breach=found.get("breach"),
+            span=self._decl_span(kw, name, clauses),
+        )
+
+    def drift_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.DriftDecl:
+        found = self._clauses("drift", name, clauses)
+        return ast.DriftDecl(
+            name,
+            self._require(found, "model", "drift", name, "for model MODEL"),
+            *self._require(found, "drift_metric", "drift", name, "metric M of PATH"),
+            baseline=self._require(found, "baseline", "drift", name, "baseline previous DURATION"),
+            threshold=self._require(found, "threshold", "drift", name, "threshold < N"),
+            on_breach=found.get("breach"),
+            span=self._decl_span(kw, name, clauses),
+        )
+
+    def c_for_model(self, kw: Token, model: Token, name: ast.Name) -> _Clause:
+        return self._clause("model", name, kw, name.span)
+
+    def _attribute(self, value: ast.Expr, what: str) -> ast.Path:
+        if not isinstance(value, ast.Path):
+            raise _syntax(
+                f"{what} needs an attribute path such as subject.region, not '{getattr(value, 'name', '?')}'",
+                value.span,
+            )
+        return value
+
+    def c_bias_metric(self, kw: Token, metric: Token, of: Token, positive: ast.Expr, by: Token, group: ast.Expr) -> _Clause:
+        value = (ast.Name(metric.value, span=self._span(metric)), positive, self._attribute(group, "'by'"))
+        return self._clause("bias_metric", value, kw, group.span)
+
+    def c_drift_metric(self, kw: Token, metric: Token, of: Token, path: ast.Expr) -> _Clause:
+        value = (ast.Name(metric.value, span=self._span(metric)), self._attribute(path, "'of'"))
+        return self._clause("drift_metric", value, kw, path.span)
+
+    def c_threshold(self, kw: Token, op: Token, value: Token) -> _Clause:
+        if op.value not in ("<", "<=", ">", ">="):
+            raise _syntax(f"a threshold uses <, <=, > or >=, not '{op}'", self._span(op))
+        threshold = ast.Threshold(op.value, float(_number(value)), span=self._cover(self._span(op), self._span(value)))  # type: ignore[arg-type]
+        return self._clause("threshold", threshold, kw, value)
+
+    def c_window(self, kw: Token, duration: ast.Duration) -> _Clause:
+        return self._clause("window", duration, kw, duration.span)
+
+    def c_min_samples(self, kw: Token, samples: Token, value: Token) -> _Clause:
+        number = _number(value)
+        if not isinstance(number, int) or number < 0:
+            raise _syntax("'min samples' needs a whole number", self._span(value))
+        return self._clause("min_samples", number, kw, value)
+
+    def c_baseline(self, kw: Token, previous: Token, duration: ast.Duration) -> _Clause:
+        return self._clause("baseline", duration, kw, duration.span)
+
+    def c_breach(self, on: Token, breach: Token, action: Any) -> _Clause:
+        return self._clause("breach", action, on, action.span)
+
+    # --- values --------------------------------------------------------------------------------
+
+    def duration(self, value: Token, unit: Token) -> ast.Duration:
+        span = self._cover(self._span(value), self._span(unit))
+        scale = _DURATION_UNITS.get(unit.value)
+        if scale is None:
+            raise _syntax(
+                f"'{unit}' is not a unit of time",
+                self._span(unit),
+                help="use s, min, h, days or weeks, as in '4h' or '30 days'",
+            )
+        seconds = _number(value) * scale
+        if seconds != int(seconds) or seconds < 0:
+            raise _syntax("a duration must be a whole, non-negative number of seconds", span)
+        return ast.Duration(int(seconds), span=span)
+
+    def money(self, value: Token, currency: Token) -> ast.Money:
+        if not _CURRENCY.fullmatch(currency.value):
+            raise _syntax(
+                f"'{currency}' is not a currency code", self._span(currency), help="use a code such as USD or EUR"
+            )
+        return ast.Money(float(_number(value)), currency.value.upper(), span=self._cover(self._span(value), self._span(currency)))
+
+    # --- expressions -------------------------------------------------------------------------------
+
+    def or_expr(self, *items: ast.Expr) -> ast.Or:
+        return self._nest(ast.Or(items, span=self._cover(items[0].span, items[-1].span)), items)
+
+    def and_expr(self, *items: ast.Expr) -> ast.And:
+        return self._nest(ast.And(items, span=self._cover(items[0].span, items[-1].span)), items)
+
+    def not_expr(self, kw: Token, operand: ast.Expr) -> ast.Not:
+        return self._nest(ast.Not(operand, span=self._cover(self._span(kw), operand.span)), (operand,))
+
+    def paren(self, left: Token, expr: ast.Expr, right: Token) -> ast.Expr:
+        return expr
+
+    def compare(self, left: ast.Expr, op: Token, right: ast.Expr) -> ast.Compare:
+        node = ast.Compare(op.value, left, right, span=self._cover(left.span, right.span))  # type: ignore[arg-type]
+        return self._nest(node, (left, right))
+
+    def compare_in(self, left: ast.Expr, op: Token, right: ast.Expr) -> ast.Compare:
+        return self._nest(ast.Compare("in", left, right, span=self._cover(left.span, right.span)), (left, right))
+
+    def compare_not_in(self, left: ast.Expr, not_: Token, in_: Token, right: ast.Expr) -> ast.Compare:
+        return self._nest(ast.Compare("not in", left, right, span=self._cover(left.span, right.span)), (left, right))
+
+    def string(self, tok: Token) -> ast.Literal:
+        return ast.Literal(_unquote(tok), span=self._span(tok))
+
+    def number(self, tok: Token) -> ast.Literal:
+        return ast.Literal(_number(tok), span=self._span(tok))
+
+    def true(self, tok: Token) -> ast.Literal:
+        return ast.Literal(True, span=self._span(tok))
+
+    def false(self, tok: Token) -> ast.Literal:
+        return ast.Literal(False, span=self._span(tok))
+
+    def list(self, left: Token, *rest: Any) -> ast.ListExpr:
+        items = tuple(item for item in rest[:-1] if item is not None)
+        return self._nest(ast.ListExpr(items, span=self._cover(self._span(left), self._span(rest[-1]))), items)
+
+    def path(self, *parts: Token) -> ast.Path | ast.ConstRef:
+        span = self._span(parts[0]) if len(parts) == 1 else self._cover(self._span(parts[0]), self._span(parts[-1]))
+        root = parts[0].value
+        if len(parts) == 1 and root not in ast.ATTRIBUTE_ROOTS:
+            return ast.ConstRef(root, span=span)
+        return ast.Path(root, tuple(p.value for p in parts[1:]), span=span)
+
+
+# --- syntax errors in words -------------------------------------------------------------
+
+_DECL_KEYWORDS = frozenset(
+    {"ROLE", "AGENT", "MODEL", "CONST", "RULE", "RESIDENCY", "BUDGET", "ESCALATE", "ROUTE", "BIAS", "DRIFT"}
+)
+_VALUE_START = frozenset({"NAME", "STRING", "NUMBER", "LSQB"})
+_WORDS = {
+    "NAME": "a name",
+    "STRING": "a quoted string",
+    "NUMBER": "a number",
+    "CMP_OP": "a comparison (==, !=, <, <=, >, >=)",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "EQUALS": "'='",
+    "PERCENT": "'%'",
+    "COMMA": "','",
+    "DOT": "'.'",
+    "$END": "the end of the file",
+    "_AND": "'and'",
+    "_OR": "'or'",
+}
+_NAME_AFTER = {
+    "extends": "a role name",
+    "role": "a role name",
+    "roles": "a role name",
+    "agent": "an agent name",
+    "model": "a model name",
+    "prefer": "a model name",
+    "package": "a package name such as finance.invoices",
+    "import": "a package name such as common.regions",
+    "metric": "a metric name such as disparate_impact or psi",
+    "hosting": "'internal' or 'external'",
+    "for": "what the budget is for (workflow, model, agent or role)",
+}
+_LEX = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*|-?[0-9][0-9_]*(?:\.[0-9_]+)?|==|!=|<=|>=|\S'
+)
+
+
+def _word(terminal: str) -> str:
+    return _WORDS.get(terminal, f"'{terminal.lower()}'")
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _previous(text: str, pos: int) -> re.Match[str] | None:
+    """The last token before ``pos`` (comments skipped); only used on the error path."""
+    last = None
+    for match in _LEX.finditer(text, 0, pos):
+        if not match.group().startswith("#"):
+            last = match
+    return last
+
+
+def _expectation(expected: set[str], prev: str, prev_is_number: bool) -> str:
+    after = f" after '{prev}'" if prev else ""
+    if expected == {"NAME"} and prev in _NAME_AFTER:
+        return f"expected {_NAME_AFTER[prev]}{after}"
+    if expected == {"NAME"} and prev_is_number:
+        return f"expected a unit after the number '{prev}' (such as h, days, USD or tokens)"
+    if expected == {"NAME"} and prev.lower() in {k.lower() for k in _DECL_KEYWORDS}:
+        return f"expected a name for the {prev}{after}"
+    if expected == {"TO"}:
+        if prev == "escalate":
+            return "expected 'to role ROLE' after 'escalate'"
+        return "expected 'to' and an action after the principal"
+    if expected == {"ROLE"}:
+        return f"expected 'role' and a role name{after}"
+    if expected == {"MODEL"}:
+        return f"expected 'model' and a model name{after}"
+    if expected <= {"ALLOW", "DENY"}:
+        return "expected 'allow' or 'deny' after the rule name"
+    if expected == {"ANY", "ROLE", "AGENT"}:
+        return f"expected who the rule applies to ('any', 'role NAME' or 'agent NAME'){after}"
+    if expected == {"NAME", "ANY"}:
+        return f"expected an action such as read or invoke{after}"
+    if expected == {"NAME", "COMMA"}:
+        return f"expected a resource kind (model, dataset, tool, agent or workflow) after the action '{prev}'"
+    if _VALUE_START <= expected:
+        if "NOT" in expected or "LPAR" in expected:
+            return f"expected a condition such as context.amount > 100{after}"
+        return f"expected a value (a string, number, list, or attribute such as data.origin){after}"
+    if expected == {"NUMBER"} and prev in ("within", "window", "previous"):
+        return f"expected a duration such as 4h or 30 days{after}"
+    if _DECL_KEYWORDS <= expected:
+        words = [_word(t) for t in sorted(expected - _DECL_KEYWORDS - {"$END"}, key=_order)]
+        tail = "a new declaration (rule, role, model, ...)"
+        return f"expected {_join([*words, tail])}{after}"
+    return f"expected {_join([_word(t) for t in sorted(expected, key=_order)])}{after}"
+
+
+def _order(terminal: str) -> tuple[int, str]:
+    return (0 if terminal in ("_AND", "_OR") else 1 if terminal.isupper() else 2, terminal)
+
+
+def _found(tok: Token) -> str:
+    if tok.type == "$END":
+        return "the end of the file"
+    value = tok.value if len(tok.value) <= 30 else tok.value[:27] + "..."
+    if tok.type == "STRING":
+        return f"the string {value}"
+    if tok.type == "NUMBER":
+        return f"the number {value}"
+    return f"'{value}'"
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+_CHAR_HELP = {
+    "&": "write 'and' to combine conditions",
+    "|": "write 'or' for alternatives",
+    "!": "write 'not' to negate a condition, or '!=' for 'not equal'",
+    "'": 'strings are written in double quotes: "like this"',
+    "{": "lists are written in square brackets: [\"a\", \"b\"]",
+}
+
+
+def _accepted(error: UnexpectedToken) -> set[str]:
+    """The terminals that could really come next.
+
+    Lark's ``expected`` is the LALR lookahead of the failing state, which merges
+    lookaheads from unrelated places; the interactive parser tries each one.
+    """
+    expected = set(error.expected)
+    interactive = getattr(error, "interactive_parser", None)
+    if interactive is not None:
+        try:
+            expected = set(interactive.accepts()) or expected
+        except Exception:  # noqa: BLE001 - fall back to Lark's coarser set
+            pass
+    return {t for t in expected if not t.startswith("__")}
+
+
+def describe_unexpected(error: UnexpectedInput, text: str, path: str) -> Finding:
+    """Turn any Lark ``UnexpectedInput`` into one ``syntax`` finding in plain words."""
+    if isinstance(error, UnexpectedToken):
+        tok = error.token
+        at_end = tok.type == "$END"
+        pos = len(text) if at_end else tok.start_pos
+        prev = _previous(text, pos)
+        prev_text = prev.group() if prev else ""
+        prev_is_number = bool(prev and prev_text[-1:].isdigit())
+        expected = _accepted(error)
+        message = f"{_expectation(expected, prev_text, prev_is_number)}, found {_found(tok)}"
+        help = None
+        if tok.type == "EQUALS" and "CMP_OP" in expected:
+            message, help = "'=' is not a comparison", "write '==' to compare two values"
+        if at_end:
+            line, col = _position(text, prev.end()) if prev else (1, 1)
+            span = Span(path, line, col, line, col + 1)
+        else:
+            span = Span(path, tok.line, tok.column, tok.end_line, tok.end_column)
+        return Finding("syntax", message, span, help=help)
+    pos = getattr(error, "pos_in_stream", 0) or 0
+    line, col = _position(text, pos)
+    char = text[pos] if pos < len(text) else ""
+    span = Span(path, line, col, line, col + 1)
+    if char == '"':
+        return Finding("syntax", "this string is not closed", span, help='a string ends with " on the same line')
+    shown = repr(char)[1:-1] if char.isprintable() else f"U+{ord(char):04X}" if char else "end of file"
+    return Finding("syntax", f"unexpected character '{shown}'", span, help=_CHAR_HELP.get(char))
+
+
+_LOCK = threading.Lock()
+_BUILDER = Builder()
+_PARSER: Lark | None = None
+
+
+def grammar_text() -> str:
+    return (data_path("grammar") / "policy.lark").read_text(encoding="utf-8")
+
+
+def _parser() -> Lark:
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = Lark(
+            grammar_text(),
+            parser="lalr",
+            lexer="contextual",
+            transformer=_BUILDER,  # type: ignore[arg-type]
+            lexer_callbacks={"COMMENT": _BUILDER._on_comment},
+            maybe_placeholders=True,
+            cache=True,
+        )
+    return _PARSER
+
+
+def parse_policy(text: str, path: str = "<string>") -> ast.PolicyFile:
+    """Parse one policy file's text; raise ``PolicyError`` (code ``syntax``) if it is malformed."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    with _LOCK:
+        parser = _parser()
+        _BUILDER._begin(path, text)
+        try:
+            return parser.parse(text)  # type: ignore[return-value]
+        except UnexpectedInput as error:
+            raise PolicyError(describe_unexpected(error, text, path)) from None
+        except RecursionError:
+            raise _syntax("this file is nested too deeply to read", Span(path, 1, 1, 1, 2)) from None
+        finally:
+            _BUILDER._end()
+
