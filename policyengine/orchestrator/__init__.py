@@ -1,0 +1,1 @@
+"""The lightweight orchestrator: governed workflows, durable runs and approvals."""

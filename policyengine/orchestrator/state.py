@@ -1,0 +1,248 @@
+"""Durable run state in DuckDB: runs, the step journal, approvals and tool effects.
+
+Writes are buffered and flushed in one transaction through Arrow (a single-row
+commit to a DuckDB file costs ~1-2 ms here, an Arrow batch ~4 µs per row). The
+runner flushes at every point where durability matters: before a step with a
+side effect, when a run pauses, when it ends (or every few runs in a batch), and
+before the process exits. Reads see buffered rows first, so the runner never
+has to flush just to read its own writes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import astuple, dataclass, fields, replace
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+
+def now_utc() -> datetime:
+    """The current time as naive UTC, the form every orchestrator timestamp takes."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def naive_utc(t: datetime) -> datetime:
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def sql(name: str) -> str:
+    return resources.files("policyengine.orchestrator").joinpath("sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    batch_id: str | None
+    workflow: str
+    item_id: str | None
+    requested_by: str
+    status: str
+    outcome: str | None
+    input: str | None  # JSON text of the input item
+    error: str | None
+    policy_hash: str | None
+    tokens: int
+    cost_usd: float
+    created_at: datetime
+    updated_at: datetime
+
+    def item(self) -> dict[str, Any]:
+        return json.loads(self.input) if self.input else {}
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    run_id: str
+    step: str
+    ord: int
+    kind: str
+    status: str
+    idem_key: str
+    output: str | None  # JSON text
+    effect: str | None
+    reason: str | None
+    model: str | None
+    tokens: int | None
+    cost_usd: float | None
+    latency_ms: float | None
+    started_at: datetime
+    finished_at: datetime | None
+
+    def output_dict(self) -> dict[str, Any]:
+        return json.loads(self.output) if self.output else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    run_id: str
+    step: str
+    gate: str
+    role: str
+    requester: str
+    requested_at: datetime
+    deadline_at: datetime | None
+    on_timeout: str
+    distinct_approver: bool
+    status: str
+    approver: str | None
+    note: str | None
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRecord:
+    idem_key: str
+    run_id: str
+    step: str
+    tool: str
+    result: str | None
+    created_at: datetime
+
+
+_TS = pa.timestamp("us")
+_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), datetime: _TS, bool: pa.bool_()}
+
+
+def _schema(cls: type) -> pa.Schema:
+    cols = []
+    for f in fields(cls):
+        base = str(f.type).split("|")[0].strip()
+        cols.append(pa.field(f.name, {"str": pa.string(), "int": pa.int64(), "float": pa.float64(),
+                                      "datetime": _TS, "bool": pa.bool_()}[base]))
+    return pa.schema(cols)
+
+
+_TABLES: tuple[tuple[type, str, str], ...] = (
+    (RunRecord, "_pe_runs", "upsert_runs"),
+    (StepRecord, "_pe_steps", "upsert_steps"),
+    (ApprovalRecord, "_pe_approvals", "upsert_approvals"),
+    (EffectRecord, "_pe_effects", "upsert_effects"),
+)
+_SCHEMAS = {cls: _schema(cls) for cls, _, _ in _TABLES}
+
+
+def _key(rec: Any) -> tuple:
+    if isinstance(rec, RunRecord):
+        return (rec.run_id,)
+    if isinstance(rec, StepRecord):
+        return (rec.run_id, rec.step)
+    if isinstance(rec, ApprovalRecord):
+        return (rec.run_id, rec.step, rec.gate)
+    return (rec.idem_key,)
+
+
+class StateStore:
+    """Run state on a cursor of a shared DuckDB connection (the audit log's file)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn.cursor()
+        self._lock = threading.RLock()
+        self._pending: dict[type, dict[tuple, Any]] = {cls: {} for cls, _, _ in _TABLES}
+        self._conn.execute(sql("create"))
+        self._sql = {name: sql(name) for _, _, name in _TABLES}
+        self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
+                                       "approvals_overdue", "effect_get", "run_counts")}
+
+    # --- writes --------------------------------------------------------------
+
+    def put(self, *records: RunRecord | StepRecord | ApprovalRecord | EffectRecord) -> None:
+        """Buffer records; they are durable after the next ``flush``."""
+        with self._lock:
+            for rec in records:
+                self._pending[type(rec)][_key(rec)] = rec
+
+    def flush(self) -> int:
+        """Write every buffered record in one transaction; return how many."""
+        with self._lock:
+            n = sum(len(p) for p in self._pending.values())
+            if not n:
+                return 0
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                for cls, view, stmt in _TABLES:
+                    rows = list(self._pending[cls].values())
+                    if not rows:
+                        continue
+                    cols = list(zip(*(astuple(r) for r in rows)))
+                    table = pa.table({f.name: cols[i] for i, f in enumerate(_SCHEMAS[cls])}, schema=_SCHEMAS[cls])
+                    self._conn.register(view, table)
+                    try:
+                        self._conn.execute(self._sql[stmt])
+                    finally:
+                        self._conn.unregister(view)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            for p in self._pending.values():
+                p.clear()
+            return n
+
+    def close(self) -> None:
+        with self._lock:
+            self.flush()
+            self._conn.close()
+
+    # --- reads ---------------------------------------------------------------
+
+    def _rows(self, name: str, params: dict[str, Any], cls: type) -> list[Any]:
+        cur = self._conn.execute(self._q[name], params)
+        return [cls(*r) for r in cur.fetchall()]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """A run by id or unique prefix; ``None`` when unknown. Raises ``LookupError`` if ambiguous."""
+        with self._lock:
+            pending = self._pending[RunRecord]
+            if (run_id,) in pending:
+                return pending[(run_id,)]
+            self.flush()
+            rows = self._rows("run_get", {"run_id": run_id}, RunRecord)
+        if len(rows) > 1 and rows[0].run_id != run_id:
+            raise LookupError(f"run id prefix {run_id!r} matches more than one run")
+        return rows[0] if rows else None
+
+    def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
+        with self._lock:
+            self.flush()
+            return self._rows("runs_list", {"status": status, "workflow": workflow, "limit": limit}, RunRecord)
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        with self._lock:
+            merged = {r.step: r for r in self._rows("steps_of_run", {"run_id": run_id}, StepRecord)}
+            merged.update({k[1]: r for k, r in self._pending[StepRecord].items() if k[0] == run_id})
+        return sorted(merged.values(), key=lambda r: (r.ord, r.started_at))
+
+    def approvals(self, run_id: str) -> list[ApprovalRecord]:
+        with self._lock:
+            merged = {(r.step, r.gate): r for r in self._rows("approvals_of_run", {"run_id": run_id}, ApprovalRecord)}
+            merged.update({k[1:]: r for k, r in self._pending[ApprovalRecord].items() if k[0] == run_id})
+        return sorted(merged.values(), key=lambda r: (r.requested_at, r.step))
+
+    def overdue(self, now: datetime) -> list[ApprovalRecord]:
+        with self._lock:
+            self.flush()
+            return self._rows("approvals_overdue", {"now": naive_utc(now)}, ApprovalRecord)
+
+    def effect(self, idem_key: str) -> dict[str, Any] | None:
+        with self._lock:
+            pending = self._pending[EffectRecord].get((idem_key,))
+            if pending is not None:
+                return json.loads(pending.result or "null")
+            row = self._conn.execute(self._q["effect_get"], {"idem_key": idem_key}).fetchone()
+        return json.loads(row[0]) if row and row[0] is not None else ({} if row else None)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            self.flush()
+            return dict(self._conn.execute(self._q["run_counts"]).fetchall())
+
+
