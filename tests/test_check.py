@@ -1,0 +1,470 @@
+"""Specification of the static checker: one small policy per finding.
+
+Each case states the finding's code, severity, message, position and the text
+under the caret; golden files pin the rendered output of files with several
+findings; every example in ``rules/`` must check clean.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policyengine import ast
+from policyengine.check import MAX_FINDINGS, check_policy, contradiction, pattern_covers
+from policyengine.diagnostics import Finding, Severity, Span, render_findings
+from policyengine.syntax import parse_policy
+
+GOLDEN = Path(__file__).parent / "golden" / "check"
+RULES = Path(__file__).resolve().parent.parent / "rules"
+
+COMMON = """
+package common.regions
+const EU = ["DE", "FR", "IE"]
+const US = ["US"]
+"""
+
+BODY = """role analyst
+role senior_analyst extends analyst
+agent bot roles analyst
+model small hosting internal
+"""
+BASE = "\npackage t\n" + BODY
+WITH_REGIONS = "\npackage t\nimport common.regions\n" + BODY
+
+
+def parse(text: str, path: str) -> ast.PolicyFile:
+    return parse_policy(textwrap.dedent(text), path)
+
+
+def check(*texts: str):
+    files = [parse(text, f"f{i}.policy") for i, text in enumerate(texts)]
+    return check_policy(files)
+
+
+def underlined(texts: tuple[str, ...], finding: Finding) -> str:
+    """The source text the caret of ``finding`` sits under."""
+    index = int(finding.span.file.removeprefix("f").removesuffix(".policy"))
+    lines = textwrap.dedent(texts[index]).splitlines()
+    line = lines[finding.span.line - 1]
+    if finding.span.end_line != finding.span.line:
+        return line[finding.span.col - 1 :]
+    return line[finding.span.col - 1 : finding.span.end_col - 1]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    texts: tuple[str, ...]
+    code: str
+    message: str
+    at: str  # "file-index:line:col"
+    text: str  # what the caret underlines
+    help: str | None = None
+    severity: Severity = Severity.ERROR
+
+
+W = Severity.WARNING
+
+CASES = [
+    # --- unknown names --------------------------------------------------------------
+    Case("role in rule", (BASE + 'rule r allow role analyts to read dataset "x"\n',),
+         "unknown-role", "unknown role 'analyts'", "0:7:19", "analyts", "did you mean 'analyst'?"),
+    Case("role in extends", ("package t\nrole lead extends analyst\n",),
+         "unknown-role", "unknown role 'analyst'", "0:2:19", "analyst", "declare it with 'role analyst'"),
+    Case("role of an agent", ("package t\nrole ap\nagent bot\n  roles ap, apx\n",),
+         "unknown-role", "unknown role 'apx'", "0:4:13", "apx", "did you mean 'ap'?"),
+    Case("escalation to role", (BASE + "escalate big when context.amount > 10 to role senoir_analyst\n",),
+         "unknown-role", "unknown role 'senoir_analyst'", "0:7:47", "senoir_analyst",
+         "did you mean 'senior_analyst'?"),
+    Case("budget for role", (BASE + "budget b for role analysts limit 5 USD per day\n",),
+         "unknown-role", "unknown role 'analysts'", "0:7:14", 'role analysts', "did you mean 'analyst'?"),
+    Case("budget escalates to role", (BASE + "budget b for workflow \"w\" limit 5 USD per day "
+                                      "on exceed escalate to role boss\n",),
+         "unknown-role", "unknown role 'boss'", "0:7:74", "boss", "declare it with 'role boss'"),
+    Case("bias escalates to role", (BASE + 'bias f for model small metric disparate_impact of outcome == "ok" '
+                                    "by subject.region threshold >= 0.8 on breach escalate to role risk\n",),
+         "unknown-role", "unknown role 'risk'", "0:7:129", "risk", "declare it with 'role risk'"),
+    Case("route prefers model", (BASE + "route r prefer small, lage\n",),
+         "unknown-model", "unknown model 'lage'", "0:7:23", "lage", "declare it with 'model lage'"),
+    Case("budget for model", (BASE + 'budget b for model "smal" limit 5 USD per day\n',),
+         "unknown-model", "unknown model 'smal'", "0:7:14", 'model "smal"', "did you mean 'small'?"),
+    Case("budget routes to model", (BASE + 'budget b for workflow "w" limit 5 USD per day '
+                                    "on exceed route to model big\n",),
+         "unknown-model", "unknown model 'big'", "0:7:72", "big", "declare it with 'model big'"),
+    Case("bias for model", (BASE + 'bias f for model tiny metric disparate_impact of outcome == "ok" '
+                            "by subject.region threshold >= 0.8\n",),
+         "unknown-model", "unknown model 'tiny'", "0:7:18", "tiny", "declare it with 'model tiny'"),
+    Case("drift for model", (BASE + "drift d for model smll metric psi of output.confidence "
+                             "baseline previous 30 days threshold < 0.2\n",),
+         "unknown-model", "unknown model 'smll'", "0:7:19", "smll", "did you mean 'small'?"),
+    Case("rule names an undeclared model", (BASE + 'rule r allow any to invoke model "smal"\n',),
+         "undeclared-model", 'model "smal" is not declared, so this rule never applies', "0:7:28", "model",
+         "did you mean 'small'?", W),
+    Case("rule for unknown agent", (BASE + 'rule r allow agent bto to read dataset "x"\n',),
+         "unknown-agent", "unknown agent 'bto'", "0:7:20", "bto", "did you mean 'bot'?"),
+    Case("budget for unknown agent", (BASE + "budget b for agent robot limit 5 USD per day\n",),
+         "unknown-agent", "unknown agent 'robot'", "0:7:14", "agent robot", "did you mean 'bot'?"),
+    Case("unknown resource kind", (BASE + 'rule r allow any to read datset "x"\n',),
+         "unknown-resource-kind", "unknown resource kind 'datset'", "0:7:26", "datset", "did you mean 'dataset'?"),
+    # --- consts and imports ----------------------------------------------------------
+    Case("unknown const", (BASE + 'const RESTRICTED = ["secret"]\n'
+                           'rule r allow any to read dataset "x" when data.c in RESTRICTD\n',),
+         "unknown-const", "unknown const 'RESTRICTD'", "0:8:53", "RESTRICTD", "did you mean 'RESTRICTED'?"),
+    Case("const of a package not imported", (COMMON, BASE + 'rule r allow any to read dataset "x" when data.o in EU\n'),
+         "unknown-const", "unknown const 'EU'", "1:7:53", "EU", "'EU' is declared in package common.regions; "
+         "add 'import common.regions'"),
+    Case("import that no file declares", ("package t\nimport common.region\n", COMMON),
+         "unresolved-import", "no file declares package 'common.region'", "0:2:8", "common.region",
+         "did you mean 'common.regions'?"),
+    Case("consts in a cycle", ("package t\nconst A = [B]\nconst B = [A]\n",),
+         "const-cycle", "consts refer to each other in a cycle: A -> B -> A", "0:2:7", "A"),
+    Case("const in two imports", ("package a\nconst X = [1]\n", "package b\nconst X = [2]\n",
+                                  'package t\nimport a\nimport b\nrule r allow any to read dataset "x" when data.n in X\n'),
+         "ambiguous-const", "'X' is declared in several imported packages: a, b", "2:4:53", "X",
+         "declare 'X' in package t to choose one"),
+    # --- declarations ------------------------------------------------------------------
+    Case("extends cycle", ("package t\nrole a extends c\nrole b extends a\nrole c extends b\n",),
+         "extends-cycle", "roles extend each other in a cycle: a -> c -> b -> a", "0:3:16", "a",
+         "remove one of the 'extends' links so inheritance runs one way"),
+    Case("role declared in two files", (BASE, "package u\nrole analyst\n"),
+         "duplicate-name", "role 'analyst' is declared twice in the policy set", "1:2:6", "analyst",
+         "first declared as role at f0.policy:3:6; rename one of them"),
+    Case("name reused in a package across files",
+         ('package t\nrule r allow any to read dataset "x"\n', "package t\nbudget r for workflow \"w\" limit 1 USD per day\n"),
+         "duplicate-name", "budget 'r' is declared twice in package t", "1:2:8", "r",
+         "first declared as rule at f0.policy:2:6; rename one of them"),
+    Case("const declared twice", ("package t\nconst A = [1]\nconst A = [2]\n",),
+         "duplicate-name", "const 'A' is declared twice in package t", "0:3:7", "A",
+         "first declared as const at f0.policy:2:7; rename one of them"),
+    Case("warn at over 100%", ('package t\nbudget b for workflow "w" limit 5 USD per day warn at 120%\n',),
+         "percentage-range", "warn at 120% is outside 0..100%", "0:2:8", "b",
+         "warn at is a share of the limit, such as 'warn at 80%'"),
+    Case("limit of zero", ('package t\nbudget b for workflow "w" limit 0 USD per day\n',),
+         "limit-range", "limit 0 USD per day is not positive", "0:2:27", "limit 0 USD per day",
+         "a limit of zero or less denies every request; use a deny rule for that"),
+    Case("limit repeated", ('package t\nbudget b for workflow "w"\n limit 5 USD per day\n limit 9 USD per day\n',),
+         "duplicate-limit", "budget 'b' limits USD per day twice", "0:4:2", "limit 9 USD per day",
+         "the lower limit alone decides; remove the other", W),
+    Case("route prefers a model twice", (BASE + "route r prefer small, small\n",),
+         "duplicate-candidate", "model 'small' is preferred twice", "0:7:23", "small", None, W),
+    Case("unknown bias metric", (BASE + 'bias f for model small metric parity of outcome == "ok" '
+                                 "by subject.region threshold >= 0.8\n",),
+         "unknown-metric", "unknown bias metric 'parity'", "0:7:31", "parity",
+         "bias metrics are disparate_impact, demographic_parity, equalized_odds"),
+    Case("unknown drift metric", (BASE + "drift d for model small metric kl of output.confidence "
+                                  "baseline previous 30 days threshold < 0.2\n",),
+         "unknown-metric", "unknown drift metric 'kl'", "0:7:32", "kl", "drift metrics are psi, ks, chi2"),
+    Case("ratio threshold above 1", (BASE + 'bias f for model small metric disparate_impact of outcome == "ok" '
+                                     "by subject.region threshold >= 80\n",),
+         "threshold-range", "disparate_impact lies in 0..1, so threshold >= 80 is always or never met", "0:7:95",
+         ">= 80", None, W),
+    Case("threshold the wrong way round", (BASE + "drift d for model small metric psi of output.confidence "
+                                           "baseline previous 30 days threshold > 0.2\n",),
+         "threshold-direction", "psi is better when lower, but the threshold asks for > 0.2", "0:7:93", "> 0.2",
+         "the threshold states the healthy range, e.g. 'threshold >= 0.8' or 'threshold < 0.2'", W),
+    # --- expressions -------------------------------------------------------------------
+    Case("unknown attribute root", (BASE + 'rule r allow any to read dataset "x" when contxt.tokens < 5\n',),
+         "unknown-attribute", "unknown attribute 'contxt.tokens'", "0:7:43", "contxt.tokens", "did you mean 'context'?"),
+    Case("string ordered", (BASE + 'rule r allow any to read dataset "x" when context.region < "eu"\n',),
+         "type-mismatch", "'<' orders numbers, but \"eu\" is a string", "0:7:60", '"eu"',
+         "use == or != for strings, 'in' for lists"),
+    Case("list const ordered", (BASE + 'const L = [1, 2]\nrule r allow any to read dataset "x" when context.n >= L\n',),
+         "type-mismatch", "'>=' orders numbers, but L is a list", "0:8:56", "L", "use == or != for strings, 'in' for lists"),
+    Case("in a string", (BASE + 'rule r allow any to read dataset "x" when data.c in "pii"\n',),
+         "type-mismatch", "'in' needs a list on its right, but \"pii\" is a string", "0:7:53", '"pii"',
+         'write ["pii"] or use =='),
+    Case("string equals number", (BASE + 'const LIMIT = "10"\nrule r allow any to read dataset "x" when 10 == LIMIT\n',),
+         "type-mismatch", "comparing a number with a string: 10 == LIMIT is never true", "0:8:49", "LIMIT",
+         "remove the quotes"),
+    Case("equals a list", (BASE + 'rule r allow any to read dataset "x" when data.c == ["a", "b"]\n',),
+         "type-mismatch", "'==' compares single values, but [\"a\", \"b\"] is a list", "0:7:53", '["a", "b"]',
+         "use 'in' to test membership"),
+    Case("literal as condition", (BASE + 'rule r allow any to read dataset "x" when "yes"\n',),
+         "type-mismatch", 'expected a condition, found a string "yes"', "0:7:43", '"yes"',
+         "compare it with ==, <, in ... to make a condition"),
+    Case("residency region not a list", (BASE + 'const HOME = "eu-west-1"\nresidency r require region in HOME\n',),
+         "type-mismatch", "'require region in' needs a list of regions, not HOME", "0:8:31", 'HOME',
+         'write a list such as ["eu-west-1"] or a const that holds one'),
+    # --- rules that never match or never take effect -----------------------------------------
+    Case("equal to two strings", (BASE + 'rule r allow any to read dataset "x"\n when data.c == "a" and data.c == "b"\n',),
+         "never-matches", "rule 'r' can never match: data.c == \"b\" contradicts data.c == \"a\"", "0:8:25",
+         'data.c == "b"', "remove the contradiction or the whole rule", W),
+    Case("empty number range", (BASE + 'rule r allow any to read dataset "x"\n when context.n < 5 and context.n > 10\n',),
+         "never-matches", "rule 'r' can never match: context.n > 10 contradicts context.n < 5", "0:8:25",
+         "context.n > 10", "remove the contradiction or the whole rule", W),
+    Case("literal false", (BASE + 'escalate e when false to role analyst\n',),
+         "never-matches", "escalate 'e' can never match: the condition is false", "0:7:17", "false",
+         "remove the contradiction or the whole rule", W),
+    Case("value outside a const list", (COMMON, WITH_REGIONS + 'rule r allow any to read dataset "x"\n'
+                                        ' when data.o in EU and data.o == "US"\n'),
+         "never-matches", "rule 'r' can never match: data.o == \"US\" contradicts data.o in EU",
+         "1:9:24", 'data.o == "US"', "remove the contradiction or the whole rule", W),
+    Case("unless repeats when", (BASE + 'rule r allow any to read dataset "x"\n when data.c == "a"\n unless data.c == "a"\n',),
+         "never-matches", "rule 'r' can never match: 'unless' repeats 'when'", "0:9:9", 'data.c == "a"', None, W),
+    Case("allow under an unconditional deny",
+         (BASE + 'rule no deny role analyst to read dataset "erp/*"\n'
+                 'rule yes allow role senior_analyst to read dataset "erp/invoices/*"\n',),
+         "shadowed-allow", "allow 't.yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
+         "the deny is at f0.policy:7:6; give it a 'when' or narrow one of the two", W),
+    Case("agent allow under a role deny",
+         (BASE + 'rule no deny role analyst to any tool "*"\nrule yes allow agent bot to call tool "search"\n',),
+         "shadowed-allow", "allow 't.yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
+         "the deny is at f0.policy:7:6; give it a 'when' or narrow one of the two", W),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_each_finding(case: Case) -> None:
+    result = check(*case.texts)
+    matching = [f for f in result.findings if f.code == case.code]
+    assert matching, f"no {case.code} in {[f.headline() for f in result.findings]}"
+    finding = matching[0]
+    index, line, col = (int(part) for part in case.at.split(":"))
+    assert (finding.message, finding.severity, finding.help) == (case.message, case.severity, case.help)
+    assert underlined(case.texts, finding) == case.text
+    assert (finding.span.file, finding.span.line, finding.span.col) == (f"f{index}.policy", line, col)
+    others = [f.headline() for f in result.findings if f is not finding]
+    assert others == [], "one finding per case"
+    assert (result.policy is None) == (case.severity is Severity.ERROR)
+
+
+def test_checks_the_parser_already_enforces_hold_for_built_trees() -> None:
+    """The parser rejects these in text; trees built in code still go through the checker."""
+    file = parse('package t\nmodel m hosting internal\nbudget b for workflow "w" limit 5 USD per day\n', "f0.policy")
+    model, budget = file.decls
+    built = replace(file, decls=(replace(model, hosting="onprem"), replace(budget, limits=())))
+    findings = [(f.code, f.message, f.help, str(f.span)) for f in check_policy([built]).findings]
+    assert findings == [
+        ("unknown-hosting", "model 'm' has unknown hosting 'onprem'", "hosting is internal or external", "f0.policy:2:7"),
+        ("budget-no-limit", "budget 'b' has no limit", "add a line such as 'limit 500 USD per day'", "f0.policy:3:8"),
+    ]
+
+
+def test_a_clean_set_has_no_findings_and_a_policy() -> None:
+    result = check(COMMON, WITH_REGIONS + textwrap.dedent('''
+        role model_risk
+        model big hosting external
+        const LOCAL = [EU, "CH"]
+        rule read allow role senior_analyst to read dataset "erp/*" when data.o in LOCAL
+        residency eu when data.o in EU require region in ["eu-west-1"]
+        budget b for model "small" limit 5 USD per day warn at 80% on exceed route to model big
+        escalate big_pay when context.amount > 10_000 to role senior_analyst within 4h else deny
+        route r when context.task == "classify" prefer small, big
+        bias f for model small metric disparate_impact of outcome == "ok" by subject.region
+            threshold >= 0.8 on breach escalate to role model_risk
+        drift d for model small metric psi of output.confidence baseline previous 30 days threshold < 0.2
+        '''))
+    assert [f.headline() for f in result.findings] == []
+    assert result.policy is not None and result.ok
+
+
+def test_policy_set_resolves_names_roles_consts_and_cites() -> None:
+    result = check(
+        'package common.regions\ncite "GDPR"\nconst EU = ["DE", "FR"]\n',
+        'package fin\ncite "SOX 404", "GDPR"\nimport common.regions\nrole a\nrole b extends a\nrole c extends b\n'
+        'agent bot roles c\nconst HOME = [EU, "CH"]\nrule r allow role a to read dataset "x"\n',
+        'package fin\ncite "SOX 404", "EU AI Act"\nmodel m hosting internal\nroute r2 prefer m\n',
+    )
+    policy = result.policy
+    assert policy is not None
+    assert policy.role_closure == {"a": {"a"}, "b": {"a", "b"}, "c": {"a", "b", "c"}}
+    assert policy.roles_of(["c", "nobody"]) == {"a", "b", "c"}
+    assert (policy.agents["bot"].package, policy.models["m"].package) == ("fin", "fin")
+    assert [s.id for s in policy.rules] == ["fin.r"] and [s.id for s in policy.routes] == ["fin.r2"]
+    values = {name: [i.value for i in value.items] for name, value in policy.consts["fin"].items()}
+    assert values == {"HOME": ["DE", "FR", "CH"], "EU": ["DE", "FR"]}
+    assert set(policy.consts["common.regions"]) == {"EU"}
+    assert policy.package_cites == {"common.regions": ("GDPR",), "fin": ("SOX 404", "GDPR", "EU AI Act")}
+    when = parse('package fin\nrule q allow any to read dataset "x" when data.o in [HOME, "US"]\n', "q").decls[0].when
+    substituted = policy.substitute("fin", when)
+    assert [i.value for i in substituted.right.items] == ["DE", "FR", "CH", "US"]
+
+
+def test_own_const_wins_over_imported_one() -> None:
+    policy = check('package a\nconst X = ["a"]\n', 'package t\nimport a\nconst X = ["t"]\n').policy
+    assert policy is not None and policy.consts["t"]["X"].items[0].value == "t"
+
+
+def test_findings_are_sorted_and_capped() -> None:
+    body = "".join(f'rule r{i} allow role nobody{i} to read dataset "x"\n' for i in range(MAX_FINDINGS + 20))
+    result = check("package t\n" + body)
+    assert len(result.findings) == MAX_FINDINGS + 1
+    assert result.findings[-1].code == "too-many-findings"
+    assert result.findings[-1].message == "20 more finding(s) not shown; fix the ones above first"
+    lines = [f.span.line for f in result.findings[:-1]]
+    assert lines == sorted(lines) and lines[0] == 2
+
+
+def test_a_warning_keeps_the_policy_set() -> None:
+    result = check(BASE + 'rule r allow any to read dataset "x" when false\n')
+    assert [f.code for f in result.findings] == ["never-matches"]
+    assert result.policy is not None and result.warnings and not result.errors
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    result = check("package t\nimport nope\nrole a extends zz\nrule r allow role yy to read datset \"x\" when q.x\n")
+    assert [f.code for f in result.findings] == [
+        "unresolved-import", "unknown-role", "unknown-role", "unknown-resource-kind", "unknown-attribute"
+    ]
+    assert result.policy is None
+
+
+# --- the pieces the warnings are built on ------------------------------------------------
+
+PATTERNS = [
+    # deny, allow, covered
+    ("*", "anything/at/all", True),
+    ("erp/*", "erp/invoices/*", True),
+    ("erp/*", "erp", False),
+    ("erp/invoices/*", "erp/*", False),
+    ("erp/*/2026", "erp/x/2026", True),
+    ("erp/*/2026", "erp/*/2026", True),
+    ("erp/*/2026", "erp/x*/2026", False),
+    ("a?", "ab", True),
+    ("hr/*", "erp/*", False),
+]
+
+
+@pytest.mark.parametrize(("deny", "allow", "covered"), PATTERNS)
+def test_pattern_covers(deny: str, allow: str, covered: bool) -> None:
+    assert pattern_covers(deny, allow) is covered
+
+
+CONDITIONS = [
+    # condition, consts, contradiction found
+    ('data.c == "a" and data.c == "b"', {}, True),
+    ('data.c == "a" and data.c == "a"', {}, False),
+    ('data.c == "a" and data.c != "a"', {}, True),
+    ('data.c == "a" and not (data.c == "a")', {}, True),
+    ('data.c != "a" and data.c != "b"', {}, False),
+    ("context.n < 5 and context.n > 10", {}, True),
+    ("context.n < 5 and context.n >= 5", {}, True),
+    ("context.n <= 5 and context.n >= 5", {}, False),
+    ("5 < context.n and context.n < 5", {}, True),
+    ("context.n == 3 and context.n > 3", {}, True),
+    ("context.n == 1 and context.n == 1.0", {}, False),
+    ("context.n == 1 and context.n == true", {}, True),
+    ('data.o in ["DE", "FR"] and data.o in ["US"]', {}, True),
+    ('data.o in ["DE", "FR"] and data.o in ["FR"]', {}, False),
+    ('data.o in ["DE"] and data.o not in ["DE"]', {}, True),
+    ('data.o in ["DE"] and data.o != "DE"', {}, True),
+    ("data.o in []", {}, True),
+    ('data.o in EU and data.o == "US"', {"EU": '["DE"]'}, True),
+    ('data.o in EU and data.o == "DE"', {"EU": '["DE"]'}, False),
+    ('data.a == "x" and data.b == "y"', {}, False),
+    ("false", {}, True),
+    ("not true", {}, True),
+    ("context.n > 1 and false", {}, True),
+    ('data.c == "a" and data.c == "b" or context.n > 1', {}, False),
+    ('data.c == "a" and data.c == "b" or context.n > 5 and context.n < 1', {}, True),
+    ('context.n > 1 and (data.c == "a" and data.c == "b")', {}, True),
+    ("context.n > 2 and context.n < 3", {}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "consts", "found"), CONDITIONS)
+def test_contradiction(condition: str, consts: dict[str, str], found: bool) -> None:
+    decls = "".join(f"const {name} = {value}\n" for name, value in consts.items())
+    file = parse(f'package t\n{decls}rule r allow any to read dataset "x" when {condition}\n', "c.policy")
+    values = {d.name.value: d.value for d in file.decls if isinstance(d, ast.ConstDecl)}
+    when = file.decls[-1].when
+    assert (contradiction(when, lambda ref: values.get(ref.name)) is not None) is found
+
+
+# --- robustness: any well-typed tree checks without raising ---------------------------------
+
+_SPAN = Span("gen.policy", 1, 1, 1, 2)
+_names = st.sampled_from(["a", "b", "c", "analyst", "m", "EU", "X"]).map(lambda v: ast.Name(v, span=_SPAN))
+_literals = st.one_of(st.text(max_size=3), st.integers(-5, 5), st.floats(-2, 2), st.booleans()).map(
+    lambda v: ast.Literal(v, span=_SPAN))
+_paths = st.builds(lambda r, p: ast.Path(r, p, span=_SPAN), st.sampled_from(["context", "data", "ctx"]),
+                   st.tuples(st.sampled_from(["n", "c"])))
+_refs = st.sampled_from(["EU", "X", "Y"]).map(lambda n: ast.ConstRef(n, span=_SPAN))
+_values = st.recursive(st.one_of(_literals, _paths, _refs),
+                       lambda inner: st.lists(inner, max_size=3).map(lambda i: ast.ListExpr(tuple(i), span=_SPAN)),
+                       max_leaves=4)
+_ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in"])
+_compares = st.builds(lambda o, l, r: ast.Compare(o, l, r, span=_SPAN), _ops, _values, _values)
+_exprs = st.recursive(
+    st.one_of(_compares, _literals, _paths),
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=2, max_size=3).map(lambda i: ast.And(tuple(i), span=_SPAN)),
+        st.lists(inner, min_size=2, max_size=3).map(lambda i: ast.Or(tuple(i), span=_SPAN)),
+        inner.map(lambda e: ast.Not(e, span=_SPAN)),
+    ),
+    max_leaves=6,
+)
+_principals = st.one_of(st.just(ast.PrincipalMatch("any", span=_SPAN)),
+                         st.builds(lambda k, n: ast.PrincipalMatch(k, n, span=_SPAN), st.sampled_from(["role", "agent"]), _names))
+_decls = st.one_of(
+    st.builds(lambda n, e: ast.RoleDecl(n, tuple(e), span=_SPAN), _names, st.lists(_names, max_size=2)),
+    st.builds(lambda n, r: ast.AgentDecl(n, None, tuple(r), span=_SPAN), _names, st.lists(_names, max_size=2)),
+    st.builds(lambda n, h: ast.ModelDecl(n, hosting=h, span=_SPAN), _names, st.sampled_from([None, "internal", "x"])),
+    st.builds(lambda n, v: ast.ConstDecl(n, v, span=_SPAN), _names, _values),
+    st.builds(lambda n, eff, p, k, pat, w, u: ast.RuleDecl(n, eff, p, (ast.Name("read", span=_SPAN),), k, pat,
+                                                       when=w, unless=u, span=_SPAN),
+              _names, st.sampled_from(["allow", "deny"]), _principals,
+              st.sampled_from(["model", "dataset", "bogus"]).map(lambda v: ast.Name(v, span=_SPAN)),
+              st.sampled_from(["*", "m", "x/*", "a?"]), st.none() | _exprs, st.none() | _exprs),
+    st.builds(lambda n, w, r: ast.ResidencyDecl(n, w, r, span=_SPAN), _names, st.none() | _exprs, _values),
+    st.builds(lambda n, p: ast.RouteDecl(n, None, tuple(p), span=_SPAN), _names, st.lists(_names, max_size=3)),
+)
+_files = st.builds(
+    lambda pkg, imports, decls: ast.PolicyFile(
+        ast.Name(pkg, span=_SPAN), imports=tuple(ast.Import(ast.Name(i, span=_SPAN), span=_SPAN) for i in imports),
+        decls=tuple(decls), span=_SPAN),
+    st.sampled_from(["p", "q"]), st.lists(st.sampled_from(["p", "q", "r"]), max_size=2), st.lists(_decls, max_size=6),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_files, min_size=1, max_size=3))
+def test_checking_any_tree_never_raises_and_errors_withhold_the_policy(files: list[ast.PolicyFile]) -> None:
+    result = check_policy(files)
+    assert "internal-error" not in {f.code for f in result.findings}
+    assert (result.policy is None) == any(f.is_error for f in result.findings)
+    assert len(result.findings) <= MAX_FINDINGS + 1
+
+
+# --- golden files: the rendered output of files with several findings ----------------------
+
+GOLDEN_CASES = sorted(GOLDEN.glob("*.policy"))
+
+
+@pytest.mark.parametrize("source", GOLDEN_CASES, ids=[p.stem for p in GOLDEN_CASES])
+def test_golden_rendering(source: Path) -> None:
+    """Rendered as ``check`` prints it; set UPDATE_GOLDEN=1 to rewrite after a reviewed change."""
+    relative = source.relative_to(GOLDEN.parent.parent.parent).as_posix()
+    file = parse_policy(source.read_text(encoding="utf-8"), str(source))
+    rendered = render_findings(check_policy([file]).findings).replace(str(source), relative) + "\n"
+    expected = source.with_suffix(".expected")
+    if os.environ.get("UPDATE_GOLDEN"):
+        expected.write_text(rendered, encoding="utf-8")
+    assert rendered == expected.read_text(encoding="utf-8")
+
+
+def test_there_are_golden_files() -> None:
+    assert len(GOLDEN_CASES) >= 3
+    assert all(p.with_suffix(".expected").is_file() for p in GOLDEN_CASES)
+
+
+# --- the shipped examples --------------------------------------------------------------------
+
+
+def test_every_example_in_rules_checks_clean() -> None:
+    from policyengine.loader import load_files
+
+    paths = sorted(RULES.rglob("*.policy"))
+    assert paths, "rules/ holds the example policies; it must not be empty"
+    loaded = load_files([str(p) for p in paths])
+    assert [f.headline() for f in loaded.findings] == []
+    result = check_policy(loaded.files)
+    assert [f.headline() for f in result.findings] == []
+    assert result.policy is not None
