@@ -1,0 +1,133 @@
+"""Budget ledgers: how much each scope has used in the current calendar UTC window.
+
+The engine only *reads* a ledger while deciding (``usage``); actual usage is
+charged by the caller after a model call (``charge``), because only then is the
+real token count and cost known. A scope is a string such as
+``workflow:invoice-exceptions``, ``model:frontier_llm``, ``agent:invoice_classifier``
+or ``role:analyst`` (see ``scope_key``). Usage is kept per UTC hour, so the
+hour, day and month windows are all exact sums.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import duckdb
+
+Window = Literal["hour", "day", "month"]
+WINDOWS: tuple[Window, ...] = ("hour", "day", "month")
+
+
+def scope_key(kind: str, value: str) -> str:
+    """The ledger key of a budget scope: ``kind:value``."""
+    return f"{kind}:{value}"
+
+
+def utc(now: datetime | None) -> datetime:
+    """``now`` as an aware UTC datetime (naive datetimes are taken to be UTC)."""
+    if now is None:
+        return datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        return now.replace(tzinfo=timezone.utc)
+    return now.astimezone(timezone.utc)
+
+
+def window_start(window: Window, now: datetime | None = None) -> datetime:
+    """Start of the calendar UTC ``window`` (hour, day or month) containing ``now``."""
+    t = utc(now)
+    if window == "hour":
+        return t.replace(minute=0, second=0, microsecond=0)
+    if window == "day":
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "month":
+        return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    raise ValueError(f"unknown budget window {window!r}")
+
+
+@runtime_checkable
+class BudgetLedger(Protocol):
+    """Where budget usage lives. Implementations must be safe to call from many threads."""
+
+    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+        """Total charged to ``scope_key`` in ``unit`` at or after ``window_start``."""
+        ...
+
+    def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
+        """Record ``amount`` of actual usage at time ``at`` (default: now)."""
+        ...
+
+
+class InMemoryLedger:
+    """A ledger for tests and single-process use; lost when the process ends."""
+
+    def __init__(self) -> None:
+        self._hours: dict[tuple[str, str], dict[datetime, float]] = defaultdict(dict)
+        self._lock = threading.Lock()
+
+    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+        start = utc(window_start)
+        with self._lock:
+            buckets = self._hours.get((scope_key, unit))
+            if not buckets:
+                return 0.0
+            return float(sum(v for h, v in buckets.items() if h >= start))
+
+    def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
+        hour = window_start("hour", at)
+        with self._lock:
+            buckets = self._hours[(scope_key, unit)]
+            buckets[hour] = buckets.get(hour, 0.0) + float(amount)
+
+
+def _sql(name: str) -> str:
+    return resources.files("policyengine").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return utc(t).replace(tzinfo=None)
+
+
+class DuckDBLedger:
+    """A durable ledger in the ``budget_usage`` table of a DuckDB database.
+
+    Pass a path (the file is created if needed) or an open connection that the
+    orchestrator or the audit log already use: the ledger then works on its own
+    cursor of that connection, so the same database file is shared safely.
+    """
+
+    def __init__(self, path_or_connection: str | Path | duckdb.DuckDBPyConnection) -> None:
+        if isinstance(path_or_connection, duckdb.DuckDBPyConnection):
+            self._conn = path_or_connection.cursor()
+        else:
+            self._conn = duckdb.connect(str(path_or_connection))
+        self._lock = threading.Lock()
+        self._usage_sql = _sql("budget_usage")
+        self._charge_sql = _sql("budget_charge")
+        with self._lock:
+            self._conn.execute(_sql("budget_create"))
+
+    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+        with self._lock:
+            row = self._conn.execute(self._usage_sql, [scope_key, unit, _naive_utc(window_start)]).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
+        hour = _naive_utc(window_start("hour", at))
+        with self._lock:
+            self._conn.execute(self._charge_sql, [scope_key, unit, hour, float(amount)])
+
+    def close(self) -> None:
+        """Close the ledger's cursor (and the database, when the ledger opened it)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> DuckDBLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

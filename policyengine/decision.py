@@ -1,0 +1,148 @@
+"""What goes into the engine (``Request``) and what comes out (``Decision``).
+
+Both are frozen pydantic models so that they are typed, immutable, JSON
+serialisable and publish a JSON Schema (``schemas/*.schema.json``). The engine
+accepts plain dicts too and never runs pydantic validation on its hot path: it
+checks the few fields it needs by hand and builds decisions from precomputed
+parts (see ``evaluate.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Effect = Literal["allow", "deny", "escalate"]
+PrincipalType = Literal["user", "agent"]
+ResourceKind = Literal["model", "dataset", "tool", "agent", "workflow"]
+RESOURCE_KINDS: frozenset[str] = frozenset(("model", "dataset", "tool", "agent", "workflow"))
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# Requests tolerate unknown keys (as the dict path does); the fields they use are typed.
+_REQUEST = ConfigDict(frozen=True)
+
+
+# --- request ----------------------------------------------------------------------
+
+
+class Principal(BaseModel):
+    """Who asks. An agent's ``roles`` are ignored: its declaration is its authority."""
+
+    model_config = _REQUEST
+    id: str
+    type: PrincipalType = "user"
+    roles: tuple[str, ...] = ()
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Resource(BaseModel):
+    """What is acted on. ``id`` may be left out for an ``invoke`` that a route decides."""
+
+    model_config = _REQUEST
+    kind: ResourceKind
+    id: str | None = None
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Approval(BaseModel):
+    """A human's approval of an escalation gate (``gate`` is the gate's rule id)."""
+
+    model_config = _REQUEST
+    gate: str
+    approver: str
+    roles: tuple[str, ...] | None = None
+    ts: str | None = None
+
+
+class Request(BaseModel):
+    """One question to the engine, in the JSON shape of DESIGN.md."""
+
+    model_config = _REQUEST
+    principal: Principal
+    action: str
+    resource: Resource
+    data: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    approvals: tuple[Approval, ...] = ()
+
+
+# --- decision -------------------------------------------------------------------
+
+
+class Reason(BaseModel):
+    """One rule (or built-in check) that decided the effect, with where it is written.
+
+    ``rule`` is a rule id (``package.name``) or, for built-in checks, a name in
+    angle brackets such as ``<default-deny>`` or ``<request>``. ``candidate``
+    names the route candidate the reason was found for, when routing.
+    """
+
+    model_config = _FROZEN
+    rule: str
+    file: str | None = None
+    line: int | None = None
+    message: str
+    cites: tuple[str, ...] = ()
+    candidate: str | None = None
+
+
+class BudgetWarning(BaseModel):
+    """Usage (including this request's estimate) has passed a budget's ``warn at``."""
+
+    model_config = _FROZEN
+    kind: Literal["budget_warning"] = "budget_warning"
+    budget: str
+    used: float
+    limit: float
+    unit: str
+    window: Literal["hour", "day", "month"]
+    percent: float
+
+
+class ApprovalRequired(BaseModel):
+    """A human holding ``role`` must approve ``gate`` before the request may proceed."""
+
+    model_config = _FROZEN
+    kind: Literal["approval_required"] = "approval_required"
+    gate: str
+    role: str
+    deadline_seconds: int | None = None
+    deadline_at: str | None = None
+    on_timeout: Literal["deny", "allow"] = "deny"
+    distinct_approver: bool = False
+
+
+Obligation = Annotated[Union[BudgetWarning, ApprovalRequired], Field(discriminator="kind")]
+
+
+class Decision(BaseModel):
+    """The engine's answer: effect, the reasons for it, and what the caller must do."""
+
+    model_config = _FROZEN
+    effect: Effect
+    reasons: tuple[Reason, ...] = ()
+    obligations: tuple[Obligation, ...] = ()
+    route: str | None = None
+    policy_hash: str = ""
+    errors: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect == "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        """One compact JSON line, as ``policyengine eval`` prints it."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
+
+
+def request_schema() -> dict[str, Any]:
+    return Request.model_json_schema()
+
+
+def decision_schema() -> dict[str, Any]:
+    return Decision.model_json_schema(mode="serialization")

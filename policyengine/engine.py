@@ -1,0 +1,230 @@
+"""The public engine: ``load_policy(paths)`` once, then ``policy.evaluate(request)`` many times.
+
+``load_policy`` runs the whole front end (load + parse, check, compile) and raises
+``PolicyError`` with every finding when the rule files have errors. The resulting
+``Policy`` is immutable and safe to share between threads; its only moving parts
+are the budget ledger it reads and the block list of suspended models, both
+passed in by the caller.
+
+Compiled policies are cached in-process by the content hash of their files, so
+reloading unchanged files is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import ast
+from .budgets import BudgetLedger, InMemoryLedger
+from .check import check_policy
+from .compile import CompiledPolicy, compile_policy
+from .decision import Decision
+from .diagnostics import Finding, PolicyError
+from .evaluate import Evaluator
+from .loader import load_files, policy_paths
+from .policyset import PolicySet
+
+
+class BlockList:
+    """The models a bias/drift monitor has suspended (``on breach block``).
+
+    Thread-safe and live: a ``Policy`` built with it denies a blocked model from
+    the next decision on. Any ``Container[str]`` works in its place, such as a
+    ``frozenset`` snapshot.
+    """
+
+    def __init__(self, models: Iterable[str] = ()) -> None:
+        self._models: frozenset[str] = frozenset(models)
+        self._lock = threading.Lock()
+
+    def __contains__(self, model: object) -> bool:
+        return model in self._models
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._models))
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def block(self, model: str) -> None:
+        with self._lock:
+            self._models = self._models | {model}
+
+    def unblock(self, model: str) -> None:
+        with self._lock:
+            self._models = self._models - {model}
+
+    def snapshot(self) -> frozenset[str]:
+        return self._models
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A decision plus the readable trace of how it was reached (``eval --explain``)."""
+
+    decision: Decision
+    trace: tuple[str, ...]
+
+    def text(self) -> str:
+        return "\n".join(self.trace)
+
+
+class Policy:
+    """A loaded, checked and compiled policy set, ready to decide requests."""
+
+    def __init__(self, policy_set: PolicySet, *, policy_hash: str, ledger: BudgetLedger | None = None,
+                 blocked: Container[str] = frozenset(), compiled: CompiledPolicy | None = None) -> None:
+        self.policy_set = policy_set
+        self.policy_hash = policy_hash
+        self.compiled = compiled if compiled is not None else compile_policy(policy_set)
+        self.ledger: BudgetLedger = ledger if ledger is not None else InMemoryLedger()
+        self.blocked = blocked
+        self._evaluator = Evaluator(self.compiled, policy_hash=policy_hash, ledger=self.ledger, blocked=blocked)
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.policy_hash[:12]} rules={len(self.compiled.rules)}>"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(f.path for f in self.policy_set.files)
+
+    def evaluate(self, request: Any, *, now: datetime | None = None,
+                 directory: Mapping[str, Sequence[str]] | None = None) -> Decision:
+        """Decide one request (a dict in the JSON shape of DESIGN.md, or a ``Request``).
+
+        Never raises on a request: a malformed one is denied with a reason naming
+        the bad field. ``now`` fixes the time for budget windows and escalation
+        deadlines; ``directory`` maps approver ids to their roles for approvals
+        that do not carry roles themselves.
+        """
+        return self._evaluator.evaluate(request, now=now, directory=directory)
+
+    def explain(self, request: Any, *, now: datetime | None = None,
+                directory: Mapping[str, Sequence[str]] | None = None) -> Explanation:
+        """The decision plus a trace of every rule considered, matched or not, and why."""
+        from .explain import explain  # the slow path lives apart from the hot one
+
+        return explain(self._evaluator, request, now=now, directory=directory)
+
+    def budget_scopes(self, request: Any) -> tuple[str, ...]:
+        """Ledger keys of every budget that covers ``request`` (what ``charge`` charges)."""
+        ctx = self._evaluator.context(request)
+        if isinstance(ctx, Decision):
+            return ()
+        if ctx.rid is None and ctx.kind == "model":
+            return ()
+        return tuple(dict.fromkeys(b.scope_key for b in self._evaluator._budgets_in_scope(ctx)))
+
+    def charge(self, request: Any, *, tokens: float = 0, cost: float = 0, currency: str = "USD",
+               at: datetime | None = None, model: str | None = None) -> tuple[str, ...]:
+        """Charge actual usage of a finished model call to every budget scope of ``request``.
+
+        Pass ``model`` when a route chose the model (the request had no resource id).
+        Returns the scope keys charged.
+        """
+        if model is not None and isinstance(request, Mapping):
+            resource = dict(request.get("resource") or {})
+            resource["id"] = model
+            request = {**request, "resource": resource}
+        scopes = self.budget_scopes(request)
+        for key in scopes:
+            if tokens:
+                self.ledger.charge(key, "tokens", float(tokens), at)
+            if cost:
+                self.ledger.charge(key, currency, float(cost), at)
+        return scopes
+
+    def with_blocked(self, blocked: Container[str]) -> Policy:
+        """The same compiled policy with another block list (no recompilation)."""
+        return Policy(self.policy_set, policy_hash=self.policy_hash, ledger=self.ledger,
+                      blocked=blocked, compiled=self.compiled)
+
+
+# --- loading ------------------------------------------------------------------------
+
+_CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _content_key(files: Sequence[Path]) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        for f in sorted(files, key=str):
+            data = f.read_bytes()
+            digest.update(f"{f}\0{len(data)}\0".encode())
+            digest.update(data)
+    except OSError:
+        return None  # let the loader report the unreadable file
+    return digest.hexdigest()
+
+
+def policy_hash(files: Sequence[ast.PolicyFile]) -> str:
+    """sha256 of the canonical policy set: every file's formatted text, ordered by path.
+
+    Until ``policyengine.format`` exists, the file bytes stand in for the
+    formatted text (so reformatting changes the hash until then).
+    """
+    try:
+        from .format import format_policy
+    except ImportError:  # formatter not built yet
+        format_policy = None
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        if format_policy is not None:
+            data = format_policy(f).encode("utf-8")
+        else:
+            data = Path(f.path).read_bytes()
+        digest.update(f"{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _load_files(paths: Sequence[str | Path]) -> tuple[list[ast.PolicyFile], list[Finding]]:
+    result = load_files([str(p) for p in paths])
+    return list(result.files), list(result.findings)
+
+
+def build_policy_set(paths: Sequence[str | Path]) -> tuple[PolicySet, list[ast.PolicyFile], list[Finding]]:
+    """Load, parse and check; raises ``PolicyError`` when there is any error finding."""
+    files, findings = _load_files(paths)
+    if any(f.is_error for f in findings):
+        raise PolicyError([f for f in findings if f.is_error])
+    result = check_policy(files)
+    findings = [*findings, *result.findings]
+    if result.policy is None:
+        raise PolicyError([f for f in findings if f.is_error] or findings)
+    return result.policy, files, findings
+
+
+def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedger | None = None,
+                blocked: Container[str] = frozenset()) -> Policy:
+    """Load, check and compile rule files (or folders of ``.policy`` files) into a ``Policy``.
+
+    Raises ``PolicyError`` carrying every finding when the files have errors.
+    ``ledger`` holds budget usage (default: a fresh in-memory ledger);
+    ``blocked`` is the set of suspended models (a ``BlockList`` or a frozenset).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    names, missing = policy_paths(paths)
+    if missing:
+        raise PolicyError(missing)
+    files = [Path(n) for n in names]
+    key = _content_key(files)
+    cached = _CACHE.get(key) if key is not None else None
+    if cached is None:
+        policy_set, parsed, _ = build_policy_set(files)
+        cached = (policy_set, compile_policy(policy_set), policy_hash(parsed))
+        if key is not None:
+            with _CACHE_LOCK:
+                if len(_CACHE) > 16:
+                    _CACHE.clear()
+                _CACHE[key] = cached
+    policy_set, compiled, digest = cached
+    return Policy(policy_set, policy_hash=digest, ledger=ledger, blocked=blocked, compiled=compiled)

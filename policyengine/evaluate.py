@@ -1,0 +1,434 @@
+"""Decide one request against a ``CompiledPolicy``: pure, thread-safe, never raises.
+
+The order of checks is the meaning of DESIGN.md:
+
+1. a malformed request, or an undeclared agent, is denied (fail closed);
+2. a routed ``invoke`` (kind model, no resource id, a ``route`` rule matching) is
+   decided once per ``prefer`` candidate; the first one not denied wins;
+3. for one resource: any matching ``deny`` rule, blocked model or residency
+   violation denies; else no matching ``allow`` denies (default deny); else a
+   budget over its limit denies, escalates or reroutes; else an escalation gate
+   without a valid approval escalates; else allow.
+
+The hot path does no pydantic validation: request fields are checked by hand,
+candidate rules come from an index keyed by (action, kind, principal), and
+decisions without obligations are built once and reused (they are immutable).
+The only I/O is the budget ledger read, and only for requests a budget covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from .budgets import BudgetLedger, utc, window_start
+from .compile import CompiledBudget, CompiledPolicy, CompiledRule, Ctx
+from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
+
+_CACHE_LIMIT = 50_000
+_EMPTY: dict[str, Any] = {}
+
+DEFAULT_DENY = Reason(rule="<default-deny>", message="no allow rule matches this request (default deny)")
+
+
+def _builtin(rule: str, message: str, candidate: str | None = None) -> Reason:
+    return Reason(rule=rule, message=message, candidate=candidate)
+
+
+class Outcome:
+    """The result of deciding for one resource, before it becomes a ``Decision``."""
+
+    __slots__ = ("effect", "reasons", "obligations", "route", "fresh")
+
+    def __init__(self, effect: str, reasons: tuple[Reason, ...], obligations: tuple = (), route: str | None = None,
+                 fresh: bool = False):
+        self.effect = effect
+        self.reasons = reasons
+        self.obligations = obligations
+        self.route = route
+        self.fresh = fresh  # reasons built for this request only: not worth caching
+
+
+def _number(value: Any) -> float | None:
+    if value.__class__ is int or value.__class__ is float:
+        return value
+    return None
+
+
+class Evaluator:
+    """A compiled policy plus the state a decision may read: budget ledger and block list."""
+
+    def __init__(self, compiled: CompiledPolicy, *, policy_hash: str, ledger: BudgetLedger,
+                 blocked: Container[str] = frozenset()) -> None:
+        self.compiled = compiled
+        self.policy_hash = policy_hash
+        self.ledger = ledger
+        self.blocked = blocked
+        self._index = compiled.index
+        self._role_closure = compiled.role_closure
+        self._agent_roles = compiled.agent_roles
+        self._registry = compiled.registry
+        self._has_residency = bool(compiled.residencies)
+        self._roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        self._candidates_cache: dict[tuple, tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]] = {}
+        self._decisions: dict[tuple, Decision] = {}
+        self._interned: dict[tuple, Reason] = {}
+
+    # --- entry point -------------------------------------------------------------
+
+    def evaluate(self, request: Any, *, now: datetime | None = None,
+                 directory: Mapping[str, Any] | None = None) -> Decision:
+        """Decide ``request`` (a dict in the JSON shape, or a ``Request``). Never raises."""
+        try:
+            ctx = self.context(request)
+            if ctx.__class__ is not Ctx:
+                return ctx  # a deny Decision for a malformed request or undeclared agent
+            if ctx.rid is None:
+                out = self._routed(ctx, now, directory)
+            else:
+                out = self.decide(ctx, now, directory, 0)
+            return self._decision(out)
+        except Exception as exc:  # fail closed: a bug must never turn into an allow
+            return self._malformed([f"internal error while deciding: {type(exc).__name__}: {exc}"])
+
+    # --- request -------------------------------------------------------------------
+
+    def context(self, request: Any) -> Ctx | Decision:
+        """Check the request by hand and build the ``Ctx`` the closures read."""
+        if request.__class__ is not dict:
+            if isinstance(request, Request):
+                request = request.model_dump()
+            elif isinstance(request, Mapping):
+                request = dict(request)
+            else:
+                return self._malformed(["request: must be a JSON object"])
+        errors: list[str] = []
+        p = request.get("principal")
+        if p.__class__ is not dict:
+            errors.append("principal: missing" if p is None else "principal: must be an object")
+            p = _EMPTY
+            pid = ptype = ""
+            raw_roles: Any = ()
+            pattrs: Any = _EMPTY
+        else:
+            pid = p.get("id")
+            if pid.__class__ is not str or not pid:
+                errors.append("principal.id: must be a non-empty string")
+            ptype = p.get("type", "user")
+            if ptype != "user" and ptype != "agent":
+                errors.append('principal.type: must be "user" or "agent"')
+            raw_roles = p.get("roles", ())
+            if raw_roles.__class__ is not list and raw_roles.__class__ is not tuple:
+                if raw_roles is None:
+                    raw_roles = ()
+                else:
+                    errors.append("principal.roles: must be a list of strings")
+            else:
+                for role in raw_roles:
+                    if role.__class__ is not str:
+                        errors.append("principal.roles: must be a list of strings")
+                        break
+            pattrs = p.get("attrs")
+            if pattrs is None:
+                pattrs = _EMPTY
+            elif pattrs.__class__ is not dict:
+                errors.append("principal.attrs: must be an object")
+        action = request.get("action")
+        if action.__class__ is not str or not action:
+            errors.append("action: missing" if action is None else "action: must be a non-empty string")
+        r = request.get("resource")
+        kind = ""
+        rid = None
+        rattrs: Any = _EMPTY
+        if r.__class__ is not dict:
+            errors.append("resource: missing" if r is None else "resource: must be an object")
+        else:
+            kind = r.get("kind")
+            if kind not in RESOURCE_KINDS:
+                errors.append(f"resource.kind: must be one of {', '.join(sorted(RESOURCE_KINDS))}")
+            rid = r.get("id")
+            if rid is not None and (rid.__class__ is not str or not rid):
+                errors.append("resource.id: must be a non-empty string")
+            rattrs = r.get("attrs")
+            if rattrs is None:
+                rattrs = _EMPTY
+            elif rattrs.__class__ is not dict:
+                errors.append("resource.attrs: must be an object")
+        data = request.get("data")
+        if data is None:
+            data = _EMPTY
+        elif data.__class__ is not dict:
+            errors.append("data: must be an object")
+        context = request.get("context")
+        if context is None:
+            context = _EMPTY
+        elif context.__class__ is not dict:
+            errors.append("context: must be an object")
+        approvals = request.get("approvals")
+        if approvals:
+            approvals = self._approvals(approvals, errors)
+        else:
+            approvals = ()
+        if errors:
+            return self._malformed(errors)
+        if ptype == "agent":
+            roles = self._agent_roles.get(pid)
+            if roles is None:
+                return self._deny_builtin(
+                    "<agent-identity>", f"agent {pid!r} is not declared; undeclared agents are denied")
+        else:
+            key = tuple(raw_roles)
+            roles = self._roles_cache.get(key)
+            if roles is None:
+                roles = self._close_roles(key)
+        reg = self._registry.get(rid) if kind == "model" else None
+        return Ctx(pid, ptype, roles, pattrs, action, kind, rid, rattrs, reg, data, context, approvals)
+
+    def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
+        held: set[str] = set()
+        closure = self._role_closure
+        for name in key:
+            held |= closure.get(name, frozenset())
+        roles = frozenset(held)
+        if len(self._roles_cache) > _CACHE_LIMIT:
+            self._roles_cache.clear()
+        self._roles_cache[key] = roles
+        return roles
+
+    @staticmethod
+    def _approvals(raw: Any, errors: list[str]) -> tuple:
+        if raw.__class__ is not list and raw.__class__ is not tuple:
+            errors.append("approvals: must be a list")
+            return ()
+        out = []
+        for i, a in enumerate(raw):
+            if a.__class__ is not dict:
+                errors.append(f"approvals[{i}]: must be an object")
+                continue
+            gate, approver, roles = a.get("gate"), a.get("approver"), a.get("roles")
+            if gate.__class__ is not str or approver.__class__ is not str:
+                errors.append(f"approvals[{i}]: needs string fields gate and approver")
+                continue
+            if roles is not None and (not isinstance(roles, (list, tuple)) or not all(isinstance(x, str) for x in roles)):
+                errors.append(f"approvals[{i}].roles: must be a list of strings")
+                continue
+            out.append((gate, approver, tuple(roles) if roles is not None else None))
+        return tuple(out)
+
+    # --- deciding -------------------------------------------------------------------
+
+    def candidates(self, c: Ctx) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
+        """(deny rules, allow rules) that could apply to this principal, action and kind."""
+        key = (c.action, c.kind, c.pid if c.ptype == "agent" else None, c.roles)
+        found = self._candidates_cache.get(key)
+        if found is not None:
+            return found
+        rules: list[CompiledRule] = []
+        index = self._index
+        for action in (c.action, "*"):
+            for kind in (c.kind, "*"):
+                bucket = index.get((action, kind))
+                if bucket is None:
+                    continue
+                rules.extend(bucket.any)
+                for role in c.roles:
+                    rules.extend(bucket.by_role.get(role, ()))
+                if c.ptype == "agent":
+                    rules.extend(bucket.by_agent.get(c.pid, ()))
+        rules = sorted(set(rules), key=lambda r: r.key)
+        found = (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
+        if len(self._candidates_cache) > _CACHE_LIMIT:
+            self._candidates_cache.clear()
+        self._candidates_cache[key] = found
+        return found
+
+    def decide(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int) -> Outcome:
+        """Decide for the one resource in ``c`` (see the module docstring for the order)."""
+        denies, allows = self.candidates(c)
+        reasons = [r.reason for r in denies if r.matches(c)]
+        if c.kind == "model" and c.rid in self.blocked:
+            reasons.append(self._intern(("blocked", c.rid), "<blocked-model>",
+                                        f"model {c.rid!r} is blocked by a bias/drift monitor until cleared"))
+        if self._has_residency:
+            self._residency(c, reasons)
+        if reasons:
+            return Outcome("deny", tuple(reasons))
+        allowed = tuple(r.reason for r in allows if r.matches(c))
+        if not allowed:
+            return Outcome("deny", (DEFAULT_DENY,))
+        obligations: list = []
+        gate_reasons: list[Reason] = []
+        if self.compiled.budgets:
+            verdict = self._budgets(c, now, directory, depth, obligations, gate_reasons)
+            if verdict is not None:
+                return verdict
+        for gate in self.compiled.gates:
+            if gate.when(c) and not self._approved(c, gate.id, gate.name, gate.role, gate.distinct_approver, directory):
+                at = None
+                if gate.within_seconds is not None:
+                    at = (utc(now) + timedelta(seconds=gate.within_seconds)).isoformat()
+                obligations.append(ApprovalRequired(
+                    gate=gate.id, role=gate.role, deadline_seconds=gate.within_seconds, deadline_at=at,
+                    on_timeout=gate.on_timeout, distinct_approver=gate.distinct_approver))
+                gate_reasons.append(gate.reason)
+        if gate_reasons:
+            return Outcome("escalate", (*gate_reasons, *allowed), tuple(obligations))
+        return Outcome("allow", allowed, tuple(obligations))
+
+    def _residency(self, c: Ctx, reasons: list[Reason]) -> None:
+        region = c.context.get("region")
+        if region is None:
+            reg = c.reg
+            region = reg.get("region") if reg is not None else None
+            if region is None:
+                region = c.rattrs.get("region")
+        for res in self.compiled.residencies:
+            if res.when(c) and (region.__class__ is not str or region not in res.regions):
+                shown = repr(region) if region.__class__ is str else "unknown"
+                reasons.append(self._intern(
+                    ("residency", res.key, shown), res.id,
+                    f"{res.reason_base.message} (compute region {shown}, allowed: {', '.join(sorted(res.regions))})",
+                    res.reason_base))
+
+    def _approved(self, c: Ctx, gate_id: str, gate_name: str, role: str, distinct: bool,
+                  directory: Mapping[str, Any] | None) -> bool:
+        """Whether an approval names this gate, comes from a holder of ``role`` and, if needed, not the requester."""
+        for gate, approver, roles in c.approvals:
+            if gate != gate_id and gate != gate_name:
+                continue
+            if distinct and approver == c.pid:
+                continue
+            if roles is None and directory is not None:
+                roles = directory.get(approver)
+            if not roles or isinstance(roles, str):
+                continue
+            for held in roles:
+                if role in self._role_closure.get(held, ()):
+                    return True
+        return False
+
+    # --- budgets --------------------------------------------------------------------
+
+    def _budgets_in_scope(self, c: Ctx) -> list[CompiledBudget]:
+        by_scope = self.compiled.budgets_by_scope
+        found: list[CompiledBudget] = []
+        workflow = c.context.get("workflow")
+        if workflow.__class__ is str:
+            found.extend(by_scope.get(("workflow", workflow), ()))
+        if c.kind == "model":
+            found.extend(by_scope.get(("model", c.rid), ()))
+        if c.ptype == "agent":
+            found.extend(by_scope.get(("agent", c.pid), ()))
+        for role in c.roles:
+            found.extend(by_scope.get(("role", role), ()))
+        return found
+
+    def estimate(self, c: Ctx, unit: str) -> float:
+        """This request's expected usage in ``unit``: declared tokens/cost, else tokens x price."""
+        tokens = _number(c.context.get("tokens")) or 0.0
+        if unit == "tokens":
+            return float(tokens)
+        declared = _number(c.context.get(f"cost_{unit.lower()}"))
+        if declared is not None:
+            return float(declared)
+        reg = c.reg
+        if reg is not None and reg.get("currency") == unit:
+            return tokens * reg["cost_per_1m_tokens"] / 1_000_000
+        return 0.0
+
+    def _budgets(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int,
+                 obligations: list, gate_reasons: list[Reason]) -> Outcome | None:
+        """Check every limit in scope; returns an outcome when a budget decides the request."""
+        in_scope = self._budgets_in_scope(c)
+        if not in_scope:
+            return None
+        if c.kind != "model" and c.context.get("tokens") is None and not any(
+                k.startswith("cost_") for k in c.context):
+            return None  # nothing to spend: budgets do not apply
+        now = utc(now)
+        for budget in in_scope:
+            for limit in budget.limits:
+                est = self.estimate(c, limit.unit)
+                used = self.ledger.usage(budget.scope_key, limit.unit, window_start(limit.window, now)) + est
+                if used > limit.amount:
+                    message = (f"budget {budget.id}: {used:g} {limit.unit} this {limit.window} "
+                               f"would exceed the limit of {limit.amount:g}")
+                    reason = budget.reason_base.model_copy(update={"message": message})
+                    if budget.on_exceed == "route" and c.kind == "model" and depth == 0 and c.rid != budget.target:
+                        target = budget.target
+                        out = self.decide(c.with_resource(target, self._registry.get(target)), now, directory, 1)
+                        rerouted = reason.model_copy(update={"message": f"{message}; rerouted to model {target}"})
+                        if out.effect == "deny":
+                            return Outcome("deny", (rerouted, *out.reasons), fresh=True)
+                        return Outcome(out.effect, (rerouted, *out.reasons), out.obligations, target, fresh=True)
+                    if budget.on_exceed == "escalate":
+                        if not self._approved(c, budget.id, budget.name, budget.target, False, directory):
+                            obligations.append(ApprovalRequired(gate=budget.id, role=budget.target))
+                            gate_reasons.append(reason)
+                        break
+                    return Outcome("deny", (reason,), fresh=True)
+                if budget.warn_at is not None and used >= limit.amount * budget.warn_at / 100:
+                    obligations.append(BudgetWarning(
+                        budget=budget.id, used=used, limit=limit.amount, unit=limit.unit,
+                        window=limit.window, percent=round(used * 100 / limit.amount, 2) if limit.amount else 100.0))
+        return None
+
+    # --- routing ----------------------------------------------------------------------
+
+    def _routed(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None) -> Outcome:
+        if c.action != "invoke" or c.kind != "model":
+            return Outcome("deny", (self._intern(("noid",), "<request>",
+                                                 "resource.id: missing (only a routed model invoke may leave it out)"),))
+        route = next((r for r in self.compiled.routes if r.when(c)), None)
+        if route is None:
+            return Outcome("deny", (self._intern(("noroute",), "<request>",
+                                                 "resource.id: missing and no route rule matches this request"),))
+        collected: list[Reason] = []
+        for model in route.prefer:
+            out = self.decide(c.with_resource(model, self._registry.get(model)), now, directory, 0)
+            if out.effect != "deny":
+                return Outcome(out.effect, out.reasons, out.obligations, out.route or model, out.fresh)
+            collected.extend(r.model_copy(update={"candidate": model}) for r in out.reasons)
+        scoped = route.scoped
+        head = Reason(rule=route.id, file=scoped.file, line=scoped.line,
+                      message=f"route {route.id}: every candidate ({', '.join(route.prefer)}) is denied")
+        return Outcome("deny", (head, *collected), fresh=True)
+
+    # --- building decisions ---------------------------------------------------------------
+
+    def _intern(self, key: tuple, rule: str, message: str, base: Reason | None = None) -> Reason:
+        """A reason built once per distinct content, so decisions carrying it can be cached."""
+        reason = self._interned.get(key)
+        if reason is None:
+            if base is not None:
+                reason = base.model_copy(update={"message": message})
+            else:
+                reason = _builtin(rule, message)
+            if len(self._interned) > _CACHE_LIMIT:
+                self._interned.clear()
+            self._interned[key] = reason
+        return reason
+
+    def _decision(self, out: Outcome) -> Decision:
+        if out.obligations or out.fresh:
+            return Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
+                                            route=out.route, policy_hash=self.policy_hash, errors=())
+        key = (out.effect, out.route, *map(id, out.reasons))
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=(),
+                                                route=out.route, policy_hash=self.policy_hash, errors=())
+            if len(self._decisions) > _CACHE_LIMIT:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _deny_builtin(self, rule: str, message: str) -> Decision:
+        return Decision.model_construct(effect="deny", reasons=(_builtin(rule, message),), obligations=(),
+                                        route=None, policy_hash=self.policy_hash, errors=())
+
+    def _malformed(self, errors: list[str]) -> Decision:
+        reasons = tuple(_builtin("<request>", f"malformed request: {e}") for e in errors)
+        return Decision.model_construct(effect="deny", reasons=reasons, obligations=(), route=None,
+                                        policy_hash=self.policy_hash, errors=tuple(errors))

@@ -1,0 +1,110 @@
+"""Readable traces of a decision (``policyengine eval --explain``).
+
+This is the slow path, kept apart from ``evaluate``: it walks *every* rule of the
+policy, not just the indexed candidates, and says for each whether it matched
+and, if not, the first reason why. The decision itself still comes from the
+evaluator, so the trace can never disagree with what ``evaluate`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .compile import CompiledRule, Ctx, _path_getter, expr_paths, expr_text
+from .decision import Decision
+
+if TYPE_CHECKING:
+    from .engine import Explanation
+    from .evaluate import Evaluator
+
+
+def _values(expr: Any, c: Ctx) -> str:
+    shown = []
+    for path in expr_paths(expr):
+        value = _path_getter(path)(c)
+        if isinstance(value, frozenset):
+            value = sorted(value)
+        shown.append(f"{path.dotted} = {'<missing>' if value is None else repr(value)}")
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def _why_not(rule: CompiledRule, c: Ctx) -> str | None:
+    """None when the rule matches, else the first failing part in words."""
+    if rule.principal_kind == "role" and rule.principal_name not in c.roles:
+        return f"principal does not hold role {rule.principal_name}"
+    if rule.principal_kind == "agent" and (c.ptype != "agent" or c.pid != rule.principal_name):
+        return f"principal is not agent {rule.principal_name}"
+    if "*" not in rule.actions and "any" not in rule.actions and c.action not in rule.actions:
+        return f"action {c.action!r} is not {' or '.join(rule.actions)}"
+    if rule.kind not in ("*", "any") and rule.kind != c.kind:
+        return f"resource kind {c.kind!r} is not {rule.kind}"
+    if rule.match_id is not None and not rule.match_id(c.rid):
+        return f"resource id {c.rid!r} does not match {rule.scoped.decl.resource_pattern!r}"
+    decl = rule.scoped.decl
+    if not rule.when(c):
+        return f"when is false: {expr_text(decl.when)}{_values(decl.when, c)}"
+    if rule.unless is not None and rule.unless(c):
+        return f"unless is true: {expr_text(decl.unless)}{_values(decl.unless, c)}"
+    return None
+
+
+def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str) -> None:
+    cp = ev.compiled
+    for rule in cp.rules:
+        where = f"{rule.scoped.file}:{rule.scoped.line}"
+        why = _why_not(rule, c)
+        verdict = f"MATCHED ({rule.effect})" if why is None else f"no match: {why}"
+        out.append(f"{indent}rule {rule.id} [{rule.effect}] {where}: {verdict}")
+    for res in cp.residencies:
+        decl = res.scoped.decl
+        if res.when(c):
+            out.append(f"{indent}residency {res.id}: applies; allowed regions {', '.join(sorted(res.regions))}")
+        else:
+            out.append(f"{indent}residency {res.id}: does not apply: {expr_text(decl.when)}{_values(decl.when, c)}")
+    if c.kind == "model" and c.rid in ev.blocked:
+        out.append(f"{indent}model {c.rid} is blocked by a bias/drift monitor")
+    for budget in ev._budgets_in_scope(c):
+        out.append(f"{indent}budget {budget.id}: covers this request ({budget.scope_key})")
+    for gate in cp.gates:
+        decl = gate.scoped.decl
+        state = "matches" if gate.when(c) else "does not match"
+        out.append(f"{indent}escalate {gate.id}: {state}: {expr_text(decl.when)}{_values(decl.when, c)}")
+
+
+def explain(ev: Evaluator, request: Any, *, now: datetime | None = None,
+            directory: Mapping[str, Any] | None = None) -> Explanation:
+    from .engine import Explanation
+
+    decision = ev.evaluate(request, now=now, directory=directory)
+    out: list[str] = []
+    c = ev.context(request)
+    if isinstance(c, Decision):
+        out.append("request not decided by rules:")
+        out.extend(f"  {r.rule}: {r.message}" for r in c.reasons)
+    else:
+        out.append(f"request: {c.ptype} {c.pid!r} holding [{', '.join(sorted(c.roles))}] "
+                   f"wants to {c.action} {c.kind} {c.rid if c.rid is not None else '<routed>'}")
+        if c.rid is None and c.kind == "model":
+            for route in ev.compiled.routes:
+                decl = route.scoped.decl
+                if route.when(c):
+                    out.append(f"route {route.id}: matches; candidates in order: {', '.join(route.prefer)}")
+                    for model in route.prefer:
+                        out.append(f"  candidate {model}:")
+                        _trace_resource(ev, c.with_resource(model, ev.compiled.registry.get(model)), out, "    ")
+                        if decision.route == model:
+                            break
+                    break
+                out.append(f"route {route.id}: does not match: {expr_text(decl.when)}{_values(decl.when, c)}")
+        else:
+            _trace_resource(ev, c, out, "  ")
+    out.append(f"decision: {decision.effect}" + (f" via route {decision.route}" if decision.route else ""))
+    for r in decision.reasons:
+        where = f" ({r.file}:{r.line})" if r.file else ""
+        cand = f" [candidate {r.candidate}]" if r.candidate else ""
+        out.append(f"  because {r.rule}{where}{cand}: {r.message}")
+    for o in decision.obligations:
+        out.append(f"  obligation: {o.model_dump_json()}")
+    return Explanation(decision, tuple(out))
