@@ -645,7 +645,7 @@ class _Checker:
                         and self._principal_covers(deny.principal, allow.principal)
                         and _actions_cover(deny.actions, allow.actions)
                         and pattern_covers(deny.resource_pattern, allow.resource_pattern)):
-                    self.warn("shadowed-allow", f"allow '{s.id}' never takes effect: rule '{d.id}' "
+                    self.warn("shadowed-allow", f"allow '{allow.name.value}' never takes effect: rule '{d.id}' "
                               "always denies what it allows", allow.name.span,
                               f"the deny is at {deny.name.span}; give it a 'when' or narrow one of the two")
                     break

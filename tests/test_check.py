@@ -211,11 +211,11 @@ CASES = [
     Case("allow under an unconditional deny",
          (BASE + 'rule no deny role analyst to read dataset "erp/*"\n'
                  'rule yes allow role senior_analyst to read dataset "erp/invoices/*"\n',),
-         "shadowed-allow", "allow 't.yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
+         "shadowed-allow", "allow 'yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
          "the deny is at f0.policy:7:6; give it a 'when' or narrow one of the two", W),
     Case("agent allow under a role deny",
          (BASE + 'rule no deny role analyst to any tool "*"\nrule yes allow agent bot to call tool "search"\n',),
-         "shadowed-allow", "allow 't.yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
+         "shadowed-allow", "allow 'yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
          "the deny is at f0.policy:7:6; give it a 'when' or narrow one of the two", W),
 ]
 
