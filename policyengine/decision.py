@@ -146,3 +146,23 @@ def request_schema() -> dict[str, Any]:
 
 def decision_schema() -> dict[str, Any]:
     return Decision.model_json_schema(mode="serialization")
+
+
+SCHEMAS = {"request.schema.json": request_schema, "decision.schema.json": decision_schema}
+
+
+def schema_text(name: str) -> str:
+    """The published JSON Schema ``name`` as committed under ``schemas/``."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **SCHEMAS[name]()}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m policyengine.decision schemas/  (regenerates the files)
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "schemas")
+    target.mkdir(parents=True, exist_ok=True)
+    for schema_name in SCHEMAS:
+        (target / schema_name).write_text(schema_text(schema_name), encoding="utf-8")
+        print(f"wrote {target / schema_name}")
