@@ -1,0 +1,172 @@
+"""Contracts of the engine's types: published JSON Schemas, serialisation, immutability,
+thread safety, the compile pipeline and the policy hash."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from pydantic import ValidationError
+
+from policyengine import Decision, Request, load_policy
+from policyengine.compile import STAGES, compile_pattern
+from policyengine.decision import SCHEMAS, schema_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+POLICY = """
+package t
+role viewer
+role admin extends viewer
+agent bot
+    roles viewer
+model m
+    region "eu-west-1" hosting internal
+rule read_docs
+    allow role viewer to read dataset "docs/*"
+rule admins_write
+    allow role admin to write dataset "docs/*"
+    when context.ticket != "none"
+rule no_secrets
+    deny any to any dataset "docs/secret*"
+escalate big
+    when context.rows > 1000
+    to role admin
+    within 1h else deny
+"""
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contracts")
+    (root / "t.policy").write_text(POLICY)
+    return load_policy(root)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_committed_schemas_equal_the_generated_ones(name):
+    committed = (ROOT / "schemas" / name).read_text(encoding="utf-8")
+    assert committed == schema_text(name), "run: python -m policyengine.decision schemas"
+
+
+def _requests():
+    for roles in (["viewer"], ["admin"], []):
+        for rid in ("docs/a", "docs/secret/x", "other"):
+            for action in ("read", "write"):
+                for rows in (None, 5000):
+                    context = {"ticket": "T-1"} if rows is None else {"ticket": "T-1", "rows": rows}
+                    yield {"principal": {"id": "u", "roles": roles}, "action": action,
+                           "resource": {"kind": "dataset", "id": rid}, "context": context}
+
+
+def test_decisions_round_trip_through_json_and_validate(policy):
+    effects = set()
+    for request in _requests():
+        Request.model_validate(request)  # every request we send is valid per the model
+        decision = policy.evaluate(request)
+        effects.add(decision.effect)
+        data = json.loads(decision.to_json())
+        assert Decision.model_validate(data) == decision
+        assert set(data) == {"effect", "reasons", "obligations", "route", "policy_hash", "errors"}
+    assert effects == {"allow", "deny", "escalate"}
+
+
+def test_decisions_are_immutable(policy):
+    decision = policy.evaluate(next(_requests()))
+    with pytest.raises(ValidationError):
+        decision.effect = "allow"  # type: ignore[misc]
+    assert isinstance(decision.reasons, tuple)
+
+
+def test_eight_threads_get_the_same_decisions(policy):
+    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)  # fixes escalation deadlines
+    requests = list(_requests()) * 20
+    expected = [policy.evaluate(r, now=now).to_dict() for r in requests]
+    fresh = load_policy(policy.files)  # cold caches, shared by all threads
+    results: list[list[dict] | None] = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        results[i] = [fresh.evaluate(r, now=now).to_dict() for r in requests]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(got == expected for got in results)
+
+
+def test_compile_is_a_tuple_of_named_stages():
+    names = [name for name, _ in STAGES]
+    assert names == ["roles", "registry", "rules", "index", "gates", "residency", "budgets", "routes"]
+    assert all(callable(stage) for _, stage in STAGES)
+
+
+def test_index_keeps_rules_of_other_kinds_out_of_the_way(policy):
+    index = policy.compiled.index
+    assert set(index) == {("read", "dataset"), ("write", "dataset"), ("*", "dataset")}
+    assert [r.id for r in index[("read", "dataset")].by_role["viewer"]] == ["t.read_docs"]
+
+
+PATTERNS = [
+    ("*", "anything", True),
+    ("docs/*", "docs/a/b", True),
+    ("docs/*", "doc/a", False),
+    ("docs/?", "docs/a", True),
+    ("docs/?", "docs/ab", False),
+    ("docs/[ab]", "docs/b", True),
+    ("docs/q1", "docs/q1", True),
+    ("docs/q1", "docs/q10", False),
+    ("docs/*", None, False),
+]
+
+
+@pytest.mark.parametrize("pattern,rid,matches", PATTERNS)
+def test_resource_patterns(pattern, rid, matches):
+    matcher = compile_pattern(pattern)
+    assert (matcher is None or matcher(rid)) == matches
+
+
+def test_policy_hash_depends_on_content_not_on_location(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, text in ((a, POLICY), (b, POLICY), (c, POLICY.replace("docs/*", "doc/*"))):
+        folder.mkdir()
+        (folder / "t.policy").write_text(text)
+    ha, hb, hc = (load_policy(x).policy_hash for x in (a, b, c))
+    assert ha == hb != hc
+    assert len(ha) == 64 and int(ha, 16) >= 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+))
+def test_evaluate_never_raises_and_fails_closed_on_junk(policy, junk):
+    decision = policy.evaluate(junk)
+    assert decision.effect == "deny"
+    assert decision.errors
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    roles=st.lists(st.sampled_from(["viewer", "admin", "ghost", ""]), max_size=3),
+    action=st.sampled_from(["read", "write", "delete"]),
+    rid=st.sampled_from(["docs/a", "docs/secret", "x"]),
+    context=st.dictionaries(st.sampled_from(["ticket", "rows"]),
+                            st.none() | st.integers() | st.text(max_size=3) | st.lists(st.integers(), max_size=2)),
+)
+def test_wellformed_requests_never_error_and_deny_wins(policy, roles, action, rid, context):
+    request = {"principal": {"id": "u", "roles": roles}, "action": action,
+               "resource": {"kind": "dataset", "id": rid}, "context": context}
+    decision = policy.evaluate(request)
+    assert decision.errors == ()
+    if rid.startswith("docs/secret"):
+        assert (decision.effect, decision.reasons[0].rule) == ("deny", "t.no_secrets")
