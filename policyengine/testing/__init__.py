@@ -1,0 +1,34 @@
+"""Policy tests: YAML cases beside the rule files, run by ``policyengine test`` and pytest.
+
+The public surface: ``load_test_file`` (the format, with ``file:line`` errors),
+``run_paths`` / ``run_file`` (discover and run against the engine),
+``CoverageCollector`` and ``junit_xml``. The runner is imported on first use so
+that the pytest plugin, loaded by every pytest run, stays cheap to import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cases import Case, TestFile, TestFileError, discover, load_test_file
+
+_LAZY = {
+    "CaseResult": "runner",
+    "FileError": "runner",
+    "RunReport": "runner",
+    "run_file": "runner",
+    "run_paths": "runner",
+    "CoverageCollector": "coverage",
+    "CoverageReport": "coverage",
+    "junit_xml": "junit",
+}
+
+__all__ = ["Case", "TestFile", "TestFileError", "discover", "load_test_file", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,629 @@
+"""The policy test-file format and its loader.
+
+Policy tests are YAML data, not code, so that compliance authors can write them
+beside the rule files they check (``rules/finance/invoices_test.yaml``). The
+loader walks PyYAML's node tree rather than plain loaded data so that every
+mistake in a test file is reported as ``file:line: message``: an unknown field,
+an unknown expected effect or a request of the wrong shape never becomes a
+traceback or, worse, a test that silently checks nothing. See
+``docs/policy-tests.md`` for the format.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ..diagnostics import Span
+
+Effect = Literal["allow", "deny", "escalate"]
+EFFECTS: tuple[str, ...] = ("allow", "deny", "escalate")
+RESOURCE_KINDS: tuple[str, ...] = ("model", "dataset", "tool", "agent", "workflow")
+TEST_FILE_SUFFIXES: tuple[str, ...] = ("_test.yaml", "_test.yml")
+POLICY_SUFFIX = ".policy"
+# A fixed default clock keeps budget windows and escalation deadlines reproducible.
+DEFAULT_NOW = _dt.datetime(2026, 1, 15, 12, 0, tzinfo=_dt.timezone.utc)
+
+# Top-level keys starting with ``x-`` are ignored: a place for YAML anchors (``x-base: &base``).
+_FILE_KEYS = ("policy", "now", "fixtures", "cases")
+_FIXTURE_KEYS = ("principals", "resources")
+_REQUEST_KEYS = ("principal", "action", "resource", "data", "context", "approvals")
+_CASE_KEYS = ("name", "description", "request", "now", "usage", "expect", "rules", "route", "obligations")
+_PRINCIPAL_KEYS = ("fixture", "id", "type", "roles", "attrs")
+_RESOURCE_KEYS = ("fixture", "kind", "id", "attrs")
+_APPROVAL_KEYS = ("gate", "approver", "roles", "ts")
+# Fields an expected obligation may name, per kind (mirrors policyengine.decision).
+OBLIGATION_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "approval_required": ("gate", "role", "deadline_seconds", "on_timeout", "distinct_approver"),
+    "budget_warning": ("budget", "unit", "window", "used", "limit", "percent"),
+}
+# The shorthand key of each kind names its main field: ``approval_required: senior_analyst``.
+_OBLIGATION_MAIN = {"approval_required": "role", "budget_warning": "budget"}
+
+
+class TestFileError(Exception):
+    """A test file that cannot be used, with the place to fix it."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, span: Span, message: str):
+        self.span = span
+        self.message = message
+        super().__init__(f"{span.file}:{span.line}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Budget usage charged into the case's fresh ledger before it is decided.
+
+    ``target`` is a ledger scope key (``workflow:invoice-exceptions``) or a budget
+    id (``finance.invoices.invoice_workflow``) resolved by the runner.
+    """
+
+    target: str
+    unit: str
+    amount: float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedObligation:
+    """One obligation the decision must carry; only the named fields are compared."""
+
+    kind: str
+    fields: tuple[tuple[str, Any], ...]
+    span: Span
+
+    def describe(self) -> str:
+        return self.kind + "(" + ", ".join(f"{k}={v!r}" for k, v in self.fields) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the decision must be. ``None`` means "not checked" for the optional parts."""
+
+    effect: Effect
+    rules: tuple[str, ...] | None = None
+    rules_span: Span | None = None
+    check_route: bool = False
+    route: str | None = None
+    obligations: tuple[ExpectedObligation, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One named request and the decision expected for it."""
+
+    __test__ = False
+
+    name: str
+    request_json: str  # canonical JSON of the expanded request (immutable)
+    expect: Expectation
+    now: _dt.datetime
+    usage: tuple[Usage, ...] = ()
+    description: str | None = None
+    span: Span = field(default=Span("<unknown>", 1, 1, 1, 1), compare=False)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """A fresh copy of the request, so a run can never alter the case."""
+        return json.loads(self.request_json)
+
+
+@dataclass(frozen=True, slots=True)
+class TestFile:
+    """A parsed test file: the policy files it tests and its cases."""
+
+    __test__ = False
+
+    path: str
+    policy_files: tuple[str, ...]
+    cases: tuple[Case, ...]
+    policy_span: Span
+
+
+# --- discovery ---------------------------------------------------------------------
+
+_SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv", "build", "dist"})
+
+
+def skipped_folder(name: str) -> bool:
+    """Folders discovery never enters: hidden ones and build or environment folders."""
+    return name.startswith(".") or name in _SKIP_DIRS
+
+
+def is_test_file(path: Path) -> bool:
+    return path.name.endswith(TEST_FILE_SUFFIXES)
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """Test files under ``paths``: a file is taken as given, a folder is searched.
+
+    Hidden folders (``.venv``, ``.git``) and build folders are skipped, so
+    ``policyengine test`` at a repository root does not wander into them.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(_walk(path))
+    seen: set[Path] = set()
+    unique = []
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir():
+            if not skipped_folder(entry.name):
+                yield from _walk(entry)
+        elif is_test_file(entry):
+            yield entry
+
+
+# --- policy files a test file covers ---------------------------------------------------
+
+_PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
+_IMPORT_RE = re.compile(r"^\s*import\s+([A-Za-z_][\w.]*)", re.MULTILINE)
+_ROOT_MARKERS = (".git", "pyproject.toml")
+
+
+def _policy_files_in(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" + POLICY_SUFFIX if recursive else "*" + POLICY_SUFFIX
+    return sorted(p for p in folder.glob(pattern) if not any(part.startswith(".") for part in p.parts[len(folder.parts):]))
+
+
+def _read_header(path: Path) -> tuple[str | None, list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None, []
+    package = _PACKAGE_RE.search(text)
+    return (package.group(1) if package else None), _IMPORT_RE.findall(text)
+
+
+def with_imports(files: list[Path], start: Path) -> list[Path]:
+    """``files`` plus, transitively, the files declaring the packages they import.
+
+    Imported packages are looked up in ``start`` and then its parent folders, up to
+    the first folder that holds ``.git`` or ``pyproject.toml`` (the project root).
+    Packages that cannot be found are left for the loader to report.
+    """
+    chosen = {p.resolve(): p for p in files}
+    index: dict[str, list[Path]] = {}
+    searched: list[Path] = []
+    ancestors = [start.resolve(), *start.resolve().parents]
+    pending = list(files)
+    while pending:
+        package, imports = _read_header(pending.pop())
+        for name in imports:
+            while name not in index and len(searched) < len(ancestors):
+                folder = ancestors[len(searched)]
+                searched.append(folder)
+                for candidate in _policy_files_in(folder, recursive=True):
+                    pkg, _ = _read_header(candidate)
+                    if pkg:
+                        index.setdefault(pkg, []).append(candidate)
+                if any((folder / marker).exists() for marker in _ROOT_MARKERS):
+                    searched.extend(ancestors[len(searched):])  # stop at the project root
+            for candidate in index.get(name, []):
+                if candidate.resolve() not in chosen:
+                    chosen[candidate.resolve()] = candidate
+                    pending.append(candidate)
+    return sorted(chosen.values(), key=lambda p: str(p))
+
+
+# --- YAML nodes with positions ------------------------------------------------------------
+
+
+class _Reader:
+    """Turns YAML nodes into typed values, failing with ``file:line`` on any mistake."""
+
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self._loader = yaml.SafeLoader(text)
+
+    def root(self) -> Node | None:
+        try:
+            return self._loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            raise TestFileError(Span(self.path, line, 1, line, 1), f"invalid YAML: {exc.problem or exc}") from None
+        except yaml.YAMLError as exc:
+            raise TestFileError(Span(self.path, 1, 1, 1, 1), f"invalid YAML: {exc}") from None
+
+    def span(self, node: Node) -> Span:
+        s, e = node.start_mark, node.end_mark
+        return Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1)
+
+    def fail(self, node: Node, message: str) -> TestFileError:
+        return TestFileError(self.span(node), message)
+
+    def mapping(self, node: Node, what: str, allowed: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+        """A mapping's entries by key (key node, value node); unknown keys are errors."""
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, f"{what} must be a mapping, got {_kind(node)}")
+        self._loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
+        out: dict[str, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.plain(key_node)
+            if not isinstance(key, str):
+                raise self.fail(key_node, f"{what}: keys must be strings, got {key!r}")
+            if allowed and key not in allowed and not (allowed is _FILE_KEYS and key.startswith("x-")):
+                raise self.fail(key_node, f"unknown field {key!r} in {what} (expected one of: {', '.join(allowed)})")
+            if key in out:
+                raise self.fail(key_node, f"duplicate field {key!r} in {what}")
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: Node, what: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, f"{what} must be a list, got {_kind(node)}")
+        return list(node.value)
+
+    def plain(self, node: Node) -> Any:
+        """The node as plain JSON-like data (dates become ISO strings)."""
+        try:
+            value = self._loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise self.fail(node, f"invalid value: {exc}") from None
+        return _jsonable(value)
+
+    def string(self, node: Node, what: str) -> str:
+        value = self.plain(node) if isinstance(node, ScalarNode) else None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(node, f"{what} must be a non-empty string, got {_show(node, value)}")
+        return value
+
+    def strings(self, node: Node, what: str) -> tuple[str, ...]:
+        if isinstance(node, ScalarNode):
+            return (self.string(node, what),)
+        return tuple(self.string(item, f"each item of {what}") for item in self.sequence(node, what))
+
+    def number(self, node: Node, what: str) -> float:
+        value = self.plain(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, str):
+            try:
+                value = float(value.replace("_", ""))
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(node, f"{what} must be a number, got {_show(node, value)}")
+        return float(value)
+
+    def data(self, node: Node, what: str) -> dict[str, Any]:
+        self.mapping(node, what, ())
+        value = self.plain(node)
+        assert isinstance(value, dict)
+        return value
+
+    def instant(self, node: Node, what: str) -> _dt.datetime:
+        value = self._loader.construct_object(node, deep=True) if isinstance(node, ScalarNode) else None
+        if isinstance(value, str):
+            try:
+                value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                value = None
+        if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+            value = _dt.datetime(value.year, value.month, value.day)
+        if not isinstance(value, _dt.datetime):
+            raise self.fail(node, f"{what} must be a date-time such as 2026-01-15T12:00:00Z")
+        return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return repr(node.value) if node.value != "" else "nothing"
+
+
+def _show(node: Node, value: Any) -> str:
+    return _kind(node) if not isinstance(node, ScalarNode) else repr(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, _dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)).isoformat().replace("+00:00", "Z")
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    return value
+
+
+# --- the format ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Fixtures:
+    principals: Mapping[str, dict[str, Any]]
+    resources: Mapping[str, dict[str, Any]]
+
+
+def load_test_file(path: str | Path) -> TestFile:
+    """Parse one test file; raises ``TestFileError`` naming ``file:line`` on any mistake."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TestFileError(Span(shown, 1, 1, 1, 1), f"cannot read test file: {exc}") from None
+    return parse_test_file(text, shown, base=path.parent)
+
+
+def parse_test_file(text: str, path: str, *, base: Path) -> TestFile:
+    """Parse the text of a test file; ``base`` is the folder its paths are relative to."""
+    r = _Reader(path, text)
+    root = r.root()
+    if root is None:
+        raise TestFileError(Span(path, 1, 1, 1, 1), "empty test file: expected a mapping with 'cases'")
+    top = r.mapping(root, "the test file", _FILE_KEYS)
+    if "cases" not in top:
+        raise r.fail(root, "missing field 'cases' (the list of test cases)")
+    now = r.instant(top["now"][1], "'now'") if "now" in top else DEFAULT_NOW
+    fixtures = _fixtures(r, top["fixtures"][1]) if "fixtures" in top else _Fixtures({}, {})
+    policy_files, policy_span = _policy(r, top.get("policy"), base, root)
+    case_nodes = r.sequence(top["cases"][1], "'cases'")
+    if not case_nodes:
+        raise r.fail(top["cases"][1], "'cases' is empty: a test file needs at least one case")
+    cases: list[Case] = []
+    names: dict[str, Span] = {}
+    for node in case_nodes:
+        case = _case(r, node, fixtures, now)
+        if case.name in names:
+            raise TestFileError(case.span, f"duplicate case name {case.name!r} (first at line {names[case.name].line})")
+        names[case.name] = case.span
+        cases.append(case)
+    return TestFile(path=path, policy_files=policy_files, cases=tuple(cases), policy_span=policy_span)
+
+
+def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node) -> tuple[tuple[str, ...], Span]:
+    if entry is None:
+        files = _policy_files_in(base, recursive=False)
+        span = r.span(root)
+        if not files:
+            raise TestFileError(Span(span.file, 1, 1, 1, 1), f"no {POLICY_SUFFIX} files beside this test file; name them with 'policy:'")
+    else:
+        span = r.span(entry[1])
+        files = []
+        for item_node, item in zip(_items(r, entry[1]), r.strings(entry[1], "'policy'")):
+            target = base / item
+            if target.is_dir():
+                found = _policy_files_in(target, recursive=True)
+                if not found:
+                    raise r.fail(item_node, f"no {POLICY_SUFFIX} files in folder {item!r}")
+                files.extend(found)
+            elif target.is_file():
+                files.append(target)
+            else:
+                raise r.fail(item_node, f"policy path {item!r} does not exist (relative to {base})")
+    return tuple(str(p) for p in with_imports(files, base)), span
+
+
+def _items(r: _Reader, node: Node) -> list[Node]:
+    return [node] if isinstance(node, ScalarNode) else r.sequence(node, "'policy'")
+
+
+def _fixtures(r: _Reader, node: Node) -> _Fixtures:
+    m = r.mapping(node, "'fixtures'", _FIXTURE_KEYS)
+    principals: dict[str, dict[str, Any]] = {}
+    resources: dict[str, dict[str, Any]] = {}
+    if "principals" in m:
+        for name, (key_node, value) in r.mapping(m["principals"][1], "'fixtures.principals'", ()).items():
+            principals[name] = _principal_mapping(r, value, f"principal fixture {name!r}", principals, default_id=name)
+    if "resources" in m:
+        for name, (key_node, value) in r.mapping(m["resources"][1], "'fixtures.resources'", ()).items():
+            resources[name] = _resource(r, value, resources)
+    return _Fixtures(principals, resources)
+
+
+def _case(r: _Reader, node: Node, fx: _Fixtures, file_now: _dt.datetime) -> Case:
+    m = r.mapping(node, "a case", _CASE_KEYS + _REQUEST_KEYS)
+    if "name" not in m:
+        raise r.fail(node, "a case needs a 'name'")
+    name = r.string(m["name"][1], "'name'")
+    if "expect" not in m:
+        raise r.fail(node, f"case {name!r} needs 'expect: allow|deny|escalate'")
+    inline = [k for k in _REQUEST_KEYS if k in m]
+    if "request" in m and inline:
+        raise r.fail(m[inline[0]][0], f"case {name!r}: give the request either under 'request' or inline, not both")
+    if "request" in m:
+        parts = r.mapping(m["request"][1], "'request'", _REQUEST_KEYS)
+        where = m["request"][1]
+    else:
+        parts = {k: m[k] for k in inline}
+        where = node
+    request = _request(r, parts, where, fx)
+    expect = _expectation(r, m)
+    return Case(
+        name=name,
+        request_json=json.dumps(request, sort_keys=True),
+        expect=expect,
+        now=r.instant(m["now"][1], "'now'") if "now" in m else file_now,
+        usage=_usage(r, m["usage"][1]) if "usage" in m else (),
+        description=r.string(m["description"][1], "'description'") if "description" in m else None,
+        span=r.span(node),
+    )
+
+
+def _request(r: _Reader, parts: dict[str, tuple[Node, Node]], where: Node, fx: _Fixtures) -> dict[str, Any]:
+    for required in ("principal", "action", "resource"):
+        if required not in parts:
+            raise r.fail(where, f"the request needs a '{required}'")
+    request: dict[str, Any] = {
+        "principal": _principal(r, parts["principal"][1], fx),
+        "action": r.string(parts["action"][1], "'action'"),
+        "resource": _resource(r, parts["resource"][1], fx.resources),
+        "data": r.data(parts["data"][1], "'data'") if "data" in parts else {},
+        "context": r.data(parts["context"][1], "'context'") if "context" in parts else {},
+        "approvals": [_approval(r, n, fx) for n in r.sequence(parts["approvals"][1], "'approvals'")] if "approvals" in parts else [],
+    }
+    return request
+
+
+def _principal(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
+    if isinstance(node, ScalarNode):
+        text = r.string(node, "'principal'")
+        if text in fx.principals:
+            return dict(fx.principals[text])
+        words = text.split()
+        if len(words) == 2 and words[0] in ("user", "agent"):
+            return {"id": words[1], "type": words[0], "roles": [], "attrs": {}}
+        known = ", ".join(sorted(fx.principals)) or "none defined"
+        raise r.fail(node, f"unknown principal {text!r}: not a fixture (fixtures: {known}) nor 'user ID' / 'agent ID'")
+    return _principal_mapping(r, node, "'principal'", fx.principals, default_id=None)
+
+
+def _principal_mapping(
+    r: _Reader, node: Node, what: str, known: Mapping[str, dict[str, Any]], default_id: str | None
+) -> dict[str, Any]:
+    if isinstance(node, ScalarNode) and node.value == "" and default_id:
+        return {"id": default_id, "type": "user", "roles": [], "attrs": {}}
+    m = r.mapping(node, what, _PRINCIPAL_KEYS)
+    out: dict[str, Any] = {"id": default_id, "type": "user", "roles": [], "attrs": {}}
+    if "fixture" in m:
+        base = r.string(m["fixture"][1], "'fixture'")
+        if base not in known:
+            raise r.fail(m["fixture"][1], f"unknown principal fixture {base!r}")
+        out = {**known[base], "attrs": dict(known[base]["attrs"])}
+    if "id" in m:
+        out["id"] = r.string(m["id"][1], "'id'")
+    if "type" in m:
+        kind = r.string(m["type"][1], "'type'")
+        if kind not in ("user", "agent"):
+            raise r.fail(m["type"][1], f"principal type must be 'user' or 'agent', got {kind!r}")
+        out["type"] = kind
+    if "roles" in m:
+        out["roles"] = list(r.strings(m["roles"][1], "'roles'"))
+    if "attrs" in m:
+        out["attrs"] = {**out["attrs"], **r.data(m["attrs"][1], "'attrs'")}
+    if not out["id"]:
+        raise r.fail(node, f"{what} needs an 'id'")
+    return out
+
+
+def _resource(r: _Reader, node: Node, known: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(node, ScalarNode):
+        text = r.string(node, "'resource'")
+        if text in known:
+            return {**known[text], "attrs": dict(known[text]["attrs"])}
+        kind, _, rid = text.partition(" ")
+        if kind not in RESOURCE_KINDS:
+            names = ", ".join(sorted(known)) or "none defined"
+            raise r.fail(
+                node,
+                f"unknown resource {text!r}: write 'KIND ID' with KIND one of {', '.join(RESOURCE_KINDS)}, or a fixture (fixtures: {names})",
+            )
+        return {"kind": kind, "id": rid.strip() or None, "attrs": {}}
+    m = r.mapping(node, "'resource'", _RESOURCE_KEYS)
+    out: dict[str, Any] = {"kind": None, "id": None, "attrs": {}}
+    if "fixture" in m:
+        base = r.string(m["fixture"][1], "'fixture'")
+        if base not in known:
+            raise r.fail(m["fixture"][1], f"unknown resource fixture {base!r}")
+        out = {**known[base], "attrs": dict(known[base]["attrs"])}
+    if "kind" in m:
+        kind = r.string(m["kind"][1], "'kind'")
+        if kind not in RESOURCE_KINDS:
+            raise r.fail(m["kind"][1], f"resource kind must be one of {', '.join(RESOURCE_KINDS)}, got {kind!r}")
+        out["kind"] = kind
+    if "id" in m:
+        out["id"] = r.string(m["id"][1], "'id'")
+    if "attrs" in m:
+        out["attrs"] = {**out["attrs"], **r.data(m["attrs"][1], "'attrs'")}
+    if out["kind"] is None:
+        raise r.fail(node, "a resource needs a 'kind'")
+    return out
+
+
+def _approval(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
+    m = r.mapping(node, "an approval", _APPROVAL_KEYS)
+    for required in ("gate", "approver"):
+        if required not in m:
+            raise r.fail(node, f"an approval needs a '{required}'")
+    approver = r.string(m["approver"][1], "'approver'")
+    out: dict[str, Any] = {"gate": r.string(m["gate"][1], "'gate'"), "approver": approver}
+    if approver in fx.principals:  # a fixture name: its id and roles
+        out["approver"] = fx.principals[approver]["id"]
+        out["roles"] = list(fx.principals[approver]["roles"])
+    if "roles" in m:
+        out["roles"] = list(r.strings(m["roles"][1], "'roles'"))
+    if "ts" in m:
+        out["ts"] = _jsonable(r.instant(m["ts"][1], "'ts'"))
+    return out
+
+
+def _usage(r: _Reader, node: Node) -> tuple[Usage, ...]:
+    out: list[Usage] = []
+    for target, (key_node, value) in r.mapping(node, "'usage'", ()).items():
+        for unit, (unit_node, amount) in r.mapping(value, f"usage of {target!r}", ()).items():
+            out.append(Usage(target, unit, r.number(amount, f"usage of {target!r} in {unit}"), r.span(key_node)))
+    return tuple(out)
+
+
+def _expectation(r: _Reader, m: dict[str, tuple[Node, Node]]) -> Expectation:
+    effect_node = m["expect"][1]
+    effect = r.plain(effect_node) if isinstance(effect_node, ScalarNode) else None
+    if effect not in EFFECTS:
+        raise r.fail(effect_node, f"unknown expected effect {_show(effect_node, effect)}: expected allow, deny or escalate")
+    rules = rules_span = None
+    if "rules" in m:
+        rules = tuple(r.strings(m["rules"][1], "'rules'")) if not _is_empty_list(m["rules"][1]) else ()
+        rules_span = r.span(m["rules"][1])
+    check_route, route = False, None
+    if "route" in m:
+        check_route = True
+        node = m["route"][1]
+        route = None if isinstance(node, ScalarNode) and r.plain(node) is None else r.string(node, "'route'")
+    obligations = None
+    if "obligations" in m:
+        obligations = tuple(_obligation(r, n) for n in r.sequence(m["obligations"][1], "'obligations'"))
+    return Expectation(effect, rules, rules_span, check_route, route, obligations)  # type: ignore[arg-type]
+
+
+def _is_empty_list(node: Node) -> bool:
+    return isinstance(node, SequenceNode) and not node.value
+
+
+def _obligation(r: _Reader, node: Node) -> ExpectedObligation:
+    m = r.mapping(node, "an obligation", ("kind", *OBLIGATION_FIELDS, *{f for fs in OBLIGATION_FIELDS.values() for f in fs}))
+    kinds = [k for k in OBLIGATION_FIELDS if k in m]
+    if "kind" in m:
+        kinds.append(r.string(m["kind"][1], "'kind'"))
+    if len(kinds) != 1 or kinds[0] not in OBLIGATION_FIELDS:
+        raise r.fail(node, f"an obligation names exactly one kind: {' or '.join(OBLIGATION_FIELDS)}")
+    kind = kinds[0]
+    fields: dict[str, Any] = {}
+    if kind in m:
+        fields[_OBLIGATION_MAIN[kind]] = r.string(m[kind][1], f"'{kind}'")
+    for key, (key_node, value) in m.items():
+        if key in ("kind", kind):
+            continue
+        if key not in OBLIGATION_FIELDS[kind]:
+            raise r.fail(key_node, f"unknown field {key!r} for {kind} (expected one of: {', '.join(OBLIGATION_FIELDS[kind])})")
+        fields[key] = r.plain(value)
+    return ExpectedObligation(kind, tuple(sorted(fields.items())), r.span(node))

@@ -1,0 +1,96 @@
+"""JUnit XML for CI systems (GitHub, GitLab, Jenkins, Azure all read this shape).
+
+One ``<testsuite>`` per test file, one ``<testcase>`` per case; a failed case
+carries a ``<failure>`` with the mismatches and the decision's explanation, and a
+test file that could not be run is one ``<testcase>`` with an ``<error>``. The
+counts are those of the text summary: ``tests - failures - errors`` is the
+number passed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import socket
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+
+from .runner import CaseResult, FileError, RunReport, request_text
+
+
+def _classname(path: str) -> str:
+    stem = path[:-5] if path.endswith(".yaml") else path[:-4] if path.endswith(".yml") else path
+    return stem.replace("\\", "/").strip("./").replace("/", ".")
+
+
+def _failure_text(result: CaseResult) -> str:
+    return "\n".join(
+        [
+            *result.mismatches,
+            "request:",
+            request_text(result.case),
+            "explanation:",
+            result.explanation,
+        ]
+    )
+
+
+def to_junit(report: RunReport, *, name: str = "policyengine") -> ET.Element:
+    """The report as a ``<testsuites>`` element."""
+    by_file: dict[str, list[CaseResult]] = defaultdict(list)
+    for result in report.results:
+        by_file[result.file].append(result)
+    errors_by_file: dict[str, list[FileError]] = defaultdict(list)
+    for error in report.errors:
+        errors_by_file[error.file].append(error)
+    order = list(dict.fromkeys([*report.files, *by_file, *errors_by_file]))
+    stamp = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    host = socket.gethostname() or "localhost"
+    root = ET.Element("testsuites", name=name)
+    total_time = 0.0
+    for index, file in enumerate(order):
+        results, errors = by_file.get(file, []), errors_by_file.get(file, [])
+        if not results and not errors:
+            continue
+        seconds = sum(r.seconds for r in results)
+        total_time += seconds
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=file,
+            tests=str(len(results) + len(errors)),
+            failures=str(sum(1 for r in results if not r.passed)),
+            errors=str(len(errors)),
+            skipped="0",
+            time=f"{seconds:.6f}",
+            timestamp=stamp,
+            hostname=host,
+            id=str(index),
+            package=_classname(file),
+        )
+        ET.SubElement(suite, "properties")
+        for r in results:
+            case = ET.SubElement(
+                suite, "testcase", name=r.case.name, classname=_classname(file), time=f"{r.seconds:.6f}",
+                file=file, line=str(r.case.span.line),
+            )
+            if not r.passed:
+                failure = ET.SubElement(case, "failure", message="; ".join(r.mismatches), type="PolicyTestFailure")
+                failure.text = _failure_text(r)
+        for e in errors:
+            case = ET.SubElement(suite, "testcase", name="<test file>", classname=_classname(file), time="0",
+                                 file=file, line=str(e.line))
+            error = ET.SubElement(case, "error", message=str(e), type="PolicyTestError")
+            error.text = e.details or str(e)
+        ET.SubElement(suite, "system-out")
+        ET.SubElement(suite, "system-err")
+    root.set("tests", str(len(report.results) + len(report.errors)))
+    root.set("failures", str(report.failed))
+    root.set("errors", str(len(report.errors)))
+    root.set("time", f"{total_time:.6f}")
+    return root
+
+
+def junit_xml(report: RunReport) -> str:
+    root = to_junit(report)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,114 @@
+"""The text a person reads after ``policyengine test``, modelled on pytest's.
+
+One progress line per test file (``.`` passed, ``F`` failed, ``E`` not runnable),
+then each failure with its request, expected versus actual and the decision's
+explanation, then coverage when asked, and last the line ``N passed, N failed``
+that people and scripts look for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+
+from .coverage import CoverageReport
+from .runner import CaseResult, RunReport, deciding_rules, request_text
+
+
+def _rule(title: str, char: str = "=") -> str:
+    width = max(40, min(shutil.get_terminal_size((88, 20)).columns, 100))
+    text = f" {title} "
+    left = max(2, (width - len(text)) // 2)
+    return char * left + text + char * max(2, width - left - len(text))
+
+
+def _indent(text: str, pad: str = "  ") -> str:
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+def render_failure(r: CaseResult) -> str:
+    exp = r.case.expect
+    want = [exp.effect]
+    got = [str(r.decision.get("effect"))]
+    if exp.rules is not None:
+        want.append(f"rules {sorted(set(exp.rules))}")
+        got.append(f"rules {deciding_rules(r.decision)}")
+    if exp.check_route:
+        want.append(f"route {exp.route}")
+        got.append(f"route {r.decision.get('route')}")
+    if exp.obligations is not None:
+        want.append("obligations [" + ", ".join(o.describe() for o in exp.obligations) + "]")
+        got.append(f"{len(r.decision.get('obligations', ()))} obligation(s)")
+    lines = [
+        _rule(r.nodeid, "_"),
+        *(f"{r.file}:{r.case.span.line}: {m}" for m in r.mismatches),
+        "request:",
+        _indent(request_text(r.case)),
+        f"expected: {', '.join(want)}",
+        f"actual:   {', '.join(got)}",
+        "explanation:",
+        _indent(r.explanation),
+    ]
+    if r.case.usage:
+        lines.insert(4, "usage before the case: " + ", ".join(f"{u.target} {u.amount:g} {u.unit}" for u in r.case.usage))
+    return "\n".join(lines)
+
+
+def render_coverage(cov: CoverageReport) -> str:
+    decl_hit = len(cov.decls) - len(cov.missed_decls)
+    clause_hit = len(cov.clauses) - len(cov.missed_clauses)
+    lines = [
+        _rule("coverage"),
+        f"declarations: {decl_hit}/{len(cov.decls)} exercised ({cov.decl_percent:.1f}%)",
+        f"when clauses: {clause_hit}/{len(cov.clauses)} held at least once ({cov.clause_percent:.1f}%)",
+    ]
+    for d in cov.missed_decls:
+        lines.append(f"{d.where()}: {d.kind} {d.id} not exercised by any test")
+    for c in cov.missed_clauses:
+        lines.append(f"{c.where()}: when clause `{c.text}` of {c.decl_id} never held in any test")
+    return "\n".join(lines)
+
+
+def render_report(report: RunReport, *, verbose: bool = False, fail_under: float | None = None) -> str:
+    """The whole run as text; the last line is always ``report.summary()``."""
+    head = f"policyengine test: {len(report.files)} test file(s), {len(report.results)} case(s)"
+    if report.deselected:
+        head += f", {report.deselected} deselected by -k"
+    out = [head]
+    by_file: dict[str, list[CaseResult]] = defaultdict(list)
+    for r in report.results:
+        by_file[r.file].append(r)
+    errors = {e.file for e in report.errors}
+    for file in report.files:
+        if verbose:
+            for r in by_file.get(file, []):
+                out.append(f"{r.nodeid} {'PASSED' if r.passed else 'FAILED'}")
+        else:
+            marks = "".join("." if r.passed else "F" for r in by_file.get(file, []))
+            out.append(f"{file} {marks}{'E' if file in errors else ''}".rstrip())
+    if report.errors:
+        out.append(_rule("ERRORS"))
+        for e in report.errors:
+            out.append(str(e))
+            if e.details:
+                out.append(_indent(e.details))
+    failures = [r for r in report.results if not r.passed]
+    if failures:
+        out.append(_rule("FAILURES"))
+        out.extend(render_failure(r) for r in failures)
+    if report.coverage is not None:
+        out.append(render_coverage(report.coverage))
+        below = coverage_shortfall(report.coverage, fail_under)
+        if below:
+            out.append(below)
+    if report.errors:
+        out.append(f"{len(report.errors)} test file(s) could not be run")
+    out.append(report.summary())
+    return "\n".join(out)
+
+
+def coverage_shortfall(cov: CoverageReport, fail_under: float | None) -> str | None:
+    """A message when declaration coverage is below ``fail_under`` percent, else None."""
+    if fail_under is None or cov.decl_percent + 1e-9 >= fail_under:
+        return None
+    return f"FAIL: declaration coverage {cov.decl_percent:.1f}% is below --fail-under {fail_under:g}%"

@@ -1,0 +1,362 @@
+"""Run policy test cases against the real engine and say which passed and why not.
+
+Each test file's policy is loaded once (the engine caches compiled policies by
+content); each case then gets a fresh in-memory budget ledger holding only the
+usage it declares, so cases never leak state into one another. Everything a
+test file names (expected rule ids, route models, budgets) is checked against
+the loaded policy before any case runs, so a typo in a test is an error at its
+line rather than a test that can never pass, or one that passes for the wrong
+reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..budgets import InMemoryLedger, scope_key
+from ..diagnostics import PolicyError, Span
+from .cases import Case, ExpectedObligation, TestFile, TestFileError, discover, load_test_file
+
+# Called once per decided case: (policy, request, decision) — how coverage listens in.
+Observer = Callable[[Any, dict[str, Any], Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """The outcome of one case: passed, or the list of ways the decision differed."""
+
+    file: str
+    case: Case
+    mismatches: tuple[str, ...]
+    decision: Mapping[str, Any]
+    explanation: str
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.file}::{self.case.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """A test file that could not be run (bad YAML, bad field, policy that does not load)."""
+
+    file: str
+    line: int
+    message: str
+    details: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything one ``policyengine test`` run found."""
+
+    files: tuple[str, ...]
+    results: tuple[CaseResult, ...]
+    errors: tuple[FileError, ...]
+    deselected: int = 0
+    coverage: Any = None  # a coverage.CoverageReport when requested
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for r in self.results if r.passed)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if not r.passed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.failed == 0
+
+    def summary(self) -> str:
+        """The last line of the run, always exactly ``N passed, N failed``."""
+        return f"{self.passed} passed, {self.failed} failed"
+
+
+class _CaseLedger:
+    """A ledger that forwards to the current case's own ``InMemoryLedger``.
+
+    The policy is loaded once per test file with this as its ledger; swapping
+    ``current`` gives every case a fresh, empty budget state.
+    """
+
+    def __init__(self) -> None:
+        self.current = InMemoryLedger()
+
+    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+        return self.current.usage(scope_key, unit, window_start)
+
+    def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
+        self.current.charge(scope_key, unit, amount, at)
+
+
+# --- selecting cases ---------------------------------------------------------------------
+
+
+def matches_keyword(nodeid: str, keyword: str | None) -> bool:
+    """``-k``: a case-insensitive substring of ``file::case name``; ``not X`` inverts."""
+    if not keyword:
+        return True
+    text = keyword.strip()
+    negate = text.lower().startswith("not ")
+    if negate:
+        text = text[4:].strip()
+    found = text.lower() in nodeid.lower()
+    return found != negate
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+def run_paths(
+    paths: Sequence[str | Path], *, keyword: str | None = None, observer: Observer | None = None
+) -> RunReport:
+    """Discover the test files under ``paths`` and run every selected case."""
+    files = discover(paths)
+    results: list[CaseResult] = []
+    errors: list[FileError] = []
+    deselected = 0
+    for path in files:
+        got, errs, skipped = run_file(path, keyword=keyword, observer=observer)
+        results.extend(got)
+        errors.extend(errs)
+        deselected += skipped
+    return RunReport(tuple(str(f) for f in files), tuple(results), tuple(errors), deselected)
+
+
+def run_file(
+    path: str | Path, *, keyword: str | None = None, observer: Observer | None = None
+) -> tuple[list[CaseResult], list[FileError], int]:
+    """Run one test file: (results, errors, number of cases ``keyword`` left out)."""
+    try:
+        test_file = load_test_file(path)
+        policy, ledger = _load(test_file)
+        _validate(test_file, policy)
+    except TestFileError as exc:
+        return [], [FileError(exc.span.file, exc.span.line, exc.message)], 0
+    except _LoadFailed as exc:
+        return [], [exc.error], 0
+    results, deselected = [], 0
+    for case in test_file.cases:
+        if not matches_keyword(f"{test_file.path}::{case.name}", keyword):
+            deselected += 1
+            continue
+        results.append(run_case(test_file, case, policy, ledger, observer))
+    return results, [], deselected
+
+
+class _LoadFailed(Exception):
+    def __init__(self, error: FileError):
+        self.error = error
+
+
+def _load(test_file: TestFile) -> tuple[Any, _CaseLedger]:
+    from ..engine import load_policy  # imported late: the pytest plugin must import cheaply
+
+    ledger = _CaseLedger()
+    try:
+        policy = load_policy(list(test_file.policy_files), ledger=ledger)
+    except PolicyError as exc:
+        from ..diagnostics import render_findings
+
+        first = exc.findings[0] if exc.findings else None
+        where = f" ({first.span}: {first.message})" if first else ""
+        raise _LoadFailed(
+            FileError(
+                test_file.path,
+                test_file.policy_span.line,
+                f"the policy under test does not load: {len(exc.findings)} error(s){where}",
+                render_findings(exc.findings),
+            )
+        ) from None
+    return policy, ledger
+
+
+def known_ids(policy: Any) -> dict[str, str]:
+    """Every declaration id a test may name, mapped to its kind (rule, gate, budget, ...)."""
+    ps = policy.policy_set
+    kinds = {
+        "rule": ps.rules,
+        "residency": ps.residencies,
+        "budget": ps.budgets,
+        "escalate": ps.escalations,
+        "route": ps.routes,
+    }
+    return {s.id: kind for kind, items in kinds.items() for s in items}
+
+
+def _validate(test_file: TestFile, policy: Any) -> None:
+    """Check every name a test file uses against the policy; raise at the first unknown one."""
+    ids = known_ids(policy)
+    models = set(policy.policy_set.models)
+    for case in test_file.cases:
+        exp = case.expect
+        for rule in exp.rules or ():
+            if not rule.startswith("<") and rule not in ids:
+                raise TestFileError(exp.rules_span or case.span, f"case {case.name!r}: unknown rule id {rule!r} in 'rules'{_hint(rule, ids)}")
+        if exp.check_route and exp.route is not None and exp.route not in models:
+            raise TestFileError(case.span, f"case {case.name!r}: 'route' names unknown model {exp.route!r}")
+        for usage in case.usage:
+            resolve_usage_target(usage.target, policy, usage.span)
+
+
+def _hint(name: str, ids: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(ids), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve_usage_target(target: str, policy: Any, span: Span) -> str:
+    """A ledger scope key from ``usage``: given as ``kind:value``, or a budget's id or name."""
+    if ":" in target:
+        return target
+    budgets = policy.policy_set.budgets
+    found = [b for b in budgets if b.id == target] or [b for b in budgets if b.decl.name.value == target]
+    if len(found) != 1:
+        what = "ambiguous" if found else "unknown"
+        names = ", ".join(b.id for b in budgets) or "none declared"
+        raise TestFileError(span, f"{what} budget {target!r} in 'usage' (budgets: {names}; or write a scope such as workflow:NAME)")
+    scope = found[0].decl.scope
+    return scope_key(scope.kind, scope.value)
+
+
+def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, observer: Observer | None = None) -> CaseResult:
+    """Decide one case with a fresh ledger and compare the decision with the expectation."""
+    start = time.perf_counter()
+    ledger.current = InMemoryLedger()
+    for usage in case.usage:
+        key = resolve_usage_target(usage.target, policy, usage.span)
+        ledger.current.charge(key, usage.unit, usage.amount, case.now)
+    request = case.request
+    decision = policy.evaluate(request, now=case.now)
+    actual = decision.to_dict()
+    mismatches = compare(case, actual)
+    if observer is not None:
+        observer(policy, request, decision)
+    explanation = explain(policy, request, case, actual) if mismatches else ""
+    return CaseResult(test_file.path, case, tuple(mismatches), actual, explanation, time.perf_counter() - start)
+
+
+# --- comparing -------------------------------------------------------------------------
+
+
+def deciding_rules(decision: Mapping[str, Any]) -> list[str]:
+    return sorted({r["rule"] for r in decision.get("reasons", ())})
+
+
+def compare(case: Case, decision: Mapping[str, Any]) -> list[str]:
+    """How the decision differs from what the case expects (empty when it passes)."""
+    exp = case.expect
+    out: list[str] = []
+    if decision.get("effect") != exp.effect:
+        out.append(f"effect: expected {exp.effect}, got {decision.get('effect')}")
+    if exp.rules is not None:
+        want, got = sorted(set(exp.rules)), deciding_rules(decision)
+        if want != got:
+            out.append(f"deciding rules: expected {want}, got {got}")
+    if exp.check_route and decision.get("route") != exp.route:
+        out.append(f"route: expected {exp.route}, got {decision.get('route')}")
+    if exp.obligations is not None:
+        problem = _compare_obligations(exp.obligations, list(decision.get("obligations", ())))
+        if problem:
+            out.append(problem)
+    return out
+
+
+def _obligation_matches(want: ExpectedObligation, got: Mapping[str, Any]) -> bool:
+    if got.get("kind") != want.kind:
+        return False
+    for key, value in want.fields:
+        actual = got.get(key)
+        if isinstance(value, (int, float)) and isinstance(actual, (int, float)) and not isinstance(value, bool):
+            if abs(float(value) - float(actual)) > 1e-9 * max(1.0, abs(float(value))):
+                return False
+        elif actual != value:
+            return False
+    return True
+
+
+def _compare_obligations(want: Sequence[ExpectedObligation], got: list[Mapping[str, Any]]) -> str | None:
+    remaining = list(got)
+    missing = []
+    for w in want:
+        hit = next((g for g in remaining if _obligation_matches(w, g)), None)
+        if hit is None:
+            missing.append(w.describe())
+        else:
+            remaining.remove(hit)
+    if not missing and not remaining:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing)}")
+    if remaining:
+        parts.append("unexpected " + ", ".join(_show_obligation(g) for g in remaining))
+    return "obligations: " + "; ".join(parts)
+
+
+def _show_obligation(o: Mapping[str, Any]) -> str:
+    main = {"approval_required": ("gate", "role"), "budget_warning": ("budget", "unit", "window", "percent")}
+    keys = main.get(str(o.get("kind")), tuple(k for k in o if k != "kind"))
+    return f"{o.get('kind')}(" + ", ".join(f"{k}={o.get(k)!r}" for k in keys) + ")"
+
+
+# --- explaining ------------------------------------------------------------------------
+
+
+def explain(policy: Any, request: Mapping[str, Any], case: Case, decision: Mapping[str, Any]) -> str:
+    """The decision's own account of itself, for a failure report."""
+    lines = [f"effect {decision.get('effect')}, route {decision.get('route') or '-'}"]
+    for r in decision.get("reasons", ()):
+        where = f"{r.get('file')}:{r.get('line')}" if r.get("file") else "built-in"
+        cand = f" [candidate {r['candidate']}]" if r.get("candidate") else ""
+        cites = f" (cites: {', '.join(r['cites'])})" if r.get("cites") else ""
+        lines.append(f"  reason {r['rule']} at {where}{cand}: {r.get('message')}{cites}")
+    for o in decision.get("obligations", ()):
+        lines.append(f"  obligation {_show_obligation(o)}")
+    for e in decision.get("errors", ()):
+        lines.append(f"  error {e}")
+    trace = _trace(policy, request, case)
+    if trace:
+        lines.append("trace:")
+        lines.extend(f"  {t}" for t in trace)
+    return "\n".join(lines)
+
+
+def _trace(policy: Any, request: Mapping[str, Any], case: Case) -> list[str]:
+    explain_fn = getattr(policy, "explain", None)
+    if explain_fn is None:
+        return []
+    try:
+        return list(explain_fn(request, now=case.now).trace)
+    except Exception:  # the trace is a courtesy; never let it hide the failure itself
+        return []
+
+
+def request_text(case: Case) -> str:
+    """The request one field a line, leaving out empty parts, as JSON values."""
+    request = case.request
+    lines = []
+    for key in ("principal", "action", "resource", "data", "context", "approvals"):
+        value = request.get(key)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v not in ({}, [], None)}
+        if value in ({}, [], None):
+            continue
+        lines.append(f"{key}: {json.dumps(value, sort_keys=True)}")
+    return "\n".join(lines)
