@@ -43,19 +43,11 @@ _PACKAGE_SCOPED = {
     ast.BiasDecl: "biases",
     ast.DriftDecl: "drifts",
 }
-_KIND_WORD = {
-    ast.RoleDecl: "role",
-    ast.AgentDecl: "agent",
-    ast.ModelDecl: "model",
-    ast.ConstDecl: "const",
-    ast.RuleDecl: "rule",
-    ast.ResidencyDecl: "residency",
-    ast.BudgetDecl: "budget",
-    ast.EscalateDecl: "escalate",
-    ast.RouteDecl: "route",
-    ast.BiasDecl: "bias",
-    ast.DriftDecl: "drift",
-}
+
+
+def _kind_word(decl: object) -> str:
+    """``RuleDecl`` -> ``rule``: the keyword the declaration is written with."""
+    return type(decl).__name__.removesuffix("Decl").lower()
 
 
 @dataclass(frozen=True)
@@ -150,6 +142,7 @@ class _Checker:
         self.const_decls: dict[str, dict[str, ast.ConstDecl]] = {}
         self.imports: dict[str, list[str]] = {}
         self.role_closure: dict[str, frozenset[str]] = {}
+        self.by_kind: dict[type, list[Scoped]] = {}
         self._resolved: dict[tuple[str, str], ast.Expr | None] = {}
         self._resolving: list[tuple[str, str]] = []
 
@@ -206,12 +199,9 @@ class _Checker:
             **{name: tuple(items) for name, items in self.scoped.items()},
         )
 
-    def each(self, kind: type) -> Iterator[Scoped]:
-        for pkg, files in self.packages.items():
-            for f in files:
-                for decl in f.decls:
-                    if isinstance(decl, kind):
-                        yield Scoped(pkg, decl)
+    def each(self, kind: type) -> list[Scoped]:
+        """Every declaration of ``kind`` (duplicates included), in file order."""
+        return self.by_kind.get(kind, [])
 
     # -- stage: index every declaration, report duplicates --------------------------
 
@@ -226,6 +216,7 @@ class _Checker:
                 if imp.package.value not in imports:
                     imports.append(imp.package.value)
             for decl in f.decls:
+                self.by_kind.setdefault(type(decl), []).append(Scoped(pkg, decl))
                 name = decl.name
                 if isinstance(decl, (ast.RoleDecl, ast.AgentDecl, ast.ModelDecl)):
                     table = {ast.RoleDecl: self.roles, ast.AgentDecl: self.agents, ast.ModelDecl: self.models}[
@@ -250,12 +241,12 @@ class _Checker:
                         self.scoped[_PACKAGE_SCOPED[type(decl)]].append(Scoped(pkg, decl))
 
     def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
-        kind = _KIND_WORD[type(decl)]
+        kind = _kind_word(decl)
         self.report(
             "duplicate-name",
             f"{kind} '{decl.name.value}' is declared twice {where}",
             decl.name.span,
-            f"first declared as {_KIND_WORD[type(first)]} at {first.name.span}; rename one of them",
+            f"first declared as {_kind_word(first)} at {first.name.span}; rename one of them",
         )
 
     # -- stage: imports -------------------------------------------------------------
@@ -613,7 +604,7 @@ class _Checker:
                 self._never(s, s.decl.when, None)
 
     def _never(self, s: Scoped, when: ast.Expr | None, unless: ast.Expr | None) -> None:
-        kind, name = _KIND_WORD[type(s.decl)], s.decl.name.value
+        kind, name = _kind_word(s.decl), s.decl.name.value
         resolve = lambda ref: self.lookup_const(s.package, ref, report=False)  # noqa: E731
         if when is not None:
             found = contradiction(when, resolve)
@@ -631,24 +622,39 @@ class _Checker:
     # -- stage: allows shadowed by an unconditional deny ----------------------------------------
 
     def check_shadowing(self) -> None:
-        denies = [s for s in self.each(ast.RuleDecl)
-                  if s.decl.effect == "deny" and s.decl.when is None and s.decl.unless is None]
-        if not denies:
+        # unconditional denies indexed by (kind, action) and the literal prefix of their
+        # pattern: a deny covers an allow only if that prefix starts the allow's pattern
+        index: dict[tuple[str, str], dict[str, list[Scoped]]] = {}
+        for d in self.each(ast.RuleDecl):
+            deny = d.decl
+            if deny.effect == "deny" and deny.when is None and deny.unless is None:
+                prefix = _literal_prefix(deny.resource_pattern)
+                for action in deny.actions:
+                    index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)
+        if not index:
             return
         for s in self.each(ast.RuleDecl):
             allow = s.decl
-            if allow.effect != "allow":
+            if allow.effect != "allow" or not allow.actions:
                 continue
-            for d in denies:
-                deny = d.decl
-                if (deny.resource_kind.value == allow.resource_kind.value
-                        and self._principal_covers(deny.principal, allow.principal)
-                        and _actions_cover(deny.actions, allow.actions)
-                        and pattern_covers(deny.resource_pattern, allow.resource_pattern)):
-                    self.warn("shadowed-allow", f"allow '{allow.name.value}' never takes effect: rule '{d.id}' "
-                              "always denies what it allows", allow.name.span,
-                              f"the deny is at {deny.name.span}; give it a 'when' or narrow one of the two")
-                    break
+            d = self._shadowing_deny(allow, index)
+            if d is not None:
+                self.warn("shadowed-allow", f"allow '{allow.name.value}' never takes effect: rule '{d.id}' "
+                          "always denies what it allows", allow.name.span,
+                          f"the deny is at {d.decl.name.span}; give it a 'when' or narrow one of the two")
+
+    def _shadowing_deny(self, allow: ast.RuleDecl, index: dict[tuple[str, str], dict[str, list[Scoped]]]):
+        pattern = allow.resource_pattern
+        for action in ("*", allow.actions[0].value):
+            buckets = index.get((allow.resource_kind.value, action), {})
+            for end in range(len(pattern) + 1):
+                for d in buckets.get(pattern[:end], ()):
+                    deny = d.decl
+                    if (pattern_covers(deny.resource_pattern, pattern)
+                            and _actions_cover(deny.actions, allow.actions)
+                            and self._principal_covers(deny.principal, allow.principal)):
+                        return d
+        return None
 
     def _principal_covers(self, deny: ast.PrincipalMatch, allow: ast.PrincipalMatch) -> bool:
         if deny.kind == "any":
@@ -671,6 +677,14 @@ class _Checker:
 def _actions_cover(deny: tuple[ast.Name, ...], allow: tuple[ast.Name, ...]) -> bool:
     names = {a.value for a in deny}
     return "*" in names or all(a.value in names for a in allow)
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard."""
+    for i, ch in enumerate(pattern):
+        if ch in _GLOB_CHARS:
+            return pattern[:i]
+    return pattern
 
 
 def pattern_covers(deny: str, allow: str) -> bool:
@@ -711,31 +725,57 @@ def contradiction(
     expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]
 ) -> tuple[Span, str] | None:
     """Where and why ``expr`` can never hold, or None when it may."""
-    if isinstance(expr, ast.Literal) and expr.value is False:
-        return expr.span, "the condition is false"
-    if isinstance(expr, ast.Not) and isinstance(expr.operand, ast.Literal) and expr.operand.value is True:
-        return expr.span, "the condition is 'not true'"
+    if isinstance(expr, ast.Literal):
+        return (expr.span, "the condition is false") if expr.value is False else None
+    if isinstance(expr, ast.Not):
+        if isinstance(expr.operand, ast.Literal) and expr.operand.value is True:
+            return expr.span, "the condition is 'not true'"
+        return None
     if isinstance(expr, ast.Or):
         found = [contradiction(item, resolve) for item in expr.items]
         if all(f is not None for f in found):
             return expr.span, "no alternative can hold (" + "; ".join(f[1] for f in found if f) + ")"
         return None
-    atoms: list[_Atom] = []
+    if not isinstance(expr, (ast.And, ast.Compare)):
+        return None
+    by_path: dict[str, list[ast.Expr]] = {}
     for item in _conjuncts(expr):
-        if item is not expr:
+        if not isinstance(item, (ast.Compare, ast.Not)) or isinstance(item, ast.Not) and not isinstance(
+            item.operand, ast.Compare
+        ):
             nested = contradiction(item, resolve)
             if nested is not None:
                 return nested
-        atom = _atom(item, resolve)
-        if atom is None:
             continue
-        if atom.op == "in" and not atom.value:
+        cmp = item.operand if isinstance(item, ast.Not) else item
+        path = cmp.left if isinstance(cmp.left, ast.Path) else cmp.right
+        if isinstance(path, ast.Path):
+            by_path.setdefault(path.dotted, []).append(item)
+        if cmp.op == "in" and item is cmp and _empty(cmp.right, resolve):
             return item.span, f"{show(item)} matches nothing"
-        for earlier in atoms:
-            if earlier.path == atom.path and _clash(earlier, atom):
-                return item.span, f"{show(item)} contradicts {show(earlier.node)}"
-        atoms.append(atom)
+    for items in by_path.values():
+        if len(items) < 2:
+            continue
+        atoms: list[_Atom] = []
+        for item in items:
+            atom = _atom(item, resolve)
+            if atom is None:
+                continue
+            for earlier in atoms:
+                if earlier.path == atom.path and _clash(earlier, atom):
+                    return item.span, f"{show(item)} contradicts {show(earlier.node)}"
+            atoms.append(atom)
     return None
+
+
+def _empty(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) -> bool:
+    """Whether ``expr`` is a list with no items once consts are spliced in."""
+    if isinstance(expr, ast.ConstRef):
+        value = resolve(expr)
+        return isinstance(value, ast.ListExpr) and not value.items
+    return isinstance(expr, ast.ListExpr) and all(
+        isinstance(i, ast.ConstRef) and _empty(i, resolve) for i in expr.items
+    )
 
 
 def _conjuncts(expr: ast.Expr) -> Iterator[ast.Expr]:
@@ -773,7 +813,11 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
     if op in ("in", "not in"):
         if not isinstance(right, ast.ListExpr):
             return None
-        keys = [_key(i) for i in right.items]
+        items: list[ast.Expr] = []
+        for item in right.items:
+            value = resolve(item) if isinstance(item, ast.ConstRef) else item
+            items.extend(value.items if isinstance(value, ast.ListExpr) else (value or item,))
+        keys = [_key(i) for i in items]
         if any(k is None for k in keys):
             return None
         return _Atom(left.dotted, op, frozenset(k for k in keys if k is not None), node)
