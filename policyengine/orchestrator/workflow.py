@@ -88,8 +88,11 @@ def always(_: Context) -> bool:
 class ModelCall:
     """Call a model. ``ask`` usually leaves ``id`` empty so a ``route`` rule picks the model.
 
-    ``read`` turns the completion into the step's output; ``subject`` and
-    ``outcome`` fill the ``model_call`` audit row read by the bias/drift reports.
+    ``read`` turns the completion into the step's output; ``subject``,
+    ``outcome`` and ``label`` fill the ``model_call`` audit row that the bias and
+    drift reports read. If the chosen model fails, the runner tries the models
+    after it in the matching ``route`` rule, then ``fallback_models``, each only
+    if the policy allows it.
     """
 
     name: str
@@ -98,6 +101,8 @@ class ModelCall:
     read: Callable[[Context, Completion], JSON] = lambda ctx, c: {"label": c.label, "confidence": c.confidence}
     subject: Callable[[Context], JSON] = lambda ctx: {}
     label: Callable[[Context], str | None] = lambda ctx: None
+    outcome: Callable[[Context, Completion], str] = lambda ctx, c: "ok"
+    fallback_models: tuple[str, ...] = ()
     when: Condition = always
     fallback: Step | None = None
 

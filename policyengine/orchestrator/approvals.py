@@ -1,0 +1,86 @@
+"""Who may approve what: the user directory and the four-eyes checks.
+
+Users and their roles come from a small YAML directory file (``data/directory.yaml``
+ships one). Role names are those declared in the rules; a user holds a role
+through ``extends`` too (the policy's role closure decides). The checks here run
+before an approval is recorded, so a refused approval leaves no trace but an
+error message; the engine checks the recorded approval again when the run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import yaml
+
+from .state import ApprovalRecord, RunRecord
+
+
+class ApprovalRefused(Exception):
+    """An approve/reject that the rules or four-eyes do not allow (a user error, exit 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    name: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """User id -> ``User``, loaded from YAML: ``users: {alice: {name: ..., roles: [...]}}``."""
+
+    users: Mapping[str, User]
+    source: str = "<memory>"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Directory:
+        p = Path(path)
+        try:
+            doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ValueError(f"{p}: cannot read user directory: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark else str(p)
+            raise ValueError(f"{where}: user directory is not valid YAML") from None
+        raw = doc.get("users") if isinstance(doc, dict) else None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{p}: user directory needs a top-level 'users' mapping")
+        users: dict[str, User] = {}
+        for uid, entry in raw.items():
+            entry = entry or {}
+            roles = entry.get("roles", []) if isinstance(entry, dict) else None
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                raise ValueError(f"{p}: user {uid!r}: 'roles' must be a list of role names")
+            users[str(uid)] = User(str(uid), str(entry.get("name", uid)), tuple(roles))
+        return cls(MappingProxyType(users), str(p))
+
+    def roles(self) -> Mapping[str, tuple[str, ...]]:
+        """User id -> roles, the form ``Policy.evaluate(directory=...)`` takes."""
+        return MappingProxyType({u.id: u.roles for u in self.users.values()})
+
+
+def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Directory,
+                  closure: Callable[[Iterable[str]], frozenset[str]]) -> User:
+    """Refuse a decision by the requester (four-eyes) or by a user who lacks the gate's role.
+
+    ``closure(roles)`` returns every role held through ``roles`` (the policy's role closure).
+    """
+    if user == run.requested_by:
+        raise ApprovalRefused(
+            f"{user} requested run {run.run_id} and cannot decide its approval (four-eyes: "
+            f"gate {gate.gate} needs a different person holding role {gate.role})")
+    who = directory.users.get(user)
+    if who is None:
+        raise ApprovalRefused(f"unknown user {user!r}: not in the user directory {directory.source}")
+    held = closure(who.roles)
+    if gate.role not in held:
+        have = ", ".join(who.roles) or "no roles"
+        raise ApprovalRefused(
+            f"{user} ({have}) does not hold role {gate.role}, which gate {gate.gate} of run {run.run_id} requires")
+    return who

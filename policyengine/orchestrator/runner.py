@@ -1,0 +1,570 @@
+"""Runs workflows, asking the engine before every step and recording everything.
+
+For each step the runner (1) *plans*: restores it from the journal if it already
+finished, else builds the engine request, evaluates it and records the decision;
+a deny fails the step, an escalation pauses the run; (2) *performs* the allowed
+step (model call with retries and fallback to the next allowed model, tool
+call, data read), concurrently for a ``Parallel`` group; (3) *records* the
+result: step journal, budget charge, audit events. Only (2) may run in worker
+threads; recording stays on the calling thread, so audit order is deterministic.
+
+Exactly-once for side effects: a tool with ``effect=True`` gets a journal row
+``started`` (flushed) before it is called, is passed the idempotency key
+``run_id/step``, and its result is committed as a receipt in ``orch_effects``
+right after it returns. On resume, a step with a receipt is completed from the
+receipt and never called again; a step that is ``started`` without a receipt is
+called again with the same key (a tool must honour the key, as payment APIs do).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from ..decision import ApprovalRequired, Decision
+from .approvals import ApprovalRefused, Directory, check_decider
+from .ledger import BufferedLedger
+from .providers import Attempt, Providers
+from .state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord, naive_utc
+from .workflow import (
+    Ask, Completion, Context, DataRead, HumanWait, ModelCall, Parallel, RulesDecision, Step, ToolCall, Workflow,
+    step_kind,
+)
+
+TERMINAL = frozenset({"completed", "denied", "failed", "rejected", "expired"})
+
+
+class AuditSink(Protocol):
+    """What the runner needs of ``policyengine.audit.AuditLog``."""
+
+    def append(self, event: str, *, actor: str | None, workflow: str | None, run_id: str | None,
+               payload: dict[str, Any], policy_hash: str | None) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class RunError(Exception):
+    """A run cannot be found or is not in a state that allows the operation (exit 1)."""
+
+
+class SimulatedCrash(BaseException):
+    """Raised by a fault hook in tests to stop the runner as a crash would."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What happened to one run (so far): the summary table is built from these."""
+
+    run_id: str
+    workflow: str
+    item_id: str | None
+    status: str
+    outcome: str | None
+    tokens: int
+    cost_usd: float
+    step_ms: tuple[float, ...]
+    reason: str | None = None
+    approval: ApprovalRecord | None = None
+    models: tuple[str, ...] = ()
+    fallbacks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """A step that needs no performing: restored, skipped, denied, failed or waiting."""
+
+    status: str
+    output: Mapping[str, Any] | None = None
+    reason: str | None = None
+    run_status: str | None = None
+    approval: ApprovalRecord | None = None
+    ms: float | None = None
+
+
+@dataclass(slots=True)
+class _Ready:
+    """An allowed step, planned and waiting to be performed."""
+
+    step: Step
+    ord: int
+    ask: Ask
+    request: dict[str, Any]
+    decision: Decision
+    t0: float
+    started_at: datetime
+    ctx: Context
+    events: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    model: str | None = None
+    model_request: dict[str, Any] | None = None
+    completion: Completion | None = None
+    receipt: bool = False
+
+
+def _reason_text(decision: Decision) -> str:
+    parts = [f"{r.rule}: {r.message}" for r in decision.reasons[:3]]
+    return "; ".join(parts) or decision.effect
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Orchestrator:
+    """Governed execution of workflows over one policy, one state store and one audit log."""
+
+    def __init__(self, policy: Any, store: StateStore, audit: AuditSink, *, workflows: Mapping[str, Workflow],
+                 providers: Providers | None = None, directory: Directory | None = None,
+                 ledger: BufferedLedger | None = None, clock: Callable[[], datetime] | None = None,
+                 flush_every: int = 200, faults: Callable[[str, str], None] | None = None) -> None:
+        self.policy = policy
+        self.store = store
+        self.audit = audit
+        self.workflows = workflows
+        self.providers = providers or Providers()
+        self.directory = directory or Directory(MappingProxyType({}))
+        self._roles = self.directory.roles()
+        self.ledger = ledger
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.flush_every = flush_every
+        self.faults = faults
+        self._pool: ThreadPoolExecutor | None = None
+        self._unflushed = 0
+
+    # --- public API ----------------------------------------------------------------
+
+    def start(self, workflow: str | Workflow, item: Mapping[str, Any], *, requested_by: str,
+              batch_id: str | None = None) -> RunResult:
+        """Create a run for ``item`` and drive it until it ends or pauses."""
+        wf = self._workflow(workflow)
+        now = naive_utc(self.clock())
+        run = RunRecord(run_id=f"r-{uuid.uuid4().hex[:12]}", batch_id=batch_id, workflow=wf.name,
+                        item_id=wf.item_id(item) or None, requested_by=requested_by, status="running",
+                        outcome=None, input=_dumps(dict(item)), error=None, policy_hash=self.policy.policy_hash,
+                        tokens=0, cost_usd=0.0, created_at=now, updated_at=now)
+        self.store.put(run)
+        result = self._drive(wf, run)
+        self._unflushed += 1
+        if result.status == "waiting_approval" or self._unflushed >= self.flush_every:
+            self.flush()
+        return result
+
+    def run_batch(self, workflow: str | Workflow, items: Iterable[Mapping[str, Any]], *, requested_by: str,
+                  on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs."""
+        batch_id = f"b-{uuid.uuid4().hex[:10]}"
+        results = []
+        for item in items:
+            result = self.start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        self.flush()
+        return results
+
+    def resume(self, run_id: str) -> RunResult:
+        """Drive a run from its journal: finished steps are restored, never re-run."""
+        run = self._run(run_id)
+        if run.status in TERMINAL:
+            return self._result(run, ())
+        result = self._drive(self._workflow(run.workflow), replace(run, status="running"))
+        self.flush()
+        return result
+
+    def approve(self, run_id: str, user: str, note: str | None = None) -> RunResult:
+        """Record ``user``'s approval of the run's pending gate and resume the run."""
+        return self._decide(run_id, user, "approved", note)
+
+    def reject(self, run_id: str, user: str, note: str | None = None) -> RunResult:
+        """Record ``user``'s rejection: the gated step is denied and the workflow's fallback runs."""
+        return self._decide(run_id, user, "rejected", note)
+
+    def expire(self) -> list[RunResult]:
+        """End every approval whose deadline has passed, record it, and resume its run."""
+        now = naive_utc(self.clock())
+        results = []
+        for row in self.store.overdue(now):
+            run = self.store.run(row.run_id)
+            if run is None or run.status in TERMINAL:
+                continue
+            expired = replace(row, status="expired", decided_at=now)
+            self.store.put(expired)
+            self._record_approval(run, expired)
+            results.append(self._drive(self._workflow(run.workflow), replace(run, status="running")))
+        if results:
+            self.flush()
+        return results
+
+    def flush(self) -> None:
+        """Make everything so far durable: ledger charges, run state, then the audit log."""
+        if self.ledger is not None:
+            self.ledger.flush()
+        self.store.flush()
+        self.audit.flush()
+        self._unflushed = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def show(self, run_id: str) -> tuple[RunRecord, list[StepRecord], list[ApprovalRecord]]:
+        run = self._run(run_id)
+        return run, self.store.steps(run.run_id), self.store.approvals(run.run_id)
+
+    # --- approvals -------------------------------------------------------------------
+
+    def _decide(self, run_id: str, user: str, outcome: str, note: str | None) -> RunResult:
+        run = self._run(run_id)
+        self.expire()  # deadlines are enforced on any access
+        run = self._run(run.run_id)
+        if run.status != "waiting_approval":
+            ended = {"expired": "its approval deadline passed"}.get(run.status, f"it is {run.status}")
+            raise RunError(f"run {run.run_id} is not waiting for approval: {ended}")
+        pending = [a for a in self.store.approvals(run.run_id) if a.status == "pending"]
+        if not pending:
+            raise RunError(f"run {run.run_id} has no pending approval")
+        gate = pending[0]
+        check_decider(run, gate, user, self.directory, self.policy.policy_set.roles_of)
+        now = naive_utc(self.clock())
+        decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
+        self.store.put(decided)
+        self._record_approval(run, decided)
+        result = self._drive(self._workflow(run.workflow), replace(run, status="running"))
+        self.flush()
+        return result
+
+    def _record_approval(self, run: RunRecord, a: ApprovalRecord) -> None:
+        self._audit(run, "approval", a.approver or "<deadline>", {
+            "gate": a.gate, "requester": a.requester, "approver": a.approver, "outcome": a.status, "role": a.role,
+            "requested_at": a.requested_at.isoformat() + "Z",
+            "decided_at": a.decided_at.isoformat() + "Z" if a.decided_at else None,
+            "deadline": a.deadline_at.isoformat() + "Z" if a.deadline_at else None,
+            "note": a.note, "step": a.step})
+
+    # --- driving a run ---------------------------------------------------------------
+
+    def _drive(self, wf: Workflow, run: RunRecord) -> RunResult:
+        journal = {s.step: s for s in self.store.steps(run.run_id)}
+        approvals = self.store.approvals(run.run_id)
+        ctx = Context(run.run_id, wf.name, run.requested_by, MappingProxyType(run.item()), MappingProxyType({}))
+        step_ms: list[float] = []
+        for ord_, node in enumerate(wf.nodes):
+            group = node.steps if isinstance(node, Parallel) else (node,)
+            finals = self._run_group(wf, run, ctx, group, ord_, journal, approvals)
+            for step, fin in zip(group, finals):
+                if fin.ms is not None:
+                    step_ms.append(fin.ms)
+                if fin.status == "done":
+                    ctx = ctx.with_output(step.name, fin.output or {})
+            stop = next((f for f in finals if f.status in ("denied", "failed")), None)
+            if stop is not None:
+                failed_step = group[finals.index(stop)]
+                fb = failed_step.fallback or wf.fallback
+                if fb is not None:
+                    (fin,) = self._run_group(wf, run, ctx, (fb,), 1000 + ord_, journal, approvals)
+                    if fin.ms is not None:
+                        step_ms.append(fin.ms)
+                    if fin.status == "done":
+                        ctx = ctx.with_output(fb.name, fin.output or {})
+                status = stop.run_status or ("failed" if stop.status == "failed" else "denied")
+                outcome = wf.outcome(ctx) if fb is not None and ctx.ran(fb.name) else status
+                return self._finish(run, status, outcome, stop.reason, step_ms)
+            waiting = next((f for f in finals if f.status == "waiting"), None)
+            if waiting is not None:
+                return self._finish(run, "waiting_approval", "escalated", waiting.reason, step_ms, waiting.approval)
+        return self._finish(run, "completed", wf.outcome(ctx), None, step_ms)
+
+    def _finish(self, run: RunRecord, status: str, outcome: str | None, reason: str | None,
+                step_ms: Sequence[float], approval: ApprovalRecord | None = None) -> RunResult:
+        steps = self.store.steps(run.run_id)
+        tokens = sum(s.tokens or 0 for s in steps)
+        cost = sum(s.cost_usd or 0.0 for s in steps)
+        final = replace(run, status=status, outcome=outcome, error=reason, tokens=tokens, cost_usd=cost,
+                        updated_at=naive_utc(self.clock()), policy_hash=self.policy.policy_hash)
+        self.store.put(final)
+        self._audit(final, "run", run.requested_by, {
+            "status": status, "outcome": outcome, "item_id": run.item_id, "reason": reason,
+            "tokens": tokens, "cost_usd": cost, "steps": len(steps)})
+        return self._result(final, step_ms, approval, steps)
+
+    def _result(self, run: RunRecord, step_ms: Sequence[float], approval: ApprovalRecord | None = None,
+                steps: Sequence[StepRecord] | None = None) -> RunResult:
+        steps = steps if steps is not None else self.store.steps(run.run_id)
+        models = tuple(s.model for s in steps if s.model)
+        fallbacks = sum(1 for s in steps if s.output and '"fallback_from"' in s.output)
+        return RunResult(run.run_id, run.workflow, run.item_id, run.status, run.outcome, run.tokens,
+                         run.cost_usd, tuple(step_ms), run.error, approval, models, fallbacks)
+
+    def _run_group(self, wf: Workflow, run: RunRecord, ctx: Context, group: Sequence[Step], ord_: int,
+                   journal: Mapping[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> list[_Final]:
+        plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
+        ready = [p for p in plans if isinstance(p, _Ready)]
+        if any(isinstance(p.step, ToolCall) and p.step.effect and not p.receipt for p in ready):
+            self.flush()  # write-ahead: the 'started' rows are durable before any side effect
+        if len(ready) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policyengine-step")
+            list(self._pool.map(self._perform, ready))
+        else:
+            for p in ready:
+                self._perform(p)
+        return [self._record(wf, run, p) if isinstance(p, _Ready) else p for p in plans]
+
+    # --- plan ------------------------------------------------------------------------
+
+    def _request(self, wf: Workflow, run: RunRecord, step: Step, ask: Ask,
+                 approvals: Sequence[ApprovalRecord]) -> dict[str, Any]:
+        resource: dict[str, Any] = {"kind": ask.kind, "attrs": dict(ask.attrs)}
+        if ask.id is not None:
+            resource["id"] = ask.id
+        context = {"workflow": wf.name, "run_id": run.run_id, "step": step.name, **ask.context}
+        request = {"principal": {"id": wf.agent, "type": "agent", "attrs": {"requested_by": run.requested_by}},
+                   "action": ask.action, "resource": resource, "data": dict(ask.data), "context": context}
+        granted = [{"gate": a.gate, "approver": a.approver, "roles": list(self._roles.get(a.approver or "", ()))}
+                   for a in approvals if a.status == "approved"]
+        if granted:
+            request["approvals"] = granted
+        return request
+
+    def _plan(self, wf: Workflow, run: RunRecord, ctx: Context, step: Step, ord_: int,
+              journal: Mapping[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> _Final | _Ready:
+        key = f"{run.run_id}/{step.name}"
+        prior = journal.get(step.name)
+        if prior is not None and prior.status in ("done", "skipped"):
+            return _Final(prior.status, prior.output_dict())
+        t0 = time.perf_counter()
+        started_at = naive_utc(self.clock())
+        if not step.when(ctx):
+            self.store.put(StepRecord(run.run_id, step.name, ord_, step_kind(step), "skipped", key, None, None,
+                                      None, None, None, None, None, started_at, started_at))
+            return _Final("skipped")
+        mine = [a for a in approvals if a.step == step.name]
+        ask = step.ask(ctx)
+        request = self._request(wf, run, step, ask, mine)
+        decision = self.policy.evaluate(request, now=self.clock(), directory=self._roles)
+        self._audit(run, "decision", wf.agent, {"request": request, "decision": decision.to_dict(), "step": step.name},
+                    decision.policy_hash)
+
+        def journal_row(status: str, reason: str | None = None, output: Any = None) -> StepRecord:
+            return StepRecord(run.run_id, step.name, ord_, step_kind(step), status, key,
+                              None if output is None else _dumps(output), decision.effect, reason, None, None,
+                              None, (time.perf_counter() - t0) * 1000, started_at, naive_utc(self.clock()))
+
+        def stop(status: str, reason: str, run_status: str | None = None, approval: ApprovalRecord | None = None):
+            row = journal_row("waiting" if status == "waiting" else status, reason)
+            self.store.put(row)
+            return _Final(status, None, reason, run_status, approval, row.latency_ms)
+
+        if isinstance(step, RulesDecision):
+            out = {"effect": decision.effect, "route": decision.route, "rules": [r.rule for r in decision.reasons]}
+            row = journal_row("done", None, out)
+            self.store.put(row)
+            return _Final("done", out, ms=row.latency_ms)
+        if decision.effect == "deny":
+            return stop("denied", _reason_text(decision))
+        if decision.effect == "escalate":
+            need = next((o for o in decision.obligations if isinstance(o, ApprovalRequired)), None)
+            if need is None:
+                return stop("denied", "escalation without an approval obligation: " + _reason_text(decision))
+            gate = next((a for a in mine if a.gate == need.gate), None)
+            verdict = self._gate_state(run, step, gate, need.gate, need.role, need.deadline_at,
+                                       need.deadline_seconds, need.on_timeout, need.distinct_approver, decision)
+            if verdict is not None:
+                return stop(*verdict)
+        if isinstance(step, HumanWait):
+            done = next((a for a in mine if a.status == "approved"), None)
+            if done is None:
+                own_id = f"{wf.name}.{step.name}"
+                own = next((a for a in mine if a.gate == own_id), None)
+                verdict = self._gate_state(run, step, own, own_id, step.role, None, step.within_seconds, "deny",
+                                           True, decision, own_gate=True, summary=step.summary(ctx))
+                if verdict is not None:
+                    return stop(*verdict)
+                done = own
+            out = {"approved_by": done.approver if done else None, "note": done.note if done else None,
+                   "gate": done.gate if done else None}
+            row = journal_row("done", None, out)
+            self.store.put(row)
+            return _Final("done", out, ms=row.latency_ms)
+        ready = _Ready(step, ord_, ask, request, decision, t0, started_at, ctx)
+        if isinstance(step, ToolCall) and step.effect:
+            receipt = self.store.effect(key)
+            if receipt is not None:
+                ready.output, ready.receipt = receipt, True
+            else:
+                self.store.put(journal_row("started"))
+        return ready
+
+    def _gate_state(self, run: RunRecord, step: Step, gate: ApprovalRecord | None, gate_id: str, role: str,
+                    deadline_at: str | None, deadline_s: int | None, on_timeout: str, distinct: bool,
+                    decision: Decision, *, own_gate: bool = False, summary: str = "") -> tuple | None:
+        """``None`` when the step may go ahead; else the ``stop`` arguments (waiting or denied)."""
+        if gate is None:
+            now = naive_utc(self.clock())
+            if deadline_at:
+                deadline = naive_utc(datetime.fromisoformat(deadline_at.replace("Z", "+00:00")))
+            else:
+                deadline = now + timedelta(seconds=deadline_s) if deadline_s else None
+            row = ApprovalRecord(run.run_id, step.name, gate_id, role, run.requested_by, now, deadline, on_timeout,
+                                 distinct, "pending", None, summary or None, None)
+            self.store.put(row)
+            when = f" by {deadline.isoformat(timespec='minutes')}Z" if deadline else ""
+            return ("waiting", f"waiting for approval by role {role}{when} (gate {gate_id})", None, row)
+        if gate.status == "pending":
+            return ("waiting", f"waiting for approval by role {gate.role} (gate {gate.gate})", None, gate)
+        if gate.status == "rejected":
+            return ("denied", f"rejected by {gate.approver} at gate {gate.gate}", "rejected")
+        if gate.status == "expired":
+            if gate.on_timeout == "allow":
+                return None
+            return ("denied", f"approval deadline passed at gate {gate.gate} (within ... else deny)", "expired")
+        if own_gate:
+            return None
+        return ("denied", f"approval by {gate.approver} does not satisfy gate {gate.gate}: {_reason_text(decision)}")
+
+    # --- perform (may run on a worker thread: no store or audit writes here) ----------
+
+    def _perform(self, p: _Ready) -> None:
+        if p.receipt:
+            return
+        try:
+            if isinstance(p.step, ModelCall):
+                self._perform_model(p)
+            elif isinstance(p.step, ToolCall):
+                p.output = dict(p.step.run(p.ctx, f"{p.ctx.run_id}/{p.step.name}"))
+            elif isinstance(p.step, DataRead):
+                p.output = dict(p.step.read(p.ctx))
+        except Exception as exc:  # a step's own code failed: the run fails with the message
+            p.error = f"{type(exc).__name__}: {exc}"
+
+    def _candidates(self, p: _Ready) -> list[str]:
+        first = p.decision.route or p.ask.id
+        if first is None:
+            return []
+        out = [first]
+        for route in self.policy.policy_set.routes:
+            prefer = [n.value for n in route.decl.prefer]
+            if first in prefer:
+                out += prefer[prefer.index(first) + 1:]
+                break
+        out += [m for m in p.step.fallback_models if m not in out]  # type: ignore[union-attr]
+        return list(dict.fromkeys(out))
+
+    def _perform_model(self, p: _Ready) -> None:
+        step: ModelCall = p.step  # type: ignore[assignment]
+        prompt = step.prompt(p.ctx)
+        key = f"{p.ctx.run_id}/{step.name}"
+        models = self.policy.policy_set.models
+        for i, model in enumerate(self._candidates(p)):
+            request = {**p.request, "resource": {**p.request["resource"], "id": model}}
+            if i > 0:  # a fallback model must be allowed on its own
+                d = self.policy.evaluate(request, now=self.clock(), directory=self._roles)
+                p.events.append(("decision", {"request": request, "decision": d.to_dict(), "step": step.name,
+                                              "fallback_from": p.attempts[-1].model}, d.policy_hash))
+                if d.effect != "allow":
+                    continue
+            decl = models.get(model).decl if model in models else None
+            attempts = self.providers.call(model, decl.provider if decl else None, prompt, key)
+            p.attempts += attempts
+            if attempts[-1].status == "ok":
+                p.model, p.model_request, p.completion = model, request, attempts[-1].completion
+                return
+        tried = ", ".join(dict.fromkeys(a.model for a in p.attempts)) or "none allowed"
+        p.error = f"every allowed model failed ({tried}): {p.attempts[-1].error if p.attempts else 'no candidate'}"
+
+    # --- record ----------------------------------------------------------------------
+
+    def _cost(self, model: str, c: Completion) -> float:
+        if c.cost_usd is not None:
+            return c.cost_usd
+        m = self.policy.policy_set.models.get(model)
+        price = m.decl.cost_per_1m_tokens if m is not None else None
+        return c.tokens * price.amount / 1_000_000 if price is not None else 0.0
+
+    def _record(self, wf: Workflow, run: RunRecord, p: _Ready) -> _Final:
+        step = p.step
+        key = f"{run.run_id}/{step.name}"
+        for event, payload, phash in p.events:
+            self._audit(run, event, wf.agent, payload, phash)
+        tokens, cost = None, None
+        if isinstance(step, ModelCall):
+            subject = step.subject(p.ctx)
+            for a in p.attempts:
+                ok = a.status == "ok"
+                c = a.completion
+                out = {"label": c.label, "confidence": c.confidence} if ok and c else {}
+                self._audit(run, "model_call", wf.agent, {
+                    "model": a.model, "provider": a.provider, "tokens": c.tokens if ok and c else 0,
+                    "cost_usd": self._cost(a.model, c) if ok and c else 0.0, "latency_ms": round(a.latency_ms, 3),
+                    "status": a.status, "error": a.error, "step": step.name, "subject": subject,
+                    "outcome": step.outcome(p.ctx, c) if ok and c else "error", "output": out,
+                    "label": step.label(p.ctx)}, self.policy.policy_hash)
+            if p.completion is not None and p.model is not None:
+                tokens, cost = p.completion.tokens, self._cost(p.model, p.completion)
+                self.policy.charge(p.model_request, tokens=tokens, cost=cost, model=p.model, at=self.clock())
+                p.output = dict(step.read(p.ctx, p.completion))
+                p.output["model"] = p.model
+                first = p.attempts[0].model
+                if p.model != first:
+                    p.output["fallback_from"] = first
+        elif isinstance(step, ToolCall):
+            self._audit(run, "tool_call", wf.agent, {
+                "tool": p.ask.id, "status": "error" if p.error else "ok", "step": step.name, "error": p.error,
+                "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": p.receipt},
+                self.policy.policy_hash)
+            if step.effect and p.error is None and not p.receipt:
+                self.store.put(EffectRecord(key, run.run_id, step.name, p.ask.id or step.name, _dumps(p.output),
+                                            naive_utc(self.clock())))
+                self.store.flush()  # the receipt is durable before anything else happens
+                if self.faults is not None:
+                    self.faults("after_effect", step.name)
+        elif isinstance(step, DataRead):
+            self._audit(run, "data_access", wf.agent, {
+                "dataset": p.ask.id, "classification": p.ask.data.get("classification"),
+                "origin": p.ask.data.get("origin"), "step": step.name,
+                "status": "error" if p.error else "ok"}, self.policy.policy_hash)
+        ms = (time.perf_counter() - p.t0) * 1000
+        status = "failed" if p.error else "done"
+        row = StepRecord(run.run_id, step.name, p.ord, step_kind(step), status, key,
+                         None if p.output is None else _dumps(p.output), p.decision.effect, p.error, p.model,
+                         tokens, cost, ms, p.started_at, naive_utc(self.clock()))
+        self.store.put(row)
+        return _Final(status, p.output, p.error, ms=ms)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _audit(self, run: RunRecord, event: str, actor: str | None, payload: dict[str, Any],
+               policy_hash: str | None = None) -> None:
+        self.audit.append(event, actor=actor, workflow=run.workflow, run_id=run.run_id, payload=payload,
+                          policy_hash=policy_hash or self.policy.policy_hash)
+
+    def _workflow(self, workflow: str | Workflow) -> Workflow:
+        if isinstance(workflow, Workflow):
+            return workflow
+        wf = self.workflows.get(workflow)
+        if wf is None:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise RunError(f"unknown workflow {workflow!r} (known: {known})")
+        return wf
+
+    def _run(self, run_id: str) -> RunRecord:
+        try:
+            run = self.store.run(run_id)
+        except LookupError as exc:
+            raise RunError(str(exc)) from None
+        if run is None:
+            raise RunError(f"no run {run_id!r} in this database (see `policyengine runs list`)")
+        return run
+
+
+__all__ = ["ApprovalRefused", "AuditSink", "Orchestrator", "RunError", "RunResult", "SimulatedCrash"]
