@@ -1,0 +1,194 @@
+"""Read policy files and folders into parsed ``PolicyFile`` trees, collecting problems.
+
+``load_files`` never raises for bad input: an unreadable file, a file that is not
+UTF-8, or a syntax error each become one ``Finding`` and loading carries on with
+the other files, so ``check`` can report every broken file at once.
+
+Parsing is cached by content. A file's parse result (tree or syntax finding) is
+stored under the sha256 of its path and bytes, in memory and as a pickle under
+``$XDG_CACHE_HOME/policyengine/parse`` (``~/.cache`` by default), so reloading
+unchanged files skips parsing. The cache folder is versioned by the grammar and
+the parser's own source, so a new parser never reads an old tree. A corrupt or
+unreadable cache entry is ignored; ``POLICYENGINE_NO_CACHE=1`` turns caching off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ast
+from .diagnostics import Finding, PolicyError, Span
+from .syntax import grammar_text, parse_policy, paused_gc
+
+__all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir"]
+
+_Parsed = ast.PolicyFile | Finding
+_MEMORY: dict[str, _Parsed] = {}
+_MEMORY_LIMIT = 50_000
+_VERSION: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """The files that parsed, and one finding per file that did not."""
+
+    files: tuple[ast.PolicyFile, ...]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.is_error for f in self.findings)
+
+
+def _where(path: str, line: int = 1, col: int = 1) -> Span:
+    return Span(path, line, col, line, col + 1)
+
+
+def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Finding]]:
+    """Expand files and folders (recursively, ``*.policy``, sorted) into file names."""
+    found: list[str] = []
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            members = sorted(str(p) for p in path.rglob("*.policy") if p.is_file())
+        elif path.is_file():
+            members = [str(path)]
+        else:
+            findings.append(Finding("load", "no such file or folder", _where(str(given))))
+            continue
+        for member in members:
+            key = os.path.realpath(member)
+            if key not in seen:
+                seen.add(key)
+                found.append(member)
+    return found, findings
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "policyengine" / "parse" / _version()
+
+
+def _version() -> str:
+    """Changes whenever the grammar or the code that shapes the tree changes."""
+    global _VERSION
+    if _VERSION is None:
+        digest = hashlib.sha256(grammar_text().encode())
+        here = Path(__file__).resolve().parent
+        for module in ("syntax.py", "ast.py", "diagnostics.py"):
+            try:
+                digest.update((here / module).read_bytes())
+            except OSError:
+                digest.update(module.encode())
+        _VERSION = digest.hexdigest()[:16]
+    return _VERSION
+
+
+def _caching() -> bool:
+    return os.environ.get("POLICYENGINE_NO_CACHE", "") in ("", "0")
+
+
+def _read_cached(key: str) -> _Parsed | None:
+    hit = _MEMORY.get(key)
+    if hit is not None:
+        return hit
+    try:
+        with open(cache_dir() / f"{key}.pickle", "rb") as handle, paused_gc():
+            value = pickle.load(handle)
+    except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "parse again"
+        return None
+    if isinstance(value, (ast.PolicyFile, Finding)):
+        _remember(key, value)
+        return value
+    return None
+
+
+def _remember(key: str, value: _Parsed) -> None:
+    if len(_MEMORY) >= _MEMORY_LIMIT:
+        _MEMORY.clear()
+    _MEMORY[key] = value
+
+
+def _write_cached(key: str, value: _Parsed) -> None:
+    _remember(key, value)
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, folder / f"{key}.pickle")
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception:  # noqa: BLE001 - caching is best effort; a read-only home still loads
+        pass
+
+
+def _decode(name: str, data: bytes) -> str | Finding:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        col = len(before) - (before.rfind(b"\n") + 1) + 1
+        return Finding(
+            "load",
+            f"this file is not UTF-8 text (byte 0x{data[error.start]:02x} cannot be read)",
+            _where(name, line, col),
+            help="save the file as UTF-8",
+        )
+
+
+def _parse(name: str, data: bytes, use_cache: bool) -> _Parsed:
+    key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest() if use_cache else ""
+    if use_cache:
+        cached = _read_cached(key)
+        if cached is not None:
+            return cached
+    text = _decode(name, data)
+    if isinstance(text, Finding):
+        return text
+    try:
+        result: _Parsed = parse_policy(text, name)
+    except PolicyError as error:
+        result = error.findings[0]
+    if use_cache:
+        _write_cached(key, result)
+    return result
+
+
+def load_files(paths: Iterable[str | os.PathLike[str]], *, cache: bool | None = None) -> LoadResult:
+    """Parse every ``.policy`` file under ``paths``; one finding per file that fails.
+
+    ``cache`` defaults to on unless ``POLICYENGINE_NO_CACHE=1`` is set.
+    """
+    use_cache = _caching() if cache is None else cache
+    names, findings = policy_paths(paths)
+    files: list[ast.PolicyFile] = []
+    with paused_gc():
+        _load_each(names, use_cache, files, findings)
+    return LoadResult(tuple(files), findings)
+
+
+def _load_each(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding]) -> None:
+    for name in names:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as error:
+            findings.append(Finding("load", f"cannot read this file: {error.strerror or error}", _where(name)))
+            continue
+        parsed = _parse(name, data, use_cache)
+        if isinstance(parsed, Finding):
+            findings.append(parsed)
+        else:
+            files.append(parsed)
