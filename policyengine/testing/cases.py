@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -232,6 +233,14 @@ def with_imports(files: list[Path], start: Path) -> list[Path]:
     return sorted(chosen.values(), key=lambda p: str(p))
 
 
+def _display(path: str) -> str:
+    """A path relative to the working folder when it lies inside it (as people type them)."""
+    if not os.path.isabs(path):
+        return os.path.normpath(path)
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 # --- YAML nodes with positions ------------------------------------------------------------
 
 
@@ -367,7 +376,7 @@ class _Fixtures:
 def load_test_file(path: str | Path) -> TestFile:
     """Parse one test file; raises ``TestFileError`` naming ``file:line`` on any mistake."""
     path = Path(path)
-    shown = str(path)
+    shown = _display(str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -421,7 +430,7 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node)
                 files.append(target)
             else:
                 raise r.fail(item_node, f"policy path {item!r} does not exist (relative to {base})")
-    return tuple(str(p) for p in with_imports(files, base)), span
+    return tuple(_display(str(p)) for p in with_imports(files, base)), span
 
 
 def _items(r: _Reader, node: Node) -> list[Node]:

@@ -26,7 +26,7 @@ def _indent(text: str, pad: str = "  ") -> str:
     return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
-def render_failure(r: CaseResult) -> str:
+def render_failure(r: CaseResult, *, header: bool = True) -> str:
     exp = r.case.expect
     want = [exp.effect]
     got = [str(r.decision.get("effect"))]
@@ -40,7 +40,7 @@ def render_failure(r: CaseResult) -> str:
         want.append("obligations [" + ", ".join(o.describe() for o in exp.obligations) + "]")
         got.append(f"{len(r.decision.get('obligations', ()))} obligation(s)")
     lines = [
-        _rule(r.nodeid, "_"),
+        *([_rule(r.nodeid, "_")] if header else []),
         *(f"{r.file}:{r.case.span.line}: {m}" for m in r.mismatches),
         "request:",
         _indent(request_text(r.case)),
@@ -50,7 +50,7 @@ def render_failure(r: CaseResult) -> str:
         _indent(r.explanation),
     ]
     if r.case.usage:
-        lines.insert(4, "usage before the case: " + ", ".join(f"{u.target} {u.amount:g} {u.unit}" for u in r.case.usage))
+        lines.insert(lines.index("request:"), "usage before the case: " + ", ".join(f"{u.target} {u.amount:g} {u.unit}" for u in r.case.usage))
     return "\n".join(lines)
 
 
