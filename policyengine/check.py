@@ -76,16 +76,11 @@ def check_policy(files: Sequence[ast.PolicyFile]) -> CheckResult:
     policy = checker.run()
     findings = sort_findings(list(dict.fromkeys(checker.findings)))
     if len(findings) > MAX_FINDINGS:
-        hidden = len(findings) - MAX_FINDINGS
-        last = findings[MAX_FINDINGS - 1]
-        findings = findings[:MAX_FINDINGS] + [
-            Finding(
-                "too-many-findings",
-                f"{hidden} more finding(s) not shown; fix the ones above first",
-                last.span,
-                last.severity,
-            )
-        ]
+        # errors first, so a flood of warnings never hides why the set was rejected
+        shown = sort_findings(sorted(findings, key=lambda f: not f.is_error)[:MAX_FINDINGS])
+        last = shown[-1]
+        message = f"{len(findings) - MAX_FINDINGS} more finding(s) not shown; fix the ones above first"
+        findings = [*shown, Finding("too-many-findings", message, last.span, Severity.WARNING)]
     return CheckResult(policy, findings)
 
 
@@ -148,14 +143,8 @@ class _Checker:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def report(
-        self,
-        code: str,
-        message: str,
-        span: Span,
-        help: str | None = None,
-        severity: Severity = Severity.ERROR,
-    ) -> None:
+    def report(self, code: str, message: str, span: Span, help: str | None = None,
+               severity: Severity = Severity.ERROR) -> None:
         self.findings.append(Finding(code, message, span, severity, help))
 
     def warn(self, code: str, message: str, span: Span, help: str | None = None) -> None:
@@ -188,16 +177,9 @@ class _Checker:
         cites: dict[str, tuple[str, ...]] = {}
         for pkg, files in self.packages.items():
             cites[pkg] = tuple(dict.fromkeys(c for f in files for c in f.cites))
-        return PolicySet(
-            files=self.files,
-            roles=dict(self.roles),
-            role_closure=dict(self.role_closure),
-            agents=dict(self.agents),
-            models=dict(self.models),
-            consts=consts,
-            package_cites=cites,
-            **{name: tuple(items) for name, items in self.scoped.items()},
-        )
+        return PolicySet(files=self.files, roles=dict(self.roles), role_closure=dict(self.role_closure),
+                         agents=dict(self.agents), models=dict(self.models), consts=consts, package_cites=cites,
+                         **{name: tuple(items) for name, items in self.scoped.items()})
 
     def each(self, kind: type) -> list[Scoped]:
         """Every declaration of ``kind`` (duplicates included), in file order."""
@@ -219,9 +201,8 @@ class _Checker:
                 self.by_kind.setdefault(type(decl), []).append(Scoped(pkg, decl))
                 name = decl.name
                 if isinstance(decl, (ast.RoleDecl, ast.AgentDecl, ast.ModelDecl)):
-                    table = {ast.RoleDecl: self.roles, ast.AgentDecl: self.agents, ast.ModelDecl: self.models}[
-                        type(decl)
-                    ]
+                    table = self.roles if isinstance(decl, ast.RoleDecl) else (
+                        self.agents if isinstance(decl, ast.AgentDecl) else self.models)
                     if name.value in table:
                         self._duplicate(decl, table[name.value].decl, "in the policy set")
                     else:
@@ -241,13 +222,8 @@ class _Checker:
                         self.scoped[_PACKAGE_SCOPED[type(decl)]].append(Scoped(pkg, decl))
 
     def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
-        kind = _kind_word(decl)
-        self.report(
-            "duplicate-name",
-            f"{kind} '{decl.name.value}' is declared twice {where}",
-            decl.name.span,
-            f"first declared as {_kind_word(first)} at {first.name.span}; rename one of them",
-        )
+        self.report("duplicate-name", f"{_kind_word(decl)} '{decl.name.value}' is declared twice {where}",
+                    decl.name.span, f"first declared as {_kind_word(first)} at {first.name.span}; rename one of them")
 
     # -- stage: imports -------------------------------------------------------------
 
@@ -256,12 +232,8 @@ class _Checker:
             for imp in f.imports:
                 target = imp.package.value
                 if target not in self.packages:
-                    self.report(
-                        "unresolved-import",
-                        f"no file declares package '{target}'",
-                        imp.package.span,
-                        suggest(target, self.packages) or "check the package name and the paths given to check",
-                    )
+                    self.report("unresolved-import", f"no file declares package '{target}'", imp.package.span,
+                                suggest(target, self.packages) or "check the package name and the paths given to check")
 
     # -- stage: roles ----------------------------------------------------------------
 
@@ -371,8 +343,8 @@ class _Checker:
 
     # -- stage: references to roles, agents, models -----------------------------------------
 
-    def _unknown(self, kind: str, name: ast.Name, table: dict[str, object], extra: str = "") -> None:
-        self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'{extra}", name.span,
+    def _unknown(self, kind: str, name: ast.Name, table: dict[str, object]) -> None:
+        self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span,
                     suggest(name.value, table) or f"declare it with '{kind} {name.value}'")
 
     def role_ref(self, name: ast.Name) -> None:

@@ -468,3 +468,10 @@ def test_every_example_in_rules_checks_clean() -> None:
     result = check_policy(loaded.files)
     assert [f.headline() for f in result.findings] == []
     assert result.policy is not None
+
+
+def test_capping_keeps_errors_ahead_of_warnings() -> None:
+    noisy = "".join(f'rule w{i} allow any to read dataset "x" when false\n' for i in range(MAX_FINDINGS + 5))
+    result = check("package t\n" + noisy + "rule last allow role nobody to read dataset \"x\"\n")
+    assert [f.code for f in result.findings if f.is_error] == ["unknown-role"]
+    assert len(result.findings) == MAX_FINDINGS + 1 and result.findings[-1].code == "too-many-findings"
