@@ -13,6 +13,7 @@ reloading unchanged files is cheap.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,6 +141,10 @@ class Policy:
                 self.ledger.charge(key, currency, float(cost), at)
         return scopes
 
+    def malformed(self, errors: Sequence[str]) -> Decision:
+        """The deny decision for input that is not even a request (bad JSON line, ...)."""
+        return self._evaluator._malformed(list(errors))
+
     def with_blocked(self, blocked: Container[str]) -> Policy:
         """The same compiled policy with another block list (no recompilation)."""
         return Policy(self.policy_set, policy_hash=self.policy_hash, ledger=self.ledger,
@@ -228,3 +233,45 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
                 _CACHE[key] = cached
     policy_set, compiled, digest = cached
     return Policy(policy_set, policy_hash=digest, ledger=ledger, blocked=blocked, compiled=compiled)
+
+
+# --- request input (``policyengine eval``) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One request read from input: where it was, and the request or why it is unreadable."""
+
+    line: int
+    request: Any = None
+    error: str | None = None
+
+
+def read_requests(text: str) -> Iterator[InputItem]:
+    """Requests from one JSON document (an object, or an array of them) or from JSON Lines.
+
+    A line that is not JSON becomes an ``InputItem`` with ``error`` set, so the
+    caller can deny it and still decide the other lines.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return
+    try:
+        whole = json.loads(stripped)
+    except json.JSONDecodeError:
+        whole = _NOT_JSON
+    if whole is not _NOT_JSON:
+        line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+        for item in whole if isinstance(whole, list) else [whole]:
+            yield InputItem(line, item)
+        return
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield InputItem(number, json.loads(raw))
+        except json.JSONDecodeError as error:
+            yield InputItem(number, error=f"not valid JSON: {error.msg} (column {error.colno})")
+
+
+_NOT_JSON = object()

@@ -1,3 +1,138 @@
-"""Commands of this area are added here by the module that owns them."""
+"""``policyengine eval``: decide requests from a file or stdin, one JSON decision per line.
 
-COMMANDS: list = []
+Thin over the library: ``load_policy``, ``read_requests`` and ``Policy.evaluate``
+(or ``Policy.explain`` with ``--explain``). Decisions go to stdout; traces,
+rule-file findings and input problems go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+# A place each decision is also sent to (the audit log, when ``--audit`` is given).
+DecisionSink = Callable[[Any, Any], None]
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _read_input(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        _fail(f"{source}: no such input file")
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"{source}: cannot read input: {error}")
+    raise AssertionError  # unreachable
+
+
+def _parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T12:00:00Z", param_hint="--now")
+
+
+def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None, Callable[[], None]]:
+    """Hook for ``--audit PATH --key KEYFILE``: record every decision as an audit ``decision`` event.
+
+    Uses ``policyengine.audit.record_decisions(path, key_path)`` when the audit
+    package provides it (a context manager yielding ``record(request, decision)``).
+    """
+    if audit is None:
+        return None, lambda: None
+    if key is None:
+        raise click.UsageError("--audit needs --key KEYFILE (the Ed25519 signing key)")
+    try:
+        from policyengine.audit import record_decisions  # type: ignore[attr-defined]
+    except ImportError:
+        _fail("recording decisions to an audit log is not available in this installation")
+    manager = record_decisions(audit, key)
+    try:
+        record = manager.__enter__()
+    except Exception as error:  # the audit package reports bad paths/keys in its own words
+        _fail(f"{audit}: {error}")
+    return record, lambda: manager.__exit__(None, None, None)
+
+
+@click.command("eval")
+@click.option("--rules", "rules", multiple=True, required=True, metavar="PATH",
+              help="Rule file or folder of .policy files (repeatable).")
+@click.option("--input", "source", default="-", show_default=True, metavar="FILE",
+              help="A JSON request, a JSON array of requests, or JSON Lines; '-' reads stdin.")
+@click.option("--explain", is_flag=True, help="Print a readable trace of every rule considered to stderr.")
+@click.option("--ledger", type=click.Path(dir_okay=False), metavar="DB",
+              help="DuckDB file holding budget usage (table budget_usage).")
+@click.option("--now", "now_text", metavar="TIME", help="Decide as of this ISO 8601 UTC time (budgets, deadlines).")
+@click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Also record each decision in this audit database (needs --key).")
+@click.option("--key", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Signing key for --audit.")
+def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, now_text: str | None,
+                 audit: str | None, key: str | None) -> None:
+    """Decide requests against rule files; print one JSON decision per line.
+
+    Exit status is 0 when every request was decided, 1 when the rule files have
+    errors or some input was malformed (those requests are still denied, with
+    the reason, in the output).
+
+    Example: policyengine eval --rules rules/ --input requests.jsonl --explain
+    """
+    from policyengine.diagnostics import PolicyError, render_findings
+    from policyengine.engine import load_policy, read_requests
+
+    now = _parse_now(now_text)
+    text = _read_input(source)
+    budget_ledger = None
+    if ledger is not None:
+        from policyengine.budgets import DuckDBLedger
+
+        try:
+            budget_ledger = DuckDBLedger(ledger)
+        except Exception as error:  # duckdb reports a corrupt or foreign file
+            _fail(f"{ledger}: cannot open budget ledger: {str(error).splitlines()[0]}")
+    try:
+        policy = load_policy(list(rules), ledger=budget_ledger)
+    except PolicyError as error:
+        click.echo(render_findings(error.findings), err=True)
+        sys.exit(1)
+    sink, close_sink = _audit_sink(audit, key)
+    malformed = 0
+    try:
+        for item in read_requests(text):
+            if item.error is not None:
+                decision = policy.malformed([f"line {item.line}: {item.error}"])
+            elif explain:
+                explanation = policy.explain(item.request, now=now)
+                decision = explanation.decision
+                click.echo(f"--- request at line {item.line}", err=True)
+                click.echo(explanation.text(), err=True)
+            else:
+                decision = policy.evaluate(item.request, now=now)
+            if decision.errors:
+                malformed += 1
+                where = "input " if item.error is not None else f"input line {item.line}: "
+                click.echo(where + "; ".join(decision.errors), err=True)
+            if sink is not None:
+                sink(item.request, decision)
+            click.echo(decision.to_json())
+    finally:
+        close_sink()
+        if budget_ledger is not None:
+            budget_ledger.close()
+    if malformed:
+        sys.exit(1)
+
+
+COMMANDS: list = [eval_command]

@@ -1,0 +1,174 @@
+"""``policyengine eval`` end to end: real subprocess runs of the installed command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+POLICY = """
+package shop
+role clerk
+role manager extends clerk
+model small
+    region "eu-west-1" hosting internal
+    cost 1 USD per 1M tokens
+rule clerks_read
+    allow role clerk to read dataset "orders/*"
+    because "clerks handle orders"
+rule no_archive
+    deny any to read dataset "orders/archive/*"
+rule managers_invoke
+    allow role manager to invoke model "*"
+budget daily
+    for model small
+    limit 1000 tokens per day
+    on exceed deny
+escalate refunds
+    when action == "refund"
+    to role manager
+rule clerks_refund
+    allow role clerk to refund tool "till"
+"""
+
+
+def _exe() -> list[str]:
+    found = shutil.which("policyengine", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "policyengine"]
+
+
+def run(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*_exe(), *args], input=stdin, capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli_rules")
+    (root / "shop.policy").write_text(POLICY)
+    return root
+
+
+def request(roles=("clerk",), action="read", kind="dataset", rid="orders/1", **extra) -> dict:
+    return {"principal": {"id": "pat", "roles": list(roles)}, "action": action,
+            "resource": {"kind": kind, "id": rid}, **extra}
+
+
+def decisions(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_one_request_from_stdin(rules):
+    result = run("eval", "--rules", str(rules), stdin=json.dumps(request(), indent=2))
+    assert result.returncode == 0, result.stderr
+    (decision,) = decisions(result.stdout)
+    assert decision["effect"] == "allow" and decision["route"] is None
+    assert decision["reasons"][0] == {"rule": "shop.clerks_read", "file": str(rules / "shop.policy"),
+                                      "line": POLICY.splitlines().index("rule clerks_read") + 1,
+                                      "message": "clerks handle orders", "cites": [], "candidate": None}
+    assert result.stderr == ""
+
+
+def test_json_lines_from_a_file_with_a_malformed_line(rules, tmp_path):
+    lines = [
+        json.dumps(request()),
+        '{"principal": ',
+        json.dumps(request(rid="orders/archive/7")),
+        "",
+        json.dumps({"principal": {"id": "pat"}, "action": "read"}),
+        json.dumps(request(action="refund", kind="tool", rid="till")),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    result = run("eval", "--rules", str(rules), "--input", str(source))
+    assert result.returncode == 1
+    got = decisions(result.stdout)
+    assert [d["effect"] for d in got] == ["allow", "deny", "deny", "deny", "escalate"]
+    assert got[1]["errors"][0].startswith("line 2: not valid JSON")
+    assert got[2]["reasons"][0]["rule"] == "shop.no_archive"
+    assert got[3]["errors"] == ["resource: missing"]
+    assert got[4]["obligations"][0]["role"] == "manager"
+    assert result.stderr.splitlines() == [
+        "input line 2: not valid JSON: Expecting value (column 15)",
+        "input line 5: resource: missing",
+    ]
+
+
+def test_a_json_array_is_a_batch(rules):
+    result = run("eval", "--rules", str(rules), stdin=json.dumps([request(), request(roles=[])]))
+    assert [d["effect"] for d in decisions(result.stdout)] == ["allow", "deny"]
+
+
+def test_explain_prints_a_trace_to_stderr(rules):
+    result = run("eval", "--rules", str(rules), "--explain", stdin=json.dumps(request(rid="orders/archive/1")))
+    assert result.returncode == 0
+    assert decisions(result.stdout)[0]["effect"] == "deny"
+    trace = result.stderr
+    assert "rule shop.clerks_read [allow]" in trace and "MATCHED (allow)" in trace
+    assert "rule shop.no_archive [deny]" in trace and "MATCHED (deny)" in trace
+    assert "rule shop.managers_invoke [allow]" in trace and "no match: principal does not hold role manager" in trace
+    assert "decision: deny" in trace
+
+
+def test_ledger_makes_budgets_durable(rules, tmp_path):
+    ledger = tmp_path / "ledger.duckdb"
+    script = ("import sys; from policyengine import DuckDBLedger\n"
+              "from datetime import datetime, timezone\n"
+              "with DuckDBLedger(sys.argv[1]) as l: l.charge('model:small', 'tokens', 900, "
+              "datetime(2026, 11, 24, 8, tzinfo=timezone.utc))\n")
+    subprocess.run([sys.executable, "-c", script, str(ledger)], check=True)
+    invoke = request(roles=["manager"], action="invoke", kind="model", rid="small", context={"tokens": 200})
+    args = ("eval", "--rules", str(rules), "--now", "2026-11-24T12:00:00Z")
+    with_ledger = run(*args, "--ledger", str(ledger), stdin=json.dumps(invoke))
+    without = run(*args, stdin=json.dumps(invoke))
+    assert decisions(with_ledger.stdout)[0]["reasons"][0]["rule"] == "shop.daily"
+    assert decisions(with_ledger.stdout)[0]["effect"] == "deny"
+    assert decisions(without.stdout)[0]["effect"] == "allow"
+
+
+def test_bad_rule_files_render_findings_and_exit_1(tmp_path):
+    (tmp_path / "bad.policy").write_text('package bad\nrule r\n    allow role ghost to read dataset "*"\n')
+    result = run("eval", "--rules", str(tmp_path), stdin=json.dumps(request()))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{tmp_path / 'bad.policy'}:3:") and "ghost" in first
+    assert "Traceback" not in result.stderr
+
+
+ERRORS = [
+    # case, extra args, stdin, exit code, stderr fragment
+    ("missing rules path", ["--rules", "does/not/exist"], "{}", 1, "does/not/exist:1:1: error[load]"),
+    ("missing input file", ["--input", "nope.jsonl"], "", 1, "error: nope.jsonl: no such input file"),
+    ("bad --now", ["--now", "yesterday"], "", 2, "not an ISO 8601 time"),
+    ("--audit without --key", ["--audit", "a.duckdb"], "", 2, "--audit needs --key"),
+    ("ledger that is not a database", ["--ledger", "NOTDB"], "", 1, "cannot open budget ledger"),
+]
+
+
+@pytest.mark.parametrize("case,args,stdin,code,message", ERRORS, ids=[e[0] for e in ERRORS])
+def test_errors_are_one_clear_line(rules, tmp_path, case, args, stdin, code, message):
+    (tmp_path / "NOTDB").write_text("this is not duckdb\n" * 100)
+    if "--rules" not in args:
+        args = ["--rules", str(rules), *args]
+    result = run("eval", *args, stdin=stdin, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_input_decides_nothing(rules):
+    result = run("eval", "--rules", str(rules), stdin="\n\n")
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_help_documents_the_options():
+    result = run("eval", "--help")
+    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key"):
+        assert option in result.stdout
