@@ -117,6 +117,8 @@ CASES = [
     Case("unknown const", (BASE + 'const RESTRICTED = ["secret"]\n'
                            'rule r allow any to read dataset "x" when data.c in RESTRICTD\n',),
          "unknown-const", "unknown const 'RESTRICTD'", "0:8:53", "RESTRICTD", "did you mean 'RESTRICTED'?"),
+    Case("misspelt bare attribute", (BASE + 'rule r allow any to read dataset "x" when actoin == "read"\n',),
+         "unknown-const", "unknown const 'actoin'", "0:7:43", "actoin", "did you mean 'action'?"),
     Case("const of a package not imported", (COMMON, BASE + 'rule r allow any to read dataset "x" when data.o in EU\n'),
          "unknown-const", "unknown const 'EU'", "1:7:53", "EU", "'EU' is declared in package common.regions; "
          "add 'import common.regions'"),
@@ -366,6 +368,11 @@ CONDITIONS = [
     ('data.c == "a" and data.c == "b" or context.n > 5 and context.n < 1', {}, True),
     ('context.n > 1 and (data.c == "a" and data.c == "b")', {}, True),
     ("context.n > 2 and context.n < 3", {}, False),
+    ('data.o in [EU, "CH"] and data.o == "US"', {"EU": '["DE"]'}, True),
+    ('data.o in [EU, "CH"] and data.o == "CH"', {"EU": '["DE"]'}, False),
+    ('data.o in [EU] and data.o in ["US"]', {"EU": "[]"}, True),
+    ("data.o in [EMPTY]", {"EMPTY": "[]"}, True),
+    ('not (data.c != "a") and data.c == "b"', {}, True),
 ]
 
 
