@@ -1,0 +1,127 @@
+"""Connections, packaged SQL and CSV loading shared by every report.
+
+All reporting SQL lives in ``.sql`` files beside this module and is run with
+bound parameters. Audit databases are always opened read-only, with file access
+from SQL switched off, so neither a report nor an ad-hoc query can change the
+evidence it reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from .errors import ReportError
+
+ColumnKind = Literal["numeric", "categorical", "mixed", "empty"]
+
+
+@lru_cache(maxsize=None)
+def sql(name: str) -> str:
+    """The text of ``policyengine/reporting/sql/<name>.sql``."""
+    return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def first_line(error: BaseException) -> str:
+    """DuckDB messages span lines (candidates, carets): keep the part a person needs."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def memory() -> duckdb.DuckDBPyConnection:
+    """A private in-memory database for offline (CSV) metrics."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB."""
+    p = Path(path)
+    if not p.exists():
+        raise ReportError(f"{p}: database file not found (pass --db FILE)")
+    if p.is_dir():
+        raise ReportError(f"{p}: is a directory, not a DuckDB database file")
+    try:
+        con = duckdb.connect(str(p), read_only=True, config={"enable_external_access": external_access})
+    except duckdb.IOException as e:
+        msg = first_line(e)
+        if "lock" in msg.lower():
+            raise ReportError(f"{p}: database is locked by another process ({msg})") from None
+        raise ReportError(f"{p}: not a DuckDB database ({msg})") from None
+    except duckdb.Error as e:
+        raise ReportError(f"{p}: cannot open database ({first_line(e)})") from None
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return con.execute(sql("has_table"), {"name": name}).fetchone()[0] > 0
+
+
+def require_audit_log(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    if not has_table(con, "audit_log"):
+        raise ReportError(f"{path}: has no audit_log table (is this a policyengine audit database?)")
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnProfile:
+    """What a CSV column holds: its kind and, for mixed columns, the first offender."""
+
+    name: str
+    kind: ColumnKind
+    values: int  # non-empty cells
+    empty: int  # empty cells
+    first_empty_line: int | None
+    first_text: str | None  # first non-numeric value, when the column also holds numbers
+    first_text_line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CsvTable:
+    """A CSV file loaded (as text) into the temp table ``csv_raw``."""
+
+    path: str
+    columns: tuple[str, ...]
+    rows: int
+
+    def require(self, column: str, role: str) -> None:
+        if column not in self.columns:
+            shown = ", ".join(self.columns[:12]) + (" ..." if len(self.columns) > 12 else "")
+            raise ReportError(f"{self.path}: no column {column!r} for {role} (columns: {shown})")
+
+
+def load_csv(con: duckdb.DuckDBPyConnection, path: str | Path) -> CsvTable:
+    """Load ``path`` into ``csv_raw`` with every cell as text; typing is decided per column."""
+    p = Path(path)
+    if not p.is_file():
+        raise ReportError(f"{p}: CSV file not found")
+    try:
+        con.execute(sql("csv_load"), {"path": str(p)})
+    except duckdb.Error as e:
+        raise ReportError(f"{p}: cannot read as CSV ({first_line(e)})") from None
+    columns = tuple(r[0] for r in con.execute(sql("csv_columns")).fetchall())
+    rows = con.execute("SELECT count(*) FROM csv_raw").fetchone()[0]
+    if rows == 0:
+        raise ReportError(f"{p}: has a header but no data rows")
+    return CsvTable(str(p), columns, rows)
+
+
+def profile(con: duckdb.DuckDBPyConnection, table: CsvTable, column: str) -> ColumnProfile:
+    """Decide whether a loaded CSV column is numeric, categorical, mixed or empty."""
+    row: Any = con.execute(sql("csv_profile"), {"column": column}).fetchone()
+    values, numeric, empty, first_empty, first_text, first_text_line = row
+    if values == 0:
+        kind: ColumnKind = "empty"
+    elif numeric == values:
+        kind = "numeric"
+    elif numeric == 0:
+        kind = "categorical"
+    else:
+        kind = "mixed"
+    return ColumnProfile(column, kind, values, empty, first_empty, first_text, first_text_line)

@@ -1,0 +1,165 @@
+"""Drift metrics between a reference and a current sample, computed in SQL.
+
+Like bias, every source is first turned into one table,
+``drift_input(side, line, num, cat)``; PSI, the two-sample KS statistic and the
+chi-squared test are then the same SQL (``sql/drift_*.sql``) for a pair of CSVs
+and for two windows of the audit log. A column is numeric when every value is a
+number, categorical when none is; a column that mixes both is refused unless
+the caller says which it is. Definitions are in ``docs/reports.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from .db import ColumnProfile, first_line, load_csv, memory, profile, sql
+from .errors import ReportError
+from .stats import chi2_sf
+
+Kind = Literal["auto", "numeric", "categorical"]
+N_BINS = 10
+EPSILON = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class PsiBin:
+    bin: str  # "bin_0".. for numeric columns, the category for categorical ones
+    lower_edge: float | None  # inclusive; None for the first bin and for categories
+    upper_edge: float | None  # exclusive; None for the last bin and for categories
+    ref_count: int
+    cur_count: int
+    ref_pct: float
+    cur_pct: float
+    ref_pct_eps: float
+    cur_pct_eps: float
+    psi_term: float
+
+
+@dataclass(frozen=True, slots=True)
+class KsResult:
+    statistic: float
+    location: float  # the value at which the CDFs are furthest apart
+    sign: int  # +1: the reference CDF is above (current values larger); -1 otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Chi2Result:
+    statistic: float
+    dof: int
+    pvalue: float
+
+
+@dataclass(frozen=True, slots=True)
+class DriftResult:
+    """PSI for any column; KS for numeric ones; chi-squared for categorical ones."""
+
+    column: str
+    kind: Literal["numeric", "categorical"]
+    n_reference: int
+    n_current: int
+    psi: float
+    bins: tuple[PsiBin, ...]
+    ks: KsResult | None
+    chi2: Chi2Result | None
+    notes: tuple[str, ...] = ()
+
+    def metric(self, name: str) -> float | None:
+        """The value a ``drift`` rule's ``metric`` names (psi, ks, chi2)."""
+        if name == "psi":
+            return self.psi
+        if name == "ks":
+            return self.ks.statistic if self.ks else None
+        if name == "chi2":
+            return self.chi2.statistic if self.chi2 else None
+        raise ReportError(f"unknown drift metric {name!r} (known: chi2, ks, psi)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bins"] = [asdict(b) for b in self.bins]
+        d["notes"] = list(self.notes)
+        return d
+
+
+def compute_drift(
+    con: duckdb.DuckDBPyConnection, column: str, kind: Literal["numeric", "categorical"]
+) -> DriftResult:
+    """Compute drift metrics from the temp table ``drift_input`` already filled on ``con``."""
+    n_ref, n_cur = con.execute(
+        "SELECT count(*) FILTER (WHERE side = 'reference'), count(*) FILTER (WHERE side = 'current') "
+        "FROM drift_input"
+    ).fetchone()
+    if n_ref == 0:
+        raise ReportError(f"column {column!r}: the reference sample has no values")
+    if n_cur == 0:
+        raise ReportError(f"column {column!r}: the current sample has no values")
+    if kind == "numeric":
+        probs = [i / N_BINS for i in range(1, N_BINS)]
+        cur = con.execute(sql("drift_psi_numeric"), {"probs": probs, "n_bins": N_BINS, "epsilon": EPSILON})
+    else:
+        cur = con.execute(sql("drift_psi_categorical"), {"epsilon": EPSILON})
+    bins = tuple(PsiBin(*row) for row in cur.fetchall())
+    psi = float(sum(b.psi_term for b in bins))
+    ks = chi2 = None
+    if kind == "numeric":
+        statistic, location, sign, _, _ = con.execute(sql("drift_ks")).fetchone()
+        ks = KsResult(float(statistic), float(location), int(sign))
+    else:
+        statistic, dof = con.execute(sql("drift_chi2")).fetchone()
+        chi2 = Chi2Result(float(statistic), int(dof), chi2_sf(float(statistic), int(dof)))
+    notes = []
+    empty_ref = sum(1 for b in bins if b.ref_count == 0)
+    empty_cur = sum(1 for b in bins if b.cur_count == 0)
+    if empty_ref or empty_cur:
+        notes.append(
+            f"{empty_ref} reference and {empty_cur} current bin(s) are empty; their shares count as {EPSILON:g}"
+        )
+    return DriftResult(column, kind, n_ref, n_cur, psi, bins, ks, chi2, tuple(notes))
+
+
+def _decide_kind(path: str, p: ColumnProfile, kind: Kind) -> Literal["numeric", "categorical", "mixed"]:
+    if p.kind == "empty":
+        raise ReportError(f"{path}: column {p.name!r} has no values")
+    if kind == "categorical":
+        return "categorical"
+    if kind == "numeric" and p.kind != "numeric":
+        raise ReportError(
+            f"{path}:{p.first_text_line}: column {p.name!r} is not numeric: {p.first_text!r}"
+        )
+    return p.kind  # type: ignore[return-value]
+
+
+def drift_from_csv(
+    reference: str | Path, current: str | Path, column: str, *, kind: Kind = "auto"
+) -> DriftResult:
+    """Offline drift report of one column between two CSV files."""
+    con = memory()
+    try:
+        con.execute(sql("drift_input_create"))
+        kinds: list[str] = []
+        for side, path in (("reference", reference), ("current", current)):
+            table = load_csv(con, path)
+            table.require(column, "--column")
+            prof = profile(con, table, column)
+            decided = _decide_kind(str(path), prof, kind)
+            if decided == "mixed":
+                raise ReportError(
+                    f"{path}:{prof.first_text_line}: column {column!r} mixes numbers and text "
+                    f"(first text value {prof.first_text!r}); fix the data or pass --categorical"
+                )
+            kinds.append(decided)
+            try:
+                con.execute(sql("drift_input_from_csv"), {"side": side, "column": column})
+            except duckdb.Error as e:
+                raise ReportError(f"{path}: cannot read column {column!r} ({first_line(e)})") from None
+        if kinds[0] != kinds[1]:
+            raise ReportError(
+                f"column {column!r} is {kinds[0]} in {reference} but {kinds[1]} in {current}; "
+                "pass --categorical to compare them as categories"
+            )
+        return compute_drift(con, column, kinds[0])  # type: ignore[arg-type]
+    finally:
+        con.close()
