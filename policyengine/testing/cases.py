@@ -272,15 +272,19 @@ class _Reader:
         """A mapping's entries by key (key node, value node); unknown keys are errors."""
         if not isinstance(node, MappingNode):
             raise self.fail(node, f"{what} must be a mapping, got {_kind(node)}")
-        self._loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
+        own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+        self._loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults) go first
+        merged = len(node.value) - own
         out: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
+        for index, (key_node, value_node) in enumerate(node.value):
             key = self.plain(key_node)
             if not isinstance(key, str):
                 raise self.fail(key_node, f"{what}: keys must be strings, got {key!r}")
             if allowed and key not in allowed and not (allowed is _FILE_KEYS and key.startswith("x-")):
                 raise self.fail(key_node, f"unknown field {key!r} in {what} (expected one of: {', '.join(allowed)})")
-            if key in out:
+            if key in out and index < merged:
+                continue  # the first of several merged values wins
+            if key in out and index >= merged and not _merged_entry(out[key], node.value[:merged]):
                 raise self.fail(key_node, f"duplicate field {key!r} in {what}")
             out[key] = (key_node, value_node)
         return out
@@ -338,6 +342,11 @@ class _Reader:
         if not isinstance(value, _dt.datetime):
             raise self.fail(node, f"{what} must be a date-time such as 2026-01-15T12:00:00Z")
         return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+def _merged_entry(entry: tuple[Node, Node], merged: list[tuple[Node, Node]]) -> bool:
+    """Whether a mapping entry came in through a merge key (an explicit key may override it)."""
+    return any(entry[0] is k for k, _ in merged)
 
 
 def _kind(node: Node) -> str:
