@@ -652,6 +652,8 @@ def _expectation(expected: set[str], prev: str, prev_is_number: bool) -> str:
         return f"expected a unit after the number '{prev}' (such as h, days, USD or tokens)"
     if expected == {"NAME"} and prev.lower() in {k.lower() for k in _DECL_KEYWORDS}:
         return f"expected a name for the {prev}{after}"
+    if expected == {"PACKAGE"}:
+        return "expected 'package NAME' at the start of the file"
     if expected == {"TO"}:
         if prev == "escalate":
             return "expected 'to role ROLE' after 'escalate'"

@@ -1,0 +1,362 @@
+"""One canonical layout for policy files (``policyengine fmt``).
+
+The formatter prints the AST, not the text, so two files that mean the same
+thing format the same way, and ``parse(format_policy(tree)) == tree`` always
+holds. Comments are kept: an own-line comment stays before the declaration or
+clause that followed it, a trailing comment stays at the end of its line.
+
+Canonical layout: the package header (package, owner, cite), a blank line, the
+imports, then declarations separated by one blank line (runs of one-line
+``role`` and ``const`` declarations stay together). Each clause sits on its own
+line indented by four spaces; a long ``when`` whose top level is ``or`` puts each
+alternative on its own continuation line starting with ``or``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from . import ast
+
+__all__ = ["format_policy", "format_expr", "format_number"]
+
+INDENT = "    "
+CONTINUATION = "      or "
+MAX_WIDTH = 88
+
+
+@dataclass(slots=True)
+class _Line:
+    """One output line and the source line it came from (None when unknown)."""
+
+    text: str
+    source: int | None
+    indent: str = ""
+    blank: bool = False
+
+
+# --- values -------------------------------------------------------------------------
+
+
+def format_number(value: int | float, *, integral_as_int: bool = False) -> str:
+    """Numbers as the grammar reads them: ``10_000``, ``0.85``, never ``1e-05``."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, float) and integral_as_int and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return f"{value:_}" if abs(value) >= 10_000 else str(value)
+    text = repr(value)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+        if "." not in text:
+            text += ".0"
+    return text
+
+
+def _money(money: ast.Money) -> str:
+    amount = money.amount
+    if not amount.is_integer() and round(amount, 2) == amount:
+        text = f"{amount:.2f}"
+    else:
+        text = format_number(amount, integral_as_int=True)
+    return f"{text} {money.currency}"
+
+
+def _string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def _strings(values: tuple[str, ...]) -> str:
+    return ", ".join(_string(v) for v in values)
+
+
+def _names(names: tuple[ast.Name, ...]) -> str:
+    return ", ".join(n.value for n in names)
+
+
+def _duration(duration: ast.Duration) -> str:
+    seconds = duration.seconds
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        return f"{days} day" if days == 1 else f"{days} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+# --- expressions ------------------------------------------------------------------------
+
+
+def format_expr(expr: ast.Expr) -> str:
+    """An expression on one line, with parentheses exactly where the tree needs them."""
+    if isinstance(expr, ast.Or):
+        return " or ".join(_wrap(item, (ast.Or,)) for item in expr.items)
+    if isinstance(expr, ast.And):
+        return " and ".join(_wrap(item, (ast.Or, ast.And)) for item in expr.items)
+    if isinstance(expr, ast.Not):
+        return "not " + _wrap(expr.operand, (ast.Or, ast.And))
+    if isinstance(expr, ast.Compare):
+        return f"{format_expr(expr.left)} {expr.op} {format_expr(expr.right)}"
+    if isinstance(expr, ast.Literal):
+        value = expr.value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return _string(value)
+        return format_number(value)
+    if isinstance(expr, ast.ListExpr):
+        return "[" + ", ".join(format_expr(item) for item in expr.items) + "]"
+    if isinstance(expr, ast.Path):
+        return expr.dotted
+    if isinstance(expr, ast.ConstRef):
+        return expr.name
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+def _wrap(expr: ast.Expr, needs_parens: tuple[type, ...]) -> str:
+    text = format_expr(expr)
+    return f"({text})" if isinstance(expr, needs_parens) else text
+
+
+# --- declarations --------------------------------------------------------------------------
+
+
+def _condition(keyword: str, expr: ast.Expr) -> list[_Line]:
+    """``when``/``unless``: one line, or one ``or`` alternative per line when long."""
+    text = f"{INDENT}{keyword} {format_expr(expr)}"
+    if not isinstance(expr, ast.Or) or len(text) <= MAX_WIDTH:
+        return [_Line(text, expr.span.line, INDENT)]
+    first, *rest = expr.items
+    lines = [_Line(f"{INDENT}{keyword} {_wrap(first, (ast.Or,))}", first.span.line, INDENT)]
+    lines += [_Line(CONTINUATION + _wrap(item, (ast.Or,)), item.span.line, INDENT) for item in rest]
+    return lines
+
+
+def _clause(text: str, source: int | None) -> _Line:
+    return _Line(INDENT + text, source, INDENT)
+
+
+def _notes(because: str | None, cites: tuple[str, ...]) -> list[_Line]:
+    lines = []
+    if because is not None:
+        lines.append(_clause(f"because {_string(because)}", None))
+    if cites:
+        lines.append(_clause(f"cite {_strings(cites)}", None))
+    return lines
+
+
+def _breach(action: ast.BreachAction) -> str:
+    if isinstance(action, ast.EscalateAction):
+        return f"escalate to role {action.role.value}"
+    return "block" if isinstance(action, ast.BlockAction) else "alert"
+
+
+def _exceed(action: ast.ExceedAction) -> str:
+    if isinstance(action, ast.EscalateAction):
+        return f"escalate to role {action.role.value}"
+    if isinstance(action, ast.RouteAction):
+        return f"route to model {action.model.value}"
+    return "deny"
+
+
+def _threshold(threshold: ast.Threshold) -> _Line:
+    return _clause(f"threshold {threshold.op} {format_number(threshold.value, integral_as_int=True)}", threshold.span.line)
+
+
+def _decl_lines(decl: ast.Decl) -> list[_Line]:
+    head = _Line
+    if isinstance(decl, ast.RoleDecl):
+        extends = f" extends {_names(decl.extends)}" if decl.extends else ""
+        return [head(f"role {decl.name.value}{extends}", decl.span.line)]
+    if isinstance(decl, ast.ConstDecl):
+        return [head(f"const {decl.name.value} = {format_expr(decl.value)}", decl.span.line)]
+    lines = [head(f"{_keyword(decl)} {decl.name.value}", decl.span.line)]
+    if isinstance(decl, ast.AgentDecl):
+        if decl.owner is not None:
+            lines.append(_clause(f"owner {_string(decl.owner)}", None))
+        lines.append(_clause(f"roles {_names(decl.roles)}", decl.roles[0].span.line))
+    elif isinstance(decl, ast.ModelDecl):
+        where = [
+            f"provider {_string(decl.provider)}" if decl.provider is not None else "",
+            f"region {_string(decl.region)}" if decl.region is not None else "",
+            f"hosting {decl.hosting}" if decl.hosting is not None else "",
+        ]
+        if any(where):
+            lines.append(_clause(" ".join(w for w in where if w), None))
+        price = [
+            f"cost {_money(decl.cost_per_1m_tokens)} per 1M tokens" if decl.cost_per_1m_tokens else "",
+            f"latency {format_number(decl.latency_ms, integral_as_int=True)} ms" if decl.latency_ms is not None else "",
+        ]
+        if any(price):
+            source = decl.cost_per_1m_tokens.span.line if decl.cost_per_1m_tokens else None
+            lines.append(_clause(" ".join(p for p in price if p), source))
+    elif isinstance(decl, ast.RuleDecl):
+        principal = decl.principal
+        who = "any" if principal.kind == "any" else f"{principal.kind} {principal.name.value}"  # type: ignore[union-attr]
+        actions = ", ".join("any" if a.value == "*" else a.value for a in decl.actions)
+        target = f"{decl.resource_kind.value} {_string(decl.resource_pattern)}"
+        lines.append(_clause(f"{decl.effect} {who} to {actions} {target}", principal.span.line))
+        if decl.when is not None:
+            lines += _condition("when", decl.when)
+        if decl.unless is not None:
+            lines += _condition("unless", decl.unless)
+        lines += _notes(decl.because, decl.cites)
+    elif isinstance(decl, ast.ResidencyDecl):
+        if decl.when is not None:
+            lines += _condition("when", decl.when)
+        lines.append(_clause(f"require region in {format_expr(decl.regions)}", decl.regions.span.line))
+        lines += _notes(decl.because, decl.cites)
+    elif isinstance(decl, ast.BudgetDecl):
+        scope = decl.scope
+        value = _string(scope.value) if scope.kind == "workflow" or not scope.value.isidentifier() else scope.value
+        lines.append(_clause(f"for {scope.kind} {value}", scope.span.line))
+        for limit in decl.limits:
+            amount = format_number(limit.amount, integral_as_int=True)
+            lines.append(_clause(f"limit {amount} {limit.unit} per {limit.window}", limit.span.line))
+        if decl.warn_at is not None:
+            lines.append(_clause(f"warn at {format_number(decl.warn_at, integral_as_int=True)}%", None))
+        if decl.on_exceed is not None:
+            lines.append(_clause(f"on exceed {_exceed(decl.on_exceed)}", decl.on_exceed.span.line))
+    elif isinstance(decl, ast.EscalateDecl):
+        if decl.when is not None:
+            lines += _condition("when", decl.when)
+        lines.append(_clause(f"to role {decl.role.value}", decl.role.span.line))
+        if decl.within is not None:
+            lines.append(_clause(f"within {_duration(decl.within)} else {decl.on_timeout}", decl.within.span.line))
+        if decl.distinct_approver:
+            lines.append(_clause("require distinct approver", None))
+        lines += _notes(decl.because, decl.cites)
+    elif isinstance(decl, ast.RouteDecl):
+        if decl.when is not None:
+            lines += _condition("when", decl.when)
+        lines.append(_clause(f"prefer {_names(decl.prefer)}", decl.prefer[0].span.line))
+    elif isinstance(decl, ast.BiasDecl):
+        lines.append(_clause(f"for model {decl.model.value}", decl.model.span.line))
+        metric = f"metric {decl.metric.value} of {format_expr(decl.positive)} by {decl.group_by.dotted}"
+        lines.append(_clause(metric, decl.metric.span.line))
+        lines.append(_threshold(decl.threshold))
+        if decl.window is not None:
+            lines.append(_clause(f"window {_duration(decl.window)}", decl.window.span.line))
+        if decl.min_samples is not None:
+            lines.append(_clause(f"min samples {format_number(decl.min_samples)}", None))
+        if decl.on_breach is not None:
+            lines.append(_clause(f"on breach {_breach(decl.on_breach)}", decl.on_breach.span.line))
+    elif isinstance(decl, ast.DriftDecl):
+        lines.append(_clause(f"for model {decl.model.value}", decl.model.span.line))
+        lines.append(_clause(f"metric {decl.metric.value} of {decl.of.dotted}", decl.metric.span.line))
+        lines.append(_clause(f"baseline previous {_duration(decl.baseline)}", decl.baseline.span.line))
+        lines.append(_threshold(decl.threshold))
+        if decl.on_breach is not None:
+            lines.append(_clause(f"on breach {_breach(decl.on_breach)}", decl.on_breach.span.line))
+    else:
+        raise TypeError(f"not a declaration: {decl!r}")
+    _estimate(lines, decl.span.end_line)
+    return lines
+
+
+_KEYWORDS = {
+    ast.AgentDecl: "agent",
+    ast.ModelDecl: "model",
+    ast.RuleDecl: "rule",
+    ast.ResidencyDecl: "residency",
+    ast.BudgetDecl: "budget",
+    ast.EscalateDecl: "escalate",
+    ast.RouteDecl: "route",
+    ast.BiasDecl: "bias",
+    ast.DriftDecl: "drift",
+}
+
+
+def _keyword(decl: ast.Decl) -> str:
+    return _KEYWORDS[type(decl)]
+
+
+def _estimate(lines: list[_Line], last_line: int | None) -> None:
+    """Guess the source line of clauses that carry no span (``because``, ``warn at``).
+
+    The last line of a declaration ends where the declaration ends; any other
+    unknown line follows the line before it. In canonical layout the guess is
+    exact, which is what keeps formatting idempotent with comments.
+    """
+    if lines[-1].source is None and last_line is not None:
+        lines[-1].source = last_line
+    previous = lines[0].source or 1
+    for line in lines:
+        if line.source is None:
+            line.source = previous + 1
+        previous = line.source
+
+
+def _one_liner(decl: ast.Decl) -> type | None:
+    return type(decl) if isinstance(decl, (ast.RoleDecl, ast.ConstDecl)) else None
+
+
+def _layout(file: ast.PolicyFile) -> list[_Line]:
+    lines = [_Line(f"package {file.package.value}", file.package.span.line)]
+    if file.owner is not None:
+        lines.append(_Line(f"owner {_string(file.owner)}", None))
+    if file.cites:
+        lines.append(_Line(f"cite {_strings(file.cites)}", None))
+    _estimate(lines, None)
+    if file.imports:
+        lines.append(_Line("", None, blank=True))
+        lines += [_Line(f"import {imp.package.value}", imp.span.line) for imp in file.imports]
+    previous: ast.Decl | None = None
+    for decl in file.decls:
+        together = previous is not None and _one_liner(decl) is not None and _one_liner(decl) is _one_liner(previous)
+        if not together:
+            lines.append(_Line("", None, blank=True))
+        lines += _decl_lines(decl)
+        previous = decl
+    return lines
+
+
+# --- comments ------------------------------------------------------------------------------
+
+
+def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> list[str]:
+    own = sorted((c for c in comments if not c.trailing), key=lambda c: c.line)
+    trailing: dict[int, list[str]] = {}
+    code = [line for line in lines if not line.blank]
+    for comment in sorted((c for c in comments if c.trailing), key=lambda c: c.line):
+        # the last output line whose source line is at or before the comment's line
+        target = 0
+        for index, line in enumerate(code):
+            if (line.source or 0) <= comment.line:
+                target = index
+        trailing.setdefault(id(code[target]) if code else 0, []).append(comment.text)
+
+    out: list[str] = []
+    next_own = 0
+    for line in lines:
+        if line.blank:
+            out.append("")
+            continue
+        while next_own < len(own) and own[next_own].line < (line.source or 0):
+            out.append(line.indent + own[next_own].text)
+            next_own += 1
+        text = line.text
+        if id(line) in trailing:
+            text += "  " + " ".join(trailing[id(line)])
+        out.append(text)
+    for comment in own[next_own:]:
+        out.append(comment.text)
+    # a comment flushed right after a blank line belongs to what follows it; collapse blank runs
+    result: list[str] = []
+    for text in out:
+        if text == "" and (not result or result[-1] == ""):
+            continue
+        result.append(text)
+    while result and result[-1] == "":
+        result.pop()
+    return result
+
+
+def format_policy(file: ast.PolicyFile) -> str:
+    """The canonical text of ``file``, ending with one newline."""
+    return "\n".join(_place_comments(_layout(file), file.comments)) + "\n"
