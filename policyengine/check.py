@@ -32,6 +32,8 @@ UNIT_METRICS = frozenset({"disparate_impact", "demographic_parity", "equalized_o
 HEALTHY_HIGH = frozenset({"disparate_impact"})
 HEALTHY_LOW = frozenset({"demographic_parity", "equalized_odds", "psi", "ks"})
 _GLOB_CHARS = frozenset("*?[")
+SCALAR_ROOTS = frozenset({"action", "outcome"})  # plain strings: no dotted attributes
+AUDIT_ROOTS = frozenset({"subject", "outcome", "output"})  # read from the audit trail, not requests
 
 # Named declarations identified as ``package.name``, and the PolicySet field each fills.
 _PACKAGE_SCOPED = {
@@ -414,62 +416,75 @@ class _Checker:
 
     # -- stage: expressions -----------------------------------------------------------------
 
-    def check_path(self, path: ast.Path) -> None:
+    def check_path(self, path: ast.Path, request: bool | None = None) -> None:
+        """``request``: True in per-request conditions, False over audit data, None in consts."""
         if path.root not in ast.ATTRIBUTE_ROOTS:
             self.report("unknown-attribute", f"unknown attribute '{path.dotted}'", path.span,
                         suggest(path.root, ast.ATTRIBUTE_ROOTS)
                         or "attributes start with " + ", ".join(sorted(ast.ATTRIBUTE_ROOTS)))
+        elif path.root in SCALAR_ROOTS and path.parts:
+            self.report("unknown-attribute", f"'{path.root}' is a single name and has no attribute "
+                        f"'{path.parts[0]}'", path.span, f"compare '{path.root}' itself, e.g. {path.root} == \"...\"")
+        elif request and path.root in AUDIT_ROOTS:
+            self.warn("misplaced-attribute", f"'{path.root}' is only known in the audit trail, never in a request, "
+                      "so this comparison is always false", path.span,
+                      "use it in bias and drift monitors; requests carry principal, action, resource, data, context")
 
-    def conditions(self) -> Iterator[tuple[str, ast.Expr]]:
-        """Every condition in the set, with the package whose consts it sees."""
+    def conditions(self) -> Iterator[tuple[str, ast.Expr, bool]]:
+        """Every condition: the package whose consts it sees, and whether a request is its input."""
         for s in self.each(ast.RuleDecl):
-            yield from ((s.package, e) for e in (s.decl.when, s.decl.unless) if e is not None)
+            yield from ((s.package, e, True) for e in (s.decl.when, s.decl.unless) if e is not None)
         for kind in (ast.ResidencyDecl, ast.EscalateDecl, ast.RouteDecl):
             for s in self.each(kind):
                 if s.decl.when is not None:
-                    yield s.package, s.decl.when
+                    yield s.package, s.decl.when, True
         for s in self.each(ast.BiasDecl):
-            yield s.package, s.decl.positive
+            yield s.package, s.decl.positive, False
 
     def check_expressions(self) -> None:
-        for pkg, expr in self.conditions():
-            self.condition(pkg, expr)
+        for pkg, expr, request in self.conditions():
+            self.condition(pkg, expr, request)
         for s in self.each(ast.ResidencyDecl):
             regions = s.decl.regions
-            self.value(s.package, regions)
+            self.value(s.package, regions, True)
             if self.kind(s.package, regions) not in ("list", None):
                 self.report("type-mismatch", f"'require region in' needs a list of regions, not {show(regions)}",
                             regions.span, 'write a list such as ["eu-west-1"] or a const that holds one')
+            elif isinstance(regions, ast.ListExpr):
+                for item in regions.items:
+                    if self.kind(s.package, item) not in ("string", None):
+                        self.report("type-mismatch", f"a region is a name in quotes, not {show(item)}", item.span,
+                                    'write it as "eu-west-1"')
         for s in self.each(ast.BiasDecl):
-            self.check_path(s.decl.group_by)
+            self.check_path(s.decl.group_by, False)
         for s in self.each(ast.DriftDecl):
-            self.check_path(s.decl.of)
+            self.check_path(s.decl.of, False)
 
-    def condition(self, pkg: str, expr: ast.Expr) -> None:
+    def condition(self, pkg: str, expr: ast.Expr, request: bool) -> None:
         if isinstance(expr, (ast.And, ast.Or)):
             for item in expr.items:
-                self.condition(pkg, item)
+                self.condition(pkg, item, request)
         elif isinstance(expr, ast.Not):
-            self.condition(pkg, expr.operand)
+            self.condition(pkg, expr.operand, request)
         elif isinstance(expr, ast.Compare):
-            self.value(pkg, expr.left)
-            self.value(pkg, expr.right)
+            self.value(pkg, expr.left, request)
+            self.value(pkg, expr.right, request)
             self.compare_types(pkg, expr)
         else:
-            self.value(pkg, expr)
+            self.value(pkg, expr, request)
             kind = self.kind(pkg, expr)
             if kind not in ("bool", None):
                 self.report("type-mismatch", f"expected a condition, found {_ARTICLE[kind]} {show(expr)}",
                             expr.span, "compare it with ==, <, in ... to make a condition")
 
-    def value(self, pkg: str, expr: ast.Expr) -> None:
+    def value(self, pkg: str, expr: ast.Expr, request: bool) -> None:
         if isinstance(expr, ast.Path):
-            self.check_path(expr)
+            self.check_path(expr, request)
         elif isinstance(expr, ast.ConstRef):
             self.lookup_const(pkg, expr)
         elif isinstance(expr, ast.ListExpr):
             for item in expr.items:
-                self.value(pkg, item)
+                self.value(pkg, item, request)
         elif not isinstance(expr, ast.Literal):
             self.report("type-mismatch", f"expected a value, found the condition {show(expr)}", expr.span)
 

@@ -174,6 +174,18 @@ CASES = [
     # --- expressions -------------------------------------------------------------------
     Case("unknown attribute root", (BASE + 'rule r allow any to read dataset "x" when contxt.tokens < 5\n',),
          "unknown-attribute", "unknown attribute 'contxt.tokens'", "0:7:43", "contxt.tokens", "did you mean 'context'?"),
+    Case("attribute of the action name", (BASE + 'rule r allow any to read dataset "x" when action.name == "a"\n',),
+         "unknown-attribute", "'action' is a single name and has no attribute 'name'", "0:7:43", "action.name",
+         'compare \'action\' itself, e.g. action == "..."'),
+    Case("audit attribute in a request rule", (BASE + 'rule r allow any to read dataset "x" when subject.age > 18\n',),
+         "misplaced-attribute", "'subject' is only known in the audit trail, never in a request, so this comparison "
+         "is always false", "0:7:43", "subject.age",
+         "use it in bias and drift monitors; requests carry principal, action, resource, data, context", W),
+    Case("region that is a number", (BASE + 'residency r require region in ["eu-west-1", 5]\n',),
+         "type-mismatch", "a region is a name in quotes, not 5", "0:7:45", "5", 'write it as "eu-west-1"'),
+    Case("min samples zero", (BASE + 'bias f for model small metric disparate_impact of outcome == "ok" '
+                              "by subject.region threshold >= 0.8 min samples 0\n",),
+         "threshold-range", "min samples 0 makes every window count", "0:7:6", "f", "use at least 1", W),
     Case("string ordered", (BASE + 'rule r allow any to read dataset "x" when context.region < "eu"\n',),
          "type-mismatch", "'<' orders numbers, but \"eu\" is a string", "0:7:60", '"eu"',
          "use == or != for strings, 'in' for lists"),
