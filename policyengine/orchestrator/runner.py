@@ -256,7 +256,8 @@ class Orchestrator:
     def _drive(self, wf: Workflow, run: RunRecord) -> RunResult:
         journal = {s.step: s for s in self.store.steps(run.run_id)}
         approvals = self.store.approvals(run.run_id)
-        ctx = Context(run.run_id, wf.name, run.requested_by, MappingProxyType(run.item()), MappingProxyType({}))
+        ctx = Context(run.run_id, wf.name, run.requested_by, MappingProxyType(run.item()), MappingProxyType({}),
+                      frozenset(a.step for a in approvals if a.status == "approved"))
         step_ms: list[float] = []
         for ord_, node in enumerate(wf.nodes):
             group = node.steps if isinstance(node, Parallel) else (node,)

@@ -27,6 +27,7 @@ class Context:
     requested_by: str
     item: Mapping[str, Any]
     outputs: Mapping[str, Mapping[str, Any]]
+    approved: frozenset[str] = frozenset()  # steps a human approved in this run
 
     def out(self, step: str, key: str, default: Any = None) -> Any:
         """The value ``key`` of step ``step``'s output, or ``default`` if it did not run."""
@@ -38,7 +39,7 @@ class Context:
     def with_output(self, step: str, output: Mapping[str, Any]) -> Context:
         merged = dict(self.outputs)
         merged[step] = MappingProxyType(dict(output))
-        return Context(self.run_id, self.workflow, self.requested_by, self.item, MappingProxyType(merged))
+        return Context(self.run_id, self.workflow, self.requested_by, self.item, MappingProxyType(merged), self.approved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,79 @@
+"""The four mission workflows and the sample data they run on by default.
+
+Each module defines one ``Workflow``; the names of agents, models' tasks, tools
+and datasets it asks about are module constants, matched by the rule files in
+``rules/``. ``WORKFLOWS`` maps the CLI name to the workflow; ``DEFAULT_INPUT``
+names its shipped sample file in ``data/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ...resources import data_path
+from ..workflow import Workflow
+from .fraud import FRAUD
+from .invoices import INVOICES
+from .supply_chain import SUPPLY_CHAIN
+from .tickets import TICKETS
+
+WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({w.name: w for w in (INVOICES, TICKETS, SUPPLY_CHAIN, FRAUD)})
+DEFAULT_INPUT: Mapping[str, str] = MappingProxyType({
+    INVOICES.name: "invoices.json", TICKETS.name: "tickets.json",
+    SUPPLY_CHAIN.name: "supply_signals.json", FRAUD.name: "transactions.json",
+})
+
+
+def sample_path(workflow: str) -> Path:
+    """The shipped sample input of ``workflow``."""
+    return data_path("data") / DEFAULT_INPUT[workflow]
+
+
+def load_items(path: str | Path) -> list[dict[str, Any]]:
+    """Read input items: a JSON array (or one object), JSON Lines (``.jsonl``), or CSV with a header.
+
+    Raises ``ValueError`` naming the file and line of the first bad record.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read input: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: input is not UTF-8 text") from None
+    if p.suffix.lower() == ".csv":
+        return [dict(row) for row in csv.DictReader(text.splitlines())]
+    if p.suffix.lower() == ".jsonl":
+        items = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{p}:{n}: not valid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{p}:{n}: each line must be a JSON object")
+            items.append(obj)
+        return items
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{p}:{getattr(exc, 'lineno', 1)}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    items = [doc] if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError(f"{p}: input must be a JSON object or an array of objects")
+    return items
+
+
+def read_csv_table(name: str) -> list[dict[str, str]]:
+    with open(data_path("data") / name, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+__all__ = ["DEFAULT_INPUT", "WORKFLOWS", "load_items", "read_csv_table", "sample_path"]
