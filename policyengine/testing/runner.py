@@ -123,23 +123,32 @@ def matches_keyword(nodeid: str, keyword: str | None) -> bool:
 
 
 def run_paths(
-    paths: Sequence[str | Path], *, keyword: str | None = None, observer: Observer | None = None
+    paths: Sequence[str | Path], *, keyword: str | None = None, observer: Observer | None = None,
+    explain: bool = True, fail_fast: bool = False,
 ) -> RunReport:
-    """Discover the test files under ``paths`` and run every selected case."""
+    """Discover the test files under ``paths`` and run every selected case.
+
+    ``explain=False`` skips building failure explanations and ``fail_fast`` stops
+    at the first failure or error: both are for callers that only need to know
+    *whether* the tests pass, such as the mutation tests.
+    """
     files = discover(paths)
     results: list[CaseResult] = []
     errors: list[FileError] = []
     deselected = 0
     for path in files:
-        got, errs, skipped = run_file(path, keyword=keyword, observer=observer)
+        got, errs, skipped = run_file(path, keyword=keyword, observer=observer, explain=explain, fail_fast=fail_fast)
         results.extend(got)
         errors.extend(errs)
         deselected += skipped
+        if fail_fast and (errs or any(not r.passed for r in got)):
+            break
     return RunReport(tuple(str(f) for f in files), tuple(results), tuple(errors), deselected)
 
 
 def run_file(
-    path: str | Path, *, keyword: str | None = None, observer: Observer | None = None
+    path: str | Path, *, keyword: str | None = None, observer: Observer | None = None,
+    explain: bool = True, fail_fast: bool = False,
 ) -> tuple[list[CaseResult], list[FileError], int]:
     """Run one test file: (results, errors, number of cases ``keyword`` left out)."""
     try:
@@ -155,7 +164,10 @@ def run_file(
         if not matches_keyword(f"{test_file.path}::{case.name}", keyword):
             deselected += 1
             continue
-        results.append(run_case(test_file, case, policy, ledger, observer))
+        result = run_case(test_file, case, policy, ledger, observer, explain=explain)
+        results.append(result)
+        if fail_fast and not result.passed:
+            break
     return results, [], deselected
 
 
@@ -235,7 +247,8 @@ def resolve_usage_target(target: str, policy: Any, span: Span) -> str:
     return scope_key(scope.kind, scope.value)
 
 
-def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, observer: Observer | None = None) -> CaseResult:
+def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, observer: Observer | None = None,
+             *, explain: bool = True) -> CaseResult:
     """Decide one case with a fresh ledger and compare the decision with the expectation."""
     start = time.perf_counter()
     ledger.current = InMemoryLedger()
@@ -248,7 +261,7 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
     mismatches = compare(case, actual)
     if observer is not None:
         observer(policy, request, decision)
-    explanation = explain(policy, request, case, actual) if mismatches else ""
+    explanation = explain_decision(policy, request, case, actual) if mismatches and explain else ""
     return CaseResult(test_file.path, case, tuple(mismatches), actual, explanation, time.perf_counter() - start)
 
 
@@ -319,7 +332,7 @@ def _show_obligation(o: Mapping[str, Any]) -> str:
 # --- explaining ------------------------------------------------------------------------
 
 
-def explain(policy: Any, request: Mapping[str, Any], case: Case, decision: Mapping[str, Any]) -> str:
+def explain_decision(policy: Any, request: Mapping[str, Any], case: Case, decision: Mapping[str, Any]) -> str:
     """The decision's own account of itself, for a failure report."""
     lines = [f"effect {decision.get('effect')}, route {decision.get('route') or '-'}"]
     for r in decision.get("reasons", ()):

@@ -1,0 +1,126 @@
+"""Single-point mutations of rule files, to show that the policy tests would notice.
+
+A policy test suite is only as good as the changes it catches. Each mutant
+changes one thing a reviewer could easily miss in a diff: an ``allow`` turned
+into ``deny`` (or back), an escalation's ``else deny`` into ``else allow``, a
+numeric threshold doubled or halved, or a comparison's boundary moved (``<=``
+to ``<``, ``>`` to ``>=``). Running the tests against every mutant and seeing
+each one fail is evidence that the tests pin down the policy's meaning.
+
+Mutants are made on the source text with a small tokenizer (strings and
+comments are skipped), so every mutant differs from the original in exactly one
+token. Thresholds are the numbers in ``when``/``unless`` conditions, ``const``
+values, budget ``limit``/``warn at`` and escalation ``within``; numbers of the
+model registry and of bias/drift monitors are left alone (they are not decided
+per request).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+_TOKEN = re.compile(
+    r'(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<comment>#[^\n]*)|(?P<number>\d[\d_]*(?:\.\d+)?)'
+    r"|(?P<word>[A-Za-z_][\w]*)|(?P<op><=|>=|==|!=|<|>)|(?P<newline>\n)|(?P<other>\S)"
+)
+# Declarations whose numbers are thresholds of per-request decisions.
+_THRESHOLD_DECLS = frozenset({"rule", "residency", "escalate", "route", "const", "budget"})
+_DECL_WORDS = frozenset({
+    "role", "agent", "model", "const", "rule", "residency", "budget", "escalate", "route", "bias", "drift",
+    "package", "owner", "cite", "import",
+})
+_BOUNDARY = {"<=": "<", "<": "<=", ">=": ">", ">": ">="}
+
+
+@dataclass(frozen=True, slots=True)
+class Mutant:
+    """One mutated copy of a rule file's text."""
+
+    file: str
+    line: int
+    col: int
+    original: str
+    replacement: str
+    decl: str  # e.g. "rule analysts_read_invoices"
+    text: str  # the whole mutated file
+
+    @property
+    def label(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.original} -> {self.replacement} (in {self.decl})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str
+    text: str
+    start: int
+    line: int
+    col: int
+
+
+def _tokens(text: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    line, line_start = 1, 0
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup or "other"
+        if kind == "newline":
+            line, line_start = line + 1, m.end()
+            continue
+        if kind in ("comment",):
+            continue
+        out.append(_Tok(kind, m.group(), m.start(), line, m.start() - line_start + 1))
+    return out
+
+
+def _scaled(number: str) -> list[str]:
+    """The number doubled and halved, written the way the original was (int or decimal)."""
+    value = float(number.replace("_", ""))
+    is_int = "." not in number
+    if value == 0:
+        return ["1"]
+    results = []
+    for new in (value * 2, value / 2):
+        if is_int and new == int(new):
+            results.append(str(int(new)))
+        else:
+            results.append(repr(round(new, 6)))
+    return [r for r in results if float(r) != value]
+
+
+def mutants(file: str, text: str) -> Iterator[Mutant]:
+    """Every single-token mutant of one rule file, in source order."""
+    toks = _tokens(text)
+    decl_kind, decl_name = "", ""
+    effect_done = False
+    clause = ""  # the clause keyword the current token belongs to (when, limit, warn, within, ...)
+    for i, tok in enumerate(toks):
+        if tok.kind == "word" and tok.col == 1 and tok.text in _DECL_WORDS:
+            decl_kind = tok.text
+            decl_name = toks[i + 1].text if i + 1 < len(toks) else ""
+            effect_done, clause = False, ""
+            continue
+        if tok.kind == "word" and tok.text in ("when", "unless", "limit", "warn", "within", "require", "to",
+                                                "for", "because", "cite", "prefer", "on", "metric", "threshold"):
+            clause = tok.text
+        where = f"{decl_kind} {decl_name}"
+
+        def make(replacement: str, tok: _Tok = tok) -> Mutant:
+            new_text = text[: tok.start] + replacement + text[tok.start + len(tok.text):]
+            return Mutant(file, tok.line, tok.col, tok.text, replacement, where, new_text)
+
+        if decl_kind == "rule" and tok.kind == "word" and tok.text in ("allow", "deny") and not effect_done:
+            effect_done = True
+            yield make("deny" if tok.text == "allow" else "allow")
+        elif decl_kind == "escalate" and tok.kind == "word" and tok.text in ("allow", "deny") and i and toks[i - 1].text == "else":
+            yield make("deny" if tok.text == "allow" else "allow")
+        elif tok.kind == "number" and decl_kind in _THRESHOLD_DECLS:
+            if decl_kind == "budget" and clause not in ("limit", "warn"):
+                continue
+            if decl_kind in ("rule", "residency", "escalate", "route") and clause not in ("when", "unless", "within"):
+                continue
+            for replacement in _scaled(tok.text):
+                yield make(replacement)
+        elif tok.kind == "op" and tok.text in _BOUNDARY and decl_kind in ("rule", "residency", "escalate", "route"):
+            yield make(_BOUNDARY[tok.text])

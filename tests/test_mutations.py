@@ -1,0 +1,109 @@
+"""Every single mutation of the rule files in rules/ makes the policy tests fail.
+
+Each mutant (see ``policyengine.testing.mutations``) flips one ``allow``/``deny``,
+doubles or halves one threshold, or moves one comparison boundary, in a copy of
+``rules/``; the policy tests of that copy are then run in-process. A mutant the
+tests do not notice is a hole in the tests: strengthen the ``*_test.yaml``
+files, do not add it to ``EQUIVALENT``. Only mutants that no request can tell
+apart from the original belong there, each with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from policyengine.resources import data_path
+from policyengine.testing.mutations import mutants
+from policyengine.testing.runner import run_paths
+
+RULES = data_path("rules")
+
+# (file relative to rules/, line, original -> replacement): why no request can notice it.
+EQUIVALENT: dict[tuple[str, int, str], str] = {
+    ("design_sample.policy", 51, "> -> >="): "no rule allows approve_payment, so the amount part of the gate is never reached",
+    ("design_sample.policy", 51, "10_000 -> 20000"): "as above: approve_payment is always denied before gates apply",
+    ("design_sample.policy", 51, "10_000 -> 5000"): "as above: approve_payment is always denied before gates apply",
+}
+
+
+def _all_mutants() -> list:
+    found = []
+    for path in sorted(RULES.rglob("*.policy")):
+        rel = path.relative_to(RULES).as_posix()
+        found.extend(mutants(rel, path.read_text(encoding="utf-8")))
+    return found
+
+
+def _key(m) -> tuple[str, int, str]:
+    return (m.file, m.line, f"{m.original} -> {m.replacement}")
+
+
+@pytest.fixture(scope="module")
+def survivors(tmp_path_factory: pytest.TempPathFactory) -> list:
+    """Run the policy tests once per mutant in a temporary copy of rules/; return the mutants that passed."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("POLICYENGINE_NO_CACHE", "1")  # don't fill the parse cache with mutants
+    root = tmp_path_factory.mktemp("mutants") / "rules"
+    shutil.copytree(RULES, root)
+    baseline = run_paths([root], explain=False)
+    assert baseline.ok and baseline.passed > 0, "the policy tests must pass on the unmutated rules"
+    alive = []
+    try:
+        for m in _all_mutants():
+            target = root / m.file
+            original = target.read_text(encoding="utf-8")
+            target.write_text(m.text, encoding="utf-8")
+            try:
+                report = run_paths([root], explain=False, fail_fast=True)
+            finally:
+                target.write_text(original, encoding="utf-8")
+            if report.ok:
+                alive.append(m)
+    finally:
+        mp.undo()
+    return alive
+
+
+def test_there_are_mutants_of_every_kind() -> None:
+    labels = [f"{m.original} -> {m.replacement}" for m in _all_mutants()]
+    assert any(label in ("allow -> deny",) for label in labels)
+    assert any(label in ("deny -> allow",) for label in labels)
+    assert any(label in ("<= -> <", "< -> <=", "> -> >=", ">= -> >") for label in labels)
+    assert sum(1 for m in _all_mutants() if m.original[0].isdigit()) >= 10
+
+
+def test_every_mutant_is_caught(survivors: list) -> None:
+    unexplained = [m.label for m in survivors if _key(m) not in EQUIVALENT]
+    assert not unexplained, "mutants the policy tests do not catch:\n" + "\n".join(unexplained)
+
+
+def test_equivalent_list_is_not_stale(survivors: list) -> None:
+    """Each listed equivalent mutant exists and does survive (else it must leave the list)."""
+    existing = {_key(m) for m in _all_mutants()}
+    surviving = {_key(m) for m in survivors}
+    assert set(EQUIVALENT) <= existing, f"listed mutants that no longer exist: {set(EQUIVALENT) - existing}"
+    assert set(EQUIVALENT) <= surviving, f"listed as equivalent but caught: {set(EQUIVALENT) - surviving}"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('rule r\n    allow any to read dataset "x"\n', ["allow -> deny"]),
+        ('rule r\n    deny any to read dataset "x" when context.n > 3 because "4 > 3"\n',
+         ["deny -> allow", "> -> >=", "3 -> 6", "3 -> 1.5"]),
+        ("budget b\n    for workflow \"w\"\n    limit 100 tokens per day\n    warn at 50%\n",
+         ["100 -> 200", "100 -> 50", "50 -> 100", "50 -> 25"]),
+        ('model m\n    cost 2 USD per 1M tokens latency 40 ms\n', []),
+        ("escalate g\n    when context.x <= 0.5 # not 7\n    to role r\n    within 4h else deny\n",
+         ["<= -> <", "0.5 -> 1.0", "0.5 -> 0.25", "4 -> 8", "4 -> 2", "deny -> allow"]),
+    ],
+)
+def test_mutant_generation(source: str, expected: list[str]) -> None:
+    """Strings, comments and registry numbers are never mutated; each mutant changes one token."""
+    found = list(mutants("x.policy", source))
+    assert [f"{m.original} -> {m.replacement}" for m in found] == expected
+    for m in found:
+        assert len(m.text) - len(source) == len(m.replacement) - len(m.original)
