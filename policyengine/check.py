@@ -142,6 +142,7 @@ class _Checker:
         self.by_kind: dict[type, list[Scoped]] = {}
         self._resolved: dict[tuple[str, str], ast.Expr | None] = {}
         self._resolving: list[tuple[str, str]] = []
+        self._hints: dict[tuple[str, str], str] = {}
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -346,8 +347,10 @@ class _Checker:
     # -- stage: references to roles, agents, models -----------------------------------------
 
     def _unknown(self, kind: str, name: ast.Name, table: dict[str, object]) -> None:
-        self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span,
-                    suggest(name.value, table) or f"declare it with '{kind} {name.value}'")
+        key = (kind, name.value)
+        if key not in self._hints:  # a name misspelt once is often misspelt many times
+            self._hints[key] = suggest(name.value, table) or f"declare it with '{kind} {name.value}'"
+        self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span, self._hints[key])
 
     def role_ref(self, name: ast.Name) -> None:
         if name.value not in self.roles:
