@@ -434,6 +434,24 @@ _decls = st.one_of(
               st.sampled_from(["*", "m", "x/*", "a?"]), st.none() | _exprs, st.none() | _exprs),
     st.builds(lambda n, w, r: ast.ResidencyDecl(n, w, r, span=_SPAN), _names, st.none() | _exprs, _values),
     st.builds(lambda n, p: ast.RouteDecl(n, None, tuple(p), span=_SPAN), _names, st.lists(_names, max_size=3)),
+    st.builds(lambda n, k, v, amounts, warn, exceed: ast.BudgetDecl(
+        n, ast.BudgetScope(k, v, span=_SPAN),
+        tuple(ast.BudgetLimit(a, "USD", "day", span=_SPAN) for a in amounts), warn, exceed, span=_SPAN),
+        _names, st.sampled_from(["workflow", "model", "agent", "role"]), st.sampled_from(["a", "m", "w"]),
+        st.lists(st.floats(-1, 10), max_size=2), st.none() | st.floats(-50, 150),
+        st.none() | _names.map(lambda n: ast.EscalateAction(n, span=_SPAN))
+        | _names.map(lambda n: ast.RouteAction(n, span=_SPAN))),
+    st.builds(lambda n, w, r: ast.EscalateDecl(n, w, r, span=_SPAN), _names, st.none() | _exprs, _names),
+    st.builds(lambda n, m, metric, positive, op, v: ast.BiasDecl(
+        n, m, ast.Name(metric, span=_SPAN), positive, ast.Path("subject", ("g",), span=_SPAN),
+        ast.Threshold(op, v, span=_SPAN), min_samples=0, span=_SPAN),
+        _names, _names, st.sampled_from(["disparate_impact", "psi", "x"]), _exprs,
+        st.sampled_from(["<", ">="]), st.floats(-1, 100)),
+    st.builds(lambda n, m, metric, op, v: ast.DriftDecl(
+        n, m, ast.Name(metric, span=_SPAN), ast.Path("output", ("c",), span=_SPAN),
+        ast.Duration(86400, span=_SPAN), ast.Threshold(op, v, span=_SPAN),
+        on_breach=ast.EscalateAction(n, span=_SPAN), span=_SPAN),
+        _names, _names, st.sampled_from(["psi", "ks", "kl"]), st.sampled_from(["<", ">"]), st.floats(-1, 5)),
 )
 _files = st.builds(
     lambda pkg, imports, decls: ast.PolicyFile(
