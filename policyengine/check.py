@@ -525,7 +525,7 @@ class _Checker:
                     return
             if left is not None and right is not None and left != right:
                 self.report("type-mismatch", f"comparing {_ARTICLE[left]} with {_ARTICLE[right]}: "
-                            f"{show(cmp)} is never true", cmp.right.span,
+                            f"{show(cmp)} is {'never' if cmp.op == '==' else 'always'} true", cmp.right.span,
                             "remove the quotes" if left == "number" else None)
 
     # -- stage: values in range -----------------------------------------------------------
