@@ -1,0 +1,211 @@
+"""Drift metrics: PSI by the documented convention, KS and chi-squared as scipy.
+
+Truth comes from the oracle files in /work/shared/oracles/drift (numpy/scipy
+values on data we did not generate) and from scipy itself on data generated here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from policyengine.reporting import ReportError, drift_from_csv
+from policyengine.reporting.stats import chi2_sf
+
+scipy_stats = pytest.importorskip("scipy.stats")
+np = pytest.importorskip("numpy")
+
+ORACLES = Path("/work/shared/oracles/drift")
+needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="oracle files not present")
+TOL = 1e-9
+
+
+def _oracle() -> dict:
+    return json.loads((ORACLES / "expected_drift.json").read_text())
+
+
+def _write(path: Path, column: str, values: list[object]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", column])
+        w.writerows([i, v] for i, v in enumerate(values))
+    return path
+
+
+def _reference_psi(ref: list[float], cur: list[float], categorical: bool) -> float:
+    """The convention written out with numpy, independently of our SQL."""
+    if categorical:
+        cats = sorted(set(ref) | set(cur))
+        rc = np.array([ref.count(c) for c in cats], dtype=float)
+        cc = np.array([cur.count(c) for c in cats], dtype=float)
+    else:
+        edges = np.quantile(np.array(ref), np.arange(1, 10) / 10, method="linear")
+        rc = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=10).astype(float)
+        cc = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=10).astype(float)
+    rp, cp = rc / len(ref), cc / len(cur)
+    rp[rp == 0], cp[cp == 0] = 1e-4, 1e-4
+    return float(np.sum((cp - rp) * np.log(cp / rp)))
+
+
+def _chi2(ref: list[str], cur: list[str]):
+    cats = sorted(set(ref) | set(cur))
+    return scipy_stats.chi2_contingency([[ref.count(c) for c in cats], [cur.count(c) for c in cats]])
+
+
+# --- the oracle ---------------------------------------------------------------------
+
+
+@needs_oracles
+@pytest.mark.parametrize("column", ["amount", "risk_score", "channel", "region"])
+def test_oracle_psi_per_bin_and_total(column):
+    want = _oracle()["columns"][column]
+    r = drift_from_csv(ORACLES / "reference.csv", ORACLES / "current.csv", column)
+    assert r.kind == ("numeric" if want["type"] == "numerical" else "categorical")
+    assert abs(r.psi - want["psi"]["psi"]) <= TOL
+    assert len(r.bins) == len(want["psi"]["bins"])
+    for got, w in zip(r.bins, want["psi"]["bins"]):
+        assert got.bin == w["bin"]
+        assert (got.ref_count, got.cur_count) == (w["ref_count"], w["cur_count"])
+        assert abs(got.ref_pct_eps - w["ref_pct_eps"]) <= TOL
+        assert abs(got.cur_pct_eps - w["cur_pct_eps"]) <= TOL
+        assert abs(got.psi_term - w["psi_term"]) <= TOL
+
+
+@needs_oracles
+@pytest.mark.parametrize("column", ["amount", "risk_score"])
+def test_oracle_bin_edges_are_reference_deciles(column):
+    edges = _oracle()["columns"][column]["psi"]["interior_edges"]
+    r = drift_from_csv(ORACLES / "reference.csv", ORACLES / "current.csv", column)
+    got = [b.upper_edge for b in r.bins[:-1]]
+    assert all(abs(g - w) <= TOL for g, w in zip(got, edges))
+    assert [b.lower_edge for b in r.bins[1:]] == got
+
+
+@needs_oracles
+@pytest.mark.parametrize("column", ["amount", "risk_score"])
+def test_oracle_ks_statistic_location_and_sign(column):
+    want = _oracle()["columns"][column]["ks_2samp"]["auto"]
+    r = drift_from_csv(ORACLES / "reference.csv", ORACLES / "current.csv", column)
+    assert abs(r.ks.statistic - want["statistic"]) <= TOL
+    assert r.ks.location == want["statistic_location"]
+    assert r.ks.sign == want["statistic_sign"]
+    assert r.chi2 is None
+
+
+@needs_oracles
+@pytest.mark.parametrize("column", ["channel", "region"])
+def test_oracle_chi2_equals_scipy_contingency(column):
+    ref = [row[column] for row in csv.DictReader((ORACLES / "reference.csv").open())]
+    cur = [row[column] for row in csv.DictReader((ORACLES / "current.csv").open())]
+    want = _chi2(ref, cur)
+    r = drift_from_csv(ORACLES / "reference.csv", ORACLES / "current.csv", column)
+    assert abs(r.chi2.statistic - want.statistic) <= TOL * max(1.0, want.statistic)
+    assert r.chi2.dof == want.dof
+    assert math.isclose(r.chi2.pvalue, want.pvalue, rel_tol=1e-9, abs_tol=1e-300)
+    assert r.ks is None
+
+
+# --- scipy on generated data ------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_ref=st.integers(1, 300),
+    n_cur=st.integers(1, 300),
+    shift=st.floats(-2, 2),
+    ties=st.booleans(),
+)
+def test_numeric_psi_and_ks_equal_numpy_and_scipy(seed, n_ref, n_cur, shift, ties):
+    rnd = random.Random(seed)
+    draw = (lambda m: round(rnd.gauss(m, 1), 1)) if ties else (lambda m: rnd.gauss(m, 1))
+    ref = [draw(0.0) for _ in range(n_ref)]
+    cur = [draw(shift) for _ in range(n_cur)]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = drift_from_csv(_write(Path(tmp) / "r.csv", "x", [repr(v) for v in ref]),
+                           _write(Path(tmp) / "c.csv", "x", [repr(v) for v in cur]), "x")
+    assert abs(r.psi - _reference_psi(ref, cur, False)) <= TOL
+    want = scipy_stats.ks_2samp(ref, cur)
+    assert abs(r.ks.statistic - want.statistic) <= TOL
+    assert r.ks.location == want.statistic_location and r.ks.sign == want.statistic_sign
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ref=st.lists(st.sampled_from(["api", "email", "phone", "portal", "fax"]), min_size=1, max_size=200),
+    cur=st.lists(st.sampled_from(["api", "email", "phone", "chat"]), min_size=1, max_size=200),
+)
+def test_categorical_psi_and_chi2_equal_numpy_and_scipy(ref, cur):
+    with tempfile.TemporaryDirectory() as tmp:
+        r = drift_from_csv(_write(Path(tmp) / "r.csv", "channel", ref),
+                           _write(Path(tmp) / "c.csv", "channel", cur), "channel")
+    assert r.kind == "categorical"
+    assert abs(r.psi - _reference_psi(ref, cur, True)) <= TOL
+    want = _chi2(ref, cur)  # includes Yates' correction when there are two categories
+    assert abs(r.chi2.statistic - want.statistic) <= TOL * max(1.0, want.statistic)
+    assert r.chi2.dof == want.dof
+    assert math.isclose(r.chi2.pvalue, want.pvalue, rel_tol=1e-9, abs_tol=1e-300)
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 7, 30, 200])
+@pytest.mark.parametrize("x", [0.0, 1e-9, 0.5, 1.0, 3.84, 10.0, 50.0, 400.0])
+def test_chi2_pvalue_equals_scipy(dof, x):
+    assert math.isclose(chi2_sf(x, dof), scipy_stats.chi2.sf(x, dof), rel_tol=1e-9, abs_tol=1e-300)
+
+
+def test_one_category_has_no_degrees_of_freedom(tmp_path):
+    r = drift_from_csv(_write(tmp_path / "r.csv", "c", ["a"] * 5), _write(tmp_path / "c.csv", "c", ["a"] * 3), "c")
+    assert (r.chi2.statistic, r.chi2.dof, r.chi2.pvalue) == (0.0, 0, 1.0)
+    assert r.psi == 0.0
+
+
+def test_constant_reference_puts_everything_in_the_top_bin(tmp_path):
+    r = drift_from_csv(_write(tmp_path / "r.csv", "x", [5] * 10), _write(tmp_path / "c.csv", "x", [4, 5, 6]), "x")
+    assert [b.ref_count for b in r.bins] == [0] * 9 + [10]
+    assert [b.cur_count for b in r.bins] == [1] + [0] * 8 + [2]
+    assert abs(r.psi - _reference_psi([5.0] * 10, [4.0, 5.0, 6.0], False)) <= TOL
+
+
+def test_empty_cells_are_left_out(tmp_path):
+    r = drift_from_csv(_write(tmp_path / "r.csv", "x", [1, "", 2, 3]), _write(tmp_path / "c.csv", "x", [1, 2, ""]), "x")
+    assert (r.n_reference, r.n_current) == (3, 2)
+
+
+def test_categorical_flag_compares_numbers_as_categories(tmp_path):
+    r = drift_from_csv(_write(tmp_path / "r.csv", "zip", ["01000", "02000", "N/A"]),
+                       _write(tmp_path / "c.csv", "zip", ["01000", "01000"]), "zip", kind="categorical")
+    assert r.kind == "categorical" and [b.bin for b in r.bins] == ["01000", "02000", "N/A"]
+
+
+# --- bad input: one clear line -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ref, cur, column, kind, message",
+    [
+        ([1, 2, "abc", 4], [1, 2], "x", "auto", "r.csv:4: column 'x' mixes numbers and text (first text value 'abc')"),
+        ([1, 2], ["a", "b"], "x", "auto", "column 'x' is numeric in"),
+        (["a", "b"], [1], "x", "numeric", "r.csv:2: column 'x' is not numeric: 'a'"),
+        ([1, 2], [1, 2], "nope", "auto", "r.csv: no column 'nope' for --column"),
+        (["", ""], [1], "x", "auto", "r.csv: column 'x' has no values"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, ref, cur, column, kind, message):
+    with pytest.raises(ReportError) as e:
+        drift_from_csv(_write(tmp_path / "r.csv", "x", ref), _write(tmp_path / "c.csv", "x", cur), column, kind=kind)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_not_a_csv_is_one_clear_line(tmp_path):
+    bad = tmp_path / "r.csv"
+    bad.write_bytes(b"\x00\x01\x02 binary \xff\xfe")
+    with pytest.raises(ReportError) as e:
+        drift_from_csv(bad, bad, "x")
+    assert "\n" not in str(e.value) and "r.csv" in str(e.value)
