@@ -1,3 +1,346 @@
-"""Commands of this area are added here by the module that owns them."""
+"""``run``, ``runs list|show|expire``, ``approve``, ``reject`` and ``demo``: governed workflows.
 
-COMMANDS: list = []
+Each command opens the database, works and closes it (see
+``policyengine.orchestrator.session``); the logic lives in the orchestrator.
+Results go to stdout; progress and notices go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+_DB_HELP = "DuckDB database holding runs, budgets and the audit log."
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T12:00:00Z",
+                                 param_hint="--now") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every workflow command shares: where the database, key, rules and users are."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        opts = [
+            click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+                         default=Path("policyengine.duckdb"), show_default=True, help=_DB_HELP),
+            click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.key"),
+                         show_default=True, help="Ed25519 signing key of the audit log"
+                         + (" (created if missing)." if create_key else ".")),
+            click.option("--rules", "rules", multiple=True, type=click.Path(exists=True, path_type=Path),
+                         help="Rule files or folders (repeatable; default: the shipped rules/)."),
+            click.option("--directory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                         help="User directory YAML (who holds which role; default: the shipped one)."),
+            click.option("--providers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                         help="Model provider configuration YAML (default: the local simulator)."),
+        ]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return wrap
+
+
+def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+             *, create_key: bool = False, now: datetime | None = None) -> Any:
+    from ..orchestrator.session import Session, SessionConfig, default_directory, default_rules
+
+    return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(),
+                                 directory=directory or default_directory(), providers=providers,
+                                 create_key=create_key, now=now))
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from ..orchestrator.approvals import ApprovalRefused
+    from ..orchestrator.runner import RunError
+    from ..orchestrator.session import SessionError
+
+    return (SessionError, RunError, ApprovalRefused)
+
+
+# --- run / demo ---------------------------------------------------------------------
+
+
+def _run_batch(orch: Any, workflow: str, items: list[dict[str, Any]], requested_by: str, console: Console) -> Any:
+    from ..orchestrator.summary import BatchSummary
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=len(items) < 2) as bar:
+        task = bar.add_task(workflow, total=len(items))
+        results = orch.run_batch(workflow, items, requested_by=requested_by,
+                                 on_result=lambda r: bar.advance(task))
+    return BatchSummary.of(workflow, results), results
+
+
+def _summary_table(summaries: list[Any]) -> Table:
+    t = Table(title="Workflow summary", title_justify="left")
+    for col in ("workflow", "items", "auto-resolved", "escalated", "denied", "failed", "tokens", "cost USD",
+                "p50 step ms", "p95 step ms"):
+        t.add_column(col, justify="left" if col == "workflow" else "right")
+    for s in summaries:
+        t.add_row(s.workflow, str(s.items), str(s.auto_resolved), str(s.escalated), str(s.denied), str(s.failed),
+                  f"{s.tokens:,}", f"{s.cost_usd:.4f}", f"{s.p50_step_ms:.2f}", f"{s.p95_step_ms:.2f}")
+    return t
+
+
+def _details(console: Console, s: Any) -> None:
+    outcomes = ", ".join(f"{k} {v}" for k, v in s.outcomes.items())
+    models = ", ".join(f"{k} {v}" for k, v in s.models.items()) or "none"
+    console.print(f"  {s.workflow}: outcomes: {outcomes}; models: {models}"
+                  + (f"; provider fallbacks: {s.fallbacks}" if s.fallbacks else ""))
+
+
+@click.command("run")
+@click.argument("workflow")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Items to run: JSON array or object, .jsonl or .csv (default: the shipped sample).")
+@click.option("--as", "requested_by", default="operator", show_default=True, help="Who starts the runs.")
+@click.option("--limit", type=click.IntRange(min=1), help="Run only the first N items.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@session_options(create_key=True)
+def run_command(workflow: str, input_path: Path | None, requested_by: str, limit: int | None, as_json: bool,
+                db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None) -> None:
+    """Run WORKFLOW once per input item, asking the policy before every step.
+
+    Workflows: invoice-exceptions, it-ticket-triage, supply-chain-disruption,
+    fraud-routing. Runs that need a human pause as `waiting_approval`; see
+    `policyengine runs list --status waiting_approval` and `policyengine approve`.
+    """
+    from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
+
+    if workflow not in WORKFLOWS:
+        raise click.BadParameter(f"unknown workflow {workflow!r}; choose one of {', '.join(WORKFLOWS)}",
+                                 param_hint="WORKFLOW")
+    try:
+        items = load_items(input_path or sample_path(workflow))
+    except ValueError as exc:
+        _fail(str(exc))
+    items = items[:limit] if limit else items
+    console = Console(stderr=as_json)
+    try:
+        with _session(db, key, rules, directory, providers, create_key=True) as session:
+            summary, results = _run_batch(session.orchestrator, workflow, items, requested_by,
+                                          Console(stderr=True))
+    except _errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        doc = summary.to_dict()
+        doc["runs"] = [{"run_id": r.run_id, "item_id": r.item_id, "status": r.status, "outcome": r.outcome,
+                        "reason": r.reason, "models": list(r.models)} for r in results]
+        click.echo(json.dumps(doc))
+        return
+    console.print(_summary_table([summary]))
+    _details(console, summary)
+    waiting = [r for r in results if r.status == "waiting_approval"]
+    if waiting:
+        r = waiting[0]
+        console.print(f"{len(waiting)} run(s) wait for approval, e.g. {r.run_id} (role {r.approval.role}): "
+                      f"policyengine approve {r.run_id} --as USER --db {db}")
+
+
+@click.command("demo")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.duckdb"),
+              show_default=True, help=_DB_HELP)
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.key"),
+              show_default=True, help="Ed25519 signing key (created if missing).")
+@click.option("--limit", type=click.IntRange(min=1), help="Items per workflow (default: all shipped samples).")
+def demo_command(db: Path, key: Path, limit: int | None) -> None:
+    """Run the four mission workflows on the shipped sample data and rules.
+
+    Uses (and creates if needed) ./policyengine.duckdb and ./policyengine.key;
+    re-running adds new runs to the same database.
+    """
+    from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
+
+    console = Console()
+    summaries = []
+    try:
+        with _session(db, key, (), None, None, create_key=True) as session:
+            for name in WORKFLOWS:
+                items = load_items(sample_path(name))[:limit] if limit else load_items(sample_path(name))
+                summary, _ = _run_batch(session.orchestrator, name, items, "operator", console)
+                summaries.append(summary)
+    except _errors() as exc:
+        _fail(str(exc))
+    console.print(_summary_table(summaries))
+    for s in summaries:
+        _details(console, s)
+    console.print(f"""
+Next:
+  policyengine runs list --db {db} --status waiting_approval   runs waiting for a human
+  policyengine approve RUN --as alice --db {db}                 approve (alice: senior_analyst; see data/directory.yaml)
+  policyengine audit verify --db {db}                           check the signed audit trail
+  policyengine report --list                                    reports for auditors (e.g. policyengine report NAME --db {db})""")
+
+
+# --- runs ----------------------------------------------------------------------------
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """List, inspect and expire workflow runs."""
+
+
+def _ts(t: datetime | None) -> str:
+    return t.isoformat(sep=" ", timespec="seconds") + "Z" if t else ""
+
+
+@runs_group.command("list")
+@click.option("--status", type=click.Choice(["running", "waiting_approval", "completed", "denied", "failed",
+                                             "rejected", "expired"]), help="Only runs in this state.")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+@session_options(create_key=False)
+def runs_list(status: str | None, workflow: str | None, limit: int, as_json: bool, db: Path, key: Path,
+              rules: tuple[Path, ...], directory: Path | None, providers: Path | None) -> None:
+    """List runs, newest first (overdue approvals are expired first)."""
+    try:
+        with _session(db, key, rules, directory, providers) as session:
+            session.orchestrator.expire()
+            runs = session.orchestrator.store.runs(status=status, workflow=workflow, limit=limit)
+            pending = {r.run_id: [a for a in session.orchestrator.store.approvals(r.run_id) if a.status == "pending"]
+                       for r in runs if r.status == "waiting_approval"}
+    except _errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        for r in runs:
+            gate = (pending.get(r.run_id) or [None])[0]
+            click.echo(json.dumps({"run_id": r.run_id, "workflow": r.workflow, "item_id": r.item_id,
+                                   "status": r.status, "outcome": r.outcome, "requested_by": r.requested_by,
+                                   "created_at": _ts(r.created_at), "waiting_for": gate.role if gate else None,
+                                   "deadline": _ts(gate.deadline_at) if gate else None}))
+        return
+    t = Table(title=f"Runs in {db}", title_justify="left")
+    for col in ("run", "workflow", "item", "status", "outcome", "waiting for", "deadline", "created"):
+        t.add_column(col)
+    for r in runs:
+        gate = (pending.get(r.run_id) or [None])[0]
+        t.add_row(r.run_id, r.workflow, r.item_id or "", r.status, r.outcome or "", gate.role if gate else "",
+                  _ts(gate.deadline_at) if gate else "", _ts(r.created_at))
+    Console().print(t)
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="The run, its steps and approvals as JSON.")
+@session_options(create_key=False)
+def runs_show(run_id: str, as_json: bool, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
+              providers: Path | None) -> None:
+    """Show one run (id or unique prefix): its steps, decisions and approvals."""
+    try:
+        with _session(db, key, rules, directory, providers) as session:
+            session.orchestrator.expire()
+            run, steps, approvals = session.orchestrator.show(run_id)
+    except _errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({
+            "run_id": run.run_id, "workflow": run.workflow, "item_id": run.item_id, "status": run.status,
+            "outcome": run.outcome, "requested_by": run.requested_by, "reason": run.error, "tokens": run.tokens,
+            "cost_usd": run.cost_usd,
+            "steps": [{"step": s.step, "kind": s.kind, "status": s.status, "effect": s.effect, "model": s.model,
+                       "reason": s.reason, "output": s.output_dict()} for s in steps],
+            "approvals": [{"gate": a.gate, "role": a.role, "status": a.status, "approver": a.approver,
+                           "deadline": _ts(a.deadline_at), "note": a.note} for a in approvals]}))
+        return
+    console = Console()
+    console.print(f"[bold]{run.run_id}[/bold]  {run.workflow}  item {run.item_id}  status [bold]{run.status}"
+                  f"[/bold]  outcome {run.outcome or '-'}  requested by {run.requested_by}")
+    if run.error:
+        console.print(f"  reason: {run.error}")
+    t = Table(title_justify="left")
+    for col in ("#", "step", "kind", "status", "policy", "model", "ms", "detail"):
+        t.add_column(col)
+    for s in steps:
+        detail = s.reason or (s.output or "")
+        t.add_row(str(s.ord), s.step, s.kind, s.status, s.effect or "", s.model or "",
+                  f"{s.latency_ms:.2f}" if s.latency_ms is not None else "", detail[:90])
+    console.print(t)
+    for a in approvals:
+        console.print(f"  gate {a.gate}: role {a.role}, {a.status}"
+                      + (f" by {a.approver}" if a.approver else "")
+                      + (f", deadline {_ts(a.deadline_at)}" if a.deadline_at else "")
+                      + (f" — {a.note}" if a.note else ""))
+
+
+@runs_group.command("expire")
+@click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")
+@session_options(create_key=False)
+def runs_expire(now: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
+                providers: Path | None) -> None:
+    """End every approval whose deadline has passed; the gate's `else` decides the run."""
+    try:
+        with _session(db, key, rules, directory, providers, now=_now(now)) as session:
+            results = session.orchestrator.expire()
+    except _errors() as exc:
+        _fail(str(exc))
+    for r in results:
+        click.echo(f"{r.run_id}\t{r.workflow}\t{r.status}\t{r.reason or ''}")
+    click.echo(f"{len(results)} approval(s) expired", err=True)
+
+
+# --- approve / reject ----------------------------------------------------------------
+
+
+def _decide(action: str, run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
+            directory: Path | None, providers: Path | None) -> None:
+    try:
+        with _session(db, key, rules, directory, providers) as session:
+            orch = session.orchestrator
+            result = orch.approve(run_id, user, note) if action == "approve" else orch.reject(run_id, user, note)
+    except _errors() as exc:
+        _fail(str(exc))
+    verb = "approved" if action == "approve" else "rejected"
+    tail = f" (waiting again: {result.reason})" if result.status == "waiting_approval" else ""
+    click.echo(f"{result.run_id} {verb} by {user}; run {result.status}, outcome {result.outcome}{tail}")
+
+
+@click.command("approve")
+@click.argument("run_id")
+@click.option("--as", "user", required=True, help="The approver (a user of the directory holding the gate's role).")
+@click.option("--note", help="Why; kept in the audit record.")
+@session_options(create_key=False)
+def approve_command(run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
+                    directory: Path | None, providers: Path | None) -> None:
+    """Approve the pending gate of RUN_ID and resume the run.
+
+    Refused when USER started the run (four-eyes), lacks the gate's role, or the
+    deadline has passed.
+    """
+    _decide("approve", run_id, user, note, db, key, rules, directory, providers)
+
+
+@click.command("reject")
+@click.argument("run_id")
+@click.option("--as", "user", required=True, help="The approver rejecting (same rules as approve).")
+@click.option("--note", help="Why; kept in the audit record.")
+@session_options(create_key=False)
+def reject_command(run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
+                   directory: Path | None, providers: Path | None) -> None:
+    """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
+    _decide("reject", run_id, user, note, db, key, rules, directory, providers)
+
+
+COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]

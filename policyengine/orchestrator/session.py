@@ -1,0 +1,186 @@
+"""Open everything a command needs on one DuckDB file, and close it again.
+
+DuckDB lets one process hold a database file for writing, and while it does no
+other process can open it. So each CLI command opens the file, works and
+closes it; the audit log, the budget ledger and the run state share that one
+connection. A second process gets ``SessionError`` with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from ..budgets import DuckDBLedger
+from ..diagnostics import PolicyError
+from ..resources import data_path
+from .approvals import Directory
+from .ledger import BufferedLedger
+from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
+from .runner import Orchestrator, SimulatedCrash
+from .state import StateStore
+from .workflows import WORKFLOWS
+
+
+class SessionError(Exception):
+    """The database, key, rules, directory or provider configuration cannot be used (exit 1)."""
+
+
+def default_rules() -> list[Path]:
+    return [data_path("rules")]
+
+
+def default_directory() -> Path:
+    return data_path("data") / "directory.yaml"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Where things are. ``create_key`` makes the signing key when it is missing (``demo``, ``run``)."""
+
+    db: Path = Path("policyengine.duckdb")
+    key: Path = Path("policyengine.key")
+    rules: Sequence[Path] = field(default_factory=default_rules)
+    directory: Path = field(default_factory=default_directory)
+    providers: Path | None = None
+    create_key: bool = False
+    now: datetime | None = None
+
+
+def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
+    """Simulated behaviour per registry model: internal, cheap models are less sure than external ones."""
+    out = {}
+    for name, scoped in policy.policy_set.models.items():
+        d = scoped.decl
+        big = d.hosting == "external" or (d.cost_per_1m_tokens is not None and d.cost_per_1m_tokens.amount >= 1)
+        out[name] = ModelProfile(accuracy=0.95, confidence=0.92) if big else ModelProfile(accuracy=0.88,
+                                                                                            confidence=0.86)
+    return out
+
+
+def load_providers(path: Path | None, policy: Any) -> Providers:
+    """The providers: simulator profiles from the registry, overridden by a YAML file if given.
+
+    File shape: ``retries``, ``timeout_s``, ``models: {NAME: {accuracy, confidence,
+    fail_rate, fail, latency_ms}}`` (simulator), ``providers: {REGISTRY_PROVIDER:
+    {base_url, api_key_env}}`` (OpenAI-compatible HTTP endpoints). Without a file,
+    ``POLICYENGINE_OPENAI_BASE_URL`` serves models of provider ``openai-compatible``.
+    """
+    profiles = simulator_profiles(policy)
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise SessionError(f"{path}: cannot read provider configuration: {exc.strerror}") from None
+        except yaml.YAMLError:
+            raise SessionError(f"{path}: provider configuration is not valid YAML") from None
+        if not isinstance(doc, dict):
+            raise SessionError(f"{path}: provider configuration must be a mapping")
+    fields = set(ModelProfile.__dataclass_fields__)
+    for name, spec in (doc.get("models") or {}).items():
+        if not isinstance(spec, dict) or not set(spec) <= fields:
+            bad = sorted(set(spec) - fields) if isinstance(spec, dict) else spec
+            raise SessionError(f"{path}: models.{name}: unknown settings {bad} (known: {', '.join(sorted(fields))})")
+        profiles[name] = replace(profiles.get(name, ModelProfile()), **spec)
+    by_provider: dict[str, Any] = {}
+    for pname, spec in (doc.get("providers") or {}).items():
+        if not isinstance(spec, dict) or "base_url" not in spec:
+            raise SessionError(f"{path}: providers.{pname}: needs a base_url")
+        by_provider[pname] = OpenAICompatibleProvider(str(spec["base_url"]),
+                                                      str(spec.get("api_key_env", "POLICYENGINE_OPENAI_API_KEY")))
+    env_url = os.environ.get("POLICYENGINE_OPENAI_BASE_URL")
+    if env_url and "openai-compatible" not in by_provider:
+        by_provider["openai-compatible"] = OpenAICompatibleProvider(env_url)
+    try:
+        retries, timeout = int(doc.get("retries", 1)), float(doc.get("timeout_s", 10.0))
+    except (TypeError, ValueError):
+        raise SessionError(f"{path}: retries must be an integer and timeout_s a number") from None
+    return Providers(default=LocalProvider(profiles), by_provider=by_provider, retries=retries, timeout_s=timeout)
+
+
+_LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def connect(db: Path) -> duckdb.DuckDBPyConnection:
+    """Open ``db`` for writing, or raise ``SessionError`` naming the process that holds it."""
+    try:
+        return duckdb.connect(str(db))
+    except duckdb.IOException as exc:
+        m = _LOCK.search(str(exc))
+        who = f" by process {m.group(2)}" if m else ""
+        raise SessionError(f"{db}: database is in use{who}; one process at a time may open it "
+                           f"(wait for the other command to finish)") from None
+    except duckdb.Error as exc:
+        raise SessionError(f"{db}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+
+
+class Session:
+    """An open database with its audit log, ledger, policy, run state and orchestrator."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.conn: duckdb.DuckDBPyConnection | None = None
+        self.audit: Any = None
+        self._durable: DuckDBLedger | None = None
+        self.orchestrator: Orchestrator
+
+    def __enter__(self) -> Session:
+        from ..audit import AuditError, AuditLog, generate_key, load_private_key
+
+        cfg = self.config
+        try:
+            directory = Directory.load(cfg.directory)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
+        if not cfg.key.exists():
+            if not cfg.create_key:
+                raise SessionError(f"{cfg.key}: signing key not found (create one with "
+                                   f"`policyengine keys generate --out {cfg.key}`)")
+            generate_key(cfg.key)
+        self.conn = connect(cfg.db)
+        try:
+            key = load_private_key(cfg.key)
+            self.audit = AuditLog(self.conn, key)
+            self._durable = DuckDBLedger(self.conn)
+            ledger = BufferedLedger(self._durable)
+            from ..engine import load_policy
+
+            policy = load_policy(list(cfg.rules), ledger=ledger)
+            providers = load_providers(cfg.providers, policy)
+            clock = (lambda: cfg.now) if cfg.now is not None else None
+            self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
+                                             providers=providers, directory=directory, ledger=ledger, clock=clock)
+        except PolicyError as exc:
+            self._abort()
+            first = exc.findings[0] if getattr(exc, "findings", None) else None
+            raise SessionError(f"rules: {first.headline() if first else exc}") from None
+        except AuditError as exc:
+            self._abort()
+            raise SessionError(str(exc)) from None
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def _abort(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if not (isinstance(exc[0], type) and issubclass(exc[0], SimulatedCrash)):
+                self.orchestrator.close()
+                if self.audit is not None:
+                    self.audit.close()
+        finally:
+            self._abort()
