@@ -201,7 +201,8 @@ class _Checker:
                 if imp.package.value not in imports:
                     imports.append(imp.package.value)
             for decl in f.decls:
-                self.by_kind.setdefault(type(decl), []).append(Scoped(pkg, decl))
+                scoped = Scoped(pkg, decl)
+                self.by_kind.setdefault(type(decl), []).append(scoped)
                 name = decl.name
                 if isinstance(decl, (ast.RoleDecl, ast.AgentDecl, ast.ModelDecl)):
                     table = self.roles if isinstance(decl, ast.RoleDecl) else (
@@ -209,7 +210,7 @@ class _Checker:
                     if name.value in table:
                         self._duplicate(decl, table[name.value].decl, "in the policy set")
                     else:
-                        table[name.value] = Scoped(pkg, decl)
+                        table[name.value] = scoped
                 elif isinstance(decl, ast.ConstDecl):
                     consts = self.const_decls[pkg]
                     if name.value in consts:
@@ -222,7 +223,7 @@ class _Checker:
                         self._duplicate(decl, ids[key], f"in package {pkg}")
                     else:
                         ids[key] = decl
-                        self.scoped[_PACKAGE_SCOPED[type(decl)]].append(Scoped(pkg, decl))
+                        self.scoped[_PACKAGE_SCOPED[type(decl)]].append(scoped)
 
     def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
         self.report("duplicate-name", f"{_kind_word(decl)} '{decl.name.value}' is declared twice {where}",
