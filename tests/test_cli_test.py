@@ -1,0 +1,185 @@
+"""``policyengine test`` and the pytest plugin, run as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from policyengine.resources import data_path
+
+POLICY = """\
+package docs
+role reader
+rule readers_read
+    allow role reader to read dataset "docs/*"
+    when context.hour < 18
+rule drafts_hidden
+    deny any to read dataset "docs/drafts/*"
+"""
+
+PASSING = """\
+cases:
+  - name: reader reads
+    principal: {id: ann, roles: [reader]}
+    action: read
+    resource: dataset docs/a
+    context: {hour: 9}
+    expect: allow
+    rules: [docs.readers_read]
+  - name: drafts are hidden
+    principal: {id: ann, roles: [reader]}
+    action: read
+    resource: dataset docs/drafts/b
+    context: {hour: 9}
+    expect: deny
+"""
+
+FAILING = PASSING + """\
+  - name: after hours is wrongly expected to pass
+    principal: {id: ann, roles: [reader]}
+    action: read
+    resource: dataset docs/a
+    context: {hour: 20}
+    expect: allow
+"""
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("policyengine")
+    env = {**os.environ, "POLICYENGINE_NO_CACHE": "1", "COLUMNS": "80"}
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def project(tmp_path: Path, tests: str, policy: str = POLICY) -> Path:
+    area = tmp_path / "rules"
+    area.mkdir()
+    (area / "docs.policy").write_text(policy, encoding="utf-8")
+    (area / "docs_test.yaml").write_text(textwrap.dedent(tests), encoding="utf-8")
+    return tmp_path
+
+
+def test_all_passing_exits_0_and_ends_with_the_summary(tmp_path: Path) -> None:
+    result = run("test", cwd=project(tmp_path, PASSING))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "2 passed, 0 failed"
+    assert "rules/docs_test.yaml .." in result.stdout
+
+
+def test_a_failure_exits_1_with_request_expected_actual_and_explanation(tmp_path: Path) -> None:
+    result = run("test", "rules", cwd=project(tmp_path, FAILING))
+    assert result.returncode == 1
+    out = result.stdout
+    assert out.splitlines()[-1] == "2 passed, 1 failed"
+    assert "rules/docs_test.yaml:15: effect: expected allow, got deny" in out
+    assert 'context: {"hour": 20}' in out
+    assert "expected: allow" in out and "actual:   deny" in out
+    assert "when is false: context.hour < 18 (context.hour = 20)" in out
+    assert "Traceback" not in out + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("tests", "where", "message"),
+    [
+        (PASSING.replace("expect: deny", "expect: refuse"), "rules/docs_test.yaml:14:", "unknown expected effect 'refuse'"),
+        (PASSING + "    colour: blue\n", "rules/docs_test.yaml:15:", "unknown field 'colour' in a case"),
+        (PASSING.replace("dataset docs/a", "{kind: dataset, id: [docs/a]}"), "rules/docs_test.yaml:5:",
+         "'id' must be a non-empty string"),
+    ],
+)
+def test_bad_test_file_exits_1_with_file_line_message(tmp_path: Path, tests: str, where: str, message: str) -> None:
+    result = run("test", cwd=project(tmp_path, tests))
+    assert result.returncode == 1
+    assert f"{where} " in result.stdout and message in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_keyword_selects_cases(tmp_path: Path) -> None:
+    result = run("test", "-k", "drafts", cwd=project(tmp_path, FAILING))
+    assert result.returncode == 0
+    assert "2 deselected" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 passed, 0 failed"
+
+
+def test_junit_file_counts_match_the_summary(tmp_path: Path) -> None:
+    root = project(tmp_path, FAILING)
+    (root / "out").mkdir()
+    result = run("test", "--junit", "out/report.xml", cwd=root)
+    assert result.returncode == 1
+    suites = ET.parse(root / "out" / "report.xml").getroot()
+    assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == ("3", "1", "0")
+    assert suites.find(".//testcase[@name='after hours is wrongly expected to pass']/failure") is not None
+
+
+def test_coverage_fail_under(tmp_path: Path) -> None:
+    root = project(tmp_path, PASSING.split("  - name: drafts")[0])
+    result = run("test", "--coverage", "--fail-under", "100", "rules", cwd=root)
+    assert result.returncode == 1
+    assert "declarations: 1/2 exercised (50.0%)" in result.stdout
+    assert "rules/docs.policy:6: rule docs.drafts_hidden not exercised by any test" in result.stdout
+    assert "FAIL: declaration coverage 50.0% is below --fail-under 100%" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 passed, 0 failed"
+    assert run("test", "--fail-under", "50", "rules", cwd=root).returncode == 0
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run("test", "no/such/folder", cwd=tmp_path).returncode == 2
+    assert run("test", "--fail-under", "150", cwd=tmp_path).returncode == 2
+
+
+def test_no_test_files_is_an_error(tmp_path: Path) -> None:
+    result = run("test", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no policy test files" in result.stderr
+
+
+def test_the_shipped_rules_pass_with_full_coverage(tmp_path: Path) -> None:
+    rules = data_path("rules")
+    result = run("test", "--coverage", "--fail-under", "100", "--junit", str(tmp_path / "r.xml"), str(rules), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "declarations:" in result.stdout and "(100.0%)" in result.stdout
+    assert result.stdout.splitlines()[-1].endswith(" passed, 0 failed")
+
+
+# --- the pytest plugin ------------------------------------------------------------------------------
+
+
+def pytest_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "POLICYENGINE_NO_CACHE": "1"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_pytest_collects_one_item_per_case(tmp_path: Path) -> None:
+    root = project(tmp_path, FAILING)
+    result = pytest_run("rules", "-v", cwd=root)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "rules/docs_test.yaml::reader reads PASSED" in out
+    assert "rules/docs_test.yaml::after hours is wrongly expected to pass FAILED" in out
+    assert "effect: expected allow, got deny" in out and "explanation:" in out
+    assert "1 failed, 2 passed" in out
+
+
+def test_pytest_reports_a_bad_test_file_without_a_traceback(tmp_path: Path) -> None:
+    root = project(tmp_path, PASSING + "    colour: blue\n")
+    result = pytest_run("rules", cwd=root)
+    assert result.returncode != 0
+    assert "rules/docs_test.yaml:15: unknown field 'colour' in a case" in result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_pytest_leaves_unrelated_yaml_and_can_be_switched_off(tmp_path: Path) -> None:
+    root = project(tmp_path, PASSING)
+    (root / "other").mkdir()
+    (root / "other" / "config_test.yaml").write_text("key: value\n", encoding="utf-8")  # no .policy beside it
+    result = pytest_run("other", "rules", "--collect-only", "-q", cwd=root)
+    assert "rules/docs_test.yaml::reader reads" in result.stdout
+    assert "config_test.yaml" not in result.stdout
+    off = pytest_run("rules", "--no-policy-tests", cwd=root)
+    assert off.returncode == 5  # pytest: no tests collected
