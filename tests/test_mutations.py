@@ -21,11 +21,14 @@ from policyengine.testing.runner import run_paths
 
 RULES = data_path("rules")
 
-# (file relative to rules/, line, original -> replacement): why no request can notice it.
-EQUIVALENT: dict[tuple[str, int, str], str] = {
-    ("design_sample.policy", 51, "> -> >="): "no rule allows approve_payment, so the amount part of the gate is never reached",
-    ("design_sample.policy", 51, "10_000 -> 20000"): "as above: approve_payment is always denied before gates apply",
-    ("design_sample.policy", 51, "10_000 -> 5000"): "as above: approve_payment is always denied before gates apply",
+# (file relative to rules/, declaration, original -> replacement): why no request can notice it.
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("design_sample.policy", "escalate large_payment", "> -> >="):
+        "no rule allows approve_payment, so the amount part of the gate is never reached",
+    ("design_sample.policy", "escalate large_payment", "10_000 -> 20000"):
+        "as above: approve_payment is always denied before gates apply",
+    ("design_sample.policy", "escalate large_payment", "10_000 -> 5000"):
+        "as above: approve_payment is always denied before gates apply",
 }
 
 
@@ -37,8 +40,8 @@ def _all_mutants() -> list:
     return found
 
 
-def _key(m) -> tuple[str, int, str]:
-    return (m.file, m.line, f"{m.original} -> {m.replacement}")
+def _key(m) -> tuple[str, str, str]:
+    return (m.file, m.decl, f"{m.original} -> {m.replacement}")
 
 
 @pytest.fixture(scope="module")
