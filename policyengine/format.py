@@ -79,9 +79,8 @@ def _names(names: tuple[ast.Name, ...]) -> str:
 
 def _duration(duration: ast.Duration) -> str:
     seconds = duration.seconds
-    if seconds % 86400 == 0:
-        days = seconds // 86400
-        return f"{days} day" if days == 1 else f"{days} days"
+    if seconds % 86400 == 0 and seconds != 86400:
+        return f"{seconds // 86400} days"
     if seconds % 3600 == 0:
         return f"{seconds // 3600}h"
     if seconds % 60 == 0:
@@ -338,8 +337,12 @@ def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> li
             out.append("")
             continue
         while next_own < len(own) and own[next_own].line < (line.source or 0):
-            out.append(line.indent + own[next_own].text)
+            comment = own[next_own]
+            out.append(line.indent + comment.text)
             next_own += 1
+            follows = own[next_own].line if next_own < len(own) else line.source or 0
+            if follows > comment.line + 1:  # a blank line after a comment block stays
+                out.append("")
         text = line.text
         if id(line) in trailing:
             text += "  " + " ".join(trailing[id(line)])
