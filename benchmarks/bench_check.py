@@ -56,8 +56,8 @@ def measure(name: str, folder: Path, repeat: int = 5) -> None:
         start = time.perf_counter()
         result = check_policy(loaded.files)
         times.append(time.perf_counter() - start)
-    print(f"{name:<10} {rules:>6} rules  first {times[0] * 1000:7.1f} ms  median {statistics.median(times) * 1000:7.1f} ms  "
-          f"min {min(times) * 1000:7.1f} ms  findings {len(result.findings)}")
+    print(f"{name:<10} {rules:>6} rules  first {times[0] * 1000:7.1f} ms  "
+          f"median {statistics.median(times) * 1000:7.1f} ms  min {min(times) * 1000:7.1f} ms  findings {len(result.findings)}")
 
 
 def main() -> None:

@@ -242,7 +242,7 @@ class _Checker:
     # -- stage: roles ----------------------------------------------------------------
 
     def close_roles(self) -> None:
-        for name, scoped in self.roles.items():
+        for scoped in self.each(ast.RoleDecl):
             for parent in scoped.decl.extends:
                 if parent.value not in self.roles:
                     self._unknown("role", parent, self.roles)

@@ -413,7 +413,7 @@ _values = st.recursive(st.one_of(_literals, _paths, _refs),
                        lambda inner: st.lists(inner, max_size=3).map(lambda i: ast.ListExpr(tuple(i), span=_SPAN)),
                        max_leaves=4)
 _ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in"])
-_compares = st.builds(lambda o, l, r: ast.Compare(o, l, r, span=_SPAN), _ops, _values, _values)
+_compares = st.builds(lambda o, left, right: ast.Compare(o, left, right, span=_SPAN), _ops, _values, _values)
 _exprs = st.recursive(
     st.one_of(_compares, _literals, _paths),
     lambda inner: st.one_of(
@@ -423,8 +423,10 @@ _exprs = st.recursive(
     ),
     max_leaves=6,
 )
-_principals = st.one_of(st.just(ast.PrincipalMatch("any", span=_SPAN)),
-                         st.builds(lambda k, n: ast.PrincipalMatch(k, n, span=_SPAN), st.sampled_from(["role", "agent"]), _names))
+_principals = st.one_of(
+    st.just(ast.PrincipalMatch("any", span=_SPAN)),
+    st.builds(lambda k, n: ast.PrincipalMatch(k, n, span=_SPAN), st.sampled_from(["role", "agent"]), _names),
+)
 _decls = st.one_of(
     st.builds(lambda n, e: ast.RoleDecl(n, tuple(e), span=_SPAN), _names, st.lists(_names, max_size=2)),
     st.builds(lambda n, r: ast.AgentDecl(n, None, tuple(r), span=_SPAN), _names, st.lists(_names, max_size=2)),
