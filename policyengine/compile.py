@@ -19,6 +19,7 @@ comparison false, and so does a type mismatch such as ``"a" < 3``; nothing raise
 from __future__ import annotations
 
 import fnmatch
+import gc
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,18 +133,25 @@ def _path_getter(path: ast.Path) -> Getter:
 
 
 def _literal_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> tuple[bool, Any]:
-    """(True, value) when ``expr`` is constant; lists become tuples."""
+    """(True, value) when ``expr`` is constant; lists become tuples.
+
+    A list const inside a list is spliced in (``[EU, "CH"]`` is one flat list),
+    as the checker resolves const values.
+    """
     if isinstance(expr, ast.Literal):
         return True, expr.value
     if isinstance(expr, ast.ConstRef) and expr.name in consts:
         return _literal_value(consts[expr.name], consts)
     if isinstance(expr, ast.ListExpr):
-        values = []
+        values: list[Any] = []
         for item in expr.items:
             ok, v = _literal_value(item, consts)
             if not ok:
                 return False, None
-            values.append(v)
+            if isinstance(item, ast.ConstRef) and isinstance(v, tuple):
+                values.extend(v)
+            else:
+                values.append(v)
         return True, tuple(values)
     return False, None
 
@@ -155,8 +163,19 @@ def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> Getter:
     if isinstance(expr, ast.Path):
         return _path_getter(expr)
     if isinstance(expr, ast.ListExpr):
-        getters = tuple(compile_value(i, consts) for i in expr.items)
-        return lambda c: tuple(g(c) for g in getters)
+        parts = tuple((compile_value(i, consts), isinstance(i, ast.ConstRef)) for i in expr.items)
+
+        def list_value(c: Ctx) -> tuple:
+            out: list[Any] = []
+            for getter, splice in parts:
+                v = getter(c)
+                if splice and isinstance(v, tuple):
+                    out.extend(v)
+                else:
+                    out.append(v)
+            return tuple(out)
+
+        return list_value
     if isinstance(expr, ast.ConstRef):  # unresolved: the checker reports it; never true here
         return lambda c: None
     pred = compile_expr(expr, consts)
@@ -353,21 +372,72 @@ def expr_paths(expr: ast.Expr | None) -> tuple[ast.Path, ...]:
 # --- compiled declarations ------------------------------------------------------------
 
 
-def compile_pattern(pattern: str) -> Callable[[str | None], bool] | None:
-    """``None`` for ``*`` (matches every id); an equality test when there is no glob."""
+def _has_glob(text: str) -> bool:
+    return "*" in text or "?" in text or "[" in text
+
+
+def pattern_shape(pattern: str) -> tuple[str, Any]:
+    """Classify a resource-id glob once: ("any", None), ("exact", id), ("prefix", p) or ("glob", match)."""
     if pattern == "*":
+        return "any", None
+    if not _has_glob(pattern):
+        return "exact", pattern
+    prefix = pattern[:-1]
+    if pattern[-1] == "*" and not _has_glob(prefix):
+        return "prefix", prefix
+    return "glob", re.compile(fnmatch.translate(pattern)).match
+
+
+def compile_pattern(pattern: str) -> Callable[[str | None], bool] | None:
+    """``None`` for ``*`` (matches every id); equality or a prefix test when that is all it takes."""
+    kind, arg = pattern_shape(pattern)
+    if kind == "any":
         return None
-    if not any(ch in pattern for ch in "*?["):
-        return lambda rid: rid == pattern
-    match = re.compile(fnmatch.translate(pattern)).match
-    return lambda rid: rid is not None and match(rid) is not None
+    if kind == "exact":
+        return lambda rid: rid == arg
+    if kind == "prefix":
+        return lambda rid: rid is not None and rid.startswith(arg)
+    return lambda rid: rid is not None and arg(rid) is not None
+
+
+def pattern_segment(pattern: str) -> str | None:
+    """The literal first path segment of every id ``pattern`` matches, or None if it varies.
+
+    ``"erp/invoices/*"`` -> ``"erp"``; ``"calc"`` -> ``"calc"``; ``"*"`` or ``"e*/x"`` -> None.
+    Rules are pre-filtered by the segment of the request's resource id.
+    """
+    head = pattern.partition("/")[0]
+    return None if _has_glob(head) else head
+
+
+def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred | None:
+    """One closure for "id matches and when holds and unless does not"; None if always true."""
+    w = None if when is _true else when
+    kind, arg = pattern_shape(pattern)
+    if unless is None:
+        if kind == "any":
+            return w
+        if kind == "exact":
+            return (lambda c: c.rid == arg) if w is None else (lambda c: c.rid == arg and w(c))
+        if kind == "prefix":
+            return (lambda c: c.rid.startswith(arg)) if w is None else (lambda c: c.rid.startswith(arg) and w(c))
+    matcher = compile_pattern(pattern)
+
+    def general(c: Ctx) -> bool:
+        if matcher is not None and not matcher(c.rid):
+            return False
+        if w is not None and not w(c):
+            return False
+        return unless is None or not unless(c)
+
+    return general
 
 
 def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
-    """Compile a declaration's condition with its package's consts substituted (lists spliced)."""
+    """Compile a declaration's condition with the consts visible in its package."""
     if expr is None:
         return _true
-    return compile_expr(ps.substitute(scoped.package, expr), ps.consts.get(scoped.package, {}))
+    return compile_expr(expr, ps.consts.get(scoped.package, {}))
 
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]]) -> Reason:
@@ -389,16 +459,12 @@ class CompiledRule:
     unless: Pred | None
     reason: Reason
     scoped: Scoped[ast.RuleDecl]
+    segment: str | None  # literal first segment of the ids it can match (see pattern_segment)
+    test: Pred | None  # id + when + unless fused; None when the rule always matches
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
-        m = self.match_id
-        if m is not None and not m(c.rid):
-            return False
-        if not self.when(c):
-            return False
-        u = self.unless
-        return u is None or not u(c)
+        return self.test is None or self.test(c)
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +592,8 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
         message = d.because or f"{d.effect} rule {scoped.id} matched"
+        when = _cond(ps, scoped, d.when)
+        unless = _cond(ps, scoped, d.unless) if d.unless is not None else None
         compiled.append(CompiledRule(
             key=key,
             id=scoped.id,
@@ -535,10 +603,12 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             actions=tuple(a.value for a in d.actions) or ("*",),
             kind=d.resource_kind.value,
             match_id=compile_pattern(d.resource_pattern),
-            when=_cond(ps, scoped, d.when),
-            unless=_cond(ps, scoped, d.unless) if d.unless is not None else None,
+            when=when,
+            unless=unless,
             reason=_reason(scoped, message, d.cites, ps.package_cites),
             scoped=scoped,
+            segment=pattern_segment(d.resource_pattern),
+            test=fuse_rule_test(d.resource_pattern, when, unless),
         ))
     return {"rules": tuple(compiled)}
 
@@ -583,7 +653,7 @@ def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     for key, scoped in enumerate(ps.residencies):
         d = scoped.decl
         consts = ps.consts.get(scoped.package, {})
-        ok, value = _literal_value(ps.substitute(scoped.package, d.regions), consts)
+        ok, value = _literal_value(d.regions, consts)
         regions = frozenset(v for v in (value if ok and isinstance(value, tuple) else ()) if isinstance(v, str))
         message = d.because or f"residency {scoped.id} requires a region in {sorted(regions)}"
         out.append(CompiledResidency(
@@ -643,8 +713,18 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 
 
 def compile_policy(ps: PolicySet, stages: tuple[tuple[str, Stage], ...] = STAGES) -> CompiledPolicy:
-    """Run every stage in order and freeze the result."""
+    """Run every stage in order and freeze the result.
+
+    The cyclic garbage collector is paused meanwhile: compiling allocates many
+    long-lived objects, and collections would rescan the whole AST repeatedly.
+    """
     acc: dict[str, Any] = {}
-    for _name, stage in stages:
-        acc.update(stage(ps, acc))
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        for _name, stage in stages:
+            acc.update(stage(ps, acc))
+    finally:
+        if paused:
+            gc.enable()
     return CompiledPolicy(policy_set=ps, **acc)

@@ -12,6 +12,7 @@ reloading unchanged files is cheap.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import threading
@@ -224,8 +225,14 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     key = _content_key(files)
     cached = _CACHE.get(key) if key is not None else None
     if cached is None:
-        policy_set, parsed, _ = build_policy_set(files)
-        cached = (policy_set, compile_policy(policy_set), policy_hash(parsed))
+        paused = gc.isenabled()
+        gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
+        try:
+            policy_set, parsed, _ = build_policy_set(files)
+            cached = (policy_set, compile_policy(policy_set), policy_hash(parsed))
+        finally:
+            if paused:
+                gc.enable()
         if key is not None:
             with _CACHE_LOCK:
                 if len(_CACHE) > 16:

@@ -71,7 +71,8 @@ class Evaluator:
         self._registry = compiled.registry
         self._has_residency = bool(compiled.residencies)
         self._roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
-        self._candidates_cache: dict[tuple, tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]] = {}
+        self._principal_cache: dict[tuple, tuple[CompiledRule, ...]] = {}
+        self._candidates_cache: dict[tuple, tuple[tuple, tuple]] = {}
         self._decisions: dict[tuple, Decision] = {}
         self._interned: dict[tuple, Reason] = {}
 
@@ -218,35 +219,54 @@ class Evaluator:
 
     # --- deciding -------------------------------------------------------------------
 
-    def candidates(self, c: Ctx) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """(deny rules, allow rules) that could apply to this principal, action and kind."""
-        key = (c.action, c.kind, c.pid if c.ptype == "agent" else None, c.roles)
+    def candidates(self, c: Ctx) -> tuple[tuple, tuple]:
+        """(deny, allow) rules that could apply, as ``(test, reason)`` pairs in declaration order.
+
+        Two cached levels: the rules for this action, kind and principal (from the
+        index), then those of them whose ids can start with the request id's first
+        segment. Caches are plain dicts: a lost race only recomputes the same value.
+        """
+        rid = c.rid
+        head = rid.partition("/")[0] if rid is not None else None
+        key = (c.action, c.kind, c.pid if c.ptype == "agent" else None, c.roles, head)
         found = self._candidates_cache.get(key)
         if found is not None:
             return found
-        rules: list[CompiledRule] = []
+        rules = self._principal_rules(key[:4], c)
+        picked = [r for r in rules if r.segment is None or r.segment == head]
+        found = (tuple((r.test, r.reason) for r in picked if r.effect == "deny"),
+                 tuple((r.test, r.reason) for r in picked if r.effect == "allow"))
+        if len(self._candidates_cache) > _CACHE_LIMIT:
+            self._candidates_cache.clear()
+        self._candidates_cache[key] = found
+        return found
+
+    def _principal_rules(self, key: tuple, c: Ctx) -> tuple[CompiledRule, ...]:
+        found = self._principal_cache.get(key)
+        if found is not None:
+            return found
+        rules: set[CompiledRule] = set()
         index = self._index
         for action in (c.action, "*"):
             for kind in (c.kind, "*"):
                 bucket = index.get((action, kind))
                 if bucket is None:
                     continue
-                rules.extend(bucket.any)
+                rules.update(bucket.any)
                 for role in c.roles:
-                    rules.extend(bucket.by_role.get(role, ()))
+                    rules.update(bucket.by_role.get(role, ()))
                 if c.ptype == "agent":
-                    rules.extend(bucket.by_agent.get(c.pid, ()))
-        rules = sorted(set(rules), key=lambda r: r.key)
-        found = (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
-        if len(self._candidates_cache) > _CACHE_LIMIT:
-            self._candidates_cache.clear()
-        self._candidates_cache[key] = found
+                    rules.update(bucket.by_agent.get(c.pid, ()))
+        found = tuple(sorted(rules, key=lambda r: r.key))
+        if len(self._principal_cache) > _CACHE_LIMIT:
+            self._principal_cache.clear()
+        self._principal_cache[key] = found
         return found
 
     def decide(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int) -> Outcome:
         """Decide for the one resource in ``c`` (see the module docstring for the order)."""
         denies, allows = self.candidates(c)
-        reasons = [r.reason for r in denies if r.matches(c)]
+        reasons = [reason for test, reason in denies if test is None or test(c)]
         if c.kind == "model" and c.rid in self.blocked:
             reasons.append(self._intern(("blocked", c.rid), "<blocked-model>",
                                         f"model {c.rid!r} is blocked by a bias/drift monitor until cleared"))
@@ -254,7 +274,7 @@ class Evaluator:
             self._residency(c, reasons)
         if reasons:
             return Outcome("deny", tuple(reasons))
-        allowed = tuple(r.reason for r in allows if r.matches(c))
+        allowed = tuple([reason for test, reason in allows if test is None or test(c)])
         if not allowed:
             return Outcome("deny", (DEFAULT_DENY,))
         obligations: list = []
