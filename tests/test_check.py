@@ -7,7 +7,10 @@ findings; every example in ``rules/`` must check clean.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -517,3 +520,40 @@ def test_capping_keeps_errors_ahead_of_warnings() -> None:
     result = check("package t\n" + noisy + "rule last allow role nobody to read dataset \"x\"\n")
     assert [f.code for f in result.findings if f.is_error] == ["unknown-role"]
     assert len(result.findings) == MAX_FINDINGS + 1 and result.findings[-1].code == "too-many-findings"
+
+
+# --- end to end: the real command over files on disk ----------------------------------------
+
+CLI_CASES = [
+    # files, args, exit code, text the output must contain
+    ({"a.policy": "package a\nrole analyst\n", "b.policy": 'package b\nrule r allow role analyst to read dataset "x"\n'},
+     [], 0, "0 errors, 0 warnings"),
+    ({"a.policy": 'package a\nrule r allow role analyts to read dataset "x"\nrole analyst\n'},
+     [], 1, "a.policy:2:19: error[unknown-role]: unknown role 'analyts'"),
+    ({"a.policy": 'package a\nrule r allow any to read dataset "x" when false\n'},
+     [], 0, "a.policy:2:43: warning[never-matches]: rule 'r' can never match: the condition is false"),
+    ({"a.policy": 'package a\nrule r allow any to read dataset "x" when false\n'}, ["--strict"], 1, "1 warning"),
+]
+
+
+@pytest.mark.parametrize(("files", "args", "code", "expected"), CLI_CASES)
+def test_policyengine_check_command(tmp_path: Path, files: dict[str, str], args: list[str], code: int,
+                                    expected: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "policyengine", "check", *args, "."], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == code, run.stdout + run.stderr
+    assert expected in run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_policyengine_check_json_lists_the_checker_findings(tmp_path: Path) -> None:
+    (tmp_path / "a.policy").write_text('package a\nrole a extends b\nrole b extends a\n', encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "policyengine", "check", "--error-format", "json", "a.policy"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    findings = json.loads(run.stdout)
+    assert [(f["code"], f["line"], f["col"], f["message"]) for f in findings] == [
+        ("extends-cycle", 3, 16, "roles extend each other in a cycle: a -> b -> a")
+    ]
+    assert run.returncode == 1
