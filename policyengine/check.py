@@ -606,9 +606,15 @@ class _Checker:
                 return
         if unless is not None:
             always = isinstance(unless, ast.Literal) and unless.value is True
-            if always or (when is not None and unless == when):
-                why = "'unless true' excludes every request" if always else "'unless' repeats 'when'"
-                self.warn("never-matches", f"{kind} '{name}' can never match: {why}", unless.span)
+            if always:
+                why = "'unless true' excludes every request"
+            elif when is not None and unless == when:
+                why = "'unless' repeats 'when'"
+            elif when is not None and set(_conjuncts(unless)) <= set(_conjuncts(when)):
+                why = "whenever 'when' holds, 'unless' holds too"
+            else:
+                return
+            self.warn("never-matches", f"{kind} '{name}' can never match: {why}", unless.span)
 
     # -- stage: allows shadowed by an unconditional deny ----------------------------------------
 

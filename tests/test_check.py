@@ -228,6 +228,10 @@ CASES = [
          "1:9:24", 'data.o == "US"', "remove the contradiction or the whole rule", W),
     Case("unless repeats when", (BASE + 'rule r allow any to read dataset "x"\n when data.c == "a"\n unless data.c == "a"\n',),
          "never-matches", "rule 'r' can never match: 'unless' repeats 'when'", "0:9:9", 'data.c == "a"', None, W),
+    Case("unless implied by when", (BASE + 'rule r allow any to read dataset "x"\n when data.c == "a" and context.n > 1'
+                                    '\n unless context.n > 1\n',),
+         "never-matches", "rule 'r' can never match: whenever 'when' holds, 'unless' holds too", "0:9:9",
+         "context.n > 1", None, W),
     Case("allow under an unconditional deny",
          (BASE + 'rule no deny role analyst to read dataset "erp/*"\n'
                  'rule yes allow role senior_analyst to read dataset "erp/invoices/*"\n',),
