@@ -356,9 +356,17 @@ def _trace(policy: Any, request: Mapping[str, Any], case: Case) -> list[str]:
     if explain_fn is None:
         return []
     try:
-        return list(explain_fn(request, now=case.now).trace)
+        lines = list(explain_fn(request, now=case.now).trace)
     except Exception:  # the trace is a courtesy; never let it hide the failure itself
         return []
+    # Keep the near misses: a big policy lists hundreds of rules about other principals,
+    # actions or resource kinds, which say nothing about this case.
+    far = ("no match: principal ", "no match: action ", "no match: resource kind ")
+    kept = [t for t in lines if not any(f in t for f in far)]
+    if len(kept) < len(lines):
+        kept.append(f"({len(lines) - len(kept)} rules about other principals, actions or kinds not shown;"
+                    " see `policyengine eval --explain`)")
+    return kept
 
 
 def request_text(case: Case) -> str:
