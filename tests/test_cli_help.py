@@ -29,7 +29,7 @@ def test_the_cli_has_commands():
 
 @pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
 def test_every_command_has_help(path, command):
-    result = CliRunner().invoke(main, [*path, "--help"])
+    result = CliRunner().invoke(main, [*path, "--help"], prog_name="policyengine")
     assert result.exit_code == 0, result.output
     assert command.help and command.help.strip(), f"`policyengine {' '.join(path)}` has no help text"
     assert "Usage: policyengine " + " ".join(path) in result.output
