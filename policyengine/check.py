@@ -702,10 +702,14 @@ def pattern_covers(deny: str, allow: str) -> bool:
 # -- contradictions: conditions that no request can satisfy ---------------------------------
 #
 # Decided syntactically and pairwise over the comparisons of one conjunction, on
-# comparisons of one attribute path with literals (consts resolved). Sound, not
-# complete: a reported contradiction is real; some real ones go unreported.
+# comparisons of one attribute path with literals (consts resolved), with the
+# evaluator's meaning: Python equality (so 1 == 1.0 == true), ordering only between
+# numbers, and any comparison with a missing attribute false. A pair is reported
+# only when one of them is a plain ==, in or ordering, which holds only for a
+# present scalar; for such a value ``not (x == v)`` is exactly ``x != v``. Sound,
+# not complete: a reported contradiction is real; some real ones go unreported.
 
-_Key = tuple[str, object]  # (kind, value): keeps True apart from 1, lets 1 equal 1.0
+_Key = str | int | float | bool  # a literal value, compared the way the evaluator does
 _NEGATE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<", "in": "not in", "not in": "in"}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
@@ -716,6 +720,12 @@ class _Atom:
     op: str
     value: _Key | frozenset[_Key]
     node: ast.Expr
+    negated: bool  # written as ``not (...)``, op already inverted
+
+    @property
+    def anchors(self) -> bool:
+        """True when holding implies the attribute is present and a scalar."""
+        return not self.negated and self.op not in ("!=", "not in")
 
 
 def contradiction(
@@ -759,7 +769,7 @@ def contradiction(
             if atom is None:
                 continue
             for earlier in atoms:
-                if earlier.path == atom.path and _clash(earlier, atom):
+                if (earlier.anchors or atom.anchors) and _clash(earlier, atom):
                     return item.span, f"{show(item)} contradicts {show(earlier.node)}"
             atoms.append(atom)
     return None
@@ -784,9 +794,7 @@ def _conjuncts(expr: ast.Expr) -> Iterator[ast.Expr]:
 
 
 def _key(literal: ast.Expr) -> _Key | None:
-    if isinstance(literal, ast.Literal):
-        return (_kind_of_value(literal.value), literal.value)
-    return None
+    return literal.value if isinstance(literal, ast.Literal) else None
 
 
 def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) -> _Atom | None:
@@ -805,6 +813,8 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
     if not isinstance(left, ast.Path):
         return None
     if negate:
+        if op not in ("==", "!=", "in", "not in"):
+            return None  # not (x < 5) also holds for a string x: no simple inverse
         op = _NEGATE[op]
     node: ast.Expr = ast.Not(expr, span=expr.span) if negate else expr
     if op in ("in", "not in"):
@@ -817,9 +827,11 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
         keys = [_key(i) for i in items]
         if any(k is None for k in keys):
             return None
-        return _Atom(left.dotted, op, frozenset(k for k in keys if k is not None), node)
+        return _Atom(left.dotted, op, frozenset(k for k in keys if k is not None), node, negate)
     key = _key(right)
-    return None if key is None else _Atom(left.dotted, op, key, node)
+    if key is None or op in ("<", "<=", ">", ">=") and isinstance(key, bool):
+        return None  # ordering against a boolean: a type error the checker reports, no contradiction
+    return _Atom(left.dotted, op, key, node, negate)
 
 
 def _holds(op: str, value: _Key | frozenset[_Key], x: _Key) -> bool:
@@ -832,24 +844,38 @@ def _holds(op: str, value: _Key | frozenset[_Key], x: _Key) -> bool:
         return x in value  # type: ignore[operator]
     if op == "not in":
         return x not in value  # type: ignore[operator]
-    if x[0] != "number" or not isinstance(value, tuple) or value[0] != "number":
+    if not (_is_number(x) and _is_number(value) or isinstance(x, str) and isinstance(value, str)):
         return False
-    a, b = x[1], value[1]
-    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]  # type: ignore[operator]
+    return {"<": x < value, "<=": x <= value, ">": x > value, ">=": x >= value}[op]  # type: ignore[operator]
+
+
+def _equals(value: _Key) -> tuple[_Key, ...]:
+    """The values of every type that ``==`` value: true is 1 is 1.0."""
+    if isinstance(value, str):
+        return (value,)
+    same: tuple[_Key, ...] = (value, float(value))
+    if float(value).is_integer():
+        same += (int(value),)
+    if value in (0, 1):
+        same += (bool(value),)
+    return same
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _clash(a: _Atom, b: _Atom) -> bool:
     for one, other in ((a, b), (b, a)):
-        if one.op == "==":
-            return not _holds(other.op, other.value, one.value)  # type: ignore[arg-type]
-        if one.op == "in":
-            return not any(_holds(other.op, other.value, x) for x in one.value)  # type: ignore[union-attr]
+        if one.op in ("==", "in"):
+            values = (one.value,) if one.op == "==" else one.value
+            return not any(_holds(other.op, other.value, x) for v in values for x in _equals(v))  # type: ignore[union-attr]
     lower = [x for x in (a, b) if x.op in (">", ">=")]
     upper = [x for x in (a, b) if x.op in ("<", "<=")]
     if len(lower) == 1 and len(upper) == 1:
         lo, hi = lower[0], upper[0]
-        if lo.value[0] != "number" or hi.value[0] != "number":  # type: ignore[index]
+        if not (_is_number(lo.value) and _is_number(hi.value)):
             return False
-        lv, hv = lo.value[1], hi.value[1]  # type: ignore[index]
+        lv, hv = lo.value, hi.value
         return lv > hv or (lv == hv and (lo.op == ">" or hi.op == "<"))  # type: ignore[operator]
     return False

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policyengine import ast
-from policyengine.check import MAX_FINDINGS, check_policy, contradiction, pattern_covers
+from policyengine.check import MAX_FINDINGS, check_policy, contradiction, pattern_covers, show
 from policyengine.diagnostics import Finding, Severity, Span, render_findings
 from policyengine.syntax import parse_policy
 
@@ -374,7 +374,13 @@ CONDITIONS = [
     ("5 < context.n and context.n < 5", {}, True),
     ("context.n == 3 and context.n > 3", {}, True),
     ("context.n == 1 and context.n == 1.0", {}, False),
-    ("context.n == 1 and context.n == true", {}, True),
+    ("context.n == 1 and context.n == true", {}, False),  # the evaluator compares like Python: 1 == true
+    ('context.n == 1 and context.n == "1"', {}, True),
+    ('context.n in [1, 2] and context.n == true', {}, False),
+    ('not (data.c == "a") and not (data.c != "a")', {}, False),  # both hold when data.c is missing
+    ('not (context.n < 5) and context.n == "x"', {}, False),  # not (x < 5) holds for a string x
+    ('context.n != "a" and not (context.n not in ["a"])', {}, False),  # a list value satisfies both
+    ('not (data.c in ["a", "b"]) and data.c in ["b"]', {}, True),
     ('data.o in ["DE", "FR"] and data.o in ["US"]', {}, True),
     ('data.o in ["DE", "FR"] and data.o in ["FR"]', {}, False),
     ('data.o in ["DE"] and data.o not in ["DE"]', {}, True),
@@ -561,3 +567,31 @@ def test_policyengine_check_json_lists_the_checker_findings(tmp_path: Path) -> N
         ("extends-cycle", 3, 16, "roles extend each other in a cycle: a -> b -> a")
     ]
     assert run.returncode == 1
+
+
+# --- soundness against the real evaluator ------------------------------------------------------
+
+_POOL = ["a", "b", 1, 2, 1.0, 5, True, False]
+_CANDIDATES = [None, "a", "b", "zz", 0, 1, 2, 3, 5, 7, 1.5, True, False, [1], {"k": 1}]
+_atoms_x = st.builds(
+    lambda op, value, negated: (lambda c: ast.Not(c, span=_SPAN) if negated else c)(ast.Compare(
+        op, ast.Path("context", ("x",), span=_SPAN),
+        ast.ListExpr(tuple(ast.Literal(v, span=_SPAN) for v in value), span=_SPAN) if op in ("in", "not in")
+        else ast.Literal(value[0], span=_SPAN), span=_SPAN)),
+    st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in"]),
+    st.lists(st.sampled_from(_POOL), min_size=1, max_size=3), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_atoms_x, min_size=1, max_size=3))
+def test_a_reported_contradiction_holds_for_no_request(atoms: list[ast.Expr]) -> None:
+    from policyengine.compile import Ctx, compile_expr
+
+    expr = atoms[0] if len(atoms) == 1 else ast.And(tuple(atoms), span=_SPAN)
+    if contradiction(expr, lambda ref: None) is None:
+        return
+    predicate = compile_expr(expr, {})
+    for value in _CANDIDATES:
+        context = {} if value is None else {"x": value}
+        ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, {}, context, ())
+        assert not predicate(ctx), f"context.x = {value!r} satisfies {show(expr)}"
