@@ -595,3 +595,22 @@ def test_a_reported_contradiction_holds_for_no_request(atoms: list[ast.Expr]) ->
         context = {} if value is None else {"x": value}
         ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, {}, context, ())
         assert not predicate(ctx), f"context.x = {value!r} satisfies {show(expr)}"
+
+
+_segments = st.sampled_from(["erp", "hr", "x", "invoices", "a", "ab", "*", "?", "2026"])
+_patterns = st.lists(_segments, min_size=1, max_size=3).map("/".join)
+_ids = st.lists(st.sampled_from(["erp", "hr", "x", "invoices", "a", "ab", "b", "2026", ""]), min_size=1,
+                max_size=4).map("/".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_patterns, _patterns, st.lists(_ids, min_size=1, max_size=20))
+def test_a_covering_deny_pattern_matches_every_id_the_allow_matches(deny: str, allow: str, ids: list[str]) -> None:
+    from policyengine.compile import compile_pattern
+
+    if not pattern_covers(deny, allow):
+        return
+    deny_matches, allow_matches = compile_pattern(deny), compile_pattern(allow)
+    for rid in [*ids, allow]:
+        if allow_matches is None or allow_matches(rid):
+            assert deny_matches is None or deny_matches(rid), f"{rid!r} matches {allow!r} but not {deny!r}"
