@@ -630,6 +630,7 @@ class _Checker:
                     index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)
         if not index:
             return
+        self._always_denied_candidates(index)
         for s in self.each(ast.RuleDecl):
             allow = s.decl
             if allow.effect != "allow" or not allow.actions:
@@ -639,6 +640,20 @@ class _Checker:
                 self.warn("shadowed-allow", f"allow '{allow.name.value}' never takes effect: rule '{d.id}' "
                           "always denies what it allows", allow.name.span,
                           f"the deny is at {d.decl.name.span}; give it a 'when' or narrow one of the two")
+
+    def _always_denied_candidates(self, index: dict[tuple[str, str], dict[str, list[Scoped]]]) -> None:
+        """Route candidates that an unconditional ``deny any to invoke model`` always rejects."""
+        for s in self.each(ast.RouteDecl):
+            for model in s.decl.prefer:
+                for action in ("*", "invoke"):
+                    buckets = index.get(("model", action), {})
+                    found = [d for end in range(len(model.value) + 1) for d in buckets.get(model.value[:end], ())
+                             if d.decl.principal.kind == "any" and pattern_covers(d.decl.resource_pattern, model.value)]
+                    if found:
+                        self.warn("denied-candidate", f"route '{s.decl.name.value}' prefers model '{model.value}', "
+                                  f"but rule '{found[0].id}' always denies invoking it", model.span,
+                                  f"the deny is at {found[0].decl.name.span}; remove the candidate or narrow the deny")
+                        break
 
     def _shadowing_deny(self, allow: ast.RuleDecl, index: dict[tuple[str, str], dict[str, list[Scoped]]]):
         pattern = allow.resource_pattern

@@ -232,6 +232,10 @@ CASES = [
                                     '\n unless context.n > 1\n',),
          "never-matches", "rule 'r' can never match: whenever 'when' holds, 'unless' holds too", "0:9:9",
          "context.n > 1", None, W),
+    Case("route prefers a model that is always denied",
+         (BASE + 'model big hosting external\nrule no_big deny any to invoke model "big"\nroute r prefer big, small\n',),
+         "denied-candidate", "route 'r' prefers model 'big', but rule 't.no_big' always denies invoking it", "0:9:16",
+         "big", "the deny is at f0.policy:8:6; remove the candidate or narrow the deny", W),
     Case("allow under an unconditional deny",
          (BASE + 'rule no deny role analyst to read dataset "erp/*"\n'
                  'rule yes allow role senior_analyst to read dataset "erp/invoices/*"\n',),
