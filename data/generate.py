@@ -37,6 +37,8 @@ def invoices(rng: random.Random, n: int = 300) -> list[dict]:
             "amount": min(amount, 250_000.0), "currency": "USD" if region == "NA" else "EUR",
             "po_number": None if rng.random() < 0.12 else f"PO-{rng.randint(40000, 49999)}",
             "classification": "confidential", "true_exception": rng.choices(EXCEPTIONS, [3, 2, 1, 2, 4])[0],
+            "vendor_age_days": rng.choice([3, 12, 45, 400, 900, 2000, 2500, 3000]),
+            "vendor_status": "sanctioned" if rng.random() < 0.02 else "active",
         })
     return out
 
@@ -63,6 +65,7 @@ def tickets(rng: random.Random, n: int = 300) -> list[dict]:
             "department": rng.choice(DEPARTMENTS), "text": rng.choice(TICKET_TEXT[cat]),
             "priority": rng.choices(["low", "normal", "high"], [3, 5, 1])[0],
             "classification": "internal", "true_category": cat,
+            "account_type": rng.choices(["standard", "privileged", "admin"], [18, 2, 1])[0],
         })
     return out
 

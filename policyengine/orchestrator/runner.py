@@ -138,13 +138,18 @@ class Orchestrator:
         self.flush_every = flush_every
         self.faults = faults
         self._pool: ThreadPoolExecutor | None = None
-        self._unflushed = 0
 
     # --- public API ----------------------------------------------------------------
 
     def start(self, workflow: str | Workflow, item: Mapping[str, Any], *, requested_by: str,
               batch_id: str | None = None) -> RunResult:
-        """Create a run for ``item`` and drive it until it ends or pauses."""
+        """Create a run for ``item``, drive it until it ends or pauses, and make it durable."""
+        result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+        self.flush()
+        return result
+
+    def _start(self, workflow: str | Workflow, item: Mapping[str, Any], *, requested_by: str,
+               batch_id: str | None) -> RunResult:
         wf = self._workflow(workflow)
         now = naive_utc(self.clock())
         run = RunRecord(run_id=f"r-{uuid.uuid4().hex[:12]}", batch_id=batch_id, workflow=wf.name,
@@ -152,19 +157,21 @@ class Orchestrator:
                         outcome=None, input=_dumps(dict(item)), error=None, policy_hash=self.policy.policy_hash,
                         tokens=0, cost_usd=0.0, created_at=now, updated_at=now)
         self.store.put(run)
-        result = self._drive(wf, run)
-        self._unflushed += 1
-        if result.status == "waiting_approval" or self._unflushed >= self.flush_every:
-            self.flush()
-        return result
+        return self._drive(wf, run)
 
     def run_batch(self, workflow: str | Workflow, items: Iterable[Mapping[str, Any]], *, requested_by: str,
                   on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-        """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs."""
+        """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs.
+
+        A crash mid-batch loses at most the runs since the last flush; no side
+        effect of theirs is lost, because a step with a side effect flushes first.
+        """
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
         results = []
-        for item in items:
-            result = self.start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+        for n, item in enumerate(items, 1):
+            result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+            if n % self.flush_every == 0:
+                self.flush()
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -210,7 +217,6 @@ class Orchestrator:
             self.ledger.flush()
         self.store.flush()
         self.audit.flush()
-        self._unflushed = 0
 
     def close(self) -> None:
         self.flush()
@@ -311,7 +317,7 @@ class Orchestrator:
         plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
         ready = [p for p in plans if isinstance(p, _Ready)]
         if any(isinstance(p.step, ToolCall) and p.step.effect and not p.receipt for p in ready):
-            self.flush()  # write-ahead: the 'started' rows are durable before any side effect
+            self.store.flush()  # write-ahead: the 'started' rows are durable before any side effect
         if len(ready) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policyengine-step")

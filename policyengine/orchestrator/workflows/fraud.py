@@ -14,6 +14,14 @@ SECOND_OPINION_BELOW = 0.75
 DECISIVE = 0.9
 
 
+# Where the payment systems run: residency rules on card data need a compute region.
+TOOL_REGION = "eu-west-1"
+
+
+def _tool_context(ctx: Context, **extra: object) -> dict:
+    return {"amount": ctx.item.get("amount"), "region": TOOL_REGION, **extra}
+
+
 def _data(ctx: Context) -> dict:
     return {"classification": ctx.item.get("classification", "pii"), "origin": ctx.item.get("origin")}
 
@@ -58,17 +66,17 @@ FRAUD = Workflow(
                   when=lambda ctx: float(ctx.out("score", "confidence") or 0) < SECOND_OPINION_BELOW),
         ToolCall("block", when=lambda ctx: _verdict(ctx)[0] == "fraud" and _verdict(ctx)[1] >= DECISIVE,
                  effect=True, ask=lambda ctx: Ask("block_transaction", "tool", "payments/blocks", _data(ctx),
-                                                  {"amount": ctx.item.get("amount")}),
+                                                  _tool_context(ctx)),
                  run=lambda ctx, key: {"blocked": ctx.item.get("id"), "case": key}),
         HumanWait("analyst_review", role=ANALYST_ROLE, within_seconds=24 * 3600,
                   when=lambda ctx: _verdict(ctx)[1] < DECISIVE,
                   ask=lambda ctx: Ask("review_transaction", "tool", "payments/cases", _data(ctx),
-                                      {"amount": ctx.item.get("amount"), "confidence": _verdict(ctx)[1]}),
+                                      _tool_context(ctx, confidence=_verdict(ctx)[1])),
                   summary=lambda ctx: f"{ctx.item.get('id')}: model says {_verdict(ctx)[0]} "
                   f"at {_verdict(ctx)[1]:.2f}"),
         ToolCall("release", when=lambda ctx: not ctx.ran("block"),
                  ask=lambda ctx: Ask("release_transaction", "tool", "payments/releases", _data(ctx),
-                                     {"amount": ctx.item.get("amount")}),
+                                     _tool_context(ctx)),
                  run=lambda ctx, key: {"released": ctx.item.get("id")}),
     ),
     outcome=lambda ctx: ("blocked" if ctx.ran("block") else "released_after_review" if ctx.approved

@@ -15,7 +15,9 @@ EXCEPTIONS = ("price_mismatch", "missing_po", "duplicate", "quantity_mismatch", 
 
 
 def _data(ctx: Context) -> dict:
-    return {"classification": ctx.item.get("classification", "confidential"), "origin": ctx.item.get("vendor_country")}
+    i = ctx.item
+    return {"classification": i.get("classification", "confidential"), "origin": i.get("vendor_country"),
+            "vendor_status": i.get("vendor_status"), "vendor_age_days": i.get("vendor_age_days")}
 
 
 def _prompt(ctx: Context) -> Prompt:

@@ -13,7 +13,7 @@ RESET_CONFIDENCE = 0.9
 
 
 def _data(ctx: Context) -> dict:
-    return {"classification": ctx.item.get("classification", "internal")}
+    return {"classification": ctx.item.get("classification", "internal"), "account_type": ctx.item.get("account_type")}
 
 
 def _prompt(ctx: Context) -> Prompt:
