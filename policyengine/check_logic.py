@@ -1,0 +1,247 @@
+"""What the checker can prove about conditions and glob patterns.
+
+Kept apart from ``check`` because it is pure reasoning over expressions, with its
+own tests: when a ``when`` can never hold (``contradiction``) and when one glob
+matches every id another matches (``pattern_covers``). Both are sound, not
+complete: what they claim is true under the evaluator's meaning; some true
+claims are missed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from . import ast
+from .diagnostics import Span
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def show(expr: ast.Expr) -> str:
+    """A compact source-like rendering of an expression, for messages."""
+    if isinstance(expr, ast.Literal):
+        if isinstance(expr.value, bool):
+            return "true" if expr.value else "false"
+        if isinstance(expr.value, str):
+            return '"' + expr.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(expr.value)
+    if isinstance(expr, ast.ListExpr):
+        return "[" + ", ".join(show(i) for i in expr.items) + "]"
+    if isinstance(expr, ast.Path):
+        return expr.dotted
+    if isinstance(expr, ast.ConstRef):
+        return expr.name
+    if isinstance(expr, ast.Compare):
+        return f"{show(expr.left)} {expr.op} {show(expr.right)}"
+    if isinstance(expr, ast.Not):
+        return f"not ({show(expr.operand)})"
+    joiner = " and " if isinstance(expr, ast.And) else " or "
+    return "(" + joiner.join(show(i) for i in expr.items) + ")"
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard."""
+    for i, ch in enumerate(pattern):
+        if ch in GLOB_CHARS:
+            return pattern[:i]
+    return pattern
+
+
+def pattern_covers(deny: str, allow: str) -> bool:
+    """True when every resource id ``allow`` matches is also matched by ``deny``.
+
+    Decided conservatively: equal patterns, ``*``, a ``prefix*`` deny over an allow
+    starting with that prefix, or a literal allow id the deny glob matches.
+    """
+    if deny == allow or deny == "*":
+        return True
+    if deny.endswith("*") and not (GLOB_CHARS & set(deny[:-1])):
+        return allow.startswith(deny[:-1])
+    if not (GLOB_CHARS & set(allow)):
+        return fnmatch.fnmatchcase(allow, deny)
+    return False
+
+
+
+# -- contradictions: conditions that no request can satisfy ---------------------------------
+#
+# Decided syntactically and pairwise over the comparisons of one conjunction, on
+# comparisons of one attribute path with literals (consts resolved), with the
+# evaluator's meaning: Python equality (so 1 == 1.0 == true), ordering only between
+# numbers, and any comparison with a missing attribute false. A pair is reported
+# only when one of them is a plain ==, in or ordering, which holds only for a
+# present scalar; for such a value ``not (x == v)`` is exactly ``x != v``. Sound,
+# not complete: a reported contradiction is real; some real ones go unreported.
+
+_Key = str | int | float | bool  # a literal value, compared the way the evaluator does
+_NEGATE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<", "in": "not in", "not in": "in"}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+@dataclass(frozen=True, slots=True)
+class _Atom:
+    path: str
+    op: str
+    value: _Key | frozenset[_Key]
+    node: ast.Expr
+    negated: bool  # written as ``not (...)``, op already inverted
+
+    @property
+    def anchors(self) -> bool:
+        """True when holding implies the attribute is present and a scalar."""
+        return not self.negated and self.op not in ("!=", "not in")
+
+
+def contradiction(
+    expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]
+) -> tuple[Span, str] | None:
+    """Where and why ``expr`` can never hold, or None when it may."""
+    if isinstance(expr, ast.Literal):
+        return (expr.span, "the condition is false") if expr.value is False else None
+    if isinstance(expr, ast.Not):
+        if isinstance(expr.operand, ast.Literal) and expr.operand.value is True:
+            return expr.span, "the condition is 'not true'"
+        return None
+    if isinstance(expr, ast.Or):
+        found = [contradiction(item, resolve) for item in expr.items]
+        if all(f is not None for f in found):
+            return expr.span, "no alternative can hold (" + "; ".join(f[1] for f in found if f) + ")"
+        return None
+    if not isinstance(expr, (ast.And, ast.Compare)):
+        return None
+    by_path: dict[str, list[ast.Expr]] = {}
+    for item in conjuncts(expr):
+        if not isinstance(item, (ast.Compare, ast.Not)) or isinstance(item, ast.Not) and not isinstance(
+            item.operand, ast.Compare
+        ):
+            nested = contradiction(item, resolve)
+            if nested is not None:
+                return nested
+            continue
+        cmp = item.operand if isinstance(item, ast.Not) else item
+        path = cmp.left if isinstance(cmp.left, ast.Path) else cmp.right
+        if isinstance(path, ast.Path):
+            by_path.setdefault(path.dotted, []).append(item)
+        if cmp.op == "in" and item is cmp and _empty(cmp.right, resolve):
+            return item.span, f"{show(item)} matches nothing"
+    for items in by_path.values():
+        if len(items) < 2:
+            continue
+        atoms: list[_Atom] = []
+        for item in items:
+            atom = _atom(item, resolve)
+            if atom is None:
+                continue
+            for earlier in atoms:
+                if (earlier.anchors or atom.anchors) and _clash(earlier, atom):
+                    return item.span, f"{show(item)} contradicts {show(earlier.node)}"
+            atoms.append(atom)
+    return None
+
+
+def _empty(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) -> bool:
+    """Whether ``expr`` is a list with no items once consts are spliced in."""
+    if isinstance(expr, ast.ConstRef):
+        value = resolve(expr)
+        return isinstance(value, ast.ListExpr) and not value.items
+    return isinstance(expr, ast.ListExpr) and all(
+        isinstance(i, ast.ConstRef) and _empty(i, resolve) for i in expr.items
+    )
+
+
+def conjuncts(expr: ast.Expr) -> Iterator[ast.Expr]:
+    if isinstance(expr, ast.And):
+        for item in expr.items:
+            yield from conjuncts(item)
+    else:
+        yield expr
+
+
+def _key(literal: ast.Expr) -> _Key | None:
+    return literal.value if isinstance(literal, ast.Literal) else None
+
+
+def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) -> _Atom | None:
+    negate = False
+    if isinstance(expr, ast.Not):
+        negate, expr = True, expr.operand
+    if not isinstance(expr, ast.Compare):
+        return None
+    op, left, right = expr.op, expr.left, expr.right
+    if isinstance(left, ast.ConstRef):
+        left = resolve(left) or left
+    if isinstance(right, ast.ConstRef):
+        right = resolve(right) or right
+    if not isinstance(left, ast.Path) and isinstance(right, ast.Path) and op in _FLIP:
+        op, left, right = _FLIP[op], right, left
+    if not isinstance(left, ast.Path):
+        return None
+    if negate:
+        if op not in ("==", "!=", "in", "not in"):
+            return None  # not (x < 5) also holds for a string x: no simple inverse
+        op = _NEGATE[op]
+    node: ast.Expr = ast.Not(expr, span=expr.span) if negate else expr
+    if op in ("in", "not in"):
+        if not isinstance(right, ast.ListExpr):
+            return None
+        items: list[ast.Expr] = []
+        for item in right.items:
+            value = resolve(item) if isinstance(item, ast.ConstRef) else item
+            items.extend(value.items if isinstance(value, ast.ListExpr) else (value or item,))
+        keys = [_key(i) for i in items]
+        if any(k is None for k in keys):
+            return None
+        return _Atom(left.dotted, op, frozenset(k for k in keys if k is not None), node, negate)
+    key = _key(right)
+    if key is None or op in ("<", "<=", ">", ">=") and isinstance(key, bool):
+        return None  # ordering against a boolean: a type error the checker reports, no contradiction
+    return _Atom(left.dotted, op, key, node, negate)
+
+
+def _holds(op: str, value: _Key | frozenset[_Key], x: _Key) -> bool:
+    """Whether the literal ``x`` satisfies ``op value`` (missing-type comparisons are false)."""
+    if op == "==":
+        return x == value
+    if op == "!=":
+        return x != value
+    if op == "in":
+        return x in value  # type: ignore[operator]
+    if op == "not in":
+        return x not in value  # type: ignore[operator]
+    if not (_is_number(x) and _is_number(value) or isinstance(x, str) and isinstance(value, str)):
+        return False
+    return {"<": x < value, "<=": x <= value, ">": x > value, ">=": x >= value}[op]  # type: ignore[operator]
+
+
+def _equals(value: _Key) -> tuple[_Key, ...]:
+    """The values of every type that ``==`` value: true is 1 is 1.0."""
+    if isinstance(value, str):
+        return (value,)
+    same: tuple[_Key, ...] = (value, float(value))
+    if float(value).is_integer():
+        same += (int(value),)
+    if value in (0, 1):
+        same += (bool(value),)
+    return same
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _clash(a: _Atom, b: _Atom) -> bool:
+    for one, other in ((a, b), (b, a)):
+        if one.op in ("==", "in"):
+            values = (one.value,) if one.op == "==" else one.value
+            return not any(_holds(other.op, other.value, x) for v in values for x in _equals(v))  # type: ignore[union-attr]
+    lower = [x for x in (a, b) if x.op in (">", ">=")]
+    upper = [x for x in (a, b) if x.op in ("<", "<=")]
+    if len(lower) == 1 and len(upper) == 1:
+        lo, hi = lower[0], upper[0]
+        if not (_is_number(lo.value) and _is_number(hi.value)):
+            return False
+        lv, hv = lo.value, hi.value
+        return lv > hv or (lv == hv and (lo.op == ">" or hi.op == "<"))  # type: ignore[operator]
+    return False
