@@ -50,6 +50,16 @@ class Outcome:
         self.fresh = fresh  # reasons built for this request only: not worth caching
 
 
+_WINDOW_WORDS = {"hour": "this hour", "day": "today", "month": "this month"}
+
+
+def _amount(x: float) -> str:
+    """``1,999,500`` or ``19.9991``: readable amounts for budget reasons."""
+    if float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:,.4f}".rstrip("0")
+
+
 def _number(value: Any) -> float | None:
     if value.__class__ is int or value.__class__ is float:
         return value
@@ -371,17 +381,21 @@ class Evaluator:
             for limit in budget.limits:
                 est = self.estimate(c, limit.unit)
                 used = self.ledger.usage(budget.scope_key, limit.unit, window_start(limit.window, now)) + est
-                if used > limit.amount:
-                    message = (f"budget {budget.id}: {used:g} {limit.unit} this {limit.window} "
-                               f"would exceed the limit of {limit.amount:g}")
+                over = used > limit.amount
+                if over and budget.on_exceed == "route" and c.kind == "model" and c.rid == budget.target:
+                    over = False  # already on the budget's fallback model: exceeding only redirects
+                if over:
+                    message = (f"budget {budget.id}: {_amount(used)} {limit.unit} {_WINDOW_WORDS[limit.window]} "
+                               f"would exceed the limit of {_amount(limit.amount)}")
                     reason = budget.reason_base.model_copy(update={"message": message})
-                    if budget.on_exceed == "route" and c.kind == "model" and depth == 0 and c.rid != budget.target:
+                    if budget.on_exceed == "route" and c.kind == "model" and depth == 0:
                         target = budget.target
                         out = self.decide(c.with_resource(target, self._registry.get(target)), now, directory, 1)
                         rerouted = reason.model_copy(update={"message": f"{message}; rerouted to model {target}"})
                         if out.effect == "deny":
                             return Outcome("deny", (rerouted, *out.reasons), fresh=True)
-                        return Outcome(out.effect, (rerouted, *out.reasons), out.obligations, target, fresh=True)
+                        return Outcome(out.effect, (rerouted, *out.reasons), (*obligations, *out.obligations),
+                                       target, fresh=True)
                     if budget.on_exceed == "escalate":
                         if not self._approved(c, budget.id, budget.name, budget.target, False, directory):
                             obligations.append(ApprovalRequired(gate=budget.id, role=budget.target))

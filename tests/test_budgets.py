@@ -148,7 +148,7 @@ def test_usage_plus_estimate_against_the_limit_with_warning(policy_dir):
     denied = policy.evaluate(invoke(tokens=500), now=NOW)
     assert denied.effect == "deny"
     assert [r.rule for r in denied.reasons] == ["spend.wf"]
-    assert "1400 tokens this month would exceed the limit of 1000" in denied.reasons[0].message
+    assert "1,400 tokens this month would exceed the limit of 1,000" in denied.reasons[0].message
     next_month = policy.evaluate(invoke(tokens=500), now=datetime(2026, 12, 1, tzinfo=UTC))
     assert (next_month.effect, next_month.obligations) == ("allow", ())
 
