@@ -618,3 +618,8 @@ def test_a_covering_deny_pattern_matches_every_id_the_allow_matches(deny: str, a
     for rid in [*ids, allow]:
         if allow_matches is None or allow_matches(rid):
             assert deny_matches is None or deny_matches(rid), f"{rid!r} matches {allow!r} but not {deny!r}"
+
+
+def test_an_empty_set_checks_clean() -> None:
+    result = check_policy([])
+    assert result.findings == [] and result.policy is not None and result.policy.rules == ()
