@@ -173,8 +173,8 @@ def _content_key(files: Sequence[Path]) -> str | None:
 def policy_hash(files: Sequence[ast.PolicyFile]) -> str:
     """sha256 of the canonical policy set: every file's formatted text, ordered by path.
 
-    Until ``policyengine.format`` exists, the file bytes stand in for the
-    formatted text (so reformatting changes the hash until then).
+    Paths are not hashed, so moving the folder keeps the hash. Should the
+    formatter be missing or fail on a file, that file's bytes stand in.
     """
     try:
         from .format import format_policy
@@ -182,9 +182,11 @@ def policy_hash(files: Sequence[ast.PolicyFile]) -> str:
         format_policy = None
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
-        if format_policy is not None:
-            data = format_policy(f).encode("utf-8")
-        else:
+        try:
+            data = format_policy(f).encode("utf-8") if format_policy is not None else None
+        except Exception:  # a formatter bug must not stop loading; hash the bytes instead
+            data = None
+        if data is None:
             data = Path(f.path).read_bytes()
         digest.update(f"{len(data)}\0".encode())
         digest.update(data)
