@@ -143,6 +143,14 @@ def test_policy_hash_depends_on_content_not_on_location(tmp_path):
     assert len(ha) == 64 and int(ha, 16) >= 0
 
 
+def test_policy_hash_ignores_layout(tmp_path):
+    tidy, messy = tmp_path / "tidy", tmp_path / "messy"
+    tidy.mkdir(), messy.mkdir()
+    (tidy / "x.policy").write_text('package t\nrole viewer\nrule r\n    allow role viewer to read dataset "d/*"\n')
+    (messy / "x.policy").write_text('package t\n\n\nrole   viewer\nrule r allow role viewer\n  to read dataset "d/*"\n')
+    assert load_policy(tidy).policy_hash == load_policy(messy).policy_hash
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
