@@ -286,6 +286,10 @@ class _Checker:
                 elsewhere = sorted(p for p, c in self.const_decls.items() if ref.name in c and p != pkg)
                 if elsewhere:
                     hint = f"'{ref.name}' is declared in package {elsewhere[0]}; add 'import {elsewhere[0]}'"
+                missing = [p for p in self.imports.get(pkg, ()) if p not in self.packages]
+                if hint is None and missing:
+                    hint = (f"it may be declared in package {missing[0]}, which is imported but was not found; "
+                            "check it together with the file that declares that package")
             self.report("unknown-const", f"unknown const '{ref.name}'", ref.span, hint)
         return None
 

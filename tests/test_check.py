@@ -71,6 +71,7 @@ class Case:
     text: str  # what the caret underlines
     help: str | None = None
     severity: Severity = Severity.ERROR
+    others: tuple[str, ...] = ()  # codes of the other findings the same text rightly has
 
 
 W = Severity.WARNING
@@ -125,6 +126,11 @@ CASES = [
     Case("const of a package not imported", (COMMON, BASE + 'rule r allow any to read dataset "x" when data.o in EU\n'),
          "unknown-const", "unknown const 'EU'", "1:7:53", "EU", "'EU' is declared in package common.regions; "
          "add 'import common.regions'"),
+    Case("const of a package that was not found", ('package t\nimport common.regions\n'
+                                                   'rule r allow any to read dataset "x" when data.o in EU\n',),
+         "unknown-const", "unknown const 'EU'", "0:3:53", "EU", "it may be declared in package common.regions, which is "
+         "imported but was not found; check it together with the file that declares that package",
+         others=("unresolved-import",)),
     Case("import that no file declares", ("package t\nimport common.region\n", COMMON),
          "unresolved-import", "no file declares package 'common.region'", "0:2:8", "common.region",
          "did you mean 'common.regions'?"),
@@ -258,8 +264,8 @@ def test_each_finding(case: Case) -> None:
     assert (finding.message, finding.severity, finding.help) == (case.message, case.severity, case.help)
     assert underlined(case.texts, finding) == case.text
     assert (finding.span.file, finding.span.line, finding.span.col) == (f"f{index}.policy", line, col)
-    others = [f.headline() for f in result.findings if f is not finding]
-    assert others == [], "one finding per case"
+    others = [f.code for f in result.findings if f is not finding]
+    assert others == list(case.others), [f.headline() for f in result.findings]
     assert (result.policy is None) == (case.severity is Severity.ERROR)
 
 
