@@ -754,7 +754,8 @@ def describe_unexpected(error: UnexpectedInput, text: str, path: str) -> Finding
     if char == '"':
         return Finding("syntax", "this string is not closed", span, help='a string ends with " on the same line')
     shown = repr(char)[1:-1] if char.isprintable() else f"U+{ord(char):04X}" if char else "end of file"
-    return Finding("syntax", f"unexpected character '{shown}'", span, help=_CHAR_HELP.get(char))
+    quoted = f'"{shown}"' if shown == "'" else f"'{shown}'"
+    return Finding("syntax", f"unexpected character {quoted}", span, help=_CHAR_HELP.get(char))
 
 
 # --- lexer ---------------------------------------------------------------------------
@@ -789,6 +790,7 @@ class _Lexer(Lexer):
             if t.pattern.type == "str" and t.pattern.value.isalpha()
         }
         self.on_comment = conf.callbacks.get("COMMENT")
+        self.path = "<string>"  # set by parse_policy for the file being read
 
     def lex(self, lexer_state: Any, parser_state: Any) -> Any:
         text: str = lexer_state.text.text
@@ -796,7 +798,7 @@ class _Lexer(Lexer):
         keywords = self.keywords
         states = parser_state.parse_conf.parse_table.states
         new = str.__new__
-        pos, line, line_start, end = 0, 1, 0, len(text)
+        pos, line, line_start, end, depth = 0, 1, 0, len(text), 0
         while pos < end:
             m = match_at(text, pos)
             if m is None:
@@ -818,6 +820,17 @@ class _Lexer(Lexer):
                         kind = keyword
             elif kind == "PUNCT":
                 kind = _PUNCT[value]
+                if kind in ("LPAR", "LSQB"):
+                    depth += 1
+                    if depth > MAX_NESTING:
+                        col = pos - line_start + 1
+                        raise _syntax(
+                            f"brackets are nested more than {MAX_NESTING} levels deep",
+                            Span(self.path, line, col, line, col + 1),
+                            help="split the condition into simpler ones or named consts",
+                        )
+                elif kind in ("RPAR", "RSQB"):
+                    depth -= 1
             col = pos - line_start + 1
             tok = new(Token, value)
             tok.type, tok.value, tok.start_pos, tok.end_pos = kind, value, pos, pos + len(value)
@@ -854,6 +867,10 @@ def _parser() -> Lark:
     return _PARSER
 
 
+def _lexer(parser: Lark) -> _Lexer:
+    return parser.parser.lexer  # type: ignore[attr-defined, no-any-return]
+
+
 def parse_policy(text: str, path: str = "<string>") -> ast.PolicyFile:
     """Parse one policy file's text; raise ``PolicyError`` (code ``syntax``) if it is malformed."""
     if text.startswith("\ufeff"):
@@ -861,6 +878,7 @@ def parse_policy(text: str, path: str = "<string>") -> ast.PolicyFile:
     with _LOCK, paused_gc():
         parser = _parser()
         _BUILDER._begin(path, text)
+        _lexer(parser).path = path
         try:
             return parser.parse(text)  # type: ignore[return-value]
         except UnexpectedInput as error:
