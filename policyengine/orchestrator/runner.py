@@ -157,7 +157,7 @@ class Orchestrator:
                         outcome=None, input=_dumps(dict(item)), error=None, policy_hash=self.policy.policy_hash,
                         tokens=0, cost_usd=0.0, created_at=now, updated_at=now)
         self.store.put(run)
-        return self._drive(wf, run)
+        return self._drive(wf, run, fresh=True)
 
     def run_batch(self, workflow: str | Workflow, items: Iterable[Mapping[str, Any]], *, requested_by: str,
                   on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
@@ -259,9 +259,10 @@ class Orchestrator:
 
     # --- driving a run ---------------------------------------------------------------
 
-    def _drive(self, wf: Workflow, run: RunRecord) -> RunResult:
-        journal = {s.step: s for s in self.store.steps(run.run_id)}
-        approvals = self.store.approvals(run.run_id)
+    def _drive(self, wf: Workflow, run: RunRecord, fresh: bool = False) -> RunResult:
+        """Run ``run`` from where its journal stands (a ``fresh`` run has none: no reads)."""
+        journal: dict[str, StepRecord] = {} if fresh else {s.step: s for s in self.store.steps(run.run_id)}
+        approvals = [] if fresh else self.store.approvals(run.run_id)
         ctx = Context(run.run_id, wf.name, run.requested_by, MappingProxyType(run.item()), MappingProxyType({}),
                       frozenset(a.step for a in approvals if a.status == "approved"))
         step_ms: list[float] = []
@@ -285,15 +286,17 @@ class Orchestrator:
                         ctx = ctx.with_output(fb.name, fin.output or {})
                 status = stop.run_status or ("failed" if stop.status == "failed" else "denied")
                 outcome = wf.outcome(ctx) if fb is not None and ctx.ran(fb.name) else status
-                return self._finish(run, status, outcome, stop.reason, step_ms)
+                return self._finish(run, status, outcome, stop.reason, step_ms, journal)
             waiting = next((f for f in finals if f.status == "waiting"), None)
             if waiting is not None:
-                return self._finish(run, "waiting_approval", "escalated", waiting.reason, step_ms, waiting.approval)
-        return self._finish(run, "completed", wf.outcome(ctx), None, step_ms)
+                return self._finish(run, "waiting_approval", "escalated", waiting.reason, step_ms, journal,
+                                    waiting.approval)
+        return self._finish(run, "completed", wf.outcome(ctx), None, step_ms, journal)
 
     def _finish(self, run: RunRecord, status: str, outcome: str | None, reason: str | None,
-                step_ms: Sequence[float], approval: ApprovalRecord | None = None) -> RunResult:
-        steps = self.store.steps(run.run_id)
+                step_ms: Sequence[float], journal: Mapping[str, StepRecord],
+                approval: ApprovalRecord | None = None) -> RunResult:
+        steps = sorted(journal.values(), key=lambda s: (s.ord, s.started_at))
         tokens = sum(s.tokens or 0 for s in steps)
         cost = sum(s.cost_usd or 0.0 for s in steps)
         final = replace(run, status=status, outcome=outcome, error=reason, tokens=tokens, cost_usd=cost,
@@ -313,7 +316,7 @@ class Orchestrator:
                          run.cost_usd, tuple(step_ms), run.error, approval, models, fallbacks)
 
     def _run_group(self, wf: Workflow, run: RunRecord, ctx: Context, group: Sequence[Step], ord_: int,
-                   journal: Mapping[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> list[_Final]:
+                   journal: dict[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> list[_Final]:
         plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
         ready = [p for p in plans if isinstance(p, _Ready)]
         if any(isinstance(p.step, ToolCall) and p.step.effect and not p.receipt for p in ready):
@@ -325,7 +328,7 @@ class Orchestrator:
         else:
             for p in ready:
                 self._perform(p)
-        return [self._record(wf, run, p) if isinstance(p, _Ready) else p for p in plans]
+        return [self._record(wf, run, p, journal) if isinstance(p, _Ready) else p for p in plans]
 
     # --- plan ------------------------------------------------------------------------
 
@@ -344,7 +347,7 @@ class Orchestrator:
         return request
 
     def _plan(self, wf: Workflow, run: RunRecord, ctx: Context, step: Step, ord_: int,
-              journal: Mapping[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> _Final | _Ready:
+              journal: dict[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> _Final | _Ready:
         key = f"{run.run_id}/{step.name}"
         prior = journal.get(step.name)
         if prior is not None and prior.status in ("done", "skipped"):
@@ -352,8 +355,8 @@ class Orchestrator:
         t0 = time.perf_counter()
         started_at = naive_utc(self.clock())
         if not step.when(ctx):
-            self.store.put(StepRecord(run.run_id, step.name, ord_, step_kind(step), "skipped", key, None, None,
-                                      None, None, None, None, None, started_at, started_at))
+            self._put_step(journal, StepRecord(run.run_id, step.name, ord_, step_kind(step), "skipped", key, None,
+                                               None, None, None, None, None, None, started_at, started_at))
             return _Final("skipped")
         mine = [a for a in approvals if a.step == step.name]
         ask = step.ask(ctx)
@@ -369,13 +372,13 @@ class Orchestrator:
 
         def stop(status: str, reason: str, run_status: str | None = None, approval: ApprovalRecord | None = None):
             row = journal_row("waiting" if status == "waiting" else status, reason)
-            self.store.put(row)
+            self._put_step(journal, row)
             return _Final(status, None, reason, run_status, approval, row.latency_ms)
 
         if isinstance(step, RulesDecision):
             out = {"effect": decision.effect, "route": decision.route, "rules": [r.rule for r in decision.reasons]}
             row = journal_row("done", None, out)
-            self.store.put(row)
+            self._put_step(journal, row)
             return _Final("done", out, ms=row.latency_ms)
         if decision.effect == "deny":
             return stop("denied", _reason_text(decision))
@@ -401,7 +404,7 @@ class Orchestrator:
             out = {"approved_by": done.approver if done else None, "note": done.note if done else None,
                    "gate": done.gate if done else None}
             row = journal_row("done", None, out)
-            self.store.put(row)
+            self._put_step(journal, row)
             return _Final("done", out, ms=row.latency_ms)
         ready = _Ready(step, ord_, ask, request, decision, t0, started_at, ctx)
         if isinstance(step, ToolCall) and step.effect:
@@ -409,7 +412,7 @@ class Orchestrator:
             if receipt is not None:
                 ready.output, ready.receipt = receipt, True
             else:
-                self.store.put(journal_row("started"))
+                self._put_step(journal, journal_row("started"))
         return ready
 
     def _gate_state(self, run: RunRecord, step: Step, gate: ApprovalRecord | None, gate_id: str, role: str,
@@ -498,7 +501,7 @@ class Orchestrator:
         price = m.decl.cost_per_1m_tokens if m is not None else None
         return c.tokens * price.amount / 1_000_000 if price is not None else 0.0
 
-    def _record(self, wf: Workflow, run: RunRecord, p: _Ready) -> _Final:
+    def _record(self, wf: Workflow, run: RunRecord, p: _Ready, journal: dict[str, StepRecord]) -> _Final:
         step = p.step
         key = f"{run.run_id}/{step.name}"
         for event, payload, phash in p.events:
@@ -545,10 +548,14 @@ class Orchestrator:
         row = StepRecord(run.run_id, step.name, p.ord, step_kind(step), status, key,
                          None if p.output is None else _dumps(p.output), p.decision.effect, p.error, p.model,
                          tokens, cost, ms, p.started_at, naive_utc(self.clock()))
-        self.store.put(row)
+        self._put_step(journal, row)
         return _Final(status, p.output, p.error, ms=ms)
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _put_step(self, journal: dict[str, StepRecord], row: StepRecord) -> None:
+        self.store.put(row)
+        journal[row.step] = row
 
     def _audit(self, run: RunRecord, event: str, actor: str | None, payload: dict[str, Any],
                policy_hash: str | None = None) -> None:
