@@ -318,6 +318,30 @@ def compile_expr(expr: ast.Expr | None, consts: Mapping[str, ast.Expr]) -> Pred:
     return lambda c: getter(c) is True
 
 
+def action_guard(expr: ast.Expr | None, consts: Mapping[str, ast.Expr]) -> frozenset[str] | None:
+    """The actions a condition can hold for, when it says so (``action == "pay" and ...``); None if any.
+
+    Lets the evaluator skip gates about other actions without running them.
+    """
+    if isinstance(expr, ast.Compare) and isinstance(expr.left, ast.Path) and expr.left.root == "action" \
+            and not expr.left.parts:
+        ok, value = _literal_value(expr.right, consts)
+        if ok and expr.op == "==" and isinstance(value, str):
+            return frozenset((value,))
+        if ok and expr.op == "in" and isinstance(value, tuple):
+            return frozenset(v for v in value if isinstance(v, str))
+        return None
+    if isinstance(expr, ast.And):
+        guards = [g for g in (action_guard(i, consts) for i in expr.items) if g is not None]
+        return frozenset.intersection(*guards) if guards else None
+    if isinstance(expr, ast.Or):
+        guards = [action_guard(i, consts) for i in expr.items]
+        if any(g is None for g in guards):
+            return None
+        return frozenset().union(*guards)  # type: ignore[arg-type]
+    return None
+
+
 def expr_text(expr: ast.Expr | None) -> str:
     """Readable source-like text of an expression, for explanations."""
     if expr is None:
@@ -488,6 +512,7 @@ class CompiledGate:
     distinct_approver: bool
     reason: Reason
     scoped: Scoped[ast.EscalateDecl]
+    actions: frozenset[str] | None  # the only actions it can apply to (None: any)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -644,6 +669,7 @@ def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             role=d.role.value, within_seconds=d.within.seconds if d.within else None,
             on_timeout=d.on_timeout, distinct_approver=d.distinct_approver,
             reason=_reason(scoped, message, d.cites, ps.package_cites), scoped=scoped,
+            actions=action_guard(d.when, ps.consts.get(scoped.package, {})),
         ))
     return {"gates": tuple(gates)}
 

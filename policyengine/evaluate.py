@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .budgets import BudgetLedger, utc, window_start
-from .compile import CompiledBudget, CompiledPolicy, CompiledRule, Ctx
+from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
 
 _CACHE_LIMIT = 50_000
@@ -84,6 +84,7 @@ class Evaluator:
         self._principal_cache: dict[tuple, tuple[CompiledRule, ...]] = {}
         self._candidates_cache: dict[tuple, tuple[tuple, tuple]] = {}
         self._decisions: dict[tuple, Decision] = {}
+        self._gates: dict[str, tuple[CompiledGate, ...]] = {}
         self._interned: dict[tuple, Reason] = {}
 
     # --- entry point -------------------------------------------------------------
@@ -293,7 +294,10 @@ class Evaluator:
             verdict = self._budgets(c, now, directory, depth, obligations, gate_reasons)
             if verdict is not None:
                 return verdict
-        for gate in self.compiled.gates:
+        gates = self._gates.get(c.action)
+        if gates is None:
+            gates = self._gates_for(c.action)
+        for gate in gates:
             if gate.when(c) and not self._approved(c, gate.id, gate.name, gate.role, gate.distinct_approver, directory):
                 at = None
                 if gate.within_seconds is not None:
@@ -305,6 +309,13 @@ class Evaluator:
         if gate_reasons:
             return Outcome("escalate", (*gate_reasons, *allowed), tuple(obligations))
         return Outcome("allow", allowed, tuple(obligations))
+
+    def _gates_for(self, action: str) -> tuple[CompiledGate, ...]:
+        gates = tuple(g for g in self.compiled.gates if g.actions is None or action in g.actions)
+        if len(self._gates) > _CACHE_LIMIT:
+            self._gates.clear()
+        self._gates[action] = gates
+        return gates
 
     def _residency(self, c: Ctx, reasons: list[Reason]) -> None:
         region = c.context.get("region")

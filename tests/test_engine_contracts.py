@@ -178,3 +178,22 @@ def test_wellformed_requests_never_error_and_deny_wins(policy, roles, action, ri
     assert decision.errors == ()
     if rid.startswith("docs/secret"):
         assert (decision.effect, decision.reasons[0].rule) == ("deny", "t.no_secrets")
+
+
+GUARDS = [
+    ('action == "pay" and context.x > 1', {"pay"}),
+    ('action in ["a", "b"]', {"a", "b"}),
+    ('action == "pay" and context.amount > 10 or context.confidence < 0.5', None),
+    ("context.x > 1", None),
+    ('(action == "a" or action == "b") and context.x > 1', {"a", "b"}),
+    ('action == "a" and action == "b"', set()),
+    ('action != "a"', None),
+]
+
+
+def test_gates_are_indexed_by_the_actions_their_condition_names(tmp_path):
+    text = "package g\nrole boss\n" + "".join(
+        f"escalate g{i}\n    when {cond}\n    to role boss\n" for i, (cond, _) in enumerate(GUARDS))
+    (tmp_path / "g.policy").write_text(text)
+    gates = load_policy(tmp_path).compiled.gates
+    assert [None if g.actions is None else set(g.actions) for g in gates] == [want for _, want in GUARDS]
