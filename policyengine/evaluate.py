@@ -19,7 +19,8 @@ The only I/O is the budget ledger read, and only for requests a budget covers.
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from datetime import datetime, timedelta
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from .budgets import BudgetLedger, utc, window_start
@@ -85,6 +86,7 @@ class Evaluator:
         self._candidates_cache: dict[tuple, tuple[tuple, tuple]] = {}
         self._decisions: dict[tuple, Decision] = {}
         self._gates: dict[str, tuple[CompiledGate, ...]] = {}
+        self._obligations: dict[tuple, ApprovalRequired] = {}
         self._interned: dict[tuple, Reason] = {}
 
     # --- entry point -------------------------------------------------------------
@@ -297,18 +299,31 @@ class Evaluator:
         gates = self._gates.get(c.action)
         if gates is None:
             gates = self._gates_for(c.action)
+        fresh = bool(obligations)  # budget warnings carry this request's numbers
         for gate in gates:
             if gate.when(c) and not self._approved(c, gate.id, gate.name, gate.role, gate.distinct_approver, directory):
-                at = None
-                if gate.within_seconds is not None:
-                    at = (utc(now) + timedelta(seconds=gate.within_seconds)).isoformat()
-                obligations.append(ApprovalRequired(
-                    gate=gate.id, role=gate.role, deadline_seconds=gate.within_seconds, deadline_at=at,
-                    on_timeout=gate.on_timeout, distinct_approver=gate.distinct_approver))
+                obligations.append(self._approval_required(gate, now))
                 gate_reasons.append(gate.reason)
         if gate_reasons:
-            return Outcome("escalate", (*gate_reasons, *allowed), tuple(obligations))
-        return Outcome("allow", allowed, tuple(obligations))
+            return Outcome("escalate", (*gate_reasons, *allowed), tuple(obligations), fresh=fresh)
+        return Outcome("allow", allowed, tuple(obligations), fresh=fresh)
+
+    def _approval_required(self, gate: CompiledGate, now: datetime | None) -> ApprovalRequired:
+        """The gate's obligation, deadline to the second; built once per gate and second."""
+        epoch = int(time.time() if now is None else utc(now).timestamp())
+        key = (gate.key, epoch if gate.within_seconds is not None else None)
+        found = self._obligations.get(key)
+        if found is None:
+            at = None
+            if gate.within_seconds is not None:
+                at = datetime.fromtimestamp(epoch + gate.within_seconds, timezone.utc).isoformat()
+            found = ApprovalRequired(
+                gate=gate.id, role=gate.role, deadline_seconds=gate.within_seconds, deadline_at=at,
+                on_timeout=gate.on_timeout, distinct_approver=gate.distinct_approver)
+            if len(self._obligations) > _CACHE_LIMIT:
+                self._obligations.clear()
+            self._obligations[key] = found
+        return found
 
     def _gates_for(self, action: str) -> tuple[CompiledGate, ...]:
         gates = tuple(g for g in self.compiled.gates if g.actions is None or action in g.actions)
@@ -381,12 +396,12 @@ class Evaluator:
     def _budgets(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int,
                  obligations: list, gate_reasons: list[Reason]) -> Outcome | None:
         """Check every limit in scope; returns an outcome when a budget decides the request."""
-        in_scope = self._budgets_in_scope(c)
-        if not in_scope:
-            return None
         if c.kind != "model" and c.context.get("tokens") is None and not any(
                 k.startswith("cost_") for k in c.context):
             return None  # nothing to spend: budgets do not apply
+        in_scope = self._budgets_in_scope(c)
+        if not in_scope:
+            return None
         now = utc(now)
         for budget in in_scope:
             for limit in budget.limits:
@@ -456,13 +471,14 @@ class Evaluator:
         return reason
 
     def _decision(self, out: Outcome) -> Decision:
-        if out.obligations or out.fresh:
+        if out.fresh:
             return Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
                                             route=out.route, policy_hash=self.policy_hash, errors=())
-        key = (out.effect, out.route, *map(id, out.reasons))
+        # every reason and obligation here is built once and kept, so identities name the content
+        key = (out.effect, out.route, len(out.reasons), *map(id, out.reasons), *map(id, out.obligations))
         decision = self._decisions.get(key)
         if decision is None:
-            decision = Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=(),
+            decision = Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
                                                 route=out.route, policy_hash=self.policy_hash, errors=())
             if len(self._decisions) > _CACHE_LIMIT:
                 self._decisions.clear()
