@@ -28,10 +28,12 @@ def scope_key(kind: str, value: str) -> str:
     return f"{kind}:{value}"
 
 
-def utc(now: datetime | None) -> datetime:
-    """``now`` as an aware UTC datetime (naive datetimes are taken to be UTC)."""
+def utc(now: datetime | str | None) -> datetime:
+    """``now`` as an aware UTC datetime (naive datetimes are taken to be UTC; ISO strings accepted)."""
     if now is None:
         return datetime.now(timezone.utc)
+    if isinstance(now, str):
+        now = datetime.fromisoformat(now.replace("Z", "+00:00"))
     if now.tzinfo is None:
         return now.replace(tzinfo=timezone.utc)
     return now.astimezone(timezone.utc)

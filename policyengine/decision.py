@@ -22,6 +22,8 @@ RESOURCE_KINDS: frozenset[str] = frozenset(("model", "dataset", "tool", "agent",
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 # Requests tolerate unknown keys (as the dict path does); the fields they use are typed.
 _REQUEST = ConfigDict(frozen=True)
+# Attributes written beside id (instead of under attrs) are kept and read as attributes.
+_OPEN = ConfigDict(frozen=True, extra="allow")
 
 
 # --- request ----------------------------------------------------------------------
@@ -30,7 +32,7 @@ _REQUEST = ConfigDict(frozen=True)
 class Principal(BaseModel):
     """Who asks. An agent's ``roles`` are ignored: its declaration is its authority."""
 
-    model_config = _REQUEST
+    model_config = _OPEN
     id: str
     type: PrincipalType = "user"
     roles: tuple[str, ...] = ()
@@ -40,7 +42,7 @@ class Principal(BaseModel):
 class Resource(BaseModel):
     """What is acted on. ``id`` may be left out for an ``invoke`` that a route decides."""
 
-    model_config = _REQUEST
+    model_config = _OPEN
     kind: ResourceKind
     id: str | None = None
     attrs: dict[str, Any] = Field(default_factory=dict)

@@ -61,6 +61,18 @@ def _amount(x: float) -> str:
     return f"{x:,.4f}".rstrip("0")
 
 
+_PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
+_RESOURCE_KEYS = frozenset(("id", "kind", "attrs"))
+
+
+def _lenient(obj: dict, attrs: Any, known: frozenset[str]) -> Any:
+    """Attributes written beside ``id`` instead of under ``attrs`` count too (``attrs`` wins)."""
+    if attrs.__class__ is not dict:
+        return attrs  # already reported as malformed
+    extra = {k: v for k, v in obj.items() if k not in known}
+    return {**extra, **attrs}
+
+
 def _number(value: Any) -> float | None:
     if value.__class__ is int or value.__class__ is float:
         return value
@@ -148,6 +160,8 @@ class Evaluator:
                 pattrs = _EMPTY
             elif pattrs.__class__ is not dict:
                 errors.append("principal.attrs: must be an object")
+            if len(p) > ("id" in p) + ("type" in p) + ("roles" in p) + ("attrs" in p):
+                pattrs = _lenient(p, pattrs, _PRINCIPAL_KEYS)
         action = request.get("action")
         if action.__class__ is not str or not action:
             errors.append("action: missing" if action is None else "action: must be a non-empty string")
@@ -169,6 +183,8 @@ class Evaluator:
                 rattrs = _EMPTY
             elif rattrs.__class__ is not dict:
                 errors.append("resource.attrs: must be an object")
+            if len(r) > ("id" in r) + ("kind" in r) + ("attrs" in r):
+                rattrs = _lenient(r, rattrs, _RESOURCE_KEYS)
         data = request.get("data")
         if data is None:
             data = _EMPTY

@@ -475,3 +475,19 @@ def test_bad_rule_files_raise_policy_error_with_findings(tmp_path):
 def test_missing_rule_path_raises_policy_error(tmp_path):
     with pytest.raises(PolicyError):
         load_policy(tmp_path / "nope.policy")
+
+
+def test_attributes_beside_id_count_as_attrs(policy):
+    request = req(rid="vault/a")
+    request["principal"]["clearance"] = 4
+    assert policy.evaluate(request).effect == "allow"
+    request["principal"]["attrs"] = {"clearance": 1}  # attrs wins
+    assert policy.evaluate(request).effect == "deny"
+    model = req(roles=["analyst"], action="invoke", kind="model", rid="other", data={"classification": "secret"})
+    model["resource"]["hosting"] = "external"
+    assert [r.rule for r in policy.evaluate(model).reasons] == [P + "no_secret_offsite"]
+
+
+def test_now_may_be_an_iso_string(policy):
+    decision = policy.evaluate(pay(), now="2026-11-24T12:00:00Z")
+    assert decision.obligations[0].deadline_at == "2026-11-24T16:00:00+00:00"
