@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .compile import CompiledRule, Ctx, _path_getter, expr_paths, expr_text
+from .compile import CompiledRule
+from .conditions import Ctx, _path_getter, expr_paths, expr_text
 from .decision import Decision
 
 if TYPE_CHECKING:
