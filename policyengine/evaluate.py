@@ -248,7 +248,17 @@ class Evaluator:
 
     # --- deciding -------------------------------------------------------------------
 
-    def candidates(self, c: Ctx) -> tuple[tuple, tuple]:
+    def candidates(self, c: Ctx) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
+        """(deny rules, allow rules) that could apply to this request (index + id segment), in order.
+
+        For tools (coverage, explanations); ``decide`` uses the cached pairs of ``_pairs``.
+        """
+        head = c.rid.partition("/")[0] if c.rid is not None else None
+        rules = self._principal_rules((c.action, c.kind, c.pid if c.ptype == "agent" else None, c.roles), c)
+        picked = [r for r in rules if r.segment is None or r.segment == head]
+        return (tuple(r for r in picked if r.effect == "deny"), tuple(r for r in picked if r.effect == "allow"))
+
+    def _pairs(self, c: Ctx) -> tuple[tuple, tuple]:
         """(deny, allow) rules that could apply, as ``(test, reason)`` pairs in declaration order.
 
         Two cached levels: the rules for this action, kind and principal (from the
@@ -294,7 +304,7 @@ class Evaluator:
 
     def decide(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int) -> Outcome:
         """Decide for the one resource in ``c`` (see the module docstring for the order)."""
-        denies, allows = self.candidates(c)
+        denies, allows = self._pairs(c)
         reasons = [reason for test, reason in denies if test is None or test(c)]
         if c.kind == "model" and c.rid in self.blocked:
             reasons.append(self._intern(("blocked", c.rid), "<blocked-model>",
