@@ -22,6 +22,12 @@ from rich.table import Table
 _DB_HELP = "DuckDB database holding runs, budgets and the audit log."
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console that does not squeeze tables to 80 columns when output is piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160, soft_wrap=True)
+
+
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -137,11 +143,11 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     except ValueError as exc:
         _fail(str(exc))
     items = items[:limit] if limit else items
-    console = Console(stderr=as_json)
+    console = _console(stderr=as_json)
     try:
         with _session(db, key, rules, directory, providers, create_key=True) as session:
             summary, results = _run_batch(session.orchestrator, workflow, items, requested_by,
-                                          Console(stderr=True))
+                                          _console(stderr=True))
     except _errors() as exc:
         _fail(str(exc))
     if as_json:
@@ -173,7 +179,7 @@ def demo_command(db: Path, key: Path, limit: int | None) -> None:
     """
     from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
 
-    console = Console()
+    console = _console()
     summaries = []
     try:
         with _session(db, key, (), None, None, create_key=True) as session:
@@ -188,10 +194,11 @@ def demo_command(db: Path, key: Path, limit: int | None) -> None:
         _details(console, s)
     console.print(f"""
 Next:
-  policyengine runs list --db {db} --status waiting_approval   runs waiting for a human
-  policyengine approve RUN --as alice --db {db}                 approve (alice: senior_analyst; see data/directory.yaml)
-  policyengine audit verify --db {db}                           check the signed audit trail
-  policyengine report --list                                    reports for auditors (e.g. policyengine report NAME --db {db})""")
+  policyengine runs list --db {db} --status waiting_approval     runs waiting for a human
+  policyengine approve RUN --as alice --db {db}                   approve as alice (senior_analyst; users: data/directory.yaml)
+  policyengine audit verify --db {db}                             check the signed audit trail
+  policyengine report --list                                      reports for auditors (then: report NAME --db {db})
+""")
 
 
 # --- runs ----------------------------------------------------------------------------
@@ -239,7 +246,7 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
         gate = (pending.get(r.run_id) or [None])[0]
         t.add_row(r.run_id, r.workflow, r.item_id or "", r.status, r.outcome or "", gate.role if gate else "",
                   _ts(gate.deadline_at) if gate else "", _ts(r.created_at))
-    Console().print(t)
+    _console().print(t)
 
 
 @runs_group.command("show")
@@ -265,7 +272,7 @@ def runs_show(run_id: str, as_json: bool, db: Path, key: Path, rules: tuple[Path
             "approvals": [{"gate": a.gate, "role": a.role, "status": a.status, "approver": a.approver,
                            "deadline": _ts(a.deadline_at), "note": a.note} for a in approvals]}))
         return
-    console = Console()
+    console = _console()
     console.print(f"[bold]{run.run_id}[/bold]  {run.workflow}  item {run.item_id}  status [bold]{run.status}"
                   f"[/bold]  outcome {run.outcome or '-'}  requested by {run.requested_by}")
     if run.error:

@@ -73,12 +73,17 @@ FRAUD = Workflow(
                   ask=lambda ctx: Ask("review_transaction", "tool", "payments/cases", _data(ctx),
                                       _tool_context(ctx, confidence=_verdict(ctx)[1])),
                   summary=lambda ctx: f"{ctx.item.get('id')}: model says {_verdict(ctx)[0]} "
-                  f"at {_verdict(ctx)[1]:.2f}"),
+                  f"at {_verdict(ctx)[1]:.2f}",
+                  # an analyst who rejects the payment blocks it
+                  fallback=ToolCall("block_after_review", effect=True,
+                                    ask=lambda ctx: Ask("block_transaction", "tool", "payments/blocks", _data(ctx),
+                                                        _tool_context(ctx)),
+                                    run=lambda ctx, key: {"blocked": ctx.item.get("id"), "case": key})),
         ToolCall("release", when=lambda ctx: not ctx.ran("block"),
                  ask=lambda ctx: Ask("release_transaction", "tool", "payments/releases", _data(ctx),
                                      _tool_context(ctx)),
                  run=lambda ctx, key: {"released": ctx.item.get("id")}),
     ),
-    outcome=lambda ctx: ("blocked" if ctx.ran("block") else "released_after_review" if ctx.approved
-                         else "auto_resolved"),
+    outcome=lambda ctx: ("blocked" if ctx.ran("block") or ctx.ran("block_after_review")
+                         else "released_after_review" if ctx.approved else "auto_resolved"),
 )
