@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .budgets import window_start
 from .compile import CompiledRule
 from .conditions import Ctx, _path_getter, expr_paths, expr_text
 from .decision import Decision
+
+from .evaluate import _amount
 
 if TYPE_CHECKING:
     from .engine import Explanation
@@ -51,7 +54,7 @@ def _why_not(rule: CompiledRule, c: Ctx) -> str | None:
     return None
 
 
-def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str) -> None:
+def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: datetime | None) -> None:
     cp = ev.compiled
     for rule in cp.rules:
         where = f"{rule.scoped.file}:{rule.scoped.line}"
@@ -67,7 +70,13 @@ def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str) -> None:
     if c.kind == "model" and c.rid in ev.blocked:
         out.append(f"{indent}model {c.rid} is blocked by a bias/drift monitor")
     for budget in ev._budgets_in_scope(c):
-        out.append(f"{indent}budget {budget.id}: covers this request ({budget.scope_key})")
+        out.append(f"{indent}budget {budget.id}: covers this request ({budget.scope_key}, on exceed "
+                   f"{budget.on_exceed}{' ' + budget.target if budget.target else ''})")
+        for limit in budget.limits:
+            used = ev.ledger.usage(budget.scope_key, limit.unit, window_start(limit.window, now))
+            est = ev.estimate(c, limit.unit)
+            out.append(f"{indent}  {limit.unit} per {limit.window}: used {_amount(used)} + this request "
+                       f"{_amount(est)} of {_amount(limit.amount)}")
     for gate in cp.gates:
         decl = gate.scoped.decl
         state = "matches" if gate.when(c) else "does not match"
@@ -94,13 +103,13 @@ def explain(ev: Evaluator, request: Any, *, now: datetime | None = None,
                     out.append(f"route {route.id}: matches; candidates in order: {', '.join(route.prefer)}")
                     for model in route.prefer:
                         out.append(f"  candidate {model}:")
-                        _trace_resource(ev, c.with_resource(model, ev.compiled.registry.get(model)), out, "    ")
+                        _trace_resource(ev, c.with_resource(model, ev.compiled.registry.get(model)), out, "    ", now)
                         if decision.route == model:
                             break
                     break
                 out.append(f"route {route.id}: does not match: {expr_text(decl.when)}{_values(decl.when, c)}")
         else:
-            _trace_resource(ev, c, out, "  ")
+            _trace_resource(ev, c, out, "  ", now)
     out.append(f"decision: {decision.effect}" + (f" via route {decision.route}" if decision.route else ""))
     for r in decision.reasons:
         where = f" ({r.file}:{r.line})" if r.file else ""
