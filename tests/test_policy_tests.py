@@ -313,6 +313,7 @@ def test_coverage_names_unexercised_declarations_and_clauses(tmp_path: Path) -> 
     cov = collector.report([str(tmp_path / "shop.policy")])
     assert [(d.kind, d.id) for d in cov.missed_decls] == []  # every declaration took part in a decision
     assert cov.decl_percent == 100.0
+    assert cov.missed_clauses == [] and cov.clause_percent == 100.0
     only_first = CoverageCollector()
     run_paths([path], keyword="pass allow with rules", observer=only_first)
     cov = only_first.report()

@@ -15,13 +15,14 @@ they are not part of policy-test coverage.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import ast
-from ..compile import compile_expr, expr_text
+from ..conditions import compile_expr, expr_text
 
 # declaration type -> the word shown in reports
 _KINDS: Mapping[type, str] = {
@@ -153,9 +154,8 @@ class _Tracker:
         ps = policy.policy_set
         self.hit_decls: set[str] = set()
         self.hit_clauses: set[tuple[str, int, int]] = set()
-        # (decl id, leaf span key, predicate, rule or None) for every clause not yet seen to hold
+        # (leaf span key, predicate, rule declaration or None) for every clause not yet seen to hold
         self.pending: list[tuple[tuple[str, int, int], Any, Any]] = []
-        rules_by_id = {r.id: r for r in self.compiled.rules}
         for kind, items in (("rule", ps.rules), ("residency", ps.residencies), ("escalate", ps.escalations),
                             ("route", ps.routes)):
             for scoped in items:
@@ -163,7 +163,8 @@ class _Tracker:
                     for leaf in leaves(cond):
                         pred = compile_expr(ps.substitute(scoped.package, leaf), ps.consts.get(scoped.package, {}))
                         s = leaf.span
-                        self.pending.append((_key(s.file, s.line, s.col), pred, rules_by_id.get(scoped.id)))
+                        rule = scoped.decl if isinstance(scoped.decl, ast.RuleDecl) else None
+                        self.pending.append((_key(s.file, s.line, s.col), pred, rule))
 
     def observe(self, request: Mapping[str, Any], decision: Any) -> None:
         d = decision.to_dict() if hasattr(decision, "to_dict") else dict(decision)
@@ -187,13 +188,23 @@ class _Tracker:
                 still.append((key, pred, rule))
         self.pending = still
 
-    def _reaches(self, rule: Any, c: Any) -> bool:
-        if rule is None:
-            return True
-        denies, allows = self.evaluator.candidates(c)
-        if rule not in denies and rule not in allows:
+    @staticmethod
+    def _reaches(decl: ast.RuleDecl | None, c: Any) -> bool:
+        """Whether a rule is about this request's principal, action, kind and resource id."""
+        if decl is None:
+            return True  # residency, gates and routes apply to every request
+        who = decl.principal
+        if who.kind == "role" and (who.name is None or who.name.value not in c.roles):
             return False
-        return rule.match_id is None or rule.match_id(c.rid)
+        if who.kind == "agent" and (c.ptype != "agent" or who.name is None or c.pid != who.name.value):
+            return False
+        actions = {a.value for a in decl.actions}
+        if not actions & {"*", "any", c.action}:
+            return False
+        if decl.resource_kind.value not in ("*", "any", c.kind):
+            return False
+        pattern = decl.resource_pattern
+        return pattern == "*" or (c.rid is not None and fnmatch.fnmatchcase(c.rid, pattern))
 
 
 class CoverageCollector:
