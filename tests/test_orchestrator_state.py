@@ -1,0 +1,165 @@
+"""Durable pieces under the runner: run state, the buffered ledger, the user directory, input files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pytest
+
+from policyengine.budgets import DuckDBLedger, InMemoryLedger, scope_key
+from policyengine.orchestrator.approvals import Directory
+from policyengine.orchestrator.ledger import BufferedLedger
+from policyengine.orchestrator.state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord
+from policyengine.orchestrator.workflows import WORKFLOWS, load_items, sample_path
+
+T0 = datetime(2026, 11, 24, 9, 0)
+
+
+def run(run_id: str, status: str = "running") -> RunRecord:
+    return RunRecord(run_id, None, "wf", "item", "carol", status, None, '{"id": "item"}', None, None, 0, 0.0, T0, T0)
+
+
+def step(run_id: str, name: str, status: str, output: dict | None = None) -> StepRecord:
+    return StepRecord(run_id, name, 0, "tool", status, f"{run_id}/{name}", json.dumps(output) if output else None,
+                      "allow", None, None, None, None, 1.0, T0, T0)
+
+
+def test_state_survives_closing_the_connection_and_rows_are_replaced_by_key(tmp_path):
+    db = tmp_path / "s.duckdb"
+    conn = duckdb.connect(str(db))
+    store = StateStore(conn)
+    store.put(run("r-aaa111"), step("r-aaa111", "pay", "started"))
+    assert [s.status for s in store.steps("r-aaa111")] == ["started"]  # buffered rows are visible
+    store.flush()
+    store.put(step("r-aaa111", "pay", "done", {"ref": 1}), replace(run("r-aaa111"), status="completed"))
+    store.close()
+    conn.close()
+
+    store = StateStore(duckdb.connect(str(db)))
+    (s,) = store.steps("r-aaa111")
+    assert (s.status, s.output_dict()) == ("done", {"ref": 1})
+    assert store.run("r-aaa").status == "completed"  # a unique prefix is enough
+    assert store.run("r-zzz") is None
+    assert store.counts() == {"completed": 1}
+
+
+def test_an_ambiguous_prefix_is_refused(tmp_path):
+    store = StateStore(duckdb.connect(str(tmp_path / "s.duckdb")))
+    store.put(run("r-ab1"), run("r-ab2"))
+    with pytest.raises(LookupError, match="matches more than one run"):
+        store.run("r-ab")
+    assert store.run("r-ab1").run_id == "r-ab1"  # an exact id wins even if it prefixes nothing else
+
+
+def test_large_flushes_go_through_arrow_and_round_trip(tmp_path):
+    store = StateStore(duckdb.connect(str(tmp_path / "s.duckdb")))
+    store.put(*[run(f"r-{i:04d}") for i in range(500)], *[step(f"r-{i:04d}", "a", "done", {"i": i})
+                                                           for i in range(500)])
+    assert store.flush() == 1000
+    assert len(store.runs(limit=1000)) == 500
+    assert store.steps("r-0420")[0].output_dict() == {"i": 420}
+
+
+def test_overdue_approvals_and_effect_receipts(tmp_path):
+    store = StateStore(duckdb.connect(str(tmp_path / "s.duckdb")))
+    pending = ApprovalRecord("r-1", "pay", "g", "senior_analyst", "carol", T0, T0 + timedelta(hours=4), "deny",
+                             True, "pending", None, None, None)
+    store.put(run("r-1", "waiting_approval"), pending, replace(pending, run_id="r-2", deadline_at=None))
+    assert store.overdue(T0 + timedelta(hours=3)) == []
+    assert [a.run_id for a in store.overdue(T0 + timedelta(hours=4))] == ["r-1"]
+    assert store.overdue(datetime(2026, 11, 24, 13, 0, tzinfo=timezone.utc))  # aware times are compared in UTC
+    assert store.effect("r-1/pay") is None
+    store.put(EffectRecord("r-1/pay", "r-1", "pay", "erp/payments", '{"ref": "x"}', T0))
+    assert store.effect("r-1/pay") == {"ref": "x"}
+    store.flush()
+    store.put(EffectRecord("r-1/pay", "r-1", "pay", "erp/payments", '{"ref": "second"}', T0))
+    store.flush()
+    assert store.effect("r-1/pay") == {"ref": "x"}  # the first receipt of a key is kept
+
+
+def test_buffered_ledger_reads_durable_usage_plus_pending_charges(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "l.duckdb"))
+    durable = DuckDBLedger(conn)
+    key = scope_key("workflow", "w")
+    noon = datetime(2026, 11, 24, 12, 30, tzinfo=timezone.utc)
+    day = noon.replace(hour=0, minute=0)
+    durable.charge(key, "tokens", 100, noon - timedelta(hours=2))
+    durable.charge(key, "tokens", 999, noon - timedelta(days=1))  # yesterday: not in today's window
+    ledger = BufferedLedger(durable)
+    assert ledger.usage(key, "tokens", day) == 100
+    ledger.charge(key, "tokens", 40, noon)
+    ledger.charge(key, "USD", 0.5, noon)
+    assert ledger.usage(key, "tokens", day) == 140 and ledger.usage(key, "USD", day) == 0.5
+    assert durable.usage(key, "tokens", day) == 100  # nothing written yet
+    ledger.flush()
+    assert durable.usage(key, "tokens", day) == 140
+    assert ledger.usage(key, "tokens", day) == 140  # not double counted after the flush
+    ledger.charge(key, "tokens", 10, noon)
+    assert ledger.usage(key, "tokens", day) == 150
+
+
+def test_buffered_ledger_agrees_with_an_in_memory_ledger():
+    ref, ledger = InMemoryLedger(), BufferedLedger(InMemoryLedger())
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    for i in range(50):
+        at = start + timedelta(hours=7 * i)
+        for led in (ref, ledger):
+            led.charge("model:m", "tokens", i, at)
+        if i % 7 == 0:
+            ledger.flush()
+        for window_start in (start, start + timedelta(days=5), at):
+            assert ledger.usage("model:m", "tokens", window_start) == ref.usage("model:m", "tokens", window_start)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("users: [alice]", "needs a top-level 'users' mapping"),
+    ("users:\n  alice: {roles: analyst}", "user 'alice': 'roles' must be a list"),
+    ("users: {alice: {roles: [1]}}", "user 'alice': 'roles' must be a list"),
+    ("users:\n  alice: [unclosed", "users.yaml:2: user directory is not valid YAML"),
+])
+def test_bad_directory_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "users.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        Directory.load(path)
+
+
+def test_the_shipped_directory_has_an_approver_for_every_gate_role_of_the_workflows():
+    users = Directory.load(sample_path("fraud-routing").parent / "directory.yaml")
+    held = {r for u in users.users.values() for r in u.roles}
+    assert {"senior_analyst", "supply_manager", "fraud_analyst", "fraud_lead", "it_service_manager"} <= held
+    assert users.users["operator"].roles == ()
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("one.json", '{"id": "a"}', [{"id": "a"}]),
+    ("many.json", '[{"id": "a"}, {"id": "b"}]', [{"id": "a"}, {"id": "b"}]),
+    ("lines.jsonl", '{"id": "a"}\n\n{"id": "b"}\n', [{"id": "a"}, {"id": "b"}]),
+    ("table.csv", "id,amount\na,10\n", [{"id": "a", "amount": "10"}]),
+])
+def test_input_formats(tmp_path, name, text, expected):
+    (tmp_path / name).write_text(text)
+    assert load_items(tmp_path / name) == expected
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.json", "[{", "bad.json:1: not valid JSON"),
+    ("bad.json", "[1, 2]", "bad.json: input must be a JSON object or an array of objects"),
+    ("bad.jsonl", '{"id": 1}\n[2]\n', "bad.jsonl:2: each line must be a JSON object"),
+    ("bad.jsonl", '{"id": 1}\n{oops\n', "bad.jsonl:2: not valid JSON"),
+])
+def test_bad_input_files_name_file_and_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_items(tmp_path / name)
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+def test_every_workflow_ships_a_few_hundred_sample_items_with_unique_ids(workflow):
+    items = load_items(sample_path(workflow))
+    assert 200 <= len(items) <= 400
+    ids = [WORKFLOWS[workflow].item_id(i) for i in items]
+    assert len(set(ids)) == len(ids) and all(ids)
