@@ -148,6 +148,7 @@ ERRORS = [
     ("missing input file", ["--input", "nope.jsonl"], "", 1, "error: nope.jsonl: no such input file"),
     ("bad --now", ["--now", "yesterday"], "", 2, "not an ISO 8601 time"),
     ("--audit without --key", ["--audit", "a.duckdb"], "", 2, "--audit needs --key"),
+    ("no rules at all", ["--rules"], "", 2, "requires an argument"),
     ("ledger that is not a database", ["--ledger", "NOTDB"], "", 1, "cannot open budget ledger"),
 ]
 
@@ -161,6 +162,16 @@ def test_errors_are_one_clear_line(rules, tmp_path, case, args, stdin, code, mes
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rule_paths_may_follow_as_arguments(rules, tmp_path):
+    (tmp_path / "extra.policy").write_text('package extra\nrule clerks_write\n    allow role clerk to write dataset "orders/*"\n')
+    result = run("eval", "--rules", str(rules), str(tmp_path / "extra.policy"),
+                 stdin=json.dumps(request(action="write")))
+    assert result.returncode == 0, result.stderr
+    assert decisions(result.stdout)[0]["reasons"][0]["rule"] == "extra.clerks_write"
+    missing = run("eval", stdin="{}")
+    assert missing.returncode == 2 and "give the rule files" in missing.stderr
 
 
 def test_empty_input_decides_nothing(rules):

@@ -68,8 +68,8 @@ def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None
 
 
 @click.command("eval")
-@click.option("--rules", "rules", multiple=True, required=True, metavar="PATH",
-              help="Rule file or folder of .policy files (repeatable).")
+@click.option("--rules", "rules", multiple=True, metavar="PATH",
+              help="Rule file or folder of .policy files (repeatable; more paths may follow as arguments).")
 @click.option("--input", "source", default="-", show_default=True, metavar="FILE",
               help="A JSON request, a JSON array of requests, or JSON Lines; '-' reads stdin.")
 @click.option("--explain", is_flag=True, help="Print a readable trace of every rule considered to stderr.")
@@ -79,8 +79,9 @@ def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None
 @click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also record each decision in this audit database (needs --key).")
 @click.option("--key", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Signing key for --audit.")
+@click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
 def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, now_text: str | None,
-                 audit: str | None, key: str | None) -> None:
+                 audit: str | None, key: str | None, more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
 
     Exit status is 0 when every request was decided, 1 when the rule files have
@@ -88,10 +89,14 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     the reason, in the output).
 
     Example: policyengine eval --rules rules/ --input requests.jsonl --explain
+    (also: policyengine eval --rules a.policy b.policy < request.json)
     """
     from policyengine.diagnostics import PolicyError, render_findings
     from policyengine.engine import load_policy, read_requests
 
+    rules = (*rules, *more_rules)
+    if not rules:
+        raise click.UsageError("give the rule files: --rules PATH (a file or a folder of .policy files)")
     now = _parse_now(now_text)
     text = _read_input(source)
     budget_ledger = None
