@@ -186,6 +186,7 @@ def _walk(folder: Path) -> Iterator[Path]:
 _PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 _IMPORT_RE = re.compile(r"^\s*import\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 _ROOT_MARKERS = (".git", "pyproject.toml")
+_MAX_UP = 3  # folders above a test file searched for imported packages, at most
 
 
 def _policy_files_in(folder: Path, recursive: bool) -> list[Path]:
@@ -206,13 +207,18 @@ def with_imports(files: list[Path], start: Path) -> list[Path]:
     """``files`` plus, transitively, the files declaring the packages they import.
 
     Imported packages are looked up in ``start`` and then its parent folders, up to
-    the first folder that holds ``.git`` or ``pyproject.toml`` (the project root).
-    Packages that cannot be found are left for the loader to report.
+    the first folder that holds ``.git`` or ``pyproject.toml`` (the project root)
+    and never more than ``_MAX_UP`` levels up. Packages that cannot be found are
+    left for the loader to report.
     """
     chosen = {p.resolve(): p for p in files}
     index: dict[str, list[Path]] = {}
+    for p in files:  # packages the given files declare need no search
+        pkg, _ = _read_header(p)
+        if pkg:
+            index.setdefault(pkg, []).append(p)
     searched: list[Path] = []
-    ancestors = [start.resolve(), *start.resolve().parents]
+    ancestors = [start.resolve(), *start.resolve().parents][: _MAX_UP + 1]
     pending = list(files)
     while pending:
         package, imports = _read_header(pending.pop())
