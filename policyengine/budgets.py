@@ -100,6 +100,11 @@ class DuckDBLedger:
     Pass a path (the file is created if needed) or an open connection that the
     orchestrator or the audit log already use: the ledger then works on its own
     cursor of that connection, so the same database file is shared safely.
+
+    Reads are served from a write-through cache of each (scope, unit)'s hour
+    buckets, loaded on first use, so a decision does not pay for a query. A DuckDB
+    file has one writing process at a time; within it, charge through one ledger
+    per database (or call ``refresh()`` after writing ``budget_usage`` otherwise).
     """
 
     def __init__(self, path_or_connection: str | Path | duckdb.DuckDBPyConnection) -> None:
@@ -108,20 +113,39 @@ class DuckDBLedger:
         else:
             self._conn = duckdb.connect(str(path_or_connection))
         self._lock = threading.Lock()
-        self._usage_sql = _sql("budget_usage")
+        self._hours_sql = _sql("budget_hours")
         self._charge_sql = _sql("budget_charge")
+        self._cache: dict[tuple[str, str], dict[datetime, float]] = {}
         with self._lock:
             self._conn.execute(_sql("budget_create"))
 
+    def _buckets(self, scope_key: str, unit: str) -> dict[datetime, float]:
+        """The hour buckets of one scope and unit (call with the lock held)."""
+        buckets = self._cache.get((scope_key, unit))
+        if buckets is None:
+            rows = self._conn.execute(self._hours_sql, [scope_key, unit]).fetchall()
+            buckets = {hour: float(amount) for hour, amount in rows}
+            self._cache[(scope_key, unit)] = buckets
+        return buckets
+
     def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+        start = _naive_utc(window_start)
         with self._lock:
-            row = self._conn.execute(self._usage_sql, [scope_key, unit, _naive_utc(window_start)]).fetchone()
-        return float(row[0]) if row else 0.0
+            buckets = self._buckets(scope_key, unit)
+            return float(sum(v for h, v in buckets.items() if h >= start))
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = _naive_utc(window_start("hour", at))
         with self._lock:
             self._conn.execute(self._charge_sql, [scope_key, unit, hour, float(amount)])
+            buckets = self._cache.get((scope_key, unit))
+            if buckets is not None:
+                buckets[hour] = buckets.get(hour, 0.0) + float(amount)
+
+    def refresh(self) -> None:
+        """Forget cached usage; the next reads query the table again."""
+        with self._lock:
+            self._cache.clear()
 
     def close(self) -> None:
         """Close the ledger's cursor (and the database, when the ledger opened it)."""

@@ -215,3 +215,16 @@ def test_policy_reads_a_duckdb_ledger_written_by_another_process(policy_dir, tmp
         policy = load_policy(policy_dir, ledger=ledger)
         assert policy.evaluate(invoke(tokens=1), now=NOW).effect == "allow"
         assert policy.evaluate(invoke(tokens=2), now=NOW).effect == "deny"
+
+
+def test_duckdb_ledger_cache_is_written_through_and_refreshable(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "c.duckdb"))
+    ledger = DuckDBLedger(conn)
+    day = window_start("day", NOW)
+    assert ledger.usage("agent:bot", "tokens", day) == 0  # loads the (empty) buckets
+    ledger.charge("agent:bot", "tokens", 5, NOW)
+    assert ledger.usage("agent:bot", "tokens", day) == 5
+    conn.execute("INSERT INTO budget_usage VALUES ('agent:bot', 'tokens', TIMESTAMP '2026-11-24 01:00:00', 7)")
+    assert ledger.usage("agent:bot", "tokens", day) == 5  # written behind the ledger's back
+    ledger.refresh()
+    assert ledger.usage("agent:bot", "tokens", day) == 12
