@@ -270,15 +270,56 @@ def run_size(n: int, workdir: Path, peers: bool) -> dict:
     return row
 
 
+SCENARIOS = {
+    "allow, no obligations": {"principal": {"id": "alice", "roles": ["analyst"]}, "action": "read",
+                              "resource": {"kind": "dataset", "id": "erp/invoices/1"}},
+    "escalate (gate obligation)": {"principal": {"id": "alice", "roles": ["analyst"]}, "action": "approve_payment",
+                                   "resource": {"kind": "tool", "id": "erp/payments"},
+                                   "context": {"amount": 20_000, "currency": "EUR"}},
+    "routed invoke (2 candidates)": {"principal": {"id": "fraud_screener", "type": "agent"}, "action": "invoke",
+                                     "resource": {"kind": "model"}, "context": {"task": "fraud_score", "tokens": 500}},
+    "model invoke under 2 budgets": {"principal": {"id": "invoice_classifier", "type": "agent"}, "action": "invoke",
+                                     "resource": {"kind": "model", "id": "classifier_small"},
+                                     "context": {"tokens": 1000, "workflow": "invoice-exceptions"}},
+    "malformed request": {"principal": {"id": 7}, "action": "read"},
+}
+
+
+def scenarios(workdir: Path) -> str:
+    """Per-decision latency on the example rules/ (36 rules, 9 gates, 6 budgets) by kind of decision."""
+    from datetime import datetime, timezone
+
+    from policyengine import DuckDBLedger, InMemoryLedger, load_policy
+    from policyengine.resources import data_path
+
+    now = datetime(2026, 3, 10, 9, tzinfo=timezone.utc)
+    out = ["| decision on rules/ | ledger | median / p99 (µs) |", "|---|---|---|"]
+    for ledger_name, ledger in (("in-memory", InMemoryLedger()), ("DuckDB file", DuckDBLedger(workdir / "l.duckdb"))):
+        policy = load_policy(data_path("rules"), ledger=ledger)
+        ledger.charge("workflow:invoice-exceptions", "tokens", 1_000, now)
+        for name, request in SCENARIOS.items():
+            if ledger_name != "in-memory" and "budget" not in name:
+                continue
+            effect = policy.evaluate(request, now=now).effect
+            med, p99 = summary(timings(lambda r: policy.evaluate(r, now=now), [request], repeat=20_000))
+            out.append(f"| {name} ({effect}) | {ledger_name} | {med:.2f} / {p99:.2f} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--no-peers", action="store_true", help="only time policyengine")
     parser.add_argument("--gc-off", action="store_true", help="pause the garbage collector while timing")
+    parser.add_argument("--scenarios", action="store_true", help="time kinds of decisions on rules/ instead")
     args = parser.parse_args()
     global GC_OFF
     GC_OFF = args.gc_off
     rows = []
+    if args.scenarios:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(scenarios(Path(tmp)))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(x) for x in args.sizes.split(",")):
             row = run_size(n, Path(tmp), peers=not args.no_peers)
