@@ -14,6 +14,8 @@ alternative on its own continuation line starting with ``or``.
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -24,6 +26,7 @@ __all__ = ["format_policy", "format_expr", "format_number"]
 INDENT = "    "
 CONTINUATION = "      or "
 MAX_WIDTH = 88
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class _Line:
     source: int | None
     indent: str = ""
     blank: bool = False
+    keyword: str = ""  # the clause's keyword, to find its line in the source when it has no span
 
 
 # --- values -------------------------------------------------------------------------
@@ -64,9 +68,22 @@ def _money(money: ast.Money) -> str:
     return f"{text} {money.currency}"
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
 def _string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{escaped}"'
+    """A double-quoted string; control and other unprintable characters are escaped."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return '"' + "".join(_escape(ch) for ch in value) + '"'
 
 
 def _strings(values: tuple[str, ...]) -> str:
@@ -137,7 +154,9 @@ def _condition(keyword: str, expr: ast.Expr) -> list[_Line]:
 
 
 def _clause(text: str, source: int | None) -> _Line:
-    return _Line(INDENT + text, source, INDENT)
+    words = text.split(" ", 2)
+    keyword = words[1] if words[0] == "min" else words[0]  # "min" is also a unit of time; "samples" is not
+    return _Line(INDENT + text, source, INDENT, keyword=keyword)
 
 
 def _notes(because: str | None, cites: tuple[str, ...]) -> list[_Line]:
@@ -212,7 +231,8 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         lines += _notes(decl.because, decl.cites)
     elif isinstance(decl, ast.BudgetDecl):
         scope = decl.scope
-        value = _string(scope.value) if scope.kind == "workflow" or not scope.value.isidentifier() else scope.value
+        bare = scope.kind != "workflow" and _IDENTIFIER.fullmatch(scope.value)
+        value = scope.value if bare else _string(scope.value)
         lines.append(_clause(f"for {scope.kind} {value}", scope.span.line))
         for limit in decl.limits:
             amount = format_number(limit.amount, integral_as_int=True)
@@ -254,7 +274,6 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
             lines.append(_clause(f"on breach {_breach(decl.on_breach)}", decl.on_breach.span.line))
     else:
         raise TypeError(f"not a declaration: {decl!r}")
-    _estimate(lines, decl.span.end_line)
     return lines
 
 
@@ -275,33 +294,55 @@ def _keyword(decl: ast.Decl) -> str:
     return _KEYWORDS[type(decl)]
 
 
-def _estimate(lines: list[_Line], last_line: int | None) -> None:
-    """Guess the source line of clauses that carry no span (``because``, ``warn at``).
+_WORD = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\.?[A-Za-z_][A-Za-z0-9_]*|\n')
 
-    The last line of a declaration ends where the declaration ends; any other
-    unknown line follows the line before it. In canonical layout the guess is
-    exact, which is what keeps formatting idempotent with comments.
+
+def keyword_lines(source: str) -> dict[str, list[int]]:
+    """Where each bare word occurs in ``source`` (strings, comments and ``.x`` parts skipped)."""
+    found: dict[str, list[int]] = {}
+    line = 1
+    for match in _WORD.finditer(source):
+        word = match.group()
+        if word == "\n":
+            line += 1
+        elif word[0] not in '"#.':
+            found.setdefault(word, []).append(line)
+    return found
+
+
+def _resolve(lines: list[_Line], last_line: int | None, words: dict[str, list[int]]) -> None:
+    """Give clauses without a span (``because``, ``warn at``, ...) their source line.
+
+    With the source text, the line is where the clause's keyword next occurs;
+    without it, the line after the previous clause, and the declaration's last
+    line for its last clause. Comments are placed by these lines.
     """
-    if lines[-1].source is None and last_line is not None:
-        lines[-1].source = last_line
     previous = lines[0].source or 1
-    for line in lines:
+    for index, line in enumerate(lines):
         if line.source is None:
-            line.source = previous + 1
-        previous = line.source
+            candidates = words.get(line.keyword, ())
+            at = bisect_left(candidates, previous)
+            if at < len(candidates) and (last_line is None or candidates[at] <= last_line):
+                line.source = candidates[at]
+            elif index == len(lines) - 1 and last_line is not None:
+                line.source = last_line
+            else:
+                line.source = previous + 1
+        previous = line.source  # type: ignore[assignment]
 
 
 def _one_liner(decl: ast.Decl) -> type | None:
     return type(decl) if isinstance(decl, (ast.RoleDecl, ast.ConstDecl)) else None
 
 
-def _layout(file: ast.PolicyFile) -> list[_Line]:
+def _layout(file: ast.PolicyFile, words: dict[str, list[int]]) -> list[_Line]:
     lines = [_Line(f"package {file.package.value}", file.package.span.line)]
     if file.owner is not None:
-        lines.append(_Line(f"owner {_string(file.owner)}", None))
+        lines.append(_Line(f"owner {_string(file.owner)}", None, keyword="owner"))
     if file.cites:
-        lines.append(_Line(f"cite {_strings(file.cites)}", None))
-    _estimate(lines, None)
+        lines.append(_Line(f"cite {_strings(file.cites)}", None, keyword="cite"))
+    first_body = [n.span.line for n in (*file.imports, *file.decls)]
+    _resolve(lines, min(first_body) - 1 if first_body else None, words)
     if file.imports:
         lines.append(_Line("", None, blank=True))
         lines += [_Line(f"import {imp.package.value}", imp.span.line) for imp in file.imports]
@@ -310,7 +351,9 @@ def _layout(file: ast.PolicyFile) -> list[_Line]:
         together = previous is not None and _one_liner(decl) is not None and _one_liner(decl) is _one_liner(previous)
         if not together:
             lines.append(_Line("", None, blank=True))
-        lines += _decl_lines(decl)
+        decl_lines = _decl_lines(decl)
+        _resolve(decl_lines, decl.span.end_line, words)
+        lines += decl_lines
         previous = decl
     return lines
 
@@ -340,15 +383,21 @@ def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> li
             comment = own[next_own]
             out.append(line.indent + comment.text)
             next_own += 1
-            follows = own[next_own].line if next_own < len(own) else line.source or 0
+            follows = line.source or 0
+            if next_own < len(own) and own[next_own].line < follows:
+                follows = own[next_own].line
             if follows > comment.line + 1:  # a blank line after a comment block stays
                 out.append("")
         text = line.text
         if id(line) in trailing:
             text += "  " + " ".join(trailing[id(line)])
         out.append(text)
+    previous_line = max((line.source or 0 for line in code), default=0)
     for comment in own[next_own:]:
+        if comment.line > previous_line + 1:  # a blank line before a closing comment stays
+            out.append("")
         out.append(comment.text)
+        previous_line = comment.line
     # a comment flushed right after a blank line belongs to what follows it; collapse blank runs
     result: list[str] = []
     for text in out:
@@ -360,6 +409,12 @@ def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> li
     return result
 
 
-def format_policy(file: ast.PolicyFile) -> str:
-    """The canonical text of ``file``, ending with one newline."""
-    return "\n".join(_place_comments(_layout(file), file.comments)) + "\n"
+def format_policy(file: ast.PolicyFile, source: str | None = None) -> str:
+    """The canonical text of ``file``, ending with one newline.
+
+    Pass the ``source`` text ``file`` was parsed from when it has comments: clauses
+    such as ``because`` carry no span, and the source tells which line each was
+    on, so every comment stays beside the clause it was written next to.
+    """
+    words = keyword_lines(source) if source is not None and file.comments else {}
+    return "\n".join(_place_comments(_layout(file, words), file.comments)) + "\n"

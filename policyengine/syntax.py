@@ -40,8 +40,8 @@ _DURATION_UNITS: dict[str, int] = {
 }
 _WINDOWS = {"hour": "hour", "hourly": "hour", "day": "day", "daily": "day", "month": "month", "monthly": "month"}
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
-_ESCAPE = re.compile(r"\\(.)")
-_ESCAPES = {"n": "\n", "t": "\t"}
+_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
 
 class _Clause(tuple):
@@ -69,7 +69,15 @@ def _unquote(text: str) -> str:
     body = text[1:-1]
     if "\\" not in body:
         return body
-    return _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), body)
+    return _ESCAPE.sub(_unescape, body)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if len(code) > 1:  # \uXXXX or \UXXXXXXXX
+        point = int(code[1:], 16)
+        return chr(point) if point <= 0x10FFFF else "\ufffd"
+    return _ESCAPES.get(code, code)
 
 
 @v_args(inline=True)

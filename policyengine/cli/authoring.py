@@ -141,7 +141,7 @@ def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> No
         except PolicyError as error:
             problems.extend(error.findings)
             continue
-        formatted = format_policy(tree)
+        formatted = format_policy(tree, text)
         if formatted == text:
             continue
         if parse_policy(formatted, name) != tree:  # belt and braces: never write a changed meaning
