@@ -439,3 +439,31 @@ def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:
     assert failure is not None and failure.get("message") == "effect: expected allow, got deny"
     assert "request:" in failure.text and "explanation:" in failure.text
     assert "unknown expected effect 'maybe'" in root.find(".//error").get("message")
+
+
+# --- robustness -------------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from policyengine.testing.cases import TestFileError, parse_test_file  # noqa: E402
+
+_YAML_BITS = st.sampled_from([
+    "cases:", "  - name: x", "    principal: ana", "    principal: {id: 1}", "    action: read", "    action: [1]",
+    "    resource: dataset d", "    resource: {kind: 3}", "    expect: allow", "    expect: 7", "    rules: x",
+    "    obligations: [1]", "    usage: {a: {b: c}}", "    usage: [1]", "    approvals: [x]", "    context: null",
+    "fixtures: {principals: {ana: [1]}}", "fixtures: 3", "now: 2026-01-01", "policy: [1, 2]", "x-a: &a {k: 1}",
+    "    <<: *a", "    <<: *missing", "  - !!python/object:os.system {}", "{", "]", "\t", ": :", "- - -", "'",
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_YAML_BITS, max_size=12))
+def test_any_test_file_text_parses_or_raises_test_file_error(tmp_path_factory: pytest.TempPathFactory, lines: list[str]) -> None:
+    """No input makes the loader fail with anything but a ``file:line`` TestFileError."""
+    base = tmp_path_factory.getbasetemp()
+    (base / "p.policy").write_text("package p\n", encoding="utf-8")
+    try:
+        parse_test_file("\n".join(lines) + "\n", "t_test.yaml", base=base)
+    except TestFileError as exc:
+        assert str(exc).startswith("t_test.yaml:") and exc.span.line >= 1
