@@ -1,0 +1,179 @@
+"""Loading policy files and folders: every problem is a finding, never an exception.
+
+Also the parse cache: unchanged files are not parsed again (in memory and on
+disk, keyed by path and content), a changed file is, and a corrupt cache entry is
+ignored rather than trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from policyengine import loader
+from policyengine.loader import cache_dir, load_files
+
+GOOD = 'package t.p{n}\n\nrole r{n}\n\nrule read{n}\n    allow role r{n} to read dataset "d/*"\n'
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own cache folder and an empty in-memory cache."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    monkeypatch.delenv("POLICYENGINE_NO_CACHE", raising=False)
+    loader._MEMORY.clear()
+    return folder
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_folders_are_searched_recursively_in_sorted_order(tmp_path: Path) -> None:
+    write(tmp_path / "b" / "z.policy", GOOD.format(n=1))
+    write(tmp_path / "a.policy", GOOD.format(n=2))
+    write(tmp_path / "b" / "a" / "deep.policy", GOOD.format(n=3))
+    write(tmp_path / "notes.txt", "not a policy")
+    result = load_files([tmp_path])
+    assert result.findings == [] and result.ok
+    assert [Path(f.path).relative_to(tmp_path).as_posix() for f in result.files] == [
+        "a.policy", "b/a/deep.policy", "b/z.policy"]
+
+
+def test_a_file_named_twice_is_loaded_once(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.policy", GOOD.format(n=1))
+    result = load_files([path, tmp_path, str(path)])
+    assert len(result.files) == 1
+
+
+def test_an_explicit_file_need_not_end_in_policy(tmp_path: Path) -> None:
+    result = load_files([write(tmp_path / "rules.txt", GOOD.format(n=1))])
+    assert [f.package.value for f in result.files] == ["t.p1"]
+
+
+PROBLEMS = [
+    # (file content, finding code, message fragment, line, col)
+    ("package t\nrole x extends\n", "syntax", "expected a role name after 'extends'", 2, 15),
+    (b"package t\nrole caf\xe9\n", "load", "not UTF-8", 2, 9),
+    (b"\x00\x01\x02binary", "syntax", "unexpected character", 1, 1),
+    ("", "syntax", "expected 'package NAME' at the start of the file", 1, 1),
+]
+
+
+@pytest.mark.parametrize(("content", "code", "fragment", "line", "col"), PROBLEMS)
+def test_a_broken_file_is_one_finding_and_the_others_still_load(
+    tmp_path: Path, content: str | bytes, code: str, fragment: str, line: int, col: int
+) -> None:
+    write(tmp_path / "a_good.policy", GOOD.format(n=1))
+    bad = write(tmp_path / "b_bad.policy", content)
+    write(tmp_path / "c_good.policy", GOOD.format(n=2))
+    result = load_files([tmp_path])
+    assert [f.package.value for f in result.files] == ["t.p1", "t.p2"]
+    assert len(result.findings) == 1 and not result.ok
+    finding = result.findings[0]
+    assert (finding.code, finding.span.file, finding.span.line, finding.span.col) == (code, str(bad), line, col)
+    assert fragment in finding.message
+
+
+def test_a_missing_path_is_a_finding(tmp_path: Path) -> None:
+    result = load_files([tmp_path / "nope"])
+    assert result.files == () and [f.message for f in result.findings] == ["no such file or folder"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_an_unreadable_file_is_a_finding(tmp_path: Path) -> None:
+    path = write(tmp_path / "locked.policy", GOOD.format(n=1))
+    path.chmod(0)
+    try:
+        result = load_files([tmp_path])
+    finally:
+        path.chmod(0o644)
+    assert result.files == () and "cannot read this file" in result.findings[0].message
+
+
+# --- the parse cache ------------------------------------------------------------------------
+
+
+def _forbid_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(text: str, path: str = "<string>") -> None:
+        raise AssertionError(f"{path} was parsed again")
+
+    monkeypatch.setattr(loader, "parse_policy", fail)
+
+
+def test_unchanged_files_come_from_the_cache_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "rules"
+    write(folder / "a.policy", GOOD.format(n=1))
+    write(folder / "bad.policy", "package t\nrole\n")
+    first = load_files([folder])
+    assert list(cache_dir().glob("*.pickle")), "nothing was written to the cache"
+    loader._MEMORY.clear()  # a new process: only the disk cache is left
+    _forbid_parsing(monkeypatch)
+    second = load_files([folder])
+    assert second.files == first.files and second.findings == first.findings
+    assert [f.path for f in second.files] == [f.path for f in first.files]
+    assert second.files[0].decls[0].span == first.files[0].decls[0].span
+
+
+def test_a_changed_file_is_parsed_again(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.policy", GOOD.format(n=1))
+    load_files([path])
+    write(path, GOOD.format(n=2))
+    assert load_files([path]).files[0].package.value == "t.p2"
+
+
+def test_the_same_content_at_another_path_keeps_its_own_spans(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.policy", GOOD.format(n=1))
+    b = write(tmp_path / "b.policy", GOOD.format(n=1))
+    files = load_files([a, b]).files
+    assert [f.decls[0].span.file for f in files] == [str(a), str(b)]
+
+
+def test_a_corrupt_cache_entry_is_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.policy", GOOD.format(n=1))
+    expected = load_files([path]).files
+    entries = list(cache_dir().glob("*.pickle"))
+    assert entries
+    for entry in entries:
+        entry.write_bytes(b"\x80\x05 definitely not a pickle")
+    loader._MEMORY.clear()
+    assert load_files([path]).files == expected
+
+
+def test_a_cache_entry_of_the_wrong_type_is_ignored(tmp_path: Path) -> None:
+    import pickle
+
+    path = write(tmp_path / "a.policy", GOOD.format(n=1))
+    expected = load_files([path]).files
+    for entry in cache_dir().glob("*.pickle"):
+        entry.write_bytes(pickle.dumps({"not": "a policy file"}))
+    loader._MEMORY.clear()
+    assert load_files([path]).files == expected
+
+
+def test_no_cache_when_disabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLICYENGINE_NO_CACHE", "1")
+    load_files([write(tmp_path / "a.policy", GOOD.format(n=1))])
+    assert not cache_dir().exists()
+    assert not loader._MEMORY
+
+
+def test_an_unwritable_cache_folder_does_not_stop_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = write(tmp_path / "blocked", "a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    result = load_files([write(tmp_path / "a.policy", GOOD.format(n=1))])
+    assert result.ok and len(result.files) == 1
+
+
+def test_the_example_rules_load_clean() -> None:
+    rules = Path(__file__).resolve().parent.parent / "rules"
+    result = load_files([rules])
+    assert result.ok and len(result.files) >= 7
