@@ -239,12 +239,21 @@ class Orchestrator:
         pending = [a for a in self.store.approvals(run.run_id) if a.status == "pending"]
         if not pending:
             raise RunError(f"run {run.run_id} has no pending approval")
-        gate = pending[0]
-        check_decider(run, gate, user, self.directory, self.policy.policy_set.roles_of)
+        # the user decides every pending gate they may; refused if there is none
+        mine, refusal = [], None
+        for gate in pending:
+            try:
+                check_decider(run, gate, user, self.directory, self.policy.policy_set.roles_of)
+                mine.append(gate)
+            except ApprovalRefused as exc:
+                refusal = refusal or exc
+        if not mine:
+            raise refusal  # type: ignore[misc]
         now = naive_utc(self.clock())
-        decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
-        self.store.put(decided)
-        self._record_approval(run, decided)
+        for gate in mine:
+            decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
+            self.store.put(decided)
+            self._record_approval(run, decided)
         result = self._drive(self._workflow(run.workflow), replace(run, status="running"))
         self.flush()
         return result
@@ -383,14 +392,20 @@ class Orchestrator:
         if decision.effect == "deny":
             return stop("denied", _reason_text(decision))
         if decision.effect == "escalate":
-            need = next((o for o in decision.obligations if isinstance(o, ApprovalRequired)), None)
-            if need is None:
+            needs = [o for o in decision.obligations if isinstance(o, ApprovalRequired)]
+            if not needs:
                 return stop("denied", "escalation without an approval obligation: " + _reason_text(decision))
-            gate = next((a for a in mine if a.gate == need.gate), None)
-            verdict = self._gate_state(run, step, gate, need.gate, need.role, need.deadline_at,
-                                       need.deadline_seconds, need.on_timeout, need.distinct_approver, decision)
-            if verdict is not None:
-                return stop(*verdict)
+            # every gate that matched is opened at once; one denied gate denies the step
+            verdicts = [self._gate_state(run, step, next((a for a in mine if a.gate == n.gate), None), n.gate,
+                                         n.role, n.deadline_at, n.deadline_seconds, n.on_timeout,
+                                         n.distinct_approver, decision) for n in needs]
+            denied = next((v for v in verdicts if v is not None and v[0] == "denied"), None)
+            waiting = [v for v in verdicts if v is not None and v[0] == "waiting"]
+            if denied is not None:
+                return stop(*denied)
+            if waiting:
+                reason = "; ".join(v[1] for v in waiting)
+                return stop("waiting", reason, None, waiting[0][3])
         if isinstance(step, HumanWait):
             done = next((a for a in mine if a.status == "approved"), None)
             if done is None:
