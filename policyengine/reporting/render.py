@@ -1,0 +1,360 @@
+"""Rendering of report results: table (terminal), csv, json and html.
+
+The HTML is one self-contained file (inline CSS and inline SVG charts, no
+scripts, no external fetches) so that an auditor can open it offline or attach
+it to a finding as it is. JSON keeps full float precision; table and HTML show
+six significant digits; an undefined metric is shown as "undefined", never NaN.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from html import escape
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from .bias import BiasResult
+from .drift import DriftResult
+from .reports import ReportResult
+
+Format = Literal["table", "csv", "json", "html"]
+FORMATS: tuple[str, ...] = ("table", "csv", "json", "html")
+
+
+# --- cells ---------------------------------------------------------------------------
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def cell(v: Any) -> str:
+    """How one value reads in a table or an HTML cell."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    return str(v)
+
+
+def metric(v: float | None) -> str:
+    return "undefined" if v is None else f"{v:.6g}"
+
+
+def _console(file: io.StringIO) -> Console:
+    width = int(os.environ.get("COLUMNS", 0)) or max(shutil.get_terminal_size((160, 24)).columns, 160)
+    return Console(file=file, width=width, highlight=False, emoji=False, markup=False, color_system=None)
+
+
+def _rich_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*(cell(v) for v in r))
+    out = io.StringIO()
+    _console(out).print(t)
+    return out.getvalue()
+
+
+# --- generic rows (named reports, query) ---------------------------------------------
+
+
+def render_rows(result: ReportResult, fmt: Format) -> str:
+    cols, rows = result.columns, result.rows
+    if fmt == "json":
+        return json.dumps([{c: _json_value(v) for c, v in zip(cols, r)} for r in rows], indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows([("" if v is None else _json_value(v)) for v in r] for r in rows)
+        return out.getvalue()
+    if fmt == "html":
+        spec = result.spec
+        meta = [("Regulation", spec.regulation), ("Report", spec.name),
+                ("Parameters", ", ".join(f"{k} = {cell(v) or 'null'}" for k, v in result.params.items()) or "none"),
+                ("Rows", str(len(rows)))]
+        body = f"<p class='lead'>{escape(spec.description)}</p>" + _meta(meta) + _html_table(cols, rows)
+        return page(spec.title, body)
+    text = _rich_table(cols, rows, title=result.spec.title)
+    return text + f"{len(rows)} row(s)\n"
+
+
+# --- bias ----------------------------------------------------------------------------------
+
+_GROUP_COLS = ("group", "n", "judged", "selected", "selection_rate", "impact_ratio", "parity_difference",
+               "tpr", "fpr", "tp", "fp", "tn", "fn")
+
+_BIAS_SUMMARY = (
+    ("disparate impact (min/max selection rate)", "disparate_impact"),
+    ("demographic parity difference", "demographic_parity_difference"),
+    ("demographic parity ratio", "demographic_parity_ratio"),
+    ("equalized odds difference (worst case)", "equalized_odds_difference"),
+    ("equalized odds ratio (worst case)", "equalized_odds_ratio"),
+    ("TPR difference", "tpr_difference"),
+    ("FPR difference", "fpr_difference"),
+    ("TPR ratio", "tpr_ratio"),
+    ("FPR ratio", "fpr_ratio"),
+    ("overall selection rate", "overall_selection_rate"),
+)
+
+
+def _group_rows(r: BiasResult) -> list[tuple[Any, ...]]:
+    label_cols = r.has_label
+    rows = []
+    for g in r.groups:
+        row = [g.group, g.n, g.judged, g.selected, g.selection_rate, g.impact_ratio, g.parity_difference]
+        row += [g.tpr, g.fpr, g.tp, g.fp, g.tn, g.fn] if label_cols else [None] * 6
+        rows.append(tuple(row))
+    return rows
+
+
+def _group_cols(r: BiasResult) -> tuple[str, ...]:
+    return _GROUP_COLS if r.has_label else _GROUP_COLS[:7]
+
+
+def render_bias(r: BiasResult, fmt: Format, *, source: str = "") -> str:
+    if fmt == "json":
+        return json.dumps(_json_value(r.to_dict()), indent=2) + "\n"
+    cols = _group_cols(r)
+    rows = [row[: len(cols)] for row in _group_rows(r)]
+    summary = [(label, getattr(r, key)) for label, key in _BIAS_SUMMARY
+               if r.has_label or not key.startswith(("equalized", "tpr", "fpr"))]
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows([("" if v is None else v) for v in row] for row in rows)
+        return out.getvalue()
+    if fmt == "html":
+        return _bias_html(r, cols, rows, summary, source)
+    text = _rich_table(cols, rows, title=f"Bias by group (reference: {r.reference_group or 'none'}, "
+                                            f"min samples: {r.min_samples})")
+    text += _rich_table(("metric", "value"), [(k, metric(v)) for k, v in summary], title="Aggregates over judged groups")
+    if r.flagged_groups:
+        text += f"below the {r.threshold:g} impact-ratio line: {', '.join(r.flagged_groups)}\n"
+    text += "".join(f"note: {n}\n" for n in r.notes)
+    return text
+
+
+def _bias_html(r: BiasResult, cols, rows, summary, source: str) -> str:
+    ref = next((g for g in r.groups if g.group == r.reference_group), None)
+    line = r.threshold * ref.selection_rate if ref is not None else None
+    bars = [(g.group, g.selection_rate,
+             "muted" if not g.judged else ("bad" if g.group in r.flagged_groups else "ok")) for g in r.groups]
+    chart = bar_chart(
+        bars, title="Selection rate by group",
+        line=line, line_label=(f"{r.threshold:g} × reference rate ({r.reference_group})" if line is not None else None),
+        max_value=1.0,
+    )
+    verdict = ("<p class='bad'>Below the " + escape(f"{r.threshold:g}") + " line: " + escape(", ".join(r.flagged_groups)) + "</p>"
+               if r.flagged_groups else "<p class='ok'>No judged group is below the "
+               + escape(f"{r.threshold:g}") + " line.</p>")
+    meta = [("Source", source or "—"), ("Rows", str(r.total_rows)), ("Reference group", r.reference_group or "none"),
+            ("Min samples", str(r.min_samples)), ("Judged groups", str(r.judged_groups))]
+    body = (
+        "<p class='lead'>Selection rates, disparate impact, demographic parity"
+        + (" and equalized odds" if r.has_label else "")
+        + " per protected group. Definitions follow fairlearn and AIF360 (docs/reports.md).</p>"
+        + _meta(meta) + verdict + chart
+        + "<h2>Aggregates over judged groups</h2>" + _html_table(("metric", "value"), [(k, metric(v)) for k, v in summary])
+        + "<h2>Groups</h2>" + _html_table(cols, rows)
+        + _notes(r.notes)
+    )
+    return page("Bias report", body)
+
+
+# --- drift -------------------------------------------------------------------------------------
+
+_BIN_COLS = ("bin", "lower_edge", "upper_edge", "ref_count", "cur_count", "ref_pct", "cur_pct", "psi_term")
+
+
+def _psi_band(psi: float) -> str:
+    return "ok" if psi < 0.1 else ("warn" if psi < 0.2 else "bad")
+
+
+def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str = "", current: str = "") -> str:
+    if fmt == "json":
+        doc = {"reference": reference, "current": current, "columns": [r.to_dict() for r in results]}
+        return json.dumps(_json_value(doc), indent=2) + "\n"
+    summary_cols = ("column", "kind", "n_reference", "n_current", "psi", "ks_statistic", "chi2_statistic",
+                    "chi2_dof", "chi2_pvalue")
+    summary = [
+        (r.column, r.kind, r.n_reference, r.n_current, r.psi,
+         r.ks.statistic if r.ks else None,
+         r.chi2.statistic if r.chi2 else None, r.chi2.dof if r.chi2 else None, r.chi2.pvalue if r.chi2 else None)
+        for r in results
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(("column", *_BIN_COLS))
+        for r in results:
+            for b in r.bins:
+                w.writerow([r.column, *(("" if getattr(b, c) is None else getattr(b, c)) for c in _BIN_COLS)])
+        return out.getvalue()
+    if fmt == "html":
+        return _drift_html(results, summary_cols, summary, reference, current)
+    text = _rich_table(summary_cols, summary, title="Drift (PSI < 0.1 stable, 0.1-0.2 moderate, >= 0.2 significant)")
+    for r in results:
+        text += _rich_table(_BIN_COLS, [tuple(getattr(b, c) for c in _BIN_COLS) for b in r.bins],
+                            title=f"PSI bins of {r.column}")
+        text += "".join(f"note: {r.column}: {n}\n" for n in r.notes)
+    return text
+
+
+def _drift_html(results, summary_cols, summary, reference: str, current: str) -> str:
+    psi_chart = bar_chart([(r.column, r.psi, _psi_band(r.psi)) for r in results], title="PSI per column",
+                          line=0.2, line_label="0.2 significant shift", max_value=max(0.3, *(r.psi for r in results)))
+    parts = []
+    for r in results:
+        parts.append(f"<h2>{escape(r.column)} <span class='tag {_psi_band(r.psi)}'>PSI {r.psi:.4g}</span></h2>")
+        parts.append(paired_bar_chart([b.bin for b in r.bins], [b.ref_pct for b in r.bins], [b.cur_pct for b in r.bins],
+                                      title=f"Share per bin of {r.column}: reference vs current"))
+        parts.append(_html_table(_BIN_COLS, [tuple(getattr(b, c) for c in _BIN_COLS) for b in r.bins]))
+        parts.append(_notes(r.notes))
+    body = (
+        "<p class='lead'>Population Stability Index (10 reference-decile bins, or one bin per category), "
+        "two-sample Kolmogorov-Smirnov statistic and chi-squared test between a reference and a current sample. "
+        "Definitions in docs/reports.md.</p>"
+        + _meta([("Reference", reference or "—"), ("Current", current or "—")])
+        + psi_chart + "<h2>Summary</h2>" + _html_table(summary_cols, summary) + "".join(parts)
+    )
+    return page("Drift report", body)
+
+
+# --- HTML building blocks -------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;margin:32px auto;max-width:1100px;padding:0 24px;background:#fff}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.lead{color:#52606d;margin:4px 0 16px}.stamp{color:#7b8794;font-size:12px}
+table{border-collapse:collapse;width:100%;margin:8px 0 16px;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #e4e7eb;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f7fa;font-weight:600}tr:nth-child(even) td{background:#fbfcfd}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0 16px}dl.meta dt{color:#7b8794}dl.meta dd{margin:0}
+.ok{color:#1f7a4d}.warn{color:#b7791f}.bad{color:#c53030}.tag{font-size:12px;padding:1px 6px;border-radius:8px;background:#f0f4f8}
+.notes li{color:#52606d}svg{display:block;margin:8px 0 16px;max-width:100%}
+@media print{body{margin:0}}
+"""
+
+_FILL = {"ok": "#3b82c4", "bad": "#d64545", "warn": "#e0a030", "muted": "#b8c2cc"}
+
+
+def page(title: str, body: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{escape(title)}</h1><p class='stamp'>Generated by policyengine on {stamp}</p>"
+        f"{body}</body></html>\n"
+    )
+
+
+def _meta(items: Sequence[tuple[str, str]]) -> str:
+    return "<dl class='meta'>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def _notes(notes: Sequence[str]) -> str:
+    if not notes:
+        return ""
+    return "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
+
+
+def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell(v))}</td>" for v in r) + "</tr>" for r in rows)
+    if not rows:
+        body = f"<tr><td colspan='{max(len(columns), 1)}'>no rows</td></tr>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def bar_chart(bars: Sequence[tuple[str, float, str]], *, title: str, line: float | None = None,
+              line_label: str | None = None, max_value: float = 1.0) -> str:
+    """Vertical bars (label, value, tone) with an optional dashed threshold line."""
+    width, height, left, bottom, top = 760, 280, 56, 40, 30
+    plot_w, plot_h = width - left - 16, height - top - bottom
+    top_value = max(max_value, *(v for _, v, _ in bars), line or 0.0, 1e-12)
+    slot = plot_w / max(len(bars), 1)
+    bar_w = min(64.0, slot * 0.6)
+    y = lambda v: top + plot_h - (v / top_value) * plot_h  # noqa: E731
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>",
+           f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
+    for i in range(5):
+        v = top_value * i / 4
+        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
+        out.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
+    for i, (label, value, tone) in enumerate(bars):
+        x = left + slot * i + (slot - bar_w) / 2
+        out.append(f"<rect x='{x:.1f}' y='{y(value):.1f}' width='{bar_w:.1f}' height='{top + plot_h - y(value):.1f}' "
+                   f"fill='{_FILL.get(tone, _FILL['ok'])}'><title>{escape(label)}: {value:.6g}</title></rect>")
+        out.append(f"<text x='{x + bar_w / 2:.1f}' y='{y(value) - 4:.1f}' font-size='11' text-anchor='middle' "
+                   f"fill='#1f2933'>{value:.3g}</text>")
+        out.append(f"<text x='{x + bar_w / 2:.1f}' y='{height - bottom + 16}' font-size='12' text-anchor='middle' "
+                   f"fill='#1f2933'>{escape(label[:18])}</text>")
+    if line is not None:
+        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#c53030' "
+                   "stroke-width='2' stroke-dasharray='6 4'/>")
+        if line_label:
+            out.append(f"<text x='{left + plot_w}' y='{y(line) - 6:.1f}' font-size='11' text-anchor='end' "
+                       f"fill='#c53030'>{escape(line_label)}</text>")
+    out.append(f"<line x1='{left}' x2='{left}' y1='{top}' y2='{top + plot_h}' stroke='#9aa5b1'/>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def paired_bar_chart(labels: Sequence[str], ref: Sequence[float], cur: Sequence[float], *, title: str) -> str:
+    """Reference and current share side by side for each bin."""
+    width, height, left, bottom, top = 760, 260, 56, 40, 30
+    plot_w, plot_h = width - left - 16, height - top - bottom
+    top_value = max(0.05, *ref, *cur)
+    slot = plot_w / max(len(labels), 1)
+    bw = min(28.0, slot * 0.38)
+    y = lambda v: top + plot_h - (v / top_value) * plot_h  # noqa: E731
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>",
+           f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>",
+           f"<rect x='{width - 190}' y='8' width='10' height='10' fill='#9aa5b1'/>"
+           f"<text x='{width - 176}' y='17' font-size='11'>reference</text>"
+           f"<rect x='{width - 110}' y='8' width='10' height='10' fill='#3b82c4'/>"
+           f"<text x='{width - 96}' y='17' font-size='11'>current</text>"]
+    for i in range(5):
+        v = top_value * i / 4
+        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
+        out.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
+    for i, label in enumerate(labels):
+        x0 = left + slot * i + slot / 2 - bw
+        for j, (v, fill) in enumerate(((ref[i], "#9aa5b1"), (cur[i], "#3b82c4"))):
+            x = x0 + j * bw
+            out.append(f"<rect x='{x:.1f}' y='{y(v):.1f}' width='{bw - 2:.1f}' height='{top + plot_h - y(v):.1f}' "
+                       f"fill='{fill}'><title>{escape(label)}: {v:.4g}</title></rect>")
+        out.append(f"<text x='{left + slot * i + slot / 2:.1f}' y='{height - bottom + 16}' font-size='11' "
+                   f"text-anchor='middle' fill='#1f2933'>{escape(label[:12])}</text>")
+    out.append("</svg>")
+    return "".join(out)
