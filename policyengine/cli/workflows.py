@@ -147,6 +147,7 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     try:
         with _session(db, key, rules, directory, providers, create_key=True) as session:
             session.orchestrator.expire()  # deadlines are enforced on any access
+            session.record_policy_loaded(requested_by)
             summary, results = _run_batch(session.orchestrator, workflow, items, requested_by,
                                           _console(stderr=True))
     except _errors() as exc:
@@ -185,6 +186,7 @@ def demo_command(db: Path, key: Path, limit: int | None) -> None:
     try:
         with _session(db, key, (), None, None, create_key=True) as session:
             session.orchestrator.expire()
+            session.record_policy_loaded("operator")
             for name in WORKFLOWS:
                 items = load_items(sample_path(name))[:limit] if limit else load_items(sample_path(name))
                 summary, _ = _run_batch(session.orchestrator, name, items, "operator", console)

@@ -171,6 +171,13 @@ class Session:
             raise
         return self
 
+    def record_policy_loaded(self, actor: str) -> None:
+        """Audit which rule files (and policy hash) the runs of this command are decided by."""
+        policy = self.orchestrator.policy
+        self.audit.append("policy_loaded", actor=actor, workflow=None, run_id=None,
+                          payload={"files": list(policy.files), "rules": len(policy.compiled.rules)},
+                          policy_hash=policy.policy_hash)
+
     def _abort(self) -> None:
         if self.conn is not None:
             self.conn.close()
