@@ -67,7 +67,7 @@ _RESOURCE_KEYS = frozenset(("id", "kind", "attrs"))
 
 def _lenient(obj: dict, attrs: Any, known: frozenset[str]) -> Any:
     """Attributes written beside ``id`` instead of under ``attrs`` count too (``attrs`` wins)."""
-    if attrs.__class__ is not dict:
+    if attrs.__class__ is not dict and not isinstance(attrs, dict):
         return attrs  # already reported as malformed
     extra = {k: v for k, v in obj.items() if k not in known}
     return {**extra, **attrs}
@@ -122,7 +122,7 @@ class Evaluator:
 
     def context(self, request: Any) -> Ctx | Decision:
         """Check the request by hand and build the ``Ctx`` the closures read."""
-        if request.__class__ is not dict:
+        if request.__class__ is not dict and not isinstance(request, dict):
             if isinstance(request, Request):
                 request = request.model_dump()
             elif isinstance(request, Mapping):
@@ -131,7 +131,7 @@ class Evaluator:
                 return self._malformed(["request: must be a JSON object"])
         errors: list[str] = []
         p = request.get("principal")
-        if p.__class__ is not dict:
+        if p.__class__ is not dict and not isinstance(p, dict):
             errors.append("principal: missing" if p is None else "principal: must be an object")
             p = _EMPTY
             pid = ptype = ""
@@ -158,7 +158,7 @@ class Evaluator:
             pattrs = p.get("attrs")
             if pattrs is None:
                 pattrs = _EMPTY
-            elif pattrs.__class__ is not dict:
+            elif pattrs.__class__ is not dict and not isinstance(pattrs, dict):
                 errors.append("principal.attrs: must be an object")
             if len(p) > ("id" in p) + ("type" in p) + ("roles" in p) + ("attrs" in p):
                 pattrs = _lenient(p, pattrs, _PRINCIPAL_KEYS)
@@ -169,7 +169,7 @@ class Evaluator:
         kind = ""
         rid = None
         rattrs: Any = _EMPTY
-        if r.__class__ is not dict:
+        if r.__class__ is not dict and not isinstance(r, dict):
             errors.append("resource: missing" if r is None else "resource: must be an object")
         else:
             kind = r.get("kind")
@@ -181,19 +181,19 @@ class Evaluator:
             rattrs = r.get("attrs")
             if rattrs is None:
                 rattrs = _EMPTY
-            elif rattrs.__class__ is not dict:
+            elif rattrs.__class__ is not dict and not isinstance(rattrs, dict):
                 errors.append("resource.attrs: must be an object")
             if len(r) > ("id" in r) + ("kind" in r) + ("attrs" in r):
                 rattrs = _lenient(r, rattrs, _RESOURCE_KEYS)
         data = request.get("data")
         if data is None:
             data = _EMPTY
-        elif data.__class__ is not dict:
+        elif data.__class__ is not dict and not isinstance(data, dict):
             errors.append("data: must be an object")
         context = request.get("context")
         if context is None:
             context = _EMPTY
-        elif context.__class__ is not dict:
+        elif context.__class__ is not dict and not isinstance(context, dict):
             errors.append("context: must be an object")
         approvals = request.get("approvals")
         if approvals:
@@ -233,7 +233,7 @@ class Evaluator:
             return ()
         out = []
         for i, a in enumerate(raw):
-            if a.__class__ is not dict:
+            if a.__class__ is not dict and not isinstance(a, dict):
                 errors.append(f"approvals[{i}]: must be an object")
                 continue
             gate, approver, roles = a.get("gate"), a.get("approver"), a.get("roles")
