@@ -81,13 +81,15 @@ class Policy:
     """A loaded, checked and compiled policy set, ready to decide requests."""
 
     def __init__(self, policy_set: PolicySet, *, policy_hash: str, ledger: BudgetLedger | None = None,
-                 blocked: Container[str] = frozenset(), compiled: CompiledPolicy | None = None) -> None:
+                 blocked: Container[str] = frozenset(), compiled: CompiledPolicy | None = None,
+                 warnings: tuple[Finding, ...] = ()) -> None:
         self.policy_set = policy_set
         self.policy_hash = policy_hash
         self.compiled = compiled if compiled is not None else compile_policy(policy_set)
         self.ledger: BudgetLedger = ledger if ledger is not None else InMemoryLedger()
         self.blocked = blocked
         self._evaluator = Evaluator(self.compiled, policy_hash=policy_hash, ledger=self.ledger, blocked=blocked)
+        self.warnings = warnings  # the checker's warnings (errors raise in load_policy)
 
     def __repr__(self) -> str:
         return f"<Policy {self.policy_hash[:12]} rules={len(self.compiled.rules)}>"
@@ -149,12 +151,12 @@ class Policy:
     def with_blocked(self, blocked: Container[str]) -> Policy:
         """The same compiled policy with another block list (no recompilation)."""
         return Policy(self.policy_set, policy_hash=self.policy_hash, ledger=self.ledger,
-                      blocked=blocked, compiled=self.compiled)
+                      blocked=blocked, compiled=self.compiled, warnings=self.warnings)
 
 
 # --- loading ------------------------------------------------------------------------
 
-_CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str]] = {}
+_CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str, tuple[Finding, ...]]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -230,8 +232,8 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
         paused = gc.isenabled()
         gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
         try:
-            policy_set, parsed, _ = build_policy_set(files)
-            cached = (policy_set, compile_policy(policy_set), policy_hash(parsed))
+            policy_set, parsed, findings = build_policy_set(files)
+            cached = (policy_set, compile_policy(policy_set), policy_hash(parsed), tuple(findings))
         finally:
             if paused:
                 gc.enable()
@@ -240,8 +242,9 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
                 if len(_CACHE) > 16:
                     _CACHE.clear()
                 _CACHE[key] = cached
-    policy_set, compiled, digest = cached
-    return Policy(policy_set, policy_hash=digest, ledger=ledger, blocked=blocked, compiled=compiled)
+    policy_set, compiled, digest, warnings = cached
+    return Policy(policy_set, policy_hash=digest, ledger=ledger, blocked=blocked, compiled=compiled,
+                  warnings=warnings)
 
 
 # --- request input (``policyengine eval``) ----------------------------------------------

@@ -197,3 +197,11 @@ def test_gates_are_indexed_by_the_actions_their_condition_names(tmp_path):
     (tmp_path / "g.policy").write_text(text)
     gates = load_policy(tmp_path).compiled.gates
     assert [None if g.actions is None else set(g.actions) for g in gates] == [want for _, want in GUARDS]
+
+
+def test_checker_warnings_are_kept_on_the_policy(tmp_path):
+    (tmp_path / "w.policy").write_text(
+        'package w\nrole a\nrule never\n    allow role a to read dataset "x"\n    when context.n > 5 and context.n < 2\n')
+    policy = load_policy(tmp_path)
+    assert policy.warnings and all(not f.is_error for f in policy.warnings)
+    assert policy.with_blocked(frozenset()).warnings == policy.warnings
