@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -125,6 +127,26 @@ def test_coverage_fail_under(tmp_path: Path) -> None:
     assert "FAIL: declaration coverage 50.0% is below --fail-under 100%" in result.stdout
     assert result.stdout.splitlines()[-1] == "1 passed, 0 failed"
     assert run("test", "--fail-under", "50", "rules", cwd=root).returncode == 0
+    clauses = run("test", "--fail-under-clauses", "100", "--coverage-json", "cov.json", "rules", cwd=root)
+    assert clauses.returncode == 0  # the one clause, context.hour < 18, held
+    data = json.loads((root / "cov.json").read_text(encoding="utf-8"))
+    assert data["declarations"] == {"covered": 1, "total": 2, "percent": 50.0}
+    assert data["missed_declarations"] == [{"kind": "rule", "id": "docs.drafts_hidden", "file": "rules/docs.policy", "line": 6}]
+
+
+def test_one_flipped_allow_in_rules_makes_policyengine_test_fail(tmp_path: Path) -> None:
+    """End to end, the claim tests/test_mutations.py checks for every mutant in-process."""
+    rules = tmp_path / "rules"
+    shutil.copytree(data_path("rules"), rules)
+    target = rules / "finance" / "invoices.policy"
+    text = target.read_text(encoding="utf-8")
+    flipped = text.replace("rule agent_pays_routine_invoices\n    allow ", "rule agent_pays_routine_invoices\n    deny ", 1)
+    assert flipped != text
+    target.write_text(flipped, encoding="utf-8")
+    result = run("test", "rules", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "effect: expected allow, got deny" in result.stdout
+    assert result.stdout.splitlines()[-1].endswith(" failed") and not result.stdout.splitlines()[-1].endswith(" 0 failed")
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

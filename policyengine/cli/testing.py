@@ -20,9 +20,12 @@ import click
               help="Also write the coverage report as JSON to FILE (implies --coverage).")
 @click.option("--fail-under", type=click.FloatRange(0, 100), metavar="PCT",
               help="Fail when declaration coverage is below PCT percent (implies --coverage).")
+@click.option("--fail-under-clauses", type=click.FloatRange(0, 100), metavar="PCT",
+              help="Fail when when-clause coverage is below PCT percent (implies --coverage).")
 @click.option("-v", "--verbose", is_flag=True, help="One line per case instead of one per file.")
 def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path | None, with_coverage: bool,
-                 coverage_json: Path | None, fail_under: float | None, verbose: bool) -> None:
+                 coverage_json: Path | None, fail_under: float | None, fail_under_clauses: float | None,
+                 verbose: bool) -> None:
     """Run policy tests (*_test.yaml files) found under PATHS (default: .).
 
     Each case's request is decided by the engine and compared with its
@@ -36,13 +39,14 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     from ..testing.runner import run_paths
 
     roots = list(paths) or [Path(".")]
-    want_coverage = with_coverage or fail_under is not None or coverage_json is not None
+    want_coverage = (with_coverage or fail_under is not None or fail_under_clauses is not None
+                     or coverage_json is not None)
     collector = CoverageCollector() if want_coverage else None
     report = run_paths(roots, keyword=keyword, observer=collector)
     if collector is not None:
         policy_files = [str(p) for root in roots for p in _policy_files(root, POLICY_SUFFIX)]
         report = dataclasses.replace(report, coverage=collector.report(policy_files))
-    click.echo(render_report(report, verbose=verbose, fail_under=fail_under))
+    click.echo(render_report(report, verbose=verbose, fail_under=fail_under, fail_under_clauses=fail_under_clauses))
     try:
         if junit_file is not None:
             junit_file.write_text(junit_xml(report), encoding="utf-8")
@@ -54,7 +58,7 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     if not report.files:
         click.echo("error: no policy test files (*_test.yaml) found", err=True)
         sys.exit(1)
-    short = report.coverage is not None and coverage_shortfall(report.coverage, fail_under)
+    short = report.coverage is not None and coverage_shortfall(report.coverage, fail_under, fail_under_clauses)
     sys.exit(0 if report.ok and not short else 1)
 
 

@@ -69,7 +69,8 @@ def render_coverage(cov: CoverageReport) -> str:
     return "\n".join(lines)
 
 
-def render_report(report: RunReport, *, verbose: bool = False, fail_under: float | None = None) -> str:
+def render_report(report: RunReport, *, verbose: bool = False, fail_under: float | None = None,
+                  fail_under_clauses: float | None = None) -> str:
     """The whole run as text; the last line is always ``report.summary()``."""
     head = f"policyengine test: {len(report.files)} test file(s), {len(report.results)} case(s)"
     if report.deselected:
@@ -98,7 +99,7 @@ def render_report(report: RunReport, *, verbose: bool = False, fail_under: float
         out.extend(render_failure(r) for r in failures)
     if report.coverage is not None:
         out.append(render_coverage(report.coverage))
-        below = coverage_shortfall(report.coverage, fail_under)
+        below = coverage_shortfall(report.coverage, fail_under, fail_under_clauses)
         if below:
             out.append(below)
     if report.errors:
@@ -107,8 +108,11 @@ def render_report(report: RunReport, *, verbose: bool = False, fail_under: float
     return "\n".join(out)
 
 
-def coverage_shortfall(cov: CoverageReport, fail_under: float | None) -> str | None:
-    """A message when declaration coverage is below ``fail_under`` percent, else None."""
-    if fail_under is None or cov.decl_percent + 1e-9 >= fail_under:
-        return None
-    return f"FAIL: declaration coverage {cov.decl_percent:.1f}% is below --fail-under {fail_under:g}%"
+def coverage_shortfall(cov: CoverageReport, fail_under: float | None, fail_under_clauses: float | None = None) -> str | None:
+    """A message when coverage is below a ``--fail-under`` bar, else None."""
+    problems = []
+    if fail_under is not None and cov.decl_percent + 1e-9 < fail_under:
+        problems.append(f"FAIL: declaration coverage {cov.decl_percent:.1f}% is below --fail-under {fail_under:g}%")
+    if fail_under_clauses is not None and cov.clause_percent + 1e-9 < fail_under_clauses:
+        problems.append(f"FAIL: when-clause coverage {cov.clause_percent:.1f}% is below --fail-under-clauses {fail_under_clauses:g}%")
+    return "\n".join(problems) or None
