@@ -195,6 +195,14 @@ def _load(test_file: TestFile) -> tuple[Any, _CaseLedger]:
                 render_findings(exc.findings),
             )
         ) from None
+    except Exception as exc:  # a bug in the engine, not in the test: report it here and run the other files
+        raise _LoadFailed(
+            FileError(
+                test_file.path,
+                test_file.policy_span.line,
+                f"internal error while loading the policy under test: {type(exc).__name__}: {exc}",
+            )
+        ) from None
     return policy, ledger
 
 
