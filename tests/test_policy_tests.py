@@ -118,6 +118,20 @@ def test_policy_that_does_not_load_is_an_error_at_the_policy_line(tmp_path: Path
     assert "shop.policy:3" in errors[0].message
 
 
+def test_an_engine_failure_is_reported_on_the_file_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import policyengine.engine
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AssertionError("simulated engine bug")
+
+    monkeypatch.setattr(policyengine.engine, "load_policy", broken)
+    path = write(tmp_path, GOOD_CASE)
+    _, errors, _ = run_file(path)
+    assert [str(e) for e in errors] == [
+        f"{path}:1: internal error while loading the policy under test: AssertionError: simulated engine bug"
+    ]
+
+
 # --- the format: shorthands and fixtures expand to the request JSON of DESIGN.md ---------------
 
 
