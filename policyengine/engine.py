@@ -259,31 +259,70 @@ class InputItem:
     error: str | None = None
 
 
-def read_requests(text: str) -> Iterator[InputItem]:
-    """Requests from one JSON document (an object, or an array of them) or from JSON Lines.
+def iter_requests(lines: Iterable[str]) -> Iterator[InputItem]:
+    """Requests from JSON Lines as they arrive, or from one JSON document (an object or an array).
 
-    A line that is not JSON becomes an ``InputItem`` with ``error`` set, so the
-    caller can deny it and still decide the other lines.
+    When the first non-blank line is JSON by itself, the input is JSON Lines and
+    each line is yielded as soon as it is read (so ``eval`` can sit in a pipe);
+    otherwise the whole input is read as one, possibly multi-line, document. A
+    line holding an array is a batch. A line that is not JSON becomes an
+    ``InputItem`` with ``error`` set, so the caller can deny it and go on.
     """
-    stripped = text.strip()
-    if not stripped:
+    it = iter(lines)
+    consumed: list[str] = []
+    for raw in it:
+        consumed.append(raw)
+        if raw.strip():
+            break
+    else:
         return
+    number = len(consumed)
     try:
-        whole = json.loads(stripped)
+        first = json.loads(consumed[-1])
+    except json.JSONDecodeError:
+        yield from _read_document("".join(consumed) + "".join(it))
+        return
+    yield from _batch(number, first)
+    for raw in it:
+        number += 1
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw.rstrip("\r\n"))
+        except json.JSONDecodeError as error:
+            yield InputItem(number, error=f"not valid JSON: {error.msg} (column {error.colno})")
+            continue
+        yield from _batch(number, value)
+
+
+def read_requests(text: str) -> Iterator[InputItem]:
+    """``iter_requests`` over a string."""
+    return iter_requests(text.splitlines(keepends=True))
+
+
+def _batch(line: int, value: Any) -> Iterator[InputItem]:
+    for item in value if isinstance(value, list) else [value]:
+        yield InputItem(line, item)
+
+
+def _read_document(text: str) -> Iterator[InputItem]:
+    """A whole multi-line document, or else line by line with bad lines reported."""
+    try:
+        whole = json.loads(text)
     except json.JSONDecodeError:
         whole = _NOT_JSON
     if whole is not _NOT_JSON:
-        line = text[: len(text) - len(text.lstrip())].count("\n") + 1
-        for item in whole if isinstance(whole, list) else [whole]:
-            yield InputItem(line, item)
+        yield from _batch(text[: len(text) - len(text.lstrip())].count("\n") + 1, whole)
         return
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            yield InputItem(number, json.loads(raw))
+            value = json.loads(raw)
         except json.JSONDecodeError as error:
             yield InputItem(number, error=f"not valid JSON: {error.msg} (column {error.colno})")
+            continue
+        yield from _batch(number, value)
 
 
 _NOT_JSON = object()

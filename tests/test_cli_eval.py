@@ -183,3 +183,26 @@ def test_help_documents_the_options():
     result = run("eval", "--help")
     for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key"):
         assert option in result.stdout
+
+
+def test_json_lines_are_decided_as_they_arrive(rules):
+    """eval can sit in a pipe: each line's decision comes out before the next line is sent."""
+    process = subprocess.Popen([*_exe(), "eval", "--rules", str(rules)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for roles, effect in ((["clerk"], "allow"), ([], "deny")):
+            process.stdin.write(json.dumps(request(roles=roles)) + "\n")
+            process.stdin.flush()
+            assert json.loads(process.stdout.readline())["effect"] == effect
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+    assert process.returncode == 0
+
+
+def test_input_that_is_not_utf8_is_one_clear_line(rules, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_bytes(b'{"action": "\xff\xfe"}\n')
+    result = run("eval", "--rules", str(rules), "--input", str(source))
+    assert result.returncode == 1
+    assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,15 +23,15 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _read_input(source: str) -> str:
+def _open_input(source: str) -> Any:
     if source == "-":
-        return sys.stdin.read()
+        return sys.stdin
     try:
-        return Path(source).read_text(encoding="utf-8")
+        return open(source, encoding="utf-8")  # noqa: SIM115 - closed by the command
     except FileNotFoundError:
         _fail(f"{source}: no such input file")
-    except (OSError, UnicodeDecodeError) as error:
-        _fail(f"{source}: cannot read input: {error}")
+    except OSError as error:
+        _fail(f"{source}: cannot read input: {error.strerror or error}")
     raise AssertionError  # unreachable
 
 
@@ -92,13 +91,13 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     (also: policyengine eval --rules a.policy b.policy < request.json)
     """
     from policyengine.diagnostics import PolicyError, render_findings
-    from policyengine.engine import load_policy, read_requests
+    from policyengine.engine import iter_requests, load_policy
 
     rules = (*rules, *more_rules)
     if not rules:
         raise click.UsageError("give the rule files: --rules PATH (a file or a folder of .policy files)")
     now = _parse_now(now_text)
-    text = _read_input(source)
+    stream = _open_input(source)
     budget_ledger = None
     if ledger is not None:
         from policyengine.budgets import DuckDBLedger
@@ -115,7 +114,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     sink, close_sink = _audit_sink(audit, key)
     malformed = 0
     try:
-        for item in read_requests(text):
+        for item in iter_requests(stream):
             if item.error is not None:
                 decision = policy.malformed([f"line {item.line}: {item.error}"])
             elif explain:
@@ -132,7 +131,11 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
             if sink is not None:
                 sink(item.request, decision)
             click.echo(decision.to_json())
+    except UnicodeDecodeError as error:
+        _fail(f"{source}: input is not UTF-8 text ({error.reason} at byte {error.start})")
     finally:
+        if stream is not sys.stdin:
+            stream.close()
         close_sink()
         if budget_ledger is not None:
             budget_ledger.close()
