@@ -158,6 +158,39 @@ def test_a_failing_model_falls_back_to_the_next_allowed_model_over_http(work):
     assert calls[2]["tokens"] == 55 and calls[2]["output"]["label"] == "hardware"
 
 
+KILL_AFTER_RECEIPT = """
+import os, sys
+from pathlib import Path
+from policyengine.orchestrator.session import Session, SessionConfig
+from policyengine.orchestrator.workflows import load_items
+
+def die(point, step):
+    if point == "after_effect":
+        os._exit(137)  # the process dies between the payment's receipt and its record
+
+with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengine.key"), create_key=True,
+                           providers=Path("sure.yaml"))) as session:
+    session.orchestrator.faults = die
+    session.orchestrator.run_batch("invoice-exceptions", load_items("small.json"), requested_by="operator")
+"""
+
+
+def test_a_killed_process_is_resumed_without_paying_twice(work):
+    (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
+    (work / "kill.py").write_text(KILL_AFTER_RECEIPT)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 137, proc.stderr
+    out = pe("runs", "resume", cwd=work)
+    run_id, workflow, status, outcome = out.stdout.strip().split("\t")
+    assert (workflow, status, outcome) == ("invoice-exceptions", "completed", "auto_resolved")
+    with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
+        receipts = conn.execute("SELECT count(*) FROM orch_effects WHERE run_id = ?", [run_id]).fetchone()[0]
+    assert receipts == 1
+    (tool,) = [t for t in audit_rows(work / "policyengine.duckdb", "tool_call") if t["run_id"] == run_id]
+    assert tool["tool"] == "erp/payments" and tool["replayed"] is True
+    assert pe("runs", "resume", cwd=work).stdout == ""  # nothing left to resume
+
+
 def test_demo_then_audit_verify_and_demo_again(work):
     out = pe("demo", "--limit", "15", cwd=work)
     for name in ("invoice-exceptions", "it-ticket-triage", "supply-chain-disruption", "fraud-routing"):

@@ -350,14 +350,37 @@ def test_a_crash_between_side_effect_and_record_never_repeats_the_effect(tmp_pat
     run_id = run_id.split("/")[0]
 
     env = Env(tmp_path, clock, wfs)
-    run, steps, _ = env.orch.show(run_id)
-    assert run.status == "running" and {s.step: s.status for s in steps}["pay"] == "started"
-    r = env.orch.resume(run_id)
-    assert r.status == "completed"
+    with pytest.raises(RunError):  # nothing but the write-ahead intent and the receipt was committed
+        env.orch.show(run_id)
+    (r,) = env.orch.recover()
+    assert (r.run_id, r.status) == (run_id, "completed")
     assert effects.calls == {f"{run_id}/pay": 1}  # completed from the receipt, not paid twice
     (tool,) = env.events(run_id, "tool_call")
     assert tool["replayed"] is True
     assert env.orch.resume(run_id).status == "completed"  # resuming a finished run does nothing
+    assert env.orch.recover() == []
+    env.close()
+
+
+def test_a_crash_before_the_receipt_calls_the_tool_again_with_the_same_key(tmp_path, clock):
+    seen: list[str] = []
+
+    def flaky_pay(ctx, key: str) -> dict:
+        seen.append(key)
+        if len(seen) == 1:
+            raise SimulatedCrash("killed mid-call")
+        return {"ref": key}
+
+    wf = Workflow("pay", "pay_bot", (ToolCall("pay", effect=True, run=flaky_pay,
+                                             ask=lambda ctx: Ask("approve_payment", "tool", "erp/payments", {},
+                                                                 {"amount": 10})),))
+    env = Env(tmp_path, clock, {"pay": wf})
+    with pytest.raises(SimulatedCrash):
+        env.orch.start("pay", {"id": "INV-10", "amount": 10}, requested_by="carol")
+    env.crash()
+    env = Env(tmp_path, clock, {"pay": wf})
+    (r,) = env.orch.recover()
+    assert r.status == "completed" and len(seen) == 2 and seen[0] == seen[1] == f"{r.run_id}/pay"
     env.close()
 
 

@@ -312,6 +312,23 @@ def runs_expire(now: str | None, db: Path, key: Path, rules: tuple[Path, ...], d
     click.echo(f"{len(results)} approval(s) expired", err=True)
 
 
+@runs_group.command("resume")
+@click.argument("run_id", required=False)
+@session_options(create_key=False)
+def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
+                providers: Path | None) -> None:
+    """Resume RUN_ID, or every run a crash interrupted; finished steps never run again."""
+    try:
+        with _session(db, key, rules, directory, providers) as session:
+            orch = session.orchestrator
+            results = [orch.resume(run_id)] if run_id else orch.recover()
+    except _errors() as exc:
+        _fail(str(exc))
+    for r in results:
+        click.echo(f"{r.run_id}\t{r.workflow}\t{r.status}\t{r.outcome or ''}")
+    click.echo(f"{len(results)} run(s) resumed", err=True)
+
+
 # --- approve / reject ----------------------------------------------------------------
 
 

@@ -187,6 +187,13 @@ class Orchestrator:
         self.flush()
         return result
 
+    def recover(self) -> list[RunResult]:
+        """Resume every run a crash interrupted; their finished steps and side effects are not repeated."""
+        results = [self._drive(self._workflow(run.workflow), run) for run in self.store.unfinished()]
+        if results:
+            self.flush()
+        return results
+
     def approve(self, run_id: str, user: str, note: str | None = None) -> RunResult:
         """Record ``user``'s approval of the run's pending gate and resume the run."""
         return self._decide(run_id, user, "approved", note)
@@ -328,8 +335,9 @@ class Orchestrator:
                    journal: dict[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> list[_Final]:
         plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
         ready = [p for p in plans if isinstance(p, _Ready)]
-        if any(isinstance(p.step, ToolCall) and p.step.effect and not p.receipt for p in ready):
-            self.store.flush()  # write-ahead: the 'started' rows are durable before any side effect
+        for p in ready:
+            if isinstance(p.step, ToolCall) and p.step.effect and not p.receipt:
+                self.store.write_intent(run, p.step.name, f"{run.run_id}/{p.step.name}")  # write-ahead
         if len(ready) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policyengine-step")
@@ -548,9 +556,9 @@ class Orchestrator:
                 "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": p.receipt},
                 self.policy.policy_hash)
             if step.effect and p.error is None and not p.receipt:
-                self.store.put(EffectRecord(key, run.run_id, step.name, p.ask.id or step.name, _dumps(p.output),
-                                            naive_utc(self.clock())))
-                self.store.flush()  # the receipt is durable before anything else happens
+                # the receipt is durable before anything else happens
+                self.store.write_receipt(EffectRecord(key, run.run_id, step.name, p.ask.id or step.name,
+                                                      _dumps(p.output), naive_utc(self.clock())))
                 if self.faults is not None:
                     self.faults("after_effect", step.name)
         elif isinstance(step, DataRead):

@@ -157,7 +157,8 @@ class StateStore:
         self._sql = {name: sql(name) for _, _, name in _TABLES}
         self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
         self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
-                                       "approvals_overdue", "effect_get", "run_counts")}
+                                       "approvals_overdue", "effect_get", "run_counts", "runs_unfinished",
+                                       "row_intent")}
 
     # --- writes --------------------------------------------------------------
 
@@ -198,6 +199,23 @@ class StateStore:
             for p in self._pending.values():
                 p.clear()
             return n
+
+    def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
+        """Commit, on its own, that ``step`` of ``run`` is about to have a side effect."""
+        with self._lock:
+            self._conn.execute(self._q["row_intent"], (idem_key, run.run_id, step, run.batch_id, run.workflow,
+                                                      run.item_id, run.requested_by, run.input, now_utc()))
+
+    def write_receipt(self, receipt: EffectRecord) -> None:
+        """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""
+        with self._lock:
+            self._conn.execute(self._row_sql[EffectRecord], _ROW[EffectRecord](receipt))
+
+    def unfinished(self) -> list[RunRecord]:
+        """Runs a crash interrupted (see ``runs_unfinished.sql``)."""
+        with self._lock:
+            self.flush()
+            return self._rows("runs_unfinished", {}, RunRecord)
 
     def close(self) -> None:
         with self._lock:

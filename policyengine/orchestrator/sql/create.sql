@@ -60,3 +60,17 @@ CREATE TABLE IF NOT EXISTS orch_effects (
     result    JSON,
     created_at TIMESTAMP NOT NULL
 );
+-- Write-ahead intents: one row committed before a tool with a side effect is
+-- called, carrying what it takes to resume the run even if its other state was
+-- never flushed (see docs/orchestrator.md, "exactly-once"). Append-only.
+CREATE TABLE IF NOT EXISTS orch_intents (
+    idem_key      VARCHAR NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    step          VARCHAR NOT NULL,
+    batch_id      VARCHAR,
+    workflow      VARCHAR NOT NULL,
+    item_id       VARCHAR,
+    requested_by  VARCHAR NOT NULL,
+    input         JSON,
+    created_at    TIMESTAMP NOT NULL
+);
