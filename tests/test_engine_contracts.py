@@ -205,3 +205,26 @@ def test_checker_warnings_are_kept_on_the_policy(tmp_path):
     policy = load_policy(tmp_path)
     assert policy.warnings and all(not f.is_error for f in policy.warnings)
     assert policy.with_blocked(frozenset()).warnings == policy.warnings
+
+
+INPUTS = [
+    # text, [(line, request or None, error fragment or None)]
+    ('{"a": 1}', [(1, {"a": 1}, None)]),
+    ('\n\n{\n  "a": 1\n}\n', [(3, {"a": 1}, None)]),
+    ('[{"a": 1}, {"b": 2}]', [(1, {"a": 1}, None), (1, {"b": 2}, None)]),
+    ('{"a": 1}\n\n{"b": 2}\n', [(1, {"a": 1}, None), (3, {"b": 2}, None)]),
+    ('{"a": 1}\n{oops\n"s"\n', [(1, {"a": 1}, None), (2, None, "not valid JSON"), (3, "s", None)]),
+    ('{oops\n{"b": 2}\n', [(1, None, "not valid JSON"), (2, {"b": 2}, None)]),
+    ("", []),
+    ("  \n", []),
+]
+
+
+@pytest.mark.parametrize("text,want", INPUTS)
+def test_reading_requests(text, want):
+    from policyengine.engine import read_requests
+
+    got = [(i.line, i.request, i.error) for i in read_requests(text)]
+    assert [(line, req) for line, req, _ in got] == [(line, req) for line, req, _ in want]
+    for (_, _, error), (_, _, fragment) in zip(got, want, strict=True):
+        assert (error is None) == (fragment is None) and (fragment is None or fragment in error)
