@@ -36,6 +36,7 @@ rule bot_prices
 rule no_secrets
     deny any to read dataset "*"
     when data.classification == "secret"
+    cite "Trade Secrets Directive"
 budget bot_tokens
     for agent pricing_bot
     limit 1000 tokens per day
@@ -268,6 +269,20 @@ cases:
     context: {tokens: 10}
     expect: allow
     obligations: []
+  - name: pass cites
+    principal: kim
+    action: read
+    resource: dataset orders/1
+    data: {classification: secret}
+    expect: deny
+    cites: ["Trade Secrets Directive"]
+  - name: fail cites
+    principal: kim
+    action: read
+    resource: dataset orders/1
+    data: {classification: secret}
+    expect: deny
+    cites: ["GDPR Art. 5", "Trade Secrets Directive"]
   - name: pass over budget by scope key
     principal: bot
     action: invoke
@@ -289,13 +304,14 @@ def test_each_expectation_is_compared(tmp_path: Path) -> None:
     assert outcome["fail rules"] == ("deciding rules: expected ['shop.clerks_read_orders'], got ['shop.no_secrets']",)
     assert outcome["fail route"] == ("route: expected None, got small",)
     assert outcome["fail obligation"] == ("obligations: unexpected approval_required(gate='shop.big_refund', role='manager')",)
+    assert outcome["fail cites"] == ("citations: expected ['GDPR Art. 5'] among ['Trade Secrets Directive']",)
 
 
 def test_failure_report_shows_request_expected_actual_and_explanation(tmp_path: Path) -> None:
     report = run_paths([write(tmp_path, RUN_CASES)], keyword="fail effect")
     text = render_report(report)
     assert text.splitlines()[-1] == "0 passed, 1 failed"
-    assert report.deselected == 10
+    assert report.deselected == 12
     for part in ('action: "write"', "expected: allow", "actual:   deny", "explanation:",
                  "reason <default-deny> at built-in", "decision: deny",
                  "rules about other principals, actions or kinds not shown"):
@@ -332,8 +348,8 @@ def test_coverage_names_unexercised_declarations_and_clauses(tmp_path: Path) -> 
     run_paths([path], keyword="pass allow with rules", observer=only_first)
     cov = only_first.report()
     missed = {(d.kind, d.id, d.line) for d in cov.missed_decls}
-    assert missed == {("rule", "shop.bot_prices", 11), ("rule", "shop.no_secrets", 14), ("budget", "shop.bot_tokens", 17),
-                      ("escalate", "shop.big_refund", 21), ("route", "shop.pricing", 24)}
+    assert missed == {("rule", "shop.bot_prices", 11), ("rule", "shop.no_secrets", 14), ("budget", "shop.bot_tokens", 18),
+                      ("escalate", "shop.big_refund", 22), ("route", "shop.pricing", 25)}
     clauses = {(c.text, c.line, c.col) for c in cov.missed_clauses}
     assert ('data.classification == "secret"', 16, 10) in clauses
     assert ("context.tokens <= 100", 13, 10) in clauses
@@ -444,7 +460,7 @@ def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:
     summary = render_report(report).splitlines()[-1]
     passed, failed = (int(part.split()[0]) for part in summary.split(", "))
     tests, failures, errors = (int(root.get(k)) for k in ("tests", "failures", "errors"))
-    assert (failures, errors, tests - failures - errors) == (failed, 1, passed) == (4, 1, 7)
+    assert (failures, errors, tests - failures - errors) == (failed, 1, passed) == (5, 1, 8)
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == [str(good), str(bad_dir / "broken_test.yaml")]
     assert sum(int(s.get("tests")) for s in suites) == tests

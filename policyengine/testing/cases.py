@@ -37,7 +37,7 @@ DEFAULT_NOW = _dt.datetime(2026, 1, 15, 12, 0, tzinfo=_dt.timezone.utc)
 _FILE_KEYS = ("policy", "now", "fixtures", "cases")
 _FIXTURE_KEYS = ("principals", "resources")
 _REQUEST_KEYS = ("principal", "action", "resource", "data", "context", "approvals")
-_CASE_KEYS = ("name", "description", "request", "now", "usage", "expect", "rules", "route", "obligations")
+_CASE_KEYS = ("name", "description", "request", "now", "usage", "expect", "rules", "route", "obligations", "cites")
 _PRINCIPAL_KEYS = ("fixture", "id", "type", "roles", "attrs")
 _RESOURCE_KEYS = ("fixture", "kind", "id", "attrs")
 _APPROVAL_KEYS = ("gate", "approver", "roles", "ts")
@@ -97,6 +97,7 @@ class Expectation:
     check_route: bool = False
     route: str | None = None
     obligations: tuple[ExpectedObligation, ...] | None = None
+    cites: tuple[str, ...] = ()  # citations the decision's reasons must include
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,7 +631,8 @@ def _expectation(r: _Reader, m: dict[str, tuple[Node, Node]]) -> Expectation:
     obligations = None
     if "obligations" in m:
         obligations = tuple(_obligation(r, n) for n in r.sequence(m["obligations"][1], "'obligations'"))
-    return Expectation(effect, rules, rules_span, check_route, route, obligations)  # type: ignore[arg-type]
+    cites = r.strings(m["cites"][1], "'cites'") if "cites" in m else ()
+    return Expectation(effect, rules, rules_span, check_route, route, obligations, cites)  # type: ignore[arg-type]
 
 
 def _is_empty_list(node: Node) -> bool:

@@ -292,6 +292,11 @@ def compare(case: Case, decision: Mapping[str, Any]) -> list[str]:
             out.append(f"deciding rules: expected {want}, got {got}")
     if exp.check_route and decision.get("route") != exp.route:
         out.append(f"route: expected {exp.route}, got {decision.get('route')}")
+    if exp.cites:
+        cited = {c for r in decision.get("reasons", ()) for c in r.get("cites", ())}
+        missing = [c for c in exp.cites if c not in cited]
+        if missing:
+            out.append(f"citations: expected {missing} among {sorted(cited)}")
     if exp.obligations is not None:
         problem = _compare_obligations(exp.obligations, list(decision.get("obligations", ())))
         if problem:
