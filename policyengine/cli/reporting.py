@@ -53,6 +53,8 @@ def _policy_set(rules: tuple[str, ...]) -> Any:
     except PolicyError as e:
         first = e.findings[0].headline() if e.findings else "invalid rule files"
         _fail(f"--rules: {first}")
+    except Exception as e:  # noqa: BLE001 - the loader is another area's; never show a traceback
+        _fail(f"--rules: cannot load rule files ({type(e).__name__}: {e})")
 
 
 def _list() -> str:

@@ -321,8 +321,11 @@ def bar_chart(bars: Sequence[tuple[str, float, str]], *, title: str, line: float
     if line is not None:
         out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#c53030' "
                    "stroke-width='2' stroke-dasharray='6 4'/>")
-        if line_label:
-            out.append(f"<text x='{left + plot_w}' y='{y(line) - 6:.1f}' font-size='11' text-anchor='end' "
+        if line_label:  # as a legend in the title row, so it never covers a bar's value
+            lx = left + plot_w - 8 - 6.2 * len(line_label)
+            out.append(f"<line x1='{lx - 30:.1f}' x2='{lx - 6:.1f}' y1='14' y2='14' stroke='#c53030' stroke-width='2' "
+                       "stroke-dasharray='6 4'/>")
+            out.append(f"<text x='{left + plot_w}' y='18' font-size='11' text-anchor='end' "
                        f"fill='#c53030'>{escape(line_label)}</text>")
     out.append(f"<line x1='{left}' x2='{left}' y1='{top}' y2='{top + plot_h}' stroke='#9aa5b1'/>")
     out.append("</svg>")

@@ -1,0 +1,384 @@
+"""``policyengine report`` and ``policyengine query`` end to end, as real subprocesses.
+
+Every bad input must end in one ``error:`` line and exit 1 (exit 2 for misuse of
+options), never a traceback; every format must carry the same numbers as the
+library; the HTML must render in a real browser.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policyengine.reporting import bias_from_csv, drift_from_csv
+from policyengine.reporting.reports import list_reports
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_reports import write_audit_db  # noqa: E402  (the shared audit-log story)
+
+ORACLES = Path("/work/shared/oracles")
+FAIR = ORACLES / "fairness" / "decisions.csv"
+REF, CUR = ORACLES / "drift" / "reference.csv", ORACLES / "drift" / "current.csv"
+needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="oracle files not present")
+
+POLICY = """\
+package finance
+
+role ap_agent
+agent invoice_classifier
+    owner "ap-team@example.com"
+    roles ap_agent
+
+model classifier_small
+    provider "local" region "eu-west-1" hosting internal
+
+rule agents_call_models
+    allow role ap_agent to invoke model "*"
+
+budget invoice_workflow
+    for workflow "invoice-exceptions"
+    limit 2_000_000 tokens per month
+    limit 500 USD per day
+
+budget small_model
+    for model "classifier_small"
+    limit 4000 tokens per day
+"""
+
+
+def pe_inprocess(*args: str) -> subprocess.CompletedProcess:
+    """The same command through click's runner: for the long tables of error cases."""
+    from click.testing import CliRunner
+
+    from policyengine.cli import main
+
+    r = CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "200"})
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
+def pe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    exe = shutil.which("policyengine") or str(Path(sys.executable).parent / "policyengine")
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def ok(*args: str, cwd: Path | None = None) -> str:
+    r = pe(*args, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def audit_db(tmp_path) -> Path:
+    return write_audit_db(tmp_path / "audit.duckdb")
+
+
+def one_error_line(r: subprocess.CompletedProcess, code: int = 1) -> str:
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+# --- named reports -------------------------------------------------------------------------
+
+
+def test_list_names_every_report_with_parameters():
+    out = ok("report", "--list")
+    for spec in list_reports():
+        assert spec.name in out and spec.title in out
+    assert "dataset=VALUE" in out and "[since=1970-01-01]" in out
+    assert "\nbias " in out and "\ndrift " in out
+
+
+def test_named_report_in_every_format_carries_the_same_rows(audit_db):
+    as_json = json.loads(ok("report", "escalations", "--db", audit_db, "--format", "json"))
+    assert [(r["requester"], r["approver"], r["four_eyes"]) for r in as_json] == [
+        ("bob", "dave", True), ("erin", "erin", False)]
+    as_csv = list(csv.DictReader(io.StringIO(ok("report", "escalations", "--db", audit_db, "--format", "csv"))))
+    assert [(r["requester"], r["approver"], r["four_eyes"]) for r in as_csv] == [
+        ("bob", "dave", "True"), ("erin", "erin", "False")]
+    table = ok("report", "escalations", "--db", audit_db)
+    assert "Escalations with approver" in table and "dave" in table and "2 row(s)" in table
+    page = ok("report", "escalations", "--db", audit_db, "--format", "html")
+    assert page.startswith("<!DOCTYPE html>") and "EU AI Act Art. 14" in page and "<td>dave</td>" in page
+
+
+def test_default_database_is_policyengine_duckdb_in_the_working_directory(tmp_path):
+    write_audit_db(tmp_path / "policyengine.duckdb")
+    rows = json.loads(ok("report", "denials", "--format", "json", cwd=tmp_path))
+    assert {r["actor"] for r in rows} == {"invoice_classifier", "mallory"}
+
+
+def test_denials_csv_golden(audit_db):
+    out = ok("report", "denials", "--db", audit_db, "--format", "csv", "--param", "rule=<default-deny>")
+    assert out == (
+        "seq,ts,actor,workflow,run_id,action,resource,rule,message,file,line\n"
+        "11,2026-11-02T12:00:00+00:00,mallory,,,read,dataset:hr/salaries,<default-deny>,"
+        "no allow rule matches this request (default deny),rules/finance.policy,10\n"
+    )
+
+
+def test_params_are_bound(audit_db):
+    rows = json.loads(ok("report", "decisions_by_rule", "--db", audit_db, "--format", "json",
+                         "--param", "since=2026-11-03", "--param", "until=2026-11-04"))
+    assert {r["day"] for r in rows} == {"2026-11-03"}
+    sneaky = json.loads(ok("report", "denials", "--db", audit_db, "--format", "json",
+                           "--param", "rule=x' OR '1'='1"))
+    assert sneaky == []
+
+
+def test_rules_give_budget_limits_and_agent_owners(audit_db, tmp_path):
+    (tmp_path / "finance.policy").write_text(POLICY)
+    rows = json.loads(ok("report", "budget_spend", "--db", audit_db, "--rules", tmp_path / "finance.policy",
+                         "--format", "json"))
+    by = {(r["scope_kind"], r["scope"]): r for r in rows}
+    assert by[("model", "classifier_small")]["token_limit"] == 4000.0
+    assert by[("model", "classifier_small")]["token_pct"] == 50.0
+    assert by[("workflow", "invoice-exceptions")]["usd_limit"] == 500.0
+    assert by[("model", "frontier_llm")]["token_limit"] is None
+    monthly = json.loads(ok("report", "budget_spend", "--db", audit_db, "--rules", tmp_path / "finance.policy",
+                            "--param", "window=month", "--format", "json"))
+    wf = [r for r in monthly if r["scope"] == "invoice-exceptions"][0]
+    assert wf["token_limit"] == 2_000_000.0 and wf["token_pct"] == 0.1
+    owners = json.loads(ok("report", "agent_activity", "--db", audit_db, "--rules", tmp_path / "finance.policy",
+                           "--format", "json"))
+    assert {r["agent"]: r["owner"] for r in owners}["invoice_classifier"] == "ap-team@example.com"
+
+
+def test_output_file(audit_db, tmp_path):
+    target = tmp_path / "models.html"
+    r = pe("report", "model_inventory", "--db", audit_db, "--format", "html", "-o", target)
+    assert r.returncode == 0 and r.stdout == "" and target.read_text().startswith("<!DOCTYPE html>")
+
+
+# --- offline bias and drift ------------------------------------------------------------------------
+
+
+@needs_oracles
+def test_offline_bias_json_is_the_library_result():
+    out = json.loads(ok("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1",
+                        "--group", "group", "--label", "y_true", "--min-samples", "100", "--format", "json"))
+    lib = bias_from_csv(FAIR, outcome="y_pred", positive="1", group="group", label="y_true", min_samples=100)
+    assert out == json.loads(json.dumps(lib.to_dict()))
+    assert out["flagged_groups"] == ["C"]
+
+
+@needs_oracles
+def test_offline_bias_reference_group_and_table():
+    out = ok("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1", "--group", "group",
+             "--reference", "B")
+    assert "reference: B" in out and "below the 0.8 impact-ratio line: C" in out
+    assert "equalized odds not computed" in out
+
+
+@needs_oracles
+def test_offline_drift_several_columns():
+    out = json.loads(ok("report", "drift", "--reference", REF, "--current", CUR,
+                        "--column", "amount", "--column", "region", "--format", "json"))
+    assert [c["column"] for c in out["columns"]] == ["amount", "region"]
+    lib = drift_from_csv(REF, CUR, "region")
+    assert out["columns"][1]["psi"] == lib.psi and out["columns"][1]["chi2"]["pvalue"] == lib.chi2.pvalue
+    rows = list(csv.DictReader(io.StringIO(ok("report", "drift", "--reference", REF, "--current", CUR,
+                                              "--column", "channel", "--format", "csv"))))
+    assert [r["bin"] for r in rows] == ["api", "email", "phone", "portal"]
+
+
+# --- bad input: one line, exit 1; misuse: exit 2 ------------------------------------------------------
+
+
+def _bad_csvs(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "empty_group.csv": "g,y\na,1\n,0\n",
+        "mixed_ref.csv": "x\n1\n2\nthree\n",
+        "num_cur.csv": "x\n1\n2\n",
+        "ok.csv": "g,y\na,1\nb,0\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    junk = tmp_path / "junk.duckdb"
+    junk.write_bytes(b"\x00garbage" * 1000)
+    return {k: tmp_path / k for k in [*files, "junk.duckdb"]}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "nope", "--db", "{db}"], "unknown report 'nope'"),
+        (["report", "data_access", "--db", "{db}"], "needs parameter 'dataset'"),
+        (["report", "denials", "--db", "{db}", "--param", "colour=red"], "has no parameter 'colour'"),
+        (["report", "denials", "--db", "{db}", "--param", "since=soon"], "is not an ISO 8601 timestamp"),
+        (["report", "denials", "--db", "{db}", "--param", "since"], "expected NAME=VALUE"),
+        (["report", "denials", "--db", "{tmp}/missing.duckdb"], "database file not found"),
+        (["report", "denials", "--db", "{tmp}/junk.duckdb"], "not a DuckDB database"),
+        (["report", "bias", "--csv", "{tmp}/empty_group.csv", "--outcome", "y", "--positive", "1", "--group", "g"],
+         "empty_group.csv:3: empty group in column 'g'"),
+        (["report", "bias", "--csv", "{tmp}/empty_group.csv", "--outcome", "y", "--positive", "1", "--group", "grp"],
+         "no column 'grp' for --group"),
+        (["report", "bias", "--csv", "{tmp}/ok.csv", "--outcome", "y", "--positive", "1", "--group", "g",
+          "--reference", "zz"], "reference group 'zz' has no rows"),
+        (["report", "drift", "--reference", "{tmp}/mixed_ref.csv", "--current", "{tmp}/num_cur.csv", "--column", "x"],
+         "mixed_ref.csv:4: column 'x' mixes numbers and text"),
+        (["report", "drift", "--reference", "{tmp}/num_cur.csv", "--current", "{tmp}/num_cur.csv", "--column", "y"],
+         "no column 'y' for --column"),
+        (["report", "drift", "--reference", "{tmp}/nope.csv", "--current", "{tmp}/num_cur.csv", "--column", "x"],
+         "CSV file not found"),
+        (["query", "SELECT * FROM nowhere", "--db", "{db}"], "query: Catalog Error"),
+        (["query", "SELEC 1", "--db", "{db}"], "query: Parser Error"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(audit_db, tmp_path, args, message):
+    _bad_csvs(tmp_path)
+    r = pe_inprocess(*(a.format(db=audit_db, tmp=tmp_path) for a in args))
+    assert message in one_error_line(r)
+
+
+def test_errors_end_to_end_in_a_real_process(audit_db, tmp_path):
+    """The in-process tables above, spot-checked through the installed entry point."""
+    _bad_csvs(tmp_path)
+    assert "unknown report 'nope'" in one_error_line(pe("report", "nope", "--db", audit_db))
+    assert "mixes numbers and text" in one_error_line(
+        pe("report", "drift", "--reference", tmp_path / "mixed_ref.csv", "--current", tmp_path / "num_cur.csv",
+           "--column", "x"))
+    assert "not a DuckDB database" in one_error_line(pe("report", "denials", "--db", tmp_path / "junk.duckdb"))
+    assert "refused, DELETE" in one_error_line(pe("query", "DELETE FROM audit_log", "--db", audit_db))
+    r = pe("report", "bias", "--csv", "x.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report"],
+        ["report", "bias", "--csv", "x.csv"],
+        ["report", "drift", "--reference", "a.csv"],
+        ["report", "denials", "--format", "pdf"],
+        ["report", "bias", "--min-samples", "many"],
+    ],
+)
+def test_option_misuse_is_a_usage_error(args):
+    r = pe_inprocess(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Usage:" in r.stderr
+
+
+# --- query is read-only -----------------------------------------------------------------------------
+
+
+def test_query_reads(audit_db):
+    rows = json.loads(ok("query", "SELECT event, count(*) AS n FROM audit_log GROUP BY ALL ORDER BY event",
+                         "--db", audit_db, "--format", "json"))
+    assert {r["event"]: r["n"] for r in rows}["decision"] == 8
+
+
+@pytest.mark.parametrize(
+    "statement, kind",
+    [
+        ("INSERT INTO audit_log SELECT * FROM audit_log", "INSERT"),
+        ("DELETE FROM audit_log", "DELETE"),
+        ("UPDATE audit_log SET actor = 'x'", "UPDATE"),
+        ("DROP TABLE audit_log", "DROP"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ("COPY audit_log TO '/tmp/out.csv'", "COPY"),
+        ("ATTACH '/tmp/other.duckdb' AS o", "ATTACH"),
+        ("SELECT 1; DELETE FROM audit_log", None),
+    ],
+)
+def test_query_refuses_writes(audit_db, statement, kind):
+    before = audit_db.read_bytes()
+    line = one_error_line(pe_inprocess("query", statement, "--db", audit_db))
+    assert (f"refused, {kind} is not a read statement" in line) if kind else ("exactly one statement" in line)
+    assert audit_db.read_bytes() == before
+
+
+def test_query_cannot_read_other_files(audit_db, tmp_path):
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    line = one_error_line(pe("query", f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')", "--db", audit_db))
+    assert "disabled" in line
+
+
+def test_every_command_has_help():
+    for command in ("report", "query"):
+        out = ok(command, "--help")
+        assert "Usage:" in out and len(out.splitlines()) > 5
+
+
+# --- the HTML renders in a real browser -------------------------------------------------------------
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and Path(p).exists()), None)
+
+
+@needs_oracles
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+@pytest.mark.parametrize("kind", ["bias", "drift"])
+def test_html_report_renders_in_headless_chromium(tmp_path, kind):
+    page = tmp_path / f"{kind}.html"
+    if kind == "bias":
+        ok("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1", "--group", "group",
+           "--label", "y_true", "--format", "html", "-o", page)
+    else:
+        ok("report", "drift", "--reference", REF, "--current", CUR, "--column", "amount", "--column", "risk_score",
+           "--column", "channel", "--format", "html", "-o", page)
+    text = page.read_text()
+    assert "<svg" in text and "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+    shot = tmp_path / f"{kind}.png"
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={shot}", "--window-size=900,700", page.as_uri()],
+        capture_output=True, timeout=90, check=False,
+    )
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = png_pixels(data)
+    colours = set(pixels)
+    assert len(colours) > 50  # not a blank page: text, bars and lines in many shades
+    drawn = sum(1 for r, g, b in pixels if (b > 150 and r < 120) or (r > 180 and g < 110))
+    assert drawn > 500  # the chart's blue and red bars are drawn
+
+
+def png_pixels(data: bytes) -> list[tuple[int, int, int]]:
+    """Decode an 8-bit RGB(A) non-interlaced PNG (what Chromium writes) without a library."""
+    import struct
+    import zlib
+
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if ctype == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and colour in (2, 6) and interlace == 0
+            bpp = 3 if colour == 2 else 4
+        elif ctype == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw, stride, prev, out = zlib.decompress(idat), width * bpp, bytearray(width * bpp), []
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], (prev[i - bpp] if i >= bpp else 0)
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out.extend(tuple(line[i:i + 3]) for i in range(0, stride, bpp))
+        prev = line
+    return out
