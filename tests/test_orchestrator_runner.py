@@ -76,6 +76,11 @@ escalate large_payment
     within 4h else deny
     require distinct approver
 
+escalate huge_payment                 # a second gate on the same step, for another role
+    when action == "approve_payment" and context.amount > 60_000
+    to role analyst
+    within 8h else deny
+
 route classify
     when context.task == "classify"
     prefer small, big
@@ -412,4 +417,28 @@ def test_unknown_runs_and_workflows_are_clear_errors(tmp_path, clock, effects):
         env.orch.approve("r-nope", "alice")
     with pytest.raises(RunError, match="unknown workflow 'nope' \\(known: pay\\)"):
         env.orch.start("nope", {}, requested_by="carol")
+    env.close()
+
+
+def test_a_step_matching_two_gates_waits_for_both_roles(tmp_path, clock, effects):
+    env = Env(tmp_path, clock, {"pay": pay_workflow("pay", effects)})
+    r = env.orch.start("pay", {"id": "INV-11", "amount": 70_000}, requested_by="carol")
+    gates = {a.gate: a.status for a in env.orch.show(r.run_id)[2]}
+    assert gates == {"ops.pay.large_payment": "pending", "ops.pay.huge_payment": "pending"}
+    assert "senior_analyst" in r.reason and "role analyst" in r.reason
+    half = env.orch.approve(r.run_id, "bob")  # bob holds analyst: decides only the analyst gate
+    assert half.status == "waiting_approval" and "senior_analyst" in half.reason
+    done = env.orch.approve(r.run_id, "alice")
+    assert done.status == "completed" and effects.calls == {f"{r.run_id}/pay": 1}
+    assert [a["approver"] for a in env.events(r.run_id, "approval")] == ["bob", "alice"]
+    env.close()
+
+
+def test_rejecting_one_gate_closes_the_others(tmp_path, clock, effects):
+    env = Env(tmp_path, clock, {"pay": pay_workflow("pay", effects)})
+    r = env.orch.start("pay", {"id": "INV-12", "amount": 70_000}, requested_by="carol")
+    out = env.orch.reject(r.run_id, "bob")
+    assert out.status == "rejected"
+    gates = {a.gate: (a.status, a.approver) for a in env.orch.show(r.run_id)[2]}
+    assert gates == {"ops.pay.huge_payment": ("rejected", "bob"), "ops.pay.large_payment": ("cancelled", None)}
     env.close()

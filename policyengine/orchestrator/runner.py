@@ -206,13 +206,17 @@ class Orchestrator:
         """End every approval whose deadline has passed, record it, and resume its run."""
         now = naive_utc(self.clock())
         results = []
+        by_run: dict[str, list[ApprovalRecord]] = {}
         for row in self.store.overdue(now):
-            run = self.store.run(row.run_id)
+            by_run.setdefault(row.run_id, []).append(row)
+        for run_id, rows in by_run.items():
+            run = self.store.run(run_id)
             if run is None or run.status in TERMINAL:
                 continue
-            expired = replace(row, status="expired", decided_at=now)
-            self.store.put(expired)
-            self._record_approval(run, expired)
+            for row in rows:
+                expired = replace(row, status="expired", decided_at=now)
+                self.store.put(expired)
+                self._record_approval(run, expired)
             results.append(self._drive(self._workflow(run.workflow), replace(run, status="running")))
         if results:
             self.flush()
@@ -302,22 +306,27 @@ class Orchestrator:
                         ctx = ctx.with_output(fb.name, fin.output or {})
                 status = stop.run_status or ("failed" if stop.status == "failed" else "denied")
                 outcome = wf.outcome(ctx) if fb is not None and ctx.ran(fb.name) else status
-                return self._finish(run, status, outcome, stop.reason, step_ms, journal)
+                return self._finish(run, status, outcome, stop.reason, step_ms, journal, fresh=fresh)
             waiting = next((f for f in finals if f.status == "waiting"), None)
             if waiting is not None:
                 return self._finish(run, "waiting_approval", "escalated", waiting.reason, step_ms, journal,
                                     waiting.approval)
-        return self._finish(run, "completed", wf.outcome(ctx), None, step_ms, journal)
+        return self._finish(run, "completed", wf.outcome(ctx), None, step_ms, journal, fresh=fresh)
 
     def _finish(self, run: RunRecord, status: str, outcome: str | None, reason: str | None,
                 step_ms: Sequence[float], journal: Mapping[str, StepRecord],
-                approval: ApprovalRecord | None = None) -> RunResult:
+                approval: ApprovalRecord | None = None, fresh: bool = False) -> RunResult:
         steps = sorted(journal.values(), key=lambda s: (s.ord, s.started_at))
         tokens = sum(s.tokens or 0 for s in steps)
         cost = sum(s.cost_usd or 0.0 for s in steps)
         final = replace(run, status=status, outcome=outcome, error=reason, tokens=tokens, cost_usd=cost,
                         updated_at=naive_utc(self.clock()), policy_hash=self.policy.policy_hash)
         self.store.put(final)
+        if status in TERMINAL and not fresh:
+            # gates still open when the run ends (another gate rejected or expired) are closed
+            for a in self.store.approvals(run.run_id):
+                if a.status == "pending":
+                    self.store.put(replace(a, status="cancelled", decided_at=final.updated_at))
         self._audit(final, "run", run.requested_by, {
             "status": status, "outcome": outcome, "item_id": run.item_id, "reason": reason,
             "tokens": tokens, "cost_usd": cost, "steps": len(steps)})

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS orch_approvals (
     deadline_at       TIMESTAMP,
     on_timeout        VARCHAR NOT NULL,  -- deny | allow
     distinct_approver BOOLEAN NOT NULL,
-    status            VARCHAR NOT NULL,  -- pending | approved | rejected | expired
+    status            VARCHAR NOT NULL,  -- pending | approved | rejected | expired | cancelled
     approver          VARCHAR,
     note              VARCHAR,
     decided_at        TIMESTAMP,
