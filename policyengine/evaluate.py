@@ -18,8 +18,8 @@ The only I/O is the budget ledger read, and only for requests a budget covers.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
 import time
+from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,7 +58,7 @@ def _amount(x: float) -> str:
     """``1,999,500`` or ``19.9991``: readable amounts for budget reasons."""
     if float(x).is_integer():
         return f"{int(x):,}"
-    return f"{x:,.4f}".rstrip("0")
+    return f"{x:,.4f}".rstrip("0").rstrip(".") or "0"
 
 
 _PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
