@@ -768,14 +768,15 @@ def describe_unexpected(error: UnexpectedInput, text: str, path: str) -> Finding
 
 # --- lexer ---------------------------------------------------------------------------
 
-_TOKEN = re.compile(
-    r"(?P<WS>[ \t\f\r\n]+)"
-    r"|(?P<COMMENT>#[^\n]*)"
-    r"|(?P<NAME>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<NUMBER>-?[0-9]+(?:_[0-9]+)*(?:\.[0-9]+(?:_[0-9]+)*)?)"
+_TOKEN = re.compile(  # leading whitespace is skipped in the same match as the token after it
+    r"[ \t\f\r\n]*(?:"
+    r"(?P<NAME>[A-Za-z_][A-Za-z0-9_]*)"
     r'|(?P<STRING>"(?:[^"\\\n]|\\[^\n])*")'
+    r"|(?P<NUMBER>-?[0-9]+(?:_[0-9]+)*(?:\.[0-9]+(?:_[0-9]+)*)?)"
     r"|(?P<CMP_OP>==|!=|<=|>=|<|>)"
     r"|(?P<PUNCT>[=%()\[\],.])"
+    r"|(?P<COMMENT>#[^\n]*)"
+    r"|(?P<END>\Z))"
 )
 _PUNCT = {"=": "EQUALS", "%": "PERCENT", "(": "LPAR", ")": "RPAR", "[": "LSQB", "]": "RSQB", ",": "COMMA", ".": "DOT"}
 
@@ -806,20 +807,24 @@ class _Lexer(Lexer):
         keywords = self.keywords
         states = parser_state.parse_conf.parse_table.states
         new = str.__new__
-        pos, line, line_start, end, depth = 0, 1, 0, len(text), 0
-        while pos < end:
+        pos, line, line_start, depth = 0, 1, 0, 0
+        while True:
             m = match_at(text, pos)
-            if m is None:
-                raise UnexpectedCharacters(text, pos, line, pos - line_start + 1, state=parser_state)
+            if m is None:  # not a token after the whitespace: point at the first bad character
+                bad = len(text) - len(text[pos:].lstrip(" \t\f\r\n"))
+                if text.count("\n", pos, bad):
+                    line += text.count("\n", pos, bad)
+                    line_start = text.rindex("\n", pos, bad) + 1
+                raise UnexpectedCharacters(text, bad, line, bad - line_start + 1, state=parser_state)
             kind = m.lastgroup
-            value = m.group()
-            if kind == "WS":
-                newlines = value.count("\n")
-                if newlines:
-                    line += newlines
-                    line_start = pos + value.rindex("\n") + 1
-                pos = m.end()
-                continue
+            if kind == "END":
+                return
+            value = m.group(kind)
+            start = m.end() - len(value)
+            if text.count("\n", pos, start):
+                line += text.count("\n", pos, start)
+                line_start = text.rindex("\n", pos, start) + 1
+            pos = start
             if kind == "NAME":
                 keyword = keywords.get(value)
                 if keyword is not None:
