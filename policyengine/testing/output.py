@@ -36,6 +36,9 @@ def render_failure(r: CaseResult, *, header: bool = True) -> str:
     if exp.check_route:
         want.append(f"route {exp.route}")
         got.append(f"route {r.decision.get('route')}")
+    if exp.cites:
+        want.append(f"cites {list(exp.cites)}")
+        got.append("cites " + str(sorted({c for x in r.decision.get("reasons", ()) for c in x.get("cites", ())})))
     if exp.obligations is not None:
         want.append("obligations [" + ", ".join(o.describe() for o in exp.obligations) + "]")
         got.append(f"{len(r.decision.get('obligations', ()))} obligation(s)")
