@@ -87,7 +87,7 @@ def render_report(report: RunReport, *, verbose: bool = False, fail_under: float
         if verbose:
             for r in by_file.get(file, []):
                 out.append(f"{r.nodeid} {'PASSED' if r.passed else 'FAILED'}")
-        else:
+        elif file in by_file or file in errors:  # files whose cases -k left out are not listed
             marks = "".join("." if r.passed else "F" for r in by_file.get(file, []))
             out.append(f"{file} {marks}{'E' if file in errors else ''}".rstrip())
     if report.errors:
