@@ -17,11 +17,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..budgets import InMemoryLedger, scope_key
 from ..diagnostics import PolicyError, Span
 from .cases import Case, ExpectedObligation, TestFile, TestFileError, discover, load_test_file
+
+if TYPE_CHECKING:
+    from .coverage import CoverageReport
 
 # Called once per decided case: (policy, request, decision) — how coverage listens in.
 Observer = Callable[[Any, dict[str, Any], Any], None]
@@ -68,7 +71,7 @@ class RunReport:
     results: tuple[CaseResult, ...]
     errors: tuple[FileError, ...]
     deselected: int = 0
-    coverage: Any = None  # a coverage.CoverageReport when requested
+    coverage: CoverageReport | None = None  # when coverage was requested
 
     @property
     def passed(self) -> int:
