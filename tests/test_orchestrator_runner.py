@@ -442,3 +442,17 @@ def test_rejecting_one_gate_closes_the_others(tmp_path, clock, effects):
     gates = {a.gate: (a.status, a.approver) for a in env.orch.show(r.run_id)[2]}
     assert gates == {"ops.pay.huge_payment": ("rejected", "bob"), "ops.pay.large_payment": ("cancelled", None)}
     env.close()
+
+
+def test_a_bad_item_fails_its_run_with_the_message_and_the_batch_goes_on(tmp_path, clock, effects):
+    env = Env(tmp_path, clock, {"pay": pay_workflow("pay", effects)})
+    bad, good = env.orch.run_batch("pay", [{"id": "no-amount"}, {"id": "INV-13", "amount": 5}],
+                                   requested_by="carol")
+    assert (bad.status, good.status) == ("failed", "completed")
+    assert bad.reason == "KeyError: 'amount'"  # the model step failed; the fallback queued the item
+    assert env.orch.show(bad.run_id)[0].status == "failed"
+    broken = Workflow("broken", "pay_bot", (
+        DataRead("read", ask=lambda ctx: Ask("read", "dataset", ctx.item["dataset"]), read=lambda ctx: {}),))
+    r = env.orch.start(broken, {"id": "x"}, requested_by="carol")
+    assert (r.status, r.reason) == ("failed", "workflow code failed: KeyError: 'dataset'")
+    env.close()

@@ -152,8 +152,12 @@ class Orchestrator:
                batch_id: str | None) -> RunResult:
         wf = self._workflow(workflow)
         now = naive_utc(self.clock())
+        try:
+            item_id = wf.item_id(item) or None
+        except Exception:  # noqa: BLE001 - an item without a usable id still runs
+            item_id = None
         run = RunRecord(run_id=f"r-{uuid.uuid4().hex[:12]}", batch_id=batch_id, workflow=wf.name,
-                        item_id=wf.item_id(item) or None, requested_by=requested_by, status="running",
+                        item_id=item_id, requested_by=requested_by, status="running",
                         outcome=None, input=_dumps(dict(item)), error=None, policy_hash=self.policy.policy_hash,
                         tokens=0, cost_usd=0.0, created_at=now, updated_at=now)
         self.store.put(run)
@@ -164,7 +168,8 @@ class Orchestrator:
         """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs.
 
         A crash mid-batch loses at most the runs since the last flush; no side
-        effect of theirs is lost, because a step with a side effect flushes first.
+        effect of theirs is lost, because a step with a side effect commits its
+        intent first (``recover`` finishes those runs).
         """
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
         results = []
@@ -280,8 +285,19 @@ class Orchestrator:
     # --- driving a run ---------------------------------------------------------------
 
     def _drive(self, wf: Workflow, run: RunRecord, fresh: bool = False) -> RunResult:
-        """Run ``run`` from where its journal stands (a ``fresh`` run has none: no reads)."""
+        """Run ``run`` from where its journal stands (a ``fresh`` run has none: no reads).
+
+        An exception from the workflow's own code (a bad input item, a bug in a
+        step function) fails this run with the message; the batch goes on.
+        """
         journal: dict[str, StepRecord] = {} if fresh else {s.step: s for s in self.store.steps(run.run_id)}
+        try:
+            return self._steps(wf, run, fresh, journal)
+        except Exception as exc:  # noqa: BLE001 - reported on the run, never as a traceback
+            reason = f"workflow code failed: {type(exc).__name__}: {exc}"
+            return self._finish(run, "failed", "failed", reason, (), journal, fresh=fresh)
+
+    def _steps(self, wf: Workflow, run: RunRecord, fresh: bool, journal: dict[str, StepRecord]) -> RunResult:
         approvals = [] if fresh else self.store.approvals(run.run_id)
         ctx = Context(run.run_id, wf.name, run.requested_by, MappingProxyType(run.item()), MappingProxyType({}),
                       frozenset(a.step for a in approvals if a.status == "approved"))
