@@ -141,3 +141,14 @@ def test_models_without_a_configured_provider_use_the_simulator():
     providers = Providers()
     (attempt,) = providers.call("anything", "openai-compatible", PROMPT, "k")
     assert attempt.provider == "local" and attempt.status == "ok"
+
+
+def test_a_provider_that_raises_anything_is_an_error_attempt_not_a_crash():
+    class Buggy:
+        name = "buggy"
+
+        def complete(self, model, prompt, *, timeout, idempotency_key):
+            raise KeyError("choices")
+
+    attempts = Providers(by_model={"m": Buggy()}, retries=1).call("m", None, PROMPT, "k")
+    assert [(a.status, a.error) for a in attempts] == [("error", "KeyError: 'choices'")] * 2

@@ -209,7 +209,11 @@ class Providers:
                 attempts.append(Attempt(model, provider.name, "ok", (time.perf_counter() - t0) * 1000, c))
                 return attempts
             except ProviderError as exc:
-                attempts.append(Attempt(model, provider.name, exc.status, (time.perf_counter() - t0) * 1000, None, str(exc)))
+                attempts.append(Attempt(model, provider.name, exc.status, (time.perf_counter() - t0) * 1000, None,
+                                        str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a provider's own bug is an error like any other
+                attempts.append(Attempt(model, provider.name, "error", (time.perf_counter() - t0) * 1000, None,
+                                        f"{type(exc).__name__}: {exc}"))
             if self.backoff_s and n < self.retries:
                 time.sleep(self.backoff_s * (2**n))
         return attempts
