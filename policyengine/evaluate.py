@@ -178,6 +178,8 @@ class Evaluator:
             rid = r.get("id")
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
+            elif rid is None and kind in RESOURCE_KINDS and (kind != "model" or action != "invoke"):
+                errors.append("resource.id: missing (only a routed model invoke may leave it out)")
             rattrs = r.get("attrs")
             if rattrs is None:
                 rattrs = _EMPTY
@@ -463,9 +465,6 @@ class Evaluator:
     # --- routing ----------------------------------------------------------------------
 
     def _routed(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None) -> Outcome:
-        if c.action != "invoke" or c.kind != "model":
-            return Outcome("deny", (self._intern(("noid",), "<request>",
-                                                 "resource.id: missing (only a routed model invoke may leave it out)"),))
         route = next((r for r in self.compiled.routes if r.when(c)), None)
         if route is None:
             return Outcome("deny", (self._intern(("noroute",), "<request>",

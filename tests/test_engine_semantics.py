@@ -447,8 +447,7 @@ def test_malformed_requests_are_denied_with_the_bad_field(policy, case, request_
     decision = policy.evaluate(request_)
     assert decision.effect == "deny"
     assert any(error in r.message for r in decision.reasons), [r.message for r in decision.reasons]
-    if case != "dataset without id":
-        assert error in decision.errors
+    assert error in decision.errors
 
 
 def test_every_error_is_reported_not_just_the_first(policy):
