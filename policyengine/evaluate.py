@@ -173,12 +173,13 @@ class Evaluator:
             errors.append("resource: missing" if r is None else "resource: must be an object")
         else:
             kind = r.get("kind")
-            if kind not in RESOURCE_KINDS:
+            if kind.__class__ is not str or kind not in RESOURCE_KINDS:
                 errors.append(f"resource.kind: must be one of {', '.join(sorted(RESOURCE_KINDS))}")
             rid = r.get("id")
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
-            elif rid is None and kind in RESOURCE_KINDS and (kind != "model" or action != "invoke"):
+            elif rid is None and kind.__class__ is str and kind in RESOURCE_KINDS and (
+                    kind != "model" or action != "invoke"):
                 errors.append("resource.id: missing (only a routed model invoke may leave it out)")
             rattrs = r.get("attrs")
             if rattrs is None:

@@ -228,3 +228,28 @@ def test_reading_requests(text, want):
     assert [(line, req) for line, req, _ in got] == [(line, req) for line, req, _ in want]
     for (_, _, error), (_, _, fragment) in zip(got, want, strict=True):
         assert (error is None) == (fragment is None) and (fragment is None or fragment in error)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    principal=st.fixed_dictionaries({}, optional={"id": JSON | st.just("u"), "type": JSON | st.just("agent"),
+                                                   "roles": JSON | st.just(["admin"]), "attrs": JSON}),
+    action=JSON | st.sampled_from(["read", "write"]),
+    resource=st.fixed_dictionaries({}, optional={"kind": JSON | st.just("dataset"), "id": JSON | st.just("docs/a"),
+                                                  "attrs": JSON}),
+    data=JSON, context=JSON, approvals=JSON,
+)
+def test_junk_in_any_field_is_named_never_an_internal_error(policy, principal, action, resource, data, context,
+                                                           approvals):
+    request = {"principal": principal, "action": action, "resource": resource, "data": data, "context": context,
+               "approvals": approvals}
+    decision = policy.evaluate(request)
+    assert not any("internal error" in e for e in decision.errors), decision.errors
+    assert decision.effect in ("allow", "deny", "escalate")

@@ -490,3 +490,24 @@ def test_attributes_beside_id_count_as_attrs(policy):
 def test_now_may_be_an_iso_string(policy):
     decision = policy.evaluate(pay(), now="2026-11-24T12:00:00Z")
     assert decision.obligations[0].deadline_at == "2026-11-24T16:00:00+00:00"
+
+
+UNHASHABLE = [
+    ("kind a list", with_(["resource", "kind"], ["dataset"]), "resource.kind: must be one of"),
+    ("type a dict", with_(["principal", "type"], {"t": 1}), 'principal.type: must be "user" or "agent"'),
+    ("roles with a list", with_(["principal", "roles"], [["viewer"]]), "principal.roles: must be a list of strings"),
+    ("action a list", with_(["action"], ["read"]), "action: must be a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("case,request_,error", UNHASHABLE, ids=[u[0] for u in UNHASHABLE])
+def test_unhashable_values_are_named_not_crashed_on(policy, case, request_, error):
+    decision = policy.evaluate(request_)
+    assert decision.effect == "deny"
+    assert any(e.startswith(error) for e in decision.errors), decision.errors
+
+
+def test_unhashable_attribute_values_make_comparisons_false(policy):
+    assert policy.evaluate(req(rid="vault/a", pattrs={"clearance": [5]}, data={"classification": {"x": 1}})).effect \
+        == "deny"
+    assert policy.evaluate(req(data={"origin": ["DE"]})).effect == "allow"  # residency `in EU` is false
