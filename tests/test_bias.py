@@ -8,6 +8,7 @@ data generated here, and hand-worked edge cases for min samples and references.
 from __future__ import annotations
 
 import csv
+import sys
 import json
 import math
 import tempfile
@@ -23,6 +24,7 @@ fairlearn_metrics = pytest.importorskip("fairlearn.metrics")
 ORACLES = Path("/work/shared/oracles/fairness")
 needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="oracle files not present")
 TOL = 1e-9
+sys.path.insert(0, str(Path(__file__).parent))  # test_reports: the audit-log fixture
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -257,3 +259,62 @@ def test_positive_value_never_seen_is_noted(tmp_path):
     path = _write(tmp_path / "d.csv", ["g", "y"], [["a", "yes"], ["b", "no"]])
     r = bias_from_csv(path, outcome="y", positive="Yes", group="g")
     assert any("no row has y = 'Yes'" in n for n in r.notes)
+
+
+# --- the same SQL over the audit log ----------------------------------------------------------
+
+
+@needs_oracles
+def test_audit_log_source_gives_the_oracle_numbers(tmp_path):
+    """The oracle decisions written as model_call events: same metrics as from the CSV."""
+    import duckdb
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import bias_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    t0 = datetime(2026, 11, 1)
+    story = []
+    with (ORACLES / "decisions.csv").open() as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            payload = {"model": "scorer", "subject": {"vendor region": row["group"]},
+                       "outcome": "approved" if row["y_pred"] == "1" else "declined",
+                       "label": "approved" if row["y_true"] == "1" else "declined", "output": {}}
+            story.append((t0 + timedelta(seconds=i), "model_call", "agent", "wf", "r", payload, "h"))
+    story.append((t0, "model_call", "agent", "wf", "r", {"model": "other", "subject": {"vendor region": "A"},
+                                                         "outcome": "approved"}, "h"))
+    story.append((t0, "model_call", "agent", "wf", "r", {"model": "scorer", "subject": {}, "outcome": "approved"}, "h"))
+    story.append((t0, "model_call", "agent", "wf", "r", {"model": "scorer", "status": "error"}, "h"))
+    db = write_audit_db(tmp_path / "audit.duckdb", story)
+    con = open_readonly(db)
+    r = bias_from_audit(con, model="scorer", group="subject.vendor region", positives=["approved"],
+                        start=t0, end=t0 + timedelta(days=1))
+    con.close()
+    want = _oracle()["main"]
+    assert r.total_rows == 10000 and r.has_label
+    assert any("1 call(s) without a value at subject.vendor region" in n for n in r.notes)
+    for key in ("demographic_parity_difference", "demographic_parity_ratio",
+                "equalized_odds_difference", "equalized_odds_ratio"):
+        assert _same(getattr(r, key), want["fairlearn_functions"][key]), key
+    assert {g.group: g.n for g in r.groups} == {g: int(v["count"]) for g, v in want["by_group"].items()}
+
+
+def test_audit_log_source_errors(tmp_path):
+    from datetime import datetime
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import bias_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    t0 = datetime(2026, 11, 1)
+    db = write_audit_db(tmp_path / "a.duckdb", [(t0, "model_call", "a", None, None,
+                                                 {"model": "m", "outcome": "x", "subject": {}}, "h")])
+    con = open_readonly(db)
+    with pytest.raises(ReportError, match="no model_call decisions of model 'zz'"):
+        bias_from_audit(con, model="zz", group="subject.g", positives=["x"], start=t0, end=datetime(2026, 12, 1))
+    with pytest.raises(ReportError, match="has a value at 'subject.g' \\(empty group\\)"):
+        bias_from_audit(con, model="m", group="subject.g", positives=["x"], start=t0, end=datetime(2026, 12, 1))
+    con.close()

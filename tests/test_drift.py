@@ -7,6 +7,7 @@ values on data we did not generate) and from scipy itself on data generated here
 from __future__ import annotations
 
 import csv
+import sys
 import json
 import math
 import random
@@ -25,6 +26,7 @@ np = pytest.importorskip("numpy")
 ORACLES = Path("/work/shared/oracles/drift")
 needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="oracle files not present")
 TOL = 1e-9
+sys.path.insert(0, str(Path(__file__).parent))  # test_reports: the audit-log fixture
 
 
 def _oracle() -> dict:
@@ -209,3 +211,37 @@ def test_not_a_csv_is_one_clear_line(tmp_path):
     with pytest.raises(ReportError) as e:
         drift_from_csv(bad, bad, "x")
     assert "\n" not in str(e.value) and "r.csv" in str(e.value)
+
+
+# --- the same SQL over the audit log ------------------------------------------------------------
+
+
+@needs_oracles
+@pytest.mark.parametrize("column, metric", [("amount", "psi"), ("risk_score", "ks"), ("region", "chi2")])
+def test_audit_log_windows_give_the_oracle_numbers(tmp_path, column, metric):
+    """Reference rows in October, current rows in November: same numbers as the CSVs."""
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import drift_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    oct1, nov1, dec1 = datetime(2026, 10, 1), datetime(2026, 11, 1), datetime(2026, 12, 1)
+    story = []
+    for start, name in ((oct1, "reference.csv"), (nov1, "current.csv")):
+        for i, row in enumerate(csv.DictReader((ORACLES / name).open())):
+            value = row[column] if column == "region" else float(row[column])
+            story.append((start + timedelta(seconds=i), "model_call", "a", None, None,
+                          {"model": "m", "output": {column: value}}, "h"))
+    con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
+    r = drift_from_audit(con, model="m", path=f"output.{column}", start=oct1, split=nov1, end=dec1, metric=metric)
+    con.close()
+    want = _oracle()["columns"][column]
+    assert (r.n_reference, r.n_current) == (5000, 3000)
+    assert abs(r.psi - want["psi"]["psi"]) <= TOL
+    if metric == "ks":
+        assert abs(r.ks.statistic - want["ks_2samp"]["auto"]["statistic"]) <= TOL
+    if metric == "chi2":
+        offline = drift_from_csv(ORACLES / "reference.csv", ORACLES / "current.csv", column)
+        assert r.chi2 == offline.chi2

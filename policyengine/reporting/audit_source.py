@@ -1,0 +1,93 @@
+"""Bias and drift inputs taken from the audit log's ``model_call`` events.
+
+The monitor and ``policyengine report bias|drift --db`` read the same
+``bias_input`` / ``drift_input`` tables as the offline CSV reports, so the
+numbers come from the same SQL whatever the source. Attribute paths such as
+``subject.vendor_region`` become JSON paths bound as parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import duckdb
+
+from .bias import FOUR_FIFTHS, BiasResult, compute_bias
+from .db import first_line, sql
+from .drift import DriftResult, compute_drift
+from .errors import ReportError
+
+
+def json_path(dotted: str) -> str:
+    """``subject.vendor_region`` -> ``$."subject"."vendor_region"`` (each key quoted)."""
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        raise ReportError(f"empty attribute path {dotted!r}")
+    return "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def bias_from_audit(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model: str,
+    group: str,
+    positives: Sequence[str],
+    start: datetime,
+    end: datetime,
+    min_samples: int = 0,
+    reference: str | None = None,
+    threshold: float = FOUR_FIFTHS,
+) -> BiasResult:
+    """Bias of ``model``'s decisions in [start, end), groups by payload path ``group``."""
+    con.execute(sql("bias_input_create"))
+    try:
+        con.execute(sql("bias_input_from_audit"), {
+            "model": model, "group_path": json_path(group), "positives": list(positives),
+            "start": _naive_utc(start), "end": _naive_utc(end),
+        })
+    except duckdb.Error as e:
+        raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
+    total = con.execute("SELECT count(*) FROM bias_input").fetchone()[0]
+    dropped = con.execute(sql("bias_input_drop_missing")).fetchone()[0]
+    if total == 0:
+        raise ReportError(f"no model_call decisions of model {model!r} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
+    if dropped == total:
+        raise ReportError(f"no model_call of model {model!r} has a value at {group!r} (empty group)")
+    has_label = con.execute("SELECT count(label) > 0 FROM bias_input").fetchone()[0]
+    result = compute_bias(con, min_samples=min_samples, reference=reference, has_label=has_label, threshold=threshold)
+    if dropped:
+        from dataclasses import replace
+
+        result = replace(result, notes=(*result.notes, f"{dropped} call(s) without a value at {group} were left out"))
+    return result
+
+
+def drift_from_audit(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model: str,
+    path: str,
+    start: datetime,
+    split: datetime,
+    end: datetime,
+    metric: str = "psi",
+) -> DriftResult:
+    """Drift of payload value ``path`` of ``model``'s calls: [start, split) against [split, end)."""
+    con.execute(sql("drift_input_create"))
+    try:
+        con.execute(sql("drift_input_from_audit"), {
+            "model": model, "path": json_path(path),
+            "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
+        })
+    except duckdb.Error as e:
+        raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
+    values, numeric = con.execute("SELECT count(*), count(num) FROM drift_input").fetchone()
+    kind = "numeric" if values and numeric == values and metric != "chi2" else "categorical"
+    if metric == "ks" and kind != "numeric":
+        raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
+    return compute_drift(con, path, kind)  # type: ignore[arg-type]
