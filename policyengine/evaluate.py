@@ -378,13 +378,18 @@ class Evaluator:
 
     def _approved(self, c: Ctx, gate_id: str, gate_name: str, role: str, distinct: bool,
                   directory: Mapping[str, Any] | None) -> bool:
-        """Whether an approval names this gate, comes from a holder of ``role`` and, if needed, not the requester."""
+        """Whether an approval names this gate, comes from a holder of ``role`` and, if needed, not the requester.
+
+        With a ``directory`` its roles are authoritative (roles an approval entry
+        claims are then ignored, as an agent's claimed roles are); without one,
+        the entry's roles count.
+        """
         for gate, approver, roles in c.approvals:
             if gate != gate_id and gate != gate_name:
                 continue
             if distinct and approver == c.pid:
                 continue
-            if roles is None and directory is not None:
+            if directory is not None:
                 roles = directory.get(approver)
             if not roles or isinstance(roles, str):
                 continue

@@ -376,6 +376,9 @@ def test_approver_roles_from_a_directory(policy):
     approval = [{"gate": GATE, "approver": "carol"}]
     assert policy.evaluate(pay(approvals=approval), directory={"carol": ["approver_role"]}).effect == "allow"
     assert policy.evaluate(pay(approvals=approval), directory={"carol": ["ops"]}).effect == "escalate"
+    claimed = [{"gate": GATE, "approver": "mallory", "roles": ["approver_role"]}]
+    assert policy.evaluate(pay(approvals=claimed)).effect == "allow"  # no directory: the entry's roles
+    assert policy.evaluate(pay(approvals=claimed), directory={"carol": ["approver_role"]}).effect == "escalate"
 
 
 # --- blocked models -------------------------------------------------------------------
