@@ -5,11 +5,14 @@ function of the policy set and what earlier stages produced, so each can be
 tested alone. The result, ``CompiledPolicy``, holds:
 
 * conditions turned into Python closures over a ``Ctx`` (see ``conditions.py``);
-* rules with precompiled resource-id matchers (exact-id fast path, ``*`` free,
-  other globs via ``fnmatch.translate``) and their ``Reason`` built once;
+* rules with their resource-id glob classified once (``*`` free, exact id,
+  ``prefix*`` as ``str.startswith``, others via ``fnmatch.translate``), the
+  literal first id segment they can match, one fused id+when+unless closure,
+  and their ``Reason`` built once;
 * an index ``(action, kind) -> Bucket`` whose buckets split rules by role, by
   agent and "any", so a decision only looks at rules that can apply to it;
-* the role closure, the model registry, gates, residency, budget and route plans.
+* gates with the actions their condition is limited to, so others are skipped;
+* the role closure, the model registry, residency, budget and route plans.
 """
 
 from __future__ import annotations
@@ -296,6 +299,7 @@ def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 
 
 def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Escalation gates with their condition, approver role, deadline and action guard."""
     gates = []
     for key, scoped in enumerate(ps.escalations):
         d = scoped.decl
@@ -311,6 +315,7 @@ def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 
 
 def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Residency rules with their allowed regions as a set."""
     out = []
     for key, scoped in enumerate(ps.residencies):
         d = scoped.decl
