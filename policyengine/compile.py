@@ -247,6 +247,7 @@ def model_attributes(decl: ast.ModelDecl) -> dict[str, Any]:
 
 
 def stage_registry(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Each declared model's attributes, merged into ``resource.*`` at evaluation."""
     return {"registry": {name: model_attributes(m.decl) for name, m in ps.models.items()}}
 
 
@@ -331,6 +332,7 @@ def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 
 
 def stage_budgets(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Budgets with their ledger scope key, limits and exceed action, indexed by scope."""
     out = []
     by_scope: dict[tuple[str, str], list[CompiledBudget]] = {}
     for key, scoped in enumerate(ps.budgets):
@@ -356,6 +358,7 @@ def stage_budgets(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 
 
 def stage_routes(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Routes with their condition and candidate models in order."""
     out = []
     for key, scoped in enumerate(ps.routes):
         d = scoped.decl
