@@ -253,3 +253,23 @@ def test_junk_in_any_field_is_named_never_an_internal_error(policy, principal, a
     decision = policy.evaluate(request)
     assert not any("internal error" in e for e in decision.errors), decision.errors
     assert decision.effect in ("allow", "deny", "escalate")
+
+
+def test_rules_that_cannot_apply_are_never_candidates(tmp_path):
+    """The index, not a scan: adding rules about other kinds, actions, roles or ids adds no candidates."""
+    base = POLICY
+    noise = "".join(
+        f'rule n{i}\n    allow role {"admin" if i % 2 else "viewer"} to {("run", "read")[i % 2]} '
+        f'{("tool", "model")[i % 2] if i % 3 else "dataset"} "{"other" if i % 3 == 0 else "x"}{i}/*"\n'
+        for i in range(300))
+    counts = []
+    for name, text in (("small", base), ("large", base + noise)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "t.policy").write_text(text)
+        policy = load_policy(folder)
+        ctx = policy._evaluator.context({"principal": {"id": "u", "roles": ["admin"]}, "action": "read",
+                                         "resource": {"kind": "dataset", "id": "docs/a"}})
+        denies, allows = policy._evaluator.candidates(ctx)
+        counts.append(([r.id for r in denies], [r.id for r in allows]))
+    assert counts[0] == counts[1] == (["t.no_secrets"], ["t.read_docs"])
