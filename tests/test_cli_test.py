@@ -149,6 +149,29 @@ def test_one_flipped_allow_in_rules_makes_policyengine_test_fail(tmp_path: Path)
     assert result.stdout.splitlines()[-1].endswith(" failed") and not result.stdout.splitlines()[-1].endswith(" 0 failed")
 
 
+def test_mutations_flag_names_the_changes_no_test_notices(tmp_path: Path) -> None:
+    root = project(tmp_path, PASSING)
+    result = run("test", "--mutations", "rules", cwd=root)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "3/5 single changes of the rule files made a test fail" in lines
+    assert "rules/docs.policy:5:23: < -> <= (in rule readers_read): no test noticed this change" in lines
+    assert "rules/docs.policy:5:25: 18 -> 36 (in rule readers_read): no test noticed this change" in lines
+    assert lines[-1] == "2 passed, 0 failed"
+    # the case that pins the boundary kills both
+    (root / "rules" / "docs_test.yaml").write_text(PASSING + """\
+  - name: at six the reader is turned away
+    principal: {id: ann, roles: [reader]}
+    action: read
+    resource: dataset docs/a
+    context: {hour: 18}
+    expect: deny
+""", encoding="utf-8")
+    again = run("test", "--mutations", "rules", cwd=root)
+    assert "5/5 single changes of the rule files made a test fail" in again.stdout.splitlines()
+    assert again.returncode == 0
+
+
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run("test", "no/such/folder", cwd=tmp_path).returncode == 2
     assert run("test", "--fail-under", "150", cwd=tmp_path).returncode == 2

@@ -10,14 +10,12 @@ apart from the original belong there, each with the reason.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from policyengine.resources import data_path
-from policyengine.testing.mutations import mutants
-from policyengine.testing.runner import run_paths
+from policyengine.testing.mutations import mutants, run_mutations
 
 RULES = data_path("rules")
 
@@ -37,7 +35,8 @@ def _all_mutants() -> list:
 
 
 def _key(m) -> tuple[str, str, str]:
-    return (m.file, m.decl, f"{m.original} -> {m.replacement}")
+    return (Path(m.file).relative_to(RULES).as_posix() if Path(m.file).is_absolute() else m.file, m.decl,
+            f"{m.original} -> {m.replacement}")
 
 
 @pytest.fixture(scope="module")
@@ -47,26 +46,13 @@ def survivors(tmp_path_factory: pytest.TempPathFactory) -> list:
     # A private parse cache: unchanged files are parsed once, mutants never reach the user's cache.
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     mp.delenv("POLICYENGINE_NO_CACHE", raising=False)
-    root = tmp_path_factory.mktemp("mutants") / "rules"
-    shutil.copytree(RULES, root)
-    baseline = run_paths([root], explain=False)
-    assert baseline.ok and baseline.passed > 0, "the policy tests must pass on the unmutated rules"
-    alive = []
     try:
-        for m in _all_mutants():
-            target = root / m.file
-            original = target.read_text(encoding="utf-8")
-            target.write_text(m.text, encoding="utf-8")
-            own_tests = sorted(target.parent.glob(target.stem + "_test.yaml"))  # likeliest to fail first
-            try:
-                report = run_paths([*own_tests, root], explain=False, fail_fast=True)
-            finally:
-                target.write_text(original, encoding="utf-8")
-            if report.ok:
-                alive.append(m)
+        report = run_mutations(RULES)
     finally:
         mp.undo()
-    return alive
+    assert report.baseline_ok, "the policy tests must pass on the unmutated rules"
+    assert report.total == len(_all_mutants())
+    return [m for m in report.survivors]
 
 
 def test_there_are_mutants_of_every_kind() -> None:

@@ -22,10 +22,13 @@ import click
               help="Fail when declaration coverage is below PCT percent (implies --coverage).")
 @click.option("--fail-under-clauses", type=click.FloatRange(0, 100), metavar="PCT",
               help="Fail when when-clause coverage is below PCT percent (implies --coverage).")
+@click.option("--mutations", is_flag=True,
+              help="Also flip each allow/deny and change each threshold of the rule files in PATHS, one at a time, "
+                   "and fail if the tests miss any change.")
 @click.option("-v", "--verbose", is_flag=True, help="One line per case instead of one per file.")
 def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path | None, with_coverage: bool,
                  coverage_json: Path | None, fail_under: float | None, fail_under_clauses: float | None,
-                 verbose: bool) -> None:
+                 mutations: bool, verbose: bool) -> None:
     """Run policy tests (*_test.yaml files) found under PATHS (default: .).
 
     Each case's request is decided by the engine and compared with its
@@ -46,7 +49,13 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     if collector is not None:
         policy_files = [str(p) for root in roots for p in _policy_files(root, POLICY_SUFFIX)]
         report = dataclasses.replace(report, coverage=collector.report(policy_files))
-    click.echo(render_report(report, verbose=verbose, fail_under=fail_under, fail_under_clauses=fail_under_clauses))
+    mutation_reports = []
+    if mutations and report.ok:  # mutants are only meaningful when the tests pass as they are
+        from ..testing.mutations import run_mutations
+
+        mutation_reports = [run_mutations(root) for root in roots if root.is_dir()]
+    click.echo(render_report(report, verbose=verbose, fail_under=fail_under, fail_under_clauses=fail_under_clauses,
+                             mutations=mutation_reports))
     try:
         if junit_file is not None:
             junit_file.write_text(junit_xml(report), encoding="utf-8")
@@ -59,7 +68,8 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
         click.echo("error: no policy test files (*_test.yaml) found", err=True)
         sys.exit(1)
     short = report.coverage is not None and coverage_shortfall(report.coverage, fail_under, fail_under_clauses)
-    sys.exit(0 if report.ok and not short else 1)
+    survived = any(m.survivors or not m.baseline_ok for m in mutation_reports)
+    sys.exit(0 if report.ok and not short and not survived else 1)
 
 
 def _policy_files(root: Path, suffix: str) -> list[Path]:

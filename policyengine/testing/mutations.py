@@ -18,8 +18,11 @@ per request).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 _TOKEN = re.compile(
     r'(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<comment>#[^\n]*)|(?P<number>\d[\d_]*(?:\.\d+)?)'
@@ -124,3 +127,50 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
                 yield make(replacement)
         elif tok.kind == "op" and tok.text in _BOUNDARY and decl_kind in ("rule", "residency", "escalate", "route"):
             yield make(_BOUNDARY[tok.text])
+
+
+@dataclass(frozen=True)
+class MutationReport:
+    """Which mutants the policy tests caught; a survivor is a change no test notices."""
+
+    total: int
+    survivors: tuple[Mutant, ...]
+    baseline_ok: bool
+
+    @property
+    def caught(self) -> int:
+        return self.total - len(self.survivors)
+
+
+def run_mutations(folder: str | Path, *, only: Callable[[Mutant], bool] | None = None) -> MutationReport:
+    """Run the policy tests of ``folder`` once per mutant of its rule files, in a temporary copy.
+
+    The folder must hold both the rule files and their tests (as ``rules/`` does).
+    The tests must pass on the unmutated copy first (else ``baseline_ok`` is False
+    and no mutant is tried). Each mutant's own ``<name>_test.yaml`` runs first and
+    the run stops at the first failure, so a caught mutant costs little.
+    """
+    from .runner import run_paths
+
+    source = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="policyengine-mutants-") as tmp:
+        root = Path(tmp) / source.resolve().name
+        shutil.copytree(source, root, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        if not run_paths([root], explain=False, fail_fast=True).ok:
+            return MutationReport(0, (), baseline_ok=False)
+        total, survivors = 0, []
+        for target in sorted(root.rglob("*.policy")):
+            original = target.read_text(encoding="utf-8")
+            rel = target.relative_to(root).as_posix()
+            own_tests = sorted(target.parent.glob(target.stem + "_test.y*ml"))
+            for m in mutants(str(source / rel), original):
+                if only is not None and not only(m):
+                    continue
+                total += 1
+                target.write_text(m.text, encoding="utf-8")
+                try:
+                    if run_paths([*own_tests, root], explain=False, fail_fast=True).ok:
+                        survivors.append(m)
+                finally:
+                    target.write_text(original, encoding="utf-8")
+    return MutationReport(total, tuple(survivors), baseline_ok=True)

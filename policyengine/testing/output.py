@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 
 from .coverage import CoverageReport
+from .mutations import MutationReport
 from .runner import CaseResult, RunReport, deciding_rules, request_text
 
 
@@ -73,7 +75,7 @@ def render_coverage(cov: CoverageReport) -> str:
 
 
 def render_report(report: RunReport, *, verbose: bool = False, fail_under: float | None = None,
-                  fail_under_clauses: float | None = None) -> str:
+                  fail_under_clauses: float | None = None, mutations: Sequence[MutationReport] = ()) -> str:
     """The whole run as text; the last line is always ``report.summary()``."""
     head = f"policyengine test: {len(report.files)} test file(s), {len(report.results)} case(s)"
     if report.deselected:
@@ -105,10 +107,25 @@ def render_report(report: RunReport, *, verbose: bool = False, fail_under: float
         below = coverage_shortfall(report.coverage, fail_under, fail_under_clauses)
         if below:
             out.append(below)
+    if mutations:
+        out.append(render_mutations(mutations))
     if report.errors:
         out.append(f"{len(report.errors)} test file(s) could not be run")
     out.append(report.summary())
     return "\n".join(out)
+
+
+def render_mutations(reports: Sequence[MutationReport]) -> str:
+    lines = [_rule("mutations")]
+    total = sum(r.total for r in reports)
+    caught = sum(r.caught for r in reports)
+    lines.append(f"{caught}/{total} single changes of the rule files made a test fail")
+    for r in reports:
+        if not r.baseline_ok:
+            lines.append("FAIL: the tests do not pass in a copy of the folder (does it hold every rule file they load?)")
+        for m in r.survivors:
+            lines.append(f"{m.label}: no test noticed this change")
+    return "\n".join(lines)
 
 
 def coverage_shortfall(cov: CoverageReport, fail_under: float | None, fail_under_clauses: float | None = None) -> str | None:
