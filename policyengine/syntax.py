@@ -175,8 +175,8 @@ class Builder(Transformer):
     def import_(self, kw: Token, name: ast.Name) -> ast.Import:
         return ast.Import(name, span=self._cover(self._span(kw), name.span))
 
-    def dotted_name(self, *parts: Token) -> ast.Name:
-        return ast.Name(".".join(parts), span=self._cover(self._span(parts[0]), self._span(parts[-1])))
+    def dotted_name(self, tok: Token) -> ast.Name:
+        return ast.Name(tok.value, span=self._span(tok))
 
     def string_list(self, *values: Token) -> _Strings:
         return _Strings((tuple(_unquote(v) for v in values), self._span(values[-1])))
@@ -589,19 +589,18 @@ class Builder(Transformer):
         items = tuple(item for item in rest[:-1] if item is not None)
         return self._nest(ast.ListExpr(items, span=self._cover(self._span(left), self._span(rest[-1]))), items)
 
-    def path(self, *parts: Token) -> ast.Path | ast.ConstRef:
-        span = self._span(parts[0]) if len(parts) == 1 else self._cover(self._span(parts[0]), self._span(parts[-1]))
-        root = parts[0].value
-        if len(parts) == 1 and root not in ast.ATTRIBUTE_ROOTS:
-            return ast.ConstRef(root, span=span)
-        return ast.Path(root, tuple(p.value for p in parts[1:]), span=span)
+    def path(self, tok: Token) -> ast.Path | ast.ConstRef:
+        if tok.type == "NAME" and tok.value not in ast.ATTRIBUTE_ROOTS:
+            return ast.ConstRef(tok.value, span=self._span(tok))
+        root, *parts = tok.value.split(".")
+        return ast.Path(root, tuple(parts), span=self._span(tok))
 
 
 # --- lexer ---------------------------------------------------------------------------
 
 _TOKEN = re.compile(  # leading whitespace is skipped in the same match as the token after it
     r"[ \t\f\r\n]*(?:"
-    r"(?P<NAME>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?P<NAME>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
     r'|(?P<STRING>"(?:[^"\\\n]|\\[^\n])*")'
     r"|(?P<NUMBER>-?[0-9]+(?:_[0-9]+)*(?:\.[0-9]+(?:_[0-9]+)*)?)"
     r"|(?P<CMP_OP>==|!=|<=|>=|<|>)"
@@ -656,7 +655,9 @@ class _Lexer(Lexer):
                 line += text.count("\n", pos, start)
                 line_start = text.rindex("\n", pos, start) + 1
             pos = start
-            if kind == "NAME":
+            if kind == "NAME" and "." in value:
+                kind = "DOTTED"  # a whole attribute path or package name is one token
+            elif kind == "NAME":
                 keyword = keywords.get(value)
                 if keyword is not None:
                     accepted = states[parser_state.position]
