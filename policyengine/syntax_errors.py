@@ -172,6 +172,9 @@ def describe_unexpected(error: UnexpectedInput, text: str, path: str) -> Finding
         help = None
         if tok.type == "EQUALS" and "CMP_OP" in expected:
             message, help = "'=' is not a comparison", "write '==' to compare two values"
+        elif tok.type == "DOT":
+            message = "a '.' must join two names"
+            help = "write paths and package names without spaces or a dot at the end, as in context.amount"
         if at_end:
             line, col = _position(text, prev.end()) if prev else (1, 1)
             span = Span(path, line, col, line, col + 1)
