@@ -141,26 +141,32 @@ class Evaluator:
             pid = p.get("id")
             if pid.__class__ is not str or not pid:
                 errors.append("principal.id: must be a non-empty string")
-            ptype = p.get("type", "user")
-            if ptype != "user" and ptype != "agent":
+            ptype = p.get("type")
+            known = (pid is not None) + (ptype is not None)  # keys seen, to spot attributes beside them
+            if ptype is None:
+                ptype = "user"
+            elif ptype != "user" and ptype != "agent":
                 errors.append('principal.type: must be "user" or "agent"')
-            raw_roles = p.get("roles", ())
-            if raw_roles.__class__ is not list and raw_roles.__class__ is not tuple:
-                if raw_roles is None:
-                    raw_roles = ()
-                else:
-                    errors.append("principal.roles: must be a list of strings")
-            else:
+            raw_roles = p.get("roles")
+            if raw_roles.__class__ is list or raw_roles.__class__ is tuple:
+                known += 1
                 for role in raw_roles:
                     if role.__class__ is not str:
                         errors.append("principal.roles: must be a list of strings")
                         break
+            elif raw_roles is None:
+                raw_roles = ()
+            else:
+                known += 1
+                errors.append("principal.roles: must be a list of strings")
             pattrs = p.get("attrs")
             if pattrs is None:
                 pattrs = _EMPTY
-            elif pattrs.__class__ is not dict and not isinstance(pattrs, dict):
-                errors.append("principal.attrs: must be an object")
-            if len(p) > ("id" in p) + ("type" in p) + ("roles" in p) + ("attrs" in p):
+            else:
+                known += 1
+                if pattrs.__class__ is not dict and not isinstance(pattrs, dict):
+                    errors.append("principal.attrs: must be an object")
+            if len(p) > known:
                 pattrs = _lenient(p, pattrs, _PRINCIPAL_KEYS)
         action = request.get("action")
         if action.__class__ is not str or not action:
@@ -173,20 +179,23 @@ class Evaluator:
             errors.append("resource: missing" if r is None else "resource: must be an object")
         else:
             kind = r.get("kind")
-            if kind.__class__ is not str or kind not in RESOURCE_KINDS:
+            kind_ok = kind.__class__ is str and kind in RESOURCE_KINDS
+            if not kind_ok:
                 errors.append(f"resource.kind: must be one of {', '.join(sorted(RESOURCE_KINDS))}")
             rid = r.get("id")
+            known = (kind is not None) + (rid is not None)
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
-            elif rid is None and kind.__class__ is str and kind in RESOURCE_KINDS and (
-                    kind != "model" or action != "invoke"):
+            elif rid is None and kind_ok and (kind != "model" or action != "invoke"):
                 errors.append("resource.id: missing (only a routed model invoke may leave it out)")
             rattrs = r.get("attrs")
             if rattrs is None:
                 rattrs = _EMPTY
-            elif rattrs.__class__ is not dict and not isinstance(rattrs, dict):
-                errors.append("resource.attrs: must be an object")
-            if len(r) > ("id" in r) + ("kind" in r) + ("attrs" in r):
+            else:
+                known += 1
+                if rattrs.__class__ is not dict and not isinstance(rattrs, dict):
+                    errors.append("resource.attrs: must be an object")
+            if len(r) > known:
                 rattrs = _lenient(r, rattrs, _RESOURCE_KEYS)
         data = request.get("data")
         if data is None:
@@ -506,7 +515,9 @@ class Evaluator:
             return Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
                                             route=out.route, policy_hash=self.policy_hash, errors=())
         # every reason and obligation here is built once and kept, so identities name the content
-        key = (out.effect, out.route, len(out.reasons), *map(id, out.reasons), *map(id, out.obligations))
+        key = (out.effect, out.route, *map(id, out.reasons))
+        if out.obligations:
+            key = (*key, None, *map(id, out.obligations))
         decision = self._decisions.get(key)
         if decision is None:
             decision = Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
