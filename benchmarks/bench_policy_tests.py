@@ -16,9 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp())  # a private parse cache
 
-from policyengine.testing.coverage import CoverageCollector  # noqa: E402
-from policyengine.testing.mutations import mutants  # noqa: E402
-from policyengine.testing.runner import run_paths  # noqa: E402
+from policyengine.testing.coverage import CoverageCollector
+from policyengine.testing.mutations import mutants
+from policyengine.testing.runner import run_paths
 
 
 def timed(fn, repeat: int = 5) -> tuple[float, float]:
@@ -39,8 +39,8 @@ def big_suite(root: Path, n: int) -> Path:
     shapes = [
         ("allow", "principal: {{id: ana, roles: [analyst]}}\n    action: read\n    resource: dataset erp/invoices/{i}"),
         ("deny", "principal: {{id: ana, roles: [analyst]}}\n    action: write\n    resource: dataset erp/invoices/{i}"),
-        ("escalate", "principal: agent invoice_classifier\n    action: approve_payment\n    resource: tool erp/payments\n"
-                     "    data: {{vendor_age_days: 400}}\n    context: {{amount: {a}, currency: EUR}}"),
+        ("escalate", ("principal: agent invoice_classifier\n    action: approve_payment\n    resource: tool erp/payments\n"
+                      "    data: {{vendor_age_days: 400}}\n    context: {{amount: {a}, currency: EUR}}")),
     ]
     lines = ["policy: ..", "cases:"]
     for i in range(n):
@@ -66,7 +66,7 @@ def main() -> None:
         shutil.copytree(rules, root)
         for size in (1_000, 10_000):
             path = big_suite(root, size)
-            first, warm = timed(lambda: run_paths([path], explain=False), repeat=3)
+            first, warm = timed(lambda path=path: run_paths([path], explain=False), repeat=3)
             print(f"generated suite: {size} cases, first {first:.2f} s, then median {warm:.2f} s "
                   f"({warm / size * 1e6:.0f} us/case)")
             path.unlink()

@@ -55,7 +55,7 @@ FAILING = PASSING + """\
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("policyengine")
     env = {**os.environ, "POLICYENGINE_NO_CACHE": "1", "COLUMNS": "80"}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def project(tmp_path: Path, tests: str, policy: str = POLICY) -> Path:
@@ -197,7 +197,7 @@ def test_the_shipped_rules_pass_with_full_coverage(tmp_path: Path) -> None:
 def pytest_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "POLICYENGINE_NO_CACHE": "1"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def test_pytest_collects_one_item_per_case(tmp_path: Path) -> None:

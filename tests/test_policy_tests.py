@@ -473,10 +473,10 @@ def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:
 
 # --- robustness -------------------------------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from policyengine.testing.cases import TestFileError, parse_test_file  # noqa: E402
+from policyengine.testing.cases import TestFileError, parse_test_file
 
 _YAML_BITS = st.sampled_from([
     "cases:", "  - name: x", "    principal: ana", "    principal: {id: 1}", "    action: read", "    action: [1]",

@@ -23,7 +23,21 @@ _LAZY = {
     "junit_xml": "junit",
 }
 
-__all__ = ["Case", "TestFile", "TestFileError", "discover", "load_test_file", *_LAZY]
+__all__ = [
+    "Case",
+    "CaseResult",
+    "CoverageCollector",
+    "CoverageReport",
+    "FileError",
+    "RunReport",
+    "TestFile",
+    "TestFileError",
+    "discover",
+    "junit_xml",
+    "load_test_file",
+    "run_file",
+    "run_paths",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+import yaml  # type: ignore[import-untyped]
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
 
 from ..diagnostics import Span
 
@@ -31,7 +31,7 @@ RESOURCE_KINDS: tuple[str, ...] = ("model", "dataset", "tool", "agent", "workflo
 TEST_FILE_SUFFIXES: tuple[str, ...] = ("_test.yaml", "_test.yml")
 POLICY_SUFFIX = ".policy"
 # A fixed default clock keeps budget windows and escalation deadlines reproducible.
-DEFAULT_NOW = _dt.datetime(2026, 1, 15, 12, 0, tzinfo=_dt.timezone.utc)
+DEFAULT_NOW = _dt.datetime(2026, 1, 15, 12, 0, tzinfo=_dt.UTC)
 
 # Top-level keys starting with ``x-`` are ignored: a place for YAML anchors (``x-base: &base``).
 _FILE_KEYS = ("policy", "now", "fixtures", "cases")
@@ -222,7 +222,7 @@ def with_imports(files: list[Path], start: Path) -> list[Path]:
     ancestors = [start.resolve(), *start.resolve().parents][: _MAX_UP + 1]
     pending = list(files)
     while pending:
-        package, imports = _read_header(pending.pop())
+        _, imports = _read_header(pending.pop())
         for name in imports:
             while name not in index and len(searched) < len(ancestors):
                 folder = ancestors[len(searched)]
@@ -345,14 +345,14 @@ class _Reader:
         value = self._loader.construct_object(node, deep=True) if isinstance(node, ScalarNode) else None
         if isinstance(value, str):
             try:
-                value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                value = _dt.datetime.fromisoformat(value)
             except ValueError:
                 value = None
         if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
             value = _dt.datetime(value.year, value.month, value.day)
         if not isinstance(value, _dt.datetime):
             raise self.fail(node, f"{what} must be a date-time such as 2026-01-15T12:00:00Z")
-        return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
 
 
 def _merged_entry(entry: tuple[Node, Node], merged: list[tuple[Node, Node]]) -> bool:
@@ -378,7 +378,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, _dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)).isoformat().replace("+00:00", "Z")
+        return (value if value.tzinfo else value.replace(tzinfo=_dt.UTC)).isoformat().replace("+00:00", "Z")
     if isinstance(value, _dt.date):
         return value.isoformat()
     return value

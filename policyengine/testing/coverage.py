@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import ast
 from ..conditions import compile_expr, expr_text
+from ..decision import Decision
 
 # declaration type -> the word shown in reports
 _KINDS: Mapping[type, str] = {
@@ -172,7 +173,7 @@ class _Tracker:
         for o in d.get("obligations", ()):
             self.hit_decls.add(o.get("gate") or o.get("budget") or "")
         ctx = self.evaluator.context(dict(request))
-        if ctx.__class__.__name__ != "Ctx":
+        if isinstance(ctx, Decision):
             return  # malformed request or undeclared agent: no rule was reached
         contexts = [ctx]
         if ctx.rid is None and ctx.kind == "model" and ctx.action == "invoke":

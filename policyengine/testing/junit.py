@@ -18,7 +18,7 @@ from .runner import CaseResult, FileError, RunReport, request_text
 
 
 def _classname(path: str) -> str:
-    stem = path[:-5] if path.endswith(".yaml") else path[:-4] if path.endswith(".yml") else path
+    stem = path[:-5] if path.endswith(".yaml") else path.removesuffix(".yml")
     return stem.replace("\\", "/").strip("./").replace("/", ".")
 
 
@@ -43,7 +43,7 @@ def to_junit(report: RunReport, *, name: str = "policyengine") -> ET.Element:
     for error in report.errors:
         errors_by_file[error.file].append(error)
     order = list(dict.fromkeys([*report.files, *by_file, *errors_by_file]))
-    stamp = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    stamp = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     host = socket.gethostname() or "localhost"
     root = ET.Element("testsuites", name=name)
     total_time = 0.0
@@ -79,8 +79,8 @@ def to_junit(report: RunReport, *, name: str = "policyengine") -> ET.Element:
         for e in errors:
             case = ET.SubElement(suite, "testcase", name="<test file>", classname=_classname(file), time="0",
                                  file=file, line=str(e.line))
-            error = ET.SubElement(case, "error", message=str(e), type="PolicyTestError")
-            error.text = e.details or str(e)
+            element = ET.SubElement(case, "error", message=str(e), type="PolicyTestError")
+            element.text = e.details or str(e)
         ET.SubElement(suite, "system-out")
         ET.SubElement(suite, "system-err")
     root.set("tests", str(len(report.results) + len(report.errors)))

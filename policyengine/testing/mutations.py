@@ -109,7 +109,7 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
             clause = tok.text
         where = f"{decl_kind} {decl_name}"
 
-        def make(replacement: str, tok: _Tok = tok) -> Mutant:
+        def make(replacement: str, tok: _Tok = tok, where: str = where) -> Mutant:
             new_text = text[: tok.start] + replacement + text[tok.start + len(tok.text):]
             return Mutant(file, tok.line, tok.col, tok.text, replacement, where, new_text)
 

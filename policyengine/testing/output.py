@@ -30,8 +30,8 @@ def _indent(text: str, pad: str = "  ") -> str:
 
 def render_failure(r: CaseResult, *, header: bool = True) -> str:
     exp = r.case.expect
-    want = [exp.effect]
-    got = [str(r.decision.get("effect"))]
+    want: list[str] = [exp.effect]
+    got: list[str] = [str(r.decision.get("effect"))]
     if exp.rules is not None:
         want.append(f"rules {sorted(set(exp.rules))}")
         got.append(f"rules {deciding_rules(r.decision)}")

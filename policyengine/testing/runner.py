@@ -14,14 +14,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..budgets import InMemoryLedger, scope_key
 from ..diagnostics import PolicyError, Span
-from .cases import Case, ExpectedObligation, TestFile, TestFileError, discover, load_test_file
+from .cases import (
+    Case,
+    ExpectedObligation,
+    TestFile,
+    TestFileError,
+    discover,
+    load_test_file,
+)
 
 if TYPE_CHECKING:
     from .coverage import CoverageReport
@@ -180,7 +187,9 @@ class _LoadFailed(Exception):
 
 
 def _load(test_file: TestFile) -> tuple[Any, _CaseLedger]:
-    from ..engine import load_policy  # imported late: the pytest plugin must import cheaply
+    from ..engine import (
+        load_policy,  # imported late: the pytest plugin must import cheaply
+    )
 
     ledger = _CaseLedger()
     try:
@@ -198,7 +207,7 @@ def _load(test_file: TestFile) -> tuple[Any, _CaseLedger]:
                 render_findings(exc.findings),
             )
         ) from None
-    except Exception as exc:  # a bug in the engine, not in the test: report it here and run the other files
+    except Exception as exc:  # noqa: BLE001 - a bug in the engine, not in the test: report it here and run the other files
         raise _LoadFailed(
             FileError(
                 test_file.path,
@@ -373,7 +382,7 @@ def _trace(policy: Any, request: Mapping[str, Any], case: Case) -> list[str]:
         return []
     try:
         lines = list(explain_fn(request, now=case.now).trace)
-    except Exception:  # the trace is a courtesy; never let it hide the failure itself
+    except Exception:  # noqa: BLE001 - the trace is a courtesy; never let it hide the failure itself
         return []
     # Keep the near misses: a big policy lists hundreds of rules about other principals,
     # actions or resource kinds, which say nothing about this case.
