@@ -106,6 +106,8 @@ def test_keyword_selects_cases(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "2 deselected" in result.stdout
     assert result.stdout.splitlines()[-1] == "1 passed, 0 failed"
+    nothing = run("test", "-k", "no such case", cwd=tmp_path)
+    assert nothing.returncode == 1 and "selected no case" in nothing.stderr
 
 
 def test_junit_file_counts_match_the_summary(tmp_path: Path) -> None:

@@ -67,6 +67,9 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     if not report.files:
         click.echo("error: no policy test files (*_test.yaml) found", err=True)
         sys.exit(1)
+    if keyword and not report.results and not report.errors:
+        click.echo(f"error: -k {keyword!r} selected no case", err=True)  # a typo must not pass CI silently
+        sys.exit(1)
     short = report.coverage is not None and coverage_shortfall(report.coverage, fail_under, fail_under_clauses)
     survived = any(m.survivors or not m.baseline_ok for m in mutation_reports)
     sys.exit(0 if report.ok and not short and not survived else 1)
