@@ -121,8 +121,6 @@ class Policy:
         ctx = self._evaluator.context(request)
         if isinstance(ctx, Decision):
             return ()
-        if ctx.rid is None and ctx.kind == "model":
-            return ()
         return tuple(dict.fromkeys(b.scope_key for b in self._evaluator._budgets_in_scope(ctx)))
 
     def charge(self, request: Any, *, tokens: float = 0, cost: float = 0, currency: str = "USD",

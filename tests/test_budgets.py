@@ -228,3 +228,14 @@ def test_duckdb_ledger_cache_is_written_through_and_refreshable(tmp_path):
     assert ledger.usage("agent:bot", "tokens", day) == 5  # written behind the ledger's back
     ledger.refresh()
     assert ledger.usage("agent:bot", "tokens", day) == 12
+
+
+def test_charge_a_routed_call_to_the_model_the_route_chose(policy_dir):
+    ledger = InMemoryLedger()
+    policy = load_policy(policy_dir, ledger=ledger)
+    routed = invoke(model=None, workflow="wf-1", tokens=10)
+    routed["resource"].pop("id")
+    assert policy.budget_scopes(routed) == ("workflow:wf-1", "role:analyst")  # no model scope until one is chosen
+    scopes = policy.charge(routed, tokens=40, cost=2.0, model="big", at=NOW)
+    assert scopes == ("workflow:wf-1", "model:big", "role:analyst")
+    assert ledger.usage("model:big", "USD", window_start("day", NOW)) == 2.0
