@@ -132,11 +132,13 @@ def write_audit_db(path: Path, story=STORY) -> Path:
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
     con.execute(AUDIT_LOG_DDL)
-    if story:
-        con.executemany(
-            "INSERT INTO audit_log VALUES (?, ?, 'test', ?, ?, ?, ?, ?, ?, 'k1', 'leaf')",
-            [(i, ts, ev, actor, wf, run, json.dumps(p), h)
-             for i, (ts, ev, actor, wf, run, p, h) in enumerate(story, 1)],
+    if story:  # one statement with list parameters: executemany is slow in DuckDB
+        cols = list(zip(*[(i, ts, ev, actor, wf, run, json.dumps(p), h)
+                          for i, (ts, ev, actor, wf, run, p, h) in enumerate(story, 1)]))
+        con.execute(
+            "INSERT INTO audit_log SELECT unnest($seq), unnest($ts), 'test', unnest($ev), unnest($actor), "
+            "unnest($wf), unnest($run), unnest($payload)::JSON, unnest($hash), 'k1', 'leaf'",
+            dict(zip(("seq", "ts", "ev", "actor", "wf", "run", "payload", "hash"), map(list, cols))),
         )
     con.close()
     return path

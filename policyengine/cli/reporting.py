@@ -154,4 +154,136 @@ def query(sql: str, db: str, fmt: str, output: str | None) -> None:
         _fail(str(e))
 
 
-COMMANDS: list = [report, query]
+# --- monitor and the model block list -----------------------------------------------------------
+
+
+def _alert_sink(db: str, key: str | None) -> tuple[Any, Any]:
+    """A sink that signs each alert into the audit log, when ``--key`` is given.
+
+    Uses the audit package's writer (``policyengine.audit.AuditLog``) when it is
+    installed; the monitor itself does not depend on how records are signed.
+    """
+    if key is None:
+        return None, lambda: None
+    try:
+        from ..audit import AuditLog  # type: ignore[attr-defined]
+    except ImportError:
+        raise ReportError("--key: this build has no audit writer (policyengine.audit.AuditLog)") from None
+    try:
+        log = AuditLog.open(db, key)  # type: ignore[attr-defined]
+    except Exception as e:  # noqa: BLE001 - another area's errors, shown as one line
+        raise ReportError(f"{db}: cannot open the audit log for writing ({e})") from None
+
+    def sink(payload: dict[str, Any]) -> None:
+        log.append("alert", actor="monitor", payload=payload)
+
+    return sink, log.close
+
+
+def _monitor_rows(results: Any) -> Any:
+    from ..reporting.reports import ReportResult, ReportSpec
+
+    cols = ("kind", "rule", "model", "metric", "value", "threshold", "breach", "action", "note")
+    rows = tuple(
+        (r.kind, r.rule, r.model, r.metric, r.value, r.threshold, r.breach,
+         (f"escalate to {r.escalate_to}" if r.action == "escalate" else r.action),
+         r.error or "; ".join(r.details.get("notes", [])[:2]))
+        for r in results
+    )
+    spec = ReportSpec("monitor", "", "Bias and drift monitor",
+                      "Every bias and drift rule evaluated over its window of the audit log.", "", (), "")
+    return ReportResult(spec, {}, cols, rows)
+
+
+@click.command("monitor")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
+@click.option("--rules", multiple=True, required=True, metavar="PATH", help="Rule files or folders; repeatable.")
+@click.option("--key", metavar="KEYFILE", help="Signing key: record every result as an audit alert event.")
+@click.option("--now", "now_text", metavar="TIME", help="Evaluate as of this UTC time (ISO 8601; default: now).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--fail-on-breach", is_flag=True, help="Exit 1 when any rule breaches (for CI and cron).")
+def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | None, fmt: str,
+            fail_on_breach: bool) -> None:
+    """Evaluate every bias and drift rule over the audit log and act on breaches.
+
+    Each result is recorded as an audit `alert` event (with --key). On a breach,
+    `on breach block` suspends the model until `policyengine models unblock MODEL`;
+    `escalate to role R` records the alert for that role's approvals queue.
+    """
+    from datetime import datetime, timezone
+
+    import duckdb
+
+    from ..reporting.monitor import evaluate_all, record
+
+    now = None
+    if now_text is not None:
+        try:
+            now = datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now") from None
+        now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    policy_set = _policy_set(rules)
+    try:
+        if not Path(db).exists():
+            raise ReportError(f"{db}: database file not found (pass --db FILE)")
+        sink, close = _alert_sink(db, key)
+        try:
+            con = duckdb.connect(db)
+        except duckdb.Error as e:
+            raise ReportError(f"{db}: not a DuckDB database ({str(e).splitlines()[0]})") from None
+        try:
+            results = evaluate_all(con, policy_set, now)
+            blocked = record(con, results, sink, now)
+        finally:
+            con.close()
+            close()
+    except ReportError as e:
+        _fail(str(e))
+    _emit(render_rows(_monitor_rows(results), fmt), None)  # type: ignore[arg-type]
+    for model in blocked:
+        click.echo(f"blocked: {model} (until `policyengine models unblock {model}`)", err=True)
+    if key is None and results:
+        click.echo("note: results not recorded in the audit log; pass --key KEYFILE to sign them in", err=True)
+    if fail_on_breach and any(r.breach for r in results):
+        sys.exit(1)
+
+
+@click.group("models")
+def models() -> None:
+    """Models suspended by the monitor (`on breach block`)."""
+
+
+@models.command("blocked")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
+def models_blocked(db: str) -> None:
+    """List the models currently blocked, with the rule that blocked them."""
+    from ..reporting.monitor import active_blocks
+
+    try:
+        rows = active_blocks(db)
+    except ReportError as e:
+        _fail(str(e))
+    for model, rule, reason, at in rows:
+        click.echo(f"{model}\tblocked by {rule} at {at:%Y-%m-%d %H:%M} UTC: {reason}")
+    if not rows:
+        click.echo("no model is blocked")
+
+
+@models.command("unblock")
+@click.argument("model")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
+@click.option("--by", "by", envvar="USER", default="unknown", show_default="$USER", help="Who lifts the block.")
+@click.option("--note", help="Why the block is lifted (kept in model_blocks).")
+def models_unblock(model: str, db: str, by: str, note: str | None) -> None:
+    """Lift the block on MODEL so that the engine allows it again."""
+    from ..reporting.monitor import unblock
+
+    try:
+        unblock(db, model, by=by, note=note)
+    except ReportError as e:
+        _fail(str(e))
+    click.echo(f"unblocked: {model}")
+
+
+COMMANDS: list = [report, query, monitor, models]

@@ -1,0 +1,245 @@
+"""The monitor: evaluate every ``bias`` and ``drift`` rule over the audit log.
+
+For each rule it computes the metric over the rule's window from the rule's
+model's ``model_call`` events (the same SQL as the offline reports), compares it
+with the threshold, and returns a ``MonitorResult``. ``record`` then writes each
+result as an audit ``alert`` event (through a sink the caller supplies, normally
+the signed audit log) and applies ``on breach``: ``alert`` only records,
+``escalate`` records the alert with the role to escalate to (for the approvals
+queue), ``block`` suspends the model in ``model_blocks`` until
+``policyengine models unblock MODEL``. The engine reads the suspended models with
+``blocked_models(db)`` and denies them.
+
+Windows: a bias rule looks at ``[now - window, now)`` (default 30 days). A drift
+rule ``baseline previous D`` compares the current period ``[now - D, now)`` with
+the baseline period before it, ``[now - 2D, now - D)``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from .. import ast
+from .audit_source import bias_from_audit, drift_from_audit
+from .db import first_line, has_table, open_readonly, sql
+from .errors import ReportError
+
+DEFAULT_WINDOW = timedelta(days=30)
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+_BIAS_METRICS = {
+    "disparate_impact": "disparate_impact",
+    "demographic_parity": "demographic_parity_difference",
+    "demographic_parity_difference": "demographic_parity_difference",
+    "demographic_parity_ratio": "demographic_parity_ratio",
+    "equalized_odds": "equalized_odds_difference",
+    "equalized_odds_difference": "equalized_odds_difference",
+    "equalized_odds_ratio": "equalized_odds_ratio",
+}
+
+Action = Literal["alert", "block", "escalate"]
+# Records one audit ``alert`` payload (docs/audit-events.md); the caller signs and stores it.
+AlertSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorResult:
+    """One bias or drift rule evaluated at one moment."""
+
+    kind: Literal["bias", "drift"]
+    rule: str
+    model: str
+    metric: str
+    value: float | None  # None: undefined or not computable (see ``error`` / details notes)
+    threshold: str  # as written: ">= 0.8"
+    breach: bool
+    action: Action  # what ``on breach`` says; taken only when ``breach``
+    escalate_to: str | None
+    window_start: datetime
+    window_end: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the rule could not be evaluated (no data, bad path, ...)
+
+    def alert_payload(self) -> dict[str, Any]:
+        """The audit ``alert`` payload of this result (docs/audit-events.md)."""
+        details = {**self.details, "window_start": self.window_start.isoformat(),
+                   "window_end": self.window_end.isoformat()}
+        if self.escalate_to:
+            details["escalate_to_role"] = self.escalate_to
+        if self.error:
+            details["error"] = self.error
+        return {"kind": self.kind, "rule": self.rule, "model": self.model, "metric": self.metric,
+                "value": self.value, "threshold": self.threshold, "breach": self.breach,
+                "action": self.action, "details": details}
+
+
+def _action(on_breach: Any) -> tuple[Action, str | None]:
+    if isinstance(on_breach, ast.BlockAction):
+        return "block", None
+    if isinstance(on_breach, ast.EscalateAction):
+        return "escalate", on_breach.role.value
+    return "alert", None
+
+
+def _threshold(t: ast.Threshold) -> str:
+    return f"{t.op} {t.value:g}"
+
+
+def _breaches(value: float | None, t: ast.Threshold) -> bool:
+    """The threshold states the healthy condition; a defined value outside it is a breach."""
+    return value is not None and not _OPS[t.op](value, t.value)
+
+
+def positive_values(expr: ast.Expr) -> list[str]:
+    """Outcome values a bias rule counts as positive: ``outcome == "x"``, ``outcome in [...]``, ``or``."""
+    def text(lit: ast.Expr) -> str:
+        if not isinstance(lit, ast.Literal):
+            raise ReportError("the positive outcome must be compared with literal values")
+        v = lit.value
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    if isinstance(expr, ast.Or):
+        return [v for item in expr.items for v in positive_values(item)]
+    if isinstance(expr, ast.Compare) and isinstance(expr.left, ast.Path) and expr.left.dotted == "outcome":
+        if expr.op == "==":
+            return [text(expr.right)]
+        if expr.op == "in" and isinstance(expr.right, ast.ListExpr):
+            return [text(i) for i in expr.right.items]
+    raise ReportError('bias rules can count a positive outcome as `outcome == "x"` or `outcome in [...]`')
+
+
+def evaluate_bias(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.BiasDecl, now: datetime) -> MonitorResult:
+    window = timedelta(seconds=decl.window.seconds) if decl.window else DEFAULT_WINDOW
+    start, action = now - window, _action(decl.on_breach)
+    base = dict(kind="bias", rule=rule_id, model=decl.model.value, metric=decl.metric.value,
+                threshold=_threshold(decl.threshold), action=action[0], escalate_to=action[1],
+                window_start=start, window_end=now)
+    try:
+        key = _BIAS_METRICS.get(decl.metric.value)
+        if key is None:
+            raise ReportError(f"unknown bias metric {decl.metric.value!r}")
+        r = bias_from_audit(con, model=decl.model.value, group=decl.group_by.dotted,
+                            positives=positive_values(decl.positive), start=start, end=now,
+                            min_samples=decl.min_samples or 0)
+    except ReportError as e:
+        return MonitorResult(value=None, breach=False, error=str(e), **base)  # type: ignore[arg-type]
+    value = getattr(r, key)
+    details = {"groups": {g.group: {"n": g.n, "selection_rate": g.selection_rate, "judged": g.judged,
+                                    "impact_ratio": g.impact_ratio} for g in r.groups},
+               "reference_group": r.reference_group, "min_samples": r.min_samples,
+               "decisions": r.total_rows, "notes": list(r.notes)}
+    return MonitorResult(value=value, breach=_breaches(value, decl.threshold), details=details, **base)  # type: ignore[arg-type]
+
+
+def evaluate_drift(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.DriftDecl, now: datetime) -> MonitorResult:
+    baseline = timedelta(seconds=decl.baseline.seconds)
+    split, start, action = now - baseline, now - 2 * baseline, _action(decl.on_breach)
+    base = dict(kind="drift", rule=rule_id, model=decl.model.value, metric=decl.metric.value,
+                threshold=_threshold(decl.threshold), action=action[0], escalate_to=action[1],
+                window_start=split, window_end=now)
+    try:
+        r = drift_from_audit(con, model=decl.model.value, path=decl.of.dotted, start=start, split=split,
+                             end=now, metric=decl.metric.value)
+        value = r.metric(decl.metric.value)
+    except ReportError as e:
+        return MonitorResult(value=None, breach=False, error=str(e), **base)  # type: ignore[arg-type]
+    details = {"column": decl.of.dotted, "kind": r.kind, "baseline_start": start.isoformat(),
+               "n_reference": r.n_reference, "n_current": r.n_current, "psi": r.psi,
+               "ks": r.ks.statistic if r.ks else None, "chi2_pvalue": r.chi2.pvalue if r.chi2 else None,
+               "notes": list(r.notes)}
+    return MonitorResult(value=value, breach=_breaches(value, decl.threshold), details=details, **base)  # type: ignore[arg-type]
+
+
+def evaluate_all(con: duckdb.DuckDBPyConnection, policy_set: Any, now: datetime | None = None) -> tuple[MonitorResult, ...]:
+    """Evaluate every bias and drift rule of ``policy_set`` on the audit log held by ``con``."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    if not has_table(con, "audit_log"):
+        raise ReportError("the database has no audit_log table (is this a policyengine audit database?)")
+    results = [evaluate_bias(con, s.id, s.decl, now) for s in policy_set.biases]
+    results += [evaluate_drift(con, s.id, s.decl, now) for s in policy_set.drifts]
+    return tuple(results)
+
+
+def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sink: AlertSink | None,
+           now: datetime | None = None) -> tuple[str, ...]:
+    """Record every result through ``sink`` and apply ``block``; returns the models newly blocked."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    con.execute(sql("model_blocks_create"))
+    already = {row[0] for row in con.execute(sql("model_blocks_active")).fetchall()}
+    blocked: list[str] = []
+    for r in results:
+        if sink is not None:
+            sink(r.alert_payload())
+        if r.breach and r.action == "block":
+            reason = f"{r.metric} {r.value:.6g} breaches {r.threshold}"
+            con.execute(sql("model_blocks_add"), {"model": r.model, "rule": r.rule, "reason": reason, "at": now})
+            if r.model not in already and r.model not in blocked:
+                blocked.append(r.model)
+    return tuple(blocked)
+
+
+# --- the block list the engine reads ---------------------------------------------------------
+
+
+def blocked_models(db: str | Path | duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Models suspended by a monitor in ``db`` (empty if the file or table does not exist).
+
+    ``db`` may be a connection the caller already holds: DuckDB refuses a second,
+    read-only connection to a file this process has open for writing.
+    """
+    if isinstance(db, duckdb.DuckDBPyConnection):
+        if not has_table(db, "model_blocks"):
+            return frozenset()
+        return frozenset(row[0] for row in db.execute(sql("model_blocks_active")).fetchall())
+    if not Path(db).exists():
+        return frozenset()
+    con = open_readonly(db)
+    try:
+        if not has_table(con, "model_blocks"):
+            return frozenset()
+        return frozenset(row[0] for row in con.execute(sql("model_blocks_active")).fetchall())
+    finally:
+        con.close()
+
+
+def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
+    """(model, rule, reason, blocked_at) of every suspended model."""
+    if not Path(db).exists():
+        raise ReportError(f"{db}: database file not found (pass --db FILE)")
+    con = open_readonly(db)
+    try:
+        if not has_table(con, "model_blocks"):
+            return []
+        return [tuple(r) for r in con.execute(sql("model_blocks_active")).fetchall()]  # type: ignore[misc]
+    finally:
+        con.close()
+
+
+def unblock(db: str | Path, model: str, *, by: str, note: str | None = None) -> int:
+    """Lift every open block of ``model``; a ``ReportError`` if it is not blocked."""
+    if not Path(db).exists():
+        raise ReportError(f"{db}: database file not found (pass --db FILE)")
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as e:
+        raise ReportError(f"{db}: cannot open database ({first_line(e)})") from None
+    try:
+        if not has_table(con, "model_blocks"):
+            raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
+        lifted = con.execute(sql("model_blocks_lift"), {
+            "model": model, "at": datetime.now(timezone.utc), "by": by, "note": note,
+        }).fetchone()[0]
+        if lifted == 0:
+            active = ", ".join(r[0] for r in con.execute(sql("model_blocks_active")).fetchall()) or "none"
+            raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
+        return int(lifted)
+    finally:
+        con.close()

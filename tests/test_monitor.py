@@ -1,0 +1,223 @@
+"""The monitor: bias and drift rules evaluated over the audit log, breaches acted on.
+
+A month of baseline calls and a month of current calls for one model, written
+into a real DuckDB audit file; the rules are real policy files loaded by the
+engine; blocks are read back by the engine through its block list.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from policyengine.engine import BlockList, load_policy
+from policyengine.reporting import ReportError
+from policyengine.reporting.bias import bias_from_csv
+from policyengine.reporting.db import open_readonly
+from policyengine.reporting.monitor import blocked_models, evaluate_all, positive_values, record, unblock
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cli_reporting import one_error_line, pe  # noqa: E402
+from test_reports import write_audit_db  # noqa: E402
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+
+POLICY = """\
+package risk
+
+role model_risk
+role ap_agent
+agent invoice_classifier
+    owner "ap-team@example.com"
+    roles ap_agent
+
+model classifier_small
+    provider "local" region "eu-west-1" hosting internal
+model frontier_llm
+    provider "openai-compatible" region "us-east-1" hosting external
+
+rule agents_call_models
+    allow role ap_agent to invoke model "*"
+
+bias payment_fairness
+    for model classifier_small
+    metric disparate_impact of outcome == "auto_resolved" by subject.vendor_region
+    threshold >= 0.8
+    window 30 days
+    min samples 100
+    on breach escalate to role model_risk
+
+drift classifier_confidence
+    for model classifier_small
+    metric psi of output.confidence
+    baseline previous 30 days
+    threshold < 0.2
+    on breach block
+
+drift classifier_confidence_ks
+    for model classifier_small
+    metric ks of output.confidence
+    baseline previous 30 days
+    threshold < 0.5
+    on breach alert
+
+drift frontier_quiet
+    for model frontier_llm
+    metric psi of output.confidence
+    baseline previous 30 days
+    threshold < 0.2
+    on breach block
+"""
+
+# selection: EU 60 %, US 30 % (impact 0.5: breach); APAC has 10 calls, under min samples
+GROUPS = {"EU": (200, 120), "US": (200, 60), "APAC": (10, 1)}
+
+
+def story() -> list[tuple]:
+    rnd = random.Random(7)
+    rows = []
+    for day in range(60):  # baseline: confidence ~ U(0.5, 1); current: ~ U(0.2, 0.7)
+        ts = NOW - timedelta(days=60 - day) + timedelta(hours=1)
+        for _ in range(10):
+            low = 0.5 if day < 30 else 0.2
+            rows.append((ts, "model_call", "invoice_classifier", "invoice-exceptions", "r",
+                         {"model": "classifier_small", "output": {"confidence": round(low + rnd.random() / 2, 4)}}, "h"))
+    for region, (n, selected) in GROUPS.items():
+        for i in range(n):
+            rows.append((NOW - timedelta(days=3, minutes=i), "model_call", "invoice_classifier", "invoice-exceptions",
+                         "r", {"model": "classifier_small", "subject": {"vendor_region": region},
+                               "outcome": "auto_resolved" if i < selected else "manual", "output": {}}, "h"))
+    return rows
+
+
+@pytest.fixture
+def setup(tmp_path):
+    db = write_audit_db(tmp_path / "audit.duckdb", story())
+    rules = tmp_path / "risk.policy"
+    rules.write_text(POLICY)
+    return db, rules
+
+
+def results_by_rule(db, rules):
+    con = open_readonly(db)
+    try:
+        return {r.rule: r for r in evaluate_all(con, load_policy([rules]).policy_set, NOW)}
+    finally:
+        con.close()
+
+
+def test_bias_rule_value_is_the_offline_report_value(setup, tmp_path):
+    db, rules = setup
+    r = results_by_rule(db, rules)["risk.payment_fairness"]
+    lines = ["g,y"] + [f"{g},{int(i < s)}" for g, (n, s) in GROUPS.items() for i in range(n)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    offline = bias_from_csv(tmp_path / "d.csv", outcome="y", positive="1", group="g", min_samples=100)
+    assert r.value == offline.disparate_impact == pytest.approx(0.5, abs=1e-12)
+    assert r.breach and r.action == "escalate" and r.escalate_to == "model_risk"
+    assert r.details["groups"]["APAC"]["judged"] is False
+    assert r.window_start == NOW - timedelta(days=30)
+
+
+def test_drift_rules_compare_the_baseline_month_with_the_current_one(setup):
+    db, rules = setup
+    got = results_by_rule(db, rules)
+    psi = got["risk.classifier_confidence"]
+    assert psi.details["n_reference"] == 300 and psi.details["n_current"] == 300
+    assert psi.value > 0.2 and psi.breach and psi.action == "block"
+    ks = got["risk.classifier_confidence_ks"]
+    assert 0.5 < ks.value <= 1.0 and ks.breach and ks.action == "alert"
+
+
+def test_a_rule_without_data_is_reported_not_fatal(setup):
+    db, rules = setup
+    quiet = results_by_rule(db, rules)["risk.frontier_quiet"]
+    assert quiet.value is None and not quiet.breach
+    assert "the reference sample has no values" in quiet.error
+
+
+def test_record_writes_one_alert_per_result_and_blocks_on_breach(setup):
+    db, rules = setup
+    results = tuple(results_by_rule(db, rules).values())
+    alerts: list[dict] = []
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    assert record(con, results, alerts.append, NOW) == ("classifier_small",)
+    con.close()
+    assert len(alerts) == 4
+    bias = next(a for a in alerts if a["kind"] == "bias")
+    assert (bias["rule"], bias["metric"], bias["threshold"], bias["breach"], bias["action"]) == (
+        "risk.payment_fairness", "disparate_impact", ">= 0.8", True, "escalate")
+    assert bias["details"]["escalate_to_role"] == "model_risk"
+    assert set(bias) == {"kind", "rule", "model", "metric", "value", "threshold", "breach", "action", "details"}
+    json.dumps(alerts)  # payloads are plain JSON
+    assert blocked_models(db) == {"classifier_small"}
+
+
+def test_the_engine_denies_a_blocked_model_until_it_is_unblocked(setup):
+    db, rules = setup
+    import duckdb
+
+    results = tuple(results_by_rule(db, rules).values())
+    con = duckdb.connect(str(db))
+    record(con, results, None, NOW)
+    assert blocked_models(con) == {"classifier_small"}  # also from a connection the caller holds
+    con.close()
+    request = {"principal": {"id": "invoice_classifier", "type": "agent"}, "action": "invoke",
+               "resource": {"kind": "model", "id": "classifier_small"}}
+    policy = load_policy([rules], blocked=BlockList(blocked_models(db)))
+    denied = policy.evaluate(request)
+    assert denied.effect == "deny" and any(r.rule == "<blocked-model>" for r in denied.reasons)
+    assert unblock(db, "classifier_small", by="risk-officer", note="retrained") == 1
+    assert blocked_models(db) == frozenset()
+    assert load_policy([rules], blocked=BlockList(blocked_models(db))).evaluate(request).effect == "allow"
+    with pytest.raises(ReportError, match="model 'classifier_small' is not blocked"):
+        unblock(db, "classifier_small", by="x")
+
+
+@pytest.mark.parametrize(
+    "expr, values",
+    [
+        ('outcome == "auto_resolved"', ["auto_resolved"]),
+        ('outcome in ["a", "b"]', ["a", "b"]),
+        ('outcome == "a" or outcome == "b"', ["a", "b"]),
+    ],
+)
+def test_positive_outcome_forms(tmp_path, expr, values):
+    text = POLICY.replace('outcome == "auto_resolved"', expr)
+    (tmp_path / "p.policy").write_text(text)
+    decl = load_policy([tmp_path / "p.policy"]).policy_set.biases[0].decl
+    assert positive_values(decl.positive) == values
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+def test_monitor_command_blocks_and_models_unblock_lifts(setup):
+    db, rules = setup
+    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["rule"]: row for row in json.loads(r.stdout)}
+    assert rows["risk.classifier_confidence"]["breach"] is True
+    assert rows["risk.payment_fairness"]["action"] == "escalate to model_risk"
+    assert "blocked: classifier_small" in r.stderr
+    listed = pe("models", "blocked", "--db", db)
+    assert listed.stdout.startswith("classifier_small\tblocked by risk.classifier_confidence")
+    assert pe("models", "unblock", "classifier_small", "--db", db, "--by", "risk").stdout == "unblocked: classifier_small\n"
+    assert "is not blocked" in one_error_line(pe("models", "unblock", "classifier_small", "--db", db))
+    assert pe("models", "blocked", "--db", db).stdout == "no model is blocked\n"
+    failing = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach")
+    assert failing.returncode == 1
+
+
+def test_monitor_bad_input(setup, tmp_path):
+    db, rules = setup
+    assert "database file not found" in one_error_line(pe("monitor", "--db", tmp_path / "no.duckdb", "--rules", rules))
+    bad = tmp_path / "bad.policy"
+    bad.write_text("package x\nbias b\n    for model nothing\n")
+    assert "--rules:" in one_error_line(pe("monitor", "--db", db, "--rules", bad))
