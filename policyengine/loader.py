@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -121,6 +122,8 @@ def _write_cached(key: str, value: _Parsed) -> None:
     _remember(key, value)
     folder = cache_dir()
     try:
+        if not folder.is_dir():
+            _forget_old_versions(folder.parent)
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
@@ -132,6 +135,14 @@ def _write_cached(key: str, value: _Parsed) -> None:
             raise
     except Exception:  # noqa: BLE001 - caching is best effort; a read-only home still loads
         pass
+
+
+def _forget_old_versions(parent: Path) -> None:
+    """Remove cache folders of earlier parser versions: their trees are never read again."""
+    if parent.is_dir():
+        for old in parent.iterdir():
+            if old.is_dir() and len(old.name) == 16:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _decode(name: str, data: bytes) -> str | Finding:

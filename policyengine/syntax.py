@@ -13,10 +13,12 @@ understands ("expected a role name after 'extends'").
 from __future__ import annotations
 
 import gc
+import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
@@ -708,8 +710,26 @@ def _parser() -> Lark:
             transformer=_BUILDER,  # type: ignore[arg-type]
             lexer_callbacks={"COMMENT": _BUILDER._on_comment},
             maybe_placeholders=True,
+            cache=_grammar_cache(),
         )
     return _PARSER
+
+
+def _grammar_cache() -> str | bool:
+    """Where Lark keeps the analysed grammar (50 ms -> 5 ms at start-up), or False.
+
+    A file in the user's own cache folder rather than Lark's default in the shared
+    temp folder; Lark checks the grammar's hash on load and rebuilds a stale or
+    corrupt file.
+    """
+    if os.environ.get("POLICYENGINE_NO_CACHE", "") not in ("", "0"):
+        return False
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "policyengine"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return str(base / "grammar.lark-cache")
 
 
 def _lexer(parser: Lark) -> _Lexer:

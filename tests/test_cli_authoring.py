@@ -147,3 +147,20 @@ def test_help_explains_with_examples() -> None:
         result = run(command, "--help", cwd=ROOT)
         assert result.returncode == 0
         assert "Examples:" in result.stdout and f"policyengine {command} " in result.stdout
+
+
+def test_a_corrupt_cache_does_not_matter(project: Path) -> None:
+    (project / "rules" / "a.policy").write_text(CLEAN, encoding="utf-8")
+    cache = project / "cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    env.pop("POLICYENGINE_NO_CACHE", None)
+    command = [sys.executable, "-m", "policyengine", "check", "rules"]
+    first = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stdout + first.stderr
+    written = [p for p in cache.rglob("*") if p.is_file()]
+    assert any(p.name == "grammar.lark-cache" for p in written) and any(p.suffix == ".pickle" for p in written)
+    for path in written:
+        path.write_bytes(b"\x80\x04garbage")
+    second = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert (second.returncode, second.stdout) == (0, first.stdout)
+    assert second.stderr == ""

@@ -177,3 +177,10 @@ def test_the_example_rules_load_clean() -> None:
     rules = Path(__file__).resolve().parent.parent / "rules"
     result = load_files([rules])
     assert result.ok and len(result.files) >= 7
+
+
+def test_cache_folders_of_older_parser_versions_are_removed(tmp_path: Path) -> None:
+    stale = cache_dir().parent / ("0" * 16)
+    write(stale / "x.pickle", b"old")
+    load_files([write(tmp_path / "a.policy", GOOD.format(n=1))])
+    assert not stale.exists() and cache_dir().is_dir()
