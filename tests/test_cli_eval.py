@@ -206,3 +206,27 @@ def test_input_that_is_not_utf8_is_one_clear_line(rules, tmp_path):
     result = run("eval", "--rules", str(rules), "--input", str(source))
     assert result.returncode == 1
     assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_audit_hook_records_every_decision(rules, tmp_path, monkeypatch):
+    """The contract --audit relies on: policyengine.audit.record_decisions(path, key) -> record(request, decision)."""
+    import contextlib
+    import types
+
+    from click.testing import CliRunner
+
+    from policyengine.cli import main
+
+    recorded: list[tuple[str, str, dict, str]] = []
+
+    @contextlib.contextmanager
+    def record_decisions(path, key):
+        yield lambda request, decision: recorded.append((path, key, request, decision.effect))
+
+    monkeypatch.setitem(sys.modules, "policyengine.audit", types.SimpleNamespace(record_decisions=record_decisions))
+    lines = "\n".join([json.dumps(request()), "{bad", json.dumps(request(roles=[]))])
+    result = CliRunner().invoke(main, ["eval", "--rules", str(rules), "--audit", "a.duckdb", "--key", "k.pem"],
+                                input=lines)
+    assert [(p, k, e) for p, k, _, e in recorded] == [("a.duckdb", "k.pem", "allow")] + [("a.duckdb", "k.pem", "deny")] * 2
+    assert recorded[0][2] == request() and recorded[1][2] is None  # the unreadable line has no request
+    assert result.exit_code == 1  # one line was not JSON

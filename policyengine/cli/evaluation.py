@@ -48,7 +48,9 @@ def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None
     """Hook for ``--audit PATH --key KEYFILE``: record every decision as an audit ``decision`` event.
 
     Uses ``policyengine.audit.record_decisions(path, key_path)`` when the audit
-    package provides it (a context manager yielding ``record(request, decision)``).
+    package provides it: a context manager yielding ``record(request, decision)``,
+    called once per decision in input order (``request`` is None for a line that
+    was not JSON). It should write a ``decision`` event per docs/audit-events.md.
     """
     if audit is None:
         return None, lambda: None
