@@ -183,10 +183,11 @@ class Builder(Transformer):
     def string_list(self, *values: Token) -> _Strings:
         return _Strings((tuple(_unquote(v) for v in values), self._span(values[-1])))
 
-    def name_list(self, *names: ast.Name) -> tuple[ast.Name, ...]:
-        return names
+    def name_list(self, *names: Token) -> tuple[ast.Name, ...]:
+        return tuple(ast.Name(tok.value, span=self._span(tok)) for tok in names)
 
-    def name(self, tok: Token) -> ast.Name:
+    def _name(self, tok: Token) -> ast.Name:
+        """Names are built by the rule that holds them: one reduction fewer per name."""
         return ast.Name(tok.value, span=self._span(tok))
 
     # --- clause plumbing ---------------------------------------------------------------
@@ -220,12 +221,14 @@ class Builder(Transformer):
 
     # --- identities and registry ---------------------------------------------------------
 
-    def role_decl(self, kw: Token, name: ast.Name, *rest: Any) -> ast.RoleDecl:
+    def role_decl(self, kw: Token, name_tok: Token, *rest: Any) -> ast.RoleDecl:
+        name = self._name(name_tok)
         extends: tuple[ast.Name, ...] = rest[1] if rest else ()
         end = extends[-1].span if extends else name.span
         return ast.RoleDecl(name, extends, span=self._cover(self._span(kw), end))
 
-    def agent_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.AgentDecl:
+    def agent_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.AgentDecl:
+        name = self._name(name_tok)
         found = self._clauses("agent", name, clauses)
         roles = self._require(found, "roles", "agent", name, "roles ROLE, ...")
         return ast.AgentDecl(name, found.get("owner"), roles, span=self._decl_span(kw, name, clauses))
@@ -236,7 +239,8 @@ class Builder(Transformer):
     def c_roles(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
         return self._clause("roles", names, kw, names[-1].span)
 
-    def model_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.ModelDecl:
+    def model_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.ModelDecl:
+        name = self._name(name_tok)
         found = self._clauses("model", name, clauses)
         return ast.ModelDecl(
             name,
@@ -273,7 +277,8 @@ class Builder(Transformer):
             raise _syntax(f"latency is in 'ms' or 's', not '{unit}'", self._span(unit))
         return self._clause("latency", float(_number(value)) * scale, kw, unit)
 
-    def const_decl(self, kw: Token, name: ast.Name, eq: Token, value: ast.Expr) -> ast.ConstDecl:
+    def const_decl(self, kw: Token, name_tok: Token, eq: Token, value: ast.Expr) -> ast.ConstDecl:
+        name = self._name(name_tok)
         return ast.ConstDecl(name, value, span=self._cover(self._span(kw), value.span))
 
     # --- access rules --------------------------------------------------------------------
@@ -281,7 +286,7 @@ class Builder(Transformer):
     def rule_decl(
         self,
         kw: Token,
-        name: ast.Name,
+        name_tok: Token,
         effect: Token,
         principal: ast.PrincipalMatch,
         to: Token,
@@ -290,6 +295,7 @@ class Builder(Transformer):
         pattern: Token | None,
         *clauses: _Clause,
     ) -> ast.RuleDecl:
+        name = self._name(name_tok)
         found = self._clauses("rule", name, clauses)
         head_end = self._span(pattern if pattern is not None else kind)
         return ast.RuleDecl(
@@ -309,10 +315,12 @@ class Builder(Transformer):
     def p_any(self, kw: Token) -> ast.PrincipalMatch:
         return ast.PrincipalMatch("any", span=self._span(kw))
 
-    def p_role(self, kw: Token, name: ast.Name) -> ast.PrincipalMatch:
+    def p_role(self, kw: Token, name_tok: Token) -> ast.PrincipalMatch:
+        name = self._name(name_tok)
         return ast.PrincipalMatch("role", name, span=self._cover(self._span(kw), name.span))
 
-    def p_agent(self, kw: Token, name: ast.Name) -> ast.PrincipalMatch:
+    def p_agent(self, kw: Token, name_tok: Token) -> ast.PrincipalMatch:
+        name = self._name(name_tok)
         return ast.PrincipalMatch("agent", name, span=self._cover(self._span(kw), name.span))
 
     def action_list(self, *actions: ast.Name) -> tuple[ast.Name, ...]:
@@ -333,7 +341,8 @@ class Builder(Transformer):
     def c_cite(self, kw: Token, values: _Strings) -> _Clause:
         return self._clause("cite", values[0], kw, values[1])
 
-    def residency_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.ResidencyDecl:
+    def residency_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.ResidencyDecl:
+        name = self._name(name_tok)
         found = self._clauses("residency", name, clauses)
         regions = self._require(found, "regions", "residency", name, "require region in [...]")
         return ast.ResidencyDecl(
@@ -356,7 +365,8 @@ class Builder(Transformer):
 
     # --- budgets, gates, routing -------------------------------------------------------------
 
-    def budget_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.BudgetDecl:
+    def budget_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.BudgetDecl:
+        name = self._name(name_tok)
         found = self._clauses("budget", name, clauses)
         scope = self._require(found, "scope", "budget", name, "for workflow|model|agent|role ...")
         if not found["limit"]:
@@ -408,10 +418,12 @@ class Builder(Transformer):
     def a_deny(self, kw: Token) -> ast.DenyAction:
         return ast.DenyAction(span=self._span(kw))
 
-    def a_escalate(self, kw: Token, to: Token, role: Token, name: ast.Name) -> ast.EscalateAction:
+    def a_escalate(self, kw: Token, to: Token, role: Token, name_tok: Token) -> ast.EscalateAction:
+        name = self._name(name_tok)
         return ast.EscalateAction(name, span=self._cover(self._span(kw), name.span))
 
-    def a_route(self, kw: Token, to: Token, model: Token, name: ast.Name) -> ast.RouteAction:
+    def a_route(self, kw: Token, to: Token, model: Token, name_tok: Token) -> ast.RouteAction:
+        name = self._name(name_tok)
         return ast.RouteAction(name, span=self._cover(self._span(kw), name.span))
 
     def a_alert(self, kw: Token) -> ast.AlertAction:
@@ -420,7 +432,8 @@ class Builder(Transformer):
     def a_block(self, kw: Token) -> ast.BlockAction:
         return ast.BlockAction(span=self._span(kw))
 
-    def escalate_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.EscalateDecl:
+    def escalate_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.EscalateDecl:
+        name = self._name(name_tok)
         found = self._clauses("escalate", name, clauses)
         role = self._require(found, "role", "escalate", name, "to role ROLE")
         within, on_timeout = found.get("within", (None, "deny"))
@@ -436,7 +449,8 @@ class Builder(Transformer):
             span=self._decl_span(kw, name, clauses),
         )
 
-    def c_to_role(self, to: Token, role: Token, name: ast.Name) -> _Clause:
+    def c_to_role(self, to: Token, role: Token, name_tok: Token) -> _Clause:
+        name = self._name(name_tok)
         return self._clause("role", name, to, name.span)
 
     def c_within(self, kw: Token, duration: ast.Duration, *otherwise: Token) -> _Clause:
@@ -447,7 +461,8 @@ class Builder(Transformer):
     def c_distinct(self, kw: Token, distinct: Token, approver: Token) -> _Clause:
         return self._clause("distinct", True, kw, approver)
 
-    def route_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.RouteDecl:
+    def route_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.RouteDecl:
+        name = self._name(name_tok)
         found = self._clauses("route", name, clauses)
         prefer = self._require(found, "prefer", "route", name, "prefer MODEL, ...")
         return ast.RouteDecl(name, found.get("when"), prefer, span=self._decl_span(kw, name, clauses))
@@ -457,7 +472,8 @@ class Builder(Transformer):
 
     # --- monitoring -------------------------------------------------------------------------
 
-    def bias_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.BiasDecl:
+    def bias_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.BiasDecl:
+        name = self._name(name_tok)
         found = self._clauses("bias", name, clauses)
         model = self._require(found, "model", "bias", name, "for model MODEL")
         metric, positive, group_by = self._require(found, "bias_metric", "bias", name, "metric M of CONDITION by PATH")
@@ -474,7 +490,8 @@ class Builder(Transformer):
             span=self._decl_span(kw, name, clauses),
         )
 
-    def drift_decl(self, kw: Token, name: ast.Name, *clauses: _Clause) -> ast.DriftDecl:
+    def drift_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.DriftDecl:
+        name = self._name(name_tok)
         found = self._clauses("drift", name, clauses)
         metric, of = self._require(found, "drift_metric", "drift", name, "metric M of PATH")
         return ast.DriftDecl(
@@ -488,7 +505,8 @@ class Builder(Transformer):
             span=self._decl_span(kw, name, clauses),
         )
 
-    def c_for_model(self, kw: Token, model: Token, name: ast.Name) -> _Clause:
+    def c_for_model(self, kw: Token, model: Token, name_tok: Token) -> _Clause:
+        name = self._name(name_tok)
         return self._clause("model", name, kw, name.span)
 
     def _attribute(self, value: ast.Expr, what: str) -> ast.Path:
