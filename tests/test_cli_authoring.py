@@ -164,3 +164,13 @@ def test_a_corrupt_cache_does_not_matter(project: Path) -> None:
     second = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert (second.returncode, second.stdout) == (0, first.stdout)
     assert second.stderr == ""
+
+
+def test_fmt_dash_formats_stdin_to_stdout(project: Path) -> None:
+    result = run("fmt", "-", cwd=project, stdin=UNFORMATTED)
+    assert result.returncode == 0
+    assert result.stdout.startswith("package t.messy\n\nrole analyst  # the only role\n")
+    assert run("fmt", "--check", "-", cwd=project, stdin=result.stdout).returncode == 0
+    broken = run("fmt", "-", cwd=project, stdin=BROKEN)
+    assert broken.returncode == 1 and broken.stderr.startswith("<stdin>:4:24: error[syntax]")
+    assert "   4 |     allow role analyst read" in broken.stderr

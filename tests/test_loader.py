@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policyengine import loader
 from policyengine.loader import cache_dir, load_files
@@ -184,3 +186,13 @@ def test_cache_folders_of_older_parser_versions_are_removed(tmp_path: Path) -> N
     write(stale / "x.pickle", b"old")
     load_files([write(tmp_path / "a.policy", GOOD.format(n=1))])
     assert not stale.exists() and cache_dir().is_dir()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_random_bytes_give_at_most_one_finding(tmp_path: Path, data: bytes) -> None:
+    path = write(tmp_path / "random.policy", data)
+    result = load_files([path], cache=False)
+    assert len(result.files) + len(result.findings) == 1
+    for finding in result.findings:
+        assert finding.code in ("load", "syntax") and finding.span.file == str(path)

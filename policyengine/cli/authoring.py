@@ -120,11 +120,15 @@ def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> No
       policyengine fmt rules/               rewrite in place
       policyengine fmt --check rules/       in CI: exit 1 if any file would change
       policyengine fmt --diff rules/x.policy
+      policyengine fmt - < x.policy         for editors: stdin to stdout
     """
     from ..format import format_policy
     from ..loader import policy_paths
     from ..syntax import parse_policy
 
+    if paths == ("-",):
+        _fmt_stdin(check_only)
+        return
     names, problems = policy_paths(paths)
     if not names and not problems:
         problems.append(_no_files(paths))
@@ -168,6 +172,24 @@ def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> No
     click.echo(summary, err=True)
     if problems or (changed and check_only):
         sys.exit(1)
+
+
+def _fmt_stdin(check_only: bool) -> None:
+    """``fmt -``: format standard input to standard output (for editors)."""
+    from ..format import format_policy
+    from ..syntax import parse_policy
+
+    text = sys.stdin.read()
+    try:
+        formatted = format_policy(parse_policy(text, "<stdin>"), text)
+    except PolicyError as error:
+        sources = SourceCache({"<stdin>": text})
+        for finding in error.findings:
+            click.echo(render_finding(finding, sources), err=True)
+        sys.exit(1)
+    if check_only:
+        sys.exit(0 if formatted == text else 1)
+    click.echo(formatted, nl=False)
 
 
 def _unreadable(name: str, error: Exception) -> Finding:
