@@ -3,7 +3,8 @@
 The grammar lives in ``grammar/policy.lark``. Lark's LALR parser runs with an
 inline transformer: each grammar rule is turned into an AST node the moment it is
 reduced, so no parse tree is ever built, and spans come straight from tokens.
-That is what keeps 10,000 rules well under a second.
+With the lexer below that parses 10,000 rules (1.8 MB) in about 1.2 s on a
+2-core machine (``benchmarks/README.md``).
 
 Syntax errors never escape as Lark exceptions: they become one ``Finding`` with
 code ``syntax``, a ``file:line:col`` position and words a compliance author
@@ -636,8 +637,8 @@ class _Lexer(Lexer):
 
     Like Lark's contextual lexer, a word is a keyword only where the parser can
     take that keyword; elsewhere (``context.region``, an action called ``read``)
-    it is a NAME. It is about twice as fast as Lark's generic one, which matters
-    at 10,000 rules.
+    it is a NAME. A dotted path (``context.amount``) is one DOTTED token. Parsing
+    10,000 rules with it takes ~20% less time than with Lark's generic lexer.
     """
 
     __future_interface__ = 2  # lex(lexer_state, parser_state), whole text in lexer_state.text
