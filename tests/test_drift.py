@@ -235,8 +235,12 @@ def test_audit_log_windows_give_the_oracle_numbers(tmp_path, column, metric):
             story.append((start + timedelta(seconds=i), "model_call", "a", None, None,
                           {"model": "m", "output": {column: value}}, "h"))
     con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
-    r = drift_from_audit(con, model="m", path=f"output.{column}", start=oct1, split=nov1, end=dec1, metric=metric)
+    r = drift_from_audit(con, model="m", path=f"output.{column}", start=oct1, split=nov1, end=dec1, metric=metric,
+                         period="day")
     con.close()
+    # every current row falls on Nov 1: PSI over time has one point, the overall PSI
+    assert [(str(p.period)[:10], p.n_current) for p in r.over_time] == [("2026-11-01", 3000)]
+    assert abs(r.over_time[0].psi - r.psi) <= TOL
     want = _oracle()["columns"][column]
     assert (r.n_reference, r.n_current) == (5000, 3000)
     assert abs(r.psi - want["psi"]["psi"]) <= TOL
@@ -245,3 +249,32 @@ def test_audit_log_windows_give_the_oracle_numbers(tmp_path, column, metric):
     if metric == "chi2":
         offline = drift_from_csv(ORACLES / "reference.csv", ORACLES / "current.csv", column)
         assert r.chi2 == offline.chi2
+
+
+def test_psi_over_time_per_period(tmp_path):
+    """Each period's PSI is the PSI of that period's rows alone against the reference."""
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import drift_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    rnd = random.Random(3)
+    oct1, nov1 = datetime(2026, 10, 1), datetime(2026, 11, 1)
+    ref = [rnd.gauss(0, 1) for _ in range(400)]
+    weeks = [[rnd.gauss(shift, 1) for _ in range(150)] for shift in (0.0, 0.5, 1.5)]
+    story = [(oct1 + timedelta(hours=i), "model_call", "a", None, None, {"model": "m", "output": {"x": v}}, "h")
+             for i, v in enumerate(ref)]
+    for w, values in enumerate(weeks):  # Nov 2, 9 and 16 2026 are Mondays
+        start = datetime(2026, 11, 2) + timedelta(weeks=w)
+        story += [(start + timedelta(minutes=i), "model_call", "a", None, None, {"model": "m", "output": {"x": v}}, "h")
+                  for i, v in enumerate(values)]
+    con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
+    r = drift_from_audit(con, model="m", path="output.x", start=oct1, split=nov1, end=datetime(2026, 12, 1),
+                         period="week")
+    con.close()
+    assert [p.n_current for p in r.over_time] == [150, 150, 150]
+    for point, values in zip(r.over_time, weeks):
+        assert abs(point.psi - _reference_psi(ref, values, False)) <= TOL
+    assert r.over_time[0].psi < r.over_time[1].psi < r.over_time[2].psi

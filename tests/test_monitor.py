@@ -221,3 +221,37 @@ def test_monitor_bad_input(setup, tmp_path):
     bad = tmp_path / "bad.policy"
     bad.write_text("package x\nbias b\n    for model nothing\n")
     assert "--rules:" in one_error_line(pe("monitor", "--db", db, "--rules", bad))
+
+
+# --- the same numbers on demand: report bias|drift --model ---------------------------------------
+
+
+def test_report_bias_from_the_audit_log_equals_the_monitor(setup):
+    db, rules = setup
+    out = json.loads(pe("report", "bias", "--db", db, "--model", "classifier_small", "--group", "subject.vendor_region",
+                        "--positive", "auto_resolved", "--until", "2026-11-24T12:00:00Z", "--min-samples", "100",
+                        "--format", "json").stdout)
+    assert out["disparate_impact"] == results_by_rule(db, rules)["risk.payment_fairness"].value
+    assert out["flagged_groups"] == ["US"]
+
+
+def test_report_drift_from_the_audit_log_with_psi_over_time(setup, tmp_path):
+    db, rules = setup
+    args = ("report", "drift", "--db", db, "--model", "classifier_small", "--column", "output.confidence",
+            "--until", "2026-11-24T12:00:00Z", "--period", "week")
+    out = json.loads(pe(*args, "--format", "json").stdout)
+    column = out["columns"][0]
+    assert column["psi"] == results_by_rule(db, rules)["risk.classifier_confidence"].value
+    assert sum(p["n_current"] for p in column["over_time"]) == 300 and len(column["over_time"]) == 6
+    page = tmp_path / "drift.html"
+    assert pe(*args, "--format", "html", "-o", page).returncode == 0
+    assert "PSI over time of output.confidence" in page.read_text()
+
+
+def test_report_bias_from_the_audit_log_needs_group_and_positive(setup):
+    db, _ = setup
+    r = pe("report", "bias", "--db", db, "--model", "classifier_small")
+    assert r.returncode == 2 and "needs --group, --positive" in r.stderr
+    line = one_error_line(pe("report", "bias", "--db", db, "--model", "nope", "--group", "subject.vendor_region",
+                             "--positive", "x"))
+    assert "no model_call decisions of model 'nope'" in line

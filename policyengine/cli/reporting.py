@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -67,6 +68,83 @@ def _list() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _when(text: str | None, option: str) -> datetime | None:
+    from datetime import timezone
+
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2026-11-01T00:00:00Z",
+                                 param_hint=option) from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
+    missing = [option for option, value in pairs if value in (None, ())]
+    if missing:
+        raise click.UsageError(f"report {name} needs {', '.join(missing)}")
+
+
+def _bias(o: dict[str, Any]) -> str:
+    """Offline (``--csv``) or from the audit log (``--model``)."""
+    if o["csv_path"] is None and o["model"] is not None:
+        from datetime import datetime, timedelta, timezone
+
+        from ..reporting.audit_source import bias_from_audit
+        from ..reporting.db import open_readonly, require_audit_log
+
+        _need("bias --model", (("--group", o["group"]), ("--positive", o["positive"])))
+        until = _when(o["until"], "--until") or datetime.now(timezone.utc)
+        since = _when(o["since"], "--since") or until - timedelta(days=30)
+        con = open_readonly(o["db"])
+        try:
+            require_audit_log(con, o["db"])
+            result = bias_from_audit(con, model=o["model"], group=o["group"], positives=[o["positive"]],
+                                     start=since, end=until, min_samples=o["min_samples"],
+                                     reference=o["reference"], threshold=o["threshold"])
+        finally:
+            con.close()
+        source = f"{o['db']}: model_call events of {o['model']}, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+        return render_bias(result, o["fmt"], source=source)
+    _need("bias", (("--csv (or --model)", o["csv_path"]), ("--outcome", o["outcome"]),
+                   ("--positive", o["positive"]), ("--group", o["group"])))
+    result = bias_from_csv(o["csv_path"], outcome=o["outcome"], positive=o["positive"], group=o["group"],
+                           label=o["label"], label_positive=o["label_positive"], reference=o["reference"],
+                           min_samples=o["min_samples"], threshold=o["threshold"])
+    return render_bias(result, o["fmt"], source=o["csv_path"])
+
+
+def _drift(o: dict[str, Any]) -> str:
+    """Offline (``--reference`` and ``--current``) or two windows of the audit log (``--model``)."""
+    if o["reference"] is None and o["current"] is None and o["model"] is not None:
+        from datetime import datetime, timedelta, timezone
+
+        from ..reporting.audit_source import drift_from_audit
+        from ..reporting.db import open_readonly, require_audit_log
+
+        _need("drift --model", (("--column", o["columns"]),))
+        until = _when(o["until"], "--until") or datetime.now(timezone.utc)
+        span = timedelta(days=o["baseline_days"])
+        con = open_readonly(o["db"])
+        try:
+            require_audit_log(con, o["db"])
+            results = [drift_from_audit(con, model=o["model"], path=c, start=until - 2 * span, split=until - span,
+                                        end=until, metric="chi2" if o["categorical"] else "psi", period=o["period"])
+                       for c in o["columns"]]
+        finally:
+            con.close()
+        return render_drift(results, o["fmt"],
+                            reference=f"{o['db']}: {o['model']}, {until - 2 * span:%Y-%m-%d} to {until - span:%Y-%m-%d}",
+                            current=f"{o['db']}: {o['model']}, {until - span:%Y-%m-%d} to {until:%Y-%m-%d %H:%M} UTC")
+    _need("drift", (("--reference (or --model)", o["reference"]), ("--current", o["current"]),
+                    ("--column", o["columns"])))
+    kind = "categorical" if o["categorical"] else "auto"
+    results = [drift_from_csv(o["reference"], o["current"], c, kind=kind) for c in o["columns"]]
+    return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"])
+
+
 @click.command("report")
 @click.argument("name", required=False)
 @click.option("--list", "list_", is_flag=True, help="List the named reports with their parameters and exit.")
@@ -77,61 +155,58 @@ def _list() -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @click.option("--csv", "csv_path", metavar="FILE", help="bias: the CSV of decisions, one row per decision.")
+@click.option("--model", metavar="MODEL", help="bias/drift: read this model's model_call events from --db.")
 @click.option("--outcome", metavar="COL", help="bias: column holding the decision.")
 @click.option("--positive", metavar="VALUE", help="bias: the outcome value that counts as selected (favourable).")
-@click.option("--group", metavar="COL", help="bias: column holding the protected group.")
+@click.option("--group", metavar="COL|PATH",
+              help="bias: column (CSV) or payload path such as subject.vendor_region (--model) of the group.")
 @click.option("--label", metavar="COL", help="bias: ground-truth column (enables equalized odds).")
 @click.option("--label-positive", metavar="VALUE", help="bias: label value that is positive (default: --positive).")
 @click.option("--reference", metavar="GROUP|CSV",
               help="bias: the reference group (default: highest selection rate); drift: the reference CSV.")
-@click.option("--min-samples", type=int, default=0, show_default=True,
+@click.option("--min-samples", type=click.IntRange(min=0), default=0, show_default=True,
               help="bias: groups with fewer rows are reported, not judged.")
 @click.option("--threshold", type=float, default=FOUR_FIFTHS, show_default=True,
               help="bias: impact ratio below which a group is flagged (four-fifths rule).")
 @click.option("--current", metavar="CSV", help="drift: the current CSV.")
-@click.option("--column", "columns", multiple=True, metavar="COL", help="drift: column to compare; repeatable.")
+@click.option("--column", "columns", multiple=True, metavar="COL|PATH",
+              help="drift: column (CSV) or payload path such as output.confidence (--model); repeatable.")
 @click.option("--categorical", is_flag=True, help="drift: compare the columns as categories even if numeric.")
+@click.option("--since", metavar="TIME", help="bias --model: start of the window (default: --until minus 30 days).")
+@click.option("--until", metavar="TIME", help="bias/drift --model: end of the window (default: now).")
+@click.option("--baseline-days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="drift --model: length of the current window and of the baseline before it.")
+@click.option("--period", type=click.Choice(("hour", "day", "week", "month")), default="day", show_default=True,
+              help="drift --model: PSI over time per period.")
 def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rules: tuple[str, ...], fmt: str,
-           output: str | None, csv_path: str | None, outcome: str | None, positive: str | None,
-           group: str | None, label: str | None, label_positive: str | None, reference: str | None,
-           min_samples: int, threshold: float, current: str | None, columns: tuple[str, ...],
-           categorical: bool) -> None:
-    """Run the named report NAME on the audit log, or an offline bias/drift report.
+           output: str | None, **options: Any) -> None:
+    """Run the named report NAME on the audit log, or a bias/drift report.
 
     \b
     policyengine report --list
     policyengine report denials --db audit.duckdb --param since=2026-11-01 --format csv
     policyengine report bias --csv decisions.csv --outcome decision --positive approved --group region
+    policyengine report bias --db audit.duckdb --model classifier_small --group subject.vendor_region --positive auto_resolved
     policyengine report drift --reference jan.csv --current feb.csv --column amount --format html -o drift.html
+    policyengine report drift --db audit.duckdb --model classifier_small --column output.confidence --period week
     """
     if list_:
         click.echo(_list(), nl=False)
         return
     if name is None:
         raise click.UsageError("give a report NAME or --list (see `policyengine report --list`)")
+    options.update(db=db, fmt=fmt)
     try:
         if name == "bias":
-            missing = [o for o, v in (("--csv", csv_path), ("--outcome", outcome), ("--positive", positive),
-                                      ("--group", group)) if v is None]
-            if missing:
-                raise click.UsageError(f"report bias needs {', '.join(missing)}")
-            result = bias_from_csv(csv_path, outcome=outcome, positive=positive, group=group, label=label,  # type: ignore[arg-type]
-                                   label_positive=label_positive, reference=reference,
-                                   min_samples=min_samples, threshold=threshold)
-            _emit(render_bias(result, fmt, source=csv_path or ""), output)  # type: ignore[arg-type]
+            text = _bias(options)
         elif name == "drift":
-            missing = [o for o, v in (("--reference", reference), ("--current", current), ("--column", columns or None))
-                       if v is None]
-            if missing:
-                raise click.UsageError(f"report drift needs {', '.join(missing)}")
-            kind = "categorical" if categorical else "auto"
-            results = [drift_from_csv(reference, current, c, kind=kind) for c in columns]  # type: ignore[arg-type]
-            _emit(render_drift(results, fmt, reference=reference or "", current=current or ""), output)  # type: ignore[arg-type]
+            text = _drift(options)
         else:
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
-            _emit(render_rows(result, fmt), output)  # type: ignore[arg-type]
+            text = render_rows(result, fmt)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
+    _emit(text, output)
 
 
 @click.command("query")

@@ -15,7 +15,7 @@ import duckdb
 
 from .bias import FOUR_FIFTHS, BiasResult, compute_bias
 from .db import first_line, sql
-from .drift import DriftResult, compute_drift
+from .drift import DriftResult, compute_drift, psi_over_time
 from .errors import ReportError
 
 
@@ -76,8 +76,13 @@ def drift_from_audit(
     split: datetime,
     end: datetime,
     metric: str = "psi",
+    period: str | None = None,
 ) -> DriftResult:
-    """Drift of payload value ``path`` of ``model``'s calls: [start, split) against [split, end)."""
+    """Drift of payload value ``path`` of ``model``'s calls: [start, split) against [split, end).
+
+    With ``period`` (hour/day/week/month) the result also holds the PSI of each
+    period of the current window against the whole reference window.
+    """
     con.execute(sql("drift_input_create"))
     try:
         con.execute(sql("drift_input_from_audit"), {
@@ -90,4 +95,5 @@ def drift_from_audit(
     kind = "numeric" if values and numeric == values and metric != "chi2" else "categorical"
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
-    return compute_drift(con, path, kind)  # type: ignore[arg-type]
+    result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+    return psi_over_time(con, result, period) if period else result

@@ -10,7 +10,8 @@ the caller says which it is. Definitions are in ``docs/reports.md``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,15 @@ class Chi2Result:
 
 
 @dataclass(frozen=True, slots=True)
+class PsiPoint:
+    """PSI of one period of the current sample against the whole reference."""
+
+    period: datetime
+    n_current: int
+    psi: float
+
+
+@dataclass(frozen=True, slots=True)
 class DriftResult:
     """PSI for any column; KS for numeric ones; chi-squared for categorical ones."""
 
@@ -66,6 +76,7 @@ class DriftResult:
     ks: KsResult | None
     chi2: Chi2Result | None
     notes: tuple[str, ...] = ()
+    over_time: tuple[PsiPoint, ...] = ()  # audit-log sources only, when a period is asked for
 
     def metric(self, name: str) -> float | None:
         """The value a ``drift`` rule's ``metric`` names (psi, ks, chi2)."""
@@ -81,6 +92,7 @@ class DriftResult:
         d = asdict(self)
         d["bins"] = [asdict(b) for b in self.bins]
         d["notes"] = list(self.notes)
+        d["over_time"] = [asdict(p) for p in self.over_time]
         return d
 
 
@@ -118,6 +130,17 @@ def compute_drift(
             f"{empty_ref} reference and {empty_cur} current bin(s) are empty; their shares count as {EPSILON:g}"
         )
     return DriftResult(column, kind, n_ref, n_cur, psi, bins, ks, chi2, tuple(notes))
+
+
+def psi_over_time(con: duckdb.DuckDBPyConnection, result: DriftResult, period: str) -> DriftResult:
+    """``result`` with the PSI of each ``period`` (hour/day/week/month) of the current sample."""
+    if period not in ("hour", "day", "week", "month"):
+        raise ReportError(f"period must be hour, day, week or month, not {period!r}")
+    rows = con.execute(sql("drift_psi_by_period"), {
+        "probs": [i / N_BINS for i in range(1, N_BINS)], "n_bins": N_BINS, "epsilon": EPSILON,
+        "period": period, "numeric": result.kind == "numeric",
+    }).fetchall()
+    return replace(result, over_time=tuple(PsiPoint(p, int(n), float(v)) for p, n, v in rows if p is not None))
 
 
 def _decide_kind(path: str, p: ColumnProfile, kind: Kind) -> Literal["numeric", "categorical", "mixed"]:

@@ -223,6 +223,9 @@ def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str 
     for r in results:
         text += _rich_table(_BIN_COLS, [tuple(getattr(b, c) for c in _BIN_COLS) for b in r.bins],
                             title=f"PSI bins of {r.column}")
+        if r.over_time:
+            text += _rich_table(("period", "n_current", "psi"),
+                                [(p.period, p.n_current, p.psi) for p in r.over_time], title=f"PSI over time of {r.column}")
         text += "".join(f"note: {r.column}: {n}\n" for n in r.notes)
     return text
 
@@ -233,6 +236,10 @@ def _drift_html(results, summary_cols, summary, reference: str, current: str) ->
     parts = []
     for r in results:
         parts.append(f"<h2>{escape(r.column)} <span class='tag {_psi_band(r.psi)}'>PSI {r.psi:.4g}</span></h2>")
+        if r.over_time:
+            parts.append(line_chart([(f"{p.period:%Y-%m-%d}", p.psi) for p in r.over_time],
+                                    title=f"PSI over time of {r.column} (each period vs the baseline)",
+                                    line=0.2, line_label="0.2 significant shift"))
         parts.append(paired_bar_chart([b.bin for b in r.bins], [b.ref_pct for b in r.bins], [b.cur_pct for b in r.bins],
                                       title=f"Share per bin of {r.column}: reference vs current"))
         parts.append(_html_table(_BIN_COLS, [tuple(getattr(b, c) for c in _BIN_COLS) for b in r.bins]))
@@ -359,5 +366,40 @@ def paired_bar_chart(labels: Sequence[str], ref: Sequence[float], cur: Sequence[
                        f"fill='{fill}'><title>{escape(label)}: {v:.4g}</title></rect>")
         out.append(f"<text x='{left + slot * i + slot / 2:.1f}' y='{height - bottom + 16}' font-size='11' "
                    f"text-anchor='middle' fill='#1f2933'>{escape(label[:12])}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def line_chart(points: Sequence[tuple[str, float]], *, title: str, line: float | None = None,
+               line_label: str | None = None) -> str:
+    """A value per period joined by a line, with an optional dashed threshold line."""
+    width, height, left, bottom, top = 760, 260, 56, 40, 30
+    plot_w, plot_h = width - left - 16, height - top - bottom
+    top_value = max(line or 0.0, *(v for _, v in points), 1e-12) * 1.1
+    step = plot_w / max(len(points) - 1, 1)
+    x = lambda i: left + (i * step if len(points) > 1 else plot_w / 2)  # noqa: E731
+    y = lambda v: top + plot_h - (v / top_value) * plot_h  # noqa: E731
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>",
+           f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
+    for i in range(5):
+        v = top_value * i / 4
+        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
+        out.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
+    path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(v):.1f}" for i, (_, v) in enumerate(points))
+    out.append(f"<path d='{path}' fill='none' stroke='#3b82c4' stroke-width='2'/>")
+    every = max(1, len(points) // 8)
+    for i, (label, v) in enumerate(points):
+        tone = _FILL["bad"] if line is not None and v >= line else _FILL["ok"]
+        out.append(f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='3.5' fill='{tone}'><title>{escape(label)}: {v:.4g}</title></circle>")
+        if i % every == 0:
+            out.append(f"<text x='{x(i):.1f}' y='{height - bottom + 16}' font-size='11' text-anchor='middle' "
+                       f"fill='#1f2933'>{escape(label)}</text>")
+    if line is not None:
+        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#c53030' "
+                   "stroke-width='2' stroke-dasharray='6 4'/>")
+        if line_label:
+            out.append(f"<text x='{left + plot_w}' y='18' font-size='11' text-anchor='end' fill='#c53030'>"
+                       f"{escape(line_label)}</text>")
     out.append("</svg>")
     return "".join(out)

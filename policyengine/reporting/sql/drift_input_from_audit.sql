@@ -2,8 +2,8 @@
 -- split into the reference window [start, split) and the current window [split, end).
 -- Both keys are read in one pass over each payload (one JSON parse per row).
 -- Parameters: model, path (JSON path such as $."output"."confidence"), start, split, end.
-INSERT INTO drift_input
-SELECT CASE WHEN ts < $split THEN 'reference' ELSE 'current' END, seq, TRY_CAST(v[1] AS DOUBLE), v[1]
+INSERT INTO drift_input (side, line, num, cat, ts)
+SELECT CASE WHEN ts < $split THEN 'reference' ELSE 'current' END, seq, TRY_CAST(v[1] AS DOUBLE), v[1], ts
 FROM (
     SELECT seq, ts, json_extract_string(payload, [$path, '$.model']) AS v
     FROM audit_log
