@@ -14,12 +14,14 @@ unreadable cache entry is ignored; ``POLICYENGINE_NO_CACHE=1`` turns caching off
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import operator
 import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +86,7 @@ def _version() -> str:
     if _VERSION is None:
         digest = hashlib.sha256(grammar_text().encode())
         here = Path(__file__).resolve().parent
-        for module in ("syntax.py", "ast.py", "diagnostics.py"):
+        for module in ("syntax.py", "ast.py", "diagnostics.py", "loader.py"):
             try:
                 digest.update((here / module).read_bytes())
             except OSError:
@@ -128,13 +130,63 @@ def _write_cached(key: str, value: _Parsed) -> None:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler = pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler.dispatch_table = _REDUCERS  # type: ignore[assignment]
+                pickler.dump(value)
             os.replace(tmp, folder / f"{key}.pickle")
         except BaseException:
             os.unlink(tmp)
             raise
     except Exception:  # noqa: BLE001 - caching is best effort; a read-only home still loads
         pass
+
+
+# --- fast pickles of syntax trees ------------------------------------------------------------
+#
+# A frozen, slotted dataclass unpickles through dataclasses' own __setstate__, which
+# calls dataclasses.fields() for every node; for the ~400,000 nodes and spans of
+# 10,000 rules that is most of the load time. These reducers store a node as
+# (constructor, field values) and the constructors set the slots directly, so a
+# cached tree loads about three times faster (0.53 s -> 0.18 s for 10,000 rules).
+# The constructors are generated, like dataclasses generates __init__, because a
+# generic loop over the fields costs half the gain.
+
+
+def _tree_classes() -> list[type]:
+    nodes = [c for c in vars(ast).values() if isinstance(c, type) and dataclasses.is_dataclass(c)]
+    return [Span, Finding, *nodes]
+
+
+def _constructor(cls: type) -> tuple[Callable[..., object], Callable[[object], tuple[object, ...]]]:
+    names = [f.name for f in dataclasses.fields(cls)]
+    params = ", ".join(f"v{i}" for i in range(len(names)))
+    body = "".join(f"    set{i}(node, v{i})\n" for i in range(len(names)))
+    name = f"_make_{cls.__name__}"
+    scope: dict[str, object] = {"new": object.__new__, "cls": cls}
+    scope.update({f"set{i}": cls.__dict__[field].__set__ for i, field in enumerate(names)})
+    exec(f"def {name}({params}):\n    node = new(cls)\n{body}    return node\n", scope)  # noqa: S102
+    make = scope[name]
+    make.__module__, make.__qualname__ = __name__, name  # type: ignore[attr-defined]
+    globals()[name] = make  # pickle finds it by module and name
+    get = operator.attrgetter(*names)
+    values = (lambda node: (get(node),)) if len(names) == 1 else get
+    return make, values  # type: ignore[return-value]
+
+
+def _reducers() -> dict[type, Callable[[object], tuple[object, ...]]]:
+    table: dict[type, Callable[[object], tuple[object, ...]]] = {}
+    for cls in _tree_classes():
+        table[cls] = _reducer(*_constructor(cls))
+    return table
+
+
+def _reducer(
+    make: Callable[..., object], values: Callable[[object], tuple[object, ...]]
+) -> Callable[[object], tuple[object, ...]]:
+    return lambda node: (make, values(node))
+
+
+_REDUCERS = _reducers()
 
 
 def _forget_old_versions(parent: Path) -> None:

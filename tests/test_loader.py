@@ -7,6 +7,7 @@ ignored rather than trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -196,3 +197,33 @@ def test_random_bytes_give_at_most_one_finding(tmp_path: Path, data: bytes) -> N
     assert len(result.files) + len(result.findings) == 1
     for finding in result.findings:
         assert finding.code in ("load", "syntax") and finding.span.file == str(path)
+
+
+def _everything(node: object) -> list[object]:
+    """``node`` and every value inside it, spans and comments included (equality skips those)."""
+    out = [node]
+    if dataclasses.is_dataclass(node):
+        for field in dataclasses.fields(node):
+            out += _everything(getattr(node, field.name))
+    elif isinstance(node, tuple):
+        for item in node:
+            out += _everything(item)
+    return out
+
+
+def test_cached_trees_keep_every_span_comment_and_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = Path(__file__).resolve().parent.parent / "rules"
+    fresh = load_files([rules])
+    loader._MEMORY.clear()
+    _forbid_parsing(monkeypatch)
+    cached = load_files([rules])
+    assert [repr(x) for x in _everything(cached.files)] == [repr(x) for x in _everything(fresh.files)]
+    spans = [x.span for x in _everything(cached.files) if hasattr(x, "span")]
+    assert spans == [x.span for x in _everything(fresh.files) if hasattr(x, "span")] and len(spans) > 500
+    assert [f.comments for f in cached.files] == [f.comments for f in fresh.files]
+
+
+def test_every_tree_class_has_a_fast_reducer() -> None:
+    kinds = {type(x) for x in _everything(load_files([Path(__file__).resolve().parent.parent / "rules"]).files)}
+    tree_kinds = {k for k in kinds if dataclasses.is_dataclass(k)}
+    assert tree_kinds <= set(loader._REDUCERS)
