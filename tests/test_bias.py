@@ -8,14 +8,15 @@ data generated here, and hand-worked edge cases for min samples and references.
 from __future__ import annotations
 
 import csv
-import sys
 import json
 import math
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policyengine.reporting import ReportError, bias_from_csv
 
@@ -267,7 +268,6 @@ def test_positive_value_never_seen_is_noted(tmp_path):
 @needs_oracles
 def test_audit_log_source_gives_the_oracle_numbers(tmp_path):
     """The oracle decisions written as model_call events: same metrics as from the CSV."""
-    import duckdb
     from datetime import datetime, timedelta
 
     from test_reports import write_audit_db

@@ -22,7 +22,7 @@ from policyengine.reporting import bias_from_csv, drift_from_csv
 from policyengine.reporting.reports import list_reports
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_reports import write_audit_db  # noqa: E402  (the shared audit-log story)
+from test_reports import write_audit_db
 
 ORACLES = Path("/work/shared/oracles")
 FAIR = ORACLES / "fairness" / "decisions.csv"
@@ -69,7 +69,8 @@ def pe_inprocess(*args: str) -> subprocess.CompletedProcess:
 def pe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("policyengine") or str(Path(sys.executable).parent / "policyengine")
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
+                          check=False)
 
 
 def ok(*args: str, cwd: Path | None = None) -> str:
@@ -150,7 +151,7 @@ def test_rules_give_budget_limits_and_agent_owners(audit_db, tmp_path):
     assert by[("model", "frontier_llm")]["token_limit"] is None
     monthly = json.loads(ok("report", "budget_spend", "--db", audit_db, "--rules", tmp_path / "finance.policy",
                             "--param", "window=month", "--format", "json"))
-    wf = [r for r in monthly if r["scope"] == "invoice-exceptions"][0]
+    wf = next(r for r in monthly if r["scope"] == "invoice-exceptions")
     assert wf["token_limit"] == 2_000_000.0 and wf["token_pct"] == 0.1
     owners = json.loads(ok("report", "agent_activity", "--db", audit_db, "--rules", tmp_path / "finance.policy",
                            "--format", "json"))

@@ -7,15 +7,16 @@ values on data we did not generate) and from scipy itself on data generated here
 from __future__ import annotations
 
 import csv
-import sys
 import json
 import math
 import random
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policyengine.reporting import ReportError, drift_from_csv
 from policyengine.reporting.stats import chi2_sf

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,19 @@ from policyengine.engine import BlockList, load_policy
 from policyengine.reporting import ReportError
 from policyengine.reporting.bias import bias_from_csv
 from policyengine.reporting.db import open_readonly
-from policyengine.reporting.monitor import blocked_models, evaluate_all, positive_values, record, unblock
+from policyengine.reporting.monitor import (
+    blocked_models,
+    evaluate_all,
+    positive_values,
+    record,
+    unblock,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_cli_reporting import one_error_line, pe  # noqa: E402
-from test_reports import write_audit_db  # noqa: E402
+from test_cli_reporting import one_error_line, pe
+from test_reports import write_audit_db
 
-NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 POLICY = """\
 package risk

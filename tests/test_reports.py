@@ -8,7 +8,7 @@ that lands); each test states what an auditor must read from one report.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,11 +16,15 @@ import pytest
 
 from policyengine.reporting import ReportError
 from policyengine.reporting.reports import (
-    get_report, list_reports, parse_param_args, placeholders, run_named_report,
+    get_report,
+    list_reports,
+    parse_param_args,
+    placeholders,
+    run_named_report,
 )
 
-D1 = datetime(2026, 11, 2, tzinfo=timezone.utc)
-D2 = datetime(2026, 11, 3, tzinfo=timezone.utc)
+D1 = datetime(2026, 11, 2, tzinfo=UTC)
+D2 = datetime(2026, 11, 3, tzinfo=UTC)
 H1, H2 = "sha256:aaa", "sha256:bbb"
 
 AUDIT_LOG_DDL = """

@@ -9,8 +9,8 @@ a usage error (exit 2).
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -69,16 +69,15 @@ def _list() -> str:
 
 
 def _when(text: str | None, option: str) -> datetime | None:
-    from datetime import timezone
 
     if text is None:
         return None
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2026-11-01T00:00:00Z",
                                  param_hint=option) from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -90,13 +89,13 @@ def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
 def _bias(o: dict[str, Any]) -> str:
     """Offline (``--csv``) or from the audit log (``--model``)."""
     if o["csv_path"] is None and o["model"] is not None:
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
         from ..reporting.audit_source import bias_from_audit
         from ..reporting.db import open_readonly, require_audit_log
 
         _need("bias --model", (("--group", o["group"]), ("--positive", o["positive"])))
-        until = _when(o["until"], "--until") or datetime.now(timezone.utc)
+        until = _when(o["until"], "--until") or datetime.now(UTC)
         since = _when(o["since"], "--since") or until - timedelta(days=30)
         con = open_readonly(o["db"])
         try:
@@ -119,13 +118,13 @@ def _bias(o: dict[str, Any]) -> str:
 def _drift(o: dict[str, Any]) -> str:
     """Offline (``--reference`` and ``--current``) or two windows of the audit log (``--model``)."""
     if o["reference"] is None and o["current"] is None and o["model"] is not None:
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
         from ..reporting.audit_source import drift_from_audit
         from ..reporting.db import open_readonly, require_audit_log
 
         _need("drift --model", (("--column", o["columns"]),))
-        until = _when(o["until"], "--until") or datetime.now(timezone.utc)
+        until = _when(o["until"], "--until") or datetime.now(UTC)
         span = timedelta(days=o["baseline_days"])
         con = open_readonly(o["db"])
         try:
@@ -140,8 +139,8 @@ def _drift(o: dict[str, Any]) -> str:
                             current=f"{o['db']}: {o['model']}, {until - span:%Y-%m-%d} to {until:%Y-%m-%d %H:%M} UTC")
     _need("drift", (("--reference (or --model)", o["reference"]), ("--current", o["current"]),
                     ("--column", o["columns"])))
-    kind = "categorical" if o["categorical"] else "auto"
-    results = [drift_from_csv(o["reference"], o["current"], c, kind=kind) for c in o["columns"]]
+    results = [drift_from_csv(o["reference"], o["current"], c, kind="categorical" if o["categorical"] else "auto")
+               for c in o["columns"]]
     return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"])
 
 
@@ -285,7 +284,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
     `on breach block` suspends the model until `policyengine models unblock MODEL`;
     `escalate to role R` records the alert for that role's approvals queue.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import duckdb
 
@@ -294,10 +293,10 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
     now = None
     if now_text is not None:
         try:
-            now = datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+            now = datetime.fromisoformat(now_text)
         except ValueError:
             raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now") from None
-        now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        now = now if now.tzinfo else now.replace(tzinfo=UTC)
     policy_set = _policy_set(rules)
     try:
         if not Path(db).exists():

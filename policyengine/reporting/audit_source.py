@@ -9,12 +9,12 @@ numbers come from the same SQL whatever the source. Attribute paths such as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 
 from .bias import FOUR_FIFTHS, BiasResult, compute_bias
-from .db import first_line, sql
+from .db import first_line, one, sql
 from .drift import DriftResult, compute_drift, psi_over_time
 from .errors import ReportError
 
@@ -28,7 +28,7 @@ def json_path(dotted: str) -> str:
 
 
 def _naive_utc(t: datetime) -> datetime:
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
 def bias_from_audit(
@@ -52,13 +52,13 @@ def bias_from_audit(
         })
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
-    total = con.execute("SELECT count(*) FROM bias_input").fetchone()[0]
-    dropped = con.execute(sql("bias_input_drop_missing")).fetchone()[0]
+    total = one(con, "SELECT count(*) FROM bias_input")[0]
+    dropped = one(con, sql("bias_input_drop_missing"))[0]
     if total == 0:
         raise ReportError(f"no model_call decisions of model {model!r} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     if dropped == total:
         raise ReportError(f"no model_call of model {model!r} has a value at {group!r} (empty group)")
-    has_label = con.execute("SELECT count(label) > 0 FROM bias_input").fetchone()[0]
+    has_label = one(con, "SELECT count(label) > 0 FROM bias_input")[0]
     result = compute_bias(con, min_samples=min_samples, reference=reference, has_label=has_label, threshold=threshold)
     if dropped:
         from dataclasses import replace
@@ -91,7 +91,7 @@ def drift_from_audit(
         })
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
-    values, numeric = con.execute("SELECT count(*), count(num) FROM drift_input").fetchone()
+    values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")
     kind = "numeric" if values and numeric == values and metric != "chi2" else "categorical"
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from .db import first_line, load_csv, memory, sql
+from .db import first_line, load_csv, memory, one, sql
 from .errors import ReportError
 
 FOUR_FIFTHS = 0.8
@@ -103,11 +103,11 @@ def compute_bias(
     """Compute every bias metric from the temp table ``bias_input`` already filled on ``con``."""
     if min_samples < 0:
         raise ReportError(f"--min-samples must be 0 or more, got {min_samples}")
-    total = con.execute("SELECT count(*) FROM bias_input").fetchone()[0]
+    total = one(con, "SELECT count(*) FROM bias_input")[0]
     if total == 0:
         raise ReportError("no decisions to measure: the input has no rows")
     if reference is not None:
-        known = con.execute("SELECT count(*) FROM bias_input WHERE grp = $g", {"g": reference}).fetchone()[0]
+        known = one(con, "SELECT count(*) FROM bias_input WHERE grp = $g", {"g": reference})[0]
         if known == 0:
             raise ReportError(f"reference group {reference!r} has no rows (empty group)")
     con.execute(sql("bias_groups"), {"min_samples": min_samples, "reference": reference})
@@ -124,7 +124,10 @@ def compute_bias(
         for r in rows
     )
     cur = con.execute(sql("bias_summary"))
-    s = dict(zip([c[0] for c in cur.description], cur.fetchone()))
+    row = cur.fetchone()
+    if row is None:
+        raise ReportError("internal error: the bias summary returned no row")
+    s = dict(zip([c[0] for c in cur.description], row))
     ref_group = rows[0]["reference_group"] if rows else None
     notes: list[str] = []
     unjudged = [g.group for g in groups if not g.judged]
@@ -214,8 +217,8 @@ def bias_from_csv(
             )
         except duckdb.Error as e:
             raise ReportError(f"{path}: cannot read the decision columns ({first_line(e)})") from None
-        chk = con.execute(sql("bias_input_check"), {"has_label": label is not None}).fetchone()
-        empty_groups, first_group, empty_out, first_out, empty_lab, first_lab, selected, total = chk
+        chk = one(con, sql("bias_input_check"), {"has_label": label is not None})
+        empty_groups, first_group, empty_out, first_out, empty_lab, first_lab, selected, _total = chk
         if empty_groups:
             raise ReportError(f"{path}:{first_group}: empty group in column {group!r} ({empty_groups} row(s) have none)")
         if empty_out:

@@ -9,7 +9,7 @@ evidence it reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from .errors import ReportError
 ColumnKind = Literal["numeric", "categorical", "mixed", "empty"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def sql(name: str) -> str:
     """The text of ``policyengine/reporting/sql/<name>.sql``."""
     return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
@@ -60,8 +60,16 @@ def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.
     return con
 
 
+def one(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """The single row of an aggregate query (DuckDB always returns one)."""
+    row = con.execute(query, params or {}).fetchone()
+    if row is None:
+        raise ReportError("internal error: an aggregate query returned no row")
+    return row
+
+
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return con.execute(sql("has_table"), {"name": name}).fetchone()[0] > 0
+    return bool(one(con, sql("has_table"), {"name": name})[0] > 0)
 
 
 def require_audit_log(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
@@ -106,7 +114,7 @@ def load_csv(con: duckdb.DuckDBPyConnection, path: str | Path) -> CsvTable:
     except duckdb.Error as e:
         raise ReportError(f"{p}: cannot read as CSV ({first_line(e)})") from None
     columns = tuple(r[0] for r in con.execute(sql("csv_columns")).fetchall())
-    rows = con.execute("SELECT count(*) FROM csv_raw").fetchone()[0]
+    rows = one(con, "SELECT count(*) FROM csv_raw")[0]
     if rows == 0:
         raise ReportError(f"{p}: has a header but no data rows")
     return CsvTable(str(p), columns, rows)
@@ -114,7 +122,7 @@ def load_csv(con: duckdb.DuckDBPyConnection, path: str | Path) -> CsvTable:
 
 def profile(con: duckdb.DuckDBPyConnection, table: CsvTable, column: str) -> ColumnProfile:
     """Decide whether a loaded CSV column is numeric, categorical, mixed or empty."""
-    row: Any = con.execute(sql("csv_profile"), {"column": column}).fetchone()
+    row = one(con, sql("csv_profile"), {"column": column})
     values, numeric, empty, first_empty, first_text, first_text_line = row
     if values == 0:
         kind: ColumnKind = "empty"

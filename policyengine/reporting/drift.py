@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import duckdb
 
-from .db import ColumnProfile, first_line, load_csv, memory, profile, sql
+from .db import ColumnProfile, first_line, load_csv, memory, one, profile, sql
 from .errors import ReportError
 from .stats import chi2_sf
 
@@ -100,10 +100,10 @@ def compute_drift(
     con: duckdb.DuckDBPyConnection, column: str, kind: Literal["numeric", "categorical"]
 ) -> DriftResult:
     """Compute drift metrics from the temp table ``drift_input`` already filled on ``con``."""
-    n_ref, n_cur = con.execute(
+    n_ref, n_cur = one(con, 
         "SELECT count(*) FILTER (WHERE side = 'reference'), count(*) FILTER (WHERE side = 'current') "
         "FROM drift_input"
-    ).fetchone()
+    )
     if n_ref == 0:
         raise ReportError(f"column {column!r}: the reference sample has no values")
     if n_cur == 0:
@@ -117,10 +117,10 @@ def compute_drift(
     psi = float(sum(b.psi_term for b in bins))
     ks = chi2 = None
     if kind == "numeric":
-        statistic, location, sign, _, _ = con.execute(sql("drift_ks")).fetchone()
+        statistic, location, sign, _, _ = one(con, sql("drift_ks"))
         ks = KsResult(float(statistic), float(location), int(sign))
     else:
-        statistic, dof = con.execute(sql("drift_chi2")).fetchone()
+        statistic, dof = one(con, sql("drift_chi2"))
         chi2 = Chi2Result(float(statistic), int(dof), chi2_sf(float(statistic), int(dof)))
     notes = []
     empty_ref = sum(1 for b in bins if b.ref_count == 0)

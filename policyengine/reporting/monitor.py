@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ import duckdb
 
 from .. import ast
 from .audit_source import bias_from_audit, drift_from_audit
-from .db import first_line, has_table, open_readonly, sql
+from .db import first_line, has_table, one, open_readonly, sql
 from .errors import ReportError
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -119,9 +119,9 @@ def positive_values(expr: ast.Expr) -> list[str]:
 def evaluate_bias(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.BiasDecl, now: datetime) -> MonitorResult:
     window = timedelta(seconds=decl.window.seconds) if decl.window else DEFAULT_WINDOW
     start, action = now - window, _action(decl.on_breach)
-    base = dict(kind="bias", rule=rule_id, model=decl.model.value, metric=decl.metric.value,
-                threshold=_threshold(decl.threshold), action=action[0], escalate_to=action[1],
-                window_start=start, window_end=now)
+    base = {"kind": "bias", "rule": rule_id, "model": decl.model.value, "metric": decl.metric.value,
+                "threshold": _threshold(decl.threshold), "action": action[0], "escalate_to": action[1],
+                "window_start": start, "window_end": now}
     try:
         key = _BIAS_METRICS.get(decl.metric.value)
         if key is None:
@@ -142,9 +142,9 @@ def evaluate_bias(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.BiasDe
 def evaluate_drift(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.DriftDecl, now: datetime) -> MonitorResult:
     baseline = timedelta(seconds=decl.baseline.seconds)
     split, start, action = now - baseline, now - 2 * baseline, _action(decl.on_breach)
-    base = dict(kind="drift", rule=rule_id, model=decl.model.value, metric=decl.metric.value,
-                threshold=_threshold(decl.threshold), action=action[0], escalate_to=action[1],
-                window_start=split, window_end=now)
+    base = {"kind": "drift", "rule": rule_id, "model": decl.model.value, "metric": decl.metric.value,
+                "threshold": _threshold(decl.threshold), "action": action[0], "escalate_to": action[1],
+                "window_start": split, "window_end": now}
     try:
         r = drift_from_audit(con, model=decl.model.value, path=decl.of.dotted, start=start, split=split,
                              end=now, metric=decl.metric.value)
@@ -160,7 +160,7 @@ def evaluate_drift(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.Drift
 
 def evaluate_all(con: duckdb.DuckDBPyConnection, policy_set: Any, now: datetime | None = None) -> tuple[MonitorResult, ...]:
     """Evaluate every bias and drift rule of ``policy_set`` on the audit log held by ``con``."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     if not has_table(con, "audit_log"):
         raise ReportError("the database has no audit_log table (is this a policyengine audit database?)")
     results = [evaluate_bias(con, s.id, s.decl, now) for s in policy_set.biases]
@@ -171,7 +171,7 @@ def evaluate_all(con: duckdb.DuckDBPyConnection, policy_set: Any, now: datetime 
 def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sink: AlertSink | None,
            now: datetime | None = None) -> tuple[str, ...]:
     """Record every result through ``sink`` and apply ``block``; returns the models newly blocked."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     con.execute(sql("model_blocks_create"))
     already = {row[0] for row in con.execute(sql("model_blocks_active")).fetchall()}
     blocked: list[str] = []
@@ -234,9 +234,9 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None) -> 
     try:
         if not has_table(con, "model_blocks"):
             raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
-        lifted = con.execute(sql("model_blocks_lift"), {
-            "model": model, "at": datetime.now(timezone.utc), "by": by, "note": note,
-        }).fetchone()[0]
+        lifted = one(con, sql("model_blocks_lift"), {
+            "model": model, "at": datetime.now(UTC), "by": by, "note": note,
+        })[0]
         if lifted == 0:
             active = ", ".join(r[0] for r in con.execute(sql("model_blocks_active")).fetchall()) or "none"
             raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")

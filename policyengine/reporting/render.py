@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from html import escape
 from typing import Any, Literal
 
@@ -65,7 +65,7 @@ def metric(v: float | None) -> str:
 
 
 def _console(file: io.StringIO) -> Console:
-    width = int(os.environ.get("COLUMNS", 0)) or max(shutil.get_terminal_size((160, 24)).columns, 160)
+    width = int(os.environ.get("COLUMNS") or 0) or max(shutil.get_terminal_size((160, 24)).columns, 160)
     return Console(file=file, width=width, highlight=False, emoji=False, markup=False, color_system=None)
 
 
@@ -273,7 +273,7 @@ _FILL = {"ok": "#3b82c4", "bad": "#d64545", "warn": "#e0a030", "muted": "#b8c2cc
 
 
 def page(title: str, body: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -309,9 +309,9 @@ def bar_chart(bars: Sequence[tuple[str, float, str]], *, title: str, line: float
     top_value = max(max_value, *(v for _, v, _ in bars), line or 0.0, 1e-12)
     slot = plot_w / max(len(bars), 1)
     bar_w = min(64.0, slot * 0.6)
-    y = lambda v: top + plot_h - (v / top_value) * plot_h  # noqa: E731
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>",
+    y = lambda v: top + plot_h - (v / top_value) * plot_h
+    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>"),
            f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
     for i in range(5):
         v = top_value * i / 4
@@ -346,14 +346,14 @@ def paired_bar_chart(labels: Sequence[str], ref: Sequence[float], cur: Sequence[
     top_value = max(0.05, *ref, *cur)
     slot = plot_w / max(len(labels), 1)
     bw = min(28.0, slot * 0.38)
-    y = lambda v: top + plot_h - (v / top_value) * plot_h  # noqa: E731
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>",
+    y = lambda v: top + plot_h - (v / top_value) * plot_h
+    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>"),
            f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>",
-           f"<rect x='{width - 190}' y='8' width='10' height='10' fill='#9aa5b1'/>"
+           (f"<rect x='{width - 190}' y='8' width='10' height='10' fill='#9aa5b1'/>"
            f"<text x='{width - 176}' y='17' font-size='11'>reference</text>"
            f"<rect x='{width - 110}' y='8' width='10' height='10' fill='#3b82c4'/>"
-           f"<text x='{width - 96}' y='17' font-size='11'>current</text>"]
+           f"<text x='{width - 96}' y='17' font-size='11'>current</text>")]
     for i in range(5):
         v = top_value * i / 4
         out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
@@ -377,10 +377,10 @@ def line_chart(points: Sequence[tuple[str, float]], *, title: str, line: float |
     plot_w, plot_h = width - left - 16, height - top - bottom
     top_value = max(line or 0.0, *(v for _, v in points), 1e-12) * 1.1
     step = plot_w / max(len(points) - 1, 1)
-    x = lambda i: left + (i * step if len(points) > 1 else plot_w / 2)  # noqa: E731
-    y = lambda v: top + plot_h - (v / top_value) * plot_h  # noqa: E731
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>",
+    x = lambda i: left + (i * step if len(points) > 1 else plot_w / 2)
+    y = lambda v: top + plot_h - (v / top_value) * plot_h
+    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>"),
            f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
     for i in range(5):
         v = top_value * i / 4

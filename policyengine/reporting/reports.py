@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ class ReportParam:
         try:
             if self.type == "TIMESTAMP":
                 if raw.lower() == "now":
-                    return datetime.now(timezone.utc).replace(tzinfo=None)
-                t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+                    return datetime.now(UTC).replace(tzinfo=None)
+                t = datetime.fromisoformat(raw)
+                return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
             if self.type == "INTEGER":
                 return int(raw)
             if self.type == "DOUBLE":
