@@ -1,0 +1,118 @@
+-- Queries of the audit trail, by name. Loaded by policyengine/audit/sql.py;
+-- every value is a bound parameter.
+
+-- name: create_schema
+-- One log (origin) per database file. payload holds RFC 8785 canonical JSON text.
+CREATE TABLE IF NOT EXISTS audit_meta (
+    origin      VARCHAR NOT NULL,      -- the log's name, signed in every checkpoint
+    format      INTEGER NOT NULL,      -- leaf encoding version (1: docs/audit.md)
+    created_at  TIMESTAMPTZ NOT NULL,
+    first_key_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq         BIGINT NOT NULL,       -- 1, 2, 3, ... without gaps
+    ts          TIMESTAMPTZ NOT NULL,  -- UTC, microseconds
+    origin      VARCHAR NOT NULL,
+    event       VARCHAR NOT NULL,      -- decision | model_call | tool_call | data_access | approval | alert | policy_loaded | key_rotated
+    actor       VARCHAR,
+    workflow    VARCHAR,
+    run_id      VARCHAR,
+    payload     JSON NOT NULL,
+    policy_hash VARCHAR,
+    key_id      VARCHAR NOT NULL,      -- the key whose checkpoint covers this record
+    leaf_hash   VARCHAR NOT NULL       -- hex SHA-256(0x00 || canonical record), RFC 9162 leaf
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    origin      VARCHAR NOT NULL,
+    tree_size   BIGINT NOT NULL,
+    root        VARCHAR NOT NULL,      -- hex RFC 9162 root of records 1..tree_size
+    ts          TIMESTAMPTZ NOT NULL,
+    key_id      VARCHAR NOT NULL,
+    signature   VARCHAR NOT NULL       -- base64 Ed25519 over the checkpoint note
+);
+
+-- name: tables
+SELECT table_name FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'main'
+  AND table_name IN ('audit_meta', 'audit_log', 'audit_checkpoints');
+
+-- name: database_path
+SELECT path FROM duckdb_databases() WHERE database_name = current_database();
+
+-- name: read_meta
+SELECT origin, format, first_key_id FROM audit_meta LIMIT 1;
+
+-- name: insert_meta
+INSERT INTO audit_meta VALUES ($origin, 1, now(), $key_id);
+
+-- name: log_state
+SELECT count(*), coalesce(max(seq), 0) FROM audit_log;
+
+-- name: last_record_key
+SELECT key_id FROM audit_log ORDER BY seq DESC LIMIT 1;
+
+-- name: leaf_hashes
+SELECT leaf_hash FROM audit_log ORDER BY seq;
+
+-- name: leaf_hashes_upto
+SELECT leaf_hash FROM audit_log WHERE seq <= $size ORDER BY seq;
+
+-- name: checkpoints
+SELECT origin, tree_size, root,
+       strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, key_id, signature
+FROM audit_checkpoints ORDER BY tree_size, ts;
+
+-- name: latest_checkpoint
+SELECT origin, tree_size, root,
+       strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, key_id, signature
+FROM audit_checkpoints ORDER BY tree_size DESC, ts DESC LIMIT 1;
+
+-- name: insert_checkpoint
+INSERT INTO audit_checkpoints VALUES ($origin, $tree_size, $root, $ts::TIMESTAMPTZ, $key_id, $signature);
+
+-- name: sequence_breaks
+-- The first position where seq is not 1, 2, 3, ...: a gap (deleted) or a repeat.
+SELECT seq, pos, prev FROM (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS pos, lag(seq) OVER (ORDER BY seq) AS prev
+    FROM audit_log
+) WHERE seq <> pos ORDER BY pos LIMIT 1;
+
+-- name: leaf_mismatches
+-- Records whose stored leaf hash differs from the hash of their canonical bytes as
+-- DuckDB builds them. DuckDB escapes some control characters differently from
+-- RFC 8785, so every hit is re-checked exactly in Python before it is reported.
+SELECT seq FROM audit_log
+WHERE leaf_hash IS DISTINCT FROM sha256('\x00'::BLOB || encode(
+    '{"actor":' || coalesce(to_json(actor), 'null')
+    || ',"event":' || to_json(event)
+    || ',"key_id":' || to_json(key_id)
+    || ',"origin":' || to_json(origin)
+    || ',"payload":' || payload::VARCHAR
+    || ',"policy_hash":' || coalesce(to_json(policy_hash), 'null')
+    || ',"run_id":' || coalesce(to_json(run_id), 'null')
+    || ',"seq":' || seq::VARCHAR
+    || ',"ts":"' || strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ')
+    || '","workflow":' || coalesce(to_json(workflow), 'null')
+    || '}'))
+ORDER BY seq LIMIT $limit;
+
+-- name: record_columns
+SELECT seq, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, origin, event, actor,
+       workflow, run_id, payload::VARCHAR AS payload, policy_hash, key_id, leaf_hash
+FROM audit_log WHERE seq = ANY($seqs) ORDER BY seq;
+
+-- name: records_from
+SELECT seq, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, origin, event, actor,
+       workflow, run_id, payload::VARCHAR AS payload, policy_hash, key_id, leaf_hash
+FROM audit_log WHERE seq >= $first ORDER BY seq LIMIT $limit;
+
+-- name: tail
+SELECT seq, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, origin, event, actor,
+       workflow, run_id, payload::VARCHAR AS payload, policy_hash, key_id, leaf_hash
+FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT $limit) ORDER BY seq;
+
+-- name: rotations
+SELECT seq, key_id, payload::VARCHAR FROM audit_log WHERE event = 'key_rotated' ORDER BY seq;
+
+-- name: record_keys
+SELECT key_id, count(*) FROM audit_log GROUP BY key_id ORDER BY min(seq);

@@ -1,0 +1,155 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS), the byte form every hash covers.
+
+A verifier written in any language must reproduce the exact bytes a record was
+hashed over, so the audit trail never hashes ``json.dumps`` output (whose float
+and key order rules are Python's own). JCS fixes both: object keys sorted by
+UTF-16 code units, no whitespace, strings escaped as ECMAScript's
+``JSON.stringify`` does, and numbers printed as ECMAScript prints IEEE-754
+doubles. Integers beyond 2**53 would silently lose precision as doubles, so they
+are refused: an audit trail must not round numbers it was asked to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+MAX_SAFE_INTEGER = 2**53
+# Characters above which code point order and UTF-16 order (key sorting) differ, plus surrogates.
+_HIGH = re.compile("[\ud800-\U0010ffff]")
+
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # JCS == ensure_ascii=False escaping
+
+
+class CanonicalJSONError(ValueError):
+    """A value that has no RFC 8785 form (NaN, huge integer, non-string key, ...)."""
+
+
+def canonical_number(value: float | int) -> str:
+    """Print a number the way ECMAScript's Number.prototype.toString does."""
+    if isinstance(value, int):
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return str(value)
+        raise CanonicalJSONError(f"integer {value} is outside the IEEE-754 safe range; store it as a string")
+    if math.isnan(value) or math.isinf(value):
+        raise CanonicalJSONError(f"{value!r} has no JSON form")
+    if value == 0:
+        return "0"
+    if value.is_integer() and abs(value) < MAX_SAFE_INTEGER:
+        return str(int(value))
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp_text = repr(abs(value)).partition("e")
+    int_part, _, frac_part = mantissa.partition(".")
+    all_digits = int_part + frac_part
+    point = len(int_part) + (int(exp_text) if exp_text else 0)
+    stripped = all_digits.lstrip("0")
+    point -= len(all_digits) - len(stripped)
+    digits = stripped.rstrip("0")
+    k, n = len(digits), point
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        head = digits if k == 1 else digits[0] + "." + digits[1:]
+        text = f"{head}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + text
+
+
+def _sorted_keys(obj: dict[str, Any]) -> list[str]:
+    keys = sorted(obj)
+    if not all(k.isascii() for k in keys):
+        keys.sort(key=lambda k: k.encode("utf-16-be"))
+    return keys
+
+
+def _write(value: Any, out: list[str], path: str) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_encode_string(value))
+    elif isinstance(value, (int, float)):
+        try:
+            out.append(canonical_number(value))
+        except CanonicalJSONError as err:
+            raise CanonicalJSONError(f"{err} (at {path or '/'})") from None
+    elif isinstance(value, dict):
+        out.append("{")
+        first = True
+        for key in _sorted_keys(value) if all(isinstance(k, str) for k in value) else _bad_keys(value, path):
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_string(key))
+            out.append(":")
+            _write(value[key], out, f"{path}/{key}")
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out, f"{path}/{i}")
+        out.append("]")
+    else:
+        raise CanonicalJSONError(f"{type(value).__name__} value at {path or '/'} is not JSON")
+
+
+def _bad_keys(value: dict[Any, Any], path: str) -> list[str]:
+    bad = next(k for k in value if not isinstance(k, str))
+    raise CanonicalJSONError(f"object key {bad!r} at {path or '/'} is not a string")
+
+
+def _plain(value: Any) -> bool:
+    """True when ``json.dumps`` already prints ``value`` exactly as JCS does.
+
+    That holds for str keys, safe integers, and floats that Python and
+    ECMAScript both print in plain decimal (non-integral, 1e-4 <= |x| < 1e16).
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item) for item in value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
+    return False
+
+
+def canonical_text(value: Any) -> str:
+    """Return the RFC 8785 text of ``value`` (dicts, lists, str, int, float, bool, None).
+
+    Common payloads take ``json.dumps`` (C speed) after a cheap check that its
+    output is already canonical; anything else takes the exact writer.
+    """
+    if _plain(value):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if text.isascii() or not _HIGH.search(text):
+            return text
+    out: list[str] = []
+    _write(value, out, "")
+    return "".join(out)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Return the RFC 8785 UTF-8 bytes of ``value``; lone surrogates are refused."""
+    try:
+        return canonical_text(value).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise CanonicalJSONError(f"string contains a lone surrogate: {err.reason}") from None

@@ -1,0 +1,432 @@
+"""AuditLog: the append-only, hash-chained, checkpoint-signed writer.
+
+Each record's leaf hash is computed when it is appended; records are buffered
+and written in batches through DuckDB's appender inside one transaction, and
+every ``checkpoint_every`` records or ``checkpoint_interval`` seconds a
+checkpoint (tree size, RFC 9162 root, Ed25519 signature) is committed in the same
+transaction as the batch it covers. Signing only checkpoints, not each record,
+keeps appends fast (an Ed25519 signature costs ~50 us; a SHA-256 ~1 us); the price
+is that records written after the last checkpoint are not yet signed, which is
+why close(), flush(checkpoint=True) and the timer sign them promptly.
+
+One writer per database file: DuckDB locks the file for the writing process,
+and this module also refuses a second writer on the same file in one process.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .canonical import CanonicalJSONError, _encode_string, canonical_text
+from .errors import AuditError
+from .keys import SigningKey
+from .masking import NO_MASKING, Masking
+from .merkle import CompactTree, leaf_hash
+from .sql import q
+
+EVENTS = frozenset(
+    {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated"}
+)
+DEFAULT_DB_PATH = Path("policyengine.duckdb")
+DEFAULT_ORIGIN = "policyengine"
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+_open_writers: set[str] = set()
+_open_writers_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement: the log ``origin`` had ``tree_size`` records with ``root``."""
+
+    origin: str
+    tree_size: int
+    root: bytes
+    ts: str
+    key_id: str
+    signature: bytes
+
+    def note(self) -> bytes:
+        return checkpoint_note(self.origin, self.tree_size, self.root, self.ts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "tree_size": self.tree_size,
+            "root": self.root.hex(),
+            "ts": self.ts,
+            "key_id": self.key_id,
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Checkpoint:
+        origin, size, root, ts, key_id, signature = row
+        return cls(origin, int(size), bytes.fromhex(root), ts, key_id, base64.b64decode(signature))
+
+
+def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
+    """The exact bytes a checkpoint signature covers (a C2SP-style signed note body)."""
+    return f"{origin}\n{tree_size}\n{base64.b64encode(root).decode('ascii')}\n{ts}\n".encode()
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def leaf_bytes(
+    *,
+    seq: int,
+    ts: str,
+    origin: str,
+    event: str,
+    actor: str | None,
+    workflow: str | None,
+    run_id: str | None,
+    payload: str,
+    policy_hash: str | None,
+    key_id: str,
+) -> bytes:
+    """RFC 8785 bytes of a record: every column but ``leaf_hash``, keys sorted.
+
+    ``payload`` is the already-canonical JSON text of the payload object.
+    """
+    text = (
+        f'{{"actor":{_json_or_null(actor)},"event":{_json_or_null(event)},"key_id":{_json_or_null(key_id)}'
+        f',"origin":{_json_or_null(origin)},"payload":{payload},"policy_hash":{_json_or_null(policy_hash)}'
+        f',"run_id":{_json_or_null(run_id)},"seq":{seq},"ts":"{ts}","workflow":{_json_or_null(workflow)}}}'
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalJSONError(f"record {seq} contains a lone surrogate") from None
+
+
+def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, turning DuckDB's errors into one-line AuditErrors."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise AuditError(f"{path}: no such audit database")
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as err:
+        raise AuditError(describe_open_error(path, err)) from None
+
+
+def describe_open_error(path: Path, err: Exception) -> str:
+    text = str(err)
+    if "lock" in text.lower():
+        holder = ""
+        if "PID" in text:
+            holder = " (pid " + text.split("PID", 1)[1].strip().split()[0].rstrip(")") + ")"
+        return f"audit database {path} is in use by another process{holder}; stop it or read a sealed copy"
+    if "not a valid DuckDB database" in text:
+        return f"{path}: not a DuckDB database file"
+    return f"{path}: cannot open audit database ({text.splitlines()[0]})"
+
+
+def database_path(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(q("database_path")).fetchone()
+    return str(Path(row[0]).resolve()) if row and row[0] else f"memory:{id(con)}"
+
+
+def utc_now() -> tuple[datetime, str]:
+    now = datetime.now(UTC)
+    return now, now.strftime(TS_FORMAT)
+
+
+class AuditLog:
+    """Append records to one signed log in a DuckDB file (or a caller's connection).
+
+    Use as a context manager. ``append`` returns the record's seq at once; the
+    record is durable when ``flush()`` returns (or after the next automatic flush).
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | duckdb.DuckDBPyConnection,
+        key: SigningKey,
+        *,
+        origin: str | None = None,
+        batch_size: int = 5_000,
+        flush_interval: float = 0.2,
+        checkpoint_every: int = 10_000,
+        checkpoint_interval: float = 5.0,
+        masking: Masking = NO_MASKING,
+    ):
+        if not isinstance(key, SigningKey):
+            raise TypeError("key must be a SigningKey (keys.load_private_key)")
+        if batch_size < 1 or checkpoint_every < 1:
+            raise ValueError("batch_size and checkpoint_every must be positive")
+        self._key = key
+        self._masking = masking
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval = checkpoint_interval
+        self._owns_connection = not isinstance(db, duckdb.DuckDBPyConnection)
+        self._base = connect(db) if self._owns_connection else db  # type: ignore[arg-type]
+        self._cur = self._base.cursor()  # own transaction context, even on a shared connection
+        self._path = database_path(self._cur)
+        with _open_writers_lock:
+            if self._path in _open_writers:
+                self._close_connections()
+                raise AuditError(f"audit database {self._path} is already open for writing in this process")
+            _open_writers.add(self._path)
+        self._lock = threading.Lock()  # guards the buffer, seq and tree
+        self._io = threading.RLock()  # serialises database writes
+        self._buffer: list[tuple[Any, ...]] = []
+        self._closed = False
+        self._failed: str | None = None
+        try:
+            self.origin = self._open_log(origin)
+        except BaseException:
+            self._release()
+            raise
+        self._last_checkpoint_time = time.monotonic()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        if flush_interval > 0:
+            self._timer = threading.Thread(target=self._run_timer, name="audit-flush", daemon=True)
+            self._timer.start()
+
+    # -- opening -------------------------------------------------------------
+
+    def _open_log(self, origin: str | None) -> str:
+        cur = self._cur
+        try:
+            tables = {r[0] for r in cur.execute(q("tables")).fetchall()}
+            if tables != {"audit_meta", "audit_log", "audit_checkpoints"}:
+                if tables:
+                    raise AuditError(f"{self._path}: has only some audit tables ({', '.join(sorted(tables))})")
+                cur.execute(q("create_schema"))
+            meta = cur.execute(q("read_meta")).fetchone()
+            if meta is None:
+                origin = origin or DEFAULT_ORIGIN
+                if not origin or "\n" in origin:
+                    raise AuditError(f"origin {origin!r} must be a non-empty single line")
+                cur.execute(q("insert_meta"), {"origin": origin, "key_id": self._key.key_id})
+            elif origin is not None and origin != meta[0]:
+                raise AuditError(f"{self._path}: holds the log {meta[0]!r}, not {origin!r}")
+            else:
+                origin = meta[0]
+            count, last = cur.execute(q("log_state")).fetchone()
+            if count != last:
+                raise AuditError(f"{self._path}: seq has gaps or repeats; run `policyengine audit verify` first")
+            leaves = [bytes.fromhex(r[0]) for r in cur.execute(q("leaf_hashes")).fetchall()]
+            latest = cur.execute(q("latest_checkpoint")).fetchone()
+            last_key = cur.execute(q("last_record_key")).fetchone()
+        except duckdb.Error as err:
+            raise AuditError(f"{self._path}: cannot open the audit log ({str(err).splitlines()[0]})") from None
+        self._tree = CompactTree()
+        signed = Checkpoint.from_row(latest) if latest else None
+        for i, leaf in enumerate(leaves):
+            self._tree.append(leaf)
+            if signed and i + 1 == signed.tree_size and self._tree.root() != signed.root:
+                raise AuditError(
+                    f"{self._path}: records 1..{signed.tree_size} do not match their signed checkpoint; "
+                    "refusing to append (run `policyengine audit verify`)"
+                )
+        if signed and signed.tree_size > len(leaves):
+            raise AuditError(f"{self._path}: log is truncated below its checkpoint at {signed.tree_size}")
+        if last_key and last_key[0] != self._key.key_id:
+            raise AuditError(
+                f"{self._path}: the log is signed by key {last_key[0]}, not {self._key.key_id}; "
+                "use that key or record a rotation with `policyengine keys rotate`"
+            )
+        self._seq = len(leaves)
+        self._flushed = self._seq
+        self._checkpointed = signed.tree_size if signed else 0
+        return origin
+
+    # -- writing -------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        return self._key.key_id
+
+    @property
+    def size(self) -> int:
+        """Records appended so far (durable or not)."""
+        return self._seq
+
+    @property
+    def flushed(self) -> int:
+        """The highest seq known durable."""
+        return self._flushed
+
+    def append(
+        self,
+        event: str,
+        *,
+        actor: str | None = None,
+        workflow: str | None = None,
+        run_id: str | None = None,
+        payload: dict[str, Any],
+        policy_hash: str | None = None,
+    ) -> int:
+        """Buffer one record and return its seq; it is durable after the next flush."""
+        if event not in EVENTS:
+            raise AuditError(f"unknown audit event {event!r} (expected one of {', '.join(sorted(EVENTS))})")
+        if not isinstance(payload, dict):
+            raise AuditError(f"{event} payload must be a JSON object, not {type(payload).__name__}")
+        for name, value in (("actor", actor), ("workflow", workflow), ("run_id", run_id), ("policy_hash", policy_hash)):
+            if value is not None and not isinstance(value, str):
+                raise AuditError(f"{name} must be a string or None, not {type(value).__name__}")
+        try:
+            payload_text = canonical_text(self._masking.apply(payload))
+        except CanonicalJSONError as err:
+            raise AuditError(f"{event} payload: {err}") from None
+        now, ts = utc_now()
+        with self._lock:
+            self._check_open()
+            key_id = self._key.key_id
+            seq = self._seq + 1
+            try:
+                data = leaf_bytes(
+                    seq=seq, ts=ts, origin=self.origin, event=event, actor=actor, workflow=workflow,
+                    run_id=run_id, payload=payload_text, policy_hash=policy_hash, key_id=key_id,
+                )
+            except CanonicalJSONError as err:
+                raise AuditError(str(err)) from None
+            leaf = leaf_hash(data)
+            self._tree.append(leaf)
+            self._seq = seq
+            self._buffer.append(
+                (seq, now, self.origin, event, actor, workflow, run_id, payload_text, policy_hash, key_id, leaf.hex())
+            )
+            full = len(self._buffer) >= self._batch_size
+        if full:
+            self._write(checkpoint=self._checkpoint_due())
+        return seq
+
+    def flush(self, *, checkpoint: bool = False) -> int:
+        """Write buffered records durably (and sign a checkpoint if due or asked); return the last durable seq."""
+        self._write(checkpoint=checkpoint or self._checkpoint_due())
+        return self._flushed
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Flush and sign a checkpoint over everything appended so far."""
+        return self._write(checkpoint=True)
+
+    def rotate_key(self, new_key: SigningKey) -> int:
+        """Record a ``key_rotated`` event, sign it with the old key, then switch keys.
+
+        Call it while no other thread appends: records appended meanwhile would
+        carry the old key id but be signed by the new key.
+        """
+        if new_key.key_id == self._key.key_id:
+            raise AuditError("the new key is the key already in use")
+        with self._io:
+            seq = self.append(
+                "key_rotated",
+                payload={
+                    "old_key_id": self._key.key_id,
+                    "new_key_id": new_key.key_id,
+                    "new_public_key": new_key.public.pem,
+                },
+            )
+            self._write(checkpoint=True)
+            with self._lock:
+                self._key = new_key
+        return seq
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self._seq - self._checkpointed >= self._checkpoint_every
+            or (self._seq > self._checkpointed and time.monotonic() - self._last_checkpoint_time >= self._checkpoint_interval)
+        )
+
+    def _write(self, *, checkpoint: bool) -> Checkpoint | None:
+        with self._io:
+            with self._lock:
+                self._check_open()
+                rows, self._buffer = self._buffer, []
+                size = self._seq
+                root = self._tree.root() if checkpoint and size > self._checkpointed else None
+                key = self._key
+            if not rows and root is None:
+                return None
+            signed = None
+            if root is not None:
+                _, ts = utc_now()
+                signature = key.sign(checkpoint_note(self.origin, size, root, ts))
+                signed = Checkpoint(self.origin, size, root, ts, key.key_id, signature)
+            cur = self._cur
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                if rows:
+                    appender = cur.appender("audit_log")
+                    appender.append_rows(rows)
+                    appender.flush()
+                if signed is not None:
+                    row = signed.to_json()
+                    cur.execute(q("insert_checkpoint"), {k: row[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
+                cur.execute("COMMIT")
+            except duckdb.Error as err:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
+                raise AuditError(self._failed) from None
+            if rows:
+                self._flushed = rows[-1][0]
+            if signed is not None:
+                self._checkpointed = size
+                self._last_checkpoint_time = time.monotonic()
+            return signed
+
+    def _check_open(self) -> None:
+        if self._failed:
+            raise AuditError(self._failed)
+        if self._closed:
+            raise AuditError(f"audit log {self._path} is closed")
+
+    def _run_timer(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            try:
+                self._write(checkpoint=self._checkpoint_due())
+            except AuditError:
+                return  # the failure is kept in self._failed and raised to the next caller
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, sign a final checkpoint, and release the file."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        try:
+            if not self._failed:
+                self._write(checkpoint=True)
+        finally:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        with _open_writers_lock:
+            _open_writers.discard(self._path)
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        self._cur.close()
+        if self._owns_connection:
+            self._base.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,150 @@
+"""Drop or hash payload fields before they are written, so PII never lands in the log.
+
+Fields are named by RFC 6901 JSON pointers into the payload (``/request/data/ssn``),
+as in OPA's decision-log masking; a segment ``*`` matches every key of an object or
+every item of a list. The pointers that actually matched are recorded in the
+payload itself under ``_masked`` (``{"drop": [...], "hash": [...]}``), so an auditor
+sees what was removed without seeing the values. Hashing is SHA-256 over the
+value's canonical JSON; set ``salt_env`` to keep an HMAC key outside the config,
+because an unsalted hash of a low-entropy value (an SSN, a birth date) can be
+reversed by trying every value.
+
+Config file (YAML)::
+
+    drop:
+      - /request/principal/attrs/email
+    hash:
+      - /request/data/customer_id
+      - /request/context/people/*/name
+    salt_env: POLICYENGINE_MASK_SALT   # optional
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .canonical import canonical_bytes
+from .errors import AuditError
+
+MASKED_KEY = "_masked"
+
+
+def parse_pointer(pointer: str, where: str = "masking") -> tuple[str, ...]:
+    """Split an RFC 6901 pointer into unescaped segments (``~1`` is ``/``, ``~0`` is ``~``)."""
+    if not pointer.startswith("/"):
+        raise AuditError(f"{where}: JSON pointer {pointer!r} must start with '/'")
+    return tuple(seg.replace("~1", "/").replace("~0", "~") for seg in pointer[1:].split("/"))
+
+
+def _pointer_text(segments: tuple[str, ...]) -> str:
+    return "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
+
+
+@dataclass(frozen=True)
+class Masking:
+    """Which payload fields to drop and which to replace by a hash."""
+
+    drop: tuple[tuple[str, ...], ...] = ()
+    hash: tuple[tuple[str, ...], ...] = ()
+    salt: bytes | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.drop and not self.hash
+
+    def hash_value(self, value: Any) -> str:
+        data = canonical_bytes(value)
+        if self.salt:
+            return "hmac-sha256:" + hmac.new(self.salt, data, hashlib.sha256).hexdigest()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def apply(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Return a masked copy of ``payload`` (the caller's dict is never changed)."""
+        if self.empty:
+            return payload
+        result: Any = payload
+        dropped: list[str] = []
+        hashed: list[str] = []
+        for segments in self.hash:
+            result = _rewrite(result, segments, (), lambda v: self.hash_value(v), hashed)
+        for segments in self.drop:
+            result = _rewrite(result, segments, (), None, dropped)
+        if dropped or hashed:
+            result = dict(result)
+            result[MASKED_KEY] = {"drop": sorted(dropped), "hash": sorted(hashed)}
+        return result
+
+
+def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
+    """(key, child) pairs that ``segment`` selects in ``node``."""
+    if isinstance(node, dict):
+        if segment == "*":
+            yield from list(node.items())
+        elif segment in node:
+            yield segment, node[segment]
+    elif isinstance(node, list):
+        if segment == "*":
+            yield from enumerate(node)
+        elif segment.isdigit() and int(segment) < len(node):
+            yield int(segment), node[int(segment)]
+
+
+def _rewrite(node: Any, segments: tuple[str, ...], path: tuple[str, ...], replace: Any, applied: list[str]) -> Any:
+    """Copy ``node`` along the pointer, replacing (or dropping, if ``replace`` is None) its target."""
+    matches = list(_children(node, segments[0]))
+    if not matches:
+        return node
+    copy: Any = dict(node) if isinstance(node, dict) else list(node)
+    drop_keys = []
+    for key, child in matches:
+        here = path + (str(key),)
+        if len(segments) == 1:
+            applied.append(_pointer_text(here))
+            if replace is None:
+                drop_keys.append(key)
+            else:
+                copy[key] = replace(child)
+        else:
+            copy[key] = _rewrite(child, segments[1:], here, replace, applied)
+    for key in sorted(drop_keys, key=lambda k: k if isinstance(k, int) else 0, reverse=True):
+        del copy[key]
+    return copy
+
+
+NO_MASKING = Masking()
+
+
+def load_masking(path: str | os.PathLike[str]) -> Masking:
+    """Read a masking config (YAML); errors name the file."""
+    where = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise AuditError(f"{where}: cannot read masking config ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise AuditError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return NO_MASKING
+    if not isinstance(data, dict) or set(data) - {"drop", "hash", "salt_env"}:
+        raise AuditError(f"{where}: expected a mapping with keys drop, hash, salt_env")
+    lists = {}
+    for name in ("drop", "hash"):
+        items = data.get(name) or []
+        if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+            raise AuditError(f"{where}: {name} must be a list of JSON pointers")
+        lists[name] = tuple(parse_pointer(p, where) for p in items)
+    salt = None
+    if data.get("salt_env"):
+        value = os.environ.get(str(data["salt_env"]))
+        if not value:
+            raise AuditError(f"{where}: environment variable {data['salt_env']} (salt_env) is not set")
+        salt = value.encode("utf-8")
+    return Masking(drop=lists["drop"], hash=lists["hash"], salt=salt)
