@@ -261,3 +261,33 @@ def test_report_bias_from_the_audit_log_needs_group_and_positive(setup):
     line = one_error_line(pe("report", "bias", "--db", db, "--model", "nope", "--group", "subject.vendor_region",
                              "--positive", "x"))
     assert "no model_call decisions of model 'nope'" in line
+
+
+def test_monitor_signs_each_result_into_the_real_audit_log(tmp_path):
+    """Calls written by the audit writer; the monitor's alerts appended and signed by it too."""
+    audit = pytest.importorskip("policyengine.audit")
+    key = audit.generate_key(tmp_path / "monitor.pem")
+    db = tmp_path / "audit.duckdb"
+    with audit.AuditLog(db, key) as log:
+        for region, (n, selected) in GROUPS.items():
+            for i in range(n):
+                log.append("model_call", actor="invoice_classifier", workflow="invoice-exceptions", payload={
+                    "model": "classifier_small", "provider": "local", "tokens": 10, "cost_usd": 0.0,
+                    "latency_ms": 1.0, "status": "ok", "step": "classify", "subject": {"vendor_region": region},
+                    "outcome": "auto_resolved" if i < selected else "manual", "output": {"confidence": 0.9}})
+    rules = tmp_path / "risk.policy"
+    rules.write_text(POLICY)
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    r = pe("monitor", "--db", db, "--rules", rules, "--key", tmp_path / "monitor.pem", "--now", later,
+           "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert "not recorded" not in r.stderr
+    alerts = json.loads(pe("report", "alerts", "--db", db, "--format", "json").stdout)
+    assert len(alerts) == 4
+    bias = next(a for a in alerts if a["kind"] == "bias")
+    assert (bias["value"], bias["breach"], bias["action"]) == (0.5, True, "escalate")
+    drift = [a for a in alerts if a["kind"] == "drift"]
+    assert all(a["breach"] is False for a in drift)  # no baseline month yet: reported, not breached
+    signed = json.loads(pe("query", "SELECT DISTINCT key_id, policy_hash IS NOT NULL AS has_hash FROM audit_log "
+                                    "WHERE event = 'alert'", "--db", db, "--format", "json").stdout)
+    assert signed == [{"key_id": key.key_id, "has_hash": True}]

@@ -43,14 +43,17 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def _policy_set(rules: tuple[str, ...]) -> Any:
-    """The checked policy of ``--rules`` (for budget limits, rule kinds, agent owners)."""
-    if not rules:
-        return None
+    """The checked policy set of ``--rules`` (for budget limits, rule kinds, agent owners)."""
+    return _policy(rules).policy_set if rules else None
+
+
+def _policy(rules: tuple[str, ...]) -> Any:
+    """The loaded policy of ``--rules``; a broken rule file is one ``error:`` line."""
     from ..diagnostics import PolicyError
     from ..engine import load_policy
 
     try:
-        return load_policy(list(rules)).policy_set
+        return load_policy(list(rules))
     except PolicyError as e:
         first = e.findings[0].headline() if e.findings else "invalid rule files"
         _fail(f"--rules: {first}")
@@ -231,27 +234,16 @@ def query(sql: str, db: str, fmt: str, output: str | None) -> None:
 # --- monitor and the model block list -----------------------------------------------------------
 
 
-def _alert_sink(db: str, key: str | None) -> tuple[Any, Any]:
-    """A sink that signs each alert into the audit log, when ``--key`` is given.
-
-    Uses the audit package's writer (``policyengine.audit.AuditLog``) when it is
-    installed; the monitor itself does not depend on how records are signed.
-    """
+def _audit_writer(con: Any, key: str | None) -> Any:
+    """The signed audit log on ``con`` when ``--key`` is given (``policyengine.audit.AuditLog``)."""
     if key is None:
-        return None, lambda: None
-    try:
-        from ..audit import AuditLog  # type: ignore[attr-defined]
-    except ImportError:
-        raise ReportError("--key: this build has no audit writer (policyengine.audit.AuditLog)") from None
-    try:
-        log = AuditLog.open(db, key)  # type: ignore[attr-defined]
-    except Exception as e:  # noqa: BLE001 - another area's errors, shown as one line
-        raise ReportError(f"{db}: cannot open the audit log for writing ({e})") from None
+        return None
+    from ..audit import AuditError, AuditLog, load_private_key
 
-    def sink(payload: dict[str, Any]) -> None:
-        log.append("alert", actor="monitor", payload=payload)
-
-    return sink, log.close
+    try:
+        return AuditLog(con, load_private_key(key))
+    except AuditError as e:
+        raise ReportError(str(e)) from None
 
 
 def _monitor_rows(results: Any) -> Any:
@@ -297,21 +289,28 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
         except ValueError:
             raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now") from None
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
-    policy_set = _policy_set(rules)
+    policy = _policy(rules)
     try:
         if not Path(db).exists():
             raise ReportError(f"{db}: database file not found (pass --db FILE)")
-        sink, close = _alert_sink(db, key)
         try:
             con = duckdb.connect(db)
         except duckdb.Error as e:
             raise ReportError(f"{db}: not a DuckDB database ({str(e).splitlines()[0]})") from None
         try:
-            results = evaluate_all(con, policy_set, now)
-            blocked = record(con, results, sink, now)
+            results = evaluate_all(con, policy.policy_set, now)
+            log = _audit_writer(con, key)
+            sink = None
+            if log is not None:
+                def sink(payload: dict[str, Any]) -> None:
+                    log.append("alert", actor="monitor", payload=payload, policy_hash=policy.policy_hash)
+            try:
+                blocked = record(con, results, sink, now)
+            finally:
+                if log is not None:
+                    log.close()
         finally:
             con.close()
-            close()
     except ReportError as e:
         _fail(str(e))
     _emit(render_rows(_monitor_rows(results), fmt), None)  # type: ignore[arg-type]
