@@ -17,10 +17,9 @@ from types import MappingProxyType
 import duckdb
 import pytest
 
-try:
-    from policyengine.audit import AuditLog  # noqa: F401
-except ImportError:  # built by the audit-trail issue; these tests need the real signed log
-    pytest.skip("policyengine.audit.AuditLog is not available yet", allow_module_level=True)
+from policyengine.audit import EVENTS, AuditLog, generate_key, load_private_key
+
+RUN_EVENTS = "run" in EVENTS  # the audit log accepts the orchestrator's run events (docs/audit-events.md)
 
 from policyengine.budgets import DuckDBLedger
 from policyengine.engine import load_policy
@@ -145,8 +144,6 @@ class Env:
 
     def __init__(self, tmp: Path, clock: Clock, workflows: dict, profiles: dict | None = None,
                  faults=None, rules: str = RULES) -> None:
-        from policyengine.audit import AuditLog, generate_key, load_private_key
-
         rules_file = tmp / "pay.policy"
         rules_file.write_text(rules)
         key = tmp / "audit.key"
@@ -159,7 +156,7 @@ class Env:
         providers = Providers(default=LocalProvider(profiles or {}), retries=1, timeout_s=1)
         self.orch = Orchestrator(self.policy, StateStore(self.conn), self.audit, workflows=workflows,
                                  providers=providers, directory=USERS, ledger=self.ledger, clock=clock,
-                                 faults=faults)
+                                 faults=faults, record_runs=RUN_EVENTS)
 
     def events(self, run_id: str | None = None, event: str | None = None) -> list[dict]:
         self.orch.flush()
@@ -175,7 +172,11 @@ class Env:
         self.conn.close()
 
     def crash(self) -> None:
-        """Stop without flushing anything: only what was committed survives."""
+        """Stop without flushing run state or budget charges: only what was committed survives.
+
+        (The audit log flushes on its own timer anyway; it is closed so the file can be reopened.)
+        """
+        self.audit.close()
         self.conn.close()
 
 
@@ -196,7 +197,7 @@ def test_allowed_run_completes_and_records_every_step(tmp_path, clock, effects):
     assert (r.status, r.outcome, r.models) == ("completed", "auto_resolved", ("small",))
     assert r.tokens > 0 and r.cost_usd > 0
     events = env.events(r.run_id)
-    assert [e["event"] for e in events] == ["decision", "model_call", "decision", "tool_call", "run"]
+    assert [e["event"] for e in events] == ["decision", "model_call", "decision", "tool_call"] + ["run"] * RUN_EVENTS
     call = events[1]
     assert call["model"] == "small" and call["status"] == "ok" and call["step"] == "classify"
     assert call["subject"] == {"vendor_region": "EU"} and call["outcome"] == "auto_resolved"

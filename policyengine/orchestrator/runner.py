@@ -125,7 +125,8 @@ class Orchestrator:
     def __init__(self, policy: Any, store: StateStore, audit: AuditSink, *, workflows: Mapping[str, Workflow],
                  providers: Providers | None = None, directory: Directory | None = None,
                  ledger: BufferedLedger | None = None, clock: Callable[[], datetime] | None = None,
-                 flush_every: int = 200, faults: Callable[[str, str], None] | None = None) -> None:
+                 flush_every: int = 200, faults: Callable[[str, str], None] | None = None,
+                 record_runs: bool = True) -> None:
         self.policy = policy
         self.store = store
         self.audit = audit
@@ -137,6 +138,7 @@ class Orchestrator:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.flush_every = flush_every
         self.faults = faults
+        self.record_runs = record_runs  # write a ``run`` audit event when a run ends or pauses
         self._pool: ThreadPoolExecutor | None = None
 
     # --- public API ----------------------------------------------------------------
@@ -343,9 +345,10 @@ class Orchestrator:
             for a in self.store.approvals(run.run_id):
                 if a.status == "pending":
                     self.store.put(replace(a, status="cancelled", decided_at=final.updated_at))
-        self._audit(final, "run", run.requested_by, {
-            "status": status, "outcome": outcome, "item_id": run.item_id, "reason": reason,
-            "tokens": tokens, "cost_usd": cost, "steps": len(steps)})
+        if self.record_runs:
+            self._audit(final, "run", run.requested_by, {
+                "status": status, "outcome": outcome, "item_id": run.item_id, "reason": reason,
+                "tokens": tokens, "cost_usd": cost, "steps": len(steps)})
         return self._result(final, step_ms, approval, steps)
 
     def _result(self, run: RunRecord, step_ms: Sequence[float], approval: ApprovalRecord | None = None,
@@ -576,16 +579,16 @@ class Orchestrator:
                 if p.model != first:
                     p.output["fallback_from"] = first
         elif isinstance(step, ToolCall):
-            self._audit(run, "tool_call", wf.agent, {
-                "tool": p.ask.id, "status": "error" if p.error else "ok", "step": step.name, "error": p.error,
-                "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": p.receipt},
-                self.policy.policy_hash)
             if step.effect and p.error is None and not p.receipt:
                 # the receipt is durable before anything else happens
                 self.store.write_receipt(EffectRecord(key, run.run_id, step.name, p.ask.id or step.name,
                                                       _dumps(p.output), naive_utc(self.clock())))
                 if self.faults is not None:
                     self.faults("after_effect", step.name)
+            self._audit(run, "tool_call", wf.agent, {
+                "tool": p.ask.id, "status": "error" if p.error else "ok", "step": step.name, "error": p.error,
+                "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": p.receipt},
+                self.policy.policy_hash)
         elif isinstance(step, DataRead):
             self._audit(run, "data_access", wf.agent, {
                 "dataset": p.ask.id, "classification": p.ask.data.get("classification"),

@@ -134,7 +134,7 @@ class Session:
         self.orchestrator: Orchestrator
 
     def __enter__(self) -> Session:
-        from ..audit import AuditError, AuditLog, generate_key, load_private_key
+        from ..audit import EVENTS, AuditError, AuditLog, generate_key, load_private_key
 
         cfg = self.config
         try:
@@ -158,7 +158,8 @@ class Session:
             providers = load_providers(cfg.providers, policy)
             clock = (lambda: cfg.now) if cfg.now is not None else None
             self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
-                                             providers=providers, directory=directory, ledger=ledger, clock=clock)
+                                             providers=providers, directory=directory, ledger=ledger, clock=clock,
+                                             record_runs="run" in EVENTS)
         except PolicyError as exc:
             self._abort()
             first = exc.findings[0] if getattr(exc, "findings", None) else None
