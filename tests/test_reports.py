@@ -350,3 +350,65 @@ def test_report_header_is_parsed():
     assert "four-eyes principle" in spec.description  # continuation lines are joined
     gate = {p.name: p for p in spec.params}["gate"]
     assert not gate.required and gate.default == "null"
+
+
+# --- with the real engine and the real audit writer --------------------------------------------
+
+E2E_POLICY = """\
+package finance
+
+role analyst
+role senior_analyst extends analyst
+
+model us_big
+    provider "openai-compatible" region "us-east-1" hosting external
+
+rule analysts_invoke
+    allow role analyst to invoke model "*"
+
+rule analysts_pay
+    allow role analyst to approve_payment workflow "*"
+
+residency eu_personal_data
+    when data.classification in ["pii"] and data.origin in ["DE", "FR"]
+    require region in ["eu-west-1", "eu-central-1"]
+
+escalate large_payment
+    when action == "approve_payment" and context.amount > 10_000
+    to role senior_analyst
+    within 4h else deny
+    require distinct approver
+"""
+
+
+def test_reports_read_what_the_engine_decides_and_the_audit_writer_signs(tmp_path):
+    audit = pytest.importorskip("policyengine.audit")
+    from policyengine.engine import load_policy
+
+    (tmp_path / "finance.policy").write_text(E2E_POLICY)
+    policy = load_policy([tmp_path / "finance.policy"])
+    requests = [
+        {"principal": {"id": "ann", "roles": ["analyst"]}, "action": "invoke",
+         "resource": {"kind": "model", "id": "us_big"}, "data": {"classification": "pii", "origin": "DE"}},
+        {"principal": {"id": "ann", "roles": ["analyst"]}, "action": "approve_payment",
+         "resource": {"kind": "workflow", "id": "payments"}, "context": {"amount": 20_000}},
+        {"principal": {"id": "bob", "roles": ["analyst"]}, "action": "read", "resource": {"kind": "dataset", "id": "hr"}},
+    ]
+    db = tmp_path / "audit.duckdb"
+    with audit.AuditLog(db, audit.generate_key(tmp_path / "k.pem")) as log:
+        log.append("policy_loaded", actor="ci", payload={"files": ["finance.policy"], "rules": 4},
+                   policy_hash=policy.policy_hash)
+        for i, request in enumerate(requests):
+            decision = policy.evaluate(request)
+            log.append("decision", actor=request["principal"]["id"], run_id=f"r{i}",
+                       payload={"request": request, "decision": decision.to_dict()}, policy_hash=decision.policy_hash)
+    blocks = run_named_report(db, "residency_blocks", {}, policy_set=policy.policy_set)
+    assert [row[:4] for row in blocks.rows] == [("finance.eu_personal_data", "DE", "pii", "us-east-1")]
+    denials = rows(db, "denials")
+    assert [(r["actor"], r["rule"]) for r in denials] == [("ann", "finance.eu_personal_data"), ("bob", "<default-deny>")]
+    later = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
+    overdue = rows(db, "overdue_approvals", as_of=later)
+    assert [(r["requester"], r["gate"], r["status"]) for r in overdue] == [("ann", "finance.large_payment", "pending")]
+    assert rows(db, "overdue_approvals", as_of=datetime.now(UTC).isoformat()) == []
+    versions = rows(db, "policy_versions")
+    assert [(r["policy_hash"], r["decisions"], r["rules"]) for r in versions] == [(policy.policy_hash, 3, 4)]
