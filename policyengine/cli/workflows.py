@@ -196,13 +196,14 @@ def demo_command(db: Path, key: Path, limit: int | None) -> None:
     console.print(_summary_table(summaries))
     for s in summaries:
         _details(console, s)
-    console.print(f"""
-Next:
-  policyengine runs list --db {db} --status waiting_approval     runs waiting for a human
-  policyengine approve RUN --as alice --db {db}                   approve as alice (senior_analyst; users: data/directory.yaml)
-  policyengine audit verify --db {db}                             check the signed audit trail
-  policyengine report --list                                      reports for auditors (then: report NAME --db {db})
-""")
+    hints = [
+        (f"policyengine runs list --db {db} --status waiting_approval", "runs waiting for a human"),
+        (f"policyengine approve RUN --as alice --db {db}", "approve as alice (senior_analyst; users: data/directory.yaml)"),
+        (f"policyengine audit verify --db {db}", "check the signed audit trail"),
+        ("policyengine report --list", f"reports for auditors (then: policyengine report NAME --db {db})"),
+    ]
+    width = max(len(cmd) for cmd, _ in hints)
+    console.print("\nNext:\n" + "\n".join(f"  {cmd:<{width}}   {what}" for cmd, what in hints), highlight=False)
 
 
 # --- runs ----------------------------------------------------------------------------
