@@ -309,9 +309,12 @@ def test_query_cannot_read_other_files(audit_db, tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("report", "query"):
-        out = ok(command, "--help")
-        assert "Usage:" in out and len(out.splitlines()) > 5
+    for command in (("report",), ("query",), ("monitor",), ("models", "blocked"), ("models", "unblock")):
+        out = ok(*command, "--help")
+        usage, _, rest = out.partition("\n\n")
+        assert usage.startswith("Usage: policyengine " + " ".join(command))
+        assert rest.strip().splitlines()[0].strip()  # a one-line summary before the options
+        assert "Options:" in out
 
 
 # --- the HTML renders in a real browser -------------------------------------------------------------
