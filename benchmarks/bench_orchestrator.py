@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from policyengine.audit import AuditLog, generate_key, load_private_key
+from policyengine.audit import EVENTS, AuditLog, generate_key, load_private_key
 from policyengine.budgets import DuckDBLedger
 from policyengine.engine import load_policy
 from policyengine.orchestrator.ledger import BufferedLedger
@@ -125,7 +125,8 @@ def run(items: int, effect: bool, tmp: Path, breakdown: bool) -> tuple[float, in
         audit = Timed(audit, tally, "audit", ("append", "flush"))
         store = Timed(store, tally, "state", ("put", "flush", "steps", "approvals", "effect"))
         providers = Timed(providers, tally, "provider", ("call",))
-    orch = Orchestrator(policy, store, audit, workflows={}, providers=providers, ledger=ledger, flush_every=500)
+    orch = Orchestrator(policy, store, audit, workflows={}, providers=providers, ledger=ledger, flush_every=500,
+                        record_runs="run" in EVENTS)
     wf = workflow(effect)
     batch = [{"id": f"INV-{i}", "amount": 100 + i} for i in range(items)]
     t = time.perf_counter()

@@ -26,7 +26,7 @@ from policyengine.engine import load_policy
 from policyengine.orchestrator.approvals import ApprovalRefused, Directory, User
 from policyengine.orchestrator.ledger import BufferedLedger
 from policyengine.orchestrator.providers import LocalProvider, ModelProfile, Providers
-from policyengine.orchestrator.runner import Orchestrator, RunError, SimulatedCrash
+from policyengine.orchestrator.runner import Orchestrator, RecordError, RunError, SimulatedCrash
 from policyengine.orchestrator.state import StateStore
 from policyengine.orchestrator.summary import BatchSummary
 from policyengine.orchestrator.workflow import (
@@ -457,3 +457,12 @@ def test_a_bad_item_fails_its_run_with_the_message_and_the_batch_goes_on(tmp_pat
     r = env.orch.start(broken, {"id": "x"}, requested_by="carol")
     assert (r.status, r.reason) == ("failed", "workflow code failed: KeyError: 'dataset'")
     env.close()
+
+
+def test_nothing_runs_unrecorded_when_the_audit_log_fails(tmp_path, clock, effects):
+    env = Env(tmp_path, clock, {"pay": pay_workflow("pay", effects)})
+    env.audit.close()  # the log is gone: the very first decision cannot be recorded
+    with pytest.raises(RecordError, match="audit log: .*closed"):
+        env.orch.run_batch("pay", [{"id": "INV-14", "amount": 5}], requested_by="carol")
+    assert effects.calls == {}
+    env.conn.close()

@@ -78,11 +78,13 @@ def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | Non
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
     from ..orchestrator.approvals import ApprovalRefused
-    from ..orchestrator.runner import RunError
+    from ..orchestrator.runner import RecordError, RunError
     from ..orchestrator.session import SessionError
 
-    return (SessionError, RunError, ApprovalRefused)
+    return (SessionError, RunError, ApprovalRefused, RecordError, duckdb.Error)
 
 
 # --- run / demo ---------------------------------------------------------------------

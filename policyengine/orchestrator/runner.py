@@ -28,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import duckdb
+
 from ..decision import ApprovalRequired, Decision
 from .approvals import ApprovalRefused, Directory, check_decider
 from .ledger import BufferedLedger
@@ -52,6 +54,10 @@ class AuditSink(Protocol):
 
 class RunError(Exception):
     """A run cannot be found or is not in a state that allows the operation (exit 1)."""
+
+
+class RecordError(Exception):
+    """The audit log refused or failed to take a record: the run cannot go on unrecorded (exit 1)."""
 
 
 class SimulatedCrash(BaseException):
@@ -295,6 +301,8 @@ class Orchestrator:
         journal: dict[str, StepRecord] = {} if fresh else {s.step: s for s in self.store.steps(run.run_id)}
         try:
             return self._steps(wf, run, fresh, journal)
+        except (RecordError, duckdb.Error):
+            raise  # the machinery failed, not the workflow: stop
         except Exception as exc:  # noqa: BLE001 - reported on the run, never as a traceback
             reason = f"workflow code failed: {type(exc).__name__}: {exc}"
             return self._finish(run, "failed", "failed", reason, (), journal, fresh=fresh)
@@ -610,8 +618,11 @@ class Orchestrator:
 
     def _audit(self, run: RunRecord, event: str, actor: str | None, payload: dict[str, Any],
                policy_hash: str | None = None) -> None:
-        self.audit.append(event, actor=actor, workflow=run.workflow, run_id=run.run_id, payload=payload,
-                          policy_hash=policy_hash or self.policy.policy_hash)
+        try:
+            self.audit.append(event, actor=actor, workflow=run.workflow, run_id=run.run_id, payload=payload,
+                              policy_hash=policy_hash or self.policy.policy_hash)
+        except Exception as exc:  # noqa: BLE001 - whatever the sink raises, nothing runs unrecorded
+            raise RecordError(f"audit log: {exc}") from None
 
     def _workflow(self, workflow: str | Workflow) -> Workflow:
         if isinstance(workflow, Workflow):
@@ -632,4 +643,4 @@ class Orchestrator:
         return run
 
 
-__all__ = ["ApprovalRefused", "AuditSink", "Orchestrator", "RunError", "RunResult", "SimulatedCrash"]
+__all__ = ["ApprovalRefused", "AuditSink", "Orchestrator", "RecordError", "RunError", "RunResult", "SimulatedCrash"]
