@@ -263,14 +263,21 @@ class Builder(Transformer):
         # any word parses; the checker reports one that is not internal/external, with a suggestion
         return self._clause("hosting", value.value, kw, value)
 
-    def c_cost(self, kw: Token, money: ast.Money, per: Token, one: Token, scale: Token, unit: Token) -> _Clause:
-        if one.value != "1" or scale.value != "M" or unit.value != "tokens":
+    def c_cost(self, kw: Token, money: ast.Money, per: Token, count: Token, scale: Token, unit: Token | None) -> _Clause:
+        """``per 1M tokens`` as the registry keeps it; ``per 1K tokens`` and ``per 1000 tokens`` are converted."""
+        multiplier = {"M": 1_000_000, "K": 1000, "k": 1000}.get(scale.value) if unit is not None else 1
+        last = unit if unit is not None else scale
+        number = _number(count)
+        if multiplier is None or last.value != "tokens" or number <= 0:
             raise _syntax(
-                "a model's cost is written per 1M tokens",
-                self._cover(self._span(one), self._span(unit)),
-                help="for example: cost 0.20 USD per 1M tokens",
+                "a model's cost is given per 1M tokens, per 1K tokens or per N tokens",
+                self._cover(self._span(count), self._span(last)),
+                help="for example: cost 0.20 USD per 1M tokens (or per 1K tokens)",
             )
-        return self._clause("cost", money, kw, unit)
+        tokens = number * multiplier
+        if tokens != 1_000_000:  # converted; 15 digits drop float noise such as 2.0000000000000004
+            money = ast.Money(float(f"{money.amount * 1_000_000 / tokens:.15g}"), money.currency, span=money.span)
+        return self._clause("cost", money, kw, last)
 
     def c_latency(self, kw: Token, value: Token, unit: Token) -> _Clause:
         scale = {"ms": 1, "s": 1000}.get(unit.value)
