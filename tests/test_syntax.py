@@ -284,6 +284,14 @@ def test_comments_are_collected_with_their_line_and_placement() -> None:
     )
 
 
+def test_windows_line_endings_and_tabs_mean_the_same() -> None:
+    crlf = _SAMPLE.replace("\n", "\r\n").replace("    ", "\t")
+    file = parse_policy(crlf)
+    assert file == parse_policy(_SAMPLE)
+    assert [c.text for c in file.comments] == [c.text for c in parse_policy(_SAMPLE).comments]
+    assert [d.span.line for d in file.decls] == [d.span.line for d in parse_policy(_SAMPLE).decls]
+
+
 def test_a_byte_order_mark_is_ignored() -> None:
     assert parse_policy("\ufeffpackage t\n").package == N("t")
 
