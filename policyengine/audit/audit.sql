@@ -111,8 +111,23 @@ SELECT seq, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, origin
        workflow, run_id, payload::VARCHAR AS payload, policy_hash, key_id, leaf_hash
 FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT $limit) ORDER BY seq;
 
+-- name: keys_at
+SELECT seq, key_id FROM audit_log WHERE seq = ANY($seqs);
+
 -- name: rotations
 SELECT seq, key_id, payload::VARCHAR FROM audit_log WHERE event = 'key_rotated' ORDER BY seq;
 
 -- name: record_keys
 SELECT key_id, count(*) FROM audit_log GROUP BY key_id ORDER BY min(seq);
+
+-- name: export_parquet
+COPY (SELECT * FROM audit_log ORDER BY seq) TO $out (FORMAT parquet, KV_METADATA {policyengine_audit: $meta});
+
+-- name: import_meta
+INSERT INTO audit_meta VALUES ($origin, $format, now(), $key_id);
+
+-- name: parquet_meta
+SELECT decode(key), decode(value) FROM parquet_kv_metadata($path);
+
+-- name: import_parquet
+INSERT INTO audit_log SELECT * FROM read_parquet($path);

@@ -1,0 +1,59 @@
+"""Record engine decisions as ``decision`` audit events (used by ``eval --audit``).
+
+Kept apart from the writer so the engine need not know the audit tables: it
+hands over a request and a Decision, and this module shapes the payload as
+docs/audit-events.md fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .keys import load_private_key
+from .log import AuditLog
+from .masking import NO_MASKING, Masking
+
+
+def _as_json(value: Any) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+def decision_event(request: Any, decision: Any, step: str | None = None) -> dict[str, Any]:
+    """Columns and payload of one ``decision`` record (pydantic models or plain dicts)."""
+    req = _as_json(request)
+    dec = _as_json(decision)
+    principal = req.get("principal") if isinstance(req, dict) else None
+    context = req.get("context") if isinstance(req, dict) else None
+    payload: dict[str, Any] = {"request": req, "decision": dec}
+    if step is not None:
+        payload["step"] = step
+    return {
+        "actor": principal.get("id") if isinstance(principal, dict) else None,
+        "workflow": context.get("workflow") if isinstance(context, dict) else None,
+        "policy_hash": (dec.get("policy_hash") or None) if isinstance(dec, dict) else None,
+        "payload": payload,
+    }
+
+
+@contextmanager
+def record_decisions(
+    db: str | os.PathLike[str], key_path: str | os.PathLike[str], *, masking: Masking = NO_MASKING,
+    run_id: str | None = None,
+) -> Iterator[Callable[[Any, Any], int]]:
+    """Open the log and yield ``record(request, decision) -> seq``; closes (and signs) on exit."""
+    key = load_private_key(key_path)
+    with AuditLog(db, key, masking=masking) as log:
+
+        def record(request: Any, decision: Any) -> int:
+            return log.append("decision", run_id=run_id, **decision_event(request, decision))
+
+        yield record

@@ -1,0 +1,196 @@
+"""Reading an audit database, and exports that verify on their own.
+
+An export carries every column, the log's meta row and all checkpoints, so
+``verify_export`` can rebuild the tables in an in-memory DuckDB and run the same
+checks as on the database. JSON Lines: a header line, one line per record (the
+payload embedded as its canonical JSON), one line per checkpoint. Parquet: the
+records as rows, the header and checkpoints as JSON in the file's key-value
+metadata under ``policyengine_audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .canonical import CanonicalJSONError, canonical_text
+from .errors import AuditError
+from .keys import PublicKey
+from .log import Checkpoint, connect
+from .sql import q
+from .verify import VerifyReport, verify_connection
+
+EXPORT_FORMAT = 1
+RECORD_COLUMNS = ("seq", "ts", "origin", "event", "actor", "workflow", "run_id", "payload", "policy_hash",
+                  "key_id", "leaf_hash")
+_PARQUET_KEY = "policyengine_audit"
+_CHUNK = 50_000
+
+
+@contextmanager
+def open_readonly(path: str | os.PathLike[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to an audit database, with one-line errors."""
+    con = connect(path, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def verify_database(
+    path: str | os.PathLike[str], trusted: Sequence[PublicKey], *, anchor: Checkpoint | None = None,
+    strict: bool = False,
+) -> VerifyReport:
+    with open_readonly(path) as con:
+        return verify_connection(con, str(path), trusted, anchor=anchor, strict=strict)
+
+
+def _header(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, Any]:
+    try:
+        meta = con.execute(q("read_meta")).fetchone()
+        checkpoints = [Checkpoint.from_row(r).to_json() for r in con.execute(q("checkpoints")).fetchall()]
+    except duckdb.Error as err:
+        raise AuditError(f"{source}: not a policyengine audit database ({str(err).splitlines()[0]})") from None
+    if meta is None:
+        raise AuditError(f"{source}: audit_meta is empty; nothing to export")
+    return {"type": "header", "format": EXPORT_FORMAT, "origin": meta[0], "leaf_format": meta[1],
+            "first_key_id": meta[2], "checkpoints": checkpoints}
+
+
+def export_jsonl(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Write the log as JSON Lines; returns the number of records."""
+    count = 0
+    with open_readonly(db) as con, open(out, "w", encoding="utf-8") as fh:
+        header = _header(con, str(db))
+        checkpoints = header.pop("checkpoints")
+        fh.write(json.dumps(header, ensure_ascii=False) + "\n")
+        first = 1
+        while True:
+            rows = con.execute(q("records_from"), {"first": first, "limit": _CHUNK}).fetchall()
+            for row in rows:
+                record = dict(zip(RECORD_COLUMNS, row, strict=True))
+                payload = record.pop("payload")
+                fh.write(json.dumps({"type": "record", **record}, ensure_ascii=False)[:-1] + f',"payload":{payload}}}\n')
+            count += len(rows)
+            if len(rows) < _CHUNK:
+                break
+            first = rows[-1][0] + 1
+        for cp in checkpoints:
+            fh.write(json.dumps({"type": "checkpoint", **cp}) + "\n")
+    return count
+
+
+def export_parquet(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Write the records as Parquet with the header and checkpoints in its metadata."""
+    with open_readonly(db) as con:
+        header = json.dumps(_header(con, str(db)))
+        try:
+            con.execute(
+                q("export_parquet"),
+                {"out": str(out), "meta": header},
+            )
+            return con.execute(q("log_state")).fetchone()[0]
+        except duckdb.Error as err:
+            raise AuditError(f"{out}: cannot write Parquet ({str(err).splitlines()[0]})") from None
+
+
+def verify_export(
+    path: str | os.PathLike[str], trusted: Sequence[PublicKey], *, anchor: Checkpoint | None = None,
+    strict: bool = False,
+) -> VerifyReport:
+    """Verify a ``.jsonl`` or ``.parquet`` export without the database."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise AuditError(f"{path}: cannot read export ({err.strerror})") from None
+    con = duckdb.connect()
+    try:
+        con.execute(q("create_schema"))
+        if magic == b"PAR1":
+            _load_parquet(con, path)
+        else:
+            _load_jsonl(con, path)
+        return verify_connection(con, str(path), trusted, anchor=anchor, strict=strict)
+    finally:
+        con.close()
+
+
+def _load_header(con: duckdb.DuckDBPyConnection, header: Any, where: str) -> None:
+    if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != EXPORT_FORMAT:
+        raise AuditError(f"{where}: not a policyengine audit export (missing header)")
+    try:
+        con.execute(q("import_meta"),
+                    {"origin": header["origin"], "format": header["leaf_format"], "key_id": header["first_key_id"]})
+        for cp in header.get("checkpoints", []):
+            _insert_checkpoint(con, cp, where)
+    except (KeyError, duckdb.Error) as err:
+        raise AuditError(f"{where}: malformed export header ({err})") from None
+
+
+def _insert_checkpoint(con: duckdb.DuckDBPyConnection, cp: dict[str, Any], where: str) -> None:
+    try:
+        con.execute(q("insert_checkpoint"), {k: cp[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
+    except (KeyError, TypeError, duckdb.Error) as err:
+        raise AuditError(f"{where}: malformed checkpoint ({err})") from None
+
+
+def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    try:
+        meta = dict(con.execute(q("parquet_meta"), {"path": str(path)}).fetchall())
+        if _PARQUET_KEY not in meta:
+            raise AuditError(f"{path}: Parquet file has no {_PARQUET_KEY} metadata; not an audit export")
+        _load_header(con, json.loads(meta[_PARQUET_KEY]), str(path))
+        con.execute(q("import_parquet"), {"path": str(path)})
+    except (duckdb.Error, ValueError) as err:
+        raise AuditError(f"{path}: unreadable Parquet export ({str(err).splitlines()[0]})") from None
+
+
+def _load_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    rows: list[tuple[Any, ...]] = []
+    header_seen = False
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            for number, line in enumerate(fh, 1):
+                where = f"{path}:{number}"
+                try:
+                    item = json.loads(line)
+                except ValueError as err:
+                    raise AuditError(f"{where}: not JSON ({err})") from None
+                if not header_seen:
+                    _load_header(con, item, where)
+                    header_seen = True
+                elif isinstance(item, dict) and item.get("type") == "record":
+                    rows.append(_record_row(item, where))
+                elif isinstance(item, dict) and item.get("type") == "checkpoint":
+                    _insert_checkpoint(con, item, where)
+                else:
+                    raise AuditError(f"{where}: expected a record or checkpoint line")
+        except UnicodeDecodeError:
+            raise AuditError(f"{path}: not a UTF-8 JSON Lines export") from None
+    if not header_seen:
+        raise AuditError(f"{path}: empty export")
+    try:
+        appender = con.appender("audit_log")
+        appender.append_rows(rows)
+        appender.flush()
+    except duckdb.Error as err:
+        raise AuditError(f"{path}: malformed record values ({str(err).splitlines()[0]})") from None
+
+
+def _record_row(item: dict[str, Any], where: str) -> tuple[Any, ...]:
+    try:
+        values = {name: item[name] for name in RECORD_COLUMNS}
+        values["payload"] = canonical_text(values["payload"])
+    except KeyError as err:
+        raise AuditError(f"{where}: record lacks {err}") from None
+    except CanonicalJSONError as err:
+        raise AuditError(f"{where}: payload {err}") from None
+    return tuple(values[name] for name in RECORD_COLUMNS)

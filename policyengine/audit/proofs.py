@@ -1,0 +1,131 @@
+"""Portable evidence: anchor files and inclusion proofs that verify without the database.
+
+An anchor is one signed checkpoint kept outside the database (by an auditor or a
+witness): deleting the tail of the log together with its checkpoints cannot be
+seen from inside, but it can against an anchor. An inclusion proof carries one
+record, the RFC 9162 audit path from its leaf to a checkpoint's root, and that
+signed checkpoint; with the public key alone anyone can check it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .canonical import CanonicalJSONError, canonical_text
+from .errors import AuditError
+from .export import RECORD_COLUMNS, open_readonly
+from .keys import PublicKey
+from .log import Checkpoint
+from .merkle import MerkleTree, verify_inclusion
+from .sql import q
+from .verify import exact_leaf
+
+ANCHOR_TYPE = "policyengine-audit-checkpoint"
+PROOF_TYPE = "policyengine-audit-inclusion"
+
+
+def latest_checkpoint(db: str | os.PathLike[str]) -> Checkpoint:
+    with open_readonly(db) as con:
+        row = con.execute(q("latest_checkpoint")).fetchone()
+    if row is None:
+        raise AuditError(f"{db}: has no checkpoint yet")
+    return Checkpoint.from_row(row)
+
+
+def anchor_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {"type": ANCHOR_TYPE, **checkpoint.to_json(), "note": checkpoint.note().decode("utf-8")}
+
+
+def read_json_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise AuditError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise AuditError(f"{path}: {what} is not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise AuditError(f"{path}: {what} must be a JSON object")
+    return data
+
+
+def checkpoint_from_json(data: dict[str, Any], where: str) -> Checkpoint:
+    try:
+        return Checkpoint(
+            origin=str(data["origin"]),
+            tree_size=int(data["tree_size"]),
+            root=bytes.fromhex(data["root"]),
+            ts=str(data["ts"]),
+            key_id=str(data["key_id"]),
+            signature=base64.b64decode(data["signature"], validate=True),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise AuditError(f"{where}: malformed checkpoint ({err.__class__.__name__}: {err})") from None
+
+
+def read_anchor(path: str | os.PathLike[str]) -> Checkpoint:
+    data = read_json_file(path, "anchor")
+    if data.get("type") != ANCHOR_TYPE:
+        raise AuditError(f"{path}: not a checkpoint anchor (written by `policyengine audit checkpoint --out`)")
+    return checkpoint_from_json(data, str(path))
+
+
+def prove(db: str | os.PathLike[str], seq: int) -> dict[str, Any]:
+    """An inclusion proof of record ``seq`` in the latest checkpoint covering it."""
+    with open_readonly(db) as con:
+        row = con.execute(q("latest_checkpoint")).fetchone()
+        if row is None:
+            raise AuditError(f"{db}: has no checkpoint yet; nothing can be proved")
+        checkpoint = Checkpoint.from_row(row)
+        if not 1 <= seq <= checkpoint.tree_size:
+            raise AuditError(f"{db}: seq {seq} is not covered by the latest checkpoint (1..{checkpoint.tree_size})")
+        records = con.execute(q("record_columns"), {"seqs": [seq]}).fetchall()
+        leaves = [r[0] for r in con.execute(q("leaf_hashes_upto"), {"size": checkpoint.tree_size}).fetchall()]
+    if len(records) != 1 or len(leaves) != checkpoint.tree_size:
+        raise AuditError(f"{db}: records do not match the checkpoint; run `policyengine audit verify`")
+    try:
+        tree = MerkleTree([bytes.fromhex(h) for h in leaves])
+    except ValueError:
+        raise AuditError(f"{db}: a leaf hash is not hex; run `policyengine audit verify`") from None
+    if tree.root() != checkpoint.root:
+        raise AuditError(f"{db}: records do not hash to the latest checkpoint; run `policyengine audit verify`")
+    record = dict(zip(RECORD_COLUMNS, records[0], strict=True))
+    record["payload"] = json.loads(record["payload"])
+    return {
+        "type": PROOF_TYPE,
+        "record": record,
+        "leaf_index": seq - 1,
+        "audit_path": [h.hex() for h in tree.inclusion_proof(seq - 1)],
+        "checkpoint": anchor_json(checkpoint),
+    }
+
+
+def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "proof") -> str:
+    """Check an inclusion proof; return a one-line summary or raise AuditError."""
+    if data.get("type") != PROOF_TYPE:
+        raise AuditError(f"{where}: not an inclusion proof (written by `policyengine audit prove`)")
+    checkpoint = checkpoint_from_json(data.get("checkpoint") or {}, where)
+    try:
+        record = data["record"]
+        row = [record[c] for c in RECORD_COLUMNS]
+        row[RECORD_COLUMNS.index("payload")] = canonical_text(record["payload"])
+        index = int(data["leaf_index"])
+        path = [bytes.fromhex(h) for h in data["audit_path"]]
+    except (KeyError, TypeError, ValueError, CanonicalJSONError) as err:
+        raise AuditError(f"{where}: malformed proof ({err.__class__.__name__}: {err})") from None
+    keys = {k.key_id: k for k in trusted}
+    key = keys.get(checkpoint.key_id)
+    if key is None:
+        raise AuditError(f"{where}: checkpoint is signed by key {checkpoint.key_id}, which is not among the given keys")
+    if not key.verify(checkpoint.signature, checkpoint.note()):
+        raise AuditError(f"{where}: forged signature on the checkpoint at tree size {checkpoint.tree_size}")
+    leaf = exact_leaf(row)
+    if leaf is None or index != record["seq"] - 1:
+        raise AuditError(f"{where}: record {record.get('seq')} cannot be encoded canonically")
+    if not verify_inclusion(index, checkpoint.tree_size, leaf, path, checkpoint.root):
+        raise AuditError(f"{where}: record {record['seq']} is NOT included in the checkpoint at tree size {checkpoint.tree_size}")
+    return (f"{where}: OK, record {record['seq']} ({record['event']}) is included in {checkpoint.origin!r} "
+            f"at tree size {checkpoint.tree_size}, signed by {checkpoint.key_id}")

@@ -1,0 +1,302 @@
+"""Check an audit log end to end and name the first thing wrong with it.
+
+Three independent checks, each able to localise a fault to a seq:
+
+1. sequence: seq runs 1, 2, 3, ... (a gap means a record was deleted);
+2. leaves: every record's stored leaf hash equals the hash of its canonical bytes
+   (DuckDB computes them vectorised; only rows DuckDB flags are re-encoded in
+   Python, exactly, before being reported);
+3. checkpoints: the RFC 9162 root of the first N leaf hashes equals each signed
+   checkpoint's root, the signature verifies, and the signing key is trusted:
+   given by the caller, or introduced by a ``key_rotated`` record that a trusted
+   key signed.
+
+A record that was changed *and* had its leaf hash recomputed passes check 2 and
+is caught by check 3, which can only say between which checkpoints it lies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from .canonical import CanonicalJSONError, canonical_text
+from .errors import AuditError
+from .keys import PublicKey
+from .log import Checkpoint, leaf_bytes
+from .merkle import CompactTree, MerkleTree, leaf_hash, verify_consistency
+from .sql import q
+
+KINDS = (
+    "deleted",
+    "reordered",
+    "modified",
+    "truncated",
+    "forged_signature",
+    "unknown_key",
+    "anchor_not_contained",
+    "unsigned",
+)
+_MISMATCH_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first fault found: its kind (one of ``KINDS``), the seq, and a sentence."""
+
+    kind: str
+    seq: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"seq {self.seq}: {self.kind.replace('_', ' ')}: {self.message}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``audit verify`` prints: counts, keys, time, and the failure if any."""
+
+    source: str
+    origin: str | None
+    records: int
+    checkpoints: int
+    keys: tuple[str, ...]
+    seconds: float
+    unsigned: int
+    anchored: int | None = None
+    failure: Failure | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def summary(self) -> str:
+        if self.failure:
+            return f"{self.source}: FAILED at {self.failure}"
+        parts = [
+            f"{self.source}: OK",
+            f"{self.records} records",
+            f"{self.checkpoints} checkpoints",
+            f"{len(self.keys)} key{'s' if len(self.keys) != 1 else ''} ({', '.join(self.keys) or 'none'})",
+        ]
+        if self.anchored is not None:
+            parts.append(f"anchor at {self.anchored} contained")
+        if self.unsigned:
+            parts.append(f"{self.unsigned} trailing records not yet covered by a checkpoint")
+        parts.append(f"{self.seconds:.2f} s")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "origin": self.origin,
+            "records": self.records,
+            "checkpoints": self.checkpoints,
+            "keys": list(self.keys),
+            "seconds": round(self.seconds, 3),
+            "unsigned": self.unsigned,
+            "anchored": self.anchored,
+            "failure": None
+            if self.failure is None
+            else {"kind": self.failure.kind, "seq": self.failure.seq, "message": self.failure.message},
+        }
+
+
+def exact_leaf(row: Sequence[Any], seq: int | None = None) -> bytes | None:
+    """Leaf hash of a ``record_columns`` row by the spec (None if it cannot be encoded).
+
+    ``seq`` overrides the row's own seq, to recognise a record moved to another seq.
+    """
+    row_seq, ts, origin, event, actor, workflow, run_id, payload, policy_hash, key_id, _ = row
+    try:
+        canonical = canonical_text(json.loads(payload))
+    except (ValueError, CanonicalJSONError):
+        return None
+    if canonical != payload:
+        return None  # payloads are stored canonical; any other text was edited
+    try:
+        data = leaf_bytes(
+            seq=row_seq if seq is None else seq, ts=ts, origin=origin, event=event, actor=actor,
+            workflow=workflow, run_id=run_id, payload=payload, policy_hash=policy_hash, key_id=key_id,
+        )
+    except CanonicalJSONError:
+        return None
+    return leaf_hash(data)
+
+
+def _hex(value: Any) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except (TypeError, ValueError):
+        return b""
+
+
+def verify_connection(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    trusted: Sequence[PublicKey],
+    *,
+    anchor: Checkpoint | None = None,
+    strict: bool = False,
+) -> VerifyReport:
+    """Verify the audit tables reachable through ``con`` (read-only use)."""
+    if not trusted:
+        raise AuditError("no trusted public key: pass --pubkey PEM (the key the log was first signed with)")
+    started = time.perf_counter()
+    try:
+        tables = {r[0] for r in con.execute(q("tables")).fetchall()}
+        if not {"audit_log", "audit_checkpoints"} <= tables:
+            raise AuditError(f"{source}: has no audit_log/audit_checkpoints tables; not a policyengine audit log")
+        meta = con.execute(q("read_meta")).fetchone() if "audit_meta" in tables else None
+        failures: list[Failure] = []
+        failures += _sequence_failures(con)
+        failures += _leaf_failures(con)
+        leaves = [_hex(r[0]) for r in con.execute(q("leaf_hashes")).fetchall()]
+        checkpoints = [Checkpoint.from_row(r) for r in con.execute(q("checkpoints")).fetchall()]
+        rotations = con.execute(q("rotations")).fetchall()
+        record_keys = con.execute(q("record_keys")).fetchall()
+        sizes = sorted({c.tree_size for c in checkpoints if 0 < c.tree_size <= len(leaves)})
+        key_at = dict(con.execute(q("keys_at"), {"seqs": sizes}).fetchall()) if sizes else {}
+    except duckdb.Error as err:
+        raise AuditError(f"{source}: cannot read the audit tables ({str(err).splitlines()[0]})") from None
+    except (ValueError, TypeError) as err:
+        raise AuditError(f"{source}: malformed audit table ({err})") from None
+    origin = meta[0] if meta else (checkpoints[0].origin if checkpoints else None)
+    keys = {k.key_id: k for k in trusted}
+    chain = _ChainWalk(keys, rotations, origin)
+    signed_size, failures_cp = chain.walk(leaves, checkpoints, key_at)
+    failures += failures_cp
+    anchored = None
+    if anchor is not None:
+        failures += _anchor_failures(anchor, leaves, chain.trusted, origin)
+        anchored = anchor.tree_size
+    unsigned = len(leaves) - signed_size
+    if strict and unsigned:
+        failures.append(Failure("unsigned", signed_size + 1, f"{unsigned} records are not covered by any checkpoint"))
+    first = min(failures, key=lambda f: (f.seq, KINDS.index(f.kind))) if failures else None
+    return VerifyReport(
+        source=source,
+        origin=origin,
+        records=len(leaves),
+        checkpoints=len(checkpoints),
+        keys=tuple(k for k, _ in record_keys),
+        seconds=time.perf_counter() - started,
+        unsigned=unsigned,
+        anchored=anchored,
+        failure=first,
+    )
+
+
+def _sequence_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
+    row = con.execute(q("sequence_breaks")).fetchone()
+    if row is None:
+        return []
+    seq, pos, prev = row
+    if prev is not None and seq == prev:
+        return [Failure("reordered", pos, f"seq {seq} appears more than once")]
+    if seq > pos:
+        missing = f"{pos}" if seq == pos + 1 else f"{pos}..{seq - 1}"
+        return [Failure("deleted", pos, f"record {missing} is missing (gap before seq {seq})")]
+    return [Failure("reordered", pos, f"found seq {seq} where {pos} was expected")]
+
+
+def _leaf_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
+    suspects = [r[0] for r in con.execute(q("leaf_mismatches"), {"limit": _MISMATCH_LIMIT}).fetchall()]
+    if not suspects:
+        return []
+    rows = con.execute(q("record_columns"), {"seqs": suspects}).fetchall()
+    others = sorted({r[0] for r in rows})
+    for row in rows:
+        stored = _hex(row[-1])
+        if exact_leaf(row) == stored:
+            continue  # DuckDB's escaping differed from RFC 8785; the record is intact
+        seq = row[0]
+        for other in others:
+            if other != seq and exact_leaf(row, seq=other) == stored:
+                return [Failure("reordered", seq, f"seq {seq} holds the record written as seq {other}")]
+        return [Failure("modified", seq, "its columns do not match its leaf hash")]
+    return []
+
+
+class _ChainWalk:
+    """Walks checkpoints in tree order, trusting rotated-in keys once an old key signs them."""
+
+    def __init__(self, trusted: dict[str, PublicKey], rotations: list[tuple[Any, ...]], origin: str | None):
+        self.trusted = dict(trusted)
+        self.rotations = list(rotations)
+        self.origin = origin
+
+    def walk(
+        self, leaves: list[bytes], checkpoints: list[Checkpoint], key_at: dict[int, str]
+    ) -> tuple[int, list[Failure]]:
+        tree = CompactTree()
+        verified = 0
+        for cp in checkpoints:
+            first = verified + 1
+            where = f"checkpoint at tree size {cp.tree_size}"
+            if cp.tree_size > len(leaves):
+                return verified, [Failure("truncated", len(leaves) + 1,
+                                          f"{where} covers {cp.tree_size} records but only {len(leaves)} remain")]
+            while tree.size < cp.tree_size:
+                tree.append(leaves[tree.size])
+            tree_root = tree.root()
+            key = self.trusted.get(cp.key_id)
+            if key is None:
+                return verified, [Failure("unknown_key", first, f"{where} is signed by untrusted key {cp.key_id}")]
+            if cp.origin != self.origin or not key.verify(cp.signature, cp.note()):
+                return verified, [Failure("forged_signature", first, f"{where} has an invalid signature")]
+            if tree_root != cp.root:
+                return verified, [Failure("modified", first,
+                                          f"records {first}..{cp.tree_size} do not hash to the root signed in {where}")]
+            if cp.tree_size and key_at.get(cp.tree_size) != cp.key_id:
+                return verified, [Failure("unknown_key", first,
+                                          f"{where} is signed by key {cp.key_id} but record {cp.tree_size} "
+                                          f"belongs to key {key_at.get(cp.tree_size)}")]
+            verified = max(verified, cp.tree_size)
+            failure = self._apply_rotations(verified)
+            if failure:
+                return verified, [failure]
+        return verified, []
+
+    def _apply_rotations(self, upto: int) -> Failure | None:
+        while self.rotations and self.rotations[0][0] <= upto:
+            seq, record_key, payload = self.rotations.pop(0)
+            try:
+                body = json.loads(payload)
+                old, new = body["old_key_id"], body["new_key_id"]
+                public = PublicKey.from_pem(body["new_public_key"])
+            except (ValueError, KeyError, TypeError, AuditError):
+                return Failure("modified", seq, "key_rotated record is malformed")
+            if old != record_key or old not in self.trusted or public.key_id != new:
+                return Failure("unknown_key", seq, f"key_rotated record does not chain from a trusted key ({old})")
+            self.trusted[new] = public
+        return None
+
+
+def _anchor_failures(
+    anchor: Checkpoint, leaves: list[bytes], trusted: dict[str, PublicKey], origin: str | None
+) -> list[Failure]:
+    where = f"anchor at tree size {anchor.tree_size}"
+    key = trusted.get(anchor.key_id)
+    if key is None:
+        return [Failure("unknown_key", anchor.tree_size, f"{where} is signed by untrusted key {anchor.key_id}")]
+    if not key.verify(anchor.signature, anchor.note()):
+        return [Failure("forged_signature", anchor.tree_size, f"{where} has an invalid signature")]
+    if anchor.origin != origin:
+        return [Failure("anchor_not_contained", 1, f"{where} is for log {anchor.origin!r}, not {origin!r}")]
+    if anchor.tree_size > len(leaves):
+        return [Failure("anchor_not_contained", len(leaves) + 1,
+                        f"{where} covers {anchor.tree_size} records but the log now has {len(leaves)}")]
+    tree = MerkleTree(leaves)
+    proof = tree.consistency_proof(anchor.tree_size)
+    if not verify_consistency(anchor.tree_size, tree.size, anchor.root, tree.root(), proof):
+        return [Failure("anchor_not_contained", anchor.tree_size,
+                        f"records 1..{anchor.tree_size} no longer hash to the anchored root")]
+    return []
