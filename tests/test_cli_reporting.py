@@ -205,9 +205,12 @@ def _bad_csvs(tmp_path: Path) -> dict[str, Path]:
         "mixed_ref.csv": "x\n1\n2\nthree\n",
         "num_cur.csv": "x\n1\n2\n",
         "ok.csv": "g,y\na,1\nb,0\n",
+        "ragged.csv": "g,y\na,1,3\nb\n",
+        "empty.csv": "",
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "latin1.csv").write_bytes("g,y\nM\u00fcnchen,1\nBerlin,0\n".encode("latin-1"))
     junk = tmp_path / "junk.duckdb"
     junk.write_bytes(b"\x00garbage" * 1000)
     return {k: tmp_path / k for k in [*files, "junk.duckdb"]}
@@ -235,6 +238,12 @@ def _bad_csvs(tmp_path: Path) -> dict[str, Path]:
          "no column 'y' for --column"),
         (["report", "drift", "--reference", "{tmp}/nope.csv", "--current", "{tmp}/num_cur.csv", "--column", "x"],
          "CSV file not found"),
+        (["report", "bias", "--csv", "{tmp}/latin1.csv", "--outcome", "y", "--positive", "1", "--group", "g"],
+         "latin1.csv: is not UTF-8 text"),
+        (["report", "bias", "--csv", "{tmp}/ragged.csv", "--outcome", "y", "--positive", "1", "--group", "g"],
+         "could not split the header 'g,y' into columns"),
+        (["report", "bias", "--csv", "{tmp}/empty.csv", "--outcome", "y", "--positive", "1", "--group", "g"],
+         "empty.csv: is empty"),
         (["query", "SELECT * FROM nowhere", "--db", "{db}"], "query: Catalog Error"),
         (["query", "SELEC 1", "--db", "{db}"], "query: Parser Error"),
     ],

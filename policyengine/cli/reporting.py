@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import duckdb
 
 from ..reporting import ReportError
 from ..reporting.bias import FOUR_FIFTHS, bias_from_csv
+from ..reporting.db import first_line
 from ..reporting.drift import drift_from_csv
 from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
@@ -208,6 +210,8 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
             text = render_rows(result, fmt)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
+    except duckdb.Error as e:  # anything the library did not foresee is still one line
+        _fail(f"report {name}: {first_line(e)}")
     _emit(text, output)
 
 
@@ -229,6 +233,8 @@ def query(sql: str, db: str, fmt: str, output: str | None) -> None:
         _emit(render_rows(run_query(db, sql), fmt), output)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
+    except duckdb.Error as e:
+        _fail(f"query: {first_line(e)}")
 
 
 # --- monitor and the model block list -----------------------------------------------------------
@@ -313,6 +319,8 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
             con.close()
     except ReportError as e:
         _fail(str(e))
+    except duckdb.Error as e:
+        _fail(f"monitor: {first_line(e)}")
     _emit(render_rows(_monitor_rows(results), fmt), None)  # type: ignore[arg-type]
     for model in blocked:
         click.echo(f"blocked: {model} (until `policyengine models unblock {model}`)", err=True)

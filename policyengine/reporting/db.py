@@ -109,11 +109,20 @@ def load_csv(con: duckdb.DuckDBPyConnection, path: str | Path) -> CsvTable:
     p = Path(path)
     if not p.is_file():
         raise ReportError(f"{p}: CSV file not found")
+    if p.stat().st_size == 0:
+        raise ReportError(f"{p}: is empty (expected a header line and data rows)")
     try:
         con.execute(sql("csv_load"), {"path": str(p)})
     except duckdb.Error as e:
+        if "not utf-8 encoded" in str(e):
+            raise ReportError(f"{p}: is not UTF-8 text ({first_line(e)}); save it as UTF-8") from None
         raise ReportError(f"{p}: cannot read as CSV ({first_line(e)})") from None
     columns = tuple(r[0] for r in con.execute(sql("csv_columns")).fetchall())
+    if len(columns) == 1 and any(sep in columns[0] for sep in (",", ";", "\t", "|")):
+        raise ReportError(
+            f"{p}: could not split the header {columns[0]!r} into columns "
+            "(do all rows have the same number of fields?)"
+        )
     rows = one(con, "SELECT count(*) FROM csv_raw")[0]
     if rows == 0:
         raise ReportError(f"{p}: has a header but no data rows")
