@@ -56,7 +56,7 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     \b
     Examples:
       policyengine check rules/
-      policyengine check rules/finance/invoices.policy rules/common/
+      policyengine check rules/marketing/ rules/common/
       policyengine check --strict --error-format json rules/ > findings.json
     """
     from ..loader import load_files
