@@ -44,6 +44,14 @@ def audit_rows(db: Path, event: str) -> list[dict]:
     return [{"run_id": r, **json.loads(p)} for r, p in rows]
 
 
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Path:
+    """A database and key made by one real run, copied by tests that only need them to exist."""
+    d = tmp_path_factory.mktemp("seeded")
+    pe("run", "fraud-routing", "--limit", "1", cwd=d)
+    return d
+
+
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     (tmp_path / "invoice.json").write_text(json.dumps([INVOICE]))
@@ -211,15 +219,17 @@ def test_demo_then_audit_verify_and_demo_again(work):
     (["runs", "expire", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
     (["runs", "list", "--key", "missing.key"], 1, "missing.key: signing key not found"),
 ])
-def test_bad_input_is_one_clear_line(work, args, code, message):
+def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
     (work / "bad.json").write_text("{not json")
-    pe("run", "fraud-routing", "--limit", "1", cwd=work)  # creates the database and the key
+    for f in seeded.iterdir():
+        shutil.copy(f, work / f.name)
     proc = pe(*args, cwd=work, ok=False)
     assert proc.returncode == code and message in proc.stderr
 
 
-def test_a_second_process_gets_a_clear_error_while_the_database_is_held(work):
-    pe("run", "fraud-routing", "--limit", "1", cwd=work)
+def test_a_second_process_gets_a_clear_error_while_the_database_is_held(work, seeded):
+    for f in seeded.iterdir():
+        shutil.copy(f, work / f.name)
     holder = duckdb.connect(str(work / "policyengine.duckdb"))
     try:
         proc = pe("runs", "list", cwd=work, ok=False)
