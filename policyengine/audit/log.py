@@ -34,7 +34,8 @@ from .merkle import CompactTree, leaf_hash
 from .sql import q
 
 EVENTS = frozenset(
-    {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated"}
+    {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated",
+     "run"}  # run: the orchestrator's run outcome (docs/audit-events.md)
 )
 DEFAULT_DB_PATH = Path("policyengine.duckdb")
 DEFAULT_ORIGIN = "policyengine"
