@@ -5,8 +5,8 @@ hashed over, so the audit trail never hashes ``json.dumps`` output (whose float
 and key order rules are Python's own). JCS fixes both: object keys sorted by
 UTF-16 code units, no whitespace, strings escaped as ECMAScript's
 ``JSON.stringify`` does, and numbers printed as ECMAScript prints IEEE-754
-doubles. Integers beyond 2**53 would silently lose precision as doubles, so they
-are refused: an audit trail must not round numbers it was asked to keep.
+doubles. Integers that no double holds exactly (2**53 + 1) are refused rather
+than rounded: an audit trail must not change numbers it was asked to keep.
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ def canonical_number(value: float | int) -> str:
     if isinstance(value, int):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return str(value)
-        raise CanonicalJSONError(f"integer {value} is outside the IEEE-754 safe range; store it as a string")
+        try:
+            as_double = float(value)
+        except OverflowError:
+            as_double = math.inf
+        if not math.isinf(as_double):
+            text = canonical_number(as_double)
+            # Exactly a double, or the very digits a double prints as (so parsed output round-trips).
+            if int(as_double) == value or text == str(value):
+                return text
+        raise CanonicalJSONError(f"integer {value} is not an IEEE-754 double; store it as a string")
     if math.isnan(value) or math.isinf(value):
         raise CanonicalJSONError(f"{value!r} has no JSON form")
     if value == 0:

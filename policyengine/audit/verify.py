@@ -52,6 +52,7 @@ class Failure:
     kind: str
     seq: int
     message: str
+    upto: int | None = None  # for a checkpoint failure: the bad record lies in seq..upto
 
     def __str__(self) -> str:
         return f"seq {self.seq}: {self.kind.replace('_', ' ')}: {self.message}"
@@ -180,7 +181,8 @@ def verify_connection(
     unsigned = len(leaves) - signed_size
     if strict and unsigned:
         failures.append(Failure("unsigned", signed_size + 1, f"{unsigned} records are not covered by any checkpoint"))
-    first = min(failures, key=lambda f: (f.seq, KINDS.index(f.kind))) if failures else None
+    # A precise failure inside a checkpoint's range explains it better than the range does.
+    first = min(failures, key=lambda f: (f.upto or f.seq, KINDS.index(f.kind))) if failures else None
     return VerifyReport(
         source=source,
         origin=origin,
@@ -220,9 +222,17 @@ def _leaf_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
         seq = row[0]
         for other in others:
             if other != seq and exact_leaf(row, seq=other) == stored:
-                return [Failure("reordered", seq, f"seq {seq} holds the record written as seq {other}")]
+                return [_moved(seq, other, rows)]
         return [Failure("modified", seq, "its columns do not match its leaf hash")]
     return []
+
+
+def _moved(seq: int, written_as: int, rows: list[tuple[Any, ...]]) -> Failure:
+    """Seq ``seq`` holds the record written as ``written_as``: a swap, or a deletion hidden by renumbering."""
+    original_elsewhere = any(r[0] != seq and exact_leaf(r, seq=seq) == _hex(r[-1]) for r in rows)
+    if written_as > seq and not original_elsewhere:
+        return Failure("deleted", seq, f"record {seq} is missing; the records after it were renumbered")
+    return Failure("reordered", seq, f"seq {seq} holds the record written as seq {written_as}")
 
 
 class _ChainWalk:
@@ -249,16 +259,16 @@ class _ChainWalk:
             tree_root = tree.root()
             key = self.trusted.get(cp.key_id)
             if key is None:
-                return verified, [Failure("unknown_key", first, f"{where} is signed by untrusted key {cp.key_id}")]
+                return verified, [Failure("unknown_key", first, f"{where} is signed by untrusted key {cp.key_id}", cp.tree_size)]
             if cp.origin != self.origin or not key.verify(cp.signature, cp.note()):
-                return verified, [Failure("forged_signature", first, f"{where} has an invalid signature")]
+                return verified, [Failure("forged_signature", first, f"{where} has an invalid signature", cp.tree_size)]
             if tree_root != cp.root:
                 return verified, [Failure("modified", first,
-                                          f"records {first}..{cp.tree_size} do not hash to the root signed in {where}")]
+                                          f"records {first}..{cp.tree_size} do not hash to the root signed in {where}", cp.tree_size)]
             if cp.tree_size and key_at.get(cp.tree_size) != cp.key_id:
                 return verified, [Failure("unknown_key", first,
                                           f"{where} is signed by key {cp.key_id} but record {cp.tree_size} "
-                                          f"belongs to key {key_at.get(cp.tree_size)}")]
+                                          f"belongs to key {key_at.get(cp.tree_size)}", cp.tree_size)]
             verified = max(verified, cp.tree_size)
             failure = self._apply_rotations(verified)
             if failure:

@@ -1,0 +1,248 @@
+"""Tampering with a real audit database by SQL is detected, with the right kind and seq."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policyengine.audit import AuditLog, SigningKey, generate_key, verify_database
+from policyengine.audit.log import checkpoint_note
+from policyengine.audit.proofs import anchor_json, checkpoint_from_json, latest_checkpoint
+
+RECORDS = 60  # checkpoints every 10 records: at 10, 20, ..., 60
+
+
+def build_log(path: Path, key: SigningKey, records: int = RECORDS) -> None:
+    with AuditLog(path, key, batch_size=10, checkpoint_every=10, flush_interval=0) as log:
+        for i in range(1, records + 1):
+            log.append(
+                ["decision", "model_call", "tool_call", "approval"][i % 4],
+                actor=f"user-{i % 3}",
+                workflow="invoice-exceptions" if i % 2 else None,
+                run_id=f"run-{i // 7}",
+                payload={"i": i, "amount": i * 1.25, "note": "é\n\"quoted\"", "tags": ["a", i]},
+                policy_hash="ph-" + str(i % 5),
+            )
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
+    folder = tmp_path_factory.mktemp("pristine")
+    key = generate_key(folder / "k.key")
+    build_log(folder / "audit.duckdb", key)
+    return folder / "audit.duckdb", key
+
+
+@pytest.fixture
+def copy(pristine: tuple[Path, SigningKey], tmp_path: Path) -> tuple[Path, SigningKey]:
+    path, key = pristine
+    target = tmp_path / "audit.duckdb"
+    shutil.copy(path, target)
+    return target, key
+
+
+def sql(path: Path, statement: str, params: list | None = None) -> None:
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(statement, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def test_pristine_log_verifies(pristine: tuple[Path, SigningKey]) -> None:
+    path, key = pristine
+    report = verify_database(path, [key.public])
+    assert report.ok, report.summary()
+    assert (report.records, report.checkpoints, report.unsigned) == (RECORDS, 6, 0)
+    assert report.keys == (key.key_id,)
+
+
+MODIFY = [
+    ("ts", "UPDATE audit_log SET ts = ts + INTERVAL 1 MICROSECOND WHERE seq = 17"),
+    ("origin", "UPDATE audit_log SET origin = 'elsewhere' WHERE seq = 17"),
+    ("event", "UPDATE audit_log SET event = 'alert' WHERE seq = 17"),
+    ("actor", "UPDATE audit_log SET actor = 'mallory' WHERE seq = 17"),
+    ("actor to null", "UPDATE audit_log SET actor = NULL WHERE seq = 17"),
+    ("workflow", "UPDATE audit_log SET workflow = 'other' WHERE seq = 17"),
+    ("run_id", "UPDATE audit_log SET run_id = 'run-99' WHERE seq = 17"),
+    ("payload value", "UPDATE audit_log SET payload = replace(payload::VARCHAR, '\"i\":17', '\"i\":18') WHERE seq = 17"),
+    ("payload spacing", "UPDATE audit_log SET payload = replace(payload::VARCHAR, ',', ', ') WHERE seq = 17"),
+    ("policy_hash", "UPDATE audit_log SET policy_hash = 'ph-x' WHERE seq = 17"),
+    ("key_id", "UPDATE audit_log SET key_id = 'ffff' WHERE seq = 17"),
+    ("leaf_hash", "UPDATE audit_log SET leaf_hash = sha256('x') WHERE seq = 17"),
+]
+
+
+@pytest.mark.parametrize(("column", "statement"), MODIFY, ids=[m[0] for m in MODIFY])
+def test_modifying_any_column_is_reported_as_modified(copy: tuple[Path, SigningKey], column: str, statement: str) -> None:
+    path, key = copy
+    sql(path, statement)
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("modified", 17), failure
+
+
+CASES: list[tuple[str, str, tuple[str, int]]] = [
+    ("delete a record", "DELETE FROM audit_log WHERE seq = 23", ("deleted", 23)),
+    ("delete a run of records", "DELETE FROM audit_log WHERE seq BETWEEN 23 AND 25", ("deleted", 23)),
+    ("swap two seqs", "UPDATE audit_log SET seq = CASE seq WHEN 31 THEN 32 ELSE 31 END WHERE seq IN (31, 32)",
+     ("reordered", 31)),
+    ("duplicate a record", "INSERT INTO audit_log SELECT * FROM audit_log WHERE seq = 40", ("reordered", 41)),
+    ("truncate the tail", "DELETE FROM audit_log WHERE seq > 55", ("truncated", 56)),
+    ("forge a signature", "UPDATE audit_checkpoints SET signature = ? WHERE tree_size = 30", ("forged_signature", 21)),
+    ("change a signed root", "UPDATE audit_checkpoints SET root = sha256('x') WHERE tree_size = 30",
+     ("forged_signature", 21)),
+    ("modify and recompute the leaf", "UPDATE audit_log SET actor = 'mallory', leaf_hash = ? WHERE seq = 27",
+     ("modified", 21)),
+]
+
+
+def _params(name: str, path: Path) -> list:
+    if name == "forge a signature":
+        return [base64.b64encode(bytes(64)).decode()]
+    if name == "modify and recompute the leaf":
+        con = duckdb.connect(str(path), read_only=True)
+        from policyengine.audit.verify import exact_leaf
+        from policyengine.audit.sql import q
+
+        row = list(con.execute(q("record_columns"), {"seqs": [27]}).fetchone())
+        con.close()
+        row[4] = "mallory"
+        return [exact_leaf(row).hex()]
+    return []
+
+
+@pytest.mark.parametrize(("name", "statement", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_structural_tampering_is_named(copy: tuple[Path, SigningKey], name: str, statement: str,
+                                       expected: tuple[str, int]) -> None:
+    path, key = copy
+    sql(path, statement, _params(name, path))
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == expected, failure
+
+
+def test_checkpoint_resigned_by_an_unknown_key(copy: tuple[Path, SigningKey]) -> None:
+    path, key = copy
+    mallory = SigningKey.from_key(Ed25519PrivateKey.generate())
+    cp = latest_checkpoint(path)
+    con = duckdb.connect(str(path), read_only=True)
+    root, ts = con.execute("SELECT root, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') FROM audit_checkpoints WHERE tree_size = 40").fetchone()
+    con.close()
+    signature = mallory.sign(checkpoint_note(cp.origin, 40, bytes.fromhex(root), ts))
+    sql(path, "UPDATE audit_checkpoints SET key_id = ?, signature = ? WHERE tree_size = 40",
+        [mallory.key_id, base64.b64encode(signature).decode()])
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("unknown_key", 31), failure
+
+
+def test_a_wrong_public_key_is_an_unknown_key(copy: tuple[Path, SigningKey]) -> None:
+    path, _ = copy
+    stranger = SigningKey.from_key(Ed25519PrivateKey.generate())
+    failure = verify_database(path, [stranger.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("unknown_key", 1)
+
+
+def test_tail_deleted_with_its_checkpoints_is_caught_only_by_an_anchor(copy: tuple[Path, SigningKey]) -> None:
+    path, key = copy
+    anchor = checkpoint_from_json(anchor_json(latest_checkpoint(path)), "anchor")
+    sql(path, "DELETE FROM audit_log WHERE seq > 50")
+    sql(path, "DELETE FROM audit_checkpoints WHERE tree_size > 50")
+    assert verify_database(path, [key.public]).ok  # invisible from inside
+    failure = verify_database(path, [key.public], anchor=anchor).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("anchor_not_contained", 51), failure
+
+
+def test_deletion_hidden_by_renumbering_is_still_a_deletion(copy: tuple[Path, SigningKey]) -> None:
+    path, key = copy
+    sql(path, "DELETE FROM audit_log WHERE seq = 5")
+    sql(path, "UPDATE audit_log SET seq = seq - 1 WHERE seq > 5")
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("deleted", 5), failure
+
+
+# -- property: any single change anywhere is detected ---------------------------------------
+
+COLUMNS = {
+    "ts": "ts + INTERVAL (?) MICROSECOND",
+    "origin": "?",
+    "event": "?",
+    "actor": "?",
+    "workflow": "?",
+    "run_id": "?",
+    "payload": "?",
+    "policy_hash": "?",
+    "key_id": "?",
+    "leaf_hash": "?",
+}
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+values = {
+    "ts": st.integers(1, 10**9),
+    "origin": text,
+    "event": st.sampled_from(["decision", "alert", "data_access", "key_rotated"]),
+    "actor": st.none() | text,
+    "workflow": st.none() | text,
+    "run_id": st.none() | text,
+    "payload": st.dictionaries(text, st.integers() | text, max_size=3).map(
+        lambda d: __import__("json").dumps(d, ensure_ascii=False, sort_keys=True, separators=(",", ":"))),
+    "policy_hash": st.none() | text,
+    "key_id": text,
+    "leaf_hash": st.binary(min_size=32, max_size=32).map(bytes.hex),
+}
+mutation = st.one_of(
+    st.tuples(st.just("update"), st.integers(1, 20), st.sampled_from(sorted(COLUMNS))).flatmap(
+        lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.just(t[2]), values[t[2]])),
+    st.tuples(st.just("delete"), st.integers(1, 20), st.none(), st.none()),
+    st.tuples(st.just("swap"), st.integers(1, 19), st.integers(1, 19), st.none()),
+)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
+    folder = tmp_path_factory.mktemp("small")
+    key = generate_key(folder / "k.key")
+    build_log(folder / "audit.duckdb", key, records=20)
+    return folder / "audit.duckdb", key
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutation)
+def test_any_single_change_deletion_or_reordering_is_detected(
+    small: tuple[Path, SigningKey], tmp_path: Path, change: tuple
+) -> None:
+    source, key = small
+    path = tmp_path / f"m{abs(hash(change))}.duckdb"
+    shutil.copy(source, path)
+    kind, seq, column, value = change
+    con = duckdb.connect(str(path))
+    try:
+        if kind == "update":
+            old = con.execute(f"SELECT {column}::VARCHAR FROM audit_log WHERE seq = ?", [seq]).fetchone()[0]
+            if column != "ts" and (value == old or value is None and old is None):
+                return  # not a change
+            con.execute(f"UPDATE audit_log SET {column} = {COLUMNS[column]} WHERE seq = ?", [value, seq]).fetchall()
+        elif kind == "delete":
+            con.execute("DELETE FROM audit_log WHERE seq = ?", [seq]).fetchall()
+        else:
+            other = column if column != seq else seq + 1
+            con.execute("UPDATE audit_log SET seq = CASE WHEN seq = ? THEN ? ELSE ? END WHERE seq IN (?, ?)",
+                        [seq, other, seq, seq, other]).fetchall()
+    finally:
+        con.close()
+    report = verify_database(path, [key.public])
+    assert not report.ok, change
+    path.unlink()
+
+
+def test_verify_callable_kinds_are_documented() -> None:
+    from policyengine.audit.verify import KINDS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
+    for kind in KINDS:
+        assert f"`{kind}`" in doc, kind
