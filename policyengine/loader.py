@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
-from .syntax import grammar_text, parse_policy, paused_gc
+from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir"]
 
@@ -148,8 +148,8 @@ def _write_cached(key: str, value: _Parsed) -> None:
 # 10,000 rules that is most of the load time. These reducers store a node as
 # (constructor, field values) and the constructors set the slots directly, so a
 # cached tree loads about three times faster (0.53 s -> 0.18 s for 10,000 rules).
-# The constructors are generated, like dataclasses generates __init__, because a
-# generic loop over the fields costs half the gain.
+# The constructors are generated (``syntax.fast_constructor``), like dataclasses
+# generates __init__, because a generic loop over the fields costs half the gain.
 
 
 def _tree_classes() -> list[type]:
@@ -159,14 +159,9 @@ def _tree_classes() -> list[type]:
 
 def _constructor(cls: type) -> tuple[Callable[..., object], Callable[[object], tuple[object, ...]]]:
     names = [f.name for f in dataclasses.fields(cls)]
-    params = ", ".join(f"v{i}" for i in range(len(names)))
-    body = "".join(f"    set{i}(node, v{i})\n" for i in range(len(names)))
+    make = fast_constructor(cls)
     name = f"_make_{cls.__name__}"
-    scope: dict[str, object] = {"new": object.__new__, "cls": cls}
-    scope.update({f"set{i}": cls.__dict__[field].__set__ for i, field in enumerate(names)})
-    exec(f"def {name}({params}):\n    node = new(cls)\n{body}    return node\n", scope)  # noqa: S102
-    make = scope[name]
-    make.__module__, make.__qualname__ = __name__, name  # type: ignore[attr-defined]
+    make.__module__, make.__name__, make.__qualname__ = __name__, name, name
     globals()[name] = make  # pickle finds it by module and name
     get = operator.attrgetter(*names)
     values = (lambda node: (get(node),)) if len(names) == 1 else get
