@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from .bias import FOUR_FIFTHS, BiasResult, compute_bias
-from .db import first_line, one, sql
+from .db import first_line, one, sql, unordered_inserts
 from .drift import DriftResult, compute_drift, psi_over_time
 from .errors import ReportError
 
@@ -46,10 +46,11 @@ def bias_from_audit(
     """Bias of ``model``'s decisions in [start, end), groups by payload path ``group``."""
     con.execute(sql("bias_input_create"))
     try:
-        con.execute(sql("bias_input_from_audit"), {
-            "model": model, "group_path": json_path(group), "positives": list(positives),
-            "start": _naive_utc(start), "end": _naive_utc(end),
-        })
+        with unordered_inserts(con):
+            con.execute(sql("bias_input_from_audit"), {
+                "model": model, "group_path": json_path(group), "positives": list(positives),
+                "start": _naive_utc(start), "end": _naive_utc(end),
+            })
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
     total = one(con, "SELECT count(*) FROM bias_input")[0]
@@ -85,10 +86,11 @@ def drift_from_audit(
     """
     con.execute(sql("drift_input_create"))
     try:
-        con.execute(sql("drift_input_from_audit"), {
-            "model": model, "path": json_path(path),
-            "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
-        })
+        with unordered_inserts(con):
+            con.execute(sql("drift_input_from_audit"), {
+                "model": model, "path": json_path(path),
+                "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
+            })
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
     values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")

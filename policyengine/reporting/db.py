@@ -8,6 +8,8 @@ evidence it reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -66,6 +68,21 @@ def one(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | Non
     if row is None:
         raise ReportError("internal error: an aggregate query returned no row")
     return row
+
+
+@contextmanager
+def unordered_inserts(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Let DuckDB insert in parallel without keeping row order (restored afterwards).
+
+    Only for inputs whose rows carry their own position (the audit ``seq``); CSV
+    loads keep the order, because their line numbers are ``rowid + 2``.
+    """
+    before = one(con, "SELECT current_setting('preserve_insertion_order')")[0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute("SET preserve_insertion_order = " + ("true" if before else "false"))
 
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
