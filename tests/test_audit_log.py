@@ -1,0 +1,204 @@
+"""The writer: seqs, batches, checkpoints, reopening, shared connections, keys, masking."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from policyengine.audit import (
+    AuditError,
+    AuditLog,
+    Masking,
+    generate_key,
+    load_masking,
+    load_private_key,
+    load_public_key,
+    record_decisions,
+    verify_database,
+)
+from policyengine.audit.masking import parse_pointer
+
+
+@pytest.fixture
+def key(tmp_path: Path):
+    return generate_key(tmp_path / "signing.key")
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_generated_key_files_mode_id_and_round_trip(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "k")
+    assert stat.S_IMODE(os.stat(tmp_path / "k").st_mode) == 0o600
+    assert load_private_key(tmp_path / "k").key_id == key.key_id
+    assert load_public_key(tmp_path / "k.pub.pem").key_id == key.key_id
+    assert len(key.key_id) == 32
+    with pytest.raises(AuditError, match="already exists"):
+        generate_key(tmp_path / "k")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a key", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+def test_bad_key_files_give_one_line_errors(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "bad.key").write_bytes(content)
+    with pytest.raises(AuditError, match="bad.key") as err:
+        load_private_key(tmp_path / "bad.key")
+    assert "\n" not in str(err.value)
+
+
+def test_seqs_are_gap_free_and_flush_makes_them_durable(tmp_path: Path, key) -> None:
+    db = tmp_path / "a.duckdb"
+    with AuditLog(db, key, batch_size=7, checkpoint_every=20, flush_interval=0) as log:
+        seqs = [log.append("tool_call", payload={"tool": "t", "i": i}) for i in range(50)]
+        assert seqs == list(range(1, 51))
+        assert log.flush() == 50
+    assert rows(db, "SELECT count(*), min(seq), max(seq) FROM audit_log") == [(50, 1, 50)]
+    # checkpoints are signed at flush boundaries once 20 records are pending, and on close
+    sizes = [r[0] for r in rows(db, "SELECT tree_size FROM audit_checkpoints ORDER BY tree_size")]
+    assert sizes[-1] == 50 and all(b > a for a, b in zip(sizes, sizes[1:]))
+    assert verify_database(db, [key.public]).ok
+
+
+def test_reopening_continues_the_same_log(tmp_path: Path, key) -> None:
+    db = tmp_path / "a.duckdb"
+    with AuditLog(db, key, origin="billing", flush_interval=0) as log:
+        log.append("alert", payload={"kind": "budget"})
+    with AuditLog(db, key, flush_interval=0) as log:
+        assert log.origin == "billing"
+        assert log.append("alert", payload={"kind": "drift"}) == 2
+    report = verify_database(db, [key.public])
+    assert report.ok and report.records == 2 and report.checkpoints == 2
+    with pytest.raises(AuditError, match="holds the log 'billing'"):
+        AuditLog(db, key, origin="other")
+
+
+def test_a_second_writer_in_the_same_process_is_refused(tmp_path: Path, key) -> None:
+    db = tmp_path / "a.duckdb"
+    with AuditLog(db, key, flush_interval=0):
+        with pytest.raises(AuditError, match="already open for writing"):
+            AuditLog(db, key, flush_interval=0)
+    AuditLog(db, key, flush_interval=0).close()  # released on close
+
+
+def test_writes_through_a_shared_connection_without_touching_its_transaction(tmp_path: Path, key) -> None:
+    db = tmp_path / "shared.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE runs (id INTEGER)")
+    con.execute("BEGIN TRANSACTION")
+    con.execute("INSERT INTO runs VALUES (1)")
+    with AuditLog(con, key, flush_interval=0) as log:
+        log.append("model_call", payload={"model": "m", "tokens": 3})
+        log.flush()
+    con.execute("ROLLBACK")  # the caller's transaction is theirs alone
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM audit_log").fetchone() == (1,)
+    con.close()
+    assert verify_database(db, [key.public]).ok
+
+
+def test_bad_appends_are_refused_with_clear_messages(tmp_path: Path, key) -> None:
+    with AuditLog(tmp_path / "a.duckdb", key, flush_interval=0) as log:
+        with pytest.raises(AuditError, match="unknown audit event 'oops'"):
+            log.append("oops", payload={})
+        with pytest.raises(AuditError, match="must be a JSON object"):
+            log.append("alert", payload=[1, 2])  # type: ignore[arg-type]
+        with pytest.raises(AuditError, match=r"NaN|nan"):
+            log.append("alert", payload={"value": float("nan")})
+        assert log.append("alert", payload={"ok": True}) == 1  # nothing was consumed by the failures
+
+
+def test_opening_with_another_key_is_refused_but_rotation_chains(tmp_path: Path, key) -> None:
+    db = tmp_path / "a.duckdb"
+    new = generate_key(tmp_path / "new.key")
+    with AuditLog(db, key, flush_interval=0) as log:
+        log.append("alert", payload={"n": 1})
+    with pytest.raises(AuditError, match="signed by key"):
+        AuditLog(db, new, flush_interval=0)
+    with AuditLog(db, key, flush_interval=0) as log:
+        rotated_at = log.rotate_key(new)
+        log.append("alert", payload={"n": 2})
+    assert rotated_at == 2
+    event, payload, key_id = rows(db, "SELECT event, payload::VARCHAR, key_id FROM audit_log WHERE seq = 2")[0]
+    assert event == "key_rotated" and key_id == key.key_id
+    assert json.loads(payload)["new_key_id"] == new.key_id
+    assert rows(db, "SELECT key_id FROM audit_log WHERE seq = 3") == [(new.key_id,)]
+    assert verify_database(db, [key.public]).ok  # the old key vouches for the new one
+    only_new = verify_database(db, [new.public]).failure
+    assert only_new is not None and only_new.kind == "unknown_key" and only_new.seq == 1
+    with AuditLog(db, new, flush_interval=0) as log:  # now the new key writes on
+        log.append("alert", payload={"n": 3})
+    assert verify_database(db, [key.public]).ok
+
+
+def test_masking_drops_and_hashes_and_records_what_it_did(tmp_path: Path, key) -> None:
+    config = tmp_path / "masking.yaml"
+    config.write_text("drop:\n  - /request/principal/attrs/email\n  - /request/people/*/ssn\n"
+                      "hash:\n  - /request/data/customer_id\n  - /absent\n", encoding="utf-8")
+    masking = load_masking(config)
+    payload = {"request": {"principal": {"id": "u", "attrs": {"email": "a@b.c", "dept": "ap"}},
+                           "data": {"customer_id": "C-42"}, "people": [{"ssn": "1"}, {"ssn": "2", "n": 1}]}}
+    db = tmp_path / "a.duckdb"
+    with AuditLog(db, key, masking=masking, flush_interval=0) as log:
+        log.append("decision", payload=payload)
+    stored = json.loads(rows(db, "SELECT payload::VARCHAR FROM audit_log")[0][0])
+    assert "email" not in stored["request"]["principal"]["attrs"]
+    assert stored["request"]["people"] == [{}, {"n": 1}]
+    assert stored["request"]["data"]["customer_id"].startswith("sha256:")
+    assert stored["_masked"] == {"drop": ["/request/people/0/ssn", "/request/people/1/ssn",
+                                          "/request/principal/attrs/email"], "hash": ["/request/data/customer_id"]}
+    assert payload["request"]["principal"]["attrs"]["email"] == "a@b.c"  # the caller's dict is untouched
+    assert "C-42" not in db.read_bytes().decode("latin-1")
+
+
+def test_salted_hash_needs_its_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text("hash: [/x]\nsalt_env: PE_TEST_SALT\n", encoding="utf-8")
+    monkeypatch.delenv("PE_TEST_SALT", raising=False)
+    with pytest.raises(AuditError, match="PE_TEST_SALT"):
+        load_masking(config)
+    monkeypatch.setenv("PE_TEST_SALT", "pepper")
+    assert load_masking(config).apply({"x": 1})["x"].startswith("hmac-sha256:")
+
+
+@pytest.mark.parametrize(("text", "message"), [("drop: /x\n", "list of JSON pointers"), ("drop: [x]\n", "must start with '/'"),
+                                               ("mask: []\n", "expected a mapping"), ("drop: [\n", "not valid YAML")])
+def test_bad_masking_configs_name_the_file(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "m.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(AuditError, match=message):
+        load_masking(tmp_path / "m.yaml")
+
+
+def test_pointer_escapes() -> None:
+    assert parse_pointer("/a~1b/c~0d/0") == ("a/b", "c~d", "0")
+    assert Masking(drop=(("a/b",),)).apply({"a/b": 1, "c": 2}) == {"c": 2, "_masked": {"drop": ["/a~1b"], "hash": []}}
+
+
+def test_record_decisions_writes_the_documented_decision_shape(tmp_path: Path, key) -> None:
+    db = tmp_path / "a.duckdb"
+    request = {"principal": {"id": "alice", "type": "user"}, "action": "read",
+               "resource": {"kind": "dataset", "id": "erp/x"}, "context": {"workflow": "invoice-exceptions"}}
+    decision = {"effect": "allow", "reasons": [], "obligations": [], "route": None, "policy_hash": "abc"}
+    with record_decisions(db, tmp_path / "signing.key") as record:
+        assert record(request, decision) == 1
+    actor, workflow, policy_hash, payload = rows(db, "SELECT actor, workflow, policy_hash, payload::VARCHAR FROM audit_log")[0]
+    assert (actor, workflow, policy_hash) == ("alice", "invoice-exceptions", "abc")
+    assert json.loads(payload) == {"request": request, "decision": decision}
+
+
+def test_sql_leaf_hashing_agrees_with_python_on_awkward_text(tmp_path: Path, key) -> None:
+    """DuckDB escapes some control characters differently; the exact re-check keeps them valid."""
+    db = tmp_path / "a.duckdb"
+    awkward = ["\x0b\x1f\x7f", "é\u2028\U0001f600", "back\\slash \"q\"", "\\u000B literal", ""]
+    with AuditLog(db, key, flush_interval=0) as log:
+        for text in awkward:
+            log.append("tool_call", actor=text, workflow=text, payload={text: text, "n": 1e-7})
+    assert verify_database(db, [key.public]).ok
