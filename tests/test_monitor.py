@@ -285,9 +285,10 @@ def test_monitor_signs_each_result_into_the_real_audit_log(tmp_path):
     alerts = json.loads(pe("report", "alerts", "--db", db, "--format", "json").stdout)
     assert len(alerts) == 4
     bias = next(a for a in alerts if a["kind"] == "bias")
-    assert (bias["value"], bias["breach"], bias["action"]) == (0.5, True, "escalate")
+    assert (bias["value"], bias["breach"], bias["action"], bias["escalate_to"]) == (0.5, True, "escalate", "model_risk")
     drift = [a for a in alerts if a["kind"] == "drift"]
     assert all(a["breach"] is False for a in drift)  # no baseline month yet: reported, not breached
+    assert all("reference sample has no values" in a["error"] for a in drift)
     signed = json.loads(pe("query", "SELECT DISTINCT key_id, policy_hash IS NOT NULL AS has_hash FROM audit_log "
                                     "WHERE event = 'alert'", "--db", db, "--format", "json").stdout)
     assert signed == [{"key_id": key.key_id, "has_hash": True}]
