@@ -318,3 +318,24 @@ def test_audit_log_source_errors(tmp_path):
     with pytest.raises(ReportError, match="has a value at 'subject.g' \\(empty group\\)"):
         bias_from_audit(con, model="m", group="subject.g", positives=["x"], start=t0, end=datetime(2026, 12, 1))
     con.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=decisions, min_samples=st.integers(0, 40))
+def test_aggregates_with_min_samples_equal_fairlearn_on_the_judged_groups(rows, min_samples):
+    """Unjudged groups are left out of the aggregates, nothing else changes."""
+    counts = {g: sum(1 for r in rows if r[0] == g) for g in {r[0] for r in rows}}
+    judged = [r for r in rows if counts[r[0]] >= min_samples]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write(Path(tmp) / "d.csv", ["g", "p", "t"], [[g, int(p), int(t)] for g, p, t in rows])
+        r = bias_from_csv(path, outcome="p", positive="1", group="g", label="t", min_samples=min_samples)
+    assert {g.group for g in r.groups if g.judged} == {r_[0] for r_ in judged}
+    if not judged:
+        assert r.demographic_parity_difference is None and r.equalized_odds_difference is None
+        return
+    kw = {"sensitive_features": [g for g, _, _ in judged]}
+    y_true, y_pred = [int(t) for _, _, t in judged], [int(p) for _, p, _ in judged]
+    fl = fairlearn_metrics
+    assert _same(r.demographic_parity_difference, float(fl.demographic_parity_difference(y_true, y_pred, **kw)))
+    assert _same(r.demographic_parity_ratio, float(fl.demographic_parity_ratio(y_true, y_pred, **kw)))
+    assert _same(r.equalized_odds_difference, float(fl.equalized_odds_difference(y_true, y_pred, **kw)))
