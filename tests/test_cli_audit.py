@@ -1,0 +1,158 @@
+"""End to end: the `policyengine audit` and `keys` commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from policyengine.audit import AuditLog, load_private_key
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policyengine", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo-like folder: default key files and a 120-record log in ./policyengine.duckdb."""
+    cwd = tmp_path_factory.mktemp("cli")
+    result = run(cwd, "keys", "generate")
+    assert result.returncode == 0, result.stderr
+    key = load_private_key(cwd / "policyengine.key")
+    with AuditLog(cwd / "policyengine.duckdb", key, batch_size=25, checkpoint_every=25, flush_interval=0) as log:
+        for i in range(1, 121):
+            log.append("decision", actor="alice", workflow="invoice-exceptions",
+                       payload={"request": {"i": i}, "decision": {"effect": "allow"}}, policy_hash="p1")
+    return cwd
+
+
+def test_keys_generate_writes_private_0600_and_public_pem(workdir: Path) -> None:
+    assert stat.S_IMODE(os.stat(workdir / "policyengine.key").st_mode) == 0o600
+    assert (workdir / "policyengine.key.pub.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    one_line_error(run(workdir, "keys", "generate"), "already exists")
+
+
+def test_verify_with_defaults_prints_a_summary(workdir: Path) -> None:
+    result = run(workdir, "audit", "verify")
+    assert result.returncode == 0, result.stderr
+    assert "OK, 120 records, 5 checkpoints, 1 key" in result.stdout
+    report = json.loads(run(workdir, "audit", "verify", "--json").stdout)
+    assert report["ok"] and report["records"] == 120 and report["failure"] is None
+
+
+def test_anchor_proof_tail_and_exports_verify_on_their_own(workdir: Path, tmp_path: Path) -> None:
+    anchor, proof = tmp_path / "anchor.json", tmp_path / "proof.json"
+    assert run(workdir, "audit", "checkpoint", "--out", str(anchor)).returncode == 0
+    assert json.loads(anchor.read_text())["tree_size"] == 120
+    assert run(workdir, "audit", "verify", "--anchor", str(anchor)).returncode == 0
+
+    assert run(workdir, "audit", "prove", "42", "--out", str(proof)).returncode == 0
+    checked = run(workdir, "audit", "verify-proof", str(proof), "--pubkey", "policyengine.key.pub.pem")
+    assert checked.returncode == 0 and "record 42 (decision) is included" in checked.stdout
+    forged = json.loads(proof.read_text())
+    forged["record"]["actor"] = "mallory"
+    proof.write_text(json.dumps(forged))
+    one_line_error(run(workdir, "audit", "verify-proof", str(proof)), "NOT included")
+
+    tail = [json.loads(line) for line in run(workdir, "audit", "tail", "-n", "3").stdout.splitlines()]
+    assert [r["seq"] for r in tail] == [118, 119, 120] and tail[0]["payload"]["request"] == {"i": 118}
+
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / f"export.{fmt}"
+        assert run(workdir, "audit", "export", "--format", fmt, "--out", str(out)).returncode == 0
+        verified = run(workdir, "audit", "verify", "--export", str(out), "--anchor", str(anchor))
+        assert verified.returncode == 0 and "120 records" in verified.stdout, verified.stderr
+
+    jsonl = tmp_path / "export.jsonl"
+    jsonl.write_text(jsonl.read_text().replace('"i":7}', '"i":8}', 1))
+    one_line_error(run(workdir, "audit", "verify", "--export", str(jsonl)), "seq 7: modified")
+
+
+def test_tampering_fails_with_seq_and_kind(workdir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    db.write_bytes((workdir / "policyengine.duckdb").read_bytes())
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM audit_log WHERE seq = 60").fetchall()
+    con.close()
+    one_line_error(run(workdir, "audit", "verify", "--db", str(db)), "seq 60: deleted")
+
+
+def test_keys_rotate_then_verify_walks_the_chain(workdir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "r.duckdb"
+    db.write_bytes((workdir / "policyengine.duckdb").read_bytes())
+    assert run(tmp_path, "keys", "generate", "--out", "next.key").returncode == 0
+    rotated = run(workdir, "keys", "rotate", "--db", str(db), "--new-key", str(tmp_path / "next.key"))
+    assert rotated.returncode == 0 and "at seq 121" in rotated.stdout, rotated.stderr
+    result = run(workdir, "audit", "verify", "--db", str(db))
+    assert result.returncode == 0 and "121 records" in result.stdout
+
+
+def test_bad_inputs_get_one_clear_line(workdir: Path, tmp_path: Path) -> None:
+    (tmp_path / "text.duckdb").write_text("this is not a database\n" * 100)
+    one_line_error(run(workdir, "audit", "verify", "--db", str(tmp_path / "text.duckdb")), "not a DuckDB database")
+    duckdb.connect(str(tmp_path / "empty.duckdb")).close()
+    one_line_error(run(workdir, "audit", "verify", "--db", str(tmp_path / "empty.duckdb")), "no audit_log")
+    one_line_error(run(workdir, "audit", "tail", "--db", str(tmp_path / "empty.duckdb")), "not a policyengine audit log")
+    one_line_error(run(workdir, "audit", "verify", "--db", str(tmp_path / "missing.duckdb")), "no such audit database")
+    assert run(tmp_path, "keys", "generate", "--out", "other.key").returncode == 0
+    one_line_error(run(workdir, "audit", "verify", "--pubkey", str(tmp_path / "other.key.pub.pem")),
+                   "seq 1: unknown key")
+    (tmp_path / "junk.pem").write_text("junk")
+    one_line_error(run(workdir, "audit", "verify", "--pubkey", str(tmp_path / "junk.pem")), "junk.pem")
+    one_line_error(run(tmp_path, "audit", "verify", "--db", str(workdir / "policyengine.duckdb")),
+                   "no trusted public key")
+    (tmp_path / "anchor.json").write_text("{}")
+    one_line_error(run(workdir, "audit", "verify", "--anchor", str(tmp_path / "anchor.json")), "not a checkpoint anchor")
+    one_line_error(run(workdir, "audit", "prove", "999"), "not covered")
+    assert run(workdir, "audit", "prove", "abc").returncode == 2
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from policyengine.audit import AuditLog, load_private_key
+    with AuditLog(sys.argv[1], load_private_key(sys.argv[2])) as log:
+        log.append("alert", payload={"kind": "drift"})
+        log.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_a_database_held_by_a_writer_process_is_reported_in_use(workdir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "held.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(workdir / "policyengine.key")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        one_line_error(run(workdir, "audit", "verify", "--db", str(db)), "in use by another process")
+        held = subprocess.run(
+            [sys.executable, "-c", "import sys; from policyengine.audit import *; "
+             "AuditLog(sys.argv[1], load_private_key(sys.argv[2]))", str(db), str(workdir / "policyengine.key")],
+            capture_output=True, text=True, timeout=60)
+        assert "in use by another process" in held.stderr
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert run(workdir, "audit", "verify", "--db", str(db)).returncode == 0
