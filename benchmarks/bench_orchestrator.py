@@ -29,7 +29,13 @@ from policyengine.orchestrator.providers import LocalProvider, Providers
 from policyengine.orchestrator.runner import Orchestrator
 from policyengine.orchestrator.state import StateStore
 from policyengine.orchestrator.workflow import (
-    Ask, DataRead, ModelCall, Prompt, RulesDecision, ToolCall, Workflow,
+    Ask,
+    DataRead,
+    ModelCall,
+    Prompt,
+    RulesDecision,
+    ToolCall,
+    Workflow,
 )
 
 RULES = """\

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,7 +29,7 @@ SURE = "models:\n  classifier_small: {accuracy: 1.0, confidence: 0.95}\n"
 
 
 def pe(*args: str, cwd: Path, ok: bool | None = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*PE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([*PE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     if ok is True:
         assert proc.returncode == 0, proc.stderr
@@ -99,7 +99,7 @@ def test_rejection_and_deadline_expiry_from_the_command_line(work):
     out = pe("reject", first, "--as", "alice", "--note", "duplicate of INV-9", cwd=work)
     assert "rejected by alice; run rejected, outcome queued_for_review" in out.stdout
 
-    later = (datetime.now(timezone.utc) + timedelta(hours=5)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
     out = pe("runs", "expire", "--now", later, cwd=work)
     assert out.stdout.startswith(f"{second}\tinvoice-exceptions\texpired")
     refused = pe("approve", second, "--as", "alice", cwd=work, ok=False)
@@ -131,7 +131,7 @@ class _Chat(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         raw = json.dumps({"choices": [{"message": {"content": '{"label": "hardware", "confidence": 0.97}'}}],
                           "usage": {"total_tokens": 55}}).encode()
@@ -181,7 +181,8 @@ with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengin
 def test_a_killed_process_is_resumed_without_paying_twice(work):
     (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
     (work / "kill.py").write_text(KILL_AFTER_RECEIPT)
-    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == 137, proc.stderr
     out = pe("runs", "resume", cwd=work)
     run_id, workflow, status, outcome = out.stdout.strip().split("\t")

@@ -10,11 +10,17 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
 from policyengine.orchestrator.providers import (
-    LocalProvider, ModelProfile, OpenAICompatibleProvider, ProviderError, Providers, ProviderTimeout,
+    LocalProvider,
+    ModelProfile,
+    OpenAICompatibleProvider,
+    ProviderError,
+    Providers,
+    ProviderTimeout,
 )
 from policyengine.orchestrator.workflow import Prompt
 
@@ -22,12 +28,12 @@ PROMPT = Prompt((("user", "Invoice INV-1 for 120 EUR. Which exception applies?")
 
 
 class _Handler(BaseHTTPRequestHandler):
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Handler.seen.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization"),
                               "idem": self.headers.get("Idempotency-Key")})

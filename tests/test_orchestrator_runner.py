@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 
@@ -30,7 +30,14 @@ from policyengine.orchestrator.runner import Orchestrator, RecordError, RunError
 from policyengine.orchestrator.state import StateStore
 from policyengine.orchestrator.summary import BatchSummary
 from policyengine.orchestrator.workflow import (
-    Ask, DataRead, HumanWait, ModelCall, Parallel, Prompt, ToolCall, Workflow,
+    Ask,
+    DataRead,
+    HumanWait,
+    ModelCall,
+    Parallel,
+    Prompt,
+    ToolCall,
+    Workflow,
 )
 
 RULES = """\
@@ -104,7 +111,7 @@ USERS = Directory(MappingProxyType({
 
 @dataclass
 class Clock:
-    now: datetime = field(default_factory=lambda: datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
 
     def __call__(self) -> datetime:
         return self.now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
@@ -70,7 +70,7 @@ def test_overdue_approvals_and_effect_receipts(tmp_path):
     store.put(run("r-1", "waiting_approval"), pending, replace(pending, run_id="r-2", deadline_at=None))
     assert store.overdue(T0 + timedelta(hours=3)) == []
     assert [a.run_id for a in store.overdue(T0 + timedelta(hours=4))] == ["r-1"]
-    assert store.overdue(datetime(2026, 11, 24, 13, 0, tzinfo=timezone.utc))  # aware times are compared in UTC
+    assert store.overdue(datetime(2026, 11, 24, 13, 0, tzinfo=UTC))  # aware times are compared in UTC
     assert store.effect("r-1/pay") is None
     store.put(EffectRecord("r-1/pay", "r-1", "pay", "erp/payments", '{"ref": "x"}', T0))
     assert store.effect("r-1/pay") == {"ref": "x"}
@@ -84,7 +84,7 @@ def test_buffered_ledger_reads_durable_usage_plus_pending_charges(tmp_path):
     conn = duckdb.connect(str(tmp_path / "l.duckdb"))
     durable = DuckDBLedger(conn)
     key = scope_key("workflow", "w")
-    noon = datetime(2026, 11, 24, 12, 30, tzinfo=timezone.utc)
+    noon = datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
     day = noon.replace(hour=0, minute=0)
     durable.charge(key, "tokens", 100, noon - timedelta(hours=2))
     durable.charge(key, "tokens", 999, noon - timedelta(days=1))  # yesterday: not in today's window
@@ -103,7 +103,7 @@ def test_buffered_ledger_reads_durable_usage_plus_pending_charges(tmp_path):
 
 def test_buffered_ledger_agrees_with_an_in_memory_ledger():
     ref, ledger = InMemoryLedger(), BufferedLedger(InMemoryLedger())
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     for i in range(50):
         at = start + timedelta(hours=7 * i)
         for led in (ref, ledger):

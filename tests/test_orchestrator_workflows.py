@@ -8,11 +8,10 @@ from collections import Counter
 import duckdb
 import pytest
 
+from policyengine.audit import EVENTS
 from policyengine.orchestrator.session import Session, SessionConfig
 from policyengine.orchestrator.summary import BatchSummary
 from policyengine.orchestrator.workflows import WORKFLOWS, load_items, sample_path
-
-from policyengine.audit import EVENTS
 
 N = 60
 

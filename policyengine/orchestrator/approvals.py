@@ -50,7 +50,7 @@ class Directory:
             raise ValueError(f"{where}: user directory is not valid YAML") from None
         raw = doc.get("users") if isinstance(doc, dict) else None
         if not isinstance(raw, dict):
-            raise ValueError(f"{p}: user directory needs a top-level 'users' mapping")
+            raise ValueError(f"{p}: user directory needs a top-level 'users' mapping")  # noqa: TRY004 - a bad file, not a bad argument
         users: dict[str, User] = {}
         for uid, entry in raw.items():
             entry = entry or {}

@@ -133,7 +133,7 @@ class OpenAICompatibleProvider:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise ProviderError(f"{model}: HTTP {exc.code} from {self.base_url}") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ProviderTimeout(f"{model} timed out after {timeout:g}s") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -36,7 +36,17 @@ from .ledger import BufferedLedger
 from .providers import Attempt, Providers
 from .state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord, naive_utc
 from .workflow import (
-    Ask, Completion, Context, DataRead, HumanWait, ModelCall, Parallel, RulesDecision, Step, ToolCall, Workflow,
+    Ask,
+    Completion,
+    Context,
+    DataRead,
+    HumanWait,
+    ModelCall,
+    Parallel,
+    RulesDecision,
+    Step,
+    ToolCall,
+    Workflow,
     step_kind,
 )
 
@@ -141,7 +151,7 @@ class Orchestrator:
         self.directory = directory or Directory(MappingProxyType({}))
         self._roles = self.directory.roles()
         self.ledger = ledger
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.flush_every = flush_every
         self.faults = faults
         self.record_runs = record_runs  # write a ``run`` audit event when a run ends or pauses
@@ -391,7 +401,7 @@ class Orchestrator:
         if ask.id is not None:
             resource["id"] = ask.id
         context = {"workflow": wf.name, "run_id": run.run_id, "step": step.name, **ask.context}
-        request = {"principal": {"id": wf.agent, "type": "agent", "attrs": {"requested_by": run.requested_by}},
+        request: dict[str, Any] = {"principal": {"id": wf.agent, "type": "agent", "attrs": {"requested_by": run.requested_by}},
                    "action": ask.action, "resource": resource, "data": dict(ask.data), "context": context}
         granted = [{"gate": a.gate, "approver": a.approver, "roles": list(self._roles.get(a.approver or "", ()))}
                    for a in approvals if a.status == "approved"]
@@ -480,8 +490,9 @@ class Orchestrator:
         """``None`` when the step may go ahead; else the ``stop`` arguments (waiting or denied)."""
         if gate is None:
             now = naive_utc(self.clock())
+            deadline: datetime | None
             if deadline_at:
-                deadline = naive_utc(datetime.fromisoformat(deadline_at.replace("Z", "+00:00")))
+                deadline = naive_utc(datetime.fromisoformat(deadline_at))
             else:
                 deadline = now + timedelta(seconds=deadline_s) if deadline_s else None
             row = ApprovalRecord(run.run_id, step.name, gate_id, role, run.requested_by, now, deadline, on_timeout,
@@ -513,7 +524,7 @@ class Orchestrator:
                 p.output = dict(p.step.run(p.ctx, f"{p.ctx.run_id}/{p.step.name}"))
             elif isinstance(p.step, DataRead):
                 p.output = dict(p.step.read(p.ctx))
-        except Exception as exc:  # a step's own code failed: the run fails with the message
+        except Exception as exc:  # noqa: BLE001 - a step's own code failed: the run fails with the message
             p.error = f"{type(exc).__name__}: {exc}"
 
     def _candidates(self, p: _Ready) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import duckdb
 import yaml
@@ -133,7 +133,7 @@ class Session:
         self._durable: DuckDBLedger | None = None
         self.orchestrator: Orchestrator
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         from ..audit import EVENTS, AuditError, AuditLog, generate_key, load_private_key
 
         cfg = self.config
@@ -156,7 +156,8 @@ class Session:
 
             policy = load_policy(list(cfg.rules), ledger=ledger)
             providers = load_providers(cfg.providers, policy)
-            clock = (lambda: cfg.now) if cfg.now is not None else None
+            now = cfg.now
+            clock = (lambda: now) if now is not None else None
             self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
                                              providers=providers, directory=directory, ledger=ledger, clock=clock,
                                              record_runs="run" in EVENTS)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, fields, replace
-from operator import attrgetter
-from datetime import datetime, timezone
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from importlib import resources
+from operator import attrgetter
 from typing import Any
 
 import duckdb
@@ -24,11 +24,11 @@ import pyarrow as pa
 
 def now_utc() -> datetime:
     """The current time as naive UTC, the form every orchestrator timestamp takes."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def naive_utc(t: datetime) -> datetime:
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
 def sql(name: str) -> str:

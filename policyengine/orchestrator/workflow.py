@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 JSON = dict[str, Any]
 
@@ -160,7 +160,7 @@ class HumanWait:
     fallback: Step | None = None
 
 
-Step = Union[ModelCall, ToolCall, DataRead, RulesDecision, HumanWait]
+Step = ModelCall | ToolCall | DataRead | RulesDecision | HumanWait
 STEP_KINDS: Mapping[type, str] = MappingProxyType(
     {ModelCall: "model", ToolCall: "tool", DataRead: "data", RulesDecision: "decision", HumanWait: "human"}
 )
@@ -174,7 +174,7 @@ class Parallel:
     steps: tuple[Step, ...]
 
 
-Node = Union[Step, Parallel]
+Node = Step | Parallel
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,9 +56,9 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except ValueError as exc:
-                raise ValueError(f"{p}:{n}: not valid JSON: {exc.msg}") from None
+                raise ValueError(f"{p}:{n}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{p}:{n}: each line must be a JSON object")
+                raise ValueError(f"{p}:{n}: each line must be a JSON object")  # noqa: TRY004 - a bad file, not a bad argument
             items.append(obj)
         return items
     try:
