@@ -35,7 +35,8 @@ def sample_path(workflow: str) -> Path:
 
 
 def load_items(path: str | Path) -> list[dict[str, Any]]:
-    """Read input items: a JSON array (or one object), JSON Lines (``.jsonl``), or CSV with a header.
+    """Read input items: a JSON array (or one object), JSON Lines (``.jsonl``), or CSV with a header
+    (numbers and ``true``/``false`` typed, empty cells null, so rules compare them as JSON values).
 
     Raises ``ValueError`` naming the file and line of the first bad record.
     """
@@ -47,7 +48,7 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise ValueError(f"{p}: input is not UTF-8 text") from None
     if p.suffix.lower() == ".csv":
-        return [dict(row) for row in csv.DictReader(text.splitlines())]
+        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
     if p.suffix.lower() == ".jsonl":
         items = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -69,6 +70,20 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ValueError(f"{p}: input must be a JSON object or an array of objects")
     return items
+
+
+def _cell(value: str | None) -> Any:
+    """A CSV cell as JSON would have it: numbers and booleans typed (so rules compare them), empty is null."""
+    if value is None or value == "":
+        return None
+    if value in ("true", "false"):
+        return value == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def read_csv_table(name: str) -> list[dict[str, str]]:
