@@ -138,8 +138,8 @@ def test_the_shipped_directory_has_an_approver_for_every_gate_role_of_the_workfl
     ("one.json", '{"id": "a"}', [{"id": "a"}]),
     ("many.json", '[{"id": "a"}, {"id": "b"}]', [{"id": "a"}, {"id": "b"}]),
     ("lines.jsonl", '{"id": "a"}\n\n{"id": "b"}\n', [{"id": "a"}, {"id": "b"}]),
-    ("table.csv", "id,amount,rate,flag,note\na,10,0.5,true,\n",
-     [{"id": "a", "amount": 10, "rate": 0.5, "flag": True, "note": None}]),
+    ("table.csv", "id,amount,rate,flag,note,zip,odd\na,10,-0.5,true,,007,nan\n",
+     [{"id": "a", "amount": 10, "rate": -0.5, "flag": True, "note": None, "zip": "007", "odd": "nan"}]),
 ])
 def test_input_formats(tmp_path, name, text, expected):
     (tmp_path / name).write_text(text)

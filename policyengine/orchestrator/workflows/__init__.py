@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -72,18 +73,21 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
     return items
 
 
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
+
+
 def _cell(value: str | None) -> Any:
     """A CSV cell as JSON would have it: numbers and booleans typed (so rules compare them), empty is null."""
     if value is None or value == "":
         return None
     if value in ("true", "false"):
         return value == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    if _INT.fullmatch(value):
+        return int(value)
+    if _FLOAT.fullmatch(value):
+        return float(value)
+    return value  # including ids with leading zeros ("007"), "nan" and "inf"
 
 
 def read_csv_table(name: str) -> list[dict[str, str]]:
