@@ -56,7 +56,7 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, parse_constant=_no_constant)
             except ValueError as exc:
                 raise ValueError(f"{p}:{n}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
             if not isinstance(obj, dict):
@@ -64,13 +64,17 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
             items.append(obj)
         return items
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise ValueError(f"{p}:{getattr(exc, 'lineno', 1)}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
     items = [doc] if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ValueError(f"{p}: input must be a JSON object or an array of objects")
     return items
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
