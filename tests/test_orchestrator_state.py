@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -166,3 +167,21 @@ def test_every_workflow_ships_a_few_hundred_sample_items_with_unique_ids(workflo
     assert 200 <= len(items) <= 400
     ids = [WORKFLOWS[workflow].item_id(i) for i in items]
     assert len(set(ids)) == len(ids) and all(ids)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models:\n  m: {accuracy: high}\n", "models.m.accuracy: 'high' is not a number >= 0"),
+    ("models:\n  m: {fail: sometimes}\n", "models.m.fail: 'sometimes' is not error or timeout"),
+    ("models:\n  m: {speed: 3}\n", "models.m: unknown settings ['speed']"),
+    ("providers:\n  openai-compatible: {}\n", "providers.openai-compatible: needs a base_url"),
+    ("retries: many\n", "retries must be an integer"),
+    ("- just a list\n", "provider configuration must be a mapping"),
+])
+def test_bad_provider_configuration_is_one_clear_line(tmp_path, text, message):
+    from policyengine.engine import load_policy
+    from policyengine.orchestrator.session import SessionError, default_rules, load_providers
+
+    path = tmp_path / "providers.yaml"
+    path.write_text(text)
+    with pytest.raises(SessionError, match=re.escape(message)):
+        load_providers(path, load_policy(default_rules()))

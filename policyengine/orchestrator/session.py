@@ -90,6 +90,12 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
         if not isinstance(spec, dict) or not set(spec) <= fields:
             bad = sorted(set(spec) - fields) if isinstance(spec, dict) else spec
             raise SessionError(f"{path}: models.{name}: unknown settings {bad} (known: {', '.join(sorted(fields))})")
+        for k, v in spec.items():
+            ok = v in ("error", "timeout") if k == "fail" else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
+            if not ok:
+                want = "error or timeout" if k == "fail" else "a number >= 0"
+                raise SessionError(f"{path}: models.{name}.{k}: {v!r} is not {want}")
         profiles[name] = replace(profiles.get(name, ModelProfile()), **spec)
     by_provider: dict[str, Any] = {}
     for pname, spec in (doc.get("providers") or {}).items():
