@@ -120,12 +120,11 @@ def connect(db: Path) -> duckdb.DuckDBPyConnection:
     """Open ``db`` for writing, or raise ``SessionError`` naming the process that holds it."""
     try:
         return duckdb.connect(str(db))
-    except duckdb.IOException as exc:
-        m = _LOCK.search(str(exc))
-        who = f" by process {m.group(2)}" if m else ""
-        raise SessionError(f"{db}: database is in use{who}; one process at a time may open it "
-                           f"(wait for the other command to finish)") from None
     except duckdb.Error as exc:
+        m = _LOCK.search(str(exc))
+        if m:
+            raise SessionError(f"{db}: database is in use by process {m.group(2)}; one process at a time may "
+                               f"open it (wait for the other command to finish)") from None
         raise SessionError(f"{db}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
 
 
@@ -151,7 +150,10 @@ class Session:
             if not cfg.create_key:
                 raise SessionError(f"{cfg.key}: signing key not found (create one with "
                                    f"`policyengine keys generate --out {cfg.key}`)")
-            generate_key(cfg.key)
+            try:
+                generate_key(cfg.key)
+            except AuditError as exc:
+                raise SessionError(str(exc)) from None
         self.conn = connect(cfg.db)
         try:
             key = load_private_key(cfg.key)
