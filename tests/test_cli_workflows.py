@@ -219,11 +219,12 @@ def test_demo_then_audit_verify_and_demo_again(work):
     (["approve", "r-1"], 2, "Missing option '--as'"),
     (["runs", "expire", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
     (["runs", "list", "--key", "missing.key"], 1, "missing.key: signing key not found"),
-    (["runs", "list", "--db", "bad.json"], 1, "bad.json: cannot open as a DuckDB database"),
+    (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: cannot open as a DuckDB database"),
     (["run", "fraud-routing", "--key", "no/such/dir.key"], 1, "no/such/dir.key: cannot create key file"),
 ])
 def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
     (work / "bad.json").write_text("{not json")
+    (work / "notes.txt").write_text("not a database\n" * 100)
     for f in seeded.iterdir():
         shutil.copy(f, work / f.name)
     proc = pe(*args, cwd=work, ok=False)
