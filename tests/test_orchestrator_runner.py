@@ -94,6 +94,7 @@ route classify
 budget tight
     for workflow "budgeted"
     limit 200 tokens per day
+    warn at 50%
     on exceed deny
 
 budget reroute
@@ -310,6 +311,9 @@ def test_budget_exhausted_mid_batch_denies_the_following_items(tmp_path, clock, 
     denied_decisions = [e for e in env.events(event="decision") if e["decision"]["effect"] == "deny"]
     assert denied_decisions and all(any(r["rule"] == "ops.pay.tight" for r in e["decision"]["reasons"])
                                     for e in denied_decisions)
+    # one alert when usage passed 'warn at', one when the limit was hit (not one per item)
+    alerts = [(a["rule"], a["breach"], a["action"]) for a in env.events(event="alert")]
+    assert alerts == [("ops.pay.tight", False, "alert"), ("ops.pay.tight", True, "block")]
     env.close()
 
 

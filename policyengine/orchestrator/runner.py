@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 import duckdb
 
-from ..decision import ApprovalRequired, Decision
+from ..budgets import window_start
+from ..decision import ApprovalRequired, BudgetWarning, Decision
 from .approvals import ApprovalRefused, Directory, check_decider
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
@@ -156,6 +157,7 @@ class Orchestrator:
         self.faults = faults
         self.record_runs = record_runs  # write a ``run`` audit event when a run ends or pauses
         self._pool: ThreadPoolExecutor | None = None
+        self._alerted: set[tuple] = set()  # budget alerts already recorded (per budget and window)
 
     # --- public API ----------------------------------------------------------------
 
@@ -427,6 +429,8 @@ class Orchestrator:
         decision = self.policy.evaluate(request, now=self.clock(), directory=self._roles)
         self._audit(run, "decision", wf.agent, {"request": request, "decision": decision.to_dict(), "step": step.name},
                     decision.policy_hash)
+        if decision.obligations or decision.effect != "allow" or decision.route:
+            self._budget_alerts(run, wf, decision, ask)
 
         def journal_row(status: str, reason: str | None = None, output: Any = None) -> StepRecord:
             return StepRecord(run.run_id, step.name, ord_, step_kind(step), status, key,
@@ -622,6 +626,35 @@ class Orchestrator:
         return _Final(status, p.output, p.error, ms=ms)
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _budget_alerts(self, run: RunRecord, wf: Workflow, decision: Decision, ask: Ask) -> None:
+        """Record an ``alert`` (kind budget) the first time, per budget and window, that one warns or is exceeded."""
+        now = self.clock()
+        model = decision.route or ask.id
+        for o in decision.obligations:
+            if isinstance(o, BudgetWarning):
+                key = (o.budget, o.unit, o.window, window_start(o.window, now))
+                if key not in self._alerted:
+                    self._alerted.add(key)
+                    self._audit(run, "alert", wf.agent, {
+                        "kind": "budget", "rule": o.budget, "model": model, "metric": f"{o.unit} per {o.window}",
+                        "value": o.used, "threshold": o.limit, "breach": False, "action": "alert",
+                        "details": {"percent": o.percent, "unit": o.unit, "window": o.window, "warning": True}})
+        budgets = {b.id: b for b in self.policy.policy_set.budgets}
+        for r in decision.reasons:
+            b = budgets.get(r.rule)
+            if b is None:
+                continue
+            key = (r.rule, "exceeded", "day", window_start("day", now))
+            if key in self._alerted:
+                continue
+            self._alerted.add(key)
+            action = type(b.decl.on_exceed).__name__.removesuffix("Action").lower() if b.decl.on_exceed else "deny"
+            self._audit(run, "alert", wf.agent, {
+                "kind": "budget", "rule": r.rule, "model": model, "metric": "limit", "value": None,
+                "threshold": None, "breach": True, "action": {"deny": "block", "route": "alert"}.get(action, action),
+                "details": {"message": r.message, "on_exceed": action, "effect": decision.effect,
+                            "route": decision.route}})
 
     def _put_step(self, journal: dict[str, StepRecord], row: StepRecord) -> None:
         self.store.put(row)
