@@ -126,7 +126,7 @@ decisions = st.lists(
 )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(rows=decisions)
 def test_every_metric_equals_fairlearn_on_generated_data(rows):
     groups = [g for g, _, _ in rows]

@@ -60,7 +60,7 @@ def pe_inprocess(*args: str) -> subprocess.CompletedProcess:
 
     from policyengine.cli import main
 
-    r = CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "200"})
+    r = CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "200"}, prog_name="policyengine")
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
@@ -74,7 +74,15 @@ def pe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def ok(*args: str, cwd: Path | None = None) -> str:
+    """Run in a real process (end to end) and return stdout; it must succeed."""
     r = pe(*args, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def run(*args: str) -> str:
+    """The same through click's runner, in process: for the many cases of one behaviour."""
+    r = pe_inprocess(*args)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -107,12 +115,12 @@ def test_named_report_in_every_format_carries_the_same_rows(audit_db):
     as_json = json.loads(ok("report", "escalations", "--db", audit_db, "--format", "json"))
     assert [(r["requester"], r["approver"], r["four_eyes"]) for r in as_json] == [
         ("bob", "dave", True), ("erin", "erin", False)]
-    as_csv = list(csv.DictReader(io.StringIO(ok("report", "escalations", "--db", audit_db, "--format", "csv"))))
+    as_csv = list(csv.DictReader(io.StringIO(run("report", "escalations", "--db", audit_db, "--format", "csv"))))
     assert [(r["requester"], r["approver"], r["four_eyes"]) for r in as_csv] == [
         ("bob", "dave", "True"), ("erin", "erin", "False")]
-    table = ok("report", "escalations", "--db", audit_db)
+    table = run("report", "escalations", "--db", audit_db)
     assert "Escalations with approver" in table and "dave" in table and "2 row(s)" in table
-    page = ok("report", "escalations", "--db", audit_db, "--format", "html")
+    page = run("report", "escalations", "--db", audit_db, "--format", "html")
     assert page.startswith("<!DOCTYPE html>") and "EU AI Act Art. 14" in page and "<td>dave</td>" in page
 
 
@@ -132,10 +140,10 @@ def test_denials_csv_golden(audit_db):
 
 
 def test_params_are_bound(audit_db):
-    rows = json.loads(ok("report", "decisions_by_rule", "--db", audit_db, "--format", "json",
+    rows = json.loads(run("report", "decisions_by_rule", "--db", audit_db, "--format", "json",
                          "--param", "since=2026-11-03", "--param", "until=2026-11-04"))
     assert {r["day"] for r in rows} == {"2026-11-03"}
-    sneaky = json.loads(ok("report", "denials", "--db", audit_db, "--format", "json",
+    sneaky = json.loads(run("report", "denials", "--db", audit_db, "--format", "json",
                            "--param", "rule=x' OR '1'='1"))
     assert sneaky == []
 
@@ -149,11 +157,11 @@ def test_rules_give_budget_limits_and_agent_owners(audit_db, tmp_path):
     assert by[("model", "classifier_small")]["token_pct"] == 50.0
     assert by[("workflow", "invoice-exceptions")]["usd_limit"] == 500.0
     assert by[("model", "frontier_llm")]["token_limit"] is None
-    monthly = json.loads(ok("report", "budget_spend", "--db", audit_db, "--rules", tmp_path / "finance.policy",
+    monthly = json.loads(run("report", "budget_spend", "--db", audit_db, "--rules", tmp_path / "finance.policy",
                             "--param", "window=month", "--format", "json"))
     wf = next(r for r in monthly if r["scope"] == "invoice-exceptions")
     assert wf["token_limit"] == 2_000_000.0 and wf["token_pct"] == 0.1
-    owners = json.loads(ok("report", "agent_activity", "--db", audit_db, "--rules", tmp_path / "finance.policy",
+    owners = json.loads(run("report", "agent_activity", "--db", audit_db, "--rules", tmp_path / "finance.policy",
                            "--format", "json"))
     assert {r["agent"]: r["owner"] for r in owners}["invoice_classifier"] == "ap-team@example.com"
 
@@ -178,7 +186,7 @@ def test_offline_bias_json_is_the_library_result():
 
 @needs_oracles
 def test_offline_bias_reference_group_and_table():
-    out = ok("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1", "--group", "group",
+    out = run("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1", "--group", "group",
              "--reference", "B")
     assert "reference: B" in out and "below the 0.8 impact-ratio line: C" in out
     assert "equalized odds not computed" in out
@@ -191,7 +199,7 @@ def test_offline_drift_several_columns():
     assert [c["column"] for c in out["columns"]] == ["amount", "region"]
     lib = drift_from_csv(REF, CUR, "region")
     assert out["columns"][1]["psi"] == lib.psi and out["columns"][1]["chi2"]["pvalue"] == lib.chi2.pvalue
-    rows = list(csv.DictReader(io.StringIO(ok("report", "drift", "--reference", REF, "--current", CUR,
+    rows = list(csv.DictReader(io.StringIO(run("report", "drift", "--reference", REF, "--current", CUR,
                                               "--column", "channel", "--format", "csv"))))
     assert [r["bin"] for r in rows] == ["api", "email", "phone", "portal"]
 
@@ -313,13 +321,13 @@ def test_query_refuses_writes(audit_db, statement, kind):
 
 def test_query_cannot_read_other_files(audit_db, tmp_path):
     (tmp_path / "secret.csv").write_text("a\n1\n")
-    line = one_error_line(pe("query", f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')", "--db", audit_db))
+    line = one_error_line(pe_inprocess("query", f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')", "--db", audit_db))
     assert "disabled" in line
 
 
 def test_every_command_has_help():
     for command in (("report",), ("query",), ("monitor",), ("models", "blocked"), ("models", "unblock")):
-        out = ok(*command, "--help")
+        out = run(*command, "--help")
         usage, _, rest = out.partition("\n\n")
         assert usage.startswith("Usage: policyengine " + " ".join(command))
         assert rest.strip().splitlines()[0].strip()  # a one-line summary before the options

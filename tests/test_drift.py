@@ -118,7 +118,7 @@ def test_oracle_chi2_equals_scipy_contingency(column):
 # --- scipy on generated data ------------------------------------------------------------
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n_ref=st.integers(1, 300),
@@ -140,7 +140,7 @@ def test_numeric_psi_and_ks_equal_numpy_and_scipy(seed, n_ref, n_cur, shift, tie
     assert r.ks.location == want.statistic_location and r.ks.sign == want.statistic_sign
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     ref=st.lists(st.sampled_from(["api", "email", "phone", "portal", "fax"]), min_size=1, max_size=200),
     cur=st.lists(st.sampled_from(["api", "email", "phone", "chat"]), min_size=1, max_size=200),

@@ -28,7 +28,7 @@ from policyengine.reporting.monitor import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_cli_reporting import one_error_line, pe
+from test_cli_reporting import one_error_line, pe, pe_inprocess
 from test_reports import write_audit_db
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -212,12 +212,12 @@ def test_monitor_command_blocks_and_models_unblock_lifts(setup):
     assert rows["risk.classifier_confidence"]["breach"] is True
     assert rows["risk.payment_fairness"]["action"] == "escalate to model_risk"
     assert "blocked: classifier_small" in r.stderr
-    listed = pe("models", "blocked", "--db", db)
+    listed = pe_inprocess("models", "blocked", "--db", db)
     assert listed.stdout.startswith("classifier_small\tblocked by risk.classifier_confidence")
-    assert pe("models", "unblock", "classifier_small", "--db", db, "--by", "risk").stdout == "unblocked: classifier_small\n"
-    assert "is not blocked" in one_error_line(pe("models", "unblock", "classifier_small", "--db", db))
-    assert pe("models", "blocked", "--db", db).stdout == "no model is blocked\n"
-    failing = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach")
+    assert pe_inprocess("models", "unblock", "classifier_small", "--db", db, "--by", "risk").stdout == "unblocked: classifier_small\n"
+    assert "is not blocked" in one_error_line(pe_inprocess("models", "unblock", "classifier_small", "--db", db))
+    assert pe_inprocess("models", "blocked", "--db", db).stdout == "no model is blocked\n"
+    failing = pe_inprocess("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach")
     assert failing.returncode == 1
 
 
@@ -226,7 +226,7 @@ def test_monitor_bad_input(setup, tmp_path):
     assert "database file not found" in one_error_line(pe("monitor", "--db", tmp_path / "no.duckdb", "--rules", rules))
     bad = tmp_path / "bad.policy"
     bad.write_text("package x\nbias b\n    for model nothing\n")
-    assert "--rules:" in one_error_line(pe("monitor", "--db", db, "--rules", bad))
+    assert "--rules:" in one_error_line(pe_inprocess("monitor", "--db", db, "--rules", bad))
 
 
 # --- the same numbers on demand: report bias|drift --model ---------------------------------------
@@ -250,15 +250,15 @@ def test_report_drift_from_the_audit_log_with_psi_over_time(setup, tmp_path):
     assert column["psi"] == results_by_rule(db, rules)["risk.classifier_confidence"].value
     assert sum(p["n_current"] for p in column["over_time"]) == 300 and len(column["over_time"]) == 6
     page = tmp_path / "drift.html"
-    assert pe(*args, "--format", "html", "-o", page).returncode == 0
+    assert pe_inprocess(*args, "--format", "html", "-o", page).returncode == 0
     assert "PSI over time of output.confidence" in page.read_text()
 
 
 def test_report_bias_from_the_audit_log_needs_group_and_positive(setup):
     db, _ = setup
-    r = pe("report", "bias", "--db", db, "--model", "classifier_small")
+    r = pe_inprocess("report", "bias", "--db", db, "--model", "classifier_small")
     assert r.returncode == 2 and "needs --group, --positive" in r.stderr
-    line = one_error_line(pe("report", "bias", "--db", db, "--model", "nope", "--group", "subject.vendor_region",
+    line = one_error_line(pe_inprocess("report", "bias", "--db", db, "--model", "nope", "--group", "subject.vendor_region",
                              "--positive", "x"))
     assert "no model_call decisions of model 'nope'" in line
 
@@ -289,6 +289,6 @@ def test_monitor_signs_each_result_into_the_real_audit_log(tmp_path):
     drift = [a for a in alerts if a["kind"] == "drift"]
     assert all(a["breach"] is False for a in drift)  # no baseline month yet: reported, not breached
     assert all("reference sample has no values" in a["error"] for a in drift)
-    signed = json.loads(pe("query", "SELECT DISTINCT key_id, policy_hash IS NOT NULL AS has_hash FROM audit_log "
+    signed = json.loads(pe_inprocess("query", "SELECT DISTINCT key_id, policy_hash IS NOT NULL AS has_hash FROM audit_log "
                                     "WHERE event = 'alert'", "--db", db, "--format", "json").stdout)
     assert signed == [{"key_id": key.key_id, "has_hash": True}]
