@@ -186,13 +186,32 @@ def _threshold(threshold: ast.Threshold) -> _Line:
     return _clause(f"threshold {threshold.op} {format_number(threshold.value, integral_as_int=True)}", threshold.span.line)
 
 
+def _const(decl: ast.ConstDecl) -> list[_Line]:
+    """One line, or a long list wrapped: items packed onto indented lines, ``]`` alone."""
+    text = f"const {decl.name.value} = {format_expr(decl.value)}"
+    if len(text) <= MAX_WIDTH or not isinstance(decl.value, ast.ListExpr) or not decl.value.items:
+        return [_Line(text, decl.span.line)]
+    lines = [_Line(f"const {decl.name.value} = [", decl.span.line)]
+    row, first = "", decl.value.items[0]
+    for item in decl.value.items:
+        piece = format_expr(item) + ","
+        if row and len(INDENT) + len(row) + 1 + len(piece) > MAX_WIDTH:
+            lines.append(_Line(INDENT + row, first.span.line, INDENT))  # a row's line: its first item's
+            row, first = piece, item
+        else:
+            row = f"{row} {piece}" if row else piece
+    lines.append(_Line(INDENT + row, first.span.line, INDENT))
+    lines.append(_Line("]", decl.value.span.end_line))
+    return lines
+
+
 def _decl_lines(decl: ast.Decl) -> list[_Line]:
     head = _Line
     if isinstance(decl, ast.RoleDecl):
         extends = f" extends {_names(decl.extends)}" if decl.extends else ""
         return [head(f"role {decl.name.value}{extends}", decl.span.line)]
     if isinstance(decl, ast.ConstDecl):
-        return [head(f"const {decl.name.value} = {format_expr(decl.value)}", decl.span.line)]
+        return _const(decl)
     lines = [head(f"{_keyword(decl)} {decl.name.value}", decl.span.line)]
     if isinstance(decl, ast.AgentDecl):
         if decl.owner is not None:
@@ -332,6 +351,8 @@ def _resolve(lines: list[_Line], last_line: int | None, words: dict[str, list[in
 
 
 def _one_liner(decl: ast.Decl) -> type | None:
+    if isinstance(decl, ast.ConstDecl) and len(_const(decl)) > 1:
+        return None  # a wrapped list stands apart
     return type(decl) if isinstance(decl, (ast.RoleDecl, ast.ConstDecl)) else None
 
 
@@ -361,7 +382,13 @@ def _layout(file: ast.PolicyFile, words: dict[str, list[int]]) -> list[_Line]:
 # --- comments ------------------------------------------------------------------------------
 
 
-def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> list[str]:
+def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...], blanks: frozenset[int] | None) -> list[str]:
+    """Interleave comments with the output lines by source line.
+
+    ``blanks`` are the blank lines of the source, when it is known: a blank line
+    after a comment block (or before a closing comment) is kept exactly when the
+    source had one; without the source, a gap in line numbers stands for one.
+    """
     own = sorted((c for c in comments if not c.trailing), key=lambda c: c.line)
     trailing: dict[int, list[str]] = {}
     code = [line for line in lines if not line.blank]
@@ -386,7 +413,7 @@ def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> li
             follows = line.source or 0
             if next_own < len(own) and own[next_own].line < follows:
                 follows = own[next_own].line
-            if follows > comment.line + 1:  # a blank line after a comment block stays
+            if (comment.line + 1 in blanks) if blanks is not None else (follows > comment.line + 1):
                 out.append("")
         text = line.text
         if id(line) in trailing:
@@ -394,7 +421,7 @@ def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...]) -> li
         out.append(text)
     previous_line = max((line.source or 0 for line in code), default=0)
     for comment in own[next_own:]:
-        if comment.line > previous_line + 1:  # a blank line before a closing comment stays
+        if (comment.line - 1 in blanks) if blanks is not None else (comment.line > previous_line + 1):
             out.append("")
         out.append(comment.text)
         previous_line = comment.line
@@ -417,4 +444,7 @@ def format_policy(file: ast.PolicyFile, source: str | None = None) -> str:
     on, so every comment stays beside the clause it was written next to.
     """
     words = keyword_lines(source) if source is not None and file.comments else {}
-    return "\n".join(_place_comments(_layout(file, words), file.comments)) + "\n"
+    blanks = None
+    if source is not None and file.comments:
+        blanks = frozenset(n for n, text in enumerate(source.split("\n"), 1) if not text.strip())
+    return "\n".join(_place_comments(_layout(file, words), file.comments, blanks)) + "\n"
