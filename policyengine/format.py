@@ -9,7 +9,8 @@ Canonical layout: the package header (package, owner, cite), a blank line, the
 imports, then declarations separated by one blank line (runs of one-line
 ``role`` and ``const`` declarations stay together). Each clause sits on its own
 line indented by four spaces; a long ``when`` whose top level is ``or`` puts each
-alternative on its own continuation line starting with ``or``.
+alternative on its own continuation line starting with ``or``, and a long
+``const`` list is wrapped with its items packed onto indented lines.
 """
 
 from __future__ import annotations
