@@ -61,7 +61,11 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            members = sorted(str(p) for p in path.rglob("*.policy") if p.is_file())
+            try:
+                members = sorted(str(p) for p in path.rglob("*.policy") if p.is_file())
+            except OSError as error:
+                findings.append(Finding("load", f"cannot list this folder: {error.strerror or error}", _where(str(given))))
+                continue
         elif path.is_file():
             members = [str(path)]
         else:
