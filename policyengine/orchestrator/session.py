@@ -193,11 +193,17 @@ class Session:
             self.conn.close()
             self.conn = None
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        """Flush and close everything; a failure while closing never hides the error that got us here."""
         try:
-            if not (isinstance(exc[0], type) and issubclass(exc[0], SimulatedCrash)):
-                self.orchestrator.close()
-                if self.audit is not None:
-                    self.audit.close()
+            if exc_type is None or not issubclass(exc_type, SimulatedCrash):
+                try:
+                    self.orchestrator.close()
+                finally:
+                    if self.audit is not None:
+                        self.audit.close()
+        except Exception as exc:  # noqa: BLE001 - reported as one line, or left behind the first error
+            if exc_type is None:
+                raise SessionError(f"{self.config.db}: could not close cleanly: {exc}") from None
         finally:
             self._abort()
