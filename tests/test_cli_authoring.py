@@ -30,11 +30,15 @@ rule read_ghost
 UNFORMATTED = 'package t.messy\nrole analyst   # the only role\nrule r allow role analyst to read dataset "x" when context.a>1\n'
 
 
+# the installed console script, as users run it (``python -m policyengine`` if it is missing)
+SCRIPT = Path(sys.executable).with_name("policyengine")
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "policyengine"]
+
+
 def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "POLICYENGINE_NO_CACHE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "policyengine", *args], cwd=cwd, env=env, input=stdin,
-        capture_output=True, text=True, timeout=60,
+        [*COMMAND, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=60,
     )
 
 
@@ -154,7 +158,7 @@ def test_a_corrupt_cache_does_not_matter(project: Path) -> None:
     cache = project / "cache"
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     env.pop("POLICYENGINE_NO_CACHE", None)
-    command = [sys.executable, "-m", "policyengine", "check", "rules"]
+    command = [*COMMAND, "check", "rules"]
     first = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stdout + first.stderr
     written = [p for p in cache.rglob("*") if p.is_file()]
