@@ -211,7 +211,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
     return folder / "audit.duckdb", key
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutation)
 def test_any_single_change_deletion_or_reordering_is_detected(
     small: tuple[Path, SigningKey], tmp_path: Path, change: tuple

@@ -123,15 +123,32 @@ def _plain(value: Any) -> bool:
 
     That holds for str keys, safe integers, and floats that Python and
     ECMAScript both print in plain decimal (non-integral, 1e-4 <= |x| < 1e16).
+    Written as flat loops because it runs on every appended record.
     """
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not _plain(item):
+        for key in value:
+            if type(key) is not str:
                 return False
-        return True
-    if kind is list:
-        return all(_plain(item) for item in value)
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return _plain_scalar(value)
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is dict or kind is list:
+            if not _plain(item):
+                return False
+        elif not _plain_scalar(item):
+            return False
+    return True
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = type(value)
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:

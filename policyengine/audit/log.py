@@ -19,6 +19,7 @@ import base64
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,16 @@ class Checkpoint:
     def from_row(cls, row: tuple[Any, ...]) -> Checkpoint:
         origin, size, root, ts, key_id, signature = row
         return cls(origin, int(size), bytes.fromhex(root), ts, key_id, base64.b64decode(signature))
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Records cut from the buffer, and the root to sign over them (if a checkpoint is due)."""
+
+    rows: list[tuple[Any, ...]]
+    size: int
+    root: bytes | None
+    key: SigningKey
 
 
 def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
@@ -140,9 +151,17 @@ def database_path(con: duckdb.DuckDBPyConnection) -> str:
     return str(Path(row[0]).resolve()) if row and row[0] else f"memory:{id(con)}"
 
 
-def utc_now() -> tuple[datetime, str]:
-    now = datetime.now(UTC)
-    return now, now.strftime(TS_FORMAT)
+_second_cache: list[Any] = [None, ""]
+
+
+def utc_now_text() -> str:
+    """Now in UTC as the canonical text ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (runs per record, so cached per second)."""
+    micros = time.time_ns() // 1000
+    second, fraction = divmod(micros, 1_000_000)
+    if _second_cache[0] != second:
+        _second_cache[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_cache[0] = second
+    return f"{_second_cache[1]}{fraction:06d}Z"
 
 
 class AuditLog:
@@ -186,6 +205,8 @@ class AuditLog:
         self._lock = threading.Lock()  # guards the buffer, seq and tree
         self._io = threading.RLock()  # serialises database writes
         self._buffer: list[tuple[Any, ...]] = []
+        self._pending: deque[_Batch] = deque()
+        self._last_signed: Checkpoint | None = None
         self._closed = False
         self._failed: str | None = None
         try:
@@ -195,6 +216,7 @@ class AuditLog:
             raise
         self._last_checkpoint_time = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._timer: threading.Thread | None = None
         if flush_interval > 0:
             self._timer = threading.Thread(target=self._run_timer, name="audit-flush", daemon=True)
@@ -246,7 +268,8 @@ class AuditLog:
             )
         self._seq = len(leaves)
         self._flushed = self._seq
-        self._checkpointed = signed.tree_size if signed else 0
+        self._checkpointed = self._scheduled = signed.tree_size if signed else 0
+        self._last_signed = signed
         return origin
 
     # -- writing -------------------------------------------------------------
@@ -280,14 +303,15 @@ class AuditLog:
             raise AuditError(f"unknown audit event {event!r} (expected one of {', '.join(sorted(EVENTS))})")
         if not isinstance(payload, dict):
             raise AuditError(f"{event} payload must be a JSON object, not {type(payload).__name__}")
-        for name, value in (("actor", actor), ("workflow", workflow), ("run_id", run_id), ("policy_hash", policy_hash)):
-            if value is not None and not isinstance(value, str):
-                raise AuditError(f"{name} must be a string or None, not {type(value).__name__}")
+        if not all(v is None or type(v) is str for v in (actor, workflow, run_id, policy_hash)):
+            for name, value in (("actor", actor), ("workflow", workflow), ("run_id", run_id), ("policy_hash", policy_hash)):
+                if value is not None and not isinstance(value, str):
+                    raise AuditError(f"{name} must be a string or None, not {type(value).__name__}")
         try:
             payload_text = canonical_text(self._masking.apply(payload))
         except CanonicalJSONError as err:
             raise AuditError(f"{event} payload: {err}") from None
-        now, ts = utc_now()
+        ts = utc_now_text()
         with self._lock:
             self._check_open()
             key_id = self._key.key_id
@@ -303,27 +327,38 @@ class AuditLog:
             self._tree.append(leaf)
             self._seq = seq
             self._buffer.append(
-                (seq, now, self.origin, event, actor, workflow, run_id, payload_text, policy_hash, key_id, leaf.hex())
+                (seq, ts, self.origin, event, actor, workflow, run_id, payload_text, policy_hash, key_id, leaf.hex())
             )
             full = len(self._buffer) >= self._batch_size
+            if full:
+                self._cut(False)
+            backlog = len(self._pending)
         if full:
-            self._write(checkpoint=self._checkpoint_due())
+            if self._timer is None or backlog > 2:
+                self._drain()  # no writer thread, or it is behind: write here (back-pressure)
+            else:
+                self._wake.set()
         return seq
 
     def flush(self, *, checkpoint: bool = False) -> int:
-        """Write buffered records durably (and sign a checkpoint if due or asked); return the last durable seq."""
-        self._write(checkpoint=checkpoint or self._checkpoint_due())
+        """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq."""
+        with self._lock:
+            self._check_open()
+            self._cut(checkpoint)
+        self._drain()
         return self._flushed
 
     def checkpoint(self) -> Checkpoint | None:
-        """Flush and sign a checkpoint over everything appended so far."""
-        return self._write(checkpoint=True)
+        """Flush and sign a checkpoint over everything appended so far; return the latest checkpoint."""
+        self.flush(checkpoint=True)
+        return self._last_signed
 
     def rotate_key(self, new_key: SigningKey) -> int:
         """Record a ``key_rotated`` event, sign it with the old key, then switch keys.
 
-        Call it while no other thread appends: records appended meanwhile would
-        carry the old key id but be signed by the new key.
+        The rotation record is the last record the old key signs: the cut and
+        the switch happen under one lock, so no other thread's record slips
+        between them.
         """
         if new_key.key_id == self._key.key_id:
             raise AuditError("the new key is the key already in use")
@@ -336,56 +371,71 @@ class AuditLog:
                     "new_public_key": new_key.public.pem,
                 },
             )
-            self._write(checkpoint=True)
             with self._lock:
+                self._cut(True)
                 self._key = new_key
+            self._drain()
         return seq
 
     def _checkpoint_due(self) -> bool:
         return (
-            self._seq - self._checkpointed >= self._checkpoint_every
-            or (self._seq > self._checkpointed and time.monotonic() - self._last_checkpoint_time >= self._checkpoint_interval)
+            self._seq - self._scheduled >= self._checkpoint_every
+            or (self._seq > self._scheduled and time.monotonic() - self._last_checkpoint_time >= self._checkpoint_interval)
         )
 
-    def _write(self, *, checkpoint: bool) -> Checkpoint | None:
+    def _cut(self, checkpoint: bool) -> None:
+        """Move the buffer to the pending batches (caller holds ``_lock``), with a root if a checkpoint is due."""
+        root = self._tree.root() if (checkpoint or self._checkpoint_due()) and self._seq > self._scheduled else None
+        if not self._buffer and root is None:
+            return
+        self._pending.append(_Batch(self._buffer, self._seq, root, self._key))
+        self._buffer = []
+        if root is not None:
+            self._scheduled = self._seq
+            self._last_checkpoint_time = time.monotonic()
+
+    def _drain(self) -> None:
+        """Commit pending batches in order; each is one transaction (records, then its checkpoint)."""
         with self._io:
-            with self._lock:
-                self._check_open()
-                rows, self._buffer = self._buffer, []
-                size = self._seq
-                root = self._tree.root() if checkpoint and size > self._checkpointed else None
-                key = self._key
-            if not rows and root is None:
-                return None
-            signed = None
-            if root is not None:
-                _, ts = utc_now()
-                signature = key.sign(checkpoint_note(self.origin, size, root, ts))
-                signed = Checkpoint(self.origin, size, root, ts, key.key_id, signature)
-            cur = self._cur
-            try:
-                cur.execute("BEGIN TRANSACTION")
-                if rows:
-                    appender = cur.appender("audit_log")
-                    appender.append_rows(rows)
-                    appender.flush()
-                if signed is not None:
-                    row = signed.to_json()
-                    cur.execute(q("insert_checkpoint"), {k: row[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
-                cur.execute("COMMIT")
-            except duckdb.Error as err:
-                try:
-                    cur.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
-                self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
-                raise AuditError(self._failed) from None
-            if rows:
-                self._flushed = rows[-1][0]
+            while True:
+                with self._lock:
+                    if self._failed:
+                        raise AuditError(self._failed)
+                    if not self._pending:
+                        return
+                    batch = self._pending.popleft()
+                self._commit(batch)
+
+    def _commit(self, batch: _Batch) -> None:
+        signed = None
+        if batch.root is not None:
+            ts = utc_now_text()
+            signature = batch.key.sign(checkpoint_note(self.origin, batch.size, batch.root, ts))
+            signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)
+        cur = self._cur
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            if batch.rows:
+                appender = cur.appender("audit_log")
+                appender.append_rows(batch.rows)
+                appender.flush()
             if signed is not None:
-                self._checkpointed = size
-                self._last_checkpoint_time = time.monotonic()
-            return signed
+                row = signed.to_json()
+                cur.execute(q("insert_checkpoint"), {k: row[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
+            cur.execute("COMMIT")
+        except duckdb.Error as err:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            with self._lock:
+                self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
+            raise AuditError(self._failed) from None
+        if batch.rows:
+            self._flushed = batch.rows[-1][0]
+        if signed is not None:
+            self._checkpointed = batch.size
+            self._last_signed = signed
 
     def _check_open(self) -> None:
         if self._failed:
@@ -394,9 +444,17 @@ class AuditLog:
             raise AuditError(f"audit log {self._path} is closed")
 
     def _run_timer(self) -> None:
-        while not self._stop.wait(self._flush_interval):
+        """Write full batches as they come, and every ``flush_interval`` whatever is buffered."""
+        while not self._stop.is_set():
+            woken = self._wake.wait(self._flush_interval)
+            self._wake.clear()
             try:
-                self._write(checkpoint=self._checkpoint_due())
+                if not woken:
+                    with self._lock:
+                        if self._closed or self._failed:
+                            return
+                        self._cut(False)
+                self._drain()
             except AuditError:
                 return  # the failure is kept in self._failed and raised to the next caller
 
@@ -407,11 +465,14 @@ class AuditLog:
         if self._closed:
             return
         self._stop.set()
+        self._wake.set()
         if self._timer is not None:
             self._timer.join()
         try:
             if not self._failed:
-                self._write(checkpoint=True)
+                with self._lock:
+                    self._cut(True)
+                self._drain()
         finally:
             self._closed = True
             self._release()

@@ -1,0 +1,72 @@
+"""Audit trail throughput: appends per second with signed checkpoints, and verify time.
+
+Run by hand (not in CI):  python benchmarks/bench_audit.py [--records 1000000]
+Results go in benchmarks/README.md ("Audit trail" section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from policyengine.audit import AuditLog, generate_key, verify_database
+
+
+def model_call(i: int) -> dict:
+    """A payload shaped like docs/audit-events.md's model_call."""
+    return {
+        "model": "classifier_small", "provider": "local", "tokens": 800 + i % 400, "cost_usd": 0.00016,
+        "latency_ms": 41.5, "status": "ok", "step": "classify", "subject": {"vendor_region": "EU"},
+        "outcome": "auto_resolved", "output": {"confidence": 0.93},
+    }
+
+
+def decision(i: int) -> dict:
+    return {
+        "request": {"principal": {"id": f"user-{i % 50}", "type": "user", "roles": ["analyst"], "attrs": {}},
+                    "action": "read", "resource": {"kind": "dataset", "id": f"erp/invoices/{i}", "attrs": {}},
+                    "data": {"classification": "internal"}, "context": {"workflow": "invoice-exceptions"}},
+        "decision": {"effect": "allow", "reasons": [{"rule": "finance.invoices.analysts_read_invoices",
+                                                     "file": "rules/finance/invoices.policy", "line": 21,
+                                                     "message": "AP analysts review invoice exceptions"}],
+                     "obligations": [], "route": None, "policy_hash": "9f2c"},
+    }
+
+
+def append(db: Path, key, records: int, payload) -> float:
+    payloads = [payload(i) for i in range(1000)]
+    started = time.perf_counter()
+    with AuditLog(db, key, batch_size=5_000, checkpoint_every=10_000) as log:
+        for i in range(records):
+            log.append("model_call", actor="agent:invoice_classifier", workflow="invoice-exceptions",
+                       run_id=f"run-{i // 1000}", payload=payloads[i % 1000], policy_hash="9f2c")
+    return records / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        key = generate_key(folder / "bench.key")
+        for name, payload in (("model_call", model_call), ("decision", decision)):
+            rate = append(folder / f"{name}.duckdb", key, 200_000, payload)
+            print(f"append {name:<10} 200,000 records, checkpoint every 10,000: {rate:,.0f} records/s")
+        db = folder / "big.duckdb"
+        rate = append(db, key, args.records, model_call)
+        print(f"append model_call  {args.records:,} records: {rate:,.0f} records/s")
+        for attempt in range(2):
+            started = time.perf_counter()
+            report = verify_database(db, [key.public])
+            elapsed = time.perf_counter() - started
+            assert report.ok, report.summary()
+            print(f"verify {report.records:,} records, {report.checkpoints} checkpoints: {elapsed:.2f} s"
+                  f" ({'cold' if attempt == 0 else 'warm'} file cache)")
+        print(f"database size: {db.stat().st_size / 1e6:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
