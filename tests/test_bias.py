@@ -339,3 +339,25 @@ def test_aggregates_with_min_samples_equal_fairlearn_on_the_judged_groups(rows, 
     assert _same(r.demographic_parity_difference, float(fl.demographic_parity_difference(y_true, y_pred, **kw)))
     assert _same(r.demographic_parity_ratio, float(fl.demographic_parity_ratio(y_true, y_pred, **kw)))
     assert _same(r.equalized_odds_difference, float(fl.equalized_odds_difference(y_true, y_pred, **kw)))
+
+
+def test_audit_labels_that_are_not_outcomes_are_not_ground_truth(tmp_path):
+    """A label naming the model's class ("duplicate") says nothing about whether "auto_resolved" was right."""
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import bias_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    t0 = datetime(2026, 11, 1)
+    story = [(t0 + timedelta(minutes=i), "model_call", "a", None, None,
+              {"model": "m", "subject": {"r": "EU" if i % 2 else "US"},
+               "outcome": "auto_resolved" if i % 3 else "escalated", "label": ["duplicate", "none"][i % 2]}, "h")
+             for i in range(12)]
+    con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
+    r = bias_from_audit(con, model="m", group="subject.r", positives=["auto_resolved"], start=t0,
+                        end=t0 + timedelta(days=1))
+    con.close()
+    assert not r.has_label and r.equalized_odds_difference is None
+    assert any("labels (duplicate, none) are never outcome values" in n for n in r.notes)

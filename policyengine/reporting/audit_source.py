@@ -9,6 +9,7 @@ numbers come from the same SQL whatever the source. Attribute paths such as
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import duckdb
@@ -59,13 +60,17 @@ def bias_from_audit(
         raise ReportError(f"no model_call decisions of model {model!r} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     if dropped == total:
         raise ReportError(f"no model_call of model {model!r} has a value at {group!r} (empty group)")
-    has_label = one(con, "SELECT count(label) > 0 FROM bias_input")[0]
+    labelled, outcome_labels, label_values = one(con, sql("bias_label_vocabulary"), {
+        "model": model, "start": _naive_utc(start), "end": _naive_utc(end)})
+    has_label = outcome_labels > 0
     result = compute_bias(con, min_samples=min_samples, reference=reference, has_label=has_label, threshold=threshold)
+    notes = list(result.notes)
     if dropped:
-        from dataclasses import replace
-
-        result = replace(result, notes=(*result.notes, f"{dropped} call(s) without a value at {group} were left out"))
-    return result
+        notes.append(f"{dropped} call(s) without a value at {group} were left out")
+    if labelled and not has_label:
+        shown = (label_values or "")[:80]
+        notes.append(f"labels ({shown}) are never outcome values, so they are not ground truth for equalized odds")
+    return replace(result, notes=tuple(notes))
 
 
 def drift_from_audit(
