@@ -202,3 +202,17 @@ def test_sql_leaf_hashing_agrees_with_python_on_awkward_text(tmp_path: Path, key
         for text in awkward:
             log.append("tool_call", actor=text, workflow=text, payload={text: text, "n": 1e-7})
     assert verify_database(db, [key.public]).ok
+
+
+def test_documented_leaf_example_is_exact() -> None:
+    """docs/audit.md shows a record's canonical bytes and leaf hash; other verifiers copy them."""
+    from policyengine.audit.log import leaf_bytes
+    from policyengine.audit.merkle import leaf_hash
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
+    data = leaf_bytes(seq=1, ts="2026-11-24T12:00:00.000000Z", origin="policyengine", event="tool_call",
+                      actor="agent:invoice_classifier", workflow="invoice-exceptions", run_id="run-1",
+                      payload='{"latency_ms":12.5,"status":"ok","step":"fetch","tool":"erp.lookup"}',
+                      policy_hash=None, key_id="c9528d1816e0be2f08e5d303ba40875a")
+    assert "    " + data.decode() + "\n" in doc
+    assert f"leaf_hash = {leaf_hash(data).hex()}" in doc
