@@ -60,8 +60,7 @@ def bias_from_audit(
         raise ReportError(f"no model_call decisions of model {model!r} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     if dropped == total:
         raise ReportError(f"no model_call of model {model!r} has a value at {group!r} (empty group)")
-    labelled, outcome_labels, label_values = one(con, sql("bias_label_vocabulary"), {
-        "model": model, "start": _naive_utc(start), "end": _naive_utc(end)})
+    labelled, outcome_labels, label_values = one(con, sql("bias_label_vocabulary"))
     has_label = outcome_labels > 0
     result = compute_bias(con, min_samples=min_samples, reference=reference, has_label=has_label, threshold=threshold)
     notes = list(result.notes)

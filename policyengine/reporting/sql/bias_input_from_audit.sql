@@ -5,12 +5,14 @@
 -- The four keys are read in one pass over each payload (one JSON parse per row).
 -- Parameters: model, group_path (JSON path such as $."subject"."vendor_region"),
 -- positives (list of outcome values), start (inclusive), end (exclusive), UTC.
-INSERT INTO bias_input
+INSERT INTO bias_input (line, grp, pred, label, outcome_value, label_value)
 SELECT
     seq,
     v[1],
     list_contains($positives, v[2]),
-    CASE WHEN v[3] IS NULL THEN NULL ELSE list_contains($positives, v[3]) END
+    CASE WHEN v[3] IS NULL THEN NULL ELSE list_contains($positives, v[3]) END,
+    v[2],
+    v[3]
 FROM (
     SELECT seq, json_extract_string(payload, [$group_path, '$.outcome', '$.label', '$.model']) AS v
     FROM audit_log

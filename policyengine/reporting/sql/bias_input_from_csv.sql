@@ -2,7 +2,7 @@
 -- Parameters: group, outcome, label (column names; label may repeat outcome when
 -- has_label is false), positive (outcome value that counts as selected),
 -- label_positive (label value that counts as a true positive), has_label.
-INSERT INTO bias_input
+INSERT INTO bias_input (line, grp, pred, label)
 SELECT
     rowid + 2,
     trim(struct_extract(csv_raw, $group)),
