@@ -293,6 +293,12 @@ def test_option_misuse_is_a_usage_error(args):
 # --- query is read-only -----------------------------------------------------------------------------
 
 
+def test_query_json_columns_come_back_as_json(audit_db):
+    rows = json.loads(run("query", "SELECT payload FROM audit_log WHERE event = 'alert'", "--db", audit_db,
+                          "--format", "json"))
+    assert rows[0]["payload"]["rule"] == "finance.payment_fairness" and rows[0]["payload"]["breach"] is True
+
+
 def test_query_reads(audit_db):
     rows = json.loads(ok("query", "SELECT event, count(*) AS n FROM audit_log GROUP BY ALL ORDER BY event",
                          "--db", audit_db, "--format", "json"))

@@ -40,10 +40,11 @@ def run_query(db: str | Path, text: str) -> ReportResult:
         try:
             cur = con.execute(text)
             columns = tuple(d[0] for d in cur.description) if cur.description else ()
+            types = tuple(str(d[1]) for d in cur.description) if cur.description else ()
             rows = tuple(cur.fetchall()) if columns else ()
         except duckdb.Error as e:
             raise ReportError(f"query: {first_line(e)}") from None
     finally:
         con.close()
     spec = ReportSpec("query", "", "Ad-hoc query", text.strip(), "", (), text)
-    return ReportResult(spec, {}, columns, rows)
+    return ReportResult(spec, {}, columns, rows, types)

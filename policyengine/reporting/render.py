@@ -47,6 +47,16 @@ def _json_value(v: Any) -> Any:
     return str(v)
 
 
+def _parse_json(v: Any) -> Any:
+    """A JSON column (DuckDB hands it over as text) as the value it holds."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return _json_value(v)
+
+
 def cell(v: Any) -> str:
     """How one value reads in a table or an HTML cell."""
     if v is None:
@@ -86,7 +96,9 @@ def _rich_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 def render_rows(result: ReportResult, fmt: Format) -> str:
     cols, rows = result.columns, result.rows
     if fmt == "json":
-        return json.dumps([{c: _json_value(v) for c, v in zip(cols, r)} for r in rows], indent=2) + "\n"
+        is_json = [t == "JSON" for t in result.types] or [False] * len(cols)
+        doc = [{c: (_parse_json(v) if j else _json_value(v)) for c, v, j in zip(cols, r, is_json)} for r in rows]
+        return json.dumps(doc, indent=2) + "\n"
     if fmt == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")

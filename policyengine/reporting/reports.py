@@ -116,6 +116,7 @@ class ReportResult:
     params: Mapping[str, Any]
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
+    types: tuple[str, ...] = ()  # DuckDB type names, e.g. "JSON" (parsed again in JSON output)
 
 
 def parse_spec(path: Path) -> ReportSpec:
@@ -211,10 +212,11 @@ def run_report(
     try:
         cur = con.execute(spec.sql, bound)
         columns = tuple(d[0] for d in cur.description)
+        types = tuple(str(d[1]) for d in cur.description)
         rows = tuple(cur.fetchall())
     except duckdb.Error as e:
         raise ReportError(f"report {spec.name!r} failed: {first_line(e)}") from None
-    return ReportResult(spec, bound, columns, rows)
+    return ReportResult(spec, bound, columns, rows, types)
 
 
 def run_named_report(
