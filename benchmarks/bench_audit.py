@@ -7,6 +7,7 @@ Results go in benchmarks/README.md ("Audit trail" section).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
     args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other work on the machine lowers these numbers)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         key = generate_key(folder / "bench.key")
@@ -66,6 +68,7 @@ def main() -> None:
             print(f"verify {report.records:,} records, {report.checkpoints} checkpoints: {elapsed:.2f} s"
                   f" ({'cold' if attempt == 0 else 'warm'} file cache)")
         print(f"database size: {db.stat().st_size / 1e6:.0f} MB")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ INSERT INTO audit_meta VALUES ($origin, 1, now(), $key_id);
 SELECT count(*), coalesce(max(seq), 0) FROM audit_log;
 
 -- name: last_record_key
-SELECT key_id FROM audit_log ORDER BY seq DESC LIMIT 1;
+SELECT key_id, event, payload::VARCHAR FROM audit_log ORDER BY seq DESC LIMIT 1;
 
 -- name: leaf_hashes
 SELECT leaf_hash FROM audit_log ORDER BY seq;

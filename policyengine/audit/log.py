@@ -16,6 +16,7 @@ and this module also refuses a second writer on the same file in one process.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
 import time
@@ -121,6 +122,14 @@ def leaf_bytes(
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise CanonicalJSONError(f"record {seq} contains a lone surrogate") from None
+
+
+def _current_key(last: tuple[Any, ...] | None) -> str | None:
+    """The key that signs the next record: the last record's, or the one it rotated to."""
+    if last is None:
+        return None
+    key_id, event, payload = last
+    return json.loads(payload)["new_key_id"] if event == "key_rotated" else key_id
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -247,9 +256,12 @@ class AuditLog:
                 raise AuditError(f"{self._path}: seq has gaps or repeats; run `policyengine audit verify` first")
             leaves = [bytes.fromhex(r[0]) for r in cur.execute(q("leaf_hashes")).fetchall()]
             latest = cur.execute(q("latest_checkpoint")).fetchone()
-            last_key = cur.execute(q("last_record_key")).fetchone()
+            last = cur.execute(q("last_record_key")).fetchone()
+            current_key = _current_key(last)
         except duckdb.Error as err:
             raise AuditError(f"{self._path}: cannot open the audit log ({str(err).splitlines()[0]})") from None
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"{self._path}: malformed audit record; run `policyengine audit verify`") from None
         self._tree = CompactTree()
         signed = Checkpoint.from_row(latest) if latest else None
         for i, leaf in enumerate(leaves):
@@ -261,9 +273,11 @@ class AuditLog:
                 )
         if signed and signed.tree_size > len(leaves):
             raise AuditError(f"{self._path}: log is truncated below its checkpoint at {signed.tree_size}")
-        if last_key and last_key[0] != self._key.key_id:
+        if signed and signed.key_id == self._key.key_id and not self._key.public.verify(signed.signature, signed.note()):
+            raise AuditError(f"{self._path}: the latest checkpoint's signature is invalid; refusing to append")
+        if current_key and current_key != self._key.key_id:
             raise AuditError(
-                f"{self._path}: the log is signed by key {last_key[0]}, not {self._key.key_id}; "
+                f"{self._path}: the log is signed by key {current_key}, not {self._key.key_id}; "
                 "use that key or record a rotation with `policyengine keys rotate`"
             )
         self._seq = len(leaves)
