@@ -203,12 +203,12 @@ def _has_audit_verify() -> bool:
 
 @pytest.mark.skipif(not _has_audit_verify(), reason="`policyengine audit verify` (audit-trail issue) not built yet")
 def test_demo_then_audit_verify_and_demo_again(work):
-    out = pe("demo", "--limit", "15", cwd=work)
+    out = pe("demo", "--limit", "8", cwd=work)
     for name in ("invoice-exceptions", "it-ticket-triage", "supply-chain-disruption", "fraud-routing"):
         assert name in out.stdout
     assert "policyengine audit verify" in out.stdout and (work / "policyengine.key").exists()
     pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=work)
-    pe("demo", "--limit", "5", cwd=work)  # re-runnable on an existing database
+    pe("demo", "--limit", "3", cwd=work)  # re-runnable on an existing database
     pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=work)
 
 
