@@ -9,7 +9,7 @@ fairlearn's and trusted for the monitor. Definitions are in ``docs/reports.md``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,13 +229,8 @@ def bias_from_csv(
                               has_label=label is not None, threshold=threshold)
         if selected == 0:
             note = f"no row has {outcome} = {positive!r}: every selection rate is 0 (check --positive)"
-            result = _with_note(result, note)
+            result = replace(result, notes=(*result.notes, note))
         return result
     finally:
         con.close()
 
-
-def _with_note(result: BiasResult, note: str) -> BiasResult:
-    from dataclasses import replace
-
-    return replace(result, notes=(*result.notes, note))
