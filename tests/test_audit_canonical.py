@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyengine.audit.canonical import CanonicalJSONError, _write, canonical_bytes, canonical_number, canonical_text
+from policyengine.audit.canonical import (
+    CanonicalJSONError,
+    _write,
+    canonical_bytes,
+    canonical_number,
+    canonical_text,
+)
 
 # RFC 8785 appendix B and ECMAScript Number.prototype.toString.
 NUMBERS = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from itertools import pairwise
 from pathlib import Path
 
 import duckdb
@@ -64,7 +65,7 @@ def test_seqs_are_gap_free_and_flush_makes_them_durable(tmp_path: Path, key) -> 
     assert rows(db, "SELECT count(*), min(seq), max(seq) FROM audit_log") == [(50, 1, 50)]
     # checkpoints are signed at flush boundaries once 20 records are pending, and on close
     sizes = [r[0] for r in rows(db, "SELECT tree_size FROM audit_checkpoints ORDER BY tree_size")]
-    assert sizes[-1] == 50 and all(b > a for a, b in zip(sizes, sizes[1:]))
+    assert sizes[-1] == 50 and all(b > a for a, b in pairwise(sizes))
     assert verify_database(db, [key.public]).ok
 
 
@@ -83,9 +84,8 @@ def test_reopening_continues_the_same_log(tmp_path: Path, key) -> None:
 
 def test_a_second_writer_in_the_same_process_is_refused(tmp_path: Path, key) -> None:
     db = tmp_path / "a.duckdb"
-    with AuditLog(db, key, flush_interval=0):
-        with pytest.raises(AuditError, match="already open for writing"):
-            AuditLog(db, key, flush_interval=0)
+    with AuditLog(db, key, flush_interval=0), pytest.raises(AuditError, match="already open for writing"):
+        AuditLog(db, key, flush_interval=0)
     AuditLog(db, key, flush_interval=0).close()  # released on close
 
 

@@ -49,7 +49,7 @@ CT_ROOTS = {
 }
 
 
-@pytest.mark.parametrize("size", range(0, 9))
+@pytest.mark.parametrize("size", range(9))
 def test_root_matches_rfc_construction(size: int) -> None:
     data = entries(size)
     leaves = [leaf_hash(d) for d in data]
@@ -103,7 +103,7 @@ def test_inclusion_proofs_verify_and_detect_changes(size: int) -> None:
 def test_consistency_proofs_verify_for_every_prefix(size: int) -> None:
     leaves = [leaf_hash(d) for d in entries(size)]
     tree = MerkleTree(leaves)
-    for old in range(0, size + 1):
+    for old in range(size + 1):
         proof = tree.consistency_proof(old)
         assert verify_consistency(old, size, tree.root(old), tree.root(), proof)
         if 0 < old < size:
@@ -118,7 +118,7 @@ def test_proof_known_answer_from_rfc_example() -> None:
     tree = MerkleTree(leaves)
     b = leaves[1]
     h = MerkleTree(leaves[2:4]).root()
-    l = MerkleTree(leaves[4:7]).root()  # noqa: E741 - the RFC's name
+    l = MerkleTree(leaves[4:7]).root()
     assert tree.inclusion_proof(0) == [b, h, l]
     # PROOF(3, D[7]) = [c, d, g, l]
     c, d = leaves[2], leaves[3]

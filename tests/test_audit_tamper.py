@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -15,7 +14,11 @@ from hypothesis import strategies as st
 
 from policyengine.audit import AuditLog, SigningKey, generate_key, verify_database
 from policyengine.audit.log import checkpoint_note
-from policyengine.audit.proofs import anchor_json, checkpoint_from_json, latest_checkpoint
+from policyengine.audit.proofs import (
+    anchor_json,
+    checkpoint_from_json,
+    latest_checkpoint,
+)
 
 RECORDS = 60  # checkpoints every 10 records: at 10, 20, ..., 60
 
@@ -109,8 +112,8 @@ def _params(name: str, path: Path) -> list:
         return [base64.b64encode(bytes(64)).decode()]
     if name == "modify and recompute the leaf":
         con = duckdb.connect(str(path), read_only=True)
-        from policyengine.audit.verify import exact_leaf
         from policyengine.audit.sql import q
+        from policyengine.audit.verify import exact_leaf
 
         row = list(con.execute(q("record_columns"), {"seqs": [27]}).fetchone())
         con.close()

@@ -18,7 +18,7 @@ from policyengine.audit import AuditLog, load_private_key
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "policyengine", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -146,9 +146,10 @@ def test_a_database_held_by_a_writer_process_is_reported_in_use(workdir: Path, t
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         one_line_error(run(workdir, "audit", "verify", "--db", str(db)), "in use by another process")
         held = subprocess.run(
-            [sys.executable, "-c", "import sys; from policyengine.audit import *; "
-             "AuditLog(sys.argv[1], load_private_key(sys.argv[2]))", str(db), str(workdir / "policyengine.key")],
-            capture_output=True, text=True, timeout=60)
+            [sys.executable, "-c", ("import sys; from policyengine.audit import *; "
+                                    "AuditLog(sys.argv[1], load_private_key(sys.argv[2]))"),
+             str(db), str(workdir / "policyengine.key")],
+            capture_output=True, text=True, timeout=60, check=False)
         assert "in use by another process" in held.stderr
     finally:
         assert holder.stdin is not None

@@ -27,7 +27,7 @@ class CanonicalJSONError(ValueError):
     """A value that has no RFC 8785 form (NaN, huge integer, non-string key, ...)."""
 
 
-def canonical_number(value: float | int) -> str:
+def canonical_number(value: float) -> str:
     """Print a number the way ECMAScript's Number.prototype.toString does."""
     if isinstance(value, int):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:

@@ -81,8 +81,7 @@ def export_jsonl(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> int
             if len(rows) < _CHUNK:
                 break
             first = rows[-1][0] + 1
-        for cp in checkpoints:
-            fh.write(json.dumps({"type": "checkpoint", **cp}) + "\n")
+        fh.writelines(json.dumps({"type": "checkpoint", **cp}) + "\n" for cp in checkpoints)
     return count
 
 
@@ -95,7 +94,8 @@ def export_parquet(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> i
                 q("export_parquet"),
                 {"out": str(out), "meta": header},
             )
-            return con.execute(q("log_state")).fetchone()[0]
+            state = con.execute(q("log_state")).fetchone()
+            return int(state[0]) if state else 0
         except duckdb.Error as err:
             raise AuditError(f"{out}: cannot write Parquet ({str(err).splitlines()[0]})") from None
 

@@ -203,7 +203,7 @@ class AuditLog:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval = checkpoint_interval
         self._owns_connection = not isinstance(db, duckdb.DuckDBPyConnection)
-        self._base = connect(db) if self._owns_connection else db  # type: ignore[arg-type]
+        self._base: duckdb.DuckDBPyConnection = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
         self._cur = self._base.cursor()  # own transaction context, even on a shared connection
         self._path = database_path(self._cur)
         with _open_writers_lock:
@@ -251,7 +251,7 @@ class AuditLog:
                 raise AuditError(f"{self._path}: holds the log {meta[0]!r}, not {origin!r}")
             else:
                 origin = meta[0]
-            count, last = cur.execute(q("log_state")).fetchone()
+            count, last = cur.execute(q("log_state")).fetchone() or (0, 0)
             if count != last:
                 raise AuditError(f"{self._path}: seq has gaps or repeats; run `policyengine audit verify` first")
             leaves = [bytes.fromhex(r[0]) for r in cur.execute(q("leaf_hashes")).fetchall()]
@@ -501,7 +501,7 @@ class AuditLog:
         if self._owns_connection:
             self._base.close()
 
-    def __enter__(self) -> AuditLog:
+    def __enter__(self) -> AuditLog:  # noqa: PYI034 - Self needs 3.11 typing; AuditLog is final in practice
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,7 +30,7 @@ class CompactTree:
     checkpoint; the verifier does the same while streaming the log.
     """
 
-    __slots__ = ("_heights", "_hashes", "size")
+    __slots__ = ("_hashes", "_heights", "size")
 
     def __init__(self) -> None:
         self._heights: list[int] = []

@@ -14,12 +14,32 @@ from pathlib import Path
 from typing import Any
 
 import click
+import duckdb
 
-from ..audit import AuditError, AuditLog, generate_key, load_private_key, load_public_key
-from ..audit.export import export_jsonl, export_parquet, open_readonly, verify_database, verify_export
+from ..audit import (
+    AuditError,
+    AuditLog,
+    generate_key,
+    load_private_key,
+    load_public_key,
+)
+from ..audit.export import (
+    export_jsonl,
+    export_parquet,
+    open_readonly,
+    verify_database,
+    verify_export,
+)
 from ..audit.keys import DEFAULT_KEY_PATH, PublicKey, public_key_path
 from ..audit.log import DEFAULT_DB_PATH
-from ..audit.proofs import anchor_json, latest_checkpoint, prove, read_anchor, read_json_file, verify_proof
+from ..audit.proofs import (
+    anchor_json,
+    latest_checkpoint,
+    prove,
+    read_anchor,
+    read_json_file,
+    verify_proof,
+)
 from ..audit.sql import q
 
 
@@ -158,7 +178,7 @@ def tail_command(db: Path, count: int) -> None:
     with open_readonly(db) as con:
         try:
             rows = con.execute(q("tail"), {"limit": count}).fetchall()
-        except Exception as err:  # duckdb.Error: missing tables and the like
+        except duckdb.Error as err:  # missing tables and the like
             raise AuditError(f"{db}: not a policyengine audit log ({str(err).splitlines()[0]})") from None
     for row in rows:
         record = dict(zip(RECORD_COLUMNS, row, strict=True))
