@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
+from .resources import data_path
 from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir"]
@@ -239,7 +240,54 @@ def load_files(paths: Iterable[str | os.PathLike[str]], *, cache: bool | None = 
     files: list[ast.PolicyFile] = []
     with paused_gc():
         _load_each(names, use_cache, files, findings)
+        _load_imports(names, use_cache, files, findings)
     return LoadResult(tuple(files), findings)
+
+
+def _load_imports(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding]) -> None:
+    """Load packages that given files import but that were not given.
+
+    ``import common.regions`` in ``rules/finance/invoices.policy`` finds
+    ``common/regions.policy`` in the importing file's folder or the nearest
+    folder above it that has one, so a single file can be checked or evaluated
+    on its own; failing that, in the example rules shipped with policyengine,
+    whose ``common.regions`` serves as a standard library of region sets. A
+    package that cannot be found is left for ``check`` to report.
+    """
+    loaded = {os.path.realpath(name) for name in names}
+    declared = {f.package.value for f in files}
+    pending = list(files)
+    while pending:
+        file = pending.pop()
+        for imp in file.imports:
+            package = imp.package.value
+            if package in declared:
+                continue
+            found = _find_package_file(Path(file.path).resolve().parent, package)
+            if found is None or os.path.realpath(found) in loaded:
+                continue
+            loaded.add(os.path.realpath(found))
+            before = len(files)
+            _load_each([str(found)], use_cache, files, findings)
+            for new in files[before:]:
+                declared.add(new.package.value)
+                pending.append(new)
+
+
+def _find_package_file(start: Path, package: str) -> Path | None:
+    relative = Path(*package.split(".")).with_suffix(".policy")
+    for folder in (start, *start.parents, _shipped_rules()):
+        candidate = folder / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _shipped_rules() -> Path:
+    try:
+        return data_path("rules")
+    except FileNotFoundError:
+        return Path(os.devnull)
 
 
 def _load_each(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding]) -> None:

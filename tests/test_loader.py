@@ -227,3 +227,31 @@ def test_every_tree_class_has_a_fast_reducer() -> None:
     kinds = {type(x) for x in _everything(load_files([Path(__file__).resolve().parent.parent / "rules"]).files)}
     tree_kinds = {k for k in kinds if dataclasses.is_dataclass(k)}
     assert tree_kinds <= set(loader._REDUCERS)
+
+
+def test_a_single_file_finds_the_packages_it_imports(tmp_path):
+    """`check rules/finance/x.policy` works alone: `import common.regions` is found above it."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "regions.policy").write_text('package common.regions\nconst EU = ["DE", "FR"]\n')
+    (tmp_path / "finance").mkdir()
+    main = tmp_path / "finance" / "invoices.policy"
+    main.write_text("package finance.invoices\nimport common.regions\nconst HOME = EU\n")
+    result = load_files([main])
+    assert result.findings == []
+    assert sorted(f.package.value for f in result.files) == ["common.regions", "finance.invoices"]
+
+
+def test_an_import_that_is_nowhere_is_left_for_check(tmp_path):
+    main = tmp_path / "a.policy"
+    main.write_text("package a\nimport nowhere.to_be_found\n")
+    result = load_files([main])
+    assert [f.package.value for f in result.files] == ["a"]
+
+
+def test_common_regions_comes_with_policyengine(tmp_path):
+    """A file in the DESIGN.md form imports `common.regions` even outside this repository."""
+    main = tmp_path / "mine.policy"
+    main.write_text('package mine\nimport common.regions\nconst HOME = EU\n')
+    result = load_files([main])
+    assert result.findings == []
+    assert "common.regions" in {f.package.value for f in result.files}
