@@ -1,4 +1,4 @@
-"""``policyengine report`` and ``policyengine query``: reports for auditors.
+"""``report``, ``query``, ``monitor`` and ``models``: reports, ad-hoc SQL, the bias/drift monitor.
 
 Thin over ``policyengine.reporting``: each command parses options, calls one
 library function and prints what ``render`` makes of the result. Every
@@ -25,7 +25,6 @@ from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
 from ..reporting.reports import list_reports, parse_param_args, run_named_report
 
 DEFAULT_DB = "policyengine.duckdb"
-_OFFLINE = ("bias", "drift")
 
 
 def _fail(message: str) -> NoReturn:
@@ -94,23 +93,13 @@ def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
 def _bias(o: dict[str, Any]) -> str:
     """Offline (``--csv``) or from the audit log (``--model``)."""
     if o["csv_path"] is None and o["model"] is not None:
-        from datetime import datetime, timedelta
-
-        from ..reporting.audit_source import bias_from_audit
-        from ..reporting.db import open_readonly, require_audit_log
+        from ..reporting.audit_source import bias_from_audit_db
 
         _need("bias --model", (("--group", o["group"]), ("--positive", o["positive"])))
-        until = _when(o["until"], "--until") or datetime.now(UTC)
-        since = _when(o["since"], "--since") or until - timedelta(days=30)
-        con = open_readonly(o["db"])
-        try:
-            require_audit_log(con, o["db"])
-            result = bias_from_audit(con, model=o["model"], group=o["group"], positives=[o["positive"]],
-                                     start=since, end=until, min_samples=o["min_samples"],
-                                     reference=o["reference"], threshold=o["threshold"])
-        finally:
-            con.close()
-        source = f"{o['db']}: model_call events of {o['model']}, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+        result, source = bias_from_audit_db(
+            o["db"], model=o["model"], group=o["group"], positive=o["positive"],
+            since=_when(o["since"], "--since"), until=_when(o["until"], "--until"), min_samples=o["min_samples"],
+            reference=o["reference"], threshold=o["threshold"])
         return render_bias(result, o["fmt"], source=source)
     _need("bias", (("--csv (or --model)", o["csv_path"]), ("--outcome", o["outcome"]),
                    ("--positive", o["positive"]), ("--group", o["group"])))
@@ -123,25 +112,13 @@ def _bias(o: dict[str, Any]) -> str:
 def _drift(o: dict[str, Any]) -> str:
     """Offline (``--reference`` and ``--current``) or two windows of the audit log (``--model``)."""
     if o["reference"] is None and o["current"] is None and o["model"] is not None:
-        from datetime import datetime, timedelta
-
-        from ..reporting.audit_source import drift_from_audit
-        from ..reporting.db import open_readonly, require_audit_log
+        from ..reporting.audit_source import drift_from_audit_db
 
         _need("drift --model", (("--column", o["columns"]),))
-        until = _when(o["until"], "--until") or datetime.now(UTC)
-        span = timedelta(days=o["baseline_days"])
-        con = open_readonly(o["db"])
-        try:
-            require_audit_log(con, o["db"])
-            results = [drift_from_audit(con, model=o["model"], path=c, start=until - 2 * span, split=until - span,
-                                        end=until, metric="chi2" if o["categorical"] else "psi", period=o["period"])
-                       for c in o["columns"]]
-        finally:
-            con.close()
-        return render_drift(results, o["fmt"],
-                            reference=f"{o['db']}: {o['model']}, {until - 2 * span:%Y-%m-%d} to {until - span:%Y-%m-%d}",
-                            current=f"{o['db']}: {o['model']}, {until - span:%Y-%m-%d} to {until:%Y-%m-%d %H:%M} UTC")
+        results, reference, current = drift_from_audit_db(
+            o["db"], model=o["model"], paths=o["columns"], until=_when(o["until"], "--until"),
+            baseline_days=o["baseline_days"], categorical=o["categorical"], period=o["period"])
+        return render_drift(results, o["fmt"], reference=reference, current=current)
     _need("drift", (("--reference (or --model)", o["reference"]), ("--current", o["current"]),
                     ("--column", o["columns"])))
     results = [drift_from_csv(o["reference"], o["current"], c, kind="categorical" if o["categorical"] else "auto")
@@ -282,19 +259,12 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
     `on breach block` suspends the model until `policyengine models unblock MODEL`;
     `escalate to role R` records the alert for that role's approvals queue.
     """
-    from datetime import datetime
 
     import duckdb
 
     from ..reporting.monitor import evaluate_all, record
 
-    now = None
-    if now_text is not None:
-        try:
-            now = datetime.fromisoformat(now_text)
-        except ValueError:
-            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now") from None
-        now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    now = _when(now_text, "--now")
     policy = _policy(rules)
     try:
         if not Path(db).exists():

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 
 from .bias import FOUR_FIFTHS, BiasResult, compute_bias
-from .db import first_line, one, sql, unordered_inserts
+from .db import (
+    first_line,
+    one,
+    open_readonly,
+    require_audit_log,
+    sql,
+    unordered_inserts,
+)
 from .drift import DriftResult, compute_drift, psi_over_time
 from .errors import ReportError
 
@@ -103,3 +111,42 @@ def drift_from_audit(
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
     return psi_over_time(con, result, period) if period else result
+
+
+# --- on demand, from a database file (``policyengine report bias|drift --db --model``) -------------
+
+
+def bias_from_audit_db(
+    db: str | Path, *, model: str, group: str, positive: str, since: datetime | None = None,
+    until: datetime | None = None, min_samples: int = 0, reference: str | None = None,
+    threshold: float = FOUR_FIFTHS,
+) -> tuple[BiasResult, str]:
+    """Bias of ``model`` in ``[since, until)`` (default: the 30 days up to now); also a source line."""
+    until = until or datetime.now(UTC)
+    since = since or until - timedelta(days=30)
+    con = open_readonly(db)
+    try:
+        require_audit_log(con, db)
+        result = bias_from_audit(con, model=model, group=group, positives=[positive], start=since, end=until,
+                                 min_samples=min_samples, reference=reference, threshold=threshold)
+    finally:
+        con.close()
+    return result, f"{db}: model_call events of {model}, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+
+
+def drift_from_audit_db(
+    db: str | Path, *, model: str, paths: Sequence[str], until: datetime | None = None, baseline_days: int = 30,
+    categorical: bool = False, period: str | None = "day",
+) -> tuple[list[DriftResult], str, str]:
+    """Drift of each payload path: the last ``baseline_days`` before ``until`` against the same span before."""
+    until = until or datetime.now(UTC)
+    span = timedelta(days=baseline_days)
+    con = open_readonly(db)
+    try:
+        require_audit_log(con, db)
+        results = [drift_from_audit(con, model=model, path=p, start=until - 2 * span, split=until - span, end=until,
+                                    metric="chi2" if categorical else "psi", period=period) for p in paths]
+    finally:
+        con.close()
+    return (results, f"{db}: {model}, {until - 2 * span:%Y-%m-%d %H:%M} to {until - span:%Y-%m-%d %H:%M} UTC",
+            f"{db}: {model}, {until - span:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC")
