@@ -217,18 +217,6 @@ def query(sql: str, db: str, fmt: str, output: str | None) -> None:
 # --- monitor and the model block list -----------------------------------------------------------
 
 
-def _audit_writer(con: Any, key: str | None) -> Any:
-    """The signed audit log on ``con`` when ``--key`` is given (``policyengine.audit.AuditLog``)."""
-    if key is None:
-        return None
-    from ..audit import AuditError, AuditLog, load_private_key
-
-    try:
-        return AuditLog(con, load_private_key(key))
-    except AuditError as e:
-        raise ReportError(str(e)) from None
-
-
 def _monitor_rows(results: Any) -> Any:
     from ..reporting.reports import ReportResult, ReportSpec
 
@@ -259,34 +247,12 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
     `on breach block` suspends the model until `policyengine models unblock MODEL`;
     `escalate to role R` records the alert for that role's approvals queue.
     """
-
-    import duckdb
-
-    from ..reporting.monitor import evaluate_all, record
+    from ..reporting.monitor import run_monitor
 
     now = _when(now_text, "--now")
     policy = _policy(rules)
     try:
-        if not Path(db).exists():
-            raise ReportError(f"{db}: database file not found (pass --db FILE)")
-        try:
-            con = duckdb.connect(db)
-        except duckdb.Error as e:
-            raise ReportError(f"{db}: not a DuckDB database ({str(e).splitlines()[0]})") from None
-        try:
-            results = evaluate_all(con, policy.policy_set, now)
-            log = _audit_writer(con, key)
-            sink = None
-            if log is not None:
-                def sink(payload: dict[str, Any]) -> None:
-                    log.append("alert", actor="monitor", payload=payload, policy_hash=policy.policy_hash)
-            try:
-                blocked = record(con, results, sink, now)
-            finally:
-                if log is not None:
-                    log.close()
-        finally:
-            con.close()
+        results, blocked = run_monitor(db, policy, key=key, now=now)
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:

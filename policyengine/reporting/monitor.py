@@ -186,6 +186,48 @@ def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sin
     return tuple(blocked)
 
 
+def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None,
+                now: datetime | None = None) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
+    """Evaluate ``policy``'s bias and drift rules on ``db``, record and act; (results, newly blocked models).
+
+    With ``key`` each result is signed into the audit log as an ``alert`` event by
+    the audit writer, on the same connection (DuckDB allows one writer per file).
+    """
+    if not Path(db).exists():
+        raise ReportError(f"{db}: database file not found (pass --db FILE)")
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as e:
+        raise ReportError(f"{db}: not a DuckDB database ({first_line(e)})") from None
+    try:
+        results = evaluate_all(con, policy.policy_set, now)
+        log = _audit_writer(con, key)
+        sink: AlertSink | None = None
+        if log is not None:
+            def sink(payload: dict[str, Any]) -> None:
+                log.append("alert", actor="monitor", payload=payload, policy_hash=policy.policy_hash)
+        try:
+            blocked = record(con, results, sink, now)
+        finally:
+            if log is not None:
+                log.close()
+    finally:
+        con.close()
+    return results, blocked
+
+
+def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None) -> Any:
+    """The signed audit log on ``con`` (``policyengine.audit.AuditLog``), or None without a key."""
+    if key is None:
+        return None
+    from ..audit import AuditError, AuditLog, load_private_key
+
+    try:
+        return AuditLog(con, load_private_key(key))
+    except AuditError as e:
+        raise ReportError(str(e)) from None
+
+
 # --- the block list the engine reads ---------------------------------------------------------
 
 
