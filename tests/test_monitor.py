@@ -26,6 +26,7 @@ from policyengine.reporting.monitor import (
     record,
     unblock,
 )
+from policyengine.reporting.reports import run_named_report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_reporting import one_error_line, pe, pe_inprocess
@@ -184,6 +185,11 @@ def test_the_engine_denies_a_blocked_model_until_it_is_unblocked(setup):
     assert load_policy([rules], blocked=BlockList(blocked_models(db))).evaluate(request).effect == "allow"
     with pytest.raises(ReportError, match="model 'classifier_small' is not blocked"):
         unblock(db, "classifier_small", by="x")
+    history = run_named_report(db, "model_blocks")
+    row = dict(zip(history.columns, history.rows[0]))
+    assert len(history.rows) == 1 and row["rule"] == "risk.classifier_confidence"
+    assert (row["unblocked_by"], row["note"], row["still_blocked"]) == ("risk-officer", "retrained", False)
+    assert row["reason"].startswith("psi ") and row["reason"].endswith("breaches < 0.2")
 
 
 @pytest.mark.parametrize(

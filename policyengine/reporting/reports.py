@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 
 from ..resources import data_path
-from .db import first_line, open_readonly, require_audit_log, sql
+from .db import first_line, has_table, open_readonly, require_audit_log, sql
 from .errors import ReportError
 
 _HEADER = re.compile(r"^--\s?(\w+):\s*(.*)$")
@@ -184,6 +184,8 @@ def placeholders(spec: ReportSpec) -> frozenset[str]:
 def prepare_context(con: duckdb.DuckDBPyConnection, policy_set: Any | None = None) -> None:
     """Create the policy context tables, filled from ``policy_set`` when one is given."""
     con.execute(sql("context_create"))
+    if not has_table(con, "model_blocks"):  # no monitor has blocked anything yet: an empty history
+        con.execute(sql("model_blocks_empty"))
     if policy_set is None:
         return
     for scoped in policy_set.budgets:
