@@ -217,3 +217,39 @@ def test_documented_leaf_example_is_exact() -> None:
                       policy_hash=None, key_id="c9528d1816e0be2f08e5d303ba40875a")
     assert "    " + data.decode() + "\n" in doc
     assert f"leaf_hash = {leaf_hash(data).hex()}" in doc
+
+
+def test_threads_share_one_log_without_losing_or_repeating_seqs(tmp_path: Path, key) -> None:
+    import threading
+
+    db = tmp_path / "a.duckdb"
+    seen: list[int] = []
+    with AuditLog(db, key, batch_size=50, checkpoint_every=100, flush_interval=0.01) as log:
+
+        def work(n: int) -> None:
+            for i in range(300):
+                seen.append(log.append("tool_call", actor=f"t{n}", payload={"i": i}))
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(seen) == list(range(1, 1201))
+    report = verify_database(db, [key.public], strict=True)
+    assert report.ok and report.records == 1200
+
+
+def test_the_timer_makes_records_durable_without_an_explicit_flush(tmp_path: Path, key) -> None:
+    import time
+
+    con = duckdb.connect(str(tmp_path / "a.duckdb"))
+    with AuditLog(con, key, flush_interval=0.02, checkpoint_interval=0.05) as log:
+        log.append("alert", payload={"kind": "drift"})
+        for _ in range(500):  # poll: the writer thread commits within a few intervals
+            if con.execute("SELECT count(*) FROM audit_checkpoints").fetchone() == (1,):
+                break
+            time.sleep(0.01)
+        assert con.execute("SELECT count(*) FROM audit_log").fetchone() == (1,)
+        assert con.execute("SELECT tree_size FROM audit_checkpoints").fetchall() == [(1,)]
+    con.close()
