@@ -279,3 +279,22 @@ def test_psi_over_time_per_period(tmp_path):
     for point, values in zip(r.over_time, weeks):
         assert abs(point.psi - _reference_psi(ref, values, False)) <= TOL
     assert r.over_time[0].psi < r.over_time[1].psi < r.over_time[2].psi
+
+
+def test_audit_values_mixing_numbers_and_text_are_compared_as_categories(tmp_path):
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import drift_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    oct1, nov1 = datetime(2026, 10, 1), datetime(2026, 11, 1)
+    ref, cur = ["1", "2", "high", "2"], ["high", "high", "1"]
+    story = [(t0 + timedelta(hours=i), "model_call", "a", None, None, {"model": "m", "output": {"risk": v}}, "h")
+             for t0, values in ((oct1, ref), (nov1, cur)) for i, v in enumerate(values)]
+    con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
+    r = drift_from_audit(con, model="m", path="output.risk", start=oct1, split=nov1, end=datetime(2026, 12, 1))
+    con.close()
+    assert r.kind == "categorical" and [b.bin for b in r.bins] == ["1", "2", "high"]
+    assert abs(r.psi - _reference_psi(ref, cur, True)) <= TOL

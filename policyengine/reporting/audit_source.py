@@ -96,16 +96,23 @@ def drift_from_audit(
     With ``period`` (hour/day/week/month) the result also holds the PSI of each
     period of the current window against the whole reference window.
     """
-    con.execute(sql("drift_input_create"))
-    try:
-        with unordered_inserts(con):
-            con.execute(sql("drift_input_from_audit"), {
-                "model": model, "path": json_path(path),
-                "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
-            })
-    except duckdb.Error as e:
-        raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
-    values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")
+    def load(keep_text: bool) -> tuple[int, int]:
+        con.execute(sql("drift_input_create"))
+        try:
+            with unordered_inserts(con):
+                con.execute(sql("drift_input_from_audit"), {
+                    "model": model, "path": json_path(path), "start": _naive_utc(start),
+                    "split": _naive_utc(split), "end": _naive_utc(end),
+                    "keep_text": keep_text, "with_ts": period is not None,
+                })
+        except duckdb.Error as e:
+            raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
+        values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")
+        return int(values), int(numeric)
+
+    values, numeric = load(keep_text=metric == "chi2")
+    if 0 < numeric < values and metric != "chi2":  # a mix of numbers and text: compare it all as text
+        values, numeric = load(keep_text=True)
     kind = "numeric" if values and numeric == values and metric != "chi2" else "categorical"
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
