@@ -253,3 +253,15 @@ def test_the_timer_makes_records_durable_without_an_explicit_flush(tmp_path: Pat
         assert con.execute("SELECT count(*) FROM audit_log").fetchone() == (1,)
         assert con.execute("SELECT tree_size FROM audit_checkpoints").fetchall() == [(1,)]
     con.close()
+
+
+def test_a_snapshot_of_a_live_log_verifies_while_the_writer_runs(tmp_path: Path, key) -> None:
+    with AuditLog(tmp_path / "live.duckdb", key, flush_interval=0) as log:
+        for i in range(30):
+            log.append("tool_call", payload={"i": i})
+        snap = log.snapshot(tmp_path / "snap.duckdb")
+        log.append("tool_call", payload={"i": 30})  # the writer carries on
+        with pytest.raises(AuditError, match="already exists"):
+            log.snapshot(snap)
+    report = verify_database(snap, [key.public], strict=True)
+    assert report.ok and report.records == 30

@@ -120,6 +120,20 @@ SELECT seq, key_id, payload::VARCHAR FROM audit_log WHERE event = 'key_rotated' 
 -- name: record_keys
 SELECT key_id, count(*) FROM audit_log GROUP BY key_id ORDER BY min(seq);
 
+-- name: attach_snapshot
+ATTACH $path AS audit_snapshot;
+
+-- name: copy_to_snapshot
+-- A consistent copy of the three audit tables (one transaction), for readers while the writer runs.
+BEGIN TRANSACTION;
+CREATE TABLE audit_snapshot.audit_meta AS SELECT * FROM audit_meta;
+CREATE TABLE audit_snapshot.audit_log AS SELECT * FROM audit_log ORDER BY seq;
+CREATE TABLE audit_snapshot.audit_checkpoints AS SELECT * FROM audit_checkpoints ORDER BY tree_size;
+COMMIT;
+
+-- name: detach_snapshot
+DETACH audit_snapshot;
+
 -- name: export_parquet
 COPY (SELECT * FROM audit_log ORDER BY seq) TO $out (FORMAT parquet, KV_METADATA {policyengine_audit: $meta});
 
