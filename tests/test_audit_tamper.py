@@ -249,3 +249,58 @@ def test_verify_callable_kinds_are_documented() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
     for kind in KINDS:
         assert f"`{kind}`" in doc, kind
+
+
+def test_a_forged_rotation_to_an_attackers_key_is_not_trusted(copy: tuple[Path, SigningKey]) -> None:
+    """Appending a key_rotated record and signing it with the new (attacker's) key proves nothing."""
+    from policyengine.audit.log import leaf_bytes
+    from policyengine.audit.merkle import CompactTree, leaf_hash
+
+    path, key = copy
+    mallory = SigningKey.from_key(Ed25519PrivateKey.generate())
+    payload = ('{"new_key_id":"%s","new_public_key":%s,"old_key_id":"%s"}'
+               % (mallory.key_id, __import__("json").dumps(mallory.public.pem), key.key_id))
+    ts = "2026-11-24T12:00:00.000000Z"
+    data = leaf_bytes(seq=RECORDS + 1, ts=ts, origin="policyengine", event="key_rotated", actor=None,
+                      workflow=None, run_id=None, payload=payload, policy_hash=None, key_id=key.key_id)
+    sql(path, "INSERT INTO audit_log VALUES (?, ?::TIMESTAMPTZ, 'policyengine', 'key_rotated', NULL, NULL, NULL, "
+              "?, NULL, ?, ?)", [RECORDS + 1, ts, payload, key.key_id, leaf_hash(data).hex()])
+    con = duckdb.connect(str(path), read_only=True)
+    leaves = [bytes.fromhex(r[0]) for r in con.execute("SELECT leaf_hash FROM audit_log ORDER BY seq").fetchall()]
+    con.close()
+    tree = CompactTree()
+    tree.extend(leaves)
+    note = checkpoint_note("policyengine", RECORDS + 1, tree.root(), ts)
+    sql(path, "INSERT INTO audit_checkpoints VALUES ('policyengine', ?, ?, ?::TIMESTAMPTZ, ?, ?)",
+        [RECORDS + 1, tree.root().hex(), ts, mallory.key_id, base64.b64encode(mallory.sign(note)).decode()])
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("unknown_key", RECORDS + 1), failure
+
+
+CHECKPOINT_CHANGES = {
+    "origin": st.text(min_size=1, max_size=8).filter(lambda s: s != "policyengine"),
+    "tree_size": st.integers(1, 19),
+    "root": st.binary(min_size=32, max_size=32).map(bytes.hex),
+    "ts": st.just("2027-01-01 00:00:00+00"),
+    "key_id": st.text(min_size=1, max_size=32),
+    "signature": st.binary(min_size=64, max_size=64).map(lambda b: base64.b64encode(b).decode()),
+}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(sorted(CHECKPOINT_CHANGES)).flatmap(lambda c: st.tuples(st.just(c), CHECKPOINT_CHANGES[c])))
+def test_any_change_to_a_checkpoint_is_detected(small: tuple[Path, SigningKey], tmp_path: Path, change: tuple) -> None:
+    source, key = small
+    path = tmp_path / f"c{abs(hash(change))}.duckdb"
+    shutil.copy(source, path)
+    column, value = change
+    con = duckdb.connect(str(path))
+    try:
+        old = con.execute(f"SELECT {column}::VARCHAR FROM audit_checkpoints WHERE tree_size = 20").fetchone()[0]
+        if str(value) == old:
+            return
+        con.execute(f"UPDATE audit_checkpoints SET {column} = ? WHERE tree_size = 20", [value]).fetchall()
+    finally:
+        con.close()
+    assert not verify_database(path, [key.public]).ok, change
+    path.unlink()
