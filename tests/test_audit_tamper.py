@@ -253,13 +253,14 @@ def test_verify_callable_kinds_are_documented() -> None:
 
 def test_a_forged_rotation_to_an_attackers_key_is_not_trusted(copy: tuple[Path, SigningKey]) -> None:
     """Appending a key_rotated record and signing it with the new (attacker's) key proves nothing."""
+    from policyengine.audit.canonical import canonical_text
     from policyengine.audit.log import leaf_bytes
     from policyengine.audit.merkle import CompactTree, leaf_hash
 
     path, key = copy
     mallory = SigningKey.from_key(Ed25519PrivateKey.generate())
-    payload = ('{"new_key_id":"%s","new_public_key":%s,"old_key_id":"%s"}'
-               % (mallory.key_id, __import__("json").dumps(mallory.public.pem), key.key_id))
+    payload = canonical_text({"new_key_id": mallory.key_id, "new_public_key": mallory.public.pem,
+                              "old_key_id": key.key_id})
     ts = "2026-11-24T12:00:00.000000Z"
     data = leaf_bytes(seq=RECORDS + 1, ts=ts, origin="policyengine", event="key_rotated", actor=None,
                       workflow=None, run_id=None, payload=payload, policy_hash=None, key_id=key.key_id)
