@@ -305,3 +305,39 @@ def test_any_change_to_a_checkpoint_is_detected(small: tuple[Path, SigningKey], 
         con.close()
     assert not verify_database(path, [key.public]).ok, change
     path.unlink()
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=8) | st.floats(allow_nan=False)
+json_any = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def proof(small: tuple[Path, SigningKey]) -> dict:
+    from policyengine.audit.proofs import prove
+
+    return prove(small[0], 7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["record", "leaf_index", "audit_path", "checkpoint", "type"]), st.data())
+def test_a_damaged_inclusion_proof_is_rejected_with_an_audit_error(
+    small: tuple[Path, SigningKey], proof: dict, part: str, data: st.DataObject
+) -> None:
+    """Whatever is changed in a proof, the answer is a clear rejection, never a crash or a pass."""
+    import copy as copying
+
+    from policyengine.audit import AuditError
+    from policyengine.audit.proofs import verify_proof
+
+    _, key = small
+    damaged = copying.deepcopy(proof)
+    if part in ("record", "checkpoint"):
+        field = data.draw(st.sampled_from(sorted(damaged[part])))
+        if field in ("leaf_hash", "note", "type"):
+            return  # recomputed or informational: not part of what is signed or hashed
+        damaged[part][field] = data.draw(json_any.filter(lambda v, old=damaged[part][field]: v != old))
+    else:
+        damaged[part] = data.draw(json_any.filter(lambda v, old=damaged[part]: v != old))
+    assert verify_proof(proof, [key.public]).startswith("proof: OK")
+    with pytest.raises(AuditError):
+        verify_proof(damaged, [key.public])

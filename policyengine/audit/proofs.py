@@ -54,6 +54,8 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
 
 def checkpoint_from_json(data: dict[str, Any], where: str) -> Checkpoint:
     try:
+        if not isinstance(data["root"], str) or not isinstance(data["signature"], str):
+            raise TypeError("root and signature must be strings")
         return Checkpoint(
             origin=str(data["origin"]),
             tree_size=int(data["tree_size"]),
@@ -107,14 +109,17 @@ def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "p
     """Check an inclusion proof; return a one-line summary or raise AuditError."""
     if data.get("type") != PROOF_TYPE:
         raise AuditError(f"{where}: not an inclusion proof (written by `policyengine audit prove`)")
-    checkpoint = checkpoint_from_json(data.get("checkpoint") or {}, where)
+    cp = data.get("checkpoint")
+    checkpoint = checkpoint_from_json(cp if isinstance(cp, dict) else {}, where)
     try:
         record = data["record"]
         row = [record[c] for c in RECORD_COLUMNS]
         row[RECORD_COLUMNS.index("payload")] = canonical_text(record["payload"])
         index = int(data["leaf_index"])
         path = [bytes.fromhex(h) for h in data["audit_path"]]
-    except (KeyError, TypeError, ValueError, CanonicalJSONError) as err:
+        if type(record["seq"]) is not int or not isinstance(record["event"], str):
+            raise TypeError("seq must be an integer and event a string")
+    except (KeyError, TypeError, ValueError, AttributeError, CanonicalJSONError) as err:
         raise AuditError(f"{where}: malformed proof ({err.__class__.__name__}: {err})") from None
     keys = {k.key_id: k for k in trusted}
     key = keys.get(checkpoint.key_id)

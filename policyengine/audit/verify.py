@@ -118,7 +118,7 @@ def exact_leaf(row: Sequence[Any], seq: int | None = None) -> bytes | None:
     row_seq, ts, origin, event, actor, workflow, run_id, payload, policy_hash, key_id, _ = row
     try:
         canonical = canonical_text(json.loads(payload))
-    except (ValueError, CanonicalJSONError):
+    except (ValueError, TypeError, CanonicalJSONError):
         return None
     if canonical != payload:
         return None  # payloads are stored canonical; any other text was edited
@@ -127,7 +127,7 @@ def exact_leaf(row: Sequence[Any], seq: int | None = None) -> bytes | None:
             seq=row_seq if seq is None else seq, ts=ts, origin=origin, event=event, actor=actor,
             workflow=workflow, run_id=run_id, payload=payload, policy_hash=policy_hash, key_id=key_id,
         )
-    except CanonicalJSONError:
+    except (CanonicalJSONError, TypeError):
         return None
     return leaf_hash(data)
 

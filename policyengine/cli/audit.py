@@ -53,6 +53,9 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except AuditError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
+        except OSError as err:  # an --out file that cannot be written, and the like
+            click.echo(f"error: {err.filename or ''}: {err.strerror or err}", err=True)
+            sys.exit(1)
 
     return wrapper
 
