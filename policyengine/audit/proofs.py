@@ -56,6 +56,8 @@ def checkpoint_from_json(data: dict[str, Any], where: str) -> Checkpoint:
     try:
         if not isinstance(data["root"], str) or not isinstance(data["signature"], str):
             raise TypeError("root and signature must be strings")
+        if type(data["tree_size"]) is not int:
+            raise TypeError("tree_size must be an integer")
         return Checkpoint(
             origin=str(data["origin"]),
             tree_size=int(data["tree_size"]),
@@ -115,11 +117,11 @@ def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "p
         record = data["record"]
         row = [record[c] for c in RECORD_COLUMNS]
         row[RECORD_COLUMNS.index("payload")] = canonical_text(record["payload"])
-        index = int(data["leaf_index"])
+        index = data["leaf_index"]
         path = [bytes.fromhex(h) for h in data["audit_path"]]
-        if type(record["seq"]) is not int or not isinstance(record["event"], str):
-            raise TypeError("seq must be an integer and event a string")
-    except (KeyError, TypeError, ValueError, AttributeError, CanonicalJSONError) as err:
+        if type(record["seq"]) is not int or type(index) is not int or not isinstance(record["event"], str):
+            raise TypeError("seq and leaf_index must be integers and event a string")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, CanonicalJSONError) as err:
         raise AuditError(f"{where}: malformed proof ({err.__class__.__name__}: {err})") from None
     keys = {k.key_id: k for k in trusted}
     key = keys.get(checkpoint.key_id)
