@@ -20,6 +20,8 @@ MAX_SAFE_INTEGER = 2**53
 # Characters above which code point order and UTF-16 order (key sorting) differ, plus surrogates.
 _HIGH = re.compile("[\ud800-\U0010ffff]")
 
+# One encoder, built once: json.dumps(**options) would build a new one per record.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # JCS == ensure_ascii=False escaping
 
 
@@ -165,7 +167,7 @@ def canonical_text(value: Any) -> str:
     output is already canonical; anything else takes the exact writer.
     """
     if _plain(value):
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(value)
         if text.isascii() or not _HIGH.search(text):
             return text
     out: list[str] = []
