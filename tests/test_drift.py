@@ -126,6 +126,7 @@ def test_oracle_chi2_equals_scipy_contingency(column):
     shift=st.floats(-2, 2),
     ties=st.booleans(),
 )
+@example(seed=70, n_ref=68, n_cur=68, shift=-2.0, ties=True)  # KS reached at several values: scipy's pick
 def test_numeric_psi_and_ks_equal_numpy_and_scipy(seed, n_ref, n_cur, shift, ties):
     rnd = random.Random(seed)
     draw = (lambda m: round(rnd.gauss(m, 1), 1)) if ties else (lambda m: rnd.gauss(m, 1))

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from policyengine.audit import sql as audit_sql
 from policyengine.reporting import ReportError
 from policyengine.reporting.reports import (
     get_report,
@@ -27,13 +28,6 @@ D1 = datetime(2026, 11, 2, tzinfo=UTC)
 D2 = datetime(2026, 11, 3, tzinfo=UTC)
 H1, H2 = "sha256:aaa", "sha256:bbb"
 
-AUDIT_LOG_DDL = """
-CREATE TABLE audit_log (
-    seq BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL, origin VARCHAR NOT NULL, event VARCHAR NOT NULL,
-    actor VARCHAR, workflow VARCHAR, run_id VARCHAR, payload JSON NOT NULL, policy_hash VARCHAR,
-    key_id VARCHAR NOT NULL, leaf_hash VARCHAR NOT NULL
-)
-"""
 
 
 def at(day: datetime, hh: int, mm: int = 0) -> datetime:
@@ -133,9 +127,14 @@ STORY = [
 
 
 def write_audit_db(path: Path, story=STORY) -> Path:
+    """A database with the audit module's own schema, holding ``story`` as written.
+
+    Rows go in directly (not through ``AuditLog``, which stamps the current time)
+    because the story needs past timestamps; they are not signed.
+    """
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(AUDIT_LOG_DDL)
+    con.execute(audit_sql.q("create_schema"))
     if story:  # one statement with list parameters: executemany is slow in DuckDB
         cols = list(zip(*[(i, ts, ev, actor, wf, run, json.dumps(p), h)
                           for i, (ts, ev, actor, wf, run, p, h) in enumerate(story, 1)]))
