@@ -285,3 +285,19 @@ def test_whatever_is_written_verifies(tmp_path_factory: pytest.TempPathFactory, 
             log.append("data_access", actor=actor, workflow=workflow, run_id=actor, payload=payload, policy_hash=workflow)
     report = verify_database(folder / "a.duckdb", [key.public], strict=True)
     assert report.ok, report.summary()
+
+
+def test_flushed_but_unsigned_records_are_reported_and_strict_fails(tmp_path: Path, key) -> None:
+    from policyengine.audit.verify import verify_connection
+
+    con = duckdb.connect(str(tmp_path / "a.duckdb"))
+    with AuditLog(con, key, flush_interval=0, checkpoint_every=10**9, checkpoint_interval=1e9) as log:
+        for i in range(5):
+            log.append("tool_call", payload={"i": i})
+        log.flush()
+        lenient = verify_connection(con, "live", [key.public])
+        assert lenient.ok and lenient.unsigned == 5 and "5 trailing records" in lenient.summary()
+        strict = verify_connection(con, "live", [key.public], strict=True).failure
+        assert strict is not None and (strict.kind, strict.seq) == ("unsigned", 1)
+    assert verify_connection(con, "closed", [key.public], strict=True).ok  # close signed them
+    con.close()
