@@ -75,7 +75,9 @@ def metric(v: float | None) -> str:
 
 
 def _console(file: io.StringIO) -> Console:
-    width = int(os.environ.get("COLUMNS") or 0) or max(shutil.get_terminal_size((160, 24)).columns, 160)
+    # Tables take their natural width up to at least 200 columns: folding numbers
+    # into two lines to fit a narrow terminal makes them unreadable.
+    width = max(int(os.environ.get("COLUMNS") or 0), shutil.get_terminal_size((200, 24)).columns, 200)
     return Console(file=file, width=width, highlight=False, emoji=False, markup=False, color_system=None)
 
 
