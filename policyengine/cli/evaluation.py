@@ -56,15 +56,13 @@ def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None
         return None, lambda: None
     if key is None:
         raise click.UsageError("--audit needs --key KEYFILE (the Ed25519 signing key)")
-    try:
-        from policyengine.audit import record_decisions  # type: ignore[attr-defined]
-    except ImportError:
-        _fail("recording decisions to an audit log is not available in this installation")
+    from policyengine.audit import record_decisions
+
     manager = record_decisions(audit, key)
     try:
         record = manager.__enter__()
-    except Exception as error:  # the audit package reports bad paths/keys in its own words
-        _fail(f"{audit}: {error}")
+    except Exception as error:  # the audit package names the bad path or key in its own words
+        _fail(str(error))
     return record, lambda: manager.__exit__(None, None, None)
 
 
