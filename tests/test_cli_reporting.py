@@ -111,6 +111,14 @@ def test_list_names_every_report_with_parameters():
     assert "\nbias " in out and "\ndrift " in out
 
 
+def test_list_as_json_for_tools():
+    specs = {r["name"]: r for r in json.loads(run("report", "--list", "--format", "json"))}
+    assert set(specs) == {s.name for s in list_reports()}
+    window = {p["name"]: p for p in specs["budget_spend"]["params"]}["window"]
+    assert (window["type"], window["default"], window["choices"]) == ("CHOICE", "day", ["hour", "day", "month"])
+    assert {p["name"]: p["required"] for p in specs["data_access"]["params"]}["dataset"] is True
+
+
 def test_named_report_in_every_format_carries_the_same_rows(audit_db):
     as_json = json.loads(ok("report", "escalations", "--db", audit_db, "--format", "json"))
     assert [(r["requester"], r["approver"], r["four_eyes"]) for r in as_json] == [

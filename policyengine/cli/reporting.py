@@ -172,7 +172,16 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
     policyengine report drift --db audit.duckdb --model classifier_small --column output.confidence --period week
     """
     if list_:
-        click.echo(_list(), nl=False)
+        if fmt == "json":
+            import json
+
+            specs = [{"name": r.name, "title": r.title, "description": r.description, "regulation": r.regulation,
+                      "params": [{"name": p.name, "type": p.type, "default": p.default, "required": p.required,
+                                  "description": p.description, "choices": list(p.choices)} for p in r.params]}
+                     for r in list_reports()]
+            click.echo(json.dumps(specs, indent=2))
+        else:
+            click.echo(_list(), nl=False)
         return
     if name is None:
         raise click.UsageError("give a report NAME or --list (see `policyengine report --list`)")
