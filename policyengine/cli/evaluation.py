@@ -23,6 +23,19 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _blocked_models(audit: str | None) -> frozenset[str]:
+    """Models a bias or drift monitor suspended in the audit database: the engine denies them."""
+    if audit is None:
+        return frozenset()
+    from policyengine.reporting.errors import ReportError
+    from policyengine.reporting.monitor import blocked_models
+
+    try:
+        return blocked_models(audit)
+    except ReportError:
+        return frozenset()  # not a database: opening the audit log says so in one line
+
+
 def _open_input(source: str) -> Any:
     if source == "-":
         return sys.stdin
@@ -107,7 +120,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
         except Exception as error:  # duckdb reports a corrupt or foreign file
             _fail(f"{ledger}: cannot open budget ledger: {str(error).splitlines()[0]}")
     try:
-        policy = load_policy(list(rules), ledger=budget_ledger)
+        policy = load_policy(list(rules), ledger=budget_ledger, blocked=_blocked_models(audit))
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)

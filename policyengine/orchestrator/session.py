@@ -160,9 +160,12 @@ class Session:
             self.audit = AuditLog(self.conn, key)
             self._durable = DuckDBLedger(self.conn)
             ledger = BufferedLedger(self._durable)
-            from ..engine import load_policy
+            from ..engine import BlockList, load_policy
+            from ..reporting.monitor import blocked_models
 
-            policy = load_policy(list(cfg.rules), ledger=ledger)
+            # models a bias or drift monitor suspended are denied until unblocked
+            blocked = BlockList(blocked_models(self.conn))
+            policy = load_policy(list(cfg.rules), ledger=ledger, blocked=blocked)
             providers = load_providers(cfg.providers, policy)
             now = cfg.now
             clock = (lambda: now) if now is not None else None
