@@ -1,6 +1,6 @@
 """Bias metrics: the numbers must be fairlearn's (and AIF360's), to 1e-9.
 
-Three sources of truth: the oracle files in /work/shared/oracles/fairness
+Three sources of truth: the oracle files in tests/oracles/fairness (copied from shared/oracles)
 (values fairlearn 0.15 gave on data we did not generate), fairlearn itself on
 data generated here, and hand-worked edge cases for min samples and references.
 """
@@ -22,8 +22,7 @@ from policyengine.reporting import ReportError, bias_from_csv
 
 fairlearn_metrics = pytest.importorskip("fairlearn.metrics")
 
-ORACLES = Path("/work/shared/oracles/fairness")
-needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="oracle files not present")
+ORACLES = Path(__file__).resolve().parent / "oracles" / "fairness"
 TOL = 1e-9
 sys.path.insert(0, str(Path(__file__).parent))  # test_reports: the audit-log fixture
 
@@ -49,7 +48,6 @@ def _same(got: float | None, want: float | str | None) -> bool:
 # --- the oracle: 10,000 decisions, three groups, labels ---------------------------
 
 
-@needs_oracles
 def test_oracle_groups_match_fairlearn_by_group():
     r = bias_from_csv(ORACLES / "decisions.csv", outcome="y_pred", positive="1", group="group", label="y_true")
     want = _oracle()["main"]["by_group"]
@@ -62,7 +60,6 @@ def test_oracle_groups_match_fairlearn_by_group():
         assert abs(g.fpr - w["false_positive_rate"]) <= TOL
 
 
-@needs_oracles
 @pytest.mark.parametrize(
     "ours, theirs",
     [
@@ -78,7 +75,6 @@ def test_oracle_aggregates_match_fairlearn_functions(ours, theirs):
     assert _same(getattr(r, ours), _oracle()["main"]["fairlearn_functions"][theirs])
 
 
-@needs_oracles
 def test_oracle_per_group_impact_matches_aif360_vs_highest_rate_group():
     r = bias_from_csv(ORACLES / "decisions.csv", outcome="y_pred", positive="1", group="group")
     want = _oracle()["main"]["aif360_style_vs_highest_rate_group"]
@@ -90,7 +86,6 @@ def test_oracle_per_group_impact_matches_aif360_vs_highest_rate_group():
     assert set(r.flagged_groups) == {g for g, flagged in flags.items() if flagged}
 
 
-@needs_oracles
 @pytest.mark.parametrize(
     "case", ["edge_no_positives_in_group", "edge_all_zero_selection", "edge_one_group_zero_selection", "edge_singleton_group"]
 )
@@ -107,7 +102,6 @@ def test_oracle_edge_cases(case):
         assert _same(getattr(r, key), want[key]), key
 
 
-@needs_oracles
 def test_undefined_ratio_is_said_in_words_not_nan():
     r = bias_from_csv(ORACLES / "edge_all_zero_selection.csv", outcome="y_pred", positive="1", group="group", label="y_true")
     assert r.demographic_parity_ratio is None and r.equalized_odds_ratio is None
@@ -265,7 +259,6 @@ def test_positive_value_never_seen_is_noted(tmp_path):
 # --- the same SQL over the audit log ----------------------------------------------------------
 
 
-@needs_oracles
 def test_audit_log_source_gives_the_oracle_numbers(tmp_path):
     """The oracle decisions written as model_call events: same metrics as from the CSV."""
     from datetime import datetime, timedelta

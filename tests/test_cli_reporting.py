@@ -24,10 +24,9 @@ from policyengine.reporting.reports import list_reports
 sys.path.insert(0, str(Path(__file__).parent))
 from test_reports import write_audit_db
 
-ORACLES = Path("/work/shared/oracles")
+ORACLES = Path(__file__).resolve().parent / "oracles"
 FAIR = ORACLES / "fairness" / "decisions.csv"
 REF, CUR = ORACLES / "drift" / "reference.csv", ORACLES / "drift" / "current.csv"
-needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="oracle files not present")
 
 POLICY = """\
 package finance
@@ -183,7 +182,6 @@ def test_output_file(audit_db, tmp_path):
 # --- offline bias and drift ------------------------------------------------------------------------
 
 
-@needs_oracles
 def test_offline_bias_json_is_the_library_result():
     out = json.loads(ok("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1",
                         "--group", "group", "--label", "y_true", "--min-samples", "100", "--format", "json"))
@@ -192,7 +190,6 @@ def test_offline_bias_json_is_the_library_result():
     assert out["flagged_groups"] == ["C"]
 
 
-@needs_oracles
 def test_offline_bias_reference_group_and_table():
     out = run("report", "bias", "--csv", FAIR, "--outcome", "y_pred", "--positive", "1", "--group", "group",
              "--reference", "B")
@@ -200,7 +197,6 @@ def test_offline_bias_reference_group_and_table():
     assert "equalized odds not computed" in out
 
 
-@needs_oracles
 def test_offline_drift_several_columns():
     out = json.loads(ok("report", "drift", "--reference", REF, "--current", CUR,
                         "--column", "amount", "--column", "region", "--format", "json"))
@@ -354,7 +350,6 @@ CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shut
                  if p and Path(p).exists()), None)
 
 
-@needs_oracles
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
 @pytest.mark.parametrize("kind", ["bias", "drift"])
 def test_html_report_renders_in_headless_chromium(tmp_path, kind):
