@@ -36,6 +36,7 @@ def test_wheel_contains_the_data_folders(wheel):
     assert "policyengine/_data/grammar/policy.lark" in names
     assert any(n.startswith("policyengine/_data/reports/") and n.endswith(".sql") for n in names)
     assert any(n.startswith("policyengine/_data/rules/") and n.endswith(".policy") for n in names)
+    assert any(n.startswith("policyengine/_data/data/") for n in names), "the demo's sample data is missing"
 
 
 def test_installed_package_resolves_data_inside_itself(wheel, tmp_path):
@@ -45,7 +46,8 @@ def test_installed_package_resolves_data_inside_itself(wheel, tmp_path):
         "import policyengine.resources as r, pathlib; "
         "p = r.data_path('grammar'); "
         "assert '_data' in p.parts, p; "
-        "assert (p / 'policy.lark').is_file(); print(p)"
+        "assert (p / 'policy.lark').is_file(); "
+        "assert all('_data' in r.data_path(n).parts for n in ('reports', 'rules', 'data')); print(p)"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
