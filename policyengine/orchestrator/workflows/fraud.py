@@ -49,6 +49,11 @@ def _model_outcome(ctx: Context, c) -> str:
     return "ambiguous"
 
 
+def _right_outcome(ctx: Context) -> str:
+    """Ground truth in the vocabulary of ``outcome``, so equalized odds can compare the two."""
+    return "blocked" if ctx.item.get("true_label") == "fraud" else "auto_resolved"
+
+
 def _ask_model(task: str):
     return lambda ctx: Ask("invoke", "model", None, _data(ctx), {"task": task, "tokens": 350,
                                                                   "amount": ctx.item.get("amount")})
@@ -60,9 +65,9 @@ FRAUD = Workflow(
     description="score, second opinion on low confidence, block confident fraud, analyst for the ambiguous",
     nodes=(
         ModelCall("score", ask=_ask_model("fraud_score"), prompt=_prompt, subject=_subject,
-                  label=lambda ctx: ctx.item.get("true_label"), outcome=_model_outcome),
+                  label=_right_outcome, outcome=_model_outcome),
         ModelCall("second_opinion", ask=_ask_model("fraud_second_opinion"), prompt=_prompt, subject=_subject,
-                  label=lambda ctx: ctx.item.get("true_label"), outcome=_model_outcome,
+                  label=_right_outcome, outcome=_model_outcome,
                   when=lambda ctx: float(ctx.out("score", "confidence") or 0) < SECOND_OPINION_BELOW),
         ToolCall("block", when=lambda ctx: _verdict(ctx)[0] == "fraud" and _verdict(ctx)[1] >= DECISIVE,
                  effect=True, ask=lambda ctx: Ask("block_transaction", "tool", "payments/blocks", _data(ctx),
