@@ -247,6 +247,15 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
 
 # --- request input (``policyengine eval``) ----------------------------------------------
 
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a line (or document) of request input may have.
+
+Real requests need fewer than ten levels; the limit (serde_json's default) keeps a
+hostile line from exhausting the stack of the parser, the engine or the audit writer.
+"""
+
+TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels of arrays and objects)"
+
 
 @dataclass(frozen=True)
 class InputItem:
@@ -257,14 +266,49 @@ class InputItem:
     error: str | None = None
 
 
+class _Unreadable(ValueError):
+    """JSON that parses (or would) but cannot be taken as input: too deeply nested."""
+
+
+def _decode(text: str) -> Any:
+    """``json.loads`` that turns excessive nesting into ``_Unreadable`` (``JSONDecodeError`` passes)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:  # deeper than the parser's stack allows
+        raise _Unreadable(TOO_DEEP) from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
+        raise _Unreadable(TOO_DEEP)
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``MAX_DEPTH`` levels (no recursion)."""
+    level = [value]
+    depth = 0
+    while level:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return False
+        depth += 1
+        if depth > MAX_DEPTH:
+            return True
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return False
+
+
+def _not_json(error: json.JSONDecodeError) -> str:
+    return f"not valid JSON: {error.msg} (column {error.colno})"
+
+
 def iter_requests(lines: Iterable[str]) -> Iterator[InputItem]:
     """Requests from JSON Lines as they arrive, or from one JSON document (an object or an array).
 
     When the first non-blank line is JSON by itself, the input is JSON Lines and
     each line is yielded as soon as it is read (so ``eval`` can sit in a pipe);
     otherwise the whole input is read as one, possibly multi-line, document. A
-    line holding an array is a batch. A line that is not JSON becomes an
-    ``InputItem`` with ``error`` set, so the caller can deny it and go on.
+    line holding an array is a batch. A line that is not JSON, or is nested more
+    than ``MAX_DEPTH`` levels, becomes an ``InputItem`` with ``error`` set, so
+    the caller can deny it and go on.
     """
     it = iter(lines)
     consumed: list[str] = []
@@ -276,26 +320,34 @@ def iter_requests(lines: Iterable[str]) -> Iterator[InputItem]:
         return
     number = len(consumed)
     try:
-        first = json.loads(consumed[-1])
+        first = _decode(consumed[-1])
+    except _Unreadable as error:
+        yield InputItem(number, error=str(error))
     except json.JSONDecodeError:
         yield from _read_document("".join(consumed) + "".join(it))
         return
-    yield from _batch(number, first)
+    else:
+        yield from _batch(number, first)
     for raw in it:
         number += 1
-        if not raw.strip():
-            continue
-        try:
-            value = json.loads(raw.rstrip("\r\n"))
-        except json.JSONDecodeError as error:
-            yield InputItem(number, error=f"not valid JSON: {error.msg} (column {error.colno})")
-            continue
-        yield from _batch(number, value)
+        if raw.strip():
+            yield from _line(number, raw.rstrip("\r\n"))
 
 
 def read_requests(text: str) -> Iterator[InputItem]:
     """``iter_requests`` over a string."""
     return iter_requests(text.splitlines(keepends=True))
+
+
+def _line(number: int, raw: str) -> Iterator[InputItem]:
+    try:
+        value = _decode(raw)
+    except json.JSONDecodeError as error:
+        yield InputItem(number, error=_not_json(error))
+    except _Unreadable as error:
+        yield InputItem(number, error=str(error))
+    else:
+        yield from _batch(number, value)
 
 
 def _batch(line: int, value: Any) -> Iterator[InputItem]:
@@ -305,22 +357,17 @@ def _batch(line: int, value: Any) -> Iterator[InputItem]:
 
 def _read_document(text: str) -> Iterator[InputItem]:
     """A whole multi-line document, or else line by line with bad lines reported."""
+    start = text[: len(text) - len(text.lstrip())].count("\n") + 1
     try:
-        whole = json.loads(text)
+        whole = _decode(text)
+    except _Unreadable as error:
+        yield InputItem(start, error=str(error))
+        return
     except json.JSONDecodeError:
-        whole = _NOT_JSON
-    if whole is not _NOT_JSON:
-        yield from _batch(text[: len(text) - len(text.lstrip())].count("\n") + 1, whole)
+        pass
+    else:
+        yield from _batch(start, whole)
         return
     for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as error:
-            yield InputItem(number, error=f"not valid JSON: {error.msg} (column {error.colno})")
-            continue
-        yield from _batch(number, value)
-
-
-_NOT_JSON = object()
+        if raw.strip():
+            yield from _line(number, raw)

@@ -230,3 +230,38 @@ def test_audit_hook_records_every_decision(rules, tmp_path, monkeypatch):
     assert [(p, k, e) for p, k, _, e in recorded] == [("a.duckdb", "k.pem", "allow")] + [("a.duckdb", "k.pem", "deny")] * 2
     assert recorded[0][2] == request() and recorded[1][2] is None  # the unreadable line has no request
     assert result.exit_code == 1  # one line was not JSON
+
+
+DEEP = [
+    # case, the deep line
+    ("100,000 arrays", "[" * 100_000 + "]" * 100_000),
+    ("3,000 arrays", "[" * 3_000 + "]" * 3_000),
+    ("5,000 objects", '{"a":' * 5_000 + "1" + "}" * 5_000),
+    ("129 levels", "[" * 129 + "]" * 129),
+    ("deep inside a request", json.dumps(request(data={"x": "PLACEHOLDER"})).replace(
+        '"PLACEHOLDER"', "[" * 2_000 + "]" * 2_000)),
+]
+
+
+@pytest.mark.parametrize("case,deep", DEEP, ids=[d[0] for d in DEEP])
+def test_deeply_nested_line_is_denied_and_the_next_is_decided(rules, case, deep):
+    good = json.dumps(request())
+    result = run("eval", "--rules", str(rules), stdin="\n".join([good, deep, good]) + "\n")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    got = decisions(result.stdout)
+    assert [d["effect"] for d in got] == ["allow", "deny", "allow"]
+    assert got[1]["errors"] == ["line 2: nested too deeply (more than 128 levels of arrays and objects)"]
+    assert result.stderr.splitlines() == ["input line 2: nested too deeply (more than 128 levels of arrays and objects)"]
+
+
+@pytest.mark.parametrize("wraps,effect,code", [(124, "allow", 0), (125, "deny", 1)])
+def test_nesting_up_to_the_limit_is_decided_even_with_explain(rules, wraps, effect, code):
+    """batch array, request, data, then wraps + 1 lists: 128 levels pass (traced by --explain), 129 do not."""
+    inner: list = []
+    for _ in range(wraps):
+        inner = [inner]
+    result = run("eval", "--rules", str(rules), "--explain", stdin=json.dumps([request(data={"x": inner})]) + "\n")
+    assert result.returncode == code, result.stderr
+    assert [d["effect"] for d in decisions(result.stdout)] == [effect]
+    assert "Traceback" not in result.stderr

@@ -217,7 +217,22 @@ INPUTS = [
     ('{oops\n{"b": 2}\n', [(1, None, "not valid JSON"), (2, {"b": 2}, None)]),
     ("", []),
     ("  \n", []),
+    # nesting: a line past MAX_DEPTH is one unreadable item; the next line is still read
+    ('[' * 100_000 + ']' * 100_000 + '\n{"b": 2}\n', [(1, None, "nested too deeply"), (2, {"b": 2}, None)]),
+    ('{"a": 1}\n' + '{"a":' * 5000 + '1' + '}' * 5000 + '\n{"b": 2}',
+     [(1, {"a": 1}, None), (2, None, "nested too deeply"), (3, {"b": 2}, None)]),
+    ('{"a": 1}\n' + '[' * 129 + ']' * 129, [(1, {"a": 1}, None), (2, None, "more than 128 levels")]),
+    ('{"a": 1}\n' + '[' * 3000 + ']' * 3000, [(1, {"a": 1}, None), (2, None, "nested too deeply")]),
+    ('[' * 128 + ']' * 128, [(1, "DEEP-128", None)]),
+    ('\n{"x":\n' + '[' * 3000 + ']' * 3000 + '\n}\n', [(2, None, "nested too deeply")]),
 ]
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 2):  # the batch array and the innermost list are two levels
+        value = [value]
+    return value
 
 
 @pytest.mark.parametrize("text,want", INPUTS)
@@ -225,6 +240,7 @@ def test_reading_requests(text, want):
     from policyengine.engine import read_requests
 
     got = [(i.line, i.request, i.error) for i in read_requests(text)]
+    want = [(line, _nested(128) if req == "DEEP-128" else req, err) for line, req, err in want]
     assert [(line, req) for line, req, _ in got] == [(line, req) for line, req, _ in want]
     for (_, _, error), (_, _, fragment) in zip(got, want, strict=True):
         assert (error is None) == (fragment is None) and (fragment is None or fragment in error)
@@ -273,3 +289,29 @@ def test_rules_that_cannot_apply_are_never_candidates(tmp_path):
         denies, allows = policy._evaluator.candidates(ctx)
         counts.append(([r.id for r in denies], [r.id for r in allows]))
     assert counts[0] == counts[1] == (["t.no_secrets"], ["t.read_docs"])
+
+
+def _deep(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [100, 900, 5000, 100_000])
+@pytest.mark.parametrize("field", ["data", "context", "attrs", "rows", "approvals"])
+def test_deeply_nested_requests_never_crash_evaluate(policy, depth, field):
+    """Python dicts have no parser limit: evaluate must still decide (or deny), never raise."""
+    request = {"principal": {"id": "u", "roles": ["admin"]}, "action": "write",
+               "resource": {"kind": "dataset", "id": "docs/a"}, "context": {"ticket": "T-1"}}
+    if field == "attrs":
+        request["principal"]["attrs"] = {"x": _deep(depth)}
+    elif field == "rows":
+        request["context"]["rows"] = _deep(depth)  # read by the escalation gate's condition
+    elif field == "approvals":
+        request["approvals"] = [{"gate": "t.big", "approver": _deep(depth), "roles": ["admin"]}]
+    else:
+        request[field] = {"x": _deep(depth)}
+    decision = policy.evaluate(request)
+    assert decision.effect in ("allow", "deny", "escalate")
+    json.loads(decision.to_json())
