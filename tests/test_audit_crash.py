@@ -1,4 +1,4 @@
-"""A writer killed with SIGKILL mid-stream loses nothing that flush() acknowledged."""
+"""A writer killed with SIGKILL mid-stream loses nothing that flush() acknowledged, and leaves nothing unsigned."""
 
 from __future__ import annotations
 
@@ -42,13 +42,14 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_record(tmp_path: Path) -> N
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
 
+    # every committed batch carries its checkpoint, so a crash leaves nothing unsigned
     report = verify_database(db, [key.public])
     assert report.ok, report.summary()
     assert report.records >= acknowledged >= 3000
-    assert report.checkpoints >= 1
+    assert report.checkpoints >= 1 and report.unsigned == 0
 
-    # the log reopens, signs what the crash left unsigned, and carries on without gaps
+    # the log reopens and carries on without gaps
     with AuditLog(db, key, flush_interval=0) as log:
         assert log.append("alert", payload={"kind": "budget"}) == report.records + 1
-    after = verify_database(db, [key.public], strict=True)
+    after = verify_database(db, [key.public])
     assert after.ok and after.unsigned == 0 and after.records == report.records + 1

@@ -104,13 +104,20 @@ CASES: list[tuple[str, str, tuple[str, int]]] = [
      ("forged_signature", 21)),
     ("modify and recompute the leaf", "UPDATE audit_log SET actor = 'mallory', leaf_hash = ? WHERE seq = 27",
      ("modified", 21)),
+    # every committed record is covered by a checkpoint by construction: uncovered records are tampering
+    ("delete every checkpoint", "DELETE FROM audit_checkpoints", ("unsigned", 1)),
+    ("delete the newest checkpoint", "DELETE FROM audit_checkpoints WHERE tree_size = 60", ("unsigned", 51)),
+    ("delete the newest checkpoints", "DELETE FROM audit_checkpoints WHERE tree_size > 30", ("unsigned", 31)),
+    ("delete every checkpoint, modify and recompute the leaf",
+     "DELETE FROM audit_checkpoints; UPDATE audit_log SET actor = 'mallory', leaf_hash = ? WHERE seq = 27",
+     ("unsigned", 1)),
 ]
 
 
 def _params(name: str, path: Path) -> list:
     if name == "forge a signature":
         return [base64.b64encode(bytes(64)).decode()]
-    if name == "modify and recompute the leaf":
+    if name.endswith("modify and recompute the leaf"):
         con = duckdb.connect(str(path), read_only=True)
         from policyengine.audit.sql import q
         from policyengine.audit.verify import exact_leaf

@@ -95,6 +95,22 @@ def test_tampering_fails_with_seq_and_kind(workdir: Path, tmp_path: Path) -> Non
     one_line_error(run(workdir, "audit", "verify", "--db", str(db)), "seq 60: deleted")
 
 
+@pytest.mark.parametrize(("statement", "expected"), [
+    ("DELETE FROM audit_checkpoints", "seq 1: unsigned"),
+    ("DELETE FROM audit_checkpoints WHERE tree_size = 120", "seq 101: unsigned"),
+])
+def test_deleted_checkpoints_fail_by_default(workdir: Path, tmp_path: Path, statement: str, expected: str) -> None:
+    db = tmp_path / "c.duckdb"
+    db.write_bytes((workdir / "policyengine.duckdb").read_bytes())
+    con = duckdb.connect(str(db))
+    con.execute(statement).fetchall()
+    con.close()
+    one_line_error(run(workdir, "audit", "verify", "--db", str(db)), expected, "not covered by any signed checkpoint")
+    one_line_error(run(workdir, "audit", "verify", "--db", str(db), "--strict"), expected)  # old scripts still run
+    report = json.loads(run(workdir, "audit", "verify", "--db", str(db), "--json").stdout)
+    assert not report["ok"] and report["failure"]["kind"] == "unsigned"
+
+
 def test_keys_rotate_then_verify_walks_the_chain(workdir: Path, tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
     db.write_bytes((workdir / "policyengine.duckdb").read_bytes())

@@ -45,10 +45,9 @@ def open_readonly(path: str | os.PathLike[str]) -> Iterator[duckdb.DuckDBPyConne
 
 def verify_database(
     path: str | os.PathLike[str], trusted: Sequence[PublicKey], *, anchor: Checkpoint | None = None,
-    strict: bool = False,
 ) -> VerifyReport:
     with open_readonly(path) as con:
-        return verify_connection(con, str(path), trusted, anchor=anchor, strict=strict)
+        return verify_connection(con, str(path), trusted, anchor=anchor)
 
 
 def _header(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, Any]:
@@ -102,7 +101,6 @@ def export_parquet(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> i
 
 def verify_export(
     path: str | os.PathLike[str], trusted: Sequence[PublicKey], *, anchor: Checkpoint | None = None,
-    strict: bool = False,
 ) -> VerifyReport:
     """Verify a ``.jsonl`` or ``.parquet`` export without the database."""
     path = Path(path)
@@ -118,7 +116,7 @@ def verify_export(
             _load_parquet(con, path)
         else:
             _load_jsonl(con, path)
-        return verify_connection(con, str(path), trusted, anchor=anchor, strict=strict)
+        return verify_connection(con, str(path), trusted, anchor=anchor)
     finally:
         con.close()
 

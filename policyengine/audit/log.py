@@ -1,13 +1,18 @@
 """AuditLog: the append-only, hash-chained, checkpoint-signed writer.
 
 Each record's leaf hash is computed when it is appended; records are buffered
-and written in batches through DuckDB's appender inside one transaction, and
-every ``checkpoint_every`` records or ``checkpoint_interval`` seconds a
-checkpoint (tree size, RFC 9162 root, Ed25519 signature) is committed in the same
-transaction as the batch it covers. Signing only checkpoints, not each record,
-keeps appends fast (an Ed25519 signature costs ~50 us; a SHA-256 ~1 us); the price
-is that records written after the last checkpoint are not yet signed, which is
-why close(), flush(checkpoint=True) and the timer sign them promptly.
+and written in batches through DuckDB's appender, and every batch is committed in
+one transaction together with a checkpoint (tree size, RFC 9162 root, Ed25519
+signature) covering it. So every committed record is signed, whenever the
+process stops: ``audit verify`` can treat an uncovered record as tampering.
+
+Signing per batch, not per record, keeps appends fast (an Ed25519 signature
+costs ~50 us; a SHA-256 ~1 us). To keep the checkpoint table small under a
+trickle of records, only every ``checkpoint_every`` records or
+``checkpoint_interval`` seconds (and on close, rotation or request) is a
+checkpoint kept for good; a checkpoint between those is provisional, and the
+next batch's transaction replaces it with its own, which covers everything the
+provisional one did.
 
 One writer per database file: DuckDB locks the file for the writing process,
 and this module also refuses a second writer on the same file in one process.
@@ -37,7 +42,8 @@ from .sql import q
 
 EVENTS = frozenset(
     {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated",
-     "run"}  # run: the orchestrator's run outcome (docs/audit-events.md)
+     "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
+     "model_unblocked"}  # a monitor block lifted by `policyengine models unblock`
 )
 DEFAULT_DB_PATH = Path("policyengine.duckdb")
 DEFAULT_ORIGIN = "policyengine"
@@ -83,8 +89,9 @@ class _Batch:
 
     rows: list[tuple[Any, ...]]
     size: int
-    root: bytes | None
+    root: bytes
     key: SigningKey
+    keep: bool  # a kept checkpoint; otherwise provisional, replaced by the next batch's
 
 
 def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
@@ -283,6 +290,7 @@ class AuditLog:
         self._seq = len(leaves)
         self._flushed = self._seq
         self._checkpointed = self._scheduled = signed.tree_size if signed else 0
+        self._provisional: int | None = None  # tree size of this writer's provisional checkpoint, if any
         self._last_signed = signed
         return origin
 
@@ -420,13 +428,20 @@ class AuditLog:
         )
 
     def _cut(self, checkpoint: bool) -> None:
-        """Move the buffer to the pending batches (caller holds ``_lock``), with a root if a checkpoint is due."""
-        root = self._tree.root() if (checkpoint or self._checkpoint_due()) and self._seq > self._scheduled else None
-        if not self._buffer and root is None:
+        """Move the buffer to the pending batches with the root that signs it (caller holds ``_lock``).
+
+        Every batch carries a checkpoint; it is kept if one is due or asked for,
+        otherwise provisional. ``_scheduled`` is the size of the last kept one.
+        Asked for with nothing buffered, an empty batch keeps the provisional
+        checkpoint over the same records (a rotation record must stay signed by
+        the old key).
+        """
+        keep = checkpoint or self._checkpoint_due()
+        if not self._buffer and not (keep and self._seq > self._scheduled):
             return
-        self._pending.append(_Batch(self._buffer, self._seq, root, self._key))
+        self._pending.append(_Batch(self._buffer, self._seq, self._tree.root(), self._key, keep))
         self._buffer = []
-        if root is not None:
+        if keep:
             self._scheduled = self._seq
             self._last_checkpoint_time = time.monotonic()
 
@@ -443,21 +458,23 @@ class AuditLog:
                 self._commit(batch)
 
     def _commit(self, batch: _Batch) -> None:
-        signed = None
-        if batch.root is not None:
-            ts = utc_now_text()
-            signature = batch.key.sign(checkpoint_note(self.origin, batch.size, batch.root, ts))
-            signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)
+        """One transaction: the batch's records and the checkpoint that signs them (never one without the other)."""
+        if not batch.rows:  # the provisional checkpoint at this size (cut just before) becomes a kept one
+            self._provisional = None
+            return
+        ts = utc_now_text()
+        signature = batch.key.sign(checkpoint_note(self.origin, batch.size, batch.root, ts))
+        signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)
         cur = self._cur
         try:
             cur.execute("BEGIN TRANSACTION")
-            if batch.rows:
-                appender = cur.appender("audit_log")
-                appender.append_rows(batch.rows)
-                appender.flush()
-            if signed is not None:
-                row = signed.to_json()
-                cur.execute(q("insert_checkpoint"), {k: row[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
+            appender = cur.appender("audit_log")
+            appender.append_rows(batch.rows)
+            appender.flush()
+            if self._provisional is not None:
+                cur.execute(q("delete_provisional_checkpoint"), {"tree_size": self._provisional})
+            row = signed.to_json()
+            cur.execute(q("insert_checkpoint"), {k: row[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
             cur.execute("COMMIT")
         except duckdb.Error as err:
             try:
@@ -467,11 +484,10 @@ class AuditLog:
             with self._lock:
                 self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
             raise AuditError(self._failed) from None
-        if batch.rows:
-            self._flushed = batch.rows[-1][0]
-        if signed is not None:
-            self._checkpointed = batch.size
-            self._last_signed = signed
+        self._flushed = batch.rows[-1][0]
+        self._checkpointed = batch.size
+        self._last_signed = signed
+        self._provisional = None if batch.keep else batch.size
 
     def _check_open(self) -> None:
         if self._failed:

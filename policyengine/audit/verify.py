@@ -9,7 +9,9 @@ Three independent checks, each able to localise a fault to a seq:
 3. checkpoints: the RFC 9162 root of the first N leaf hashes equals each signed
    checkpoint's root, the signature verifies, and the signing key is trusted:
    given by the caller, or introduced by a ``key_rotated`` record that a trusted
-   key signed.
+   key signed; and the newest checkpoint covers every record. The writer commits
+   each batch in one transaction with its checkpoint, so a record no checkpoint
+   covers means checkpoints were deleted (``unsigned``), crash or not.
 
 A record that was changed *and* had its leaf hash recomputed passes check 2 and
 is caught by check 3, which can only say between which checkpoints it lies.
@@ -88,8 +90,6 @@ class VerifyReport:
         ]
         if self.anchored is not None:
             parts.append(f"anchor at {self.anchored} contained")
-        if self.unsigned:
-            parts.append(f"{self.unsigned} trailing records not yet covered by a checkpoint")
         parts.append(f"{self.seconds:.2f} s")
         return ", ".join(parts)
 
@@ -145,7 +145,6 @@ def verify_connection(
     trusted: Sequence[PublicKey],
     *,
     anchor: Checkpoint | None = None,
-    strict: bool = False,
 ) -> VerifyReport:
     """Verify the audit tables reachable through ``con`` (read-only use)."""
     if not trusted:
@@ -179,8 +178,11 @@ def verify_connection(
         failures += _anchor_failures(anchor, leaves, chain.trusted, origin)
         anchored = anchor.tree_size
     unsigned = len(leaves) - signed_size
-    if strict and unsigned:
-        failures.append(Failure("unsigned", signed_size + 1, f"{unsigned} records are not covered by any checkpoint"))
+    if unsigned and not failures_cp:
+        failures.append(Failure(
+            "unsigned", signed_size + 1,
+            f"records {signed_size + 1}..{len(leaves)} are not covered by any signed checkpoint "
+            "(the writer commits every record with one, so records were added or checkpoints deleted)"))
     # A precise failure inside a checkpoint's range explains it better than the range does.
     first = min(failures, key=lambda f: (f.upto or f.seq, KINDS.index(f.kind))) if failures else None
     return VerifyReport(

@@ -96,16 +96,17 @@ def audit_group() -> None:
 @_pubkey_option
 @click.option("--anchor", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="A checkpoint saved by `audit checkpoint --out`: prove the log still contains it.")
-@click.option("--strict", is_flag=True, help="Fail when trailing records are not yet covered by a checkpoint.")
+@click.option("--strict", "_strict", is_flag=True, hidden=True,
+              help="Accepted for old scripts: records no checkpoint covers always fail now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
 def verify_command(db: Path, export: Path | None, pubkeys: tuple[Path, ...], anchor: Path | None,
-                   strict: bool, as_json: bool) -> None:
+                   _strict: bool, as_json: bool) -> None:
     """Check every record, checkpoint signature and key of an audit log.
 
     Exit status 0 when intact; 1 naming the first bad seq and what happened
     to it: modified, deleted, reordered, truncated, forged signature,
-    unknown key, anchor not contained.
+    unknown key, unsigned (no checkpoint covers it), anchor not contained.
 
     \b
     Examples:
@@ -116,9 +117,9 @@ def verify_command(db: Path, export: Path | None, pubkeys: tuple[Path, ...], anc
     trusted = _trusted(pubkeys)
     anchored = read_anchor(anchor) if anchor else None
     if export is not None:
-        report = verify_export(export, trusted, anchor=anchored, strict=strict)
+        report = verify_export(export, trusted, anchor=anchored)
     else:
-        report = verify_database(db, trusted, anchor=anchored, strict=strict)
+        report = verify_database(db, trusted, anchor=anchored)
     click.echo(json.dumps(report.to_json()) if as_json else report.summary(), err=not report.ok and not as_json)
     sys.exit(0 if report.ok else 1)
 
