@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -264,6 +265,12 @@ class InputItem:
     line: int
     request: Any = None
     error: str | None = None
+    item: int | None = None  # 1-based position in the JSON array it came from, if any
+
+    @property
+    def where(self) -> str:
+        """``line 3`` or, for an element of an array, ``line 3 item 2``."""
+        return f"line {self.line}" if self.item is None else f"line {self.line} item {self.item}"
 
 
 class _Unreadable(ValueError):
@@ -313,6 +320,8 @@ def iter_requests(lines: Iterable[str]) -> Iterator[InputItem]:
     it = iter(lines)
     consumed: list[str] = []
     for raw in it:
+        if not consumed and raw.startswith("\ufeff"):
+            raw = raw[1:]  # a UTF-8 byte order mark, as editors on Windows write
         consumed.append(raw)
         if raw.strip():
             break
@@ -350,9 +359,34 @@ def _line(number: int, raw: str) -> Iterator[InputItem]:
         yield from _batch(number, value)
 
 
-def _batch(line: int, value: Any) -> Iterator[InputItem]:
-    for item in value if isinstance(value, list) else [value]:
-        yield InputItem(line, item)
+def _batch(line: int, value: Any, lines: Sequence[int] = ()) -> Iterator[InputItem]:
+    """The request, or each element of an array (at its own line when ``lines`` gives them)."""
+    if not isinstance(value, list):
+        yield InputItem(line, value)
+        return
+    for position, item in enumerate(value, start=1):
+        yield InputItem(lines[position - 1] if lines else line, item, item=position)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _element_lines(text: str) -> list[int]:
+    """The line each element of the top-level array in ``text`` starts on (``text`` is valid JSON)."""
+    decoder = json.JSONDecoder()
+    pos = _WHITESPACE.match(text).end() + 1  # past "["
+    line, counted, lines = 1, 0, []
+    while True:
+        pos = _WHITESPACE.match(text, pos).end()
+        if text[pos] == "]":
+            return lines
+        line += text.count("\n", counted, pos)
+        counted = pos
+        lines.append(line)
+        _, pos = decoder.raw_decode(text, pos)
+        pos = _WHITESPACE.match(text, pos).end()
+        if text[pos] == ",":
+            pos += 1
 
 
 def _read_document(text: str) -> Iterator[InputItem]:
@@ -366,7 +400,7 @@ def _read_document(text: str) -> Iterator[InputItem]:
     except json.JSONDecodeError:
         pass
     else:
-        yield from _batch(start, whole)
+        yield from _batch(start, whole, _element_lines(text) if isinstance(whole, list) else ())
         return
     for number, raw in enumerate(text.splitlines(), start=1):
         if raw.strip():

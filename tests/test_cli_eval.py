@@ -174,9 +174,55 @@ def test_rule_paths_may_follow_as_arguments(rules, tmp_path):
     assert missing.returncode == 2 and "give the rule files" in missing.stderr
 
 
-def test_empty_input_decides_nothing(rules):
-    result = run("eval", "--rules", str(rules), stdin="\n\n")
-    assert (result.returncode, result.stdout) == (0, "")
+EMPTY = [("nothing", ""), ("blank lines", "\n\n"), ("an empty array", "[]\n"), ("only a BOM", "\ufeff")]
+
+
+@pytest.mark.parametrize("case,stdin", EMPTY, ids=[e[0] for e in EMPTY])
+def test_empty_input_is_an_error(rules, case, stdin):
+    result = run("eval", "--rules", str(rules), stdin=stdin)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "error: stdin: no request in the input\n"
+
+
+def test_empty_input_file_is_named(rules, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    result = run("eval", "--rules", str(rules), "--input", str(tmp_path / "empty.jsonl"))
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'empty.jsonl'}: no request in the input\n"
+
+
+BOM = [
+    ("one request", json.dumps(request()), ["allow"]),
+    ("multi-line request", json.dumps(request(), indent=2), ["allow"]),
+    ("JSON Lines", json.dumps(request()) + "\n" + json.dumps(request(roles=[])), ["allow", "deny"]),
+    ("array", json.dumps([request(), request(roles=[])], indent=1), ["allow", "deny"]),
+]
+
+
+@pytest.mark.parametrize("case,text,effects", BOM, ids=[b[0] for b in BOM])
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_input_starting_with_a_utf8_bom_is_accepted(rules, tmp_path, case, text, effects, via):
+    data = b"\xef\xbb\xbf" + text.encode() + b"\n"
+    if via == "file":
+        (tmp_path / "in.json").write_bytes(data)
+        result = run("eval", "--rules", str(rules), "--input", str(tmp_path / "in.json"))
+    else:
+        result = subprocess.run([*_exe(), "eval", "--rules", str(rules)], input=data, capture_output=True,
+                                timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [d["effect"] for d in decisions(result.stdout.decode() if via == "stdin" else result.stdout)] == effects
+
+
+def test_errors_in_a_multi_line_array_name_the_element(rules):
+    text = "[\n" + json.dumps(request()) + ",\n\n" + json.dumps({"principal": {"id": "pat"}, "action": "read"}) + "\n]\n"
+    result = run("eval", "--rules", str(rules), stdin=text)
+    assert result.returncode == 1
+    got = decisions(result.stdout)
+    assert [d["effect"] for d in got] == ["allow", "deny"]
+    assert got[1]["errors"] == ["resource: missing"]
+    assert result.stderr.splitlines() == ["input line 4 item 2: resource: missing"]
+    one_line = run("eval", "--rules", str(rules), stdin=json.dumps([request(), 7]) + "\n")
+    assert one_line.stderr.splitlines() == ["input line 1 item 2: request: must be a JSON object"]
 
 
 def test_help_documents_the_options():

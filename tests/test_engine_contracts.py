@@ -315,3 +315,23 @@ def test_deeply_nested_requests_never_crash_evaluate(policy, depth, field):
     decision = policy.evaluate(request)
     assert decision.effect in ("allow", "deny", "escalate")
     json.loads(decision.to_json())
+
+
+WHERE = [
+    # text, where each item is said to be
+    ('{"a": 1}\n[{"b": 2}, 3]\n', ["line 1", "line 2 item 1", "line 2 item 2"]),
+    ('[\n  {"a": 1},\n\n  {"b":\n 2}, 3\n]\n', ["line 2 item 1", "line 4 item 2", "line 5 item 3"]),
+    ('\n\n[{"a": "[,]\\"\\n"},\n {"b": 2}]', ["line 3 item 1", "line 4 item 2"]),
+    ('\ufeff{"a": 1}\n{"b": 2}\n', ["line 1", "line 2"]),
+    ('\ufeff{\n"a": 1}\n', ["line 1"]),
+    ('\ufeff\n[\n1]', ["line 3 item 1"]),
+]
+
+
+@pytest.mark.parametrize("text,want", WHERE)
+def test_items_are_named_by_line_and_array_position(text, want):
+    from policyengine.engine import read_requests
+
+    items = list(read_requests(text))
+    assert [i.where for i in items] == want
+    assert all(i.error is None for i in items)

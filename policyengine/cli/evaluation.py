@@ -125,21 +125,22 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
     sink, close_sink = _audit_sink(audit, key)
-    malformed = 0
+    malformed = decided = 0
     try:
         for item in iter_requests(stream):
+            decided += 1
             if item.error is not None:
-                decision = policy.malformed([f"line {item.line}: {item.error}"])
+                decision = policy.malformed([f"{item.where}: {item.error}"])
             elif explain:
                 explanation = policy.explain(item.request, now=now)
                 decision = explanation.decision
-                click.echo(f"--- request at line {item.line}", err=True)
+                click.echo(f"--- request at {item.where}", err=True)
                 click.echo(explanation.text(), err=True)
             else:
                 decision = policy.evaluate(item.request, now=now)
             if decision.errors:
                 malformed += 1
-                where = "input " if item.error is not None else f"input line {item.line}: "
+                where = "input " if item.error is not None else f"input {item.where}: "
                 click.echo(where + "; ".join(decision.errors), err=True)
             if sink is not None:
                 sink(item.request, decision)
@@ -152,6 +153,8 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
         close_sink()
         if budget_ledger is not None:
             budget_ledger.close()
+    if not decided:
+        _fail(f"{'stdin' if source == '-' else source}: no request in the input")
     if malformed:
         sys.exit(1)
 
