@@ -120,6 +120,31 @@ def test_junit_file_counts_match_the_summary(tmp_path: Path) -> None:
     assert suites.find(".//testcase[@name='after hours is wrongly expected to pass']/failure") is not None
 
 
+@pytest.mark.parametrize(
+    ("broken", "summary", "counts"),
+    [
+        (0, "2 passed, 1 failed", ("3", "1", "0")),
+        (1, "2 passed, 1 failed, 1 error", ("4", "1", "1")),
+        (2, "2 passed, 1 failed, 2 errors", ("5", "1", "2")),
+    ],
+)
+def test_summary_and_junit_count_unrunnable_files_alike(tmp_path: Path, broken: int, summary: str,
+                                                         counts: tuple[str, str, str]) -> None:
+    """A test file that cannot be run is an error in both the summary and the JUnit counts."""
+    root = project(tmp_path, FAILING)
+    for i in range(broken):
+        (root / "rules" / f"broken{i}_test.yaml").write_text("cases:\n  - name: x\n    expect: maybe\n", encoding="utf-8")
+    result = run("test", "--junit", "report.xml", "rules", cwd=root)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[-1] == summary
+    assert lines[-1].startswith("2 passed, 1 failed")  # the prefix CI parsers read
+    if broken:
+        assert lines[-2] == f"{broken} test file(s) could not be run"
+    suites = ET.parse(root / "report.xml").getroot()
+    assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == counts
+
+
 def test_coverage_fail_under(tmp_path: Path) -> None:
     root = project(tmp_path, PASSING.split("  - name: drafts")[0])
     result = run("test", "--coverage", "--fail-under", "100", "rules", cwd=root)

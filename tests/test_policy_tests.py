@@ -458,9 +458,10 @@ def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:
     xmlschema.XMLSchema(JUNIT_XSD).validate(xml)
     root = ET.fromstring(xml)
     summary = render_report(report).splitlines()[-1]
-    passed, failed = (int(part.split()[0]) for part in summary.split(", "))
+    assert summary == "8 passed, 5 failed, 1 error"
+    passed, failed, errored = (int(part.split()[0]) for part in summary.split(", "))
     tests, failures, errors = (int(root.get(k)) for k in ("tests", "failures", "errors"))
-    assert (failures, errors, tests - failures - errors) == (failed, 1, passed) == (5, 1, 8)
+    assert (failures, errors, tests - failures - errors) == (failed, errored, passed) == (5, 1, 8)
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == [str(good), str(bad_dir / "broken_test.yaml")]
     assert sum(int(s.get("tests")) for s in suites) == tests

@@ -2,7 +2,7 @@
 
 One progress line per test file (``.`` passed, ``F`` failed, ``E`` not runnable),
 then each failure with its request, expected versus actual and the decision's
-explanation, then coverage when asked, and last the line ``N passed, N failed``
+explanation, then coverage when asked, and last the line ``N passed, N failed`` (``, N error(s)`` added when a file could not be run)
 that people and scripts look for.
 """
 

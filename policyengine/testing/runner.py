@@ -93,8 +93,15 @@ class RunReport:
         return not self.errors and self.failed == 0
 
     def summary(self) -> str:
-        """The last line of the run, always exactly ``N passed, N failed``."""
-        return f"{self.passed} passed, {self.failed} failed"
+        """The last line of the run: ``N passed, N failed``, then ``, N error(s)`` when a file could not be run.
+
+        The counts are those of the JUnit XML: each test file that could not be
+        run is one error, so ``tests = passed + failed + errors``.
+        """
+        text = f"{self.passed} passed, {self.failed} failed"
+        if self.errors:
+            text += f", {len(self.errors)} error" + ("s" if len(self.errors) != 1 else "")
+        return text
 
 
 class _CaseLedger:
