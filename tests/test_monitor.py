@@ -210,29 +210,140 @@ def test_positive_outcome_forms(tmp_path, expr, values):
 # --- the commands ----------------------------------------------------------------------------
 
 
-def test_monitor_command_blocks_and_models_unblock_lifts(setup):
-    db, rules = setup
-    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--format", "json")
+def write_signed_db(path: Path, key, rows: list[tuple]) -> Path:
+    """The story written by the real audit writer (signed, chained), at the story's past timestamps."""
+    from policyengine.audit import AuditLog
+    from policyengine.audit import log as audit_log
+
+    clock = [rows[0][0]]
+    real, audit_log.utc_now_text = audit_log.utc_now_text, lambda: clock[0].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        with AuditLog(path, key) as log:
+            for ts, event, actor, workflow, run_id, payload, _ in sorted(rows, key=lambda r: r[0]):
+                clock[0] = ts
+                log.append(event, actor=actor, workflow=workflow, run_id=run_id, payload=payload)
+    finally:
+        audit_log.utc_now_text = real
+    return path
+
+
+@pytest.fixture
+def keyed(tmp_path):
+    """The story in a signed database, with ./policyengine.key in tmp_path (the commands' working directory)."""
+    audit = pytest.importorskip("policyengine.audit")
+    key = audit.generate_key(tmp_path / "policyengine.key")
+    rules = tmp_path / "risk.policy"
+    rules.write_text(POLICY)
+    return write_signed_db(tmp_path / "audit.duckdb", key, story()), rules, key
+
+
+def test_monitor_command_blocks_and_models_unblock_lifts(keyed, tmp_path):
+    db, rules, key = keyed
+    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--format", "json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = {row["rule"]: row for row in json.loads(r.stdout)}
     assert rows["risk.classifier_confidence"]["breach"] is True
     assert rows["risk.payment_fairness"]["action"] == "escalate to model_risk"
     assert "blocked: classifier_small" in r.stderr
+    assert "escalated: risk.payment_fairness (classifier_small) to role model_risk" in r.stderr
     listed = pe_inprocess("models", "blocked", "--db", db)
     assert listed.stdout.startswith("classifier_small\tblocked by risk.classifier_confidence")
-    assert pe_inprocess("models", "unblock", "classifier_small", "--db", db, "--by", "risk").stdout == "unblocked: classifier_small\n"
-    assert "is not blocked" in one_error_line(pe_inprocess("models", "unblock", "classifier_small", "--db", db))
+    unblocked = pe("models", "unblock", "classifier_small", "--db", db, "--by", "risk", "--note", "retrained",
+                   cwd=tmp_path)
+    assert (unblocked.returncode, unblocked.stdout, unblocked.stderr) == (0, "unblocked: classifier_small\n", "")
+    assert "is not blocked" in one_error_line(pe("models", "unblock", "classifier_small", "--db", db, cwd=tmp_path))
     assert pe_inprocess("models", "blocked", "--db", db).stdout == "no model is blocked\n"
-    failing = pe_inprocess("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach")
+    events = json.loads(pe_inprocess("query", "SELECT actor, key_id, payload FROM audit_log WHERE event = "
+                                     "'model_unblocked'", "--db", db, "--format", "json").stdout)
+    assert events == [{"actor": "risk", "key_id": key.key_id, "payload": {
+        "model": "classifier_small", "rules": ["risk.classifier_confidence"], "by": "risk", "note": "retrained",
+        "lifted": 1}}]
+    failing = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach",
+                 cwd=tmp_path)
     assert failing.returncode == 1
+
+
+def test_monitor_records_alerts_by_default_with_the_key_in_the_working_directory(keyed, tmp_path):
+    """Issue 6: `policyengine monitor [--db FILE]` records each result as a signed alert event."""
+    db, rules, key = keyed
+    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "not recorded" not in r.stderr
+    alerts = json.loads(pe_inprocess("query", "SELECT payload ->> '$.rule' AS rule, key_id FROM audit_log "
+                                     "WHERE event = 'alert' ORDER BY seq", "--db", db, "--format", "json").stdout)
+    assert sorted(a["rule"] for a in alerts) == sorted(results_by_rule(db, rules))
+    assert {a["key_id"] for a in alerts} == {key.key_id}
+    assert pe_inprocess("models", "blocked", "--db", db).stdout.startswith("classifier_small\t")
+
+
+def test_monitor_without_a_key_is_one_line_and_writes_nothing(setup, tmp_path):
+    db, rules = setup
+    line = one_error_line(pe("monitor", "--db", db, "--rules", rules, cwd=tmp_path))
+    assert line.startswith("error: policyengine.key: signing key not found; pass --key KEYFILE")
+    assert "--no-record" in line
+    assert "missing.pem: signing key not found; check --key" in one_error_line(
+        pe_inprocess("monitor", "--db", db, "--rules", rules, "--key", tmp_path / "missing.pem"))
+    printed = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--no-record",
+                 "--format", "json", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    assert {row["rule"] for row in json.loads(printed.stdout)} == set(results_by_rule(db, rules))
+    assert "--no-record: results not recorded" in printed.stderr
+    assert pe_inprocess("models", "blocked", "--db", db).stdout == "no model is blocked\n"
+    assert pe_inprocess("query", "SELECT count(*) AS n FROM audit_log WHERE event = 'alert'", "--db", db,
+                        "--format", "csv").stdout.split() == ["n", "0"]
+
+
+def test_monitor_rules_default_to_the_shipped_rules(tmp_path):
+    """Like `run` and `approve`: no --rules means the shipped rules/ folder, not a usage error."""
+    from policyengine.resources import data_path
+
+    db = write_audit_db(tmp_path / "policyengine.duckdb", story())
+    r = pe("monitor", "--no-record", "--format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    shipped = load_policy([data_path("rules")]).policy_set
+    assert {row["rule"] for row in json.loads(r.stdout)} == {s.id for s in (*shipped.biases, *shipped.drifts)}
+    assert db.exists()
+
+
+def test_models_unblock_without_a_key_keeps_the_lift_in_model_blocks(setup, tmp_path):
+    db, rules = setup
+    results = tuple(results_by_rule(db, rules).values())
+    con = __import__("duckdb").connect(str(db))
+    record(con, results, None, NOW)
+    con.close()
+    r = pe("models", "unblock", "classifier_small", "--db", db, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "unblocked: classifier_small\n")
+    assert "not in the audit log" in r.stderr
+    assert pe_inprocess("query", "SELECT count(*) AS n FROM audit_log WHERE event = 'model_unblocked'", "--db", db,
+                        "--format", "csv").stdout.split() == ["n", "0"]
+
+
+def test_an_escalation_stays_open_for_its_role_until_an_approval_for_the_rule(keyed, tmp_path):
+    db, rules, _ = keyed
+    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", cwd=tmp_path).returncode == 0
+    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T13:00:00Z", cwd=tmp_path).returncode == 0
+    items = json.loads(pe_inprocess("report", "open_escalations", "--db", db, "--format", "json").stdout)
+    assert [(i["role"], i["rule"], i["model"], i["latest_value"], i["runs"]) for i in items] == [
+        ("model_risk", "risk.payment_fairness", "classifier_small", 0.5, 2)]
+    assert json.loads(pe_inprocess("report", "open_escalations", "--db", db, "--param", "role=privacy",
+                                   "--format", "json").stdout) == []
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO audit_log SELECT max(seq) + 1, now(), 'test', 'approval', 'ann', NULL, NULL, "
+                "'{\"gate\": \"risk.payment_fairness\", \"outcome\": \"approved\", \"role\": \"model_risk\"}'"
+                "::JSON, NULL, 'k1', 'leaf' FROM audit_log")
+    con.close()
+    assert json.loads(pe_inprocess("report", "open_escalations", "--db", db, "--format", "json").stdout) == []
 
 
 def test_monitor_bad_input(setup, tmp_path):
     db, rules = setup
-    assert "database file not found" in one_error_line(pe("monitor", "--db", tmp_path / "no.duckdb", "--rules", rules))
+    assert "database file not found" in one_error_line(pe("monitor", "--db", tmp_path / "no.duckdb", "--rules", rules,
+                                                          cwd=tmp_path))
     bad = tmp_path / "bad.policy"
     bad.write_text("package x\nbias b\n    for model nothing\n")
-    assert "--rules:" in one_error_line(pe_inprocess("monitor", "--db", db, "--rules", bad))
+    assert "--rules:" in one_error_line(pe("monitor", "--db", db, "--rules", bad, cwd=tmp_path))
 
 
 # --- the same numbers on demand: report bias|drift --model ---------------------------------------

@@ -18,7 +18,7 @@ import duckdb
 
 from ..reporting import ReportError
 from ..reporting.bias import FOUR_FIFTHS, bias_from_csv
-from ..reporting.db import first_line
+from ..reporting.db import check_db_path, first_line
 from ..reporting.drift import drift_from_csv
 from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
@@ -241,27 +241,64 @@ def _monitor_rows(results: Any) -> Any:
     return ReportResult(spec, {}, cols, rows)
 
 
+DEFAULT_KEY = "policyengine.key"
+
+
+def _default_rules(rules: tuple[str, ...]) -> tuple[str, ...]:
+    """``--rules`` as given, else the shipped ``rules/`` folder (as ``run`` and ``approve``)."""
+    if rules:
+        return rules
+    from ..resources import data_path
+
+    try:
+        return (str(data_path("rules")),)
+    except FileNotFoundError as e:
+        _fail(f"--rules: {e}; pass --rules PATH")
+
+
+def _signing_key(key: str | None, purpose: str) -> str:
+    """The key file to sign with: ``--key``, else ./policyengine.key; one line if it is missing."""
+    path = Path(key or DEFAULT_KEY)
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        _fail(f"{path}: is a directory, not a signing key file (--key)")
+    hint = "pass --key KEYFILE" if key is None else "check --key"
+    _fail(f"{path}: signing key not found; {hint} (made by `policyengine demo` or `policyengine run`){purpose}")
+
+
 @click.command("monitor")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
-@click.option("--rules", multiple=True, required=True, metavar="PATH", help="Rule files or folders; repeatable.")
-@click.option("--key", metavar="KEYFILE", help="Signing key: record every result as an audit alert event.")
+@click.option("--rules", multiple=True, metavar="PATH",
+              help="Rule files or folders; repeatable (default: the shipped rules/).")
+@click.option("--key", metavar="KEYFILE",
+              help=f"Signing key for the audit alert events (default: ./{DEFAULT_KEY}).")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Record results as signed alert events and apply `on breach` (--no-record: only print).")
 @click.option("--now", "now_text", metavar="TIME", help="Evaluate as of this UTC time (ISO 8601; default: now).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--fail-on-breach", is_flag=True, help="Exit 1 when any rule breaches (for CI and cron).")
-def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | None, fmt: str,
+def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None, fmt: str,
             fail_on_breach: bool) -> None:
     """Evaluate every bias and drift rule over the audit log and act on breaches.
 
-    Each result is recorded as an audit `alert` event (with --key). On a breach,
-    `on breach block` suspends the model until `policyengine models unblock MODEL`;
-    `escalate to role R` records the alert for that role's approvals queue.
+    Each result is signed into the audit log as an `alert` event (key: --key,
+    default ./policyengine.key). On a breach, `on breach block` suspends the model
+    until `policyengine models unblock MODEL`; `escalate to role R` leaves an open
+    item for role R in `policyengine report open_escalations`. --no-record only
+    prints: nothing is written, nothing is blocked.
     """
     from ..reporting.monitor import run_monitor
 
     now = _when(now_text, "--now")
-    policy = _policy(rules)
     try:
-        results, blocked = run_monitor(db, policy, key=key, now=now)
+        check_db_path(db)  # the database first: a missing key is no news if there is nothing to read
+    except ReportError as e:
+        _fail(str(e))
+    policy = _policy(_default_rules(rules))
+    key_path = _signing_key(key, ", or --no-record to only print the results") if record else None
+    try:
+        results, blocked = run_monitor(db, policy, key=key_path, now=now, record_results=record)
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:
@@ -269,8 +306,13 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, now_text: str | No
     _emit(render_rows(_monitor_rows(results), fmt), None)  # type: ignore[arg-type]
     for model in blocked:
         click.echo(f"blocked: {model} (until `policyengine models unblock {model}`)", err=True)
-    if key is None and results:
-        click.echo("note: results not recorded in the audit log; pass --key KEYFILE to sign them in", err=True)
+    if record:
+        for r in results:
+            if r.breach and r.action == "escalate":
+                click.echo(f"escalated: {r.rule} ({r.model}) to role {r.escalate_to}; "
+                           "open items: `policyengine report open_escalations`", err=True)
+    elif results:
+        click.echo("note: --no-record: results not recorded in the audit log and no model blocked", err=True)
     if fail_on_breach and any(r.breach for r in results):
         sys.exit(1)
 
@@ -300,16 +342,27 @@ def models_blocked(db: str) -> None:
 @click.argument("model")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
 @click.option("--by", "by", envvar="USER", default="unknown", show_default="$USER", help="Who lifts the block.")
-@click.option("--note", help="Why the block is lifted (kept in model_blocks).")
-def models_unblock(model: str, db: str, by: str, note: str | None) -> None:
-    """Lift the block on MODEL so that the engine allows it again."""
+@click.option("--note", help="Why the block is lifted (kept in model_blocks and the audit event).")
+@click.option("--key", metavar="KEYFILE",
+              help=f"Signing key: also record a model_unblocked audit event (default: ./{DEFAULT_KEY} if it exists).")
+def models_unblock(model: str, db: str, by: str, note: str | None, key: str | None) -> None:
+    """Lift the block on MODEL so that the engine allows it again.
+
+    The lift is kept in `model_blocks` (who, when, why) and, when a signing key is
+    available (--key, or ./policyengine.key), signed into the audit log as a
+    `model_unblocked` event.
+    """
     from ..reporting.monitor import unblock
 
+    key_path = _signing_key(key, "") if key is not None else (DEFAULT_KEY if Path(DEFAULT_KEY).is_file() else None)
     try:
-        unblock(db, model, by=by, note=note)
+        unblock(db, model, by=by, note=note, key=key_path)
     except ReportError as e:
         _fail(str(e))
     click.echo(f"unblocked: {model}")
+    if key_path is None:
+        click.echo(f"note: no signing key (./{DEFAULT_KEY} or --key): the lift is kept in model_blocks only, "
+                   "not in the audit log", err=True)
 
 
 COMMANDS: list = [report, query, monitor, models]

@@ -8,6 +8,7 @@ evidence it reads.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,22 +43,58 @@ def memory() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB."""
+def open_error(path: str | Path, error: BaseException) -> ReportError:
+    """One clean line for a database DuckDB could not open; names ``path`` once.
+
+    DuckDB's own messages repeat the (absolute) path and end with links, so the
+    common causes are recognised and restated; anything else keeps DuckDB's
+    first line with the path taken out.
+    """
     p = Path(path)
-    if not p.exists():
-        raise ReportError(f"{p}: database file not found (pass --db FILE)")
+    msg = first_line(error)
+    low = msg.lower()
+    if "lock" in low:
+        pid = re.search(r"\(PID (\d+)\)", msg)
+        return ReportError(f"{p}: database is locked by another process"
+                           + (f" (pid {pid.group(1)})" if pid else "") + "; close it or wait, then retry")
+    if p.is_dir() or "is a directory" in low:
+        return ReportError(f"{p}: is a directory, not a DuckDB database file")
+    if "not a valid duckdb database" in low or "not a duckdb database" in low:
+        return ReportError(f"{p}: not a DuckDB database file")
+    msg = re.sub(r'^[A-Za-z ]+Error: ', "", msg)
+    for shown in {str(p.resolve()), str(p.absolute()), str(p)}:
+        msg = msg.replace(f'"{shown}"', "the file").replace(shown, "the file")
+    return ReportError(f"{p}: cannot open database ({msg})")
+
+
+def check_db_path(path: str | Path) -> Path:
+    """``path`` as a Path; a ``ReportError`` if it is missing or a directory."""
+    p = Path(path)
     if p.is_dir():
         raise ReportError(f"{p}: is a directory, not a DuckDB database file")
+    if not p.exists():
+        raise ReportError(f"{p}: database file not found (pass --db FILE)")
+    return p
+
+
+def open_readwrite(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """Open an existing audit database for writing (monitor, unblock); clear errors as ``open_readonly``."""
+    p = check_db_path(path)
+    try:
+        con = duckdb.connect(str(p))
+    except duckdb.Error as e:
+        raise open_error(p, e) from None
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB."""
+    p = check_db_path(path)
     try:
         con = duckdb.connect(str(p), read_only=True, config={"enable_external_access": external_access})
-    except duckdb.IOException as e:
-        msg = first_line(e)
-        if "lock" in msg.lower():
-            raise ReportError(f"{p}: database is locked by another process ({msg})") from None
-        raise ReportError(f"{p}: not a DuckDB database ({msg})") from None
     except duckdb.Error as e:
-        raise ReportError(f"{p}: cannot open database ({first_line(e)})") from None
+        raise open_error(p, e) from None
     con.execute("SET TimeZone = 'UTC'")
     return con
 

@@ -28,7 +28,7 @@ import duckdb
 
 from .. import ast
 from .audit_source import bias_from_audit, drift_from_audit
-from .db import first_line, has_table, one, open_readonly, sql
+from .db import has_table, one, open_readonly, open_readwrite, require_audit_log, sql
 from .errors import ReportError
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -186,20 +186,24 @@ def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sin
     return tuple(blocked)
 
 
-def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None,
-                now: datetime | None = None) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
+def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, now: datetime | None = None,
+                record_results: bool = True) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
     """Evaluate ``policy``'s bias and drift rules on ``db``, record and act; (results, newly blocked models).
 
     With ``key`` each result is signed into the audit log as an ``alert`` event by
     the audit writer, on the same connection (DuckDB allows one writer per file).
+    With ``record_results=False`` the database is only read: no alert, no block.
     """
-    if not Path(db).exists():
-        raise ReportError(f"{db}: database file not found (pass --db FILE)")
+    if not record_results:
+        con = open_readonly(db)
+        try:
+            require_audit_log(con, db)
+            return evaluate_all(con, policy.policy_set, now), ()
+        finally:
+            con.close()
+    con = open_readwrite(db)
     try:
-        con = duckdb.connect(str(db))
-    except duckdb.Error as e:
-        raise ReportError(f"{db}: not a DuckDB database ({first_line(e)})") from None
-    try:
+        require_audit_log(con, db)
         results = evaluate_all(con, policy.policy_set, now)
         log = _audit_writer(con, key)
         sink: AlertSink | None = None
@@ -254,8 +258,6 @@ def blocked_models(db: str | Path | duckdb.DuckDBPyConnection) -> frozenset[str]
 
 def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
     """(model, rule, reason, blocked_at) of every suspended model."""
-    if not Path(db).exists():
-        raise ReportError(f"{db}: database file not found (pass --db FILE)")
     con = open_readonly(db)
     try:
         if not has_table(con, "model_blocks"):
@@ -265,23 +267,32 @@ def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
         con.close()
 
 
-def unblock(db: str | Path, model: str, *, by: str, note: str | None = None) -> int:
-    """Lift every open block of ``model``; a ``ReportError`` if it is not blocked."""
-    if not Path(db).exists():
-        raise ReportError(f"{db}: database file not found (pass --db FILE)")
-    try:
-        con = duckdb.connect(str(db))
-    except duckdb.Error as e:
-        raise ReportError(f"{db}: cannot open database ({first_line(e)})") from None
+def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
+            key: str | Path | None = None) -> int:
+    """Lift every open block of ``model``; a ``ReportError`` if it is not blocked.
+
+    With ``key`` the lift is also signed into the audit log as a ``model_unblocked``
+    event (``model``, ``rules``, ``by``, ``note``; docs/audit-events.md).
+    """
+    con = open_readwrite(db)
     try:
         if not has_table(con, "model_blocks"):
             raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
-        lifted = one(con, sql("model_blocks_lift"), {
-            "model": model, "at": datetime.now(UTC), "by": by, "note": note,
-        })[0]
-        if lifted == 0:
-            active = ", ".join(r[0] for r in con.execute(sql("model_blocks_active")).fetchall()) or "none"
-            raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
+        rules = sorted({r[1] for r in con.execute(sql("model_blocks_active")).fetchall() if r[0] == model})
+        log = _audit_writer(con, key)  # before the lift: a bad key changes nothing
+        try:
+            lifted = one(con, sql("model_blocks_lift"), {
+                "model": model, "at": datetime.now(UTC), "by": by, "note": note,
+            })[0]
+            if lifted == 0:
+                active = ", ".join(r[0] for r in con.execute(sql("model_blocks_active")).fetchall()) or "none"
+                raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
+            if log is not None:
+                log.append("model_unblocked", actor=by,
+                           payload={"model": model, "rules": rules, "by": by, "note": note, "lifted": int(lifted)})
+        finally:
+            if log is not None:
+                log.close()
         return int(lifted)
     finally:
         con.close()
