@@ -218,8 +218,10 @@ def test_demo_then_audit_verify_and_demo_again(work):
     (["approve", "r-000000000000", "--as", "alice"], 1, "error: no run 'r-000000000000'"),
     (["approve", "r-1"], 2, "Missing option '--as'"),
     (["runs", "expire", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
-    (["runs", "list", "--key", "missing.key"], 1, "missing.key: signing key not found"),
+    (["approve", "r-1", "--as", "alice", "--key", "missing.key"], 1, "missing.key: signing key not found"),
     (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: cannot open as a DuckDB database"),
+    (["runs", "show", "r-1", "--db", "none.duckdb"], 1, "none.duckdb: no such database"),
+    (["runs", "list", "--now", "soon"], 2, "is not an ISO 8601 time"),
     (["run", "fraud-routing", "--key", "no/such/dir.key"], 1, "no/such/dir.key: cannot create key file"),
 ])
 def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
@@ -242,3 +244,54 @@ def test_a_second_process_gets_a_clear_error_while_the_database_is_held(work, se
     assert proc.returncode == 1
     assert "policyengine.duckdb: database is in use by process" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def _pending_and_records(db: Path) -> tuple[list[str], int]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        statuses = [r[0] for r in conn.execute("SELECT status FROM orch_approvals ORDER BY run_id").fetchall()]
+        return statuses, conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+
+
+def test_looking_at_runs_needs_no_key_and_writes_nothing(work, tmp_path_factory):
+    run_id = json.loads(pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml",
+                           "--json", cwd=work).stdout)["runs"][0]["run_id"]
+    db = str(work / "policyengine.duckdb")
+    before = _pending_and_records(work / "policyengine.duckdb")
+    elsewhere = tmp_path_factory.mktemp("auditor")  # no key here at all
+    other = tmp_path_factory.mktemp("other-key")
+    pe("keys", "generate", "--out", "policyengine.key", cwd=other)  # a key that did not sign this log
+    for cwd in (elsewhere, other):
+        (listed,) = [json.loads(line) for line in pe("runs", "list", "--db", db, "--json", cwd=cwd).stdout.splitlines()]
+        assert (listed["run_id"], listed["status"], listed["overdue"]) == (run_id, "waiting_approval", False)
+        shown = json.loads(pe("runs", "show", run_id, "--db", db, "--json", cwd=cwd).stdout)
+        assert [(a["status"], a["overdue"]) for a in shown["approvals"]] == [("pending", False)]
+
+    # past the deadline: shown as overdue, computed at read time, nothing written
+    later = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
+    out = pe("runs", "list", "--db", db, "--json", "--now", later, cwd=elsewhere)
+    (listed,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert listed["status"] == "waiting_approval" and listed["overdue"] is True
+    assert "1 approval(s) are past their deadline" in out.stderr and "policyengine runs expire" in out.stderr
+    table = pe("runs", "list", "--db", db, "--now", later, cwd=elsewhere).stdout
+    assert "waiting_approval (overdue)" in table
+    shown = pe("runs", "show", run_id[:8], "--db", db, "--now", later, cwd=elsewhere).stdout
+    assert "pending (overdue)" in shown
+    assert _pending_and_records(work / "policyengine.duckdb") == before
+
+    # writing still needs the key that signs the log
+    refused = pe("approve", run_id, "--as", "alice", "--db", db, cwd=elsewhere, ok=False)
+    assert refused.returncode == 1 and "policyengine.key: signing key not found" in refused.stderr
+    refused = pe("approve", run_id, "--as", "alice", "--db", db, cwd=other, ok=False)
+    assert refused.returncode == 1 and "the log is signed by key" in refused.stderr
+    # the next writing command records the expiry
+    assert pe("runs", "expire", "--now", later, cwd=work).stdout.startswith(f"{run_id}\tinvoice-exceptions\texpired")
+    assert _pending_and_records(work / "policyengine.duckdb")[0] == ["expired"]
+
+
+def test_a_database_without_runs_lists_none(work):
+    with duckdb.connect(str(work / "empty.duckdb")) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+    out = pe("runs", "list", "--db", "empty.duckdb", "--json", cwd=work)
+    assert out.stdout == ""
+    refused = pe("runs", "show", "r-1", "--db", "empty.duckdb", cwd=work, ok=False)
+    assert refused.returncode == 1 and "error: no run 'r-1' in this database" in refused.stderr

@@ -148,7 +148,7 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     console = _console(stderr=as_json)
     try:
         with _session(db, key, rules, directory, providers, create_key=True) as session:
-            session.orchestrator.expire()  # deadlines are enforced on any access
+            session.orchestrator.expire()  # every writing command records overdue approvals as expired
             session.record_policy_loaded(requested_by)
             summary, results = _run_batch(session.orchestrator, workflow, items, requested_by,
                                           _console(stderr=True))
@@ -220,53 +220,82 @@ def _ts(t: datetime | None) -> str:
     return t.isoformat(sep=" ", timespec="seconds") + "Z" if t else ""
 
 
+def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.duckdb"),
+                        show_default=True, help=_DB_HELP)(f)
+
+
+def _now_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")(f)
+
+
+def _view(db: Path, now: str | None) -> Any:
+    from ..orchestrator.session import RunView
+
+    return RunView(db, _now(now))
+
+
+def _overdue_note(count: int) -> None:
+    if count:
+        click.echo(f"{count} approval(s) are past their deadline; the expiry is recorded by the next approve, reject "
+                   f"or run, or by `policyengine runs expire`", err=True)
+
+
 @runs_group.command("list")
 @click.option("--status", type=click.Choice(["running", "waiting_approval", "completed", "denied", "failed",
                                              "rejected", "expired"]), help="Only runs in this state.")
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
-@session_options(create_key=False)
-def runs_list(status: str | None, workflow: str | None, limit: int, as_json: bool, db: Path, key: Path,
-              rules: tuple[Path, ...], directory: Path | None, providers: Path | None) -> None:
-    """List runs, newest first (overdue approvals are expired first)."""
+@_now_option
+@_db_option
+def runs_list(status: str | None, workflow: str | None, limit: int, as_json: bool, now: str | None,
+              db: Path) -> None:
+    """List runs, newest first. Read-only: needs no signing key.
+
+    A pending approval past its deadline shows as overdue; it is recorded as
+    expired by the next writing command or `policyengine runs expire`.
+    """
     try:
-        with _session(db, key, rules, directory, providers) as session:
-            session.orchestrator.expire()
-            runs = session.orchestrator.store.runs(status=status, workflow=workflow, limit=limit)
-            pending = {r.run_id: [a for a in session.orchestrator.store.approvals(r.run_id) if a.status == "pending"]
-                       for r in runs if r.status == "waiting_approval"}
+        with _view(db, now) as view:
+            runs = view.runs(status=status, workflow=workflow, limit=limit)
+            gates = {r.run_id: (view.pending(r.run_id) or [None])[0] for r in runs if r.status == "waiting_approval"}
+            late = {run_id for run_id, g in gates.items() if g is not None and view.overdue(g)}
     except _errors() as exc:
         _fail(str(exc))
     if as_json:
         for r in runs:
-            gate = (pending.get(r.run_id) or [None])[0]
+            gate = gates.get(r.run_id)
             click.echo(json.dumps({"run_id": r.run_id, "workflow": r.workflow, "item_id": r.item_id,
                                    "status": r.status, "outcome": r.outcome, "requested_by": r.requested_by,
                                    "created_at": _ts(r.created_at), "waiting_for": gate.role if gate else None,
-                                   "deadline": _ts(gate.deadline_at) if gate else None}))
+                                   "deadline": _ts(gate.deadline_at) if gate else None,
+                                   "overdue": r.run_id in late}))
+        _overdue_note(len(late))
         return
     t = Table(title=f"Runs in {db}", title_justify="left")
     for col in ("run", "workflow", "item", "status", "outcome", "waiting for", "deadline", "created"):
         t.add_column(col)
     for r in runs:
-        gate = (pending.get(r.run_id) or [None])[0]
-        t.add_row(r.run_id, r.workflow, r.item_id or "", r.status, r.outcome or "", gate.role if gate else "",
-                  _ts(gate.deadline_at) if gate else "", _ts(r.created_at))
+        gate = gates.get(r.run_id)
+        deadline = _ts(gate.deadline_at) if gate else ""
+        t.add_row(r.run_id, r.workflow, r.item_id or "", r.status + (" (overdue)" if r.run_id in late else ""),
+                  r.outcome or "", gate.role if gate else "", deadline, _ts(r.created_at))
     _console().print(t)
+    _overdue_note(len(late))
 
 
 @runs_group.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="The run, its steps and approvals as JSON.")
-@session_options(create_key=False)
-def runs_show(run_id: str, as_json: bool, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
-              providers: Path | None) -> None:
-    """Show one run (id or unique prefix): its steps, decisions and approvals."""
+@_now_option
+@_db_option
+def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
+    """Show one run (id or unique prefix): its steps, decisions and approvals. Read-only: needs no key."""
     try:
-        with _session(db, key, rules, directory, providers) as session:
-            session.orchestrator.expire()
-            run, steps, approvals = session.orchestrator.show(run_id)
+        with _view(db, now) as view:
+            run, steps, approvals = view.show(run_id)
+            late = [view.overdue(a) for a in approvals]
     except _errors() as exc:
         _fail(str(exc))
     if as_json:
@@ -277,11 +306,14 @@ def runs_show(run_id: str, as_json: bool, db: Path, key: Path, rules: tuple[Path
             "steps": [{"step": s.step, "kind": s.kind, "status": s.status, "effect": s.effect, "model": s.model,
                        "reason": s.reason, "output": s.output_dict()} for s in steps],
             "approvals": [{"gate": a.gate, "role": a.role, "status": a.status, "approver": a.approver,
-                           "deadline": _ts(a.deadline_at), "note": a.note} for a in approvals]}))
+                           "deadline": _ts(a.deadline_at), "note": a.note, "overdue": o}
+                          for a, o in zip(approvals, late, strict=True)]}))
+        _overdue_note(sum(late))
         return
     console = _console()
     console.print(f"[bold]{run.run_id}[/bold]  {run.workflow}  item {run.item_id}  status [bold]{run.status}"
-                  f"[/bold]  outcome {run.outcome or '-'}  requested by {run.requested_by}")
+                  f"[/bold]{' (overdue)' if any(late) else ''}  outcome {run.outcome or '-'}  "
+                  f"requested by {run.requested_by}")
     if run.error:
         console.print(f"  reason: {run.error}")
     t = Table(title_justify="left")
@@ -292,11 +324,12 @@ def runs_show(run_id: str, as_json: bool, db: Path, key: Path, rules: tuple[Path
         t.add_row(str(s.ord), s.step, s.kind, s.status, s.effect or "", s.model or "",
                   f"{s.latency_ms:.2f}" if s.latency_ms is not None else "", detail[:90])
     console.print(t)
-    for a in approvals:
-        console.print(f"  gate {a.gate}: role {a.role}, {a.status}"
+    for a, o in zip(approvals, late, strict=True):
+        console.print(f"  gate {a.gate}: role {a.role}, {a.status}" + (" (overdue)" if o else "")
                       + (f" by {a.approver}" if a.approver else "")
                       + (f", deadline {_ts(a.deadline_at)}" if a.deadline_at else "")
-                      + (f" — {a.note}" if a.note else ""))
+                      + (f" — {a.note}" if a.note else ""), highlight=False)
+    _overdue_note(sum(late))
 
 
 @runs_group.command("expire")
@@ -324,6 +357,7 @@ def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...]
     try:
         with _session(db, key, rules, directory, providers) as session:
             orch = session.orchestrator
+            orch.expire()  # a writing command records the expiry of overdue approvals
             results = [orch.resume(run_id)] if run_id else orch.recover()
     except _errors() as exc:
         _fail(str(exc))

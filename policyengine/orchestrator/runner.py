@@ -267,7 +267,7 @@ class Orchestrator:
 
     def _decide(self, run_id: str, user: str, outcome: str, note: str | None) -> RunResult:
         run = self._run(run_id)
-        self.expire()  # deadlines are enforced on any access
+        self.expire()  # every writing command records overdue approvals as expired
         run = self._run(run.run_id)
         if run.status != "waiting_approval":
             ended = {"expired": "its approval deadline passed"}.get(run.status, f"it is {run.status}")
@@ -678,13 +678,19 @@ class Orchestrator:
         return wf
 
     def _run(self, run_id: str) -> RunRecord:
-        try:
-            run = self.store.run(run_id)
-        except LookupError as exc:
-            raise RunError(str(exc)) from None
-        if run is None:
-            raise RunError(f"no run {run_id!r} in this database (see `policyengine runs list`)")
-        return run
+        return find_run(self.store, run_id)
 
 
-__all__ = ["ApprovalRefused", "AuditSink", "Orchestrator", "RecordError", "RunError", "RunResult", "SimulatedCrash"]
+def find_run(store: StateStore, run_id: str) -> RunRecord:
+    """The run ``run_id`` (id or unique prefix) names, or ``RunError`` saying why there is none."""
+    try:
+        run = store.run(run_id)
+    except LookupError as exc:
+        raise RunError(str(exc)) from None
+    if run is None:
+        raise RunError(f"no run {run_id!r} in this database (see `policyengine runs list`)")
+    return run
+
+
+__all__ = ["ApprovalRefused", "AuditSink", "Orchestrator", "RecordError", "RunError", "RunResult", "SimulatedCrash",
+           "find_run"]

@@ -25,8 +25,8 @@ from ..resources import data_path
 from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
-from .runner import Orchestrator, SimulatedCrash
-from .state import StateStore
+from .runner import Orchestrator, SimulatedCrash, find_run
+from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc
 from .workflows import WORKFLOWS
 
 
@@ -116,10 +116,12 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
 _LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
-def connect(db: Path) -> duckdb.DuckDBPyConnection:
-    """Open ``db`` for writing, or raise ``SessionError`` naming the process that holds it."""
+def connect(db: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open ``db`` (for writing unless ``read_only``), or raise ``SessionError`` naming the process that holds it."""
+    if read_only and not Path(db).exists():
+        raise SessionError(f"{db}: no such database (runs are recorded by `policyengine run` or `policyengine demo`)")
     try:
-        return duckdb.connect(str(db))
+        return duckdb.connect(str(db), read_only=read_only)
     except duckdb.Error as exc:
         m = _LOCK.search(str(exc))
         if m:
@@ -210,3 +212,48 @@ class Session:
                 raise SessionError(f"{self.config.db}: could not close cleanly: {exc}") from None
         finally:
             self._abort()
+
+
+class RunView:
+    """Runs, steps and approvals of a database opened read-only: no signing key, no policy, no writes.
+
+    For auditors and approvers who only look. Expiring an overdue approval is a
+    write (an audit record, a resumed run), so it is left to the next writing
+    command or ``runs expire``; ``overdue`` tells which pending approvals have
+    passed their deadline at ``now``. While another process holds the file for
+    writing DuckDB refuses even a read-only open: ``SessionError`` says so.
+    """
+
+    def __init__(self, db: Path, now: datetime | None = None) -> None:
+        self.db = db
+        self.now = naive_utc(now) if now is not None else now_utc()
+        self.conn: duckdb.DuckDBPyConnection | None = None
+        self.store: StateStore
+
+    def __enter__(self) -> Self:
+        self.conn = connect(self.db, read_only=True)
+        try:
+            self.store = StateStore(self.conn, read_only=True)
+        except duckdb.Error as exc:
+            self.conn.close()
+            raise SessionError(f"{self.db}: cannot read run state: {str(exc).splitlines()[0]}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
+        return self.store.runs(status=status, workflow=workflow, limit=limit)
+
+    def pending(self, run_id: str) -> list[ApprovalRecord]:
+        return [a for a in self.store.approvals(run_id) if a.status == "pending"]
+
+    def show(self, run_id: str) -> tuple[RunRecord, list[StepRecord], list[ApprovalRecord]]:
+        run = find_run(self.store, run_id)
+        return run, self.store.steps(run.run_id), self.store.approvals(run.run_id)
+
+    def overdue(self, approval: ApprovalRecord) -> bool:
+        """Pending with its deadline passed: the next writing command records it as expired."""
+        return approval.status == "pending" and approval.deadline_at is not None and approval.deadline_at <= self.now

@@ -147,13 +147,24 @@ def _key(rec: Any) -> tuple:
 
 
 class StateStore:
-    """Run state on a cursor of a shared DuckDB connection (the audit log's file)."""
+    """Run state on a cursor of a shared DuckDB connection (the audit log's file).
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+    ``read_only`` works on a connection opened read-only: nothing is created or
+    written (``put`` raises), and a database without run-state tables reads as
+    holding no runs.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False) -> None:
         self._conn = conn.cursor()
         self._lock = threading.RLock()
         self._pending: dict[type, dict[tuple, Any]] = {cls: {} for cls, _, _ in _TABLES}
-        self._conn.execute(sql("create"))
+        self.read_only = read_only
+        self._absent = False
+        if read_only:
+            row = self._conn.execute(sql("tables_present")).fetchone()
+            self._absent = not row or row[0] < 3
+        else:
+            self._conn.execute(sql("create"))
         self._sql = {name: sql(name) for _, _, name in _TABLES}
         self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
         self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
@@ -164,6 +175,8 @@ class StateStore:
 
     def put(self, *records: RunRecord | StepRecord | ApprovalRecord | EffectRecord) -> None:
         """Buffer records; they are durable after the next ``flush``."""
+        if self.read_only:
+            raise RuntimeError("this StateStore was opened read-only")
         with self._lock:
             for rec in records:
                 self._pending[type(rec)][_key(rec)] = rec
@@ -225,6 +238,8 @@ class StateStore:
     # --- reads ---------------------------------------------------------------
 
     def _rows(self, name: str, params: dict[str, Any], cls: type) -> list[Any]:
+        if self._absent:
+            return []
         cur = self._conn.execute(self._q[name], params)
         return [cls(*r) for r in cur.fetchall()]
 
@@ -267,6 +282,8 @@ class StateStore:
             pending = self._pending[EffectRecord].get((idem_key,))
             if pending is not None:
                 return json.loads(pending.result or "null")
+            if self._absent:
+                return None
             rows = self._conn.execute(self._q["effect_get"], {"idem_key": idem_key}).fetchall()
         if not rows:
             return None
@@ -275,6 +292,8 @@ class StateStore:
     def counts(self) -> dict[str, int]:
         with self._lock:
             self.flush()
+            if self._absent:
+                return {}
             return dict(self._conn.execute(self._q["run_counts"]).fetchall())
 
 
