@@ -412,3 +412,60 @@ def png_pixels(data: bytes) -> list[tuple[int, int, int]]:
         out.extend(tuple(line[i:i + 3]) for i in range(0, stride, bpp))
         prev = line
     return out
+
+
+# --- a database that cannot be opened: every command, one clean line -----------------------------
+
+DB_COMMANDS = {
+    "report": ("report", "denials"),
+    "report bias --model": ("report", "bias", "--model", "m", "--group", "subject.region", "--positive", "yes"),
+    "report drift --model": ("report", "drift", "--model", "m", "--column", "output.confidence"),
+    "query": ("query", "SELECT 1"),
+    "monitor": ("monitor",),
+    "monitor --no-record": ("monitor", "--no-record"),
+    "models blocked": ("models", "blocked"),
+    "models unblock": ("models", "unblock", "m"),
+}
+BAD_DBS = {
+    "missing": "database file not found (pass --db FILE)",
+    "directory": "is a directory, not a DuckDB database file",
+    "text file": "not a DuckDB database file",
+    "locked": "database is locked by another process (pid {pid}); close it or wait, then retry",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_dbs(tmp_path_factory):
+    """Each kind of unusable database; the locked one is held open for writing by another process."""
+    root = tmp_path_factory.mktemp("bad_dbs")
+    (root / "directory.duckdb").mkdir()
+    (root / "text.duckdb").write_text("not a database\n")
+    locked = write_audit_db(root / "locked.duckdb", [])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+                               "sys.stdin.read()", str(locked)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    yield {"missing": root / "missing.duckdb", "directory": root / "directory.duckdb",
+           "text file": root / "text.duckdb", "locked": locked}, holder.pid
+    holder.communicate("")  # closes its stdin: the holder exits
+
+
+@pytest.mark.parametrize("bad", list(BAD_DBS))
+@pytest.mark.parametrize("command", list(DB_COMMANDS))
+def test_every_command_names_an_unusable_database_once(bad_dbs, command, bad, tmp_path, monkeypatch):
+    paths, pid = bad_dbs
+    monkeypatch.chdir(tmp_path)  # no ./policyengine.key: monitor must still complain about the database first
+    db = paths[bad]
+    line = one_error_line(pe_inprocess(*DB_COMMANDS[command], "--db", db))
+    assert line == f"error: {db}: " + BAD_DBS[bad].format(pid=pid)
+    assert line.count(db.name) == 1
+
+
+@pytest.mark.parametrize("bad", list(BAD_DBS))
+def test_an_unusable_database_in_a_real_process(bad_dbs, bad, tmp_path):
+    """The same through the installed command, with a relative --db as people type it."""
+    paths, pid = bad_dbs
+    db = paths[bad]
+    r = pe("query", "SELECT 1", "--db", db.name, cwd=db.parent)
+    assert one_error_line(r) == f"error: {db.name}: " + BAD_DBS[bad].format(pid=pid)

@@ -18,7 +18,7 @@ import duckdb
 
 from ..reporting import ReportError
 from ..reporting.bias import FOUR_FIFTHS, bias_from_csv
-from ..reporting.db import check_db_path, first_line
+from ..reporting.db import first_line, open_readonly
 from ..reporting.drift import drift_from_csv
 from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
@@ -291,8 +291,8 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
     from ..reporting.monitor import run_monitor
 
     now = _when(now_text, "--now")
-    try:
-        check_db_path(db)  # the database first: a missing key is no news if there is nothing to read
+    try:  # the database first: a missing key is no news if there is nothing to read
+        open_readonly(db).close()
     except ReportError as e:
         _fail(str(e))
     policy = _policy(_default_rules(rules))
