@@ -442,8 +442,8 @@ def bad_dbs(tmp_path_factory):
     (root / "text.duckdb").write_text("not a database\n")
     locked = write_audit_db(root / "locked.duckdb", [])
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
-                               "sys.stdin.read()", str(locked)],
+        [sys.executable, "-c", ("import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+                                "sys.stdin.read()"), str(locked)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
     yield {"missing": root / "missing.duckdb", "directory": root / "directory.duckdb",
