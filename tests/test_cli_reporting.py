@@ -320,6 +320,11 @@ def test_query_reads(audit_db):
         ("COPY audit_log TO '/tmp/out.csv'", "COPY"),
         ("ATTACH '/tmp/other.duckdb' AS o", "ATTACH"),
         ("SELECT 1; DELETE FROM audit_log", None),
+        # a data-driven PIVOT parses as MULTI: a write around one is still refused by name
+        ("CREATE TABLE t AS PIVOT audit_log ON event USING count(*)", "CREATE"),
+        ("COPY (PIVOT audit_log ON event USING count(*)) TO '/tmp/out.csv'", "COPY"),
+        ("INSERT INTO audit_log PIVOT audit_log ON event USING count(*)", "INSERT"),
+        ("-- looks harmless\nDELETE FROM audit_log", "DELETE"),
     ],
 )
 def test_query_refuses_writes(audit_db, statement, kind):
@@ -327,6 +332,44 @@ def test_query_refuses_writes(audit_db, statement, kind):
     line = one_error_line(pe_inprocess("query", statement, "--db", audit_db))
     assert (f"refused, {kind} is not a read statement" in line) if kind else ("exactly one statement" in line)
     assert audit_db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, columns",
+    [
+        (("PIVOT audit_log ON event USING count(*)",), None),
+        (("pivot (SELECT event FROM audit_log) ON event",), None),
+        (("WITH e AS (SELECT event, actor FROM audit_log) PIVOT e ON event USING count(*) GROUP BY actor",), None),
+        (("-- per event\nPIVOT audit_log ON event USING count(*) GROUP BY event",), None),
+        (("UNPIVOT (SELECT 1 AS a, 2 AS b) ON a, b INTO NAME k VALUE v",), ["k", "v"]),
+        (("DESCRIBE audit_log",), None),
+        (("SUMMARIZE audit_log",), None),
+        (("SHOW TABLES",), ["name"]),
+        (("EXPLAIN SELECT 1",), None),
+        (("FROM audit_log SELECT count(*) AS n",), ["n"]),
+        (("-- a comment first\nSELECT 1 AS x",), ["x"]),
+        (("--format", "json", "-- options before\nSELECT 2 AS x"), ["x"]),
+        (("/* block */ SELECT 3 AS x",), ["x"]),
+        (("--", "-- after the end of options\nSELECT 4 AS x"), ["x"]),
+    ],
+)
+def test_query_accepts_every_read_statement(audit_db, args, columns):
+    after_end = args[0] == "--"  # `query -- SQL`: the options come first
+    r = (pe_inprocess("query", "--db", audit_db, "--format", "json", *args) if after_end
+         else pe_inprocess("query", *args, "--db", audit_db, "--format", "json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows
+    if columns:
+        assert list(rows[0]) == columns
+
+
+def test_query_sql_starting_with_a_comment_in_a_real_process(audit_db):
+    out = ok("query", "-- how many decisions\nSELECT count(*) AS n FROM audit_log WHERE event = 'decision'",
+             "--db", audit_db, "--format", "csv")
+    assert out.split() == ["n", "8"]
+    pivot = ok("query", "PIVOT (SELECT event FROM audit_log) ON event", "--db", audit_db, "--format", "json")
+    assert json.loads(pivot)[0]["decision"] == 8
 
 
 def test_query_cannot_read_other_files(audit_db, tmp_path):

@@ -201,7 +201,29 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
     _emit(text, output)
 
 
-@click.command("query")
+class _QueryCommand(click.Command):
+    """``query`` whose SQL may begin with ``-`` (a ``-- comment`` line): it is the SQL, not an option.
+
+    An argument that starts with ``-`` and holds whitespace cannot be an option name,
+    so it is moved behind ``--`` (end of options) before click parses the rest;
+    ``policyengine query -- "SQL"`` works as well.
+    """
+
+    _VALUED = frozenset({"--db", "--format", "-o", "--output"})
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            if (arg.startswith("-") and any(c.isspace() for c in arg)
+                    and (i == 0 or args[i - 1] not in self._VALUED)):
+                args = [*args[:i], *args[i + 1:], "--", arg]
+                break
+        return super().parse_args(ctx, args)
+
+
+@click.command("query", cls=_QueryCommand)
 @click.argument("sql")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database (opened read-only).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -209,11 +231,14 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
 def query(sql: str, db: str, fmt: str, output: str | None) -> None:
     """Run one read-only SQL statement on the audit database.
 
-    Statements that write (INSERT, UPDATE, DELETE, CREATE, COPY, ATTACH, ...) are
-    refused; reading other files from SQL is switched off.
+    Read statements are SELECT, WITH ... SELECT, FROM, VALUES, PIVOT, UNPIVOT,
+    DESCRIBE, SUMMARIZE, SHOW and EXPLAIN; statements that write (INSERT, UPDATE,
+    DELETE, CREATE, COPY, ATTACH, ...) are refused; reading other files from SQL is
+    switched off. SQL may start with a `-- comment` line.
 
     \b
     policyengine query "SELECT event, count(*) FROM audit_log GROUP BY ALL" --db audit.duckdb
+    policyengine query "PIVOT audit_log ON event USING count(*)"
     """
     try:
         _emit(render_rows(run_query(db, sql), fmt), output)  # type: ignore[arg-type]
