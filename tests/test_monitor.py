@@ -261,6 +261,8 @@ def test_monitor_command_blocks_and_models_unblock_lifts(keyed, tmp_path):
     failing = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach",
                  cwd=tmp_path)
     assert failing.returncode == 1
+    verified = pe("audit", "verify", "--db", db, cwd=tmp_path)  # alerts and the unblock are signed and chained
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_monitor_records_alerts_by_default_with_the_key_in_the_working_directory(keyed, tmp_path):
