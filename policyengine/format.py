@@ -15,6 +15,7 @@ alternative on its own continuation line starting with ``or``, and a long
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ def format_number(value: int | float, *, integral_as_int: bool = False) -> str:
     """Numbers as the grammar reads them: ``10_000``, ``0.85``, never ``1e-05``."""
     if isinstance(value, bool):
         raise TypeError("a boolean is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} cannot be written in a policy file")  # the parser never yields one
     if isinstance(value, float) and integral_as_int and value.is_integer():
         value = int(value)
     if isinstance(value, int):

@@ -35,6 +35,7 @@ from .syntax_errors import describe_unexpected
 __all__ = ["parse_policy", "grammar_text", "paused_gc", "fast_constructor", "MAX_NESTING", "Builder"]
 
 MAX_NESTING = 64  # compound expressions nested deeper than this are refused
+MAX_DIGITS = 100  # a longer number is refused: no policy means it, and Python refuses > 4,300
 
 _DURATION_UNITS: dict[str, int] = {
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
@@ -46,7 +47,7 @@ _DURATION_UNITS: dict[str, int] = {
 _WINDOWS = {"hour": "hour", "hourly": "hour", "day": "day", "daily": "day", "month": "month", "monthly": "month"}
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
 
 class _Clause(tuple):
@@ -65,24 +66,114 @@ def _syntax(message: str, span: Span, help: str | None = None) -> PolicyError:
     return PolicyError(Finding("syntax", message, span, help=help))
 
 
-def _number(text: str) -> int | float:
-    text = text.replace("_", "")
-    return float(text) if "." in text else int(text)
+def _token_span(tok: Token, path: str) -> Span:
+    return Span(path, tok.line, tok.column, tok.end_line, tok.end_column)  # type: ignore[arg-type]
 
 
-def _unquote(text: str) -> str:
-    body = text[1:-1]
+def _number(tok: Token, path: str) -> int | float:
+    """A NUMBER token's value; refuses one too long to be meant, or that would not read back as written.
+
+    Leading zeros do not count towards ``MAX_DIGITS`` (``0.000001`` has one digit),
+    so every finite float the formatter writes reads back.
+    """
+    text = tok.value.replace("_", "")
+    negative = text.startswith("-")
+    whole, point, fraction = text[negative:].partition(".")
+    significant = (whole + fraction).lstrip("0")
+    if len(significant) > MAX_DIGITS:
+        message = f"number too long: {len(significant):,} digits, at most {MAX_DIGITS} are allowed"
+    elif not point:
+        value = int(whole.lstrip("0") or "0")  # int() refuses more than 4,300 digits, leading zeros included
+        return -value if negative else value
+    else:
+        decimal = float(text)
+        if abs(decimal) < 1e99 and (decimal != 0 or not significant):
+            return decimal
+        if decimal == 0:
+            message = "number too small: it is so close to 0 that it reads as 0"
+        else:  # it rounds up to 1e99, which fmt would write back with 101 digits
+            message = f"number too long: it rounds up to 10^99, which needs more than {MAX_DIGITS} digits"
+    raise _syntax(
+        message,
+        _token_span(tok, path),
+        help="no policy needs a number like this; check for a pasted or repeated value",
+    )
+
+
+def _unquote(tok: Token, path: str) -> str:
+    """A STRING token's text with its escapes decoded; an unknown or invalid escape is refused.
+
+    A finding points at the escape itself (a string is always on one line). A UTF-16 surrogate pair written as two escapes
+    (``\\uD83D\\uDE00``) is combined into one character, as JSON does; a lone
+    surrogate is not a character and is refused.
+    """
+    body = tok.value[1:-1]
     if "\\" not in body:
         return body
-    return _ESCAPE.sub(_unescape, body)
+
+    def error(message: str, start: int, end: int, help: str | None = None) -> PolicyError:
+        col = tok.column + 1 + start  # type: ignore[operator]  # +1 for the opening quote
+        return _syntax(message, Span(path, tok.line, col, tok.line, col + end - start), help=help)  # type: ignore[arg-type]
+
+    out: list[str] = []
+    pos = 0
+    high: re.Match[str] | None = None  # a \uD800-\uDBFF escape waiting for its second half
+    for m in _ESCAPE.finditer(body):
+        code = m.group(1)
+        if high is not None:
+            low = int(code[1:], 16) if len(code) == 5 and code[0] == "u" else -1
+            if m.start() != pos or not 0xDC00 <= low <= 0xDFFF:
+                raise error(_lone_surrogate(high), high.start(), high.end(), help=_SURROGATE_HELP)
+            out.append(chr(0x10000 + ((int(high.group(1)[1:], 16) - 0xD800) << 10) + (low - 0xDC00)))
+            high, pos = None, m.end()
+            continue
+        out.append(body[pos : m.start()])
+        pos = m.end()
+        simple = _ESCAPES.get(code)
+        if simple is not None:
+            out.append(simple)
+        elif code in ("u", "U"):
+            size = 4 if code == "u" else 8
+            example = "\\u00e9" if code == "u" else "\\U0001F600"
+            raise error(
+                f"'\\{code}' in a string needs {size} hex digits, as in {example}",
+                m.start(),
+                m.end(),
+                help="write '\\\\' for a backslash",
+            )
+        elif len(code) == 1:
+            shown = code if code.isprintable() else f"U+{ord(code):04X}"
+            raise error(
+                f"unknown escape '\\{shown}' in a string; write '\\\\{shown}' for a backslash",
+                m.start(),
+                m.end(),
+                help=_ESCAPE_HELP,
+            )
+        else:
+            point = int(code[1:], 16)
+            if code[0] == "u" and 0xD800 <= point <= 0xDBFF:
+                high = m
+            elif point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+                raise error(
+                    f"'\\{code}' is not a valid Unicode character",
+                    m.start(),
+                    m.end(),
+                    help=_SURROGATE_HELP if point <= 0xFFFF else "Unicode ends at \\U0010FFFF",
+                )
+            else:
+                out.append(chr(point))
+    if high is not None:
+        raise error(_lone_surrogate(high), high.start(), high.end(), help=_SURROGATE_HELP)
+    out.append(body[pos:])
+    return "".join(out)
 
 
-def _unescape(match: re.Match[str]) -> str:
-    code = match.group(1)
-    if len(code) > 1:  # \uXXXX or \UXXXXXXXX
-        point = int(code[1:], 16)
-        return chr(point) if point <= 0x10FFFF else "\ufffd"
-    return _ESCAPES.get(code, code)
+def _lone_surrogate(m: re.Match[str]) -> str:
+    return f"'\\{m.group(1)}' is not a valid Unicode character: half of a surrogate pair without its other half"
+
+
+_ESCAPE_HELP = "a string may use the escapes \\\" \\\\ \\n \\t \\r \\uXXXX and \\UXXXXXXXX"
+_SURROGATE_HELP = "write the character itself, or \\UXXXXXXXX; \\uD800-\\uDFFF are only valid as a pair such as \\uD83D\\uDE00"
 
 
 def fast_constructor(cls: type) -> Any:
@@ -195,7 +286,7 @@ class Builder(Transformer):
         return name
 
     def file_owner(self, kw: Token, value: Token) -> _Clause:
-        return _Clause(("owner", _unquote(value), kw, self._span(value)))
+        return _Clause(("owner", _unquote(value, self._path), kw, self._span(value)))
 
     def file_cite(self, kw: Token, values: _Strings) -> _Clause:
         return _Clause(("cite", tuple(values[0]), kw, values[1]))
@@ -207,7 +298,7 @@ class Builder(Transformer):
         return ast.Name(tok.value, span=self._span(tok))
 
     def string_list(self, *values: Token) -> _Strings:
-        return _Strings((tuple(_unquote(v) for v in values), self._span(values[-1])))
+        return _Strings((tuple(_unquote(v, self._path) for v in values), self._span(values[-1])))
 
     def name_list(self, *names: Token) -> tuple[ast.Name, ...]:
         return tuple(_new_name(tok.value, self._span(tok)) for tok in names)
@@ -260,7 +351,7 @@ class Builder(Transformer):
         return ast.AgentDecl(name, found.get("owner"), roles, span=self._decl_span(kw, name, clauses))
 
     def c_owner(self, kw: Token, value: Token) -> _Clause:
-        return self._clause("owner", _unquote(value), kw, value)
+        return self._clause("owner", _unquote(value, self._path), kw, value)
 
     def c_roles(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
         return self._clause("roles", names, kw, names[-1].span)
@@ -279,10 +370,10 @@ class Builder(Transformer):
         )
 
     def c_provider(self, kw: Token, value: Token) -> _Clause:
-        return self._clause("provider", _unquote(value), kw, value)
+        return self._clause("provider", _unquote(value, self._path), kw, value)
 
     def c_region(self, kw: Token, value: Token) -> _Clause:
-        return self._clause("region", _unquote(value), kw, value)
+        return self._clause("region", _unquote(value, self._path), kw, value)
 
     def c_hosting(self, kw: Token, value: Token) -> _Clause:
         # any word parses; the checker reports one that is not internal/external, with a suggestion
@@ -292,7 +383,7 @@ class Builder(Transformer):
         """``per 1M tokens`` as the registry keeps it; ``per 1K tokens`` and ``per 1000 tokens`` are converted."""
         multiplier = {"M": 1_000_000, "K": 1000, "k": 1000}.get(scale.value) if unit is not None else 1
         last = unit if unit is not None else scale
-        number = _number(count)
+        number = _number(count, self._path)
         if multiplier is None or last.value != "tokens" or number <= 0:
             raise _syntax(
                 "a model's cost is given per 1M tokens, per 1K tokens or per N tokens",
@@ -308,7 +399,7 @@ class Builder(Transformer):
         scale = {"ms": 1, "s": 1000}.get(unit.value)
         if scale is None:
             raise _syntax(f"latency is in 'ms' or 's', not '{unit}'", self._span(unit))
-        return self._clause("latency", float(_number(value)) * scale, kw, unit)
+        return self._clause("latency", float(_number(value, self._path)) * scale, kw, unit)
 
     def const_decl(self, kw: Token, name_tok: Token, eq: Token, value: ast.Expr) -> ast.ConstDecl:
         name = self._name(name_tok)
@@ -337,7 +428,7 @@ class Builder(Transformer):
             principal,
             actions,
             ast.Name(kind.value, span=self._span(kind)),
-            _unquote(pattern) if pattern is not None else "*",
+            _unquote(pattern, self._path) if pattern is not None else "*",
             when=found.get("when"),
             unless=found.get("unless"),
             because=found.get("because"),
@@ -369,7 +460,7 @@ class Builder(Transformer):
         return self._clause("unless", expr, kw, expr.span)
 
     def c_because(self, kw: Token, value: Token) -> _Clause:
-        return self._clause("because", _unquote(value), kw, value)
+        return self._clause("because", _unquote(value, self._path), kw, value)
 
     def c_cite(self, kw: Token, values: _Strings) -> _Clause:
         return self._clause("cite", values[0], kw, values[1])
@@ -420,7 +511,7 @@ class Builder(Transformer):
                 self._span(kind),
                 help='for example: for workflow "invoice-exceptions"',
             )
-        text = _unquote(value) if value.type == "STRING" else value.value
+        text = _unquote(value, self._path) if value.type == "STRING" else value.value
         scope = ast.BudgetScope(kind.value, text, span=self._cover(self._span(kind), self._span(value)))  # type: ignore[arg-type]
         return self._clause("scope", scope, kw, value)
 
@@ -435,7 +526,7 @@ class Builder(Transformer):
                 f"a limit is per hour, day or month, not '{window}'", self._span(window)
             )
         limit = ast.BudgetLimit(
-            float(_number(amount)),
+            float(_number(amount, self._path)),
             "tokens" if unit.value == "tokens" else unit.value.upper(),
             _WINDOWS[window.value],  # type: ignore[arg-type]
             span=self._cover(self._span(kw), self._span(window)),
@@ -443,7 +534,7 @@ class Builder(Transformer):
         return self._clause("limit", limit, kw, window)
 
     def c_warn(self, kw: Token, at: Token, value: Token, percent: Token) -> _Clause:
-        return self._clause("warn", float(_number(value)), kw, percent)
+        return self._clause("warn", float(_number(value, self._path)), kw, percent)
 
     def c_exceed(self, on: Token, exceed: Token, action: Any) -> _Clause:
         return self._clause("exceed", action, on, action.span)
@@ -561,14 +652,14 @@ class Builder(Transformer):
     def c_threshold(self, kw: Token, op: Token, value: Token) -> _Clause:
         if op.value not in ("<", "<=", ">", ">="):
             raise _syntax(f"a threshold uses <, <=, > or >=, not '{op}'", self._span(op))
-        threshold = ast.Threshold(op.value, float(_number(value)), span=self._cover(self._span(op), self._span(value)))  # type: ignore[arg-type]
+        threshold = ast.Threshold(op.value, float(_number(value, self._path)), span=self._cover(self._span(op), self._span(value)))  # type: ignore[arg-type]
         return self._clause("threshold", threshold, kw, value)
 
     def c_window(self, kw: Token, duration: ast.Duration) -> _Clause:
         return self._clause("window", duration, kw, duration.span)
 
     def c_min_samples(self, kw: Token, samples: Token, value: Token) -> _Clause:
-        number = _number(value)
+        number = _number(value, self._path)
         if not isinstance(number, int) or number < 0:
             raise _syntax("'min samples' needs a whole number", self._span(value))
         return self._clause("min_samples", number, kw, value)
@@ -590,7 +681,7 @@ class Builder(Transformer):
                 self._span(unit),
                 help="use s, min, h, days or weeks, as in '4h' or '30 days'",
             )
-        seconds = _number(value) * scale
+        seconds = _number(value, self._path) * scale
         if seconds != int(seconds) or seconds < 0:
             raise _syntax("a duration must be a whole, non-negative number of seconds", span)
         return ast.Duration(int(seconds), span=span)
@@ -600,7 +691,7 @@ class Builder(Transformer):
             raise _syntax(
                 f"'{currency}' is not a currency code", self._span(currency), help="use a code such as USD or EUR"
             )
-        return ast.Money(float(_number(value)), currency.value.upper(), span=self._cover(self._span(value), self._span(currency)))
+        return ast.Money(float(_number(value, self._path)), currency.value.upper(), span=self._cover(self._span(value), self._span(currency)))
 
     # --- expressions -------------------------------------------------------------------------------
 
@@ -627,10 +718,10 @@ class Builder(Transformer):
         return self._nest(ast.Compare("not in", left, right, span=self._cover(left.span, right.span)), (left, right))
 
     def string(self, tok: Token) -> ast.Literal:
-        return _new_literal(_unquote(tok), self._span(tok))  # type: ignore[no-any-return]
+        return _new_literal(_unquote(tok, self._path), self._span(tok))  # type: ignore[no-any-return]
 
     def number(self, tok: Token) -> ast.Literal:
-        return _new_literal(_number(tok), self._span(tok))  # type: ignore[no-any-return]
+        return _new_literal(_number(tok, self._path), self._span(tok))  # type: ignore[no-any-return]
 
     def true(self, tok: Token) -> ast.Literal:
         return ast.Literal(True, span=self._span(tok))

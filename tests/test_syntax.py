@@ -296,6 +296,129 @@ def test_a_byte_order_mark_is_ignored() -> None:
     assert parse_policy("\ufeffpackage t\n").package == N("t")
 
 
+# --- numbers and string escapes: refused with a caret at the culprit, never a crash --------------
+
+
+def _error(condition: str) -> tuple[str, Span]:
+    """The one syntax finding for a rule whose ``when`` is ``condition`` (which starts at column 43)."""
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'package t\nrule r allow any to read dataset "x" when {condition}\n', "t.policy")
+    finding = raised.value.findings[0]
+    assert finding.code == "syntax" and len(raised.value.findings) == 1
+    return finding.message, finding.span
+
+
+LONG_NUMBERS = [
+    # condition, message start; the caret covers the whole number
+    ("context.a > 1" + "0" * 4400, "number too long: 4,401 digits, at most 100 are allowed"),  # int() refuses > 4,300
+    ("context.a > 1" + "0" * 100, "number too long: 101 digits, at most 100 are allowed"),
+    ("context.a > -1" + "0" * 400 + ".5", "number too long: 402 digits"),  # float() would give -inf
+    ("context.a > 0." + "0" * 400 + "1" * 101, "number too long: 101 digits"),  # leading zeros do not count
+    ("context.a > 0." + "0" * 400 + "1", "number too small: it is so close to 0 that it reads as 0"),
+    ("context.a > 1_" + "000_" * 40 + "000", "number too long: 124 digits"),  # '_' does not count
+    ("context.a > " + "9" * 99 + ".9", "number too long: it rounds up to 10^99"),  # fmt would write 101 digits
+]
+
+
+@pytest.mark.parametrize(("condition", "message"), LONG_NUMBERS, ids=lambda v: v[:40] if isinstance(v, str) else "")
+def test_a_number_too_long_is_refused_at_the_number(condition: str, message: str) -> None:
+    found, span = _error(condition)
+    assert found.startswith(message)
+    number = condition.split("> ")[1]
+    assert (span.line, span.col, span.end_line, span.end_col) == (2, 55, 2, 55 + len(number))
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1" + "0" * 99, 10**99),
+    ("-" + "9" * 100, -(10**100 - 1)),
+    ("9" * 98 + ".5", float("9" * 98 + ".5")),
+    ("0." + "0" * 98 + "1", 1e-99),
+    ("0." + "0" * 300 + "5", 5e-301),  # leading zeros do not count: any float fmt writes reads back
+    ("-" + "0" * 5000 + "7", -7),
+    ("0.000", 0.0),
+    ("-0", 0),
+])
+def test_a_number_of_up_to_100_digits_is_read(text: str, value: float) -> None:
+    assert when_of(f"context.a > {text}") == Cmp(P("context.a"), ">", L(value))
+
+
+@pytest.mark.parametrize("word", ["inf", "nan", "Infinity", "NaN"])
+def test_inf_and_nan_are_names_never_numbers(word: str) -> None:
+    assert when_of(f"context.a > {word}") == Cmp(P("context.a"), ">", C(word))
+
+
+STRING_VALUES = [
+    (r'"a\"b"', 'a"b'),
+    (r'"a\\b"', "a\\b"),
+    (r'"\n\t\r"', "\n\t\r"),
+    (r'"\u00e9\u00E9"', "éé"),
+    (r'"\U0001F600"', "\U0001F600"),
+    (r'"\ud83d\ude00!"', "\U0001F600!"),  # a surrogate pair is combined into one character
+    (r'"\uD83D\uDE00\uD83D\uDE00"', "\U0001F600\U0001F600"),
+    (r'"\\q"', "\\q"),  # an escaped backslash, then a plain q
+    (r'"\\\\"', "\\\\"),
+]
+
+
+@pytest.mark.parametrize(("text", "value"), STRING_VALUES)
+def test_string_escapes(text: str, value: str) -> None:
+    assert when_of(f"data.s == {text}") == Cmp(P("data.s"), "==", L(value))
+
+
+BAD_ESCAPES = [
+    # string, message, the escape the caret must cover
+    (r'"x\q"', r"unknown escape '\q' in a string; write '\\q' for a backslash", r"\q"),
+    (r'"a\"b\c"', r"unknown escape '\c' in a string; write '\\c' for a backslash", r"\c"),
+    ('"x\\\x01"', r"unknown escape '\U+0001' in a string", "\\\x01"),
+    (r'"\ud800"', r"'\ud800' is not a valid Unicode character", r"\ud800"),
+    (r'"ab\ud83dx"', r"'\ud83d' is not a valid Unicode character", r"\ud83d"),
+    (r'"\ud83d\u0041"', r"'\ud83d' is not a valid Unicode character", r"\ud83d"),
+    (r'"\ud83d\ud83d\ude00"', r"'\ud83d' is not a valid Unicode character", r"\ud83d"),
+    (r'"\ude00\ud83d"', r"'\ude00' is not a valid Unicode character", r"\ude00"),
+    (r'"\U0000D800"', r"'\U0000D800' is not a valid Unicode character", r"\U0000D800"),
+    (r'"\U00110000"', r"'\U00110000' is not a valid Unicode character", r"\U00110000"),
+    (r'"\u12"', r"'\u' in a string needs 4 hex digits", r"\u"),
+    (r'"\U1234"', r"'\U' in a string needs 8 hex digits", r"\U"),
+]
+
+
+@pytest.mark.parametrize(("text", "message", "escape"), BAD_ESCAPES)
+def test_a_bad_escape_is_refused_with_a_caret_at_it(text: str, message: str, escape: str) -> None:
+    found, span = _error(f"data.s == {text}")
+    assert found.startswith(message)
+    line = f"rule r allow any to read dataset \"x\" when data.s == {text}"
+    assert span.line == span.end_line == 2
+    assert line[span.col - 1 : span.end_col - 1] == escape
+
+
+@pytest.mark.parametrize("clause", ['owner "a\\q"', 'cite "a", "b\\q"'])
+def test_escapes_are_checked_in_every_string(clause: str) -> None:
+    with pytest.raises(PolicyError, match="unknown escape"):
+        parse_policy(f"package t\n{clause}\n")
+
+
+def test_check_and_fmt_refuse_a_bad_escape_or_long_number_cleanly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = {
+        "esc.policy": ('package t\nrole a\nrule r allow role a to read dataset "x\\q"\n',
+                       'esc.policy:3:39: error[syntax]: unknown escape'),
+        "num.policy": ("package t\nrule r allow any to read dataset \"x\" when context.a > 1" + "0" * 4400 + "\n",
+                       "num.policy:2:55: error[syntax]: number too long"),
+    }
+    for name, (text, _) in bad.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    for name, (text, expected) in bad.items():
+        for command in (["check", name], ["fmt", name]):
+            run = subprocess.run([sys.executable, "-m", "policyengine", *command], cwd=tmp_path, check=False,
+                                 capture_output=True, text=True, timeout=60)
+            output = run.stdout + run.stderr
+            assert run.returncode == 1, output
+            assert expected in output and "Traceback" not in output
+            assert (tmp_path / name).read_text(encoding="utf-8") == text  # fmt left it untouched
+
+
 # --- syntax errors ----------------------------------------------------------------------------------
 
 
@@ -431,3 +554,20 @@ def test_random_text(text: str) -> None:
        .map("".join))
 def test_random_punctuation_in_a_condition(body: str) -> None:
     _parse_or_finding(f'package t\nrule r allow any to read dataset "x" when {body}\n')
+
+
+_ESCAPE_PIECES = ["\\", "\\\\", '\\"', "\\u", "\\U", "d83d", "de00", "D800", "0041", "0010FFFF", "00110000", "q", "n",
+                  "é", "x", " "]
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(_ESCAPE_PIECES), max_size=12).map("".join))
+def test_random_escapes_in_a_string(body: str) -> None:
+    _parse_or_finding(f'package t\nrule r allow any to read dataset "x" when data.s == "{body}"\n')
+
+
+@FUZZ
+@given(st.from_regex(r"-?[0-9]{1,5000}(\.[0-9]{1,500})?", fullmatch=True))
+def test_numbers_of_any_length(number: str) -> None:
+    _parse_or_finding(f'package t\nrule r allow any to read dataset "x" when context.a > {number}\n')
+    _parse_or_finding(f"package t\nbudget b for workflow w limit {number} USD per day warn at {number}%\n")
