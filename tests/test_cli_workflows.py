@@ -202,14 +202,32 @@ def _has_audit_verify() -> bool:
 
 
 @pytest.mark.skipif(not _has_audit_verify(), reason="`policyengine audit verify` (audit-trail issue) not built yet")
-def test_demo_then_audit_verify_and_demo_again(work):
-    out = pe("demo", "--limit", "8", cwd=work)
+def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
+    out = pe("demo", cwd=tmp_path)  # all shipped samples, nothing prepared
+    assert out.stdout.startswith("Workflow summary")  # progress and notices go to stderr
     for name in ("invoice-exceptions", "it-ticket-triage", "supply-chain-disruption", "fraud-routing"):
         assert name in out.stdout
-    assert "policyengine audit verify" in out.stdout and (work / "policyengine.key").exists()
-    pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=work)
-    pe("demo", "--limit", "3", cwd=work)  # re-runnable on an existing database
-    pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=work)
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "policyengine.duckdb", "policyengine.key", "policyengine.key.pub.pem", "policyengine.mask.yaml"}
+    assert "wrote policyengine.mask.yaml" in out.stderr
+    assert "Audit payloads masked by: policyengine.mask.yaml" in out.stdout
+    nxt = out.stdout.split("\nNext:\n", 1)[1].splitlines()
+    commands = [line.split("   ")[0].strip() for line in nxt]
+    assert commands[0] == "policyengine runs list --db policyengine.duckdb --status waiting_approval"
+    assert commands[2] == "policyengine audit verify --db policyengine.duckdb --pubkey policyengine.key.pub.pem"
+    assert commands[3] == "policyengine report --list"
+    approve = commands[1].split()
+    assert approve[:2] == ["policyengine", "approve"] and approve[3:] == ["--as", "alice", "--db", "policyengine.duckdb"]
+    # every suggested command works as printed
+    for cmd in commands[:1] + commands[2:]:
+        pe(*cmd.split()[1:], cwd=tmp_path)
+    assert "approved by alice" in pe(*approve[1:], cwd=tmp_path).stdout
+    pe("demo", "--limit", "3", cwd=tmp_path)  # re-runnable on an existing database
+    pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=tmp_path)
+    # the shipped mask was applied: invoice vendors are hashed in the log, still in the run state
+    (call,) = [c for c in audit_rows(tmp_path / "policyengine.duckdb", "model_call")
+               if c["run_id"] == approve[2] and c["step"] == "classify"]
+    assert call["subject"]["vendor"].startswith("sha256:") and call["_masked"]["hash"] == ["/subject/vendor"]
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -223,6 +241,9 @@ def test_demo_then_audit_verify_and_demo_again(work):
     (["runs", "show", "r-1", "--db", "none.duckdb"], 1, "none.duckdb: no such database"),
     (["runs", "list", "--now", "soon"], 2, "is not an ISO 8601 time"),
     (["run", "fraud-routing", "--key", "no/such/dir.key"], 1, "no/such/dir.key: cannot create key file"),
+    (["run", "fraud-routing", "--mask", "notes.txt"], 1, "notes.txt: expected a mapping with keys drop, hash"),
+    (["approve", "r-1", "--as", "alice", "--mask", "bad.json"], 1, "bad.json: not valid YAML"),
+    (["run", "fraud-routing", "--mask", "missing.yaml"], 2, "'missing.yaml' does not exist"),
 ])
 def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
     (work / "bad.json").write_text("{not json")
@@ -295,3 +316,35 @@ def test_a_database_without_runs_lists_none(work):
     assert out.stdout == ""
     refused = pe("runs", "show", "r-1", "--db", "empty.duckdb", cwd=work, ok=False)
     assert refused.returncode == 1 and "error: no run 'r-1' in this database" in refused.stderr
+
+
+MASK = """
+drop:
+  - /subject/vendor
+hash:
+  - /request/principal/attrs/requested_by
+"""
+
+
+@pytest.mark.skipif(not _has_audit_verify(), reason="`policyengine audit verify` (audit-trail issue) not built yet")
+def test_masked_fields_never_reach_the_audit_log(work):
+    (work / "custom-mask.yaml").write_text(MASK)
+    run_id = json.loads(pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml",
+                           "--as", "carol.jones", "--mask", "custom-mask.yaml", "--json", cwd=work).stdout
+                        )["runs"][0]["run_id"]
+    db = work / "policyengine.duckdb"
+    decisions = audit_rows(db, "decision")
+    assert decisions and all(d["request"]["principal"]["attrs"]["requested_by"].startswith("sha256:")
+                             and d["_masked"]["hash"] == ["/request/principal/attrs/requested_by"] for d in decisions)
+    (call,) = audit_rows(db, "model_call")
+    assert "vendor" not in call["subject"] and call["_masked"]["drop"] == ["/subject/vendor"]
+
+    # without --mask, policyengine.mask.yaml beside the database applies (here: the shipped example)
+    shutil.copy(data_path("data") / "mask.yaml", work / "policyengine.mask.yaml")
+    pe("approve", run_id, "--as", "alice", "--note", "called Jane Doe on +44 20 7946 0000", cwd=work)
+    (approval,) = audit_rows(db, "approval")
+    assert "note" not in approval and approval["_masked"] == {"drop": ["/note"], "hash": []}
+    with duckdb.connect(str(db), read_only=True) as conn:
+        logged = " ".join(r[0] for r in conn.execute("SELECT payload FROM audit_log").fetchall())
+    assert "Jane Doe" not in logged and "Acme Metals" not in logged
+    pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=work)

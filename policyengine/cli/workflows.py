@@ -8,6 +8,8 @@ Results go to stdout; progress and notices go to stderr.
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +46,12 @@ def _now(value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+_mask_option = click.option(
+    "--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Masking config YAML: audit payload fields to drop or hash (default: policyengine.mask.yaml beside "
+         "the database, if present).")
+
+
 def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options every workflow command shares: where the database, key, rules and users are."""
 
@@ -60,6 +68,7 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
                          help="User directory YAML (who holds which role; default: the shipped one)."),
             click.option("--providers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help="Model provider configuration YAML (default: the local simulator)."),
+            _mask_option,
         ]
         for opt in reversed(opts):
             f = opt(f)
@@ -69,12 +78,12 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
 
 
 def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
-             *, create_key: bool = False, now: datetime | None = None) -> Any:
+             mask: Path | None, *, create_key: bool = False, now: datetime | None = None) -> Any:
     from ..orchestrator.session import Session, SessionConfig, default_directory, default_rules
 
     return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(),
                                  directory=directory or default_directory(), providers=providers,
-                                 create_key=create_key, now=now))
+                                 create_key=create_key, now=now, mask=mask))
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -94,7 +103,7 @@ def _run_batch(orch: Any, workflow: str, items: list[dict[str, Any]], requested_
     from ..orchestrator.summary import BatchSummary
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=len(items) < 2) as bar:
+                  console=console, transient=True, disable=len(items) < 2 or not console.is_terminal) as bar:
         task = bar.add_task(workflow, total=len(items))
         results = orch.run_batch(workflow, items, requested_by=requested_by,
                                  on_result=lambda r: bar.advance(task))
@@ -128,7 +137,8 @@ def _details(console: Console, s: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
 @session_options(create_key=True)
 def run_command(workflow: str, input_path: Path | None, requested_by: str, limit: int | None, as_json: bool,
-                db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None) -> None:
+                db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+                mask: Path | None) -> None:
     """Run WORKFLOW once per input item, asking the policy before every step.
 
     Workflows: invoice-exceptions, it-ticket-triage, supply-chain-disruption,
@@ -147,7 +157,7 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     items = items[:limit] if limit else items
     console = _console(stderr=as_json)
     try:
-        with _session(db, key, rules, directory, providers, create_key=True) as session:
+        with _session(db, key, rules, directory, providers, mask, create_key=True) as session:
             session.orchestrator.expire()  # every writing command records overdue approvals as expired
             session.record_policy_loaded(requested_by)
             summary, results = _run_batch(session.orchestrator, workflow, items, requested_by,
@@ -175,34 +185,61 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.key"),
               show_default=True, help="Ed25519 signing key (created if missing).")
 @click.option("--limit", type=click.IntRange(min=1), help="Items per workflow (default: all shipped samples).")
-def demo_command(db: Path, key: Path, limit: int | None) -> None:
+@_mask_option
+def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> None:
     """Run the four mission workflows on the shipped sample data and rules.
 
-    Uses (and creates if needed) ./policyengine.duckdb and ./policyengine.key;
+    Uses (and creates if needed) ./policyengine.duckdb, ./policyengine.key and,
+    beside the database, policyengine.mask.yaml (a copy of the shipped example
+    masking config, applied by every later command that writes to the database);
     re-running adds new runs to the same database.
     """
+    from ..orchestrator.approvals import deciders
+    from ..orchestrator.session import example_mask, mask_beside
     from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
 
+    beside = mask_beside(db)
+    if mask is None and not beside.exists() and beside.parent.is_dir():
+        try:
+            shutil.copyfile(example_mask(), beside)
+        except OSError as exc:
+            _fail(f"{beside}: cannot write the example masking config: {exc.strerror}")
+        click.echo(f"wrote {beside} (the shipped example masking config; edit it to mask other fields)", err=True)
     console = _console()
-    summaries = []
+    summaries, waiting = [], []
     try:
-        with _session(db, key, (), None, None, create_key=True) as session:
-            session.orchestrator.expire()
+        with _session(db, key, (), None, None, mask, create_key=True) as session:
+            orch = session.orchestrator
+            orch.expire()
             session.record_policy_loaded("operator")
             for name in WORKFLOWS:
                 items = load_items(sample_path(name))[:limit] if limit else load_items(sample_path(name))
-                summary, _ = _run_batch(session.orchestrator, name, items, "operator", console)
+                summary, results = _run_batch(orch, name, items, "operator", _console(stderr=True))
                 summaries.append(summary)
+                waiting += [r for r in results if r.status == "waiting_approval" and r.approval is not None]
+            example = next(((r, who) for r in waiting
+                            for who in deciders(r.approval, orch.directory, orch.policy.policy_set.roles_of)), None)
+            used_mask = session.mask
     except _errors() as exc:
         _fail(str(exc))
     console.print(_summary_table(summaries))
     for s in summaries:
         _details(console, s)
+    q = shlex.quote
+    pub = Path(f"{key}.pub.pem")
+    click.echo(f"\nRuns, budgets and the signed audit log: {db}\nSigning key: {key} (public key: {pub})\n"
+               + (f"Audit payloads masked by: {used_mask}" if used_mask else "Audit payloads: not masked"))
+    keyopt = "" if key == Path("policyengine.key") else f" --key {q(str(key))}"
+    approve = (f"policyengine approve {example[0].run_id} --as {example[1]} --db {q(str(db))}{keyopt}",
+               f"approve it as {example[1]} ({example[0].workflow} waits for role {example[0].approval.role})"
+               ) if example else (f"policyengine approve RUN --as USER --db {q(str(db))}{keyopt}",
+                                  "approve a waiting run (users and roles: data/directory.yaml)")
     hints = [
-        (f"policyengine runs list --db {db} --status waiting_approval", "runs waiting for a human"),
-        (f"policyengine approve RUN --as alice --db {db}", "approve as alice (senior_analyst; users: data/directory.yaml)"),
-        (f"policyengine audit verify --db {db}", "check the signed audit trail"),
-        ("policyengine report --list", f"reports for auditors (then: policyengine report NAME --db {db})"),
+        (f"policyengine runs list --db {q(str(db))} --status waiting_approval",
+         f"{len(waiting)} run(s) waiting for a human"),
+        approve,
+        (f"policyengine audit verify --db {q(str(db))} --pubkey {q(str(pub))}", "check the signed audit trail"),
+        ("policyengine report --list", f"reports for auditors (then: policyengine report NAME --db {q(str(db))})"),
     ]
     width = max(len(cmd) for cmd, _ in hints)
     console.print("\nNext:\n" + "\n".join(f"  {cmd:<{width}}   {what}" for cmd, what in hints), highlight=False)
@@ -336,10 +373,10 @@ def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
 @click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")
 @session_options(create_key=False)
 def runs_expire(now: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
-                providers: Path | None) -> None:
+                providers: Path | None, mask: Path | None) -> None:
     """End every approval whose deadline has passed; the gate's `else` decides the run."""
     try:
-        with _session(db, key, rules, directory, providers, now=_now(now)) as session:
+        with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
             results = session.orchestrator.expire()
     except _errors() as exc:
         _fail(str(exc))
@@ -352,10 +389,10 @@ def runs_expire(now: str | None, db: Path, key: Path, rules: tuple[Path, ...], d
 @click.argument("run_id", required=False)
 @session_options(create_key=False)
 def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
-                providers: Path | None) -> None:
+                providers: Path | None, mask: Path | None) -> None:
     """Resume RUN_ID, or every run a crash interrupted; finished steps never run again."""
     try:
-        with _session(db, key, rules, directory, providers) as session:
+        with _session(db, key, rules, directory, providers, mask) as session:
             orch = session.orchestrator
             orch.expire()  # a writing command records the expiry of overdue approvals
             results = [orch.resume(run_id)] if run_id else orch.recover()
@@ -370,9 +407,9 @@ def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...]
 
 
 def _decide(action: str, run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
-            directory: Path | None, providers: Path | None) -> None:
+            directory: Path | None, providers: Path | None, mask: Path | None) -> None:
     try:
-        with _session(db, key, rules, directory, providers) as session:
+        with _session(db, key, rules, directory, providers, mask) as session:
             orch = session.orchestrator
             result = orch.approve(run_id, user, note) if action == "approve" else orch.reject(run_id, user, note)
     except _errors() as exc:
@@ -388,13 +425,13 @@ def _decide(action: str, run_id: str, user: str, note: str | None, db: Path, key
 @click.option("--note", help="Why; kept in the audit record.")
 @session_options(create_key=False)
 def approve_command(run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
-                    directory: Path | None, providers: Path | None) -> None:
+                    directory: Path | None, providers: Path | None, mask: Path | None) -> None:
     """Approve the pending gate of RUN_ID and resume the run.
 
     Refused when USER started the run (four-eyes), lacks the gate's role, or the
     deadline has passed.
     """
-    _decide("approve", run_id, user, note, db, key, rules, directory, providers)
+    _decide("approve", run_id, user, note, db, key, rules, directory, providers, mask)
 
 
 @click.command("reject")
@@ -403,9 +440,9 @@ def approve_command(run_id: str, user: str, note: str | None, db: Path, key: Pat
 @click.option("--note", help="Why; kept in the audit record.")
 @session_options(create_key=False)
 def reject_command(run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
-                   directory: Path | None, providers: Path | None) -> None:
+                   directory: Path | None, providers: Path | None, mask: Path | None) -> None:
     """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
-    _decide("reject", run_id, user, note, db, key, rules, directory, providers)
+    _decide("reject", run_id, user, note, db, key, rules, directory, providers, mask)
 
 
 COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]

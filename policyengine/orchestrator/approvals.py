@@ -84,3 +84,9 @@ def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Di
         raise ApprovalRefused(
             f"{user} ({have}) does not hold role {gate.role}, which gate {gate.gate} of run {run.run_id} requires")
     return who
+
+
+def deciders(gate: ApprovalRecord, directory: Directory,
+             closure: Callable[[Iterable[str]], frozenset[str]]) -> list[str]:
+    """Users of the directory who may decide ``gate`` (they hold its role and did not request the run)."""
+    return sorted(u.id for u in directory.users.values() if u.id != gate.requester and gate.role in closure(u.roles))

@@ -42,9 +42,27 @@ def default_directory() -> Path:
     return data_path("data") / "directory.yaml"
 
 
+MASK_NAME = "policyengine.mask.yaml"
+
+
+def example_mask() -> Path:
+    """The shipped masking config ``demo`` copies beside its database."""
+    return data_path("data") / "mask.yaml"
+
+
+def mask_beside(db: Path) -> Path:
+    """Where a database's masking config lives when ``--mask`` is not given: beside the database."""
+    return Path(db).parent / MASK_NAME
+
+
 @dataclass(frozen=True)
 class SessionConfig:
-    """Where things are. ``create_key`` makes the signing key when it is missing (``demo``, ``run``)."""
+    """Where things are. ``create_key`` makes the signing key when it is missing (``demo``, ``run``).
+
+    ``mask`` is the masking config applied to every audit payload the session
+    writes; without one, ``policyengine.mask.yaml`` beside the database is used
+    when it exists (see ``resolved_mask``).
+    """
 
     db: Path = Path("policyengine.duckdb")
     key: Path = Path("policyengine.key")
@@ -53,6 +71,14 @@ class SessionConfig:
     providers: Path | None = None
     create_key: bool = False
     now: datetime | None = None
+    mask: Path | None = None
+
+    def resolved_mask(self) -> Path | None:
+        """The masking config in force: ``mask``, else the one beside the database, else none."""
+        if self.mask is not None:
+            return self.mask
+        beside = mask_beside(self.db)
+        return beside if beside.is_file() else None
 
 
 def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
@@ -137,16 +163,22 @@ class Session:
         self.config = config
         self.conn: duckdb.DuckDBPyConnection | None = None
         self.audit: Any = None
+        self.mask: Path | None = None  # the masking config in force, once open
         self._durable: DuckDBLedger | None = None
         self.orchestrator: Orchestrator
 
     def __enter__(self) -> Self:
-        from ..audit import EVENTS, AuditError, AuditLog, generate_key, load_private_key
+        from ..audit import EVENTS, NO_MASKING, AuditError, AuditLog, generate_key, load_masking, load_private_key
 
         cfg = self.config
         try:
             directory = Directory.load(cfg.directory)
         except ValueError as exc:
+            raise SessionError(str(exc)) from None
+        self.mask = cfg.resolved_mask()
+        try:
+            masking = load_masking(self.mask) if self.mask is not None else NO_MASKING
+        except AuditError as exc:
             raise SessionError(str(exc)) from None
         if not cfg.key.exists():
             if not cfg.create_key:
@@ -159,7 +191,7 @@ class Session:
         self.conn = connect(cfg.db)
         try:
             key = load_private_key(cfg.key)
-            self.audit = AuditLog(self.conn, key)
+            self.audit = AuditLog(self.conn, key, masking=masking)
             self._durable = DuckDBLedger(self.conn)
             ledger = BufferedLedger(self._durable)
             from ..engine import BlockList, load_policy
