@@ -185,3 +185,26 @@ def test_bad_provider_configuration_is_one_clear_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(SessionError, match=re.escape(message)):
         load_providers(path, load_policy(default_rules()))
+
+
+@pytest.mark.parametrize("with_runs", [True, False])
+def test_a_read_only_store_reads_without_creating_or_writing(tmp_path, with_runs):
+    db = tmp_path / "ro.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        if with_runs:
+            store = StateStore(conn)
+            store.put(run("r-ro0001", "waiting_approval"), step("r-ro0001", "pay", "waiting"))
+            store.close()
+        else:
+            conn.execute("CREATE TABLE unrelated (x INTEGER)")
+    with duckdb.connect(str(db), read_only=True) as conn:
+        store = StateStore(conn, read_only=True)
+        assert [r.run_id for r in store.runs()] == (["r-ro0001"] if with_runs else [])
+        assert [s.status for s in store.steps("r-ro0001")] == (["waiting"] if with_runs else [])
+        assert store.approvals("r-ro0001") == [] and store.overdue(T0) == [] and store.effect("r-ro0001/pay") is None
+        assert store.counts() == ({"waiting_approval": 1} if with_runs else {})
+        with pytest.raises(RuntimeError, match="read-only"):
+            store.put(run("r-ro0002"))
+    with duckdb.connect(str(db), read_only=True) as conn:
+        tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert ("orch_runs" in tables) is with_runs  # nothing was created
