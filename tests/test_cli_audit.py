@@ -141,6 +141,59 @@ def test_bad_inputs_get_one_clear_line(workdir: Path, tmp_path: Path) -> None:
     assert run(workdir, "audit", "prove", "abc").returncode == 2
 
 
+DB_COMMANDS = [
+    ("audit", "verify"),
+    ("audit", "checkpoint"),
+    ("audit", "prove", "1"),
+    ("audit", "tail"),
+    ("audit", "export", "--format", "jsonl", "--out", "{tmp}/out.jsonl"),
+    ("audit", "export", "--format", "parquet", "--out", "{tmp}/out.parquet"),
+    ("keys", "rotate", "--new-key", "{tmp}/next.key"),
+]
+BAD_DBS = {  # --db value -> what the one line must say
+    "text file": ("text.duckdb", "not a DuckDB database file"),
+    "directory": ("folder.duckdb", "is a directory, not an audit database"),
+    "missing file": ("missing.duckdb", "no such audit database"),
+    "DuckDB file without audit tables": ("plain.duckdb", "not a policyengine audit log"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_dbs(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "text.duckdb").write_text("this is not a database\n" * 100)
+    (folder / "folder.duckdb").mkdir()
+    con = duckdb.connect(str(folder / "plain.duckdb"))
+    con.execute("CREATE TABLE t (x INTEGER)").fetchall()
+    con.close()
+    assert run(folder, "keys", "generate", "--out", "next.key").returncode == 0
+    return folder
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_DBS))
+@pytest.mark.parametrize("command", DB_COMMANDS, ids=[" ".join(c[:2]) + ("" if "--format" not in c else " " + c[3])
+                                                      for c in DB_COMMANDS])
+def test_a_bad_db_gets_one_line_naming_it_once(workdir: Path, bad_dbs: Path, command: tuple[str, ...],
+                                               bad: str) -> None:
+    name, expected = BAD_DBS[bad]
+    db = str(bad_dbs / name)
+    args = [a.format(tmp=bad_dbs) for a in command]
+    result = run(workdir, *args, "--db", db)
+    one_line_error(result, f"error: {db}: {expected}" if expected != "not a policyengine audit log" else expected)
+    assert result.stderr.count(name) == 1, result.stderr  # never `x.duckdb: x.duckdb: ...`
+    assert not (bad_dbs / "missing.duckdb").exists()  # nothing, not even `keys rotate`, creates a log here
+    assert {p.name for p in bad_dbs.iterdir()} <= {"text.duckdb", "folder.duckdb", "plain.duckdb", "next.key",
+                                                   "next.key.pub.pem"}
+
+
+def test_keys_rotate_does_not_start_a_log_in_a_foreign_duckdb_file(workdir: Path, bad_dbs: Path) -> None:
+    one_line_error(run(workdir, "keys", "rotate", "--db", str(bad_dbs / "plain.duckdb"), "--new-key",
+                       str(bad_dbs / "next.key")), "plain.duckdb: has no audit tables")
+    con = duckdb.connect(str(bad_dbs / "plain.duckdb"), read_only=True)
+    assert [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()] == ["t"]
+    con.close()
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time
@@ -160,13 +213,17 @@ def test_a_database_held_by_a_writer_process_is_reported_in_use(workdir: Path, t
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        one_line_error(run(workdir, "audit", "verify", "--db", str(db)), "in use by another process")
+        (tmp_path / "next.key").write_bytes((workdir / "policyengine.key").read_bytes())
+        for command in DB_COMMANDS:
+            result = run(workdir, *[a.format(tmp=tmp_path) for a in command], "--db", str(db))
+            one_line_error(result, f"error: {db}: audit database is in use by another process (pid {holder.pid}); ")
+            assert ").)" not in result.stderr and result.stderr.count("held.duckdb") == 1, result.stderr
         held = subprocess.run(
             [sys.executable, "-c", ("import sys; from policyengine.audit import *; "
                                     "AuditLog(sys.argv[1], load_private_key(sys.argv[2]))"),
              str(db), str(workdir / "policyengine.key")],
             capture_output=True, text=True, timeout=60, check=False)
-        assert "in use by another process" in held.stderr
+        assert f"{db}: audit database is in use by another process (pid {holder.pid}); " in held.stderr
     finally:
         assert holder.stdin is not None
         holder.stdin.write("\n")

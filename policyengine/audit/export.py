@@ -35,9 +35,15 @@ _CHUNK = 50_000
 
 @contextmanager
 def open_readonly(path: str | os.PathLike[str]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to an audit database, with one-line errors."""
+    """A read-only connection to an audit database (one with the audit tables), with one-line errors."""
     con = connect(path, read_only=True)
     try:
+        try:
+            tables = {r[0] for r in con.execute(q("tables")).fetchall()}
+        except duckdb.Error as err:
+            raise AuditError(f"{path}: cannot read the database ({str(err).splitlines()[0]})") from None
+        if not {"audit_log", "audit_checkpoints"} <= tables:
+            raise AuditError(f"{path}: has no audit_log/audit_checkpoints tables; not a policyengine audit log")
         yield con
     finally:
         con.close()

@@ -60,8 +60,8 @@ class PublicKey:
         data = pem.encode("utf-8") if isinstance(pem, str) else pem
         try:
             key = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError) as err:
-            raise AuditError(f"{where}: not a PEM public key ({err})") from None
+        except (ValueError, TypeError):
+            raise AuditError(f"{where}: not a PEM public key") from None
         if not isinstance(key, Ed25519PublicKey):
             raise AuditError(f"{where}: not an Ed25519 public key")
         return cls.from_key(key)
@@ -115,8 +115,8 @@ def load_private_key(path: str | os.PathLike[str]) -> SigningKey:
         raise AuditError(f"{path}: cannot read signing key ({err.strerror})") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as err:
-        raise AuditError(f"{path}: not an unencrypted PEM private key ({err})") from None
+    except (ValueError, TypeError):
+        raise AuditError(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise AuditError(f"{path}: not an Ed25519 private key")
     return SigningKey.from_key(key)

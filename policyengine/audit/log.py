@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -139,10 +140,14 @@ def _current_key(last: tuple[Any, ...] | None) -> str | None:
     return json.loads(payload)["new_key_id"] if event == "key_rotated" else key_id
 
 
-def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, turning DuckDB's errors into one-line AuditErrors."""
+def connect(
+    path: str | os.PathLike[str], *, read_only: bool = False, create: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, turning DuckDB's errors into one-line AuditErrors (naming ``path`` once)."""
     path = Path(path)
-    if read_only and not path.exists():
+    if path.is_dir():
+        raise AuditError(f"{path}: is a directory, not an audit database")
+    if (read_only or not create) and not path.exists():
         raise AuditError(f"{path}: no such audit database")
     try:
         return duckdb.connect(str(path), read_only=read_only)
@@ -151,15 +156,23 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
 
 
 def describe_open_error(path: Path, err: Exception) -> str:
-    text = str(err)
+    """One sentence for a DuckDB file that would not open: ``PATH: what is wrong``.
+
+    DuckDB's own text repeats the (absolute) path and ends with links, so the
+    common causes are restated and anything else keeps its first line with the
+    path taken out.
+    """
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
     if "lock" in text.lower():
-        holder = ""
-        if "PID" in text:
-            holder = " (pid " + text.split("PID", 1)[1].strip().split()[0].rstrip(")") + ")"
-        return f"audit database {path} is in use by another process{holder}; stop it or read a sealed copy"
+        pid = re.search(r"\(PID (\d+)\)", text)
+        holder = f" (pid {pid.group(1)})" if pid else ""
+        return f"{path}: audit database is in use by another process{holder}; stop it, or read a snapshot or sealed copy"
     if "not a valid DuckDB database" in text:
         return f"{path}: not a DuckDB database file"
-    return f"{path}: cannot open audit database ({text.splitlines()[0]})"
+    text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
+    for shown in sorted({str(path.absolute()), str(path.resolve()), str(path)}, key=len, reverse=True):
+        text = text.replace(f' "{shown}"', "").replace(f'"{shown}"', "the file").replace(shown, "the file")
+    return f"{path}: cannot open audit database ({text})"
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:
@@ -198,6 +211,7 @@ class AuditLog:
         checkpoint_every: int = 10_000,
         checkpoint_interval: float = 5.0,
         masking: Masking = NO_MASKING,
+        create: bool = True,
     ):
         if not isinstance(key, SigningKey):
             raise TypeError("key must be a SigningKey (keys.load_private_key)")
@@ -210,13 +224,16 @@ class AuditLog:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval = checkpoint_interval
         self._owns_connection = not isinstance(db, duckdb.DuckDBPyConnection)
-        self._base: duckdb.DuckDBPyConnection = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
+        self._base: duckdb.DuckDBPyConnection = (
+            db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db, create=create)
+        )
         self._cur = self._base.cursor()  # own transaction context, even on a shared connection
         self._path = database_path(self._cur)
+        self._where = self._path if isinstance(db, duckdb.DuckDBPyConnection) else os.fspath(db)  # as the caller named it
         with _open_writers_lock:
             if self._path in _open_writers:
                 self._close_connections()
-                raise AuditError(f"audit database {self._path} is already open for writing in this process")
+                raise AuditError(f"{self._where}: audit database is already open for writing in this process")
             _open_writers.add(self._path)
         self._lock = threading.Lock()  # guards the buffer, seq and tree
         self._io = threading.RLock()  # serialises database writes
@@ -226,7 +243,7 @@ class AuditLog:
         self._closed = False
         self._failed: str | None = None
         try:
-            self.origin = self._open_log(origin)
+            self.origin = self._open_log(origin, create)
         except BaseException:
             self._release()
             raise
@@ -240,13 +257,15 @@ class AuditLog:
 
     # -- opening -------------------------------------------------------------
 
-    def _open_log(self, origin: str | None) -> str:
+    def _open_log(self, origin: str | None, create: bool) -> str:
         cur = self._cur
         try:
             tables = {r[0] for r in cur.execute(q("tables")).fetchall()}
             if tables != {"audit_meta", "audit_log", "audit_checkpoints"}:
                 if tables:
-                    raise AuditError(f"{self._path}: has only some audit tables ({', '.join(sorted(tables))})")
+                    raise AuditError(f"{self._where}: has only some audit tables ({', '.join(sorted(tables))})")
+                if not create:
+                    raise AuditError(f"{self._where}: has no audit tables; not a policyengine audit log")
                 cur.execute(q("create_schema"))
             meta = cur.execute(q("read_meta")).fetchone()
             if meta is None:
@@ -255,36 +274,36 @@ class AuditLog:
                     raise AuditError(f"origin {origin!r} must be a non-empty single line")
                 cur.execute(q("insert_meta"), {"origin": origin, "key_id": self._key.key_id})
             elif origin is not None and origin != meta[0]:
-                raise AuditError(f"{self._path}: holds the log {meta[0]!r}, not {origin!r}")
+                raise AuditError(f"{self._where}: holds the log {meta[0]!r}, not {origin!r}")
             else:
                 origin = meta[0]
             count, last = cur.execute(q("log_state")).fetchone() or (0, 0)
             if count != last:
-                raise AuditError(f"{self._path}: seq has gaps or repeats; run `policyengine audit verify` first")
+                raise AuditError(f"{self._where}: seq has gaps or repeats; run `policyengine audit verify` first")
             leaves = [bytes.fromhex(r[0]) for r in cur.execute(q("leaf_hashes")).fetchall()]
             latest = cur.execute(q("latest_checkpoint")).fetchone()
             last = cur.execute(q("last_record_key")).fetchone()
             current_key = _current_key(last)
         except duckdb.Error as err:
-            raise AuditError(f"{self._path}: cannot open the audit log ({str(err).splitlines()[0]})") from None
+            raise AuditError(f"{self._where}: cannot open the audit log ({str(err).splitlines()[0]})") from None
         except (ValueError, KeyError, TypeError):
-            raise AuditError(f"{self._path}: malformed audit record; run `policyengine audit verify`") from None
+            raise AuditError(f"{self._where}: malformed audit record; run `policyengine audit verify`") from None
         self._tree = CompactTree()
         signed = Checkpoint.from_row(latest) if latest else None
         for i, leaf in enumerate(leaves):
             self._tree.append(leaf)
             if signed and i + 1 == signed.tree_size and self._tree.root() != signed.root:
                 raise AuditError(
-                    f"{self._path}: records 1..{signed.tree_size} do not match their signed checkpoint; "
+                    f"{self._where}: records 1..{signed.tree_size} do not match their signed checkpoint; "
                     "refusing to append (run `policyengine audit verify`)"
                 )
         if signed and signed.tree_size > len(leaves):
-            raise AuditError(f"{self._path}: log is truncated below its checkpoint at {signed.tree_size}")
+            raise AuditError(f"{self._where}: log is truncated below its checkpoint at {signed.tree_size}")
         if signed and signed.key_id == self._key.key_id and not self._key.public.verify(signed.signature, signed.note()):
-            raise AuditError(f"{self._path}: the latest checkpoint's signature is invalid; refusing to append")
+            raise AuditError(f"{self._where}: the latest checkpoint's signature is invalid; refusing to append")
         if current_key and current_key != self._key.key_id:
             raise AuditError(
-                f"{self._path}: the log is signed by key {current_key}, not {self._key.key_id}; "
+                f"{self._where}: the log is signed by key {current_key}, not {self._key.key_id}; "
                 "use that key or record a rotation with `policyengine keys rotate`"
             )
         self._seq = len(leaves)

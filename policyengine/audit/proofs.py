@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from .canonical import CanonicalJSONError, canonical_text
 from .errors import AuditError
 from .export import RECORD_COLUMNS, open_readonly
@@ -30,10 +32,20 @@ PROOF_TYPE = "policyengine-audit-inclusion"
 
 def latest_checkpoint(db: str | os.PathLike[str]) -> Checkpoint:
     with open_readonly(db) as con:
-        row = con.execute(q("latest_checkpoint")).fetchone()
+        row = _latest_row(con, db)
     if row is None:
         raise AuditError(f"{db}: has no checkpoint yet")
     return Checkpoint.from_row(row)
+
+
+def _latest_row(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str]) -> tuple[Any, ...] | None:
+    try:
+        row = con.execute(q("latest_checkpoint")).fetchone()
+        if row is not None:
+            Checkpoint.from_row(row)
+    except (duckdb.Error, ValueError, TypeError) as err:
+        raise AuditError(f"{db}: malformed audit_checkpoints table ({str(err).splitlines()[0]})") from None
+    return row
 
 
 def anchor_json(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -80,14 +92,17 @@ def read_anchor(path: str | os.PathLike[str]) -> Checkpoint:
 def prove(db: str | os.PathLike[str], seq: int) -> dict[str, Any]:
     """An inclusion proof of record ``seq`` in the latest checkpoint covering it."""
     with open_readonly(db) as con:
-        row = con.execute(q("latest_checkpoint")).fetchone()
+        row = _latest_row(con, db)
         if row is None:
             raise AuditError(f"{db}: has no checkpoint yet; nothing can be proved")
         checkpoint = Checkpoint.from_row(row)
         if not 1 <= seq <= checkpoint.tree_size:
             raise AuditError(f"{db}: seq {seq} is not covered by the latest checkpoint (1..{checkpoint.tree_size})")
-        records = con.execute(q("record_columns"), {"seqs": [seq]}).fetchall()
-        leaves = [r[0] for r in con.execute(q("leaf_hashes_upto"), {"size": checkpoint.tree_size}).fetchall()]
+        try:
+            records = con.execute(q("record_columns"), {"seqs": [seq]}).fetchall()
+            leaves = [r[0] for r in con.execute(q("leaf_hashes_upto"), {"size": checkpoint.tree_size}).fetchall()]
+        except duckdb.Error as err:
+            raise AuditError(f"{db}: malformed audit_log table ({str(err).splitlines()[0]})") from None
     if len(records) != 1 or len(leaves) != checkpoint.tree_size:
         raise AuditError(f"{db}: records do not match the checkpoint; run `policyengine audit verify`")
     try:

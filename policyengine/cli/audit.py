@@ -54,14 +54,20 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
         except OSError as err:  # an --out file that cannot be written, and the like
-            click.echo(f"error: {err.filename or ''}: {err.strerror or err}", err=True)
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"error: {where}{(err.strerror or type(err).__name__).lower()}", err=True)
+            sys.exit(1)
+        except duckdb.Error as err:  # a last resort: a table of the right name but the wrong shape
+            where = f"{kwargs['db']}: " if kwargs.get("db") is not None else ""
+            click.echo(f"error: {where}cannot read the audit database ({str(err).splitlines()[0]})", err=True)
             sys.exit(1)
 
     return wrapper
 
 
 def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB_PATH,
+    # a directory is bad input, not a usage error: connect() names it in one line, exit 1
+    return click.option("--db", type=click.Path(path_type=Path), default=DEFAULT_DB_PATH,
                         show_default=True, help="DuckDB file holding the audit log.")(fn)
 
 
@@ -230,7 +236,7 @@ def generate_command(out: Path, force: bool) -> None:
 def rotate_command(db: Path, key: Path, new_key: Path) -> None:
     """Hand the log over to a new key: a key_rotated record signed by the old key."""
     old, new = load_private_key(key), load_private_key(new_key)
-    with AuditLog(db, old) as log:
+    with AuditLog(db, old, create=False) as log:  # rotate an existing log; never start one here
         seq = log.rotate_key(new)
     click.echo(f"rotated {old.key_id} -> {new.key_id} at seq {seq}")
 
