@@ -303,6 +303,48 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _may_hold_surrogates(text: str) -> bool:
+    """Cheap test: only a ``\\u`` escape (or an undecodable byte kept as a surrogate) can make one."""
+    return "\\u" in text or _SURROGATE.search(text) is not None
+
+
+def escape_surrogates(value: Any) -> Any:
+    """A copy of ``value`` whose strings hold no lone surrogate: each is written as the text ``\\ud800``.
+
+    JSON's ``\\ud800`` escape parses into a Python string that is not valid
+    Unicode (RFC 8785 and I-JSON forbid it); this is the safe form to print or log.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {escape_surrogates(k): escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_surrogates(v) for v in value]
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """Why ``value`` is not valid Unicode text (naming the field), or None when it is."""
+    stack: list[tuple[str, Any]] = [("request", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return f'{escape_surrogates(path)}: not valid Unicode text (lone surrogate in "{escape_surrogates(node)}")'
+        elif isinstance(node, dict):
+            for key, child in reversed(node.items()):
+                name = f"{path}.{key}" if path != "request" else key
+                if _SURROGATE.search(key):
+                    return f"{escape_surrogates(name)}: not valid Unicode text (lone surrogate in a key)"
+                stack.append((name, child))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(node))))
+    return None
+
+
 def _not_json(error: json.JSONDecodeError) -> str:
     return f"not valid JSON: {error.msg} (column {error.colno})"
 
@@ -336,7 +378,7 @@ def iter_requests(lines: Iterable[str]) -> Iterator[InputItem]:
         yield from _read_document("".join(consumed) + "".join(it))
         return
     else:
-        yield from _batch(number, first)
+        yield from _batch(number, first, text=consumed[-1])
     for raw in it:
         number += 1
         if raw.strip():
@@ -356,16 +398,24 @@ def _line(number: int, raw: str) -> Iterator[InputItem]:
     except _Unreadable as error:
         yield InputItem(number, error=str(error))
     else:
-        yield from _batch(number, value)
+        yield from _batch(number, value, text=raw)
 
 
-def _batch(line: int, value: Any, lines: Sequence[int] = ()) -> Iterator[InputItem]:
-    """The request, or each element of an array (at its own line when ``lines`` gives them)."""
-    if not isinstance(value, list):
-        yield InputItem(line, value)
-        return
-    for position, item in enumerate(value, start=1):
-        yield InputItem(lines[position - 1] if lines else line, item, item=position)
+def _batch(line: int, value: Any, lines: Sequence[int] = (), *, text: str = "") -> Iterator[InputItem]:
+    """The request, or each element of an array (at its own line when ``lines`` gives them).
+
+    A request holding a lone surrogate (``text`` is the JSON it came from) is
+    unreadable: it comes with ``error`` set and ``request`` in escaped, safe form.
+    """
+    suspect = _may_hold_surrogates(text)
+    items = enumerate(value, start=1) if isinstance(value, list) else [(None, value)]
+    for position, request in items:
+        where = lines[position - 1] if lines and position is not None else line
+        problem = _lone_surrogate(request) if suspect else None
+        if problem is None:
+            yield InputItem(where, request, item=position)
+        else:
+            yield InputItem(where, escape_surrogates(request), error=problem, item=position)
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -400,7 +450,7 @@ def _read_document(text: str) -> Iterator[InputItem]:
     except json.JSONDecodeError:
         pass
     else:
-        yield from _batch(start, whole, _element_lines(text) if isinstance(whole, list) else ())
+        yield from _batch(start, whole, _element_lines(text) if isinstance(whole, list) else (), text=text)
         return
     for number, raw in enumerate(text.splitlines(), start=1):
         if raw.strip():

@@ -311,3 +311,56 @@ def test_nesting_up_to_the_limit_is_decided_even_with_explain(rules, wraps, effe
     assert result.returncode == code, result.stderr
     assert [d["effect"] for d in decisions(result.stdout)] == [effect]
     assert "Traceback" not in result.stderr
+
+
+
+def _audit_rows(db: Path) -> list[tuple]:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT seq, actor, payload FROM audit_log ORDER BY seq").fetchall()
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    from policyengine.audit import generate_key
+
+    generate_key(tmp_path / "k.key")
+    return tmp_path / "k.key"
+
+
+def test_lone_surrogate_is_denied_recorded_escaped_and_the_log_verifies(rules, tmp_path, key):
+    bad = json.dumps(request()).replace('"pat"', '"u\\ud800"')
+    db = tmp_path / "a.duckdb"
+    lines = "\n".join([json.dumps(request()), bad, json.dumps(request())]) + "\n"
+    for args in ((), ("--audit", str(db), "--key", str(key))):
+        result = run("eval", "--rules", str(rules), *args, stdin=lines)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        got = decisions(result.stdout)
+        assert [d["effect"] for d in got] == ["allow", "deny", "allow"]
+        assert got[1]["errors"] == ['line 2: principal.id: not valid Unicode text (lone surrogate in "u\\ud800")']
+        assert result.stderr.splitlines() == [
+            'input line 2: principal.id: not valid Unicode text (lone surrogate in "u\\ud800")']
+    rows = _audit_rows(db)
+    assert [r[1] for r in rows] == ["pat", "u\\ud800", "pat"]  # the text backslash-u-d-8-0-0
+    payload = json.loads(rows[1][2])
+    assert payload["request"]["principal"]["id"] == "u\\ud800"
+    assert payload["decision"]["effect"] == "deny"
+    verify = run("audit", "verify", "--db", str(db), "--pubkey", str(key) + ".pub.pem")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_record_decisions_escapes_lone_surrogates_from_library_callers(rules, tmp_path, key):
+    from policyengine import load_policy
+    from policyengine.audit import record_decisions
+
+    policy = load_policy(rules)
+    sneaky = request()
+    sneaky["principal"]["id"] = "x\udc80"
+    with record_decisions(tmp_path / "b.duckdb", key) as record:
+        assert record(sneaky, policy.evaluate(sneaky)) == 1
+        assert record(request(), policy.evaluate(request())) == 2
+    assert [r[1] for r in _audit_rows(tmp_path / "b.duckdb")] == ["x\\udc80", "pat"]
+    verify = run("audit", "verify", "--db", str(tmp_path / "b.duckdb"), "--pubkey", str(key) + ".pub.pem")
+    assert verify.returncode == 0, verify.stdout + verify.stderr

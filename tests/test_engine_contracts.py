@@ -335,3 +335,26 @@ def test_items_are_named_by_line_and_array_position(text, want):
     items = list(read_requests(text))
     assert [i.where for i in items] == want
     assert all(i.error is None for i in items)
+
+
+SURROGATES = [
+    # JSON text, [(request as read, error fragment or None)]
+    ('{"principal": {"id": "u\\ud800"}}',
+     [({"principal": {"id": "u\\ud800"}}, 'principal.id: not valid Unicode text (lone surrogate in "u\\ud800")')]),
+    ('[{"a": "\\ud83d\\ude00"}, {"b": ["\\udc00"]}, {"\\udbffk": 1}]',
+     [({"a": "\U0001F600"}, None), ({"b": ["\\udc00"]}, "b[0]: not valid Unicode text"),
+      ({"\\udbffk": 1}, "\\udbffk: not valid Unicode text (lone surrogate in a key)")]),
+    ('{"a": "\\u00e9\\\\ud800"}', [({"a": "\u00e9\\ud800"}, None)]),  # an escaped backslash: plain text
+    ('{"a": "x\udcff"}', [({"a": "x\\udcff"}, "a: not valid Unicode text")]),  # an undecodable byte kept
+]
+
+
+@pytest.mark.parametrize("text,want", SURROGATES)
+def test_lone_surrogates_are_unreadable_and_kept_in_escaped_form(text, want):
+    from policyengine.engine import read_requests
+
+    items = list(read_requests(text))
+    assert [i.request for i in items] == [request for request, _ in want]
+    for item, (_, fragment) in zip(items, want, strict=True):
+        assert (item.error is None) == (fragment is None) and (fragment is None or fragment in item.error)
+        json.dumps(item.request).encode("utf-8")  # the safe form always encodes

@@ -8,10 +8,12 @@ docs/audit-events.md fixes it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .errors import AuditError
 from .keys import load_private_key
 from .log import AuditLog
 from .masking import NO_MASKING, Masking
@@ -54,6 +56,16 @@ def record_decisions(
     with AuditLog(db, key, masking=masking) as log:
 
         def record(request: Any, decision: Any) -> int:
-            return log.append("decision", run_id=run_id, **decision_event(request, decision))
+            try:
+                return log.append("decision", run_id=run_id, **decision_event(request, decision))
+            except AuditError:
+                if "lone surrogate" not in str(sys.exc_info()[1]):
+                    raise
+            # Not valid Unicode (a JSON "\\ud800" escape): keep the record, with such strings
+            # written as the text \ud800, rather than lose the decision or stop the batch.
+            from ..engine import escape_surrogates
+
+            return log.append("decision", run_id=run_id, **decision_event(escape_surrogates(_as_json(request)),
+                                                                          escape_surrogates(_as_json(decision))))
 
         yield record
