@@ -227,7 +227,7 @@ def test_errors_in_a_multi_line_array_name_the_element(rules):
 
 def test_help_documents_the_options():
     result = run("eval", "--help")
-    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key"):
+    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key", "--directory"):
         assert option in result.stdout
 
 
@@ -364,3 +364,64 @@ def test_record_decisions_escapes_lone_surrogates_from_library_callers(rules, tm
     assert [r[1] for r in _audit_rows(tmp_path / "b.duckdb")] == ["x\\udc80", "pat"]
     verify = run("audit", "verify", "--db", str(tmp_path / "b.duckdb"), "--pubkey", str(key) + ".pub.pem")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+
+DIRECTORY = "users:\n  mallory:\n    name: Mallory (a clerk)\n    roles: [clerk]\n  sue:\n    roles: [manager]\n"
+
+
+def refund(approver: str, claimed: list[str]) -> dict:
+    return request(action="refund", kind="tool", rid="till",
+                   approvals=[{"gate": "refunds", "approver": approver, "roles": claimed}])
+
+
+CLAIMS = [
+    # case, approver, claimed roles, effect without --directory, effect with it
+    ("clerk claims manager", "mallory", ["manager"], "allow", "escalate"),
+    ("manager claims nothing", "sue", [], "escalate", "allow"),
+    ("unknown approver claims manager", "eve", ["manager"], "allow", "escalate"),
+]
+
+
+@pytest.mark.parametrize("case,approver,claimed,without,with_directory", CLAIMS, ids=[c[0] for c in CLAIMS])
+def test_directory_decides_approvers_roles(rules, tmp_path, case, approver, claimed, without, with_directory):
+    (tmp_path / "directory.yaml").write_text(DIRECTORY)
+    line = json.dumps(refund(approver, claimed)) + "\n"
+    trusted = run("eval", "--rules", str(rules), stdin=line)
+    judged = run("eval", "--rules", str(rules), "--directory", str(tmp_path / "directory.yaml"), stdin=line)
+    explained = run("eval", "--rules", str(rules), "--directory", str(tmp_path / "directory.yaml"), "--explain",
+                    stdin=line)
+    assert [d["effect"] for d in decisions(trusted.stdout)] == [without]
+    assert [d["effect"] for d in decisions(judged.stdout)] == [with_directory]
+    assert [d["effect"] for d in decisions(explained.stdout)] == [with_directory]
+    assert trusted.stderr == ("warning: input line 1: approvals are judged by the roles the request claims for its "
+                              "approvers; pass --directory FILE to judge them by a user directory\n")
+    assert judged.stderr == ""
+
+
+def test_claimed_roles_warning_is_printed_once(rules):
+    lines = "\n".join([json.dumps(request()), *[json.dumps(refund("sue", ["manager"]))] * 3]) + "\n"
+    result = run("eval", "--rules", str(rules), stdin=lines)
+    assert result.returncode == 0
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["warning"]
+    assert "input line 2:" in result.stderr
+
+
+BAD_DIRECTORIES = [
+    # case, file text (None: no file), message fragment
+    ("missing", None, "cannot read user directory"),
+    ("not YAML", "users: [\n", "user directory is not valid YAML"),
+    ("no users", "people: {}\n", "needs a top-level 'users' mapping"),
+    ("roles not a list", "users:\n  sue:\n    roles: manager\n", "'roles' must be a list"),
+]
+
+
+@pytest.mark.parametrize("case,text,message", BAD_DIRECTORIES, ids=[b[0] for b in BAD_DIRECTORIES])
+def test_bad_directory_is_one_clear_line(rules, tmp_path, case, text, message):
+    path = tmp_path / "dir.yaml"
+    if text is not None:
+        path.write_text(text)
+    result = run("eval", "--rules", str(rules), "--directory", str(path), stdin=json.dumps(request()))
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {path}") and message in line

@@ -48,6 +48,23 @@ def _open_input(source: str) -> Any:
     raise AssertionError  # unreachable
 
 
+def _load_directory(path: str | None) -> Any:
+    """``--directory FILE``: user id -> roles, read by the orchestrator's loader (data/directory.yaml format)."""
+    if path is None:
+        return None
+    from policyengine.orchestrator.approvals import Directory
+
+    try:
+        return Directory.load(path).roles()
+    except ValueError as error:  # the loader names the file and the problem
+        _fail(str(error))
+    raise AssertionError  # unreachable
+
+
+_CLAIMED_ROLES = ("approvals are judged by the roles the request claims for its approvers; "
+                  "pass --directory FILE to judge them by a user directory")
+
+
 def _parse_now(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -91,9 +108,13 @@ def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None
 @click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also record each decision in this audit database (needs --key).")
 @click.option("--key", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Signing key for --audit.")
+@click.option("--directory", "directory_path", metavar="FILE",
+              help="User directory (YAML, as data/directory.yaml): approvers' roles come from it, "
+                   "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
 def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, now_text: str | None,
-                 audit: str | None, key: str | None, more_rules: tuple[str, ...]) -> None:
+                 audit: str | None, key: str | None, directory_path: str | None,
+                 more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
 
     Exit status is 0 when every request was decided, 1 when the rule files have
@@ -110,6 +131,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     if not rules:
         raise click.UsageError("give the rule files: --rules PATH (a file or a folder of .policy files)")
     now = _parse_now(now_text)
+    directory = _load_directory(directory_path)
     stream = _open_input(source)
     budget_ledger = None
     if ledger is not None:
@@ -126,18 +148,22 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
         sys.exit(1)
     sink, close_sink = _audit_sink(audit, key)
     malformed = decided = 0
+    warned = directory is not None
     try:
         for item in iter_requests(stream):
             decided += 1
+            if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
+                click.echo(f"warning: input {item.where}: {_CLAIMED_ROLES}", err=True)
+                warned = True  # once per run
             if item.error is not None:
                 decision = policy.malformed([f"{item.where}: {item.error}"])
             elif explain:
-                explanation = policy.explain(item.request, now=now)
+                explanation = policy.explain(item.request, now=now, directory=directory)
                 decision = explanation.decision
                 click.echo(f"--- request at {item.where}", err=True)
                 click.echo(explanation.text(), err=True)
             else:
-                decision = policy.evaluate(item.request, now=now)
+                decision = policy.evaluate(item.request, now=now, directory=directory)
             if decision.errors:
                 malformed += 1
                 where = "input " if item.error is not None else f"input {item.where}: "
