@@ -21,6 +21,11 @@ def _span():
     return field(compare=False, repr=False, kw_only=True)
 
 
+def _part_span():
+    """The span of one part of a node that has no node of its own (a value written as a bare token)."""
+    return field(default=None, compare=False, repr=False, kw_only=True)
+
+
 # --- values -------------------------------------------------------------------
 
 ATTRIBUTE_ROOTS = frozenset(
@@ -164,6 +169,7 @@ class ModelDecl:
     cost_per_1m_tokens: Money | None = None
     latency_ms: float | None = None
     span: Span = _span()
+    hosting_span: Span | None = _part_span()  # the hosting word, for the checker's caret
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +203,7 @@ class RuleDecl:
     because: str | None = None
     cites: tuple[str, ...] = ()
     span: Span = _span()
+    pattern_span: Span | None = _part_span()  # the quoted pattern; None when it is left out ("*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +276,7 @@ class BudgetDecl:
     warn_at: float | None = None  # percent, 0..100
     on_exceed: ExceedAction | None = None  # None means deny
     span: Span = _span()
+    warn_at_span: Span | None = _part_span()  # the percentage, such as 80%
 
 
 @dataclass(frozen=True, slots=True)

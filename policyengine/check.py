@@ -384,7 +384,8 @@ class _Checker:
             table: dict[str, object] = self.models if kind == "model" else self.agents  # type: ignore[assignment]
             if pattern not in table:
                 self.warn(f"undeclared-{kind}", f"{kind} \"{pattern}\" is not declared, so this rule never applies",
-                          rule.resource_kind.span, suggest(pattern, table) or f"declare it with '{kind} {pattern}'")
+                          rule.pattern_span or rule.resource_kind.span,
+                          suggest(pattern, table) or f"declare it with '{kind} {pattern}'")
 
     def _budget_references(self, budget: ast.BudgetDecl) -> None:
         scope = budget.scope
@@ -519,7 +520,8 @@ class _Checker:
             hosting = s.decl.hosting
             if hosting is not None and hosting not in HOSTINGS:
                 self.report("unknown-hosting", f"model '{s.decl.name.value}' has unknown hosting '{hosting}'",
-                            s.decl.name.span, suggest(hosting, HOSTINGS) or "hosting is internal or external")
+                            s.decl.hosting_span or s.decl.name.span,
+                            suggest(hosting, HOSTINGS) or "hosting is internal or external")
         for s in self.each(ast.BudgetDecl):
             self._budget_values(s.decl)
         for s in self.each(ast.BiasDecl):
@@ -545,7 +547,8 @@ class _Checker:
                           f"{limit.window} twice", limit.span, "the lower limit alone decides; remove the other")
             seen.add((limit.unit, limit.window))
         if budget.warn_at is not None and not 0 <= budget.warn_at <= 100:
-            self.report("percentage-range", f"warn at {budget.warn_at:g}% is outside 0..100%", budget.name.span,
+            self.report("percentage-range", f"warn at {budget.warn_at:g}% is outside 0..100%",
+                        budget.warn_at_span or budget.name.span,
                         "warn at is a share of the limit, such as 'warn at 80%'")
 
     def _metric(self, decl: ast.BiasDecl | ast.DriftDecl, allowed: tuple[str, ...]) -> None:

@@ -359,14 +359,16 @@ class Builder(Transformer):
     def model_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.ModelDecl:
         name = self._name(name_tok)
         found = self._clauses("model", name, clauses)
+        hosting, hosting_span = found.get("hosting", (None, None))
         return ast.ModelDecl(
             name,
             provider=found.get("provider"),
             region=found.get("region"),
-            hosting=found.get("hosting"),
+            hosting=hosting,
             cost_per_1m_tokens=found.get("cost"),
             latency_ms=found.get("latency"),
             span=self._decl_span(kw, name, clauses),
+            hosting_span=hosting_span,
         )
 
     def c_provider(self, kw: Token, value: Token) -> _Clause:
@@ -377,7 +379,8 @@ class Builder(Transformer):
 
     def c_hosting(self, kw: Token, value: Token) -> _Clause:
         # any word parses; the checker reports one that is not internal/external, with a suggestion
-        return self._clause("hosting", value.value, kw, value)
+        span = self._span(value)
+        return self._clause("hosting", (value.value, span), kw, span)
 
     def c_cost(self, kw: Token, money: ast.Money, per: Token, count: Token, scale: Token, unit: Token | None) -> _Clause:
         """``per 1M tokens`` as the registry keeps it; ``per 1K tokens`` and ``per 1000 tokens`` are converted."""
@@ -434,6 +437,7 @@ class Builder(Transformer):
             because=found.get("because"),
             cites=tuple(found["cite"]),
             span=self._cover(self._span(kw), clauses[-1][3] if clauses else head_end),
+            pattern_span=head_end if pattern is not None else None,
         )
 
     def p_any(self, kw: Token) -> ast.PrincipalMatch:
@@ -495,13 +499,15 @@ class Builder(Transformer):
         scope = self._require(found, "scope", "budget", name, "for workflow|model|agent|role ...")
         if not found["limit"]:
             raise _syntax(f"budget '{name.value}' needs at least one 'limit' clause", name.span)
+        warn_at, warn_at_span = found.get("warn", (None, None))
         return ast.BudgetDecl(
             name,
             scope,
             tuple(found["limit"]),
-            warn_at=found.get("warn"),
+            warn_at=warn_at,
             on_exceed=found.get("exceed"),
             span=self._decl_span(kw, name, clauses),
+            warn_at_span=warn_at_span,
         )
 
     def c_scope(self, kw: Token, kind: Token, value: Token) -> _Clause:
@@ -534,7 +540,8 @@ class Builder(Transformer):
         return self._clause("limit", limit, kw, window)
 
     def c_warn(self, kw: Token, at: Token, value: Token, percent: Token) -> _Clause:
-        return self._clause("warn", float(_number(value, self._path)), kw, percent)
+        span = self._cover(self._span(value), self._span(percent))
+        return self._clause("warn", (float(_number(value, self._path)), span), kw, span)
 
     def c_exceed(self, on: Token, exceed: Token, action: Any) -> _Clause:
         return self._clause("exceed", action, on, action.span)

@@ -109,8 +109,11 @@ CASES = [
                              "baseline previous 30 days threshold < 0.2\n",),
          "unknown-model", "unknown model 'smll'", "0:7:19", "smll", "did you mean 'small'?"),
     Case("rule names an undeclared model", (BASE + 'rule r allow any to invoke model "smal"\n',),
-         "undeclared-model", 'model "smal" is not declared, so this rule never applies', "0:7:28", "model",
+         "undeclared-model", 'model "smal" is not declared, so this rule never applies', "0:7:34", '"smal"',
          "did you mean 'small'?", W),
+    Case("rule names an undeclared agent", (BASE + 'rule r allow any to call agent "bto"\n',),
+         "undeclared-agent", 'agent "bto" is not declared, so this rule never applies', "0:7:32", '"bto"',
+         "did you mean 'bot'?", W),
     Case("rule for unknown agent", (BASE + 'rule r allow agent bto to read dataset "x"\n',),
          "unknown-agent", "unknown agent 'bto'", "0:7:20", "bto", "did you mean 'bot'?"),
     Case("budget for unknown agent", (BASE + "budget b for agent robot limit 5 USD per day\n",),
@@ -155,8 +158,17 @@ CASES = [
          "duplicate-name", "const 'A' is declared twice in package t", "0:3:7", "A",
          "first declared as const at f0.policy:2:7; rename one of them"),
     Case("warn at over 100%", ('package t\nbudget b for workflow "w" limit 5 USD per day warn at 120%\n',),
-         "percentage-range", "warn at 120% is outside 0..100%", "0:2:8", "b",
+         "percentage-range", "warn at 120% is outside 0..100%", "0:2:55", "120%",
          "warn at is a share of the limit, such as 'warn at 80%'"),
+    Case("warn at on its own line, below 0%", (('package t\nbudget b\n    for workflow "w"\n    limit 5 USD per day\n'
+                                                "    warn at -5 %\n"),),
+         "percentage-range", "warn at -5% is outside 0..100%", "0:5:13", "-5 %",
+         "warn at is a share of the limit, such as 'warn at 80%'"),
+    Case("unknown hosting", ("package t\nmodel m provider \"p\" hosting onprem\n",),
+         "unknown-hosting", "model 'm' has unknown hosting 'onprem'", "0:2:30", "onprem",
+         "hosting is internal or external"),
+    Case("misspelt hosting", ("package t\nmodel m\n    hosting internl\n",),
+         "unknown-hosting", "model 'm' has unknown hosting 'internl'", "0:3:13", "internl", "did you mean 'internal'?"),
     Case("limit of zero", ('package t\nbudget b for workflow "w" limit 0 USD per day\n',),
          "limit-range", "limit 0 USD per day is not positive", "0:2:27", "limit 0 USD per day",
          "a limit of zero or less denies every request; use a deny rule for that"),
@@ -276,7 +288,7 @@ def test_checks_the_parser_already_enforces_hold_for_built_trees() -> None:
     built = replace(file, decls=(replace(model, hosting="onprem"), replace(budget, limits=())))
     findings = [(f.code, f.message, f.help, str(f.span)) for f in check_policy([built]).findings]
     assert findings == [
-        ("unknown-hosting", "model 'm' has unknown hosting 'onprem'", "hosting is internal or external", "f0.policy:2:7"),
+        ("unknown-hosting", "model 'm' has unknown hosting 'onprem'", "hosting is internal or external", "f0.policy:2:17"),
         ("budget-no-limit", "budget 'b' has no limit", "add a line such as 'limit 500 USD per day'", "f0.policy:3:8"),
     ]
 
@@ -566,6 +578,29 @@ def test_policyengine_check_command(tmp_path: Path, files: dict[str, str], args:
     assert run.returncode == code, run.stdout + run.stderr
     assert expected in run.stdout + run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_carets_point_at_the_value_also_when_the_parse_comes_from_the_cache(tmp_path: Path) -> None:
+    (tmp_path / "a.policy").write_text(
+        'package a\nmodel m hosting onprem\nrule r allow any to invoke model "n"\n'
+        'budget b for workflow "w" limit 5 USD per day warn at 150%\n', encoding="utf-8")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("POLICYENGINE_NO_CACHE", None)
+    outputs = []
+    for _ in range(2):  # the first run parses and writes the cache, the second reads it
+        run = subprocess.run([sys.executable, "-m", "policyengine", "check", "a.policy"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
+        outputs.append(run.stdout)
+    assert outputs[0] == outputs[1]
+    assert any((tmp_path / "cache").rglob("*.pickle"))
+    headlines = [line for line in outputs[0].splitlines() if line.startswith("a.policy:")]
+    assert [h.split(": ")[0] for h in headlines] == ["a.policy:2:17", "a.policy:3:34", "a.policy:4:55"]
+    assert "error[unknown-hosting]" in headlines[0] and "warning[undeclared-model]" in headlines[1]
+    assert "error[percentage-range]" in headlines[2]
+    lines = outputs[0].splitlines()
+    source = next(i for i, line in enumerate(lines) if line.endswith("warn at 150%"))
+    assert lines[source + 1] == " " * lines[source].index("150%") + "^^^^"  # the caret sits under 150%
 
 
 def test_policyengine_check_json_lists_the_checker_findings(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,41 @@ def test_spans_point_at_the_tokens_they_came_from() -> None:
     assert decl.principal.name is not None and decl.principal.name.span == Span("f.policy", 4, 16, 4, 23)
     assert decl.when is not None and decl.when.span == Span("f.policy", 5, 10, 5, 29)
     assert isinstance(decl.when, ast.Compare) and decl.when.right.span == Span("f.policy", 5, 27, 5, 29)
+
+
+def test_values_without_a_node_of_their_own_still_have_a_span() -> None:
+    """``warn at 150%``, ``hosting onprem`` and a rule's pattern: the checker points at them."""
+    text = ('package t\nmodel m provider "p" hosting onprem\nrule r allow any to invoke model "smal"\n'
+            'budget b\n    for workflow "w" limit 5 USD per day\n    warn at 150 %\n')
+    model, rule_, budget = parse_policy(text, "f.policy").decls
+    assert isinstance(model, ast.ModelDecl) and model.hosting_span == Span("f.policy", 2, 30, 2, 36)
+    assert isinstance(rule_, ast.RuleDecl) and rule_.pattern_span == Span("f.policy", 3, 34, 3, 40)
+    assert isinstance(budget, ast.BudgetDecl) and budget.warn_at_span == Span("f.policy", 6, 13, 6, 18)
+    assert budget.span.end_col == 18
+    bare = parse_policy("package t\nmodel m\nrule r allow any to read dataset\n"
+                        "budget b for workflow w limit 5 USD per day\n").decls
+    assert [bare[0].hosting_span, bare[1].pattern_span, bare[2].warn_at_span] == [None, None, None]  # type: ignore[union-attr]
+    # positions are not meaning: equality ignores them, so parse(fmt(x)) == parse(x) still holds
+    assert replace(budget, warn_at_span=None) == budget and "warn_at_span" not in repr(budget)
+
+
+def test_part_spans_survive_the_loaders_pickle_cache() -> None:
+    import io
+    import pickle
+
+    from policyengine import loader
+
+    tree = parse_policy('package t\nmodel m hosting x\nrule r allow any to invoke model "y"\n'
+                        'budget b for workflow w limit 5 USD per day warn at 150%\n', "f.policy")
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = loader._REDUCERS  # type: ignore[assignment]
+    pickler.dump(tree)
+    back = pickle.loads(buffer.getvalue())
+    assert back == tree
+    model, rule_, budget = back.decls
+    spans = [model.hosting_span, rule_.pattern_span, budget.warn_at_span]
+    assert spans == [Span("f.policy", 2, 17, 2, 18), Span("f.policy", 3, 34, 3, 37), Span("f.policy", 4, 53, 4, 57)]
 
 
 def test_comments_are_collected_with_their_line_and_placement() -> None:
