@@ -34,13 +34,21 @@ POLICY_SUFFIX = ".policy"
 DEFAULT_NOW = _dt.datetime(2026, 1, 15, 12, 0, tzinfo=_dt.UTC)
 
 # Top-level keys starting with ``x-`` are ignored: a place for YAML anchors (``x-base: &base``).
-_FILE_KEYS = ("policy", "now", "fixtures", "cases")
+_FILE_KEYS = ("policy", "now", "fixtures", "cases", "monitors")
 _FIXTURE_KEYS = ("principals", "resources")
 _REQUEST_KEYS = ("principal", "action", "resource", "data", "context", "approvals")
 _CASE_KEYS = ("name", "description", "request", "now", "usage", "expect", "rules", "route", "obligations", "cites")
 _PRINCIPAL_KEYS = ("fixture", "id", "type", "roles", "attrs")
 _RESOURCE_KEYS = ("fixture", "kind", "id", "attrs")
 _APPROVAL_KEYS = ("gate", "approver", "roles", "ts")
+_MONITOR_KEYS = ("name", "description", "rule", "now", "rows", "data", "reference", "current", "expect")
+_MONITOR_EXPECT_KEYS = ("breach", "value", "tolerance", "action", "error")
+# Columns of a monitor sample row (inline or in a CSV file); which apply depends on the rule's kind.
+SAMPLE_COLUMNS: tuple[str, ...] = ("group", "outcome", "label", "value", "side", "count", "at", "ago", "model")
+MONITOR_ACTIONS: tuple[str, ...] = ("alert", "escalate", "block")
+DEFAULT_TOLERANCE = 1e-9
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*$")
+_AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Fields an expected obligation may name, per kind (mirrors policyengine.decision).
 OBLIGATION_FIELDS: Mapping[str, tuple[str, ...]] = {
     "approval_required": ("gate", "role", "deadline_seconds", "on_timeout", "distinct_approver"),
@@ -121,6 +129,57 @@ class Case:
 
 
 @dataclass(frozen=True, slots=True)
+class SampleRow:
+    """One model call of a monitor case's sample data, repeated ``count`` times.
+
+    Bias rows give ``group``, ``outcome`` and optionally ``label``; drift rows
+    give ``value`` and either a ``side`` (reference or current) or a time. The
+    time is ``at``, or ``ago`` seconds before the case's ``now``; when neither is
+    given the runner places the row in the middle of the rule's window.
+    """
+
+    span: Span
+    count: int = 1
+    group: Any = None
+    outcome: Any = None
+    label: Any = None
+    value: Any = None
+    side: str | None = None
+    at: _dt.datetime | None = None
+    ago: float | None = None
+    model: str | None = None
+    given: tuple[str, ...] = ()  # the columns the row sets, to check them against the rule's kind
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorExpectation:
+    """What a bias or drift rule must conclude on the sample; ``None`` means "not checked"."""
+
+    breach: bool | None
+    check_value: bool = False
+    value: float | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    action: str | None = None
+    error: str | None = None  # a part of the message when the rule cannot be evaluated
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorCase:
+    """One bias or drift rule run by the monitor over sample model calls."""
+
+    __test__ = False
+
+    name: str
+    rule: str
+    rows: tuple[SampleRow, ...]
+    expect: MonitorExpectation
+    now: _dt.datetime
+    rule_span: Span
+    description: str | None = None
+    span: Span = field(default=Span("<unknown>", 1, 1, 1, 1), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class TestFile:
     """A parsed test file: the policy files it tests and its cases."""
 
@@ -130,6 +189,7 @@ class TestFile:
     policy_files: tuple[str, ...]
     cases: tuple[Case, ...]
     policy_span: Span
+    monitors: tuple[MonitorCase, ...] = ()
 
 
 # --- discovery ---------------------------------------------------------------------
@@ -411,23 +471,38 @@ def parse_test_file(text: str, path: str, *, base: Path) -> TestFile:
     if root is None:
         raise TestFileError(Span(path, 1, 1, 1, 1), "empty test file: expected a mapping with 'cases'")
     top = r.mapping(root, "the test file", _FILE_KEYS)
-    if "cases" not in top:
-        raise r.fail(root, "missing field 'cases' (the list of test cases)")
+    if "cases" not in top and "monitors" not in top:
+        raise r.fail(root, "missing field 'cases' (the list of test cases) or 'monitors' (bias and drift cases)")
     now = r.instant(top["now"][1], "'now'") if "now" in top else DEFAULT_NOW
     fixtures = _fixtures(r, top["fixtures"][1]) if "fixtures" in top else _Fixtures({}, {})
     policy_files, policy_span = _policy(r, top.get("policy"), base, root)
-    case_nodes = r.sequence(top["cases"][1], "'cases'")
-    if not case_nodes:
-        raise r.fail(top["cases"][1], "'cases' is empty: a test file needs at least one case")
-    cases: list[Case] = []
     names: dict[str, Span] = {}
-    for node in case_nodes:
-        case = _case(r, node, fixtures, now)
-        if case.name in names:
-            raise TestFileError(case.span, f"duplicate case name {case.name!r} (first at line {names[case.name].line})")
-        names[case.name] = case.span
-        cases.append(case)
-    return TestFile(path=path, policy_files=policy_files, cases=tuple(cases), policy_span=policy_span)
+
+    def unique(name: str, span: Span) -> None:
+        if name in names:
+            raise TestFileError(span, f"duplicate case name {name!r} (first at line {names[name].line})")
+        names[name] = span
+
+    cases: list[Case] = []
+    if "cases" in top:
+        case_nodes = r.sequence(top["cases"][1], "'cases'")
+        if not case_nodes:
+            raise r.fail(top["cases"][1], "'cases' is empty: a test file needs at least one case")
+        for node in case_nodes:
+            case = _case(r, node, fixtures, now)
+            unique(case.name, case.span)
+            cases.append(case)
+    monitors: list[MonitorCase] = []
+    if "monitors" in top:
+        monitor_nodes = r.sequence(top["monitors"][1], "'monitors'")
+        if not monitor_nodes:
+            raise r.fail(top["monitors"][1], "'monitors' is empty: leave it out or give at least one case")
+        for node in monitor_nodes:
+            monitor = _monitor_case(r, node, now, base)
+            unique(monitor.name, monitor.span)
+            monitors.append(monitor)
+    return TestFile(path=path, policy_files=policy_files, cases=tuple(cases), policy_span=policy_span,
+                    monitors=tuple(monitors))
 
 
 def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node) -> tuple[tuple[str, ...], Span]:
@@ -657,3 +732,191 @@ def _obligation(r: _Reader, node: Node) -> ExpectedObligation:
             raise r.fail(key_node, f"unknown field {key!r} for {kind} (expected one of: {', '.join(OBLIGATION_FIELDS[kind])})")
         fields[key] = r.plain(value)
     return ExpectedObligation(kind, tuple(sorted(fields.items())), r.span(node))
+
+
+# --- monitor cases (bias and drift rules) ---------------------------------------------------------
+
+
+def _monitor_case(r: _Reader, node: Node, file_now: _dt.datetime, base: Path) -> MonitorCase:
+    m = r.mapping(node, "a monitor case", _MONITOR_KEYS)
+    if "name" not in m:
+        raise r.fail(node, "a monitor case needs a 'name'")
+    name = r.string(m["name"][1], "'name'")
+    if "rule" not in m:
+        raise r.fail(node, f"monitor case {name!r} needs a 'rule' (the id of a bias or drift rule)")
+    if "expect" not in m:
+        raise r.fail(node, f"monitor case {name!r} needs 'expect' (for example 'expect: {{breach: true}}')")
+    rows: list[SampleRow] = []
+    if "rows" in m:
+        rows.extend(_sample_row(r, n) for n in r.sequence(m["rows"][1], "'rows'"))
+    for side in ("reference", "current"):
+        if side in m:
+            for item in r.sequence(m[side][1], f"'{side}'"):
+                value = _sample_scalar(r, item, f"each value of '{side}'")
+                rows.append(SampleRow(r.span(item), value=value, side=side, given=("value", "side")))
+    if "data" in m:
+        rows.extend(_sample_csv(r, m["data"][1], base))
+    if not rows:
+        raise r.fail(node, f"monitor case {name!r} has no sample data: give 'rows', 'data: FILE.csv', "
+                           "or 'reference' and 'current' values")
+    return MonitorCase(
+        name=name,
+        rule=r.string(m["rule"][1], "'rule'"),
+        rows=tuple(rows),
+        expect=_monitor_expectation(r, m["expect"][1], name),
+        now=r.instant(m["now"][1], "'now'") if "now" in m else file_now,
+        rule_span=r.span(m["rule"][1]),
+        description=r.string(m["description"][1], "'description'") if "description" in m else None,
+        span=r.span(node),
+    )
+
+
+def _sample_scalar(r: _Reader, node: Node, what: str) -> Any:
+    value = r.plain(node) if isinstance(node, ScalarNode) else None
+    if value is None or isinstance(value, (dict, list)) or value == "":
+        raise r.fail(node, f"{what} must be a number or a word, got {_show(node, value)}")
+    return value
+
+
+def _sample_row(r: _Reader, node: Node) -> SampleRow:
+    m = r.mapping(node, "a sample row", SAMPLE_COLUMNS)
+    fields: dict[str, Any] = {}
+    for key, (_, value_node) in m.items():
+        if key == "count":
+            fields[key] = _count(r.plain(value_node), lambda msg, n=value_node: r.fail(n, msg))
+        elif key == "at":
+            fields[key] = r.instant(value_node, "'at'")
+        elif key == "ago":
+            fields[key] = _ago(r.plain(value_node), lambda msg, n=value_node: r.fail(n, msg))
+        elif key == "side":
+            fields[key] = _side(r.plain(value_node), lambda msg, n=value_node: r.fail(n, msg))
+        elif key == "model":
+            fields[key] = r.string(value_node, "'model'")
+        else:
+            fields[key] = _sample_scalar(r, value_node, f"'{key}'")
+    return _checked_row(SampleRow(r.span(node), given=tuple(m), **fields), lambda msg: r.fail(node, msg))
+
+
+def _checked_row(row: SampleRow, fail: Any) -> SampleRow:
+    if row.at is not None and row.ago is not None:
+        raise fail("give a row's time as 'at' or as 'ago', not both")
+    return row
+
+
+def _count(value: Any, fail: Any) -> int:
+    if isinstance(value, str) and value.strip().replace("_", "").isdigit():
+        value = int(value.strip().replace("_", ""))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise fail(f"'count' must be a whole number of 1 or more, got {value!r}")
+    return value
+
+
+def _ago(value: Any, fail: Any) -> float:
+    match = _AGO.match(str(value)) if isinstance(value, str) else None
+    if match is None:
+        raise fail(f"'ago' must be a length of time such as '29 days' or '36h', got {value!r}")
+    return float(match.group(1)) * _AGO_UNITS[match.group(2)[0]]
+
+
+def _side(value: Any, fail: Any) -> str:
+    if value not in ("reference", "current"):
+        raise fail(f"'side' must be 'reference' or 'current', got {value!r}")
+    return str(value)
+
+
+def _sample_csv(r: _Reader, node: Node, base: Path) -> list[SampleRow]:
+    """Rows of a CSV file beside the test file; a mistake is reported at the CSV's ``file:line``."""
+    import csv
+
+    name = r.string(node, "'data'")
+    target = base / name
+    shown = _display(str(target))
+    try:
+        with target.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise TestFileError(Span(shown, 1, 1, 1, 1), "empty CSV file: expected a header line and rows")
+            columns = [h.strip() for h in header]
+            for col in columns:
+                if col not in SAMPLE_COLUMNS:
+                    raise TestFileError(Span(shown, 1, 1, 1, 1),
+                                        f"unknown column {col!r} (expected some of: {', '.join(SAMPLE_COLUMNS)})")
+            rows: list[SampleRow] = []
+            for cells in reader:
+                line = reader.line_num
+                span = Span(shown, line, 1, line, 1)
+                if not any(c.strip() for c in cells):
+                    continue
+                if len(cells) != len(columns):
+                    raise TestFileError(span, f"expected {len(columns)} fields ({', '.join(columns)}), got {len(cells)}")
+                rows.append(_csv_row(dict(zip(columns, (c.strip() for c in cells))), span))
+    except FileNotFoundError:
+        raise r.fail(node, f"sample data file {name!r} does not exist (relative to {base})") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise r.fail(node, f"cannot read sample data file {name!r}: {exc}") from None
+    if not rows:
+        raise TestFileError(Span(shown, 1, 1, 1, 1), "the CSV file has a header but no rows")
+    return rows
+
+
+def _csv_row(cells: dict[str, str], span: Span) -> SampleRow:
+    def fail(message: str) -> TestFileError:
+        return TestFileError(span, message)
+
+    fields: dict[str, Any] = {}
+    for key, text in cells.items():
+        if text == "":
+            continue
+        if key == "count":
+            fields[key] = _count(text, fail)
+        elif key == "at":
+            try:
+                when = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise fail(f"'at' must be a date-time such as 2026-01-15T12:00:00Z, got {text!r}") from None
+            fields[key] = when if when.tzinfo else when.replace(tzinfo=_dt.UTC)
+        elif key == "ago":
+            fields[key] = _ago(text, fail)
+        elif key == "side":
+            fields[key] = _side(text, fail)
+        elif key == "value":
+            try:
+                fields[key] = float(text)
+            except ValueError:
+                fields[key] = text
+        else:
+            fields[key] = text
+    return _checked_row(SampleRow(span, given=tuple(fields), **fields), fail)
+
+
+def _monitor_expectation(r: _Reader, node: Node, name: str) -> MonitorExpectation:
+    m = r.mapping(node, f"'expect' of monitor case {name!r}", _MONITOR_EXPECT_KEYS)
+    breach = None
+    if "breach" in m:
+        breach = r.plain(m["breach"][1])
+        if not isinstance(breach, bool):
+            raise r.fail(m["breach"][1], f"'breach' must be true or false, got {_show(m['breach'][1], breach)}")
+    error = r.string(m["error"][1], "'error'") if "error" in m else None
+    if breach is None and error is None:
+        raise r.fail(node, f"monitor case {name!r}: 'expect' needs 'breach: true|false' (or 'error')")
+    if breach is not None and error is not None:
+        raise r.fail(m["error"][0], f"monitor case {name!r}: expect a 'breach' or an 'error', not both")
+    check_value, value = "value" in m, None
+    if check_value:
+        node_v = m["value"][1]
+        if not (isinstance(node_v, ScalarNode) and r.plain(node_v) is None):
+            value = r.number(node_v, "'value'")
+    tolerance = DEFAULT_TOLERANCE
+    if "tolerance" in m:
+        tolerance = r.number(m["tolerance"][1], "'tolerance'")
+        if tolerance < 0:
+            raise r.fail(m["tolerance"][1], "'tolerance' must be 0 or more")
+        if not check_value:
+            raise r.fail(m["tolerance"][0], "'tolerance' applies to an expected 'value'; give one")
+    action = None
+    if "action" in m:
+        action = r.string(m["action"][1], "'action'")
+        if action not in MONITOR_ACTIONS:
+            raise r.fail(m["action"][1], f"unknown action {action!r}: expected {', '.join(MONITOR_ACTIONS)}")
+    return MonitorExpectation(breach, check_value, value, tolerance, action, error)

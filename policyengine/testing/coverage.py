@@ -1,6 +1,6 @@
 """Which declarations and which ``when`` clauses no policy test exercised.
 
-A declaration (rule, residency, budget, escalation gate, route) is *exercised*
+A declaration (rule, residency, budget, escalation gate, route, bias, drift) is *exercised*
 when it took part in at least one tested decision: it is named by a reason or an
 obligation of the decision, or (a route) it chose the candidates of a routed
 request. A ``when``/``unless`` clause — each single comparison inside the
@@ -9,8 +9,9 @@ at least one tested request that reached its declaration (for a rule: the
 principal, action, kind and resource id matched). Clauses are compiled with the
 engine's own ``compile_expr``, so "held" means exactly what the engine means.
 
-Bias and drift monitors are evaluated over the audit trail, not per request, so
-they are not part of policy-test coverage.
+A ``bias`` or ``drift`` rule is judged over the audit trail, not per request: it
+is exercised when a monitor case of a test file ran it (the runner tells the
+collector through ``monitored``). Those rules have no ``when`` clauses.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _KINDS: Mapping[type, str] = {
     ast.BudgetDecl: "budget",
     ast.EscalateDecl: "escalate",
     ast.RouteDecl: "route",
+    ast.BiasDecl: "bias",
+    ast.DriftDecl: "drift",
 }
 
 
@@ -220,6 +223,13 @@ class CoverageCollector:
             tracker = self._trackers[id(policy.compiled)] = _Tracker(policy)
         tracker.observe(request, decision)
 
+    def monitored(self, policy: Any, rule_id: str) -> None:
+        """A monitor case judged bias or drift rule ``rule_id`` of ``policy``."""
+        tracker = self._trackers.get(id(policy.compiled))
+        if tracker is None:
+            tracker = self._trackers[id(policy.compiled)] = _Tracker(policy)
+        tracker.hit_decls.add(rule_id)
+
     def report(self, also_files: Sequence[str] = ()) -> CoverageReport:
         """Coverage over every policy file a test loaded plus ``also_files`` (tested or not)."""
         files: dict[str, ast.PolicyFile] = {}
@@ -246,5 +256,5 @@ class CoverageCollector:
 
 
 def _scoped(ps: Any) -> Iterator[Any]:
-    for items in (ps.rules, ps.residencies, ps.budgets, ps.escalations, ps.routes):
+    for items in (ps.rules, ps.residencies, ps.budgets, ps.escalations, ps.routes, ps.biases, ps.drifts):
         yield from items

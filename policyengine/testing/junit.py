@@ -1,6 +1,7 @@
 """JUnit XML for CI systems (GitHub, GitLab, Jenkins, Azure all read this shape).
 
-One ``<testsuite>`` per test file, one ``<testcase>`` per case; a failed case
+One ``<testsuite>`` per test file, one ``<testcase>`` per case (request and
+monitor cases alike); a failed case
 carries a ``<failure>`` with the mismatches and the decision's explanation, and a
 test file that could not be run is one ``<testcase>`` with an ``<error>``. The
 counts are those of the text summary: ``tests - failures - errors`` is the
@@ -14,6 +15,7 @@ import socket
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
+from .monitors import MonitorCaseResult, sample_text
 from .runner import CaseResult, FileError, RunReport, request_text
 
 
@@ -22,7 +24,9 @@ def _classname(path: str) -> str:
     return stem.replace("\\", "/").strip("./").replace("/", ".")
 
 
-def _failure_text(result: CaseResult) -> str:
+def _failure_text(result: CaseResult | MonitorCaseResult) -> str:
+    if isinstance(result, MonitorCaseResult):
+        return "\n".join([*result.mismatches, "sample:", sample_text(result.case), "explanation:", result.explanation])
     return "\n".join(
         [
             *result.mismatches,
@@ -36,7 +40,7 @@ def _failure_text(result: CaseResult) -> str:
 
 def to_junit(report: RunReport, *, name: str = "policyengine") -> ET.Element:
     """The report as a ``<testsuites>`` element."""
-    by_file: dict[str, list[CaseResult]] = defaultdict(list)
+    by_file: dict[str, list[CaseResult | MonitorCaseResult]] = defaultdict(list)
     for result in report.results:
         by_file[result.file].append(result)
     errors_by_file: dict[str, list[FileError]] = defaultdict(list)

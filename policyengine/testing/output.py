@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .coverage import CoverageReport
+from .monitors import MonitorCaseResult, sample_text
 from .mutations import MutationReport
 from .runner import CaseResult, RunReport, deciding_rules, request_text
 
@@ -28,7 +29,33 @@ def _indent(text: str, pad: str = "  ") -> str:
     return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
-def render_failure(r: CaseResult, *, header: bool = True) -> str:
+def render_monitor_failure(r: MonitorCaseResult, *, header: bool = True) -> str:
+    exp = r.case.expect
+    want = [f"breach {str(exp.breach).lower()}" if exp.error is None else f"error containing {exp.error!r}"]
+    if exp.check_value:
+        want.append(f"value {exp.value if exp.value is not None else 'undefined'}"
+                    + (f" ± {exp.tolerance:g}" if exp.value is not None else ""))
+    if exp.action is not None:
+        want.append(f"action {exp.action}")
+    res = r.result
+    got = [f"breach {str(res.breach).lower()}" if res.error is None else f"error {res.error!r}",
+           f"value {res.value if res.value is not None else 'undefined'}", f"action {res.action}"]
+    lines = [
+        *([_rule(r.nodeid, "_")] if header else []),
+        *(f"{r.file}:{r.case.span.line}: {m}" for m in r.mismatches),
+        f"sample ({len(r.case.rows)} row(s), {sum(row.count for row in r.case.rows)} model call(s)), now {r.case.now.isoformat()}:",
+        _indent(sample_text(r.case)),
+        f"expected: {', '.join(want)}",
+        f"actual:   {', '.join(got)}",
+        "explanation:",
+        _indent(r.explanation),
+    ]
+    return "\n".join(lines)
+
+
+def render_failure(r: CaseResult | MonitorCaseResult, *, header: bool = True) -> str:
+    if isinstance(r, MonitorCaseResult):
+        return render_monitor_failure(r, header=header)
     exp = r.case.expect
     want: list[str] = [exp.effect]
     got: list[str] = [str(r.decision.get("effect"))]
@@ -77,11 +104,14 @@ def render_coverage(cov: CoverageReport) -> str:
 def render_report(report: RunReport, *, verbose: bool = False, fail_under: float | None = None,
                   fail_under_clauses: float | None = None, mutations: Sequence[MutationReport] = ()) -> str:
     """The whole run as text; the last line is always ``report.summary()``."""
+    monitors = sum(1 for r in report.results if isinstance(r, MonitorCaseResult))
     head = f"policyengine test: {len(report.files)} test file(s), {len(report.results)} case(s)"
+    if monitors:
+        head += f" ({monitors} of bias/drift monitors)"
     if report.deselected:
         head += f", {report.deselected} deselected by -k"
     out = [head]
-    by_file: dict[str, list[CaseResult]] = defaultdict(list)
+    by_file: dict[str, list[CaseResult | MonitorCaseResult]] = defaultdict(list)
     for r in report.results:
         by_file[r.file].append(r)
     errors = {e.file for e in report.errors}

@@ -76,6 +76,10 @@ class PolicyTestFile(pytest.File):
             item = PolicyCase.from_parent(self, name=case.name)
             item.setup_case(test_file, case, policy, ledger)
             yield item
+        for monitor in test_file.monitors:
+            item = PolicyCase.from_parent(self, name=monitor.name)
+            item.setup_case(test_file, monitor, policy, ledger)
+            yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, PolicyTestError):
@@ -90,16 +94,20 @@ class PolicyCaseFailed(Exception):
 
 
 class PolicyCase(pytest.Item):
-    """One case: decided by the engine, compared with what the test file expects."""
+    """One case: decided by the engine (or, for a monitor case, judged by the monitor), compared with what the test file expects."""
 
     def setup_case(self, test_file: Any, case: Any, policy: Any, ledger: Any) -> None:
         self._test_file, self._case, self._policy, self._ledger = test_file, case, policy, ledger
         self.add_marker("policy")
 
     def runtest(self) -> None:
-        from .runner import run_case
+        from .cases import MonitorCase
+        from .runner import run_case, run_monitor
 
-        result = run_case(self._test_file, self._case, self._policy, self._ledger)
+        if isinstance(self._case, MonitorCase):
+            result = run_monitor(self._test_file, self._case, self._policy)
+        else:
+            result = run_case(self._test_file, self._case, self._policy, self._ledger)
         if not result.passed:
             raise PolicyCaseFailed(result)
 

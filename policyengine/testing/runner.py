@@ -24,6 +24,7 @@ from ..diagnostics import PolicyError, Span
 from .cases import (
     Case,
     ExpectedObligation,
+    MonitorCase,
     TestFile,
     TestFileError,
     discover,
@@ -75,7 +76,7 @@ class RunReport:
     """Everything one ``policyengine test`` run found."""
 
     files: tuple[str, ...]
-    results: tuple[CaseResult, ...]
+    results: tuple[Any, ...]  # CaseResult, and MonitorCaseResult for bias and drift cases
     errors: tuple[FileError, ...]
     deselected: int = 0
     coverage: CoverageReport | None = None  # when coverage was requested
@@ -150,7 +151,7 @@ def run_paths(
     *whether* the tests pass, such as the mutation tests.
     """
     files = discover(paths)
-    results: list[CaseResult] = []
+    results: list[Any] = []
     errors: list[FileError] = []
     deselected = 0
     for path in files:
@@ -166,7 +167,7 @@ def run_paths(
 def run_file(
     path: str | Path, *, keyword: str | None = None, observer: Observer | None = None,
     explain: bool = True, fail_fast: bool = False,
-) -> tuple[list[CaseResult], list[FileError], int]:
+) -> tuple[list[Any], list[FileError], int]:
     """Run one test file: (results, errors, number of cases ``keyword`` left out)."""
     try:
         test_file = load_test_file(path)
@@ -176,7 +177,8 @@ def run_file(
         return [], [FileError(exc.span.file, exc.span.line, exc.message)], 0
     except _LoadFailed as exc:
         return [], [exc.error], 0
-    results, deselected = [], 0
+    results: list[Any] = []
+    deselected = 0
     for case in test_file.cases:
         if not matches_keyword(f"{test_file.path}::{case.name}", keyword):
             deselected += 1
@@ -184,8 +186,27 @@ def run_file(
         result = run_case(test_file, case, policy, ledger, observer, explain=explain)
         results.append(result)
         if fail_fast and not result.passed:
+            return results, [], deselected
+    for monitor in test_file.monitors:
+        if not matches_keyword(f"{test_file.path}::{monitor.name}", keyword):
+            deselected += 1
+            continue
+        got = run_monitor(test_file, monitor, policy, observer)
+        results.append(got)
+        if fail_fast and not got.passed:
             break
     return results, [], deselected
+
+
+def run_monitor(test_file: TestFile, case: MonitorCase, policy: Any, observer: Observer | None = None) -> Any:
+    """Run one monitor case (``policyengine.testing.monitors``) and tell coverage which rule it judged."""
+    from .monitors import run_monitor_case  # imported late: DuckDB only when a file has monitor cases
+
+    result = run_monitor_case(test_file, case, policy)
+    mark = getattr(observer, "monitored", None)
+    if mark is not None:
+        mark(policy, case.rule)
+    return result
 
 
 class _LoadFailed(Exception):
@@ -251,6 +272,11 @@ def _validate(test_file: TestFile, policy: Any) -> None:
             raise TestFileError(case.span, f"case {case.name!r}: 'route' names unknown model {exp.route!r}")
         for usage in case.usage:
             resolve_usage_target(usage.target, policy, usage.span)
+    if test_file.monitors:
+        from .monitors import validate_monitor_case
+
+        for monitor in test_file.monitors:
+            validate_monitor_case(monitor, policy, _hint)
 
 
 def _hint(name: str, ids: Iterable[str]) -> str:
