@@ -1,8 +1,9 @@
 """Every single mutation of the rule files in rules/ makes the policy tests fail.
 
 Each mutant (see ``policyengine.testing.mutations``) flips one ``allow``/``deny``,
-doubles or halves one threshold, or moves one comparison boundary, in a copy of
-``rules/``; the policy tests of that copy are then run in-process. A mutant the
+doubles or halves one threshold (of a request rule, or of a bias/drift monitor's
+threshold, window, baseline or min samples), moves one comparison boundary, or
+swaps two neighbours of a route's ``prefer`` list, in a copy of ``rules/``; the policy tests of that copy are then run in-process. A mutant the
 tests do not notice is a hole in the tests: strengthen the ``*_test.yaml``
 files, do not add it to ``EQUIVALENT``. Only mutants that no request can tell
 apart from the original belong there, each with the reason.
@@ -19,11 +20,19 @@ from policyengine.testing.mutations import mutants, run_mutations
 
 RULES = data_path("rules")
 
-# (file relative to rules/, declaration, original -> replacement): why no request can notice it.
-# Empty: every mutant of rules/ is caught. (The DESIGN sample's approve_payment amount
+# (file relative to rules/, declaration, original -> replacement): why no test can notice it.
+# Every other mutant of rules/ is caught. (The DESIGN sample's approve_payment amount
 # threshold was unobservable on its own; finance/invoices.policy allows approve_payment,
 # and its tests, run against all of rules/, now pin it down.)
-EQUIVALENT: dict[tuple[str, str, str], str] = {}
+_PSI_BOUNDARY = (
+    "PSI is a sum of (cur% - ref%) * ln(cur% / ref%) terms over the bins: no sample gives a PSI "
+    "equal to the decimal threshold bit for bit, so `<` and `<=` decide every sample alike. "
+    "(KS, a difference of two fractions, can: tickets_test.yaml pins its boundary.)"
+)
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("design_sample.policy", "drift classifier_confidence", "< -> <="): _PSI_BOUNDARY,
+    ("fraud/routing.policy", "drift score_confidence", "< -> <="): _PSI_BOUNDARY,
+}
 
 
 def _all_mutants() -> list:
@@ -61,6 +70,10 @@ def test_there_are_mutants_of_every_kind() -> None:
     assert any(label in ("deny -> allow",) for label in labels)
     assert any(label in ("<= -> <", "< -> <=", "> -> >=", ">= -> >") for label in labels)
     assert sum(1 for m in _all_mutants() if m.original[0].isdigit()) >= 10
+    monitors = {m.decl.split()[0] for m in _all_mutants() if m.original[0].isdigit()}
+    assert {"bias", "drift"} <= monitors  # thresholds, windows, baselines and min samples of monitors
+    swaps = [m for m in _all_mutants() if m.decl == "route second_opinion"]
+    assert [f"{m.original} -> {m.replacement}" for m in swaps] == ["fraud_deep, frontier_llm -> frontier_llm, fraud_deep"]
 
 
 def test_every_mutant_is_caught(survivors: list) -> None:
@@ -87,6 +100,14 @@ def test_equivalent_list_is_not_stale(survivors: list) -> None:
         ('model m\n    cost 2 USD per 1M tokens latency 40 ms\n', []),
         ("escalate g\n    when context.x <= 0.5 # not 7\n    to role r\n    within 4h else deny\n",
          ["<= -> <", "0.5 -> 1.0", "0.5 -> 0.25", "4 -> 8", "4 -> 2", "deny -> allow"]),
+        ('bias b\n    for model m\n    metric disparate_impact of outcome == "x" by subject.g\n'
+         "    threshold >= 0.8\n    window 30 days\n    min samples 100\n    on breach alert\n",
+         [">= -> >", "0.8 -> 1.6", "0.8 -> 0.4", "30 -> 60", "30 -> 15", "100 -> 200", "100 -> 50"]),
+        ("drift d\n    for model m\n    metric ks of output.confidence\n    baseline previous 14 days\n"
+         "    threshold < 0.15\n    on breach block\n",
+         ["14 -> 28", "14 -> 7", "< -> <=", "0.15 -> 0.3", "0.15 -> 0.075"]),
+        ('route r\n    when context.task == "t"\n    prefer a, b, c  # 1, 2\n',
+         ["a, b -> b, a", "b, c -> c, b"]),
     ],
 )
 def test_mutant_generation(source: str, expected: list[str]) -> None:

@@ -3,16 +3,19 @@
 A policy test suite is only as good as the changes it catches. Each mutant
 changes one thing a reviewer could easily miss in a diff: an ``allow`` turned
 into ``deny`` (or back), an escalation's ``else deny`` into ``else allow``, a
-numeric threshold doubled or halved, or a comparison's boundary moved (``<=``
-to ``<``, ``>`` to ``>=``). Running the tests against every mutant and seeing
-each one fail is evidence that the tests pin down the policy's meaning.
+numeric threshold doubled or halved, a comparison's boundary moved (``<=``
+to ``<``, ``>`` to ``>=``), or two neighbours of a route's ``prefer`` list
+swapped. Running the tests against every mutant and seeing each one fail is
+evidence that the tests pin down the policy's meaning.
 
 Mutants are made on the source text with a small tokenizer (strings and
 comments are skipped), so every mutant differs from the original in exactly one
-token. Thresholds are the numbers in ``when``/``unless`` conditions, ``const``
-values, budget ``limit``/``warn at`` and escalation ``within``; numbers of the
-model registry and of bias/drift monitors are left alone (they are not decided
-per request).
+token (a ``prefer`` swap: in the order of two). Thresholds are the numbers in
+``when``/``unless`` conditions, ``const`` values, budget ``limit``/``warn at``,
+escalation ``within``, and a bias or drift monitor's ``threshold`` (number and
+boundary), ``window``, ``min samples`` and ``baseline``; those monitors are
+caught by the monitor cases of the test files. Numbers of the model registry
+are left alone.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ _DECL_WORDS = frozenset({
     "package", "owner", "cite", "import",
 })
 _BOUNDARY = {"<=": "<", "<": "<=", ">=": ">", ">": ">="}
+_MONITOR_DECLS = frozenset({"bias", "drift"})
+# Clauses of a bias/drift monitor whose numbers decide a breach (``min samples``, ``baseline previous``).
+_MONITOR_CLAUSES = frozenset({"threshold", "window", "min", "baseline"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,8 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
             effect_done, clause = False, ""
             continue
         if tok.kind == "word" and tok.text in ("when", "unless", "limit", "warn", "within", "require", "to",
-                                                "for", "because", "cite", "prefer", "on", "metric", "threshold"):
+                                                "for", "because", "cite", "prefer", "on", "metric", "threshold",
+                                                "window", "min", "baseline"):
             clause = tok.text
         where = f"{decl_kind} {decl_name}"
 
@@ -113,7 +120,15 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
             new_text = text[: tok.start] + replacement + text[tok.start + len(tok.text):]
             return Mutant(file, tok.line, tok.col, tok.text, replacement, where, new_text)
 
-        if decl_kind == "rule" and tok.kind == "word" and tok.text in ("allow", "deny") and not effect_done:
+        if decl_kind == "route" and tok.kind == "word" and tok.text == "prefer":
+            yield from _prefer_swaps(file, text, toks, i, where)
+        elif decl_kind in _MONITOR_DECLS:
+            if tok.kind == "number" and clause in _MONITOR_CLAUSES:
+                for replacement in _scaled(tok.text):
+                    yield make(replacement)
+            elif tok.kind == "op" and tok.text in _BOUNDARY and clause == "threshold":
+                yield make(_BOUNDARY[tok.text])
+        elif decl_kind == "rule" and tok.kind == "word" and tok.text in ("allow", "deny") and not effect_done:
             effect_done = True
             yield make("deny" if tok.text == "allow" else "allow")
         elif decl_kind == "escalate" and tok.kind == "word" and tok.text in ("allow", "deny") and i and toks[i - 1].text == "else":
@@ -127,6 +142,24 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
                 yield make(replacement)
         elif tok.kind == "op" and tok.text in _BOUNDARY and decl_kind in ("rule", "residency", "escalate", "route"):
             yield make(_BOUNDARY[tok.text])
+
+
+def _prefer_swaps(file: str, text: str, toks: list[_Tok], i: int, where: str) -> Iterator[Mutant]:
+    """Each pair of neighbours of the ``prefer`` list at ``toks[i]`` swapped (the list is an order)."""
+    names: list[_Tok] = []
+    j = i + 1
+    while j < len(toks) and toks[j].kind == "word" and toks[j].line == toks[i].line:
+        names.append(toks[j])
+        if j + 1 < len(toks) and toks[j + 1].text == "," and toks[j + 1].line == toks[i].line:
+            j += 2
+        else:
+            break
+    for a, b in zip(names, names[1:]):
+        end = b.start + len(b.text)
+        original = text[a.start:end]
+        replacement = b.text + text[a.start + len(a.text):b.start] + a.text
+        new_text = text[: a.start] + replacement + text[end:]
+        yield Mutant(file, a.line, a.col, original, replacement, where, new_text)
 
 
 @dataclass(frozen=True)
