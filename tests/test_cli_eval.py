@@ -227,7 +227,8 @@ def test_errors_in_a_multi_line_array_name_the_element(rules):
 
 def test_help_documents_the_options():
     result = run("eval", "--help")
-    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key", "--directory"):
+    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key", "--directory",
+                   "--mask"):
         assert option in result.stdout
 
 
@@ -425,3 +426,73 @@ def test_bad_directory_is_one_clear_line(rules, tmp_path, case, text, message):
     assert result.returncode == 1 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {path}") and message in line
+
+
+
+MASK = "drop:\n  - /request/principal/attrs/email\nhash:\n  - /request/principal/id\n  - /request/data/ssn\n"
+
+
+def test_mask_keeps_masked_fields_out_of_the_audit_log(rules, tmp_path, key):
+    (tmp_path / "mask.yaml").write_text(MASK)
+    db = tmp_path / "a.duckdb"
+    secret = request(data={"ssn": "078-05-1120", "purpose": "refund"})
+    secret["principal"]["attrs"] = {"email": "pat@example.com", "dept": "ap"}
+    lines = "\n".join([json.dumps(secret), json.dumps(request(roles=[]))]) + "\n"
+    result = run("eval", "--rules", str(rules), "--audit", str(db), "--key", str(key),
+                 "--mask", str(tmp_path / "mask.yaml"), stdin=lines)
+    assert result.returncode == 0, result.stderr
+    assert [d["effect"] for d in decisions(result.stdout)] == ["allow", "deny"]  # masking never changes decisions
+    rows = _audit_rows(db)
+    raw = db.read_bytes()
+    for needle in ("078-05-1120", "pat@example.com"):
+        assert all(needle not in r[2] for r in rows)
+        assert needle.encode() not in raw
+    first = json.loads(rows[0][2])
+    assert "email" not in first["request"]["principal"]["attrs"]
+    assert first["request"]["principal"]["attrs"]["dept"] == "ap"
+    assert first["request"]["data"]["ssn"].startswith("sha256:")
+    assert first["request"]["data"]["purpose"] == "refund"
+    assert first["request"]["principal"]["id"].startswith("sha256:")
+    assert first["_masked"] == {"drop": ["/request/principal/attrs/email"],
+                                "hash": ["/request/data/ssn", "/request/principal/id"]}
+    assert [r[1] for r in rows] == [first["request"]["principal"]["id"]] * 2  # the actor column is hashed too
+    verify = run("audit", "verify", "--db", str(db), "--pubkey", str(key) + ".pub.pem")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+BAD_MASKS = [
+    # case, file text (None: no file), message fragment
+    ("missing", None, "cannot read masking config"),
+    ("not YAML", "drop: [\n", "not valid YAML"),
+    ("unknown key", "remove: [/a]\n", "expected a mapping with keys drop, hash, salt_env"),
+    ("not a pointer", "drop: [request/data]\n", "must start with '/'"),
+]
+
+
+@pytest.mark.parametrize("case,text,message", BAD_MASKS, ids=[b[0] for b in BAD_MASKS])
+def test_bad_mask_file_is_one_clear_line(rules, tmp_path, key, case, text, message):
+    path = tmp_path / "mask.yaml"
+    if text is not None:
+        path.write_text(text)
+    db = tmp_path / "a.duckdb"
+    result = run("eval", "--rules", str(rules), "--audit", str(db), "--key", str(key), "--mask", str(path),
+                 stdin=json.dumps(request()))
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {path}") and message in line
+    assert not db.exists()  # nothing was written unmasked
+
+
+def test_mask_without_audit_is_a_usage_error(rules, tmp_path):
+    (tmp_path / "mask.yaml").write_text(MASK)
+    result = run("eval", "--rules", str(rules), "--mask", str(tmp_path / "mask.yaml"), stdin=json.dumps(request()))
+    assert result.returncode == 2 and "--mask only applies with --audit" in result.stderr
+
+
+def test_malformed_ids_do_not_break_the_audit_columns(rules, tmp_path, key):
+    db = tmp_path / "a.duckdb"
+    odd = {"principal": {"id": 5}, "action": "read", "resource": {"kind": "dataset", "id": "orders/1"},
+           "context": {"workflow": ["w"]}}
+    result = run("eval", "--rules", str(rules), "--audit", str(db), "--key", str(key), stdin=json.dumps(odd))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [(r[1], json.loads(r[2])["request"]["principal"]["id"]) for r in _audit_rows(db)] == [(None, 5)]

@@ -29,18 +29,27 @@ def _as_json(value: Any) -> Any:
     return value
 
 
-def decision_event(request: Any, decision: Any, step: str | None = None) -> dict[str, Any]:
-    """Columns and payload of one ``decision`` record (pydantic models or plain dicts)."""
+def decision_event(request: Any, decision: Any, step: str | None = None, *,
+                   masking: Masking = NO_MASKING) -> dict[str, Any]:
+    """Columns and payload of one ``decision`` record (pydantic models or plain dicts).
+
+    The payload is returned unmasked (the log masks it as it writes); the
+    ``actor`` and ``workflow`` columns are read from the masked payload, so a
+    dropped ``/request/principal/id`` is no actor and a hashed one is its hash.
+    """
     req = _as_json(request)
     dec = _as_json(decision)
-    principal = req.get("principal") if isinstance(req, dict) else None
-    context = req.get("context") if isinstance(req, dict) else None
     payload: dict[str, Any] = {"request": req, "decision": dec}
     if step is not None:
         payload["step"] = step
+    shown = masking.apply(payload).get("request")
+    principal = shown.get("principal") if isinstance(shown, dict) else None
+    context = shown.get("context") if isinstance(shown, dict) else None
+    actor = principal.get("id") if isinstance(principal, dict) else None
+    workflow = context.get("workflow") if isinstance(context, dict) else None
     return {
-        "actor": principal.get("id") if isinstance(principal, dict) else None,
-        "workflow": context.get("workflow") if isinstance(context, dict) else None,
+        "actor": actor if isinstance(actor, str) else None,  # a malformed request's id may be anything
+        "workflow": workflow if isinstance(workflow, str) else None,
         "policy_hash": (dec.get("policy_hash") or None) if isinstance(dec, dict) else None,
         "payload": payload,
     }
@@ -57,7 +66,7 @@ def record_decisions(
 
         def record(request: Any, decision: Any) -> int:
             try:
-                return log.append("decision", run_id=run_id, **decision_event(request, decision))
+                return log.append("decision", run_id=run_id, **decision_event(request, decision, masking=masking))
             except AuditError:
                 if "lone surrogate" not in str(sys.exc_info()[1]):
                     raise
@@ -65,7 +74,8 @@ def record_decisions(
             # written as the text \ud800, rather than lose the decision or stop the batch.
             from ..engine import escape_surrogates
 
-            return log.append("decision", run_id=run_id, **decision_event(escape_surrogates(_as_json(request)),
-                                                                          escape_surrogates(_as_json(decision))))
+            safe = decision_event(escape_surrogates(_as_json(request)), escape_surrogates(_as_json(decision)),
+                                  masking=masking)
+            return log.append("decision", run_id=run_id, **safe)
 
         yield record

@@ -74,21 +74,34 @@ def _parse_now(value: str | None) -> datetime | None:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T12:00:00Z", param_hint="--now")
 
 
-def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None, Callable[[], None]]:
-    """Hook for ``--audit PATH --key KEYFILE``: record every decision as an audit ``decision`` event.
+def _audit_sink(audit: str | None, key: str | None,
+                mask: str | None) -> tuple[DecisionSink | None, Callable[[], None]]:
+    """Hook for ``--audit PATH --key KEYFILE [--mask FILE]``: record every decision as an audit ``decision`` event.
 
-    Uses ``policyengine.audit.record_decisions(path, key_path)`` when the audit
-    package provides it: a context manager yielding ``record(request, decision)``,
-    called once per decision in input order (``request`` is None for a line that
-    was not JSON). It should write a ``decision`` event per docs/audit-events.md.
+    Uses ``policyengine.audit.record_decisions(path, key_path, masking=...)``: a
+    context manager yielding ``record(request, decision)``, called once per
+    decision in input order (``request`` is None for a line that was not JSON).
+    It writes a ``decision`` event per docs/audit-events.md; with ``--mask`` the
+    fields ``policyengine.audit.load_masking(FILE)`` names are dropped or hashed
+    before anything is written.
     """
     if audit is None:
+        if mask is not None:
+            raise click.UsageError("--mask only applies with --audit DB --key KEYFILE")
         return None, lambda: None
     if key is None:
         raise click.UsageError("--audit needs --key KEYFILE (the Ed25519 signing key)")
     from policyengine.audit import record_decisions
 
-    manager = record_decisions(audit, key)
+    masking = {}
+    if mask is not None:
+        from policyengine.audit import AuditError, load_masking
+
+        try:
+            masking = {"masking": load_masking(mask)}
+        except AuditError as error:  # names the file and what is wrong with it
+            _fail(str(error))
+    manager = record_decisions(audit, key, **masking)
     try:
         record = manager.__enter__()
     except Exception as error:  # the audit package names the bad path or key in its own words
@@ -108,12 +121,14 @@ def _audit_sink(audit: str | None, key: str | None) -> tuple[DecisionSink | None
 @click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also record each decision in this audit database (needs --key).")
 @click.option("--key", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Signing key for --audit.")
+@click.option("--mask", metavar="FILE",
+              help="Masking config (YAML, see docs/audit.md): drop or hash these fields before --audit writes them.")
 @click.option("--directory", "directory_path", metavar="FILE",
               help="User directory (YAML, as data/directory.yaml): approvers' roles come from it, "
                    "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
 def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, now_text: str | None,
-                 audit: str | None, key: str | None, directory_path: str | None,
+                 audit: str | None, key: str | None, mask: str | None, directory_path: str | None,
                  more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
 
@@ -146,7 +161,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
-    sink, close_sink = _audit_sink(audit, key)
+    sink, close_sink = _audit_sink(audit, key, mask)
     malformed = decided = 0
     warned = directory is not None
     try:
