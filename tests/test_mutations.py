@@ -20,19 +20,12 @@ from policyengine.testing.mutations import mutants, run_mutations
 
 RULES = data_path("rules")
 
-# (file relative to rules/, declaration, original -> replacement): why no test can notice it.
-# Every other mutant of rules/ is caught. (The DESIGN sample's approve_payment amount
+# (file relative to rules/, declaration, original -> replacement): why no request can notice it.
+# Empty: every mutant of rules/ is caught. (The DESIGN sample's approve_payment amount
 # threshold was unobservable on its own; finance/invoices.policy allows approve_payment,
-# and its tests, run against all of rules/, now pin it down.)
-_PSI_BOUNDARY = (
-    "PSI is a sum of (cur% - ref%) * ln(cur% / ref%) terms over the bins: no sample gives a PSI "
-    "equal to the decimal threshold bit for bit, so `<` and `<=` decide every sample alike. "
-    "(KS, a difference of two fractions, can: tickets_test.yaml pins its boundary.)"
-)
-EQUIVALENT: dict[tuple[str, str, str], str] = {
-    ("design_sample.policy", "drift classifier_confidence", "< -> <="): _PSI_BOUNDARY,
-    ("fraud/routing.policy", "drift score_confidence", "< -> <="): _PSI_BOUNDARY,
-}
+# and its tests, run against all of rules/, now pin it down. The `<` / `<=` of a PSI
+# threshold is not generated at all: no sample makes PSI equal a decimal threshold.)
+EQUIVALENT: dict[tuple[str, str, str], str] = {}
 
 
 def _all_mutants() -> list:
@@ -106,6 +99,9 @@ def test_equivalent_list_is_not_stale(survivors: list) -> None:
         ("drift d\n    for model m\n    metric ks of output.confidence\n    baseline previous 14 days\n"
          "    threshold < 0.15\n    on breach block\n",
          ["14 -> 28", "14 -> 7", "< -> <=", "0.15 -> 0.3", "0.15 -> 0.075"]),
+        ("drift d\n    for model m\n    metric psi of output.confidence\n    baseline previous 30 days\n"
+         "    threshold < 0.2\n",
+         ["30 -> 60", "30 -> 15", "0.2 -> 0.4", "0.2 -> 0.1"]),
         ('route r\n    when context.task == "t"\n    prefer a, b, c  # 1, 2\n',
          ["a, b -> b, a", "b, c -> c, b"]),
     ],

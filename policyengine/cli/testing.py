@@ -23,7 +23,8 @@ import click
 @click.option("--fail-under-clauses", type=click.FloatRange(0, 100), metavar="PCT",
               help="Fail when when-clause coverage is below PCT percent (implies --coverage).")
 @click.option("--mutations", is_flag=True,
-              help="Also flip each allow/deny and change each threshold of the rule files in PATHS, one at a time, "
+              help="Also flip each allow/deny, change each threshold (bias/drift windows and min samples too) "
+                   "and swap each pair of route candidates in the rule files in PATHS, one at a time, "
                    "and fail if the tests miss any change.")
 @click.option("-v", "--verbose", is_flag=True, help="One line per case instead of one per file.")
 def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path | None, with_coverage: bool,
@@ -32,7 +33,8 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     """Run policy tests (*_test.yaml files) found under PATHS (default: .).
 
     Each case's request is decided by the engine and compared with its
-    expected effect, deciding rules, route and obligations. Exit 0 when every
+    expected effect, deciding rules, route and obligations; each monitor
+    case's sample calls are judged by the bias/drift monitor. Exit 0 when every
     case passes, 1 on any failure or unusable test file. See docs/policy-tests.md.
     """
     from ..testing.cases import POLICY_SUFFIX

@@ -13,7 +13,8 @@ comments are skipped), so every mutant differs from the original in exactly one
 token (a ``prefer`` swap: in the order of two). Thresholds are the numbers in
 ``when``/``unless`` conditions, ``const`` values, budget ``limit``/``warn at``,
 escalation ``within``, and a bias or drift monitor's ``threshold`` (number and
-boundary), ``window``, ``min samples`` and ``baseline``; those monitors are
+boundary, except the boundary of a PSI threshold, see ``_NO_TIES``), ``window``,
+``min samples`` and ``baseline``; those monitors are
 caught by the monitor cases of the test files. Numbers of the model registry
 are left alone.
 """
@@ -41,6 +42,10 @@ _BOUNDARY = {"<=": "<", "<": "<=", ">=": ">", ">": ">="}
 _MONITOR_DECLS = frozenset({"bias", "drift"})
 # Clauses of a bias/drift monitor whose numbers decide a breach (``min samples``, ``baseline previous``).
 _MONITOR_CLAUSES = frozenset({"threshold", "window", "min", "baseline"})
+# Metrics that never equal a decimal threshold exactly, so ``<`` and ``<=`` decide every sample
+# alike and that mutant is equivalent: PSI is a sum of (cur% - ref%) * ln(cur% / ref%) terms.
+# (KS and the bias metrics are ratios or differences of counts and can hit a threshold exactly.)
+_NO_TIES = frozenset({"psi"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +108,16 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
     toks = _tokens(text)
     decl_kind, decl_name = "", ""
     effect_done = False
+    metric = ""  # a bias/drift rule's metric (psi, ks, disparate_impact, ...)
     clause = ""  # the clause keyword the current token belongs to (when, limit, warn, within, ...)
     for i, tok in enumerate(toks):
         if tok.kind == "word" and tok.col == 1 and tok.text in _DECL_WORDS:
             decl_kind = tok.text
             decl_name = toks[i + 1].text if i + 1 < len(toks) else ""
-            effect_done, clause = False, ""
+            effect_done, clause, metric = False, "", ""
             continue
+        if tok.kind == "word" and tok.text == "metric" and i + 1 < len(toks):
+            metric = toks[i + 1].text
         if tok.kind == "word" and tok.text in ("when", "unless", "limit", "warn", "within", "require", "to",
                                                 "for", "because", "cite", "prefer", "on", "metric", "threshold",
                                                 "window", "min", "baseline"):
@@ -126,7 +134,7 @@ def mutants(file: str, text: str) -> Iterator[Mutant]:
             if tok.kind == "number" and clause in _MONITOR_CLAUSES:
                 for replacement in _scaled(tok.text):
                     yield make(replacement)
-            elif tok.kind == "op" and tok.text in _BOUNDARY and clause == "threshold":
+            elif tok.kind == "op" and tok.text in _BOUNDARY and clause == "threshold" and metric not in _NO_TIES:
                 yield make(_BOUNDARY[tok.text])
         elif decl_kind == "rule" and tok.kind == "word" and tok.text in ("allow", "deny") and not effect_done:
             effect_done = True
