@@ -138,6 +138,19 @@ def test_structural_tampering_is_named(copy: tuple[Path, SigningKey], name: str,
     assert failure is not None and (failure.kind, failure.seq) == expected, failure
 
 
+@pytest.mark.parametrize("statement", ["DELETE FROM audit_checkpoints", "DELETE FROM audit_checkpoints WHERE tree_size > 30"])
+def test_the_writer_refuses_to_sign_over_uncovered_records(copy: tuple[Path, SigningKey], statement: str) -> None:
+    """What verify calls tampering the writer must not launder by signing a new checkpoint over it."""
+    from policyengine.audit import AuditError
+
+    path, key = copy
+    sql(path, statement)
+    with pytest.raises(AuditError, match=r"records \d+\.\.60 are not covered by any signed checkpoint"):
+        AuditLog(path, key, flush_interval=0)
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and failure.kind == "unsigned"
+
+
 def test_checkpoint_resigned_by_an_unknown_key(copy: tuple[Path, SigningKey]) -> None:
     path, key = copy
     mallory = SigningKey.from_key(Ed25519PrivateKey.generate())

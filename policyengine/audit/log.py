@@ -299,6 +299,12 @@ class AuditLog:
                 )
         if signed and signed.tree_size > len(leaves):
             raise AuditError(f"{self._where}: log is truncated below its checkpoint at {signed.tree_size}")
+        covered = signed.tree_size if signed else 0
+        if covered < len(leaves):  # every batch is committed with its checkpoint: these were added or unsigned since
+            raise AuditError(
+                f"{self._where}: records {covered + 1}..{len(leaves)} are not covered by any signed checkpoint; "
+                "refusing to sign over them (run `policyengine audit verify`)"
+            )
         if signed and signed.key_id == self._key.key_id and not self._key.public.verify(signed.signature, signed.note()):
             raise AuditError(f"{self._where}: the latest checkpoint's signature is invalid; refusing to append")
         if current_key and current_key != self._key.key_id:
