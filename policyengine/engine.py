@@ -421,20 +421,26 @@ def _batch(line: int, value: Any, lines: Sequence[int] = (), *, text: str = "") 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
+def _skip_space(text: str, pos: int) -> int:
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
 def _element_lines(text: str) -> list[int]:
     """The line each element of the top-level array in ``text`` starts on (``text`` is valid JSON)."""
     decoder = json.JSONDecoder()
-    pos = _WHITESPACE.match(text).end() + 1  # past "["
-    line, counted, lines = 1, 0, []
+    pos = _skip_space(text, 0) + 1  # past "["
+    line, counted = 1, 0
+    lines: list[int] = []
     while True:
-        pos = _WHITESPACE.match(text, pos).end()
+        pos = _skip_space(text, pos)
         if text[pos] == "]":
             return lines
         line += text.count("\n", counted, pos)
         counted = pos
         lines.append(line)
         _, pos = decoder.raw_decode(text, pos)
-        pos = _WHITESPACE.match(text, pos).end()
+        pos = _skip_space(text, pos)
         if text[pos] == ",":
             pos += 1
 

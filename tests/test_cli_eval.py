@@ -262,15 +262,19 @@ def test_audit_hook_records_every_decision(rules, tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
+    from policyengine.audit import NO_MASKING, AuditError
     from policyengine.cli import main
 
     recorded: list[tuple[str, str, dict, str]] = []
 
     @contextlib.contextmanager
-    def record_decisions(path, key):
+    def record_decisions(path, key, masking):
+        assert masking is NO_MASKING
         yield lambda request, decision: recorded.append((path, key, request, decision.effect))
 
-    monkeypatch.setitem(sys.modules, "policyengine.audit", types.SimpleNamespace(record_decisions=record_decisions))
+    fake = types.SimpleNamespace(record_decisions=record_decisions, NO_MASKING=NO_MASKING, AuditError=AuditError,
+                                 load_masking=None)
+    monkeypatch.setitem(sys.modules, "policyengine.audit", fake)
     lines = "\n".join([json.dumps(request()), "{bad", json.dumps(request(roles=[]))])
     result = CliRunner().invoke(main, ["eval", "--rules", str(rules), "--audit", "a.duckdb", "--key", "k.pem"],
                                 input=lines)

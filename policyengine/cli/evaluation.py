@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 # A place each decision is also sent to (the audit log, when ``--audit`` is given).
-DecisionSink = Callable[[Any, Any], None]
+DecisionSink = Callable[[Any, Any], object]
 
 
 def _fail(message: str) -> None:
@@ -75,7 +75,7 @@ def _parse_now(value: str | None) -> datetime | None:
 
 
 def _audit_sink(audit: str | None, key: str | None,
-                mask: str | None) -> tuple[DecisionSink | None, Callable[[], None]]:
+                mask: str | None) -> tuple[DecisionSink | None, Callable[[], object]]:
     """Hook for ``--audit PATH --key KEYFILE [--mask FILE]``: record every decision as an audit ``decision`` event.
 
     Uses ``policyengine.audit.record_decisions(path, key_path, masking=...)``: a
@@ -93,15 +93,15 @@ def _audit_sink(audit: str | None, key: str | None,
         raise click.UsageError("--audit needs --key KEYFILE (the Ed25519 signing key)")
     from policyengine.audit import record_decisions
 
-    masking = {}
-    if mask is not None:
-        from policyengine.audit import AuditError, load_masking
+    from policyengine.audit import NO_MASKING, AuditError, load_masking
 
+    masking = NO_MASKING
+    if mask is not None:
         try:
-            masking = {"masking": load_masking(mask)}
+            masking = load_masking(mask)
         except AuditError as error:  # names the file and what is wrong with it
             _fail(str(error))
-    manager = record_decisions(audit, key, **masking)
+    manager = record_decisions(audit, key, masking=masking)
     try:
         record = manager.__enter__()
     except Exception as error:  # the audit package names the bad path or key in its own words
