@@ -30,8 +30,15 @@ def _values(expr: Any, c: Ctx) -> str:
         value = _path_getter(path)(c)
         if isinstance(value, frozenset):
             value = sorted(value)
-        shown.append(f"{path.dotted} = {'<missing>' if value is None else repr(value)}")
+        shown.append(f"{path.dotted} = {'<missing>' if value is None else _shown(value)}")
     return f" ({', '.join(shown)})" if shown else ""
+
+
+def _shown(value: Any) -> str:
+    try:
+        return repr(value)
+    except RecursionError:  # a request value nested past the stack (library callers have no input limit)
+        return "<nested too deeply to show>"
 
 
 def _why_not(rule: CompiledRule, c: Ctx) -> str | None:

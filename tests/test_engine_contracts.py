@@ -300,7 +300,7 @@ def _deep(depth: int) -> dict:
 
 @pytest.mark.parametrize("depth", [100, 900, 5000, 100_000])
 @pytest.mark.parametrize("field", ["data", "context", "attrs", "rows", "approvals"])
-def test_deeply_nested_requests_never_crash_evaluate(policy, depth, field):
+def test_deeply_nested_requests_never_crash_evaluate_or_explain(policy, depth, field):
     """Python dicts have no parser limit: evaluate must still decide (or deny), never raise."""
     request = {"principal": {"id": "u", "roles": ["admin"]}, "action": "write",
                "resource": {"kind": "dataset", "id": "docs/a"}, "context": {"ticket": "T-1"}}
@@ -315,6 +315,8 @@ def test_deeply_nested_requests_never_crash_evaluate(policy, depth, field):
     decision = policy.evaluate(request)
     assert decision.effect in ("allow", "deny", "escalate")
     json.loads(decision.to_json())
+    explanation = policy.explain(request)  # the trace shows the values conditions read
+    assert explanation.decision == decision and explanation.text()
 
 
 WHERE = [
