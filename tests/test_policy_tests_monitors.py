@@ -164,7 +164,7 @@ def test_the_value_is_the_offline_reports_value(tmp_path: Path) -> None:
         (FAIR.replace("rule: shop.approval_parity", "rule: shop.clerks_read"), {}, "shop_test.yaml:9",
          "'shop.clerks_read' is not a bias or drift rule"),
         (FAIR.replace("{group: south, ", "{"), {}, "shop_test.yaml:13", "a bias row needs a 'group'"),
-        (FAIR.replace("count: 8", "count: 0"), {}, "shop_test.yaml:11", "'count' must be a whole number of 1 or more"),
+        (FAIR.replace("count: 8", "count: 0"), {}, "shop_test.yaml:11", "'count' must be a whole number from 1 to 1,000,000, got 0"),
         (FAIR.replace("count: 8", "count: 8, ago: soon"), {}, "shop_test.yaml:11", "'ago' must be a length of time"),
         (FAIR.replace("count: 8", "count: 8, value: 3"), {}, "shop_test.yaml:11", "'value' is for drift rules"),
         (FAIR.replace("action: escalate", "action: shout"), {}, "shop_test.yaml:14", "unknown action 'shout'"),
@@ -183,6 +183,13 @@ def test_the_value_is_the_offline_reports_value(tmp_path: Path) -> None:
         ("  - name: d\n    rule: shop.score_shift\n    data: missing.csv\n    expect: {breach: false}\n", {},
          "shop_test.yaml:10", "sample data file 'missing.csv' does not exist"),
         (FAIR + FAIR, {}, "shop_test.yaml:15", "duplicate case name 'fair'"),
+        (FAIR.replace("count: 8", "count: 10_000_000"), {}, "shop_test.yaml:11", "from 1 to 1,000,000"),
+        (FAIR.replace("group: south", "group: .nan"), {}, "shop_test.yaml:13", "'group' must be a number or a word"),
+        (FAIR.replace("value: 0.8", "value: .nan"), {}, "shop_test.yaml:14", "'value' must be a finite number"),
+        (FAIR.replace("count: 8", "count: 8, ago: 999999999 weeks"), {}, "shop_test.yaml:8",
+         "monitor case 'fair': cannot load the sample rows"),
+        ("  - name: d\n    rule: shop.score_shift\n    data: s.csv\n    expect: {breach: false}\n",
+         {"s.csv": "value,side\n1,reference\ninf,current\n"}, "s.csv:3", "'value' must be a finite number"),
     ],
 )
 def test_bad_monitor_cases_name_file_and_line(tmp_path: Path, monitor: str, extra: dict[str, str], where: str,
@@ -248,3 +255,32 @@ def test_pytest_collects_monitor_cases(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout
     assert "2 passed" in result.stdout
+
+
+# --- no input makes the loader fail with anything but file:line -------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from policyengine.testing.cases import TestFileError, parse_test_file  # noqa: E402
+
+_MONITOR_BITS = st.sampled_from([
+    "monitors:", "  - name: m", "    rule: shop.approval_parity", "    rule: [1]", "    rows:", "    rows: 3",
+    "      - {group: a, outcome: approved}", "      - {group: [1], outcome: {x: 1}}", "      - {count: -1}",
+    "      - {count: x, ago: 3 parsecs}", "      - {at: yesterday}", "      - {value: .inf, side: up}",
+    "      - 7", "    reference: [1, 2]", "    current: {a: 1}", "    data: nope.csv", "    data: [1]",
+    "    expect: {breach: true}", "    expect: {breach: 1, value: x}", "    expect: {tolerance: -1}",
+    "    expect: {error: ''}", "    expect: [1]", "    now: never", "cases: []", "{", "]", "\t", "'",
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_MONITOR_BITS, max_size=12))
+def test_any_monitor_section_parses_or_raises_test_file_error(tmp_path_factory: pytest.TempPathFactory,
+                                                               lines: list[str]) -> None:
+    base = tmp_path_factory.getbasetemp()
+    (base / "p.policy").write_text("package p\n", encoding="utf-8")
+    try:
+        parse_test_file("\n".join(lines) + "\n", "t_test.yaml", base=base)
+    except TestFileError as exc:
+        assert str(exc).startswith("t_test.yaml:") and exc.span.line >= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,6 +48,7 @@ _MONITOR_EXPECT_KEYS = ("breach", "value", "tolerance", "action", "error")
 SAMPLE_COLUMNS: tuple[str, ...] = ("group", "outcome", "label", "value", "side", "count", "at", "ago", "model")
 MONITOR_ACTIONS: tuple[str, ...] = ("alert", "escalate", "block")
 DEFAULT_TOLERANCE = 1e-9
+MAX_COUNT = 1_000_000  # calls one sample row may stand for: samples stay small and fast
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*$")
 _AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Fields an expected obligation may name, per kind (mirrors policyengine.decision).
@@ -773,9 +775,13 @@ def _monitor_case(r: _Reader, node: Node, file_now: _dt.datetime, base: Path) ->
 
 def _sample_scalar(r: _Reader, node: Node, what: str) -> Any:
     value = r.plain(node) if isinstance(node, ScalarNode) else None
-    if value is None or isinstance(value, (dict, list)) or value == "":
+    if value is None or isinstance(value, (dict, list)) or value == "" or _not_finite(value):
         raise r.fail(node, f"{what} must be a number or a word, got {_show(node, value)}")
     return value
+
+
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _sample_row(r: _Reader, node: Node) -> SampleRow:
@@ -806,8 +812,8 @@ def _checked_row(row: SampleRow, fail: Any) -> SampleRow:
 def _count(value: Any, fail: Any) -> int:
     if isinstance(value, str) and value.strip().replace("_", "").isdigit():
         value = int(value.strip().replace("_", ""))
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise fail(f"'count' must be a whole number of 1 or more, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise fail(f"'count' must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
     return value
 
 
@@ -885,6 +891,8 @@ def _csv_row(cells: dict[str, str], span: Span) -> SampleRow:
                 fields[key] = float(text)
             except ValueError:
                 fields[key] = text
+            if _not_finite(fields[key]):
+                raise fail(f"'value' must be a finite number or a word, got {text!r}")
         else:
             fields[key] = text
     return _checked_row(SampleRow(span, given=tuple(fields), **fields), fail)
@@ -907,10 +915,12 @@ def _monitor_expectation(r: _Reader, node: Node, name: str) -> MonitorExpectatio
         node_v = m["value"][1]
         if not (isinstance(node_v, ScalarNode) and r.plain(node_v) is None):
             value = r.number(node_v, "'value'")
+            if not math.isfinite(value):
+                raise r.fail(node_v, f"'value' must be a finite number or null, got {value!r}")
     tolerance = DEFAULT_TOLERANCE
     if "tolerance" in m:
         tolerance = r.number(m["tolerance"][1], "'tolerance'")
-        if tolerance < 0:
+        if not tolerance >= 0:  # also NaN
             raise r.fail(m["tolerance"][1], "'tolerance' must be 0 or more")
         if not check_value:
             raise r.fail(m["tolerance"][0], "'tolerance' applies to an expected 'value'; give one")

@@ -138,7 +138,9 @@ def _payload(row: SampleRow, kind: str, decl: Any) -> str:
 
 def run_monitor_case(test_file: TestFile, case: MonitorCase, policy: Any) -> MonitorCaseResult:
     """Fill an in-memory audit log with the case's rows and let the monitor judge the rule."""
-    from ..reporting.db import memory
+    import duckdb
+
+    from ..reporting.db import first_line, memory
     from ..reporting.monitor import evaluate_bias, evaluate_drift
 
     start = time.perf_counter()
@@ -146,11 +148,15 @@ def run_monitor_case(test_file: TestFile, case: MonitorCase, policy: Any) -> Mon
     con = memory()
     try:
         con.execute(_sql("sample_audit_log_create"))
-        con.execute(_sql("sample_audit_log_insert"), {
-            "ts": [_when(r, case, kind, decl) for r in case.rows],
-            "payload": [_payload(r, kind, decl) for r in case.rows],
-            "n": [r.count for r in case.rows],
-        })
+        try:
+            con.execute(_sql("sample_audit_log_insert"), {
+                "ts": [_when(r, case, kind, decl) for r in case.rows],
+                "payload": [_payload(r, kind, decl) for r in case.rows],
+                "n": [r.count for r in case.rows],
+            })
+        except (duckdb.Error, OverflowError, ValueError) as exc:  # e.g. a time out of range
+            raise TestFileError(case.span, f"monitor case {case.name!r}: cannot load the sample rows "
+                                           f"({first_line(exc)})") from None
         evaluate = evaluate_bias if kind == "bias" else evaluate_drift
         result = evaluate(con, case.rule, decl, case.now)
     finally:

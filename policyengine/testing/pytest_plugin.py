@@ -116,6 +116,10 @@ class PolicyCase(pytest.Item):
             from .output import render_failure
 
             return render_failure(excinfo.value.result, header=False)
+        from .cases import TestFileError
+
+        if isinstance(excinfo.value, TestFileError):
+            return str(excinfo.value)
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:

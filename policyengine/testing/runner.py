@@ -191,7 +191,10 @@ def run_file(
         if not matches_keyword(f"{test_file.path}::{monitor.name}", keyword):
             deselected += 1
             continue
-        got = run_monitor(test_file, monitor, policy, observer)
+        try:
+            got = run_monitor(test_file, monitor, policy, observer)
+        except TestFileError as exc:  # sample rows the monitor's database cannot hold
+            return results, [FileError(exc.span.file, exc.span.line, exc.message)], deselected
         results.append(got)
         if fail_fast and not got.passed:
             break
