@@ -133,8 +133,8 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     """Decide requests against rule files; print one JSON decision per line.
 
     Exit status is 0 when every request was decided, 1 when the rule files have
-    errors or some input was malformed (those requests are still denied, with
-    the reason, in the output).
+    errors, the input holds no request, or some input was malformed (those
+    requests are still denied, with the reason, in the output).
 
     Example: policyengine eval --rules rules/ --input requests.jsonl --explain
     (also: policyengine eval --rules a.policy b.policy < request.json)
