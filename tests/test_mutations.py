@@ -93,14 +93,14 @@ def test_equivalent_list_is_not_stale(survivors: list) -> None:
         ('model m\n    cost 2 USD per 1M tokens latency 40 ms\n', []),
         ("escalate g\n    when context.x <= 0.5 # not 7\n    to role r\n    within 4h else deny\n",
          ["<= -> <", "0.5 -> 1.0", "0.5 -> 0.25", "4 -> 8", "4 -> 2", "deny -> allow"]),
-        ('bias b\n    for model m\n    metric disparate_impact of outcome == "x" by subject.g\n'
-         "    threshold >= 0.8\n    window 30 days\n    min samples 100\n    on breach alert\n",
+        (('bias b\n    for model m\n    metric disparate_impact of outcome == "x" by subject.g\n'
+          "    threshold >= 0.8\n    window 30 days\n    min samples 100\n    on breach alert\n"),
          [">= -> >", "0.8 -> 1.6", "0.8 -> 0.4", "30 -> 60", "30 -> 15", "100 -> 200", "100 -> 50"]),
-        ("drift d\n    for model m\n    metric ks of output.confidence\n    baseline previous 14 days\n"
-         "    threshold < 0.15\n    on breach block\n",
+        (("drift d\n    for model m\n    metric ks of output.confidence\n    baseline previous 14 days\n"
+          "    threshold < 0.15\n    on breach block\n"),
          ["14 -> 28", "14 -> 7", "< -> <=", "0.15 -> 0.3", "0.15 -> 0.075"]),
-        ("drift d\n    for model m\n    metric psi of output.confidence\n    baseline previous 30 days\n"
-         "    threshold < 0.2\n",
+        (("drift d\n    for model m\n    metric psi of output.confidence\n    baseline previous 30 days\n"
+          "    threshold < 0.2\n"),
          ["30 -> 60", "30 -> 15", "0.2 -> 0.4", "0.2 -> 0.1"]),
         ('route r\n    when context.task == "t"\n    prefer a, b, c  # 1, 2\n',
          ["a, b -> b, a", "b, c -> c, b"]),

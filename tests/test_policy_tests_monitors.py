@@ -10,8 +10,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policyengine.reporting.bias import bias_from_csv
+from policyengine.testing.cases import TestFileError, parse_test_file
 from policyengine.testing.coverage import CoverageCollector
 from policyengine.testing.junit import junit_xml
 from policyengine.testing.output import render_report
@@ -133,8 +136,7 @@ def test_monitor_cases_are_judged_by_the_monitor(tmp_path: Path, monitor: str, m
 
 def test_the_value_is_the_offline_reports_value(tmp_path: Path) -> None:
     """The same rows as a CSV through ``report bias`` give the number the monitor case saw."""
-    rows = "group,outcome,count\n" + "\n".join(["north,approved,7", "north,declined,3", "south,approved,9",
-                                                 "south,declined,1"]) + "\n"
+    rows = "group,outcome,count\nnorth,approved,7\nnorth,declined,3\nsouth,approved,9\nsouth,declined,1\n"
     test = project(tmp_path, """\
   - name: from a csv
     rule: shop.approval_parity
@@ -258,11 +260,6 @@ def test_pytest_collects_monitor_cases(tmp_path: Path) -> None:
 
 
 # --- no input makes the loader fail with anything but file:line -------------------------------------
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from policyengine.testing.cases import TestFileError, parse_test_file  # noqa: E402
 
 _MONITOR_BITS = st.sampled_from([
     "monitors:", "  - name: m", "    rule: shop.approval_parity", "    rule: [1]", "    rows:", "    rows: 3",

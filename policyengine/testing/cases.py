@@ -878,7 +878,7 @@ def _csv_row(cells: dict[str, str], span: Span) -> SampleRow:
             fields[key] = _count(text, fail)
         elif key == "at":
             try:
-                when = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                when = _dt.datetime.fromisoformat(text)
             except ValueError:
                 raise fail(f"'at' must be a date-time such as 2026-01-15T12:00:00Z, got {text!r}") from None
             fields[key] = when if when.tzinfo else when.replace(tzinfo=_dt.UTC)

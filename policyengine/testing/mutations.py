@@ -21,6 +21,7 @@ are left alone.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import tempfile
@@ -162,7 +163,7 @@ def _prefer_swaps(file: str, text: str, toks: list[_Tok], i: int, where: str) ->
             j += 2
         else:
             break
-    for a, b in zip(names, names[1:]):
+    for a, b in itertools.pairwise(names):
         end = b.start + len(b.text)
         original = text[a.start:end]
         replacement = b.text + text[a.start + len(a.text):b.start] + a.text

@@ -203,7 +203,8 @@ def run_file(
 
 def run_monitor(test_file: TestFile, case: MonitorCase, policy: Any, observer: Observer | None = None) -> Any:
     """Run one monitor case (``policyengine.testing.monitors``) and tell coverage which rule it judged."""
-    from .monitors import run_monitor_case  # imported late: DuckDB only when a file has monitor cases
+    # imported late: DuckDB only when a file has monitor cases
+    from .monitors import run_monitor_case
 
     result = run_monitor_case(test_file, case, policy)
     mark = getattr(observer, "monitored", None)
