@@ -228,11 +228,19 @@ def describe(result: Any) -> str:
     return "\n".join(lines)
 
 
+def _duration(seconds: float) -> str:
+    """``ago`` as written: 2588400 seconds -> ``719 hours``."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def sample_text(case: MonitorCase) -> str:
     """The case's sample rows, briefly, for a failure report."""
     lines = []
     for row in case.rows[:20]:
-        cells = {k: (f"{getattr(row, k):g}s" if k == "ago" else getattr(row, k)) for k in row.given}
+        cells = {k: (_duration(getattr(row, k)) if k == "ago" else getattr(row, k)) for k in row.given}
         where = f"{row.span.file}:{row.span.line}"
         shown = ", ".join(f"{k}={(v.isoformat() if isinstance(v, datetime) else v)}" for k, v in cells.items())
         lines.append(f"{shown}  ({where})")

@@ -39,7 +39,7 @@ def render_monitor_failure(r: MonitorCaseResult, *, header: bool = True) -> str:
         want.append(f"action {exp.action}")
     res = r.result
     got = [f"breach {str(res.breach).lower()}" if res.error is None else f"error {res.error!r}",
-           f"value {res.value if res.value is not None else 'undefined'}", f"action {res.action}"]
+           f"value {f'{res.value:.12g}' if res.value is not None else 'undefined'}", f"action {res.action}"]
     lines = [
         *([_rule(r.nodeid, "_")] if header else []),
         *(f"{r.file}:{r.case.span.line}: {m}" for m in r.mismatches),
