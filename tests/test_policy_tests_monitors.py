@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import xmlschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from policyengine.testing.coverage import CoverageCollector
 from policyengine.testing.junit import junit_xml
 from policyengine.testing.output import render_report
 from policyengine.testing.runner import run_paths
+from tests.test_policy_tests import JUNIT_XSD
 
 POLICY = """\
 package shop
@@ -248,7 +250,9 @@ def test_a_file_of_monitor_cases_only(tmp_path: Path) -> None:
     test = project(tmp_path, FAIR, cases="")
     report = run_paths([test])
     assert report.ok and report.passed == 1
-    assert "<testcase name=\"fair\"" in junit_xml(report)
+    xml = junit_xml(report)
+    assert "<testcase name=\"fair\"" in xml
+    xmlschema.XMLSchema(JUNIT_XSD).validate(xml)
 
 
 def test_pytest_collects_monitor_cases(tmp_path: Path) -> None:
