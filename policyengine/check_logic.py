@@ -14,31 +14,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import ast
+from .format import format_expr
 from .diagnostics import Span
 
 GLOB_CHARS = frozenset("*?[")
 
 
 def show(expr: ast.Expr) -> str:
-    """A compact source-like rendering of an expression, for messages."""
-    if isinstance(expr, ast.Literal):
-        if isinstance(expr.value, bool):
-            return "true" if expr.value else "false"
-        if isinstance(expr.value, str):
-            return '"' + expr.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return repr(expr.value)
-    if isinstance(expr, ast.ListExpr):
-        return "[" + ", ".join(show(i) for i in expr.items) + "]"
-    if isinstance(expr, ast.Path):
-        return expr.dotted
-    if isinstance(expr, ast.ConstRef):
-        return expr.name
-    if isinstance(expr, ast.Compare):
-        return f"{show(expr.left)} {expr.op} {show(expr.right)}"
-    if isinstance(expr, ast.Not):
-        return f"not ({show(expr.operand)})"
-    joiner = " and " if isinstance(expr, ast.And) else " or "
-    return "(" + joiner.join(show(i) for i in expr.items) + ")"
+    """An expression as written, for messages: the formatter's own rendering."""
+    return format_expr(expr)
 
 
 def literal_prefix(pattern: str) -> str:

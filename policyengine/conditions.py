@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import ast
+from .format import format_expr
 
 class Ctx:
     """The request as compiled closures read it (built by ``evaluate``; internal)."""
@@ -327,34 +328,8 @@ def action_guard(expr: ast.Expr | None, consts: Mapping[str, ast.Expr]) -> froze
 
 
 def expr_text(expr: ast.Expr | None) -> str:
-    """Readable source-like text of an expression, for explanations."""
-    if expr is None:
-        return "true"
-    if isinstance(expr, ast.Literal):
-        v = expr.value
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        return f'"{v}"' if isinstance(v, str) else repr(v)
-    if isinstance(expr, ast.ListExpr):
-        return "[" + ", ".join(expr_text(i) for i in expr.items) + "]"
-    if isinstance(expr, ast.Path):
-        return expr.dotted
-    if isinstance(expr, ast.ConstRef):
-        return expr.name
-    if isinstance(expr, ast.Compare):
-        return f"{expr_text(expr.left)} {expr.op} {expr_text(expr.right)}"
-    if isinstance(expr, ast.And):
-        return " and ".join(_paren(i) for i in expr.items)
-    if isinstance(expr, ast.Or):
-        return " or ".join(_paren(i) for i in expr.items)
-    if isinstance(expr, ast.Not):
-        return f"not {_paren(expr.operand)}"
-    return "?"
-
-
-def _paren(expr: ast.Expr) -> str:
-    text = expr_text(expr)
-    return f"({text})" if isinstance(expr, (ast.And, ast.Or)) else text
+    """Source-like text of a condition for explanations: the formatter's own rendering."""
+    return "true" if expr is None else format_expr(expr)
 
 
 def expr_paths(expr: ast.Expr | None) -> tuple[ast.Path, ...]:
