@@ -53,3 +53,41 @@ def test_installed_package_resolves_data_inside_itself(wheel, tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert str(site) in result.stdout
+
+
+def _declared_distributions() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+
+
+# import name -> distribution name, where they differ
+_DISTRIBUTION = {"yaml": "pyyaml"}
+# imports that only run inside their own host program
+_HOSTED = {"pytest": "policyengine/testing/pytest_plugin.py"}  # loaded by pytest itself
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """An installed wheel pulls in only [project].dependencies: the package may import nothing else."""
+    import ast
+    import sys
+
+    imported: dict[str, str] = {}
+    for path in (ROOT / "policyengine").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if _HOSTED.get(top) == str(path.relative_to(ROOT)):
+                    continue
+                if top not in sys.stdlib_module_names and top != "policyengine":
+                    imported.setdefault(top, str(path.relative_to(ROOT)))
+    declared = _declared_distributions()
+    missing = {top: where for top, where in imported.items() if _DISTRIBUTION.get(top, top) not in declared}
+    assert not missing, f"imported but not in [project].dependencies: {missing}"
