@@ -139,6 +139,8 @@ def checkpoint_command(db: Path, out: Path | None) -> None:
     """Export the latest signed checkpoint, for an auditor or witness to keep.
 
     Later, `audit verify --anchor FILE` proves the log still contains it.
+
+    Example: policyengine audit checkpoint --out anchor-2026-11-24.json
     """
     text = json.dumps(anchor_json(latest_checkpoint(db)), indent=2) + "\n"
     if out is None:
@@ -172,7 +174,10 @@ def prove_command(seq: int, db: Path, out: Path | None) -> None:
 @_pubkey_option
 @_errors
 def verify_proof_command(proof: Path, pubkeys: tuple[Path, ...]) -> None:
-    """Check an inclusion proof written by `audit prove` against a public key."""
+    """Check an inclusion proof written by `audit prove` against a public key.
+
+    Example: policyengine audit verify-proof proof-42.json --pubkey auditor.pub.pem
+    """
     click.echo(verify_proof(read_json_file(proof, "proof"), _trusted(pubkeys), where=str(proof)))
 
 
@@ -182,7 +187,10 @@ def verify_proof_command(proof: Path, pubkeys: tuple[Path, ...]) -> None:
               help="How many of the latest records to show.")
 @_errors
 def tail_command(db: Path, count: int) -> None:
-    """Print the latest records, one JSON object per line."""
+    """Print the latest records, one JSON object per line.
+
+    Example: policyengine audit tail -n 5 --db policyengine.duckdb
+    """
     from ..audit.export import RECORD_COLUMNS
 
     with open_readonly(db) as con:
@@ -221,7 +229,11 @@ def keys_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
 @_errors
 def generate_command(out: Path, force: bool) -> None:
-    """Generate a signing key and print its key id (its fingerprint)."""
+    """Generate a signing key and print its key id (its fingerprint).
+
+    Example: policyengine keys generate --out signing.key
+    (writes signing.key, mode 0600, and signing.key.pub.pem for verifiers)
+    """
     key = generate_key(out, overwrite=force)
     click.echo(f"{key.key_id}  {out}  {public_key_path(out)}")
 
@@ -234,7 +246,11 @@ def generate_command(out: Path, force: bool) -> None:
               help="The key to sign with from now on (create it with `keys generate`).")
 @_errors
 def rotate_command(db: Path, key: Path, new_key: Path) -> None:
-    """Hand the log over to a new key: a key_rotated record signed by the old key."""
+    """Hand the log over to a new key: a key_rotated record signed by the old key.
+
+    Example: policyengine keys generate --out next.key &&
+    policyengine keys rotate --key policyengine.key --new-key next.key
+    """
     old, new = load_private_key(key), load_private_key(new_key)
     with AuditLog(db, old, create=False) as log:  # rotate an existing log; never start one here
         seq = log.rotate_key(new)

@@ -36,6 +36,8 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     expected effect, deciding rules, route and obligations; each monitor
     case's sample calls are judged by the bias/drift monitor. Exit 0 when every
     case passes, 1 on any failure or unusable test file. See docs/policy-tests.md.
+
+    Example: policyengine test rules/ --coverage --fail-under 100 --junit report.xml
     """
     from ..testing.cases import POLICY_SUFFIX
     from ..testing.coverage import CoverageCollector
