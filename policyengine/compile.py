@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ast
-# expr_text / expr_paths / compile_expr are re-exported: tools import them from here
-from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr, expr_paths, expr_text  # noqa: F401
+from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
 from .policyset import PolicySet, Scoped
 

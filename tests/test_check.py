@@ -630,7 +630,7 @@ _atoms_x = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_atoms_x, min_size=1, max_size=3))
 def test_a_reported_contradiction_holds_for_no_request(atoms: list[ast.Expr]) -> None:
-    from policyengine.compile import Ctx, compile_expr
+    from policyengine.conditions import Ctx, compile_expr
 
     expr = atoms[0] if len(atoms) == 1 else ast.And(tuple(atoms), span=_SPAN)
     if contradiction(expr, lambda ref: None) is None:
