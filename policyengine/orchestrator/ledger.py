@@ -42,11 +42,28 @@ class BufferedLedger:
             self._pending[(scope_key, unit, hour)] = self._pending.get((scope_key, unit, hour), 0.0) + float(amount)
 
     def flush(self) -> None:
-        """Write pending charges to the durable ledger and fold them into the cached bases."""
+        """Write pending charges to the durable ledger and fold them into the cached bases.
+
+        If a write fails, the charges not yet written stay pending (the ones
+        written are folded in) and the error propagates: a later flush writes
+        the rest, so nothing is lost or charged twice.
+        """
         with self._lock:
-            pending, self._pending = self._pending, {}
-            for (key, unit, hour), amount in pending.items():
-                self.durable.charge(key, unit, amount, hour)
-                for (bk, bu, bstart) in self._base:
-                    if bk == key and bu == unit and hour >= bstart:
-                        self._base[(bk, bu, bstart)] += amount
+            if not self._pending:
+                return
+            starts: dict[tuple[str, str], list[datetime]] = {}
+            for (bk, bu, bstart) in self._base:
+                starts.setdefault((bk, bu), []).append(bstart)
+            pending = list(self._pending.items())
+            self._pending = {}
+            done = 0
+            try:
+                for (key, unit, hour), amount in pending:
+                    self.durable.charge(key, unit, amount, hour)
+                    done += 1
+                    for bstart in starts.get((key, unit), ()):
+                        if hour >= bstart:
+                            self._base[(key, unit, bstart)] += amount
+            finally:
+                for k, amount in pending[done:]:
+                    self._pending[k] = self._pending.get(k, 0.0) + amount
