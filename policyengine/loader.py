@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
-from .resources import data_path
+from .resources import cache_root, caching_enabled, data_path
 from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir"]
@@ -81,8 +81,7 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "policyengine" / "parse" / _version()
+    return cache_root() / "parse" / _version()
 
 
 def _version() -> str:
@@ -98,10 +97,6 @@ def _version() -> str:
                 digest.update(module.encode())
         _VERSION = digest.hexdigest()[:16]
     return _VERSION
-
-
-def _caching() -> bool:
-    return os.environ.get("POLICYENGINE_NO_CACHE", "") in ("", "0")
 
 
 def _read_cached(key: str) -> _Parsed | None:
@@ -235,7 +230,7 @@ def load_files(paths: Iterable[str | os.PathLike[str]], *, cache: bool | None = 
 
     ``cache`` defaults to on unless ``POLICYENGINE_NO_CACHE=1`` is set.
     """
-    use_cache = _caching() if cache is None else cache
+    use_cache = caching_enabled() if cache is None else cache
     names, findings = policy_paths(paths)
     files: list[ast.PolicyFile] = []
     with paused_gc():

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
@@ -29,7 +27,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
-from .resources import data_path
+from .resources import cache_root, caching_enabled, data_path
 from .syntax_errors import describe_unexpected
 
 __all__ = ["parse_policy", "grammar_text", "paused_gc", "fast_constructor", "MAX_NESTING", "Builder"]
@@ -871,9 +869,9 @@ def _grammar_cache() -> str | bool:
     temp folder; Lark checks the grammar's hash on load and rebuilds a stale or
     corrupt file.
     """
-    if os.environ.get("POLICYENGINE_NO_CACHE", "") not in ("", "0"):
+    if not caching_enabled():
         return False
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "policyengine"
+    base = cache_root()
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError:
