@@ -477,3 +477,44 @@ def test_nothing_runs_unrecorded_when_the_audit_log_fails(tmp_path, clock, effec
         env.orch.run_batch("pay", [{"id": "INV-14", "amount": 5}], requested_by="carol")
     assert effects.calls == {}
     env.conn.close()
+
+
+class _BuggySink:
+    """An audit sink with a bug in it (not a refusal by the log): ``append`` raises TypeError."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def append(self, event, **kw):
+        raise TypeError(f"cannot handle the {event} payload")
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def test_a_bug_in_recording_is_not_reported_as_the_log_refusing_the_record(tmp_path, clock, effects):
+    env = Env(tmp_path, clock, {"pay": pay_workflow("pay", effects)})
+    env.orch.audit = _BuggySink(env.audit)
+    with pytest.raises(TypeError, match="cannot handle the .* payload") as err:
+        env.orch.run_batch("pay", [{"id": "INV-15", "amount": 5}], requested_by="carol")
+    assert not isinstance(err.value, RecordError)
+    assert err.traceback[-1].name == "append"  # the traceback reaches the faulty code
+    assert any("'decision' audit record" in n for n in err.value.__notes__)  # the first record, not the run's
+    assert effects.calls == {}  # still nothing ran unrecorded
+    env.orch.record_runs = False  # even with no run record to fail in turn, the bug is not the workflow's
+    with pytest.raises(TypeError):
+        env.orch.start("pay", {"id": "INV-16", "amount": 5}, requested_by="carol")
+    assert effects.calls == {}
+
+
+def test_a_database_error_from_the_log_is_a_record_error(tmp_path, clock, effects):
+    env = Env(tmp_path, clock, {"pay": pay_workflow("pay", effects)})
+
+    class Refusing(_BuggySink):
+        def append(self, event, **kw):
+            raise duckdb.IOException("disk full")
+
+    env.orch.audit = Refusing(env.audit)
+    with pytest.raises(RecordError, match="audit log: disk full"):
+        env.orch.run_batch("pay", [{"id": "INV-16", "amount": 5}], requested_by="carol")
+    assert effects.calls == {}

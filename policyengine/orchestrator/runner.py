@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import duckdb
 
+from ..audit.errors import AuditError
 from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
 from .approvals import ApprovalRefused, Directory, check_decider
@@ -50,6 +51,8 @@ from .workflow import (
     Workflow,
     step_kind,
 )
+
+_RECORDING_NOTE = "while appending the"  # marks an exception raised by a bug in recording (see ``_audit``)
 
 TERMINAL = frozenset({"completed", "denied", "failed", "rejected", "expired"})
 
@@ -316,6 +319,8 @@ class Orchestrator:
         except (RecordError, duckdb.Error):
             raise  # the machinery failed, not the workflow: stop
         except Exception as exc:  # noqa: BLE001 - reported on the run, never as a traceback
+            if any(n.startswith(_RECORDING_NOTE) for n in getattr(exc, "__notes__", ())):
+                raise  # a bug in recording, not in the workflow: stop, traceback and all
             reason = f"workflow code failed: {type(exc).__name__}: {exc}"
             return self._finish(run, "failed", "failed", reason, (), journal, fresh=fresh)
 
@@ -665,8 +670,13 @@ class Orchestrator:
         try:
             self.audit.append(event, actor=actor, workflow=run.workflow, run_id=run.run_id, payload=payload,
                               policy_hash=policy_hash or self.policy.policy_hash)
-        except Exception as exc:  # noqa: BLE001 - whatever the sink raises, nothing runs unrecorded
+        except (AuditError, duckdb.Error) as exc:  # the log refused the record: nothing runs unrecorded
             raise RecordError(f"audit log: {exc}") from None
+        except Exception as exc:
+            # a bug (a bad payload, a broken sink), not a refusal: it propagates with its traceback,
+            # marked so that ``_drive`` stops instead of failing the run as the workflow's fault
+            exc.add_note(f"{_RECORDING_NOTE} {event!r} audit record of run {run.run_id}")
+            raise
 
     def _workflow(self, workflow: str | Workflow) -> Workflow:
         if isinstance(workflow, Workflow):
