@@ -348,3 +348,29 @@ def test_masked_fields_never_reach_the_audit_log(work):
         logged = " ".join(r[0] for r in conn.execute("SELECT payload FROM audit_log").fetchall())
     assert "Jane Doe" not in logged and "Acme Metals" not in logged
     pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=work)
+
+
+def test_inputs_saved_with_a_utf8_bom_keep_their_first_column(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "tx.csv").write_bytes(bom + b"id,amount,merchant_category,card_present,customer_region,"
+                                      b"classification,origin,true_label\n"
+                                      b"TXN-BOM1,12.5,grocery,true,EU,pii,FR,legit\n")
+    (tmp_path / "tx.json").write_bytes(bom + json.dumps([{"id": "TXN-BOM2", "amount": 3}]).encode())
+    (tmp_path / "tx.jsonl").write_bytes(bom + json.dumps({"id": "TXN-BOM3", "amount": 4}).encode() + b"\n")
+    for name, item_id in (("tx.csv", "TXN-BOM1"), ("tx.json", "TXN-BOM2"), ("tx.jsonl", "TXN-BOM3")):
+        out = json.loads(pe("run", "fraud-routing", "--input", name, "--json", cwd=tmp_path).stdout)
+        assert [r["item_id"] for r in out["runs"]] == [item_id], name
+    with duckdb.connect(str(tmp_path / "policyengine.duckdb"), read_only=True) as conn:
+        (stored,) = conn.execute("SELECT input FROM orch_runs WHERE item_id = 'TXN-BOM1'").fetchone()
+    assert json.loads(stored)["id"] == "TXN-BOM1" and json.loads(stored)["amount"] == 12.5
+
+
+@pytest.mark.parametrize("name, content", [
+    ("empty.csv", b""), ("header.csv", b"id,amount\n"), ("empty.json", b""), ("blank.json", b"  \n"),
+    ("array.json", b"[]"), ("empty.jsonl", b""), ("blank.jsonl", b"\n\n"), ("bom.csv", b"\xef\xbb\xbf"),
+])
+def test_an_input_without_items_is_one_clear_line_and_starts_no_run(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    proc = pe("run", "fraud-routing", "--input", name, cwd=tmp_path, ok=False)
+    assert proc.returncode == 1 and proc.stderr == f"error: {name}: no items in the input\n"
+    assert proc.stdout == "" and not (tmp_path / "policyengine.duckdb").exists()

@@ -9,6 +9,7 @@ names its shipped sample file in ``data/``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -39,17 +40,26 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
     """Read input items: a JSON array (or one object), JSON Lines (``.jsonl``), or CSV with a header
     (numbers and ``true``/``false`` typed, empty cells null, so rules compare them as JSON values).
 
-    Raises ``ValueError`` naming the file and line of the first bad record.
+    A UTF-8 byte order mark (as Excel writes) is ignored. Raises ``ValueError``
+    naming the file and line of the first bad record, or ``FILE: no items in the
+    input`` when the file holds none (empty, whitespace, ``[]`` or a CSV header only).
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ValueError(f"{p}: cannot read input: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{p}: input is not UTF-8 text") from None
+    items = _parse(p, text)
+    if not items:
+        raise ValueError(f"{p}: no items in the input")
+    return items
+
+
+def _parse(p: Path, text: str) -> list[dict[str, Any]]:
     if p.suffix.lower() == ".csv":
-        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text, newline=""))]
     if p.suffix.lower() == ".jsonl":
         items = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -63,6 +73,8 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{p}:{n}: each line must be a JSON object")  # noqa: TRY004 - a bad file, not a bad argument
             items.append(obj)
         return items
+    if not text.strip():
+        return []
     try:
         doc = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
@@ -95,7 +107,7 @@ def _cell(value: str | None) -> Any:
 
 
 def read_csv_table(name: str) -> list[dict[str, str]]:
-    with open(data_path("data") / name, newline="", encoding="utf-8") as fh:
+    with open(data_path("data") / name, newline="", encoding="utf-8-sig") as fh:
         return list(csv.DictReader(fh))
 
 
