@@ -10,6 +10,9 @@ stored under the sha256 of its path and bytes, in memory and as a pickle under
 unchanged files skips parsing. The cache folder is versioned by the grammar and
 the parser's own source, so a new parser never reads an old tree. A corrupt or
 unreadable cache entry is ignored; ``POLICYENGINE_NO_CACHE=1`` turns caching off.
+The folder is bounded: past ``_DISK_LIMIT`` entries (every edited or moved
+version of a file leaves one) the oldest written are removed, and
+``no_disk_cache()`` keeps throwaway loads (mutation tests) out of it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +35,16 @@ from .diagnostics import Finding, PolicyError, Span
 from .resources import cache_root, caching_enabled, data_path
 from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 
-__all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir"]
+__all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir", "no_disk_cache"]
 
 _Parsed = ast.PolicyFile | Finding
 _MEMORY: dict[str, _Parsed] = {}
 _MEMORY_LIMIT = 50_000
 _VERSION: str | None = None
+_DISK_LIMIT = 20_000  # most entries (one pickle per parsed file version) the on-disk cache keeps
+_PRUNE_EVERY = 256  # count the cache folder on a process's first write and then every this many
+_WRITES = 0
+_DISK: ContextVar[bool] = ContextVar("policyengine_disk_parse_cache", default=True)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def _version() -> str:
 
 def _read_cached(key: str) -> _Parsed | None:
     hit = _MEMORY.get(key)
-    if hit is not None:
+    if hit is not None or not _DISK.get():
         return hit
     try:
         with open(cache_dir() / f"{key}.pickle", "rb") as handle, paused_gc():
@@ -114,6 +123,50 @@ def _read_cached(key: str) -> _Parsed | None:
     return None
 
 
+@contextmanager
+def no_disk_cache() -> Iterator[None]:
+    """Neither read nor write the on-disk parse cache inside this block (this thread/context).
+
+    For loads of throwaway copies, such as the mutants of ``policyengine test
+    --mutations``, whose entries would only fill the cache. The in-memory cache
+    still serves files loaded again in the same process.
+    """
+    token = _DISK.set(False)
+    try:
+        yield
+    finally:
+        _DISK.reset(token)
+
+
+def _maybe_prune(folder: Path) -> None:
+    """Keep the cache folder to ``_DISK_LIMIT`` entries, removing the oldest (by mtime).
+
+    Counting the folder costs a directory listing, so it is done on a process's
+    first write and then every ``_PRUNE_EVERY`` writes; between two counts the
+    folder may hold up to ``_PRUNE_EVERY`` entries more than the limit.
+    """
+    global _WRITES
+    _WRITES += 1
+    if (_WRITES - 1) % _PRUNE_EVERY:
+        return
+    with os.scandir(folder) as listing:
+        entries = [e for e in listing if e.is_file(follow_symlinks=False)]
+    if len(entries) < _DISK_LIMIT:  # room left for the entry about to be written
+        return
+    aged: list[tuple[float, str]] = []
+    for entry in entries:
+        try:
+            aged.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+        except OSError:
+            continue  # removed meanwhile by another process
+    aged.sort()
+    for _, path in aged[: len(aged) - _DISK_LIMIT + 1]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def _remember(key: str, value: _Parsed) -> None:
     if len(_MEMORY) >= _MEMORY_LIMIT:
         _MEMORY.clear()
@@ -122,11 +175,14 @@ def _remember(key: str, value: _Parsed) -> None:
 
 def _write_cached(key: str, value: _Parsed) -> None:
     _remember(key, value)
+    if not _DISK.get():
+        return
     folder = cache_dir()
     try:
         if not folder.is_dir():
             _forget_old_versions(folder.parent)
         folder.mkdir(parents=True, exist_ok=True)
+        _maybe_prune(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -255,3 +255,86 @@ def test_common_regions_comes_with_policyengine(tmp_path):
     result = load_files([main])
     assert result.findings == []
     assert "common.regions" in {f.package.value for f in result.files}
+
+
+# --- the cache stays bounded -------------------------------------------------------------------
+
+
+def test_the_cache_on_disk_keeps_at_most_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "_DISK_LIMIT", 5)
+    monkeypatch.setattr(loader, "_PRUNE_EVERY", 1)
+    paths = [write(tmp_path / f"copy{i}" / "a.policy", GOOD.format(n=i)) for i in range(12)]
+    seen: set[Path] = set()
+    for i, path in enumerate(paths):
+        load_files([path])
+        entries = set(cache_dir().iterdir())
+        assert len(entries) <= 5, f"{len(entries)} entries after {i + 1} writes"
+        (new,) = entries - seen
+        os.utime(new, (1000 + i, 1000 + i))  # the write order, whatever the clock's resolution
+        seen = entries
+    # the newest entries are the ones kept: the last file loads from disk without parsing
+    loader._MEMORY.clear()
+    _forbid_parsing(monkeypatch)
+    assert load_files([paths[-1]]).files[0].package.value == "t.p11"
+
+
+def test_the_cache_is_counted_only_every_so_many_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "_DISK_LIMIT", 2)
+    monkeypatch.setattr(loader, "_PRUNE_EVERY", 1000)
+    monkeypatch.setattr(loader, "_WRITES", 1)  # not this process's first write
+    load_files([write(tmp_path / f"copy{i}" / "a.policy", GOOD.format(n=i)) for i in range(4)])
+    assert len(list(cache_dir().glob("*.pickle"))) == 4
+
+
+def test_no_disk_cache_neither_reads_nor_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "a.policy", GOOD.format(n=1))
+    with loader.no_disk_cache():
+        first = load_files([path])
+    assert first.ok and not cache_dir().exists()
+    load_files([path])
+    loader._MEMORY.clear()
+    calls: list[str] = []
+    real = loader.parse_policy
+    monkeypatch.setattr(loader, "parse_policy", lambda text, name="<string>": calls.append(name) or real(text, name))
+    with loader.no_disk_cache():
+        load_files([path])
+    assert calls == [str(path)], "the entry on disk was read inside no_disk_cache()"
+
+
+MUTANT_POLICY = """\
+package shop
+
+role clerk
+
+rule clerk_reads_small_orders
+    allow role clerk to read dataset "orders/*"
+    when context.rows <= 100
+"""
+
+MUTANT_TESTS = """\
+policy: shop.policy
+cases:
+  - name: a small read
+    principal: {id: kim, roles: [clerk]}
+    action: read
+    resource: dataset orders/1
+    context: {rows: 100}
+    expect: allow
+  - name: a big read
+    principal: {id: kim, roles: [clerk]}
+    action: read
+    resource: dataset orders/1
+    context: {rows: 101}
+    expect: deny
+"""
+
+
+def test_mutation_runs_add_nothing_to_the_parse_cache(tmp_path: Path) -> None:
+    from policyengine.testing.mutations import run_mutations
+
+    folder = tmp_path / "rules"
+    write(folder / "shop.policy", MUTANT_POLICY)
+    write(folder / "shop_test.yaml", MUTANT_TESTS)
+    report = run_mutations(folder)
+    assert report.baseline_ok and report.total >= 3
+    assert not cache_dir().exists() or not any(cache_dir().iterdir())

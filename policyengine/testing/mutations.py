@@ -192,10 +192,12 @@ def run_mutations(folder: str | Path, *, only: Callable[[Mutant], bool] | None =
     and no mutant is tried). Each mutant's own ``<name>_test.yaml`` runs first and
     the run stops at the first failure, so a caught mutant costs little.
     """
+    from ..loader import no_disk_cache
     from .runner import run_paths
 
     source = Path(folder)
-    with tempfile.TemporaryDirectory(prefix="policyengine-mutants-") as tmp:
+    # the copies live in a random temp folder: their parse-cache entries would never be read again
+    with no_disk_cache(), tempfile.TemporaryDirectory(prefix="policyengine-mutants-") as tmp:
         root = Path(tmp) / source.resolve().name
         shutil.copytree(source, root, ignore=shutil.ignore_patterns(".*", "__pycache__"))
         if not run_paths([root], explain=False, fail_fast=True).ok:
