@@ -58,8 +58,9 @@ def _policy(rules: tuple[str, ...]) -> Any:
     except PolicyError as e:
         first = e.findings[0].headline() if e.findings else "invalid rule files"
         _fail(f"--rules: {first}")
-    except Exception as e:  # noqa: BLE001 - the loader is another area's; never show a traceback
-        _fail(f"--rules: cannot load rule files ({type(e).__name__}: {e})")
+    except OSError as e:  # the loader reports unreadable files as findings; this is what gets past it
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"--rules: {where}cannot read rule files ({e.strerror or e})")
 
 
 def _list() -> str:
