@@ -35,10 +35,6 @@ def sql(name: str) -> str:
     return resources.files("policyengine.orchestrator").joinpath("sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
-
-
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     run_id: str
