@@ -90,13 +90,38 @@ BAD_FILES = [
     ("unknown obligation kind", GOOD_CASE + "    obligations: [{approval: manager}]\n", 7, "unknown field 'approval' in an obligation"),
     ("unknown obligation field", GOOD_CASE + "    obligations: [{approval_required: manager, budget: x}]\n", 7,
      "unknown field 'budget' for approval_required"),
-    ("usage amount not a number", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: lots}}\n", 7, "must be a number"),
+    ("usage amount not a number", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: lots}}\n", 7,
+     "usage of 'shop.bot_tokens' in tokens must be a non-negative number, got 'lots'"),
+    ("usage amount negative", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: -1000}}\n", 7,
+     "usage of 'shop.bot_tokens' in tokens must be a non-negative number, got -1000"),
+    ("usage amount NaN", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: .nan}}\n", 7, "must be a non-negative number, got nan"),
+    ("usage amount NaN as a word", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: nan}}\n", 7,
+     "must be a non-negative number, got 'nan'"),
+    ("usage amount infinite", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: .inf}}\n", 7, "must be a non-negative number, got inf"),
+    ("usage amount a list", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: [1]}}\n", 7, "must be a non-negative number, got a list"),
+    ("usage amount on its own line", GOOD_CASE + "    usage:\n      shop.bot_tokens:\n        tokens: 1\n        USD: -3\n", 10,
+     "usage of 'shop.bot_tokens' in USD must be a non-negative number, got -3"),
+    ("usage with a bad amount and unknown units", GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: -1000, furlongs: 7, USD: 3}}\n",
+     7, "usage of 'shop.bot_tokens' in tokens must be a non-negative number, got -1000"),
     ("bad now", "now: yesterday\n" + GOOD_CASE, 1, "'now' must be a date-time"),
     ("missing policy path", "policy: nowhere.policy\n" + GOOD_CASE, 1, "policy path 'nowhere.policy' does not exist"),
     # names checked against the loaded policy
     ("unknown rule id", GOOD_CASE + "    rules: [shop.clerk_read_orders]\n", 7,
      "unknown rule id 'shop.clerk_read_orders' in 'rules' (did you mean 'shop.clerks_read_orders'?)"),
     ("unknown budget in usage", GOOD_CASE + "    usage: {shop.tokens: {tokens: 1}}\n", 7, "unknown budget 'shop.tokens' in 'usage'"),
+    ("unknown unit in usage", GOOD_CASE + "    usage: {shop.bot_tokens: {furlongs: 7}}\n", 7,
+     "unknown unit 'furlongs' in 'usage' of budget 'shop.bot_tokens' (its limits count: tokens)"),
+    ("currency the budget does not count", GOOD_CASE + "    usage: {shop.bot_tokens: {USD: 3}}\n", 7,
+     "unknown unit 'USD' in 'usage' of budget 'shop.bot_tokens' (its limits count: tokens)"),
+    ("misspelt unit in usage", GOOD_CASE + "    usage: {bot_tokens: {token: 7}}\n", 7,
+     "unknown unit 'token' in 'usage' of budget 'shop.bot_tokens' (its limits count: tokens) (did you mean 'tokens'?)"),
+    ("unit in the wrong case", GOOD_CASE + "    usage: {shop.bot_tokens: {Tokens: 7}}\n", 7, "(did you mean 'tokens'?)"),
+    ("unknown unit after a good one, on its own line", GOOD_CASE + "    usage:\n      shop.bot_tokens:\n        tokens: 1\n        furlongs: 7\n",
+     10, "unknown unit 'furlongs' in 'usage' of budget 'shop.bot_tokens'"),
+    ("unit a scope's budgets do not count", GOOD_CASE + "    usage: {agent:pricing_bot: {USD: 3}}\n", 7,
+     "unknown unit 'USD' in 'usage' of scope 'agent:pricing_bot' (its limits count: tokens)"),
+    ("unknown unit for a scope without budgets", GOOD_CASE + "    usage: {workflow:none: {furlongs: 7}}\n", 7,
+     "unknown unit 'furlongs' in 'usage' of scope 'workflow:none' (no budget has this scope; a limit counts 'tokens' or a currency code"),
     ("unknown route model", GOOD_CASE + "    route: large\n", 2, "'route' names unknown model 'large'"),
 ]
 
@@ -109,6 +134,14 @@ def test_bad_test_file_names_file_and_line(tmp_path: Path, what: str, text: str,
     assert len(errors) == 1
     assert str(errors[0]).startswith(f"{path}:{line}: "), str(errors[0])
     assert message in errors[0].message
+
+
+def test_usage_of_zero_or_in_a_unit_a_budget_counts_runs(tmp_path: Path) -> None:
+    """The usage checks reject only what the engine would misread or never read."""
+    text = GOOD_CASE + "    usage: {shop.bot_tokens: {tokens: 0}, agent:pricing_bot: {tokens: 1_000}, workflow:none: {EUR: 5}}\n"
+    results, errors, _ = run_file(write(tmp_path, text))
+    assert errors == []
+    assert [r.passed for r in results] == [True]
 
 
 def test_policy_that_does_not_load_is_an_error_at_the_policy_line(tmp_path: Path) -> None:

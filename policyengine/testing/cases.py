@@ -82,7 +82,8 @@ class Usage:
     target: str
     unit: str
     amount: float
-    span: Span
+    span: Span  # the target
+    unit_span: Span | None = None  # the unit, where an unknown one is reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -684,10 +685,22 @@ def _approval(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
 
 
 def _usage(r: _Reader, node: Node) -> tuple[Usage, ...]:
+    """``{target: {unit: amount}}``; each amount must be a finite number >= 0.
+
+    Units are checked against the policy's budgets by the runner, which knows them.
+    """
     out: list[Usage] = []
     for target, (key_node, value) in r.mapping(node, "'usage'", ()).items():
-        for unit, (unit_node, amount) in r.mapping(value, f"usage of {target!r}", ()).items():
-            out.append(Usage(target, unit, r.number(amount, f"usage of {target!r} in {unit}"), r.span(key_node)))
+        for unit, (unit_node, amount_node) in r.mapping(value, f"usage of {target!r}", ()).items():
+            what = f"usage of {target!r} in {unit}"
+            try:
+                amount = r.number(amount_node, what)
+            except TestFileError:
+                amount = math.nan
+            if not (math.isfinite(amount) and amount >= 0):
+                shown = _show(amount_node, r.plain(amount_node) if isinstance(amount_node, ScalarNode) else None)
+                raise r.fail(amount_node, f"{what} must be a non-negative number, got {shown}")
+            out.append(Usage(target, unit, amount, r.span(key_node), r.span(unit_node)))
     return tuple(out)
 
 

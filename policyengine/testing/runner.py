@@ -12,6 +12,7 @@ reason.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from .cases import (
     MonitorCase,
     TestFile,
     TestFileError,
+    Usage,
     discover,
     load_test_file,
 )
@@ -275,7 +277,7 @@ def _validate(test_file: TestFile, policy: Any) -> None:
         if exp.check_route and exp.route is not None and exp.route not in models:
             raise TestFileError(case.span, f"case {case.name!r}: 'route' names unknown model {exp.route!r}")
         for usage in case.usage:
-            resolve_usage_target(usage.target, policy, usage.span)
+            check_usage_unit(usage, policy)
     if test_file.monitors:
         from .monitors import validate_monitor_case
 
@@ -294,14 +296,60 @@ def resolve_usage_target(target: str, policy: Any, span: Span) -> str:
     """A ledger scope key from ``usage``: given as ``kind:value``, or a budget's id or name."""
     if ":" in target:
         return target
+    scope = _usage_budget(target, policy, span).decl.scope
+    return scope_key(scope.kind, scope.value)
+
+
+def _usage_budget(target: str, policy: Any, span: Span) -> Any:
+    """The one budget a ``usage`` target names by id or short name."""
     budgets = policy.policy_set.budgets
     found = [b for b in budgets if b.id == target] or [b for b in budgets if b.decl.name.value == target]
     if len(found) != 1:
         what = "ambiguous" if found else "unknown"
         names = ", ".join(b.id for b in budgets) or "none declared"
         raise TestFileError(span, f"{what} budget {target!r} in 'usage' (budgets: {names}; or write a scope such as workflow:NAME)")
-    scope = found[0].decl.scope
-    return scope_key(scope.kind, scope.value)
+    return found[0]
+
+
+_UNIT = re.compile(r"tokens|[A-Za-z]{3}")  # what a budget limit may count (as the rule syntax accepts)
+
+
+def check_usage_unit(usage: Usage, policy: Any) -> None:
+    """Raise unless ``usage`` names a known target in a unit some budget on it counts.
+
+    A budget named by id or short name counts the units of its limits; a scope
+    (``kind:value``) the units of the budgets on it. Usage in any other unit is
+    never read by the engine, so it would silently not matter.
+    """
+    span = usage.unit_span or usage.span
+    if ":" in usage.target:
+        budgets = [b for b in policy.policy_set.budgets if scope_key(b.decl.scope.kind, b.decl.scope.value) == usage.target]
+        what = f"scope {usage.target!r}"
+    else:
+        budgets = [_usage_budget(usage.target, policy, usage.span)]
+        what = f"budget {budgets[0].id!r}"
+    units = list(dict.fromkeys(limit.unit for b in budgets for limit in b.decl.limits))
+    if not budgets:  # no budget reads this scope: at least the unit must be one a limit can count
+        if _UNIT.fullmatch(usage.unit):
+            return
+        raise TestFileError(span, f"unknown unit {usage.unit!r} in 'usage' of {what} (no budget has this scope; "
+                                  f"a limit counts 'tokens' or a currency code such as 'USD')"
+                                  f"{_unit_hint(usage.unit, ['tokens'])}")
+    if usage.unit not in units:
+        counts = ", ".join(units) or "nothing"
+        raise TestFileError(span, f"unknown unit {usage.unit!r} in 'usage' of {what} (its limits count: {counts})"
+                                  f"{_unit_hint(usage.unit, units)}")
+
+
+def _unit_hint(unit: str, units: list[str]) -> str:
+    """Did-you-mean for a unit; case is ignored when matching (``usd`` means ``USD``)."""
+    lowered = {u.lower(): u for u in units}
+    if unit.lower() in lowered:
+        return f" (did you mean {lowered[unit.lower()]!r}?)"
+    import difflib
+
+    close = difflib.get_close_matches(unit.lower(), list(lowered), n=1)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, observer: Observer | None = None,
