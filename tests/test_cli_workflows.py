@@ -374,3 +374,39 @@ def test_an_input_without_items_is_one_clear_line_and_starts_no_run(tmp_path, na
     proc = pe("run", "fraud-routing", "--input", name, cwd=tmp_path, ok=False)
     assert proc.returncode == 1 and proc.stderr == f"error: {name}: no items in the input\n"
     assert proc.stdout == "" and not (tmp_path / "policyengine.duckdb").exists()
+
+
+def test_unrecordable_input_values_refuse_the_file_before_any_run_starts(work, seeded):
+    for f in seeded.iterdir():
+        shutil.copy(f, work / f.name)
+    db = work / "policyengine.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        before = conn.execute("SELECT count(*) FROM orch_runs").fetchone()[0]
+    ok = {**INVOICE, "id": "INV-OK"}
+    (work / "inv2.json").write_text("[\n" + ",\n".join(json.dumps(i) for i in (
+        ok, {**INVOICE, "id": "INV-NAN", "amount": "NaN"}, ok)) + ',\n{"id": "INV-BIG", "amount": 1e400,\n'
+        ' "vendor_age_days": 99999999999999999999999}\n]\n')
+    proc = pe("run", "invoice-exceptions", "--input", "inv2.json", cwd=work, ok=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        'error: inv2.json:3: amount: "NaN" is not a number (the workflow reads amount as a number)',
+        "inv2.json:5: amount: 1e400 overflows a double and has no JSON number",
+        "inv2.json:5: vendor_age_days: 99999999999999999999999 is beyond 2^53 and has no exact JSON number",
+        "inv2.json: refused; no run was started"]
+    (work / "tx.csv").write_text("id,amount,card_present\nTXN-1,12.5,true\nTXN-2,99999999999999999999999,true\n"
+                                 "TXN-3,-Infinity,false\nTXN-4,1.5e999,false\n")
+    proc = pe("run", "fraud-routing", "--input", "tx.csv", cwd=work, ok=False)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "error: tx.csv:3: amount: 99999999999999999999999 is beyond 2^53 and has no exact JSON number",
+        'tx.csv:4: amount: "-Infinity" is not a number (the workflow reads amount as a number)',
+        "tx.csv:5: amount: 1.5e999 overflows a double and has no JSON number",
+        "tx.csv: refused; no run was started"]
+    (work / "tx.jsonl").write_text('{"id": "TXN-1", "amount": 1}\n\n{"id": "TXN-2", "meta": {"n": [1, -1E+400]}}\n')
+    proc = pe("run", "it-ticket-triage", "--input", "tx.jsonl", cwd=work, ok=False)
+    assert proc.stderr.splitlines()[0] == "error: tx.jsonl:3: meta.n[1]: -1E+400 overflows a double and has no JSON number"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM orch_runs").fetchone()[0] == before
+        assert conn.execute("SELECT count(*) FROM orch_runs WHERE status = 'running'").fetchone()[0] == 0
+    # the largest exact integer is fine
+    (work / "ok.json").write_text(json.dumps([{**INVOICE, "vendor_age_days": 2**53}]))
+    pe("run", "invoice-exceptions", "--input", "ok.json", cwd=work)

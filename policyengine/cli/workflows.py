@@ -151,7 +151,7 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
         raise click.BadParameter(f"unknown workflow {workflow!r}; choose one of {', '.join(WORKFLOWS)}",
                                  param_hint="WORKFLOW")
     try:
-        items = load_items(input_path or sample_path(workflow))
+        items = load_items(input_path or sample_path(workflow), WORKFLOWS[workflow])
     except ValueError as exc:
         _fail(str(exc))
     items = items[:limit] if limit else items

@@ -185,6 +185,8 @@ class Workflow:
     ``agent`` declaration in the rules). ``fallback`` runs when a step is denied
     and has no fallback of its own. ``outcome`` names the run's result for
     summaries and reports (e.g. ``auto_resolved``, ``routed``, ``blocked``).
+    ``numbers`` names the item fields the workflow reads as numbers; when present
+    and not null they must be JSON numbers, or ``load_items`` refuses the input.
     """
 
     name: str
@@ -194,6 +196,7 @@ class Workflow:
     item_id: Callable[[Mapping[str, Any]], str] = lambda item: str(item.get("id", ""))
     fallback: Step | None = None
     description: str = ""
+    numbers: tuple[str, ...] = ()  # item fields read as numbers: the input reader refuses other values in them
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.steps()]

@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ...audit.canonical import MAX_SAFE_INTEGER
 from ...resources import data_path
 from ..workflow import Workflow
 from .fraud import FRAUD
@@ -36,13 +38,19 @@ def sample_path(workflow: str) -> Path:
     return data_path("data") / DEFAULT_INPUT[workflow]
 
 
-def load_items(path: str | Path) -> list[dict[str, Any]]:
+def load_items(path: str | Path, workflow: Workflow | None = None) -> list[dict[str, Any]]:
     """Read input items: a JSON array (or one object), JSON Lines (``.jsonl``), or CSV with a header
     (numbers and ``true``/``false`` typed, empty cells null, so rules compare them as JSON values).
 
     A UTF-8 byte order mark (as Excel writes) is ignored. Raises ``ValueError``
     naming the file and line of the first bad record, or ``FILE: no items in the
     input`` when the file holds none (empty, whitespace, ``[]`` or a CSV header only).
+
+    Values the audit log cannot record (integers beyond 2^53, numbers that
+    overflow a double, NaN and infinities) refuse the whole file before any run
+    starts; so do non-numbers in the fields ``workflow.numbers`` reads as numbers.
+    The ``ValueError`` then lists every such value as ``FILE:LINE: FIELD: why``
+    (LINE is where the item starts; for CSV, the line of the row).
     """
     p = Path(path)
     try:
@@ -51,38 +59,133 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
         raise ValueError(f"{p}: cannot read input: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{p}: input is not UTF-8 text") from None
-    items = _parse(p, text)
-    if not items:
+    located = _parse(p, text)
+    if not located:
         raise ValueError(f"{p}: no items in the input")
-    return items
+    numbers = workflow.numbers if workflow is not None else ()
+    problems = [f"{p}:{line}: {field}: {why}" for line, item in located for field, why in _problems(item, numbers)]
+    if problems:
+        more = len(problems) - _SHOWN
+        raise ValueError("\n".join(problems[:_SHOWN] + ([f"... and {more} more"] if more > 0 else []))
+                         + f"\n{p}: refused; no run was started")
+    return [item for _, item in located]
 
 
-def _parse(p: Path, text: str) -> list[dict[str, Any]]:
+_SHOWN = 20
+
+
+class _Unrecordable:
+    """A number read from the input that has no exact JSON (IEEE-754 double) form; keeps its text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _int(text: str) -> Any:
+    value = int(text)
+    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _Unrecordable(text)
+
+
+def _float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _Unrecordable(text)
+
+
+_DECODER = json.JSONDecoder(parse_constant=lambda name: _no_constant(name), parse_int=_int, parse_float=_float)
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _loads(text: str) -> Any:
+    doc, end = _DECODER.raw_decode(text, _WS.match(text, 0).end())
+    if _WS.match(text, end).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, _WS.match(text, end).end())
+    return doc
+
+
+def _problems(value: Any, numbers: tuple[str, ...]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, _Unrecordable):
+            big = re.fullmatch(r"-?[0-9]+", v.text) is not None
+            out.append((where, f"{v.text} is beyond 2^53 and has no exact JSON number"
+                        if big else f"{v.text} overflows a double and has no JSON number"))
+        elif isinstance(v, float) and not math.isfinite(v):
+            out.append((where, f"{v} has no JSON number"))
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SAFE_INTEGER:
+            out.append((where, f"{v} is beyond 2^53 and has no exact JSON number"))
+        elif isinstance(v, dict):
+            for k, sub in v.items():
+                walk(sub, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, list):
+            for n, sub in enumerate(v):
+                walk(sub, f"{where}[{n}]")
+
+    walk(value, "")
+    for name in numbers:
+        v = value.get(name)
+        if v is not None and not isinstance(v, _Unrecordable) and (isinstance(v, bool) or not isinstance(v, int | float)):
+            out.append((name, f"{json.dumps(v)} is not a number (the workflow reads {name} as a number)"))
+    return out
+
+
+def _parse(p: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """The items with the line each starts on."""
     if p.suffix.lower() == ".csv":
-        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text, newline=""))]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = []
+        try:
+            for row in reader:
+                if None in row:
+                    raise ValueError(f"{p}:{reader.line_num}: more cells than the header has columns")
+                rows.append((reader.line_num, {k: _cell(v) for k, v in row.items()}))
+        except csv.Error as exc:
+            raise ValueError(f"{p}:{reader.line_num}: not valid CSV: {exc}") from None
+        return rows
     if p.suffix.lower() == ".jsonl":
         items = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line, parse_constant=_no_constant)
+                obj = _loads(line)
             except ValueError as exc:
                 raise ValueError(f"{p}:{n}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{p}:{n}: each line must be a JSON object")  # noqa: TRY004 - a bad file, not a bad argument
-            items.append(obj)
+            items.append((n, obj))
         return items
     if not text.strip():
         return []
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
+        doc = _loads(text)
     except ValueError as exc:
         raise ValueError(f"{p}:{getattr(exc, 'lineno', 1)}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
-    items = [doc] if isinstance(doc, dict) else doc
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+    if isinstance(doc, dict):
+        return [(_line(text, _WS.match(text, 0).end()), doc)]
+    if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
         raise ValueError(f"{p}: input must be a JSON object or an array of objects")
-    return items
+    return list(zip(_element_lines(text), doc, strict=True))
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _element_lines(text: str) -> list[int]:
+    """The line each element of a (valid) top-level JSON array starts on."""
+    lines, pos = [], _WS.match(text, 0).end() + 1  # past "["
+    while True:
+        pos = _WS.match(text, pos).end()
+        if text[pos] == "]":
+            return lines
+        lines.append(_line(text, pos))
+        _, pos = _DECODER.raw_decode(text, pos)
+        pos = _WS.match(text, pos).end()
+        if text[pos] == ",":
+            pos += 1
 
 
 def _no_constant(name: str) -> Any:
@@ -94,15 +197,18 @@ _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
 
 
 def _cell(value: str | None) -> Any:
-    """A CSV cell as JSON would have it: numbers and booleans typed (so rules compare them), empty is null."""
+    """A CSV cell as JSON would have it: numbers and booleans typed (so rules compare them), empty is null.
+
+    A number with no exact JSON form (beyond 2^53, overflowing a double) is kept as
+    ``_Unrecordable`` so the reader can refuse it by row and column."""
     if value is None or value == "":
         return None
     if value in ("true", "false"):
         return value == "true"
     if _INT.fullmatch(value):
-        return int(value)
+        return _int(value)
     if _FLOAT.fullmatch(value):
-        return float(value)
+        return _float(value)
     return value  # including ids with leading zeros ("007"), "nan" and "inf"
 
 

@@ -89,6 +89,7 @@ FRAUD = Workflow(
                                      _tool_context(ctx)),
                  run=lambda ctx, key: {"released": ctx.item.get("id")}),
     ),
+    numbers=("amount",),
     outcome=lambda ctx: ("blocked" if ctx.ran("block") or ctx.ran("block_after_review")
                          else "released_after_review" if ctx.approved else "auto_resolved"),
 )

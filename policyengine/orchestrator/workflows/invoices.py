@@ -70,6 +70,7 @@ INVOICES = Workflow(
     fallback=ToolCall("queue_for_review",
                       ask=lambda ctx: Ask("notify", "tool", "ap/review-queue", _data(ctx)),
                       run=lambda ctx, key: {"queue": "ap-review", "invoice": ctx.item.get("id")}),
+    numbers=("amount", "vendor_age_days"),
     outcome=lambda ctx: (
         "queued_for_review" if ctx.ran("queue_for_review")
         else "returned_to_buyer" if ctx.ran("request_po")
