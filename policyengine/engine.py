@@ -30,6 +30,7 @@ from .compile import CompiledPolicy, compile_policy
 from .decision import Decision
 from .diagnostics import Finding, PolicyError
 from .evaluate import Evaluator
+from .format import format_policy
 from .loader import load_files, policy_paths
 from .policyset import PolicySet
 
@@ -159,49 +160,58 @@ _CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str, tuple[Finding, ...]]] = 
 _CACHE_LOCK = threading.Lock()
 
 
-def _content_key(files: Sequence[Path]) -> str | None:
+def _read_sources(names: Sequence[str]) -> dict[str, bytes]:
+    """Each readable file's bytes, read once: they key the cache *and* are what gets parsed.
+
+    An unreadable file is left out, for the loader to read and report.
+    """
+    sources: dict[str, bytes] = {}
+    for name in names:
+        try:
+            sources[name] = Path(name).read_bytes()
+        except OSError:
+            pass
+    return sources
+
+
+def _content_key(names: Sequence[str], sources: Mapping[str, bytes]) -> str | None:
+    if len(sources) != len(names):
+        return None  # some file is unreadable: do not cache what the loader will report
     digest = hashlib.sha256()
-    try:
-        for f in sorted(files, key=str):
-            data = f.read_bytes()
-            digest.update(f"{f}\0{len(data)}\0".encode())
-            digest.update(data)
-    except OSError:
-        return None  # let the loader report the unreadable file
+    for name in sorted(names):
+        data = sources[name]
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 
 def policy_hash(files: Sequence[ast.PolicyFile]) -> str:
     """sha256 of the canonical policy set: every file's formatted text, ordered by path.
 
-    Paths are not hashed, so moving the folder keeps the hash. Should the
-    formatter be missing or fail on a file, that file's bytes stand in.
+    Paths are not hashed, so moving the folder keeps the hash.
     """
-    try:
-        from .format import format_policy
-    except ImportError:  # formatter not built yet
-        format_policy = None
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
-        try:
-            data = format_policy(f).encode("utf-8") if format_policy is not None else None
-        except Exception:  # a formatter bug must not stop loading; hash the bytes instead
-            data = None
-        if data is None:
-            data = Path(f.path).read_bytes()
+        data = format_policy(f).encode("utf-8")
         digest.update(f"{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
 
 
-def _load_files(paths: Sequence[str | Path]) -> tuple[list[ast.PolicyFile], list[Finding]]:
-    result = load_files([str(p) for p in paths])
+def _load_files(paths: Sequence[str | Path],
+                sources: Mapping[str, bytes] | None = None) -> tuple[list[ast.PolicyFile], list[Finding]]:
+    result = load_files([str(p) for p in paths], contents=sources)
     return list(result.files), list(result.findings)
 
 
-def build_policy_set(paths: Sequence[str | Path]) -> tuple[PolicySet, list[ast.PolicyFile], list[Finding]]:
-    """Load, parse and check; raises ``PolicyError`` when there is any error finding."""
-    files, findings = _load_files(paths)
+def build_policy_set(paths: Sequence[str | Path], *, sources: Mapping[str, bytes] | None = None,
+                     ) -> tuple[PolicySet, list[ast.PolicyFile], list[Finding]]:
+    """Load, parse and check; raises ``PolicyError`` when there is any error finding.
+
+    ``sources`` maps file names (as ``policy_paths`` spells them) to bytes already
+    read, which are parsed instead of reading those files again.
+    """
+    files, findings = _load_files(paths, sources)
     if any(f.is_error for f in findings):
         raise PolicyError([f for f in findings if f.is_error])
     result = check_policy(files)
@@ -224,14 +234,14 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     names, missing = policy_paths(paths)
     if missing:
         raise PolicyError(missing)
-    files = [Path(n) for n in names]
-    key = _content_key(files)
+    sources = _read_sources(names)  # read once: an edit meanwhile cannot be cached under the old key
+    key = _content_key(names, sources)
     cached = _CACHE.get(key) if key is not None else None
     if cached is None:
         paused = gc.isenabled()
         gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
         try:
-            policy_set, parsed, findings = build_policy_set(files)
+            policy_set, parsed, findings = build_policy_set(names, sources=sources)
             cached = (policy_set, compile_policy(policy_set), policy_hash(parsed), tuple(findings))
         finally:
             if paused:

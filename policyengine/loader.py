@@ -24,7 +24,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -281,16 +281,20 @@ def _parse(name: str, data: bytes, use_cache: bool) -> _Parsed:
     return result
 
 
-def load_files(paths: Iterable[str | os.PathLike[str]], *, cache: bool | None = None) -> LoadResult:
+def load_files(paths: Iterable[str | os.PathLike[str]], *, cache: bool | None = None,
+               contents: Mapping[str, bytes] | None = None) -> LoadResult:
     """Parse every ``.policy`` file under ``paths``; one finding per file that fails.
 
     ``cache`` defaults to on unless ``POLICYENGINE_NO_CACHE=1`` is set.
+    ``contents`` maps file names, spelled as ``policy_paths`` lists them, to bytes
+    the caller has already read: those are parsed instead of reading the file
+    again (so a caller that hashed the bytes parses exactly what it hashed).
     """
     use_cache = caching_enabled() if cache is None else cache
     names, findings = policy_paths(paths)
     files: list[ast.PolicyFile] = []
     with paused_gc():
-        _load_each(names, use_cache, files, findings)
+        _load_each(names, use_cache, files, findings, contents)
         _load_imports(names, use_cache, files, findings)
     return LoadResult(tuple(files), findings)
 
@@ -341,10 +345,11 @@ def _shipped_rules() -> Path:
         return Path(os.devnull)
 
 
-def _load_each(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding]) -> None:
+def _load_each(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding],
+               contents: Mapping[str, bytes] | None = None) -> None:
     for name in names:
         try:
-            data = Path(name).read_bytes()
+            data = contents[name] if contents is not None and name in contents else Path(name).read_bytes()
         except OSError as error:
             findings.append(Finding("load", f"cannot read this file: {error.strerror or error}", _where(name)))
             continue

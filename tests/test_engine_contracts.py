@@ -151,6 +151,62 @@ def test_policy_hash_ignores_layout(tmp_path):
     assert load_policy(tidy).policy_hash == load_policy(messy).policy_hash
 
 
+def test_a_formatter_failure_is_not_hidden_by_hashing_the_bytes(tmp_path, monkeypatch):
+    from policyengine import engine
+
+    (tmp_path / "t.policy").write_text(POLICY)
+
+    def broken(file, source=None):
+        raise RuntimeError("formatter bug")
+
+    monkeypatch.setattr(engine, "format_policy", broken)
+    monkeypatch.setattr(engine, "_CACHE", {})
+    with pytest.raises(RuntimeError, match="formatter bug"):
+        load_policy(tmp_path)
+
+
+def test_every_shipped_rule_file_formats_for_the_policy_hash():
+    from policyengine.engine import policy_hash
+    from policyengine.loader import load_files
+
+    result = load_files([ROOT / "rules"], cache=False)
+    assert result.ok and len(policy_hash(result.files)) == 64
+
+
+def test_load_policy_parses_the_bytes_it_keys_the_cache_with(tmp_path, monkeypatch):
+    """An edit between hashing and parsing must not cache the new policy under the old content."""
+    from policyengine import engine, loader
+
+    old, new = POLICY, POLICY.replace("docs/*", "doc/*")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "t.policy").write_text(old)
+    expected = load_policy(tmp_path / "ref").policy_hash
+    target = tmp_path / "live" / "t.policy"
+    target.parent.mkdir()
+    target.write_text(old)
+    monkeypatch.setattr(engine, "_CACHE", {})
+    loader._MEMORY.clear()
+    real = Path.read_bytes
+    reads = []
+
+    def edited_after_first_read(self):
+        data = real(self)
+        if self == target:
+            reads.append(data)
+            if len(reads) == 1:
+                target.write_text(new)  # someone saves the file right after our first read
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", edited_after_first_read)
+    first = load_policy(target)
+    assert len(reads) == 1, "the file was read more than once"
+    assert first.policy_hash == expected
+    monkeypatch.setattr(Path, "read_bytes", real)
+    assert load_policy(target).policy_hash != expected  # the edit is seen on the next load
+    target.write_text(old)
+    assert load_policy(target).policy_hash == expected
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
