@@ -14,7 +14,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from html import escape
 from typing import Any, Literal
@@ -315,70 +315,80 @@ def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_WIDTH, _LEFT, _RIGHT, _TOP, _BOTTOM = 760, 56, 16, 30, 40  # every chart's width and margins (px)
+_PLOT_W = _WIDTH - _LEFT - _RIGHT
+
+
+def _chart_frame(title: str, height: int, top_value: float,
+                 legend: str = "") -> tuple[list[str], Callable[[float], float], int]:
+    """What every chart starts with: the ``<svg>`` element, its title (and ``legend``) and five grid
+    lines over a plot area scaled from 0 to ``top_value``. Returns the SVG so far, the value-to-y
+    scale and the plot area's height."""
+    plot_h = height - _TOP - _BOTTOM
+    y = lambda v: _TOP + plot_h - (v / top_value) * plot_h
+    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{_WIDTH}' height='{height}' role='img' "
+           f"aria-label='{escape(title)}' viewBox='0 0 {_WIDTH} {height}'>"),
+           f"<text x='{_LEFT}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
+    if legend:
+        out.append(legend)
+    for i in range(5):
+        v = top_value * i / 4
+        out.append(f"<line x1='{_LEFT}' x2='{_LEFT + _PLOT_W}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
+        out.append(f"<text x='{_LEFT - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
+    return out, y, plot_h
+
+
+def _threshold_line(y: Callable[[float], float], line: float) -> str:
+    return (f"<line x1='{_LEFT}' x2='{_LEFT + _PLOT_W}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#c53030' "
+            "stroke-width='2' stroke-dasharray='6 4'/>")
+
+
 def bar_chart(bars: Sequence[tuple[str, float, str]], *, title: str, line: float | None = None,
               line_label: str | None = None, max_value: float = 1.0) -> str:
     """Vertical bars (label, value, tone) with an optional dashed threshold line."""
-    width, height, left, bottom, top = 760, 280, 56, 40, 30
-    plot_w, plot_h = width - left - 16, height - top - bottom
+    height = 280
     top_value = max(max_value, *(v for _, v, _ in bars), line or 0.0, 1e-12)
-    slot = plot_w / max(len(bars), 1)
+    out, y, plot_h = _chart_frame(title, height, top_value)
+    slot = _PLOT_W / max(len(bars), 1)
     bar_w = min(64.0, slot * 0.6)
-    y = lambda v: top + plot_h - (v / top_value) * plot_h
-    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>"),
-           f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
-    for i in range(5):
-        v = top_value * i / 4
-        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
-        out.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
     for i, (label, value, tone) in enumerate(bars):
-        x = left + slot * i + (slot - bar_w) / 2
-        out.append(f"<rect x='{x:.1f}' y='{y(value):.1f}' width='{bar_w:.1f}' height='{top + plot_h - y(value):.1f}' "
+        x = _LEFT + slot * i + (slot - bar_w) / 2
+        out.append(f"<rect x='{x:.1f}' y='{y(value):.1f}' width='{bar_w:.1f}' height='{_TOP + plot_h - y(value):.1f}' "
                    f"fill='{_FILL.get(tone, _FILL['ok'])}'><title>{escape(label)}: {value:.6g}</title></rect>")
         out.append(f"<text x='{x + bar_w / 2:.1f}' y='{y(value) - 4:.1f}' font-size='11' text-anchor='middle' "
                    f"fill='#1f2933'>{value:.3g}</text>")
-        out.append(f"<text x='{x + bar_w / 2:.1f}' y='{height - bottom + 16}' font-size='12' text-anchor='middle' "
+        out.append(f"<text x='{x + bar_w / 2:.1f}' y='{height - _BOTTOM + 16}' font-size='12' text-anchor='middle' "
                    f"fill='#1f2933'>{escape(label[:18])}</text>")
     if line is not None:
-        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#c53030' "
-                   "stroke-width='2' stroke-dasharray='6 4'/>")
+        out.append(_threshold_line(y, line))
         if line_label:  # as a legend in the title row, so it never covers a bar's value
-            lx = left + plot_w - 8 - 6.2 * len(line_label)
+            lx = _LEFT + _PLOT_W - 8 - 6.2 * len(line_label)
             out.append(f"<line x1='{lx - 30:.1f}' x2='{lx - 6:.1f}' y1='14' y2='14' stroke='#c53030' stroke-width='2' "
                        "stroke-dasharray='6 4'/>")
-            out.append(f"<text x='{left + plot_w}' y='18' font-size='11' text-anchor='end' "
+            out.append(f"<text x='{_LEFT + _PLOT_W}' y='18' font-size='11' text-anchor='end' "
                        f"fill='#c53030'>{escape(line_label)}</text>")
-    out.append(f"<line x1='{left}' x2='{left}' y1='{top}' y2='{top + plot_h}' stroke='#9aa5b1'/>")
+    out.append(f"<line x1='{_LEFT}' x2='{_LEFT}' y1='{_TOP}' y2='{_TOP + plot_h}' stroke='#9aa5b1'/>")
     out.append("</svg>")
     return "".join(out)
 
 
 def paired_bar_chart(labels: Sequence[str], ref: Sequence[float], cur: Sequence[float], *, title: str) -> str:
     """Reference and current share side by side for each bin."""
-    width, height, left, bottom, top = 760, 260, 56, 40, 30
-    plot_w, plot_h = width - left - 16, height - top - bottom
-    top_value = max(0.05, *ref, *cur)
-    slot = plot_w / max(len(labels), 1)
+    height = 260
+    legend = (f"<rect x='{_WIDTH - 190}' y='8' width='10' height='10' fill='#9aa5b1'/>"
+              f"<text x='{_WIDTH - 176}' y='17' font-size='11'>reference</text>"
+              f"<rect x='{_WIDTH - 110}' y='8' width='10' height='10' fill='#3b82c4'/>"
+              f"<text x='{_WIDTH - 96}' y='17' font-size='11'>current</text>")
+    out, y, plot_h = _chart_frame(title, height, max(0.05, *ref, *cur), legend)
+    slot = _PLOT_W / max(len(labels), 1)
     bw = min(28.0, slot * 0.38)
-    y = lambda v: top + plot_h - (v / top_value) * plot_h
-    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>"),
-           f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>",
-           (f"<rect x='{width - 190}' y='8' width='10' height='10' fill='#9aa5b1'/>"
-           f"<text x='{width - 176}' y='17' font-size='11'>reference</text>"
-           f"<rect x='{width - 110}' y='8' width='10' height='10' fill='#3b82c4'/>"
-           f"<text x='{width - 96}' y='17' font-size='11'>current</text>")]
-    for i in range(5):
-        v = top_value * i / 4
-        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
-        out.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
     for i, label in enumerate(labels):
-        x0 = left + slot * i + slot / 2 - bw
+        x0 = _LEFT + slot * i + slot / 2 - bw
         for j, (v, fill) in enumerate(((ref[i], "#9aa5b1"), (cur[i], "#3b82c4"))):
             x = x0 + j * bw
-            out.append(f"<rect x='{x:.1f}' y='{y(v):.1f}' width='{bw - 2:.1f}' height='{top + plot_h - y(v):.1f}' "
+            out.append(f"<rect x='{x:.1f}' y='{y(v):.1f}' width='{bw - 2:.1f}' height='{_TOP + plot_h - y(v):.1f}' "
                        f"fill='{fill}'><title>{escape(label)}: {v:.4g}</title></rect>")
-        out.append(f"<text x='{left + slot * i + slot / 2:.1f}' y='{height - bottom + 16}' font-size='11' "
+        out.append(f"<text x='{_LEFT + slot * i + slot / 2:.1f}' y='{height - _BOTTOM + 16}' font-size='11' "
                    f"text-anchor='middle' fill='#1f2933'>{escape(label[:12])}</text>")
     out.append("</svg>")
     return "".join(out)
@@ -387,19 +397,10 @@ def paired_bar_chart(labels: Sequence[str], ref: Sequence[float], cur: Sequence[
 def line_chart(points: Sequence[tuple[str, float]], *, title: str, line: float | None = None,
                line_label: str | None = None) -> str:
     """A value per period joined by a line, with an optional dashed threshold line."""
-    width, height, left, bottom, top = 760, 260, 56, 40, 30
-    plot_w, plot_h = width - left - 16, height - top - bottom
-    top_value = max(line or 0.0, *(v for _, v in points), 1e-12) * 1.1
-    step = plot_w / max(len(points) - 1, 1)
-    x = lambda i: left + (i * step if len(points) > 1 else plot_w / 2)
-    y = lambda v: top + plot_h - (v / top_value) * plot_h
-    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-           f"aria-label='{escape(title)}' viewBox='0 0 {width} {height}'>"),
-           f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
-    for i in range(5):
-        v = top_value * i / 4
-        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e4e7eb'/>")
-        out.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end' fill='#7b8794'>{v:.2g}</text>")
+    height = 260
+    out, y, _ = _chart_frame(title, height, max(line or 0.0, *(v for _, v in points), 1e-12) * 1.1)
+    step = _PLOT_W / max(len(points) - 1, 1)
+    x = lambda i: _LEFT + (i * step if len(points) > 1 else _PLOT_W / 2)
     path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(v):.1f}" for i, (_, v) in enumerate(points))
     out.append(f"<path d='{path}' fill='none' stroke='#3b82c4' stroke-width='2'/>")
     every = max(1, len(points) // 8)
@@ -407,13 +408,12 @@ def line_chart(points: Sequence[tuple[str, float]], *, title: str, line: float |
         tone = _FILL["bad"] if line is not None and v >= line else _FILL["ok"]
         out.append(f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='3.5' fill='{tone}'><title>{escape(label)}: {v:.4g}</title></circle>")
         if i % every == 0:
-            out.append(f"<text x='{x(i):.1f}' y='{height - bottom + 16}' font-size='11' text-anchor='middle' "
+            out.append(f"<text x='{x(i):.1f}' y='{height - _BOTTOM + 16}' font-size='11' text-anchor='middle' "
                        f"fill='#1f2933'>{escape(label)}</text>")
     if line is not None:
-        out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#c53030' "
-                   "stroke-width='2' stroke-dasharray='6 4'/>")
+        out.append(_threshold_line(y, line))
         if line_label:
-            out.append(f"<text x='{left + plot_w}' y='18' font-size='11' text-anchor='end' fill='#c53030'>"
+            out.append(f"<text x='{_LEFT + _PLOT_W}' y='18' font-size='11' text-anchor='end' fill='#c53030'>"
                        f"{escape(line_label)}</text>")
     out.append("</svg>")
     return "".join(out)
