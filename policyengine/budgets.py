@@ -10,9 +10,10 @@ hour, day and month windows are all exact sums.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -51,12 +52,33 @@ def window_start(window: Window, now: datetime | None = None) -> datetime:
     raise ValueError(f"unknown budget window {window!r}")
 
 
+def window_end(window: Window, now: datetime | None = None) -> datetime:
+    """End (exclusive) of the calendar UTC ``window`` containing ``now``: the next window's start."""
+    start = window_start(window, now)
+    if window == "hour":
+        return start + timedelta(hours=1)
+    if window == "day":
+        return start + timedelta(days=1)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+def _in(h: datetime, start: datetime, end: datetime | None) -> bool:
+    return h >= start and (end is None or h < end)
+
+
 @runtime_checkable
 class BudgetLedger(Protocol):
     """Where budget usage lives. Implementations must be safe to call from many threads."""
 
-    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
-        """Total charged to ``scope_key`` in ``unit`` at or after ``window_start``."""
+    def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
+        """Total charged to ``scope_key`` in ``unit`` in ``[window_start, window_end)``.
+
+        ``window_end`` None means no end (everything at or after ``window_start``).
+        The engine passes the end, so a decision at a past ``now`` does not count
+        usage charged later.
+        """
         ...
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
@@ -71,19 +93,39 @@ class InMemoryLedger:
         self._hours: dict[tuple[str, str], dict[datetime, float]] = defaultdict(dict)
         self._lock = threading.Lock()
 
-    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+    def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
         start = utc(window_start)
+        end = utc(window_end) if window_end is not None else None
         with self._lock:
             buckets = self._hours.get((scope_key, unit))
             if not buckets:
                 return 0.0
-            return float(sum(v for h, v in buckets.items() if h >= start))
+            return float(sum(v for h, v in buckets.items() if _in(h, start, end)))
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
         with self._lock:
             buckets = self._hours[(scope_key, unit)]
             buckets[hour] = buckets.get(hour, 0.0) + float(amount)
+
+
+def windowed_usage(ledger: BudgetLedger):
+    """``usage(scope_key, unit, start, end)`` for ``ledger``, called once per ledger (not per request).
+
+    A ledger whose ``usage`` takes no ``window_end`` (written before windows had
+    an end) is called without it: it counts everything from ``start`` on.
+    """
+    usage = ledger.usage
+    try:
+        params = inspect.signature(usage).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "window_end" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return usage
+    if len([p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 4 or any(
+            p.kind is p.VAR_POSITIONAL for p in params.values()):
+        return usage
+    return lambda scope_key, unit, start, end: usage(scope_key, unit, start)
 
 
 def _sql(name: str) -> str:
@@ -128,11 +170,12 @@ class DuckDBLedger:
             self._cache[(scope_key, unit)] = buckets
         return buckets
 
-    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+    def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
         start = _naive_utc(window_start)
+        end = _naive_utc(window_end) if window_end is not None else None
         with self._lock:
             buckets = self._buckets(scope_key, unit)
-            return float(sum(v for h, v in buckets.items() if h >= start))
+            return float(sum(v for h, v in buckets.items() if _in(h, start, end)))
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = _naive_utc(window_start("hour", at))

@@ -23,7 +23,7 @@ from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .budgets import BudgetLedger, utc, window_start
+from .budgets import BudgetLedger, utc, window_end, window_start, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
 
@@ -73,6 +73,37 @@ def _lenient(obj: dict, attrs: Any, known: frozenset[str]) -> Any:
     return {**extra, **attrs}
 
 
+def _estimate_fields(budgets: Any) -> tuple[str, ...]:
+    """``tokens`` plus ``cost_<unit>`` for every money unit a budget limits (what ``estimate`` reads)."""
+    if not budgets:
+        return ()
+    units = {limit.unit for budget in budgets for limit in budget.limits}
+    return ("tokens", *sorted(f"cost_{u.lower()}" for u in units if u != "tokens"))
+
+
+def _estimate_ok(value: Any) -> bool:
+    """A finite, non-negative int or float (not a bool): a usable usage estimate."""
+    if value.__class__ is int:
+        return value >= 0
+    if value.__class__ is float:
+        return 0.0 <= value < _INF  # NaN fails both comparisons
+    return False
+
+
+_INF = float("inf")
+
+
+def _unique(items: tuple) -> tuple:
+    """``items`` without repeats (first kept), e.g. one approval asked for by two budgets."""
+    if len(items) < 2:
+        return items
+    seen: list = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return tuple(seen) if len(seen) != len(items) else items
+
+
 def _number(value: Any) -> float | None:
     if value.__class__ is int or value.__class__ is float:
         return value
@@ -87,6 +118,9 @@ class Evaluator:
         self.compiled = compiled
         self.policy_hash = policy_hash
         self.ledger = ledger
+        self.usage = windowed_usage(ledger)
+        # the request fields the budget check reads as estimates: checked when budgets exist
+        self._estimate_fields = _estimate_fields(compiled.budgets)
         self.blocked = blocked
         self._index = compiled.index
         self._role_closure = compiled.role_closure
@@ -207,6 +241,11 @@ class Evaluator:
             context = _EMPTY
         elif context.__class__ is not dict and not isinstance(context, dict):
             errors.append("context: must be an object")
+        elif self._estimate_fields and context:
+            for field in self._estimate_fields:
+                value = context.get(field)
+                if value is not None and not _estimate_ok(value):
+                    errors.append(f"context.{field}: must be a non-negative number")
         approvals = request.get("approvals")
         if approvals:
             approvals = self._approvals(approvals, errors)
@@ -343,8 +382,8 @@ class Evaluator:
                 obligations.append(self._approval_required(gate, now))
                 gate_reasons.append(gate.reason)
         if gate_reasons:
-            return Outcome("escalate", (*gate_reasons, *allowed), tuple(obligations), fresh=fresh)
-        return Outcome("allow", allowed, tuple(obligations), fresh=fresh)
+            return Outcome("escalate", (*gate_reasons, *allowed), _unique(tuple(obligations)), fresh=fresh)
+        return Outcome("allow", allowed, _unique(tuple(obligations)), fresh=fresh)
 
     def _approval_required(self, gate: CompiledGate, now: datetime | None) -> ApprovalRequired:
         """The gate's obligation, deadline to the second; built once per gate and second."""
@@ -449,7 +488,8 @@ class Evaluator:
         for budget in in_scope:
             for limit in budget.limits:
                 est = self.estimate(c, limit.unit)
-                used = self.ledger.usage(budget.scope_key, limit.unit, window_start(limit.window, now)) + est
+                used = self.usage(budget.scope_key, limit.unit, window_start(limit.window, now),
+                                  window_end(limit.window, now)) + est
                 over = used > limit.amount
                 if over and budget.on_exceed == "route" and c.kind == "model" and c.rid == budget.target:
                     over = False  # already on the budget's fallback model: exceeding only redirects
@@ -463,8 +503,8 @@ class Evaluator:
                         rerouted = reason.model_copy(update={"message": f"{message}; rerouted to model {target}"})
                         if out.effect == "deny":
                             return Outcome("deny", (rerouted, *out.reasons), fresh=True)
-                        return Outcome(out.effect, (rerouted, *out.reasons), (*obligations, *out.obligations),
-                                       target, fresh=True)
+                        return Outcome(out.effect, (rerouted, *out.reasons),
+                                       _unique((*obligations, *out.obligations)), target, fresh=True)
                     if budget.on_exceed == "escalate":
                         if not self._approved(c, budget.id, budget.name, budget.target, False, directory):
                             obligations.append(ApprovalRequired(gate=budget.id, role=budget.target))
