@@ -156,7 +156,9 @@ class Policy:
 
 # --- loading ------------------------------------------------------------------------
 
-_CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str, tuple[Finding, ...]]] = {}
+# content key of the given files -> (policy set, compiled, policy hash, warnings,
+# (name, sha256) of each file loaded for an import, checked again on every hit)
+_CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str, tuple[Finding, ...], tuple[tuple[str, str], ...]]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -198,10 +200,33 @@ def policy_hash(files: Sequence[ast.PolicyFile]) -> str:
     return digest.hexdigest()
 
 
-def _load_files(paths: Sequence[str | Path],
-                sources: Mapping[str, bytes] | None = None) -> tuple[list[ast.PolicyFile], list[Finding]]:
-    result = load_files([str(p) for p in paths], contents=sources)
-    return list(result.files), list(result.findings)
+def _imported_digests(read: Mapping[str, bytes], given: Mapping[str, bytes]) -> tuple[tuple[str, str], ...]:
+    """(name, sha256) of the files the loader read for imports, beyond the ``given`` ones."""
+    return tuple((name, hashlib.sha256(data).hexdigest()) for name, data in read.items() if name not in given)
+
+
+def _unchanged(imported: tuple[tuple[str, str], ...]) -> bool:
+    """Whether every imported file still holds the bytes its cached policy was built from."""
+    for name, digest in imported:
+        try:
+            if hashlib.sha256(Path(name).read_bytes()).hexdigest() != digest:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _build(paths: Sequence[str | Path], sources: Mapping[str, bytes] | None,
+           ) -> tuple[PolicySet, list[ast.PolicyFile], list[Finding], dict[str, bytes]]:
+    loaded = load_files([str(p) for p in paths], contents=sources)
+    files, findings = list(loaded.files), list(loaded.findings)
+    if any(f.is_error for f in findings):
+        raise PolicyError([f for f in findings if f.is_error])
+    result = check_policy(files)
+    findings = [*findings, *result.findings]
+    if result.policy is None:
+        raise PolicyError([f for f in findings if f.is_error] or findings)
+    return result.policy, files, findings, loaded.sources
 
 
 def build_policy_set(paths: Sequence[str | Path], *, sources: Mapping[str, bytes] | None = None,
@@ -211,14 +236,8 @@ def build_policy_set(paths: Sequence[str | Path], *, sources: Mapping[str, bytes
     ``sources`` maps file names (as ``policy_paths`` spells them) to bytes already
     read, which are parsed instead of reading those files again.
     """
-    files, findings = _load_files(paths, sources)
-    if any(f.is_error for f in findings):
-        raise PolicyError([f for f in findings if f.is_error])
-    result = check_policy(files)
-    findings = [*findings, *result.findings]
-    if result.policy is None:
-        raise PolicyError([f for f in findings if f.is_error] or findings)
-    return result.policy, files, findings
+    policy_set, files, findings, _ = _build(paths, sources)
+    return policy_set, files, findings
 
 
 def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedger | None = None,
@@ -237,12 +256,15 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     sources = _read_sources(names)  # read once: an edit meanwhile cannot be cached under the old key
     key = _content_key(names, sources)
     cached = _CACHE.get(key) if key is not None else None
+    if cached is not None and not _unchanged(cached[4]):
+        cached = None  # a package the files import (found beside them) was edited
     if cached is None:
         paused = gc.isenabled()
         gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
         try:
-            policy_set, parsed, findings = build_policy_set(names, sources=sources)
-            cached = (policy_set, compile_policy(policy_set), policy_hash(parsed), tuple(findings))
+            policy_set, parsed, findings, read = _build(names, sources)
+            cached = (policy_set, compile_policy(policy_set), policy_hash(parsed), tuple(findings),
+                      _imported_digests(read, sources))
         finally:
             if paused:
                 gc.enable()
@@ -251,7 +273,7 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
                 if len(_CACHE) > 16:
                     _CACHE.clear()
                 _CACHE[key] = cached
-    policy_set, compiled, digest, warnings = cached
+    policy_set, compiled, digest, warnings, _ = cached
     return Policy(policy_set, policy_hash=digest, ledger=ledger, blocked=blocked, compiled=compiled,
                   warnings=warnings)
 

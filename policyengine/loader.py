@@ -53,6 +53,8 @@ class LoadResult:
 
     files: tuple[ast.PolicyFile, ...]
     findings: list[Finding] = field(default_factory=list)
+    # every file read, given or imported, by name: the bytes its tree was parsed from
+    sources: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -293,13 +295,15 @@ def load_files(paths: Iterable[str | os.PathLike[str]], *, cache: bool | None = 
     use_cache = caching_enabled() if cache is None else cache
     names, findings = policy_paths(paths)
     files: list[ast.PolicyFile] = []
+    read: dict[str, bytes] = {}
     with paused_gc():
-        _load_each(names, use_cache, files, findings, contents)
-        _load_imports(names, use_cache, files, findings)
-    return LoadResult(tuple(files), findings)
+        _load_each(names, use_cache, files, findings, contents, read)
+        _load_imports(names, use_cache, files, findings, read)
+    return LoadResult(tuple(files), findings, read)
 
 
-def _load_imports(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding]) -> None:
+def _load_imports(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding],
+                  read: dict[str, bytes] | None = None) -> None:
     """Load packages that given files import but that were not given.
 
     ``import common.regions`` in ``rules/finance/invoices.policy`` finds
@@ -323,7 +327,7 @@ def _load_imports(names: list[str], use_cache: bool, files: list[ast.PolicyFile]
                 continue
             loaded.add(os.path.realpath(found))
             before = len(files)
-            _load_each([str(found)], use_cache, files, findings)
+            _load_each([str(found)], use_cache, files, findings, None, read)
             for new in files[before:]:
                 declared.add(new.package.value)
                 pending.append(new)
@@ -346,13 +350,15 @@ def _shipped_rules() -> Path:
 
 
 def _load_each(names: list[str], use_cache: bool, files: list[ast.PolicyFile], findings: list[Finding],
-               contents: Mapping[str, bytes] | None = None) -> None:
+               contents: Mapping[str, bytes] | None = None, read: dict[str, bytes] | None = None) -> None:
     for name in names:
         try:
             data = contents[name] if contents is not None and name in contents else Path(name).read_bytes()
         except OSError as error:
             findings.append(Finding("load", f"cannot read this file: {error.strerror or error}", _where(name)))
             continue
+        if read is not None:
+            read[name] = data
         parsed = _parse(name, data, use_cache)
         if isinstance(parsed, Finding):
             findings.append(parsed)

@@ -207,6 +207,22 @@ def test_load_policy_parses_the_bytes_it_keys_the_cache_with(tmp_path, monkeypat
     assert load_policy(target).policy_hash == expected
 
 
+def test_an_edited_imported_package_is_not_served_from_the_cache(tmp_path):
+    """A file given alone loads the package it imports from beside it; editing that package counts."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "app").mkdir()
+    limits = tmp_path / "common" / "limits.policy"
+    limits.write_text("package common.limits\nconst MAX_ROWS = 10\n")
+    main = tmp_path / "app" / "main.policy"
+    main.write_text('package app\nimport common.limits\nrole clerk\nrule small_reads\n'
+                    '    allow role clerk to read dataset "d/*"\n    when context.rows <= MAX_ROWS\n')
+    request = {"principal": {"id": "kim", "roles": ["clerk"]}, "action": "read",
+               "resource": {"kind": "dataset", "id": "d/1"}, "context": {"rows": 50}}
+    assert load_policy(main).evaluate(request).effect == "deny"
+    limits.write_text("package common.limits\nconst MAX_ROWS = 100\n")
+    assert load_policy(main).evaluate(request).effect == "allow"
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),

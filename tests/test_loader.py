@@ -338,3 +338,11 @@ def test_mutation_runs_add_nothing_to_the_parse_cache(tmp_path: Path) -> None:
     report = run_mutations(folder)
     assert report.baseline_ok and report.total >= 3
     assert not cache_dir().exists() or not any(cache_dir().iterdir())
+
+
+def test_given_contents_are_parsed_instead_of_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.policy", GOOD.format(n=1))
+    given = GOOD.format(n=2).encode()
+    result = load_files([path], contents={str(path): given})
+    assert result.files[0].package.value == "t.p2"
+    assert result.sources == {str(path): given}
