@@ -410,3 +410,26 @@ def test_unrecordable_input_values_refuse_the_file_before_any_run_starts(work, s
     # the largest exact integer is fine
     (work / "ok.json").write_text(json.dumps([{**INVOICE, "vendor_age_days": 2**53}]))
     pe("run", "invoice-exceptions", "--input", "ok.json", cwd=work)
+
+
+def test_a_missing_amount_stays_missing_in_requests_and_records(work):
+    no_amount = {k: v for k, v in INVOICE.items() if k != "amount"}
+    (work / "noamt.json").write_text(json.dumps([no_amount]))
+    (work / "sig.json").write_text(json.dumps([{"id": "SIG-T1", "signal": "strike", "severity": "high",
+                                                "region": "EU", "sku": "SKU-UNKNOWN", "classification": "internal",
+                                                "true_action": "expedite_alternative"}]))
+    (work / "sure.yaml").write_text(SURE + "  planner_llm: {accuracy: 1.0, confidence: 0.95}\n")
+    out = json.loads(pe("run", "invoice-exceptions", "--input", "noamt.json", "--providers", "sure.yaml", "--json",
+                        cwd=work).stdout)
+    assert out["runs"][0]["outcome"] == "queued_for_review"  # no rule allows paying an invoice of unknown amount
+    pe("run", "supply-chain-disruption", "--input", "sig.json", "--providers", "sure.yaml", cwd=work)
+    db = work / "policyengine.duckdb"
+    requests = {(d["request"]["action"], d["request"]["context"]["step"]): d["request"]
+                for d in audit_rows(db, "decision")}
+    assert "amount" not in requests[("approve_payment", "approve_payment")]["context"]
+    assert "amount" not in requests[("approve_order", "planner_approval")]["context"]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        outputs = dict(conn.execute("SELECT step, output FROM orch_steps").fetchall())
+    assert json.loads(outputs["load_invoice"])["amount"] is None
+    assert json.loads(outputs["inventory"])["on_hand"] is None
+

@@ -19,7 +19,9 @@ TOOL_REGION = "eu-west-1"
 
 
 def _tool_context(ctx: Context, **extra: object) -> dict:
-    return {"amount": ctx.item.get("amount"), "region": TOOL_REGION, **extra}
+    """Request context; attributes the item or the model did not give stay missing (never 0)."""
+    ctx_ = {"amount": ctx.item.get("amount"), "region": TOOL_REGION, **extra}
+    return {k: v for k, v in ctx_.items() if v is not None}
 
 
 def _data(ctx: Context) -> dict:
@@ -33,9 +35,16 @@ def _prompt(ctx: Context) -> Prompt:
     return Prompt((("user", text),), LABELS, i.get("true_label"))
 
 
-def _verdict(ctx: Context) -> tuple[str | None, float]:
+def _verdict(ctx: Context) -> tuple[str | None, float | None]:
+    """The deciding model's label and confidence (None when it gave none)."""
     step = "second_opinion" if ctx.ran("second_opinion") else "score"
-    return ctx.out(step, "label"), float(ctx.out(step, "confidence") or 0.0)
+    conf = ctx.out(step, "confidence")
+    return ctx.out(step, "label"), None if conf is None else float(conf)
+
+
+def _decisive(ctx: Context) -> bool:
+    conf = _verdict(ctx)[1]
+    return conf is not None and conf >= DECISIVE
 
 
 def _subject(ctx: Context) -> dict:
@@ -55,8 +64,8 @@ def _right_outcome(ctx: Context) -> str:
 
 
 def _ask_model(task: str):
-    return lambda ctx: Ask("invoke", "model", None, _data(ctx), {"task": task, "tokens": 350,
-                                                                  "amount": ctx.item.get("amount")})
+    return lambda ctx: Ask("invoke", "model", None, _data(ctx), {"task": task, "tokens": 350, **(
+        {"amount": ctx.item["amount"]} if ctx.item.get("amount") is not None else {})})
 
 
 FRAUD = Workflow(
@@ -69,16 +78,16 @@ FRAUD = Workflow(
         ModelCall("second_opinion", ask=_ask_model("fraud_second_opinion"), prompt=_prompt, subject=_subject,
                   label=_right_outcome, outcome=_model_outcome,
                   when=lambda ctx: float(ctx.out("score", "confidence") or 0) < SECOND_OPINION_BELOW),
-        ToolCall("block", when=lambda ctx: _verdict(ctx)[0] == "fraud" and _verdict(ctx)[1] >= DECISIVE,
+        ToolCall("block", when=lambda ctx: _verdict(ctx)[0] == "fraud" and _decisive(ctx),
                  effect=True, ask=lambda ctx: Ask("block_transaction", "tool", "payments/blocks", _data(ctx),
                                                   _tool_context(ctx)),
                  run=lambda ctx, key: {"blocked": ctx.item.get("id"), "case": key}),
         HumanWait("analyst_review", role=ANALYST_ROLE, within_seconds=24 * 3600,
-                  when=lambda ctx: _verdict(ctx)[1] < DECISIVE,
+                  when=lambda ctx: not _decisive(ctx),
                   ask=lambda ctx: Ask("review_transaction", "tool", "payments/cases", _data(ctx),
                                       _tool_context(ctx, confidence=_verdict(ctx)[1])),
-                  summary=lambda ctx: f"{ctx.item.get('id')}: model says {_verdict(ctx)[0]} "
-                  f"at {_verdict(ctx)[1]:.2f}",
+                  summary=lambda ctx: f"{ctx.item.get('id')}: model says {_verdict(ctx)[0]} at "
+                  + (f"{_verdict(ctx)[1]:.2f}" if _verdict(ctx)[1] is not None else "no stated confidence"),
                   # an analyst who rejects the payment blocks it
                   fallback=ToolCall("block_after_review", effect=True,
                                     ask=lambda ctx: Ask("block_transaction", "tool", "payments/blocks", _data(ctx),

@@ -7,6 +7,8 @@ a senior analyst (four-eyes), and a denied step queues the invoice for review.
 
 from __future__ import annotations
 
+import math
+
 from ..workflow import Ask, Context, DataRead, ModelCall, Prompt, ToolCall, Workflow
 
 NAME = "invoice-exceptions"
@@ -31,12 +33,23 @@ def _label(ctx: Context) -> str | None:
     return ctx.out("classify", "label")
 
 
-def _amount(ctx: Context) -> float:
-    return float(ctx.item.get("amount") or 0)
+def _amount(ctx: Context) -> float | None:
+    """The invoice amount, or None when the item has none: a missing amount stays missing
+    (rules compare a missing attribute as false), it never becomes 0."""
+    value = ctx.item.get("amount")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _given(**values: object) -> dict:
+    """Request context without the attributes the item does not have."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _payment_outcome(ctx: Context, c) -> str:
-    return "auto_resolved" if (c.confidence or 0) >= 0.85 and _amount(ctx) <= 10_000 else "escalated"
+    amount = _amount(ctx)
+    return "auto_resolved" if (c.confidence or 0) >= 0.85 and amount is not None and amount <= 10_000 else "escalated"
 
 
 INVOICES = Workflow(
@@ -56,15 +69,15 @@ INVOICES = Workflow(
                   outcome=_payment_outcome),
         ToolCall("block_duplicate", when=lambda ctx: _label(ctx) == "duplicate",
                  ask=lambda ctx: Ask("block_invoice", "tool", "erp/invoices", _data(ctx),
-                                     {"amount": _amount(ctx)}),
+                                     _given(amount=_amount(ctx))),
                  run=lambda ctx, key: {"blocked": ctx.item.get("id"), "reference": key}, effect=True),
         ToolCall("request_po", when=lambda ctx: _label(ctx) == "missing_po",
                  ask=lambda ctx: Ask("notify", "tool", "erp/buyer-requests", _data(ctx)),
                  run=lambda ctx, key: {"sent_to": "buyer", "invoice": ctx.item.get("id")}),
         ToolCall("approve_payment", when=lambda ctx: _label(ctx) not in ("duplicate", "missing_po"),
                  ask=lambda ctx: Ask("approve_payment", "tool", "erp/payments", _data(ctx),
-                                     {"amount": _amount(ctx), "confidence": ctx.out("classify", "confidence"),
-                                      "currency": ctx.item.get("currency")}),
+                                     _given(amount=_amount(ctx), confidence=ctx.out("classify", "confidence"),
+                                            currency=ctx.item.get("currency"))),
                  run=lambda ctx, key: {"paid": _amount(ctx), "payment_ref": key}, effect=True),
     ),
     fallback=ToolCall("queue_for_review",

@@ -29,8 +29,11 @@ def _data(ctx: Context) -> dict:
 
 
 def _inventory(ctx: Context) -> dict:
-    row = _tables()[0].get(str(ctx.item.get("sku")), {})
-    on_hand, demand = int(row.get("on_hand", 0)), max(1, int(row.get("daily_demand", 1)))
+    """Stock of the item's SKU; all None for a SKU the inventory does not know (not invented zeros)."""
+    row = _tables()[0].get(str(ctx.item.get("sku")))
+    if row is None:
+        return {"on_hand": None, "daily_demand": None, "days_cover": None, "current_supplier": None}
+    on_hand, demand = int(row["on_hand"]), max(1, int(row["daily_demand"]))
     return {"on_hand": on_hand, "daily_demand": demand, "days_cover": round(on_hand / demand, 1),
             "current_supplier": row.get("supplier")}
 
@@ -49,10 +52,19 @@ def _prompt(ctx: Context) -> Prompt:
     return Prompt((("user", text),), ACTIONS, i.get("true_action"))
 
 
-def _order_value(ctx: Context) -> float:
-    alts = ctx.out("find_suppliers", "alternatives", [])
-    price = alts[0]["unit_price"] if alts else 0.0
-    return round(price * (ctx.out("inventory", "daily_demand") or 0) * 30, 2)
+def _order_value(ctx: Context) -> float | None:
+    """30 days of demand at the best alternative's price; None without a supplier or known demand."""
+    alts = ctx.out("find_suppliers", "alternatives") or []
+    demand = ctx.out("inventory", "daily_demand")
+    if not alts or demand is None:
+        return None
+    return round(alts[0]["unit_price"] * demand * 30, 2)
+
+
+def _order_context(ctx: Context) -> dict:
+    """The order's amount when it is known; a missing amount stays missing (never 0)."""
+    value = _order_value(ctx)
+    return {} if value is None else {"amount": value}
 
 
 def _expedite(ctx: Context) -> bool:
@@ -82,12 +94,12 @@ SUPPLY_CHAIN = Workflow(
                   outcome=lambda ctx, c: "auto_resolved" if c.label == "monitor" else "escalated"),
         HumanWait("planner_approval", role=APPROVER_ROLE, within_seconds=24 * 3600, when=_expedite,
                   ask=lambda ctx: Ask("approve_order", "tool", "scm/purchase-orders", _data(ctx),
-                                      {"amount": _order_value(ctx)}),
+                                      _order_context(ctx)),
                   summary=lambda ctx: f"expedite {ctx.item.get('sku')} from "
                   f"{(ctx.out('find_suppliers', 'alternatives') or [{}])[0].get('supplier', '?')}"),
         ToolCall("place_order", when=_expedite, effect=True,
                  ask=lambda ctx: Ask("place_order", "tool", "scm/purchase-orders", _data(ctx),
-                                     {"amount": _order_value(ctx)}),
+                                     _order_context(ctx)),
                  run=lambda ctx, key: {"po": key, "sku": ctx.item.get("sku"), "value": _order_value(ctx)}),
     ),
     outcome=lambda ctx: "mitigated" if ctx.ran("place_order") else "auto_resolved",
