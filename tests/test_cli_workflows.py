@@ -433,3 +433,32 @@ def test_a_missing_amount_stays_missing_in_requests_and_records(work):
     assert json.loads(outputs["load_invoice"])["amount"] is None
     assert json.loads(outputs["inventory"])["on_hand"] is None
 
+
+def test_runs_list_says_when_limit_cut_the_list(tmp_path):
+    pe("run", "fraud-routing", "--limit", "5", cwd=tmp_path)
+    pe("run", "it-ticket-triage", "--limit", "2", cwd=tmp_path)
+    cut = pe("runs", "list", "--limit", "3", cwd=tmp_path)
+    assert cut.stderr.splitlines()[-1] == "showing 3 of 7 runs (use --limit)"
+    cut = pe("runs", "list", "--limit", "3", "--workflow", "fraud-routing", "--json", cwd=tmp_path)
+    assert len(cut.stdout.splitlines()) == 3 and cut.stderr.splitlines()[-1] == "showing 3 of 5 runs (use --limit)"
+    for args in (["--limit", "7"], ["--limit", "2", "--workflow", "it-ticket-triage"], []):
+        whole = pe("runs", "list", "--json", *args, cwd=tmp_path)
+        assert "showing" not in whole.stderr
+
+
+def test_approve_and_reject_take_now_like_runs_expire(work):
+    (work / "two.json").write_text(json.dumps([INVOICE, {**INVOICE, "id": "INV-T2"}]))
+    runs = json.loads(pe("run", "invoice-exceptions", "--input", "two.json", "--providers", "sure.yaml",
+                         "--json", cwd=work).stdout)["runs"]
+    first, second = (r["run_id"] for r in runs)
+    soon = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    out = pe("reject", first, "--as", "alice", "--now", soon.isoformat(), cwd=work)
+    assert "rejected by alice; run rejected" in out.stdout
+    with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
+        (decided,) = conn.execute("SELECT decided_at FROM orch_approvals WHERE run_id = ?", [first]).fetchone()
+    assert decided == soon.replace(tzinfo=None)
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    refused = pe("approve", second, "--as", "alice", "--now", later, cwd=work, ok=False)
+    assert "its approval deadline passed" in refused.stderr
+    bad = pe("approve", second, "--as", "alice", "--now", "tomorrow", cwd=work, ok=False)
+    assert bad.returncode == 2 and "is not an ISO 8601 time" in bad.stderr

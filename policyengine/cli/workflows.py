@@ -282,7 +282,8 @@ def _overdue_note(count: int) -> None:
 @click.option("--status", type=click.Choice(["running", "waiting_approval", "completed", "denied", "failed",
                                              "rejected", "expired"]), help="Only runs in this state.")
 @click.option("--workflow", help="Only runs of this workflow.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most N runs; when there are more, stderr says how many.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
 @_now_option
 @_db_option
@@ -295,7 +296,9 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
     """
     try:
         with _view(db, now) as view:
-            runs = view.runs(status=status, workflow=workflow, limit=limit)
+            runs = view.runs(status=status, workflow=workflow, limit=limit + 1)
+            total = _count_runs(view, status, workflow) if len(runs) > limit else len(runs)
+            runs = runs[:limit]
             gates = {r.run_id: (view.pending(r.run_id) or [None])[0] for r in runs if r.status == "waiting_approval"}
             late = {run_id for run_id, g in gates.items() if g is not None and view.overdue(g)}
     except _errors() as exc:
@@ -309,6 +312,7 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
                                    "deadline": _ts(gate.deadline_at) if gate else None,
                                    "overdue": r.run_id in late}))
         _overdue_note(len(late))
+        _truncated_note(len(runs), total)
         return
     t = Table(title=f"Runs in {db}", title_justify="left")
     for col in ("run", "workflow", "item", "status", "outcome", "waiting for", "deadline", "created"):
@@ -320,6 +324,19 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
                   r.outcome or "", gate.role if gate else "", deadline, _ts(r.created_at))
     _console().print(t)
     _overdue_note(len(late))
+    _truncated_note(len(runs), total)
+
+
+def _count_runs(view: Any, status: str | None, workflow: str | None) -> int:
+    """How many runs match the filters of ``runs list`` (asked only when the list was cut at --limit)."""
+    return view.conn.execute(
+        "SELECT count(*) FROM orch_runs WHERE ($status IS NULL OR status = $status) "
+        "AND ($workflow IS NULL OR workflow = $workflow)", {"status": status, "workflow": workflow}).fetchone()[0]
+
+
+def _truncated_note(shown: int, total: int) -> None:
+    if total > shown:
+        click.echo(f"showing {shown} of {total} runs (use --limit)", err=True)
 
 
 @runs_group.command("show")
@@ -406,10 +423,10 @@ def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...]
 # --- approve / reject ----------------------------------------------------------------
 
 
-def _decide(action: str, run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
-            directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+def _decide(action: str, run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
+            rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None) -> None:
     try:
-        with _session(db, key, rules, directory, providers, mask) as session:
+        with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
             orch = session.orchestrator
             result = orch.approve(run_id, user, note) if action == "approve" else orch.reject(run_id, user, note)
     except _errors() as exc:
@@ -423,26 +440,30 @@ def _decide(action: str, run_id: str, user: str, note: str | None, db: Path, key
 @click.argument("run_id")
 @click.option("--as", "user", required=True, help="The approver (a user of the directory holding the gate's role).")
 @click.option("--note", help="Why; kept in the audit record.")
+@_now_option
 @session_options(create_key=False)
-def approve_command(run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
-                    directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+def approve_command(run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
+                    rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+                    mask: Path | None) -> None:
     """Approve the pending gate of RUN_ID and resume the run.
 
     Refused when USER started the run (four-eyes), lacks the gate's role, or the
     deadline has passed.
     """
-    _decide("approve", run_id, user, note, db, key, rules, directory, providers, mask)
+    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask)
 
 
 @click.command("reject")
 @click.argument("run_id")
 @click.option("--as", "user", required=True, help="The approver rejecting (same rules as approve).")
 @click.option("--note", help="Why; kept in the audit record.")
+@_now_option
 @session_options(create_key=False)
-def reject_command(run_id: str, user: str, note: str | None, db: Path, key: Path, rules: tuple[Path, ...],
-                   directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+def reject_command(run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
+                   rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+                   mask: Path | None) -> None:
     """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
-    _decide("reject", run_id, user, note, db, key, rules, directory, providers, mask)
+    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask)
 
 
 COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]
