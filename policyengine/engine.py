@@ -309,10 +309,92 @@ class _Unreadable(ValueError):
     """JSON that parses (or would) but cannot be taken as input: too deeply nested."""
 
 
-def _decode(text: str) -> Any:
-    """``json.loads`` that turns excessive nesting into ``_Unreadable`` (``JSONDecodeError`` passes)."""
+class _BadNumber:
+    """A number in the input that has no IEEE-754 double (``1e400``, ``NaN``, ``2**53 + 1``), kept as its text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_INF = float("inf")
+MAX_SAFE_INTEGER = 2**53
+
+
+def _parse_float(text: str) -> Any:
+    value = float(text)
+    if value == _INF or value == -_INF:
+        return _BadNumber(text)  # overflowed: Python's json would give inf, which has no JSON form
+    return value
+
+
+def _parse_int(text: str) -> Any:
     try:
-        value = json.loads(text)
+        value = int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        return _BadNumber(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    return value if _exact_double(value) else _BadNumber(text)
+
+
+def _exact_double(value: int) -> bool:
+    """Whether the audit log's RFC 8785 canonicaliser can write ``value`` (it needs an IEEE-754 double)."""
+    from .audit.canonical import CanonicalJSONError, canonical_number
+
+    try:
+        canonical_number(value)
+    except (CanonicalJSONError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def _parse_constant(text: str) -> Any:
+    return _BadNumber(text)  # NaN, Infinity, -Infinity: not JSON, though Python's json accepts them
+
+
+_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
+# Only text holding a NaN/Infinity literal, a long digit run or a 3-digit exponent can hold a _BadNumber.
+_BIG_NUMBER = re.compile(r"NaN|Infinity|\d{16}|[eE][+-]?\d{3}")
+
+
+def _bad_number(value: Any) -> str | None:
+    """Why ``value`` holds a number without a JSON/IEEE-754 form (naming the field), or None."""
+    stack: list[tuple[str, Any]] = [("request", value)]
+    while stack:
+        path, node = stack.pop()
+        if node.__class__ is _BadNumber:
+            if node.text in ("NaN", "Infinity", "-Infinity"):
+                return f"{path}: {node.text} is not a JSON number"
+            shown = node.text if len(node.text) <= 40 else f"{node.text[:20]}...{node.text[-10:]} ({len(node.text)} digits)"
+            return f"{path}: number {shown} is out of range (numbers must be finite IEEE-754 doubles)"
+        if isinstance(node, dict):
+            for key, child in reversed(node.items()):
+                stack.append((f"{path}.{key}" if path != "request" else key, child))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(node))))
+    return None
+
+
+def _number_text(value: Any) -> Any:
+    """A copy of ``value`` with each ``_BadNumber`` as its text (a string), safe to print and record."""
+    if value.__class__ is _BadNumber:
+        return value.text
+    if isinstance(value, dict):
+        return {k: _number_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_number_text(v) for v in value]
+    return value
+
+
+def _decode(text: str) -> Any:
+    """``json.loads`` that turns excessive nesting into ``_Unreadable`` (``JSONDecodeError`` passes).
+
+    Numbers without an IEEE-754 double come back as ``_BadNumber`` (``_batch`` reports them).
+    """
+    try:
+        value = _DECODER.decode(text)
     except RecursionError:  # deeper than the parser's stack allows
         raise _Unreadable(TOO_DEEP) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
@@ -436,14 +518,21 @@ def _line(number: int, raw: str) -> Iterator[InputItem]:
 def _batch(line: int, value: Any, lines: Sequence[int] = (), *, text: str = "") -> Iterator[InputItem]:
     """The request, or each element of an array (at its own line when ``lines`` gives them).
 
-    A request holding a lone surrogate (``text`` is the JSON it came from) is
-    unreadable: it comes with ``error`` set and ``request`` in escaped, safe form.
+    A request holding a lone surrogate (``text`` is the JSON it came from), or a
+    number without an IEEE-754 double (``1e400``, ``NaN``, an integer beyond 2**53
+    that no double holds), is unreadable: it comes with ``error`` set naming the
+    field and ``request`` in escaped, safe form (such numbers as their text).
     """
     suspect = _may_hold_surrogates(text)
+    numbers = _BIG_NUMBER.search(text) is not None
     items = enumerate(value, start=1) if isinstance(value, list) else [(None, value)]
     for position, request in items:
         where = lines[position - 1] if lines and position is not None else line
-        problem = _lone_surrogate(request) if suspect else None
+        problem = _bad_number(request) if numbers else None
+        if problem is not None:
+            request = _number_text(request)
+        elif suspect:
+            problem = _lone_surrogate(request)
         if problem is None:
             yield InputItem(where, request, item=position)
         else:
@@ -460,7 +549,7 @@ def _skip_space(text: str, pos: int) -> int:
 
 def _element_lines(text: str) -> list[int]:
     """The line each element of the top-level array in ``text`` starts on (``text`` is valid JSON)."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     pos = _skip_space(text, 0) + 1  # past "["
     line, counted = 1, 0
     lines: list[int] = []
