@@ -152,8 +152,9 @@ def test_input_formats(tmp_path, name, text, expected):
     ("bad.json", "[1, 2]", "bad.json: input must be a JSON object or an array of objects"),
     ("bad.jsonl", '{"id": 1}\n[2]\n', "bad.jsonl:2: each line must be a JSON object"),
     ("bad.jsonl", '{"id": 1}\n{oops\n', "bad.jsonl:2: not valid JSON"),
-    ("nan.jsonl", '{"amount": NaN}\n', "nan.jsonl:1: not valid JSON: NaN is not a JSON number"),
-    ("inf.json", '[{"amount": -Infinity}]', "inf.json:1: not valid JSON: -Infinity is not a JSON number"),
+    ("nan.jsonl", '{"amount": NaN}\n', "nan.jsonl:1: amount: NaN is not a JSON number"),
+    ("inf.json", '[{"amount": -Infinity}]', "inf.json:1: amount: -Infinity is not a JSON number"),
+    ("inf.json", '[\n{"id": 1},\n{"id": 2, "x": {"y": [Infinity]}}]', "inf.json:3: x.y\\[0\\]: Infinity is not a JSON number"),
 ])
 def test_bad_input_files_name_file_and_line(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)

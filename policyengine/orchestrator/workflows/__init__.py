@@ -75,7 +75,8 @@ _SHOWN = 20
 
 
 class _Unrecordable:
-    """A number read from the input that has no exact JSON (IEEE-754 double) form; keeps its text."""
+    """A number read from the input that has no exact JSON (IEEE-754 double) form, or a ``NaN``/``Infinity``
+    literal; keeps its text so the reader can name it."""
 
     __slots__ = ("text",)
 
@@ -93,14 +94,20 @@ def _float(text: str) -> Any:
     return value if math.isfinite(value) else _Unrecordable(text)
 
 
-_DECODER = json.JSONDecoder(parse_constant=lambda name: _no_constant(name), parse_int=_int, parse_float=_float)
-_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder(parse_constant=lambda name: _Unrecordable(name), parse_int=_int, parse_float=_float)
+
+
+def _skip(text: str, pos: int) -> int:
+    """``pos`` moved past JSON whitespace."""
+    while pos < len(text) and text[pos] in " \t\n\r":
+        pos += 1
+    return pos
 
 
 def _loads(text: str) -> Any:
-    doc, end = _DECODER.raw_decode(text, _WS.match(text, 0).end())
-    if _WS.match(text, end).end() != len(text):
-        raise json.JSONDecodeError("Extra data", text, _WS.match(text, end).end())
+    doc, end = _DECODER.raw_decode(text, _skip(text, 0))
+    if _skip(text, end) != len(text):
+        raise json.JSONDecodeError("Extra data", text, _skip(text, end))
     return doc
 
 
@@ -109,9 +116,12 @@ def _problems(value: Any, numbers: tuple[str, ...]) -> list[tuple[str, str]]:
 
     def walk(v: Any, where: str) -> None:
         if isinstance(v, _Unrecordable):
-            big = re.fullmatch(r"-?[0-9]+", v.text) is not None
-            out.append((where, f"{v.text} is beyond 2^53 and has no exact JSON number"
-                        if big else f"{v.text} overflows a double and has no JSON number"))
+            if v.text in ("NaN", "Infinity", "-Infinity"):
+                out.append((where, f"{v.text} is not a JSON number"))
+            elif re.fullmatch(r"-?[0-9]+", v.text):
+                out.append((where, f"{v.text} is beyond 2^53 and has no exact JSON number"))
+            else:
+                out.append((where, f"{v.text} overflows a double and has no JSON number"))
         elif isinstance(v, float) and not math.isfinite(v):
             out.append((where, f"{v} has no JSON number"))
         elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SAFE_INTEGER:
@@ -164,7 +174,7 @@ def _parse(p: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     except ValueError as exc:
         raise ValueError(f"{p}:{getattr(exc, 'lineno', 1)}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
     if isinstance(doc, dict):
-        return [(_line(text, _WS.match(text, 0).end()), doc)]
+        return [(_line(text, _skip(text, 0)), doc)]
     if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
         raise ValueError(f"{p}: input must be a JSON object or an array of objects")
     return list(zip(_element_lines(text), doc, strict=True))
@@ -176,20 +186,17 @@ def _line(text: str, pos: int) -> int:
 
 def _element_lines(text: str) -> list[int]:
     """The line each element of a (valid) top-level JSON array starts on."""
-    lines, pos = [], _WS.match(text, 0).end() + 1  # past "["
+    lines: list[int] = []
+    pos = _skip(text, 0) + 1  # past "["
     while True:
-        pos = _WS.match(text, pos).end()
+        pos = _skip(text, pos)
         if text[pos] == "]":
             return lines
         lines.append(_line(text, pos))
         _, pos = _DECODER.raw_decode(text, pos)
-        pos = _WS.match(text, pos).end()
+        pos = _skip(text, pos)
         if text[pos] == ",":
             pos += 1
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
