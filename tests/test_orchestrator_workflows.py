@@ -80,3 +80,18 @@ def test_waiting_runs_are_completed_by_the_directory_s_approver(ran, workflow):
     roles = Counter(r.approval.role for r in waiting[:3])
     assert all(d.status in ("completed", "waiting_approval") for d in done), (done, roles)
     assert any(d.status == "completed" for d in done)
+
+
+def test_an_unknown_sku_has_no_invented_stock_or_order_amount():
+    from types import MappingProxyType
+
+    from policyengine.orchestrator.workflow import Context
+    from policyengine.orchestrator.workflows import supply_chain
+
+    ctx = Context("r-1", supply_chain.NAME, "operator", MappingProxyType({"sku": "SKU-UNKNOWN"}),
+                  MappingProxyType({}))
+    stock = supply_chain._inventory(ctx)
+    assert set(stock.values()) == {None}
+    ctx = ctx.with_output("inventory", stock).with_output("find_suppliers", {"alternatives": []})
+    assert supply_chain._order_context(ctx) == {}
+    assert "unknown days of cover" in supply_chain._prompt(ctx).text()

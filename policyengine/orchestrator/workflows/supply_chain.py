@@ -48,7 +48,8 @@ def _prompt(ctx: Context) -> Prompt:
     i = ctx.item
     alts = ", ".join(a["supplier"] for a in ctx.out("find_suppliers", "alternatives", []))
     text = (f"Signal {i.get('signal')} ({i.get('severity')}) in {i.get('region')} affecting {i.get('sku')}; "
-            f"{ctx.out('inventory', 'days_cover')} days of cover; alternatives: {alts or 'none'}. Action?")
+            f"{ctx.out('inventory', 'days_cover') if ctx.out('inventory', 'days_cover') is not None else 'unknown'}"
+            f" days of cover; alternatives: {alts or 'none'}. Action?")
     return Prompt((("user", text),), ACTIONS, i.get("true_action"))
 
 
