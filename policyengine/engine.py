@@ -531,6 +531,7 @@ def _batch(line: int, value: Any, lines: Sequence[int] = (), *, text: str = "") 
         problem = _bad_number(request) if numbers else None
         if problem is not None:
             request = _number_text(request)
+            problem = escape_surrogates(problem)  # the field's name may hold one
         elif suspect:
             problem = _lone_surrogate(request)
         if problem is None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .budgets import window_end, window_start
+from .budgets import utc, window_end, window_start
 from .compile import CompiledRule
 from .conditions import Ctx, _path_getter, expr_paths, expr_text
 from .decision import Decision
@@ -80,7 +80,8 @@ def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: dat
         out.append(f"{indent}budget {budget.id}: covers this request ({budget.scope_key}, on exceed "
                    f"{budget.on_exceed}{' ' + budget.target if budget.target else ''})")
         for limit in budget.limits:
-            used = ev.usage(budget.scope_key, limit.unit, window_start(limit.window, now), window_end(limit.window, now))
+            t = utc(now)  # one clock reading for both ends of the window
+            used = ev.usage(budget.scope_key, limit.unit, window_start(limit.window, t), window_end(limit.window, t))
             est = ev.estimate(c, limit.unit)
             out.append(f"{indent}  {limit.unit} per {limit.window}: used {_amount(used)} + this request "
                        f"{_amount(est)} of {_amount(limit.amount)}")

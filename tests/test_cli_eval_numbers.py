@@ -135,3 +135,10 @@ def test_decision_output_is_strict_json_for_any_estimate(rules, tokens):
     assert "Traceback" not in result.stderr, result.stderr
     (decision,) = strict(result.stdout)
     assert decision["effect"] == "deny"
+
+
+def test_a_bad_number_under_a_key_with_a_lone_surrogate_is_reported_escaped():
+    (item,) = read_requests(GOOD[:-1] + ',"data":{"a\\ud800":NaN}}\n')
+    assert item.error == "data.a\\ud800: NaN is not a JSON number"
+    item.error.encode("utf-8")
+    json.dumps(item.request, allow_nan=False).encode("utf-8")
