@@ -33,6 +33,8 @@ def utc(now: datetime | str | None) -> datetime:
     """``now`` as an aware UTC datetime (naive datetimes are taken to be UTC; ISO strings accepted)."""
     if now is None:
         return datetime.now(timezone.utc)
+    if now.__class__ is datetime and now.tzinfo is timezone.utc:
+        return now  # already UTC (the common case on the hot path)
     if isinstance(now, str):
         now = datetime.fromisoformat(now.replace("Z", "+00:00"))
     if now.tzinfo is None:
@@ -54,18 +56,34 @@ def window_start(window: Window, now: datetime | None = None) -> datetime:
 
 def window_end(window: Window, now: datetime | None = None) -> datetime:
     """End (exclusive) of the calendar UTC ``window`` containing ``now``: the next window's start."""
+    return _next_start(window, window_start(window, now))
+
+
+def window_bounds(window: Window, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """``(window_start, window_end)`` of the calendar UTC ``window`` containing ``now``."""
     start = window_start(window, now)
+    return start, _next_start(window, start)
+
+
+_HOUR = timedelta(hours=1)
+_DAY = timedelta(days=1)
+
+
+def _next_start(window: Window, start: datetime) -> datetime:
     if window == "hour":
-        return start + timedelta(hours=1)
+        return start + _HOUR
     if window == "day":
-        return start + timedelta(days=1)
+        return start + _DAY
     if start.month == 12:
         return start.replace(year=start.year + 1, month=1)
     return start.replace(month=start.month + 1)
 
 
-def _in(h: datetime, start: datetime, end: datetime | None) -> bool:
-    return h >= start and (end is None or h < end)
+def _sum_in(buckets: dict[datetime, float], start: datetime, end: datetime | None) -> float:
+    """Total of the hour buckets in ``[start, end)`` (no end when ``end`` is None)."""
+    if end is None:
+        return float(sum(v for h, v in buckets.items() if h >= start))
+    return float(sum(v for h, v in buckets.items() if start <= h < end))
 
 
 @runtime_checkable
@@ -100,7 +118,7 @@ class InMemoryLedger:
             buckets = self._hours.get((scope_key, unit))
             if not buckets:
                 return 0.0
-            return float(sum(v for h, v in buckets.items() if _in(h, start, end)))
+            return _sum_in(buckets, start, end)
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
@@ -175,7 +193,7 @@ class DuckDBLedger:
         end = _naive_utc(window_end) if window_end is not None else None
         with self._lock:
             buckets = self._buckets(scope_key, unit)
-            return float(sum(v for h, v in buckets.items() if _in(h, start, end)))
+            return _sum_in(buckets, start, end)
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = _naive_utc(window_start("hour", at))

@@ -23,7 +23,7 @@ from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .budgets import BudgetLedger, utc, window_end, window_start, windowed_usage
+from .budgets import BudgetLedger, utc, window_bounds, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
 
@@ -488,8 +488,7 @@ class Evaluator:
         for budget in in_scope:
             for limit in budget.limits:
                 est = self.estimate(c, limit.unit)
-                used = self.usage(budget.scope_key, limit.unit, window_start(limit.window, now),
-                                  window_end(limit.window, now)) + est
+                used = self.usage(budget.scope_key, limit.unit, *window_bounds(limit.window, now)) + est
                 over = used > limit.amount
                 if over and budget.on_exceed == "route" and c.kind == "model" and c.rid == budget.target:
                     over = False  # already on the budget's fallback model: exceeding only redirects
