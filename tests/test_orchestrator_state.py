@@ -209,3 +209,14 @@ def test_a_read_only_store_reads_without_creating_or_writing(tmp_path, with_runs
     with duckdb.connect(str(db), read_only=True) as conn:
         tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert ("orch_runs" in tables) is with_runs  # nothing was created
+
+
+def test_a_five_thousand_digit_integer_is_named_not_a_traceback(tmp_path):
+    digits = "9" * 5000
+    (tmp_path / "big.jsonl").write_text('{"id": "a", "n": ' + digits + "}\n")
+    (tmp_path / "big.csv").write_text("id,n\na," + digits + "\n")
+    for name, line in (("big.jsonl", 1), ("big.csv", 2)):
+        with pytest.raises(ValueError) as err:
+            load_items(tmp_path / name)
+        assert str(err.value).splitlines()[0] == (
+            f"{tmp_path / name}:{line}: n: {'9' * 20}… (5000 characters) is beyond 2^53 and has no exact JSON number")

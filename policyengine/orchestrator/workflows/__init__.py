@@ -76,15 +76,23 @@ _SHOWN = 20
 
 class _Unrecordable:
     """A number read from the input that has no exact JSON (IEEE-754 double) form, or a ``NaN``/``Infinity``
-    literal; keeps its text so the reader can name it."""
+    literal; keeps why, so the reader can name it."""
 
-    __slots__ = ("text",)
+    __slots__ = ("why",)
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        shown = text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
+        if text in ("NaN", "Infinity", "-Infinity"):
+            self.why = f"{shown} is not a JSON number"
+        elif re.fullmatch(r"-?[0-9]+", text):
+            self.why = f"{shown} is beyond 2^53 and has no exact JSON number"
+        else:
+            self.why = f"{shown} overflows a double and has no JSON number"
 
 
 def _int(text: str) -> Any:
+    if len(text) > 20:  # far beyond 2^53 (16 digits), and int() refuses more than 4300 digits
+        return _Unrecordable(text)
     value = int(text)
     return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _Unrecordable(text)
 
@@ -116,12 +124,7 @@ def _problems(value: Any, numbers: tuple[str, ...]) -> list[tuple[str, str]]:
 
     def walk(v: Any, where: str) -> None:
         if isinstance(v, _Unrecordable):
-            if v.text in ("NaN", "Infinity", "-Infinity"):
-                out.append((where, f"{v.text} is not a JSON number"))
-            elif re.fullmatch(r"-?[0-9]+", v.text):
-                out.append((where, f"{v.text} is beyond 2^53 and has no exact JSON number"))
-            else:
-                out.append((where, f"{v.text} overflows a double and has no JSON number"))
+            out.append((where, v.why))
         elif isinstance(v, float) and not math.isfinite(v):
             out.append((where, f"{v} has no JSON number"))
         elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SAFE_INTEGER:
