@@ -180,17 +180,19 @@ def database_path(con: duckdb.DuckDBPyConnection) -> str:
     return str(Path(row[0]).resolve()) if row and row[0] else f"memory:{id(con)}"
 
 
-_second_cache: list[Any] = [None, ""]
+_second_cache: tuple[int | None, str] = (None, "")
 
 
 def utc_now_text() -> str:
     """Now in UTC as the canonical text ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (runs per record, so cached per second)."""
     micros = time.time_ns() // 1000
     second, fraction = divmod(micros, 1_000_000)
-    if _second_cache[0] != second:
-        _second_cache[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _second_cache[0] = second
-    return f"{_second_cache[1]}{fraction:06d}Z"
+    global _second_cache
+    cached_second, prefix = _second_cache  # one tuple, replaced in one assignment: never a torn pair
+    if cached_second != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_cache = (second, prefix)
+    return f"{prefix}{fraction:06d}Z"
 
 
 class AuditLog:
@@ -358,9 +360,9 @@ class AuditLog:
             payload_text = canonical_text(self._masking.apply(payload))
         except CanonicalJSONError as err:
             raise AuditError(f"{event} payload: {err}") from None
-        ts = utc_now_text()
         with self._lock:
             self._check_open()
+            ts = utc_now_text()  # under the lock, so ts never decreases as seq increases
             key_id = self._key.key_id
             seq = self._seq + 1
             try:
@@ -549,9 +551,11 @@ class AuditLog:
             if not self._failed:
                 with self._lock:
                     self._cut(True)
+                    self._closed = True  # in the same locked section: no append can slip in after the final cut
                 self._drain()
         finally:
-            self._closed = True
+            with self._lock:
+                self._closed = True
             self._release()
 
     def _release(self) -> None:
