@@ -558,6 +558,18 @@ class AuditLog:
                 self._closed = True
             self._release()
 
+    def abandon(self) -> None:
+        """Stop the writer thread and release the file without writing what is buffered (a failed or crashed caller)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join()
+        self._release()
+
     def _release(self) -> None:
         with _open_writers_lock:
             _open_writers.discard(self._path)

@@ -226,6 +226,12 @@ class Session:
                           policy_hash=policy.policy_hash)
 
     def _abort(self) -> None:
+        """Release the audit writer (its thread and its claim on the file) and the connection; writes nothing."""
+        if self.audit is not None:
+            try:
+                self.audit.abandon()
+            finally:
+                self.audit = None
         if self.conn is not None:
             self.conn.close()
             self.conn = None
