@@ -90,7 +90,7 @@ class ConstRef:
     span: Span = _span()
 
 
-CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
+CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in", "has"]
 
 
 @dataclass(frozen=True, slots=True)

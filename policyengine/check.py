@@ -12,6 +12,8 @@ set is only handed on when there is no error.
 
 from __future__ import annotations
 
+import re
+
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +53,9 @@ _PACKAGE_SCOPED = {
 def _kind_word(decl: object) -> str:
     """``RuleDecl`` -> ``rule``: the keyword the declaration is written with."""
     return type(decl).__name__.removesuffix("Decl").lower()
+
+
+_SINGLE_STAR = re.compile(r"(?<!\*)\*(?!\*)")  # a '*' that is not part of '**'
 
 
 @dataclass(frozen=True)
@@ -380,6 +385,10 @@ class _Checker:
             self.report("unknown-resource-kind", f"unknown resource kind '{kind}'", rule.resource_kind.span,
                         suggest(kind, RESOURCE_KINDS) or "resource kinds are " + ", ".join(RESOURCE_KINDS))
         pattern = rule.resource_pattern
+        if rule.effect == "deny" and pattern not in ("*", "**") and _SINGLE_STAR.search(pattern):
+            self.warn("glob-segment", f"'*' in \"{pattern}\" matches within one '/' segment only, so this deny "
+                      "no longer covers ids below it", rule.pattern_span or rule.resource_kind.span,
+                      f"write \"{_SINGLE_STAR.sub('**', pattern)}\" to deny across segments")
         if kind in ("model", "agent") and pattern and not (GLOB_CHARS & set(pattern)):
             table: dict[str, object] = self.models if kind == "model" else self.agents  # type: ignore[assignment]
             if pattern not in table:
@@ -454,6 +463,8 @@ class _Checker:
                 self.condition(pkg, item, request)
         elif isinstance(expr, ast.Not):
             self.condition(pkg, expr.operand, request)
+        elif isinstance(expr, ast.Compare) and expr.op == "has":
+            self.value(pkg, expr.left, request)
         elif isinstance(expr, ast.Compare):
             self.value(pkg, expr.left, request)
             self.value(pkg, expr.right, request)

@@ -9,7 +9,6 @@ claims are missed.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -36,17 +35,19 @@ def literal_prefix(pattern: str) -> str:
 def pattern_covers(deny: str, allow: str) -> bool:
     """True when every resource id ``allow`` matches is also matched by ``deny``.
 
-    Decided conservatively: equal patterns, ``*``, a ``prefix*`` deny over an allow
-    starting with that prefix, or a literal allow id the deny glob matches.
+    Decided conservatively: equal patterns, ``*`` or ``**`` alone, a ``prefix**``
+    deny over an allow starting with that prefix, or a literal allow id the deny
+    glob matches.
     """
-    if deny == allow or deny == "*":
-        return True
-    if deny.endswith("*") and not (GLOB_CHARS & set(deny[:-1])):
-        return allow.startswith(deny[:-1])
-    if not (GLOB_CHARS & set(allow)):
-        return fnmatch.fnmatchcase(allow, deny)
-    return False
+    from .compile import glob_match
 
+    if deny == allow or deny in ("*", "**"):
+        return True
+    if deny.endswith("**") and not (GLOB_CHARS & set(deny[:-2])):
+        return allow.startswith(deny[:-2])
+    if not (GLOB_CHARS & set(allow)):
+        return glob_match(deny, allow)
+    return False
 
 
 # -- contradictions: conditions that no request can satisfy ---------------------------------
@@ -154,6 +155,8 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
     if not isinstance(expr, ast.Compare):
         return None
     op, left, right = expr.op, expr.left, expr.right
+    if op == "has":
+        return None  # a presence test constrains no value
     if isinstance(left, ast.ConstRef):
         left = resolve(left) or left
     if isinstance(right, ast.ConstRef):

@@ -121,6 +121,8 @@ def format_expr(expr: ast.Expr) -> str:
     if isinstance(expr, ast.Not):
         return "not " + _wrap(expr.operand, (ast.Or, ast.And))
     if isinstance(expr, ast.Compare):
+        if expr.op == "has":  # the attribute name is written bare: context has amount
+            return f"{format_expr(expr.left)} has {expr.right.value}"  # type: ignore[union-attr]
         return f"{format_expr(expr.left)} {expr.op} {format_expr(expr.right)}"
     if isinstance(expr, ast.Literal):
         value = expr.value

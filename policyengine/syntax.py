@@ -722,6 +722,14 @@ class Builder(Transformer):
     def compare_not_in(self, left: ast.Expr, not_: Token, in_: Token, right: ast.Expr) -> ast.Compare:
         return self._nest(ast.Compare("not in", left, right, span=self._cover(left.span, right.span)), (left, right))
 
+    def has_attr(self, left: ast.Expr, has: Token, name: Token) -> ast.Compare:
+        """``context has amount``: a presence test, kept as a ``has`` comparison with the name as a string."""
+        if not isinstance(left, ast.Path):
+            raise _syntax(f"'has' tests an attribute path such as context, not '{left.name}'",  # type: ignore[union-attr]
+                          left.span, help="write 'context has amount' or 'data has classification'")
+        right = ast.Literal(name.value, span=self._span(name))
+        return self._nest(ast.Compare("has", left, right, span=self._cover(left.span, right.span)), (left,))
+
     def string(self, tok: Token) -> ast.Literal:
         return _new_literal(_unquote(tok, self._path), self._span(tok))  # type: ignore[no-any-return]
 

@@ -55,8 +55,24 @@ class Case:
         resource = {"kind": self.kind}
         if self.rid is not None:
             resource["id"] = self.rid
+        # Deny, residency and escalation conditions fail closed on a missing attribute, so each
+        # case carries what the workflows always send, unless the case says otherwise.
+        data = {**_DATA_SENT.get(self.action, {}), **self.data}
+        if "classification" in data:
+            data.setdefault("origin", "US")
+        if self.rid is not None and self.rid.startswith("crm/segments/"):
+            data.setdefault("contains_minors", False)
+        context = {**_CONTEXT_SENT.get(self.action, {}), **self.context}
         return {"principal": self.principal, "action": self.action, "resource": resource,
-                "data": self.data, "context": self.context, "approvals": list(self.approvals)}
+                "data": data, "context": context, "approvals": list(self.approvals)}
+
+
+_DATA_SENT: dict[str, dict] = {
+    "approve_payment": {"vendor_status": "active", "vendor_age_days": 400},
+    "block_invoice": {"vendor_status": "active"},
+    "reset_password": {"account_type": "standard"},
+}
+_CONTEXT_SENT: dict[str, dict] = {"send": {"audience_size": 1_000}}
 
 
 ALICE = user("alice", "analyst")

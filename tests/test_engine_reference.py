@@ -61,20 +61,37 @@ def policy_text(rules) -> str:
     return "\n".join(lines) + "\n"
 
 
-def holds(cond: str | None, request: dict) -> bool:
-    """The reference meaning of each condition used above (missing attribute: false)."""
+def holds(cond: str | None, request: dict) -> bool | None:
+    """The reference meaning of each condition used above; None: a condition error (an attribute missing)."""
     ctx, data, attrs = request["context"], request["data"], request["principal"].get("attrs", {})
     if cond is None:
         return True
+    needs = {"context.n": ctx.get("n"), "principal.dept": attrs.get("dept"), "data.tag": data.get("tag"),
+             "context.flag": ctx.get("flag")}
+    if needs[cond.removeprefix("not (").split(" ")[0]] is None:
+        return None
     return {
-        "context.n > 3": "n" in ctx and ctx["n"] > 3,
+        "context.n > 3": ctx.get("n", 0) > 3,
         'principal.dept == "d1"': attrs.get("dept") == "d1",
         'data.tag in ["a", "b"]': data.get("tag") in ("a", "b"),
-        "context.n <= 3": "n" in ctx and ctx["n"] <= 3,
+        "context.n <= 3": ctx.get("n", 0) <= 3,
         'not (context.flag == true)': not ctx.get("flag") is True,
         "context.n == 5": ctx.get("n") == 5,
         'data.tag == "b"': data.get("tag") == "b",
     }[cond]
+
+
+def applies(effect: str, when: str | None, unless: str | None, request: dict) -> bool:
+    """when holds and unless does not; a condition error makes a deny apply and an allow not (fail closed)."""
+    w = holds(when, request)
+    if w is None:
+        return effect == "deny"
+    if not w:
+        return False
+    u = holds(unless, request) if unless is not None else False
+    if u is None:
+        return effect == "deny"
+    return not u
 
 
 def reference(rules, request) -> tuple[str, list[str]]:
@@ -97,7 +114,7 @@ def reference(rules, request) -> tuple[str, list[str]]:
             continue
         if not fnmatch.fnmatchcase(request["resource"]["id"], pattern):
             continue
-        if not holds(when, request) or (unless is not None and holds(unless, request)):
+        if not applies(effect, when, unless, request):
             continue
         matched[effect].append(f"ref.x{i}")
     if matched["deny"]:

@@ -106,7 +106,7 @@ def test_design_sample_parses_to_every_construct() -> None:
     assert gate == ast.EscalateDecl(
         N("large_payment"),
         Or(And(Cmp(P("action"), "==", L("approve_payment")), Cmp(P("context.amount"), ">", L(10_000))),
-           Cmp(P("context.confidence"), "<", L(0.85))),
+           And(Cmp(P("context"), "has", L("confidence")), Cmp(P("context.confidence"), "<", L(0.85)))),
         N("senior_analyst"), within=D(4 * 3600), on_timeout="deny", distinct_approver=True, span=S)
     assert len(file.comments) == 15 and all(c.text.startswith("#") for c in file.comments)
 
@@ -228,6 +228,12 @@ EXPRESSIONS = [
     ('data.s == "quote \\" and \\\\ and \\n"', Cmp(P("data.s"), "==", L('quote " and \\ and \n'))),
     ("data.x in [[1, 2], []]", Cmp(P("data.x"), "in", Lst(Lst(L(1), L(2)), Lst()))),
     ("data.x in [1, 2,]", Cmp(P("data.x"), "in", Lst(L(1), L(2)))),
+    ("context has amount", Cmp(P("context"), "has", L("amount"))),
+    ("principal has attrs.level", Cmp(P("principal"), "has", L("attrs.level"))),
+    ("not data has origin or data.origin in EU",
+     Or(Not(Cmp(P("data"), "has", L("origin"))), Cmp(P("data.origin"), "in", C("EU")))),
+    ("data has x and data.x > 1", And(Cmp(P("data"), "has", L("x")), Cmp(P("data.x"), ">", L(1)))),
+    ("data.has == 1", Cmp(P("data.has"), "==", L(1))),  # `has` is a keyword only after a path
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]
