@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from . import ast
 from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, pattern_covers, show
 from .diagnostics import Finding, Severity, Span, sort_findings
+from .format import format_name
 from .policyset import PolicySet, Scoped
 
 __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "pattern_covers", "show", "suggest"]
@@ -194,6 +195,12 @@ class _Checker:
                     if name.value in table:
                         self._duplicate(decl, table[name.value].decl, "in the policy set")
                     else:
+                        clash = next((s for n, s in table.items() if n.casefold() == name.value.casefold()), None)
+                        if clash is not None:  # requests spelling either would be refused as ambiguous
+                            self.report("name-case", f"{_kind_word(decl)} '{name.value}' differs only in case from "
+                                        f"'{clash.decl.name.value}'", name.span,
+                                        f"names are exact and requests that differ only in case are refused; "
+                                        f"rename one (first at {clash.decl.name.span})")
                         table[name.value] = scoped
                 elif isinstance(decl, ast.ConstDecl):
                     consts = self.const_decls[pkg]
@@ -338,7 +345,7 @@ class _Checker:
     def _unknown(self, kind: str, name: ast.Name, table: dict[str, object]) -> None:
         key = (kind, name.value)
         if key not in self._hints:  # a name misspelt once is often misspelt many times
-            self._hints[key] = suggest(name.value, table) or f"declare it with '{kind} {name.value}'"
+            self._hints[key] = suggest(name.value, table) or f"declare it with '{kind} {format_name(name)}'"
         self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span, self._hints[key])
 
     def role_ref(self, name: ast.Name) -> None:
@@ -394,7 +401,7 @@ class _Checker:
             if pattern not in table:
                 self.warn(f"undeclared-{kind}", f"{kind} \"{pattern}\" is not declared, so this rule never applies",
                           rule.pattern_span or rule.resource_kind.span,
-                          suggest(pattern, table) or f"declare it with '{kind} {pattern}'")
+                          suggest(pattern, table) or f"declare it with '{kind} {format_name(ast.Name(pattern, span=rule.resource_kind.span))}'")
 
     def _budget_references(self, budget: ast.BudgetDecl) -> None:
         scope = budget.scope

@@ -299,10 +299,21 @@ class Builder(Transformer):
         return _Strings((tuple(_unquote(v, self._path) for v in values), self._span(values[-1])))
 
     def name_list(self, *names: Token) -> tuple[ast.Name, ...]:
-        return tuple(_new_name(tok.value, self._span(tok)) for tok in names)
+        return tuple(self._name(tok) for tok in names)
 
     def _name(self, tok: Token) -> ast.Name:
-        """Names are built by the rule that holds them: one reduction fewer per name."""
+        """Names are built by the rule that holds them: one reduction fewer per name.
+
+        A quoted name (``model "gpt-4o"``) is the same name as its bare spelling
+        when it has one; it must be non-empty and carry no whitespace or control characters.
+        """
+        if tok.type == "STRING":
+            text = _unquote(tok, self._path)
+            if not text or text != text.strip() or any(ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160
+                                                       for ch in text):
+                raise _syntax(f"{tok.value} is not a usable name", self._span(tok),
+                              help="a quoted name is non-empty, without spaces or control characters")
+            return _new_name(text, self._span(tok))  # type: ignore[no-any-return]
         return _new_name(tok.value, self._span(tok))  # type: ignore[no-any-return]
 
     # --- clause plumbing ---------------------------------------------------------------

@@ -76,6 +76,10 @@ def _previous(text: str, pos: int) -> re.Match[str] | None:
 
 def _expectation(expected: set[str], prev: str, prev_is_number: bool) -> str:
     after = f" after '{prev}'" if prev else ""
+    if expected == {"NAME", "STRING"} and prev in _NAME_AFTER:  # a name that may be quoted ("gpt-4o")
+        return f"expected {_NAME_AFTER[prev]}{after}"
+    if expected == {"NAME", "STRING"} and prev.lower() in {k.lower() for k in _DECL_KEYWORDS}:
+        return f"expected a name for the {prev}{after}"
     if expected == {"NAME"} and prev in _NAME_AFTER:
         return f"expected {_NAME_AFTER[prev]}{after}"
     if expected == {"NAME"} and prev_is_number:

@@ -87,6 +87,12 @@ CASES = [
     Case("deny glob narrowed to one segment", (BASE + 'rule r deny any to read dataset "crm/*/x*"\n',),
          "glob-segment", "'*' in \"crm/*/x*\" matches within one '/' segment only, so this deny no longer covers "
          "ids below it", "0:7:33", '"crm/*/x*"', 'write "crm/**/x**" to deny across segments', W),
+    Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
+         "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
+         "declare it with 'model \"gpt-4o\"'", W),
+    Case("names that differ only in case", ("package t\nrole analyst\nrole Analyst\n",),
+         "name-case", "role 'Analyst' differs only in case from 'analyst'", "0:3:6", "Analyst",
+         "names are exact and requests that differ only in case are refused; rename one (first at f0.policy:2:6)"),
     Case("escalation to role", (BASE + "escalate big when context.amount > 10 to role senoir_analyst\n",),
          "unknown-role", "unknown role 'senoir_analyst'", "0:7:47", "senoir_analyst",
          "did you mean 'senior_analyst'?"),

@@ -616,3 +616,36 @@ def test_a_name_that_differs_only_in_case_is_refused(policy, what, request_, err
     for _ in range(2):  # the second time from the caches
         decision = policy.evaluate(request_)
         assert (decision.effect, decision.errors) == ("deny", (error,))
+
+
+QUOTED = """
+package q
+role "data-steward"
+model "gpt-4o"
+    hosting external
+model "meta-llama/Llama-3.1-8B"
+    hosting internal
+rule stewards_invoke
+    allow role "data-steward" to invoke model "*"
+rule no_secret_offsite
+    deny any to invoke model "*"
+    when data.classification == "secret" and resource.hosting == "external"
+route pick
+    when context.task == "x"
+    prefer "gpt-4o", "meta-llama/Llama-3.1-8B"
+"""
+
+
+def test_quoted_names_are_declared_and_decided_like_any_other(tmp_path):
+    (tmp_path / "q.policy").write_text(QUOTED)
+    quoted = load_policy(tmp_path)
+    steward = {"principal": {"id": "s", "roles": ["data-steward"]}, "action": "invoke",
+               "data": {"classification": "secret"}}
+    llama = quoted.evaluate({**steward, "resource": {"kind": "model", "id": "meta-llama/Llama-3.1-8B"}})
+    gpt = quoted.evaluate({**steward, "resource": {"kind": "model", "id": "gpt-4o"}})
+    routed = quoted.evaluate({**steward, "resource": {"kind": "model"}, "context": {"task": "x"}})
+    assert (llama.effect, gpt.effect, gpt.reasons[0].rule) == ("allow", "deny", "q.no_secret_offsite")
+    assert (routed.effect, routed.route) == ("allow", "meta-llama/Llama-3.1-8B")
+    upper = quoted.evaluate({**steward, "resource": {"kind": "model", "id": "GPT-4o"}})
+    assert upper.errors == ("resource.id: model 'GPT-4o' differs only in case from the declared model 'gpt-4o'; "
+                            "names are exact",)

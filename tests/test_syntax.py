@@ -121,6 +121,13 @@ def test_every_example_rule_file_parses() -> None:
 # --- declarations ----------------------------------------------------------------------------
 
 DECLARATIONS = [
+    ('model "gpt-4o"', ast.ModelDecl(N("gpt-4o"), span=S)),
+    ('model "meta-llama/Llama-3.1-8B" hosting internal',
+     ast.ModelDecl(N("meta-llama/Llama-3.1-8B"), hosting="internal", span=S)),
+    ('model "small"', ast.ModelDecl(N("small"), span=S)),  # quoting a plain name changes nothing
+    ('agent "ap-bot" roles "data-steward", analyst',
+     ast.AgentDecl(N("ap-bot"), None, (N("data-steward"), N("analyst")), span=S)),
+    ('role "data-steward" extends "x.y"', ast.RoleDecl(N("data-steward"), (N("x.y"),), span=S)),
     ("role analyst", ast.RoleDecl(N("analyst"), span=S)),
     ("role lead extends analyst, auditor", ast.RoleDecl(N("lead"), (N("analyst"), N("auditor")), span=S)),
     ('agent bot\n    owner "a@x"\n    roles ap, clerk',
