@@ -337,6 +337,39 @@ class DriftDecl:
     span: Span = _span()
 
 
+ATTRIBUTE_TYPES = ("string", "number", "bool", "timestamp", "set", "enum")
+NORMALISATIONS = ("casefold", "trim", "nfkc")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaAttribute:
+    """``attribute data.vendor_status enum ["active", "sanctioned"] required normalise casefold, trim``.
+
+    ``type`` is one of ``ATTRIBUTE_TYPES`` (``set`` means a list of strings);
+    ``values`` is the enum's list (or const); ``normalise`` names steps of
+    ``NORMALISATIONS`` applied, in order, to the string (or each set member) before
+    any rule reads it.
+    """
+
+    path: Path
+    type: str
+    values: Expr | None = None
+    required: bool = False
+    normalise: tuple[Name, ...] = ()
+    span: Span = _span()
+    type_span: Span | None = _part_span()
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaDecl:
+    """The request attributes the policy reads, typed; requests are validated before any rule runs."""
+
+    name: Name
+    actions: tuple[Name, ...]  # the actions it applies to; () = every request
+    attributes: tuple[SchemaAttribute, ...]
+    span: Span = _span()
+
+
 Decl = Union[
     RoleDecl,
     AgentDecl,
@@ -349,6 +382,7 @@ Decl = Union[
     RouteDecl,
     BiasDecl,
     DriftDecl,
+    SchemaDecl,
 ]
 
 

@@ -28,6 +28,7 @@ from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
 from .policyset import PolicySet, Scoped
+from .schema import SchemaSet, compile_schemas
 
 
 
@@ -265,6 +266,7 @@ class CompiledPolicy:
     budgets: tuple[CompiledBudget, ...]
     budgets_by_scope: Mapping[tuple[str, str], tuple[CompiledBudget, ...]]
     routes: tuple[CompiledRoute, ...]
+    schemas: SchemaSet
     policy_set: PolicySet
 
 
@@ -422,6 +424,11 @@ def stage_routes(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     return {"routes": tuple(out)}
 
 
+def stage_schemas(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Request schemas: one validator per action, checked before any rule runs."""
+    return {"schemas": compile_schemas(ps)}
+
+
 Stage = Callable[[PolicySet, Acc], dict[str, Any]]
 
 # The compile pipeline, as data: each stage reads the policy set and the earlier results.
@@ -434,6 +441,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("residency", stage_residency),
     ("budgets", stage_budgets),
     ("routes", stage_routes),
+    ("schemas", stage_schemas),
 )
 
 

@@ -158,6 +158,7 @@ class Evaluator:
         self._agent_roles = compiled.agent_roles
         self._registry = compiled.registry
         self._has_residency = bool(compiled.residencies)
+        self._schemas = compiled.schemas
         self._roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
         # names are exact; one that differs only in case from a declared one is refused, never guessed
         self._model_fold = _folded(compiled.registry)
@@ -289,6 +290,10 @@ class Evaluator:
             approvals = self._approvals(approvals, errors)
         else:
             approvals = ()
+        if self._schemas and not errors:  # typed, normalised attributes before any rule runs
+            validate = self._schemas.validator(action)
+            if validate is not None:
+                pattrs, rattrs, data, context = validate((pattrs, rattrs, data, context), errors)
         if errors:
             return self._malformed(errors)
         if ptype == "agent":

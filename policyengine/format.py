@@ -305,9 +305,27 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         lines.append(_threshold(decl.threshold))
         if decl.on_breach is not None:
             lines.append(_clause(f"on breach {_breach(decl.on_breach)}", decl.on_breach.span.line))
+    elif isinstance(decl, ast.SchemaDecl):
+        if decl.actions:
+            lines.append(_clause(f"for action {_names(decl.actions)}", decl.actions[0].span.line))
+        for attr in decl.attributes:
+            lines.append(_clause(format_attribute(attr), attr.span.line))
     else:
         raise TypeError(f"not a declaration: {decl!r}")
     return lines
+
+
+def format_attribute(attr: ast.SchemaAttribute) -> str:
+    """One schema attribute line, without its indent."""
+    kind = {"set": "set of string"}.get(attr.type, attr.type)
+    if attr.type == "enum" and attr.values is not None:
+        kind = f"enum {format_expr(attr.values)}"
+    text = f"attribute {attr.path.dotted} {kind}"
+    if attr.required:
+        text += " required"
+    if attr.normalise:
+        text += f" normalise {_names(attr.normalise)}"
+    return text
 
 
 _KEYWORDS = {
@@ -320,6 +338,7 @@ _KEYWORDS = {
     ast.RouteDecl: "route",
     ast.BiasDecl: "bias",
     ast.DriftDecl: "drift",
+    ast.SchemaDecl: "schema",
 }
 
 

@@ -320,9 +320,9 @@ class Builder(Transformer):
 
     def _clauses(self, what: str, name: ast.Name, clauses: tuple[_Clause, ...]) -> dict[str, Any]:
         """Collect clauses by key; ``cite`` and ``limit`` repeat, the others may not."""
-        found: dict[str, Any] = {"cite": [], "limit": []}
+        found: dict[str, Any] = {"cite": [], "limit": [], "attribute": []}
         for key, value, kw, _ in clauses:
-            if key in ("cite", "limit"):
+            if key in ("cite", "limit", "attribute"):
                 found[key].extend(value if key == "cite" else (value,))
             elif key in found:
                 raise _syntax(
@@ -609,6 +609,60 @@ class Builder(Transformer):
 
     def c_prefer(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
         return self._clause("prefer", names, kw, names[-1].span)
+
+    # --- request schemas ---------------------------------------------------------------------
+
+    def schema_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.SchemaDecl:
+        name = self._name(name_tok)
+        found = self._clauses("schema", name, clauses)
+        if not found["attribute"]:
+            raise _syntax(f"schema '{name.value}' declares no attribute", name.span,
+                          help='add a line such as: attribute context.amount number required')
+        return ast.SchemaDecl(name, found.get("for", ()), tuple(found["attribute"]),
+                              span=self._decl_span(kw, name, clauses))
+
+    def c_schema_for(self, kw: Token, what: Token, names: tuple[ast.Name, ...]) -> _Clause:
+        if what.value not in ("action", "actions"):
+            raise _syntax(f"a schema is for actions, not '{what}'", self._span(what),
+                          help="for example: for action approve_payment, block_invoice")
+        return self._clause("for", names, kw, names[-1].span)
+
+    def c_attribute(self, kw: Token, path_tok: Token, kind: tuple[str, Any, Span], *options: tuple) -> _Clause:
+        path = self.path(path_tok)
+        required = False
+        normalise: tuple[ast.Name, ...] = ()
+        end = kind[2]
+        for option, value, span in options:
+            if option == "required":
+                required = True
+            else:
+                normalise = value
+            end = span
+        type_name, values, type_span = kind
+        attr = ast.SchemaAttribute(path, type_name, values, required, normalise,  # type: ignore[arg-type]
+                                   span=self._cover(self._span(kw), end), type_span=type_span)
+        return self._clause("attribute", attr, kw, end)
+
+    def t_plain(self, tok: Token) -> tuple[str, None, Span]:
+        if tok.value not in ("string", "number", "bool", "timestamp"):
+            raise _syntax(f"'{tok}' is not an attribute type", self._span(tok),
+                          help="types are string, number, bool, timestamp, set of string, enum [...]")
+        return tok.value, None, self._span(tok)
+
+    def t_set(self, tok: Token, of: Token, item: Token) -> tuple[str, None, Span]:
+        if tok.value != "set" or item.value != "string":
+            raise _syntax(f"'{tok} of {item}' is not an attribute type", self._span(tok),
+                          help="the collection type is 'set of string'")
+        return "set", None, self._cover(self._span(tok), self._span(item))
+
+    def t_enum(self, kw: Token, values: ast.Expr) -> tuple[str, ast.Expr, Span]:
+        return "enum", values, self._cover(self._span(kw), values.span)
+
+    def o_required(self, kw: Token) -> tuple[str, bool, Span]:
+        return "required", True, self._span(kw)
+
+    def o_normalise(self, kw: Token, names: tuple[ast.Name, ...]) -> tuple[str, tuple[ast.Name, ...], Span]:
+        return "normalise", names, names[-1].span
 
     # --- monitoring -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "reporting",  # report, query, monitor, models
     "testing",  # test
     "workflows",  # run, runs, approve, reject, demo
+    "schema",  # schema
 )
 
 
