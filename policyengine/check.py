@@ -600,7 +600,7 @@ class _Checker:
         self._schema_literals(pkg, cmp)
 
     def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
-        """A string compared with a schema attribute must be one it can hold: in its enum, in normal form."""
+        """A string compared with an enum attribute must be one of its values (both normalised)."""
         if not isinstance(cmp.left, ast.Path) or cmp.op not in ("==", "!=", "in", "not in"):
             return
         key = attribute_key(cmp.left)
@@ -615,12 +615,9 @@ class _Checker:
             if not isinstance(lit, ast.Literal) or not isinstance(lit.value, str):
                 continue
             enum = self.attr_enums.get(key)
-            if enum is not None and lit.value not in enum:
+            if enum is not None and spec.normal(lit.value) not in {spec.normal(v) for v in enum}:
                 self.report("type-mismatch", f"{show(lit)} is not a value of {cmp.left.dotted} (the schema's enum: "
                             f"{', '.join(sorted(enum))})", lit.span, suggest(lit.value, enum))
-            elif spec.normalise and spec.normal(lit.value) != lit.value:
-                self.warn("unnormalised-literal", f"{cmp.left.dotted} is normalised ({', '.join(spec.normalise)}), "
-                          f"so it never equals {show(lit)}", lit.span, f'write "{spec.normal(lit.value)}"')
 
     # -- stage: values in range -----------------------------------------------------------
 

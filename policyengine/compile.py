@@ -28,7 +28,7 @@ from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
 from .policyset import PolicySet, Scoped
-from .schema import SchemaSet, compile_schemas
+from .schema import SchemaSet, compile_schemas, schema_normalisers
 
 
 
@@ -153,10 +153,10 @@ def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred
 
 
 def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
-    """Compile a declaration's condition with the consts visible in its package."""
+    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation."""
     if expr is None:
         return _true
-    return compile_expr(expr, ps.consts.get(scoped.package, {}))
+    return compile_expr(expr, ps.consts.get(scoped.package, {}), schema_normalisers(ps))
 
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]]) -> Reason:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import ast
 from .format import format_expr
+from .schema import attribute_key
 
 class Ctx:
     """The request as compiled closures read it (built by ``evaluate``; internal)."""
@@ -304,7 +305,19 @@ def _label(expr: ast.Expr) -> str:
     return format_expr(expr)
 
 
-def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr]) -> Pred:
+Normal = Mapping[tuple[str, tuple[str, ...]], Callable[[str], str]]
+
+
+def _normal_const(value: Any, normal: Callable[[str], str]) -> Any:
+    """A constant in the normal form of the attribute it is compared with (strings, and strings in lists)."""
+    if isinstance(value, str):
+        return normal(value)
+    if isinstance(value, tuple):
+        return tuple(normal(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: Normal | None = None) -> Pred:
     op = expr.op
     if op == "has":
         probe = _path_getter(ast.Path(expr.left.root, (*expr.left.parts, *str(expr.right.value).split(".")), span=expr.span))  # type: ignore[union-attr]
@@ -312,6 +325,11 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr]) -> Pred:
     left = compile_value(expr.left, consts)
     llabel, rlabel = _label(expr.left), _label(expr.right)
     rconst, rvalue = _literal_value(expr.right, consts)
+    if normal and rconst and isinstance(expr.left, ast.Path):  # a schema normalises the attribute: and its constants
+        key = attribute_key(expr.left)
+        step = normal.get(key) if key is not None else None
+        if step is not None:
+            rvalue = _normal_const(rvalue, step)
     if op in ("in", "not in"):
         negate = op == "not in"
         if rconst and isinstance(rvalue, tuple):
@@ -390,26 +408,30 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr]) -> Pred:
     return order_value
 
 
-def compile_expr(expr: ast.Expr | None, consts: Mapping[str, ast.Expr]) -> Pred:
-    """Turn a condition into a closure ``Ctx -> bool``; it raises ``ConditionError`` and nothing else."""
+def compile_expr(expr: ast.Expr | None, consts: Mapping[str, ast.Expr], normal: Normal | None = None) -> Pred:
+    """Turn a condition into a closure ``Ctx -> bool``; it raises ``ConditionError`` and nothing else.
+
+    ``normal`` maps schema attributes to their normalisation: constants compared
+    with such an attribute are normalised the same way (``"DE"`` meets ``"de"``).
+    """
     if expr is None:
         return _true
     if isinstance(expr, ast.Compare):
-        return _compile_compare(expr, consts)
+        return _compile_compare(expr, consts, normal)
     if isinstance(expr, ast.And):
-        items = tuple(compile_expr(i, consts) for i in expr.items)
+        items = tuple(compile_expr(i, consts, normal) for i in expr.items)
         if len(items) == 2:
             a, b = items
             return lambda c: a(c) and b(c)
         return lambda c: all(p(c) for p in items)
     if isinstance(expr, ast.Or):
-        items = tuple(compile_expr(i, consts) for i in expr.items)
+        items = tuple(compile_expr(i, consts, normal) for i in expr.items)
         if len(items) == 2:
             a, b = items
             return lambda c: a(c) or b(c)
         return lambda c: any(p(c) for p in items)
     if isinstance(expr, ast.Not):
-        inner = compile_expr(expr.operand, consts)
+        inner = compile_expr(expr.operand, consts, normal)
         return lambda c: not inner(c)
     ok, value = _literal_value(expr, consts)
     if ok:

@@ -247,6 +247,21 @@ def compile_schemas(ps: Any) -> SchemaSet:
     return SchemaSet(tuple(rules))
 
 
+_NORMALISERS_OF: dict[int, tuple[Any, dict]] = {}
+
+
+def schema_normalisers(ps: Any) -> dict[tuple[str, tuple[str, ...]], Callable[[str], str]]:
+    """Attribute key -> its normalisation, for attributes a schema normalises (computed once per policy set)."""
+    found = _NORMALISERS_OF.get(id(ps))
+    if found is not None and found[0] is ps:
+        return found[1]
+    out = {spec.key: spec.normal for spec in compile_schemas(ps).specs() if spec.normalise}
+    if len(_NORMALISERS_OF) > 64:
+        _NORMALISERS_OF.clear()
+    _NORMALISERS_OF[id(ps)] = (ps, out)
+    return out
+
+
 # --- JSON Schema ------------------------------------------------------------------------------------
 
 _ROOT_FIELDS = {"principal": "attrs", "resource": "attrs", "data": None, "context": None}
