@@ -90,7 +90,10 @@ class ConstRef:
     span: Span = _span()
 
 
-CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in", "has"]
+CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in", "has", "contains", "contains any",
+                     "contains all", "starts with", "ends with", "like"]
+SET_OPS = ("contains", "contains any", "contains all")
+STRING_OPS = ("starts with", "ends with", "like")
 
 
 @dataclass(frozen=True, slots=True)

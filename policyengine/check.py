@@ -575,6 +575,24 @@ class _Checker:
 
     def compare_types(self, pkg: str, cmp: ast.Compare) -> None:
         left, right = self.kind(pkg, cmp.left), self.kind(pkg, cmp.right)
+        if cmp.op in ast.SET_OPS:
+            if left not in ("list", None):
+                self.report("type-mismatch", f"'{cmp.op}' looks into a list, but {show(cmp.left)} is "
+                            f"{_ARTICLE[left]}", cmp.left.span, "use == to compare single values")
+            elif cmp.op == "contains" and right == "list":
+                self.report("type-mismatch", f"'contains' looks for one value, but {show(cmp.right)} is a list",
+                            cmp.right.span, "use 'contains any' or 'contains all' with a list")
+            elif cmp.op != "contains" and right not in ("list", None):
+                self.report("type-mismatch", f"'{cmp.op}' needs a list on its right, but {show(cmp.right)} is "
+                            f"{_ARTICLE[right]}", cmp.right.span, f"write [{show(cmp.right)}] or use 'contains'")
+            return
+        if cmp.op in ast.STRING_OPS:
+            for side, kind in ((cmp.left, left), (cmp.right, right)):
+                if kind not in ("string", None):
+                    self.report("type-mismatch", f"'{cmp.op}' tests strings, but {show(side)} is {_ARTICLE[kind]}",
+                                side.span)
+                    return
+            return
         if cmp.op in ("<", "<=", ">", ">="):
             for side, kind in ((cmp.left, left), (cmp.right, right)):
                 if kind in ("string", "list", "bool"):

@@ -155,8 +155,8 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
     if not isinstance(expr, ast.Compare):
         return None
     op, left, right = expr.op, expr.left, expr.right
-    if op == "has":
-        return None  # a presence test constrains no value
+    if op == "has" or op in ast.SET_OPS or op in ast.STRING_OPS:
+        return None  # presence, set and string tests constrain no single value here
     if isinstance(left, ast.ConstRef):
         left = resolve(left) or left
     if isinstance(right, ast.ConstRef):

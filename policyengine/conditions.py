@@ -13,6 +13,7 @@ paths it reads (for ``--explain``), and the actions a condition is limited to.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -301,6 +302,53 @@ def _member(value: Any, items: Any, llabel: str, rlabel: str) -> bool:
         return (kind, _show(value)) in _tagged(items)
 
 
+def _need_list(value: Any, label: str) -> Any:
+    if value is None:
+        raise _missing(label)
+    if value_kind(value) != "list":
+        raise _mismatch(label, "list", value)
+    return value
+
+
+def _contains(op: str, items: Any, wanted: Any, llabel: str, rlabel: str) -> bool:
+    """``contains`` (one value), ``contains any`` / ``contains all`` (a list): strict types, as ``in``."""
+    _need_list(items, llabel)
+    if op == "contains":
+        if wanted is None:
+            raise _missing(rlabel)
+        return bool(items) and _member(wanted, items, rlabel, llabel)
+    _need_list(wanted, rlabel)
+    present = _tagged(items)
+    for w in wanted:
+        kind = value_kind(w)
+        if kind is None or (items and kind not in {value_kind(i) for i in items}):
+            raise _mismatch(rlabel, " or ".join(sorted({value_kind(i) or "null" for i in items})), w)
+    found = [(value_kind(w), w) in present for w in wanted]
+    return any(found) if op == "contains any" else all(found)
+
+
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    """``like`` globs: ``*`` any text (``/`` included), ``?`` one character; nothing else is special."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z",
+                      re.DOTALL)
+
+
+def _text_test(op: str, text: Any, other: Any, llabel: str, rlabel: str) -> bool:
+    if text is None:
+        raise _missing(llabel)
+    if other is None:
+        raise _missing(rlabel)
+    if text.__class__ is not str and value_kind(text) != "string":
+        raise _mismatch(llabel, "string", text)
+    if other.__class__ is not str and value_kind(other) != "string":
+        raise _mismatch(rlabel, "string", other)
+    if op == "starts with":
+        return text.startswith(other)
+    if op == "ends with":
+        return text.endswith(other)
+    return _like_regex(other).match(text) is not None
+
+
 def _label(expr: ast.Expr) -> str:
     return format_expr(expr)
 
@@ -330,6 +378,34 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
         step = normal.get(key) if key is not None else None
         if step is not None:
             rvalue = _normal_const(rvalue, step)
+    if op in ast.SET_OPS:
+        if rconst:
+            return lambda c: _contains(op, left(c), rvalue, llabel, rlabel)
+        right_value = compile_value(expr.right, consts)
+        return lambda c: _contains(op, left(c), right_value(c), llabel, rlabel)
+    if op in ast.STRING_OPS:
+        if rconst and isinstance(rvalue, str):
+            if op == "like":
+                match = _like_regex(rvalue).match
+
+                def like(c: Ctx) -> bool:
+                    v = left(c)
+                    if v.__class__ is str:
+                        return match(v) is not None
+                    return _text_test(op, v, rvalue, llabel, rlabel)
+
+                return like
+            test = str.startswith if op == "starts with" else str.endswith
+
+            def affix(c: Ctx) -> bool:
+                v = left(c)
+                if v.__class__ is str:
+                    return test(v, rvalue)
+                return _text_test(op, v, rvalue, llabel, rlabel)
+
+            return affix
+        right_text = compile_value(expr.right, consts)
+        return lambda c: _text_test(op, left(c), right_text(c), llabel, rlabel)
     if op in ("in", "not in"):
         negate = op == "not in"
         if rconst and isinstance(rvalue, tuple):

@@ -787,6 +787,28 @@ class Builder(Transformer):
     def compare_not_in(self, left: ast.Expr, not_: Token, in_: Token, right: ast.Expr) -> ast.Compare:
         return self._nest(ast.Compare("not in", left, right, span=self._cover(left.span, right.span)), (left, right))
 
+    def _op(self, op: str, left: ast.Expr, right: ast.Expr) -> ast.Compare:
+        return self._nest(ast.Compare(op, left, right, span=self._cover(left.span, right.span)),  # type: ignore[arg-type]
+                          (left, right))
+
+    def compare_contains(self, left: ast.Expr, kw: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("contains", left, right)
+
+    def compare_contains_any(self, left: ast.Expr, kw: Token, any_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("contains any", left, right)
+
+    def compare_contains_all(self, left: ast.Expr, kw: Token, all_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("contains all", left, right)
+
+    def compare_starts_with(self, left: ast.Expr, kw: Token, with_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("starts with", left, right)
+
+    def compare_ends_with(self, left: ast.Expr, kw: Token, with_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("ends with", left, right)
+
+    def compare_like(self, left: ast.Expr, kw: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("like", left, right)
+
     def has_attr(self, left: ast.Expr, has: Token, name: Token) -> ast.Compare:
         """``context has amount``: a presence test, kept as a ``has`` comparison with the name as a string."""
         if not isinstance(left, ast.Path):

@@ -2,7 +2,8 @@
 
 Random policies (roles with inheritance, rules by role / agent / any, actions,
 kinds, id globs, conditions) and random requests: the effect and the deciding
-rules must equal those of a reference that scans every rule with ``fnmatch``.
+rules must equal those of a reference that scans every rule and matches ids
+segment by segment with ``fnmatch`` (``*`` stays in its segment, ``**`` spans).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from policyengine import load_policy
 ROLES = ["r0", "r1", "r2", "r3"]  # r1 extends r0, r3 extends r2
 ACTIONS = ["read", "write", "any"]
 KINDS = ["dataset", "tool"]
-PATTERNS = ["*", "p0/*", "p1/*", "p0/x", "p?/y", "[pq]0/*", "q0/x/*", "p1"]
+PATTERNS = ["*", "p0/*", "p1/*", "p0/x", "p?/y", "[pq]0/*", "q0/x/*", "p1", "q0/**", "**"]
 IDS = ["p0/x", "p0/y", "p1/y", "p1", "q0/x/z", "q0/y", "p2/y"]
 CONDITIONS = [None, "context.n > 3", 'principal.dept == "d1"', 'data.tag in ["a", "b"]', "context.n <= 3",
               'not (context.flag == true)']
@@ -94,6 +95,16 @@ def applies(effect: str, when: str | None, unless: str | None, request: dict) ->
     return not u
 
 
+def glob(pattern: str, rid: str) -> bool:
+    """The reference glob: segment by segment with fnmatch; '*' or '**' alone, or a trailing '/**', spans segments."""
+    if pattern in ("*", "**"):
+        return True
+    pats, ids = pattern.split("/"), rid.split("/")
+    if pats[-1] == "**":
+        return len(ids) > len(pats) - 1 and all(fnmatch.fnmatchcase(i, p) for i, p in zip(ids, pats[:-1]))
+    return len(ids) == len(pats) and all(fnmatch.fnmatchcase(i, p) for i, p in zip(ids, pats))
+
+
 def reference(rules, request) -> tuple[str, list[str]]:
     p = request["principal"]
     if p["type"] == "agent":
@@ -112,7 +123,7 @@ def reference(rules, request) -> tuple[str, list[str]]:
             continue
         if kind != request["resource"]["kind"]:
             continue
-        if not fnmatch.fnmatchcase(request["resource"]["id"], pattern):
+        if not glob(pattern, request["resource"]["id"]):
             continue
         if not applies(effect, when, unless, request):
             continue
@@ -125,7 +136,8 @@ def reference(rules, request) -> tuple[str, list[str]]:
 
 
 MATCHING_IDS = {"*": IDS, "p0/*": ["p0/x", "p0/y"], "p1/*": ["p1/y"], "p0/x": ["p0/x"],
-                "p?/y": ["p0/y", "p1/y", "p2/y"], "[pq]0/*": ["p0/x", "q0/y"], "q0/x/*": ["q0/x/z"], "p1": ["p1"]}
+                "p?/y": ["p0/y", "p1/y", "p2/y"], "[pq]0/*": ["p0/x", "q0/y"], "q0/x/*": ["q0/x/z"], "p1": ["p1"],
+                "q0/**": ["q0/x/z", "q0/y"], "**": IDS}
 
 
 def aimed_at(rule, draw) -> dict:

@@ -241,6 +241,15 @@ EXPRESSIONS = [
      Or(Not(Cmp(P("data"), "has", L("origin"))), Cmp(P("data.origin"), "in", C("EU")))),
     ("data has x and data.x > 1", And(Cmp(P("data"), "has", L("x")), Cmp(P("data.x"), ">", L(1)))),
     ("data.has == 1", Cmp(P("data.has"), "==", L(1))),  # `has` is a keyword only after a path
+    ('data.tags contains "pii"', Cmp(P("data.tags"), "contains", L("pii"))),
+    ('data.tags contains any ["a", "b"]', Cmp(P("data.tags"), "contains any", Lst(L("a"), L("b")))),
+    ("data.tags contains all EU", Cmp(P("data.tags"), "contains all", C("EU"))),
+    ('data.name starts with "tmp/"', Cmp(P("data.name"), "starts with", L("tmp/"))),
+    ('data.name ends with ".csv"', Cmp(P("data.name"), "ends with", L(".csv"))),
+    ('data.name like "*draft*"', Cmp(P("data.name"), "like", L("*draft*"))),
+    ('not data.tags contains "x" and data.n like "a?"',
+     And(Not(Cmp(P("data.tags"), "contains", L("x"))), Cmp(P("data.n"), "like", L("a?")))),
+    ("data.like == data.starts", Cmp(P("data.like"), "==", P("data.starts"))),  # keywords only where expected
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]
