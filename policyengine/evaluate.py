@@ -31,6 +31,7 @@ from .conditions import ConditionError, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
 
 _CACHE_LIMIT = 50_000
+_NO_VALIDATOR = object()
 _EMPTY: dict[str, Any] = {}
 
 DEFAULT_DENY = Reason(rule="<default-deny>", message="no allow rule matches this request (default deny)")
@@ -159,6 +160,8 @@ class Evaluator:
         self._registry = compiled.registry
         self._has_residency = bool(compiled.residencies)
         self._schemas = compiled.schemas
+        self._has_schemas = bool(compiled.schemas)
+        self._validators: dict[str, Any] = {}
         self._roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
         # names are exact; one that differs only in case from a declared one is refused, never guessed
         self._model_fold = _folded(compiled.registry)
@@ -290,8 +293,13 @@ class Evaluator:
             approvals = self._approvals(approvals, errors)
         else:
             approvals = ()
-        if self._schemas and not errors:  # typed, normalised attributes before any rule runs
-            validate = self._schemas.validator(action)
+        if self._has_schemas and not errors:  # typed, normalised attributes before any rule runs
+            validate = self._validators.get(action, _NO_VALIDATOR)
+            if validate is _NO_VALIDATOR:
+                validate = self._schemas.validator(action)
+                if len(self._validators) > _CACHE_LIMIT:
+                    self._validators.clear()
+                self._validators[action] = validate
             if validate is not None:
                 pattrs, rattrs, data, context = validate((pattrs, rattrs, data, context), errors)
         if errors:

@@ -32,6 +32,7 @@ _SLOTS = {"principal": 0, "resource": 1, "data": 2, "context": 3}
 _BUILT_IN = {("principal", ("id",)), ("principal", ("type",)), ("principal", ("roles",)),
              ("resource", ("id",)), ("resource", ("kind",))}
 _CACHE_LIMIT = 10_000
+_MEMO_LIMIT = 4_096  # distinct strings remembered per attribute
 
 NORMALISERS: dict[str, Callable[[str], str]] = {
     "casefold": str.casefold,
@@ -172,6 +173,8 @@ def _attribute_check(spec: AttributeSpec) -> Callable[[list, list], None]:
     plain = not spec.normalise and t in ("string", "number", "bool")
     cls = {"string": (str,), "number": (int, float), "bool": (bool,)}.get(t, ())
 
+    memo: dict[str, tuple[Any, str | None]] = {}  # string -> (normalised, problem): enums repeat
+
     def check(slots: list, errors: list) -> None:
         container = slots[slot]
         value = container.get(single) if single is not None else _dig(container, parts)
@@ -181,7 +184,16 @@ def _attribute_check(spec: AttributeSpec) -> Callable[[list, list], None]:
             return
         if plain and value.__class__ in cls and (t != "number" or math.isfinite(value)):
             return  # the common case: already the declared type, nothing to normalise
-        new, problem = _check_value(spec, value, enum)
+        if value.__class__ is str:
+            found = memo.get(value)
+            if found is None:
+                found = _check_value(spec, value, enum)
+                if len(memo) >= _MEMO_LIMIT:
+                    memo.clear()
+                memo[value] = found
+            new, problem = found
+        else:
+            new, problem = _check_value(spec, value, enum)
         if problem is not None:
             errors.append(problem)
         elif new is not value and new != value:
@@ -211,7 +223,14 @@ class SchemaSet:
             return found  # type: ignore[return-value]
         checks = tuple(_attribute_check(s) for s in self.specs(action))
         validate: Validator | None = None
-        if checks:
+        if len(checks) == 1:
+            (only,) = checks
+
+            def validate(slots: Slots, errors: list) -> Slots:
+                work = list(slots)
+                only(work, errors)
+                return work[0], work[1], work[2], work[3]
+        elif checks:
             def validate(slots: Slots, errors: list) -> Slots:
                 work = list(slots)
                 for check in checks:
