@@ -91,9 +91,10 @@ class ConstRef:
 
 
 CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in", "has", "contains", "contains any",
-                     "contains all", "starts with", "ends with", "like"]
+                     "contains all", "starts with", "ends with", "like", "in cidr"]
 SET_OPS = ("contains", "contains any", "contains all")
 STRING_OPS = ("starts with", "ends with", "like")
+IP_OPS = ("in cidr",)
 
 
 @dataclass(frozen=True, slots=True)

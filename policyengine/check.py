@@ -586,6 +586,18 @@ class _Checker:
                 self.report("type-mismatch", f"'{cmp.op}' needs a list on its right, but {show(cmp.right)} is "
                             f"{_ARTICLE[right]}", cmp.right.span, f"write [{show(cmp.right)}] or use 'contains'")
             return
+        if cmp.op in ast.IP_OPS:
+            from .conditions import _literal_value, networks
+
+            value = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) else cmp.right
+            ok, literal = _literal_value(value, {}) if value is not None else (False, None)
+            if ok and networks(literal) is None:
+                self.report("type-mismatch", f"{show(cmp.right)} is not a CIDR block or a list of them", cmp.right.span,
+                            'write "10.0.0.0/8" or ["10.0.0.0/8", "2001:db8::/32"]')
+            elif left not in ("string", None):
+                self.report("type-mismatch", f"'in cidr' tests an IP address, but {show(cmp.left)} is "
+                            f"{_ARTICLE[left]}", cmp.left.span)
+            return
         if cmp.op in ast.STRING_OPS:
             for side, kind in ((cmp.left, left), (cmp.right, right)):
                 if kind not in ("string", None):

@@ -155,7 +155,7 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
     if not isinstance(expr, ast.Compare):
         return None
     op, left, right = expr.op, expr.left, expr.right
-    if op == "has" or op in ast.SET_OPS or op in ast.STRING_OPS:
+    if op == "has" or op in ast.SET_OPS or op in ast.STRING_OPS or op in ast.IP_OPS:
         return None  # presence, set and string tests constrain no single value here
     if isinstance(left, ast.ConstRef):
         left = resolve(left) or left

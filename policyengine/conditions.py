@@ -12,6 +12,7 @@ paths it reads (for ``--explain``), and the actions a condition is limited to.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -349,6 +350,32 @@ def _text_test(op: str, text: Any, other: Any, llabel: str, rlabel: str) -> bool
     return _like_regex(other).match(text) is not None
 
 
+def networks(value: Any) -> tuple[Any, ...] | None:
+    """CIDR blocks (``"10.0.0.0/8"`` or a list of them) as ``ipaddress`` networks; None if any is not one."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            return None
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            return None
+    return tuple(out)
+
+
+def _in_networks(value: Any, blocks: tuple, llabel: str) -> bool:
+    if value is None:
+        raise _missing(llabel)
+    if value.__class__ is not str:
+        raise _mismatch(llabel, "an IP address", value)
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ConditionError(f"{llabel}: expected an IP address, got {_show(value)}") from None
+    return any(ip.version == net.version and ip in net for net in blocks)
+
+
 def _label(expr: ast.Expr) -> str:
     return format_expr(expr)
 
@@ -378,6 +405,19 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
         step = normal.get(key) if key is not None else None
         if step is not None:
             rvalue = _normal_const(rvalue, step)
+    if op in ast.IP_OPS:
+        blocks = networks(rvalue) if rconst else None
+        if blocks is not None:
+            return lambda c: _in_networks(left(c), blocks, llabel)
+        right_blocks = compile_value(expr.right, consts)
+
+        def in_cidr(c: Ctx) -> bool:
+            found = networks(right_blocks(c))
+            if found is None:
+                raise ConditionError(f"{rlabel}: expected CIDR blocks such as \"10.0.0.0/8\"")
+            return _in_networks(left(c), found, llabel)
+
+        return in_cidr
     if op in ast.SET_OPS:
         if rconst:
             return lambda c: _contains(op, left(c), rvalue, llabel, rlabel)

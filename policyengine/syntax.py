@@ -809,6 +809,9 @@ class Builder(Transformer):
     def compare_like(self, left: ast.Expr, kw: Token, right: ast.Expr) -> ast.Compare:
         return self._op("like", left, right)
 
+    def compare_in_cidr(self, left: ast.Expr, in_: Token, cidr: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("in cidr", left, right)
+
     def has_attr(self, left: ast.Expr, has: Token, name: Token) -> ast.Compare:
         """``context has amount``: a presence test, kept as a ``has`` comparison with the name as a string."""
         if not isinstance(left, ast.Path):

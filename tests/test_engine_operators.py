@@ -35,6 +35,15 @@ TABLE = [
     ('data.name like "a[b]"', {"name": "a[b]"}, True),  # only * and ? are special
     ('data.name like "*"', {}, ERROR),
     ('not data.tags contains "x"', {"tags": ["y"]}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "10.1.2.3"}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "11.1.2.3"}, False),
+    ('data.ip in cidr ["10.0.0.0/8", "2001:db8::/32"]', {"ip": "2001:db8::1"}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:10.1.2.3"}, False),  # an IPv6 address is not in an IPv4 block
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "10.1.2"}, ERROR),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": 167837955}, ERROR),
+    ('data.ip in cidr "10.0.0.0/8"', {}, ERROR),
+    ("data.ip in cidr data.blocks", {"ip": "10.1.2.3", "blocks": ["10.0.0.0/8"]}, True),
+    ("data.ip in cidr data.blocks", {"ip": "10.1.2.3", "blocks": ["nope"]}, ERROR),
 ]
 
 

@@ -250,6 +250,7 @@ EXPRESSIONS = [
     ('not data.tags contains "x" and data.n like "a?"',
      And(Not(Cmp(P("data.tags"), "contains", L("x"))), Cmp(P("data.n"), "like", L("a?")))),
     ("data.like == data.starts", Cmp(P("data.like"), "==", P("data.starts"))),  # keywords only where expected
+    ('context.ip in cidr "10.0.0.0/8"', Cmp(P("context.ip"), "in cidr", L("10.0.0.0/8"))),
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]
