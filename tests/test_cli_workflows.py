@@ -319,7 +319,6 @@ hash:
 """
 
 
-@pytest.mark.skipif(not _has_audit_verify(), reason="`policyengine audit verify` (audit-trail issue) not built yet")
 def test_masked_fields_never_reach_the_audit_log(work):
     (work / "custom-mask.yaml").write_text(MASK)
     run_id = json.loads(pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml",
