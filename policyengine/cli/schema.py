@@ -37,6 +37,3 @@ def schema_command(rules: tuple[str, ...], action: str | None) -> None:
     if action is not None:
         schemas = SchemaSet((SchemaRule(frozenset(), schemas.specs(action)),))
     click.echo(json.dumps(json_schema(schemas), indent=2, ensure_ascii=False))
-
-
-COMMANDS = [schema_command]
