@@ -54,8 +54,10 @@ def pattern_covers(deny: str, allow: str) -> bool:
 #
 # Decided syntactically and pairwise over the comparisons of one conjunction, on
 # comparisons of one attribute path with literals (consts resolved), with the
-# evaluator's meaning: Python equality (so 1 == 1.0 == true), ordering only between
-# numbers, and any comparison with a missing attribute false. A pair is reported
+# evaluator's meaning, where a comparison "holds" only when it evaluates to true (a
+# condition error, such as a missing attribute or 1 == true, never holds); values
+# are compared loosely here (1 == 1.0 == true), which can only miss a contradiction,
+# never invent one. A pair is reported
 # only when one of them is a plain ==, in or ordering, which holds only for a
 # present scalar; for such a value ``not (x == v)`` is exactly ``x != v``. Sound,
 # not complete: a reported contradiction is real; some real ones go unreported.
