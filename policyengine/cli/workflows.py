@@ -89,11 +89,12 @@ def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | Non
 def _errors() -> tuple[type[BaseException], ...]:
     import duckdb
 
+    from ..identity import IdentityError
     from ..orchestrator.approvals import ApprovalRefused
     from ..orchestrator.runner import RecordError, RunError
     from ..orchestrator.session import SessionError
 
-    return (SessionError, RunError, ApprovalRefused, RecordError, duckdb.Error)
+    return (SessionError, RunError, ApprovalRefused, RecordError, IdentityError, duckdb.Error)
 
 
 # --- run / demo ---------------------------------------------------------------------

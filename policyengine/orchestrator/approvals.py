@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 import yaml
 
+from ..identity import IdentityError, canonical_identity
 from .state import ApprovalRecord, RunRecord
 
 
@@ -57,7 +58,14 @@ class Directory:
             roles = entry.get("roles", []) if isinstance(entry, dict) else None
             if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
                 raise ValueError(f"{p}: user {uid!r}: 'roles' must be a list of role names")
-            users[str(uid)] = User(str(uid), str(entry.get("name", uid)), tuple(roles))
+            try:
+                key = canonical_identity(str(uid), f"user id {uid!r}")
+            except IdentityError as exc:
+                raise ValueError(f"{p}: {exc}") from None
+            if key in users:
+                raise ValueError(f"{p}: users {users[key].name!r} and {uid!r} are the same identity {key!r} "
+                                 f"(ids are compared case-insensitively after Unicode normalisation)")
+            users[key] = User(key, str(entry.get("name", uid)), tuple(roles))
         return cls(MappingProxyType(users), str(p))
 
     def roles(self) -> Mapping[str, tuple[str, ...]]:
@@ -70,11 +78,24 @@ def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Di
     """Refuse a decision by the requester (four-eyes) or by a user who lacks the gate's role.
 
     ``closure(roles)`` returns every role held through ``roles`` (the policy's role closure).
+    Identities are compared in canonical form (``policyengine.identity``): ``ALICE``
+    and ``alice `` are ``alice``; a requester whose recorded id cannot be put in
+    canonical form cannot be told apart from anyone, so nobody may decide the run.
     """
-    if user == run.requested_by:
-        raise ApprovalRefused(
-            f"{user} requested run {run.run_id} and cannot decide its approval (four-eyes: "
-            f"gate {gate.gate} needs a different person holding role {gate.role})")
+    try:
+        user = canonical_identity(user, "approver")
+    except IdentityError as exc:
+        raise ApprovalRefused(str(exc)) from None
+    for requester in {run.requested_by, gate.requester}:
+        try:
+            same = canonical_identity(requester, "requester") == user
+        except IdentityError as exc:
+            raise ApprovalRefused(f"run {run.run_id} was requested by an identity that is not canonical ({exc}); "
+                                  f"nobody can be shown to be a different person, so it cannot be decided") from None
+        if same:
+            raise ApprovalRefused(
+                f"{user} requested run {run.run_id} and cannot decide its approval (four-eyes: "
+                f"gate {gate.gate} needs a different person holding role {gate.role})")
     who = directory.users.get(user)
     if who is None:
         raise ApprovalRefused(f"unknown user {user!r}: not in the user directory {directory.source}")
@@ -89,4 +110,8 @@ def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Di
 def deciders(gate: ApprovalRecord, directory: Directory,
              closure: Callable[[Iterable[str]], frozenset[str]]) -> list[str]:
     """Users of the directory who may decide ``gate`` (they hold its role and did not request the run)."""
-    return sorted(u.id for u in directory.users.values() if u.id != gate.requester and gate.role in closure(u.roles))
+    try:
+        requester = canonical_identity(gate.requester)
+    except IdentityError:
+        return []
+    return sorted(u.id for u in directory.users.values() if u.id != requester and gate.role in closure(u.roles))

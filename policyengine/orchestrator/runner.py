@@ -33,6 +33,7 @@ import duckdb
 from ..audit.errors import AuditError
 from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
+from ..identity import IdentityError, canonical_identity
 from .approvals import ApprovalRefused, Directory, check_decider
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
@@ -130,6 +131,14 @@ class _Ready:
     receipt: bool = False
 
 
+def _requester(requested_by: str) -> str:
+    """Who starts a run, in canonical form (``RunError`` when it has none), so four-eyes compares like with like."""
+    try:
+        return canonical_identity(requested_by, "requester")
+    except IdentityError as exc:
+        raise RunError(str(exc)) from None
+
+
 def _reason_text(decision: Decision) -> str:
     parts = [f"{r.rule}: {r.message}" for r in decision.reasons[:3]]
     return "; ".join(parts) or decision.effect
@@ -167,7 +176,7 @@ class Orchestrator:
     def start(self, workflow: str | Workflow, item: Mapping[str, Any], *, requested_by: str,
               batch_id: str | None = None) -> RunResult:
         """Create a run for ``item``, drive it until it ends or pauses, and make it durable."""
-        result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+        result = self._start(workflow, item, requested_by=_requester(requested_by), batch_id=batch_id)
         self.flush()
         return result
 
@@ -195,6 +204,7 @@ class Orchestrator:
         intent first (``recover`` finishes those runs).
         """
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
+        requested_by = _requester(requested_by)
         results = []
         for n, item in enumerate(items, 1):
             result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
@@ -269,6 +279,10 @@ class Orchestrator:
     # --- approvals -------------------------------------------------------------------
 
     def _decide(self, run_id: str, user: str, outcome: str, note: str | None) -> RunResult:
+        try:
+            user = canonical_identity(user, "approver")
+        except IdentityError as exc:
+            raise ApprovalRefused(str(exc)) from None
         run = self._run(run_id)
         self.expire()  # every writing command records overdue approvals as expired
         run = self._run(run.run_id)
