@@ -64,8 +64,9 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
                          + (" (created if missing)." if create_key else ".")),
             click.option("--rules", "rules", multiple=True, type=click.Path(exists=True, path_type=Path),
                          help="Rule files or folders (repeatable; default: the shipped rules/)."),
-            click.option("--directory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                         help="User directory YAML (who holds which role; default: the shipped one)."),
+            click.option("--directory", type=click.Path(dir_okay=False, path_type=Path), hidden=True,
+                         help="Refused: the user directory is the deployment's (policyengine.directory.yaml "
+                              "beside the database, else the shipped one)."),
             click.option("--providers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help="Model provider configuration YAML (default: the local simulator)."),
             _mask_option,
@@ -79,10 +80,12 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
 
 def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
              mask: Path | None, *, create_key: bool = False, now: datetime | None = None) -> Any:
-    from ..orchestrator.session import Session, SessionConfig, default_directory, default_rules
+    from ..orchestrator.session import DIRECTORY_NAME, Session, SessionConfig, default_rules
 
-    return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(),
-                                 directory=directory or default_directory(), providers=providers,
+    if directory is not None:
+        _fail(f"--directory {directory}: the user directory is the deployment's, not the caller's; put it in "
+              f"{DIRECTORY_NAME} beside the database ({db.parent / DIRECTORY_NAME}); changes are audited")
+    return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(), providers=providers,
                                  create_key=create_key, now=now, mask=mask))
 
 

@@ -9,6 +9,7 @@ error message; the engine checks the recorded approval again when the run resume
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +38,18 @@ class Directory:
 
     users: Mapping[str, User]
     source: str = "<memory>"
+    sha256: str | None = None  # of the file's bytes: approvals and ``directory_changed`` events record it
 
     @classmethod
     def load(cls, path: str | Path) -> Directory:
         p = Path(path)
         try:
-            doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            raw_bytes = p.read_bytes()
+            doc = yaml.safe_load(raw_bytes.decode("utf-8")) or {}
         except OSError as exc:
             raise ValueError(f"{p}: cannot read user directory: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{p}: user directory is not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -66,7 +71,7 @@ class Directory:
                 raise ValueError(f"{p}: users {users[key].name!r} and {uid!r} are the same identity {key!r} "
                                  f"(ids are compared case-insensitively after Unicode normalisation)")
             users[key] = User(key, str(entry.get("name", uid)), tuple(roles))
-        return cls(MappingProxyType(users), str(p))
+        return cls(MappingProxyType(users), str(p), hashlib.sha256(raw_bytes).hexdigest())
 
     def roles(self) -> Mapping[str, tuple[str, ...]]:
         """User id -> roles, the form ``Policy.evaluate(directory=...)`` takes."""

@@ -317,7 +317,7 @@ class Orchestrator:
             "requested_at": a.requested_at.isoformat() + "Z",
             "decided_at": a.decided_at.isoformat() + "Z" if a.decided_at else None,
             "deadline": a.deadline_at.isoformat() + "Z" if a.deadline_at else None,
-            "note": a.note, "step": a.step})
+            "note": a.note, "step": a.step, "directory_sha256": self.directory.sha256})
 
     # --- driving a run ---------------------------------------------------------------
 

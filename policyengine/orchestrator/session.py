@@ -8,6 +8,7 @@ connection. A second process gets ``SessionError`` with one clear line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
 from .runner import Orchestrator, SimulatedCrash, find_run
-from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc
+from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc, sql
 from .workflows import WORKFLOWS
 
 
@@ -40,6 +41,20 @@ def default_rules() -> list[Path]:
 
 def default_directory() -> Path:
     return data_path("data") / "directory.yaml"
+
+
+DIRECTORY_NAME = "policyengine.directory.yaml"
+
+
+def directory_beside(db: Path) -> Path:
+    """The deployment's user directory: beside the database (an approver cannot bring their own)."""
+    return Path(db).parent / DIRECTORY_NAME
+
+
+def resolved_directory(db: Path) -> Path:
+    """The user directory in force for ``db``: the one beside it, else the shipped one."""
+    beside = directory_beside(db)
+    return beside if beside.is_file() else default_directory()
 
 
 MASK_NAME = "policyengine.mask.yaml"
@@ -67,7 +82,7 @@ class SessionConfig:
     db: Path = Path("policyengine.duckdb")
     key: Path = Path("policyengine.key")
     rules: Sequence[Path] = field(default_factory=default_rules)
-    directory: Path = field(default_factory=default_directory)
+    directory: Path | None = None  # None: the deployment's (``resolved_directory``); set only by library callers
     providers: Path | None = None
     create_key: bool = False
     now: datetime | None = None
@@ -172,7 +187,7 @@ class Session:
 
         cfg = self.config
         try:
-            directory = Directory.load(cfg.directory)
+            directory = Directory.load(cfg.directory if cfg.directory is not None else resolved_directory(cfg.db))
         except ValueError as exc:
             raise SessionError(str(exc)) from None
         self.mask = cfg.resolved_mask()
@@ -192,6 +207,7 @@ class Session:
         try:
             key = load_private_key(cfg.key)
             self.audit = AuditLog(self.conn, key, masking=masking)
+            self._record_directory(directory)
             self._durable = DuckDBLedger(self.conn)
             ledger = BufferedLedger(self._durable)
             from ..engine import BlockList, load_policy
@@ -224,6 +240,17 @@ class Session:
         self.audit.append("policy_loaded", actor=actor, workflow=None, run_id=None,
                           payload={"files": list(policy.files), "rules": len(policy.compiled.rules)},
                           policy_hash=policy.policy_hash)
+
+    def _record_directory(self, directory: Directory) -> None:
+        """Audit the user directory when it differs from the last one recorded (``directory_changed``, with hashes)."""
+        assert self.conn is not None
+        row = self.conn.execute(sql("audit_last_event"), {"event": "directory_changed"}).fetchone()
+        previous = json.loads(row[0]).get("sha256") if row else None
+        if previous == directory.sha256:
+            return
+        self.audit.append("directory_changed", actor=None, workflow=None, run_id=None,
+                          payload={"source": directory.source, "sha256": directory.sha256,
+                                   "previous_sha256": previous, "users": len(directory.users)})
 
     def _abort(self) -> None:
         """Release the audit writer (its thread and its claim on the file) and the connection; writes nothing."""
