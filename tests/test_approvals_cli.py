@@ -63,3 +63,43 @@ def test_the_directory_beside_the_database_is_used_and_each_change_is_audited(wa
     assert changes[1]["source"] == str(deployed.name) or changes[1]["source"].endswith(deployed.name)
     (approval,) = audit_rows(db, "approval")
     assert approval["approver"] == "mallory" and approval["directory_sha256"] == new_hash
+
+
+def _changed_rules(work: Path) -> Path:
+    """The shipped rules with one more role: a different policy hash."""
+    rules = work / "rules"
+    shutil.copytree(data_path("rules"), rules)
+    first = sorted(rules.rglob("*.policy"))[0]
+    first.write_text(first.read_text() + "\nrole late_addition\n")
+    return rules
+
+
+def test_a_run_is_decided_under_the_policy_it_was_started_with(waiting):
+    work, run_id = waiting
+    db = work / "policyengine.duckdb"
+    rules = _changed_rules(work)
+    refused = pe("approve", run_id, "--as", "alice", "--rules", str(rules), cwd=work, ok=False)
+    assert refused.returncode == 1 and f"run {run_id} was started under policy" in refused.stderr
+    assert "--migrate-policy" in refused.stderr
+    assert audit_rows(db, "approval") == []
+    # nobody may migrate until the deployment's directory names the roles that may
+    refused = pe("approve", run_id, "--as", "alice", "--rules", str(rules), "--migrate-policy", cwd=work, ok=False)
+    assert "roles allowed to migrate a run's policy: none" in refused.stderr
+    deployed = work / "policyengine.directory.yaml"
+    deployed.write_text((data_path("data") / "directory.yaml").read_text()
+                        + "migrate_policy_roles: [senior_analyst]\n")
+    refused = pe("approve", run_id, "--as", "bob", "--rules", str(rules), "--migrate-policy", cwd=work, ok=False)
+    assert "does not hold role senior_analyst" in refused.stderr  # the gate's role is still needed
+    pe("approve", run_id, "--as", "alice", "--rules", str(rules), "--migrate-policy", cwd=work)
+    (migrated,) = audit_rows(db, "policy_migrated")
+    with __import__("duckdb").connect(str(db), read_only=True) as conn:
+        started = conn.execute("SELECT policy_hash FROM audit_log WHERE event = 'policy_loaded' ORDER BY seq "
+                               "LIMIT 1").fetchone()[0]
+    assert migrated["from"] == started and migrated["to"] != started and migrated["by"] == "alice"
+    assert migrated["run_id"] == run_id
+
+
+def test_the_same_rules_need_no_migration(waiting):
+    work, run_id = waiting
+    assert "approved by alice" in pe("approve", run_id, "--as", "alice", cwd=work).stdout
+    assert audit_rows(work / "policyengine.duckdb", "policy_migrated") == []

@@ -427,12 +427,21 @@ def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...]
 # --- approve / reject ----------------------------------------------------------------
 
 
+def _migrate_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--migrate-policy", "migrate_policy", is_flag=True,
+        help="Decide a run under rules other than those it was started with (recorded as policy_migrated; "
+             "only for roles listed in migrate_policy_roles of the user directory).")(f)
+
+
 def _decide(action: str, run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
-            rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+            rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None,
+            migrate_policy: bool = False) -> None:
     try:
         with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
             orch = session.orchestrator
-            result = orch.approve(run_id, user, note) if action == "approve" else orch.reject(run_id, user, note)
+            decide = orch.approve if action == "approve" else orch.reject
+            result = decide(run_id, user, note, migrate_policy=migrate_policy)
     except _errors() as exc:
         _fail(str(exc))
     verb = "approved" if action == "approve" else "rejected"
@@ -444,30 +453,32 @@ def _decide(action: str, run_id: str, user: str, note: str | None, now: str | No
 @click.argument("run_id")
 @click.option("--as", "user", required=True, help="The approver (a user of the directory holding the gate's role).")
 @click.option("--note", help="Why; kept in the audit record.")
+@_migrate_option
 @_now_option
 @session_options(create_key=False)
-def approve_command(run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
-                    rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None, db: Path,
+                    key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                     mask: Path | None) -> None:
     """Approve the pending gate of RUN_ID and resume the run.
 
-    Refused when USER started the run (four-eyes), lacks the gate's role, or the
-    deadline has passed.
+    Refused when USER started the run (four-eyes), lacks the gate's role, the
+    deadline has passed, or the rules are not those the run was started with.
     """
-    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask)
+    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy)
 
 
 @click.command("reject")
 @click.argument("run_id")
 @click.option("--as", "user", required=True, help="The approver rejecting (same rules as approve).")
 @click.option("--note", help="Why; kept in the audit record.")
+@_migrate_option
 @_now_option
 @session_options(create_key=False)
-def reject_command(run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
-                   rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+def reject_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None, db: Path,
+                   key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                    mask: Path | None) -> None:
     """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
-    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask)
+    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy)
 
 
 COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]

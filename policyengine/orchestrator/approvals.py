@@ -39,6 +39,7 @@ class Directory:
     users: Mapping[str, User]
     source: str = "<memory>"
     sha256: str | None = None  # of the file's bytes: approvals and ``directory_changed`` events record it
+    migrate_policy_roles: tuple[str, ...] = ()  # roles that may decide a run under a policy it did not start with
 
     @classmethod
     def load(cls, path: str | Path) -> Directory:
@@ -71,7 +72,10 @@ class Directory:
                 raise ValueError(f"{p}: users {users[key].name!r} and {uid!r} are the same identity {key!r} "
                                  f"(ids are compared case-insensitively after Unicode normalisation)")
             users[key] = User(key, str(entry.get("name", uid)), tuple(roles))
-        return cls(MappingProxyType(users), str(p), hashlib.sha256(raw_bytes).hexdigest())
+        migrators = doc.get("migrate_policy_roles") or []
+        if not isinstance(migrators, list) or not all(isinstance(r, str) for r in migrators):
+            raise ValueError(f"{p}: 'migrate_policy_roles' must be a list of role names")
+        return cls(MappingProxyType(users), str(p), hashlib.sha256(raw_bytes).hexdigest(), tuple(migrators))
 
     def roles(self) -> Mapping[str, tuple[str, ...]]:
         """User id -> roles, the form ``Policy.evaluate(directory=...)`` takes."""
@@ -110,6 +114,33 @@ def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Di
         raise ApprovalRefused(
             f"{user} ({have}) does not hold role {gate.role}, which gate {gate.gate} of run {run.run_id} requires")
     return who
+
+
+def check_migrator(run: RunRecord, user: User, current_hash: str, directory: Directory,
+                   closure: Callable[[Iterable[str]], frozenset[str]]) -> None:
+    """Refuse ``--migrate-policy`` by a user holding none of the directory's ``migrate_policy_roles``."""
+    held = closure(user.roles)
+    if not any(role in held for role in directory.migrate_policy_roles):
+        allowed = ", ".join(directory.migrate_policy_roles) or "none (the directory lists no migrate_policy_roles)"
+        raise ApprovalRefused(
+            f"{user.id} may not move run {run.run_id} from policy {_short(run.policy_hash)} to "
+            f"{_short(current_hash)}: roles allowed to migrate a run's policy: {allowed}")
+
+
+def _short(policy_hash: str | None) -> str:
+    return (policy_hash or "<none>")[:12]
+
+
+def check_policy(run: RunRecord, current_hash: str, migrate: bool) -> bool:
+    """Whether deciding ``run`` under ``current_hash`` migrates it; refused unless ``migrate`` is asked for."""
+    if run.policy_hash is None or run.policy_hash == current_hash:
+        return False
+    if not migrate:
+        raise ApprovalRefused(
+            f"run {run.run_id} was started under policy {_short(run.policy_hash)} but the rules loaded now are "
+            f"{_short(current_hash)}; decide it with the rules it was started with, or move it to these rules "
+            f"with --migrate-policy (recorded, and only for roles listed in migrate_policy_roles)")
+    return True
 
 
 def deciders(gate: ApprovalRecord, directory: Directory,

@@ -34,7 +34,7 @@ from ..audit.errors import AuditError
 from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
 from ..identity import IdentityError, canonical_identity
-from .approvals import ApprovalRefused, Directory, check_decider
+from .approvals import ApprovalRefused, Directory, check_decider, check_migrator, check_policy
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
 from .state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord, naive_utc
@@ -232,13 +232,17 @@ class Orchestrator:
             self.flush()
         return results
 
-    def approve(self, run_id: str, user: str, note: str | None = None) -> RunResult:
-        """Record ``user``'s approval of the run's pending gate and resume the run."""
-        return self._decide(run_id, user, "approved", note)
+    def approve(self, run_id: str, user: str, note: str | None = None, *, migrate_policy: bool = False) -> RunResult:
+        """Record ``user``'s approval of the run's pending gate and resume the run.
 
-    def reject(self, run_id: str, user: str, note: str | None = None) -> RunResult:
+        Refused when the policy loaded now is not the one the run was started
+        under, unless ``migrate_policy`` (recorded; only for ``migrate_policy_roles``).
+        """
+        return self._decide(run_id, user, "approved", note, migrate_policy)
+
+    def reject(self, run_id: str, user: str, note: str | None = None, *, migrate_policy: bool = False) -> RunResult:
         """Record ``user``'s rejection: the gated step is denied and the workflow's fallback runs."""
-        return self._decide(run_id, user, "rejected", note)
+        return self._decide(run_id, user, "rejected", note, migrate_policy)
 
     def expire(self) -> list[RunResult]:
         """End every approval whose deadline has passed, record it, and resume its run."""
@@ -278,7 +282,7 @@ class Orchestrator:
 
     # --- approvals -------------------------------------------------------------------
 
-    def _decide(self, run_id: str, user: str, outcome: str, note: str | None) -> RunResult:
+    def _decide(self, run_id: str, user: str, outcome: str, note: str | None, migrate: bool = False) -> RunResult:
         try:
             user = canonical_identity(user, "approver")
         except IdentityError as exc:
@@ -302,6 +306,13 @@ class Orchestrator:
                 refusal = refusal or exc
         if not mine:
             raise refusal  # type: ignore[misc]
+        current = self.policy.policy_hash
+        if check_policy(run, current, migrate):
+            who = self.directory.users[user]
+            check_migrator(run, who, current, self.directory, self.policy.policy_set.roles_of)
+            self._audit(run, "policy_migrated", user, {"from": run.policy_hash, "to": current, "by": user,
+                                                       "gates": [g.gate for g in mine], "outcome": outcome})
+            run = replace(run, policy_hash=current)
         now = naive_utc(self.clock())
         for gate in mine:
             decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
