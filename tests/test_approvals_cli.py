@@ -103,3 +103,38 @@ def test_the_same_rules_need_no_migration(waiting):
     work, run_id = waiting
     assert "approved by alice" in pe("approve", run_id, "--as", "alice", cwd=work).stdout
     assert audit_rows(work / "policyengine.duckdb", "policy_migrated") == []
+
+
+REQUEST = {"principal": {"id": "carol", "roles": ["analyst"]}, "action": "read",
+           "resource": {"kind": "dataset", "id": "finance/invoices"}}
+WRITING_WITH_NOW = {
+    "approve": ["approve", "{run}", "--as", "alice"],
+    "reject": ["reject", "{run}", "--as", "alice"],
+    "runs expire": ["runs", "expire"],
+    "eval --audit": ["eval", "--rules", str(data_path("rules")), "--input", "request.json",
+                     "--audit", "policyengine.duckdb", "--key", "policyengine.key"],
+    "monitor": ["monitor"],
+}
+
+
+@pytest.mark.parametrize("name", WRITING_WITH_NOW)
+def test_now_is_refused_on_writing_commands_without_a_recorded_clock_override(waiting, name):
+    work, run_id = waiting
+    (work / "request.json").write_text(json.dumps(REQUEST))
+    db = work / "policyengine.duckdb"
+    args = [a.replace("{run}", run_id) for a in WRITING_WITH_NOW[name]]
+    refused = pe(*args, "--now", "2020-01-01T00:00:00Z", cwd=work, ok=False)
+    assert refused.returncode == 1
+    assert f"{name} --now 2020-01-01T00:00:00Z: --now is for read-only views" in refused.stderr
+    assert audit_rows(db, "approval") == [] and audit_rows(db, "clock_override") == []
+    pe(*args, "--now", "2020-01-01T00:00:00Z", "--clock-override", cwd=work, ok=None)
+    (override,) = audit_rows(db, "clock_override")
+    assert override["now"] == "2020-01-01T00:00:00+00:00" and override["command"] == name.split(" --")[0]
+    assert override["offset_seconds"] < -365 * 86400
+
+
+@pytest.mark.parametrize("view", [["runs", "list"], ["runs", "show", "{run}"], ["monitor", "--no-record"]])
+def test_read_only_commands_take_now_without_an_override(waiting, view):
+    work, run_id = waiting
+    pe(*[a.replace("{run}", run_id) for a in view], "--now", "2020-01-01T00:00:00Z", cwd=work)
+    assert audit_rows(work / "policyengine.duckdb", "clock_override") == []

@@ -9,7 +9,7 @@ a usage error (exit 2).
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +23,7 @@ from ..reporting.drift import drift_from_csv
 from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
 from ..reporting.reports import list_reports, parse_param_args, run_named_report
+from .clock import clock_override_option, typed_time, writing_now
 
 DEFAULT_DB = "policyengine.duckdb"
 
@@ -74,15 +75,8 @@ def _list() -> str:
 
 
 def _when(text: str | None, option: str) -> datetime | None:
-
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2026-11-01T00:00:00Z",
-                                 param_hint=option) from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """A report date or ``--now`` (one parser for every command: ``policyengine.clock``)."""
+    return typed_time(text, option)
 
 
 def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -301,11 +295,14 @@ def _signing_key(key: str | None, purpose: str) -> str:
               help=f"Signing key for the audit alert events (default: ./{DEFAULT_KEY}).")
 @click.option("--record/--no-record", default=True, show_default=True,
               help="Record results as signed alert events and apply `on breach` (--no-record: only print).")
-@click.option("--now", "now_text", metavar="TIME", help="Evaluate as of this UTC time (ISO 8601; default: now).")
+@click.option("--now", "now_text", metavar="TIME",
+              help="Evaluate as of this UTC time (ISO 8601; default: now); when recording only together with "
+                   "--clock-override (test-only, recorded).")
+@clock_override_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--fail-on-breach", is_flag=True, help="Exit 1 when any rule breaches (for CI and cron).")
-def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None, fmt: str,
-            fail_on_breach: bool) -> None:
+def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None,
+            clock_override: bool, fmt: str, fail_on_breach: bool) -> None:
     """Evaluate every bias and drift rule over the audit log and act on breaches.
 
     Each result is signed into the audit log as an `alert` event (key: --key,
@@ -316,7 +313,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
     """
     from ..reporting.monitor import run_monitor
 
-    now = _when(now_text, "--now")
+    now = writing_now(now_text, clock_override, "monitor") if record else _when(now_text, "--now")
     try:  # the database first: a missing key is no news if there is nothing to read
         open_readonly(db).close()
     except ReportError as e:
@@ -324,7 +321,8 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
     policy = _policy(_default_rules(rules))
     key_path = _signing_key(key, ", or --no-record to only print the results") if record else None
     try:
-        results, blocked = run_monitor(db, policy, key=key_path, now=now, record_results=record)
+        results, blocked = run_monitor(db, policy, key=key_path, now=now, record_results=record,
+                                       clock_override=now is not None)
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from .clock import clock_override_option, typed_time, writing_now
 
 _DB_HELP = "DuckDB database holding runs, budgets and the audit log."
 
@@ -36,14 +38,8 @@ def _fail(message: str) -> None:
 
 
 def _now(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T12:00:00Z",
-                                 param_hint="--now") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """``--now`` of a read-only command (an "as of" view)."""
+    return typed_time(value, "--now")
 
 
 _mask_option = click.option(
@@ -79,14 +75,15 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
 
 
 def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
-             mask: Path | None, *, create_key: bool = False, now: datetime | None = None) -> Any:
+             mask: Path | None, *, create_key: bool = False, now: datetime | None = None,
+             command: str = "session") -> Any:
     from ..orchestrator.session import DIRECTORY_NAME, Session, SessionConfig, default_rules
 
     if directory is not None:
         _fail(f"--directory {directory}: the user directory is the deployment's, not the caller's; put it in "
               f"{DIRECTORY_NAME} beside the database ({db.parent / DIRECTORY_NAME}); changes are audited")
     return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(), providers=providers,
-                                 create_key=create_key, now=now, mask=mask))
+                                 create_key=create_key, now=now, mask=mask, command=command))
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -267,7 +264,14 @@ def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _now_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")(f)
+    return click.option("--now", "now", help="Show as of this ISO 8601 time (read-only).")(f)
+
+
+def _writing_now_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--now`` of a command that writes: refused unless ``--clock-override`` (test-only, recorded)."""
+    f = clock_override_option(f)
+    return click.option("--now", "now", help="Test-only, with --clock-override: treat this ISO 8601 time as now "
+                                             "(recorded in the audit log).")(f)
 
 
 def _view(db: Path, now: str | None) -> Any:
@@ -391,13 +395,14 @@ def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
 
 
 @runs_group.command("expire")
-@click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")
+@_writing_now_option
 @session_options(create_key=False)
-def runs_expire(now: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
-                providers: Path | None, mask: Path | None) -> None:
+def runs_expire(now: str | None, clock_override: bool, db: Path, key: Path, rules: tuple[Path, ...],
+                directory: Path | None, providers: Path | None, mask: Path | None) -> None:
     """End every approval whose deadline has passed; the gate's `else` decides the run."""
+    at = writing_now(now, clock_override, "runs expire")
     try:
-        with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
+        with _session(db, key, rules, directory, providers, mask, now=at, command="runs expire") as session:
             results = session.orchestrator.expire()
     except _errors() as exc:
         _fail(str(exc))
@@ -436,9 +441,10 @@ def _migrate_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _decide(action: str, run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
             rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None,
-            migrate_policy: bool = False) -> None:
+            migrate_policy: bool = False, clock_override: bool = False) -> None:
+    at = writing_now(now, clock_override, action)
     try:
-        with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
+        with _session(db, key, rules, directory, providers, mask, now=at, command=action) as session:
             orch = session.orchestrator
             decide = orch.approve if action == "approve" else orch.reject
             result = decide(run_id, user, note, migrate_policy=migrate_policy)
@@ -454,9 +460,10 @@ def _decide(action: str, run_id: str, user: str, note: str | None, now: str | No
 @click.option("--as", "user", required=True, help="The approver (a user of the directory holding the gate's role).")
 @click.option("--note", help="Why; kept in the audit record.")
 @_migrate_option
-@_now_option
+@_writing_now_option
 @session_options(create_key=False)
-def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None, db: Path,
+def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None,
+                    clock_override: bool, db: Path,
                     key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                     mask: Path | None) -> None:
     """Approve the pending gate of RUN_ID and resume the run.
@@ -464,7 +471,8 @@ def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bo
     Refused when USER started the run (four-eyes), lacks the gate's role, the
     deadline has passed, or the rules are not those the run was started with.
     """
-    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy)
+    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy,
+            clock_override)
 
 
 @click.command("reject")
@@ -472,13 +480,15 @@ def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bo
 @click.option("--as", "user", required=True, help="The approver rejecting (same rules as approve).")
 @click.option("--note", help="Why; kept in the audit record.")
 @_migrate_option
-@_now_option
+@_writing_now_option
 @session_options(create_key=False)
-def reject_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None, db: Path,
+def reject_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None,
+                    clock_override: bool, db: Path,
                    key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                    mask: Path | None) -> None:
     """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
-    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy)
+    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy,
+            clock_override)
 
 
 COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]

@@ -85,8 +85,9 @@ class SessionConfig:
     directory: Path | None = None  # None: the deployment's (``resolved_directory``); set only by library callers
     providers: Path | None = None
     create_key: bool = False
-    now: datetime | None = None
+    now: datetime | None = None  # a clock override (tests and drills): recorded as a clock_override event
     mask: Path | None = None
+    command: str = "session"  # the command that opened the session, named in clock_override events
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
@@ -208,6 +209,11 @@ class Session:
             key = load_private_key(cfg.key)
             self.audit = AuditLog(self.conn, key, masking=masking)
             self._record_directory(directory)
+            if cfg.now is not None:
+                from ..clock import clock_override_payload
+
+                self.audit.append("clock_override", actor=None, workflow=None, run_id=None,
+                                  payload=clock_override_payload(cfg.now, cfg.command))
             self._durable = DuckDBLedger(self.conn)
             ledger = BufferedLedger(self._durable)
             from ..engine import BlockList, load_policy

@@ -187,7 +187,8 @@ def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sin
 
 
 def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, now: datetime | None = None,
-                record_results: bool = True) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
+                record_results: bool = True,
+                clock_override: bool = False) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
     """Evaluate ``policy``'s bias and drift rules on ``db``, record and act; (results, newly blocked models).
 
     With ``key`` each result is signed into the audit log as an ``alert`` event by
@@ -208,6 +209,11 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
         log = _audit_writer(con, key)
         sink: AlertSink | None = None
         if log is not None:
+            if clock_override and now is not None:
+                from ..clock import clock_override_payload
+
+                log.append("clock_override", actor="monitor", payload=clock_override_payload(now, "monitor"))
+
             def sink(payload: dict[str, Any]) -> None:
                 log.append("alert", actor="monitor", payload=payload, policy_hash=policy.policy_hash)
         try:
