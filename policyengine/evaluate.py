@@ -26,6 +26,7 @@ from typing import Any
 from .budgets import BudgetLedger, utc, window_bounds, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
+from .approval_binding import binding_errors
 from .identity import IdentityError, canonical_identity
 
 _CACHE_LIMIT = 50_000
@@ -145,6 +146,11 @@ class Evaluator:
             ctx = self.context(request)
             if ctx.__class__ is not Ctx:
                 return ctx  # a deny Decision for a malformed request or undeclared agent
+            if ctx.approvals:  # replayed or foreign approvals deny the request
+                shown = request.model_dump(exclude_none=True) if isinstance(request, Request) else request
+                unbound = binding_errors(shown, now)
+                if unbound:
+                    return self._malformed(unbound)
             if ctx.rid is None:
                 out = self._routed(ctx, now, directory)
             else:

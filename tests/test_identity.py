@@ -7,6 +7,7 @@ is the same person as ``alice`` or is refused outright; never a different person
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
@@ -98,9 +99,10 @@ def test_an_approval_in_a_request_by_the_requester_under_another_spelling_does_n
     rules.write_text(RULES)
     policy = load_policy([rules])
     request = {"principal": {"id": principal, "roles": ["ap_agent"]}, "action": "approve_payment",
-               "resource": {"kind": "tool", "id": "erp/pay"}, "context": {"amount": 20_000},
-               "approvals": [{"gate": "ops.pay.large_payment", "approver": "alice"}]}
+               "resource": {"kind": "tool", "id": "erp/pay"}, "context": {"amount": 20_000, "run_id": "r-1"},
+               "approvals": [{"gate": "ops.pay.large_payment", "approver": "alice", "run_id": "r-1",
+                              "ts": datetime.now(UTC).isoformat()}]}
     directory = {"alice": ("senior_analyst",)}
     assert policy.evaluate(request, directory=directory).effect == "escalate"
-    other = dict(request, approvals=[{"gate": "ops.pay.large_payment", "approver": "Dave "}])
+    other = dict(request, approvals=[dict(request["approvals"][0], approver="Dave ")])
     assert policy.evaluate(other, directory={"dave": ("senior_analyst",)}).effect != "escalate"

@@ -435,7 +435,8 @@ class Orchestrator:
         context = {"workflow": wf.name, "run_id": run.run_id, "step": step.name, **ask.context}
         request: dict[str, Any] = {"principal": {"id": wf.agent, "type": "agent", "attrs": {"requested_by": run.requested_by}},
                    "action": ask.action, "resource": resource, "data": dict(ask.data), "context": context}
-        granted = [{"gate": a.gate, "approver": a.approver, "roles": list(self._roles.get(a.approver or "", ()))}
+        granted = [{"gate": a.gate, "approver": a.approver, "roles": list(self._roles.get(a.approver or "", ())),
+                    "run_id": run.run_id, "ts": (a.decided_at or a.requested_at).isoformat() + "Z"}
                    for a in approvals if a.status == "approved"]
         if granted:
             request["approvals"] = granted

@@ -41,7 +41,7 @@ _REQUEST_KEYS = ("principal", "action", "resource", "data", "context", "approval
 _CASE_KEYS = ("name", "description", "request", "now", "usage", "expect", "rules", "route", "obligations", "cites")
 _PRINCIPAL_KEYS = ("fixture", "id", "type", "roles", "attrs")
 _RESOURCE_KEYS = ("fixture", "kind", "id", "attrs")
-_APPROVAL_KEYS = ("gate", "approver", "roles", "ts")
+_APPROVAL_KEYS = ("gate", "approver", "roles", "ts", "run_id", "request_hash")
 _MONITOR_KEYS = ("name", "description", "rule", "now", "rows", "data", "reference", "current", "expect")
 _MONITOR_EXPECT_KEYS = ("breach", "value", "tolerance", "action", "error")
 # Columns of a monitor sample row (inline or in a CSV file); which apply depends on the rule's kind.
@@ -566,11 +566,13 @@ def _case(r: _Reader, node: Node, fx: _Fixtures, file_now: _dt.datetime) -> Case
         where = node
     request = _request(r, parts, where, fx)
     expect = _expectation(r, m)
+    now = r.instant(m["now"][1], "'now'") if "now" in m else file_now
+    _bind_approvals(request, now)
     return Case(
         name=name,
         request_json=json.dumps(request, sort_keys=True),
         expect=expect,
-        now=r.instant(m["now"][1], "'now'") if "now" in m else file_now,
+        now=now,
         usage=_usage(r, m["usage"][1]) if "usage" in m else (),
         description=r.string(m["description"][1], "'description'") if "description" in m else None,
         span=r.span(node),
@@ -667,6 +669,25 @@ def _resource(r: _Reader, node: Node, known: Mapping[str, dict[str, Any]]) -> di
     return out
 
 
+def _bind_approvals(request: dict[str, Any], now: _dt.datetime) -> None:
+    """Bind the case's approvals to its own request, given at its ``now``, unless the case says otherwise.
+
+    The engine counts an approval only for the request it names and for a while
+    (``policyengine.approval_binding``); a case that writes ``approvals`` means
+    "this gate was approved for this request", so that is what it gets. A case
+    testing replay or foreign approvals writes ``ts``, ``run_id`` or ``request_hash``.
+    """
+    if not request["approvals"]:
+        return
+    from ..approval_binding import request_hash
+
+    own = request_hash(request)
+    for approval in request["approvals"]:
+        approval.setdefault("ts", _jsonable(now))
+        if "run_id" not in approval and "request_hash" not in approval:
+            approval["request_hash"] = own
+
+
 def _approval(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
     m = r.mapping(node, "an approval", _APPROVAL_KEYS)
     for required in ("gate", "approver"):
@@ -681,6 +702,9 @@ def _approval(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
         out["roles"] = list(r.strings(m["roles"][1], "'roles'"))
     if "ts" in m:
         out["ts"] = _jsonable(r.instant(m["ts"][1], "'ts'"))
+    for binding in ("run_id", "request_hash"):
+        if binding in m:
+            out[binding] = r.string(m[binding][1], f"'{binding}'")
     return out
 
 
