@@ -26,11 +26,9 @@ import hmac
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .. import yamlfile
 from .canonical import canonical_bytes
 from .errors import AuditError
 
@@ -126,11 +124,12 @@ def load_masking(path: str | os.PathLike[str]) -> Masking:
     """Read a masking config (YAML); errors name the file."""
     where = str(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise AuditError(f"{where}: cannot read masking config ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise AuditError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+        data = yamlfile.load(path, "masking config")
+    except yamlfile.YamlFileError as err:
+        if err.message.startswith("masking config is not valid YAML: "):
+            detail = err.message.removeprefix("masking config is not valid YAML: ")
+            raise AuditError(f"{where}: not valid YAML (line {err.line}: {detail})") from None
+        raise AuditError(str(err)) from None
     if data is None:
         return NO_MASKING
     if not isinstance(data, dict) or set(data) - {"drop", "hash", "salt_env"}:

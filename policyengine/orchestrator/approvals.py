@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import yaml
-
+from .. import yamlfile
 from ..identity import IdentityError, canonical_identity
 from .state import ApprovalRecord, RunRecord
 
@@ -45,16 +44,12 @@ class Directory:
     def load(cls, path: str | Path) -> Directory:
         p = Path(path)
         try:
+            doc = yamlfile.load(p, "user directory") or {}
             raw_bytes = p.read_bytes()
-            doc = yaml.safe_load(raw_bytes.decode("utf-8")) or {}
+        except yamlfile.YamlFileError as exc:
+            raise ValueError(str(exc)) from None
         except OSError as exc:
             raise ValueError(f"{p}: cannot read user directory: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{p}: user directory is not UTF-8 text (byte {exc.start})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            raise ValueError(f"{where}: user directory is not valid YAML") from None
         raw = doc.get("users") if isinstance(doc, dict) else None
         if not isinstance(raw, dict):
             raise ValueError(f"{p}: user directory needs a top-level 'users' mapping")  # noqa: TRY004 - a bad file, not a bad argument

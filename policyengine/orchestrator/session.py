@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import duckdb
-import yaml
 
+from .. import yamlfile
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
 from ..resources import data_path
@@ -120,11 +120,9 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
     doc: dict[str, Any] = {}
     if path is not None:
         try:
-            doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise SessionError(f"{path}: cannot read provider configuration: {exc.strerror}") from None
-        except yaml.YAMLError:
-            raise SessionError(f"{path}: provider configuration is not valid YAML") from None
+            doc = yamlfile.load(path, "provider configuration") or {}
+        except yamlfile.YamlFileError as exc:
+            raise SessionError(str(exc)) from None
         if not isinstance(doc, dict):
             raise SessionError(f"{path}: provider configuration must be a mapping")
     fields = set(ModelProfile.__dataclass_fields__)
