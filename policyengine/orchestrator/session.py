@@ -194,12 +194,12 @@ class Session:
             masking = load_masking(self.mask) if self.mask is not None else NO_MASKING
         except AuditError as exc:
             raise SessionError(str(exc)) from None
-        if not cfg.key.exists():
+        if not cfg.key.exists() or (cfg.key.is_file() and cfg.key.stat().st_size == 0):
             if not cfg.create_key:
                 raise SessionError(f"{cfg.key}: signing key not found (create one with "
                                    f"`policyengine keys generate --out {cfg.key}`)")
             try:
-                generate_key(cfg.key)
+                generate_key(cfg.key, exist_ok=True)  # another command may be creating it too
             except AuditError as exc:
                 raise SessionError(str(exc)) from None
         self.conn = connect(cfg.db)
