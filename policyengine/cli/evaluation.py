@@ -84,14 +84,13 @@ def _audit_sink(audit: str | None, key: str | None, mask: str | None,
         return None, lambda: None
     if key is None:
         raise click.UsageError("--audit needs --key KEYFILE (the Ed25519 signing key)")
-    from policyengine.audit import NO_MASKING, AuditError, load_masking, record_decisions
+    from policyengine.audit import AuditError, record_decisions
+    from policyengine.audit.masking import masking_for
 
-    masking = NO_MASKING
-    if mask is not None:
-        try:
-            masking = load_masking(mask)
-        except AuditError as error:  # names the file and what is wrong with it
-            _fail(str(error))
+    try:  # --mask, else policyengine.mask.yaml beside the database, as every writing command
+        masking = masking_for(audit, mask)
+    except AuditError as error:  # names the file and what is wrong with it
+        _fail(str(error))
     from policyengine.clock import clock_override_payload
 
     extra = {"clock_override": clock_override_payload(now, "eval")} if now is not None else {}

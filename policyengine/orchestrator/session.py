@@ -57,7 +57,7 @@ def resolved_directory(db: Path) -> Path:
     return beside if beside.is_file() else default_directory()
 
 
-MASK_NAME = "policyengine.mask.yaml"
+from ..audit.masking import MASK_NAME, mask_path_for  # noqa: E402 - one resolution for every command
 
 
 def example_mask() -> Path:
@@ -91,10 +91,8 @@ class SessionConfig:
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
-        if self.mask is not None:
-            return self.mask
-        beside = mask_beside(self.db)
-        return beside if beside.is_file() else None
+        found = mask_path_for(self.db, self.mask)
+        return Path(found) if found is not None else None
 
 
 def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
