@@ -204,7 +204,7 @@ class _QueryCommand(click.Command):
     ``policyengine query -- "SQL"`` works as well.
     """
 
-    _VALUED = frozenset({"--db", "--format", "-o", "--output"})
+    _VALUED = frozenset({"--db", "--format", "-o", "--output", "--timeout", "--memory-limit", "--max-rows"})
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         args = list(args)
@@ -223,20 +223,29 @@ class _QueryCommand(click.Command):
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database (opened read-only).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", metavar="FILE", help="Write the result to FILE instead of stdout.")
-def query(sql: str, db: str, fmt: str, output: str | None) -> None:
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              metavar="SECONDS", help="Stop the statement after this many seconds.")
+@click.option("--memory-limit", default="1GB", show_default=True, metavar="SIZE",
+              help="DuckDB memory limit for the statement (e.g. 512MB, 2GB).")
+@click.option("--max-rows", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Refuse results with more rows than this (add a LIMIT).")
+def query(sql: str, db: str, fmt: str, output: str | None, timeout_s: float, memory_limit: str,
+          max_rows: int) -> None:
     """Run one read-only SQL statement on the audit database.
 
     Read statements are SELECT, WITH ... SELECT, FROM, VALUES, PIVOT, UNPIVOT,
     DESCRIBE, SUMMARIZE, SHOW and EXPLAIN; statements that write (INSERT, UPDATE,
-    DELETE, CREATE, COPY, ATTACH, ...) are refused; reading other files from SQL is
-    switched off. SQL may start with a `-- comment` line.
+    DELETE, CREATE, COPY, ATTACH, ...) are refused, also inside EXPLAIN ANALYZE;
+    reading other files from SQL is switched off. Each statement runs under
+    --timeout, --memory-limit and --max-rows. SQL may start with a `-- comment` line.
 
     \b
     policyengine query "SELECT event, count(*) FROM audit_log GROUP BY ALL" --db audit.duckdb
     policyengine query "PIVOT audit_log ON event USING count(*)"
     """
     try:
-        _emit(render_rows(run_query(db, sql), fmt), output)  # type: ignore[arg-type]
+        result = run_query(db, sql, timeout_s=timeout_s, memory_limit=memory_limit, max_rows=max_rows)
+        _emit(render_rows(result, fmt), output)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:
