@@ -16,8 +16,13 @@ _EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 _LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
-def parse_time(text: str) -> datetime:
-    """``text`` as an aware UTC datetime, or ``ValueError`` whose message quotes (a shortened) ``text``."""
+def parse_time(text: str, *, margin: bool = True) -> datetime:
+    """``text`` as an aware UTC datetime, or ``ValueError`` whose message quotes (a shortened) ``text``.
+
+    With ``margin`` (``--now`` and window ends) a day at either end of the calendar
+    is refused too; without it (report parameters bound as values) only what
+    cannot be represented in UTC is.
+    """
     shown = text if len(text) <= 60 else text[:57] + "..."
     try:
         t = datetime.fromisoformat(text.strip())
@@ -27,7 +32,9 @@ def parse_time(text: str) -> datetime:
         aware = t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
     except OverflowError:
         aware = None
-    if aware is None or not (_EARLIEST <= aware <= _LATEST):
+    if aware is None:
+        raise ValueError(f"{shown!r} is outside the calendar once converted to UTC (years 0001 to 9999)")
+    if margin and not (_EARLIEST <= aware <= _LATEST):
         raise ValueError(f"{shown!r} is outside the supported range (0001-01-02 to 9999-12-30 UTC)")
     return aware
 

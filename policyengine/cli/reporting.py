@@ -191,6 +191,10 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
             text = render_rows(result, fmt)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
+    except OverflowError:  # a window reaching past year 1 or 9999 from a date at the calendar's edge
+        typed = ", ".join(f"--{k} {v}" for k, v in options.items() if k in ("since", "until") and v) or "the dates"
+        _fail(f"report {name}: {typed}: the window reaches beyond the calendar (years 0001 to 9999); "
+              f"choose dates further from its ends")
     except duckdb.Error as e:  # anything the library did not foresee is still one line
         _fail(f"report {name}: {first_line(e)}")
     _emit(text, output)
