@@ -491,4 +491,3 @@ def reject_command(run_id: str, user: str, note: str | None, migrate_policy: boo
             clock_override)
 
 
-COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]
