@@ -53,9 +53,10 @@ def read_text(path: str | os.PathLike[str], what: str = "YAML file") -> str:
         raise YamlFileError(where, line, f"{what} is not UTF-8 text (byte {exc.start})") from None
 
 
-def _line(exc: BaseException) -> int | None:
+def _line(exc: BaseException, text: str) -> int | None:
+    """The 1-based line of the problem; libyaml puts an error at the end of input one past the last line."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    return mark.line + 1 if mark is not None else None
+    return min(mark.line + 1, text.count("\n") + 1) if mark is not None else None
 
 
 def _problem(exc: BaseException) -> str:
@@ -114,7 +115,7 @@ def compose(text: str, path: str | os.PathLike[str], what: str = "YAML file") ->
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
-        raise YamlFileError(where, _line(exc), f"{what} is not valid YAML: {_problem(exc)}") from None
+        raise YamlFileError(where, _line(exc, text), f"{what} is not valid YAML: {_problem(exc)}") from None
     if root is not None:
         _check_bounds(root, where, what)
     return loader, root
@@ -128,7 +129,7 @@ def loads(text: str, path: str | os.PathLike[str] = "<string>", what: str = "YAM
     try:
         return loader.construct_document(root)
     except yaml.YAMLError as exc:
-        raise YamlFileError(os.fspath(path), _line(exc), f"{what} is not valid YAML: {_problem(exc)}") from None
+        raise YamlFileError(os.fspath(path), _line(exc, text), f"{what} is not valid YAML: {_problem(exc)}") from None
     except RecursionError:
         raise YamlFileError(os.fspath(path), None, f"{what} is nested too deeply") from None
 
