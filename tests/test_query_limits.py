@@ -7,8 +7,15 @@ and row limits hold. Real DuckDB audit databases, the real CLI.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from test_cli_reporting import audit_db, one_error_line, pe_inprocess, run  # noqa: F401 - the audit_db fixture
+from test_cli_reporting import one_error_line, pe_inprocess, run, write_audit_db
+
+
+@pytest.fixture
+def audit_db(tmp_path) -> Path:
+    return write_audit_db(tmp_path / "audit.duckdb")
 
 WRAPPED = [
     ("EXPLAIN ANALYZE SET memory_limit='1TB'", "SET"),
