@@ -63,8 +63,12 @@ class Case:
         if self.rid is not None and self.rid.startswith("crm/segments/"):
             data.setdefault("contains_minors", False)
         context = {**_CONTEXT_SENT.get(self.action, {}), **self.context}
+        if self.approvals:
+            context["run_id"] = "r-example"
+        given = NOW.isoformat()  # approvals are bound to the request's run and given at the decision time
         return {"principal": self.principal, "action": self.action, "resource": resource,
-                "data": data, "context": context, "approvals": list(self.approvals)}
+                "data": data, "context": context,
+                "approvals": [{"run_id": "r-example", "ts": given, **a} for a in self.approvals]}
 
 
 _DATA_SENT: dict[str, dict] = {
