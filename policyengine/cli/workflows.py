@@ -52,6 +52,16 @@ _mask_option = click.option(
          "the database, if present).")
 
 
+def _remember_state(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta["policyengine.state"] = value
+
+
+_state_option = click.option(
+    "--state", metavar="URL", envvar="POLICYENGINE_STATE", expose_value=False, callback=_remember_state,
+    help="Shared state for several workers: postgresql://... holds the budget ledger (runs and the audit log "
+         "stay in --db). Default: everything in --db. Env: POLICYENGINE_STATE.")
+
+
 def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options every workflow command shares: where the database, key, rules and users are."""
 
@@ -69,6 +79,7 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
             click.option("--providers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help="Model provider configuration YAML (default: the local simulator)."),
             _mask_option,
+            _state_option,
         ]
         for opt in reversed(opts):
             f = opt(f)
@@ -81,9 +92,11 @@ def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | Non
              mask: Path | None, *, create_key: bool = False, now: datetime | None = None) -> Any:
     from ..orchestrator.session import Session, SessionConfig, default_directory, default_rules
 
+    ctx = click.get_current_context(silent=True)
+    state = ctx.meta.get("policyengine.state") if ctx is not None else None
     return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(),
                                  directory=directory or default_directory(), providers=providers,
-                                 create_key=create_key, now=now, mask=mask))
+                                 create_key=create_key, now=now, mask=mask, state=state))
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -92,8 +105,9 @@ def _errors() -> tuple[type[BaseException], ...]:
     from ..orchestrator.approvals import ApprovalRefused
     from ..orchestrator.runner import RecordError, RunError
     from ..orchestrator.session import SessionError
+    from ..store import StoreError
 
-    return (SessionError, RunError, ApprovalRefused, RecordError, duckdb.Error)
+    return (SessionError, RunError, ApprovalRefused, RecordError, StoreError, duckdb.Error)
 
 
 # --- run / demo ---------------------------------------------------------------------

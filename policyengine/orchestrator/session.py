@@ -72,6 +72,7 @@ class SessionConfig:
     create_key: bool = False
     now: datetime | None = None
     mask: Path | None = None
+    state: str | None = None  # postgresql://...: the budget ledger shared by workers (None: in ``db``)
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
@@ -165,6 +166,7 @@ class Session:
         self.audit: Any = None
         self.mask: Path | None = None  # the masking config in force, once open
         self._durable: DuckDBLedger | None = None
+        self.shared: Any = None  # the PostgreSQL store, with --state
         self.orchestrator: Orchestrator
 
     def __enter__(self) -> Self:
@@ -192,8 +194,22 @@ class Session:
         try:
             key = load_private_key(cfg.key)
             self.audit = AuditLog(self.conn, key, masking=masking)
-            self._durable = DuckDBLedger(self.conn)
-            ledger = BufferedLedger(self._durable)
+            buffered = None
+            if cfg.state is not None:
+                from ..store import StoreError, open_store
+                from ..store.stores import is_postgres_url
+
+                if not is_postgres_url(cfg.state):
+                    raise SessionError(f"--state {cfg.state}: workflow commands share state through "
+                                       "postgresql://...; the embedded store is the --db file")
+                try:
+                    self.shared = open_store(cfg.state)
+                except StoreError as exc:
+                    raise SessionError(str(exc)) from None
+                ledger = self.shared.ledger  # unbuffered: other workers charge the same budgets
+            else:
+                self._durable = DuckDBLedger(self.conn)
+                ledger = buffered = BufferedLedger(self._durable)
             from ..engine import BlockList, load_policy
             from ..reporting.monitor import blocked_models
 
@@ -204,7 +220,7 @@ class Session:
             now = cfg.now
             clock = (lambda: now) if now is not None else None
             self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
-                                             providers=providers, directory=directory, ledger=ledger, clock=clock,
+                                             providers=providers, directory=directory, ledger=buffered, clock=clock,
                                              record_runs="run" in EVENTS)
         except PolicyError as exc:
             self._abort()
@@ -235,6 +251,9 @@ class Session:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         """Flush and close everything; a failure while closing never hides the error that got us here."""
