@@ -9,7 +9,6 @@ connection. A second process gets ``SessionError`` with one clear line.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -22,6 +21,7 @@ import yaml
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
 from ..resources import data_path
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH, StoreError, open_duckdb
 from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
@@ -64,8 +64,8 @@ class SessionConfig:
     when it exists (see ``resolved_mask``).
     """
 
-    db: Path = Path("policyengine.duckdb")
-    key: Path = Path("policyengine.key")
+    db: Path = DEFAULT_DB_PATH
+    key: Path = DEFAULT_KEY_PATH
     rules: Sequence[Path] = field(default_factory=default_rules)
     directory: Path = field(default_factory=default_directory)
     providers: Path | None = None
@@ -140,21 +140,14 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
     return Providers(default=LocalProvider(profiles), by_provider=by_provider, retries=retries, timeout_s=timeout)
 
 
-_LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
-
-
 def connect(db: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open ``db`` (for writing unless ``read_only``), or raise ``SessionError`` naming the process that holds it."""
     if read_only and not Path(db).exists():
         raise SessionError(f"{db}: no such database (runs are recorded by `policyengine run` or `policyengine demo`)")
     try:
-        return duckdb.connect(str(db), read_only=read_only)
-    except duckdb.Error as exc:
-        m = _LOCK.search(str(exc))
-        if m:
-            raise SessionError(f"{db}: database is in use by process {m.group(2)}; one process at a time may "
-                               f"open it (wait for the other command to finish)") from None
-        raise SessionError(f"{db}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+        return open_duckdb(db, read_only=read_only, utc=False)
+    except StoreError as exc:
+        raise SessionError(str(exc)) from None
 
 
 class Session:
