@@ -9,6 +9,7 @@ lets one process write a file, so worker ``i`` writes its own audit segment
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -199,7 +200,14 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
         ssl_options = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key}
         if config.client_ca:
             ssl_options |= {"ssl_ca_certs": config.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-    server = uvicorn.Server(uvicorn.Config(
+    class _Server(uvicorn.Server):
+        """uvicorn's server without its signal capture (it re-raises SIGTERM after shutdown, skipping our close)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    server = _Server(uvicorn.Config(
         app, http="httptools", lifespan="off", log_level="warning", access_log=False, server_header=False,
         date_header=False, timeout_keep_alive=max(1, int(config.timeout)), timeout_graceful_shutdown=5,
         **ssl_options,
@@ -219,6 +227,11 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
             await asyncio.sleep(config.watch_interval)
             await reload("change", False)
 
+    def shut_down() -> None:
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, shut_down)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload("sighup", True)))
     watcher = loop.create_task(watch())
     host, port = sock.getsockname()[:2]
@@ -228,7 +241,8 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
         await server.serve(sockets=[sock])
     finally:
         watcher.cancel()
-        loop.remove_signal_handler(signal.SIGHUP)
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def _worker(config: ServeConfig) -> None:
