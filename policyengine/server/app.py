@@ -255,39 +255,44 @@ class DecisionApp:
         except AuditError as error:
             raise HTTPError(503, f"decision not recorded, so not answered: {error}") from None
 
-    def _record(self, request: Any, decision: Any) -> int:
+    def _record(self, request: Any, decision: dict[str, Any]) -> int:
         try:
             return self.audit.record_decision(request, decision)
         except AuditError as error:
             raise HTTPError(503, f"decision not recorded, so not answered: {error}") from None
 
-    def _decide(self, active: ActivePolicy, request: Any, problems: str | list[str] | None) -> tuple[Any, int]:
-        """Decide (malformed input: deny naming the ``problems``), append to the log; return the decision and its seq."""
+    def _decide(self, active: ActivePolicy, request: Any, problems: str | list[str] | None,
+                decision: Any = None) -> tuple[dict[str, Any], int]:
+        """Decide (malformed input: deny naming the ``problems``) and append to the log; return the decision and seq.
+
+        The decision comes back as its JSON dict, built once for both the log and the answer.
+        """
         policy = active.policy
         if isinstance(problems, str):
             problems = [problems]
-        decision = policy.malformed(problems) if problems else policy.evaluate(request)
+        if decision is None:
+            decision = policy.malformed(problems) if problems else policy.evaluate(request)
+        data = decision.to_dict()
         tracer = self.options.tracer
         if tracer is None:
-            return decision, self._record(request, decision)
+            return data, self._record(request, data)
         with tracer.start_as_current_span("policyengine.decision") as span:
-            seq = self._record(request, decision)
-            span.set_attribute("policyengine.effect", decision.effect)
-            span.set_attribute("policyengine.rule", decision.reasons[0].rule if decision.reasons else "")
-            span.set_attribute("policyengine.policy_hash", decision.policy_hash)
+            seq = self._record(request, data)
+            span.set_attribute("policyengine.effect", data["effect"])
+            span.set_attribute("policyengine.rule", data["reasons"][0]["rule"] if data["reasons"] else "")
+            span.set_attribute("policyengine.policy_hash", data["policy_hash"])
             span.set_attribute("policyengine.audit_seq", seq)
-            return decision, seq
+            return data, seq
 
     async def decide(self, exchange: Exchange) -> Response:
         active = self._active()
         request, problem = self._one_object(exchange.body)
-        decision, seq = self._decide(active, request, problem)
+        data, seq = self._decide(active, request, problem)
         await self._durable(seq)
-        data = decision.to_dict()
         self._count(data)
-        note = {"audit_seq": seq, "effect": decision.effect}
-        if decision.errors:
-            response = _json(400, {"error": "malformed request", "problems": list(decision.errors), "decision": data,
+        note = {"audit_seq": seq, "effect": data["effect"]}
+        if data["errors"]:
+            response = _json(400, {"error": "malformed request", "problems": data["errors"], "decision": data,
                                    "audit_seq": seq}, **note)
         else:
             response = _json(200, data, **note)
@@ -310,8 +315,8 @@ class DecisionApp:
             problem = item.error
             if problem is None and not isinstance(item.request, dict):
                 problem = f"must be a JSON object, not {type(item.request).__name__}"
-            decision, seq = self._decide(active, item.request, f"[{index}]: {problem}" if problem else None)
-            decisions.append(decision.to_dict())
+            data, seq = self._decide(active, item.request, f"[{index}]: {problem}" if problem else None)
+            decisions.append(data)
             seqs.append(seq)
         if seqs:
             await self._durable(seqs[-1])
@@ -323,19 +328,17 @@ class DecisionApp:
     async def explain(self, exchange: Exchange) -> Response:
         active = self._active()
         request, problem = self._one_object(exchange.body)
-        if problem is not None:
-            decision, seq = self._decide(active, request, problem)
-            trace: tuple[str, ...] = ()
-        else:
+        trace: tuple[str, ...] = ()
+        explained = None
+        if problem is None:
             explanation = active.policy.explain(request)
-            decision, trace = explanation.decision, explanation.trace
-            seq = self._record(request, decision)
+            explained, trace = explanation.decision, explanation.trace
+        data, seq = self._decide(active, request, problem, explained)
         await self._durable(seq)
-        data = decision.to_dict()
         self._count(data)
-        status = 400 if decision.errors else 200
+        status = 400 if data["errors"] else 200
         return _json(status, {"decision": data, "trace": list(trace), "audit_seq": seq}, audit_seq=seq,
-                     effect=decision.effect)
+                     effect=data["effect"])
 
     async def charge(self, exchange: Exchange) -> Response:
         active = self._active()
@@ -386,9 +389,8 @@ class DecisionApp:
         request = None
         if not problems:
             request, problems = authzen.to_request(body)
-        decision, seq = self._decide(active, request if not problems else body, problems)
+        data, seq = self._decide(active, request if not problems else body, problems)
         await self._durable(seq)
-        data = decision.to_dict()
         self._count(data)
         answer = authzen.answer(data, seq)
         if data["errors"] or problems:
@@ -408,8 +410,7 @@ class DecisionApp:
         last = 0
         for index, evaluation in enumerate(evaluations):
             request, item_problems = authzen.to_request(evaluation, f"evaluations[{index}].")
-            decision, last = self._decide(active, request if request is not None else evaluation, item_problems)
-            data = decision.to_dict()
+            data, last = self._decide(active, request if request is not None else evaluation, item_problems)
             answers.append(authzen.answer(data, last))
             if semantic == "deny_on_first_deny" and data["effect"] != "allow":
                 break

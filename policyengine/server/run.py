@@ -76,12 +76,24 @@ def _read_token(path: str) -> str:
 
 
 def _tracer(enabled: bool) -> Any:
+    """A tracer for ``--otel``: spans go to OTLP when that exporter is installed, else as JSON to stderr."""
     if not enabled:
         return None
     try:
         from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     except ImportError:
         raise ServeError("--otel needs the opentelemetry-sdk package (pip install 'policyengine[otel]')") from None
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter: Any = OTLPSpanExporter()  # configured by the OTEL_EXPORTER_OTLP_* variables
+    except ImportError:
+        exporter = ConsoleSpanExporter(out=sys.stderr)
+    provider = TracerProvider(resource=Resource.create({"service.name": "policyengine"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
     return trace.get_tracer("policyengine.server")
 
 
