@@ -272,6 +272,8 @@ def _supervise(config: ServeConfig) -> int:
     """Start ``workers`` processes on one port; pass SIGTERM/SIGINT/SIGHUP on; exit when all have."""
     if config.port == 0:
         raise ServeError("--workers needs a fixed --port (each worker binds it with SO_REUSEPORT)")
+    if config.ledger:
+        raise ServeError("--ledger takes one writing process: use it with --workers 1")
     _listen(config.host, config.port, reuse_port=True).close()  # fail here, once, if the port is taken
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_worker, args=(replace(config, worker=i),), name=f"policyengine-worker-{i}")
