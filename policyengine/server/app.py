@@ -211,7 +211,8 @@ class DecisionApp:
                     return
 
         try:
-            await asyncio.wait_for(read(), self.options.body_timeout)
+            async with asyncio.timeout(self.options.body_timeout):  # no extra task per request, unlike wait_for
+                await read()
         except TimeoutError:
             raise HTTPError(408, f"body not received within {self.options.body_timeout:g} s") from None
         return b"".join(chunks)
