@@ -46,7 +46,8 @@ EVENTS = frozenset(
     {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated",
      "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
      "model_unblocked",  # a monitor block lifted by `policyengine models unblock`
-     "directory_changed", "policy_migrated", "clock_override"}  # approvals' context (docs/audit-events.md)
+     "directory_changed", "policy_migrated", "clock_override",  # approvals' context (docs/audit-events.md)
+     "policy_activated"}  # `policyengine serve` began serving a policy (docs/audit-events.md)
 )
 DEFAULT_ORIGIN = "policyengine"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

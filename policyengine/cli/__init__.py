@@ -28,6 +28,7 @@ class _Entry(NamedTuple):
 _COMMANDS: dict[str, _Entry] = {
     "approve": _Entry("workflows", "approve_command", "Approve the pending gate of RUN_ID and resume the run."),
     "audit": _Entry("audit", "audit_group", "Verify, prove, anchor, tail and export the signed audit trail."),
+    "bundle": _Entry("serve", "bundle_group", "Build signed policy bundles for `policyengine serve --bundle`."),
     "check": _Entry("authoring", "check_command", "Parse and statically check policy files."),
     "demo": _Entry("workflows", "demo_command", "Run the four mission workflows on the shipped sample data and rules."),
     "eval": _Entry("evaluation", "eval_command", "Decide requests against rule files; print one JSON decision per line."),
@@ -44,6 +45,10 @@ _COMMANDS: dict[str, _Entry] = {
     "run": _Entry("workflows", "run_command", "Run WORKFLOW once per input item, asking the policy before every step."),
     "runs": _Entry("workflows", "runs_group", "List, inspect and expire workflow runs."),
     "schema": _Entry("schema", "schema_command", "Print the request schema of RULES (files or folders) as JSON Schema (2020-12)."),
+    "serve": _Entry(
+        "serve", "serve_command",
+        "Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.",
+    ),
     "test": _Entry("testing", "test_command", "Run policy tests (*_test.yaml files) found under PATHS (default: .)."),
 }
 

@@ -1,0 +1,108 @@
+"""``policyengine serve`` (the decision service) and ``policyengine bundle build`` (signed policy bundles).
+
+Thin over ``policyengine.server``: settings are checked and turned into one-line
+errors here; the service itself lives in the library package.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..audit.keys import DEFAULT_KEY_PATH
+from ..audit.log import DEFAULT_DB_PATH
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.command("serve")
+@click.option("--rules", "rules", multiple=True, metavar="PATH",
+              help="Rule file or folder (repeatable); watched, reloaded on change.")
+@click.option("--bundle", metavar="FILE", help="Signed bundle (`policyengine bundle build`); reloaded on change.")
+@click.option("--bundle-pubkey", metavar="PEM", help="Public key that signed --bundle.")
+@click.option("--db", default=str(DEFAULT_DB_PATH), show_default=True, metavar="FILE",
+              help="Audit database every decision is recorded in before it is answered.")
+@click.option("--key", default=str(DEFAULT_KEY_PATH), show_default=True, metavar="KEYFILE",
+              help="Ed25519 key that signs the audit log.")
+@click.option("--ledger", metavar="DB", help="DuckDB budget ledger (default: in memory, per process).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free port, printed at start).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes; with more than one, worker i writes DB.worker<i>.duckdb.")
+@click.option("--auth-token-file", metavar="FILE", help="Require `Authorization: Bearer <the token in FILE>`.")
+@click.option("--tls-cert", metavar="PEM", help="Serve HTTPS with this certificate (needs --tls-key).")
+@click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
+@click.option("--client-ca", metavar="PEM", help="Require client certificates signed by this CA (mTLS).")
+@click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(min=1), metavar="BYTES",
+              help="Largest request body accepted (larger: 413).")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Time to receive a body, and idle keep-alive time.")
+@click.option("--watch-interval", default=1.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How often the rules or bundle are checked for changes (0: only on SIGHUP).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One JSON line per request on stderr.")
+@click.option("--otel", is_flag=True, help="One OpenTelemetry span per decision (needs opentelemetry-sdk).")
+def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
+                  ledger: str | None, host: str, port: int, workers: int, auth_token_file: str | None,
+                  tls_cert: str | None, tls_key: str | None, client_ca: str | None, max_body: int, timeout: float,
+                  watch_interval: float, access_log: bool, otel: bool) -> None:
+    """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
+
+    Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
+    """
+    from ..server.run import ServeConfig, ServeError, serve
+
+    if bool(rules) == bool(bundle):
+        raise click.UsageError("give either --rules PATH or --bundle FILE --bundle-pubkey PEM")
+    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key, ledger=ledger,
+                         host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
+                         tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
+                         access_log=access_log, otel=otel, watch_interval=watch_interval)
+    try:
+        sys.exit(serve(config))
+    except ServeError as error:
+        _fail(str(error))
+
+
+@click.group("bundle")
+def bundle_group() -> None:
+    """Build signed policy bundles for `policyengine serve --bundle`."""
+
+
+@bundle_group.command("build")
+@click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
+@click.option("--key", required=True, metavar="KEYFILE", help="Ed25519 private key that signs the manifest.")
+@click.option("--out", required=True, metavar="FILE", help="Bundle to write (tar.gz).")
+def bundle_build(paths: tuple[str, ...], key: str, out: str) -> None:
+    """Pack rule files into a bundle with a manifest of their hashes, signed with KEYFILE.
+
+    The rules are checked first: a bundle that would not load is not built.
+    Example: policyengine bundle build rules/ --key bundle.key --out bundle.tar.gz
+    """
+    from ..audit import AuditError, load_private_key
+    from ..diagnostics import PolicyError, render_findings
+    from ..engine import load_policy
+    from ..server.bundles import BundleError, build_bundle
+
+    try:
+        signing = load_private_key(key)
+    except AuditError as error:
+        _fail(str(error))
+    try:
+        load_policy(list(paths))
+    except PolicyError as error:
+        click.echo(render_findings(error.findings), err=True)
+        _fail("the rules have errors; no bundle built")
+    try:
+        files = build_bundle(list(paths), signing, out)
+    except (BundleError, OSError) as error:
+        _fail(str(error))
+    click.echo(f"wrote {out}: {len(files)} files, signed by {signing.key_id}")
+
+
+COMMANDS: list = [serve_command, bundle_group]

@@ -1,0 +1,460 @@
+"""The decision service as one lean ASGI application (no framework: a route table and JSON).
+
+Every decision is appended to the audit log and awaited durable (group commit,
+``audit_writer``) before its answer is sent; if the log cannot take it, the
+answer is 503 and never a decision. Bodies that are not the request a route
+expects get 400 naming every problem; a malformed request is still decided
+(deny, audited) so the log shows what was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..audit import AuditError
+from ..engine import read_requests
+from . import authzen
+from .audit_writer import DurableAudit
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+from .openapi import openapi_document
+from .policy_source import ActivePolicy, PolicyHolder
+
+JSON = b"application/json"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What ``policyengine serve`` configures beyond the policy and the log."""
+
+    auth_token: str | None = None  # bearer token every route but /health and /ready needs
+    max_body: int = 1 << 20  # bytes; larger bodies get 413 unread
+    body_timeout: float = 10.0  # seconds to receive a whole body
+    max_batch: int = 10_000  # requests in one batch
+    access_log: bool = True  # one JSON line per request on stderr
+    tracer: Any = None  # an OpenTelemetry tracer, when --otel is given
+    tls: bool = False  # served over HTTPS (the AuthZEN metadata names https URLs)
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, problems: list[str] | None = None,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or []
+        self.headers = headers or []
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] | None = None
+    note: dict[str, Any] | None = None  # fields for the access log (audit seq, effect)
+
+
+def _json(status: int, value: Any, **note: Any) -> Response:
+    return Response(status, json.dumps(value, separators=(",", ":")).encode(), note=note or None)
+
+
+def _problem(status: int, message: str, problems: list[str]) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return _json(status, body)
+
+
+Handler = Callable[["Exchange"], Awaitable[Response]]
+
+
+@dataclass
+class Exchange:
+    """One HTTP request as the handlers see it."""
+
+    method: str
+    path: str
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+class DecisionApp:
+    """ASGI app: ``await app(scope, receive, send)``."""
+
+    def __init__(self, holder: PolicyHolder, audit: DurableAudit, metrics: Metrics,
+                 options: ServerOptions = ServerOptions()) -> None:
+        self.holder = holder
+        self.audit = audit
+        self.metrics = metrics
+        self.options = options
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/decide"): self.decide,
+            ("POST", "/v1/decide/batch"): self.decide_batch,
+            ("POST", "/v1/explain"): self.explain,
+            ("POST", "/v1/charge"): self.charge,
+            ("GET", "/v1/policy"): self.describe_policy,
+            ("POST", "/access/v1/evaluation"): self.authzen_evaluation,
+            ("POST", "/access/v1/evaluations"): self.authzen_evaluations,
+            ("GET", "/.well-known/authzen-configuration"): self.authzen_configuration,
+            ("GET", "/health"): self.health,
+            ("GET", "/ready"): self.ready,
+            ("GET", "/metrics"): self.render_metrics,
+            ("GET", "/openapi.json"): self.openapi,
+        }
+        self.open_routes = {"/health", "/ready"}  # answered without the bearer token (probes)
+        self._paths = {path for _, path in self.routes}
+        self._latency = {path: metrics.latency.labels(path) for path in self._paths}
+
+    # -- ASGI ------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        headers = dict(scope["headers"])
+        try:
+            response = await self._respond(method, path, headers, receive)
+        except HTTPError as error:
+            response = _problem(error.status, str(error), error.problems)
+            response.headers = error.headers
+        except Exception as error:  # noqa: BLE001 - one line to the client, never a traceback, never an allow
+            response = _problem(500, f"internal error: {type(error).__name__}: {error}", [])
+        request_id = headers.get(b"x-request-id")
+        extra = list(response.headers or [])
+        if request_id is not None:
+            extra.append((b"x-request-id", request_id))
+        await send({
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode()),
+                        *extra],
+        })
+        await send({"type": "http.response.body", "body": response.body})
+        elapsed = time.perf_counter() - started
+        route = path if path in self._paths else "<other>"
+        self.metrics.requests.labels(route, str(response.status)).inc()
+        if route in self._latency:
+            self._latency[route].observe(elapsed)
+        if self.options.access_log:
+            entry = {"ts": datetime.now().astimezone().isoformat(timespec="milliseconds"), "method": method,
+                     "path": path, "status": response.status, "ms": round(elapsed * 1000, 3),
+                     "client": (scope.get("client") or ("", 0))[0],
+                     "bytes_in": int(headers.get(b"content-length", 0) or 0)}
+            if response.note:
+                entry.update(response.note)
+            if request_id is not None:
+                entry["request_id"] = request_id.decode("latin-1")
+            sys.stderr.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _respond(self, method: str, path: str, headers: dict[bytes, bytes], receive: Any) -> Response:
+        handler = self.routes.get((method, path))
+        if handler is None:
+            if path in self._paths:
+                allowed = ", ".join(m for m, p in self.routes if p == path)
+                raise HTTPError(405, f"{method} not allowed on {path} (use {allowed})",
+                                headers=[(b"allow", allowed.encode())])
+            raise HTTPError(404, f"no route {path}")
+        if self.options.auth_token is not None and path not in self.open_routes:
+            self._authenticate(headers)
+        body = await self._read_body(headers, receive) if method == "POST" else b""
+        return await handler(Exchange(method, path, headers, body))
+
+    def _authenticate(self, headers: dict[bytes, bytes]) -> None:
+        given = headers.get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
+        expected = self.options.auth_token
+        assert expected is not None
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), expected.encode()):
+            raise HTTPError(401, "missing or wrong bearer token", headers=[(b"www-authenticate", b"Bearer")])
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Any) -> bytes:
+        limit = self.options.max_body
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+
+        async def read() -> None:
+            nonlocal size
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise HTTPError(400, "client went away before the body was complete")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPError(413, f"body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return
+
+        try:
+            async with asyncio.timeout(self.options.body_timeout):  # no extra task per request, unlike wait_for
+                await read()
+        except TimeoutError:
+            raise HTTPError(408, f"body not received within {self.options.body_timeout:g} s") from None
+        return b"".join(chunks)
+
+    # -- parsing ---------------------------------------------------------------
+
+    @staticmethod
+    def _text(body: bytes) -> str:
+        if not body.strip():
+            raise HTTPError(400, "bad request body", ["body: empty; send a JSON object"])
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problem = f"body: not UTF-8 ({error.reason} at byte {error.start})"
+            raise HTTPError(400, "bad request body", [problem]) from None
+
+    def _one_object(self, body: bytes) -> tuple[Any, str | None]:
+        """The single JSON object the body holds, or (None, why not) for a body that is JSON-ish but unusable."""
+        items = list(read_requests(self._text(body)))
+        if len(items) != 1:
+            raise HTTPError(400, "bad request body", [f"body: holds {len(items)} JSON values; send one object "
+                                                      "(several requests go to the batch endpoint)"])
+        item = items[0]
+        if item.error is None and not isinstance(item.request, dict):
+            return item.request, f"body: must be a JSON object, not {type(item.request).__name__}"
+        return item.request, item.error
+
+    # -- deciding --------------------------------------------------------------
+
+    def _active(self) -> ActivePolicy:
+        active = self.holder.active
+        if active is None:
+            raise HTTPError(503, "no policy loaded")
+        return active
+
+    def _count(self, decision: dict[str, Any]) -> None:
+        reasons = decision["reasons"]
+        self.metrics.decided(decision["effect"], reasons[0]["rule"] if reasons else "")
+
+    async def _durable(self, seq: int) -> None:
+        try:
+            await self.audit.durable(seq)
+        except AuditError as error:
+            raise HTTPError(503, f"decision not recorded, so not answered: {error}") from None
+
+    def _record(self, request: Any, decision: dict[str, Any]) -> int:
+        try:
+            return self.audit.record_decision(request, decision)
+        except AuditError as error:
+            raise HTTPError(503, f"decision not recorded, so not answered: {error}") from None
+
+    def _decide(self, active: ActivePolicy, request: Any, problems: str | list[str] | None,
+                decision: Any = None) -> tuple[dict[str, Any], int]:
+        """Decide (malformed input: deny naming the ``problems``) and append to the log; return the decision and seq.
+
+        The decision comes back as its JSON dict, built once for both the log and the answer.
+        """
+        policy = active.policy
+        if isinstance(problems, str):
+            problems = [problems]
+        if decision is None:
+            decision = policy.malformed(problems) if problems else policy.evaluate(request)
+        data = decision.to_dict()
+        tracer = self.options.tracer
+        if tracer is None:
+            return data, self._record(request, data)
+        with tracer.start_as_current_span("policyengine.decision") as span:
+            seq = self._record(request, data)
+            span.set_attribute("policyengine.effect", data["effect"])
+            span.set_attribute("policyengine.rule", data["reasons"][0]["rule"] if data["reasons"] else "")
+            span.set_attribute("policyengine.policy_hash", data["policy_hash"])
+            span.set_attribute("policyengine.audit_seq", seq)
+            return data, seq
+
+    async def decide(self, exchange: Exchange) -> Response:
+        active = self._active()
+        request, problem = self._one_object(exchange.body)
+        data, seq = self._decide(active, request, problem)
+        await self._durable(seq)
+        self._count(data)
+        note = {"audit_seq": seq, "effect": data["effect"]}
+        if data["errors"]:
+            response = _json(400, {"error": "malformed request", "problems": data["errors"], "decision": data,
+                                   "audit_seq": seq}, **note)
+        else:
+            response = _json(200, data, **note)
+        response.headers = [(b"x-audit-seq", str(seq).encode())]
+        return response
+
+    async def decide_batch(self, exchange: Exchange) -> Response:
+        active = self._active()
+        text = self._text(exchange.body)
+        if not text.lstrip().startswith("["):
+            raise HTTPError(400, "bad request body", ["body: must be a JSON array of requests"])
+        items = list(read_requests(text))
+        if len(items) > self.options.max_batch:
+            raise HTTPError(413, f"batch of {len(items)} requests is over the limit of {self.options.max_batch}")
+        if len(items) == 1 and items[0].item is None:  # not JSON at all
+            raise HTTPError(400, "bad request body", [f"body: {items[0].error}"])
+        decisions: list[dict[str, Any]] = []
+        seqs: list[int] = []
+        for index, item in enumerate(items):
+            problem = item.error
+            if problem is None and not isinstance(item.request, dict):
+                problem = f"must be a JSON object, not {type(item.request).__name__}"
+            data, seq = self._decide(active, item.request, f"[{index}]: {problem}" if problem else None)
+            decisions.append(data)
+            seqs.append(seq)
+        if seqs:
+            await self._durable(seqs[-1])
+        for data in decisions:
+            self._count(data)
+        return _json(200, {"decisions": decisions, "audit_seqs": seqs}, decisions=len(decisions),
+                     audit_seq=seqs[-1] if seqs else None)
+
+    async def explain(self, exchange: Exchange) -> Response:
+        active = self._active()
+        request, problem = self._one_object(exchange.body)
+        trace: tuple[str, ...] = ()
+        explained = None
+        if problem is None:
+            explanation = active.policy.explain(request)
+            explained, trace = explanation.decision, explanation.trace
+        data, seq = self._decide(active, request, problem, explained)
+        await self._durable(seq)
+        self._count(data)
+        status = 400 if data["errors"] else 200
+        return _json(status, {"decision": data, "trace": list(trace), "audit_seq": seq}, audit_seq=seq,
+                     effect=data["effect"])
+
+    async def charge(self, exchange: Exchange) -> Response:
+        active = self._active()
+        body, problem = self._one_object(exchange.body)
+        if problem is not None:
+            raise HTTPError(400, "bad request body", [problem])
+        problems: list[str] = []
+        request = body.get("request")
+        if not isinstance(request, dict):
+            problems.append("request: required, the request (JSON object) the usage was decided for")
+        amounts: dict[str, float] = {}
+        for name in ("tokens", "cost"):
+            value = body.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                problems.append(f"{name}: must be a non-negative finite number")
+            else:
+                amounts[name] = float(value)
+        currency = body.get("currency", "USD")
+        if not isinstance(currency, str) or not currency:
+            problems.append("currency: must be a non-empty string such as \"USD\"")
+        model = body.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            problems.append("model: must be a non-empty string (the model a route chose)")
+        unknown = sorted(set(body) - {"request", "tokens", "cost", "currency", "model"})
+        if unknown:
+            problems.append(f"unknown fields: {', '.join(unknown)}")
+        if problems:
+            raise HTTPError(400, "bad charge", problems)
+        checked = active.policy.evaluate(request)
+        if checked.errors:
+            raise HTTPError(400, "bad charge", [f"request.{e}" for e in checked.errors])
+        scopes = active.policy.charge(request, tokens=amounts["tokens"], cost=amounts["cost"], currency=currency,
+                                      model=model)
+        for scope in scopes:
+            if amounts["tokens"]:
+                self.metrics.spend.labels(scope, "tokens").inc(amounts["tokens"])
+            if amounts["cost"]:
+                self.metrics.spend.labels(scope, currency).inc(amounts["cost"])
+        return _json(200, {"charged": list(scopes), "tokens": amounts["tokens"], "cost": amounts["cost"],
+                           "currency": currency})
+
+    # -- AuthZEN ---------------------------------------------------------------
+
+    async def authzen_evaluation(self, exchange: Exchange) -> Response:
+        active = self._active()
+        body, problem = self._one_object(exchange.body)
+        problems = [problem] if problem is not None else []
+        request = None
+        if not problems:
+            request, problems = authzen.to_request(body)
+        data, seq = self._decide(active, request if not problems else body, problems)
+        await self._durable(seq)
+        self._count(data)
+        answer = authzen.answer(data, seq)
+        if data["errors"] or problems:
+            answer = {"error": "bad evaluation request", "problems": problems or list(data["errors"]), **answer}
+            return _json(400, answer, audit_seq=seq, effect=data["effect"])
+        return _json(200, answer, audit_seq=seq, effect=data["effect"])
+
+    async def authzen_evaluations(self, exchange: Exchange) -> Response:
+        active = self._active()
+        body, problem = self._one_object(exchange.body)
+        if problem is not None:
+            raise HTTPError(400, "bad evaluations request", [problem])
+        evaluations, semantic, problems = authzen.expand(body)
+        if problems:
+            raise HTTPError(400, "bad evaluations request", problems)
+        answers: list[dict[str, Any]] = []
+        last = 0
+        for index, evaluation in enumerate(evaluations):
+            request, item_problems = authzen.to_request(evaluation, f"evaluations[{index}].")
+            data, last = self._decide(active, request if request is not None else evaluation, item_problems)
+            answers.append(authzen.answer(data, last))
+            if semantic == "deny_on_first_deny" and data["effect"] != "allow":
+                break
+            if semantic == "permit_on_first_permit" and data["effect"] == "allow":
+                break
+        if answers:
+            await self._durable(last)
+        for answer in answers:
+            self._count({"effect": answer["context"]["effect"], "reasons": answer["context"]["reasons"]})
+        return _json(200, {"evaluations": answers}, decisions=len(answers))
+
+    async def authzen_configuration(self, exchange: Exchange) -> Response:
+        host = exchange.headers.get(b"host", b"127.0.0.1").decode("latin-1")
+        scheme = "https" if self.options.tls else "http"
+        forwarded = exchange.headers.get(b"x-forwarded-proto")
+        if forwarded:
+            scheme = forwarded.decode("latin-1")
+        return _json(200, authzen.configuration(f"{scheme}://{host}"))
+
+    # -- about -----------------------------------------------------------------
+
+    async def describe_policy(self, exchange: Exchange) -> Response:
+        return _json(200, self._active().describe())
+
+    async def health(self, exchange: Exchange) -> Response:
+        return _json(200, {"status": "ok"})
+
+    async def ready(self, exchange: Exchange) -> Response:
+        problems = []
+        if self.holder.active is None:
+            problems.append("no policy loaded")
+        if not await asyncio.get_running_loop().run_in_executor(None, self.audit.writable):
+            problems.append(f"audit log not writable: {self.audit.failed}")
+        if problems:
+            return _json(503, {"status": "not ready", "problems": problems})
+        active = self.holder.active
+        assert active is not None
+        return _json(200, {"status": "ready", "policy_hash": active.policy_hash, "audit_size": self.audit.log.size})
+
+    async def render_metrics(self, exchange: Exchange) -> Response:
+        return Response(200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
+
+    async def openapi(self, exchange: Exchange) -> Response:
+        return _json(200, openapi_document())

@@ -1,0 +1,153 @@
+"""Where the served policy comes from (rule files or a signed bundle), and swapping it atomically.
+
+``PolicyHolder.active`` is one reference: a request reads it once and decides
+with that policy to the end, so a reload never mixes two policies in one answer.
+A reload that fails (unreadable, bad signature, rule errors) leaves the old
+policy serving and is counted as ``refused``; a good one is recorded in the
+audit log as ``policy_activated`` before it serves its first request.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..audit.keys import PublicKey
+from ..audit.log import utc_now_text
+from ..budgets import BudgetLedger
+from ..diagnostics import PolicyError, render_findings
+from ..engine import Policy, load_policy
+from .bundles import BundleError, verify_bundle
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    """The policy being served and what ``GET /v1/policy`` says about it."""
+
+    policy: Policy
+    source: str  # "rules" or "bundle"
+    files: tuple[str, ...]
+    loaded_at: str
+    signer: str | None = None  # key id that signed the bundle
+    bundle: str | None = None
+    bundle_sha256: str | None = None
+    folder: Path | None = field(default=None, compare=False)  # extracted bundle, removed when replaced
+
+    @property
+    def policy_hash(self) -> str:
+        return self.policy.policy_hash
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "policy_hash": self.policy_hash,
+            "source": self.source,
+            "files": list(self.files),
+            "rules": len(self.policy.compiled.rules),
+            "loaded_at": self.loaded_at,
+            "signer": self.signer,
+            "bundle": self.bundle,
+            "bundle_sha256": self.bundle_sha256,
+        }
+
+
+class LoadRefused(Exception):
+    """A new policy that may not be served (one line, or the checker's findings)."""
+
+
+def _fingerprint_paths(paths: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+    """(file, mtime_ns, size) of every file the paths hold: a changed edit, add or removal changes it."""
+    seen: list[tuple[str, int, int]] = []
+    for given in map(Path, paths):
+        candidates = [given] if given.is_file() else sorted(given.rglob("*")) if given.is_dir() else []
+        for path in candidates:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if path.is_file():
+                seen.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(seen)
+
+
+class PolicyHolder:
+    """Loads the policy from ``rules`` or ``bundle`` and swaps it in on change."""
+
+    def __init__(self, *, rules: Sequence[str] = (), bundle: str | None = None,
+                 bundle_key: PublicKey | None = None, ledger: BudgetLedger | None = None,
+                 blocked: frozenset[str] = frozenset(),
+                 on_activate: Callable[[ActivePolicy, str], None] | None = None) -> None:
+        if bool(rules) == bool(bundle):
+            raise ValueError("serve either --rules or --bundle")
+        if bundle and bundle_key is None:
+            raise ValueError("--bundle needs --bundle-pubkey")
+        self.rules = tuple(rules)
+        self.bundle = bundle
+        self.bundle_key = bundle_key
+        self.ledger = ledger
+        self.blocked = blocked  # models a monitor suspended (read from the audit database at start)
+        self._on_activate = on_activate
+        self._lock = threading.Lock()  # one reload at a time
+        self._seen: object = None
+        self.active: ActivePolicy | None = None
+
+    def _fingerprint(self) -> object:
+        return _fingerprint_paths([self.bundle] if self.bundle else list(self.rules))
+
+    def _load(self) -> ActivePolicy:
+        if self.bundle:
+            assert self.bundle_key is not None
+            try:
+                verified = verify_bundle(self.bundle, self.bundle_key)
+            except BundleError as error:
+                raise LoadRefused(str(error)) from None
+            folder = verified.extract()
+            try:
+                policy = load_policy([str(folder / "rules")], ledger=self.ledger, blocked=self.blocked)
+            except PolicyError as error:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise LoadRefused(f"{self.bundle}: rule errors:\n{render_findings(error.findings)}") from None
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            files = tuple(os.path.relpath(f, folder) for f in policy.files)
+            return ActivePolicy(policy, "bundle", files, utc_now_text(), verified.key_id, self.bundle,
+                                verified.digest, folder)
+        try:
+            policy = load_policy(list(self.rules), ledger=self.ledger, blocked=self.blocked)
+        except PolicyError as error:
+            raise LoadRefused(render_findings(error.findings)) from None
+        return ActivePolicy(policy, "rules", policy.files, utc_now_text())
+
+    def reload(self, reason: str, *, force: bool = False) -> str:
+        """Load again if the source changed (or ``force``); return ``activated``, ``unchanged`` or ``refused: why``."""
+        with self._lock:
+            fingerprint = self._fingerprint()
+            if not force and fingerprint == self._seen:
+                return "unchanged"
+            self._seen = fingerprint
+            try:
+                fresh = self._load()
+            except LoadRefused as error:
+                return f"refused: {error}"
+            except OSError as error:
+                return f"refused: {error}"
+            old = self.active
+            if old is not None and fresh.policy_hash == old.policy_hash and fresh.signer == old.signer:
+                if fresh.folder is not None:
+                    shutil.rmtree(fresh.folder, ignore_errors=True)
+                return "unchanged"
+            if self._on_activate is not None:
+                self._on_activate(fresh, reason)  # recorded before it serves
+            self.active = fresh  # one reference assignment: atomic for every reader
+            if old is not None and old.folder is not None:
+                shutil.rmtree(old.folder, ignore_errors=True)
+            return "activated"
+
+    def close(self) -> None:
+        if self.active is not None and self.active.folder is not None:
+            shutil.rmtree(self.active.folder, ignore_errors=True)

@@ -1,0 +1,296 @@
+"""Start the decision service: open the log, load the policy, serve with uvicorn (uvloop + httptools).
+
+One process serves with one audit writer. ``workers > 1`` starts that many
+processes on one port (SO_REUSEPORT, the kernel spreads connections); DuckDB
+lets one process write a file, so worker ``i`` writes its own audit segment
+``DB.worker<i>.duckdb`` (each a complete signed log that ``audit verify`` checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import ssl
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
+from ..audit.keys import DEFAULT_KEY_PATH
+from ..budgets import BudgetLedger, DuckDBLedger, InMemoryLedger
+from .app import DecisionApp, ServerOptions
+from .audit_writer import DurableAudit, wait_durable
+from .metrics import Metrics
+from .policy_source import ActivePolicy, PolicyHolder
+
+
+class ServeError(Exception):
+    """A setting or file that keeps the server from starting (one line)."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    rules: tuple[str, ...] = ()
+    bundle: str | None = None
+    bundle_pubkey: str | None = None
+    db: str = str(DEFAULT_DB_PATH)
+    key: str = str(DEFAULT_KEY_PATH)
+    ledger: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8181
+    workers: int = 1
+    auth_token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    max_body: int = 1 << 20
+    timeout: float = 10.0  # seconds: a body must arrive within it; idle keep-alive connections close after it
+    access_log: bool = True
+    otel: bool = False
+    watch_interval: float = 1.0  # seconds between checks of the rule files or bundle (0: only on SIGHUP)
+    worker: int | None = None  # set in a worker process
+
+
+def segment_path(db: str, worker: int) -> str:
+    """The audit file worker ``worker`` writes when there are several."""
+    path = Path(db)
+    return str(path.with_name(f"{path.stem}.worker{worker}{path.suffix or '.duckdb'}"))
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ServeError(f"{path}: cannot read the auth token ({error.strerror or error})") from None
+    if not token or any(c.isspace() for c in token):
+        raise ServeError(f"{path}: the auth token must be one non-empty word")
+    return token
+
+
+def _tracer(enabled: bool) -> Any:
+    """A tracer for ``--otel``: spans go to OTLP when that exporter is installed, else as JSON to stderr."""
+    if not enabled:
+        return None
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        raise ServeError("--otel needs the opentelemetry-sdk package (pip install 'policyengine[otel]')") from None
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter: Any = OTLPSpanExporter()  # configured by the OTEL_EXPORTER_OTLP_* variables
+    except ImportError:
+        exporter = ConsoleSpanExporter(out=sys.stderr)
+    provider = TracerProvider(resource=Resource.create({"service.name": "policyengine"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return trace.get_tracer("policyengine.server")
+
+
+def _check_tls(config: ServeConfig) -> None:
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ServeError("give both --tls-cert and --tls-key")
+    if config.client_ca and not config.tls_cert:
+        raise ServeError("--client-ca (mTLS) needs --tls-cert and --tls-key")
+    for path in (config.tls_cert, config.tls_key, config.client_ca):
+        if path and not Path(path).is_file():
+            raise ServeError(f"{path}: no such file")
+
+
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
+    def record(active: ActivePolicy, reason: str) -> None:
+        payload = {**active.describe(), "reason": reason}
+        seq = log.append("policy_activated", payload=payload, policy_hash=active.policy_hash)
+        wait_durable(log, seq)  # recorded before the policy answers anything
+        metrics.reloads.labels("activated").inc()
+        _say(f"policy {active.policy_hash[:12]} activated ({reason}; {active.source}"
+             f"{', signed by ' + active.signer if active.signer else ''}; audit seq {seq})")
+    return record
+
+
+def serve(config: ServeConfig) -> int:
+    """Run until SIGINT/SIGTERM; return the exit status."""
+    if config.workers > 1 and config.worker is None:
+        return _supervise(config)
+    _check_tls(config)
+    token = _read_token(config.auth_token_file) if config.auth_token_file else None
+    tracer = _tracer(config.otel)
+    db = config.db if config.worker is None else segment_path(config.db, config.worker)
+    bundle_key = None
+    if config.bundle:
+        if not config.bundle_pubkey:
+            raise ServeError("--bundle needs --bundle-pubkey PEM (the key that signs bundles)")
+        try:
+            bundle_key = load_public_key(config.bundle_pubkey)
+        except AuditError as error:
+            raise ServeError(str(error)) from None
+    try:
+        key = load_private_key(config.key)
+    except AuditError as error:
+        raise ServeError(f"{error} (the audit signing key; create one with `policyengine keys generate`)") from None
+    from ..reporting.errors import ReportError
+    from ..reporting.monitor import blocked_models
+
+    try:
+        blocked = blocked_models(db)
+    except ReportError:
+        blocked = frozenset()  # not a database: opening the log says so in one line
+    ledger: BudgetLedger = InMemoryLedger()
+    if config.ledger:
+        try:
+            ledger = DuckDBLedger(config.ledger)
+        except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
+            raise ServeError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
+    try:
+        log = AuditLog(db, key)
+    except AuditError as error:
+        raise ServeError(str(error)) from None
+    audit = DurableAudit(log)
+    metrics = Metrics(lambda: audit.queue_depth)
+    audit.on_commit = metrics.committed
+    holder = PolicyHolder(rules=config.rules, bundle=config.bundle, bundle_key=bundle_key, ledger=ledger,
+                          blocked=blocked, on_activate=_activation_recorder(log, metrics))
+    sock = None
+    try:
+        sock = _listen(config.host, config.port, reuse_port=config.worker is not None)  # before any audit record
+        outcome = holder.reload("startup", force=True)
+        if outcome != "activated":
+            raise ServeError(outcome.removeprefix("refused: "))
+        options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
+                                access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert))
+        app = DecisionApp(holder, audit, metrics, options)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(app, holder, metrics, sock, config))
+    finally:
+        if sock is not None:
+            sock.close()
+        audit.close()
+        holder.close()
+        if isinstance(ledger, DuckDBLedger):
+            ledger.close()
+    return 0
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; the stock loop still works
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock: socket.socket,
+                 config: ServeConfig) -> None:
+    import uvicorn
+
+    loop = asyncio.get_running_loop()
+    ssl_options: dict[str, Any] = {}
+    if config.tls_cert:
+        ssl_options = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key}
+        if config.client_ca:
+            ssl_options |= {"ssl_ca_certs": config.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    class _Server(uvicorn.Server):
+        """uvicorn's server without its signal capture (it re-raises SIGTERM after shutdown, skipping our close)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    server = _Server(uvicorn.Config(
+        app, http="httptools", lifespan="off", log_level="warning", access_log=False, server_header=False,
+        date_header=False, timeout_keep_alive=max(1, int(config.timeout)), timeout_graceful_shutdown=5,
+        **ssl_options,
+    ))
+    busy = asyncio.Lock()
+
+    async def reload(reason: str, force: bool) -> None:
+        async with busy:
+            outcome = await loop.run_in_executor(None, lambda: holder.reload(reason, force=force))
+        if outcome.startswith("refused"):
+            metrics.reloads.labels("refused").inc()
+            _say(f"policy reload ({reason}) {outcome.splitlines()[0]}; still serving "
+                 f"{holder.active.policy_hash[:12] if holder.active else 'nothing'}")
+
+    async def watch() -> None:
+        while config.watch_interval > 0:
+            await asyncio.sleep(config.watch_interval)
+            await reload("change", False)
+
+    def shut_down() -> None:
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, shut_down)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload("sighup", True)))
+    watcher = loop.create_task(watch())
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if config.tls_cert else "http"
+    _say(f"listening on {scheme}://{host}:{port} (audit {app.audit.log._where}, pid {os.getpid()})")
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _worker(config: ServeConfig) -> None:
+    try:
+        sys.exit(serve(config))
+    except ServeError as error:
+        _say(f"error: worker {config.worker}: {error}")
+        sys.exit(1)
+
+
+def _supervise(config: ServeConfig) -> int:
+    """Start ``workers`` processes on one port; pass SIGTERM/SIGINT/SIGHUP on; exit when all have."""
+    if config.port == 0:
+        raise ServeError("--workers needs a fixed --port (each worker binds it with SO_REUSEPORT)")
+    if config.ledger:
+        raise ServeError("--ledger takes one writing process: use it with --workers 1")
+    _listen(config.host, config.port, reuse_port=True).close()  # fail here, once, if the port is taken
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_worker, args=(replace(config, worker=i),), name=f"policyengine-worker-{i}")
+                for i in range(config.workers)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    status = 0
+    for child in children:
+        child.join()
+        status = status or (child.exitcode or 0)
+    return 1 if status else 0
