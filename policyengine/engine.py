@@ -31,7 +31,7 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError
 from .evaluate import Evaluator
 from .format import format_policy
-from .loader import load_files, policy_paths
+from .loader import load_files, no_policy_files, policy_paths
 from .policyset import PolicySet
 
 
@@ -253,6 +253,8 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     names, missing = policy_paths(paths)
     if missing:
         raise PolicyError(missing)
+    if not names:  # an empty folder is no policy: never decide with the hash of nothing
+        raise PolicyError([no_policy_files(paths)])
     sources = _read_sources(names)  # read once: an edit meanwhile cannot be cached under the old key
     key = _content_key(names, sources)
     cached = _CACHE.get(key) if key is not None else None

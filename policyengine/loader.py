@@ -35,7 +35,7 @@ from .diagnostics import Finding, PolicyError, Span
 from .resources import cache_root, caching_enabled, data_path
 from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 
-__all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir", "no_disk_cache"]
+__all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache"]
 
 _Parsed = ast.PolicyFile | Finding
 _MEMORY: dict[str, _Parsed] = {}
@@ -89,6 +89,13 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
                 seen.add(key)
                 found.append(member)
     return found, findings
+
+
+def no_policy_files(paths: Iterable[str | os.PathLike[str]]) -> Finding:
+    """The finding for paths that hold no ``.policy`` file at all: deciding with no rules is refused, not empty."""
+    where = str(next(iter(paths), "."))
+    return Finding("load", "no .policy files found here", _where(where),
+                   help="name a .policy file or a folder that holds some")
 
 
 def cache_dir() -> Path:

@@ -150,6 +150,9 @@ ERRORS = [
     ("--audit without --key", ["--audit", "a.duckdb"], "", 2, "--audit needs --key"),
     ("no rules at all", ["--rules"], "", 2, "requires an argument"),
     ("ledger that is not a database", ["--ledger", "NOTDB"], "", 1, "cannot open budget ledger"),
+    ("missing ledger (a typo would read zero usage)", ["--ledger", "typo.duckdb"], "{}", 1,
+     "error: typo.duckdb: no such budget ledger (pass --create to start an empty one)"),
+    ("--create without --ledger", ["--create"], "{}", 2, "--create only applies with --ledger DB"),
 ]
 
 
@@ -161,6 +164,27 @@ def test_errors_are_one_clear_line(rules, tmp_path, case, args, stdin, code, mes
     result = run("eval", *args, stdin=stdin, cwd=tmp_path)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_ledger_is_refused_and_created_only_when_asked(rules, tmp_path):
+    args = ("eval", "--rules", str(rules), "--ledger", "new.duckdb")
+    refused = run(*args, stdin=json.dumps(request()), cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stdout == "" and not (tmp_path / "new.duckdb").exists()
+    created = run(*args, "--create", stdin=json.dumps(request()), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "new.duckdb").is_file()
+    assert run(*args, stdin=json.dumps(request()), cwd=tmp_path).returncode == 0  # exists now: no --create needed
+
+
+@pytest.mark.parametrize("command", ["eval", "check"])
+def test_a_folder_without_policy_files_is_an_error_not_an_empty_policy(tmp_path, command):
+    (tmp_path / "emptydir").mkdir()
+    args = ("eval", "--rules", "emptydir") if command == "eval" else ("check", "emptydir")
+    result = run(*args, stdin=json.dumps(request()), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.strip() == "" or command == "check"
+    assert "emptydir:1:1: error[load]: no .policy files found here" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -240,7 +240,8 @@ def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: cannot open as a DuckDB database"),
     (["runs", "show", "r-1", "--db", "none.duckdb"], 1, "none.duckdb: no such database"),
     (["runs", "list", "--now", "soon"], 2, "is not an ISO 8601 time"),
-    (["run", "fraud-routing", "--key", "no/such/dir.key"], 1, "no/such/dir.key: cannot create key file"),
+    (["run", "fraud-routing", "--db", "new.duckdb", "--key", "no/such/dir.key"], 1,
+     "no/such/dir.key: cannot create key file"),
     (["run", "fraud-routing", "--mask", "notes.txt"], 1, "notes.txt: expected a mapping with keys drop, hash"),
     (["approve", "r-1", "--as", "alice", "--mask", "bad.json"], 1, "bad.json: not valid YAML"),
     (["run", "fraud-routing", "--mask", "missing.yaml"], 2, "'missing.yaml' does not exist"),
@@ -252,6 +253,22 @@ def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
         shutil.copy(f, work / f.name)
     proc = pe(*args, cwd=work, ok=False)
     assert proc.returncode == code and message in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["demo", "--limit", "1"], ["run", "fraud-routing", "--limit", "1"]])
+def test_an_existing_database_without_its_key_is_refused_before_anything_is_written(work, seeded, command):
+    # a new key could never sign the existing log: creating one only to fail later left a stray key behind
+    for f in seeded.iterdir():
+        shutil.copy(f, work / f.name)
+    (work / "policyengine.key").unlink()
+    (work / "policyengine.key.pub.pem").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    proc = pe(*command, cwd=work, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: policyengine.key: signing key not found, and policyengine.duckdb already exists (signed by its own "
+        "key): pass --key with the key that signed it, or use a new --db"]
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == before  # no key made, no mask copied
 
 
 def test_a_second_process_gets_a_clear_error_while_the_database_is_held(work, seeded):

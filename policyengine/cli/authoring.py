@@ -59,13 +59,13 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
       policyengine check rules/marketing/ rules/common/
       policyengine check --strict --error-format json rules/ > findings.json
     """
-    from ..loader import load_files
+    from ..loader import load_files, no_policy_files
 
     loaded = load_files(paths)
     findings = list(loaded.findings)
     checked_note = ""
     if not loaded.files and not findings:
-        findings.append(_no_files(paths))
+        findings.append(no_policy_files(paths))
     elif loaded.ok:
         from ..check import check_policy  # the checker is imported only when needed
 
@@ -80,13 +80,6 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     click.echo(summary + checked_note, err=error_format == "json")
     if errors or (strict and warnings):
         sys.exit(1)
-
-
-def _no_files(paths: tuple[str, ...]) -> Finding:
-    from ..diagnostics import Span
-
-    where = paths[0]
-    return Finding("load", "no .policy files found here", Span(where, 1, 1, 1, 2), help="name a .policy file or a folder that holds some")
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -116,7 +116,9 @@ def _audit_sink(audit: str | None, key: str | None,
               help="A JSON request, a JSON array of requests, or JSON Lines; '-' reads stdin.")
 @click.option("--explain", is_flag=True, help="Print a readable trace of every rule considered to stderr.")
 @click.option("--ledger", type=click.Path(dir_okay=False), metavar="DB",
-              help="DuckDB file holding budget usage (table budget_usage).")
+              help="DuckDB file holding budget usage (table budget_usage); it must exist unless --create is given.")
+@click.option("--create", "create_ledger", is_flag=True,
+              help="Start a new, empty --ledger file when it does not exist (budgets then read zero usage).")
 @click.option("--now", "now_text", metavar="TIME", help="Decide as of this ISO 8601 UTC time (budgets, deadlines).")
 @click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also record each decision in this audit database (needs --key).")
@@ -127,8 +129,8 @@ def _audit_sink(audit: str | None, key: str | None,
               help="User directory (YAML, as data/directory.yaml): approvers' roles come from it, "
                    "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
-def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, now_text: str | None,
-                 audit: str | None, key: str | None, mask: str | None, directory_path: str | None,
+def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, create_ledger: bool,
+                 now_text: str | None, audit: str | None, key: str | None, mask: str | None, directory_path: str | None,
                  more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
 
@@ -149,8 +151,15 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     directory = _load_directory(directory_path)
     stream = _open_input(source)
     budget_ledger = None
+    if ledger is None and create_ledger:
+        raise click.UsageError("--create only applies with --ledger DB")
     if ledger is not None:
+        from pathlib import Path
+
         from policyengine.budgets import DuckDBLedger
+
+        if not create_ledger and not Path(ledger).exists():  # a typo would read zero usage: every budget open
+            _fail(f"{ledger}: no such budget ledger (pass --create to start an empty one)")
 
         try:
             budget_ledger = DuckDBLedger(ledger)

@@ -198,6 +198,11 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
     from ..orchestrator.session import example_mask, mask_beside
     from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
 
+    from ..orchestrator.session import SessionConfig
+
+    problem = SessionConfig(db=db, key=key, create_key=True).key_problem()
+    if problem is not None:  # before writing anything
+        _fail(problem)
     beside = mask_beside(db)
     if mask is None and not beside.exists() and beside.parent.is_dir():
         try:

@@ -80,6 +80,22 @@ class SessionConfig:
         beside = mask_beside(self.db)
         return beside if beside.is_file() else None
 
+    def key_problem(self) -> str | None:
+        """Why the signing key cannot be used or made, in one line; None when it can.
+
+        A key is only created for a new database: an existing one's audit log is
+        signed by its own key, and a fresh key would be refused after the run
+        had started, so a missing key beside an existing database is refused first.
+        """
+        if self.key.exists():
+            return None
+        if not self.create_key:
+            return f"{self.key}: signing key not found (create one with `policyengine keys generate --out {self.key}`)"
+        if self.db.exists():
+            return (f"{self.key}: signing key not found, and {self.db} already exists (signed by its own key): "
+                    f"pass --key with the key that signed it, or use a new --db")
+        return None
+
 
 def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
     """Simulated behaviour per registry model: internal, cheap models are less sure than external ones."""
@@ -180,10 +196,10 @@ class Session:
             masking = load_masking(self.mask) if self.mask is not None else NO_MASKING
         except AuditError as exc:
             raise SessionError(str(exc)) from None
+        problem = cfg.key_problem()
+        if problem is not None:
+            raise SessionError(problem)
         if not cfg.key.exists():
-            if not cfg.create_key:
-                raise SessionError(f"{cfg.key}: signing key not found (create one with "
-                                   f"`policyengine keys generate --out {cfg.key}`)")
             try:
                 generate_key(cfg.key)
             except AuditError as exc:
