@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
+from policyengine.engine import load_policy
 from policyengine.testing.cases import DEFAULT_NOW, load_test_file
 from policyengine.testing.coverage import CoverageCollector
 from policyengine.testing.junit import junit_xml
@@ -220,8 +221,10 @@ def test_default_policy_is_the_folder_plus_its_imports(tmp_path: Path) -> None:
     area = tmp_path / "area"
     area.mkdir()
     path = write(area, GOOD_CASE, policy=POLICY.replace("package shop\n", "package shop\nimport common.lists\n"))
-    files = load_test_file(path).policy_files
-    assert sorted(Path(f).name for f in files) == ["lists.policy", "shop.policy"]
+    test_file = load_test_file(path)
+    assert [Path(f).name for f in test_file.policy_files] == ["shop.policy"]  # imports: the loader's job
+    policy = load_policy(list(test_file.policy_files))
+    assert sorted(Path(f).name for f in policy.files) == ["lists.policy", "shop.policy"]
     assert DEFAULT_NOW.year == 2026
 
 
