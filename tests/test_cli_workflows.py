@@ -479,3 +479,53 @@ def test_approve_and_reject_take_now_like_runs_expire(work):
     assert "its approval deadline passed" in refused.stderr
     bad = pe("approve", second, "--as", "alice", "--now", "tomorrow", cwd=work, ok=False)
     assert bad.returncode == 2 and "is not an ISO 8601 time" in bad.stderr
+
+
+CUSTOM_FLOWS = '''\
+from policyengine.orchestrator.workflow import Ask, ToolCall, Workflow
+
+DATA = {"classification": "confidential", "origin": "DE", "vendor_status": "active", "vendor_age_days": 900}
+PAYMENTS = Workflow(
+    name="custom-payments", agent="invoice_classifier",
+    nodes=(ToolCall("pay", effect=True,
+                    ask=lambda ctx: Ask("approve_payment", "tool", "erp/payments", DATA,
+                                        {"amount": ctx.item["amount"], "confidence": 0.99, "currency": "EUR"}),
+                    run=lambda ctx, key: {"paid": ctx.item["amount"]}),),
+    outcome=lambda ctx: "approved" if ctx.approved else "auto_resolved")
+'''
+
+
+def test_a_custom_workflow_registered_by_entry_point_and_decided_where_its_code_is_not(tmp_path):
+    """A workflow of a plugin package (entry point group policyengine.workflows) runs from the CLI; approve,
+    reject and runs expire work in a process without the plugin (the run waits for `runs resume` there)."""
+    site = tmp_path / "site"
+    (site / "custom_flows-0.1.dist-info").mkdir(parents=True)
+    (site / "custom_flows.py").write_text(CUSTOM_FLOWS)
+    (site / "custom_flows-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: custom-flows\n"
+                                                                  "Version: 0.1\n")
+    (site / "custom_flows-0.1.dist-info" / "entry_points.txt").write_text(
+        "[policyengine.workflows]\ncustom-payments = custom_flows:PAYMENTS\n")
+    (tmp_path / "items.json").write_text(json.dumps([{"id": f"P-{n}", "amount": 25_000 + n} for n in range(3)]))
+    import os
+
+    with_plugin = {**os.environ, "PYTHONPATH": str(site)}
+
+    def cli(*args: str, plugin: bool) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*PE, *args], cwd=tmp_path, env=with_plugin if plugin else None, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    runs = json.loads(cli("run", "custom-payments", "--input", "items.json", "--json", plugin=True).stdout)["runs"]
+    assert [r["status"] for r in runs] == ["waiting_approval"] * 3
+    approved, rejected, overdue = (r["run_id"] for r in runs)
+    # without the plugin: decisions are recorded, the runs wait to be resumed where the code is
+    assert "not installed here" in cli("approve", approved, "--as", "alice", plugin=False).stdout
+    assert "not installed here" in cli("reject", rejected, "--as", "alice", plugin=False).stdout
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    assert f"{overdue}\tcustom-payments\trunning\t" in cli("runs", "expire", "--now", later, plugin=False).stdout
+    resumed = cli("runs", "resume", plugin=True).stdout.splitlines()
+    assert sorted(resumed) == sorted([f"{approved}\tcustom-payments\tcompleted\tapproved",
+                                      f"{rejected}\tcustom-payments\trejected\trejected",
+                                      f"{overdue}\tcustom-payments\texpired\texpired"])
+    cli("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", plugin=False)

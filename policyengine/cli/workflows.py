@@ -145,13 +145,16 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     fraud-routing. Runs that need a human pause as `waiting_approval`; see
     `policyengine runs list --status waiting_approval` and `policyengine approve`.
     """
-    from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
+    from ..orchestrator.workflows import DEFAULT_INPUT, load_items, registered, sample_path
 
-    if workflow not in WORKFLOWS:
-        raise click.BadParameter(f"unknown workflow {workflow!r}; choose one of {', '.join(WORKFLOWS)}",
+    workflows = registered()
+    if workflow not in workflows:
+        raise click.BadParameter(f"unknown workflow {workflow!r}; choose one of {', '.join(workflows)}",
                                  param_hint="WORKFLOW")
+    if input_path is None and workflow not in DEFAULT_INPUT:
+        raise click.UsageError(f"workflow {workflow!r} has no shipped sample: give its items with --input FILE")
     try:
-        items = load_items(input_path or sample_path(workflow), WORKFLOWS[workflow])
+        items = load_items(input_path or sample_path(workflow), workflows[workflow])
     except ValueError as exc:
         _fail(str(exc))
     items = items[:limit] if limit else items
@@ -437,7 +440,8 @@ def _decide(action: str, run_id: str, user: str, note: str | None, now: str | No
     except _errors() as exc:
         _fail(str(exc))
     verb = "approved" if action == "approve" else "rejected"
-    tail = f" (waiting again: {result.reason})" if result.status == "waiting_approval" else ""
+    tail = (f" (waiting again: {result.reason})" if result.status == "waiting_approval"
+            else f" ({result.reason})" if result.status == "running" else "")
     click.echo(f"{result.run_id} {verb} by {user}; run {result.status}, outcome {result.outcome}{tail}")
 
 

@@ -27,7 +27,7 @@ from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
 from .runner import Orchestrator, SimulatedCrash, find_run
 from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc
-from .workflows import WORKFLOWS
+from .workflows import registered
 
 
 class SessionError(Exception):
@@ -219,7 +219,7 @@ class Session:
             providers = load_providers(cfg.providers, policy)
             now = cfg.now
             clock = (lambda: now) if now is not None else None
-            self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
+            self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=registered(),
                                              providers=providers, directory=directory, ledger=ledger, clock=clock,
                                              record_runs="run" in EVENTS)
         except PolicyError as exc:
