@@ -105,8 +105,20 @@ def test_a_json_array_is_a_batch(rules):
     assert [d["effect"] for d in decisions(result.stdout)] == ["allow", "deny"]
 
 
-def test_explain_prints_a_trace_to_stderr(rules):
+def test_explain_lists_only_what_matched_by_default(rules):
     result = run("eval", "--rules", str(rules), "--explain", stdin=json.dumps(request(rid="orders/archive/1")))
+    assert result.returncode == 0
+    assert decisions(result.stdout)[0]["effect"] == "deny"
+    trace = result.stderr
+    assert "rule shop.clerks_read [allow]" in trace and "MATCHED (allow)" in trace
+    assert "rule shop.no_archive [deny]" in trace and "MATCHED (deny)" in trace
+    assert "no match" not in trace and "shop.managers_invoke [allow]" not in trace
+    assert "more did not match this request; --all lists them with why)" in trace
+    assert "decision: deny" in trace
+
+
+def test_explain_all_prints_the_full_trace(rules):
+    result = run("eval", "--rules", str(rules), "--explain", "--all", stdin=json.dumps(request(rid="orders/archive/1")))
     assert result.returncode == 0
     assert decisions(result.stdout)[0]["effect"] == "deny"
     trace = result.stderr
@@ -251,7 +263,7 @@ def test_errors_in_a_multi_line_array_name_the_element(rules):
 
 def test_help_documents_the_options():
     result = run("eval", "--help")
-    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key", "--directory",
+    for option in ("--rules", "--input", "--explain", "--all", "--only-matching", "--ledger", "--now", "--audit", "--key", "--directory",
                    "--mask"):
         assert option in result.stdout
 

@@ -7,6 +7,7 @@ rule-file findings and input problems go to stderr.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -59,6 +60,23 @@ def _load_directory(path: str | None) -> Any:
     except ValueError as error:  # the loader names the file and the problem
         _fail(str(error))
     raise AssertionError  # unreachable
+
+
+# Trace lines of declarations that did not apply to the request (policyengine.explain's wording).
+_NOT_MATCHING = re.compile(r"^\s*(?:rule \S+ \[\w+\] .*: no match: |residency \S+: does not apply: "
+                           r"|escalate \S+: does not match: )")
+
+
+def _trace(lines: tuple[str, ...], only_matching: bool) -> list[str]:
+    """The ``--explain`` trace; without ``--all``, the declarations that did not apply are counted, not listed."""
+    if not only_matching:
+        return list(lines)
+    kept = [line for line in lines if not _NOT_MATCHING.match(line)]
+    skipped = len(lines) - len(kept)
+    if skipped:
+        at = next((i for i, line in enumerate(kept) if line.startswith("decision: ")), len(kept))
+        kept.insert(at, f"  ({skipped} more did not match this request; --all lists them with why)")
+    return kept
 
 
 _CLAIMED_ROLES = ("approvals are judged by the roles the request claims for its approvers; "
@@ -114,7 +132,10 @@ def _audit_sink(audit: str | None, key: str | None,
               help="Rule file or folder of .policy files (repeatable; more paths may follow as arguments).")
 @click.option("--input", "source", default="-", show_default=True, metavar="FILE",
               help="A JSON request, a JSON array of requests, or JSON Lines; '-' reads stdin.")
-@click.option("--explain", is_flag=True, help="Print a readable trace of every rule considered to stderr.")
+@click.option("--explain", is_flag=True,
+              help="Print a readable trace to stderr: the rules, gates and residency rules that matched.")
+@click.option("--only-matching/--all", "only_matching", default=True, show_default=True,
+              help="With --explain: only what matched (default), or every rule considered and why it did not match.")
 @click.option("--ledger", type=click.Path(dir_okay=False), metavar="DB",
               help="DuckDB file holding budget usage (table budget_usage); it must exist unless --create is given.")
 @click.option("--create", "create_ledger", is_flag=True,
@@ -129,7 +150,7 @@ def _audit_sink(audit: str | None, key: str | None,
               help="User directory (YAML, as data/directory.yaml): approvers' roles come from it, "
                    "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
-def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, create_ledger: bool,
+def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matching: bool, ledger: str | None, create_ledger: bool,
                  now_text: str | None, audit: str | None, key: str | None, mask: str | None, directory_path: str | None,
                  more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
@@ -185,7 +206,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
                 explanation = policy.explain(item.request, now=now, directory=directory)
                 decision = explanation.decision
                 click.echo(f"--- request at {item.where}", err=True)
-                click.echo(explanation.text(), err=True)
+                click.echo("\n".join(_trace(explanation.trace, only_matching)), err=True)
             else:
                 decision = policy.evaluate(item.request, now=now, directory=directory)
             if decision.errors:
