@@ -102,7 +102,7 @@ class Policy:
 
     def evaluate(self, request: Any, *, now: datetime | None = None,
                  directory: Mapping[str, Sequence[str]] | None = None) -> Decision:
-        """Decide one request (a dict in the JSON shape of DESIGN.md, or a ``Request``).
+        """Decide one request (a dict in the JSON shape of docs/engine.md, or a ``Request``).
 
         Never raises on a request: a malformed one is denied with a reason naming
         the bad field. ``now`` fixes the time for budget windows and escalation

@@ -1,6 +1,6 @@
 """Bias metrics: the numbers must be fairlearn's (and AIF360's), to 1e-9.
 
-Three sources of truth: the oracle files in tests/oracles/fairness (copied from shared/oracles)
+Three sources of truth: the oracle files in tests/oracles/fairness
 (values fairlearn 0.15 gave on data we did not generate), fairlearn itself on
 data generated here, and hand-worked edge cases for min samples and references.
 """

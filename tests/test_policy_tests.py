@@ -167,7 +167,7 @@ def test_an_engine_failure_is_reported_on_the_file_not_raised(tmp_path: Path, mo
     ]
 
 
-# --- the format: shorthands and fixtures expand to the request JSON of DESIGN.md ---------------
+# --- the format: shorthands and fixtures expand to the request JSON of docs/engine.md --------------
 
 
 def test_fixtures_and_shorthands_expand_to_the_request_shape(tmp_path: Path) -> None:
