@@ -8,6 +8,7 @@ the database afterwards with DuckDB directly.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,9 @@ def test_rejection_and_deadline_expiry_from_the_command_line(work):
     later = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
     out = pe("runs", "expire", "--now", later, cwd=work)
     assert out.stdout.startswith(f"{second}\tinvoice-exceptions\texpired")
+    (line,) = out.stdout.splitlines()
+    assert "..." not in line and re.search(r"approval deadline passed at \d{4}-\d\d-\d\dT\d\d:\d\dZ at gate "
+                                           r"finance\.[\w.]+ \(its else: deny\)$", line), line
     refused = pe("approve", second, "--as", "alice", cwd=work, ok=False)
     assert "is not waiting for approval: its approval deadline passed" in refused.stderr
     outcomes = [a["outcome"] for a in audit_rows(work / "policyengine.duckdb", "approval")]
@@ -237,7 +241,9 @@ def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     (["approve", "r-1"], 2, "Missing option '--as'"),
     (["runs", "expire", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
     (["approve", "r-1", "--as", "alice", "--key", "missing.key"], 1, "missing.key: signing key not found"),
-    (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: cannot open as a DuckDB database"),
+    (["runs", "list", "--db", "notes.txt"], 1, "error: notes.txt: not a DuckDB database file\n"),  # no raw IO Error
+    (["run", "fraud-routing", "--db", "notes.txt", "--key", "policyengine.key"], 1,
+     "error: notes.txt: not a DuckDB database file\n"),
     (["runs", "show", "r-1", "--db", "none.duckdb"], 1, "none.duckdb: no such database"),
     (["runs", "list", "--now", "soon"], 2, "is not an ISO 8601 time"),
     (["run", "fraud-routing", "--db", "new.duckdb", "--key", "no/such/dir.key"], 1,
@@ -252,7 +258,7 @@ def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
     for f in seeded.iterdir():
         shutil.copy(f, work / f.name)
     proc = pe(*args, cwd=work, ok=False)
-    assert proc.returncode == code and message in proc.stderr
+    assert proc.returncode == code and message in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("command", [["demo", "--limit", "1"], ["run", "fraud-routing", "--limit", "1"]])

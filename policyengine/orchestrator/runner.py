@@ -518,7 +518,8 @@ class Orchestrator:
         if gate.status == "expired":
             if gate.on_timeout == "allow":
                 return None
-            return ("denied", f"approval deadline passed at gate {gate.gate} (within ... else deny)", "expired")
+            deadline = f" at {gate.deadline_at.isoformat(timespec='minutes')}Z" if gate.deadline_at else ""
+            return ("denied", f"approval deadline passed{deadline} at gate {gate.gate} (its else: deny)", "expired")
         if own_gate:
             return None
         return ("denied", f"approval by {gate.approver} does not satisfy gate {gate.gate}: {_reason_text(decision)}")

@@ -169,7 +169,9 @@ def connect(db: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         if m:
             raise SessionError(f"{db}: database is in use by process {m.group(2)}; one process at a time may "
                                f"open it (wait for the other command to finish)") from None
-        raise SessionError(f"{db}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+        from ..reporting.db import open_error  # the one wording of "DuckDB could not open this file"
+
+        raise SessionError(str(open_error(db, exc))) from None
 
 
 class Session:
