@@ -226,7 +226,13 @@ def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     for cmd in commands[:1] + commands[2:]:
         pe(*cmd.split()[1:], cwd=tmp_path)
     assert "approved by alice" in pe(*approve[1:], cwd=tmp_path).stdout
-    pe("demo", "--limit", "3", cwd=tmp_path)  # re-runnable on an existing database
+    waiting_before = int(nxt[0].split("   ")[-1].strip().split()[0]) - 1  # alice approved one
+    again = pe("demo", "--limit", "3", cwd=tmp_path)  # re-runnable on an existing database
+    waiting_line = next(line for line in again.stdout.splitlines() if "waiting for a human" in line)
+    with duckdb.connect(str(tmp_path / "policyengine.duckdb"), read_only=True) as conn:
+        (in_db,) = conn.execute("SELECT count(*) FROM orch_runs WHERE status = 'waiting_approval'").fetchone()
+    assert in_db > waiting_before  # the second demo added some
+    assert waiting_line.endswith(f"{in_db} run(s) waiting for a human ({in_db - waiting_before} from this demo)")
     pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=tmp_path)
     # the shipped mask was applied: invoice vendors are hashed in the log, still in the run state
     (call,) = [c for c in audit_rows(tmp_path / "policyengine.duckdb", "model_call")

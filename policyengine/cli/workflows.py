@@ -228,6 +228,7 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
             example = next(((r, who) for r in waiting
                             for who in deciders(r.approval, orch.directory, orch.policy.policy_set.roles_of)), None)
             used_mask = session.mask
+            in_db = orch.store.counts().get("waiting_approval", 0)  # earlier demos' waiting runs too
     except _errors() as exc:
         _fail(str(exc))
     console.print(_summary_table(summaries))
@@ -244,7 +245,7 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
                                   "approve a waiting run (users and roles: data/directory.yaml)")
     hints = [
         (f"policyengine runs list --db {q(str(db))} --status waiting_approval",
-         f"{len(waiting)} run(s) waiting for a human"),
+         f"{in_db} run(s) waiting for a human" + (f" ({len(waiting)} from this demo)" if in_db != len(waiting) else "")),
         approve,
         (f"policyengine audit verify --db {q(str(db))} --pubkey {q(str(pub))}", "check the signed audit trail"),
         ("policyengine report --list", f"reports for auditors (then: policyengine report NAME --db {q(str(db))})"),
