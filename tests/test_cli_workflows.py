@@ -541,3 +541,20 @@ def test_a_custom_workflow_registered_by_entry_point_and_decided_where_its_code_
                                       f"{rejected}\tcustom-payments\trejected\trejected",
                                       f"{overdue}\tcustom-payments\texpired\texpired"])
     cli("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", plugin=False)
+
+
+def test_runs_show_prints_a_step_reason_whole(work):
+    out = pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml", "--json", cwd=work)
+    (run,) = json.loads(out.stdout)["runs"]
+    with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM orch_steps WHERE run_id = ? AND reason IS NOT NULL",
+                                              [run["run_id"]]).fetchall()]
+    assert any(len(r) > 90 for r in reasons)
+    import os
+
+    shown = subprocess.run([*PE, "runs", "show", run["run_id"]], cwd=work, capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "400"}, timeout=120)
+    table = shown.stdout[shown.stdout.index("┏"):]  # the header line above it repeats the run's reason
+    cells = " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇┳┻╋┼]", " ", table).split())  # wrapped cells read as one text
+    for reason in reasons:
+        assert reason in cells

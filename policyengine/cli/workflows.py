@@ -385,7 +385,7 @@ def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
     for s in steps:
         detail = s.reason or (s.output or "")
         t.add_row(str(s.ord), s.step, s.kind, s.status, s.effect or "", s.model or "",
-                  f"{s.latency_ms:.2f}" if s.latency_ms is not None else "", detail[:90])
+                  f"{s.latency_ms:.2f}" if s.latency_ms is not None else "", detail)  # wrapped, never cut
     console.print(t)
     for a, o in zip(approvals, late, strict=True):
         console.print(f"  gate {a.gate}: role {a.role}, {a.status}" + (" (overdue)" if o else "")
