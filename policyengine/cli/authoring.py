@@ -59,7 +59,7 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
       policyengine check rules/marketing/ rules/common/
       policyengine check --strict --error-format json rules/ > findings.json
     """
-    from ..loader import load_files, no_policy_files
+    from ..loader import load_files, no_policy_files, policy_paths
 
     loaded = load_files(paths)
     findings = list(loaded.findings)
@@ -76,7 +76,10 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     errors = sum(1 for f in findings if f.is_error)
     warnings = len(findings) - errors
     total = len(loaded.files) + sum(1 for f in loaded.findings if f.code == "syntax")
-    summary = f"checked {_count(total, 'file')}: {_count(errors, 'error')}, {_count(warnings, 'warning')}"
+    given = len(policy_paths(paths)[0])
+    imported = f" (and {total - given} imported)" if total > given else ""  # found by `import`, not named
+    summary = (f"checked {_count(given, 'file')}{imported}: {_count(errors, 'error')}, "
+               f"{_count(warnings, 'warning')}")
     click.echo(summary + checked_note, err=error_format == "json")
     if errors or (strict and warnings):
         sys.exit(1)
