@@ -362,21 +362,24 @@ _BIG_NUMBER = re.compile(r"NaN|Infinity|\d{16}|[eE][+-]?\d{3}")
 
 
 def _bad_number(value: Any) -> str | None:
-    """Why ``value`` holds a number without a JSON/IEEE-754 form (naming the field), or None."""
+    """Why ``value`` holds numbers without a JSON/IEEE-754 form (naming each field, in order), or None."""
     stack: list[tuple[str, Any]] = [("request", value)]
+    problems: list[str] = []
     while stack:
         path, node = stack.pop()
         if node.__class__ is _BadNumber:
             if node.text in ("NaN", "Infinity", "-Infinity"):
-                return f"{path}: {node.text} is not a JSON number"
+                problems.append(f"{path}: {node.text} is not a JSON number")
+                continue
             shown = node.text if len(node.text) <= 40 else f"{node.text[:20]}...{node.text[-10:]} ({len(node.text)} digits)"
-            return f"{path}: number {shown} is out of range (numbers must be finite IEEE-754 doubles)"
+            problems.append(f"{path}: number {shown} is out of range (numbers must be finite IEEE-754 doubles)")
+            continue
         if isinstance(node, dict):
             for key, child in reversed(node.items()):
                 stack.append((f"{path}.{key}" if path != "request" else key, child))
         elif isinstance(node, list):
             stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(node))))
-    return None
+    return "; ".join(problems) or None
 
 
 def _number_text(value: Any) -> Any:
