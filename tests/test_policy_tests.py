@@ -534,3 +534,27 @@ def test_any_test_file_text_parses_or_raises_test_file_error(tmp_path_factory: p
         parse_test_file("\n".join(lines) + "\n", "t_test.yaml", base=base)
     except TestFileError as exc:
         assert str(exc).startswith("t_test.yaml:") and exc.span.line >= 1
+
+
+UNDECLARED = [
+    # what the case's request names, the mismatch reported (None: the case passes)
+    ("principal: {id: kim, roles: [clerc]}\n    action: read\n    resource: dataset orders/1",
+     "request: role 'clerc' is not declared in the policy under test"),
+    ("principal: {id: pricing_bot, type: agent}\n    action: invoke\n    resource: model smal",
+     "request: model 'smal' is not declared in the policy under test"),
+    # the engine itself denies an undeclared agent and says so: that is what such a case tests
+    ("principal: {id: shadow_bot, type: agent}\n    action: invoke\n    resource: model small", None),
+    ("principal: {id: kim, roles: [manager]}\n    action: read\n    resource: dataset secret/1", None),
+]
+
+
+@pytest.mark.parametrize("request_text, mismatch", UNDECLARED, ids=["role typo", "model typo", "agent", "declared"])
+def test_a_request_naming_undeclared_roles_or_models_fails_its_case(tmp_path, request_text, mismatch):
+    path = write(tmp_path, f"cases:\n  - name: typo\n    {request_text}\n    expect: deny\n")
+    results, errors, _ = run_file(path)
+    assert errors == []
+    (result,) = results
+    if mismatch is None:
+        assert result.passed, result.mismatches
+    else:
+        assert mismatch in result.mismatches
