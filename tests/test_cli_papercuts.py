@@ -40,3 +40,10 @@ def test_report_drift_on_a_log_with_one_period_of_calls_says_why_and_what_to_do(
     assert line.startswith("error: column 'output.confidence': the reference sample has no values: no model_call "
                            "of 'small' between ")
     assert "drift needs calls in two periods" in line and "--baseline-days" in line
+
+
+def test_query_prints_its_title_whole_above_a_narrow_table(tmp_path):
+    _log_with_a_model_call(tmp_path)
+    result = pe("query", "SELECT 1 AS x", "--db", "policyengine.duckdb", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "Ad-hoc query"
