@@ -259,4 +259,3 @@ def rotate_command(db: Path, key: Path, new_key: Path) -> None:
                f"to {db} ({key} is refused)", err=True)
 
 
-COMMANDS: list = [audit_group, keys_group]

@@ -230,4 +230,3 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
         sys.exit(1)
 
 
-COMMANDS: list = [eval_command]
