@@ -2,7 +2,7 @@
 
 Run by hand: ``python benchmarks/bench_parse.py [--rules N] [--files F]``.
 Prints cold parse (no cache), warm reload (parse cache hit), and parse + check.
-The target from DESIGN.md: load + check of 10,000 rules <= 2 s cold and <= 0.2 s
+The target: load + check of 10,000 rules <= 2 s cold and <= 0.2 s
 when unchanged files are reloaded (2-core x86_64).
 """
 

@@ -61,7 +61,7 @@ class Approval(BaseModel):
 
 
 class Request(BaseModel):
-    """One question to the engine, in the JSON shape of DESIGN.md."""
+    """One question to the engine, in the JSON shape of docs/engine.md (Requests)."""
 
     model_config = _REQUEST
     principal: Principal

@@ -31,7 +31,7 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError
 from .evaluate import Evaluator
 from .format import format_policy
-from .loader import load_files, policy_paths
+from .loader import load_files, no_policy_files, policy_paths
 from .policyset import PolicySet
 
 
@@ -102,7 +102,7 @@ class Policy:
 
     def evaluate(self, request: Any, *, now: datetime | None = None,
                  directory: Mapping[str, Sequence[str]] | None = None) -> Decision:
-        """Decide one request (a dict in the JSON shape of DESIGN.md, or a ``Request``).
+        """Decide one request (a dict in the JSON shape of docs/engine.md, or a ``Request``).
 
         Never raises on a request: a malformed one is denied with a reason naming
         the bad field. ``now`` fixes the time for budget windows and escalation
@@ -253,6 +253,8 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     names, missing = policy_paths(paths)
     if missing:
         raise PolicyError(missing)
+    if not names:  # an empty folder is no policy: never decide with the hash of nothing
+        raise PolicyError([no_policy_files(paths)])
     sources = _read_sources(names)  # read once: an edit meanwhile cannot be cached under the old key
     key = _content_key(names, sources)
     cached = _CACHE.get(key) if key is not None else None
@@ -360,21 +362,24 @@ _BIG_NUMBER = re.compile(r"NaN|Infinity|\d{16}|[eE][+-]?\d{3}")
 
 
 def _bad_number(value: Any) -> str | None:
-    """Why ``value`` holds a number without a JSON/IEEE-754 form (naming the field), or None."""
+    """Why ``value`` holds numbers without a JSON/IEEE-754 form (naming each field, in order), or None."""
     stack: list[tuple[str, Any]] = [("request", value)]
+    problems: list[str] = []
     while stack:
         path, node = stack.pop()
         if node.__class__ is _BadNumber:
             if node.text in ("NaN", "Infinity", "-Infinity"):
-                return f"{path}: {node.text} is not a JSON number"
+                problems.append(f"{path}: {node.text} is not a JSON number")
+                continue
             shown = node.text if len(node.text) <= 40 else f"{node.text[:20]}...{node.text[-10:]} ({len(node.text)} digits)"
-            return f"{path}: number {shown} is out of range (numbers must be finite IEEE-754 doubles)"
+            problems.append(f"{path}: number {shown} is out of range (numbers must be finite IEEE-754 doubles)")
+            continue
         if isinstance(node, dict):
             for key, child in reversed(node.items()):
                 stack.append((f"{path}.{key}" if path != "request" else key, child))
         elif isinstance(node, list):
             stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(node))))
-    return None
+    return "; ".join(problems) or None
 
 
 def _number_text(value: Any) -> Any:

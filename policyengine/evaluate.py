@@ -1,6 +1,6 @@
 """Decide one request against a ``CompiledPolicy``: pure, thread-safe, never raises.
 
-The order of checks is the meaning of DESIGN.md:
+The order of checks is the meaning of decisions (docs/engine.md):
 
 1. a malformed request, or an undeclared agent, is denied (fail closed);
 2. a routed ``invoke`` (kind model, no resource id, a ``route`` rule matching) is

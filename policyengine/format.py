@@ -450,7 +450,11 @@ def _place_comments(lines: list[_Line], comments: tuple[ast.Comment, ...], blank
                 out.append("")
         text = line.text
         if id(line) in trailing:
-            text += "  " + " ".join(trailing[id(line)])
+            # source lines joined into one keep one trailing comment; the others go on their own lines
+            # above it, where a second run keeps them (never merged into one "# a # b" comment)
+            first, *more = trailing[id(line)]
+            out.extend(line.indent + extra for extra in more)
+            text += "  " + first
         out.append(text)
     previous_line = max((line.source or 0 for line in code), default=0)
     for comment in own[next_own:]:

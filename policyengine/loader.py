@@ -37,7 +37,8 @@ from .diagnostics import Finding, PolicyError, Span
 from .resources import cache_root, caching_enabled, data_path
 from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 
-__all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir", "no_disk_cache"]
+__all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
+           "resolve_imports_as_at"]
 
 _Parsed = ast.PolicyFile | Finding
 # In-memory parse results, least recently used first, weighed by the bytes of the source they came
@@ -62,6 +63,8 @@ _DISK_LIMIT = 20_000  # most entries (one pickle per parsed file version) the on
 _PRUNE_EVERY = 256  # count the cache folder on a process's first write and then every this many
 _WRITES = 0
 _DISK: ContextVar[bool] = ContextVar("policyengine_disk_parse_cache", default=True)
+# (copy, original): files under the throwaway folder ``copy`` import as if they were under ``original``
+_RELOCATED: ContextVar[tuple[Path, Path] | None] = ContextVar("policyengine_relocated_rules", default=None)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,13 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
                 seen.add(key)
                 found.append(member)
     return found, findings
+
+
+def no_policy_files(paths: Iterable[str | os.PathLike[str]]) -> Finding:
+    """The finding for paths that hold no ``.policy`` file at all: deciding with no rules is refused, not empty."""
+    where = str(next(iter(paths), "."))
+    return Finding("load", "no .policy files found here", _where(where),
+                   help="name a .policy file or a folder that holds some")
 
 
 def cache_dir() -> Path:
@@ -367,9 +377,36 @@ def _load_imports(names: list[str], use_cache: bool, files: list[ast.PolicyFile]
                 pending.append(new)
 
 
+@contextmanager
+def resolve_imports_as_at(copy: str | os.PathLike[str], original: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside this block, files under the folder ``copy`` import packages as if they lay under ``original``.
+
+    For throwaway copies of a rules folder (the mutants of ``policyengine test
+    --mutations``): the folders inside the copy are searched, then those above the
+    original, never the temporary folder the copy lives in, whose other contents
+    (leftovers of earlier runs) are not part of the policy.
+    """
+    token = _RELOCATED.set((Path(copy).resolve(), Path(original).resolve()))
+    try:
+        yield
+    finally:
+        _RELOCATED.reset(token)
+
+
+def _search_folders(start: Path) -> list[Path]:
+    """The folders an import from a file in ``start`` is looked up in, nearest first."""
+    folders = [start, *start.parents]
+    moved = _RELOCATED.get()
+    if moved is not None:
+        copy, original = moved
+        if start == copy or copy in start.parents:
+            folders = [f for f in folders if f == copy or copy in f.parents] + list(original.parents)
+    return [*folders, _shipped_rules()]
+
+
 def _find_package_file(start: Path, package: str) -> Path | None:
     relative = Path(*package.split(".")).with_suffix(".policy")
-    for folder in (start, *start.parents, _shipped_rules()):
+    for folder in _search_folders(start):
         candidate = folder / relative
         if candidate.is_file():
             return candidate

@@ -2,11 +2,14 @@
 -- description: Escalations whose deadline passed before a human decided: still pending
 --   at as_of, decided after the deadline, or expired (the gate's "else" applied). Pending
 --   ones are escalate decisions with an approval_required obligation and no approval
---   event for the same run and gate.
+--   event for the same run and gate. The requester is the person the request was made
+--   for (the run's requested_by for a workflow step, else the principal), as in the
+--   escalations report.
 -- regulation: EU AI Act Art. 14 (human oversight); SOX 404 (timely review of controls)
 -- param: as_of TIMESTAMP = now | the moment to judge "overdue" at (UTC; default: now)
 WITH asked AS (
-    SELECT seq, ts, workflow, run_id, actor AS requester,
+    SELECT seq, ts, workflow, run_id,
+           coalesce(payload ->> '$.request.principal.attrs.requested_by', actor) AS requester,
            unnest(json_extract(payload, '$.decision.obligations[*]')) AS o
     FROM audit_log
     WHERE event = 'decision' AND payload ->> '$.decision.effect' = 'escalate'

@@ -1,6 +1,6 @@
 """Bias metrics: the numbers must be fairlearn's (and AIF360's), to 1e-9.
 
-Three sources of truth: the oracle files in tests/oracles/fairness (copied from shared/oracles)
+Three sources of truth: the oracle files in tests/oracles/fairness
 (values fairlearn 0.15 gave on data we did not generate), fairlearn itself on
 data generated here, and hand-worked edge cases for min samples and references.
 """
@@ -354,3 +354,21 @@ def test_audit_labels_that_are_not_outcomes_are_not_ground_truth(tmp_path):
     con.close()
     assert not r.has_label and r.equalized_odds_difference is None
     assert any("labels (duplicate, none) are never outcome values" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("selected_b, flagged", [(64, False), (63, True)], ids=["on the line", "just below"])
+def test_the_four_fifths_line_itself_is_not_below_it(tmp_path, selected_b, flagged):
+    # a: 80/100, b: 64/100 -> 0.64 / 0.8, which floating point computes as 0.7999999999999999
+    rows = [["a", 1]] * 80 + [["a", 0]] * 20 + [["b", 1]] * selected_b + [["b", 0]] * (100 - selected_b)
+    r = bias_from_csv(_write(tmp_path / "d.csv", ["g", "y"], rows), outcome="y", positive="1", group="g")
+    assert ("b" in r.flagged_groups) is flagged
+
+
+@pytest.mark.parametrize("value, op, threshold, holds_", [
+    (0.64 / 0.8, ">=", 0.8, True), (0.64 / 0.8, "<", 0.8, False), (0.8 + 1e-12, "<=", 0.8, True),
+    (0.79, ">=", 0.8, False), (0.2 - 1e-12, ">", 0.2, False), (0.1 + 0.2, "<=", 0.3, True), (0.31, "<=", 0.3, False),
+])
+def test_thresholds_are_compared_with_the_documented_tolerance(value, op, threshold, holds_):
+    from policyengine.reporting.thresholds import holds
+
+    assert holds(value, op, threshold) is holds_

@@ -58,6 +58,21 @@ def test_check_the_example_rules_is_clean() -> None:
     assert result.stdout.strip().splitlines()[-1].endswith("0 errors, 0 warnings")
 
 
+@pytest.mark.parametrize("given, summary", [
+    ("one.policy", "checked 1 file (and 1 imported): 0 errors, 0 warnings"),
+    ("common/regions.policy", "checked 1 file: 0 errors, 0 warnings"),
+    (".", "checked 2 files: 0 errors, 0 warnings"),
+])
+def test_check_counts_the_files_given_and_names_the_imported_ones(tmp_path: Path, given: str, summary: str) -> None:
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "regions.policy").write_text('package common.regions\nconst EU = ["DE"]\n')
+    (tmp_path / "one.policy").write_text('package one\nimport common.regions\nrole r\nrule x\n'
+                                         '    allow role r to read dataset "*"\n    when data.origin in EU\n')
+    result = run("check", given, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == summary
+
+
 def test_check_reports_a_syntax_error_with_position_and_caret(project: Path) -> None:
     (project / "rules" / "a.policy").write_text(CLEAN, encoding="utf-8")
     (project / "rules" / "b.policy").write_text(BROKEN, encoding="utf-8")

@@ -105,8 +105,20 @@ def test_a_json_array_is_a_batch(rules):
     assert [d["effect"] for d in decisions(result.stdout)] == ["allow", "deny"]
 
 
-def test_explain_prints_a_trace_to_stderr(rules):
+def test_explain_lists_only_what_matched_by_default(rules):
     result = run("eval", "--rules", str(rules), "--explain", stdin=json.dumps(request(rid="orders/archive/1")))
+    assert result.returncode == 0
+    assert decisions(result.stdout)[0]["effect"] == "deny"
+    trace = result.stderr
+    assert "rule shop.clerks_read [allow]" in trace and "MATCHED (allow)" in trace
+    assert "rule shop.no_archive [deny]" in trace and "MATCHED (deny)" in trace
+    assert "no match" not in trace and "shop.managers_invoke [allow]" not in trace
+    assert "more did not match this request; --all lists them with why)" in trace
+    assert "decision: deny" in trace
+
+
+def test_explain_all_prints_the_full_trace(rules):
+    result = run("eval", "--rules", str(rules), "--explain", "--all", stdin=json.dumps(request(rid="orders/archive/1")))
     assert result.returncode == 0
     assert decisions(result.stdout)[0]["effect"] == "deny"
     trace = result.stderr
@@ -150,6 +162,9 @@ ERRORS = [
     ("--audit without --key", ["--audit", "a.duckdb"], "", 2, "--audit needs --key"),
     ("no rules at all", ["--rules"], "", 2, "requires an argument"),
     ("ledger that is not a database", ["--ledger", "NOTDB"], "", 1, "cannot open budget ledger"),
+    ("missing ledger (a typo would read zero usage)", ["--ledger", "typo.duckdb"], "{}", 1,
+     "error: typo.duckdb: no such budget ledger (pass --create to start an empty one)"),
+    ("--create without --ledger", ["--create"], "{}", 2, "--create only applies with --ledger DB"),
 ]
 
 
@@ -161,6 +176,27 @@ def test_errors_are_one_clear_line(rules, tmp_path, case, args, stdin, code, mes
     result = run("eval", *args, stdin=stdin, cwd=tmp_path)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_ledger_is_refused_and_created_only_when_asked(rules, tmp_path):
+    args = ("eval", "--rules", str(rules), "--ledger", "new.duckdb")
+    refused = run(*args, stdin=json.dumps(request()), cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stdout == "" and not (tmp_path / "new.duckdb").exists()
+    created = run(*args, "--create", stdin=json.dumps(request()), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "new.duckdb").is_file()
+    assert run(*args, stdin=json.dumps(request()), cwd=tmp_path).returncode == 0  # exists now: no --create needed
+
+
+@pytest.mark.parametrize("command", ["eval", "check"])
+def test_a_folder_without_policy_files_is_an_error_not_an_empty_policy(tmp_path, command):
+    (tmp_path / "emptydir").mkdir()
+    args = ("eval", "--rules", "emptydir") if command == "eval" else ("check", "emptydir")
+    result = run(*args, stdin=json.dumps(request()), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.strip() == "" or command == "check"
+    assert "emptydir:1:1: error[load]: no .policy files found here" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -227,7 +263,7 @@ def test_errors_in_a_multi_line_array_name_the_element(rules):
 
 def test_help_documents_the_options():
     result = run("eval", "--help")
-    for option in ("--rules", "--input", "--explain", "--ledger", "--now", "--audit", "--key", "--directory",
+    for option in ("--rules", "--input", "--explain", "--all", "--only-matching", "--ledger", "--now", "--audit", "--key", "--directory",
                    "--mask"):
         assert option in result.stdout
 

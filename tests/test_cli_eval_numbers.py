@@ -94,6 +94,13 @@ def test_read_requests_names_the_field_of_a_number_without_a_double(case, raw, e
         assert item.request["data"]["amount"] == raw
 
 
+def test_every_bad_number_of_a_request_is_named_not_only_the_first():
+    (item,) = read_requests(GOOD[:-1] + ',"data":{"amount":1e400,"fee":NaN},"context":{"n":[1,-1e999]}}\n')
+    assert item.error == ("data.amount: number 1e400 is out of range (numbers must be finite IEEE-754 doubles); "
+                          "data.fee: NaN is not a JSON number; "
+                          "context.n[1]: number -1e999 is out of range (numbers must be finite IEEE-754 doubles)")
+
+
 def test_bad_numbers_in_arrays_and_documents_name_the_element():
     batch = "[" + GOOD + "," + with_data("[1, NaN]") + "]"
     items = list(read_requests(batch + "\n"))

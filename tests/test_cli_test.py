@@ -199,6 +199,77 @@ def test_mutations_flag_names_the_changes_no_test_notices(tmp_path: Path) -> Non
     assert again.returncode == 0
 
 
+SHOP = """\
+package shop
+import common.lists
+role clerk
+rule clerks_pay
+    allow role clerk to approve_payment dataset "invoices/*"
+    when context.amount < BIG
+"""
+SHOP_TEST = """\
+cases:
+  - name: a clerk pays 400
+    principal: {id: kim, roles: [clerk]}
+    action: approve_payment
+    resource: dataset invoices/1
+    context: {amount: 400}
+    expect: allow
+  - name: a clerk does not pay 500
+    principal: {id: kim, roles: [clerk]}
+    action: approve_payment
+    resource: dataset invoices/2
+    context: {amount: 500}
+    expect: deny
+"""
+
+
+def shop(root: Path, strays: dict[str, int]) -> Path:
+    """rules/shop imports common.lists (BIG = 500) from rules/common; stray copies of that package lie about."""
+    for rel, big in {"rules/common/lists.policy": 500, **strays}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"package common.lists\nconst BIG = {big}\n", encoding="utf-8")
+    (root / "rules" / "shop").mkdir(exist_ok=True)
+    (root / "rules" / "shop" / "shop.policy").write_text(SHOP, encoding="utf-8")
+    (root / "rules" / "shop" / "shop_test.yaml").write_text(SHOP_TEST, encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("strays", [
+    {},
+    {"rules/shop/backup/lists.policy": 100},  # an edited copy nearer the test: eval never reads it
+    {"rules/old/a/lists.policy": 500, "rules/old/b/lists.policy": 500},  # two stray copies: "declared twice"
+], ids=["no stray", "one edited stray copy", "two stray copies"])
+def test_test_resolves_imports_as_check_and_eval_do(tmp_path: Path, strays: dict[str, int]) -> None:
+    root = shop(tmp_path, strays)
+    tested = run("test", "rules/shop", cwd=root)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert tested.stdout.splitlines()[-1] == "2 passed, 0 failed"
+    assert run("check", "rules/shop/shop.policy", cwd=root).returncode == 0
+    request = {"principal": {"id": "kim", "roles": ["clerk"]}, "action": "approve_payment",
+               "resource": {"kind": "dataset", "id": "invoices/1"}, "context": {"amount": 400}}
+    evaluated = subprocess.run([str(Path(sys.executable).with_name("policyengine")), "eval", "--rules",
+                                "rules/shop/shop.policy"], input=json.dumps(request), cwd=root,
+                               capture_output=True, text=True, timeout=120)
+    assert json.loads(evaluated.stdout)["effect"] == "allow"
+
+
+def test_mutations_resolve_imports_as_the_original_folder_not_from_tmpdir(tmp_path: Path) -> None:
+    root = shop(tmp_path / "project", {})
+    leftovers = tmp_path / "tmpdir"  # $TMPDIR with what an earlier run left behind
+    (leftovers / "old-run" / "common").mkdir(parents=True)
+    (leftovers / "old-run" / "common" / "lists.policy").write_text("package common.lists\nconst BIG = 1\n")
+    (leftovers / "common").mkdir()
+    (leftovers / "common" / "lists.policy").write_text("package common.lists\nconst BIG = 1\n")
+    exe = Path(sys.executable).with_name("policyengine")
+    env = {**os.environ, "POLICYENGINE_NO_CACHE": "1", "COLUMNS": "80", "TMPDIR": str(leftovers)}
+    result = subprocess.run([str(exe), "test", "--mutations", "rules/shop"], cwd=root, capture_output=True,
+                            text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2/2 single changes of the rule files made a test fail" in result.stdout.splitlines()
+    assert sorted(p.name for p in leftovers.iterdir()) == ["common", "old-run"]  # its own copy is gone
+
+
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run("test", "no/such/folder", cwd=tmp_path).returncode == 2
     assert run("test", "--fail-under", "150", cwd=tmp_path).returncode == 2

@@ -8,6 +8,7 @@ the database afterwards with DuckDB directly.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,9 @@ def test_rejection_and_deadline_expiry_from_the_command_line(work):
     later = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
     out = pe("runs", "expire", "--now", later, "--clock-override", cwd=work)
     assert out.stdout.startswith(f"{second}\tinvoice-exceptions\texpired")
+    (line,) = out.stdout.splitlines()
+    assert "..." not in line and re.search(r"approval deadline passed at \d{4}-\d\d-\d\dT\d\d:\d\dZ at gate "
+                                           r"finance\.[\w.]+ \(its else: deny\)$", line), line
     refused = pe("approve", second, "--as", "alice", cwd=work, ok=False)
     assert "is not waiting for approval: its approval deadline passed" in refused.stderr
     outcomes = [a["outcome"] for a in audit_rows(work / "policyengine.duckdb", "approval")]
@@ -215,7 +219,13 @@ def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     for cmd in commands[:1] + commands[2:]:
         pe(*cmd.split()[1:], cwd=tmp_path)
     assert "approved by alice" in pe(*approve[1:], cwd=tmp_path).stdout
-    pe("demo", "--limit", "3", cwd=tmp_path)  # re-runnable on an existing database
+    waiting_before = int(nxt[0].split("   ")[-1].strip().split()[0]) - 1  # alice approved one
+    again = pe("demo", "--limit", "3", cwd=tmp_path)  # re-runnable on an existing database
+    waiting_line = next(line for line in again.stdout.splitlines() if "waiting for a human" in line)
+    with duckdb.connect(str(tmp_path / "policyengine.duckdb"), read_only=True) as conn:
+        (in_db,) = conn.execute("SELECT count(*) FROM orch_runs WHERE status = 'waiting_approval'").fetchone()
+    assert in_db > waiting_before  # the second demo added some
+    assert waiting_line.endswith(f"{in_db} run(s) waiting for a human ({in_db - waiting_before} from this demo)")
     pe("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", cwd=tmp_path)
     # the shipped mask was applied: invoice vendors are hashed in the log, still in the run state
     (call,) = [c for c in audit_rows(tmp_path / "policyengine.duckdb", "model_call")
@@ -230,10 +240,13 @@ def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     (["approve", "r-1"], 2, "Missing option '--as'"),
     (["runs", "expire", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
     (["approve", "r-1", "--as", "alice", "--key", "missing.key"], 1, "missing.key: signing key not found"),
-    (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: not a DuckDB database file"),
+    (["runs", "list", "--db", "notes.txt"], 1, "error: notes.txt: not a DuckDB database file\n"),  # no raw IO Error
+    (["run", "fraud-routing", "--db", "notes.txt", "--key", "policyengine.key"], 1,
+     "error: notes.txt: not a DuckDB database file\n"),
     (["runs", "show", "r-1", "--db", "none.duckdb"], 1, "none.duckdb: no such database"),
     (["runs", "list", "--now", "soon"], 2, "is not an ISO 8601 time"),
-    (["run", "fraud-routing", "--key", "no/such/dir.key"], 1, "no/such/dir.key: cannot create key file"),
+    (["run", "fraud-routing", "--db", "new.duckdb", "--key", "no/such/dir.key"], 1,
+     "no/such/dir.key: cannot create key file"),
     (["run", "fraud-routing", "--mask", "notes.txt"], 1, "notes.txt: expected a mapping with keys drop, hash"),
     (["approve", "r-1", "--as", "alice", "--mask", "bad.json"], 1, "bad.json: not valid YAML"),
     (["run", "fraud-routing", "--mask", "missing.yaml"], 2, "'missing.yaml' does not exist"),
@@ -244,7 +257,23 @@ def test_bad_input_is_one_clear_line(work, seeded, args, code, message):
     for f in seeded.iterdir():
         shutil.copy(f, work / f.name)
     proc = pe(*args, cwd=work, ok=False)
-    assert proc.returncode == code and message in proc.stderr
+    assert proc.returncode == code and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", [["demo", "--limit", "1"], ["run", "fraud-routing", "--limit", "1"]])
+def test_an_existing_database_without_its_key_is_refused_before_anything_is_written(work, seeded, command):
+    # a new key could never sign the existing log: creating one only to fail later left a stray key behind
+    for f in seeded.iterdir():
+        shutil.copy(f, work / f.name)
+    (work / "policyengine.key").unlink()
+    (work / "policyengine.key.pub.pem").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    proc = pe(*command, cwd=work, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: policyengine.key: signing key not found, and policyengine.duckdb already exists (signed by its own "
+        "key): pass --key with the key that signed it, or use a new --db"]
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == before  # no key made, no mask copied
 
 
 def test_a_second_process_gets_a_clear_error_while_the_database_is_held(work, seeded):
@@ -454,3 +483,71 @@ def test_approve_and_reject_take_now_like_runs_expire(work):
     assert "its approval deadline passed" in refused.stderr
     bad = pe("approve", second, "--as", "alice", "--now", "tomorrow", cwd=work, ok=False)
     assert bad.returncode == 2 and "is not an ISO 8601 time" in bad.stderr
+
+
+CUSTOM_FLOWS = '''\
+from policyengine.orchestrator.workflow import Ask, ToolCall, Workflow
+
+DATA = {"classification": "confidential", "origin": "DE", "vendor_status": "active", "vendor_age_days": 900}
+PAYMENTS = Workflow(
+    name="custom-payments", agent="invoice_classifier",
+    nodes=(ToolCall("pay", effect=True,
+                    ask=lambda ctx: Ask("approve_payment", "tool", "erp/payments", DATA,
+                                        {"amount": ctx.item["amount"], "confidence": 0.99, "currency": "EUR"}),
+                    run=lambda ctx, key: {"paid": ctx.item["amount"]}),),
+    outcome=lambda ctx: "approved" if ctx.approved else "auto_resolved")
+'''
+
+
+def test_a_custom_workflow_registered_by_entry_point_and_decided_where_its_code_is_not(tmp_path):
+    """A workflow of a plugin package (entry point group policyengine.workflows) runs from the CLI; approve,
+    reject and runs expire work in a process without the plugin (the run waits for `runs resume` there)."""
+    site = tmp_path / "site"
+    (site / "custom_flows-0.1.dist-info").mkdir(parents=True)
+    (site / "custom_flows.py").write_text(CUSTOM_FLOWS)
+    (site / "custom_flows-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: custom-flows\n"
+                                                                  "Version: 0.1\n")
+    (site / "custom_flows-0.1.dist-info" / "entry_points.txt").write_text(
+        "[policyengine.workflows]\ncustom-payments = custom_flows:PAYMENTS\n")
+    (tmp_path / "items.json").write_text(json.dumps([{"id": f"P-{n}", "amount": 25_000 + n} for n in range(3)]))
+    import os
+
+    with_plugin = {**os.environ, "PYTHONPATH": str(site)}
+
+    def cli(*args: str, plugin: bool) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*PE, *args], cwd=tmp_path, env=with_plugin if plugin else None, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    runs = json.loads(cli("run", "custom-payments", "--input", "items.json", "--json", plugin=True).stdout)["runs"]
+    assert [r["status"] for r in runs] == ["waiting_approval"] * 3
+    approved, rejected, overdue = (r["run_id"] for r in runs)
+    # without the plugin: decisions are recorded, the runs wait to be resumed where the code is
+    assert "not installed here" in cli("approve", approved, "--as", "alice", plugin=False).stdout
+    assert "not installed here" in cli("reject", rejected, "--as", "alice", plugin=False).stdout
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    expired = cli("runs", "expire", "--now", later, "--clock-override", plugin=False).stdout
+    assert f"{overdue}\tcustom-payments\trunning\t" in expired
+    resumed = cli("runs", "resume", plugin=True).stdout.splitlines()
+    assert sorted(resumed) == sorted([f"{approved}\tcustom-payments\tcompleted\tapproved",
+                                      f"{rejected}\tcustom-payments\trejected\trejected",
+                                      f"{overdue}\tcustom-payments\texpired\texpired"])
+    cli("audit", "verify", "--db", "policyengine.duckdb", "--pubkey", "policyengine.key.pub.pem", plugin=False)
+
+
+def test_runs_show_prints_a_step_reason_whole(work):
+    out = pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml", "--json", cwd=work)
+    (run,) = json.loads(out.stdout)["runs"]
+    with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM orch_steps WHERE run_id = ? AND reason IS NOT NULL",
+                                              [run["run_id"]]).fetchall()]
+    assert any(len(r) > 90 for r in reasons)
+    import os
+
+    shown = subprocess.run([*PE, "runs", "show", run["run_id"]], cwd=work, capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "400"}, timeout=120)
+    table = shown.stdout[shown.stdout.index("┏"):]  # the header line above it repeats the run's reason
+    cells = " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇┳┻╋┼]", " ", table).split())  # wrapped cells read as one text
+    for reason in reasons:
+        assert reason in cells

@@ -1,6 +1,6 @@
 """Drift metrics: PSI by the documented convention, KS and chi-squared as scipy.
 
-Truth comes from the oracle files in tests/oracles/drift (copied from shared/oracles) (numpy/scipy
+Truth comes from the oracle files in tests/oracles/drift (numpy/scipy
 values on data we did not generate) and from scipy itself on data generated here.
 """
 

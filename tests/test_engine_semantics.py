@@ -1,4 +1,4 @@
-"""The meaning of decisions (DESIGN.md "Meaning"), one table per rule of meaning.
+"""The meaning of decisions (docs/engine.md "What a decision means"), one table per rule of meaning.
 
 Each row is a request and the decision it must get from the policy below,
 written in the language as a compliance author would write it.

@@ -67,7 +67,7 @@ EXAMPLES = sorted((ROOT / "rules").rglob("*.policy"))
 def test_example_rules_keep_meaning_and_comments(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     formatted = roundtrip(text, str(path))
-    if path.name != "design_sample.policy":  # the sample stays verbatim as DESIGN.md writes it
+    if path.name != "design_sample.policy":  # the sample stays verbatim as the README shows it
         assert formatted == text, f"{path} is not formatted; run policyengine fmt rules/"
 
 

@@ -249,7 +249,7 @@ def test_an_import_that_is_nowhere_is_left_for_check(tmp_path):
 
 
 def test_common_regions_comes_with_policyengine(tmp_path):
-    """A file in the DESIGN.md form imports `common.regions` even outside this repository."""
+    """A file in the README's form imports `common.regions` even outside this repository."""
     main = tmp_path / "mine.policy"
     main.write_text('package mine\nimport common.regions\nconst HOME = EU\n')
     result = load_files([main])

@@ -14,6 +14,7 @@ import pytest
 import xmlschema
 
 from policyengine.approval_binding import request_hash
+from policyengine.engine import load_policy
 from policyengine.testing.cases import DEFAULT_NOW, load_test_file
 from policyengine.testing.coverage import CoverageCollector
 from policyengine.testing.junit import junit_xml
@@ -167,7 +168,7 @@ def test_an_engine_failure_is_reported_on_the_file_not_raised(tmp_path: Path, mo
     ]
 
 
-# --- the format: shorthands and fixtures expand to the request JSON of DESIGN.md ---------------
+# --- the format: shorthands and fixtures expand to the request JSON of docs/engine.md --------------
 
 
 def test_fixtures_and_shorthands_expand_to_the_request_shape(tmp_path: Path) -> None:
@@ -223,8 +224,10 @@ def test_default_policy_is_the_folder_plus_its_imports(tmp_path: Path) -> None:
     area = tmp_path / "area"
     area.mkdir()
     path = write(area, GOOD_CASE, policy=POLICY.replace("package shop\n", "package shop\nimport common.lists\n"))
-    files = load_test_file(path).policy_files
-    assert sorted(Path(f).name for f in files) == ["lists.policy", "shop.policy"]
+    test_file = load_test_file(path)
+    assert [Path(f).name for f in test_file.policy_files] == ["shop.policy"]  # imports: the loader's job
+    policy = load_policy(list(test_file.policy_files))
+    assert sorted(Path(f).name for f in policy.files) == ["lists.policy", "shop.policy"]
     assert DEFAULT_NOW.year == 2026
 
 
@@ -534,3 +537,27 @@ def test_any_test_file_text_parses_or_raises_test_file_error(tmp_path_factory: p
         parse_test_file("\n".join(lines) + "\n", "t_test.yaml", base=base)
     except TestFileError as exc:
         assert str(exc).startswith("t_test.yaml:") and exc.span.line >= 1
+
+
+UNDECLARED = [
+    # what the case's request names, the mismatch reported (None: the case passes)
+    ("principal: {id: kim, roles: [clerc]}\n    action: read\n    resource: dataset orders/1",
+     "request: role 'clerc' is not declared in the policy under test"),
+    ("principal: {id: pricing_bot, type: agent}\n    action: invoke\n    resource: model smal",
+     "request: model 'smal' is not declared in the policy under test"),
+    # the engine itself denies an undeclared agent and says so: that is what such a case tests
+    ("principal: {id: shadow_bot, type: agent}\n    action: invoke\n    resource: model small", None),
+    ("principal: {id: kim, roles: [manager]}\n    action: read\n    resource: dataset secret/1", None),
+]
+
+
+@pytest.mark.parametrize("request_text, mismatch", UNDECLARED, ids=["role typo", "model typo", "agent", "declared"])
+def test_a_request_naming_undeclared_roles_or_models_fails_its_case(tmp_path, request_text, mismatch):
+    path = write(tmp_path, f"cases:\n  - name: typo\n    {request_text}\n    expect: deny\n")
+    results, errors, _ = run_file(path)
+    assert errors == []
+    (result,) = results
+    if mismatch is None:
+        assert result.passed, result.mismatches
+    else:
+        assert mismatch in result.mismatches

@@ -80,6 +80,9 @@ def project(tmp_path: Path, monitors: str, *, cases: str = REQUEST_CASE, extra: 
     ("monitor", "mismatch"),
     [
         (FAIR, None),
+        # exactly on the four-fifths line: 0.64 / 0.8 is 0.7999999999999999 in floating point, not a breach
+        (FAIR.replace("count: 8}", "count: 16}").replace("count: 2}", "count: 9}")
+             .replace("count: 10}", "count: 20}\n      - {group: south, outcome: declined, count: 5}"), None),
         (FAIR.replace("breach: false", "breach: true"), "breach: expected true, got false (disparate_impact 0.8"),
         (FAIR.replace("value: 0.8", "value: 0.75"), "value: expected 0.75 ± 1e-09, got 0.8"),
         (FAIR.replace("value: 0.8", "value: 0.75, tolerance: 0.1"), None),

@@ -411,3 +411,26 @@ def test_reports_read_what_the_engine_decides_and_the_audit_writer_signs(tmp_pat
     assert rows(db, "overdue_approvals", as_of=datetime.now(UTC).isoformat()) == []
     versions = rows(db, "policy_versions")
     assert [(r["policy_hash"], r["decisions"], r["rules"]) for r in versions] == [(policy.policy_hash, 3, 4)]
+
+
+def test_escalations_and_overdue_approvals_name_the_same_requester(tmp_path):
+    """An orchestrator step is decided for the agent (the decision's actor) on behalf of the run's requester
+    (principal.attrs.requested_by); both reports name that requester, the one four-eyes is judged against."""
+    audit = pytest.importorskip("policyengine.audit")
+    db = tmp_path / "audit.duckdb"
+    gate = "finance.large_payment"
+    with audit.AuditLog(db, audit.generate_key(tmp_path / "k.pem")) as log:
+        for run_id in ("r-pending", "r-late"):
+            log.append("decision", actor="invoice_classifier", workflow="invoice-exceptions", run_id=run_id,
+                       payload=decision("invoice_classifier", "agent", "approve_payment", "tool", "erp/payments",
+                                        "escalate", [(gate, "payments over 10,000 need a senior analyst")],
+                                        obligations=[approval_required(gate, at(D1, 14))],
+                                        attrs={"requested_by": "operator"}), policy_hash=H1)
+        log.append("approval", actor="alice", workflow="invoice-exceptions", run_id="r-late",
+                   payload={"gate": gate, "requester": "operator", "approver": "alice", "outcome": "approved",
+                            "role": "senior_analyst", "requested_at": iso(at(D1, 10)),
+                            "decided_at": iso(at(D1, 15)), "deadline": iso(at(D1, 14)), "note": None},
+                   policy_hash=H1)
+    overdue = rows(db, "overdue_approvals", as_of="2026-11-03T00:00:00Z")
+    assert sorted((r["run_id"], r["requester"]) for r in overdue) == [("r-late", "operator"), ("r-pending", "operator")]
+    assert [(r["run_id"], r["requester"]) for r in rows(db, "escalations")] == [("r-late", "operator")]

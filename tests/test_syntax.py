@@ -89,7 +89,7 @@ def when_of(condition: str) -> ast.Expr:
     return decl.when
 
 
-# --- the DESIGN.md sample ---------------------------------------------------------------
+# --- the README's sample ---------------------------------------------------------------
 
 
 def test_design_sample_parses_to_every_construct() -> None:

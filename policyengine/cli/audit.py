@@ -255,5 +255,7 @@ def rotate_command(db: Path, key: Path, new_key: Path) -> None:
     with AuditLog(db, old, create=False) as log:  # rotate an existing log; never start one here
         seq = log.rotate_key(new)
     click.echo(f"rotated {old.key_id} -> {new.key_id} at seq {seq}")
+    click.echo(f"from now on the log is signed with {new_key}: pass --key {new_key} to every command that writes "
+               f"to {db} ({key} is refused)", err=True)
 
 

@@ -59,13 +59,13 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
       policyengine check rules/marketing/ rules/common/
       policyengine check --strict --error-format json rules/ > findings.json
     """
-    from ..loader import load_files
+    from ..loader import load_files, no_policy_files, policy_paths
 
     loaded = load_files(paths)
     findings = list(loaded.findings)
     checked_note = ""
     if not loaded.files and not findings:
-        findings.append(_no_files(paths))
+        findings.append(no_policy_files(paths))
     elif loaded.ok:
         from ..check import check_policy  # the checker is imported only when needed
 
@@ -76,17 +76,13 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     errors = sum(1 for f in findings if f.is_error)
     warnings = len(findings) - errors
     total = len(loaded.files) + sum(1 for f in loaded.findings if f.code == "syntax")
-    summary = f"checked {_count(total, 'file')}: {_count(errors, 'error')}, {_count(warnings, 'warning')}"
+    given = len(policy_paths(paths)[0])
+    imported = f" (and {total - given} imported)" if total > given else ""  # found by `import`, not named
+    summary = (f"checked {_count(given, 'file')}{imported}: {_count(errors, 'error')}, "
+               f"{_count(warnings, 'warning')}")
     click.echo(summary + checked_note, err=error_format == "json")
     if errors or (strict and warnings):
         sys.exit(1)
-
-
-def _no_files(paths: tuple[str, ...]) -> Finding:
-    from ..diagnostics import Span
-
-    where = paths[0]
-    return Finding("load", "no .policy files found here", Span(where, 1, 1, 1, 2), help="name a .policy file or a folder that holds some")
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -123,7 +119,7 @@ def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> No
       policyengine fmt - < x.policy         for editors: stdin to stdout
     """
     from ..format import format_policy
-    from ..loader import policy_paths
+    from ..loader import no_policy_files, policy_paths
     from ..syntax import parse_policy
 
     if paths == ("-",):
@@ -131,7 +127,7 @@ def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> No
         return
     names, problems = policy_paths(paths)
     if not names and not problems:
-        problems.append(_no_files(paths))
+        problems.append(no_policy_files(paths))
     changed: list[str] = []
     sources = SourceCache()
     for name in names:

@@ -7,6 +7,7 @@ rule-file findings and input problems go to stderr.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -63,6 +64,23 @@ def _load_directory(path: str | None) -> Any:
     raise AssertionError  # unreachable
 
 
+# Trace lines of declarations that did not apply to the request (policyengine.explain's wording).
+_NOT_MATCHING = re.compile(r"^\s*(?:rule \S+ \[\w+\] .*: no match: |residency \S+: does not apply: "
+                           r"|escalate \S+: does not match: )")
+
+
+def _trace(lines: tuple[str, ...], only_matching: bool) -> list[str]:
+    """The ``--explain`` trace; without ``--all``, the declarations that did not apply are counted, not listed."""
+    if not only_matching:
+        return list(lines)
+    kept = [line for line in lines if not _NOT_MATCHING.match(line)]
+    skipped = len(lines) - len(kept)
+    if skipped:
+        at = next((i for i, line in enumerate(kept) if line.startswith("decision: ")), len(kept))
+        kept.insert(at, f"  ({skipped} more did not match this request; --all lists them with why)")
+    return kept
+
+
 _CLAIMED_ROLES = ("approvals are judged by the roles the request claims for its approvers; "
                   "pass --directory FILE to judge them by a user directory")
 
@@ -107,9 +125,15 @@ def _audit_sink(audit: str | None, key: str | None, mask: str | None,
               help="Rule file or folder of .policy files (repeatable; more paths may follow as arguments).")
 @click.option("--input", "source", default="-", show_default=True, metavar="FILE",
               help="A JSON request, a JSON array of requests, or JSON Lines; '-' reads stdin.")
-@click.option("--explain", is_flag=True, help="Print a readable trace of every rule considered to stderr.")
+@click.option("--explain", is_flag=True,
+              help="Print a readable trace to stderr: the rules, gates and residency rules that matched.")
+@click.option("--only-matching/--all", "only_matching", default=True, show_default=True,
+              help="With --explain: only what matched (default), or every rule considered and why it did not match.")
 @click.option("--ledger", type=click.Path(dir_okay=False), metavar="DB",
-              help="DuckDB file holding budget usage (the embedded store; same as --state DB).")
+              help="DuckDB file holding budget usage (the embedded store; same as --state DB); it must exist "
+                   "unless --create is given.")
+@click.option("--create", "create_ledger", is_flag=True,
+              help="Start a new, empty --ledger file when it does not exist (budgets then read zero usage).")
 @click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
               help="Where budget usage lives: a DuckDB file or postgresql://... shared by workers. "
                    "Env: POLICYENGINE_STATE.")
@@ -126,9 +150,9 @@ def _audit_sink(audit: str | None, key: str | None, mask: str | None,
               help="User directory (YAML, as data/directory.yaml): approvers' roles come from it, "
                    "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
-def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, state: str | None,
-                 now_text: str | None, clock_override: bool, audit: str | None, key: str | None, mask: str | None,
-                 directory_path: str | None,
+def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matching: bool, ledger: str | None,
+                 create_ledger: bool, state: str | None, now_text: str | None, clock_override: bool, audit: str | None,
+                 key: str | None, mask: str | None, directory_path: str | None,
                  more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
 
@@ -151,11 +175,20 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     budget_ledger = store = None
     if ledger is not None and state is not None:
         raise click.UsageError("give either --ledger or --state, not both")
+    if ledger is None and state is None and create_ledger:
+        raise click.UsageError("--create only applies with --ledger DB or --state DB")
     if ledger is not None or state is not None:
+        from pathlib import Path
+
         from policyengine.store import StoreError, open_store
 
+        target = state if state is not None else ledger
+        is_file = "://" not in target
+        if is_file and not create_ledger and not Path(target).exists():  # a typo would read zero usage
+            _fail(f"{target}: no such budget ledger (pass --create to start an empty one)")
+
         try:
-            store = open_store(state if state is not None else ledger)
+            store = open_store(target)
         except StoreError as error:
             _fail(f"cannot open budget ledger: {error}")
         except Exception as error:  # duckdb reports a corrupt or foreign file
@@ -181,7 +214,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
                 explanation = policy.explain(item.request, now=now, directory=directory)
                 decision = explanation.decision
                 click.echo(f"--- request at {item.where}", err=True)
-                click.echo(explanation.text(), err=True)
+                click.echo("\n".join(_trace(explanation.trace, only_matching)), err=True)
             else:
                 decision = policy.evaluate(item.request, now=now, directory=directory)
             if decision.errors:

@@ -161,13 +161,16 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     fraud-routing. Runs that need a human pause as `waiting_approval`; see
     `policyengine runs list --status waiting_approval` and `policyengine approve`.
     """
-    from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
+    from ..orchestrator.workflows import DEFAULT_INPUT, load_items, registered, sample_path
 
-    if workflow not in WORKFLOWS:
-        raise click.BadParameter(f"unknown workflow {workflow!r}; choose one of {', '.join(WORKFLOWS)}",
+    workflows = registered()
+    if workflow not in workflows:
+        raise click.BadParameter(f"unknown workflow {workflow!r}; choose one of {', '.join(workflows)}",
                                  param_hint="WORKFLOW")
+    if input_path is None and workflow not in DEFAULT_INPUT:
+        raise click.UsageError(f"workflow {workflow!r} has no shipped sample: give its items with --input FILE")
     try:
-        items = load_items(input_path or sample_path(workflow), WORKFLOWS[workflow])
+        items = load_items(input_path or sample_path(workflow), workflows[workflow])
     except ValueError as exc:
         _fail(str(exc))
     items = items[:limit] if limit else items
@@ -214,6 +217,11 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
     from ..orchestrator.session import example_mask, mask_beside
     from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
 
+    from ..orchestrator.session import SessionConfig
+
+    problem = SessionConfig(db=db, key=key, create_key=True).key_problem()
+    if problem is not None:  # before writing anything
+        _fail(problem)
     beside = mask_beside(db)
     if mask is None and not beside.exists() and beside.parent.is_dir():
         try:
@@ -236,6 +244,7 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
             example = next(((r, who) for r in waiting
                             for who in deciders(r.approval, orch.directory, orch.policy.policy_set.roles_of)), None)
             used_mask = session.mask
+            in_db = orch.store.counts().get("waiting_approval", 0)  # earlier demos' waiting runs too
     except _errors() as exc:
         _fail(str(exc))
     console.print(_summary_table(summaries))
@@ -252,7 +261,7 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
                                   "approve a waiting run (users and roles: data/directory.yaml)")
     hints = [
         (f"policyengine runs list --db {q(str(db))} --status waiting_approval",
-         f"{len(waiting)} run(s) waiting for a human"),
+         f"{in_db} run(s) waiting for a human" + (f" ({len(waiting)} from this demo)" if in_db != len(waiting) else "")),
         approve,
         (f"policyengine audit verify --db {q(str(db))} --pubkey {q(str(pub))}", "check the signed audit trail"),
         ("policyengine report --list", f"reports for auditors (then: policyengine report NAME --db {q(str(db))})"),
@@ -399,7 +408,7 @@ def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
     for s in steps:
         detail = s.reason or (s.output or "")
         t.add_row(str(s.ord), s.step, s.kind, s.status, s.effect or "", s.model or "",
-                  f"{s.latency_ms:.2f}" if s.latency_ms is not None else "", detail[:90])
+                  f"{s.latency_ms:.2f}" if s.latency_ms is not None else "", detail)  # wrapped, never cut
     console.print(t)
     for a, o in zip(approvals, late, strict=True):
         console.print(f"  gate {a.gate}: role {a.role}, {a.status}" + (" (overdue)" if o else "")
@@ -466,7 +475,8 @@ def _decide(action: str, run_id: str, user: str, note: str | None, now: str | No
     except _errors() as exc:
         _fail(str(exc))
     verb = "approved" if action == "approve" else "rejected"
-    tail = f" (waiting again: {result.reason})" if result.status == "waiting_approval" else ""
+    tail = (f" (waiting again: {result.reason})" if result.status == "waiting_approval"
+            else f" ({result.reason})" if result.status == "running" else "")
     click.echo(f"{result.run_id} {verb} by {user}; run {result.status}, outcome {result.outcome}{tail}")
 
 

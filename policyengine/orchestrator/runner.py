@@ -227,7 +227,9 @@ class Orchestrator:
 
     def recover(self) -> list[RunResult]:
         """Resume every run a crash interrupted; their finished steps and side effects are not repeated."""
-        results = [self._drive(self._workflow(run.workflow), run) for run in self.store.unfinished()]
+        # runs whose workflow is not installed here stay as they are, for a process where it is
+        results = [self._drive(wf, run) for run in self.store.unfinished()
+                   if (wf := self.workflows.get(run.workflow)) is not None]
         if results:
             self.flush()
         return results
@@ -259,7 +261,7 @@ class Orchestrator:
                 expired = replace(row, status="expired", decided_at=now)
                 self.store.put(expired)
                 self._record_approval(run, expired)
-            results.append(self._drive(self._workflow(run.workflow), replace(run, status="running")))
+            results.append(self._continue(run))
         if results:
             self.flush()
         return results
@@ -318,7 +320,7 @@ class Orchestrator:
             decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
             self.store.put(decided)
             self._record_approval(run, decided)
-        result = self._drive(self._workflow(run.workflow), replace(run, status="running"))
+        result = self._continue(run)
         self.flush()
         return result
 
@@ -542,7 +544,8 @@ class Orchestrator:
         if gate.status == "expired":
             if gate.on_timeout == "allow":
                 return None
-            return ("denied", f"approval deadline passed at gate {gate.gate} (within ... else deny)", "expired")
+            deadline = f" at {gate.deadline_at.isoformat(timespec='minutes')}Z" if gate.deadline_at else ""
+            return ("denied", f"approval deadline passed{deadline} at gate {gate.gate} (its else: deny)", "expired")
         if own_gate:
             return None
         return ("denied", f"approval by {gate.approver} does not satisfy gate {gate.gate}: {_reason_text(decision)}")
@@ -709,9 +712,30 @@ class Orchestrator:
             return workflow
         wf = self.workflows.get(workflow)
         if wf is None:
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise RunError(f"unknown workflow {workflow!r} (known: {known})")
+            raise RunError(self._missing(workflow))
         return wf
+
+    def _missing(self, workflow: str) -> str:
+        problem = getattr(self.workflows, "problem", None)
+        if problem is not None:
+            return problem(workflow)
+        return f"unknown workflow {workflow!r} (known: {', '.join(sorted(self.workflows)) or 'none'})"
+
+    def _continue(self, run: RunRecord) -> RunResult:
+        """Drive ``run`` on after a decision was recorded for it.
+
+        Recording an approval, a rejection or an expiry needs no workflow code.
+        When the run's workflow is not installed here, the decision stays
+        recorded and the run is left ``running`` with the reason, for
+        ``runs resume`` (``recover``) where its code is installed.
+        """
+        wf = self.workflows.get(run.workflow)
+        if wf is None:
+            why = f"{self._missing(run.workflow)}; resume it where it is installed (policyengine runs resume)"
+            left = replace(run, status="running", error=why, updated_at=naive_utc(self.clock()))
+            self.store.put(left)
+            return self._result(left, ())
+        return self._drive(wf, replace(run, status="running"))
 
     def _run(self, run_id: str) -> RunRecord:
         return find_run(self.store, run_id)

@@ -28,7 +28,7 @@ from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
 from .runner import Orchestrator, SimulatedCrash, find_run
 from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc, sql
-from .workflows import WORKFLOWS
+from .workflows import registered
 
 
 class SessionError(Exception):
@@ -94,6 +94,26 @@ class SessionConfig:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
         found = mask_path_for(self.db, self.mask)
         return Path(found) if found is not None else None
+
+    def key_missing(self) -> bool:
+        """No key file, or an empty one (a key being created by another command counts as missing)."""
+        return not self.key.exists() or (self.key.is_file() and self.key.stat().st_size == 0)
+
+    def key_problem(self) -> str | None:
+        """Why the signing key cannot be used or made, in one line; None when it can.
+
+        A key is only created for a new database: an existing one's audit log is
+        signed by its own key, and a fresh key would be refused after the run
+        had started, so a missing key beside an existing database is refused first.
+        """
+        if not self.key_missing():
+            return None
+        if not self.create_key:
+            return f"{self.key}: signing key not found (create one with `policyengine keys generate --out {self.key}`)"
+        if self.db.exists():
+            return (f"{self.key}: signing key not found, and {self.db} already exists (signed by its own key): "
+                    f"pass --key with the key that signed it, or use a new --db")
+        return None
 
 
 def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
@@ -187,10 +207,10 @@ class Session:
             masking = load_masking(self.mask) if self.mask is not None else NO_MASKING
         except AuditError as exc:
             raise SessionError(str(exc)) from None
-        if not cfg.key.exists() or (cfg.key.is_file() and cfg.key.stat().st_size == 0):
-            if not cfg.create_key:
-                raise SessionError(f"{cfg.key}: signing key not found (create one with "
-                                   f"`policyengine keys generate --out {cfg.key}`)")
+        problem = cfg.key_problem()
+        if problem is not None:
+            raise SessionError(problem)
+        if cfg.key_missing():
             try:
                 generate_key(cfg.key, exist_ok=True)  # another command may be creating it too
             except AuditError as exc:
@@ -230,7 +250,7 @@ class Session:
             providers = load_providers(cfg.providers, policy)
             now = cfg.now
             clock = (lambda: now) if now is not None else None
-            self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
+            self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=registered(),
                                              providers=providers, directory=directory, ledger=buffered, clock=clock,
                                              record_runs="run" in EVENTS)
         except PolicyError as exc:

@@ -151,8 +151,18 @@ def drift_from_audit_db(
     con = open_readonly(db)
     try:
         require_audit_log(con, db)
-        results = [drift_from_audit(con, model=model, path=p, start=until - 2 * span, split=until - span, end=until,
-                                    metric="chi2" if categorical else "psi", period=period) for p in paths]
+        try:
+            results = [drift_from_audit(con, model=model, path=p, start=until - 2 * span, split=until - span,
+                                        end=until, metric="chi2" if categorical else "psi", period=period)
+                       for p in paths]
+        except ReportError as e:
+            if "the reference sample has no values" not in str(e):
+                raise
+            raise ReportError(
+                f"{e}: no model_call of {model!r} between {until - 2 * span:%Y-%m-%d %H:%M} and "
+                f"{until - span:%Y-%m-%d %H:%M} UTC to compare with; drift needs calls in two periods, so a log "
+                f"as new as the demo's has none yet (choose --until and --baseline-days to span two periods "
+                f"of calls, or compare CSV samples with --reference and --current)") from None
     finally:
         con.close()
     return (results, f"{db}: {model}, {until - 2 * span:%Y-%m-%d %H:%M} to {until - span:%Y-%m-%d %H:%M} UTC",

@@ -17,6 +17,7 @@ import duckdb
 
 from .db import first_line, load_csv, memory, one, sql
 from .errors import ReportError
+from .thresholds import holds
 
 FOUR_FIFTHS = 0.8
 
@@ -159,7 +160,7 @@ def compute_bias(
         elif s["fpr_ratio"] is None:
             notes.append("FPR ratio undefined (every judged group's FPR is 0): equalized odds ratio is the TPR ratio")
     flagged = tuple(
-        g.group for g in groups if g.judged and g.impact_ratio is not None and g.impact_ratio < threshold
+        g.group for g in groups if g.judged and g.impact_ratio is not None and not holds(g.impact_ratio, ">=", threshold)
     )
     return BiasResult(
         groups=groups,

@@ -17,7 +17,6 @@ the baseline period before it, ``[now - 2D, now - D)``.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,11 +33,9 @@ from ..store.blocklist import blocked_models as _blocked_models
 from ..store.files import StoreError
 from .db import check_db_path, has_table, open_readonly, open_readwrite, require_audit_log
 from .errors import ReportError
+from .thresholds import holds
 
 DEFAULT_WINDOW = timedelta(days=30)
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-}
 _BIAS_METRICS = {
     "disparate_impact": "disparate_impact",
     "demographic_parity": "demographic_parity_difference",
@@ -99,7 +96,7 @@ def _threshold(t: ast.Threshold) -> str:
 
 def _breaches(value: float | None, t: ast.Threshold) -> bool:
     """The threshold states the healthy condition; a defined value outside it is a breach."""
-    return value is not None and not _OPS[t.op](value, t.value)
+    return value is not None and not holds(value, t.op, t.value)
 
 
 def positive_values(expr: ast.Expr) -> list[str]:

@@ -82,12 +82,14 @@ def _console(file: io.StringIO) -> Console:
 
 
 def _rich_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
-    t = Table(title=title, title_justify="left", show_lines=False)
+    t = Table(show_lines=False)
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*(cell(v) for v in r))
     out = io.StringIO()
+    if title:  # a line of its own: as a table title rich wraps it to the table's width ("Ad-ho" / "c")
+        out.write(title + "\n")
     _console(out).print(t)
     return out.getvalue()
 

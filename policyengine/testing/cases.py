@@ -248,60 +248,10 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 # --- policy files a test file covers ---------------------------------------------------
 
-_PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
-_IMPORT_RE = re.compile(r"^\s*import\s+([A-Za-z_][\w.]*)", re.MULTILINE)
-_ROOT_MARKERS = (".git", "pyproject.toml")
-_MAX_UP = 3  # folders above a test file searched for imported packages, at most
-
 
 def _policy_files_in(folder: Path, recursive: bool) -> list[Path]:
     pattern = "**/*" + POLICY_SUFFIX if recursive else "*" + POLICY_SUFFIX
     return sorted(p for p in folder.glob(pattern) if not any(part.startswith(".") for part in p.parts[len(folder.parts):]))
-
-
-def _read_header(path: Path) -> tuple[str | None, list[str]]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None, []
-    package = _PACKAGE_RE.search(text)
-    return (package.group(1) if package else None), _IMPORT_RE.findall(text)
-
-
-def with_imports(files: list[Path], start: Path) -> list[Path]:
-    """``files`` plus, transitively, the files declaring the packages they import.
-
-    Imported packages are looked up in ``start`` and then its parent folders, up to
-    the first folder that holds ``.git`` or ``pyproject.toml`` (the project root)
-    and never more than ``_MAX_UP`` levels up. Packages that cannot be found are
-    left for the loader to report.
-    """
-    chosen = {p.resolve(): p for p in files}
-    index: dict[str, list[Path]] = {}
-    for p in files:  # packages the given files declare need no search
-        pkg, _ = _read_header(p)
-        if pkg:
-            index.setdefault(pkg, []).append(p)
-    searched: list[Path] = []
-    ancestors = [start.resolve(), *start.resolve().parents][: _MAX_UP + 1]
-    pending = list(files)
-    while pending:
-        _, imports = _read_header(pending.pop())
-        for name in imports:
-            while name not in index and len(searched) < len(ancestors):
-                folder = ancestors[len(searched)]
-                searched.append(folder)
-                for candidate in _policy_files_in(folder, recursive=True):
-                    pkg, _ = _read_header(candidate)
-                    if pkg:
-                        index.setdefault(pkg, []).append(candidate)
-                if any((folder / marker).exists() for marker in _ROOT_MARKERS):
-                    searched.extend(ancestors[len(searched):])  # stop at the project root
-            for candidate in index.get(name, []):
-                if candidate.resolve() not in chosen:
-                    chosen[candidate.resolve()] = candidate
-                    pending.append(candidate)
-    return sorted(chosen.values(), key=lambda p: str(p))
 
 
 def _display(path: str) -> str:
@@ -535,7 +485,8 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node)
                 files.append(target)
             else:
                 raise r.fail(item_node, f"policy path {item!r} does not exist (relative to {base})")
-    return tuple(_display(str(p)) for p in with_imports(files, base)), span
+    # Imported packages are found by the loader, as for check, eval and run (policyengine.loader).
+    return tuple(_display(str(p)) for p in files), span
 
 
 def _items(r: _Reader, node: Node) -> list[Node]:

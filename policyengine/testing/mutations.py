@@ -192,29 +192,37 @@ def run_mutations(folder: str | Path, *, only: Callable[[Mutant], bool] | None =
     and no mutant is tried). Each mutant's own ``<name>_test.yaml`` runs first and
     the run stops at the first failure, so a caught mutant costs little.
     """
-    from ..loader import no_disk_cache
-    from .runner import run_paths
+    from ..loader import no_disk_cache, resolve_imports_as_at
 
     source = Path(folder)
-    # the copies live in a random temp folder: their parse-cache entries would never be read again
+    # the copies live in a random temp folder: their parse-cache entries would never be read again,
+    # and their imports resolve as the originals' do, never from whatever else lies in $TMPDIR
     with no_disk_cache(), tempfile.TemporaryDirectory(prefix="policyengine-mutants-") as tmp:
         root = Path(tmp) / source.resolve().name
         shutil.copytree(source, root, ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        if not run_paths([root], explain=False, fail_fast=True).ok:
-            return MutationReport(0, (), baseline_ok=False)
-        total, survivors = 0, []
-        for target in sorted(root.rglob("*.policy")):
-            original = target.read_text(encoding="utf-8")
-            rel = target.relative_to(root).as_posix()
-            own_tests = sorted(target.parent.glob(target.stem + "_test.y*ml"))
-            for m in mutants(str(source / rel), original):
-                if only is not None and not only(m):
-                    continue
-                total += 1
-                target.write_text(m.text, encoding="utf-8")
-                try:
-                    if run_paths([*own_tests, root], explain=False, fail_fast=True).ok:
-                        survivors.append(m)
-                finally:
-                    target.write_text(original, encoding="utf-8")
+        with resolve_imports_as_at(root, source):
+            return _mutate_copy(source, root, only)
+
+
+def _mutate_copy(source: Path, root: Path, only: Callable[[Mutant], bool] | None) -> MutationReport:
+    """Run the tests of the copy ``root`` of ``source`` unmutated, then once per mutant."""
+    from .runner import run_paths
+
+    if not run_paths([root], explain=False, fail_fast=True).ok:
+        return MutationReport(0, (), baseline_ok=False)
+    total, survivors = 0, []
+    for target in sorted(root.rglob("*.policy")):
+        original = target.read_text(encoding="utf-8")
+        rel = target.relative_to(root).as_posix()
+        own_tests = sorted(target.parent.glob(target.stem + "_test.y*ml"))
+        for m in mutants(str(source / rel), original):
+            if only is not None and not only(m):
+                continue
+            total += 1
+            target.write_text(m.text, encoding="utf-8")
+            try:
+                if run_paths([*own_tests, root], explain=False, fail_fast=True).ok:
+                    survivors.append(m)
+            finally:
+                target.write_text(original, encoding="utf-8")
     return MutationReport(total, tuple(survivors), baseline_ok=True)

@@ -363,7 +363,7 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
     request = case.request
     decision = policy.evaluate(request, now=case.now)
     actual = decision.to_dict()
-    mismatches = compare(case, actual)
+    mismatches = [*undeclared_names(request, policy, actual), *compare(case, actual)]
     if observer is not None:
         observer(policy, request, decision)
     explanation = explain_decision(policy, request, case, actual) if mismatches and explain else ""
@@ -371,6 +371,28 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
 
 
 # --- comparing -------------------------------------------------------------------------
+
+
+def undeclared_names(request: Mapping[str, Any], policy: Any, decision: Mapping[str, Any]) -> list[str]:
+    """Roles, agents and models a case's request names that the policy under test does not declare.
+
+    A typo (``roles: [marketr]``) would otherwise be decided as a stranger and a
+    case expecting ``deny`` would pass for the wrong reason. An undeclared agent
+    or model that the decision itself names (the engine denies undeclared agents
+    with that reason) is what the case tests, and is not reported.
+    """
+    ps = policy.policy_set
+    principal = request.get("principal") or {}
+    resource = request.get("resource") or {}
+    out = [f"request: role {r!r} is not declared in the policy under test"
+           for r in principal.get("roles") or () if isinstance(r, str) and r not in ps.role_closure]
+    said = " ".join(str(r.get("message", "")) for r in decision.get("reasons", ()))
+    agent, model = principal.get("id"), resource.get("id")
+    if principal.get("type") == "agent" and isinstance(agent, str) and agent not in ps.agents and agent not in said:
+        out.append(f"request: agent {agent!r} is not declared in the policy under test")
+    if resource.get("kind") == "model" and isinstance(model, str) and model not in ps.models and model not in said:
+        out.append(f"request: model {model!r} is not declared in the policy under test")
+    return out
 
 
 def deciding_rules(decision: Mapping[str, Any]) -> list[str]:

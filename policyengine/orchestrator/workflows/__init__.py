@@ -4,6 +4,12 @@ Each module defines one ``Workflow``; the names of agents, models' tasks, tools
 and datasets it asks about are module constants, matched by the rule files in
 ``rules/``. ``WORKFLOWS`` maps the CLI name to the workflow; ``DEFAULT_INPUT``
 names its shipped sample file in ``data/``.
+
+Other workflows are registered by entry point, group ``policyengine.workflows``
+(``name = "module:attribute"``, the attribute a ``Workflow``); ``registered()``
+maps every name to its workflow, importing a plugin's code only when its
+workflow is asked for, so a broken or missing plugin never stops commands on
+runs of other workflows.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +38,67 @@ DEFAULT_INPUT: Mapping[str, str] = MappingProxyType({
     INVOICES.name: "invoices.json", TICKETS.name: "tickets.json",
     SUPPLY_CHAIN.name: "supply_signals.json", FRAUD.name: "transactions.json",
 })
+
+
+ENTRY_POINT_GROUP = "policyengine.workflows"
+
+
+class WorkflowRegistry(Mapping[str, Workflow]):
+    """The shipped workflows plus those registered by entry point, each loaded on first use.
+
+    A name whose entry point cannot be imported, or does not name a ``Workflow``
+    of that name, is absent: ``get`` gives None and ``problem(name)`` says why.
+    """
+
+    def __init__(self, builtin: Mapping[str, Workflow], group: str = ENTRY_POINT_GROUP) -> None:
+        self._loaded: dict[str, Workflow] = dict(builtin)
+        self._points = {ep.name: ep for ep in metadata.entry_points(group=group) if ep.name not in builtin}
+        self._problems: dict[str, str] = {}
+
+    def _load(self, name: str) -> Workflow | None:
+        if name in self._loaded:
+            return self._loaded[name]
+        point = self._points.get(name)
+        if point is None or name in self._problems:
+            return None
+        try:
+            value = point.load()
+        except Exception as exc:  # noqa: BLE001 - a plugin's import error is reported, not raised
+            self._problems[name] = f"entry point {point.value!r} does not load: {type(exc).__name__}: {exc}"
+            return None
+        if not isinstance(value, Workflow) or value.name != name:
+            self._problems[name] = f"entry point {point.value!r} is not a Workflow named {name!r}"
+            return None
+        self._loaded[name] = value
+        return value
+
+    def problem(self, name: str) -> str:
+        """Why ``name`` has no workflow here, in words for an error message."""
+        self._load(name)
+        if name in self._problems:
+            return f"workflow {name!r}: {self._problems[name]}"
+        return (f"workflow {name!r} is not installed here (register it by entry point, group "
+                f"{ENTRY_POINT_GROUP!r}; known: {', '.join(sorted(self))})")
+
+    def __getitem__(self, name: str) -> Workflow:
+        found = self._load(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._load(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._loaded, *(n for n in self._points if n not in self._loaded)])
+
+    def __len__(self) -> int:
+        return len(set(self._loaded) | set(self._points))
+
+
+def registered() -> WorkflowRegistry:
+    """Every workflow this installation knows: shipped, then by entry point (read now, loaded on use)."""
+    return WorkflowRegistry(WORKFLOWS)
 
 
 def sample_path(workflow: str) -> Path:
