@@ -197,8 +197,8 @@ def test_record_decisions_writes_the_documented_decision_shape(tmp_path: Path, k
     assert json.loads(payload) == {"request": request, "decision": decision}
 
 
-def test_sql_leaf_hashing_agrees_with_python_on_awkward_text(tmp_path: Path, key) -> None:
-    """DuckDB escapes some control characters differently; the exact re-check keeps them valid."""
+def test_awkward_text_verifies(tmp_path: Path, key) -> None:
+    """Control characters, separators and escapes in every column verify (one canonicaliser for writer and verifier)."""
     db = tmp_path / "a.duckdb"
     awkward = ["\x0b\x1f\x7f", "é\u2028\U0001f600", "back\\slash \"q\"", "\\u000B literal", ""]
     with AuditLog(db, key, flush_interval=0) as log:

@@ -3,9 +3,10 @@
 Three independent checks, each able to localise a fault to a seq:
 
 1. sequence: seq runs 1, 2, 3, ... (a gap means a record was deleted);
-2. leaves: every record's stored leaf hash equals the hash of its canonical bytes
-   (DuckDB computes them vectorised; only rows DuckDB flags are re-encoded in
-   Python, exactly, before being reported);
+2. leaves: every record's stored leaf hash equals the hash of its canonical bytes,
+   computed for every record, always, by the one canonicaliser the writer uses
+   (``leaf_bytes`` and ``canonical_text``): no second encoder whose escaping could
+   differ, and no limit after which records go unchecked;
 3. checkpoints: the RFC 9162 root of the first N leaf hashes equals each signed
    checkpoint's root, the signature verifies, and the signing key is trusted:
    given by the caller, or introduced by a ``key_rotated`` record that a trusted
@@ -44,7 +45,8 @@ KINDS = (
     "anchor_not_contained",
     "unsigned",
 )
-_MISMATCH_LIMIT = 1000
+_CHUNK = 50_000
+_CLASSIFY = 1000  # mismatched rows kept after the first one, only to tell a move from a change
 
 
 @dataclass(frozen=True)
@@ -212,21 +214,33 @@ def _sequence_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
 
 
 def _leaf_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
-    suspects = [r[0] for r in con.execute(q("leaf_mismatches"), {"limit": _MISMATCH_LIMIT}).fetchall()]
-    if not suspects:
+    """Re-hash every record and compare with its stored leaf hash; the first mismatch fails.
+
+    Every record is checked. The rows kept after the first mismatch (at most
+    ``_CLASSIFY``) only decide whether it was moved or changed: the failure is
+    reported either way.
+    """
+    mismatched: list[tuple[Any, ...]] = []
+    result = con.execute(q("all_records"))
+    while True:
+        rows = result.fetchmany(_CHUNK)
+        if not rows:
+            break
+        for row in rows:
+            if exact_leaf(row) != _hex(row[-1]):
+                mismatched.append(row)
+                if len(mismatched) > _CLASSIFY:
+                    break
+        if len(mismatched) > _CLASSIFY:
+            break
+    if not mismatched:
         return []
-    rows = con.execute(q("record_columns"), {"seqs": suspects}).fetchall()
-    others = sorted({r[0] for r in rows})
-    for row in rows:
-        stored = _hex(row[-1])
-        if exact_leaf(row) == stored:
-            continue  # DuckDB's escaping differed from RFC 8785; the record is intact
-        seq = row[0]
-        for other in others:
-            if other != seq and exact_leaf(row, seq=other) == stored:
-                return [_moved(seq, other, rows)]
-        return [Failure("modified", seq, "its columns do not match its leaf hash")]
-    return []
+    row = mismatched[0]
+    seq, stored = row[0], _hex(row[-1])
+    for other in sorted({r[0] for r in mismatched}):
+        if other != seq and exact_leaf(row, seq=other) == stored:
+            return [_moved(seq, other, mismatched)]
+    return [Failure("modified", seq, "its columns do not match its leaf hash")]
 
 
 def _moved(seq: int, written_as: int, rows: list[tuple[Any, ...]]) -> Failure:
