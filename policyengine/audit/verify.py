@@ -42,6 +42,7 @@ KINDS = (
     "truncated",
     "forged_signature",
     "unknown_key",
+    "revoked_key",
     "anchor_not_contained",
     "unsigned",
 )
@@ -177,7 +178,7 @@ def verify_connection(
     failures += failures_cp
     anchored = None
     if anchor is not None:
-        failures += _anchor_failures(anchor, leaves, chain.trusted, origin)
+        failures += _anchor_failures(anchor, leaves, chain.trusted, origin, chain.revoked)
         anchored = anchor.tree_size
     unsigned = len(leaves) - signed_size
     if unsigned and not failures_cp:
@@ -258,6 +259,12 @@ class _ChainWalk:
         self.trusted = dict(trusted)
         self.rotations = list(rotations)
         self.origin = origin
+        self.revoked_at = revocations(rotations)
+
+    def revoked(self, key_id: str, tree_size: int) -> int | None:
+        """The seq of the rotation record that retired ``key_id``, if it lies below ``tree_size``."""
+        at = self.revoked_at.get(key_id)
+        return at if at is not None and at < tree_size else None
 
     def walk(
         self, leaves: list[bytes], checkpoints: list[Checkpoint], key_at: dict[int, str]
@@ -273,6 +280,11 @@ class _ChainWalk:
             while tree.size < cp.tree_size:
                 tree.append(leaves[tree.size])
             tree_root = tree.root()
+            retired = self.revoked(cp.key_id, cp.tree_size)
+            if retired is not None:
+                return verified, [Failure("revoked_key", max(first, retired + 1),
+                                          f"{where} is signed by key {cp.key_id}, rotated away at seq {retired}; "
+                                          "a rotated-away key signs nothing after its rotation record", cp.tree_size)]
             key = self.trusted.get(cp.key_id)
             if key is None:
                 return verified, [Failure("unknown_key", first, f"{where} is signed by untrusted key {cp.key_id}", cp.tree_size)]
@@ -306,10 +318,33 @@ class _ChainWalk:
         return None
 
 
+def revocations(rotations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    """Key id -> seq of the first ``key_rotated`` record that rotated it away (it may sign nothing after it).
+
+    Read from the records themselves, trusted or not: a rotation record in the
+    log retires its old key even if the rest of the chain fails to verify.
+    """
+    retired: dict[str, int] = {}
+    for seq, record_key, payload in rotations:
+        try:
+            old = json.loads(payload).get("old_key_id")
+        except (ValueError, TypeError, AttributeError):
+            old = None
+        for key_id in {record_key, old} - {None}:
+            if isinstance(key_id, str):
+                retired.setdefault(key_id, seq)
+    return retired
+
+
 def _anchor_failures(
-    anchor: Checkpoint, leaves: list[bytes], trusted: dict[str, PublicKey], origin: str | None
+    anchor: Checkpoint, leaves: list[bytes], trusted: dict[str, PublicKey], origin: str | None,
+    revoked: Any = lambda key_id, size: None,
 ) -> list[Failure]:
     where = f"anchor at tree size {anchor.tree_size}"
+    retired = revoked(anchor.key_id, anchor.tree_size)
+    if retired is not None:
+        return [Failure("revoked_key", retired + 1,
+                        f"{where} is signed by key {anchor.key_id}, rotated away at seq {retired}")]
     key = trusted.get(anchor.key_id)
     if key is None:
         return [Failure("unknown_key", anchor.tree_size, f"{where} is signed by untrusted key {anchor.key_id}")]
