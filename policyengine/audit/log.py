@@ -199,7 +199,11 @@ class AuditLog:
     """Append records to one signed log in a DuckDB file (or a caller's connection).
 
     Use as a context manager. ``append`` returns the record's seq at once; the
-    record is durable when ``flush()`` returns (or after the next automatic flush).
+    record is durable when ``wait_durable(seq)`` or ``flush()`` returns (or after
+    the next automatic flush). Acknowledge nothing to anyone before that:
+    ``seq = log.append(...)`` then ``log.wait_durable(seq)``. Waiting callers share
+    commits (group commit): the writer thread commits everything buffered in one
+    transaction, so many threads waiting at once cost one commit, not one each.
     """
 
     def __init__(
@@ -244,6 +248,9 @@ class AuditLog:
         self._last_signed: Checkpoint | None = None
         self._closed = False
         self._failed: str | None = None
+        self._durable = threading.Condition()  # notified whenever _flushed grows or the log fails or closes
+        self._released = False  # the file is let go (closed or abandoned): nothing more will be written
+        self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
         try:
             self.origin = self._open_log(origin, create)
         except BaseException:
@@ -389,6 +396,39 @@ class AuditLog:
                 self._wake.set()
         return seq
 
+    def wait_durable(self, seq: int, timeout: float | None = None) -> None:
+        """Block until record ``seq`` is committed (with the checkpoint that signs it).
+
+        Raises AuditError if the write failed (disk full, I/O error), the log was
+        closed or abandoned before the record was written, or ``timeout`` seconds
+        passed. Concurrent waiters are served by one commit (group commit).
+        """
+        if seq <= self._flushed:
+            return
+        if seq > self._seq or seq < 1:
+            raise AuditError(f"record {seq} was never appended to {self._where}")
+        if self._timer is None or not self._timer.is_alive():
+            with self._lock:
+                self._check_open()
+                if seq > self._flushed:
+                    self._cut(False)
+            self._drain()
+        else:
+            with self._lock:
+                self._flush_wanted = True
+            self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._durable:
+            while self._flushed < seq:
+                if self._failed:
+                    raise AuditError(self._failed)
+                if self._released:
+                    raise AuditError(f"audit log {self._path} closed before record {seq} was written")
+                remaining = 0.5 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AuditError(f"record {seq} was not durable in {self._where} within {timeout} s")
+                self._durable.wait(min(remaining, 0.5))  # bounded, so a lost wake-up costs a little time, never a hang
+
     def flush(self, *, checkpoint: bool = False) -> int:
         """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq."""
         with self._lock:
@@ -510,11 +550,18 @@ class AuditLog:
                 pass
             with self._lock:
                 self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
+            self._notify_waiters()
             raise AuditError(self._failed) from None
-        self._flushed = batch.rows[-1][0]
+        with self._durable:
+            self._flushed = batch.rows[-1][0]
+            self._durable.notify_all()
         self._checkpointed = batch.size
         self._last_signed = signed
         self._provisional = None if batch.keep else batch.size
+
+    def _notify_waiters(self) -> None:
+        with self._durable:
+            self._durable.notify_all()
 
     def _check_open(self) -> None:
         if self._failed:
@@ -528,14 +575,20 @@ class AuditLog:
             woken = self._wake.wait(self._flush_interval)
             self._wake.clear()
             try:
-                if not woken:
-                    with self._lock:
-                        if self._closed or self._failed:
-                            return
+                with self._lock:
+                    if self._closed or self._failed:
+                        return
+                    if not woken or self._flush_wanted:  # the interval passed, or a caller waits for durability
+                        self._flush_wanted = False
                         self._cut(False)
                 self._drain()
             except AuditError:
                 return  # the failure is kept in self._failed and raised to the next caller
+            except BaseException as err:  # never leave waiters hanging on a dead writer thread
+                with self._lock:
+                    self._failed = f"audit writer for {self._path} stopped: {err}"
+                self._notify_waiters()
+                return
 
     # -- closing -------------------------------------------------------------
 
@@ -556,6 +609,7 @@ class AuditLog:
         finally:
             with self._lock:
                 self._closed = True
+            self._notify_waiters()
             self._release()
 
     def abandon(self) -> None:
@@ -568,9 +622,12 @@ class AuditLog:
         self._wake.set()
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.join()
+        self._notify_waiters()
         self._release()
 
     def _release(self) -> None:
+        self._released = True
+        self._notify_waiters()
         with _open_writers_lock:
             _open_writers.discard(self._path)
         self._close_connections()
