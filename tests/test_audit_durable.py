@@ -211,3 +211,40 @@ def test_a_full_disk_stops_eval_with_one_line_and_loses_nothing_printed(tmp_path
     for i, effect in enumerate(printed):
         assert recorded.get(f"r-{i}{'x' * 200}") == effect, i
     assert verify_database(copy / "audit.duckdb", [key.public]).ok
+
+
+PAY_RULES = """\
+package ops.pay
+role ap_agent
+agent pay_bot
+    owner "ap@example.com"
+    roles ap_agent
+rule pay
+    allow role ap_agent to approve_payment tool "*"
+"""
+
+
+def test_a_side_effect_runs_only_after_the_decision_allowing_it_is_committed(tmp_path: Path, key) -> None:
+    from policyengine.engine import load_policy
+    from policyengine.orchestrator.runner import Orchestrator
+    from policyengine.orchestrator.state import StateStore
+    from policyengine.orchestrator.workflow import Ask, ToolCall, Workflow
+
+    (tmp_path / "pay.policy").write_text(PAY_RULES)
+    conn = duckdb.connect(str(tmp_path / "pe.duckdb"))
+    log = AuditLog(conn, key, flush_interval=60)  # left alone, the writer would commit a minute later
+    seen: list[tuple[int, int]] = []
+
+    def pay(ctx, idempotency_key: str) -> dict:
+        seen.append((log.size, log.flushed))  # what the log holds when the payment really happens
+        return {"paid": ctx.item["amount"]}
+
+    wf = Workflow("pay", "pay_bot", (ToolCall("pay", effect=True, run=pay,
+                                              ask=lambda ctx: Ask("approve_payment", "tool", "erp/payments")),))
+    orch = Orchestrator(load_policy([tmp_path / "pay.policy"]), StateStore(conn), log, workflows={"pay": wf})
+    results = orch.run_batch("pay", [{"id": i, "amount": 10 * i} for i in range(1, 4)], requested_by="alice")
+    assert [r.status for r in results] == ["completed"] * 3
+    assert len(seen) == 3 and all(flushed == size for size, flushed in seen), seen
+    orch.close()
+    log.close()
+    conn.close()
