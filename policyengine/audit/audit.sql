@@ -134,5 +134,9 @@ INSERT INTO audit_meta VALUES ($origin, $format, now(), $key_id);
 -- name: parquet_meta
 SELECT decode(key), decode(value) FROM parquet_kv_metadata($path);
 
+-- name: parquet_schema
+SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet($path));
+
 -- name: import_parquet
-INSERT INTO audit_log SELECT * FROM read_parquet($path);
+-- By column name, never by position: a file with its columns renamed or reordered loads them where they say.
+INSERT INTO audit_log BY NAME SELECT * FROM read_parquet($path);
