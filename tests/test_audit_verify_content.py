@@ -137,3 +137,44 @@ def test_a_thousand_awkward_records_do_not_blind_verify(tmp_path: Path) -> None:
 def _exported(export, db: Path, out: Path, key):
     export(db, out)
     return verify_export(out, [key.public])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.integers(-(2**70), 2**70).filter(lambda i: int(float(i)) == i)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(st.sampled_from([*CONTROLS, "a", "1", "e", ".", "\"",
+                                                                                 "\\", "\ue000", "\U0001f600"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(st.sampled_from(["a", "b", "\u00e9", "\ue000", "\U0001f600", "\x0b"]), max_size=3), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=3), json_values, max_size=5))
+def test_the_fast_canonical_paths_agree_with_the_exact_writer(value: dict) -> None:
+    """orjson is used only where its bytes are RFC 8785's: writer and verifier agree with the spec writer."""
+    from policyengine.audit.canonical import _write, is_canonical
+
+    exact: list[str] = []
+    _write(value, exact, "")
+    text = "".join(exact)
+    assert canonical_text(value) == text
+    assert is_canonical(text)
+    for other in (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                  json.dumps(value, sort_keys=True, separators=(",", ":"))):
+        assert is_canonical(other) == (other == text)
+
+
+@pytest.mark.parametrize("value", [{"n": float("nan")}, {"n": float("inf")}, {"u": __import__("uuid").uuid4()},
+                                   {"big": 2**53 + 1}, {"t": (1, 2)}, {1: "a"}])
+def test_what_orjson_would_write_but_rfc8785_has_no_form_for_is_still_refused_or_exact(value: dict) -> None:
+    from policyengine.audit.canonical import CanonicalJSONError, _write
+
+    exact: list[str] = []
+    try:
+        _write(value, exact, "")
+    except CanonicalJSONError:
+        with pytest.raises(CanonicalJSONError):
+            canonical_text(value)
+    else:
+        assert canonical_text(value) == "".join(exact)

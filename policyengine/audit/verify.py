@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from .canonical import CanonicalJSONError, canonical_text
+from .canonical import CanonicalJSONError, is_canonical
 from .errors import AuditError
 from .keys import PublicKey
 from .log import Checkpoint, leaf_bytes
@@ -119,11 +119,7 @@ def exact_leaf(row: Sequence[Any], seq: int | None = None) -> bytes | None:
     ``seq`` overrides the row's own seq, to recognise a record moved to another seq.
     """
     row_seq, ts, origin, event, actor, workflow, run_id, payload, policy_hash, key_id, _ = row
-    try:
-        canonical = canonical_text(json.loads(payload))
-    except (ValueError, TypeError, CanonicalJSONError):
-        return None
-    if canonical != payload:
+    if not isinstance(payload, str) or not is_canonical(payload):
         return None  # payloads are stored canonical; any other text was edited
     try:
         data = leaf_bytes(
