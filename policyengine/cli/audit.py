@@ -134,15 +134,29 @@ def verify_command(db: Path, export: Path | None, pubkeys: tuple[Path, ...], anc
 @_db_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the anchor here (default: print it).")
+@click.option("--format", "fmt", type=click.Choice(["json", "note"]), default="json", show_default=True,
+              help="json: an anchor for `audit verify --anchor`; note: a C2SP signed note for witnesses.")
+@_pubkey_option
 @_errors
-def checkpoint_command(db: Path, out: Path | None) -> None:
+def checkpoint_command(db: Path, out: Path | None, fmt: str, pubkeys: tuple[Path, ...]) -> None:
     """Export the latest signed checkpoint, for an auditor or witness to keep.
 
-    Later, `audit verify --anchor FILE` proves the log still contains it.
+    Later, `audit verify --anchor FILE` proves the log still contains it. With
+    `--format note` it is a c2sp.org/signed-note checkpoint (verify it with the
+    string `keys vkey` prints).
 
     Example: policyengine audit checkpoint --out anchor-2026-11-24.json
     """
-    text = json.dumps(anchor_json(latest_checkpoint(db)), indent=2) + "\n"
+    checkpoint = latest_checkpoint(db)
+    if fmt == "note":
+        from ..audit.notes import signed_note
+
+        key = next((k for k in _trusted(pubkeys) if k.key_id == checkpoint.key_id), None)
+        if key is None:
+            raise AuditError(f"the latest checkpoint is signed by key {checkpoint.key_id}; pass its public key with --pubkey")
+        text = signed_note(checkpoint, key)
+    else:
+        text = json.dumps(anchor_json(checkpoint), indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -255,6 +269,29 @@ def rotate_command(db: Path, key: Path, new_key: Path) -> None:
     with AuditLog(db, old, create=False) as log:  # rotate an existing log; never start one here
         seq = log.rotate_key(new)
     click.echo(f"rotated {old.key_id} -> {new.key_id} at seq {seq}")
+
+
+@keys_group.command("vkey")
+@click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="Public key (default: the default key's .pub.pem).")
+@click.option("--name", metavar="NAME", help="Key name (default: the origin of the log in --db).")
+@_db_option
+@_errors
+def vkey_command(pubkey: Path | None, name: str | None, db: Path) -> None:
+    """Print the C2SP verifier key string (name+hash+key) for signed-note checkpoints.
+
+    Example: policyengine keys vkey --pubkey policyengine.key.pub.pem --db audit.duckdb
+    """
+    from ..audit.notes import verifier_key
+
+    (key,) = _trusted((pubkey,) if pubkey is not None else ())[:1]
+    if name is None:
+        with open_readonly(db) as con:
+            meta = con.execute(q("read_meta")).fetchone()
+        if meta is None:
+            raise AuditError(f"{db}: has no log origin yet; pass --name")
+        name = meta[0]
+    click.echo(verifier_key(name, key))
 
 
 COMMANDS: list = [audit_group, keys_group]

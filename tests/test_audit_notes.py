@@ -1,0 +1,141 @@
+"""Checkpoints as C2SP signed notes, checked by a verifier written here from the specs, not the project's code.
+
+c2sp.org/signed-note: a note is text lines, a blank line, and signature lines
+``— <name> <base64(4-byte key hash || signature)>``; a verifier key is
+``<name>+<hex key hash>+<base64(0x01 || Ed25519 public key)>`` and the key
+hash is SHA-256(name || "\\n" || 0x01 || public key)[:4]. c2sp.org/tlog-checkpoint:
+the body is origin, tree size, base64 RFC 6962 root hash, then extension lines.
+Signatures are checked with libsodium (PyNaCl), roots with an RFC 6962 tree written here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from policyengine.audit import AuditLog, generate_key
+from policyengine.audit.keys import public_key_path
+
+
+class NoteError(Exception):
+    pass
+
+
+def parse_vkey(vkey: str) -> tuple[str, bytes, bytes]:
+    name, _, rest = vkey.partition("+")  # the base64 key may itself contain "+"
+    hash_hex, _, key_b64 = rest.partition("+")
+    key = base64.b64decode(key_b64, validate=True)
+    if key[0] != 0x01 or len(key) != 33:
+        raise NoteError("not an Ed25519 verifier key")
+    if hashlib.sha256(name.encode() + b"\n" + key).digest()[:4] != bytes.fromhex(hash_hex):
+        raise NoteError("key hash does not match")
+    return name, bytes.fromhex(hash_hex), key[1:]
+
+
+def open_note(note: str, vkey: str) -> str:
+    """The verified note text, or NoteError (signed-note: verify with the one known key)."""
+    name, khash, public = parse_vkey(vkey)
+    if not note.endswith("\n") or "\n\n" not in note:
+        raise NoteError("malformed note")
+    text, _, signatures = note.rpartition("\n\n")
+    text += "\n"
+    for line in signatures.splitlines():
+        dash, sig_name, sig_b64 = line.split(" ")
+        if dash != "\u2014":
+            raise NoteError("signature line must start with an em dash")
+        blob = base64.b64decode(sig_b64, validate=True)
+        if sig_name == name and blob[:4] == khash:
+            try:
+                VerifyKey(public).verify(text.encode(), blob[4:])
+            except BadSignatureError:
+                raise NoteError("invalid signature") from None
+            return text
+    raise NoteError("no signature by the known key")
+
+
+def rfc6962_root(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + rfc6962_root(leaves[:k]) + rfc6962_root(leaves[k:])).digest()
+
+
+def _exe() -> list[str]:
+    found = shutil.which("policyengine", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "policyengine"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_exe(), *args], capture_output=True, text=True, cwd=cwd, timeout=60,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture
+def log(tmp_path: Path):
+    key = generate_key(tmp_path / "k.key")
+    db = tmp_path / "audit.duckdb"
+    with AuditLog(db, key, flush_interval=0, origin="example.com/audit/ap") as writer:
+        for i in range(13):
+            writer.append("decision", actor=f"u{i}", payload={"i": i})
+    return db, key
+
+
+def test_a_checkpoint_note_verifies_with_an_independent_verifier(log, tmp_path: Path) -> None:
+    db, key = log
+    pub = str(public_key_path(tmp_path / "k.key"))
+    vkey = cli("keys", "vkey", "--pubkey", pub, "--db", str(db), cwd=tmp_path)
+    assert vkey.returncode == 0, vkey.stderr
+    note = cli("audit", "checkpoint", "--format", "note", "--db", str(db), "--pubkey", pub, cwd=tmp_path)
+    assert note.returncode == 0, note.stderr
+    text = open_note(note.stdout, vkey.stdout.strip())
+    origin, size, root_b64, *extensions = text.splitlines()
+    con = duckdb.connect(str(db), read_only=True)
+    leaves = [bytes.fromhex(r[0]) for r in con.execute("SELECT leaf_hash FROM audit_log ORDER BY seq").fetchall()]
+    con.close()
+    assert origin == "example.com/audit/ap" and vkey.stdout.startswith(origin + "+")
+    assert int(size) == len(leaves) == 13
+    assert base64.b64decode(root_b64) == rfc6962_root(leaves)
+    assert len(extensions) == 1  # the signing time, an extension line
+
+
+@pytest.mark.parametrize("change", ["size", "root", "origin", "signature", "other key"])
+def test_a_changed_note_is_refused_by_the_independent_verifier(log, tmp_path: Path, change: str) -> None:
+    from policyengine.audit.notes import signed_note, verifier_key
+    from policyengine.audit.proofs import latest_checkpoint
+
+    db, key = log
+    checkpoint = latest_checkpoint(db)
+    note, vkey = signed_note(checkpoint, key.public), verifier_key(checkpoint.origin, key.public)
+    assert open_note(note, vkey)
+    body, sig_line = note.split("\n\n")
+    if change == "size":
+        note = note.replace("\n13\n", "\n14\n", 1)
+    elif change == "root":
+        lines = body.split("\n")
+        lines[2] = base64.b64encode(bytes(32)).decode()
+        note = "\n".join(lines) + "\n\n" + sig_line
+    elif change == "origin":
+        note = note.replace("example.com/audit/ap\n", "example.com/audit/other\n", 1)
+    elif change == "signature":
+        dash, name, blob = sig_line.strip().split(" ")
+        raw = bytearray(base64.b64decode(blob))
+        raw[10] ^= 1
+        note = f"{body}\n\n{dash} {name} {base64.b64encode(bytes(raw)).decode()}\n"
+    else:
+        vkey = verifier_key(checkpoint.origin, generate_key(tmp_path / "other.key").public)
+    with pytest.raises(NoteError):
+        open_note(note, vkey)
