@@ -139,3 +139,110 @@ def test_a_changed_note_is_refused_by_the_independent_verifier(log, tmp_path: Pa
         vkey = verifier_key(checkpoint.origin, generate_key(tmp_path / "other.key").public)
     with pytest.raises(NoteError):
         open_note(note, vkey)
+
+
+# --- proofs: c2sp.org/tlog-proof and RFC 9162 consistency, checked with algorithms written here -------------
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def rfc9162_inclusion(index: int, size: int, leaf: bytes, path: list[bytes], root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = _node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and r == root
+
+
+def rfc9162_consistency(m: int, n: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> bool:
+    """RFC 9162 section 2.1.4.2."""
+    if m == n:
+        return not proof and old_root == new_root
+    if m & (m - 1) == 0:
+        proof = [old_root, *proof]
+    if not proof:
+        return False
+    fn, sn = m - 1, n - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = _node(c, fr), _node(c, sr)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = _node(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def _leaves(db: Path) -> list[bytes]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [bytes.fromhex(r[0]) for r in con.execute("SELECT leaf_hash FROM audit_log ORDER BY seq").fetchall()]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("seq", [1, 7, 13])
+def test_a_tlog_proof_verifies_independently(log, tmp_path: Path, seq: int) -> None:
+    db, key = log
+    pub = str(public_key_path(tmp_path / "k.key"))
+    done = cli("audit", "prove", str(seq), "--format", "tlog-proof", "--db", str(db), "--pubkey", pub, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    vkey = cli("keys", "vkey", "--pubkey", pub, "--db", str(db), cwd=tmp_path).stdout.strip()
+    head, _, note = done.stdout.partition("\n\n")
+    lines = head.split("\n")
+    assert lines[0] == "c2sp.org/tlog-proof@v1"
+    assert lines[1].startswith("extra ") and lines[2] == f"index {seq - 1}"
+    record = base64.b64decode(lines[1].removeprefix("extra "))
+    import json
+
+    assert json.loads(record)["seq"] == seq  # the extra data is the record's canonical JSON
+    path = [base64.b64decode(h) for h in lines[3:]]
+    origin, size, root_b64, *_ = open_note(note, vkey).splitlines()
+    leaf = hashlib.sha256(b"\x00" + record).digest()
+    assert rfc9162_inclusion(seq - 1, int(size), leaf, path, base64.b64decode(root_b64))
+    assert not rfc9162_inclusion(seq % 13, int(size), leaf, path, base64.b64decode(root_b64))  # another index
+
+
+@pytest.mark.parametrize("old_size", [1, 2, 4, 5, 8, 12, 13])
+def test_a_consistency_proof_from_any_earlier_size_verifies_independently(log, tmp_path: Path, old_size: int) -> None:
+    import json
+
+    db, key = log
+    done = cli("audit", "prove", "--consistency", str(old_size), "--db", str(db), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    proof = json.loads(done.stdout)
+    leaves = _leaves(db)
+    old_root, new_root = rfc6962_root(leaves[:old_size]), rfc6962_root(leaves)
+    assert base64.b64decode(proof["old_root"]) == old_root
+    assert bytes.fromhex(proof["checkpoint"]["root"]) == new_root and proof["checkpoint"]["tree_size"] == 13
+    hashes = [base64.b64decode(h) for h in proof["proof"]]
+    assert rfc9162_consistency(old_size, 13, old_root, new_root, hashes)
+    if old_size < 13:
+        assert not rfc9162_consistency(old_size, 13, hashlib.sha256(b"other").digest(), new_root, hashes)
+
+
+def test_prove_needs_exactly_one_of_seq_and_consistency(log, tmp_path: Path) -> None:
+    db, _ = log
+    for args in ((), ("3", "--consistency", "2")):
+        done = cli("audit", "prove", *args, "--db", str(db), cwd=tmp_path)
+        assert done.returncode != 0 and "either SEQ" in done.stderr and "Traceback" not in done.stderr
+    done = cli("audit", "prove", "--consistency", "99", "--db", str(db), cwd=tmp_path)
+    assert done.returncode == 1 and "not within the latest checkpoint" in done.stderr

@@ -165,17 +165,40 @@ def checkpoint_command(db: Path, out: Path | None, fmt: str, pubkeys: tuple[Path
 
 
 @audit_group.command("prove")
-@click.argument("seq", type=click.IntRange(min=1))
+@click.argument("seq", type=click.IntRange(min=1), required=False)
 @_db_option
+@click.option("--consistency", "old_size", type=click.IntRange(min=1), metavar="OLD_SIZE",
+              help="Prove instead that the log of OLD_SIZE records is a prefix of the latest checkpoint.")
+@click.option("--format", "fmt", type=click.Choice(["json", "tlog-proof"]), default="json", show_default=True,
+              help="tlog-proof: the c2sp.org/tlog-proof@v1 text (needs the signing key's --pubkey).")
+@_pubkey_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the proof here (default: print it).")
 @_errors
-def prove_command(seq: int, db: Path, out: Path | None) -> None:
-    """Give an inclusion proof for record SEQ that verifies without the database.
+def prove_command(seq: int | None, db: Path, old_size: int | None, fmt: str, pubkeys: tuple[Path, ...],
+                  out: Path | None) -> None:
+    """Give an inclusion proof for record SEQ (or a consistency proof) that verifies without the database.
 
     Check it with `policyengine audit verify-proof FILE --pubkey PEM`.
+    Examples: policyengine audit prove 42 --format tlog-proof > 42.tlog-proof;
+    policyengine audit prove --consistency 1000
     """
-    text = json.dumps(prove(db, seq), indent=2, ensure_ascii=False) + "\n"
+    from ..audit.proofs import prove_consistency, prove_tlog
+
+    if (seq is None) == (old_size is None):
+        raise click.UsageError("give either SEQ (inclusion) or --consistency OLD_SIZE")
+    if old_size is not None:
+        if fmt != "json":
+            raise click.UsageError("--consistency proofs are JSON (c2sp.org/tlog-proof covers inclusion only)")
+        text = json.dumps(prove_consistency(db, old_size), indent=2) + "\n"
+    elif fmt == "tlog-proof":
+        checkpoint = latest_checkpoint(db)
+        key = next((k for k in _trusted(pubkeys) if k.key_id == checkpoint.key_id), None)
+        if key is None:
+            raise AuditError(f"the latest checkpoint is signed by key {checkpoint.key_id}; pass its public key with --pubkey")
+        text = prove_tlog(db, seq, key)
+    else:
+        text = json.dumps(prove(db, seq), indent=2, ensure_ascii=False) + "\n"
     if out is None:
         click.echo(text, nl=False)
     else:
