@@ -328,3 +328,15 @@ def test_a_rotation_cut_as_a_full_batch_keeps_the_old_keys_checkpoint(tmp_path: 
     assert [r[0] for r in rows(db, "SELECT tree_size FROM audit_checkpoints ORDER BY tree_size")] == [4, 5]
     report = verify_database(db, [key.public])
     assert report.ok, report.summary()
+
+
+def test_every_new_log_gets_its_own_origin(tmp_path: Path, key) -> None:
+    """Witnesses tell logs apart by origin: two logs never share the default one."""
+    origins = set()
+    for name in ("a", "b"):
+        with AuditLog(tmp_path / f"{name}.duckdb", key, flush_interval=0) as log:
+            assert log.origin.startswith("policyengine/") and " " not in log.origin and "+" not in log.origin
+            origins.add(log.origin)
+        with AuditLog(tmp_path / f"{name}.duckdb", key, flush_interval=0) as log:  # reopened: the same origin
+            assert log.origin in origins
+    assert len(origins) == 2

@@ -22,7 +22,7 @@ def rotated(tmp_path: Path):
     """A log of 5 records by OLD, the rotation at seq 6, and 4 records by NEW (10 in all)."""
     db = tmp_path / "audit.duckdb"
     old, new = generate_key(tmp_path / "old.key"), generate_key(tmp_path / "new.key")
-    with AuditLog(db, old, flush_interval=0) as log:
+    with AuditLog(db, old, flush_interval=0, origin="policyengine") as log:
         for i in range(5):
             log.append("decision", actor="a", payload={"i": i})
         assert log.rotate_key(new) == 6

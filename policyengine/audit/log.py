@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -47,7 +48,7 @@ EVENTS = frozenset(
      "model_unblocked"}  # a monitor block lifted by `policyengine models unblock`
 )
 DEFAULT_DB_PATH = Path("policyengine.duckdb")
-DEFAULT_ORIGIN = "policyengine"
+DEFAULT_ORIGIN_PREFIX = "policyengine/"  # a new log without an origin gets this and 16 random hex digits
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _open_writers: set[str] = set()
@@ -98,6 +99,11 @@ class _Batch:
 def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
     """The exact bytes a checkpoint signature covers (a C2SP-style signed note body)."""
     return f"{origin}\n{tree_size}\n{base64.b64encode(root).decode('ascii')}\n{ts}\n".encode()
+
+
+def new_origin() -> str:
+    """A unique origin for a new log: witnesses tell logs apart by origin (c2sp.org/tlog-checkpoint)."""
+    return f"{DEFAULT_ORIGIN_PREFIX}{secrets.token_hex(8)}"
 
 
 def _json_or_null(value: str | None) -> str:
@@ -278,7 +284,7 @@ class AuditLog:
                 cur.execute(q("create_schema"))
             meta = cur.execute(q("read_meta")).fetchone()
             if meta is None:
-                origin = origin or DEFAULT_ORIGIN
+                origin = origin or new_origin()
                 if not origin or "\n" in origin:
                     raise AuditError(f"origin {origin!r} must be a non-empty single line")
                 cur.execute(q("insert_meta"), {"origin": origin, "key_id": self._key.key_id})
