@@ -246,3 +246,50 @@ def test_prove_needs_exactly_one_of_seq_and_consistency(log, tmp_path: Path) -> 
         assert done.returncode != 0 and "either SEQ" in done.stderr and "Traceback" not in done.stderr
     done = cli("audit", "prove", "--consistency", "99", "--db", str(db), cwd=tmp_path)
     assert done.returncode == 1 and "not within the latest checkpoint" in done.stderr
+
+
+# --- tiles: c2sp.org/tlog-tiles, read back as a monitor would ------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "path"), [(0, "000"), (7, "007"), (999, "999"), (1000, "x001/000"),
+                                         (1234067, "x001/x234/067")])
+def test_tile_indexes_are_written_in_groups_of_three(n: int, path: str) -> None:
+    from policyengine.audit.tiles import tile_index
+
+    assert tile_index(n) == path
+
+
+def test_tiles_serve_the_log_to_an_independent_monitor(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "k.key")
+    db = tmp_path / "audit.duckdb"
+    size = 2 * 256 + 88
+    with AuditLog(db, key, flush_interval=0, origin="example.com/audit/tiles") as writer:
+        for i in range(size):
+            writer.append("decision", actor=f"u{i}", payload={"i": i})
+    pub = str(public_key_path(tmp_path / "k.key"))
+    out = tmp_path / "public"
+    done = cli("audit", "export", "--tiles", str(out), "--db", str(db), "--pubkey", pub, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    vkey = cli("keys", "vkey", "--pubkey", pub, "--db", str(db), cwd=tmp_path).stdout.strip()
+    origin, tree_size, root_b64, *_ = open_note((out / "checkpoint").read_text(encoding="utf-8"), vkey).splitlines()
+    assert int(tree_size) == size
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["checkpoint", "tile/0/000", "tile/0/001", "tile/0/002.p/88", "tile/1/000.p/2",
+                     "tile/entries/000", "tile/entries/001", "tile/entries/002.p/88"]
+
+    def hashes(name: str) -> list[bytes]:
+        data = (out / name).read_bytes()
+        return [data[i:i + 32] for i in range(0, len(data), 32)]
+
+    level0 = hashes("tile/0/000") + hashes("tile/0/001") + hashes("tile/0/002.p/88")
+    assert level0 == _leaves(db)
+    assert rfc6962_root(level0) == base64.b64decode(root_b64)
+    assert hashes("tile/1/000.p/2") == [rfc6962_root(level0[:256]), rfc6962_root(level0[256:512])]
+    entries: list[bytes] = []
+    for name in ("tile/entries/000", "tile/entries/001", "tile/entries/002.p/88"):
+        data, at = (out / name).read_bytes(), 0
+        while at < len(data):
+            length = int.from_bytes(data[at:at + 2], "big")
+            entries.append(data[at + 2:at + 2 + length])
+            at += 2 + length
+    assert [hashlib.sha256(b"\x00" + e).digest() for e in entries] == level0

@@ -243,14 +243,33 @@ def tail_command(db: Path, count: int) -> None:
 
 @audit_group.command("export")
 @_db_option
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE")
+@click.option("--tiles", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write the log as static C2SP tlog-tiles (and its checkpoint note) under DIR, for monitors.")
+@_pubkey_option
 @_errors
-def export_command(db: Path, fmt: str, out: Path) -> None:
-    """Export records and checkpoints to a file that verifies on its own.
+def export_command(db: Path, fmt: str | None, out: Path | None, tiles: Path | None, pubkeys: tuple[Path, ...]) -> None:
+    """Export records and checkpoints to a file that verifies on its own (or as tiles).
 
     Check it with `policyengine audit verify --export FILE --pubkey PEM`.
+    Examples: policyengine audit export --format parquet --out audit.parquet;
+    policyengine audit export --tiles public/ --pubkey policyengine.key.pub.pem
     """
+    if tiles is not None:
+        if fmt is not None or out is not None:
+            raise click.UsageError("--tiles writes a folder; give it without --format/--out")
+        from ..audit.tiles import export_tiles
+
+        checkpoint = latest_checkpoint(db)
+        key = next((k for k in _trusted(pubkeys) if k.key_id == checkpoint.key_id), None)
+        if key is None:
+            raise AuditError(f"the latest checkpoint is signed by key {checkpoint.key_id}; pass its public key with --pubkey")
+        size = export_tiles(db, tiles, key)
+        click.echo(f"wrote tiles of {size} records to {tiles}", err=True)
+        return
+    if fmt is None or out is None:
+        raise click.UsageError("give --format jsonl|parquet and --out FILE (or --tiles DIR)")
     count = (export_jsonl if fmt == "jsonl" else export_parquet)(db, out)
     click.echo(f"wrote {count} records to {out}", err=True)
 
