@@ -334,6 +334,3 @@ def vkey_command(pubkey: Path | None, name: str | None, db: Path) -> None:
             raise AuditError(f"{db}: has no log origin yet; pass --name")
         name = meta[0]
     click.echo(verifier_key(name, key))
-
-
-COMMANDS: list = [audit_group, keys_group]
