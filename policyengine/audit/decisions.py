@@ -87,15 +87,19 @@ class DecisionRecorder:
 @contextmanager
 def record_decisions(
     db: str | os.PathLike[str], key_path: str | os.PathLike[str], *, masking: Masking = NO_MASKING,
-    run_id: str | None = None,
+    run_id: str | None = None, clock_override: dict[str, Any] | None = None,
 ) -> Iterator[DecisionRecorder]:
     """Open the log and yield a ``DecisionRecorder``; closes (and signs) on exit.
 
     Callers show a decision only after ``recorder.wait_durable(seq)`` returned
-    for its record (``eval --audit`` does so once per chunk of decisions).
+    for its record (``eval --audit`` does so once per group of decisions).
+    ``clock_override`` (the payload of a ``clock_override`` event) is recorded first
+    when the decisions are made as of a time other than now.
     """
     key = load_private_key(key_path)
     with AuditLog(db, key, masking=masking) as log:
+        if clock_override is not None:
+            log.append("clock_override", run_id=run_id, payload=clock_override)
         yield DecisionRecorder(log, masking, run_id)
 
 
