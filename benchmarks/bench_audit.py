@@ -48,6 +48,45 @@ def append(db: Path, key, records: int, payload) -> str:
     return f"{records / wall:,.0f} records/s wall, {cpu / records * 1e6:.1f} us CPU per record"
 
 
+def append_durable(db: Path, key, records: int, payload, waiters: int = 8) -> str:
+    """``waiters`` threads each append a record and wait for it to be durable (group commit), as servers do."""
+    import threading
+
+    payloads = [payload(i) for i in range(1000)]
+    per = records // waiters
+    started, cpu = time.perf_counter(), time.process_time()
+    with AuditLog(db, key, batch_size=5_000, checkpoint_every=10_000) as log:
+        def caller(offset: int) -> None:
+            for i in range(offset, offset + per):
+                seq = log.append("decision", actor="u", workflow="invoice-exceptions", run_id=f"run-{i // 1000}",
+                                 payload=payloads[i % 1000], policy_hash="9f2c")
+                if i % 64 == 63:  # a caller acknowledging every 64th record, like eval --audit's groups
+                    log.wait_durable(seq)
+        threads = [threading.Thread(target=caller, args=(n * per,)) for n in range(waiters)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return f"{per * waiters / wall:,.0f} records/s wall, {cpu / (per * waiters) * 1e6:.1f} us CPU per record"
+
+
+def bare_arrow_insert(source: Path, folder: Path) -> str:
+    """The floor: the same rows, already built, inserted as one Arrow table into a bare DuckDB table."""
+    import duckdb
+
+    con = duckdb.connect(str(source), read_only=True)
+    rows = con.execute("SELECT * FROM audit_log ORDER BY seq").to_arrow_table()
+    con.close()
+    target = duckdb.connect(str(folder / "bare.duckdb"))
+    target.execute("CREATE TABLE audit_log AS SELECT * FROM rows LIMIT 0")
+    started = time.perf_counter()
+    target.execute("INSERT INTO audit_log SELECT * FROM rows")
+    target.close()
+    wall = time.perf_counter() - started
+    return f"{rows.num_rows / wall:,.0f} rows/s wall ({rows.num_rows:,} rows)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -59,6 +98,9 @@ def main() -> None:
         for name, payload in (("model_call", model_call), ("decision", decision)):
             rate = append(folder / f"{name}.duckdb", key, 200_000, payload)
             print(f"append {name:<10} 200,000 records, checkpoint every 10,000: {rate}")
+        rate = append_durable(folder / "durable.duckdb", key, 200_000, decision)
+        print(f"append decision   200,000 records, 8 threads waiting for durability (group commit): {rate}")
+        print(f"bare DuckDB Arrow insert of the same decision rows: {bare_arrow_insert(folder / 'decision.duckdb', folder)}")
         db = folder / "big.duckdb"
         rate = append(db, key, args.records, model_call)
         print(f"append model_call  {args.records:,} records: {rate}")

@@ -198,8 +198,8 @@ def test_record_decisions_writes_the_documented_decision_shape(tmp_path: Path, k
     assert json.loads(payload) == {"request": request, "decision": decision}
 
 
-def test_sql_leaf_hashing_agrees_with_python_on_awkward_text(tmp_path: Path, key) -> None:
-    """DuckDB escapes some control characters differently; the exact re-check keeps them valid."""
+def test_awkward_text_verifies(tmp_path: Path, key) -> None:
+    """Control characters, separators and escapes in every column verify (one canonicaliser for writer and verifier)."""
     db = tmp_path / "a.duckdb"
     awkward = ["\x0b\x1f\x7f", "é\u2028\U0001f600", "back\\slash \"q\"", "\\u000B literal", ""]
     with AuditLog(db, key, flush_interval=0) as log:
@@ -329,3 +329,15 @@ def test_a_rotation_cut_as_a_full_batch_keeps_the_old_keys_checkpoint(tmp_path: 
     assert [r[0] for r in rows(db, "SELECT tree_size FROM audit_checkpoints ORDER BY tree_size")] == [4, 5]
     report = verify_database(db, [key.public])
     assert report.ok, report.summary()
+
+
+def test_every_new_log_gets_its_own_origin(tmp_path: Path, key) -> None:
+    """Witnesses tell logs apart by origin: two logs never share the default one."""
+    origins = set()
+    for name in ("a", "b"):
+        with AuditLog(tmp_path / f"{name}.duckdb", key, flush_interval=0) as log:
+            assert log.origin.startswith("policyengine/") and " " not in log.origin and "+" not in log.origin
+            origins.add(log.origin)
+        with AuditLog(tmp_path / f"{name}.duckdb", key, flush_interval=0) as log:  # reopened: the same origin
+            assert log.origin in origins
+    assert len(origins) == 2

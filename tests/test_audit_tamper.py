@@ -24,7 +24,7 @@ RECORDS = 60  # checkpoints every 10 records: at 10, 20, ..., 60
 
 
 def build_log(path: Path, key: SigningKey, records: int = RECORDS) -> None:
-    with AuditLog(path, key, batch_size=10, checkpoint_every=10, flush_interval=0) as log:
+    with AuditLog(path, key, batch_size=10, checkpoint_every=10, flush_interval=0, origin="policyengine") as log:
         for i in range(1, records + 1):
             log.append(
                 ["decision", "model_call", "tool_call", "approval"][i % 4],

@@ -306,7 +306,15 @@ def test_audit_hook_records_every_decision(rules, tmp_path, monkeypatch):
     @contextlib.contextmanager
     def record_decisions(path, key, masking):
         assert masking is NO_MASKING
-        yield lambda request, decision: recorded.append((path, key, request, decision.effect))
+        class Record:  # the recorder's contract: call it per decision, wait_durable(seq) before printing
+            def __call__(self, request, decision):
+                recorded.append((path, key, request, decision.effect))
+                return len(recorded)
+
+            def wait_durable(self, seq):
+                assert seq <= len(recorded)
+
+        yield Record()
 
     fake = types.SimpleNamespace(record_decisions=record_decisions, NO_MASKING=NO_MASKING, AuditError=AuditError,
                                  load_masking=None)

@@ -81,24 +81,11 @@ SELECT seq, pos, prev FROM (
     FROM audit_log
 ) WHERE seq <> pos ORDER BY pos LIMIT 1;
 
--- name: leaf_mismatches
--- Records whose stored leaf hash differs from the hash of their canonical bytes as
--- DuckDB builds them. DuckDB escapes some control characters differently from
--- RFC 8785, so every hit is re-checked exactly in Python before it is reported.
-SELECT seq FROM audit_log
-WHERE leaf_hash IS DISTINCT FROM sha256('\x00'::BLOB || encode(
-    '{"actor":' || coalesce(to_json(actor), 'null')
-    || ',"event":' || to_json(event)
-    || ',"key_id":' || to_json(key_id)
-    || ',"origin":' || to_json(origin)
-    || ',"payload":' || payload::VARCHAR
-    || ',"policy_hash":' || coalesce(to_json(policy_hash), 'null')
-    || ',"run_id":' || coalesce(to_json(run_id), 'null')
-    || ',"seq":' || seq::VARCHAR
-    || ',"ts":"' || strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ')
-    || '","workflow":' || coalesce(to_json(workflow), 'null')
-    || '}'))
-ORDER BY seq LIMIT $limit;
+-- name: all_records
+-- Every record, in seq order, for verify to re-hash in Python (the writer's own canonicaliser).
+SELECT seq, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, origin, event, actor,
+       workflow, run_id, payload::VARCHAR AS payload, policy_hash, key_id, leaf_hash
+FROM audit_log ORDER BY seq;
 
 -- name: record_columns
 SELECT seq, strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, origin, event, actor,
@@ -147,5 +134,9 @@ INSERT INTO audit_meta VALUES ($origin, $format, now(), $key_id);
 -- name: parquet_meta
 SELECT decode(key), decode(value) FROM parquet_kv_metadata($path);
 
+-- name: parquet_schema
+SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet($path));
+
 -- name: import_parquet
-INSERT INTO audit_log SELECT * FROM read_parquet($path);
+-- By column name, never by position: a file with its columns renamed or reordered loads them where they say.
+INSERT INTO audit_log BY NAME SELECT * FROM read_parquet($path);

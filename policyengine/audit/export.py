@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,32 @@ RECORD_COLUMNS = ("seq", "ts", "origin", "event", "actor", "workflow", "run_id",
                   "key_id", "leaf_hash")
 _PARQUET_KEY = "policyengine_audit"
 _CHUNK = 50_000
+# Parquet columns by name, with the types DuckDB reads back from an export: nothing else is accepted.
+PARQUET_SCHEMA = {"seq": ("BIGINT",), "ts": ("TIMESTAMP WITH TIME ZONE",), "payload": ("JSON", "VARCHAR")} | {
+    name: ("VARCHAR",) for name in RECORD_COLUMNS if name not in ("seq", "ts", "payload")}
+# The exact keys of each JSON Lines line: a key more (unsigned, unverified) or less is refused.
+HEADER_KEYS = frozenset({"type", "format", "origin", "leaf_format", "first_key_id", "checkpoints"})
+RECORD_KEYS = frozenset({"type", *RECORD_COLUMNS})
+CHECKPOINT_KEYS = frozenset({"type", "origin", "tree_size", "root", "ts", "key_id", "signature"})
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key twice is refused (which of the two was signed would be the reader's guess)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse JSON, refusing duplicate object keys at any depth."""
+    return json.loads(text, object_pairs_hook=_no_duplicates)
 
 
 @contextmanager
@@ -110,6 +138,7 @@ def verify_export(
 ) -> VerifyReport:
     """Verify a ``.jsonl`` or ``.parquet`` export without the database."""
     path = Path(path)
+    started = time.perf_counter()  # the time reported covers loading the export, not only the checks
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -122,7 +151,8 @@ def verify_export(
             _load_parquet(con, path)
         else:
             _load_jsonl(con, path)
-        return verify_connection(con, str(path), trusted, anchor=anchor)
+        report = verify_connection(con, str(path), trusted, anchor=anchor)
+        return replace(report, seconds=time.perf_counter() - started)
     finally:
         con.close()
 
@@ -130,6 +160,7 @@ def verify_export(
 def _load_header(con: duckdb.DuckDBPyConnection, header: Any, where: str) -> None:
     if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != EXPORT_FORMAT:
         raise AuditError(f"{where}: not a policyengine audit export (missing header)")
+    _exact_keys(header, HEADER_KEYS, "header", where, optional=frozenset({"checkpoints"}))  # JSONL: own lines
     try:
         con.execute(q("import_meta"),
                     {"origin": header["origin"], "format": header["leaf_format"], "key_id": header["first_key_id"]})
@@ -139,7 +170,20 @@ def _load_header(con: duckdb.DuckDBPyConnection, header: Any, where: str) -> Non
         raise AuditError(f"{where}: malformed export header ({err})") from None
 
 
-def _insert_checkpoint(con: duckdb.DuckDBPyConnection, cp: dict[str, Any], where: str) -> None:
+def _exact_keys(item: dict[str, Any], expected: frozenset[str], what: str, where: str,
+                optional: frozenset[str] = frozenset()) -> None:
+    extra, missing = set(item) - expected, expected - optional - set(item)
+    if extra:
+        raise AuditError(f"{where}: {what} has unsigned field(s) {', '.join(sorted(extra))}; refusing the export")
+    if missing:
+        raise AuditError(f"{where}: {what} lacks {', '.join(sorted(missing))}")
+
+
+def _insert_checkpoint(con: duckdb.DuckDBPyConnection, cp: Any, where: str,
+                       keys: frozenset[str] = CHECKPOINT_KEYS - {"type"}) -> None:
+    if not isinstance(cp, dict):
+        raise AuditError(f"{where}: malformed checkpoint (not an object)")
+    _exact_keys(cp, keys, "checkpoint", where)
     try:
         con.execute(q("insert_checkpoint"), {k: cp[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
     except (KeyError, TypeError, duckdb.Error) as err:
@@ -151,10 +195,30 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         meta = dict(con.execute(q("parquet_meta"), {"path": str(path)}).fetchall())
         if _PARQUET_KEY not in meta:
             raise AuditError(f"{path}: Parquet file has no {_PARQUET_KEY} metadata; not an audit export")
-        _load_header(con, json.loads(meta[_PARQUET_KEY]), str(path))
+        _load_header(con, strict_json(meta[_PARQUET_KEY]), str(path))
+        _check_parquet_schema(con, path)
         con.execute(q("import_parquet"), {"path": str(path)})
+    except _DuplicateKey as err:
+        raise AuditError(f"{path}: export metadata has a {err}; refusing the export") from None
     except (duckdb.Error, ValueError) as err:
         raise AuditError(f"{path}: unreadable Parquet export ({str(err).splitlines()[0]})") from None
+
+
+def _check_parquet_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """The records' columns, by name and type, exactly: columns are imported by name, never by position."""
+    columns = con.execute(q("parquet_schema"), {"path": str(path)}).fetchall()
+    names = [c[0] for c in columns]
+    if len(set(names)) != len(names) or set(names) != set(PARQUET_SCHEMA):
+        extra = sorted(set(names) - set(PARQUET_SCHEMA))
+        missing = sorted(set(PARQUET_SCHEMA) - set(names))
+        detail = "; ".join(part for part in (
+            f"unexpected column(s) {', '.join(extra)}" if extra else "",
+            f"missing column(s) {', '.join(missing)}" if missing else "",
+            "a column name repeats" if len(set(names)) != len(names) else "") if part)
+        raise AuditError(f"{path}: not the audit export schema ({detail})")
+    for name, kind in columns:
+        if kind not in PARQUET_SCHEMA[name]:
+            raise AuditError(f"{path}: column {name} is {kind}, expected {PARQUET_SCHEMA[name][0]}")
 
 
 def _load_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -165,7 +229,9 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             for number, line in enumerate(fh, 1):
                 where = f"{path}:{number}"
                 try:
-                    item = json.loads(line)
+                    item = strict_json(line)
+                except _DuplicateKey as err:
+                    raise AuditError(f"{where}: {err}; refusing the export") from None
                 except ValueError as err:
                     raise AuditError(f"{where}: not JSON ({err})") from None
                 if not header_seen:
@@ -174,7 +240,7 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                 elif isinstance(item, dict) and item.get("type") == "record":
                     rows.append(_record_row(item, where))
                 elif isinstance(item, dict) and item.get("type") == "checkpoint":
-                    _insert_checkpoint(con, item, where)
+                    _insert_checkpoint(con, item, where, CHECKPOINT_KEYS)
                 else:
                     raise AuditError(f"{where}: expected a record or checkpoint line")
         except UnicodeDecodeError:
@@ -190,6 +256,7 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def _record_row(item: dict[str, Any], where: str) -> tuple[Any, ...]:
+    _exact_keys(item, RECORD_KEYS, "record", where)
     try:
         values = {name: item[name] for name in RECORD_COLUMNS}
         values["payload"] = canonical_text(values["payload"])

@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -49,7 +50,7 @@ EVENTS = frozenset(
      "directory_changed", "policy_migrated", "clock_override",  # approvals' context (docs/audit-events.md)
      "policy_activated"}  # `policyengine serve` began serving a policy (docs/audit-events.md)
 )
-DEFAULT_ORIGIN = "policyengine"
+DEFAULT_ORIGIN_PREFIX = "policyengine/"  # a new log without an origin gets this and 16 random hex digits
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _open_writers: set[str] = set()
@@ -100,6 +101,11 @@ class _Batch:
 def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
     """The exact bytes a checkpoint signature covers (a C2SP-style signed note body)."""
     return f"{origin}\n{tree_size}\n{base64.b64encode(root).decode('ascii')}\n{ts}\n".encode()
+
+
+def new_origin() -> str:
+    """A unique origin for a new log: witnesses tell logs apart by origin (c2sp.org/tlog-checkpoint)."""
+    return f"{DEFAULT_ORIGIN_PREFIX}{secrets.token_hex(8)}"
 
 
 def _json_or_null(value: str | None) -> str:
@@ -201,7 +207,11 @@ class AuditLog:
     """Append records to one signed log in a DuckDB file (or a caller's connection).
 
     Use as a context manager. ``append`` returns the record's seq at once; the
-    record is durable when ``flush()`` returns (or after the next automatic flush).
+    record is durable when ``wait_durable(seq)`` or ``flush()`` returns (or after
+    the next automatic flush). Acknowledge nothing to anyone before that:
+    ``seq = log.append(...)`` then ``log.wait_durable(seq)``. Waiting callers share
+    commits (group commit): the writer thread commits everything buffered in one
+    transaction, so many threads waiting at once cost one commit, not one each.
     """
 
     def __init__(
@@ -246,6 +256,9 @@ class AuditLog:
         self._last_signed: Checkpoint | None = None
         self._closed = False
         self._failed: str | None = None
+        self._durable = threading.Condition()  # notified whenever _flushed grows or the log fails or closes
+        self._released = False  # the file is let go (closed or abandoned): nothing more will be written
+        self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
         try:
             self.origin = self._open_log(origin, create)
         except BaseException:
@@ -273,7 +286,7 @@ class AuditLog:
                 cur.execute(q("create_schema"))
             meta = cur.execute(q("read_meta")).fetchone()
             if meta is None:
-                origin = origin or DEFAULT_ORIGIN
+                origin = origin or new_origin()
                 if not origin or "\n" in origin:
                     raise AuditError(f"origin {origin!r} must be a non-empty single line")
                 cur.execute(q("insert_meta"), {"origin": origin, "key_id": self._key.key_id})
@@ -390,6 +403,39 @@ class AuditLog:
             else:
                 self._wake.set()
         return seq
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> None:
+        """Block until record ``seq`` is committed (with the checkpoint that signs it).
+
+        Raises AuditError if the write failed (disk full, I/O error), the log was
+        closed or abandoned before the record was written, or ``timeout`` seconds
+        passed. Concurrent waiters are served by one commit (group commit).
+        """
+        if seq <= self._flushed:
+            return
+        if seq > self._seq or seq < 1:
+            raise AuditError(f"record {seq} was never appended to {self._where}")
+        if self._timer is None or not self._timer.is_alive():
+            with self._lock:
+                self._check_open()
+                if seq > self._flushed:
+                    self._cut(False)
+            self._drain()
+        else:
+            with self._lock:
+                self._flush_wanted = True
+            self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._durable:
+            while self._flushed < seq:
+                if self._failed:
+                    raise AuditError(self._failed)
+                if self._released:
+                    raise AuditError(f"audit log {self._path} closed before record {seq} was written")
+                remaining = 0.5 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AuditError(f"record {seq} was not durable in {self._where} within {timeout} s")
+                self._durable.wait(min(remaining, 0.5))  # bounded, so a lost wake-up costs a little time, never a hang
 
     def flush(self, *, checkpoint: bool = False) -> int:
         """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq."""
@@ -512,11 +558,18 @@ class AuditLog:
                 pass
             with self._lock:
                 self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
+            self._notify_waiters()
             raise AuditError(self._failed) from None
-        self._flushed = batch.rows[-1][0]
+        with self._durable:
+            self._flushed = batch.rows[-1][0]
+            self._durable.notify_all()
         self._checkpointed = batch.size
         self._last_signed = signed
         self._provisional = None if batch.keep else batch.size
+
+    def _notify_waiters(self) -> None:
+        with self._durable:
+            self._durable.notify_all()
 
     def _check_open(self) -> None:
         if self._failed:
@@ -530,14 +583,20 @@ class AuditLog:
             woken = self._wake.wait(self._flush_interval)
             self._wake.clear()
             try:
-                if not woken:
-                    with self._lock:
-                        if self._closed or self._failed:
-                            return
+                with self._lock:
+                    if self._closed or self._failed:
+                        return
+                    if not woken or self._flush_wanted:  # the interval passed, or a caller waits for durability
+                        self._flush_wanted = False
                         self._cut(False)
                 self._drain()
             except AuditError:
                 return  # the failure is kept in self._failed and raised to the next caller
+            except BaseException as err:  # never leave waiters hanging on a dead writer thread
+                with self._lock:
+                    self._failed = f"audit writer for {self._path} stopped: {err}"
+                self._notify_waiters()
+                return
 
     # -- closing -------------------------------------------------------------
 
@@ -558,6 +617,7 @@ class AuditLog:
         finally:
             with self._lock:
                 self._closed = True
+            self._notify_waiters()
             self._release()
 
     def abandon(self) -> None:
@@ -570,9 +630,12 @@ class AuditLog:
         self._wake.set()
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.join()
+        self._notify_waiters()
         self._release()
 
     def _release(self) -> None:
+        self._released = True
+        self._notify_waiters()
         with _open_writers_lock:
             _open_writers.discard(self._path)
         self._close_connections()

@@ -28,6 +28,7 @@ from .verify import exact_leaf
 
 ANCHOR_TYPE = "policyengine-audit-checkpoint"
 PROOF_TYPE = "policyengine-audit-inclusion"
+CONSISTENCY_TYPE = "policyengine-audit-consistency"
 
 
 def latest_checkpoint(db: str | os.PathLike[str]) -> Checkpoint:
@@ -91,6 +92,83 @@ def read_anchor(path: str | os.PathLike[str]) -> Checkpoint:
 
 def prove(db: str | os.PathLike[str], seq: int) -> dict[str, Any]:
     """An inclusion proof of record ``seq`` in the latest checkpoint covering it."""
+    record, checkpoint, tree = _proof_parts(db, seq)
+    record["payload"] = json.loads(record["payload"])
+    return {
+        "type": PROOF_TYPE,
+        "record": record,
+        "leaf_index": seq - 1,
+        "audit_path": [h.hex() for h in tree.inclusion_proof(seq - 1)],
+        "checkpoint": anchor_json(checkpoint),
+    }
+
+
+def prove_tlog(db: str | os.PathLike[str], seq: int, public: PublicKey) -> str:
+    """Record ``seq``'s inclusion proof in the c2sp.org/tlog-proof@v1 text format.
+
+    The ``extra`` line carries the record's canonical bytes, so a verifier
+    recomputes the leaf hash (SHA-256 of 0x00 and them) without the database;
+    the checkpoint follows as a C2SP signed note.
+    """
+    from .notes import signed_note
+
+    record, checkpoint, tree = _proof_parts(db, seq)
+    row = [record[c] for c in RECORD_COLUMNS]
+    data = _canonical_record(row)
+    lines = ["c2sp.org/tlog-proof@v1", f"extra {base64.b64encode(data).decode('ascii')}", f"index {seq - 1}"]
+    lines += [base64.b64encode(h).decode("ascii") for h in tree.inclusion_proof(seq - 1)]
+    return "\n".join(lines) + "\n\n" + signed_note(checkpoint, public)
+
+
+def _canonical_record(row: list[Any]) -> bytes:
+    from .log import leaf_bytes
+
+    names = dict(zip(RECORD_COLUMNS, row, strict=True))
+    names.pop("leaf_hash")
+    return leaf_bytes(**names)
+
+
+def prove_consistency(db: str | os.PathLike[str], old_size: int) -> dict[str, Any]:
+    """An RFC 9162 consistency proof from the tree of ``old_size`` records to the latest checkpoint.
+
+    A witness or monitor holding a checkpoint of ``old_size`` checks that the
+    log only grew since: the old root it holds, this proof and the new signed
+    checkpoint must agree (``merkle.verify_consistency``).
+    """
+    with open_readonly(db) as con:
+        row = _latest_row(con, db)
+        if row is None:
+            raise AuditError(f"{db}: has no checkpoint yet; nothing can be proved")
+        checkpoint = Checkpoint.from_row(row)
+        if not 1 <= old_size <= checkpoint.tree_size:
+            raise AuditError(f"{db}: old size {old_size} is not within the latest checkpoint (1..{checkpoint.tree_size})")
+        tree = _tree(con, db, checkpoint)
+    return {
+        "type": CONSISTENCY_TYPE,
+        "old_size": old_size,
+        "old_root": base64.b64encode(tree.root(old_size)).decode("ascii"),
+        "proof": [base64.b64encode(h).decode("ascii") for h in tree.consistency_proof(old_size)],
+        "checkpoint": anchor_json(checkpoint),
+    }
+
+
+def _tree(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str], checkpoint: Checkpoint) -> MerkleTree:
+    try:
+        leaves = [r[0] for r in con.execute(q("leaf_hashes_upto"), {"size": checkpoint.tree_size}).fetchall()]
+    except duckdb.Error as err:
+        raise AuditError(f"{db}: malformed audit_log table ({str(err).splitlines()[0]})") from None
+    if len(leaves) != checkpoint.tree_size:
+        raise AuditError(f"{db}: records do not match the checkpoint; run `policyengine audit verify`")
+    try:
+        tree = MerkleTree([bytes.fromhex(h) for h in leaves])
+    except ValueError:
+        raise AuditError(f"{db}: a leaf hash is not hex; run `policyengine audit verify`") from None
+    if tree.root() != checkpoint.root:
+        raise AuditError(f"{db}: records do not hash to the latest checkpoint; run `policyengine audit verify`")
+    return tree
+
+
+def _proof_parts(db: str | os.PathLike[str], seq: int) -> tuple[dict[str, Any], Checkpoint, MerkleTree]:
     with open_readonly(db) as con:
         row = _latest_row(con, db)
         if row is None:
@@ -100,26 +178,12 @@ def prove(db: str | os.PathLike[str], seq: int) -> dict[str, Any]:
             raise AuditError(f"{db}: seq {seq} is not covered by the latest checkpoint (1..{checkpoint.tree_size})")
         try:
             records = con.execute(q("record_columns"), {"seqs": [seq]}).fetchall()
-            leaves = [r[0] for r in con.execute(q("leaf_hashes_upto"), {"size": checkpoint.tree_size}).fetchall()]
         except duckdb.Error as err:
             raise AuditError(f"{db}: malformed audit_log table ({str(err).splitlines()[0]})") from None
-    if len(records) != 1 or len(leaves) != checkpoint.tree_size:
-        raise AuditError(f"{db}: records do not match the checkpoint; run `policyengine audit verify`")
-    try:
-        tree = MerkleTree([bytes.fromhex(h) for h in leaves])
-    except ValueError:
-        raise AuditError(f"{db}: a leaf hash is not hex; run `policyengine audit verify`") from None
-    if tree.root() != checkpoint.root:
-        raise AuditError(f"{db}: records do not hash to the latest checkpoint; run `policyengine audit verify`")
-    record = dict(zip(RECORD_COLUMNS, records[0], strict=True))
-    record["payload"] = json.loads(record["payload"])
-    return {
-        "type": PROOF_TYPE,
-        "record": record,
-        "leaf_index": seq - 1,
-        "audit_path": [h.hex() for h in tree.inclusion_proof(seq - 1)],
-        "checkpoint": anchor_json(checkpoint),
-    }
+        if len(records) != 1:
+            raise AuditError(f"{db}: records do not match the checkpoint; run `policyengine audit verify`")
+        tree = _tree(con, db, checkpoint)
+    return dict(zip(RECORD_COLUMNS, records[0], strict=True)), checkpoint, tree
 
 
 def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "proof") -> str:

@@ -3,9 +3,10 @@
 Three independent checks, each able to localise a fault to a seq:
 
 1. sequence: seq runs 1, 2, 3, ... (a gap means a record was deleted);
-2. leaves: every record's stored leaf hash equals the hash of its canonical bytes
-   (DuckDB computes them vectorised; only rows DuckDB flags are re-encoded in
-   Python, exactly, before being reported);
+2. leaves: every record's stored leaf hash equals the hash of its canonical bytes,
+   computed for every record, always, by the one canonicaliser the writer uses
+   (``leaf_bytes`` and ``canonical_text``): no second encoder whose escaping could
+   differ, and no limit after which records go unchecked;
 3. checkpoints: the RFC 9162 root of the first N leaf hashes equals each signed
    checkpoint's root, the signature verifies, and the signing key is trusted:
    given by the caller, or introduced by a ``key_rotated`` record that a trusted
@@ -27,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from .canonical import CanonicalJSONError, canonical_text
+from .canonical import CanonicalJSONError, is_canonical
 from .errors import AuditError
 from .keys import PublicKey
 from .log import Checkpoint, leaf_bytes
@@ -41,10 +42,12 @@ KINDS = (
     "truncated",
     "forged_signature",
     "unknown_key",
+    "revoked_key",
     "anchor_not_contained",
     "unsigned",
 )
-_MISMATCH_LIMIT = 1000
+_CHUNK = 50_000
+_CLASSIFY = 1000  # mismatched rows kept after the first one, only to tell a move from a change
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,7 @@ def exact_leaf(row: Sequence[Any], seq: int | None = None) -> bytes | None:
     ``seq`` overrides the row's own seq, to recognise a record moved to another seq.
     """
     row_seq, ts, origin, event, actor, workflow, run_id, payload, policy_hash, key_id, _ = row
-    try:
-        canonical = canonical_text(json.loads(payload))
-    except (ValueError, TypeError, CanonicalJSONError):
-        return None
-    if canonical != payload:
+    if not isinstance(payload, str) or not is_canonical(payload):
         return None  # payloads are stored canonical; any other text was edited
     try:
         data = leaf_bytes(
@@ -175,7 +174,7 @@ def verify_connection(
     failures += failures_cp
     anchored = None
     if anchor is not None:
-        failures += _anchor_failures(anchor, leaves, chain.trusted, origin)
+        failures += _anchor_failures(anchor, leaves, chain.trusted, origin, chain.revoked)
         anchored = anchor.tree_size
     unsigned = len(leaves) - signed_size
     if unsigned and not failures_cp:
@@ -212,21 +211,33 @@ def _sequence_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
 
 
 def _leaf_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
-    suspects = [r[0] for r in con.execute(q("leaf_mismatches"), {"limit": _MISMATCH_LIMIT}).fetchall()]
-    if not suspects:
+    """Re-hash every record and compare with its stored leaf hash; the first mismatch fails.
+
+    Every record is checked. The rows kept after the first mismatch (at most
+    ``_CLASSIFY``) only decide whether it was moved or changed: the failure is
+    reported either way.
+    """
+    mismatched: list[tuple[Any, ...]] = []
+    result = con.execute(q("all_records"))
+    while True:
+        rows = result.fetchmany(_CHUNK)
+        if not rows:
+            break
+        for row in rows:
+            if exact_leaf(row) != _hex(row[-1]):
+                mismatched.append(row)
+                if len(mismatched) > _CLASSIFY:
+                    break
+        if len(mismatched) > _CLASSIFY:
+            break
+    if not mismatched:
         return []
-    rows = con.execute(q("record_columns"), {"seqs": suspects}).fetchall()
-    others = sorted({r[0] for r in rows})
-    for row in rows:
-        stored = _hex(row[-1])
-        if exact_leaf(row) == stored:
-            continue  # DuckDB's escaping differed from RFC 8785; the record is intact
-        seq = row[0]
-        for other in others:
-            if other != seq and exact_leaf(row, seq=other) == stored:
-                return [_moved(seq, other, rows)]
-        return [Failure("modified", seq, "its columns do not match its leaf hash")]
-    return []
+    row = mismatched[0]
+    seq, stored = row[0], _hex(row[-1])
+    for other in sorted({r[0] for r in mismatched}):
+        if other != seq and exact_leaf(row, seq=other) == stored:
+            return [_moved(seq, other, mismatched)]
+    return [Failure("modified", seq, "its columns do not match its leaf hash")]
 
 
 def _moved(seq: int, written_as: int, rows: list[tuple[Any, ...]]) -> Failure:
@@ -244,6 +255,12 @@ class _ChainWalk:
         self.trusted = dict(trusted)
         self.rotations = list(rotations)
         self.origin = origin
+        self.revoked_at = revocations(rotations)
+
+    def revoked(self, key_id: str, tree_size: int) -> int | None:
+        """The seq of the rotation record that retired ``key_id``, if it lies below ``tree_size``."""
+        at = self.revoked_at.get(key_id)
+        return at if at is not None and at < tree_size else None
 
     def walk(
         self, leaves: list[bytes], checkpoints: list[Checkpoint], key_at: dict[int, str]
@@ -259,6 +276,11 @@ class _ChainWalk:
             while tree.size < cp.tree_size:
                 tree.append(leaves[tree.size])
             tree_root = tree.root()
+            retired = self.revoked(cp.key_id, cp.tree_size)
+            if retired is not None:
+                return verified, [Failure("revoked_key", max(first, retired + 1),
+                                          f"{where} is signed by key {cp.key_id}, rotated away at seq {retired}; "
+                                          "a rotated-away key signs nothing after its rotation record", cp.tree_size)]
             key = self.trusted.get(cp.key_id)
             if key is None:
                 return verified, [Failure("unknown_key", first, f"{where} is signed by untrusted key {cp.key_id}", cp.tree_size)]
@@ -292,10 +314,33 @@ class _ChainWalk:
         return None
 
 
+def revocations(rotations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    """Key id -> seq of the first ``key_rotated`` record that rotated it away (it may sign nothing after it).
+
+    Read from the records themselves, trusted or not: a rotation record in the
+    log retires its old key even if the rest of the chain fails to verify.
+    """
+    retired: dict[str, int] = {}
+    for seq, record_key, payload in rotations:
+        try:
+            old = json.loads(payload).get("old_key_id")
+        except (ValueError, TypeError, AttributeError):
+            old = None
+        for key_id in {record_key, old} - {None}:
+            if isinstance(key_id, str):
+                retired.setdefault(key_id, seq)
+    return retired
+
+
 def _anchor_failures(
-    anchor: Checkpoint, leaves: list[bytes], trusted: dict[str, PublicKey], origin: str | None
+    anchor: Checkpoint, leaves: list[bytes], trusted: dict[str, PublicKey], origin: str | None,
+    revoked: Any = lambda key_id, size: None,
 ) -> list[Failure]:
     where = f"anchor at tree size {anchor.tree_size}"
+    retired = revoked(anchor.key_id, anchor.tree_size)
+    if retired is not None:
+        return [Failure("revoked_key", retired + 1,
+                        f"{where} is signed by key {anchor.key_id}, rotated away at seq {retired}")]
     key = trusted.get(anchor.key_id)
     if key is None:
         return [Failure("unknown_key", anchor.tree_size, f"{where} is signed by untrusted key {anchor.key_id}")]

@@ -134,15 +134,29 @@ def verify_command(db: Path, export: Path | None, pubkeys: tuple[Path, ...], anc
 @_db_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the anchor here (default: print it).")
+@click.option("--format", "fmt", type=click.Choice(["json", "note"]), default="json", show_default=True,
+              help="json: an anchor for `audit verify --anchor`; note: a C2SP signed note for witnesses.")
+@_pubkey_option
 @_errors
-def checkpoint_command(db: Path, out: Path | None) -> None:
+def checkpoint_command(db: Path, out: Path | None, fmt: str, pubkeys: tuple[Path, ...]) -> None:
     """Export the latest signed checkpoint, for an auditor or witness to keep.
 
-    Later, `audit verify --anchor FILE` proves the log still contains it.
+    Later, `audit verify --anchor FILE` proves the log still contains it. With
+    `--format note` it is a c2sp.org/signed-note checkpoint (verify it with the
+    string `keys vkey` prints).
 
     Example: policyengine audit checkpoint --out anchor-2026-11-24.json
     """
-    text = json.dumps(anchor_json(latest_checkpoint(db)), indent=2) + "\n"
+    checkpoint = latest_checkpoint(db)
+    if fmt == "note":
+        from ..audit.notes import signed_note
+
+        key = next((k for k in _trusted(pubkeys) if k.key_id == checkpoint.key_id), None)
+        if key is None:
+            raise AuditError(f"the latest checkpoint is signed by key {checkpoint.key_id}; pass its public key with --pubkey")
+        text = signed_note(checkpoint, key)
+    else:
+        text = json.dumps(anchor_json(checkpoint), indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -151,17 +165,40 @@ def checkpoint_command(db: Path, out: Path | None) -> None:
 
 
 @audit_group.command("prove")
-@click.argument("seq", type=click.IntRange(min=1))
+@click.argument("seq", type=click.IntRange(min=1), required=False)
 @_db_option
+@click.option("--consistency", "old_size", type=click.IntRange(min=1), metavar="OLD_SIZE",
+              help="Prove instead that the log of OLD_SIZE records is a prefix of the latest checkpoint.")
+@click.option("--format", "fmt", type=click.Choice(["json", "tlog-proof"]), default="json", show_default=True,
+              help="tlog-proof: the c2sp.org/tlog-proof@v1 text (needs the signing key's --pubkey).")
+@_pubkey_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the proof here (default: print it).")
 @_errors
-def prove_command(seq: int, db: Path, out: Path | None) -> None:
-    """Give an inclusion proof for record SEQ that verifies without the database.
+def prove_command(seq: int | None, db: Path, old_size: int | None, fmt: str, pubkeys: tuple[Path, ...],
+                  out: Path | None) -> None:
+    """Give an inclusion proof for record SEQ (or a consistency proof) that verifies without the database.
 
     Check it with `policyengine audit verify-proof FILE --pubkey PEM`.
+    Examples: policyengine audit prove 42 --format tlog-proof > 42.tlog-proof;
+    policyengine audit prove --consistency 1000
     """
-    text = json.dumps(prove(db, seq), indent=2, ensure_ascii=False) + "\n"
+    from ..audit.proofs import prove_consistency, prove_tlog
+
+    if (seq is None) == (old_size is None):
+        raise click.UsageError("give either SEQ (inclusion) or --consistency OLD_SIZE")
+    if old_size is not None:
+        if fmt != "json":
+            raise click.UsageError("--consistency proofs are JSON (c2sp.org/tlog-proof covers inclusion only)")
+        text = json.dumps(prove_consistency(db, old_size), indent=2) + "\n"
+    elif fmt == "tlog-proof":
+        checkpoint = latest_checkpoint(db)
+        key = next((k for k in _trusted(pubkeys) if k.key_id == checkpoint.key_id), None)
+        if key is None:
+            raise AuditError(f"the latest checkpoint is signed by key {checkpoint.key_id}; pass its public key with --pubkey")
+        text = prove_tlog(db, seq, key)
+    else:
+        text = json.dumps(prove(db, seq), indent=2, ensure_ascii=False) + "\n"
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -206,14 +243,33 @@ def tail_command(db: Path, count: int) -> None:
 
 @audit_group.command("export")
 @_db_option
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE")
+@click.option("--tiles", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write the log as static C2SP tlog-tiles (and its checkpoint note) under DIR, for monitors.")
+@_pubkey_option
 @_errors
-def export_command(db: Path, fmt: str, out: Path) -> None:
-    """Export records and checkpoints to a file that verifies on its own.
+def export_command(db: Path, fmt: str | None, out: Path | None, tiles: Path | None, pubkeys: tuple[Path, ...]) -> None:
+    """Export records and checkpoints to a file that verifies on its own (or as tiles).
 
     Check it with `policyengine audit verify --export FILE --pubkey PEM`.
+    Examples: policyengine audit export --format parquet --out audit.parquet;
+    policyengine audit export --tiles public/ --pubkey policyengine.key.pub.pem
     """
+    if tiles is not None:
+        if fmt is not None or out is not None:
+            raise click.UsageError("--tiles writes a folder; give it without --format/--out")
+        from ..audit.tiles import export_tiles
+
+        checkpoint = latest_checkpoint(db)
+        key = next((k for k in _trusted(pubkeys) if k.key_id == checkpoint.key_id), None)
+        if key is None:
+            raise AuditError(f"the latest checkpoint is signed by key {checkpoint.key_id}; pass its public key with --pubkey")
+        size = export_tiles(db, tiles, key)
+        click.echo(f"wrote tiles of {size} records to {tiles}", err=True)
+        return
+    if fmt is None or out is None:
+        raise click.UsageError("give --format jsonl|parquet and --out FILE (or --tiles DIR)")
     count = (export_jsonl if fmt == "jsonl" else export_parquet)(db, out)
     click.echo(f"wrote {count} records to {out}", err=True)
 
@@ -259,3 +315,24 @@ def rotate_command(db: Path, key: Path, new_key: Path) -> None:
                f"to {db} ({key} is refused)", err=True)
 
 
+@keys_group.command("vkey")
+@click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="Public key (default: the default key's .pub.pem).")
+@click.option("--name", metavar="NAME", help="Key name (default: the origin of the log in --db).")
+@_db_option
+@_errors
+def vkey_command(pubkey: Path | None, name: str | None, db: Path) -> None:
+    """Print the C2SP verifier key string (name+hash+key) for signed-note checkpoints.
+
+    Example: policyengine keys vkey --pubkey policyengine.key.pub.pem --db audit.duckdb
+    """
+    from ..audit.notes import verifier_key
+
+    (key,) = _trusted((pubkey,) if pubkey is not None else ())[:1]
+    if name is None:
+        with open_readonly(db) as con:
+            meta = con.execute(q("read_meta")).fetchone()
+        if meta is None:
+            raise AuditError(f"{db}: has no log origin yet; pass --name")
+        name = meta[0]
+    click.echo(verifier_key(name, key))

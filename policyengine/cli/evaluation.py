@@ -120,6 +120,34 @@ def _audit_sink(audit: str | None, key: str | None, mask: str | None,
     return record, lambda: manager.__exit__(None, None, None)
 
 
+def _audit_error() -> type[Exception]:
+    from policyengine.audit.errors import AuditError
+
+    return AuditError
+
+
+def _durable_output(sink: Any) -> Any:
+    """With ``--audit``: a decision line is printed only after its record is durable (group commit, in order)."""
+    if sink is None:
+        return None
+    from policyengine.audit.decisions import DurableEmitter
+
+    return DurableEmitter(sink.wait_durable, lambda lines: click.echo("\n".join(lines)))
+
+
+def _close_audit(output: Any, close_sink: Callable[[], object]) -> None:
+    """Print what is durable, then sign and close the log; a write failure is one line and exit 1."""
+    try:
+        try:
+            if output is not None:
+                output.close()
+        finally:
+            close_sink()
+    except _audit_error() as error:
+        if not isinstance(error.__context__, SystemExit):
+            _fail(str(error))  # else: the command is already stopping with this error's line
+
+
 @click.command("eval")
 @click.option("--rules", "rules", multiple=True, metavar="PATH",
               help="Rule file or folder of .policy files (repeatable; more paths may follow as arguments).")
@@ -202,6 +230,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     sink, close_sink = _audit_sink(audit, key, mask, now)
     malformed = decided = 0
     warned = directory is not None
+    output = _durable_output(sink)
     try:
         for item in iter_requests(stream):
             decided += 1
@@ -221,15 +250,18 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
                 malformed += 1
                 where = "input " if item.error is not None else f"input {item.where}: "
                 click.echo(where + "; ".join(decision.errors), err=True)
-            if sink is not None:
-                sink(item.request, decision)
-            click.echo(decision.to_json())
+            if output is not None:  # printed only once its audit record is committed
+                output.submit(sink(item.request, decision), decision.to_json())
+            else:
+                click.echo(decision.to_json())
     except UnicodeDecodeError as error:
         _fail(f"{source}: input is not UTF-8 text ({error.reason} at byte {error.start})")
+    except _audit_error() as error:  # disk full, I/O error: what was printed is in the log
+        _fail(str(error))
     finally:
         if stream is not sys.stdin:
             stream.close()
-        close_sink()
+        _close_audit(output, close_sink)
         if store is not None:
             store.close()
     if not decided:

@@ -170,6 +170,7 @@ class Orchestrator:
         self.record_runs = record_runs  # write a ``run`` audit event when a run ends or pauses
         self._pool: ThreadPoolExecutor | None = None
         self._alerted: set[tuple] = set()  # budget alerts already recorded (per budget and window)
+        self._last_seq: int | None = None  # seq of the last audit record appended
 
     # --- public API ----------------------------------------------------------------
 
@@ -271,7 +272,10 @@ class Orchestrator:
         if self.ledger is not None:
             self.ledger.flush()
         self.store.flush()
-        self.audit.flush()
+        try:
+            self.audit.flush()
+        except AuditError as exc:  # disk full, I/O error: one line, not a traceback
+            raise RecordError(f"audit log: {exc}") from None
 
     def close(self) -> None:
         self.flush()
@@ -415,9 +419,11 @@ class Orchestrator:
                    journal: dict[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> list[_Final]:
         plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
         ready = [p for p in plans if isinstance(p, _Ready)]
-        for p in ready:
-            if isinstance(p.step, ToolCall) and p.step.effect and not p.receipt:
-                self.store.write_intent(run, p.step.name, f"{run.run_id}/{p.step.name}")  # write-ahead
+        effects = [p for p in ready if isinstance(p.step, ToolCall) and p.step.effect and not p.receipt]
+        for p in effects:
+            self.store.write_intent(run, p.step.name, f"{run.run_id}/{p.step.name}")  # write-ahead
+        if effects:
+            self._audit_durable()  # no side effect runs before the decision that allowed it is committed
         if len(ready) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policyengine-step")
@@ -694,11 +700,22 @@ class Orchestrator:
         self.store.put(row)
         journal[row.step] = row
 
+    def _audit_durable(self) -> None:
+        """Block until every record appended so far is committed (``AuditLog.wait_durable``; else a flush)."""
+        try:
+            wait = getattr(self.audit, "wait_durable", None)
+            if wait is not None and isinstance(self._last_seq, int):
+                wait(self._last_seq)
+            else:
+                self.audit.flush()
+        except (AuditError, duckdb.Error) as exc:
+            raise RecordError(f"audit log: {exc}") from None
+
     def _audit(self, run: RunRecord, event: str, actor: str | None, payload: dict[str, Any],
                policy_hash: str | None = None) -> None:
         try:
-            self.audit.append(event, actor=actor, workflow=run.workflow, run_id=run.run_id, payload=payload,
-                              policy_hash=policy_hash or self.policy.policy_hash)
+            self._last_seq = self.audit.append(event, actor=actor, workflow=run.workflow, run_id=run.run_id,
+                                               payload=payload, policy_hash=policy_hash or self.policy.policy_hash)
         except (AuditError, duckdb.Error) as exc:  # the log refused the record: nothing runs unrecorded
             raise RecordError(f"audit log: {exc}") from None
         except Exception as exc:

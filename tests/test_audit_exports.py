@@ -1,0 +1,127 @@
+"""Exports verify on their own, and refuse what the signatures do not cover.
+
+Parquet is imported by column name with its schema checked; a JSON Lines line
+with a duplicate key or a field the signed record does not have is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from policyengine.audit import AuditError, AuditLog, export_jsonl, export_parquet, generate_key, verify_export
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("exports")
+    key = generate_key(folder / "k.key")
+    db = folder / "audit.duckdb"
+    with AuditLog(db, key, flush_interval=0, batch_size=4, checkpoint_every=4) as writer:
+        for i in range(10):
+            writer.append("decision", actor=f"user-{i}", workflow=f"wf-{i % 3}", run_id=f"run-{i}",
+                          payload={"i": i, "decision": {"effect": "deny" if i % 2 else "allow"}})
+    export_jsonl(db, folder / "a.jsonl")
+    export_parquet(db, folder / "a.parquet")
+    return folder, key
+
+
+def test_both_exports_verify(log) -> None:
+    folder, key = log
+    for name in ("a.jsonl", "a.parquet"):
+        report = verify_export(folder / name, [key.public])
+        assert report.ok and report.records == 10, report.summary()
+
+
+def _rewrite_parquet(source: Path, target: Path, select: str) -> None:
+    con = duckdb.connect()
+    try:
+        meta = con.execute("SELECT decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = 'policyengine_audit'",
+                           [str(source)]).fetchone()[0]
+        con.execute(f"COPY (SELECT {select} FROM read_parquet('{source}')) TO '{target}' "
+                    "(FORMAT parquet, KV_METADATA {policyengine_audit: $meta})", {"meta": meta})
+    finally:
+        con.close()
+
+
+ALL = "seq, ts, origin, event, actor, workflow, run_id, payload, policy_hash, key_id, leaf_hash"
+PARQUET_CASES = [
+    # name, SELECT list, what verify says (a failure kind, or the AuditError text)
+    ("actor and workflow names swapped", ALL.replace("actor, workflow", "actor AS workflow, workflow AS actor"),
+     "modified"),
+    ("columns reordered, names kept", ALL.replace("actor, workflow", "workflow, actor"), None),
+    ("an extra column", ALL + ", 'x' AS note", "unexpected column(s) note"),
+    ("a column missing", ALL.replace(", run_id", ""), "missing column(s) run_id"),
+    ("seq as text", ALL.replace("seq,", "seq::VARCHAR AS seq,", 1), "column seq is VARCHAR"),
+]
+
+
+@pytest.mark.parametrize(("name", "select", "expected"), PARQUET_CASES, ids=[c[0] for c in PARQUET_CASES])
+def test_parquet_is_read_by_column_name_with_its_schema_checked(log, tmp_path: Path, name: str, select: str,
+                                                                expected: str | None) -> None:
+    folder, key = log
+    target = tmp_path / "t.parquet"
+    _rewrite_parquet(folder / "a.parquet", target, select)
+    if expected is None:
+        assert verify_export(target, [key.public]).ok
+    elif expected == "modified":
+        failure = verify_export(target, [key.public]).failure
+        assert failure is not None and (failure.kind, failure.seq) == ("modified", 1), failure
+    else:
+        with pytest.raises(AuditError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            verify_export(target, [key.public])
+
+
+def _edit_line(text: str, kind: str, edit) -> str:
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if json.loads(line)["type"] == kind)
+    lines[index] = edit(lines[index])
+    return "\n".join(lines) + "\n"
+
+
+JSONL_CASES = [
+    ("duplicate key in a record", "record", lambda line: line.replace('"actor": "user-0"', '"actor": "user-0", "actor": "mallory"'),
+     "duplicate key 'actor'"),
+    ("duplicate key hidden in the payload", "record",
+     lambda line: line.replace('"effect":"allow"', '"effect":"allow","effect":"deny"'), "duplicate key 'effect'"),
+    ("extra unsigned field on a record", "record", lambda line: line[:-1] + ',"approved_by":"cfo"}',
+     "unsigned field(s) approved_by"),
+    ("extra field on a checkpoint line", "checkpoint", lambda line: line[:-1] + ',"note":"x"}',
+     "unsigned field(s) note"),
+    ("extra field in the header", "header", lambda line: line[:-1] + ',"comment":"x"}', "unsigned field(s) comment"),
+    ("a record field missing", "record", lambda line: line.replace('"run_id": "run-0", ', ""), "lacks run_id"),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "edit", "message"), JSONL_CASES, ids=[c[0] for c in JSONL_CASES])
+def test_jsonl_with_duplicate_keys_or_unsigned_fields_is_refused(log, tmp_path: Path, name: str, kind: str, edit,
+                                                                 message: str) -> None:
+    folder, key = log
+    target = tmp_path / "t.jsonl"
+    original = (folder / "a.jsonl").read_text(encoding="utf-8")
+    changed = _edit_line(original, kind, edit)
+    assert changed != original
+    target.write_text(changed, encoding="utf-8")
+    with pytest.raises(AuditError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        verify_export(target, [key.public])
+
+
+def test_verify_export_times_the_whole_load(log, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seconds reported include reading the file, not only the checks after it."""
+    import policyengine.audit.export as export
+
+    folder, key = log
+    clock = [0.0]
+    original = export._load_jsonl
+
+    def slow_load(con, path):  # loading takes 100 s on this clock; nothing else moves it
+        original(con, path)
+        clock[0] += 100.0
+
+    monkeypatch.setattr(export.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(export, "_load_jsonl", slow_load)
+    report = verify_export(folder / "a.jsonl", [key.public])
+    assert report.ok and report.seconds == 100.0
