@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "evaluation",  # eval
     "audit",  # audit ..., keys ...
     "reporting",  # report, query, monitor, models
+    "replay",  # replay
     "testing",  # test
     "workflows",  # run, runs, approve, reject, demo
 )
