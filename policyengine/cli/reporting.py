@@ -70,6 +70,7 @@ def _list() -> str:
         lines.append(f"{spec.name:<20} {spec.title}\n{'':<20} params: {params or 'none'}\n{'':<20} serves: {spec.regulation}")
     lines.append(f"{'bias':<20} Offline bias report on a CSV of decisions (--csv --outcome --positive --group)")
     lines.append(f"{'drift':<20} Offline drift report between two CSVs (--reference --current --column)")
+    lines.append(f"{'evidence':<20} Evidence for regulators over a period (--since --until; HTML or --format json)")
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +159,9 @@ def _drift(o: dict[str, Any]) -> str:
 @click.option("--until", metavar="TIME", help="bias/drift --model: end of the window (default: now).")
 @click.option("--baseline-days", type=click.IntRange(min=1), default=30, show_default=True,
               help="drift --model: length of the current window and of the baseline before it.")
+@click.option("--pubkey", "pubkeys", multiple=True, metavar="PEM",
+              help="evidence, HTML reports: trusted public key to verify the log with "
+                   "(default: ./policyengine.key.pub.pem).")
 @click.option("--period", type=click.Choice(("hour", "day", "week", "month")), default="day", show_default=True,
               help="drift --model: PSI over time per period.")
 def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rules: tuple[str, ...], fmt: str,
@@ -171,6 +175,7 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
     policyengine report bias --db audit.duckdb --model classifier_small --group subject.vendor_region --positive auto_resolved
     policyengine report drift --reference jan.csv --current feb.csv --column amount --format html -o drift.html
     policyengine report drift --db audit.duckdb --model classifier_small --column output.confidence --period week
+    policyengine report evidence --db audit.duckdb --since 2026-10-01 --until 2027-01-01 -o evidence.html
     """
     if list_:
         if fmt == "json":
@@ -192,6 +197,12 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
             text = _bias(options)
         elif name == "drift":
             text = _drift(options)
+        elif name == "evidence":
+            from ..reporting.evidence import evidence, render_evidence
+
+            text = render_evidence(evidence(db, since=_when(options["since"], "--since"),
+                                            until=_when(options["until"], "--until"), pubkeys=options["pubkeys"]),
+                                   "html" if fmt == "table" else fmt)
         else:
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
             text = render_rows(result, fmt)  # type: ignore[arg-type]
