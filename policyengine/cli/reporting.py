@@ -86,6 +86,19 @@ def _when(text: str | None, option: str) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _from_log(db: str, fmt: str, pubkeys: tuple[str, ...] = ()) -> Any:
+    """For an HTML page: the log ``db`` and whether it verified (``None`` for other formats)."""
+    from ..reporting.provenance import log_provenance
+
+    return log_provenance(db, pubkeys) if fmt == "html" else None
+
+
+def _from_files(fmt: str, *paths: str) -> Any:
+    from ..reporting.provenance import file_provenance
+
+    return file_provenance(*paths) if fmt == "html" else None
+
+
 def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
     missing = [option for option, value in pairs if value in (None, ())]
     if missing:
@@ -102,13 +115,13 @@ def _bias(o: dict[str, Any]) -> str:
             o["db"], model=o["model"], group=o["group"], positive=o["positive"],
             since=_when(o["since"], "--since"), until=_when(o["until"], "--until"), min_samples=o["min_samples"],
             reference=o["reference"], threshold=o["threshold"])
-        return render_bias(result, o["fmt"], source=source)
+        return render_bias(result, o["fmt"], source=source, provenance=_from_log(o["db"], o["fmt"], o["pubkeys"]))
     _need("bias", (("--csv (or --model)", o["csv_path"]), ("--outcome", o["outcome"]),
                    ("--positive", o["positive"]), ("--group", o["group"])))
     result = bias_from_csv(o["csv_path"], outcome=o["outcome"], positive=o["positive"], group=o["group"],
                            label=o["label"], label_positive=o["label_positive"], reference=o["reference"],
                            min_samples=o["min_samples"], threshold=o["threshold"])
-    return render_bias(result, o["fmt"], source=o["csv_path"])
+    return render_bias(result, o["fmt"], source=o["csv_path"], provenance=_from_files(o["fmt"], o["csv_path"]))
 
 
 def _drift(o: dict[str, Any]) -> str:
@@ -120,12 +133,14 @@ def _drift(o: dict[str, Any]) -> str:
         results, reference, current = drift_from_audit_db(
             o["db"], model=o["model"], paths=o["columns"], until=_when(o["until"], "--until"),
             baseline_days=o["baseline_days"], categorical=o["categorical"], period=o["period"])
-        return render_drift(results, o["fmt"], reference=reference, current=current)
+        return render_drift(results, o["fmt"], reference=reference, current=current,
+                            provenance=_from_log(o["db"], o["fmt"], o["pubkeys"]))
     _need("drift", (("--reference (or --model)", o["reference"]), ("--current", o["current"]),
                     ("--column", o["columns"])))
     results = [drift_from_csv(o["reference"], o["current"], c, kind="categorical" if o["categorical"] else "auto")
                for c in o["columns"]]
-    return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"])
+    return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"],
+                        provenance=_from_files(o["fmt"], o["reference"], o["current"]))
 
 
 @click.command("report")
@@ -205,7 +220,7 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
                                    "html" if fmt == "table" else fmt)
         else:
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
-            text = render_rows(result, fmt)  # type: ignore[arg-type]
+            text = render_rows(result, fmt, _from_log(db, fmt, options["pubkeys"]))  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:  # anything the library did not foresee is still one line
@@ -253,7 +268,7 @@ def query(sql: str, db: str, fmt: str, output: str | None) -> None:
     policyengine query "PIVOT audit_log ON event USING count(*)"
     """
     try:
-        _emit(render_rows(run_query(db, sql), fmt), output)  # type: ignore[arg-type]
+        _emit(render_rows(run_query(db, sql), fmt, _from_log(db, fmt)), output)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:
@@ -340,7 +355,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
         _fail(str(e))
     except duckdb.Error as e:
         _fail(f"monitor: {first_line(e)}")
-    _emit(render_rows(_monitor_rows(results), fmt), None)  # type: ignore[arg-type]
+    _emit(render_rows(_monitor_rows(results), fmt, _from_log(db, fmt)), None)  # type: ignore[arg-type]
     for model in blocked:
         click.echo(f"blocked: {model} (until `policyengine models unblock {model}`)", err=True)
     if record:
