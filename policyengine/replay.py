@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -160,19 +159,18 @@ def replay(db: str | Path, candidate: Policy | Sequence[str | Path], *, since: d
     else:
         parts = [_decide_range(str(db), policy, first - 1, last, since, until)]
     replayed = sum(p[0] for p in parts)
-    masked = sum(p[1] for p in parts)
-    hashes: Counter[str] = Counter()
-    for p in parts:
-        hashes.update(p[2])
-    pending = [c for p in parts for c in p[3]]
+    pending = [c for p in parts for c in p[1]]
     with open_readonly(db) as con:
         recorded = _recorded_rules(con, [c[0] for c in pending])
+        counts = con.execute(_sql("replay_counts"), {"since": since, "until": until}).fetchall()
+    hashes = {h: n for h, n, _ in counts}
+    masked = sum(m for _, _, m in counts)
     changes = tuple(Change(*c[:12], recorded.get(c[0], ()), c[12]) for c in pending)
     by_transition = Counter(c.transition for c in changes)
     by_rule = Counter(r for c in changes for r in c.rules)
     return ReplayResult(db=str(db), candidate=policy.files, candidate_hash=policy.policy_hash, since=since,
                         until=until, replayed=replayed, masked=masked,
-                        recorded_policies=MappingProxyType(dict(hashes.most_common())), changes=changes,
+                        recorded_policies=MappingProxyType(hashes), changes=changes,
                         seconds=time.perf_counter() - started,
                         by_transition=MappingProxyType(dict(by_transition.most_common())),
                         by_rule=MappingProxyType(dict(by_rule.most_common())))
@@ -182,65 +180,64 @@ _PARALLEL_FROM = 100_000  # fewer decisions than this are not worth starting wor
 
 
 def _replay_range(db: str, files: Sequence[str], after: int, last: int, since: datetime | None,
-                  until: datetime | None) -> tuple[int, int, Counter[str], list[tuple[Any, ...]]]:
+                  until: datetime | None) -> tuple[int, list[tuple[Any, ...]]]:
     """A worker process's share: load the candidate (its files) and decide seq ``after`` < seq <= ``last``."""
     return _decide_range(db, load_policy(list(files)), after, last, since, until)
 
 
 def _decide_range(db: str, policy: Policy, after: int, last: int, since: datetime | None,
-                  until: datetime | None) -> tuple[int, int, Counter[str], list[tuple[Any, ...]]]:
-    """Decide the recorded requests with seq in (``after``, ``last``]: (count, masked, policy hashes, changed).
+                  until: datetime | None) -> tuple[int, list[tuple[Any, ...]]]:
+    """Decide the recorded requests with seq in (``after``, ``last``]: (how many, the changed ones).
 
-    Requests that differ only in fields no rule can read (see ``_volatile``) are decided once: with an empty
-    budget ledger the effect, route and reasons do not depend on the time either.
+    DuckDB groups the records by request (without the per-run fields no rule reads, see ``_volatile``) and
+    recorded outcome, ``_CHUNK`` seqs at a time; each distinct request is decided once (with an empty
+    budget ledger nothing but the request decides the effect, the route and the reasons), and only the
+    records of groups whose decision changed are read one by one.
     """
-    evaluate, loads = policy.evaluate, json.loads
     strip = _volatile(policy)
     cache: dict[str, tuple[str, str | None, tuple[str, ...], str | None, Any, str | None]] = {}
-    query = _sql("replay_decisions")
-    replayed, masked = 0, 0
-    hashes: Counter[str] = Counter()
+    replayed = 0
     pending: list[tuple[Any, ...]] = []
     with open_readonly(db) as con:
-        while True:
-            rows = con.execute(query, {"after": after, "last": last, "since": since, "until": until,
-                                       "limit": _BATCH}).fetchall()
-            if not rows:
-                break
-            for seq, ts_us, workflow, run_id, (step, effect, route, text), was_masked, phash in rows:
-                key = strip(text) if strip is not None and text is not None else text
+        for lo in range(after, last, _CHUNK):
+            window = {"after": lo, "last": min(lo + _CHUNK, last), "since": since, "until": until, "strip": strip}
+            changed: dict[str, tuple[Any, ...]] = {}
+            for group, key, effect, route, records, text, first_us in con.execute(_sql("replay_groups"),
+                                                                                   window).fetchall():
                 seen = cache.get(key) if key is not None else None
                 if seen is None:
-                    seen = _decide(evaluate, loads, policy, text, _EPOCH + timedelta(microseconds=ts_us))
+                    seen = _decide(policy, text, _EPOCH + timedelta(microseconds=first_us))
                     if key is not None:
                         if len(cache) >= _CACHE_SIZE:
                             cache.clear()
                         cache[key] = seen
                 if seen[0] != effect or seen[1] != route:
+                    changed[group] = (effect, route, seen)
+                replayed += records
+            if changed:
+                members = con.execute(_sql("replay_members"), {**window, "groups": list(changed)}).fetchall()
+                for seq, ts_us, workflow, run_id, step, group in members:
+                    effect, route, seen = changed[group]
                     pending.append((seq, _EPOCH + timedelta(microseconds=ts_us), workflow, run_id, step, seen[3],
                                     seen[4], seen[5], effect, seen[0], route, seen[1], seen[2]))
-                if was_masked:
-                    masked += 1
-                hashes[phash or "(none)"] += 1
-            replayed += len(rows)
-            after = rows[-1][0]
-    return replayed, masked, hashes, pending
+    return replayed, pending
 
 
+_CHUNK = 250_000  # seqs grouped per query: bounds DuckDB's memory on logs of distinct requests
 _CACHE_SIZE = 200_000
 
 
-def _decide(evaluate: Any, loads: Any, policy: Policy, text: str | None,
+def _decide(policy: Policy, text: str | None,
             now: datetime) -> tuple[str, str | None, tuple[str, ...], str | None, Any, str | None]:
     """(effect, route, reason rules, principal, action, resource) of one recorded request text."""
     try:
-        request = loads(text) if text is not None else None
+        request = json.loads(text) if text is not None else None
     except ValueError:
         request = None
     if request.__class__ is not dict:
         d = policy.malformed(["the recorded request is not a JSON object"])
         return d.effect, d.route, tuple(r.rule for r in d.reasons), None, None, None
-    d = evaluate(request, now=now)
+    d = policy.evaluate(request, now=now)
     return (d.effect, d.route, tuple(r.rule for r in d.reasons), _principal(request), request.get("action"),
             _resource(request))
 
@@ -248,15 +245,14 @@ def _decide(evaluate: Any, loads: Any, policy: Policy, text: str | None,
 _VOLATILE = ("run_id", "step")  # context fields every workflow request carries, unique per run
 
 
-def _volatile(policy: Policy) -> Any:
-    """A function that removes the per-run fields from a request text, or None when some condition of the
-    candidate reads a path ending in one of them (then every request is decided on its own)."""
+def _volatile(policy: Policy) -> str | None:
+    """A regular expression (RE2, for DuckDB) matching the per-run fields of a request text, or None when some
+    condition of the candidate reads a path ending in one of them (then every request is its own group)."""
     read = {p.parts[-1] if p.parts else p.root for p in _paths(policy.policy_set.files)}
     names = [n for n in _VOLATILE if n not in read]
     if not names:
         return None
-    pattern = re.compile('"(?:' + "|".join(names) + ')":"(?:[^"\\\\]|\\\\.)*",?')
-    return lambda text: pattern.sub("", text)
+    return '"(?:' + "|".join(names) + ')":"(?:[^"\\\\]|\\\\.)*",?'
 
 
 def _paths(node: Any) -> list[ast.Path]:

@@ -11,7 +11,6 @@ no scripts); screenshots at 1280 px are kept in the test's temp directory.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess

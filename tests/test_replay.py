@@ -80,7 +80,7 @@ def test_a_raised_launch_threshold_changes_exactly_the_gated_launches(log, tmp_p
     assert [int(r["seq"]) for r in rows] == [s for (s,) in gated]
     assert {(r["recorded_effect"], r["replayed_effect"], r["rules"], r["step"]) for r in rows} == {
         ("escalate", "allow", GATE, "launch")}
-    html = (tmp_path / "d.html").read_text()
+    html = (tmp_path / "d.html").read_text().replace("<wbr>", "")  # break hints inside long ids
     assert "escalate -&gt; allow" in html and GATE in html
     assert "policyengine.duckdb" in html and "verified" in html
 
