@@ -12,6 +12,11 @@ What a replay cannot know is said, not guessed: budgets are decided against an
 empty ledger (usage at the time is not replayed), models blocked by a monitor
 are not blocked, and requests whose payload was masked when recorded are
 decided as masked (``ReplayResult.masked`` counts them).
+
+Because nothing but the request then decides the outcome, DuckDB groups the
+records by request (less the per-run fields no rule reads: ``context.run_id``,
+``context.step``) and recorded outcome, and each distinct request is decided
+once; only the records of groups whose decision changed are read one by one.
 """
 
 from __future__ import annotations
