@@ -117,3 +117,17 @@ def test_bad_input_is_one_line(log, args, message):
     args = [str(data_path("rules")) if a == "RULES" else a for a in args]
     proc = pe("replay", *args, cwd=log, ok=False)
     assert message in proc.stderr
+
+
+def test_grouping_equal_requests_gives_what_deciding_each_record_alone_gives(log, tmp_path):
+    raised = ("context.audience_size > 100_000 or context.spend_usd > 50_000",
+              "context.audience_size > 500_000 or context.spend_usd > 500_000")
+    grouped = candidate(tmp_path / "a", *raised)
+    # a rule that reads context.run_id and context.step: replay can no longer group requests by them
+    alone = candidate(tmp_path / "b", *raised, '\nrule reads_run_fields\n    deny any to frobnicate tool "x"\n'
+                                               '    when context.run_id == "none" and context.step == "none"\n')
+    a = json.loads(pe("replay", "--rules", str(grouped), "--json", cwd=log).stdout)
+    b = json.loads(pe("replay", "--rules", str(alone), "--json", cwd=log).stdout)
+    assert a["changed"] > 0 and a["replayed"] == b["replayed"]
+    keep = ("seq", "run_id", "step", "recorded_effect", "replayed_effect", "rules")
+    assert [{k: c[k] for k in keep} for c in a["changes"]] == [{k: c[k] for k in keep} for c in b["changes"]]
