@@ -195,13 +195,6 @@ def test_a_killed_process_is_resumed_without_paying_twice(work):
     assert pe("runs", "resume", cwd=work).stdout == ""  # nothing left to resume
 
 
-def _has_audit_verify() -> bool:
-    from policyengine.cli import main
-
-    return "audit" in main.commands and "verify" in getattr(main.commands["audit"], "commands", {})
-
-
-@pytest.mark.skipif(not _has_audit_verify(), reason="`policyengine audit verify` (audit-trail issue) not built yet")
 def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     out = pe("demo", cwd=tmp_path)  # all shipped samples, nothing prepared
     assert out.stdout.startswith("Workflow summary")  # progress and notices go to stderr
@@ -327,7 +320,6 @@ hash:
 """
 
 
-@pytest.mark.skipif(not _has_audit_verify(), reason="`policyengine audit verify` (audit-trail issue) not built yet")
 def test_masked_fields_never_reach_the_audit_log(work):
     (work / "custom-mask.yaml").write_text(MASK)
     run_id = json.loads(pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml",

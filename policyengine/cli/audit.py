@@ -257,4 +257,3 @@ def rotate_command(db: Path, key: Path, new_key: Path) -> None:
     click.echo(f"rotated {old.key_id} -> {new.key_id} at seq {seq}")
 
 
-COMMANDS: list = [audit_group, keys_group]

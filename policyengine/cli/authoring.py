@@ -199,4 +199,3 @@ def _unreadable(name: str, error: Exception) -> Finding:
     return Finding("load", reason, Span(name, 1, 1, 1, 2))
 
 
-COMMANDS: list[click.Command] = [check_command, fmt_command]

@@ -200,4 +200,3 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
         sys.exit(1)
 
 
-COMMANDS: list = [eval_command]

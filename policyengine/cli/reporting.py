@@ -417,4 +417,3 @@ def models_unblock(model: str, db: str, by: str, note: str | None, key: str | No
                    "not in the audit log", err=True)
 
 
-COMMANDS: list = [report, query, monitor, models]

@@ -88,4 +88,3 @@ def _policy_files(root: Path, suffix: str) -> list[Path]:
     return sorted(p for p in root.rglob("*" + suffix) if not any(skipped_folder(part) for part in p.relative_to(root).parts[:-1]))
 
 
-COMMANDS = [test_command]

@@ -466,4 +466,3 @@ def reject_command(run_id: str, user: str, note: str | None, now: str | None, db
     _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask)
 
 
-COMMANDS: list = [run_command, runs_group, approve_command, reject_command, demo_command]
