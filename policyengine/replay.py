@@ -42,6 +42,13 @@ EXAMPLES_PER_RULE = 3
 _BATCH = 20_000
 
 
+def _open(db: str | Path) -> Any:
+    """The log, read-only, without DuckDB's progress bar (it would print into ``--json`` output)."""
+    con = open_readonly(db)
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def _sql(name: str) -> str:
     return resources.files("policyengine").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
 
@@ -152,7 +159,7 @@ def replay(db: str | Path, candidate: Policy | Sequence[str | Path], *, since: d
     """
     started = time.perf_counter()
     policy = candidate if isinstance(candidate, Policy) else load_policy(list(candidate))
-    with open_readonly(db) as con:
+    with _open(db) as con:
         require_audit_log(con, db)
         count, first, last = con.execute(_sql("replay_bounds"), {"since": since, "until": until}).fetchone()
     if jobs > 1 and count >= _PARALLEL_FROM:
@@ -165,7 +172,7 @@ def replay(db: str | Path, candidate: Policy | Sequence[str | Path], *, since: d
         parts = [_decide_range(str(db), policy, first - 1, last, since, until)]
     replayed = sum(p[0] for p in parts)
     pending = [c for p in parts for c in p[1]]
-    with open_readonly(db) as con:
+    with _open(db) as con:
         recorded = _recorded_rules(con, [c[0] for c in pending])
         counts = con.execute(_sql("replay_counts"), {"since": since, "until": until}).fetchall()
     hashes = {h: n for h, n, _ in counts}
@@ -203,7 +210,7 @@ def _decide_range(db: str, policy: Policy, after: int, last: int, since: datetim
     cache: dict[str, tuple[str, str | None, tuple[str, ...], str | None, Any, str | None]] = {}
     replayed = 0
     pending: list[tuple[Any, ...]] = []
-    with open_readonly(db) as con:
+    with _open(db) as con:
         for lo in range(after, last, _CHUNK):
             window = {"after": lo, "last": min(lo + _CHUNK, last), "since": since, "until": until, "strip": strip}
             changed: dict[str, tuple[Any, ...]] = {}
