@@ -6,7 +6,6 @@ prints the summary and writes the CSV / HTML diff when asked.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -29,8 +28,8 @@ from .reporting import DEFAULT_DB, _emit, _fail, _policy, _when
 @click.option("--pubkey", "pubkeys", multiple=True, metavar="PEM",
               help="--html: trusted public key to verify the log with (default: ./policyengine.key.pub.pem).")
 @click.option("--fail-on-change", is_flag=True, help="Exit 1 when any decision would change (for CI).")
-@click.option("--jobs", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
-              help="Worker processes for logs of 100,000 decisions or more.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes for logs of 100,000 decisions or more (helps on idle cores only).")
 def replay_command(rules: tuple[str, ...], db: str, since: str | None, until: str | None, csv_path: str | None,
                    html_path: str | None, as_json: bool, pubkeys: tuple[str, ...], fail_on_change: bool,
                    jobs: int) -> None:
