@@ -44,7 +44,8 @@ from .sql import q
 EVENTS = frozenset(
     {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated",
      "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
-     "model_unblocked"}  # a monitor block lifted by `policyengine models unblock`
+     "model_unblocked",  # a monitor block lifted by `policyengine models unblock`
+     "directory_changed", "policy_migrated", "clock_override"}  # approvals' context (docs/audit-events.md)
 )
 DEFAULT_DB_PATH = Path("policyengine.duckdb")
 DEFAULT_ORIGIN = "policyengine"

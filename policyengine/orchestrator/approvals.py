@@ -9,13 +9,14 @@ error message; the engine checks the recorded approval again when the run resume
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import yaml
-
+from .. import yamlfile
+from ..identity import IdentityError, canonical_identity
 from .state import ApprovalRecord, RunRecord
 
 
@@ -36,18 +37,19 @@ class Directory:
 
     users: Mapping[str, User]
     source: str = "<memory>"
+    sha256: str | None = None  # of the file's bytes: approvals and ``directory_changed`` events record it
+    migrate_policy_roles: tuple[str, ...] = ()  # roles that may decide a run under a policy it did not start with
 
     @classmethod
     def load(cls, path: str | Path) -> Directory:
         p = Path(path)
         try:
-            doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            doc = yamlfile.load(p, "user directory") or {}
+            raw_bytes = p.read_bytes()
+        except yamlfile.YamlFileError as exc:
+            raise ValueError(str(exc)) from None
         except OSError as exc:
             raise ValueError(f"{p}: cannot read user directory: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            raise ValueError(f"{where}: user directory is not valid YAML") from None
         raw = doc.get("users") if isinstance(doc, dict) else None
         if not isinstance(raw, dict):
             raise ValueError(f"{p}: user directory needs a top-level 'users' mapping")  # noqa: TRY004 - a bad file, not a bad argument
@@ -57,8 +59,18 @@ class Directory:
             roles = entry.get("roles", []) if isinstance(entry, dict) else None
             if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
                 raise ValueError(f"{p}: user {uid!r}: 'roles' must be a list of role names")
-            users[str(uid)] = User(str(uid), str(entry.get("name", uid)), tuple(roles))
-        return cls(MappingProxyType(users), str(p))
+            try:
+                key = canonical_identity(str(uid), f"user id {uid!r}")
+            except IdentityError as exc:
+                raise ValueError(f"{p}: {exc}") from None
+            if key in users:
+                raise ValueError(f"{p}: users {users[key].name!r} and {uid!r} are the same identity {key!r} "
+                                 f"(ids are compared case-insensitively after Unicode normalisation)")
+            users[key] = User(key, str(entry.get("name", uid)), tuple(roles))
+        migrators = doc.get("migrate_policy_roles") or []
+        if not isinstance(migrators, list) or not all(isinstance(r, str) for r in migrators):
+            raise ValueError(f"{p}: 'migrate_policy_roles' must be a list of role names")
+        return cls(MappingProxyType(users), str(p), hashlib.sha256(raw_bytes).hexdigest(), tuple(migrators))
 
     def roles(self) -> Mapping[str, tuple[str, ...]]:
         """User id -> roles, the form ``Policy.evaluate(directory=...)`` takes."""
@@ -70,11 +82,24 @@ def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Di
     """Refuse a decision by the requester (four-eyes) or by a user who lacks the gate's role.
 
     ``closure(roles)`` returns every role held through ``roles`` (the policy's role closure).
+    Identities are compared in canonical form (``policyengine.identity``): ``ALICE``
+    and ``alice `` are ``alice``; a requester whose recorded id cannot be put in
+    canonical form cannot be told apart from anyone, so nobody may decide the run.
     """
-    if user == run.requested_by:
-        raise ApprovalRefused(
-            f"{user} requested run {run.run_id} and cannot decide its approval (four-eyes: "
-            f"gate {gate.gate} needs a different person holding role {gate.role})")
+    try:
+        user = canonical_identity(user, "approver")
+    except IdentityError as exc:
+        raise ApprovalRefused(str(exc)) from None
+    for requester in {run.requested_by, gate.requester}:
+        try:
+            same = canonical_identity(requester, "requester") == user
+        except IdentityError as exc:
+            raise ApprovalRefused(f"run {run.run_id} was requested by an identity that is not canonical ({exc}); "
+                                  f"nobody can be shown to be a different person, so it cannot be decided") from None
+        if same:
+            raise ApprovalRefused(
+                f"{user} requested run {run.run_id} and cannot decide its approval (four-eyes: "
+                f"gate {gate.gate} needs a different person holding role {gate.role})")
     who = directory.users.get(user)
     if who is None:
         raise ApprovalRefused(f"unknown user {user!r}: not in the user directory {directory.source}")
@@ -86,7 +111,38 @@ def check_decider(run: RunRecord, gate: ApprovalRecord, user: str, directory: Di
     return who
 
 
+def check_migrator(run: RunRecord, user: User, current_hash: str, directory: Directory,
+                   closure: Callable[[Iterable[str]], frozenset[str]]) -> None:
+    """Refuse ``--migrate-policy`` by a user holding none of the directory's ``migrate_policy_roles``."""
+    held = closure(user.roles)
+    if not any(role in held for role in directory.migrate_policy_roles):
+        allowed = ", ".join(directory.migrate_policy_roles) or "none (the directory lists no migrate_policy_roles)"
+        raise ApprovalRefused(
+            f"{user.id} may not move run {run.run_id} from policy {_short(run.policy_hash)} to "
+            f"{_short(current_hash)}: roles allowed to migrate a run's policy: {allowed}")
+
+
+def _short(policy_hash: str | None) -> str:
+    return (policy_hash or "<none>")[:12]
+
+
+def check_policy(run: RunRecord, current_hash: str, migrate: bool) -> bool:
+    """Whether deciding ``run`` under ``current_hash`` migrates it; refused unless ``migrate`` is asked for."""
+    if run.policy_hash is None or run.policy_hash == current_hash:
+        return False
+    if not migrate:
+        raise ApprovalRefused(
+            f"run {run.run_id} was started under policy {_short(run.policy_hash)} but the rules loaded now are "
+            f"{_short(current_hash)}; decide it with the rules it was started with, or move it to these rules "
+            f"with --migrate-policy (recorded, and only for roles listed in migrate_policy_roles)")
+    return True
+
+
 def deciders(gate: ApprovalRecord, directory: Directory,
              closure: Callable[[Iterable[str]], frozenset[str]]) -> list[str]:
     """Users of the directory who may decide ``gate`` (they hold its role and did not request the run)."""
-    return sorted(u.id for u in directory.users.values() if u.id != gate.requester and gate.role in closure(u.roles))
+    try:
+        requester = canonical_identity(gate.requester)
+    except IdentityError:
+        return []
+    return sorted(u.id for u in directory.users.values() if u.id != requester and gate.role in closure(u.roles))
