@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -33,7 +34,8 @@ def log(tmp_path_factory) -> Path:
     runs = {r["item_id"]: r["run_id"] for r in map(json.loads, pe("runs", "list", "--json", cwd=d).stdout.splitlines())}
     pe("approve", runs["test/E-approve"], "--as", "lena", "--note", "brand team agreed", cwd=d)
     pe("reject", runs["test/E-reject"], "--as", "lena", cwd=d)
-    pe("runs", "expire", "--now", "2999-01-01T00:00:00Z", cwd=d)
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()  # past the 2-day launch deadline
+    pe("runs", "expire", "--now", later, "--clock-override", cwd=d)
     pe("monitor", cwd=d)
     return d
 
