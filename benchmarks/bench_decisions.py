@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROLES = 10
 GC_OFF = False
+SCHEMAS = False  # --schemas: declare the attribute the requests carry (validated, normalised)
 DEPTS = 5
 ACTIVE = 100
 INACTIVE_KINDS = (("tool", "run", "Tool"), ("model", "invoke", "Model"), ("agent", "call", "Agent"),
@@ -99,6 +100,10 @@ def policyengine_text(rules: list[Rule]) -> str:
     for k in range(ROLES):
         lines += [f"role staff_{k}", f"role lead_{k} extends staff_{k}"]
     lines.append("")
+    if SCHEMAS:
+        depts = ", ".join(f'"d{k}"' for k in range(DEPTS))
+        lines += ["schema requests",
+                  f"    attribute principal.attrs.dept enum [{depts}] required normalise nfkc, trim, casefold", ""]
     for i, r in enumerate(rules):
         who = f"role {r.role}" if r.role else "any"
         lines.append(f"rule r{i}")
@@ -205,7 +210,8 @@ def summary(samples: list[float]) -> tuple[float, float]:
 
 
 def run_size(n: int, workdir: Path, peers: bool) -> dict:
-    import cedarpy  # noqa: F401  (bench extra)
+    if peers:
+        import cedarpy  # noqa: F401  (bench extra)
 
     from policyengine import engine, load_policy
 
@@ -312,9 +318,12 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="only time policyengine")
     parser.add_argument("--gc-off", action="store_true", help="pause the garbage collector while timing")
     parser.add_argument("--scenarios", action="store_true", help="time kinds of decisions on rules/ instead")
+    parser.add_argument("--schemas", action="store_true",
+                        help="declare principal.dept in a schema (enum, required, normalised): validation on")
     args = parser.parse_args()
-    global GC_OFF
+    global GC_OFF, SCHEMAS
     GC_OFF = args.gc_off
+    SCHEMAS = args.schemas
     rows = []
     if args.scenarios:
         with tempfile.TemporaryDirectory() as tmp:

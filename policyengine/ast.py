@@ -90,7 +90,11 @@ class ConstRef:
     span: Span = _span()
 
 
-CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
+CompareOp = TLiteral["==", "!=", "<", "<=", ">", ">=", "in", "not in", "has", "contains", "contains any",
+                     "contains all", "starts with", "ends with", "like", "in cidr"]
+SET_OPS = ("contains", "contains any", "contains all")
+STRING_OPS = ("starts with", "ends with", "like")
+IP_OPS = ("in cidr",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +341,39 @@ class DriftDecl:
     span: Span = _span()
 
 
+ATTRIBUTE_TYPES = ("string", "number", "bool", "timestamp", "set", "enum")
+NORMALISATIONS = ("casefold", "trim", "nfkc")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaAttribute:
+    """``attribute data.vendor_status enum ["active", "sanctioned"] required normalise casefold, trim``.
+
+    ``type`` is one of ``ATTRIBUTE_TYPES`` (``set`` means a list of strings);
+    ``values`` is the enum's list (or const); ``normalise`` names steps of
+    ``NORMALISATIONS`` applied, in order, to the string (or each set member) before
+    any rule reads it.
+    """
+
+    path: Path
+    type: str
+    values: Expr | None = None
+    required: bool = False
+    normalise: tuple[Name, ...] = ()
+    span: Span = _span()
+    type_span: Span | None = _part_span()
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaDecl:
+    """The request attributes the policy reads, typed; requests are validated before any rule runs."""
+
+    name: Name
+    actions: tuple[Name, ...]  # the actions it applies to; () = every request
+    attributes: tuple[SchemaAttribute, ...]
+    span: Span = _span()
+
+
 Decl = Union[
     RoleDecl,
     AgentDecl,
@@ -349,6 +386,7 @@ Decl = Union[
     RouteDecl,
     BiasDecl,
     DriftDecl,
+    SchemaDecl,
 ]
 
 

@@ -12,6 +12,8 @@ set is only handed on when there is no error.
 
 from __future__ import annotations
 
+import re
+
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field, replace
 from . import ast
 from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, pattern_covers, show
 from .diagnostics import Finding, Severity, Span, sort_findings
+from .format import format_name
 from .policyset import PolicySet, Scoped
+from .schema import attribute_key
 
 __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "pattern_covers", "show", "suggest"]
 
@@ -45,12 +49,16 @@ _PACKAGE_SCOPED = {
     ast.RouteDecl: "routes",
     ast.BiasDecl: "biases",
     ast.DriftDecl: "drifts",
+    ast.SchemaDecl: "schemas",
 }
 
 
 def _kind_word(decl: object) -> str:
     """``RuleDecl`` -> ``rule``: the keyword the declaration is written with."""
     return type(decl).__name__.removesuffix("Decl").lower()
+
+
+_SINGLE_STAR = re.compile(r"(?<!\*)\*(?!\*)")  # a '*' that is not part of '**'
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,10 @@ class _Checker:
         self._resolved: dict[tuple[str, str], ast.Expr | None] = {}
         self._resolving: list[tuple[str, str]] = []
         self._hints: dict[tuple[str, str], str] = {}
+        # request attributes declared by schemas: canonical key -> (type word for comparisons, enum values, steps)
+        self.attr_kinds: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.attr_enums: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
+        self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -138,6 +150,7 @@ class _Checker:
             ("resolve imports", self.check_imports),
             ("close roles", self.close_roles),
             ("resolve consts", self.resolve_all_consts),
+            ("check schemas", self.check_schemas),
             ("check references", self.check_references),
             ("check expressions", self.check_expressions),
             ("check values", self.check_values),
@@ -189,6 +202,12 @@ class _Checker:
                     if name.value in table:
                         self._duplicate(decl, table[name.value].decl, "in the policy set")
                     else:
+                        clash = next((s for n, s in table.items() if n.casefold() == name.value.casefold()), None)
+                        if clash is not None:  # requests spelling either would be refused as ambiguous
+                            self.report("name-case", f"{_kind_word(decl)} '{name.value}' differs only in case from "
+                                        f"'{clash.decl.name.value}'", name.span,
+                                        f"names are exact and requests that differ only in case are refused; "
+                                        f"rename one (first at {clash.decl.name.span})")
                         table[name.value] = scoped
                 elif isinstance(decl, ast.ConstDecl):
                     consts = self.const_decls[pkg]
@@ -207,6 +226,59 @@ class _Checker:
     def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
         self.report("duplicate-name", f"{_kind_word(decl)} '{decl.name.value}' is declared twice {where}",
                     decl.name.span, f"first declared as {_kind_word(first)} at {first.name.span}; rename one of them")
+
+    # -- stage: request schemas -------------------------------------------------------
+
+    def _enum_values(self, pkg: str, values: ast.Expr | None) -> tuple[str, ...] | None:
+        """The strings of an enum's list (consts resolved), or None after reporting what is wrong."""
+        expr = self.lookup_const(pkg, values) if isinstance(values, ast.ConstRef) else values
+        items: list[str] = []
+        for item in expr.items if isinstance(expr, ast.ListExpr) else ():
+            item = self.lookup_const(pkg, item, report=False) if isinstance(item, ast.ConstRef) else item
+            if isinstance(item, ast.ListExpr):
+                items.extend(i.value for i in item.items if isinstance(i, ast.Literal) and isinstance(i.value, str))
+            elif isinstance(item, ast.Literal) and isinstance(item.value, str):
+                items.append(item.value)
+            else:
+                items = []
+                break
+        if not items and values is not None:
+            self.report("type-mismatch", "an enum lists its values as quoted strings", values.span,
+                        'write enum ["active", "sanctioned"]')
+            return None
+        return tuple(items)
+
+    def check_schemas(self) -> None:
+        seen: dict[tuple[str, tuple[str, ...]], tuple[tuple, ast.SchemaAttribute]] = {}
+        for s in self.each(ast.SchemaDecl):
+            for attr in s.decl.attributes:
+                key = attribute_key(attr.path)
+                if key is None:
+                    self.report("schema-attribute", f"'{attr.path.dotted}' cannot be declared in a schema",
+                                attr.path.span, "declare attributes under data, context, principal or resource "
+                                "(principal id, type, roles and resource id, kind are built in)")
+                    continue
+                values = self._enum_values(s.package, attr.values) if attr.type == "enum" else ()
+                for step in attr.normalise:
+                    if step.value not in ast.NORMALISATIONS:
+                        self.report("unknown-normalisation", f"unknown normalisation '{step.value}'", step.span,
+                                    suggest(step.value, ast.NORMALISATIONS)
+                                    or "normalisations are " + ", ".join(ast.NORMALISATIONS))
+                if attr.normalise and attr.type in ("number", "bool"):
+                    self.report("type-mismatch", f"a {attr.type} has no text to normalise", attr.normalise[0].span,
+                                "normalise string, enum, timestamp or set of string attributes")
+                signature = (attr.type, values, tuple(n.value for n in attr.normalise))
+                if key in seen and seen[key][0][:1] != signature[:1] or key in seen and seen[key][0][2] != signature[2]:
+                    first = seen[key][1]
+                    self.report("schema-conflict", f"'{attr.path.dotted}' is declared again with another type or "
+                                "normalisation", attr.span, f"first declared at {first.span}; declare it the same "
+                                "way in every schema")
+                    continue
+                seen.setdefault(key, (signature, attr))
+                self.attr_kinds[key] = {"number": "number", "bool": "bool", "set": "list"}.get(attr.type, "string")
+                self.attr_normal[key] = signature[2]
+                if attr.type == "enum" and values:
+                    self.attr_enums[key] = self.attr_enums.get(key, frozenset()) | frozenset(values)
 
     # -- stage: imports -------------------------------------------------------------
 
@@ -333,7 +405,7 @@ class _Checker:
     def _unknown(self, kind: str, name: ast.Name, table: dict[str, object]) -> None:
         key = (kind, name.value)
         if key not in self._hints:  # a name misspelt once is often misspelt many times
-            self._hints[key] = suggest(name.value, table) or f"declare it with '{kind} {name.value}'"
+            self._hints[key] = suggest(name.value, table) or f"declare it with '{kind} {format_name(name)}'"
         self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span, self._hints[key])
 
     def role_ref(self, name: ast.Name) -> None:
@@ -380,12 +452,16 @@ class _Checker:
             self.report("unknown-resource-kind", f"unknown resource kind '{kind}'", rule.resource_kind.span,
                         suggest(kind, RESOURCE_KINDS) or "resource kinds are " + ", ".join(RESOURCE_KINDS))
         pattern = rule.resource_pattern
+        if rule.effect == "deny" and pattern not in ("*", "**") and _SINGLE_STAR.search(pattern):
+            self.warn("glob-segment", f"'*' in \"{pattern}\" matches within one '/' segment only, so this deny "
+                      "no longer covers ids below it", rule.pattern_span or rule.resource_kind.span,
+                      f"write \"{_SINGLE_STAR.sub('**', pattern)}\" to deny across segments")
         if kind in ("model", "agent") and pattern and not (GLOB_CHARS & set(pattern)):
             table: dict[str, object] = self.models if kind == "model" else self.agents  # type: ignore[assignment]
             if pattern not in table:
                 self.warn(f"undeclared-{kind}", f"{kind} \"{pattern}\" is not declared, so this rule never applies",
                           rule.pattern_span or rule.resource_kind.span,
-                          suggest(pattern, table) or f"declare it with '{kind} {pattern}'")
+                          suggest(pattern, table) or f"declare it with '{kind} {format_name(ast.Name(pattern, span=rule.resource_kind.span))}'")
 
     def _budget_references(self, budget: ast.BudgetDecl) -> None:
         scope = budget.scope
@@ -413,6 +489,9 @@ class _Checker:
         elif path.root in SCALAR_ROOTS and path.parts:
             self.report("unknown-attribute", f"'{path.root}' is a single name and has no attribute "
                         f"'{path.parts[0]}'", path.span, f"compare '{path.root}' itself, e.g. {path.root} == \"...\"")
+        elif request and self.attr_kinds and (key := attribute_key(path)) is not None and key not in self.attr_kinds:
+            self.warn("undeclared-attribute", f"'{path.dotted}' is read but no schema declares it", path.span,
+                      f"add 'attribute {path.dotted} TYPE' to a schema (check --strict requires it)")
         elif request and path.root in AUDIT_ROOTS:
             self.warn("misplaced-attribute", f"'{path.root}' is only known in the audit trail, never in a request, "
                       "so this comparison is always false", path.span,
@@ -454,6 +533,8 @@ class _Checker:
                 self.condition(pkg, item, request)
         elif isinstance(expr, ast.Not):
             self.condition(pkg, expr.operand, request)
+        elif isinstance(expr, ast.Compare) and expr.op == "has":
+            self.value(pkg, expr.left, request)
         elif isinstance(expr, ast.Compare):
             self.value(pkg, expr.left, request)
             self.value(pkg, expr.right, request)
@@ -487,10 +568,43 @@ class _Checker:
             return "list"
         if isinstance(expr, (ast.Compare, ast.And, ast.Or, ast.Not)):
             return "bool"
+        if isinstance(expr, ast.Path):
+            key = attribute_key(expr)
+            return self.attr_kinds.get(key) if key is not None else None
         return None
 
     def compare_types(self, pkg: str, cmp: ast.Compare) -> None:
         left, right = self.kind(pkg, cmp.left), self.kind(pkg, cmp.right)
+        if cmp.op in ast.SET_OPS:
+            if left not in ("list", None):
+                self.report("type-mismatch", f"'{cmp.op}' looks into a list, but {show(cmp.left)} is "
+                            f"{_ARTICLE[left]}", cmp.left.span, "use == to compare single values")
+            elif cmp.op == "contains" and right == "list":
+                self.report("type-mismatch", f"'contains' looks for one value, but {show(cmp.right)} is a list",
+                            cmp.right.span, "use 'contains any' or 'contains all' with a list")
+            elif cmp.op != "contains" and right not in ("list", None):
+                self.report("type-mismatch", f"'{cmp.op}' needs a list on its right, but {show(cmp.right)} is "
+                            f"{_ARTICLE[right]}", cmp.right.span, f"write [{show(cmp.right)}] or use 'contains'")
+            return
+        if cmp.op in ast.IP_OPS:
+            from .conditions import _literal_value, networks
+
+            value = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) else cmp.right
+            ok, literal = _literal_value(value, {}) if value is not None else (False, None)
+            if ok and networks(literal) is None:
+                self.report("type-mismatch", f"{show(cmp.right)} is not a CIDR block or a list of them", cmp.right.span,
+                            'write "10.0.0.0/8" or ["10.0.0.0/8", "2001:db8::/32"]')
+            elif left not in ("string", None):
+                self.report("type-mismatch", f"'in cidr' tests an IP address, but {show(cmp.left)} is "
+                            f"{_ARTICLE[left]}", cmp.left.span)
+            return
+        if cmp.op in ast.STRING_OPS:
+            for side, kind in ((cmp.left, left), (cmp.right, right)):
+                if kind not in ("string", None):
+                    self.report("type-mismatch", f"'{cmp.op}' tests strings, but {show(side)} is {_ARTICLE[kind]}",
+                                side.span)
+                    return
+            return
         if cmp.op in ("<", "<=", ">", ">="):
             for side, kind in ((cmp.left, left), (cmp.right, right)):
                 if kind in ("string", "list", "bool"):
@@ -512,6 +626,28 @@ class _Checker:
                 self.report("type-mismatch", f"comparing {_ARTICLE[left]} with {_ARTICLE[right]}: "
                             f"{show(cmp)} is {'never' if cmp.op == '==' else 'always'} true", cmp.right.span,
                             "remove the quotes" if left == "number" else None)
+                return
+        self._schema_literals(pkg, cmp)
+
+    def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
+        """A string compared with an enum attribute must be one of its values (both normalised)."""
+        if not isinstance(cmp.left, ast.Path) or cmp.op not in ("==", "!=", "in", "not in"):
+            return
+        key = attribute_key(cmp.left)
+        if key is None or key not in self.attr_kinds:
+            return
+        right = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) else cmp.right
+        literals = right.items if isinstance(right, ast.ListExpr) and cmp.op in ("in", "not in") else (right,)
+        from .schema import AttributeSpec
+
+        spec = AttributeSpec(key, "string", normalise=self.attr_normal.get(key, ()))
+        for lit in literals:
+            if not isinstance(lit, ast.Literal) or not isinstance(lit.value, str):
+                continue
+            enum = self.attr_enums.get(key)
+            if enum is not None and spec.normal(lit.value) not in {spec.normal(v) for v in enum}:
+                self.report("type-mismatch", f"{show(lit)} is not a value of {cmp.left.dotted} (the schema's enum: "
+                            f"{', '.join(sorted(enum))})", lit.span, suggest(lit.value, enum))
 
     # -- stage: values in range -----------------------------------------------------------
 

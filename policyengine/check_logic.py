@@ -9,7 +9,6 @@ claims are missed.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -36,25 +35,29 @@ def literal_prefix(pattern: str) -> str:
 def pattern_covers(deny: str, allow: str) -> bool:
     """True when every resource id ``allow`` matches is also matched by ``deny``.
 
-    Decided conservatively: equal patterns, ``*``, a ``prefix*`` deny over an allow
-    starting with that prefix, or a literal allow id the deny glob matches.
+    Decided conservatively: equal patterns, ``*`` or ``**`` alone, a ``prefix**``
+    deny over an allow starting with that prefix, or a literal allow id the deny
+    glob matches.
     """
-    if deny == allow or deny == "*":
-        return True
-    if deny.endswith("*") and not (GLOB_CHARS & set(deny[:-1])):
-        return allow.startswith(deny[:-1])
-    if not (GLOB_CHARS & set(allow)):
-        return fnmatch.fnmatchcase(allow, deny)
-    return False
+    from .compile import glob_match
 
+    if deny == allow or deny in ("*", "**"):
+        return True
+    if deny.endswith("**") and not (GLOB_CHARS & set(deny[:-2])):
+        return allow.startswith(deny[:-2])
+    if not (GLOB_CHARS & set(allow)):
+        return glob_match(deny, allow)
+    return False
 
 
 # -- contradictions: conditions that no request can satisfy ---------------------------------
 #
 # Decided syntactically and pairwise over the comparisons of one conjunction, on
 # comparisons of one attribute path with literals (consts resolved), with the
-# evaluator's meaning: Python equality (so 1 == 1.0 == true), ordering only between
-# numbers, and any comparison with a missing attribute false. A pair is reported
+# evaluator's meaning, where a comparison "holds" only when it evaluates to true (a
+# condition error, such as a missing attribute or 1 == true, never holds); values
+# are compared loosely here (1 == 1.0 == true), which can only miss a contradiction,
+# never invent one. A pair is reported
 # only when one of them is a plain ==, in or ordering, which holds only for a
 # present scalar; for such a value ``not (x == v)`` is exactly ``x != v``. Sound,
 # not complete: a reported contradiction is real; some real ones go unreported.
@@ -154,6 +157,8 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
     if not isinstance(expr, ast.Compare):
         return None
     op, left, right = expr.op, expr.left, expr.right
+    if op == "has" or op in ast.SET_OPS or op in ast.STRING_OPS or op in ast.IP_OPS:
+        return None  # presence, set and string tests constrain no single value here
     if isinstance(left, ast.ConstRef):
         left = resolve(left) or left
     if isinstance(right, ast.ConstRef):

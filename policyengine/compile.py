@@ -6,7 +6,8 @@ tested alone. The result, ``CompiledPolicy``, holds:
 
 * conditions turned into Python closures over a ``Ctx`` (see ``conditions.py``);
 * rules with their resource-id glob classified once (``*`` free, exact id,
-  ``prefix*`` as ``str.startswith``, others via ``fnmatch.translate``), the
+  ``prefix**`` as ``str.startswith``, ``prefix*`` as that plus no later ``/``,
+  others via ``glob_regex``), the
   literal first id segment they can match, one fused id+when+unless closure,
   and their ``Reason`` built once;
 * an index ``(action, kind) -> Bucket`` whose buckets split rules by role, by
@@ -17,7 +18,6 @@ tested alone. The result, ``CompiledPolicy``, holds:
 
 from __future__ import annotations
 
-import fnmatch
 import gc
 import re
 from collections.abc import Callable, Mapping
@@ -28,6 +28,7 @@ from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
 from .policyset import PolicySet, Scoped
+from .schema import SchemaSet, compile_schemas, schema_normalisers
 
 
 
@@ -38,16 +39,69 @@ def _has_glob(text: str) -> bool:
     return "*" in text or "?" in text or "[" in text
 
 
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A resource-id glob as a regex: ``**`` any text, ``*`` any text within one ``/`` segment,
+    ``?`` one character but ``/``, ``[abc]``/``[!abc]`` one listed character (never ``/``)."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            if pattern.startswith("**", i):
+                out.append(".*")
+                i += 2
+                continue
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
+            if end < 0:
+                out.append(re.escape(ch))
+            else:
+                body = pattern[i + 1:end]
+                negate = body.startswith("!")
+                body = body[1:] if negate else body
+                chars = re.escape(body).replace("\\-", "-")
+                out.append(f"[^/{chars}]" if negate else f"(?!/)[{chars}]")
+                i = end + 1
+                continue
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def glob_match(pattern: str, rid: str) -> bool:
+    """Whether ``rid`` matches the resource-id glob ``pattern`` (``*`` or ``**`` alone: every id)."""
+    kind, arg = pattern_shape(pattern)
+    if kind == "any":
+        return True
+    if kind == "exact":
+        return rid == arg
+    if kind == "deep":
+        return rid.startswith(arg)
+    if kind == "segment":
+        return rid.startswith(arg) and rid.find("/", len(arg)) < 0
+    return arg(rid) is not None
+
+
 def pattern_shape(pattern: str) -> tuple[str, Any]:
-    """Classify a resource-id glob once: ("any", None), ("exact", id), ("prefix", p) or ("glob", match)."""
-    if pattern == "*":
+    """Classify a resource-id glob once.
+
+    ("any", None) for ``*`` or ``**`` alone (every id); ("exact", id); ("deep", p)
+    for ``p**`` (ids starting with p); ("segment", p) for ``p*`` (p, then no ``/``);
+    ("glob", match) otherwise.
+    """
+    if pattern == "*" or pattern == "**":
         return "any", None
     if not _has_glob(pattern):
         return "exact", pattern
-    prefix = pattern[:-1]
-    if pattern[-1] == "*" and not _has_glob(prefix):
-        return "prefix", prefix
-    return "glob", re.compile(fnmatch.translate(pattern)).match
+    if pattern.endswith("**") and not _has_glob(pattern[:-2]):
+        return "deep", pattern[:-2]
+    if pattern.endswith("*") and not _has_glob(pattern[:-1]):
+        return "segment", pattern[:-1]
+    return "glob", glob_regex(pattern).match
 
 
 def compile_pattern(pattern: str) -> Callable[[str | None], bool] | None:
@@ -57,8 +111,11 @@ def compile_pattern(pattern: str) -> Callable[[str | None], bool] | None:
         return None
     if kind == "exact":
         return lambda rid: rid == arg
-    if kind == "prefix":
+    if kind == "deep":
         return lambda rid: rid is not None and rid.startswith(arg)
+    if kind == "segment":
+        size = len(arg)
+        return lambda rid: rid is not None and rid.startswith(arg) and rid.find("/", size) < 0
     return lambda rid: rid is not None and arg(rid) is not None
 
 
@@ -81,7 +138,7 @@ def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred
             return w
         if kind == "exact":
             return (lambda c: c.rid == arg) if w is None else (lambda c: c.rid == arg and w(c))
-        if kind == "prefix":
+        if kind == "deep":
             return (lambda c: c.rid.startswith(arg)) if w is None else (lambda c: c.rid.startswith(arg) and w(c))
     matcher = compile_pattern(pattern)
 
@@ -96,10 +153,10 @@ def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred
 
 
 def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
-    """Compile a declaration's condition with the consts visible in its package."""
+    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation."""
     if expr is None:
         return _true
-    return compile_expr(expr, ps.consts.get(scoped.package, {}))
+    return compile_expr(expr, ps.consts.get(scoped.package, {}), schema_normalisers(ps))
 
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]]) -> Reason:
@@ -209,6 +266,7 @@ class CompiledPolicy:
     budgets: tuple[CompiledBudget, ...]
     budgets_by_scope: Mapping[tuple[str, str], tuple[CompiledBudget, ...]]
     routes: tuple[CompiledRoute, ...]
+    schemas: SchemaSet
     policy_set: PolicySet
 
 
@@ -366,6 +424,11 @@ def stage_routes(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     return {"routes": tuple(out)}
 
 
+def stage_schemas(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """Request schemas: one validator per action, checked before any rule runs."""
+    return {"schemas": compile_schemas(ps)}
+
+
 Stage = Callable[[PolicySet, Acc], dict[str, Any]]
 
 # The compile pipeline, as data: each stage reads the policy set and the earlier results.
@@ -378,6 +441,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("residency", stage_residency),
     ("budgets", stage_budgets),
     ("routes", stage_routes),
+    ("schemas", stage_schemas),
 )
 
 

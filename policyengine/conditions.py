@@ -1,7 +1,10 @@
 """Conditions compiled to Python closures over ``Ctx``, the request as rules read it.
 
-A missing attribute (or JSON ``null``) makes every comparison false, and so
-does a type mismatch such as ``"a" < 3``; no closure ever raises. Constants are
+Conditions fail closed. A comparison that reads a missing attribute (absent or
+JSON ``null``), or values of different types (``"95" > 80``, ``1 == true``,
+``["x"] == "x"``), raises ``ConditionError`` instead of quietly being false;
+the evaluator decides what an error means where the condition sits (see
+``evaluate.py`` and docs/engine.md). ``has`` tests presence and never errors. Constants are
 folded (list consts spliced into lists, as the checker resolves them) and list
 membership becomes a set lookup. Also here: readable text of a condition and the
 paths it reads (for ``--explain``), and the actions a condition is limited to.
@@ -9,11 +12,15 @@ paths it reads (for ``--explain``), and the actions a condition is limited to.
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import ast
 from .format import format_expr
+from .schema import attribute_key
 
 class Ctx:
     """The request as compiled closures read it (built by ``evaluate``; internal)."""
@@ -167,6 +174,93 @@ def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> Getter:
     return pred
 
 
+class ConditionError(Exception):
+    """A condition that cannot be decided: an attribute it reads is missing or of the wrong type.
+
+    Raised by compiled closures. The evaluator turns it into a decision error: a
+    deny, residency or escalation condition that errors denies the request (and
+    the error is listed in ``Decision.errors``); an allow rule or route whose
+    condition errors does not apply. Either way the request fails closed.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_KINDS: dict[type, str] = {
+    str: "string", bool: "bool", int: "number", float: "number",
+    list: "list", tuple: "list", frozenset: "list", set: "list", dict: "object",
+}
+
+
+def value_kind(value: Any) -> str | None:
+    """The policy-language type of a request value; None when missing (absent or JSON null)."""
+    kind = _KINDS.get(value.__class__)
+    if kind is not None or value is None:
+        return kind
+    for cls, name in _KINDS.items():  # subclasses (str enums, pydantic types)
+        if isinstance(value, cls):
+            return name
+    return "object"
+
+
+def _show(value: Any, depth: int = 0) -> str:
+    """A short JSON-like rendering of a request value for error messages (bounded for deep values)."""
+    kind = value_kind(value)
+    if kind == "list":
+        if depth >= 2:
+            return "[...]"
+        items = list(value)[:4] if not isinstance(value, (set, frozenset)) else sorted(map(str, value))[:4]
+        text = "[" + ", ".join(_show(i, depth + 1) for i in items) + (", ..." if len(value) > 4 else "") + "]"
+    elif kind == "object":
+        text = "{...}"
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (ValueError, TypeError):
+            text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _missing(label: str) -> ConditionError:
+    return ConditionError(f"{label} is missing")
+
+
+def _mismatch(label: str, expected: str, value: Any) -> ConditionError:
+    if value is None:
+        return _missing(label)
+    return ConditionError(f"{label}: expected {expected}, got {value_kind(value)} {_show(value)}")
+
+
+def _equal(left: Any, right: Any, llabel: str, rlabel: str) -> bool:
+    """Strict equality: both present and of one type (``1 == true`` is an error, never true)."""
+    lk, rk = value_kind(left), value_kind(right)
+    if lk is None:
+        raise _missing(llabel)
+    if rk is None:
+        raise _missing(rlabel)
+    if lk != rk:
+        raise ConditionError(f"{llabel}: expected {rk} to compare with {rlabel}, got {lk} {_show(left)}")
+    if lk == "list":
+        if isinstance(left, (set, frozenset)) or isinstance(right, (set, frozenset)):
+            return _tagged(left) == _tagged(right)
+        return len(left) == len(right) and all(
+            value_kind(a) == value_kind(b) and a == b for a, b in zip(left, right))
+    return bool(left == right)
+
+
+def _tagged(items: Any) -> frozenset:
+    """Members keyed by (type, value), so ``true`` never finds ``1`` and ``1`` finds ``1.0``."""
+    out = set()
+    for item in items:
+        try:
+            out.add((value_kind(item), item))
+        except TypeError:  # unhashable (a list or object inside a list): compared by its text
+            out.add((value_kind(item), _show(item)))
+    return frozenset(out)
+
+
 _ORDER = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
@@ -175,132 +269,308 @@ _ORDER = {
 }
 
 
-def _members(value: Any) -> Any:
-    """Containers ``in`` may look into; anything else (including strings) has no members."""
-    return value if isinstance(value, (tuple, list, frozenset, set)) else ()
+def _ordered(op: str, left: Any, right: Any, llabel: str, rlabel: str) -> bool:
+    """``<`` and friends: two numbers or two strings; anything else is an error."""
+    lk, rk = value_kind(left), value_kind(right)
+    if lk is None:
+        raise _missing(llabel)
+    if rk is None:
+        raise _missing(rlabel)
+    if lk != rk or lk not in ("number", "string"):
+        if lk in ("number", "string") and rk not in ("number", "string"):
+            raise _mismatch(rlabel, lk, right)
+        raise _mismatch(llabel, rk if rk in ("number", "string") else "number", left)
+    return bool(_ORDER[op](left, right))
 
 
-def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr]) -> Pred:
+def _member(value: Any, items: Any, llabel: str, rlabel: str) -> bool:
+    """``value in items`` with strict types: the list must be a list and hold values of the value's type."""
+    if value is None:
+        raise _missing(llabel)
+    if items is None:
+        raise _missing(rlabel)
+    if value_kind(items) != "list":
+        raise _mismatch(rlabel, "list", items)
+    if not items:
+        return False
+    kind = value_kind(value)
+    kinds = {value_kind(i) for i in items}
+    if kind not in kinds:
+        raise _mismatch(llabel, " or ".join(sorted(k or "null" for k in kinds)), value)
+    try:
+        return (kind, value) in _tagged(items)
+    except TypeError:
+        return (kind, _show(value)) in _tagged(items)
+
+
+def _need_list(value: Any, label: str) -> Any:
+    if value is None:
+        raise _missing(label)
+    if value_kind(value) != "list":
+        raise _mismatch(label, "list", value)
+    return value
+
+
+def _contains(op: str, items: Any, wanted: Any, llabel: str, rlabel: str) -> bool:
+    """``contains`` (one value), ``contains any`` / ``contains all`` (a list): strict types, as ``in``."""
+    _need_list(items, llabel)
+    if op == "contains":
+        if wanted is None:
+            raise _missing(rlabel)
+        return bool(items) and _member(wanted, items, rlabel, llabel)
+    _need_list(wanted, rlabel)
+    present = _tagged(items)
+    for w in wanted:
+        kind = value_kind(w)
+        if kind is None or (items and kind not in {value_kind(i) for i in items}):
+            raise _mismatch(rlabel, " or ".join(sorted({value_kind(i) or "null" for i in items})), w)
+    found = [(value_kind(w), w) in present for w in wanted]
+    return any(found) if op == "contains any" else all(found)
+
+
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    """``like`` globs: ``*`` any text (``/`` included), ``?`` one character; nothing else is special."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z",
+                      re.DOTALL)
+
+
+def _text_test(op: str, text: Any, other: Any, llabel: str, rlabel: str) -> bool:
+    if text is None:
+        raise _missing(llabel)
+    if other is None:
+        raise _missing(rlabel)
+    if text.__class__ is not str and value_kind(text) != "string":
+        raise _mismatch(llabel, "string", text)
+    if other.__class__ is not str and value_kind(other) != "string":
+        raise _mismatch(rlabel, "string", other)
+    if op == "starts with":
+        return text.startswith(other)
+    if op == "ends with":
+        return text.endswith(other)
+    return _like_regex(other).match(text) is not None
+
+
+def networks(value: Any) -> tuple[Any, ...] | None:
+    """CIDR blocks (``"10.0.0.0/8"`` or a list of them) as ``ipaddress`` networks; None if any is not one."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            return None
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            return None
+    return tuple(out)
+
+
+def _in_networks(value: Any, blocks: tuple, llabel: str) -> bool:
+    if value is None:
+        raise _missing(llabel)
+    if value.__class__ is not str:
+        raise _mismatch(llabel, "an IP address", value)
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ConditionError(f"{llabel}: expected an IP address, got {_show(value)}") from None
+    return any(ip.version == net.version and ip in net for net in blocks)
+
+
+def _label(expr: ast.Expr) -> str:
+    return format_expr(expr)
+
+
+Normal = Mapping[tuple[str, tuple[str, ...]], Callable[[str], str]]
+
+
+def _normal_const(value: Any, normal: Callable[[str], str]) -> Any:
+    """A constant in the normal form of the attribute it is compared with (strings, and strings in lists)."""
+    if isinstance(value, str):
+        return normal(value)
+    if isinstance(value, tuple):
+        return tuple(normal(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: Normal | None = None) -> Pred:
     op = expr.op
+    if op == "has":
+        probe = _path_getter(ast.Path(expr.left.root, (*expr.left.parts, *str(expr.right.value).split(".")), span=expr.span))  # type: ignore[union-attr]
+        return lambda c: probe(c) is not None
     left = compile_value(expr.left, consts)
+    llabel, rlabel = _label(expr.left), _label(expr.right)
     rconst, rvalue = _literal_value(expr.right, consts)
+    if normal and rconst and isinstance(expr.left, ast.Path):  # a schema normalises the attribute: and its constants
+        key = attribute_key(expr.left)
+        step = normal.get(key) if key is not None else None
+        if step is not None:
+            rvalue = _normal_const(rvalue, step)
+    if op in ast.IP_OPS:
+        blocks = networks(rvalue) if rconst else None
+        if blocks is not None:
+            return lambda c: _in_networks(left(c), blocks, llabel)
+        right_blocks = compile_value(expr.right, consts)
+
+        def in_cidr(c: Ctx) -> bool:
+            found = networks(right_blocks(c))
+            if found is None:
+                raise ConditionError(f"{rlabel}: expected CIDR blocks such as \"10.0.0.0/8\"")
+            return _in_networks(left(c), found, llabel)
+
+        return in_cidr
+    if op in ast.SET_OPS:
+        if rconst:
+            return lambda c: _contains(op, left(c), rvalue, llabel, rlabel)
+        right_value = compile_value(expr.right, consts)
+        return lambda c: _contains(op, left(c), right_value(c), llabel, rlabel)
+    if op in ast.STRING_OPS:
+        if rconst and isinstance(rvalue, str):
+            if op == "like":
+                match = _like_regex(rvalue).match
+
+                def like(c: Ctx) -> bool:
+                    v = left(c)
+                    if v.__class__ is str:
+                        return match(v) is not None
+                    return _text_test(op, v, rvalue, llabel, rlabel)
+
+                return like
+            test = str.startswith if op == "starts with" else str.endswith
+
+            def affix(c: Ctx) -> bool:
+                v = left(c)
+                if v.__class__ is str:
+                    return test(v, rvalue)
+                return _text_test(op, v, rvalue, llabel, rlabel)
+
+            return affix
+        right_text = compile_value(expr.right, consts)
+        return lambda c: _text_test(op, left(c), right_text(c), llabel, rlabel)
     if op in ("in", "not in"):
         negate = op == "not in"
         if rconst and isinstance(rvalue, tuple):
-            try:
-                members: Any = frozenset(rvalue)
-            except TypeError:
-                members = rvalue
+            kinds = {value_kind(v) for v in rvalue}
+            if kinds == {"string"}:
+                strings = frozenset(rvalue)
+
+                def in_strings(c: Ctx) -> bool:
+                    v = left(c)
+                    if v.__class__ is str:
+                        return (v in strings) != negate
+                    return _member(v, rvalue, llabel, rlabel) != negate
+
+                return in_strings
 
             def in_const(c: Ctx) -> bool:
-                v = left(c)
-                if v is None:
-                    return False
-                try:
-                    return (v in members) != negate
-                except TypeError:
-                    return False
+                return _member(left(c), rvalue, llabel, rlabel) != negate
 
             return in_const
         right = compile_value(expr.right, consts)
 
         def in_value(c: Ctx) -> bool:
-            v = left(c)
-            r = right(c)
-            if v is None or r is None:
-                return False
-            try:
-                return (v in _members(r)) != negate
-            except TypeError:
-                return False
+            return _member(left(c), right(c), llabel, rlabel) != negate
 
         return in_value
     if op in ("==", "!="):
         negate = op == "!="
-        if rconst:
+        if rconst and not isinstance(rvalue, tuple):
+            cls = rvalue.__class__
+            if cls is int or cls is float:
+                def eq_number(c: Ctx) -> bool:
+                    v = left(c)
+                    if v.__class__ is int or v.__class__ is float:
+                        return (v == rvalue) != negate
+                    return _equal(v, rvalue, llabel, rlabel) != negate
+
+                return eq_number
 
             def eq_const(c: Ctx) -> bool:
                 v = left(c)
-                return v is not None and (v == rvalue) != negate
+                if v.__class__ is cls:
+                    return (v == rvalue) != negate
+                return _equal(v, rvalue, llabel, rlabel) != negate
 
             return eq_const
         right = compile_value(expr.right, consts)
 
         def eq_value(c: Ctx) -> bool:
-            v = left(c)
-            r = right(c)
-            return v is not None and r is not None and (v == r) != negate
+            return _equal(left(c), right(c), llabel, rlabel) != negate
 
         return eq_value
     cmp = _ORDER[op]
-    if rconst:
-        if isinstance(rvalue, (int, float)) and not isinstance(rvalue, bool):
-            bound = rvalue
-            number_cmp = {
-                "<": lambda v: v < bound, "<=": lambda v: v <= bound,
-                ">": lambda v: v > bound, ">=": lambda v: v >= bound,
-            }[op]
+    if rconst and isinstance(rvalue, (int, float)) and not isinstance(rvalue, bool):
+        bound = rvalue
+        number_cmp = {
+            "<": lambda v: v < bound, "<=": lambda v: v <= bound,
+            ">": lambda v: v > bound, ">=": lambda v: v >= bound,
+        }[op]
 
-            def order_number(c: Ctx) -> bool:
-                v = left(c)
-                if v.__class__ is int or v.__class__ is float:
-                    return number_cmp(v)
-                return False
-
-            return order_number
-
-        def order_const(c: Ctx) -> bool:
+        def order_number(c: Ctx) -> bool:
             v = left(c)
-            if v is None or isinstance(v, bool):
-                return False
-            try:
-                return bool(cmp(v, rvalue))
-            except TypeError:
-                return False
+            if v.__class__ is int or v.__class__ is float:
+                return number_cmp(v)
+            return _ordered(op, v, bound, llabel, rlabel)
 
-        return order_const
+        return order_number
     right = compile_value(expr.right, consts)
 
     def order_value(c: Ctx) -> bool:
         v = left(c)
         r = right(c)
-        if v is None or r is None or isinstance(v, bool) or isinstance(r, bool):
-            return False
-        try:
+        if v.__class__ is r.__class__ and (v.__class__ is str or v.__class__ is int or v.__class__ is float):
             return bool(cmp(v, r))
-        except TypeError:
-            return False
+        return _ordered(op, v, r, llabel, rlabel)
 
     return order_value
 
 
-def compile_expr(expr: ast.Expr | None, consts: Mapping[str, ast.Expr]) -> Pred:
-    """Turn a condition into a closure ``Ctx -> bool`` that never raises."""
+def compile_expr(expr: ast.Expr | None, consts: Mapping[str, ast.Expr], normal: Normal | None = None) -> Pred:
+    """Turn a condition into a closure ``Ctx -> bool``; it raises ``ConditionError`` and nothing else.
+
+    ``normal`` maps schema attributes to their normalisation: constants compared
+    with such an attribute are normalised the same way (``"DE"`` meets ``"de"``).
+    """
     if expr is None:
         return _true
     if isinstance(expr, ast.Compare):
-        return _compile_compare(expr, consts)
+        return _compile_compare(expr, consts, normal)
     if isinstance(expr, ast.And):
-        items = tuple(compile_expr(i, consts) for i in expr.items)
+        items = tuple(compile_expr(i, consts, normal) for i in expr.items)
         if len(items) == 2:
             a, b = items
             return lambda c: a(c) and b(c)
         return lambda c: all(p(c) for p in items)
     if isinstance(expr, ast.Or):
-        items = tuple(compile_expr(i, consts) for i in expr.items)
+        items = tuple(compile_expr(i, consts, normal) for i in expr.items)
         if len(items) == 2:
             a, b = items
             return lambda c: a(c) or b(c)
         return lambda c: any(p(c) for p in items)
     if isinstance(expr, ast.Not):
-        inner = compile_expr(expr.operand, consts)
+        inner = compile_expr(expr.operand, consts, normal)
         return lambda c: not inner(c)
     ok, value = _literal_value(expr, consts)
     if ok:
         result = value is True
         return lambda c: result
     getter = compile_value(expr, consts)
-    return lambda c: getter(c) is True
+    label = _label(expr)
+
+    def boolean(c: Ctx) -> bool:
+        v = getter(c)
+        if v is True or v is False:
+            return v
+        raise _mismatch(label, "bool", v)
+
+    return boolean
+
+
+def holds(pred: Pred, c: Ctx) -> bool:
+    """``pred(c)``, with a condition error read as "does not hold" (allow rules, routes, coverage)."""
+    try:
+        return pred(c)
+    except ConditionError:
+        return False
 
 
 def action_guard(expr: ast.Expr | None, consts: Mapping[str, ast.Expr]) -> frozenset[str] | None:

@@ -18,6 +18,8 @@ The only I/O is the budget ledger read, and only for requests a budget covers.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Container, Mapping
 from datetime import datetime, timezone
@@ -25,11 +27,13 @@ from typing import Any
 
 from .budgets import BudgetLedger, utc, window_bounds, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
+from .conditions import ConditionError, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
 from .approval_binding import binding_errors
 from .identity import IdentityError, canonical_identity
 
 _CACHE_LIMIT = 50_000
+_NO_VALIDATOR = object()
 _EMPTY: dict[str, Any] = {}
 
 DEFAULT_DENY = Reason(rule="<default-deny>", message="no allow rule matches this request (default deny)")
@@ -39,18 +43,24 @@ def _builtin(rule: str, message: str, candidate: str | None = None) -> Reason:
     return Reason(rule=rule, message=message, candidate=candidate)
 
 
+def _errored_reason(base: Reason, error: str) -> Reason:
+    """The declaration's reason, saying it denied because its condition could not be decided."""
+    return base.model_copy(update={"message": f"denied (fail closed): {error}"})
+
+
 class Outcome:
     """The result of deciding for one resource, before it becomes a ``Decision``."""
 
-    __slots__ = ("effect", "reasons", "obligations", "route", "fresh")
+    __slots__ = ("effect", "reasons", "obligations", "route", "fresh", "errors")
 
     def __init__(self, effect: str, reasons: tuple[Reason, ...], obligations: tuple = (), route: str | None = None,
-                 fresh: bool = False):
+                 fresh: bool = False, errors: tuple[str, ...] = ()):
         self.effect = effect
         self.reasons = reasons
         self.obligations = obligations
         self.route = route
-        self.fresh = fresh  # reasons built for this request only: not worth caching
+        self.fresh = fresh or bool(errors)  # reasons built for this request only: not worth caching
+        self.errors = errors  # condition errors that denied (see ``_errored``)
 
 
 _WINDOW_WORDS = {"hour": "this hour", "day": "today", "month": "this month"}
@@ -61,6 +71,28 @@ def _amount(x: float) -> str:
     if float(x).is_integer():
         return f"{int(x):,}"
     return f"{x:,.4f}".rstrip("0").rstrip(".") or "0"
+
+
+# A resource id is canonical: '/'-separated segments, none empty, '.' or '..', no surrounding
+# whitespace and no control characters, so `erp/invoices/../payroll` never matches `erp/invoices/*`.
+_BAD_ID = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|^\s|\s$|[\x00-\x1f\x7f-\x9f\u2028\u2029]").search
+
+
+def _folded(names: Mapping[str, Any]) -> dict[str, str]:
+    """Declared names by their case-folded spelling (to refuse a request that differs only in case)."""
+    return {name.casefold(): name for name in names}
+
+
+def _id_problem(rid: str) -> str:
+    """Why a resource id is not canonical, in words (the request is malformed)."""
+    shown = json.dumps(rid, ensure_ascii=True)[:80]
+    if re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", rid):
+        return f"{shown} contains a control character"
+    if rid != rid.strip():
+        return f"{shown} has leading or trailing whitespace"
+    if re.search(r"(?:^|/)\.{1,2}(?:/|$)", rid):
+        return f"{shown} has a '.' or '..' segment; send the canonical id"
+    return f"{shown} has an empty segment (leading, trailing or double '/')"
 
 
 _PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
@@ -129,7 +161,15 @@ class Evaluator:
         self._agent_roles = compiled.agent_roles
         self._registry = compiled.registry
         self._has_residency = bool(compiled.residencies)
+        self._schemas = compiled.schemas
+        self._has_schemas = bool(compiled.schemas)
+        self._validators: dict[str, Any] = {}
         self._roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        # names are exact; one that differs only in case from a declared one is refused, never guessed
+        self._model_fold = _folded(compiled.registry)
+        self._agent_fold = _folded(compiled.agent_roles)
+        self._role_fold = _folded(compiled.role_closure)
+        self._case_errors: dict[tuple[str, ...], str] = {}
         self._principal_cache: dict[tuple, tuple[CompiledRule, ...]] = {}
         self._candidates_cache: dict[tuple, tuple[tuple, tuple]] = {}
         self._decisions: dict[tuple, Decision] = {}
@@ -227,6 +267,8 @@ class Evaluator:
             known = (kind is not None) + (rid is not None)
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
+            elif rid is not None and _BAD_ID(rid) is not None:
+                errors.append(f"resource.id: {_id_problem(rid)}")
             elif rid is None and kind_ok and (kind != "model" or action != "invoke"):
                 errors.append("resource.id: missing (only a routed model invoke may leave it out)")
             rattrs = r.get("attrs")
@@ -258,11 +300,24 @@ class Evaluator:
             approvals = self._approvals(approvals, errors)
         else:
             approvals = ()
+        if self._has_schemas and not errors:  # typed, normalised attributes before any rule runs
+            validate = self._validators.get(action, _NO_VALIDATOR)
+            if validate is _NO_VALIDATOR:
+                validate = self._schemas.validator(action)
+                if len(self._validators) > _CACHE_LIMIT:
+                    self._validators.clear()
+                self._validators[action] = validate
+            if validate is not None:
+                pattrs, rattrs, data, context = validate((pattrs, rattrs, data, context), errors)
         if errors:
             return self._malformed(errors)
         if ptype == "agent":
             roles = self._agent_roles.get(pid)
             if roles is None:
+                declared = self._agent_fold.get(pid.casefold())
+                if declared is not None:
+                    return self._malformed([f"principal.id: agent {pid!r} differs only in case from the declared "
+                                            f"agent {declared!r}; names are exact"])
                 return self._deny_builtin(
                     "<agent-identity>", f"agent {pid!r} is not declared; undeclared agents are denied")
         else:
@@ -270,17 +325,35 @@ class Evaluator:
             roles = self._roles_cache.get(key)
             if roles is None:
                 roles = self._close_roles(key)
-        reg = self._registry.get(rid) if kind == "model" else None
+            if self._case_errors and key in self._case_errors:
+                return self._malformed([self._case_errors[key]])
+        if kind == "model":
+            reg = self._registry.get(rid)
+            if reg is None and rid is not None:
+                declared = self._model_fold.get(rid.casefold())
+                if declared is not None:
+                    return self._malformed([f"resource.id: model {rid!r} differs only in case from the declared "
+                                            f"model {declared!r}; names are exact"])
+        else:
+            reg = None
         return Ctx(pid, ptype, roles, pattrs, action, kind, rid, rattrs, reg, data, context, approvals)
 
     def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
         held: set[str] = set()
         closure = self._role_closure
         for name in key:
-            held |= closure.get(name, frozenset())
+            found = closure.get(name)
+            if found is None:
+                declared = self._role_fold.get(name.casefold())
+                if declared is not None:
+                    self._case_errors[key] = (f"principal.roles: role {name!r} differs only in case from the "
+                                              f"declared role {declared!r}; names are exact")
+                continue
+            held |= found
         roles = frozenset(held)
         if len(self._roles_cache) > _CACHE_LIMIT:
             self._roles_cache.clear()
+            self._case_errors.clear()  # entries belong to keys of the roles cache
         self._roles_cache[key] = roles
         return roles
 
@@ -366,17 +439,33 @@ class Evaluator:
         return found
 
     def decide(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int) -> Outcome:
-        """Decide for the one resource in ``c`` (see the module docstring for the order)."""
+        """Decide for the one resource in ``c`` (see the module docstring for the order).
+
+        A ``ConditionError`` in a deny rule, residency or escalation condition
+        denies (``_errored``); in an allow rule the rule does not apply.
+        """
         denies, allows = self._pairs(c)
-        reasons = [reason for test, reason in denies if test is None or test(c)]
+        try:
+            reasons = [reason for test, reason in denies if test is None or test(c)]
+        except ConditionError:
+            errors: list[str] = []
+            reasons = self._erroring(denies, c, errors)
+            if errors:
+                return self._errored(reasons, errors)
         if c.kind == "model" and c.rid in self.blocked:
             reasons.append(self._intern(("blocked", c.rid), "<blocked-model>",
                                         f"model {c.rid!r} is blocked by a bias/drift monitor until cleared"))
         if self._has_residency:
-            self._residency(c, reasons)
+            errors = []
+            self._residency(c, reasons, errors)
+            if errors:
+                return self._errored(reasons, errors)
         if reasons:
             return Outcome("deny", tuple(reasons))
-        allowed = tuple([reason for test, reason in allows if test is None or test(c)])
+        try:
+            allowed = tuple([reason for test, reason in allows if test is None or test(c)])
+        except ConditionError:
+            allowed = tuple(self._erroring(allows, c, None))
         if not allowed:
             return Outcome("deny", (DEFAULT_DENY,))
         obligations: list = []
@@ -390,12 +479,40 @@ class Evaluator:
             gates = self._gates_for(c.action)
         fresh = bool(obligations)  # budget warnings carry this request's numbers
         for gate in gates:
-            if gate.when(c) and not self._approved(c, gate.id, gate.name, gate.role, gate.distinct_approver, directory):
+            try:
+                applies = gate.when(c)
+            except ConditionError as exc:
+                text = self._error_text(gate.id, "escalation", exc)
+                return self._errored([_errored_reason(gate.reason, text)], [text])
+            if applies and not self._approved(c, gate.id, gate.name, gate.role, gate.distinct_approver, directory):
                 obligations.append(self._approval_required(gate, now))
                 gate_reasons.append(gate.reason)
         if gate_reasons:
             return Outcome("escalate", (*gate_reasons, *allowed), _unique(tuple(obligations)), fresh=fresh)
         return Outcome("allow", allowed, _unique(tuple(obligations)), fresh=fresh)
+
+    @staticmethod
+    def _error_text(rule_id: str, what: str, exc: ConditionError) -> str:
+        return f"{what} {rule_id}: condition error: {exc.message}"
+
+    def _erroring(self, pairs: tuple, c: Ctx, errors: list[str] | None) -> list[Reason]:
+        """The slow path once a condition raised: each rule alone; errors collected (deny) or skipped (allow)."""
+        matched: list[Reason] = []
+        for test, reason in pairs:
+            try:
+                if test is None or test(c):
+                    matched.append(reason)
+            except ConditionError as exc:
+                if errors is not None:
+                    text = self._error_text(reason.rule, "rule", exc)
+                    errors.append(text)
+                    matched.append(_errored_reason(reason, text))
+        return matched
+
+    @staticmethod
+    def _errored(reasons: list[Reason], errors: list[str]) -> Outcome:
+        """A deny because a deny/residency/escalation condition could not be decided (fail closed)."""
+        return Outcome("deny", tuple(reasons), errors=tuple(errors))
 
     def _approval_required(self, gate: CompiledGate, now: datetime | None) -> ApprovalRequired:
         """The gate's obligation, deadline to the second; built once per gate and second."""
@@ -421,7 +538,7 @@ class Evaluator:
         self._gates[action] = gates
         return gates
 
-    def _residency(self, c: Ctx, reasons: list[Reason]) -> None:
+    def _residency(self, c: Ctx, reasons: list[Reason], errors: list[str]) -> None:
         region = c.context.get("region")
         if region is None:
             reg = c.reg
@@ -429,7 +546,14 @@ class Evaluator:
             if region is None:
                 region = c.rattrs.get("region")
         for res in self.compiled.residencies:
-            if res.when(c) and (region.__class__ is not str or region not in res.regions):
+            try:
+                applies = res.when(c)
+            except ConditionError as exc:
+                text = self._error_text(res.id, "residency", exc)
+                errors.append(text)
+                reasons.append(_errored_reason(res.reason_base, text))
+                continue
+            if applies and (region.__class__ is not str or region not in res.regions):
                 shown = repr(region) if region.__class__ is str else "unknown"
                 reasons.append(self._intern(
                     ("residency", res.key, shown), res.id,
@@ -520,7 +644,7 @@ class Evaluator:
                         out = self.decide(c.with_resource(target, self._registry.get(target)), now, directory, 1)
                         rerouted = reason.model_copy(update={"message": f"{message}; rerouted to model {target}"})
                         if out.effect == "deny":
-                            return Outcome("deny", (rerouted, *out.reasons), fresh=True)
+                            return Outcome("deny", (rerouted, *out.reasons), fresh=True, errors=out.errors)
                         return Outcome(out.effect, (rerouted, *out.reasons),
                                        _unique((*obligations, *out.obligations)), target, fresh=True)
                     if budget.on_exceed == "escalate":
@@ -538,20 +662,22 @@ class Evaluator:
     # --- routing ----------------------------------------------------------------------
 
     def _routed(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None) -> Outcome:
-        route = next((r for r in self.compiled.routes if r.when(c)), None)
+        route = next((r for r in self.compiled.routes if holds(r.when, c)), None)
         if route is None:
             return Outcome("deny", (self._intern(("noroute",), "<request>",
                                                  "resource.id: missing and no route rule matches this request"),))
         collected: list[Reason] = []
+        errors: list[str] = []
         for model in route.prefer:
             out = self.decide(c.with_resource(model, self._registry.get(model)), now, directory, 0)
             if out.effect != "deny":
-                return Outcome(out.effect, out.reasons, out.obligations, out.route or model, out.fresh)
+                return Outcome(out.effect, out.reasons, out.obligations, out.route or model, out.fresh, out.errors)
             collected.extend(r.model_copy(update={"candidate": model}) for r in out.reasons)
+            errors.extend(out.errors)
         scoped = route.scoped
         head = Reason(rule=route.id, file=scoped.file, line=scoped.line,
                       message=f"route {route.id}: every candidate ({', '.join(route.prefer)}) is denied")
-        return Outcome("deny", (head, *collected), fresh=True)
+        return Outcome("deny", (head, *collected), fresh=True, errors=tuple(errors))
 
     # --- building decisions ---------------------------------------------------------------
 
@@ -571,7 +697,7 @@ class Evaluator:
     def _decision(self, out: Outcome) -> Decision:
         if out.fresh:
             return Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
-                                            route=out.route, policy_hash=self.policy_hash, errors=())
+                                            route=out.route, policy_hash=self.policy_hash, errors=out.errors)
         # every reason and obligation here is built once and kept, so identities name the content
         key = (out.effect, out.route, *map(id, out.reasons))
         if out.obligations:

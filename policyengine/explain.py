@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budgets import utc, window_end, window_start
 from .compile import CompiledRule
-from .conditions import Ctx, _path_getter, expr_paths, expr_text
+from .conditions import ConditionError, Ctx, _path_getter, expr_paths, expr_text
 from .decision import Decision
 
 from .evaluate import _amount
@@ -54,11 +54,25 @@ def _why_not(rule: CompiledRule, c: Ctx) -> str | None:
     if rule.match_id is not None and not rule.match_id(c.rid):
         return f"resource id {c.rid!r} does not match {rule.scoped.decl.resource_pattern!r}"
     decl = rule.scoped.decl
-    if not rule.when(c):
-        return f"when is false: {expr_text(decl.when)}{_values(decl.when, c)}"
-    if rule.unless is not None and rule.unless(c):
-        return f"unless is true: {expr_text(decl.unless)}{_values(decl.unless, c)}"
+    then = "so this deny rule denies (fail closed)" if rule.effect == "deny" else "so this allow rule does not apply"
+    when = _outcome(rule.when, c)
+    if when is not True:
+        what = "false" if when is False else f"a condition error ({when}), {then}"
+        return f"when is {what}: {expr_text(decl.when)}{_values(decl.when, c)}"
+    if rule.unless is not None:
+        unless = _outcome(rule.unless, c)
+        if unless is not False:
+            what = "true" if unless is True else f"a condition error ({unless}), {then}"
+            return f"unless is {what}: {expr_text(decl.unless)}{_values(decl.unless, c)}"
     return None
+
+
+def _outcome(pred: Any, c: Ctx) -> bool | str:
+    """True or False, or the condition error's message."""
+    try:
+        return bool(pred(c))
+    except ConditionError as exc:
+        return exc.message
 
 
 def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: datetime | None) -> None:
@@ -70,8 +84,11 @@ def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: dat
         out.append(f"{indent}rule {rule.id} [{rule.effect}] {where}: {verdict}")
     for res in cp.residencies:
         decl = res.scoped.decl
-        if res.when(c):
+        state = _outcome(res.when, c)
+        if state is True:
             out.append(f"{indent}residency {res.id}: applies; allowed regions {', '.join(sorted(res.regions))}")
+        elif state is not False:
+            out.append(f"{indent}residency {res.id}: condition error, denies: {state}")
         else:
             out.append(f"{indent}residency {res.id}: does not apply: {expr_text(decl.when)}{_values(decl.when, c)}")
     if c.kind == "model" and c.rid in ev.blocked:
@@ -87,7 +104,8 @@ def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: dat
                        f"{_amount(est)} of {_amount(limit.amount)}")
     for gate in cp.gates:
         decl = gate.scoped.decl
-        state = "matches" if gate.when(c) else "does not match"
+        held = _outcome(gate.when, c)
+        state = "matches" if held is True else "does not match" if held is False else f"condition error, denies ({held})"
         out.append(f"{indent}escalate {gate.id}: {state}: {expr_text(decl.when)}{_values(decl.when, c)}")
 
 
@@ -107,7 +125,7 @@ def explain(ev: Evaluator, request: Any, *, now: datetime | None = None,
         if c.rid is None and c.kind == "model":
             for route in ev.compiled.routes:
                 decl = route.scoped.decl
-                if route.when(c):
+                if _outcome(route.when, c) is True:
                     out.append(f"route {route.id}: matches; candidates in order: {', '.join(route.prefer)}")
                     for model in route.prefer:
                         out.append(f"  candidate {model}:")

@@ -95,7 +95,7 @@ def _strings(values: tuple[str, ...]) -> str:
 
 
 def _names(names: tuple[ast.Name, ...]) -> str:
-    return ", ".join(n.value for n in names)
+    return ", ".join(format_name(n) for n in names)
 
 
 def _duration(duration: ast.Duration) -> str:
@@ -107,6 +107,14 @@ def _duration(duration: ast.Duration) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60} min"
     return f"{seconds} s"
+
+
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def format_name(name: ast.Name) -> str:
+    """A role, agent or model name: bare when it can be, else quoted (``"gpt-4o"``)."""
+    return name.value if _BARE_NAME.fullmatch(name.value) else _string(name.value)
 
 
 # --- expressions ------------------------------------------------------------------------
@@ -121,6 +129,8 @@ def format_expr(expr: ast.Expr) -> str:
     if isinstance(expr, ast.Not):
         return "not " + _wrap(expr.operand, (ast.Or, ast.And))
     if isinstance(expr, ast.Compare):
+        if expr.op == "has":  # the attribute name is written bare: context has amount
+            return f"{format_expr(expr.left)} has {expr.right.value}"  # type: ignore[union-attr]
         return f"{format_expr(expr.left)} {expr.op} {format_expr(expr.right)}"
     if isinstance(expr, ast.Literal):
         value = expr.value
@@ -174,15 +184,15 @@ def _notes(because: str | None, cites: tuple[str, ...]) -> list[_Line]:
 
 def _breach(action: ast.BreachAction) -> str:
     if isinstance(action, ast.EscalateAction):
-        return f"escalate to role {action.role.value}"
+        return f"escalate to role {format_name(action.role)}"
     return "block" if isinstance(action, ast.BlockAction) else "alert"
 
 
 def _exceed(action: ast.ExceedAction) -> str:
     if isinstance(action, ast.EscalateAction):
-        return f"escalate to role {action.role.value}"
+        return f"escalate to role {format_name(action.role)}"
     if isinstance(action, ast.RouteAction):
-        return f"route to model {action.model.value}"
+        return f"route to model {format_name(action.model)}"
     return "deny"
 
 
@@ -213,10 +223,10 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
     head = _Line
     if isinstance(decl, ast.RoleDecl):
         extends = f" extends {_names(decl.extends)}" if decl.extends else ""
-        return [head(f"role {decl.name.value}{extends}", decl.span.line)]
+        return [head(f"role {format_name(decl.name)}{extends}", decl.span.line)]
     if isinstance(decl, ast.ConstDecl):
         return _const(decl)
-    lines = [head(f"{_keyword(decl)} {decl.name.value}", decl.span.line)]
+    lines = [head(f"{_keyword(decl)} {format_name(decl.name)}", decl.span.line)]
     if isinstance(decl, ast.AgentDecl):
         if decl.owner is not None:
             lines.append(_clause(f"owner {_string(decl.owner)}", None))
@@ -238,7 +248,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
             lines.append(_clause(" ".join(p for p in price if p), source))
     elif isinstance(decl, ast.RuleDecl):
         principal = decl.principal
-        who = "any" if principal.kind == "any" else f"{principal.kind} {principal.name.value}"  # type: ignore[union-attr]
+        who = "any" if principal.kind == "any" else f"{principal.kind} {format_name(principal.name)}"  # type: ignore[union-attr]
         actions = ", ".join("any" if a.value == "*" else a.value for a in decl.actions)
         target = f"{decl.resource_kind.value} {_string(decl.resource_pattern)}"
         lines.append(_clause(f"{decl.effect} {who} to {actions} {target}", principal.span.line))
@@ -267,7 +277,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
     elif isinstance(decl, ast.EscalateDecl):
         if decl.when is not None:
             lines += _condition("when", decl.when)
-        lines.append(_clause(f"to role {decl.role.value}", decl.role.span.line))
+        lines.append(_clause(f"to role {format_name(decl.role)}", decl.role.span.line))
         if decl.within is not None:
             lines.append(_clause(f"within {_duration(decl.within)} else {decl.on_timeout}", decl.within.span.line))
         if decl.distinct_approver:
@@ -278,7 +288,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
             lines += _condition("when", decl.when)
         lines.append(_clause(f"prefer {_names(decl.prefer)}", decl.prefer[0].span.line))
     elif isinstance(decl, ast.BiasDecl):
-        lines.append(_clause(f"for model {decl.model.value}", decl.model.span.line))
+        lines.append(_clause(f"for model {format_name(decl.model)}", decl.model.span.line))
         metric = f"metric {decl.metric.value} of {format_expr(decl.positive)} by {decl.group_by.dotted}"
         lines.append(_clause(metric, decl.metric.span.line))
         lines.append(_threshold(decl.threshold))
@@ -289,15 +299,33 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         if decl.on_breach is not None:
             lines.append(_clause(f"on breach {_breach(decl.on_breach)}", decl.on_breach.span.line))
     elif isinstance(decl, ast.DriftDecl):
-        lines.append(_clause(f"for model {decl.model.value}", decl.model.span.line))
+        lines.append(_clause(f"for model {format_name(decl.model)}", decl.model.span.line))
         lines.append(_clause(f"metric {decl.metric.value} of {decl.of.dotted}", decl.metric.span.line))
         lines.append(_clause(f"baseline previous {_duration(decl.baseline)}", decl.baseline.span.line))
         lines.append(_threshold(decl.threshold))
         if decl.on_breach is not None:
             lines.append(_clause(f"on breach {_breach(decl.on_breach)}", decl.on_breach.span.line))
+    elif isinstance(decl, ast.SchemaDecl):
+        if decl.actions:
+            lines.append(_clause(f"for action {_names(decl.actions)}", decl.actions[0].span.line))
+        for attr in decl.attributes:
+            lines.append(_clause(format_attribute(attr), attr.span.line))
     else:
         raise TypeError(f"not a declaration: {decl!r}")
     return lines
+
+
+def format_attribute(attr: ast.SchemaAttribute) -> str:
+    """One schema attribute line, without its indent."""
+    kind = {"set": "set of string"}.get(attr.type, attr.type)
+    if attr.type == "enum" and attr.values is not None:
+        kind = f"enum {format_expr(attr.values)}"
+    text = f"attribute {attr.path.dotted} {kind}"
+    if attr.required:
+        text += " required"
+    if attr.normalise:
+        text += f" normalise {_names(attr.normalise)}"
+    return text
 
 
 _KEYWORDS = {
@@ -310,6 +338,7 @@ _KEYWORDS = {
     ast.RouteDecl: "route",
     ast.BiasDecl: "bias",
     ast.DriftDecl: "drift",
+    ast.SchemaDecl: "schema",
 }
 
 

@@ -55,6 +55,7 @@ class PolicySet:
     routes: tuple[Scoped[ast.RouteDecl], ...] = ()
     biases: tuple[Scoped[ast.BiasDecl], ...] = ()
     drifts: tuple[Scoped[ast.DriftDecl], ...] = ()
+    schemas: tuple[Scoped[ast.SchemaDecl], ...] = ()
     # package -> its file-level ``cite`` references, kept in decisions
     package_cites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 

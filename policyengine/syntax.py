@@ -299,19 +299,30 @@ class Builder(Transformer):
         return _Strings((tuple(_unquote(v, self._path) for v in values), self._span(values[-1])))
 
     def name_list(self, *names: Token) -> tuple[ast.Name, ...]:
-        return tuple(_new_name(tok.value, self._span(tok)) for tok in names)
+        return tuple(self._name(tok) for tok in names)
 
     def _name(self, tok: Token) -> ast.Name:
-        """Names are built by the rule that holds them: one reduction fewer per name."""
+        """Names are built by the rule that holds them: one reduction fewer per name.
+
+        A quoted name (``model "gpt-4o"``) is the same name as its bare spelling
+        when it has one; it must be non-empty and carry no whitespace or control characters.
+        """
+        if tok.type == "STRING":
+            text = _unquote(tok, self._path)
+            if not text or text != text.strip() or any(ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160
+                                                       for ch in text):
+                raise _syntax(f"{tok.value} is not a usable name", self._span(tok),
+                              help="a quoted name is non-empty, without spaces or control characters")
+            return _new_name(text, self._span(tok))  # type: ignore[no-any-return]
         return _new_name(tok.value, self._span(tok))  # type: ignore[no-any-return]
 
     # --- clause plumbing ---------------------------------------------------------------
 
     def _clauses(self, what: str, name: ast.Name, clauses: tuple[_Clause, ...]) -> dict[str, Any]:
         """Collect clauses by key; ``cite`` and ``limit`` repeat, the others may not."""
-        found: dict[str, Any] = {"cite": [], "limit": []}
+        found: dict[str, Any] = {"cite": [], "limit": [], "attribute": []}
         for key, value, kw, _ in clauses:
-            if key in ("cite", "limit"):
+            if key in ("cite", "limit", "attribute"):
                 found[key].extend(value if key == "cite" else (value,))
             elif key in found:
                 raise _syntax(
@@ -599,6 +610,60 @@ class Builder(Transformer):
     def c_prefer(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
         return self._clause("prefer", names, kw, names[-1].span)
 
+    # --- request schemas ---------------------------------------------------------------------
+
+    def schema_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.SchemaDecl:
+        name = self._name(name_tok)
+        found = self._clauses("schema", name, clauses)
+        if not found["attribute"]:
+            raise _syntax(f"schema '{name.value}' declares no attribute", name.span,
+                          help='add a line such as: attribute context.amount number required')
+        return ast.SchemaDecl(name, found.get("for", ()), tuple(found["attribute"]),
+                              span=self._decl_span(kw, name, clauses))
+
+    def c_schema_for(self, kw: Token, what: Token, names: tuple[ast.Name, ...]) -> _Clause:
+        if what.value not in ("action", "actions"):
+            raise _syntax(f"a schema is for actions, not '{what}'", self._span(what),
+                          help="for example: for action approve_payment, block_invoice")
+        return self._clause("for", names, kw, names[-1].span)
+
+    def c_attribute(self, kw: Token, path_tok: Token, kind: tuple[str, Any, Span], *options: tuple) -> _Clause:
+        path = self.path(path_tok)
+        required = False
+        normalise: tuple[ast.Name, ...] = ()
+        end = kind[2]
+        for option, value, span in options:
+            if option == "required":
+                required = True
+            else:
+                normalise = value
+            end = span
+        type_name, values, type_span = kind
+        attr = ast.SchemaAttribute(path, type_name, values, required, normalise,  # type: ignore[arg-type]
+                                   span=self._cover(self._span(kw), end), type_span=type_span)
+        return self._clause("attribute", attr, kw, end)
+
+    def t_plain(self, tok: Token) -> tuple[str, None, Span]:
+        if tok.value not in ("string", "number", "bool", "timestamp"):
+            raise _syntax(f"'{tok}' is not an attribute type", self._span(tok),
+                          help="types are string, number, bool, timestamp, set of string, enum [...]")
+        return tok.value, None, self._span(tok)
+
+    def t_set(self, tok: Token, of: Token, item: Token) -> tuple[str, None, Span]:
+        if tok.value != "set" or item.value != "string":
+            raise _syntax(f"'{tok} of {item}' is not an attribute type", self._span(tok),
+                          help="the collection type is 'set of string'")
+        return "set", None, self._cover(self._span(tok), self._span(item))
+
+    def t_enum(self, kw: Token, values: ast.Expr) -> tuple[str, ast.Expr, Span]:
+        return "enum", values, self._cover(self._span(kw), values.span)
+
+    def o_required(self, kw: Token) -> tuple[str, bool, Span]:
+        return "required", True, self._span(kw)
+
+    def o_normalise(self, kw: Token, names: tuple[ast.Name, ...]) -> tuple[str, tuple[ast.Name, ...], Span]:
+        return "normalise", names, names[-1].span
+
     # --- monitoring -------------------------------------------------------------------------
 
     def bias_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.BiasDecl:
@@ -721,6 +786,39 @@ class Builder(Transformer):
 
     def compare_not_in(self, left: ast.Expr, not_: Token, in_: Token, right: ast.Expr) -> ast.Compare:
         return self._nest(ast.Compare("not in", left, right, span=self._cover(left.span, right.span)), (left, right))
+
+    def _op(self, op: str, left: ast.Expr, right: ast.Expr) -> ast.Compare:
+        return self._nest(ast.Compare(op, left, right, span=self._cover(left.span, right.span)),  # type: ignore[arg-type]
+                          (left, right))
+
+    def compare_contains(self, left: ast.Expr, kw: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("contains", left, right)
+
+    def compare_contains_any(self, left: ast.Expr, kw: Token, any_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("contains any", left, right)
+
+    def compare_contains_all(self, left: ast.Expr, kw: Token, all_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("contains all", left, right)
+
+    def compare_starts_with(self, left: ast.Expr, kw: Token, with_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("starts with", left, right)
+
+    def compare_ends_with(self, left: ast.Expr, kw: Token, with_: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("ends with", left, right)
+
+    def compare_like(self, left: ast.Expr, kw: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("like", left, right)
+
+    def compare_in_cidr(self, left: ast.Expr, in_: Token, cidr: Token, right: ast.Expr) -> ast.Compare:
+        return self._op("in cidr", left, right)
+
+    def has_attr(self, left: ast.Expr, has: Token, name: Token) -> ast.Compare:
+        """``context has amount``: a presence test, kept as a ``has`` comparison with the name as a string."""
+        if not isinstance(left, ast.Path):
+            raise _syntax(f"'has' tests an attribute path such as context, not '{left.name}'",  # type: ignore[union-attr]
+                          left.span, help="write 'context has amount' or 'data has classification'")
+        right = ast.Literal(name.value, span=self._span(name))
+        return self._nest(ast.Compare("has", left, right, span=self._cover(left.span, right.span)), (left,))
 
     def string(self, tok: Token) -> ast.Literal:
         return _new_literal(_unquote(tok, self._path), self._span(tok))  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ from .diagnostics import Finding, Span
 __all__ = ["describe_unexpected"]
 
 _DECL_KEYWORDS = frozenset(
-    {"ROLE", "AGENT", "MODEL", "CONST", "RULE", "RESIDENCY", "BUDGET", "ESCALATE", "ROUTE", "BIAS", "DRIFT"}
+    {"ROLE", "AGENT", "MODEL", "CONST", "RULE", "RESIDENCY", "BUDGET", "ESCALATE", "ROUTE", "BIAS", "DRIFT", "SCHEMA"}
 )
 _VALUE_START = frozenset({"NAME", "STRING", "NUMBER", "LSQB"})
 _WORDS = {
@@ -76,6 +76,10 @@ def _previous(text: str, pos: int) -> re.Match[str] | None:
 
 def _expectation(expected: set[str], prev: str, prev_is_number: bool) -> str:
     after = f" after '{prev}'" if prev else ""
+    if expected == {"NAME", "STRING"} and prev in _NAME_AFTER:  # a name that may be quoted ("gpt-4o")
+        return f"expected {_NAME_AFTER[prev]}{after}"
+    if expected == {"NAME", "STRING"} and prev.lower() in {k.lower() for k in _DECL_KEYWORDS}:
+        return f"expected a name for the {prev}{after}"
     if expected == {"NAME"} and prev in _NAME_AFTER:
         return f"expected {_NAME_AFTER[prev]}{after}"
     if expected == {"NAME"} and prev_is_number:

@@ -19,7 +19,7 @@ model small
     region "eu-west-1" hosting internal
     cost 1 USD per 1M tokens
 rule clerks_read
-    allow role clerk to read dataset "orders/*"
+    allow role clerk to read dataset "orders/**"
     because "clerks handle orders"
 rule no_archive
     deny any to read dataset "orders/archive/*"

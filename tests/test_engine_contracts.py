@@ -34,7 +34,7 @@ rule admins_write
 rule no_secrets
     deny any to any dataset "docs/secret*"
 escalate big
-    when context.rows > 1000
+    when context has rows and context.rows > 1000
     to role admin
     within 1h else deny
 """
@@ -104,7 +104,7 @@ def test_eight_threads_get_the_same_decisions(policy):
 
 def test_compile_is_a_tuple_of_named_stages():
     names = [name for name, _ in STAGES]
-    assert names == ["roles", "registry", "rules", "index", "gates", "residency", "budgets", "routes"]
+    assert names == ["roles", "registry", "rules", "index", "gates", "residency", "budgets", "routes", "schemas"]
     assert all(callable(stage) for _, stage in STAGES)
 
 
@@ -116,7 +116,18 @@ def test_index_keeps_rules_of_other_kinds_out_of_the_way(policy):
 
 PATTERNS = [
     ("*", "anything", True),
-    ("docs/*", "docs/a/b", True),
+    ("docs/*", "docs/a/b", False),  # '*' stays within one segment
+    ("docs/**", "docs/a/b", True),
+    ("docs/**", "docs", False),
+    ("**", "a/b/c", True),
+    ("*", "a/b/c", True),  # '*' alone: every id
+    ("docs/*/v1", "docs/a/v1", True),
+    ("docs/*/v1", "docs/a/b/v1", False),
+    ("docs/**/v1", "docs/a/b/v1", True),
+    ("docs/?", "docs//", False),
+    ("docs/[!a]", "docs/b", True),
+    ("docs/[!a]", "docs//", False),
+    ("docs/x*", "docs/xy/z", False),
     ("docs/*", "doc/a", False),
     ("docs/?", "docs/a", True),
     ("docs/?", "docs/ab", False),
@@ -243,11 +254,16 @@ def test_evaluate_never_raises_and_fails_closed_on_junk(policy, junk):
     context=st.dictionaries(st.sampled_from(["ticket", "rows"]),
                             st.none() | st.integers() | st.text(max_size=3) | st.lists(st.integers(), max_size=2)),
 )
-def test_wellformed_requests_never_error_and_deny_wins(policy, roles, action, rid, context):
+def test_wellformed_requests_fail_closed_on_condition_errors_and_deny_wins(policy, roles, action, rid, context):
     request = {"principal": {"id": "u", "roles": roles}, "action": action,
                "resource": {"kind": "dataset", "id": rid}, "context": context}
     decision = policy.evaluate(request)
-    assert decision.errors == ()
+    assert all(": condition error: " in e for e in decision.errors), decision.errors  # never a shape error
+    if decision.errors:
+        assert decision.effect == "deny"
+    rows = context.get("rows")
+    if decision.effect != "deny" and "rows" in context and rows is not None:
+        assert rows.__class__ is int  # a mistyped row count never gets past the escalation
     if rid.startswith("docs/secret"):
         assert (decision.effect, decision.reasons[0].rule) == ("deny", "t.no_secrets")
 

@@ -56,11 +56,28 @@ class Case:
         resource = {"kind": self.kind}
         if self.rid is not None:
             resource["id"] = self.rid
-        context = {**self.context, "run_id": "r-example"} if self.approvals else self.context
+        # Deny, residency and escalation conditions fail closed on a missing attribute, so each
+        # case carries what the workflows always send, unless the case says otherwise.
+        data = {**_DATA_SENT.get(self.action, {}), **self.data}
+        if "classification" in data:
+            data.setdefault("origin", "US")
+        if self.rid is not None and self.rid.startswith("crm/segments/"):
+            data.setdefault("contains_minors", False)
+        context = {**_CONTEXT_SENT.get(self.action, {}), **self.context}
+        if self.approvals:
+            context["run_id"] = "r-example"
         given = NOW.isoformat()  # approvals are bound to the request's run and given at the decision time
         return {"principal": self.principal, "action": self.action, "resource": resource,
-                "data": self.data, "context": context,
+                "data": data, "context": context,
                 "approvals": [{"run_id": "r-example", "ts": given, **a} for a in self.approvals]}
+
+
+_DATA_SENT: dict[str, dict] = {
+    "approve_payment": {"vendor_status": "active", "vendor_age_days": 400},
+    "block_invoice": {"vendor_status": "active"},
+    "reset_password": {"account_type": "standard"},
+}
+_CONTEXT_SENT: dict[str, dict] = {"send": {"audience_size": 1_000}}
 
 
 ALICE = user("alice", "analyst")
@@ -117,6 +134,9 @@ CASES = [
          (FI + "agent_queues_for_review",)),
     Case("agent pays a routine invoice", AP_BOT, "approve_payment", "tool", "erp/payments", "allow",
          (FI + "agent_pays_routine_invoices",), context={"amount": 5_000, "confidence": 0.95, **EUR}),
+    Case("a payment from outside the corporate network", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
+         (FI + "payments_from_corporate_networks_only",),
+         context={"amount": 5_000, "confidence": 0.95, "source_ip": "198.51.100.4", **EUR}),
     Case("agent may not pay above the auto-pay limit", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
          ("<default-deny>",), context={"amount": 60_000, "confidence": 0.95, **EUR}),
     Case("analyst may not pay above 250k", ALICE, "approve_payment", "tool", "erp/payments", "deny",
@@ -177,6 +197,12 @@ CASES = [
          (IT + "auto_reset_passwords",), context={"confidence": 0.95, "priority": "low"}),
     Case("bot never resets an admin account", TRIAGE_BOT, "reset_password", "tool", "iam/password-reset", "deny",
          (IT + "no_admin_resets_by_bots",), data={"account_type": "admin"}, context={"confidence": 0.95}),
+    Case("bot never resets a break-glass account", TRIAGE_BOT, "reset_password", "tool", "iam/password-reset", "deny",
+         (IT + "no_bot_resets_of_emergency_accounts",), data={"account_name": "breakglass-7"},
+         context={"confidence": 0.95, "priority": "low"}),
+    Case("bot never resets a compromised account", TRIAGE_BOT, "reset_password", "tool", "iam/password-reset", "deny",
+         (IT + "no_bot_resets_of_flagged_accounts",), data={"flags": ["compromised"]},
+         context={"confidence": 0.95, "priority": "low"}),
     Case("bot routes a ticket", TRIAGE_BOT, "route_ticket", "tool", "itsm/queues", "allow",
          (IT + "triage_bot_routes_tickets",)),
     Case("privileged reset needs the service manager", user("dan", "service_desk"), "reset_password", "tool",

@@ -30,10 +30,10 @@ rule admins_write
     allow role admin to write dataset "docs/*"
     unless context.frozen == true
 residency eu
-    when data.origin == "DE"
+    when data has origin and data.origin == "DE"
     require region in ["eu-west-1"]
 escalate big_reads
-    when action == "read" and context.rows > 1000
+    when action == "read" and context has rows and context.rows > 1000
     to role admin
 budget bot_tokens
     for agent bot
@@ -74,7 +74,7 @@ TRACES = [
         "rule ex.no_drafts [deny]", "no match: resource id 'docs/a' does not match 'docs/drafts/*'",
         "rule ex.admins_write [allow]", "no match: principal does not hold role admin",
         "rule ex.bots_invoke [allow]", "no match: principal is not agent bot",
-        "residency ex.eu: does not apply: data.origin == \"DE\" (data.origin = <missing>)",
+        "residency ex.eu: does not apply: data has origin and data.origin == \"DE\" (data = {}, data.origin = <missing>)",
         "escalate ex.big_reads: does not match", "context.rows = <missing>",
         "decision: allow", "because ex.viewers_read",
     ]),

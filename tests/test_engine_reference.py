@@ -2,7 +2,8 @@
 
 Random policies (roles with inheritance, rules by role / agent / any, actions,
 kinds, id globs, conditions) and random requests: the effect and the deciding
-rules must equal those of a reference that scans every rule with ``fnmatch``.
+rules must equal those of a reference that scans every rule and matches ids
+segment by segment with ``fnmatch`` (``*`` stays in its segment, ``**`` spans).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from policyengine import load_policy
 ROLES = ["r0", "r1", "r2", "r3"]  # r1 extends r0, r3 extends r2
 ACTIONS = ["read", "write", "any"]
 KINDS = ["dataset", "tool"]
-PATTERNS = ["*", "p0/*", "p1/*", "p0/x", "p?/y", "[pq]0/*", "q0/x/*", "p1"]
+PATTERNS = ["*", "p0/*", "p1/*", "p0/x", "p?/y", "[pq]0/*", "q0/x/*", "p1", "q0/**", "**"]
 IDS = ["p0/x", "p0/y", "p1/y", "p1", "q0/x/z", "q0/y", "p2/y"]
 CONDITIONS = [None, "context.n > 3", 'principal.dept == "d1"', 'data.tag in ["a", "b"]', "context.n <= 3",
               'not (context.flag == true)']
@@ -61,20 +62,47 @@ def policy_text(rules) -> str:
     return "\n".join(lines) + "\n"
 
 
-def holds(cond: str | None, request: dict) -> bool:
-    """The reference meaning of each condition used above (missing attribute: false)."""
+def holds(cond: str | None, request: dict) -> bool | None:
+    """The reference meaning of each condition used above; None: a condition error (an attribute missing)."""
     ctx, data, attrs = request["context"], request["data"], request["principal"].get("attrs", {})
     if cond is None:
         return True
+    needs = {"context.n": ctx.get("n"), "principal.dept": attrs.get("dept"), "data.tag": data.get("tag"),
+             "context.flag": ctx.get("flag")}
+    if needs[cond.removeprefix("not (").split(" ")[0]] is None:
+        return None
     return {
-        "context.n > 3": "n" in ctx and ctx["n"] > 3,
+        "context.n > 3": ctx.get("n", 0) > 3,
         'principal.dept == "d1"': attrs.get("dept") == "d1",
         'data.tag in ["a", "b"]': data.get("tag") in ("a", "b"),
-        "context.n <= 3": "n" in ctx and ctx["n"] <= 3,
+        "context.n <= 3": ctx.get("n", 0) <= 3,
         'not (context.flag == true)': not ctx.get("flag") is True,
         "context.n == 5": ctx.get("n") == 5,
         'data.tag == "b"': data.get("tag") == "b",
     }[cond]
+
+
+def applies(effect: str, when: str | None, unless: str | None, request: dict) -> bool:
+    """when holds and unless does not; a condition error makes a deny apply and an allow not (fail closed)."""
+    w = holds(when, request)
+    if w is None:
+        return effect == "deny"
+    if not w:
+        return False
+    u = holds(unless, request) if unless is not None else False
+    if u is None:
+        return effect == "deny"
+    return not u
+
+
+def glob(pattern: str, rid: str) -> bool:
+    """The reference glob: segment by segment with fnmatch; '*' or '**' alone, or a trailing '/**', spans segments."""
+    if pattern in ("*", "**"):
+        return True
+    pats, ids = pattern.split("/"), rid.split("/")
+    if pats[-1] == "**":
+        return len(ids) > len(pats) - 1 and all(fnmatch.fnmatchcase(i, p) for i, p in zip(ids, pats[:-1]))
+    return len(ids) == len(pats) and all(fnmatch.fnmatchcase(i, p) for i, p in zip(ids, pats))
 
 
 def reference(rules, request) -> tuple[str, list[str]]:
@@ -95,9 +123,9 @@ def reference(rules, request) -> tuple[str, list[str]]:
             continue
         if kind != request["resource"]["kind"]:
             continue
-        if not fnmatch.fnmatchcase(request["resource"]["id"], pattern):
+        if not glob(pattern, request["resource"]["id"]):
             continue
-        if not holds(when, request) or (unless is not None and holds(unless, request)):
+        if not applies(effect, when, unless, request):
             continue
         matched[effect].append(f"ref.x{i}")
     if matched["deny"]:
@@ -108,7 +136,8 @@ def reference(rules, request) -> tuple[str, list[str]]:
 
 
 MATCHING_IDS = {"*": IDS, "p0/*": ["p0/x", "p0/y"], "p1/*": ["p1/y"], "p0/x": ["p0/x"],
-                "p?/y": ["p0/y", "p1/y", "p2/y"], "[pq]0/*": ["p0/x", "q0/y"], "q0/x/*": ["q0/x/z"], "p1": ["p1"]}
+                "p?/y": ["p0/y", "p1/y", "p2/y"], "[pq]0/*": ["p0/x", "q0/y"], "q0/x/*": ["q0/x/z"], "p1": ["p1"],
+                "q0/**": ["q0/x/z", "q0/y"], "**": IDS}
 
 
 def aimed_at(rule, draw) -> dict:

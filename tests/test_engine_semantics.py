@@ -81,11 +81,23 @@ rule analysts_invoke
 
 rule no_secret_offsite
     deny any to invoke model "*"
-    when data.classification in SECRET and resource.hosting == "external"
+    when data has classification and data.classification in SECRET and resource.hosting == "external"
     because "secret data stays internal"
 
+rule viewers_export
+    allow role viewer to export dataset "*"
+    unless context.dry_run == true
+
+rule no_secret_exports
+    deny any to export dataset "*"
+    when data.classification == "secret"
+
+escalate big_exports
+    when action == "export" and context.rows > 1_000
+    to role approver_role
+
 residency eu_data
-    when data.origin in EU
+    when data has origin and data.origin in EU
     require region in EU_REGIONS
     cite "GDPR Art. 44"
 
@@ -170,19 +182,62 @@ COMBINATION = [
                                      context={"vendor": "blocked-co"}), "deny", [P + "ops_never_pay_blocked_vendor"]),
 ]
 
+def export(data=None, context=None) -> dict:
+    return req(action="export", rid="reports/x", data=data, context={"rows": 10, "dry_run": False, **(context or {})})
+
+
+# A comparison reading a missing attribute (absent or null) or values of two types is a condition error.
+# In a deny rule, residency or escalation it denies (listed in Decision.errors); an allow rule (its when
+# or its unless) does not apply. `has` tests presence and never errors.
 MISSING_ATTRIBUTES = [
-    ("when holds", req(rid="vault/a", pattrs={"clearance": 3}), "allow", [P + "high_clearance_only"]),
+    ("when holds", req(rid="vault/a", pattrs={"clearance": 3}, data={"classification": "x"}), "allow",
+     [P + "high_clearance_only"]),
     ("when false", req(rid="vault/a", pattrs={"clearance": 2}), "deny", ["<default-deny>"]),
-    ("missing attribute: comparison false", req(rid="vault/a"), "deny", ["<default-deny>"]),
-    ("null attribute: comparison false", req(rid="vault/a", pattrs={"clearance": None}), "deny", ["<default-deny>"]),
-    ("type mismatch: comparison false", req(rid="vault/a", pattrs={"clearance": "high"}), "deny", ["<default-deny>"]),
+    ("allow: missing attribute, rule does not apply", req(rid="vault/a"), "deny", ["<default-deny>"]),
+    ("allow: null attribute, rule does not apply", req(rid="vault/a", pattrs={"clearance": None}), "deny",
+     ["<default-deny>"]),
+    ("allow: type mismatch, rule does not apply", req(rid="vault/a", pattrs={"clearance": "5"}), "deny",
+     ["<default-deny>"]),
     ("unless true blocks the allow", req(rid="vault/a", pattrs={"clearance": 5}, data={"classification": "secret"}),
      "deny", ["<default-deny>"]),
-    ("unless on missing attribute is false", req(rid="vault/a", pattrs={"clearance": 5}, data={}), "allow",
-     [P + "high_clearance_only"]),
-    ("deny condition on missing attribute does not fire",
-     req(roles=["analyst"], action="invoke", kind="model", rid="big"), "allow", [P + "analysts_invoke"]),
+    ("allow: unless on a missing attribute, rule does not apply", req(rid="vault/a", pattrs={"clearance": 5}),
+     "deny", ["<default-deny>"]),
+    ("allow: unless 1 == true is an error, not true and not false",
+     export({"classification": "public"}, {"dry_run": 1}), "deny", ["<default-deny>"]),
+    ("has guards a deny", req(roles=["analyst"], action="invoke", kind="model", rid="big"), "allow",
+     [P + "analysts_invoke"]),
+    ("deny and escalation conditions hold: not applicable", export({"classification": "public"}), "allow",
+     [P + "viewers_export"]),
+    ("deny: condition holds", export({"classification": "secret"}), "deny", [P + "no_secret_exports"]),
+    ("deny: missing attribute denies", export({}), "deny", [P + "no_secret_exports"]),
+    ("deny: null attribute denies", export({"classification": None}), "deny", [P + "no_secret_exports"]),
+    ("deny: a list where a string is compared denies", export({"classification": ["secret"]}), "deny",
+     [P + "no_secret_exports"]),
+    ("deny: a number where a string is compared denies", export({"classification": 1}), "deny",
+     [P + "no_secret_exports"]),
+    ("escalation: condition holds", export({"classification": "public"}, {"rows": 5000}), "escalate",
+     [P + "big_exports", P + "viewers_export"]),
+    ("escalation: missing attribute denies", export({"classification": "public"}, {"rows": None}), "deny",
+     [P + "big_exports"]),
+    ("escalation: a number as a string denies", export({"classification": "public"}, {"rows": "5000"}), "deny",
+     [P + "big_exports"]),
+    ("escalation: a bool where a number is ordered denies", export({"classification": "public"}, {"rows": True}),
+     "deny", [P + "big_exports"]),
+    ("residency: missing attribute guarded by has", req(data={"region": "x"}), "allow", [P + "viewers_read_reports"]),
+    ("residency: an origin of the wrong type denies", req(data={"origin": 7}), "deny", [P + "eu_data"]),
 ]
+
+
+def test_condition_errors_are_listed_in_the_decision(policy):
+    decision = policy.evaluate(export({"classification": ["secret"]}))
+    assert decision.effect == "deny"
+    assert decision.errors == ('rule corp.ai.no_secret_exports: condition error: data.classification: expected '
+                               'string to compare with "secret", got list ["secret"]',)
+    assert "fail closed" in decision.reasons[0].message
+    missing = policy.evaluate(export({"classification": "public"}, {"rows": None}))
+    assert missing.errors == ("escalation corp.ai.big_exports: condition error: context.rows is missing",)
+    assert policy.evaluate(req(rid="vault/a")).errors == ()  # an allow rule that errors is just not applying
+
 
 AGENTS = [
     ("declared agent gets its declared roles",
@@ -484,7 +539,7 @@ def test_missing_rule_path_raises_policy_error(tmp_path):
 
 
 def test_attributes_beside_id_count_as_attrs(policy):
-    request = req(rid="vault/a")
+    request = req(rid="vault/a", data={"classification": "x"})
     request["principal"]["clearance"] = 4
     assert policy.evaluate(request).effect == "allow"
     request["principal"]["attrs"] = {"clearance": 1}  # attrs wins
@@ -514,7 +569,87 @@ def test_unhashable_values_are_named_not_crashed_on(policy, case, request_, erro
     assert any(e.startswith(error) for e in decision.errors), decision.errors
 
 
-def test_unhashable_attribute_values_make_comparisons_false(policy):
+def test_unhashable_attribute_values_are_condition_errors_not_crashes(policy):
     assert policy.evaluate(req(rid="vault/a", pattrs={"clearance": [5]}, data={"classification": {"x": 1}})).effect \
         == "deny"
-    assert policy.evaluate(req(data={"origin": ["DE"]})).effect == "allow"  # residency `in EU` is false
+    decision = policy.evaluate(req(data={"origin": ["DE"]}))  # residency `in EU` cannot be decided: denies
+    assert decision.effect == "deny" and decision.errors == (
+        'residency corp.ai.eu_data: condition error: data.origin: expected string, got list ["DE"]',)
+
+
+# --- canonical ids and exact names -----------------------------------------------------------
+
+MALFORMED_IDS = [
+    ("reports/../vault/a", "has a '.' or '..' segment"),
+    ("reports/./x", "has a '.' or '..' segment"),
+    ("..", "has a '.' or '..' segment"),
+    ("reports//x", "has an empty segment"),
+    ("/reports/x", "has an empty segment"),
+    ("reports/x/", "has an empty segment"),
+    (" reports/x", "has leading or trailing whitespace"),
+    ("reports/x\t", "contains a control character"),
+    ("reports/x\u0000", "contains a control character"),
+    ("reports/\u2028x", "contains a control character"),
+]
+
+
+@pytest.mark.parametrize("rid,problem", MALFORMED_IDS, ids=[m[0] for m in MALFORMED_IDS])
+def test_a_resource_id_that_is_not_canonical_is_malformed(policy, rid, problem):
+    decision = policy.evaluate(req(rid=rid))
+    assert decision.effect == "deny" and rules_of(decision) == ["<request>"]
+    assert len(decision.errors) == 1 and decision.errors[0].startswith("resource.id: ") and problem in decision.errors[0]
+
+
+@pytest.mark.parametrize("rid", ["reports/x.y", "reports/.hidden", "meta-llama/Llama-3.1-8B", "a..b/c"])
+def test_dots_inside_a_segment_are_ordinary_characters(policy, rid):
+    assert policy.evaluate(req(rid=rid)).errors == ()
+
+
+CASE_SPELLINGS = [
+    ("model", req(roles=["analyst"], action="invoke", kind="model", rid="BIG", data={"classification": "secret"}),
+     "resource.id: model 'BIG' differs only in case from the declared model 'big'; names are exact"),
+    ("role", req(roles=["Viewer"]), "principal.roles: role 'Viewer' differs only in case from the declared role "
+     "'viewer'; names are exact"),
+    ("agent", req(roles=[], pid="Classifier", ptype="agent"), "principal.id: agent 'Classifier' differs only in "
+     "case from the declared agent 'classifier'; names are exact"),
+]
+
+
+@pytest.mark.parametrize("what,request_,error", CASE_SPELLINGS, ids=[c[0] for c in CASE_SPELLINGS])
+def test_a_name_that_differs_only_in_case_is_refused(policy, what, request_, error):
+    for _ in range(2):  # the second time from the caches
+        decision = policy.evaluate(request_)
+        assert (decision.effect, decision.errors) == ("deny", (error,))
+
+
+QUOTED = """
+package q
+role "data-steward"
+model "gpt-4o"
+    hosting external
+model "meta-llama/Llama-3.1-8B"
+    hosting internal
+rule stewards_invoke
+    allow role "data-steward" to invoke model "*"
+rule no_secret_offsite
+    deny any to invoke model "*"
+    when data.classification == "secret" and resource.hosting == "external"
+route pick
+    when context.task == "x"
+    prefer "gpt-4o", "meta-llama/Llama-3.1-8B"
+"""
+
+
+def test_quoted_names_are_declared_and_decided_like_any_other(tmp_path):
+    (tmp_path / "q.policy").write_text(QUOTED)
+    quoted = load_policy(tmp_path)
+    steward = {"principal": {"id": "s", "roles": ["data-steward"]}, "action": "invoke",
+               "data": {"classification": "secret"}}
+    llama = quoted.evaluate({**steward, "resource": {"kind": "model", "id": "meta-llama/Llama-3.1-8B"}})
+    gpt = quoted.evaluate({**steward, "resource": {"kind": "model", "id": "gpt-4o"}})
+    routed = quoted.evaluate({**steward, "resource": {"kind": "model"}, "context": {"task": "x"}})
+    assert (llama.effect, gpt.effect, gpt.reasons[0].rule) == ("allow", "deny", "q.no_secret_offsite")
+    assert (routed.effect, routed.route) == ("allow", "meta-llama/Llama-3.1-8B")
+    upper = quoted.evaluate({**steward, "resource": {"kind": "model", "id": "GPT-4o"}})
+    assert upper.errors == ("resource.id: model 'GPT-4o' differs only in case from the declared model 'gpt-4o'; "
+                            "names are exact",)

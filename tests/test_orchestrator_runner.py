@@ -69,11 +69,11 @@ rule pay
     allow role ap_agent to approve_payment tool "*"
 rule no_offsite_secrets
     deny any to invoke model "*"
-    when data.classification == "secret" and resource.hosting == "external"
+    when data has classification and data.classification == "secret" and resource.hosting == "external"
     because "secret data stays on internal models"
 rule no_blocked_vendor
     deny any to approve_payment tool "*"
-    when context.vendor == "Shady Ltd"
+    when context has vendor and context.vendor == "Shady Ltd"
     because "vendor is on the sanctions list"
 
 escalate large_payment

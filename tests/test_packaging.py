@@ -67,6 +67,9 @@ def _declared_distributions() -> set[str]:
 _DISTRIBUTION = {"yaml": "pyyaml"}
 # imports that only run inside their own host program
 _HOSTED = {"pytest": "policyengine/testing/pytest_plugin.py"}  # loaded by pytest itself
+# imports of an optional extra, each from its one module (which says which extra to install when missing)
+_EXTRAS = {"psycopg": ("postgres", "policyengine/store/postgres.py"),
+           "redis": ("redis", "policyengine/store/ratelimit.py")}
 
 
 def test_every_third_party_import_is_a_declared_dependency():
@@ -86,8 +89,16 @@ def test_every_third_party_import_is_a_declared_dependency():
                 top = name.split(".")[0]
                 if _HOSTED.get(top) == str(path.relative_to(ROOT)):
                     continue
+                if top in _EXTRAS and _EXTRAS[top][1] == str(path.relative_to(ROOT)):
+                    continue
                 if top not in sys.stdlib_module_names and top != "policyengine":
                     imported.setdefault(top, str(path.relative_to(ROOT)))
     declared = _declared_distributions()
     missing = {top: where for top, where in imported.items() if _DISTRIBUTION.get(top, top) not in declared}
     assert not missing, f"imported but not in [project].dependencies: {missing}"
+    import re
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for top, (extra, _) in _EXTRAS.items():
+        assert top in {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in extras[extra]}, (top, extra)

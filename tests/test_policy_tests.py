@@ -36,14 +36,14 @@ rule bot_prices
     when context.tokens <= 100
 rule no_secrets
     deny any to read dataset "*"
-    when data.classification == "secret"
+    when data has classification and data.classification == "secret"
     cite "Trade Secrets Directive"
 budget bot_tokens
     for agent pricing_bot
     limit 1000 tokens per day
     warn at 50%
 escalate big_refund
-    when context.amount > 500
+    when context has amount and context.amount > 500
     to role manager
 route pricing
     when context.task == "price"
@@ -387,7 +387,7 @@ def test_coverage_names_unexercised_declarations_and_clauses(tmp_path: Path) -> 
     assert missed == {("rule", "shop.bot_prices", 11), ("rule", "shop.no_secrets", 14), ("budget", "shop.bot_tokens", 18),
                       ("escalate", "shop.big_refund", 22), ("route", "shop.pricing", 25)}
     clauses = {(c.text, c.line, c.col) for c in cov.missed_clauses}
-    assert ('data.classification == "secret"', 16, 10) in clauses
+    assert ('data.classification == "secret"', 16, 38) in clauses
     assert ("context.tokens <= 100", 13, 10) in clauses
     assert cov.decl_percent == pytest.approx(100 / 6)
 

@@ -369,7 +369,7 @@ rule analysts_pay
     allow role analyst to approve_payment workflow "*"
 
 residency eu_personal_data
-    when data.classification in ["pii"] and data.origin in ["DE", "FR"]
+    when data has classification and data.classification in ["pii"] and data.origin in ["DE", "FR"]
     require region in ["eu-west-1", "eu-central-1"]
 
 escalate large_payment

@@ -106,7 +106,7 @@ def test_design_sample_parses_to_every_construct() -> None:
     assert gate == ast.EscalateDecl(
         N("large_payment"),
         Or(And(Cmp(P("action"), "==", L("approve_payment")), Cmp(P("context.amount"), ">", L(10_000))),
-           Cmp(P("context.confidence"), "<", L(0.85))),
+           And(Cmp(P("context"), "has", L("confidence")), Cmp(P("context.confidence"), "<", L(0.85)))),
         N("senior_analyst"), within=D(4 * 3600), on_timeout="deny", distinct_approver=True, span=S)
     assert len(file.comments) == 15 and all(c.text.startswith("#") for c in file.comments)
 
@@ -121,6 +121,13 @@ def test_every_example_rule_file_parses() -> None:
 # --- declarations ----------------------------------------------------------------------------
 
 DECLARATIONS = [
+    ('model "gpt-4o"', ast.ModelDecl(N("gpt-4o"), span=S)),
+    ('model "meta-llama/Llama-3.1-8B" hosting internal',
+     ast.ModelDecl(N("meta-llama/Llama-3.1-8B"), hosting="internal", span=S)),
+    ('model "small"', ast.ModelDecl(N("small"), span=S)),  # quoting a plain name changes nothing
+    ('agent "ap-bot" roles "data-steward", analyst',
+     ast.AgentDecl(N("ap-bot"), None, (N("data-steward"), N("analyst")), span=S)),
+    ('role "data-steward" extends "x.y"', ast.RoleDecl(N("data-steward"), (N("x.y"),), span=S)),
     ("role analyst", ast.RoleDecl(N("analyst"), span=S)),
     ("role lead extends analyst, auditor", ast.RoleDecl(N("lead"), (N("analyst"), N("auditor")), span=S)),
     ('agent bot\n    owner "a@x"\n    roles ap, clerk',
@@ -228,6 +235,22 @@ EXPRESSIONS = [
     ('data.s == "quote \\" and \\\\ and \\n"', Cmp(P("data.s"), "==", L('quote " and \\ and \n'))),
     ("data.x in [[1, 2], []]", Cmp(P("data.x"), "in", Lst(Lst(L(1), L(2)), Lst()))),
     ("data.x in [1, 2,]", Cmp(P("data.x"), "in", Lst(L(1), L(2)))),
+    ("context has amount", Cmp(P("context"), "has", L("amount"))),
+    ("principal has attrs.level", Cmp(P("principal"), "has", L("attrs.level"))),
+    ("not data has origin or data.origin in EU",
+     Or(Not(Cmp(P("data"), "has", L("origin"))), Cmp(P("data.origin"), "in", C("EU")))),
+    ("data has x and data.x > 1", And(Cmp(P("data"), "has", L("x")), Cmp(P("data.x"), ">", L(1)))),
+    ("data.has == 1", Cmp(P("data.has"), "==", L(1))),  # `has` is a keyword only after a path
+    ('data.tags contains "pii"', Cmp(P("data.tags"), "contains", L("pii"))),
+    ('data.tags contains any ["a", "b"]', Cmp(P("data.tags"), "contains any", Lst(L("a"), L("b")))),
+    ("data.tags contains all EU", Cmp(P("data.tags"), "contains all", C("EU"))),
+    ('data.name starts with "tmp/"', Cmp(P("data.name"), "starts with", L("tmp/"))),
+    ('data.name ends with ".csv"', Cmp(P("data.name"), "ends with", L(".csv"))),
+    ('data.name like "*draft*"', Cmp(P("data.name"), "like", L("*draft*"))),
+    ('not data.tags contains "x" and data.n like "a?"',
+     And(Not(Cmp(P("data.tags"), "contains", L("x"))), Cmp(P("data.n"), "like", L("a?")))),
+    ("data.like == data.starts", Cmp(P("data.like"), "==", P("data.starts"))),  # keywords only where expected
+    ('context.ip in cidr "10.0.0.0/8"', Cmp(P("context.ip"), "in cidr", L("10.0.0.0/8"))),
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]

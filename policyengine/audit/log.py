@@ -34,6 +34,7 @@ from typing import Any
 
 import duckdb
 
+from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default path (re-exported)
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
 from .keys import SigningKey
@@ -47,7 +48,6 @@ EVENTS = frozenset(
      "model_unblocked",  # a monitor block lifted by `policyengine models unblock`
      "directory_changed", "policy_migrated", "clock_override"}  # approvals' context (docs/audit-events.md)
 )
-DEFAULT_DB_PATH = Path("policyengine.duckdb")
 DEFAULT_ORIGIN = "policyengine"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 

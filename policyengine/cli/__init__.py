@@ -45,6 +45,7 @@ _COMMANDS: dict[str, _Entry] = {
                      "Re-decide the recorded decision requests of --db under the candidate --rules."),
     "run": _Entry("workflows", "run_command", "Run WORKFLOW once per input item, asking the policy before every step."),
     "runs": _Entry("workflows", "runs_group", "List, inspect and expire workflow runs."),
+    "schema": _Entry("schema", "schema_command", "Print the request schema of RULES (files or folders) as JSON Schema (2020-12)."),
     "test": _Entry("testing", "test_command", "Run policy tests (*_test.yaml files) found under PATHS (default: .)."),
 }
 

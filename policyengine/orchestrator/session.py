@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,6 +22,7 @@ from .. import yamlfile
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
 from ..resources import data_path
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH, StoreError, open_duckdb
 from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
@@ -79,8 +79,8 @@ class SessionConfig:
     when it exists (see ``resolved_mask``).
     """
 
-    db: Path = Path("policyengine.duckdb")
-    key: Path = Path("policyengine.key")
+    db: Path = DEFAULT_DB_PATH
+    key: Path = DEFAULT_KEY_PATH
     rules: Sequence[Path] = field(default_factory=default_rules)
     directory: Path | None = None  # None: the deployment's (``resolved_directory``); set only by library callers
     providers: Path | None = None
@@ -88,6 +88,7 @@ class SessionConfig:
     now: datetime | None = None  # a clock override (tests and drills): recorded as a clock_override event
     mask: Path | None = None
     command: str = "session"  # the command that opened the session, named in clock_override events
+    state: str | None = None  # postgresql://...: the budget ledger shared by workers (None: in ``db``)
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
@@ -151,21 +152,14 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
     return Providers(default=LocalProvider(profiles), by_provider=by_provider, retries=retries, timeout_s=timeout)
 
 
-_LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
-
-
 def connect(db: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open ``db`` (for writing unless ``read_only``), or raise ``SessionError`` naming the process that holds it."""
     if read_only and not Path(db).exists():
         raise SessionError(f"{db}: no such database (runs are recorded by `policyengine run` or `policyengine demo`)")
     try:
-        return duckdb.connect(str(db), read_only=read_only)
-    except duckdb.Error as exc:
-        m = _LOCK.search(str(exc))
-        if m:
-            raise SessionError(f"{db}: database is in use by process {m.group(2)}; one process at a time may "
-                               f"open it (wait for the other command to finish)") from None
-        raise SessionError(f"{db}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+        return open_duckdb(db, read_only=read_only, utc=False)
+    except StoreError as exc:
+        raise SessionError(str(exc)) from None
 
 
 class Session:
@@ -177,6 +171,7 @@ class Session:
         self.audit: Any = None
         self.mask: Path | None = None  # the masking config in force, once open
         self._durable: DuckDBLedger | None = None
+        self.shared: Any = None  # the PostgreSQL store, with --state
         self.orchestrator: Orchestrator
 
     def __enter__(self) -> Self:
@@ -210,8 +205,22 @@ class Session:
 
                 self.audit.append("clock_override", actor=None, workflow=None, run_id=None,
                                   payload=clock_override_payload(cfg.now, cfg.command))
-            self._durable = DuckDBLedger(self.conn)
-            ledger = BufferedLedger(self._durable)
+            buffered = None
+            if cfg.state is not None:
+                from ..store import StoreError, open_store
+                from ..store.stores import is_postgres_url
+
+                if not is_postgres_url(cfg.state):
+                    raise SessionError(f"--state {cfg.state}: workflow commands share state through "
+                                       "postgresql://...; the embedded store is the --db file")
+                try:
+                    self.shared = open_store(cfg.state)
+                except StoreError as exc:
+                    raise SessionError(str(exc)) from None
+                ledger = self.shared.ledger  # unbuffered: other workers charge the same budgets
+            else:
+                self._durable = DuckDBLedger(self.conn)
+                ledger = buffered = BufferedLedger(self._durable)
             from ..engine import BlockList, load_policy
             from ..reporting.monitor import blocked_models
 
@@ -222,7 +231,7 @@ class Session:
             now = cfg.now
             clock = (lambda: now) if now is not None else None
             self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
-                                             providers=providers, directory=directory, ledger=ledger, clock=clock,
+                                             providers=providers, directory=directory, ledger=buffered, clock=clock,
                                              record_runs="run" in EVENTS)
         except PolicyError as exc:
             self._abort()
@@ -264,6 +273,9 @@ class Session:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         """Flush and close everything; a failure while closing never hides the error that got us here."""

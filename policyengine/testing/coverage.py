@@ -16,14 +16,14 @@ collector through ``monitored``). Those rules have no ``when`` clauses.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import ast
-from ..conditions import compile_expr, expr_text
+from ..compile import glob_match
+from ..conditions import compile_expr, expr_text, holds
 from ..decision import Decision
 
 # declaration type -> the word shown in reports
@@ -180,13 +180,13 @@ class _Tracker:
             return  # malformed request or undeclared agent: no rule was reached
         contexts = [ctx]
         if ctx.rid is None and ctx.kind == "model" and ctx.action == "invoke":
-            route = next((r for r in self.compiled.routes if r.when(ctx)), None)
+            route = next((r for r in self.compiled.routes if holds(r.when, ctx)), None)
             if route is not None:
                 self.hit_decls.add(route.id)
                 contexts += [ctx.with_resource(m, self.compiled.registry.get(m)) for m in route.prefer]
         still = []
         for key, pred, rule in self.pending:
-            if any(self._reaches(rule, c) and pred(c) for c in contexts):
+            if any(self._reaches(rule, c) and holds(pred, c) for c in contexts):
                 self.hit_clauses.add(key)
             else:
                 still.append((key, pred, rule))
@@ -208,7 +208,7 @@ class _Tracker:
         if decl.resource_kind.value not in ("*", "any", c.kind):
             return False
         pattern = decl.resource_pattern
-        return pattern == "*" or (c.rid is not None and fnmatch.fnmatchcase(c.rid, pattern))
+        return pattern in ("*", "**") or (c.rid is not None and glob_match(pattern, c.rid))
 
 
 class CoverageCollector:

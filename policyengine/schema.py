@@ -1,0 +1,342 @@
+"""Request schemas: typed, normalised attributes, validated before any rule runs.
+
+A ``schema`` declaration (see docs/language.md) gives attribute paths a type,
+says which are required and how strings are normalised. This module turns the
+checked declarations into
+
+* ``SchemaSet.validator(action)``: one closure per action (built once, cached)
+  that checks every declared attribute of a request, collects each problem as
+  ``path: expected ..., got ...`` and returns the request's attribute dicts with
+  normalised values (copied on write, never mutated);
+* ``json_schema``: the same constraints as a JSON Schema (2020-12) for callers
+  who validate requests before sending them (``policyengine schema``).
+
+Attribute keys are canonical: ``principal.clearance`` and
+``principal.attrs.clearance`` name the same attribute (as conditions read them).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import ast
+
+# root -> index of the attribute dict in the (pattrs, rattrs, data, context) tuple
+_SLOTS = {"principal": 0, "resource": 1, "data": 2, "context": 3}
+_BUILT_IN = {("principal", ("id",)), ("principal", ("type",)), ("principal", ("roles",)),
+             ("resource", ("id",)), ("resource", ("kind",))}
+_CACHE_LIMIT = 10_000
+_MEMO_LIMIT = 4_096  # distinct strings remembered per attribute
+
+NORMALISERS: dict[str, Callable[[str], str]] = {
+    "casefold": str.casefold,
+    "trim": str.strip,
+    "nfkc": lambda s: unicodedata.normalize("NFKC", s),
+}
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
+
+
+def attribute_key(path: ast.Path) -> tuple[str, tuple[str, ...]] | None:
+    """``(root, parts)`` of a declarable request attribute, or None (built in, bare root, other root)."""
+    root, parts = path.root, path.parts
+    if root not in _SLOTS:
+        return None
+    if root in ("principal", "resource") and parts[:1] == ("attrs",):
+        parts = parts[1:]
+    if not parts or (root, parts) in _BUILT_IN:
+        return None
+    return root, parts
+
+
+def key_text(key: tuple[str, tuple[str, ...]]) -> str:
+    return ".".join((key[0], *key[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    """One checked schema attribute: its canonical key, type and what is done to its strings."""
+
+    key: tuple[str, tuple[str, ...]]
+    type: str  # string | number | bool | timestamp | set | enum
+    values: tuple[str, ...] = ()  # enum values as written
+    required: bool = False
+    normalise: tuple[str, ...] = ()
+
+    @property
+    def dotted(self) -> str:
+        return key_text(self.key)
+
+    def normal(self, text: str) -> str:
+        for step in self.normalise:
+            text = NORMALISERS[step](text)
+        return text
+
+    def expected(self) -> str:
+        if self.type == "enum":
+            return "one of " + ", ".join(f'"{v}"' for v in self.values)
+        return {"set": "a list of strings", "timestamp": "an RFC 3339 timestamp"}.get(self.type, self.type)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRule:
+    """The attributes of one ``schema`` declaration and the actions it is for (empty: every request)."""
+
+    actions: frozenset[str]
+    attributes: tuple[AttributeSpec, ...]
+
+
+def _kind(value: Any) -> str:
+    from .conditions import value_kind
+
+    return value_kind(value) or "null"
+
+
+def _show(value: Any) -> str:
+    from .conditions import _show as show
+
+    return show(value)
+
+
+def _timestamp_ok(text: str) -> bool:
+    if not _RFC3339.match(text):
+        return False
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_value(spec: AttributeSpec, value: Any, enum: frozenset[str]) -> tuple[Any, str | None]:
+    """(the value as rules see it, None) or (value, the problem in words)."""
+    t = spec.type
+    if t == "number":
+        if (value.__class__ is int or value.__class__ is float) and math.isfinite(value):
+            return value, None
+    elif t == "bool":
+        if value is True or value is False:
+            return value, None
+    elif t == "set":
+        if value.__class__ in (list, tuple) and all(i.__class__ is str for i in value):
+            if spec.normalise:
+                return [spec.normal(i) for i in value], None
+            return value, None
+    elif value.__class__ is str:  # string, timestamp, enum
+        text = spec.normal(value) if spec.normalise else value
+        if t == "string":
+            return text, None
+        if t == "timestamp":
+            return (text, None) if _timestamp_ok(text) else (text, f"{spec.dotted}: expected an RFC 3339 timestamp, "
+                                                                    f"got {_show(value)}")
+        if text in enum:
+            return text, None
+        return text, f"{spec.dotted}: expected {spec.expected()}, got {_show(value)}"
+    return value, f"{spec.dotted}: expected {spec.expected()}, got {_kind(value)} {_show(value)}"
+
+
+def _dig(value: Any, parts: tuple[str, ...]) -> Any:
+    for part in parts:
+        if value.__class__ is not dict and not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _put(container: dict, parts: tuple[str, ...], value: Any) -> dict:
+    """A copy of ``container`` with ``parts`` set to ``value`` (intermediate dicts copied too)."""
+    head = parts[0]
+    out = dict(container)
+    out[head] = value if len(parts) == 1 else _put(container.get(head) or {}, parts[1:], value)
+    return out
+
+
+Slots = tuple[Any, Any, Any, Any]
+Validator = Callable[[Slots, list], Slots]
+
+
+def _attribute_check(spec: AttributeSpec) -> Callable[[list, list], None]:
+    """One attribute's check, compiled: reads, type-checks, normalises in place of the slot list."""
+    slot = _SLOTS[spec.key[0]]
+    parts = spec.key[1]
+    enum = frozenset(spec.normal(v) for v in spec.values)
+    dotted = spec.dotted
+    single = parts[0] if len(parts) == 1 else None
+    required = spec.required
+    t = spec.type
+    plain = not spec.normalise and t in ("string", "number", "bool")
+    cls = {"string": (str,), "number": (int, float), "bool": (bool,)}.get(t, ())
+
+    memo: dict[str, tuple[Any, str | None]] = {}  # string -> (normalised, problem): enums repeat
+
+    def check(slots: list, errors: list) -> None:
+        container = slots[slot]
+        value = container.get(single) if single is not None else _dig(container, parts)
+        if value is None:
+            if required:
+                errors.append(f"{dotted}: missing (required {spec.expected()})")
+            return
+        if plain and value.__class__ in cls and (t != "number" or math.isfinite(value)):
+            return  # the common case: already the declared type, nothing to normalise
+        if value.__class__ is str:
+            found = memo.get(value)
+            if found is None:
+                found = _check_value(spec, value, enum)
+                if len(memo) >= _MEMO_LIMIT:
+                    memo.clear()
+                memo[value] = found
+            new, problem = found
+        else:
+            new, problem = _check_value(spec, value, enum)
+        if problem is not None:
+            errors.append(problem)
+        elif new is not value and new != value:
+            slots[slot] = _put(container, parts, new)
+
+    return check
+
+
+class SchemaSet:
+    """Every schema of a policy set, compiled into one validator per action on first use."""
+
+    def __init__(self, rules: tuple[SchemaRule, ...]) -> None:
+        self.rules = rules
+        self._validators: dict[str, Validator | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def specs(self, action: str | None = None) -> tuple[AttributeSpec, ...]:
+        """The attributes checked for ``action`` (None: every declared attribute)."""
+        return tuple(a for r in self.rules if action is None or not r.actions or action in r.actions
+                     for a in r.attributes)
+
+    def validator(self, action: str) -> Validator | None:
+        found = self._validators.get(action, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        checks = tuple(_attribute_check(s) for s in self.specs(action))
+        validate: Validator | None = None
+        if len(checks) == 1:
+            (only,) = checks
+
+            def validate(slots: Slots, errors: list) -> Slots:
+                work = list(slots)
+                only(work, errors)
+                return work[0], work[1], work[2], work[3]
+        elif checks:
+            def validate(slots: Slots, errors: list) -> Slots:
+                work = list(slots)
+                for check in checks:
+                    check(work, errors)
+                return work[0], work[1], work[2], work[3]
+
+        if len(self._validators) > _CACHE_LIMIT:
+            self._validators.clear()
+        self._validators[action] = validate
+        return validate
+
+
+def _spec(attr: ast.SchemaAttribute, consts: Mapping[str, ast.Expr]) -> AttributeSpec | None:
+    from .conditions import _literal_value
+
+    key = attribute_key(attr.path)
+    if key is None:
+        return None
+    values: tuple[str, ...] = ()
+    if attr.type == "enum" and attr.values is not None:
+        ok, found = _literal_value(attr.values, consts)
+        values = tuple(v for v in (found if ok and isinstance(found, tuple) else ()) if isinstance(v, str))
+    return AttributeSpec(key, attr.type, values, attr.required, tuple(n.value for n in attr.normalise))
+
+
+def compile_schemas(ps: Any) -> SchemaSet:
+    """The checked ``schema`` declarations of a policy set as a ``SchemaSet``."""
+    rules = []
+    for scoped in getattr(ps, "schemas", ()):
+        consts = ps.consts.get(scoped.package, {})
+        specs = tuple(s for s in (_spec(a, consts) for a in scoped.decl.attributes) if s is not None)
+        rules.append(SchemaRule(frozenset(n.value for n in scoped.decl.actions), specs))
+    return SchemaSet(tuple(rules))
+
+
+_NORMALISERS_OF: dict[int, tuple[Any, dict]] = {}
+
+
+def schema_normalisers(ps: Any) -> dict[tuple[str, tuple[str, ...]], Callable[[str], str]]:
+    """Attribute key -> its normalisation, for attributes a schema normalises (computed once per policy set)."""
+    found = _NORMALISERS_OF.get(id(ps))
+    if found is not None and found[0] is ps:
+        return found[1]
+    out = {spec.key: spec.normal for spec in compile_schemas(ps).specs() if spec.normalise}
+    if len(_NORMALISERS_OF) > 64:
+        _NORMALISERS_OF.clear()
+    _NORMALISERS_OF[id(ps)] = (ps, out)
+    return out
+
+
+# --- JSON Schema ------------------------------------------------------------------------------------
+
+_ROOT_FIELDS = {"principal": "attrs", "resource": "attrs", "data": None, "context": None}
+
+
+def _json_type(spec: AttributeSpec) -> dict[str, Any]:
+    if spec.type == "number":
+        return {"type": "number"}
+    if spec.type == "bool":
+        return {"type": "boolean"}
+    if spec.type == "set":
+        return {"type": "array", "items": {"type": "string"}}
+    if spec.type == "timestamp":
+        return {"type": "string", "format": "date-time"}
+    if spec.type == "enum":
+        return {"type": "string", "enum": list(spec.values)}
+    return {"type": "string"}
+
+
+def _object(specs: tuple[AttributeSpec, ...]) -> dict[str, Any]:
+    """The request fragment constraining ``specs``: nested objects with properties and required keys."""
+    out: dict[str, Any] = {"type": "object", "properties": {}}
+    for spec in specs:
+        root, parts = spec.key
+        sub = _ROOT_FIELDS[root]
+        path = (root, *((sub,) if sub else ()), *parts)
+        node = out
+        for i, name in enumerate(path):
+            last = i == len(path) - 1
+            props = node.setdefault("properties", {})
+            if last:
+                props[name] = _json_type(spec)
+            else:
+                node = props.setdefault(name, {"type": "object", "properties": {}})
+        if spec.required:
+            node = out
+            for name in path:
+                req = node.setdefault("required", [])
+                if name not in req:
+                    req.append(name)
+                node = node["properties"][name]
+    return out
+
+
+def json_schema(schemas: SchemaSet) -> dict[str, Any]:
+    """A JSON Schema (2020-12) of the requests the schemas accept, action-scoped parts as if/then."""
+    every = tuple(a for r in schemas.rules if not r.actions for a in r.attributes)
+    doc: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                           "title": "policyengine request", **_object(every)}
+    doc.setdefault("required", [])
+    for field in ("principal", "action", "resource"):
+        if field not in doc["required"]:
+            doc["required"].append(field)
+    doc["properties"].setdefault("action", {"type": "string"})
+    scoped = [r for r in schemas.rules if r.actions]
+    if scoped:
+        doc["allOf"] = [{"if": {"properties": {"action": {"enum": sorted(r.actions)}}, "required": ["action"]},
+                         "then": _object(r.attributes)} for r in scoped]
+    return doc

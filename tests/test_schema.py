@@ -1,0 +1,223 @@
+"""Request schemas: the declaration, its checks, validation before any rule runs, and JSON Schema export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policyengine import ast, load_policy
+from policyengine.check import check_policy
+from policyengine.format import format_policy
+from policyengine.syntax import parse_policy
+
+POLICY = """
+package t
+role clerk
+
+const STATUSES = ["active", "sanctioned"]
+
+schema payments
+    for action pay
+    attribute data.vendor_status enum STATUSES required normalise nfkc, trim, casefold
+    attribute context.amount number required
+    attribute data.tags set of string normalise casefold
+    attribute context.at timestamp
+    attribute principal.attrs.vip bool
+
+schema everything
+    attribute data.label string normalise trim
+
+rule clerks_pay
+    allow role clerk to pay tool "bank"
+    when context.amount <= 100
+
+rule clerks_read
+    allow role clerk to read tool "bank"
+
+rule no_sanctioned
+    deny any to pay tool "bank"
+    when data.vendor_status == "sanctioned"
+
+rule no_secret_tags
+    deny any to pay tool "bank"
+    when data has tags and "secret" in data.tags
+
+rule no_drafts
+    deny any to read tool "bank"
+    when data has label and data.label == "draft"
+"""
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("schema")
+    (root / "t.policy").write_text(POLICY)
+    return load_policy(root)
+
+
+def pay(data: dict | None = None, context: dict | None = None, action: str = "pay", pattrs: dict | None = None) -> dict:
+    return {"principal": {"id": "c", "roles": ["clerk"], "attrs": pattrs or {}}, "action": action,
+            "resource": {"kind": "tool", "id": "bank"},
+            "data": {"vendor_status": "active", **(data or {})}, "context": {"amount": 5, **(context or {})}}
+
+
+# (case, request, effect, rules, errors)
+VALIDATION = [
+    ("well typed", pay(), "allow", ["t.clerks_pay"], ()),
+    ("capitals are normalised", pay({"vendor_status": "SANCTIONED"}), "deny", ["t.no_sanctioned"], ()),
+    ("padding is normalised", pay({"vendor_status": "  sanctioned\t"}), "deny", ["t.no_sanctioned"], ()),
+    ("full-width is normalised (NFKC)", pay({"vendor_status": "ｓａｎｃｔｉｏｎｅｄ"}), "deny", ["t.no_sanctioned"], ()),
+    ("set members are normalised", pay({"tags": ["SECRET"]}), "deny", ["t.no_secret_tags"], ()),
+    ("an unknown enum value", pay({"vendor_status": "frozen"}), "deny", ["<request>"],
+     ('data.vendor_status: expected one of "active", "sanctioned", got "frozen"',)),
+    ("a list for an enum", pay({"vendor_status": ["sanctioned"]}), "deny", ["<request>"],
+     ('data.vendor_status: expected one of "active", "sanctioned", got list ["sanctioned"]',)),
+    ("a number as a string", pay(context={"amount": "999999999"}), "deny", ["<request>"],
+     ('context.amount: expected number, got string "999999999"',)),
+    ("a bool for a number", pay(context={"amount": True}), "deny", ["<request>"],
+     ("context.amount: expected number, got bool true",)),
+    ("missing required", {**pay(), "data": {}}, "deny", ["<request>"],
+     ('data.vendor_status: missing (required one of "active", "sanctioned")',)),
+    ("null is missing", pay({"vendor_status": None}), "deny", ["<request>"],
+     ('data.vendor_status: missing (required one of "active", "sanctioned")',)),
+    ("every problem is named", {**pay(context={"amount": "1"}), "data": {"tags": "x"}}, "deny",
+     ["<request>", "<request>", "<request>"],
+     ('data.vendor_status: missing (required one of "active", "sanctioned")',
+      'context.amount: expected number, got string "1"', 'data.tags: expected a list of strings, got string "x"')),
+    ("a timestamp", pay(context={"at": "2026-03-10T09:00:00Z"}), "allow", ["t.clerks_pay"], ()),
+    ("not a timestamp", pay(context={"at": "2026-02-30T09:00:00Z"}), "deny", ["<request>"],
+     ('context.at: expected an RFC 3339 timestamp, got "2026-02-30T09:00:00Z"',)),
+    ("principal attributes", pay(pattrs={"vip": "yes"}), "deny", ["<request>"],
+     ('principal.vip: expected bool, got string "yes"',)),
+    ("another action skips the action's schema", {**pay(), "action": "read", "data": {}}, "allow",
+     ["t.clerks_read"], ()),
+    ("a schema without 'for' applies to every action", {**pay(), "action": "read", "data": {"label": " draft "}},
+     "deny", ["t.no_drafts"], ()),
+]
+
+
+@pytest.mark.parametrize("case,request_,effect,rules,errors", VALIDATION, ids=[v[0] for v in VALIDATION])
+def test_requests_are_validated_before_any_rule_runs(policy, case, request_, effect, rules, errors):
+    for _ in range(2):  # the second time through the cached validator
+        decision = policy.evaluate(request_)
+        assert (decision.effect, [r.rule for r in decision.reasons], decision.errors) == (effect, rules, errors)
+
+
+def test_constants_compared_with_a_normalised_attribute_are_normalised_too(tmp_path):
+    (tmp_path / "o.policy").write_text('package o\nrole a\nschema s attribute data.origin string normalise casefold\n'
+                                       'rule eu deny any to read tool "x" when data.origin in ["DE", "FR"]\n'
+                                       'rule ok allow role a to read tool "x"\n')
+    origin = load_policy(tmp_path)
+    effects = [origin.evaluate({"principal": {"id": "u", "roles": ["a"]}, "action": "read",
+                                "resource": {"kind": "tool", "id": "x"}, "data": {"origin": o}}).effect
+               for o in ("DE", "de", "De", "US")]
+    assert effects == ["deny", "deny", "deny", "allow"]
+
+
+def test_validation_never_changes_the_callers_request(policy):
+    request = pay({"vendor_status": " SANCTIONED ", "tags": ["A"]})
+    before = json.dumps(request, sort_keys=True)
+    policy.evaluate(request)
+    assert json.dumps(request, sort_keys=True) == before
+
+
+def test_the_declaration_parses_and_formats():
+    file = parse_policy(POLICY, "t.policy")
+    schema = next(d for d in file.decls if isinstance(d, ast.SchemaDecl))
+    assert [a.value for a in schema.actions] == ["pay"]
+    first = schema.attributes[0]
+    assert (first.path.dotted, first.type, first.required, [n.value for n in first.normalise]) == (
+        "data.vendor_status", "enum", True, ["nfkc", "trim", "casefold"])
+    assert [a.type for a in schema.attributes] == ["enum", "number", "set", "timestamp", "bool"]
+    text = format_policy(file)
+    assert "    attribute data.tags set of string normalise casefold\n" in text
+    assert parse_policy(text, "t.policy") == file
+
+
+SYNTAX_ERRORS = [
+    ("package t\nschema s\n", "schema 's' declares no attribute"),
+    ("package t\nschema s attribute data.x integer\n", "'integer' is not an attribute type"),
+    ("package t\nschema s attribute data.x list of string\n", "'list of string' is not an attribute type"),
+    ("package t\nschema s for role a attribute data.x string\n", "a schema is for actions, not 'role'"),
+]
+
+
+@pytest.mark.parametrize("source,message", SYNTAX_ERRORS, ids=[s[1] for s in SYNTAX_ERRORS])
+def test_schema_syntax_errors(source, message):
+    from policyengine.diagnostics import PolicyError
+
+    with pytest.raises(PolicyError) as error:
+        parse_policy(source, "s.policy")
+    assert error.value.findings[0].message == message
+
+
+CHECKS = [
+    ('schema s attribute principal.roles string\n', "schema-attribute", "'principal.roles' cannot be declared in a schema"),
+    ('schema s attribute data.x string normalise lower\n', "unknown-normalisation", "unknown normalisation 'lower'"),
+    ('schema s attribute data.x number normalise trim\n', "type-mismatch", "a number has no text to normalise"),
+    ('schema s attribute data.x enum [1, 2]\n', "type-mismatch", "an enum lists its values as quoted strings"),
+    ('schema s attribute data.x string\nschema u attribute data.x number\n', "schema-conflict",
+     "'data.x' is declared again with another type or normalisation"),
+    ('schema s attribute context.n number\nrule r allow any to read tool "x" when context.n == "5"\n',
+     "type-mismatch", 'comparing a number with a string: context.n == "5" is never true'),
+    ('schema s attribute data.s enum ["a", "b"]\nrule r allow any to read tool "x" when data.s == "c"\n',
+     "type-mismatch", '"c" is not a value of data.s (the schema\'s enum: a, b)'),
+    ('schema s attribute data.s string\nrule r allow any to read tool "x" when data.t == "a"\n',
+     "undeclared-attribute", "'data.t' is read but no schema declares it"),
+]
+
+
+@pytest.mark.parametrize("text,code,message", CHECKS, ids=[c[1] + ": " + c[2] for c in CHECKS])
+def test_check_type_checks_conditions_against_the_schema(text, code, message):
+    file = parse_policy("package t\n" + text, "c.policy")
+    found = [(f.code, f.message) for f in check_policy([file]).findings]
+    assert (code, message) in found, found
+
+
+def test_the_caret_points_at_the_mistyped_value():
+    text = 'package t\nschema s attribute context.n number\nrule r allow any to read tool "x" when context.n > "5"\n'
+    (finding,) = [f for f in check_policy([parse_policy(text, "c.policy")]).findings if f.code == "type-mismatch"]
+    assert (finding.span.line, finding.span.col) == (3, 52)
+
+
+def test_strict_check_requires_every_read_attribute_declared(tmp_path):
+    path = tmp_path / "p.policy"
+    path.write_text('package t\nschema s attribute data.s string\nrule r allow any to read tool "x" when data.t == "a"\n')
+    run = [sys.executable, "-m", "policyengine", "check"]
+    assert subprocess.run([*run, str(path)], cwd=tmp_path, capture_output=True).returncode == 0
+    strict = subprocess.run([*run, "--strict", str(path)], cwd=tmp_path, capture_output=True, text=True)
+    assert strict.returncode == 1 and "undeclared-attribute" in strict.stdout
+
+
+def test_policyengine_schema_exports_json_schema(tmp_path):
+    import jsonschema
+    (tmp_path / "t.policy").write_text(POLICY)
+    out = subprocess.run([sys.executable, "-m", "policyengine", "schema", str(tmp_path)], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    doc = json.loads(out.stdout)
+    jsonschema.Draft202012Validator.check_schema(doc)
+    validator = jsonschema.Draft202012Validator(doc)
+    assert validator.is_valid(pay())
+    assert not validator.is_valid(pay(context={"amount": "5"}))
+    assert not validator.is_valid({**pay(), "data": {}})  # vendor_status is required for pay
+    assert validator.is_valid({**pay(), "action": "read", "data": {}})
+    assert doc["allOf"][0]["then"]["properties"]["data"]["properties"]["vendor_status"] == {
+        "type": "string", "enum": ["active", "sanctioned"]}
+
+
+def test_policyengine_schema_reports_policy_errors(tmp_path):
+    (tmp_path / "bad.policy").write_text("package t\nschema s attribute data.x integer\n")
+    out = subprocess.run([sys.executable, "-m", "policyengine", "schema", str(tmp_path)], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "'integer' is not an attribute type" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shipped_rules_export_a_schema():
+    root = Path(__file__).resolve().parent.parent / "rules"
+    doc = json.loads(subprocess.run([sys.executable, "-m", "policyengine", "schema", str(root)],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert "restricted" in doc["properties"]["data"]["properties"]["classification"]["enum"]
