@@ -29,14 +29,13 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from . import ast
 from .engine import Policy, load_policy
-from .reporting.db import open_readonly, require_audit_log
+from .reporting.db import open_readonly, require_audit_log, sql
 
 EXAMPLES_PER_RULE = 3
 _BATCH = 20_000
@@ -50,7 +49,7 @@ def _open(db: str | Path) -> Any:
 
 
 def _sql(name: str) -> str:
-    return resources.files("policyengine").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+    return sql(name)  # policyengine/reporting/sql/<name>.sql
 
 
 @dataclass(frozen=True, slots=True)

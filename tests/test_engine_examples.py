@@ -274,10 +274,10 @@ CASES = [
          context={"audience_size": 10_000, "spend_usd": 60_000}, obligations=("approval_required",)),
     Case("a send on a consented channel", ORCHESTRATOR, "send", "tool", "messaging/web", "allow",
          (MP + "orchestrator_sends_with_consent",), data={**EU_PII, "consent": True, "consent_withdrawn": False},
-         context={"channel": "web", "region": "eu-west-1"}),
+         context={"channel": "web", "region": "eu-west-1", "audience_size": 1}),
     Case("a send after consent was withdrawn", ORCHESTRATOR, "send", "tool", "messaging/web", "deny",
          (MK + "no_send_without_consent",), data={**EU_PII, "consent": True, "consent_withdrawn": True},
-         context={"channel": "web", "region": "eu-west-1"}),
+         context={"channel": "web", "region": "eu-west-1", "audience_size": 1}),
     # --- supply_chain.disruptions --------------------------------------------------------------------
     Case("planner reads supply data", PLANNER, "read", "dataset", "scm/signals/port-closures", "allow",
          (SC + "planner_reads_supply_data",)),

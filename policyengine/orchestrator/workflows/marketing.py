@@ -106,7 +106,8 @@ def _send_ask(channel_of: Any, time_field: str):
         channel = channel_of(ctx)
         data = _pii(ctx, consent=_consented(ctx, channel),
                     consent_withdrawn=withdrawn(ctx.item, channel, ctx.item.get(time_field)) if channel else None)
-        return Ask("send", "tool", f"messaging/{channel}", data, _where(ctx, channel=channel))
+        # one delivery reaches one person; the campaign's size is judged at launch (large_campaign_launch)
+        return Ask("send", "tool", f"messaging/{channel}", data, _where(ctx, channel=channel, audience_size=1))
     return ask
 
 
