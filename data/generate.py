@@ -1,4 +1,4 @@
-"""Generate the shipped sample inputs of the four mission workflows.
+"""Generate the shipped sample inputs of the five mission workflows.
 
 Run ``python data/generate.py`` from the repository root; the output is
 deterministic (fixed seed), so re-running it changes nothing. Fields named
@@ -111,6 +111,65 @@ def transactions(rng: random.Random, n: int = 300) -> list[dict]:
     return out
 
 
+COUNTRIES = [  # country, market: EEA countries, the UK and North America
+    ("DE", "EU"), ("FR", "EU"), ("IT", "EU"), ("ES", "EU"), ("NL", "EU"), ("SE", "EU"), ("NO", "EU"),
+    ("GB", "UK"), ("US", "NA"), ("US", "NA"), ("CA", "NA"),
+]
+AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
+SEGMENTS = ["loyal", "value_seeker", "lapsed", "not_a_fit"]
+CHANNELS = ["email", "web", "paid"]
+# campaign id, markets, processing region, declared audience size, spend in USD, launch, follow-up
+CAMPAIGNS = [
+    ("spring-eu", ("EU",), "eu-west-1", 42_000, 18_000, "2026-03-02T09:00:00Z", "2026-03-16T09:00:00Z"),
+    ("loyalty-na", ("NA",), "us-east-1", 15_000, 6_500, "2026-03-03T15:00:00Z", "2026-03-17T15:00:00Z"),
+    ("winter-uk", ("UK",), "eu-west-2", 30_000, 62_000, "2026-03-04T10:00:00Z", "2026-03-18T10:00:00Z"),
+    ("global-mass", ("EU", "UK", "NA"), "eu-west-1", 240_000, 95_000, "2026-03-09T08:00:00Z", "2026-03-23T08:00:00Z"),
+    # a look-alike campaign configured to run in a US region whose audience includes EEA customers
+    ("lookalike-us", ("NA", "EU"), "us-east-1", 60_000, 21_000, "2026-03-05T16:00:00Z", "2026-03-19T16:00:00Z"),
+]
+CAMPAIGN_SIZE = {"spring-eu": 70, "loyalty-na": 50, "winter-uk": 20, "global-mass": 20, "lookalike-us": 40}
+
+
+def customers(rng: random.Random, n: int = 400) -> list[dict]:
+    """The CRM: consent per channel (with the time it was withdrawn, if it was), market and age band."""
+    out = []
+    for i in range(n):
+        country, market = rng.choice(COUNTRIES)
+        consent = {c: rng.random() < p for c, p in zip(CHANNELS, (0.75, 0.6, 0.45), strict=True)}
+        withdrawn_channel, withdrawn_at = "", ""
+        if rng.random() < 0.12 and any(consent.values()):
+            withdrawn_channel = rng.choice([c for c in CHANNELS if consent[c]])
+            withdrawn_at = f"2026-03-{rng.randint(1, 28):02d}T12:00:00Z"
+        age = rng.choice(AGE_BANDS)
+        out.append({
+            "customer_id": f"CUST-{60000 + i}", "country": country, "market": market, "age_band": age,
+            "consent_email": consent["email"], "consent_web": consent["web"], "consent_paid": consent["paid"],
+            "withdrawn_channel": withdrawn_channel, "withdrawn_at": withdrawn_at,
+            "profiling_opt_out": rng.random() < 0.04,
+            "true_segment": rng.choices(SEGMENTS, [3, 3, 2, 2 if age != "65+" else 2.5])[0],
+        })
+    return out
+
+
+def deliveries(rng: random.Random, crm: list[dict]) -> list[dict]:
+    """One item per customer in a campaign's audience: the customer as the CRM had them when the audience
+    was built (consent per channel, withdrawal time) and the campaign's size, spend, region and dates."""
+    out = []
+    for cid, markets, region, audience, spend, launch, follow_up in CAMPAIGNS:
+        pool = [c for c in crm if c["market"] in markets]
+        for c in rng.sample(pool, CAMPAIGN_SIZE[cid]):
+            withdrawn = {c["withdrawn_channel"]: c["withdrawn_at"]} if c["withdrawn_channel"] else {}
+            out.append({
+                "id": f"{cid}/{c['customer_id']}", "campaign": cid, "customer": c["customer_id"],
+                "country": c["country"], "age_band": c["age_band"], "classification": "pii",
+                "consent": {ch: c[f"consent_{ch}"] for ch in CHANNELS}, "consent_withdrawn_at": withdrawn,
+                "profiling_opt_out": c["profiling_opt_out"], "processing_region": region,
+                "audience_size": audience, "spend_usd": spend, "launch_at": launch, "follow_up_at": follow_up,
+                "true_segment": c["true_segment"],
+            })
+    return out
+
+
 def write_json(name: str, rows: list[dict]) -> None:
     (HERE / name).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
@@ -131,6 +190,9 @@ def main() -> None:
     write_csv("inventory.csv", inventory)
     write_csv("suppliers.csv", suppliers)
     write_json("transactions.json", transactions(rng))
+    crm = customers(rng)
+    write_csv("customers.csv", crm)
+    write_json("marketing_deliveries.json", deliveries(rng, crm))
 
 
 if __name__ == "__main__":

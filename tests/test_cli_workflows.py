@@ -202,7 +202,8 @@ def test_a_killed_process_is_resumed_without_paying_twice(work):
 def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     out = pe("demo", cwd=tmp_path)  # all shipped samples, nothing prepared
     assert out.stdout.startswith("Workflow summary")  # progress and notices go to stderr
-    for name in ("invoice-exceptions", "it-ticket-triage", "supply-chain-disruption", "fraud-routing"):
+    for name in ("invoice-exceptions", "it-ticket-triage", "supply-chain-disruption", "fraud-routing",
+                 "marketing-campaign"):
         assert name in out.stdout
     assert {p.name for p in tmp_path.iterdir()} == {
         "policyengine.duckdb", "policyengine.key", "policyengine.key.pub.pem", "policyengine.mask.yaml"}

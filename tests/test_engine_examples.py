@@ -23,6 +23,7 @@ FI = "finance.invoice_exceptions."
 FR = "fraud.routing."
 IT = "it.tickets."
 MK = "marketing.campaigns."
+MP = "marketing.personalization."
 SC = "supply_chain.disruptions."
 
 
@@ -86,6 +87,8 @@ AP_BOT = agent("invoice_classifier")
 FRAUD_BOT = agent("fraud_screener")
 TRIAGE_BOT = agent("ticket_triage")
 CAMPAIGN_BOT = agent("campaign_writer")
+ORCHESTRATOR = agent("campaign_orchestrator")
+EU_PII = {"classification": "pii", "origin": "DE"}
 PLANNER = agent("supply_planner")
 EUR = {"currency": "EUR"}
 
@@ -247,6 +250,34 @@ CASES = [
          data={"classification": "special_category"}, obligations=("approval_required",)),
     Case("copy budget spent", CAMPAIGN_BOT, "invoke", "model", "copy_writer", "deny", (MK + "copy_generation",),
          data={"classification": "marketing"}, context={"tokens": 1000}, charges=(("model:copy_writer", "USD", 300),)),
+    # --- marketing.personalization (the marketing-campaign workflow) ---------------------------------
+    Case("orchestrator reads a profile for segmentation", ORCHESTRATOR, "read", "dataset", "crm/customers", "allow",
+         (MP + "orchestrator_reads_profiles",), data={**EU_PII, "purpose": "profiling", "profiling_opt_out": False},
+         context={"region": "eu-west-1"}),
+    Case("segmentation is routed to the segmenter", ORCHESTRATOR, "invoke", "model", None, "allow",
+         (MP + "orchestrator_uses_marketing_models",), route="segmenter", data=EU_PII,
+         context={"task": "segmentation", "tokens": 200, "region": "eu-west-1"}, covers=(MP + "segmentation",)),
+    Case("content selection is routed to the content selector", ORCHESTRATOR, "invoke", "model", None, "allow",
+         (MP + "orchestrator_uses_marketing_models",), route="content_selector",
+         data={"classification": "marketing"}, context={"task": "content_selection", "tokens": 150},
+         covers=(MP + "content_selection",)),
+    Case("segmentation over the workflow's daily tokens", ORCHESTRATOR, "invoke", "model", "segmenter", "deny",
+         (MP + "segmentation_tokens",), data=EU_PII,
+         context={"task": "segmentation", "tokens": 200, "region": "eu-west-1", "workflow": "marketing-campaign"},
+         charges=(("workflow:marketing-campaign", "tokens", 999_900),)),
+    Case("orchestrator routes a channel", ORCHESTRATOR, "route_channel", "tool", "marketing/channel-router", "allow",
+         (MP + "orchestrator_plans_delivery",), data=EU_PII, context={"region": "eu-west-1"}),
+    Case("a small campaign launches", ORCHESTRATOR, "launch", "tool", "marketing/campaigns", "allow",
+         (MP + "orchestrator_launches",), context={"audience_size": 10_000, "spend_usd": 5_000}),
+    Case("a costly campaign waits for a marketing lead", ORCHESTRATOR, "launch", "tool", "marketing/campaigns",
+         "escalate", (MP + "large_campaign_launch", MP + "orchestrator_launches"),
+         context={"audience_size": 10_000, "spend_usd": 60_000}, obligations=("approval_required",)),
+    Case("a send on a consented channel", ORCHESTRATOR, "send", "tool", "messaging/web", "allow",
+         (MP + "orchestrator_sends_with_consent",), data={**EU_PII, "consent": True, "consent_withdrawn": False},
+         context={"channel": "web", "region": "eu-west-1", "audience_size": 1}),
+    Case("a send after consent was withdrawn", ORCHESTRATOR, "send", "tool", "messaging/web", "deny",
+         (MK + "no_send_without_consent",), data={**EU_PII, "consent": True, "consent_withdrawn": True},
+         context={"channel": "web", "region": "eu-west-1", "audience_size": 1}),
     # --- supply_chain.disruptions --------------------------------------------------------------------
     Case("planner reads supply data", PLANNER, "read", "dataset", "scm/signals/port-closures", "allow",
          (SC + "planner_reads_supply_data",)),

@@ -1,4 +1,4 @@
-"""The four mission workflows on the shipped rules and sample data, through a real session."""
+"""The five mission workflows on the shipped rules and sample data, through a real session."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ EXPECTED = {
     "it-ticket-triage": ({"auto_resolved", "routed", "escalated"}, "frank"),
     "supply-chain-disruption": ({"auto_resolved", "escalated"}, "dana"),
     "fraud-routing": ({"auto_resolved", "escalated", "blocked"}, "erin"),
+    "marketing-campaign": ({"followed_up", "sent", "not_targeted", "no_consented_channel", "suppressed", "escalated"},
+                           "lena"),
 }
 
 
@@ -43,7 +45,8 @@ def test_each_workflow_runs_its_sample_under_the_shipped_rules(ran, workflow):
     summary = BatchSummary.of(workflow, results[workflow])
     assert summary.items == N and summary.failed == 0
     assert set(summary.outcomes) <= outcomes | {"denied"}
-    assert summary.auto_resolved > 0 and summary.tokens > 0
+    assert summary.tokens > 0
+    assert summary.auto_resolved > 0 or workflow == "marketing-campaign"  # its deliveries are sent, not resolved
 
 
 def test_model_call_rows_carry_what_the_bias_and_drift_reports_read(ran):

@@ -72,12 +72,26 @@ def _list() -> str:
         lines.append(f"{spec.name:<20} {spec.title}\n{'':<20} params: {params or 'none'}\n{'':<20} serves: {spec.regulation}")
     lines.append(f"{'bias':<20} Offline bias report on a CSV of decisions (--csv --outcome --positive --group)")
     lines.append(f"{'drift':<20} Offline drift report between two CSVs (--reference --current --column)")
+    lines.append(f"{'evidence':<20} Evidence for regulators over a period (--since --until; HTML or --format json)")
     return "\n".join(lines) + "\n"
 
 
 def _when(text: str | None, option: str) -> datetime | None:
     """A report date or ``--now`` (one parser for every command: ``policyengine.clock``)."""
     return typed_time(text, option)
+
+
+def _from_log(db: str, fmt: str, pubkeys: tuple[str, ...] = ()) -> Any:
+    """For an HTML page: the log ``db`` and whether it verified (``None`` for other formats)."""
+    from ..reporting.provenance import log_provenance
+
+    return log_provenance(db, pubkeys) if fmt == "html" else None
+
+
+def _from_files(fmt: str, *paths: str) -> Any:
+    from ..reporting.provenance import file_provenance
+
+    return file_provenance(*paths) if fmt == "html" else None
 
 
 def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -96,13 +110,13 @@ def _bias(o: dict[str, Any]) -> str:
             o["db"], model=o["model"], group=o["group"], positive=o["positive"],
             since=_when(o["since"], "--since"), until=_when(o["until"], "--until"), min_samples=o["min_samples"],
             reference=o["reference"], threshold=o["threshold"])
-        return render_bias(result, o["fmt"], source=source)
+        return render_bias(result, o["fmt"], source=source, provenance=_from_log(o["db"], o["fmt"], o["pubkeys"]))
     _need("bias", (("--csv (or --model)", o["csv_path"]), ("--outcome", o["outcome"]),
                    ("--positive", o["positive"]), ("--group", o["group"])))
     result = bias_from_csv(o["csv_path"], outcome=o["outcome"], positive=o["positive"], group=o["group"],
                            label=o["label"], label_positive=o["label_positive"], reference=o["reference"],
                            min_samples=o["min_samples"], threshold=o["threshold"])
-    return render_bias(result, o["fmt"], source=o["csv_path"])
+    return render_bias(result, o["fmt"], source=o["csv_path"], provenance=_from_files(o["fmt"], o["csv_path"]))
 
 
 def _drift(o: dict[str, Any]) -> str:
@@ -114,12 +128,14 @@ def _drift(o: dict[str, Any]) -> str:
         results, reference, current = drift_from_audit_db(
             o["db"], model=o["model"], paths=o["columns"], until=_when(o["until"], "--until"),
             baseline_days=o["baseline_days"], categorical=o["categorical"], period=o["period"])
-        return render_drift(results, o["fmt"], reference=reference, current=current)
+        return render_drift(results, o["fmt"], reference=reference, current=current,
+                            provenance=_from_log(o["db"], o["fmt"], o["pubkeys"]))
     _need("drift", (("--reference (or --model)", o["reference"]), ("--current", o["current"]),
                     ("--column", o["columns"])))
     results = [drift_from_csv(o["reference"], o["current"], c, kind="categorical" if o["categorical"] else "auto")
                for c in o["columns"]]
-    return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"])
+    return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"],
+                        provenance=_from_files(o["fmt"], o["reference"], o["current"]))
 
 
 @click.command("report")
@@ -153,6 +169,9 @@ def _drift(o: dict[str, Any]) -> str:
 @click.option("--until", metavar="TIME", help="bias/drift --model: end of the window (default: now).")
 @click.option("--baseline-days", type=click.IntRange(min=1), default=30, show_default=True,
               help="drift --model: length of the current window and of the baseline before it.")
+@click.option("--pubkey", "pubkeys", multiple=True, metavar="PEM",
+              help="evidence, HTML reports: trusted public key to verify the log with "
+                   "(default: ./policyengine.key.pub.pem).")
 @click.option("--period", type=click.Choice(("hour", "day", "week", "month")), default="day", show_default=True,
               help="drift --model: PSI over time per period.")
 def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rules: tuple[str, ...], fmt: str,
@@ -166,6 +185,7 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
     policyengine report bias --db audit.duckdb --model classifier_small --group subject.vendor_region --positive auto_resolved
     policyengine report drift --reference jan.csv --current feb.csv --column amount --format html -o drift.html
     policyengine report drift --db audit.duckdb --model classifier_small --column output.confidence --period week
+    policyengine report evidence --db audit.duckdb --since 2026-10-01 --until 2027-01-01 -o evidence.html
     """
     if list_:
         if fmt == "json":
@@ -187,9 +207,15 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
             text = _bias(options)
         elif name == "drift":
             text = _drift(options)
+        elif name == "evidence":
+            from ..reporting.evidence import evidence, render_evidence
+
+            text = render_evidence(evidence(db, since=_when(options["since"], "--since"),
+                                            until=_when(options["until"], "--until"), pubkeys=options["pubkeys"]),
+                                   "html" if fmt == "table" else fmt)
         else:
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
-            text = render_rows(result, fmt)  # type: ignore[arg-type]
+            text = render_rows(result, fmt, _from_log(db, fmt, options["pubkeys"]))  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
     except OverflowError:  # a window reaching past year 1 or 9999 from a date at the calendar's edge
@@ -250,7 +276,7 @@ def query(sql: str, db: str, fmt: str, output: str | None, timeout_s: float, mem
     """
     try:
         result = run_query(db, sql, timeout_s=timeout_s, memory_limit=memory_limit, max_rows=max_rows)
-        _emit(render_rows(result, fmt), output)  # type: ignore[arg-type]
+        _emit(render_rows(result, fmt, _from_log(db, fmt)), output)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:
@@ -341,7 +367,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
         _fail(str(e))
     except duckdb.Error as e:
         _fail(f"monitor: {first_line(e)}")
-    _emit(render_rows(_monitor_rows(results), fmt), None)  # type: ignore[arg-type]
+    _emit(render_rows(_monitor_rows(results), fmt, _from_log(db, fmt)), None)  # type: ignore[arg-type]
     for model in blocked:
         click.echo(f"blocked: {model} (until `policyengine models unblock {model}`)", err=True)
     if record:

@@ -158,7 +158,7 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     """Run WORKFLOW once per input item, asking the policy before every step.
 
     Workflows: invoice-exceptions, it-ticket-triage, supply-chain-disruption,
-    fraud-routing. Runs that need a human pause as `waiting_approval`; see
+    fraud-routing, marketing-campaign. Runs that need a human pause as `waiting_approval`; see
     `policyengine runs list --status waiting_approval` and `policyengine approve`.
     """
     from ..orchestrator.workflows import DEFAULT_INPUT, load_items, registered, sample_path
@@ -206,7 +206,7 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
 @click.option("--limit", type=click.IntRange(min=1), help="Items per workflow (default: all shipped samples).")
 @_mask_option
 def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> None:
-    """Run the four mission workflows on the shipped sample data and rules.
+    """Run the five mission workflows on the shipped sample data and rules.
 
     Uses (and creates if needed) ./policyengine.duckdb, ./policyengine.key and,
     beside the database, policyengine.mask.yaml (a copy of the shipped example

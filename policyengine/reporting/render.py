@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from .bias import BiasResult
 from .drift import DriftResult
+from .provenance import Provenance
 from .reports import ReportResult
 
 Format = Literal["table", "csv", "json", "html"]
@@ -97,7 +99,7 @@ def _rich_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 # --- generic rows (named reports, query) ---------------------------------------------
 
 
-def render_rows(result: ReportResult, fmt: Format) -> str:
+def render_rows(result: ReportResult, fmt: Format, provenance: Provenance | None = None) -> str:
     cols, rows = result.columns, result.rows
     if fmt == "json":
         is_json = [t == "JSON" for t in result.types] or [False] * len(cols)
@@ -115,7 +117,7 @@ def render_rows(result: ReportResult, fmt: Format) -> str:
                 ("Parameters", ", ".join(f"{k} = {cell(v) or 'null'}" for k, v in result.params.items()) or "none"),
                 ("Rows", str(len(rows)))]
         body = f"<p class='lead'>{escape(spec.description)}</p>" + _meta(meta) + _html_table(cols, rows)
-        return page(spec.title, body)
+        return page(spec.title, body, provenance)
     text = _rich_table(cols, rows, title=result.spec.title)
     return text + f"{len(rows)} row(s)\n"
 
@@ -153,7 +155,7 @@ def _group_cols(r: BiasResult) -> tuple[str, ...]:
     return _GROUP_COLS if r.has_label else _GROUP_COLS[:7]
 
 
-def render_bias(r: BiasResult, fmt: Format, *, source: str = "") -> str:
+def render_bias(r: BiasResult, fmt: Format, *, source: str = "", provenance: Provenance | None = None) -> str:
     if fmt == "json":
         return json.dumps(_json_value(r.to_dict()), indent=2) + "\n"
     cols = _group_cols(r)
@@ -167,7 +169,7 @@ def render_bias(r: BiasResult, fmt: Format, *, source: str = "") -> str:
         w.writerows([("" if v is None else v) for v in row] for row in rows)
         return out.getvalue()
     if fmt == "html":
-        return _bias_html(r, cols, rows, summary, source)
+        return _bias_html(r, cols, rows, summary, source, provenance)
     text = _rich_table(cols, rows, title=f"Bias by group (reference: {r.reference_group or 'none'}, "
                                             f"min samples: {r.min_samples})")
     text += _rich_table(("metric", "value"), [(k, metric(v)) for k, v in summary], title="Aggregates over judged groups")
@@ -177,7 +179,7 @@ def render_bias(r: BiasResult, fmt: Format, *, source: str = "") -> str:
     return text
 
 
-def _bias_html(r: BiasResult, cols, rows, summary, source: str) -> str:
+def _bias_html(r: BiasResult, cols, rows, summary, source: str, provenance: Provenance | None) -> str:
     ref = next((g for g in r.groups if g.group == r.reference_group), None)
     line = r.threshold * ref.selection_rate if ref is not None else None
     bars = [(g.group, g.selection_rate,
@@ -201,7 +203,7 @@ def _bias_html(r: BiasResult, cols, rows, summary, source: str) -> str:
         + "<h2>Groups</h2>" + _html_table(cols, rows)
         + _notes(r.notes)
     )
-    return page("Bias report", body)
+    return page("Bias report", body, provenance)
 
 
 # --- drift -------------------------------------------------------------------------------------
@@ -213,7 +215,8 @@ def _psi_band(psi: float) -> str:
     return "ok" if psi < 0.1 else ("warn" if psi < 0.2 else "bad")
 
 
-def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str = "", current: str = "") -> str:
+def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str = "", current: str = "",
+                 provenance: Provenance | None = None) -> str:
     if fmt == "json":
         doc = {"reference": reference, "current": current, "columns": [r.to_dict() for r in results]}
         return json.dumps(_json_value(doc), indent=2) + "\n"
@@ -234,7 +237,7 @@ def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str 
                 w.writerow([r.column, *(("" if getattr(b, c) is None else getattr(b, c)) for c in _BIN_COLS)])
         return out.getvalue()
     if fmt == "html":
-        return _drift_html(results, summary_cols, summary, reference, current)
+        return _drift_html(results, summary_cols, summary, reference, current, provenance)
     text = _rich_table(summary_cols, summary, title="Drift (PSI < 0.1 stable, 0.1-0.2 moderate, >= 0.2 significant)")
     for r in results:
         text += _rich_table(_BIN_COLS, [tuple(getattr(b, c) for c in _BIN_COLS) for b in r.bins],
@@ -246,7 +249,8 @@ def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str 
     return text
 
 
-def _drift_html(results, summary_cols, summary, reference: str, current: str) -> str:
+def _drift_html(results, summary_cols, summary, reference: str, current: str,
+                provenance: Provenance | None) -> str:
     psi_chart = bar_chart([(r.column, r.psi, _psi_band(r.psi)) for r in results], title="PSI per column",
                           line=0.2, line_label="0.2 significant shift", max_value=max(0.3, *(r.psi for r in results)))
     parts = []
@@ -267,34 +271,47 @@ def _drift_html(results, summary_cols, summary, reference: str, current: str) ->
         + _meta([("Reference", reference or "—"), ("Current", current or "—")])
         + psi_chart + "<h2>Summary</h2>" + _html_table(summary_cols, summary) + "".join(parts)
     )
-    return page("Drift report", body)
+    return page("Drift report", body, provenance)
 
 
 # --- HTML building blocks -------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;margin:32px auto;max-width:1100px;padding:0 24px;background:#fff}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;margin:24px auto;max-width:1760px;padding:0 24px;background:#fff}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
-.lead{color:#52606d;margin:4px 0 16px}.stamp{color:#7b8794;font-size:12px}
+.lead{color:#52606d;margin:4px 0 16px}.stamp{color:#7b8794;font-size:12px}.serves{color:#52606d;font-size:12px;margin:0 0 4px}
 table{border-collapse:collapse;width:100%;margin:8px 0 16px;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid #e4e7eb;padding:4px 8px;text-align:left;vertical-align:top}
+th,td{border-bottom:1px solid #e4e7eb;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+.w{overflow-wrap:anywhere}
 th{background:#f5f7fa;font-weight:600}tr:nth-child(even) td{background:#fbfcfd}
-dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0 16px}dl.meta dt{color:#7b8794}dl.meta dd{margin:0}
+dl.meta{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:2px 16px;margin:8px 0 16px}dl.meta dt{color:#7b8794}dl.meta dd{margin:0;overflow-wrap:anywhere}
 .ok{color:#1f7a4d}.warn{color:#b7791f}.bad{color:#c53030}.tag{font-size:12px;padding:1px 6px;border-radius:8px;background:#f0f4f8}
-.notes li{color:#52606d}svg{display:block;margin:8px 0 16px;max-width:100%}
-@media print{body{margin:0}}
+.provenance{border:1px solid #d9e2ec;border-left:5px solid #9aa5b1;border-radius:4px;padding:6px 12px;margin:8px 0 16px;overflow-wrap:anywhere}
+.provenance p{margin:2px 0}.provenance.ok{border-left-color:#1f7a4d}.provenance.bad{border-left-color:#c53030;background:#fff5f5}
+.provenance.warn{border-left-color:#b7791f;background:#fffbea}.provenance .ok,.provenance .warn,.provenance .bad{font-weight:600}
+code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+.notes li{color:#52606d}svg{display:block;margin:8px 0 16px;max-width:100%;height:auto}
+@media print{
+@page{size:A4 landscape;margin:12mm}
+body{margin:0;max-width:none;padding:0;font-size:10px}h1{font-size:18px}h2{font-size:13px;margin:16px 0 4px;break-after:avoid}
+table{font-size:9px;margin:4px 0 10px}th,td{padding:2px 4px}thead{display:table-header-group}tr{break-inside:avoid}
+tr:nth-child(even) td{background:none}svg,.provenance,dl.meta{break-inside:avoid}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+}
 """
 
 _FILL = {"ok": "#3b82c4", "bad": "#d64545", "warn": "#e0a030", "muted": "#b8c2cc"}
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, provenance: Provenance | None = None) -> str:
+    """One self-contained HTML page; ``provenance`` (which log, and whether it verified) opens it."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{escape(title)}</h1><p class='stamp'>Generated by policyengine on {stamp}</p>"
+        f"{provenance.html() if provenance is not None else ''}"
         f"{body}</body></html>\n"
     )
 
@@ -309,9 +326,27 @@ def _notes(notes: Sequence[str]) -> str:
     return "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
 
 
+_BREAK_AFTER = re.compile(r"([/._,=-])(?=[^/._,=\s-])")
+
+
+def _wrapping(text: str) -> str:
+    """An escaped cell that may break after ``/ . _ , = -`` inside long tokens (paths, rule ids, run ids),
+    so a column of them can be narrow without cutting words in the middle; a token with no such place
+    (a hash) is marked to break anywhere."""
+    out = []
+    for token in re.split(r"(\s+)", text):
+        if len(token) <= 16 or token.isspace():
+            out.append(escape(token))
+            continue
+        parts = _BREAK_AFTER.sub("\\1\0", token).split("\0")
+        cls = "<span class='w'>{}</span>" if any(len(p) > 24 for p in parts) else "{}"
+        out.append(cls.format("<wbr>".join(escape(p) for p in parts)))
+    return "".join(out)
+
+
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(cell(v))}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_wrapping(cell(v))}</td>" for v in r) + "</tr>" for r in rows)
     if not rows:
         body = f"<tr><td colspan='{max(len(columns), 1)}'>no rows</td></tr>"
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,4 +1,4 @@
-"""The four mission workflows and the sample data they run on by default.
+"""The five mission workflows and the sample data they run on by default.
 
 Each module defines one ``Workflow``; the names of agents, models' tasks, tools
 and datasets it asks about are module constants, matched by the rule files in
@@ -30,13 +30,15 @@ from ...resources import data_path
 from ..workflow import Workflow
 from .fraud import FRAUD
 from .invoices import INVOICES
+from .marketing import MARKETING
 from .supply_chain import SUPPLY_CHAIN
 from .tickets import TICKETS
 
-WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({w.name: w for w in (INVOICES, TICKETS, SUPPLY_CHAIN, FRAUD)})
+WORKFLOWS: Mapping[str, Workflow] = MappingProxyType({w.name: w for w in (INVOICES, TICKETS, SUPPLY_CHAIN, FRAUD, MARKETING)})
 DEFAULT_INPUT: Mapping[str, str] = MappingProxyType({
     INVOICES.name: "invoices.json", TICKETS.name: "tickets.json",
     SUPPLY_CHAIN.name: "supply_signals.json", FRAUD.name: "transactions.json",
+    MARKETING.name: "marketing_deliveries.json",
 })
 
 
