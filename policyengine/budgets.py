@@ -4,8 +4,10 @@ The engine only *reads* a ledger while deciding (``usage``); actual usage is
 charged by the caller after a model call (``charge``), because only then is the
 real token count and cost known. A scope is a string such as
 ``workflow:invoice-exceptions``, ``model:frontier_llm``, ``agent:invoice_classifier``
-or ``role:analyst`` (see ``scope_key``). Usage is kept per UTC hour, so the
-hour, day and month windows are all exact sums.
+or ``role:analyst`` (see ``scope_key``). Ledgers keep running totals per
+calendar UTC hour, day and month, so a decision reads one number per budget
+whatever the history. Concurrent callers that must not overspend hold budget
+first with ``reserve`` (see ``policyengine.store``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,7 @@ import inspect
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from importlib import resources
-from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
-
-import duckdb
 
 Window = Literal["hour", "day", "month"]
 WINDOWS: tuple[Window, ...] = ("hour", "day", "month")
@@ -79,6 +77,22 @@ def _next_start(window: Window, start: datetime) -> datetime:
     return start.replace(month=start.month + 1)
 
 
+def calendar_window(start: datetime, end: datetime | None) -> Window | None:
+    """Which calendar window ``[start, end)`` is exactly (so its running total answers it), or None."""
+    if end is None or start.minute or start.second or start.microsecond:
+        return None
+    span = end - start
+    if span == _HOUR:
+        return "hour"
+    if start.hour:
+        return None
+    if span == _DAY:
+        return "day"
+    if start.day == 1 and end == _next_start("month", start):
+        return "month"
+    return None
+
+
 def _sum_in(buckets: dict[datetime, float], start: datetime, end: datetime | None) -> float:
     """Total of the hour buckets in ``[start, end)`` (no end when ``end`` is None)."""
     if end is None:
@@ -105,16 +119,24 @@ class BudgetLedger(Protocol):
 
 
 class InMemoryLedger:
-    """A ledger for tests and single-process use; lost when the process ends."""
+    """A ledger for tests and single-process use; lost when the process ends.
+
+    Keeps running totals per calendar hour, day and month, so reading the usage
+    of a window is one lookup however long the history; other ranges sum hours.
+    """
 
     def __init__(self) -> None:
         self._hours: dict[tuple[str, str], dict[datetime, float]] = defaultdict(dict)
+        self._totals: dict[tuple[str, str, str, datetime], float] = {}
         self._lock = threading.Lock()
 
     def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
         start = utc(window_start)
         end = utc(window_end) if window_end is not None else None
+        period = calendar_window(start, end)
         with self._lock:
+            if period is not None:
+                return self._totals.get((scope_key, unit, period, start), 0.0)
             buckets = self._hours.get((scope_key, unit))
             if not buckets:
                 return 0.0
@@ -122,9 +144,14 @@ class InMemoryLedger:
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
+        day = hour.replace(hour=0)
+        amount = float(amount)
         with self._lock:
             buckets = self._hours[(scope_key, unit)]
-            buckets[hour] = buckets.get(hour, 0.0) + float(amount)
+            buckets[hour] = buckets.get(hour, 0.0) + amount
+            for key in ((scope_key, unit, "hour", hour), (scope_key, unit, "day", day),
+                        (scope_key, unit, "month", day.replace(day=1))):
+                self._totals[key] = self._totals.get(key, 0.0) + amount
 
 
 def windowed_usage(ledger: BudgetLedger):
@@ -146,75 +173,9 @@ def windowed_usage(ledger: BudgetLedger):
     return lambda scope_key, unit, start, end: usage(scope_key, unit, start)
 
 
-def _sql(name: str) -> str:
-    return resources.files("policyengine").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
-
-
-def _naive_utc(t: datetime) -> datetime:
-    return utc(t).replace(tzinfo=None)
-
-
-class DuckDBLedger:
-    """A durable ledger in the ``budget_usage`` table of a DuckDB database.
-
-    Pass a path (the file is created if needed) or an open connection that the
-    orchestrator or the audit log already use: the ledger then works on its own
-    cursor of that connection, so the same database file is shared safely.
-
-    Reads are served from a write-through cache of each (scope, unit)'s hour
-    buckets, loaded on first use, so a decision does not pay for a query. A DuckDB
-    file has one writing process at a time; within it, charge through one ledger
-    per database (or call ``refresh()`` after writing ``budget_usage`` otherwise).
-    """
-
-    def __init__(self, path_or_connection: str | Path | duckdb.DuckDBPyConnection) -> None:
-        if isinstance(path_or_connection, duckdb.DuckDBPyConnection):
-            self._conn = path_or_connection.cursor()
-        else:
-            self._conn = duckdb.connect(str(path_or_connection))
-        self._lock = threading.Lock()
-        self._hours_sql = _sql("budget_hours")
-        self._charge_sql = _sql("budget_charge")
-        self._cache: dict[tuple[str, str], dict[datetime, float]] = {}
-        with self._lock:
-            self._conn.execute(_sql("budget_create"))
-
-    def _buckets(self, scope_key: str, unit: str) -> dict[datetime, float]:
-        """The hour buckets of one scope and unit (call with the lock held)."""
-        buckets = self._cache.get((scope_key, unit))
-        if buckets is None:
-            rows = self._conn.execute(self._hours_sql, [scope_key, unit]).fetchall()
-            buckets = {hour: float(amount) for hour, amount in rows}
-            self._cache[(scope_key, unit)] = buckets
-        return buckets
-
-    def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
-        start = _naive_utc(window_start)
-        end = _naive_utc(window_end) if window_end is not None else None
-        with self._lock:
-            buckets = self._buckets(scope_key, unit)
-            return _sum_in(buckets, start, end)
-
-    def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
-        hour = _naive_utc(window_start("hour", at))
-        with self._lock:
-            self._conn.execute(self._charge_sql, [scope_key, unit, hour, float(amount)])
-            buckets = self._cache.get((scope_key, unit))
-            if buckets is not None:
-                buckets[hour] = buckets.get(hour, 0.0) + float(amount)
-
-    def refresh(self) -> None:
-        """Forget cached usage; the next reads query the table again."""
-        with self._lock:
-            self._cache.clear()
-
-    def close(self) -> None:
-        """Close the ledger's cursor (and the database, when the ledger opened it)."""
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> DuckDBLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def __getattr__(name: str):
+    """``DuckDBLedger`` is the embedded ledger of ``policyengine.store`` (kept under its old name)."""
+    if name == "DuckDBLedger":
+        from .store.embedded_ledger import EmbeddedLedger
+        return EmbeddedLedger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

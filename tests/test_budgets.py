@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from policyengine import DuckDBLedger, InMemoryLedger, load_policy
-from policyengine.budgets import BudgetLedger, window_start
+from policyengine.budgets import BudgetLedger, window_bounds, window_start
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 24, 15, 42, 7, tzinfo=UTC)
@@ -220,14 +220,14 @@ def test_policy_reads_a_duckdb_ledger_written_by_another_process(policy_dir, tmp
 def test_duckdb_ledger_cache_is_written_through_and_refreshable(tmp_path):
     conn = duckdb.connect(str(tmp_path / "c.duckdb"))
     ledger = DuckDBLedger(conn)
-    day = window_start("day", NOW)
-    assert ledger.usage("agent:bot", "tokens", day) == 0  # loads the (empty) buckets
+    day = window_bounds("day", NOW)
+    assert ledger.usage("agent:bot", "tokens", *day) == 0  # loads the (empty) running total
     ledger.charge("agent:bot", "tokens", 5, NOW)
-    assert ledger.usage("agent:bot", "tokens", day) == 5
-    conn.execute("INSERT INTO budget_usage VALUES ('agent:bot', 'tokens', TIMESTAMP '2026-11-24 01:00:00', 7)")
-    assert ledger.usage("agent:bot", "tokens", day) == 5  # written behind the ledger's back
+    assert ledger.usage("agent:bot", "tokens", *day) == 5
+    conn.execute("UPDATE budget_totals SET amount = amount + 7 WHERE period = 'day'")
+    assert ledger.usage("agent:bot", "tokens", *day) == 5  # written behind the ledger's back
     ledger.refresh()
-    assert ledger.usage("agent:bot", "tokens", day) == 12
+    assert ledger.usage("agent:bot", "tokens", *day) == 12
 
 
 def test_charge_a_routed_call_to_the_model_the_route_chose(policy_dir):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from ..budgets import BudgetLedger, utc, window_start
+from ..budgets import BudgetLedger, utc, window_start, windowed_usage
 
 
 class BufferedLedger:
@@ -22,18 +22,21 @@ class BufferedLedger:
 
     def __init__(self, durable: BudgetLedger) -> None:
         self.durable = durable
-        self._base: dict[tuple[str, str, datetime], float] = {}
+        self._durable_usage = windowed_usage(durable)
+        self._base: dict[tuple[str, str, datetime, datetime | None], float] = {}
         self._pending: dict[tuple[str, str, datetime], float] = {}
         self._lock = threading.Lock()
 
-    def usage(self, scope_key: str, unit: str, window_start: datetime) -> float:
+    def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
         start = utc(window_start)
-        key = (scope_key, unit, start)
+        end = utc(window_end) if window_end is not None else None
+        key = (scope_key, unit, start, end)
         with self._lock:
             base = self._base.get(key)
             if base is None:
-                base = self._base[key] = float(self.durable.usage(scope_key, unit, start))
-            extra = sum(v for (k, u, h), v in self._pending.items() if k == scope_key and u == unit and h >= start)
+                base = self._base[key] = float(self._durable_usage(scope_key, unit, start, end))
+            extra = sum(v for (k, u, h), v in self._pending.items()
+                        if k == scope_key and u == unit and h >= start and (end is None or h < end))
         return base + extra
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
@@ -51,9 +54,9 @@ class BufferedLedger:
         with self._lock:
             if not self._pending:
                 return
-            starts: dict[tuple[str, str], list[datetime]] = {}
-            for (bk, bu, bstart) in self._base:
-                starts.setdefault((bk, bu), []).append(bstart)
+            starts: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
+            for (bk, bu, bstart, bend) in self._base:
+                starts.setdefault((bk, bu), []).append((bstart, bend))
             pending = list(self._pending.items())
             self._pending = {}
             done = 0
@@ -61,9 +64,9 @@ class BufferedLedger:
                 for (key, unit, hour), amount in pending:
                     self.durable.charge(key, unit, amount, hour)
                     done += 1
-                    for bstart in starts.get((key, unit), ()):
-                        if hour >= bstart:
-                            self._base[(key, unit, bstart)] += amount
+                    for bstart, bend in starts.get((key, unit), ()):
+                        if hour >= bstart and (bend is None or hour < bend):
+                            self._base[(key, unit, bstart, bend)] += amount
             finally:
                 for k, amount in pending[done:]:
                     self._pending[k] = self._pending.get(k, 0.0) + amount

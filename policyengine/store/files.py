@@ -1,0 +1,85 @@
+"""The one place that opens DuckDB files, names the default paths and loads packaged ``.sql`` files.
+
+Every area that keeps state in a DuckDB file (audit log, run state, budget
+ledger, reports) opens it through ``open_duckdb`` so that lock conflicts,
+directories and non-DuckDB files read as one clean line, and looks up its SQL
+through ``packaged_sql`` so the text ships inside the wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_DB_PATH = Path("policyengine.duckdb")
+"""The embedded store (audit log, runs, budgets) when no ``--db``/``--state`` is given: in the working directory."""
+
+DEFAULT_KEY_PATH = Path("policyengine.key")
+"""The audit signing key next to it."""
+
+
+class StoreError(Exception):
+    """State that cannot be opened or used (one line, names the file or server)."""
+
+
+_LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+@cache
+def packaged_sql(package: str, name: str) -> str:
+    """The text of ``<package>/sql/<name>.sql`` (``name`` may hold a sub-folder: ``postgres/budget_reserve``)."""
+    return resources.files(package).joinpath("sql", *f"{name}.sql".split("/")).read_text(encoding="utf-8")
+
+
+def describe_open_error(path: str | os.PathLike[str], error: BaseException) -> str:
+    """What is wrong with a DuckDB file that would not open, as ``PATH: reason`` (the path named once)."""
+    p = Path(path)
+    text = str(error).strip().splitlines()
+    msg = text[0] if text else type(error).__name__
+    low = msg.lower()
+    m = _LOCK.search(str(error))
+    if m or "lock" in low:
+        pid = f" (pid {m.group(2)})" if m else ""
+        return f"{p}: database is in use by another process{pid}; one process at a time may open it"
+    if p.is_dir() or "is a directory" in low:
+        return f"{p}: is a directory, not a DuckDB database file"
+    if "not a valid duckdb database" in low or "not a duckdb database" in low:
+        return f"{p}: not a DuckDB database file"
+    msg = re.sub(r"^[A-Za-z ]+Error: ", "", msg)
+    for shown in {str(p.resolve()), str(p.absolute()), str(p)}:
+        msg = msg.replace(f'"{shown}"', "the file").replace(shown, "the file")
+    return f"{p}: cannot open as a DuckDB database ({msg})"
+
+
+def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create: bool = True,
+                external_access: bool = True, utc: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file ``path`` (``:memory:`` for a private in-memory database).
+
+    ``create=False`` (or ``read_only``) refuses a file that does not exist instead
+    of creating an empty one; ``external_access=False`` switches off file access
+    from SQL (for databases opened only to be read as evidence). Errors are
+    ``StoreError`` with one line; with ``utc`` the session's time zone is UTC.
+    """
+    if str(path) == ":memory:":
+        con = duckdb.connect(":memory:")
+        if utc:
+            con.execute("SET TimeZone = 'UTC'")
+        return con
+    p = Path(path)
+    if p.is_dir():
+        raise StoreError(f"{p}: is a directory, not a DuckDB database file")
+    if (read_only or not create) and not p.exists():
+        raise StoreError(f"{p}: no such database file")
+    config = {} if external_access else {"enable_external_access": False}
+    try:
+        con = duckdb.connect(str(p), read_only=read_only, config=config)
+    except duckdb.Error as error:
+        raise StoreError(describe_open_error(p, error)) from None
+    if utc:
+        con.execute("SET TimeZone = 'UTC'")
+    return con

@@ -1,0 +1,150 @@
+"""What shared state must do, whatever engine holds it: the typed seams of ``policyengine.store``.
+
+Each protocol has an embedded implementation (DuckDB, one process, the default)
+and a PostgreSQL one (many processes and hosts). Callers take a ``Store`` and
+never open databases themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from ..budgets import BudgetLedger as UsageLedger
+from ..budgets import Window
+
+DEFAULT_RESERVATION_TTL = timedelta(minutes=5)
+"""How long an unsettled reservation holds budget before expiry releases it (a crashed caller's hold)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Budget held for one call between the decision and the real usage being known."""
+
+    id: str
+    scope_key: str
+    unit: str
+    amount: float
+    at: datetime  # UTC: the usage is charged to the windows containing this instant
+    expires_at: datetime  # UTC: after this, ``expire`` releases the hold
+
+
+@runtime_checkable
+class BudgetLedger(UsageLedger, Protocol):
+    """Usage per scope with reservations, so concurrent callers cannot overspend.
+
+    ``reserve`` admits an estimate only if spent (in ``window``) plus every live
+    reservation of the scope plus the estimate stays within ``limit``, atomically
+    with respect to every other caller of the same ledger (threads, processes or
+    hosts). Spent amounts are kept as running totals per calendar window, so
+    reading usage does not scan history.
+    """
+
+    def reserve(self, scope_key: str, unit: str, estimate: float, *, limit: float, window: Window = "month",
+                at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
+        """Hold ``estimate``; ``None`` (refused, nothing held) when it would exceed ``limit``."""
+        ...
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        """Charge the real usage and drop the hold (charged even if the hold had already expired)."""
+        ...
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop the hold without charging (the call did not happen)."""
+        ...
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Release every hold whose deadline is at or before ``now``; how many were released."""
+        ...
+
+    def reserved(self, scope_key: str, unit: str) -> float:
+        """Total currently held for ``scope_key`` in ``unit`` (live and not yet expired holds)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A run waiting for (or held by) a worker."""
+
+    run_id: str
+    workflow: str
+    input: Mapping[str, Any]
+    status: str  # "queued", "running", "done", "failed"
+    worker: str | None
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """Resumable runs shared by workers: each run is executed by one worker at a time, each effect once."""
+
+    def enqueue(self, run_id: str, workflow: str, input: Mapping[str, Any]) -> None:
+        """Add a run to be picked up (a run id already present is left as it is)."""
+        ...
+
+    def claim(self, worker: str, limit: int = 1) -> list[QueuedRun]:
+        """Take up to ``limit`` queued runs for ``worker``; runs held by other workers are skipped, not waited for."""
+        ...
+
+    def record_effect(self, run_id: str, idem_key: str, effect: str, result: Mapping[str, Any]) -> bool:
+        """Record a side effect under its idempotency key; False if it was already recorded (do not repeat it)."""
+        ...
+
+    def effect(self, idem_key: str) -> Mapping[str, Any] | None:
+        """The recorded result of an effect, or None."""
+        ...
+
+    def finish(self, run_id: str, worker: str, status: str) -> bool:
+        """Mark a run held by ``worker`` done or failed; False if another worker holds it."""
+        ...
+
+    def requeue_abandoned(self, workers_alive: Sequence[str]) -> int:
+        """Put runs held by workers not in ``workers_alive`` back in the queue; how many."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    run_id: str
+    gate: str
+    role: str
+    requester: str
+    deadline: datetime | None
+    status: str  # "pending", "approved", "rejected", "expired"
+    decided_by: str | None
+
+
+@runtime_checkable
+class ApprovalQueue(Protocol):
+    """Approval gates shared by workers: each is decided (or expires) exactly once."""
+
+    def open(self, run_id: str, gate: str, role: str, requester: str, deadline: datetime | None) -> None:
+        ...
+
+    def decide(self, run_id: str, gate: str, user: str, approve: bool, at: datetime | None = None) -> bool:
+        """Record the decision; False if the gate was already decided or expired (only one caller wins)."""
+        ...
+
+    def expire_overdue(self, now: datetime) -> list[PendingApproval]:
+        """Mark pending gates past their deadline expired; each is returned by exactly one caller."""
+        ...
+
+    def get(self, run_id: str, gate: str) -> PendingApproval | None:
+        ...
+
+
+@runtime_checkable
+class BlockList(Protocol):
+    """Models suspended from use (by a monitor or a person); read by every decision."""
+
+    def blocked(self) -> frozenset[str]:
+        ...
+
+
+@runtime_checkable
+class Directory(Protocol):
+    """Who holds which roles (user id -> role names)."""
+
+    def roles(self) -> Mapping[str, tuple[str, ...]]:
+        ...

@@ -1,0 +1,60 @@
+"""``open_store``: the one function that turns a ``--state`` value into open shared state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .files import DEFAULT_DB_PATH, StoreError
+from .protocols import ApprovalQueue, BudgetLedger, RunStore
+
+
+@dataclass
+class Store:
+    """Open shared state: where it lives (``url``) and its parts. Close it when done."""
+
+    url: str
+    kind: str  # "embedded" or "postgresql"
+    ledger: BudgetLedger
+    runs: RunStore
+    approvals: ApprovalQueue
+    _closers: tuple[Any, ...] = ()
+
+    def close(self) -> None:
+        for part in self._closers:
+            part.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_postgres_url(state: str | None) -> bool:
+    return bool(state) and str(state).startswith(("postgresql://", "postgres://"))
+
+
+def open_store(state: str | Path | None = None) -> Store:
+    """Open the state named by ``state``: None or a file path (embedded DuckDB) or ``postgresql://...``.
+
+    Raises ``StoreError`` (one line) when it cannot be opened or the URL scheme is unknown.
+    """
+    text = str(state) if state is not None else str(DEFAULT_DB_PATH)
+    if is_postgres_url(text):
+        from .postgres import PostgresApprovalQueue, PostgresLedger, PostgresRunStore, connect_pool
+        pool = connect_pool(text)
+        return Store(text, "postgresql", PostgresLedger(pool), PostgresRunStore(pool), PostgresApprovalQueue(pool),
+                     (pool,))
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise StoreError(f"--state {scheme}://...: unknown kind of state (use a DuckDB file path or postgresql://...)")
+    from .embedded import EmbeddedApprovalQueue, EmbeddedRunStore
+    from .embedded_ledger import EmbeddedLedger
+    from .files import open_duckdb
+    conn = open_duckdb(text, utc=False)
+    ledger = EmbeddedLedger(conn)
+    runs = EmbeddedRunStore(conn)
+    approvals = EmbeddedApprovalQueue(conn)
+    return Store(text, "embedded", ledger, runs, approvals, (ledger, runs, approvals, conn))
