@@ -1,0 +1,185 @@
+"""The PostgreSQL store: state shared by every worker process and host that points at one database.
+
+Budget reservations are serialised per scope with a transaction-scoped advisory
+lock and admitted by one conditional INSERT (spent + holds + estimate <= limit),
+so no two callers anywhere can both take the last of a budget. Runs are claimed
+with ``FOR UPDATE SKIP LOCKED`` and approvals decided by a conditional UPDATE,
+so each is taken by exactly one worker. Needs ``psycopg`` 3 (extra ``postgres``).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..budgets import Window, calendar_window, utc, window_bounds, window_start
+from .files import StoreError, packaged_sql
+from .protocols import DEFAULT_RESERVATION_TTL, PendingApproval, QueuedRun, Reservation
+
+
+def _sql(name: str) -> str:
+    return packaged_sql("policyengine.store", f"postgres/{name}")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
+
+
+class ConnectionPool:
+    """A small pool of psycopg connections shared by a process's threads (created on demand up to ``size``)."""
+
+    def __init__(self, url: str, size: int = 8, timeout: float = 30.0) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("PostgreSQL state needs psycopg: pip install 'policyengine[postgres]'") from None
+        self._psycopg = psycopg
+        self.url = url
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._size = size
+        self._opened = 0
+        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._closed = False
+        with self.connection() as conn, conn.transaction():
+            conn.execute(_sql("schema_lock"))
+            conn.execute(_sql("create"))
+
+    def _connect(self):
+        try:
+            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreError(f"{_redact(self.url)}: cannot connect to PostgreSQL ({first})") from None
+        conn.execute("SET TIME ZONE 'UTC'")
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A connection for the duration of the block (autocommit; use ``conn.transaction()`` for more)."""
+        if self._closed:
+            raise StoreError(f"{_redact(self.url)}: store is closed")
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                grow = self._opened < self._size
+                if grow:
+                    self._opened += 1
+            if grow:
+                try:
+                    conn = self._connect()
+                except BaseException:
+                    with self._lock:
+                        self._opened -= 1
+                    raise
+            else:
+                try:
+                    conn = self._idle.get(timeout=self._timeout)
+                except queue.Empty:
+                    raise StoreError(f"{_redact(self.url)}: no free connection within {self._timeout:g} s") from None
+        broken = False
+        try:
+            yield conn
+        except self._psycopg.OperationalError:
+            broken = True
+            raise
+        finally:
+            if broken or conn.closed or self._closed:
+                conn.close()
+                with self._lock:
+                    self._opened -= 1
+            else:
+                self._idle.put(conn)
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def connect_pool(url: str, size: int = 8) -> ConnectionPool:
+    """Open (and create the tables of) the PostgreSQL store at ``url``."""
+    return ConnectionPool(url, size)
+
+
+class PostgresLedger:
+    """``BudgetLedger`` in PostgreSQL; every read and write goes to the server (no cache: others write too)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
+        start = utc(window_start)
+        end = utc(window_end) if window_end is not None else None
+        period = calendar_window(start, end)
+        with self.pool.connection() as conn:
+            if period is not None:
+                row = conn.execute(_sql("budget_total"), {"scope_key": scope_key, "unit": unit, "period": period,
+                                                          "start": start}).fetchone()
+            else:
+                row = conn.execute(_sql("budget_between"), {"scope_key": scope_key, "unit": unit, "start": start,
+                                                            "end": end}).fetchone()
+        return float(row[0]) if row else 0.0
+
+    @staticmethod
+    def _charge(conn: Any, scope_key: str, unit: str, amount: float, at: datetime | None) -> None:
+        hour = window_start("hour", at)
+        day = hour.replace(hour=0)
+        params = {"scope_key": scope_key, "unit": unit, "amount": float(amount), "hour": hour, "day": day,
+                  "month": day.replace(day=1)}
+        conn.execute(_sql("budget_charge_hour"), params)
+        conn.execute(_sql("budget_charge_totals"), params)
+
+    def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            self._charge(conn, scope_key, unit, amount, at)
+
+    def reserve(self, scope_key: str, unit: str, estimate: float, *, limit: float, window: Window = "month",
+                at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
+        t = utc(at)
+        r = Reservation(uuid.uuid4().hex, scope_key, unit, float(estimate), t, t + ttl)
+        key = {"scope_key": scope_key, "unit": unit}
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(_sql("budget_lock"), key)
+            conn.execute(_sql("budget_expire_scope"), {**key, "now": t})
+            row = conn.execute(_sql("budget_reserve"), {
+                **key, "id": r.id, "amount": r.amount, "at": r.at, "expires_at": r.expires_at,
+                "period": window, "period_start": window_bounds(window, t)[0], "limit": float(limit)}).fetchone()
+        return r if row else None
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(_sql("budget_reservation_drop"), {"id": reservation.id})
+            self._charge(conn, reservation.scope_key, reservation.unit, actual, reservation.at)
+
+    def release(self, reservation: Reservation) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(_sql("budget_reservation_drop"), {"id": reservation.id})
+
+    def expire(self, now: datetime | None = None) -> int:
+        with self.pool.connection() as conn:
+            return len(conn.execute(_sql("budget_expire"), {"now": utc(now)}).fetchall())
+
+    def reserved(self, scope_key: str, unit: str) -> float:
+        with self.pool.connection() as conn:
+            row = conn.execute(_sql("budget_reserved"), {"scope_key": scope_key, "unit": unit}).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def close(self) -> None:
+        """The pool belongs to the store; closing the ledger alone does nothing."""

@@ -1,0 +1,3 @@
+"""Shared test fixtures: the throwaway PostgreSQL and Redis servers live in tests/services.py."""
+
+pytest_plugins = ["services"]

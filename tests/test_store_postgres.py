@@ -1,0 +1,126 @@
+"""The budget ledger on PostgreSQL, shared by several processes (a real server started by the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from policyengine.budgets import window_bounds
+from policyengine.store.postgres import PostgresLedger, connect_pool
+
+pytestmark = pytest.mark.postgres
+
+SCOPE = "workflow:invoice-exceptions"
+
+# One worker process: N concurrent requests (threads released together), each
+# reserving 1,000 tokens of a 10,000-token monthly budget and settling 1,000.
+# With "hold" it first takes one reservation, says so, waits for "go", and
+# never settles: it is the process the test kills with SIGKILL.
+WORKER = r"""
+import json, sys, threading
+from policyengine.store.postgres import PostgresLedger, connect_pool
+url, n, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "hold"
+ledger = PostgresLedger(connect_pool(url, size=8))
+ask = lambda: ledger.reserve("workflow:invoice-exceptions", "tokens", 1000, limit=10000, window="month")
+if hold:
+    print("held" if ask() else "refused", flush=True)
+    sys.stdin.readline()
+gate, lock, admitted = threading.Barrier(n), threading.Lock(), []
+def call():
+    gate.wait()
+    r = ask()
+    if r is not None:
+        if not hold:
+            ledger.settle(r, 1000)
+        with lock:
+            admitted.append(r.id)
+threads = [threading.Thread(target=call) for _ in range(n)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({"admitted": len(admitted)}), flush=True)
+if hold:
+    sys.stdin.readline()  # holds its reservations until killed (or until the test's end closes stdin)
+"""
+
+
+def spawn(url: str, n: int, mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, url, str(n), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_8_processes_x_50_requests_admit_exactly_10_and_a_killed_process_leaks_nothing(postgres_url):
+    victim = spawn(postgres_url, 49, "hold")
+    try:
+        assert victim.stdout.readline().strip() == "held"
+        others = [spawn(postgres_url, 50, "settle") for _ in range(7)]
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        counts = []
+        for p in others:
+            out, _ = p.communicate(timeout=120)
+            assert p.returncode == 0
+            counts.append(json.loads(out)["admitted"])
+        victim_count = 1 + json.loads(victim.stdout.readline())["admitted"]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+
+    assert victim.returncode == -signal.SIGKILL
+    assert victim_count + sum(counts) == 10  # 400 requests, room for exactly 10
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    month = window_bounds("month", datetime.now(UTC))
+    spent = ledger.usage(SCOPE, "tokens", *month)
+    assert spent == 1000 * sum(counts) <= 10_000
+    assert ledger.reserved(SCOPE, "tokens") == 1000 * victim_count  # the killed process's holds remain...
+    assert ledger.reserve(SCOPE, "tokens", 1000, limit=10_000) is None
+    later = datetime.now(UTC) + timedelta(minutes=5, seconds=1)
+    assert ledger.expire(later) == victim_count  # ...until expiry releases them
+    assert ledger.reserved(SCOPE, "tokens") == 0
+    assert ledger.reserve(SCOPE, "tokens", 10_000 - spent, limit=10_000) is not None
+    pool.close()
+
+
+AT = datetime(2026, 11, 14, 10, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("spent", "held", "estimate", "admitted"), [
+    (0, 0, 10_000, True),
+    (0, 0, 10_001, False),
+    (9_000, 0, 1_000, True),
+    (9_000, 500, 1_000, False),
+])
+def test_reserve_admits_only_within_the_limit(postgres_url, spent, held, estimate, admitted):
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    if spent:
+        ledger.charge(SCOPE, "tokens", spent, AT)
+    if held:
+        assert ledger.reserve(SCOPE, "tokens", held, limit=10_000, at=AT) is not None
+    assert (ledger.reserve(SCOPE, "tokens", estimate, limit=10_000, at=AT) is not None) is admitted
+    pool.close()
+
+
+def test_settle_release_and_windows(postgres_url):
+    pool = connect_pool(postgres_url, size=2)
+    ledger = PostgresLedger(pool)
+    a = ledger.reserve(SCOPE, "USD", 2.0, limit=5.0, window="day", at=AT)
+    b = ledger.reserve(SCOPE, "USD", 2.0, limit=5.0, window="day", at=AT)
+    assert ledger.reserve(SCOPE, "USD", 2.0, limit=5.0, window="day", at=AT) is None
+    ledger.settle(a, 1.25)
+    ledger.release(b)
+    assert ledger.reserved(SCOPE, "USD") == 0
+    for window in ("hour", "day", "month"):
+        assert ledger.usage(SCOPE, "USD", *window_bounds(window, AT)) == 1.25
+    assert ledger.usage(SCOPE, "USD", AT - timedelta(days=2), AT + timedelta(hours=1)) == 1.25
+    assert ledger.usage(SCOPE, "USD", AT + timedelta(hours=1)) == 0
+    pool.close()
