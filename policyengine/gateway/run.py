@@ -1,0 +1,91 @@
+"""Start the gateway: load keys, providers and policy, open the audit log and budget ledger, serve with uvicorn.
+
+One process, one audit writer (the decision server's ``DurableAudit``), one
+budget ledger (``policyengine.store``'s DuckDB ledger: a file with ``ledger``,
+else in memory) that every call reserves in before it goes upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ..audit import AuditError, AuditLog, generate_key, load_private_key
+from ..server.audit_writer import DurableAudit
+from ..server.metrics import Metrics
+from ..server.policy_source import PolicyHolder
+from ..server.run import _activation_recorder, _listen, _loop_factory, _serve, ServeConfig
+from .app import GatewayApp
+from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
+
+
+class GatewayError(Exception):
+    """A setting or file that keeps the gateway from starting (one line)."""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
+    """Serve until SIGINT/SIGTERM; return the exit status."""
+    try:
+        keys, teams = load_keys(Path(config.keys))
+        upstreams = load_providers(Path(config.providers) if config.providers else None)
+    except GatewayConfigError as error:
+        raise GatewayError(str(error)) from None
+    if not Path(config.key).exists():
+        generate_key(config.key)
+        _say(f"created signing key {config.key} (public key {config.key}.pub.pem)")
+    try:
+        key = load_private_key(config.key)
+    except AuditError as error:
+        raise GatewayError(str(error)) from None
+    import duckdb
+
+    from ..reporting.errors import ReportError
+    from ..reporting.monitor import blocked_models
+    from ..store.embedded_ledger import EmbeddedLedger
+
+    try:
+        blocked = blocked_models(config.db)
+    except ReportError:
+        blocked = frozenset()
+    try:
+        ledger = EmbeddedLedger(config.ledger if config.ledger else duckdb.connect(":memory:"))
+    except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
+        raise GatewayError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
+    try:
+        log = AuditLog(config.db, key)
+    except AuditError as error:
+        ledger.close()
+        raise GatewayError(str(error)) from None
+    audit = DurableAudit(log)
+    metrics = Metrics(lambda: audit.queue_depth)
+    audit._on_commit = metrics.committed
+    holder = PolicyHolder(rules=config.rules, ledger=ledger, blocked=blocked,
+                          on_activate=_activation_recorder(log, metrics))
+    app: GatewayApp | None = None
+    try:
+        outcome = holder.reload("startup", force=True)
+        if outcome != "activated":
+            raise GatewayError(outcome.removeprefix("refused: "))
+        for model in upstreams:
+            if model not in holder.active.policy.compiled.registry:  # type: ignore[union-attr]
+                raise GatewayError(f"{config.providers}: model {model!r} is not declared in the rules "
+                                   "(declare it with `model NAME` to route to it)")
+        app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, access_log=access_log)
+        sock = _listen(config.host, config.port, reuse_port=False)
+        serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
+                                   watch_interval=1.0)
+        _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(app, holder, metrics, sock, serve_config))
+            runner.run(app.client.close())
+    finally:
+        audit.close()
+        holder.close()
+        ledger.close()
+    return 0

@@ -1,0 +1,161 @@
+"""Streamed chat completions (``stream: true``): screened in a held-back buffer, counted as they flow.
+
+Text is released only once the text after it has been screened: the last
+``HOLD_BACK`` characters stay in the buffer, so an entity split across chunks is
+masked or blocked before any part of it leaves. When the policy withholds the
+response, or the stream would use more tokens than its budget reservation
+holds, the stream ends with an ``error`` event (never partial forbidden
+content), after the call's audit record is durable. The upstream is tried
+(with fallbacks) until its first chunk arrives; errors before that are ordinary
+HTTP errors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..server.app import Response
+from . import guards as g
+from .limits import release, settle
+from .providers import UpstreamError, estimate_tokens
+
+if TYPE_CHECKING:
+    from ..server.policy_source import ActivePolicy
+    from .app import Call, GatewayApp
+
+
+def _event(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _simulated(app: GatewayApp, model: str, prompt: str, max_tokens: int) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in app.simulator.chat_stream(model, prompt, max_tokens):
+        yield chunk
+
+
+async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
+                      body: dict[str, Any], estimate: float, prompt: str,
+                      max_tokens: int) -> tuple[Response, AsyncIterator[bytes]]:
+    from .app import HOLD_BACK, GatewayError
+
+    last: UpstreamError | None = None
+    for model, request in candidates:
+        hold = app._reserve(active, request, model, estimate)
+        upstream = app.upstreams.get(model)
+        started = time.perf_counter()
+        if upstream is None or upstream.base_url is None:
+            chunks = _simulated(app, model, prompt, max_tokens)
+            call.provider = "simulator"
+        else:
+            chunks = app.client.stream(upstream, body)
+            call.provider = upstream.base_url
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except UpstreamError as error:
+            release(app.ledger, hold)
+            call.attempts.append({"model": model, "status": error.status, "error": str(error)})
+            last = error
+            continue
+        call.attempts.append({"model": model, "status": 200})
+        call.model = model
+        break
+    else:
+        assert last is not None
+        raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
+
+    prompt_tokens = estimate_tokens(prompt)
+    created = int(time.time())
+    cid = "chatcmpl-gw-" + call.prompt_sha256[:16] if call.prompt_sha256 else "chatcmpl-gw"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
+        out: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage is not None:
+            out["usage"] = usage
+        return _event(out)
+
+    async def events() -> AsyncIterator[bytes]:
+        buffer = ""
+        released = 0
+        flowed = 0  # completion tokens counted as the chunks arrive
+        usage: dict[str, Any] | None = None
+        finish = "stop"
+        seen: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        masker = g.masker(app.config.guards)
+        ended = False
+        yield chunk({"role": "assistant", "content": ""})
+
+        async def fail(error: GatewayError, charged: float) -> bytes:
+            call.tokens = charged
+            call.cost = app._price(active, model, charged)
+            settle(app.ledger, hold, call.tokens, call.cost)
+            call.latency_ms = (time.perf_counter() - started) * 1000
+            error_out = await app._fail(call, active, error)
+            return _event(error_out.body(error_out.extra.pop("_seq", None)))
+
+        async def pieces() -> AsyncIterator[dict[str, Any]]:
+            if first is not None:
+                yield first
+            async for item in chunks:
+                yield item
+
+        try:
+            async for piece in pieces():
+                if isinstance(piece.get("usage"), dict):
+                    usage = piece["usage"]
+                for choice in piece.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        buffer += text
+                        flowed += max(1, estimate_tokens(text) - 1)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                if prompt_tokens + flowed > estimate:
+                    yield await fail(GatewayError(429, f"stream passed its reservation of {estimate:g} tokens; "
+                                                       "cut off", "budget_exhausted", rule="<reservation>"),
+                                     estimate)
+                    ended = True
+                    return
+                found = app._screen([buffer], call, "response")[0]
+                if (tuple(found.pii), tuple(found.secrets)) != seen:
+                    seen = (tuple(found.pii), tuple(found.secrets))
+                    app._screen_response(active, call, request, buffer)  # raises GatewayError when withheld
+                safe = masker(buffer, found) if found.masked else buffer
+                upto = max(released, len(safe) - HOLD_BACK)
+                if upto > released:
+                    yield chunk({"content": safe[released:upto]})
+                    released = upto
+            found = app._screen([buffer], call, "response")[0]
+            app._screen_response(active, call, request, buffer)
+            safe = masker(buffer, found) if found.masked else buffer
+            call.latency_ms = (time.perf_counter() - started) * 1000
+            if usage is None:
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": flowed,
+                         "total_tokens": prompt_tokens + flowed}
+            call.usage = usage
+            total = usage.get("total_tokens")
+            call.tokens = float(total) if isinstance(total, (int, float)) else float(prompt_tokens + flowed)
+            call.cost = app._price(active, model, call.tokens)
+            settle(app.ledger, hold, call.tokens, call.cost)
+            app._limit_settle(call, estimate)
+            if len(safe) > released:
+                yield chunk({"content": safe[released:]})
+            await app._audit_call(call, active)  # durable before the stream's last events
+            yield chunk({}, finish, usage)
+            yield b"data: [DONE]\n\n"
+            ended = True
+        except GatewayError as error:
+            if not ended:
+                yield await fail(error, float(prompt_tokens + flowed))
+        except UpstreamError as error:
+            if not ended:
+                yield await fail(GatewayError(error.status, f"upstream stream broke: {error}", "upstream_error"),
+                                 float(prompt_tokens + flowed))
+
+    return Response(200, b"", headers=[(b"x-policyengine-model", model.encode())], note={"model": model}), events()
