@@ -443,6 +443,7 @@ class GatewayApp(DecisionApp):
             call.response_masked = g.mask(text, found.findings)
         context = dict(request["context"])
         context["guard"] = {**context["guard"], "response": response_guard}
+        context["tokens"] = 0  # the call was admitted and its budget held: this stage decides the content only
         decision = active.policy.evaluate({**request, "context": context}).to_dict()
         call.decisions.append({"model": call.model, "stage": "response", "effect": decision["effect"],
                                "rules": [r["rule"] for r in decision["reasons"]]})

@@ -197,7 +197,7 @@ def _guards(doc: Any, where: str) -> GuardConfig:
         raise GatewayConfigError(f"{where}.mask: must be a list of entity types among {', '.join(sorted(known))}")
     return GuardConfig(pii=bool(doc.get("pii", True)), secrets=bool(doc.get("secrets", True)),
                        prompt_injection=bool(doc.get("prompt_injection", True)), mask=frozenset(masked),
-                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=0.001))
+                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6))
 
 
 @dataclass(frozen=True)
