@@ -7,6 +7,8 @@ exactly what reached the model. Behaviour by the requested model name:
 
 * ``fail500``: always HTTP 500 (the gateway must fall back);
 * ``leaky``: answers with a payment card number split across stream chunks;
+* ``mailer``: answers with an email address split across stream chunks;
+* ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
   so tests can make calls of a known size.
 
@@ -22,9 +24,11 @@ import json
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CARD_ANSWER = ["Your", " card", " is", " 4111", " 1111", " 1111", " 1111", " thanks"]
+MAIL_ANSWER = ["Reach", " me", " at", " jane", ".doe@exa", "mple.com", " soon"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -52,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
         if model == "fail500":
             self._send(500, b'{"error": {"message": "upstream exploded", "type": "server_error"}}')
             return
+        if model == "slow":
+            time.sleep(3)
         if self.path.endswith("/embeddings"):
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else inputs
@@ -61,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}).encode())
             return
         completion = int(body.get("max_tokens") or 16)
-        words = CARD_ANSWER if model == "leaky" else ["Hello", " from", " the", " upstream", "."]
+        words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                  "total_tokens": prompt_tokens + completion}

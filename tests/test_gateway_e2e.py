@@ -37,6 +37,12 @@ model flaky
 model leaky
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model mailer
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model slow
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 model far
     provider "openai-compatible" region "us-east-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
@@ -52,6 +58,13 @@ budget shared_tokens
     for role budgeted
     limit 10_000 tokens per month
     on exceed deny
+
+role reviewer
+
+escalate large_calls
+    when context.tokens > 5000
+    to role reviewer
+    within 1h else deny
 
 rule no_prompt_injection
     deny any to invoke model "*"
@@ -98,6 +111,8 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "flaky": {"base_url": base, "model": "fail500", "fallbacks": ["small"]},
         "leaky": {"base_url": base, "model": "leaky"},
         "far": {"base_url": base, "model": "far-up"},
+        "mailer": {"base_url": base, "model": "mailer"},
+        "slow": {"base_url": base, "model": "slow", "timeout_s": 0.3, "retries": 0},
     }}
     (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
     config = {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
@@ -135,8 +150,8 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == ["big", "far", "flaky", "leaky", "small"]
-    assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky"]
+    assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == ["big", "far", "flaky", "leaky", "mailer", "slow", "small"]
+    assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "slow"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -227,6 +242,28 @@ def test_blocked_stream_ends_with_an_error_event_and_no_forbidden_content(env: E
             seen.extend(c.delta.content or "" for c in chunk.choices)
     assert "card numbers stay out of models" in str(caught.value)
     assert "4111" not in "".join(seen)
+
+
+def test_email_in_a_stream_is_masked_even_when_split_across_chunks(env: Env) -> None:
+    stream = env.client("sk-test-caller").chat.completions.create(
+        model="mailer", messages=[{"role": "user", "content": "how do I reach you?"}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Reach me at [EMAIL] soon"
+
+
+def test_upstream_timeout_is_504(env: Env) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        env.client("sk-test-caller").chat.completions.create(model="slow", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 504 and caught.value.body["code"] == "upstream_error"
+
+
+def test_a_call_that_needs_approval_gets_403_naming_the_approval(env: Env) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        env.client("sk-test-caller").chat.completions.create(
+            model="small", messages=[{"role": "user", "content": "a long essay"}], max_tokens=6000)
+    body = caught.value.body
+    assert body["code"] == "approval_required" and body["rule"] == "gw.test.large_calls"
+    assert body["approvals"][0]["gate"] == "gw.test.large_calls" and body["approvals"][0]["role"] == "reviewer"
 
 
 def test_rate_limit_is_429_with_retry_after(env: Env) -> None:

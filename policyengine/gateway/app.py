@@ -245,7 +245,7 @@ class GatewayApp(DecisionApp):
         budgets = {b.id for b in active.policy.compiled.budgets}
         why = "; ".join(r["message"] for r in reasons) or "denied"
         if first["effect"] == "escalate":
-            approvals = [o for o in first["obligations"] if o.get("type") == "approval_required"]
+            approvals = [o for o in first["obligations"] if o.get("kind") == "approval_required"]
             return GatewayError(403, f"needs approval: {why}", "approval_required", rule=rule, reasons=reasons,
                                 extra={"approvals": approvals})
         if any(r["rule"] in residency for r in reasons):

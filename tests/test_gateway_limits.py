@@ -1,0 +1,104 @@
+"""Admission: the interim per-minute limiter and all-or-nothing budget reservations in the store's ledger."""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pytest
+
+from policyengine.engine import load_policy
+from policyengine.gateway.limits import InProcessRateLimiter, release, reserve, settle
+from policyengine.store.embedded_ledger import EmbeddedLedger
+
+POLICY = """\
+package limits.test
+role caller
+model small
+    provider "local" region "eu-west-1" hosting internal
+    cost 1000 USD per 1M tokens latency 10 ms
+rule callers_invoke
+    allow role caller to invoke model "*"
+budget tokens_budget
+    for role caller
+    limit 1_000 tokens per month
+    on exceed deny
+budget money_budget
+    for model small
+    limit 0.5 USD per day
+    on exceed deny
+"""
+REQUEST = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
+           "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 100}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_admits_up_to_the_limit_then_says_how_long_to_wait() -> None:
+    clock = Clock()
+    limiter = InProcessRateLimiter(clock)
+    assert [limiter.hit("k", 1, 3) for _ in range(3)] == [None, None, None]
+    assert limiter.hit("k", 1, 3) == pytest.approx(60.0)
+    clock.now += 30
+    assert limiter.hit("k", 1, 3) == pytest.approx(30.0)
+    assert limiter.hit("other", 1, 3) is None  # keys are independent
+    clock.now += 30.001
+    assert limiter.hit("k", 1, 3) is None  # the window slid past the first three
+
+
+def test_rate_limiter_counts_tokens_and_takes_corrections() -> None:
+    limiter = InProcessRateLimiter(Clock())
+    assert limiter.hit("t", 800, 1000) is None
+    assert limiter.hit("t", 300, 1000) is not None  # refused, and nothing counted
+    limiter.adjust("t", -500)  # the call used 300, not 800
+    assert limiter.hit("t", 600, 1000) is None
+
+
+@pytest.fixture()
+def policy_and_ledger(tmp_path):  # noqa: ANN001, ANN201
+    (tmp_path / "p.policy").write_text(POLICY, encoding="utf-8")
+    ledger = EmbeddedLedger(duckdb.connect(":memory:"))
+    yield load_policy([str(tmp_path / "p.policy")], ledger=ledger), ledger
+    ledger.close()
+
+
+def test_reservation_holds_every_limit_or_none(policy_and_ledger) -> None:  # noqa: ANN001
+    policy, ledger = policy_and_ledger
+    budgets = policy.budgets_for(REQUEST)
+    assert {b.id for b in budgets} == {"limits.test.tokens_budget", "limits.test.money_budget"}
+    first = reserve(ledger, budgets, 400, 0.4, "USD")
+    assert first.refused_by is None and len(first.reservations) == 2
+    refused = reserve(ledger, budgets, 400, 0.4, "USD")  # tokens fit (800), money does not (0.8 > 0.5)
+    assert refused.refused_by == "limits.test.money_budget" and refused.reservations == ()
+    assert ledger.reserved(budgets[0].scope_key, "tokens") + ledger.reserved(budgets[1].scope_key, "tokens") == 400
+    release(ledger, first)
+    second = reserve(ledger, budgets, 400, 0.4, "USD")
+    settle(ledger, second, 300, 0.3)
+    assert policy.evaluate({**REQUEST, "context": {"tokens": 701, "cost_usd": 0}}).effect == "deny"  # 300 + 701 > 1000
+    assert policy.evaluate({**REQUEST, "context": {"tokens": 700, "cost_usd": 0}}).effect == "allow"
+
+
+def test_concurrent_reservations_never_exceed_the_limit(policy_and_ledger) -> None:  # noqa: ANN001
+    policy, ledger = policy_and_ledger
+    budgets = [b for b in policy.budgets_for(REQUEST) if b.id == "limits.test.tokens_budget"]
+    admitted: list[int] = []
+
+    def worker() -> None:
+        for _ in range(10):
+            hold = reserve(ledger, budgets, 30, 0, None)
+            if hold.refused_by is None:
+                settle(ledger, hold, 30, 0)
+                admitted.append(30)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(admitted) == 990  # 33 calls of 30 fit in 1,000; the 34th never does
