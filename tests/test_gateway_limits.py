@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from policyengine.engine import load_policy
-from policyengine.gateway.limits import InProcessRateLimiter, release, reserve, settle
+from policyengine.gateway.limits import InProcessRateLimiter, MemoryReservingLedger, release, reserve, settle
 from policyengine.store.embedded_ledger import EmbeddedLedger
 
 POLICY = """\
@@ -60,10 +60,11 @@ def test_rate_limiter_counts_tokens_and_takes_corrections() -> None:
     assert limiter.hit("t", 600, 1000) is None
 
 
-@pytest.fixture()
-def policy_and_ledger(tmp_path):  # noqa: ANN001, ANN201
+@pytest.fixture(params=["memory", "duckdb"])
+def policy_and_ledger(tmp_path, request):  # noqa: ANN001, ANN201
+    """The gateway's in-process ledger and the store's DuckDB one: the same contract."""
     (tmp_path / "p.policy").write_text(POLICY, encoding="utf-8")
-    ledger = EmbeddedLedger(duckdb.connect(":memory:"))
+    ledger = MemoryReservingLedger() if request.param == "memory" else EmbeddedLedger(duckdb.connect(":memory:"))
     yield load_policy([str(tmp_path / "p.policy")], ledger=ledger), ledger
     ledger.close()
 
@@ -78,6 +79,7 @@ def test_reservation_holds_every_limit_or_none(policy_and_ledger) -> None:  # no
     assert refused.refused_by == "limits.test.money_budget" and refused.reservations == ()
     assert ledger.reserved(budgets[0].scope_key, "tokens") + ledger.reserved(budgets[1].scope_key, "tokens") == 400
     release(ledger, first)
+    assert ledger.reserved(budgets[0].scope_key, "tokens") + ledger.reserved(budgets[1].scope_key, "tokens") == 0
     second = reserve(ledger, budgets, 400, 0.4, "USD")
     settle(ledger, second, 300, 0.3)
     assert policy.evaluate({**REQUEST, "context": {"tokens": 701, "cost_usd": 0}}).effect == "deny"  # 300 + 701 > 1000
@@ -102,3 +104,14 @@ def test_concurrent_reservations_never_exceed_the_limit(policy_and_ledger) -> No
     for thread in threads:
         thread.join()
     assert sum(admitted) == 990  # 33 calls of 30 fit in 1,000; the 34th never does
+
+
+def test_expired_holds_stop_counting(policy_and_ledger) -> None:  # noqa: ANN001
+    from datetime import datetime, timedelta, timezone
+
+    _, ledger = policy_and_ledger
+    at = datetime(2026, 12, 4, 12, tzinfo=timezone.utc)
+    assert ledger.reserve("s", "tokens", 900, limit=1000, at=at, ttl=timedelta(minutes=1)) is not None
+    assert ledger.reserve("s", "tokens", 200, limit=1000, at=at) is None
+    assert ledger.expire(at + timedelta(minutes=2)) == 1  # a crashed caller's hold is given back
+    assert ledger.reserve("s", "tokens", 200, limit=1000, at=at + timedelta(minutes=2)) is not None

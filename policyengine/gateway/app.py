@@ -14,11 +14,13 @@ server's (``policyengine.server.app``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +33,7 @@ from ..server.policy_source import ActivePolicy, PolicyHolder
 from ..store.protocols import BudgetLedger
 from . import guards as g
 from .config import GatewayConfig, Upstream, VirtualKey, hash_key
-from .limits import Hold, InProcessRateLimiter, RateLimiter, release, reserve, settle
+from .limits import Hold, InProcessRateLimiter, MemoryReservingLedger, RateLimiter, release, reserve, settle
 from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_denied",
@@ -113,6 +115,9 @@ class GatewayApp(DecisionApp):
         self.teams = teams
         self.upstreams = upstreams
         self.ledger = ledger
+        # a ledger with I/O (DuckDB) is called off the event loop, one call at a time
+        self._ledger_pool = None if isinstance(ledger, MemoryReservingLedger) else \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-ledger")
         self.limiter = limiter or InProcessRateLimiter()
         self.simulator = Simulator()
         self.client = UpstreamClient()
@@ -124,6 +129,8 @@ class GatewayApp(DecisionApp):
             ("GET", "/ready"): self.ready,
             ("GET", "/metrics"): self.render_metrics,
         }
+        for path in set(self._latency) - {path for _, path in self.routes}:
+            metrics.latency.remove(path)  # the decision server's routes are not served here
         self._paths = {path for _, path in self.routes}
         self._latency = {path: metrics.latency.labels(path) for path in self._paths}
 
@@ -276,10 +283,24 @@ class GatewayApp(DecisionApp):
             raise self._refusal(active, [first_refusal])
         return allowed
 
-    def _reserve(self, active: ActivePolicy, request: dict[str, Any], model: str, tokens: float) -> Hold:
+    async def _on_ledger(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self._ledger_pool is None:
+            return function(self.ledger, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._ledger_pool, function, self.ledger, *args)
+
+    async def _settle(self, hold: Hold, tokens: float, cost: float) -> None:
+        await self._on_ledger(settle, hold, tokens, cost)
+
+    async def _release(self, hold: Hold) -> None:
+        await self._on_ledger(release, hold)
+
+    async def _reserve(self, active: ActivePolicy, request: dict[str, Any], model: str, tokens: float) -> Hold:
         reg = active.policy.compiled.registry.get(model) or {}
         cost = tokens * float(reg.get("cost_per_1m_tokens", 0)) / 1_000_000
-        hold = reserve(self.ledger, active.policy.budgets_for(request), tokens, cost, reg.get("currency"))
+        budgets = active.policy.budgets_for(request)
+        if not budgets:
+            return Hold(())
+        hold = await self._on_ledger(reserve, budgets, tokens, cost, reg.get("currency"))
         if hold.refused_by is not None:
             raise GatewayError(429, f"budget {hold.refused_by} has no room for this call's estimate of "
                                     f"{tokens:g} tokens ({hold.refused_unit})", "budget_exhausted",
@@ -388,7 +409,7 @@ class GatewayApp(DecisionApp):
                          body: dict[str, Any], estimate: float, prompt: str, max_tokens: int) -> Response:
         last: UpstreamError | None = None
         for model, request in candidates:
-            hold = self._reserve(active, request, model, estimate)
+            hold = await self._reserve(active, request, model, estimate)
             upstream = self.upstreams.get(model)
             started = time.perf_counter()
             try:
@@ -399,7 +420,7 @@ class GatewayApp(DecisionApp):
                     answer = (await self.client.post(upstream, "/chat/completions", body)).body
                     call.provider = upstream.base_url
             except UpstreamError as error:
-                release(self.ledger, hold)
+                await self._release(hold)
                 call.attempts.append({"model": model, "status": error.status, "error": str(error)})
                 last = error
                 continue
@@ -411,7 +432,7 @@ class GatewayApp(DecisionApp):
             total = usage.get("total_tokens")
             call.tokens = float(total) if isinstance(total, (int, float)) else float(estimate)
             call.cost = self._price(active, model, call.tokens)
-            settle(self.ledger, hold, call.tokens, call.cost)
+            await self._settle(hold, call.tokens, call.cost)
             self._limit_settle(call, estimate)
             text = ""
             try:
@@ -486,7 +507,7 @@ class GatewayApp(DecisionApp):
             self._limit(key, estimate)
             last: UpstreamError | None = None
             for model, request in self._candidates(active, key, call.requested, estimate, guard, call):
-                hold = self._reserve(active, request, model, estimate)
+                hold = await self._reserve(active, request, model, estimate)
                 upstream = self.upstreams.get(model)
                 started = time.perf_counter()
                 try:
@@ -496,7 +517,7 @@ class GatewayApp(DecisionApp):
                         answer = (await self.client.post(upstream, "/embeddings", body)).body
                         call.provider = upstream.base_url
                 except UpstreamError as error:
-                    release(self.ledger, hold)
+                    await self._release(hold)
                     call.attempts.append({"model": model, "status": error.status, "error": str(error)})
                     last = error
                     continue
@@ -507,7 +528,7 @@ class GatewayApp(DecisionApp):
                 total = usage.get("total_tokens")
                 call.tokens = float(total) if isinstance(total, (int, float)) else float(estimate)
                 call.cost = self._price(active, model, call.tokens)
-                settle(self.ledger, hold, call.tokens, call.cost)
+                await self._settle(hold, call.tokens, call.cost)
                 answer["model"] = model
                 seq = await self._audit_call(call, active)
                 return Response(200, json.dumps(answer).encode(), headers=[(b"x-audit-seq", str(seq).encode())],

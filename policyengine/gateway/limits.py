@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ..store.protocols import BudgetLedger, Reservation
+from ..budgets import InMemoryLedger, Window, utc, window_bounds
+from ..store.protocols import DEFAULT_RESERVATION_TTL, BudgetLedger, Reservation
 
 
 class RateLimiter(Protocol):
@@ -60,6 +63,67 @@ class InProcessRateLimiter:
         with self._lock:
             events = self._events.setdefault(key, deque())
             events.append([self._clock(), delta])
+
+
+class MemoryReservingLedger(InMemoryLedger):
+    """The store's ``BudgetLedger`` protocol in this process's memory (the gateway's default, without ``ledger:``).
+
+    Microseconds per call, where the DuckDB ledger's durable holds cost
+    milliseconds; budgets start from zero when the process restarts. Give the
+    gateway a ledger file (``policyengine.store``'s ``EmbeddedLedger``) to keep them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._holds: dict[str, Reservation] = {}
+        self._held: dict[tuple[str, str], float] = {}
+        self._reserve_lock = threading.Lock()
+
+    def _unhold(self, rid: str) -> None:
+        r = self._holds.pop(rid, None)
+        if r is not None:
+            left = self._held[(r.scope_key, r.unit)] - r.amount
+            self._held[(r.scope_key, r.unit)] = max(0.0, left)
+
+    def reserve(self, scope_key: str, unit: str, estimate: float, *, limit: float, window: Window = "month",
+                at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
+        t = utc(at)
+        start, end = window_bounds(window, t)
+        with self._reserve_lock:
+            self._expire_locked(t)
+            spent = self.usage(scope_key, unit, start, end)
+            if spent + self._held.get((scope_key, unit), 0.0) + float(estimate) > float(limit):
+                return None
+            r = Reservation(uuid.uuid4().hex, scope_key, unit, float(estimate), t, t + ttl)
+            self._holds[r.id] = r
+            self._held[(scope_key, unit)] = self._held.get((scope_key, unit), 0.0) + r.amount
+            return r
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        with self._reserve_lock:  # charge and drop the hold in one step: no reader sees neither
+            self.charge(reservation.scope_key, reservation.unit, float(actual), reservation.at)
+            self._unhold(reservation.id)
+
+    def release(self, reservation: Reservation) -> None:
+        with self._reserve_lock:
+            self._unhold(reservation.id)
+
+    def _expire_locked(self, now: datetime) -> int:
+        due = [r.id for r in self._holds.values() if r.expires_at <= now]
+        for rid in due:
+            self._unhold(rid)
+        return len(due)
+
+    def expire(self, now: datetime | None = None) -> int:
+        with self._reserve_lock:
+            return self._expire_locked(utc(now))
+
+    def reserved(self, scope_key: str, unit: str) -> float:
+        with self._reserve_lock:
+            return self._held.get((scope_key, unit), 0.0)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..server.audit_writer import DurableAudit
@@ -18,6 +19,7 @@ from ..server.metrics import Metrics
 from ..server.policy_source import PolicyHolder
 from ..server.run import _activation_recorder, _listen, _loop_factory, _serve, ServeConfig
 from .app import GatewayApp
+from .limits import MemoryReservingLedger
 from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
 
 
@@ -43,8 +45,6 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         key = load_private_key(config.key)
     except AuditError as error:
         raise GatewayError(str(error)) from None
-    import duckdb
-
     from ..reporting.errors import ReportError
     from ..reporting.monitor import blocked_models
     from ..store.embedded_ledger import EmbeddedLedger
@@ -54,7 +54,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     except ReportError:
         blocked = frozenset()
     try:
-        ledger = EmbeddedLedger(config.ledger if config.ledger else duckdb.connect(":memory:"))
+        ledger: Any = EmbeddedLedger(config.ledger) if config.ledger else MemoryReservingLedger()
     except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
         raise GatewayError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
     try:

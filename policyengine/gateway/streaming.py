@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..server.app import Response
 from . import guards as g
-from .limits import release, settle
 from .providers import UpstreamError, estimate_tokens
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
 
     last: UpstreamError | None = None
     for model, request in candidates:
-        hold = app._reserve(active, request, model, estimate)
+        hold = await app._reserve(active, request, model, estimate)
         upstream = app.upstreams.get(model)
         started = time.perf_counter()
         if upstream is None or upstream.base_url is None:
@@ -57,7 +56,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         except StopAsyncIteration:
             first = None
         except UpstreamError as error:
-            release(app.ledger, hold)
+            await app._release(hold)
             call.attempts.append({"model": model, "status": error.status, "error": str(error)})
             last = error
             continue
@@ -93,7 +92,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         async def fail(error: GatewayError, charged: float) -> bytes:
             call.tokens = charged
             call.cost = app._price(active, model, charged)
-            settle(app.ledger, hold, call.tokens, call.cost)
+            await app._settle(hold, call.tokens, call.cost)
             call.latency_ms = (time.perf_counter() - started) * 1000
             error_out = await app._fail(call, active, error)
             return _event(error_out.body(error_out.extra.pop("_seq", None)))
@@ -142,7 +141,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             total = usage.get("total_tokens")
             call.tokens = float(total) if isinstance(total, (int, float)) else float(prompt_tokens + flowed)
             call.cost = app._price(active, model, call.tokens)
-            settle(app.ledger, hold, call.tokens, call.cost)
+            await app._settle(hold, call.tokens, call.cost)
             app._limit_settle(call, estimate)
             if len(safe) > released:
                 yield chunk({"content": safe[released:]})
