@@ -119,10 +119,17 @@ def main() -> None:
                     targets["litellm"] = (litellm.url, LITELLM_KEY)
                 try:
                     results = run(targets, args.requests, args.warmup)
+                    metrics = httpx.get(gateway.url + "/metrics").text
                 finally:
                     if litellm is not None:
                         litellm.stop()
     report(results, args.requests)
+    values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+              if line.startswith("policyengine_audit_commit_seconds_")}
+    count = values.get("policyengine_audit_commit_seconds_count", 0)
+    if count:
+        mean = values["policyengine_audit_commit_seconds_sum"] / count * 1000
+        print(f"policyengine: {int(count)} audit commits, mean {mean:.2f} ms each (the durable wait before each answer)")
 
 
 def run(targets: dict[str, tuple[str, str]], requests: int, warmup: int) -> dict[str, list[float]]:

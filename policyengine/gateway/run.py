@@ -38,6 +38,17 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         upstreams = load_providers(Path(config.providers) if config.providers else None)
     except GatewayConfigError as error:
         raise GatewayError(str(error)) from None
+    from ..diagnostics import PolicyError, render_findings
+    from ..engine import load_policy
+
+    try:  # checked before anything is created or opened (compiled once: the holder's load hits the cache)
+        registry = load_policy(list(config.rules)).compiled.registry
+    except PolicyError as error:
+        raise GatewayError("the rules have errors:\n" + render_findings(error.findings)) from None
+    for model in upstreams:
+        if model not in registry:
+            raise GatewayError(f"{config.providers}: model {model!r} is not declared in the rules "
+                               "(declare it with `model NAME` to route to it)")
     if not Path(config.key).exists():
         generate_key(config.key)
         _say(f"created signing key {config.key} (public key {config.key}.pub.pem)")
@@ -72,10 +83,6 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         outcome = holder.reload("startup", force=True)
         if outcome != "activated":
             raise GatewayError(outcome.removeprefix("refused: "))
-        for model in upstreams:
-            if model not in holder.active.policy.compiled.registry:  # type: ignore[union-attr]
-                raise GatewayError(f"{config.providers}: model {model!r} is not declared in the rules "
-                                   "(declare it with `model NAME` to route to it)")
         app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, access_log=access_log)
         sock = _listen(config.host, config.port, reuse_port=False)
         serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
