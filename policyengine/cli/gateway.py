@@ -32,7 +32,7 @@ def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str |
     Example: policyengine gateway --config examples/gateway/gateway.yaml
     """
     from ..gateway.config import GatewayConfig, GatewayConfigError, load_config
-    from ..gateway.run import GatewayError, run_gateway
+    from ..gateway.run import GatewayStartError, run_gateway
 
     settings: dict = {}
     if config_file:
@@ -51,5 +51,5 @@ def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str |
     try:
         sys.exit(run_gateway(GatewayConfig(**{k: v for k, v in settings.items() if k in known}),
                              access_log=access_log))
-    except GatewayError as error:
+    except GatewayStartError as error:
         _fail(str(error))

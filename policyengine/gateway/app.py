@@ -53,12 +53,13 @@ class GatewayError(HTTPError):
         self.rule = rule
         self.reasons = reasons or []
         self.extra = extra or {}
+        self.audit_seq: int | None = None  # the call's audit record, once written
 
-    def body(self, audit_seq: int | None = None) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": str(self), "type": _TYPES.get(self.status, "api_error"), "param": None,
                                  "code": self.code, "rule": self.rule, "reasons": self.reasons, **self.extra}
-        if audit_seq is not None:
-            error["audit_seq"] = audit_seq
+        if self.audit_seq is not None:
+            error["audit_seq"] = self.audit_seq
         return {"error": error}
 
 
@@ -151,7 +152,7 @@ class GatewayApp(DecisionApp):
             else:
                 response, stream = result
         except GatewayError as error:
-            response = Response(error.status, json.dumps(error.body(error.extra.pop("_seq", None))).encode(),
+            response = Response(error.status, json.dumps(error.body()).encode(),
                                 headers=error.headers, note={"code": error.code})
         except HTTPError as error:
             body = {"error": {"message": str(error), "type": _TYPES.get(error.status, "api_error"), "param": None,
@@ -347,7 +348,7 @@ class GatewayApp(DecisionApp):
                        502: "error", 504: "timeout"}.get(error.status, "rejected")
         call.error = str(error)
         call.rule = error.rule
-        error.extra["_seq"] = await self._audit_call(call, active)
+        error.audit_seq = await self._audit_call(call, active)
         return error
 
     # -- routes ----------------------------------------------------------------------------------
@@ -424,6 +425,9 @@ class GatewayApp(DecisionApp):
                 call.attempts.append({"model": model, "status": error.status, "error": str(error)})
                 last = error
                 continue
+            except BaseException:
+                await self._release(hold)  # the call did not happen: give the budget back
+                raise
             call.latency_ms = (time.perf_counter() - started) * 1000
             call.attempts.append({"model": model, "status": 200})
             call.model = model
@@ -521,6 +525,9 @@ class GatewayApp(DecisionApp):
                     call.attempts.append({"model": model, "status": error.status, "error": str(error)})
                     last = error
                     continue
+                except BaseException:
+                    await self._release(hold)
+                    raise
                 call.latency_ms = (time.perf_counter() - started) * 1000
                 call.model = model
                 usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}

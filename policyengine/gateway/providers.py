@@ -119,6 +119,8 @@ class UpstreamClient:
                 doc = response.json()
             except ValueError:
                 raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON") from None
+            if not isinstance(doc, dict):
+                raise UpstreamError(502, f"{upstream.model}: upstream answer is not a JSON object")
             return Answer(doc, (time.perf_counter() - started) * 1000, attempt)
         assert last is not None
         raise last

@@ -23,7 +23,7 @@ from .limits import MemoryReservingLedger
 from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
 
 
-class GatewayError(Exception):
+class GatewayStartError(Exception):
     """A setting or file that keeps the gateway from starting (one line)."""
 
 
@@ -37,17 +37,17 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         keys, teams = load_keys(Path(config.keys))
         upstreams = load_providers(Path(config.providers) if config.providers else None)
     except GatewayConfigError as error:
-        raise GatewayError(str(error)) from None
+        raise GatewayStartError(str(error)) from None
     from ..diagnostics import PolicyError, render_findings
     from ..engine import load_policy
 
     try:  # checked before anything is created or opened (compiled once: the holder's load hits the cache)
         registry = load_policy(list(config.rules)).compiled.registry
     except PolicyError as error:
-        raise GatewayError("the rules have errors:\n" + render_findings(error.findings)) from None
+        raise GatewayStartError("the rules have errors:\n" + render_findings(error.findings)) from None
     for model in upstreams:
         if model not in registry:
-            raise GatewayError(f"{config.providers}: model {model!r} is not declared in the rules "
+            raise GatewayStartError(f"{config.providers}: model {model!r} is not declared in the rules "
                                "(declare it with `model NAME` to route to it)")
     if not Path(config.key).exists():
         generate_key(config.key)
@@ -55,7 +55,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     try:
         key = load_private_key(config.key)
     except AuditError as error:
-        raise GatewayError(str(error)) from None
+        raise GatewayStartError(str(error)) from None
     from ..reporting.errors import ReportError
     from ..reporting.monitor import blocked_models
     from ..store.embedded_ledger import EmbeddedLedger
@@ -67,12 +67,12 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     try:
         ledger: Any = EmbeddedLedger(config.ledger) if config.ledger else MemoryReservingLedger()
     except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
-        raise GatewayError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
+        raise GatewayStartError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
     try:
         log = AuditLog(config.db, key)
     except AuditError as error:
         ledger.close()
-        raise GatewayError(str(error)) from None
+        raise GatewayStartError(str(error)) from None
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
     audit._on_commit = metrics.committed
@@ -82,7 +82,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     try:
         outcome = holder.reload("startup", force=True)
         if outcome != "activated":
-            raise GatewayError(outcome.removeprefix("refused: "))
+            raise GatewayStartError(outcome.removeprefix("refused: "))
         app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, access_log=access_log)
         sock = _listen(config.host, config.port, reuse_port=False)
         serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,

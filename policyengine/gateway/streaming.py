@@ -94,8 +94,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             call.cost = app._price(active, model, charged)
             await app._settle(hold, call.tokens, call.cost)
             call.latency_ms = (time.perf_counter() - started) * 1000
-            error_out = await app._fail(call, active, error)
-            return _event(error_out.body(error_out.extra.pop("_seq", None)))
+            return _event((await app._fail(call, active, error)).body())
 
         async def pieces() -> AsyncIterator[dict[str, Any]]:
             if first is not None:
