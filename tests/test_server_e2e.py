@@ -158,6 +158,21 @@ def test_explain_answers_the_decision_and_its_trace(server: Server) -> None:
     assert data["trace"] and isinstance(data["audit_seq"], int)
 
 
+def test_charged_usage_counts_against_the_budgets_of_later_decisions(server: Server) -> None:
+    call = {"principal": {"type": "agent", "id": "invoice_classifier"}, "action": "invoke",
+            "resource": {"kind": "model", "id": "classifier_small"},
+            "context": {"tokens": 1000, "workflow": "invoice-exceptions"}}
+    before = server.post("/v1/decide", call).json()
+    assert before["effect"] == "allow" and not before["obligations"]
+    charged = server.post("/v1/charge", {"request": call, "tokens": 1_700_000, "cost": 0.5})
+    assert charged.status_code == 200, charged.text
+    assert "workflow:invoice-exceptions" in charged.json()["charged"]
+    after = server.post("/v1/decide", call).json()
+    assert after["obligations"] and {o["kind"] for o in after["obligations"]} == {"budget_warning"}
+    metrics = server.client.get("/metrics").text
+    assert 'policyengine_budget_spend_total{scope="workflow:invoice-exceptions",unit="tokens"} 1.7e+06' in metrics
+
+
 def _counter(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
         if (line.startswith(name + "{") or line.startswith(name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):

@@ -39,7 +39,7 @@ class DurableAudit:
 
     def __init__(self, log: AuditLog, *, on_commit: Callable[[float, int], None] | None = None) -> None:
         self.log = log
-        self._on_commit = on_commit  # (seconds, records) after each commit: metrics
+        self.on_commit = on_commit  # (seconds, records) after each commit: metrics
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (seq, tiebreak, future)
         self._tiebreak = 0
         self._wake: asyncio.Event | None = None
@@ -103,8 +103,8 @@ class DurableAudit:
                 if not future.done():
                     future.set_result(None)
                 done += 1
-            if self._on_commit is not None:
-                self._on_commit(time.perf_counter() - started, done)
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, done)
             if self._waiters:
                 self._wake.set()
 

@@ -173,20 +173,23 @@ def serve(config: ServeConfig) -> int:
         raise ServeError(str(error)) from None
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
-    audit._on_commit = metrics.committed
+    audit.on_commit = metrics.committed
     holder = PolicyHolder(rules=config.rules, bundle=config.bundle, bundle_key=bundle_key, ledger=ledger,
                           blocked=blocked, on_activate=_activation_recorder(log, metrics))
+    sock = None
     try:
+        sock = _listen(config.host, config.port, reuse_port=config.worker is not None)  # before any audit record
         outcome = holder.reload("startup", force=True)
         if outcome != "activated":
             raise ServeError(outcome.removeprefix("refused: "))
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
                                 access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert))
         app = DecisionApp(holder, audit, metrics, options)
-        sock = _listen(config.host, config.port, reuse_port=config.worker is not None)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, metrics, sock, config))
     finally:
+        if sock is not None:
+            sock.close()
         audit.close()
         holder.close()
         if isinstance(ledger, DuckDBLedger):
@@ -269,6 +272,8 @@ def _supervise(config: ServeConfig) -> int:
     """Start ``workers`` processes on one port; pass SIGTERM/SIGINT/SIGHUP on; exit when all have."""
     if config.port == 0:
         raise ServeError("--workers needs a fixed --port (each worker binds it with SO_REUSEPORT)")
+    if config.ledger:
+        raise ServeError("--ledger takes one writing process: use it with --workers 1")
     _listen(config.host, config.port, reuse_port=True).close()  # fail here, once, if the port is taken
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_worker, args=(replace(config, worker=i),), name=f"policyengine-worker-{i}")
