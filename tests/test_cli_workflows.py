@@ -230,7 +230,7 @@ def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     (["approve", "r-1"], 2, "Missing option '--as'"),
     (["runs", "expire", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
     (["approve", "r-1", "--as", "alice", "--key", "missing.key"], 1, "missing.key: signing key not found"),
-    (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: cannot open as a DuckDB database"),
+    (["runs", "list", "--db", "notes.txt"], 1, "notes.txt: not a DuckDB database file"),
     (["runs", "show", "r-1", "--db", "none.duckdb"], 1, "none.duckdb: no such database"),
     (["runs", "list", "--now", "soon"], 2, "is not an ISO 8601 time"),
     (["run", "fraud-routing", "--key", "no/such/dir.key"], 1, "no/such/dir.key: cannot create key file"),

@@ -69,6 +69,10 @@ _DISTRIBUTION = {"yaml": "pyyaml", "prometheus_client": "prometheus-client"}
 _HOSTED = {"pytest": "policyengine/testing/pytest_plugin.py"}  # loaded by pytest itself
 # optional extras, imported only when their option is given (and named in the error when missing)
 _OPTIONAL = {"opentelemetry": "policyengine/server/run.py"}  # serve --otel: the [otel] extra
+# imports of an optional extra, each from its one module (which says which extra to install when missing)
+_EXTRAS = {"psycopg": ("postgres", "policyengine/store/postgres.py"),
+           "redis": ("redis", "policyengine/store/ratelimit.py")}
+>>>>>>> store
 
 
 def test_every_third_party_import_is_a_declared_dependency():
@@ -88,8 +92,16 @@ def test_every_third_party_import_is_a_declared_dependency():
                 top = name.split(".")[0]
                 if str(path.relative_to(ROOT)) in (_HOSTED.get(top), _OPTIONAL.get(top)):
                     continue
+                if top in _EXTRAS and _EXTRAS[top][1] == str(path.relative_to(ROOT)):
+                    continue
                 if top not in sys.stdlib_module_names and top != "policyengine":
                     imported.setdefault(top, str(path.relative_to(ROOT)))
     declared = _declared_distributions()
     missing = {top: where for top, where in imported.items() if _DISTRIBUTION.get(top, top) not in declared}
     assert not missing, f"imported but not in [project].dependencies: {missing}"
+    import re
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for top, (extra, _) in _EXTRAS.items():
+        assert top in {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in extras[extra]}, (top, extra)

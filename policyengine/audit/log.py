@@ -34,6 +34,7 @@ from typing import Any
 
 import duckdb
 
+from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default path (re-exported)
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
 from .keys import SigningKey
@@ -46,7 +47,6 @@ EVENTS = frozenset(
      "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
      "model_unblocked", "policy_activated"}  # models unblock lifted a block; serve began serving a policy
 )
-DEFAULT_DB_PATH = Path("policyengine.duckdb")
 DEFAULT_ORIGIN = "policyengine"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 

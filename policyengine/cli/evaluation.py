@@ -116,7 +116,10 @@ def _audit_sink(audit: str | None, key: str | None,
               help="A JSON request, a JSON array of requests, or JSON Lines; '-' reads stdin.")
 @click.option("--explain", is_flag=True, help="Print a readable trace of every rule considered to stderr.")
 @click.option("--ledger", type=click.Path(dir_okay=False), metavar="DB",
-              help="DuckDB file holding budget usage (table budget_usage).")
+              help="DuckDB file holding budget usage (the embedded store; same as --state DB).")
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+              help="Where budget usage lives: a DuckDB file or postgresql://... shared by workers. "
+                   "Env: POLICYENGINE_STATE.")
 @click.option("--now", "now_text", metavar="TIME", help="Decide as of this ISO 8601 UTC time (budgets, deadlines).")
 @click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also record each decision in this audit database (needs --key).")
@@ -127,7 +130,8 @@ def _audit_sink(audit: str | None, key: str | None,
               help="User directory (YAML, as data/directory.yaml): approvers' roles come from it, "
                    "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
-def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, now_text: str | None,
+def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, state: str | None,
+                 now_text: str | None,
                  audit: str | None, key: str | None, mask: str | None, directory_path: str | None,
                  more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
@@ -148,14 +152,19 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     now = _parse_now(now_text)
     directory = _load_directory(directory_path)
     stream = _open_input(source)
-    budget_ledger = None
-    if ledger is not None:
-        from policyengine.budgets import DuckDBLedger
+    budget_ledger = store = None
+    if ledger is not None and state is not None:
+        raise click.UsageError("give either --ledger or --state, not both")
+    if ledger is not None or state is not None:
+        from policyengine.store import StoreError, open_store
 
         try:
-            budget_ledger = DuckDBLedger(ledger)
+            store = open_store(state if state is not None else ledger)
+        except StoreError as error:
+            _fail(f"cannot open budget ledger: {error}")
         except Exception as error:  # duckdb reports a corrupt or foreign file
-            _fail(f"{ledger}: cannot open budget ledger: {str(error).splitlines()[0]}")
+            _fail(f"{state or ledger}: cannot open budget ledger: {str(error).splitlines()[0]}")
+        budget_ledger = store.ledger
     try:
         policy = load_policy(list(rules), ledger=budget_ledger, blocked=_blocked_models(audit))
     except PolicyError as error:
@@ -192,8 +201,8 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
         if stream is not sys.stdin:
             stream.close()
         close_sink()
-        if budget_ledger is not None:
-            budget_ledger.close()
+        if store is not None:
+            store.close()
     if not decided:
         _fail(f"{'stdin' if source == '-' else source}: no request in the input")
     if malformed:

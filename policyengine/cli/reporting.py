@@ -23,8 +23,9 @@ from ..reporting.drift import drift_from_csv
 from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
 from ..reporting.reports import list_reports, parse_param_args, run_named_report
+from ..store.files import DEFAULT_DB_PATH
 
-DEFAULT_DB = "policyengine.duckdb"
+DEFAULT_DB = str(DEFAULT_DB_PATH)
 
 
 def _fail(message: str) -> NoReturn:

@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
+
 _DB_HELP = "DuckDB database holding runs, budgets and the audit log."
 
 
@@ -52,14 +54,24 @@ _mask_option = click.option(
          "the database, if present).")
 
 
+def _remember_state(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta["policyengine.state"] = value
+
+
+_state_option = click.option(
+    "--state", metavar="URL", envvar="POLICYENGINE_STATE", expose_value=False, callback=_remember_state,
+    help="Shared state for several workers: postgresql://... holds the budget ledger (runs and the audit log "
+         "stay in --db). Default: everything in --db. Env: POLICYENGINE_STATE.")
+
+
 def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options every workflow command shares: where the database, key, rules and users are."""
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         opts = [
             click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-                         default=Path("policyengine.duckdb"), show_default=True, help=_DB_HELP),
-            click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.key"),
+                         default=DEFAULT_DB_PATH, show_default=True, help=_DB_HELP),
+            click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_KEY_PATH,
                          show_default=True, help="Ed25519 signing key of the audit log"
                          + (" (created if missing)." if create_key else ".")),
             click.option("--rules", "rules", multiple=True, type=click.Path(exists=True, path_type=Path),
@@ -69,6 +81,7 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
             click.option("--providers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help="Model provider configuration YAML (default: the local simulator)."),
             _mask_option,
+            _state_option,
         ]
         for opt in reversed(opts):
             f = opt(f)
@@ -79,11 +92,18 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
 
 def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
              mask: Path | None, *, create_key: bool = False, now: datetime | None = None) -> Any:
-    from ..orchestrator.session import Session, SessionConfig, default_directory, default_rules
+    from ..orchestrator.session import (
+        Session,
+        SessionConfig,
+        default_directory,
+        default_rules,
+    )
 
+    ctx = click.get_current_context(silent=True)
+    state = ctx.meta.get("policyengine.state") if ctx is not None else None
     return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(),
                                  directory=directory or default_directory(), providers=providers,
-                                 create_key=create_key, now=now, mask=mask))
+                                 create_key=create_key, now=now, mask=mask, state=state))
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -92,8 +112,9 @@ def _errors() -> tuple[type[BaseException], ...]:
     from ..orchestrator.approvals import ApprovalRefused
     from ..orchestrator.runner import RecordError, RunError
     from ..orchestrator.session import SessionError
+    from ..store import StoreError
 
-    return (SessionError, RunError, ApprovalRefused, RecordError, duckdb.Error)
+    return (SessionError, RunError, ApprovalRefused, RecordError, StoreError, duckdb.Error)
 
 
 # --- run / demo ---------------------------------------------------------------------
@@ -180,9 +201,9 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
 
 
 @click.command("demo")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.duckdb"),
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB_PATH,
               show_default=True, help=_DB_HELP)
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.key"),
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_KEY_PATH,
               show_default=True, help="Ed25519 signing key (created if missing).")
 @click.option("--limit", type=click.IntRange(min=1), help="Items per workflow (default: all shipped samples).")
 @_mask_option
@@ -229,7 +250,7 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
     pub = Path(f"{key}.pub.pem")
     click.echo(f"\nRuns, budgets and the signed audit log: {db}\nSigning key: {key} (public key: {pub})\n"
                + (f"Audit payloads masked by: {used_mask}" if used_mask else "Audit payloads: not masked"))
-    keyopt = "" if key == Path("policyengine.key") else f" --key {q(str(key))}"
+    keyopt = "" if key == DEFAULT_KEY_PATH else f" --key {q(str(key))}"
     approve = (f"policyengine approve {example[0].run_id} --as {example[1]} --db {q(str(db))}{keyopt}",
                f"approve it as {example[1]} ({example[0].workflow} waits for role {example[0].approval.role})"
                ) if example else (f"policyengine approve RUN --as USER --db {q(str(db))}{keyopt}",
@@ -258,7 +279,7 @@ def _ts(t: datetime | None) -> str:
 
 
 def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("policyengine.duckdb"),
+    return click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB_PATH,
                         show_default=True, help=_DB_HELP)(f)
 
 

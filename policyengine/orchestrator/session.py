@@ -9,7 +9,6 @@ connection. A second process gets ``SessionError`` with one clear line.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -22,6 +21,7 @@ import yaml
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
 from ..resources import data_path
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH, StoreError, open_duckdb
 from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
@@ -64,14 +64,15 @@ class SessionConfig:
     when it exists (see ``resolved_mask``).
     """
 
-    db: Path = Path("policyengine.duckdb")
-    key: Path = Path("policyengine.key")
+    db: Path = DEFAULT_DB_PATH
+    key: Path = DEFAULT_KEY_PATH
     rules: Sequence[Path] = field(default_factory=default_rules)
     directory: Path = field(default_factory=default_directory)
     providers: Path | None = None
     create_key: bool = False
     now: datetime | None = None
     mask: Path | None = None
+    state: str | None = None  # postgresql://...: the budget ledger shared by workers (None: in ``db``)
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
@@ -139,21 +140,14 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
     return Providers(default=LocalProvider(profiles), by_provider=by_provider, retries=retries, timeout_s=timeout)
 
 
-_LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
-
-
 def connect(db: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open ``db`` (for writing unless ``read_only``), or raise ``SessionError`` naming the process that holds it."""
     if read_only and not Path(db).exists():
         raise SessionError(f"{db}: no such database (runs are recorded by `policyengine run` or `policyengine demo`)")
     try:
-        return duckdb.connect(str(db), read_only=read_only)
-    except duckdb.Error as exc:
-        m = _LOCK.search(str(exc))
-        if m:
-            raise SessionError(f"{db}: database is in use by process {m.group(2)}; one process at a time may "
-                               f"open it (wait for the other command to finish)") from None
-        raise SessionError(f"{db}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+        return open_duckdb(db, read_only=read_only, utc=False)
+    except StoreError as exc:
+        raise SessionError(str(exc)) from None
 
 
 class Session:
@@ -165,6 +159,7 @@ class Session:
         self.audit: Any = None
         self.mask: Path | None = None  # the masking config in force, once open
         self._durable: DuckDBLedger | None = None
+        self.shared: Any = None  # the PostgreSQL store, with --state
         self.orchestrator: Orchestrator
 
     def __enter__(self) -> Self:
@@ -192,8 +187,22 @@ class Session:
         try:
             key = load_private_key(cfg.key)
             self.audit = AuditLog(self.conn, key, masking=masking)
-            self._durable = DuckDBLedger(self.conn)
-            ledger = BufferedLedger(self._durable)
+            buffered = None
+            if cfg.state is not None:
+                from ..store import StoreError, open_store
+                from ..store.stores import is_postgres_url
+
+                if not is_postgres_url(cfg.state):
+                    raise SessionError(f"--state {cfg.state}: workflow commands share state through "
+                                       "postgresql://...; the embedded store is the --db file")
+                try:
+                    self.shared = open_store(cfg.state)
+                except StoreError as exc:
+                    raise SessionError(str(exc)) from None
+                ledger = self.shared.ledger  # unbuffered: other workers charge the same budgets
+            else:
+                self._durable = DuckDBLedger(self.conn)
+                ledger = buffered = BufferedLedger(self._durable)
             from ..engine import BlockList, load_policy
             from ..reporting.monitor import blocked_models
 
@@ -204,7 +213,7 @@ class Session:
             now = cfg.now
             clock = (lambda: now) if now is not None else None
             self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=WORKFLOWS,
-                                             providers=providers, directory=directory, ledger=ledger, clock=clock,
+                                             providers=providers, directory=directory, ledger=buffered, clock=clock,
                                              record_runs="run" in EVENTS)
         except PolicyError as exc:
             self._abort()
@@ -235,6 +244,9 @@ class Session:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         """Flush and close everything; a failure while closing never hides the error that got us here."""

@@ -14,12 +14,13 @@ import json
 import threading
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from importlib import resources
 from operator import attrgetter
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from ..store.files import packaged_sql
 
 
 def now_utc() -> datetime:
@@ -32,7 +33,7 @@ def naive_utc(t: datetime) -> datetime:
 
 
 def sql(name: str) -> str:
-    return resources.files("policyengine.orchestrator").joinpath("sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    return packaged_sql("policyengine.orchestrator", name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,26 +8,23 @@ evidence it reads.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
 
+from ..store.files import StoreError, open_duckdb, packaged_sql
 from .errors import ReportError
 
 ColumnKind = Literal["numeric", "categorical", "mixed", "empty"]
 
 
-@cache
 def sql(name: str) -> str:
     """The text of ``policyengine/reporting/sql/<name>.sql``."""
-    return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+    return packaged_sql(__package__, name)
 
 
 def first_line(error: BaseException) -> str:
@@ -38,33 +35,7 @@ def first_line(error: BaseException) -> str:
 
 def memory() -> duckdb.DuckDBPyConnection:
     """A private in-memory database for offline (CSV) metrics."""
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-def open_error(path: str | Path, error: BaseException) -> ReportError:
-    """One clean line for a database DuckDB could not open; names ``path`` once.
-
-    DuckDB's own messages repeat the (absolute) path and end with links, so the
-    common causes are recognised and restated; anything else keeps DuckDB's
-    first line with the path taken out.
-    """
-    p = Path(path)
-    msg = first_line(error)
-    low = msg.lower()
-    if "lock" in low:
-        pid = re.search(r"\(PID (\d+)\)", msg)
-        return ReportError(f"{p}: database is locked by another process"
-                           + (f" (pid {pid.group(1)})" if pid else "") + "; close it or wait, then retry")
-    if p.is_dir() or "is a directory" in low:
-        return ReportError(f"{p}: is a directory, not a DuckDB database file")
-    if "not a valid duckdb database" in low or "not a duckdb database" in low:
-        return ReportError(f"{p}: not a DuckDB database file")
-    msg = re.sub(r'^[A-Za-z ]+Error: ', "", msg)
-    for shown in {str(p.resolve()), str(p.absolute()), str(p)}:
-        msg = msg.replace(f'"{shown}"', "the file").replace(shown, "the file")
-    return ReportError(f"{p}: cannot open database ({msg})")
+    return open_duckdb(":memory:")
 
 
 def check_db_path(path: str | Path) -> Path:
@@ -79,24 +50,18 @@ def check_db_path(path: str | Path) -> Path:
 
 def open_readwrite(path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open an existing audit database for writing (monitor, unblock); clear errors as ``open_readonly``."""
-    p = check_db_path(path)
     try:
-        con = duckdb.connect(str(p))
-    except duckdb.Error as e:
-        raise open_error(p, e) from None
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+        return open_duckdb(check_db_path(path), create=False)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
     """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB."""
-    p = check_db_path(path)
     try:
-        con = duckdb.connect(str(p), read_only=True, config={"enable_external_access": external_access})
-    except duckdb.Error as e:
-        raise open_error(p, e) from None
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+        return open_duckdb(check_db_path(path), read_only=True, external_access=external_access)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def one(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:

@@ -44,8 +44,8 @@ def describe_open_error(path: str | os.PathLike[str], error: BaseException) -> s
     low = msg.lower()
     m = _LOCK.search(str(error))
     if m or "lock" in low:
-        pid = f" (pid {m.group(2)})" if m else ""
-        return f"{p}: database is in use by another process{pid}; one process at a time may open it"
+        who = f"process {m.group(2)}" if m else "another process"
+        return f"{p}: database is in use by {who}; one process at a time may open it (wait for it to finish, then retry)"
     if p.is_dir() or "is a directory" in low:
         return f"{p}: is a directory, not a DuckDB database file"
     if "not a valid duckdb database" in low or "not a duckdb database" in low:

@@ -183,3 +183,92 @@ class PostgresLedger:
 
     def close(self) -> None:
         """The pool belongs to the store; closing the ledger alone does nothing."""
+
+
+def _run(row: Sequence[Any]) -> QueuedRun:
+    return QueuedRun(row[0], row[1], row[2], row[3], row[4])
+
+
+def _approval(row: Sequence[Any]) -> PendingApproval:
+    return PendingApproval(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+class PostgresRunStore:
+    """``RunStore`` in PostgreSQL: claims use ``FOR UPDATE SKIP LOCKED``, effects a unique idempotency key."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def _one(self, name: str, params: Mapping[str, Any]) -> Any:
+        with self.pool.connection() as conn:
+            return conn.execute(_sql(name), dict(params)).fetchone()
+
+    def _all(self, name: str, params: Mapping[str, Any]) -> list[Any]:
+        with self.pool.connection() as conn:
+            return conn.execute(_sql(name), dict(params)).fetchall()
+
+    def enqueue(self, run_id: str, workflow: str, input: Mapping[str, Any]) -> None:
+        self._one_write("runs_enqueue", {"run_id": run_id, "workflow": workflow,
+                                         "input": json.dumps(dict(input), sort_keys=True)})
+
+    def _one_write(self, name: str, params: Mapping[str, Any]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(_sql(name), dict(params))
+
+    def claim(self, worker: str, limit: int = 1) -> list[QueuedRun]:
+        return [_run(r) for r in self._all("runs_claim", {"worker": worker, "limit": int(limit)})]
+
+    def record_effect(self, run_id: str, idem_key: str, effect: str, result: Mapping[str, Any]) -> bool:
+        return self._one("effects_record", {"idem_key": idem_key, "run_id": run_id, "effect": effect,
+                                             "result": json.dumps(dict(result), sort_keys=True)}) is not None
+
+    def effect(self, idem_key: str) -> Mapping[str, Any] | None:
+        row = self._one("effects_get", {"idem_key": idem_key})
+        return None if row is None else row[0]
+
+    def finish(self, run_id: str, worker: str, status: str) -> bool:
+        return self._one("runs_finish", {"run_id": run_id, "worker": worker, "status": status}) is not None
+
+    def resume(self, run_id: str) -> bool:
+        return self._one("runs_resume", {"run_id": run_id}) is not None
+
+    def requeue_abandoned(self, workers_alive: Sequence[str]) -> int:
+        return len(self._all("runs_requeue", {"alive": list(workers_alive)}))
+
+    def get(self, run_id: str) -> QueuedRun | None:
+        row = self._one("runs_get", {"run_id": run_id})
+        return None if row is None else _run(row)
+
+    def close(self) -> None:
+        """The pool belongs to the store."""
+
+
+class PostgresApprovalQueue:
+    """``ApprovalQueue`` in PostgreSQL: a conditional UPDATE decides or expires each gate for one caller."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def open(self, run_id: str, gate: str, role: str, requester: str, deadline: datetime | None) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(_sql("approvals_open"), {"run_id": run_id, "gate": gate, "role": role,
+                                                  "requester": requester,
+                                                  "deadline": None if deadline is None else utc(deadline)})
+
+    def decide(self, run_id: str, gate: str, user: str, approve: bool, at: datetime | None = None) -> bool:
+        with self.pool.connection() as conn:
+            return conn.execute(_sql("approvals_decide"), {
+                "run_id": run_id, "gate": gate, "user": user, "status": "approved" if approve else "rejected",
+                "at": utc(at)}).fetchone() is not None
+
+    def expire_overdue(self, now: datetime) -> list[PendingApproval]:
+        with self.pool.connection() as conn:
+            return [_approval(r) for r in conn.execute(_sql("approvals_expire"), {"now": utc(now)}).fetchall()]
+
+    def get(self, run_id: str, gate: str) -> PendingApproval | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(_sql("approvals_get"), {"run_id": run_id, "gate": gate}).fetchone()
+        return None if row is None else _approval(row)
+
+    def close(self) -> None:
+        """The pool belongs to the store."""

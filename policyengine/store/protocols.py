@@ -71,7 +71,7 @@ class QueuedRun:
     run_id: str
     workflow: str
     input: Mapping[str, Any]
-    status: str  # "queued", "running", "done", "failed"
+    status: str  # "queued", "running", "waiting" (for an approval), "done", "failed"
     worker: str | None
 
 
@@ -96,7 +96,14 @@ class RunStore(Protocol):
         ...
 
     def finish(self, run_id: str, worker: str, status: str) -> bool:
-        """Mark a run held by ``worker`` done or failed; False if another worker holds it."""
+        """Mark a run held by ``worker`` done, failed or waiting (paused); False if ``worker`` does not hold it."""
+        ...
+
+    def resume(self, run_id: str) -> bool:
+        """Queue a waiting run again; True for exactly one caller (an approval resumes its run once)."""
+        ...
+
+    def get(self, run_id: str) -> QueuedRun | None:
         ...
 
     def requeue_abandoned(self, workers_alive: Sequence[str]) -> int:

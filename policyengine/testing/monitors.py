@@ -18,19 +18,17 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
-from importlib import resources
 from typing import Any
 
+from ..store.files import packaged_sql
 from .cases import MonitorCase, SampleRow, TestFile, TestFileError
 
 _BIAS_ONLY = ("group", "outcome", "label")
 _DRIFT_ONLY = ("value", "side")
 
 
-@cache
 def _sql(name: str) -> str:
-    return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+    return packaged_sql(__package__, name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS store_runs (
     run_id     TEXT        PRIMARY KEY,
     workflow   TEXT        NOT NULL,
     input      JSONB       NOT NULL,
-    status     TEXT        NOT NULL,  -- queued, running, done, failed
+    status     TEXT        NOT NULL,  -- queued, running, waiting, done, failed
     worker     TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()

@@ -1,0 +1,4 @@
+-- approvals_open: a pending gate (opening it again changes nothing).
+INSERT INTO store_approvals (run_id, gate, role, requester, deadline, status)
+VALUES ($run_id, $gate, $role, $requester, $deadline, 'pending')
+ON CONFLICT (run_id, gate) DO NOTHING;
