@@ -72,7 +72,6 @@ _OPTIONAL = {"opentelemetry": "policyengine/server/run.py"}  # serve --otel: the
 # imports of an optional extra, each from its one module (which says which extra to install when missing)
 _EXTRAS = {"psycopg": ("postgres", "policyengine/store/postgres.py"),
            "redis": ("redis", "policyengine/store/ratelimit.py")}
->>>>>>> store
 
 
 def test_every_third_party_import_is_a_declared_dependency():
