@@ -1,4 +1,4 @@
-"""Admission: the interim per-minute limiter and all-or-nothing budget reservations in the store's ledger."""
+"""Admission: all-or-nothing budget reservations, in the gateway's in-process ledger and the store's DuckDB one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from policyengine.engine import load_policy
-from policyengine.gateway.limits import InProcessRateLimiter, MemoryReservingLedger, release, reserve, settle
+from policyengine.gateway.limits import MemoryReservingLedger, release, reserve, settle
 from policyengine.store.embedded_ledger import EmbeddedLedger
 
 POLICY = """\
@@ -30,34 +30,6 @@ budget money_budget
 """
 REQUEST = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
            "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 100}}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_rate_limiter_admits_up_to_the_limit_then_says_how_long_to_wait() -> None:
-    clock = Clock()
-    limiter = InProcessRateLimiter(clock)
-    assert [limiter.hit("k", 1, 3) for _ in range(3)] == [None, None, None]
-    assert limiter.hit("k", 1, 3) == pytest.approx(60.0)
-    clock.now += 30
-    assert limiter.hit("k", 1, 3) == pytest.approx(30.0)
-    assert limiter.hit("other", 1, 3) is None  # keys are independent
-    clock.now += 30.001
-    assert limiter.hit("k", 1, 3) is None  # the window slid past the first three
-
-
-def test_rate_limiter_counts_tokens_and_takes_corrections() -> None:
-    limiter = InProcessRateLimiter(Clock())
-    assert limiter.hit("t", 800, 1000) is None
-    assert limiter.hit("t", 300, 1000) is not None  # refused, and nothing counted
-    limiter.adjust("t", -500)  # the call used 300, not 800
-    assert limiter.hit("t", 600, 1000) is None
 
 
 @pytest.fixture(params=["memory", "duckdb"])

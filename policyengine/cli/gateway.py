@@ -21,12 +21,13 @@ def _fail(message: str) -> None:
 @click.option("--db", metavar="FILE", help="Audit database (default policyengine.duckdb).")
 @click.option("--key", metavar="KEYFILE", help="Ed25519 key that signs the audit log (created if missing).")
 @click.option("--ledger", metavar="DB", help="DuckDB budget ledger file (default: in memory).")
+@click.option("--rate-limits", metavar="URL", help="redis://HOST:PORT/DB to share per-minute limits (default: in process).")
 @click.option("--host", metavar="ADDR", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 4000; 0: any free port).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
 def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str | None, providers: str | None,
-                    db: str | None, key: str | None, ledger: str | None, host: str | None, port: int | None,
-                    access_log: bool) -> None:
+                    db: str | None, key: str | None, ledger: str | None, rate_limits: str | None, host: str | None,
+                    port: int | None, access_log: bool) -> None:
     """Serve an OpenAI-compatible LLM gateway; every call is decided by policy, budgeted, screened and audited.
 
     Example: policyengine gateway --config examples/gateway/gateway.yaml
@@ -41,7 +42,7 @@ def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str |
         except GatewayConfigError as error:
             _fail(str(error))
     given = {"rules": rules or None, "keys": keys, "providers": providers, "db": db, "key": key, "ledger": ledger,
-             "host": host, "port": port}
+             "rate_limits": rate_limits, "host": host, "port": port}
     settings.update({k: v for k, v in given.items() if v is not None})
     missing = [name for name in ("rules", "keys") if not settings.get(name)]
     if missing:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +34,8 @@ from ..server.policy_source import ActivePolicy, PolicyHolder
 from ..store.protocols import BudgetLedger
 from . import guards as g
 from .config import GatewayConfig, Upstream, VirtualKey, hash_key
-from .limits import Hold, InProcessRateLimiter, MemoryReservingLedger, RateLimiter, release, reserve, settle
+from ..store.ratelimit import InProcessRateLimiter, RateLimiter
+from .limits import Hold, MemoryReservingLedger, release, reserve, settle
 from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_denied",
@@ -230,19 +232,18 @@ class GatewayApp(DecisionApp):
         return found
 
     def _limit(self, key: VirtualKey, tokens: float) -> None:
+        """Per-minute limits of the key and its team (interim: from the keys file), in the store's rate limiter."""
         checks = [(f"key:{key.key_id}", key.limits, "key")]
         if key.team is not None and key.team in self.teams:
             checks.append((f"team:{key.team}", self.teams[key.team], f"team {key.team}"))
         for name, limits, who in checks:
             for unit, limit, amount in (("requests", limits.requests_per_minute, 1),
                                         ("tokens", limits.tokens_per_minute, tokens)):
-                if limit is None:
-                    continue
-                wait = self.limiter.hit(f"{name}:{unit}", amount, limit)
-                if wait is not None:
+                if limit is not None and not self.limiter.acquire(f"{name}:{unit}", amount, limit=limit, per=60.0):
+                    wait = 60 - time.time() % 60  # fixed one-minute windows
                     raise GatewayError(429, f"rate limit of {who}: {limit:g} {unit} per minute", "rate_limited",
                                        rule=f"<rate-limit:{who}>",
-                                       headers=[(b"retry-after", str(max(1, round(wait))).encode())])
+                                       headers=[(b"retry-after", str(max(1, math.ceil(wait))).encode())])
 
     def _refusal(self, active: ActivePolicy, decisions: list[dict[str, Any]]) -> GatewayError:
         """The error for a call whose every candidate model the policy refused (first candidate's reasons)."""
@@ -455,8 +456,9 @@ class GatewayApp(DecisionApp):
         raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
+        """Correct the key's tokens-per-minute count from the estimate to the actual usage."""
         if call.key is not None and call.key.limits.tokens_per_minute is not None:
-            self.limiter.adjust(f"key:{call.key.key_id}:tokens", call.tokens - estimate)
+            self.limiter.acquire(f"key:{call.key.key_id}:tokens", call.tokens - estimate, limit=1e18, per=60.0)
 
     def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str) -> str:
         """Screen an answer, decide it again with ``context.guard.response``; the text to release (masked)."""

@@ -208,6 +208,7 @@ class GatewayConfig:
     db: str = "policyengine.duckdb"
     key: str = "policyengine.key"
     ledger: str | None = None  # DuckDB file of the budget ledger; None: in memory (budgets reset on restart)
+    rate_limits: str | None = None  # redis://... to share per-minute limits across processes; None: in this process
     host: str = "127.0.0.1"
     port: int = 4000
     guards: GuardConfig = field(default_factory=GuardConfig)
@@ -216,8 +217,8 @@ class GatewayConfig:
     timeout: float = 30.0
 
 
-_CONFIG_FIELDS = {"rules", "keys", "providers", "db", "key", "ledger", "host", "port", "guards", "audit_prompts",
-                  "max_body"}
+_CONFIG_FIELDS = {"rules", "keys", "providers", "db", "key", "ledger", "rate_limits", "host", "port", "guards",
+                  "audit_prompts", "max_body"}
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -239,7 +240,7 @@ def load_config(path: str) -> dict[str, Any]:
             if not isinstance(doc[name], str):
                 raise GatewayConfigError(f"{file}: {name}: must be a path")
             out[name] = str(base / doc[name])
-    for name in ("db", "key", "ledger", "host", "audit_prompts"):
+    for name in ("db", "key", "ledger", "rate_limits", "host", "audit_prompts"):
         if name in doc:
             if not isinstance(doc[name], str):
                 raise GatewayConfigError(f"{file}: {name}: must be a string")

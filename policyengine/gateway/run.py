@@ -49,6 +49,13 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         if model not in registry:
             raise GatewayStartError(f"{config.providers}: model {model!r} is not declared in the rules "
                                "(declare it with `model NAME` to route to it)")
+    from ..store.files import StoreError
+    from ..store.ratelimit import open_rate_limiter
+
+    try:
+        limiter = open_rate_limiter(config.rate_limits)
+    except StoreError as error:
+        raise GatewayStartError(str(error)) from None
     if not Path(config.key).exists():
         generate_key(config.key)
         _say(f"created signing key {config.key} (public key {config.key}.pub.pem)")
@@ -83,7 +90,8 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         outcome = holder.reload("startup", force=True)
         if outcome != "activated":
             raise GatewayStartError(outcome.removeprefix("refused: "))
-        app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, access_log=access_log)
+        app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, limiter,
+                         access_log=access_log)
         sock = _listen(config.host, config.port, reuse_port=False)
         serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
                                    watch_interval=1.0)
