@@ -129,7 +129,8 @@ def main() -> None:
     count = values.get("policyengine_audit_commit_seconds_count", 0)
     if count:
         mean = values["policyengine_audit_commit_seconds_sum"] / count * 1000
-        print(f"policyengine: {int(count)} audit commits, mean {mean:.2f} ms each (the durable wait before each answer)")
+        print(f"policyengine: {int(count)} audit commits, mean {mean:.2f} ms each "
+              "(the durable wait before each answer)")
 
 
 def run(targets: dict[str, tuple[str, str]], requests: int, warmup: int) -> dict[str, list[float]]:

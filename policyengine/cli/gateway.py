@@ -14,14 +14,16 @@ def _fail(message: str) -> None:
 
 
 @click.command("gateway")
-@click.option("--config", "config_file", metavar="YAML", help="gateway.yaml: rules, keys, providers, db, key, port, guards.")
+@click.option("--config", "config_file", metavar="YAML", 
+              help="gateway.yaml: rules, keys, providers, db, key, port, guards.")
 @click.option("--rules", "rules", multiple=True, metavar="PATH", help="Rule file or folder (repeatable).")
 @click.option("--keys", metavar="YAML", help="Virtual keys (stored as sha256) -> principal, team, data defaults.")
 @click.option("--providers", metavar="YAML", help="Model -> OpenAI-compatible upstream; unlisted models: simulator.")
 @click.option("--db", metavar="FILE", help="Audit database (default policyengine.duckdb).")
 @click.option("--key", metavar="KEYFILE", help="Ed25519 key that signs the audit log (created if missing).")
 @click.option("--ledger", metavar="DB", help="DuckDB budget ledger file (default: in memory).")
-@click.option("--rate-limits", metavar="URL", help="redis://HOST:PORT/DB to share per-minute limits (default: in process).")
+@click.option("--rate-limits", metavar="URL",
+              help="redis://HOST:PORT/DB to share per-minute limits (default: in process).")
 @click.option("--host", metavar="ADDR", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 4000; 0: any free port).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")

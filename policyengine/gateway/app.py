@@ -270,7 +270,8 @@ class GatewayApp(DecisionApp):
         if model not in registry and model not in self.upstreams:
             raise GatewayError(404, f"the model {model!r} does not exist (not declared in the policy)",
                                "model_not_found")
-        names = [model, *(f for f in (self.upstreams[model].fallbacks if model in self.upstreams else ()) if f != model)]
+        fallbacks = self.upstreams[model].fallbacks if model in self.upstreams else ()
+        names = [model, *(f for f in fallbacks if f != model)]
         allowed: list[tuple[str, dict[str, Any]]] = []
         for name in names:
             request = self._request(key, name, tokens, guard)

@@ -54,7 +54,10 @@ def _number(value: Any, where: str, *, minimum: float = 0, integer: bool = False
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-minute limits of one key or team (interim: from the keys file, until the language has ``limit ... per minute``)."""
+    """Per-minute limits of one key or team.
+
+    Interim: read from the keys file until the language has ``limit 60 requests per minute``.
+    """
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
