@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--litellm", default=shutil.which("litellm"))
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="clients at once (>1: each target in turn, N threads, requests split between them)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         cwd = Path(folder)
@@ -118,12 +120,13 @@ def main() -> None:
                 if litellm is not None:
                     targets["litellm"] = (litellm.url, LITELLM_KEY)
                 try:
-                    results = run(targets, args.requests, args.warmup)
+                    results = run(targets, args.requests, args.warmup) if args.concurrency == 1 else \
+                        run_concurrent(targets, args.requests, args.warmup, args.concurrency)
                     metrics = httpx.get(gateway.url + "/metrics").text
                 finally:
                     if litellm is not None:
                         litellm.stop()
-    report(results, args.requests)
+    report(results, args.requests, args.concurrency)
     values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
               if line.startswith("policyengine_audit_commit_seconds_")}
     count = values.get("policyengine_audit_commit_seconds_count", 0)
@@ -151,9 +154,45 @@ def run(targets: dict[str, tuple[str, str]], requests: int, warmup: int) -> dict
     return times
 
 
-def report(times: dict[str, list[float]], requests: int) -> None:
+def run_concurrent(targets: dict[str, tuple[str, str]], requests: int, warmup: int,
+                   concurrency: int) -> dict[str, list[float]]:
+    import threading
+
+    times: dict[str, list[float]] = {}
+    for name, (url, key) in targets.items():
+        collected: list[float] = []
+        lock = threading.Lock()
+
+        def client_loop(count: int) -> None:
+            with httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"}, timeout=60) as client:
+                for index in range(count):
+                    started = time.perf_counter()
+                    answer = client.post("/v1/chat/completions", json=BODY)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"{name}: HTTP {answer.status_code}: {answer.text[:300]}")
+                    if index >= warmup // concurrency:
+                        with lock:
+                            collected.append(elapsed)
+
+        threads = [threading.Thread(target=client_loop, args=((requests + warmup) // concurrency,))
+                   for _ in range(concurrency)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(f"{name}: {(requests + warmup) / (time.perf_counter() - started):.0f} requests/s with {concurrency} clients")
+        times[name] = collected
+    return times
+
+
+def report(times: dict[str, list[float]], requests: int, concurrency: int = 1) -> None:
     direct = times["direct"]
-    print(f"{requests} sequential chat completions per target, keep-alive, rounds interleaved")
+    if concurrency == 1:
+        print(f"{requests} sequential chat completions per target, keep-alive, rounds interleaved")
+    else:
+        print(f"{requests} chat completions per target from {concurrency} concurrent keep-alive clients")
     print(f"{'target':<14} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'added p50':>10} {'added p99':>10}")
     for name, values in times.items():
         added50 = percentile(values, 50) - percentile(direct, 50)

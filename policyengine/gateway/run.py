@@ -82,7 +82,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         raise GatewayStartError(str(error)) from None
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
-    audit._on_commit = metrics.committed
+    audit.on_commit = metrics.committed
     holder = PolicyHolder(rules=config.rules, ledger=ledger, blocked=blocked,
                           on_activate=_activation_recorder(log, metrics))
     app: GatewayApp | None = None
