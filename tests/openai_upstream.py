@@ -8,6 +8,7 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``fail500``: always HTTP 500 (the gateway must fall back);
 * ``leaky``: answers with a payment card number split across stream chunks;
 * ``mailer``: answers with an email address split across stream chunks;
+* ``longmail``: the same inside a long answer (the address falls where streamed text is being released);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
   so tests can make calls of a known size.
@@ -30,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CARD_ANSWER = ["Your", " card", " is", " 4111", " 1111", " 1111", " 1111", " thanks"]
 MAIL_ANSWER = ["Reach", " me", " at", " jane", ".doe@exa", "mple.com", " soon"]
+LONG_ANSWER = [f" word{i}" for i in range(40)] + [" jane", ".doe@exa", "mple.com"] + [f" tail{i}" for i in range(40)]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -72,7 +74,7 @@ class Handler(BaseHTTPRequestHandler):
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}).encode())
             return
         completion = int(body.get("max_tokens") or 16)
-        words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
+        words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                  "total_tokens": prompt_tokens + completion}

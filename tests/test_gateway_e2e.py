@@ -40,6 +40,9 @@ model leaky
 model mailer
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model longmail
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 model slow
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
@@ -112,6 +115,7 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "leaky": {"base_url": base, "model": "leaky"},
         "far": {"base_url": base, "model": "far-up"},
         "mailer": {"base_url": base, "model": "mailer"},
+        "longmail": {"base_url": base, "model": "longmail"},
         "slow": {"base_url": base, "model": "slow", "timeout_s": 0.3, "retries": 0},
     }}
     (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
@@ -150,9 +154,9 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "far", "flaky", "leaky", "mailer", "slow", "small"]
+    everything = ["big", "far", "flaky", "leaky", "longmail", "mailer", "slow", "small"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
-    assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "slow"]
+    assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -250,6 +254,16 @@ def test_email_in_a_stream_is_masked_even_when_split_across_chunks(env: Env) -> 
         model="mailer", messages=[{"role": "user", "content": "how do I reach you?"}], stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "Reach me at [EMAIL] soon"
+
+
+def test_long_stream_is_released_as_it_flows_and_masks_what_straddles_the_release_point(env: Env) -> None:
+    stream = env.client("sk-test-caller").chat.completions.create(
+        model="longmail", messages=[{"role": "user", "content": "write a lot"}], stream=True)
+    parts = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    words = "".join(f" word{i}" for i in range(40)) + " [EMAIL]" + "".join(f" tail{i}" for i in range(40))
+    assert "".join(parts) == words
+    assert len(parts) > 20  # released chunk by chunk behind the held-back window, not all at the end
+    assert not any("jane" in p or "example" in p for p in parts)
 
 
 def test_upstream_timeout_is_504(env: Env) -> None:

@@ -464,11 +464,17 @@ class GatewayApp(DecisionApp):
     def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str) -> str:
         """Screen an answer, decide it again with ``context.guard.response``; the text to release (masked)."""
         found = self._screen([text], call, "response")[0]
-        response_guard = {"pii": found.pii, "secrets": found.secrets, "masked": found.masked}
-        call.guard["response"] = response_guard
         call.response_sha256 = _sha(text)
         if self.config.audit_prompts == "masked":
             call.response_masked = g.mask(text, found.findings)
+        self._decide_response(active, call, request, {"pii": found.pii, "secrets": found.secrets,
+                                                      "masked": found.masked})
+        return g.masker(self.config.guards)(text, found) if found.masked else text
+
+    def _decide_response(self, active: ActivePolicy, call: Call, request: dict[str, Any],
+                         response_guard: dict[str, Any]) -> None:
+        """Decide the call again with ``context.guard.response``; raise ``GatewayError`` when the answer is refused."""
+        call.guard["response"] = response_guard
         context = dict(request["context"])
         context["guard"] = {**context["guard"], "response": response_guard}
         context["tokens"] = 0  # the call was admitted and its budget held: this stage decides the content only
@@ -479,7 +485,6 @@ class GatewayApp(DecisionApp):
             reasons = decision["reasons"]
             raise GatewayError(403, "response withheld by policy: " + "; ".join(r["message"] for r in reasons),
                                "response_blocked", rule=reasons[0]["rule"] if reasons else None, reasons=reasons)
-        return g.masker(self.config.guards)(text, found) if found.masked else text
 
     async def _chat_stream(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
                            body: dict[str, Any], estimate: float, prompt: str,

@@ -80,14 +80,40 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
 
     async def events() -> AsyncIterator[bytes]:
         buffer = ""
-        released = 0
+        released = 0  # characters of ``buffer`` screened and sent (masked) to the client
         flowed = 0  # completion tokens counted as the chunks arrive
         usage: dict[str, Any] | None = None
         finish = "stop"
-        seen: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-        masker = g.masker(app.config.guards)
+        pii: set[str] = set()  # entity types found in the answer so far
+        secrets: set[str] = set()
+        masked: set[str] = set()
         ended = False
         yield chunk({"role": "assistant", "content": ""})
+
+        def screen_and_cut(upto: int) -> str:
+            """Screen the unreleased text, decide again when new types appear; the masked text up to ``upto``.
+
+            Only ``buffer[released:]`` is screened each time (linear in the answer), so an entity
+            longer than ``HOLD_BACK`` characters that began in released text is out of reach.
+            """
+            nonlocal released
+            window = buffer[released:]
+            found = app._screen([window], call, "response")[0]
+            if not (set(found.pii) <= pii and set(found.secrets) <= secrets and set(found.masked) <= masked):
+                pii.update(found.pii)
+                secrets.update(found.secrets)
+                masked.update(found.masked)
+                app._decide_response(active, call, request, {"pii": sorted(pii), "secrets": sorted(secrets),
+                                                             "masked": sorted(masked)})  # raises when refused
+            cut = upto - released
+            for f in found.findings:  # never cut an entity in two
+                if f.start < cut < f.end:
+                    cut = f.start
+            if cut <= 0:
+                return ""
+            inside = [f for f in found.findings if f.end <= cut and f.kind in app.config.guards.mask]
+            released += cut
+            return g.mask(window[:cut], inside)
 
         async def fail(error: GatewayError, charged: float) -> bytes:
             call.tokens = charged
@@ -120,18 +146,11 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
                                      estimate)
                     ended = True
                     return
-                found = app._screen([buffer], call, "response")[0]
-                if (tuple(found.pii), tuple(found.secrets)) != seen:
-                    seen = (tuple(found.pii), tuple(found.secrets))
-                    app._screen_response(active, call, request, buffer)  # raises GatewayError when withheld
-                safe = masker(buffer, found) if found.masked else buffer
-                upto = max(released, len(safe) - HOLD_BACK)
-                if upto > released:
-                    yield chunk({"content": safe[released:upto]})
-                    released = upto
-            found = app._screen([buffer], call, "response")[0]
-            app._screen_response(active, call, request, buffer)
-            safe = masker(buffer, found) if found.masked else buffer
+                text = screen_and_cut(len(buffer) - HOLD_BACK)
+                if text:
+                    yield chunk({"content": text})
+            rest = screen_and_cut(len(buffer))
+            app._screen_response(active, call, request, buffer)  # the whole answer once: its record, its decision
             call.latency_ms = (time.perf_counter() - started) * 1000
             if usage is None:
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": flowed,
@@ -142,8 +161,8 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             call.cost = app._price(active, model, call.tokens)
             await app._settle(hold, call.tokens, call.cost)
             app._limit_settle(call, estimate)
-            if len(safe) > released:
-                yield chunk({"content": safe[released:]})
+            if rest:
+                yield chunk({"content": rest})
             await app._audit_call(call, active)  # durable before the stream's last events
             yield chunk({}, finish, usage)
             yield b"data: [DONE]\n\n"
