@@ -108,7 +108,8 @@ def main() -> None:
             paths[name].write_text(json.dumps(body))
         port = _free_port()
         server = subprocess.Popen([sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES),
-                                   "--db", str(Path(args.db_dir or folder) / f"bench-{port}.duckdb"), "--key", str(folder / "k.key"),
+                                   "--db", str(Path(args.db_dir or folder) / f"bench-{port}.duckdb"),
+                                   "--key", str(folder / "k.key"),
                                    "--port", str(port), "--workers", str(args.workers), "--no-access-log"],
                                   stderr=subprocess.PIPE, text=True)
         base = f"http://127.0.0.1:{port}"

@@ -28,8 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (AUTHZEN_DENY, False, "deny", "<default-deny>"),
     ({**AUTHZEN_ALLOW, "subject": {"type": "agent", "id": "shadow_agent"}}, False, "deny", None),
 ])
-def test_authzen_evaluation_allows_and_denies_by_the_shipped_rules(server: Server, body: dict[str, Any],
-                                                                   decision: bool, effect: str, rule: str | None) -> None:
+def test_authzen_evaluation_allows_and_denies_by_the_shipped_rules(
+        server: Server, body: dict[str, Any], decision: bool, effect: str, rule: str | None) -> None:
     answer = server.post("/access/v1/evaluation", body)
     assert answer.status_code == 200, answer.text
     data = answer.json()
@@ -175,7 +175,8 @@ def test_charged_usage_counts_against_the_budgets_of_later_decisions(server: Ser
 
 def _counter(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        named = line.startswith(name + "{") or line.startswith(name + " ")
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 

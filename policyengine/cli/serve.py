@@ -7,7 +7,6 @@ errors here; the service itself lives in the library package.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -23,8 +22,8 @@ def _fail(message: str) -> None:
 @click.command("serve")
 @click.option("--rules", "rules", multiple=True, metavar="PATH",
               help="Rule file or folder (repeatable); watched, reloaded on change.")
-@click.option("--bundle", metavar="FILE", help="Signed policy bundle (`policyengine bundle build`); reloaded on change.")
-@click.option("--bundle-pubkey", metavar="PEM", help="Public key that must have signed --bundle.")
+@click.option("--bundle", metavar="FILE", help="Signed bundle (`policyengine bundle build`); reloaded on change.")
+@click.option("--bundle-pubkey", metavar="PEM", help="Public key that signed --bundle.")
 @click.option("--db", default=str(DEFAULT_DB_PATH), show_default=True, metavar="FILE",
               help="Audit database every decision is recorded in before it is answered.")
 @click.option("--key", default=str(DEFAULT_KEY_PATH), show_default=True, metavar="KEYFILE",

@@ -150,7 +150,8 @@ class DecisionApp:
         if self.options.access_log:
             entry = {"ts": datetime.now().astimezone().isoformat(timespec="milliseconds"), "method": method,
                      "path": path, "status": response.status, "ms": round(elapsed * 1000, 3),
-                     "client": (scope.get("client") or ("", 0))[0], "bytes_in": int(headers.get(b"content-length", 0) or 0)}
+                     "client": (scope.get("client") or ("", 0))[0],
+                     "bytes_in": int(headers.get(b"content-length", 0) or 0)}
             if response.note:
                 entry.update(response.note)
             if request_id is not None:
@@ -210,7 +211,8 @@ class DecisionApp:
                     return
 
         try:
-            await asyncio.wait_for(read(), self.options.body_timeout)
+            async with asyncio.timeout(self.options.body_timeout):  # no extra task per request, unlike wait_for
+                await read()
         except TimeoutError:
             raise HTTPError(408, f"body not received within {self.options.body_timeout:g} s") from None
         return b"".join(chunks)
@@ -224,7 +226,8 @@ class DecisionApp:
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise HTTPError(400, "bad request body", [f"body: not UTF-8 ({error.reason} at byte {error.start})"]) from None
+            problem = f"body: not UTF-8 ({error.reason} at byte {error.start})"
+            raise HTTPError(400, "bad request body", [problem]) from None
 
     def _one_object(self, body: bytes) -> tuple[Any, str | None]:
         """The single JSON object the body holds, or (None, why not) for a body that is JSON-ish but unusable."""
@@ -352,7 +355,7 @@ class DecisionApp:
         amounts: dict[str, float] = {}
         for name in ("tokens", "cost"):
             value = body.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 problems.append(f"{name}: must be a non-negative finite number")
             else:
                 amounts[name] = float(value)

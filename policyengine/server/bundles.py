@@ -62,7 +62,7 @@ def _rule_files(source: Path) -> list[Path]:
 
 
 def build_bundle(sources: list[str | os.PathLike[str]], key: SigningKey, out: str | os.PathLike[str]) -> dict[str, str]:
-    """Pack every file under ``sources`` (folders or files) into a signed bundle at ``out``; return the manifest's files.
+    """Pack every file under ``sources`` (folders or files) into a signed bundle at ``out``; return its file hashes.
 
     Members are named ``rules/<path relative to the folder given>`` (a file given
     directly keeps its own name), so imports between packages still resolve.
@@ -79,11 +79,12 @@ def build_bundle(sources: list[str | os.PathLike[str]], key: SigningKey, out: st
             members[name] = file.read_bytes()
     if not members:
         raise BundleError(f"{', '.join(map(str, sources))}: no files to bundle")
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(members.items())}
     manifest = {
         "format": FORMAT,
         "created": utc_now_text(),
         "key_id": key.key_id,
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(members.items())},
+        "files": hashes,
     }
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     signature = base64.b64encode(key.sign(manifest_bytes)) + b"\n"
@@ -97,7 +98,7 @@ def build_bundle(sources: list[str | os.PathLike[str]], key: SigningKey, out: st
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     os.replace(partial, out)  # a watcher never sees half a bundle
-    return manifest["files"]
+    return hashes
 
 
 def _safe_name(name: str) -> bool:

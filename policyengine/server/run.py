@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..audit import AuditError, AuditLog, load_private_key, load_public_key
+from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
+from ..audit.keys import DEFAULT_KEY_PATH
 from ..budgets import BudgetLedger, DuckDBLedger, InMemoryLedger
 from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit, wait_durable
@@ -37,8 +38,8 @@ class ServeConfig:
     rules: tuple[str, ...] = ()
     bundle: str | None = None
     bundle_pubkey: str | None = None
-    db: str = "policyengine.duckdb"
-    key: str = "policyengine.key"
+    db: str = str(DEFAULT_DB_PATH)
+    key: str = str(DEFAULT_KEY_PATH)
     ledger: str | None = None
     host: str = "127.0.0.1"
     port: int = 8181
