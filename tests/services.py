@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,16 +49,20 @@ def _tail(path: Path) -> str:
         return ""
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """URL of a running throwaway PostgreSQL server (database ``postgres``, user ``postgres``, trust auth)."""
+class ServerUnavailable(Exception):
+    """The server cannot start here (the reason is the message)."""
+
+
+@contextmanager
+def running_postgres() -> Iterator[str]:
+    """Start a throwaway PostgreSQL server; yields its URL (database ``postgres``, user ``postgres``, trust auth)."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl under /usr/lib/postgresql/*/bin)")
+        raise ServerUnavailable("PostgreSQL is not installed (no initdb/pg_ctl under /usr/lib/postgresql/*/bin)")
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
+        raise ServerUnavailable("psycopg is not installed (pip install -e '.[dev]')") from None
     root = Path(tempfile.mkdtemp(prefix="policyengine-pg-"))
     root.chmod(0o755)
     data, log = root / "data", root / "server.log"
@@ -72,18 +77,32 @@ def postgres_server() -> Iterator[str]:
                                                "-E", "UTF8", "--no-sync"]),
                               capture_output=True, text=True, timeout=120)
         if init.returncode != 0:
-            pytest.skip(f"PostgreSQL initdb failed: {init.stderr.strip().splitlines()[-1:]}")
+            raise ServerUnavailable(f"PostgreSQL initdb failed: {init.stderr.strip().splitlines()[-1:]}")
         opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=120")
         start = subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60",
                                                 "start"]), capture_output=True, text=True, timeout=90)
         if start.returncode != 0:
-            pytest.skip(f"PostgreSQL did not start: {_tail(log)}")
+            raise ServerUnavailable(f"PostgreSQL did not start: {_tail(log)}")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "-t", "30", "stop"]),
                        capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a running throwaway PostgreSQL server, for the whole test session."""
+    try:
+        server = running_postgres()
+        url = server.__enter__()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
 
 
 _db_numbers = itertools.count(1)
@@ -100,16 +119,16 @@ def postgres_url(postgres_server: str) -> str:
     return postgres_server.rsplit("/", 1)[0] + f"/{name}"
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    """URL of a running throwaway Redis server (no persistence)."""
+@contextmanager
+def running_redis() -> Iterator[str]:
+    """Start a throwaway Redis server (no persistence); yields its URL."""
     binary = shutil.which("redis-server")
     if not binary:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
     try:
         import redis
     except ImportError:
-        pytest.skip("redis (redis-py) is not installed (pip install -e '.[dev]')")
+        raise ServerUnavailable("redis (redis-py) is not installed (pip install -e '.[dev]')") from None
     root = Path(tempfile.mkdtemp(prefix="policyengine-redis-"))
     port = free_port()
     log = root / "server.log"
@@ -121,14 +140,14 @@ def redis_server() -> Iterator[str]:
         client = redis.Redis.from_url(url)
         for _ in range(100):
             if proc.poll() is not None:
-                pytest.skip(f"redis-server exited: {_tail(log)}")
+                raise ServerUnavailable(f"redis-server exited: {_tail(log)}")
             try:
                 client.ping()
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
         else:
-            pytest.skip(f"redis-server did not answer within 5 s: {_tail(log)}")
+            raise ServerUnavailable(f"redis-server did not answer within 5 s: {_tail(log)}")
         client.close()
         yield url
     finally:
@@ -139,6 +158,20 @@ def redis_server() -> Iterator[str]:
             proc.kill()
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL of a running throwaway Redis server, for the whole test session."""
+    try:
+        server = running_redis()
+        url = server.__enter__()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from policyengine.reporting.db import sql
+from policyengine.store.blocklist import add_block, ensure_blocks_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = str(ROOT / "rules" / "design_sample.policy")
@@ -42,9 +42,9 @@ def test_a_blocked_model_is_denied_until_unblocked(tmp_path):
     assert _eval(tmp_path)["effect"] == "allow"
 
     con = duckdb.connect(str(tmp_path / "audit.duckdb"))
-    con.execute(sql("model_blocks_create"))
-    con.execute(sql("model_blocks_add"), {"model": "classifier_small", "rule": "finance.invoices.payment_fairness",
-                                          "reason": "disparate_impact 0.5 breaches >= 0.8", "at": datetime.now(UTC)})
+    ensure_blocks_table(con)
+    add_block(con, "classifier_small", "finance.invoices.payment_fairness", "disparate_impact 0.5 breaches >= 0.8",
+              datetime.now(UTC))
     con.close()
 
     blocked = _eval(tmp_path)

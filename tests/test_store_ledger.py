@@ -49,16 +49,20 @@ def test_400_concurrent_threads_admit_exactly_the_budget(tmp_path):
     assert ledger.usage(SCOPE, "tokens", *month) == 7_000
     assert ledger.reserved(SCOPE, "tokens") == 3_000
     assert ledger.reserve(SCOPE, "tokens", 1, limit=10_000, at=AT) is None
+
+    # Holds whose callers never come back are released by expiry, not before.
+    assert ledger.expire(AT + timedelta(seconds=1)) == 0
+    assert ledger.expire(held[0].expires_at) == 3
+    assert ledger.reserved(SCOPE, "tokens") == 0
+    assert ledger.reserve(SCOPE, "tokens", 3_000, limit=10_000, at=AT) is not None
     ledger.close()
 
-    # The process "dies" with 3 holds: they are in the file, and expiry releases them.
+    # Holds are the process's calls in flight: a new process starts with none, the spend is durable.
     reopened = EmbeddedLedger(tmp_path / "state.duckdb")
-    assert reopened.reserved(SCOPE, "tokens") == 3_000
-    assert reopened.expire(AT + timedelta(seconds=1)) == 0
-    assert reopened.expire(held[0].expires_at) == 3
     assert reopened.reserved(SCOPE, "tokens") == 0
     assert reopened.usage(SCOPE, "tokens", *month) == 7_000
     assert reopened.reserve(SCOPE, "tokens", 3_000, limit=10_000, at=AT) is not None
+    assert reopened.reserve(SCOPE, "tokens", 1, limit=10_000, at=AT) is None
     reopened.close()
 
 

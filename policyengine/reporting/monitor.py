@@ -28,7 +28,11 @@ import duckdb
 
 from .. import ast
 from .audit_source import bias_from_audit, drift_from_audit
-from .db import has_table, one, open_readonly, open_readwrite, require_audit_log, sql
+from ..store.blocklist import active_blocks as _active_blocks
+from ..store.blocklist import active_rows, add_block, ensure_blocks_table, has_blocks_table, lift_blocks
+from ..store.blocklist import blocked_models as _blocked_models
+from ..store.files import StoreError
+from .db import check_db_path, has_table, open_readonly, open_readwrite, require_audit_log
 from .errors import ReportError
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -172,15 +176,15 @@ def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sin
            now: datetime | None = None) -> tuple[str, ...]:
     """Record every result through ``sink`` and apply ``block``; returns the models newly blocked."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    con.execute(sql("model_blocks_create"))
-    already = {row[0] for row in con.execute(sql("model_blocks_active")).fetchall()}
+    ensure_blocks_table(con)
+    already = {row[0] for row in active_rows(con)}
     blocked: list[str] = []
     for r in results:
         if sink is not None:
             sink(r.alert_payload())
         if r.breach and r.action == "block":
             reason = f"{r.metric} {r.value:.6g} breaches {r.threshold}"
-            con.execute(sql("model_blocks_add"), {"model": r.model, "rule": r.rule, "reason": reason, "at": now})
+            add_block(con, r.model, r.rule, reason, now)
             if r.model not in already and r.model not in blocked:
                 blocked.append(r.model)
     return tuple(blocked)
@@ -236,35 +240,20 @@ def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None) -> Any
 
 
 def blocked_models(db: str | Path | duckdb.DuckDBPyConnection) -> frozenset[str]:
-    """Models suspended by a monitor in ``db`` (empty if the file or table does not exist).
-
-    ``db`` may be a connection the caller already holds: DuckDB refuses a second,
-    read-only connection to a file this process has open for writing.
-    """
-    if isinstance(db, duckdb.DuckDBPyConnection):
-        if not has_table(db, "model_blocks"):
-            return frozenset()
-        return frozenset(row[0] for row in db.execute(sql("model_blocks_active")).fetchall())
-    if not Path(db).exists():
-        return frozenset()
-    con = open_readonly(db)
+    """Models suspended by a monitor in ``db`` (the block list lives in ``policyengine.store.blocklist``)."""
     try:
-        if not has_table(con, "model_blocks"):
-            return frozenset()
-        return frozenset(row[0] for row in con.execute(sql("model_blocks_active")).fetchall())
-    finally:
-        con.close()
+        return _blocked_models(db)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
     """(model, rule, reason, blocked_at) of every suspended model."""
-    con = open_readonly(db)
+    check_db_path(db)
     try:
-        if not has_table(con, "model_blocks"):
-            return []
-        return [tuple(r) for r in con.execute(sql("model_blocks_active")).fetchall()]  # type: ignore[misc]
-    finally:
-        con.close()
+        return _active_blocks(db)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
@@ -276,16 +265,14 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
     """
     con = open_readwrite(db)
     try:
-        if not has_table(con, "model_blocks"):
+        if not has_blocks_table(con):
             raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
-        rules = sorted({r[1] for r in con.execute(sql("model_blocks_active")).fetchall() if r[0] == model})
+        rules = sorted({r[1] for r in active_rows(con) if r[0] == model})
         log = _audit_writer(con, key)  # before the lift: a bad key changes nothing
         try:
-            lifted = one(con, sql("model_blocks_lift"), {
-                "model": model, "at": datetime.now(UTC), "by": by, "note": note,
-            })[0]
+            lifted = lift_blocks(con, model, at=datetime.now(UTC), by=by, note=note)
             if lifted == 0:
-                active = ", ".join(r[0] for r in con.execute(sql("model_blocks_active")).fetchall()) or "none"
+                active = ", ".join(r[0] for r in active_rows(con)) or "none"
                 raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
             if log is not None:
                 log.append("model_unblocked", actor=by,

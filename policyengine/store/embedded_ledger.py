@@ -1,9 +1,12 @@
-"""The embedded budget ledger: running totals and reservations in a DuckDB file, one process.
+"""The embedded budget ledger: running totals in a DuckDB file, reservations in memory, one process.
 
 A DuckDB file has one writing process at a time, so this ledger serves every
-thread of that process from memory (running totals per calendar window and the
-live holds, written through to the file) and serialises reserve/settle/release
-with one lock: an admitted estimate is checked and held in one step.
+thread of that process from memory (running totals per calendar window,
+written through to the file) and serialises reserve/settle/release with one
+lock: an admitted estimate is checked and held in one step. Holds live only in
+memory: they belong to calls in flight in this process, so when the process
+ends they end with it (nothing to expire on the next open), and a reservation
+costs no disk write (a DuckDB commit is milliseconds; settling pays one).
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ class EmbeddedLedger:
 
     Pass a path (created if needed) or an open connection that the orchestrator
     or audit log already use: the ledger then works on its own cursor of it.
-    Holds that were live when a process died are loaded again on open and
-    released by ``expire`` once their deadline passes.
+    Holds not settled or released are released by ``expire`` once their
+    deadline passes (or when the process ends).
     """
 
     def __init__(self, path_or_connection: str | Path | duckdb.DuckDBPyConnection) -> None:
@@ -51,8 +54,6 @@ class EmbeddedLedger:
         self._total_sql = _sql("budget_total")
         with self._lock:
             self._conn.execute(_sql("budget_create"))
-            for rid, scope, unit, amount, at, expires in self._conn.execute(_sql("budget_reservations_all")).fetchall():
-                self._hold(Reservation(rid, scope, unit, float(amount), utc(at), utc(expires)))
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -117,7 +118,6 @@ class EmbeddedLedger:
             del self._held[(r.scope_key, r.unit)]
         else:
             self._held[(r.scope_key, r.unit)] = left
-        self._conn.execute(_sql("budget_reservation_drop"), [rid])
         return True
 
     def _expire_locked(self, now: datetime) -> int:
@@ -137,26 +137,20 @@ class EmbeddedLedger:
             if spent + self._held.get((scope_key, unit), 0.0) + estimate > float(limit):
                 return None
             r = Reservation(uuid.uuid4().hex, scope_key, unit, estimate, t, t + ttl)
-            self._conn.execute(_sql("budget_reservation_add"),
-                               [r.id, scope_key, unit, estimate, _naive(r.at), _naive(r.expires_at)])
             self._hold(r)
             return r
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         with self._lock:
-            held = self._holds.get(reservation.id)
             self._conn.execute("BEGIN")
             try:
-                if held is not None:
-                    self._unhold(reservation.id)
                 self._charge_locked(reservation.scope_key, reservation.unit, float(actual), reservation.at)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 self._totals.clear()
-                if held is not None and held.id not in self._holds:
-                    self._hold(held)  # the hold is still in the file: keep it until expiry
-                raise
+                raise  # the hold stays until released or expired
+            self._unhold(reservation.id)
 
     def release(self, reservation: Reservation) -> None:
         with self._lock:

@@ -1,8 +1,8 @@
 -- budget_create: the budget ledger tables (owned by policyengine/store/embedded.py).
 -- budget_usage keeps usage per calendar UTC hour (any window is a sum of hours);
 -- budget_totals keeps running totals per hour, day and month window, so the
--- usage a decision reads is one row, however long the history;
--- budget_reservations holds estimates admitted but not yet settled.
+-- usage a decision reads is one row, however long the history. (Reservations
+-- of the embedded ledger live in its process's memory.)
 CREATE TABLE IF NOT EXISTS budget_usage (
     scope_key  VARCHAR   NOT NULL,  -- "workflow:invoice-exceptions", "model:frontier_llm", ...
     unit       VARCHAR   NOT NULL,  -- "tokens" or a currency code such as "USD"
@@ -17,14 +17,6 @@ CREATE TABLE IF NOT EXISTS budget_totals (
     period_start TIMESTAMP NOT NULL,  -- UTC start of the calendar window
     amount       DOUBLE    NOT NULL,
     PRIMARY KEY (scope_key, unit, period, period_start)
-);
-CREATE TABLE IF NOT EXISTS budget_reservations (
-    id         VARCHAR   PRIMARY KEY,
-    scope_key  VARCHAR   NOT NULL,
-    unit       VARCHAR   NOT NULL,
-    amount     DOUBLE    NOT NULL,
-    charged_at TIMESTAMP NOT NULL,  -- UTC instant the usage will be charged to
-    expires_at TIMESTAMP NOT NULL   -- UTC: released by expiry after this
 );
 -- A ledger written before running totals existed gets them from its hours, once.
 INSERT INTO budget_totals
