@@ -370,3 +370,22 @@ def test_guard_that_overruns_its_time_budget_fails_closed(tmp_path: Path) -> Non
                 client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hello"}])
     assert caught.value.status_code == 503 and caught.value.body["code"] == "guard_failed"
     assert received(record) == []
+
+
+@pytest.mark.slow
+def test_budget_in_a_ledger_file_survives_a_restart(tmp_path: Path) -> None:
+    def call(gateway: Process) -> str:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-budget", max_retries=0)
+        try:
+            client.chat.completions.create(model="small", messages=[{"role": "user", "content": "spend"}],
+                                           max_tokens=4000)
+            return "ok"
+        except openai.RateLimitError as error:
+            return error.body["code"]
+
+    with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
+        config = write_config(tmp_path, upstream.url)
+        with start_gateway(tmp_path, config, "--ledger", "budgets.duckdb") as gateway:
+            assert [call(gateway) for _ in range(3)] == ["ok", "ok", "budget_exhausted"]  # 2 x 4,002 of 10,000
+        with start_gateway(tmp_path, config, "--ledger", "budgets.duckdb") as gateway:
+            assert call(gateway) == "budget_exhausted"  # the spend was kept in the ledger file

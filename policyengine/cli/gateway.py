@@ -21,7 +21,7 @@ def _fail(message: str) -> None:
 @click.option("--providers", metavar="YAML", help="Model -> OpenAI-compatible upstream; unlisted models: simulator.")
 @click.option("--db", metavar="FILE", help="Audit database (default policyengine.duckdb).")
 @click.option("--key", metavar="KEYFILE", help="Ed25519 key that signs the audit log (created if missing).")
-@click.option("--ledger", metavar="DB", help="DuckDB budget ledger file (default: in memory).")
+@click.option("--ledger", metavar="DB", help="Budget ledger: DuckDB file or postgresql://... (default: in memory).")
 @click.option("--rate-limits", metavar="URL",
               help="redis://HOST:PORT/DB to share per-minute limits (default: in process).")
 @click.option("--host", metavar="ADDR", help="Address to listen on (default 127.0.0.1).")

@@ -1,7 +1,7 @@
 """Start the gateway: load keys, providers and policy, open the audit log and budget ledger, serve with uvicorn.
 
 One process, one audit writer (the decision server's ``DurableAudit``), one
-budget ledger (``policyengine.store``'s DuckDB ledger: a file with ``ledger``,
+budget ledger (``policyengine.store``'s: a DuckDB file or PostgreSQL with ``ledger``,
 else in memory) that every call reserves in before it goes upstream.
 """
 
@@ -65,20 +65,25 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         raise GatewayStartError(str(error)) from None
     from ..reporting.errors import ReportError
     from ..reporting.monitor import blocked_models
-    from ..store.embedded_ledger import EmbeddedLedger
+    from ..store import open_store
 
     try:
         blocked = blocked_models(config.db)
     except ReportError:
         blocked = frozenset()
-    try:
-        ledger: Any = EmbeddedLedger(config.ledger) if config.ledger else MemoryReservingLedger()
-    except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
-        raise GatewayStartError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
+    store: Any = None
+    ledger: Any = MemoryReservingLedger()
+    if config.ledger:  # a DuckDB file, or postgresql://... to share budgets between gateway processes and hosts
+        try:
+            store = open_store(config.ledger)
+        except StoreError as error:
+            raise GatewayStartError(str(error)) from None
+        ledger = store.ledger
     try:
         log = AuditLog(config.db, key)
     except AuditError as error:
-        ledger.close()
+        if store is not None:
+            store.close()
         raise GatewayStartError(str(error)) from None
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
@@ -102,5 +107,6 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     finally:
         audit.close()
         holder.close()
-        ledger.close()
+        if store is not None:
+            store.close()
     return 0
