@@ -69,6 +69,11 @@ escalate large_calls
     to role reviewer
     within 1h else deny
 
+escalate big_needs_review
+    when resource.id == "big" and context.review == true
+    to role reviewer
+    within 1h else deny
+
 rule no_prompt_injection
     deny any to invoke model "*"
     when context.guard.prompt_injection >= 0.8
@@ -85,6 +90,7 @@ KEYS = {
     "sk-test-pii": {"principal": {"id": "eve", "roles": ["caller"]}, "data": {"classification": "pii", "origin": "DE"}},
     "sk-test-denied": {"principal": {"id": "alice", "roles": ["analyst"]}},
     "sk-test-budget": {"principal": {"id": "bud", "roles": ["budgeted"]}},
+    "sk-test-review": {"principal": {"id": "rev", "roles": ["caller"]}, "context": {"review": True}},
     "sk-test-limited": {"principal": {"id": "lim", "roles": ["caller"]}, "limits": {"requests_per_minute": 2}},
 }
 
@@ -279,6 +285,14 @@ def test_a_call_that_needs_approval_gets_403_naming_the_approval(env: Env) -> No
     body = caught.value.body
     assert body["code"] == "approval_required" and body["rule"] == "gw.test.large_calls"
     assert body["approvals"][0]["gate"] == "gw.test.large_calls" and body["approvals"][0]["role"] == "reviewer"
+
+
+def test_an_approval_gate_on_the_requested_model_is_not_rerouted_around(env: Env) -> None:
+    before = len(env.sent())
+    with pytest.raises(openai.PermissionDeniedError) as caught:  # big's fallback small is allowed, but big escalates
+        env.client("sk-test-review").chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.body["code"] == "approval_required" and caught.value.body["rule"] == "gw.test.big_needs_review"
+    assert len(env.sent()) == before
 
 
 def test_rate_limit_is_429_with_retry_after(env: Env) -> None:

@@ -265,7 +265,11 @@ class GatewayApp(DecisionApp):
 
     def _candidates(self, active: ActivePolicy, key: VirtualKey, model: str, tokens: float,
                     guard: dict[str, Any], call: Call) -> list[tuple[str, dict[str, Any]]]:
-        """The allowed models for a call to ``model``, in order: the model, then its fallbacks."""
+        """The allowed models for a call to ``model``, in order: the model, then its fallbacks.
+
+        Like a policy ``route``: denied models are skipped (rerouted), and when the first model
+        not denied needs an approval, the call gets 403 naming it rather than a way around the gate.
+        """
         registry = active.policy.compiled.registry
         if model not in registry and model not in self.upstreams:
             raise GatewayError(404, f"the model {model!r} does not exist (not declared in the policy)",
@@ -280,6 +284,8 @@ class GatewayApp(DecisionApp):
                                    "rules": [r["rule"] for r in decision["reasons"]]})
             if decision["effect"] == "allow":
                 allowed.append((name, request))
+            elif decision["effect"] == "escalate" and not allowed:
+                raise self._refusal(active, [decision])  # as a route: the first model not denied decides
             elif name == model:
                 first_refusal = decision
         if not allowed:
