@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,8 @@ KEYS = {
     "sk-test-denied": {"principal": {"id": "alice", "roles": ["analyst"]}},
     "sk-test-budget": {"principal": {"id": "bud", "roles": ["budgeted"]}},
     "sk-test-review": {"principal": {"id": "rev", "roles": ["caller"]}, "context": {"review": True}},
+    "sk-test-team-a": {"principal": {"id": "ta", "roles": ["caller"]}, "team": "ops"},
+    "sk-test-team-b": {"principal": {"id": "tb", "roles": ["caller"]}, "team": "ops"},
     "sk-test-limited": {"principal": {"id": "lim", "roles": ["caller"]}, "limits": {"requests_per_minute": 2}},
 }
 
@@ -112,7 +115,8 @@ class Env:
 def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = None) -> Path:
     (cwd / "gw.policy").write_text(POLICY, encoding="utf-8")
     keys = [{"sha256": hashlib.sha256(k.encode()).hexdigest(), "name": k, **spec} for k, spec in KEYS.items()]
-    (cwd / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}), encoding="utf-8")
+    teams = {"ops": {"limits": {"requests_per_minute": 3}}}
+    (cwd / "keys.yaml").write_text(yaml.safe_dump({"keys": keys, "teams": teams}), encoding="utf-8")
     base = upstream_url + "/v1"
     providers = {"defaults": {"timeout_s": 10, "retries": 1}, "models": {
         "small": {"base_url": base, "model": "small-up"},
@@ -295,7 +299,15 @@ def test_an_approval_gate_on_the_requested_model_is_not_rerouted_around(env: Env
     assert len(env.sent()) == before
 
 
+def clear_of_a_minute_boundary() -> None:
+    """Rate limits count in fixed one-minute windows: start a short sequence early in one."""
+    second = time.time() % 60
+    if second > 45:
+        time.sleep(60.5 - second)
+
+
 def test_rate_limit_is_429_with_retry_after(env: Env) -> None:
+    clear_of_a_minute_boundary()
     client = env.client("sk-test-limited")
     for _ in range(2):
         client.chat.completions.create(model="small", messages=[{"role": "user", "content": "x"}])
@@ -303,6 +315,16 @@ def test_rate_limit_is_429_with_retry_after(env: Env) -> None:
         client.chat.completions.create(model="small", messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["code"] == "rate_limited"
     assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
+def test_team_limit_is_shared_by_the_teams_keys(env: Env) -> None:
+    clear_of_a_minute_boundary()
+    first, second = env.client("sk-test-team-a"), env.client("sk-test-team-b")
+    for client in (first, first, second):
+        client.chat.completions.create(model="small", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError) as caught:
+        second.chat.completions.create(model="small", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.body["rule"] == "<rate-limit:team ops>"
 
 
 def test_embeddings_are_decided_and_relayed(env: Env) -> None:

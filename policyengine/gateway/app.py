@@ -236,14 +236,21 @@ class GatewayApp(DecisionApp):
         checks = [(f"key:{key.key_id}", key.limits, "key")]
         if key.team is not None and key.team in self.teams:
             checks.append((f"team:{key.team}", self.teams[key.team], f"team {key.team}"))
+        taken: list[tuple[str, float]] = []
         for name, limits, who in checks:
             for unit, limit, amount in (("requests", limits.requests_per_minute, 1),
                                         ("tokens", limits.tokens_per_minute, tokens)):
-                if limit is not None and not self.limiter.acquire(f"{name}:{unit}", amount, limit=limit, per=60.0):
-                    wait = 60 - time.time() % 60  # fixed one-minute windows
-                    raise GatewayError(429, f"rate limit of {who}: {limit:g} {unit} per minute", "rate_limited",
-                                       rule=f"<rate-limit:{who}>",
-                                       headers=[(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+                if limit is None:
+                    continue
+                if self.limiter.acquire(f"{name}:{unit}", amount, limit=limit, per=60.0):
+                    taken.append((f"{name}:{unit}", amount))
+                    continue
+                for counter, given in taken:  # all or nothing: a refused call uses none of the other limits
+                    self.limiter.acquire(counter, -given, limit=1e18, per=60.0)
+                wait = 60 - time.time() % 60  # fixed one-minute windows
+                raise GatewayError(429, f"rate limit of {who}: {limit:g} {unit} per minute", "rate_limited",
+                                   rule=f"<rate-limit:{who}>",
+                                   headers=[(b"retry-after", str(max(1, math.ceil(wait))).encode())])
 
     def _refusal(self, active: ActivePolicy, decisions: list[dict[str, Any]]) -> GatewayError:
         """The error for a call whose every candidate model the policy refused (first candidate's reasons)."""
