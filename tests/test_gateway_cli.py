@@ -11,7 +11,7 @@ import openai
 import pytest
 import yaml
 from gateway_process import start_gateway
-from server_process import verify
+from server_process import audit_records, verify
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gateway" / "gateway.yaml"
 
@@ -34,6 +34,10 @@ def test_shipped_example_serves_the_two_documented_keys(tmp_path: Path) -> None:
             denied.chat.completions.create(model="classifier_small", messages=[{"role": "user", "content": "x"}])
         assert caught.value.body["rule"] == "<default-deny>"
     assert (tmp_path / "gateway.key").exists()  # created on first start
+    calls = [p for e, p in audit_records(tmp_path / "gateway.duckdb").values() if e == "model_call"]
+    assert len(calls) == 4 and [c["status"] for c in calls] == ["ok", "ok", "ok", "denied"]
+    assert all(c["prompt_sha256"] and "prompt_masked" not in c for c in calls)  # audit_prompts: hash
+    assert "classify: duplicate invoice" not in str(calls)
     result = verify(tmp_path, tmp_path / "gateway.duckdb", tmp_path / "gateway.key")
     assert result.returncode == 0, result.stdout + result.stderr
 
