@@ -55,7 +55,9 @@ class Approval(BaseModel):
     gate: str
     approver: str
     roles: tuple[str, ...] | None = None
-    ts: str | None = None
+    ts: str | None = None  # when it was given (ISO 8601): it counts for 7 days (``approval_binding``)
+    run_id: str | None = None  # the run it approves (the request's ``context.run_id``)...
+    request_hash: str | None = None  # ...or the request itself (``approval_binding.request_hash``)
 
 
 class Request(BaseModel):

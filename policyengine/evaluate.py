@@ -26,6 +26,8 @@ from typing import Any
 from .budgets import BudgetLedger, utc, window_bounds, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
+from .approval_binding import binding_errors
+from .identity import IdentityError, canonical_identity
 
 _CACHE_LIMIT = 50_000
 _EMPTY: dict[str, Any] = {}
@@ -144,6 +146,11 @@ class Evaluator:
             ctx = self.context(request)
             if ctx.__class__ is not Ctx:
                 return ctx  # a deny Decision for a malformed request or undeclared agent
+            if ctx.approvals:  # replayed or foreign approvals deny the request
+                shown = request.model_dump(exclude_none=True) if isinstance(request, Request) else request
+                unbound = binding_errors(shown, now)
+                if unbound:
+                    return self._malformed(unbound)
             if ctx.rid is None:
                 out = self._routed(ctx, now, directory)
             else:
@@ -291,6 +298,11 @@ class Evaluator:
             if gate.__class__ is not str or approver.__class__ is not str:
                 errors.append(f"approvals[{i}]: needs string fields gate and approver")
                 continue
+            try:
+                approver = canonical_identity(approver, f"approvals[{i}].approver")
+            except IdentityError as exc:
+                errors.append(str(exc))
+                continue
             if roles is not None and (not isinstance(roles, (list, tuple)) or not all(isinstance(x, str) for x in roles)):
                 errors.append(f"approvals[{i}].roles: must be a list of strings")
                 continue
@@ -432,11 +444,18 @@ class Evaluator:
         claims are then ignored, as an agent's claimed roles are); without one,
         the entry's roles count.
         """
+        requester = None
         for gate, approver, roles in c.approvals:
             if gate != gate_id and gate != gate_name:
                 continue
-            if distinct and approver == c.pid:
-                continue
+            if distinct:
+                if requester is None:
+                    try:
+                        requester = canonical_identity(c.pid)
+                    except IdentityError:
+                        return False  # a requester without a canonical id cannot be told apart from an approver
+                if approver == requester:
+                    continue
             if directory is not None:
                 roles = directory.get(approver)
             if not roles or isinstance(roles, str):

@@ -5,7 +5,8 @@ UTF-8, or a syntax error each become one ``Finding`` and loading carries on with
 the other files, so ``check`` can report every broken file at once.
 
 Parsing is cached by content. A file's parse result (tree or syntax finding) is
-stored under the sha256 of its path and bytes, in memory and as a pickle under
+stored under the sha256 of its path and bytes, in memory (least recently used
+evicted past ``_MEMORY_BYTES`` of source) and as a pickle under
 ``$XDG_CACHE_HOME/policyengine/parse`` (``~/.cache`` by default), so reloading
 unchanged files skips parsing. The cache folder is versioned by the grammar and
 the parser's own source, so a new parser never reads an old tree. A corrupt or
@@ -24,6 +25,7 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,8 +40,23 @@ from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
 __all__ = ["LoadResult", "load_files", "policy_paths", "cache_dir", "no_disk_cache"]
 
 _Parsed = ast.PolicyFile | Finding
-_MEMORY: dict[str, _Parsed] = {}
-_MEMORY_LIMIT = 50_000
+# In-memory parse results, least recently used first, weighed by the bytes of the source they came
+# from (a tree takes some 30x its source): bounded by bytes, so 100 edits of a 200 KB file do not
+# keep 100 trees (about 700 MB) alive. An entry larger than the whole budget is not kept.
+_MEMORY_BYTES = 8 * 1024 * 1024  # source bytes whose trees are kept
+
+
+class _ParseMemory(OrderedDict[str, tuple["_Parsed", int]]):
+    """key -> (parse result, source bytes), oldest use first; ``used`` is the sum of the weights."""
+
+    used = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.used = 0
+
+
+_MEMORY = _ParseMemory()
 _VERSION: str | None = None
 _DISK_LIMIT = 20_000  # most entries (one pickle per parsed file version) the on-disk cache keeps
 _PRUNE_EVERY = 256  # count the cache folder on a process's first write and then every this many
@@ -110,17 +127,20 @@ def _version() -> str:
     return _VERSION
 
 
-def _read_cached(key: str) -> _Parsed | None:
-    hit = _MEMORY.get(key)
-    if hit is not None or not _DISK.get():
-        return hit
+def _read_cached(key: str, size: int) -> _Parsed | None:
+    entry = _MEMORY.get(key)
+    if entry is not None:
+        _MEMORY.move_to_end(key)
+        return entry[0]
+    if not _DISK.get():
+        return None
     try:
         with open(cache_dir() / f"{key}.pickle", "rb") as handle, paused_gc():
             value = pickle.load(handle)
     except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "parse again"
         return None
     if isinstance(value, (ast.PolicyFile, Finding)):
-        _remember(key, value)
+        _remember(key, value, size)
         return value
     return None
 
@@ -169,14 +189,28 @@ def _maybe_prune(folder: Path) -> None:
             pass
 
 
-def _remember(key: str, value: _Parsed) -> None:
-    if len(_MEMORY) >= _MEMORY_LIMIT:
-        _MEMORY.clear()
-    _MEMORY[key] = value
+def _remember(key: str, value: _Parsed, size: int) -> None:
+    """Keep ``value`` (parsed from ``size`` bytes), evicting the least recently used beyond ``_MEMORY_BYTES``."""
+    weight = max(size, 1)
+    if weight > _MEMORY_BYTES:
+        return
+    old = _MEMORY.pop(key, None)
+    if old is not None:
+        _MEMORY.used -= old[1]
+    while _MEMORY and _MEMORY.used + weight > _MEMORY_BYTES:
+        _, (_, evicted) = _MEMORY.popitem(last=False)
+        _MEMORY.used -= evicted
+    _MEMORY[key] = (value, weight)
+    _MEMORY.used += weight
 
 
-def _write_cached(key: str, value: _Parsed) -> None:
-    _remember(key, value)
+def memory_cache_bytes() -> int:
+    """Source bytes whose parse results the in-memory cache holds now (at most ``_MEMORY_BYTES``)."""
+    return _MEMORY.used
+
+
+def _write_cached(key: str, value: _Parsed, size: int) -> None:
+    _remember(key, value, size)
     if not _DISK.get():
         return
     folder = cache_dir()
@@ -268,7 +302,7 @@ def _decode(name: str, data: bytes) -> str | Finding:
 def _parse(name: str, data: bytes, use_cache: bool) -> _Parsed:
     key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest() if use_cache else ""
     if use_cache:
-        cached = _read_cached(key)
+        cached = _read_cached(key, len(data))
         if cached is not None:
             return cached
     text = _decode(name, data)
@@ -279,7 +313,7 @@ def _parse(name: str, data: bytes, use_cache: bool) -> _Parsed:
     except PolicyError as error:
         result = error.findings[0]
     if use_cache:
-        _write_cached(key, result)
+        _write_cached(key, result, len(data))
     return result
 
 

@@ -128,8 +128,10 @@ def invoke(model="small", workflow="wf-1", tokens=None, cost_usd=None, approvals
         context["cost_usd"] = cost_usd
     request = {"principal": {"id": "ann", "roles": ["analyst"]}, "action": "invoke",
                "resource": {"kind": "model", "id": model}, "context": context}
-    if approvals:
-        request["approvals"] = approvals
+    if approvals:  # bound to this request and given at the test's NOW (docs/engine.md)
+        from policyengine.approval_binding import request_hash
+
+        request["approvals"] = [{"request_hash": request_hash(request), "ts": NOW.isoformat(), **a} for a in approvals]
     return request
 
 

@@ -214,6 +214,7 @@ def test_a_database_held_by_a_writer_process_is_reported_in_use(workdir: Path, t
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         (tmp_path / "next.key").write_bytes((workdir / "policyengine.key").read_bytes())
+        (tmp_path / "next.key").chmod(0o600)  # a private key others can read is used with a warning
         for command in DB_COMMANDS:
             result = run(workdir, *[a.format(tmp=tmp_path) for a in command], "--db", str(db))
             one_line_error(result, f"error: {db}: audit database is in use by another process (pid {holder.pid}); ")

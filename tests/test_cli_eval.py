@@ -376,8 +376,14 @@ DIRECTORY = "users:\n  mallory:\n    name: Mallory (a clerk)\n    roles: [clerk]
 
 
 def refund(approver: str, claimed: list[str]) -> dict:
-    return request(action="refund", kind="tool", rid="till",
-                   approvals=[{"gate": "refunds", "approver": approver, "roles": claimed}])
+    """A refund request with an approval bound to it (its request_hash) and given now."""
+    from datetime import UTC, datetime
+
+    from policyengine.approval_binding import request_hash
+
+    body = request(action="refund", kind="tool", rid="till")
+    return {**body, "approvals": [{"gate": "refunds", "approver": approver, "roles": claimed,
+                                   "request_hash": request_hash(body), "ts": datetime.now(UTC).isoformat()}]}
 
 
 CLAIMS = [

@@ -100,7 +100,7 @@ def test_rejection_and_deadline_expiry_from_the_command_line(work):
     assert "rejected by alice; run rejected, outcome queued_for_review" in out.stdout
 
     later = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
-    out = pe("runs", "expire", "--now", later, cwd=work)
+    out = pe("runs", "expire", "--now", later, "--clock-override", cwd=work)
     assert out.stdout.startswith(f"{second}\tinvoice-exceptions\texpired")
     refused = pe("approve", second, "--as", "alice", cwd=work, ok=False)
     assert "is not waiting for approval: its approval deadline passed" in refused.stderr
@@ -298,7 +298,7 @@ def test_looking_at_runs_needs_no_key_and_writes_nothing(work, tmp_path_factory)
     refused = pe("approve", run_id, "--as", "alice", "--db", db, cwd=other, ok=False)
     assert refused.returncode == 1 and "the log is signed by key" in refused.stderr
     # the next writing command records the expiry
-    assert pe("runs", "expire", "--now", later, cwd=work).stdout.startswith(f"{run_id}\tinvoice-exceptions\texpired")
+    assert pe("runs", "expire", "--now", later, "--clock-override", cwd=work).stdout.startswith(f"{run_id}\tinvoice-exceptions\texpired")
     assert _pending_and_records(work / "policyengine.duckdb")[0] == ["expired"]
 
 
@@ -444,13 +444,13 @@ def test_approve_and_reject_take_now_like_runs_expire(work):
                          "--json", cwd=work).stdout)["runs"]
     first, second = (r["run_id"] for r in runs)
     soon = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
-    out = pe("reject", first, "--as", "alice", "--now", soon.isoformat(), cwd=work)
+    out = pe("reject", first, "--as", "alice", "--now", soon.isoformat(), "--clock-override", cwd=work)
     assert "rejected by alice; run rejected" in out.stdout
     with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
         (decided,) = conn.execute("SELECT decided_at FROM orch_approvals WHERE run_id = ?", [first]).fetchone()
     assert decided == soon.replace(tzinfo=None)
     later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
-    refused = pe("approve", second, "--as", "alice", "--now", later, cwd=work, ok=False)
+    refused = pe("approve", second, "--as", "alice", "--now", later, "--clock-override", cwd=work, ok=False)
     assert "its approval deadline passed" in refused.stderr
     bad = pe("approve", second, "--as", "alice", "--now", "tomorrow", cwd=work, ok=False)
     assert bad.returncode == 2 and "is not an ISO 8601 time" in bad.stderr

@@ -55,8 +55,11 @@ class Case:
         resource = {"kind": self.kind}
         if self.rid is not None:
             resource["id"] = self.rid
+        context = {**self.context, "run_id": "r-example"} if self.approvals else self.context
+        given = NOW.isoformat()  # approvals are bound to the request's run and given at the decision time
         return {"principal": self.principal, "action": self.action, "resource": resource,
-                "data": self.data, "context": self.context, "approvals": list(self.approvals)}
+                "data": self.data, "context": context,
+                "approvals": [{"run_id": "r-example", "ts": given, **a} for a in self.approvals]}
 
 
 ALICE = user("alice", "analyst")

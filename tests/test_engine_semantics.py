@@ -329,8 +329,12 @@ GATE = P + "big_spend"
 
 
 def pay(amount=20_000, approvals=None, roles=("ops",), pid="bob", vendor="acme"):
+    """A payment request; its approvals are bound to its run and given now (docs/engine.md)."""
+    from datetime import UTC, datetime
+
+    bound = [{"run_id": "r-pay", "ts": datetime.now(UTC).isoformat(), **a} for a in approvals or ()] or None
     return req(roles=roles, pid=pid, action="pay", kind="tool", rid="bank",
-               context={"amount": amount, "vendor": vendor}, approvals=approvals)
+               context={"amount": amount, "vendor": vendor, "run_id": "r-pay"}, approvals=bound)
 
 
 GATES = [

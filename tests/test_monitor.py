@@ -239,7 +239,7 @@ def keyed(tmp_path):
 
 def test_monitor_command_blocks_and_models_unblock_lifts(keyed, tmp_path):
     db, rules, key = keyed
-    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--format", "json", cwd=tmp_path)
+    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--clock-override", "--format", "json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = {row["rule"]: row for row in json.loads(r.stdout)}
     assert rows["risk.classifier_confidence"]["breach"] is True
@@ -258,7 +258,7 @@ def test_monitor_command_blocks_and_models_unblock_lifts(keyed, tmp_path):
     assert events == [{"actor": "risk", "key_id": key.key_id, "payload": {
         "model": "classifier_small", "rules": ["risk.classifier_confidence"], "by": "risk", "note": "retrained",
         "lifted": 1}}]
-    failing = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--fail-on-breach",
+    failing = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--clock-override", "--fail-on-breach",
                  cwd=tmp_path)
     assert failing.returncode == 1
     verified = pe("audit", "verify", "--db", db, cwd=tmp_path)  # alerts and the unblock are signed and chained
@@ -268,7 +268,7 @@ def test_monitor_command_blocks_and_models_unblock_lifts(keyed, tmp_path):
 def test_monitor_records_alerts_by_default_with_the_key_in_the_working_directory(keyed, tmp_path):
     """Issue 6: `policyengine monitor [--db FILE]` records each result as a signed alert event."""
     db, rules, key = keyed
-    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", cwd=tmp_path)
+    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--clock-override", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "not recorded" not in r.stderr
     alerts = json.loads(pe_inprocess("query", "SELECT payload ->> '$.rule' AS rule, key_id FROM audit_log "
@@ -322,8 +322,8 @@ def test_models_unblock_without_a_key_keeps_the_lift_in_model_blocks(setup, tmp_
 
 def test_an_escalation_stays_open_for_its_role_until_an_approval_for_the_rule(keyed, tmp_path):
     db, rules, _ = keyed
-    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", cwd=tmp_path).returncode == 0
-    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T13:00:00Z", cwd=tmp_path).returncode == 0
+    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--clock-override", cwd=tmp_path).returncode == 0
+    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T13:00:00Z", "--clock-override", cwd=tmp_path).returncode == 0
     items = json.loads(pe_inprocess("report", "open_escalations", "--db", db, "--format", "json").stdout)
     assert [(i["role"], i["rule"], i["model"], i["latest_value"], i["runs"]) for i in items] == [
         ("model_risk", "risk.payment_fairness", "classifier_small", 0.5, 2)]
@@ -397,7 +397,7 @@ def test_monitor_signs_each_result_into_the_real_audit_log(tmp_path):
     rules = tmp_path / "risk.policy"
     rules.write_text(POLICY)
     later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
-    r = pe("monitor", "--db", db, "--rules", rules, "--key", tmp_path / "monitor.pem", "--now", later,
+    r = pe("monitor", "--db", db, "--rules", rules, "--key", tmp_path / "monitor.pem", "--now", later, "--clock-override",
            "--format", "json")
     assert r.returncode == 0, r.stderr
     assert "not recorded" not in r.stderr

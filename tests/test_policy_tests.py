@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
+from policyengine.approval_binding import request_hash
 from policyengine.testing.cases import DEFAULT_NOW, load_test_file
 from policyengine.testing.coverage import CoverageCollector
 from policyengine.testing.junit import junit_xml
@@ -205,7 +206,9 @@ def test_fixtures_and_shorthands_expand_to_the_request_shape(tmp_path: Path) -> 
         "resource": {"kind": "dataset", "id": "orders/7", "attrs": {"size": 3}},
         "data": {"classification": "internal"},
         "context": {"tokens": 10},
-        "approvals": [{"gate": "shop.big_refund", "approver": "b-1", "roles": ["manager"]}],
+        "approvals": [{"gate": "shop.big_refund", "approver": "b-1", "roles": ["manager"],
+                       # bound to this case's request and given at its now (docs/policy-tests.md)
+                       "ts": "2026-05-01T08:30:00Z", "request_hash": request_hash(first.request)}],
     }
     assert first.now.isoformat() == "2026-05-01T08:30:00+00:00"
     assert second.request["principal"] == {"id": "pricing_bot", "type": "agent", "roles": [], "attrs": {}}

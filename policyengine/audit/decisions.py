@@ -58,11 +58,17 @@ def decision_event(request: Any, decision: Any, step: str | None = None, *,
 @contextmanager
 def record_decisions(
     db: str | os.PathLike[str], key_path: str | os.PathLike[str], *, masking: Masking = NO_MASKING,
-    run_id: str | None = None,
+    run_id: str | None = None, clock_override: dict[str, Any] | None = None,
 ) -> Iterator[Callable[[Any, Any], int]]:
-    """Open the log and yield ``record(request, decision) -> seq``; closes (and signs) on exit."""
+    """Open the log and yield ``record(request, decision) -> seq``; closes (and signs) on exit.
+
+    ``clock_override`` (the payload of a ``clock_override`` event) is recorded first
+    when the decisions are made as of a time other than now.
+    """
     key = load_private_key(key_path)
     with AuditLog(db, key, masking=masking) as log:
+        if clock_override is not None:
+            log.append("clock_override", run_id=run_id, payload=clock_override)
 
         def record(request: Any, decision: Any) -> int:
             try:

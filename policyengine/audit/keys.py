@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,33 +89,86 @@ class SigningKey:
         return cls(PublicKey.from_key(key.public_key()), key)
 
 
-def generate_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> SigningKey:
-    """Create a new key at ``path`` (mode 0600) and its ``.pub.pem`` beside it."""
+def _write_new(directory: Path, prefix: str, data: bytes) -> Path:
+    """Write ``data`` to a new temp file in ``directory`` (O_EXCL, O_NOFOLLOW, mode 0600), synced; removed on failure."""
+    for _ in range(100):
+        tmp = directory / f".{prefix}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+    raise FileExistsError(f"{directory}: cannot find a free temporary name")
+
+
+def _stale(path: Path) -> bool:
+    """An empty regular file where a key should be: the leftover of a crash or a full disk, not a key."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def generate_key(path: str | os.PathLike[str], *, overwrite: bool = False, exist_ok: bool = False) -> SigningKey:
+    """Create a new key at ``path`` (mode 0600) and its ``.pub.pem`` beside it, atomically.
+
+    Both halves are written to temp files in the same folder (O_EXCL, no symlink
+    followed) and put in place only when complete: a full disk or a crash never
+    leaves a partial key, and a symlink at either path is replaced, never written
+    through. The private key is published with ``link`` (fails if the path
+    exists), so of two processes creating the same key one wins; with
+    ``exist_ok`` the other loads the winner's key instead of failing. An empty
+    file at ``path`` (left by an older version on a full disk) is replaced.
+    """
     path = Path(path)
     key = SigningKey.from_key(Ed25519PrivateKey.generate())
     pem = key.key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    directory = path.parent
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise AuditError(f"{path}: already exists; refusing to overwrite a signing key") from None
+        private_tmp = _write_new(directory, path.name, pem)
     except OSError as err:
-        raise AuditError(f"{path}: cannot create key file ({err.strerror})") from None
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    os.chmod(path, 0o600)
-    public_key_path(path).write_text(key.public.pem, encoding="ascii")
+        raise AuditError(f"{path}: cannot create key file ({err.strerror or err})") from None
+    try:
+        if overwrite or _stale(path):
+            os.replace(private_tmp, path)
+        else:
+            try:
+                os.link(private_tmp, path, follow_symlinks=False)
+            except FileExistsError:
+                if exist_ok:
+                    return load_private_key(path)
+                raise AuditError(f"{path}: already exists; refusing to overwrite a signing key") from None
+        public_tmp = _write_new(directory, public_key_path(path).name, key.public.pem.encode("ascii"))
+        os.chmod(public_tmp, 0o644)
+        os.replace(public_tmp, public_key_path(path))
+    except OSError as err:
+        raise AuditError(f"{path}: cannot create key file ({err.strerror or err})") from None
+    finally:
+        private_tmp.unlink(missing_ok=True)
     return key
 
 
 def load_private_key(path: str | os.PathLike[str]) -> SigningKey:
-    """Read a PKCS#8 PEM Ed25519 private key written by ``generate_key``."""
+    """Read a PKCS#8 PEM Ed25519 private key written by ``generate_key``; warn if others may read it."""
     try:
         data = Path(path).read_bytes()
+        mode = os.stat(path).st_mode
     except OSError as err:
         raise AuditError(f"{path}: cannot read signing key ({err.strerror})") from None
+    if mode & 0o077 and os.name == "posix":
+        sys.stderr.write(f"warning: {path}: signing key is readable by other users (mode {stat.S_IMODE(mode):04o}); "
+                         f"restrict it with `chmod 600 {path}`\n")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):

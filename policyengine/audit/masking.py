@@ -2,9 +2,18 @@
 
 Fields are named by RFC 6901 JSON pointers into the payload (``/request/data/ssn``),
 as in OPA's decision-log masking; a segment ``*`` matches every key of an object or
-every item of a list. The pointers that actually matched are recorded in the
-payload itself under ``_masked`` (``{"drop": [...], "hash": [...]}``), so an auditor
-sees what was removed without seeing the values. Hashing is SHA-256 over the
+every item of a list. The configured pointers that matched are recorded in the
+payload itself under ``_masked`` (``{"drop": [...], "hash": [...]}``), as written
+(with their ``*``), so an auditor sees what was removed without seeing the values
+or the names of the keys a ``*`` matched.
+
+Masking is applied by the audit writer (``AuditLog.append``) to every record of
+every event type, on the canonical shape of a request: attributes written beside
+a principal's or resource's ``id`` (``{"id": "sue", "email": ...}``) are what the
+engine reads as ``attrs``, so they are moved under ``attrs`` before the pointers
+apply and ``/request/principal/attrs/email`` masks them. Which config applies is
+resolved one way for every command (``masking_for``): ``--mask FILE``, else
+``policyengine.mask.yaml`` beside the database, else none. Hashing is SHA-256 over the
 value's canonical JSON; set ``salt_env`` to keep an HMAC key outside the config,
 because an unsalted hash of a low-entropy value (an SSN, a birth date) can be
 reversed by trying every value.
@@ -23,18 +32,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .canonical import canonical_bytes
+from .. import yamlfile
+from .canonical import CanonicalJSONError, canonical_bytes
 from .errors import AuditError
 
 MASKED_KEY = "_masked"
+MASK_NAME = "policyengine.mask.yaml"
 
 
 def parse_pointer(pointer: str, where: str = "masking") -> tuple[str, ...]:
@@ -61,7 +70,10 @@ class Masking:
         return not self.drop and not self.hash
 
     def hash_value(self, value: Any) -> str:
-        data = canonical_bytes(value)
+        try:
+            data = canonical_bytes(value)
+        except CanonicalJSONError:  # no canonical JSON (a lone surrogate, an integer beyond 2^53): hash its JSON
+            data = json.dumps(value, sort_keys=True, ensure_ascii=True, default=repr).encode("ascii")
         if self.salt:
             return "hmac-sha256:" + hmac.new(self.salt, data, hashlib.sha256).hexdigest()
         return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -70,17 +82,48 @@ class Masking:
         """Return a masked copy of ``payload`` (the caller's dict is never changed)."""
         if self.empty:
             return payload
-        result: Any = payload
+        result: Any = canonical_request_shape(payload)
         dropped: list[str] = []
         hashed: list[str] = []
         for segments in self.hash:
-            result = _rewrite(result, segments, (), lambda v: self.hash_value(v), hashed)
+            hits: list[str] = []
+            result = _rewrite(result, segments, (), lambda v: self.hash_value(v), hits)
+            if hits:
+                hashed.append(_pointer_text(segments))  # as configured: a ``*`` never lists the keys it matched
         for segments in self.drop:
-            result = _rewrite(result, segments, (), None, dropped)
+            hits = []
+            result = _rewrite(result, segments, (), None, hits)
+            if hits:
+                dropped.append(_pointer_text(segments))
         if dropped or hashed:
             result = dict(result)
-            result[MASKED_KEY] = {"drop": sorted(dropped), "hash": sorted(hashed)}
+            result[MASKED_KEY] = {"drop": sorted(set(dropped)), "hash": sorted(set(hashed))}
         return result
+
+
+def canonical_request_shape(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its ``request``'s principal and resource in the shape the engine reads.
+
+    Keys beside ``id`` other than the known ones are attributes (``attrs`` wins
+    on a clash, as in ``policyengine.evaluate``); they move under ``attrs`` so
+    that pointers such as ``/request/principal/attrs/email`` find them.
+    """
+    request = payload.get("request")
+    if not isinstance(request, dict):
+        return payload
+    from ..evaluate import _PRINCIPAL_KEYS, _RESOURCE_KEYS  # the engine's own notion of the shape
+
+    changed = dict(request)
+    for part, known in (("principal", _PRINCIPAL_KEYS), ("resource", _RESOURCE_KEYS)):
+        node = request.get(part)
+        if not isinstance(node, dict):
+            continue
+        extra = {k: v for k, v in node.items() if k not in known}
+        attrs = node.get("attrs")
+        if not extra or (attrs is not None and not isinstance(attrs, dict)):
+            continue
+        changed[part] = {**{k: v for k, v in node.items() if k in known}, "attrs": {**extra, **(attrs or {})}}
+    return {**payload, "request": changed}
 
 
 def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
@@ -93,7 +136,7 @@ def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
     elif isinstance(node, list):
         if segment == "*":
             yield from enumerate(node)
-        elif segment.isdigit() and int(segment) < len(node):
+        elif segment.isascii() and segment.isdecimal() and int(segment) < len(node):
             yield int(segment), node[int(segment)]
 
 
@@ -122,15 +165,32 @@ def _rewrite(node: Any, segments: tuple[str, ...], path: tuple[str, ...], replac
 NO_MASKING = Masking()
 
 
+def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None) -> str | None:
+    """The masking config in force for a database: ``explicit``, else ``policyengine.mask.yaml`` beside it, else None."""
+    if explicit is not None:
+        return os.fspath(explicit)
+    if db is None:
+        return None
+    beside = os.path.join(os.path.dirname(os.fspath(db)), MASK_NAME)
+    return beside if os.path.isfile(beside) else None
+
+
+def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None) -> Masking:
+    """The ``Masking`` every command applies when writing to ``db`` (see ``mask_path_for``)."""
+    path = mask_path_for(db, explicit)
+    return load_masking(path) if path is not None else NO_MASKING
+
+
 def load_masking(path: str | os.PathLike[str]) -> Masking:
     """Read a masking config (YAML); errors name the file."""
     where = str(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise AuditError(f"{where}: cannot read masking config ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise AuditError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+        data = yamlfile.load(path, "masking config")
+    except yamlfile.YamlFileError as err:
+        if err.message.startswith("masking config is not valid YAML: "):
+            detail = err.message.removeprefix("masking config is not valid YAML: ")
+            raise AuditError(f"{where}: not valid YAML (line {err.line}: {detail})") from None
+        raise AuditError(str(err)) from None
     if data is None:
         return NO_MASKING
     if not isinstance(data, dict) or set(data) - {"drop", "hash", "salt_env"}:

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from .clock import clock_override_option, typed_time, writing_now
+
 # A place each decision is also sent to (the audit log, when ``--audit`` is given).
 DecisionSink = Callable[[Any, Any], object]
 
@@ -65,17 +67,8 @@ _CLAIMED_ROLES = ("approvals are judged by the roles the request claims for its 
                   "pass --directory FILE to judge them by a user directory")
 
 
-def _parse_now(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T12:00:00Z", param_hint="--now")
-
-
-def _audit_sink(audit: str | None, key: str | None,
-                mask: str | None) -> tuple[DecisionSink | None, Callable[[], object]]:
+def _audit_sink(audit: str | None, key: str | None, mask: str | None,
+                now: datetime | None = None) -> tuple[DecisionSink | None, Callable[[], object]]:
     """Hook for ``--audit PATH --key KEYFILE [--mask FILE]``: record every decision as an audit ``decision`` event.
 
     Uses ``policyengine.audit.record_decisions(path, key_path, masking=...)``: a
@@ -91,17 +84,17 @@ def _audit_sink(audit: str | None, key: str | None,
         return None, lambda: None
     if key is None:
         raise click.UsageError("--audit needs --key KEYFILE (the Ed25519 signing key)")
-    from policyengine.audit import record_decisions
+    from policyengine.audit import AuditError, record_decisions
+    from policyengine.audit.masking import masking_for
 
-    from policyengine.audit import NO_MASKING, AuditError, load_masking
+    try:  # --mask, else policyengine.mask.yaml beside the database, as every writing command
+        masking = masking_for(audit, mask)
+    except AuditError as error:  # names the file and what is wrong with it
+        _fail(str(error))
+    from policyengine.clock import clock_override_payload
 
-    masking = NO_MASKING
-    if mask is not None:
-        try:
-            masking = load_masking(mask)
-        except AuditError as error:  # names the file and what is wrong with it
-            _fail(str(error))
-    manager = record_decisions(audit, key, masking=masking)
+    extra = {"clock_override": clock_override_payload(now, "eval")} if now is not None else {}
+    manager = record_decisions(audit, key, masking=masking, **extra)
     try:
         record = manager.__enter__()
     except Exception as error:  # the audit package names the bad path or key in its own words
@@ -120,7 +113,10 @@ def _audit_sink(audit: str | None, key: str | None,
 @click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
               help="Where budget usage lives: a DuckDB file or postgresql://... shared by workers. "
                    "Env: POLICYENGINE_STATE.")
-@click.option("--now", "now_text", metavar="TIME", help="Decide as of this ISO 8601 UTC time (budgets, deadlines).")
+@click.option("--now", "now_text", metavar="TIME",
+              help="Decide as of this ISO 8601 UTC time (budgets, deadlines); with --audit only together with "
+                   "--clock-override (test-only, recorded).")
+@clock_override_option
 @click.option("--audit", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also record each decision in this audit database (needs --key).")
 @click.option("--key", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Signing key for --audit.")
@@ -131,8 +127,8 @@ def _audit_sink(audit: str | None, key: str | None,
                    "not from what the request claims.")
 @click.argument("more_rules", nargs=-1, metavar="[PATHS]...")
 def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str | None, state: str | None,
-                 now_text: str | None,
-                 audit: str | None, key: str | None, mask: str | None, directory_path: str | None,
+                 now_text: str | None, clock_override: bool, audit: str | None, key: str | None, mask: str | None,
+                 directory_path: str | None,
                  more_rules: tuple[str, ...]) -> None:
     """Decide requests against rule files; print one JSON decision per line.
 
@@ -149,7 +145,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     rules = (*rules, *more_rules)
     if not rules:
         raise click.UsageError("give the rule files: --rules PATH (a file or a folder of .policy files)")
-    now = _parse_now(now_text)
+    now = writing_now(now_text, clock_override, "eval --audit") if audit is not None else typed_time(now_text, "--now")
     directory = _load_directory(directory_path)
     stream = _open_input(source)
     budget_ledger = store = None
@@ -170,7 +166,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, ledger: str
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
-    sink, close_sink = _audit_sink(audit, key, mask)
+    sink, close_sink = _audit_sink(audit, key, mask, now)
     malformed = decided = 0
     warned = directory is not None
     try:

@@ -9,7 +9,7 @@ a usage error (exit 2).
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,6 +24,7 @@ from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
 from ..reporting.reports import list_reports, parse_param_args, run_named_report
 from ..store.files import DEFAULT_DB_PATH
+from .clock import clock_override_option, typed_time, writing_now
 
 DEFAULT_DB = str(DEFAULT_DB_PATH)
 
@@ -75,15 +76,8 @@ def _list() -> str:
 
 
 def _when(text: str | None, option: str) -> datetime | None:
-
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2026-11-01T00:00:00Z",
-                                 param_hint=option) from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """A report date or ``--now`` (one parser for every command: ``policyengine.clock``)."""
+    return typed_time(text, option)
 
 
 def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -198,6 +192,10 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
             text = render_rows(result, fmt)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
+    except OverflowError:  # a window reaching past year 1 or 9999 from a date at the calendar's edge
+        typed = ", ".join(f"--{k} {v}" for k, v in options.items() if k in ("since", "until") and v) or "the dates"
+        _fail(f"report {name}: {typed}: the window reaches beyond the calendar (years 0001 to 9999); "
+              f"choose dates further from its ends")
     except duckdb.Error as e:  # anything the library did not foresee is still one line
         _fail(f"report {name}: {first_line(e)}")
     _emit(text, output)
@@ -211,7 +209,7 @@ class _QueryCommand(click.Command):
     ``policyengine query -- "SQL"`` works as well.
     """
 
-    _VALUED = frozenset({"--db", "--format", "-o", "--output"})
+    _VALUED = frozenset({"--db", "--format", "-o", "--output", "--timeout", "--memory-limit", "--max-rows"})
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         args = list(args)
@@ -230,20 +228,29 @@ class _QueryCommand(click.Command):
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database (opened read-only).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", metavar="FILE", help="Write the result to FILE instead of stdout.")
-def query(sql: str, db: str, fmt: str, output: str | None) -> None:
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              metavar="SECONDS", help="Stop the statement after this many seconds.")
+@click.option("--memory-limit", default="1GB", show_default=True, metavar="SIZE",
+              help="DuckDB memory limit for the statement (e.g. 512MB, 2GB).")
+@click.option("--max-rows", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Refuse results with more rows than this (add a LIMIT).")
+def query(sql: str, db: str, fmt: str, output: str | None, timeout_s: float, memory_limit: str,
+          max_rows: int) -> None:
     """Run one read-only SQL statement on the audit database.
 
     Read statements are SELECT, WITH ... SELECT, FROM, VALUES, PIVOT, UNPIVOT,
     DESCRIBE, SUMMARIZE, SHOW and EXPLAIN; statements that write (INSERT, UPDATE,
-    DELETE, CREATE, COPY, ATTACH, ...) are refused; reading other files from SQL is
-    switched off. SQL may start with a `-- comment` line.
+    DELETE, CREATE, COPY, ATTACH, ...) are refused, also inside EXPLAIN ANALYZE;
+    reading other files from SQL is switched off. Each statement runs under
+    --timeout, --memory-limit and --max-rows. SQL may start with a `-- comment` line.
 
     \b
     policyengine query "SELECT event, count(*) FROM audit_log GROUP BY ALL" --db audit.duckdb
     policyengine query "PIVOT audit_log ON event USING count(*)"
     """
     try:
-        _emit(render_rows(run_query(db, sql), fmt), output)  # type: ignore[arg-type]
+        result = run_query(db, sql, timeout_s=timeout_s, memory_limit=memory_limit, max_rows=max_rows)
+        _emit(render_rows(result, fmt), output)  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:
@@ -302,11 +309,14 @@ def _signing_key(key: str | None, purpose: str) -> str:
               help=f"Signing key for the audit alert events (default: ./{DEFAULT_KEY}).")
 @click.option("--record/--no-record", default=True, show_default=True,
               help="Record results as signed alert events and apply `on breach` (--no-record: only print).")
-@click.option("--now", "now_text", metavar="TIME", help="Evaluate as of this UTC time (ISO 8601; default: now).")
+@click.option("--now", "now_text", metavar="TIME",
+              help="Evaluate as of this UTC time (ISO 8601; default: now); when recording only together with "
+                   "--clock-override (test-only, recorded).")
+@clock_override_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--fail-on-breach", is_flag=True, help="Exit 1 when any rule breaches (for CI and cron).")
-def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None, fmt: str,
-            fail_on_breach: bool) -> None:
+def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None,
+            clock_override: bool, fmt: str, fail_on_breach: bool) -> None:
     """Evaluate every bias and drift rule over the audit log and act on breaches.
 
     Each result is signed into the audit log as an `alert` event (key: --key,
@@ -317,7 +327,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
     """
     from ..reporting.monitor import run_monitor
 
-    now = _when(now_text, "--now")
+    now = writing_now(now_text, clock_override, "monitor") if record else _when(now_text, "--now")
     try:  # the database first: a missing key is no news if there is nothing to read
         open_readonly(db).close()
     except ReportError as e:
@@ -325,7 +335,8 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
     policy = _policy(_default_rules(rules))
     key_path = _signing_key(key, ", or --no-record to only print the results") if record else None
     try:
-        results, blocked = run_monitor(db, policy, key=key_path, now=now, record_results=record)
+        results, blocked = run_monitor(db, policy, key=key_path, now=now, record_results=record,
+                                       clock_override=now is not None)
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
+from .clock import clock_override_option, typed_time, writing_now
 
 _DB_HELP = "DuckDB database holding runs, budgets and the audit log."
 
@@ -38,14 +39,8 @@ def _fail(message: str) -> None:
 
 
 def _now(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T12:00:00Z",
-                                 param_hint="--now") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """``--now`` of a read-only command (an "as of" view)."""
+    return typed_time(value, "--now")
 
 
 _mask_option = click.option(
@@ -76,8 +71,9 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
                          + (" (created if missing)." if create_key else ".")),
             click.option("--rules", "rules", multiple=True, type=click.Path(exists=True, path_type=Path),
                          help="Rule files or folders (repeatable; default: the shipped rules/)."),
-            click.option("--directory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                         help="User directory YAML (who holds which role; default: the shipped one)."),
+            click.option("--directory", type=click.Path(dir_okay=False, path_type=Path), hidden=True,
+                         help="Refused: the user directory is the deployment's (policyengine.directory.yaml "
+                              "beside the database, else the shipped one)."),
             click.option("--providers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help="Model provider configuration YAML (default: the local simulator)."),
             _mask_option,
@@ -91,30 +87,29 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
 
 
 def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
-             mask: Path | None, *, create_key: bool = False, now: datetime | None = None) -> Any:
-    from ..orchestrator.session import (
-        Session,
-        SessionConfig,
-        default_directory,
-        default_rules,
-    )
+             mask: Path | None, *, create_key: bool = False, now: datetime | None = None,
+             command: str = "session") -> Any:
+    from ..orchestrator.session import DIRECTORY_NAME, Session, SessionConfig, default_rules
 
+    if directory is not None:
+        _fail(f"--directory {directory}: the user directory is the deployment's, not the caller's; put it in "
+              f"{DIRECTORY_NAME} beside the database ({db.parent / DIRECTORY_NAME}); changes are audited")
     ctx = click.get_current_context(silent=True)
     state = ctx.meta.get("policyengine.state") if ctx is not None else None
-    return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(),
-                                 directory=directory or default_directory(), providers=providers,
-                                 create_key=create_key, now=now, mask=mask, state=state))
+    return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(), providers=providers,
+                                 create_key=create_key, now=now, mask=mask, command=command, state=state))
 
 
 def _errors() -> tuple[type[BaseException], ...]:
     import duckdb
 
+    from ..identity import IdentityError
     from ..orchestrator.approvals import ApprovalRefused
     from ..orchestrator.runner import RecordError, RunError
     from ..orchestrator.session import SessionError
     from ..store import StoreError
 
-    return (SessionError, RunError, ApprovalRefused, RecordError, StoreError, duckdb.Error)
+    return (SessionError, RunError, ApprovalRefused, RecordError, IdentityError, StoreError, duckdb.Error)
 
 
 # --- run / demo ---------------------------------------------------------------------
@@ -284,7 +279,14 @@ def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _now_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")(f)
+    return click.option("--now", "now", help="Show as of this ISO 8601 time (read-only).")(f)
+
+
+def _writing_now_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--now`` of a command that writes: refused unless ``--clock-override`` (test-only, recorded)."""
+    f = clock_override_option(f)
+    return click.option("--now", "now", help="Test-only, with --clock-override: treat this ISO 8601 time as now "
+                                             "(recorded in the audit log).")(f)
 
 
 def _view(db: Path, now: str | None) -> Any:
@@ -408,13 +410,14 @@ def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
 
 
 @runs_group.command("expire")
-@click.option("--now", "now", help="Treat this ISO 8601 time as now (drills and tests).")
+@_writing_now_option
 @session_options(create_key=False)
-def runs_expire(now: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
-                providers: Path | None, mask: Path | None) -> None:
+def runs_expire(now: str | None, clock_override: bool, db: Path, key: Path, rules: tuple[Path, ...],
+                directory: Path | None, providers: Path | None, mask: Path | None) -> None:
     """End every approval whose deadline has passed; the gate's `else` decides the run."""
+    at = writing_now(now, clock_override, "runs expire")
     try:
-        with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
+        with _session(db, key, rules, directory, providers, mask, now=at, command="runs expire") as session:
             results = session.orchestrator.expire()
     except _errors() as exc:
         _fail(str(exc))
@@ -444,12 +447,22 @@ def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...]
 # --- approve / reject ----------------------------------------------------------------
 
 
+def _migrate_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--migrate-policy", "migrate_policy", is_flag=True,
+        help="Decide a run under rules other than those it was started with (recorded as policy_migrated; "
+             "only for roles listed in migrate_policy_roles of the user directory).")(f)
+
+
 def _decide(action: str, run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
-            rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+            rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None,
+            migrate_policy: bool = False, clock_override: bool = False) -> None:
+    at = writing_now(now, clock_override, action)
     try:
-        with _session(db, key, rules, directory, providers, mask, now=_now(now)) as session:
+        with _session(db, key, rules, directory, providers, mask, now=at, command=action) as session:
             orch = session.orchestrator
-            result = orch.approve(run_id, user, note) if action == "approve" else orch.reject(run_id, user, note)
+            decide = orch.approve if action == "approve" else orch.reject
+            result = decide(run_id, user, note, migrate_policy=migrate_policy)
     except _errors() as exc:
         _fail(str(exc))
     verb = "approved" if action == "approve" else "rejected"
@@ -461,29 +474,35 @@ def _decide(action: str, run_id: str, user: str, note: str | None, now: str | No
 @click.argument("run_id")
 @click.option("--as", "user", required=True, help="The approver (a user of the directory holding the gate's role).")
 @click.option("--note", help="Why; kept in the audit record.")
-@_now_option
+@_migrate_option
+@_writing_now_option
 @session_options(create_key=False)
-def approve_command(run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
-                    rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None,
+                    clock_override: bool, db: Path,
+                    key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                     mask: Path | None) -> None:
     """Approve the pending gate of RUN_ID and resume the run.
 
-    Refused when USER started the run (four-eyes), lacks the gate's role, or the
-    deadline has passed.
+    Refused when USER started the run (four-eyes), lacks the gate's role, the
+    deadline has passed, or the rules are not those the run was started with.
     """
-    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask)
+    _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy,
+            clock_override)
 
 
 @click.command("reject")
 @click.argument("run_id")
 @click.option("--as", "user", required=True, help="The approver rejecting (same rules as approve).")
 @click.option("--note", help="Why; kept in the audit record.")
-@_now_option
+@_migrate_option
+@_writing_now_option
 @session_options(create_key=False)
-def reject_command(run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,
-                   rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
+def reject_command(run_id: str, user: str, note: str | None, migrate_policy: bool, now: str | None,
+                    clock_override: bool, db: Path,
+                   key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                    mask: Path | None) -> None:
     """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
-    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask)
+    _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy,
+            clock_override)
 
 

@@ -33,7 +33,8 @@ import duckdb
 from ..audit.errors import AuditError
 from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
-from .approvals import ApprovalRefused, Directory, check_decider
+from ..identity import IdentityError, canonical_identity
+from .approvals import ApprovalRefused, Directory, check_decider, check_migrator, check_policy
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
 from .state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord, naive_utc
@@ -130,6 +131,14 @@ class _Ready:
     receipt: bool = False
 
 
+def _requester(requested_by: str) -> str:
+    """Who starts a run, in canonical form (``RunError`` when it has none), so four-eyes compares like with like."""
+    try:
+        return canonical_identity(requested_by, "requester")
+    except IdentityError as exc:
+        raise RunError(str(exc)) from None
+
+
 def _reason_text(decision: Decision) -> str:
     parts = [f"{r.rule}: {r.message}" for r in decision.reasons[:3]]
     return "; ".join(parts) or decision.effect
@@ -167,7 +176,7 @@ class Orchestrator:
     def start(self, workflow: str | Workflow, item: Mapping[str, Any], *, requested_by: str,
               batch_id: str | None = None) -> RunResult:
         """Create a run for ``item``, drive it until it ends or pauses, and make it durable."""
-        result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+        result = self._start(workflow, item, requested_by=_requester(requested_by), batch_id=batch_id)
         self.flush()
         return result
 
@@ -195,6 +204,7 @@ class Orchestrator:
         intent first (``recover`` finishes those runs).
         """
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
+        requested_by = _requester(requested_by)
         results = []
         for n, item in enumerate(items, 1):
             result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
@@ -222,13 +232,17 @@ class Orchestrator:
             self.flush()
         return results
 
-    def approve(self, run_id: str, user: str, note: str | None = None) -> RunResult:
-        """Record ``user``'s approval of the run's pending gate and resume the run."""
-        return self._decide(run_id, user, "approved", note)
+    def approve(self, run_id: str, user: str, note: str | None = None, *, migrate_policy: bool = False) -> RunResult:
+        """Record ``user``'s approval of the run's pending gate and resume the run.
 
-    def reject(self, run_id: str, user: str, note: str | None = None) -> RunResult:
+        Refused when the policy loaded now is not the one the run was started
+        under, unless ``migrate_policy`` (recorded; only for ``migrate_policy_roles``).
+        """
+        return self._decide(run_id, user, "approved", note, migrate_policy)
+
+    def reject(self, run_id: str, user: str, note: str | None = None, *, migrate_policy: bool = False) -> RunResult:
         """Record ``user``'s rejection: the gated step is denied and the workflow's fallback runs."""
-        return self._decide(run_id, user, "rejected", note)
+        return self._decide(run_id, user, "rejected", note, migrate_policy)
 
     def expire(self) -> list[RunResult]:
         """End every approval whose deadline has passed, record it, and resume its run."""
@@ -268,7 +282,11 @@ class Orchestrator:
 
     # --- approvals -------------------------------------------------------------------
 
-    def _decide(self, run_id: str, user: str, outcome: str, note: str | None) -> RunResult:
+    def _decide(self, run_id: str, user: str, outcome: str, note: str | None, migrate: bool = False) -> RunResult:
+        try:
+            user = canonical_identity(user, "approver")
+        except IdentityError as exc:
+            raise ApprovalRefused(str(exc)) from None
         run = self._run(run_id)
         self.expire()  # every writing command records overdue approvals as expired
         run = self._run(run.run_id)
@@ -288,6 +306,13 @@ class Orchestrator:
                 refusal = refusal or exc
         if not mine:
             raise refusal  # type: ignore[misc]
+        current = self.policy.policy_hash
+        if check_policy(run, current, migrate):
+            who = self.directory.users[user]
+            check_migrator(run, who, current, self.directory, self.policy.policy_set.roles_of)
+            self._audit(run, "policy_migrated", user, {"from": run.policy_hash, "to": current, "by": user,
+                                                       "gates": [g.gate for g in mine], "outcome": outcome})
+            run = replace(run, policy_hash=current)
         now = naive_utc(self.clock())
         for gate in mine:
             decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
@@ -303,7 +328,7 @@ class Orchestrator:
             "requested_at": a.requested_at.isoformat() + "Z",
             "decided_at": a.decided_at.isoformat() + "Z" if a.decided_at else None,
             "deadline": a.deadline_at.isoformat() + "Z" if a.deadline_at else None,
-            "note": a.note, "step": a.step})
+            "note": a.note, "step": a.step, "directory_sha256": self.directory.sha256})
 
     # --- driving a run ---------------------------------------------------------------
 
@@ -410,7 +435,8 @@ class Orchestrator:
         context = {"workflow": wf.name, "run_id": run.run_id, "step": step.name, **ask.context}
         request: dict[str, Any] = {"principal": {"id": wf.agent, "type": "agent", "attrs": {"requested_by": run.requested_by}},
                    "action": ask.action, "resource": resource, "data": dict(ask.data), "context": context}
-        granted = [{"gate": a.gate, "approver": a.approver, "roles": list(self._roles.get(a.approver or "", ()))}
+        granted = [{"gate": a.gate, "approver": a.approver, "roles": list(self._roles.get(a.approver or "", ())),
+                    "run_id": run.run_id, "ts": (a.decided_at or a.requested_at).isoformat() + "Z"}
                    for a in approvals if a.status == "approved"]
         if granted:
             request["approvals"] = granted

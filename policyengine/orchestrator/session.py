@@ -8,6 +8,7 @@ connection. A second process gets ``SessionError`` with one clear line.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import duckdb
-import yaml
 
+from .. import yamlfile
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
 from ..resources import data_path
@@ -26,7 +27,7 @@ from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
 from .runner import Orchestrator, SimulatedCrash, find_run
-from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc
+from .state import ApprovalRecord, RunRecord, StateStore, StepRecord, naive_utc, now_utc, sql
 from .workflows import WORKFLOWS
 
 
@@ -42,7 +43,21 @@ def default_directory() -> Path:
     return data_path("data") / "directory.yaml"
 
 
-MASK_NAME = "policyengine.mask.yaml"
+DIRECTORY_NAME = "policyengine.directory.yaml"
+
+
+def directory_beside(db: Path) -> Path:
+    """The deployment's user directory: beside the database (an approver cannot bring their own)."""
+    return Path(db).parent / DIRECTORY_NAME
+
+
+def resolved_directory(db: Path) -> Path:
+    """The user directory in force for ``db``: the one beside it, else the shipped one."""
+    beside = directory_beside(db)
+    return beside if beside.is_file() else default_directory()
+
+
+from ..audit.masking import MASK_NAME, mask_path_for  # noqa: E402 - one resolution for every command
 
 
 def example_mask() -> Path:
@@ -67,19 +82,18 @@ class SessionConfig:
     db: Path = DEFAULT_DB_PATH
     key: Path = DEFAULT_KEY_PATH
     rules: Sequence[Path] = field(default_factory=default_rules)
-    directory: Path = field(default_factory=default_directory)
+    directory: Path | None = None  # None: the deployment's (``resolved_directory``); set only by library callers
     providers: Path | None = None
     create_key: bool = False
-    now: datetime | None = None
+    now: datetime | None = None  # a clock override (tests and drills): recorded as a clock_override event
     mask: Path | None = None
+    command: str = "session"  # the command that opened the session, named in clock_override events
     state: str | None = None  # postgresql://...: the budget ledger shared by workers (None: in ``db``)
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
-        if self.mask is not None:
-            return self.mask
-        beside = mask_beside(self.db)
-        return beside if beside.is_file() else None
+        found = mask_path_for(self.db, self.mask)
+        return Path(found) if found is not None else None
 
 
 def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
@@ -105,11 +119,9 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
     doc: dict[str, Any] = {}
     if path is not None:
         try:
-            doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise SessionError(f"{path}: cannot read provider configuration: {exc.strerror}") from None
-        except yaml.YAMLError:
-            raise SessionError(f"{path}: provider configuration is not valid YAML") from None
+            doc = yamlfile.load(path, "provider configuration") or {}
+        except yamlfile.YamlFileError as exc:
+            raise SessionError(str(exc)) from None
         if not isinstance(doc, dict):
             raise SessionError(f"{path}: provider configuration must be a mapping")
     fields = set(ModelProfile.__dataclass_fields__)
@@ -167,7 +179,7 @@ class Session:
 
         cfg = self.config
         try:
-            directory = Directory.load(cfg.directory)
+            directory = Directory.load(cfg.directory if cfg.directory is not None else resolved_directory(cfg.db))
         except ValueError as exc:
             raise SessionError(str(exc)) from None
         self.mask = cfg.resolved_mask()
@@ -175,18 +187,24 @@ class Session:
             masking = load_masking(self.mask) if self.mask is not None else NO_MASKING
         except AuditError as exc:
             raise SessionError(str(exc)) from None
-        if not cfg.key.exists():
+        if not cfg.key.exists() or (cfg.key.is_file() and cfg.key.stat().st_size == 0):
             if not cfg.create_key:
                 raise SessionError(f"{cfg.key}: signing key not found (create one with "
                                    f"`policyengine keys generate --out {cfg.key}`)")
             try:
-                generate_key(cfg.key)
+                generate_key(cfg.key, exist_ok=True)  # another command may be creating it too
             except AuditError as exc:
                 raise SessionError(str(exc)) from None
         self.conn = connect(cfg.db)
         try:
             key = load_private_key(cfg.key)
             self.audit = AuditLog(self.conn, key, masking=masking)
+            self._record_directory(directory)
+            if cfg.now is not None:
+                from ..clock import clock_override_payload
+
+                self.audit.append("clock_override", actor=None, workflow=None, run_id=None,
+                                  payload=clock_override_payload(cfg.now, cfg.command))
             buffered = None
             if cfg.state is not None:
                 from ..store import StoreError, open_store
@@ -233,6 +251,17 @@ class Session:
         self.audit.append("policy_loaded", actor=actor, workflow=None, run_id=None,
                           payload={"files": list(policy.files), "rules": len(policy.compiled.rules)},
                           policy_hash=policy.policy_hash)
+
+    def _record_directory(self, directory: Directory) -> None:
+        """Audit the user directory when it differs from the last one recorded (``directory_changed``, with hashes)."""
+        assert self.conn is not None
+        row = self.conn.execute(sql("audit_last_event"), {"event": "directory_changed"}).fetchone()
+        previous = json.loads(row[0]).get("sha256") if row else None
+        if previous == directory.sha256:
+            return
+        self.audit.append("directory_changed", actor=None, workflow=None, run_id=None,
+                          payload={"source": directory.source, "sha256": directory.sha256,
+                                   "previous_sha256": previous, "users": len(directory.users)})
 
     def _abort(self) -> None:
         """Release the audit writer (its thread and its claim on the file) and the connection; writes nothing."""

@@ -191,7 +191,8 @@ def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sin
 
 
 def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, now: datetime | None = None,
-                record_results: bool = True) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
+                record_results: bool = True,
+                clock_override: bool = False) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
     """Evaluate ``policy``'s bias and drift rules on ``db``, record and act; (results, newly blocked models).
 
     With ``key`` each result is signed into the audit log as an ``alert`` event by
@@ -209,9 +210,14 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
     try:
         require_audit_log(con, db)
         results = evaluate_all(con, policy.policy_set, now)
-        log = _audit_writer(con, key)
+        log = _audit_writer(con, key, db)
         sink: AlertSink | None = None
         if log is not None:
+            if clock_override and now is not None:
+                from ..clock import clock_override_payload
+
+                log.append("clock_override", actor="monitor", payload=clock_override_payload(now, "monitor"))
+
             def sink(payload: dict[str, Any]) -> None:
                 log.append("alert", actor="monitor", payload=payload, policy_hash=policy.policy_hash)
         try:
@@ -224,14 +230,18 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
     return results, blocked
 
 
-def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None) -> Any:
-    """The signed audit log on ``con`` (``policyengine.audit.AuditLog``), or None without a key."""
+def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None, db: str | Path) -> Any:
+    """The signed audit log on ``con`` (``policyengine.audit.AuditLog``), or None without a key.
+
+    It masks as every writing command does: ``policyengine.mask.yaml`` beside ``db``.
+    """
     if key is None:
         return None
     from ..audit import AuditError, AuditLog, load_private_key
+    from ..audit.masking import masking_for
 
     try:
-        return AuditLog(con, load_private_key(key))
+        return AuditLog(con, load_private_key(key), masking=masking_for(db))
     except AuditError as e:
         raise ReportError(str(e)) from None
 
@@ -268,7 +278,7 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
         if not has_blocks_table(con):
             raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
         rules = sorted({r[1] for r in active_rows(con) if r[0] == model})
-        log = _audit_writer(con, key)  # before the lift: a bad key changes nothing
+        log = _audit_writer(con, key, db)  # before the lift: a bad key changes nothing
         try:
             lifted = lift_blocks(con, model, at=datetime.now(UTC), by=by, note=note)
             if lifted == 0:

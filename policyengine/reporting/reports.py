@@ -25,6 +25,7 @@ from typing import Any
 
 import duckdb
 
+from ..clock import parse_time
 from ..resources import data_path
 from .db import first_line, has_table, open_readonly, require_audit_log, sql
 from .errors import ReportError
@@ -55,8 +56,12 @@ class ReportParam:
             if self.type == "TIMESTAMP":
                 if raw.lower() == "now":
                     return datetime.now(UTC).replace(tzinfo=None)
-                t = datetime.fromisoformat(raw)
-                return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+                try:
+                    return parse_time(raw, margin=False).replace(tzinfo=None)  # one parser, no overflow
+                except ValueError as exc:
+                    if "outside the calendar" in str(exc):
+                        raise ReportError(f"report {report!r}: parameter {self.name}={exc}") from None
+                    raise
             if self.type == "INTEGER":
                 return int(raw)
             if self.type == "DOUBLE":

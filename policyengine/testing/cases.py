@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml  # type: ignore[import-untyped]
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
 
+from .. import yamlfile
 from ..diagnostics import Span
 
 Effect = Literal["allow", "deny", "escalate"]
@@ -41,7 +42,7 @@ _REQUEST_KEYS = ("principal", "action", "resource", "data", "context", "approval
 _CASE_KEYS = ("name", "description", "request", "now", "usage", "expect", "rules", "route", "obligations", "cites")
 _PRINCIPAL_KEYS = ("fixture", "id", "type", "roles", "attrs")
 _RESOURCE_KEYS = ("fixture", "kind", "id", "attrs")
-_APPROVAL_KEYS = ("gate", "approver", "roles", "ts")
+_APPROVAL_KEYS = ("gate", "approver", "roles", "ts", "run_id", "request_hash")
 _MONITOR_KEYS = ("name", "description", "rule", "now", "rows", "data", "reference", "current", "expect")
 _MONITOR_EXPECT_KEYS = ("breach", "value", "tolerance", "action", "error")
 # Columns of a monitor sample row (inline or in a CSV file); which apply depends on the rule's kind.
@@ -314,26 +315,25 @@ def _display(path: str) -> str:
 # --- YAML nodes with positions ------------------------------------------------------------
 
 
-# libyaml's parser when PyYAML was built with it (about 10x faster); positions are the same.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 class _Reader:
-    """Turns YAML nodes into typed values, failing with ``file:line`` on any mistake."""
+    """Turns YAML nodes into typed values, failing with ``file:line`` on any mistake.
+
+    Parsing (safe loader, alias and size bounds) is ``policyengine.yamlfile``'s.
+    """
 
     def __init__(self, path: str, text: str):
         self.path = path
-        self._loader = _LOADER(text)
+        self._text = text
+        self._loader: Any = None
 
     def root(self) -> Node | None:
         try:
-            return self._loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else 1
-            raise TestFileError(Span(self.path, line, 1, line, 1), f"invalid YAML: {exc.problem or exc}") from None
-        except yaml.YAMLError as exc:
-            raise TestFileError(Span(self.path, 1, 1, 1, 1), f"invalid YAML: {exc}") from None
+            self._loader, node = yamlfile.compose(self._text, self.path, "test file")
+        except yamlfile.YamlFileError as exc:
+            line = exc.line or 1
+            message = exc.message.replace("test file is not valid YAML: ", "invalid YAML: ")
+            raise TestFileError(Span(self.path, line, 1, line, 1), message) from None
+        return node
 
     def span(self, node: Node) -> Span:
         s, e = node.start_mark, node.end_mark
@@ -347,7 +347,13 @@ class _Reader:
         if not isinstance(node, MappingNode):
             raise self.fail(node, f"{what} must be a mapping, got {_kind(node)}")
         own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
-        self._loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults) go first
+        try:
+            self._loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults) go first
+        except yaml.YAMLError as exc:  # a merge key whose value is not a mapping (<<: 5)
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else self.span(node).line
+            raise TestFileError(Span(self.path, line, 1, line, 1),
+                                f"{what}: a merge key (<<) needs a mapping or a list of mappings") from None
         merged = len(node.value) - own
         out: dict[str, tuple[Node, Node]] = {}
         for index, (key_node, value_node) in enumerate(node.value):
@@ -461,9 +467,10 @@ def load_test_file(path: str | Path) -> TestFile:
     path = Path(path)
     shown = _display(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TestFileError(Span(shown, 1, 1, 1, 1), f"cannot read test file: {exc}") from None
+        text = yamlfile.read_text(path, "test file")
+    except yamlfile.YamlFileError as exc:
+        line = exc.line or 1
+        raise TestFileError(Span(shown, line, 1, line, 1), exc.message) from None
     return parse_test_file(text, shown, base=path.parent)
 
 
@@ -566,11 +573,13 @@ def _case(r: _Reader, node: Node, fx: _Fixtures, file_now: _dt.datetime) -> Case
         where = node
     request = _request(r, parts, where, fx)
     expect = _expectation(r, m)
+    now = r.instant(m["now"][1], "'now'") if "now" in m else file_now
+    _bind_approvals(request, now)
     return Case(
         name=name,
         request_json=json.dumps(request, sort_keys=True),
         expect=expect,
-        now=r.instant(m["now"][1], "'now'") if "now" in m else file_now,
+        now=now,
         usage=_usage(r, m["usage"][1]) if "usage" in m else (),
         description=r.string(m["description"][1], "'description'") if "description" in m else None,
         span=r.span(node),
@@ -667,6 +676,25 @@ def _resource(r: _Reader, node: Node, known: Mapping[str, dict[str, Any]]) -> di
     return out
 
 
+def _bind_approvals(request: dict[str, Any], now: _dt.datetime) -> None:
+    """Bind the case's approvals to its own request, given at its ``now``, unless the case says otherwise.
+
+    The engine counts an approval only for the request it names and for a while
+    (``policyengine.approval_binding``); a case that writes ``approvals`` means
+    "this gate was approved for this request", so that is what it gets. A case
+    testing replay or foreign approvals writes ``ts``, ``run_id`` or ``request_hash``.
+    """
+    if not request["approvals"]:
+        return
+    from ..approval_binding import request_hash
+
+    own = request_hash(request)
+    for approval in request["approvals"]:
+        approval.setdefault("ts", _jsonable(now))
+        if "run_id" not in approval and "request_hash" not in approval:
+            approval["request_hash"] = own
+
+
 def _approval(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
     m = r.mapping(node, "an approval", _APPROVAL_KEYS)
     for required in ("gate", "approver"):
@@ -681,6 +709,9 @@ def _approval(r: _Reader, node: Node, fx: _Fixtures) -> dict[str, Any]:
         out["roles"] = list(r.strings(m["roles"][1], "'roles'"))
     if "ts" in m:
         out["ts"] = _jsonable(r.instant(m["ts"][1], "'ts'"))
+    for binding in ("run_id", "request_hash"):
+        if binding in m:
+            out[binding] = r.string(m[binding][1], f"'{binding}'")
     return out
 
 

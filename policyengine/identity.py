@@ -1,0 +1,94 @@
+"""The one canonical form of a person's or agent's identity, so two spellings never count as two people.
+
+Four-eyes checks compare who started a run with who approves it; if ``Alice``,
+``alice `` and ``al<U+200B>ice`` were different strings to that comparison, one
+person could approve their own run. Every place that takes an identity (runs,
+approvals, the user directory, approvals inside requests) passes it through
+``canonical_identity`` and compares only the results:
+
+* Unicode NFKC (full-width and compatibility forms become their plain letters),
+* surrounding white space trimmed, then ``casefold`` (``ALICE`` is ``alice``),
+* invisible characters (zero-width spaces and joiners, bidi controls: category
+  Cf) and control characters are refused, not silently removed, because a
+  stored id should be exactly what was typed,
+* letters of more than one script (a Cyrillic ``а`` inside a Latin name) are
+  refused, and so is a name written wholly in look-alike letters of another
+  script (Cyrillic ``аlісе``), which would read as a Latin name.
+
+Refusals raise ``IdentityError`` (a ``ValueError``) whose message names the
+offending character by code point, never by trying to print it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+
+__all__ = ["IdentityError", "canonical_identity", "same_identity"]
+
+
+class IdentityError(ValueError):
+    """An identity that cannot be put in canonical form (refused, exit 1)."""
+
+
+# Letters of other scripts that look like Latin ones (the Unicode confusables
+# that matter for user ids: lower case after casefold). A name made only of
+# these and common characters is refused: it would pass for a Latin name.
+_LATIN_LOOKALIKES = frozenset(
+    "аеорсухіјѕԁһӏԛԝвкмнтѡ"  # Cyrillic
+    "αειικνορτυχοѵ"  # Greek
+)
+# Scripts whose letters are written with Latin look-alikes in practice.
+_CONFUSABLE_SCRIPTS = frozenset({"CYRILLIC", "GREEK"})
+
+
+def _script(ch: str) -> str | None:
+    """The script of a letter, from its Unicode name (``LATIN``, ``CYRILLIC``...); None for non-letters."""
+    if not unicodedata.category(ch).startswith("L"):
+        return None
+    name = unicodedata.name(ch, "")
+    return name.split(" ", 1)[0] if name else "UNKNOWN"
+
+
+def _describe(ch: str) -> str:
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')}"
+
+
+@lru_cache(maxsize=4096)
+def canonical_identity(raw: str, what: str = "identity") -> str:
+    """``raw`` in canonical form (NFKC, trimmed, casefolded), or ``IdentityError`` saying why not."""
+    if not isinstance(raw, str):
+        raise IdentityError(f"{what} must be a string, not {type(raw).__name__}")
+    text = unicodedata.normalize("NFKC", raw).strip().casefold()
+    text = unicodedata.normalize("NFKC", text)  # casefold can leave a non-normalised string
+    if not text:
+        raise IdentityError(f"{what} is empty")
+    scripts: set[str] = set()
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category in ("Cf", "Cc", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise IdentityError(f"{what} contains an invisible or control character ({_describe(ch)}); "
+                                f"type the identity without it")
+        script = _script(ch)
+        if script is not None:
+            scripts.add(script)
+    if len(scripts) > 1:
+        raise IdentityError(f"{what} mixes letters of the scripts {', '.join(sorted(scripts))}; "
+                            f"a look-alike letter could make it pass for someone else")
+    if scripts & _CONFUSABLE_SCRIPTS and all(not ch.isalpha() or ch in _LATIN_LOOKALIKES for ch in text):
+        raise IdentityError(f"{what} is written only in {next(iter(scripts)).lower()} letters that look like "
+                            f"Latin ones; it would pass for a Latin name")
+    return text
+
+
+def same_identity(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are the same identity; an identity that cannot be canonicalised matches nothing."""
+    try:
+        return canonical_identity(a) == canonical_identity(b)
+    except IdentityError:
+        return False
+
+
+def canonical_set(ids: Iterable[str], what: str = "identity") -> frozenset[str]:
+    return frozenset(canonical_identity(i, what) for i in ids)

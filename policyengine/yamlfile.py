@@ -1,0 +1,139 @@
+"""The one way configuration and test files in YAML are read: safe, bounded, and clear when wrong.
+
+Every YAML file the engine reads (user directory, provider configuration,
+masking config, policy test files) goes through here, so they all:
+
+* are UTF-8 text (a byte order mark is skipped); other bytes are one error
+  naming the file and the byte offset, never a traceback;
+* are parsed by PyYAML's safe loader (libyaml's when available): no Python
+  objects, only plain data;
+* may use anchors, aliases and merge keys (``<<: *defaults``) within bounds: at
+  most ``MAX_ALIASES`` alias uses and ``MAX_NODES`` nodes once aliases are
+  expanded, so a 1 KB "billion laughs" file is refused at once instead of
+  expanding for minutes; a recursive alias is refused too;
+* fail with ``YamlFileError`` whose text is ``FILE:LINE: what is wrong``
+  (a merge key with a plain value, a tab, an unclosed bracket...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+MAX_ALIASES = 100
+MAX_NODES = 100_000
+LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+__all__ = ["LOADER", "MAX_ALIASES", "MAX_NODES", "YamlFileError", "compose", "load", "loads", "read_text"]
+
+
+class YamlFileError(ValueError):
+    """A YAML file that cannot be read or is not acceptable; ``str()`` is ``FILE:LINE: message``."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path, self.line, self.message = path, line, message
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+def read_text(path: str | os.PathLike[str], what: str = "YAML file") -> str:
+    """The file's text; ``YamlFileError`` when it cannot be read or is not UTF-8."""
+    where = os.fspath(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise YamlFileError(where, None, f"cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise YamlFileError(where, line, f"{what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _line(exc: BaseException, text: str) -> int | None:
+    """The 1-based line of the problem; libyaml puts an error at the end of input one past the last line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return min(mark.line + 1, text.count("\n") + 1) if mark is not None else None
+
+
+def _problem(exc: BaseException) -> str:
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    text = problem or str(exc).splitlines()[0]
+    return f"{context}: {text}" if context and problem else text
+
+
+def _check_bounds(root: Node, where: str, what: str) -> None:
+    """Refuse more than ``MAX_ALIASES`` alias uses, recursive aliases and more than ``MAX_NODES`` expanded nodes."""
+    size: dict[int, int] = {}
+    visiting: set[int] = set()
+    aliases = 0
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            visiting.discard(key)
+            children = _children(node)
+            total = 1 + sum(size[id(c)] for c in children)
+            if total > MAX_NODES:
+                raise YamlFileError(where, node.start_mark.line + 1,
+                                    f"{what} expands to more than {MAX_NODES:,} values through aliases; refused")
+            size[key] = total
+            continue
+        if key in size:
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise YamlFileError(where, node.start_mark.line + 1,
+                                    f"{what} uses more than {MAX_ALIASES} aliases (*name); refused")
+            continue
+        if key in visiting:
+            raise YamlFileError(where, node.start_mark.line + 1, f"{what} has an alias that contains itself")
+        visiting.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in visiting:
+                raise YamlFileError(where, child.start_mark.line + 1, f"{what} has an alias that contains itself")
+            stack.append((child, False))
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def compose(text: str, path: str | os.PathLike[str], what: str = "YAML file") -> tuple[Any, Node | None]:
+    """(loader, root node) of ``text``, bounds checked; the loader constructs values of its nodes."""
+    where = os.fspath(path)
+    loader = LOADER(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise YamlFileError(where, _line(exc, text), f"{what} is not valid YAML: {_problem(exc)}") from None
+    if root is not None:
+        _check_bounds(root, where, what)
+    return loader, root
+
+
+def loads(text: str, path: str | os.PathLike[str] = "<string>", what: str = "YAML file") -> Any:
+    """Plain data (dicts, lists, scalars) of ``text``; ``YamlFileError`` names ``path`` and the line."""
+    loader, root = compose(text, path, what)
+    if root is None:
+        return None
+    try:
+        return loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        raise YamlFileError(os.fspath(path), _line(exc, text), f"{what} is not valid YAML: {_problem(exc)}") from None
+    except RecursionError:
+        raise YamlFileError(os.fspath(path), None, f"{what} is nested too deeply") from None
+
+
+def load(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
+    """Plain data of the YAML file at ``path`` (None for an empty file)."""
+    return loads(read_text(path, what), path, what)

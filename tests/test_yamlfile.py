@@ -1,0 +1,63 @@
+"""Every YAML file the engine reads goes through one loader: bounded, safe, and clear when wrong.
+
+Table-driven over hostile and broken files, for each of the four readers
+(policy tests, user directory, provider configuration, masking config): each
+gives one error naming the file and line within a second, never a traceback.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from policyengine.audit import AuditError, load_masking
+from policyengine.orchestrator.approvals import Directory
+from policyengine.orchestrator.session import SessionError, load_providers
+from policyengine.testing.cases import TestFileError, load_test_file
+from policyengine.yamlfile import YamlFileError, load
+
+NO_MODELS = SimpleNamespace(policy_set=SimpleNamespace(models={}))  # what load_providers reads of a policy
+LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
+                 for i in range(9))
+HOSTILE = {
+    # case: (file bytes, message fragment)
+    "billion laughs": (LAUGHS.encode(), "through aliases; refused"),
+    "many aliases": (("a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n").encode(), "more than 100 aliases"),
+    "alias inside itself": (b"a: &a [1, *a]\n", "alias that contains itself"),
+    "merge key with a plain value": (b"cases:\n  - <<: 5\n    name: x\n", None),
+    "not UTF-8": (b"users:\n  al\xe9: {}\n", "not UTF-8 text (byte 11)"),
+    "unclosed bracket": (b"a: [1,\n", "valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+@pytest.mark.parametrize("reader", ["yamlfile", "policy test", "directory", "providers", "masking"])
+def test_hostile_yaml_is_one_clear_error_naming_the_file(tmp_path, case, reader):
+    data, fragment = HOSTILE[case]
+    path = tmp_path / "f.yaml"
+    path.write_bytes(data)
+    (tmp_path / "t.policy").write_text("package t\nrole r\n")
+    errors = {"yamlfile": (YamlFileError, lambda: load(path)),
+              "policy test": (TestFileError, lambda: load_test_file(path)),
+              "directory": (ValueError, lambda: Directory.load(path)),
+              "providers": (SessionError, lambda: load_providers(path, NO_MODELS)),
+              "masking": (AuditError, lambda: load_masking(path))}
+    error, read = errors[reader]
+    with pytest.raises(error) as caught:
+        read()
+    text = str(caught.value)
+    assert "f.yaml" in text and "Traceback" not in text
+    if fragment is not None and not (reader == "policy test" and case == "not UTF-8"):
+        assert fragment in text
+    if case == "merge key with a plain value" and reader in ("yamlfile", "policy test"):
+        assert ":3" in text or ":2" in text, text  # the line of the merge key
+
+
+def test_merge_keys_and_a_few_aliases_still_work(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("base: &base {roles: [analyst]}\nusers:\n  alice:\n    <<: *base\n    name: Alice\n")
+    assert load(path)["users"]["alice"] == {"roles": ["analyst"], "name": "Alice"}
+    assert load(tmp_path / "ok.yaml") == load(path)
+    (tmp_path / "empty.yaml").write_text("")
+    assert load(tmp_path / "empty.yaml") is None
