@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .. import yamlfile
 from .guards import PII_TYPES, SECRET_TYPES, GuardConfig
 
 
@@ -30,13 +29,9 @@ def hash_key(key: str) -> str:
 
 def _load(path: Path, what: str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise GatewayConfigError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise GatewayConfigError(f"{path}{where}: not YAML: {getattr(error, 'problem', error)}") from None
+        doc = yamlfile.load(path, what)
+    except yamlfile.YamlFileError as error:
+        raise GatewayConfigError(str(error)) from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
