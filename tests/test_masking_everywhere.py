@@ -16,9 +16,9 @@ import pytest
 
 from policyengine.audit import AuditError, AuditLog, generate_key, load_masking, load_private_key
 from policyengine.audit.masking import Masking, parse_pointer
-from policyengine.reporting.db import sql
 from policyengine.reporting.monitor import unblock
 from policyengine.resources import data_path
+from policyengine.store.blocklist import add_block, ensure_blocks_table
 
 EMAIL = "sue.secret@example.com"
 
@@ -70,8 +70,8 @@ def test_models_unblock_note_is_masked(tmp_path):
     with AuditLog(db, load_private_key(key)) as log:
         log.append("policy_loaded", payload={"files": [], "rules": 0})
     con = duckdb.connect(str(db))
-    con.execute(sql("model_blocks_create"))
-    con.execute(sql("model_blocks_add"), {"model": "m", "rule": "r", "reason": "x", "at": datetime.now(UTC)})
+    ensure_blocks_table(con)
+    add_block(con, "m", "r", "x", datetime.now(UTC))
     con.close()
     (tmp_path / "policyengine.mask.yaml").write_text("drop:\n  - /note\nhash:\n  - /by\n")
     unblock(db, "m", by="sue", note=f"called {EMAIL}", key=key)
