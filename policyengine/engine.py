@@ -125,6 +125,13 @@ class Policy:
             return ()
         return tuple(dict.fromkeys(b.scope_key for b in self._evaluator._budgets_in_scope(ctx)))
 
+    def budgets_for(self, request: Any) -> tuple[Any, ...]:
+        """The compiled budgets (id, scope key, limits) covering ``request``: what a caller reserves against."""
+        ctx = self._evaluator.context(request)
+        if isinstance(ctx, Decision):
+            return ()
+        return tuple(dict.fromkeys(self._evaluator._budgets_in_scope(ctx)))
+
     def charge(self, request: Any, *, tokens: float = 0, cost: float = 0, currency: str = "USD",
                at: datetime | None = None, model: str | None = None) -> tuple[str, ...]:
         """Charge actual usage of a finished model call to every budget scope of ``request``.

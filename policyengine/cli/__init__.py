@@ -33,6 +33,10 @@ _COMMANDS: dict[str, _Entry] = {
     "demo": _Entry("workflows", "demo_command", "Run the five mission workflows on the shipped sample data and rules."),
     "eval": _Entry("evaluation", "eval_command", "Decide requests against rule files; print one JSON decision per line."),
     "fmt": _Entry("authoring", "fmt_command", "Rewrite policy files in the one canonical layout."),
+    "gateway": _Entry(
+        "gateway", "gateway_command",
+        "Serve an OpenAI-compatible LLM gateway; every call is decided by policy, budgeted, screened and audited.",
+    ),
     "keys": _Entry("audit", "keys_group", "Create and rotate the Ed25519 keys that sign audit checkpoints."),
     "models": _Entry("reporting", "models", "Models suspended by the monitor (`on breach block`)."),
     "monitor": _Entry("reporting", "monitor", "Evaluate every bias and drift rule over the audit log and act on breaches."),

@@ -20,20 +20,6 @@ from typing import Any
 from ..audit import AuditError, AuditLog, decision_event
 
 
-def wait_durable(log: AuditLog, seq: int) -> None:
-    """Block until record ``seq`` is durable.
-
-    SHIM (remove once main has ``AuditLog.wait_durable``): the audit log's group
-    commit lands on another branch; until then ``flush()`` writes everything
-    appended so far, which covers ``seq`` too.
-    """
-    method = getattr(log, "wait_durable", None)
-    if method is not None:
-        method(seq)
-    elif log.flushed < seq:
-        log.flush()
-
-
 class DurableAudit:
     """Append records and await their durability, one commit for many waiters."""
 
@@ -89,7 +75,7 @@ class DurableAudit:
             target = self.log.size  # everything appended so far: later arrivals ride along
             started = time.perf_counter()
             try:
-                await loop.run_in_executor(self._pool, wait_durable, self.log, target)
+                await loop.run_in_executor(self._pool, self.log.wait_durable, target)
             except Exception as error:  # noqa: BLE001 - every waiter must hear of it, fail closed
                 self.failed = str(error) if isinstance(error, AuditError) else f"audit write failed: {error}"
                 while self._waiters:

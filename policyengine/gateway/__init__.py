@@ -1,0 +1,1 @@
+"""The governed OpenAI-compatible LLM gateway (``policyengine gateway``); see docs/gateway.md."""

@@ -1,0 +1,580 @@
+"""The governed gateway: OpenAI's chat-completions, embeddings and models API, with policy in the path.
+
+Each call: virtual key -> principal; guards screen the prompt and fill
+``context.guard``; per-minute limits; the policy decides the requested model
+and then its fallbacks (a denied model is rerouted to the first allowed
+fallback); the budgets covering the call reserve its estimate; the upstream is
+called (the next allowed model on an upstream error); the answer is screened
+(streams in a held-back buffer) and decided again with ``context.guard.response``;
+usage is settled; and one ``model_call`` audit record is appended and awaited
+durable before the answer (or a stream's last event) is sent. The HTTP
+plumbing (body limits, lifespan, metrics, durable audit) is the decision
+server's (``policyengine.server.app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..audit import AuditError
+from ..server.app import DecisionApp, Exchange, HTTPError, Response, ServerOptions
+from ..server.audit_writer import DurableAudit
+from ..server.metrics import Metrics
+from ..server.policy_source import ActivePolicy, PolicyHolder
+from ..store.protocols import BudgetLedger
+from . import guards as g
+from .config import GatewayConfig, Upstream, VirtualKey, hash_key
+from ..store.ratelimit import InProcessRateLimiter, RateLimiter
+from .limits import Hold, MemoryReservingLedger, release, reserve, settle
+from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_denied",
+          404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 451: "permission_denied",
+          502: "upstream_error", 503: "service_unavailable", 504: "upstream_timeout"}
+HOLD_BACK = 96  # characters of a stream kept unreleased until the text after them is screened
+
+
+class GatewayError(HTTPError):
+    """An OpenAI-shaped error answer, with the rule and reasons that caused it."""
+
+    def __init__(self, status: int, message: str, code: str, *, rule: str | None = None,
+                 reasons: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(status, message, headers=headers)
+        self.code = code
+        self.rule = rule
+        self.reasons = reasons or []
+        self.extra = extra or {}
+        self.audit_seq: int | None = None  # the call's audit record, once written
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": str(self), "type": _TYPES.get(self.status, "api_error"), "param": None,
+                                 "code": self.code, "rule": self.rule, "reasons": self.reasons, **self.extra}
+        if self.audit_seq is not None:
+            error["audit_seq"] = self.audit_seq
+        return {"error": error}
+
+
+@dataclass
+class Call:
+    """What one gateway call did, for its audit record."""
+
+    route: str
+    key: VirtualKey | None = None
+    key_hash: str | None = None
+    requested: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    guard: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    tokens: float = 0
+    cost: float = 0
+    latency_ms: float = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"
+    http_status: int = 200
+    error: str | None = None
+    rule: str | None = None
+    stream: bool = False
+    prompt_sha256: str | None = None
+    response_sha256: str | None = None
+    prompt_masked: str | None = None
+    response_masked: str | None = None
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+class GatewayApp(DecisionApp):
+    """ASGI app of ``policyengine gateway``."""
+
+    def __init__(self, holder: PolicyHolder, audit: DurableAudit, metrics: Metrics, config: GatewayConfig,
+                 keys: dict[str, VirtualKey], teams: dict[str, Any], upstreams: dict[str, Upstream],
+                 ledger: BudgetLedger, limiter: RateLimiter | None = None, access_log: bool = True) -> None:
+        super().__init__(holder, audit, metrics, ServerOptions(max_body=config.max_body, body_timeout=config.timeout,
+                                                               access_log=access_log))
+        self.config = config
+        self.keys = keys
+        self.teams = teams
+        self.upstreams = upstreams
+        self.ledger = ledger
+        # a ledger with I/O (DuckDB) is called off the event loop, one call at a time
+        self._ledger_pool = None if isinstance(ledger, MemoryReservingLedger) else \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-ledger")
+        self.limiter = limiter or InProcessRateLimiter()
+        self.simulator = Simulator()
+        self.client = UpstreamClient()
+        self.routes = {
+            ("POST", "/v1/chat/completions"): self.chat_completions,
+            ("POST", "/v1/embeddings"): self.embeddings,
+            ("GET", "/v1/models"): self.list_models,
+            ("GET", "/health"): self.health,
+            ("GET", "/ready"): self.ready,
+            ("GET", "/metrics"): self.render_metrics,
+        }
+        for path in set(self._latency) - {path for _, path in self.routes}:
+            metrics.latency.remove(path)  # the decision server's routes are not served here
+        self._paths = {path for _, path in self.routes}
+        self._latency = {path: metrics.latency.labels(path) for path in self._paths}
+
+    # -- ASGI: like the decision server's, plus streamed answers and OpenAI error bodies ----------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        headers = dict(scope["headers"])
+        stream: AsyncIterator[bytes] | None = None
+        try:
+            result = await self._respond(method, path, headers, receive)
+            if isinstance(result, Response):
+                response = result
+            else:
+                response, stream = result
+        except GatewayError as error:
+            response = Response(error.status, json.dumps(error.body()).encode(),
+                                headers=error.headers, note={"code": error.code})
+        except HTTPError as error:
+            body = {"error": {"message": str(error), "type": _TYPES.get(error.status, "api_error"), "param": None,
+                              "code": None, "problems": error.problems}}
+            response = Response(error.status, json.dumps(body).encode(), headers=error.headers)
+        except Exception as error:  # noqa: BLE001 - one line to the client, never a traceback
+            body = {"error": {"message": f"internal error: {type(error).__name__}: {error}", "type": "api_error",
+                              "param": None, "code": "internal_error"}}
+            response = Response(500, json.dumps(body).encode())
+        extra = list(response.headers or [])
+        if stream is None:
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": [(b"content-type", response.content_type),
+                                    (b"content-length", str(len(response.body)).encode()), *extra]})
+            await send({"type": "http.response.body", "body": response.body})
+        else:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra]})
+            async for part in stream:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elapsed = time.perf_counter() - started
+        route = path if path in self._paths else "<other>"
+        self.metrics.requests.labels(route, str(response.status)).inc()
+        if route in self._latency:
+            self._latency[route].observe(elapsed)
+        if self.options.access_log:
+            entry = {"ts": datetime.now().astimezone().isoformat(timespec="milliseconds"), "method": method,
+                     "path": path, "status": response.status, "ms": round(elapsed * 1000, 3), **(response.note or {})}
+            sys.stderr.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    # -- who, what, how much -------------------------------------------------------------------
+
+    def _caller(self, exchange: Exchange, call: Call) -> VirtualKey:
+        scheme, _, token = exchange.headers.get(b"authorization", b"").partition(b" ")
+        digest = hash_key(token.strip().decode("latin-1")) if scheme.lower() == b"bearer" and token.strip() else None
+        call.key_hash = digest[:12] if digest else None
+        key = self.keys.get(digest) if digest else None
+        if key is None:
+            raise GatewayError(401, "unknown or missing API key (send Authorization: Bearer <virtual key>)",
+                               "invalid_api_key", headers=[(b"www-authenticate", b"Bearer")])
+        call.key = key
+        return key
+
+    def _request(self, key: VirtualKey, model: str, tokens: float, guard: dict[str, Any]) -> dict[str, Any]:
+        """The policy request of a call by ``key`` to ``model``."""
+        principal = dict(key.principal)
+        attrs = dict(principal.get("attrs") or {})
+        if key.team is not None:
+            attrs.setdefault("team", key.team)
+        principal["attrs"] = attrs
+        context: dict[str, Any] = {**key.context, "tokens": tokens, "guard": guard, "api": "openai"}
+        if key.workflow is not None:
+            context.setdefault("workflow", key.workflow)
+        if key.team is not None:
+            context.setdefault("team", key.team)
+        return {"principal": principal, "action": "invoke", "resource": {"kind": "model", "id": model},
+                "data": dict(key.data), "context": context}
+
+    def _screen(self, texts: list[str], call: Call, where: str) -> list[g.Screening]:
+        """Run the detectors; a detector that raises or overruns its time budget fails the call closed."""
+        started = time.perf_counter()
+        try:
+            found = [g.screen(t, self.config.guards) for t in texts]
+        except Exception as error:  # noqa: BLE001 - fail closed, say why
+            call.guard[f"{where}_failed"] = f"{type(error).__name__}: {error}"
+            raise GatewayError(503, f"{where} guard failed ({type(error).__name__}); the call is refused",
+                               "guard_failed", rule="<guard>") from None
+        spent = time.perf_counter() - started
+        if spent > self.config.guards.timeout_s:
+            call.guard[f"{where}_failed"] = f"timeout after {spent * 1000:.1f} ms"
+            raise GatewayError(503, f"{where} guard took {spent * 1000:.0f} ms, over its "
+                                    f"{self.config.guards.timeout_s * 1000:.0f} ms budget; the call is refused",
+                               "guard_failed", rule="<guard>")
+        return found
+
+    def _limit(self, key: VirtualKey, tokens: float) -> None:
+        """Per-minute limits of the key and its team (interim: from the keys file), in the store's rate limiter."""
+        checks = [(f"key:{key.key_id}", key.limits, "key")]
+        if key.team is not None and key.team in self.teams:
+            checks.append((f"team:{key.team}", self.teams[key.team], f"team {key.team}"))
+        taken: list[tuple[str, float]] = []
+        for name, limits, who in checks:
+            for unit, limit, amount in (("requests", limits.requests_per_minute, 1),
+                                        ("tokens", limits.tokens_per_minute, tokens)):
+                if limit is None:
+                    continue
+                if self.limiter.acquire(f"{name}:{unit}", amount, limit=limit, per=60.0):
+                    taken.append((f"{name}:{unit}", amount))
+                    continue
+                for counter, given in taken:  # all or nothing: a refused call uses none of the other limits
+                    self.limiter.acquire(counter, -given, limit=1e18, per=60.0)
+                wait = 60 - time.time() % 60  # fixed one-minute windows
+                raise GatewayError(429, f"rate limit of {who}: {limit:g} {unit} per minute", "rate_limited",
+                                   rule=f"<rate-limit:{who}>",
+                                   headers=[(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+
+    def _refusal(self, active: ActivePolicy, decisions: list[dict[str, Any]]) -> GatewayError:
+        """The error for a call whose every candidate model the policy refused (first candidate's reasons)."""
+        first = decisions[0]
+        reasons = first["reasons"]
+        rule = reasons[0]["rule"] if reasons else None
+        residency = {r.id for r in active.policy.compiled.residencies}
+        budgets = {b.id for b in active.policy.compiled.budgets}
+        why = "; ".join(r["message"] for r in reasons) or "denied"
+        if first["effect"] == "escalate":
+            approvals = [o for o in first["obligations"] if o.get("kind") == "approval_required"]
+            return GatewayError(403, f"needs approval: {why}", "approval_required", rule=rule, reasons=reasons,
+                                extra={"approvals": approvals})
+        if any(r["rule"] in residency for r in reasons):
+            return GatewayError(451, f"data residency: {why}", "residency", rule=rule, reasons=reasons)
+        if any(r["rule"] in budgets for r in reasons):
+            return GatewayError(429, f"budget exhausted: {why}", "budget_exhausted", rule=rule, reasons=reasons)
+        return GatewayError(403, f"denied by policy: {why}", "policy_denied", rule=rule, reasons=reasons)
+
+    def _candidates(self, active: ActivePolicy, key: VirtualKey, model: str, tokens: float,
+                    guard: dict[str, Any], call: Call) -> list[tuple[str, dict[str, Any]]]:
+        """The allowed models for a call to ``model``, in order: the model, then its fallbacks.
+
+        Like a policy ``route``: denied models are skipped (rerouted), and when the first model
+        not denied needs an approval, the call gets 403 naming it rather than a way around the gate.
+        """
+        registry = active.policy.compiled.registry
+        if model not in registry and model not in self.upstreams:
+            raise GatewayError(404, f"the model {model!r} does not exist (not declared in the policy)",
+                               "model_not_found")
+        fallbacks = self.upstreams[model].fallbacks if model in self.upstreams else ()
+        names = [model, *(f for f in fallbacks if f != model)]
+        allowed: list[tuple[str, dict[str, Any]]] = []
+        for name in names:
+            request = self._request(key, name, tokens, guard)
+            decision = active.policy.evaluate(request).to_dict()
+            call.decisions.append({"model": name, "effect": decision["effect"],
+                                   "rules": [r["rule"] for r in decision["reasons"]]})
+            if decision["effect"] == "allow":
+                allowed.append((name, request))
+            elif decision["effect"] == "escalate" and not allowed:
+                raise self._refusal(active, [decision])  # as a route: the first model not denied decides
+            elif name == model:
+                first_refusal = decision
+        if not allowed:
+            raise self._refusal(active, [first_refusal])
+        return allowed
+
+    async def _on_ledger(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self._ledger_pool is None:
+            return function(self.ledger, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._ledger_pool, function, self.ledger, *args)
+
+    async def _settle(self, hold: Hold, tokens: float, cost: float) -> None:
+        await self._on_ledger(settle, hold, tokens, cost)
+
+    async def _release(self, hold: Hold) -> None:
+        await self._on_ledger(release, hold)
+
+    async def _reserve(self, active: ActivePolicy, request: dict[str, Any], model: str, tokens: float) -> Hold:
+        reg = active.policy.compiled.registry.get(model) or {}
+        cost = tokens * float(reg.get("cost_per_1m_tokens", 0)) / 1_000_000
+        budgets = active.policy.budgets_for(request)
+        if not budgets:
+            return Hold(())
+        hold = await self._on_ledger(reserve, budgets, tokens, cost, reg.get("currency"))
+        if hold.refused_by is not None:
+            raise GatewayError(429, f"budget {hold.refused_by} has no room for this call's estimate of "
+                                    f"{tokens:g} tokens ({hold.refused_unit})", "budget_exhausted",
+                               rule=hold.refused_by)
+        return hold
+
+    def _price(self, active: ActivePolicy, model: str, tokens: float) -> float:
+        reg = active.policy.compiled.registry.get(model) or {}
+        return round(tokens * float(reg.get("cost_per_1m_tokens", 0)) / 1_000_000, 10)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def _append(self, call: Call, active: ActivePolicy | None) -> int:
+        payload: dict[str, Any] = {
+            "model": call.model, "requested_model": call.requested, "provider": call.provider,
+            "tokens": int(call.tokens), "cost_usd": call.cost, "latency_ms": round(call.latency_ms, 3),
+            "status": call.status, "http_status": call.http_status, "route": call.route, "stream": call.stream,
+            "key": call.key_hash, "team": call.key.team if call.key else None, "decisions": call.decisions,
+            "guard": call.guard, "usage": call.usage, "attempts": call.attempts, "rule": call.rule,
+            "prompt_sha256": call.prompt_sha256, "response_sha256": call.response_sha256, "outcome": call.status,
+        }
+        if call.error:
+            payload["error"] = call.error
+        if self.config.audit_prompts == "masked":
+            payload["prompt_masked"] = call.prompt_masked
+            payload["response_masked"] = call.response_masked
+        actor = call.key.principal.get("id") if call.key else None
+        return self.audit.append("model_call", payload, actor=actor,
+                                 workflow=call.key.workflow if call.key else None,
+                                 policy_hash=active.policy_hash if active else None)
+
+    async def _audit_call(self, call: Call, active: ActivePolicy | None) -> int:
+        """Append the call's record and wait until it is durable; a log that cannot take it fails the call."""
+        try:
+            seq = self._append(call, active)
+            await self.audit.durable(seq)
+        except AuditError as error:
+            raise GatewayError(503, f"call not recorded, so not answered: {error}", "audit_unavailable") from None
+        return seq
+
+    async def _fail(self, call: Call, active: ActivePolicy | None, error: GatewayError) -> GatewayError:
+        call.http_status = error.status
+        call.status = {401: "unauthenticated", 429: "limited", 451: "denied", 403: "denied", 503: "blocked",
+                       502: "error", 504: "timeout"}.get(error.status, "rejected")
+        call.error = str(error)
+        call.rule = error.rule
+        error.audit_seq = await self._audit_call(call, active)
+        return error
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def _body(self, exchange: Exchange) -> dict[str, Any]:
+        try:
+            body = json.loads(exchange.body or b"null")
+        except ValueError as error:
+            raise GatewayError(400, f"body is not JSON: {error}", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "body must be a JSON object", "invalid_request")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "model: required, the name of a declared model", "invalid_request")
+        return body
+
+    async def chat_completions(self, exchange: Exchange) -> Any:
+        call = Call(route="chat.completions")
+        active = self.holder.active
+        try:
+            if active is None:
+                raise GatewayError(503, "no policy loaded", "not_ready")
+            key = self._caller(exchange, call)
+            body = self._body(exchange)
+            call.requested = body["model"]
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+                raise GatewayError(400, "messages: required, a non-empty list of message objects", "invalid_request")
+            call.stream = bool(body.get("stream"))
+            texts = [_message_text(m.get("content")) for m in messages]
+            prompt = "\n".join(texts)
+            call.prompt_sha256 = _sha(prompt)
+            found = self._screen(texts, call, "prompt")
+            guard = g.merge(found)
+            call.guard["prompt"] = guard
+            if guard["masked"]:
+                apply = g.masker(self.config.guards)
+                messages = [{**m, "content": apply(t, s)} if isinstance(m.get("content"), str) else m
+                            for m, t, s in zip(messages, texts, found)]
+                body = {**body, "messages": messages}
+            call.prompt_masked = g.mask(prompt, [f for s in found for f in s.findings]) \
+                if self.config.audit_prompts == "masked" else None
+            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+            upstream = self.upstreams.get(call.requested)
+            if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+                max_tokens = upstream.max_tokens if upstream else 512
+            estimate = estimate_tokens(prompt) + max_tokens
+            self._limit(key, estimate)
+            candidates = self._candidates(active, key, call.requested, estimate, guard, call)
+            body = {**body, "max_tokens": max_tokens}
+            body.pop("max_completion_tokens", None)
+            if call.stream:
+                return await self._chat_stream(active, call, candidates, body, estimate, prompt, max_tokens)
+            return await self._chat_once(active, call, candidates, body, estimate, prompt, max_tokens)
+        except GatewayError as error:
+            raise await self._fail(call, active, error) from None
+
+    async def _chat_once(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
+                         body: dict[str, Any], estimate: float, prompt: str, max_tokens: int) -> Response:
+        last: UpstreamError | None = None
+        for model, request in candidates:
+            hold = await self._reserve(active, request, model, estimate)
+            upstream = self.upstreams.get(model)
+            started = time.perf_counter()
+            try:
+                if upstream is None or upstream.base_url is None:
+                    answer = self.simulator.chat(model, prompt, max_tokens)
+                    call.provider = "simulator"
+                else:
+                    answer = (await self.client.post(upstream, "/chat/completions", body)).body
+                    call.provider = upstream.base_url
+            except UpstreamError as error:
+                await self._release(hold)
+                call.attempts.append({"model": model, "status": error.status, "error": str(error)})
+                last = error
+                continue
+            except BaseException:
+                await self._release(hold)  # the call did not happen: give the budget back
+                raise
+            call.latency_ms = (time.perf_counter() - started) * 1000
+            call.attempts.append({"model": model, "status": 200})
+            call.model = model
+            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+            call.usage = usage
+            total = usage.get("total_tokens")
+            call.tokens = float(total) if isinstance(total, (int, float)) else float(estimate)
+            call.cost = self._price(active, model, call.tokens)
+            await self._settle(hold, call.tokens, call.cost)
+            self._limit_settle(call, estimate)
+            text = ""
+            try:
+                text = answer["choices"][0]["message"]["content"] or ""
+            except (KeyError, IndexError, TypeError):
+                pass
+            released = self._screen_response(active, call, request, text)
+            if released != text:
+                answer["choices"][0]["message"]["content"] = released
+            answer["model"] = model
+            seq = await self._audit_call(call, active)
+            headers = [(b"x-audit-seq", str(seq).encode()), (b"x-policyengine-model", model.encode())]
+            return Response(200, json.dumps(answer).encode(), headers=headers,
+                            note={"audit_seq": seq, "model": model})
+        assert last is not None
+        raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
+
+    def _limit_settle(self, call: Call, estimate: float) -> None:
+        """Correct the key's tokens-per-minute count from the estimate to the actual usage."""
+        if call.key is not None and call.key.limits.tokens_per_minute is not None:
+            self.limiter.acquire(f"key:{call.key.key_id}:tokens", call.tokens - estimate, limit=1e18, per=60.0)
+
+    def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str) -> str:
+        """Screen an answer, decide it again with ``context.guard.response``; the text to release (masked)."""
+        found = self._screen([text], call, "response")[0]
+        call.response_sha256 = _sha(text)
+        if self.config.audit_prompts == "masked":
+            call.response_masked = g.mask(text, found.findings)
+        self._decide_response(active, call, request, {"pii": found.pii, "secrets": found.secrets,
+                                                      "masked": found.masked})
+        return g.masker(self.config.guards)(text, found) if found.masked else text
+
+    def _decide_response(self, active: ActivePolicy, call: Call, request: dict[str, Any],
+                         response_guard: dict[str, Any]) -> None:
+        """Decide the call again with ``context.guard.response``; raise ``GatewayError`` when the answer is refused."""
+        call.guard["response"] = response_guard
+        context = dict(request["context"])
+        context["guard"] = {**context["guard"], "response": response_guard}
+        context["tokens"] = 0  # the call was admitted and its budget held: this stage decides the content only
+        decision = active.policy.evaluate({**request, "context": context}).to_dict()
+        call.decisions.append({"model": call.model, "stage": "response", "effect": decision["effect"],
+                               "rules": [r["rule"] for r in decision["reasons"]]})
+        if decision["effect"] != "allow":
+            reasons = decision["reasons"]
+            raise GatewayError(403, "response withheld by policy: " + "; ".join(r["message"] for r in reasons),
+                               "response_blocked", rule=reasons[0]["rule"] if reasons else None, reasons=reasons)
+
+    async def _chat_stream(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
+                           body: dict[str, Any], estimate: float, prompt: str,
+                           max_tokens: int) -> tuple[Response, AsyncIterator[bytes]]:
+        from .streaming import stream_chat
+
+        return await stream_chat(self, active, call, candidates, body, estimate, prompt, max_tokens)
+
+    async def embeddings(self, exchange: Exchange) -> Response:
+        call = Call(route="embeddings")
+        active = self.holder.active
+        try:
+            if active is None:
+                raise GatewayError(503, "no policy loaded", "not_ready")
+            key = self._caller(exchange, call)
+            body = self._body(exchange)
+            call.requested = body["model"]
+            inputs = body.get("input")
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+                raise GatewayError(400, "input: required, a string or a list of strings", "invalid_request")
+            call.prompt_sha256 = _sha("\n".join(inputs))
+            found = self._screen(inputs, call, "prompt")
+            guard = g.merge(found)
+            call.guard["prompt"] = guard
+            if guard["masked"]:
+                apply = g.masker(self.config.guards)
+                inputs = [apply(t, s) for t, s in zip(inputs, found)]
+                body = {**body, "input": inputs}
+            estimate = sum(estimate_tokens(t) for t in inputs)
+            self._limit(key, estimate)
+            last: UpstreamError | None = None
+            for model, request in self._candidates(active, key, call.requested, estimate, guard, call):
+                hold = await self._reserve(active, request, model, estimate)
+                upstream = self.upstreams.get(model)
+                started = time.perf_counter()
+                try:
+                    if upstream is None or upstream.base_url is None:
+                        answer, call.provider = self.simulator.embeddings(model, inputs), "simulator"
+                    else:
+                        answer = (await self.client.post(upstream, "/embeddings", body)).body
+                        call.provider = upstream.base_url
+                except UpstreamError as error:
+                    await self._release(hold)
+                    call.attempts.append({"model": model, "status": error.status, "error": str(error)})
+                    last = error
+                    continue
+                except BaseException:
+                    await self._release(hold)
+                    raise
+                call.latency_ms = (time.perf_counter() - started) * 1000
+                call.model = model
+                usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+                call.usage = usage
+                total = usage.get("total_tokens")
+                call.tokens = float(total) if isinstance(total, (int, float)) else float(estimate)
+                call.cost = self._price(active, model, call.tokens)
+                await self._settle(hold, call.tokens, call.cost)
+                answer["model"] = model
+                seq = await self._audit_call(call, active)
+                return Response(200, json.dumps(answer).encode(), headers=[(b"x-audit-seq", str(seq).encode())],
+                                note={"audit_seq": seq, "model": model})
+            assert last is not None
+            raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
+        except GatewayError as error:
+            raise await self._fail(call, active, error) from None
+
+    async def list_models(self, exchange: Exchange) -> Response:
+        """The declared models the caller's policy lets it call (decided now, not recorded: no call is made)."""
+        active = self.holder.active
+        if active is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        key = self._caller(exchange, Call(route="models"))
+        data = []
+        for name, reg in active.policy.compiled.registry.items():
+            decision = active.policy.evaluate(self._request(key, name, 1, g.merge([])))
+            if decision.effect == "allow":
+                data.append({"id": name, "object": "model", "created": 0, "owned_by": reg.get("provider") or "local"})
+        return Response(200, json.dumps({"object": "list", "data": data}).encode())

@@ -1,0 +1,254 @@
+"""The gateway's configuration files: ``gateway.yaml``, the virtual keys and the providers.
+
+Paths inside ``gateway.yaml`` (rules, keys, providers) are relative to that
+file; ``db`` and ``key`` to the working directory, as for every command.
+Every problem is one ``GatewayConfigError`` line naming the file and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import yamlfile
+from .guards import PII_TYPES, SECRET_TYPES, GuardConfig
+
+
+class GatewayConfigError(Exception):
+    """A configuration file the gateway cannot start with (one line)."""
+
+
+def hash_key(key: str) -> str:
+    """How a virtual key is stored: the hex sha256 of its text."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _load(path: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = yamlfile.load(path, what)
+    except yamlfile.YamlFileError as error:
+        raise GatewayConfigError(str(error)) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise GatewayConfigError(f"{path}: the {what} must be a YAML mapping")
+    return doc
+
+
+def _number(value: Any, where: str, *, minimum: float = 0, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise GatewayConfigError(f"{where}: must be a {'whole ' if integer else ''}number >= {minimum:g}")
+    if integer and value != int(value):
+        raise GatewayConfigError(f"{where}: must be a whole number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-minute limits of one key or team.
+
+    Interim: read from the keys file until the language has ``limit 60 requests per minute``.
+    """
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+
+
+def _limits(doc: Any, where: str) -> Limits:
+    if doc is None:
+        return Limits()
+    if not isinstance(doc, dict):
+        raise GatewayConfigError(f"{where}: must be a mapping with requests_per_minute and/or tokens_per_minute")
+    unknown = sorted(set(doc) - {"requests_per_minute", "tokens_per_minute"})
+    if unknown:
+        raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
+    values = {k: _number(v, f"{where}.{k}", minimum=1, integer=True) for k, v in doc.items() if v is not None}
+    return Limits(**values)
+
+
+@dataclass(frozen=True)
+class VirtualKey:
+    """Who a virtual key speaks for, and the request defaults every call made with it carries."""
+
+    key_id: str  # first 12 hex of the hash: names the key in logs and audit records
+    name: str
+    principal: Mapping[str, Any]
+    team: str | None
+    workflow: str | None
+    data: Mapping[str, Any]
+    context: Mapping[str, Any]
+    limits: Limits
+
+
+_KEY_FIELDS = {"sha256", "name", "principal", "team", "workflow", "data", "context", "limits"}
+
+
+def load_keys(path: Path) -> tuple[dict[str, VirtualKey], dict[str, Limits]]:
+    """``{sha256 hex: key}`` and the per-team limits from a keys file."""
+    doc = _load(path, "keys file")
+    entries = doc.get("keys")
+    if not isinstance(entries, list) or not entries:
+        raise GatewayConfigError(f"{path}: keys: must be a non-empty list")
+    keys: dict[str, VirtualKey] = {}
+    for index, entry in enumerate(entries):
+        where = f"{path}: keys[{index}]"
+        if not isinstance(entry, dict):
+            raise GatewayConfigError(f"{where}: must be a mapping")
+        unknown = sorted(set(entry) - _KEY_FIELDS)
+        if unknown:
+            raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r} (keys are stored hashed: sha256)")
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise GatewayConfigError(f"{where}.sha256: must be the 64 lowercase hex digits of the key's sha256")
+        if digest in keys:
+            raise GatewayConfigError(f"{where}.sha256: the same key is listed twice")
+        principal = entry.get("principal")
+        if not isinstance(principal, dict) or not isinstance(principal.get("id"), str) or not principal["id"]:
+            raise GatewayConfigError(f"{where}.principal: must be a mapping with an id")
+        for name in ("data", "context"):
+            if not isinstance(entry.get(name, {}), dict):
+                raise GatewayConfigError(f"{where}.{name}: must be a mapping")
+        for name in ("team", "workflow", "name"):
+            if entry.get(name) is not None and not isinstance(entry[name], str):
+                raise GatewayConfigError(f"{where}.{name}: must be a string")
+        keys[digest] = VirtualKey(
+            key_id=digest[:12], name=entry.get("name") or digest[:12], principal=dict(principal),
+            team=entry.get("team"), workflow=entry.get("workflow"), data=dict(entry.get("data") or {}),
+            context=dict(entry.get("context") or {}), limits=_limits(entry.get("limits"), f"{where}.limits"))
+    teams_doc = doc.get("teams") or {}
+    if not isinstance(teams_doc, dict):
+        raise GatewayConfigError(f"{path}: teams: must be a mapping of team -> limits")
+    teams = {str(team): _limits((spec or {}).get("limits") if isinstance(spec, dict) else spec,
+                                f"{path}: teams.{team}.limits") for team, spec in teams_doc.items()}
+    return keys, teams
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where one model is served: an OpenAI-compatible base URL, or the local simulator (``base_url`` None)."""
+
+    model: str
+    base_url: str | None
+    upstream_model: str
+    api_key_env: str | None
+    timeout_s: float
+    retries: int
+    fallbacks: tuple[str, ...]
+    max_tokens: int  # assumed completion size when the caller gives no max_tokens (the budget estimate)
+
+
+_UPSTREAM_FIELDS = {"base_url", "model", "api_key_env", "timeout_s", "retries", "fallbacks", "max_tokens"}
+
+
+def load_providers(path: Path | None) -> dict[str, Upstream]:
+    """Model -> upstream from PROVIDERS.yaml; models it does not list are served by the simulator."""
+    if path is None:
+        return {}
+    doc = _load(path, "providers file")
+    defaults = doc.get("defaults") or {}
+    models = doc.get("models") or {}
+    if not isinstance(defaults, dict) or not isinstance(models, dict):
+        raise GatewayConfigError(f"{path}: defaults and models must be mappings")
+    out: dict[str, Upstream] = {}
+    for model, spec in models.items():
+        where = f"{path}: models.{model}"
+        spec = {**defaults, **(spec or {})}
+        unknown = sorted(set(spec) - _UPSTREAM_FIELDS)
+        if unknown:
+            raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
+        base_url = spec.get("base_url")
+        if base_url in (None, "local", "simulator"):
+            base_url = None
+        elif not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise GatewayConfigError(f"{where}.base_url: must be an http(s) URL or 'local' (the simulator)")
+        fallbacks = spec.get("fallbacks") or []
+        if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+            raise GatewayConfigError(f"{where}.fallbacks: must be a list of model names")
+        env = spec.get("api_key_env")
+        if env is not None and not isinstance(env, str):
+            raise GatewayConfigError(f"{where}.api_key_env: must be the name of an environment variable")
+        out[str(model)] = Upstream(
+            model=str(model), base_url=base_url.rstrip("/") if base_url else None,
+            upstream_model=str(spec.get("model") or model), api_key_env=env,
+            timeout_s=_number(spec.get("timeout_s", 30), f"{where}.timeout_s", minimum=0.001),
+            retries=int(_number(spec.get("retries", 1), f"{where}.retries", integer=True)),
+            fallbacks=tuple(fallbacks),
+            max_tokens=int(_number(spec.get("max_tokens", 512), f"{where}.max_tokens", minimum=1, integer=True)))
+    return out
+
+
+def _guards(doc: Any, where: str) -> GuardConfig:
+    if doc is None:
+        return GuardConfig()
+    if not isinstance(doc, dict):
+        raise GatewayConfigError(f"{where}: must be a mapping")
+    unknown = sorted(set(doc) - {"pii", "secrets", "prompt_injection", "mask", "timeout_s"})
+    if unknown:
+        raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
+    masked = doc.get("mask") or []
+    known = set(PII_TYPES) | set(SECRET_TYPES)
+    if not isinstance(masked, list) or any(m not in known for m in masked):
+        raise GatewayConfigError(f"{where}.mask: must be a list of entity types among {', '.join(sorted(known))}")
+    return GuardConfig(pii=bool(doc.get("pii", True)), secrets=bool(doc.get("secrets", True)),
+                       prompt_injection=bool(doc.get("prompt_injection", True)), mask=frozenset(masked),
+                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6))
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    rules: tuple[str, ...]
+    keys: str
+    providers: str | None = None
+    db: str = "policyengine.duckdb"
+    key: str = "policyengine.key"
+    ledger: str | None = None  # DuckDB file of the budget ledger; None: in memory (budgets reset on restart)
+    rate_limits: str | None = None  # redis://... to share per-minute limits across processes; None: in this process
+    host: str = "127.0.0.1"
+    port: int = 4000
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    audit_prompts: str = "hash"  # "hash" (sha256 only) or "masked" (text with every finding redacted)
+    max_body: int = 4 << 20
+    timeout: float = 30.0
+
+
+_CONFIG_FIELDS = {"rules", "keys", "providers", "db", "key", "ledger", "rate_limits", "host", "port", "guards",
+                  "audit_prompts", "max_body"}
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """The settings of a ``gateway.yaml`` as keyword arguments of ``GatewayConfig`` (paths resolved)."""
+    file = Path(path)
+    doc = _load(file, "gateway config")
+    unknown = sorted(set(doc) - _CONFIG_FIELDS)
+    if unknown:
+        raise GatewayConfigError(f"{file}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_CONFIG_FIELDS))})")
+    base = file.parent
+    out: dict[str, Any] = {}
+    if "rules" in doc:
+        rules = doc["rules"] if isinstance(doc["rules"], list) else [doc["rules"]]
+        if not rules or not all(isinstance(r, str) for r in rules):
+            raise GatewayConfigError(f"{file}: rules: must be a path or a list of paths")
+        out["rules"] = tuple(str(base / r) for r in rules)
+    for name in ("keys", "providers"):
+        if name in doc:
+            if not isinstance(doc[name], str):
+                raise GatewayConfigError(f"{file}: {name}: must be a path")
+            out[name] = str(base / doc[name])
+    for name in ("db", "key", "ledger", "rate_limits", "host", "audit_prompts"):
+        if name in doc:
+            if not isinstance(doc[name], str):
+                raise GatewayConfigError(f"{file}: {name}: must be a string")
+            out[name] = doc[name]
+    if "port" in doc:
+        out["port"] = int(_number(doc["port"], f"{file}: port", integer=True))
+    if "max_body" in doc:
+        out["max_body"] = int(_number(doc["max_body"], f"{file}: max_body", minimum=1, integer=True))
+    if "guards" in doc:
+        out["guards"] = _guards(doc["guards"], f"{file}: guards")
+    if out.get("audit_prompts", "hash") not in ("hash", "masked"):
+        raise GatewayConfigError(f"{file}: audit_prompts: must be 'hash' or 'masked'")
+    return out

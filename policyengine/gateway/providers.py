@@ -1,0 +1,168 @@
+"""Calling the model behind a declared name: an OpenAI-compatible upstream, or the local simulator.
+
+Retries (``Upstream.retries`` extra tries) cover connection errors, timeouts
+and 5xx answers before any byte of an answer was passed on; after that the
+gateway falls back to the next allowed model. The API key is read from the
+environment variable the providers file names, at call time, never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .config import Upstream
+
+
+class UpstreamError(Exception):
+    """The upstream failed: ``status`` 502 (error answer, unreachable) or 504 (timeout)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Answer:
+    body: dict[str, Any]
+    latency_ms: float
+    attempts: int
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper-leaning token estimate (about 4 characters a token) for reservations."""
+    return len(text) // 4 + 1
+
+
+class Simulator:
+    """Deterministic OpenAI-shaped answers, offline (the default for models without an upstream)."""
+
+    @staticmethod
+    def _words(model: str, prompt: str, max_tokens: int) -> list[str]:
+        digest = hashlib.sha256(f"{model}\0{prompt}".encode()).hexdigest()
+        words = ["Simulated", "answer", "from", model, "for", "prompt", digest[:12] + "."]
+        return words[:max(1, max_tokens)]
+
+    def chat(self, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+        words = self._words(model, prompt, max_tokens)
+        usage = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": len(words)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return {"id": "chatcmpl-sim-" + hashlib.sha256(prompt.encode()).hexdigest()[:16], "object": "chat.completion",
+                "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},
+                             "finish_reason": "stop"}], "usage": usage}
+
+    async def chat_stream(self, model: str, prompt: str, max_tokens: int) -> AsyncIterator[dict[str, Any]]:
+        words = self._words(model, prompt, max_tokens)
+        base = {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        for index, word in enumerate(words):
+            yield {**base, "choices": [{"index": 0, "delta": {"content": (" " if index else "") + word},
+                                        "finish_reason": None}]}
+        usage = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": len(words)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+
+    def embeddings(self, model: str, inputs: list[str]) -> dict[str, Any]:
+        data = []
+        for index, text in enumerate(inputs):
+            digest = hashlib.sha256(text.encode()).digest()
+            data.append({"object": "embedding", "index": index, "embedding": [round(b / 255, 4) for b in digest[:16]]})
+        tokens = sum(estimate_tokens(t) for t in inputs)
+        return {"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+class UpstreamClient:
+    """One pooled HTTP client for every upstream."""
+
+    def __init__(self) -> None:
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+
+    def _headers(self, upstream: Upstream) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if upstream.api_key_env:
+            key = os.environ.get(upstream.api_key_env)
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    async def post(self, upstream: Upstream, path: str, body: dict[str, Any]) -> Answer:
+        """POST ``body`` (its model replaced by the upstream's name) and return the JSON answer."""
+        assert upstream.base_url is not None
+        payload = {**body, "model": upstream.upstream_model}
+        last: UpstreamError | None = None
+        started = time.perf_counter()
+        for attempt in range(1, upstream.retries + 2):
+            try:
+                response = await self._client.post(upstream.base_url + path, json=payload,
+                                                   headers=self._headers(upstream), timeout=upstream.timeout_s)
+            except httpx.TimeoutException:
+                last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s")
+                continue
+            except httpx.HTTPError as error:
+                last = UpstreamError(502, f"{upstream.model}: cannot reach {upstream.base_url}: {error}")
+                continue
+            if response.status_code >= 500:
+                last = UpstreamError(502, f"{upstream.model}: HTTP {response.status_code} from upstream")
+                continue
+            if response.status_code >= 400:
+                raise UpstreamError(502, f"{upstream.model}: HTTP {response.status_code} from upstream: "
+                                         f"{response.text[:200]}")
+            try:
+                doc = response.json()
+            except ValueError:
+                raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON") from None
+            if not isinstance(doc, dict):
+                raise UpstreamError(502, f"{upstream.model}: upstream answer is not a JSON object")
+            return Answer(doc, (time.perf_counter() - started) * 1000, attempt)
+        assert last is not None
+        raise last
+
+    async def stream(self, upstream: Upstream, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The chunks of a streamed chat completion; retried only until the first chunk arrives."""
+        assert upstream.base_url is not None
+        payload = {**body, "model": upstream.upstream_model, "stream": True,
+                   "stream_options": {"include_usage": True}}
+        last: UpstreamError | None = None
+        for _attempt in range(upstream.retries + 1):
+            started = False
+            try:
+                async with self._client.stream("POST", upstream.base_url + "/chat/completions", json=payload,
+                                               headers=self._headers(upstream), timeout=upstream.timeout_s) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        last = UpstreamError(502, f"{upstream.model}: HTTP {response.status_code} from upstream")
+                        if response.status_code < 500:
+                            raise last
+                        continue
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return
+                        try:
+                            chunk = json.loads(data)
+                        except ValueError:
+                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk") from None
+                        started = True
+                        yield chunk
+                    return
+            except httpx.TimeoutException:
+                last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s")
+            except httpx.HTTPError as error:
+                last = UpstreamError(502, f"{upstream.model}: stream from {upstream.base_url} broke: {error}")
+            if started:
+                raise last
+        assert last is not None
+        raise last
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,112 @@
+"""Start the gateway: load keys, providers and policy, open the audit log and budget ledger, serve with uvicorn.
+
+One process, one audit writer (the decision server's ``DurableAudit``), one
+budget ledger (``policyengine.store``'s: a DuckDB file or PostgreSQL with ``ledger``,
+else in memory) that every call reserves in before it goes upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..audit import AuditError, AuditLog, generate_key, load_private_key
+from ..server.audit_writer import DurableAudit
+from ..server.metrics import Metrics
+from ..server.policy_source import PolicyHolder
+from ..server.run import _activation_recorder, _listen, _loop_factory, _serve, ServeConfig
+from .app import GatewayApp
+from .limits import MemoryReservingLedger
+from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
+
+
+class GatewayStartError(Exception):
+    """A setting or file that keeps the gateway from starting (one line)."""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
+    """Serve until SIGINT/SIGTERM; return the exit status."""
+    try:
+        keys, teams = load_keys(Path(config.keys))
+        upstreams = load_providers(Path(config.providers) if config.providers else None)
+    except GatewayConfigError as error:
+        raise GatewayStartError(str(error)) from None
+    from ..diagnostics import PolicyError, render_findings
+    from ..engine import load_policy
+
+    try:  # checked before anything is created or opened (compiled once: the holder's load hits the cache)
+        registry = load_policy(list(config.rules)).compiled.registry
+    except PolicyError as error:
+        raise GatewayStartError("the rules have errors:\n" + render_findings(error.findings)) from None
+    for model in upstreams:
+        if model not in registry:
+            raise GatewayStartError(f"{config.providers}: model {model!r} is not declared in the rules "
+                               "(declare it with `model NAME` to route to it)")
+    from ..store.files import StoreError
+    from ..store.ratelimit import open_rate_limiter
+
+    try:
+        limiter = open_rate_limiter(config.rate_limits)
+    except StoreError as error:
+        raise GatewayStartError(str(error)) from None
+    if not Path(config.key).exists():
+        generate_key(config.key)
+        _say(f"created signing key {config.key} (public key {config.key}.pub.pem)")
+    try:
+        key = load_private_key(config.key)
+    except AuditError as error:
+        raise GatewayStartError(str(error)) from None
+    from ..reporting.errors import ReportError
+    from ..reporting.monitor import blocked_models
+    from ..store import open_store
+
+    try:
+        blocked = blocked_models(config.db)
+    except ReportError:
+        blocked = frozenset()
+    store: Any = None
+    ledger: Any = MemoryReservingLedger()
+    if config.ledger:  # a DuckDB file, or postgresql://... to share budgets between gateway processes and hosts
+        try:
+            store = open_store(config.ledger)
+        except StoreError as error:
+            raise GatewayStartError(str(error)) from None
+        ledger = store.ledger
+    try:
+        log = AuditLog(config.db, key)
+    except AuditError as error:
+        if store is not None:
+            store.close()
+        raise GatewayStartError(str(error)) from None
+    audit = DurableAudit(log)
+    metrics = Metrics(lambda: audit.queue_depth)
+    audit.on_commit = metrics.committed
+    holder = PolicyHolder(rules=config.rules, ledger=ledger, blocked=blocked,
+                          on_activate=_activation_recorder(log, metrics))
+    app: GatewayApp | None = None
+    try:
+        outcome = holder.reload("startup", force=True)
+        if outcome != "activated":
+            raise GatewayStartError(outcome.removeprefix("refused: "))
+        app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, limiter,
+                         access_log=access_log)
+        sock = _listen(config.host, config.port, reuse_port=False)
+        serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
+                                   watch_interval=1.0)
+        _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(app, holder, metrics, sock, serve_config))
+            runner.run(app.client.close())
+    finally:
+        audit.close()
+        holder.close()
+        if store is not None:
+            store.close()
+    return 0

@@ -1,0 +1,85 @@
+"""``policyengine gateway``: the shipped example runs out of the box; bad settings are one line and exit 1."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+from gateway_process import start_gateway
+from server_process import audit_records, verify
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gateway" / "gateway.yaml"
+
+
+def test_shipped_example_serves_the_two_documented_keys(tmp_path: Path) -> None:
+    with start_gateway(tmp_path, EXAMPLE) as gateway:
+        allowed = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-example-allowed", max_retries=0)
+        denied = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-example-denied", max_retries=0)
+        assert "classifier_small" in [m.id for m in allowed.models.list()]
+        assert list(denied.models.list()) == []
+        answer = allowed.chat.completions.create(model="classifier_small",
+                                                 messages=[{"role": "user", "content": "classify: duplicate invoice"}])
+        assert answer.model == "classifier_small" and answer.choices[0].message.content
+        streamed = allowed.chat.completions.create(model="classifier_small", stream=True,
+                                                   messages=[{"role": "user", "content": "classify"}])
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).startswith("Simulated")
+        rerouted = allowed.chat.completions.create(model="frontier_llm", messages=[{"role": "user", "content": "x"}])
+        assert rerouted.model == "classifier_small"  # restricted data stays on internal hosting
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            denied.chat.completions.create(model="classifier_small", messages=[{"role": "user", "content": "x"}])
+        assert caught.value.body["rule"] == "<default-deny>"
+    assert (tmp_path / "gateway.key").exists()  # created on first start
+    calls = [p for e, p in audit_records(tmp_path / "gateway.duckdb").values() if e == "model_call"]
+    assert len(calls) == 4 and [c["status"] for c in calls] == ["ok", "ok", "ok", "denied"]
+    assert all(c["prompt_sha256"] and "prompt_masked" not in c for c in calls)  # audit_prompts: hash
+    assert "classify: duplicate invoice" not in str(calls)
+    result = verify(tmp_path, tmp_path / "gateway.duckdb", tmp_path / "gateway.key")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _write(tmp_path: Path, name: str, doc: object) -> str:
+    (tmp_path / name).write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc, encoding="utf-8")
+    return name
+
+
+GOOD_KEY = {"sha256": hashlib.sha256(b"k").hexdigest(), "principal": {"id": "bob"}}
+RULES = str(EXAMPLE.parents[2] / "rules")
+
+
+@pytest.mark.parametrize(("files", "args", "message"), [
+    ({"keys.yaml": {"keys": [{"sha256": "abc", "principal": {"id": "bob"}}]}}, ["--keys", "keys.yaml"],
+     "keys.yaml: keys[0].sha256: must be the 64 lowercase hex digits"),
+    ({"keys.yaml": {"keys": [{**GOOD_KEY, "key": "sk-clear"}]}}, ["--keys", "keys.yaml"],
+     "keys.yaml: keys[0]: unknown field 'key' (keys are stored hashed: sha256)"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]}}, ["--keys", "missing.yaml"], "missing.yaml: cannot read keys file"),
+    ({"keys.yaml": "keys: [\n"}, ["--keys", "keys.yaml"], "keys.yaml:2: keys file is not valid YAML"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]}, "p.yaml": {"models": {"gpt-x": {"base_url": "http://127.0.0.1:9/v1"}}}},
+     ["--keys", "keys.yaml", "--providers", "p.yaml"], "p.yaml: model 'gpt-x' is not declared in the rules"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]}, "p.yaml": {"models": {"classifier_small": {"base_url": "ftp://x"}}}},
+     ["--keys", "keys.yaml", "--providers", "p.yaml"], "models.classifier_small.base_url: must be an http(s) URL"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]}, "gw.yaml": {"rules": "x", "keys": "keys.yaml", "prot": 1}},
+     ["--config", "gw.yaml"], "gw.yaml: unknown field 'prot'"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]}, "gw.yaml": {"keys": "keys.yaml", "guards": {"mask": ["ssn"]}}},
+     ["--config", "gw.yaml"], "guards.mask: must be a list of entity types"),
+])
+def test_bad_settings_are_one_line_and_exit_1(tmp_path: Path, files: dict[str, object], args: list[str],
+                                              message: str) -> None:
+    for name, doc in files.items():
+        _write(tmp_path, name, doc)
+    rules = [] if "--config" in args else ["--rules", RULES]
+    result = subprocess.run([sys.executable, "-m", "policyengine", "gateway", *rules, *args, "--port", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_keys_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "policyengine", "gateway", "--rules", RULES], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "give --keys" in result.stderr
