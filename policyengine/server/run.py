@@ -24,7 +24,7 @@ from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, loa
 from ..audit.keys import DEFAULT_KEY_PATH
 from ..budgets import BudgetLedger, DuckDBLedger, InMemoryLedger
 from .app import DecisionApp, ServerOptions
-from .audit_writer import DurableAudit, wait_durable
+from .audit_writer import DurableAudit
 from .metrics import Metrics
 from .policy_source import ActivePolicy, PolicyHolder
 
@@ -128,7 +128,7 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     def record(active: ActivePolicy, reason: str) -> None:
         payload = {**active.describe(), "reason": reason}
         seq = log.append("policy_activated", payload=payload, policy_hash=active.policy_hash)
-        wait_durable(log, seq)  # recorded before the policy answers anything
+        log.wait_durable(seq)  # recorded before the policy answers anything
         metrics.reloads.labels("activated").inc()
         _say(f"policy {active.policy_hash[:12]} activated ({reason}; {active.source}"
              f"{', signed by ' + active.signer if active.signer else ''}; audit seq {seq})")
