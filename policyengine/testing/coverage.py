@@ -24,6 +24,7 @@ from typing import Any
 from .. import ast
 from ..compile import glob_match
 from ..conditions import compile_expr, expr_text, holds
+from ..schema import schema_normalisers
 from ..decision import Decision
 
 # declaration type -> the word shown in reports
@@ -156,6 +157,7 @@ class _Tracker:
         self.compiled = policy.compiled
         self.evaluator = Evaluator(policy.compiled, policy_hash=policy.policy_hash, ledger=InMemoryLedger())
         ps = policy.policy_set
+        normal = schema_normalisers(ps)  # as the engine compiles: constants meet attributes normalised alike
         self.hit_decls: set[str] = set()
         self.hit_clauses: set[tuple[str, int, int]] = set()
         # (leaf span key, predicate, rule declaration or None) for every clause not yet seen to hold
@@ -165,7 +167,8 @@ class _Tracker:
             for scoped in items:
                 for cond in _conditions(scoped.decl):
                     for leaf in leaves(cond):
-                        pred = compile_expr(ps.substitute(scoped.package, leaf), ps.consts.get(scoped.package, {}))
+                        pred = compile_expr(ps.substitute(scoped.package, leaf), ps.consts.get(scoped.package, {}),
+                                            normal)
                         s = leaf.span
                         rule = scoped.decl if isinstance(scoped.decl, ast.RuleDecl) else None
                         self.pending.append((_key(s.file, s.line, s.col), pred, rule))

@@ -377,16 +377,18 @@ def undeclared_names(request: Mapping[str, Any], policy: Any, decision: Mapping[
     """Roles, agents and models a case's request names that the policy under test does not declare.
 
     A typo (``roles: [marketr]``) would otherwise be decided as a stranger and a
-    case expecting ``deny`` would pass for the wrong reason. An undeclared agent
-    or model that the decision itself names (the engine denies undeclared agents
-    with that reason) is what the case tests, and is not reported.
+    case expecting ``deny`` would pass for the wrong reason. A name that the
+    decision itself names (the engine refuses a role differing only in case, and
+    denies undeclared agents, with that reason) is what the case tests, and is
+    not reported.
     """
     ps = policy.policy_set
     principal = request.get("principal") or {}
     resource = request.get("resource") or {}
-    out = [f"request: role {r!r} is not declared in the policy under test"
-           for r in principal.get("roles") or () if isinstance(r, str) and r not in ps.role_closure]
     said = " ".join(str(r.get("message", "")) for r in decision.get("reasons", ()))
+    out = [f"request: role {r!r} is not declared in the policy under test"
+           for r in principal.get("roles") or ()
+           if isinstance(r, str) and r not in ps.role_closure and repr(r) not in said]
     agent, model = principal.get("id"), resource.get("id")
     if principal.get("type") == "agent" and isinstance(agent, str) and agent not in ps.agents and agent not in said:
         out.append(f"request: agent {agent!r} is not declared in the policy under test")
