@@ -55,7 +55,7 @@ rule callers_invoke
     allow role caller to invoke model "*"
 
 residency eu_personal_data
-    when data.classification == "pii" and data.origin in ["DE", "FR"]
+    when data has classification and data.classification == "pii" and data.origin in ["DE", "FR"]
     require region in ["eu-west-1"]
 
 budget shared_tokens
@@ -71,7 +71,7 @@ escalate large_calls
     within 1h else deny
 
 escalate big_needs_review
-    when resource.id == "big" and context.review == true
+    when resource.id == "big" and context has review and context.review == true
     to role reviewer
     within 1h else deny
 
@@ -82,7 +82,8 @@ rule no_prompt_injection
 
 rule no_card_numbers
     deny any to invoke model "*"
-    when "credit_card" in context.guard.pii or "credit_card" in context.guard.response.pii
+    when "credit_card" in context.guard.pii
+      or (context has guard.response and "credit_card" in context.guard.response.pii)
     because "card numbers stay out of models"
 """
 
