@@ -42,6 +42,10 @@ _PLACEHOLDER = re.compile(r"\[[^\]]*\]|\.\.\.|\b(?!RUN\b)[A-Z][A-Z_]{2,}\b|\w\|\
 SKIP: dict[tuple[str, str], str] = {
     ("README.md", ". .venv/bin/activate && python -m pytest"): "the test suite itself (this test is part of it)",
     ("README.md", "python3 -m venv .venv"): "installs into a new virtual environment (done by .ci/run)",
+    ("server.md", "policyengine serve"): "starts a server that runs until stopped; tests/test_server_e2e.py "
+                                         "runs it as a subprocess",
+    ("gateway.md", "policyengine gateway"): "starts a server that runs until stopped; tests/test_gateway_cli.py "
+                                            "runs the shipped example",
     ("policy-tests.md", "pytest rules/"): "runs pytest from the repository, where rules/ is; covered by "
                                            "tests/test_cli_test.py",
 }
