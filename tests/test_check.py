@@ -504,6 +504,12 @@ _principals = st.one_of(
 )
 _decls = st.one_of(
     st.builds(lambda n, e: ast.RoleDecl(n, tuple(e), span=_SPAN), _names, st.lists(_names, max_size=2)),
+    st.builds(lambda p, a: ast.MaskDecl(p, ast.Name(a, span=_SPAN), span=_SPAN),
+              _paths | st.builds(lambda r, p: ast.Path(r, tuple(p), span=_SPAN),
+                                 st.sampled_from(["principal", "resource", "action"]),
+                                 st.lists(st.sampled_from(["id", "attrs", "email"]), max_size=2))
+              | st.just(ast.ConstRef("email", span=_SPAN)),
+              st.sampled_from(["hash", "drop", "hsh"])),
     st.builds(lambda n, r: ast.AgentDecl(n, None, tuple(r), span=_SPAN), _names, st.lists(_names, max_size=2)),
     st.builds(lambda n, h: ast.ModelDecl(n, hosting=h, span=_SPAN), _names, st.sampled_from([None, "internal", "x"])),
     st.builds(lambda n, v: ast.ConstDecl(n, v, span=_SPAN), _names, _values),

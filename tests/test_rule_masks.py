@@ -103,3 +103,21 @@ def test_eval_audit_refuses_rules_whose_masks_do_not_check(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and "mask-action" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "a.duckdb").exists() or _decisions(tmp_path / "a.duckdb") == []
+
+
+def test_a_workflow_session_masks_what_its_rules_declare_with_the_config(tmp_path):
+    """The writer behind run, approve and runs ...: the rules' masks once loaded, the config's as always."""
+    from policyengine.orchestrator.session import Session, SessionConfig
+
+    rules = tmp_path / "rules"
+    shutil.copytree(data_path("rules"), rules)
+    (rules / "pii.policy").write_text("package pii\nmask data.customer.email hash\n")
+    (tmp_path / "policyengine.mask.yaml").write_text("drop:\n  - /request/context/ssn\n")
+    db = tmp_path / "policyengine.duckdb"
+    request = {"principal": {"id": "sue"}, "action": "read", "resource": {"kind": "dataset", "id": "d"},
+               "data": {"customer": {"email": EMAIL}}, "context": {"ssn": SSN}}
+    with Session(SessionConfig(db=db, key=tmp_path / "k.key", rules=[rules], create_key=True)) as session:
+        session.audit.append("decision", actor="sue", payload={"request": request, "decision": {"effect": "deny"}})
+    (record,) = _decisions(db)
+    assert record["_masked"] == {"hash": ["/request/data/customer/email"], "drop": ["/request/context/ssn"]}
+    assert EMAIL not in json.dumps(record) and SSN not in json.dumps(record)
