@@ -297,7 +297,8 @@ CASES = [
          "mask-action", "a mask hashes or drops its field, not 'hsh'", "0:2:26", "hsh", "did you mean 'hash'?"),
     Case("mask with no action it could mean", ("package t\nmask data.ssn redact\n",),
          "mask-action", "a mask hashes or drops its field, not 'redact'", "0:2:15", "redact", "write hash or drop"),
-    Case("the same field masked twice", ("package t\nmask principal.email hash\n", "package u\nmask principal.attrs.email drop\n"),
+    Case("the same field masked twice",
+         ("package t\nmask principal.email hash\n", "package u\nmask principal.attrs.email drop\n"),
          "duplicate-mask", "'principal.attrs.email' is masked twice in the policy set (/request/principal/attrs/email)",
          "1:2:6", "principal.attrs.email", "first masked at f0.policy:2:6; keep one mask per field"),
 ]

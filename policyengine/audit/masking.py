@@ -172,7 +172,7 @@ _BUILT_IN = {"principal": ("id", "type", "roles"), "resource": ("id", "kind")}  
 
 
 def request_pointer(root: str, parts: tuple[str, ...]) -> str:
-    """The pointer the audit log uses for a rule file's path: ``data.customer.email`` -> ``/request/data/customer/email``.
+    """The log's pointer for a rule file's path: ``data.customer.email`` -> ``/request/data/customer/email``.
 
     A principal's or resource's attributes are read from ``attrs`` (the
     canonical shape ``Masking.apply`` masks), so ``principal.email`` is
