@@ -374,6 +374,20 @@ class SchemaDecl:
     span: Span = _span()
 
 
+@dataclass(frozen=True, slots=True)
+class MaskDecl:
+    """``mask data.customer.email hash``: a request field the audit log drops or hashes.
+
+    ``path`` is what the parser read (a ``ConstRef`` for a bare word, so the
+    checker can say the path is malformed); ``action`` is checked to be
+    ``hash`` or ``drop``.
+    """
+
+    path: Path | ConstRef
+    action: Name
+    span: Span = _span()
+
+
 Decl = Union[
     RoleDecl,
     AgentDecl,
@@ -387,6 +401,7 @@ Decl = Union[
     BiasDecl,
     DriftDecl,
     SchemaDecl,
+    MaskDecl,
 ]
 
 

@@ -151,6 +151,7 @@ class _Checker:
             ("close roles", self.close_roles),
             ("resolve consts", self.resolve_all_consts),
             ("check schemas", self.check_schemas),
+            ("check masks", self.check_masks),
             ("check references", self.check_references),
             ("check expressions", self.check_expressions),
             ("check values", self.check_values),
@@ -174,6 +175,7 @@ class _Checker:
             cites[pkg] = tuple(dict.fromkeys(c for f in files for c in f.cites))
         return PolicySet(files=self.files, roles=dict(self.roles), role_closure=dict(self.role_closure),
                          agents=dict(self.agents), models=dict(self.models), consts=consts, package_cites=cites,
+                         masks=tuple(self.each(ast.MaskDecl)),
                          **{name: tuple(items) for name, items in self.scoped.items()})
 
     def each(self, kind: type) -> list[Scoped]:
@@ -195,6 +197,8 @@ class _Checker:
             for decl in f.decls:
                 scoped = Scoped(pkg, decl)
                 self.by_kind.setdefault(type(decl), []).append(scoped)
+                if isinstance(decl, ast.MaskDecl):
+                    continue  # unnamed: checked in check_masks
                 name = decl.name
                 if isinstance(decl, (ast.RoleDecl, ast.AgentDecl, ast.ModelDecl)):
                     table = self.roles if isinstance(decl, ast.RoleDecl) else (
@@ -226,6 +230,39 @@ class _Checker:
     def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
         self.report("duplicate-name", f"{_kind_word(decl)} '{decl.name.value}' is declared twice {where}",
                     decl.name.span, f"first declared as {_kind_word(first)} at {first.name.span}; rename one of them")
+
+    # -- stage: masks ----------------------------------------------------------------
+
+    def check_masks(self) -> None:
+        """A mask names a request field and hash or drop, once in the policy set.
+
+        A field no schema declares and no rule reads is fine: masking is about
+        what requests carry, not about what the rules read.
+        """
+        from .audit.masking import MASK_ACTIONS, MASK_ROOTS, request_pointer
+
+        seen: dict[str, ast.MaskDecl] = {}
+        for s in self.each(ast.MaskDecl):
+            decl: ast.MaskDecl = s.decl
+            path = decl.path
+            pointer = None
+            if isinstance(path, ast.Path) and path.root in MASK_ROOTS and path.parts:
+                pointer = request_pointer(path.root, path.parts)
+            else:
+                written = path.dotted if isinstance(path, ast.Path) else path.name
+                self.report("mask-path", f"'{written}' is not a request field a mask can name", path.span,
+                            f"write the field under {', '.join(MASK_ROOTS)}, as in: mask data.customer.email hash")
+            if decl.action.value not in MASK_ACTIONS:
+                self.report("mask-action", f"a mask hashes or drops its field, not '{decl.action.value}'",
+                            decl.action.span, suggest(decl.action.value, MASK_ACTIONS) or "write hash or drop")
+            if pointer is None:
+                continue
+            first = seen.get(pointer)
+            if first is not None:
+                self.report("duplicate-mask", f"'{path.dotted}' is masked twice in the policy set ({pointer})",
+                            path.span, f"first masked at {first.path.span}; keep one mask per field")
+            else:
+                seen[pointer] = decl
 
     # -- stage: request schemas -------------------------------------------------------
 

@@ -269,6 +269,11 @@ class CompiledPolicy:
     schemas: SchemaSet
     policy_set: PolicySet
 
+    @property
+    def masks(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+        """(root, parts, action) of the rule files' ``mask`` declarations; the audit writer applies them."""
+        return self.policy_set.mask_fields
+
 
 # --- stages ------------------------------------------------------------------------
 

@@ -226,6 +226,9 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         return [head(f"role {format_name(decl.name)}{extends}", decl.span.line)]
     if isinstance(decl, ast.ConstDecl):
         return _const(decl)
+    if isinstance(decl, ast.MaskDecl):
+        path = decl.path.dotted if isinstance(decl.path, ast.Path) else decl.path.name
+        return [head(f"mask {path} {decl.action.value}", decl.span.line)]
     lines = [head(f"{_keyword(decl)} {format_name(decl.name)}", decl.span.line)]
     if isinstance(decl, ast.AgentDecl):
         if decl.owner is not None:
@@ -386,7 +389,7 @@ def _resolve(lines: list[_Line], last_line: int | None, words: dict[str, list[in
 def _one_liner(decl: ast.Decl) -> type | None:
     if isinstance(decl, ast.ConstDecl) and len(_const(decl)) > 1:
         return None  # a wrapped list stands apart
-    return type(decl) if isinstance(decl, (ast.RoleDecl, ast.ConstDecl)) else None
+    return type(decl) if isinstance(decl, (ast.RoleDecl, ast.ConstDecl, ast.MaskDecl)) else None
 
 
 def _layout(file: ast.PolicyFile, words: dict[str, list[int]]) -> list[_Line]:

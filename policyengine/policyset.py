@@ -56,8 +56,16 @@ class PolicySet:
     biases: tuple[Scoped[ast.BiasDecl], ...] = ()
     drifts: tuple[Scoped[ast.DriftDecl], ...] = ()
     schemas: tuple[Scoped[ast.SchemaDecl], ...] = ()
+    # ``mask PATH hash|drop`` declarations: request fields the audit log drops or hashes
+    masks: tuple[Scoped[ast.MaskDecl], ...] = ()
     # package -> its file-level ``cite`` references, kept in decisions
     package_cites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def mask_fields(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+        """(root, parts, action) of every declared mask, for ``policyengine.audit.masking.rule_masking``."""
+        return tuple((m.decl.path.root, m.decl.path.parts, m.decl.action.value)
+                     for m in self.masks if isinstance(m.decl.path, ast.Path))
 
     def substitute(self, package: str, expr: ast.Expr) -> ast.Expr:
         """``expr`` with every const reference replaced by the value it names in ``package``.

@@ -417,6 +417,12 @@ class Builder(Transformer):
         name = self._name(name_tok)
         return ast.ConstDecl(name, value, span=self._cover(self._span(kw), value.span))
 
+    # --- masks ----------------------------------------------------------------------------
+
+    def mask_decl(self, kw: Token, path: ast.Path | ast.ConstRef, action_tok: Token) -> ast.MaskDecl:
+        action = ast.Name(action_tok.value, span=self._span(action_tok))
+        return ast.MaskDecl(path, action, span=self._cover(self._span(kw), action.span))
+
     # --- access rules --------------------------------------------------------------------
 
     def rule_decl(

@@ -19,7 +19,8 @@ from .diagnostics import Finding, Span
 __all__ = ["describe_unexpected"]
 
 _DECL_KEYWORDS = frozenset(
-    {"ROLE", "AGENT", "MODEL", "CONST", "RULE", "RESIDENCY", "BUDGET", "ESCALATE", "ROUTE", "BIAS", "DRIFT", "SCHEMA"}
+    {"ROLE", "AGENT", "MODEL", "CONST", "RULE", "RESIDENCY", "BUDGET", "ESCALATE", "ROUTE", "BIAS", "DRIFT", "SCHEMA",
+     "MASK"}
 )
 _VALUE_START = frozenset({"NAME", "STRING", "NUMBER", "LSQB"})
 _WORDS = {

@@ -138,3 +138,69 @@ def test_read_only_commands_take_now_without_an_override(waiting, view):
     work, run_id = waiting
     pe(*[a.replace("{run}", run_id) for a in view], "--now", "2020-01-01T00:00:00Z", cwd=work)
     assert audit_rows(work / "policyengine.duckdb", "clock_override") == []
+
+
+def _recorded_policy(db: Path, run_id: str) -> str:
+    with __import__("duckdb").connect(str(db), read_only=True) as conn:
+        return conn.execute("SELECT policy_hash FROM orch_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+
+
+LATE = ("--now", "2099-01-01T00:00:00Z", "--clock-override")  # past every approval deadline
+
+
+@pytest.mark.parametrize("command, extra, refusal", [
+    (("runs", "resume", "{run}"), (), "resume it with the rules it was started with"),
+    (("runs", "resume"), (), None),  # recover: a waiting run is not interrupted, nothing to resume
+    (("runs", "expire", *LATE), (), "expire it with the rules it was started with"),
+    (("runs", "resume", "{run}"), ("--migrate-policy",), "--migrate-policy needs the user who migrates"),
+    (("runs", "expire", *LATE), ("--migrate-policy",), "--migrate-policy needs the user who migrates"),
+    (("runs", "resume", "{run}"), ("--migrate-policy", "--as", "bob"), "roles allowed to migrate a run's policy"),
+    (("runs", "expire", *LATE), ("--migrate-policy", "--as", "bob"), "roles allowed to migrate a run's policy"),
+])
+def test_resume_and_expire_keep_the_policy_a_run_was_started_with(waiting, command, extra, refusal):
+    work, run_id = waiting
+    db = work / "policyengine.duckdb"
+    started = _recorded_policy(db, run_id)
+    rules = _changed_rules(work)
+    args = [a.format(run=run_id) for a in command]
+    proc = pe(*args, "--rules", str(rules), *extra, cwd=work, ok=None)
+    if refusal is not None:
+        assert proc.returncode == 1 and refusal in proc.stderr, proc.stderr
+    assert _recorded_policy(db, run_id) == started
+    assert audit_rows(db, "policy_migrated") == []
+    assert audit_rows(db, "approval") == []
+
+
+@pytest.mark.parametrize("command, status", [
+    (("runs", "resume", "{run}"), "waiting_approval"),
+    (("runs", "expire", *LATE), None),
+])
+def test_resume_and_expire_migrate_only_when_asked_by_an_allowed_role(waiting, command, status):
+    work, run_id = waiting
+    db = work / "policyengine.duckdb"
+    started = _recorded_policy(db, run_id)
+    rules = _changed_rules(work)
+    (work / "policyengine.directory.yaml").write_text((data_path("data") / "directory.yaml").read_text()
+                                                      + "migrate_policy_roles: [senior_analyst]\n")
+    args = [a.format(run=run_id) for a in command]
+    pe(*args, "--rules", str(rules), "--migrate-policy", "--as", "alice", cwd=work)
+    (migrated,) = audit_rows(db, "policy_migrated")
+    assert migrated["from"] == started and migrated["to"] != started and migrated["by"] == "alice"
+    assert migrated["run_id"] == run_id and migrated["command"] == command[1]
+    assert _recorded_policy(db, run_id) == migrated["to"]
+    if status is None:
+        (expired,) = audit_rows(db, "approval")
+        assert expired["outcome"] == "expired"
+
+
+def test_an_overdue_run_under_other_rules_is_neither_expired_on_the_way_nor_approvable(waiting):
+    work, run_id = waiting
+    db = work / "policyengine.duckdb"
+    started = _recorded_policy(db, run_id)
+    rules = _changed_rules(work)
+    (work / "policyengine.directory.yaml").write_text((data_path("data") / "directory.yaml").read_text()
+                                                      + "migrate_policy_roles: [senior_analyst]\n")
+    refused = pe("approve", run_id, "--as", "alice", "--rules", str(rules), "--migrate-policy", *LATE, cwd=work,
+                 ok=False)
+    assert "its approval deadline passed" in refused.stderr
+    assert _recorded_policy(db, run_id) == started and audit_rows(db, "approval") == []

@@ -283,6 +283,24 @@ CASES = [
          (BASE + 'rule no deny role analyst to any tool "*"\nrule yes allow agent bot to call tool "search"\n',),
          "shadowed-allow", "allow 'yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
          "the deny is at f0.policy:7:6; give it a 'when' or narrow one of the two", W),
+    # --- masks: a field no schema or rule reads is fine; these are not --------------------------
+    Case("mask of a bare word", ("package t\nmask email hash\n",),
+         "mask-path", "'email' is not a request field a mask can name", "0:2:6", "email",
+         "write the field under context, data, principal, resource, as in: mask data.customer.email hash"),
+    Case("mask of a scalar root", ("package t\nmask action.x drop\n",),
+         "mask-path", "'action.x' is not a request field a mask can name", "0:2:6", "action.x",
+         "write the field under context, data, principal, resource, as in: mask data.customer.email hash"),
+    Case("mask of an unknown root", ("package t\nmask customer.email drop\n",),
+         "mask-path", "'customer.email' is not a request field a mask can name", "0:2:6", "customer.email",
+         "write the field under context, data, principal, resource, as in: mask data.customer.email hash"),
+    Case("mask with an unknown action", ("package t\nmask data.customer.email hsh\n",),
+         "mask-action", "a mask hashes or drops its field, not 'hsh'", "0:2:26", "hsh", "did you mean 'hash'?"),
+    Case("mask with no action it could mean", ("package t\nmask data.ssn redact\n",),
+         "mask-action", "a mask hashes or drops its field, not 'redact'", "0:2:15", "redact", "write hash or drop"),
+    Case("the same field masked twice",
+         ("package t\nmask principal.email hash\n", "package u\nmask principal.attrs.email drop\n"),
+         "duplicate-mask", "'principal.attrs.email' is masked twice in the policy set (/request/principal/attrs/email)",
+         "1:2:6", "principal.attrs.email", "first masked at f0.policy:2:6; keep one mask per field"),
 ]
 
 
@@ -487,6 +505,12 @@ _principals = st.one_of(
 )
 _decls = st.one_of(
     st.builds(lambda n, e: ast.RoleDecl(n, tuple(e), span=_SPAN), _names, st.lists(_names, max_size=2)),
+    st.builds(lambda p, a: ast.MaskDecl(p, ast.Name(a, span=_SPAN), span=_SPAN),
+              _paths | st.builds(lambda r, p: ast.Path(r, tuple(p), span=_SPAN),
+                                 st.sampled_from(["principal", "resource", "action"]),
+                                 st.lists(st.sampled_from(["id", "attrs", "email"]), max_size=2))
+              | st.just(ast.ConstRef("email", span=_SPAN)),
+              st.sampled_from(["hash", "drop", "hsh"])),
     st.builds(lambda n, r: ast.AgentDecl(n, None, tuple(r), span=_SPAN), _names, st.lists(_names, max_size=2)),
     st.builds(lambda n, h: ast.ModelDecl(n, hosting=h, span=_SPAN), _names, st.sampled_from([None, "internal", "x"])),
     st.builds(lambda n, v: ast.ConstDecl(n, v, span=_SPAN), _names, _values),
@@ -588,6 +612,10 @@ CLI_CASES = [
     ({"a.policy": 'package a\nrule r allow any to read dataset "x" when false\n'},
      [], 0, "a.policy:2:43: warning[never-matches]: rule 'r' can never match: the condition is false"),
     ({"a.policy": 'package a\nrule r allow any to read dataset "x" when false\n'}, ["--strict"], 1, "1 warning"),
+    ({"a.policy": "package a\nmask data.customer.email hash\nmask principal.email drop\n"}, [], 0,
+     "a.policy:3:1: mask principal.email drop -> /request/principal/attrs/email"),
+    ({"a.policy": "package a\nmask data.customer.email hash\nmask data.customer.email drop\n"}, [], 1,
+     "a.policy:3:6: error[duplicate-mask]: 'data.customer.email' is masked twice"),
 ]
 
 

@@ -152,6 +152,10 @@ def _escalate(name, when, role, within, allow, distinct, because, cite):  # type
 
 decls = st.one_of(
     st.builds(lambda n, ext: ast.RoleDecl(n, tuple(ext), span=S), name_nodes, st.lists(name_nodes, max_size=2)),
+    st.builds(lambda root, parts, action: ast.MaskDecl(ast.Path(root, tuple(parts), span=S), ast.Name(action, span=S),
+                                                       span=S),
+              st.sampled_from(["data", "context", "principal", "resource"]), st.lists(names, min_size=1, max_size=3),
+              st.sampled_from(["hash", "drop"])),
     st.builds(lambda n, owner, roles: ast.AgentDecl(n, owner, roles, span=S), name_nodes, st.none() | texts, name_tuples),
     st.builds(lambda n, p, r, h, cost, lat: ast.ModelDecl(n, p, r, h, cost, lat, span=S), name_nodes,
               st.none() | texts, st.none() | texts, st.none() | st.sampled_from(["internal", "external"]),

@@ -179,6 +179,10 @@ DECLARATIONS = [
     ("drift d for model m metric ks of output.score baseline previous 4h threshold <= 1 on breach escalate to role r",
      ast.DriftDecl(N("d"), N("m"), N("ks"), P("output.score"), D(4 * 3600), ast.Threshold("<=", 1.0, span=S),
                    ast.EscalateAction(N("r"), span=S), span=S)),
+    ("mask data.customer.email hash", ast.MaskDecl(P("data.customer.email"), N("hash"), span=S)),
+    ("mask principal.email\n    drop", ast.MaskDecl(P("principal.email"), N("drop"), span=S)),
+    ("mask email hash", ast.MaskDecl(C("email"), N("hash"), span=S)),  # the checker says what is wrong
+    ("mask context.ssn hide", ast.MaskDecl(P("context.ssn"), N("hide"), span=S)),
 ]
 
 

@@ -39,7 +39,7 @@ from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default 
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
 from .keys import SigningKey
-from .masking import NO_MASKING, Masking
+from .masking import NO_MASKING, Masking, merged
 from .merkle import CompactTree, leaf_hash
 from .sql import q
 
@@ -351,6 +351,10 @@ class AuditLog:
     def flushed(self) -> int:
         """The highest seq known durable."""
         return self._flushed
+
+    def mask_also(self, masking: Masking) -> None:
+        """Mask ``masking``'s fields too in every later record: the masks of rule files loaded after opening."""
+        self._masking = merged(self._masking, masking)
 
     def append(
         self,

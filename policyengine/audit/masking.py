@@ -13,7 +13,9 @@ a principal's or resource's ``id`` (``{"id": "sue", "email": ...}``) are what th
 engine reads as ``attrs``, so they are moved under ``attrs`` before the pointers
 apply and ``/request/principal/attrs/email`` masks them. Which config applies is
 resolved one way for every command (``masking_for``): ``--mask FILE``, else
-``policyengine.mask.yaml`` beside the database, else none. Hashing is SHA-256 over the
+``policyengine.mask.yaml`` beside the database, else none; the masks declared
+in the loaded rule files (``mask data.customer.email hash``, see
+``request_pointer``) apply together with it. Hashing is SHA-256 over the
 value's canonical JSON; set ``salt_env`` to keep an HMAC key outside the config,
 because an unsalted hash of a low-entropy value (an SSN, a birth date) can be
 reversed by trying every value.
@@ -164,6 +166,40 @@ def _rewrite(node: Any, segments: tuple[str, ...], path: tuple[str, ...], replac
 
 NO_MASKING = Masking()
 
+MASK_ACTIONS = ("drop", "hash")
+MASK_ROOTS = ("context", "data", "principal", "resource")  # request parts a rule file's ``mask`` may name
+_BUILT_IN = {"principal": ("id", "type", "roles"), "resource": ("id", "kind")}  # fields beside ``attrs``
+
+
+def request_pointer(root: str, parts: tuple[str, ...]) -> str:
+    """The log's pointer for a rule file's path: ``data.customer.email`` -> ``/request/data/customer/email``.
+
+    A principal's or resource's attributes are read from ``attrs`` (the
+    canonical shape ``Masking.apply`` masks), so ``principal.email`` is
+    ``/request/principal/attrs/email``; their built-in fields (``principal.id``)
+    are not under ``attrs``.
+    """
+    if root not in MASK_ROOTS or not parts:
+        raise ValueError(f"'{'.'.join((root, *parts))}' is not a request field (write {', '.join(MASK_ROOTS)}.FIELD)")
+    if root in _BUILT_IN and parts[0] not in _BUILT_IN[root] and parts[0] != "attrs":
+        parts = ("attrs", *parts)
+    return _pointer_text(("request", root, *parts))
+
+
+def merged(first: Masking, second: Masking) -> Masking:
+    """Both maskings' fields (each pointer once); the salt is ``first``'s, else ``second``'s."""
+    return Masking(drop=tuple(dict.fromkeys((*first.drop, *second.drop))),
+                   hash=tuple(dict.fromkeys((*first.hash, *second.hash))), salt=first.salt or second.salt)
+
+
+def rule_masking(policy: Any) -> Masking:
+    """The masks declared in rule files (``mask data.customer.email hash``) of a compiled policy or policy set."""
+    policy_set = getattr(policy, "policy_set", policy)
+    lists: dict[str, list[tuple[str, ...]]] = {"drop": [], "hash": []}
+    for root, parts, action in getattr(policy_set, "mask_fields", ()):
+        lists[action].append(parse_pointer(request_pointer(root, parts)))
+    return Masking(drop=tuple(lists["drop"]), hash=tuple(lists["hash"]))
+
 
 def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None) -> str | None:
     """The masking config in force for a database: ``explicit``, else ``policyengine.mask.yaml`` beside it, else None."""
@@ -175,10 +211,16 @@ def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike
     return beside if os.path.isfile(beside) else None
 
 
-def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None) -> Masking:
-    """The ``Masking`` every command applies when writing to ``db`` (see ``mask_path_for``)."""
+def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None,
+                policy: Any = None) -> Masking:
+    """The ``Masking`` every command applies when writing to ``db``.
+
+    The config file's fields (see ``mask_path_for``) together with the masks
+    declared in ``policy``'s rule files, when the command has loaded rules.
+    """
     path = mask_path_for(db, explicit)
-    return load_masking(path) if path is not None else NO_MASKING
+    configured = load_masking(path) if path is not None else NO_MASKING
+    return merged(configured, rule_masking(policy)) if policy is not None else configured
 
 
 def load_masking(path: str | os.PathLike[str]) -> Masking:

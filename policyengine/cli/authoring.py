@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,15 +65,21 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     loaded = load_files(paths)
     findings = list(loaded.findings)
     checked_note = ""
+    masks: list[str] = []
     if not loaded.files and not findings:
         findings.append(no_policy_files(paths))
     elif loaded.ok:
         from ..check import check_policy  # the checker is imported only when needed
 
-        findings += check_policy(loaded.files).findings
+        checked = check_policy(loaded.files)
+        findings += checked.findings
+        masks = _mask_lines(checked.policy) if checked.policy is not None else []
     elif any(f.code == "syntax" for f in findings):
         checked_note = " (fix the syntax errors to run the other checks)"
     _emit(findings, error_format)
+    if error_format != "json":
+        for line in masks:
+            click.echo(line)
     errors = sum(1 for f in findings if f.is_error)
     warnings = len(findings) - errors
     total = len(loaded.files) + sum(1 for f in loaded.findings if f.code == "syntax")
@@ -83,6 +90,14 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     click.echo(summary + checked_note, err=error_format == "json")
     if errors or (strict and warnings):
         sys.exit(1)
+
+
+def _mask_lines(policy: Any) -> list[str]:
+    """One line per ``mask`` of the checked set: where, what, and the audit log pointer it masks."""
+    from ..audit.masking import request_pointer
+
+    return [f"{m.decl.span}: mask {m.decl.path.dotted} {m.decl.action.value} -> "
+            f"{request_pointer(m.decl.path.root, m.decl.path.parts)}" for m in policy.masks]
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -86,7 +86,7 @@ _CLAIMED_ROLES = ("approvals are judged by the roles the request claims for its 
 
 
 def _audit_sink(audit: str | None, key: str | None, mask: str | None,
-                now: datetime | None = None) -> tuple[DecisionSink | None, Callable[[], object]]:
+                now: datetime | None = None, policy: Any = None) -> tuple[DecisionSink | None, Callable[[], object]]:
     """Hook for ``--audit PATH --key KEYFILE [--mask FILE]``: record every decision as an audit ``decision`` event.
 
     Uses ``policyengine.audit.record_decisions(path, key_path, masking=...)``: a
@@ -105,8 +105,8 @@ def _audit_sink(audit: str | None, key: str | None, mask: str | None,
     from policyengine.audit import AuditError, record_decisions
     from policyengine.audit.masking import masking_for
 
-    try:  # --mask, else policyengine.mask.yaml beside the database, as every writing command
-        masking = masking_for(audit, mask)
+    try:  # --mask, else policyengine.mask.yaml beside the database, as every writing command; and the rules' masks
+        masking = masking_for(audit, mask, policy)
     except AuditError as error:  # names the file and what is wrong with it
         _fail(str(error))
     from policyengine.clock import clock_override_payload
@@ -227,7 +227,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
-    sink, close_sink = _audit_sink(audit, key, mask, now)
+    sink, close_sink = _audit_sink(audit, key, mask, now, policy)
     malformed = decided = 0
     warned = directory is not None
     output = _durable_output(sink)

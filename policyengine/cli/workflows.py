@@ -418,16 +418,34 @@ def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
     _overdue_note(sum(late))
 
 
+def _migrate_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--migrate-policy", "migrate_policy", is_flag=True,
+        help="Decide a run under rules other than those it was started with (recorded as policy_migrated; "
+             "only for roles listed in migrate_policy_roles of the user directory).")(f)
+
+
+def _migrator_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--as", "user", help="Who migrates runs started under other rules (with --migrate-policy; "
+                                             "a user of the directory holding a migrate_policy_roles role).")(f)
+
+
 @runs_group.command("expire")
+@_migrator_option
+@_migrate_option
 @_writing_now_option
 @session_options(create_key=False)
-def runs_expire(now: str | None, clock_override: bool, db: Path, key: Path, rules: tuple[Path, ...],
-                directory: Path | None, providers: Path | None, mask: Path | None) -> None:
-    """End every approval whose deadline has passed; the gate's `else` decides the run."""
+def runs_expire(user: str | None, migrate_policy: bool, now: str | None, clock_override: bool, db: Path, key: Path,
+                rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+    """End every approval whose deadline has passed; the gate's `else` decides the run.
+
+    Refused when a run was started under rules other than those loaded now,
+    unless --migrate-policy --as USER (recorded as policy_migrated).
+    """
     at = writing_now(now, clock_override, "runs expire")
     try:
         with _session(db, key, rules, directory, providers, mask, now=at, command="runs expire") as session:
-            results = session.orchestrator.expire()
+            results = session.orchestrator.expire(migrate_policy=migrate_policy, by=user, other_policies="refuse")
     except _errors() as exc:
         _fail(str(exc))
     for r in results:
@@ -437,15 +455,22 @@ def runs_expire(now: str | None, clock_override: bool, db: Path, key: Path, rule
 
 @runs_group.command("resume")
 @click.argument("run_id", required=False)
+@_migrator_option
+@_migrate_option
 @session_options(create_key=False)
-def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
-                providers: Path | None, mask: Path | None) -> None:
-    """Resume RUN_ID, or every run a crash interrupted; finished steps never run again."""
+def runs_resume(run_id: str | None, user: str | None, migrate_policy: bool, db: Path, key: Path,
+                rules: tuple[Path, ...], directory: Path | None, providers: Path | None, mask: Path | None) -> None:
+    """Resume RUN_ID, or every run a crash interrupted; finished steps never run again.
+
+    Refused when a run was started under rules other than those loaded now,
+    unless --migrate-policy --as USER (recorded as policy_migrated).
+    """
     try:
         with _session(db, key, rules, directory, providers, mask) as session:
             orch = session.orchestrator
-            orch.expire()  # a writing command records the expiry of overdue approvals
-            results = [orch.resume(run_id)] if run_id else orch.recover()
+            orch.expire()  # a writing command records the expiry of overdue approvals (under their own rules)
+            results = ([orch.resume(run_id, migrate_policy=migrate_policy, by=user)] if run_id
+                       else orch.recover(migrate_policy=migrate_policy, by=user))
     except _errors() as exc:
         _fail(str(exc))
     for r in results:
@@ -454,13 +479,6 @@ def runs_resume(run_id: str | None, db: Path, key: Path, rules: tuple[Path, ...]
 
 
 # --- approve / reject ----------------------------------------------------------------
-
-
-def _migrate_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--migrate-policy", "migrate_policy", is_flag=True,
-        help="Decide a run under rules other than those it was started with (recorded as policy_migrated; "
-             "only for roles listed in migrate_policy_roles of the user directory).")(f)
 
 
 def _decide(action: str, run_id: str, user: str, note: str | None, now: str | None, db: Path, key: Path,

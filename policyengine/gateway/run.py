@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audit import AuditError, AuditLog, generate_key, load_private_key
+from ..audit.masking import masking_for
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import PolicyHolder
@@ -80,7 +81,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
             raise GatewayStartError(str(error)) from None
         ledger = store.ledger
     try:
-        log = AuditLog(config.db, key)
+        log = AuditLog(config.db, key, masking=masking_for(config.db))  # as every writer; rules' masks on activation
     except AuditError as error:
         if store is not None:
             store.close()

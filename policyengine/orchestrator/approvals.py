@@ -70,14 +70,14 @@ def _short(policy_hash: str | None) -> str:
     return (policy_hash or "<none>")[:12]
 
 
-def check_policy(run: RunRecord, current_hash: str, migrate: bool) -> bool:
-    """Whether deciding ``run`` under ``current_hash`` migrates it; refused unless ``migrate`` is asked for."""
+def check_policy(run: RunRecord, current_hash: str, migrate: bool, verb: str = "decide") -> bool:
+    """Whether deciding (resuming, expiring) ``run`` under ``current_hash`` migrates it; refused unless ``migrate``."""
     if run.policy_hash is None or run.policy_hash == current_hash:
         return False
     if not migrate:
         raise ApprovalRefused(
             f"run {run.run_id} was started under policy {_short(run.policy_hash)} but the rules loaded now are "
-            f"{_short(current_hash)}; decide it with the rules it was started with, or move it to these rules "
+            f"{_short(current_hash)}; {verb} it with the rules it was started with, or move it to these rules "
             f"with --migrate-policy (recorded, and only for roles listed in migrate_policy_roles)")
     return True
 

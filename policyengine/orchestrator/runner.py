@@ -217,20 +217,30 @@ class Orchestrator:
         self.flush()
         return results
 
-    def resume(self, run_id: str) -> RunResult:
-        """Drive a run from its journal: finished steps are restored, never re-run."""
+    def resume(self, run_id: str, *, migrate_policy: bool = False, by: str | None = None) -> RunResult:
+        """Drive a run from its journal: finished steps are restored, never re-run.
+
+        Refused when the policy loaded now is not the one the run was started
+        under, unless ``migrate_policy`` by ``by`` (recorded; only for ``migrate_policy_roles``).
+        """
         run = self._run(run_id)
         if run.status in TERMINAL:
             return self._result(run, ())
+        (run,) = self._under_current_policy([run], migrate_policy, by, "resume")
         result = self._drive(self._workflow(run.workflow), replace(run, status="running"))
         self.flush()
         return result
 
-    def recover(self) -> list[RunResult]:
-        """Resume every run a crash interrupted; their finished steps and side effects are not repeated."""
+    def recover(self, *, migrate_policy: bool = False, by: str | None = None) -> list[RunResult]:
+        """Resume every run a crash interrupted; their finished steps and side effects are not repeated.
+
+        Runs started under other rules are refused (nothing is resumed) unless
+        ``migrate_policy`` by ``by``, as for ``resume``.
+        """
         # runs whose workflow is not installed here stay as they are, for a process where it is
-        results = [self._drive(wf, run) for run in self.store.unfinished()
-                   if (wf := self.workflows.get(run.workflow)) is not None]
+        runs = [run for run in self.store.unfinished() if run.workflow in self.workflows]
+        runs = self._under_current_policy(runs, migrate_policy, by, "resume")
+        results = [self._drive(self.workflows[run.workflow], run) for run in runs]
         if results:
             self.flush()
         return results
@@ -247,18 +257,26 @@ class Orchestrator:
         """Record ``user``'s rejection: the gated step is denied and the workflow's fallback runs."""
         return self._decide(run_id, user, "rejected", note, migrate_policy)
 
-    def expire(self) -> list[RunResult]:
-        """End every approval whose deadline has passed, record it, and resume its run."""
+    def expire(self, *, migrate_policy: bool = False, by: str | None = None,
+               other_policies: str = "skip") -> list[RunResult]:
+        """End every approval whose deadline has passed, record it, and resume its run.
+
+        A run started under other rules is not expired under these: with
+        ``other_policies="skip"`` (what other writing commands do on the way) it
+        is left for ``runs expire`` under its own rules; with ``"refuse"``
+        (``runs expire``) nothing is expired unless ``migrate_policy`` by ``by``.
+        """
         now = naive_utc(self.clock())
         results = []
         by_run: dict[str, list[ApprovalRecord]] = {}
         for row in self.store.overdue(now):
             by_run.setdefault(row.run_id, []).append(row)
-        for run_id, rows in by_run.items():
-            run = self.store.run(run_id)
-            if run is None or run.status in TERMINAL:
-                continue
-            for row in rows:
+        runs = [run for run_id in by_run if (run := self.store.run(run_id)) is not None and run.status not in TERMINAL]
+        if other_policies == "skip" and not migrate_policy:
+            runs = [run for run in runs if run.policy_hash in (None, self.policy.policy_hash)]
+        runs = self._under_current_policy(runs, migrate_policy, by, "expire")
+        for run in runs:
+            for row in by_run[run.run_id]:
                 expired = replace(row, status="expired", decided_at=now)
                 self.store.put(expired)
                 self._record_approval(run, expired)
@@ -266,6 +284,36 @@ class Orchestrator:
         if results:
             self.flush()
         return results
+
+    def _under_current_policy(self, runs: list[RunRecord], migrate: bool, by: str | None,
+                              verb: str) -> list[RunRecord]:
+        """``runs`` moved to the policy loaded now, as ``approve --migrate-policy`` moves a run.
+
+        Refused before anything is written unless every run already is under
+        it, or ``migrate`` by ``by``, a user holding a ``migrate_policy_roles``
+        role; each move is audited as ``policy_migrated``.
+        """
+        current = self.policy.policy_hash
+        moving = [run for run in runs if check_policy(run, current, migrate, verb)]
+        if not moving:
+            return runs
+        if by is None:
+            raise ApprovalRefused("--migrate-policy needs the user who migrates the runs (--as USER)")
+        try:
+            user = canonical_identity(by, "migrating user")
+        except IdentityError as exc:
+            raise ApprovalRefused(str(exc)) from None
+        who = self.directory.users.get(user)
+        if who is None:
+            raise ApprovalRefused(f"unknown user {user!r}: not in the user directory {self.directory.source}")
+        for run in moving:
+            check_migrator(run, who, current, self.directory, self.policy.policy_set.roles_of)
+        moved = {}
+        for run in moving:
+            self._audit(run, "policy_migrated", user, {"from": run.policy_hash, "to": current, "by": user,
+                                                       "command": verb})
+            moved[run.run_id] = replace(run, policy_hash=current)
+        return [moved.get(run.run_id, run) for run in runs]
 
     def flush(self) -> None:
         """Make everything so far durable: ledger charges, run state, then the audit log."""
@@ -302,6 +350,10 @@ class Orchestrator:
         pending = [a for a in self.store.approvals(run.run_id) if a.status == "pending"]
         if not pending:
             raise RunError(f"run {run.run_id} has no pending approval")
+        if any(a.deadline_at is not None and a.deadline_at <= naive_utc(self.clock()) for a in pending):
+            # left overdue because it was started under other rules: expire it under those (or migrate it)
+            raise RunError(f"run {run.run_id} is not waiting for approval: its approval deadline passed "
+                           f"(record it with runs expire)")
         # the user decides every pending gate they may; refused if there is none
         mine, refusal = [], None
         for gate in pending:

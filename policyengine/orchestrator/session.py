@@ -57,7 +57,7 @@ def resolved_directory(db: Path) -> Path:
     return beside if beside.is_file() else default_directory()
 
 
-from ..audit.masking import MASK_NAME, mask_path_for  # noqa: E402 - one resolution for every command
+from ..audit.masking import MASK_NAME, mask_path_for, rule_masking  # noqa: E402 - one resolution for every command
 
 
 def example_mask() -> Path:
@@ -247,6 +247,7 @@ class Session:
             # models a bias or drift monitor suspended are denied until unblocked
             blocked = BlockList(blocked_models(self.conn))
             policy = load_policy(list(cfg.rules), ledger=ledger, blocked=blocked)
+            self.audit.mask_also(rule_masking(policy))  # the rule files' ``mask`` declarations, with the config's
             providers = load_providers(cfg.providers, policy)
             now = cfg.now
             clock = (lambda: now) if now is not None else None

@@ -207,7 +207,7 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
     try:
         require_audit_log(con, db)
         results = evaluate_all(con, policy.policy_set, now)
-        log = _audit_writer(con, key, db)
+        log = _audit_writer(con, key, db, policy)
         sink: AlertSink | None = None
         if log is not None:
             if clock_override and now is not None:
@@ -227,10 +227,12 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
     return results, blocked
 
 
-def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None, db: str | Path) -> Any:
+def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None, db: str | Path,
+                  policy: Any = None) -> Any:
     """The signed audit log on ``con`` (``policyengine.audit.AuditLog``), or None without a key.
 
-    It masks as every writing command does: ``policyengine.mask.yaml`` beside ``db``.
+    It masks as every writing command does: ``policyengine.mask.yaml`` beside ``db``,
+    and the ``mask`` declarations of ``policy``'s rule files.
     """
     if key is None:
         return None
@@ -238,7 +240,7 @@ def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None, db: st
     from ..audit.masking import masking_for
 
     try:
-        return AuditLog(con, load_private_key(key), masking=masking_for(db))
+        return AuditLog(con, load_private_key(key), masking=masking_for(db, policy=policy))
     except AuditError as e:
         raise ReportError(str(e)) from None
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
 from ..audit.keys import DEFAULT_KEY_PATH
+from ..audit.masking import masking_for, rule_masking
 from ..budgets import BudgetLedger, DuckDBLedger, InMemoryLedger
 from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit
@@ -126,6 +127,7 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     def record(active: ActivePolicy, reason: str) -> None:
+        log.mask_also(rule_masking(active.policy))  # the activated rules' ``mask`` declarations, from now on
         payload = {**active.describe(), "reason": reason}
         seq = log.append("policy_activated", payload=payload, policy_hash=active.policy_hash)
         log.wait_durable(seq)  # recorded before the policy answers anything
@@ -169,7 +171,7 @@ def serve(config: ServeConfig) -> int:
         except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
             raise ServeError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
     try:
-        log = AuditLog(db, key)
+        log = AuditLog(db, key, masking=masking_for(db))  # policyengine.mask.yaml beside it, as every writer
     except AuditError as error:
         raise ServeError(str(error)) from None
     audit = DurableAudit(log)
