@@ -305,7 +305,7 @@ def test_audit_hook_records_every_decision(rules, tmp_path, monkeypatch):
 
     @contextlib.contextmanager
     def record_decisions(path, key, masking):
-        assert masking is NO_MASKING
+        assert masking == NO_MASKING  # no --mask, no mask file beside the database, no masks in the rules
         class Record:  # the recorder's contract: call it per decision, wait_durable(seq) before printing
             def __call__(self, request, decision):
                 recorded.append((path, key, request, decision.effect))
