@@ -298,6 +298,8 @@ def test_audit_hook_records_every_decision(rules, tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
+    import policyengine.audit.decisions  # noqa: F401 - eval's helpers stay reachable once the package is faked
+    import policyengine.audit.masking  # noqa: F401
     from policyengine.audit import NO_MASKING, AuditError
     from policyengine.cli import main
 
