@@ -123,7 +123,25 @@ class Not:
     span: Span = _span()
 
 
-Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not]
+TIME_FIELDS = ("hour", "weekday", "age")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOf:
+    """``hour of context.time [at "Europe/Paris"]``, ``weekday of ...``, ``age of ...``.
+
+    A part of an RFC 3339 timestamp (in UTC, or in ``zone``), or its age: the
+    time from it to the decision's clock, compared with durations.
+    """
+
+    part: str  # one of TIME_FIELDS
+    operand: Expr
+    zone: str | None = None
+    span: Span = _span()
+
+
+Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not, Duration, TimeOf]
 
 
 # --- declarations -----------------------------------------------------------------

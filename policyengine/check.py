@@ -109,7 +109,9 @@ def _kind_of_value(value: object) -> str:
     return "string"
 
 
-_ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list"}
+_ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list",
+            "duration": "a duration"}
+_TIME_KINDS = {"hour": "number", "weekday": "string", "age": "duration"}
 
 
 class _Checker:
@@ -133,6 +135,7 @@ class _Checker:
         # request attributes declared by schemas: canonical key -> (type word for comparisons, enum values, steps)
         self.attr_kinds: dict[tuple[str, tuple[str, ...]], str] = {}
         self.attr_enums: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
+        self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     # -- plumbing -----------------------------------------------------------------
@@ -276,6 +279,8 @@ class _Checker:
                     continue
                 seen.setdefault(key, (signature, attr))
                 self.attr_kinds[key] = {"number": "number", "bool": "bool", "set": "list"}.get(attr.type, "string")
+                if attr.type == "timestamp":
+                    self.attr_timestamps.add(key)
                 self.attr_normal[key] = signature[2]
                 if attr.type == "enum" and values:
                     self.attr_enums[key] = self.attr_enums.get(key, frozenset()) | frozenset(values)
@@ -554,8 +559,26 @@ class _Checker:
         elif isinstance(expr, ast.ListExpr):
             for item in expr.items:
                 self.value(pkg, item, request)
-        elif not isinstance(expr, ast.Literal):
+        elif isinstance(expr, ast.TimeOf):
+            self.time_of(pkg, expr, request)
+        elif not isinstance(expr, (ast.Literal, ast.Duration)):
             self.report("type-mismatch", f"expected a value, found the condition {show(expr)}", expr.span)
+
+    def time_of(self, pkg: str, expr: ast.TimeOf, request: bool) -> None:
+        """``hour of X``: X is a timestamp attribute (when a schema types it); the zone exists."""
+        from .conditions import zone_info
+
+        self.value(pkg, expr.operand, request)
+        operand = expr.operand
+        key = attribute_key(operand) if isinstance(operand, ast.Path) else None
+        if not isinstance(operand, ast.Path) or key in self.attr_kinds and key not in self.attr_timestamps:
+            kind = self.kind(pkg, operand)
+            self.report("type-mismatch", f"'{expr.part} of' reads a timestamp, but {show(operand)} is "
+                        f"{_ARTICLE.get(kind or '', 'not an attribute')}", operand.span,
+                        "declare it 'timestamp' in a schema" if isinstance(operand, ast.Path) else None)
+        if expr.zone is not None and zone_info(expr.zone) is None:
+            self.report("type-mismatch", f"{expr.zone!r} is not a time zone", expr.span,
+                        'use an IANA name such as "Europe/Paris", or "UTC"')
 
     def kind(self, pkg: str, expr: ast.Expr) -> str | None:
         """'string' | 'number' | 'bool' | 'list', or None when only known at run time."""
@@ -566,6 +589,10 @@ class _Checker:
             return _kind_of_value(expr.value)
         if isinstance(expr, ast.ListExpr):
             return "list"
+        if isinstance(expr, ast.Duration):
+            return "duration"
+        if isinstance(expr, ast.TimeOf):
+            return _TIME_KINDS[expr.part]
         if isinstance(expr, (ast.Compare, ast.And, ast.Or, ast.Not)):
             return "bool"
         if isinstance(expr, ast.Path):
@@ -611,6 +638,11 @@ class _Checker:
                     self.report("type-mismatch", f"'{cmp.op}' orders numbers, but {show(side)} is {_ARTICLE[kind]}",
                                 side.span, "use == or != for strings, 'in' for lists" if kind != "bool" else None)
                     return
+            if {left, right} == {"duration", "number"}:
+                side = cmp.right if right == "number" else cmp.left
+                self.report("type-mismatch", f"comparing a duration with a number: {show(side)} has no unit",
+                            side.span, f"write a duration such as '{show(side)}d' or '{show(side)}h'")
+                return
         elif cmp.op in ("in", "not in"):
             if right not in ("list", None):
                 self.report("type-mismatch", f"'{cmp.op}' needs a list on its right, but {show(cmp.right)} is "
@@ -627,7 +659,18 @@ class _Checker:
                             f"{show(cmp)} is {'never' if cmp.op == '==' else 'always'} true", cmp.right.span,
                             "remove the quotes" if left == "number" else None)
                 return
+        self._weekday_literals(pkg, cmp)
         self._schema_literals(pkg, cmp)
+
+    def _weekday_literals(self, pkg: str, cmp: ast.Compare) -> None:
+        """``weekday of X == "sat"``: the strings are weekdays (mon ... sun), else the test never holds."""
+        if not (isinstance(cmp.left, ast.TimeOf) and cmp.left.part == "weekday"):
+            return
+        right = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) else cmp.right
+        for item in right.items if isinstance(right, ast.ListExpr) else (right,):
+            if isinstance(item, ast.Literal) and isinstance(item.value, str) and item.value not in ast.WEEKDAYS:
+                self.report("type-mismatch", f"{show(item)} is not a weekday", item.span,
+                            "weekdays are " + ", ".join(f'"{d}"' for d in ast.WEEKDAYS))
 
     def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
         """A string compared with an enum attribute must be one of its values (both normalised)."""

@@ -186,6 +186,7 @@ class Evaluator:
             ctx = self.context(request)
             if ctx.__class__ is not Ctx:
                 return ctx  # a deny Decision for a malformed request or undeclared agent
+            ctx.now = time.time() if now is None else utc(now).timestamp()  # one clock for ``age of``
             if ctx.approvals:  # replayed or foreign approvals deny the request
                 shown = request.model_dump(exclude_none=True) if isinstance(request, Request) else request
                 unbound = binding_errors(shown, now)

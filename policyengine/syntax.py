@@ -820,6 +820,30 @@ class Builder(Transformer):
         right = ast.Literal(name.value, span=self._span(name))
         return self._nest(ast.Compare("has", left, right, span=self._cover(left.span, right.span)), (left,))
 
+    def duration_value(self, value: Token, unit: Token) -> ast.Duration:
+        """``90d`` in a condition: a duration literal (compared with ``age of ...``)."""
+        if unit.value not in _DURATION_UNITS:  # most often a misspelt clause after a number, not a unit
+            raise _syntax(
+                f"expected 'and', 'or', a unit of time or a new clause after '{value}', found '{unit}'",
+                self._span(unit),
+                help="a condition continues with 'and' or 'or'; a duration is written as '4h' or '30 days'",
+            )
+        return self.duration(value, unit)
+
+    def time_of(self, part: Token, of: Token, path: ast.Expr, *zone: Token) -> ast.TimeOf:
+        """``hour of context.time [at "Europe/Paris"]``, ``weekday of ...``, ``age of ...``."""
+        if part.value not in ast.TIME_FIELDS:
+            raise _syntax(f"'{part}' is not a part of a timestamp", self._span(part),
+                          help="write 'hour of', 'weekday of' or 'age of' before the timestamp")
+        end = path.span
+        name = None
+        if zone:
+            name = _unquote(zone[1], self._path)
+            end = self._span(zone[1])
+            if part.value == "age":
+                raise _syntax("'age of' takes no zone: an age is the same in every zone", self._span(zone[0]))
+        return ast.TimeOf(part.value, path, name, span=self._cover(self._span(part), end))
+
     def string(self, tok: Token) -> ast.Literal:
         return _new_literal(_unquote(tok, self._path), self._span(tok))  # type: ignore[no-any-return]
 

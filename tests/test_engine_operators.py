@@ -1,6 +1,8 @@
-"""Set and string operators (contains, contains any/all, starts with, ends with, like): one table of meaning."""
+"""Set, string, network and time operators (contains, starts with, like, in cidr, hour/weekday/age of): one table of meaning."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import pytest
 
@@ -8,6 +10,7 @@ from policyengine.conditions import ConditionError, Ctx, compile_expr
 from policyengine.syntax import parse_policy
 
 ERROR = "error"
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp()
 
 # condition, data, result (True, False, or ERROR: a condition error, which denies in a deny rule)
 TABLE = [
@@ -44,6 +47,24 @@ TABLE = [
     ('data.ip in cidr "10.0.0.0/8"', {}, ERROR),
     ("data.ip in cidr data.blocks", {"ip": "10.1.2.3", "blocks": ["10.0.0.0/8"]}, True),
     ("data.ip in cidr data.blocks", {"ip": "10.1.2.3", "blocks": ["nope"]}, ERROR),
+    # time: the decision's clock is NOW (Tuesday 2026-03-10 12:00 UTC)
+    ("hour of data.at == 9", {"at": "2026-03-10T09:30:00Z"}, True),
+    ("hour of data.at == 9", {"at": "2026-03-10T09:30:00+02:00"}, False),  # 07:30 in UTC
+    ('hour of data.at at "Europe/Paris" == 10', {"at": "2026-03-10T09:30:00Z"}, True),  # CET: UTC+1
+    ('hour of data.at at "Europe/Paris" == 11', {"at": "2026-07-10T09:30:00Z"}, True),  # CEST: UTC+2
+    ("hour of data.at >= 9 and hour of data.at < 17", {"at": "2026-03-10T17:00:00Z"}, False),
+    ('weekday of data.at in ["sat", "sun"]', {"at": "2026-03-14T10:00:00Z"}, True),
+    ('weekday of data.at == "tue"', {"at": "2026-03-10T23:30:00-02:00"}, False),  # Wednesday in UTC
+    ('weekday of data.at at "America/Sao_Paulo" == "tue"', {"at": "2026-03-11T01:30:00Z"}, True),
+    ("age of data.at < 90d", {"at": "2026-01-01T00:00:00Z"}, True),
+    ("age of data.at < 60d", {"at": "2026-01-01T00:00:00Z"}, False),
+    ("age of data.at >= 2h", {"at": "2026-03-10T10:00:00Z"}, True),
+    ("age of data.at < 0 s", {"at": "2026-03-11T00:00:00Z"}, True),  # in the future: a negative age
+    ("hour of data.at == 9", {}, ERROR),
+    ("hour of data.at == 9", {"at": "2026-03-10 09:00"}, ERROR),  # no offset: not RFC 3339
+    ("age of data.at < 90d", {"at": "yesterday"}, ERROR),
+    ("age of data.at < 90d", {"at": 1767225600}, ERROR),  # epoch numbers are not timestamps
+    ('weekday of data.at == "tue"', {"at": "2026-02-30T09:00:00Z"}, ERROR),  # no such day
 ]
 
 
@@ -51,7 +72,7 @@ TABLE = [
 def test_operator_meaning(condition, data, result):
     when = parse_policy(f'package t\nrule r deny any to read dataset "x" when {condition}\n', "t.policy").decls[0].when
     predicate = compile_expr(when, {"EU": None})
-    ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, ())
+    ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, (), NOW)
     if result is ERROR:
         with pytest.raises(ConditionError):
             predicate(ctx)

@@ -54,6 +54,14 @@ def Lst(*items: ast.Expr) -> ast.ListExpr:
     return ast.ListExpr(tuple(items), span=S)
 
 
+def T(part: str, of: ast.Expr, zone: str | None = None) -> ast.TimeOf:
+    return ast.TimeOf(part, of, zone, span=S)
+
+
+def D(seconds: int) -> ast.Duration:
+    return ast.Duration(seconds, span=S)
+
+
 def And(*items: ast.Expr) -> ast.And:
     return ast.And(tuple(items), span=S)
 
@@ -251,6 +259,12 @@ EXPRESSIONS = [
      And(Not(Cmp(P("data.tags"), "contains", L("x"))), Cmp(P("data.n"), "like", L("a?")))),
     ("data.like == data.starts", Cmp(P("data.like"), "==", P("data.starts"))),  # keywords only where expected
     ('context.ip in cidr "10.0.0.0/8"', Cmp(P("context.ip"), "in cidr", L("10.0.0.0/8"))),
+    ("hour of context.time >= 9", Cmp(T("hour", P("context.time")), ">=", L(9))),
+    ('weekday of context.time at "Europe/Paris" in ["sat", "sun"]',
+     Cmp(T("weekday", P("context.time"), "Europe/Paris"), "in", Lst(L("sat"), L("sun")))),
+    ("age of data.since < 90d", Cmp(T("age", P("data.since")), "<", D(90 * 86400))),
+    ("age of data.since >= 2 weeks", Cmp(T("age", P("data.since")), ">=", D(14 * 86400))),
+    ("data.hour == hour", Cmp(P("data.hour"), "==", C("hour"))),  # 'hour' is a part only before 'of'
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]
