@@ -111,6 +111,7 @@ def _kind_of_value(value: object) -> str:
 
 _ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list",
             "duration": "a duration"}
+_ACTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TIME_KINDS = {"hour": "number", "weekday": "string", "age": "duration"}
 
 
@@ -153,6 +154,7 @@ class _Checker:
             ("resolve imports", self.check_imports),
             ("close roles", self.close_roles),
             ("resolve consts", self.resolve_all_consts),
+            ("expand action groups", self.expand_action_groups),
             ("check schemas", self.check_schemas),
             ("check references", self.check_references),
             ("check expressions", self.check_expressions),
@@ -332,6 +334,70 @@ class _Checker:
         for pkg, consts in self.const_decls.items():
             for name in consts:
                 self._resolve_declared(pkg, name)
+
+    def expand_action_groups(self) -> None:
+        """``allow ... to READ_ACTIONS dataset``: an action that names a visible const is that list of actions.
+
+        The rule is replaced by one listing the actions (so everything after the
+        checker sees plain actions); the file keeps the name as written.
+        """
+        known = self._named_actions()
+        for i, s in enumerate(self.scoped.get("rules", [])):
+            rule = s.decl
+            visible = self.visible_consts(s.package)
+            if not any(a.value in visible for a in rule.actions):
+                continue
+            actions: list[ast.Name] = []
+            for action in rule.actions:
+                group = visible.get(action.value)
+                if group is None:
+                    actions.append(action)
+                    continue
+                items = group.items if isinstance(group, ast.ListExpr) else (group,)
+                names = [item.value for item in items if isinstance(item, ast.Literal)]
+                if len(names) != len(items) or not all(isinstance(n, str) and _ACTION.fullmatch(n) for n in names):
+                    self.report("type-mismatch", f"'{action.value}' is used as a group of actions, but its value "
+                                f"{show(group)} is not a list of action names", action.span,
+                                'declare it as const NAME = ["read", "list"]')
+                    continue
+                if not any(n in known for n in names):
+                    self.warn("unknown-action", f"action group '{action.value}' names no known action "
+                              f"({', '.join(names) or 'it is empty'})", action.span,
+                              "no rule head, schema 'for action' or 'action ==' condition names one of them; "
+                              "check the const is a list of actions")
+                actions.extend(ast.Name(n, span=action.span) for n in names)
+            expanded = replace(s, decl=replace(rule, actions=tuple(dict.fromkeys(actions))))
+            self.scoped["rules"][i] = expanded
+            group_list = self.by_kind[ast.RuleDecl]
+            group_list[group_list.index(s)] = expanded
+
+    def _named_actions(self) -> set[str]:
+        """Actions named outside action groups: rule heads, schemas' ``for action``, ``action ==/in`` tests."""
+        from .conditions import _literal_value
+
+        known: set[str] = set()
+        for s in self.each(ast.RuleDecl):
+            visible = self.const_decls.get(s.package, {})
+            known.update(a.value for a in s.decl.actions if a.value not in visible)
+        for s in self.each(ast.SchemaDecl):
+            known.update(a.value for a in s.decl.actions)
+
+        def walk(pkg: str, expr: ast.Expr | None) -> None:
+            if isinstance(expr, (ast.And, ast.Or)):
+                for item in expr.items:
+                    walk(pkg, item)
+            elif isinstance(expr, ast.Not):
+                walk(pkg, expr.operand)
+            elif isinstance(expr, ast.Compare) and isinstance(expr.left, ast.Path) and expr.left.dotted == "action":
+                ok, value = _literal_value(expr.right, self.visible_consts(pkg))
+                if ok:
+                    known.update(v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, str))
+
+        for kind in (ast.RuleDecl, ast.EscalateDecl, ast.RouteDecl, ast.ResidencyDecl):
+            for s in self.each(kind):
+                walk(s.package, getattr(s.decl, "when", None))
+                walk(s.package, getattr(s.decl, "unless", None))
+        return known
 
     def visible_consts(self, pkg: str) -> dict[str, ast.Expr]:
         """Own consts first, then those of imported packages (first import wins)."""

@@ -113,6 +113,15 @@ CASES = [
     Case("not a time zone", (BASE + 'rule r allow any to read dataset "x" when hour of context.at at "Mars/Base" > 9\n',),
          "type-mismatch", "'Mars/Base' is not a time zone", "0:7:43", 'hour of context.at at "Mars/Base"',
          'use an IANA name such as "Europe/Paris", or "UTC"'),
+    Case("action group naming no known action",
+         (BASE + 'const EU = ["DE", "FR"]\nrule r allow any to EU dataset "x"\n',),
+         "unknown-action", "action group 'EU' names no known action (DE, FR)", "0:8:21", "EU",
+         "no rule head, schema 'for action' or 'action ==' condition names one of them; "
+         "check the const is a list of actions", W),
+    Case("action group that is not a list of actions",
+         (BASE + 'const LIMIT = 5\nrule r allow any to read, LIMIT dataset "x"\n',),
+         "type-mismatch", "'LIMIT' is used as a group of actions, but its value 5 is not a list of action names",
+         "0:8:27", "LIMIT", 'declare it as const NAME = ["read", "list"]'),
     Case("escalation to role", (BASE + "escalate big when context.amount > 10 to role senoir_analyst\n",),
          "unknown-role", "unknown role 'senoir_analyst'", "0:7:47", "senoir_analyst",
          "did you mean 'senior_analyst'?"),
@@ -308,6 +317,16 @@ def test_each_finding(case: Case) -> None:
     others = [f.code for f in result.findings if f is not finding]
     assert others == list(case.others), [f.headline() for f in result.findings]
     assert (result.policy is None) == (case.severity is Severity.ERROR)
+
+
+def test_action_groups_expand_in_the_checked_policy() -> None:
+    """A const named in a rule head stands for its actions: the checked rule lists them, once each."""
+    result = check(BASE + 'const READ_ACTIONS = ["read", "list"]\n'
+                   'rule r allow any to READ_ACTIONS, read, export dataset "x"\n'
+                   'rule w deny any to write dataset "x" when action in READ_ACTIONS\n')
+    assert [f.headline() for f in result.findings] == []
+    (rule, _) = result.policy.rules
+    assert [a.value for a in rule.decl.actions] == ["read", "list", "export"]
 
 
 def test_checks_the_parser_already_enforces_hold_for_built_trees() -> None:

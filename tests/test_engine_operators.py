@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from policyengine import load_policy
 from policyengine.conditions import ConditionError, Ctx, compile_expr
 from policyengine.syntax import parse_policy
 
@@ -78,3 +79,29 @@ def test_operator_meaning(condition, data, result):
             predicate(ctx)
     else:
         assert predicate(ctx) is result
+
+
+# rule head actions: an action group (a const list) allows exactly its actions
+GROUPS = """package t
+role analyst
+const READ_ACTIONS = ["read", "list"]
+rule reads allow role analyst to READ_ACTIONS dataset "x"
+rule no_export_of_reads deny any to export dataset "x" when data.kind in READ_ACTIONS
+rule exports allow any to export dataset "x"
+"""
+
+
+@pytest.mark.parametrize("action,data,effect,rules", [
+    ("read", {}, "allow", ["t.reads"]),
+    ("list", {}, "allow", ["t.reads"]),
+    ("write", {}, "deny", ["<default-deny>"]),
+    ("READ_ACTIONS", {}, "deny", ["<default-deny>"]),  # the group's name is not an action
+    ("export", {"kind": "list"}, "deny", ["t.no_export_of_reads"]),
+    ("export", {"kind": "write"}, "allow", ["t.exports"]),
+])
+def test_action_groups_in_rule_heads(tmp_path, action, data, effect, rules):
+    (tmp_path / "t.policy").write_text(GROUPS, encoding="utf-8")
+    decision = load_policy(tmp_path).evaluate({
+        "principal": {"id": "ana", "type": "user", "roles": ["analyst"]},
+        "action": action, "resource": {"kind": "dataset", "id": "x"}, "data": data})
+    assert (decision.effect, sorted(r.rule for r in decision.reasons)) == (effect, rules)

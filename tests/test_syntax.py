@@ -58,10 +58,6 @@ def T(part: str, of: ast.Expr, zone: str | None = None) -> ast.TimeOf:
     return ast.TimeOf(part, of, zone, span=S)
 
 
-def D(seconds: int) -> ast.Duration:
-    return ast.Duration(seconds, span=S)
-
-
 def And(*items: ast.Expr) -> ast.And:
     return ast.And(tuple(items), span=S)
 
@@ -197,6 +193,8 @@ def test_declaration(source: str, expected: ast.Decl) -> None:
 
 RULES = [
     ('rule r allow role analyst to read dataset "x"', rule()),
+    # a const in the head is a name here; the checker expands it to the group's actions
+    ('rule r allow role analyst to READ_ACTIONS, export dataset "x"', rule(actions=("READ_ACTIONS", "export"))),
     ('rule r deny any to invoke model "*"',
      rule("deny", ast.PrincipalMatch("any", span=S), ("invoke",), "model", "*")),
     ('rule r allow agent bot to read, write tool "t/*"',
