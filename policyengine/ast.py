@@ -141,7 +141,24 @@ class TimeOf:
     span: Span = _span()
 
 
-Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not, Duration, TimeOf]
+@dataclass(frozen=True, slots=True)
+class Record:
+    """``{"eu": 10_000, "us": 20_000}``: a const value looked up by key (``LIMITS[data.region]``)."""
+
+    entries: tuple[tuple[str, Expr], ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """``LIMITS[data.region]``: the entry of a record const; a key it does not hold is a condition error."""
+
+    table: ConstRef
+    key: Expr
+    span: Span = _span()
+
+
+Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not, Duration, TimeOf, Record, Lookup]
 
 
 # --- declarations -----------------------------------------------------------------

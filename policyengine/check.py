@@ -110,7 +110,7 @@ def _kind_of_value(value: object) -> str:
 
 
 _ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list",
-            "duration": "a duration"}
+            "duration": "a duration", "record": "a record"}
 _ACTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TIME_KINDS = {"hour": "number", "weekday": "string", "age": "duration"}
 
@@ -467,6 +467,19 @@ class _Checker:
                 spliced = isinstance(item, ast.ConstRef) and isinstance(value, ast.ListExpr)
                 items.extend(value.items if spliced else (value,))  # type: ignore[union-attr]
             return replace(expr, items=tuple(items))
+        if isinstance(expr, ast.Record):
+            entries: list[tuple[str, ast.Expr]] = []
+            for key, item in expr.entries:
+                value = self._substitute(pkg, item)
+                if value is None:
+                    return None
+                if not isinstance(value, (ast.Literal, ast.ListExpr, ast.Duration)) or (
+                        isinstance(value, ast.ListExpr) and not all(isinstance(i, ast.Literal) for i in value.items)):
+                    self.report("type-mismatch", f"the entry {key!r} of a record must be a string, number, boolean "
+                                f"or list of them, not {show(item)}", item.span)
+                    return None
+                entries.append((key, value))
+            return replace(expr, entries=tuple(entries))
         if isinstance(expr, ast.Path):
             self.check_path(expr)
         return expr
@@ -627,8 +640,32 @@ class _Checker:
                 self.value(pkg, item, request)
         elif isinstance(expr, ast.TimeOf):
             self.time_of(pkg, expr, request)
+        elif isinstance(expr, ast.Lookup):
+            self.lookup(pkg, expr, request)
+        elif isinstance(expr, ast.Record):
+            self.report("type-mismatch", "a record is a const value: declare it with 'const NAME = {...}' and "
+                        "look it up as NAME[key]", expr.span)
         elif not isinstance(expr, (ast.Literal, ast.Duration)):
             self.report("type-mismatch", f"expected a value, found the condition {show(expr)}", expr.span)
+
+    def lookup(self, pkg: str, expr: ast.Lookup, request: bool) -> None:
+        """``LIMITS[data.region]``: LIMITS is a record const, the key a string; a literal key must be in it."""
+        self.value(pkg, expr.key, request)
+        table = self.lookup_const(pkg, expr.table)
+        if table is None:
+            return
+        if not isinstance(table, ast.Record):
+            self.report("type-mismatch", f"'{expr.table.name}' is not a record, so it has no entries to look up",
+                        expr.table.span, 'declare it as const NAME = {"key": value, ...}')
+            return
+        kind = self.kind(pkg, expr.key)
+        if kind not in ("string", None):
+            self.report("type-mismatch", f"a record's keys are strings, but {show(expr.key)} is {_ARTICLE[kind]}",
+                        expr.key.span)
+        key = self.lookup_const(pkg, expr.key, report=False) if isinstance(expr.key, ast.ConstRef) else expr.key
+        if isinstance(key, ast.Literal) and isinstance(key.value, str) and key.value not in dict(table.entries):
+            self.report("type-mismatch", f"'{expr.table.name}' has no entry {show(key)}", expr.key.span,
+                        "its keys are " + ", ".join(f'"{k}"' for k, _ in table.entries))
 
     def time_of(self, pkg: str, expr: ast.TimeOf, request: bool) -> None:
         """``hour of X``: X is a timestamp attribute (when a schema types it); the zone exists."""
@@ -659,6 +696,14 @@ class _Checker:
             return "duration"
         if isinstance(expr, ast.TimeOf):
             return _TIME_KINDS[expr.part]
+        if isinstance(expr, ast.Record):
+            return "record"
+        if isinstance(expr, ast.Lookup):  # the kind all entries share, if they do
+            table = self.lookup_const(pkg, expr.table, report=False)
+            if not isinstance(table, ast.Record):
+                return None
+            kinds = {self.kind(pkg, v) for _, v in table.entries}
+            return kinds.pop() if len(kinds) == 1 else None
         if isinstance(expr, (ast.Compare, ast.And, ast.Or, ast.Not)):
             return "bool"
         if isinstance(expr, ast.Path):

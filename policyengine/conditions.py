@@ -17,6 +17,7 @@ import json
 import re
 import time
 from datetime import datetime, timezone, tzinfo
+from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -140,6 +141,14 @@ def _literal_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> tuple[bool
         return True, expr.seconds
     if isinstance(expr, ast.ConstRef) and expr.name in consts:
         return _literal_value(consts[expr.name], consts)
+    if isinstance(expr, ast.Record):  # a mapping proxy: read-only, like the tuples lists become
+        entries = {}
+        for key, item in expr.entries:
+            ok, v = _literal_value(item, consts)
+            if not ok:
+                return False, None
+            entries[key] = v
+        return True, MappingProxyType(entries)
     if isinstance(expr, ast.ListExpr):
         values: list[Any] = []
         for item in expr.items:
@@ -162,6 +171,8 @@ def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> Getter:
         return _path_getter(expr)
     if isinstance(expr, ast.TimeOf):
         return _time_getter(expr, compile_value(expr.operand, consts))
+    if isinstance(expr, ast.Lookup):
+        return _lookup_getter(expr, consts)
     if isinstance(expr, ast.ListExpr):
         parts = tuple((compile_value(i, consts), isinstance(i, ast.ConstRef)) for i in expr.items)
 
@@ -427,6 +438,28 @@ def _time_getter(expr: ast.TimeOf, operand: Getter) -> Getter:
     return lambda c: ast.WEEKDAYS[timestamp(operand(c), label).astimezone(zone).weekday()]
 
 
+def _lookup_getter(expr: ast.Lookup, consts: Mapping[str, ast.Expr]) -> Getter:
+    """``LIMITS[data.region]``: a missing or non-string key, or one the record does not hold, is an error."""
+    name = expr.table.name
+    ok, table = _literal_value(expr.table, consts)
+    key = compile_value(expr.key, consts)
+    klabel = _label(expr.key)
+
+    def lookup(c: Ctx) -> Any:
+        k = key(c)
+        if k is None:
+            raise _missing(klabel)
+        if k.__class__ is not str:
+            raise _mismatch(klabel, "string", k)
+        if not ok or not isinstance(table, MappingProxyType):
+            raise ConditionError(f"{name} is not a record")
+        if k not in table:
+            raise ConditionError(f"{name}[{klabel}]: {name} has no entry {_show(k)}")
+        return table[k]
+
+    return lookup
+
+
 def _label(expr: ast.Expr) -> str:
     return format_expr(expr)
 
@@ -668,6 +701,8 @@ def expr_paths(expr: ast.Expr | None) -> tuple[ast.Path, ...]:
                 walk(i)
         elif isinstance(e, (ast.Not, ast.TimeOf)):
             walk(e.operand)
+        elif isinstance(e, ast.Lookup):
+            walk(e.key)
 
     walk(expr)
     return tuple(found.values())

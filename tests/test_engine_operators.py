@@ -105,3 +105,35 @@ def test_action_groups_in_rule_heads(tmp_path, action, data, effect, rules):
         "principal": {"id": "ana", "type": "user", "roles": ["analyst"]},
         "action": action, "resource": {"kind": "dataset", "id": "x"}, "data": data})
     assert (decision.effect, sorted(r.rule for r in decision.reasons)) == (effect, rules)
+
+
+# record consts: LIMITS[key] is the entry; a key the record lacks is an error (a deny rule denies)
+RECORD_TABLE = [
+    ("data.amount > LIMITS[data.region]", {"amount": 10_001, "region": "eu"}, True),
+    ("data.amount > LIMITS[data.region]", {"amount": 10_000, "region": "eu"}, False),
+    ("data.amount > LIMITS[data.region]", {"amount": 10_001, "region": "us"}, False),
+    ("data.amount > LIMITS[data.region]", {"amount": 1, "region": "asia"}, ERROR),
+    ("data.amount > LIMITS[data.region]", {"amount": 1, "region": "EU"}, ERROR),  # keys are exact
+    ("data.amount > LIMITS[data.region]", {"amount": 1}, ERROR),
+    ("data.amount > LIMITS[data.region]", {"amount": 1, "region": ["eu"]}, ERROR),
+    ('data.team in OWNERS["payments"]', {"team": "ap"}, True),
+    ('data.team in OWNERS["payments"]', {"team": "it"}, False),
+]
+RECORD_CONSTS = """package t
+const LIMITS = {"eu": 10_000, "us": 20_000}
+const AP = "ap"
+const OWNERS = {"payments": [AP, "treasury"]}
+"""
+
+
+@pytest.mark.parametrize("condition,data,result", RECORD_TABLE, ids=[f"{t[0]} {t[1]}" for t in RECORD_TABLE])
+def test_record_lookup_meaning(condition, data, result):
+    file = parse_policy(RECORD_CONSTS + f'rule r deny any to read dataset "x" when {condition}\n', "t.policy")
+    consts = {d.name.value: d.value for d in file.decls[:-1]}
+    predicate = compile_expr(file.decls[-1].when, consts)
+    ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, (), NOW)
+    if result is ERROR:
+        with pytest.raises(ConditionError):
+            predicate(ctx)
+    else:
+        assert predicate(ctx) is result

@@ -262,7 +262,12 @@ EXPRESSIONS = [
      Cmp(T("weekday", P("context.time"), "Europe/Paris"), "in", Lst(L("sat"), L("sun")))),
     ("age of data.since < 90d", Cmp(T("age", P("data.since")), "<", D(90 * 86400))),
     ("age of data.since >= 2 weeks", Cmp(T("age", P("data.since")), ">=", D(14 * 86400))),
-    ("data.hour == hour", Cmp(P("data.hour"), "==", C("hour"))),  # 'hour' is a part only before 'of'
+    ("data.hour == hour", Cmp(P("data.hour"), "==", C("hour"))),
+    ("context.amount > LIMITS[context.region]",
+     Cmp(P("context.amount"), ">", ast.Lookup(C("LIMITS"), P("context.region"), span=S))),
+    ('LIMITS["eu"] == {"eu": 1, "us": [2],}',
+     Cmp(ast.Lookup(C("LIMITS"), L("eu"), span=S), "==", ast.Record((("eu", L(1)), ("us", Lst(L(2)))), span=S))),
+    ("{} == {}", Cmp(ast.Record((), span=S), "==", ast.Record((), span=S))),  # 'hour' is a part only before 'of'
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]
