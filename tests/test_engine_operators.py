@@ -137,3 +137,20 @@ def test_record_lookup_meaning(condition, data, result):
             predicate(ctx)
     else:
         assert predicate(ctx) is result
+
+
+def test_age_is_measured_against_the_decisions_clock_in_decisions_and_explanations(tmp_path):
+    """``age of`` reads the ``now`` a decision is given (replays, tests), not the wall clock."""
+    (tmp_path / "t.policy").write_text(
+        'package t\nrule fresh deny any to read dataset "x" when age of data.changed_at < 14 days\n'
+        'rule reads allow any to read dataset "x"\n', encoding="utf-8")
+    policy = load_policy(tmp_path)
+    request = {"principal": {"id": "u", "type": "user"}, "action": "read",
+               "resource": {"kind": "dataset", "id": "x"}, "data": {"changed_at": "2026-03-01T00:00:00Z"}}
+    for now, effect in ((datetime(2026, 3, 14, 23, 59, tzinfo=timezone.utc), "deny"),
+                        (datetime(2026, 3, 15, 0, 0, tzinfo=timezone.utc), "allow")):
+        assert policy.evaluate(request, now=now).effect == effect
+        explained = policy.explain(request, now=now)
+        assert explained.decision.effect == effect
+        fresh = next(line for line in explained.trace if "t.fresh" in line)
+        assert ("no match: when is false" in fresh) == (effect == "allow"), fresh
