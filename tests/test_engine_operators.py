@@ -154,3 +154,22 @@ def test_age_is_measured_against_the_decisions_clock_in_decisions_and_explanatio
         assert explained.decision.effect == effect
         fresh = next(line for line in explained.trace if "t.fresh" in line)
         assert ("no match: when is false" in fresh) == (effect == "allow"), fresh
+
+
+def test_coverage_reads_age_at_the_cases_now(tmp_path):
+    """A policy test's ``now:`` is the clock ``age of`` reads in coverage too, not the day the tests run."""
+    from policyengine.testing.coverage import CoverageCollector
+    from policyengine.testing.runner import run_paths
+
+    (tmp_path / "t.policy").write_text(
+        'package t\nrule fresh deny any to read dataset "x" when age of data.changed_at < 14 days\n'
+        'rule reads allow any to read dataset "x"\n', encoding="utf-8")
+    (tmp_path / "t_test.yaml").write_text(
+        "policy: t.policy\nnow: 2026-03-10T09:00:00Z\ncases:\n"
+        "  - name: changed a day ago\n    principal: {id: u}\n    action: read\n    resource: dataset x\n"
+        "    data: {changed_at: '2026-03-09T09:00:00Z'}\n    expect: deny\n    rules: [t.fresh]\n"
+        "  - name: changed long ago\n    principal: {id: u}\n    action: read\n    resource: dataset x\n"
+        "    data: {changed_at: '2025-01-01T00:00:00Z'}\n    expect: allow\n", encoding="utf-8")
+    collector = CoverageCollector()
+    run_paths([tmp_path / "t_test.yaml"], observer=collector)
+    assert collector.report([str(tmp_path / "t.policy")]).missed_clauses == []
