@@ -123,7 +123,42 @@ class Not:
     span: Span = _span()
 
 
-Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not]
+TIME_FIELDS = ("hour", "weekday", "age")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOf:
+    """``hour of context.time [at "Europe/Paris"]``, ``weekday of ...``, ``age of ...``.
+
+    A part of an RFC 3339 timestamp (in UTC, or in ``zone``), or its age: the
+    time from it to the decision's clock, compared with durations.
+    """
+
+    part: str  # one of TIME_FIELDS
+    operand: Expr
+    zone: str | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """``{"eu": 10_000, "us": 20_000}``: a const value looked up by key (``LIMITS[data.region]``)."""
+
+    entries: tuple[tuple[str, Expr], ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """``LIMITS[data.region]``: the entry of a record const; a key it does not hold is a condition error."""
+
+    table: ConstRef
+    key: Expr
+    span: Span = _span()
+
+
+Expr = Union[Literal, ListExpr, Path, ConstRef, Compare, And, Or, Not, Duration, TimeOf, Record, Lookup]
 
 
 # --- declarations -----------------------------------------------------------------

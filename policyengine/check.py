@@ -109,7 +109,10 @@ def _kind_of_value(value: object) -> str:
     return "string"
 
 
-_ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list"}
+_ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list",
+            "duration": "a duration", "record": "a record"}
+_ACTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TIME_KINDS = {"hour": "number", "weekday": "string", "age": "duration"}
 
 
 class _Checker:
@@ -133,6 +136,7 @@ class _Checker:
         # request attributes declared by schemas: canonical key -> (type word for comparisons, enum values, steps)
         self.attr_kinds: dict[tuple[str, tuple[str, ...]], str] = {}
         self.attr_enums: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
+        self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     # -- plumbing -----------------------------------------------------------------
@@ -150,6 +154,7 @@ class _Checker:
             ("resolve imports", self.check_imports),
             ("close roles", self.close_roles),
             ("resolve consts", self.resolve_all_consts),
+            ("expand action groups", self.expand_action_groups),
             ("check schemas", self.check_schemas),
             ("check masks", self.check_masks),
             ("check references", self.check_references),
@@ -313,6 +318,8 @@ class _Checker:
                     continue
                 seen.setdefault(key, (signature, attr))
                 self.attr_kinds[key] = {"number": "number", "bool": "bool", "set": "list"}.get(attr.type, "string")
+                if attr.type == "timestamp":
+                    self.attr_timestamps.add(key)
                 self.attr_normal[key] = signature[2]
                 if attr.type == "enum" and values:
                     self.attr_enums[key] = self.attr_enums.get(key, frozenset()) | frozenset(values)
@@ -364,6 +371,70 @@ class _Checker:
         for pkg, consts in self.const_decls.items():
             for name in consts:
                 self._resolve_declared(pkg, name)
+
+    def expand_action_groups(self) -> None:
+        """``allow ... to READ_ACTIONS dataset``: an action that names a visible const is that list of actions.
+
+        The rule is replaced by one listing the actions (so everything after the
+        checker sees plain actions); the file keeps the name as written.
+        """
+        known = self._named_actions()
+        for i, s in enumerate(self.scoped.get("rules", [])):
+            rule = s.decl
+            visible = self.visible_consts(s.package)
+            if not any(a.value in visible for a in rule.actions):
+                continue
+            actions: list[ast.Name] = []
+            for action in rule.actions:
+                group = visible.get(action.value)
+                if group is None:
+                    actions.append(action)
+                    continue
+                items = group.items if isinstance(group, ast.ListExpr) else (group,)
+                names = [item.value for item in items if isinstance(item, ast.Literal)]
+                if len(names) != len(items) or not all(isinstance(n, str) and _ACTION.fullmatch(n) for n in names):
+                    self.report("type-mismatch", f"'{action.value}' is used as a group of actions, but its value "
+                                f"{show(group)} is not a list of action names", action.span,
+                                'declare it as const NAME = ["read", "list"]')
+                    continue
+                if not any(n in known for n in names):
+                    self.warn("unknown-action", f"action group '{action.value}' names no known action "
+                              f"({', '.join(names) or 'it is empty'})", action.span,
+                              "no rule head, schema 'for action' or 'action ==' condition names one of them; "
+                              "check the const is a list of actions")
+                actions.extend(ast.Name(n, span=action.span) for n in names)
+            expanded = replace(s, decl=replace(rule, actions=tuple(dict.fromkeys(actions))))
+            self.scoped["rules"][i] = expanded
+            group_list = self.by_kind[ast.RuleDecl]
+            group_list[group_list.index(s)] = expanded
+
+    def _named_actions(self) -> set[str]:
+        """Actions named outside action groups: rule heads, schemas' ``for action``, ``action ==/in`` tests."""
+        from .conditions import _literal_value
+
+        known: set[str] = set()
+        for s in self.each(ast.RuleDecl):
+            visible = self.const_decls.get(s.package, {})
+            known.update(a.value for a in s.decl.actions if a.value not in visible)
+        for s in self.each(ast.SchemaDecl):
+            known.update(a.value for a in s.decl.actions)
+
+        def walk(pkg: str, expr: ast.Expr | None) -> None:
+            if isinstance(expr, (ast.And, ast.Or)):
+                for item in expr.items:
+                    walk(pkg, item)
+            elif isinstance(expr, ast.Not):
+                walk(pkg, expr.operand)
+            elif isinstance(expr, ast.Compare) and isinstance(expr.left, ast.Path) and expr.left.dotted == "action":
+                ok, value = _literal_value(expr.right, self.visible_consts(pkg))
+                if ok:
+                    known.update(v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, str))
+
+        for kind in (ast.RuleDecl, ast.EscalateDecl, ast.RouteDecl, ast.ResidencyDecl):
+            for s in self.each(kind):
+                walk(s.package, getattr(s.decl, "when", None))
+                walk(s.package, getattr(s.decl, "unless", None))
+        return known
 
     def visible_consts(self, pkg: str) -> dict[str, ast.Expr]:
         """Own consts first, then those of imported packages (first import wins)."""
@@ -433,6 +504,19 @@ class _Checker:
                 spliced = isinstance(item, ast.ConstRef) and isinstance(value, ast.ListExpr)
                 items.extend(value.items if spliced else (value,))  # type: ignore[union-attr]
             return replace(expr, items=tuple(items))
+        if isinstance(expr, ast.Record):
+            entries: list[tuple[str, ast.Expr]] = []
+            for key, item in expr.entries:
+                value = self._substitute(pkg, item)
+                if value is None:
+                    return None
+                if not isinstance(value, (ast.Literal, ast.ListExpr, ast.Duration)) or (
+                        isinstance(value, ast.ListExpr) and not all(isinstance(i, ast.Literal) for i in value.items)):
+                    self.report("type-mismatch", f"the entry {key!r} of a record must be a string, number, boolean "
+                                f"or list of them, not {show(item)}", item.span)
+                    return None
+                entries.append((key, value))
+            return replace(expr, entries=tuple(entries))
         if isinstance(expr, ast.Path):
             self.check_path(expr)
         return expr
@@ -591,8 +675,50 @@ class _Checker:
         elif isinstance(expr, ast.ListExpr):
             for item in expr.items:
                 self.value(pkg, item, request)
-        elif not isinstance(expr, ast.Literal):
+        elif isinstance(expr, ast.TimeOf):
+            self.time_of(pkg, expr, request)
+        elif isinstance(expr, ast.Lookup):
+            self.lookup(pkg, expr, request)
+        elif isinstance(expr, ast.Record):
+            self.report("type-mismatch", "a record is a const value: declare it with 'const NAME = {...}' and "
+                        "look it up as NAME[key]", expr.span)
+        elif not isinstance(expr, (ast.Literal, ast.Duration)):
             self.report("type-mismatch", f"expected a value, found the condition {show(expr)}", expr.span)
+
+    def lookup(self, pkg: str, expr: ast.Lookup, request: bool) -> None:
+        """``LIMITS[data.region]``: LIMITS is a record const, the key a string; a literal key must be in it."""
+        self.value(pkg, expr.key, request)
+        table = self.lookup_const(pkg, expr.table)
+        if table is None:
+            return
+        if not isinstance(table, ast.Record):
+            self.report("type-mismatch", f"'{expr.table.name}' is not a record, so it has no entries to look up",
+                        expr.table.span, 'declare it as const NAME = {"key": value, ...}')
+            return
+        kind = self.kind(pkg, expr.key)
+        if kind not in ("string", None):
+            self.report("type-mismatch", f"a record's keys are strings, but {show(expr.key)} is {_ARTICLE[kind]}",
+                        expr.key.span)
+        key = self.lookup_const(pkg, expr.key, report=False) if isinstance(expr.key, ast.ConstRef) else expr.key
+        if isinstance(key, ast.Literal) and isinstance(key.value, str) and key.value not in dict(table.entries):
+            self.report("type-mismatch", f"'{expr.table.name}' has no entry {show(key)}", expr.key.span,
+                        "its keys are " + ", ".join(f'"{k}"' for k, _ in table.entries))
+
+    def time_of(self, pkg: str, expr: ast.TimeOf, request: bool) -> None:
+        """``hour of X``: X is a timestamp attribute (when a schema types it); the zone exists."""
+        from .conditions import zone_info
+
+        self.value(pkg, expr.operand, request)
+        operand = expr.operand
+        key = attribute_key(operand) if isinstance(operand, ast.Path) else None
+        if not isinstance(operand, ast.Path) or key in self.attr_kinds and key not in self.attr_timestamps:
+            kind = self.kind(pkg, operand)
+            self.report("type-mismatch", f"'{expr.part} of' reads a timestamp, but {show(operand)} is "
+                        f"{_ARTICLE.get(kind or '', 'not an attribute')}", operand.span,
+                        "declare it 'timestamp' in a schema" if isinstance(operand, ast.Path) else None)
+        if expr.zone is not None and zone_info(expr.zone) is None:
+            self.report("type-mismatch", f"{expr.zone!r} is not a time zone", expr.span,
+                        'use an IANA name such as "Europe/Paris", or "UTC"')
 
     def kind(self, pkg: str, expr: ast.Expr) -> str | None:
         """'string' | 'number' | 'bool' | 'list', or None when only known at run time."""
@@ -603,6 +729,18 @@ class _Checker:
             return _kind_of_value(expr.value)
         if isinstance(expr, ast.ListExpr):
             return "list"
+        if isinstance(expr, ast.Duration):
+            return "duration"
+        if isinstance(expr, ast.TimeOf):
+            return _TIME_KINDS[expr.part]
+        if isinstance(expr, ast.Record):
+            return "record"
+        if isinstance(expr, ast.Lookup):  # the kind all entries share, if they do
+            table = self.lookup_const(pkg, expr.table, report=False)
+            if not isinstance(table, ast.Record):
+                return None
+            kinds = {self.kind(pkg, v) for _, v in table.entries}
+            return kinds.pop() if len(kinds) == 1 else None
         if isinstance(expr, (ast.Compare, ast.And, ast.Or, ast.Not)):
             return "bool"
         if isinstance(expr, ast.Path):
@@ -648,6 +786,11 @@ class _Checker:
                     self.report("type-mismatch", f"'{cmp.op}' orders numbers, but {show(side)} is {_ARTICLE[kind]}",
                                 side.span, "use == or != for strings, 'in' for lists" if kind != "bool" else None)
                     return
+            if {left, right} == {"duration", "number"}:
+                side = cmp.right if right == "number" else cmp.left
+                self.report("type-mismatch", f"comparing a duration with a number: {show(side)} has no unit",
+                            side.span, f"write a duration such as '{show(side)}d' or '{show(side)}h'")
+                return
         elif cmp.op in ("in", "not in"):
             if right not in ("list", None):
                 self.report("type-mismatch", f"'{cmp.op}' needs a list on its right, but {show(cmp.right)} is "
@@ -664,7 +807,18 @@ class _Checker:
                             f"{show(cmp)} is {'never' if cmp.op == '==' else 'always'} true", cmp.right.span,
                             "remove the quotes" if left == "number" else None)
                 return
+        self._weekday_literals(pkg, cmp)
         self._schema_literals(pkg, cmp)
+
+    def _weekday_literals(self, pkg: str, cmp: ast.Compare) -> None:
+        """``weekday of X == "sat"``: the strings are weekdays (mon ... sun), else the test never holds."""
+        if not (isinstance(cmp.left, ast.TimeOf) and cmp.left.part == "weekday"):
+            return
+        right = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) else cmp.right
+        for item in right.items if isinstance(right, ast.ListExpr) else (right,):
+            if isinstance(item, ast.Literal) and isinstance(item.value, str) and item.value not in ast.WEEKDAYS:
+                self.report("type-mismatch", f"{show(item)} is not a weekday", item.span,
+                            "weekdays are " + ", ".join(f'"{d}"' for d in ast.WEEKDAYS))
 
     def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
         """A string compared with an enum attribute must be one of its values (both normalised)."""

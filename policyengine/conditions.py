@@ -15,24 +15,28 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import time
+from datetime import datetime, timezone, tzinfo
+from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import ast
 from .format import format_expr
-from .schema import attribute_key
+from .schema import attribute_key, timestamp_ok
 
 class Ctx:
     """The request as compiled closures read it (built by ``evaluate``; internal)."""
 
     __slots__ = (
         "pid", "ptype", "roles", "pattrs", "action", "kind", "rid", "rattrs", "reg",
-        "data", "context", "approvals",
+        "data", "context", "approvals", "now",
     )
 
     def __init__(self, pid: str, ptype: str, roles: frozenset[str], pattrs: dict, action: str,
                  kind: str, rid: str | None, rattrs: dict, reg: dict | None, data: dict,
-                 context: dict, approvals: tuple) -> None:
+                 context: dict, approvals: tuple, now: float | None = None) -> None:
         self.pid = pid
         self.ptype = ptype
         self.roles = roles
@@ -45,11 +49,12 @@ class Ctx:
         self.data = data
         self.context = context
         self.approvals = approvals
+        self.now = now  # the decision's clock (epoch seconds) for ``age of``; None: the current time
 
     def with_resource(self, rid: str, reg: dict | None) -> Ctx:
         """The same request about another resource id (routing candidates, reroutes)."""
         return Ctx(self.pid, self.ptype, self.roles, self.pattrs, self.action, self.kind, rid,
-                   self.rattrs, reg, self.data, self.context, self.approvals)
+                   self.rattrs, reg, self.data, self.context, self.approvals, self.now)
 
 
 Getter = Callable[[Ctx], Any]
@@ -132,8 +137,18 @@ def _literal_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> tuple[bool
     """
     if isinstance(expr, ast.Literal):
         return True, expr.value
+    if isinstance(expr, ast.Duration):  # compared with ``age of ...``, which is in seconds too
+        return True, expr.seconds
     if isinstance(expr, ast.ConstRef) and expr.name in consts:
         return _literal_value(consts[expr.name], consts)
+    if isinstance(expr, ast.Record):  # a mapping proxy: read-only, like the tuples lists become
+        entries = {}
+        for key, item in expr.entries:
+            ok, v = _literal_value(item, consts)
+            if not ok:
+                return False, None
+            entries[key] = v
+        return True, MappingProxyType(entries)
     if isinstance(expr, ast.ListExpr):
         values: list[Any] = []
         for item in expr.items:
@@ -154,6 +169,10 @@ def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> Getter:
         return lambda c: value
     if isinstance(expr, ast.Path):
         return _path_getter(expr)
+    if isinstance(expr, ast.TimeOf):
+        return _time_getter(expr, compile_value(expr.operand, consts))
+    if isinstance(expr, ast.Lookup):
+        return _lookup_getter(expr, consts)
     if isinstance(expr, ast.ListExpr):
         parts = tuple((compile_value(i, consts), isinstance(i, ast.ConstRef)) for i in expr.items)
 
@@ -374,6 +393,71 @@ def _in_networks(value: Any, blocks: tuple, llabel: str) -> bool:
     except ValueError:
         raise ConditionError(f"{llabel}: expected an IP address, got {_show(value)}") from None
     return any(ip.version == net.version and ip in net for net in blocks)
+
+
+def timestamp(value: Any, label: str) -> datetime:
+    """An RFC 3339 timestamp (with an offset) as an aware datetime; anything else is a condition error."""
+    if value is None:
+        raise _missing(label)
+    if value.__class__ is not str:
+        raise _mismatch(label, "an RFC 3339 timestamp", value)
+    if not timestamp_ok(value):
+        raise ConditionError(f"{label}: expected an RFC 3339 timestamp such as \"2026-03-10T09:00:00Z\", "
+                             f"got {_show(value)}")
+    return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T"))
+
+
+def zone_info(name: str) -> tzinfo | None:
+    """An IANA time zone (``"Europe/Paris"``) or ``"UTC"``; None when there is no such zone."""
+    if name == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _time_getter(expr: ast.TimeOf, operand: Getter) -> Getter:
+    """``hour of``/``weekday of`` (in UTC or the zone) and ``age of`` (seconds until the decision's clock)."""
+    label = _label(expr.operand)
+    if expr.part == "age":
+        def age(c: Ctx) -> float:
+            at = timestamp(operand(c), label)
+            now = time.time() if c.now is None else c.now
+            return now - at.timestamp()
+
+        return age
+    zone = zone_info(expr.zone or "UTC")
+    if zone is None:
+        def no_zone(c: Ctx) -> Any:
+            raise ConditionError(f"{expr.zone!r} is not a time zone")
+
+        return no_zone
+    if expr.part == "hour":
+        return lambda c: timestamp(operand(c), label).astimezone(zone).hour
+    return lambda c: ast.WEEKDAYS[timestamp(operand(c), label).astimezone(zone).weekday()]
+
+
+def _lookup_getter(expr: ast.Lookup, consts: Mapping[str, ast.Expr]) -> Getter:
+    """``LIMITS[data.region]``: a missing or non-string key, or one the record does not hold, is an error."""
+    name = expr.table.name
+    ok, table = _literal_value(expr.table, consts)
+    key = compile_value(expr.key, consts)
+    klabel = _label(expr.key)
+
+    def lookup(c: Ctx) -> Any:
+        k = key(c)
+        if k is None:
+            raise _missing(klabel)
+        if k.__class__ is not str:
+            raise _mismatch(klabel, "string", k)
+        if not ok or not isinstance(table, MappingProxyType):
+            raise ConditionError(f"{name} is not a record")
+        if k not in table:
+            raise ConditionError(f"{name}[{klabel}]: {name} has no entry {_show(k)}")
+        return table[k]
+
+    return lookup
 
 
 def _label(expr: ast.Expr) -> str:
@@ -615,8 +699,10 @@ def expr_paths(expr: ast.Expr | None) -> tuple[ast.Path, ...]:
         elif isinstance(e, (ast.And, ast.Or, ast.ListExpr)):
             for i in e.items:
                 walk(i)
-        elif isinstance(e, ast.Not):
+        elif isinstance(e, (ast.Not, ast.TimeOf)):
             walk(e.operand)
+        elif isinstance(e, ast.Lookup):
+            walk(e.key)
 
     walk(expr)
     return tuple(found.values())

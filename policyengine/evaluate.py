@@ -183,7 +183,7 @@ class Evaluator:
                  directory: Mapping[str, Any] | None = None) -> Decision:
         """Decide ``request`` (a dict in the JSON shape, or a ``Request``). Never raises."""
         try:
-            ctx = self.context(request)
+            ctx = self.context(request, now)
             if ctx.__class__ is not Ctx:
                 return ctx  # a deny Decision for a malformed request or undeclared agent
             if ctx.approvals:  # replayed or foreign approvals deny the request
@@ -201,8 +201,8 @@ class Evaluator:
 
     # --- request -------------------------------------------------------------------
 
-    def context(self, request: Any) -> Ctx | Decision:
-        """Check the request by hand and build the ``Ctx`` the closures read."""
+    def context(self, request: Any, now: datetime | None = None) -> Ctx | Decision:
+        """Check the request by hand and build the ``Ctx`` the closures read (``now``: the decision's clock)."""
         if request.__class__ is not dict and not isinstance(request, dict):
             if isinstance(request, Request):
                 request = request.model_dump()
@@ -336,7 +336,8 @@ class Evaluator:
                                             f"model {declared!r}; names are exact"])
         else:
             reg = None
-        return Ctx(pid, ptype, roles, pattrs, action, kind, rid, rattrs, reg, data, context, approvals)
+        clock = time.time() if now is None else utc(now).timestamp()  # one clock for ``age of``
+        return Ctx(pid, ptype, roles, pattrs, action, kind, rid, rattrs, reg, data, context, approvals, clock)
 
     def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
         held: set[str] = set()

@@ -115,7 +115,7 @@ def explain(ev: Evaluator, request: Any, *, now: datetime | None = None,
 
     decision = ev.evaluate(request, now=now, directory=directory)
     out: list[str] = []
-    c = ev.context(request)
+    c = ev.context(request, now)
     if isinstance(c, Decision):
         out.append("request not decided by rules:")
         out.extend(f"  {r.rule}: {r.message}" for r in c.reasons)

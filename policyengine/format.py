@@ -145,6 +145,15 @@ def format_expr(expr: ast.Expr) -> str:
         return expr.dotted
     if isinstance(expr, ast.ConstRef):
         return expr.name
+    if isinstance(expr, ast.Duration):
+        return _duration(expr)
+    if isinstance(expr, ast.Record):
+        return "{" + ", ".join(f"{_string(k)}: {format_expr(v)}" for k, v in expr.entries) + "}"
+    if isinstance(expr, ast.Lookup):
+        return f"{expr.table.name}[{format_expr(expr.key)}]"
+    if isinstance(expr, ast.TimeOf):
+        zone = f" at {_string(expr.zone)}" if expr.zone is not None else ""
+        return f"{expr.part} of {format_expr(expr.operand)}{zone}"
     raise TypeError(f"not an expression: {expr!r}")
 
 

@@ -90,6 +90,8 @@ class PolicySet:
             return replace(expr, items=tuple(self.substitute(package, i) for i in expr.items))
         if isinstance(expr, ast.Not):
             return replace(expr, operand=self.substitute(package, expr.operand))
+        if isinstance(expr, ast.Lookup):  # the table stays a name: compile folds it, errors name it
+            return replace(expr, key=self.substitute(package, expr.key))
         return expr
 
     def roles_of(self, role_names: "list[str] | tuple[str, ...] | frozenset[str]") -> frozenset[str]:

@@ -104,7 +104,8 @@ def _show(value: Any) -> str:
     return show(value)
 
 
-def _timestamp_ok(text: str) -> bool:
+def timestamp_ok(text: str) -> bool:
+    """An RFC 3339 date-time with an offset (schemas check it; ``hour of`` and ``age of`` read it)."""
     if not _RFC3339.match(text):
         return False
     try:
@@ -133,7 +134,7 @@ def _check_value(spec: AttributeSpec, value: Any, enum: frozenset[str]) -> tuple
         if t == "string":
             return text, None
         if t == "timestamp":
-            return (text, None) if _timestamp_ok(text) else (text, f"{spec.dotted}: expected an RFC 3339 timestamp, "
+            return (text, None) if timestamp_ok(text) else (text, f"{spec.dotted}: expected an RFC 3339 timestamp, "
                                                                     f"got {_show(value)}")
         if text in enum:
             return text, None

@@ -826,6 +826,51 @@ class Builder(Transformer):
         right = ast.Literal(name.value, span=self._span(name))
         return self._nest(ast.Compare("has", left, right, span=self._cover(left.span, right.span)), (left,))
 
+    def record_entry(self, key: Token, colon: Token, value: ast.Expr) -> tuple[str, ast.Expr, Span]:
+        return _unquote(key, self._path), value, self._span(key)
+
+    def record(self, left: Token, *rest: Any) -> ast.Record:
+        """``{"eu": 10_000, "us": 20_000}``; a key written twice is an error, not a silent overwrite."""
+        entries: dict[str, ast.Expr] = {}
+        for entry in rest[:-1]:
+            if entry is None:
+                continue
+            key, value, span = entry
+            if key in entries:
+                raise _syntax(f"the key {key!r} appears twice in the record", span)
+            entries[key] = value
+        node = ast.Record(tuple(entries.items()), span=self._cover(self._span(left), self._span(rest[-1])))
+        return self._nest(node, tuple(entries.values()))
+
+    def lookup(self, table: Token, left: Token, key: ast.Expr, right: Token) -> ast.Lookup:
+        """``LIMITS[data.region]``: the entry of a record const."""
+        ref = ast.ConstRef(table.value, span=self._span(table))
+        return self._nest(ast.Lookup(ref, key, span=self._cover(ref.span, self._span(right))), (key,))
+
+    def duration_value(self, value: Token, unit: Token) -> ast.Duration:
+        """``90d`` in a condition: a duration literal (compared with ``age of ...``)."""
+        if unit.value not in _DURATION_UNITS:  # most often a misspelt clause after a number, not a unit
+            raise _syntax(
+                f"expected 'and', 'or', a unit of time or a new clause after '{value}', found '{unit}'",
+                self._span(unit),
+                help="a condition continues with 'and' or 'or'; a duration is written as '4h' or '30 days'",
+            )
+        return self.duration(value, unit)
+
+    def time_of(self, part: Token, of: Token, path: ast.Expr, *zone: Token) -> ast.TimeOf:
+        """``hour of context.time [at "Europe/Paris"]``, ``weekday of ...``, ``age of ...``."""
+        if part.value not in ast.TIME_FIELDS:
+            raise _syntax(f"'{part}' is not a part of a timestamp", self._span(part),
+                          help="write 'hour of', 'weekday of' or 'age of' before the timestamp")
+        end = path.span
+        name = None
+        if zone:
+            name = _unquote(zone[1], self._path)
+            end = self._span(zone[1])
+            if part.value == "age":
+                raise _syntax("'age of' takes no zone: an age is the same in every zone", self._span(zone[0]))
+        return ast.TimeOf(part.value, path, name, span=self._cover(self._span(part), end))
+
     def string(self, tok: Token) -> ast.Literal:
         return _new_literal(_unquote(tok, self._path), self._span(tok))  # type: ignore[no-any-return]
 
@@ -857,11 +902,12 @@ _TOKEN = re.compile(  # leading whitespace is skipped in the same match as the t
     r'|(?P<STRING>"(?:[^"\\\n]|\\[^\n])*")'
     r"|(?P<NUMBER>-?[0-9]+(?:_[0-9]+)*(?:\.[0-9]+(?:_[0-9]+)*)?)"
     r"|(?P<CMP_OP>==|!=|<=|>=|<|>)"
-    r"|(?P<PUNCT>[=%()\[\],.])"
+    r"|(?P<PUNCT>[=%()\[\],.{}:])"
     r"|(?P<COMMENT>#[^\n]*)"
     r"|(?P<END>\Z))"
 )
-_PUNCT = {"=": "EQUALS", "%": "PERCENT", "(": "LPAR", ")": "RPAR", "[": "LSQB", "]": "RSQB", ",": "COMMA", ".": "DOT"}
+_PUNCT = {"=": "EQUALS", "%": "PERCENT", "(": "LPAR", ")": "RPAR", "[": "LSQB", "]": "RSQB", ",": "COMMA", ".": "DOT",
+          "{": "LBRACE", "}": "RBRACE", ":": "COLON"}
 
 
 class _Lexer(Lexer):
@@ -918,7 +964,7 @@ class _Lexer(Lexer):
                         kind = keyword
             elif kind == "PUNCT":
                 kind = _PUNCT[value]
-                if kind in ("LPAR", "LSQB"):
+                if kind in ("LPAR", "LSQB", "LBRACE"):
                     depth += 1
                     if depth > MAX_NESTING:
                         col = pos - line_start + 1
@@ -927,7 +973,7 @@ class _Lexer(Lexer):
                             Span(self.path, line, col, line, col + 1),
                             help="split the condition into simpler ones or named consts",
                         )
-                elif kind in ("RPAR", "RSQB"):
+                elif kind in ("RPAR", "RSQB", "RBRACE"):
                     depth -= 1
             col = pos - line_start + 1
             tok = new(Token, value)

@@ -104,6 +104,37 @@ CASES = [
     Case("not a CIDR block", (BASE + 'rule r allow any to read dataset "x" when context.ip in cidr "10.0.0.300/8"\n',),
          "type-mismatch", '"10.0.0.300/8" is not a CIDR block or a list of them', "0:7:62", '"10.0.0.300/8"',
          'write "10.0.0.0/8" or ["10.0.0.0/8", "2001:db8::/32"]'),
+    Case("age against a bare number", (BASE + 'rule r allow any to read dataset "x" when age of context.at < 90\n',),
+         "type-mismatch", "comparing a duration with a number: 90 has no unit", "0:7:63", "90",
+         "write a duration such as '90d' or '90h'"),
+    Case("not a weekday", (BASE + 'rule r allow any to read dataset "x" when weekday of context.at == "sunday"\n',),
+         "type-mismatch", '"sunday" is not a weekday', "0:7:68", '"sunday"',
+         'weekdays are "mon", "tue", "wed", "thu", "fri", "sat", "sun"'),
+    Case("not a time zone", (BASE + 'rule r allow any to read dataset "x" when hour of context.at at "Mars/Base" > 9\n',),
+         "type-mismatch", "'Mars/Base' is not a time zone", "0:7:43", 'hour of context.at at "Mars/Base"',
+         'use an IANA name such as "Europe/Paris", or "UTC"'),
+    Case("action group naming no known action",
+         (BASE + 'const EU = ["DE", "FR"]\nrule r allow any to EU dataset "x"\n',),
+         "unknown-action", "action group 'EU' names no known action (DE, FR)", "0:8:21", "EU",
+         "no rule head, schema 'for action' or 'action ==' condition names one of them; "
+         "check the const is a list of actions", W),
+    Case("action group that is not a list of actions",
+         (BASE + 'const LIMIT = 5\nrule r allow any to read, LIMIT dataset "x"\n',),
+         "type-mismatch", "'LIMIT' is used as a group of actions, but its value 5 is not a list of action names",
+         "0:8:27", "LIMIT", 'declare it as const NAME = ["read", "list"]'),
+    Case("record without the key", (BASE + 'const LIMITS = {"eu": 1}\n'
+                                    'rule r allow any to read dataset "x" when context.n > LIMITS["us"]\n',),
+         "type-mismatch", "'LIMITS' has no entry \"us\"", "0:8:62", '"us"', 'its keys are "eu"'),
+    Case("lookup in a list", (BASE + 'const EU = ["DE"]\nrule r allow any to read dataset "x" when context.n > EU["a"]\n',),
+         "type-mismatch", "'EU' is not a record, so it has no entries to look up", "0:8:55", "EU",
+         'declare it as const NAME = {"key": value, ...}'),
+    Case("record in a condition", (BASE + 'rule r allow any to read dataset "x" when context.n == {"a": 1}\n',),
+         "type-mismatch", "a record is a const value: declare it with 'const NAME = {...}' and look it up as NAME[key]",
+         "0:7:56", '{"a": 1}'),
+    Case("lookup compared with a string", (BASE + 'const LIMITS = {"eu": 1, "us": 2}\n'
+                                           'rule r allow any to read dataset "x" when LIMITS[context.r] == "1"\n',),
+         "type-mismatch", 'comparing a number with a string: LIMITS[context.r] == "1" is never true', "0:8:64", '"1"',
+         "remove the quotes"),
     Case("escalation to role", (BASE + "escalate big when context.amount > 10 to role senoir_analyst\n",),
          "unknown-role", "unknown role 'senoir_analyst'", "0:7:47", "senoir_analyst",
          "did you mean 'senior_analyst'?"),
@@ -317,6 +348,16 @@ def test_each_finding(case: Case) -> None:
     others = [f.code for f in result.findings if f is not finding]
     assert others == list(case.others), [f.headline() for f in result.findings]
     assert (result.policy is None) == (case.severity is Severity.ERROR)
+
+
+def test_action_groups_expand_in_the_checked_policy() -> None:
+    """A const named in a rule head stands for its actions: the checked rule lists them, once each."""
+    result = check(BASE + 'const READ_ACTIONS = ["read", "list"]\n'
+                   'rule r allow any to READ_ACTIONS, read, export dataset "x"\n'
+                   'rule w deny any to write dataset "x" when action in READ_ACTIONS\n')
+    assert [f.headline() for f in result.findings] == []
+    (rule, _) = result.policy.rules
+    assert [a.value for a in rule.decl.actions] == ["read", "list", "export"]
 
 
 def test_checks_the_parser_already_enforces_hold_for_built_trees() -> None:

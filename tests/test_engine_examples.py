@@ -9,7 +9,7 @@ applies to requests of another), so expected reasons are what the whole set deci
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -17,6 +17,7 @@ from policyengine import InMemoryLedger, load_policy
 from policyengine.resources import data_path
 
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)
+BANK_CHANGE = (NOW - timedelta(days=13)).isoformat()  # bank details changed 13 days before the decision
 
 DS = "finance.invoices."
 FI = "finance.invoice_exceptions."
@@ -137,6 +138,15 @@ CASES = [
     Case("a payment from outside the corporate network", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
          (FI + "payments_from_corporate_networks_only",),
          context={"amount": 5_000, "confidence": 0.95, "source_ip": "198.51.100.4", **EUR}),
+    Case("an agent's payment on a Paris Saturday", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
+         (FI + "agent_pays_on_paris_working_days",),
+         context={"amount": 5_000, "confidence": 0.95, "requested_at": "2026-03-14T10:00:00+01:00", **EUR}),
+    Case("an agent's payment at 19:00 in Paris", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
+         (FI + "agent_pays_in_paris_office_hours",),
+         context={"amount": 5_000, "confidence": 0.95, "requested_at": "2026-03-10T18:00:00Z", **EUR}),
+    Case("an agent's payment after a bank change", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
+         (FI + "agent_never_pays_after_a_bank_change",), context={"amount": 5_000, "confidence": 0.95, **EUR},
+         data={"vendor_status": "active", "vendor_age_days": 400, "bank_details_changed_at": BANK_CHANGE}),
     Case("agent may not pay above the auto-pay limit", AP_BOT, "approve_payment", "tool", "erp/payments", "deny",
          ("<default-deny>",), context={"amount": 60_000, "confidence": 0.95, **EUR}),
     Case("analyst may not pay above 250k", ALICE, "approve_payment", "tool", "erp/payments", "deny",

@@ -1,13 +1,17 @@
-"""Set and string operators (contains, contains any/all, starts with, ends with, like): one table of meaning."""
+"""Set, string, network and time operators (contains, starts with, like, in cidr, hour/weekday/age of): one table of meaning."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
+from policyengine import load_policy
 from policyengine.conditions import ConditionError, Ctx, compile_expr
 from policyengine.syntax import parse_policy
 
 ERROR = "error"
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp()
 
 # condition, data, result (True, False, or ERROR: a condition error, which denies in a deny rule)
 TABLE = [
@@ -44,6 +48,24 @@ TABLE = [
     ('data.ip in cidr "10.0.0.0/8"', {}, ERROR),
     ("data.ip in cidr data.blocks", {"ip": "10.1.2.3", "blocks": ["10.0.0.0/8"]}, True),
     ("data.ip in cidr data.blocks", {"ip": "10.1.2.3", "blocks": ["nope"]}, ERROR),
+    # time: the decision's clock is NOW (Tuesday 2026-03-10 12:00 UTC)
+    ("hour of data.at == 9", {"at": "2026-03-10T09:30:00Z"}, True),
+    ("hour of data.at == 9", {"at": "2026-03-10T09:30:00+02:00"}, False),  # 07:30 in UTC
+    ('hour of data.at at "Europe/Paris" == 10', {"at": "2026-03-10T09:30:00Z"}, True),  # CET: UTC+1
+    ('hour of data.at at "Europe/Paris" == 11', {"at": "2026-07-10T09:30:00Z"}, True),  # CEST: UTC+2
+    ("hour of data.at >= 9 and hour of data.at < 17", {"at": "2026-03-10T17:00:00Z"}, False),
+    ('weekday of data.at in ["sat", "sun"]', {"at": "2026-03-14T10:00:00Z"}, True),
+    ('weekday of data.at == "tue"', {"at": "2026-03-10T23:30:00-02:00"}, False),  # Wednesday in UTC
+    ('weekday of data.at at "America/Sao_Paulo" == "tue"', {"at": "2026-03-11T01:30:00Z"}, True),
+    ("age of data.at < 90d", {"at": "2026-01-01T00:00:00Z"}, True),
+    ("age of data.at < 60d", {"at": "2026-01-01T00:00:00Z"}, False),
+    ("age of data.at >= 2h", {"at": "2026-03-10T10:00:00Z"}, True),
+    ("age of data.at < 0 s", {"at": "2026-03-11T00:00:00Z"}, True),  # in the future: a negative age
+    ("hour of data.at == 9", {}, ERROR),
+    ("hour of data.at == 9", {"at": "2026-03-10 09:00"}, ERROR),  # no offset: not RFC 3339
+    ("age of data.at < 90d", {"at": "yesterday"}, ERROR),
+    ("age of data.at < 90d", {"at": 1767225600}, ERROR),  # epoch numbers are not timestamps
+    ('weekday of data.at == "tue"', {"at": "2026-02-30T09:00:00Z"}, ERROR),  # no such day
 ]
 
 
@@ -51,9 +73,103 @@ TABLE = [
 def test_operator_meaning(condition, data, result):
     when = parse_policy(f'package t\nrule r deny any to read dataset "x" when {condition}\n', "t.policy").decls[0].when
     predicate = compile_expr(when, {"EU": None})
-    ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, ())
+    ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, (), NOW)
     if result is ERROR:
         with pytest.raises(ConditionError):
             predicate(ctx)
     else:
         assert predicate(ctx) is result
+
+
+# rule head actions: an action group (a const list) allows exactly its actions
+GROUPS = """package t
+role analyst
+const READ_ACTIONS = ["read", "list"]
+rule reads allow role analyst to READ_ACTIONS dataset "x"
+rule no_export_of_reads deny any to export dataset "x" when data.kind in READ_ACTIONS
+rule exports allow any to export dataset "x"
+"""
+
+
+@pytest.mark.parametrize("action,data,effect,rules", [
+    ("read", {}, "allow", ["t.reads"]),
+    ("list", {}, "allow", ["t.reads"]),
+    ("write", {}, "deny", ["<default-deny>"]),
+    ("READ_ACTIONS", {}, "deny", ["<default-deny>"]),  # the group's name is not an action
+    ("export", {"kind": "list"}, "deny", ["t.no_export_of_reads"]),
+    ("export", {"kind": "write"}, "allow", ["t.exports"]),
+])
+def test_action_groups_in_rule_heads(tmp_path, action, data, effect, rules):
+    (tmp_path / "t.policy").write_text(GROUPS, encoding="utf-8")
+    decision = load_policy(tmp_path).evaluate({
+        "principal": {"id": "ana", "type": "user", "roles": ["analyst"]},
+        "action": action, "resource": {"kind": "dataset", "id": "x"}, "data": data})
+    assert (decision.effect, sorted(r.rule for r in decision.reasons)) == (effect, rules)
+
+
+# record consts: LIMITS[key] is the entry; a key the record lacks is an error (a deny rule denies)
+RECORD_TABLE = [
+    ("data.amount > LIMITS[data.region]", {"amount": 10_001, "region": "eu"}, True),
+    ("data.amount > LIMITS[data.region]", {"amount": 10_000, "region": "eu"}, False),
+    ("data.amount > LIMITS[data.region]", {"amount": 10_001, "region": "us"}, False),
+    ("data.amount > LIMITS[data.region]", {"amount": 1, "region": "asia"}, ERROR),
+    ("data.amount > LIMITS[data.region]", {"amount": 1, "region": "EU"}, ERROR),  # keys are exact
+    ("data.amount > LIMITS[data.region]", {"amount": 1}, ERROR),
+    ("data.amount > LIMITS[data.region]", {"amount": 1, "region": ["eu"]}, ERROR),
+    ('data.team in OWNERS["payments"]', {"team": "ap"}, True),
+    ('data.team in OWNERS["payments"]', {"team": "it"}, False),
+]
+RECORD_CONSTS = """package t
+const LIMITS = {"eu": 10_000, "us": 20_000}
+const AP = "ap"
+const OWNERS = {"payments": [AP, "treasury"]}
+"""
+
+
+@pytest.mark.parametrize("condition,data,result", RECORD_TABLE, ids=[f"{t[0]} {t[1]}" for t in RECORD_TABLE])
+def test_record_lookup_meaning(condition, data, result):
+    file = parse_policy(RECORD_CONSTS + f'rule r deny any to read dataset "x" when {condition}\n', "t.policy")
+    consts = {d.name.value: d.value for d in file.decls[:-1]}
+    predicate = compile_expr(file.decls[-1].when, consts)
+    ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, (), NOW)
+    if result is ERROR:
+        with pytest.raises(ConditionError):
+            predicate(ctx)
+    else:
+        assert predicate(ctx) is result
+
+
+def test_age_is_measured_against_the_decisions_clock_in_decisions_and_explanations(tmp_path):
+    """``age of`` reads the ``now`` a decision is given (replays, tests), not the wall clock."""
+    (tmp_path / "t.policy").write_text(
+        'package t\nrule fresh deny any to read dataset "x" when age of data.changed_at < 14 days\n'
+        'rule reads allow any to read dataset "x"\n', encoding="utf-8")
+    policy = load_policy(tmp_path)
+    request = {"principal": {"id": "u", "type": "user"}, "action": "read",
+               "resource": {"kind": "dataset", "id": "x"}, "data": {"changed_at": "2026-03-01T00:00:00Z"}}
+    for now, effect in ((datetime(2026, 3, 14, 23, 59, tzinfo=timezone.utc), "deny"),
+                        (datetime(2026, 3, 15, 0, 0, tzinfo=timezone.utc), "allow")):
+        assert policy.evaluate(request, now=now).effect == effect
+        explained = policy.explain(request, now=now)
+        assert explained.decision.effect == effect
+        fresh = next(line for line in explained.trace if "t.fresh" in line)
+        assert ("no match: when is false" in fresh) == (effect == "allow"), fresh
+
+
+def test_coverage_reads_age_at_the_cases_now(tmp_path):
+    """A policy test's ``now:`` is the clock ``age of`` reads in coverage too, not the day the tests run."""
+    from policyengine.testing.coverage import CoverageCollector
+    from policyengine.testing.runner import run_paths
+
+    (tmp_path / "t.policy").write_text(
+        'package t\nrule fresh deny any to read dataset "x" when age of data.changed_at < 14 days\n'
+        'rule reads allow any to read dataset "x"\n', encoding="utf-8")
+    (tmp_path / "t_test.yaml").write_text(
+        "policy: t.policy\nnow: 2026-03-10T09:00:00Z\ncases:\n"
+        "  - name: changed a day ago\n    principal: {id: u}\n    action: read\n    resource: dataset x\n"
+        "    data: {changed_at: '2026-03-09T09:00:00Z'}\n    expect: deny\n    rules: [t.fresh]\n"
+        "  - name: changed long ago\n    principal: {id: u}\n    action: read\n    resource: dataset x\n"
+        "    data: {changed_at: '2025-01-01T00:00:00Z'}\n    expect: allow\n", encoding="utf-8")
+    collector = CoverageCollector()
+    run_paths([tmp_path / "t_test.yaml"], observer=collector)
+    assert collector.report([str(tmp_path / "t.policy")]).missed_clauses == []

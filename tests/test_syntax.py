@@ -54,6 +54,10 @@ def Lst(*items: ast.Expr) -> ast.ListExpr:
     return ast.ListExpr(tuple(items), span=S)
 
 
+def T(part: str, of: ast.Expr, zone: str | None = None) -> ast.TimeOf:
+    return ast.TimeOf(part, of, zone, span=S)
+
+
 def And(*items: ast.Expr) -> ast.And:
     return ast.And(tuple(items), span=S)
 
@@ -193,6 +197,8 @@ def test_declaration(source: str, expected: ast.Decl) -> None:
 
 RULES = [
     ('rule r allow role analyst to read dataset "x"', rule()),
+    # a const in the head is a name here; the checker expands it to the group's actions
+    ('rule r allow role analyst to READ_ACTIONS, export dataset "x"', rule(actions=("READ_ACTIONS", "export"))),
     ('rule r deny any to invoke model "*"',
      rule("deny", ast.PrincipalMatch("any", span=S), ("invoke",), "model", "*")),
     ('rule r allow agent bot to read, write tool "t/*"',
@@ -255,6 +261,17 @@ EXPRESSIONS = [
      And(Not(Cmp(P("data.tags"), "contains", L("x"))), Cmp(P("data.n"), "like", L("a?")))),
     ("data.like == data.starts", Cmp(P("data.like"), "==", P("data.starts"))),  # keywords only where expected
     ('context.ip in cidr "10.0.0.0/8"', Cmp(P("context.ip"), "in cidr", L("10.0.0.0/8"))),
+    ("hour of context.time >= 9", Cmp(T("hour", P("context.time")), ">=", L(9))),
+    ('weekday of context.time at "Europe/Paris" in ["sat", "sun"]',
+     Cmp(T("weekday", P("context.time"), "Europe/Paris"), "in", Lst(L("sat"), L("sun")))),
+    ("age of data.since < 90d", Cmp(T("age", P("data.since")), "<", D(90 * 86400))),
+    ("age of data.since >= 2 weeks", Cmp(T("age", P("data.since")), ">=", D(14 * 86400))),
+    ("data.hour == hour", Cmp(P("data.hour"), "==", C("hour"))),
+    ("context.amount > LIMITS[context.region]",
+     Cmp(P("context.amount"), ">", ast.Lookup(C("LIMITS"), P("context.region"), span=S))),
+    ('LIMITS["eu"] == {"eu": 1, "us": [2],}',
+     Cmp(ast.Lookup(C("LIMITS"), L("eu"), span=S), "==", ast.Record((("eu", L(1)), ("us", Lst(L(2)))), span=S))),
+    ("{} == {}", Cmp(ast.Record((), span=S), "==", ast.Record((), span=S))),  # 'hour' is a part only before 'of'
     # keywords are plain names where no keyword can stand
     ("context.region == resource.role", Cmp(P("context.region"), "==", P("resource.role"))),
 ]

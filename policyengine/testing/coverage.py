@@ -173,12 +173,13 @@ class _Tracker:
                         rule = scoped.decl if isinstance(scoped.decl, ast.RuleDecl) else None
                         self.pending.append((_key(s.file, s.line, s.col), pred, rule))
 
-    def observe(self, request: Mapping[str, Any], decision: Any) -> None:
+    def observe(self, request: Mapping[str, Any], decision: Any, now: Any = None) -> None:
+        """Mark what ``decision`` exercised; clauses are re-read at the case's ``now`` (``age of``)."""
         d = decision.to_dict() if hasattr(decision, "to_dict") else dict(decision)
         self.hit_decls.update(r["rule"] for r in d.get("reasons", ()))
         for o in d.get("obligations", ()):
             self.hit_decls.add(o.get("gate") or o.get("budget") or "")
-        ctx = self.evaluator.context(dict(request))
+        ctx = self.evaluator.context(dict(request), now)
         if isinstance(ctx, Decision):
             return  # malformed request or undeclared agent: no rule was reached
         contexts = [ctx]
@@ -220,11 +221,11 @@ class CoverageCollector:
     def __init__(self) -> None:
         self._trackers: dict[int, _Tracker] = {}
 
-    def __call__(self, policy: Any, request: Mapping[str, Any], decision: Any) -> None:
+    def __call__(self, policy: Any, request: Mapping[str, Any], decision: Any, now: Any = None) -> None:
         tracker = self._trackers.get(id(policy.compiled))
         if tracker is None:
             tracker = self._trackers[id(policy.compiled)] = _Tracker(policy)
-        tracker.observe(request, decision)
+        tracker.observe(request, decision, now)
 
     def monitored(self, policy: Any, rule_id: str) -> None:
         """A monitor case judged bias or drift rule ``rule_id`` of ``policy``."""

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .coverage import CoverageReport
 
 # Called once per decided case: (policy, request, decision) — how coverage listens in.
-Observer = Callable[[Any, dict[str, Any], Any], None]
+Observer = Callable[[Any, dict[str, Any], Any, Any], None]  # (policy, request, decision, the case's now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +365,7 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
     actual = decision.to_dict()
     mismatches = [*undeclared_names(request, policy, actual), *compare(case, actual)]
     if observer is not None:
-        observer(policy, request, decision)
+        observer(policy, request, decision, case.now)
     explanation = explain_decision(policy, request, case, actual) if mismatches and explain else ""
     return CaseResult(test_file.path, case, tuple(mismatches), actual, explanation, time.perf_counter() - start)
 
