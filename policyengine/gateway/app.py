@@ -18,12 +18,10 @@ import asyncio
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..audit import AuditError
@@ -176,15 +174,7 @@ class GatewayApp(DecisionApp):
             async for part in stream:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        elapsed = time.perf_counter() - started
-        route = path if path in self._paths else "<other>"
-        self.metrics.requests.labels(route, str(response.status)).inc()
-        if route in self._latency:
-            self._latency[route].observe(elapsed)
-        if self.options.access_log:
-            entry = {"ts": datetime.now().astimezone().isoformat(timespec="milliseconds"), "method": method,
-                     "path": path, "status": response.status, "ms": round(elapsed * 1000, 3), **(response.note or {})}
-            sys.stderr.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._observe(scope, headers, response, started)
 
     # -- who, what, how much -------------------------------------------------------------------
 

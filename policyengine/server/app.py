@@ -142,6 +142,11 @@ class DecisionApp:
                         *extra],
         })
         await send({"type": "http.response.body", "body": response.body})
+        self._observe(scope, headers, response, started)
+
+    def _observe(self, scope: dict[str, Any], headers: dict[bytes, bytes], response: Response, started: float) -> None:
+        """Count one answered request in the metrics and write its JSON access-log line (the gateway's too)."""
+        method, path = scope["method"], scope["path"]
         elapsed = time.perf_counter() - started
         route = path if path in self._paths else "<other>"
         self.metrics.requests.labels(route, str(response.status)).inc()
@@ -154,6 +159,7 @@ class DecisionApp:
                      "bytes_in": int(headers.get(b"content-length", 0) or 0)}
             if response.note:
                 entry.update(response.note)
+            request_id = headers.get(b"x-request-id")
             if request_id is not None:
                 entry["request_id"] = request_id.decode("latin-1")
             sys.stderr.write(json.dumps(entry, separators=(",", ":")) + "\n")
