@@ -56,8 +56,9 @@ def pattern_covers(deny: str, allow: str) -> bool:
 # comparisons of one attribute path with literals (consts resolved), with the
 # evaluator's meaning, where a comparison "holds" only when it evaluates to true (a
 # condition error, such as a missing attribute or 1 == true, never holds); values
-# are compared loosely here (1 == 1.0 == true), which can only miss a contradiction,
-# never invent one. A pair is reported
+# are compared as the evaluator compares them (1 == 1.0, but true equals only
+# true), and where it would error a comparison is taken to hold, which can only
+# miss a contradiction, never invent one. A pair is reported
 # only when one of them is a plain ==, in or ordering, which holds only for a
 # present scalar; for such a value ``not (x == v)`` is exactly ``x != v``. Sound,
 # not complete: a reported contradiction is real; some real ones go unreported.
@@ -71,7 +72,7 @@ _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 class _Atom:
     path: str
     op: str
-    value: _Key | frozenset[_Key]
+    value: _Key | tuple[_Key, ...]
     node: ast.Expr
     negated: bool  # written as ``not (...)``, op already inverted
 
@@ -182,37 +183,40 @@ def _atom(expr: ast.Expr, resolve: Callable[[ast.ConstRef], ast.Expr | None]) ->
         keys = [_key(i) for i in items]
         if any(k is None for k in keys):
             return None
-        return _Atom(left.dotted, op, frozenset(k for k in keys if k is not None), node, negate)
+        return _Atom(left.dotted, op, tuple(k for k in keys if k is not None), node, negate)  # a set would merge true and 1
     key = _key(right)
     if key is None or op in ("<", "<=", ">", ">=") and isinstance(key, bool):
         return None  # ordering against a boolean: a type error the checker reports, no contradiction
     return _Atom(left.dotted, op, key, node, negate)
 
 
-def _holds(op: str, value: _Key | frozenset[_Key], x: _Key) -> bool:
+def _holds(op: str, value: _Key | tuple[_Key, ...], x: _Key) -> bool:
     """Whether the literal ``x`` satisfies ``op value`` (missing-type comparisons are false)."""
     if op == "==":
-        return x == value
+        return _same(x, value)  # type: ignore[arg-type]
     if op == "!=":
-        return x != value
+        return not _same(x, value)  # type: ignore[arg-type]
     if op == "in":
-        return x in value  # type: ignore[operator]
+        return any(_same(x, v) for v in value)  # type: ignore[union-attr]
     if op == "not in":
-        return x not in value  # type: ignore[operator]
+        return not any(_same(x, v) for v in value)  # type: ignore[union-attr]
     if not (_is_number(x) and _is_number(value) or isinstance(x, str) and isinstance(value, str)):
         return False
     return {"<": x < value, "<=": x <= value, ">": x > value, ">=": x >= value}[op]  # type: ignore[operator]
 
 
+def _same(a: _Key, b: _Key) -> bool:
+    """``==`` as the engine decides it: a boolean equals only a boolean (1 == true is false), 1 == 1.0."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
 def _equals(value: _Key) -> tuple[_Key, ...]:
-    """The values of every type that ``==`` value: true is 1 is 1.0."""
-    if isinstance(value, str):
+    """The values that ``==`` value in the engine: 1 is 1.0, but true is only true."""
+    if isinstance(value, (str, bool)):
         return (value,)
     same: tuple[_Key, ...] = (value, float(value))
     if float(value).is_integer():
         same += (int(value),)
-    if value in (0, 1):
-        same += (bool(value),)
     return same
 
 

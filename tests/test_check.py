@@ -478,9 +478,9 @@ CONDITIONS = [
     ("5 < context.n and context.n < 5", {}, True),
     ("context.n == 3 and context.n > 3", {}, True),
     ("context.n == 1 and context.n == 1.0", {}, False),
-    ("context.n == 1 and context.n == true", {}, False),  # the evaluator compares like Python: 1 == true
+    ("context.n == 1 and context.n == true", {}, True),  # the evaluator never finds 1 equal to true
     ('context.n == 1 and context.n == "1"', {}, True),
-    ('context.n in [1, 2] and context.n == true', {}, False),
+    ('context.n in [1, 2] and context.n == true', {}, True),
     ('not (data.c == "a") and not (data.c != "a")', {}, False),  # both hold when data.c is missing
     ('not (context.n < 5) and context.n == "x"', {}, False),  # not (x < 5) holds for a string x
     ('context.n != "a" and not (context.n not in ["a"])', {}, False),  # a list value satisfies both
