@@ -24,6 +24,7 @@ from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
 from .policyset import PolicySet, Scoped
 from .schema import attribute_key
+from .scoping import ambiguous_names, check_roles, qualifier
 
 __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "pattern_covers", "show", "suggest"]
 
@@ -138,6 +139,7 @@ class _Checker:
         self.attr_enums: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
         self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        self.ambiguous = ambiguous_names(files)  # bare names of package-qualified roles only
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class _Checker:
             ("index declarations", self.index),
             ("resolve imports", self.check_imports),
             ("close roles", self.close_roles),
+            ("check role names", lambda: self.findings.extend(check_roles(self.files))),
             ("resolve consts", self.resolve_all_consts),
             ("expand action groups", self.expand_action_groups),
             ("check schemas", self.check_schemas),
@@ -209,7 +212,9 @@ class _Checker:
                     table = self.roles if isinstance(decl, ast.RoleDecl) else (
                         self.agents if isinstance(decl, ast.AgentDecl) else self.models)
                     if name.value in table:
-                        self._duplicate(decl, table[name.value].decl, "in the policy set")
+                        if not (isinstance(decl, ast.RoleDecl) and table[name.value].package != pkg
+                                and qualifier(name.value) is None):  # else role-collision (scoping.py)
+                            self._duplicate(decl, table[name.value].decl, "in the policy set")
                     else:
                         clash = next((s for n, s in table.items() if n.casefold() == name.value.casefold()), None)
                         if clash is not None:  # requests spelling either would be refused as ambiguous
@@ -530,7 +535,7 @@ class _Checker:
         self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span, self._hints[key])
 
     def role_ref(self, name: ast.Name) -> None:
-        if name.value not in self.roles:
+        if name.value not in self.roles and name.value not in self.ambiguous:  # else ambiguous-role
             self._unknown("role", name, self.roles)
 
     def model_ref(self, name: ast.Name) -> None:
