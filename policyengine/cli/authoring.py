@@ -85,7 +85,7 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str, no_te
         if checked.policy is not None and not no_tests:
             from ..testing.cross_package import run_policy_tests  # only when the set is clean
 
-            tests = run_policy_tests(paths, checked.policy)
+            tests = run_policy_tests(paths)
             if tests is not None:
                 findings += tests.findings
                 tests_note = tests.summary()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,10 @@ def test_files_for(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return discover(found)  # de-duplicated, in order
 
 
-def _packages_by_folder(ps: PolicySet) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for f in ps.files:
-        out.setdefault(os.path.realpath(os.path.dirname(f.path) or "."), set()).add(f.package.value)
-    return out
+def _own_packages(ps: PolicySet, test_file: str) -> set[str]:
+    """The packages declared by the ``.policy`` files beside a test file: whose tests they are."""
+    folder = os.path.realpath(os.path.dirname(test_file) or ".")
+    return {f.package.value for f in ps.files if os.path.realpath(os.path.dirname(f.path) or ".") == folder}
 
 
 def _declarations(ps: PolicySet) -> dict[str, tuple[str, Scoped[Any]]]:
@@ -80,44 +79,90 @@ def _declarations(ps: PolicySet) -> dict[str, tuple[str, Scoped[Any]]]:
     return out
 
 
-def _blamed(result: CaseResult, own: set[str], decls: dict[str, tuple[str, Scoped[Any]]]) -> list[str]:
-    """Ids of other packages' declarations that took part in a failing case's decision."""
+def _named(result: CaseResult) -> list[str]:
+    """Ids a decision names: its reasons' rules and the gates of its approval obligations."""
     decision = result.decision
     named = [r.get("rule") for r in decision.get("reasons", ())]
     named += [o.get("gate") for o in decision.get("obligations", ()) if o.get("kind") == "approval_required"]
-    return list(dict.fromkeys(i for i in named if i in decls and decls[i][1].package not in own))
+    return [n for n in dict.fromkeys(named) if isinstance(n, str)]
 
 
-def run_policy_tests(paths: Sequence[str | os.PathLike[str]], ps: PolicySet) -> TestRun | None:
-    """Run the tests that go with ``paths`` against the rules they name; None when there are none."""
+def _without(ps: PolicySet, package: str) -> PolicySet:
+    """The policy set without ``package``'s rules, residencies, gates and budgets (what it would decide alone)."""
+    def keep(items: tuple[Scoped[Any], ...]) -> tuple[Scoped[Any], ...]:
+        return tuple(s for s in items if s.package != package)
+
+    return replace(ps, rules=keep(ps.rules), residencies=keep(ps.residencies),
+                   escalations=keep(ps.escalations), budgets=keep(ps.budgets))
+
+
+class _Blamer:
+    """Finds, for a failing case, the other package without which it would pass (the counterfactual)."""
+
+    def __init__(self) -> None:
+        self._tests: dict[str, Any] = {}
+        self._without: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+    def culprits(self, result: CaseResult) -> tuple[list[str], dict[str, tuple[str, Scoped[Any]]], set[str]]:
+        from ..engine import Policy, load_policy
+        from .cases import load_test_file
+        from .runner import _CaseLedger, run_case
+
+        test_file = self._tests.get(result.file)
+        if test_file is None:
+            test_file = self._tests[result.file] = load_test_file(result.file)
+        policy = load_policy(list(test_file.policy_files))  # the engine's cache: the one run_paths loaded
+        ps = policy.policy_set
+        decls = _declarations(ps)
+        own = _own_packages(ps, result.file)
+        named = [i for i in _named(result) if i in decls]
+        for package in dict.fromkeys(decls[i][1].package for i in named):
+            if not own or package in own:
+                continue
+            key = (id(ps), package)
+            if key not in self._without:
+                ledger = _CaseLedger()  # each case starts from its own usage, as in run_case
+                self._without[key] = (Policy(_without(ps, package), policy_hash=policy.policy_hash, ledger=ledger),
+                                      ledger)
+            alone, ledger = self._without[key]
+            if run_case(test_file, result.case, alone, ledger, explain=False).passed:
+                return [i for i in named if decls[i][1].package == package], decls, own
+        return [], decls, own
+
+
+def run_policy_tests(paths: Sequence[str | os.PathLike[str]]) -> TestRun | None:
+    """Run the tests that go with ``paths``; None when there are none."""
     tests = test_files_for(paths)
     if not tests:
         return None
     report = run_paths(tests, explain=False)
-    owners = _packages_by_folder(ps)
-    decls = _declarations(ps)
-    blame: dict[tuple[str, str], list[CaseResult]] = {}
-    own_failures: dict[str, list[CaseResult]] = {}
+    blamer = _Blamer()
+    blame: dict[str, list[tuple[CaseResult, set[str]]]] = {}
+    kinds: dict[str, tuple[str, Scoped[Any]]] = {}
+    own_failures: dict[str, list[Any]] = {}
     for result in report.results:
-        if result.passed or not isinstance(result, CaseResult):
-            if not result.passed:
-                own_failures.setdefault(result.file, []).append(result)
+        if result.passed:
             continue
-        own = owners.get(os.path.realpath(os.path.dirname(result.file) or "."), set())
-        culprits = _blamed(result, own, decls) if own else []
-        for culprit in culprits:
-            blame.setdefault((culprit, result.file), []).append(result)
+        culprits: list[str] = []
+        if isinstance(result, CaseResult):
+            culprits, decls, own = blamer.culprits(result)
+            for culprit in culprits:
+                blame.setdefault(culprit, []).append((result, own))
+                kinds[culprit] = decls[culprit]
         if not culprits:
             own_failures.setdefault(result.file, []).append(result)
     findings: list[Finding] = []
-    for (culprit, test_file), results in blame.items():
-        kind, scoped = decls[culprit]
-        first = results[0]
-        own = sorted(owners.get(os.path.realpath(os.path.dirname(test_file) or "."), set()))
+    for culprit, results in blame.items():
+        kind, scoped = kinds[culprit]
+        per_file: dict[str, list[Any]] = {}
+        for result, own in results:
+            per_file.setdefault(result.file, [0, own])[0] += 1
+        where = "; ".join(f"{n} in {file} ({', '.join(sorted(own))})" for file, (n, own) in per_file.items())
+        first = results[0][0]
         findings.append(Finding(
             "cross-package",
-            f"{kind} {culprit} changes {len(results)} decision(s) of package {', '.join(own)}'s tests in "
-            f"{test_file} (first: '{first.case.name}': {first.mismatches[0]})",
+            f"{kind} {culprit} changes {len(results)} decision(s) of other packages' policy tests: {where} "
+            f"(first: {first.file}::{first.case.name}: {first.mismatches[0]})",
             scoped.decl.name.span, Severity.WARNING,
             "scope the package ('scope workflow \"...\"' in its header) or this declaration "
             "('applies to workflow \"...\" action ...'); see docs/language.md, Scopes"))
