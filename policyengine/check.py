@@ -344,8 +344,7 @@ class _Checker:
     def close_roles(self) -> None:
         for scoped in self.each(ast.RoleDecl):
             for parent in scoped.decl.extends:
-                if parent.value not in self.roles:
-                    self._unknown("role", parent, self.roles)
+                self.role_ref(parent)
         reported: set[frozenset[str]] = set()
         for name in self.roles:
             self.role_closure[name] = self._closure(name, [], reported)
