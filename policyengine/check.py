@@ -24,7 +24,7 @@ from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
 from .policyset import PolicySet, Scoped
 from .schema import attribute_key
-from .scoping import ambiguous_names, check_roles, qualifier
+from .scoping import ambiguous_names, check_roles, file_scopes, qualifier
 
 __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "pattern_covers", "show", "suggest"]
 
@@ -140,6 +140,7 @@ class _Checker:
         self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self.ambiguous = ambiguous_names(files)  # bare names of package-qualified roles only
+        self.file_scopes = file_scopes(files)  # id(decl) -> its file's ``scope`` header
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -591,7 +592,8 @@ class _Checker:
     def _budget_references(self, budget: ast.BudgetDecl) -> None:
         scope = budget.scope
         tables = {"model": self.models, "agent": self.agents, "role": self.roles}
-        if scope.kind in tables and scope.value not in tables[scope.kind]:
+        if scope.kind in tables and scope.value not in tables[scope.kind] \
+                and not (scope.kind == "role" and scope.value in self.ambiguous):
             self._unknown(scope.kind, ast.Name(scope.value, span=scope.span), tables[scope.kind])
         action = budget.on_exceed
         if isinstance(action, ast.EscalateAction):
@@ -941,7 +943,8 @@ class _Checker:
         index: dict[tuple[str, str], dict[str, list[Scoped]]] = {}
         for d in self.each(ast.RuleDecl):
             deny = d.decl
-            if deny.effect == "deny" and deny.when is None and deny.unless is None:
+            if deny.effect == "deny" and deny.when is None and deny.unless is None \
+                    and deny.applies is None and id(deny) not in self.file_scopes:  # a scope is a condition too
                 prefix = literal_prefix(deny.resource_pattern)
                 for action in deny.actions:
                     index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)

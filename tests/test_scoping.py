@@ -123,6 +123,16 @@ CHECKS = [
          "ambiguous-role", "role 'analyst' is the shared role, but package b declares 'b.analyst'", "1:3:20",
          Severity.WARNING),
     Case("an agent holding a qualified role", ("package a\nrole a.bot\nagent x roles a.bot\n",), None),
+    Case("a scoped unconditional deny does not shadow an unscoped allow",
+         ('package p\nscope workflow "w"\nrule d deny any to read dataset "*"\n',
+          'package q\nrule a allow any to read dataset "x"\n'), None),
+    Case("an unscoped unconditional deny still does", ('package p\nrule d deny any to read dataset "*"\n'
+                                                      'rule a allow any to read dataset "x"\n',),
+         "shadowed-allow", "allow 'a' never takes effect: rule 'p.d' always denies what it allows", "0:3:6",
+         Severity.WARNING),
+    Case("budget for a bare name of a qualified role", ("package a\nrole a.x\n"
+                                                       'budget b for role x limit 1 USD per day\n',),
+         "ambiguous-role", "role 'x' is only declared package-qualified: a.x", "0:3:14"),
     Case("extends a bare name of a qualified role", ("package a\nrole a.analyst\nrole a.lead extends analyst\n",),
          "ambiguous-role", "role 'analyst' is only declared package-qualified: a.analyst", "0:3:21"),
 ]
