@@ -139,6 +139,7 @@ class InboxApp:
             ("POST", p + "/logout"): self.logout,
             ("POST", p + "/decide"): self.decide,
             ("GET", p + "/inbox.css"): self.stylesheet,
+            ("GET", "/favicon.ico"): self.no_icon,  # browsers ask for it at the root whatever the prefix
         }
         self._paths = {path for _, path in self.routes}
 
@@ -194,6 +195,9 @@ class InboxApp:
 
     async def stylesheet(self, headers: dict[bytes, bytes], form: dict[str, str], sid: str | None) -> _Reply:
         return _Reply(200, pages.STYLESHEET, b"text/css; charset=utf-8")
+
+    async def no_icon(self, headers: dict[bytes, bytes], form: dict[str, str], sid: str | None) -> _Reply:
+        return _Reply(204, b"", b"image/x-icon")
 
     async def login_form(self, headers: dict[bytes, bytes], form: dict[str, str], sid: str | None) -> _Reply:
         if self._session(sid) is not None:

@@ -98,7 +98,8 @@ def inbox_page(prefix: str, user: str, name: str, roles: tuple[str, ...], csrf: 
         parts.append("<p class='empty'>Nothing waits for you.</p>")
     elif items:
         parts.append(f"<p class='hint'>{decidable} you may decide now.</p>")
-    parts += [_item(prefix, csrf, item) for item in items]
+    ordered = sorted(items, key=lambda i: (i.own_run or i.overdue))  # what the user may decide first (stable)
+    parts += [_item(prefix, csrf, item) for item in ordered]
     return _page(prefix, f"Inbox ({len(items)}) · policyengine approvals", "".join(parts), user, csrf)
 
 
@@ -139,6 +140,6 @@ def _item(prefix: str, csrf: str, item: PendingItem) -> str:
     return (f"<section class='approval {state}' id='run-{_e(item.run_id)}'>"
             f"<h3>{_e(item.workflow)} · <code>{_e(item.run_id)}</code></h3>"
             f"<dl class='meta'>{dl}</dl><h4>Why it needs you</h4>{reasons_table}"
-            f"<details><summary>The request</summary>{request}</details>"
+            f"<details open><summary>The request (as the audit log holds it)</summary>{request}</details>"
             + (f"<details><summary>Steps so far</summary><ul class='steps'>{steps}</ul></details>" if steps else "")
             + f"{action}</section>")
