@@ -13,10 +13,12 @@ import hashlib
 import re
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 
 from tests.inbox_process import InboxServer, mint, run_status, start_waiting_run
+from tests.server_process import ALLOW, RULES, Server
 from tests.test_cli_workflows import audit_rows, pe
 
 DB = "policyengine.duckdb"
@@ -27,12 +29,17 @@ def work(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def client(server: InboxServer) -> httpx.Client:
+def client(server: InboxServer | Server) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=60)
 
 
 def sign_in(c: httpx.Client, token: str) -> httpx.Response:
     return c.post("/login", data={"token": token})
+
+
+def audit_events(db: Path) -> list[str]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return [e for (e,) in conn.execute("SELECT event FROM audit_log ORDER BY seq").fetchall()]
 
 
 def csrf_of(page: str) -> str:
@@ -219,3 +226,37 @@ def test_serve_refuses_a_missing_database_in_one_line(work):
     assert refused.returncode == 1
     assert refused.stderr.strip() == ("error: none.duckdb: no such database (runs are recorded by `policyengine run` "
                                       "or `policyengine demo`)")
+
+
+def test_the_decision_server_mounts_the_inbox_at_inbox(work):
+    run_id = start_waiting_run(work)
+    token = mint(work, "alice")
+    (work / "bearer.txt").write_text("s3cret-bearer\n")
+    with Server(work, "--rules", str(RULES), "--inbox", DB, "--inbox-key", "policyengine.key",
+                "--auth-token-file", "bearer.txt") as server, client(server) as c:
+        assert server.post("/v1/decide", ALLOW).status_code == 401  # the decision API keeps its bearer token
+        assert server.post("/v1/decide", ALLOW, headers={"Authorization": "Bearer s3cret-bearer"}).status_code == 200
+        assert c.get("/inbox").headers["location"] == "/inbox/"
+        assert c.get("/inbox/").headers["location"] == "/inbox/login"
+        signed = c.post("/inbox/login", data={"token": token})
+        assert signed.status_code == 303 and "Path=/inbox;" in signed.headers["set-cookie"]
+        page = c.get("/inbox/").text
+        assert "action='/inbox/decide'" in page and "href='/inbox/inbox.css'" in page
+        c.post("/inbox/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+        (message,) = flashes(c.get("/inbox/").text)
+        assert message == f"{run_id} approved by alice; run completed, outcome approved"
+    assert run_status(work, run_id)["status"] == "completed"
+    (approval,) = audit_rows(work / DB, "approval")
+    assert approval["approver"] == "alice"
+    pe("audit", "verify", "--db", DB, "--pubkey", "policyengine.key.pub.pem", cwd=work)
+    pe("audit", "verify", "--db", "audit.duckdb", "--pubkey", "audit.key.pub.pem", cwd=work)  # the decision log
+
+
+def test_serve_refuses_an_inbox_on_its_own_decision_log(work):
+    start_waiting_run(work)
+    refused = pe("serve", "--rules", str(RULES), "--port", "0", "--db", DB, "--inbox", DB, cwd=work, ok=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: --inbox {DB}: that is the decision log --db, which this server holds open; give the runs database "
+        "(`policyengine run --db`)")
+    assert [e for e in audit_events(work / DB) if e == "policy_activated"] == []  # refused before writing

@@ -145,6 +145,11 @@ class InboxApp:
 
     # -- ASGI ------------------------------------------------------------------
 
+    def mounts(self, path: str) -> bool:
+        """Whether ``path`` is the inbox's (when the decision server mounts it under its prefix)."""
+        prefix = self.config.prefix
+        return path == prefix or path.startswith(prefix + "/") or path == "/favicon.ico"
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -441,18 +446,23 @@ def _parse_form(body: bytes) -> dict[str, str]:
 # -- running it ----------------------------------------------------------------------
 
 
+def make_inbox(config: InboxConfig) -> InboxApp:
+    """The inbox app for ``config``, or ``InboxError`` naming the missing database, key or broken rules."""
+    if not config.db.exists():
+        raise InboxError(f"{config.db}: no such database (runs are recorded by `policyengine run` or "
+                         f"`policyengine demo`)")
+    if not config.key.is_file():
+        raise InboxError(f"{config.key}: signing key not found (decisions are signed into the audit log with it)")
+    return InboxApp(config)
+
+
 def serve_inbox(config: InboxConfig, host: str = "127.0.0.1", port: int = 8282) -> int:
     """Serve the inbox until SIGINT/SIGTERM; return the exit status."""
     import uvicorn
 
     from .run import ServeError, _listen
 
-    if not config.db.exists():
-        raise InboxError(f"{config.db}: no such database (runs are recorded by `policyengine run` or "
-                         f"`policyengine demo`)")
-    if not config.key.is_file():
-        raise InboxError(f"{config.key}: signing key not found (decisions are signed into the audit log with it)")
-    app = InboxApp(config)
+    app = make_inbox(config)
     try:
         sock = _listen(host, port, reuse_port=False)
     except ServeError as exc:
@@ -470,5 +480,5 @@ def serve_inbox(config: InboxConfig, host: str = "127.0.0.1", port: int = 8282) 
     return 0
 
 
-__all__ = ["CSP", "SESSION_COOKIE", "InboxApp", "InboxConfig", "InboxError", "new_token", "serve_inbox",
+__all__ = ["CSP", "SESSION_COOKIE", "InboxApp", "InboxConfig", "InboxError", "make_inbox", "new_token", "serve_inbox",
            "token_digest"]
