@@ -10,16 +10,20 @@ record (verified with `audit verify` afterwards).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shutil
+import time
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
+from policyengine.resources import data_path
 from tests.inbox_process import InboxServer, mint, run_status, start_waiting_run
 from tests.server_process import ALLOW, RULES, Server
-from tests.test_cli_workflows import audit_rows, pe
+from tests.test_cli_workflows import INVOICE, SURE, audit_rows, pe
 
 DB = "policyengine.duckdb"
 
@@ -118,7 +122,7 @@ def test_a_post_without_the_csrf_token_or_from_another_site_is_refused(work):
 
 def test_four_eyes_and_the_gates_role_are_enforced_as_by_the_cli(work):
     run_id = start_waiting_run(work, requested_by="alice")  # alice started it: she may not approve it
-    alice, carol, bob = mint(work, "alice"), mint(work, "carol"), mint(work, "bob")
+    alice, carol = mint(work, "alice"), mint(work, "carol")
     with InboxServer(work) as server:
         with client(server) as c:
             sign_in(c, alice)
@@ -133,14 +137,13 @@ def test_four_eyes_and_the_gates_role_are_enforced_as_by_the_cli(work):
             sign_in(c, carol)  # an analyst: not the senior analyst the gate needs
             page = c.get("/").text
             assert run_id not in page
-            c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+            c.post("/decide", data={"run_id": run_id, "action": "reject", "csrf": csrf_of(page)})
             (message,) = flashes(c.get("/").text)
-            assert "carol (analyst) does not hold role senior_analyst" in message
+            assert message.startswith(f"{run_id}: not rejected: carol (analyst) does not hold role senior_analyst")
     cli = pe("approve", run_id, "--as", "alice", cwd=work, ok=False)  # the CLI says the same
     assert "cannot decide its approval (four-eyes" in cli.stderr
     assert run_status(work, run_id)["status"] == "waiting_approval"
     assert audit_rows(work / DB, "approval") == []
-    assert bob  # minted for a user who is in the directory; unused
 
 
 def test_approve_resumes_the_run_and_the_signed_audit_log_records_it(work):
@@ -260,3 +263,30 @@ def test_serve_refuses_an_inbox_on_its_own_decision_log(work):
         f"error: --inbox {DB}: that is the decision log --db, which this server holds open; give the runs database "
         "(`policyengine run --db`)")
     assert [e for e in audit_events(work / DB) if e == "policy_activated"] == []  # refused before writing
+
+
+def test_a_gate_past_its_deadline_cannot_be_approved(work):
+    rules = work / "rules"
+    shutil.copytree(data_path("rules"), rules)
+    sample = rules / "design_sample.policy"
+    sample.write_text(sample.read_text().replace("within 4h else deny", "within 1s else deny"))
+    (work / "invoice.json").write_text(json.dumps([INVOICE]))
+    (work / "sure.yaml").write_text(SURE)
+    out = pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml", "--rules", "rules",
+             "--json", cwd=work)
+    (run,) = json.loads(out.stdout)["runs"]
+    run_id = run["run_id"]
+    token = mint(work, "alice")
+    while not run_status(work, run_id)["approvals"][0]["overdue"]:  # the one-second deadline passes
+        time.sleep(0.2)
+    with InboxServer(work, "--rules", "rules") as server, client(server) as c:
+        sign_in(c, token)
+        page = c.get("/").text
+        assert "The deadline has passed: this approval can no longer be decided" in page
+        assert f"name='run_id' value='{run_id}'" not in page
+        c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+        (message,) = flashes(c.get("/").text)
+        assert message == (f"{run_id}: not approved: run {run_id} is not waiting for approval: "
+                           "its approval deadline passed")
+    assert [a["outcome"] for a in audit_rows(work / DB, "approval")] == ["expired"]  # recorded, as by the CLI
+    assert run_status(work, run_id)["status"] != "waiting_approval"

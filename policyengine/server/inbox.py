@@ -267,12 +267,12 @@ class InboxApp:
         note = form.get("note", "").strip() or None
         if note is not None and len(note) > MAX_NOTE:
             raise _Refused(400, f"the comment is longer than {MAX_NOTE} characters")
+        verb = "approved" if action == "approve" else "rejected"
         try:
             status = await asyncio.to_thread(self._decide, action, run_id, signed.user, note)
-            verb = "approved" if action == "approve" else "rejected"
             signed.flashes.append(pages.Flash(True, f"{run_id} {verb} by {signed.user}; {status}"))
         except _decision_errors() as exc:
-            signed.flashes.append(pages.Flash(False, f"{run_id}: not {action}d: {exc}"))
+            signed.flashes.append(pages.Flash(False, f"{run_id}: not {verb}: {exc}"))
         return self._redirect(self.config.prefix + "/")
 
     # -- the library -------------------------------------------------------------
