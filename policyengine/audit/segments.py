@@ -535,7 +535,7 @@ def _verify_series(name: str, segments: list[tuple[int, Path]], pruned: list[dic
             f = result.failure
             report.failures.append(SegmentFailure(str(path), f.kind, f.seq, f.message))
             return
-        problem = _link_problem(name, index, path, info, previous, records_before, newest, segments, position)
+        problem = _link_problem(name, index, path, info, previous, records_before, newest, position)
         if problem:
             report.failures.append(problem)
             return
@@ -549,12 +549,16 @@ def _verify_series(name: str, segments: list[tuple[int, Path]], pruned: list[dic
 
 
 def _link_problem(name: str, index: int, path: Path, info: SegmentInfo, previous: dict[str, Any] | None,
-                  records_before: int, newest: bool, segments: list[tuple[int, Path]],
-                  position: int) -> SegmentFailure | None:
+                  records_before: int, newest: bool, position: int) -> SegmentFailure | None:
     where = str(path)
     started = info.started
     if started is None:
         return SegmentFailure(where, "chain_broken", 1, "record 1 is not a segment_started record")
+    series_origin = str(previous.get("origin", "")).rpartition("/")[0] if previous else None
+    if series_origin is not None and started.get("series_origin") != series_origin:
+        return SegmentFailure(where, "segment_misplaced", 1,
+                              f"its origin {started.get('series_origin')!r} is not the series origin "
+                              f"{series_origin!r} of the segments before it (a segment of another log)")
     if started.get("series") != name or started.get("index") != index:
         return SegmentFailure(where, "segment_misplaced", 1,
                               f"its segment_started record is for segment {started.get('index')} of series "
@@ -587,7 +591,7 @@ def _link_problem(name: str, index: int, path: Path, info: SegmentInfo, previous
     if not info.sealed:
         return SegmentFailure(where, "not_sealed", info.records,
                               "a segment with segments after it must end with segment_sealed")
-    following = segments[position + 1][1].name
+    following = segment_name(name, index + 1)
     if seal.get("index") != index or seal.get("next") != following or seal.get("records") != info.records:
         return SegmentFailure(where, "chain_broken", info.records,
                               f"segment_sealed names next {seal.get('next')!r} (index {seal.get('index')}, "
