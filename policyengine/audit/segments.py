@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -187,6 +188,8 @@ class SegmentedLog:
         self._on_roll = on_roll
         self._lock = threading.RLock()
         self._log: AuditLog | None = None
+        self._started: dict[str, Any] = {}  # the current segment's segment_started payload
+        self._closers: list[threading.Thread] = []  # sealed segments being closed in the background
         self._offset = 0
         self._index = 0
         self._started_at = time.time()
@@ -216,6 +219,7 @@ class SegmentedLog:
     def _attach(self, index: int, path: Path, started: dict[str, Any], first_ts: str | None) -> None:
         self._log = AuditLog(path, self._key, masking=self._masking, **self._options)
         self._index = index
+        self._started = started
         self._offset = int(started.get("records_before", 0))
         self._series_origin = str(started.get("series_origin", ""))
         self._started_at = _epoch(first_ts) if first_ts else time.time()  # --roll-age counts across restarts
@@ -240,6 +244,7 @@ class SegmentedLog:
             raise
         self._log, self._index, self._offset = log, index, records_before
         self._series_origin = series_origin
+        self._started = payload
         self._started_at = time.time()
 
     def _due(self) -> str | None:
@@ -269,15 +274,31 @@ class SegmentedLog:
             old = self._current()
             old_path = self.path
             nxt = segment_name(self.series, self._index + 1)
-            old.append("segment_sealed", payload={"series": self.series, "index": self._index, "reason": reason,
-                                                  "records": old.size + 1, "next": nxt})
-            old.close()  # flushes and signs the final checkpoint over the seal
-            info = read_segment(old_path)
-            self._log = None
-            self._start(self._index + 1, info)
+            seal = {"series": self.series, "index": self._index, "reason": reason, "records": old.size + 1, "next": nxt}
+            old.append("segment_sealed", payload=seal)
+            try:
+                final = old.checkpoint()  # durable, with the final checkpoint over the seal, before anything names it
+                info = SegmentInfo(path=old_path, records=old.size, started=self._started, last_event="segment_sealed",
+                                   last_payload=seal, last_ts=None, first_ts=None, checkpoint=final)
+                self._log = None
+                self._start(self._index + 1, info)
+            finally:  # nothing is left to write to it: let DuckDB close the file off the caller's path
+                closer = threading.Thread(target=self._close_sealed, args=(old,), name="audit-segment-close")
+                self._closers = [t for t in self._closers if t.is_alive()] + [closer]
+                closer.start()
             if self._on_roll is not None:
                 self._on_roll(old_path, self.path)
             return self.path
+
+    def _close_sealed(self, log: AuditLog) -> None:
+        try:
+            log.close()
+        except AuditError as error:  # its records and final checkpoint are committed already; say so, once
+            print(f"warning: closing sealed audit segment: {error}", file=sys.stderr, flush=True)
+
+    def _join_closers(self) -> None:
+        while self._closers:
+            self._closers.pop().join()
 
     # -- the AuditLog surface --------------------------------------------------
 
@@ -353,15 +374,19 @@ class SegmentedLog:
     def close(self) -> None:
         """Sign a final checkpoint and release the current segment (unsealed: a restart continues it)."""
         with self._lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+            try:
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
+            finally:
+                self._join_closers()
 
     def abandon(self) -> None:
         with self._lock:
             if self._log is not None:
                 self._log.abandon()
                 self._log = None
+            self._join_closers()
 
     def __enter__(self) -> SegmentedLog:  # noqa: PYI034
         return self
