@@ -314,7 +314,16 @@ def test_serve_roll_records_then_verify_dir(tmp_path: Path) -> None:
             assert answer.status_code == 200, answer.text
             seqs.append(int(answer.headers["x-audit-seq"]))
         server.wait_for_line(r"audit segment audit\.000002\.duckdb sealed")
+        live = run(tmp_path, "query", "SELECT count(*) AS n FROM audit_log WHERE event = 'decision'", "--db",
+                   str(tmp_path), "--format", "json")  # while the server holds its newest segment
         assert server.stop() == 0
+    newest = sorted(tmp_path.glob("audit.*.duckdb"))[-1]
+    assert live.returncode == 0, live.stderr
+    assert f"note: {newest}: skipped, in use by a writer" in live.stderr
+    con = duckdb.connect(str(newest), read_only=True)
+    in_newest = con.execute("SELECT count(*) FROM audit_log WHERE event = 'decision'").fetchone()[0]
+    con.close()
+    assert json.loads(live.stdout)[0]["n"] + in_newest == 23  # the sealed segments, read while serving
     done = run(tmp_path, "audit", "verify", "--dir", str(tmp_path), "--pubkey", "audit.key.pub.pem", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
@@ -332,6 +341,11 @@ def test_serve_roll_records_then_verify_dir(tmp_path: Path) -> None:
     query = run(tmp_path, "query", "SELECT count(*) AS n FROM audit_log WHERE event = 'decision'", "--db",
                 str(tmp_path), "--format", "json")
     assert query.returncode == 0 and json.loads(query.stdout) == [{"n": 23}], query.stderr
+    effects = run(tmp_path, "query", "SELECT count(*) AS n FROM audit_log WHERE event = 'decision' "
+                  "AND payload->>'$.decision.effect' = 'deny'", "--db", str(tmp_path), "--format", "json")
+    denials = run(tmp_path, "report", "denials", "--db", str(tmp_path), "--format", "json")
+    assert denials.returncode == 0, denials.stderr
+    assert len({(r["ts"], r["seq"]) for r in json.loads(denials.stdout)}) == json.loads(effects.stdout)[0]["n"] > 0
 
 
 def test_serve_workers_roll_their_own_series(tmp_path: Path) -> None:
