@@ -298,6 +298,14 @@ def test_after_pruning_a_forged_or_broken_chain_still_fails(folder: Path, key: S
     assert report.failure.kind == "modified"
 
 
+def test_prune_refuses_a_folder_that_does_not_verify(folder: Path, key: SigningKey) -> None:
+    _modify_record(folder, key)
+    later = datetime.now(UTC) + timedelta(days=400)
+    with pytest.raises(AuditError, match=r"does not verify .*audit.000002.duckdb: seq 3: modified"):
+        prune_segments(folder, later, key, now=later)
+    assert len(list(folder.glob("audit.*.duckdb"))) == 4 and not (folder / PRUNE_LOG).exists()
+
+
 def test_months_before_clamps_the_day() -> None:
     assert months_before(datetime(2026, 8, 31, tzinfo=UTC), 6) == datetime(2026, 2, 28, tzinfo=UTC)
     assert months_before(datetime(2026, 3, 15, tzinfo=UTC), 6) == datetime(2025, 9, 15, tzinfo=UTC)

@@ -651,14 +651,15 @@ class PruneResult:
 
 def prune_segments(folder: str | os.PathLike[str], before: datetime, key: SigningKey | None, *,
                    retention_months: int = MIN_RETENTION_MONTHS, dry_run: bool = False,
-                   now: datetime | None = None) -> PruneResult:
+                   now: datetime | None = None, trusted: Sequence[PublicKey] = ()) -> PruneResult:
     """Drop each series' sealed segments whose newest record is older than ``before``; never below the floor.
 
     Only a leading run of segments is dropped (the chain must stay whole after
     them), never the newest segment of a series, and never a segment whose newest
     record is younger than ``retention_months`` (>= 6) before ``now``: such a
-    request is refused whole, nothing dropped. The ``segments_pruned`` record is
-    durable before any file is deleted.
+    request is refused whole, nothing dropped. The folder must verify first
+    (``trusted``, else the signing key's public key): evidence that fails is kept.
+    The ``segments_pruned`` record is durable before any file is deleted.
     """
     if retention_months < MIN_RETENTION_MONTHS:
         raise AuditError(f"--retention-months {retention_months} is below the floor of {MIN_RETENTION_MONTHS} months "
@@ -667,6 +668,12 @@ def prune_segments(folder: str | os.PathLike[str], before: datetime, key: Signin
     floor = months_before(now, retention_months)
     root = Path(folder)
     all_series, _ = folder_series(root)
+    keys = list(trusted) or ([key.public] if key is not None else [])
+    if not keys:
+        raise AuditError("pruning checks the folder first: pass --pubkey PEM or --key KEYFILE")
+    checked = verify_segments(root, keys) if all_series else None
+    if checked is not None and not checked.ok:
+        raise AuditError(f"{root}: does not verify ({checked.failure}); refusing to prune evidence that fails")
     pruned_before = _already_pruned(root)
     dropped: list[dict[str, Any]] = []
     for name, segments in all_series.items():

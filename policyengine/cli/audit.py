@@ -297,15 +297,19 @@ def export_command(db: Path, fmt: str | None, out: Path | None, tiles: Path | No
               help="Keep every segment with a record younger than N months; at least 6 (EU AI Act Art. 12/19).")
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_KEY_PATH,
               show_default=True, metavar="KEYFILE", help="Key that signs the segments_pruned record.")
+@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="Trusted public key the folder must verify with first (repeatable). Default: KEYFILE's.")
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; write and delete nothing.")
 @_errors
-def prune_command(folder: Path, before: str, retention_months: int, key: Path, dry_run: bool) -> None:
+def prune_command(folder: Path, before: str, retention_months: int, key: Path, pubkeys: tuple[Path, ...],
+                  dry_run: bool) -> None:
     """Drop old sealed segments, recording what was dropped in a signed segments_pruned record.
 
     Only the oldest segments of each series go, never a series' newest one, and
     never a segment younger than the retention floor: such a request is refused
-    whole. The record (in DIR/segments-pruned.duckdb) is durable before any file
-    is deleted; `audit verify --dir` then checks the chain from it.
+    whole. The folder must verify first (as `audit verify --dir`). The record (in
+    DIR/segments-pruned.duckdb) is durable before any file is deleted; `audit
+    verify --dir` then checks the chain from it.
 
     Example: policyengine audit prune --dir segments/ --before 2026-01-01 --dry-run
     """
@@ -316,8 +320,10 @@ def prune_command(folder: Path, before: str, retention_months: int, key: Path, d
         cutoff = parse_time(before)
     except ValueError as error:
         raise AuditError(f"--before: {error}") from None
-    signing = None if dry_run else load_private_key(key)
-    result = prune_segments(folder, cutoff, signing, retention_months=retention_months, dry_run=dry_run)
+    signing = None if dry_run and pubkeys else load_private_key(key)
+    trusted = [load_public_key(p) for p in pubkeys]
+    result = prune_segments(folder, cutoff, signing, retention_months=retention_months, dry_run=dry_run,
+                            trusted=trusted)
     for line in result.lines(dry_run):
         click.echo(line)
     if result.seq is not None:
