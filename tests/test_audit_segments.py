@@ -107,6 +107,15 @@ def test_seqs_count_across_the_series_and_a_restart_continues_the_open_segment(t
     assert [by_seq[s] for s in more] == list(range(3))
 
 
+def test_a_segment_left_without_records_is_started_again(tmp_path: Path, key: SigningKey) -> None:
+    write_series(tmp_path, key, 5)  # segments 1 and 2 (open)
+    AuditLog(seg(tmp_path, 3), key, origin="stale-guess", flush_interval=0).close()  # stopped before record 1
+    write_series(tmp_path, key, 1)
+    report = verify_segments(tmp_path, [key.public])
+    assert report.ok, report.summary()
+    assert [s["index"] for s in report.segments] == [1, 2]  # segment 2 was open: it was continued
+
+
 def test_roll_by_bytes_and_by_age(tmp_path: Path, key: SigningKey) -> None:
     with SegmentedLog(tmp_path, "b", key, roll=RollPolicy(bytes=1), flush_interval=0) as log:
         for i in range(600):

@@ -209,10 +209,11 @@ class SegmentedLog:
             self._start(index + 1, info)
             return
         if info.started is None:  # created, then stopped before its first record: start it again
-            previous = read_segment(existing[-2][1]) if len(existing) > 1 else None
             if info.records:
                 raise AuditError(f"{path}: record 1 is not segment_started; not a segment of series {self.series}")
-            self._start(index, previous)
+            for p in (path, path.with_name(path.name + ".wal")):
+                p.unlink(missing_ok=True)  # no record in it: nothing is lost, and its origin may be a stale guess
+            self._open_latest()  # the one before it decides: sealed, so start this index again; or open, continue it
             return
         self._attach(index, path, info.started, info.first_ts)
 
