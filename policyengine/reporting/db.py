@@ -68,10 +68,8 @@ def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.
     file its writer holds (the live segment) is left out, with a ``note:`` on stderr.
     """
     p = Path(path)
-    if p.is_dir():
-        files = sorted(p.glob("*.duckdb"))
-        if not files:
-            raise ReportError(f"{p}: no *.duckdb audit files in this folder")
+    files = sorted(p.glob("*.duckdb")) if p.is_dir() else []
+    if files:  # a folder without any is refused below as a directory
         try:
             con, notes = open_duckdb_set(files, AUDIT_TABLES, skip_in_use=True)
         except StoreError as e:
