@@ -140,3 +140,7 @@ SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet($path)
 -- name: import_parquet
 -- By column name, never by position: a file with its columns renamed or reordered loads them where they say.
 INSERT INTO audit_log BY NAME SELECT * FROM read_parquet($path);
+
+-- name: pruned_segments
+-- The segments_pruned records of a folder's prune log (audit/segments.py).
+SELECT payload::VARCHAR FROM audit_log WHERE event = 'segments_pruned' ORDER BY seq;

@@ -3,7 +3,8 @@
 One process serves with one audit writer. ``workers > 1`` starts that many
 processes on one port (SO_REUSEPORT, the kernel spreads connections); DuckDB
 lets one process write a file, so worker ``i`` writes its own audit segment
-``DB.worker<i>.duckdb`` (each a complete signed log that ``audit verify`` checks).
+``DB.worker<i>.duckdb`` (each a complete signed log that ``audit verify`` checks); with
+``--roll-*`` each worker rolls its own series ``DB.worker<i>.NNNNNN.duckdb`` (``audit verify --dir``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class ServeConfig:
     inbox: str | None = None  # runs database whose approver inbox is mounted at /inbox
     inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     worker: int | None = None  # set in a worker process
+    roll_records: int | None = None  # roll the audit log into segments (audit/segments.py) ...
+    roll_bytes: int | None = None  # ... by records, bytes on disk
+    roll_age: float | None = None  # ... or age in seconds
 
 
 def segment_path(db: str, worker: int) -> str:
@@ -176,7 +180,7 @@ def serve(config: ServeConfig) -> int:
         except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
             raise ServeError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
     try:
-        log = AuditLog(db, key, masking=masking_for(db))  # policyengine.mask.yaml beside it, as every writer
+        log = _open_log(config, db, key)
     except AuditError as error:
         raise ServeError(str(error)) from None
     audit = DurableAudit(log)
@@ -204,6 +208,19 @@ def serve(config: ServeConfig) -> int:
         if isinstance(ledger, DuckDBLedger):
             ledger.close()
     return 0
+
+
+def _open_log(config: ServeConfig, db: str, key: Any) -> Any:
+    """The audit writer: one file, or (``--roll-*``) a series of segments ``<db stem>.NNNNNN.duckdb`` beside ``db``."""
+    masking = masking_for(db)  # policyengine.mask.yaml beside it, as every writer
+    if config.roll_records is None and config.roll_bytes is None and config.roll_age is None:
+        return AuditLog(db, key, masking=masking)
+    from ..audit.segments import RollPolicy, SegmentedLog
+
+    roll = RollPolicy(records=config.roll_records, bytes=config.roll_bytes, age=config.roll_age)
+    path = Path(db)
+    return SegmentedLog(path.parent, path.stem, key, roll=roll, masking=masking,
+                        on_roll=lambda old, new: _say(f"audit segment {old} sealed; writing {new}"))
 
 
 def _inbox(config: ServeConfig) -> Any:
@@ -279,7 +296,8 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
     watcher = loop.create_task(watch())
     host, port = sock.getsockname()[:2]
     scheme = "https" if config.tls_cert else "http"
-    _say(f"listening on {scheme}://{host}:{port} (audit {app.audit.log._where}, pid {os.getpid()})")
+    where = getattr(app.audit.log, "where", None) or app.audit.log._where  # a segmented log names its series
+    _say(f"listening on {scheme}://{host}:{port} (audit {where}, pid {os.getpid()})")
     try:
         await server.serve(sockets=[sock])
     finally:
