@@ -2,8 +2,8 @@
 
 A DuckDB file has one writing process at a time, so this ledger serves every
 thread of that process from memory (running totals per calendar window,
-written through to the file) and serialises reserve/settle/release with one
-lock: an admitted estimate is checked and held in one step. Holds live only in
+written through to the file); reservations are ``store.holds.LocalHolds``: an
+admitted estimate is checked and held in one step under one lock. Holds live only in
 memory: they belong to calls in flight in this process, so when the process
 ends they end with it (nothing to expire on the next open), and a reservation
 costs no disk write (a DuckDB commit is milliseconds; settling pays one).
@@ -12,15 +12,14 @@ costs no disk write (a DuckDB commit is milliseconds; settling pays one).
 from __future__ import annotations
 
 import threading
-import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
-from ..budgets import Window, calendar_window, utc, window_bounds, window_start
+from ..budgets import calendar_window, utc, window_start
 from .files import open_duckdb, packaged_sql
-from .protocols import DEFAULT_RESERVATION_TTL, Reservation
+from .holds import LocalHolds
 
 _PKG = "policyengine.store"
 
@@ -33,7 +32,7 @@ def _naive(t: datetime) -> datetime:
     return utc(t).replace(tzinfo=None)
 
 
-class EmbeddedLedger:
+class EmbeddedLedger(LocalHolds):
     """``BudgetLedger`` over the ``budget_*`` tables of a DuckDB database.
 
     Pass a path (created if needed) or an open connection that the orchestrator
@@ -49,8 +48,7 @@ class EmbeddedLedger:
             self._conn = open_duckdb(path_or_connection, utc=False)
         self._lock = threading.Lock()
         self._totals: dict[tuple[str, str, str, datetime], float] = {}
-        self._holds: dict[str, Reservation] = {}
-        self._held: dict[tuple[str, str], float] = {}
+        self._init_holds()
         self._total_sql = _sql("budget_total")
         with self._lock:
             self._conn.execute(_sql("budget_create"))
@@ -76,10 +74,6 @@ class EmbeddedLedger:
             row = self._conn.execute(_sql("budget_between"), [scope_key, unit, start, end, end]).fetchone()
             return float(row[0]) if row else 0.0
 
-    def reserved(self, scope_key: str, unit: str) -> float:
-        with self._lock:
-            return self._held.get((scope_key, unit), 0.0)
-
     # -- writes --------------------------------------------------------------------------------
 
     def _charge_locked(self, scope_key: str, unit: str, amount: float, at: datetime | None) -> None:
@@ -104,61 +98,6 @@ class EmbeddedLedger:
                 self._conn.execute("ROLLBACK")
                 self._totals.clear()
                 raise
-
-    def _hold(self, r: Reservation) -> None:
-        self._holds[r.id] = r
-        self._held[(r.scope_key, r.unit)] = self._held.get((r.scope_key, r.unit), 0.0) + r.amount
-
-    def _unhold(self, rid: str) -> bool:
-        r = self._holds.pop(rid, None)
-        if r is None:
-            return False
-        left = self._held[(r.scope_key, r.unit)] - r.amount
-        if left <= 1e-9:
-            del self._held[(r.scope_key, r.unit)]
-        else:
-            self._held[(r.scope_key, r.unit)] = left
-        return True
-
-    def _expire_locked(self, now: datetime) -> int:
-        due = [r.id for r in self._holds.values() if r.expires_at <= now]
-        for rid in due:
-            self._unhold(rid)
-        return len(due)
-
-    def reserve(self, scope_key: str, unit: str, estimate: float, *, limit: float, window: Window = "month",
-                at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
-        t = utc(at)
-        start, _ = window_bounds(window, t)
-        estimate = float(estimate)
-        with self._lock:
-            self._expire_locked(t)
-            spent = self._total(scope_key, unit, window, start.replace(tzinfo=None))
-            if spent + self._held.get((scope_key, unit), 0.0) + estimate > float(limit):
-                return None
-            r = Reservation(uuid.uuid4().hex, scope_key, unit, estimate, t, t + ttl)
-            self._hold(r)
-            return r
-
-    def settle(self, reservation: Reservation, actual: float) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._charge_locked(reservation.scope_key, reservation.unit, float(actual), reservation.at)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                self._totals.clear()
-                raise  # the hold stays until released or expired
-            self._unhold(reservation.id)
-
-    def release(self, reservation: Reservation) -> None:
-        with self._lock:
-            self._unhold(reservation.id)
-
-    def expire(self, now: datetime | None = None) -> int:
-        with self._lock:
-            return self._expire_locked(utc(now))
 
     # -- lifetime ------------------------------------------------------------------------------
 
