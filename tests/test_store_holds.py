@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,3 +186,59 @@ def test_four_run_processes_sharing_a_postgres_ledger_never_overspend(postgres_u
     assert spent == spent_by_runs  # every call that happened was charged
     assert 0 < spent <= 3_000
     assert sum(s["denied"] for s in summaries) > 0  # 120 calls of about 210 tokens: the budget did run out
+
+
+def test_settles_from_many_threads_share_one_commit_and_each_returns_once_durable(tmp_path):
+    path = tmp_path / "group.duckdb"
+    ledger = EmbeddedLedger(path)
+    real_write, batches, first_started, release_first = ledger._write, [], threading.Event(), threading.Event()
+
+    def write(batch):
+        batches.append(len(batch))
+        if len(batches) == 1:
+            first_started.set()
+            release_first.wait(30)  # the first commit is slow: the next settles queue behind it
+        real_write(batch)
+
+    ledger._write = write
+    holds = [ledger.reserve("s", "tokens", 100, limit=10_000, window="day", at=NOW) for _ in range(6)]
+    done: list[int] = []
+    first = threading.Thread(target=lambda: (ledger.settle(holds[0], 50), done.append(0)))
+    first.start()
+    assert first_started.wait(30)
+    others = [threading.Thread(target=lambda i=i: (ledger.settle(holds[i], 50), done.append(i))) for i in range(1, 6)]
+    for t in others:
+        t.start()
+    while ledger._queued < 6:  # every settle has queued its charge (and counted it) behind the first commit
+        threading.Event().wait(0.01)
+    assert done == [] and ledger.usage("s", "tokens", *window_bounds("day", NOW)) == 300
+    assert ledger.reserved("s", "tokens") == 0
+    release_first.set()
+    for t in (first, *others):
+        t.join(30)
+    assert sorted(done) == [0, 1, 2, 3, 4, 5] and batches == [1, 5]  # one commit for the five that waited
+    ledger.close()
+    with EmbeddedLedger(path) as reopened:
+        assert reopened.usage("s", "tokens", *window_bounds("day", NOW)) == 300
+
+
+def test_a_failed_commit_raises_to_its_callers_and_keeps_their_holds(tmp_path):
+    from policyengine.store import StoreError
+
+    ledger = EmbeddedLedger(tmp_path / "fail.duckdb")
+    ledger.charge("s", "tokens", 200, NOW)
+    hold = ledger.reserve("s", "tokens", 100, limit=1_000, window="day", at=NOW)
+
+    def broken(batch):
+        raise duckdb.IOException("IO Error: disk full")
+
+    real, ledger._write = ledger._write, broken
+    with pytest.raises(StoreError, match="could not record usage: IO Error: disk full"):
+        ledger.settle(hold, 80)
+    day = window_bounds("day", NOW)
+    assert ledger.usage("s", "tokens", *day) == 200  # what was not written is not counted
+    assert ledger.reserved("s", "tokens") == 100  # and the call's budget stays held (fail closed)
+    ledger._write = real
+    ledger.settle(hold, 80)
+    assert ledger.usage("s", "tokens", *day) == 280 and ledger.reserved("s", "tokens") == 0
+    ledger.close()
