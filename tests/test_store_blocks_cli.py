@@ -60,7 +60,8 @@ def test_a_block_in_the_shared_store_reaches_a_running_service_and_is_lifted_thr
         server.stop()
     events = json.loads(pe("query", "SELECT actor, payload FROM audit_log WHERE event = 'model_unblocked'",
                            "--db", db, "--format", "json", cwd=tmp_path).stdout)
-    assert events == [{"actor": "risk", "payload": {"model": "classifier_small", "rules": ["risk.classifier_confidence"],
+    assert events == [{"actor": "risk", "payload": {"model": "classifier_small",
+                                                    "rules": ["risk.classifier_confidence"],
                                                     "by": "risk", "note": "retrained", "lifted": 1}}]
 
 

@@ -76,7 +76,8 @@ def test_limits_sharing_a_scope_and_unit_hold_and_charge_once(policy_and_ledger)
                                                                      ("role:caller", "tokens")]
     assert ledger.reserved("role:caller", "tokens") == 600
     assert reserve(ledger, budgets, 500, 0.5, "USD", at=NOW).refused_by == "holds.test.daily_tokens"  # 1,100 > 1,000
-    assert ledger.reserved("role:caller", "tokens") == 600 and ledger.reserved("model:small", "USD") == pytest.approx(0.6)
+    assert ledger.reserved("role:caller", "tokens") == 600
+    assert ledger.reserved("model:small", "USD") == pytest.approx(0.6)
     settle(ledger, hold, 400, 0.4)
     day = window_bounds("day", NOW)
     assert ledger.usage("role:caller", "tokens", *day) == 400  # once, not once per limit

@@ -51,9 +51,9 @@ def _fail(message: str) -> None:
               help="One JSON line per request on stderr.")
 @click.option("--otel", is_flag=True, help="One OpenTelemetry span per decision (needs opentelemetry-sdk).")
 def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
-                  ledger: str | None, state: str | None, host: str, port: int, workers: int, auth_token_file: str | None,
-                  tls_cert: str | None, tls_key: str | None, client_ca: str | None, max_body: int, timeout: float,
-                  watch_interval: float, access_log: bool, otel: bool) -> None:
+                  ledger: str | None, state: str | None, host: str, port: int, workers: int,
+                  auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
+                  max_body: int, timeout: float, watch_interval: float, access_log: bool, otel: bool) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -64,7 +64,8 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
         raise click.UsageError("give either --rules PATH or --bundle FILE --bundle-pubkey PEM")
     if ledger and state:
         raise click.UsageError("give either --ledger or --state, not both")
-    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key, ledger=ledger or state,
+    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key,
+                         ledger=ledger or state,
                          host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
                          access_log=access_log, otel=otel, watch_interval=watch_interval)

@@ -275,7 +275,7 @@ class PostgresApprovalQueue:
 
 
 class PostgresBlockList:
-    """``BlockList`` in PostgreSQL: a monitor on any host blocks a model for every worker (``LiveBlockList`` reads it)."""
+    """``BlockList`` in PostgreSQL: a monitor on any host blocks a model for every worker (read by ``LiveBlockList``)."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
