@@ -34,8 +34,8 @@ from ..audit.errors import AuditError
 from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
 from ..identity import IdentityError, canonical_identity
-from .approvals import ApprovalRefused, Directory, check_decider, check_migrator, check_policy
 from ..store.holds import Hold, can_reserve, estimate_tokens, release, reserve, settle
+from .approvals import ApprovalRefused, Directory, check_decider, check_migrator, check_policy
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
 from .state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord, naive_utc
