@@ -200,10 +200,14 @@ class EmbeddedLedger(LocalHolds):
 
     def close(self) -> None:
         """Write what is queued, close the ledger's cursors (and the database, when the ledger opened it)."""
-        self.flush()
-        with self._lock:
-            self._writer.close()
-            self._conn.close()
+        try:
+            self.flush()
+        except StoreError:
+            pass  # a batch that failed was reported to each of its callers; closing still closes
+        finally:
+            with self._lock:
+                self._writer.close()
+                self._conn.close()
 
     def __enter__(self) -> EmbeddedLedger:
         return self
