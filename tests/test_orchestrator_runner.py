@@ -308,9 +308,12 @@ def test_budget_exhausted_mid_batch_denies_the_following_items(tmp_path, clock, 
     assert all(s == "completed" for s in statuses[:first_denied])
     summary = BatchSummary.of("budgeted", results)
     assert summary.denied == len(items) - first_denied and summary.completed == first_denied
+    # the call's estimate is reserved before the call: refused by the budget once it has no room for it,
+    # before any decision sees the limit passed (spend never goes over)
+    assert all("budget ops.pay.tight has no room" in r.reason for r in results[first_denied:])
+    assert sum(r.tokens for r in results) <= 200 and env.ledger.reserved("workflow:budgeted", "tokens") == 0
     denied_decisions = [e for e in env.events(event="decision") if e["decision"]["effect"] == "deny"]
-    assert denied_decisions and all(any(r["rule"] == "ops.pay.tight" for r in e["decision"]["reasons"])
-                                    for e in denied_decisions)
+    assert all(any(r["rule"] == "ops.pay.tight" for r in e["decision"]["reasons"]) for e in denied_decisions)
     # one alert when usage passed 'warn at', one when the limit was hit (not one per item)
     alerts = [(a["rule"], a["breach"], a["action"]) for a in env.events(event="alert")]
     assert alerts == [("ops.pay.tight", False, "alert"), ("ops.pay.tight", True, "block")]

@@ -341,8 +341,11 @@ def _signing_key(key: str | None, purpose: str) -> str:
 @clock_override_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--fail-on-breach", is_flag=True, help="Exit 1 when any rule breaches (for CI and cron).")
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+              help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
+                   "Env: POLICYENGINE_STATE.")
 def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None,
-            clock_override: bool, fmt: str, fail_on_breach: bool) -> None:
+            clock_override: bool, fmt: str, fail_on_breach: bool, state: str | None) -> None:
     """Evaluate every bias and drift rule over the audit log and act on breaches.
 
     Each result is signed into the audit log as an `alert` event (key: --key,
@@ -362,7 +365,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
     key_path = _signing_key(key, ", or --no-record to only print the results") if record else None
     try:
         results, blocked = run_monitor(db, policy, key=key_path, now=now, record_results=record,
-                                       clock_override=now is not None)
+                                       clock_override=now is not None, state=state)
     except ReportError as e:
         _fail(str(e))
     except duckdb.Error as e:
@@ -388,12 +391,15 @@ def models() -> None:
 
 @models.command("blocked")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
-def models_blocked(db: str) -> None:
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+              help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
+                   "Env: POLICYENGINE_STATE.")
+def models_blocked(db: str, state: str | None) -> None:
     """List the models currently blocked, with the rule that blocked them."""
     from ..reporting.monitor import active_blocks
 
     try:
-        rows = active_blocks(db)
+        rows = active_blocks(db, state)
     except ReportError as e:
         _fail(str(e))
     for model, rule, reason, at in rows:
@@ -409,7 +415,10 @@ def models_blocked(db: str) -> None:
 @click.option("--note", help="Why the block is lifted (kept in model_blocks and the audit event).")
 @click.option("--key", metavar="KEYFILE",
               help=f"Signing key: also record a model_unblocked audit event (default: ./{DEFAULT_KEY} if it exists).")
-def models_unblock(model: str, db: str, by: str, note: str | None, key: str | None) -> None:
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+              help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
+                   "Env: POLICYENGINE_STATE.")
+def models_unblock(model: str, db: str, by: str, note: str | None, key: str | None, state: str | None) -> None:
     """Lift the block on MODEL so that the engine allows it again.
 
     The lift is kept in `model_blocks` (who, when, why) and, when a signing key is
@@ -420,7 +429,7 @@ def models_unblock(model: str, db: str, by: str, note: str | None, key: str | No
 
     key_path = _signing_key(key, "") if key is not None else (DEFAULT_KEY if Path(DEFAULT_KEY).is_file() else None)
     try:
-        unblock(db, model, by=by, note=note, key=key_path)
+        unblock(db, model, by=by, note=note, key=key_path, state=state)
     except ReportError as e:
         _fail(str(e))
     click.echo(f"unblocked: {model}")

@@ -29,6 +29,9 @@ def _fail(message: str) -> None:
 @click.option("--key", default=str(DEFAULT_KEY_PATH), show_default=True, metavar="KEYFILE",
               help="Ed25519 key that signs the audit log.")
 @click.option("--ledger", metavar="DB", help="DuckDB budget ledger (default: in memory, per process).")
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+              help="Shared state: postgresql://... holds budgets and the block list of every worker "
+                   "(a DuckDB file: same as --ledger). Env: POLICYENGINE_STATE.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535),
               help="Port (0: any free port, printed at start).")
@@ -57,11 +60,11 @@ def _fail(message: str) -> None:
                                                 "(docs/inbox.md; needs --rules).")
 @click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
 def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
-                  ledger: str | None, host: str, port: int, workers: int, roll_records: int | None,
-                  roll_bytes: int | None, roll_age: float | None, auth_token_file: str | None,
-                  tls_cert: str | None, tls_key: str | None, client_ca: str | None, max_body: int, timeout: float,
-                  watch_interval: float, access_log: bool, otel: bool, inbox: str | None,
-                  inbox_key: str | None) -> None:
+                  ledger: str | None, state: str | None, host: str, port: int, workers: int,
+                  roll_records: int | None, roll_bytes: int | None, roll_age: float | None,
+                  auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
+                  max_body: int, timeout: float, watch_interval: float, access_log: bool, otel: bool,
+                  inbox: str | None, inbox_key: str | None) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -70,7 +73,10 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
 
     if bool(rules) == bool(bundle):
         raise click.UsageError("give either --rules PATH or --bundle FILE --bundle-pubkey PEM")
-    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key, ledger=ledger,
+    if ledger and state:
+        raise click.UsageError("give either --ledger or --state, not both")
+    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key,
+                         ledger=ledger or state,
                          host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
                          access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,

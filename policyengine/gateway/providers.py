@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ..store.holds import estimate_tokens
 from .config import Upstream
 
 
@@ -34,11 +35,6 @@ class Answer:
     body: dict[str, Any]
     latency_ms: float
     attempts: int
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap upper-leaning token estimate (about 4 characters a token) for reservations."""
-    return len(text) // 4 + 1
 
 
 class Simulator:

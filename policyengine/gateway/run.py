@@ -69,7 +69,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     from ..store import open_store
 
     try:
-        blocked = blocked_models(config.db)
+        blocked: Any = blocked_models(config.db)
     except ReportError:
         blocked = frozenset()
     store: Any = None
@@ -80,6 +80,14 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         except StoreError as error:
             raise GatewayStartError(str(error)) from None
         ledger = store.ledger
+        if store.kind == "postgresql":  # blocks a monitor adds anywhere deny here within a second
+            from ..store.blocklist import LiveBlockList
+
+            try:
+                blocked = LiveBlockList(store.blocks)
+            except StoreError as error:
+                store.close()
+                raise GatewayStartError(str(error)) from None
     try:
         log = AuditLog(config.db, key, masking=masking_for(config.db))  # as every writer; rules' masks on activation
     except AuditError as error:

@@ -15,12 +15,18 @@ import threading
 from datetime import datetime
 
 from ..budgets import BudgetLedger, utc, window_start, windowed_usage
+from ..store.holds import LocalHolds
 
 
-class BufferedLedger:
-    """Implements ``BudgetLedger`` over another ledger; call ``flush`` at checkpoints."""
+class BufferedLedger(LocalHolds):
+    """Implements the store's ``BudgetLedger`` (reservations in memory) over another ledger; ``flush`` at checkpoints.
+
+    Its holds are this process's model calls in flight: ``reserve`` counts the
+    durable usage, the pending charges and every live hold, under one lock.
+    """
 
     def __init__(self, durable: BudgetLedger) -> None:
+        self._init_holds()
         self.durable = durable
         self._durable_usage = windowed_usage(durable)
         self._base: dict[tuple[str, str, datetime, datetime | None], float] = {}

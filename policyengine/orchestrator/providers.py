@@ -96,7 +96,7 @@ class LocalProvider:
             others = [x for x in labels if x != prompt.hint] or list(labels)
             label = others[int(_unit("pick", model, text) * len(others))]
             conf = p.confidence * (0.55 + 0.35 * _unit("conf", model, text))
-        tokens = max(1, len(text) // 4) + p.tokens_out
+        tokens = max(1, len(text) // 4) + min(p.tokens_out, prompt.max_tokens)
         body = json.dumps({"label": label, "confidence": round(conf, 4)})
         return Completion(label=label, confidence=round(conf, 4), text=body, tokens=tokens)
 
@@ -122,7 +122,8 @@ class OpenAICompatibleProvider:
             messages.insert(0, {"role": "system", "content": (
                 "Answer with JSON {\"label\": one of " + json.dumps(list(prompt.labels))
                 + ", \"confidence\": a number between 0 and 1}.")})
-        body = json.dumps({"model": model, "messages": messages, "temperature": 0}).encode()
+        body = json.dumps({"model": model, "messages": messages, "temperature": 0,
+                           "max_tokens": prompt.max_tokens}).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         key = os.environ.get(self.api_key_env)
         if key:

@@ -34,6 +34,7 @@ from ..audit.errors import AuditError
 from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
 from ..identity import IdentityError, canonical_identity
+from ..store.holds import Hold, can_reserve, estimate_tokens, release, reserve, settle
 from .approvals import ApprovalRefused, Directory, check_decider, check_migrator, check_policy
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
@@ -129,6 +130,9 @@ class _Ready:
     model_request: dict[str, Any] | None = None
     completion: Completion | None = None
     receipt: bool = False
+    hold: Hold | None = None  # budget reserved for the completed call, settled when it is recorded
+    refusals: list[tuple[str, str, str]] = field(default_factory=list)  # (model, budget, unit) with no room
+    refused: bool = False  # no allowed model had budget room for the call's estimate
 
 
 def _requester(requested_by: str) -> str:
@@ -641,22 +645,53 @@ class Orchestrator:
         prompt = step.prompt(p.ctx)
         key = f"{p.ctx.run_id}/{step.name}"
         models = self.policy.policy_set.models
+        previous = None
         for i, model in enumerate(self._candidates(p)):
+            if i > 0:
+                previous = p.attempts[-1].model if p.attempts else p.refusals[-1][0]
             request = {**p.request, "resource": {**p.request["resource"], "id": model}}
             if i > 0:  # a fallback model must be allowed on its own
                 d = self.policy.evaluate(request, now=self.clock(), directory=self._roles)
                 p.events.append(("decision", {"request": request, "decision": d.to_dict(), "step": step.name,
-                                              "fallback_from": p.attempts[-1].model}, d.policy_hash))
+                                              "fallback_from": previous}, d.policy_hash))
                 if d.effect != "allow":
                     continue
             decl = models.get(model).decl if model in models else None
-            attempts = self.providers.call(model, decl.provider if decl else None, prompt, key)
+            hold = self._reserve(model, request, prompt)
+            if hold is not None and hold.refused_by is not None:
+                p.refusals.append((model, hold.refused_by, hold.refused_unit or ""))
+                continue
+            try:
+                attempts = self.providers.call(model, decl.provider if decl else None, prompt, key)
+            except BaseException:
+                if hold is not None:
+                    release(self.policy.ledger, hold)
+                raise
             p.attempts += attempts
             if attempts[-1].status == "ok":
-                p.model, p.model_request, p.completion = model, request, attempts[-1].completion
+                p.model, p.model_request, p.completion, p.hold = model, request, attempts[-1].completion, hold
                 return
+            if hold is not None:
+                release(self.policy.ledger, hold)  # the call did not happen: give the budget back
+        if p.refusals and not p.attempts:
+            p.refused = True
+            p.error = "; ".join(f"budget {b} has no room for the estimate of a call to {m} ({u})"
+                                for m, b, u in p.refusals)
+            return
         tried = ", ".join(dict.fromkeys(a.model for a in p.attempts)) or "none allowed"
         p.error = f"every allowed model failed ({tried}): {p.attempts[-1].error if p.attempts else 'no candidate'}"
+
+    def _reserve(self, model: str, request: dict[str, Any], prompt: Any) -> Hold | None:
+        """Hold the call's estimate in every budget covering it (None: the ledger takes no reservations)."""
+        ledger = self.policy.ledger
+        if not can_reserve(ledger):
+            return None
+        budgets = self.policy.budgets_for(request)
+        tokens = estimate_tokens(prompt.text()) + sum(len(label) for label in prompt.labels) // 4 + prompt.max_tokens
+        m = self.policy.policy_set.models.get(model)
+        price = m.decl.cost_per_1m_tokens if m is not None else None
+        cost = tokens * price.amount / 1_000_000 if price is not None else 0.0
+        return reserve(ledger, budgets, tokens, cost, "USD", at=self.clock())
 
     # --- record ----------------------------------------------------------------------
 
@@ -674,6 +709,7 @@ class Orchestrator:
             self._audit(run, event, wf.agent, payload, phash)
         tokens, cost = None, None
         if isinstance(step, ModelCall):
+            self._reservation_alerts(run, wf, p)
             subject = step.subject(p.ctx)
             for a in p.attempts:
                 ok = a.status == "ok"
@@ -687,7 +723,11 @@ class Orchestrator:
                     "label": step.label(p.ctx)}, self.policy.policy_hash)
             if p.completion is not None and p.model is not None:
                 tokens, cost = p.completion.tokens, self._cost(p.model, p.completion)
-                self.policy.charge(p.model_request, tokens=tokens, cost=cost, model=p.model, at=self.clock())
+                if p.hold is not None:
+                    settle(self.policy.ledger, p.hold, tokens, cost)
+                    p.hold = None
+                else:
+                    self.policy.charge(p.model_request, tokens=tokens, cost=cost, model=p.model, at=self.clock())
                 p.output = dict(step.read(p.ctx, p.completion))
                 p.output["model"] = p.model
                 first = p.attempts[0].model
@@ -710,7 +750,7 @@ class Orchestrator:
                 "origin": p.ask.data.get("origin"), "step": step.name,
                 "status": "error" if p.error else "ok"}, self.policy.policy_hash)
         ms = (time.perf_counter() - p.t0) * 1000
-        status = "failed" if p.error else "done"
+        status = ("denied" if p.refused else "failed") if p.error else "done"
         row = StepRecord(run.run_id, step.name, p.ord, step_kind(step), status, key,
                          None if p.output is None else _dumps(p.output), p.decision.effect, p.error, p.model,
                          tokens, cost, ms, p.started_at, naive_utc(self.clock()))
@@ -747,6 +787,22 @@ class Orchestrator:
                 "threshold": None, "breach": True, "action": {"deny": "block", "route": "alert"}.get(action, action),
                 "details": {"message": r.message, "on_exceed": action, "effect": decision.effect,
                             "route": decision.route}})
+
+    def _reservation_alerts(self, run: RunRecord, wf: Workflow, p: _Ready) -> None:
+        """An ``alert`` (kind budget, breach) the first time per day a budget had no room for a call's estimate."""
+        budgets = {b.id: b for b in self.policy.policy_set.budgets}
+        for model, budget, unit in p.refusals:
+            key = (budget, "exceeded", "day", window_start("day", self.clock()))
+            b = budgets.get(budget)
+            if key in self._alerted or b is None:
+                continue
+            self._alerted.add(key)
+            action = type(b.decl.on_exceed).__name__.removesuffix("Action").lower() if b.decl.on_exceed else "deny"
+            self._audit(run, "alert", wf.agent, {
+                "kind": "budget", "rule": budget, "model": model, "metric": "limit", "value": None,
+                "threshold": None, "breach": True, "action": "block",
+                "details": {"message": f"no room for the call's estimate in {unit}", "on_exceed": action,
+                            "effect": "deny", "route": None, "reservation": True}})
 
     def _put_step(self, journal: dict[str, StepRecord], row: StepRecord) -> None:
         self.store.put(row)

@@ -244,8 +244,15 @@ class Session:
             from ..engine import BlockList, load_policy
             from ..reporting.monitor import blocked_models
 
-            # models a bias or drift monitor suspended are denied until unblocked
-            blocked = BlockList(blocked_models(self.conn))
+            # models a bias or drift monitor suspended are denied until unblocked (shared: in the store)
+            blocked: Any = BlockList(blocked_models(self.conn))
+            if self.shared is not None:
+                from ..store.blocklist import LiveBlockList
+
+                try:
+                    blocked = LiveBlockList(self.shared.blocks)
+                except StoreError as exc:
+                    raise SessionError(str(exc)) from None
             policy = load_policy(list(cfg.rules), ledger=ledger, blocked=blocked)
             self.audit.mask_also(rule_masking(policy))  # the rule files' ``mask`` declarations, with the config's
             providers = load_providers(cfg.providers, policy)

@@ -56,11 +56,16 @@ class Ask:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """What a model call sends. ``hint`` feeds the local simulator only, never a real API."""
+    """What a model call sends. ``hint`` feeds the local simulator only, never a real API.
+
+    ``max_tokens`` caps the answer (sent to the provider) and, with the prompt's
+    length, makes the estimate the runner reserves in the budgets before the call.
+    """
 
     messages: tuple[tuple[str, str], ...]
     labels: tuple[str, ...] = ()
     hint: str | None = None
+    max_tokens: int = 64
 
     def text(self) -> str:
         return "\n".join(content for _, content in self.messages)

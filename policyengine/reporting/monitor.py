@@ -28,9 +28,10 @@ import duckdb
 from .. import ast
 from .audit_source import bias_from_audit, drift_from_audit
 from ..store.blocklist import active_blocks as _active_blocks
-from ..store.blocklist import active_rows, add_block, ensure_blocks_table, has_blocks_table, lift_blocks
+from ..store.blocklist import EmbeddedBlockList, has_blocks_table
 from ..store.blocklist import blocked_models as _blocked_models
 from ..store.files import StoreError
+from ..store.protocols import BlockList
 from .db import check_db_path, has_table, open_readonly, open_readwrite, require_audit_log
 from .errors import ReportError
 from .thresholds import holds
@@ -169,32 +170,54 @@ def evaluate_all(con: duckdb.DuckDBPyConnection, policy_set: Any, now: datetime 
     return tuple(results)
 
 
-def record(con: duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sink: AlertSink | None,
+def record(blocks: BlockList | duckdb.DuckDBPyConnection, results: Iterable[MonitorResult], sink: AlertSink | None,
            now: datetime | None = None) -> tuple[str, ...]:
-    """Record every result through ``sink`` and apply ``block``; returns the models newly blocked."""
+    """Record every result through ``sink`` and apply ``block``; returns the models newly blocked.
+
+    ``blocks`` is the store's block list (a connection: the embedded one in that database).
+    """
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    ensure_blocks_table(con)
-    already = {row[0] for row in active_rows(con)}
+    if isinstance(blocks, duckdb.DuckDBPyConnection):
+        blocks = EmbeddedBlockList(blocks)
+    already = blocks.blocked()
     blocked: list[str] = []
     for r in results:
         if sink is not None:
             sink(r.alert_payload())
         if r.breach and r.action == "block":
             reason = f"{r.metric} {r.value:.6g} breaches {r.threshold}"
-            add_block(con, r.model, r.rule, reason, now)
+            blocks.block(r.model, r.rule, reason, now)
             if r.model not in already and r.model not in blocked:
                 blocked.append(r.model)
     return tuple(blocked)
 
 
+def shared_blocks(state: str | None) -> Any:
+    """The store holding the block list when it is shared (``postgresql://...``), else None (blocks live in --db)."""
+    if state is None:
+        return None
+    from ..store import open_store
+    from ..store.stores import is_postgres_url
+
+    if not is_postgres_url(state):
+        raise ReportError(f"--state {state}: the block list is shared through postgresql://...; "
+                          "the embedded store's is in --db")
+    try:
+        return open_store(state)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
+
+
 def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, now: datetime | None = None,
-                record_results: bool = True,
-                clock_override: bool = False) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
+                record_results: bool = True, clock_override: bool = False,
+                state: str | None = None) -> tuple[tuple[MonitorResult, ...], tuple[str, ...]]:
     """Evaluate ``policy``'s bias and drift rules on ``db``, record and act; (results, newly blocked models).
 
     With ``key`` each result is signed into the audit log as an ``alert`` event by
     the audit writer, on the same connection (DuckDB allows one writer per file).
     With ``record_results=False`` the database is only read: no alert, no block.
+    With ``state`` (``postgresql://...``) blocks go to the shared block list every
+    worker reads, instead of ``model_blocks`` in ``db``.
     """
     if not record_results:
         con = open_readonly(db)
@@ -203,7 +226,13 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
             return evaluate_all(con, policy.policy_set, now), ()
         finally:
             con.close()
-    con = open_readwrite(db)
+    store = shared_blocks(state)
+    try:
+        con = open_readwrite(db)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     try:
         require_audit_log(con, db)
         results = evaluate_all(con, policy.policy_set, now)
@@ -218,12 +247,14 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
             def sink(payload: dict[str, Any]) -> None:
                 log.append("alert", actor="monitor", payload=payload, policy_hash=policy.policy_hash)
         try:
-            blocked = record(con, results, sink, now)
+            blocked = record(store.blocks if store is not None else con, results, sink, now)
         finally:
             if log is not None:
                 log.close()
     finally:
         con.close()
+        if store is not None:
+            store.close()
     return results, blocked
 
 
@@ -256,8 +287,16 @@ def blocked_models(db: str | Path | duckdb.DuckDBPyConnection) -> frozenset[str]
         raise ReportError(str(e)) from None
 
 
-def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
-    """(model, rule, reason, blocked_at) of every suspended model."""
+def active_blocks(db: str | Path, state: str | None = None) -> list[tuple[str, str, str, datetime]]:
+    """(model, rule, reason, blocked_at) of every suspended model (in ``db``, or the shared store ``state``)."""
+    store = shared_blocks(state)
+    if store is not None:
+        try:
+            return store.blocks.active()
+        except StoreError as e:
+            raise ReportError(str(e)) from None
+        finally:
+            store.close()
     check_db_path(db)
     try:
         return _active_blocks(db)
@@ -266,22 +305,32 @@ def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
 
 
 def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
-            key: str | Path | None = None) -> int:
+            key: str | Path | None = None, state: str | None = None) -> int:
     """Lift every open block of ``model``; a ``ReportError`` if it is not blocked.
 
-    With ``key`` the lift is also signed into the audit log as a ``model_unblocked``
-    event (``model``, ``rules``, ``by``, ``note``; docs/audit-events.md).
+    With ``key`` the lift is also signed into the audit log of ``db`` as a
+    ``model_unblocked`` event (``model``, ``rules``, ``by``, ``note``;
+    docs/audit-events.md). With ``state`` (``postgresql://...``) the block is
+    lifted in the shared block list; ``db`` is then opened only to sign the event.
     """
-    con = open_readwrite(db)
+    store = shared_blocks(state)
+    con = None
     try:
-        if not has_blocks_table(con):
-            raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
-        rules = sorted({r[1] for r in active_rows(con) if r[0] == model})
-        log = _audit_writer(con, key, db)  # before the lift: a bad key changes nothing
+        if store is None or key is not None:
+            con = open_readwrite(db)
+        if store is not None:
+            blocks: Any = store.blocks
+        else:
+            assert con is not None
+            if not has_blocks_table(con):
+                raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
+            blocks = EmbeddedBlockList(con)
+        rules = sorted({r[1] for r in blocks.active() if r[0] == model})
+        log = _audit_writer(con, key, db) if con is not None else None  # before the lift: a bad key changes nothing
         try:
-            lifted = lift_blocks(con, model, at=datetime.now(UTC), by=by, note=note)
+            lifted = blocks.lift(model, at=datetime.now(UTC), by=by, note=note)
             if lifted == 0:
-                active = ", ".join(r[0] for r in active_rows(con)) or "none"
+                active = ", ".join(r[0] for r in blocks.active()) or "none"
                 raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
             if log is not None:
                 log.append("model_unblocked", actor=by,
@@ -290,5 +339,10 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
             if log is not None:
                 log.close()
         return int(lifted)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
     finally:
-        con.close()
+        if con is not None:
+            con.close()
+        if store is not None:
+            store.close()

@@ -24,7 +24,8 @@ from typing import Any
 from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
 from ..audit.keys import DEFAULT_KEY_PATH
 from ..audit.masking import masking_for, rule_masking
-from ..budgets import BudgetLedger, DuckDBLedger, InMemoryLedger
+from ..budgets import BudgetLedger, InMemoryLedger
+from ..store.stores import is_postgres_url
 from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit
 from .metrics import Metrics
@@ -169,16 +170,27 @@ def serve(config: ServeConfig) -> int:
     from ..reporting.errors import ReportError
     from ..reporting.monitor import blocked_models
 
+    from ..store import StoreError, open_store
+    from ..store.blocklist import LiveBlockList
+
     try:
-        blocked = blocked_models(db)
+        blocked: Any = blocked_models(db)
     except ReportError:
         blocked = frozenset()  # not a database: opening the log says so in one line
     ledger: BudgetLedger = InMemoryLedger()
-    if config.ledger:
+    store = None
+    if config.ledger:  # a DuckDB file (one process) or postgresql://... (every worker and host)
         try:
-            ledger = DuckDBLedger(config.ledger)
-        except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
-            raise ServeError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
+            store = open_store(config.ledger)
+        except StoreError as error:
+            raise ServeError(f"{config.ledger}: cannot open budget ledger: {error}") from None
+        ledger = store.ledger
+        if store.kind == "postgresql":  # blocks a monitor adds anywhere deny here within a second
+            try:
+                blocked = LiveBlockList(store.blocks)
+            except StoreError as error:
+                store.close()
+                raise ServeError(str(error)) from None
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
@@ -205,8 +217,8 @@ def serve(config: ServeConfig) -> int:
             sock.close()
         audit.close()
         holder.close()
-        if isinstance(ledger, DuckDBLedger):
-            ledger.close()
+        if store is not None:
+            store.close()
     return 0
 
 
@@ -318,8 +330,8 @@ def _supervise(config: ServeConfig) -> int:
     """Start ``workers`` processes on one port; pass SIGTERM/SIGINT/SIGHUP on; exit when all have."""
     if config.port == 0:
         raise ServeError("--workers needs a fixed --port (each worker binds it with SO_REUSEPORT)")
-    if config.ledger:
-        raise ServeError("--ledger takes one writing process: use it with --workers 1")
+    if config.ledger and not is_postgres_url(config.ledger):
+        raise ServeError("--ledger takes one writing process: use it with --workers 1 (or --state postgresql://...)")
     _listen(config.host, config.port, reuse_port=True).close()  # fail here, once, if the port is taken
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_worker, args=(replace(config, worker=i),), name=f"policyengine-worker-{i}")

@@ -9,12 +9,16 @@ the history of every suspension and who lifted it.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from .files import open_duckdb, packaged_sql
+from .files import StoreError, open_duckdb, packaged_sql
 
 
 def _sql(name: str) -> str:
@@ -80,3 +84,52 @@ class EmbeddedBlockList:
 
     def blocked(self) -> frozenset[str]:
         return blocked_models(self._con)
+
+    def active(self) -> list[tuple[str, str, str, datetime]]:
+        return active_rows(self._con) if has_blocks_table(self._con) else []
+
+    def block(self, model: str, rule: str, reason: str, at: datetime) -> None:
+        ensure_blocks_table(self._con)
+        add_block(self._con, model, rule, reason, at)
+
+    def lift(self, model: str, *, at: datetime, by: str, note: str | None) -> int:
+        return lift_blocks(self._con, model, at=at, by=by, note=note) if has_blocks_table(self._con) else 0
+
+
+class LiveBlockList:
+    """The engine's view of a shared block list: a ``Container[str]`` re-read at most every ``max_age`` seconds.
+
+    For block lists other processes change (PostgreSQL): a block a monitor adds
+    anywhere denies the model here within ``max_age``, without a round trip per
+    decision. The first read happens now (an unreachable store fails here); a
+    later failed re-read keeps the last list read and tries again next time.
+    """
+
+    def __init__(self, source: Any, max_age: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._models = frozenset(source.blocked())
+        self._read_at = clock()
+
+    def _current(self) -> frozenset[str]:
+        now = self._clock()
+        if now - self._read_at >= self._max_age and self._lock.acquire(blocking=False):
+            try:
+                self._models = frozenset(self._source.blocked())
+            except StoreError:
+                pass  # keep the last list read; the next decision tries again
+            finally:
+                self._read_at = now
+                self._lock.release()
+        return self._models
+
+    def __contains__(self, model: object) -> bool:
+        return model in self._current()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._current()))
+
+    def __len__(self) -> int:
+        return len(self._current())

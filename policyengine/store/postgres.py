@@ -272,3 +272,55 @@ class PostgresApprovalQueue:
 
     def close(self) -> None:
         """The pool belongs to the store."""
+
+
+class PostgresBlockList:
+    """``BlockList`` in PostgreSQL: a monitor on any host blocks a model for every worker (read by ``LiveBlockList``)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def blocked(self) -> frozenset[str]:
+        return frozenset(row[0] for row in self.active())
+
+    def active(self) -> list[tuple[str, str, str, datetime]]:
+        with self.pool.connection() as conn:
+            return [tuple(r) for r in conn.execute(_sql("model_blocks_active")).fetchall()]  # type: ignore[misc]
+
+    def block(self, model: str, rule: str, reason: str, at: datetime) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(_sql("model_blocks_add"), {"model": model, "rule": rule, "reason": reason, "at": utc(at)})
+
+    def lift(self, model: str, *, at: datetime, by: str, note: str | None) -> int:
+        with self.pool.connection() as conn:
+            return len(conn.execute(_sql("model_blocks_lift"), {"model": model, "at": utc(at), "by": by,
+                                                                 "note": note}).fetchall())
+
+    def close(self) -> None:
+        """The pool belongs to the store."""
+
+
+class PostgresDirectory:
+    """``Directory`` in PostgreSQL: one user directory for every worker, replaced whole from a file's users."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def roles(self) -> Mapping[str, tuple[str, ...]]:
+        with self.pool.connection() as conn:
+            return {r[0]: tuple(r[2]) for r in conn.execute(_sql("directory_roles")).fetchall()}
+
+    def names(self) -> Mapping[str, str]:
+        with self.pool.connection() as conn:
+            return {r[0]: r[1] for r in conn.execute(_sql("directory_roles")).fetchall()}
+
+    def replace(self, users: Sequence[tuple[str, str, Sequence[str]]]) -> int:
+        """Make ``users`` (id, name, roles) the whole directory, in one transaction; how many users."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(_sql("directory_clear"))
+            for user_id, name, roles in users:
+                conn.execute(_sql("directory_put"), {"user_id": user_id, "name": name, "roles": list(roles)})
+        return len(users)
+
+    def close(self) -> None:
+        """The pool belongs to the store."""

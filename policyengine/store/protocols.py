@@ -143,9 +143,25 @@ class ApprovalQueue(Protocol):
 
 @runtime_checkable
 class BlockList(Protocol):
-    """Models suspended from use (by a monitor or a person); read by every decision."""
+    """Models suspended from use (by a monitor's ``on breach block``) until a person lifts the block.
+
+    Rows are never deleted: every suspension and who lifted it stays as history.
+    """
 
     def blocked(self) -> frozenset[str]:
+        """The models suspended now."""
+        ...
+
+    def active(self) -> list[tuple[str, str, str, datetime]]:
+        """(model, rule, reason, blocked_at) of every suspended model, by model (the first open block's rule)."""
+        ...
+
+    def block(self, model: str, rule: str, reason: str, at: datetime) -> None:
+        """Suspend ``model`` because ``rule`` breached (a second breach while blocked adds history only)."""
+        ...
+
+    def lift(self, model: str, *, at: datetime, by: str, note: str | None) -> int:
+        """Lift every open block of ``model``; how many were open (0: it was not blocked)."""
         ...
 
 

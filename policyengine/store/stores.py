@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import DEFAULT_DB_PATH, StoreError
-from .protocols import ApprovalQueue, BudgetLedger, RunStore
+from .protocols import ApprovalQueue, BlockList, BudgetLedger, RunStore
 
 
 @dataclass
@@ -19,6 +19,8 @@ class Store:
     ledger: BudgetLedger
     runs: RunStore
     approvals: ApprovalQueue
+    blocks: BlockList
+    directory: Any = None  # PostgreSQL: the shared ``Directory``; embedded: None (the YAML file beside the database)
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -43,13 +45,21 @@ def open_store(state: str | Path | None = None) -> Store:
     """
     text = str(state) if state is not None else str(DEFAULT_DB_PATH)
     if is_postgres_url(text):
-        from .postgres import PostgresApprovalQueue, PostgresLedger, PostgresRunStore, connect_pool
+        from .postgres import (
+            PostgresApprovalQueue,
+            PostgresBlockList,
+            PostgresDirectory,
+            PostgresLedger,
+            PostgresRunStore,
+            connect_pool,
+        )
         pool = connect_pool(text)
         return Store(text, "postgresql", PostgresLedger(pool), PostgresRunStore(pool), PostgresApprovalQueue(pool),
-                     (pool,))
+                     PostgresBlockList(pool), PostgresDirectory(pool), (pool,))
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise StoreError(f"--state {scheme}://...: unknown kind of state (use a DuckDB file path or postgresql://...)")
+    from .blocklist import EmbeddedBlockList
     from .embedded import EmbeddedApprovalQueue, EmbeddedRunStore
     from .embedded_ledger import EmbeddedLedger
     from .files import open_duckdb
@@ -57,4 +67,5 @@ def open_store(state: str | Path | None = None) -> Store:
     ledger = EmbeddedLedger(conn)
     runs = EmbeddedRunStore(conn)
     approvals = EmbeddedApprovalQueue(conn)
-    return Store(text, "embedded", ledger, runs, approvals, (ledger, runs, approvals, conn))
+    return Store(text, "embedded", ledger, runs, approvals, EmbeddedBlockList(conn), None,
+                 (ledger, runs, approvals, conn))

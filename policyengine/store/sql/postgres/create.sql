@@ -54,3 +54,18 @@ CREATE TABLE IF NOT EXISTS store_approvals (
     decided_at TIMESTAMPTZ,
     PRIMARY KEY (run_id, gate)
 );
+CREATE TABLE IF NOT EXISTS model_blocks (
+    model        TEXT        NOT NULL,
+    rule         TEXT        NOT NULL,  -- the bias/drift rule id that breached
+    reason       TEXT        NOT NULL,
+    blocked_at   TIMESTAMPTZ NOT NULL,
+    unblocked_at TIMESTAMPTZ,
+    unblocked_by TEXT,
+    note         TEXT
+);
+CREATE INDEX IF NOT EXISTS model_blocks_open ON model_blocks (model) WHERE unblocked_at IS NULL;
+CREATE TABLE IF NOT EXISTS directory_users (
+    user_id TEXT   PRIMARY KEY,  -- canonical identity (policyengine.identity)
+    name    TEXT   NOT NULL,
+    roles   TEXT[] NOT NULL
+);
