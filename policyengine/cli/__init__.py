@@ -38,7 +38,8 @@ _COMMANDS: dict[str, _Entry] = {
         "Serve an OpenAI-compatible LLM gateway; every call is decided by policy, budgeted, screened and audited.",
     ),
     "keys": _Entry("audit", "keys_group", "Create and rotate the Ed25519 keys that sign audit checkpoints."),
-    "models": _Entry("reporting", "models", "Models suspended by the monitor (`on breach block`)."),
+    "models": _Entry("reporting", "models",
+                     "Model blocks (`on breach block`) and model and agent versions (promote, rollback)."),
     "monitor": _Entry("reporting", "monitor", "Evaluate every bias and drift rule over the audit log and act on breaches."),
     "query": _Entry("reporting", "query", "Run one read-only SQL statement on the audit database."),
     "reject": _Entry(

@@ -42,6 +42,8 @@ class ServerOptions:
     access_log: bool = True  # one JSON line per request on stderr
     tracer: Any = None  # an OpenTelemetry tracer, when --otel is given
     tls: bool = False  # served over HTTPS (the AuthZEN metadata names https URLs)
+    model_versions: Any = None  # models_registry.Resolver: stamps the version a request uses (model_version)
+    shadow: Any = None  # server.shadow.Shadow: a candidate policy decided beside the live one (--shadow)
 
 
 class HTTPError(Exception):
@@ -279,19 +281,32 @@ class DecisionApp:
         policy = active.policy
         if isinstance(problems, str):
             problems = [problems]
-        if decision is None:
-            decision = policy.malformed(problems) if problems else policy.evaluate(request)
+        used = None
+        if decision is None and problems:
+            decision = policy.malformed(problems)
+        elif decision is None:
+            if self.options.model_versions is not None:
+                request, used = self.options.model_versions(policy, request)
+            decision = policy.evaluate(request)
         data = decision.to_dict()
+        if used is not None:
+            data["model_version"] = used
         tracer = self.options.tracer
         if tracer is None:
-            return data, self._record(request, data)
-        with tracer.start_as_current_span("policyengine.decision") as span:
             seq = self._record(request, data)
-            span.set_attribute("policyengine.effect", data["effect"])
-            span.set_attribute("policyengine.rule", data["reasons"][0]["rule"] if data["reasons"] else "")
-            span.set_attribute("policyengine.policy_hash", data["policy_hash"])
-            span.set_attribute("policyengine.audit_seq", seq)
-            return data, seq
+        else:
+            with tracer.start_as_current_span("policyengine.decision") as span:
+                seq = self._record(request, data)
+                span.set_attribute("policyengine.effect", data["effect"])
+                span.set_attribute("policyengine.rule", data["reasons"][0]["rule"] if data["reasons"] else "")
+                span.set_attribute("policyengine.policy_hash", data["policy_hash"])
+                span.set_attribute("policyengine.audit_seq", seq)
+        if self.options.shadow is not None and not problems:  # runs once this handler yields: not in the answer's way
+            asyncio.get_running_loop().call_soon(self.options.shadow.check, request, data, seq, self._shadow_record)
+        return data, seq
+
+    def _shadow_record(self, payload: dict[str, Any], actor: str | None) -> None:
+        self.audit.append("shadow_diff", payload, actor=actor, policy_hash=payload["live"]["policy_hash"] or None)
 
     async def decide(self, exchange: Exchange) -> Response:
         active = self._active()
