@@ -266,12 +266,9 @@ def change(db: str | Path, policy: Any, directory: Any, *, name: str, to: str | 
         raise VersionError("--reason: say why the version changes (it is kept in the audit log)")
     if Path(db).is_dir():
         raise VersionError(f"{db}: is a directory, not a DuckDB database file")
+    con = _open(db) if Path(db).exists() else None  # the first change of a deployment creates the log, when written
     try:
-        con = open_duckdb(Path(db))  # the first change of a deployment creates the log
-    except StoreError as e:
-        raise VersionError(str(e)) from None
-    try:
-        changes = history(con, name)
+        changes = history(con, name) if con is not None else []
         current = aliases(changes, decl).get(name, {}).get(alias)
         if to is None:
             before = [c.previous for c in changes if c.alias == alias and c.previous is not None]
@@ -295,10 +292,12 @@ def change(db: str | Path, policy: Any, directory: Any, *, name: str, to: str | 
         if decision.effect == "deny":
             why = "; ".join(f"{r.rule}: {r.message}" for r in decision.reasons) or "denied"
             raise VersionError(f"{user} may not {verb} {name} to {to}: {why}")
-        for p in pending(con).values():
+        for p in (pending(con) if con is not None else {}).values():
             if p.payload.get("name") == name and p.payload.get("alias") == alias:
                 raise VersionError(f"a change of {alias} of {name} already waits for approval ({p.request_id}): "
                                    f"approve or reject it first")
+        if con is None:
+            con = _open(db)
         with _writer(con, key, db, policy) as log:
             if decision.effect == "escalate":
                 gate = next((o for o in decision.obligations if o.kind == "approval_required"), None)
@@ -311,7 +310,15 @@ def change(db: str | Path, policy: Any, directory: Any, *, name: str, to: str | 
             seq = log.append(CHANGED, actor=user, payload=payload, policy_hash=policy.policy_hash)
             return Outcome("changed", seq, payload)
     finally:
-        con.close()
+        if con is not None:
+            con.close()
+
+
+def _open(db: str | Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return open_duckdb(Path(db))
+    except StoreError as e:
+        raise VersionError(str(e)) from None
 
 
 def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, approve: bool,
@@ -340,9 +347,11 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
             raise VersionError(str(e)) from None
         if approve:
             current = aliases(history(con, p["name"]), declared(policy.policy_set)).get(p["name"], {}).get(p["alias"])
-            p |= {"previous": current, "approved_by": who.id, "note": note, "approved_at": now.isoformat()}
+            p |= {"previous": current, "approved_by": who.id, "note": note, "approved_at": now.isoformat(),
+                  "directory_sha256": directory.sha256}
         else:
-            p |= {"rejected_by": who.id, "note": note, "rejected_at": now.isoformat()}
+            p |= {"rejected_by": who.id, "note": note, "rejected_at": now.isoformat(),
+                  "directory_sha256": directory.sha256}
         with _writer(con, key, db, policy) as log:
             seq = log.append(CHANGED if approve else REJECTED, actor=who.id, payload=p,
                              policy_hash=policy.policy_hash)
