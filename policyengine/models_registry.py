@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -360,19 +361,16 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
         con.close()
 
 
-class _writer:  # noqa: N801 - a context manager used like a function
-    """The signed audit log on ``con``, masked as every writing command masks; closed (flushed) on exit."""
+@contextmanager
+def _writer(con: duckdb.DuckDBPyConnection, key: str | Path, db: str | Path, policy: Any) -> Iterator[Any]:
+    """The signed audit log on ``con``, masked as every writing command masks; closed (signed) on exit."""
+    from .reporting.monitor import _audit_writer
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, key: str | Path, db: str | Path, policy: Any) -> None:
-        from .reporting.monitor import _audit_writer
-
-        self.log = _audit_writer(con, key, db, policy)
-
-    def __enter__(self) -> Any:
-        return self.log
-
-    def __exit__(self, *exc: object) -> None:
-        self.log.close()
+    log = _audit_writer(con, key, db, policy)
+    try:
+        yield log
+    finally:
+        log.close()
 
 
 __all__ = ["CHANGED", "DEFAULT_ALIAS", "REJECTED", "REQUESTED", "Change", "Outcome", "Pending", "Resolver",

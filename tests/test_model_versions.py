@@ -196,3 +196,22 @@ def test_decisions_and_their_audit_records_carry_the_version_used(work):
     assert [r.get("model_version") for r in recorded] == ["2.4.0", "2.3.1", None]
     assert recorded[0]["request"]["resource"]["attrs"] == {"version": "2.4.0", "alias": "production"}
     assert "OK" in pe("audit", "verify", cwd=work).stdout
+
+
+def test_a_versioned_agent_acts_as_the_version_its_alias_names(work):
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(RULES + '\nrule scorer_reads\n    allow agent scorer to read dataset "*"\n'
+                             '    when principal.version == "1.1"\n'
+                             '\nrule engineers_change_agents\n    allow role ml_engineer to promote agent "*"\n')
+    agent = {"principal": {"id": "scorer", "type": "agent"}, "action": "read",
+             "resource": {"kind": "dataset", "id": "scores"}}
+    (work / "agent.json").write_text(json.dumps(agent))
+    eval_ = ("eval", "--rules", "rules", "--input", "agent.json", "--audit", "policyengine.duckdb",
+             "--key", "policyengine.key")
+    before = json.loads(pe(*eval_, cwd=work).stdout)
+    assert (before["effect"], before["model_version"]) == ("deny", "1.0")
+    mv(work, "promote", "scorer", "--to", "1.1", "--as", "eve", "--reason", "calibrated")
+    after = json.loads(pe(*eval_, cwd=work).stdout)
+    assert (after["effect"], after["model_version"]) == ("allow", "1.1")
+    (promoted,) = audit_rows(work / "policyengine.duckdb", "model_version")
+    assert (promoted["kind"], promoted["name"], promoted["version"]) == ("agent", "scorer", "1.1")

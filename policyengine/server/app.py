@@ -273,7 +273,7 @@ class DecisionApp:
             raise HTTPError(503, f"decision not recorded, so not answered: {error}") from None
 
     def _decide(self, active: ActivePolicy, request: Any, problems: str | list[str] | None,
-                decision: Any = None) -> tuple[dict[str, Any], int]:
+                decision: Any = None, used: str | None = None) -> tuple[dict[str, Any], int]:
         """Decide (malformed input: deny naming the ``problems``) and append to the log; return the decision and seq.
 
         The decision comes back as its JSON dict, built once for both the log and the answer.
@@ -281,7 +281,6 @@ class DecisionApp:
         policy = active.policy
         if isinstance(problems, str):
             problems = [problems]
-        used = None
         if decision is None and problems:
             decision = policy.malformed(problems)
         elif decision is None:
@@ -354,10 +353,13 @@ class DecisionApp:
         request, problem = self._one_object(exchange.body)
         trace: tuple[str, ...] = ()
         explained = None
+        used = None
         if problem is None:
+            if self.options.model_versions is not None:  # explained as /v1/decide decides it
+                request, used = self.options.model_versions(active.policy, request)
             explanation = active.policy.explain(request)
             explained, trace = explanation.decision, explanation.trace
-        data, seq = self._decide(active, request, problem, explained)
+        data, seq = self._decide(active, request, problem, explained, used)
         await self._durable(seq)
         self._count(data)
         status = 400 if data["errors"] else 200
