@@ -276,18 +276,18 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
             if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
                 click.echo(f"warning: input {item.where}: {_CLAIMED_ROLES}", err=True)
                 warned = True  # once per run
+            request, used = versions(policy, item.request) if item.error is None else (item.request, None)
             if item.error is not None:
                 decision = policy.malformed([f"{item.where}: {item.error}"])
             elif explain:
-                explanation = policy.explain(item.request, now=now, directory=directory)
+                explanation = policy.explain(request, now=now, directory=directory)
                 decision = explanation.decision
                 click.echo(f"--- request at {item.where}", err=True)
                 click.echo("\n".join(_trace(explanation.trace, only_matching)), err=True)
             else:
-                request, used = versions(policy, item.request)
                 decision = policy.evaluate(request, now=now, directory=directory)
-                if used is not None:  # the version the request used, in the answer and its audit record
-                    decision, item = _Versioned(decision, used), _with_request(item, request)
+            if used is not None:  # the version the request used, in the answer and its audit record
+                decision, item = _Versioned(decision, used), _with_request(item, request)
             if decision.errors:
                 malformed += 1
                 where = "input " if item.error is not None else f"input {item.where}: "
