@@ -346,8 +346,12 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
             who = check_decider(run, gate, user, directory, policy.policy_set.roles_of)
         except ApprovalRefused as e:
             raise VersionError(str(e)) from None
+        decl = declared(policy.policy_set)
+        if approve and p.get("version") not in (decl[p["name"]].versions if p.get("name") in decl else ()):
+            raise VersionError(f"version {p.get('version')!r} of {p.get('name')} is no longer declared in the rules; "
+                               f"reject {rid} and request again")
         if approve:
-            current = aliases(history(con, p["name"]), declared(policy.policy_set)).get(p["name"], {}).get(p["alias"])
+            current = aliases(history(con, p["name"]), decl).get(p["name"], {}).get(p["alias"])
             p |= {"previous": current, "approved_by": who.id, "note": note, "approved_at": now.isoformat(),
                   "directory_sha256": directory.sha256}
         else:

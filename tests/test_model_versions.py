@@ -215,3 +215,13 @@ def test_a_versioned_agent_acts_as_the_version_its_alias_names(work):
     assert (after["effect"], after["model_version"]) == ("allow", "1.1")
     (promoted,) = audit_rows(work / "policyengine.duckdb", "model_version")
     assert (promoted["kind"], promoted["name"], promoted["version"]) == ("agent", "scorer", "1.1")
+
+
+def test_a_version_no_longer_declared_cannot_be_approved(work):
+    mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
+    (waiting,) = versions(work)["pending"]
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(rules.read_text().replace('"2.4.0", "2.5.0"', '"2.4.0", "2.6.0"'))
+    out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
+    assert "version '2.5.0' of classifier_small is no longer declared in the rules" in out.stderr
+    assert audit_rows(work / "policyengine.duckdb", "model_version") == []
