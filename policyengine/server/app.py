@@ -44,6 +44,7 @@ class ServerOptions:
     tls: bool = False  # served over HTTPS (the AuthZEN metadata names https URLs)
     model_versions: Any = None  # models_registry.Resolver: stamps the version a request uses (model_version)
     shadow: Any = None  # server.shadow.Shadow: a candidate policy decided beside the live one (--shadow)
+    inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
 
 
 class HTTPError(Exception):
@@ -122,6 +123,9 @@ class DecisionApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self.options.inbox is not None and self.options.inbox.mounts(scope["path"]):
+            await self.options.inbox(scope, receive, send)  # signs approvers in itself; not the bearer token
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
