@@ -71,28 +71,46 @@ def candidate(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--keep", metavar="DIR", help="Build the logs in DIR and reuse them on the next run "
+                                                       "(default: a temporary folder, removed)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="--jobs values to measure")
+    parser.add_argument("--only", choices=["workflow", "distinct"], help="measure one of the two logs")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other work on the machine lowers these numbers)")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        samples = sample_decisions(folder)
-        print(f"{len(samples):,} distinct decision records from one run of the five workflows")
-        policy = load_policy([candidate(folder)])
-        key = generate_key(folder / "bench.key")
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        policy = load_policy([candidate(folder)]) if not (folder / "candidate").exists() else \
+            load_policy([folder / "candidate"])
+        samples = None
+        key_file = folder / "bench.key"
+        key = generate_key(key_file) if not key_file.exists() else None
         for distinct in (False, True):
-            db = folder / f"big-{distinct}.duckdb"
-            took = build_log(db, key, args.records, samples, distinct=distinct)
+            if args.only and args.only != ("distinct" if distinct else "workflow"):
+                continue
+            db = folder / f"big-{args.records}-{distinct}.duckdb"
             kind = "every request distinct" if distinct else "workflow requests, unique run ids"
-            print(f"built a log of {args.records:,} decisions ({kind}) in {took:.1f} s "
-                  f"({db.stat().st_size / 1e6:.0f} MB)")
-            for jobs in (1, 2):
+            if not db.exists():
+                if samples is None:
+                    samples = sample_decisions(Path(tmp))
+                    print(f"{len(samples):,} distinct decision records from one run of the five workflows")
+                if key is None:
+                    from policyengine.audit import load_private_key
+                    key = load_private_key(key_file)
+                took = build_log(db, key, args.records, samples, distinct=distinct)
+                print(f"built a log of {args.records:,} decisions ({kind}) in {took:.1f} s "
+                      f"({db.stat().st_size / 1e6:.0f} MB)")
+            else:
+                print(f"reusing {db} ({kind}, {db.stat().st_size / 1e6:.0f} MB)")
+            for jobs in args.jobs:
                 started, cpu = time.perf_counter(), time.process_time()
                 result = replay(db, policy, jobs=jobs)
                 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
                 print(f"  replay, {jobs} process(es): {result.replayed:,} decisions in {wall:.2f} s "
                       f"({result.replayed / wall:,.0f}/s; this process's CPU {cpu:.2f} s, load average "
                       f"{os.getloadavg()[0]:.1f}); {result.changed:,} changed: {dict(result.by_transition)}")
-            db.unlink()
+            if not args.keep:
+                db.unlink()
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

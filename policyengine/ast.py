@@ -195,6 +195,7 @@ class AgentDecl:
     owner: str | None
     roles: tuple[Name, ...]
     span: Span = _span()
+    versions: tuple[str, ...] = ()  # released versions (``version "1.0", "1.1"``); aliases live in the audit log
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,7 @@ class ModelDecl:
     latency_ms: float | None = None
     span: Span = _span()
     hosting_span: Span | None = _part_span()  # the hosting word, for the checker's caret
+    versions: tuple[str, ...] = ()  # released versions (``version "2.3.1", "2.4.0"``); see models_registry
 
 
 @dataclass(frozen=True, slots=True)

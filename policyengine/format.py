@@ -259,6 +259,8 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         if decl.owner is not None:
             lines.append(_clause(f"owner {_string(decl.owner)}", None))
         lines.append(_clause(f"roles {_names(decl.roles)}", decl.roles[0].span.line))
+        if decl.versions:
+            lines.append(_clause(f"version {', '.join(_string(v) for v in decl.versions)}", None))
     elif isinstance(decl, ast.ModelDecl):
         where = [
             f"provider {_string(decl.provider)}" if decl.provider is not None else "",
@@ -274,6 +276,8 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         if any(price):
             source = decl.cost_per_1m_tokens.span.line if decl.cost_per_1m_tokens else None
             lines.append(_clause(" ".join(p for p in price if p), source))
+        if decl.versions:
+            lines.append(_clause(f"version {', '.join(_string(v) for v in decl.versions)}", None))
     elif isinstance(decl, ast.RuleDecl):
         principal = decl.principal
         who = "any" if principal.kind == "any" else f"{principal.kind} {format_name(principal.name)}"  # type: ignore[union-attr]

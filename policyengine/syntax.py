@@ -362,7 +362,8 @@ class Builder(ScopeBuilder):  # a Transformer; the scope methods live in syntax_
         name = self._name(name_tok)
         found = self._clauses("agent", name, clauses)
         roles = self._require(found, "roles", "agent", name, "roles ROLE, ...")
-        return ast.AgentDecl(name, found.get("owner"), roles, span=self._decl_span(kw, name, clauses))
+        return ast.AgentDecl(name, found.get("owner"), roles, span=self._decl_span(kw, name, clauses),
+                             versions=found.get("version", ()))
 
     def c_owner(self, kw: Token, value: Token) -> _Clause:
         return self._clause("owner", _unquote(value, self._path), kw, value)
@@ -383,7 +384,16 @@ class Builder(ScopeBuilder):  # a Transformer; the scope methods live in syntax_
             latency_ms=found.get("latency"),
             span=self._decl_span(kw, name, clauses),
             hosting_span=hosting_span,
+            versions=found.get("version", ()),
         )
+
+    def c_version(self, kw: Token, values: _Strings) -> _Clause:
+        """``version "2.3.1", "2.4.0"``: the released versions of a model or agent (distinct, non-empty)."""
+        versions, end = values
+        if any(not v.strip() or v != v.strip() for v in versions) or len(set(versions)) != len(versions):
+            raise _syntax("versions are distinct, non-empty strings without surrounding spaces", self._span(kw),
+                          help='for example: version "2.3.1", "2.4.0"')
+        return self._clause("version", versions, kw, end)
 
     def c_provider(self, kw: Token, value: Token) -> _Clause:
         return self._clause("provider", _unquote(value, self._path), kw, value)

@@ -43,6 +43,8 @@ def decision_event(request: Any, decision: Any, step: str | None = None, *,
     payload: dict[str, Any] = {"request": req, "decision": dec}
     if step is not None:
         payload["step"] = step
+    if isinstance(dec, dict) and dec.get("model_version") is not None:  # models_registry: the version used
+        payload["model_version"] = dec["model_version"]
     shown = masking.apply(payload).get("request")
     principal = shown.get("principal") if isinstance(shown, dict) else None
     context = shown.get("context") if isinstance(shown, dict) else None

@@ -40,7 +40,8 @@ _COMMANDS: dict[str, _Entry] = {
     "inbox": _Entry("inbox", "inbox_group",
                     "Approver inbox: a web page to approve or reject waiting runs, and its sign-in tokens."),
     "keys": _Entry("audit", "keys_group", "Create and rotate the Ed25519 keys that sign audit checkpoints."),
-    "models": _Entry("reporting", "models", "Models suspended by the monitor (`on breach block`)."),
+    "models": _Entry("reporting", "models",
+                     "Model blocks (`on breach block`) and model and agent versions (promote, rollback)."),
     "monitor": _Entry("reporting", "monitor", "Evaluate every bias and drift rule over the audit log and act on breaches."),
     "query": _Entry("reporting", "query", "Run one read-only SQL statement on the audit database."),
     "reject": _Entry(

@@ -120,6 +120,44 @@ def _audit_sink(audit: str | None, key: str | None, mask: str | None,
     return record, lambda: manager.__exit__(None, None, None)
 
 
+def _versions(audit: str | None) -> Any:
+    """The model version aliases recorded in the ``--audit`` log (none yet: each alias names the first version)."""
+    from policyengine.models_registry import load_resolver
+    from policyengine.reporting.errors import ReportError
+
+    try:
+        return load_resolver(audit)
+    except ReportError:
+        return load_resolver(None)  # not a database: opening the audit log says so in one line
+
+
+class _Versioned:
+    """A decision whose JSON also names the ``model_version`` used (``Decision`` itself has no such field)."""
+
+    def __init__(self, decision: Any, used: str) -> None:
+        self._decision, self.model_version = decision, used
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decision, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._decision.to_dict(), "model_version": self.model_version}
+
+    def model_dump(self, mode: str = "json") -> dict[str, Any]:  # what the audit recorder serialises
+        return self.to_dict()
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+def _with_request(item: Any, request: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(item, request=request)
+
+
 def _audit_error() -> type[Exception]:
     from policyengine.audit.errors import AuditError
 
@@ -227,6 +265,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
+    versions = _versions(audit)
     sink, close_sink = _audit_sink(audit, key, mask, now, policy)
     malformed = decided = 0
     warned = directory is not None
@@ -237,15 +276,18 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
             if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
                 click.echo(f"warning: input {item.where}: {_CLAIMED_ROLES}", err=True)
                 warned = True  # once per run
+            request, used = versions(policy, item.request) if item.error is None else (item.request, None)
             if item.error is not None:
                 decision = policy.malformed([f"{item.where}: {item.error}"])
             elif explain:
-                explanation = policy.explain(item.request, now=now, directory=directory)
+                explanation = policy.explain(request, now=now, directory=directory)
                 decision = explanation.decision
                 click.echo(f"--- request at {item.where}", err=True)
                 click.echo("\n".join(_trace(explanation.trace, only_matching)), err=True)
             else:
-                decision = policy.evaluate(item.request, now=now, directory=directory)
+                decision = policy.evaluate(request, now=now, directory=directory)
+            if used is not None:  # the version the request used, in the answer and its audit record
+                decision, item = _Versioned(decision, used), _with_request(item, request)
             if decision.errors:
                 malformed += 1
                 where = "input " if item.error is not None else f"input {item.where}: "

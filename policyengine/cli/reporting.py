@@ -386,7 +386,7 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
 
 @click.group("models")
 def models() -> None:
-    """Models suspended by the monitor (`on breach block`)."""
+    """Model blocks (`on breach block`) and model and agent versions (promote, rollback)."""
 
 
 @models.command("blocked")
@@ -438,3 +438,9 @@ def models_unblock(model: str, db: str, by: str, note: str | None, key: str | No
                    "not in the audit log", err=True)
 
 
+
+
+from .model_versions import COMMANDS as _VERSION_COMMANDS  # noqa: E402 - they use this module's helpers
+
+for _command in _VERSION_COMMANDS:
+    models.add_command(_command)

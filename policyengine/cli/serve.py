@@ -59,12 +59,15 @@ def _fail(message: str) -> None:
 @click.option("--inbox", metavar="RUNS_DB", help="Also serve the approver inbox of this runs database at /inbox "
                                                 "(docs/inbox.md; needs --rules).")
 @click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
+@click.option("--shadow", "shadow", multiple=True, metavar="PATH",
+              help="Candidate rule file or folder (repeatable): decided beside the live policy, never answered; "
+                   "differences are recorded as shadow_diff audit events.")
 def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
                   ledger: str | None, state: str | None, host: str, port: int, workers: int,
                   roll_records: int | None, roll_bytes: int | None, roll_age: float | None,
                   auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
                   max_body: int, timeout: float, watch_interval: float, access_log: bool, otel: bool,
-                  inbox: str | None, inbox_key: str | None) -> None:
+                  inbox: str | None, inbox_key: str | None, shadow: tuple[str, ...]) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -80,7 +83,8 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
                          host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
                          access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,
-                         inbox_key=inbox_key, roll_records=roll_records, roll_bytes=roll_bytes, roll_age=roll_age)
+                         inbox_key=inbox_key, roll_records=roll_records, roll_bytes=roll_bytes, roll_age=roll_age,
+                         shadow=shadow)
     try:
         sys.exit(serve(config))
     except ServeError as error:

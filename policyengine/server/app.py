@@ -42,6 +42,8 @@ class ServerOptions:
     access_log: bool = True  # one JSON line per request on stderr
     tracer: Any = None  # an OpenTelemetry tracer, when --otel is given
     tls: bool = False  # served over HTTPS (the AuthZEN metadata names https URLs)
+    model_versions: Any = None  # models_registry.Resolver: stamps the version a request uses (model_version)
+    shadow: Any = None  # server.shadow.Shadow: a candidate policy decided beside the live one (--shadow)
     inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
 
 
@@ -275,7 +277,7 @@ class DecisionApp:
             raise HTTPError(503, f"decision not recorded, so not answered: {error}") from None
 
     def _decide(self, active: ActivePolicy, request: Any, problems: str | list[str] | None,
-                decision: Any = None) -> tuple[dict[str, Any], int]:
+                decision: Any = None, used: str | None = None) -> tuple[dict[str, Any], int]:
         """Decide (malformed input: deny naming the ``problems``) and append to the log; return the decision and seq.
 
         The decision comes back as its JSON dict, built once for both the log and the answer.
@@ -283,19 +285,31 @@ class DecisionApp:
         policy = active.policy
         if isinstance(problems, str):
             problems = [problems]
-        if decision is None:
-            decision = policy.malformed(problems) if problems else policy.evaluate(request)
+        if decision is None and problems:
+            decision = policy.malformed(problems)
+        elif decision is None:
+            if self.options.model_versions is not None:
+                request, used = self.options.model_versions(policy, request)
+            decision = policy.evaluate(request)
         data = decision.to_dict()
+        if used is not None:
+            data["model_version"] = used
         tracer = self.options.tracer
         if tracer is None:
-            return data, self._record(request, data)
-        with tracer.start_as_current_span("policyengine.decision") as span:
             seq = self._record(request, data)
-            span.set_attribute("policyengine.effect", data["effect"])
-            span.set_attribute("policyengine.rule", data["reasons"][0]["rule"] if data["reasons"] else "")
-            span.set_attribute("policyengine.policy_hash", data["policy_hash"])
-            span.set_attribute("policyengine.audit_seq", seq)
-            return data, seq
+        else:
+            with tracer.start_as_current_span("policyengine.decision") as span:
+                seq = self._record(request, data)
+                span.set_attribute("policyengine.effect", data["effect"])
+                span.set_attribute("policyengine.rule", data["reasons"][0]["rule"] if data["reasons"] else "")
+                span.set_attribute("policyengine.policy_hash", data["policy_hash"])
+                span.set_attribute("policyengine.audit_seq", seq)
+        if self.options.shadow is not None and not problems:  # runs once this handler yields: not in the answer's way
+            asyncio.get_running_loop().call_soon(self.options.shadow.check, request, data, seq, self._shadow_record)
+        return data, seq
+
+    def _shadow_record(self, payload: dict[str, Any], actor: str | None) -> None:
+        self.audit.append("shadow_diff", payload, actor=actor, policy_hash=payload["live"]["policy_hash"] or None)
 
     async def decide(self, exchange: Exchange) -> Response:
         active = self._active()
@@ -343,10 +357,13 @@ class DecisionApp:
         request, problem = self._one_object(exchange.body)
         trace: tuple[str, ...] = ()
         explained = None
+        used = None
         if problem is None:
+            if self.options.model_versions is not None:  # explained as /v1/decide decides it
+                request, used = self.options.model_versions(active.policy, request)
             explanation = active.policy.explain(request)
             explained, trace = explanation.decision, explanation.trace
-        data, seq = self._decide(active, request, problem, explained)
+        data, seq = self._decide(active, request, problem, explained, used)
         await self._durable(seq)
         self._count(data)
         status = 400 if data["errors"] else 200

@@ -56,6 +56,7 @@ class ServeConfig:
     access_log: bool = True
     otel: bool = False
     watch_interval: float = 1.0  # seconds between checks of the rule files or bundle (0: only on SIGHUP)
+    shadow: tuple[str, ...] = ()  # candidate rule files decided beside the live policy (server/shadow.py)
     inbox: str | None = None  # runs database whose approver inbox is mounted at /inbox
     inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     worker: int | None = None  # set in a worker process
@@ -144,6 +145,26 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     return record
 
 
+def _versions_and_shadow(db: str, config: ServeConfig) -> tuple[Any, Any]:
+    """The model version aliases recorded in ``db`` (read before the log opens) and the ``--shadow`` candidate."""
+    from ..diagnostics import PolicyError
+    from ..models_registry import load_resolver
+    from ..reporting.errors import ReportError
+    from .shadow import Shadow
+
+    try:
+        versions = load_resolver(db)
+    except ReportError:
+        versions = load_resolver(None)  # not a database: opening the log says so in one line
+    if not config.shadow:
+        return versions, None
+    try:
+        return versions, Shadow.load(config.shadow)
+    except PolicyError as error:
+        first = error.findings[0].headline() if error.findings else "invalid rule files"
+        raise ServeError(f"--shadow: {first}") from None
+
+
 def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; return the exit status."""
     if config.inbox and config.workers > 1:
@@ -191,6 +212,7 @@ def serve(config: ServeConfig) -> int:
             except StoreError as error:
                 store.close()
                 raise ServeError(str(error)) from None
+    versions, shadow = _versions_and_shadow(config.db, config)  # the registry is the main log, not a segment
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
@@ -208,7 +230,7 @@ def serve(config: ServeConfig) -> int:
             raise ServeError(outcome.removeprefix("refused: "))
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
                                 access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert),
-                                inbox=inbox)
+                                model_versions=versions, shadow=shadow, inbox=inbox)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, metrics, sock, config))

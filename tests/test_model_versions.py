@@ -1,0 +1,227 @@
+"""End to end: model versions with rollback, as separate CLI processes on one audit database in a temp dir.
+
+The rules declare a model's versions and say who may promote it, and that one
+version needs a lead's approval; the audit log is the registry. Every step runs
+the real ``policyengine`` command and reads the real DuckDB file it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_cli_workflows import audit_rows, pe  # the CLI's real subprocess helpers
+
+from policyengine.audit import generate_key
+from policyengine.format import format_policy
+from policyengine.syntax import parse_policy as parse
+
+RULES = """\
+package ml
+
+role ml_engineer
+role ml_lead
+
+model classifier_small
+    provider "acme"
+    version "2.3.1", "2.4.0", "2.5.0"
+
+agent scorer
+    roles ml_engineer
+    version "1.0", "1.1"
+
+rule engineers_change_versions
+    allow role ml_engineer to promote, rollback model "*"
+
+rule leads_change_versions
+    allow role ml_lead to promote, rollback model "*"
+
+rule use_production
+    allow any to invoke model "classifier_small"
+    when resource.alias == "production"
+
+escalate new_architecture_review
+    when action == "promote" and resource.version == "2.5.0"
+    to role ml_lead
+    require distinct approver
+"""
+
+DIRECTORY = """\
+users:
+  eve: {name: Eve (ML engineer), roles: [ml_engineer]}
+  lee: {name: Lee (ML lead), roles: [ml_lead]}
+  max: {name: Max (no roles), roles: []}
+"""
+
+INVOKE = {"principal": {"id": "app"}, "action": "invoke", "resource": {"kind": "model", "id": "classifier_small"}}
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "ml.policy").write_text(RULES)
+    (tmp_path / "policyengine.directory.yaml").write_text(DIRECTORY)
+    generate_key(tmp_path / "policyengine.key")
+    return tmp_path
+
+
+def mv(work: Path, *args: str, ok: bool | None = True):
+    return pe("models", *args, "--rules", "rules", cwd=work, ok=ok)
+
+
+def versions(work: Path) -> dict:
+    return json.loads(mv(work, "versions", "--json").stdout)
+
+
+def production(work: Path) -> str:
+    return versions(work)["models"]["classifier_small"]["aliases"]["production"]
+
+
+def report_at(work: Path, at: datetime) -> list[dict]:
+    out = pe("report", "model_versions", "--param", f"at={at.isoformat()}", "--format", "json", cwd=work)
+    return json.loads(out.stdout)
+
+
+def test_version_clauses_parse_format_and_round_trip():
+    tree = parse(RULES, "ml.policy")
+    model = next(d for d in tree.decls if getattr(d, "name", None) and d.name.value == "classifier_small")
+    assert model.versions == ("2.3.1", "2.4.0", "2.5.0")
+    assert parse(format_policy(tree), "ml.policy") == tree
+    assert 'version "1.0", "1.1"' in format_policy(tree)
+
+
+@pytest.mark.parametrize("bad", ['version "1.0", "1.0"', 'version ""'])
+def test_bad_version_lists_are_refused_with_one_line(tmp_path, bad):
+    (tmp_path / "m.policy").write_text(f"package p\nmodel m {bad}\n")
+    out = pe("check", "m.policy", cwd=tmp_path, ok=False)
+    assert "versions are distinct, non-empty strings" in out.stdout + out.stderr
+
+
+def test_promote_rollback_and_the_version_in_production_at_a_time(work):
+    assert production(work) == "2.3.1"  # nothing recorded yet: the first version declared
+
+    out = mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+    assert "promoted: production of classifier_small is now 2.4.0 (was 2.3.1)" in out.stdout
+    assert production(work) == "2.4.0"
+
+    out = mv(work, "rollback", "classifier_small", "--as", "eve", "--reason", "latency regression")
+    assert "rolled back: production of classifier_small is now 2.3.1 (was 2.4.0)" in out.stdout
+
+    (first, second) = audit_rows(work / "policyengine.duckdb", "model_version")
+    assert (first["change"], first["by"], first["reason"], first["previous"], first["version"]) == (
+        "promote", "eve", "better recall", "2.3.1", "2.4.0")
+    assert (second["change"], second["version"], second["previous"]) == ("rollback", "2.3.1", "2.4.0")
+    assert second["rules"] == ["ml.engineers_change_versions"]  # the rule that allowed it
+
+    history = versions(work)["history"]
+    t1, t2 = (datetime.fromisoformat(h["ts"]) for h in history)
+    assert report_at(work, t1 - timedelta(microseconds=1)) == []
+    (at_t1,) = report_at(work, t1)
+    assert (at_t1["version"], at_t1["changed_by"], at_t1["reason"]) == ("2.4.0", "eve", "better recall")
+    (at_t2,) = report_at(work, t2)
+    assert (at_t2["version"], at_t2["change"], at_t2["previous"]) == ("2.3.1", "rollback", "2.4.0")
+
+    verified = pe("audit", "verify", cwd=work)
+    assert "OK, 2 records" in verified.stdout
+
+
+def test_changes_the_rules_or_the_registry_refuse_leave_no_record(work):
+    refused = mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "max", "--reason", "why not", ok=False)
+    assert "max may not promote classifier_small to 2.4.0: <default-deny>" in refused.stderr
+    unknown = mv(work, "promote", "classifier_small", "--to", "9.9", "--as", "eve", "--reason", "r", ok=False)
+    assert "version '9.9' of classifier_small is not declared (declared: 2.3.1, 2.4.0, 2.5.0)" in unknown.stderr
+    same = mv(work, "promote", "classifier_small", "--to", "2.3.1", "--as", "eve", "--reason", "r", ok=False)
+    assert "production of classifier_small is already version 2.3.1" in same.stderr
+    undeclared = mv(work, "promote", "gpt", "--to", "1", "--as", "eve", "--reason", "r", ok=False)
+    assert "'gpt' declares no versions in the rules" in undeclared.stderr
+    nothing_before = mv(work, "rollback", "classifier_small", "--as", "eve", "--reason", "r", ok=False)
+    assert "--to: name the version" in nothing_before.stderr
+    for out in (refused, unknown, same, undeclared, nothing_before):
+        assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+    assert not (work / "policyengine.duckdb").exists() or audit_rows(work / "policyengine.duckdb",
+                                                                     "model_version") == []
+
+
+def test_a_promotion_the_rules_escalate_waits_for_a_four_eyes_approval(work):
+    out = mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
+    assert "waits for approval by role ml_lead" in out.stdout
+    (waiting,) = versions(work)["pending"]
+    rid = waiting["request_id"]
+    assert production(work) == "2.3.1"  # not yet
+    (requested,) = audit_rows(work / "policyengine.duckdb", "model_version_requested")
+    assert (requested["gate"], requested["role"], requested["by"]) == ("ml.new_architecture_review", "ml_lead", "eve")
+
+    again = mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "r", ok=False)
+    assert f"already waits for approval ({rid})" in again.stderr
+    own = mv(work, "approve", rid, "--as", "eve", ok=False)
+    assert "four-eyes" in own.stderr
+    no_role = mv(work, "approve", rid, "--as", "max", ok=False)
+    assert "does not hold role ml_lead" in no_role.stderr
+    assert production(work) == "2.3.1"
+
+    out = mv(work, "approve", rid, "--as", "lee", "--note", "benchmarks reviewed")
+    assert "approved: production of classifier_small is now 2.5.0 (was 2.3.1)" in out.stdout
+    assert production(work) == "2.5.0" and versions(work)["pending"] == []
+    (applied,) = audit_rows(work / "policyengine.duckdb", "model_version")
+    assert (applied["by"], applied["approved_by"], applied["request_id"]) == ("eve", "lee", rid)
+    twice = mv(work, "approve", rid, "--as", "lee", ok=False)
+    assert f"no model version change {rid!r} waits for approval" in twice.stderr
+
+    # a rejected request changes nothing and closes the request
+    mv(work, "rollback", "classifier_small", "--to", "2.4.0", "--as", "lee", "--reason", "drift in EU")
+    mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "retry")
+    (retry,) = versions(work)["pending"]
+    out = mv(work, "reject", retry["request_id"], "--as", "lee", "--note", "not before the audit")
+    assert out.stdout.startswith("rejected:")
+    assert production(work) == "2.4.0" and versions(work)["pending"] == []
+    assert "OK, 5 records" in pe("audit", "verify", cwd=work).stdout
+
+
+def test_decisions_and_their_audit_records_carry_the_version_used(work):
+    mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+    (work / "requests.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        INVOKE,
+        {**INVOKE, "resource": {**INVOKE["resource"], "version": "2.3.1"}},  # an old version, named: no alias
+        {"principal": {"id": "app"}, "action": "read", "resource": {"kind": "dataset", "id": "d"}},
+    ]) + "\n")
+    out = pe("eval", "--rules", "rules", "--input", "requests.jsonl", "--audit", "policyengine.duckdb",
+             "--key", "policyengine.key", cwd=work)
+    current, pinned, other = (json.loads(line) for line in out.stdout.splitlines())
+    assert (current["effect"], current["model_version"]) == ("allow", "2.4.0")
+    assert (pinned["effect"], pinned["model_version"]) == ("deny", "2.3.1")  # not production: the rule says no
+    assert "model_version" not in other
+    recorded = audit_rows(work / "policyengine.duckdb", "decision")
+    assert [r.get("model_version") for r in recorded] == ["2.4.0", "2.3.1", None]
+    assert recorded[0]["request"]["resource"]["attrs"] == {"version": "2.4.0", "alias": "production"}
+    assert "OK" in pe("audit", "verify", cwd=work).stdout
+
+
+def test_a_versioned_agent_acts_as_the_version_its_alias_names(work):
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(RULES + '\nrule scorer_reads\n    allow agent scorer to read dataset "*"\n'
+                             '    when principal.version == "1.1"\n'
+                             '\nrule engineers_change_agents\n    allow role ml_engineer to promote agent "*"\n')
+    agent = {"principal": {"id": "scorer", "type": "agent"}, "action": "read",
+             "resource": {"kind": "dataset", "id": "scores"}}
+    (work / "agent.json").write_text(json.dumps(agent))
+    eval_ = ("eval", "--rules", "rules", "--input", "agent.json", "--audit", "policyengine.duckdb",
+             "--key", "policyengine.key")
+    before = json.loads(pe(*eval_, cwd=work).stdout)
+    assert (before["effect"], before["model_version"]) == ("deny", "1.0")
+    mv(work, "promote", "scorer", "--to", "1.1", "--as", "eve", "--reason", "calibrated")
+    after = json.loads(pe(*eval_, cwd=work).stdout)
+    assert (after["effect"], after["model_version"]) == ("allow", "1.1")
+    (promoted,) = audit_rows(work / "policyengine.duckdb", "model_version")
+    assert (promoted["kind"], promoted["name"], promoted["version"]) == ("agent", "scorer", "1.1")
+
+
+def test_a_version_no_longer_declared_cannot_be_approved(work):
+    mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
+    (waiting,) = versions(work)["pending"]
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(rules.read_text().replace('"2.4.0", "2.5.0"', '"2.4.0", "2.6.0"'))
+    out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
+    assert "version '2.5.0' of classifier_small is no longer declared in the rules" in out.stderr
+    assert audit_rows(work / "policyengine.duckdb", "model_version") == []
