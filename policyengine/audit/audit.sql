@@ -67,6 +67,10 @@ SELECT origin, tree_size, root,
        strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, key_id, signature
 FROM audit_checkpoints ORDER BY tree_size DESC, ts DESC LIMIT 1;
 
+-- name: insert_batch
+-- One batch of records, registered by the writer as the Arrow table audit_batch (columns by name).
+INSERT INTO audit_log BY NAME SELECT * FROM audit_batch;
+
 -- name: insert_checkpoint
 INSERT INTO audit_checkpoints VALUES ($origin, $tree_size, $root, $ts::TIMESTAMPTZ, $key_id, $signature);
 
