@@ -39,6 +39,7 @@ import pyarrow as pa
 from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default path (re-exported)
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
+from .facts import FactsWriter
 from .keys import SigningKey
 from .masking import NO_MASKING, Masking, merged
 from .merkle import CompactTree, leaf_hash
@@ -280,6 +281,7 @@ class AuditLog:
         self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
         try:
             self.origin = self._open_log(origin, create)
+            self._facts = self._open_facts()
         except BaseException:
             self._release()
             raise
@@ -354,6 +356,12 @@ class AuditLog:
         self._provisional: int | None = None  # tree size of this writer's provisional checkpoint, if any
         self._last_signed = signed
         return origin
+
+    def _open_facts(self) -> FactsWriter:
+        try:
+            return FactsWriter(self._cur)
+        except duckdb.Error as err:
+            raise AuditError(f"{self._where}: cannot prepare audit_facts ({str(err).splitlines()[0]})") from None
 
     # -- writing -------------------------------------------------------------
 
@@ -571,6 +579,7 @@ class AuditLog:
             cur.register("audit_batch", records)
             try:
                 cur.execute(q("insert_batch"))
+                self._facts.add(cur, "audit_batch", batch.rows)  # the reports' columns, from these payloads
             finally:
                 cur.unregister("audit_batch")
             if self._provisional is not None:
