@@ -1,8 +1,8 @@
 """AuditLog: the append-only, hash-chained, checkpoint-signed writer.
 
 Each record's leaf hash is computed when it is appended; records are buffered
-and written in batches through DuckDB's appender, and every batch is committed in
-one transaction together with a checkpoint (tree size, RFC 9162 root, Ed25519
+and written in batches (one Arrow table per batch, with the batch's ``audit_facts``
+rows), and every batch is committed in one transaction together with a checkpoint (tree size, RFC 9162 root, Ed25519
 signature) covering it. So every committed record is signed, whenever the
 process stops: ``audit verify`` can treat an uncovered record as tampering.
 
