@@ -155,7 +155,7 @@ _TS_TYPE = pa.timestamp("us", tz="UTC")
 
 def _arrow_rows(rows: list[tuple[Any, ...]]) -> pa.Table:
     """Buffered records (tuples in ``audit_log`` column order) as an Arrow table; ts text becomes a timestamp."""
-    columns = [pa.array(values, type=kind) for values, kind in zip(zip(*rows, strict=True), _ROW_TYPES, strict=True)]
+    columns = [pa.array(values, type=kind) for values, kind in zip(zip(*rows), _ROW_TYPES)]  # rows: append's 11-tuples
     columns[1] = columns[1].cast(_TS_TYPE)
     return pa.Table.from_arrays(columns, names=list(_ROW_NAMES))
 
