@@ -164,24 +164,23 @@ def _plain_scalar(value: Any) -> bool:
 
 # Where orjson's compact, key-sorted output can differ from RFC 8785, checked on that output
 # (bytes, C-speed scans; a string that looks alike only costs the exact writer, never a wrong byte):
-# a number with an exponent ("1e-7", "1e+21"), an integral float ("1.0", "-0.0"), and characters
-# from U+D000 up (where UTF-16 and code point key order differ; UTF-8 lead bytes 0xED-0xF4).
-# Integers beyond 2**53 (which RFC 8785 prints as doubles) never get here: OPT_STRICT_INTEGER
-# makes orjson refuse them, and the exact writer decides.
-_EXPONENT = re.compile(rb"[0-9]e[+-]")
+# a number with an exponent ("1e-7", "1e+21"), an integral float ("1.0", "-0.0"), an integer of
+# 16+ digits (beyond 2**53 RFC 8785 prints doubles), and characters from U+D000 up (where UTF-16
+# and code point key order differ; UTF-8 lead bytes 0xED-0xF4).
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _INTEGRAL_FLOAT = re.compile(rb"\.0(?![0-9])")
 _HIGH_UTF8 = re.compile(rb"[\xed-\xf4]")
 
 
 def _orjson_inexact(raw: bytes) -> bool:
-    return (((b"e+" in raw or b"e-" in raw) and _EXPONENT.search(raw) is not None)
-            or (b".0" in raw and _INTEGRAL_FLOAT.search(raw) is not None)
+    folded = raw.translate(_DIGITS_TO_ZERO)
+    return (b"0e+" in folded or b"0e-" in folded or b"0000000000000000" in folded
+            or _INTEGRAL_FLOAT.search(raw) is not None
             or (not raw.isascii() and _HIGH_UTF8.search(raw) is not None))
 
 
-_STRICT_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-_ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_DATETIME
-                   | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
+_ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
 def _orjson_text(value: Any) -> str | None:
@@ -209,7 +208,7 @@ def is_canonical(text: str) -> bool:
     if text[:1] in ("{", "["):
         try:
             raw = text.encode("utf-8")
-            if not _orjson_inexact(raw) and orjson.dumps(orjson.loads(raw), option=_STRICT_SORTED) == raw:
+            if not _orjson_inexact(raw) and orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) == raw:
                 return True
         except (orjson.JSONDecodeError, orjson.JSONEncodeError, UnicodeEncodeError):
             pass  # e.g. a lone surrogate escape or a huge integer: the exact path says what it is
