@@ -119,7 +119,7 @@ SELECT key_id, count(*) FROM audit_log GROUP BY key_id ORDER BY min(seq);
 ATTACH $path AS audit_snapshot;
 
 -- name: copy_to_snapshot
--- A consistent copy of the three audit tables (one transaction), for readers while the writer runs.
+-- A consistent copy of the audit tables and audit_facts (one transaction), for readers while the writer runs.
 BEGIN TRANSACTION;
 CREATE TABLE audit_snapshot.audit_meta AS SELECT * FROM audit_meta;
 CREATE TABLE audit_snapshot.audit_log AS SELECT * FROM audit_log ORDER BY seq;

@@ -2,9 +2,10 @@
 
 Each record's leaf hash is computed when it is appended; records are buffered
 and written in batches (one Arrow table per batch, with the batch's ``audit_facts``
-rows), and every batch is committed in one transaction together with a checkpoint (tree size, RFC 9162 root, Ed25519
-signature) covering it. So every committed record is signed, whenever the
-process stops: ``audit verify`` can treat an uncovered record as tampering.
+rows: facts.py), and every batch is committed in one transaction together with a
+checkpoint (tree size, RFC 9162 root, Ed25519 signature) covering it. So every
+committed record is signed, whenever the process stops: ``audit verify`` can
+treat an uncovered record as tampering.
 
 Signing per batch, not per record, keeps appends fast (an Ed25519 signature
 costs ~50 us; a SHA-256 ~1 us). To keep the checkpoint table small under a
@@ -108,10 +109,6 @@ def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
 def new_origin() -> str:
     """A unique origin for a new log: witnesses tell logs apart by origin (c2sp.org/tlog-checkpoint)."""
     return f"{DEFAULT_ORIGIN_PREFIX}{secrets.token_hex(8)}"
-
-
-def _json_or_null(value: str | None) -> str:
-    return "null" if value is None else _encode_string(value)
 
 
 def leaf_bytes(

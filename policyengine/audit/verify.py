@@ -14,6 +14,10 @@ Three independent checks, each able to localise a fault to a seq:
    each batch in one transaction with its checkpoint, so a record no checkpoint
    covers means checkpoints were deleted (``unsigned``), crash or not.
 
+Where the log keeps ``audit_facts`` (the reports' columns, facts.py), every value is
+computed again from its record's payload; a row that differs, is missing or is extra
+is ``modified`` at its seq.
+
 A record that was changed *and* had its leaf hash recomputed passes check 2 and
 is caught by check 3, which can only say between which checkpoints it lies.
 """
