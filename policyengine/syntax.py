@@ -29,6 +29,7 @@ from . import ast
 from .diagnostics import Finding, PolicyError, Span
 from .resources import cache_root, caching_enabled, data_path
 from .syntax_errors import describe_unexpected
+from .syntax_scope import ScopeBuilder, join_scopes
 
 __all__ = ["parse_policy", "grammar_text", "paused_gc", "fast_constructor", "MAX_NESTING", "Builder"]
 
@@ -199,7 +200,7 @@ _new_literal = fast_constructor(ast.Literal)
 
 
 @v_args(inline=True)
-class Builder(Transformer):
+class Builder(ScopeBuilder):  # a Transformer; the scope methods live in syntax_scope.py
     """The inline transformer: one method per grammar rule or alias.
 
     Methods receive the children of the reduced rule (tokens for named
@@ -255,12 +256,15 @@ class Builder(Transformer):
         cites: list[str] = []
         imports: list[ast.Import] = []
         decls: list[Any] = []
+        scope: ast.Scope | None = None
         for item in items:
             if isinstance(item, ast.Import):
                 imports.append(item)
-            elif isinstance(item, _Clause):
+            elif isinstance(item, tuple):  # a header clause
                 key, value, kw, _ = item
-                if key == "owner":
+                if key == "scope":
+                    scope = join_scopes(scope, value)
+                elif key == "owner":
                     if owner is not None:
                         raise _syntax("the package owner is given twice", self._span(kw))
                     owner = value
@@ -275,6 +279,7 @@ class Builder(Transformer):
             cites=tuple(cites),
             imports=tuple(imports),
             decls=tuple(decls),
+            scope=scope,
             comments=tuple(self._comments),
             path=self._path,
             span=self._cover(package.span, last),
@@ -451,6 +456,7 @@ class Builder(Transformer):
             unless=found.get("unless"),
             because=found.get("because"),
             cites=tuple(found["cite"]),
+            applies=found.get("applies"),
             span=self._cover(self._span(kw), clauses[-1][3] if clauses else head_end),
             pattern_span=head_end if pattern is not None else None,
         )
@@ -494,6 +500,7 @@ class Builder(Transformer):
             regions,
             because=found.get("because"),
             cites=tuple(found["cite"]),
+            applies=found.get("applies"),
             span=self._decl_span(kw, name, clauses),
         )
 
@@ -592,6 +599,7 @@ class Builder(Transformer):
             distinct_approver=found.get("distinct", False),
             because=found.get("because"),
             cites=tuple(found["cite"]),
+            applies=found.get("applies"),
             span=self._decl_span(kw, name, clauses),
         )
 

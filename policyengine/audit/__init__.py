@@ -33,6 +33,10 @@ _EXPORTS = {
     "NO_MASKING": "masking",
     "Masking": "masking",
     "load_masking": "masking",
+    "RollPolicy": "segments",
+    "SegmentedLog": "segments",
+    "prune_segments": "segments",
+    "verify_segments": "segments",
     "Failure": "verify",
     "VerifyReport": "verify",
 }
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from .keys import PublicKey, SigningKey, generate_key, load_private_key, load_public_key
     from .log import DEFAULT_DB_PATH, EVENTS, AuditLog, Checkpoint
     from .masking import NO_MASKING, Masking, load_masking
+    from .segments import RollPolicy, SegmentedLog, prune_segments, verify_segments
     from .verify import Failure, VerifyReport
 
 

@@ -190,3 +190,7 @@ SELECT coalesce(l.seq, f.seq) FROM
     ON l.seq = f.seq
 WHERE l.seq IS NULL OR f.seq IS NULL OR f.n > 1 OR l.ts IS DISTINCT FROM f.ts OR l.v IS DISTINCT FROM f.v
 ORDER BY 1 LIMIT 1;
+
+-- name: pruned_segments
+-- The segments_pruned records of a folder's prune log (audit/segments.py).
+SELECT payload::VARCHAR FROM audit_log WHERE event = 'segments_pruned' ORDER BY seq;

@@ -51,7 +51,8 @@ EVENTS = frozenset(
      "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
      "model_unblocked",  # a monitor block lifted by `policyengine models unblock`
      "directory_changed", "policy_migrated", "clock_override",  # approvals' context (docs/audit-events.md)
-     "policy_activated"}  # `policyengine serve` began serving a policy (docs/audit-events.md)
+     "policy_activated",  # `policyengine serve` began serving a policy (docs/audit-events.md)
+     "segment_started", "segment_sealed", "segments_pruned"}  # rolled segments (audit/segments.py)
 )
 DEFAULT_ORIGIN_PREFIX = "policyengine/"  # a new log without an origin gets this and 16 random hex digits
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

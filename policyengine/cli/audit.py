@@ -99,6 +99,8 @@ def audit_group() -> None:
 @_db_option
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Verify an export (.jsonl or .parquet) instead of the database.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Verify a folder of rolled segments (<series>.NNNNNN.duckdb) and the chain between them.")
 @_pubkey_option
 @click.option("--anchor", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="A checkpoint saved by `audit checkpoint --out`: prove the log still contains it.")
@@ -106,8 +108,8 @@ def audit_group() -> None:
               help="Accepted for old scripts: records no checkpoint covers always fail now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
-def verify_command(db: Path, export: Path | None, pubkeys: tuple[Path, ...], anchor: Path | None,
-                   _strict: bool, as_json: bool) -> None:
+def verify_command(db: Path, export: Path | None, folder: Path | None, pubkeys: tuple[Path, ...],
+                   anchor: Path | None, _strict: bool, as_json: bool) -> None:
     """Check every record, checkpoint signature and key of an audit log.
 
     Exit status 0 when intact; 1 naming the first bad seq and what happened
@@ -119,8 +121,20 @@ def verify_command(db: Path, export: Path | None, pubkeys: tuple[Path, ...], anc
       policyengine audit verify --db policyengine.duckdb --pubkey policyengine.key.pub.pem
       policyengine audit verify --anchor witness/checkpoint.json
       policyengine audit verify --export audit.parquet --pubkey team.pub.pem
+      policyengine audit verify --dir segments/ --pubkey policyengine.key.pub.pem
     """
     trusted = _trusted(pubkeys)
+    if folder is not None:
+        if export is not None or anchor is not None:
+            raise click.UsageError("--dir checks a folder of segments; give it without --export/--anchor")
+        from ..audit.segments import verify_segments
+
+        result = verify_segments(folder, trusted)
+        click.echo(json.dumps(result.to_json()) if as_json else result.summary(), err=not result.ok and not as_json)
+        if not as_json:
+            for note in result.notes:
+                click.echo(f"note: {note}", err=True)
+        sys.exit(0 if result.ok else 1)
     anchored = read_anchor(anchor) if anchor else None
     if export is not None:
         report = verify_export(export, trusted, anchor=anchored)
@@ -272,6 +286,49 @@ def export_command(db: Path, fmt: str | None, out: Path | None, tiles: Path | No
         raise click.UsageError("give --format jsonl|parquet and --out FILE (or --tiles DIR)")
     count = (export_jsonl if fmt == "jsonl" else export_parquet)(db, out)
     click.echo(f"wrote {count} records to {out}", err=True)
+
+
+@audit_group.command("prune")
+@click.option("--dir", "folder", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Folder of rolled segments (`serve --roll-*`).")
+@click.option("--before", required=True, metavar="DATE",
+              help="Drop sealed segments whose newest record is older than this (ISO 8601; no zone: UTC).")
+@click.option("--retention-months", default=6, show_default=True, type=int, metavar="N",
+              help="Keep every segment with a record younger than N months; at least 6 (EU AI Act Art. 12/19).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_KEY_PATH,
+              show_default=True, metavar="KEYFILE", help="Key that signs the segments_pruned record.")
+@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="Trusted public key the folder must verify with first (repeatable). Default: KEYFILE's.")
+@click.option("--dry-run", is_flag=True, help="Say what would be dropped; write and delete nothing.")
+@_errors
+def prune_command(folder: Path, before: str, retention_months: int, key: Path, pubkeys: tuple[Path, ...],
+                  dry_run: bool) -> None:
+    """Drop old sealed segments, recording what was dropped in a signed segments_pruned record.
+
+    Only the oldest segments of each series go, never a series' newest one, and
+    never a segment younger than the retention floor: such a request is refused
+    whole. The folder must verify first (as `audit verify --dir`). The record (in
+    DIR/segments-pruned.duckdb) is durable before any file is deleted; `audit
+    verify --dir` then checks the chain from it.
+
+    Example: policyengine audit prune --dir segments/ --before 2026-01-01 --dry-run
+    """
+    from ..audit.segments import prune_segments
+    from ..clock import parse_time
+
+    try:
+        cutoff = parse_time(before)
+    except ValueError as error:
+        raise AuditError(f"--before: {error}") from None
+    signing = None if dry_run and pubkeys else load_private_key(key)
+    trusted = [load_public_key(p) for p in pubkeys]
+    result = prune_segments(folder, cutoff, signing, retention_months=retention_months, dry_run=dry_run,
+                            trusted=trusted)
+    for line in result.lines(dry_run):
+        click.echo(line)
+    if result.seq is not None:
+        click.echo(f"recorded segments_pruned at seq {result.seq} of {folder / 'segments-pruned.duckdb'} "
+                   f"(retention floor {result.floor:%Y-%m-%d})", err=True)
 
 
 @click.group("keys")

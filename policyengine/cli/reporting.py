@@ -141,7 +141,7 @@ def _drift(o: dict[str, Any]) -> str:
 @click.command("report")
 @click.argument("name", required=False)
 @click.option("--list", "list_", is_flag=True, help="List the named reports with their parameters and exit.")
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database (opened read-only).")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database, or a folder of them read as one (rolled segments, workers), opened read-only.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A report parameter; repeatable.")
 @click.option("--rules", multiple=True, metavar="PATH",
               help="Rule files or folders: lets reports show budget limits, rule kinds and agent owners.")
@@ -251,7 +251,7 @@ class _QueryCommand(click.Command):
 
 @click.command("query", cls=_QueryCommand)
 @click.argument("sql")
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database (opened read-only).")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database, or a folder of them read as one (rolled segments, workers), opened read-only.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", metavar="FILE", help="Write the result to FILE instead of stdout.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,

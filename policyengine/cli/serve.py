@@ -33,7 +33,13 @@ def _fail(message: str) -> None:
 @click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535),
               help="Port (0: any free port, printed at start).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Processes; with more than one, worker i writes DB.worker<i>.duckdb.")
+              help="Processes; with more than one, worker i writes DB.worker<i>.duckdb (rolled: DB.worker<i>.NNNNNN.duckdb).")
+@click.option("--roll-records", type=click.IntRange(min=2), metavar="N",
+              help="Roll the audit log into segments DB.NNNNNN.duckdb, sealing each after N records.")
+@click.option("--roll-bytes", type=click.IntRange(min=1), metavar="BYTES",
+              help="Roll the audit log when a segment's file reaches BYTES on disk.")
+@click.option("--roll-age", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Roll the audit log when a segment is older than SECONDS (checked at each record).")
 @click.option("--auth-token-file", metavar="FILE", help="Require `Authorization: Bearer <the token in FILE>`.")
 @click.option("--tls-cert", metavar="PEM", help="Serve HTTPS with this certificate (needs --tls-key).")
 @click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
@@ -47,10 +53,15 @@ def _fail(message: str) -> None:
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per request on stderr.")
 @click.option("--otel", is_flag=True, help="One OpenTelemetry span per decision (needs opentelemetry-sdk).")
+@click.option("--inbox", metavar="RUNS_DB", help="Also serve the approver inbox of this runs database at /inbox "
+                                                "(docs/inbox.md; needs --rules).")
+@click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
 def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
-                  ledger: str | None, host: str, port: int, workers: int, auth_token_file: str | None,
+                  ledger: str | None, host: str, port: int, workers: int, roll_records: int | None,
+                  roll_bytes: int | None, roll_age: float | None, auth_token_file: str | None,
                   tls_cert: str | None, tls_key: str | None, client_ca: str | None, max_body: int, timeout: float,
-                  watch_interval: float, access_log: bool, otel: bool) -> None:
+                  watch_interval: float, access_log: bool, otel: bool, inbox: str | None,
+                  inbox_key: str | None) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -62,7 +73,8 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
     config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key, ledger=ledger,
                          host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
-                         access_log=access_log, otel=otel, watch_interval=watch_interval)
+                         access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,
+                         inbox_key=inbox_key, roll_records=roll_records, roll_bytes=roll_bytes, roll_age=roll_age)
     try:
         sys.exit(serve(config))
     except ServeError as error:

@@ -8,6 +8,7 @@ evidence it reads.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 import duckdb
 
-from ..store.files import StoreError, open_duckdb, packaged_sql
+from ..store.files import StoreError, open_duckdb, open_duckdb_set, packaged_sql
 from .errors import ReportError
 
 ColumnKind = Literal["numeric", "categorical", "mixed", "empty"]
@@ -56,8 +57,26 @@ def open_readwrite(path: str | Path) -> duckdb.DuckDBPyConnection:
         raise ReportError(str(e)) from None
 
 
+AUDIT_TABLES = ("audit_log", "audit_checkpoints", "audit_meta")
+
+
 def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB."""
+    """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB.
+
+    A folder is read as one database: every ``*.duckdb`` file in it (rolled
+    segments, one series per worker), its audit tables the union of theirs. A
+    file its writer holds (the live segment) is left out, with a ``note:`` on stderr.
+    """
+    p = Path(path)
+    files = sorted(p.glob("*.duckdb")) if p.is_dir() else []
+    if files:  # a folder without any is refused below as a directory
+        try:
+            con, notes = open_duckdb_set(files, AUDIT_TABLES, skip_in_use=True)
+        except StoreError as e:
+            raise ReportError(str(e)) from None
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return con
     try:
         return open_duckdb(check_db_path(path), read_only=True, external_access=external_access)
     except StoreError as e:

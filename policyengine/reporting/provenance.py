@@ -87,6 +87,15 @@ def log_provenance(db: str | Path, pubkeys: Sequence[str | Path] = ()) -> Proven
         return Provenance(source, "audit log", None,
                           "not verified: no trusted public key (pass --pubkey PEM, or keep "
                           f"{public_key_path(DEFAULT_KEY_PATH)} in the current directory)")
+    if Path(db).is_dir():  # a folder of rolled segments (audit/segments.py)
+        from ..audit.segments import verify_segments
+
+        try:
+            folder = verify_segments(db, trusted)
+        except AuditError as exc:
+            return Provenance(source, "audit segments", False, f"cannot be verified: {exc}")
+        return Provenance(source, "audit segments", folder.ok, folder.summary(), None,
+                          sum(s["records"] for s in folder.segments))
     try:
         report = verify_database(db, trusted)
     except AuditError as exc:

@@ -3,7 +3,8 @@
 One process serves with one audit writer. ``workers > 1`` starts that many
 processes on one port (SO_REUSEPORT, the kernel spreads connections); DuckDB
 lets one process write a file, so worker ``i`` writes its own audit segment
-``DB.worker<i>.duckdb`` (each a complete signed log that ``audit verify`` checks).
+``DB.worker<i>.duckdb`` (each a complete signed log that ``audit verify`` checks); with
+``--roll-*`` each worker rolls its own series ``DB.worker<i>.NNNNNN.duckdb`` (``audit verify --dir``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ class ServeConfig:
     access_log: bool = True
     otel: bool = False
     watch_interval: float = 1.0  # seconds between checks of the rule files or bundle (0: only on SIGHUP)
+    inbox: str | None = None  # runs database whose approver inbox is mounted at /inbox
+    inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     worker: int | None = None  # set in a worker process
+    roll_records: int | None = None  # roll the audit log into segments (audit/segments.py) ...
+    roll_bytes: int | None = None  # ... by records, bytes on disk
+    roll_age: float | None = None  # ... or age in seconds
 
 
 def segment_path(db: str, worker: int) -> str:
@@ -139,11 +145,14 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
 
 def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; return the exit status."""
+    if config.inbox and config.workers > 1:
+        raise ServeError("--inbox keeps its sign-in sessions in one process: use it with --workers 1")
     if config.workers > 1 and config.worker is None:
         return _supervise(config)
     _check_tls(config)
     token = _read_token(config.auth_token_file) if config.auth_token_file else None
     tracer = _tracer(config.otel)
+    inbox = _inbox(config)  # refused before the log is opened
     db = config.db if config.worker is None else segment_path(config.db, config.worker)
     bundle_key = None
     if config.bundle:
@@ -171,7 +180,7 @@ def serve(config: ServeConfig) -> int:
         except Exception as error:  # noqa: BLE001 - duckdb reports a corrupt or foreign file
             raise ServeError(f"{config.ledger}: cannot open budget ledger: {str(error).splitlines()[0]}") from None
     try:
-        log = AuditLog(db, key, masking=masking_for(db))  # policyengine.mask.yaml beside it, as every writer
+        log = _open_log(config, db, key)
     except AuditError as error:
         raise ServeError(str(error)) from None
     audit = DurableAudit(log)
@@ -186,7 +195,8 @@ def serve(config: ServeConfig) -> int:
         if outcome != "activated":
             raise ServeError(outcome.removeprefix("refused: "))
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
-                                access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert))
+                                access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert),
+                                inbox=inbox)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, metrics, sock, config))
@@ -198,6 +208,38 @@ def serve(config: ServeConfig) -> int:
         if isinstance(ledger, DuckDBLedger):
             ledger.close()
     return 0
+
+
+def _open_log(config: ServeConfig, db: str, key: Any) -> Any:
+    """The audit writer: one file, or (``--roll-*``) a series of segments ``<db stem>.NNNNNN.duckdb`` beside ``db``."""
+    masking = masking_for(db)  # policyengine.mask.yaml beside it, as every writer
+    if config.roll_records is None and config.roll_bytes is None and config.roll_age is None:
+        return AuditLog(db, key, masking=masking)
+    from ..audit.segments import RollPolicy, SegmentedLog
+
+    roll = RollPolicy(records=config.roll_records, bytes=config.roll_bytes, age=config.roll_age)
+    path = Path(db)
+    return SegmentedLog(path.parent, path.stem, key, roll=roll, masking=masking,
+                        on_roll=lambda old, new: _say(f"audit segment {old} sealed; writing {new}"))
+
+
+def _inbox(config: ServeConfig) -> Any:
+    """The approver inbox of ``--inbox RUNS_DB``, mounted at /inbox, or None."""
+    if not config.inbox:
+        return None
+    from .inbox import InboxConfig, InboxError, make_inbox
+
+    if config.bundle:
+        raise ServeError("--inbox decides runs under the rules they were started with: give --rules, not --bundle")
+    if Path(config.inbox).resolve() == Path(config.db).resolve():
+        raise ServeError(f"--inbox {config.inbox}: that is the decision log --db, which this server holds open; "
+                         f"give the runs database (`policyengine run --db`)")
+    try:
+        return make_inbox(InboxConfig(db=Path(config.inbox), key=Path(config.inbox_key or config.key),
+                                      rules=tuple(Path(r) for r in config.rules), prefix="/inbox",
+                                      secure_cookie=bool(config.tls_cert)))
+    except InboxError as error:
+        raise ServeError(f"--inbox: {error}") from None
 
 
 def _loop_factory() -> Any:
@@ -254,7 +296,8 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
     watcher = loop.create_task(watch())
     host, port = sock.getsockname()[:2]
     scheme = "https" if config.tls_cert else "http"
-    _say(f"listening on {scheme}://{host}:{port} (audit {app.audit.log._where}, pid {os.getpid()})")
+    where = getattr(app.audit.log, "where", None) or app.audit.log._where  # a segmented log names its series
+    _say(f"listening on {scheme}://{host}:{port} (audit {where}, pid {os.getpid()})")
     try:
         await server.serve(sockets=[sock])
     finally:

@@ -83,3 +83,42 @@ def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create
     if utc:
         con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+def open_duckdb_set(paths: list[Path], tables: tuple[str, ...], *,
+                    skip_in_use: bool = False) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """Read several DuckDB files as one: each attached read-only, each of ``tables`` a view over them all.
+
+    A private in-memory database attaches every file (``seg0``, ``seg1``, ...) and
+    defines ``table`` as the ``UNION ALL BY NAME`` of the files that have it; file
+    access from SQL is then switched off, so nothing can attach more or write.
+    With ``skip_in_use``, a file another process is writing (a live segment) is
+    left out and named in the returned notes; otherwise it is a ``StoreError``.
+    """
+    con = open_duckdb(":memory:")
+    notes: list[str] = []
+    attached: list[str] = []
+    try:
+        for i, path in enumerate(paths):
+            alias = f"seg{i}"
+            try:
+                con.execute(f"ATTACH $path AS {alias} (READ_ONLY)", {"path": str(path)})
+            except duckdb.Error as error:
+                reason = describe_open_error(path, error)
+                if skip_in_use and "in use by" in reason:
+                    notes.append(f"{path}: skipped, in use by a writer (a live segment is read once it is sealed)")
+                    continue
+                raise StoreError(reason) from None
+            attached.append(alias)
+        for table in tables:
+            present = [a for a in attached if con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = $db AND table_name = $t",
+                {"db": a, "t": table}).fetchone()[0]]
+            if present:  # names are ours (seg<i>) and the caller's constants: never user text
+                union = " UNION ALL BY NAME ".join(f"SELECT * FROM {a}.main.{table}" for a in present)
+                con.execute(f"CREATE VIEW {table} AS {union}")
+        con.execute("SET enable_external_access = false")
+    except BaseException:
+        con.close()
+        raise
+    return con, notes
