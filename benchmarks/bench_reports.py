@@ -4,7 +4,8 @@ Run by hand: ``python benchmarks/bench_reports.py [--rows N]``. Builds an audit
 database of N ``model_call`` events (same columns as ``audit_log``) and a pair of
 CSV files, then times, best of three:
 
-- bias from the audit log (JSON payloads -> bias_input -> metrics SQL);
+- bias from the audit log, from the audit_facts columns (as AuditLog writes them) and from the
+  JSON payloads (``use_facts=False``; the only way before audit_facts) -> bias_input -> metrics SQL;
 - drift (PSI + KS) of a numeric payload value from the audit log, two windows;
 - drift (PSI + chi2) of a categorical payload value;
 - offline bias from a CSV of N rows, and offline drift of two CSVs of N/2 rows.
@@ -14,6 +15,7 @@ Results go to benchmarks/README.md by hand.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 
+from policyengine.audit.facts import FactsWriter
 from policyengine.reporting.audit_source import bias_from_audit, drift_from_audit
 from policyengine.reporting.bias import bias_from_csv
 from policyengine.reporting.db import open_readonly
@@ -81,32 +84,40 @@ def main() -> None:
         con.execute(CSV_BIAS.format(path=Path(tmp) / "bias.csv"), {"n": n})
         con.execute(CSV_DRIFT.format(path=Path(tmp) / "ref.csv"), {"n": n // 2, "shift": 0.0})
         con.execute(CSV_DRIFT.format(path=Path(tmp) / "cur.csv"), {"n": n // 2, "shift": 3.0})
-        con.close()
         print(f"setup: {n:,} model_call events and CSVs in {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        FactsWriter(con)  # what AuditLog does on opening a log written before audit_facts: derive them
+        con.close()
+        print(f"audit_facts derived from the {n:,} payloads in {time.perf_counter() - t:.1f} s")
 
         ro = open_readonly(db)
         start, split, end = datetime(2026, 10, 1), datetime(2026, 10, 31), datetime(2026, 12, 1)
-        cases = {
-            "bias from audit log (DI, DP, EO, 4 groups)": lambda: bias_from_audit(
+        cases = {}
+        for source, facts in (("audit_facts", True), ("payloads", False)):
+            cases[f"bias from audit log, {source} (DI, DP, EO, 4 groups)"] = lambda facts=facts: bias_from_audit(
                 ro, model="classifier_small", group="subject.vendor_region", positives=["auto_resolved"],
-                start=start, end=end, min_samples=100),
-            "drift from audit log, numeric (PSI + KS)": lambda: drift_from_audit(
-                ro, model="classifier_small", path="output.confidence", start=start, split=split, end=end),
-            "drift from audit log, categorical (PSI + chi2)": lambda: drift_from_audit(
+                start=start, end=end, min_samples=100, use_facts=facts)
+            cases[f"drift from audit log, {source}, numeric (PSI + KS)"] = lambda facts=facts: drift_from_audit(
+                ro, model="classifier_small", path="output.confidence", start=start, split=split, end=end,
+                use_facts=facts)
+            cases[f"drift from audit log, {source}, categorical (PSI + chi2)"] = lambda facts=facts: drift_from_audit(
                 ro, model="classifier_small", path="output.channel", start=start, split=split, end=end,
-                metric="chi2"),
+                metric="chi2", use_facts=facts)
+        cases |= {
             "offline bias, CSV": lambda: bias_from_csv(
                 Path(tmp) / "bias.csv", outcome="decision", positive="approved", group="region", label="truth"),
             "offline drift, 2 CSVs of n/2 (PSI + KS)": lambda: drift_from_csv(
                 Path(tmp) / "ref.csv", Path(tmp) / "cur.csv", "amount"),
         }
-        print(f"machine: {platform.machine()}, {platform.python_version()}, duckdb {duckdb.__version__}")
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
+              f"duckdb {duckdb.__version__}, load average {os.getloadavg()[0]:.2f}")
         print(f"| case ({n:,} decisions) | best of 3 |")
         print("|---|---|")
         for name, fn in cases.items():
             print(f"| {name} | {best_of(3, fn):.2f} s |")
-        b = cases["bias from audit log (DI, DP, EO, 4 groups)"]()
-        print(f"check: disparate impact {b.disparate_impact:.4f}, groups {[g.n for g in b.groups]}")
+        b = cases["bias from audit log, audit_facts (DI, DP, EO, 4 groups)"]()
+        assert b == cases["bias from audit log, payloads (DI, DP, EO, 4 groups)"](), "facts and payloads disagree"
+        print(f"check: disparate impact {b.disparate_impact:.4f}, groups {[g.n for g in b.groups]} (same from both)")
         ro.close()
 
 

@@ -68,6 +68,7 @@ def test_pristine_log_verifies(pristine: tuple[Path, SigningKey]) -> None:
     assert report.keys == (key.key_id,)
 
 
+FACT_I, FACT_AMOUNT = '"$.""i"""', '"$.""amount"""'  # audit_facts columns of payload paths i, amount
 MODIFY = [
     ("ts", "UPDATE audit_log SET ts = ts + INTERVAL 1 MICROSECOND WHERE seq = 17"),
     ("origin", "UPDATE audit_log SET origin = 'elsewhere' WHERE seq = 17"),
@@ -81,6 +82,14 @@ MODIFY = [
     ("policy_hash", "UPDATE audit_log SET policy_hash = 'ph-x' WHERE seq = 17"),
     ("key_id", "UPDATE audit_log SET key_id = 'ffff' WHERE seq = 17"),
     ("leaf_hash", "UPDATE audit_log SET leaf_hash = sha256('x') WHERE seq = 17"),
+    # audit_facts (seq 17 is a model_call): the reports' columns, derived from the signed payload
+    ("fact value", f"UPDATE audit_facts SET {FACT_I} = '18' WHERE seq = 17"),
+    ("fact to null", f"UPDATE audit_facts SET {FACT_AMOUNT} = NULL WHERE seq = 17"),
+    ("fact ts", "UPDATE audit_facts SET ts = ts + INTERVAL 1 MICROSECOND WHERE seq = 17"),
+    ("fact row deleted", "DELETE FROM audit_facts WHERE seq = 17"),
+    ("fact row duplicated", "INSERT INTO audit_facts SELECT * FROM audit_facts WHERE seq = 17"),
+    ("payload and its fact", "UPDATE audit_log SET payload = replace(payload::VARCHAR, '\"i\":17', '\"i\":18') "
+                             f"WHERE seq = 17; UPDATE audit_facts SET {FACT_I} = '18' WHERE seq = 17"),
 ]
 
 
@@ -108,6 +117,11 @@ CASES: list[tuple[str, str, tuple[str, int]]] = [
     ("delete every checkpoint", "DELETE FROM audit_checkpoints", ("unsigned", 1)),
     ("delete the newest checkpoint", "DELETE FROM audit_checkpoints WHERE tree_size = 60", ("unsigned", 51)),
     ("delete the newest checkpoints", "DELETE FROM audit_checkpoints WHERE tree_size > 30", ("unsigned", 31)),
+    ("fact row for a record that is no model_call", "INSERT INTO audit_facts (seq, ts) SELECT seq, ts FROM audit_log WHERE seq = 18",
+     ("modified", 18)),
+    ("fact row moved to another seq", "UPDATE audit_facts SET seq = 16 WHERE seq = 17", ("modified", 16)),
+    ("fact row of a model_call given to the next one", "DELETE FROM audit_facts WHERE seq = 21; "
+     "UPDATE audit_facts SET seq = 21 WHERE seq = 17", ("modified", 17)),
     ("delete every checkpoint, modify and recompute the leaf",
      "DELETE FROM audit_checkpoints; UPDATE audit_log SET actor = 'mallory', leaf_hash = ? WHERE seq = 27",
      ("unsigned", 1)),
@@ -177,6 +191,7 @@ def test_tail_deleted_with_its_checkpoints_is_caught_only_by_an_anchor(copy: tup
     anchor = checkpoint_from_json(anchor_json(latest_checkpoint(path)), "anchor")
     sql(path, "DELETE FROM audit_log WHERE seq > 50")
     sql(path, "DELETE FROM audit_checkpoints WHERE tree_size > 50")
+    sql(path, "DELETE FROM audit_facts WHERE seq > 50")  # a careful forger also drops their derived facts
     assert verify_database(path, [key.public]).ok  # invisible from inside
     failure = verify_database(path, [key.public], anchor=anchor).failure
     assert failure is not None and (failure.kind, failure.seq) == ("anchor_not_contained", 51), failure

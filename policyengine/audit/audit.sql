@@ -67,6 +67,10 @@ SELECT origin, tree_size, root,
        strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, key_id, signature
 FROM audit_checkpoints ORDER BY tree_size DESC, ts DESC LIMIT 1;
 
+-- name: insert_batch
+-- One batch of records, registered by the writer as the Arrow table audit_batch (columns by name).
+INSERT INTO audit_log BY NAME SELECT * FROM audit_batch;
+
 -- name: insert_checkpoint
 INSERT INTO audit_checkpoints VALUES ($origin, $tree_size, $root, $ts::TIMESTAMPTZ, $key_id, $signature);
 
@@ -115,11 +119,12 @@ SELECT key_id, count(*) FROM audit_log GROUP BY key_id ORDER BY min(seq);
 ATTACH $path AS audit_snapshot;
 
 -- name: copy_to_snapshot
--- A consistent copy of the three audit tables (one transaction), for readers while the writer runs.
+-- A consistent copy of the audit tables and audit_facts (one transaction), for readers while the writer runs.
 BEGIN TRANSACTION;
 CREATE TABLE audit_snapshot.audit_meta AS SELECT * FROM audit_meta;
 CREATE TABLE audit_snapshot.audit_log AS SELECT * FROM audit_log ORDER BY seq;
 CREATE TABLE audit_snapshot.audit_checkpoints AS SELECT * FROM audit_checkpoints ORDER BY tree_size;
+CREATE TABLE audit_snapshot.audit_facts AS SELECT * FROM audit_facts ORDER BY seq;
 COMMIT;
 
 -- name: detach_snapshot
@@ -140,6 +145,51 @@ SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet($path)
 -- name: import_parquet
 -- By column name, never by position: a file with its columns renamed or reordered loads them where they say.
 INSERT INTO audit_log BY NAME SELECT * FROM read_parquet($path);
+
+-- audit_facts (policyengine/audit/facts.py): the payload values reports read, one VARCHAR column per
+-- JSON path, computed from each model_call record's payload. {column}, {columns}, {values} and
+-- {source} are quoted identifiers filled in by facts.py (identifiers cannot be bound parameters).
+
+-- name: facts_table
+SELECT count(*) FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'audit_facts';
+
+-- name: facts_columns
+SELECT column_name FROM duckdb_columns()
+WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'audit_facts'
+  AND column_name NOT IN ('seq', 'ts')
+ORDER BY column_index;
+
+-- name: facts_create
+CREATE TABLE audit_facts (
+    seq BIGINT NOT NULL,            -- the model_call record's seq in audit_log
+    ts  TIMESTAMPTZ NOT NULL        -- its ts; then one VARCHAR column per payload path
+);
+
+-- name: facts_add_column
+ALTER TABLE audit_facts ADD COLUMN {column} VARCHAR;
+
+-- name: facts_structures
+-- The distinct shapes of the model_call payloads (a few per batch), whose paths become columns.
+SELECT DISTINCT json_structure(payload)::VARCHAR FROM {source} WHERE event = 'model_call';
+
+-- name: facts_insert
+-- Each value as the reports would read it from the payload: json_extract_string at that path.
+INSERT INTO audit_facts (seq, ts, {columns})
+SELECT seq, ts, {values}
+FROM (SELECT seq, ts, json_extract_string(payload, $paths) AS v FROM {source} WHERE event = 'model_call')
+ORDER BY seq;
+
+-- name: facts_mismatch
+-- The first model_call record whose facts row is missing, repeated or differs from its payload,
+-- or a facts row without a model_call record.
+SELECT coalesce(l.seq, f.seq) FROM
+    (SELECT seq, ts, json_extract_string(payload, $paths) AS v FROM audit_log WHERE event = 'model_call') AS l
+    FULL OUTER JOIN
+    (SELECT seq, ts, [{columns}] AS v, count(*) OVER (PARTITION BY seq) AS n FROM audit_facts) AS f
+    ON l.seq = f.seq
+WHERE l.seq IS NULL OR f.seq IS NULL OR f.n > 1 OR l.ts IS DISTINCT FROM f.ts OR l.v IS DISTINCT FROM f.v
+ORDER BY 1 LIMIT 1;
 
 -- name: pruned_segments
 -- The segments_pruned records of a folder's prune log (audit/segments.py).

@@ -14,6 +14,10 @@ Three independent checks, each able to localise a fault to a seq:
    each batch in one transaction with its checkpoint, so a record no checkpoint
    covers means checkpoints were deleted (``unsigned``), crash or not.
 
+Where the log keeps ``audit_facts`` (the reports' columns, facts.py), every value is
+computed again from its record's payload; a row that differs, is missing or is extra
+is ``modified`` at its seq.
+
 A record that was changed *and* had its leaf hash recomputed passes check 2 and
 is caught by check 3, which can only say between which checkpoints it lies.
 """
@@ -30,6 +34,7 @@ import duckdb
 
 from .canonical import CanonicalJSONError, is_canonical
 from .errors import AuditError
+from .facts import first_mismatch, has_facts
 from .keys import PublicKey
 from .log import Checkpoint, leaf_bytes
 from .merkle import CompactTree, MerkleTree, leaf_hash, verify_consistency
@@ -157,6 +162,7 @@ def verify_connection(
         failures: list[Failure] = []
         failures += _sequence_failures(con)
         failures += _leaf_failures(con)
+        failures += _facts_failures(con)
         leaves = [_hex(r[0]) for r in con.execute(q("leaf_hashes")).fetchall()]
         checkpoints = [Checkpoint.from_row(r) for r in con.execute(q("checkpoints")).fetchall()]
         rotations = con.execute(q("rotations")).fetchall()
@@ -238,6 +244,17 @@ def _leaf_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
         if other != seq and exact_leaf(row, seq=other) == stored:
             return [_moved(seq, other, mismatched)]
     return [Failure("modified", seq, "its columns do not match its leaf hash")]
+
+
+def _facts_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
+    """Every ``audit_facts`` value computed again from its record's payload (a log without the table has none)."""
+    if not has_facts(con):
+        return []
+    seq = first_mismatch(con)
+    if seq is None:
+        return []
+    return [Failure("modified", seq, "its audit_facts row does not match its payload "
+                                     "(the reports' columns are derived from the signed payload)")]
 
 
 def _moved(seq: int, written_as: int, rows: list[tuple[Any, ...]]) -> Failure:

@@ -4,6 +4,12 @@ The monitor and ``policyengine report bias|drift --db`` read the same
 ``bias_input`` / ``drift_input`` tables as the offline CSV reports, so the
 numbers come from the same SQL whatever the source. Attribute paths such as
 ``subject.vendor_region`` become JSON paths bound as parameters.
+
+A log written by ``AuditLog`` also holds ``audit_facts`` (policyengine/audit/facts.py):
+the payload values at each JSON path as columns, derived from the signed payloads and
+checked by ``audit verify``. When the columns a report needs are there, it reads them
+(a column scan instead of a JSON parse per record, ~10x faster); otherwise it reads
+the payloads. Both give the same rows.
 """
 
 from __future__ import annotations
@@ -26,6 +32,18 @@ from .db import (
 )
 from .drift import DriftResult, compute_drift, psi_over_time
 from .errors import ReportError
+
+
+def _facts_columns(con: duckdb.DuckDBPyConnection, path: str) -> str | None:
+    """The quoted ``audit_facts`` column holding JSON path ``path``, if the log keeps one (else read payloads)."""
+    from ..audit.facts import FIXED_PATHS, columns, has_facts, quote_ident
+
+    if not has_facts(con):
+        return None
+    present = set(columns(con))
+    if path not in present or not set(FIXED_PATHS) <= present:
+        return None
+    return quote_ident(path)
 
 
 def json_path(dotted: str) -> str:
@@ -51,15 +69,21 @@ def bias_from_audit(
     min_samples: int = 0,
     reference: str | None = None,
     threshold: float = FOUR_FIFTHS,
+    use_facts: bool = True,
 ) -> BiasResult:
-    """Bias of ``model``'s decisions in [start, end), groups by payload path ``group``."""
+    """Bias of ``model``'s decisions in [start, end), groups by payload path ``group``.
+
+    ``use_facts=False`` reads the payloads even where ``audit_facts`` could answer.
+    """
     con.execute(sql("bias_input_create"))
+    column = _facts_columns(con, json_path(group)) if use_facts else None
+    window = {"model": model, "positives": list(positives), "start": _naive_utc(start), "end": _naive_utc(end)}
     try:
         with unordered_inserts(con):
-            con.execute(sql("bias_input_from_audit"), {
-                "model": model, "group_path": json_path(group), "positives": list(positives),
-                "start": _naive_utc(start), "end": _naive_utc(end),
-            })
+            if column is not None:
+                con.execute(sql("bias_input_from_facts").replace("{group}", column), window)
+            else:
+                con.execute(sql("bias_input_from_audit"), {**window, "group_path": json_path(group)})
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
     total = one(con, "SELECT count(*) FROM bias_input")[0]
@@ -90,21 +114,25 @@ def drift_from_audit(
     end: datetime,
     metric: str = "psi",
     period: str | None = None,
+    use_facts: bool = True,
 ) -> DriftResult:
     """Drift of payload value ``path`` of ``model``'s calls: [start, split) against [split, end).
 
     With ``period`` (hour/day/week/month) the result also holds the PSI of each
     period of the current window against the whole reference window.
     """
+    column = _facts_columns(con, json_path(path)) if use_facts else None
+
     def load(keep_text: bool) -> tuple[int, int]:
         con.execute(sql("drift_input_create"))
+        params = {"model": model, "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
+                  "keep_text": keep_text, "with_ts": period is not None}
         try:
             with unordered_inserts(con):
-                con.execute(sql("drift_input_from_audit"), {
-                    "model": model, "path": json_path(path), "start": _naive_utc(start),
-                    "split": _naive_utc(split), "end": _naive_utc(end),
-                    "keep_text": keep_text, "with_ts": period is not None,
-                })
+                if column is not None:
+                    con.execute(sql("drift_input_from_facts").replace("{value}", column), params)
+                else:
+                    con.execute(sql("drift_input_from_audit"), {**params, "path": json_path(path)})
         except duckdb.Error as e:
             raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
         values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")

@@ -1,0 +1,226 @@
+"""audit_facts: the reports' columns equal the signed payloads, tampering with them is caught, and
+bias and drift give the same results from the columns as from the payloads (real DuckDB files, real keys)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from policyengine.audit import AuditLog, SigningKey, generate_key, verify_database
+from policyengine.audit import facts as facts_module
+from policyengine.audit.facts import FIXED_PATHS, path_of, quote_ident
+from policyengine.reporting.audit_source import _facts_columns, bias_from_audit, drift_from_audit, json_path
+from policyengine.reporting.db import open_readonly
+
+REGIONS = ["EU", "US", "APAC", "LATAM"]
+CHANNELS = ["api", "email", "phone", "portal"]
+
+
+def model_call(rng: random.Random, i: int) -> dict:
+    """Payloads of varied shape: missing label, numbers of every print form, odd keys, arrays, nulls."""
+    region = REGIONS[rng.randrange(4)]
+    payload: dict = {
+        "model": "classifier_small" if i % 5 else "classifier_large",
+        "tokens": 100 + rng.randrange(900),
+        "cost_usd": rng.choice([0.00002, 1e-7, 2.5, 1e21, 3]),
+        "subject": {"vendor_region": region, "tier": rng.choice([1, 2, None]), "vip": rng.random() < 0.1},
+        "output": {"confidence": round(rng.random() + (0.05 if i > 150 else 0.0), 4), "channel": rng.choice(CHANNELS)},
+        "tags": ["a", i],
+        "key.with.dots": {"x": 1},
+        'quote"d': "é\n",
+    }
+    if rng.random() < 0.9:  # errors and timeouts have no outcome
+        payload["outcome"] = "auto_resolved" if rng.random() < 0.4 + 0.1 * REGIONS.index(region) else "manual"
+    if i % 3:
+        payload["label"] = rng.choice(["auto_resolved", "manual"])
+    if i % 17 == 0:
+        payload["subject"] = "not an object"  # the same path, a scalar here and an object elsewhere
+    return payload
+
+
+def build(path: Path, key: SigningKey, records: int = 300, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    with AuditLog(path, key, batch_size=37, checkpoint_every=100, flush_interval=0) as log:
+        for i in range(records):
+            log.append("model_call", actor="agent", payload=model_call(rng, i))
+            if i % 4 == 0:
+                log.append("decision", payload={"model": "classifier_small", "outcome": "manual", "i": i})
+            if i == 150:
+                log.flush()
+
+
+@pytest.fixture(scope="module")
+def log_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
+    folder = tmp_path_factory.mktemp("facts")
+    key = generate_key(folder / "k.key")
+    build(folder / "audit.duckdb", key)
+    return folder / "audit.duckdb", key
+
+
+@pytest.fixture
+def copy(log_file: tuple[Path, SigningKey], tmp_path: Path) -> tuple[Path, SigningKey]:
+    path, key = log_file
+    shutil.copy(path, tmp_path / "audit.duckdb")
+    return tmp_path / "audit.duckdb", key
+
+
+def payload_paths(value: object, prefix: tuple[str, ...] = ()) -> set[str]:
+    """Every object member path of a payload, written here without the project's code."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found.add("$." + ".".join('"' + k.replace('"', '\\"') + '"' for k in (*prefix, key)))
+            found |= payload_paths(inner, (*prefix, key))
+    return found
+
+
+def test_facts_equal_the_payload_values(log_file: tuple[Path, SigningKey]) -> None:
+    path, _ = log_file
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        columns = facts_module.columns(con)
+        records = con.execute("SELECT seq, ts, payload::VARCHAR FROM audit_log WHERE event = 'model_call' ORDER BY seq").fetchall()
+        facts = con.execute("SELECT * FROM audit_facts ORDER BY seq").fetchall()
+        expected = set(FIXED_PATHS)
+        for _, _, payload in records:
+            expected |= payload_paths(json.loads(payload))
+        assert set(columns) == expected
+        assert [(f[0], f[1]) for f in facts] == [(r[0], r[1]) for r in records]  # one row per model_call, no other
+        for column in columns:
+            mismatched = con.execute(
+                f"SELECT count(*) FROM audit_facts f JOIN audit_log l USING (seq) "
+                f"WHERE f.{quote_ident(column)} IS DISTINCT FROM json_extract_string(l.payload, $p)", {"p": column},
+            ).fetchone()[0]
+            assert mismatched == 0, column
+        # spot values, read back from the payload by hand
+        row = dict(zip(["seq", "ts", *columns], facts[1], strict=True))
+        payload = json.loads(records[1][2])
+        assert row['$."subject"."vendor_region"'] == payload["subject"]["vendor_region"]
+        assert row['$."tokens"'] == str(payload["tokens"])
+        assert row['$."quote\\"d"'] == "é\n"
+    finally:
+        con.close()
+
+
+def test_path_of_matches_the_reports_json_path() -> None:
+    assert path_of(("subject", "vendor_region")) == json_path("subject.vendor_region")
+    assert path_of(('a"b',)) == json_path('a"b')
+
+
+def test_log_written_before_audit_facts_gets_them_on_open(copy: tuple[Path, SigningKey]) -> None:
+    path, key = copy
+    con = duckdb.connect(str(path))
+    before = con.execute("SELECT * FROM audit_facts ORDER BY seq").fetchall()
+    con.execute("DROP TABLE audit_facts")
+    con.close()
+    assert verify_database(path, [key.public]).ok  # an older log simply has no facts to check
+    with AuditLog(path, key):
+        pass
+    con = duckdb.connect(str(path), read_only=True)
+    after = con.execute("SELECT * FROM audit_facts ORDER BY seq").fetchall()
+    con.close()
+    assert sorted(map(sorted_row, after)) == sorted(map(sorted_row, before))  # same values (columns may be reordered)
+    assert verify_database(path, [key.public]).ok
+
+
+def sorted_row(row: tuple) -> tuple:
+    return (row[0], row[1], tuple(sorted(v for v in row[2:] if v is not None)))
+
+
+def test_a_tampered_fact_changes_the_report_and_verify_catches_it(copy: tuple[Path, SigningKey]) -> None:
+    path, key = copy
+    window = {"model": "classifier_small", "group": "subject.vendor_region", "positives": ["auto_resolved"],
+              "start": datetime.now(UTC) - timedelta(days=1), "end": datetime.now(UTC) + timedelta(days=1)}
+    con = duckdb.connect(str(path))
+    con.execute('UPDATE audit_facts SET "$.""subject"".""vendor_region""" = \'EU\' '
+                'WHERE "$.""subject"".""vendor_region""" = \'US\'')
+    first = con.execute("SELECT min(seq) FROM audit_log WHERE payload->>'$.subject.vendor_region' = 'US'").fetchone()[0]
+    con.close()
+    ro = open_readonly(path)
+    try:
+        from_facts = bias_from_audit(ro, **window)
+        from_payload = bias_from_audit(ro, **window, use_facts=False)
+    finally:
+        ro.close()
+    assert from_facts != from_payload  # the report really reads the columns
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("modified", first), failure
+
+
+def test_an_edited_payload_whose_fact_is_left_alone_is_caught_too(copy: tuple[Path, SigningKey]) -> None:
+    path, key = copy
+    con = duckdb.connect(str(path))
+    seq = con.execute("SELECT min(seq) FROM audit_log WHERE event = 'model_call' AND payload->>'$.outcome' = 'manual'").fetchone()[0]
+    con.execute("UPDATE audit_log SET payload = replace(payload::VARCHAR, '\"manual\"', '\"auto_resolved\"') WHERE seq = ?", [seq])
+    con.close()
+    failure = verify_database(path, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("modified", seq), failure
+
+
+def reports(path: Path, use_facts: bool) -> list:
+    con = open_readonly(path)
+    try:
+        seqs = con.execute("SELECT ts FROM audit_log WHERE event = 'model_call' ORDER BY seq").fetchall()
+        start, split, end = seqs[0][0], seqs[len(seqs) // 2][0], seqs[-1][0] + timedelta(seconds=1)
+        out = [
+            bias_from_audit(con, model="classifier_small", group="subject.vendor_region", positives=["auto_resolved"],
+                            start=start, end=end, min_samples=5, use_facts=use_facts),
+            bias_from_audit(con, model="classifier_large", group="subject.tier", positives=["manual"],
+                            start=start, end=end, use_facts=use_facts),
+            bias_from_audit(con, model="classifier_small", group="subject", positives=["auto_resolved"],
+                            start=start, end=end, use_facts=use_facts),  # an object path: its JSON text groups
+            drift_from_audit(con, model="classifier_small", path="output.confidence", start=start, split=split, end=end,
+                             use_facts=use_facts),
+            drift_from_audit(con, model="classifier_small", path="output.confidence", start=start, split=split, end=end,
+                             metric="ks", use_facts=use_facts),
+            drift_from_audit(con, model="classifier_small", path="output.channel", start=start, split=split, end=end,
+                             metric="chi2", period="hour", use_facts=use_facts),
+            drift_from_audit(con, model="classifier_small", path="cost_usd", start=start, split=split, end=end,
+                             metric="chi2", use_facts=use_facts),  # 1e21 and 1e-7 as DuckDB prints them
+        ]
+        used = [_facts_columns(con, json_path(p)) for p in ("subject.vendor_region", "subject", "output.channel")]
+    finally:
+        con.close()
+    return [out, used]
+
+
+def test_reports_are_identical_from_facts_and_from_payloads(log_file: tuple[Path, SigningKey]) -> None:
+    path, _ = log_file
+    (from_facts, used), (from_payload, _) = reports(path, True), reports(path, False)
+    assert all(column is not None for column in used)  # the facts really were read
+    assert from_facts == from_payload
+    assert from_facts[0].groups and from_facts[3].n_reference and from_facts[3].n_current
+
+
+def test_paths_beyond_the_column_cap_read_the_payloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(facts_module, "MAX_COLUMNS", 5)
+    key = generate_key(tmp_path / "k.key")
+    build(tmp_path / "audit.duckdb", key, records=120)
+    con = open_readonly(tmp_path / "audit.duckdb")
+    try:
+        assert len(facts_module.columns(con)) == 5
+        assert _facts_columns(con, json_path("output.channel")) is None  # no column: the report reads payloads
+    finally:
+        con.close()
+    assert verify_database(tmp_path / "audit.duckdb", [key.public]).ok
+    monkeypatch.setattr(facts_module, "MAX_COLUMNS", 200)
+    assert reports(tmp_path / "audit.duckdb", True)[0] == reports(tmp_path / "audit.duckdb", False)[0]
+
+
+def test_a_snapshot_carries_the_facts(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "k.key")
+    with AuditLog(tmp_path / "live.duckdb", key) as log:
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "subject": {"r": "EU"}})
+        log.snapshot(tmp_path / "snap.duckdb")
+    con = duckdb.connect(str(tmp_path / "snap.duckdb"), read_only=True)
+    try:
+        assert con.execute('SELECT "$.""subject"".""r""" FROM audit_facts').fetchall() == [("EU",)]
+    finally:
+        con.close()
+    assert verify_database(tmp_path / "snap.duckdb", [key.public]).ok
