@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,8 @@ from .config import GatewayConfig, Upstream, VirtualKey, hash_key
 from ..store.ratelimit import InProcessRateLimiter, RateLimiter
 from .limits import Hold, MemoryReservingLedger, release, reserve, settle
 from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
+from . import traffic
+from ..routing import LatencyMeter
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_denied",
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 451: "permission_denied",
@@ -89,6 +90,7 @@ class Call:
     response_sha256: str | None = None
     prompt_masked: str | None = None
     response_masked: str | None = None
+    counted: list[tuple[Any, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
 
 
 def _sha(text: str) -> str:
@@ -122,6 +124,7 @@ class GatewayApp(DecisionApp):
         self.limiter = limiter or InProcessRateLimiter()
         self.simulator = Simulator()
         self.client = UpstreamClient()
+        self.latency = LatencyMeter()  # measured upstream latency per model, for routes
         self.routes = {
             ("POST", "/v1/chat/completions"): self.chat_completions,
             ("POST", "/v1/embeddings"): self.embeddings,
@@ -221,26 +224,18 @@ class GatewayApp(DecisionApp):
                                "guard_failed", rule="<guard>")
         return found
 
-    def _limit(self, key: VirtualKey, tokens: float) -> None:
-        """Per-minute limits of the key and its team (interim: from the keys file), in the store's rate limiter."""
-        checks = [(f"key:{key.key_id}", key.limits, "key")]
-        if key.team is not None and key.team in self.teams:
-            checks.append((f"team:{key.team}", self.teams[key.team], f"team {key.team}"))
-        taken: list[tuple[str, float]] = []
-        for name, limits, who in checks:
-            for unit, limit, amount in (("requests", limits.requests_per_minute, 1),
-                                        ("tokens", limits.tokens_per_minute, tokens)):
-                if limit is None:
-                    continue
-                if self.limiter.acquire(f"{name}:{unit}", amount, limit=limit, per=60.0):
-                    taken.append((f"{name}:{unit}", amount))
-                    continue
-                for counter, given in taken:  # all or nothing: a refused call uses none of the other limits
-                    self.limiter.acquire(counter, -given, limit=1e18, per=60.0)
-                wait = 60 - time.time() % 60  # fixed one-minute windows
-                raise GatewayError(429, f"rate limit of {who}: {limit:g} {unit} per minute", "rate_limited",
-                                   rule=f"<rate-limit:{who}>",
-                                   headers=[(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+    def _limit(self, active: ActivePolicy, call: Call, key: VirtualKey, tokens: float) -> None:
+        """Count the call against the key's and team's limits and the ``limit`` clauses of the rules that
+        allowed its first allowed model (``traffic``): all or nothing; 429 with ``Retry-After``."""
+        counters = traffic.key_counters(key, self.teams)
+        allowed = next((d for d in call.decisions if d["effect"] == "allow"), None)
+        if allowed is not None and active.policy.compiled.rate_limits:
+            counters += traffic.rule_counters(active.policy.compiled, allowed["rules"], key, allowed["model"])
+        try:
+            call.counted = traffic.acquire(self.limiter, counters, tokens)
+        except traffic.Refused as refused:
+            raise GatewayError(429, str(refused), "rate_limited", rule=refused.counter.rule,
+                               headers=[(b"retry-after", str(refused.retry_after).encode())]) from None
 
     def _refusal(self, active: ActivePolicy, decisions: list[dict[str, Any]]) -> GatewayError:
         """The error for a call whose every candidate model the policy refused (first candidate's reasons)."""
@@ -267,13 +262,14 @@ class GatewayApp(DecisionApp):
         Like a policy ``route``: denied models are skipped (rerouted), and when the first model
         not denied needs an approval, the call gets 403 naming it rather than a way around the gate.
         """
-        registry = active.policy.compiled.registry
-        if model not in registry and model not in self.upstreams:
-            raise GatewayError(404, f"the model {model!r} does not exist (not declared in the policy)",
-                               "model_not_found")
-        fallbacks = self.upstreams[model].fallbacks if model in self.upstreams else ()
-        names = [model, *(f for f in fallbacks if f != model)]
+        compiled = active.policy.compiled
+        if model not in compiled.registry and model not in self.upstreams:
+            names = self._routed(compiled, model)
+        else:
+            fallbacks = self.upstreams[model].fallbacks if model in self.upstreams else ()
+            names = [model, *(f for f in fallbacks if f != model)]
         allowed: list[tuple[str, dict[str, Any]]] = []
+        first_refusal: dict[str, Any] | None = None
         for name in names:
             request = self._request(key, name, tokens, guard)
             decision = active.policy.evaluate(request).to_dict()
@@ -283,11 +279,23 @@ class GatewayApp(DecisionApp):
                 allowed.append((name, request))
             elif decision["effect"] == "escalate" and not allowed:
                 raise self._refusal(active, [decision])  # as a route: the first model not denied decides
-            elif name == model:
+            elif first_refusal is None:
                 first_refusal = decision
         if not allowed:
-            raise self._refusal(active, [first_refusal])
+            raise self._refusal(active, [first_refusal])  # type: ignore[list-item]
         return allowed
+
+    def _routed(self, compiled: Any, name: str) -> list[str]:
+        """The models a call naming the route ``name`` tries, in order (``traffic.route_models``)."""
+        route = traffic.find_route(compiled, name)
+        if route is None:
+            raise GatewayError(404, f"the model {name!r} does not exist (neither a declared model nor a route)",
+                               "model_not_found")
+        names = list(traffic.route_models(route, compiled, self.latency.values))
+        if not names:
+            raise GatewayError(403, f"route {route.id}: no candidate model is within its bounds",
+                               "policy_denied", rule=route.id)
+        return names
 
     async def _on_ledger(self, function: Callable[..., Any], *args: Any) -> Any:
         if self._ledger_pool is None:
@@ -401,8 +409,8 @@ class GatewayApp(DecisionApp):
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 max_tokens = upstream.max_tokens if upstream else 512
             estimate = estimate_tokens(prompt) + max_tokens
-            self._limit(key, estimate)
             candidates = self._candidates(active, key, call.requested, estimate, guard, call)
+            self._limit(active, call, key, estimate)
             body = {**body, "max_tokens": max_tokens}
             body.pop("max_completion_tokens", None)
             if call.stream:
@@ -434,6 +442,8 @@ class GatewayApp(DecisionApp):
                 await self._release(hold)  # the call did not happen: give the budget back
                 raise
             call.latency_ms = (time.perf_counter() - started) * 1000
+            if call.provider != "simulator":
+                self.latency.record(model, call.latency_ms)
             call.attempts.append({"model": model, "status": 200})
             call.model = model
             usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
@@ -460,9 +470,8 @@ class GatewayApp(DecisionApp):
         raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
-        """Correct the key's tokens-per-minute count from the estimate to the actual usage."""
-        if call.key is not None and call.key.limits.tokens_per_minute is not None:
-            self.limiter.acquire(f"key:{call.key.key_id}:tokens", call.tokens - estimate, limit=1e18, per=60.0)
+        """Correct the tokens counted against the rate limits from the estimate to the actual usage."""
+        traffic.correct_tokens(self.limiter, call.counted, call.tokens)
 
     def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str) -> str:
         """Screen an answer, decide it again with ``context.guard.response``; the text to release (masked)."""
@@ -519,9 +528,10 @@ class GatewayApp(DecisionApp):
                 inputs = [apply(t, s) for t, s in zip(inputs, found)]
                 body = {**body, "input": inputs}
             estimate = sum(estimate_tokens(t) for t in inputs)
-            self._limit(key, estimate)
+            candidates = self._candidates(active, key, call.requested, estimate, guard, call)
+            self._limit(active, call, key, estimate)
             last: UpstreamError | None = None
-            for model, request in self._candidates(active, key, call.requested, estimate, guard, call):
+            for model, request in candidates:
                 hold = await self._reserve(active, request, model, estimate)
                 upstream = self.upstreams.get(model)
                 started = time.perf_counter()
