@@ -34,6 +34,7 @@ from .config import GatewayConfig, Upstream, VirtualKey, hash_key
 from ..store.ratelimit import InProcessRateLimiter, RateLimiter
 from .limits import Hold, MemoryReservingLedger, release, reserve, settle
 from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
+from .quality import response_quality
 from . import traffic
 from ..routing import LatencyMeter
 
@@ -458,7 +459,12 @@ class GatewayApp(DecisionApp):
                 text = answer["choices"][0]["message"]["content"] or ""
             except (KeyError, IndexError, TypeError):
                 pass
-            released = self._screen_response(active, call, request, text)
+            finish = None
+            try:
+                finish = answer["choices"][0].get("finish_reason")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass
+            released = self._screen_response(active, call, request, text, finish)
             if released != text:
                 answer["choices"][0]["message"]["content"] = released
             answer["model"] = model
@@ -473,14 +479,18 @@ class GatewayApp(DecisionApp):
         """Correct the tokens counted against the rate limits from the estimate to the actual usage."""
         traffic.correct_tokens(self.limiter, call.counted, call.tokens)
 
-    def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str) -> str:
-        """Screen an answer, decide it again with ``context.guard.response``; the text to release (masked)."""
+    def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str,
+                         finish: str | None = None) -> str:
+        """Screen a whole answer, decide it again with ``context.guard.response``; the text to release (masked)."""
         found = self._screen([text], call, "response")[0]
         call.response_sha256 = _sha(text)
         if self.config.audit_prompts == "masked":
             call.response_masked = g.mask(text, found.findings)
-        self._decide_response(active, call, request, {"pii": found.pii, "secrets": found.secrets,
-                                                      "masked": found.masked})
+        response = {"pii": found.pii, "secrets": found.secrets, "masked": found.masked,
+                    "quality": response_quality(text, finish)}
+        if found.toxicity is not None:
+            response["toxicity"] = found.toxicity
+        self._decide_response(active, call, request, response)
         return g.masker(self.config.guards)(text, found) if found.masked else text
 
     def _decide_response(self, active: ActivePolicy, call: Call, request: dict[str, Any],

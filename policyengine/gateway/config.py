@@ -186,16 +186,27 @@ def _guards(doc: Any, where: str) -> GuardConfig:
         return GuardConfig()
     if not isinstance(doc, dict):
         raise GatewayConfigError(f"{where}: must be a mapping")
-    unknown = sorted(set(doc) - {"pii", "secrets", "prompt_injection", "mask", "timeout_s"})
+    unknown = sorted(set(doc) - {"pii", "secrets", "prompt_injection", "mask", "timeout_s", "toxicity"})
     if unknown:
         raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
     masked = doc.get("mask") or []
     known = set(PII_TYPES) | set(SECRET_TYPES)
     if not isinstance(masked, list) or any(m not in known for m in masked):
         raise GatewayConfigError(f"{where}.mask: must be a list of entity types among {', '.join(sorted(known))}")
+    toxicity = doc.get("toxicity", False)
+    if not isinstance(toxicity, bool):
+        raise GatewayConfigError(f"{where}.toxicity: must be true or false")
+    if toxicity:
+        from .toxicity import ToxicityUnavailable, scorer
+
+        try:
+            scorer()  # load the model now: a missing package stops the start, not a call
+        except ToxicityUnavailable as error:
+            raise GatewayConfigError(f"{where}.toxicity: {error}") from None
     return GuardConfig(pii=bool(doc.get("pii", True)), secrets=bool(doc.get("secrets", True)),
                        prompt_injection=bool(doc.get("prompt_injection", True)), mask=frozenset(masked),
-                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6))
+                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6),
+                       toxicity=toxicity)
 
 
 @dataclass(frozen=True)
