@@ -35,6 +35,7 @@ from ..store.ratelimit import InProcessRateLimiter, RateLimiter
 from .limits import Hold, MemoryReservingLedger, release, reserve, settle
 from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
 from .quality import response_quality
+from . import holds
 from . import traffic
 from ..routing import LatencyMeter
 
@@ -56,6 +57,7 @@ class GatewayError(HTTPError):
         self.reasons = reasons or []
         self.extra = extra or {}
         self.audit_seq: int | None = None  # the call's audit record, once written
+        self.escalated: tuple[str, dict[str, Any]] | None = None  # (model, request) held by an approval gate
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": str(self), "type": _TYPES.get(self.status, "api_error"), "param": None,
@@ -92,6 +94,7 @@ class Call:
     prompt_masked: str | None = None
     response_masked: str | None = None
     counted: list[tuple[Any, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
+    approved_gates: set[str] = field(default_factory=set)  # gates an approver opened while the call was held
 
 
 def _sha(text: str) -> str:
@@ -126,10 +129,13 @@ class GatewayApp(DecisionApp):
         self.simulator = Simulator()
         self.client = UpstreamClient()
         self.latency = LatencyMeter()  # measured upstream latency per model, for routes
+        self.desk = holds.ApprovalDesk()  # calls held for an approval (--hold-for-approval)
         self.routes = {
             ("POST", "/v1/chat/completions"): self.chat_completions,
             ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.list_models,
+            ("GET", "/v1/approvals"): self.list_approvals,
+            ("POST", "/v1/approvals"): self.decide_approval,
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
             ("GET", "/metrics"): self.render_metrics,
@@ -229,7 +235,7 @@ class GatewayApp(DecisionApp):
         """Count the call against the key's and team's limits and the ``limit`` clauses of the rules that
         allowed its first allowed model (``traffic``): all or nothing; 429 with ``Retry-After``."""
         counters = traffic.key_counters(key, self.teams)
-        allowed = next((d for d in call.decisions if d["effect"] == "allow"), None)
+        allowed = next((d for d in call.decisions if d.get("effect") == "allow"), None)
         if allowed is not None and active.policy.compiled.rate_limits:
             counters += traffic.rule_counters(active.policy.compiled, allowed["rules"], key, allowed["model"])
         try:
@@ -279,7 +285,9 @@ class GatewayApp(DecisionApp):
             if decision["effect"] == "allow":
                 allowed.append((name, request))
             elif decision["effect"] == "escalate" and not allowed:
-                raise self._refusal(active, [decision])  # as a route: the first model not denied decides
+                refusal = self._refusal(active, [decision])  # as a route: the first model not denied decides
+                refusal.escalated = (name, request)
+                raise refusal
             elif first_refusal is None:
                 first_refusal = decision
         if not allowed:
@@ -297,6 +305,99 @@ class GatewayApp(DecisionApp):
             raise GatewayError(403, f"route {route.id}: no candidate model is within its bounds",
                                "policy_denied", rule=route.id)
         return names
+
+    async def _admitted(self, active: ActivePolicy, key: VirtualKey, model: str, tokens: float,
+                        guard: dict[str, Any], call: Call) -> list[tuple[str, dict[str, Any]]]:
+        """The candidates; with ``hold_for_approval``, a call held by one gate waits for its approval."""
+        try:
+            return self._candidates(active, key, model, tokens, guard, call)
+        except GatewayError as error:
+            gates = error.extra.get("approvals") or []
+            if error.escalated is None or self.config.hold_for_approval <= 0 or len(gates) != 1:
+                raise
+            return [await self._hold(active, call, error, gates[0])]
+
+    async def _hold(self, active: ActivePolicy, call: Call, error: GatewayError,
+                    gate: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Wait (bounded) for an approver; the model and its request with the approval, or raise."""
+        assert error.escalated is not None
+        model, request = error.escalated
+        limit = self.config.hold_for_approval
+        if isinstance(gate.get("deadline_seconds"), (int, float)):
+            limit = min(limit, float(gate["deadline_seconds"]))
+        held = self.desk.open(gate["gate"], gate["role"], model, request)
+        call.decisions.append({"model": model, "stage": "held", "id": held.id, "gate": held.gate})
+        try:
+            decided = await holds.wait(held, limit)
+        finally:
+            self.desk.close(held)
+        if not decided:
+            raise GatewayError(403, f"{error}; not approved within {limit:g} s (held as {held.id})",
+                               "approval_required", rule=error.rule, reasons=error.reasons, extra=error.extra)
+        if held.rejected_by is not None or held.approved is None:
+            raise GatewayError(403, f"approval of {held.gate} rejected by {held.rejected_by}", "approval_rejected",
+                               rule=held.gate)
+        decision = active.policy.evaluate(held.approved, directory=held.directory).to_dict()
+        call.decisions.append({"model": model, "stage": "approved", "effect": decision["effect"],
+                               "rules": [r["rule"] for r in decision["reasons"]]})
+        if decision["effect"] != "allow":
+            raise self._refusal(active, [decision])
+        call.approved_gates.add(held.gate)
+        return model, held.approved
+
+    def _roles(self, active: ActivePolicy, key: VirtualKey) -> set[str]:
+        closure = active.policy.compiled.role_closure
+        return {r for role in key.principal.get("roles") or () for r in closure.get(role, (role,))}
+
+    async def list_approvals(self, exchange: Exchange) -> Response:
+        """The held calls the caller may approve (its key's principal holds the gate's role)."""
+        active = self.holder.active
+        if active is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        key = self._caller(exchange, Call(route="approvals"))
+        data = self.desk.visible_to(self._roles(active, key))
+        return Response(200, json.dumps({"object": "list", "data": data}).encode())
+
+    async def decide_approval(self, exchange: Exchange) -> Response:
+        """``{"id", "decision": "approve"|"reject"}`` by a holder of the gate's role; recorded before the answer."""
+        active = self.holder.active
+        if active is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        key = self._caller(exchange, Call(route="approvals"))
+        try:
+            body = json.loads(exchange.body or b"null")
+        except ValueError as error:
+            raise GatewayError(400, f"body is not JSON: {error}", "invalid_json") from None
+        if not isinstance(body, dict) or body.get("decision") not in ("approve", "reject"):
+            raise GatewayError(400, 'body must be {"id": ..., "decision": "approve" | "reject"}', "invalid_request")
+        held = self.desk.held.get(body.get("id")) if isinstance(body.get("id"), str) else None
+        if held is None:
+            raise GatewayError(404, "no call is held with this id (decided, timed out, or never held)", "not_found")
+        if held.role not in self._roles(active, key):
+            raise GatewayError(403, f"approving {held.gate} needs role {held.role}", "policy_denied", rule=held.gate)
+        approver = str(key.principal["id"])
+        outcome = "rejected" if body["decision"] == "reject" else "approved"
+        if outcome == "approved":
+            request = holds.ApprovalDesk.approval(held, approver)
+            directory = {approver: list(key.principal.get("roles") or ())}
+            decision = active.policy.evaluate(request, directory=directory)
+            if decision.effect == "escalate":
+                why = "; ".join(r.message for r in decision.reasons)
+                raise GatewayError(403, f"this approval does not open the gate: {why}", "approval_not_accepted",
+                                   rule=held.gate, reasons=[r.model_dump() for r in decision.reasons])
+            held.approved, held.directory = request, directory
+        else:
+            held.rejected_by = approver
+        payload = {"gate": held.gate, "requester": held.requester, "approver": approver, "outcome": outcome,
+                   "role": held.role, "model": held.model, "held_id": held.id,
+                   "request_hash": holds.request_hash(held.request)}
+        try:
+            seq = self.audit.append("approval", payload, actor=approver, policy_hash=active.policy_hash)
+            await self.audit.durable(seq)
+        except AuditError as error:
+            raise GatewayError(503, f"approval not recorded, so not applied: {error}", "audit_unavailable") from None
+        held.done.set()
+        return Response(200, json.dumps({"id": held.id, "outcome": outcome, "audit_seq": seq}).encode())
 
     async def _on_ledger(self, function: Callable[..., Any], *args: Any) -> Any:
         if self._ledger_pool is None:
@@ -410,7 +511,7 @@ class GatewayApp(DecisionApp):
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 max_tokens = upstream.max_tokens if upstream else 512
             estimate = estimate_tokens(prompt) + max_tokens
-            candidates = self._candidates(active, key, call.requested, estimate, guard, call)
+            candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
             self._limit(active, call, key, estimate)
             body = {**body, "max_tokens": max_tokens}
             body.pop("max_completion_tokens", None)
@@ -500,9 +601,13 @@ class GatewayApp(DecisionApp):
         context = dict(request["context"])
         context["guard"] = {**context["guard"], "response": response_guard}
         context["tokens"] = 0  # the call was admitted and its budget held: this stage decides the content only
-        decision = active.policy.evaluate({**request, "context": context}).to_dict()
+        content = {k: v for k, v in request.items() if k != "approvals"}  # an approval binds the admitted request
+        decision = active.policy.evaluate({**content, "context": context}).to_dict()
         call.decisions.append({"model": call.model, "stage": "response", "effect": decision["effect"],
                                "rules": [r["rule"] for r in decision["reasons"]]})
+        gates = {o.get("gate") for o in decision["obligations"] if o.get("kind") == "approval_required"}
+        if decision["effect"] == "escalate" and gates and gates <= call.approved_gates:
+            return  # the gate an approver opened for this call holds again: its content is not the question
         if decision["effect"] != "allow":
             reasons = decision["reasons"]
             raise GatewayError(403, "response withheld by policy: " + "; ".join(r["message"] for r in reasons),
@@ -538,7 +643,7 @@ class GatewayApp(DecisionApp):
                 inputs = [apply(t, s) for t, s in zip(inputs, found)]
                 body = {**body, "input": inputs}
             estimate = sum(estimate_tokens(t) for t in inputs)
-            candidates = self._candidates(active, key, call.requested, estimate, guard, call)
+            candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
             self._limit(active, call, key, estimate)
             last: UpstreamError | None = None
             for model, request in candidates:

@@ -222,12 +222,13 @@ class GatewayConfig:
     port: int = 4000
     guards: GuardConfig = field(default_factory=GuardConfig)
     audit_prompts: str = "hash"  # "hash" (sha256 only) or "masked" (text with every finding redacted)
+    hold_for_approval: float = 0  # seconds a call needing an approval waits for one (0: answered 403 at once)
     max_body: int = 4 << 20
     timeout: float = 30.0
 
 
 _CONFIG_FIELDS = {"rules", "keys", "providers", "db", "key", "ledger", "rate_limits", "host", "port", "guards",
-                  "audit_prompts", "max_body"}
+                  "audit_prompts", "max_body", "hold_for_approval"}
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -258,6 +259,8 @@ def load_config(path: str) -> dict[str, Any]:
         out["port"] = int(_number(doc["port"], f"{file}: port", integer=True))
     if "max_body" in doc:
         out["max_body"] = int(_number(doc["max_body"], f"{file}: max_body", minimum=1, integer=True))
+    if "hold_for_approval" in doc:
+        out["hold_for_approval"] = _number(doc["hold_for_approval"], f"{file}: hold_for_approval")
     if "guards" in doc:
         out["guards"] = _guards(doc["guards"], f"{file}: guards")
     if out.get("audit_prompts", "hash") not in ("hash", "masked"):
