@@ -7,7 +7,10 @@ fallback); the budgets covering the call reserve its estimate; the upstream is
 called (the next allowed model on an upstream error); the answer is screened
 (streams in a held-back buffer) and decided again with ``context.guard.response``;
 usage is settled; and one ``model_call`` audit record is appended and awaited
-durable before the answer (or a stream's last event) is sent. The HTTP
+durable before the answer (or a stream's last event) is sent. A ``model`` that
+names a policy ``route`` is served by its candidates in strategy order
+(``traffic``); a call an approval gate holds may wait for an approver
+(``holds``, ``--hold-for-approval``). The HTTP
 plumbing (body limits, lifespan, metrics, durable audit) is the decision
 server's (``policyengine.server.app``).
 """

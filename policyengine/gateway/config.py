@@ -49,10 +49,7 @@ def _number(value: Any, where: str, *, minimum: float = 0, integer: bool = False
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-minute limits of one key or team.
-
-    Interim: read from the keys file until the language has ``limit 60 requests per minute``.
-    """
+    """Per-minute limits of one key or team from the keys file (``limit`` clauses on allow rules add to them)."""
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
