@@ -219,6 +219,21 @@ class ConstDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a declaration applies: ``applies to workflow "invoices" action approve_payment``.
+
+    A request is in scope when its ``context.workflow`` is one of ``workflows``
+    (if any are named) and its action one of ``actions`` (if any are named). As a
+    file header (``scope workflow "invoices"``) it bounds every rule, residency
+    and escalation of the file (see ``policyengine/scoping.py``).
+    """
+
+    workflows: tuple[Name, ...] = ()
+    actions: tuple[Name, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class PrincipalMatch:
     """Who a rule is about: ``any``, ``role X`` or ``agent X``."""
 
@@ -252,6 +267,7 @@ class RuleDecl:
     unless: Expr | None = None
     because: str | None = None
     cites: tuple[str, ...] = ()
+    applies: Scope | None = None  # ``applies to ...``; None: wherever the file's scope reaches
     span: Span = _span()
     pattern_span: Span | None = _part_span()  # the quoted pattern; None when it is left out ("*")
     limits: tuple[RateLimit, ...] = ()  # ``limit N requests per minute [for key]`` (allow rules; the gateway counts)
@@ -266,6 +282,7 @@ class ResidencyDecl:
     regions: Expr  # ListExpr or ConstRef
     because: str | None = None
     cites: tuple[str, ...] = ()
+    applies: Scope | None = None
     span: Span = _span()
 
 
@@ -342,6 +359,7 @@ class EscalateDecl:
     distinct_approver: bool = False
     because: str | None = None
     cites: tuple[str, ...] = ()
+    applies: Scope | None = None
     span: Span = _span()
 
 
@@ -478,6 +496,7 @@ class PolicyFile:
     cites: tuple[str, ...] = ()
     imports: tuple[Import, ...] = ()
     decls: tuple[Decl, ...] = ()
+    scope: Scope | None = None  # the ``scope ...`` header lines: where the package's declarations apply
     comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
     path: str = field(default="<string>", compare=False)
     span: Span = _span()

@@ -25,6 +25,7 @@ from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
 from .policyset import PolicySet, Scoped
 from .schema import attribute_key
+from .scoping import ambiguous_names, check_roles, file_scopes, qualifier
 
 __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "pattern_covers", "show", "suggest"]
 
@@ -139,6 +140,8 @@ class _Checker:
         self.attr_enums: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
         self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        self.ambiguous = ambiguous_names(files)  # bare names of package-qualified roles only
+        self.file_scopes = file_scopes(files)  # id(decl) -> its file's ``scope`` header
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class _Checker:
             ("index declarations", self.index),
             ("resolve imports", self.check_imports),
             ("close roles", self.close_roles),
+            ("check role names", lambda: self.findings.extend(check_roles(self.files))),
             ("resolve consts", self.resolve_all_consts),
             ("expand action groups", self.expand_action_groups),
             ("check schemas", self.check_schemas),
@@ -211,7 +215,9 @@ class _Checker:
                     table = self.roles if isinstance(decl, ast.RoleDecl) else (
                         self.agents if isinstance(decl, ast.AgentDecl) else self.models)
                     if name.value in table:
-                        self._duplicate(decl, table[name.value].decl, "in the policy set")
+                        if not (isinstance(decl, ast.RoleDecl) and table[name.value].package != pkg
+                                and qualifier(name.value) is None):  # else role-collision (scoping.py)
+                            self._duplicate(decl, table[name.value].decl, "in the policy set")
                     else:
                         clash = next((s for n, s in table.items() if n.casefold() == name.value.casefold()), None)
                         if clash is not None:  # requests spelling either would be refused as ambiguous
@@ -341,8 +347,7 @@ class _Checker:
     def close_roles(self) -> None:
         for scoped in self.each(ast.RoleDecl):
             for parent in scoped.decl.extends:
-                if parent.value not in self.roles:
-                    self._unknown("role", parent, self.roles)
+                self.role_ref(parent)
         reported: set[frozenset[str]] = set()
         for name in self.roles:
             self.role_closure[name] = self._closure(name, [], reported)
@@ -532,7 +537,7 @@ class _Checker:
         self.report(f"unknown-{kind}", f"unknown {kind} '{name.value}'", name.span, self._hints[key])
 
     def role_ref(self, name: ast.Name) -> None:
-        if name.value not in self.roles:
+        if name.value not in self.roles and name.value not in self.ambiguous:  # else ambiguous-role
             self._unknown("role", name, self.roles)
 
     def model_ref(self, name: ast.Name) -> None:
@@ -589,7 +594,8 @@ class _Checker:
     def _budget_references(self, budget: ast.BudgetDecl) -> None:
         scope = budget.scope
         tables = {"model": self.models, "agent": self.agents, "role": self.roles}
-        if scope.kind in tables and scope.value not in tables[scope.kind]:
+        if scope.kind in tables and scope.value not in tables[scope.kind] \
+                and not (scope.kind == "role" and scope.value in self.ambiguous):
             self._unknown(scope.kind, ast.Name(scope.value, span=scope.span), tables[scope.kind])
         action = budget.on_exceed
         if isinstance(action, ast.EscalateAction):
@@ -939,7 +945,8 @@ class _Checker:
         index: dict[tuple[str, str], dict[str, list[Scoped]]] = {}
         for d in self.each(ast.RuleDecl):
             deny = d.decl
-            if deny.effect == "deny" and deny.when is None and deny.unless is None:
+            if deny.effect == "deny" and deny.when is None and deny.unless is None \
+                    and deny.applies is None and id(deny) not in self.file_scopes:  # a scope is a condition too
                 prefix = literal_prefix(deny.resource_pattern)
                 for action in deny.actions:
                     index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)

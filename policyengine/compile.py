@@ -30,6 +30,8 @@ from .decision import Reason
 from .policyset import PolicySet, Scoped
 from .routing import RoutePlan, route_plan
 from .schema import SchemaSet, compile_schemas, schema_normalisers
+from .rule_paths import recorded
+from .scoping import effective, file_scopes, guard_for, guarded
 
 
 
@@ -160,9 +162,11 @@ def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
     return compile_expr(expr, ps.consts.get(scoped.package, {}), schema_normalisers(ps))
 
 
-def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]]) -> Reason:
+def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]],
+            file_names: Mapping[str, str]) -> Reason:
     all_cites = tuple(dict.fromkeys((*cites, *package_cites.get(scoped.package, ()))))
-    return Reason(rule=scoped.id, file=scoped.file, line=scoped.line, message=message, cites=all_cites)
+    return Reason(rule=scoped.id, file=recorded(file_names, scoped.file), line=scoped.line, message=message,
+                  cites=all_cites)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -180,7 +184,8 @@ class CompiledRule:
     reason: Reason
     scoped: Scoped[ast.RuleDecl]
     segment: str | None  # literal first segment of the ids it can match (see pattern_segment)
-    test: Pred | None  # id + when + unless fused; None when the rule always matches
+    test: Pred | None  # scope + id + when + unless fused; None when the rule always matches
+    guard: Pred | None = None  # its package scope and ``applies to`` (scoping.py); None: every request
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
@@ -209,6 +214,7 @@ class CompiledGate:
     reason: Reason
     scoped: Scoped[ast.EscalateDecl]
     actions: frozenset[str] | None  # the only actions it can apply to (None: any)
+    guard: Pred | None = None  # its scope, already part of ``when``; kept for explanations
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -219,6 +225,7 @@ class CompiledResidency:
     regions: frozenset[str]
     reason_base: Reason
     scoped: Scoped[ast.ResidencyDecl]
+    guard: Pred | None = None  # its scope, already part of ``when``; kept for explanations
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +326,10 @@ def stage_registry(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Closures for every rule's conditions, its id matcher and its ``Reason``."""
     compiled = []
+    scopes = file_scopes(ps.files)
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
+        guard = guard_for(scopes, d)
         message = d.because or f"{d.effect} rule {scoped.id} matched"
         when = _cond(ps, scoped, d.when)
         unless = _cond(ps, scoped, d.unless) if d.unless is not None else None
@@ -335,10 +344,11 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             match_id=compile_pattern(d.resource_pattern),
             when=when,
             unless=unless,
-            reason=_reason(scoped, message, d.cites, ps.package_cites),
+            reason=_reason(scoped, message, d.cites, ps.package_cites, ps.file_names),
             scoped=scoped,
             segment=pattern_segment(d.resource_pattern),
-            test=fuse_rule_test(d.resource_pattern, when, unless),
+            test=guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
+            guard=guard,
         ))
     return {"rules": tuple(compiled)}
 
@@ -367,15 +377,21 @@ def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Escalation gates with their condition, approver role, deadline and action guard."""
     gates = []
+    scopes = file_scopes(ps.files)
     for key, scoped in enumerate(ps.escalations):
         d = scoped.decl
+        guard = guard_for(scopes, d)
+        actions = action_guard(d.when, ps.consts.get(scoped.package, {}))
+        in_scope = effective(scopes.get(id(d)), d.applies)[1]
+        if in_scope is not None:
+            actions = in_scope if actions is None else actions & in_scope
         message = d.because or f"needs approval by role {d.role.value} (escalation {scoped.id})"
         gates.append(CompiledGate(
-            key=key, id=scoped.id, name=d.name.value, when=_cond(ps, scoped, d.when),
+            key=key, id=scoped.id, name=d.name.value, when=guarded(guard, _cond(ps, scoped, d.when)),
             role=d.role.value, within_seconds=d.within.seconds if d.within else None,
             on_timeout=d.on_timeout, distinct_approver=d.distinct_approver,
-            reason=_reason(scoped, message, d.cites, ps.package_cites), scoped=scoped,
-            actions=action_guard(d.when, ps.consts.get(scoped.package, {})),
+            reason=_reason(scoped, message, d.cites, ps.package_cites, ps.file_names), scoped=scoped,
+            actions=actions, guard=guard,
         ))
     return {"gates": tuple(gates)}
 
@@ -383,15 +399,17 @@ def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Residency rules with their allowed regions as a set."""
     out = []
+    scopes = file_scopes(ps.files)
     for key, scoped in enumerate(ps.residencies):
         d = scoped.decl
+        guard = guard_for(scopes, d)
         consts = ps.consts.get(scoped.package, {})
         ok, value = _literal_value(d.regions, consts)
         regions = frozenset(v for v in (value if ok and isinstance(value, tuple) else ()) if isinstance(v, str))
         message = d.because or f"residency {scoped.id} requires a region in {sorted(regions)}"
         out.append(CompiledResidency(
-            key=key, id=scoped.id, when=_cond(ps, scoped, d.when), regions=regions,
-            reason_base=_reason(scoped, message, d.cites, ps.package_cites), scoped=scoped,
+            key=key, id=scoped.id, when=guarded(guard, _cond(ps, scoped, d.when)), regions=regions,
+            reason_base=_reason(scoped, message, d.cites, ps.package_cites, ps.file_names), scoped=scoped, guard=guard,
         ))
     return {"residencies": tuple(out)}
 
@@ -414,7 +432,7 @@ def stage_budgets(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             scope_value=d.scope.value, scope_key=f"{d.scope.kind}:{d.scope.value}",
             limits=tuple(CompiledLimit(l.amount, l.unit, l.window) for l in d.limits),
             warn_at=d.warn_at, on_exceed=on_exceed, target=target,
-            reason_base=_reason(scoped, f"budget {scoped.id} exceeded", (), ps.package_cites),
+            reason_base=_reason(scoped, f"budget {scoped.id} exceeded", (), ps.package_cites, ps.file_names),
             scoped=scoped,
         )
         out.append(budget)

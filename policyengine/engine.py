@@ -18,7 +18,7 @@ import json
 import re
 import threading
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from .evaluate import Evaluator
 from .format import format_policy
 from .loader import load_files, no_policy_files, policy_paths
 from .policyset import PolicySet
+from .rule_paths import recorded, recorded_names, rules_root
 
 
 class BlockList:
@@ -99,6 +100,11 @@ class Policy:
     @property
     def files(self) -> tuple[str, ...]:
         return tuple(f.path for f in self.policy_set.files)
+
+    @property
+    def recorded_files(self) -> tuple[str, ...]:
+        """The files as decisions and audit records name them: relative to the rules root (rule_paths.py)."""
+        return tuple(recorded(self.policy_set.file_names, f) for f in self.files)
 
     def evaluate(self, request: Any, *, now: datetime | None = None,
                  directory: Mapping[str, Sequence[str]] | None = None) -> Decision:
@@ -263,7 +269,9 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     if not names:  # an empty folder is no policy: never decide with the hash of nothing
         raise PolicyError([no_policy_files(paths)])
     sources = _read_sources(names)  # read once: an edit meanwhile cannot be cached under the old key
+    root = rules_root(paths)  # decisions name files relative to it (rule_paths.py)
     key = _content_key(names, sources)
+    key = None if key is None else f"{key}:{root}"
     cached = _CACHE.get(key) if key is not None else None
     if cached is not None and not _unchanged(cached[4]):
         cached = None  # a package the files import (found beside them) was edited
@@ -272,6 +280,7 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
         gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
         try:
             policy_set, parsed, findings, read = _build(names, sources)
+            policy_set = replace(policy_set, file_names=recorded_names((f.path for f in parsed), root))
             cached = (policy_set, compile_policy(policy_set), policy_hash(parsed), tuple(findings),
                       _imported_digests(read, sources))
         finally:

@@ -31,6 +31,7 @@ from .conditions import ConditionError, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
 from .approval_binding import binding_errors
 from .identity import IdentityError, canonical_identity
+from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
 _NO_VALIDATOR = object()
@@ -676,7 +677,7 @@ class Evaluator:
             collected.extend(r.model_copy(update={"candidate": model}) for r in out.reasons)
             errors.extend(out.errors)
         scoped = route.scoped
-        head = Reason(rule=route.id, file=scoped.file, line=scoped.line,
+        head = Reason(rule=route.id, file=recorded(self.compiled.policy_set.file_names, scoped.file), line=scoped.line,
                       message=f"route {route.id}: every candidate ({', '.join(route.prefer)}) is denied")
         return Outcome("deny", (head, *collected), fresh=True, errors=tuple(errors))
 

@@ -16,6 +16,7 @@ from .budgets import utc, window_end, window_start
 from .compile import CompiledRule
 from .conditions import ConditionError, Ctx, _path_getter, expr_paths, expr_text
 from .decision import Decision
+from .scoping import file_scopes, scope_words
 
 from .evaluate import _amount
 
@@ -41,7 +42,15 @@ def _shown(value: Any) -> str:
         return "<nested too deeply to show>"
 
 
-def _why_not(rule: CompiledRule, c: Ctx) -> str | None:
+def _outside(guard: Any, c: Ctx, scopes: Mapping[int, Any], decl: Any) -> str | None:
+    """Why a scoped declaration does not apply: the request is outside its scope (scoping.py)."""
+    if guard is None or guard(c):
+        return None
+    return f"outside its scope ({scope_words(scopes, decl)}; this request: workflow " \
+           f"{c.context.get('workflow', '<none>')!r}, action {c.action!r})"
+
+
+def _why_not(rule: CompiledRule, c: Ctx, scopes: Mapping[int, Any]) -> str | None:
     """None when the rule matches, else the first failing part in words."""
     if rule.principal_kind == "role" and rule.principal_name not in c.roles:
         return f"principal does not hold role {rule.principal_name}"
@@ -54,6 +63,9 @@ def _why_not(rule: CompiledRule, c: Ctx) -> str | None:
     if rule.match_id is not None and not rule.match_id(c.rid):
         return f"resource id {c.rid!r} does not match {rule.scoped.decl.resource_pattern!r}"
     decl = rule.scoped.decl
+    outside = _outside(rule.guard, c, scopes, decl)
+    if outside is not None:
+        return outside
     then = "so this deny rule denies (fail closed)" if rule.effect == "deny" else "so this allow rule does not apply"
     when = _outcome(rule.when, c)
     if when is not True:
@@ -77,15 +89,19 @@ def _outcome(pred: Any, c: Ctx) -> bool | str:
 
 def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: datetime | None) -> None:
     cp = ev.compiled
+    scopes = file_scopes(cp.policy_set.files)
     for rule in cp.rules:
-        where = f"{rule.scoped.file}:{rule.scoped.line}"
-        why = _why_not(rule, c)
+        where = f"{rule.reason.file}:{rule.reason.line}"
+        why = _why_not(rule, c, scopes)
         verdict = f"MATCHED ({rule.effect})" if why is None else f"no match: {why}"
         out.append(f"{indent}rule {rule.id} [{rule.effect}] {where}: {verdict}")
     for res in cp.residencies:
         decl = res.scoped.decl
         state = _outcome(res.when, c)
-        if state is True:
+        outside = _outside(res.guard, c, scopes, decl)
+        if outside is not None:
+            out.append(f"{indent}residency {res.id}: does not apply: {outside}")
+        elif state is True:
             out.append(f"{indent}residency {res.id}: applies; allowed regions {', '.join(sorted(res.regions))}")
         elif state is not False:
             out.append(f"{indent}residency {res.id}: condition error, denies: {state}")
@@ -105,6 +121,10 @@ def _trace_resource(ev: Evaluator, c: Ctx, out: list[str], indent: str, now: dat
     for gate in cp.gates:
         decl = gate.scoped.decl
         held = _outcome(gate.when, c)
+        outside = _outside(gate.guard, c, scopes, decl)
+        if outside is not None:
+            out.append(f"{indent}escalate {gate.id}: does not match: {outside}")
+            continue
         state = "matches" if held is True else "does not match" if held is False else f"condition error, denies ({held})"
         out.append(f"{indent}escalate {gate.id}: {state}: {expr_text(decl.when)}{_values(decl.when, c)}")
 

@@ -109,12 +109,28 @@ def _duration(duration: ast.Duration) -> str:
     return f"{seconds} s"
 
 
-_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")  # dotted: a package-qualified role
 
 
 def format_name(name: ast.Name) -> str:
     """A role, agent or model name: bare when it can be, else quoted (``"gpt-4o"``)."""
     return name.value if _BARE_NAME.fullmatch(name.value) else _string(name.value)
+
+
+def format_scope(scope: ast.Scope) -> str:
+    """``workflow "a", "b" action read``: what follows ``scope`` or ``applies to``."""
+    parts = []
+    if scope.workflows:
+        parts.append("workflow " + ", ".join(_string(w.value) for w in scope.workflows))
+    if scope.actions:
+        parts.append("action " + ", ".join(format_name(a) for a in scope.actions))
+    return " ".join(parts)
+
+
+def _applies(decl: ast.RuleDecl | ast.ResidencyDecl | ast.EscalateDecl) -> list[_Line]:
+    if decl.applies is None:
+        return []
+    return [_clause(f"applies to {format_scope(decl.applies)}", decl.applies.span.line)]
 
 
 # --- expressions ------------------------------------------------------------------------
@@ -287,6 +303,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         actions = ", ".join("any" if a.value == "*" else a.value for a in decl.actions)
         target = f"{decl.resource_kind.value} {_string(decl.resource_pattern)}"
         lines.append(_clause(f"{decl.effect} {who} to {actions} {target}", principal.span.line))
+        lines += _applies(decl)
         if decl.when is not None:
             lines += _condition("when", decl.when)
         if decl.unless is not None:
@@ -294,6 +311,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         lines += [_clause(_rate_limit(limit), limit.span.line) for limit in decl.limits]
         lines += _notes(decl.because, decl.cites)
     elif isinstance(decl, ast.ResidencyDecl):
+        lines += _applies(decl)
         if decl.when is not None:
             lines += _condition("when", decl.when)
         lines.append(_clause(f"require region in {format_expr(decl.regions)}", decl.regions.span.line))
@@ -311,6 +329,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
         if decl.on_exceed is not None:
             lines.append(_clause(f"on exceed {_exceed(decl.on_exceed)}", decl.on_exceed.span.line))
     elif isinstance(decl, ast.EscalateDecl):
+        lines += _applies(decl)
         if decl.when is not None:
             lines += _condition("when", decl.when)
         lines.append(_clause(f"to role {format_name(decl.role)}", decl.role.span.line))
@@ -431,6 +450,8 @@ def _layout(file: ast.PolicyFile, words: dict[str, list[int]]) -> list[_Line]:
         lines.append(_Line(f"owner {_string(file.owner)}", None, keyword="owner"))
     if file.cites:
         lines.append(_Line(f"cite {_strings(file.cites)}", None, keyword="cite"))
+    if file.scope is not None:
+        lines.append(_Line(f"scope {format_scope(file.scope)}", file.scope.span.line))
     first_body = [n.span.line for n in (*file.imports, *file.decls)]
     _resolve(lines, min(first_body) - 1 if first_body else None, words)
     if file.imports:

@@ -128,7 +128,7 @@ def _version() -> str:
     if _VERSION is None:
         digest = hashlib.sha256(grammar_text().encode())
         here = Path(__file__).resolve().parent
-        for module in ("syntax.py", "ast.py", "diagnostics.py", "loader.py"):
+        for module in ("syntax.py", "syntax_scope.py", "ast.py", "diagnostics.py", "loader.py"):
             try:
                 digest.update((here / module).read_bytes())
             except OSError:

@@ -60,6 +60,8 @@ class PolicySet:
     masks: tuple[Scoped[ast.MaskDecl], ...] = ()
     # package -> its file-level ``cite`` references, kept in decisions
     package_cites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # file as parsed -> the name decisions and reports record (relative to the rules root; rule_paths.py)
+    file_names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def mask_fields(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:

@@ -179,7 +179,7 @@ def replay(db: str | Path, candidate: Policy | Sequence[str | Path], *, since: d
     changes = tuple(Change(*c[:12], recorded.get(c[0], ()), c[12]) for c in pending)
     by_transition = Counter(c.transition for c in changes)
     by_rule = Counter(r for c in changes for r in c.rules)
-    return ReplayResult(db=str(db), candidate=policy.files, candidate_hash=policy.policy_hash, since=since,
+    return ReplayResult(db=str(db), candidate=policy.recorded_files, candidate_hash=policy.policy_hash, since=since,
                         until=until, replayed=replayed, masked=masked,
                         recorded_policies=MappingProxyType(hashes), changes=changes,
                         seconds=time.perf_counter() - started,

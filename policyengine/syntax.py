@@ -30,6 +30,7 @@ from .diagnostics import Finding, PolicyError, Span
 from .resources import cache_root, caching_enabled, data_path
 from .syntax_errors import describe_unexpected
 from .syntax_routing import RoutingSyntax
+from .syntax_scope import ScopeBuilder, join_scopes
 
 __all__ = ["parse_policy", "grammar_text", "paused_gc", "fast_constructor", "MAX_NESTING", "Builder"]
 
@@ -200,7 +201,7 @@ _new_literal = fast_constructor(ast.Literal)
 
 
 @v_args(inline=True)
-class Builder(RoutingSyntax):
+class Builder(RoutingSyntax, ScopeBuilder):  # a Transformer; routes/limits in syntax_routing.py, scopes in syntax_scope.py
     """The inline transformer: one method per grammar rule or alias.
 
     Methods receive the children of the reduced rule (tokens for named
@@ -256,12 +257,15 @@ class Builder(RoutingSyntax):
         cites: list[str] = []
         imports: list[ast.Import] = []
         decls: list[Any] = []
+        scope: ast.Scope | None = None
         for item in items:
             if isinstance(item, ast.Import):
                 imports.append(item)
-            elif isinstance(item, _Clause):
+            elif isinstance(item, tuple):  # a header clause
                 key, value, kw, _ = item
-                if key == "owner":
+                if key == "scope":
+                    scope = join_scopes(scope, value)
+                elif key == "owner":
                     if owner is not None:
                         raise _syntax("the package owner is given twice", self._span(kw))
                     owner = value
@@ -276,6 +280,7 @@ class Builder(RoutingSyntax):
             cites=tuple(cites),
             imports=tuple(imports),
             decls=tuple(decls),
+            scope=scope,
             comments=tuple(self._comments),
             path=self._path,
             span=self._cover(package.span, last),
@@ -452,6 +457,7 @@ class Builder(RoutingSyntax):
             unless=found.get("unless"),
             because=found.get("because"),
             cites=tuple(found["cite"]),
+            applies=found.get("applies"),
             span=self._cover(self._span(kw), clauses[-1][3] if clauses else head_end),
             pattern_span=head_end if pattern is not None else None,
             limits=tuple(found["limit"]),
@@ -496,6 +502,7 @@ class Builder(RoutingSyntax):
             regions,
             because=found.get("because"),
             cites=tuple(found["cite"]),
+            applies=found.get("applies"),
             span=self._decl_span(kw, name, clauses),
         )
 
@@ -594,6 +601,7 @@ class Builder(RoutingSyntax):
             distinct_approver=found.get("distinct", False),
             because=found.get("because"),
             cites=tuple(found["cite"]),
+            applies=found.get("applies"),
             span=self._decl_span(kw, name, clauses),
         )
 

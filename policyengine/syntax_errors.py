@@ -77,6 +77,8 @@ def _previous(text: str, pos: int) -> re.Match[str] | None:
 
 def _expectation(expected: set[str], prev: str, prev_is_number: bool) -> str:
     after = f" after '{prev}'" if prev else ""
+    if expected == {"NAME", "STRING", "DOTTED"}:  # a name that may also be package-qualified (finance.analyst)
+        expected = {"NAME", "STRING"}
     if expected == {"NAME", "STRING"} and prev in _NAME_AFTER:  # a name that may be quoted ("gpt-4o")
         return f"expected {_NAME_AFTER[prev]}{after}"
     if expected == {"NAME", "STRING"} and prev.lower() in {k.lower() for k in _DECL_KEYWORDS}:

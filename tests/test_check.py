@@ -198,7 +198,7 @@ CASES = [
     Case("extends cycle", ("package t\nrole a extends c\nrole b extends a\nrole c extends b\n",),
          "extends-cycle", "roles extend each other in a cycle: a -> c -> b -> a", "0:3:16", "a",
          "remove one of the 'extends' links so inheritance runs one way"),
-    Case("role declared in two files", (BASE, "package u\nrole analyst\n"),
+    Case("role declared in two files of one package", (BASE, "package t\nrole analyst\n"),
          "duplicate-name", "role 'analyst' is declared twice in the policy set", "1:2:6", "analyst",
          "first declared as role at f0.policy:3:6; rename one of them"),
     Case("name reused in a package across files",

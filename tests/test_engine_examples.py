@@ -26,6 +26,8 @@ IT = "it.tickets."
 MK = "marketing.campaigns."
 MP = "marketing.personalization."
 SC = "supply_chain.disruptions."
+GR = "growth.experiments."
+GROWTH = {"workflow": "growth-experiments", "region": "eu-west-1"}  # growth's declarations are scoped to it
 
 
 def user(pid: str, *roles: str) -> dict:
@@ -319,6 +321,20 @@ CASES = [
          (SC + "planner_spend", SC + "planner_calls_models"),
          context={"tokens": 1000, "workflow": "supply-chain-disruption"},
          charges=(("workflow:supply-chain-disruption", "tokens", 999_500),), obligations=("approval_required",)),
+    # growth: a scoped package; outside its workflow none of it applies
+    Case("growth marketer reads events in the workflow", user("gia", "growth.marketer"), "read", "dataset",
+         "events/web/1", "allow", (GR + "marketers_read_events",), data={"classification": "internal"},
+         context=GROWTH),
+    Case("growth marketer reads events outside the workflow", user("gia", "growth.marketer"), "read", "dataset",
+         "events/web/1", "deny", ("<default-deny>",), data={"classification": "internal"}),
+    Case("no personal data in experiments", user("gia", "growth.marketer"), "read", "dataset", "events/web/1",
+         "deny", (GR + "no_personal_data_in_experiments",), data={"classification": "pii"}, context=GROWTH),
+    Case("experiments outside the EU", user("gia", "growth.marketer"), "read", "dataset", "events/web/1", "deny",
+         (GR + "experiments_in_the_eu",), data={"classification": "internal"},
+         context={**GROWTH, "region": "us-east-1"}),
+    Case("a large experiment waits for the growth lead", user("gia", "growth.marketer"), "send", "tool",
+         "messaging/experiments", "escalate", (GR + "large_experiments", GR + "marketers_send_variants"),
+         data={"consent": True}, context={**GROWTH, "audience_size": 60_000}, obligations=("approval_required",)),
 ]
 
 

@@ -43,13 +43,20 @@ def _emit(findings: list[Finding], error_format: str) -> None:
     show_default=True,
     help="human: file:line:col, source line and caret; json: a list of findings for tools.",
 )
-def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> None:
+@click.option("--no-tests", is_flag=True,
+              help="Do not run the policy tests found with the checked files (nor look for cross-package effects).")
+def check_command(paths: tuple[str, ...], strict: bool, error_format: str, no_tests: bool) -> None:
     """Parse and statically check policy files.
 
     PATHS are .policy files or folders (searched recursively for *.policy).
     Every problem is reported as file:line:col with the source line and a
     caret under it: syntax errors, unknown roles, models and consts, type
     mismatches, extends cycles, rules that can never match, and more.
+
+    Once the files check clean, the policy tests found with them (*_test.yaml
+    under the folders, or beside the files) are run: a failing case is a
+    policy-test warning, and one decided by another package's rule, residency
+    or gate a cross-package warning at that declaration (--no-tests skips this).
 
     Exit status: 0 when clean, 1 on errors (or on warnings with --strict),
     2 on a usage error.
@@ -65,6 +72,7 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     loaded = load_files(paths)
     findings = list(loaded.findings)
     checked_note = ""
+    tests_note = ""
     masks: list[str] = []
     if not loaded.files and not findings:
         findings.append(no_policy_files(paths))
@@ -74,6 +82,13 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
         checked = check_policy(loaded.files)
         findings += checked.findings
         masks = _mask_lines(checked.policy) if checked.policy is not None else []
+        if checked.policy is not None and not no_tests:
+            from ..testing.cross_package import run_policy_tests  # only when the set is clean
+
+            tests = run_policy_tests(paths)
+            if tests is not None:
+                findings += tests.findings
+                tests_note = tests.summary()
     elif any(f.code == "syntax" for f in findings):
         checked_note = " (fix the syntax errors to run the other checks)"
     _emit(findings, error_format)
@@ -87,6 +102,8 @@ def check_command(paths: tuple[str, ...], strict: bool, error_format: str) -> No
     imported = f" (and {total - given} imported)" if total > given else ""  # found by `import`, not named
     summary = (f"checked {_count(given, 'file')}{imported}: {_count(errors, 'error')}, "
                f"{_count(warnings, 'warning')}")
+    if tests_note:
+        click.echo(tests_note, err=error_format == "json")
     click.echo(summary + checked_note, err=error_format == "json")
     if errors or (strict and warnings):
         sys.exit(1)

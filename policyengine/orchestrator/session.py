@@ -270,7 +270,7 @@ class Session:
         """Audit which rule files (and policy hash) the runs of this command are decided by."""
         policy = self.orchestrator.policy
         self.audit.append("policy_loaded", actor=actor, workflow=None, run_id=None,
-                          payload={"files": list(policy.files), "rules": len(policy.compiled.rules)},
+                          payload={"files": list(policy.recorded_files), "rules": len(policy.compiled.rules)},
                           policy_hash=policy.policy_hash)
 
     def _record_directory(self, directory: Directory) -> None:

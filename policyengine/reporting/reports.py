@@ -27,6 +27,7 @@ import duckdb
 
 from ..clock import parse_time
 from ..resources import data_path
+from ..rule_paths import recorded
 from .db import first_line, has_table, open_readonly, require_audit_log, sql
 from .errors import ReportError
 
@@ -206,7 +207,8 @@ def prepare_context(con: duckdb.DuckDBPyConnection, policy_set: Any | None = Non
     for kind, decls in kinds:
         for scoped in decls:
             con.execute(sql("context_rule"), {"rule_id": scoped.id, "kind": kind,
-                                              "file": scoped.file, "line": scoped.line})
+                                              "file": recorded(policy_set.file_names, scoped.file),
+                                              "line": scoped.line})
     for name, scoped in policy_set.agents.items():
         con.execute(sql("context_agent"), {"agent": name, "owner": scoped.decl.owner})
 
