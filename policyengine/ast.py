@@ -245,6 +245,17 @@ class PrincipalMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``limit 60 requests per minute for team``: at most ``amount`` per window, counted per ``scope``."""
+
+    amount: float
+    unit: TLiteral["requests", "tokens"]
+    window: TLiteral["second", "minute", "hour", "day"]
+    scope: TLiteral["key", "team", "model", "principal"] = "key"
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class RuleDecl:
     """``allow``/``deny`` PRINCIPAL ``to`` ACTIONS KIND "PATTERN" [when] [unless] [because] [cite]."""
 
@@ -261,6 +272,7 @@ class RuleDecl:
     applies: Scope | None = None  # ``applies to ...``; None: wherever the file's scope reaches
     span: Span = _span()
     pattern_span: Span | None = _part_span()  # the quoted pattern; None when it is left out ("*")
+    limits: tuple[RateLimit, ...] = ()  # ``limit N requests per minute [for key]`` (allow rules; the gateway counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,10 +367,18 @@ class EscalateDecl:
 
 @dataclass(frozen=True, slots=True)
 class RouteDecl:
+    """``prefer a, b`` (in order) or ``prefer cheapest|fastest [among a, b]`` (every declared model
+    when ``among`` is left out: ``prefer`` is then empty), optionally bounded by the models'
+    declared latency and cost."""
+
     name: Name
     when: Expr | None
     prefer: tuple[Name, ...]
     span: Span = _span()
+    strategy: Name | None = None  # "cheapest" | "fastest"
+    max_latency_ms: float | None = None  # ``within latency N ms``
+    max_cost: Money | None = None  # ``under cost M USD per 1M tokens`` (kept per 1M)
+    latency_span: Span | None = _part_span()
 
 
 @dataclass(frozen=True, slots=True)

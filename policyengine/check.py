@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import ast
+from .check_routing import check_traffic
 from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, pattern_covers, show
 from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
@@ -166,6 +167,7 @@ class _Checker:
             ("check values", self.check_values),
             ("find rules that never match", self.check_never_match),
             ("find shadowed allows", self.check_shadowing),
+            ("check routes and rate limits", lambda: check_traffic(self)),
         )
         for label, stage in stages:
             try:

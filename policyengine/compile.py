@@ -28,6 +28,7 @@ from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
 from .policyset import PolicySet, Scoped
+from .routing import RoutePlan, route_plan
 from .schema import SchemaSet, compile_schemas, schema_normalisers
 from .rule_paths import recorded
 from .scoping import effective, file_scopes, guard_for, guarded
@@ -255,8 +256,9 @@ class CompiledRoute:
     key: int
     id: str
     when: Pred
-    prefer: tuple[str, ...]
+    prefer: tuple[str, ...]  # the candidates in order, from declared cost and latency
     scoped: Scoped[ast.RouteDecl]
+    plan: RoutePlan | None = None  # strategy and bounds; the gateway orders again with measured latency
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -275,6 +277,7 @@ class CompiledPolicy:
     routes: tuple[CompiledRoute, ...]
     schemas: SchemaSet
     policy_set: PolicySet
+    rate_limits: Mapping[str, tuple[ast.RateLimit, ...]] = field(default_factory=dict)  # allow rule id -> limits
 
     @property
     def masks(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:
@@ -442,9 +445,15 @@ def stage_routes(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     out = []
     for key, scoped in enumerate(ps.routes):
         d = scoped.decl
+        plan = route_plan(d, tuple(acc["registry"]))
         out.append(CompiledRoute(key=key, id=scoped.id, when=_cond(ps, scoped, d.when),
-                                 prefer=tuple(n.value for n in d.prefer), scoped=scoped))
+                                 prefer=plan.order(acc["registry"]), scoped=scoped, plan=plan))
     return {"routes": tuple(out)}
+
+
+def stage_rate_limits(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """The ``limit`` clauses of allow rules, by rule id (the gateway counts them when the rule allows)."""
+    return {"rate_limits": {s.id: s.decl.limits for s in ps.rules if s.decl.limits}}
 
 
 def stage_schemas(ps: PolicySet, acc: Acc) -> dict[str, Any]:
@@ -464,6 +473,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("residency", stage_residency),
     ("budgets", stage_budgets),
     ("routes", stage_routes),
+    ("rate_limits", stage_rate_limits),
     ("schemas", stage_schemas),
 )
 

@@ -221,6 +221,29 @@ def _exceed(action: ast.ExceedAction) -> str:
     return "deny"
 
 
+def _route_clauses(decl: ast.RouteDecl) -> list[_Line]:
+    """``prefer`` (models in order, or a strategy ``among`` models), then the bounds."""
+    if decl.strategy is None:
+        first, *rest = decl.prefer
+        # a model called like a strategy is quoted where the strategy word would be read
+        head = _string(first.value) if first.value in ("cheapest", "fastest") else format_name(first)
+        lines = [_clause(f"prefer {', '.join([head, *(format_name(n) for n in rest)])}", first.span.line)]
+    else:
+        among = f" among {_names(decl.prefer)}" if decl.prefer else ""
+        lines = [_clause(f"prefer {decl.strategy.value}{among}", decl.strategy.span.line)]
+    if decl.max_latency_ms is not None:
+        line = decl.latency_span.line if decl.latency_span else None
+        lines.append(_clause(f"within latency {format_number(decl.max_latency_ms, integral_as_int=True)} ms", line))
+    if decl.max_cost is not None:
+        lines.append(_clause(f"under cost {_money(decl.max_cost)} per 1M tokens", decl.max_cost.span.line))
+    return lines
+
+
+def _rate_limit(limit: ast.RateLimit) -> str:
+    scope = "" if limit.scope == "key" else f" for {limit.scope}"
+    return f"limit {format_number(limit.amount, integral_as_int=True)} {limit.unit} per {limit.window}{scope}"
+
+
 def _threshold(threshold: ast.Threshold) -> _Line:
     return _clause(f"threshold {threshold.op} {format_number(threshold.value, integral_as_int=True)}", threshold.span.line)
 
@@ -289,6 +312,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
             lines += _condition("when", decl.when)
         if decl.unless is not None:
             lines += _condition("unless", decl.unless)
+        lines += [_clause(_rate_limit(limit), limit.span.line) for limit in decl.limits]
         lines += _notes(decl.because, decl.cites)
     elif isinstance(decl, ast.ResidencyDecl):
         lines += _applies(decl)
@@ -321,7 +345,7 @@ def _decl_lines(decl: ast.Decl) -> list[_Line]:
     elif isinstance(decl, ast.RouteDecl):
         if decl.when is not None:
             lines += _condition("when", decl.when)
-        lines.append(_clause(f"prefer {_names(decl.prefer)}", decl.prefer[0].span.line))
+        lines += _route_clauses(decl)
     elif isinstance(decl, ast.BiasDecl):
         lines.append(_clause(f"for model {format_name(decl.model)}", decl.model.span.line))
         metric = f"metric {decl.metric.value} of {format_expr(decl.positive)} by {decl.group_by.dotted}"

@@ -29,6 +29,7 @@ from . import ast
 from .diagnostics import Finding, PolicyError, Span
 from .resources import cache_root, caching_enabled, data_path
 from .syntax_errors import describe_unexpected
+from .syntax_routing import RoutingSyntax
 from .syntax_scope import ScopeBuilder, join_scopes
 
 __all__ = ["parse_policy", "grammar_text", "paused_gc", "fast_constructor", "MAX_NESTING", "Builder"]
@@ -200,7 +201,7 @@ _new_literal = fast_constructor(ast.Literal)
 
 
 @v_args(inline=True)
-class Builder(ScopeBuilder):  # a Transformer; the scope methods live in syntax_scope.py
+class Builder(RoutingSyntax, ScopeBuilder):  # a Transformer; routes/limits in syntax_routing.py, scopes in syntax_scope.py
     """The inline transformer: one method per grammar rule or alias.
 
     Methods receive the children of the reduced rule (tokens for named
@@ -469,6 +470,7 @@ class Builder(ScopeBuilder):  # a Transformer; the scope methods live in syntax_
             applies=found.get("applies"),
             span=self._cover(self._span(kw), clauses[-1][3] if clauses else head_end),
             pattern_span=head_end if pattern is not None else None,
+            limits=tuple(found["limit"]),
         )
 
     def p_any(self, kw: Token) -> ast.PrincipalMatch:
@@ -624,15 +626,6 @@ class Builder(ScopeBuilder):  # a Transformer; the scope methods live in syntax_
 
     def c_distinct(self, kw: Token, distinct: Token, approver: Token) -> _Clause:
         return self._clause("distinct", True, kw, approver)
-
-    def route_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.RouteDecl:
-        name = self._name(name_tok)
-        found = self._clauses("route", name, clauses)
-        prefer = self._require(found, "prefer", "route", name, "prefer MODEL, ...")
-        return ast.RouteDecl(name, found.get("when"), prefer, span=self._decl_span(kw, name, clauses))
-
-    def c_prefer(self, kw: Token, names: tuple[ast.Name, ...]) -> _Clause:
-        return self._clause("prefer", names, kw, names[-1].span)
 
     # --- request schemas ---------------------------------------------------------------------
 

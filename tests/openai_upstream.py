@@ -9,6 +9,8 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``leaky``: answers with a payment card number split across stream chunks;
 * ``mailer``: answers with an email address split across stream chunks;
 * ``longmail``: the same inside a long answer (the address falls where streamed text is being released);
+* ``refuser``: answers with a refusal (low response quality);
+* ``rude``: answers with an insult (high toxicity);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
   so tests can make calls of a known size.
@@ -31,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CARD_ANSWER = ["Your", " card", " is", " 4111", " 1111", " 1111", " 1111", " thanks"]
 MAIL_ANSWER = ["Reach", " me", " at", " jane", ".doe@exa", "mple.com", " soon"]
+REFUSAL_ANSWER = ["I'm", " sorry,", " I", " can't", " help", " with", " that."]
+RUDE_ANSWER = ["You", " are", " a", " stupid", " idiot", " and", " I", " hate", " you."]
 LONG_ANSWER = [f" word{i}" for i in range(40)] + [" jane", ".doe@exa", "mple.com"] + [f" tail{i}" for i in range(40)]
 
 
@@ -74,7 +78,8 @@ class Handler(BaseHTTPRequestHandler):
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}).encode())
             return
         completion = int(body.get("max_tokens") or 16)
-        words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
+        words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER, "refuser": REFUSAL_ANSWER,
+                 "rude": RUDE_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                  "total_tokens": prompt_tokens + completion}

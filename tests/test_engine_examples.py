@@ -127,6 +127,9 @@ CASES = [
     Case("classification is routed to the small model", AP_BOT, "invoke", "model", None, "allow",
          (DS + "agents_call_models",), route="classifier_small", context={"task": "classify", "tokens": 500},
          covers=(DS + "exception_classification",)),
+    Case("drafts are routed to the cheapest model", AP_BOT, "invoke", "model", None, "allow",
+         (DS + "agents_call_models",), route="classifier_small", context={"task": "draft", "tokens": 500},
+         covers=(DS + "cheap_drafts",)),
     Case("undeclared agent", agent("shadow_agent"), "read", "dataset", "erp/invoices/7", "deny", ("<agent-identity>",)),
     # --- finance.invoice_exceptions ----------------------------------------------------------
     Case("agent reads the invoice", AP_BOT, "read", "dataset", "erp/invoices/7", "allow", (FI + "agent_reads_invoices",)),

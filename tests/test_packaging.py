@@ -64,13 +64,15 @@ def _declared_distributions() -> set[str]:
 
 
 # import name -> distribution name, where they differ
-_DISTRIBUTION = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "opentelemetry": "opentelemetry-sdk"}
+_DISTRIBUTION = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "opentelemetry": "opentelemetry-sdk",
+                 "profanity_check": "alt-profanity-check"}
 # imports that only run inside their own host program
 _HOSTED = {"pytest": "policyengine/testing/pytest_plugin.py"}  # loaded by pytest itself
 # imports of an optional extra, each from its one module (which says which extra to install when missing)
 _EXTRAS = {"psycopg": ("postgres", "policyengine/store/postgres.py"),
            "redis": ("redis", "policyengine/store/ratelimit.py"),
-           "opentelemetry": ("otel", "policyengine/server/run.py")}
+           "opentelemetry": ("otel", "policyengine/server/run.py"),
+           "profanity_check": ("guards", "policyengine/gateway/toxicity.py")}
 
 
 def test_every_third_party_import_is_a_declared_dependency():

@@ -105,14 +105,17 @@ def test_design_sample_parses_to_every_construct() -> None:
     assert file.imports == (ast.Import(N("common.regions"), span=S),)
     kinds = [type(d).__name__ for d in file.decls]
     assert kinds == ["RoleDecl"] * 4 + ["AgentDecl", "ModelDecl", "ModelDecl", "ConstDecl"] + ["RuleDecl"] * 3 + [
-        "ResidencyDecl", "BudgetDecl", "EscalateDecl", "RouteDecl", "BiasDecl", "DriftDecl"]
+        "ResidencyDecl", "BudgetDecl", "EscalateDecl", "RouteDecl", "RouteDecl", "BiasDecl", "DriftDecl"]
     gate = file.decls[13]
     assert gate == ast.EscalateDecl(
         N("large_payment"),
         Or(And(Cmp(P("action"), "==", L("approve_payment")), Cmp(P("context.amount"), ">", L(10_000))),
            And(Cmp(P("context"), "has", L("confidence")), Cmp(P("context.confidence"), "<", L(0.85)))),
         N("senior_analyst"), within=D(4 * 3600), on_timeout="deny", distinct_approver=True, span=S)
-    assert len(file.comments) == 15 and all(c.text.startswith("#") for c in file.comments)
+    assert len(file.comments) == 17 and all(c.text.startswith("#") for c in file.comments)
+    strategy = file.decls[15]
+    assert isinstance(strategy, ast.RouteDecl) and strategy.strategy == N("cheapest")
+    assert strategy.prefer == (N("classifier_small"), N("frontier_llm")) and strategy.max_latency_ms is None
 
 
 def test_every_example_rule_file_parses() -> None:

@@ -26,10 +26,13 @@ def _fail(message: str) -> None:
               help="redis://HOST:PORT/DB to share per-minute limits (default: in process).")
 @click.option("--host", metavar="ADDR", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 4000; 0: any free port).")
+@click.option("--hold-for-approval", type=click.FloatRange(0, 3600), metavar="SECONDS",
+              help="A call that needs an approval waits up to SECONDS for one (GET/POST /v1/approvals) "
+                   "instead of 403 (default 0: no wait).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
 def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str | None, providers: str | None,
                     db: str | None, key: str | None, ledger: str | None, rate_limits: str | None, host: str | None,
-                    port: int | None, access_log: bool) -> None:
+                    port: int | None, hold_for_approval: float | None, access_log: bool) -> None:
     """Serve an OpenAI-compatible LLM gateway; every call is decided by policy, budgeted, screened and audited.
 
     Example: policyengine gateway --config examples/gateway/gateway.yaml
@@ -44,7 +47,7 @@ def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str |
         except GatewayConfigError as error:
             _fail(str(error))
     given = {"rules": rules or None, "keys": keys, "providers": providers, "db": db, "key": key, "ledger": ledger,
-             "rate_limits": rate_limits, "host": host, "port": port}
+             "rate_limits": rate_limits, "host": host, "port": port, "hold_for_approval": hold_for_approval}
     settings.update({k: v for k, v in given.items() if v is not None})
     missing = [name for name in ("rules", "keys") if not settings.get(name)]
     if missing:

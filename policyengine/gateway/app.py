@@ -7,7 +7,10 @@ fallback); the budgets covering the call reserve its estimate; the upstream is
 called (the next allowed model on an upstream error); the answer is screened
 (streams in a held-back buffer) and decided again with ``context.guard.response``;
 usage is settled; and one ``model_call`` audit record is appended and awaited
-durable before the answer (or a stream's last event) is sent. The HTTP
+durable before the answer (or a stream's last event) is sent. A ``model`` that
+names a policy ``route`` is served by its candidates in strategy order
+(``traffic``); a call an approval gate holds may wait for an approver
+(``holds``, ``--hold-for-approval``). The HTTP
 plumbing (body limits, lifespan, metrics, durable audit) is the decision
 server's (``policyengine.server.app``).
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,10 @@ from .config import GatewayConfig, Upstream, VirtualKey, hash_key
 from ..store.ratelimit import InProcessRateLimiter, RateLimiter
 from .limits import Hold, MemoryReservingLedger, release, reserve, settle
 from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
+from .quality import response_quality
+from . import holds
+from . import traffic
+from ..routing import LatencyMeter
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_denied",
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 451: "permission_denied",
@@ -54,6 +60,7 @@ class GatewayError(HTTPError):
         self.reasons = reasons or []
         self.extra = extra or {}
         self.audit_seq: int | None = None  # the call's audit record, once written
+        self.escalated: tuple[str, dict[str, Any]] | None = None  # (model, request) held by an approval gate
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": str(self), "type": _TYPES.get(self.status, "api_error"), "param": None,
@@ -89,6 +96,8 @@ class Call:
     response_sha256: str | None = None
     prompt_masked: str | None = None
     response_masked: str | None = None
+    counted: list[tuple[Any, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
+    approved_gates: set[str] = field(default_factory=set)  # gates an approver opened while the call was held
 
 
 def _sha(text: str) -> str:
@@ -122,10 +131,14 @@ class GatewayApp(DecisionApp):
         self.limiter = limiter or InProcessRateLimiter()
         self.simulator = Simulator()
         self.client = UpstreamClient()
+        self.latency = LatencyMeter()  # measured upstream latency per model, for routes
+        self.desk = holds.ApprovalDesk()  # calls held for an approval (--hold-for-approval)
         self.routes = {
             ("POST", "/v1/chat/completions"): self.chat_completions,
             ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.list_models,
+            ("GET", "/v1/approvals"): self.list_approvals,
+            ("POST", "/v1/approvals"): self.decide_approval,
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
             ("GET", "/metrics"): self.render_metrics,
@@ -221,26 +234,18 @@ class GatewayApp(DecisionApp):
                                "guard_failed", rule="<guard>")
         return found
 
-    def _limit(self, key: VirtualKey, tokens: float) -> None:
-        """Per-minute limits of the key and its team (interim: from the keys file), in the store's rate limiter."""
-        checks = [(f"key:{key.key_id}", key.limits, "key")]
-        if key.team is not None and key.team in self.teams:
-            checks.append((f"team:{key.team}", self.teams[key.team], f"team {key.team}"))
-        taken: list[tuple[str, float]] = []
-        for name, limits, who in checks:
-            for unit, limit, amount in (("requests", limits.requests_per_minute, 1),
-                                        ("tokens", limits.tokens_per_minute, tokens)):
-                if limit is None:
-                    continue
-                if self.limiter.acquire(f"{name}:{unit}", amount, limit=limit, per=60.0):
-                    taken.append((f"{name}:{unit}", amount))
-                    continue
-                for counter, given in taken:  # all or nothing: a refused call uses none of the other limits
-                    self.limiter.acquire(counter, -given, limit=1e18, per=60.0)
-                wait = 60 - time.time() % 60  # fixed one-minute windows
-                raise GatewayError(429, f"rate limit of {who}: {limit:g} {unit} per minute", "rate_limited",
-                                   rule=f"<rate-limit:{who}>",
-                                   headers=[(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+    def _limit(self, active: ActivePolicy, call: Call, key: VirtualKey, tokens: float) -> None:
+        """Count the call against the key's and team's limits and the ``limit`` clauses of the rules that
+        allowed its first allowed model (``traffic``): all or nothing; 429 with ``Retry-After``."""
+        counters = traffic.key_counters(key, self.teams)
+        allowed = next((d for d in call.decisions if d.get("effect") == "allow"), None)
+        if allowed is not None and active.policy.compiled.rate_limits:
+            counters += traffic.rule_counters(active.policy.compiled, allowed["rules"], key, allowed["model"])
+        try:
+            call.counted = traffic.acquire(self.limiter, counters, tokens)
+        except traffic.Refused as refused:
+            raise GatewayError(429, str(refused), "rate_limited", rule=refused.counter.rule,
+                               headers=[(b"retry-after", str(refused.retry_after).encode())]) from None
 
     def _refusal(self, active: ActivePolicy, decisions: list[dict[str, Any]]) -> GatewayError:
         """The error for a call whose every candidate model the policy refused (first candidate's reasons)."""
@@ -267,13 +272,14 @@ class GatewayApp(DecisionApp):
         Like a policy ``route``: denied models are skipped (rerouted), and when the first model
         not denied needs an approval, the call gets 403 naming it rather than a way around the gate.
         """
-        registry = active.policy.compiled.registry
-        if model not in registry and model not in self.upstreams:
-            raise GatewayError(404, f"the model {model!r} does not exist (not declared in the policy)",
-                               "model_not_found")
-        fallbacks = self.upstreams[model].fallbacks if model in self.upstreams else ()
-        names = [model, *(f for f in fallbacks if f != model)]
+        compiled = active.policy.compiled
+        if model not in compiled.registry and model not in self.upstreams:
+            names = self._routed(compiled, model)
+        else:
+            fallbacks = self.upstreams[model].fallbacks if model in self.upstreams else ()
+            names = [model, *(f for f in fallbacks if f != model)]
         allowed: list[tuple[str, dict[str, Any]]] = []
+        first_refusal: dict[str, Any] | None = None
         for name in names:
             request = self._request(key, name, tokens, guard)
             decision = active.policy.evaluate(request).to_dict()
@@ -282,12 +288,119 @@ class GatewayApp(DecisionApp):
             if decision["effect"] == "allow":
                 allowed.append((name, request))
             elif decision["effect"] == "escalate" and not allowed:
-                raise self._refusal(active, [decision])  # as a route: the first model not denied decides
-            elif name == model:
+                refusal = self._refusal(active, [decision])  # as a route: the first model not denied decides
+                refusal.escalated = (name, request)
+                raise refusal
+            elif first_refusal is None:
                 first_refusal = decision
         if not allowed:
-            raise self._refusal(active, [first_refusal])
+            raise self._refusal(active, [first_refusal])  # type: ignore[list-item]
         return allowed
+
+    def _routed(self, compiled: Any, name: str) -> list[str]:
+        """The models a call naming the route ``name`` tries, in order (``traffic.route_models``)."""
+        route = traffic.find_route(compiled, name)
+        if route is None:
+            raise GatewayError(404, f"the model {name!r} does not exist (neither a declared model nor a route)",
+                               "model_not_found")
+        names = list(traffic.route_models(route, compiled, self.latency.values))
+        if not names:
+            raise GatewayError(403, f"route {route.id}: no candidate model is within its bounds",
+                               "policy_denied", rule=route.id)
+        return names
+
+    async def _admitted(self, active: ActivePolicy, key: VirtualKey, model: str, tokens: float,
+                        guard: dict[str, Any], call: Call) -> list[tuple[str, dict[str, Any]]]:
+        """The candidates; with ``hold_for_approval``, a call held by one gate waits for its approval."""
+        try:
+            return self._candidates(active, key, model, tokens, guard, call)
+        except GatewayError as error:
+            gates = error.extra.get("approvals") or []
+            if error.escalated is None or self.config.hold_for_approval <= 0 or len(gates) != 1:
+                raise
+            return [await self._hold(active, call, error, gates[0])]
+
+    async def _hold(self, active: ActivePolicy, call: Call, error: GatewayError,
+                    gate: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Wait (bounded) for an approver; the model and its request with the approval, or raise."""
+        assert error.escalated is not None
+        model, request = error.escalated
+        limit = self.config.hold_for_approval
+        if isinstance(gate.get("deadline_seconds"), (int, float)):
+            limit = min(limit, float(gate["deadline_seconds"]))
+        held = self.desk.open(gate["gate"], gate["role"], model, request)
+        call.decisions.append({"model": model, "stage": "held", "id": held.id, "gate": held.gate})
+        try:
+            decided = await holds.wait(held, limit)
+        finally:
+            self.desk.close(held)
+        if not decided:
+            raise GatewayError(403, f"{error}; not approved within {limit:g} s (held as {held.id})",
+                               "approval_required", rule=error.rule, reasons=error.reasons, extra=error.extra)
+        if held.rejected_by is not None or held.approved is None:
+            raise GatewayError(403, f"approval of {held.gate} rejected by {held.rejected_by}", "approval_rejected",
+                               rule=held.gate)
+        decision = active.policy.evaluate(held.approved, directory=held.directory).to_dict()
+        call.decisions.append({"model": model, "stage": "approved", "effect": decision["effect"],
+                               "rules": [r["rule"] for r in decision["reasons"]]})
+        if decision["effect"] != "allow":
+            raise self._refusal(active, [decision])
+        call.approved_gates.add(held.gate)
+        return model, held.approved
+
+    def _roles(self, active: ActivePolicy, key: VirtualKey) -> set[str]:
+        closure = active.policy.compiled.role_closure
+        return {r for role in key.principal.get("roles") or () for r in closure.get(role, (role,))}
+
+    async def list_approvals(self, exchange: Exchange) -> Response:
+        """The held calls the caller may approve (its key's principal holds the gate's role)."""
+        active = self.holder.active
+        if active is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        key = self._caller(exchange, Call(route="approvals"))
+        data = self.desk.visible_to(self._roles(active, key))
+        return Response(200, json.dumps({"object": "list", "data": data}).encode())
+
+    async def decide_approval(self, exchange: Exchange) -> Response:
+        """``{"id", "decision": "approve"|"reject"}`` by a holder of the gate's role; recorded before the answer."""
+        active = self.holder.active
+        if active is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        key = self._caller(exchange, Call(route="approvals"))
+        try:
+            body = json.loads(exchange.body or b"null")
+        except ValueError as error:
+            raise GatewayError(400, f"body is not JSON: {error}", "invalid_json") from None
+        if not isinstance(body, dict) or body.get("decision") not in ("approve", "reject"):
+            raise GatewayError(400, 'body must be {"id": ..., "decision": "approve" | "reject"}', "invalid_request")
+        held = self.desk.held.get(body.get("id")) if isinstance(body.get("id"), str) else None
+        if held is None:
+            raise GatewayError(404, "no call is held with this id (decided, timed out, or never held)", "not_found")
+        if held.role not in self._roles(active, key):
+            raise GatewayError(403, f"approving {held.gate} needs role {held.role}", "policy_denied", rule=held.gate)
+        approver = str(key.principal["id"])
+        outcome = "rejected" if body["decision"] == "reject" else "approved"
+        if outcome == "approved":
+            request = holds.ApprovalDesk.approval(held, approver)
+            directory = {approver: list(key.principal.get("roles") or ())}
+            decision = active.policy.evaluate(request, directory=directory)
+            if decision.effect == "escalate":
+                why = "; ".join(r.message for r in decision.reasons)
+                raise GatewayError(403, f"this approval does not open the gate: {why}", "approval_not_accepted",
+                                   rule=held.gate, reasons=[r.model_dump() for r in decision.reasons])
+            held.approved, held.directory = request, directory
+        else:
+            held.rejected_by = approver
+        payload = {"gate": held.gate, "requester": held.requester, "approver": approver, "outcome": outcome,
+                   "role": held.role, "model": held.model, "held_id": held.id,
+                   "request_hash": holds.request_hash(held.request)}
+        try:
+            seq = self.audit.append("approval", payload, actor=approver, policy_hash=active.policy_hash)
+            await self.audit.durable(seq)
+        except AuditError as error:
+            raise GatewayError(503, f"approval not recorded, so not applied: {error}", "audit_unavailable") from None
+        held.done.set()
+        return Response(200, json.dumps({"id": held.id, "outcome": outcome, "audit_seq": seq}).encode())
 
     async def _on_ledger(self, function: Callable[..., Any], *args: Any) -> Any:
         if self._ledger_pool is None:
@@ -401,8 +514,8 @@ class GatewayApp(DecisionApp):
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 max_tokens = upstream.max_tokens if upstream else 512
             estimate = estimate_tokens(prompt) + max_tokens
-            self._limit(key, estimate)
-            candidates = self._candidates(active, key, call.requested, estimate, guard, call)
+            candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
+            self._limit(active, call, key, estimate)
             body = {**body, "max_tokens": max_tokens}
             body.pop("max_completion_tokens", None)
             if call.stream:
@@ -434,6 +547,8 @@ class GatewayApp(DecisionApp):
                 await self._release(hold)  # the call did not happen: give the budget back
                 raise
             call.latency_ms = (time.perf_counter() - started) * 1000
+            if call.provider != "simulator":
+                self.latency.record(model, call.latency_ms)
             call.attempts.append({"model": model, "status": 200})
             call.model = model
             usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
@@ -448,7 +563,12 @@ class GatewayApp(DecisionApp):
                 text = answer["choices"][0]["message"]["content"] or ""
             except (KeyError, IndexError, TypeError):
                 pass
-            released = self._screen_response(active, call, request, text)
+            finish = None
+            try:
+                finish = answer["choices"][0].get("finish_reason")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass
+            released = self._screen_response(active, call, request, text, finish)
             if released != text:
                 answer["choices"][0]["message"]["content"] = released
             answer["model"] = model
@@ -460,18 +580,21 @@ class GatewayApp(DecisionApp):
         raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
-        """Correct the key's tokens-per-minute count from the estimate to the actual usage."""
-        if call.key is not None and call.key.limits.tokens_per_minute is not None:
-            self.limiter.acquire(f"key:{call.key.key_id}:tokens", call.tokens - estimate, limit=1e18, per=60.0)
+        """Correct the tokens counted against the rate limits from the estimate to the actual usage."""
+        traffic.correct_tokens(self.limiter, call.counted, call.tokens)
 
-    def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str) -> str:
-        """Screen an answer, decide it again with ``context.guard.response``; the text to release (masked)."""
+    def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str,
+                         finish: str | None = None) -> str:
+        """Screen a whole answer, decide it again with ``context.guard.response``; the text to release (masked)."""
         found = self._screen([text], call, "response")[0]
         call.response_sha256 = _sha(text)
         if self.config.audit_prompts == "masked":
             call.response_masked = g.mask(text, found.findings)
-        self._decide_response(active, call, request, {"pii": found.pii, "secrets": found.secrets,
-                                                      "masked": found.masked})
+        response = {"pii": found.pii, "secrets": found.secrets, "masked": found.masked,
+                    "quality": response_quality(text, finish)}
+        if found.toxicity is not None:
+            response["toxicity"] = found.toxicity
+        self._decide_response(active, call, request, response)
         return g.masker(self.config.guards)(text, found) if found.masked else text
 
     def _decide_response(self, active: ActivePolicy, call: Call, request: dict[str, Any],
@@ -481,9 +604,13 @@ class GatewayApp(DecisionApp):
         context = dict(request["context"])
         context["guard"] = {**context["guard"], "response": response_guard}
         context["tokens"] = 0  # the call was admitted and its budget held: this stage decides the content only
-        decision = active.policy.evaluate({**request, "context": context}).to_dict()
+        content = {k: v for k, v in request.items() if k != "approvals"}  # an approval binds the admitted request
+        decision = active.policy.evaluate({**content, "context": context}).to_dict()
         call.decisions.append({"model": call.model, "stage": "response", "effect": decision["effect"],
                                "rules": [r["rule"] for r in decision["reasons"]]})
+        gates = {o.get("gate") for o in decision["obligations"] if o.get("kind") == "approval_required"}
+        if decision["effect"] == "escalate" and gates and gates <= call.approved_gates:
+            return  # the gate an approver opened for this call holds again: its content is not the question
         if decision["effect"] != "allow":
             reasons = decision["reasons"]
             raise GatewayError(403, "response withheld by policy: " + "; ".join(r["message"] for r in reasons),
@@ -519,9 +646,10 @@ class GatewayApp(DecisionApp):
                 inputs = [apply(t, s) for t, s in zip(inputs, found)]
                 body = {**body, "input": inputs}
             estimate = sum(estimate_tokens(t) for t in inputs)
-            self._limit(key, estimate)
+            candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
+            self._limit(active, call, key, estimate)
             last: UpstreamError | None = None
-            for model, request in self._candidates(active, key, call.requested, estimate, guard, call):
+            for model, request in candidates:
                 hold = await self._reserve(active, request, model, estimate)
                 upstream = self.upstreams.get(model)
                 started = time.perf_counter()

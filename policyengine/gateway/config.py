@@ -49,10 +49,7 @@ def _number(value: Any, where: str, *, minimum: float = 0, integer: bool = False
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-minute limits of one key or team.
-
-    Interim: read from the keys file until the language has ``limit 60 requests per minute``.
-    """
+    """Per-minute limits of one key or team from the keys file (``limit`` clauses on allow rules add to them)."""
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
@@ -186,16 +183,27 @@ def _guards(doc: Any, where: str) -> GuardConfig:
         return GuardConfig()
     if not isinstance(doc, dict):
         raise GatewayConfigError(f"{where}: must be a mapping")
-    unknown = sorted(set(doc) - {"pii", "secrets", "prompt_injection", "mask", "timeout_s"})
+    unknown = sorted(set(doc) - {"pii", "secrets", "prompt_injection", "mask", "timeout_s", "toxicity"})
     if unknown:
         raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
     masked = doc.get("mask") or []
     known = set(PII_TYPES) | set(SECRET_TYPES)
     if not isinstance(masked, list) or any(m not in known for m in masked):
         raise GatewayConfigError(f"{where}.mask: must be a list of entity types among {', '.join(sorted(known))}")
+    toxicity = doc.get("toxicity", False)
+    if not isinstance(toxicity, bool):
+        raise GatewayConfigError(f"{where}.toxicity: must be true or false")
+    if toxicity:
+        from .toxicity import ToxicityUnavailable, scorer
+
+        try:
+            scorer()  # load the model now: a missing package stops the start, not a call
+        except ToxicityUnavailable as error:
+            raise GatewayConfigError(f"{where}.toxicity: {error}") from None
     return GuardConfig(pii=bool(doc.get("pii", True)), secrets=bool(doc.get("secrets", True)),
                        prompt_injection=bool(doc.get("prompt_injection", True)), mask=frozenset(masked),
-                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6))
+                       timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6),
+                       toxicity=toxicity)
 
 
 @dataclass(frozen=True)
@@ -211,12 +219,13 @@ class GatewayConfig:
     port: int = 4000
     guards: GuardConfig = field(default_factory=GuardConfig)
     audit_prompts: str = "hash"  # "hash" (sha256 only) or "masked" (text with every finding redacted)
+    hold_for_approval: float = 0  # seconds a call needing an approval waits for one (0: answered 403 at once)
     max_body: int = 4 << 20
     timeout: float = 30.0
 
 
 _CONFIG_FIELDS = {"rules", "keys", "providers", "db", "key", "ledger", "rate_limits", "host", "port", "guards",
-                  "audit_prompts", "max_body"}
+                  "audit_prompts", "max_body", "hold_for_approval"}
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -247,6 +256,8 @@ def load_config(path: str) -> dict[str, Any]:
         out["port"] = int(_number(doc["port"], f"{file}: port", integer=True))
     if "max_body" in doc:
         out["max_body"] = int(_number(doc["max_body"], f"{file}: max_body", minimum=1, integer=True))
+    if "hold_for_approval" in doc:
+        out["hold_for_approval"] = _number(doc["hold_for_approval"], f"{file}: hold_for_approval")
     if "guards" in doc:
         out["guards"] = _guards(doc["guards"], f"{file}: guards")
     if out.get("audit_prompts", "hash") not in ("hash", "masked"):

@@ -136,6 +136,7 @@ class GuardConfig:
     prompt_injection: bool = True
     mask: frozenset[str] = field(default_factory=frozenset)
     timeout_s: float = 0.5
+    toxicity: bool = False  # the optional model (gateway/toxicity.py); off: context.guard.toxicity is absent
 
 
 @dataclass
@@ -147,10 +148,14 @@ class Screening:
     prompt_injection: float
     masked: list[str]
     findings: list[Finding]
+    toxicity: float | None = None  # None: the toxicity guard is off
 
     def context(self) -> dict[str, object]:
-        return {"pii": self.pii, "secrets": self.secrets, "prompt_injection": self.prompt_injection,
-                "masked": self.masked, "failed": False}
+        out: dict[str, object] = {"pii": self.pii, "secrets": self.secrets, "prompt_injection": self.prompt_injection,
+                                  "masked": self.masked, "failed": False}
+        if self.toxicity is not None:
+            out["toxicity"] = self.toxicity
+        return out
 
 
 def screen(text: str, config: GuardConfig) -> Screening:
@@ -163,7 +168,12 @@ def screen(text: str, config: GuardConfig) -> Screening:
     secrets = sorted({f.kind for f in findings if f.kind not in PII_TYPES})
     score = injection_score(text) if config.prompt_injection else 0.0
     masked = sorted({f.kind for f in findings if f.kind in config.mask})
-    return Screening(pii, secrets, score, masked, findings)
+    toxicity = None
+    if config.toxicity:
+        from .toxicity import scorer
+
+        toxicity = scorer()([text])[0]
+    return Screening(pii, secrets, score, masked, findings, toxicity)
 
 
 def masker(config: GuardConfig) -> Callable[[str, Screening], str]:
@@ -178,12 +188,18 @@ def merge(screenings: Iterable[Screening]) -> dict[str, object]:
     secrets: set[str] = set()
     masked: set[str] = set()
     score = 0.0
+    toxicity: float | None = None
     for s in screenings:
         pii.update(s.pii)
         secrets.update(s.secrets)
         masked.update(s.masked)
         score = max(score, s.prompt_injection)
+        if s.toxicity is not None:
+            toxicity = s.toxicity if toxicity is None else max(toxicity, s.toxicity)
     if math.isnan(score):
         score = 1.0
-    return {"pii": sorted(pii), "secrets": sorted(secrets), "prompt_injection": score, "masked": sorted(masked),
-            "failed": False}
+    out: dict[str, object] = {"pii": sorted(pii), "secrets": sorted(secrets), "prompt_injection": score,
+                              "masked": sorted(masked), "failed": False}
+    if toxicity is not None:
+        out["toxicity"] = toxicity
+    return out

@@ -150,7 +150,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
                 if text:
                     yield chunk({"content": text})
             rest = screen_and_cut(len(buffer))
-            app._screen_response(active, call, request, buffer)  # the whole answer once: its record, its decision
+            app._screen_response(active, call, request, buffer, finish)  # the whole answer once: record, decision
             call.latency_ms = (time.perf_counter() - started) * 1000
             if usage is None:
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": flowed,

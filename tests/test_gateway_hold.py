@@ -1,0 +1,173 @@
+"""``--hold-for-approval``: a call an escalation gate holds waits for an approver instead of getting 403.
+
+A gateway subprocess; the caller is the official ``openai`` SDK (in a thread, as its call waits), the
+approver a plain HTTP client on ``/v1/approvals`` with its own virtual key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from gateway_process import Process, received, start_gateway, start_upstream
+from server_process import audit_records
+
+POLICY = """\
+package gw.hold
+
+role caller
+role reviewer extends caller
+
+model small
+    provider "openai-compatible" region "eu-west-1" hosting external
+model gated
+    provider "openai-compatible" region "eu-west-1" hosting external
+model selfgated
+    provider "openai-compatible" region "eu-west-1" hosting external
+model hasty
+    provider "openai-compatible" region "eu-west-1" hosting external
+
+rule callers_invoke
+    allow role caller to invoke model "*"
+
+escalate gated_calls
+    when resource.id == "gated"
+    to role reviewer
+    within 1h else deny
+
+escalate four_eyes
+    when resource.id == "selfgated"
+    to role reviewer
+    require distinct approver
+
+escalate hasty_calls
+    when resource.id == "hasty"
+    to role reviewer
+    within 1 s else deny
+"""
+KEYS = {
+    "sk-bob": {"id": "bob", "roles": ["caller"]},
+    "sk-rita": {"id": "rita", "roles": ["reviewer"]},
+    "sk-ron": {"id": "ron", "roles": ["reviewer"]},
+}
+
+
+@dataclass
+class Env:
+    cwd: Path
+    gateway: Process
+    record: Path
+
+    def call_in_background(self, key: str, model: str) -> dict[str, Any]:
+        """Start a chat call in a thread; the dict gets ``answer`` or ``error`` when it ends."""
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            client = openai.OpenAI(base_url=self.gateway.url + "/v1", api_key=key, max_retries=0, timeout=120)
+            try:
+                out["answer"] = client.chat.completions.create(model=model, messages=[{"role": "user",
+                                                                                         "content": "hi"}])
+            except openai.APIError as error:
+                out["error"] = error
+
+        out["thread"] = threading.Thread(target=run)
+        out["thread"].start()
+        return out
+
+    def approvals(self, key: str) -> list[dict[str, Any]]:
+        answer = httpx.get(self.gateway.url + "/v1/approvals", headers={"authorization": f"Bearer {key}"})
+        assert answer.status_code == 200
+        return answer.json()["data"]
+
+    def held(self, key: str, model: str) -> dict[str, Any]:
+        """Wait until a call to ``model`` is listed as held (the caller's thread has reached the gateway)."""
+        for _ in range(600):
+            found = [a for a in self.approvals(key) if a["model"] == model]
+            if found:
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no held call to {model}")
+
+    def decide(self, key: str, held_id: str, decision: str) -> httpx.Response:
+        return httpx.post(self.gateway.url + "/v1/approvals", headers={"authorization": f"Bearer {key}"},
+                          json={"id": held_id, "decision": decision})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    cwd = tmp_path_factory.mktemp("gateway-hold")
+    record = cwd / "upstream.jsonl"
+    with start_upstream(cwd, record) as upstream:
+        (cwd / "gw.policy").write_text(POLICY, encoding="utf-8")
+        keys = [{"sha256": hashlib.sha256(k.encode()).hexdigest(), "principal": p} for k, p in KEYS.items()]
+        (cwd / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}), encoding="utf-8")
+        base = upstream.url + "/v1"
+        providers = {"models": {m: {"base_url": base, "model": f"{m}-up"} for m in ("small", "gated", "selfgated",
+                                                                                  "hasty")}}
+        (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
+        config = {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
+                  "key": "gw.key"}
+        (cwd / "gateway.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+        with start_gateway(cwd, cwd / "gateway.yaml", "--hold-for-approval", "120") as gateway:
+            yield Env(cwd, gateway, record)
+
+
+def test_a_held_call_is_served_once_a_reviewer_approves_it(env: Env) -> None:
+    call = env.call_in_background("sk-bob", "gated")
+    held = env.held("sk-rita", "gated")
+    assert held["gate"] == "gw.hold.gated_calls" and held["requester"] == "bob" and held["role"] == "reviewer"
+    assert env.approvals("sk-bob") == []  # a caller without the role sees nothing to approve
+    assert env.decide("sk-bob", held["id"], "approve").status_code == 403  # and may not approve
+    assert not any(r["body"]["model"] == "gated-up" for r in received(env.record))  # nothing went upstream yet
+    answer = env.decide("sk-rita", held["id"], "approve")
+    assert answer.status_code == 200 and answer.json()["outcome"] == "approved"
+    call["thread"].join(60)
+    assert "error" not in call, call.get("error")
+    assert call["answer"].model == "gated"
+    assert received(env.record)[-1]["body"]["model"] == "gated-up"
+    assert env.decide("sk-rita", held["id"], "approve").status_code == 404  # decided: no longer held
+
+
+def test_a_rejected_call_gets_403_approval_rejected(env: Env) -> None:
+    call = env.call_in_background("sk-bob", "gated")
+    held = env.held("sk-ron", "gated")
+    assert env.decide("sk-ron", held["id"], "reject").status_code == 200
+    call["thread"].join(60)
+    error = call["error"]
+    assert isinstance(error, openai.PermissionDeniedError) and error.body["code"] == "approval_rejected"
+
+
+def test_the_requester_cannot_approve_a_four_eyes_gate_but_another_reviewer_can(env: Env) -> None:
+    call = env.call_in_background("sk-rita", "selfgated")
+    held = env.held("sk-rita", "selfgated")
+    own = env.decide("sk-rita", held["id"], "approve")
+    assert own.status_code == 403 and own.json()["error"]["code"] == "approval_not_accepted"
+    assert env.decide("sk-ron", held["id"], "approve").status_code == 200
+    call["thread"].join(60)
+    assert "error" not in call, call.get("error")
+    assert call["answer"].model == "selfgated"
+
+
+def test_the_wait_ends_at_the_gates_deadline_with_403(env: Env) -> None:
+    call = env.call_in_background("sk-bob", "hasty")  # within 1 s: the hold ends long before 120 s
+    call["thread"].join(60)
+    error = call["error"]
+    assert isinstance(error, openai.PermissionDeniedError) and error.body["code"] == "approval_required"
+    assert "not approved within 1 s" in error.body["message"]
+    assert not any(r["body"]["model"] == "hasty-up" for r in received(env.record))
+
+
+def test_every_approval_decision_is_audited_with_its_approver(env: Env) -> None:
+    env.gateway.stop()
+    approvals = [p for event, p in audit_records(env.cwd / "gw.duckdb").values() if event == "approval"]
+    outcomes = sorted((p["approver"], p["outcome"]) for p in approvals)
+    assert outcomes == [("rita", "approved"), ("ron", "approved"), ("ron", "rejected")]
