@@ -25,7 +25,7 @@ from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .budgets import BudgetLedger, utc, window_bounds, windowed_usage
+from .budgets import BudgetLedger, WindowStarts, utc, window_reader, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .conditions import ConditionError, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
@@ -153,6 +153,8 @@ class Evaluator:
         self.policy_hash = policy_hash
         self.ledger = ledger
         self.usage = windowed_usage(ledger)
+        self._window_total = window_reader(ledger)  # running totals read directly, when the ledger has them
+        self._windows = WindowStarts()
         # the request fields the budget check reads as estimates: checked when budgets exist
         self._estimate_fields = _estimate_fields(compiled.budgets)
         self.blocked = blocked
@@ -610,10 +612,16 @@ class Evaluator:
         if not in_scope:
             return None
         now = utc(now)
+        bounds = self._windows.bounds(now)
+        read = self._window_total
         for budget in in_scope:
             for limit in budget.limits:
                 est = self.estimate(c, limit.unit)
-                used = self.usage(budget.scope_key, limit.unit, *window_bounds(limit.window, now)) + est
+                start, end = bounds[limit.window]
+                if read is not None:
+                    used = read(budget.scope_key, limit.unit, limit.window, start) + est
+                else:
+                    used = self.usage(budget.scope_key, limit.unit, start, end) + est
                 over = used > limit.amount
                 if over and budget.on_exceed == "route" and c.kind == "model" and c.rid == budget.target:
                     over = False  # already on the budget's fallback model: exceeding only redirects

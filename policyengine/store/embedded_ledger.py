@@ -76,6 +76,11 @@ class EmbeddedLedger:
             row = self._conn.execute(_sql("budget_between"), [scope_key, unit, start, end, end]).fetchone()
             return float(row[0]) if row else 0.0
 
+    def window_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> float:
+        """The running total of the calendar ``window`` starting at ``start``: one lookup once cached."""
+        with self._lock:
+            return self._total(scope_key, unit, window, _naive(start))
+
     def reserved(self, scope_key: str, unit: str) -> float:
         with self._lock:
             return self._held.get((scope_key, unit), 0.0)
