@@ -396,7 +396,7 @@ class Evaluator:
         return (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
 
     def _pairs(self, c: Ctx) -> tuple[tuple, tuple]:
-        """(deny, allow) rules that could apply, as ``(test, reason)`` pairs in declaration order.
+        """(deny, allow) rules that could apply, as ``(key, test, reason)`` in declaration order.
 
         The candidate index (``index.py``) finds them by walking the id's literal
         segments, whatever the number of rules; the pairs are cached by action,
@@ -430,7 +430,7 @@ class Evaluator:
         """
         denies, allows = self._pairs(c)
         try:
-            reasons = [reason for test, reason in denies if test is None or test(c)]
+            reasons = [reason for _, test, reason in denies if test is None or test(c)]
         except ConditionError:
             errors: list[str] = []
             reasons = self._erroring(denies, c, errors)
@@ -447,7 +447,7 @@ class Evaluator:
         if reasons:
             return Outcome("deny", tuple(reasons))
         try:
-            allowed = tuple([reason for test, reason in allows if test is None or test(c)])
+            allowed = tuple([reason for _, test, reason in allows if test is None or test(c)])
         except ConditionError:
             allowed = tuple(self._erroring(allows, c, None))
         if not allowed:
@@ -482,7 +482,7 @@ class Evaluator:
     def _erroring(self, pairs: tuple, c: Ctx, errors: list[str] | None) -> list[Reason]:
         """The slow path once a condition raised: each rule alone; errors collected (deny) or skipped (allow)."""
         matched: list[Reason] = []
-        for test, reason in pairs:
+        for _, test, reason in pairs:
             try:
                 if test is None or test(c):
                     matched.append(reason)

@@ -23,6 +23,7 @@ a lookup by it (an id under no literal prefix of any rule maps to the root).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,14 +49,14 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
 
 
 class _Run:
-    """Rules of one list in declaration order, with their (test, reason) pairs split by effect once."""
+    """Rules of one list in declaration order, with their (key, test, reason) split by effect once."""
 
     __slots__ = ("rules", "denies", "allows")
 
     def __init__(self, rules: list[CompiledRule]) -> None:
         self.rules = tuple(rules)
-        self.denies = tuple([(r.test, r.reason) for r in rules if r.effect == "deny"])
-        self.allows = tuple([(r.test, r.reason) for r in rules if r.effect == "allow"])
+        self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
+        self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
 
 
 class _Who:
@@ -177,20 +178,22 @@ class CandidateIndex:
             return runs[0].rules
         # Each run is in declaration order and no rule is in two of them (one node, one principal, and
         # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
-        return tuple(sorted([r for run in runs for r in run.rules], key=_by_key))
+        return tuple(sorted([r for run in runs for r in run.rules], key=_KEY))
 
     def pairs(self, at: _Node, action: str, kind: str, roles: Iterable[str],
               agent: str | None) -> tuple[tuple, tuple]:
-        """``lookup`` as (deny, allow) ``(test, reason)`` pairs, what a decision runs."""
+        """``lookup`` as (deny, allow) ``(key, test, reason)`` triples, what a decision runs."""
         runs = self._runs(at, action, kind, roles, agent)
         if not runs:
             return _NOTHING, _NOTHING
         if len(runs) == 1:
             return runs[0].denies, runs[0].allows
-        rules = sorted([r for run in runs for r in run.rules], key=_by_key)
-        return (tuple([(r.test, r.reason) for r in rules if r.effect == "deny"]),
-                tuple([(r.test, r.reason) for r in rules if r.effect == "allow"]))
+        # Keys are unique, so sorting the triples compares keys only (in C, no key function).
+        denies = [entry for run in runs for entry in run.denies]
+        allows = [entry for run in runs for entry in run.allows]
+        denies.sort()
+        allows.sort()
+        return tuple(denies), tuple(allows)
 
 
-def _by_key(rule: CompiledRule) -> int:
-    return rule.key
+_KEY = attrgetter("key")
