@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -172,7 +173,7 @@ class Evaluator:
         self._role_fold = _folded(compiled.role_closure)
         self._case_errors: dict[tuple[str, ...], str] = {}
         self._candidate_index = compiled.candidates
-        self._candidates_cache: dict[tuple, tuple[tuple, tuple]] = {}
+        self._candidates_cache: OrderedDict[tuple, tuple[tuple, tuple]] = OrderedDict()
         self._decisions: dict[tuple, Decision] = {}
         self._gates: dict[str, tuple[CompiledGate, ...]] = {}
         self._obligations: dict[tuple, ApprovalRequired] = {}
@@ -402,8 +403,8 @@ class Evaluator:
         segments, whatever the number of rules; the pairs are cached by action,
         kind, principal and the deepest index node the id reaches, so every id
         under one prefix (including ids never seen before) shares one entry. The
-        cache is a plain dict that drops its oldest entry when full (no cliff); a
-        lost race only recomputes the same value.
+        cache drops its oldest entry when full (no cliff); a lost race only
+        recomputes the same value.
         """
         index = self._candidate_index
         node = index.node(c.rid)
@@ -416,8 +417,8 @@ class Evaluator:
         found = index.pairs(node, c.action, c.kind, c.roles, agent)
         if len(cache) >= _CACHE_LIMIT:
             try:
-                del cache[next(iter(cache))]  # the oldest entry
-            except (StopIteration, RuntimeError, KeyError):  # another thread changed it meanwhile
+                cache.popitem(last=False)  # the oldest entry; O(1) (a dict's first entry is not, after deletes)
+            except KeyError:  # another thread emptied it meanwhile
                 pass
         cache[key] = found
         return found
