@@ -336,8 +336,11 @@ def budgets(workdir: Path, history: int) -> list[dict]:
                 for scope, at in charges:
                     ledger.charge(scope, "tokens", 1.0, at)
             else:  # one transaction: 100,000 commits would take minutes
+                ledger._conn.execute("BEGIN")
                 for scope, at in charges:
                     ledger._charge_locked(scope, "tokens", 1.0, at)
+                ledger._conn.execute("COMMIT")
+                ledger.refresh()  # read back from the tables
             effect = policy.evaluate(BUDGETED, now=now).effect
             med, p99 = summary(per_call(lambda r: policy.evaluate(r, now=now), [BUDGETED], 20_000))
             rows.append({"ledger": name, "history": past, "effect": effect, "median_us": med, "p99_us": p99})
