@@ -46,6 +46,8 @@ SKIP: dict[tuple[str, str], str] = {
                                          "runs it as a subprocess",
     ("gateway.md", "policyengine gateway"): "starts a server that runs until stopped; tests/test_gateway_cli.py "
                                             "runs the shipped example",
+    ("inbox.md", "policyengine inbox serve"): "starts a server that runs until stopped; tests/test_inbox.py runs it "
+                                              "as a subprocess",
     ("policy-tests.md", "pytest rules/"): "runs pytest from the repository, where rules/ is; covered by "
                                            "tests/test_cli_test.py",
 }

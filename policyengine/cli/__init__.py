@@ -37,6 +37,8 @@ _COMMANDS: dict[str, _Entry] = {
         "gateway", "gateway_command",
         "Serve an OpenAI-compatible LLM gateway; every call is decided by policy, budgeted, screened and audited.",
     ),
+    "inbox": _Entry("inbox", "inbox_group",
+                    "Approver inbox: a web page to approve or reject waiting runs, and its sign-in tokens."),
     "keys": _Entry("audit", "keys_group", "Create and rotate the Ed25519 keys that sign audit checkpoints."),
     "models": _Entry("reporting", "models", "Models suspended by the monitor (`on breach block`)."),
     "monitor": _Entry("reporting", "monitor", "Evaluate every bias and drift rule over the audit log and act on breaches."),

@@ -47,10 +47,14 @@ def _fail(message: str) -> None:
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per request on stderr.")
 @click.option("--otel", is_flag=True, help="One OpenTelemetry span per decision (needs opentelemetry-sdk).")
+@click.option("--inbox", metavar="RUNS_DB", help="Also serve the approver inbox of this runs database at /inbox "
+                                                "(docs/inbox.md; needs --rules).")
+@click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
 def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
                   ledger: str | None, host: str, port: int, workers: int, auth_token_file: str | None,
                   tls_cert: str | None, tls_key: str | None, client_ca: str | None, max_body: int, timeout: float,
-                  watch_interval: float, access_log: bool, otel: bool) -> None:
+                  watch_interval: float, access_log: bool, otel: bool, inbox: str | None,
+                  inbox_key: str | None) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -62,7 +66,8 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
     config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key, ledger=ledger,
                          host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
-                         access_log=access_log, otel=otel, watch_interval=watch_interval)
+                         access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,
+                         inbox_key=inbox_key)
     try:
         sys.exit(serve(config))
     except ServeError as error:

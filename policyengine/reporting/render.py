@@ -326,7 +326,7 @@ def _notes(notes: Sequence[str]) -> str:
     return "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
 
 
-_BREAK_AFTER = re.compile(r"([/._,=-])(?=[^/._,=\s-])")
+_BREAK_AFTER = re.compile(r"([/._,=:+-])(?=[^/._,=:+\s-])")
 
 
 def _wrapping(text: str) -> str:
@@ -335,7 +335,7 @@ def _wrapping(text: str) -> str:
     (a hash) is marked to break anywhere."""
     out = []
     for token in re.split(r"(\s+)", text):
-        if len(token) <= 16 or token.isspace():
+        if len(token) <= 10 or token.isspace():
             out.append(escape(token))
             continue
         parts = _BREAK_AFTER.sub("\\1\0", token).split("\0")
@@ -345,7 +345,7 @@ def _wrapping(text: str) -> str:
 
 
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{'_<wbr>'.join(escape(w) for w in str(c).split('_'))}</th>" for c in columns)  # latency_<wbr>seconds
     body = "".join("<tr>" + "".join(f"<td>{_wrapping(cell(v))}</td>" for v in r) + "</tr>" for r in rows)
     if not rows:
         body = f"<tr><td colspan='{max(len(columns), 1)}'>no rows</td></tr>"

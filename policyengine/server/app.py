@@ -42,6 +42,7 @@ class ServerOptions:
     access_log: bool = True  # one JSON line per request on stderr
     tracer: Any = None  # an OpenTelemetry tracer, when --otel is given
     tls: bool = False  # served over HTTPS (the AuthZEN metadata names https URLs)
+    inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
 
 
 class HTTPError(Exception):
@@ -120,6 +121,9 @@ class DecisionApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self.options.inbox is not None and self.options.inbox.mounts(scope["path"]):
+            await self.options.inbox(scope, receive, send)  # signs approvers in itself; not the bearer token
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]

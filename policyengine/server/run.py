@@ -54,6 +54,8 @@ class ServeConfig:
     access_log: bool = True
     otel: bool = False
     watch_interval: float = 1.0  # seconds between checks of the rule files or bundle (0: only on SIGHUP)
+    inbox: str | None = None  # runs database whose approver inbox is mounted at /inbox
+    inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     worker: int | None = None  # set in a worker process
 
 
@@ -139,11 +141,14 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
 
 def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; return the exit status."""
+    if config.inbox and config.workers > 1:
+        raise ServeError("--inbox keeps its sign-in sessions in one process: use it with --workers 1")
     if config.workers > 1 and config.worker is None:
         return _supervise(config)
     _check_tls(config)
     token = _read_token(config.auth_token_file) if config.auth_token_file else None
     tracer = _tracer(config.otel)
+    inbox = _inbox(config)  # refused before the log is opened
     db = config.db if config.worker is None else segment_path(config.db, config.worker)
     bundle_key = None
     if config.bundle:
@@ -186,7 +191,8 @@ def serve(config: ServeConfig) -> int:
         if outcome != "activated":
             raise ServeError(outcome.removeprefix("refused: "))
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
-                                access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert))
+                                access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert),
+                                inbox=inbox)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, metrics, sock, config))
@@ -198,6 +204,25 @@ def serve(config: ServeConfig) -> int:
         if isinstance(ledger, DuckDBLedger):
             ledger.close()
     return 0
+
+
+def _inbox(config: ServeConfig) -> Any:
+    """The approver inbox of ``--inbox RUNS_DB``, mounted at /inbox, or None."""
+    if not config.inbox:
+        return None
+    from .inbox import InboxConfig, InboxError, make_inbox
+
+    if config.bundle:
+        raise ServeError("--inbox decides runs under the rules they were started with: give --rules, not --bundle")
+    if Path(config.inbox).resolve() == Path(config.db).resolve():
+        raise ServeError(f"--inbox {config.inbox}: that is the decision log --db, which this server holds open; "
+                         f"give the runs database (`policyengine run --db`)")
+    try:
+        return make_inbox(InboxConfig(db=Path(config.inbox), key=Path(config.inbox_key or config.key),
+                                      rules=tuple(Path(r) for r in config.rules), prefix="/inbox",
+                                      secure_cookie=bool(config.tls_cert)))
+    except InboxError as error:
+        raise ServeError(f"--inbox: {error}") from None
 
 
 def _loop_factory() -> Any:

@@ -8,10 +8,14 @@ directory comes from. It implements the ``Directory`` protocol (``roles()``).
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+
+import yaml
 
 from .. import yamlfile
 from ..identity import IdentityError, canonical_identity
@@ -22,6 +26,10 @@ class User:
     id: str
     name: str
     roles: tuple[str, ...]
+    token_sha256: str | None = None  # SHA-256 (hex) of the user's inbox sign-in token; the token is never stored
+
+
+TOKEN_FIELD = "token_sha256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,11 @@ class FileDirectory:
             if key in users:
                 raise ValueError(f"{p}: users {users[key].name!r} and {uid!r} are the same identity {key!r} "
                                  f"(ids are compared case-insensitively after Unicode normalisation)")
-            users[key] = User(key, str(entry.get("name", uid)), tuple(roles))
+            digest = entry.get(TOKEN_FIELD) if isinstance(entry, dict) else None
+            if digest is not None and not _is_sha256(digest):
+                raise ValueError(f"{p}: user {uid!r}: {TOKEN_FIELD!r} must be 64 lower-case hex digits "
+                                 f"(mint one with `policyengine inbox token --user {uid}`)")
+            users[key] = User(key, str(entry.get("name", uid)), tuple(roles), digest)
         migrators = doc.get("migrate_policy_roles") or []
         if not isinstance(migrators, list) or not all(isinstance(r, str) for r in migrators):
             raise ValueError(f"{p}: 'migrate_policy_roles' must be a list of role names")
@@ -68,3 +80,56 @@ class FileDirectory:
     def roles(self) -> Mapping[str, tuple[str, ...]]:
         """User id -> roles, the form ``Policy.evaluate(directory=...)`` takes."""
         return MappingProxyType({u.id: u.roles for u in self.users.values()})
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def store_token_hash(path: str | Path, user: str, digest: str) -> str:
+    """Record ``digest`` (the SHA-256 of a sign-in token) as ``token_sha256`` of ``user`` in the directory file.
+
+    Returns the user's canonical id. The file is re-written whole (atomically,
+    through a temporary file): its leading comment block is kept, comments
+    inside the mapping are not. Raises ``ValueError`` naming the problem.
+    """
+    if not _is_sha256(digest):
+        raise ValueError("a token hash must be 64 lower-case hex digits")
+    p = Path(path)
+    directory = FileDirectory.load(p)  # the file must be a valid directory before and after
+    try:
+        key = canonical_identity(user, "user")
+    except IdentityError as exc:
+        raise ValueError(str(exc)) from None
+    if key not in directory.users:
+        raise ValueError(f"unknown user {user!r}: not in the user directory {p}")
+    text = yamlfile.read_text(p, "user directory")
+    doc = yamlfile.loads(text, p, "user directory")
+    for uid, entry in doc["users"].items():
+        if canonical_identity(str(uid)) == key:
+            entry = dict(entry or {})
+            entry[TOKEN_FIELD] = digest
+            doc["users"][uid] = entry
+    header = _leading_comments(text)
+    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(header + body)
+        os.chmod(tmp, p.stat().st_mode & 0o777)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    FileDirectory.load(p)  # what was written reads back
+    return key
+
+
+def _leading_comments(text: str) -> str:
+    """The comment lines at the top of ``text`` (kept when the file is re-written)."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line + "\n")
+    return "".join(out)
