@@ -142,6 +142,10 @@ class InMemoryLedger:
                 return 0.0
             return _sum_in(buckets, start, end)
 
+    def window_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> float:
+        """The running total of the calendar ``window`` starting at ``start`` (UTC): one lookup."""
+        return self._totals.get((scope_key, unit, window, start), 0.0)  # a dict read needs no lock
+
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
         day = hour.replace(hour=0)
@@ -152,6 +156,46 @@ class InMemoryLedger:
             for key in ((scope_key, unit, "hour", hour), (scope_key, unit, "day", day),
                         (scope_key, unit, "month", day.replace(day=1))):
                 self._totals[key] = self._totals.get(key, 0.0) + amount
+
+
+def window_reader(ledger: object):
+    """The ledger's ``window_total(scope_key, unit, window, start)`` when it answers calendar windows from
+    running totals directly, else None (the engine then calls ``usage``).
+
+    Not used when a subclass overrides ``usage`` below the class that defines
+    ``window_total``: the two would no longer read the same thing.
+    """
+    read = getattr(ledger, "window_total", None)
+    if read is None:
+        return None
+    cls = type(ledger)
+    owner = next((c for c in cls.__mro__ if "window_total" in c.__dict__), None)
+    if owner is None or getattr(cls, "usage", None) is not getattr(owner, "usage", None):
+        return None
+    return read
+
+
+class WindowStarts:
+    """The start and end of the calendar hour, day and month containing a time, computed once per hour.
+
+    ``bounds(now)`` -> ``{window: (start, end)}`` for an aware UTC ``now``; keeps
+    the few most recent hours (decisions of one run share their hour).
+    """
+
+    __slots__ = ("_by_hour",)
+
+    def __init__(self) -> None:
+        self._by_hour: dict[int, dict[str, tuple[datetime, datetime]]] = {}
+
+    def bounds(self, now: datetime) -> dict[str, tuple[datetime, datetime]]:
+        hour = int(now.timestamp() // 3600)
+        found = self._by_hour.get(hour)
+        if found is None:
+            found = {window: window_bounds(window, now) for window in WINDOWS}
+            if len(self._by_hour) >= 8:
+                self._by_hour.clear()
+            self._by_hour[hour] = found
+        return found
 
 
 def windowed_usage(ledger: BudgetLedger):

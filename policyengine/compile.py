@@ -27,6 +27,7 @@ from typing import Any
 from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
+from .index import CandidateIndex
 from .policyset import PolicySet, Scoped
 from .routing import RoutePlan, route_plan
 from .schema import SchemaSet, compile_schemas, schema_normalisers
@@ -267,6 +268,7 @@ class CompiledPolicy:
 
     rules: tuple[CompiledRule, ...]
     index: Mapping[tuple[str, str], Bucket]
+    candidates: CandidateIndex  # rules by literal id prefix, (action, kind) and principal (index.py)
     role_closure: Mapping[str, frozenset[str]]
     agent_roles: Mapping[str, frozenset[str]]
     registry: Mapping[str, Mapping[str, Any]]
@@ -354,7 +356,11 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 
 
 def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
-    """Index rules by (action, kind); ``*`` / ``any`` entries are looked up too."""
+    """Index rules by (action, kind); ``*`` / ``any`` entries are looked up too.
+
+    Also the candidate index (``index.py``) that decisions use: the same split
+    under the literal prefix of each rule's id pattern.
+    """
     raw: dict[tuple[str, str], tuple[list, dict, dict]] = {}
     for rule in acc["rules"]:
         kind = "*" if rule.kind in ("*", "any") else rule.kind
@@ -371,7 +377,8 @@ def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
         k: Bucket(tuple(a), {r: tuple(v) for r, v in br.items()}, {n: tuple(v) for n, v in ba.items()})
         for k, (a, br, ba) in raw.items()
     }
-    return {"index": index}
+    candidates = CandidateIndex(acc["rules"], (r.scoped.decl.resource_pattern for r in acc["rules"]))
+    return {"index": index, "candidates": candidates}
 
 
 def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:

@@ -144,6 +144,27 @@ class Decision(BaseModel):
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
 
 
+_new = object.__new__
+_set = object.__setattr__
+_DECISION_FIELDS = ("effect", "reasons", "obligations", "route", "policy_hash", "errors")
+
+
+def make_decision(effect: str, reasons: tuple, obligations: tuple, route: str | None, policy_hash: str,
+                  errors: tuple) -> Decision:
+    """``Decision.model_construct`` with all six fields given, without its per-call work (~0.4 us, not ~4 us).
+
+    Sets what pydantic's ``model_construct`` sets for a model without private
+    attributes, extras or post-init (tests/test_engine_index.py compares the two).
+    """
+    decision = _new(Decision)
+    _set(decision, "__dict__", {"effect": effect, "reasons": reasons, "obligations": obligations, "route": route,
+                                "policy_hash": policy_hash, "errors": errors})
+    _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))
+    _set(decision, "__pydantic_extra__", None)
+    _set(decision, "__pydantic_private__", None)
+    return decision
+
+
 def request_schema() -> dict[str, Any]:
     return Request.model_json_schema()
 

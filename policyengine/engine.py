@@ -117,6 +117,17 @@ class Policy:
         """
         return self._evaluator.evaluate(request, now=now, directory=directory)
 
+    def evaluate_many(self, requests: Iterable[Any], *, now: datetime | None = None,
+                      directory: Mapping[str, Sequence[str]] | None = None) -> list[Decision]:
+        """Decide each request in order: the same decisions as ``evaluate`` one by one, with less per-call work.
+
+        Never raises on a request (each malformed one is denied, as in ``evaluate``).
+        """
+        evaluate = self._evaluator.evaluate
+        if now is None and directory is None:
+            return [evaluate(request) for request in requests]
+        return [evaluate(request, now=now, directory=directory) for request in requests]
+
     def explain(self, request: Any, *, now: datetime | None = None,
                 directory: Mapping[str, Sequence[str]] | None = None) -> Explanation:
         """The decision plus a trace of every rule considered, matched or not, and why."""

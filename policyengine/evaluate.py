@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .budgets import BudgetLedger, utc, window_bounds, windowed_usage
+from .budgets import BudgetLedger, WindowStarts, utc, window_reader, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .conditions import ConditionError, holds
-from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request
+from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
 from .identity import IdentityError, canonical_identity
 from .rule_paths import recorded
@@ -154,10 +155,11 @@ class Evaluator:
         self.policy_hash = policy_hash
         self.ledger = ledger
         self.usage = windowed_usage(ledger)
+        self._window_total = window_reader(ledger)  # running totals read directly, when the ledger has them
+        self._windows = WindowStarts()
         # the request fields the budget check reads as estimates: checked when budgets exist
         self._estimate_fields = _estimate_fields(compiled.budgets)
         self.blocked = blocked
-        self._index = compiled.index
         self._role_closure = compiled.role_closure
         self._agent_roles = compiled.agent_roles
         self._registry = compiled.registry
@@ -171,8 +173,8 @@ class Evaluator:
         self._agent_fold = _folded(compiled.agent_roles)
         self._role_fold = _folded(compiled.role_closure)
         self._case_errors: dict[tuple[str, ...], str] = {}
-        self._principal_cache: dict[tuple, tuple[CompiledRule, ...]] = {}
-        self._candidates_cache: dict[tuple, tuple[tuple, tuple]] = {}
+        self._candidate_index = compiled.candidates
+        self._candidates_cache: OrderedDict[tuple, tuple[tuple, tuple]] = OrderedDict()
         self._decisions: dict[tuple, Decision] = {}
         self._gates: dict[str, tuple[CompiledGate, ...]] = {}
         self._obligations: dict[tuple, ApprovalRequired] = {}
@@ -387,57 +389,39 @@ class Evaluator:
     # --- deciding -------------------------------------------------------------------
 
     def candidates(self, c: Ctx) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """(deny rules, allow rules) that could apply to this request (index + id segment), in order.
+        """(deny rules, allow rules) that could apply to this request (the candidate index), in order.
 
         For tools (coverage, explanations); ``decide`` uses the cached pairs of ``_pairs``.
         """
-        head = c.rid.partition("/")[0] if c.rid is not None else None
-        rules = self._principal_rules((c.action, c.kind, c.pid if c.ptype == "agent" else None, c.roles), c)
-        picked = [r for r in rules if r.segment is None or r.segment == head]
-        return (tuple(r for r in picked if r.effect == "deny"), tuple(r for r in picked if r.effect == "allow"))
+        index = self._candidate_index
+        rules = index.lookup(index.node(c.rid), c.action, c.kind, c.roles, c.pid if c.ptype == "agent" else None)
+        return (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
 
     def _pairs(self, c: Ctx) -> tuple[tuple, tuple]:
-        """(deny, allow) rules that could apply, as ``(test, reason)`` pairs in declaration order.
+        """(deny, allow) rules that could apply, as ``(key, test, reason)`` in declaration order.
 
-        Two cached levels: the rules for this action, kind and principal (from the
-        index), then those of them whose ids can start with the request id's first
-        segment. Caches are plain dicts: a lost race only recomputes the same value.
+        The candidate index (``index.py``) finds them by walking the id's literal
+        segments, whatever the number of rules; the pairs are cached by action,
+        kind, principal and the deepest index node the id reaches, so every id
+        under one prefix (including ids never seen before) shares one entry. The
+        cache drops its oldest entry when full (no cliff); a lost race only
+        recomputes the same value.
         """
-        rid = c.rid
-        head = rid.partition("/")[0] if rid is not None else None
-        key = (c.action, c.kind, c.pid if c.ptype == "agent" else None, c.roles, head)
-        found = self._candidates_cache.get(key)
+        index = self._candidate_index
+        node = index.node(c.rid)
+        agent = c.pid if c.ptype == "agent" else None
+        key = (c.action, c.kind, agent, c.roles, node)
+        cache = self._candidates_cache
+        found = cache.get(key)
         if found is not None:
             return found
-        rules = self._principal_rules(key[:4], c)
-        picked = [r for r in rules if r.segment is None or r.segment == head]
-        found = (tuple((r.test, r.reason) for r in picked if r.effect == "deny"),
-                 tuple((r.test, r.reason) for r in picked if r.effect == "allow"))
-        if len(self._candidates_cache) > _CACHE_LIMIT:
-            self._candidates_cache.clear()
-        self._candidates_cache[key] = found
-        return found
-
-    def _principal_rules(self, key: tuple, c: Ctx) -> tuple[CompiledRule, ...]:
-        found = self._principal_cache.get(key)
-        if found is not None:
-            return found
-        rules: set[CompiledRule] = set()
-        index = self._index
-        for action in (c.action, "*"):
-            for kind in (c.kind, "*"):
-                bucket = index.get((action, kind))
-                if bucket is None:
-                    continue
-                rules.update(bucket.any)
-                for role in c.roles:
-                    rules.update(bucket.by_role.get(role, ()))
-                if c.ptype == "agent":
-                    rules.update(bucket.by_agent.get(c.pid, ()))
-        found = tuple(sorted(rules, key=lambda r: r.key))
-        if len(self._principal_cache) > _CACHE_LIMIT:
-            self._principal_cache.clear()
-        self._principal_cache[key] = found
+        found = index.pairs(node, c.action, c.kind, c.roles, agent)
+        if len(cache) >= _CACHE_LIMIT:
+            try:
+                cache.popitem(last=False)  # the oldest entry; O(1) (a dict's first entry is not, after deletes)
+            except KeyError:  # another thread emptied it meanwhile
+                pass
+        cache[key] = found
         return found
 
     def decide(self, c: Ctx, now: datetime | None, directory: Mapping[str, Any] | None, depth: int) -> Outcome:
@@ -448,7 +432,7 @@ class Evaluator:
         """
         denies, allows = self._pairs(c)
         try:
-            reasons = [reason for test, reason in denies if test is None or test(c)]
+            reasons = [reason for _, test, reason in denies if test is None or test(c)]
         except ConditionError:
             errors: list[str] = []
             reasons = self._erroring(denies, c, errors)
@@ -465,7 +449,7 @@ class Evaluator:
         if reasons:
             return Outcome("deny", tuple(reasons))
         try:
-            allowed = tuple([reason for test, reason in allows if test is None or test(c)])
+            allowed = tuple([reason for _, test, reason in allows if test is None or test(c)])
         except ConditionError:
             allowed = tuple(self._erroring(allows, c, None))
         if not allowed:
@@ -500,7 +484,7 @@ class Evaluator:
     def _erroring(self, pairs: tuple, c: Ctx, errors: list[str] | None) -> list[Reason]:
         """The slow path once a condition raised: each rule alone; errors collected (deny) or skipped (allow)."""
         matched: list[Reason] = []
-        for test, reason in pairs:
+        for _, test, reason in pairs:
             try:
                 if test is None or test(c):
                     matched.append(reason)
@@ -630,10 +614,16 @@ class Evaluator:
         if not in_scope:
             return None
         now = utc(now)
+        bounds = self._windows.bounds(now)
+        read = self._window_total
         for budget in in_scope:
             for limit in budget.limits:
                 est = self.estimate(c, limit.unit)
-                used = self.usage(budget.scope_key, limit.unit, *window_bounds(limit.window, now)) + est
+                start, end = bounds[limit.window]
+                if read is not None:
+                    used = read(budget.scope_key, limit.unit, limit.window, start) + est
+                else:
+                    used = self.usage(budget.scope_key, limit.unit, start, end) + est
                 over = used > limit.amount
                 if over and budget.on_exceed == "route" and c.kind == "model" and c.rid == budget.target:
                     over = False  # already on the budget's fallback model: exceeding only redirects
@@ -698,26 +688,22 @@ class Evaluator:
 
     def _decision(self, out: Outcome) -> Decision:
         if out.fresh:
-            return Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
-                                            route=out.route, policy_hash=self.policy_hash, errors=out.errors)
+            return make_decision(out.effect, out.reasons, out.obligations, out.route, self.policy_hash, out.errors)
         # every reason and obligation here is built once and kept, so identities name the content
         key = (out.effect, out.route, *map(id, out.reasons))
         if out.obligations:
             key = (*key, None, *map(id, out.obligations))
         decision = self._decisions.get(key)
         if decision is None:
-            decision = Decision.model_construct(effect=out.effect, reasons=out.reasons, obligations=out.obligations,
-                                                route=out.route, policy_hash=self.policy_hash, errors=())
+            decision = make_decision(out.effect, out.reasons, out.obligations, out.route, self.policy_hash, ())
             if len(self._decisions) > _CACHE_LIMIT:
                 self._decisions.clear()
             self._decisions[key] = decision
         return decision
 
     def _deny_builtin(self, rule: str, message: str) -> Decision:
-        return Decision.model_construct(effect="deny", reasons=(_builtin(rule, message),), obligations=(),
-                                        route=None, policy_hash=self.policy_hash, errors=())
+        return make_decision("deny", (_builtin(rule, message),), (), None, self.policy_hash, ())
 
     def _malformed(self, errors: list[str]) -> Decision:
         reasons = tuple(_builtin("<request>", f"malformed request: {e}") for e in errors)
-        return Decision.model_construct(effect="deny", reasons=reasons, obligations=(), route=None,
-                                        policy_hash=self.policy_hash, errors=tuple(errors))
+        return make_decision("deny", reasons, (), None, self.policy_hash, tuple(errors))

@@ -186,6 +186,31 @@ def _close_audit(output: Any, close_sink: Callable[[], object]) -> None:
             _fail(str(error))  # else: the command is already stopping with this error's line
 
 
+def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None, directory: Any,
+                    warned: bool) -> tuple[int, int]:
+    """``policyengine.jsonl.decide_json_lines`` over the input's bytes; decisions to stdout, problems to stderr."""
+    from policyengine.jsonl import NotUtf8, decide_json_lines
+
+    out = click.get_text_stream("stdout")
+
+    def write(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()  # a caller in a pipe waits for each answer
+
+    def claimed_roles(item: Any) -> None:
+        nonlocal warned
+        if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
+            click.echo(f"warning: input {item.where}: {_CLAIMED_ROLES}", err=True)
+            warned = True  # once per run
+
+    try:
+        return decide_json_lines(policy, stream.buffer, now=now, directory=directory, out=write,
+                                 err=lambda line: click.echo(line, err=True), on_request=claimed_roles)
+    except NotUtf8 as error:
+        _fail(f"{source}: input is not UTF-8 text ({error})")
+    raise AssertionError  # unreachable
+
+
 @click.command("eval")
 @click.option("--rules", "rules", multiple=True, metavar="PATH",
               help="Rule file or folder of .policy files (repeatable; more paths may follow as arguments).")
@@ -270,8 +295,11 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     malformed = decided = 0
     warned = directory is not None
     output = _durable_output(sink)
+    batched = output is None and not explain and hasattr(stream, "buffer")  # jsonl.py: batches, orjson
     try:
-        for item in iter_requests(stream):
+        if batched:
+            decided, malformed = _decide_batched(policy, stream, source, now, directory, warned)
+        for item in () if batched else iter_requests(stream):
             decided += 1
             if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
                 click.echo(f"warning: input {item.where}: {_CLAIMED_ROLES}", err=True)

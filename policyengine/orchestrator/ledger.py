@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from ..budgets import BudgetLedger, utc, window_start, windowed_usage
+from ..budgets import BudgetLedger, calendar_window, utc, window_start, windowed_usage
 from ..store.holds import LocalHolds
 
 
@@ -31,6 +31,8 @@ class BufferedLedger(LocalHolds):
         self._durable_usage = windowed_usage(durable)
         self._base: dict[tuple[str, str, datetime, datetime | None], float] = {}
         self._pending: dict[tuple[str, str, datetime], float] = {}
+        # the pending charges' running totals per calendar window: a calendar-window read is one lookup
+        self._pending_totals: dict[tuple[str, str, str, datetime], float] = {}
         self._lock = threading.Lock()
 
     def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
@@ -41,14 +43,25 @@ class BufferedLedger(LocalHolds):
             base = self._base.get(key)
             if base is None:
                 base = self._base[key] = float(self._durable_usage(scope_key, unit, start, end))
-            extra = sum(v for (k, u, h), v in self._pending.items()
-                        if k == scope_key and u == unit and h >= start and (end is None or h < end))
+            period = calendar_window(start, end)
+            if period is not None:
+                extra = self._pending_totals.get((scope_key, unit, period, start), 0.0)
+            else:
+                extra = sum(v for (k, u, h), v in self._pending.items()
+                            if k == scope_key and u == unit and h >= start and (end is None or h < end))
         return base + extra
+
+    def _add_pending(self, scope_key: str, unit: str, hour: datetime, amount: float) -> None:
+        self._pending[(scope_key, unit, hour)] = self._pending.get((scope_key, unit, hour), 0.0) + amount
+        day = hour.replace(hour=0)
+        for key in ((scope_key, unit, "hour", hour), (scope_key, unit, "day", day),
+                    (scope_key, unit, "month", day.replace(day=1))):
+            self._pending_totals[key] = self._pending_totals.get(key, 0.0) + amount
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
         with self._lock:
-            self._pending[(scope_key, unit, hour)] = self._pending.get((scope_key, unit, hour), 0.0) + float(amount)
+            self._add_pending(scope_key, unit, hour, float(amount))
 
     def flush(self) -> None:
         """Write pending charges to the durable ledger and fold them into the cached bases.
@@ -65,6 +78,7 @@ class BufferedLedger(LocalHolds):
                 starts.setdefault((bk, bu), []).append((bstart, bend))
             pending = list(self._pending.items())
             self._pending = {}
+            self._pending_totals = {}
             done = 0
             try:
                 for (key, unit, hour), amount in pending:
@@ -74,5 +88,5 @@ class BufferedLedger(LocalHolds):
                         if hour >= bstart and (bend is None or hour < bend):
                             self._base[(key, unit, bstart, bend)] += amount
             finally:
-                for k, amount in pending[done:]:
-                    self._pending[k] = self._pending.get(k, 0.0) + amount
+                for (key, unit, hour), amount in pending[done:]:
+                    self._add_pending(key, unit, hour, amount)

@@ -22,7 +22,7 @@ import duckdb
 from ..budgets import calendar_window, utc, window_start
 from .files import StoreError, open_duckdb, packaged_sql
 from .holds import LocalHolds
-from .protocols import Reservation
+from .protocols import Reservation, Window
 
 _PKG = "policyengine.store"
 
@@ -87,6 +87,11 @@ class EmbeddedLedger(LocalHolds):
                 return self._total(scope_key, unit, period, start)
             row = self._conn.execute(_sql("budget_between"), [scope_key, unit, start, end, end]).fetchone()
             return float(row[0]) if row else 0.0
+
+    def window_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> float:
+        """The running total of the calendar ``window`` starting at ``start``: one lookup once cached."""
+        with self._lock:
+            return self._total(scope_key, unit, window, _naive(start))
 
     # -- writes: group commit ------------------------------------------------------------------
     #

@@ -1,0 +1,199 @@
+"""The candidate index: which rules could apply to a request, found without scanning any list of rules.
+
+Every rule is filed under the literal prefix of its resource-id pattern: the
+whole ``/``-separated segments before the first one holding a glob character
+(``erp/invoices/*`` under ``erp`` > ``invoices``; ``calc`` under ``calc``;
+``*`` and ``e*/x`` at the root). Only ids that start with those segments can
+match the pattern, so the rules that could match an id are those filed at the
+nodes its own segments walk through (the root, ``erp``, ``erp/invoices``, ...).
+
+Each node splits its rules by (action, kind), then by who they are about
+(any principal, a role, an agent), as the ``(action, kind) -> Bucket`` index
+of ``compile`` does. A lookup walks the id's segments down the trie (one dict
+read each) and reads, at each node with rules, the lists for the request's
+action, kind, roles and agent. Its cost depends on the id's depth and the
+request's roles, not on how many rules the policy holds, and an id never seen
+before costs what a known one does.
+
+``CandidateIndex.node`` names the deepest node with rules on an id's path:
+every id reaching the same node has the same candidates, so callers may cache
+a lookup by it (an id under no literal prefix of any rule maps to the root).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .compile import CompiledRule
+
+_GLOB = frozenset("*?[")
+_NOTHING: tuple = ()
+
+
+def literal_prefix(pattern: str) -> tuple[str, ...]:
+    """The whole segments of ``pattern`` before the first one holding ``*``, ``?`` or ``[``.
+
+    ``"erp/invoices/*"`` -> ``("erp", "invoices")``; ``"calc"`` -> ``("calc",)``;
+    ``"*"``, ``"**"`` and ``"e*/x"`` -> ``()``. Every id the pattern matches starts
+    with these segments, each followed by ``/`` or the end of the id.
+    """
+    prefix: list[str] = []
+    for segment in pattern.split("/"):
+        if _GLOB.intersection(segment):
+            break
+        prefix.append(segment)
+    return tuple(prefix)
+
+
+class _Run:
+    """Rules of one list in declaration order, with their (key, test, reason) split by effect once."""
+
+    __slots__ = ("rules", "denies", "allows")
+
+    def __init__(self, rules: list[CompiledRule]) -> None:
+        self.rules = tuple(rules)
+        self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
+        self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
+
+
+class _Who:
+    """Rules of one (action, kind) at one node, split by the principal they are about."""
+
+    __slots__ = ("any", "by_role", "by_agent")
+
+    def __init__(self, any_list: list, by_role: dict[str, list], by_agent: dict[str, list]) -> None:
+        self.any = _Run(any_list) if any_list else None
+        self.by_role = {name: _Run(v) for name, v in by_role.items()}
+        self.by_agent = {name: _Run(v) for name, v in by_agent.items()}
+
+
+class _Node:
+    """One literal segment of some patterns: its children and the rules filed here."""
+
+    __slots__ = ("children", "rules", "chain")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.rules: dict[tuple[str, str], _Who] = {}  # (action, kind) -> rules filed at this node
+        # the nodes with rules from the root down to this one (set once the index is built)
+        self.chain: tuple[_Node, ...] = ()
+
+
+def _normal(name: str) -> str:
+    return "*" if name in ("*", "any") else name
+
+
+class CandidateIndex:
+    """Rules filed by the literal prefix of their id pattern, then (action, kind), then principal."""
+
+    __slots__ = ("root", "size")
+
+    def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
+        self.root = _Node()
+        self.size = 0
+        staged: dict[int, dict[tuple[str, str], tuple[list, dict, dict]]] = {}
+        nodes: dict[int, _Node] = {}
+        for rule, pattern in zip(rules, patterns, strict=True):
+            node = self.root
+            for segment in literal_prefix(pattern):
+                child = node.children.get(segment)
+                if child is None:
+                    child = node.children[segment] = _Node()
+                node = child
+            nodes[id(node)] = node
+            per_node = staged.setdefault(id(node), {})
+            kind = _normal(rule.kind)
+            actions = {_normal(a): None for a in rule.actions}
+            if "*" in actions:  # a request of any action matches "*": the rule goes there only (never twice)
+                actions = {"*": None}
+            for action in actions:
+                any_list, by_role, by_agent = per_node.setdefault((action, kind), ([], {}, {}))
+                if rule.principal_kind == "role":
+                    by_role.setdefault(rule.principal_name, []).append(rule)
+                elif rule.principal_kind == "agent":
+                    by_agent.setdefault(rule.principal_name, []).append(rule)
+                else:
+                    any_list.append(rule)
+            self.size += 1
+        for key, per_node in staged.items():
+            node = nodes[key]
+            for action_kind, (any_list, by_role, by_agent) in per_node.items():
+                # rules arrive in declaration order: each list is sorted
+                node.rules[action_kind] = _Who(any_list, by_role, by_agent)
+        stack = [(self.root, ())]
+        while stack:  # no recursion: a pattern may have many segments
+            node, above = stack.pop()
+            node.chain = (*above, node) if node.rules else above
+            stack.extend((child, node.chain) for child in node.children.values())
+
+    def node(self, rid: str | None) -> _Node:
+        """The deepest node with rules that ``rid``'s segments reach (the root when none).
+
+        Every id reaching the same node has the same candidates: its ``chain``.
+        """
+        root = self.root
+        if rid is None or not root.children:
+            return root
+        head, sep, rest = rid.partition("/")
+        node = root.children.get(head)
+        if node is None:
+            return root
+        best = node if node.rules else root
+        while sep and node.children:
+            head, sep, rest = rest.partition("/")
+            node = node.children.get(head)
+            if node is None:
+                break
+            if node.rules:
+                best = node
+        return best
+
+    def _runs(self, at: _Node, action: str, kind: str, roles: Iterable[str], agent: str | None) -> list[_Run]:
+        runs: list[_Run] = []
+        for node in at.chain:
+            for (a, k), who in node.rules.items():
+                if (a != action and a != "*") or (k != kind and k != "*"):
+                    continue
+                if who.any is not None:
+                    runs.append(who.any)
+                if who.by_role:
+                    for role in roles:
+                        found = who.by_role.get(role)
+                        if found is not None:
+                            runs.append(found)
+                if agent is not None and who.by_agent:
+                    found = who.by_agent.get(agent)
+                    if found is not None:
+                        runs.append(found)
+        return runs
+
+    def lookup(self, at: _Node, action: str, kind: str, roles: Iterable[str],
+               agent: str | None) -> tuple[CompiledRule, ...]:
+        """Rules filed on the way to ``at`` for this action, kind and principal, in declaration order."""
+        runs = self._runs(at, action, kind, roles, agent)
+        if len(runs) == 1:
+            return runs[0].rules
+        # Each run is in declaration order and no rule is in two of them (one node, one principal, and
+        # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
+        return tuple(sorted([r for run in runs for r in run.rules], key=_KEY))
+
+    def pairs(self, at: _Node, action: str, kind: str, roles: Iterable[str],
+              agent: str | None) -> tuple[tuple, tuple]:
+        """``lookup`` as (deny, allow) ``(key, test, reason)`` triples, what a decision runs."""
+        runs = self._runs(at, action, kind, roles, agent)
+        if not runs:
+            return _NOTHING, _NOTHING
+        if len(runs) == 1:
+            return runs[0].denies, runs[0].allows
+        # Keys are unique, so sorting the triples compares keys only (in C, no key function).
+        denies = [entry for run in runs for entry in run.denies]
+        allows = [entry for run in runs for entry in run.allows]
+        denies.sort()
+        allows.sort()
+        return tuple(denies), tuple(allows)
+
+
+_KEY = attrgetter("key")

@@ -1,0 +1,182 @@
+"""The candidate index (policyengine/index.py) finds exactly the rules a scan of every rule would.
+
+Random policies whose id patterns share literal prefixes of one to three
+segments, with globs at every depth, and random requests whose ids walk into,
+past and beside those prefixes (including first segments no rule names): the
+decision must equal one built by scanning every compiled rule, whether the
+candidate lookup was a miss (first request of its kind), a hit (the same again)
+or came after the cache had dropped its oldest entries.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from policyengine import evaluate as evaluate_module
+from policyengine import load_policy
+from policyengine.compile import glob_match
+from policyengine.decision import Decision, Reason, make_decision
+from policyengine.evaluate import DEFAULT_DENY
+from policyengine.index import CandidateIndex, literal_prefix
+
+LITERALS = ["a", "b", "ab"]
+GLOBS = ["*", "a*", "?", "[ab]", "[!a]"]
+SEGMENTS_OF_IDS = ["a", "b", "ab", "c", "ba"]  # "c" and "ba" are in no pattern: fresh segments
+
+segment_st = st.one_of(st.sampled_from(LITERALS), st.sampled_from(GLOBS))
+pattern_st = st.one_of(
+    st.sampled_from(["*", "**"]),
+    st.lists(segment_st, min_size=1, max_size=4).map("/".join),
+    st.lists(st.sampled_from(LITERALS), min_size=1, max_size=3).map(lambda s: "/".join(s) + "/**"),
+)
+rule_st = st.tuples(
+    st.sampled_from(["allow", "allow", "deny"]),
+    st.sampled_from(["any", "role r0", "role r1", "role r2", "agent bot"]),
+    st.sampled_from(["read", "write", "any", "read, write"]),
+    st.sampled_from(["dataset", "tool"]),
+    pattern_st,
+    st.sampled_from([None, "context.n > 3", "context.n <= 3"]),
+)
+id_st = st.lists(st.sampled_from(SEGMENTS_OF_IDS), min_size=1, max_size=5).map("/".join)
+request_st = st.fixed_dictionaries({
+    "principal": st.one_of(
+        st.fixed_dictionaries({"id": st.just("u"), "roles": st.lists(st.sampled_from(["r0", "r1", "r2"]),
+                                                                       max_size=2)}),
+        st.just({"id": "bot", "type": "agent"}),
+    ),
+    "action": st.sampled_from(["read", "write", "delete"]),
+    "resource": st.fixed_dictionaries({"kind": st.sampled_from(["dataset", "tool"]), "id": id_st}),
+    "context": st.fixed_dictionaries({"n": st.integers(0, 6)}),
+})
+
+
+def policy_text(rules) -> str:
+    lines = ["package ix", "role r0", "role r1 extends r0", "role r2", "agent bot", "    roles r2"]
+    for i, (effect, who, actions, kind, pattern, when) in enumerate(rules):
+        lines += [f"rule x{i}", f'    {effect} {who} to {actions} {kind} "{pattern}"']
+        if when:
+            lines.append(f"    when {when}")
+    return "\n".join(lines) + "\n"
+
+
+def load(rules):
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "ix.policy").write_text(policy_text(rules))
+        return load_policy(tmp)
+
+
+def brute_force(policy, request) -> Decision:
+    """The decision from a scan of every compiled rule (no index, no cache): deny wins, else allow, else deny."""
+    ctx = policy._evaluator.context(request)
+    agent = ctx.pid if ctx.ptype == "agent" else None
+    matched: dict[str, list[Reason]] = {"allow": [], "deny": []}
+    for rule in policy.compiled.rules:
+        if rule.principal_kind == "role" and rule.principal_name not in ctx.roles:
+            continue
+        if rule.principal_kind == "agent" and rule.principal_name != agent:
+            continue
+        if "*" not in rule.actions and "any" not in rule.actions and ctx.action not in rule.actions:
+            continue
+        if rule.kind != ctx.kind:
+            continue
+        if not glob_match(rule.scoped.decl.resource_pattern, ctx.rid):
+            continue
+        if rule.when(ctx) and (rule.unless is None or not rule.unless(ctx)):
+            matched[rule.effect].append(rule.reason)
+    if matched["deny"]:
+        return make_decision("deny", tuple(matched["deny"]), (), None, policy.policy_hash, ())
+    if matched["allow"]:
+        return make_decision("allow", tuple(matched["allow"]), (), None, policy.policy_hash, ())
+    return make_decision("deny", (DEFAULT_DENY,), (), None, policy.policy_hash, ())
+
+
+@settings(max_examples=80, deadline=None)
+@given(rules=st.lists(rule_st, min_size=1, max_size=30), requests=st.lists(request_st, min_size=1, max_size=12))
+def test_indexed_decisions_equal_a_brute_force_scan(rules, requests):
+    policy = load(rules)
+    for request in requests * 2:  # the second round is served from the candidate cache
+        assert policy.evaluate(request) == brute_force(policy, request), request
+
+
+@settings(max_examples=40, deadline=None)
+@given(rules=st.lists(rule_st, min_size=1, max_size=30), requests=st.lists(request_st, min_size=1, max_size=8))
+def test_a_miss_and_a_hit_return_the_same_decision(rules, requests):
+    policy = load(rules)
+    shared = policy.with_blocked(frozenset())  # one evaluator for every request: misses, then hits
+    for request in requests:
+        fresh = policy.with_blocked(frozenset())  # a new evaluator: its first lookup is a miss
+        miss = fresh.evaluate(request)
+        hit = fresh.evaluate(request)
+        assert miss == hit == shared.evaluate(request) == brute_force(policy, request), request
+
+
+def test_the_candidate_cache_drops_its_oldest_entry_instead_of_clearing(monkeypatch):
+    rules = [("allow", "role r0", "read", "dataset", f"p{i}/*", None) for i in range(40)]
+    policy = load(rules)
+    monkeypatch.setattr(evaluate_module, "_CACHE_LIMIT", 8)
+    evaluator = policy.with_blocked(frozenset())._evaluator
+    seen = []
+    for i in range(40):
+        request = {"principal": {"id": "u", "roles": ["r0"]}, "action": "read",
+                   "resource": {"kind": "dataset", "id": f"p{i}/doc"}}
+        assert evaluator.evaluate(request).reasons[0].rule == f"ix.x{i}"
+        seen.append(i)
+        assert len(evaluator._candidates_cache) == min(len(seen), 8)  # full: one out, one in; never emptied
+    again = {"principal": {"id": "u", "roles": ["r0"]}, "action": "read",
+             "resource": {"kind": "dataset", "id": "p0/doc"}}
+    assert evaluator.evaluate(again).reasons[0].rule == "ix.x0"  # evicted long ago: looked up again, same answer
+
+
+def test_fresh_ids_share_one_cache_entry():
+    """Ids whose first segment no rule names all reach the root: one entry, not one per id."""
+    policy = load([("allow", "any", "read", "dataset", "known/*", None), ("deny", "any", "read", "dataset", "*", None)])
+    evaluator = policy.with_blocked(frozenset())._evaluator
+    for j in range(50):
+        decision = evaluator.evaluate({"principal": {"id": "u"}, "action": "read",
+                                       "resource": {"kind": "dataset", "id": f"new{j}/doc"}})
+        assert [r.rule for r in decision.reasons] == ["ix.x1"]
+    assert len(evaluator._candidates_cache) == 1
+
+
+@pytest.mark.parametrize(("pattern", "prefix"), [
+    ("erp/invoices/*", ("erp", "invoices")),
+    ("calc", ("calc",)),
+    ("*", ()),
+    ("**", ()),
+    ("e*/x", ()),
+    ("a/b/c", ("a", "b", "c")),
+    ("a/[bc]/d", ("a",)),
+    ("a/b?/**", ("a",)),
+    ("a/b/**", ("a", "b")),
+])
+def test_literal_prefix(pattern, prefix):
+    assert literal_prefix(pattern) == prefix
+
+
+def test_the_index_files_each_rule_under_its_literal_prefix():
+    policy = load([("allow", "role r0", "read", "dataset", "a/b/*", None),
+                   ("deny", "any", "any", "dataset", "a/**", None),
+                   ("allow", "agent bot", "read, write", "dataset", "*", None)])
+    index: CandidateIndex = policy.compiled.candidates
+    assert index.size == 3
+    deep = index.node("a/b/c")
+    assert [n for n in deep.chain] == [index.root, index.root.children["a"], deep]
+    assert index.node("zzz/b") is index.root
+    assert [r.id for r in index.lookup(deep, "read", "dataset", frozenset({"r0"}), None)] == ["ix.x0", "ix.x1"]
+    assert [r.id for r in index.lookup(deep, "read", "dataset", frozenset(), "bot")] == ["ix.x1", "ix.x2"]
+    assert [r.id for r in index.lookup(deep, "read", "tool", frozenset({"r0"}), "bot")] == []
+
+
+def test_make_decision_equals_model_construct():
+    reason = Reason(rule="a.b", message="m")
+    fields = {"effect": "allow", "reasons": (reason,), "obligations": (), "route": "m1", "policy_hash": "h",
+              "errors": ("e",)}
+    fast, slow = make_decision(**fields), Decision.model_construct(**fields)
+    assert fast == slow
+    assert fast.model_fields_set == slow.model_fields_set
+    assert fast.to_json() == slow.to_json()
+    assert fast.model_copy(update={"route": None}).route is None
