@@ -13,6 +13,7 @@ whole history.
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -91,16 +92,15 @@ def test_embedded_totals_equal_a_full_scan_and_survive_reopen(tmp_path):
     charges = random_charges(rng, 600)
     path = tmp_path / "ledger.duckdb"
     ledger, reference = EmbeddedLedger(path), ScanLedger()
-    for i, (scope, unit, amount, at) in enumerate(charges):
-        if i % 3 == 0:
-            ledger.charge(scope, unit, amount, at)  # committed alone
-        else:
-            ledger._conn.execute("BEGIN")  # many in one transaction (as settle does one)
-            ledger._charge_locked(scope, unit, float(amount), at)
-            ledger._conn.execute("COMMIT")
-        reference.charge(scope, unit, amount, window_bounds("hour", at)[0])
-        if i == 300:
-            assert_totals_match(ledger, reference, probes(rng, charges[:i + 1], 6))  # cache filled midway
+    with ThreadPoolExecutor(4) as pool:
+        for i in range(0, len(charges), 6):
+            ledger.charge(*charges[i])  # committed alone
+            block = charges[i + 1:i + 6]  # charged at once from threads: the group commit writes them together
+            list(pool.map(lambda charge: ledger.charge(*charge), block))
+            for scope, unit, amount, at in charges[i:i + 6]:
+                reference.charge(scope, unit, amount, window_bounds("hour", at)[0])
+            if i == 300:
+                assert_totals_match(ledger, reference, probes(rng, charges[:i + 6], 6))  # cache filled midway
     times = probes(rng, charges, 20)
     assert assert_totals_match(ledger, reference, times) > 50
     ledger.close()
