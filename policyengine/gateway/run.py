@@ -66,7 +66,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         raise GatewayStartError(str(error)) from None
     from ..reporting.errors import ReportError
     from ..reporting.monitor import blocked_models
-    from ..store import open_store
+    from ..store.stores import open_serving_state
 
     try:
         blocked: Any = blocked_models(config.db)
@@ -76,18 +76,10 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     ledger: Any = MemoryReservingLedger()
     if config.ledger:  # a DuckDB file, or postgresql://... to share budgets between gateway processes and hosts
         try:
-            store = open_store(config.ledger)
+            store, blocked = open_serving_state(config.ledger, blocked)
         except StoreError as error:
             raise GatewayStartError(str(error)) from None
         ledger = store.ledger
-        if store.kind == "postgresql":  # blocks a monitor adds anywhere deny here within a second
-            from ..store.blocklist import LiveBlockList
-
-            try:
-                blocked = LiveBlockList(store.blocks)
-            except StoreError as error:
-                store.close()
-                raise GatewayStartError(str(error)) from None
     try:
         log = AuditLog(config.db, key, masking=masking_for(config.db))  # as every writer; rules' masks on activation
     except AuditError as error:

@@ -191,8 +191,8 @@ def serve(config: ServeConfig) -> int:
     from ..reporting.errors import ReportError
     from ..reporting.monitor import blocked_models
 
-    from ..store import StoreError, open_store
-    from ..store.blocklist import LiveBlockList
+    from ..store import StoreError
+    from ..store.stores import open_serving_state
 
     try:
         blocked: Any = blocked_models(db)
@@ -202,16 +202,10 @@ def serve(config: ServeConfig) -> int:
     store = None
     if config.ledger:  # a DuckDB file (one process) or postgresql://... (every worker and host)
         try:
-            store = open_store(config.ledger)
+            store, blocked = open_serving_state(config.ledger, blocked)
         except StoreError as error:
             raise ServeError(f"{config.ledger}: cannot open budget ledger: {error}") from None
         ledger = store.ledger
-        if store.kind == "postgresql":  # blocks a monitor adds anywhere deny here within a second
-            try:
-                blocked = LiveBlockList(store.blocks)
-            except StoreError as error:
-                store.close()
-                raise ServeError(str(error)) from None
     versions, shadow = _versions_and_shadow(config.db, config)  # the registry is the main log, not a segment
     try:
         log = _open_log(config, db, key)

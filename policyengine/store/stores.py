@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Container
 from typing import Any
 
 from .files import DEFAULT_DB_PATH, StoreError
@@ -69,3 +70,22 @@ def open_store(state: str | Path | None = None) -> Store:
     approvals = EmbeddedApprovalQueue(conn)
     return Store(text, "embedded", ledger, runs, approvals, EmbeddedBlockList(conn), None,
                  (ledger, runs, approvals, conn))
+
+
+def open_serving_state(state: str, blocked: Container[str]) -> tuple[Store, Container[str]]:
+    """Open ``state`` for a server or gateway: the store, and the block list its decisions read.
+
+    On PostgreSQL the shared list (re-read at most once a second) replaces
+    ``blocked``, so a block a monitor adds on any host denies here too. Raises
+    ``StoreError`` (one line); nothing is left open then.
+    """
+    store = open_store(state)
+    if store.kind != "postgresql":
+        return store, blocked
+    from .blocklist import LiveBlockList
+
+    try:
+        return store, LiveBlockList(store.blocks)
+    except StoreError:
+        store.close()
+        raise
