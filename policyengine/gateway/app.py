@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..audit import AuditError
-from ..server.app import DecisionApp, Exchange, HTTPError, Response, ServerOptions
+from ..server.app import DecisionApp, Exchange, Response, ServerOptions
+from ..server.body import HTTPError
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import ActivePolicy, PolicyHolder

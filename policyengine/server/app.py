@@ -23,6 +23,7 @@ from ..audit import AuditError
 from ..engine import read_requests
 from . import authzen
 from .audit_writer import DurableAudit
+from .body import HTTPError, read_body
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
@@ -45,15 +46,6 @@ class ServerOptions:
     model_versions: Any = None  # models_registry.Resolver: stamps the version a request uses (model_version)
     shadow: Any = None  # server.shadow.Shadow: a candidate policy decided beside the live one (--shadow)
     inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, problems: list[str] | None = None,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.problems = problems or []
-        self.headers = headers or []
 
 
 @dataclass
@@ -201,33 +193,7 @@ class DecisionApp:
             raise HTTPError(401, "missing or wrong bearer token", headers=[(b"www-authenticate", b"Bearer")])
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Any) -> bytes:
-        limit = self.options.max_body
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-
-        async def read() -> None:
-            nonlocal size
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise HTTPError(400, "client went away before the body was complete")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPError(413, f"body is over the limit of {limit} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return
-
-        try:
-            async with asyncio.timeout(self.options.body_timeout):  # no extra task per request, unlike wait_for
-                await read()
-        except TimeoutError:
-            raise HTTPError(408, f"body not received within {self.options.body_timeout:g} s") from None
-        return b"".join(chunks)
+        return await read_body(headers, receive, self.options.max_body, self.options.body_timeout)
 
     # -- parsing ---------------------------------------------------------------
 

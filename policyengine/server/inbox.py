@@ -42,11 +42,13 @@ from urllib.parse import parse_qs
 from ..identity import IdentityError, canonical_identity
 from ..store.files import packaged_sql
 from . import inbox_pages as pages
+from .body import HTTPError, read_body
 
 SESSION_COOKIE = "pe_inbox"
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
 MAX_FORM = 64 * 1024  # bytes of a form body
+FORM_TIMEOUT = 30.0  # seconds to send it
 MAX_NOTE = 2000  # characters of a comment
 MAX_SESSIONS = 1000
 MAX_LISTED = 500  # waiting runs read for one page
@@ -413,21 +415,10 @@ def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
 
 
 async def _read_body(headers: dict[bytes, bytes], receive: Any) -> bytes:
-    declared = headers.get(b"content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM):
-        raise _Refused(413, f"a form body is at most {MAX_FORM} bytes")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Refused(400, "the client went away before sending the form")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_FORM:
-            raise _Refused(413, f"a form body is at most {MAX_FORM} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
+    try:
+        return await read_body(headers, receive, MAX_FORM, FORM_TIMEOUT)
+    except HTTPError as error:
+        raise _Refused(error.status, f"form {error}") from None
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
