@@ -472,6 +472,22 @@ class GatewayApp(DecisionApp):
 
     # -- routes ----------------------------------------------------------------------------------
 
+    def _begin(self, exchange: Exchange, call: Call, active: ActivePolicy | None) -> tuple[VirtualKey, dict[str, Any]]:
+        """What every model route checks first, in this order: a policy is loaded, the key is known, the body
+        names a model."""
+        if active is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        key = self._caller(exchange, call)
+        body = self._body(exchange)
+        call.requested = body["model"]
+        return key, body
+
+    def _screen_prompt(self, texts: list[str], call: Call) -> tuple[list[g.Screening], dict[str, Any]]:
+        """Screen the prompt's texts; the merged findings go to the policy request and the audit record."""
+        found = self._screen(texts, call, "prompt")
+        guard = call.guard["prompt"] = g.merge(found)
+        return found, guard
+
     def _body(self, exchange: Exchange) -> dict[str, Any]:
         try:
             body = json.loads(exchange.body or b"null")
@@ -488,11 +504,7 @@ class GatewayApp(DecisionApp):
         call = Call(route="chat.completions")
         active = self.holder.active
         try:
-            if active is None:
-                raise GatewayError(503, "no policy loaded", "not_ready")
-            key = self._caller(exchange, call)
-            body = self._body(exchange)
-            call.requested = body["model"]
+            key, body = self._begin(exchange, call, active)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise GatewayError(400, "messages: required, a non-empty list of message objects", "invalid_request")
@@ -500,9 +512,7 @@ class GatewayApp(DecisionApp):
             texts = [_message_text(m.get("content")) for m in messages]
             prompt = "\n".join(texts)
             call.prompt_sha256 = _sha(prompt)
-            found = self._screen(texts, call, "prompt")
-            guard = g.merge(found)
-            call.guard["prompt"] = guard
+            found, guard = self._screen_prompt(texts, call)
             if guard["masked"]:
                 apply = g.masker(self.config.guards)
                 messages = [{**m, "content": apply(t, s)} if isinstance(m.get("content"), str) else m
@@ -628,20 +638,14 @@ class GatewayApp(DecisionApp):
         call = Call(route="embeddings")
         active = self.holder.active
         try:
-            if active is None:
-                raise GatewayError(503, "no policy loaded", "not_ready")
-            key = self._caller(exchange, call)
-            body = self._body(exchange)
-            call.requested = body["model"]
+            key, body = self._begin(exchange, call, active)
             inputs = body.get("input")
             if isinstance(inputs, str):
                 inputs = [inputs]
             if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
                 raise GatewayError(400, "input: required, a string or a list of strings", "invalid_request")
             call.prompt_sha256 = _sha("\n".join(inputs))
-            found = self._screen(inputs, call, "prompt")
-            guard = g.merge(found)
-            call.guard["prompt"] = guard
+            found, guard = self._screen_prompt(inputs, call)
             if guard["masked"]:
                 apply = g.masker(self.config.guards)
                 inputs = [apply(t, s) for t, s in zip(inputs, found)]
