@@ -17,8 +17,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -91,11 +91,10 @@ def running_postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """URL of a running throwaway PostgreSQL server, for the whole test session."""
+def _running_or_skip(running: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
+    """A session fixture's body: the server's URL, or a skip naming why it cannot start here."""
     try:
-        server = running_postgres()
+        server = running()
         url = server.__enter__()
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
@@ -103,6 +102,12 @@ def postgres_server() -> Iterator[str]:
         yield url
     finally:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a running throwaway PostgreSQL server, for the whole test session."""
+    yield from _running_or_skip(running_postgres)
 
 
 _db_numbers = itertools.count(1)
@@ -163,15 +168,7 @@ def running_redis() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """URL of a running throwaway Redis server, for the whole test session."""
-    try:
-        server = running_redis()
-        url = server.__enter__()
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield url
-    finally:
-        server.__exit__(None, None, None)
+    yield from _running_or_skip(running_redis)
 
 
 @pytest.fixture
