@@ -8,6 +8,7 @@ the real ``policyengine`` command and reads the real DuckDB file it wrote.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -225,3 +226,60 @@ def test_a_version_no_longer_declared_cannot_be_approved(work):
     out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
     assert "version '2.5.0' of classifier_small is no longer declared in the rules" in out.stderr
     assert audit_rows(work / "policyengine.duckdb", "model_version") == []
+
+
+# --- workflow runs: the orchestrator resolves versions as eval and serve do -------------------------
+
+TRIAGE_VERSIONS = '    version "1.0", "1.1"\n'
+TRIAGE_RULE = ('\nrule service_managers_change_triage_versions\n'
+               '    allow role it_service_manager to promote, rollback model "triage_small"\n')
+RUN_VERSIONS = """SELECT run_id, event, payload->>'$.model_version' AS version
+FROM audit_log WHERE event IN ('decision', 'model_call') AND payload->>'$.step' = 'triage' ORDER BY seq"""
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    """The shipped rules, with the ticket workflow's model declaring two versions and who may move them."""
+    from policyengine.resources import data_path
+
+    shutil.copytree(data_path("rules"), tmp_path / "rules")
+    tickets = tmp_path / "rules" / "it" / "tickets.policy"
+    text = tickets.read_text()
+    declared = "model triage_small\n    provider \"local\" region \"eu-west-1\" hosting internal\n"
+    assert declared in text
+    tickets.write_text(text.replace(declared, declared + TRIAGE_VERSIONS) + TRIAGE_RULE)
+    return tmp_path
+
+
+def triage_versions(work: Path, run_ids: set[str]) -> list[tuple[str, str | None]]:
+    """(event, model_version) of the triage step's decision and model call records of ``run_ids``."""
+    out = pe("query", RUN_VERSIONS, "--format", "json", cwd=work)
+    return [(r["event"], r["version"]) for r in json.loads(out.stdout) if r["run_id"] in run_ids]
+
+
+def run_tickets(work: Path) -> set[str]:
+    out = pe("run", "it-ticket-triage", "--rules", "rules", "--limit", "2", "--json", cwd=work)
+    return {r["run_id"] for r in json.loads(out.stdout)["runs"]}
+
+
+def test_workflow_runs_record_the_version_the_alias_names_when_they_run(shipped):
+    before = run_tickets(shipped)
+    assert triage_versions(shipped, before) == [("decision", "1.0"), ("model_call", "1.0")] * 2
+
+    out = mv(shipped, "promote", "triage_small", "--to", "1.1", "--as", "frank", "--reason", "better labels")
+    assert "promoted: production of triage_small is now 1.1 (was 1.0)" in out.stdout
+    promoted = run_tickets(shipped)
+    assert triage_versions(shipped, promoted) == [("decision", "1.1"), ("model_call", "1.1")] * 2
+    (decision, *_) = [d for d in audit_rows(shipped / "policyengine.duckdb", "decision")
+                      if d["run_id"] in promoted and d["step"] == "triage"]
+    assert decision["decision"]["model_version"] == "1.1" and decision["decision"]["route"] == "triage_small"
+    (run_id, *_) = sorted(promoted)
+    steps = {s["step"]: s for s in json.loads(pe("runs", "show", run_id, "--json", cwd=shipped).stdout)["steps"]}
+    assert steps["triage"]["output"]["model_version"] == "1.1"
+
+    mv(shipped, "rollback", "triage_small", "--as", "frank", "--reason", "queue complaints")
+    rolled_back = run_tickets(shipped)
+    assert triage_versions(shipped, rolled_back) == [("decision", "1.0"), ("model_call", "1.0")] * 2
+    assert triage_versions(shipped, before) == [("decision", "1.0"), ("model_call", "1.0")] * 2  # history stays
+    assert "OK" in pe("audit", "verify", cwd=shipped).stdout
+
