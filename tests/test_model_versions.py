@@ -283,3 +283,57 @@ def test_workflow_runs_record_the_version_the_alias_names_when_they_run(shipped)
     assert triage_versions(shipped, before) == [("decision", "1.0"), ("model_call", "1.0")] * 2  # history stays
     assert "OK" in pe("audit", "verify", cwd=shipped).stdout
 
+
+
+# --- serve: a running server picks up an alias another process moved -------------------------------
+
+
+def decided_version(server) -> str:
+    answer = server.post("/v1/decide", INVOKE)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["model_version"]
+
+
+def test_a_running_server_answers_with_the_version_promoted_while_it_runs_after_sighup(work):
+    import signal
+
+    from server_process import Server, audit_records
+
+    registry = ("--registry", "policyengine.duckdb", "--watch-interval", "0")  # the log `models promote` writes
+    with Server(work, "--rules", "rules", *registry, key="policyengine.key", db="decisions.duckdb") as server:
+        assert decided_version(server) == "2.3.1"
+        mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+        assert decided_version(server) == "2.3.1"  # not watched: the aliases read at start until SIGHUP
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) changed: "
+                             r"promote classifier_small production 2\.3\.1 -> 2\.4\.0 by eve")
+        assert decided_version(server) == "2.4.0"
+        server.proc.send_signal(signal.SIGHUP)  # nothing changed since: nothing said
+    assert sum("model versions" in line for line in server.lines) == 1
+    decided = [p.get("model_version") for e, p in audit_records(work / "decisions.duckdb").values()
+               if e == "decision"]
+    assert decided == ["2.3.1", "2.3.1", "2.4.0"]
+
+
+def test_a_watching_server_follows_a_promotion_and_a_rollback_of_the_registry_it_reads(work):
+    from server_process import Server
+
+    with Server(work, "--rules", "rules", "--registry", "policyengine.duckdb", "--watch-interval", "0.2",
+                key="policyengine.key", db="decisions.duckdb") as server:
+        assert decided_version(server) == "2.3.1"
+        mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+        server.wait_for_line(r"model versions \(change; .*\) changed: promote classifier_small production "
+                             r"2\.3\.1 -> 2\.4\.0")
+        assert decided_version(server) == "2.4.0"
+        mv(work, "rollback", "classifier_small", "--as", "eve", "--reason", "latency regression")
+        server.wait_for_line(r"model versions \(change; .*\) changed: rollback classifier_small production "
+                             r"2\.4\.0 -> 2\.3\.1 by eve")
+        assert decided_version(server) == "2.3.1"
+
+
+def test_a_registry_that_is_not_an_audit_database_stops_the_server_with_one_line(work):
+    (work / "notes.duckdb").write_text("not a database\n")
+    out = pe("serve", "--rules", "rules", "--registry", "notes.duckdb", "--db", "decisions.duckdb",
+             "--key", "policyengine.key", "--port", "0", cwd=work, ok=False)
+    assert out.returncode == 1 and out.stderr.startswith("error: --registry: notes.duckdb")
+    assert len(out.stderr.strip().splitlines()) == 1
