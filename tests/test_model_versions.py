@@ -337,3 +337,25 @@ def test_a_registry_that_is_not_an_audit_database_stops_the_server_with_one_line
              "--key", "policyengine.key", "--port", "0", cwd=work, ok=False)
     assert out.returncode == 1 and out.stderr.startswith("error: --registry: notes.duckdb")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_registry_another_process_holds_keeps_the_aliases_read_before_until_it_can_be_read(work):
+    import signal
+
+    import duckdb
+    from server_process import Server
+
+    with Server(work, "--rules", "rules", "--registry", "policyengine.duckdb", "--watch-interval", "0",
+                key="policyengine.key", db="decisions.duckdb") as server:
+        mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+        writer = duckdb.connect(str(work / "policyengine.duckdb"))  # as a `models promote` in progress holds it
+        try:
+            server.proc.send_signal(signal.SIGHUP)
+            line = server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) refused: ")
+            assert line.endswith("; still using the aliases read before"), line
+            assert decided_version(server) == "2.3.1"
+        finally:
+            writer.close()
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) changed: promote classifier_small")
+        assert decided_version(server) == "2.4.0"
