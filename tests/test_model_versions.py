@@ -222,7 +222,7 @@ def test_a_version_no_longer_declared_cannot_be_approved(work):
     mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
     (waiting,) = versions(work)["pending"]
     rules = work / "rules" / "ml.policy"
-    rules.write_text(rules.read_text().replace('"2.4.0", "2.5.0"', '"2.4.0", "2.6.0"'))
+    rules.write_text(rules.read_text().replace('"2.5.0"', '"2.6.0"'))  # the list and the rule naming it
     out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
     assert "version '2.5.0' of classifier_small is no longer declared in the rules" in out.stderr
     assert audit_rows(work / "policyengine.duckdb", "model_version") == []
@@ -359,3 +359,13 @@ def test_a_registry_another_process_holds_keeps_the_aliases_read_before_until_it
         server.proc.send_signal(signal.SIGHUP)
         server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) changed: promote classifier_small")
         assert decided_version(server) == "2.4.0"
+
+
+def test_check_points_at_a_rule_naming_a_version_no_model_declares(work):
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(rules.read_text().replace('version "2.3.1", "2.4.0", "2.5.0"', 'version "2.3.1", "2.4.0"'))
+    out = pe("check", "rules", cwd=work, ok=False)
+    line = next(n for n, text in enumerate(rules.read_text().splitlines(), 1) if 'resource.version == "2.5.0"' in text)
+    col = rules.read_text().splitlines()[line - 1].index('"2.5.0"') + 1
+    assert (f"rules/ml.policy:{line}:{col}: error[unknown-version]: escalate 'new_architecture_review': "
+            f'resource.version is compared with "2.5.0"') in out.stdout + out.stderr
