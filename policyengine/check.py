@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from . import ast
 from .check_routing import check_traffic
 from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, pattern_covers, show
+from .check_versions import check_versions
 from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
 from .policyset import PolicySet, Scoped
@@ -168,6 +169,7 @@ class _Checker:
             ("find rules that never match", self.check_never_match),
             ("find shadowed allows", self.check_shadowing),
             ("check routes and rate limits", lambda: check_traffic(self)),
+            ("check version names", lambda: check_versions(self)),
         )
         for label, stage in stages:
             try:

@@ -39,6 +39,8 @@ agent bot roles analyst
 model small hosting internal
 """
 BASE = "\npackage t\n" + BODY
+VERSIONED = ('\npackage t\nrole analyst\nmodel small hosting internal\n version "2.3.1", "2.4.0"\n'
+             'agent scorer roles analyst\n version "1.0", "1.1"\n')
 WITH_REGIONS = "\npackage t\nimport common.regions\n" + BODY
 
 
@@ -314,6 +316,32 @@ CASES = [
          (BASE + 'rule no deny role analyst to any tool "*"\nrule yes allow agent bot to call tool "search"\n',),
          "shadowed-allow", "allow 'yes' never takes effect: rule 't.no' always denies what it allows", "0:8:6", "yes",
          "the deny is at f0.policy:7:6; give it a 'when' or narrow one of the two", W),
+    # --- versions: a condition naming a version nothing declares ------------------------------
+    Case("a model version the targeted model does not declare",
+         (VERSIONED + 'rule r allow any to invoke model "small"\n when resource.version == "2.4.1"\n',),
+         "unknown-version", "rule 'r': resource.version is compared with \"2.4.1\", which is not a declared version "
+         "of model 'small' (declared: 2.3.1, 2.4.0)", "0:9:27", '"2.4.1"', "did you mean '2.4.0'?"),
+    Case("a version in a list const, pointed at where the const is used",
+         (VERSIONED + 'const OK = ["2.3.1", "9"]\nrule r allow any to invoke model "sm*"\n'
+                      ' when resource.attrs.version in OK\n',),
+         "unknown-version", "rule 'r': resource.attrs.version is compared with \"9\", which is not a declared version "
+         "of any model matching 'sm*' (declared: 2.3.1, 2.4.0)", "0:10:33", "OK",
+         'declare it: version "2.3.1", "2.4.0", "9"'),
+    Case("a version of a model that declares none",
+         (VERSIONED + 'model big hosting external\nrule r deny any to invoke model "big"\n'
+                      ' when resource.version != "1.0"\n',),
+         "unknown-version", "rule 'r': resource.version is compared with \"1.0\", which is not a declared version "
+         "of model 'big' (declared: none)", "0:10:27", '"1.0"', 'declare its versions: version "1.0"'),
+    Case("an agent version the rule's agent does not declare",
+         (VERSIONED + 'rule r allow agent scorer to read dataset "*"\n when principal.version == "1.2"\n',),
+         "unknown-version", "rule 'r': principal.version is compared with \"1.2\", which is not a declared version "
+         "of agent 'scorer' (declared: 1.0, 1.1)", "0:9:28", '"1.2"', "did you mean '1.1'?"),
+    Case("an escalation about any versioned model",
+         (VERSIONED + 'escalate review\n when action == "promote" and resource.version in ["2.4.0", "3.0"]\n'
+                      ' to role analyst\n',),
+         "unknown-version", "escalate 'review': resource.version is compared with \"3.0\", which is not a declared "
+         "version of any model or agent (declared: 1.0, 1.1, 2.3.1, 2.4.0)", "0:9:61", '"3.0"',
+         "did you mean '1.0'?"),
     # --- masks: a field no schema or rule reads is fine; these are not --------------------------
     Case("mask of a bare word", ("package t\nmask email hash\n",),
          "mask-path", "'email' is not a request field a mask can name", "0:2:6", "email",

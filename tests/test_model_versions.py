@@ -8,6 +8,7 @@ the real ``policyengine`` command and reads the real DuckDB file it wrote.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -221,7 +222,150 @@ def test_a_version_no_longer_declared_cannot_be_approved(work):
     mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
     (waiting,) = versions(work)["pending"]
     rules = work / "rules" / "ml.policy"
-    rules.write_text(rules.read_text().replace('"2.4.0", "2.5.0"', '"2.4.0", "2.6.0"'))
+    rules.write_text(rules.read_text().replace('"2.5.0"', '"2.6.0"'))  # the list and the rule naming it
     out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
     assert "version '2.5.0' of classifier_small is no longer declared in the rules" in out.stderr
     assert audit_rows(work / "policyengine.duckdb", "model_version") == []
+
+
+# --- workflow runs: the orchestrator resolves versions as eval and serve do -------------------------
+
+TRIAGE_VERSIONS = '    version "1.0", "1.1"\n'
+TRIAGE_RULE = ('\nrule service_managers_change_triage_versions\n'
+               '    allow role it_service_manager to promote, rollback model "triage_small"\n')
+RUN_VERSIONS = """SELECT run_id, event, payload->>'$.model_version' AS version
+FROM audit_log WHERE event IN ('decision', 'model_call') AND payload->>'$.step' = 'triage' ORDER BY seq"""
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    """The shipped rules, with the ticket workflow's model declaring two versions and who may move them."""
+    from policyengine.resources import data_path
+
+    shutil.copytree(data_path("rules"), tmp_path / "rules")
+    tickets = tmp_path / "rules" / "it" / "tickets.policy"
+    text = tickets.read_text()
+    declared = "model triage_small\n    provider \"local\" region \"eu-west-1\" hosting internal\n"
+    assert declared in text
+    tickets.write_text(text.replace(declared, declared + TRIAGE_VERSIONS) + TRIAGE_RULE)
+    return tmp_path
+
+
+def triage_versions(work: Path, run_ids: set[str]) -> list[tuple[str, str | None]]:
+    """(event, model_version) of the triage step's decision and model call records of ``run_ids``."""
+    out = pe("query", RUN_VERSIONS, "--format", "json", cwd=work)
+    return [(r["event"], r["version"]) for r in json.loads(out.stdout) if r["run_id"] in run_ids]
+
+
+def run_tickets(work: Path) -> set[str]:
+    out = pe("run", "it-ticket-triage", "--rules", "rules", "--limit", "2", "--json", cwd=work)
+    return {r["run_id"] for r in json.loads(out.stdout)["runs"]}
+
+
+def test_workflow_runs_record_the_version_the_alias_names_when_they_run(shipped):
+    before = run_tickets(shipped)
+    assert triage_versions(shipped, before) == [("decision", "1.0"), ("model_call", "1.0")] * 2
+
+    out = mv(shipped, "promote", "triage_small", "--to", "1.1", "--as", "frank", "--reason", "better labels")
+    assert "promoted: production of triage_small is now 1.1 (was 1.0)" in out.stdout
+    promoted = run_tickets(shipped)
+    assert triage_versions(shipped, promoted) == [("decision", "1.1"), ("model_call", "1.1")] * 2
+    (decision, *_) = [d for d in audit_rows(shipped / "policyengine.duckdb", "decision")
+                      if d["run_id"] in promoted and d["step"] == "triage"]
+    assert decision["decision"]["model_version"] == "1.1" and decision["decision"]["route"] == "triage_small"
+    (run_id, *_) = sorted(promoted)
+    steps = {s["step"]: s for s in json.loads(pe("runs", "show", run_id, "--json", cwd=shipped).stdout)["steps"]}
+    assert steps["triage"]["output"]["model_version"] == "1.1"
+
+    mv(shipped, "rollback", "triage_small", "--as", "frank", "--reason", "queue complaints")
+    rolled_back = run_tickets(shipped)
+    assert triage_versions(shipped, rolled_back) == [("decision", "1.0"), ("model_call", "1.0")] * 2
+    assert triage_versions(shipped, before) == [("decision", "1.0"), ("model_call", "1.0")] * 2  # history stays
+    assert "OK" in pe("audit", "verify", cwd=shipped).stdout
+
+
+
+# --- serve: a running server picks up an alias another process moved -------------------------------
+
+
+def decided_version(server) -> str:
+    answer = server.post("/v1/decide", INVOKE)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["model_version"]
+
+
+def test_a_running_server_answers_with_the_version_promoted_while_it_runs_after_sighup(work):
+    import signal
+
+    from server_process import Server, audit_records
+
+    registry = ("--registry", "policyengine.duckdb", "--watch-interval", "0")  # the log `models promote` writes
+    with Server(work, "--rules", "rules", *registry, key="policyengine.key", db="decisions.duckdb") as server:
+        assert decided_version(server) == "2.3.1"
+        mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+        assert decided_version(server) == "2.3.1"  # not watched: the aliases read at start until SIGHUP
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) changed: "
+                             r"promote classifier_small production 2\.3\.1 -> 2\.4\.0 by eve")
+        assert decided_version(server) == "2.4.0"
+        server.proc.send_signal(signal.SIGHUP)  # nothing changed since: nothing said
+    assert sum("model versions" in line for line in server.lines) == 1
+    decided = [p.get("model_version") for e, p in audit_records(work / "decisions.duckdb").values()
+               if e == "decision"]
+    assert decided == ["2.3.1", "2.3.1", "2.4.0"]
+
+
+def test_a_watching_server_follows_a_promotion_and_a_rollback_of_the_registry_it_reads(work):
+    from server_process import Server
+
+    with Server(work, "--rules", "rules", "--registry", "policyengine.duckdb", "--watch-interval", "0.2",
+                key="policyengine.key", db="decisions.duckdb") as server:
+        assert decided_version(server) == "2.3.1"
+        mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+        server.wait_for_line(r"model versions \(change; .*\) changed: promote classifier_small production "
+                             r"2\.3\.1 -> 2\.4\.0")
+        assert decided_version(server) == "2.4.0"
+        mv(work, "rollback", "classifier_small", "--as", "eve", "--reason", "latency regression")
+        server.wait_for_line(r"model versions \(change; .*\) changed: rollback classifier_small production "
+                             r"2\.4\.0 -> 2\.3\.1 by eve")
+        assert decided_version(server) == "2.3.1"
+
+
+def test_a_registry_that_is_not_an_audit_database_stops_the_server_with_one_line(work):
+    (work / "notes.duckdb").write_text("not a database\n")
+    out = pe("serve", "--rules", "rules", "--registry", "notes.duckdb", "--db", "decisions.duckdb",
+             "--key", "policyengine.key", "--port", "0", cwd=work, ok=False)
+    assert out.returncode == 1 and out.stderr.startswith("error: --registry: notes.duckdb")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_registry_another_process_holds_keeps_the_aliases_read_before_until_it_can_be_read(work):
+    import signal
+
+    import duckdb
+    from server_process import Server
+
+    with Server(work, "--rules", "rules", "--registry", "policyengine.duckdb", "--watch-interval", "0",
+                key="policyengine.key", db="decisions.duckdb") as server:
+        mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+        writer = duckdb.connect(str(work / "policyengine.duckdb"))  # as a `models promote` in progress holds it
+        try:
+            server.proc.send_signal(signal.SIGHUP)
+            line = server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) refused: ")
+            assert line.endswith("; still using the aliases read before"), line
+            assert decided_version(server) == "2.3.1"
+        finally:
+            writer.close()
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) changed: promote classifier_small")
+        assert decided_version(server) == "2.4.0"
+
+
+def test_check_points_at_a_rule_naming_a_version_no_model_declares(work):
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(rules.read_text().replace('version "2.3.1", "2.4.0", "2.5.0"', 'version "2.3.1", "2.4.0"'))
+    out = pe("check", "rules", cwd=work, ok=False)
+    line = next(n for n, text in enumerate(rules.read_text().splitlines(), 1) if 'resource.version == "2.5.0"' in text)
+    col = rules.read_text().splitlines()[line - 1].index('"2.5.0"') + 1
+    assert (f"rules/ml.policy:{line}:{col}: error[unknown-version]: escalate 'new_architecture_review': "
+            f'resource.version is compared with "2.5.0"') in out.stdout + out.stderr

@@ -59,6 +59,10 @@ def _fail(message: str) -> None:
 @click.option("--inbox", metavar="RUNS_DB", help="Also serve the approver inbox of this runs database at /inbox "
                                                 "(docs/inbox.md; needs --rules).")
 @click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
+@click.option("--registry", metavar="DB",
+              help="Audit database whose model_version events say which version each alias names "
+                   "(`policyengine models promote --db DB`); re-read when it changes and on SIGHUP "
+                   "(default: --db, read at start: this server holds it).")
 @click.option("--shadow", "shadow", multiple=True, metavar="PATH",
               help="Candidate rule file or folder (repeatable): decided beside the live policy, never answered; "
                    "differences are recorded as shadow_diff audit events.")
@@ -67,7 +71,7 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
                   roll_records: int | None, roll_bytes: int | None, roll_age: float | None,
                   auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
                   max_body: int, timeout: float, watch_interval: float, access_log: bool, otel: bool,
-                  inbox: str | None, inbox_key: str | None, shadow: tuple[str, ...]) -> None:
+                  inbox: str | None, inbox_key: str | None, registry: str | None, shadow: tuple[str, ...]) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -84,7 +88,7 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
                          access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,
                          inbox_key=inbox_key, roll_records=roll_records, roll_bytes=roll_bytes, roll_age=roll_age,
-                         shadow=shadow)
+                         shadow=shadow, registry=registry)
     try:
         sys.exit(serve(config))
     except ServeError as error:

@@ -133,6 +133,8 @@ class _Ready:
     hold: Hold | None = None  # budget reserved for the completed call, settled when it is recorded
     refusals: list[tuple[str, str, str]] = field(default_factory=list)  # (model, budget, unit) with no room
     refused: bool = False  # no allowed model had budget room for the call's estimate
+    asked: dict[str, Any] | None = None  # the request before versions were resolved (each candidate resolves its own)
+    model_versions: dict[str, str | None] = field(default_factory=dict)  # model -> the version its call used
 
 
 def _requester(requested_by: str) -> str:
@@ -148,6 +150,14 @@ def _reason_text(decision: Decision) -> str:
     return "; ".join(parts) or decision.effect
 
 
+def _decision_payload(request: dict[str, Any], decision: Decision, step: str, used: str | None) -> dict[str, Any]:
+    """A ``decision`` record's payload; with ``model_version`` (also in the decision) when a version was used."""
+    if used is None:
+        return {"request": request, "decision": decision.to_dict(), "step": step}
+    return {"request": request, "decision": {**decision.to_dict(), "model_version": used}, "step": step,
+            "model_version": used}
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
@@ -159,7 +169,8 @@ class Orchestrator:
                  providers: Providers | None = None, directory: Directory | None = None,
                  ledger: BufferedLedger | None = None, clock: Callable[[], datetime] | None = None,
                  flush_every: int = 200, faults: Callable[[str, str], None] | None = None,
-                 record_runs: bool = True) -> None:
+                 record_runs: bool = True,
+                 versions: Callable[[Any, Any], tuple[Any, str | None]] | None = None) -> None:
         self.policy = policy
         self.store = store
         self.audit = audit
@@ -172,6 +183,7 @@ class Orchestrator:
         self.flush_every = flush_every
         self.faults = faults
         self.record_runs = record_runs  # write a ``run`` audit event when a run ends or pauses
+        self.versions = versions  # models_registry.Resolver: the model or agent version a request uses
         self._pool: ThreadPoolExecutor | None = None
         self._alerted: set[tuple] = set()  # budget alerts already recorded (per budget and window)
         self._last_seq: int | None = None  # seq of the last audit record appended
@@ -520,9 +532,12 @@ class Orchestrator:
             return _Final("skipped")
         mine = [a for a in approvals if a.step == step.name]
         ask = step.ask(ctx)
-        request = self._request(wf, run, step, ask, mine)
+        asked = self._request(wf, run, step, ask, mine)
+        request, used = self._versioned(asked)
         decision = self.policy.evaluate(request, now=self.clock(), directory=self._roles)
-        self._audit(run, "decision", wf.agent, {"request": request, "decision": decision.to_dict(), "step": step.name},
+        if decision.route is not None and decision.route != asked["resource"].get("id"):
+            used = self._versioned(self._for_model(asked, decision.route))[1]  # the version of the routed model
+        self._audit(run, "decision", wf.agent, _decision_payload(request, decision, step.name, used),
                     decision.policy_hash)
         if decision.obligations or decision.effect != "allow" or decision.route:
             self._budget_alerts(run, wf, decision, ask)
@@ -574,7 +589,7 @@ class Orchestrator:
             row = journal_row("done", None, out)
             self._put_step(journal, row)
             return _Final("done", out, ms=row.latency_ms)
-        ready = _Ready(step, ord_, ask, request, decision, t0, started_at, ctx)
+        ready = _Ready(step, ord_, ask, request, decision, t0, started_at, ctx, asked=asked)
         if isinstance(step, ToolCall) and step.effect:
             receipt = self.store.effect(key)
             if receipt is not None:
@@ -649,10 +664,11 @@ class Orchestrator:
         for i, model in enumerate(self._candidates(p)):
             if i > 0:
                 previous = p.attempts[-1].model if p.attempts else p.refusals[-1][0]
-            request = {**p.request, "resource": {**p.request["resource"], "id": model}}
+            request, used = self._versioned(self._for_model(p.asked or p.request, model))
+            p.model_versions[model] = used
             if i > 0:  # a fallback model must be allowed on its own
                 d = self.policy.evaluate(request, now=self.clock(), directory=self._roles)
-                p.events.append(("decision", {"request": request, "decision": d.to_dict(), "step": step.name,
+                p.events.append(("decision", {**_decision_payload(request, d, step.name, used),
                                               "fallback_from": previous}, d.policy_hash))
                 if d.effect != "allow":
                     continue
@@ -715,12 +731,15 @@ class Orchestrator:
                 ok = a.status == "ok"
                 c = a.completion
                 out = {"label": c.label, "confidence": c.confidence} if ok and c else {}
-                self._audit(run, "model_call", wf.agent, {
+                call = {
                     "model": a.model, "provider": a.provider, "tokens": c.tokens if ok and c else 0,
                     "cost_usd": self._cost(a.model, c) if ok and c else 0.0, "latency_ms": round(a.latency_ms, 3),
                     "status": a.status, "error": a.error, "step": step.name, "subject": subject,
                     "outcome": step.outcome(p.ctx, c) if ok and c else "error", "output": out,
-                    "label": step.label(p.ctx)}, self.policy.policy_hash)
+                    "label": step.label(p.ctx)}
+                if p.model_versions.get(a.model) is not None:
+                    call["model_version"] = p.model_versions[a.model]
+                self._audit(run, "model_call", wf.agent, call, self.policy.policy_hash)
             if p.completion is not None and p.model is not None:
                 tokens, cost = p.completion.tokens, self._cost(p.model, p.completion)
                 if p.hold is not None:
@@ -730,6 +749,8 @@ class Orchestrator:
                     self.policy.charge(p.model_request, tokens=tokens, cost=cost, model=p.model, at=self.clock())
                 p.output = dict(step.read(p.ctx, p.completion))
                 p.output["model"] = p.model
+                if p.model_versions.get(p.model) is not None:
+                    p.output["model_version"] = p.model_versions[p.model]
                 first = p.attempts[0].model
                 if p.model != first:
                     p.output["fallback_from"] = first
@@ -758,6 +779,16 @@ class Orchestrator:
         return _Final(status, p.output, p.error, ms=ms)
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _versioned(self, request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The request with the model or agent version it uses resolved (models_registry), and that version."""
+        if self.versions is None:
+            return request, None
+        return self.versions(self.policy, request)
+
+    @staticmethod
+    def _for_model(request: dict[str, Any], model: str) -> dict[str, Any]:
+        return {**request, "resource": {**request["resource"], "id": model}}
 
     def _budget_alerts(self, run: RunRecord, wf: Workflow, decision: Decision, ask: Ask) -> None:
         """Record an ``alert`` (kind budget) the first time, per budget and window, that one warns or is exceeded."""

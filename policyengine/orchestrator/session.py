@@ -258,9 +258,12 @@ class Session:
             providers = load_providers(cfg.providers, policy)
             now = cfg.now
             clock = (lambda: now) if now is not None else None
+            from ..models_registry import Resolver, history
+
+            versions = Resolver(history(self.conn))  # the aliases as this database's log has them now
             self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=registered(),
                                              providers=providers, directory=directory, ledger=buffered, clock=clock,
-                                             record_runs="run" in EVENTS)
+                                             record_runs="run" in EVENTS, versions=versions)
         except PolicyError as exc:
             self._abort()
             first = exc.findings[0] if getattr(exc, "findings", None) else None

@@ -1,10 +1,14 @@
-"""Where the served policy comes from (rule files or a signed bundle), and swapping it atomically.
+"""Where the served policy and its model version aliases come from, and swapping them atomically.
 
 ``PolicyHolder.active`` is one reference: a request reads it once and decides
 with that policy to the end, so a reload never mixes two policies in one answer.
 A reload that fails (unreadable, bad signature, rule errors) leaves the old
 policy serving and is counted as ``refused``; a good one is recorded in the
 audit log as ``policy_activated`` before it serves its first request.
+
+``VersionSource`` does the same for which version each model alias names: the
+``model_version`` events of an audit database (``models promote --db``), read
+again when that file changes or on SIGHUP.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from ..audit.log import utc_now_text
 from ..budgets import BudgetLedger
 from ..diagnostics import PolicyError, render_findings
 from ..engine import Policy, load_policy
+from ..models_registry import Change, Resolver, load_resolver
+from ..reporting.errors import ReportError
 from .bundles import BundleError, verify_bundle
 
 
@@ -151,3 +157,56 @@ class PolicyHolder:
     def close(self) -> None:
         if self.active is not None and self.active.folder is not None:
             shutil.rmtree(self.active.folder, ignore_errors=True)
+
+
+class VersionSource:
+    """``source(policy, request)`` resolves versions with the aliases last read from ``db`` (``models_registry``).
+
+    ``live``: another process may change ``db`` (``models promote --db``), so
+    ``reload`` reads it again when it changed. Not live when it is the log this
+    server writes: DuckDB then lets no other process write it, so it is read once.
+    A read that fails (the file is being written, or is gone) keeps the aliases
+    read before and is tried again at the next check.
+    """
+
+    def __init__(self, db: str | Path, *, live: bool, resolver: Resolver | None = None) -> None:
+        self.db = Path(db)
+        self.live = live
+        self._lock = threading.Lock()
+        self._seen: object = self._fingerprint() if live else None
+        self.active: Resolver = resolver if resolver is not None else load_resolver(self.db)  # ReportError: not one
+
+    def __call__(self, policy: Any, request: Any) -> tuple[Any, str | None]:
+        return self.active(policy, request)  # one reference: a reload never mixes two alias tables in one answer
+
+    def _fingerprint(self) -> object:
+        return _fingerprint_paths([str(self.db), f"{self.db}.wal"])
+
+    def reload(self, *, force: bool = False) -> str:
+        """``changed: what``, ``unchanged`` or ``refused: why`` (the aliases read before stay in force)."""
+        if not self.live:
+            return "unchanged"
+        with self._lock:
+            fingerprint = self._fingerprint()
+            if not force and fingerprint == self._seen:
+                return "unchanged"
+            old = self.active.changes
+            if old and not self.db.is_file():
+                return f"refused: {self.db} is gone"
+            try:
+                fresh = load_resolver(self.db)
+            except ReportError as error:
+                return f"refused: {str(error).splitlines()[0]}"
+            self._seen = fingerprint
+            if fresh.changes == old:
+                return "unchanged"
+            self.active = fresh
+            return "changed: " + _changes_text(old, fresh.changes)
+
+
+def _changes_text(old: tuple[Change, ...], new: tuple[Change, ...]) -> str:
+    """The changes ``new`` adds to ``old`` (or, when it does not extend it, the last one), one line."""
+    added = new[len(old):] if new[:len(old)] == old else new[-1:]
+    if not added:
+        return "no changes recorded any more (every alias names its first declared version)"
+    return "; ".join(f"{c.change} {c.name} {c.alias} {c.previous} -> {c.version} by {c.by}" for c in added)

@@ -57,6 +57,7 @@ class ServeConfig:
     otel: bool = False
     watch_interval: float = 1.0  # seconds between checks of the rule files or bundle (0: only on SIGHUP)
     shadow: tuple[str, ...] = ()  # candidate rule files decided beside the live policy (server/shadow.py)
+    registry: str | None = None  # audit database whose model_version events name the aliases (default: db)
     inbox: str | None = None  # runs database whose approver inbox is mounted at /inbox
     inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     worker: int | None = None  # set in a worker process
@@ -145,17 +146,27 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     return record
 
 
-def _versions_and_shadow(db: str, config: ServeConfig) -> tuple[Any, Any]:
-    """The model version aliases recorded in ``db`` (read before the log opens) and the ``--shadow`` candidate."""
+def _versions_and_shadow(config: ServeConfig, writes: str | None) -> tuple[Any, Any]:
+    """The model version aliases (read before the log opens) and the ``--shadow`` candidate.
+
+    The aliases come from ``--registry``, else from the main ``--db`` (not a
+    worker's segment); they are re-read on change unless that is ``writes``,
+    the file this process holds (no other process can change it then).
+    """
     from ..diagnostics import PolicyError
-    from ..models_registry import load_resolver
+    from ..models_registry import Resolver
     from ..reporting.errors import ReportError
+    from .policy_source import VersionSource
     from .shadow import Shadow
 
+    registry = config.registry or config.db
+    live = writes is None or Path(registry).resolve() != Path(writes).resolve()
     try:
-        versions = load_resolver(db)
-    except ReportError:
-        versions = load_resolver(None)  # not a database: opening the log says so in one line
+        versions = VersionSource(registry, live=live)
+    except ReportError as error:
+        if config.registry:
+            raise ServeError(f"--registry: {error}") from None
+        versions = VersionSource(registry, live=False, resolver=Resolver())  # opening the log says why, in one line
     if not config.shadow:
         return versions, None
     try:
@@ -206,7 +217,8 @@ def serve(config: ServeConfig) -> int:
         except StoreError as error:
             raise ServeError(f"{config.ledger}: cannot open budget ledger: {error}") from None
         ledger = store.ledger
-    versions, shadow = _versions_and_shadow(config.db, config)  # the registry is the main log, not a segment
+    rolled = config.roll_records is not None or config.roll_bytes is not None or config.roll_age is not None
+    versions, shadow = _versions_and_shadow(config, None if rolled else db)
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
@@ -227,7 +239,7 @@ def serve(config: ServeConfig) -> int:
                                 model_versions=versions, shadow=shadow, inbox=inbox)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(app, holder, metrics, sock, config))
+            runner.run(_serve(app, holder, versions, metrics, sock, config))
     finally:
         if sock is not None:
             sock.close()
@@ -278,7 +290,7 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock: socket.socket,
+async def _serve(app: DecisionApp, holder: PolicyHolder, versions: Any, metrics: Metrics, sock: socket.socket,
                  config: ServeConfig) -> None:
     import uvicorn
 
@@ -301,6 +313,7 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
         **ssl_options,
     ))
     busy = asyncio.Lock()
+    refused_before: list[str | None] = [None]
 
     async def reload(reason: str, force: bool) -> None:
         async with busy:
@@ -309,6 +322,12 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, metrics: Metrics, sock:
             metrics.reloads.labels("refused").inc()
             _say(f"policy reload ({reason}) {outcome.splitlines()[0]}; still serving "
                  f"{holder.active.policy_hash[:12] if holder.active else 'nothing'}")
+        async with busy:
+            changed = await loop.run_in_executor(None, lambda: versions.reload(force=force))
+        if changed != "unchanged" and changed != refused_before[0]:
+            _say(f"model versions ({reason}; {versions.db}) {changed}"
+                 + ("; still using the aliases read before" if changed.startswith("refused") else ""))
+        refused_before[0] = changed if changed.startswith("refused") else None  # say a refusal once, not every check
 
     async def watch() -> None:
         while config.watch_interval > 0:
