@@ -235,3 +235,82 @@ def test_runs_list_and_show_read_the_shared_run_state(cluster):
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert [s["status"] for s in json.loads(shown.stdout)["steps"]] == ["waiting"]
+
+
+# --- the store itself: several workers in one process, each with its own session and liveness lock ---------------
+
+T0 = datetime(2026, 12, 1, 9, 0)
+
+
+def _waiting_run(store, run_id: str):
+    from policyengine.orchestrator.state import ApprovalRecord, RunRecord
+
+    run = RunRecord(run_id, None, "pg-payments", "P-1", "operator", "waiting_approval", "escalated", "{}", None,
+                    "hash", 0, 0.0, T0, T0)
+    gate = ApprovalRecord(run_id, "pay", "large_payments", "approver", "operator", T0, T0 + timedelta(hours=1),
+                          "allow", False, "pending", None, None, None)
+    store.put(run, gate)
+    store.flush()
+    return run, gate
+
+
+@pytest.mark.parametrize("decision", ["approved", "rejected", "expired"])
+def test_of_four_workers_deciding_one_gate_at_once_exactly_one_wins(postgres_url, decision):
+    import threading
+    from dataclasses import replace
+
+    from policyengine.store import open_store
+    from policyengine.store.stores import open_run_state
+
+    with open_store(postgres_url) as shared:
+        workers = [open_run_state(shared) for _ in range(4)]
+        run, gate = _waiting_run(workers[0], "r-decide")
+        seen = [w.approvals(run.run_id) for w in workers]  # every worker sees the gate pending
+        assert all([g.status for g in s] == ["pending"] for s in seen)
+        start, won = threading.Barrier(4), {}
+
+        def decide(n: int) -> None:
+            start.wait()
+            won[n] = workers[n].decide(run, [replace(gate, status=decision, approver=f"user{n}",
+                                                     decided_at=T0 + timedelta(minutes=n))])
+
+        threads = [threading.Thread(target=decide, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        (winner,) = [n for n, ok in won.items() if ok]
+        assert sorted(won) == [0, 1, 2, 3]
+        (decided,) = workers[1].approvals(run.run_id)
+        assert (decided.status, decided.approver) == (decision, f"user{winner}")
+        held = workers[2].run(run.run_id)
+        assert held is not None and held.status == "running"  # taken by the winner, to drive on once
+        assert not any(w.decide(run, [replace(gate, status="approved", approver="late")]) for w in workers)
+        for w in workers:
+            w.close()
+
+
+def test_a_run_held_by_a_live_worker_is_claimed_by_no_one_else_and_by_one_worker_once_it_is_gone(postgres_url):
+    from policyengine.store import StoreError, open_store
+    from policyengine.store.stores import open_run_state
+
+    with open_store(postgres_url) as shared:
+        first, second, third = (open_run_state(shared) for _ in range(3))
+        run, _ = _waiting_run(first, "r-claim")
+        from dataclasses import replace
+
+        first.put(replace(run, status="running"))
+        first.flush()
+        assert second.claim_unfinished(["pg-payments"]) == [] and not second.claim(run)
+        with pytest.raises(StoreError, match="no longer holds it"):
+            second.write_intent(run, "pay", "r-claim/pay")  # a side effect needs the run held
+        first.abandon()  # the worker's session ends: its liveness lock with it
+        claims = [second.claim_unfinished(["pg-payments"]), third.claim_unfinished(["pg-payments"])]
+        assert sorted(len(c) for c in claims) == [0, 1]  # taken once
+        taker = second if claims[0] else third
+        taker.write_intent(run, "pay", "r-claim/pay")
+        with pytest.raises(StoreError, match="held by another worker"):
+            first.put(replace(run, status="completed"))  # the old holder's late writes are refused
+            first.flush()
+        for w in (second, third):
+            w.close()
