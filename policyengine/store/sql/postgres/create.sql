@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS orch_runs (
     worker_lock   BIGINT,          -- the advisory lock key of the worker holding the run
     worker        TEXT             -- that worker, as host:pid (for people)
 );
-CREATE INDEX IF NOT EXISTS orch_runs_running ON orch_runs (created_at) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS orch_runs_running ON orch_runs (created_at, run_id) WHERE status = 'running';  -- claim order
 CREATE TABLE IF NOT EXISTS orch_steps (
     run_id      TEXT NOT NULL,
     step        TEXT NOT NULL,

@@ -2,12 +2,17 @@
 -- Rows another worker is claiming right now are skipped (SKIP LOCKED), never waited for or taken twice;
 -- a row claimed and committed meanwhile is re-checked and found held by a live worker.
 -- With run_id: that run only, also when this worker already holds it.
+WITH live AS (  -- the live workers' locks, read once (the function below re-checks each candidate live)
+    SELECT objid::bigint AS lock FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND classid = 7020131 AND objsubid = 2
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
 UPDATE orch_runs SET worker_lock = %(lock)s, worker = %(worker)s
 WHERE run_id IN (
     SELECT r.run_id FROM orch_runs r
     WHERE r.status = 'running' AND r.workflow = ANY(%(workflows)s)
       AND (%(run_id)s::text IS NULL OR r.run_id = %(run_id)s)
-      AND (r.worker_lock IS NULL OR NOT orch_worker_alive(r.worker_lock)
+      AND (r.worker_lock IS NULL
+           OR (r.worker_lock NOT IN (SELECT lock FROM live) AND NOT orch_worker_alive(r.worker_lock))
            OR (%(run_id)s::text IS NOT NULL AND r.worker_lock = %(lock)s))
     ORDER BY r.created_at, r.run_id
     LIMIT %(limit)s
