@@ -195,8 +195,13 @@ class PostgresStateStore:
             for p in self._pending.values():
                 p.clear()
             if self._session is not None:
-                self._session.close()
-                self._session = None
+                try:
+                    self._session.execute(_sql("orch_worker_unlock"), {"key": self.worker_lock})
+                except Exception:  # noqa: BLE001 - a broken session holds nothing: closing it is enough
+                    pass
+                finally:
+                    self._session.close()
+                    self._session = None
 
     def close(self) -> None:
         with self._lock:
