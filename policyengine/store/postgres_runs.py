@@ -31,7 +31,7 @@ from typing import Any
 
 from ..orchestrator.state import ApprovalRecord, EffectRecord, RunRecord, StepRecord, naive_utc, now_utc
 from .files import StoreError
-from .postgres import ConnectionPool, _sql
+from .postgres import ConnectionPool, _redact, _sql
 
 _RECORDS = (RunRecord, StepRecord, ApprovalRecord, EffectRecord)
 _ROW = {cls: attrgetter(*cls.__dataclass_fields__) for cls in _RECORDS}
@@ -75,7 +75,7 @@ class PostgresStateStore:
             self._session.close()
             raise
         self._session.close()
-        raise StoreError(f"{self.pool.url.split('@')[-1]}: no free worker lock after 64 tries")
+        raise StoreError(f"{_redact(self.pool.url)}: no free worker lock after 64 tries")
 
     def _writable(self) -> None:
         if self.read_only:
