@@ -55,8 +55,8 @@ def _remember_state(ctx: click.Context, _param: click.Parameter, value: str | No
 
 _state_option = click.option(
     "--state", metavar="URL", envvar="POLICYENGINE_STATE", expose_value=False, callback=_remember_state,
-    help="Shared state for several workers: postgresql://... holds the budget ledger (runs and the audit log "
-         "stay in --db). Default: everything in --db. Env: POLICYENGINE_STATE.")
+    help="Shared state for several workers: postgresql://... holds the budget ledger, runs and approvals (the "
+         "audit log stays in --db, one per worker). Default: everything in --db. Env: POLICYENGINE_STATE.")
 
 
 def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -301,7 +301,9 @@ def _writing_now_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def _view(db: Path, now: str | None) -> Any:
     from ..orchestrator.session import RunView
 
-    return RunView(db, _now(now))
+    ctx = click.get_current_context(silent=True)
+    state = ctx.meta.get("policyengine.state") if ctx is not None else None
+    return RunView(db, _now(now), state=state)
 
 
 def _overdue_note(count: int) -> None:
@@ -319,6 +321,7 @@ def _overdue_note(count: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
 @_now_option
 @_db_option
+@_state_option
 def runs_list(status: str | None, workflow: str | None, limit: int, as_json: bool, now: str | None,
               db: Path) -> None:
     """List runs, newest first. Read-only: needs no signing key.
@@ -346,7 +349,7 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
         _overdue_note(len(late))
         _truncated_note(len(runs), total)
         return
-    t = Table(title=f"Runs in {db}", title_justify="left")
+    t = Table(title=f"Runs in {view.where}", title_justify="left")
     for col in ("run", "workflow", "item", "status", "outcome", "waiting for", "deadline", "created"):
         t.add_column(col)
     for r in runs:
@@ -361,6 +364,8 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
 
 def _count_runs(view: Any, status: str | None, workflow: str | None) -> int:
     """How many runs match the filters of ``runs list`` (asked only when the list was cut at --limit)."""
+    if view.conn is None:  # shared run state
+        return len(view.runs(status=status, workflow=workflow, limit=2**62))
     return view.conn.execute(
         "SELECT count(*) FROM orch_runs WHERE ($status IS NULL OR status = $status) "
         "AND ($workflow IS NULL OR workflow = $workflow)", {"status": status, "workflow": workflow}).fetchone()[0]
@@ -376,6 +381,7 @@ def _truncated_note(shown: int, total: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The run, its steps and approvals as JSON.")
 @_now_option
 @_db_option
+@_state_option
 def runs_show(run_id: str, as_json: bool, now: str | None, db: Path) -> None:
     """Show one run (id or unique prefix): its steps, decisions and approvals. Read-only: needs no key."""
     try:

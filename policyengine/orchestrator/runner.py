@@ -35,10 +35,11 @@ from ..budgets import window_start
 from ..decision import ApprovalRequired, BudgetWarning, Decision
 from ..identity import IdentityError, canonical_identity
 from ..store.holds import Hold, can_reserve, estimate_tokens, release, reserve, settle
+from ..store.protocols import RunState
 from .approvals import ApprovalRefused, Directory, check_decider, check_migrator, check_policy
 from .ledger import BufferedLedger
 from .providers import Attempt, Providers
-from .state import ApprovalRecord, EffectRecord, RunRecord, StateStore, StepRecord, naive_utc
+from .state import ApprovalRecord, EffectRecord, RunRecord, StepRecord, naive_utc
 from .workflow import (
     Ask,
     Completion,
@@ -165,7 +166,7 @@ def _dumps(value: Any) -> str:
 class Orchestrator:
     """Governed execution of workflows over one policy, one state store and one audit log."""
 
-    def __init__(self, policy: Any, store: StateStore, audit: AuditSink, *, workflows: Mapping[str, Workflow],
+    def __init__(self, policy: Any, store: RunState, audit: AuditSink, *, workflows: Mapping[str, Workflow],
                  providers: Providers | None = None, directory: Directory | None = None,
                  ledger: BufferedLedger | None = None, clock: Callable[[], datetime] | None = None,
                  flush_every: int = 200, faults: Callable[[str, str], None] | None = None,
@@ -243,6 +244,9 @@ class Orchestrator:
         if run.status in TERMINAL:
             return self._result(run, ())
         (run,) = self._under_current_policy([run], migrate_policy, by, "resume")
+        if not self.store.claim(run):
+            raise RunError(f"run {run.run_id} cannot be resumed here: another live worker is driving it, or it "
+                           f"is {run.status} (a decision resumes it)")
         result = self._drive(self._workflow(run.workflow), replace(run, status="running"))
         self.flush()
         return result
@@ -253,13 +257,19 @@ class Orchestrator:
         Runs started under other rules are refused (nothing is resumed) unless
         ``migrate_policy`` by ``by``, as for ``resume``.
         """
-        # runs whose workflow is not installed here stay as they are, for a process where it is
-        runs = [run for run in self.store.unfinished() if run.workflow in self.workflows]
-        runs = self._under_current_policy(runs, migrate_policy, by, "resume")
-        results = [self._drive(self.workflows[run.workflow], run) for run in runs]
-        if results:
+        # runs whose workflow is not installed here stay as they are, for a process where it is;
+        # with shared state each claim takes one run a gone worker left, so workers share the work
+        results: list[RunResult] = []
+        seen: set[str] = set()
+        while True:
+            runs = [run for run in self.store.claim_unfinished(list(self.workflows))
+                    if run.workflow in self.workflows and run.run_id not in seen]
+            if not runs:
+                return results
+            seen.update(run.run_id for run in runs)
+            runs = self._under_current_policy(runs, migrate_policy, by, "resume")
+            results += [self._drive(self.workflows[run.workflow], run) for run in runs]
             self.flush()
-        return results
 
     def approve(self, run_id: str, user: str, note: str | None = None, *, migrate_policy: bool = False) -> RunResult:
         """Record ``user``'s approval of the run's pending gate and resume the run.
@@ -292,10 +302,11 @@ class Orchestrator:
             runs = [run for run in runs if run.policy_hash in (None, self.policy.policy_hash)]
         runs = self._under_current_policy(runs, migrate_policy, by, "expire")
         for run in runs:
-            for row in by_run[run.run_id]:
-                expired = replace(row, status="expired", decided_at=now)
-                self.store.put(expired)
-                self._record_approval(run, expired)
+            expired = [replace(row, status="expired", decided_at=now) for row in by_run[run.run_id]]
+            if not self.store.decide(run, expired):
+                continue  # another worker expired (or decided) it first: it resumes there, once
+            for row in expired:
+                self._record_approval(run, row)
             results.append(self._continue(run))
         if results:
             self.flush()
@@ -388,10 +399,11 @@ class Orchestrator:
                                                        "gates": [g.gate for g in mine], "outcome": outcome})
             run = replace(run, policy_hash=current)
         now = naive_utc(self.clock())
-        for gate in mine:
-            decided = replace(gate, status=outcome, approver=user, note=note, decided_at=now)
-            self.store.put(decided)
-            self._record_approval(run, decided)
+        decided = [replace(gate, status=outcome, approver=user, note=note, decided_at=now) for gate in mine]
+        if not self.store.decide(run, decided):
+            raise RunError(f"run {run.run_id} is not waiting for approval: another decision was recorded first")
+        for gate in decided:
+            self._record_approval(run, gate)
         result = self._continue(run)
         self.flush()
         return result
@@ -897,7 +909,7 @@ class Orchestrator:
         return find_run(self.store, run_id)
 
 
-def find_run(store: StateStore, run_id: str) -> RunRecord:
+def find_run(store: RunState, run_id: str) -> RunRecord:
     """The run ``run_id`` (id or unique prefix) names, or ``RunError`` saying why there is none."""
     try:
         run = store.run(run_id)

@@ -88,7 +88,7 @@ class SessionConfig:
     now: datetime | None = None  # a clock override (tests and drills): recorded as a clock_override event
     mask: Path | None = None
     command: str = "session"  # the command that opened the session, named in clock_override events
-    state: str | None = None  # postgresql://...: the budget ledger shared by workers (None: in ``db``)
+    state: str | None = None  # postgresql://...: budgets, runs and approvals shared by workers (None: in ``db``)
 
     def resolved_mask(self) -> Path | None:
         """The masking config in force: ``mask``, else the one beside the database, else none."""
@@ -192,6 +192,7 @@ class Session:
         self.mask: Path | None = None  # the masking config in force, once open
         self._durable: DuckDBLedger | None = None
         self.shared: Any = None  # the PostgreSQL store, with --state
+        self.run_state: Any = None  # the runs, journal and approvals the orchestrator drives
         self.orchestrator: Orchestrator
 
     def __enter__(self) -> Self:
@@ -261,7 +262,16 @@ class Session:
             from ..models_registry import Resolver, history
 
             versions = Resolver(history(self.conn))  # the aliases as this database's log has them now
-            self.orchestrator = Orchestrator(policy, StateStore(self.conn), self.audit, workflows=registered(),
+            if self.shared is not None:
+                from ..store.stores import open_run_state
+
+                try:
+                    self.run_state = open_run_state(self.shared)  # runs held by this worker while it lives
+                except StoreError as exc:
+                    raise SessionError(str(exc)) from None
+            else:
+                self.run_state = StateStore(self.conn)
+            self.orchestrator = Orchestrator(policy, self.run_state, self.audit, workflows=registered(),
                                              providers=providers, directory=directory, ledger=buffered, clock=clock,
                                              record_runs="run" in EVENTS, versions=versions)
         except PolicyError as exc:
@@ -301,6 +311,9 @@ class Session:
                 self.audit.abandon()
             finally:
                 self.audit = None
+        if self.run_state is not None:
+            self.run_state.abandon()  # flushed already unless this is a crash; PostgreSQL: the worker lock goes
+            self.run_state = None
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -334,13 +347,39 @@ class RunView:
     writing DuckDB refuses even a read-only open: ``SessionError`` says so.
     """
 
-    def __init__(self, db: Path, now: datetime | None = None) -> None:
+    def __init__(self, db: Path, now: datetime | None = None, state: str | None = None) -> None:
         self.db = db
         self.now = naive_utc(now) if now is not None else now_utc()
         self.conn: duckdb.DuckDBPyConnection | None = None
-        self.store: StateStore
+        self.state = state  # postgresql://...: the shared run state (``db`` is not opened)
+        self.shared: Any = None
+        self.store: Any
+
+    @property
+    def where(self) -> str:
+        """Where the runs are read from, for a title (a URL without its password)."""
+        if self.state is None:
+            return str(self.db)
+        from ..store.postgres import _redact
+
+        return _redact(self.state)
 
     def __enter__(self) -> Self:
+        if self.state is not None:
+            from ..store import StoreError, open_store
+            from ..store.stores import is_postgres_url, open_run_state
+
+            if not is_postgres_url(self.state):
+                raise SessionError(f"--state {self.state}: runs are shared through postgresql://...; "
+                                   "the embedded run state is the --db file")
+            try:
+                self.shared = open_store(self.state)
+                self.store = open_run_state(self.shared, read_only=True)
+            except StoreError as exc:
+                if self.shared is not None:
+                    self.shared.close()
+                raise SessionError(str(exc)) from None
+            return self
         self.conn = connect(self.db, read_only=True)
         try:
             self.store = StateStore(self.conn, read_only=True)
@@ -353,6 +392,9 @@ class RunView:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
         return self.store.runs(status=status, workflow=workflow, limit=limit)

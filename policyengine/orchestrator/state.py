@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -226,6 +227,25 @@ class StateStore:
         with self._lock:
             self.flush()
             return self._rows("runs_unfinished", {}, RunRecord)
+
+    def claim_unfinished(self, workflows: Collection[str]) -> list[RunRecord]:
+        """Every run a crash interrupted, of ``workflows``: the file is this process's alone, so all are its to drive."""
+        return [run for run in self.unfinished() if run.workflow in workflows]
+
+    def claim(self, run: RunRecord) -> bool:
+        """Hold ``run`` to drive it: always, in a file no other process can write."""
+        return True
+
+    def decide(self, run: RunRecord, gates: Collection[ApprovalRecord]) -> bool:
+        """Record decided ``gates`` of the waiting ``run``; no other decider can be first in this process's file."""
+        self.put(*gates)
+        return True
+
+    def abandon(self) -> None:
+        """Drop what was not flushed (a crash); the connection is the session's to close."""
+        with self._lock:
+            for p in self._pending.values():
+                p.clear()
 
     def close(self) -> None:
         with self._lock:

@@ -66,6 +66,12 @@ class ConnectionPool:
         conn.execute("SET TIME ZONE 'UTC'")
         return conn
 
+    def session(self) -> Any:
+        """A connection of its own, outside the pool, for session state (a worker's advisory lock); caller closes it."""
+        if self._closed:
+            raise StoreError(f"{_redact(self.url)}: store is closed")
+        return self._connect()
+
     @contextmanager
     def connection(self) -> Iterator[Any]:
         """A connection for the duration of the block (autocommit; use ``conn.transaction()`` for more)."""

@@ -7,13 +7,16 @@ never open databases themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..budgets import BudgetLedger as UsageLedger
 from ..budgets import Window
+
+if TYPE_CHECKING:
+    from ..orchestrator.state import ApprovalRecord, EffectRecord, RunRecord, StepRecord
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=5)
 """How long an unsettled reservation holds budget before expiry releases it (a crashed caller's hold)."""
@@ -171,3 +174,57 @@ class Directory(Protocol):
 
     def roles(self) -> Mapping[str, tuple[str, ...]]:
         ...
+
+
+class RunState(Protocol):
+    """The orchestrator's durable runs, step journal, approvals and effect receipts (what the runner uses).
+
+    Embedded: ``orchestrator.state.StateStore`` (DuckDB, one process holds the
+    file). PostgreSQL: ``store.postgres_runs.PostgresStateStore`` (many
+    workers; runs are held by one live worker at a time). Writes are buffered
+    until ``flush``; reads see buffered rows.
+    """
+
+    read_only: bool
+
+    def put(self, *records: RunRecord | StepRecord | ApprovalRecord | EffectRecord) -> None: ...
+
+    def flush(self) -> int: ...
+
+    def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
+        """Commit the intent of a side effect before it happens (PostgreSQL: only while this worker holds the run)."""
+        ...
+
+    def write_receipt(self, receipt: EffectRecord) -> None: ...
+
+    def claim_unfinished(self, workflows: Collection[str]) -> list[RunRecord]:
+        """Interrupted runs of ``workflows`` now this process's to drive; [] when none is left."""
+        ...
+
+    def claim(self, run: RunRecord) -> bool:
+        """Hold ``run`` to drive it; False when another live worker holds it."""
+        ...
+
+    def decide(self, run: RunRecord, gates: Collection[ApprovalRecord]) -> bool:
+        """Record decided gates of a waiting run and hold it; False when another decider was first."""
+        ...
+
+    def run(self, run_id: str) -> RunRecord | None: ...
+
+    def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    def steps(self, run_id: str) -> list[StepRecord]: ...
+
+    def approvals(self, run_id: str) -> list[ApprovalRecord]: ...
+
+    def overdue(self, now: datetime) -> list[ApprovalRecord]: ...
+
+    def effect(self, idem_key: str) -> dict[str, Any] | None: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def abandon(self) -> None:
+        """Drop unflushed writes and let go of what this process holds (after a crash, or after ``close``)."""
+        ...
+
+    def close(self) -> None: ...

@@ -8,7 +8,7 @@ from collections.abc import Container
 from typing import Any
 
 from .files import DEFAULT_DB_PATH, StoreError
-from .protocols import ApprovalQueue, BlockList, BudgetLedger, RunStore
+from .protocols import ApprovalQueue, BlockList, BudgetLedger, RunState, RunStore
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Store:
     approvals: ApprovalQueue
     blocks: BlockList
     directory: Any = None  # PostgreSQL: the shared ``Directory``; embedded: None (the YAML file beside the database)
+    pool: Any = None  # PostgreSQL: the connection pool every part shares
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -56,7 +57,7 @@ def open_store(state: str | Path | None = None) -> Store:
         )
         pool = connect_pool(text)
         return Store(text, "postgresql", PostgresLedger(pool), PostgresRunStore(pool), PostgresApprovalQueue(pool),
-                     PostgresBlockList(pool), PostgresDirectory(pool), (pool,))
+                     PostgresBlockList(pool), PostgresDirectory(pool), pool, (pool,))
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise StoreError(f"--state {scheme}://...: unknown kind of state (use a DuckDB file path or postgresql://...)")
@@ -68,8 +69,22 @@ def open_store(state: str | Path | None = None) -> Store:
     ledger = EmbeddedLedger(conn)
     runs = EmbeddedRunStore(conn)
     approvals = EmbeddedApprovalQueue(conn)
-    return Store(text, "embedded", ledger, runs, approvals, EmbeddedBlockList(conn), None,
+    return Store(text, "embedded", ledger, runs, approvals, EmbeddedBlockList(conn), None, None,
                  (ledger, runs, approvals, conn))
+
+
+def open_run_state(store: Store, *, read_only: bool = False) -> RunState:
+    """The orchestrator's run state shared by workers, in ``store`` (PostgreSQL only).
+
+    A writing one holds a worker liveness lock until it is closed or abandoned.
+    Embedded run state lives in the workflow command's own ``--db`` file.
+    """
+    if store.kind != "postgresql":
+        raise StoreError(f"--state {store.url}: shared run state needs postgresql://...; "
+                         "embedded run state is the --db file")
+    from .postgres_runs import PostgresStateStore
+
+    return PostgresStateStore(store.pool, read_only=read_only)
 
 
 def open_serving_state(state: str, blocked: Container[str]) -> tuple[Store, Container[str]]:

@@ -1,0 +1,272 @@
+"""Durable run state in PostgreSQL: the orchestrator's runs, journal, approvals and effects, shared by workers.
+
+Same records and buffering as the embedded ``StateStore`` (writes are buffered
+and made durable by ``flush``; reads see buffered rows first). What differs is
+that several workers, on any host, drive runs from one database:
+
+- each writing store holds a session advisory lock for its life (its
+  *liveness lock*); a worker whose session ended, cleanly or not, no longer
+  holds it, and the runs it was driving become claimable;
+- a run being driven is held by one worker (``orch_runs.worker_lock``);
+  interrupted runs are claimed one at a time with ``FOR UPDATE SKIP LOCKED``;
+- a decision (approval, rejection, expiry) takes its waiting run by a
+  conditional UPDATE (``status = 'waiting_approval'``), so exactly one decider
+  anywhere wins and the run resumes once;
+- before a side effect the intent is committed only if this worker still
+  holds the run with a live lock, and receipts are keyed by the idempotency
+  key, so a second worker restores the receipt instead of repeating the effect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Collection
+from datetime import datetime
+from operator import attrgetter
+from typing import Any
+
+from ..orchestrator.state import ApprovalRecord, EffectRecord, RunRecord, StepRecord, naive_utc, now_utc
+from .files import StoreError
+from .postgres import ConnectionPool, _redact, _sql
+
+_RECORDS = (RunRecord, StepRecord, ApprovalRecord, EffectRecord)
+_ROW = {cls: attrgetter(*cls.__dataclass_fields__) for cls in _RECORDS}
+_UPSERT = {StepRecord: "orch_step_upsert", ApprovalRecord: "orch_approval_upsert", EffectRecord: "orch_effect_insert"}
+
+
+def _key(rec: Any) -> tuple:
+    if isinstance(rec, RunRecord):
+        return (rec.run_id,)
+    if isinstance(rec, StepRecord):
+        return (rec.run_id, rec.step)
+    if isinstance(rec, ApprovalRecord):
+        return (rec.run_id, rec.step, rec.gate)
+    return (rec.idem_key,)
+
+
+class PostgresStateStore:
+    """Run state in PostgreSQL for one worker (``read_only``: a viewer, no liveness lock, no writes)."""
+
+    def __init__(self, pool: ConnectionPool, *, read_only: bool = False) -> None:
+        self.pool = pool
+        self.read_only = read_only
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_lock: int | None = None
+        self._lock = threading.RLock()
+        self._pending: dict[type, dict[tuple, Any]] = {cls: {} for cls in _RECORDS}
+        self._session: Any = None
+        if not read_only:
+            self._hold_liveness_lock()
+
+    def _hold_liveness_lock(self) -> None:
+        """Take a free key of the worker lock namespace on a connection kept open until ``close``."""
+        self._session = self.pool.session()
+        try:
+            for _ in range(64):
+                key = secrets.randbelow(2**31 - 2) + 1
+                if self._session.execute(_sql("orch_worker_lock"), {"key": key}).fetchone()[0]:
+                    self.worker_lock = key
+                    return
+        except BaseException:
+            self._session.close()
+            raise
+        self._session.close()
+        raise StoreError(f"{_redact(self.pool.url)}: no free worker lock after 64 tries")
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError("this PostgresStateStore was opened read-only")
+
+    # --- writes --------------------------------------------------------------
+
+    def put(self, *records: RunRecord | StepRecord | ApprovalRecord | EffectRecord) -> None:
+        """Buffer records; they are durable after the next ``flush``."""
+        self._writable()
+        with self._lock:
+            for rec in records:
+                self._pending[type(rec)][_key(rec)] = rec
+
+    def flush(self) -> int:
+        """Write every buffered record in one transaction; return how many.
+
+        Refused (``StoreError``, nothing written) when another worker holds
+        one of the runs now: this worker lost it and must not overwrite it.
+        """
+        with self._lock:
+            n = sum(len(p) for p in self._pending.values())
+            if not n:
+                return 0
+            with self.pool.connection() as conn, conn.transaction():
+                for run in self._pending[RunRecord].values():
+                    params = {f: getattr(run, f) for f in RunRecord.__dataclass_fields__}
+                    params.update(lock=self.worker_lock, worker=self.worker)
+                    if conn.execute(_sql("orch_run_upsert"), params).fetchone() is None:
+                        raise StoreError(f"run {run.run_id} is held by another worker now; "
+                                         "this worker's writes for it were not made")
+                with conn.cursor() as cur:
+                    for cls, name in _UPSERT.items():
+                        rows = [_ROW[cls](r) for r in self._pending[cls].values()]
+                        if rows:
+                            cur.executemany(_sql(name), rows)
+            for p in self._pending.values():
+                p.clear()
+            return n
+
+    def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
+        """Commit that ``step`` of ``run`` is about to have a side effect, only while this worker holds the run."""
+        self._writable()
+        params = {f: getattr(run, f) for f in RunRecord.__dataclass_fields__}
+        params.update(lock=self.worker_lock, worker=self.worker, idem_key=idem_key, step=step, created_at=now_utc())
+        with self._lock, self.pool.connection() as conn, conn.transaction():
+            conn.execute(_sql("orch_intent_run"), params)
+            if conn.execute(_sql("orch_run_held"), params).fetchone() is None:
+                raise StoreError(f"run {run.run_id}: this worker no longer holds it (another worker took it over); "
+                                 f"step {step} was not performed")
+            conn.execute(_sql("orch_intent"), params)
+
+    def write_receipt(self, receipt: EffectRecord) -> None:
+        """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""
+        self._writable()
+        with self._lock, self.pool.connection() as conn:
+            conn.execute(_sql("orch_effect_insert"), _ROW[EffectRecord](receipt))
+
+    def claim_unfinished(self, workflows: Collection[str]) -> list[RunRecord]:
+        """The next run a gone worker left running (of ``workflows``), now held by this one; [] when none is left.
+
+        One at a time, so several workers calling this share the work.
+        """
+        self._writable()
+        with self._lock:
+            self.flush()
+            return self._claim(workflows, None)
+
+    def claim(self, run: RunRecord) -> bool:
+        """Hold ``run`` to drive it: True unless another live worker holds it (or it is not running)."""
+        self._writable()
+        with self._lock:
+            self.flush()
+            return bool(self._claim([run.workflow], run.run_id))
+
+    def _claim(self, workflows: Collection[str], run_id: str | None) -> list[RunRecord]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(_sql("orch_runs_claim"), {"lock": self.worker_lock, "worker": self.worker,
+                                                          "workflows": list(workflows), "run_id": run_id,
+                                                          "limit": 1}).fetchall()
+        return [RunRecord(*r) for r in rows]
+
+    def decide(self, run: RunRecord, gates: Collection[ApprovalRecord]) -> bool:
+        """Record decided ``gates`` of the waiting ``run`` and hold the run to drive it on, in one transaction.
+
+        False (nothing written) when the run is no longer waiting or a gate is
+        no longer pending: another decider, on any worker, was first.
+        """
+        self._writable()
+        with self._lock:
+            self.flush()
+            try:
+                with self.pool.connection() as conn, conn.transaction():
+                    took = conn.execute(_sql("orch_decide_run"), {"run_id": run.run_id, "lock": self.worker_lock,
+                                                                  "worker": self.worker, "at": now_utc()}).fetchone()
+                    if took is None:
+                        raise _Lost
+                    for g in gates:
+                        if conn.execute(_sql("orch_decide_gate"), {
+                                "run_id": g.run_id, "step": g.step, "gate": g.gate, "status": g.status,
+                                "approver": g.approver, "note": g.note,
+                                "decided_at": g.decided_at}).fetchone() is None:
+                            raise _Lost  # rolls the run back to waiting too
+            except _Lost:
+                return False
+        return True
+
+    def unfinished(self) -> list[RunRecord]:
+        """Runs recorded as running, held or not (for a look; ``claim_unfinished`` takes them)."""
+        with self._lock:
+            self.flush()
+            return self._rows("orch_runs_unfinished", {}, RunRecord)
+
+    def abandon(self) -> None:
+        """Drop what was not flushed and end the session holding the liveness lock (its runs become claimable)."""
+        with self._lock:
+            for p in self._pending.values():
+                p.clear()
+            if self._session is not None:
+                try:
+                    self._session.execute(_sql("orch_worker_unlock"), {"key": self.worker_lock})
+                except Exception:  # noqa: BLE001 - a broken session holds nothing: closing it is enough
+                    pass
+                finally:
+                    self._session.close()
+                    self._session = None
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.read_only:
+                self.flush()
+            self.abandon()
+
+    # --- reads ---------------------------------------------------------------
+
+    def _rows(self, name: str, params: dict[str, Any], cls: type) -> list[Any]:
+        with self.pool.connection() as conn:
+            return [cls(*r) for r in conn.execute(_sql(name), params).fetchall()]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """A run by id or unique prefix; ``None`` when unknown. Raises ``LookupError`` if ambiguous."""
+        with self._lock:
+            pending = self._pending[RunRecord].get((run_id,))
+            if pending is not None:
+                return pending
+            self.flush()
+            rows = self._rows("orch_run_get", {"run_id": run_id}, RunRecord)
+        if len(rows) > 1 and rows[0].run_id != run_id:
+            raise LookupError(f"run id prefix {run_id!r} matches more than one run")
+        return rows[0] if rows else None
+
+    def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
+        with self._lock:
+            self.flush()
+            return self._rows("orch_runs_list", {"status": status, "workflow": workflow, "limit": limit}, RunRecord)
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        with self._lock:
+            merged = {r.step: r for r in self._rows("orch_steps_of_run", {"run_id": run_id}, StepRecord)}
+            merged.update({k[1]: r for k, r in self._pending[StepRecord].items() if k[0] == run_id})
+        return sorted(merged.values(), key=lambda r: (r.ord, r.started_at))
+
+    def approvals(self, run_id: str) -> list[ApprovalRecord]:
+        with self._lock:
+            merged = {(r.step, r.gate): r
+                      for r in self._rows("orch_approvals_of_run", {"run_id": run_id}, ApprovalRecord)}
+            merged.update({k[1:]: r for k, r in self._pending[ApprovalRecord].items() if k[0] == run_id})
+        return sorted(merged.values(), key=lambda r: (r.requested_at, r.step))
+
+    def overdue(self, now: datetime) -> list[ApprovalRecord]:
+        with self._lock:
+            self.flush()
+            return self._rows("orch_approvals_overdue", {"now": naive_utc(now)}, ApprovalRecord)
+
+    def effect(self, idem_key: str) -> dict[str, Any] | None:
+        with self._lock:
+            pending = self._pending[EffectRecord].get((idem_key,))
+            if pending is not None:
+                return json.loads(pending.result or "null")
+            with self.pool.connection() as conn:
+                row = conn.execute(_sql("orch_effect_get"), {"idem_key": idem_key}).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0]) if row[0] is not None else {}
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            self.flush()
+            with self.pool.connection() as conn:
+                return dict(conn.execute(_sql("orch_run_counts")).fetchall())
+
+
+class _Lost(Exception):
+    """Rolls back a decision another decider was first to (``decide`` returns False)."""
