@@ -31,3 +31,8 @@ def cache_root() -> Path:
 def caching_enabled() -> bool:
     """False when ``POLICYENGINE_NO_CACHE`` is set to anything but ``""`` or ``0``."""
     return os.environ.get("POLICYENGINE_NO_CACHE", "") in ("", "0")
+
+
+def grammar_text() -> str:
+    """The policy grammar (Lark), read by the parser and hashed into the parse cache's version."""
+    return (data_path("grammar") / "policy.lark").read_text(encoding="utf-8")
