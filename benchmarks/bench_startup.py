@@ -1,7 +1,8 @@
 """Time whole CLI commands, start to exit, against ``python -c pass`` (issue 16 item 4).
 
 Run by hand: ``python benchmarks/bench_startup.py [--runs N]``. Every command is a
-new process (``python -m policyengine ...``) on the shipped ``rules/`` folder:
+new process (``python -m policyengine ...``, run in the checkout this script lies
+in, so it times that checkout's code) on its ``rules/`` folder:
 
 - ``--help``;
 - ``check --no-tests rules/`` (parse cache warm);
