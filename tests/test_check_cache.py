@@ -135,3 +135,46 @@ def test_an_unreadable_or_malformed_record_is_ignored(project: Path, damage: str
     done = check(project)
     assert done.returncode == 0 and REAL in done.stdout and not done.stderr, done.stdout + done.stderr
     assert json.loads(record.read_text(encoding="utf-8"))["passed"] == 2  # the run wrote a good record again
+
+
+DRIFT = """\
+package m
+model classifier_small
+    provider "local" region "eu-west-1" hosting internal
+drift classifier_confidence
+    for model classifier_small
+    metric psi of output.confidence
+    baseline previous 30 days
+    threshold < 0.2
+    on breach alert
+"""
+
+# the same values in the last 30 days and the 30 before: no drift
+SAMPLES = "value,count,ago\n0.8,5,1 hour\n0.9,5,1 hour\n0.3,5,719 hours\n0.4,5,719 hours\n" \
+          "0.8,5,721 hours\n0.9,5,721 hours\n0.3,5,1439 hours\n0.4,5,1439 hours\n"
+
+MONITOR_TESTS = """\
+now: 2026-03-10T09:00:00Z
+monitors:
+  - name: no drift between the periods
+    rule: m.classifier_confidence
+    data: samples.csv
+    expect: {breach: false}
+"""
+
+
+def test_an_edited_csv_sample_runs_the_monitor_cases_again(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    folder = project / "rules" / "m"
+    folder.mkdir(parents=True)
+    (folder / "m.policy").write_text(DRIFT, encoding="utf-8")
+    (folder / "samples.csv").write_text(SAMPLES, encoding="utf-8")
+    (folder / "m_test.yaml").write_text(MONITOR_TESTS, encoding="utf-8")
+    first = check(project, "--strict")
+    assert first.returncode == 0 and "1 passed, 0 failed" in first.stdout, first.stdout + first.stderr
+    assert len(records(project)) == 1
+    # the current period's confidence drops: the drift is a breach and the case fails
+    (folder / "samples.csv").write_text(SAMPLES.replace("0.8,5,1 hour", "0.1,5,1 hour")
+                                        .replace("0.9,5,1 hour", "0.1,5,1 hour"), encoding="utf-8")
+    done = check(project, "--strict")
+    assert done.returncode == 1 and "0 passed, 1 failed" in done.stdout, done.stdout
