@@ -178,3 +178,20 @@ def test_an_edited_csv_sample_runs_the_monitor_cases_again(tmp_path: Path) -> No
                                         .replace("0.9,5,1 hour", "0.1,5,1 hour"), encoding="utf-8")
     done = check(project, "--strict")
     assert done.returncode == 1 and "0 passed, 1 failed" in done.stdout, done.stdout
+
+
+HEAVY = ("pydantic", "yaml", "lark", "duckdb", "policyengine.compile", "policyengine.engine",
+         "policyengine.testing.cases", "policyengine.testing.runner")
+
+
+@pytest.mark.parametrize("args", [[], ["--no-tests"]])
+def test_a_check_served_by_the_caches_imports_no_parser_engine_or_yaml(project: Path, args: list[str]) -> None:
+    assert check(project).returncode == 0  # fills the parse cache and records the tests
+    code = ("import sys; from click.testing import CliRunner; from policyengine.cli import main; "
+            f"r = CliRunner().invoke(main, ['check', *{args!r}, 'rules']); "
+            f"print(r.exit_code, sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    env = {**os.environ, "XDG_CACHE_HOME": str(project.parent / "cache")}
+    env.pop("POLICYENGINE_NO_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "0 []", out
