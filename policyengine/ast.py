@@ -11,8 +11,12 @@ currency code.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal as TLiteral, Union
+from typing import Any, Literal as TLiteral, Union
 
 from .diagnostics import Span
 
@@ -502,3 +506,42 @@ class PolicyFile:
     comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
     path: str = field(default="<string>", compare=False)
     span: Span = _span()
+
+
+# --- building trees in bulk (the parser and the loader's cache) --------------------------------
+
+
+def fast_constructor(cls: type) -> Any:
+    """A positional constructor for a frozen, slotted dataclass that sets the slots directly.
+
+    ``cls(...)`` goes through the generated ``__init__`` and ``object.__setattr__``
+    per field; this skips the name lookups and is about twice as fast, which
+    counts for the ~250,000 spans and names of 10,000 rules. Fields are given in
+    declaration order, keyword-only ones (``span``) last, as ``dataclasses.fields``
+    lists them. The loader uses the same constructors to unpickle cached trees.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    params = ", ".join(f"v{i}" for i in range(len(names)))
+    body = "".join(f"    set{i}(node, v{i})\n" for i in range(len(names)))
+    name = f"make_{cls.__name__}"
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    scope.update({f"set{i}": cls.__dict__[field].__set__ for i, field in enumerate(names)})
+    exec(f"def {name}({params}):\n    node = new(cls)\n{body}    return node\n", scope)  # noqa: S102
+    return scope[name]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a big acyclic tree.
+
+    The AST has no reference cycles, but allocating hundreds of thousands of
+    nodes triggers full collections over and over; pausing them makes a large
+    parse (or unpickling a cached tree) 25-65% faster.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

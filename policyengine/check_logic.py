@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import ast
 from .format import format_expr
+from .globs import glob_match
 from .diagnostics import Span
 
 GLOB_CHARS = frozenset("*?[")
@@ -39,8 +40,6 @@ def pattern_covers(deny: str, allow: str) -> bool:
     deny over an allow starting with that prefix, or a literal allow id the deny
     glob matches.
     """
-    from .compile import glob_match
-
     if deny == allow or deny in ("*", "**"):
         return True
     if deny.endswith("**") and not (GLOB_CHARS & set(deny[:-2])):

@@ -18,15 +18,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import ast
-from .routing import route_plan
+from .routing import model_attributes, route_plan
 
 if TYPE_CHECKING:
     from .check import _Checker
 
 
 def check_traffic(checker: _Checker) -> None:
-    from .compile import model_attributes
-
     registry: dict[str, dict[str, Any]] = {name: model_attributes(m.decl) for name, m in checker.models.items()}
     for scoped in checker.each(ast.RouteDecl):
         _route(checker, scoped.decl, registry)

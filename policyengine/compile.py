@@ -7,7 +7,7 @@ tested alone. The result, ``CompiledPolicy``, holds:
 * conditions turned into Python closures over a ``Ctx`` (see ``conditions.py``);
 * rules with their resource-id glob classified once (``*`` free, exact id,
   ``prefix**`` as ``str.startswith``, ``prefix*`` as that plus no later ``/``,
-  others via ``glob_regex``), the
+  others via ``globs.glob_regex``), the
   literal first id segment they can match, one fused id+when+unless closure,
   and their ``Reason`` built once;
 * an index ``(action, kind) -> Bucket`` whose buckets split rules by role, by
@@ -19,7 +19,6 @@ tested alone. The result, ``CompiledPolicy``, holds:
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +26,10 @@ from typing import Any
 from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason
+from .globs import compile_pattern, pattern_segment, pattern_shape
 from .index import CandidateIndex
 from .policyset import PolicySet, Scoped
-from .routing import RoutePlan, route_plan
+from .routing import RoutePlan, model_attributes, route_plan
 from .schema import SchemaSet, compile_schemas, schema_normalisers
 from .rule_paths import recorded
 from .scoping import effective, file_scopes, guard_for, guarded
@@ -37,100 +37,6 @@ from .scoping import effective, file_scopes, guard_for, guarded
 
 
 # --- compiled declarations ------------------------------------------------------------
-
-
-def _has_glob(text: str) -> bool:
-    return "*" in text or "?" in text or "[" in text
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A resource-id glob as a regex: ``**`` any text, ``*`` any text within one ``/`` segment,
-    ``?`` one character but ``/``, ``[abc]``/``[!abc]`` one listed character (never ``/``)."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "*":
-            if pattern.startswith("**", i):
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
-            if end < 0:
-                out.append(re.escape(ch))
-            else:
-                body = pattern[i + 1:end]
-                negate = body.startswith("!")
-                body = body[1:] if negate else body
-                chars = re.escape(body).replace("\\-", "-")
-                out.append(f"[^/{chars}]" if negate else f"(?!/)[{chars}]")
-                i = end + 1
-                continue
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
-def glob_match(pattern: str, rid: str) -> bool:
-    """Whether ``rid`` matches the resource-id glob ``pattern`` (``*`` or ``**`` alone: every id)."""
-    kind, arg = pattern_shape(pattern)
-    if kind == "any":
-        return True
-    if kind == "exact":
-        return rid == arg
-    if kind == "deep":
-        return rid.startswith(arg)
-    if kind == "segment":
-        return rid.startswith(arg) and rid.find("/", len(arg)) < 0
-    return arg(rid) is not None
-
-
-def pattern_shape(pattern: str) -> tuple[str, Any]:
-    """Classify a resource-id glob once.
-
-    ("any", None) for ``*`` or ``**`` alone (every id); ("exact", id); ("deep", p)
-    for ``p**`` (ids starting with p); ("segment", p) for ``p*`` (p, then no ``/``);
-    ("glob", match) otherwise.
-    """
-    if pattern == "*" or pattern == "**":
-        return "any", None
-    if not _has_glob(pattern):
-        return "exact", pattern
-    if pattern.endswith("**") and not _has_glob(pattern[:-2]):
-        return "deep", pattern[:-2]
-    if pattern.endswith("*") and not _has_glob(pattern[:-1]):
-        return "segment", pattern[:-1]
-    return "glob", glob_regex(pattern).match
-
-
-def compile_pattern(pattern: str) -> Callable[[str | None], bool] | None:
-    """``None`` for ``*`` (matches every id); equality or a prefix test when that is all it takes."""
-    kind, arg = pattern_shape(pattern)
-    if kind == "any":
-        return None
-    if kind == "exact":
-        return lambda rid: rid == arg
-    if kind == "deep":
-        return lambda rid: rid is not None and rid.startswith(arg)
-    if kind == "segment":
-        size = len(arg)
-        return lambda rid: rid is not None and rid.startswith(arg) and rid.find("/", size) < 0
-    return lambda rid: rid is not None and arg(rid) is not None
-
-
-def pattern_segment(pattern: str) -> str | None:
-    """The literal first path segment of every id ``pattern`` matches, or None if it varies.
-
-    ``"erp/invoices/*"`` -> ``"erp"``; ``"calc"`` -> ``"calc"``; ``"*"`` or ``"e*/x"`` -> None.
-    Rules are pre-filtered by the segment of the request's resource id.
-    """
-    head = pattern.partition("/")[0]
-    return None if _has_glob(head) else head
 
 
 def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred | None:
@@ -299,25 +205,6 @@ def stage_roles(ps: PolicySet, acc: Acc) -> dict[str, Any]:
         closure.setdefault(name, frozenset((name,)))
     agents = {name: ps.roles_of(tuple(r.value for r in a.decl.roles)) for name, a in ps.agents.items()}
     return {"role_closure": closure, "agent_roles": agents}
-
-
-def model_attributes(decl: ast.ModelDecl) -> dict[str, Any]:
-    """Registry attributes merged into ``resource.*`` for a declared model."""
-    attrs: dict[str, Any] = {"name": decl.name.value}
-    if decl.provider is not None:
-        attrs["provider"] = decl.provider
-    if decl.region is not None:
-        attrs["region"] = decl.region
-    if decl.hosting is not None:
-        attrs["hosting"] = decl.hosting
-    if decl.cost_per_1m_tokens is not None:
-        attrs["cost_per_1m_tokens"] = decl.cost_per_1m_tokens.amount
-        attrs["cost"] = decl.cost_per_1m_tokens.amount
-        attrs["currency"] = decl.cost_per_1m_tokens.currency
-    if decl.latency_ms is not None:
-        attrs["latency_ms"] = decl.latency_ms
-        attrs["latency"] = decl.latency_ms
-    return attrs
 
 
 def stage_registry(ps: PolicySet, acc: Acc) -> dict[str, Any]:

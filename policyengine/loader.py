@@ -34,8 +34,8 @@ from pathlib import Path
 
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
-from .resources import cache_root, caching_enabled, data_path
-from .syntax import fast_constructor, grammar_text, parse_policy, paused_gc
+from .ast import fast_constructor, paused_gc
+from .resources import cache_root, caching_enabled, data_path, grammar_text
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
            "resolve_imports_as_at"]
@@ -128,7 +128,8 @@ def _version() -> str:
     if _VERSION is None:
         digest = hashlib.sha256(grammar_text().encode())
         here = Path(__file__).resolve().parent
-        for module in ("syntax.py", "syntax_scope.py", "ast.py", "diagnostics.py", "loader.py"):
+        for module in ("syntax.py", "syntax_scope.py", "syntax_routing.py", "syntax_errors.py", "ast.py",
+                       "diagnostics.py", "loader.py"):
             try:
                 digest.update((here / module).read_bytes())
             except OSError:
@@ -250,7 +251,7 @@ def _write_cached(key: str, value: _Parsed, size: int) -> None:
 # 10,000 rules that is most of the load time. These reducers store a node as
 # (constructor, field values) and the constructors set the slots directly, so a
 # cached tree loads about three times faster (0.53 s -> 0.18 s for 10,000 rules).
-# The constructors are generated (``syntax.fast_constructor``), like dataclasses
+# The constructors are generated (``ast.fast_constructor``), like dataclasses
 # generates __init__, because a generic loop over the fields costs half the gain.
 
 
@@ -318,6 +319,8 @@ def _parse(name: str, data: bytes, use_cache: bool) -> _Parsed:
     text = _decode(name, data)
     if isinstance(text, Finding):
         return text
+    from .syntax import parse_policy  # Lark only when a file is not in the cache
+
     try:
         result: _Parsed = parse_policy(text, name)
     except PolicyError as error:

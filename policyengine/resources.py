@@ -8,10 +8,13 @@ The user's cache (parsed rule files, the analysed grammar) lives under
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_SOURCE_SUFFIXES = (".py", ".sql", ".lark")
+_SOURCE_DIGEST: str | None = None
 
 
 def data_path(name: str) -> Path:
@@ -31,3 +34,50 @@ def cache_root() -> Path:
 def caching_enabled() -> bool:
     """False when ``POLICYENGINE_NO_CACHE`` is set to anything but ``""`` or ``0``."""
     return os.environ.get("POLICYENGINE_NO_CACHE", "") in ("", "0")
+
+
+def grammar_text() -> str:
+    """The policy grammar (Lark), read by the parser and hashed into the parse cache's version."""
+    return (data_path("grammar") / "policy.lark").read_text(encoding="utf-8")
+
+
+def source_digest() -> str:
+    """sha256 of policyengine's own code: every Python and SQL file of the package, and the grammar.
+
+    Results cached on disk across processes (policy test outcomes) are keyed by
+    it, so any change to the engine, an upgrade or an edit of a checkout,
+    invalidates them. Computed once per process (a few milliseconds).
+    """
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        digest = hashlib.sha256()
+        folders = [_PACKAGE_DIR]
+        try:
+            folders.append(data_path("grammar"))
+        except FileNotFoundError:
+            pass
+        for folder in folders:
+            for name, path in _sources(str(folder), ""):
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                digest.update(f"{name}\0{len(data)}\0".encode())
+                digest.update(data)
+        _SOURCE_DIGEST = digest.hexdigest()
+    return _SOURCE_DIGEST
+
+
+def _sources(folder: str, prefix: str) -> list[tuple[str, str]]:
+    """(name under the root, path) of the source files under ``folder``, in a stable order.
+
+    ``__pycache__`` and hidden folders are left out.
+    """
+    found: list[tuple[str, str]] = []
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir():
+            if entry.name != "__pycache__" and not entry.name.startswith("."):
+                found.extend(_sources(entry.path, f"{prefix}{entry.name}/"))
+        elif entry.name.endswith(_SOURCE_SUFFIXES):
+            found.append((prefix + entry.name, entry.path))
+    return found

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import ast
 
-__all__ = ["RoutePlan", "LatencyMeter", "route_plan"]
+__all__ = ["RoutePlan", "LatencyMeter", "model_attributes", "route_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +95,22 @@ class LatencyMeter:
     def record(self, model: str, latency_ms: float) -> None:
         old = self.values.get(model)
         self.values[model] = latency_ms if old is None else old + self.weight * (latency_ms - old)
+
+
+def model_attributes(decl: ast.ModelDecl) -> dict[str, Any]:
+    """Registry attributes merged into ``resource.*`` for a declared model."""
+    attrs: dict[str, Any] = {"name": decl.name.value}
+    if decl.provider is not None:
+        attrs["provider"] = decl.provider
+    if decl.region is not None:
+        attrs["region"] = decl.region
+    if decl.hosting is not None:
+        attrs["hosting"] = decl.hosting
+    if decl.cost_per_1m_tokens is not None:
+        attrs["cost_per_1m_tokens"] = decl.cost_per_1m_tokens.amount
+        attrs["cost"] = decl.cost_per_1m_tokens.amount
+        attrs["currency"] = decl.cost_per_1m_tokens.currency
+    if decl.latency_ms is not None:
+        attrs["latency_ms"] = decl.latency_ms
+        attrs["latency"] = decl.latency_ms
+    return attrs

@@ -13,26 +13,23 @@ understands ("expected a role name after 'extends'").
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
 from lark.lexer import Lexer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 from . import ast
+from .ast import fast_constructor, paused_gc
 from .diagnostics import Finding, PolicyError, Span
-from .resources import cache_root, caching_enabled, data_path
+from .resources import cache_root, caching_enabled, grammar_text
 from .syntax_errors import describe_unexpected
 from .syntax_routing import RoutingSyntax
 from .syntax_scope import ScopeBuilder, join_scopes
 
-__all__ = ["parse_policy", "grammar_text", "paused_gc", "fast_constructor", "MAX_NESTING", "Builder"]
+__all__ = ["parse_policy", "MAX_NESTING", "Builder"]
 
 MAX_NESTING = 64  # compound expressions nested deeper than this are refused
 MAX_DIGITS = 100  # a longer number is refused: no policy means it, and Python refuses > 4,300
@@ -174,25 +171,6 @@ def _lone_surrogate(m: re.Match[str]) -> str:
 
 _ESCAPE_HELP = "a string may use the escapes \\\" \\\\ \\n \\t \\r \\uXXXX and \\UXXXXXXXX"
 _SURROGATE_HELP = "write the character itself, or \\UXXXXXXXX; \\uD800-\\uDFFF are only valid as a pair such as \\uD83D\\uDE00"
-
-
-def fast_constructor(cls: type) -> Any:
-    """A positional constructor for a frozen, slotted dataclass that sets the slots directly.
-
-    ``cls(...)`` goes through the generated ``__init__`` and ``object.__setattr__``
-    per field; this skips the name lookups and is about twice as fast, which
-    counts for the ~250,000 spans and names of 10,000 rules. Fields are given in
-    declaration order, keyword-only ones (``span``) last, as ``dataclasses.fields``
-    lists them. The loader uses the same constructors to unpickle cached trees.
-    """
-    names = [f.name for f in dataclasses.fields(cls)]
-    params = ", ".join(f"v{i}" for i in range(len(names)))
-    body = "".join(f"    set{i}(node, v{i})\n" for i in range(len(names)))
-    name = f"make_{cls.__name__}"
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    scope.update({f"set{i}": cls.__dict__[field].__set__ for i, field in enumerate(names)})
-    exec(f"def {name}({params}):\n    node = new(cls)\n{body}    return node\n", scope)  # noqa: S102
-    return scope[name]
 
 
 _new_span = fast_constructor(Span)
@@ -1004,10 +982,6 @@ _BUILDER = Builder()
 _PARSER: Lark | None = None
 
 
-def grammar_text() -> str:
-    return (data_path("grammar") / "policy.lark").read_text(encoding="utf-8")
-
-
 def _parser() -> Lark:
     global _PARSER
     if _PARSER is None:
@@ -1060,21 +1034,3 @@ def parse_policy(text: str, path: str = "<string>") -> ast.PolicyFile:
             raise _syntax("this file is nested too deeply to read", Span(path, 1, 1, 1, 2)) from None
         finally:
             _BUILDER._end()
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a big acyclic tree.
-
-    The AST has no reference cycles, but allocating hundreds of thousands of
-    nodes triggers full collections over and over; pausing them makes a large
-    parse (or unpickling a cached tree) 25-65% faster.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-

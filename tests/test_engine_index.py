@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from policyengine import evaluate as evaluate_module
 from policyengine import load_policy
-from policyengine.compile import glob_match
+from policyengine.globs import glob_match
 from policyengine.decision import Decision, Reason, make_decision
 from policyengine.evaluate import DEFAULT_DENY
 from policyengine.index import CandidateIndex, literal_prefix

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from policyengine import InMemoryLedger, load_policy
-from policyengine.testing.cases import discover, load_test_file
+from policyengine.testing.cases import load_test_file
+from policyengine.testing.discovery import discover
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 POLICY = load_policy(RULES, ledger=InMemoryLedger())

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policyengine import loader
+from policyengine import loader, syntax
 from policyengine.loader import cache_dir, load_files
 
 GOOD = 'package t.p{n}\n\nrole r{n}\n\nrule read{n}\n    allow role r{n} to read dataset "d/*"\n'
@@ -109,7 +109,7 @@ def _forbid_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(text: str, path: str = "<string>") -> None:
         raise AssertionError(f"{path} was parsed again")
 
-    monkeypatch.setattr(loader, "parse_policy", fail)
+    monkeypatch.setattr(syntax, "parse_policy", fail)  # the loader imports the parser when it needs it
 
 
 def test_unchanged_files_come_from_the_cache_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,8 +294,8 @@ def test_no_disk_cache_neither_reads_nor_writes(tmp_path: Path, monkeypatch: pyt
     load_files([path])
     loader._MEMORY.clear()
     calls: list[str] = []
-    real = loader.parse_policy
-    monkeypatch.setattr(loader, "parse_policy", lambda text, name="<string>": calls.append(name) or real(text, name))
+    real = syntax.parse_policy
+    monkeypatch.setattr(syntax, "parse_policy", lambda text, name="<string>": calls.append(name) or real(text, name))
     with loader.no_disk_cache():
         load_files([path])
     assert calls == [str(path)], "the entry on disk was read inside no_disk_cache()"

@@ -40,7 +40,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import yamlfile
 from .canonical import CanonicalJSONError, canonical_bytes
 from .errors import AuditError
 
@@ -225,6 +224,8 @@ def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[s
 
 def load_masking(path: str | os.PathLike[str]) -> Masking:
     """Read a masking config (YAML); errors name the file."""
+    from .. import yamlfile  # PyYAML only when a config is read: `check` imports this module for its masks
+
     where = str(path)
     try:
         data = yamlfile.load(path, "masking config")

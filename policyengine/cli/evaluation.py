@@ -290,12 +290,13 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
-    versions = _versions(audit)
+    batched = audit is None and not explain and hasattr(stream, "buffer")  # jsonl.py: batches, orjson
+    # model version aliases (and DuckDB) only where used; read before --audit opens the log for writing
+    versions = None if batched else _versions(audit)
     sink, close_sink = _audit_sink(audit, key, mask, now, policy)
     malformed = decided = 0
     warned = directory is not None
     output = _durable_output(sink)
-    batched = output is None and not explain and hasattr(stream, "buffer")  # jsonl.py: batches, orjson
     try:
         if batched:
             decided, malformed = _decide_batched(policy, stream, source, now, directory, warned)

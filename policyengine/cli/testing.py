@@ -39,7 +39,7 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
 
     Example: policyengine test rules/ --coverage --fail-under 100 --junit report.xml
     """
-    from ..testing.cases import POLICY_SUFFIX
+    from ..testing.discovery import POLICY_SUFFIX
     from ..testing.coverage import CoverageCollector
     from ..testing.junit import junit_xml
     from ..testing.output import coverage_shortfall, render_report
@@ -83,7 +83,7 @@ def _policy_files(root: Path, suffix: str) -> list[Path]:
     """Rule files under ``root`` (hidden folders skipped), so untested files count as uncovered."""
     if root.is_file():
         return [root] if root.name.endswith(suffix) else []
-    from ..testing.cases import skipped_folder
+    from ..testing.discovery import skipped_folder
 
     return sorted(p for p in root.rglob("*" + suffix) if not any(skipped_folder(part) for part in p.relative_to(root).parts[:-1]))
 

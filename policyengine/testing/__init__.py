@@ -2,17 +2,26 @@
 
 The public surface: ``load_test_file`` (the format, with ``file:line`` errors),
 ``run_paths`` / ``run_file`` (discover and run against the engine),
-``CoverageCollector`` and ``junit_xml``. The runner is imported on first use so
-that the pytest plugin, loaded by every pytest run, stays cheap to import.
+``CoverageCollector`` and ``junit_xml``. Every name is imported on first use so
+that the pytest plugin, loaded by every pytest run, and ``check``, which looks
+up cached test outcomes before it runs anything, stay cheap to import (the
+test-file format needs PyYAML).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cases import Case, TestFile, TestFileError, discover, load_test_file
+if TYPE_CHECKING:
+    from .cases import Case, TestFile, TestFileError, load_test_file
+    from .discovery import discover
 
 _LAZY = {
+    "Case": "cases",
+    "TestFile": "cases",
+    "TestFileError": "cases",
+    "load_test_file": "cases",
+    "discover": "discovery",
     "CaseResult": "runner",
     "FileError": "runner",
     "RunReport": "runner",

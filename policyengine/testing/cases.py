@@ -14,9 +14,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,12 +25,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: igno
 
 from .. import yamlfile
 from ..diagnostics import Span
+from .discovery import POLICY_SUFFIX, PolicySource, policy_files_of, shown_path
 
 Effect = Literal["allow", "deny", "escalate"]
 EFFECTS: tuple[str, ...] = ("allow", "deny", "escalate")
 RESOURCE_KINDS: tuple[str, ...] = ("model", "dataset", "tool", "agent", "workflow")
-TEST_FILE_SUFFIXES: tuple[str, ...] = ("_test.yaml", "_test.yml")
-POLICY_SUFFIX = ".policy"
 # A fixed default clock keeps budget windows and escalation deadlines reproducible.
 DEFAULT_NOW = _dt.datetime(2026, 1, 15, 12, 0, tzinfo=_dt.UTC)
 
@@ -181,6 +179,7 @@ class MonitorCase:
     rule_span: Span
     description: str | None = None
     span: Span = field(default=Span("<unknown>", 1, 1, 1, 1), compare=False)
+    data_file: str | None = None  # the CSV file ``data:`` named, as it was opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,72 +193,13 @@ class TestFile:
     cases: tuple[Case, ...]
     policy_span: Span
     monitors: tuple[MonitorCase, ...] = ()
+    # where ``policy_files`` were found (``policy:`` folders and files, or the folder beside the test file)
+    policy_sources: tuple[PolicySource, ...] = ()
 
-
-# --- discovery ---------------------------------------------------------------------
-
-_SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv", "build", "dist"})
-
-
-def skipped_folder(name: str) -> bool:
-    """Folders discovery never enters: hidden ones and build or environment folders."""
-    return name.startswith(".") or name in _SKIP_DIRS
-
-
-def is_test_file(path: Path) -> bool:
-    return path.name.endswith(TEST_FILE_SUFFIXES)
-
-
-def discover(paths: Iterable[str | Path]) -> list[Path]:
-    """Test files under ``paths``: a file is taken as given, a folder is searched.
-
-    Hidden folders (``.venv``, ``.git``) and build folders are skipped, so
-    ``policyengine test`` at a repository root does not wander into them.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(_walk(path))
-    seen: set[Path] = set()
-    unique = []
-    for p in found:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
-def _walk(folder: Path) -> Iterator[Path]:
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir():
-            if not skipped_folder(entry.name):
-                yield from _walk(entry)
-        elif is_test_file(entry):
-            yield entry
-
-
-# --- policy files a test file covers ---------------------------------------------------
-
-
-def _policy_files_in(folder: Path, recursive: bool) -> list[Path]:
-    pattern = "**/*" + POLICY_SUFFIX if recursive else "*" + POLICY_SUFFIX
-    return sorted(p for p in folder.glob(pattern) if not any(part.startswith(".") for part in p.parts[len(folder.parts):]))
-
-
-def _display(path: str) -> str:
-    """A path relative to the working folder when it lies inside it (as people type them)."""
-    if not os.path.isabs(path):
-        return os.path.normpath(path)
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
+    @property
+    def data_files(self) -> tuple[str, ...]:
+        """The CSV files the monitor cases read their samples from."""
+        return tuple(dict.fromkeys(m.data_file for m in self.monitors if m.data_file is not None))
 
 
 # --- YAML nodes with positions ------------------------------------------------------------
@@ -415,7 +355,7 @@ class _Fixtures:
 def load_test_file(path: str | Path) -> TestFile:
     """Parse one test file; raises ``TestFileError`` naming ``file:line`` on any mistake."""
     path = Path(path)
-    shown = _display(str(path))
+    shown = shown_path(str(path))
     try:
         text = yamlfile.read_text(path, "test file")
     except yamlfile.YamlFileError as exc:
@@ -435,7 +375,7 @@ def parse_test_file(text: str, path: str, *, base: Path) -> TestFile:
         raise r.fail(root, "missing field 'cases' (the list of test cases) or 'monitors' (bias and drift cases)")
     now = r.instant(top["now"][1], "'now'") if "now" in top else DEFAULT_NOW
     fixtures = _fixtures(r, top["fixtures"][1]) if "fixtures" in top else _Fixtures({}, {})
-    policy_files, policy_span = _policy(r, top.get("policy"), base, root)
+    policy_files, policy_span, policy_sources = _policy(r, top.get("policy"), base, root)
     names: dict[str, Span] = {}
 
     def unique(name: str, span: Span) -> None:
@@ -462,31 +402,39 @@ def parse_test_file(text: str, path: str, *, base: Path) -> TestFile:
             unique(monitor.name, monitor.span)
             monitors.append(monitor)
     return TestFile(path=path, policy_files=policy_files, cases=tuple(cases), policy_span=policy_span,
-                    monitors=tuple(monitors))
+                    monitors=tuple(monitors), policy_sources=policy_sources)
 
 
-def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node) -> tuple[tuple[str, ...], Span]:
+def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
+            ) -> tuple[tuple[str, ...], Span, tuple[PolicySource, ...]]:
+    """(the policy files, the span of ``policy:``, the folders and files they were found in)."""
+    sources: list[PolicySource] = []
+    files: list[Path] = []
     if entry is None:
-        files = _policy_files_in(base, recursive=False)
+        source: PolicySource = (str(base), "beside")
+        files = policy_files_of(source) or []
         span = r.span(root)
         if not files:
             raise TestFileError(Span(span.file, 1, 1, 1, 1), f"no {POLICY_SUFFIX} files beside this test file; name them with 'policy:'")
+        sources.append(source)
     else:
         span = r.span(entry[1])
-        files = []
         for item_node, item in zip(_items(r, entry[1]), r.strings(entry[1], "'policy'")):
             target = base / item
             if target.is_dir():
-                found = _policy_files_in(target, recursive=True)
+                source = (str(target), "folder")
+                found = policy_files_of(source)
                 if not found:
                     raise r.fail(item_node, f"no {POLICY_SUFFIX} files in folder {item!r}")
-                files.extend(found)
             elif target.is_file():
-                files.append(target)
+                source = (str(target), "file")
+                found = [target]
             else:
                 raise r.fail(item_node, f"policy path {item!r} does not exist (relative to {base})")
+            sources.append(source)
+            files.extend(found)
     # Imported packages are found by the loader, as for check, eval and run (policyengine.loader).
-    return tuple(_display(str(p)) for p in files), span
+    return tuple(shown_path(str(p)) for p in files), span, tuple(sources)
 
 
 def _items(r: _Reader, node: Node) -> list[Node]:
@@ -751,8 +699,10 @@ def _monitor_case(r: _Reader, node: Node, file_now: _dt.datetime, base: Path) ->
             for item in r.sequence(m[side][1], f"'{side}'"):
                 value = _sample_scalar(r, item, f"each value of '{side}'")
                 rows.append(SampleRow(r.span(item), value=value, side=side, given=("value", "side")))
+    data_file = None
     if "data" in m:
-        rows.extend(_sample_csv(r, m["data"][1], base))
+        data_file, sampled = _sample_csv(r, m["data"][1], base)
+        rows.extend(sampled)
     if not rows:
         raise r.fail(node, f"monitor case {name!r} has no sample data: give 'rows', 'data: FILE.csv', "
                            "or 'reference' and 'current' values")
@@ -765,6 +715,7 @@ def _monitor_case(r: _Reader, node: Node, file_now: _dt.datetime, base: Path) ->
         rule_span=r.span(m["rule"][1]),
         description=r.string(m["description"][1], "'description'") if "description" in m else None,
         span=r.span(node),
+        data_file=data_file,
     )
 
 
@@ -825,13 +776,13 @@ def _side(value: Any, fail: Any) -> str:
     return str(value)
 
 
-def _sample_csv(r: _Reader, node: Node, base: Path) -> list[SampleRow]:
-    """Rows of a CSV file beside the test file; a mistake is reported at the CSV's ``file:line``."""
+def _sample_csv(r: _Reader, node: Node, base: Path) -> tuple[str, list[SampleRow]]:
+    """(the file, its rows): a CSV file beside the test file; a mistake is reported at the CSV's ``file:line``."""
     import csv
 
     name = r.string(node, "'data'")
     target = base / name
-    shown = _display(str(target))
+    shown = shown_path(str(target))
     try:
         with target.open(encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)
@@ -858,7 +809,7 @@ def _sample_csv(r: _Reader, node: Node, base: Path) -> list[SampleRow]:
         raise r.fail(node, f"cannot read sample data file {name!r}: {exc}") from None
     if not rows:
         raise TestFileError(Span(shown, 1, 1, 1, 1), "the CSV file has a header but no rows")
-    return rows
+    return str(target), rows
 
 
 def _csv_row(cells: dict[str, str], span: Span) -> SampleRow:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ast
-from ..compile import glob_match
+from ..globs import glob_match
 from ..conditions import compile_expr, expr_text, holds
 from ..schema import schema_normalisers
 from ..decision import Decision

@@ -13,7 +13,10 @@ runs the tests found with the checked files and reports:
   reasons, or a test file that could not run.
 
 ``check --no-tests`` skips all this. ``policyengine test`` stays the command
-that runs and reports the tests themselves.
+that runs and reports the tests themselves. A test file that passed before and
+whose inputs are unchanged is not run again (``outcome_cache.py``): its recorded
+passes are counted, and nothing but this module and the cache is imported when
+every file is cached.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..diagnostics import Finding, Severity, Span
 from ..policyset import PolicySet, Scoped
-from .cases import discover, is_test_file
-from .runner import CaseResult, run_paths
+from .discovery import discover, is_test_file
+from .outcome_cache import OutcomeCache
+
+if TYPE_CHECKING:
+    from .runner import CaseResult, RunReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +137,39 @@ class _Blamer:
 
 
 def run_policy_tests(paths: Sequence[str | os.PathLike[str]]) -> TestRun | None:
-    """Run the tests that go with ``paths``; None when there are none."""
+    """Run the tests that go with ``paths``; None when there are none.
+
+    A test file whose recorded pass still holds is counted, not run; every
+    other one is run, and recorded when it passes.
+    """
     tests = test_files_for(paths)
     if not tests:
         return None
-    report = run_paths(tests, explain=False)
+    cache = OutcomeCache.open()
+    cached = cache.passes(tests) if cache is not None else {}
+    cached_passes = sum(cached.values())
+    to_run = [test for test in tests if test not in cached]
+    if not to_run:
+        return TestRun(len(tests), cached_passes, 0, ())
+    from .runner import RunReport, run_file  # the engine, only for files that must run
+
+    results: list[Any] = []
+    errors: list[Any] = []
+    for test in to_run:
+        inputs = cache.inputs(test) if cache is not None else None  # read before the run
+        got, errs, _ = run_file(test, explain=False)
+        results.extend(got)
+        errors.extend(errs)
+        if cache is not None and inputs is not None and got and not errs and all(r.passed for r in got):
+            cache.remember(test, inputs, len(got))
+    run = _findings(RunReport(tuple(str(t) for t in to_run), tuple(results), tuple(errors)))
+    return replace(run, files=len(tests), passed=run.passed + cached_passes)
+
+
+def _findings(report: RunReport) -> TestRun:
+    """The warnings for a run's failures: cross-package where another package decides them, else policy-test."""
+    from .runner import CaseResult
+
     blamer = _Blamer()
     blame: dict[str, list[tuple[CaseResult, set[str]]]] = {}
     kinds: dict[str, tuple[str, Scoped[Any]]] = {}

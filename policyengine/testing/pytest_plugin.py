@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def is_policy_test(path: Path) -> bool:
     """A ``*_test.yaml`` beside ``.policy`` files, or one that names its policy files."""
-    from .cases import POLICY_SUFFIX, is_test_file
+    from .discovery import POLICY_SUFFIX, is_test_file
 
     if not is_test_file(path):
         return False

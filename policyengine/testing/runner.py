@@ -29,9 +29,9 @@ from .cases import (
     TestFile,
     TestFileError,
     Usage,
-    discover,
     load_test_file,
 )
+from .discovery import discover
 
 if TYPE_CHECKING:
     from .coverage import CoverageReport
