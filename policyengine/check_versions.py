@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import ast
-from .compile import glob_match
+from .globs import glob_match
 
 if TYPE_CHECKING:
     from .check import _Checker
