@@ -24,6 +24,18 @@ from .limits import MemoryReservingLedger
 from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
 
 
+class _NoVersions:
+    """The gateway reads no model version aliases (``serve --registry`` does): nothing to reload."""
+
+    db = None
+
+    def reload(self, *, force: bool = False) -> str:
+        return "unchanged"
+
+
+_NO_VERSIONS = _NoVersions()
+
+
 class GatewayStartError(Exception):
     """A setting or file that keeps the gateway from starting (one line)."""
 
@@ -103,7 +115,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
                                    watch_interval=1.0)
         _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(app, holder, metrics, sock, serve_config))
+            runner.run(_serve(app, holder, _NO_VERSIONS, metrics, sock, serve_config))
             runner.run(app.client.close())
     finally:
         audit.close()
