@@ -130,11 +130,13 @@ _ROW_SQL = {RunRecord: "row_runs", StepRecord: "row_steps", ApprovalRecord: "row
 # Below this many rows a table is written row by row: registering an Arrow table costs ~2 ms.
 _SMALL = 8
 _SCHEMAS = {cls: _schema(cls) for cls, _, _ in _TABLES}
-# Shallow row tuples: dataclasses.astuple deep-copies every value (~70 µs a row).
-_ROW = {cls: attrgetter(*(f.name for f in fields(cls))) for cls, _, _ in _TABLES}
+RECORDS = (RunRecord, StepRecord, ApprovalRecord, EffectRecord)
+# Shallow row tuples (both stores): dataclasses.astuple deep-copies every value (~70 µs a row).
+RECORD_ROW = {cls: attrgetter(*(f.name for f in fields(cls))) for cls in RECORDS}
 
 
-def _key(rec: Any) -> tuple:
+def record_key(rec: Any) -> tuple:
+    """The primary key of a run-state record, as both stores buffer it."""
     if isinstance(rec, RunRecord):
         return (rec.run_id,)
     if isinstance(rec, StepRecord):
@@ -144,128 +146,60 @@ def _key(rec: Any) -> tuple:
     return (rec.idem_key,)
 
 
-class StateStore:
-    """Run state on a cursor of a shared DuckDB connection (the audit log's file).
+class BufferedRunState:
+    """The buffer and the reads both run-state stores share (embedded DuckDB and PostgreSQL).
 
-    ``read_only`` works on a connection opened read-only: nothing is created or
-    written (``put`` raises), and a database without run-state tables reads as
-    holding no runs.
+    A store provides ``flush`` and ``_query(name, params)``: the rows of its own
+    SQL file for the read ``name`` (the embedded one's, or PostgreSQL's
+    ``orch_<name>``). Reads see buffered rows first, so one store's reads never
+    disagree with the other's.
     """
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False) -> None:
-        self._conn = conn.cursor()
-        self._lock = threading.RLock()
-        self._pending: dict[type, dict[tuple, Any]] = {cls: {} for cls, _, _ in _TABLES}
-        self.read_only = read_only
-        self._absent = False
-        if read_only:
-            row = self._conn.execute(sql("tables_present")).fetchone()
-            self._absent = not row or row[0] < 3
-        else:
-            self._conn.execute(sql("create"))
-        self._sql = {name: sql(name) for _, _, name in _TABLES}
-        self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
-        self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
-                                       "approvals_overdue", "effect_get", "run_counts", "runs_unfinished",
-                                       "row_intent")}
+    read_only: bool
 
-    # --- writes --------------------------------------------------------------
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._pending: dict[type, dict[tuple, Any]] = {cls: {} for cls in RECORDS}
+
+    def flush(self) -> int:
+        raise NotImplementedError
+
+    def _query(self, name: str, params: dict[str, Any]) -> list[tuple]:
+        raise NotImplementedError
+
+    def _rows(self, name: str, params: dict[str, Any], cls: type) -> list[Any]:
+        return [cls(*r) for r in self._query(name, params)]
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError(f"this {type(self).__name__} was opened read-only")
 
     def put(self, *records: RunRecord | StepRecord | ApprovalRecord | EffectRecord) -> None:
         """Buffer records; they are durable after the next ``flush``."""
-        if self.read_only:
-            raise RuntimeError("this StateStore was opened read-only")
+        self._writable()
         with self._lock:
             for rec in records:
-                self._pending[type(rec)][_key(rec)] = rec
+                self._pending[type(rec)][record_key(rec)] = rec
 
-    def flush(self) -> int:
-        """Write every buffered record in one transaction; return how many."""
+    def _drop_pending(self) -> None:
         with self._lock:
-            n = sum(len(p) for p in self._pending.values())
-            if not n:
-                return 0
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                for cls, view, stmt in _TABLES:
-                    rows = list(self._pending[cls].values())
-                    if not rows:
-                        continue
-                    if len(rows) < _SMALL:
-                        for r in rows:
-                            self._conn.execute(self._row_sql[cls], _ROW[cls](r))
-                        continue
-                    row = _ROW[cls]
-                    cols = list(zip(*(row(r) for r in rows)))
-                    table = pa.table({f.name: cols[i] for i, f in enumerate(_SCHEMAS[cls])}, schema=_SCHEMAS[cls])
-                    self._conn.register(view, table)
-                    try:
-                        self._conn.execute(self._sql[stmt])
-                    finally:
-                        self._conn.unregister(view)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
             for p in self._pending.values():
                 p.clear()
-            return n
 
-    def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
-        """Commit, on its own, that ``step`` of ``run`` is about to have a side effect."""
-        with self._lock:
-            self._conn.execute(self._q["row_intent"], (idem_key, run.run_id, step, run.batch_id, run.workflow,
-                                                      run.item_id, run.requested_by, run.input, now_utc()))
-
-    def write_receipt(self, receipt: EffectRecord) -> None:
-        """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""
-        with self._lock:
-            self._conn.execute(self._row_sql[EffectRecord], _ROW[EffectRecord](receipt))
+    # --- reads ---------------------------------------------------------------
 
     def unfinished(self) -> list[RunRecord]:
-        """Runs a crash interrupted (see ``runs_unfinished.sql``)."""
+        """Runs recorded as running: a crash (or a gone worker) interrupted them (see ``runs_unfinished.sql``)."""
         with self._lock:
             self.flush()
             return self._rows("runs_unfinished", {}, RunRecord)
 
-    def claim_unfinished(self, workflows: Collection[str]) -> list[RunRecord]:
-        """Every run a crash interrupted, of ``workflows``: the file is this process's alone, so all are its to drive."""
-        return [run for run in self.unfinished() if run.workflow in workflows]
-
-    def claim(self, run: RunRecord) -> bool:
-        """Hold ``run`` to drive it: always, in a file no other process can write."""
-        return True
-
-    def decide(self, run: RunRecord, gates: Collection[ApprovalRecord]) -> bool:
-        """Record decided ``gates`` of the waiting ``run``; no other decider can be first in this process's file."""
-        self.put(*gates)
-        return True
-
-    def abandon(self) -> None:
-        """Drop what was not flushed (a crash); the connection is the session's to close."""
-        with self._lock:
-            for p in self._pending.values():
-                p.clear()
-
-    def close(self) -> None:
-        with self._lock:
-            self.flush()
-            self._conn.close()
-
-    # --- reads ---------------------------------------------------------------
-
-    def _rows(self, name: str, params: dict[str, Any], cls: type) -> list[Any]:
-        if self._absent:
-            return []
-        cur = self._conn.execute(self._q[name], params)
-        return [cls(*r) for r in cur.fetchall()]
-
     def run(self, run_id: str) -> RunRecord | None:
         """A run by id or unique prefix; ``None`` when unknown. Raises ``LookupError`` if ambiguous."""
         with self._lock:
-            pending = self._pending[RunRecord]
-            if (run_id,) in pending:
-                return pending[(run_id,)]
+            pending = self._pending[RunRecord].get((run_id,))
+            if pending is not None:
+                return pending
             self.flush()
             rows = self._rows("run_get", {"run_id": run_id}, RunRecord)
         if len(rows) > 1 and rows[0].run_id != run_id:
@@ -299,9 +233,7 @@ class StateStore:
             pending = self._pending[EffectRecord].get((idem_key,))
             if pending is not None:
                 return json.loads(pending.result or "null")
-            if self._absent:
-                return None
-            rows = self._conn.execute(self._q["effect_get"], {"idem_key": idem_key}).fetchall()
+            rows = self._query("effect_get", {"idem_key": idem_key})
         if not rows:
             return None
         return json.loads(rows[0][0]) if rows[0][0] is not None else {}
@@ -309,8 +241,100 @@ class StateStore:
     def counts(self) -> dict[str, int]:
         with self._lock:
             self.flush()
-            if self._absent:
-                return {}
-            return dict(self._conn.execute(self._q["run_counts"]).fetchall())
+            return dict(self._query("run_counts", {}))
 
 
+class StateStore(BufferedRunState):
+    """Run state on a cursor of a shared DuckDB connection (the audit log's file).
+
+    ``read_only`` works on a connection opened read-only: nothing is created or
+    written (``put`` raises), and a database without run-state tables reads as
+    holding no runs.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False) -> None:
+        super().__init__()
+        self._conn = conn.cursor()
+        self.read_only = read_only
+        self._absent = False
+        if read_only:
+            row = self._conn.execute(sql("tables_present")).fetchone()
+            self._absent = not row or row[0] < 3
+        else:
+            self._conn.execute(sql("create"))
+        self._sql = {name: sql(name) for _, _, name in _TABLES}
+        self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
+        self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
+                                       "approvals_overdue", "effect_get", "run_counts", "runs_unfinished",
+                                       "row_intent")}
+
+    # --- writes --------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every buffered record in one transaction; return how many."""
+        with self._lock:
+            n = sum(len(p) for p in self._pending.values())
+            if not n:
+                return 0
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                for cls, view, stmt in _TABLES:
+                    rows = list(self._pending[cls].values())
+                    if not rows:
+                        continue
+                    if len(rows) < _SMALL:
+                        for r in rows:
+                            self._conn.execute(self._row_sql[cls], RECORD_ROW[cls](r))
+                        continue
+                    row = RECORD_ROW[cls]
+                    cols = list(zip(*(row(r) for r in rows)))
+                    table = pa.table({f.name: cols[i] for i, f in enumerate(_SCHEMAS[cls])}, schema=_SCHEMAS[cls])
+                    self._conn.register(view, table)
+                    try:
+                        self._conn.execute(self._sql[stmt])
+                    finally:
+                        self._conn.unregister(view)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._drop_pending()
+            return n
+
+    def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
+        """Commit, on its own, that ``step`` of ``run`` is about to have a side effect."""
+        with self._lock:
+            self._conn.execute(self._q["row_intent"], (idem_key, run.run_id, step, run.batch_id, run.workflow,
+                                                      run.item_id, run.requested_by, run.input, now_utc()))
+
+    def write_receipt(self, receipt: EffectRecord) -> None:
+        """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""
+        with self._lock:
+            self._conn.execute(self._row_sql[EffectRecord], RECORD_ROW[EffectRecord](receipt))
+
+    def claim_unfinished(self, workflows: Collection[str]) -> list[RunRecord]:
+        """Every run a crash interrupted, of ``workflows``: the file is this process's alone, so all are its to drive."""
+        return [run for run in self.unfinished() if run.workflow in workflows]
+
+    def claim(self, run: RunRecord) -> bool:
+        """Hold ``run`` to drive it: always, in a file no other process can write."""
+        return True
+
+    def decide(self, run: RunRecord, gates: Collection[ApprovalRecord]) -> bool:
+        """Record decided ``gates`` of the waiting ``run``; no other decider can be first in this process's file."""
+        self.put(*gates)
+        return True
+
+    def abandon(self) -> None:
+        """Drop what was not flushed (a crash); the connection is the session's to close."""
+        self._drop_pending()
+
+    def close(self) -> None:
+        with self._lock:
+            self.flush()
+            self._conn.close()
+
+    def _query(self, name: str, params: dict[str, Any]) -> list[tuple]:
+        if self._absent:
+            return []
+        return self._conn.execute(self._q[name], params).fetchall()

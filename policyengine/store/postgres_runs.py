@@ -19,45 +19,39 @@ that several workers, on any host, drive runs from one database:
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Collection
-from datetime import datetime
-from operator import attrgetter
 from typing import Any
 
-from ..orchestrator.state import ApprovalRecord, EffectRecord, RunRecord, StepRecord, naive_utc, now_utc
+from ..orchestrator.state import (
+    RECORD_ROW,
+    ApprovalRecord,
+    BufferedRunState,
+    EffectRecord,
+    RunRecord,
+    StepRecord,
+    now_utc,
+)
 from .files import StoreError
 from .postgres import ConnectionPool, _redact, _sql
 
-_RECORDS = (RunRecord, StepRecord, ApprovalRecord, EffectRecord)
-_ROW = {cls: attrgetter(*cls.__dataclass_fields__) for cls in _RECORDS}
 _UPSERT = {StepRecord: "orch_step_upsert", ApprovalRecord: "orch_approval_upsert", EffectRecord: "orch_effect_insert"}
 
 
-def _key(rec: Any) -> tuple:
-    if isinstance(rec, RunRecord):
-        return (rec.run_id,)
-    if isinstance(rec, StepRecord):
-        return (rec.run_id, rec.step)
-    if isinstance(rec, ApprovalRecord):
-        return (rec.run_id, rec.step, rec.gate)
-    return (rec.idem_key,)
+class PostgresStateStore(BufferedRunState):
+    """Run state in PostgreSQL for one worker (``read_only``: a viewer, no liveness lock, no writes).
 
-
-class PostgresStateStore:
-    """Run state in PostgreSQL for one worker (``read_only``: a viewer, no liveness lock, no writes)."""
+    The buffer and the reads are ``BufferedRunState``'s, over the ``orch_*`` SQL files.
+    """
 
     def __init__(self, pool: ConnectionPool, *, read_only: bool = False) -> None:
+        super().__init__()
         self.pool = pool
         self.read_only = read_only
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.worker_lock: int | None = None
-        self._lock = threading.RLock()
-        self._pending: dict[type, dict[tuple, Any]] = {cls: {} for cls in _RECORDS}
         self._session: Any = None
         if not read_only:
             self._hold_liveness_lock()
@@ -77,18 +71,7 @@ class PostgresStateStore:
         self._session.close()
         raise StoreError(f"{_redact(self.pool.url)}: no free worker lock after 64 tries")
 
-    def _writable(self) -> None:
-        if self.read_only:
-            raise RuntimeError("this PostgresStateStore was opened read-only")
-
     # --- writes --------------------------------------------------------------
-
-    def put(self, *records: RunRecord | StepRecord | ApprovalRecord | EffectRecord) -> None:
-        """Buffer records; they are durable after the next ``flush``."""
-        self._writable()
-        with self._lock:
-            for rec in records:
-                self._pending[type(rec)][_key(rec)] = rec
 
     def flush(self) -> int:
         """Write every buffered record in one transaction; return how many.
@@ -109,11 +92,10 @@ class PostgresStateStore:
                                          "this worker's writes for it were not made")
                 with conn.cursor() as cur:
                     for cls, name in _UPSERT.items():
-                        rows = [_ROW[cls](r) for r in self._pending[cls].values()]
+                        rows = [RECORD_ROW[cls](r) for r in self._pending[cls].values()]
                         if rows:
                             cur.executemany(_sql(name), rows)
-            for p in self._pending.values():
-                p.clear()
+            self._drop_pending()
             return n
 
     def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
@@ -132,7 +114,7 @@ class PostgresStateStore:
         """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""
         self._writable()
         with self._lock, self.pool.connection() as conn:
-            conn.execute(_sql("orch_effect_insert"), _ROW[EffectRecord](receipt))
+            conn.execute(_sql("orch_effect_insert"), RECORD_ROW[EffectRecord](receipt))
 
     def claim_unfinished(self, workflows: Collection[str]) -> list[RunRecord]:
         """The next run a gone worker left running (of ``workflows``), now held by this one; [] when none is left.
@@ -183,17 +165,10 @@ class PostgresStateStore:
                 return False
         return True
 
-    def unfinished(self) -> list[RunRecord]:
-        """Runs recorded as running, held or not (for a look; ``claim_unfinished`` takes them)."""
-        with self._lock:
-            self.flush()
-            return self._rows("orch_runs_unfinished", {}, RunRecord)
-
     def abandon(self) -> None:
         """Drop what was not flushed and end the session holding the liveness lock (its runs become claimable)."""
         with self._lock:
-            for p in self._pending.values():
-                p.clear()
+            self._drop_pending()
             if self._session is not None:
                 try:
                     self._session.execute(_sql("orch_worker_unlock"), {"key": self.worker_lock})
@@ -209,63 +184,9 @@ class PostgresStateStore:
                 self.flush()
             self.abandon()
 
-    # --- reads ---------------------------------------------------------------
-
-    def _rows(self, name: str, params: dict[str, Any], cls: type) -> list[Any]:
+    def _query(self, name: str, params: dict[str, Any]) -> list[tuple]:
         with self.pool.connection() as conn:
-            return [cls(*r) for r in conn.execute(_sql(name), params).fetchall()]
-
-    def run(self, run_id: str) -> RunRecord | None:
-        """A run by id or unique prefix; ``None`` when unknown. Raises ``LookupError`` if ambiguous."""
-        with self._lock:
-            pending = self._pending[RunRecord].get((run_id,))
-            if pending is not None:
-                return pending
-            self.flush()
-            rows = self._rows("orch_run_get", {"run_id": run_id}, RunRecord)
-        if len(rows) > 1 and rows[0].run_id != run_id:
-            raise LookupError(f"run id prefix {run_id!r} matches more than one run")
-        return rows[0] if rows else None
-
-    def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
-        with self._lock:
-            self.flush()
-            return self._rows("orch_runs_list", {"status": status, "workflow": workflow, "limit": limit}, RunRecord)
-
-    def steps(self, run_id: str) -> list[StepRecord]:
-        with self._lock:
-            merged = {r.step: r for r in self._rows("orch_steps_of_run", {"run_id": run_id}, StepRecord)}
-            merged.update({k[1]: r for k, r in self._pending[StepRecord].items() if k[0] == run_id})
-        return sorted(merged.values(), key=lambda r: (r.ord, r.started_at))
-
-    def approvals(self, run_id: str) -> list[ApprovalRecord]:
-        with self._lock:
-            merged = {(r.step, r.gate): r
-                      for r in self._rows("orch_approvals_of_run", {"run_id": run_id}, ApprovalRecord)}
-            merged.update({k[1:]: r for k, r in self._pending[ApprovalRecord].items() if k[0] == run_id})
-        return sorted(merged.values(), key=lambda r: (r.requested_at, r.step))
-
-    def overdue(self, now: datetime) -> list[ApprovalRecord]:
-        with self._lock:
-            self.flush()
-            return self._rows("orch_approvals_overdue", {"now": naive_utc(now)}, ApprovalRecord)
-
-    def effect(self, idem_key: str) -> dict[str, Any] | None:
-        with self._lock:
-            pending = self._pending[EffectRecord].get((idem_key,))
-            if pending is not None:
-                return json.loads(pending.result or "null")
-            with self.pool.connection() as conn:
-                row = conn.execute(_sql("orch_effect_get"), {"idem_key": idem_key}).fetchone()
-        if row is None:
-            return None
-        return json.loads(row[0]) if row[0] is not None else {}
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            self.flush()
-            with self.pool.connection() as conn:
-                return dict(conn.execute(_sql("orch_run_counts")).fetchall())
+            return conn.execute(_sql("orch_" + name), params).fetchall()
 
 
 class _Lost(Exception):

@@ -182,7 +182,7 @@ class RunState(Protocol):
     Embedded: ``orchestrator.state.StateStore`` (DuckDB, one process holds the
     file). PostgreSQL: ``store.postgres_runs.PostgresStateStore`` (many
     workers; runs are held by one live worker at a time). Writes are buffered
-    until ``flush``; reads see buffered rows.
+    until ``flush``; reads see buffered rows (both: ``orchestrator.state.BufferedRunState``).
     """
 
     read_only: bool
