@@ -81,6 +81,50 @@ def test_overdue_approvals_and_effect_receipts(tmp_path):
     assert store.effect("r-1/pay") == {"ref": "x"}  # the first receipt of a key is kept
 
 
+@pytest.fixture(params=["embedded", pytest.param("postgres", marks=pytest.mark.postgres)])
+def run_state(request, tmp_path):
+    """A writable run state of each kind: the embedded DuckDB one and PostgreSQL's."""
+    if request.param == "embedded":
+        conn = duckdb.connect(str(tmp_path / "s.duckdb"))
+        yield StateStore(conn)
+        conn.close()
+        return
+    from policyengine.store import open_store
+    from policyengine.store.stores import open_run_state
+
+    with open_store(request.getfixturevalue("postgres_url")) as shared:
+        state = open_run_state(shared)
+        yield state
+        state.close()
+
+
+def _gate(run_id: str, name: str, minutes: int, status: str = "pending") -> ApprovalRecord:
+    return ApprovalRecord(run_id, name, "g", "senior_analyst", "carol", T0 + timedelta(minutes=minutes), None, "deny",
+                          True, status, None, None, None)
+
+
+@pytest.mark.parametrize("run_ids", [
+    [], ["r-1"], ["r-2", "r-1"], ["r-1", "r-1", "r-3"], ["r-none"], ["r-1", "r-2", "r-3", "r-none"],
+])
+def test_the_reads_of_several_runs_agree_with_the_reads_of_each(run_state, run_ids):
+    """``steps_of_runs`` / ``approvals_of_runs`` (one query for the approver inbox) = ``steps`` / ``approvals`` per run."""
+    run_state.put(*(run(r, "waiting_approval") for r in ("r-1", "r-2", "r-3")),
+                  replace(step("r-1", "b", "done"), ord=1), step("r-1", "a", "done"), step("r-2", "a", "started"),
+                  _gate("r-1", "b", 5), _gate("r-1", "a", 1, "approved"), _gate("r-2", "a", 3))
+    run_state.flush()
+    # buffered rows: one replaces a flushed row, one is new (reads see them over the database's)
+    run_state.put(step("r-2", "a", "done"), _gate("r-3", "c", 2), replace(step("r-3", "x", "done"), ord=2))
+    steps = run_state.steps_of_runs(run_ids)
+    approvals = run_state.approvals_of_runs(run_ids)
+    assert steps == {r: run_state.steps(r) for r in sorted(set(run_ids)) if run_state.steps(r)}
+    assert approvals == {r: run_state.approvals(r) for r in sorted(set(run_ids)) if run_state.approvals(r)}
+    assert [s.step for s in steps.get("r-1", [])] == (["a", "b"] if "r-1" in run_ids else [])
+    assert [(g.step, g.status) for g in approvals.get("r-1", [])] == (
+        [("a", "approved"), ("b", "pending")] if "r-1" in run_ids else [])
+    assert [s.status for s in steps.get("r-2", [])] == (["done"] if "r-2" in run_ids else [])
+    assert "r-none" not in steps and "r-none" not in approvals
+
+
 def test_buffered_ledger_reads_durable_usage_plus_pending_charges(tmp_path):
     conn = duckdb.connect(str(tmp_path / "l.duckdb"))
     durable = DuckDBLedger(conn)

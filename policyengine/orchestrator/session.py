@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -401,6 +401,12 @@ class RunView:
 
     def pending(self, run_id: str) -> list[ApprovalRecord]:
         return [a for a in self.store.approvals(run_id) if a.status == "pending"]
+
+    def pending_of_runs(self, run_ids: Collection[str]) -> dict[str, list[ApprovalRecord]]:
+        """``pending`` of several runs in one query, by run id (a run with none pending is absent)."""
+        pending = {run_id: [a for a in gates if a.status == "pending"]
+                   for run_id, gates in self.store.approvals_of_runs(run_ids).items()}
+        return {run_id: gates for run_id, gates in pending.items() if gates}
 
     def show(self, run_id: str) -> tuple[RunRecord, list[StepRecord], list[ApprovalRecord]]:
         run = find_run(self.store, run_id)

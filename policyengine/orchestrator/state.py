@@ -133,6 +133,8 @@ _SCHEMAS = {cls: _schema(cls) for cls, _, _ in _TABLES}
 RECORDS = (RunRecord, StepRecord, ApprovalRecord, EffectRecord)
 # Shallow row tuples (both stores): dataclasses.astuple deep-copies every value (~70 µs a row).
 RECORD_ROW = {cls: attrgetter(*(f.name for f in fields(cls))) for cls in RECORDS}
+# The order a run's journal and gates are read in.
+_ORDER = {StepRecord: attrgetter("ord", "started_at"), ApprovalRecord: attrgetter("requested_at", "step")}
 
 
 def record_key(rec: Any) -> tuple:
@@ -211,17 +213,31 @@ class BufferedRunState:
             self.flush()
             return self._rows("runs_list", {"status": status, "workflow": workflow, "limit": limit}, RunRecord)
 
-    def steps(self, run_id: str) -> list[StepRecord]:
+    def _of_runs(self, name: str, params: dict[str, Any], cls: type, run_ids: Collection[str]) -> dict[str, list]:
+        """Records of ``cls`` of ``run_ids``: the query's, buffered ones over them; per run, in ``_ORDER``."""
         with self._lock:
-            merged = {r.step: r for r in self._rows("steps_of_run", {"run_id": run_id}, StepRecord)}
-            merged.update({k[1]: r for k, r in self._pending[StepRecord].items() if k[0] == run_id})
-        return sorted(merged.values(), key=lambda r: (r.ord, r.started_at))
+            merged = {record_key(r): r for r in self._rows(name, params, cls)}
+            merged.update({k: r for k, r in self._pending[cls].items() if k[0] in run_ids})
+        out: dict[str, list] = {}
+        for r in sorted(merged.values(), key=_ORDER[cls]):
+            out.setdefault(r.run_id, []).append(r)
+        return out
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        return self._of_runs("steps_of_run", {"run_id": run_id}, StepRecord, (run_id,)).get(run_id, [])
 
     def approvals(self, run_id: str) -> list[ApprovalRecord]:
-        with self._lock:
-            merged = {(r.step, r.gate): r for r in self._rows("approvals_of_run", {"run_id": run_id}, ApprovalRecord)}
-            merged.update({k[1:]: r for k, r in self._pending[ApprovalRecord].items() if k[0] == run_id})
-        return sorted(merged.values(), key=lambda r: (r.requested_at, r.step))
+        return self._of_runs("approvals_of_run", {"run_id": run_id}, ApprovalRecord, (run_id,)).get(run_id, [])
+
+    def steps_of_runs(self, run_ids: Collection[str]) -> dict[str, list[StepRecord]]:
+        """The step journals of several runs in one query (the approver inbox lists hundreds); no steps: absent."""
+        ids = sorted(set(run_ids))
+        return self._of_runs("steps_of_runs", {"run_ids": ids}, StepRecord, set(ids)) if ids else {}
+
+    def approvals_of_runs(self, run_ids: Collection[str]) -> dict[str, list[ApprovalRecord]]:
+        """The approval gates of several runs in one query; a run that met none is absent."""
+        ids = sorted(set(run_ids))
+        return self._of_runs("approvals_of_runs", {"run_ids": ids}, ApprovalRecord, set(ids)) if ids else {}
 
     def overdue(self, now: datetime) -> list[ApprovalRecord]:
         with self._lock:
@@ -265,6 +281,7 @@ class StateStore(BufferedRunState):
         self._sql = {name: sql(name) for _, _, name in _TABLES}
         self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
         self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
+                                       "steps_of_runs", "approvals_of_runs",
                                        "approvals_overdue", "effect_get", "run_counts", "runs_unfinished",
                                        "row_intent")}
 

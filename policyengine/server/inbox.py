@@ -293,20 +293,31 @@ class InboxApp:
         return f"run {result.status}, outcome {result.outcome}{tail}"
 
     def _pending_for(self, who: Any) -> list[pages.PendingItem]:
-        """Pending gates whose role ``who`` holds, newest run first, with the request and reasons recorded."""
+        """Pending gates whose role ``who`` holds, newest run first, with the request and reasons recorded.
+
+        Four queries whatever the number of runs (waiting runs, their gates, then the steps and
+        recorded decisions of the runs listed): one query per run made a page of 200 cost ~0.6 s.
+        """
         from ..orchestrator.session import RunView
 
         held = self._closure(who.roles)
         out = []
         with self._db_lock, RunView(self.config.db) as view:
-            for run in view.runs(status="waiting_approval", limit=MAX_LISTED):
-                gates = [g for g in view.pending(run.run_id) if g.role in held]
-                if not gates:
-                    continue
-                decisions = [json.loads(row[0]) for row in view.conn.execute(
-                    packaged_sql("policyengine.server", "inbox_decisions_of_run"), {"run_id": run.run_id}).fetchall()]
-                steps = tuple((s.step, s.status, s.effect or "") for s in view.store.steps(run.run_id))
-                for gate in gates:
+            runs = view.runs(status="waiting_approval", limit=MAX_LISTED)
+            pending = view.pending_of_runs([run.run_id for run in runs])
+            gates_of = {run_id: [g for g in gates if g.role in held] for run_id, gates in pending.items()}
+            listed = [run for run in runs if gates_of.get(run.run_id)]
+            ids = [run.run_id for run in listed]
+            steps_of = view.store.steps_of_runs(ids)
+            decisions_of: dict[str, list[dict[str, Any]]] = {}
+            if ids:
+                for run_id, payload in view.conn.execute(
+                        packaged_sql("policyengine.server", "inbox_decisions_of_runs"), {"run_ids": ids}).fetchall():
+                    decisions_of.setdefault(run_id, []).append(json.loads(payload))
+            for run in listed:
+                decisions = decisions_of.get(run.run_id, [])
+                steps = tuple((s.step, s.status, s.effect or "") for s in steps_of.get(run.run_id, ()))
+                for gate in gates_of[run.run_id]:
                     recorded = next((d for d in reversed(decisions) if d.get("step") == gate.step), {})
                     out.append(pages.PendingItem(
                         run_id=run.run_id, workflow=run.workflow, item_id=run.item_id, requested_by=run.requested_by,
