@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import threading
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from policyengine.orchestrator.state import ApprovalRecord, RunRecord, StepRecord  # noqa: E402
-from policyengine.store import open_store  # noqa: E402
-from policyengine.store.stores import open_run_state  # noqa: E402
+from policyengine.orchestrator.state import ApprovalRecord, RunRecord, StepRecord
+from policyengine.store import open_store
+from policyengine.store.stores import open_run_state
+from timing import in_threads, latencies_us, pct, postgres
 
 T0 = datetime(2026, 12, 1, 9, 0)
 
@@ -43,53 +38,39 @@ def _steps(run_id: str) -> list[StepRecord]:
 
 
 def _us(samples: list[float]) -> str:
-    q = statistics.quantiles(samples, n=100)
-    return f"{statistics.median(samples):,.0f} / {q[98]:,.0f}"
+    return f"{statistics.median(samples):,.0f} / {pct(samples, 0.99):,.0f}"
 
 
 def bench(url: str, n: int) -> None:
     with open_store(url) as shared:
         tag = f"{time.time_ns()}"
         seed = open_run_state(shared)
-        flush = []
-        for i in range(n):
-            run_id = f"f-{tag}-{i}"
-            seed.put(_run(run_id, "running"), *_steps(run_id))
-            t = time.perf_counter()
-            seed.flush()
-            flush.append((time.perf_counter() - t) * 1e6)
+
+        def seeded(i: int) -> None:
+            seed.put(_run(f"f-{tag}-{i}", "running"), *_steps(f"f-{tag}-{i}"))
+
+        flush = latencies_us(n, lambda _: seed.flush(), prepare=seeded)
         print(f"flush (run + 3 steps) median / p99 µs: {_us(flush)}")
         seed.abandon()  # the seed worker is gone: its n runs are claimable
 
         one = open_run_state(shared)
-        lat = []
-        for _ in range(n // 2):
-            t = time.perf_counter()
-            assert len(one.claim_unfinished(["bench"])) == 1
-            lat.append((time.perf_counter() - t) * 1e6)
+        claimed: list[int] = []
+        lat = latencies_us(n // 2, lambda _: claimed.append(len(one.claim_unfinished(["bench"]))))
+        assert set(claimed) == {1}
         print(f"claim, 1 worker, median / p99 µs: {_us(lat)}")
         one.abandon()  # what it claimed is claimable again
 
         for workers in (1, 2, 4):
             stores = [open_run_state(shared) for _ in range(workers)]
             taken: list[list[str]] = [[] for _ in stores]
-            gate = threading.Barrier(workers + 1)
 
             def work(k: int) -> None:
-                gate.wait()
                 while got := stores[k].claim_unfinished(["bench"]):
                     taken[k] += [r.run_id for r in got]
                     stores[k].put(replace(got[0], status="completed"))
                     stores[k].flush()
 
-            threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
-            for th in threads:
-                th.start()
-            gate.wait()
-            t = time.perf_counter()
-            for th in threads:
-                th.join()
-            took = time.perf_counter() - t
+            took = in_threads(workers, work)
             all_taken = [r for ts in taken for r in ts]
             assert len(all_taken) == len(set(all_taken)), "a run was claimed twice"
             print(f"claim+complete, {workers} worker(s): {len(all_taken) / took:,.0f} runs/s "
@@ -101,16 +82,19 @@ def bench(url: str, n: int) -> None:
                 conn.execute("UPDATE orch_runs SET status = 'running' WHERE run_id = ANY(%s)", (all_taken,))
 
         decider = open_run_state(shared)
-        dec = []
-        for i in range(n // 2):
+
+        def waiting(i: int) -> tuple[RunRecord, ApprovalRecord]:
             run = _run(f"d-{tag}-{i}", "waiting_approval")
             gate = ApprovalRecord(run.run_id, "s0", "g", "approver", "operator", T0, T0 + timedelta(hours=1),
                                   "deny", False, "pending", None, None, None)
             decider.put(run, gate)
             decider.flush()
-            t = time.perf_counter()
-            assert decider.decide(run, [replace(gate, status="approved", approver="alice", decided_at=T0)])
-            dec.append((time.perf_counter() - t) * 1e6)
+            return run, gate
+
+        won: list[bool] = []
+        dec = latencies_us(n // 2, lambda rg: won.append(decider.decide(
+            rg[0], [replace(rg[1], status="approved", approver="alice", decided_at=T0)])), prepare=waiting)
+        assert all(won)
         print(f"decide (run + 1 gate) median / p99 µs: {_us(dec)}")
         decider.close()
 
@@ -120,13 +104,7 @@ def main() -> None:
     ap.add_argument("--postgres", help="an existing server's URL (default: a throwaway one)")
     ap.add_argument("--n", type=int, default=500)
     args = ap.parse_args()
-    if args.postgres:
-        server = nullcontext(args.postgres)
-    else:
-        from services import running_postgres
-
-        server = running_postgres()
-    with server as url:
+    with postgres(args.postgres) as url:
         bench(url, args.n)
 
 

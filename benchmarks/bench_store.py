@@ -17,49 +17,27 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
-import time
-from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from timing import in_threads, latencies_us, pct, postgres
 
 SCOPE = "workflow:bench"
 
 
+def pair(ledger) -> None:
+    """One 1,000-token reservation settled at 1,000."""
+    ledger.settle(ledger.reserve(SCOPE, "tokens", 1_000, limit=1e18, window="month"), 1_000)
+
+
 def pairs(ledger, n: int) -> list[float]:
     """Latency (µs) of n reserve+settle pairs in one thread."""
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r = ledger.reserve(SCOPE, "tokens", 1_000, limit=1e18, window="month")
-        ledger.settle(r, 1_000)
-        out.append((time.perf_counter() - t) * 1e6)
-    return out
+    return latencies_us(n, lambda _: pair(ledger))
 
 
 def throughput(ledger, threads: int, n_each: int) -> float:
     """reserve+settle pairs per second with ``threads`` threads."""
-    gate = threading.Barrier(threads + 1)
-
-    def work() -> None:
-        gate.wait()
-        for _ in range(n_each):
-            ledger.settle(ledger.reserve(SCOPE, "tokens", 1_000, limit=1e18, window="month"), 1_000)
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    gate.wait()
-    t = time.perf_counter()
-    for w in workers:
-        w.join()
-    return threads * n_each / (time.perf_counter() - t)
-
-
-def pct(xs: list[float], q: float) -> float:
-    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+    return threads * n_each / in_threads(threads, lambda _: [pair(ledger) for _ in range(n_each)])
 
 
 def bench_ledgers(postgres_url: str | None, n: int, workdir: Path) -> list[str]:
@@ -67,12 +45,7 @@ def bench_ledgers(postgres_url: str | None, n: int, workdir: Path) -> list[str]:
 
     rows = ["| store | reserve+settle median / p99 (µs), 1 thread | pairs/s, 1 thread | pairs/s, 8 threads | "
             "pairs/s, 32 threads |", "|---|---|---|---|---|"]
-    if postgres_url is None:
-        from services import running_postgres
-        server = running_postgres()
-    else:
-        server = nullcontext(postgres_url)
-    with server as url:
+    with postgres(postgres_url) as url:
         for name, state in (("embedded (DuckDB file)", str(workdir / "bench.duckdb")), ("PostgreSQL", url)):
             with open_store(state) as store:
                 lat = pairs(store.ledger, n)
@@ -119,11 +92,7 @@ def bench_history(workdir: Path) -> list[str]:
                 ledger = EmbeddedLedger(path)
             policy = load_policy(data_path("rules"), ledger=ledger)
             assert policy.evaluate(REQUEST, now=now).effect == "allow"
-            times = []
-            for _ in range(20_000):
-                t = time.perf_counter()
-                policy.evaluate(REQUEST, now=now)
-                times.append((time.perf_counter() - t) * 1e6)
+            times = latencies_us(20_000, lambda _: policy.evaluate(REQUEST, now=now))
             rows.append(f"| {name} | {label} | {statistics.median(times):.2f} / {pct(times, 0.99):.2f} |")
             print(rows[-1], flush=True)
     return rows

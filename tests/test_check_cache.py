@@ -16,13 +16,7 @@ from pathlib import Path
 
 import pytest
 
-POLICY = """\
-package docs
-role reader
-rule readers_read
-    allow role reader to read dataset "docs/*"
-    when context.hour < 18
-"""
+from tests.cli_process import READER_POLICY, policyengine
 
 TESTS = """\
 policy: ..
@@ -49,7 +43,7 @@ FROM_RECORD = "policy tests: 7 passed, 0 failed in 1 test file"  # the count pla
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / "rules" / "docs").mkdir(parents=True)
-    (root / "rules" / "docs" / "docs.policy").write_text(POLICY, encoding="utf-8")
+    (root / "rules" / "docs" / "docs.policy").write_text(READER_POLICY, encoding="utf-8")
     (root / "rules" / "docs" / "docs_test.yaml").write_text(TESTS, encoding="utf-8")
     return root
 
@@ -59,12 +53,8 @@ def records(project: Path) -> list[Path]:
 
 
 def check(project: Path, *args: str, no_cache: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(project.parent / "cache")}
-    env.pop("POLICYENGINE_NO_CACHE", None)
-    if no_cache:
-        env["POLICYENGINE_NO_CACHE"] = "1"
-    return subprocess.run([sys.executable, "-m", "policyengine", "check", *args, "rules"], cwd=project,
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    return policyengine("check", *args, "rules", cwd=project, cache=project.parent / "cache",
+                        env={"POLICYENGINE_NO_CACHE": "1"} if no_cache else None)
 
 
 def plant_count(project: Path) -> None:
@@ -91,7 +81,7 @@ def test_a_change_to_any_input_runs_the_tests_again(project: Path, change: str) 
     plant_count(project)
     folder = project / "rules" / "docs"
     if change == "edit the rule":  # now the after-hours case is allowed: the test fails
-        (folder / "docs.policy").write_text(POLICY.replace("< 18", "< 24"), encoding="utf-8")
+        (folder / "docs.policy").write_text(READER_POLICY.replace("< 18", "< 24"), encoding="utf-8")
     elif change == "edit the test file":
         (folder / "docs_test.yaml").write_text(TESTS.replace("name: reader reads", "name: a reader reads"),
                                                encoding="utf-8")
@@ -110,7 +100,7 @@ def test_a_change_to_any_input_runs_the_tests_again(project: Path, change: str) 
 
 
 def test_a_failing_test_file_is_never_recorded(project: Path) -> None:
-    (project / "rules" / "docs" / "docs.policy").write_text(POLICY.replace("< 18", "< 24"), encoding="utf-8")
+    (project / "rules" / "docs" / "docs.policy").write_text(READER_POLICY.replace("< 18", "< 24"), encoding="utf-8")
     for _ in range(2):
         done = check(project, "--strict")
         assert done.returncode == 1 and "1 passed, 1 failed" in done.stdout, done.stdout

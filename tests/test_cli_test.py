@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 
 from policyengine.resources import data_path
+from tests.cli_process import READER_POLICY
+from tests.cli_process import policyengine as run
 
-POLICY = """\
-package docs
-role reader
-rule readers_read
-    allow role reader to read dataset "docs/*"
-    when context.hour < 18
+POLICY = READER_POLICY + """\
 rule drafts_hidden
     deny any to read dataset "docs/drafts/*"
 """
@@ -50,12 +47,6 @@ FAILING = PASSING + """\
     context: {hour: 20}
     expect: allow
 """
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("policyengine")
-    env = {**os.environ, "POLICYENGINE_NO_CACHE": "1", "COLUMNS": "80"}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def project(tmp_path: Path, tests: str, policy: str = POLICY) -> Path:
@@ -248,9 +239,7 @@ def test_test_resolves_imports_as_check_and_eval_do(tmp_path: Path, strays: dict
     assert run("check", "rules/shop/shop.policy", cwd=root).returncode == 0
     request = {"principal": {"id": "kim", "roles": ["clerk"]}, "action": "approve_payment",
                "resource": {"kind": "dataset", "id": "invoices/1"}, "context": {"amount": 400}}
-    evaluated = subprocess.run([str(Path(sys.executable).with_name("policyengine")), "eval", "--rules",
-                                "rules/shop/shop.policy"], input=json.dumps(request), cwd=root,
-                               capture_output=True, text=True, timeout=120)
+    evaluated = run("eval", "--rules", "rules/shop/shop.policy", cwd=root, stdin=json.dumps(request))
     assert json.loads(evaluated.stdout)["effect"] == "allow"
 
 
@@ -261,10 +250,7 @@ def test_mutations_resolve_imports_as_the_original_folder_not_from_tmpdir(tmp_pa
     (leftovers / "old-run" / "common" / "lists.policy").write_text("package common.lists\nconst BIG = 1\n")
     (leftovers / "common").mkdir()
     (leftovers / "common" / "lists.policy").write_text("package common.lists\nconst BIG = 1\n")
-    exe = Path(sys.executable).with_name("policyengine")
-    env = {**os.environ, "POLICYENGINE_NO_CACHE": "1", "COLUMNS": "80", "TMPDIR": str(leftovers)}
-    result = subprocess.run([str(exe), "test", "--mutations", "rules/shop"], cwd=root, capture_output=True,
-                            text=True, env=env, timeout=120, check=False)
+    result = run("test", "--mutations", "rules/shop", cwd=root, env={"TMPDIR": str(leftovers)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2/2 single changes of the rule files made a test fail" in result.stdout.splitlines()
     assert sorted(p.name for p in leftovers.iterdir()) == ["common", "old-run"]  # its own copy is gone
