@@ -35,6 +35,19 @@ class SessionError(Exception):
     """The database, key, rules, directory or provider configuration cannot be used (exit 1)."""
 
 
+def open_shared_state(state: str, refusal: str) -> Any:
+    """The PostgreSQL store ``--state`` names; ``SessionError`` (``refusal`` for any other URL, or the store's one line)."""
+    from ..store import open_store
+    from ..store.stores import is_postgres_url
+
+    if not is_postgres_url(state):
+        raise SessionError(f"--state {state}: {refusal}")
+    try:
+        return open_store(state)
+    except StoreError as exc:
+        raise SessionError(str(exc)) from None
+
+
 def default_rules() -> list[Path]:
     return [data_path("rules")]
 
@@ -228,16 +241,8 @@ class Session:
                                   payload=clock_override_payload(cfg.now, cfg.command))
             buffered = None
             if cfg.state is not None:
-                from ..store import StoreError, open_store
-                from ..store.stores import is_postgres_url
-
-                if not is_postgres_url(cfg.state):
-                    raise SessionError(f"--state {cfg.state}: workflow commands share state through "
-                                       "postgresql://...; the embedded store is the --db file")
-                try:
-                    self.shared = open_store(cfg.state)
-                except StoreError as exc:
-                    raise SessionError(str(exc)) from None
+                self.shared = open_shared_state(cfg.state, "workflow commands share state through "
+                                                "postgresql://...; the embedded store is the --db file")
                 ledger = self.shared.ledger  # unbuffered: other workers charge the same budgets
             else:
                 self._durable = DuckDBLedger(self.conn)
@@ -366,18 +371,14 @@ class RunView:
 
     def __enter__(self) -> Self:
         if self.state is not None:
-            from ..store import StoreError, open_store
-            from ..store.stores import is_postgres_url, open_run_state
+            from ..store.stores import open_run_state
 
-            if not is_postgres_url(self.state):
-                raise SessionError(f"--state {self.state}: runs are shared through postgresql://...; "
-                                   "the embedded run state is the --db file")
+            self.shared = open_shared_state(self.state, "runs are shared through postgresql://...; "
+                                            "the embedded run state is the --db file")
             try:
-                self.shared = open_store(self.state)
                 self.store = open_run_state(self.shared, read_only=True)
             except StoreError as exc:
-                if self.shared is not None:
-                    self.shared.close()
+                self.shared.close()
                 raise SessionError(str(exc)) from None
             return self
         self.conn = connect(self.db, read_only=True)
