@@ -16,7 +16,6 @@ import inspect
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from time import time as _clock
 from typing import Literal, Protocol, runtime_checkable
 
 Window = Literal["hour", "day", "month"]
@@ -222,18 +221,11 @@ def live_reader(ledger: object):
     return _own(ledger, "live_total")
 
 
-def hour_of(now: datetime | None) -> int:
-    """The UTC hour containing ``now`` (default: the clock), as hours since the epoch: no datetime is built."""
-    if now is None:
-        return int(_clock() // 3600)
-    return int(utc(now).timestamp() // 3600)
-
-
 class WindowStarts:
     """The start and end of the calendar hour, day and month containing a time, computed once per hour.
 
-    ``at_hour(hour_of(now))`` -> ``{window: (start, end)}``; keeps the few most
-    recent hours (decisions of one run share their hour).
+    ``at_hour(hour)`` -> ``{window: (start, end)}`` for the UTC hour ``hour`` (hours since
+    the epoch); keeps the few most recent hours (decisions of one run share their hour).
     """
 
     __slots__ = ("_by_hour",)

@@ -26,7 +26,7 @@ from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .budgets import BudgetLedger, LiveTotals, WindowStarts, hour_of, live_reader, utc, window_reader, windowed_usage
+from .budgets import BudgetLedger, LiveTotals, WindowStarts, live_reader, utc, window_reader, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .conditions import ConditionError, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
@@ -629,11 +629,9 @@ class Evaluator:
         in_scope = self._budgets_in_scope(c)
         if not in_scope:
             return None
-        if now is None:  # the clock read once, as a float: a datetime only if a reroute needs one
-            clock = time.time()
-            hour = int(clock // 3600)
-        else:
-            hour = hour_of(now)
+        tokens = self.estimate(c, "tokens")
+        clock = c.now if c.now is not None else time.time()  # epoch seconds: ``now`` or the time, read in ``context``
+        hour = int(clock // 3600)
         live = self._live
         if live is not None:
             totals = live.current(hour)
@@ -646,7 +644,7 @@ class Evaluator:
                 if cells is None:
                     cells = live.load(totals, hour, budget)
             for i, limit in enumerate(budget.limits):
-                est = self.estimate(c, limit.unit)
+                est = tokens if limit.unit == "tokens" else self.estimate(c, limit.unit)
                 if live is not None:
                     used = cells[i].value + est
                 elif read is not None:
