@@ -103,9 +103,10 @@ def main() -> int:
     parser.add_argument("--postgres", metavar="URL", help="an existing server (default: start a throwaway one)")
     parser.add_argument("--n", type=int, default=2000, help="reserve+settle pairs per store")
     parser.add_argument("--ledgers-only", action="store_true", help="skip the budgeted-decision table")
+    parser.add_argument("--decisions-only", action="store_true", help="only the budgeted-decision table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ledgers = bench_ledgers(args.postgres, args.n, Path(tmp))
+        ledgers = [] if args.decisions_only else bench_ledgers(args.postgres, args.n, Path(tmp))
         history = [] if args.ledgers_only else bench_history(Path(tmp))
     print()
     print("\n".join(ledgers))

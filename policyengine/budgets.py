@@ -100,6 +100,23 @@ def _sum_in(buckets: dict[datetime, float], start: datetime, end: datetime | Non
     return float(sum(v for h, v in buckets.items() if start <= h < end))
 
 
+class Total:
+    """One running total that its ledger keeps current in place, so a reader holding it needs no lookup or lock.
+
+    Only ledgers that own every write to their totals (one process) hand these
+    out, through ``live_total``; a reader re-asks after the window rolls over or
+    the ledger's ``epoch`` changes (it dropped its totals).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Total({self.value!r})"
+
+
 @runtime_checkable
 class BudgetLedger(Protocol):
     """Where budget usage lives. Implementations must be safe to call from many threads."""
@@ -125,9 +142,11 @@ class InMemoryLedger:
     of a window is one lookup however long the history; other ranges sum hours.
     """
 
+    epoch = 0  # never drops its totals: a ``Total`` handed out stays current for the ledger's life
+
     def __init__(self) -> None:
         self._hours: dict[tuple[str, str], dict[datetime, float]] = defaultdict(dict)
-        self._totals: dict[tuple[str, str, str, datetime], float] = {}
+        self._totals: dict[tuple[str, str, str, datetime], Total] = {}
         self._lock = threading.Lock()
 
     def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
@@ -136,7 +155,8 @@ class InMemoryLedger:
         period = calendar_window(start, end)
         with self._lock:
             if period is not None:
-                return self._totals.get((scope_key, unit, period, start), 0.0)
+                total = self._totals.get((scope_key, unit, period, start))
+                return total.value if total is not None else 0.0
             buckets = self._hours.get((scope_key, unit))
             if not buckets:
                 return 0.0
@@ -144,7 +164,17 @@ class InMemoryLedger:
 
     def window_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> float:
         """The running total of the calendar ``window`` starting at ``start`` (UTC): one lookup."""
-        return self._totals.get((scope_key, unit, window, start), 0.0)  # a dict read needs no lock
+        total = self._totals.get((scope_key, unit, window, start))  # a dict read needs no lock
+        return total.value if total is not None else 0.0
+
+    def live_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> Total:
+        """The ``Total`` of the calendar ``window`` starting at ``start`` (UTC), updated in place by every charge."""
+        key = (scope_key, unit, window, utc(start))
+        with self._lock:
+            total = self._totals.get(key)
+            if total is None:
+                total = self._totals[key] = Total()
+            return total
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
@@ -155,31 +185,47 @@ class InMemoryLedger:
             buckets[hour] = buckets.get(hour, 0.0) + amount
             for key in ((scope_key, unit, "hour", hour), (scope_key, unit, "day", day),
                         (scope_key, unit, "month", day.replace(day=1))):
-                self._totals[key] = self._totals.get(key, 0.0) + amount
+                total = self._totals.get(key)
+                if total is None:
+                    total = self._totals[key] = Total()
+                total.value += amount
 
 
-def window_reader(ledger: object):
-    """The ledger's ``window_total(scope_key, unit, window, start)`` when it answers calendar windows from
-    running totals directly, else None (the engine then calls ``usage``).
+def _own(ledger: object, name: str):
+    """``ledger``'s method ``name`` when the class defining it also defines the ``usage`` in force, else None.
 
-    Not used when a subclass overrides ``usage`` below the class that defines
-    ``window_total``: the two would no longer read the same thing.
+    A subclass that overrides ``usage`` below that class may read usage its own
+    way: the fast reads would no longer read the same thing.
     """
-    read = getattr(ledger, "window_total", None)
+    read = getattr(ledger, name, None)
     if read is None:
         return None
     cls = type(ledger)
-    owner = next((c for c in cls.__mro__ if "window_total" in c.__dict__), None)
+    owner = next((c for c in cls.__mro__ if name in c.__dict__), None)
     if owner is None or getattr(cls, "usage", None) is not getattr(owner, "usage", None):
         return None
     return read
 
 
+def window_reader(ledger: object):
+    """The ledger's ``window_total(scope_key, unit, window, start)`` when it answers calendar windows from
+    running totals directly, else None (the engine then calls ``usage``)."""
+    return _own(ledger, "window_total")
+
+
+def live_reader(ledger: object):
+    """The ledger's ``live_total(scope_key, unit, window, start) -> Total`` when it keeps its running totals
+    in this process and updates them in place (with an ``epoch`` that changes when it drops them), else None."""
+    if not isinstance(getattr(ledger, "epoch", None), int):
+        return None
+    return _own(ledger, "live_total")
+
+
 class WindowStarts:
     """The start and end of the calendar hour, day and month containing a time, computed once per hour.
 
-    ``bounds(now)`` -> ``{window: (start, end)}`` for an aware UTC ``now``; keeps
-    the few most recent hours (decisions of one run share their hour).
+    ``at_hour(hour)`` -> ``{window: (start, end)}`` for the UTC hour ``hour`` (hours since
+    the epoch); keeps the few most recent hours (decisions of one run share their hour).
     """
 
     __slots__ = ("_by_hour",)
@@ -187,14 +233,47 @@ class WindowStarts:
     def __init__(self) -> None:
         self._by_hour: dict[int, dict[str, tuple[datetime, datetime]]] = {}
 
-    def bounds(self, now: datetime) -> dict[str, tuple[datetime, datetime]]:
-        hour = int(now.timestamp() // 3600)
+    def at_hour(self, hour: int) -> dict[str, tuple[datetime, datetime]]:
         found = self._by_hour.get(hour)
         if found is None:
+            now = datetime.fromtimestamp(hour * 3600, timezone.utc)
             found = {window: window_bounds(window, now) for window in WINDOWS}
             if len(self._by_hour) >= 8:
                 self._by_hour.clear()
             self._by_hour[hour] = found
+        return found
+
+
+class LiveTotals:
+    """For each budget, the ``Total`` of each of its limits in the current hour's windows, from ``live_total``.
+
+    Asked of the ledger once per budget per hour (and again whenever the
+    ledger's ``epoch`` changes), so a decision reads a limit's usage as one
+    attribute: no window arithmetic, key building, lock or query.
+    ``current(hour)`` -> ``{budget key: (Total, ...)}`` (fill it with ``load``).
+    """
+
+    __slots__ = ("_ledger", "_live_total", "_windows", "_state")
+
+    def __init__(self, ledger: object, live_total, windows: WindowStarts) -> None:
+        self._ledger = ledger
+        self._live_total = live_total
+        self._windows = windows
+        self._state: tuple[int, int, dict[int, tuple[Total, ...]]] = (-1, -1, {})
+
+    def current(self, hour: int) -> dict[int, tuple[Total, ...]]:
+        at, epoch, totals = self._state
+        now_epoch = self._ledger.epoch  # read before any load: a drop after it shows on the next decision
+        if at != hour or epoch != now_epoch:
+            totals = {}
+            self._state = (hour, now_epoch, totals)
+        return totals
+
+    def load(self, totals: dict[int, tuple[Total, ...]], hour: int, budget) -> tuple[Total, ...]:
+        """The ``Total`` of each limit of ``budget`` (a ``CompiledBudget``), kept in ``totals``."""
+        bounds = self._windows.at_hour(hour)
+        found = totals[budget.key] = tuple(self._live_total(budget.scope_key, limit.unit, limit.window,
+                                                            bounds[limit.window][0]) for limit in budget.limits)
         return found
 
 

@@ -26,7 +26,7 @@ from collections.abc import Container, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .budgets import BudgetLedger, WindowStarts, utc, window_reader, windowed_usage
+from .budgets import BudgetLedger, LiveTotals, WindowStarts, live_reader, utc, window_reader, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
 from .conditions import ConditionError, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
@@ -157,6 +157,9 @@ class Evaluator:
         self.usage = windowed_usage(ledger)
         self._window_total = window_reader(ledger)  # running totals read directly, when the ledger has them
         self._windows = WindowStarts()
+        live = live_reader(ledger)  # totals kept current in place: a limit's usage is one attribute read
+        self._live = LiveTotals(ledger, live, self._windows) if live is not None else None
+        self._in_scope: dict[tuple, tuple[CompiledBudget, ...]] = {}
         # the request fields the budget check reads as estimates: checked when budgets exist
         self._estimate_fields = _estimate_fields(compiled.budgets)
         self.blocked = blocked
@@ -577,7 +580,20 @@ class Evaluator:
 
     # --- budgets --------------------------------------------------------------------
 
-    def _budgets_in_scope(self, c: Ctx) -> list[CompiledBudget]:
+    def _budgets_in_scope(self, c: Ctx) -> tuple[CompiledBudget, ...]:
+        """The budgets whose scope covers ``c``, cached by the fields that choose them."""
+        workflow = c.context.get("workflow")
+        key = (workflow if workflow.__class__ is str else None, c.rid if c.kind == "model" else None,
+               c.pid if c.ptype == "agent" else None, c.roles)
+        found = self._in_scope.get(key)
+        if found is None:
+            found = tuple(self._scope_budgets(c))
+            if len(self._in_scope) >= _CACHE_LIMIT:
+                self._in_scope.clear()
+            self._in_scope[key] = found
+        return found
+
+    def _scope_budgets(self, c: Ctx) -> list[CompiledBudget]:
         by_scope = self.compiled.budgets_by_scope
         found: list[CompiledBudget] = []
         workflow = c.context.get("workflow")
@@ -613,17 +629,28 @@ class Evaluator:
         in_scope = self._budgets_in_scope(c)
         if not in_scope:
             return None
-        now = utc(now)
-        bounds = self._windows.bounds(now)
-        read = self._window_total
+        tokens = self.estimate(c, "tokens")
+        clock = c.now if c.now is not None else time.time()  # epoch seconds: ``now`` or the time, read in ``context``
+        hour = int(clock // 3600)
+        live = self._live
+        if live is not None:
+            totals = live.current(hour)
+        else:
+            bounds = self._windows.at_hour(hour)
+            read = self._window_total
         for budget in in_scope:
-            for limit in budget.limits:
-                est = self.estimate(c, limit.unit)
-                start, end = bounds[limit.window]
-                if read is not None:
-                    used = read(budget.scope_key, limit.unit, limit.window, start) + est
+            if live is not None:
+                cells = totals.get(budget.key)
+                if cells is None:
+                    cells = live.load(totals, hour, budget)
+            for i, limit in enumerate(budget.limits):
+                est = tokens if limit.unit == "tokens" else self.estimate(c, limit.unit)
+                if live is not None:
+                    used = cells[i].value + est
+                elif read is not None:
+                    used = read(budget.scope_key, limit.unit, limit.window, bounds[limit.window][0]) + est
                 else:
-                    used = self.usage(budget.scope_key, limit.unit, start, end) + est
+                    used = self.usage(budget.scope_key, limit.unit, *bounds[limit.window]) + est
                 over = used > limit.amount
                 if over and budget.on_exceed == "route" and c.kind == "model" and c.rid == budget.target:
                     over = False  # already on the budget's fallback model: exceeding only redirects
@@ -633,7 +660,8 @@ class Evaluator:
                     reason = budget.reason_base.model_copy(update={"message": message})
                     if budget.on_exceed == "route" and c.kind == "model" and depth == 0:
                         target = budget.target
-                        out = self.decide(c.with_resource(target, self._registry.get(target)), now, directory, 1)
+                        out = self.decide(c.with_resource(target, self._registry.get(target)), (
+                            utc(now) if now is not None else datetime.fromtimestamp(clock, timezone.utc)), directory, 1)
                         rerouted = reason.model_copy(update={"message": f"{message}; rerouted to model {target}"})
                         if out.effect == "deny":
                             return Outcome("deny", (rerouted, *out.reasons), fresh=True, errors=out.errors)

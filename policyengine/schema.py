@@ -222,20 +222,41 @@ class SchemaSet:
         found = self._validators.get(action, False)
         if found is not False:
             return found  # type: ignore[return-value]
-        checks = tuple(_attribute_check(s) for s in self.specs(action))
+        specs = self.specs(action)
+        checks = tuple(_attribute_check(s) for s in specs)
         validate: Validator | None = None
-        if len(checks) == 1:
-            (only,) = checks
+        if checks:
+            # a check of an optional attribute runs only when the request holds its first key, so a
+            # request pays for the attributes it sends, not for every one declared; in declaration order
+            always = [i for i, spec in enumerate(specs) if spec.required]
+            by_key: list[dict[str, tuple[int, ...]]] = [{}, {}, {}, {}]
+            for i, spec in enumerate(specs):
+                if not spec.required:
+                    found = by_key[_SLOTS[spec.key[0]]]
+                    found[spec.key[1][0]] = (*found.get(spec.key[1][0], ()), i)
+            keyed = tuple((slot, found) for slot, found in enumerate(by_key) if found)
 
             def validate(slots: Slots, errors: list) -> Slots:
+                run = always.copy()
+                for slot, found in keyed:
+                    container = slots[slot]
+                    if not container:
+                        continue
+                    if len(container) <= len(found):
+                        for key in container:
+                            these = found.get(key)
+                            if these is not None:
+                                run += these
+                    else:
+                        for key, these in found.items():
+                            if key in container:
+                                run += these
+                if not run:
+                    return slots
+                run.sort()
                 work = list(slots)
-                only(work, errors)
-                return work[0], work[1], work[2], work[3]
-        elif checks:
-            def validate(slots: Slots, errors: list) -> Slots:
-                work = list(slots)
-                for check in checks:
-                    check(work, errors)
+                for i in run:
+                    checks[i](work, errors)
                 return work[0], work[1], work[2], work[3]
 
         if len(self._validators) > _CACHE_LIMIT:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 
 import pytest
 
 from policyengine import load_policy
-from policyengine.conditions import ConditionError, Ctx, compile_expr
+from policyengine.conditions import ConditionError, Ctx, _all_of, _any_of, compile_expr
 from policyengine.syntax import parse_policy
 
 ERROR = "error"
@@ -173,3 +174,17 @@ def test_coverage_reads_age_at_the_cases_now(tmp_path):
     collector = CoverageCollector()
     run_paths([tmp_path / "t_test.yaml"], observer=collector)
     assert collector.report([str(tmp_path / "t.policy")]).missed_clauses == []
+
+
+# --- and/or of any length: plain closures that evaluate left to right and stop where Python's all/any stop ---
+
+
+@pytest.mark.parametrize("n", range(0, 8))
+def test_and_or_of_n_conditions_equal_all_any_and_stop_at_the_same_item(n):
+    for values in itertools.product([True, False], repeat=n):
+        for join, reference in ((_all_of, all), (_any_of, any)):
+            seen: list[int] = []
+            preds = tuple((lambda i, v: lambda c: seen.append(i) or v)(i, v) for i, v in enumerate(values))
+            assert join(preds)(None) is reference(values)
+            stop = next((i for i, v in enumerate(values) if v is (reference is any)), n - 1)
+            assert seen == list(range(stop + 1)) if n else seen == []

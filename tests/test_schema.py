@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from policyengine import ast, load_policy
 from policyengine.check import check_policy
 from policyengine.format import format_policy
+from policyengine.schema import AttributeSpec, SchemaRule, SchemaSet, _attribute_check
 from policyengine.syntax import parse_policy
 
 POLICY = """
@@ -221,3 +223,37 @@ def test_shipped_rules_export_a_schema():
     doc = json.loads(subprocess.run([sys.executable, "-m", "policyengine", "schema", str(root)],
                                     capture_output=True, text=True, check=True).stdout)
     assert "restricted" in doc["properties"]["data"]["properties"]["classification"]["enum"]
+
+
+# --- the validator runs a check only for attributes the request holds: same result as running every check ---
+
+SPECS = (
+    AttributeSpec(("data", ("a",)), "enum", ("x", "y"), True, ("casefold",)),
+    AttributeSpec(("data", ("b", "c")), "number"),
+    AttributeSpec(("context", ("t",)), "timestamp"),
+    AttributeSpec(("principal", ("vip",)), "bool"),
+    AttributeSpec(("data", ("b", "d")), "string", normalise=("trim",)),
+    AttributeSpec(("context", ("n",)), "number", required=True),
+    AttributeSpec(("resource", ("s",)), "set", normalise=("casefold",)),
+    AttributeSpec(("context", ("a",)), "string"),
+)
+VALUES = st.sampled_from([None, "X", " y ", "x", 3, 2.5, True, ["A", "b"], "2026-03-10T09:00:00Z", "nope",
+                          {"c": 1, "d": " q "}, {"c": "1"}, {}])
+SLOT = st.dictionaries(st.sampled_from(["a", "b", "t", "vip", "s", "n", "zz"]), VALUES, max_size=5)
+
+
+def every_check(slots, errors):
+    work = list(slots)
+    for spec in SPECS:
+        _attribute_check(spec)(work, errors)
+    return tuple(work)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.tuples(SLOT, SLOT, SLOT, SLOT))
+def test_the_validator_equals_running_every_check_in_declaration_order(slots):
+    validate = SchemaSet((SchemaRule(frozenset(), SPECS),)).validator("pay")
+    errors: list = []
+    expected_errors: list = []
+    assert tuple(validate(slots, errors)) == every_check(slots, expected_errors)
+    assert errors == expected_errors

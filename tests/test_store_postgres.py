@@ -124,3 +124,25 @@ def test_settle_release_and_windows(postgres_url):
     assert ledger.usage(SCOPE, "USD", AT - timedelta(days=2), AT + timedelta(hours=1)) == 1.25
     assert ledger.usage(SCOPE, "USD", AT + timedelta(hours=1)) == 0
     pool.close()
+
+
+def test_a_decision_sees_a_charge_made_through_another_connection_pool(postgres_url, tmp_path):
+    """PostgreSQL totals are shared by every worker: the engine reads them per decision, never from a cache."""
+    from policyengine import load_policy
+    from policyengine.budgets import live_reader
+
+    (tmp_path / "shop.policy").write_text(
+        'package shop\nrole clerk\nmodel small\n    region "eu-west-1" hosting internal\n'
+        'rule clerks_invoke\n    allow role clerk to invoke model "*"\n'
+        "budget capped\n    for model small\n    limit 1000 tokens per day\n    on exceed deny\n")
+    mine, theirs = connect_pool(postgres_url, size=1), connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(mine)
+    assert live_reader(ledger) is None
+    policy = load_policy(tmp_path, ledger=ledger)
+    request = {"principal": {"id": "pat", "roles": ["clerk"]}, "action": "invoke",
+               "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 400}}
+    assert policy.evaluate(request, now=AT).effect == "allow"
+    PostgresLedger(theirs).charge("model:small", "tokens", 700, AT)  # another worker's charge
+    assert policy.evaluate(request, now=AT).effect == "deny"
+    mine.close()
+    theirs.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..budgets import calendar_window, utc, window_start
+from ..budgets import Total, calendar_window, utc, window_start
 from .files import StoreError, open_duckdb, packaged_sql
 from .holds import LocalHolds
 from .protocols import Reservation, Window
@@ -52,7 +52,8 @@ class EmbeddedLedger(LocalHolds):
         self._writer = self._conn.cursor()  # commits run on their own cursor while readers use ``_conn``
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
-        self._totals: dict[tuple[str, str, str, datetime], float] = {}
+        self._totals: dict[tuple[str, str, str, datetime], Total] = {}
+        self.epoch = 0  # bumped when ``refresh`` drops the cached totals (``Total`` readers then ask again)
         self._queue: list[tuple[str, str, float, datetime]] = []
         self._queued = 0  # tickets handed out
         self._durable = 0  # tickets whose batch has been written (or has failed)
@@ -67,14 +68,17 @@ class EmbeddedLedger(LocalHolds):
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _total(self, scope_key: str, unit: str, period: str, start: datetime) -> float:
-        """Running total of one calendar window (naive UTC start); call with the lock held."""
+    def _cell(self, scope_key: str, unit: str, period: str, start: datetime) -> Total:
+        """Running total of one calendar window (naive UTC start), loaded once; call with the lock held."""
         key = (scope_key, unit, period, start)
-        amount = self._totals.get(key)
-        if amount is None:
+        total = self._totals.get(key)
+        if total is None:
             row = self._conn.execute(self._total_sql, [scope_key, unit, period, start]).fetchone()
-            amount = self._totals[key] = float(row[0]) if row else 0.0
-        return amount
+            total = self._totals[key] = Total(float(row[0]) if row else 0.0)
+        return total
+
+    def _total(self, scope_key: str, unit: str, period: str, start: datetime) -> float:
+        return self._cell(scope_key, unit, period, start).value
 
     def usage(self, scope_key: str, unit: str, window_start: datetime, window_end: datetime | None = None) -> float:
         start = _naive(window_start)
@@ -93,6 +97,12 @@ class EmbeddedLedger(LocalHolds):
         with self._lock:
             return self._total(scope_key, unit, window, _naive(start))
 
+    def live_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> Total:
+        """The cached ``Total`` of the calendar ``window`` starting at ``start``, updated in place by every charge
+        of this ledger until ``refresh`` (which bumps ``epoch``). One process owns the file, so nobody else adds."""
+        with self._lock:
+            return self._cell(scope_key, unit, window, _naive(start))
+
     # -- writes: group commit ------------------------------------------------------------------
     #
     # A charge is applied to the cached running totals at once (so every reservation after it
@@ -109,7 +119,7 @@ class EmbeddedLedger(LocalHolds):
     def _apply(self, scope_key: str, unit: str, amount: float, hour: datetime) -> None:
         day = hour.replace(hour=0)
         for period, start in (("hour", hour), ("day", day), ("month", day.replace(day=1))):
-            self._totals[(scope_key, unit, period, start)] += amount
+            self._totals[(scope_key, unit, period, start)].value += amount
 
     def _enqueue(self, scope_key: str, unit: str, amount: float, at: datetime | None) -> int:
         """Count a charge in the cached totals and queue it for the next commit; its ticket."""
@@ -201,6 +211,7 @@ class EmbeddedLedger(LocalHolds):
             with self._lock:
                 if not self._queue and not self._writing:  # a charge queued meanwhile must stay counted
                     self._totals.clear()
+                    self.epoch += 1
                     return
 
     def close(self) -> None:
