@@ -309,3 +309,25 @@ def test_a_deadline_read_from_the_clock_is_never_answered_from_memory(tmp_path, 
                             out=lambda t: out.extend(t.split("\n")), err=lambda e: None)
     deadlines = [json.loads(text)["obligations"][0]["deadline_at"] for text in out]
     assert len(set(deadlines)) == 4  # each decision made at its own second
+
+
+def _model_dump_text(decision) -> str:
+    """What ``Decision.to_json`` printed before its fast path: ``model_dump`` through ``json.dumps``."""
+    return json.dumps(decision.model_dump(mode="json"), separators=(",", ":"), sort_keys=False)
+
+
+def test_decision_json_is_the_text_of_model_dump(rules):
+    from policyengine.decision import ApprovalRequired, BudgetWarning, Reason, make_decision
+
+    policy = load_policy(rules, ledger=InMemoryLedger())
+    decisions = [policy.evaluate(item.request, now=NOW) if item.error is None else policy.malformed([item.error])
+                 for item in read_requests("\n".join([*GOOD, *BAD]))]
+    odd = Reason(rule="p.r", file="dir/a.policy", line=7, message='quote " back\\\\ é \ud800 \u2028 \x00',
+                 cites=("ISO 27001", "é"), candidate="small")
+    obligations = (BudgetWarning(budget="b", used=1e16, limit=3, unit="USD", window="month", percent=99.99),
+                   ApprovalRequired(gate="g", role="r", deadline_seconds=60, deadline_at="2026-01-01T00:00:00+00:00"))
+    decisions += [make_decision("escalate", (odd, odd), obligations, "small", "h" * 64, ()),
+                  make_decision("deny", (odd,), (), None, "", ("é", "\ud800"))]
+    assert {d.effect for d in decisions} == {"allow", "deny", "escalate"}
+    for decision in decisions:
+        assert decision.to_json() == _model_dump_text(decision)

@@ -189,8 +189,11 @@ def _close_audit(output: Any, close_sink: Callable[[], object]) -> None:
 def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None, directory: Any,
                     warned: bool, fixed_state: bool) -> tuple[int, int]:
     """``policyengine.jsonl.decide_json_lines`` over the input's bytes; decisions to stdout, problems to stderr."""
+    import gc
+
     from policyengine.jsonl import NotUtf8, decide_json_lines
 
+    gc.freeze()  # the loaded policy lives until exit: collections need not walk it again and again
     out = click.get_text_stream("stdout")
 
     def write(text: str) -> None:
