@@ -4,6 +4,7 @@ Run by hand (not a test):
 
     pip install -e '.[bench]'
     python benchmarks/bench_scale.py [--sizes 100,1000,10000,100000] [--no-peers] [--jsonl 200000]
+        [--only eval [--workload shipped_distinct]]
 
 Every rule of the workload is about datasets, so all N rules share the
 (action, kind) buckets the requests look in (the case where a scan of a bucket
@@ -32,7 +33,9 @@ requests at large sizes (each call scans every rule).
 Also measured: a budgeted decision (model invoke under two budgets, three
 limits) with an in-memory and a DuckDB ledger holding 0 or 100,000 past charges
 spread over 14 months; and ``policyengine eval`` over JSON Lines (lines/s, with
-the start-up and load subtracted: a run of 1 line is timed too).
+the start-up and load subtracted: a run of 1 line is timed too), for the hit
+requests and for the shipped policy tests' requests against rules/, each
+repeated and with every line distinct (``--only eval --workload NAME``).
 """
 
 from __future__ import annotations
@@ -347,22 +350,61 @@ def budgets(workdir: Path, history: int) -> list[dict]:
     return rows
 
 
-def eval_jsonl(workdir: Path, lines: int) -> dict:
+SHIPPED = Path(__file__).resolve().parent.parent / "rules"
+SHIPPED_NOW = "2026-03-10T09:00:00Z"  # the shipped policy tests' clock
+
+
+def _shipped_requests() -> list[dict]:
+    """The requests of the shipped policy tests (rules/**/*_test.yaml): allow, deny, escalate, malformed."""
+    from policyengine.testing.cases import load_test_file
+
+    return [json.loads(case.request_json) for path in sorted(SHIPPED.rglob("*_test.yaml"))
+            for case in load_test_file(path).cases]
+
+
+def _distinct(request: dict, i: int) -> dict:
+    """The request with a trace id of its own in ``context`` (no rule reads it): every line differs."""
+    return {**request, "context": {**(request.get("context") or {}), "trace": f"t{i}"}}
+
+
+def eval_jsonl(workdir: Path, lines: int, only: str | None = None) -> list[dict]:
+    """``policyengine eval`` over ``lines`` JSON Lines: each workload's requests repeated, and each line distinct.
+
+    hits: the 200 hit requests of the 1,000-rule workload; shipped: the shipped
+    policy tests' requests against rules/ (``--now`` their clock). A repeated
+    line may be answered from memory (jsonl.py); a distinct one never is.
+    """
     rules = workload(1_000)
     folder = workdir / "eval"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / "bench.policy").write_text(policyengine_text(rules))
     hits = streams(1_000, rules, 10)["hits"]
-    big, one = workdir / "big.jsonl", workdir / "one.jsonl"
-    big.write_text("".join(json.dumps(hits[i % len(hits)]) + "\n" for i in range(lines)))
-    one.write_text(json.dumps(hits[0]) + "\n")
-    exe = [sys.executable, "-m", "policyengine", "eval", "--rules", str(folder), "--input"]
+    shipped = _shipped_requests()
+    cases = {"hits": (hits, [str(folder)]), "shipped": (shipped, [str(SHIPPED), "--now", SHIPPED_NOW])}
+    rows = []
+    for name, (requests, args) in cases.items():
+        for shape in ("repeated", "distinct"):
+            if only is not None and f"{name}_{shape}" != only:
+                continue
+            big, one = workdir / f"{name}_{shape}.jsonl", workdir / f"{name}_one.jsonl"
+            pick = (lambda i: requests[i % len(requests)]) if shape == "repeated" else (
+                lambda i: _distinct(requests[i % len(requests)], i))
+            big.write_text("".join(json.dumps(pick(i)) + "\n" for i in range(lines)))
+            one.write_text(json.dumps(requests[0]) + "\n")
+            rows.append({"workload": f"{name}_{shape}", "distinct_requests": len(requests),
+                         **_time_eval(args, one, big, lines)})
+    return rows
+
+
+def _time_eval(args: list[str], one: Path, big: Path, lines: int) -> dict:
+    """Best of 3 whole-process runs of 1 line and of ``lines`` lines; lines/s with start-up subtracted."""
+    exe = [sys.executable, "-m", "policyengine", "eval", "--rules", *args, "--input"]
     times, cpu = {}, {}
     for name, path in (("one", one), ("big", big)):
         for _ in range(3):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
-            subprocess.run([*exe, str(path)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([*exe, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # exit 1: malformed
             took = time.perf_counter() - t
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -395,6 +437,8 @@ def main() -> int:
     parser.add_argument("--jsonl", type=int, default=200_000, help="lines for the eval run (0: skip)")
     parser.add_argument("--history", type=int, default=100_000, help="past charges in the budget ledgers")
     parser.add_argument("--only", choices=["decisions", "budgets", "eval"], default=None)
+    parser.add_argument("--workload", default=None, help="with --only eval: one of hits_repeated, hits_distinct, "
+                                                          "shipped_repeated, shipped_distinct (default: all)")
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -407,8 +451,8 @@ def main() -> int:
             for row in budgets(work, args.history):
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         if args.only in (None, "eval") and args.jsonl:
-            row = eval_jsonl(work, args.jsonl)
-            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            for row in eval_jsonl(work, args.jsonl, args.workload):
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     print(machine(), flush=True)
     return 0
 

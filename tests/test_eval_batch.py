@@ -45,6 +45,12 @@ budget daily
     limit 1000 tokens per day
     warn at 50%
     on exceed deny
+rule clerks_export
+    allow role clerk to export dataset "orders/**"
+escalate big_exports
+    when action == "export" and data.rows > 100
+    to role manager
+    within 4h else deny
 """
 
 
@@ -62,6 +68,11 @@ GOOD = [
     json.dumps(request(rid="orders/é"), ensure_ascii=True),  # the same as \\u escapes
     json.dumps([request(), request(roles=())]),  # a batch on one line
     json.dumps(request(context={"n": 9007199254740992, "x": 1.5e300, "y": -0.0})),
+    json.dumps(request(action="export", data={"rows": 500})),  # escalates
+    json.dumps(request(action="export", data={"rows": 500}, context={"run_id": "r1"}, approvals=[  # approved
+        {"gate": "shop.big_exports", "approver": "max", "roles": ["manager"], "ts": "2026-03-10T08:00:00Z",
+         "run_id": "r1"}])),
+    json.dumps(request(action="export", data={"rows": 5})),
 ]
 BAD = [
     '{"principal": ',  # not JSON
@@ -74,6 +85,8 @@ BAD = [
     '"just text"',
     json.dumps(request(rid="orders//x")),
     "[]",
+    json.dumps(request(action="export", data={"rows": 500}, approvals=[  # not bound to the request
+        {"gate": "shop.big_exports", "approver": "max", "roles": ["manager"]}])),
 ]
 line_st = st.one_of(st.sampled_from(GOOD), st.sampled_from(BAD), st.sampled_from(["", "   "]))
 
@@ -88,10 +101,18 @@ def rules(tmp_path_factory) -> Path:
 NOW = datetime(2026, 3, 10, 9, tzinfo=timezone.utc)
 
 
-def one_by_one(policy, text: str) -> tuple[list[str], list[str]]:
+def claimed(where: str) -> str:
+    return f"claimed roles at {where}"
+
+
+def one_by_one(policy, text: str, warning=claimed) -> tuple[list[str], list[str]]:
     """stdout and stderr lines of the line-by-line path (what eval printed before batching)."""
     out, err = [], []
+    warned = False
     for item in read_requests(text.removeprefix("\ufeff")):
+        if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
+            err.append(warning(item.where))
+            warned = True
         if item.error is not None:
             decision = policy.malformed([f"{item.where}: {item.error}"])
         else:
@@ -117,24 +138,26 @@ class Trickle(io.RawIOBase):
         return chunk
 
 
-def batched(policy, data: bytes, size: int) -> tuple[list[str], list[str], int, int]:
+def batched(policy, data: bytes, size: int, fixed_state: bool = False) -> tuple[list[str], list[str], int, int]:
     out, err = [], []
-    decided, malformed = jsonl.decide_json_lines(policy, Trickle(data, size), now=NOW,
-                                                 out=lambda text: out.extend(text.split("\n")), err=err.append)
+    decided, malformed = jsonl.decide_json_lines(
+        policy, Trickle(data, size), now=NOW, out=lambda text: out.extend(text.split("\n")), err=err.append,
+        claimed=lambda where: err.append(claimed(where)), fixed_state=fixed_state)
     return out, err, decided, malformed
 
 
 @settings(max_examples=60, deadline=None)
 @given(lines=st.lists(line_st, min_size=1, max_size=40), ending=st.sampled_from(["\n", "\r\n", "\r"]),
-       bom=st.booleans(), size=st.sampled_from([1, 3, 7, 64, 1 << 16]), last=st.booleans())
-def test_batched_eval_equals_one_by_one(rules, lines, ending, bom, size, last):
+       bom=st.booleans(), size=st.sampled_from([1, 3, 7, 64, 1 << 16]), last=st.booleans(),
+       fixed_state=st.booleans())
+def test_batched_eval_equals_one_by_one(rules, lines, ending, bom, size, last, fixed_state):
     text = ("\ufeff" if bom else "") + ending.join(lines) + (ending if last else "")
     policy = load_policy(rules, ledger=InMemoryLedger())
     expected_out, expected_err = one_by_one(policy, text.replace("\r\n", "\n").replace("\r", "\n"))
     policy = load_policy(rules, ledger=InMemoryLedger())
-    out, err, decided, malformed = batched(policy, text.encode("utf-8", "surrogatepass"), size)
+    out, err, decided, malformed = batched(policy, text.encode("utf-8", "surrogatepass"), size, fixed_state)
     assert (out, err) == (expected_out, expected_err)
-    assert decided == len(expected_out) and malformed == len(expected_err)
+    assert decided == len(expected_out) and malformed == len([e for e in err if not e.startswith("claimed")])
 
 
 def test_batches_of_many_lines_cross_batch_boundaries_in_order(rules):
@@ -142,7 +165,7 @@ def test_batches_of_many_lines_cross_batch_boundaries_in_order(rules):
     text = "\n".join(lines) + "\n"
     policy = load_policy(rules, ledger=InMemoryLedger())
     expected = one_by_one(policy, text)
-    out, err, decided, _ = batched(load_policy(rules, ledger=InMemoryLedger()), text.encode(), 1 << 16)
+    out, err, decided, _ = batched(load_policy(rules, ledger=InMemoryLedger()), text.encode(), 1 << 16, True)
     assert (out, err) == expected
     assert decided == len(expected[0]) > 3 * jsonl.BATCH
 
@@ -161,7 +184,8 @@ def test_evaluate_many_equals_evaluate_one_by_one(rules):
     requests *= 3  # the second and third rounds come from the engine's caches
     single, many = load_policy(rules), load_policy(rules)
     assert many.evaluate_many(requests, now=NOW) == [single.evaluate(r, now=NOW) for r in requests]
-    assert many.evaluate_many(iter(requests)) == [single.evaluate(r) for r in requests]
+    timeless = [r for r in requests if not (isinstance(r, dict) and r.get("action") == "export")]  # no deadlines
+    assert many.evaluate_many(iter(timeless)) == [single.evaluate(r) for r in timeless]
     assert many.evaluate_many([]) == []
 
 
@@ -196,7 +220,9 @@ def test_eval_prints_what_one_by_one_prints_and_fails_closed_on_bad_lines(rules,
     source.write_text(text, encoding="utf-8", errors="surrogatepass")
     now = "2026-03-10T09:00:00Z"
     result = run("eval", "--rules", str(rules), "--input", str(source), "--now", now)
-    expected_out, expected_err = one_by_one(load_policy(rules, ledger=InMemoryLedger()), text)
+    expected_out, expected_err = one_by_one(load_policy(rules, ledger=InMemoryLedger()), text, lambda where: (
+        f"warning: input {where}: approvals are judged by the roles the request claims for its approvers; "
+        "pass --directory FILE to judge them by a user directory"))
     assert result.returncode == 1  # some lines were malformed: denied, named, exit 1
     assert result.stdout.decode().splitlines() == expected_out
     assert result.stderr.decode().splitlines() == expected_err
@@ -211,3 +237,97 @@ def test_eval_names_the_byte_and_line_of_input_that_is_not_utf8(rules):
         f"input is not UTF-8 text (invalid start byte at byte {len(good) + 1 + 12}, line 2)")
     assert json.loads(result.stdout.decode().splitlines()[0])["effect"] == "allow"
     assert "Traceback" not in result.stderr.decode()
+
+
+# --- repeated lines answered from memory ---------------------------------------------------
+
+PLAIN = """
+package plain
+role clerk
+rule clerks_read
+    allow role clerk to read dataset "orders/**"
+"""
+AGE = PLAIN + """rule fresh_only
+    deny any to read dataset "orders/**"
+    when age of data.created > 30 days
+"""
+DEADLINE = PLAIN + """escalate reads
+    when action == "read"
+    to role clerk
+    within 1h else deny
+"""
+BUDGET = PLAIN + """model small
+    region "eu-west-1" hosting internal
+budget daily
+    for model small
+    limit 1000 tokens per day
+    on exceed deny
+"""
+
+
+@pytest.mark.parametrize("text, now, fixed_state, blocked, safe", [
+    (PLAIN, None, False, frozenset(), True),
+    (PLAIN, NOW, False, frozenset(), True),
+    (PLAIN, None, False, None, False),  # a live block list
+    (AGE, None, False, frozenset(), False),  # `age of` reads the clock
+    (AGE, NOW, False, frozenset(), True),
+    (DEADLINE, None, False, frozenset(), False),  # a deadline to the second
+    (DEADLINE, NOW, False, frozenset(), True),
+    (BUDGET, NOW, False, frozenset(), False),  # the ledger may be charged meanwhile
+    (BUDGET, NOW, True, frozenset(), True),
+    (BUDGET, None, True, frozenset(), False),  # windows move with the clock
+])
+def test_repeats_are_remembered_only_while_their_answer_cannot_change(tmp_path, text, now, fixed_state, blocked,
+                                                                      safe):
+    from policyengine.engine import BlockList
+
+    (tmp_path / "p.policy").write_text(text)
+    policy = load_policy(tmp_path, blocked=BlockList() if blocked is None else blocked)
+    assert jsonl._Repeats(policy, now, fixed_state).safe() is safe
+    line = json.dumps(request(data={"created": "2026-01-01T00:00:00Z"}))
+    evaluated = []
+    evaluate_many = policy.evaluate_many
+    policy.evaluate_many = lambda requests, **kw: evaluated.extend(requests) or evaluate_many(requests, **kw)
+    out: list[str] = []
+    decided, _ = jsonl.decide_json_lines(policy, Trickle(((line + "\n") * 5).encode(), len(line) + 1), now=now,
+                                         out=lambda t: out.extend(t.split("\n")), err=lambda e: None,
+                                         fixed_state=fixed_state)
+    assert decided == 5 and len(out) == 5
+    assert len(evaluated) == (2 if safe else 5)  # the first line is read on its own, the second's answer kept
+
+
+def test_a_deadline_read_from_the_clock_is_never_answered_from_memory(tmp_path, monkeypatch):
+    import policyengine.evaluate as evaluate_module
+
+    (tmp_path / "p.policy").write_text(DEADLINE)
+    policy = load_policy(tmp_path)
+    ticks = iter(range(1_800_000_000, 1_800_001_000))
+    monkeypatch.setattr(evaluate_module.time, "time", lambda: float(next(ticks)))
+    line = json.dumps(request())
+    out: list[str] = []
+    jsonl.decide_json_lines(policy, Trickle(((line + "\n") * 4).encode(), len(line) + 1),
+                            out=lambda t: out.extend(t.split("\n")), err=lambda e: None)
+    deadlines = [json.loads(text)["obligations"][0]["deadline_at"] for text in out]
+    assert len(set(deadlines)) == 4  # each decision made at its own second
+
+
+def _model_dump_text(decision) -> str:
+    """What ``Decision.to_json`` printed before its fast path: ``model_dump`` through ``json.dumps``."""
+    return json.dumps(decision.model_dump(mode="json"), separators=(",", ":"), sort_keys=False)
+
+
+def test_decision_json_is_the_text_of_model_dump(rules):
+    from policyengine.decision import ApprovalRequired, BudgetWarning, Reason, make_decision
+
+    policy = load_policy(rules, ledger=InMemoryLedger())
+    decisions = [policy.evaluate(item.request, now=NOW) if item.error is None else policy.malformed([item.error])
+                 for item in read_requests("\n".join([*GOOD, *BAD]))]
+    odd = Reason(rule="p.r", file="dir/a.policy", line=7, message='quote " back\\\\ é \ud800 \u2028 \x00',
+                 cites=("ISO 27001", "é"), candidate="small")
+    obligations = (BudgetWarning(budget="b", used=1e16, limit=3, unit="USD", window="month", percent=99.99),
+                   ApprovalRequired(gate="g", role="r", deadline_seconds=60, deadline_at="2026-01-01T00:00:00+00:00"))
+    decisions += [make_decision("escalate", (odd, odd), obligations, "small", "h" * 64, ()),
+                  make_decision("deny", (odd,), (), None, "", ("é", "\ud800"))]
+    assert {d.effect for d in decisions} == {"allow", "deny", "escalate"}
+    for decision in decisions:
+        assert decision.to_json() == _model_dump_text(decision)

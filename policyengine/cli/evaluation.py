@@ -187,25 +187,26 @@ def _close_audit(output: Any, close_sink: Callable[[], object]) -> None:
 
 
 def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None, directory: Any,
-                    warned: bool) -> tuple[int, int]:
+                    warned: bool, fixed_state: bool) -> tuple[int, int]:
     """``policyengine.jsonl.decide_json_lines`` over the input's bytes; decisions to stdout, problems to stderr."""
+    import gc
+
     from policyengine.jsonl import NotUtf8, decide_json_lines
 
+    gc.freeze()  # the loaded policy lives until exit: collections need not walk it again and again
     out = click.get_text_stream("stdout")
 
     def write(text: str) -> None:
         out.write(text + "\n")
         out.flush()  # a caller in a pipe waits for each answer
 
-    def claimed_roles(item: Any) -> None:
-        nonlocal warned
-        if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
-            click.echo(f"warning: input {item.where}: {_CLAIMED_ROLES}", err=True)
-            warned = True  # once per run
+    def claimed_roles(where: str) -> None:
+        click.echo(f"warning: input {where}: {_CLAIMED_ROLES}", err=True)
 
     try:
         return decide_json_lines(policy, stream.buffer, now=now, directory=directory, out=write,
-                                 err=lambda line: click.echo(line, err=True), on_request=claimed_roles)
+                                 err=lambda line: click.echo(line, err=True),
+                                 claimed=None if warned else claimed_roles, fixed_state=fixed_state)
     except NotUtf8 as error:
         _fail(f"{source}: input is not UTF-8 text ({error})")
     raise AssertionError  # unreachable
@@ -299,7 +300,9 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     output = _durable_output(sink)
     try:
         if batched:
-            decided, malformed = _decide_batched(policy, stream, source, now, directory, warned)
+            # without --ledger/--state the in-memory ledger is this run's own: nothing charges it
+            decided, malformed = _decide_batched(policy, stream, source, now, directory, warned,
+                                                 fixed_state=store is None)
         for item in () if batched else iter_requests(stream):
             decided += 1
             if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
