@@ -49,14 +49,20 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
 
 
 class _Run:
-    """Rules of one list in declaration order, with their (key, test, reason) split by effect once."""
+    """Rules of one list in declaration order, with their (key, test, reason) split by effect once.
 
-    __slots__ = ("rules", "denies", "allows")
+    ``lo``/``hi`` are its first and last keys: runs whose key ranges do not
+    overlap merge by concatenation, without sorting (reading every key).
+    """
+
+    __slots__ = ("rules", "denies", "allows", "lo", "hi")
 
     def __init__(self, rules: list[CompiledRule]) -> None:
         self.rules = tuple(rules)
         self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
         self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
+        self.lo = rules[0].key
+        self.hi = rules[-1].key
 
 
 class _Who:
@@ -73,13 +79,16 @@ class _Who:
 class _Node:
     """One literal segment of some patterns: its children and the rules filed here."""
 
-    __slots__ = ("children", "rules", "chain")
+    __slots__ = ("children", "rules", "chain", "owner")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
+        # None once the index is built if no pattern goes deeper: a lookup stops without reading a dict
+        self.children: dict[str, _Node] | None = {}
         self.rules: dict[tuple[str, str], _Who] = {}  # (action, kind) -> rules filed at this node
-        # the nodes with rules from the root down to this one (set once the index is built)
+        # set once the index is built: the nodes with rules from the root down to this one, and the
+        # deepest of them (this node or an ancestor; the root when none), read without touching ``rules``
         self.chain: tuple[_Node, ...] = ()
+        self.owner: _Node = self
 
 
 def _normal(name: str) -> str:
@@ -89,11 +98,12 @@ def _normal(name: str) -> str:
 class CandidateIndex:
     """Rules filed by the literal prefix of their id pattern, then (action, kind), then principal."""
 
-    __slots__ = ("root", "size")
+    __slots__ = ("root", "size", "wild")
 
     def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
         self.root = _Node()
         self.size = 0
+        self.wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
         staged: dict[int, dict[tuple[str, str], tuple[list, dict, dict]]] = {}
         nodes: dict[int, _Node] = {}
         for rule, pattern in zip(rules, patterns, strict=True):
@@ -109,6 +119,7 @@ class CandidateIndex:
             actions = {_normal(a): None for a in rule.actions}
             if "*" in actions:  # a request of any action matches "*": the rule goes there only (never twice)
                 actions = {"*": None}
+            self.wild = self.wild or kind == "*" or "*" in actions
             for action in actions:
                 any_list, by_role, by_agent = per_node.setdefault((action, kind), ([], {}, {}))
                 if rule.principal_kind == "role":
@@ -123,11 +134,15 @@ class CandidateIndex:
             for action_kind, (any_list, by_role, by_agent) in per_node.items():
                 # rules arrive in declaration order: each list is sorted
                 node.rules[action_kind] = _Who(any_list, by_role, by_agent)
-        stack = [(self.root, ())]
+        stack: list[tuple[_Node, tuple[_Node, ...], _Node]] = [(self.root, (), self.root)]
         while stack:  # no recursion: a pattern may have many segments
-            node, above = stack.pop()
+            node, above, owner = stack.pop()
             node.chain = (*above, node) if node.rules else above
-            stack.extend((child, node.chain) for child in node.children.values())
+            node.owner = node if node.rules else owner
+            if node.children:
+                stack.extend((child, node.chain, node.owner) for child in node.children.values())
+            elif node is not self.root:
+                node.children = None
 
     def node(self, rid: str | None) -> _Node:
         """The deepest node with rules that ``rid``'s segments reach (the root when none).
@@ -141,21 +156,27 @@ class CandidateIndex:
         node = root.children.get(head)
         if node is None:
             return root
-        best = node if node.rules else root
-        while sep and node.children:
-            head, sep, rest = rest.partition("/")
-            node = node.children.get(head)
-            if node is None:
+        while sep:
+            children = node.children
+            if children is None:
                 break
-            if node.rules:
-                best = node
-        return best
+            head, sep, rest = rest.partition("/")
+            child = children.get(head)
+            if child is None:
+                break
+            node = child
+        return node.owner
 
     def _runs(self, at: _Node, action: str, kind: str, roles: Iterable[str], agent: str | None) -> list[_Run]:
+        if self.wild:  # (the dict drops a key listed twice, as when the request's action is "*")
+            keys: Iterable[tuple[str, str]] = dict.fromkeys(((action, kind), (action, "*"), ("*", kind), ("*", "*")))
+        else:
+            keys = ((action, kind),)
         runs: list[_Run] = []
         for node in at.chain:
-            for (a, k), who in node.rules.items():
-                if (a != action and a != "*") or (k != kind and k != "*"):
+            for key in keys:
+                who = node.rules.get(key)
+                if who is None:
                     continue
                 if who.any is not None:
                     runs.append(who.any)
@@ -188,12 +209,18 @@ class CandidateIndex:
             return _NOTHING, _NOTHING
         if len(runs) == 1:
             return runs[0].denies, runs[0].allows
-        # Keys are unique, so sorting the triples compares keys only (in C, no key function).
-        denies = [entry for run in runs for entry in run.denies]
-        allows = [entry for run in runs for entry in run.allows]
-        denies.sort()
-        allows.sort()
-        return tuple(denies), tuple(allows)
+        runs.sort(key=_LO)
+        last = -1
+        for run in runs:
+            if run.lo <= last:  # key ranges overlap: a real merge (keys are unique, so this compares keys only)
+                denies = sorted([entry for run in runs for entry in run.denies])
+                allows = sorted([entry for run in runs for entry in run.allows])
+                return tuple(denies), tuple(allows)
+            last = run.hi
+        # one run after another in declaration order (as a root rule before or after a node's): concatenate
+        return (tuple([entry for run in runs for entry in run.denies]),
+                tuple([entry for run in runs for entry in run.allows]))
 
 
 _KEY = attrgetter("key")
+_LO = attrgetter("lo")

@@ -180,3 +180,75 @@ def test_make_decision_equals_model_construct():
     assert fast.model_fields_set == slow.model_fields_set
     assert fast.to_json() == slow.to_json()
     assert fast.model_copy(update={"route": None}).route is None
+
+
+def _request(rid: str, roles=("r1",), action: str = "read", n: int = 5) -> dict:
+    return {"principal": {"id": "u", "roles": list(roles)}, "action": action,
+            "resource": {"kind": "dataset", "id": rid}, "context": {"n": n}}
+
+
+# Rules whose runs (root, node, any principal, a role, an agent) hold interleaved or separate key ranges:
+# a miss concatenates runs that do not overlap and merges those that do; either way declaration order.
+MERGE_CASES = [
+    pytest.param([("deny", "any", "read", "dataset", "*", "context.n > 9"),
+                  ("allow", "role r1", "read", "dataset", "a/*", None),
+                  ("allow", "any", "read", "dataset", "a/*", None)], id="root-first"),
+    pytest.param([("allow", "role r1", "read", "dataset", "a/*", None),
+                  ("allow", "any", "read", "dataset", "a/*", None),
+                  ("allow", "any", "read", "dataset", "**", None)], id="root-last"),
+    pytest.param([("allow", "role r1", "read", "dataset", "a/*", None),
+                  ("allow", "any", "read", "dataset", "**", None),
+                  ("allow", "any", "read", "dataset", "a/*", None),
+                  ("allow", "role r0", "any", "dataset", "a/**", None),
+                  ("allow", "role r1", "read", "dataset", "a/*", None)], id="interleaved"),
+    pytest.param([("allow", "role r0", "read", "dataset", "a/*", None),
+                  ("deny", "any", "read", "dataset", "a/b", "context.n > 3"),
+                  ("allow", "role r1", "read", "dataset", "a/*", None),
+                  ("deny", "role r1", "any", "dataset", "*", "context.n > 3"),
+                  ("allow", "any", "read", "dataset", "a/[bc]", None)], id="denies-interleaved"),
+    pytest.param([("allow", "role r1", "any", "dataset", "a/*", None),
+                  ("allow", "any", "read, write", "dataset", "a/**", None),
+                  ("allow", "any", "any", "dataset", "*", None)], id="wildcard-actions"),
+]
+
+
+@pytest.mark.parametrize("rules", MERGE_CASES)
+@pytest.mark.parametrize("request_", [_request("a/b"), _request("a/b", n=5, action="*"), _request("a/c", ("r0",)),
+                                      _request("a/b", (), action="write"), _request("zz", ("r1", "r0"))])
+def test_a_miss_merges_runs_in_declaration_order(rules, request_):
+    policy = load(rules)
+    miss = policy.with_blocked(frozenset()).evaluate(request_)
+    assert miss == brute_force(policy, request_)
+    evaluator = policy._evaluator
+    ctx = evaluator.context(request_)
+    denies, allows = evaluator._pairs(ctx)
+    for run in (denies, allows):
+        assert [key for key, _, _ in run] == sorted(key for key, _, _ in run)
+
+
+# ``prefix*`` patterns test the id and the condition in one closure: it must agree with the glob and the condition
+@pytest.mark.parametrize("pattern", ["a/*", "a/b*", "a*", "a/b/*"])
+@pytest.mark.parametrize("when", [None, "context.n > 3"])
+@pytest.mark.parametrize("rid", ["a", "a/b", "a/bc", "a/b/c", "ab", "b/a", "a/bb/c", "a/b/c/d"])
+def test_prefix_star_rules_match_as_their_glob_says(pattern, when, rid):
+    policy = load([("allow", "any", "read", "dataset", pattern, when)])
+    (rule,) = policy.compiled.rules
+    for n in (2, 5):
+        request = _request(rid, n=n)
+        expected = glob_match(pattern, rid) and (when is None or n > 3)
+        assert bool(rule.matches(policy._evaluator.context(request))) is expected, (pattern, when, rid, n)
+        assert policy.evaluate(request).allowed is expected
+
+
+def test_a_lookup_stops_at_leaves_and_keeps_the_deepest_node_with_rules():
+    policy = load([("allow", "any", "read", "dataset", "a/b/c/d", None), ("allow", "any", "read", "dataset", "a/*", None)])
+    index: CandidateIndex = policy.compiled.candidates
+    a = index.root.children["a"]
+    leaf = a.children["b"].children["c"].children["d"]
+    assert leaf.children is None  # no pattern goes deeper: a lookup ends here without reading a dict
+    assert index.node("a/b/c/d/e/f") is leaf
+    assert index.node("a/b/c") is a  # "a/b" and "a/b/c" hold no rules: their owner is "a"
+    assert index.node("a/b/x") is a
+    assert index.node("q/b") is index.root
+    assert policy.evaluate(_request("a/b/c/d")).allowed and policy.evaluate(_request("a/x")).allowed
+    assert not policy.evaluate(_request("a/b/c")).allowed
