@@ -36,13 +36,16 @@ def decision(i: int) -> dict:
     }
 
 
-def append(db: Path, key, records: int, payload) -> str:
-    """Append ``records`` (closing the log: every record durable and signed); wall and CPU rates."""
+def append(db: Path, key, records: int, payload, event: str = "model_call") -> str:
+    """Append ``records`` ``event``s (closing the log: every record durable and signed); wall and CPU rates.
+
+    The event matters: only ``model_call`` records get ``audit_facts`` rows (facts.py).
+    """
     payloads = [payload(i) for i in range(1000)]
     started, cpu = time.perf_counter(), time.process_time()
     with AuditLog(db, key, batch_size=5_000, checkpoint_every=10_000) as log:
         for i in range(records):
-            log.append("model_call", actor="agent:invoice_classifier", workflow="invoice-exceptions",
+            log.append(event, actor="agent:invoice_classifier", workflow="invoice-exceptions",
                        run_id=f"run-{i // 1000}", payload=payloads[i % 1000], policy_hash="9f2c")
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return f"{records / wall:,.0f} records/s wall, {cpu / records * 1e6:.1f} us CPU per record"
@@ -105,7 +108,7 @@ def main() -> None:
         folder = Path(tmp)
         key = generate_key(folder / "bench.key")
         for name, payload in (("model_call", model_call), ("decision", decision)):
-            rate = append(folder / f"{name}.duckdb", key, 200_000, payload)
+            rate = append(folder / f"{name}.duckdb", key, 200_000, payload, name)
             print(f"append {name:<10} 200,000 records, checkpoint every 10,000: {rate}")
         rate = append_durable(folder / "durable.duckdb", key, 200_000, decision)
         print(f"append decision   200,000 records, 8 threads waiting for durability (group commit): {rate}")
