@@ -376,7 +376,8 @@ class Orchestrator:
             raise RunError(f"run {run.run_id} is not waiting for approval: {ended}")
         pending = [a for a in self.store.approvals(run.run_id) if a.status == "pending"]
         if not pending:
-            raise RunError(f"run {run.run_id} has no pending approval")
+            # waiting a moment ago: another worker's decision landed in between
+            raise RunError(f"run {run.run_id} is not waiting for approval: another decision was recorded first")
         if any(a.deadline_at is not None and a.deadline_at <= naive_utc(self.clock()) for a in pending):
             # left overdue because it was started under other rules: expire it under those (or migrate it)
             raise RunError(f"run {run.run_id} is not waiting for approval: its approval deadline passed "
