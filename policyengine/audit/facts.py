@@ -103,9 +103,14 @@ class FactsWriter:
                 raise
         self._columns = columns(con)
 
+    @staticmethod
+    def wanted(rows: list[tuple[Any, ...]]) -> bool:
+        """Whether the batch ``rows`` (audit_log column order) has records with facts."""
+        return any(row[3] == FACT_EVENT for row in rows)
+
     def add(self, con: duckdb.DuckDBPyConnection, source: str, rows: list[tuple[Any, ...]]) -> None:
         """Inside the writer's transaction: facts of the batch ``rows``, registered in DuckDB as ``source``."""
-        if any(row[3] == FACT_EVENT for row in rows):
+        if self.wanted(rows):
             self._columns = _insert(con, source, self._columns)
 
 
