@@ -12,9 +12,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policyengine.audit import AuditLog, SigningKey, generate_key, verify_database
 from policyengine.audit import facts as facts_module
+from policyengine.audit.canonical import canonical_text
 from policyengine.audit.facts import FIXED_PATHS, path_of, quote_ident
 from policyengine.reporting.audit_source import _facts_columns, bias_from_audit, drift_from_audit, json_path
 from policyengine.reporting.db import open_readonly
@@ -45,9 +48,9 @@ def model_call(rng: random.Random, i: int) -> dict:
     return payload
 
 
-def build(path: Path, key: SigningKey, records: int = 300, seed: int = 7) -> None:
+def build(path: Path, key: SigningKey, records: int = 300, seed: int = 7, batch_size: int = 37) -> None:
     rng = random.Random(seed)
-    with AuditLog(path, key, batch_size=37, checkpoint_every=100, flush_interval=0) as log:
+    with AuditLog(path, key, batch_size=batch_size, checkpoint_every=100, flush_interval=0) as log:
         for i in range(records):
             log.append("model_call", actor="agent", payload=model_call(rng, i))
             if i % 4 == 0:
@@ -56,11 +59,12 @@ def build(path: Path, key: SigningKey, records: int = 300, seed: int = 7) -> Non
                 log.flush()
 
 
-@pytest.fixture(scope="module")
-def log_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
+# Batches of up to 64 records pass their facts as values, bigger ones as a registered Arrow table (log.py).
+@pytest.fixture(scope="module", params=[37, 200], ids=["small-batches", "arrow-batches"])
+def log_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
     folder = tmp_path_factory.mktemp("facts")
     key = generate_key(folder / "k.key")
-    build(folder / "audit.duckdb", key)
+    build(folder / "audit.duckdb", key, batch_size=request.param)
     return folder / "audit.duckdb", key
 
 
@@ -105,6 +109,27 @@ def test_facts_equal_the_payload_values(log_file: tuple[Path, SigningKey]) -> No
         assert row['$."subject"."vendor_region"'] == payload["subject"]["vendor_region"]
         assert row['$."tokens"'] == str(payload["tokens"])
         assert row['$."quote\\"d"'] == "é\n"
+    finally:
+        con.close()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), json_values, max_size=4))
+def test_paths_found_in_python_are_the_paths_duckdb_finds(payload: dict) -> None:
+    """The small-batch writer finds paths in Python; the Arrow-batch writer asks json_structure: same set."""
+    text = canonical_text(payload)
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE batch AS SELECT 'model_call' AS event, $p AS payload", {"p": text})
+        assert set(facts_module.payload_paths(text)) == set(facts_module._discover(con, "batch")) == payload_paths(payload)
     finally:
         con.close()
 

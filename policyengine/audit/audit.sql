@@ -180,6 +180,14 @@ SELECT seq, ts, {values}
 FROM (SELECT seq, ts, json_extract_string(payload, $paths) AS v FROM {source} WHERE event = 'model_call')
 ORDER BY seq;
 
+-- name: facts_insert_values
+-- facts_insert for a small batch whose model_call records come as lists of values (same expressions).
+INSERT INTO audit_facts (seq, ts, {columns})
+SELECT seq, ts, {values}
+FROM (SELECT seq, ts::TIMESTAMPTZ AS ts, json_extract_string(payload, $paths) AS v
+      FROM (SELECT unnest($seqs::BIGINT[]) AS seq, unnest($tss::VARCHAR[]) AS ts, unnest($payloads::VARCHAR[]) AS payload))
+ORDER BY seq;
+
 -- name: facts_mismatch
 -- The first model_call record whose facts row is missing, repeated or differs from its payload,
 -- or a facts row without a model_call record.

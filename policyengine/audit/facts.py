@@ -27,6 +27,7 @@ import json
 from typing import Any
 
 import duckdb
+import orjson
 
 from .sql import q
 
@@ -71,18 +72,43 @@ def _discover(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
     return list(found)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, source: str, known: list[str]) -> list[str]:
-    """Add columns for new paths of ``source``'s model_call records and insert their facts; return the columns."""
-    paths = _discover(con, source)
+def payload_paths(payload: str) -> list[str]:
+    """The member paths of one payload's JSON text, as ``_discover`` finds them with ``json_structure``."""
+    found: dict[str, None] = {}
+    _paths(orjson.loads(payload), (), found)
+    return list(found)
+
+
+def _add_columns(con: duckdb.DuckDBPyConnection, paths: list[str], known: list[str]) -> tuple[list[str], list[str]]:
+    """Columns for the ``paths`` not yet known (up to MAX_COLUMNS); return (columns, the paths to fill)."""
     new = [p for p in paths if p not in set(known)][: max(0, MAX_COLUMNS - len(known))]
     for path in new:
         con.execute(q("facts_add_column").replace("{column}", quote_ident(path)))
     known = known + new
-    wanted = [p for p in dict.fromkeys([*FIXED_PATHS, *paths]) if p in set(known)]
+    return known, [p for p in dict.fromkeys([*FIXED_PATHS, *paths]) if p in set(known)]
+
+
+def _filled(query: str, wanted: list[str]) -> str:
     targets = ", ".join(quote_ident(p) for p in wanted)
     values = ", ".join(f"v[{i}]" for i in range(1, len(wanted) + 1))
-    con.execute(q("facts_insert").replace("{source}", source).replace("{columns}", targets)
-                .replace("{values}", values), {"paths": wanted})
+    return q(query).replace("{columns}", targets).replace("{values}", values)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, source: str, known: list[str]) -> list[str]:
+    """Add columns for new paths of ``source``'s model_call records and insert their facts; return the columns."""
+    known, wanted = _add_columns(con, _discover(con, source), known)
+    con.execute(_filled("facts_insert", wanted).replace("{source}", source), {"paths": wanted})
+    return known
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], known: list[str]) -> list[str]:
+    """``_insert`` for a few records passed as values: paths found in Python, one statement, nothing registered."""
+    facts = [row for row in rows if row[3] == FACT_EVENT]
+    paths = list(dict.fromkeys(p for row in facts for p in payload_paths(row[7])))
+    known, wanted = _add_columns(con, paths, known)
+    con.execute(_filled("facts_insert_values", wanted), {
+        "paths": wanted, "seqs": [r[0] for r in facts], "tss": [r[1] for r in facts], "payloads": [r[7] for r in facts],
+    })
     return known
 
 
@@ -112,6 +138,11 @@ class FactsWriter:
         """Inside the writer's transaction: facts of the batch ``rows``, registered in DuckDB as ``source``."""
         if self.wanted(rows):
             self._columns = _insert(con, source, self._columns)
+
+    def add_rows(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
+        """``add`` for a small batch not registered in DuckDB: its values go in the statement."""
+        if self.wanted(rows):
+            self._columns = _insert_rows(con, rows, self._columns)
 
 
 def first_mismatch(con: duckdb.DuckDBPyConnection) -> int | None:

@@ -608,9 +608,10 @@ class AuditLog:
         cur = self._cur
         try:
             cur.begin()
-            if len(batch.rows) <= _SMALL_BATCH and not self._facts.wanted(batch.rows):
+            if len(batch.rows) <= _SMALL_BATCH:
                 self._appenders.records.append_rows(batch.rows)
                 self._appenders.records.flush()
+                self._facts.add_rows(cur, batch.rows)
             else:
                 cur.register("audit_batch", _arrow_rows(batch.rows))
                 try:
