@@ -292,27 +292,37 @@ def checkpoint_sizes(con: duckdb.DuckDBPyConnection) -> list[int]:
     return [r[0] for r in con.execute("SELECT tree_size FROM audit_checkpoints ORDER BY tree_size").fetchall()]
 
 
+# (records appended before the step, how the step commits, checkpoint sizes in the table after it)
+CHECKPOINT_STEPS = [
+    (5, "flush", [5]),
+    (1, "flush", [5, 6]),  # provisional checkpoints stay until the next kept one...
+    (1, "flush", [5, 6, 7]),
+    (0, "checkpoint", [7]),  # ...which deletes them: here the newest provisional one becomes kept
+    (1, "flush kept", [7, 8]),
+    (1, "flush", [7, 8, 9]),
+    (1, "flush kept", [7, 8, 10]),  # a kept batch with records deletes the provisional ones before it
+    (1, "flush", [7, 8, 10, 11]),
+]
+
+
 def test_every_committed_batch_is_signed_in_its_own_transaction(tmp_path: Path, key) -> None:
-    """No flushed record is ever uncovered; checkpoints between the kept ones are replaced, not piled up."""
+    """No flushed record is ever uncovered; provisional checkpoints go when a kept one is committed."""
     from policyengine.audit.verify import verify_connection
 
     con = duckdb.connect(str(tmp_path / "a.duckdb"))
+    seq = 0
     with AuditLog(con, key, flush_interval=0, checkpoint_every=10**9, checkpoint_interval=1e9) as log:
-        for i in range(5):
-            log.append("tool_call", payload={"i": i})
-        log.flush()
-        live = verify_connection(con, "live", [key.public])
-        assert live.ok and live.unsigned == 0, live.summary()
-        assert checkpoint_sizes(con) == [5]
-        log.append("tool_call", payload={"i": 5})
-        log.flush()
-        assert checkpoint_sizes(con) == [6]  # the provisional checkpoint at 5 was replaced
-        log.checkpoint()  # kept from now on
-        log.append("tool_call", payload={"i": 6})
-        log.flush()
-        assert checkpoint_sizes(con) == [6, 7]
-        assert verify_connection(con, "live", [key.public]).ok
-    assert checkpoint_sizes(con) == [6, 7] and verify_connection(con, "closed", [key.public]).ok
+        for records, how, sizes in CHECKPOINT_STEPS:
+            for _ in range(records):
+                seq = log.append("tool_call", payload={"i": seq})
+            if how == "checkpoint":
+                log.checkpoint()
+            else:
+                log.flush(checkpoint=how == "flush kept")
+            assert checkpoint_sizes(con) == sizes, (records, how)
+            live = verify_connection(con, "live", [key.public])
+            assert live.ok and live.unsigned == 0, live.summary()
+    assert checkpoint_sizes(con) == [7, 8, 10, 11] and verify_connection(con, "closed", [key.public]).ok
     con.close()
 
 

@@ -12,8 +12,9 @@ costs ~50 us; a SHA-256 ~1 us). To keep the checkpoint table small under a
 trickle of records, only every ``checkpoint_every`` records or
 ``checkpoint_interval`` seconds (and on close, rotation or request) is a
 checkpoint kept for good; a checkpoint between those is provisional, and the
-next batch's transaction replaces it with its own, which covers everything the
-provisional one did.
+transaction of the next kept one deletes the provisional ones before it (each
+covers less than the kept one does). Deleting them one commit at a time cost a
+statement in every small commit, the wait of every durable answer.
 
 One writer per database file: DuckDB locks the file for the writing process,
 and this module also refuses a second writer on the same file in one process.
@@ -29,6 +30,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -372,7 +374,7 @@ class AuditLog:
         self._seq = len(leaves)
         self._flushed = self._seq
         self._checkpointed = self._scheduled = signed.tree_size if signed else 0
-        self._provisional: int | None = None  # tree size of this writer's provisional checkpoint, if any
+        self._provisional: list[int] = []  # tree sizes of this writer's provisional checkpoints, oldest first
         self._last_signed = signed
         return origin
 
@@ -600,14 +602,15 @@ class AuditLog:
         inserted as one Arrow table, column-wise at C speed.
         """
         if not batch.rows:  # the provisional checkpoint at this size (cut just before) becomes a kept one
-            self._provisional = None
+            if len(self._provisional) > 1:
+                self._in_transaction(lambda cur: self._remove_provisional(self._provisional[:-1]))
+            self._provisional = []
             return
         ts = utc_now_text()
         signature = batch.key.sign(checkpoint_note(self.origin, batch.size, batch.root, ts))
         signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)
-        cur = self._cur
-        try:
-            cur.begin()
+
+        def write(cur: duckdb.DuckDBPyConnection) -> None:
             if len(batch.rows) <= _SMALL_BATCH:
                 self._appenders.records.append_rows(batch.rows)
                 self._appenders.records.flush()
@@ -619,12 +622,32 @@ class AuditLog:
                     self._facts.add(cur, "audit_batch", batch.rows)  # the reports' columns, from these payloads
                 finally:
                     cur.unregister("audit_batch")
-            if self._provisional is not None:
-                self._appenders.provisional.append_row(self._provisional)
-                self._appenders.provisional.flush()
+            if batch.keep:
+                self._remove_provisional(self._provisional)
             row = signed.to_json()
             self._appenders.checkpoints.append_row(*(row[k] for k in _CHECKPOINT_COLUMNS))
             self._appenders.checkpoints.flush()
+
+        self._in_transaction(write)
+        with self._durable:
+            self._flushed = batch.rows[-1][0]
+            self._durable.notify_all()
+        self._checkpointed = batch.size
+        self._last_signed = signed
+        self._provisional = [] if batch.keep else [*self._provisional, batch.size]
+
+    def _remove_provisional(self, sizes: list[int]) -> None:
+        """Delete this writer's provisional checkpoints at ``sizes`` (inside the caller's transaction)."""
+        if sizes:
+            self._appenders.provisional.append_rows([(size,) for size in sizes])
+            self._appenders.provisional.flush()
+
+    def _in_transaction(self, write: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """Run ``write`` in one transaction; any DuckDB error rolls it back and fails the log for good."""
+        cur = self._cur
+        try:
+            cur.begin()
+            write(cur)
             cur.commit()
         except duckdb.Error as err:
             self._appenders.clear()
@@ -636,12 +659,6 @@ class AuditLog:
                 self._failed = f"audit write to {self._path} failed: {str(err).splitlines()[0]}"
             self._notify_waiters()
             raise AuditError(self._failed) from None
-        with self._durable:
-            self._flushed = batch.rows[-1][0]
-            self._durable.notify_all()
-        self._checkpointed = batch.size
-        self._last_signed = signed
-        self._provisional = None if batch.keep else batch.size
 
     def _notify_waiters(self) -> None:
         with self._durable:
