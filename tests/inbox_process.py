@@ -17,12 +17,13 @@ from pathlib import Path
 from tests.test_cli_workflows import INVOICE, SURE, pe
 
 
-def start_waiting_run(work: Path, *, requested_by: str = "operator", item_id: str = "INV-T1") -> str:
-    """Run one large invoice in ``work`` (its policyengine.duckdb); it waits for a senior analyst. Its run id."""
+def start_waiting_run(work: Path, *args: str, requested_by: str = "operator", item_id: str = "INV-T1") -> str:
+    """Run one large invoice in ``work`` (its policyengine.duckdb, or ``args``' --db/--state); it waits for a
+    senior analyst. Its run id."""
     (work / "invoice.json").write_text(json.dumps([{**INVOICE, "id": item_id}]))
     (work / "sure.yaml").write_text(SURE)
     out = pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml", "--as",
-             requested_by, "--json", cwd=work)
+             requested_by, "--json", *args, cwd=work)
     (run,) = json.loads(out.stdout)["runs"]
     assert run["status"] == "waiting_approval", run
     return run["run_id"]
@@ -33,8 +34,8 @@ def mint(work: Path, user: str) -> str:
     return pe("inbox", "token", "--user", user, cwd=work).stdout.strip()
 
 
-def run_status(work: Path, run_id: str) -> dict:
-    return json.loads(pe("runs", "show", run_id, "--json", cwd=work).stdout)
+def run_status(work: Path, run_id: str, *args: str) -> dict:
+    return json.loads(pe("runs", "show", run_id, "--json", *args, cwd=work).stdout)
 
 
 class InboxServer:
