@@ -6,14 +6,10 @@ Shared by tests/test_inbox.py (httpx) and tests/test_inbox_browser.py (headless 
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from tests.child_process import ListeningProcess
 from tests.test_cli_workflows import INVOICE, SURE, pe
 
 
@@ -38,42 +34,9 @@ def run_status(work: Path, run_id: str, *args: str) -> dict:
     return json.loads(pe("runs", "show", run_id, "--json", *args, cwd=work).stdout)
 
 
-class InboxServer:
+class InboxServer(ListeningProcess):
     """``policyengine inbox serve --port 0`` in ``cwd`` on its policyengine.duckdb; stderr kept in ``lines``."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.cwd = cwd
-        self.lines: list[str] = []
-        self.url = ""
-        self.proc = subprocess.Popen([sys.executable, "-m", "policyengine", "inbox", "serve", "--port", "0", *args],
-                                     cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self._listening = threading.Event()
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._listening.wait(60) or not self.url:
-            self.stop()
-            raise RuntimeError("inbox did not start:\n" + "\n".join(self.lines))
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            found = re.search(r"listening on (http://[\d.]+:\d+)", line)
-            if found:
-                self.url = found.group(1)
-                self._listening.set()
-        self._listening.set()  # exited
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def __enter__(self) -> InboxServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__([sys.executable, "-m", "policyengine", "inbox", "serve", "--port", "0", *args], cwd,
+                         what="inbox")
