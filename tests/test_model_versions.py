@@ -373,6 +373,38 @@ def test_each_alias_reload_is_a_signed_audit_event_before_the_new_version_answer
     assert verify(work, work / "decisions.duckdb", work / "policyengine.key").returncode == 0
 
 
+# (case, what recording the reload does, what reload says, the aliases in force after it)
+RECORDING = [
+    ("recorded", None, "changed: promote classifier_small production 2.3.1 -> 2.4.0 by eve", "2.4.0"),
+    ("the log refuses", "disk full", "refused: cannot record the reload in the audit log: disk full", "2.3.1"),
+]
+
+
+@pytest.mark.parametrize(("refusal", "said", "in_force"), [r[1:] for r in RECORDING], ids=[r[0] for r in RECORDING])
+def test_new_aliases_answer_only_once_their_reload_is_recorded(work, refusal, said, in_force):
+    from policyengine.audit.errors import AuditError
+    from policyengine.engine import load_policy
+    from policyengine.server.policy_source import VersionSource
+
+    source = VersionSource(work / "policyengine.duckdb", live=True)
+    mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+    recorded = []
+
+    def record(reload):
+        if refusal:
+            raise AuditError(refusal)
+        recorded.append(reload.payload())
+
+    source.on_change = record
+    assert source.reload(reason="sighup") == said
+    policy = load_policy([work / "rules"])
+    _, used = source(policy, INVOKE)
+    assert used == in_force
+    assert recorded == ([] if refusal else [
+        {"registry": str(work / "policyengine.duckdb"), "reason": "sighup",
+         "changes": [c for c in versions(work)["history"]]}])
+
+
 def test_a_registry_that_is_not_an_audit_database_stops_the_server_with_one_line(work):
     (work / "notes.duckdb").write_text("not a database\n")
     out = pe("serve", "--rules", "rules", "--registry", "notes.duckdb", "--db", "decisions.duckdb",
