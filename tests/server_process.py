@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
+from child_process import ListeningProcess
 
 from policyengine.audit import generate_key
 
@@ -29,65 +26,26 @@ AUTHZEN_ALLOW = {"subject": {"type": "user", "id": "alice", "properties": {"role
 AUTHZEN_DENY = {**AUTHZEN_ALLOW, "action": {"name": "delete"}}
 
 
-class Server:
+class Server(ListeningProcess):
     """``policyengine serve ARGS --port 0`` in ``cwd``; its stderr is kept in ``lines``."""
 
     def __init__(self, cwd: Path, *args: str, key: str = "audit.key", db: str = "audit.duckdb") -> None:
-        self.cwd = cwd
         self.db = cwd / db
         self.key = cwd / key
         if not self.key.exists():
             generate_key(self.key)
-        self.lines: list[str] = []
         command = [sys.executable, "-m", "policyengine", "serve", "--port", "0", "--db", db, "--key", key, *args]
-        self.proc = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self._listening = threading.Event()
-        self.url = ""
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._listening.wait(60) or not self.url:
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "\n".join(self.lines))
+        super().__init__(command, cwd, what="server")
         self.client = httpx.Client(base_url=self.url, timeout=30)
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            found = re.search(r"listening on (https?://[\d.]+:\d+)", line)
-            if found:
-                self.url = found.group(1)
-                self._listening.set()
-        self._listening.set()  # exited
 
     def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
         return self.client.post(path, json=body, **kwargs)
 
-    def wait_for_line(self, pattern: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if re.search(pattern, line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no stderr line matching {pattern!r}:\n" + "\n".join(self.lines))
-
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
+        code = super().stop(sig)
         if hasattr(self, "client"):
             self.client.close()
         return code
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def audit_records(db: Path) -> dict[int, tuple[str, dict[str, Any]]]:

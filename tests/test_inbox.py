@@ -290,3 +290,42 @@ def test_a_gate_past_its_deadline_cannot_be_approved(work):
                            "its approval deadline passed")
     assert [a["outcome"] for a in audit_rows(work / DB, "approval")] == ["expired"]  # recorded, as by the CLI
     assert run_status(work, run_id)["status"] != "waiting_approval"
+
+
+# (inbox --db, whether the page shows the escalated request and its reasons): with --state the runs are in
+# PostgreSQL; the request and reasons are in the audit log of the worker that ran the step, shown when the
+# inbox's --db is that log. The inbox records its own decisions in its --db either way.
+STATE_CASES = [("the worker's log", "worker.duckdb", True), ("a log of its own", "inbox.duckdb", False)]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("db", "context"), [c[1:] for c in STATE_CASES], ids=[c[0] for c in STATE_CASES])
+def test_with_state_the_inbox_lists_and_decides_the_runs_kept_in_postgresql(work, postgres_url, db, context):
+    state = ("--state", postgres_url)
+    run_id = start_waiting_run(work, "--db", "worker.duckdb", *state)
+    token = mint(work, "alice")
+    with InboxServer(work, "--db", db, *state) as server, client(server) as c:
+        sign_in(c, token)
+        page = c.get("/").text
+        assert f"name='run_id' value='{run_id}'" in page
+        assert ("needs approval by role senior_analyst" in page) is context
+        assert ("The request is not in the audit log." in page) is not context
+        assert f"<code>{postgres_url.split('://', 1)[0]}://" in page  # where the runs are read from
+        c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page), "note": "ok"})
+        (message,) = flashes(c.get("/").text)
+        assert message == f"{run_id} approved by alice; run completed, outcome approved"
+    shown = run_status(work, run_id, *state)
+    assert (shown["status"], shown["outcome"]) == ("completed", "approved")
+    assert [(a["status"], a["approver"]) for a in shown["approvals"]] == [("approved", "alice")]
+    (approval,) = audit_rows(work / db, "approval")
+    assert (approval["run_id"], approval["approver"], approval["note"]) == (run_id, "alice", "ok")
+    verified = pe("audit", "verify", "--db", db, "--pubkey", "policyengine.key.pub.pem", cwd=work)
+    assert "OK" in verified.stdout
+
+
+def test_an_inbox_state_that_is_not_postgresql_is_refused_in_one_line(work):
+    start_waiting_run(work)
+    out = pe("inbox", "serve", "--state", "other.duckdb", "--port", "0", cwd=work, ok=False)
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("error: --state other.duckdb: the inbox shares runs through postgresql://...; "
+                                  "the embedded run state is the --db file")

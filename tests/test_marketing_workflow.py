@@ -72,6 +72,8 @@ CASES = [
      {"launch": "done"}),
     ("C-large", {"audience_size": 100_001}, "waiting_approval", "escalated", {"launch": "waiting"}),
     ("C-costly", {"spend_usd": 50_000.5}, "waiting_approval", "escalated", {"launch": "waiting"}),
+    ("C-web-only", {"consent": {"email": False, "web": True, "paid": False}}, "completed", "sent",
+     {"send": "done", "feedback": "done", "follow_up": "skipped"}),
 ]
 
 
@@ -93,6 +95,27 @@ def test_the_router_picks_a_consented_channel_and_follows_up_only_on_one(ran):
     got = steps(ran[1]["C-email-off"])
     assert got["send"]["output"]["channel"] == "web"  # a loyal customer's first choice (email) has no consent
     assert got["feedback"]["output"]["next_channel"] in ("web", None)  # engaged: web again; else none is left
+
+
+# customer, engaged by the first send (the simulator's results), the follow-up's offer and channel (None: none)
+FEEDBACK = [
+    ("C-ok", False, "reminder", "web"),  # not engaged: a reminder on the next consented channel
+    ("C-us-in-us", False, "reminder", "web"),
+    ("C-withdrawn-after", True, "upsell", "email"),  # engaged: an upsell on the same channel
+    ("C-email-off", True, "upsell", "web"),
+    ("C-web-only", False, None, None),  # not engaged and no other consented channel: no follow-up
+]
+
+
+@pytest.mark.parametrize("cid, engaged, offer, channel", FEEDBACK, ids=[f[0] for f in FEEDBACK])
+def test_the_feedback_loop_retargets_the_follow_up_from_the_results_of_the_send(ran, cid, engaged, offer, channel):
+    got = steps(ran[1][cid])
+    assert got["feedback"]["output"] == {"engaged": engaged, "next_channel": channel, "offer": offer}
+    if channel is None:
+        assert got["follow_up"]["status"] == "skipped"
+    else:
+        follow = got["follow_up"]["output"]
+        assert got["follow_up"]["status"] == "done" and (follow["sent"], follow["channel"]) == (offer, channel)
 
 
 def test_a_withdrawal_mid_campaign_is_named_in_the_follow_up_denial(ran):

@@ -331,6 +331,80 @@ def test_a_watching_server_follows_a_promotion_and_a_rollback_of_the_registry_it
         assert decided_version(server) == "2.3.1"
 
 
+RELOADS = [  # (how the server is told, serve options, the reason recorded)
+    ("sighup", ("--watch-interval", "0"), "sighup"),
+    ("file watch", ("--watch-interval", "0.2"), "change"),
+]
+
+
+@pytest.mark.parametrize(("how", "options", "reason"), RELOADS, ids=[r[0] for r in RELOADS])
+def test_each_alias_reload_is_a_signed_audit_event_before_the_new_version_answers(work, how, options, reason):
+    import signal
+
+    from server_process import Server, audit_records, verify
+
+    with Server(work, "--rules", "rules", "--registry", "policyengine.duckdb", *options,
+                key="policyengine.key", db="decisions.duckdb") as server:
+        assert decided_version(server) == "2.3.1"
+        for step, (args, version, previous) in enumerate([
+                (("promote", "classifier_small", "--to", "2.4.0", "--reason", "better recall"), "2.4.0", "2.3.1"),
+                (("rollback", "classifier_small", "--reason", "latency regression"), "2.3.1", "2.4.0")]):
+            mv(work, *args, "--as", "eve")
+            if how == "sighup":
+                server.proc.send_signal(signal.SIGHUP)
+            server.wait_for_line(rf"model versions \({reason}; .*\) changed: {args[0]} classifier_small "
+                                 rf"production {previous} -> {version}")
+            assert decided_version(server) == version
+        if how == "sighup":
+            server.proc.send_signal(signal.SIGHUP)  # nothing changed since: nothing recorded
+        assert decided_version(server) == "2.3.1"
+    records = [(e, p) for _, (e, p) in sorted(audit_records(work / "decisions.duckdb").items())
+               if e in ("model_versions_reloaded", "decision")]
+    assert [e for e, _ in records] == ["decision", "model_versions_reloaded", "decision",
+                                       "model_versions_reloaded", "decision", "decision"]
+    assert [p["model_version"] for e, p in records if e == "decision"] == ["2.3.1", "2.4.0", "2.3.1", "2.3.1"]
+    registry = [c["seq"] for c in versions(work)["history"]]  # the model_version records each reload read
+    reloads = [p for e, p in records if e == "model_versions_reloaded"]
+    assert [(p["reason"], p["registry"]) for p in reloads] == [(reason, "policyengine.duckdb")] * 2
+    assert [[(c["change"], c["name"], c["alias"], c["previous"], c["version"], c["by"]) for c in p["changes"]]
+            for p in reloads] == [[("promote", "classifier_small", "production", "2.3.1", "2.4.0", "eve")],
+                                  [("rollback", "classifier_small", "production", "2.4.0", "2.3.1", "eve")]]
+    assert [p["changes"][-1]["seq"] for p in reloads] == registry
+    assert verify(work, work / "decisions.duckdb", work / "policyengine.key").returncode == 0
+
+
+# (case, what recording the reload does, what reload says, the aliases in force after it)
+RECORDING = [
+    ("recorded", None, "changed: promote classifier_small production 2.3.1 -> 2.4.0 by eve", "2.4.0"),
+    ("the log refuses", "disk full", "refused: cannot record the reload in the audit log: disk full", "2.3.1"),
+]
+
+
+@pytest.mark.parametrize(("refusal", "said", "in_force"), [r[1:] for r in RECORDING], ids=[r[0] for r in RECORDING])
+def test_new_aliases_answer_only_once_their_reload_is_recorded(work, refusal, said, in_force):
+    from policyengine.audit.errors import AuditError
+    from policyengine.engine import load_policy
+    from policyengine.server.policy_source import VersionSource
+
+    source = VersionSource(work / "policyengine.duckdb", live=True)
+    mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
+    recorded = []
+
+    def record(reload):
+        if refusal:
+            raise AuditError(refusal)
+        recorded.append(reload.payload())
+
+    source.on_change = record
+    assert source.reload(reason="sighup") == said
+    policy = load_policy([work / "rules"])
+    _, used = source(policy, INVOKE)
+    assert used == in_force
+    assert recorded == ([] if refusal else [
+        {"registry": str(work / "policyengine.duckdb"), "reason": "sighup",
+         "changes": [c for c in versions(work)["history"]]}])
+
+
 def test_a_registry_that_is_not_an_audit_database_stops_the_server_with_one_line(work):
     (work / "notes.duckdb").write_text("not a database\n")
     out = pe("serve", "--rules", "rules", "--registry", "notes.duckdb", "--db", "decisions.duckdb",

@@ -411,3 +411,39 @@ def test_monitor_signs_each_result_into_the_real_audit_log(tmp_path):
     signed = json.loads(pe_inprocess("query", "SELECT DISTINCT key_id, policy_hash IS NOT NULL AS has_hash FROM audit_log "
                                     "WHERE event = 'alert'", "--db", db, "--format", "json").stdout)
     assert signed == [{"key_id": key.key_id, "has_hash": True}]
+
+
+BOUNDARY_POLICY = POLICY.replace("on breach escalate to role model_risk", "on breach block")
+
+
+# (case, US calls auto-resolved of 100 against EU's 80 of 100, a breach and a block)
+FOUR_FIFTHS_LINE = [
+    ("exactly on the line: 0.64 / 0.8 is 0.7999999999999999 in floating point", 64, False),
+    ("just below it", 63, True),
+    ("above it", 65, False),
+]
+
+
+@pytest.mark.parametrize(("us_selected", "breach"), [c[1:] for c in FOUR_FIFTHS_LINE],
+                         ids=[c[0].split(":")[0] for c in FOUR_FIFTHS_LINE])
+def test_a_monitor_with_on_breach_block_judges_the_four_fifths_line_as_the_reports_do(tmp_path, us_selected, breach):
+    import duckdb
+
+    rows = [(NOW - timedelta(days=3, minutes=i), "model_call", "invoice_classifier", "invoice-exceptions", "r",
+             {"model": "classifier_small", "subject": {"vendor_region": region},
+              "outcome": "auto_resolved" if i < selected else "manual", "output": {}}, "h")
+            for region, selected in (("EU", 80), ("US", us_selected)) for i in range(100)]
+    db = write_audit_db(tmp_path / "audit.duckdb", rows)
+    rules = tmp_path / "risk.policy"
+    rules.write_text(BOUNDARY_POLICY)
+    result = results_by_rule(db, rules)["risk.payment_fairness"]
+    assert result.action == "block"
+    assert result.breach is breach
+    con = duckdb.connect(str(db))
+    assert record(con, (result,), None, NOW) == (("classifier_small",) if breach else ())
+    con.close()
+    assert blocked_models(db) == ({"classifier_small"} if breach else set())
+    lines = ["g,y"] + [f"{g},{int(i < s)}" for g, s in (("EU", 80), ("US", us_selected)) for i in range(100)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    offline = bias_from_csv(tmp_path / "d.csv", outcome="y", positive="1", group="g", min_samples=100)
+    assert ("US" in offline.flagged_groups) is breach  # the bias report draws the line at the same place

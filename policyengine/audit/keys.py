@@ -23,9 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from ..store.files import DEFAULT_KEY_PATH as DEFAULT_KEY_PATH  # the one default path (re-exported)
 from .errors import AuditError
-
-DEFAULT_KEY_PATH = Path("policyengine.key")
 
 
 def public_key_path(private_path: str | os.PathLike[str]) -> Path:

@@ -56,7 +56,8 @@ EVENTS = frozenset(
      "policy_activated",  # `policyengine serve` began serving a policy (docs/audit-events.md)
      "segment_started", "segment_sealed", "segments_pruned",  # rolled segments (audit/segments.py)
      "model_version", "model_version_requested", "model_version_rejected",  # models promote|rollback (models_registry)
-     "shadow_diff"}  # `serve --shadow`: the candidate policy decided a request differently
+     "shadow_diff",  # `serve --shadow`: the candidate policy decided a request differently
+     "model_versions_reloaded"}  # `serve --registry`: a reload (file watch, SIGHUP) changed the model aliases
 )
 DEFAULT_ORIGIN_PREFIX = "policyengine/"  # a new log without an origin gets this and 16 random hex digits
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -39,9 +39,12 @@ def inbox_group() -> None:
               help="Port (0: any free port, printed at start).")
 @click.option("--secure-cookie", is_flag=True,
               help="Mark the session cookie Secure (when a TLS proxy serves the inbox over HTTPS).")
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+              help="Shared run state: postgresql://... holds the runs and approvals of every worker (as "
+                   "`run --state`); the inbox's decisions are still signed into --db. Env: POLICYENGINE_STATE.")
 def inbox_serve(db: Path, key: Path, rules: tuple[Path, ...], mask: Path | None, host: str, port: int,
-                secure_cookie: bool) -> None:
-    """Serve the approver inbox for the runs in --db until stopped.
+                secure_cookie: bool, state: str | None) -> None:
+    """Serve the approver inbox for the runs in --db (or --state) until stopped.
 
     Approvers sign in with a token from `policyengine inbox token`; approve and
     reject run the same checks as `policyengine approve` and `reject`
@@ -51,8 +54,8 @@ def inbox_serve(db: Path, key: Path, rules: tuple[Path, ...], mask: Path | None,
     from ..server.inbox import InboxConfig, InboxError, serve_inbox
 
     try:
-        sys.exit(serve_inbox(InboxConfig(db=db, key=key, rules=rules, mask=mask, secure_cookie=secure_cookie),
-                             host, port))
+        sys.exit(serve_inbox(InboxConfig(db=db, key=key, rules=rules, mask=mask, secure_cookie=secure_cookie,
+                                         state=state), host, port))
     except InboxError as error:
         _fail(str(error))
 

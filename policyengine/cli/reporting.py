@@ -23,7 +23,7 @@ from ..reporting.drift import drift_from_csv
 from ..reporting.query import run_query
 from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
 from ..reporting.reports import list_reports, parse_param_args, run_named_report
-from ..store.files import DEFAULT_DB_PATH
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .clock import clock_override_option, typed_time, writing_now
 
 DEFAULT_DB = str(DEFAULT_DB_PATH)
@@ -301,7 +301,7 @@ def _monitor_rows(results: Any) -> Any:
     return ReportResult(spec, {}, cols, rows)
 
 
-DEFAULT_KEY = "policyengine.key"
+DEFAULT_KEY = str(DEFAULT_KEY_PATH)
 
 
 def _default_rules(rules: tuple[str, ...]) -> tuple[str, ...]:

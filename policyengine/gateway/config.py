@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import yamlfile
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .guards import PII_TYPES, SECRET_TYPES, GuardConfig
 
 
@@ -211,8 +212,8 @@ class GatewayConfig:
     rules: tuple[str, ...]
     keys: str
     providers: str | None = None
-    db: str = "policyengine.duckdb"
-    key: str = "policyengine.key"
+    db: str = str(DEFAULT_DB_PATH)
+    key: str = str(DEFAULT_KEY_PATH)
     ledger: str | None = None  # DuckDB file of the budget ledger; None: in memory (budgets reset on restart)
     rate_limits: str | None = None  # redis://... to share per-minute limits across processes; None: in this process
     host: str = "127.0.0.1"

@@ -67,6 +67,14 @@ class InboxConfig:
     prefix: str = ""  # where the app is mounted ("" standalone, "/inbox" inside `serve --inbox`)
     session_seconds: float = 8 * 3600
     secure_cookie: bool = False  # add ``Secure`` (served over HTTPS)
+    state: str | None = None  # postgresql://...: the runs and approvals (``db`` keeps the inbox's audit log)
+
+    @property
+    def where(self) -> str:
+        """Where the runs are read from, for people (a URL without its password)."""
+        from ..orchestrator.session import RunView
+
+        return RunView(self.db, state=self.state).where
 
 
 @dataclass
@@ -253,7 +261,7 @@ class InboxApp:
             problem = f"cannot read the runs: {exc}"
         flashes, signed.flashes = signed.flashes, []
         body = pages.inbox_page(self.config.prefix, who.id, who.name, who.roles, signed.csrf, items, flashes,
-                                str(self.config.db), problem)
+                                self.config.where, problem)
         return _Reply(503 if problem else 200, body.encode())
 
     async def decide(self, headers: dict[bytes, bytes], form: dict[str, str], sid: str | None) -> _Reply:
@@ -284,7 +292,7 @@ class InboxApp:
         from ..orchestrator.session import Session, SessionConfig
 
         config = SessionConfig(db=self.config.db, key=self.config.key, rules=self.rules, mask=self.config.mask,
-                               command=f"inbox {action}")
+                               command=f"inbox {action}", state=self.config.state)
         with self._db_lock, Session(config) as session:
             orch = session.orchestrator
             result = (orch.approve if action == "approve" else orch.reject)(run_id, user, note)
@@ -302,18 +310,14 @@ class InboxApp:
 
         held = self._closure(who.roles)
         out = []
-        with self._db_lock, RunView(self.config.db) as view:
+        with self._db_lock, RunView(self.config.db, state=self.config.state) as view:
             runs = view.runs(status="waiting_approval", limit=MAX_LISTED)
             pending = view.pending_of_runs([run.run_id for run in runs])
             gates_of = {run_id: [g for g in gates if g.role in held] for run_id, gates in pending.items()}
             listed = [run for run in runs if gates_of.get(run.run_id)]
             ids = [run.run_id for run in listed]
             steps_of = view.store.steps_of_runs(ids)
-            decisions_of: dict[str, list[dict[str, Any]]] = {}
-            if ids:
-                for run_id, payload in view.conn.execute(
-                        packaged_sql("policyengine.server", "inbox_decisions_of_runs"), {"run_ids": ids}).fetchall():
-                    decisions_of.setdefault(run_id, []).append(json.loads(payload))
+            decisions_of = self._recorded_decisions(view.conn, ids)
             for run in listed:
                 decisions = decisions_of.get(run.run_id, [])
                 steps = tuple((s.step, s.status, s.effect or "") for s in steps_of.get(run.run_id, ()))
@@ -327,6 +331,30 @@ class InboxApp:
                         reasons=tuple(r for r in (recorded.get("decision") or {}).get("reasons", [])
                                       if isinstance(r, dict)),
                         steps=steps))
+        return out
+
+    def _recorded_decisions(self, conn: Any, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The ``decision`` records of ``run_ids`` by run, from the audit log of ``conn`` (the runs database).
+
+        With ``--state`` (``conn`` None) the runs are in PostgreSQL and each worker signs its own log: the
+        records are read from the inbox's ``--db`` when it exists, so only the steps that log saw show them.
+        """
+        from ..orchestrator.session import connect
+
+        if not run_ids or (conn is None and not self.config.db.exists()):
+            return {}
+        own = conn is None
+        if own:
+            conn = connect(self.config.db, read_only=True)
+        try:
+            rows = conn.execute(packaged_sql("policyengine.server", "inbox_decisions_of_runs"),
+                                {"run_ids": run_ids}).fetchall()
+        finally:
+            if own:
+                conn.close()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for run_id, payload in rows:
+            out.setdefault(run_id, []).append(json.loads(payload))
         return out
 
     def _directory(self) -> Any:
@@ -449,8 +477,20 @@ def _parse_form(body: bytes) -> dict[str, str]:
 
 
 def make_inbox(config: InboxConfig) -> InboxApp:
-    """The inbox app for ``config``, or ``InboxError`` naming the missing database, key or broken rules."""
-    if not config.db.exists():
+    """The inbox app for ``config``, or ``InboxError`` naming the missing database, key, state or broken rules.
+
+    With ``state`` the runs are in PostgreSQL: it is opened once here (the one opening every command uses), so a
+    wrong URL stops the inbox at start; ``db`` is then only the inbox's audit log, created by its first decision.
+    """
+    if config.state is not None:
+        from ..orchestrator.session import SessionError, open_shared_state
+
+        try:
+            open_shared_state(config.state, "the inbox shares runs through postgresql://...; "
+                                            "the embedded run state is the --db file").close()
+        except SessionError as error:
+            raise InboxError(str(error)) from None
+    elif not config.db.exists():
         raise InboxError(f"{config.db}: no such database (runs are recorded by `policyengine run` or "
                          f"`policyengine demo`)")
     if not config.key.is_file():
@@ -472,7 +512,7 @@ def serve_inbox(config: InboxConfig, host: str = "127.0.0.1", port: int = 8282) 
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
                                            server_header=False, date_header=False))
     bound_host, bound_port = sock.getsockname()[:2]
-    print(f"listening on http://{bound_host}:{bound_port}{config.prefix}/ (inbox of {config.db}, pid {os.getpid()})",
+    print(f"listening on http://{bound_host}:{bound_port}{config.prefix}/ (inbox of {config.where}, pid {os.getpid()})",
           file=sys.stderr, flush=True)
     try:
         asyncio.run(server.serve(sockets=[sock]))

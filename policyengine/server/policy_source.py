@@ -8,7 +8,8 @@ audit log as ``policy_activated`` before it serves its first request.
 
 ``VersionSource`` does the same for which version each model alias names: the
 ``model_version`` events of an audit database (``models promote --db``), read
-again when that file changes or on SIGHUP.
+again when that file changes or on SIGHUP; a reload that changes them is
+recorded as ``model_versions_reloaded`` before the new aliases answer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..audit.errors import AuditError
 from ..audit.keys import PublicKey
 from ..audit.log import utc_now_text
 from ..budgets import BudgetLedger
@@ -172,6 +174,8 @@ class VersionSource:
     def __init__(self, db: str | Path, *, live: bool, resolver: Resolver | None = None) -> None:
         self.db = Path(db)
         self.live = live
+        # called with each reload that changes the aliases, before they answer (the server records it)
+        self.on_change: Callable[[VersionReload], None] | None = None
         self._lock = threading.Lock()
         self._seen: object = self._fingerprint() if live else None
         self.active: Resolver = resolver if resolver is not None else load_resolver(self.db)  # ReportError: not one
@@ -182,8 +186,12 @@ class VersionSource:
     def _fingerprint(self) -> object:
         return _fingerprint_paths([str(self.db), f"{self.db}.wal"])
 
-    def reload(self, *, force: bool = False) -> str:
-        """``changed: what``, ``unchanged`` or ``refused: why`` (the aliases read before stay in force)."""
+    def reload(self, *, force: bool = False, reason: str = "change") -> str:
+        """``changed: what``, ``unchanged`` or ``refused: why`` (the aliases read before stay in force).
+
+        ``on_change`` runs before the swap: if recording fails, the old aliases stay (fail closed) and the
+        next check tries again.
+        """
         if not self.live:
             return "unchanged"
         with self._lock:
@@ -197,16 +205,40 @@ class VersionSource:
                 fresh = load_resolver(self.db)
             except ReportError as error:
                 return f"refused: {str(error).splitlines()[0]}"
-            self._seen = fingerprint
             if fresh.changes == old:
+                self._seen = fingerprint
                 return "unchanged"
+            added = _added(old, fresh.changes)
+            if self.on_change is not None:
+                try:
+                    self.on_change(VersionReload(self.db, reason, added))  # recorded before the new aliases answer
+                except AuditError as error:
+                    return f"refused: cannot record the reload in the audit log: {str(error).splitlines()[0]}"
+            self._seen = fingerprint
             self.active = fresh
-            return "changed: " + _changes_text(old, fresh.changes)
+            return "changed: " + _changes_text(added)
 
 
-def _changes_text(old: tuple[Change, ...], new: tuple[Change, ...]) -> str:
-    """The changes ``new`` adds to ``old`` (or, when it does not extend it, the last one), one line."""
-    added = new[len(old):] if new[:len(old)] == old else new[-1:]
+@dataclass(frozen=True)
+class VersionReload:
+    """A reload of ``registry`` that changed the aliases: the ``model_version`` changes it read that were new."""
+
+    registry: Path
+    reason: str  # change (the file watch) or sighup
+    added: tuple[Change, ...]
+
+    def payload(self) -> dict[str, Any]:
+        """The ``model_versions_reloaded`` audit payload (docs/audit-events.md)."""
+        return {"registry": str(self.registry), "reason": self.reason, "changes": [c.row() for c in self.added]}
+
+
+def _added(old: tuple[Change, ...], new: tuple[Change, ...]) -> tuple[Change, ...]:
+    """The changes ``new`` adds to ``old`` (or, when it does not extend it, the last one)."""
+    return new[len(old):] if new[:len(old)] == old else new[-1:]
+
+
+def _changes_text(added: tuple[Change, ...]) -> str:
+    """``added`` in one line."""
     if not added:
         return "no changes recorded any more (every alias names its first declared version)"
     return "; ".join(f"{c.change} {c.name} {c.alias} {c.previous} -> {c.version} by {c.by}" for c in added)

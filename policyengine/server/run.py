@@ -146,6 +146,13 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     return record
 
 
+def _version_recorder(log: AuditLog):  # noqa: ANN202
+    """Record each alias reload as ``model_versions_reloaded``, durable before the new aliases answer."""
+    def record(reload: Any) -> None:
+        log.wait_durable(log.append("model_versions_reloaded", payload=reload.payload()))
+    return record
+
+
 def _versions_and_shadow(config: ServeConfig, writes: str | None) -> tuple[Any, Any]:
     """The model version aliases (read before the log opens) and the ``--shadow`` candidate.
 
@@ -223,6 +230,7 @@ def serve(config: ServeConfig) -> int:
         log = _open_log(config, db, key)
     except AuditError as error:
         raise ServeError(str(error)) from None
+    versions.on_change = _version_recorder(log)
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
@@ -323,7 +331,7 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, versions: Any, metrics:
             _say(f"policy reload ({reason}) {outcome.splitlines()[0]}; still serving "
                  f"{holder.active.policy_hash[:12] if holder.active else 'nothing'}")
         async with busy:
-            changed = await loop.run_in_executor(None, lambda: versions.reload(force=force))
+            changed = await loop.run_in_executor(None, lambda: versions.reload(force=force, reason=reason))
         if changed != "unchanged" and changed != refused_before[0]:
             _say(f"model versions ({reason}; {versions.db}) {changed}"
                  + ("; still using the aliases read before" if changed.startswith("refused") else ""))
