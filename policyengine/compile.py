@@ -25,7 +25,7 @@ from typing import Any
 
 from . import ast
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
-from .decision import Reason
+from .decision import Reason, make_reason
 from .globs import compile_pattern, pattern_segment, pattern_shape
 from .index import CandidateIndex
 from .policyset import PolicySet, Scoped
@@ -70,18 +70,34 @@ def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred
     return general
 
 
-def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
-    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation."""
+def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None,
+          shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] | None = None) -> Pred:
+    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation.
+
+    With ``shared``, conditions written alike in packages that see the same consts get one
+    closure (many rules repeat a condition such as ``principal.dept == "d1"``). The key is
+    the condition's repr, which spells every value with its type (``1``, ``1.0`` and ``true``
+    differ, though they are equal in Python) and leaves out where it is written; a closure
+    depends only on the condition, the consts and the normalisation, and keeps no state.
+    """
     if expr is None:
         return _true
-    return compile_expr(expr, ps.consts.get(scoped.package, {}), schema_normalisers(ps))
+    consts = ps.consts.get(scoped.package, {})
+    if shared is None:
+        return compile_expr(expr, consts, schema_normalisers(ps))
+    key = (id(consts), repr(expr))
+    found = shared.get(key)
+    if found is not None and found[0] is consts:
+        return found[1]
+    pred = compile_expr(expr, consts, schema_normalisers(ps))
+    shared[key] = (consts, pred)
+    return pred
 
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]],
             file_names: Mapping[str, str]) -> Reason:
     all_cites = tuple(dict.fromkeys((*cites, *package_cites.get(scoped.package, ()))))
-    return Reason(rule=scoped.id, file=recorded(file_names, scoped.file), line=scoped.line, message=message,
-                  cites=all_cites)
+    return make_reason(scoped.id, recorded(file_names, scoped.file), scoped.line, message, all_cites)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -224,12 +240,13 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Closures for every rule's conditions, its id matcher and its ``Reason``."""
     compiled = []
     scopes = file_scopes(ps.files)
+    shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] = {}
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
         guard = guard_for(scopes, d)
         message = d.because or f"{d.effect} rule {scoped.id} matched"
-        when = _cond(ps, scoped, d.when)
-        unless = _cond(ps, scoped, d.unless) if d.unless is not None else None
+        when = _cond(ps, scoped, d.when, shared)
+        unless = _cond(ps, scoped, d.unless, shared) if d.unless is not None else None
         compiled.append(CompiledRule(
             key=key,
             id=scoped.id,

@@ -35,10 +35,11 @@ from pathlib import Path
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
 from .ast import fast_constructor, paused_gc
-from .resources import cache_root, caching_enabled, data_path, grammar_text
+from .policyset import Scoped
+from .resources import cache_root, caching_enabled, data_path, grammar_text, source_digest
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
-           "resolve_imports_as_at"]
+           "resolve_imports_as_at", "read_checked", "write_checked"]
 
 _Parsed = ast.PolicyFile | Finding
 # In-memory parse results, least recently used first, weighed by the bytes of the source they came
@@ -143,13 +144,7 @@ def _read_cached(key: str, size: int) -> _Parsed | None:
     if entry is not None:
         _MEMORY.move_to_end(key)
         return entry[0]
-    if not _DISK.get():
-        return None
-    try:
-        with open(cache_dir() / f"{key}.pickle", "rb") as handle, paused_gc():
-            value = pickle.load(handle)
-    except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "parse again"
-        return None
+    value = _read_disk(cache_dir(), key)
     if isinstance(value, (ast.PolicyFile, Finding)):
         _remember(key, value, size)
         return value
@@ -222,9 +217,24 @@ def memory_cache_bytes() -> int:
 
 def _write_cached(key: str, value: _Parsed, size: int) -> None:
     _remember(key, value, size)
+    _write_disk(cache_dir(), key, value)
+
+
+def _read_disk(folder: Path, key: str) -> object | None:
+    """The entry ``key`` unpickled, or None when disk caching is off here or it is missing or unreadable."""
+    if not _DISK.get():
+        return None
+    try:
+        with open(folder / f"{key}.pickle", "rb") as handle, paused_gc():
+            return pickle.load(handle)
+    except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "build it again"
+        return None
+
+
+def _write_disk(folder: Path, key: str, value: object) -> None:
+    """Store ``value`` under ``key`` in ``folder`` (atomically, best effort), removing older versions' folders."""
     if not _DISK.get():
         return
-    folder = cache_dir()
     try:
         if not folder.is_dir():
             _forget_old_versions(folder.parent)
@@ -244,6 +254,35 @@ def _write_cached(key: str, value: _Parsed, size: int) -> None:
         pass
 
 
+# --- checked policy sets ---------------------------------------------------------------------
+#
+# ``load_policy`` keeps what parsing and checking a set of files produced (the policy set, its
+# hash and warnings) under a key it derives from the files' names and bytes, beside the parse
+# cache and under the same rules. The folder is versioned by the digest of all of policyengine's
+# code, since checking involves most of it; every entry also stores its own key and is used only
+# when that matches, so a renamed or foreign file is never trusted.
+
+
+def checked_cache_dir() -> Path:
+    return cache_root() / "checked" / source_digest()[:16]
+
+
+def read_checked(key: str) -> object | None:
+    """What ``write_checked`` stored under ``key`` with this engine, or None (missing, corrupt, foreign, caching off)."""
+    if not caching_enabled():
+        return None
+    entry = _read_disk(checked_cache_dir(), key)
+    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == key:
+        return entry[1]
+    return None
+
+
+def write_checked(key: str, value: object) -> None:
+    """Store ``value`` under ``key`` (best effort: an unwritable cache folder is ignored)."""
+    if caching_enabled():
+        _write_disk(checked_cache_dir(), key, (key, value))
+
+
 # --- fast pickles of syntax trees ------------------------------------------------------------
 #
 # A frozen, slotted dataclass unpickles through dataclasses' own __setstate__, which
@@ -257,7 +296,7 @@ def _write_cached(key: str, value: _Parsed, size: int) -> None:
 
 def _tree_classes() -> list[type]:
     nodes = [c for c in vars(ast).values() if isinstance(c, type) and dataclasses.is_dataclass(c)]
-    return [Span, Finding, *nodes]
+    return [Span, Finding, Scoped, *nodes]
 
 
 def _constructor(cls: type) -> tuple[Callable[..., object], Callable[[object], tuple[object, ...]]]:
