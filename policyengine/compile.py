@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import ast
+from .ast import fast_constructor
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
 from .decision import Reason, make_reason
 from .globs import compile_pattern, pattern_segment, pattern_shape
@@ -121,6 +122,15 @@ class CompiledRule:
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
         return self.test is None or self.test(c)
+
+
+# CompiledRule(...) with its fields given in order, setting the slots directly: a third of the
+# time ``__init__`` takes through ``object.__setattr__``, once per rule (ast.fast_constructor)
+_make_rule = fast_constructor(CompiledRule)
+if tuple(f.name for f in fields(CompiledRule)) != (
+        "key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "match_id", "when", "unless",
+        "reason", "scoped", "segment", "test", "guard"):
+    raise TypeError("CompiledRule's fields changed: update the positional call in stage_rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,22 +257,22 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
         message = d.because or f"{d.effect} rule {scoped.id} matched"
         when = _cond(ps, scoped, d.when, shared)
         unless = _cond(ps, scoped, d.unless, shared) if d.unless is not None else None
-        compiled.append(CompiledRule(
-            key=key,
-            id=scoped.id,
-            effect=d.effect,
-            principal_kind=d.principal.kind,
-            principal_name=d.principal.name.value if d.principal.name else None,
-            actions=tuple(a.value for a in d.actions) or ("*",),
-            kind=d.resource_kind.value,
-            match_id=compile_pattern(d.resource_pattern),
-            when=when,
-            unless=unless,
-            reason=_reason(scoped, message, d.cites, ps.package_cites, ps.file_names),
-            scoped=scoped,
-            segment=pattern_segment(d.resource_pattern),
-            test=guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
-            guard=guard,
+        compiled.append(_make_rule(  # CompiledRule's fields in order
+            key,
+            scoped.id,
+            d.effect,
+            d.principal.kind,
+            d.principal.name.value if d.principal.name else None,
+            tuple(a.value for a in d.actions) or ("*",),
+            d.resource_kind.value,
+            compile_pattern(d.resource_pattern),
+            when,
+            unless,
+            _reason(scoped, message, d.cites, ps.package_cites, ps.file_names),
+            scoped,
+            pattern_segment(d.resource_pattern),
+            guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
+            guard,
         ))
     return {"rules": tuple(compiled)}
 
