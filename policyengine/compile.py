@@ -118,19 +118,37 @@ class CompiledRule:
     segment: str | None  # literal first segment of the ids it can match (see pattern_segment)
     test: Pred | None  # scope + id + when + unless fused; None when the rule always matches
     guard: Pred | None = None  # its package scope and ``applies to`` (scoping.py); None: every request
+    # (package cites, recorded file names) of its policy set when ``reason`` is built on first use
+    names: tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]] | None = None
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
         return self.test is None or self.test(c)
 
+    def __getattr__(self, name: str) -> Reason:
+        """``reason``, built on first use and kept in its slot (called only while that slot is unset).
 
-# CompiledRule(...) with its fields given in order, setting the slots directly: a third of the
-# time ``__init__`` takes through ``object.__setattr__``, once per rule (ast.fast_constructor)
-_make_rule = fast_constructor(CompiledRule)
-if tuple(f.name for f in fields(CompiledRule)) != (
-        "key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "match_id", "when", "unless",
-        "reason", "scoped", "segment", "test", "guard"):
-    raise TypeError("CompiledRule's fields changed: update the positional call in stage_rules")
+        Most rules of a large set never decide a request, and a reason is a quarter
+        of what compiling a rule costs in time and memory. Two threads may both build
+        it; they build equal reasons, and either is kept.
+        """
+        names = self.names if name == "reason" else None
+        if names is None:
+            raise AttributeError(name)
+        scoped = self.scoped
+        d = scoped.decl
+        reason = _reason(scoped, d.because or f"{d.effect} rule {scoped.id} matched", d.cites, *names)
+        object.__setattr__(self, "reason", reason)
+        return reason
+
+
+# CompiledRule(...) with these fields given in this order, setting the slots directly (a third of the
+# time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), ``reason`` left unset
+_LAZY_RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "match_id",
+                     "when", "unless", "scoped", "segment", "test", "guard", "names")
+_make_rule = fast_constructor(CompiledRule, _LAZY_RULE_FIELDS)
+if {f.name for f in fields(CompiledRule)} != {*_LAZY_RULE_FIELDS, "reason"}:
+    raise TypeError("CompiledRule's fields changed: update _LAZY_RULE_FIELDS and the call in stage_rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,13 +269,13 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     compiled = []
     scopes = file_scopes(ps.files)
     shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] = {}
+    names = (ps.package_cites, ps.file_names)
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
         guard = guard_for(scopes, d)
-        message = d.because or f"{d.effect} rule {scoped.id} matched"
         when = _cond(ps, scoped, d.when, shared)
         unless = _cond(ps, scoped, d.unless, shared) if d.unless is not None else None
-        compiled.append(_make_rule(  # CompiledRule's fields in order
+        compiled.append(_make_rule(  # in the order of _LAZY_RULE_FIELDS; the reason is built on first use
             key,
             scoped.id,
             d.effect,
@@ -268,11 +286,11 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             compile_pattern(d.resource_pattern),
             when,
             unless,
-            _reason(scoped, message, d.cites, ps.package_cites, ps.file_names),
             scoped,
             pattern_segment(d.resource_pattern),
             guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
             guard,
+            names,
         ))
     return {"rules": tuple(compiled)}
 

@@ -31,7 +31,8 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError
 from .evaluate import Evaluator
 from .format import format_policy
-from .loader import load_files, no_policy_files, policy_paths, read_checked, write_checked
+from .loader import (held_parse_writes, load_files, no_policy_files, policy_paths, read_checked, write_checked,
+                     write_held)
 from .policyset import PolicySet
 from .rule_paths import recorded, recorded_names, rules_root
 
@@ -283,11 +284,18 @@ def _checked(key: str | None, names: Sequence[str], sources: Mapping[str, bytes]
             names_now = recorded_names(policy_set.file_names, root)
             if names_now == policy_set.file_names:
                 return stored  # type: ignore[return-value]
-    policy_set, parsed, findings, read = _build(names, sources)
-    policy_set = replace(policy_set, file_names=recorded_names((f.path for f in parsed), root))
-    checked = (policy_set, policy_hash(parsed), tuple(findings), _imported_digests(read, sources))
+    with held_parse_writes() as held:  # written below unless the checked set, trees included, is stored
+        try:
+            policy_set, parsed, findings, read = _build(names, sources)
+            policy_set = replace(policy_set, file_names=recorded_names((f.path for f in parsed), root))
+            checked = (policy_set, policy_hash(parsed), tuple(findings), _imported_digests(read, sources))
+        except BaseException:
+            write_held(held)  # a set with errors: ``check`` will want the trees
+            raise
     if disk_key is not None and not checked[3]:
         write_checked(disk_key, checked)
+    else:
+        write_held(held)
     return checked
 
 

@@ -40,7 +40,7 @@ from .policyset import Scoped
 from .resources import cache_root, caching_enabled, data_path, grammar_text, source_digest
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
-           "resolve_imports_as_at", "read_checked", "write_checked"]
+           "resolve_imports_as_at", "read_checked", "write_checked", "held_parse_writes", "write_held"]
 
 _Parsed = ast.PolicyFile | Finding
 # In-memory parse results, least recently used first, weighed by the bytes of the source they came
@@ -65,6 +65,8 @@ _DISK_LIMIT = 20_000  # most entries (one pickle per parsed file version) the on
 _PRUNE_EVERY = 256  # count the cache folder on a process's first write and then every this many
 _WRITES = 0
 _DISK: ContextVar[bool] = ContextVar("policyengine_disk_parse_cache", default=True)
+# parse-cache entries kept back from the disk inside ``held_parse_writes``
+_HELD: ContextVar[list[tuple[str, "_Parsed"]] | None] = ContextVar("policyengine_held_parse_writes", default=None)
 # (copy, original): files under the throwaway folder ``copy`` import as if they were under ``original``
 _RELOCATED: ContextVar[tuple[Path, Path] | None] = ContextVar("policyengine_relocated_rules", default=None)
 
@@ -218,7 +220,34 @@ def memory_cache_bytes() -> int:
 
 def _write_cached(key: str, value: _Parsed, size: int) -> None:
     _remember(key, value, size)
+    held = _HELD.get()
+    if held is not None:
+        held.append((key, value))
+        return
     _write_disk(cache_dir(), key, value)
+
+
+@contextmanager
+def held_parse_writes() -> Iterator[list[tuple[str, _Parsed]]]:
+    """Inside this block, trees parsed are kept in the yielded list instead of written to disk.
+
+    ``load_policy`` stores the checked set, trees included, under one key; writing
+    each tree to the parse cache as well would pickle it twice (3 s at 100,000
+    rules). It writes the held trees (``write_held``) only when it cannot store the set.
+    """
+    held: list[tuple[str, _Parsed]] = []
+    token = _HELD.set(held)
+    try:
+        yield held
+    finally:
+        _HELD.reset(token)
+
+
+def write_held(held: list[tuple[str, _Parsed]]) -> None:
+    """Write the parse-cache entries ``held_parse_writes`` kept back."""
+    for key, value in held:
+        _write_disk(cache_dir(), key, value)
+    held.clear()
 
 
 def _read_disk(folder: Path, key: str) -> object | None:

@@ -215,6 +215,17 @@ def test_sets_with_errors_or_outside_imports_are_not_cached(tmp_path: Path) -> N
     assert entries() == []
 
 
+def test_a_stored_set_is_not_also_written_tree_by_tree(tmp_path: Path, rules: Path) -> None:
+    engine.load_policy(rules)  # its trees are inside the checked set's entry
+    assert len(entries()) == 1 and not list(loader.cache_dir().glob("*.pickle"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "b.policy").write_text('package b\n\nrule r\n    allow role nobody to read dataset "*"\n')
+    with pytest.raises(PolicyError):
+        engine.load_policy(broken)
+    assert len(list(loader.cache_dir().glob("*.pickle"))) == 1  # no set stored: the tree is, for ``check``
+
+
 def test_no_disk_cache_keeps_checked_sets_out_too(rules: Path) -> None:
     with loader.no_disk_cache():
         engine.load_policy(rules)
@@ -234,3 +245,20 @@ def test_make_reason_is_reason(fields: dict) -> None:
     copied = fast.model_copy(update={"candidate": "m"})
     assert copied == slow.model_copy(update={"candidate": "m"})
     assert "candidate" not in make_reason(**fields).model_fields_set  # copying did not touch the shared set
+
+
+def test_reasons_are_built_on_first_use_and_kept(rules: Path) -> None:
+    policy = engine.load_policy(rules)
+    by_id = {r.id: r for r in policy.compiled.rules}
+    secret = by_id["t.scale.no_secrets"]
+    with pytest.raises(AttributeError):
+        object.__getattribute__(secret, "reason")  # not built while no request needed it
+    reason = secret.reason
+    assert reason is secret.reason  # built once, then read from its slot
+    assert reason == Reason(rule="t.scale.no_secrets", file="scale.policy", line=reason.line,
+                            message="secrets stay closed", cites=())
+    assert by_id["t.scale.read_dept"].reason.message == "allow rule t.scale.read_dept matched"
+    decided = policy.evaluate({"principal": {"id": "u", "type": "user", "roles": []}, "action": "read",
+                               "resource": {"kind": "dataset", "id": "p1/secret-x"}})
+    assert decided.reasons == (reason,)
+    assert decided.reasons[0] is reason
