@@ -97,8 +97,10 @@ def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None,
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]],
             file_names: Mapping[str, str]) -> Reason:
-    all_cites = tuple(dict.fromkeys((*cites, *package_cites.get(scoped.package, ()))))
-    return make_reason(scoped.id, recorded(file_names, scoped.file), scoped.line, message, all_cites)
+    more = package_cites.get(scoped.package)
+    all_cites = tuple(dict.fromkeys((*cites, *more) if more else cites)) if cites or more else ()
+    span = scoped.decl.span
+    return make_reason(scoped.id, recorded(file_names, span.file), span.line, message, all_cites)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -135,12 +137,13 @@ class CompiledRule:
         names = self.names if name == "reason" else None
         if names is None:
             raise AttributeError(name)
-        scoped = self.scoped
-        d = scoped.decl
-        reason = _reason(scoped, d.because or f"{d.effect} rule {scoped.id} matched", d.cites, *names)
-        object.__setattr__(self, "reason", reason)
+        d = self.scoped.decl
+        reason = _reason(self.scoped, d.because or f"{self.effect} rule {self.id} matched", d.cites, *names)
+        _set_slot(self, "reason", reason)
         return reason
 
+
+_set_slot = object.__setattr__
 
 # CompiledRule(...) with these fields given in this order, setting the slots directly (a third of the
 # time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), ``reason`` left unset

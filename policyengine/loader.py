@@ -347,7 +347,23 @@ def _reducers() -> dict[type, Callable[[object], tuple[object, ...]]]:
     for cls in _tree_classes():
         table[cls] = _reducer(*_constructor(cls))
     table[Span] = _reduce_span
+    table[ast.Name] = _reduce_name
     return table
+
+
+def _reducer(
+    make: Callable[..., object], values: Callable[[object], tuple[object, ...]]
+) -> Callable[[object], tuple[object, ...]]:
+    return lambda node: (make, values(node))
+
+
+_intern = sys.intern
+
+
+def _reduce_name(name: ast.Name) -> tuple[object, ...]:
+    # The pickler writes an object once and refers back to it after: interned, every ``principal``,
+    # ``read`` or role name of a tree is read back as one string, not one per occurrence.
+    return _make_Name, (_intern(name.value), name.span)  # type: ignore[name-defined] # noqa: F821 - by _constructor
 
 
 # Line numbers read back while one entry is unpickled, each kept once. Pickle writes integers by
@@ -367,31 +383,6 @@ def _load_span(file: str, line: int, col: int, lines: int, end_col: int) -> Span
     return _make_Span(file, line, col, end, end_col)  # type: ignore[name-defined] # noqa: F821 - made by _constructor
 
 
-def _reducer(
-    make: Callable[..., object], values: Callable[[object], tuple[object, ...]]
-) -> Callable[[object], tuple[object, ...]]:
-    return lambda node: (make, _shared_strings(values(node)))
-
-
-def _shared_strings(values: tuple[object, ...]) -> tuple[object, ...]:
-    """``values`` with their strings (and those of tuples of strings) interned.
-
-    The pickler writes one object once and refers back to it after, so interning
-    before writing makes every ``principal``, ``dept`` or file name in a cached tree
-    one string when it is read back, instead of one per occurrence (a fifth of a
-    tree's objects).
-    """
-    out = []
-    for value in values:
-        if type(value) is str:
-            value = _intern(value)
-        elif type(value) is tuple and value and all(type(v) is str for v in value):
-            value = tuple([_intern(v) for v in value])
-        out.append(value)
-    return tuple(out)
-
-
-_intern = sys.intern
 _REDUCERS = _reducers()
 
 
