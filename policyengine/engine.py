@@ -275,7 +275,8 @@ def _checked(key: str | None, names: Sequence[str], sources: Mapping[str, bytes]
     which file an import resolves to depends on the folders around them, which the
     key does not cover. An entry of the wrong shape is ignored (fail closed).
     """
-    disk_key = hashlib.sha256(f"{key}".encode()).hexdigest() if key is not None else None
+    # the files in the order given too: it is the rules' declaration order, which orders reasons
+    disk_key = hashlib.sha256("\0".join([key, *names]).encode()).hexdigest() if key is not None else None
     if disk_key is not None:
         stored = read_checked(disk_key)
         if _is_checked(stored):

@@ -191,6 +191,18 @@ def test_an_entry_moved_under_another_files_key_is_not_used(tmp_path: Path, rule
     assert [r.id for r in policy.compiled.rules] == ["o.r"]
 
 
+def test_files_given_in_another_order_keep_their_order(rules: Path) -> None:
+    (rules / "zz.policy").write_text('package t.zz\n\nrule first\n    deny any to read dataset "p1/**"\n',
+                                     encoding="utf-8")
+    files = [rules / "scale.policy", rules / "zz.policy"]
+    forward = engine.load_policy(files)
+    forget()
+    backward = engine.load_policy(files[::-1])  # a new process: the disk holds the forward order's set
+    assert [r.id for r in backward.compiled.rules][0] == "t.zz.first"
+    assert [r.id for r in forward.compiled.rules][0] == "t.scale.read_dept"
+    assert len(entries()) == 2
+
+
 def test_an_edited_file_is_checked_again(rules: Path) -> None:
     engine.load_policy(rules)
     (rules / "scale.policy").write_text(RULES.replace('"secrets stay closed"', '"closed"'), encoding="utf-8")
