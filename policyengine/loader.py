@@ -14,6 +14,10 @@ unreadable cache entry is ignored; ``POLICYENGINE_NO_CACHE=1`` turns caching off
 The folder is bounded: past ``_DISK_LIMIT`` entries (every edited or moved
 version of a file leaves one) the oldest written are removed, and
 ``no_disk_cache()`` keeps throwaway loads (mutation tests) out of it.
+
+Beside it, under ``checked/`` and the same rules, ``load_policy`` keeps whole
+checked policy sets (``read_checked`` / ``write_checked``), so a warm load skips
+parsing and checking too; see "checked policy sets" below.
 """
 
 from __future__ import annotations
