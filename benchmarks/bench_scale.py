@@ -36,6 +36,11 @@ spread over 14 months; and ``policyengine eval`` over JSON Lines (lines/s, with
 the start-up and load subtracted: a run of 1 line is timed too), for the hit
 requests and for the shipped policy tests' requests against rules/, each
 repeated and with every line distinct (``--only eval --workload NAME``).
+
+Loading (``--only load``): each size loaded in a new process with an empty
+cache folder (cold: parse, check, compile) and again in another (warm: from the
+disk caches the first wrote), with the first full collection after it and the
+process's peak RSS. ``PYTHONPATH`` chooses the policyengine timed.
 """
 
 from __future__ import annotations
@@ -415,6 +420,39 @@ def _time_eval(args: list[str], one: Path, big: Path, lines: int) -> dict:
             "lines_per_cpu_s": (lines - 1) / (cpu["big"] - cpu["one"])}
 
 
+# One load in a new process: ``load_policy`` timed (wall and CPU), then the first full collection
+# (loading pauses the cyclic GC, so the first collection after it walks the whole new policy), and
+# the process's peak RSS. Uses whichever policyengine PYTHONPATH names, so main can be timed too.
+_LOAD_ONE = """
+import gc, json, resource, sys, time
+from policyengine import load_policy
+t, cpu = time.perf_counter(), time.process_time()
+load_policy(sys.argv[1])
+row = {"load_s": time.perf_counter() - t, "load_cpu_s": time.process_time() - cpu}
+t = time.perf_counter()
+gc.collect()
+row["first_gc_s"] = time.perf_counter() - t
+row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(row))
+"""
+
+
+def load_rows(workdir: Path, sizes: list[int]) -> list[dict]:
+    """Load cold (empty cache folder) and then warm (the disk caches the cold load wrote), each in a new process."""
+    rows = []
+    for n in sizes:
+        folder = workdir / f"load{n}"
+        folder.mkdir()
+        (folder / "bench.policy").write_text(policyengine_text(workload(n)))
+        env = {**os.environ, "XDG_CACHE_HOME": str(workdir / f"cache{n}")}
+        env.pop("POLICYENGINE_NO_CACHE", None)
+        for state in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", _LOAD_ONE, str(folder)], env=env, check=True,
+                                  capture_output=True, text=True)
+            rows.append({"rules": n, "load": state, **json.loads(done.stdout), "loadavg_1m": os.getloadavg()[0]})
+    return rows
+
+
 def machine() -> str:
     load = os.getloadavg()
     versions = []
@@ -436,7 +474,7 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--jsonl", type=int, default=200_000, help="lines for the eval run (0: skip)")
     parser.add_argument("--history", type=int, default=100_000, help="past charges in the budget ledgers")
-    parser.add_argument("--only", choices=["decisions", "budgets", "eval"], default=None)
+    parser.add_argument("--only", choices=["decisions", "budgets", "eval", "load"], default=None)
     parser.add_argument("--workload", default=None, help="with --only eval: one of hits_repeated, hits_distinct, "
                                                           "shipped_repeated, shipped_distinct (default: all)")
     args = parser.parse_args()
@@ -446,6 +484,9 @@ def main() -> int:
         if args.only in (None, "decisions"):
             for n in (int(x) for x in args.sizes.split(",")):
                 row = run_size(n, work, not args.no_peers, args.count)
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        if args.only in (None, "load"):
+            for row in load_rows(work, [int(x) for x in args.sizes.split(",")]):
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         if args.only in (None, "budgets"):
             for row in budgets(work, args.history):

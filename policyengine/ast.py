@@ -511,7 +511,7 @@ class PolicyFile:
 # --- building trees in bulk (the parser and the loader's cache) --------------------------------
 
 
-def fast_constructor(cls: type) -> Any:
+def fast_constructor(cls: type, names: "tuple[str, ...] | None" = None) -> Any:
     """A positional constructor for a frozen, slotted dataclass that sets the slots directly.
 
     ``cls(...)`` goes through the generated ``__init__`` and ``object.__setattr__``
@@ -519,8 +519,10 @@ def fast_constructor(cls: type) -> Any:
     counts for the ~250,000 spans and names of 10,000 rules. Fields are given in
     declaration order, keyword-only ones (``span``) last, as ``dataclasses.fields``
     lists them. The loader uses the same constructors to unpickle cached trees.
+    ``names`` sets only those fields, in that order (the others are left unset).
     """
-    names = [f.name for f in dataclasses.fields(cls)]
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
     params = ", ".join(f"v{i}" for i in range(len(names)))
     body = "".join(f"    set{i}(node, v{i})\n" for i in range(len(names)))
     name = f"make_{cls.__name__}"

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import ast
+from .ast import fast_constructor
 from .conditions import Ctx, Pred, _literal_value, _true, action_guard, compile_expr
-from .decision import Reason
+from .decision import Reason, make_reason
 from .globs import compile_pattern, pattern_segment, pattern_shape
 from .index import CandidateIndex
 from .policyset import PolicySet, Scoped
@@ -70,18 +71,36 @@ def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred
     return general
 
 
-def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
-    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation."""
+def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None,
+          shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] | None = None) -> Pred:
+    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation.
+
+    With ``shared``, conditions written alike in packages that see the same consts get one
+    closure (many rules repeat a condition such as ``principal.dept == "d1"``). The key is
+    the condition's repr, which spells every value with its type (``1``, ``1.0`` and ``true``
+    differ, though they are equal in Python) and leaves out where it is written; a closure
+    depends only on the condition, the consts and the normalisation, and keeps no state.
+    """
     if expr is None:
         return _true
-    return compile_expr(expr, ps.consts.get(scoped.package, {}), schema_normalisers(ps))
+    consts = ps.consts.get(scoped.package, {})
+    if shared is None:
+        return compile_expr(expr, consts, schema_normalisers(ps))
+    key = (id(consts), repr(expr))
+    found = shared.get(key)
+    if found is not None and found[0] is consts:
+        return found[1]
+    pred = compile_expr(expr, consts, schema_normalisers(ps))
+    shared[key] = (consts, pred)
+    return pred
 
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]],
             file_names: Mapping[str, str]) -> Reason:
-    all_cites = tuple(dict.fromkeys((*cites, *package_cites.get(scoped.package, ()))))
-    return Reason(rule=scoped.id, file=recorded(file_names, scoped.file), line=scoped.line, message=message,
-                  cites=all_cites)
+    more = package_cites.get(scoped.package)
+    all_cites = tuple(dict.fromkeys((*cites, *more) if more else cites)) if cites or more else ()
+    span = scoped.decl.span
+    return make_reason(scoped.id, recorded(file_names, span.file), span.line, message, all_cites)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -101,10 +120,38 @@ class CompiledRule:
     segment: str | None  # literal first segment of the ids it can match (see pattern_segment)
     test: Pred | None  # scope + id + when + unless fused; None when the rule always matches
     guard: Pred | None = None  # its package scope and ``applies to`` (scoping.py); None: every request
+    # (package cites, recorded file names) of its policy set when ``reason`` is built on first use
+    names: tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]] | None = None
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
         return self.test is None or self.test(c)
+
+    def __getattr__(self, name: str) -> Reason:
+        """``reason``, built on first use and kept in its slot (called only while that slot is unset).
+
+        Most rules of a large set never decide a request, and a reason is a quarter
+        of what compiling a rule costs in time and memory. Two threads may both build
+        it; they build equal reasons, and either is kept.
+        """
+        names = self.names if name == "reason" else None
+        if names is None:
+            raise AttributeError(name)
+        d = self.scoped.decl
+        reason = _reason(self.scoped, d.because or f"{self.effect} rule {self.id} matched", d.cites, *names)
+        _set_slot(self, "reason", reason)
+        return reason
+
+
+_set_slot = object.__setattr__
+
+# CompiledRule(...) with these fields given in this order, setting the slots directly (a third of the
+# time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), ``reason`` left unset
+_LAZY_RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "match_id",
+                     "when", "unless", "scoped", "segment", "test", "guard", "names")
+_make_rule = fast_constructor(CompiledRule, _LAZY_RULE_FIELDS)
+if {f.name for f in fields(CompiledRule)} != {*_LAZY_RULE_FIELDS, "reason"}:
+    raise TypeError("CompiledRule's fields changed: update _LAZY_RULE_FIELDS and the call in stage_rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,28 +271,29 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Closures for every rule's conditions, its id matcher and its ``Reason``."""
     compiled = []
     scopes = file_scopes(ps.files)
+    shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] = {}
+    names = (ps.package_cites, ps.file_names)
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
         guard = guard_for(scopes, d)
-        message = d.because or f"{d.effect} rule {scoped.id} matched"
-        when = _cond(ps, scoped, d.when)
-        unless = _cond(ps, scoped, d.unless) if d.unless is not None else None
-        compiled.append(CompiledRule(
-            key=key,
-            id=scoped.id,
-            effect=d.effect,
-            principal_kind=d.principal.kind,
-            principal_name=d.principal.name.value if d.principal.name else None,
-            actions=tuple(a.value for a in d.actions) or ("*",),
-            kind=d.resource_kind.value,
-            match_id=compile_pattern(d.resource_pattern),
-            when=when,
-            unless=unless,
-            reason=_reason(scoped, message, d.cites, ps.package_cites, ps.file_names),
-            scoped=scoped,
-            segment=pattern_segment(d.resource_pattern),
-            test=guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
-            guard=guard,
+        when = _cond(ps, scoped, d.when, shared)
+        unless = _cond(ps, scoped, d.unless, shared) if d.unless is not None else None
+        compiled.append(_make_rule(  # in the order of _LAZY_RULE_FIELDS; the reason is built on first use
+            key,
+            scoped.id,
+            d.effect,
+            d.principal.kind,
+            d.principal.name.value if d.principal.name else None,
+            tuple(a.value for a in d.actions) or ("*",),
+            d.resource_kind.value,
+            compile_pattern(d.resource_pattern),
+            when,
+            unless,
+            scoped,
+            pattern_segment(d.resource_pattern),
+            guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
+            guard,
+            names,
         ))
     return {"rules": tuple(compiled)}
 

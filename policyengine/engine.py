@@ -31,7 +31,8 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError
 from .evaluate import Evaluator
 from .format import format_policy
-from .loader import load_files, no_policy_files, policy_paths
+from .loader import (held_parse_writes, load_files, no_policy_files, policy_paths, read_checked, write_checked,
+                     write_held)
 from .policyset import PolicySet
 from .rule_paths import recorded, recorded_names, rules_root
 
@@ -264,6 +265,47 @@ def build_policy_set(paths: Sequence[str | Path], *, sources: Mapping[str, bytes
     return policy_set, files, findings
 
 
+_Checked = tuple[PolicySet, str, tuple[Finding, ...], tuple[tuple[str, str], ...]]
+
+
+def _checked(key: str | None, names: Sequence[str], sources: Mapping[str, bytes], root: str) -> _Checked:
+    """(policy set, policy hash, warnings, imported files' digests): from the disk cache, else built.
+
+    Only sets that import nothing from outside the given files are cached on disk:
+    which file an import resolves to depends on the folders around them, which the
+    key does not cover. An entry of the wrong shape is ignored (fail closed).
+    """
+    # the files in the order given too: it is the rules' declaration order, which orders reasons
+    disk_key = hashlib.sha256("\0".join([key, *names]).encode()).hexdigest() if key is not None else None
+    if disk_key is not None:
+        stored = read_checked(disk_key)
+        if _is_checked(stored):
+            policy_set = stored[0]  # type: ignore[index]
+            # recorded names depend on where the files really are (links, the shipped rules' folder): not cached
+            names_now = recorded_names(policy_set.file_names, root)
+            if names_now == policy_set.file_names:
+                return stored  # type: ignore[return-value]
+    with held_parse_writes() as held:  # written below unless the checked set, trees included, is stored
+        try:
+            policy_set, parsed, findings, read = _build(names, sources)
+            policy_set = replace(policy_set, file_names=recorded_names((f.path for f in parsed), root))
+            checked = (policy_set, policy_hash(parsed), tuple(findings), _imported_digests(read, sources))
+        except BaseException:
+            write_held(held)  # a set with errors: ``check`` will want the trees
+            raise
+    if disk_key is not None and not checked[3]:
+        write_checked(disk_key, checked)
+    else:
+        write_held(held)
+    return checked
+
+
+def _is_checked(value: object) -> bool:
+    return (isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], PolicySet)
+            and isinstance(value[1], str) and isinstance(value[2], tuple)
+            and all(isinstance(f, Finding) for f in value[2]) and value[3] == ())
+
+
 def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedger | None = None,
                 blocked: Container[str] = frozenset()) -> Policy:
     """Load, check and compile rule files (or folders of ``.policy`` files) into a ``Policy``.
@@ -290,10 +332,8 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
         paused = gc.isenabled()
         gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
         try:
-            policy_set, parsed, findings, read = _build(names, sources)
-            policy_set = replace(policy_set, file_names=recorded_names((f.path for f in parsed), root))
-            cached = (policy_set, compile_policy(policy_set), policy_hash(parsed), tuple(findings),
-                      _imported_digests(read, sources))
+            checked = _checked(key, names, sources, root)
+            cached = (checked[0], compile_policy(checked[0]), *checked[1:])
         finally:
             if paused:
                 gc.enable()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .compile import CompiledRule
@@ -59,10 +59,22 @@ class _Run:
 
     def __init__(self, rules: list[CompiledRule]) -> None:
         self.rules = tuple(rules)
-        self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
-        self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
         self.lo = rules[0].key
         self.hi = rules[-1].key
+
+    def __getattr__(self, name: str) -> tuple[tuple[int, Any, Any], ...]:
+        """``denies`` and ``allows``, split on first use, then read from their slots.
+
+        Building a rule's reason takes time and memory, and at 100,000 rules most
+        runs are never looked at; after the first lookup the slots are set and this
+        is not called again (Python calls ``__getattr__`` only for unset slots).
+        """
+        if name not in ("denies", "allows"):
+            raise AttributeError(name)
+        rules = self.rules
+        self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
+        self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
+        return self.denies if name == "denies" else self.allows
 
 
 class _Who:

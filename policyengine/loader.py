@@ -14,6 +14,10 @@ unreadable cache entry is ignored; ``POLICYENGINE_NO_CACHE=1`` turns caching off
 The folder is bounded: past ``_DISK_LIMIT`` entries (every edited or moved
 version of a file leaves one) the oldest written are removed, and
 ``no_disk_cache()`` keeps throwaway loads (mutation tests) out of it.
+
+Beside it, under ``checked/`` and the same rules, ``load_policy`` keeps whole
+checked policy sets (``read_checked`` / ``write_checked``), so a warm load skips
+parsing and checking too; see "checked policy sets" below.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import operator
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,10 +40,11 @@ from pathlib import Path
 from . import ast
 from .diagnostics import Finding, PolicyError, Span
 from .ast import fast_constructor, paused_gc
-from .resources import cache_root, caching_enabled, data_path, grammar_text
+from .policyset import Scoped
+from .resources import cache_root, caching_enabled, data_path, grammar_text, source_digest
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
-           "resolve_imports_as_at"]
+           "resolve_imports_as_at", "read_checked", "write_checked", "held_parse_writes", "write_held"]
 
 _Parsed = ast.PolicyFile | Finding
 # In-memory parse results, least recently used first, weighed by the bytes of the source they came
@@ -63,6 +69,8 @@ _DISK_LIMIT = 20_000  # most entries (one pickle per parsed file version) the on
 _PRUNE_EVERY = 256  # count the cache folder on a process's first write and then every this many
 _WRITES = 0
 _DISK: ContextVar[bool] = ContextVar("policyengine_disk_parse_cache", default=True)
+# parse-cache entries kept back from the disk inside ``held_parse_writes``
+_HELD: ContextVar[list[tuple[str, "_Parsed"]] | None] = ContextVar("policyengine_held_parse_writes", default=None)
 # (copy, original): files under the throwaway folder ``copy`` import as if they were under ``original``
 _RELOCATED: ContextVar[tuple[Path, Path] | None] = ContextVar("policyengine_relocated_rules", default=None)
 
@@ -143,13 +151,7 @@ def _read_cached(key: str, size: int) -> _Parsed | None:
     if entry is not None:
         _MEMORY.move_to_end(key)
         return entry[0]
-    if not _DISK.get():
-        return None
-    try:
-        with open(cache_dir() / f"{key}.pickle", "rb") as handle, paused_gc():
-            value = pickle.load(handle)
-    except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "parse again"
-        return None
+    value = _read_disk(cache_dir(), key)
     if isinstance(value, (ast.PolicyFile, Finding)):
         _remember(key, value, size)
         return value
@@ -222,9 +224,53 @@ def memory_cache_bytes() -> int:
 
 def _write_cached(key: str, value: _Parsed, size: int) -> None:
     _remember(key, value, size)
+    held = _HELD.get()
+    if held is not None:
+        held.append((key, value))
+        return
+    _write_disk(cache_dir(), key, value)
+
+
+@contextmanager
+def held_parse_writes() -> Iterator[list[tuple[str, _Parsed]]]:
+    """Inside this block, trees parsed are kept in the yielded list instead of written to disk.
+
+    ``load_policy`` stores the checked set, trees included, under one key; writing
+    each tree to the parse cache as well would pickle it twice (3 s at 100,000
+    rules). It writes the held trees (``write_held``) only when it cannot store the set.
+    """
+    held: list[tuple[str, _Parsed]] = []
+    token = _HELD.set(held)
+    try:
+        yield held
+    finally:
+        _HELD.reset(token)
+
+
+def write_held(held: list[tuple[str, _Parsed]]) -> None:
+    """Write the parse-cache entries ``held_parse_writes`` kept back."""
+    for key, value in held:
+        _write_disk(cache_dir(), key, value)
+    held.clear()
+
+
+def _read_disk(folder: Path, key: str) -> object | None:
+    """The entry ``key`` unpickled, or None when disk caching is off here or it is missing or unreadable."""
+    if not _DISK.get():
+        return None
+    try:
+        with open(folder / f"{key}.pickle", "rb") as handle, paused_gc():
+            return pickle.load(handle)
+    except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "build it again"
+        return None
+    finally:
+        _LINES.clear()
+
+
+def _write_disk(folder: Path, key: str, value: object) -> None:
+    """Store ``value`` under ``key`` in ``folder`` (atomically, best effort), removing older versions' folders."""
     if not _DISK.get():
         return
-    folder = cache_dir()
     try:
         if not folder.is_dir():
             _forget_old_versions(folder.parent)
@@ -244,6 +290,35 @@ def _write_cached(key: str, value: _Parsed, size: int) -> None:
         pass
 
 
+# --- checked policy sets ---------------------------------------------------------------------
+#
+# ``load_policy`` keeps what parsing and checking a set of files produced (the policy set, its
+# hash and warnings) under a key it derives from the files' names and bytes, beside the parse
+# cache and under the same rules. The folder is versioned by the digest of all of policyengine's
+# code, since checking involves most of it; every entry also stores its own key and is used only
+# when that matches, so a renamed or foreign file is never trusted.
+
+
+def checked_cache_dir() -> Path:
+    return cache_root() / "checked" / source_digest()[:16]
+
+
+def read_checked(key: str) -> object | None:
+    """What ``write_checked`` stored under ``key`` with this engine, or None (missing, corrupt, foreign, caching off)."""
+    if not caching_enabled():
+        return None
+    entry = _read_disk(checked_cache_dir(), key)
+    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == key:
+        return entry[1]
+    return None
+
+
+def write_checked(key: str, value: object) -> None:
+    """Store ``value`` under ``key`` (best effort: an unwritable cache folder is ignored)."""
+    if caching_enabled():
+        _write_disk(checked_cache_dir(), key, (key, value))
+
+
 # --- fast pickles of syntax trees ------------------------------------------------------------
 #
 # A frozen, slotted dataclass unpickles through dataclasses' own __setstate__, which
@@ -257,7 +332,7 @@ def _write_cached(key: str, value: _Parsed, size: int) -> None:
 
 def _tree_classes() -> list[type]:
     nodes = [c for c in vars(ast).values() if isinstance(c, type) and dataclasses.is_dataclass(c)]
-    return [Span, Finding, *nodes]
+    return [Span, Finding, Scoped, *nodes]
 
 
 def _constructor(cls: type) -> tuple[Callable[..., object], Callable[[object], tuple[object, ...]]]:
@@ -275,6 +350,8 @@ def _reducers() -> dict[type, Callable[[object], tuple[object, ...]]]:
     table: dict[type, Callable[[object], tuple[object, ...]]] = {}
     for cls in _tree_classes():
         table[cls] = _reducer(*_constructor(cls))
+    table[Span] = _reduce_span
+    table[ast.Name] = _reduce_name
     return table
 
 
@@ -282,6 +359,32 @@ def _reducer(
     make: Callable[..., object], values: Callable[[object], tuple[object, ...]]
 ) -> Callable[[object], tuple[object, ...]]:
     return lambda node: (make, values(node))
+
+
+_intern = sys.intern
+
+
+def _reduce_name(name: ast.Name) -> tuple[object, ...]:
+    # The pickler writes an object once and refers back to it after: interned, every ``principal``,
+    # ``read`` or role name of a tree is read back as one string, not one per occurrence.
+    return _make_Name, (_intern(name.value), name.span)  # type: ignore[name-defined] # noqa: F821 - by _constructor
+
+
+# Line numbers read back while one entry is unpickled, each kept once. Pickle writes integers by
+# value, so the spans of a 100,000-rule file would otherwise hold some two million int objects of
+# their own (~28 bytes each) for a few hundred thousand distinct lines. Emptied after every read.
+_LINES: dict[int, int] = {}
+
+
+def _reduce_span(span: Span) -> tuple[object, ...]:
+    return _load_span, (_intern(span.file), span.line, span.col, span.end_line - span.line, span.end_col)
+
+
+def _load_span(file: str, line: int, col: int, lines: int, end_col: int) -> Span:
+    """A span read from the cache, sharing its line numbers with the spans before it."""
+    line = _LINES.setdefault(line, line)
+    end = line if not lines else _LINES.setdefault(line + lines, line + lines)
+    return _make_Span(file, line, col, end, end_col)  # type: ignore[name-defined] # noqa: F821 - made by _constructor
 
 
 _REDUCERS = _reducers()
