@@ -221,3 +221,26 @@ def test_rules_with_errors_are_refused_on_reload_and_the_old_policy_serves(tmp_p
         assert "bad.policy" in line
         assert _hash(running) == first
         assert json.loads(running.client.get("/ready").text)["status"] == "ready"
+
+
+def test_an_activated_policy_is_frozen_out_of_the_cyclic_gc_and_a_replaced_one_is_collected(tmp_path: Path) -> None:
+    """A full collection walking a big policy is a pause in some request's path: activation does it once."""
+    import gc
+    import weakref
+
+    from policyengine.budgets import InMemoryLedger
+    from policyengine.server.policy_source import PolicyHolder
+
+    rules = _rules_copy(tmp_path)
+    holder = PolicyHolder(rules=[str(rules)], ledger=InMemoryLedger())
+    try:
+        gc.unfreeze()
+        assert holder.reload("startup", force=True) == "activated"
+        first = weakref.ref(holder.active.policy)
+        assert gc.get_freeze_count() > 0  # the live heap, policy included, is out of later collections
+        (rules / "finance" / "zz_extra.policy").write_text('package finance.extra\n\nconst EXTRA = 1\n')
+        assert holder.reload("change") == "activated"
+        assert first() is None  # the replaced policy was not kept alive by the freeze
+    finally:
+        holder.close()
+        gc.unfreeze()
