@@ -323,6 +323,26 @@ def test_with_state_the_inbox_lists_and_decides_the_runs_kept_in_postgresql(work
     assert "OK" in verified.stdout
 
 
+@pytest.mark.postgres
+def test_the_inbox_mounted_in_serve_with_state_decides_the_runs_kept_in_postgresql(work, postgres_url):
+    """serve --state shares budgets and blocks; its /inbox must decide the same workers' runs, not a file's."""
+    state = ("--state", postgres_url)
+    run_id = start_waiting_run(work, "--db", "worker.duckdb", *state)
+    token = mint(work, "alice")
+    with Server(work, "--rules", str(RULES), "--inbox", "inbox.duckdb", "--inbox-key", "policyengine.key",
+                *state) as server, client(server) as c:
+        assert c.post("/inbox/login", data={"token": token}).status_code == 303
+        page = c.get("/inbox/").text
+        assert f"name='run_id' value='{run_id}'" in page
+        c.post("/inbox/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+        (message,) = flashes(c.get("/inbox/").text)
+        assert message == f"{run_id} approved by alice; run completed, outcome approved"
+    shown = run_status(work, run_id, *state)
+    assert (shown["status"], shown["outcome"]) == ("completed", "approved")
+    (approval,) = audit_rows(work / "inbox.duckdb", "approval")
+    assert (approval["run_id"], approval["approver"]) == (run_id, "alice")
+
+
 def test_an_inbox_state_that_is_not_postgresql_is_refused_in_one_line(work):
     start_waiting_run(work)
     out = pe("inbox", "serve", "--state", "other.duckdb", "--port", "0", cwd=work, ok=False)

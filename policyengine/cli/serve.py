@@ -57,7 +57,9 @@ def _fail(message: str) -> None:
               help="One JSON line per request on stderr.")
 @click.option("--otel", is_flag=True, help="One OpenTelemetry span per decision (needs opentelemetry-sdk).")
 @click.option("--inbox", metavar="RUNS_DB", help="Also serve the approver inbox of this runs database at /inbox "
-                                                "(docs/inbox.md; needs --rules).")
+                                                "(docs/inbox.md; needs --rules). With --state postgresql://... the "
+                                                "inbox decides every worker's runs kept there and signs its "
+                                                "decisions into RUNS_DB.")
 @click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
 @click.option("--registry", metavar="DB",
               help="Audit database whose model_version events say which version each alias names "

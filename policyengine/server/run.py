@@ -272,7 +272,7 @@ def _open_log(config: ServeConfig, db: str, key: Any) -> Any:
 
 
 def _inbox(config: ServeConfig) -> Any:
-    """The approver inbox of ``--inbox RUNS_DB``, mounted at /inbox, or None."""
+    """The approver inbox of ``--inbox RUNS_DB`` (or of ``--state``'s runs), mounted at /inbox, or None."""
     if not config.inbox:
         return None
     from .inbox import InboxConfig, InboxError, make_inbox
@@ -282,10 +282,15 @@ def _inbox(config: ServeConfig) -> Any:
     if Path(config.inbox).resolve() == Path(config.db).resolve():
         raise ServeError(f"--inbox {config.inbox}: that is the decision log --db, which this server holds open; "
                          f"give the runs database (`policyengine run --db`)")
+    from ..store.stores import is_postgres_url
+
+    # With --state postgresql://... the runs of every worker are there, and --inbox names the file the
+    # inbox signs its decisions into (as `inbox serve --state`); else --inbox is the runs database itself.
+    state = config.ledger if is_postgres_url(config.ledger) else None
     try:
         return make_inbox(InboxConfig(db=Path(config.inbox), key=Path(config.inbox_key or config.key),
                                       rules=tuple(Path(r) for r in config.rules), prefix="/inbox",
-                                      secure_cookie=bool(config.tls_cert)))
+                                      secure_cookie=bool(config.tls_cert), state=state))
     except InboxError as error:
         raise ServeError(f"--inbox: {error}") from None
 
