@@ -19,6 +19,7 @@ from policyengine.audit import AuditLog, SigningKey, generate_key, verify_databa
 from policyengine.audit import facts as facts_module
 from policyengine.audit.canonical import canonical_text
 from policyengine.audit.facts import FIXED_PATHS, path_of, quote_ident
+from policyengine.audit.log import _SMALL_BATCH
 from policyengine.reporting.audit_source import _facts_columns, bias_from_audit, drift_from_audit, json_path
 from policyengine.reporting.db import open_readonly
 
@@ -59,8 +60,8 @@ def build(path: Path, key: SigningKey, records: int = 300, seed: int = 7, batch_
                 log.flush()
 
 
-# Batches of up to 64 records pass their facts as values, bigger ones as a registered Arrow table (log.py).
-@pytest.fixture(scope="module", params=[37, 200], ids=["small-batches", "arrow-batches"])
+# Small batches pass their facts as values, bigger ones as a registered Arrow table (log.py).
+@pytest.fixture(scope="module", params=[37, _SMALL_BATCH + 1], ids=["small-batches", "arrow-batches"])
 def log_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
     folder = tmp_path_factory.mktemp("facts")
     key = generate_key(folder / "k.key")

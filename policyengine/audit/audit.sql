@@ -74,10 +74,6 @@ INSERT INTO audit_log BY NAME SELECT * FROM audit_batch;
 -- name: insert_checkpoint
 INSERT INTO audit_checkpoints VALUES ($origin, $tree_size, $root, $ts::TIMESTAMPTZ, $key_id, $signature);
 
--- name: delete_provisional_checkpoint
--- The writer's own provisional checkpoint, superseded in the same transaction by one covering more.
-DELETE FROM audit_checkpoints WHERE tree_size = $tree_size;
-
 -- name: sequence_breaks
 -- The first position where seq is not 1, 2, 3, ...: a gap (deleted) or a repeat.
 SELECT seq, pos, prev FROM (

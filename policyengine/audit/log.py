@@ -163,7 +163,7 @@ def _arrow_rows(rows: list[tuple[Any, ...]]) -> pa.Table:
     return pa.Table.from_arrays(columns, names=list(_ROW_NAMES))
 
 
-_SMALL_BATCH = 64  # up to this many records, row appenders commit faster than one Arrow table (benchmarks/README.md)
+_SMALL_BATCH = 256  # up to here appenders commit faster than one Arrow table; 1,024: slower (benchmarks/README.md)
 _CHECKPOINT_COLUMNS = ("origin", "tree_size", "root", "ts", "key_id", "signature")
 
 
