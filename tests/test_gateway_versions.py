@@ -79,10 +79,12 @@ class Session:
         return [p for e, p in self.records[db] if e == "model_call"]
 
 
-def _chat(gateway: Process, model: str) -> Any:
+def _chat(gateway: Process, model: str, *, stream: bool = False) -> Any:
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
     try:
-        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                stream=stream)
+        return [chunk.model for chunk in answer] if stream else answer
     except openai.APIStatusError as error:
         return error
 
@@ -124,6 +126,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
             move(cwd, "rollback", "vm")
             _reloaded(gateway, "rollback vm production 2.0 -> 1.1 by eve")
             s.answers["vm again"] = _chat(gateway, "vm")
+            s.answers["vm streamed"] = _chat(gateway, "vm", stream=True)
         with start_gateway(cwd, cwd / "plain.yaml") as gateway:  # no registry
             for model in ("vm", "flaky"):
                 s.answers["unversioned " + model] = _chat(gateway, model)
@@ -166,12 +169,18 @@ def test_a_rule_about_the_version_decides_after_a_reload_and_a_rollback_lifts_it
     assert session.calls("gw.duckdb")[4]["model_version"] == "1.1"
 
 
+def test_a_streamed_call_records_the_version_too(session: Session) -> None:
+    assert set(session.answers["vm streamed"]) == {"vm"}
+    call = session.calls("gw.duckdb")[5]
+    assert (call["stream"], call["model"], call["model_version"]) == (True, "vm", "1.1")
+
+
 def test_each_reload_is_recorded_before_the_calls_it_decides(session: Session) -> None:
     events = [(e, p.get("model_version") or [c["version"] for c in p.get("changes", [])])
               for e, p in session.records["gw.duckdb"] if e in ("model_call", "model_versions_reloaded")]
     assert events == [("model_call", "1.1"), ("model_call", "s2"), ("model_call", []),
                       ("model_versions_reloaded", ["2.0"]), ("model_call", []),
-                      ("model_versions_reloaded", ["1.1"]), ("model_call", "1.1")]
+                      ("model_versions_reloaded", ["1.1"]), ("model_call", "1.1"), ("model_call", "1.1")]
     reloads = [p for e, p in session.records["gw.duckdb"] if e == "model_versions_reloaded"]
     assert {p["registry"] for p in reloads} == {"registry.duckdb"}
     out = verify(session.cwd, session.cwd / "gw.duckdb", session.cwd / "gw.key")
