@@ -29,10 +29,15 @@ def _fail(message: str) -> None:
 @click.option("--hold-for-approval", type=click.FloatRange(0, 3600), metavar="SECONDS",
               help="A call that needs an approval waits up to SECONDS for one (GET/POST /v1/approvals) "
                    "instead of 403 (default 0: no wait).")
+@click.option("--registry", metavar="DB",
+              help="Audit database whose model_version events say which version each alias names "
+                   "(`policyengine models promote --db DB`): each call is decided with the version it uses and "
+                   "its model_call record names it; re-read when it changes and on SIGHUP (default: none).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
 def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str | None, providers: str | None,
                     db: str | None, key: str | None, ledger: str | None, rate_limits: str | None, host: str | None,
-                    port: int | None, hold_for_approval: float | None, access_log: bool) -> None:
+                    port: int | None, hold_for_approval: float | None, registry: str | None,
+                    access_log: bool) -> None:
     """Serve an OpenAI-compatible LLM gateway; every call is decided by policy, budgeted, screened and audited.
 
     Example: policyengine gateway --config examples/gateway/gateway.yaml
@@ -47,7 +52,8 @@ def gateway_command(config_file: str | None, rules: tuple[str, ...], keys: str |
         except GatewayConfigError as error:
             _fail(str(error))
     given = {"rules": rules or None, "keys": keys, "providers": providers, "db": db, "key": key, "ledger": ledger,
-             "rate_limits": rate_limits, "host": host, "port": port, "hold_for_approval": hold_for_approval}
+             "rate_limits": rate_limits, "host": host, "port": port, "hold_for_approval": hold_for_approval,
+             "registry": registry}
     settings.update({k: v for k, v in given.items() if v is not None})
     missing = [name for name in ("rules", "keys") if not settings.get(name)]
     if missing:

@@ -99,6 +99,7 @@ class Call:
     response_masked: str | None = None
     counted: list[tuple[Any, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
     approved_gates: set[str] = field(default_factory=set)  # gates an approver opened while the call was held
+    versions: dict[str, str] = field(default_factory=dict)  # model -> the version its request resolved (--registry)
 
 
 def _sha(text: str) -> str:
@@ -118,9 +119,11 @@ class GatewayApp(DecisionApp):
 
     def __init__(self, holder: PolicyHolder, audit: DurableAudit, metrics: Metrics, config: GatewayConfig,
                  keys: dict[str, VirtualKey], teams: dict[str, Any], upstreams: dict[str, Upstream],
-                 ledger: BudgetLedger, limiter: RateLimiter | None = None, access_log: bool = True) -> None:
+                 ledger: BudgetLedger, limiter: RateLimiter | None = None, access_log: bool = True,
+                 versions: Any = None) -> None:
+        # versions: the --registry aliases (server.policy_source.VersionSource), as serve's; None: none resolved
         super().__init__(holder, audit, metrics, ServerOptions(max_body=config.max_body, body_timeout=config.timeout,
-                                                               access_log=access_log))
+                                                               access_log=access_log, model_versions=versions))
         self.config = config
         self.keys = keys
         self.teams = teams
@@ -203,8 +206,12 @@ class GatewayApp(DecisionApp):
         call.key = key
         return key
 
-    def _request(self, key: VirtualKey, model: str, tokens: float, guard: dict[str, Any]) -> dict[str, Any]:
-        """The policy request of a call by ``key`` to ``model``."""
+    def _request(self, active: ActivePolicy, key: VirtualKey, model: str, tokens: float,
+                 guard: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The policy request of a call by ``key`` to ``model``, and the model version it uses (``--registry``).
+
+        With a registry the request carries ``resource.version``/``alias`` resolved as ``serve`` resolves them.
+        """
         principal = dict(key.principal)
         attrs = dict(principal.get("attrs") or {})
         if key.team is not None:
@@ -215,8 +222,11 @@ class GatewayApp(DecisionApp):
             context.setdefault("workflow", key.workflow)
         if key.team is not None:
             context.setdefault("team", key.team)
-        return {"principal": principal, "action": "invoke", "resource": {"kind": "model", "id": model},
-                "data": dict(key.data), "context": context}
+        request = {"principal": principal, "action": "invoke", "resource": {"kind": "model", "id": model},
+                   "data": dict(key.data), "context": context}
+        if self.options.model_versions is None:
+            return request, None
+        return self.options.model_versions(active.policy, request)
 
     def _screen(self, texts: list[str], call: Call, where: str) -> list[g.Screening]:
         """Run the detectors; a detector that raises or overruns its time budget fails the call closed."""
@@ -282,10 +292,12 @@ class GatewayApp(DecisionApp):
         allowed: list[tuple[str, dict[str, Any]]] = []
         first_refusal: dict[str, Any] | None = None
         for name in names:
-            request = self._request(key, name, tokens, guard)
+            request, used = self._request(active, key, name, tokens, guard)
             decision = active.policy.evaluate(request).to_dict()
-            call.decisions.append({"model": name, "effect": decision["effect"],
-                                   "rules": [r["rule"] for r in decision["reasons"]]})
+            decided = {"model": name, "effect": decision["effect"], "rules": [r["rule"] for r in decision["reasons"]]}
+            if used is not None:
+                call.versions[name] = decided["model_version"] = used
+            call.decisions.append(decided)
             if decision["effect"] == "allow":
                 allowed.append((name, request))
             elif decision["effect"] == "escalate" and not allowed:
@@ -442,6 +454,8 @@ class GatewayApp(DecisionApp):
             "guard": call.guard, "usage": call.usage, "attempts": call.attempts, "rule": call.rule,
             "prompt_sha256": call.prompt_sha256, "response_sha256": call.response_sha256, "outcome": call.status,
         }
+        if call.model in call.versions:  # the version of the model actually called (after routing and fallback)
+            payload["model_version"] = call.versions[call.model]
         if call.error:
             payload["error"] = call.error
         if self.config.audit_prompts == "masked":
@@ -617,8 +631,11 @@ class GatewayApp(DecisionApp):
         context["tokens"] = 0  # the call was admitted and its budget held: this stage decides the content only
         content = {k: v for k, v in request.items() if k != "approvals"}  # an approval binds the admitted request
         decision = active.policy.evaluate({**content, "context": context}).to_dict()
-        call.decisions.append({"model": call.model, "stage": "response", "effect": decision["effect"],
-                               "rules": [r["rule"] for r in decision["reasons"]]})
+        decided = {"model": call.model, "stage": "response", "effect": decision["effect"],
+                   "rules": [r["rule"] for r in decision["reasons"]]}
+        if call.model in call.versions:
+            decided["model_version"] = call.versions[call.model]
+        call.decisions.append(decided)
         gates = {o.get("gate") for o in decision["obligations"] if o.get("kind") == "approval_required"}
         if decision["effect"] == "escalate" and gates and gates <= call.approved_gates:
             return  # the gate an approver opened for this call holds again: its content is not the question
@@ -697,7 +714,7 @@ class GatewayApp(DecisionApp):
         key = self._caller(exchange, Call(route="models"))
         data = []
         for name, reg in active.policy.compiled.registry.items():
-            decision = active.policy.evaluate(self._request(key, name, 1, g.merge([])))
+            decision = active.policy.evaluate(self._request(active, key, name, 1, g.merge([]))[0])
             if decision.effect == "allow":
                 data.append({"id": name, "object": "model", "created": 0, "owned_by": reg.get("provider") or "local"})
         return Response(200, json.dumps({"object": "list", "data": data}).encode())

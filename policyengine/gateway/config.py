@@ -1,7 +1,7 @@
 """The gateway's configuration files: ``gateway.yaml``, the virtual keys and the providers.
 
 Paths inside ``gateway.yaml`` (rules, keys, providers) are relative to that
-file; ``db`` and ``key`` to the working directory, as for every command.
+file; ``db``, ``key`` and ``registry`` to the working directory, as for every command.
 Every problem is one ``GatewayConfigError`` line naming the file and field.
 """
 
@@ -221,12 +221,13 @@ class GatewayConfig:
     guards: GuardConfig = field(default_factory=GuardConfig)
     audit_prompts: str = "hash"  # "hash" (sha256 only) or "masked" (text with every finding redacted)
     hold_for_approval: float = 0  # seconds a call needing an approval waits for one (0: answered 403 at once)
+    registry: str | None = None  # audit database whose model_version events name the aliases; None: no versions
     max_body: int = 4 << 20
     timeout: float = 30.0
 
 
 _CONFIG_FIELDS = {"rules", "keys", "providers", "db", "key", "ledger", "rate_limits", "host", "port", "guards",
-                  "audit_prompts", "max_body", "hold_for_approval"}
+                  "audit_prompts", "max_body", "hold_for_approval", "registry"}
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -248,7 +249,7 @@ def load_config(path: str) -> dict[str, Any]:
             if not isinstance(doc[name], str):
                 raise GatewayConfigError(f"{file}: {name}: must be a path")
             out[name] = str(base / doc[name])
-    for name in ("db", "key", "ledger", "rate_limits", "host", "audit_prompts"):
+    for name in ("db", "key", "ledger", "rate_limits", "host", "audit_prompts", "registry"):
         if name in doc:
             if not isinstance(doc[name], str):
                 raise GatewayConfigError(f"{file}: {name}: must be a string")

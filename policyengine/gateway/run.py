@@ -18,14 +18,15 @@ from ..audit.masking import masking_for
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import PolicyHolder
-from ..server.run import _activation_recorder, _listen, _loop_factory, _serve, ServeConfig
+from ..server.run import (_activation_recorder, _listen, _loop_factory, _serve, _version_recorder, open_versions,
+                          ServeConfig)
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
 from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
 
 
 class _NoVersions:
-    """The gateway reads no model version aliases (``serve --registry`` does): nothing to reload."""
+    """Without ``--registry`` the gateway reads no model version aliases: nothing to reload, nothing stamped."""
 
     db = None
 
@@ -80,6 +81,12 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     from ..reporting.monitor import blocked_models
     from ..store.stores import open_serving_state
 
+    versions: Any = None
+    if config.registry:  # read before the log opens, as serve does; re-read on change unless it is the log itself
+        try:
+            versions = open_versions(config.registry, config.db)
+        except ReportError as error:
+            raise GatewayStartError(f"--registry: {str(error).splitlines()[0]}") from None
     try:
         blocked: Any = blocked_models(config.db)
     except ReportError:
@@ -98,6 +105,8 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         if store is not None:
             store.close()
         raise GatewayStartError(str(error)) from None
+    if versions is not None:
+        versions.on_change = _version_recorder(log)  # model_versions_reloaded, durable before the aliases answer
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
@@ -109,13 +118,13 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         if outcome != "activated":
             raise GatewayStartError(outcome.removeprefix("refused: "))
         app = GatewayApp(holder, audit, metrics, config, keys, teams, upstreams, ledger, limiter,
-                         access_log=access_log)
+                         access_log=access_log, versions=versions)
         sock = _listen(config.host, config.port, reuse_port=False)
         serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
                                    watch_interval=1.0)
         _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(app, holder, _NO_VERSIONS, metrics, sock, serve_config))
+            runner.run(_serve(app, holder, versions if versions is not None else _NO_VERSIONS, metrics, sock, serve_config))
             runner.run(app.client.close())
     finally:
         audit.close()

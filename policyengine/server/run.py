@@ -153,6 +153,17 @@ def _version_recorder(log: AuditLog):  # noqa: ANN202
     return record
 
 
+def open_versions(registry: str, writes: str | None) -> Any:
+    """The ``VersionSource`` of ``registry``, re-read on change unless it is ``writes`` (the log this process holds).
+
+    ``serve`` and ``gateway --registry`` both open theirs here. ``ReportError``: not an audit database.
+    """
+    from .policy_source import VersionSource
+
+    live = writes is None or Path(registry).resolve() != Path(writes).resolve()
+    return VersionSource(registry, live=live)
+
+
 def _versions_and_shadow(config: ServeConfig, writes: str | None) -> tuple[Any, Any]:
     """The model version aliases (read before the log opens) and the ``--shadow`` candidate.
 
@@ -167,9 +178,8 @@ def _versions_and_shadow(config: ServeConfig, writes: str | None) -> tuple[Any, 
     from .shadow import Shadow
 
     registry = config.registry or config.db
-    live = writes is None or Path(registry).resolve() != Path(writes).resolve()
     try:
-        versions = VersionSource(registry, live=live)
+        versions = open_versions(registry, writes)
     except ReportError as error:
         if config.registry:
             raise ServeError(f"--registry: {error}") from None
