@@ -205,7 +205,7 @@ def _content_key(names: Sequence[str], sources: Mapping[str, bytes]) -> str | No
     if len(sources) != len(names):
         return None  # some file is unreadable: do not cache what the loader will report
     digest = hashlib.sha256()
-    for name in sorted(names):
+    for name in names:  # in the order given: it is the rules' declaration order, which orders reasons
         data = sources[name]
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
@@ -275,8 +275,8 @@ def _checked(key: str | None, names: Sequence[str], sources: Mapping[str, bytes]
     which file an import resolves to depends on the folders around them, which the
     key does not cover. An entry of the wrong shape is ignored (fail closed).
     """
-    # the files in the order given too: it is the rules' declaration order, which orders reasons
-    disk_key = hashlib.sha256("\0".join([key, *names]).encode()).hexdigest() if key is not None else None
+    # the key covers the files' names, order and bytes and the rules root (load_policy): a file name of it
+    disk_key = hashlib.sha256(key.encode()).hexdigest() if key is not None else None
     if disk_key is not None:
         stored = read_checked(disk_key)
         if _is_checked(stored):

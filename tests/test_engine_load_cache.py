@@ -201,6 +201,8 @@ def test_files_given_in_another_order_keep_their_order(rules: Path) -> None:
     assert [r.id for r in backward.compiled.rules][0] == "t.zz.first"
     assert [r.id for r in forward.compiled.rules][0] == "t.scale.read_dept"
     assert len(entries()) == 2
+    again = engine.load_policy(files)  # the same process, the in-memory cache holding the backward order's
+    assert [r.id for r in again.compiled.rules][0] == "t.scale.read_dept"
 
 
 def test_an_edited_file_is_checked_again(rules: Path) -> None:
