@@ -167,7 +167,18 @@ def test_the_wait_ends_at_the_gates_deadline_with_403(env: Env) -> None:
 
 
 def test_every_approval_decision_is_audited_with_its_approver(env: Env) -> None:
+    """Its own approvals, found by held id: it does not depend on the tests run before it."""
+    decided = []
+    for requester, model, approver, decision in [("sk-bob", "gated", "sk-rita", "approve"),
+                                                 ("sk-bob", "gated", "sk-ron", "reject"),
+                                                 ("sk-rita", "selfgated", "sk-ron", "approve")]:
+        call = env.call_in_background(requester, model)
+        held = env.held(approver, model)
+        assert env.decide(approver, held["id"], decision).status_code == 200
+        call["thread"].join(60)
+        decided.append(held["id"])
     env.gateway.stop()
-    approvals = [p for event, p in audit_records(env.cwd / "gw.duckdb").values() if event == "approval"]
-    outcomes = sorted((p["approver"], p["outcome"]) for p in approvals)
-    assert outcomes == [("rita", "approved"), ("ron", "approved"), ("ron", "rejected")]
+    approvals = {p["held_id"]: (p["approver"], p["outcome"])
+                 for event, p in audit_records(env.cwd / "gw.duckdb").values() if event == "approval"}
+    assert [approvals.get(held_id) for held_id in decided] == [("rita", "approved"), ("ron", "rejected"),
+                                                                ("ron", "approved")]
