@@ -254,13 +254,22 @@ def write_held(held: list[tuple[str, _Parsed]]) -> None:
     held.clear()
 
 
+def _private(status: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else: unpickling a file another user could write runs their code."""
+    return status.st_uid == os.getuid() and not status.st_mode & 0o022
+
+
 def _read_disk(folder: Path, key: str) -> object | None:
-    """The entry ``key`` unpickled, or None when disk caching is off here or it is missing or unreadable."""
+    """The entry ``key`` unpickled, or None when disk caching is off here or it is missing, unreadable or not private."""
     if not _DISK.get():
         return None
     try:
-        with open(folder / f"{key}.pickle", "rb") as handle, paused_gc():
-            return pickle.load(handle)
+        fd = os.open(folder / f"{key}.pickle", os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            if not (_private(os.fstat(fd)) and _private(os.stat(folder))):
+                return None
+            with paused_gc():
+                return pickle.load(handle)
     except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "build it again"
         return None
     finally:
@@ -274,7 +283,7 @@ def _write_disk(folder: Path, key: str, value: object) -> None:
     try:
         if not folder.is_dir():
             _forget_old_versions(folder.parent)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # entries are trusted only when private
         _maybe_prune(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:

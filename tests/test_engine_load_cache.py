@@ -177,6 +177,21 @@ def test_a_damaged_or_foreign_entry_is_ignored_and_rebuilt(rules: Path, monkeypa
     assert again.policy_hash == cold.policy_hash and decisions(again) == decisions(cold)
 
 
+@pytest.mark.parametrize("opened", ["entry", "folder"])
+def test_an_entry_others_could_write_is_not_unpickled(rules: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      opened: str) -> None:
+    """Unpickling a file another user could have written would run their code: such entries are rebuilt."""
+    cold = engine.load_policy(rules)
+    (entry,) = entries()
+    (entry if opened == "entry" else entry.parent).chmod(0o666 if opened == "entry" else 0o777)
+    forget()
+    built = []
+    real_build = engine._build
+    monkeypatch.setattr(engine, "_build", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    again = engine.load_policy(rules)
+    assert built == [1] and decisions(again) == decisions(cold)
+
+
 def test_an_entry_moved_under_another_files_key_is_not_used(tmp_path: Path, rules: Path) -> None:
     engine.load_policy(rules)
     [entry] = entries()
