@@ -169,12 +169,15 @@ class InMemoryLedger:
 
     def live_total(self, scope_key: str, unit: str, window: Window, start: datetime) -> Total:
         """The ``Total`` of the calendar ``window`` starting at ``start`` (UTC), updated in place by every charge."""
-        key = (scope_key, unit, window, utc(start))
         with self._lock:
-            total = self._totals.get(key)
-            if total is None:
-                total = self._totals[key] = Total()
-            return total
+            return self._cell((scope_key, unit, window, utc(start)))
+
+    def _cell(self, key: tuple[str, str, str, datetime]) -> Total:
+        """The ``Total`` of ``key``, made on first use; call with the lock held."""
+        total = self._totals.get(key)
+        if total is None:
+            total = self._totals[key] = Total()
+        return total
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
@@ -185,10 +188,7 @@ class InMemoryLedger:
             buckets[hour] = buckets.get(hour, 0.0) + amount
             for key in ((scope_key, unit, "hour", hour), (scope_key, unit, "day", day),
                         (scope_key, unit, "month", day.replace(day=1))):
-                total = self._totals.get(key)
-                if total is None:
-                    total = self._totals[key] = Total()
-                total.value += amount
+                self._cell(key).value += amount
 
 
 def _own(ledger: object, name: str):
