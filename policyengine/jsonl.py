@@ -248,7 +248,7 @@ class _Run:
         self._write([[None, 0, None, items]], [item.request for item in items if item.error is None])
 
     def _write(self, entries: list[Any], todo: list[Any]) -> None:
-        policy, texts = self.policy, self.texts
+        policy = self.policy
         decisions = iter(policy.evaluate_many(todo, now=self.now, directory=self.directory))
         known = self.repeats.known
         out: list[str] = []
@@ -269,13 +269,10 @@ class _Run:
                     self._error(decision, InputItem(number, request))
                     out.append(self._text(decision))
                     continue
-                found = texts.get(id(decision))
-                text = found[1] if found is not None and found[0] is decision else self._text(decision)
+                text = self._text(decision)
                 out.append(text)
                 if remember:
-                    if len(known) >= _MEMO_LIMIT:
-                        known.clear()
-                    known[line] = (1, text)
+                    self._remember(known, line, 1, text)
                 continue
             first = len(out)
             clean = line is not None and len(line) <= _MEMO_LINE
@@ -291,21 +288,29 @@ class _Run:
                 if decision.errors:
                     clean = False
                     self._error(decision, item)
-                found = texts.get(id(decision))
-                out.append(found[1] if found is not None and found[0] is decision else self._text(decision))
+                out.append(self._text(decision))
             self.decided += len(items)
             if clean and known is not None and items:
-                if len(known) >= _MEMO_LIMIT:
-                    known.clear()
-                known[line] = (len(items), "\n".join(out[first:]))
+                self._remember(known, line, len(items), "\n".join(out[first:]))
         if out:
             self.out("\n".join(out))
 
     def _text(self, decision: Any) -> str:
+        """The JSON of ``decision``, made once per decision object (cached decisions recur)."""
+        found = self.texts.get(id(decision))
+        if found is not None and found[0] is decision:
+            return found[1]
         text = decision.to_json()
         if not decision.errors and len(self.texts) < 4096:
             self.texts[id(decision)] = (decision, text)
         return text
+
+    @staticmethod
+    def _remember(known: dict[bytes, tuple[int, str]], line: bytes, count: int, text: str) -> None:
+        """Keep ``line``'s ``count`` decisions' ``text`` for its repeats (the memory starts afresh when full)."""
+        if len(known) >= _MEMO_LIMIT:
+            known.clear()
+        known[line] = (count, text)
 
     def _error(self, decision: Any, item: InputItem) -> None:
         self.malformed += 1
@@ -336,28 +341,36 @@ def decide_json_lines(policy: Policy, binary: BinaryIO, *, now: datetime | None 
     run = _Run(policy, now, directory, out, err, claimed, fixed_state)
     reads = numbered_lines(binary)
     for number, lines, digits in reads:
-        for at, line in enumerate(lines):
-            if _blank(line):
-                continue
-            raw = line.decode("utf-8")
-            try:
-                first = _decode(raw)
-            except _Unreadable as error:
-                run.items([InputItem(number + at, error=str(error))])
-            except json.JSONDecodeError:
-                rest = [text.decode("utf-8") for text in lines[at:]]
-                rest += [text.decode("utf-8") for _, more, _ in reads for text in more]
-                document = "\n" * (number + at - 1) + "\n".join(rest)
-                for items in _sized(list(_read_document(document)), BATCH):
-                    run.items(items)
-                return run.decided, run.malformed
-            else:
-                run.items(list(_batch(number + at, first, text=raw)))
-            run.lines(number + at + 1, lines[at + 1:], digits)
-            break
-        else:
+        at = next((i for i, line in enumerate(lines) if not _blank(line)), None)
+        if at is None:
             continue
+        if _first_line(run, reads, number + at, lines[at:]):
+            return run.decided, run.malformed
+        run.lines(number + at + 1, lines[at + 1:], digits)
         break
     for number, lines, digits in reads:
         run.lines(number, lines, digits)
     return run.decided, run.malformed
+
+
+def _first_line(run: _Run, reads: Iterator[tuple[int, list[bytes], bool]], number: int, lines: list[bytes]) -> bool:
+    """Decide the first non-blank line, ``lines[0]`` (numbered ``number``); True when the input was one document.
+
+    JSON by itself on that line means JSON Lines; otherwise the rest of the input,
+    from that line on (``lines`` and every read left), is one document.
+    """
+    raw = lines[0].decode("utf-8")
+    try:
+        first = _decode(raw)
+    except _Unreadable as error:
+        run.items([InputItem(number, error=str(error))])
+    except json.JSONDecodeError:
+        rest = [text.decode("utf-8") for text in lines]
+        rest += [text.decode("utf-8") for _, more, _ in reads for text in more]
+        document = "\n" * (number - 1) + "\n".join(rest)
+        for items in _sized(list(_read_document(document)), BATCH):
+            run.items(items)
+        return True
+    else:
+        run.items(list(_batch(number, first, text=raw)))
+    return False
