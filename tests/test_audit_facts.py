@@ -77,10 +77,13 @@ def copy(log_file: tuple[Path, SigningKey], tmp_path: Path) -> tuple[Path, Signi
 
 
 def payload_paths(value: object, prefix: tuple[str, ...] = ()) -> set[str]:
-    """Every object member path of a payload, written here without the project's code."""
+    """Every object member path of a payload, written here without the project's code (DuckDB's paths cannot
+    name the empty key or one with a backslash: those members get no column)."""
     found: set[str] = set()
     if isinstance(value, dict):
         for key, inner in value.items():
+            if key == "" or "\\" in key:
+                continue
             found.add("$." + ".".join('"' + k.replace('"', '\\"') + '"' for k in (*prefix, key)))
             found |= payload_paths(inner, (*prefix, key))
     return found
@@ -133,6 +136,82 @@ def test_paths_found_in_python_are_the_paths_duckdb_finds(payload: dict) -> None
         assert set(facts_module.payload_paths(text)) == set(facts_module._discover(con, "batch")) == payload_paths(payload)
     finally:
         con.close()
+
+
+def duckdb_facts(text: str, paths: list[str]) -> list[str | None]:
+    con = duckdb.connect()
+    try:
+        return con.execute("SELECT json_extract_string($t, $p)", {"t": text, "p": paths}).fetchone()[0] if paths else []
+    finally:
+        con.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), json_values, max_size=4))
+def test_facts_printed_in_python_are_the_values_duckdb_reads(payload: dict) -> None:
+    """The small-batch writer appends values printed in Python; where it does, they are DuckDB's, character for
+    character (control characters, escapes, every number form, nested objects and arrays)."""
+    text = canonical_text(payload)
+    found = facts_module.payload_facts(text)
+    if found is not None:
+        assert list(found) == facts_module.payload_paths(text)
+        assert list(found.values()) == duckdb_facts(text, list(found))
+
+
+FACT_CASES = [  # (payload, printed in Python?) - values compared with DuckDB's in the test
+    ({"a": "x\u000by", "b": {"c": "\u000e\u001f\u007f/é\u2028\"\\"}}, True),  # DuckDB escapes \u000B upper case
+    ({"n": [1e21, 2.5e-5, 1e-7, 0.1, -0.5, 1.5e300]}, True),  # no "+" in exponents, fixed forms as RFC 8785
+    ({"tokens": 2**53, "big": {"x": 1}}, True),
+    ({"tokens": 2**53 + 2}, False),  # beyond 2**53 DuckDB may read a long integer either way
+    ({"cost": 1e20}, False),  # an integral double below 1e21: canonical text prints a long integer
+    ({"cost": 1e300, "c": -1e21}, True),
+    ({"a\\b": 1, "": 2, "c": 3}, True),  # no column for members DuckDB's paths cannot name
+    ({"nested": {"a\\b": {"x": 1}}}, True),
+    ({"empty": {}, "list": [], "none": None, "yes": True, "s": ""}, True),
+]
+
+
+@pytest.mark.parametrize(("payload", "printed"), FACT_CASES)
+def test_facts_printed_in_python_or_left_to_duckdb(payload: dict, printed: bool) -> None:
+    text = canonical_text(payload)
+    found = facts_module.payload_facts(text)
+    assert (found is not None) == printed
+    if found is not None:
+        assert list(found.values()) == duckdb_facts(text, list(found))
+
+
+@pytest.mark.parametrize("batch_size", [1, _SMALL_BATCH + 1], ids=["appender", "arrow"])
+def test_members_no_json_path_can_name_do_not_stop_the_log(tmp_path: Path, batch_size: int) -> None:
+    """A payload key DuckDB's paths cannot spell ("" or with a backslash) used to fail the writer for good."""
+    key = generate_key(tmp_path / "k.key")
+    odd = [{"": 1, "model": "m"}, {"a\\b": {"c": 2}}, {"subject": {"": "x", "region": "EU"}}]
+    with AuditLog(tmp_path / "a.duckdb", key, batch_size=batch_size) as log:
+        for i in range(batch_size + 2):
+            log.append("model_call", payload=odd[i % 3])
+        log.flush()
+    con = duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True)
+    try:
+        assert set(facts_module.columns(con)) == {*FIXED_PATHS, '$."subject"', '$."subject"."region"'}
+        assert con.execute("SELECT count(*) FROM audit_facts").fetchone()[0] == batch_size + 2
+    finally:
+        con.close()
+    assert verify_database(tmp_path / "a.duckdb", [key.public]).ok
+
+
+def test_a_gateway_model_call_takes_the_appender(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's one-record commits append their facts: no json_extract_string statement is run."""
+    def no_statement(*args: object) -> None:
+        raise AssertionError("the facts statement ran")
+
+    monkeypatch.setattr(facts_module, "_insert_rows", no_statement)
+    payload = {"model": "m", "tokens": 40, "cost_usd": 1.23e-5, "latency_ms": 1.234, "stream": False, "route": None,
+               "decisions": [{"effect": "allow"}], "guard": {"pii": [], "response": {"pii": ["email"]}},
+               "usage": {"prompt_tokens": 10}, "outcome": "ok", "prompt_sha256": "ab" * 32}
+    key = generate_key(tmp_path / "k.key")
+    with AuditLog(tmp_path / "a.duckdb", key) as log:
+        for i in range(3):
+            log.wait_durable(log.append("model_call", payload={**payload, "tokens": i}))
+    assert verify_database(tmp_path / "a.duckdb", [key.public]).ok
 
 
 def test_path_of_matches_the_reports_json_path() -> None:

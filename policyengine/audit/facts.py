@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from .canonical import canonical_number
 from .sql import q
 
 FACT_EVENT = "model_call"
@@ -55,10 +56,18 @@ def columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute(q("facts_columns")).fetchall()]
 
 
+def columnable(key: str) -> bool:
+    """Whether DuckDB's JSON paths can name member ``key``: not the empty key, nor one with a backslash (their
+    paths are errors, which would fail the writer's transaction); such members and what is below get no column."""
+    return bool(key) and "\\" not in key
+
+
 def _paths(structure: Any, prefix: tuple[str, ...], out: dict[str, None]) -> None:
     """Every object member path of a ``json_structure`` result (objects themselves included; not into arrays)."""
     if isinstance(structure, dict):
         for key, inner in structure.items():
+            if not columnable(key):
+                continue
             keys = (*prefix, key)
             out[path_of(keys)] = None
             _paths(inner, keys, out)
@@ -77,6 +86,76 @@ def payload_paths(payload: str) -> list[str]:
     found: dict[str, None] = {}
     _paths(orjson.loads(payload), (), found)
     return list(found)
+
+
+class _Unsure(Exception):
+    """A value whose ``json_extract_string`` text Python does not reproduce for certain: DuckDB computes it."""
+
+
+# DuckDB prints JSON with yyjson: RFC 8785's escapes, but \u00XX in upper case (and DEL, / and non-ASCII as is).
+_YY_ESCAPES = {c: f"\\u{c:04X}" for c in range(0x20)} | {
+    0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+_MAX_EXACT_INT = 2**53
+
+
+def _yy_number(value: int | float) -> str:
+    """A canonical payload's number as yyjson prints it back: integers as they are, other doubles as RFC 8785
+    prints them but with no ``+`` in the exponent (``1e21``). Integers beyond 2**53 (canonical text writes
+    those below 1e21 as long integer literals, which yyjson may read as integers or doubles) are left to DuckDB."""
+    if type(value) is int:
+        if -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
+            return str(value)
+        raise _Unsure
+    if value.is_integer() and abs(value) < 1e21:
+        raise _Unsure
+    return canonical_number(value).replace("e+", "e")
+
+
+def _yy_text(value: Any) -> str:
+    """``value`` (parsed from canonical text) printed as DuckDB's ``json_extract_string`` prints a nested value."""
+    if isinstance(value, str):
+        return '"' + value.translate(_YY_ESCAPES) + '"'
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, dict):
+        return "{" + ",".join(_yy_text(k) + ":" + _yy_text(v) for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_yy_text(v) for v in value) + "]"
+    return _yy_number(value)
+
+
+def _facts_of(value: dict[str, Any], prefix: tuple[str, ...], out: dict[str, str | None]) -> None:
+    for key, inner in value.items():
+        if not columnable(key):
+            continue
+        keys = (*prefix, key)
+        if isinstance(inner, str):
+            out[path_of(keys)] = inner
+        elif inner is None:
+            out[path_of(keys)] = None
+        else:
+            out[path_of(keys)] = _yy_text(inner)
+            if isinstance(inner, dict):
+                _facts_of(inner, keys, out)
+
+
+def payload_facts(payload: str) -> dict[str, str | None] | None:
+    """Every member path of a canonical payload (``payload_paths``) with its value as ``json_extract_string``
+    reads it; None when some value is one Python cannot print exactly as DuckDB does (then DuckDB computes them).
+
+    The facts must be the very text the reports would read from the payload (``audit verify`` compares them),
+    so this mirrors DuckDB's printing only where it is certain; a property test holds it to DuckDB's output.
+    """
+    found: dict[str, str | None] = {}
+    try:
+        _facts_of(orjson.loads(payload), (), found)
+    except _Unsure:
+        return None
+    return found
 
 
 def _add_columns(con: duckdb.DuckDBPyConnection, paths: list[str], known: list[str]) -> tuple[list[str], list[str]]:
@@ -113,7 +192,12 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], kn
 
 
 class FactsWriter:
-    """The writer's side: the table exists (created, and filled from the payloads for an older log) and grows per batch."""
+    """The writer's side: the table exists (created, and filled from the payloads for an older log) and grows per batch.
+
+    A small batch whose values ``payload_facts`` prints goes through an appender (no SQL statement to parse
+    and bind: that statement was most of a one-record ``model_call`` commit); any other through DuckDB's
+    ``json_extract_string``.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         if not has_facts(con):
@@ -128,6 +212,8 @@ class FactsWriter:
                 con.execute("ROLLBACK")
                 raise
         self._columns = columns(con)
+        self._appender: Any = None
+        self._appender_columns: list[str] = []
 
     @staticmethod
     def wanted(rows: list[tuple[Any, ...]]) -> bool:
@@ -140,9 +226,26 @@ class FactsWriter:
             self._columns = _insert(con, source, self._columns)
 
     def add_rows(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
-        """``add`` for a small batch not registered in DuckDB: its values go in the statement."""
-        if self.wanted(rows):
-            self._columns = _insert_rows(con, rows, self._columns)
+        """``add`` for a small batch not registered in DuckDB: appended as values where Python prints them all."""
+        records = [row for row in rows if row[3] == FACT_EVENT]
+        if not records:
+            return
+        values = [payload_facts(row[7]) for row in records]
+        if any(found is None for found in values):
+            self._columns = _insert_rows(con, records, self._columns)
+            return
+        self._columns, _ = _add_columns(con, list(dict.fromkeys(p for found in values for p in found)), self._columns)
+        if self._appender is None or self._appender_columns != self._columns:
+            self._appender = con.appender("audit_facts", columns=["seq", "ts", *self._columns])
+            self._appender_columns = self._columns
+        self._appender.append_rows([(row[0], row[1], *map(found.get, self._columns))  # type: ignore[union-attr]
+                                    for row, found in zip(records, values)])
+        self._appender.flush()
+
+    def clear(self) -> None:
+        """Drop rows a failed flush left buffered (the writer's transaction rolled back)."""
+        if self._appender is not None:
+            self._appender.clear()
 
 
 def first_mismatch(con: duckdb.DuckDBPyConnection) -> int | None:

@@ -652,6 +652,7 @@ class AuditLog:
             cur.commit()
         except duckdb.Error as err:
             self._appenders.clear()
+            self._facts.clear()
             try:
                 cur.rollback()
             except duckdb.Error:
