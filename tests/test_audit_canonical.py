@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
+import uuid
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +18,7 @@ from policyengine.audit.canonical import (
     canonical_bytes,
     canonical_number,
     canonical_text,
+    is_canonical,
 )
 
 # RFC 8785 appendix B and ECMAScript Number.prototype.toString.
@@ -50,6 +54,46 @@ NUMBERS = [
 @pytest.mark.parametrize(("value", "text"), NUMBERS)
 def test_numbers_print_as_ecmascript(value: float, text: str) -> None:
     assert canonical_number(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), NUMBERS)
+def test_numbers_inside_objects_and_arrays_print_as_ecmascript(value: float, text: str) -> None:
+    """Objects and arrays take orjson's text when it is exact: each number that orjson prints otherwise
+    (1e-6 as "1e-6", 123.0 as "123.0", 1.5e16 as "1.5e+16", -0.0) must be caught and printed by RFC 8785."""
+    assert canonical_text({"n": value, "l": [value, "0e+1 1.0,"]}) == f'{{"l":[{text},"0e+1 1.0,"],"n":{text}}}'
+    assert canonical_text([value]) == f"[{text}]"
+    assert is_canonical(f'{{"n":{text}}}')
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"n": [math.nan]}, {"n": {"m": -math.inf}}, {"u": uuid.UUID(int=1)}, {"e": _Colour.RED},
+     {"f": orjson.Fragment(b'{"x":1}')}, [1, (2, math.nan)]],
+)
+def test_values_orjson_prints_but_json_has_not_are_refused(value: object) -> None:
+    """orjson prints NaN as null, UUIDs and enums as their values and a Fragment as given: the fast path must not."""
+    with pytest.raises(CanonicalJSONError):
+        canonical_text(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"n":1.0}', '{"n":1e-6}', '{"n":1.5e+16}', '{"n":-0}', '{"n":9007199254740993}', '{"b":1,"a":2}', '{"a": 1}',
+     '{"\ufb33":1,"\U0001f600":2}',  # code point order; RFC 8785 sorts by UTF-16 units: U+1F600 first
+     '{"s":"\u000b"}',  # a raw control character: not JSON
+     '{"s":"\\u000B"}', '{"s":"\\u0041"}', '{"s":"\\/"}'],  # escapes RFC 8785 writes otherwise
+)
+def test_non_canonical_texts_are_told_apart(text: str) -> None:
+    assert not is_canonical(text)
+
+
+def test_canonical_texts_with_escapes_and_utf16_order_are_canonical() -> None:
+    assert is_canonical('{"\U0001f600":2,"\ufb33":1}')
+    assert is_canonical('{"s":"\\u000b\\u001f\\n"}')
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 2**53 + 1, -(2**60) - 1, 10**400])

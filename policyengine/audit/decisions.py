@@ -45,7 +45,7 @@ def decision_event(request: Any, decision: Any, step: str | None = None, *,
         payload["step"] = step
     if isinstance(dec, dict) and dec.get("model_version") is not None:  # models_registry: the version used
         payload["model_version"] = dec["model_version"]
-    shown = masking.apply(payload).get("request")
+    shown = req if masking.empty else masking.apply(payload).get("request")  # per decision: no copy when unmasked
     principal = shown.get("principal") if isinstance(shown, dict) else None
     context = shown.get("context") if isinstance(shown, dict) else None
     actor = principal.get("id") if isinstance(principal, dict) else None

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256 as _sha256
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from .errors import AuditError
 from .facts import FactsWriter
 from .keys import SigningKey
 from .masking import NO_MASKING, Masking, merged
-from .merkle import CompactTree, leaf_hash
+from .merkle import CompactTree
 from .sql import q
 
 EVENTS = frozenset(
@@ -59,6 +60,7 @@ EVENTS = frozenset(
      "shadow_diff",  # `serve --shadow`: the candidate policy decided a request differently
      "model_versions_reloaded"}  # `serve --registry`: a reload (file watch, SIGHUP) changed the model aliases
 )
+_EVENT_JSON = {event: _encode_string(event) for event in EVENTS}  # each name's JSON, encoded once (append)
 DEFAULT_ORIGIN_PREFIX = "policyengine/"  # a new log without an origin gets this and 16 random hex digits
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -133,20 +135,28 @@ def leaf_bytes(
     """RFC 8785 bytes of a record: every column but ``leaf_hash``, keys sorted.
 
     ``payload`` is the already-canonical JSON text of the payload object.
-    Runs once per appended record, so the string escaping is inlined.
     """
-    enc = _encode_string
-    text = (
-        f'{{"actor":{"null" if actor is None else enc(actor)},"event":{"null" if event is None else enc(event)}'
-        f',"key_id":{"null" if key_id is None else enc(key_id)},"origin":{"null" if origin is None else enc(origin)}'
-        f',"payload":{payload},"policy_hash":{"null" if policy_hash is None else enc(policy_hash)}'
-        f',"run_id":{"null" if run_id is None else enc(run_id)},"seq":{seq},"ts":"{ts}"'
-        f',"workflow":{"null" if workflow is None else enc(workflow)}}}'
-    )
+    text = _leaf_text("", _json_string(actor), _json_string(event), _json_string(key_id), _json_string(origin),
+                      payload, _json_string(policy_hash), _json_string(run_id), seq, ts, _json_string(workflow))
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise CanonicalJSONError(f"record {seq} contains a lone surrogate") from None
+
+
+def _json_string(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def _leaf_text(head: str, actor: str, event: str, key_id: str, origin: str, payload: str, policy_hash: str,
+               run_id: str, seq: int, ts: str, workflow: str) -> str:
+    """The one template of a record's leaf text (``head`` + the RFC 8785 object), from JSON-encoded column values.
+
+    ``append`` passes RFC 9162's leaf prefix "\\x00" as ``head`` and hashes the result
+    at once; ``leaf_bytes`` passes "". ``ts`` is canonical text that needs no escaping.
+    """
+    return (f'{head}{{"actor":{actor},"event":{event},"key_id":{key_id},"origin":{origin},"payload":{payload}'
+            f',"policy_hash":{policy_hash},"run_id":{run_id},"seq":{seq},"ts":"{ts}","workflow":{workflow}}}')
 
 
 _ROW_TYPES = (pa.int64(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(),
@@ -254,6 +264,9 @@ class AuditLog:
     commits (group commit): the writer thread commits everything buffered in one
     transaction, so many threads waiting at once cost one commit, not one each.
     """
+
+    # append's columns fixed per log and key: (key, its id, the id as JSON, the origin as JSON)
+    _fixed_json: tuple[SigningKey | None, str, str, str] = (None, "", "", "")
 
     def __init__(
         self,
@@ -423,8 +436,16 @@ class AuditLog:
         payload: dict[str, Any],
         policy_hash: str | None = None,
     ) -> int:
-        """Buffer one record and return its seq; it is durable after the next flush."""
-        if event not in EVENTS:
+        """Buffer one record and return its seq; it is durable after the next flush.
+
+        Every record of every caller (each answer of ``serve``) pays this, so it
+        is kept lean: the columns fixed per log (event name, key id, origin) are
+        JSON-encoded once, the leaf text is one f-string that starts with RFC
+        9162's leaf prefix and is hashed as it is, and masking is skipped when
+        none is configured.
+        """
+        event_json = _EVENT_JSON.get(event)
+        if event_json is None:
             raise AuditError(f"unknown audit event {event!r} (expected one of {', '.join(sorted(EVENTS))})")
         if not isinstance(payload, dict):
             raise AuditError(f"{event} payload must be a JSON object, not {type(payload).__name__}")
@@ -433,23 +454,33 @@ class AuditLog:
             for name, value in (("actor", actor), ("workflow", workflow), ("run_id", run_id), ("policy_hash", policy_hash)):
                 if value is not None and not isinstance(value, str):
                     raise AuditError(f"{name} must be a string or None, not {type(value).__name__}")
+        masking = self._masking
         try:
-            payload_text = canonical_text(self._masking.apply(payload))
+            payload_text = canonical_text(payload if masking.empty else masking.apply(payload))
         except CanonicalJSONError as err:
             raise AuditError(f"{event} payload: {err}") from None
+        enc = _encode_string
+        actor_json = "null" if actor is None else enc(actor)
+        workflow_json = "null" if workflow is None else enc(workflow)
+        run_id_json = "null" if run_id is None else enc(run_id)
+        policy_hash_json = "null" if policy_hash is None else enc(policy_hash)
         with self._lock:
-            self._check_open()
+            if self._failed or self._closed:
+                self._check_open()
             ts = utc_now_text()  # under the lock, so ts never decreases as seq increases
-            key_id = self._key.key_id
+            key, key_id, key_json, origin_json = self._fixed_json
+            if key is not self._key:  # the first record, or the first after a rotation
+                key = self._key
+                key_id = key.key_id
+                key_json, origin_json = _json_string(key_id), _json_string(self.origin)
+                self._fixed_json = (key, key_id, key_json, origin_json)
             seq = self._seq + 1
             try:
-                data = leaf_bytes(
-                    seq=seq, ts=ts, origin=self.origin, event=event, actor=actor, workflow=workflow,
-                    run_id=run_id, payload=payload_text, policy_hash=policy_hash, key_id=key_id,
-                )
-            except CanonicalJSONError as err:
-                raise AuditError(str(err)) from None
-            leaf = leaf_hash(data)
+                data = _leaf_text("\x00", actor_json, event_json, key_json, origin_json, payload_text, policy_hash_json,
+                                  run_id_json, seq, ts, workflow_json).encode("utf-8")
+            except UnicodeEncodeError:
+                raise AuditError(f"record {seq} contains a lone surrogate") from None
+            leaf = _sha256(data).digest()  # merkle.leaf_hash of the leaf bytes: data starts with its 0x00
             self._tree.append(leaf)
             self._seq = seq
             self._buffer.append(
