@@ -73,16 +73,21 @@ class DurableAudit:
         await future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:  # a new loop (tests run several): a commit asked on the old one answers nobody
+            self._committing = False
         self._loop = loop
         if self._thread is None:
             self._thread = threading.Thread(target=self._commit_loop, name="audit-commit", daemon=True)
             self._thread.start()
 
     def _commit_loop(self) -> None:
-        """The committer thread: commit whatever is appended whenever a handler waits, until closed or failed.
+        """The committer thread: commit whatever is appended whenever asked, until stopped or failed.
 
-        ``_wanted`` is cleared before the flush, so a record appended after the
-        flush began sets it again and gets the next commit: no wake-up is lost.
+        It is asked by the first handler to wait while no commit is under way,
+        and by ``_release`` when handlers came in while one was: so the next
+        commit starts once the loop has taken the last one's answers, and
+        carries every record appended until then. ``_wanted`` is cleared before
+        the flush, so an ask that comes during it is not lost.
         """
         while True:
             self._wanted.wait()
