@@ -180,10 +180,11 @@ def main() -> None:
 
             def measure(route: str, name: str, connections: int, per_request: int) -> None:
                 pids = _server_pids(server.pid)
-                before, commits = _cpu_ticks(pids), _commits(base)
+                one = args.workers == 1  # with several, /metrics answers from whichever worker the kernel picks
+                before, commits = _cpu_ticks(pids), (_commits(base) if one else (0.0, 0.0, 0.0))
                 r = wrk(base + route, paths[name], connections, args.duration, folder)
                 cpu = (_cpu_ticks(pids) - before) / ticks / max(r["requests"], 1) * 1e6
-                after = _commits(base)
+                after = _commits(base) if one else commits
                 n = after[0] - commits[0]
                 size = (after[1] - commits[1]) / n if n else 0.0
                 ms = (after[2] - commits[2]) / n * 1000 if n else 0.0
@@ -210,7 +211,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for route, connections, rps, dps, p50, p99, bad, cpu, size, ms, load in rows:
         print(f"| {route} | {connections} | {rps:,.0f} | {dps:,.0f} | {p50:.2f} | {p99:.2f} | {bad:.0f} "
-              f"| {cpu:.0f} | {size:.1f} | {ms:.2f} | {load:.1f} |")
+              f"| {cpu:.0f} | {f'{size:.1f}' if size else '-'} | {f'{ms:.2f}' if ms else '-'} | {load:.1f} |")
 
 
 if __name__ == "__main__":
