@@ -38,7 +38,7 @@ def test_a_log_that_cannot_commit_gets_503_and_no_decision(tmp_path: Path) -> No
     try:
         ok, *refused, ready = asyncio.run(drive())
     finally:
-        audit._pool.shutdown(wait=True)
+        audit.stop()
     assert ok.status_code == 200 and ok.json()["effect"] == "allow"
     for answer in refused:
         assert answer.status_code == 503, answer.text

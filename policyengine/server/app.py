@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from ..audit import AuditError
 from ..engine import read_requests
 from . import authzen
@@ -57,8 +59,16 @@ class Response:
     note: dict[str, Any] | None = None  # fields for the access log (audit seq, effect)
 
 
+def _dumps(value: Any) -> bytes:
+    """Compact JSON: orjson (a fifth of ``json.dumps``' time), else ``json`` for what orjson refuses (big ints)."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _json(status: int, value: Any, **note: Any) -> Response:
-    return Response(status, json.dumps(value, separators=(",", ":")).encode(), note=note or None)
+    return Response(status, _dumps(value), note=note or None)
 
 
 def _problem(status: int, message: str, problems: list[str]) -> Response:
@@ -107,6 +117,7 @@ class DecisionApp:
         self.open_routes = {"/health", "/ready"}  # answered without the bearer token (probes)
         self._paths = {path for _, path in self.routes}
         self._latency = {path: metrics.latency.labels(path) for path in self._paths}
+        self._log_lines: list[str] = []  # access-log lines not yet written (``_log_line``)
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -147,7 +158,7 @@ class DecisionApp:
         method, path = scope["method"], scope["path"]
         elapsed = time.perf_counter() - started
         route = path if path in self._paths else "<other>"
-        self.metrics.requests.labels(route, str(response.status)).inc()
+        self.metrics.answered(route, response.status)
         if route in self._latency:
             self._latency[route].observe(elapsed)
         if self.options.access_log:
@@ -160,7 +171,21 @@ class DecisionApp:
             request_id = headers.get(b"x-request-id")
             if request_id is not None:
                 entry["request_id"] = request_id.decode("latin-1")
-            sys.stderr.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self._log_line(_dumps(entry).decode() + "\n")
+
+    def _log_line(self, line: str) -> None:
+        """Queue one access-log line; the lines of one turn of the event loop go to stderr in one write."""
+        if not self._log_lines:
+            try:
+                asyncio.get_running_loop().call_soon(self._write_log)
+            except RuntimeError:  # no loop (called from a test): write now
+                sys.stderr.write(line)
+                return
+        self._log_lines.append(line)
+
+    def _write_log(self) -> None:
+        lines, self._log_lines = self._log_lines, []
+        sys.stderr.write("".join(lines))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

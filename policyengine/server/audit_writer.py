@@ -1,20 +1,26 @@
 """Durable before answered: the server's side of the audit log (group commit).
 
 Every request handler appends its decision with ``AuditLog.append`` and then
-awaits ``durable(seq)``. One committer task waits, off the event loop, until the
-highest seq appended so far is durable (``AuditLog.wait_durable``) and then
-wakes every handler whose record that covered; so one DuckDB transaction and
-one signature carry all the decisions that arrived while the previous commit
-ran, and throughput grows with concurrency instead of paying a commit each.
+awaits ``durable(seq)``. One committer thread, woken when a handler waits,
+commits everything appended so far (``AuditLog.flush``) and hands the highest
+durable seq back to the event loop, which wakes every handler it covers; so one
+DuckDB transaction and one signature carry all the decisions that arrived while
+the previous commit ran, and throughput grows with concurrency instead of
+paying a commit each.
+
+The committer flushes itself rather than asking the log's own writer thread
+(``wait_durable``) through an executor: each thread hop costs a GIL hand-off,
+which waits up to the switch interval while the event loop is busy, and that
+wait, not the disk, was most of a commit's time under load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..audit import AuditError, AuditLog, decision_event
@@ -28,9 +34,11 @@ class DurableAudit:
         self.on_commit = on_commit  # (seconds, records) after each commit: metrics
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (seq, tiebreak, future)
         self._tiebreak = 0
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the committer hands results back
+        self._wanted = threading.Event()  # set when a handler waits: the committer commits what is appended
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._committing = False  # on the loop: a commit is asked for or under way and not yet handed back
         self.failed: str | None = None
 
     # -- appending (on the event loop; cheap: hashing, no I/O) -----------------
@@ -54,45 +62,77 @@ class DurableAudit:
         if self.failed:
             raise AuditError(self.failed)
         loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._wake = asyncio.Event()
-            self._task = loop.create_task(self._commit_loop())
+        if self._loop is not loop or self._thread is None:
+            self._start(loop)
         future: asyncio.Future[None] = loop.create_future()
         self._tiebreak += 1
         heapq.heappush(self._waiters, (seq, self._tiebreak, future))
-        assert self._wake is not None
-        self._wake.set()
+        if not self._committing:  # else the commit under way hands back first, then the next one starts
+            self._committing = True
+            self._wanted.set()
         await future
 
-    async def _commit_loop(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:  # a new loop (tests run several): a commit asked on the old one answers nobody
+            self._committing = False
+        self._loop = loop
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._commit_loop, name="audit-commit", daemon=True)
+            self._thread.start()
+
+    def _commit_loop(self) -> None:
+        """The committer thread: commit whatever is appended whenever asked, until stopped or failed.
+
+        It is asked by the first handler to wait while no commit is under way,
+        and by ``_release`` when handlers came in while one was: so the next
+        commit starts once the loop has taken the last one's answers, and
+        carries every record appended until then. ``_wanted`` is cleared before
+        the flush, so an ask that comes during it is not lost.
+        """
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._waiters:
-                continue
-            target = self.log.size  # everything appended so far: later arrivals ride along
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
             started = time.perf_counter()
             try:
-                await loop.run_in_executor(self._pool, self.log.wait_durable, target)
+                flushed = self.log.flush()
             except Exception as error:  # noqa: BLE001 - every waiter must hear of it, fail closed
-                self.failed = str(error) if isinstance(error, AuditError) else f"audit write failed: {error}"
-                while self._waiters:
-                    _, _, future = heapq.heappop(self._waiters)
-                    if not future.done():
-                        future.set_exception(AuditError(self.failed))
+                failed = str(error) if isinstance(error, AuditError) else f"audit write failed: {error}"
+                self._post(self._fail, failed)
                 return
-            done = 0
-            while self._waiters and self._waiters[0][0] <= target:
-                _, _, future = heapq.heappop(self._waiters)
-                if not future.done():
-                    future.set_result(None)
-                done += 1
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - started, done)
-            if self._waiters:
-                self._wake.set()
+            self._post(self._release, flushed, time.perf_counter() - started)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: the server is shutting down, nobody waits
+            pass
+
+    def _release(self, flushed: int, seconds: float) -> None:
+        """On the loop: wake every handler whose record the commit covered."""
+        waiters = self._waiters
+        done = 0
+        while waiters and waiters[0][0] <= flushed:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)
+            done += 1
+        if self.on_commit is not None and done:
+            self.on_commit(seconds, done)
+        self._committing = bool(waiters)
+        if waiters:  # appended while that commit ran: they ride the next one together
+            self._wanted.set()
+
+    def _fail(self, failed: str) -> None:
+        self.failed = failed
+        while self._waiters:
+            future = heapq.heappop(self._waiters)[2]
+            if not future.done():
+                future.set_exception(AuditError(failed))
 
     def writable(self) -> bool:
         """Whether the log still accepts and commits records (``/ready``)."""
@@ -105,9 +145,14 @@ class DurableAudit:
             return False
         return True
 
+    def stop(self) -> None:
+        """Stop the committer thread (after the commit under way); the log stays open."""
+        self._stopping = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
+
     def close(self) -> None:
-        """Sign a final checkpoint and release the file."""
-        if self._task is not None:
-            self._task.cancel()
-        self._pool.shutdown(wait=True)
+        """Stop the committer, sign a final checkpoint and release the file."""
+        self.stop()
         self.log.close()

@@ -6,6 +6,7 @@ With ``--workers N`` each worker keeps and serves its own; scrape each, or sum.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -39,9 +40,22 @@ class Metrics:
                                ["outcome"], registry=r)
         self.spend = Counter("policyengine_budget_spend", "Usage charged through /v1/charge, by budget scope and unit.",
                              ["scope", "unit"], registry=r)
+        # Children by label values, found once: ``labels()`` validates and locks on every call (~3 us a request).
+        self._decided: dict[tuple[str, str], Any] = {}
+        self._answered: dict[tuple[str, int], Any] = {}
 
     def decided(self, effect: str, rule: str) -> None:
-        self.decisions.labels(effect, rule).inc()
+        child = self._decided.get((effect, rule))
+        if child is None:
+            child = self._decided[effect, rule] = self.decisions.labels(effect, rule)
+        child.inc()
+
+    def answered(self, route: str, status: int) -> None:
+        """Count one HTTP answer by route and status."""
+        child = self._answered.get((route, status))
+        if child is None:
+            child = self._answered[route, status] = self.requests.labels(route, str(status))
+        child.inc()
 
     def committed(self, seconds: float, records: int) -> None:
         self.audit_commit.observe(seconds)
