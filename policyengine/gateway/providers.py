@@ -92,13 +92,15 @@ class UpstreamClient:
     async def post(self, upstream: Upstream, path: str, body: dict[str, Any]) -> Answer:
         """POST ``body`` (its model replaced by the upstream's name) and return the JSON answer."""
         assert upstream.base_url is not None
-        payload = {**body, "model": upstream.upstream_model}
+        # encoded once, outside the retries, and sent as bytes: httpx's json= path re-encodes on every try
+        content = json.dumps({**body, "model": upstream.upstream_model}, separators=(",", ":")).encode()
+        url, headers = upstream.base_url + path, self._headers(upstream)
         last: UpstreamError | None = None
         started = time.perf_counter()
         for attempt in range(1, upstream.retries + 2):
             try:
-                response = await self._client.post(upstream.base_url + path, json=payload,
-                                                   headers=self._headers(upstream), timeout=upstream.timeout_s)
+                response = await self._client.post(url, content=content, headers=headers,
+                                                   timeout=upstream.timeout_s)
             except httpx.TimeoutException:
                 last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s")
                 continue
@@ -112,7 +114,7 @@ class UpstreamClient:
                 raise UpstreamError(502, f"{upstream.model}: HTTP {response.status_code} from upstream: "
                                          f"{response.text[:200]}")
             try:
-                doc = response.json()
+                doc = json.loads(response.content)  # the body is read; httpx's .json() first sniffs the encoding
             except ValueError:
                 raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON") from None
             if not isinstance(doc, dict):
