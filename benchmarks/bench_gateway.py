@@ -1,6 +1,6 @@
 """Gateway overhead: latency added over calling the upstream directly, beside LiteLLM proxy, in one run.
 
-    python benchmarks/bench_gateway.py [--requests 1000] [--litellm PATH-TO-litellm]
+    python benchmarks/bench_gateway.py [--requests 1000] [--litellm PATH-TO-litellm] [--phases]
 
 Starts the recording-free OpenAI-compatible upstream of the tests
 (tests/openai_upstream.py), ``policyengine gateway`` in front of it (policy,
@@ -9,7 +9,9 @@ call) and, when a ``litellm`` executable is given or found, LiteLLM proxy in
 front of the same upstream. One client sends the same chat completion
 sequentially over a keep-alive connection, rounds interleaved (direct, ours,
 LiteLLM) so drift hits all three alike; prints p50/p99 of each and of the added
-latency (via - direct, percentile by percentile).
+latency (via - direct, percentile by percentile). ``--phases`` also times the
+gateway's phases (key lookup, guards, decisions, budget, upstream call, audit
+append and durable wait) inside its process.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--litellm", default=shutil.which("litellm"))
+    parser.add_argument("--phases", action="store_true",
+                        help="time the gateway's phases per call (benchmarks/gateway_phases) and print them")
     parser.add_argument("--concurrency", type=int, default=1,
                         help="clients at once (>1: each target in turn, N threads, requests split between them)")
     args = parser.parse_args()
@@ -114,6 +118,10 @@ def main() -> None:
                       "db": "bench.duckdb", "key": "bench.key", "guards": {"mask": ["email"]}}
             (cwd / "gateway.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
             targets = {"direct": (upstream.url, "direct")}
+            if args.phases:  # the gateway process only: the upstream has started, the clients are this process
+                os.environ["GW_PHASES"] = str(cwd / "phases.txt")
+                os.environ["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(ROOT / "benchmarks" / "gateway_phases"), os.environ.get("PYTHONPATH")) if p)
             with start_gateway(cwd, cwd / "gateway.yaml", "--no-access-log") as gateway:
                 targets["policyengine"] = (gateway.url, KEY)
                 litellm = start_litellm(cwd, args.litellm, upstream.url) if args.litellm else None
@@ -126,6 +134,7 @@ def main() -> None:
                 finally:
                     if litellm is not None:
                         litellm.stop()
+            phases = (cwd / "phases.txt").read_text(encoding="utf-8") if args.phases else ""
     report(results, args.requests, args.concurrency)
     values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
               if line.startswith("policyengine_audit_commit_seconds_")}
@@ -134,6 +143,8 @@ def main() -> None:
         mean = values["policyengine_audit_commit_seconds_sum"] / count * 1000
         print(f"policyengine: {int(count)} audit commits, mean {mean:.2f} ms each "
               "(the durable wait before each answer)")
+    if phases:
+        print("policyengine, wall time per call by phase (first 200 calls left out):\n" + phases, end="")
 
 
 def run(targets: dict[str, tuple[str, str]], requests: int, warmup: int) -> dict[str, list[float]]:
