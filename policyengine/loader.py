@@ -271,10 +271,12 @@ def _read_disk(folder: Path, key: str, suffix: str = ".pickle", shared: Sequence
         with os.fdopen(fd, "rb") as handle:
             if not (_private(os.fstat(fd)) and _private(os.stat(folder))):
                 return None
-            unpickler = pickle.Unpickler(handle)
-            unpickler.persistent_load = shared.__getitem__  # type: ignore[assignment] # IndexError: a foreign entry
-            with paused_gc():
-                return unpickler.load()
+            token = _SHARED.set(shared)
+            try:
+                with paused_gc():
+                    return pickle.load(handle)
+            finally:
+                _SHARED.reset(token)
     except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "build it again"
         return None
     finally:
@@ -298,10 +300,7 @@ def _write_disk(folder: Path, key: str, value: object, suffix: str = ".pickle", 
         try:
             with os.fdopen(fd, "wb") as handle:
                 pickler = pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL)
-                pickler.dispatch_table = _REDUCERS  # type: ignore[assignment]
-                if shared:
-                    position = {id(o): i for i, o in enumerate(shared)}
-                    pickler.persistent_id = lambda obj: position.get(id(obj))  # type: ignore[assignment]
+                pickler.dispatch_table = _shared_reducers(shared) if shared else _REDUCERS  # type: ignore[assignment]
                 pickler.dump(value)
             os.replace(tmp, folder / f"{key}{suffix}")
         except BaseException:
@@ -419,6 +418,38 @@ def _load_span(file: str, line: int, col: int, lines: int, end_col: int) -> Span
 
 
 _REDUCERS = _reducers()
+
+# The objects an entry being read refers to by position (``_read_disk``'s ``shared``).
+_SHARED: ContextVar[Sequence[object]] = ContextVar("policyengine_shared_objects", default=())
+
+
+def _shared_object(position: int) -> object:
+    """A shared object, while its entry is read (IndexError outside: that entry is read as damaged)."""
+    return _SHARED.get()[position]
+
+
+def _shared_reducers(shared: Sequence[object]) -> dict[type, Callable[[object], tuple[object, ...]]]:
+    """``_REDUCERS`` writing each of ``shared`` as its position (``_shared_object``) instead of its contents.
+
+    Only the classes of the shared objects get a reducer that looks them up, so
+    the other objects (millions in a large tree) cost no extra call, as they
+    would through ``Pickler.persistent_id``.
+    """
+    position = {id(o): i for i, o in enumerate(shared)}
+    table = dict(_REDUCERS)
+    for cls in {type(o) for o in shared}:
+        table[cls] = _shared_or(position, table.get(cls))
+    return table
+
+
+def _shared_or(position: dict[int, int], base: Callable[[object], tuple[object, ...]] | None,
+               ) -> Callable[[object], tuple[object, ...]]:
+    def reduce(obj: object) -> tuple[object, ...]:
+        found = position.get(id(obj))
+        if found is not None:
+            return _shared_object, (found,)
+        return base(obj) if base is not None else obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)  # type: ignore[return-value]
+    return reduce
 
 
 def _forget_old_versions(parent: Path) -> None:
