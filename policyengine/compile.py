@@ -144,7 +144,6 @@ class CompiledRule:
     principal_name: str | None
     actions: tuple[str, ...]
     kind: str
-    segment: str | None  # literal first segment of the ids it can match (see pattern_segment)
     pattern: str  # the resource id pattern as written
     source: RuleSource = field(repr=False)
     when_ix: int | None  # position of ``when`` in source.conditions (None: always true)
@@ -163,6 +162,7 @@ class CompiledRule:
     guard: Pred | None = field(repr=False)  # its package scope and ``applies to`` (scoping.py); None: every request
     reason: Reason = field(repr=False)
     scoped: Scoped[ast.RuleDecl] = field(repr=False)
+    segment: str | None = field(repr=False)  # literal first segment of the ids it can match (see pattern_segment)
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
@@ -218,13 +218,14 @@ _LAZY: dict[str, Callable[[CompiledRule], Any]] = {
     "test": lambda r: guarded(r.guard, fuse_rule_test(r.pattern, r.when, r.unless)),
     "reason": _lazy_reason,
     "scoped": _lazy_scoped,
+    "segment": lambda r: pattern_segment(r.pattern),
 }
 
 _set_slot = object.__setattr__
 
 # CompiledRule(...) with its plain fields given in this order, setting the slots directly (a third of the
 # time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), the lazy ones left unset
-_RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "segment", "pattern",
+_RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "pattern",
                 "source", "when_ix", "unless_ix", "bounds", "package", "because", "cites", "file", "line")
 _make_rule = fast_constructor(CompiledRule, _RULE_FIELDS)
 _make_rule.__module__, _make_rule.__name__, _make_rule.__qualname__ = __name__, "_make_rule", "_make_rule"
@@ -407,8 +408,7 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             intern(name) if name is not None else None,
             alike.setdefault(actions, actions),
             intern(d.resource_kind.value),
-            pattern_segment(d.resource_pattern),
-            d.resource_pattern,
+            intern(d.resource_pattern),  # rules about one project share their pattern (and on disk)
             source,
             condition(package, d.when),
             condition(package, d.unless),

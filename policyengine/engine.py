@@ -291,9 +291,12 @@ def _loaded(key: str | None, names: Sequence[str], sources: Mapping[str, bytes],
         except BaseException:
             write_held(held)  # a set with errors: ``check`` will want the trees
             raise
+    # the trees are written before compiling: their pickler's memo (an entry per node) and the compiled
+    # rules and index are not held at once
+    beside = _write_trees(disk_key, policy_set) if disk_key is not None and not imported else None
     compiled = compile_policy(policy_set)
     loaded = (policy_set, compiled, digest, tuple(findings), imported)
-    if disk_key is None or imported or not _write_warm(disk_key, loaded):
+    if beside is None or not _write_main(disk_key, loaded, beside):  # type: ignore[arg-type]
         write_held(held)
     return loaded
 
@@ -309,14 +312,21 @@ def _loaded(key: str | None, names: Sequence[str], sources: Mapping[str, bytes],
 # the trees refer to them (loader.write_checked ``shared``).
 
 
-def _write_warm(disk_key: str, loaded: _Loaded) -> bool:
-    """Store a freshly built set in its two parts (the trees first: a main part is never without them)."""
-    policy_set, compiled, digest, warnings, _ = loaded
+def _write_trees(disk_key: str, policy_set: PolicySet) -> tuple[ast.Decl, ...] | None:
+    """Store the ``.trees`` part of a freshly built set (first: a main part is never without it).
+
+    Returns the declarations beside the rules, which it refers to and the main part
+    holds, or None when it could not be written.
+    """
     beside = tuple(d for f in policy_set.files for d in f.decls if not isinstance(d, ast.RuleDecl))
+    return beside if write_checked(disk_key, (policy_set.files, policy_set.rules), _TREES, beside) else None
+
+
+def _write_main(disk_key: str, loaded: _Loaded, beside: tuple[ast.Decl, ...]) -> bool:
+    """Store the main part of a set whose ``.trees`` part ``_write_trees`` stored."""
+    policy_set, compiled, digest, warnings, _ = loaded
     scopes = tuple((d, f.scope) for f in policy_set.files if f.scope is not None
                    for d in f.decls if not isinstance(d, ast.RuleDecl))
-    if not write_checked(disk_key, (policy_set.files, policy_set.rules), _TREES, beside):
-        return False
     light = replace(policy_set, files=(), rules=())
     return write_checked(disk_key, (light, policy_set.paths(), digest, warnings, beside, scopes,
                                     cached_stages(compiled)))
