@@ -160,11 +160,16 @@ class LazyPolicySet(PolicySet):
                 files, rules = self.__dict__["_trees"]()
                 self.__dict__.update(files=files, rules=rules)
 
+    # A copy made by ``dataclasses.replace`` is built by the dataclass ``__init__``: it holds its trees
+    # and none of what ``of`` stores, so it answers as a ``PolicySet`` does.
+
     def paths(self) -> tuple[str, ...]:
-        return self.__dict__["_paths"]
+        found = self.__dict__.get("_paths")
+        return super().paths() if found is None else found
 
     def scopes_beside_rules(self) -> dict[int, ast.Scope]:
-        return self.__dict__["_scopes"]
+        found = self.__dict__.get("_scopes")
+        return super().scopes_beside_rules() if found is None else found
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (or copied) as the whole ``PolicySet``, trees included."""

@@ -12,6 +12,7 @@ is never trusted: the set is built again, or refused when the files changed.
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,18 @@ def test_a_lazy_set_pickles_as_the_whole_set(rules: Path) -> None:
     copied = pickle.loads(pickle.dumps(warm.policy_set))
     assert type(copied).__name__ == "PolicySet" and copied.files == cold.policy_set.files
     assert copied.rules == cold.policy_set.rules and copied.file_names == cold.policy_set.file_names
+
+
+def test_a_replaced_lazy_set_compiles_like_the_cold_one(rules: Path) -> None:
+    """``dataclasses.replace`` on a warm set (policy tests drop a package's rules) gives a set that compiles alike."""
+    cold = engine.load_policy(rules)
+    forget()
+    warm = engine.load_policy(rules)
+
+    def without_plain(ps):  # type: ignore[no-untyped-def]
+        return replace(ps, rules=tuple(s for s in ps.rules if s.package != "t.plain"))
+
+    alone = [engine.Policy(without_plain(p.policy_set), policy_hash="h") for p in (cold, warm)]
+    assert alone[1].files == cold.files and [r.id for r in alone[1].compiled.rules] == ["t.flow.clerks_read",
+                                                                                        "t.flow.no_drafts"]
+    assert decisions(alone[1]) == decisions(alone[0]) and explanations(alone[1]) == explanations(alone[0])
