@@ -585,6 +585,15 @@ def cached_stages(cp: CompiledPolicy) -> dict[str, dict[str, Any]]:
     return {"rules": {"rules": cp.rules}, "rate_limits": {"rate_limits": dict(cp.rate_limits)}}
 
 
+def cached_conditions(done: Mapping[str, Mapping[str, Any]]) -> tuple[ast.Expr, ...]:
+    """Every distinct condition of the rules in ``done`` (() when it is not what ``cached_stages`` gives)."""
+    try:
+        source = done["rules"]["rules"][0].source
+        return tuple(expr for _, expr in source.conditions) if type(source) is RuleSource else ()
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError):
+        return ()
+
+
 def bind_cached(done: Mapping[str, Mapping[str, Any]], ps: PolicySet) -> bool:
     """Bind the rules of ``done`` (read from the disk) to ``ps``; False when ``done`` is not what
     ``cached_stages`` gives (a damaged entry: the caller builds again)."""

@@ -27,7 +27,7 @@ from typing import Any
 from . import ast
 from .budgets import BudgetLedger, InMemoryLedger
 from .check import check_policy
-from .compile import CompiledPolicy, bind_cached, cached_stages, compile_policy
+from .compile import CompiledPolicy, bind_cached, cached_conditions, cached_stages, compile_policy
 from .decision import Decision
 from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
@@ -342,7 +342,8 @@ def _read_warm(disk_key: str, key: str, names: Sequence[str], root: str) -> _Loa
     if recorded_names(light.file_names, root) != light.file_names:
         return None
     trees = functools.partial(_read_trees, disk_key, key, names, root, beside)
-    policy_set = LazyPolicySet.of(light, paths, {id(d): scope for d, scope in scopes}, trees)
+    roots = (*beside, *cached_conditions(done))
+    policy_set = LazyPolicySet.of(light, paths, {id(d): scope for d, scope in scopes}, roots, trees)
     if not bind_cached(done, policy_set):
         return None
     return policy_set, compile_policy(policy_set, done=done), digest, warnings, ()

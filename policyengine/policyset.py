@@ -101,6 +101,11 @@ class PolicySet:
         """The files of the set, as parsed, in order."""
         return tuple(f.path for f in self.files)
 
+    def expression_roots(self) -> tuple[object, ...]:
+        """Nodes whose subtrees hold every condition and value of the set: for walks looking for a kind of
+        expression (``age of``: ``jsonl.reads_clock``). Here the files and the consts."""
+        return (*self.files, *self.consts.values())
+
     def scopes_beside_rules(self) -> dict[int, ast.Scope]:
         """``id(decl) -> its file's scope`` for the declarations of scoped files that are not rules."""
         return {id(decl): f.scope for f in self.files if f.scope is not None
@@ -147,11 +152,15 @@ class LazyPolicySet(PolicySet):
 
     @classmethod
     def of(cls, light: PolicySet, paths: tuple[str, ...], scopes: dict[int, ast.Scope],
-           trees: Callable[[], _Trees]) -> "LazyPolicySet":
-        """``light`` (whose ``files`` and ``rules`` are left out) with ``trees`` to read them."""
+           roots: tuple[object, ...], trees: Callable[[], _Trees]) -> "LazyPolicySet":
+        """``light`` (whose ``files`` and ``rules`` are left out) with ``trees`` to read them.
+
+        ``roots``: the declarations beside the rules and every distinct condition of
+        the rules (what in the trees can hold an expression), for ``expression_roots``.
+        """
         ps = object.__new__(cls)
         state = {f.name: getattr(light, f.name) for f in fields(PolicySet) if f.name not in ("files", "rules")}
-        ps.__dict__.update(state, _paths=paths, _scopes=scopes, _trees=trees, _lock=threading.Lock())
+        ps.__dict__.update(state, _paths=paths, _scopes=scopes, _roots=roots, _trees=trees, _lock=threading.Lock())
         return ps
 
     def _read_trees(self) -> None:
@@ -166,6 +175,12 @@ class LazyPolicySet(PolicySet):
     def paths(self) -> tuple[str, ...]:
         found = self.__dict__.get("_paths")
         return super().paths() if found is None else found
+
+    def expression_roots(self) -> tuple[object, ...]:
+        """Without reading the trees: a rule holds expressions only in ``when`` and ``unless``, and
+        conditions written alike hold the same kinds of expression."""
+        found = self.__dict__.get("_roots")
+        return super().expression_roots() if found is None else (*found, *self.consts.values())
 
     def scopes_beside_rules(self) -> dict[int, ast.Scope]:
         found = self.__dict__.get("_scopes")

@@ -211,3 +211,40 @@ def test_a_replaced_lazy_set_compiles_like_the_cold_one(rules: Path) -> None:
     assert alone[1].files == cold.files and [r.id for r in alone[1].compiled.rules] == ["t.flow.clerks_read",
                                                                                         "t.flow.no_drafts"]
     assert decisions(alone[1]) == decisions(alone[0]) and explanations(alone[1]) == explanations(alone[0])
+
+
+AGED = '''package t.aged
+
+role boss
+
+rule fresh_reads
+    allow any to read dataset "a/*"
+    when age of context.issued <= 1h
+
+escalate old_writes
+    when action == "write" and age of context.issued > 2h
+    to role boss
+
+rule plain
+    allow any to read dataset "b/*"
+'''
+NO_RULE_AGE = AGED.replace("age of context.issued <= 1h", "context.fresh == true")
+
+
+@pytest.mark.parametrize("text, reads", [
+    (AGED, True),
+    (NO_RULE_AGE, True),  # the gate still reads it
+    (AGED.replace("age of context.issued > 2h", "context.old == true"), True),  # only a rule's condition
+    (NO_RULE_AGE.replace("age of context.issued > 2h", "context.old == true"), False),
+])
+def test_whether_decisions_read_the_clock_is_told_without_the_trees(tmp_path: Path, text: str, reads: bool) -> None:
+    from policyengine.jsonl import reads_clock
+
+    folder = tmp_path / "aged"
+    folder.mkdir()
+    (folder / "a.policy").write_text(text, encoding="utf-8")
+    cold = engine.load_policy(folder)
+    forget()
+    warm = engine.load_policy(folder)
+    assert reads_clock(warm) is reads_clock(cold) is reads
+    assert not trees_read(warm)
