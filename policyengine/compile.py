@@ -25,6 +25,7 @@ import gc
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -230,6 +231,8 @@ _RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "acti
 _make_rule = fast_constructor(CompiledRule, _RULE_FIELDS)
 _make_rule.__module__, _make_rule.__name__, _make_rule.__qualname__ = __name__, "_make_rule", "_make_rule"
 _rule_fields = attrgetter(*_RULE_FIELDS)
+_SOURCE_AT = _RULE_FIELDS.index("source")
+_rule_columns = attrgetter(*(f for f in _RULE_FIELDS if f != "source"))  # cached_stages
 if {f.name for f in fields(CompiledRule)} != {*_RULE_FIELDS, *_LAZY}:
     raise TypeError("CompiledRule's fields changed: update _RULE_FIELDS or _LAZY and the call in stage_rules")
 
@@ -564,7 +567,7 @@ def compile_policy(ps: PolicySet, stages: tuple[tuple[str, Stage], ...] = STAGES
     """Run every stage in order and freeze the result.
 
     ``done`` holds results of stages already run for this policy set (by stage
-    name, as ``cached_stages`` gives them): those stages are not run again.
+    name, as ``restore_cached`` gives them): those stages are not run again.
     The cyclic garbage collector is paused meanwhile: compiling allocates many
     long-lived objects, and collections would rescan the whole AST repeatedly.
     """
@@ -581,34 +584,43 @@ def compile_policy(ps: PolicySet, stages: tuple[tuple[str, Stage], ...] = STAGES
 
 
 def cached_stages(cp: CompiledPolicy) -> dict[str, dict[str, Any]]:
-    """The results of ``CACHED_STAGES`` in ``cp``: picklable (rules pickle as plain data), for ``done``."""
-    return {"rules": {"rules": cp.rules}, "rate_limits": {"rate_limits": dict(cp.rate_limits)}}
+    """The results of ``CACHED_STAGES`` in ``cp``, picklable, for ``restore_cached``.
+
+    The rules go as columns, one tuple per plain field (``source`` apart, once):
+    pickled rule by rule, each rule's field tuple would be memoized, so reading
+    them back would hold 100,000 such tuples (~20 MB) until the end of the read.
+    """
+    rules = cp.rules
+    source = rules[0].source if rules else RuleSource(())
+    columns = tuple(zip(*map(_rule_columns, rules)))
+    return {"rules": {"columns": columns, "source": source}, "rate_limits": {"rate_limits": dict(cp.rate_limits)}}
 
 
-def cached_conditions(done: Mapping[str, Mapping[str, Any]]) -> tuple[ast.Expr, ...]:
-    """Every distinct condition of the rules in ``done`` (() when it is not what ``cached_stages`` gives)."""
+def cached_conditions(cached: Mapping[str, Mapping[str, Any]]) -> tuple[ast.Expr, ...]:
+    """Every distinct condition of the rules in ``cached`` (() when it is not what ``cached_stages`` gives)."""
     try:
-        source = done["rules"]["rules"][0].source
+        source = cached["rules"]["source"]
         return tuple(expr for _, expr in source.conditions) if type(source) is RuleSource else ()
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return ()
 
 
-def bind_cached(done: Mapping[str, Mapping[str, Any]], ps: PolicySet) -> bool:
-    """Bind the rules of ``done`` (read from the disk) to ``ps``; False when ``done`` is not what
-    ``cached_stages`` gives (a damaged entry: the caller builds again)."""
+def restore_cached(cached: Mapping[str, Mapping[str, Any]], ps: PolicySet) -> dict[str, dict[str, Any]] | None:
+    """``done`` for ``compile_policy`` from what ``cached_stages`` gave (read from the disk), its rules bound
+    to ``ps``; None when ``cached`` is not of that shape (a damaged entry: the caller builds again)."""
     try:
-        rules = done["rules"]["rules"]
-        limits = done["rate_limits"]["rate_limits"]
+        columns, source = cached["rules"]["columns"], cached["rules"]["source"]
+        limits = cached["rate_limits"]["rate_limits"]
     except (KeyError, TypeError):
-        return False
-    if set(done) != set(CACHED_STAGES) or not isinstance(rules, tuple) or not isinstance(limits, dict):
-        return False
-    sources = {id(r.source): r.source for r in rules if type(r) is CompiledRule}
-    if len(sources) > 1 or not all(type(r) is CompiledRule and r.key == i for i, r in enumerate(rules)):
-        return False
-    for source in sources.values():
-        if type(source) is not RuleSource:
-            return False
-        source.bind(ps)
-    return True
+        return None
+    if (set(cached) != set(CACHED_STAGES) or type(source) is not RuleSource or not isinstance(limits, dict)
+            or not isinstance(columns, tuple) or not all(type(c) is tuple for c in columns)):
+        return None
+    count = len(columns[0]) if columns else 0
+    if columns and (len(columns) != len(_RULE_FIELDS) - 1 or any(len(c) != count for c in columns)
+                    or columns[0] != tuple(range(count))):  # keys: 0, 1, ... (positions in ps.rules)
+        return None
+    source.bind(ps)
+    before, after = columns[:_SOURCE_AT], columns[_SOURCE_AT:]
+    rules = tuple(map(_make_rule, *before, repeat(source, count), *after)) if count else ()
+    return {"rules": {"rules": rules}, "rate_limits": {"rate_limits": limits}}

@@ -7,7 +7,9 @@ are the budget ledger it reads and the block list of suspended models, both
 passed in by the caller.
 
 Compiled policies are cached in-process by the content hash of their files, so
-reloading unchanged files is cheap.
+reloading unchanged files is cheap; across processes, checked and compiled sets
+are kept on disk without their syntax trees (see "the checked and compiled set
+on disk" below), which a warm load reads only when asked for.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from . import ast
 from .budgets import BudgetLedger, InMemoryLedger
 from .check import check_policy
-from .compile import CompiledPolicy, bind_cached, cached_conditions, cached_stages, compile_policy
+from .compile import CompiledPolicy, cached_conditions, cached_stages, compile_policy, restore_cached
 from .decision import Decision
 from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
@@ -337,14 +339,15 @@ def _read_warm(disk_key: str, key: str, names: Sequence[str], root: str) -> _Loa
     stored = read_checked(disk_key)
     if not (_is_warm(stored) and has_checked(disk_key, _TREES)):
         return None
-    light, paths, digest, warnings, beside, scopes, done = stored  # type: ignore[misc]
+    light, paths, digest, warnings, beside, scopes, cached = stored  # type: ignore[misc]
     # recorded names depend on where the files really are (links, the shipped rules' folder): not cached
     if recorded_names(light.file_names, root) != light.file_names:
         return None
     trees = functools.partial(_read_trees, disk_key, key, names, root, beside)
-    roots = (*beside, *cached_conditions(done))
+    roots = (*beside, *cached_conditions(cached))
     policy_set = LazyPolicySet.of(light, paths, {id(d): scope for d, scope in scopes}, roots, trees)
-    if not bind_cached(done, policy_set):
+    done = restore_cached(cached, policy_set)
+    if done is None:
         return None
     return policy_set, compile_policy(policy_set, done=done), digest, warnings, ()
 

@@ -248,3 +248,29 @@ def test_whether_decisions_read_the_clock_is_told_without_the_trees(tmp_path: Pa
     warm = engine.load_policy(folder)
     assert reads_clock(warm) is reads_clock(cold) is reads
     assert not trees_read(warm)
+
+
+def _columns(change):  # type: ignore[no-untyped-def]
+    """A damage to the stored rule columns: ``change(columns) -> columns``."""
+    def damage(entry: Path) -> None:
+        key, value = pickle.loads(entry.read_bytes())
+        value[6]["rules"]["columns"] = change(value[6]["rules"]["columns"])
+        entry.write_bytes(pickle.dumps((key, value)))
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(_columns(lambda cols: tuple(c[:-1] for c in cols[:3]) + cols[3:]), id="ragged columns"),
+    pytest.param(_columns(lambda cols: (tuple(reversed(cols[0])), *cols[1:])), id="keys out of order"),
+    pytest.param(_columns(lambda cols: cols[:-1]), id="a field missing"),
+    pytest.param(_columns(lambda cols: [list(c) for c in cols]), id="not tuples"),
+])
+def test_malformed_stored_rules_are_built_again(rules: Path, monkeypatch: pytest.MonkeyPatch, damage) -> None:
+    cold = engine.load_policy(rules)
+    [entry] = loader.checked_cache_dir().glob("*.pickle")
+    damage(entry)
+    forget()
+    built = counting_builds(monkeypatch)
+    again = engine.load_policy(rules)
+    assert built, "malformed rules were used"
+    assert decisions(again) == decisions(cold)
