@@ -347,6 +347,7 @@ def _read_warm(disk_key: str, key: str, names: Sequence[str], root: str) -> _Loa
     roots = (*beside, *cached_conditions(cached))
     policy_set = LazyPolicySet.of(light, paths, {id(d): scope for d, scope in scopes}, roots, trees)
     done = restore_cached(cached, policy_set)
+    del stored, cached  # the stored rule columns go before the index is built (peak memory)
     if done is None:
         return None
     return policy_set, compile_policy(policy_set, done=done), digest, warnings, ()
