@@ -274,3 +274,23 @@ def test_malformed_stored_rules_are_built_again(rules: Path, monkeypatch: pytest
     again = engine.load_policy(rules)
     assert built, "malformed rules were used"
     assert decisions(again) == decisions(cold)
+
+
+@pytest.mark.parametrize("condition, volatile", [
+    ('context.other == "x"', True),
+    ('context.run_id == "none"', True),  # step is still per run
+    ('context.run_id == "none" and context.step == "none"', False),
+])
+def test_the_fields_replay_groups_by_are_found_without_the_trees(tmp_path: Path, condition: str,
+                                                                 volatile: bool) -> None:
+    from policyengine.replay import _volatile
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "r.policy").write_text(f'package t.runs\n\nrule r\n    allow any to read dataset "*"\n'
+                                     f'    when {condition}\n', encoding="utf-8")
+    cold = engine.load_policy(folder)
+    forget()
+    warm = engine.load_policy(folder)
+    assert _volatile(warm) == _volatile(cold) and (_volatile(warm) is not None) is volatile
+    assert not trees_read(warm)
