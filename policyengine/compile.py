@@ -5,13 +5,16 @@ function of the policy set and what earlier stages produced, so each can be
 tested alone. The result, ``CompiledPolicy``, holds:
 
 * conditions turned into Python closures over a ``Ctx`` (see ``conditions.py``);
-* rules with their resource-id glob classified once (``*`` free, exact id,
-  ``prefix**`` as ``str.startswith``, ``prefix*`` as that plus no later ``/``,
-  others via ``globs.glob_regex``), the
-  literal first id segment they can match, one fused id+when+unless closure,
-  and their ``Reason`` built once;
-* an index ``(action, kind) -> Bucket`` whose buckets split rules by role, by
-  agent and "any", so a decision only looks at rules that can apply to it;
+* rules as plain data (``CompiledRule``): what the declaration says, with
+  conditions written alike kept once in the set's table; each rule's closures
+  (its resource-id glob classified: ``*`` free, exact id, ``prefix**`` as
+  ``str.startswith``, ``prefix*`` as that plus no later ``/``, others via
+  ``globs.glob_regex``; one fused id+when+unless test) and its ``Reason`` are
+  built when a request first reaches it, so a warm load (``cached_stages``)
+  reads the rules from the disk cache without any syntax tree;
+* the candidate index (``index.py``): rules under the literal prefix of their
+  id pattern, then ``(action, kind)``, then role, agent or "any", so a decision
+  only looks at rules that can apply to it;
 * gates with the actions their condition is limited to, so others are skipped;
 * the role closure, the model registry, residency, budget and route plans.
 """
@@ -19,8 +22,11 @@ tested alone. The result, ``CompiledPolicy``, holds:
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from . import ast
@@ -33,7 +39,7 @@ from .policyset import PolicySet, Scoped
 from .routing import RoutePlan, model_attributes, route_plan
 from .schema import SchemaSet, compile_schemas, schema_normalisers
 from .rule_paths import recorded
-from .scoping import effective, file_scopes, guard_for, guarded
+from .scoping import effective, file_scopes, guard_for, guarded, scope_guard
 
 
 
@@ -71,87 +77,164 @@ def fuse_rule_test(pattern: str, when: Pred | None, unless: Pred | None) -> Pred
     return general
 
 
-def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None,
-          shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] | None = None) -> Pred:
-    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation.
-
-    With ``shared``, conditions written alike in packages that see the same consts get one
-    closure (many rules repeat a condition such as ``principal.dept == "d1"``). The key is
-    the condition's repr, which spells every value with its type (``1``, ``1.0`` and ``true``
-    differ, though they are equal in Python) and leaves out where it is written; a closure
-    depends only on the condition, the consts and the normalisation, and keeps no state.
-    """
+def _cond(ps: PolicySet, scoped: Scoped[Any], expr: ast.Expr | None) -> Pred:
+    """Compile a declaration's condition with the consts visible in its package and the schemas' normalisation."""
     if expr is None:
         return _true
-    consts = ps.consts.get(scoped.package, {})
-    if shared is None:
-        return compile_expr(expr, consts, schema_normalisers(ps))
-    key = (id(consts), repr(expr))
-    found = shared.get(key)
-    if found is not None and found[0] is consts:
-        return found[1]
-    pred = compile_expr(expr, consts, schema_normalisers(ps))
-    shared[key] = (consts, pred)
-    return pred
+    return compile_expr(expr, ps.consts.get(scoped.package, {}), schema_normalisers(ps))
 
 
 def _reason(scoped: Scoped[Any], message: str, cites: tuple[str, ...], package_cites: Mapping[str, tuple[str, ...]],
             file_names: Mapping[str, str]) -> Reason:
-    more = package_cites.get(scoped.package)
-    all_cites = tuple(dict.fromkeys((*cites, *more) if more else cites)) if cites or more else ()
     span = scoped.decl.span
-    return make_reason(scoped.id, recorded(file_names, span.file), span.line, message, all_cites)
+    return _reason_at(scoped.id, scoped.package, span.file, span.line, message, cites, package_cites, file_names)
+
+
+def _reason_at(rule_id: str, package: str, file: str, line: int, message: str, cites: tuple[str, ...],
+               package_cites: Mapping[str, tuple[str, ...]], file_names: Mapping[str, str]) -> Reason:
+    more = package_cites.get(package)
+    all_cites = tuple(dict.fromkeys((*cites, *more) if more else cites)) if cites or more else ()
+    return make_reason(rule_id, recorded(file_names, file), line, message, all_cites)
+
+
+class RuleSource:
+    """What the rules of one policy set share and build their lazy parts from.
+
+    ``conditions`` holds each distinct rule condition once, as ``(package, expr)``
+    (rules refer to them by position); ``policy_set`` is the set the rules came
+    from, for its consts, schemas, cites, file names and, only when a caller asks
+    for a rule's ``scoped`` declaration, its syntax trees. It pickles as its
+    conditions alone: a warm load binds it to the set it read (``bind``).
+    """
+
+    __slots__ = ("conditions", "policy_set", "_preds")
+
+    def __init__(self, conditions: tuple[tuple[str, ast.Expr], ...], policy_set: PolicySet | None = None) -> None:
+        self.conditions = conditions
+        self.policy_set = policy_set
+        self._preds: list[Pred | None] = [None] * len(conditions)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return RuleSource, (self.conditions,)
+
+    def bind(self, policy_set: PolicySet) -> None:
+        self.policy_set = policy_set
+
+    def pred(self, ix: int) -> Pred:
+        """The closure of condition ``ix``, compiled on first use (two threads may both compile it; equal closures)."""
+        found = self._preds[ix]
+        if found is None:
+            ps = self.policy_set
+            assert ps is not None, "a rule source is bound to its policy set before any rule is used"
+            package, expr = self.conditions[ix]
+            found = self._preds[ix] = compile_expr(expr, ps.consts.get(package, {}), schema_normalisers(ps))
+        return found
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
-    key: int  # declaration order across the set; also the decision-cache key
+    """A rule as decisions use it. The fields above ``match_id`` are plain data, set when the
+    rule is compiled (or read from the disk cache); the closures, the reason and the
+    declaration are built from them when a request (or an explanation) first needs them
+    (``__getattr__``), so loading a large set builds none of them."""
+
+    key: int  # declaration order across the set; also the decision-cache key and the position in ps.rules
     id: str
     effect: str
     principal_kind: str  # any | role | agent
     principal_name: str | None
     actions: tuple[str, ...]
     kind: str
-    match_id: Callable[[str | None], bool] | None
-    when: Pred
-    unless: Pred | None
-    reason: Reason
-    scoped: Scoped[ast.RuleDecl]
-    segment: str | None  # literal first segment of the ids it can match (see pattern_segment)
-    test: Pred | None  # scope + id + when + unless fused; None when the rule always matches
-    guard: Pred | None = None  # its package scope and ``applies to`` (scoping.py); None: every request
-    # (package cites, recorded file names) of its policy set when ``reason`` is built on first use
-    names: tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]] | None = None
+    pattern: str  # the resource id pattern as written
+    source: RuleSource = field(repr=False)
+    when_ix: int | None  # position of ``when`` in source.conditions (None: always true)
+    unless_ix: int | None  # position of ``unless`` (None: none)
+    bounds: tuple[frozenset[str] | None, frozenset[str] | None] | None  # scope (workflows, actions); None: every request
+    package: str
+    because: str | None
+    cites: tuple[str, ...]
+    file: str  # as parsed (recorded through source.policy_set.file_names)
+    line: int
+    # built on first use:
+    match_id: Callable[[str | None], bool] | None = field(repr=False)
+    when: Pred = field(repr=False)
+    unless: Pred | None = field(repr=False)
+    test: Pred | None = field(repr=False)  # scope + id + when + unless fused; None when the rule always matches
+    guard: Pred | None = field(repr=False)  # its package scope and ``applies to`` (scoping.py); None: every request
+    reason: Reason = field(repr=False)
+    scoped: Scoped[ast.RuleDecl] = field(repr=False)
+    segment: str | None = field(repr=False)  # literal first segment of the ids it can match (see pattern_segment)
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
         return self.test is None or self.test(c)
 
-    def __getattr__(self, name: str) -> Reason:
-        """``reason``, built on first use and kept in its slot (called only while that slot is unset).
+    def __getattr__(self, name: str) -> Any:
+        """A lazy field, built on first use and kept in its slot (called only while that slot is unset).
 
-        Most rules of a large set never decide a request, and a reason is a quarter
-        of what compiling a rule costs in time and memory. Two threads may both build
-        it; they build equal reasons, and either is kept.
+        Most rules of a large set never decide a request. Two threads may both
+        build a field; they build equal values, and either is kept.
         """
-        names = self.names if name == "reason" else None
-        if names is None:
+        build = _LAZY.get(name)
+        if build is None:
             raise AttributeError(name)
-        d = self.scoped.decl
-        reason = _reason(self.scoped, d.because or f"{self.effect} rule {self.id} matched", d.cites, *names)
-        _set_slot(self, "reason", reason)
-        return reason
+        value = build(self)
+        _set_slot(self, name, value)
+        return value
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its plain fields: the lazy ones are built again after loading."""
+        return _make_rule, _rule_fields(self)
+
+
+def _lazy_when(r: CompiledRule) -> Pred:
+    return _true if r.when_ix is None else r.source.pred(r.when_ix)
+
+
+def _lazy_unless(r: CompiledRule) -> Pred | None:
+    return None if r.unless_ix is None else r.source.pred(r.unless_ix)
+
+
+def _lazy_reason(r: CompiledRule) -> Reason:
+    ps = r.source.policy_set
+    assert ps is not None
+    return _reason_at(r.id, r.package, r.file, r.line, r.because or f"{r.effect} rule {r.id} matched", r.cites,
+                      ps.package_cites, ps.file_names)
+
+
+def _lazy_scoped(r: CompiledRule) -> Scoped[ast.RuleDecl]:
+    ps = r.source.policy_set
+    assert ps is not None
+    scoped = ps.rules[r.key]  # reads the syntax trees of a set loaded from the disk cache
+    if scoped.id != r.id:
+        raise RuntimeError(f"rule {r.key} is {scoped.id}, compiled as {r.id}: policy set and rules disagree")
+    return scoped
+
+
+_LAZY: dict[str, Callable[[CompiledRule], Any]] = {
+    "match_id": lambda r: compile_pattern(r.pattern),
+    "when": _lazy_when,
+    "unless": _lazy_unless,
+    "guard": lambda r: None if r.bounds is None else scope_guard(*r.bounds),
+    "test": lambda r: guarded(r.guard, fuse_rule_test(r.pattern, r.when, r.unless)),
+    "reason": _lazy_reason,
+    "scoped": _lazy_scoped,
+    "segment": lambda r: pattern_segment(r.pattern),
+}
 
 _set_slot = object.__setattr__
 
-# CompiledRule(...) with these fields given in this order, setting the slots directly (a third of the
-# time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), ``reason`` left unset
-_LAZY_RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "match_id",
-                     "when", "unless", "scoped", "segment", "test", "guard", "names")
-_make_rule = fast_constructor(CompiledRule, _LAZY_RULE_FIELDS)
-if {f.name for f in fields(CompiledRule)} != {*_LAZY_RULE_FIELDS, "reason"}:
-    raise TypeError("CompiledRule's fields changed: update _LAZY_RULE_FIELDS and the call in stage_rules")
+# CompiledRule(...) with its plain fields given in this order, setting the slots directly (a third of the
+# time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), the lazy ones left unset
+_RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "pattern",
+                "source", "when_ix", "unless_ix", "bounds", "package", "because", "cites", "file", "line")
+_make_rule = fast_constructor(CompiledRule, _RULE_FIELDS)
+_make_rule.__module__, _make_rule.__name__, _make_rule.__qualname__ = __name__, "_make_rule", "_make_rule"
+_rule_fields = attrgetter(*_RULE_FIELDS)
+_SOURCE_AT = _RULE_FIELDS.index("source")
+_rule_columns = attrgetter(*(f for f in _RULE_FIELDS if f != "source"))  # cached_stages
+if {f.name for f in fields(CompiledRule)} != {*_RULE_FIELDS, *_LAZY}:
+    raise TypeError("CompiledRule's fields changed: update _RULE_FIELDS or _LAZY and the call in stage_rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +311,6 @@ class CompiledPolicy:
     """Everything ``evaluate`` needs, prepared once; immutable and shared across threads."""
 
     rules: tuple[CompiledRule, ...]
-    index: Mapping[tuple[str, str], Bucket]
     candidates: CandidateIndex  # rules by literal id prefix, (action, kind) and principal (index.py)
     role_closure: Mapping[str, frozenset[str]]
     agent_roles: Mapping[str, frozenset[str]]
@@ -241,6 +323,14 @@ class CompiledPolicy:
     schemas: SchemaSet
     policy_set: PolicySet
     rate_limits: Mapping[str, tuple[ast.RateLimit, ...]] = field(default_factory=dict)  # allow rule id -> limits
+    _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict, repr=False)  # ``index``, once read
+
+    @property
+    def index(self) -> Mapping[tuple[str, str], Bucket]:
+        """Rules by (action, kind), then principal (``buckets``); built on first use: decisions use ``candidates``."""
+        if not self._buckets and self.rules:
+            self._buckets.update(buckets(self.rules))  # two threads may both fill it, alike
+        return self._buckets
 
     @property
     def masks(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:
@@ -267,45 +357,80 @@ def stage_registry(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     return {"registry": {name: model_attributes(m.decl) for name, m in ps.models.items()}}
 
 
+def condition_key(package: str, expr: ast.Expr) -> object:
+    """Rule conditions with equal keys share one closure (many rules repeat ``principal.dept == "d1"``).
+
+    The repr spells every value with its type (``1``, ``1.0`` and ``true`` differ,
+    though they are equal in Python) and leaves out where the condition is written;
+    a closure depends only on the condition, the consts of its package and the
+    schemas' normalisation, and keeps no state.
+    """
+    return package, repr(expr)
+
+
 def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
-    """Closures for every rule's conditions, its id matcher and its ``Reason``."""
+    """Every rule as plain data (its closures and reason are built on first use; ``CompiledRule``).
+
+    What the declarations hold is copied out here, so a rule loaded from the disk
+    cache needs no syntax tree: its id, effect, principal, actions, kind and id
+    pattern, its conditions (by position in the set's table of distinct ones), its
+    scope bounds, ``because``, cites and where it is written.
+    """
     compiled = []
     scopes = file_scopes(ps.files)
-    shared: dict[tuple[int, str], tuple[Mapping[str, ast.Expr], Pred]] = {}
-    names = (ps.package_cites, ps.file_names)
+    table: dict[object, int] = {}
+    conditions: list[tuple[str, ast.Expr]] = []
+    source = RuleSource((), ps)
+    alike: dict[object, Any] = {}  # equal small values (action tuples, bounds, names) kept once, also on disk
+    intern = sys.intern
+
+    def condition(package: str, expr: ast.Expr | None) -> int | None:
+        if expr is None:
+            return None
+        key = condition_key(package, expr)
+        found = table.get(key)
+        if found is None:
+            found = table[key] = len(conditions)
+            conditions.append((package, expr))
+        return found
+
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
-        guard = guard_for(scopes, d)
-        when = _cond(ps, scoped, d.when, shared)
-        unless = _cond(ps, scoped, d.unless, shared) if d.unless is not None else None
-        compiled.append(_make_rule(  # in the order of _LAZY_RULE_FIELDS; the reason is built on first use
+        package = intern(scoped.package)
+        workflows, in_actions = effective(scopes.get(id(d)), d.applies)
+        bounds = None if workflows is None and in_actions is None else alike.setdefault(
+            (workflows, in_actions), (workflows, in_actions))
+        actions = tuple(intern(a.value) for a in d.actions) or ("*",)
+        name = d.principal.name.value if d.principal.name else None
+        span = d.span
+        compiled.append(_make_rule(  # in the order of _RULE_FIELDS
             key,
             scoped.id,
-            d.effect,
-            d.principal.kind,
-            d.principal.name.value if d.principal.name else None,
-            tuple(a.value for a in d.actions) or ("*",),
-            d.resource_kind.value,
-            compile_pattern(d.resource_pattern),
-            when,
-            unless,
-            scoped,
-            pattern_segment(d.resource_pattern),
-            guarded(guard, fuse_rule_test(d.resource_pattern, when, unless)),
-            guard,
-            names,
+            intern(d.effect),
+            intern(d.principal.kind),
+            intern(name) if name is not None else None,
+            alike.setdefault(actions, actions),
+            intern(d.resource_kind.value),
+            intern(d.resource_pattern),  # rules about one project share their pattern (and on disk)
+            source,
+            condition(package, d.when),
+            condition(package, d.unless),
+            bounds,
+            package,
+            d.because,
+            alike.setdefault(d.cites, d.cites),
+            intern(span.file),
+            span.line,
         ))
+    source.conditions = tuple(conditions)
+    source._preds = [None] * len(conditions)
     return {"rules": tuple(compiled)}
 
 
-def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
-    """Index rules by (action, kind); ``*`` / ``any`` entries are looked up too.
-
-    Also the candidate index (``index.py``) that decisions use: the same split
-    under the literal prefix of each rule's id pattern.
-    """
+def buckets(rules: tuple[CompiledRule, ...]) -> dict[tuple[str, str], Bucket]:
+    """Rules by (action, kind), ``*`` / ``any`` as ``*``, then by who they are about."""
     raw: dict[tuple[str, str], tuple[list, dict, dict]] = {}
-    for rule in acc["rules"]:
+    for rule in rules:
         kind = "*" if rule.kind in ("*", "any") else rule.kind
         for action in rule.actions:
             action = "*" if action in ("*", "any") else action
@@ -316,18 +441,22 @@ def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
                 by_agent.setdefault(rule.principal_name, []).append(rule)
             else:
                 any_list.append(rule)
-    index = {
+    return {
         k: Bucket(tuple(a), {r: tuple(v) for r, v in br.items()}, {n: tuple(v) for n, v in ba.items()})
         for k, (a, br, ba) in raw.items()
     }
-    candidates = CandidateIndex(acc["rules"], (r.scoped.decl.resource_pattern for r in acc["rules"]))
-    return {"index": index, "candidates": candidates}
+
+
+def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """The candidate index (``index.py``) that decisions use: rules under the literal prefix of their id
+    pattern, then (action, kind) and principal. (``CompiledPolicy.index`` is built when first read.)"""
+    return {"candidates": CandidateIndex(acc["rules"], (r.pattern for r in acc["rules"]))}
 
 
 def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Escalation gates with their condition, approver role, deadline and action guard."""
     gates = []
-    scopes = file_scopes(ps.files)
+    scopes = ps.scopes_beside_rules()
     for key, scoped in enumerate(ps.escalations):
         d = scoped.decl
         guard = guard_for(scopes, d)
@@ -349,7 +478,7 @@ def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
 def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Residency rules with their allowed regions as a set."""
     out = []
-    scopes = file_scopes(ps.files)
+    scopes = ps.scopes_beside_rules()
     for key, scoped in enumerate(ps.residencies):
         d = scoped.decl
         guard = guard_for(scopes, d)
@@ -428,9 +557,17 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 )
 
 
-def compile_policy(ps: PolicySet, stages: tuple[tuple[str, Stage], ...] = STAGES) -> CompiledPolicy:
+# The stages whose results a warm load reads from the disk cache instead of running them: those that
+# read every rule's declaration (the syntax trees a warm load does not read). See ``cached_stages``.
+CACHED_STAGES = ("rules", "rate_limits")
+
+
+def compile_policy(ps: PolicySet, stages: tuple[tuple[str, Stage], ...] = STAGES, *,
+                   done: Mapping[str, Mapping[str, Any]] | None = None) -> CompiledPolicy:
     """Run every stage in order and freeze the result.
 
+    ``done`` holds results of stages already run for this policy set (by stage
+    name, as ``restore_cached`` gives them): those stages are not run again.
     The cyclic garbage collector is paused meanwhile: compiling allocates many
     long-lived objects, and collections would rescan the whole AST repeatedly.
     """
@@ -438,9 +575,52 @@ def compile_policy(ps: PolicySet, stages: tuple[tuple[str, Stage], ...] = STAGES
     paused = gc.isenabled()
     gc.disable()
     try:
-        for _name, stage in stages:
-            acc.update(stage(ps, acc))
+        for name, stage in stages:
+            acc.update(done[name] if done is not None and name in done else stage(ps, acc))
     finally:
         if paused:
             gc.enable()
     return CompiledPolicy(policy_set=ps, **acc)
+
+
+def cached_stages(cp: CompiledPolicy) -> dict[str, dict[str, Any]]:
+    """The results of ``CACHED_STAGES`` in ``cp``, picklable, for ``restore_cached``.
+
+    The rules go as columns, one tuple per plain field (``source`` apart, once):
+    pickled rule by rule, each rule's field tuple would be memoized, so reading
+    them back would hold 100,000 such tuples (~20 MB) until the end of the read.
+    """
+    rules = cp.rules
+    source = rules[0].source if rules else RuleSource(())
+    columns = tuple(zip(*map(_rule_columns, rules)))
+    return {"rules": {"columns": columns, "source": source}, "rate_limits": {"rate_limits": dict(cp.rate_limits)}}
+
+
+def cached_conditions(cached: Mapping[str, Mapping[str, Any]]) -> tuple[ast.Expr, ...]:
+    """Every distinct condition of the rules in ``cached`` (() when it is not what ``cached_stages`` gives)."""
+    try:
+        source = cached["rules"]["source"]
+        return tuple(expr for _, expr in source.conditions) if type(source) is RuleSource else ()
+    except (KeyError, TypeError, ValueError):
+        return ()
+
+
+def restore_cached(cached: Mapping[str, Mapping[str, Any]], ps: PolicySet) -> dict[str, dict[str, Any]] | None:
+    """``done`` for ``compile_policy`` from what ``cached_stages`` gave (read from the disk), its rules bound
+    to ``ps``; None when ``cached`` is not of that shape (a damaged entry: the caller builds again)."""
+    try:
+        columns, source = cached["rules"]["columns"], cached["rules"]["source"]
+        limits = cached["rate_limits"]["rate_limits"]
+    except (KeyError, TypeError):
+        return None
+    if (set(cached) != set(CACHED_STAGES) or type(source) is not RuleSource or not isinstance(limits, dict)
+            or not isinstance(columns, tuple) or not all(type(c) is tuple for c in columns)):
+        return None
+    count = len(columns[0]) if columns else 0
+    if columns and (len(columns) != len(_RULE_FIELDS) - 1 or any(len(c) != count for c in columns)
+                    or columns[0] != tuple(range(count))):  # keys: 0, 1, ... (positions in ps.rules)
+        return None
+    source.bind(ps)
+    before, after = columns[:_SOURCE_AT], columns[_SOURCE_AT:]
+    rules = tuple(map(_make_rule, *before, repeat(source, count), *after)) if count else ()
+    return {"rules": {"rules": rules}, "rate_limits": {"rate_limits": limits}}

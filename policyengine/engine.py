@@ -7,11 +7,14 @@ are the budget ledger it reads and the block list of suspended models, both
 passed in by the caller.
 
 Compiled policies are cached in-process by the content hash of their files, so
-reloading unchanged files is cheap.
+reloading unchanged files is cheap; across processes, checked and compiled sets
+are kept on disk without their syntax trees (see "the checked and compiled set
+on disk" below), which a warm load reads only when asked for.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -26,14 +29,14 @@ from typing import Any
 from . import ast
 from .budgets import BudgetLedger, InMemoryLedger
 from .check import check_policy
-from .compile import CompiledPolicy, compile_policy
+from .compile import CompiledPolicy, cached_conditions, cached_stages, compile_policy, restore_cached
 from .decision import Decision
-from .diagnostics import Finding, PolicyError
+from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
 from .format import format_policy
-from .loader import (held_parse_writes, load_files, no_policy_files, policy_paths, read_checked, write_checked,
-                     write_held)
-from .policyset import PolicySet
+from .loader import (has_checked, held_parse_writes, load_files, no_policy_files, policy_paths, read_checked,
+                     write_checked, write_held)
+from .policyset import LazyPolicySet, PolicySet
 from .rule_paths import recorded, recorded_names, rules_root
 
 
@@ -100,7 +103,7 @@ class Policy:
 
     @property
     def files(self) -> tuple[str, ...]:
-        return tuple(f.path for f in self.policy_set.files)
+        return self.policy_set.paths()
 
     @property
     def recorded_files(self) -> tuple[str, ...]:
@@ -183,7 +186,7 @@ class Policy:
 
 # content key of the given files -> (policy set, compiled, policy hash, warnings,
 # (name, sha256) of each file loaded for an import, checked again on every hit)
-_CACHE: dict[str, tuple[PolicySet, CompiledPolicy, str, tuple[Finding, ...], tuple[tuple[str, str], ...]]] = {}
+_CACHE: dict[str, "_Loaded"] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -265,11 +268,12 @@ def build_policy_set(paths: Sequence[str | Path], *, sources: Mapping[str, bytes
     return policy_set, files, findings
 
 
-_Checked = tuple[PolicySet, str, tuple[Finding, ...], tuple[tuple[str, str], ...]]
+_Loaded = tuple[PolicySet, CompiledPolicy, str, tuple[Finding, ...], tuple[tuple[str, str], ...]]
+_TREES = ".trees"  # the suffix of the part of a cached set that holds its syntax trees
 
 
-def _checked(key: str | None, names: Sequence[str], sources: Mapping[str, bytes], root: str) -> _Checked:
-    """(policy set, policy hash, warnings, imported files' digests): from the disk cache, else built.
+def _loaded(key: str | None, names: Sequence[str], sources: Mapping[str, bytes], root: str) -> _Loaded:
+    """(policy set, compiled, policy hash, warnings, imported files' digests): from the disk cache, else built.
 
     Only sets that import nothing from outside the given files are cached on disk:
     which file an import resolves to depends on the folders around them, which the
@@ -278,32 +282,109 @@ def _checked(key: str | None, names: Sequence[str], sources: Mapping[str, bytes]
     # the key covers the files' names, order and bytes and the rules root (load_policy): a file name of it
     disk_key = hashlib.sha256(key.encode()).hexdigest() if key is not None else None
     if disk_key is not None:
-        stored = read_checked(disk_key)
-        if _is_checked(stored):
-            policy_set = stored[0]  # type: ignore[index]
-            # recorded names depend on where the files really are (links, the shipped rules' folder): not cached
-            names_now = recorded_names(policy_set.file_names, root)
-            if names_now == policy_set.file_names:
-                return stored  # type: ignore[return-value]
+        warm = _read_warm(disk_key, key, names, root)  # type: ignore[arg-type]
+        if warm is not None:
+            return warm
     with held_parse_writes() as held:  # written below unless the checked set, trees included, is stored
         try:
             policy_set, parsed, findings, read = _build(names, sources)
             policy_set = replace(policy_set, file_names=recorded_names((f.path for f in parsed), root))
-            checked = (policy_set, policy_hash(parsed), tuple(findings), _imported_digests(read, sources))
+            digest, imported = policy_hash(parsed), _imported_digests(read, sources)
         except BaseException:
             write_held(held)  # a set with errors: ``check`` will want the trees
             raise
-    if disk_key is not None and not checked[3]:
-        write_checked(disk_key, checked)
-    else:
+    # the trees are written before compiling: their pickler's memo (an entry per node) and the compiled
+    # rules and index are not held at once
+    beside = _write_trees(disk_key, policy_set) if disk_key is not None and not imported else None
+    compiled = compile_policy(policy_set)
+    loaded = (policy_set, compiled, digest, tuple(findings), imported)
+    if beside is None or not _write_main(disk_key, loaded, beside):  # type: ignore[arg-type]
         write_held(held)
-    return checked
+    return loaded
 
 
-def _is_checked(value: object) -> bool:
-    return (isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], PolicySet)
-            and isinstance(value[1], str) and isinstance(value[2], tuple)
-            and all(isinstance(f, Finding) for f in value[2]) and value[3] == ())
+# --- the checked and compiled set on disk -----------------------------------------------
+#
+# A set is stored in two parts under one key. The main part is what a load needs: the policy
+# set without its syntax trees (roles, consts, gates, ... and every declaration that is not a
+# rule), the files' names, the policy hash, the warnings, and the compiled rules as plain data
+# (compile.cached_stages); reading it builds no node per token. The ``.trees`` part holds the
+# files' trees and the rules' declarations, read only when something asks for them
+# (LazyPolicySet); the declarations beside the rules are written once, in the main part, and
+# the trees refer to them (loader.write_checked ``shared``).
+
+
+def _write_trees(disk_key: str, policy_set: PolicySet) -> tuple[ast.Decl, ...] | None:
+    """Store the ``.trees`` part of a freshly built set (first: a main part is never without it).
+
+    Returns the declarations beside the rules, which it refers to and the main part
+    holds, or None when it could not be written.
+    """
+    beside = tuple(d for f in policy_set.files for d in f.decls if not isinstance(d, ast.RuleDecl))
+    return beside if write_checked(disk_key, (policy_set.files, policy_set.rules), _TREES, beside) else None
+
+
+def _write_main(disk_key: str, loaded: _Loaded, beside: tuple[ast.Decl, ...]) -> bool:
+    """Store the main part of a set whose ``.trees`` part ``_write_trees`` stored."""
+    policy_set, compiled, digest, warnings, _ = loaded
+    scopes = tuple((d, f.scope) for f in policy_set.files if f.scope is not None
+                   for d in f.decls if not isinstance(d, ast.RuleDecl))
+    light = replace(policy_set, files=(), rules=())
+    return write_checked(disk_key, (light, policy_set.paths(), digest, warnings, beside, scopes,
+                                    cached_stages(compiled)))
+
+
+def _read_warm(disk_key: str, key: str, names: Sequence[str], root: str) -> _Loaded | None:
+    """The set stored under ``disk_key``, compiled from its stored rules; None when missing, damaged or moved."""
+    stored = read_checked(disk_key)
+    if not (_is_warm(stored) and has_checked(disk_key, _TREES)):
+        return None
+    light, paths, digest, warnings, beside, scopes, cached = stored  # type: ignore[misc]
+    # recorded names depend on where the files really are (links, the shipped rules' folder): not cached
+    if recorded_names(light.file_names, root) != light.file_names:
+        return None
+    trees = functools.partial(_read_trees, disk_key, key, names, root, beside)
+    roots = (*beside, *cached_conditions(cached))
+    policy_set = LazyPolicySet.of(light, paths, {id(d): scope for d, scope in scopes}, roots, trees)
+    done = restore_cached(cached, policy_set)
+    del stored, cached  # the stored rule columns go before the index is built (peak memory)
+    if done is None:
+        return None
+    return policy_set, compile_policy(policy_set, done=done), digest, warnings, ()
+
+
+def _is_warm(value: object) -> bool:
+    return (isinstance(value, tuple) and len(value) == 7 and type(value[0]) is PolicySet
+            and not value[0].files and not value[0].rules and isinstance(value[1], tuple)
+            and all(type(p) is str for p in value[1]) and isinstance(value[2], str)
+            and isinstance(value[3], tuple) and all(isinstance(f, Finding) for f in value[3])
+            and isinstance(value[4], tuple) and isinstance(value[5], tuple)
+            and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], ast.Scope) for p in value[5])
+            and isinstance(value[6], dict))
+
+
+def _read_trees(disk_key: str, key: str, names: Sequence[str], root: str,
+                beside: tuple[object, ...]) -> tuple[tuple[ast.PolicyFile, ...], tuple[Any, ...]]:
+    """The ``.trees`` part of a stored set, for ``LazyPolicySet``; else the files parsed and checked again.
+
+    Parsing again is for a part removed or damaged since the set was loaded, and
+    only when the files still hold the bytes the set was built from (otherwise this
+    raises ``PolicyError``: the trees would not be those of the rules deciding).
+    Those new trees hold new declarations beside the rules, not the ones gates and
+    residencies were compiled from: explanations then name no scope for them.
+    """
+    stored = read_checked(disk_key, _TREES, beside)
+    if (isinstance(stored, tuple) and len(stored) == 2 and isinstance(stored[0], tuple) and isinstance(stored[1], tuple)
+            and all(isinstance(f, ast.PolicyFile) for f in stored[0])):
+        return stored  # type: ignore[return-value]
+    sources = _read_sources(names)
+    now = _content_key(names, sources)
+    if now is None or f"{now}:{root}" != key:
+        where = Span(names[0] if names else ".", 1, 1, 1, 2)
+        raise PolicyError([Finding("load", "the rule files changed since this policy was loaded", where,
+                                   help="load the policy again")])
+    policy_set, _, _, _ = _build(names, sources)
+    return policy_set.files, policy_set.rules
 
 
 def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedger | None = None,
@@ -332,8 +413,7 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
         paused = gc.isenabled()
         gc.disable()  # the front end allocates a large, long-lived tree: skip repeated rescans
         try:
-            checked = _checked(key, names, sources, root)
-            cached = (checked[0], compile_policy(checked[0]), *checked[1:])
+            cached = _loaded(key, names, sources, root)
         finally:
             if paused:
                 gc.enable()

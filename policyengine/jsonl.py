@@ -158,7 +158,7 @@ def reads_clock(policy: Policy) -> bool:
     compiled = policy.compiled
     if compiled.budgets or any(gate.within_seconds is not None for gate in compiled.gates):
         return True
-    stack: list[Any] = [*policy.policy_set.files, *policy.policy_set.consts.values()]
+    stack: list[Any] = list(policy.policy_set.expression_roots())  # a set read from the disk: no tree read
     while stack:
         node = stack.pop()
         kind = node.__class__

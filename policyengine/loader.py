@@ -31,7 +31,7 @@ import shutil
 import sys
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -44,7 +44,7 @@ from .policyset import Scoped
 from .resources import cache_root, caching_enabled, data_path, grammar_text, source_digest
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
-           "resolve_imports_as_at", "read_checked", "write_checked", "held_parse_writes", "write_held"]
+           "resolve_imports_as_at", "read_checked", "write_checked", "has_checked", "held_parse_writes", "write_held"]
 
 _Parsed = ast.PolicyFile | Finding
 # In-memory parse results, least recently used first, weighed by the bytes of the source they came
@@ -259,27 +259,38 @@ def _private(status: os.stat_result) -> bool:
     return status.st_uid == os.getuid() and not status.st_mode & 0o022
 
 
-def _read_disk(folder: Path, key: str) -> object | None:
-    """The entry ``key`` unpickled, or None when disk caching is off here or it is missing, unreadable or not private."""
+def _read_disk(folder: Path, key: str, suffix: str = ".pickle", shared: Sequence[object] = ()) -> object | None:
+    """The entry ``key`` unpickled, or None when disk caching is off here or it is missing, unreadable or not private.
+
+    ``shared``: the objects ``_write_disk`` was given as ``shared``, read elsewhere, in the same order.
+    """
     if not _DISK.get():
         return None
     try:
-        fd = os.open(folder / f"{key}.pickle", os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(folder / f"{key}{suffix}", os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as handle:
             if not (_private(os.fstat(fd)) and _private(os.stat(folder))):
                 return None
-            with paused_gc():
-                return pickle.load(handle)
+            token = _SHARED.set(shared)
+            try:
+                with paused_gc():
+                    return pickle.load(handle)
+            finally:
+                _SHARED.reset(token)
     except Exception:  # noqa: BLE001 - a missing or corrupt entry just means "build it again"
         return None
     finally:
         _LINES.clear()
 
 
-def _write_disk(folder: Path, key: str, value: object) -> None:
-    """Store ``value`` under ``key`` in ``folder`` (atomically, best effort), removing older versions' folders."""
+def _write_disk(folder: Path, key: str, value: object, suffix: str = ".pickle", shared: Sequence[object] = ()) -> bool:
+    """Store ``value`` under ``key`` in ``folder`` (atomically, best effort), removing older versions' folders.
+
+    The objects in ``shared`` are written as references (their position), not
+    pickled: ``_read_disk`` is given them again. Returns whether the entry was written.
+    """
     if not _DISK.get():
-        return
+        return False
     try:
         if not folder.is_dir():
             _forget_old_versions(folder.parent)
@@ -289,14 +300,15 @@ def _write_disk(folder: Path, key: str, value: object) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:
                 pickler = pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL)
-                pickler.dispatch_table = _REDUCERS  # type: ignore[assignment]
+                pickler.dispatch_table = _shared_reducers(shared) if shared else _REDUCERS  # type: ignore[assignment]
                 pickler.dump(value)
-            os.replace(tmp, folder / f"{key}.pickle")
+            os.replace(tmp, folder / f"{key}{suffix}")
         except BaseException:
             os.unlink(tmp)
             raise
     except Exception:  # noqa: BLE001 - caching is best effort; a read-only home still loads
-        pass
+        return False
+    return True
 
 
 # --- checked policy sets ---------------------------------------------------------------------
@@ -312,20 +324,29 @@ def checked_cache_dir() -> Path:
     return cache_root() / "checked" / source_digest()[:16]
 
 
-def read_checked(key: str) -> object | None:
+def read_checked(key: str, suffix: str = ".pickle", shared: Sequence[object] = ()) -> object | None:
     """What ``write_checked`` stored under ``key`` with this engine, or None (missing, corrupt, foreign, caching off)."""
     if not caching_enabled():
         return None
-    entry = _read_disk(checked_cache_dir(), key)
+    entry = _read_disk(checked_cache_dir(), key, suffix, shared)
     if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == key:
         return entry[1]
     return None
 
 
-def write_checked(key: str, value: object) -> None:
-    """Store ``value`` under ``key`` (best effort: an unwritable cache folder is ignored)."""
-    if caching_enabled():
-        _write_disk(checked_cache_dir(), key, (key, value))
+def write_checked(key: str, value: object, suffix: str = ".pickle", shared: Sequence[object] = ()) -> bool:
+    """Store ``value`` under ``key`` (best effort: False when it could not be written).
+
+    An entry may come in parts, one a ``suffix``: objects of one part that the
+    other holds too are written once, in that other part, and named in ``shared``
+    (read them first and give them to ``read_checked`` in the same order).
+    """
+    return caching_enabled() and _write_disk(checked_cache_dir(), key, (key, value), suffix, shared)
+
+
+def has_checked(key: str, suffix: str) -> bool:
+    """Whether an entry (part) is stored under ``key`` (it may still be unreadable when read)."""
+    return caching_enabled() and _DISK.get() and (checked_cache_dir() / f"{key}{suffix}").is_file()
 
 
 # --- fast pickles of syntax trees ------------------------------------------------------------
@@ -397,6 +418,38 @@ def _load_span(file: str, line: int, col: int, lines: int, end_col: int) -> Span
 
 
 _REDUCERS = _reducers()
+
+# The objects an entry being read refers to by position (``_read_disk``'s ``shared``).
+_SHARED: ContextVar[Sequence[object]] = ContextVar("policyengine_shared_objects", default=())
+
+
+def _shared_object(position: int) -> object:
+    """A shared object, while its entry is read (IndexError outside: that entry is read as damaged)."""
+    return _SHARED.get()[position]
+
+
+def _shared_reducers(shared: Sequence[object]) -> dict[type, Callable[[object], tuple[object, ...]]]:
+    """``_REDUCERS`` writing each of ``shared`` as its position (``_shared_object``) instead of its contents.
+
+    Only the classes of the shared objects get a reducer that looks them up, so
+    the other objects (millions in a large tree) cost no extra call, as they
+    would through ``Pickler.persistent_id``.
+    """
+    position = {id(o): i for i, o in enumerate(shared)}
+    table = dict(_REDUCERS)
+    for cls in {type(o) for o in shared}:
+        table[cls] = _shared_or(position, table.get(cls))
+    return table
+
+
+def _shared_or(position: dict[int, int], base: Callable[[object], tuple[object, ...]] | None,
+               ) -> Callable[[object], tuple[object, ...]]:
+    def reduce(obj: object) -> tuple[object, ...]:
+        found = position.get(id(obj))
+        if found is not None:
+            return _shared_object, (found,)
+        return base(obj) if base is not None else obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)  # type: ignore[return-value]
+    return reduce
 
 
 def _forget_old_versions(parent: Path) -> None:

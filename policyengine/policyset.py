@@ -8,9 +8,10 @@ gates and the other named declarations are identified as ``package.name``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Generic, TypeVar
 
 from . import ast
 
@@ -96,9 +97,95 @@ class PolicySet:
             return replace(expr, key=self.substitute(package, expr.key))
         return expr
 
+    def paths(self) -> tuple[str, ...]:
+        """The files of the set, as parsed, in order."""
+        return tuple(f.path for f in self.files)
+
+    def expression_roots(self) -> tuple[object, ...]:
+        """Nodes whose subtrees hold every condition and value of the set: for walks looking for a kind of
+        expression (``age of``: ``jsonl.reads_clock``). Here the files and the consts."""
+        return (*self.files, *self.consts.values())
+
+    def scopes_beside_rules(self) -> dict[int, ast.Scope]:
+        """``id(decl) -> its file's scope`` for the declarations of scoped files that are not rules."""
+        return {id(decl): f.scope for f in self.files if f.scope is not None
+                for decl in f.decls if not isinstance(decl, ast.RuleDecl)}
+
     def roles_of(self, role_names: "list[str] | tuple[str, ...] | frozenset[str]") -> frozenset[str]:
         """Every role held through ``role_names`` and their ancestors; unknown names are dropped."""
         held: set[str] = set()
         for name in role_names:
             held |= self.role_closure.get(name, frozenset())
         return frozenset(held)
+
+
+_Trees = tuple[tuple[ast.PolicyFile, ...], tuple[Scoped[ast.RuleDecl], ...]]
+
+
+class _Tree:
+    """``files`` or ``rules`` of a ``LazyPolicySet``: read on first use, then kept in the instance."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ps: "LazyPolicySet | None", owner: type | None = None) -> Any:
+        if ps is None:
+            return self
+        ps._read_trees()
+        return ps.__dict__[self.name]
+
+
+class LazyPolicySet(PolicySet):
+    """A ``PolicySet`` read from the disk cache without its syntax trees.
+
+    Everything but ``files`` and ``rules`` is here from the start (roles, consts,
+    gates, file names, ...; what compiling and deciding read). ``files`` and
+    ``rules``, the trees of every declaration (a million objects at 100,000
+    rules), are read when something first asks for them (``explain``, reports,
+    policy tests), by ``trees``, once. The declarations beside the rules are the
+    same objects in the trees as here (the loader pickles them once), so lookups
+    by identity (``file_scopes``) agree.
+    """
+
+    files = _Tree()  # type: ignore[assignment]
+    rules = _Tree()  # type: ignore[assignment]
+
+    @classmethod
+    def of(cls, light: PolicySet, paths: tuple[str, ...], scopes: dict[int, ast.Scope],
+           roots: tuple[object, ...], trees: Callable[[], _Trees]) -> "LazyPolicySet":
+        """``light`` (whose ``files`` and ``rules`` are left out) with ``trees`` to read them.
+
+        ``roots``: the declarations beside the rules and every distinct condition of
+        the rules (what in the trees can hold an expression), for ``expression_roots``.
+        """
+        ps = object.__new__(cls)
+        state = {f.name: getattr(light, f.name) for f in fields(PolicySet) if f.name not in ("files", "rules")}
+        ps.__dict__.update(state, _paths=paths, _scopes=scopes, _roots=roots, _trees=trees, _lock=threading.Lock())
+        return ps
+
+    def _read_trees(self) -> None:
+        with self.__dict__["_lock"]:
+            if "files" not in self.__dict__:
+                files, rules = self.__dict__["_trees"]()
+                self.__dict__.update(files=files, rules=rules)
+
+    # A copy made by ``dataclasses.replace`` is built by the dataclass ``__init__``: it holds its trees
+    # and none of what ``of`` stores, so it answers as a ``PolicySet`` does.
+
+    def paths(self) -> tuple[str, ...]:
+        found = self.__dict__.get("_paths")
+        return super().paths() if found is None else found
+
+    def expression_roots(self) -> tuple[object, ...]:
+        """Without reading the trees: a rule holds expressions only in ``when`` and ``unless``, and
+        conditions written alike hold the same kinds of expression."""
+        found = self.__dict__.get("_roots")
+        return super().expression_roots() if found is None else (*found, *self.consts.values())
+
+    def scopes_beside_rules(self) -> dict[int, ast.Scope]:
+        found = self.__dict__.get("_scopes")
+        return super().scopes_beside_rules() if found is None else found
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (or copied) as the whole ``PolicySet``, trees included."""
+        return PolicySet, tuple(getattr(self, f.name) for f in fields(PolicySet))

@@ -259,7 +259,7 @@ _VOLATILE = ("run_id", "step")  # context fields every workflow request carries,
 def _volatile(policy: Policy) -> str | None:
     """A regular expression (RE2, for DuckDB) matching the per-run fields of a request text, or None when some
     condition of the candidate reads a path ending in one of them (then every request is its own group)."""
-    read = {p.parts[-1] if p.parts else p.root for p in _paths(policy.policy_set.files)}
+    read = {p.parts[-1] if p.parts else p.root for p in _paths(policy.policy_set.expression_roots())}
     names = [n for n in _VOLATILE if n not in read]
     if not names:
         return None
