@@ -402,6 +402,9 @@ class AuditLog:
         try:
             # From here on this cursor only writes small batches, where planning costs more than it saves.
             self._cur.execute("SET enable_optimizer = false")
+            if self._owns_connection:  # (a setting of the whole database: a caller's connection keeps its own)
+                # DuckDB's worker threads only add hand-offs to a commit of a few rows: ~20% of its CPU.
+                self._cur.execute("SET threads = 1")
             return _Appenders(self._cur)
         except duckdb.Error as err:
             raise AuditError(f"{self._where}: cannot prepare the audit writer ({str(err).splitlines()[0]})") from None
