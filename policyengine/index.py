@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .compile import CompiledRule
@@ -49,32 +49,26 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
 
 
 class _Run:
-    """Rules of one list in declaration order, with their (key, test, reason) split by effect once.
+    """Rules of one list in declaration order, split by effect once, when the index is built.
 
     ``lo``/``hi`` are its first and last keys: runs whose key ranges do not
-    overlap merge by concatenation, without sorting (reading every key).
+    overlap merge by concatenation, without sorting (reading every key). A run
+    holds the rules themselves: a decision reads a rule's ``reason`` only when
+    the rule matched, so the reasons of rules that never decide are never built.
     """
 
-    __slots__ = ("rules", "denies", "allows", "lo", "hi")
+    __slots__ = ("denies", "allows", "lo", "hi")
 
     def __init__(self, rules: list[CompiledRule]) -> None:
-        self.rules = tuple(rules)
+        denies = [r for r in rules if r.effect == "deny"]
+        if not denies:  # the usual run: one effect, one tuple (``()`` is shared)
+            self.denies: tuple[CompiledRule, ...] = _NOTHING
+            self.allows: tuple[CompiledRule, ...] = tuple([r for r in rules if r.effect == "allow"])
+        else:
+            self.denies = tuple(denies)
+            self.allows = tuple([r for r in rules if r.effect == "allow"]) if len(denies) < len(rules) else _NOTHING
         self.lo = rules[0].key
         self.hi = rules[-1].key
-
-    def __getattr__(self, name: str) -> tuple[tuple[int, Any, Any], ...]:
-        """``denies`` and ``allows``, split on first use, then read from their slots.
-
-        Building a rule's reason takes time and memory, and at 100,000 rules most
-        runs are never looked at; after the first lookup the slots are set and this
-        is not called again (Python calls ``__getattr__`` only for unset slots).
-        """
-        if name not in ("denies", "allows"):
-            raise AttributeError(name)
-        rules = self.rules
-        self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
-        self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
-        return self.denies if name == "denies" else self.allows
 
 
 class _Who:
@@ -206,32 +200,32 @@ class CandidateIndex:
     def lookup(self, at: _Node, action: str, kind: str, roles: Iterable[str],
                agent: str | None) -> tuple[CompiledRule, ...]:
         """Rules filed on the way to ``at`` for this action, kind and principal, in declaration order."""
-        runs = self._runs(at, action, kind, roles, agent)
-        if len(runs) == 1:
-            return runs[0].rules
-        # Each run is in declaration order and no rule is in two of them (one node, one principal, and
-        # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
-        return tuple(sorted([r for run in runs for r in run.rules], key=_KEY))
+        return tuple(sorted([r for run in self._runs(at, action, kind, roles, agent) for r in (*run.denies, *run.allows)],
+                            key=_KEY))
 
     def pairs(self, at: _Node, action: str, kind: str, roles: Iterable[str],
-              agent: str | None) -> tuple[tuple, tuple]:
-        """``lookup`` as (deny, allow) ``(key, test, reason)`` triples, what a decision runs."""
+              agent: str | None) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
+        """``lookup`` split into (deny rules, allow rules), each in declaration order: what a decision runs."""
         runs = self._runs(at, action, kind, roles, agent)
         if not runs:
             return _NOTHING, _NOTHING
         if len(runs) == 1:
             return runs[0].denies, runs[0].allows
+        # Each run is in declaration order and no rule is in two of them (one node, one principal, and
+        # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
         runs.sort(key=_LO)
         last = -1
         for run in runs:
-            if run.lo <= last:  # key ranges overlap: a real merge (keys are unique, so this compares keys only)
-                denies = sorted([entry for run in runs for entry in run.denies])
-                allows = sorted([entry for run in runs for entry in run.allows])
-                return tuple(denies), tuple(allows)
+            if run.lo <= last:  # key ranges overlap: a real merge (keys are unique, so by key alone)
+                return (tuple(sorted([r for run in runs for r in run.denies], key=_KEY)),
+                        tuple(sorted([r for run in runs for r in run.allows], key=_KEY)))
             last = run.hi
         # one run after another in declaration order (as a root rule before or after a node's): concatenate
-        return (tuple([entry for run in runs for entry in run.denies]),
-                tuple([entry for run in runs for entry in run.allows]))
+        if len(runs) == 2:  # the usual miss (a root rule and a node's): adding () returns the other tuple
+            first, second = runs
+            return first.denies + second.denies, first.allows + second.allows
+        return (tuple([r for run in runs for r in run.denies]),
+                tuple([r for run in runs for r in run.allows]))
 
 
 _KEY = attrgetter("key")
