@@ -22,6 +22,7 @@ a lookup by it (an id under no literal prefix of any rule maps to the root).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from operator import attrgetter
 from typing import TYPE_CHECKING
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .compile import CompiledRule
 
-_GLOB = frozenset("*?[")
 _NOTHING: tuple = ()
 
 
@@ -40,16 +40,20 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
     ``"*"``, ``"**"`` and ``"e*/x"`` -> ``()``. Every id the pattern matches starts
     with these segments, each followed by ``/`` or the end of the id.
     """
-    prefix: list[str] = []
-    for segment in pattern.split("/"):
-        if _GLOB.intersection(segment):
-            break
-        prefix.append(segment)
-    return tuple(prefix)
+    glob = _FIRST_GLOB(pattern)
+    if glob is None:
+        return tuple(pattern.split("/"))
+    head = pattern[:glob.start()]
+    if "/" not in head:  # the first segment holds it
+        return _NOTHING
+    return tuple(head.rpartition("/")[0].split("/"))  # the segments before the "/" that starts its segment
+
+
+_FIRST_GLOB = re.compile(r"[*?\[]").search
 
 
 class _Run:
-    """Rules of one list in declaration order, split by effect once, when the index is built.
+    """Rules of one list in declaration order, split by effect when the index is built.
 
     ``lo``/``hi`` are its first and last keys: runs whose key ranges do not
     overlap merge by concatenation, without sorting (reading every key). A run
@@ -59,16 +63,22 @@ class _Run:
 
     __slots__ = ("denies", "allows", "lo", "hi")
 
-    def __init__(self, rules: list[CompiledRule]) -> None:
-        denies = [r for r in rules if r.effect == "deny"]
-        if not denies:  # the usual run: one effect, one tuple (``()`` is shared)
-            self.denies: tuple[CompiledRule, ...] = _NOTHING
-            self.allows: tuple[CompiledRule, ...] = tuple([r for r in rules if r.effect == "allow"])
+    def __init__(self, staged: tuple[list[CompiledRule], list[CompiledRule]]) -> None:
+        denies, allows = staged
+        # most runs hold one effect: the other is the shared empty tuple
+        self.denies: tuple[CompiledRule, ...] = tuple(denies) if denies else _NOTHING
+        self.allows: tuple[CompiledRule, ...] = tuple(allows) if allows else _NOTHING
+        if denies and allows:
+            self.lo = min(denies[0].key, allows[0].key)
+            self.hi = max(denies[-1].key, allows[-1].key)
         else:
-            self.denies = tuple(denies)
-            self.allows = tuple([r for r in rules if r.effect == "allow"]) if len(denies) < len(rules) else _NOTHING
-        self.lo = rules[0].key
-        self.hi = rules[-1].key
+            rules = denies or allows
+            self.lo = rules[0].key
+            self.hi = rules[-1].key
+
+
+def _run(staged: tuple[list, list]) -> _Run | None:
+    return _Run(staged) if staged[0] or staged[1] else None
 
 
 class _Who:
@@ -76,8 +86,9 @@ class _Who:
 
     __slots__ = ("any", "by_role", "by_agent")
 
-    def __init__(self, any_list: list, by_role: dict[str, list], by_agent: dict[str, list]) -> None:
-        self.any = _Run(any_list) if any_list else None
+    def __init__(self, any_list: tuple[list, list], by_role: dict[str, tuple[list, list]],
+                 by_agent: dict[str, tuple[list, list]]) -> None:
+        self.any = _run(any_list)
         self.by_role = {name: _Run(v) for name, v in by_role.items()}
         self.by_agent = {name: _Run(v) for name, v in by_agent.items()}
 
@@ -107,39 +118,66 @@ class CandidateIndex:
     __slots__ = ("root", "size", "wild")
 
     def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
-        self.root = _Node()
-        self.size = 0
-        self.wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
-        staged: dict[int, dict[tuple[str, str], tuple[list, dict, dict]]] = {}
-        nodes: dict[int, _Node] = {}
+        self.root = root = _Node()
+        size = 0
+        wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
+        # per node with rules: (action, kind) -> (any, by role, by agent), each a (denies, allows) pair of lists
+        staged: dict[int, tuple[_Node, dict[tuple[str, str], tuple[tuple[list, list], dict, dict]]]] = {}
+        by_pattern: dict[str, dict] = {}  # rules sharing a pattern share its walk
         for rule, pattern in zip(rules, patterns, strict=True):
-            node = self.root
-            for segment in literal_prefix(pattern):
-                child = node.children.get(segment)
-                if child is None:
-                    child = node.children[segment] = _Node()
-                node = child
-            nodes[id(node)] = node
-            per_node = staged.setdefault(id(node), {})
-            kind = _normal(rule.kind)
-            actions = {_normal(a): None for a in rule.actions}
-            if "*" in actions:  # a request of any action matches "*": the rule goes there only (never twice)
-                actions = {"*": None}
-            self.wild = self.wild or kind == "*" or "*" in actions
+            size += 1
+            effect = rule.effect
+            if effect == "deny":
+                side = 0
+            elif effect == "allow":
+                side = 1
+            else:  # no other effect parses; were one added, it must not land among the allows
+                raise ValueError(f"rule {rule.id}: unknown effect {effect!r}")
+            per_node = by_pattern.get(pattern)
+            if per_node is None:
+                node = root
+                for segment in literal_prefix(pattern):
+                    child = node.children.get(segment)
+                    if child is None:
+                        child = node.children[segment] = _Node()
+                    node = child
+                found = staged.get(id(node))
+                if found is None:
+                    found = staged[id(node)] = (node, {})
+                per_node = by_pattern[pattern] = found[1]
+            kind = rule.kind
+            if kind == "any":
+                kind = "*"
+            actions = rule.actions
+            if len(actions) == 1:
+                if actions[0] == "any":
+                    actions = ("*",)
+            else:
+                names = {_normal(a): None for a in actions}
+                # a request of any action matches "*": the rule goes there only (never twice)
+                actions = ("*",) if "*" in names else tuple(names)
+            if kind == "*" or actions[0] == "*":
+                wild = True
+            principal = rule.principal_kind
             for action in actions:
-                any_list, by_role, by_agent = per_node.setdefault((action, kind), ([], {}, {}))
-                if rule.principal_kind == "role":
-                    by_role.setdefault(rule.principal_name, []).append(rule)
-                elif rule.principal_kind == "agent":
-                    by_agent.setdefault(rule.principal_name, []).append(rule)
+                lists = per_node.get((action, kind))
+                if lists is None:
+                    lists = per_node[(action, kind)] = (([], []), {}, {})
+                if principal == "role":
+                    pair = lists[1].get(rule.principal_name)
+                    if pair is None:
+                        pair = lists[1][rule.principal_name] = ([], [])
+                elif principal == "agent":
+                    pair = lists[2].get(rule.principal_name)
+                    if pair is None:
+                        pair = lists[2][rule.principal_name] = ([], [])
                 else:
-                    any_list.append(rule)
-            self.size += 1
-        for key, per_node in staged.items():
-            node = nodes[key]
-            for action_kind, (any_list, by_role, by_agent) in per_node.items():
-                # rules arrive in declaration order: each list is sorted
-                node.rules[action_kind] = _Who(any_list, by_role, by_agent)
+                    pair = lists[0]
+                pair[side].append(rule)  # rules arrive in declaration order: each list is sorted
+        self.size = size
+        self.wild = wild
+        for node, per_node in staged.values():
+            node.rules = {action_kind: _Who(*lists) for action_kind, lists in per_node.items()}
         stack: list[tuple[_Node, tuple[_Node, ...], _Node]] = [(self.root, (), self.root)]
         while stack:  # no recursion: a pattern may have many segments
             node, above, owner = stack.pop()
