@@ -249,6 +249,12 @@ class CandidateIndex:
             return _NOTHING, _NOTHING
         if len(runs) == 1:
             return runs[0].denies, runs[0].allows
+        if len(runs) == 2:  # the usual miss (a root rule and a node's): no sort; adding () returns the other tuple
+            first, second = runs
+            if second.hi < first.lo:
+                first, second = second, first
+            if first.hi < second.lo:
+                return first.denies + second.denies, first.allows + second.allows
         # Each run is in declaration order and no rule is in two of them (one node, one principal, and
         # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
         runs.sort(key=_LO)
@@ -259,9 +265,6 @@ class CandidateIndex:
                         tuple(sorted([r for run in runs for r in run.allows], key=_KEY)))
             last = run.hi
         # one run after another in declaration order (as a root rule before or after a node's): concatenate
-        if len(runs) == 2:  # the usual miss (a root rule and a node's): adding () returns the other tuple
-            first, second = runs
-            return first.denies + second.denies, first.allows + second.allows
         return (tuple([r for run in runs for r in run.denies]),
                 tuple([r for run in runs for r in run.allows]))
 
