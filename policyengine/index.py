@@ -63,22 +63,16 @@ class _Run:
 
     __slots__ = ("denies", "allows", "lo", "hi")
 
-    def __init__(self, staged: tuple[list[CompiledRule], list[CompiledRule]]) -> None:
-        denies, allows = staged
-        # most runs hold one effect: the other is the shared empty tuple
-        self.denies: tuple[CompiledRule, ...] = tuple(denies) if denies else _NOTHING
-        self.allows: tuple[CompiledRule, ...] = tuple(allows) if allows else _NOTHING
-        if denies and allows:
-            self.lo = min(denies[0].key, allows[0].key)
-            self.hi = max(denies[-1].key, allows[-1].key)
+    def __init__(self, rules: list[CompiledRule]) -> None:
+        if len(rules) == 1:  # the usual run: one rule, one tuple; the other side is the shared ()
+            rule = rules[0]
+            self.denies: tuple[CompiledRule, ...] = (rule,) if rule.effect == "deny" else _NOTHING
+            self.allows: tuple[CompiledRule, ...] = (rule,) if rule.effect == "allow" else _NOTHING
         else:
-            rules = denies or allows
-            self.lo = rules[0].key
-            self.hi = rules[-1].key
-
-
-def _run(staged: tuple[list, list]) -> _Run | None:
-    return _Run(staged) if staged[0] or staged[1] else None
+            self.denies = tuple([r for r in rules if r.effect == "deny"]) or _NOTHING
+            self.allows = tuple([r for r in rules if r.effect == "allow"]) or _NOTHING
+        self.lo = rules[0].key
+        self.hi = rules[-1].key
 
 
 class _Who:
@@ -86,9 +80,8 @@ class _Who:
 
     __slots__ = ("any", "by_role", "by_agent")
 
-    def __init__(self, any_list: tuple[list, list], by_role: dict[str, tuple[list, list]],
-                 by_agent: dict[str, tuple[list, list]]) -> None:
-        self.any = _run(any_list)
+    def __init__(self, any_list: list, by_role: dict[str, list], by_agent: dict[str, list]) -> None:
+        self.any = _Run(any_list) if any_list else None
         self.by_role = {name: _Run(v) for name, v in by_role.items()}
         self.by_agent = {name: _Run(v) for name, v in by_agent.items()}
 
@@ -121,30 +114,20 @@ class CandidateIndex:
         self.root = root = _Node()
         size = 0
         wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
-        # per node with rules: (action, kind) -> (any, by role, by agent), each a (denies, allows) pair of lists
-        staged: dict[int, tuple[_Node, dict[tuple[str, str], tuple[tuple[list, list], dict, dict]]]] = {}
-        by_pattern: dict[str, dict] = {}  # rules sharing a pattern share its walk
+        # per node with rules: (action, kind) -> (any, by role, by agent) lists of rules
+        staged: dict[int, tuple[_Node, dict[tuple[str, str], tuple[list, dict, dict]]]] = {}
         for rule, pattern in zip(rules, patterns, strict=True):
             size += 1
-            effect = rule.effect
-            if effect == "deny":
-                side = 0
-            elif effect == "allow":
-                side = 1
-            else:  # no other effect parses; were one added, it must not land among the allows
-                raise ValueError(f"rule {rule.id}: unknown effect {effect!r}")
-            per_node = by_pattern.get(pattern)
-            if per_node is None:
-                node = root
-                for segment in literal_prefix(pattern):
-                    child = node.children.get(segment)
-                    if child is None:
-                        child = node.children[segment] = _Node()
-                    node = child
-                found = staged.get(id(node))
-                if found is None:
-                    found = staged[id(node)] = (node, {})
-                per_node = by_pattern[pattern] = found[1]
+            node = root
+            for segment in literal_prefix(pattern):
+                child = node.children.get(segment)
+                if child is None:
+                    child = node.children[segment] = _Node()
+                node = child
+            found = staged.get(id(node))
+            if found is None:
+                found = staged[id(node)] = (node, {})
+            per_node = found[1]
             kind = rule.kind
             if kind == "any":
                 kind = "*"
@@ -160,20 +143,13 @@ class CandidateIndex:
                 wild = True
             principal = rule.principal_kind
             for action in actions:
-                lists = per_node.get((action, kind))
-                if lists is None:
-                    lists = per_node[(action, kind)] = (([], []), {}, {})
+                any_list, by_role, by_agent = per_node.setdefault((action, kind), ([], {}, {}))
                 if principal == "role":
-                    pair = lists[1].get(rule.principal_name)
-                    if pair is None:
-                        pair = lists[1][rule.principal_name] = ([], [])
+                    by_role.setdefault(rule.principal_name, []).append(rule)
                 elif principal == "agent":
-                    pair = lists[2].get(rule.principal_name)
-                    if pair is None:
-                        pair = lists[2][rule.principal_name] = ([], [])
+                    by_agent.setdefault(rule.principal_name, []).append(rule)
                 else:
-                    pair = lists[0]
-                pair[side].append(rule)  # rules arrive in declaration order: each list is sorted
+                    any_list.append(rule)  # rules arrive in declaration order: each list is sorted
         self.size = size
         self.wild = wild
         for node, per_node in staged.values():
