@@ -166,6 +166,7 @@ def _reason_dict(r: dict[str, Any]) -> dict[str, Any]:
 _new = object.__new__
 _set = object.__setattr__
 _DECISION_FIELDS = ("effect", "reasons", "obligations", "route", "policy_hash", "errors")
+_DECISION_FIELDS_SET = set(_DECISION_FIELDS)  # one set for every decision: no allocation per miss
 
 
 def make_decision(effect: str, reasons: tuple, obligations: tuple, route: str | None, policy_hash: str,
@@ -178,7 +179,7 @@ def make_decision(effect: str, reasons: tuple, obligations: tuple, route: str | 
     decision = _new(Decision)
     _set(decision, "__dict__", {"effect": effect, "reasons": reasons, "obligations": obligations, "route": route,
                                 "policy_hash": policy_hash, "errors": errors})
-    _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))
+    _set(decision, "__pydantic_fields_set__", _DECISION_FIELDS_SET)  # shared, as reasons' (see below)
     _set(decision, "__pydantic_extra__", None)
     _set(decision, "__pydantic_private__", None)
     return decision

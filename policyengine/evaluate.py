@@ -400,8 +400,8 @@ class Evaluator:
         rules = index.lookup(index.node(c.rid), c.action, c.kind, c.roles, c.pid if c.ptype == "agent" else None)
         return (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
 
-    def _pairs(self, c: Ctx) -> tuple[tuple, tuple]:
-        """(deny, allow) rules that could apply, as ``(key, test, reason)`` in declaration order.
+    def _pairs(self, c: Ctx) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
+        """(deny, allow) rules that could apply, each in declaration order.
 
         The candidate index (``index.py``) finds them by walking the id's literal
         segments, whatever the number of rules; the pairs are cached by action,
@@ -435,7 +435,8 @@ class Evaluator:
         """
         denies, allows = self._pairs(c)
         try:
-            reasons = [reason for _, test, reason in denies if test is None or test(c)]
+            # a rule's reason is read only once it matched: built on its first use (compile.py), most never are
+            reasons = [r.reason for r in denies if (test := r.test) is None or test(c)]
         except ConditionError:
             errors: list[str] = []
             reasons = self._erroring(denies, c, errors)
@@ -452,7 +453,7 @@ class Evaluator:
         if reasons:
             return Outcome("deny", tuple(reasons))
         try:
-            allowed = tuple([reason for _, test, reason in allows if test is None or test(c)])
+            allowed = tuple([r.reason for r in allows if (test := r.test) is None or test(c)])
         except ConditionError:
             allowed = tuple(self._erroring(allows, c, None))
         if not allowed:
@@ -484,18 +485,19 @@ class Evaluator:
     def _error_text(rule_id: str, what: str, exc: ConditionError) -> str:
         return f"{what} {rule_id}: condition error: {exc.message}"
 
-    def _erroring(self, pairs: tuple, c: Ctx, errors: list[str] | None) -> list[Reason]:
+    def _erroring(self, rules: tuple[CompiledRule, ...], c: Ctx, errors: list[str] | None) -> list[Reason]:
         """The slow path once a condition raised: each rule alone; errors collected (deny) or skipped (allow)."""
         matched: list[Reason] = []
-        for _, test, reason in pairs:
+        for rule in rules:
+            test = rule.test
             try:
                 if test is None or test(c):
-                    matched.append(reason)
+                    matched.append(rule.reason)
             except ConditionError as exc:
                 if errors is not None:
-                    text = self._error_text(reason.rule, "rule", exc)
+                    text = self._error_text(rule.id, "rule", exc)
                     errors.append(text)
-                    matched.append(_errored_reason(reason, text))
+                    matched.append(_errored_reason(rule.reason, text))
         return matched
 
     @staticmethod

@@ -22,14 +22,14 @@ a lookup by it (an id under no literal prefix of any rule maps to the root).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .compile import CompiledRule
 
-_GLOB = frozenset("*?[")
 _NOTHING: tuple = ()
 
 
@@ -40,41 +40,39 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
     ``"*"``, ``"**"`` and ``"e*/x"`` -> ``()``. Every id the pattern matches starts
     with these segments, each followed by ``/`` or the end of the id.
     """
-    prefix: list[str] = []
-    for segment in pattern.split("/"):
-        if _GLOB.intersection(segment):
-            break
-        prefix.append(segment)
-    return tuple(prefix)
+    glob = _FIRST_GLOB(pattern)
+    if glob is None:
+        return tuple(pattern.split("/"))
+    head = pattern[:glob.start()]
+    if "/" not in head:  # the first segment holds it
+        return _NOTHING
+    return tuple(head.rpartition("/")[0].split("/"))  # the segments before the "/" that starts its segment
+
+
+_FIRST_GLOB = re.compile(r"[*?\[]").search
 
 
 class _Run:
-    """Rules of one list in declaration order, with their (key, test, reason) split by effect once.
+    """Rules of one list in declaration order, split by effect when the index is built.
 
     ``lo``/``hi`` are its first and last keys: runs whose key ranges do not
-    overlap merge by concatenation, without sorting (reading every key).
+    overlap merge by concatenation, without sorting (reading every key). A run
+    holds the rules themselves: a decision reads a rule's ``reason`` only when
+    the rule matched, so the reasons of rules that never decide are never built.
     """
 
-    __slots__ = ("rules", "denies", "allows", "lo", "hi")
+    __slots__ = ("denies", "allows", "lo", "hi")
 
     def __init__(self, rules: list[CompiledRule]) -> None:
-        self.rules = tuple(rules)
+        if len(rules) == 1:  # the usual run: one rule, one tuple; the other side is the shared ()
+            rule = rules[0]
+            self.denies: tuple[CompiledRule, ...] = (rule,) if rule.effect == "deny" else _NOTHING
+            self.allows: tuple[CompiledRule, ...] = (rule,) if rule.effect == "allow" else _NOTHING
+        else:
+            self.denies = tuple([r for r in rules if r.effect == "deny"]) or _NOTHING
+            self.allows = tuple([r for r in rules if r.effect == "allow"]) or _NOTHING
         self.lo = rules[0].key
         self.hi = rules[-1].key
-
-    def __getattr__(self, name: str) -> tuple[tuple[int, Any, Any], ...]:
-        """``denies`` and ``allows``, split on first use, then read from their slots.
-
-        Building a rule's reason takes time and memory, and at 100,000 rules most
-        runs are never looked at; after the first lookup the slots are set and this
-        is not called again (Python calls ``__getattr__`` only for unset slots).
-        """
-        if name not in ("denies", "allows"):
-            raise AttributeError(name)
-        rules = self.rules
-        self.denies = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "deny"])
-        self.allows = tuple([(r.key, r.test, r.reason) for r in rules if r.effect == "allow"])
-        return self.denies if name == "denies" else self.allows
 
 
 class _Who:
@@ -113,39 +111,49 @@ class CandidateIndex:
     __slots__ = ("root", "size", "wild")
 
     def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
-        self.root = _Node()
-        self.size = 0
-        self.wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
-        staged: dict[int, dict[tuple[str, str], tuple[list, dict, dict]]] = {}
-        nodes: dict[int, _Node] = {}
+        self.root = root = _Node()
+        size = 0
+        wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
+        # per node with rules: (action, kind) -> (any, by role, by agent) lists of rules
+        staged: dict[int, tuple[_Node, dict[tuple[str, str], tuple[list, dict, dict]]]] = {}
         for rule, pattern in zip(rules, patterns, strict=True):
-            node = self.root
+            size += 1
+            node = root
             for segment in literal_prefix(pattern):
                 child = node.children.get(segment)
                 if child is None:
                     child = node.children[segment] = _Node()
                 node = child
-            nodes[id(node)] = node
-            per_node = staged.setdefault(id(node), {})
-            kind = _normal(rule.kind)
-            actions = {_normal(a): None for a in rule.actions}
-            if "*" in actions:  # a request of any action matches "*": the rule goes there only (never twice)
-                actions = {"*": None}
-            self.wild = self.wild or kind == "*" or "*" in actions
+            found = staged.get(id(node))
+            if found is None:
+                found = staged[id(node)] = (node, {})
+            per_node = found[1]
+            kind = rule.kind
+            if kind == "any":
+                kind = "*"
+            actions = rule.actions
+            if len(actions) == 1:
+                if actions[0] == "any":
+                    actions = ("*",)
+            else:
+                names = {_normal(a): None for a in actions}
+                # a request of any action matches "*": the rule goes there only (never twice)
+                actions = ("*",) if "*" in names else tuple(names)
+            if kind == "*" or actions[0] == "*":
+                wild = True
+            principal = rule.principal_kind
             for action in actions:
                 any_list, by_role, by_agent = per_node.setdefault((action, kind), ([], {}, {}))
-                if rule.principal_kind == "role":
+                if principal == "role":
                     by_role.setdefault(rule.principal_name, []).append(rule)
-                elif rule.principal_kind == "agent":
+                elif principal == "agent":
                     by_agent.setdefault(rule.principal_name, []).append(rule)
                 else:
-                    any_list.append(rule)
-            self.size += 1
-        for key, per_node in staged.items():
-            node = nodes[key]
-            for action_kind, (any_list, by_role, by_agent) in per_node.items():
-                # rules arrive in declaration order: each list is sorted
-                node.rules[action_kind] = _Who(any_list, by_role, by_agent)
+                    any_list.append(rule)  # rules arrive in declaration order: each list is sorted
+        self.size = size
+        self.wild = wild
+        for node, per_node in staged.values():
+            node.rules = {action_kind: _Who(*lists) for action_kind, lists in per_node.items()}
         stack: list[tuple[_Node, tuple[_Node, ...], _Node]] = [(self.root, (), self.root)]
         while stack:  # no recursion: a pattern may have many segments
             node, above, owner = stack.pop()
@@ -206,32 +214,35 @@ class CandidateIndex:
     def lookup(self, at: _Node, action: str, kind: str, roles: Iterable[str],
                agent: str | None) -> tuple[CompiledRule, ...]:
         """Rules filed on the way to ``at`` for this action, kind and principal, in declaration order."""
-        runs = self._runs(at, action, kind, roles, agent)
-        if len(runs) == 1:
-            return runs[0].rules
-        # Each run is in declaration order and no rule is in two of them (one node, one principal, and
-        # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
-        return tuple(sorted([r for run in runs for r in run.rules], key=_KEY))
+        return tuple(sorted([r for run in self._runs(at, action, kind, roles, agent) for r in (*run.denies, *run.allows)],
+                            key=_KEY))
 
     def pairs(self, at: _Node, action: str, kind: str, roles: Iterable[str],
-              agent: str | None) -> tuple[tuple, tuple]:
-        """``lookup`` as (deny, allow) ``(key, test, reason)`` triples, what a decision runs."""
+              agent: str | None) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
+        """``lookup`` split into (deny rules, allow rules), each in declaration order: what a decision runs."""
         runs = self._runs(at, action, kind, roles, agent)
         if not runs:
             return _NOTHING, _NOTHING
         if len(runs) == 1:
             return runs[0].denies, runs[0].allows
+        if len(runs) == 2:  # the usual miss (a root rule and a node's): no sort; adding () returns the other tuple
+            first, second = runs
+            if second.hi < first.lo:
+                first, second = second, first
+            if first.hi < second.lo:
+                return first.denies + second.denies, first.allows + second.allows
+        # Each run is in declaration order and no rule is in two of them (one node, one principal, and
+        # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
         runs.sort(key=_LO)
         last = -1
         for run in runs:
-            if run.lo <= last:  # key ranges overlap: a real merge (keys are unique, so this compares keys only)
-                denies = sorted([entry for run in runs for entry in run.denies])
-                allows = sorted([entry for run in runs for entry in run.allows])
-                return tuple(denies), tuple(allows)
+            if run.lo <= last:  # key ranges overlap: a real merge (keys are unique, so by key alone)
+                return (tuple(sorted([r for run in runs for r in run.denies], key=_KEY)),
+                        tuple(sorted([r for run in runs for r in run.allows], key=_KEY)))
             last = run.hi
         # one run after another in declaration order (as a root rule before or after a node's): concatenate
-        return (tuple([entry for run in runs for entry in run.denies]),
-                tuple([entry for run in runs for entry in run.allows]))
+        return (tuple([r for run in runs for r in run.denies]),
+                tuple([r for run in runs for r in run.allows]))
 
 
 _KEY = attrgetter("key")

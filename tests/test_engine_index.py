@@ -152,9 +152,31 @@ def test_fresh_ids_share_one_cache_entry():
     ("a/[bc]/d", ("a",)),
     ("a/b?/**", ("a",)),
     ("a/b/**", ("a", "b")),
+    ("/x*", ("",)),
+    ("a//b*", ("a", "")),
+    ("", ("",)),
 ])
 def test_literal_prefix(pattern, prefix):
     assert literal_prefix(pattern) == prefix
+
+
+def _prefix_by_segments(pattern: str) -> tuple[str, ...]:
+    """The definition, segment by segment (``literal_prefix`` finds the first glob character instead)."""
+    out = []
+    for segment in pattern.split("/"):
+        if set("*?[") & set(segment):
+            break
+        out.append(segment)
+    return tuple(out)
+
+
+def test_literal_prefix_agrees_with_its_definition_on_every_short_pattern():
+    """Every string of up to 6 characters over ``a / * ? [``: empty segments, a leading ``/``, globs anywhere."""
+    import itertools
+    for size in range(7):
+        for chars in itertools.product("a/*?[", repeat=size):
+            pattern = "".join(chars)
+            assert literal_prefix(pattern) == _prefix_by_segments(pattern), pattern
 
 
 def test_the_index_files_each_rule_under_its_literal_prefix():
@@ -223,7 +245,7 @@ def test_a_miss_merges_runs_in_declaration_order(rules, request_):
     ctx = evaluator.context(request_)
     denies, allows = evaluator._pairs(ctx)
     for run in (denies, allows):
-        assert [key for key, _, _ in run] == sorted(key for key, _, _ in run)
+        assert [r.key for r in run] == sorted(r.key for r in run)
 
 
 # ``prefix*`` patterns test the id and the condition in one closure: it must agree with the glob and the condition
