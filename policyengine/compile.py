@@ -131,12 +131,29 @@ class RuleSource:
         return found
 
 
+class _Unbuilt:
+    """What a lazy slot of a ``CompiledRule`` holds until first use (an empty slot would raise when read)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unbuilt>"
+
+    def __reduce__(self) -> str:
+        return "UNBUILT"  # pickled and copied as the one module-level instance (the slots test ``is UNBUILT``)
+
+
+UNBUILT: Any = _Unbuilt()
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
-    """A rule as decisions use it. The fields above ``match_id`` are plain data, set when the
-    rule is compiled (or read from the disk cache); the closures, the reason and the
-    declaration are built from them when a request (or an explanation) first needs them
-    (``__getattr__``), so loading a large set builds none of them."""
+    """A rule as decisions use it: plain data, set when the rule is compiled (or read from the
+    disk cache). Its fused test and its reason are built when a request first needs them and
+    kept (``test``, ``reason``); the parts explanations read (``when``, ``match_id``,
+    ``scoped``...) are built each time they are asked for. Loading a large set builds none of
+    them. There is no ``__getattr__``: CPython specialises reads of the slots, and a first use
+    raises no AttributeError on the way (~1 us each)."""
 
     key: int  # declaration order across the set; also the decision-cache key and the position in ps.rules
     id: str
@@ -155,86 +172,89 @@ class CompiledRule:
     cites: tuple[str, ...]
     file: str  # as parsed (recorded through source.policy_set.file_names)
     line: int
-    # built on first use:
-    match_id: Callable[[str | None], bool] | None = field(repr=False)
-    when: Pred = field(repr=False)
-    unless: Pred | None = field(repr=False)
-    test: Pred | None = field(repr=False)  # scope + id + when + unless fused; None when the rule always matches
-    guard: Pred | None = field(repr=False)  # its package scope and ``applies to`` (scoping.py); None: every request
-    reason: Reason = field(repr=False)
-    scoped: Scoped[ast.RuleDecl] = field(repr=False)
-    segment: str | None = field(repr=False)  # literal first segment of the ids it can match (see pattern_segment)
+    # UNBUILT until first read through ``test`` and ``reason`` (two threads may both build one: equal values)
+    _test: Pred | None = field(repr=False)
+    _reason: Reason = field(repr=False)
+
+    @property
+    def test(self) -> Pred | None:
+        """Scope, id, ``when`` and ``unless`` in one closure; None when the rule always matches."""
+        found = self._test
+        if found is UNBUILT:
+            guard = None if self.bounds is None else scope_guard(*self.bounds)
+            found = guarded(guard, fuse_rule_test(self.pattern, self.when, self.unless))
+            _set_slot(self, "_test", found)
+        return found
+
+    @property
+    def reason(self) -> Reason:
+        """Why a decision names this rule: its id, file, line, message and cites."""
+        found = self._reason
+        if found is UNBUILT:
+            ps = self.source.policy_set
+            assert ps is not None
+            found = _reason_at(self.id, self.package, self.file, self.line,
+                               self.because or f"{self.effect} rule {self.id} matched", self.cites,
+                               ps.package_cites, ps.file_names)
+            _set_slot(self, "_reason", found)
+        return found
+
+    @property
+    def when(self) -> Pred:
+        return _true if self.when_ix is None else self.source.pred(self.when_ix)
+
+    @property
+    def unless(self) -> Pred | None:
+        return None if self.unless_ix is None else self.source.pred(self.unless_ix)
+
+    @property
+    def match_id(self) -> Callable[[str | None], bool] | None:
+        return compile_pattern(self.pattern)
+
+    @property
+    def guard(self) -> Pred | None:
+        """Its package scope and ``applies to`` (scoping.py); None: every request."""
+        return None if self.bounds is None else scope_guard(*self.bounds)
+
+    @property
+    def scoped(self) -> Scoped[ast.RuleDecl]:
+        """Its declaration (reads the syntax trees of a set loaded from the disk cache)."""
+        ps = self.source.policy_set
+        assert ps is not None
+        scoped = ps.rules[self.key]
+        if scoped.id != self.id:
+            raise RuntimeError(f"rule {self.key} is {scoped.id}, compiled as {self.id}: policy set and rules disagree")
+        return scoped
+
+    @property
+    def segment(self) -> str | None:
+        """The literal first segment of the ids it can match (see pattern_segment)."""
+        return pattern_segment(self.pattern)
 
     def matches(self, c: Ctx) -> bool:
         """Resource id, ``when`` and ``unless`` (the index already matched the rest)."""
-        return self.test is None or self.test(c)
-
-    def __getattr__(self, name: str) -> Any:
-        """A lazy field, built on first use and kept in its slot (called only while that slot is unset).
-
-        Most rules of a large set never decide a request. Two threads may both
-        build a field; they build equal values, and either is kept.
-        """
-        build = _LAZY.get(name)
-        if build is None:
-            raise AttributeError(name)
-        value = build(self)
-        _set_slot(self, name, value)
-        return value
+        test = self.test
+        return test is None or test(c)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its plain fields: the lazy ones are built again after loading."""
-        return _make_rule, _rule_fields(self)
+        return _make_rule, (*_rule_fields(self), UNBUILT, UNBUILT)
 
-
-def _lazy_when(r: CompiledRule) -> Pred:
-    return _true if r.when_ix is None else r.source.pred(r.when_ix)
-
-
-def _lazy_unless(r: CompiledRule) -> Pred | None:
-    return None if r.unless_ix is None else r.source.pred(r.unless_ix)
-
-
-def _lazy_reason(r: CompiledRule) -> Reason:
-    ps = r.source.policy_set
-    assert ps is not None
-    return _reason_at(r.id, r.package, r.file, r.line, r.because or f"{r.effect} rule {r.id} matched", r.cites,
-                      ps.package_cites, ps.file_names)
-
-
-def _lazy_scoped(r: CompiledRule) -> Scoped[ast.RuleDecl]:
-    ps = r.source.policy_set
-    assert ps is not None
-    scoped = ps.rules[r.key]  # reads the syntax trees of a set loaded from the disk cache
-    if scoped.id != r.id:
-        raise RuntimeError(f"rule {r.key} is {scoped.id}, compiled as {r.id}: policy set and rules disagree")
-    return scoped
-
-
-_LAZY: dict[str, Callable[[CompiledRule], Any]] = {
-    "match_id": lambda r: compile_pattern(r.pattern),
-    "when": _lazy_when,
-    "unless": _lazy_unless,
-    "guard": lambda r: None if r.bounds is None else scope_guard(*r.bounds),
-    "test": lambda r: guarded(r.guard, fuse_rule_test(r.pattern, r.when, r.unless)),
-    "reason": _lazy_reason,
-    "scoped": _lazy_scoped,
-    "segment": lambda r: pattern_segment(r.pattern),
-}
 
 _set_slot = object.__setattr__
 
-# CompiledRule(...) with its plain fields given in this order, setting the slots directly (a third of the
-# time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor), the lazy ones left unset
+# CompiledRule(...) with its plain fields given in this order, then UNBUILT twice, setting the slots
+# directly (a third of the time ``__init__`` takes through ``object.__setattr__``; ast.fast_constructor)
 _RULE_FIELDS = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "pattern",
                 "source", "when_ix", "unless_ix", "bounds", "package", "because", "cites", "file", "line")
-_make_rule = fast_constructor(CompiledRule, _RULE_FIELDS)
+_LAZY_FIELDS = ("_test", "_reason")
+_make_rule = fast_constructor(CompiledRule, _RULE_FIELDS + _LAZY_FIELDS)
 _make_rule.__module__, _make_rule.__name__, _make_rule.__qualname__ = __name__, "_make_rule", "_make_rule"
 _rule_fields = attrgetter(*_RULE_FIELDS)
 _SOURCE_AT = _RULE_FIELDS.index("source")
 _rule_columns = attrgetter(*(f for f in _RULE_FIELDS if f != "source"))  # cached_stages
-if {f.name for f in fields(CompiledRule)} != {*_RULE_FIELDS, *_LAZY}:
-    raise TypeError("CompiledRule's fields changed: update _RULE_FIELDS or _LAZY and the call in stage_rules")
+if [f.name for f in fields(CompiledRule)] != [*_RULE_FIELDS, *_LAZY_FIELDS]:
+    raise TypeError("CompiledRule's fields changed: update _RULE_FIELDS or _LAZY_FIELDS and the call in stage_rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +441,8 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             alike.setdefault(d.cites, d.cites),
             intern(span.file),
             span.line,
+            UNBUILT,
+            UNBUILT,
         ))
     source.conditions = tuple(conditions)
     source._preds = [None] * len(conditions)
@@ -622,5 +644,6 @@ def restore_cached(cached: Mapping[str, Mapping[str, Any]], ps: PolicySet) -> di
         return None
     source.bind(ps)
     before, after = columns[:_SOURCE_AT], columns[_SOURCE_AT:]
-    rules = tuple(map(_make_rule, *before, repeat(source, count), *after)) if count else ()
+    rules = tuple(map(_make_rule, *before, repeat(source, count), *after, repeat(UNBUILT, count),
+                      repeat(UNBUILT, count))) if count else ()
     return {"rules": {"rules": rules}, "rate_limits": {"rate_limits": limits}}

@@ -28,13 +28,15 @@ from typing import Any
 
 from .budgets import BudgetLedger, LiveTotals, WindowStarts, live_reader, utc, window_reader, windowed_usage
 from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule, Ctx
-from .conditions import ConditionError, holds
+from .conditions import ConditionError, Pred, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
 from .identity import IdentityError, canonical_identity
 from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
+# candidate rules with their fused tests (``CompiledRule.test``), as ``decide`` runs them
+Tested = tuple[tuple[Pred | None, CompiledRule], ...]
 _NO_VALIDATOR = object()
 _EMPTY: dict[str, Any] = {}
 
@@ -400,15 +402,17 @@ class Evaluator:
         rules = index.lookup(index.node(c.rid), c.action, c.kind, c.roles, c.pid if c.ptype == "agent" else None)
         return (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
 
-    def _pairs(self, c: Ctx) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """(deny, allow) rules that could apply, each in declaration order.
+    def _pairs(self, c: Ctx) -> tuple[Tested, Tested]:
+        """(deny, allow) rules that could apply, each in declaration order, as ``(test, rule)`` pairs.
 
         The candidate index (``index.py``) finds them by walking the id's literal
         segments, whatever the number of rules; the pairs are cached by action,
         kind, principal and the deepest index node the id reaches, so every id
         under one prefix (including ids never seen before) shares one entry. The
         cache drops its oldest entry when full (no cliff); a lost race only
-        recomputes the same value.
+        recomputes the same value. Each rule's fused test is read once here, into
+        its pair, so ``decide`` calls it from a local and reads the rule only when
+        it matched.
         """
         index = self._candidate_index
         node = index.node(c.rid)
@@ -418,7 +422,9 @@ class Evaluator:
         found = cache.get(key)
         if found is not None:
             return found
-        found = index.pairs(node, c.action, c.kind, c.roles, agent)
+        denies, allows = index.pairs(node, c.action, c.kind, c.roles, agent)
+        found = (tuple([(r.test, r) for r in denies]) if denies else (),
+                 tuple([(r.test, r) for r in allows]) if allows else ())
         if len(cache) >= _CACHE_LIMIT:
             try:
                 cache.popitem(last=False)  # the oldest entry; O(1) (a dict's first entry is not, after deletes)
@@ -436,7 +442,7 @@ class Evaluator:
         denies, allows = self._pairs(c)
         try:
             # a rule's reason is read only once it matched: built on its first use (compile.py), most never are
-            reasons = [r.reason for r in denies if (test := r.test) is None or test(c)]
+            reasons = [r.reason for test, r in denies if test is None or test(c)]
         except ConditionError:
             errors: list[str] = []
             reasons = self._erroring(denies, c, errors)
@@ -453,7 +459,7 @@ class Evaluator:
         if reasons:
             return Outcome("deny", tuple(reasons))
         try:
-            allowed = tuple([r.reason for r in allows if (test := r.test) is None or test(c)])
+            allowed = tuple([r.reason for test, r in allows if test is None or test(c)])
         except ConditionError:
             allowed = tuple(self._erroring(allows, c, None))
         if not allowed:
@@ -485,11 +491,10 @@ class Evaluator:
     def _error_text(rule_id: str, what: str, exc: ConditionError) -> str:
         return f"{what} {rule_id}: condition error: {exc.message}"
 
-    def _erroring(self, rules: tuple[CompiledRule, ...], c: Ctx, errors: list[str] | None) -> list[Reason]:
+    def _erroring(self, rules: Tested, c: Ctx, errors: list[str] | None) -> list[Reason]:
         """The slow path once a condition raised: each rule alone; errors collected (deny) or skipped (allow)."""
         matched: list[Reason] = []
-        for rule in rules:
-            test = rule.test
+        for test, rule in rules:
             try:
                 if test is None or test(c):
                     matched.append(rule.reason)

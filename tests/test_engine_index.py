@@ -245,7 +245,7 @@ def test_a_miss_merges_runs_in_declaration_order(rules, request_):
     ctx = evaluator.context(request_)
     denies, allows = evaluator._pairs(ctx)
     for run in (denies, allows):
-        assert [r.key for r in run] == sorted(r.key for r in run)
+        assert [r.key for _, r in run] == sorted(r.key for _, r in run)
 
 
 # ``prefix*`` patterns test the id and the condition in one closure: it must agree with the glob and the condition

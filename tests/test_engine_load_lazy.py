@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from policyengine import engine, loader
-from policyengine.compile import CompiledRule
+from policyengine.compile import UNBUILT, CompiledRule
 from policyengine.diagnostics import PolicyError
 from policyengine.format import format_policy
 from policyengine.scoping import file_scopes
@@ -132,15 +132,16 @@ def test_rule_closures_and_reasons_are_built_on_first_use(rules: Path) -> None:
     forget()
     warm = engine.load_policy(rules)
     rule = warm.compiled.rules[0]
-    for name in ("test", "when", "unless", "match_id", "guard", "reason", "scoped"):
-        with pytest.raises(AttributeError):
-            object.__getattribute__(rule, name)
+    assert rule._test is UNBUILT and rule._reason is UNBUILT  # the only parts kept once built
+    assert not trees_read(warm)
     assert rule.scoped.decl.name.value == "clerks_read" and rule.scoped.id == rule.id == "t.flow.clerks_read"
-    warm.evaluate(requests()[0])
+    decided = warm.evaluate({"principal": {"id": "u", "type": "user", "roles": ["clerk"], "attrs": {"dept": "d1"}},
+                             "action": "read",
+                             "resource": {"kind": "dataset", "id": "inv/a"}, "context": {"workflow": "invoices"}})
+    assert decided.reasons == (rule.reason,) and rule._test is not UNBUILT and decided.reasons[0] is rule._reason
     again = pickle.loads(pickle.dumps(rule))  # built closures are not pickled: the plain fields are
     assert type(again) is CompiledRule and again.id == rule.id and again.when_ix == rule.when_ix
-    with pytest.raises(AttributeError):
-        object.__getattribute__(again, "test")
+    assert again._test is UNBUILT and again._reason is UNBUILT
 
 
 def test_a_missing_trees_part_builds_the_set_again(rules: Path, monkeypatch: pytest.MonkeyPatch) -> None:
