@@ -49,7 +49,8 @@ def append(db: Path, key, records: int, payload, event: str = "model_call") -> s
                        run_id=f"run-{i // 1000}", payload=payloads[i % 1000], policy_hash="9f2c")
     wall, cpu, caller = time.perf_counter() - started, time.process_time() - cpu, time.thread_time() - caller
     return (f"{records / wall:,.0f} records/s wall, {cpu / records * 1e6:.1f} us CPU per record"
-            f" (appending thread {caller / records * 1e6:.1f}, writer and DuckDB threads {(cpu - caller) / records * 1e6:.1f})")
+            f" (appending thread {caller / records * 1e6:.1f},"
+            f" writer and DuckDB threads {(cpu - caller) / records * 1e6:.1f})")
 
 
 def append_durable(db: Path, key, records: int, payload, waiters: int = 8) -> str:
