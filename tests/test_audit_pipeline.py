@@ -126,3 +126,31 @@ def test_nothing_of_a_big_batch_is_durable_before_its_commit(tmp_path: Path) -> 
     assert waiter_done.wait(10)
     assert log.flushed >= seq
     log.close()
+
+
+@pytest.mark.parametrize("event", ["decision", "model_call"])  # model_call batches also fill audit_facts
+def test_a_log_whose_columns_are_in_another_order_still_gets_each_value_in_its_column(tmp_path: Path,
+                                                                                     event: str) -> None:
+    """Big batches go in by position only where audit_log's column order is the writer's own."""
+    key = generate_key(tmp_path / "k.key")
+    db = tmp_path / "a.duckdb"
+    con = duckdb.connect(str(db))
+    from policyengine.audit.sql import q
+
+    schema = q("create_schema")
+    swapped = schema.replace("    actor       VARCHAR,\n    workflow    VARCHAR,",
+                             "    workflow    VARCHAR,\n    actor       VARCHAR,")
+    assert swapped != schema
+    con.execute(swapped)
+    con.close()
+    with AuditLog(db, key, batch_size=300) as log:
+        assert not log._positional
+        for i in range(600):
+            log.append(event, actor=f"actor-{i}", workflow=f"workflow-{i}", payload={"i": i, "model": "m"})
+    with AuditLog(tmp_path / "own.duckdb", key) as own:
+        assert own._positional
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT seq, actor, workflow FROM audit_log ORDER BY seq").fetchall()
+    con.close()
+    assert rows == [(i + 1, f"actor-{i}", f"workflow-{i}") for i in range(600)]
+    assert verify_database(db, [key.public]).ok

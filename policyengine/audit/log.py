@@ -426,6 +426,10 @@ class AuditLog:
             if self._owns_connection:  # (a setting of the whole database: a caller's connection keeps its own)
                 # DuckDB's worker threads only add hand-offs to a commit of a few rows: ~20% of its CPU.
                 self._cur.execute("SET threads = 1")
+            # A relation's insert_into is by position: taken only where audit_log's columns are in the order
+            # the Arrow batch has them (every log this module created); any other order keeps INSERT BY NAME.
+            columns = self._cur.execute(q("log_columns")).fetchall()
+            self._positional = tuple(name for (name,) in columns) == _ROW_NAMES
             return _Appenders(self._cur)
         except duckdb.Error as err:
             raise AuditError(f"{self._where}: cannot prepare the audit writer ({str(err).splitlines()[0]})") from None
@@ -674,6 +678,11 @@ class AuditLog:
                 self._appenders.records.append_rows(batch.rows)
                 self._appenders.records.flush()
                 self._facts.add_rows(cur, batch.rows)
+            elif self._positional and not FactsWriter.wanted(batch.rows):
+                # No facts to extract: nothing needs the table by name. One relation insert takes the GIL back
+                # ~72 times in a 5,000-row transaction against ~99 for register, INSERT BY NAME, unregister, and
+                # every time is a wait while the appending thread runs Python (benchmarks/README.md).
+                cur.from_arrow(batch.table()).insert_into("audit_log")
             else:
                 cur.register("audit_batch", batch.table())
                 try:
