@@ -7,6 +7,9 @@ JSON column, and nothing is durable before its commit.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policyengine.audit.log as log_module
-from policyengine.audit import AuditLog, generate_key, verify_database
+from policyengine.audit import AuditError, AuditLog, generate_key, verify_database
 from policyengine.audit.canonical import canonical_text
 
 # Every control character, the characters RFC 8785 and DuckDB escape differently, and some above the BMP.
@@ -154,3 +157,43 @@ def test_a_log_whose_columns_are_in_another_order_still_gets_each_value_in_its_c
     con.close()
     assert rows == [(i + 1, f"actor-{i}", f"workflow-{i}") for i in range(600)]
     assert verify_database(db, [key.public]).ok
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_during_big_batches_fails_the_log_and_keeps_what_was_acknowledged(tmp_path: Path,
+                                                                                     small_disk: Path) -> None:
+    key = generate_key(tmp_path / "k.key")
+    db = small_disk / "a.duckdb"
+    acknowledged = 0
+    log = AuditLog(db, key, batch_size=300, checkpoint_every=600)
+    with pytest.raises(AuditError, match="failed"):
+        for i in range(200_000):  # ~600-byte payloads: the 2 MB disk fills within a few thousand
+            seq = log.append("decision", actor=f"u{i}", payload={"i": i, "pad": "x" * 600})
+            if seq % 300 == 0:
+                log.wait_durable(seq)
+                acknowledged = seq
+    log.abandon()
+    assert acknowledged >= 300
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    for wal in small_disk.glob("a.duckdb.wal"):
+        shutil.copy(wal, tmp_path / "copy.duckdb.wal")
+    con = duckdb.connect(str(copy), read_only=True)
+    kept = con.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+    con.close()
+    assert kept >= acknowledged
+    assert verify_database(copy, [key.public]).ok
