@@ -71,6 +71,12 @@ FROM audit_checkpoints ORDER BY tree_size DESC, ts DESC LIMIT 1;
 -- One batch of records, registered by the writer as the Arrow table audit_batch (columns by name).
 INSERT INTO audit_log BY NAME SELECT * FROM audit_batch;
 
+-- name: log_columns
+-- audit_log's columns in table order (the writer inserts big batches by position when they match).
+SELECT column_name FROM duckdb_columns()
+WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'audit_log'
+ORDER BY column_index;
+
 -- name: insert_checkpoint
 INSERT INTO audit_checkpoints VALUES ($origin, $tree_size, $root, $ts::TIMESTAMPTZ, $key_id, $signature);
 

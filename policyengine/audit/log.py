@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256 as _sha256
 from pathlib import Path
@@ -98,15 +98,33 @@ class Checkpoint:
         return cls(origin, int(size), bytes.fromhex(root), ts, key_id, base64.b64decode(signature))
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Batch:
-    """Records cut from the buffer, and the root to sign over them (if a checkpoint is due)."""
+    """Records cut from the buffer, and the root to sign over them (if a checkpoint is due).
+
+    A big batch is inserted as one Arrow table, built once by whichever thread asks first
+    (``table``): the appending thread that cut it, so the writer thread is left with DuckDB's
+    insert and commit, most of which runs without the GIL, while the caller appends the next batch.
+    """
 
     rows: list[tuple[Any, ...]]
     size: int
     root: bytes
     key: SigningKey
     keep: bool  # a kept checkpoint; otherwise provisional, replaced by the next batch's
+    _table: pa.Table | None = None
+    _building: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def big(self) -> bool:
+        return len(self.rows) > _SMALL_BATCH
+
+    def table(self) -> pa.Table:
+        """The rows as one Arrow table (built on first call, by one thread; the others wait for it)."""
+        with self._building:
+            if self._table is None:
+                self._table = _arrow_rows(self.rows)
+            return self._table
 
 
 def checkpoint_note(origin: str, tree_size: int, root: bytes, ts: str) -> bytes:
@@ -159,8 +177,11 @@ def _leaf_text(head: str, actor: str, event: str, key_id: str, origin: str, payl
             f',"policy_hash":{policy_hash},"run_id":{run_id},"seq":{seq},"ts":"{ts}","workflow":{workflow}}}')
 
 
-_ROW_TYPES = (pa.int64(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(),
-              pa.string(), pa.string(), pa.string())
+# payload as Arrow's JSON extension type: DuckDB takes it as its JSON type without parsing every payload again
+# (a VARCHAR into the JSON column is parsed to be checked: ~1 us of a ~600-byte payload, and canonical_text's output
+# is JSON by construction; benchmarks/README.md).
+_ROW_TYPES = (pa.int64(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(),
+              pa.json_(pa.string()), pa.string(), pa.string(), pa.string())
 _ROW_NAMES = ("seq", "ts", "origin", "event", "actor", "workflow", "run_id", "payload", "policy_hash", "key_id",
               "leaf_hash")
 _TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -405,6 +426,10 @@ class AuditLog:
             if self._owns_connection:  # (a setting of the whole database: a caller's connection keeps its own)
                 # DuckDB's worker threads only add hand-offs to a commit of a few rows: ~20% of its CPU.
                 self._cur.execute("SET threads = 1")
+            # A relation's insert_into is by position: taken only where audit_log's columns are in the order
+            # the Arrow batch has them (every log this module created); any other order keeps INSERT BY NAME.
+            columns = self._cur.execute(q("log_columns")).fetchall()
+            self._positional = tuple(name for (name,) in columns) == _ROW_NAMES
             return _Appenders(self._cur)
         except duckdb.Error as err:
             raise AuditError(f"{self._where}: cannot prepare the audit writer ({str(err).splitlines()[0]})") from None
@@ -492,11 +517,14 @@ class AuditLog:
             full = len(self._buffer) >= self._batch_size
             if full:
                 self._cut(False)
+                cut = self._pending[-1] if self._pending else None
             backlog = len(self._pending)
         if full:
             if self._timer is None or backlog > 2:
                 self._drain()  # no writer thread, or it is behind: write here (back-pressure)
             else:
+                if cut is not None and cut.big:
+                    cut.table()  # built here, outside the lock: the writer thread only inserts and commits
                 self._wake.set()
         return seq
 
@@ -646,12 +674,17 @@ class AuditLog:
         signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)
 
         def write(cur: duckdb.DuckDBPyConnection) -> None:
-            if len(batch.rows) <= _SMALL_BATCH:
+            if not batch.big:
                 self._appenders.records.append_rows(batch.rows)
                 self._appenders.records.flush()
                 self._facts.add_rows(cur, batch.rows)
+            elif self._positional and not FactsWriter.wanted(batch.rows):
+                # No facts to extract: nothing needs the table by name. One relation insert takes the GIL back
+                # ~72 times in a 5,000-row transaction against ~99 for register, INSERT BY NAME, unregister, and
+                # every time is a wait while the appending thread runs Python (benchmarks/README.md).
+                cur.from_arrow(batch.table()).insert_into("audit_log")
             else:
-                cur.register("audit_batch", _arrow_rows(batch.rows))
+                cur.register("audit_batch", batch.table())
                 try:
                     cur.execute(q("insert_batch"))
                     self._facts.add(cur, "audit_batch", batch.rows)  # the reports' columns, from these payloads
