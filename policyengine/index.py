@@ -2,22 +2,33 @@
 
 Every rule is filed under the literal prefix of its resource-id pattern: the
 whole ``/``-separated segments before the first one holding a glob character
-(``erp/invoices/*`` under ``erp`` > ``invoices``; ``calc`` under ``calc``;
-``*`` and ``e*/x`` at the root). Only ids that start with those segments can
-match the pattern, so the rules that could match an id are those filed at the
-nodes its own segments walk through (the root, ``erp``, ``erp/invoices``, ...).
+(``erp/invoices/*`` under ``"erp/invoices"``; ``calc`` under ``"calc"``; ``*``
+and ``e*/x`` under ``ROOT``, no segments). Only ids that start with those
+segments can match the pattern, so the rules that could match an id are those
+filed under the prefixes of its own segments (``ROOT``, ``"erp"``,
+``"erp/invoices"``, ...).
 
-Each node splits its rules by (action, kind), then by who they are about
-(any principal, a role, an agent), as the ``(action, kind) -> Bucket`` index
-of ``compile`` does. A lookup walks the id's segments down the trie (one dict
-read each) and reads, at each node with rules, the lists for the request's
-action, kind, roles and agent. Its cost depends on the id's depth and the
-request's roles, not on how many rules the policy holds, and an id never seen
-before costs what a known one does.
+Loading only groups the rules: one dict from prefix string to the rules filed
+there, in declaration order (plus, for a prefix with a deeper one below it,
+an entry saying so, so a walk down an id stops at the first prefix no rule
+has). Nothing else is built for a prefix until a lookup reaches it:
 
-``CandidateIndex.node`` names the deepest node with rules on an id's path:
-every id reaching the same node has the same candidates, so callers may cache
-a lookup by it (an id under no literal prefix of any rule maps to the root).
+* a prefix of at most ``SCAN`` rules is read as is: a lookup keeps those of
+  the request's action, kind and principal (a few comparisons a rule);
+* a larger one is split once, the first time a lookup reaches it, by
+  (action, kind), then by who its rules are about (any principal, a role, an
+  agent), as the ``(action, kind) -> Bucket`` index of ``compile`` does; a
+  lookup then reads the lists for the request's action, kind, roles and agent.
+
+Either way a lookup's cost depends on the id's depth, the request's roles and
+the size of the small prefixes it reads, not on how many rules the policy
+holds, and an id never seen before costs what a known one does. A split is
+built whole before it is stored (one dict assignment): two threads reaching a
+new prefix together may both build it, alike, and neither sees half of one.
+
+``CandidateIndex.node`` names the deepest prefix with rules on an id's path
+(``ROOT`` when none): every id reaching the same prefix has the same
+candidates, so callers may cache a lookup by it.
 """
 
 from __future__ import annotations
@@ -25,12 +36,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
     from .compile import CompiledRule
 
 _NOTHING: tuple = ()
+
+ROOT: tuple = ()  # the prefix of no segments: where ``*``, ``**`` and ``e*/x`` are filed
+Prefix = Union[str, tuple]  # "erp/invoices", or ROOT
+
+SCAN = 8  # a prefix of at most this many rules is read rule by rule; a larger one is split on first use
 
 
 def literal_prefix(pattern: str) -> tuple[str, ...]:
@@ -40,43 +56,42 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
     ``"*"``, ``"**"`` and ``"e*/x"`` -> ``()``. Every id the pattern matches starts
     with these segments, each followed by ``/`` or the end of the id.
     """
+    key = prefix_key(pattern)
+    return ROOT if key is ROOT else tuple(key.split("/"))
+
+
+def prefix_key(pattern: str) -> Prefix:
+    """``literal_prefix(pattern)`` joined by ``/`` (``"erp/invoices"``), or ``ROOT`` when it has no segment.
+
+    (``"/x*"``'s prefix is one empty segment, ``""``: not ``ROOT``.)
+    """
     glob = _FIRST_GLOB(pattern)
     if glob is None:
-        return tuple(pattern.split("/"))
-    head = pattern[:glob.start()]
-    if "/" not in head:  # the first segment holds it
-        return _NOTHING
-    return tuple(head.rpartition("/")[0].split("/"))  # the segments before the "/" that starts its segment
+        return pattern
+    cut = pattern.rfind("/", 0, glob.start())  # the "/" that starts the segment holding the glob
+    return ROOT if cut < 0 else pattern[:cut]
 
 
 _FIRST_GLOB = re.compile(r"[*?\[]").search
 
 
 class _Run:
-    """Rules of one list in declaration order, split by effect when the index is built.
+    """Rules of one list of a split prefix, in declaration order, by effect."""
 
-    ``lo``/``hi`` are its first and last keys: runs whose key ranges do not
-    overlap merge by concatenation, without sorting (reading every key). A run
-    holds the rules themselves: a decision reads a rule's ``reason`` only when
-    the rule matched, so the reasons of rules that never decide are never built.
-    """
-
-    __slots__ = ("denies", "allows", "lo", "hi")
+    __slots__ = ("denies", "allows")
 
     def __init__(self, rules: list[CompiledRule]) -> None:
-        if len(rules) == 1:  # the usual run: one rule, one tuple; the other side is the shared ()
+        if len(rules) == 1:  # one rule, one tuple; the other side is the shared ()
             rule = rules[0]
             self.denies: tuple[CompiledRule, ...] = (rule,) if rule.effect == "deny" else _NOTHING
             self.allows: tuple[CompiledRule, ...] = (rule,) if rule.effect == "allow" else _NOTHING
         else:
             self.denies = tuple([r for r in rules if r.effect == "deny"]) or _NOTHING
             self.allows = tuple([r for r in rules if r.effect == "allow"]) or _NOTHING
-        self.lo = rules[0].key
-        self.hi = rules[-1].key
 
 
 class _Who:
-    """Rules of one (action, kind) at one node, split by the principal they are about."""
+    """Rules of one (action, kind) at one prefix, split by the principal they are about."""
 
     __slots__ = ("any", "by_role", "by_agent")
 
@@ -86,48 +101,15 @@ class _Who:
         self.by_agent = {name: _Run(v) for name, v in by_agent.items()}
 
 
-class _Node:
-    """One literal segment of some patterns: its children and the rules filed here."""
+class _Split:
+    """A large prefix's rules by (action, kind), then principal: built the first time a lookup reaches it."""
 
-    __slots__ = ("children", "rules", "chain", "owner")
+    __slots__ = ("rules", "wild")
 
-    def __init__(self) -> None:
-        # None once the index is built if no pattern goes deeper: a lookup stops without reading a dict
-        self.children: dict[str, _Node] | None = {}
-        self.rules: dict[tuple[str, str], _Who] = {}  # (action, kind) -> rules filed at this node
-        # set once the index is built: the nodes with rules from the root down to this one, and the
-        # deepest of them (this node or an ancestor; the root when none), read without touching ``rules``
-        self.chain: tuple[_Node, ...] = ()
-        self.owner: _Node = self
-
-
-def _normal(name: str) -> str:
-    return "*" if name in ("*", "any") else name
-
-
-class CandidateIndex:
-    """Rules filed by the literal prefix of their id pattern, then (action, kind), then principal."""
-
-    __slots__ = ("root", "size", "wild")
-
-    def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
-        self.root = root = _Node()
-        size = 0
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        staged: dict[tuple[str, str], tuple[list, dict, dict]] = {}
         wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
-        # per node with rules: (action, kind) -> (any, by role, by agent) lists of rules
-        staged: dict[int, tuple[_Node, dict[tuple[str, str], tuple[list, dict, dict]]]] = {}
-        for rule, pattern in zip(rules, patterns, strict=True):
-            size += 1
-            node = root
-            for segment in literal_prefix(pattern):
-                child = node.children.get(segment)
-                if child is None:
-                    child = node.children[segment] = _Node()
-                node = child
-            found = staged.get(id(node))
-            if found is None:
-                found = staged[id(node)] = (node, {})
-            per_node = found[1]
+        for rule in rules:
             kind = rule.kind
             if kind == "any":
                 kind = "*"
@@ -143,107 +125,233 @@ class CandidateIndex:
                 wild = True
             principal = rule.principal_kind
             for action in actions:
-                any_list, by_role, by_agent = per_node.setdefault((action, kind), ([], {}, {}))
+                any_list, by_role, by_agent = staged.setdefault((action, kind), ([], {}, {}))
                 if principal == "role":
                     by_role.setdefault(rule.principal_name, []).append(rule)
                 elif principal == "agent":
                     by_agent.setdefault(rule.principal_name, []).append(rule)
                 else:
                     any_list.append(rule)  # rules arrive in declaration order: each list is sorted
-        self.size = size
+        self.rules = {action_kind: _Who(*lists) for action_kind, lists in staged.items()}
         self.wild = wild
-        for node, per_node in staged.values():
-            node.rules = {action_kind: _Who(*lists) for action_kind, lists in per_node.items()}
-        stack: list[tuple[_Node, tuple[_Node, ...], _Node]] = [(self.root, (), self.root)]
-        while stack:  # no recursion: a pattern may have many segments
-            node, above, owner = stack.pop()
-            node.chain = (*above, node) if node.rules else above
-            node.owner = node if node.rules else owner
-            if node.children:
-                stack.extend((child, node.chain, node.owner) for child in node.children.values())
-            elif node is not self.root:
-                node.children = None
 
-    def node(self, rid: str | None) -> _Node:
-        """The deepest node with rules that ``rid``'s segments reach (the root when none).
-
-        Every id reaching the same node has the same candidates: its ``chain``.
-        """
-        root = self.root
-        if rid is None or not root.children:
-            return root
-        head, sep, rest = rid.partition("/")
-        node = root.children.get(head)
-        if node is None:
-            return root
-        while sep:
-            children = node.children
-            if children is None:
-                break
-            head, sep, rest = rest.partition("/")
-            child = children.get(head)
-            if child is None:
-                break
-            node = child
-        return node.owner
-
-    def _runs(self, at: _Node, action: str, kind: str, roles: Iterable[str], agent: str | None) -> list[_Run]:
+    def runs(self, action: str, kind: str, roles: Iterable[str], agent: str | None,
+             denies: list, allows: list) -> None:
+        """Append this prefix's rules for the request to ``denies`` and ``allows``, one sorted part per run."""
         if self.wild:  # (the dict drops a key listed twice, as when the request's action is "*")
             keys: Iterable[tuple[str, str]] = dict.fromkeys(((action, kind), (action, "*"), ("*", kind), ("*", "*")))
         else:
             keys = ((action, kind),)
-        runs: list[_Run] = []
-        for node in at.chain:
-            for key in keys:
-                who = node.rules.get(key)
-                if who is None:
+        found: list[_Run] = []
+        for key in keys:
+            who = self.rules.get(key)
+            if who is None:
+                continue
+            if who.any is not None:
+                found.append(who.any)
+            if who.by_role:
+                for role in roles:
+                    run = who.by_role.get(role)
+                    if run is not None:
+                        found.append(run)
+            if agent is not None and who.by_agent:
+                run = who.by_agent.get(agent)
+                if run is not None:
+                    found.append(run)
+        for run in found:
+            if run.denies:
+                denies.append(run.denies)
+            if run.allows:
+                allows.append(run.allows)
+
+
+def _normal(name: str) -> str:
+    return "*" if name in ("*", "any") else name
+
+
+class CandidateIndex:
+    """Rules grouped by the literal prefix of their id pattern; a prefix's split by (action, kind) and
+    principal is built when a lookup first reaches it (see the module docstring)."""
+
+    __slots__ = ("size", "_at", "_root", "_split")
+
+    def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
+        # prefix -> its rules in declaration order: a list when no prefix goes deeper (a walk down an id
+        # stops there), a tuple (maybe empty) when one does
+        at: dict[str, list | tuple] = {}
+        root: list[CompiledRule] = []
+        get = at.get
+        search = _FIRST_GLOB
+        size = 0
+        for rule, pattern in zip(rules, patterns, strict=True):
+            size += 1
+            glob = search(pattern)  # prefix_key, inline: this loop runs once a rule
+            if glob is None:
+                key = pattern
+            else:
+                cut = pattern.rfind("/", 0, glob.start())
+                if cut < 0:
+                    root.append(rule)
                     continue
-                if who.any is not None:
-                    runs.append(who.any)
-                if who.by_role:
-                    for role in roles:
-                        found = who.by_role.get(role)
-                        if found is not None:
-                            runs.append(found)
-                if agent is not None and who.by_agent:
-                    found = who.by_agent.get(agent)
-                    if found is not None:
-                        runs.append(found)
-        return runs
+                key = pattern[:cut]
+            found = get(key)
+            if found is None:
+                at[key] = [rule]
+            else:
+                found.append(rule)
+        for key in [k for k in at if "/" in k]:  # every prefix above a prefix: a tuple of its rules, maybe ()
+            cut = key.rfind("/")
+            while cut >= 0:
+                above = key[:cut]
+                found = get(above)
+                if type(found) is tuple:  # done already, with the prefixes above it
+                    break
+                at[above] = _NOTHING if found is None else tuple(found)
+                cut = above.rfind("/")
+        self.size = size
+        self._at = at
+        self._root = root
+        self._split: dict[Prefix, _Split] = {}  # large prefixes split so far (ROOT too, if large)
 
-    def lookup(self, at: _Node, action: str, kind: str, roles: Iterable[str],
-               agent: str | None) -> tuple[CompiledRule, ...]:
-        """Rules filed on the way to ``at`` for this action, kind and principal, in declaration order."""
-        return tuple(sorted([r for run in self._runs(at, action, kind, roles, agent) for r in (*run.denies, *run.allows)],
-                            key=_KEY))
+    def node(self, rid: str | None) -> Prefix:
+        """The deepest prefix with rules that ``rid``'s segments reach (``ROOT`` when none).
 
-    def pairs(self, at: _Node, action: str, kind: str, roles: Iterable[str],
+        Every id reaching the same prefix has the same candidates.
+        """
+        if rid is None:
+            return ROOT
+        at = self._at
+        cut = rid.find("/")
+        if cut < 0:  # one segment: the whole id
+            return rid if at.get(rid) else ROOT
+        head = rid[:cut]
+        found = at.get(head)
+        if found is None:
+            return ROOT
+        if type(found) is list:  # no prefix goes deeper
+            return head
+        return self._deeper(rid, cut, head if found else ROOT)
+
+    def _deeper(self, rid: str, cut: int, owner: Prefix) -> Prefix:
+        at = self._at
+        while True:
+            end = rid.find("/", cut + 1)
+            head = rid if end < 0 else rid[:end]
+            found = at.get(head)
+            if found is None:
+                return owner
+            if found:
+                owner = head
+            if end < 0 or type(found) is list:
+                return owner
+            cut = end
+
+    def rules_at(self, prefix: Prefix) -> tuple[CompiledRule, ...]:
+        """The rules filed under ``prefix`` itself (not above it), in declaration order."""
+        return tuple(self._root if prefix is ROOT else self._at.get(prefix, _NOTHING))
+
+    def chain(self, prefix: Prefix) -> tuple[Prefix, ...]:
+        """The prefixes with rules from ``ROOT`` down to ``prefix``: where an id reaching it finds its candidates."""
+        out: list[Prefix] = [ROOT] if self._root else []
+        if prefix is ROOT:
+            return tuple(out)
+        at = self._at
+        cut = prefix.find("/")
+        while cut >= 0:
+            if at.get(prefix[:cut]):
+                out.append(prefix[:cut])
+            cut = prefix.find("/", cut + 1)
+        if at.get(prefix):
+            out.append(prefix)
+        return tuple(out)
+
+    def _parts(self, prefix: Prefix, rules: list | tuple, action: str, kind: str, roles: Iterable[str],
+               agent: str | None, denies: list, allows: list) -> None:
+        """Append the rules filed under ``prefix`` that the request could match, as sorted parts by effect."""
+        if len(rules) > SCAN:
+            split = self._split.get(prefix)
+            if split is None:
+                split = _Split(rules)  # built whole, then stored: a lost race stores an equal one
+                self._split[prefix] = split
+            split.runs(action, kind, roles, agent, denies, allows)
+            return
+        d = a = None
+        for rule in rules:  # what a split would give, read from the rules themselves
+            rule_kind = rule.kind
+            if rule_kind != kind and rule_kind != "*" and rule_kind != "any":
+                continue
+            actions = rule.actions
+            if action not in actions and "*" not in actions and "any" not in actions:
+                continue
+            principal = rule.principal_kind
+            if principal == "role":
+                if rule.principal_name not in roles:
+                    continue
+            elif principal == "agent":
+                if agent is None or rule.principal_name != agent:
+                    continue
+            if rule.effect == "deny":
+                if d is None:
+                    d = [rule]
+                else:
+                    d.append(rule)
+            elif a is None:
+                a = [rule]
+            else:
+                a.append(rule)
+        if d is not None:
+            denies.append(d)
+        if a is not None:
+            allows.append(a)
+
+    def pairs(self, at: Prefix, action: str, kind: str, roles: Iterable[str],
               agent: str | None) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
-        """``lookup`` split into (deny rules, allow rules), each in declaration order: what a decision runs."""
-        runs = self._runs(at, action, kind, roles, agent)
-        if not runs:
-            return _NOTHING, _NOTHING
-        if len(runs) == 1:
-            return runs[0].denies, runs[0].allows
-        if len(runs) == 2:  # the usual miss (a root rule and a node's): no sort; adding () returns the other tuple
-            first, second = runs
-            if second.hi < first.lo:
-                first, second = second, first
-            if first.hi < second.lo:
-                return first.denies + second.denies, first.allows + second.allows
-        # Each run is in declaration order and no rule is in two of them (one node, one principal, and
-        # one (action, kind) that a request can match: see __init__), so sorting the runs is a merge.
-        runs.sort(key=_LO)
-        last = -1
-        for run in runs:
-            if run.lo <= last:  # key ranges overlap: a real merge (keys are unique, so by key alone)
-                return (tuple(sorted([r for run in runs for r in run.denies], key=_KEY)),
-                        tuple(sorted([r for run in runs for r in run.allows], key=_KEY)))
-            last = run.hi
-        # one run after another in declaration order (as a root rule before or after a node's): concatenate
-        return (tuple([r for run in runs for r in run.denies]),
-                tuple([r for run in runs for r in run.allows]))
+        """(deny rules, allow rules) filed from ``ROOT`` down to ``at`` for this action, kind and principal,
+        each in declaration order: what a decision runs."""
+        denies: list = []
+        allows: list = []
+        if self._root:
+            self._parts(ROOT, self._root, action, kind, roles, agent, denies, allows)
+        if at is not ROOT:
+            table = self._at
+            if "/" in at:
+                cut = at.find("/")
+                while cut >= 0:
+                    above = table.get(at[:cut])
+                    if above:
+                        self._parts(at[:cut], above, action, kind, roles, agent, denies, allows)
+                    cut = at.find("/", cut + 1)
+            rules = table.get(at)
+            if rules:
+                self._parts(at, rules, action, kind, roles, agent, denies, allows)
+        return _merged(denies), _merged(allows)
+
+    def lookup(self, at: Prefix, action: str, kind: str, roles: Iterable[str],
+               agent: str | None) -> tuple[CompiledRule, ...]:
+        """``pairs`` as one tuple in declaration order."""
+        denies, allows = self.pairs(at, action, kind, roles, agent)
+        return tuple(sorted(denies + allows, key=_KEY))
+
+
+def _merged(parts: list) -> tuple[CompiledRule, ...]:
+    """One tuple in declaration order from parts each in declaration order, no rule in two of them (one
+    prefix, one principal and one (action, kind) that a request can match: see ``_Split``)."""
+    if not parts:
+        return _NOTHING
+    if len(parts) == 1:
+        return tuple(parts[0])
+    parts.sort(key=_FIRST_KEY)
+    last = -1
+    for part in parts:
+        if part[0].key <= last:  # key ranges overlap: a real merge (keys are unique, so by key alone)
+            return tuple(sorted([r for part in parts for r in part], key=_KEY))
+        last = part[-1].key
+    # one part after another in declaration order (as a root rule before or after a prefix's): concatenate
+    return tuple([r for part in parts for r in part])
 
 
 _KEY = attrgetter("key")
-_LO = attrgetter("lo")
+
+
+def _FIRST_KEY(part) -> int:
+    return part[0].key

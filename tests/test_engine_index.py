@@ -21,7 +21,7 @@ from policyengine import load_policy
 from policyengine.globs import glob_match
 from policyengine.decision import Decision, Reason, make_decision
 from policyengine.evaluate import DEFAULT_DENY
-from policyengine.index import CandidateIndex, literal_prefix
+from policyengine.index import ROOT, CandidateIndex, literal_prefix
 
 LITERALS = ["a", "b", "ab"]
 GLOBS = ["*", "a*", "?", "[ab]", "[!a]"]
@@ -186,8 +186,10 @@ def test_the_index_files_each_rule_under_its_literal_prefix():
     index: CandidateIndex = policy.compiled.candidates
     assert index.size == 3
     deep = index.node("a/b/c")
-    assert [n for n in deep.chain] == [index.root, index.root.children["a"], deep]
-    assert index.node("zzz/b") is index.root
+    assert deep == "a/b"
+    assert index.chain(deep) == (ROOT, "a", "a/b")
+    assert [r.id for r in index.rules_at("a")] == ["ix.x1"]
+    assert index.node("zzz/b") is ROOT
     assert [r.id for r in index.lookup(deep, "read", "dataset", frozenset({"r0"}), None)] == ["ix.x0", "ix.x1"]
     assert [r.id for r in index.lookup(deep, "read", "dataset", frozenset(), "bot")] == ["ix.x1", "ix.x2"]
     assert [r.id for r in index.lookup(deep, "read", "tool", frozenset({"r0"}), "bot")] == []
@@ -262,15 +264,14 @@ def test_prefix_star_rules_match_as_their_glob_says(pattern, when, rid):
         assert policy.evaluate(request).allowed is expected
 
 
-def test_a_lookup_stops_at_leaves_and_keeps_the_deepest_node_with_rules():
+def test_a_lookup_stops_at_leaves_and_keeps_the_deepest_prefix_with_rules():
     policy = load([("allow", "any", "read", "dataset", "a/b/c/d", None), ("allow", "any", "read", "dataset", "a/*", None)])
     index: CandidateIndex = policy.compiled.candidates
-    a = index.root.children["a"]
-    leaf = a.children["b"].children["c"].children["d"]
-    assert leaf.children is None  # no pattern goes deeper: a lookup ends here without reading a dict
-    assert index.node("a/b/c/d/e/f") is leaf
-    assert index.node("a/b/c") is a  # "a/b" and "a/b/c" hold no rules: their owner is "a"
-    assert index.node("a/b/x") is a
-    assert index.node("q/b") is index.root
+    assert index.node("a/b/c/d/e/f") == "a/b/c/d"
+    assert index.chain("a/b/c/d") == ("a", "a/b/c/d")
+    assert index.node("a/b/c") == "a"  # "a/b" and "a/b/c" hold no rules: the deepest with rules is "a"
+    assert index.node("a/b/x") == "a"
+    assert index.node("q/b") is ROOT
+    assert index.chain(ROOT) == ()
     assert policy.evaluate(_request("a/b/c/d")).allowed and policy.evaluate(_request("a/x")).allowed
     assert not policy.evaluate(_request("a/b/c")).allowed
