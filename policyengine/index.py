@@ -182,14 +182,19 @@ class CandidateIndex:
         root: list[CompiledRule] = []
         get = at.get
         search = _FIRST_GLOB
-        size = 0
         for rule, pattern in zip(rules, patterns, strict=True):
-            size += 1
-            glob = search(pattern)  # prefix_key, inline: this loop runs once a rule
-            if glob is None:
-                key = pattern
+            # prefix_key, inline (this loop runs once a rule), "*" found without a regex when it is the only
+            # glob character, and without looking back for the "/" when it starts its segment (as in "p/*")
+            if "?" in pattern or "[" in pattern:
+                star = search(pattern).start()
             else:
-                cut = pattern.rfind("/", 0, glob.start())
+                star = pattern.find("*")
+            if star < 0:
+                key = pattern
+            elif star and pattern[star - 1] == "/":
+                key = pattern[:star - 1]
+            else:
+                cut = pattern.rfind("/", 0, star)
                 if cut < 0:
                     root.append(rule)
                     continue
@@ -199,6 +204,7 @@ class CandidateIndex:
                 at[key] = [rule]
             else:
                 found.append(rule)
+        self.size = len(root) + sum(map(len, at.values()))
         for key in [k for k in at if "/" in k]:  # every prefix above a prefix: a tuple of its rules, maybe ()
             cut = key.rfind("/")
             while cut >= 0:
@@ -208,7 +214,6 @@ class CandidateIndex:
                     break
                 at[above] = _NOTHING if found is None else tuple(found)
                 cut = above.rfind("/")
-        self.size = size
         self._at = at
         self._root = root
         self._split: dict[Prefix, _Split] = {}  # large prefixes split so far (ROOT too, if large)
@@ -220,19 +225,17 @@ class CandidateIndex:
         """
         if rid is None:
             return ROOT
-        at = self._at
-        cut = rid.find("/")
-        if cut < 0:  # one segment: the whole id
-            return rid if at.get(rid) else ROOT
-        head = rid[:cut]
-        found = at.get(head)
+        head, sep, _ = rid.partition("/")  # (one call: cheaper than find and a slice)
+        found = self._at.get(head)
         if found is None:
             return ROOT
-        if type(found) is list:  # no prefix goes deeper
+        if type(found) is list:  # a prefix with rules, none deeper
             return head
-        return self._deeper(rid, cut, head if found else ROOT)
+        owner = head if found else ROOT
+        return self._deeper(rid, len(head), owner) if sep else owner
 
     def _deeper(self, rid: str, cut: int, owner: Prefix) -> Prefix:
+        """``node`` below the id's first segment (whose prefix has a deeper one), from the ``/`` at ``cut``."""
         at = self._at
         while True:
             end = rid.find("/", cut + 1)

@@ -21,7 +21,7 @@ from policyengine import load_policy
 from policyengine.globs import glob_match
 from policyengine.decision import Decision, Reason, make_decision
 from policyengine.evaluate import DEFAULT_DENY
-from policyengine.index import ROOT, CandidateIndex, literal_prefix
+from policyengine.index import ROOT, CandidateIndex, literal_prefix, prefix_key
 
 LITERALS = ["a", "b", "ab"]
 GLOBS = ["*", "a*", "?", "[ab]", "[!a]"]
@@ -177,6 +177,20 @@ def test_literal_prefix_agrees_with_its_definition_on_every_short_pattern():
         for chars in itertools.product("a/*?[", repeat=size):
             pattern = "".join(chars)
             assert literal_prefix(pattern) == _prefix_by_segments(pattern), pattern
+
+
+def test_loading_files_every_short_pattern_under_its_prefix_key():
+    """The index's inline grouping against ``prefix_key`` (and so ``literal_prefix``) on every short pattern."""
+    import itertools
+    from types import SimpleNamespace
+    patterns = ["".join(chars) for size in range(7) for chars in itertools.product("a/*?[", repeat=size)]
+    rules = [SimpleNamespace(key=i) for i in range(len(patterns))]
+    index = CandidateIndex(rules, patterns)
+    assert index.size == len(patterns)
+    for rule, pattern in zip(rules, patterns):
+        key = prefix_key(pattern)
+        assert key == (ROOT if not literal_prefix(pattern) else "/".join(literal_prefix(pattern))), pattern
+        assert rule in index.rules_at(key), pattern
 
 
 def test_the_index_files_each_rule_under_its_literal_prefix():
