@@ -75,19 +75,20 @@ def prefix_key(pattern: str) -> Prefix:
 _FIRST_GLOB = re.compile(r"[*?\[]").search
 
 
+# What the index reads of a rule, read once at load by one C call (CompiledRule's ``__getattr__`` keeps every
+# ``rule.field`` in Python code from being specialised: ~10x the cost of a plain slot read)
+_ENTRY = attrgetter("key", "kind", "actions", "principal_kind", "principal_name", "effect", "pattern")
+Entry = tuple  # (key, kind, actions, principal_kind, principal_name, effect, pattern) of one rule
+
+
 class _Run:
-    """Rules of one list of a split prefix, in declaration order, by effect."""
+    """Keys of the rules of one list of a split prefix, in declaration order, by effect."""
 
     __slots__ = ("denies", "allows")
 
-    def __init__(self, rules: list[CompiledRule]) -> None:
-        if len(rules) == 1:  # one rule, one tuple; the other side is the shared ()
-            rule = rules[0]
-            self.denies: tuple[CompiledRule, ...] = (rule,) if rule.effect == "deny" else _NOTHING
-            self.allows: tuple[CompiledRule, ...] = (rule,) if rule.effect == "allow" else _NOTHING
-        else:
-            self.denies = tuple([r for r in rules if r.effect == "deny"]) or _NOTHING
-            self.allows = tuple([r for r in rules if r.effect == "allow"]) or _NOTHING
+    def __init__(self, entries: list[Entry]) -> None:
+        self.denies = tuple([e[0] for e in entries if e[5] == "deny"]) or _NOTHING
+        self.allows = tuple([e[0] for e in entries if e[5] == "allow"]) or _NOTHING
 
 
 class _Who:
@@ -106,14 +107,13 @@ class _Split:
 
     __slots__ = ("rules", "wild")
 
-    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+    def __init__(self, entries: Iterable[Entry]) -> None:
         staged: dict[tuple[str, str], tuple[list, dict, dict]] = {}
         wild = False  # some rule is filed under action "*" or kind "*": lookups read those keys too
-        for rule in rules:
-            kind = rule.kind
+        for entry in entries:
+            _, kind, actions, principal, name, _, _ = entry
             if kind == "any":
                 kind = "*"
-            actions = rule.actions
             if len(actions) == 1:
                 if actions[0] == "any":
                     actions = ("*",)
@@ -123,46 +123,42 @@ class _Split:
                 actions = ("*",) if "*" in names else tuple(names)
             if kind == "*" or actions[0] == "*":
                 wild = True
-            principal = rule.principal_kind
             for action in actions:
                 any_list, by_role, by_agent = staged.setdefault((action, kind), ([], {}, {}))
                 if principal == "role":
-                    by_role.setdefault(rule.principal_name, []).append(rule)
+                    by_role.setdefault(name, []).append(entry)
                 elif principal == "agent":
-                    by_agent.setdefault(rule.principal_name, []).append(rule)
+                    by_agent.setdefault(name, []).append(entry)
                 else:
-                    any_list.append(rule)  # rules arrive in declaration order: each list is sorted
+                    any_list.append(entry)  # rules arrive in declaration order: each list is sorted
         self.rules = {action_kind: _Who(*lists) for action_kind, lists in staged.items()}
         self.wild = wild
 
-    def runs(self, action: str, kind: str, roles: Iterable[str], agent: str | None,
+    def keys(self, action: str, kind: str, roles: Iterable[str], agent: str | None,
              denies: list, allows: list) -> None:
-        """Append this prefix's rules for the request to ``denies`` and ``allows``, one sorted part per run."""
+        """Add the keys of this prefix's rules for the request to ``denies`` and ``allows``."""
         if self.wild:  # (the dict drops a key listed twice, as when the request's action is "*")
             keys: Iterable[tuple[str, str]] = dict.fromkeys(((action, kind), (action, "*"), ("*", kind), ("*", "*")))
         else:
             keys = ((action, kind),)
-        found: list[_Run] = []
         for key in keys:
             who = self.rules.get(key)
             if who is None:
                 continue
             if who.any is not None:
-                found.append(who.any)
+                denies += who.any.denies
+                allows += who.any.allows
             if who.by_role:
                 for role in roles:
                     run = who.by_role.get(role)
                     if run is not None:
-                        found.append(run)
+                        denies += run.denies
+                        allows += run.allows
             if agent is not None and who.by_agent:
                 run = who.by_agent.get(agent)
                 if run is not None:
-                    found.append(run)
-        for run in found:
-            if run.denies:
-                denies.append(run.denies)
-            if run.allows:
-                allows.append(run.allows)
+                    denies += run.denies
+                    allows += run.allows
 
 
 def _normal(name: str) -> str:
@@ -173,16 +169,21 @@ class CandidateIndex:
     """Rules grouped by the literal prefix of their id pattern; a prefix's split by (action, kind) and
     principal is built when a lookup first reaches it (see the module docstring)."""
 
-    __slots__ = ("size", "_at", "_root", "_split")
+    __slots__ = ("size", "_rules", "_at", "_root", "_split")
 
-    def __init__(self, rules: Iterable[CompiledRule], patterns: Iterable[str]) -> None:
-        # prefix -> its rules in declaration order: a list when no prefix goes deeper (a walk down an id
-        # stops there), a tuple (maybe empty) when one does
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        """``rules`` in declaration order, each ``key`` its position (as ``compile`` numbers them)."""
+        self._rules = rules = tuple(rules)
+        if rules and (rules[0].key != 0 or rules[-1].key != len(rules) - 1):
+            raise ValueError("the index needs the rules in declaration order, each key its position")
+        # prefix -> its rules' entries in declaration order: a list when no prefix goes deeper (a walk down
+        # an id stops there), a tuple (maybe empty) when one does
         at: dict[str, list | tuple] = {}
-        root: list[CompiledRule] = []
+        root: list[Entry] = []
         get = at.get
         search = _FIRST_GLOB
-        for rule, pattern in zip(rules, patterns, strict=True):
+        for entry in map(_ENTRY, rules):
+            pattern = entry[6]
             # prefix_key, inline (this loop runs once a rule), "*" found without a regex when it is the only
             # glob character, and without looking back for the "/" when it starts its segment (as in "p/*")
             if "?" in pattern or "[" in pattern:
@@ -196,15 +197,15 @@ class CandidateIndex:
             else:
                 cut = pattern.rfind("/", 0, star)
                 if cut < 0:
-                    root.append(rule)
+                    root.append(entry)
                     continue
                 key = pattern[:cut]
             found = get(key)
             if found is None:
-                at[key] = [rule]
+                at[key] = [entry]
             else:
-                found.append(rule)
-        self.size = len(root) + sum(map(len, at.values()))
+                found.append(entry)
+        self.size = len(rules)
         for key in [k for k in at if "/" in k]:  # every prefix above a prefix: a tuple of its rules, maybe ()
             cut = key.rfind("/")
             while cut >= 0:
@@ -251,7 +252,8 @@ class CandidateIndex:
 
     def rules_at(self, prefix: Prefix) -> tuple[CompiledRule, ...]:
         """The rules filed under ``prefix`` itself (not above it), in declaration order."""
-        return tuple(self._root if prefix is ROOT else self._at.get(prefix, _NOTHING))
+        entries = self._root if prefix is ROOT else self._at.get(prefix, _NOTHING)
+        return tuple([self._rules[e[0]] for e in entries])
 
     def chain(self, prefix: Prefix) -> tuple[Prefix, ...]:
         """The prefixes with rules from ``ROOT`` down to ``prefix``: where an id reaching it finds its candidates."""
@@ -268,66 +270,61 @@ class CandidateIndex:
             out.append(prefix)
         return tuple(out)
 
-    def _parts(self, prefix: Prefix, rules: list | tuple, action: str, kind: str, roles: Iterable[str],
-               agent: str | None, denies: list, allows: list) -> None:
-        """Append the rules filed under ``prefix`` that the request could match, as sorted parts by effect."""
-        if len(rules) > SCAN:
-            split = self._split.get(prefix)
-            if split is None:
-                split = _Split(rules)  # built whole, then stored: a lost race stores an equal one
-                self._split[prefix] = split
-            split.runs(action, kind, roles, agent, denies, allows)
-            return
-        d = a = None
-        for rule in rules:  # what a split would give, read from the rules themselves
-            rule_kind = rule.kind
-            if rule_kind != kind and rule_kind != "*" and rule_kind != "any":
-                continue
-            actions = rule.actions
-            if action not in actions and "*" not in actions and "any" not in actions:
-                continue
-            principal = rule.principal_kind
-            if principal == "role":
-                if rule.principal_name not in roles:
-                    continue
-            elif principal == "agent":
-                if agent is None or rule.principal_name != agent:
-                    continue
-            if rule.effect == "deny":
-                if d is None:
-                    d = [rule]
-                else:
-                    d.append(rule)
-            elif a is None:
-                a = [rule]
-            else:
-                a.append(rule)
-        if d is not None:
-            denies.append(d)
-        if a is not None:
-            allows.append(a)
+    def _split_of(self, prefix: Prefix, entries: list | tuple) -> _Split:
+        split = self._split.get(prefix)
+        if split is None:
+            split = _Split(entries)  # built whole, then stored: a lost race stores an equal one
+            self._split[prefix] = split
+        return split
 
     def pairs(self, at: Prefix, action: str, kind: str, roles: Iterable[str],
               agent: str | None) -> tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]:
         """(deny rules, allow rules) filed from ``ROOT`` down to ``at`` for this action, kind and principal,
         each in declaration order: what a decision runs."""
-        denies: list = []
-        allows: list = []
-        if self._root:
-            self._parts(ROOT, self._root, action, kind, roles, agent, denies, allows)
-        if at is not ROOT:
-            table = self._at
-            if "/" in at:
-                cut = at.find("/")
-                while cut >= 0:
-                    above = table.get(at[:cut])
-                    if above:
-                        self._parts(at[:cut], above, action, kind, roles, agent, denies, allows)
-                    cut = at.find("/", cut + 1)
-            rules = table.get(at)
-            if rules:
-                self._parts(at, rules, action, kind, roles, agent, denies, allows)
-        return _merged(denies), _merged(allows)
+        root = self._root
+        if at is ROOT:
+            chain: Iterable[tuple[Prefix, list | tuple]] = ((ROOT, root),)
+        elif "/" not in at:  # the usual: the root's rules and one prefix's
+            chain = ((ROOT, root), (at, self._at.get(at, _NOTHING)))
+        else:
+            chain = [(ROOT, root), *((above, self._at[above]) for above in self.chain(at) if above is not ROOT)]
+        denies: list[int] = []  # keys
+        allows: list[int] = []
+        parts = 0
+        for prefix, entries in chain:
+            if not entries:
+                continue
+            parts += 1
+            if len(entries) > SCAN:
+                self._split_of(prefix, entries).keys(action, kind, roles, agent, denies, allows)
+                parts += 1  # (its runs may interleave)
+                continue
+            for key, rule_kind, actions, principal, name, effect, _ in entries:  # what a split would give
+                if rule_kind != kind and rule_kind != "*" and rule_kind != "any":
+                    continue
+                if action not in actions and "*" not in actions and "any" not in actions:
+                    continue
+                if principal == "role":
+                    if name not in roles:
+                        continue
+                elif principal == "agent":
+                    if agent is None or name != agent:
+                        continue
+                if effect == "deny":
+                    denies.append(key)
+                elif effect == "allow":
+                    allows.append(key)
+        if parts > 1:  # each part in declaration order, no rule in two: sorting merges them (ints: no key)
+            denies.sort()
+            allows.sort()
+        return self._of(denies), self._of(allows)
+
+    def _of(self, keys: list[int]) -> tuple[CompiledRule, ...]:
+        if not keys:
+            return _NOTHING
+        if len(keys) == 1:
+            return (self._rules[keys[0]],)
+        return tuple(map(self._rules.__getitem__, keys))
 
     def lookup(self, at: Prefix, action: str, kind: str, roles: Iterable[str],
                agent: str | None) -> tuple[CompiledRule, ...]:
@@ -336,25 +333,4 @@ class CandidateIndex:
         return tuple(sorted(denies + allows, key=_KEY))
 
 
-def _merged(parts: list) -> tuple[CompiledRule, ...]:
-    """One tuple in declaration order from parts each in declaration order, no rule in two of them (one
-    prefix, one principal and one (action, kind) that a request can match: see ``_Split``)."""
-    if not parts:
-        return _NOTHING
-    if len(parts) == 1:
-        return tuple(parts[0])
-    parts.sort(key=_FIRST_KEY)
-    last = -1
-    for part in parts:
-        if part[0].key <= last:  # key ranges overlap: a real merge (keys are unique, so by key alone)
-            return tuple(sorted([r for part in parts for r in part], key=_KEY))
-        last = part[-1].key
-    # one part after another in declaration order (as a root rule before or after a prefix's): concatenate
-    return tuple([r for part in parts for r in part])
-
-
 _KEY = attrgetter("key")
-
-
-def _FIRST_KEY(part) -> int:
-    return part[0].key

@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from policyengine import evaluate as evaluate_module
+from policyengine import index as index_module
 from policyengine import load_policy
 from policyengine.globs import glob_match
 from policyengine.decision import Decision, Reason, make_decision
@@ -184,8 +185,9 @@ def test_loading_files_every_short_pattern_under_its_prefix_key():
     import itertools
     from types import SimpleNamespace
     patterns = ["".join(chars) for size in range(7) for chars in itertools.product("a/*?[", repeat=size)]
-    rules = [SimpleNamespace(key=i) for i in range(len(patterns))]
-    index = CandidateIndex(rules, patterns)
+    rules = [SimpleNamespace(key=i, kind="tool", actions=("read",), principal_kind="any", principal_name=None,
+                             effect="allow", pattern=pattern) for i, pattern in enumerate(patterns)]
+    index = CandidateIndex(rules)
     assert index.size == len(patterns)
     for rule, pattern in zip(rules, patterns):
         key = prefix_key(pattern)
@@ -289,3 +291,51 @@ def test_a_lookup_stops_at_leaves_and_keeps_the_deepest_prefix_with_rules():
     assert index.chain(ROOT) == ()
     assert policy.evaluate(_request("a/b/c/d")).allowed and policy.evaluate(_request("a/x")).allowed
     assert not policy.evaluate(_request("a/b/c")).allowed
+
+
+@pytest.fixture(params=[0, 3, 1000], ids=["split-all", "split-some", "scan-all"])
+def scan_limit(request):
+    """Prefixes of more than this many rules are split on first use, the others read rule by rule."""
+    saved = index_module.SCAN
+    index_module.SCAN = request.param
+    yield request.param
+    index_module.SCAN = saved
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # (set once)
+@given(rules=st.lists(rule_st, min_size=1, max_size=30), requests=st.lists(request_st, min_size=1, max_size=8))
+def test_split_and_scanned_prefixes_decide_alike(scan_limit, rules, requests):
+    """Whether a prefix's rules are read one by one or split by (action, kind) and principal, the same decision."""
+    policy = load(rules)
+    for request in requests:
+        fresh = policy.with_blocked(frozenset())
+        assert fresh.evaluate(request) == fresh.evaluate(request) == brute_force(policy, request), request
+
+
+@pytest.mark.parametrize("per_prefix", [2, 40], ids=["scanned", "split-on-first-use"])
+def test_threads_deciding_a_never_built_prefix_at_once_agree(per_prefix):
+    """Many threads reach the same prefixes for the first time together: every decision equals a scan's."""
+    import threading
+    rules = [("allow" if i % 3 else "deny", f"role r{i % 3}", "read" if i % 2 else "write", "dataset",
+              f"p{i % 4}/*", "context.n > 3" if i % 5 == 0 else None) for i in range(4 * per_prefix)]
+    rules.append(("deny", "any", "any", "dataset", "*/secret", None))
+    policy = load(rules)
+    requests = [_request(f"p{j % 4}/{'secret' if j % 7 == 0 else 'doc'}", roles=(f"r{j % 3}",),
+                         action="read" if j % 2 else "write", n=j % 6) for j in range(48)]
+    expected = [brute_force(policy, q) for q in requests]
+    for _ in range(5):
+        shared = policy.with_blocked(frozenset())  # one evaluator; its index's prefixes are split anew
+        shared._candidate_index = type(policy.compiled.candidates)(policy.compiled.rules)
+        start = threading.Barrier(8)
+        got: list[list[Decision]] = [[] for _ in range(8)]
+
+        def decide(slot: int) -> None:
+            start.wait()
+            got[slot] = [shared.evaluate(q) for q in requests]
+
+        threads = [threading.Thread(target=decide, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(decisions == expected for decisions in got)
