@@ -8,10 +8,12 @@ segments can match the pattern, so the rules that could match an id are those
 filed under the prefixes of its own segments (``ROOT``, ``"erp"``,
 ``"erp/invoices"``, ...).
 
-Loading only groups the rules: one dict from prefix string to the rules filed
-there, in declaration order (plus, for a prefix with a deeper one below it,
-an entry saying so, so a walk down an id stops at the first prefix no rule
-has). Nothing else is built for a prefix until a lookup reaches it:
+Loading only groups the rules: one dict from prefix string to what the index
+needs of the rules filed there (key, kind, actions, principal, effect: read
+once, by one C call a rule), in declaration order, plus, for a prefix with a
+deeper one below it, an entry saying so (a walk down an id stops at the first
+prefix no rule has). Nothing else is built for a prefix until a lookup
+reaches it:
 
 * a prefix of at most ``SCAN`` rules is read as is: a lookup keeps those of
   the request's action, kind and principal (a few comparisons a rule);
