@@ -472,7 +472,7 @@ def buckets(rules: tuple[CompiledRule, ...]) -> dict[tuple[str, str], Bucket]:
 def stage_index(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """The candidate index (``index.py``) that decisions use: rules under the literal prefix of their id
     pattern, then (action, kind) and principal. (``CompiledPolicy.index`` is built when first read.)"""
-    return {"candidates": CandidateIndex(acc["rules"], (r.pattern for r in acc["rules"]))}
+    return {"candidates": CandidateIndex(acc["rules"])}
 
 
 def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:

@@ -14,14 +14,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from policyengine import evaluate as evaluate_module
+from policyengine import index as index_module
 from policyengine import load_policy
 from policyengine.globs import glob_match
 from policyengine.decision import Decision, Reason, make_decision
 from policyengine.evaluate import DEFAULT_DENY
-from policyengine.index import CandidateIndex, literal_prefix
+from policyengine.index import ROOT, CandidateIndex, literal_prefix, prefix_key
 
 LITERALS = ["a", "b", "ab"]
 GLOBS = ["*", "a*", "?", "[ab]", "[!a]"]
@@ -179,6 +180,21 @@ def test_literal_prefix_agrees_with_its_definition_on_every_short_pattern():
             assert literal_prefix(pattern) == _prefix_by_segments(pattern), pattern
 
 
+def test_loading_files_every_short_pattern_under_its_prefix_key():
+    """The index's inline grouping against ``prefix_key`` (and so ``literal_prefix``) on every short pattern."""
+    import itertools
+    from types import SimpleNamespace
+    patterns = ["".join(chars) for size in range(7) for chars in itertools.product("a/*?[", repeat=size)]
+    rules = [SimpleNamespace(key=i, kind="tool", actions=("read",), principal_kind="any", principal_name=None,
+                             effect="allow", pattern=pattern) for i, pattern in enumerate(patterns)]
+    index = CandidateIndex(rules)
+    assert index.size == len(patterns)
+    for rule, pattern in zip(rules, patterns):
+        key = prefix_key(pattern)
+        assert key == (ROOT if not literal_prefix(pattern) else "/".join(literal_prefix(pattern))), pattern
+        assert rule in index.rules_at(key), pattern
+
+
 def test_the_index_files_each_rule_under_its_literal_prefix():
     policy = load([("allow", "role r0", "read", "dataset", "a/b/*", None),
                    ("deny", "any", "any", "dataset", "a/**", None),
@@ -186,8 +202,10 @@ def test_the_index_files_each_rule_under_its_literal_prefix():
     index: CandidateIndex = policy.compiled.candidates
     assert index.size == 3
     deep = index.node("a/b/c")
-    assert [n for n in deep.chain] == [index.root, index.root.children["a"], deep]
-    assert index.node("zzz/b") is index.root
+    assert deep == "a/b"
+    assert index.chain(deep) == (ROOT, "a", "a/b")
+    assert [r.id for r in index.rules_at("a")] == ["ix.x1"]
+    assert index.node("zzz/b") is ROOT
     assert [r.id for r in index.lookup(deep, "read", "dataset", frozenset({"r0"}), None)] == ["ix.x0", "ix.x1"]
     assert [r.id for r in index.lookup(deep, "read", "dataset", frozenset(), "bot")] == ["ix.x1", "ix.x2"]
     assert [r.id for r in index.lookup(deep, "read", "tool", frozenset({"r0"}), "bot")] == []
@@ -262,15 +280,62 @@ def test_prefix_star_rules_match_as_their_glob_says(pattern, when, rid):
         assert policy.evaluate(request).allowed is expected
 
 
-def test_a_lookup_stops_at_leaves_and_keeps_the_deepest_node_with_rules():
+def test_a_lookup_stops_at_leaves_and_keeps_the_deepest_prefix_with_rules():
     policy = load([("allow", "any", "read", "dataset", "a/b/c/d", None), ("allow", "any", "read", "dataset", "a/*", None)])
     index: CandidateIndex = policy.compiled.candidates
-    a = index.root.children["a"]
-    leaf = a.children["b"].children["c"].children["d"]
-    assert leaf.children is None  # no pattern goes deeper: a lookup ends here without reading a dict
-    assert index.node("a/b/c/d/e/f") is leaf
-    assert index.node("a/b/c") is a  # "a/b" and "a/b/c" hold no rules: their owner is "a"
-    assert index.node("a/b/x") is a
-    assert index.node("q/b") is index.root
+    assert index.node("a/b/c/d/e/f") == "a/b/c/d"
+    assert index.chain("a/b/c/d") == ("a", "a/b/c/d")
+    assert index.node("a/b/c") == "a"  # "a/b" and "a/b/c" hold no rules: the deepest with rules is "a"
+    assert index.node("a/b/x") == "a"
+    assert index.node("q/b") is ROOT
+    assert index.chain(ROOT) == ()
     assert policy.evaluate(_request("a/b/c/d")).allowed and policy.evaluate(_request("a/x")).allowed
     assert not policy.evaluate(_request("a/b/c")).allowed
+
+
+@pytest.fixture(params=[0, 3, 1000], ids=["split-all", "split-some", "scan-all"])
+def scan_limit(request):
+    """Prefixes of more than this many rules are split on first use, the others read rule by rule."""
+    saved = index_module.SCAN
+    index_module.SCAN = request.param
+    yield request.param
+    index_module.SCAN = saved
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # (set once)
+@given(rules=st.lists(rule_st, min_size=1, max_size=30), requests=st.lists(request_st, min_size=1, max_size=8))
+def test_split_and_scanned_prefixes_decide_alike(scan_limit, rules, requests):
+    """Whether a prefix's rules are read one by one or split by (action, kind) and principal, the same decision."""
+    policy = load(rules)
+    for request in requests:
+        fresh = policy.with_blocked(frozenset())
+        assert fresh.evaluate(request) == fresh.evaluate(request) == brute_force(policy, request), request
+
+
+@pytest.mark.parametrize("per_prefix", [2, 40], ids=["scanned", "split-on-first-use"])
+def test_threads_deciding_a_never_built_prefix_at_once_agree(per_prefix):
+    """Many threads reach the same prefixes for the first time together: every decision equals a scan's."""
+    import threading
+    rules = [("allow" if i % 3 else "deny", f"role r{i % 3}", "read" if i % 2 else "write", "dataset",
+              f"p{i % 4}/*", "context.n > 3" if i % 5 == 0 else None) for i in range(4 * per_prefix)]
+    rules.append(("deny", "any", "any", "dataset", "*/secret", None))
+    policy = load(rules)
+    requests = [_request(f"p{j % 4}/{'secret' if j % 7 == 0 else 'doc'}", roles=(f"r{j % 3}",),
+                         action="read" if j % 2 else "write", n=j % 6) for j in range(48)]
+    expected = [brute_force(policy, q) for q in requests]
+    for _ in range(5):
+        shared = policy.with_blocked(frozenset())  # one evaluator; its index's prefixes are split anew
+        shared._candidate_index = type(policy.compiled.candidates)(policy.compiled.rules)
+        start = threading.Barrier(8)
+        got: list[list[Decision]] = [[] for _ in range(8)]
+
+        def decide(slot: int) -> None:
+            start.wait()
+            got[slot] = [shared.evaluate(q) for q in requests]
+
+        threads = [threading.Thread(target=decide, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(decisions == expected for decisions in got)
