@@ -7,9 +7,7 @@ JSON column, and nothing is durable before its commit.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from hypothesis import strategies as st
 import policyengine.audit.log as log_module
 from policyengine.audit import AuditError, AuditLog, generate_key, verify_database
 from policyengine.audit.canonical import canonical_text
+from tests.services import small_tmpfs
 
 # Every control character, the characters RFC 8785 and DuckDB escape differently, and some above the BMP.
 _TEXT = st.text(alphabet=st.characters(max_codepoint=0x10FFFF, exclude_categories=("Cs",)), max_size=12)
@@ -161,18 +160,8 @@ def test_a_log_whose_columns_are_in_another_order_still_gets_each_value_in_its_c
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount(8)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_a_full_disk_during_big_batches_fails_the_log_and_keeps_what_was_acknowledged(tmp_path: Path,
