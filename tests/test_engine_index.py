@@ -327,8 +327,8 @@ def test_threads_deciding_a_never_built_prefix_at_once_agree(per_prefix):
                          action="read" if j % 2 else "write", n=j % 6) for j in range(48)]
     expected = [brute_force(policy, q) for q in requests]
     for _ in range(5):
-        shared = policy.with_blocked(frozenset())  # one evaluator; its index's prefixes are split anew
-        shared._candidate_index = type(policy.compiled.candidates)(policy.compiled.rules)
+        shared = policy.with_blocked(frozenset())  # one evaluator, on an index of its own: no prefix split yet
+        shared._evaluator._candidate_index = type(policy.compiled.candidates)(policy.compiled.rules)
         start = threading.Barrier(8)
         got: list[list[Decision]] = [[] for _ in range(8)]
 
