@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 
-
 @contextmanager
 def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` (``"1m"``) mounted at ``mount`` for a disk-full test; skipped, with the reason, where
