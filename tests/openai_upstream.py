@@ -73,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else inputs
             data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))]
-            tokens = sum(len(t) // 4 + 1 for t in inputs)
+            tokens = sum(len(t) // 4 + 1 for t in inputs) * (100 if model == "longmail" else 1)  # a wordy count
             self._send(200, json.dumps({"object": "list", "data": data, "model": model,
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}).encode())
             return

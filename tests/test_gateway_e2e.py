@@ -96,6 +96,7 @@ KEYS = {
     "sk-test-team-a": {"principal": {"id": "ta", "roles": ["caller"]}, "team": "ops"},
     "sk-test-team-b": {"principal": {"id": "tb", "roles": ["caller"]}, "team": "ops"},
     "sk-test-limited": {"principal": {"id": "lim", "roles": ["caller"]}, "limits": {"requests_per_minute": 2}},
+    "sk-test-tokens": {"principal": {"id": "tok", "roles": ["caller"]}, "limits": {"tokens_per_minute": 100}},
 }
 
 
@@ -332,6 +333,15 @@ def test_embeddings_are_decided_and_relayed(env: Env) -> None:
     answer = env.client("sk-test-caller").embeddings.create(model="small", input=["one", "two"])
     assert [d.index for d in answer.data] == [0, 1]
     assert env.sent()[-1]["path"] == "/v1/embeddings"
+
+
+def test_embeddings_count_the_usage_the_upstream_reports_against_token_limits(env: Env) -> None:
+    clear_of_a_minute_boundary()
+    client = env.client("sk-test-tokens")
+    client.embeddings.create(model="longmail", input=["count me"])  # estimated 3 tokens; the upstream reports 300
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.embeddings.create(model="longmail", input=["count me"])
+    assert caught.value.body["code"] == "rate_limited"
 
 
 def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> None:

@@ -552,6 +552,37 @@ class GatewayApp(DecisionApp):
 
     async def _chat_once(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
                          body: dict[str, Any], estimate: float, prompt: str, max_tokens: int) -> Response:
+        model, request, answer = await self._answer(
+            active, call, candidates, estimate, "/chat/completions", body,
+            lambda model: self.simulator.chat(model, prompt, max_tokens))
+        text = ""
+        try:
+            text = answer["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            pass
+        finish = None
+        try:
+            finish = answer["choices"][0].get("finish_reason")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        released = self._screen_response(active, call, request, text, finish)
+        if released != text:
+            answer["choices"][0]["message"]["content"] = released
+        answer["model"] = model
+        seq = await self._audit_call(call, active)
+        headers = [(b"x-audit-seq", str(seq).encode()), (b"x-policyengine-model", model.encode())]
+        return Response(200, json.dumps(answer).encode(), headers=headers, note={"audit_seq": seq, "model": model})
+
+    async def _answer(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
+                      estimate: float, path: str, body: dict[str, Any],
+                      simulate: Callable[[str], dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A whole answer from the first allowed model whose upstream answers (``path`` on it, or ``simulate``).
+
+        Each try holds the model's budget for the estimate and gives it back if the
+        call did not happen (upstream error: the next model is tried); the answer's
+        usage settles the budget and the token rate limits. Returns (model, its
+        policy request, answer); ``GatewayError`` when every model failed upstream.
+        """
         last: UpstreamError | None = None
         for model, request in candidates:
             hold = await self._reserve(active, request, model, estimate)
@@ -559,10 +590,10 @@ class GatewayApp(DecisionApp):
             started = time.perf_counter()
             try:
                 if upstream is None or upstream.base_url is None:
-                    answer = self.simulator.chat(model, prompt, max_tokens)
+                    answer = simulate(model)
                     call.provider = "simulator"
                 else:
-                    answer = (await self.client.post(upstream, "/chat/completions", body)).body
+                    answer = (await self.client.post(upstream, path, body)).body
                     call.provider = upstream.base_url
             except UpstreamError as error:
                 await self._release(hold)
@@ -584,24 +615,7 @@ class GatewayApp(DecisionApp):
             call.cost = self._price(active, model, call.tokens)
             await self._settle(hold, call.tokens, call.cost)
             self._limit_settle(call, estimate)
-            text = ""
-            try:
-                text = answer["choices"][0]["message"]["content"] or ""
-            except (KeyError, IndexError, TypeError):
-                pass
-            finish = None
-            try:
-                finish = answer["choices"][0].get("finish_reason")
-            except (KeyError, IndexError, TypeError, AttributeError):
-                pass
-            released = self._screen_response(active, call, request, text, finish)
-            if released != text:
-                answer["choices"][0]["message"]["content"] = released
-            answer["model"] = model
-            seq = await self._audit_call(call, active)
-            headers = [(b"x-audit-seq", str(seq).encode()), (b"x-policyengine-model", model.encode())]
-            return Response(200, json.dumps(answer).encode(), headers=headers,
-                            note={"audit_seq": seq, "model": model})
+            return model, request, answer
         assert last is not None
         raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
 
@@ -674,39 +688,12 @@ class GatewayApp(DecisionApp):
             estimate = sum(estimate_tokens(t) for t in inputs)
             candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
             self._limit(active, call, key, estimate)
-            last: UpstreamError | None = None
-            for model, request in candidates:
-                hold = await self._reserve(active, request, model, estimate)
-                upstream = self.upstreams.get(model)
-                started = time.perf_counter()
-                try:
-                    if upstream is None or upstream.base_url is None:
-                        answer, call.provider = self.simulator.embeddings(model, inputs), "simulator"
-                    else:
-                        answer = (await self.client.post(upstream, "/embeddings", body)).body
-                        call.provider = upstream.base_url
-                except UpstreamError as error:
-                    await self._release(hold)
-                    call.attempts.append({"model": model, "status": error.status, "error": str(error)})
-                    last = error
-                    continue
-                except BaseException:
-                    await self._release(hold)
-                    raise
-                call.latency_ms = (time.perf_counter() - started) * 1000
-                call.model = model
-                usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-                call.usage = usage
-                total = usage.get("total_tokens")
-                call.tokens = float(total) if isinstance(total, (int, float)) else float(estimate)
-                call.cost = self._price(active, model, call.tokens)
-                await self._settle(hold, call.tokens, call.cost)
-                answer["model"] = model
-                seq = await self._audit_call(call, active)
-                return Response(200, json.dumps(answer).encode(), headers=[(b"x-audit-seq", str(seq).encode())],
-                                note={"audit_seq": seq, "model": model})
-            assert last is not None
-            raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
+            model, _, answer = await self._answer(active, call, candidates, estimate, "/embeddings", body,
+                                                  lambda model: self.simulator.embeddings(model, inputs))
+            answer["model"] = model
+            seq = await self._audit_call(call, active)
+            return Response(200, json.dumps(answer).encode(), headers=[(b"x-audit-seq", str(seq).encode())],
+                            note={"audit_seq": seq, "model": model})
         except GatewayError as error:
             raise await self._fail(call, active, error) from None
 
