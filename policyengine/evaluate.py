@@ -82,6 +82,18 @@ def _amount(x: float) -> str:
 _BAD_ID = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|^\s|\s$|[\x00-\x1f\x7f-\x9f\u2028\u2029]").search
 
 
+def _plain_id(rid: str) -> bool:
+    """True when the non-empty ``rid`` surely has none of ``_BAD_ID``'s problems (False: ask ``_BAD_ID``).
+
+    The regex tries its alternatives at every position (~2 µs an id, most of checking a request); these
+    string methods run at C speed and exclude each alternative: no control character is printable (nor is
+    the newline before which ``$`` also matches), a '.' or '..' segment starts at 0 or after '/', and the
+    regex's whitespace class is ``str.isspace``.
+    """
+    return (rid.isprintable() and "//" not in rid and "/." not in rid and rid[0] not in "/."
+            and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace())
+
+
 def _folded(names: Mapping[str, Any]) -> dict[str, str]:
     """Declared names by their case-folded spelling (to refuse a request that differs only in case)."""
     return {name.casefold(): name for name in names}
@@ -275,7 +287,7 @@ class Evaluator:
             known = (kind is not None) + (rid is not None)
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
-            elif rid is not None and _BAD_ID(rid) is not None:
+            elif rid is not None and not _plain_id(rid) and _BAD_ID(rid) is not None:
                 errors.append(f"resource.id: {_id_problem(rid)}")
             elif rid is None and kind_ok and (kind != "model" or action != "invoke"):
                 errors.append("resource.id: missing (only a routed model invoke may leave it out)")
