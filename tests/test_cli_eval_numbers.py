@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from policyengine.engine import read_requests
 
@@ -92,6 +94,26 @@ def test_read_requests_names_the_field_of_a_number_without_a_double(case, raw, e
     json.dumps(item.request, allow_nan=False)  # the request kept for output/audit is strict JSON
     if error is not None:
         assert item.request["data"]["amount"] == raw
+
+
+_LITERALS = st.one_of(
+    st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,4})?", fullmatch=True),
+    st.integers().map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", str(2**53 + 1), "1e400", "1E+309", "-1e0400", "9" * 400]))
+
+
+@given(st.lists(_LITERALS, min_size=1, max_size=4))
+@example(["123456789012345678"])
+@example(["1E400"])
+@example(["1E+309"])
+@example(["1e-400"])
+def test_the_cheap_number_screen_never_misses_a_number_without_a_double(literals):
+    # `_batch` walks a request for bad numbers only when `_may_hold_bad_numbers` says its text may hold one.
+    from policyengine.engine import _bad_number, _decode, _may_hold_bad_numbers
+
+    text = with_data("[" + ",".join(literals) + "]")
+    if _bad_number(_decode(text)) is not None:
+        assert _may_hold_bad_numbers(text)
 
 
 def test_every_bad_number_of_a_request_is_named_not_only_the_first():
