@@ -160,11 +160,12 @@ def payload_facts(payload: str) -> dict[str, str | None] | None:
 
 def _add_columns(con: duckdb.DuckDBPyConnection, paths: list[str], known: list[str]) -> tuple[list[str], list[str]]:
     """Columns for the ``paths`` not yet known (up to MAX_COLUMNS); return (columns, the paths to fill)."""
-    new = [p for p in paths if p not in set(known)][: max(0, MAX_COLUMNS - len(known))]
+    have = set(known)  # once: in the comprehensions, set(known) was built again for every path of every commit
+    new = [p for p in paths if p not in have][: max(0, MAX_COLUMNS - len(known))]
     for path in new:
         con.execute(q("facts_add_column").replace("{column}", quote_ident(path)))
-    known = known + new
-    return known, [p for p in dict.fromkeys([*FIXED_PATHS, *paths]) if p in set(known)]
+    have.update(new)
+    return known + new, [p for p in dict.fromkeys([*FIXED_PATHS, *paths]) if p in have]
 
 
 def _filled(query: str, wanted: list[str]) -> str:
