@@ -79,7 +79,8 @@ _FIRST_GLOB = re.compile(r"[*?\[]").search
 
 # What the index reads of a rule, read once at load by one C call (seven attribute reads in Python code a rule
 # cost more, and a small prefix's lookup reads these tuples, not the rules)
-_ENTRY = attrgetter("key", "kind", "actions", "principal_kind", "principal_name", "effect", "pattern")
+ENTRY_FIELDS = ("key", "kind", "actions", "principal_kind", "principal_name", "effect", "pattern")
+_ENTRY = attrgetter(*ENTRY_FIELDS)
 Entry = tuple  # (key, kind, actions, principal_kind, principal_name, effect, pattern) of one rule
 
 
@@ -174,8 +175,18 @@ class CandidateIndex:
     __slots__ = ("size", "_rules", "_at", "_root", "_split")
 
     def __init__(self, rules: Iterable[CompiledRule]) -> None:
-        """``rules`` in declaration order, each ``key`` its position (as ``compile`` numbers them)."""
-        self._rules = rules = tuple(rules)
+        """``rules`` in declaration order, each ``key`` its position (as ``compile`` numbers them).
+
+        Rules that can give their entries without being made (``compile.CachedRules``, a warm load) are kept
+        as they are: the index reads a rule only when a lookup needs it.
+        """
+        fields_of = getattr(rules, "fields_of", None)
+        if fields_of is None:
+            rules = tuple(rules)
+            entries: Iterable[Entry] = map(_ENTRY, rules)
+        else:
+            entries = fields_of(ENTRY_FIELDS)
+        self._rules = rules
         if rules and (rules[0].key != 0 or rules[-1].key != len(rules) - 1):
             raise ValueError("the index needs the rules in declaration order, each key its position")
         # prefix -> its rules' entries in declaration order: a list when no prefix goes deeper (a walk down
@@ -184,7 +195,7 @@ class CandidateIndex:
         root: list[Entry] = []
         get = at.get
         search = _FIRST_GLOB
-        for entry in map(_ENTRY, rules):
+        for entry in entries:
             pattern = entry[6]
             # prefix_key, inline (this loop runs once a rule), "*" found without a regex when it is the only
             # glob character, and without looking back for the "/" when it starts its segment (as in "p/*")

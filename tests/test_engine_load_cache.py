@@ -17,7 +17,7 @@ import pytest
 
 from policyengine import compile as compile_module
 from policyengine import engine, loader
-from policyengine.compile import UNBUILT
+from policyengine.compile import UNBUILT, CachedRules
 from policyengine.decision import Reason, make_reason
 from policyengine.diagnostics import PolicyError
 
@@ -122,6 +122,26 @@ def test_a_warm_load_comes_from_disk_and_decides_alike(rules: Path, monkeypatch:
         warm = engine.load_policy(rules)
     assert warm.policy_hash == cold.policy_hash and warm.warnings == cold.warnings
     assert decisions(warm) == decisions(cold)
+
+
+def test_a_warm_load_makes_each_rule_when_first_read_and_the_same_rules_as_cold(rules: Path) -> None:
+    cold = engine.load_policy(rules)
+    forget()
+    warm = engine.load_policy(rules)
+    made = warm.compiled.rules
+    assert type(made) is CachedRules and len(made) == len(cold.compiled.rules)
+    assert made._made.count(None) >= len(made) - 2  # the index read its fields from the columns (and checked the ends)
+    assert decisions(warm) == decisions(cold)
+    assert made[3] is made[3] and made[-1] is made[len(made) - 1] and made[1:3] == (made[1], made[2])
+    with pytest.raises(IndexError):
+        made[len(made)]
+    fields = ("key", "id", "effect", "principal_kind", "principal_name", "actions", "kind", "pattern", "when_ix",
+              "unless_ix", "bounds", "package", "because", "cites", "file", "line")
+    assert [tuple(getattr(r, f) for f in fields) for r in made] == \
+        [tuple(getattr(r, f) for f in fields) for r in cold.compiled.rules]
+    assert list(made.fields_of(("key", "pattern"))) == [(r.key, r.pattern) for r in cold.compiled.rules]
+    copied = pickle.loads(pickle.dumps(made))
+    assert type(copied) is tuple and [r.id for r in copied] == [r.id for r in cold.compiled.rules]
 
 
 def test_decisions_agree_with_the_cache_off(rules: Path, monkeypatch: pytest.MonkeyPatch) -> None:
