@@ -266,12 +266,12 @@ class CachedRules(Sequence[CompiledRule]):
     the first one stored is the one kept. Pickled as a tuple of its rules, as ``compile`` gives them.
     """
 
-    __slots__ = ("_columns", "_source", "_made")
+    __slots__ = ("_columns", "_made", "_make")
 
     def __init__(self, columns: tuple[tuple[Any, ...], ...], source: RuleSource) -> None:
         self._columns = columns  # one tuple per plain field of _RULE_FIELDS but ``source`` (cached_stages)
-        self._source = source
         self._made: list[CompiledRule | None] = [None] * len(columns[0]) if columns else []
+        self._make = _rule_maker(columns, source)
 
     def __len__(self) -> int:
         return len(self._made)
@@ -288,9 +288,7 @@ class CachedRules(Sequence[CompiledRule]):
         made = self._made
         rule = made[i]
         if rule is None:
-            values = [column[i] for column in self._columns]
-            values.insert(_SOURCE_AT, self._source)
-            rule = _make_rule(*values, UNBUILT, UNBUILT)
+            rule = self._make(i)
             first = made[i]
             if first is None:
                 made[i] = rule
@@ -307,6 +305,23 @@ class CachedRules(Sequence[CompiledRule]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return tuple, (tuple(self),)
+
+
+def _rule_maker(columns: tuple[tuple[Any, ...], ...], source: RuleSource) -> Callable[[int], CompiledRule]:
+    """``make(i)``: rule ``i`` of ``columns`` (``cached_stages``' order), its slots set straight from the columns.
+
+    Generated as ``ast.fast_constructor`` is: one line a slot, no list of values and no call with ``*``
+    (the first request to reach a rule of a warm-loaded set pays for making it).
+    """
+    scope: dict[str, Any] = {"new": object.__new__, "cls": CompiledRule, "source": source, "UNBUILT": UNBUILT}
+    lines = []
+    for n, name in enumerate(_RULE_FIELDS + _LAZY_FIELDS):
+        scope[f"set{n}"] = CompiledRule.__dict__[name].__set__
+        if name in _COLUMN_AT:
+            scope[f"c{n}"] = columns[_COLUMN_AT[name]]
+        lines.append(f"    set{n}(rule, {f'c{n}[i]' if name in _COLUMN_AT else 'source' if name == 'source' else 'UNBUILT'})\n")
+    exec("def make(i):\n    rule = new(cls)\n" + "".join(lines) + "    return rule\n", scope)  # noqa: S102
+    return scope["make"]
 
 
 @dataclass(frozen=True, slots=True)
