@@ -262,8 +262,9 @@ class CachedRules(Sequence[CompiledRule]):
 
     A warm load of 100,000 rules spent ~40% of its time making every ``CompiledRule`` (19 slots each),
     while a request reads a few and the candidate index groups them by fields it takes from the columns
-    (``fields_of``). Two threads reading a rule for the first time may both make it: equal values, and
-    the first one stored is the one kept. Pickled as a tuple of its rules, as ``compile`` gives them.
+    (``fields_of``). Two threads reading a rule for the first time may both make it: equal values, and a
+    rule already stored when one is made is the one returned. Pickled as a tuple of its rules, as
+    ``compile`` gives them.
     """
 
     __slots__ = ("_columns", "_made", "_make")
@@ -319,7 +320,10 @@ def _rule_maker(columns: tuple[tuple[Any, ...], ...], source: RuleSource) -> Cal
         scope[f"set{n}"] = CompiledRule.__dict__[name].__set__
         if name in _COLUMN_AT:
             scope[f"c{n}"] = columns[_COLUMN_AT[name]]
-        lines.append(f"    set{n}(rule, {f'c{n}[i]' if name in _COLUMN_AT else 'source' if name == 'source' else 'UNBUILT'})\n")
+            value = f"c{n}[i]"
+        else:  # the one source of every rule, or a lazy part (UNBUILT)
+            value = "source" if name == "source" else "UNBUILT"
+        lines.append(f"    set{n}(rule, {value})\n")
     exec("def make(i):\n    rule = new(cls)\n" + "".join(lines) + "    return rule\n", scope)  # noqa: S102
     return scope["make"]
 
