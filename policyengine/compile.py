@@ -180,8 +180,7 @@ class CompiledRule:
         """Scope, id, ``when`` and ``unless`` in one closure; None when the rule always matches."""
         found = self._test
         if found is UNBUILT:
-            guard = None if self.bounds is None else scope_guard(*self.bounds)
-            found = guarded(guard, fuse_rule_test(self.pattern, self.when, self.unless))
+            found = guarded(self.guard, fuse_rule_test(self.pattern, self.when, self.unless))
             _set_slot(self, "_test", found)
         return found
 
@@ -250,7 +249,6 @@ _LAZY_FIELDS = ("_test", "_reason")
 _make_rule = fast_constructor(CompiledRule, _RULE_FIELDS + _LAZY_FIELDS)
 _make_rule.__module__, _make_rule.__name__, _make_rule.__qualname__ = __name__, "_make_rule", "_make_rule"
 _rule_fields = attrgetter(*_RULE_FIELDS)
-_SOURCE_AT = _RULE_FIELDS.index("source")
 _rule_columns = attrgetter(*(f for f in _RULE_FIELDS if f != "source"))  # cached_stages
 _COLUMN_AT = {name: i for i, name in enumerate(f for f in _RULE_FIELDS if f != "source")}  # CachedRules
 if [f.name for f in fields(CompiledRule)] != [*_RULE_FIELDS, *_LAZY_FIELDS]:

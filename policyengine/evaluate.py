@@ -411,8 +411,7 @@ class Evaluator:
         For tools (coverage, explanations); ``decide`` uses the cached pairs of ``_pairs``.
         """
         index = self._candidate_index
-        rules = index.lookup(index.node(c.rid), c.action, c.kind, c.roles, c.pid if c.ptype == "agent" else None)
-        return (tuple(r for r in rules if r.effect == "deny"), tuple(r for r in rules if r.effect == "allow"))
+        return index.pairs(index.node(c.rid), c.action, c.kind, c.roles, c.pid if c.ptype == "agent" else None)
 
     def _pairs(self, c: Ctx) -> tuple[Tested, Tested]:
         """(deny, allow) rules that could apply, each in declaration order, as ``(test, rule)`` pairs.
