@@ -4,7 +4,6 @@ thread safety, the compile pipeline and the policy hash."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from policyengine import Decision, Request, load_policy
 from policyengine.compile import STAGES, compile_pattern
 from policyengine.decision import SCHEMAS, schema_text
+from tests.threads import together
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,18 +87,7 @@ def test_eight_threads_get_the_same_decisions(policy):
     requests = list(_requests()) * 20
     expected = [policy.evaluate(r, now=now).to_dict() for r in requests]
     fresh = load_policy(policy.files)  # cold caches, shared by all threads
-    results: list[list[dict] | None] = [None] * 8
-    barrier = threading.Barrier(8)
-
-    def work(i: int) -> None:
-        barrier.wait()
-        results[i] = [fresh.evaluate(r, now=now).to_dict() for r in requests]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = together(8, lambda: [fresh.evaluate(r, now=now).to_dict() for r in requests])
     assert all(got == expected for got in results)
 
 

@@ -23,6 +23,7 @@ from policyengine.globs import glob_match
 from policyengine.decision import Decision, Reason, make_decision
 from policyengine.evaluate import DEFAULT_DENY
 from policyengine.index import ROOT, CandidateIndex, literal_prefix, prefix_key
+from tests.threads import together
 
 LITERALS = ["a", "b", "ab"]
 GLOBS = ["*", "a*", "?", "[ab]", "[!a]"]
@@ -318,7 +319,6 @@ def test_split_and_scanned_prefixes_decide_alike(scan_limit, rules, requests):
 @pytest.mark.parametrize("per_prefix", [2, 40], ids=["scanned", "split-on-first-use"])
 def test_threads_deciding_a_never_built_prefix_at_once_agree(per_prefix):
     """Many threads reach the same prefixes for the first time together: every decision equals a scan's."""
-    import threading
     rules = [("allow" if i % 3 else "deny", f"role r{i % 3}", "read" if i % 2 else "write", "dataset",
               f"p{i % 4}/*", "context.n > 3" if i % 5 == 0 else None) for i in range(4 * per_prefix)]
     rules.append(("deny", "any", "any", "dataset", "*/secret", None))
@@ -329,16 +329,5 @@ def test_threads_deciding_a_never_built_prefix_at_once_agree(per_prefix):
     for _ in range(5):
         shared = policy.with_blocked(frozenset())  # one evaluator, on an index of its own: no prefix split yet
         shared._evaluator._candidate_index = type(policy.compiled.candidates)(policy.compiled.rules)
-        start = threading.Barrier(8)
-        got: list[list[Decision]] = [[] for _ in range(8)]
-
-        def decide(slot: int) -> None:
-            start.wait()
-            got[slot] = [shared.evaluate(q) for q in requests]
-
-        threads = [threading.Thread(target=decide, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        got = together(8, lambda: [shared.evaluate(q) for q in requests])
         assert all(decisions == expected for decisions in got)
