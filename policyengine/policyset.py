@@ -70,6 +70,11 @@ class PolicySet:
         return tuple((m.decl.path.root, m.decl.path.parts, m.decl.action.value)
                      for m in self.masks if isinstance(m.decl.path, ast.Path))
 
+    @property
+    def declares_versions(self) -> bool:
+        """Whether a model or agent declares ``version``s: then every caller stamps requests (models_registry)."""
+        return any(scoped.decl.versions for table in (self.models, self.agents) for scoped in table.values())
+
     def substitute(self, package: str, expr: ast.Expr) -> ast.Expr:
         """``expr`` with every const reference replaced by the value it names in ``package``.
 

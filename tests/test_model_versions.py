@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_cli_workflows import audit_rows, pe  # the CLI's real subprocess helpers
+from test_cli_workflows import PE, audit_rows, pe  # the CLI's real subprocess helpers
 
 from policyengine.audit import generate_key
 from policyengine.format import format_policy
@@ -197,6 +198,25 @@ def test_decisions_and_their_audit_records_carry_the_version_used(work):
     assert [r.get("model_version") for r in recorded] == ["2.4.0", "2.3.1", None]
     assert recorded[0]["request"]["resource"]["attrs"] == {"version": "2.4.0", "alias": "production"}
     assert "OK" in pe("audit", "verify", cwd=work).stdout
+
+
+def test_eval_decides_versioned_models_alike_with_and_without_audit(work):
+    """Without --audit, eval takes its fast JSON Lines path; a versioned model must still be stamped with the
+    version it uses (the default aliases: no log holds promotions), or rules on resource.alias and
+    resource.version read nothing and the same request gets another decision."""
+    lines = "\n".join(json.dumps(r) for r in [
+        INVOKE, {**INVOKE, "resource": {**INVOKE["resource"], "version": "2.4.0"}},
+        {"principal": {"id": "app"}, "action": "read", "resource": {"kind": "dataset", "id": "d"}},
+    ]) + "\n"
+    (work / "requests.jsonl").write_text(lines)
+    audited = pe("eval", "--rules", "rules", "--input", "requests.jsonl", "--audit", "fresh.duckdb",
+                 "--key", "policyengine.key", cwd=work).stdout.splitlines()
+    from_file = pe("eval", "--rules", "rules", "--input", "requests.jsonl", cwd=work).stdout.splitlines()
+    piped = subprocess.run([*PE, "eval", "--rules", "rules"], input=lines, cwd=work, capture_output=True,
+                           text=True, timeout=120, check=True).stdout.splitlines()
+    assert [json.loads(line)["effect"] for line in audited] == ["allow", "deny", "deny"]
+    assert json.loads(audited[0])["model_version"] == "2.3.1"  # production: the first version, no promotion yet
+    assert from_file == audited and piped == audited
 
 
 def test_a_versioned_agent_acts_as_the_version_its_alias_names(work):

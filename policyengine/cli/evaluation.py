@@ -291,7 +291,8 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
-    batched = audit is None and not explain and hasattr(stream, "buffer")  # jsonl.py: batches, orjson
+    # jsonl.py: batches, orjson; not where versioned models and agents must be stamped with the version used
+    batched = audit is None and not explain and hasattr(stream, "buffer") and not policy.policy_set.declares_versions
     # model version aliases (and DuckDB) only where used; read before --audit opens the log for writing
     versions = None if batched else _versions(audit)
     sink, close_sink = _audit_sink(audit, key, mask, now, policy)
