@@ -137,21 +137,23 @@ class Decision(BaseModel):
         return self.effect == "allow"
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """``model_dump(mode="json")``, with the reasons' dicts built from their fields.
 
-    def to_json(self) -> str:
-        """One compact JSON line, as ``policyengine eval`` prints it.
-
-        The text of ``to_dict()`` by ``json.dumps``, with the reasons' dicts built
-        from their fields (a third of ``model_dump``'s cost; tests/test_eval_batch.py
-        compares the two); obligations, rare, still go through ``model_dump``.
+        Every audited decision pays this (the server's answer, its ``decision``
+        record): this costs a third of ``model_dump``'s time;
+        tests/test_eval_batch.py holds the two equal. Obligations, rare, still
+        go through ``model_dump``.
         """
         d = self.__dict__
         obligations = d["obligations"]
-        return _compact({
+        return {
             "effect": d["effect"], "reasons": [_reason_dict(r.__dict__) for r in d["reasons"]],
             "obligations": [o.model_dump(mode="json") for o in obligations] if obligations else [],
-            "route": d["route"], "policy_hash": d["policy_hash"], "errors": list(d["errors"])})
+            "route": d["route"], "policy_hash": d["policy_hash"], "errors": list(d["errors"])}
+
+    def to_json(self) -> str:
+        """One compact JSON line, as ``policyengine eval`` prints it: the text of ``to_dict()``."""
+        return _compact(self.to_dict())
 
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode

@@ -316,7 +316,7 @@ def _model_dump_text(decision) -> str:
     return json.dumps(decision.model_dump(mode="json"), separators=(",", ":"), sort_keys=False)
 
 
-def test_decision_json_is_the_text_of_model_dump(rules):
+def test_decision_dict_and_json_are_model_dump_and_its_text(rules):
     from policyengine.decision import ApprovalRequired, BudgetWarning, Reason, make_decision
 
     policy = load_policy(rules, ledger=InMemoryLedger())
@@ -330,4 +330,6 @@ def test_decision_json_is_the_text_of_model_dump(rules):
                   make_decision("deny", (odd,), (), None, "", ("é", "\ud800"))]
     assert {d.effect for d in decisions} == {"allow", "deny", "escalate"}
     for decision in decisions:
+        assert decision.to_dict() == decision.model_dump(mode="json")
+        assert list(decision.to_dict()) == list(decision.model_dump(mode="json"))  # the same key order
         assert decision.to_json() == _model_dump_text(decision)

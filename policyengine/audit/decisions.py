@@ -21,12 +21,13 @@ from .masking import NO_MASKING, Masking
 
 
 def _as_json(value: Any) -> Any:
+    """A request or decision as JSON values: ``to_dict`` first (``Decision``'s is its fast ``model_dump``)."""
     if value is None:
         return None
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
     if hasattr(value, "to_dict"):
         return value.to_dict()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
     return value
 
 

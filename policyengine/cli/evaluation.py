@@ -140,11 +140,8 @@ class _Versioned:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._decision, name)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # what the audit recorder serialises, too
         return {**self._decision.to_dict(), "model_version": self.model_version}
-
-    def model_dump(self, mode: str = "json") -> dict[str, Any]:  # what the audit recorder serialises
-        return self.to_dict()
 
     def to_json(self) -> str:
         import json
