@@ -1,4 +1,4 @@
-"""JSON Lines in batches: what ``policyengine eval`` runs when it neither audits nor explains.
+"""JSON Lines in batches: what ``policyengine eval`` runs unless it explains or stamps model versions.
 
 The input is read as bytes, as much as has arrived (up to 64 KiB a read, never
 waiting for more once a whole line is there, so ``eval`` still answers line by
@@ -16,7 +16,8 @@ and line of the first bad byte, after the lines before it are decided.
 
 A line seen before is answered with the text it got then (``_Repeats``), but
 only while that text cannot change: never for a line whose decision read the
-clock, the budget ledger, a live block list or the request's approvals.
+clock, the budget ledger, a live block list or the request's approvals, and
+never when decisions are audited (each request is recorded: ``record``).
 """
 
 from __future__ import annotations
@@ -210,11 +211,14 @@ class _Run:
 
     def __init__(self, policy: Policy, now: datetime | None, directory: Mapping[str, Sequence[str]] | None,
                  out: Callable[[str], object], err: Callable[[str], object],
-                 claimed: Callable[[str], object] | None, fixed_state: bool) -> None:
+                 claimed: Callable[[str], object] | None, fixed_state: bool,
+                 record: Callable[[Any, Any], object] | None) -> None:
         self.policy, self.now, self.directory, self.out, self.err = policy, now, directory, out, err
-        self.claimed = claimed
+        self.claimed, self.record = claimed, record
         self.decided = self.malformed = 0
         self.repeats = _Repeats(policy, now, fixed_state)
+        if record is not None:
+            self.repeats.known = None  # every request is decided and recorded, repeated or not
         self.texts: dict[int, tuple[Any, str]] = {}  # id(decision) -> (decision, its JSON): cached decisions recur
 
     def lines(self, number: int, lines: list[bytes], digits: bool) -> None:
@@ -251,6 +255,7 @@ class _Run:
         policy = self.policy
         decisions = iter(policy.evaluate_many(todo, now=self.now, directory=self.directory))
         known = self.repeats.known
+        record = self.record
         out: list[str] = []
         for entry in entries:
             if entry.__class__ is tuple:
@@ -261,6 +266,8 @@ class _Run:
             if items is None:  # one request, read by orjson
                 decision = next(decisions)
                 self.decided += 1
+                if record is not None:
+                    record(request, decision)
                 remember = known is not None and len(line) <= _MEMO_LINE
                 if request.__class__ is dict and request.get("approvals"):
                     remember = False  # approvals are judged against the clock
@@ -285,6 +292,8 @@ class _Run:
                     decision = policy.malformed([f"{item.where}: {item.error}"])
                 else:
                     decision = next(decisions)
+                if record is not None:
+                    record(request, decision)
                 if decision.errors:
                     clean = False
                     self._error(decision, item)
@@ -326,7 +335,8 @@ class _Run:
 def decide_json_lines(policy: Policy, binary: BinaryIO, *, now: datetime | None = None,
                       directory: Mapping[str, Sequence[str]] | None = None,
                       out: Callable[[str], object], err: Callable[[str], object],
-                      claimed: Callable[[str], object] | None = None, fixed_state: bool = False) -> tuple[int, int]:
+                      claimed: Callable[[str], object] | None = None, fixed_state: bool = False,
+                      record: Callable[[Any, Any], object] | None = None) -> tuple[int, int]:
     """Decide every request of ``binary``; ``out`` gets each read's JSON decisions (one per line).
 
     ``err`` gets one line per request that could not be decided as sent (the
@@ -335,10 +345,13 @@ def decide_json_lines(policy: Policy, binary: BinaryIO, *, now: datetime | None 
     ledger during the run (then a repeated line may be answered from memory even
     under budgets). The first non-blank line decides, as in
     ``engine.iter_requests``: JSON by itself means JSON Lines; otherwise the
-    whole input is one document (an object or an array). Returns (requests,
-    malformed ones). Raises ``NotUtf8`` (after deciding the lines before the bad byte).
+    whole input is one document (an object or an array). ``record`` (the audit
+    hook of ``eval --audit``) is called with (request as read, decision) for
+    every request, in input order, before ``out`` gets the text of its decision.
+    Returns (requests, malformed ones). Raises ``NotUtf8`` (after deciding the
+    lines before the bad byte).
     """
-    run = _Run(policy, now, directory, out, err, claimed, fixed_state)
+    run = _Run(policy, now, directory, out, err, claimed, fixed_state, record)
     reads = numbered_lines(binary)
     for number, lines, digits in reads:
         at = next((i for i, line in enumerate(lines) if not _blank(line)), None)

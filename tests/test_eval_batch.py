@@ -105,8 +105,9 @@ def claimed(where: str) -> str:
     return f"claimed roles at {where}"
 
 
-def one_by_one(policy, text: str, warning=claimed) -> tuple[list[str], list[str]]:
-    """stdout and stderr lines of the line-by-line path (what eval printed before batching)."""
+def one_by_one(policy, text: str, warning=claimed, records: list | None = None) -> tuple[list[str], list[str]]:
+    """stdout and stderr lines of the line-by-line path (what eval printed before batching); ``records`` gets
+    the (request, decision JSON) pairs its ``--audit`` recorded."""
     out, err = [], []
     warned = False
     for item in read_requests(text.removeprefix("\ufeff")):
@@ -120,6 +121,8 @@ def one_by_one(policy, text: str, warning=claimed) -> tuple[list[str], list[str]
         if decision.errors:
             err.append(("input " if item.error is not None else f"input {item.where}: ") + "; ".join(decision.errors))
         out.append(decision.to_json())
+        if records is not None:
+            records.append((item.request, decision.to_json()))
     return out, err
 
 
@@ -138,26 +141,40 @@ class Trickle(io.RawIOBase):
         return chunk
 
 
-def batched(policy, data: bytes, size: int, fixed_state: bool = False) -> tuple[list[str], list[str], int, int]:
+def batched(policy, data: bytes, size: int, fixed_state: bool = False,
+            records: list | None = None) -> tuple[list[str], list[str], int, int]:
+    """The batched path's output; with ``records``, its audit hook too, which must see each decision before
+    the decision is written."""
     out, err = [], []
+
+    def write(text: str) -> None:
+        out.extend(text.split("\n"))
+        assert records is None or len(records) >= len(out)  # never a decision printed before it was recorded
+
+    record = None if records is None else (lambda request, decision: records.append((request, decision.to_json())))
     decided, malformed = jsonl.decide_json_lines(
-        policy, Trickle(data, size), now=NOW, out=lambda text: out.extend(text.split("\n")), err=err.append,
-        claimed=lambda where: err.append(claimed(where)), fixed_state=fixed_state)
+        policy, Trickle(data, size), now=NOW, out=write, err=err.append,
+        claimed=lambda where: err.append(claimed(where)), fixed_state=fixed_state, record=record)
     return out, err, decided, malformed
 
 
 @settings(max_examples=60, deadline=None)
 @given(lines=st.lists(line_st, min_size=1, max_size=40), ending=st.sampled_from(["\n", "\r\n", "\r"]),
        bom=st.booleans(), size=st.sampled_from([1, 3, 7, 64, 1 << 16]), last=st.booleans(),
-       fixed_state=st.booleans())
-def test_batched_eval_equals_one_by_one(rules, lines, ending, bom, size, last, fixed_state):
+       fixed_state=st.booleans(), audited=st.booleans())
+def test_batched_eval_equals_one_by_one(rules, lines, ending, bom, size, last, fixed_state, audited):
     text = ("\ufeff" if bom else "") + ending.join(lines) + (ending if last else "")
     policy = load_policy(rules, ledger=InMemoryLedger())
-    expected_out, expected_err = one_by_one(policy, text.replace("\r\n", "\n").replace("\r", "\n"))
+    expected_records: list = []
+    expected_out, expected_err = one_by_one(policy, text.replace("\r\n", "\n").replace("\r", "\n"),
+                                            records=expected_records)
     policy = load_policy(rules, ledger=InMemoryLedger())
-    out, err, decided, malformed = batched(policy, text.encode("utf-8", "surrogatepass"), size, fixed_state)
+    records = [] if audited else None
+    out, err, decided, malformed = batched(policy, text.encode("utf-8", "surrogatepass"), size, fixed_state, records)
     assert (out, err) == (expected_out, expected_err)
     assert decided == len(expected_out) and malformed == len([e for e in err if not e.startswith("claimed")])
+    if audited:  # every request recorded as read, with its decision, repeated lines too
+        assert records == expected_records
 
 
 def test_batches_of_many_lines_cross_batch_boundaries_in_order(rules):
@@ -227,6 +244,25 @@ def test_eval_prints_what_one_by_one_prints_and_fails_closed_on_bad_lines(rules,
     assert result.stdout.decode().splitlines() == expected_out
     assert result.stderr.decode().splitlines() == expected_err
     assert f"input line {len(GOOD) + 1}: not valid JSON" in result.stderr.decode()  # the bad line, named
+
+
+def test_eval_audit_prints_and_records_what_one_by_one_decides(rules, tmp_path):
+    import duckdb
+
+    from policyengine.audit import generate_key
+
+    text = "\n".join([*GOOD, *BAD, ""] * 70) + "\n"
+    generate_key(tmp_path / "k.key")
+    db = tmp_path / "audit.duckdb"
+    result = run("eval", "--rules", str(rules), "--audit", str(db), "--key", str(tmp_path / "k.key"),
+                 "--now", "2026-03-10T09:00:00Z", "--clock-override", stdin=text.encode("utf-8", "surrogatepass"))
+    expected_out, _ = one_by_one(load_policy(rules, ledger=InMemoryLedger()), text)
+    assert result.returncode == 1, result.stderr  # some lines were malformed: denied, named, exit 1
+    assert result.stdout.decode().splitlines() == expected_out
+    with duckdb.connect(str(db), read_only=True) as con:
+        recorded = [json.loads(p)["decision"] for (p,) in con.execute(
+            "SELECT payload FROM audit_log WHERE event = 'decision' ORDER BY seq").fetchall()]
+    assert recorded == [json.loads(line) for line in expected_out]  # one record per request, in input order
 
 
 def test_eval_names_the_byte_and_line_of_input_that_is_not_utf8(rules):

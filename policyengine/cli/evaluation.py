@@ -18,7 +18,7 @@ import click
 from .clock import clock_override_option, typed_time, writing_now
 
 # A place each decision is also sent to (the audit log, when ``--audit`` is given).
-DecisionSink = Callable[[Any, Any], object]
+DecisionSink = Callable[[Any, Any], int]  # record(request, decision) -> its audit seq
 
 
 def _fail(message: str) -> None:
@@ -184,18 +184,32 @@ def _close_audit(output: Any, close_sink: Callable[[], object]) -> None:
 
 
 def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None, directory: Any,
-                    warned: bool, fixed_state: bool) -> tuple[int, int]:
-    """``policyengine.jsonl.decide_json_lines`` over the input's bytes; decisions to stdout, problems to stderr."""
+                    warned: bool, fixed_state: bool, sink: DecisionSink | None, output: Any) -> tuple[int, int]:
+    """``policyengine.jsonl.decide_json_lines`` over the input's bytes; decisions to stdout, problems to stderr.
+
+    With ``--audit`` every decision is recorded (``sink``) and its line goes to
+    ``output``, which prints it once that record is durable.
+    """
     import gc
 
     from policyengine.jsonl import NotUtf8, decide_json_lines
 
     gc.freeze()  # the loaded policy lives until exit: collections need not walk it again and again
     out = click.get_text_stream("stdout")
+    record = None
+    last = 0  # the seq of the latest record: a read's decisions are printed once it is durable
 
     def write(text: str) -> None:
+        if output is not None:
+            output.submit(last, text)
+            return
         out.write(text + "\n")
         out.flush()  # a caller in a pipe waits for each answer
+
+    if sink is not None:
+        def record(request: Any, decision: Any) -> None:
+            nonlocal last
+            last = sink(request, decision)
 
     def claimed_roles(where: str) -> None:
         click.echo(f"warning: input {where}: {_CLAIMED_ROLES}", err=True)
@@ -203,7 +217,7 @@ def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None,
     try:
         return decide_json_lines(policy, stream.buffer, now=now, directory=directory, out=write,
                                  err=lambda line: click.echo(line, err=True),
-                                 claimed=None if warned else claimed_roles, fixed_state=fixed_state)
+                                 claimed=None if warned else claimed_roles, fixed_state=fixed_state, record=record)
     except NotUtf8 as error:
         _fail(f"{source}: input is not UTF-8 text ({error})")
     raise AssertionError  # unreachable
@@ -289,7 +303,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)
     # jsonl.py: batches, orjson; not where versioned models and agents must be stamped with the version used
-    batched = audit is None and not explain and hasattr(stream, "buffer") and not policy.policy_set.declares_versions
+    batched = not explain and hasattr(stream, "buffer") and not policy.policy_set.declares_versions
     # model version aliases (and DuckDB) only where used; read before --audit opens the log for writing
     versions = None if batched else _versions(audit)
     sink, close_sink = _audit_sink(audit, key, mask, now, policy)
@@ -300,7 +314,7 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
         if batched:
             # without --ledger/--state the in-memory ledger is this run's own: nothing charges it
             decided, malformed = _decide_batched(policy, stream, source, now, directory, warned,
-                                                 fixed_state=store is None)
+                                                 fixed_state=store is None, sink=sink, output=output)
         for item in () if batched else iter_requests(stream):
             decided += 1
             if not warned and isinstance(item.request, dict) and item.request.get("approvals"):
