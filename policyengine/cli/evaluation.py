@@ -195,7 +195,7 @@ def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None,
     from policyengine.jsonl import NotUtf8, decide_json_lines
 
     gc.freeze()  # the loaded policy lives until exit: collections need not walk it again and again
-    out = click.get_text_stream("stdout")
+    out = sys.stdout  # click.get_text_stream is deprecated (Click 9 drops it); CliRunner swaps sys.stdout too
     record = None
     last = 0  # the seq of the latest record: a read's decisions are printed once it is durable
 
