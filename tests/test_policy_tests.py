@@ -346,6 +346,55 @@ def test_each_expectation_is_compared(tmp_path: Path) -> None:
     assert outcome["fail cites"] == ("citations: expected ['GDPR Art. 5'] among ['Trade Secrets Directive']",)
 
 
+VERSIONED = """\
+package ml
+model classifier
+    provider "local" region "eu-west-1" hosting internal
+    version "2.3.1", "2.4.0"
+rule use_production
+    allow any to invoke model "classifier"
+    when resource.alias == "production"
+rule not_the_old_one
+    deny any to invoke model "classifier"
+    when resource.version == "2.3.1" and context has retired
+"""
+
+VERSIONED_CASES = """\
+cases:
+  - name: production, by default
+    principal: {id: app}
+    action: invoke
+    resource: model classifier
+    expect: allow
+    rules: [ml.use_production]
+  - name: a version named, not production
+    principal: {id: app}
+    action: invoke
+    resource: {kind: model, id: classifier, attrs: {version: "2.4.0"}}
+    expect: deny
+  - name: the retired version
+    principal: {id: app}
+    action: invoke
+    resource: model classifier
+    context: {retired: true}
+    expect: deny
+    rules: [ml.not_the_old_one]
+"""
+
+
+def test_cases_about_versioned_models_are_decided_as_eval_decides_them(tmp_path: Path) -> None:
+    """A request for a model that declares versions is stamped with the version it uses (the default aliases:
+    a test has no log of promotions), as eval and serve stamp it; else a rule on resource.alias or
+    resource.version would read nothing, and the test would pass or fail unlike production."""
+    (tmp_path / "ml.policy").write_text(VERSIONED, encoding="utf-8")
+    path = tmp_path / "ml_test.yaml"
+    path.write_text(VERSIONED_CASES, encoding="utf-8")
+    results, errors, _ = run_file(path)
+    assert errors == []
+    assert {r.case.name: r.mismatches for r in results} == {
+        "production, by default": (), "a version named, not production": (), "the retired version": ()}
+
+
 def test_failure_report_shows_request_expected_actual_and_explanation(tmp_path: Path) -> None:
     report = run_paths([write(tmp_path, RUN_CASES)], keyword="fail effect")
     text = render_report(report)

@@ -361,6 +361,8 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
         key = resolve_usage_target(usage.target, policy, usage.span)
         ledger.current.charge(key, usage.unit, usage.amount, case.now)
     request = case.request
+    if policy.policy_set.declares_versions:  # stamped with the version it uses, as eval and serve stamp it
+        request = _stamped(policy, request)
     decision = policy.evaluate(request, now=case.now)
     actual = decision.to_dict()
     mismatches = [*undeclared_names(request, policy, actual), *compare(case, actual)]
@@ -368,6 +370,14 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
         observer(policy, request, decision, case.now)
     explanation = explain_decision(policy, request, case, actual) if mismatches and explain else ""
     return CaseResult(test_file.path, case, tuple(mismatches), actual, explanation, time.perf_counter() - start)
+
+
+def _stamped(policy: Any, request: Mapping[str, Any]) -> Any:
+    """``request`` with the model or agent version it uses, under the default aliases (a test has no log of
+    promotions: ``production`` is the first declared version), as ``eval`` without ``--audit`` decides it."""
+    from ..models_registry import Resolver
+
+    return Resolver()(policy, request)[0]
 
 
 # --- comparing -------------------------------------------------------------------------
