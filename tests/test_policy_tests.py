@@ -372,6 +372,7 @@ cases:
     action: invoke
     resource: {kind: model, id: classifier, attrs: {version: "2.4.0"}}
     expect: deny
+    rules: ["<default-deny>"]
   - name: the retired version
     principal: {id: app}
     action: invoke
