@@ -196,8 +196,11 @@ def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None,
 
     gc.freeze()  # the loaded policy lives until exit: collections need not walk it again and again
     out = sys.stdout  # click.get_text_stream is deprecated (Click 9 drops it); CliRunner swaps sys.stdout too
-    record = None
     last = 0  # the seq of the latest record: a read's decisions are printed once it is durable
+
+    def record(request: Any, decision: Any) -> None:
+        nonlocal last
+        last = sink(request, decision)
 
     def write(text: str) -> None:
         if output is not None:
@@ -206,18 +209,14 @@ def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None,
         out.write(text + "\n")
         out.flush()  # a caller in a pipe waits for each answer
 
-    if sink is not None:
-        def record(request: Any, decision: Any) -> None:
-            nonlocal last
-            last = sink(request, decision)
-
     def claimed_roles(where: str) -> None:
         click.echo(f"warning: input {where}: {_CLAIMED_ROLES}", err=True)
 
     try:
         return decide_json_lines(policy, stream.buffer, now=now, directory=directory, out=write,
                                  err=lambda line: click.echo(line, err=True),
-                                 claimed=None if warned else claimed_roles, fixed_state=fixed_state, record=record)
+                                 claimed=None if warned else claimed_roles, fixed_state=fixed_state,
+                                 record=None if sink is None else record)
     except NotUtf8 as error:
         _fail(f"{source}: input is not UTF-8 text ({error})")
     raise AssertionError  # unreachable
