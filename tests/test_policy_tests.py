@@ -367,6 +367,12 @@ cases:
     resource: model classifier
     expect: allow
     rules: [ml.use_production]
+  - name: the production alias, named
+    principal: {id: app}
+    action: invoke
+    resource: {kind: model, id: classifier, attrs: {version: production}}
+    expect: allow
+    rules: [ml.use_production]
   - name: a version named, not production
     principal: {id: app}
     action: invoke
@@ -393,7 +399,8 @@ def test_cases_about_versioned_models_are_decided_as_eval_decides_them(tmp_path:
     results, errors, _ = run_file(path)
     assert errors == []
     assert {r.case.name: r.mismatches for r in results} == {
-        "production, by default": (), "a version named, not production": (), "the retired version": ()}
+        "production, by default": (), "the production alias, named": (), "a version named, not production": (),
+        "the retired version": ()}
 
 
 def test_failure_report_shows_request_expected_actual_and_explanation(tmp_path: Path) -> None:
