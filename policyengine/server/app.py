@@ -25,7 +25,7 @@ from ..audit import AuditError
 from ..engine import read_requests
 from . import authzen
 from .audit_writer import DurableAudit
-from .body import HTTPError, read_body
+from .body import HTTPError, answer_lifespan, read_body
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
@@ -123,7 +123,7 @@ class DecisionApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -186,15 +186,6 @@ class DecisionApp:
     def _write_log(self) -> None:
         lines, self._log_lines = self._log_lines, []
         sys.stderr.write("".join(lines))
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _respond(self, method: str, path: str, headers: dict[bytes, bytes], receive: Any) -> Response:
         handler = self.routes.get((method, path))

@@ -1,4 +1,5 @@
-"""Reading an ASGI request body: one owner of the size limit, the timeout and their errors."""
+"""The ASGI plumbing the server's apps share: reading a request body (one owner of the size limit, the timeout
+and their errors) and answering the lifespan protocol."""
 
 from __future__ import annotations
 
@@ -89,3 +90,14 @@ async def read_body(headers: dict[bytes, bytes], receive: Any, limit: int, timeo
     finally:
         del deadlines.reading[task]  # the sweeper runs on this loop, so it cancels only a task waiting above
     return b"".join(chunks)
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Acknowledge ASGI startup and shutdown: the apps hold nothing that starts or stops with the server."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

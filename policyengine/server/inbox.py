@@ -42,7 +42,7 @@ from urllib.parse import parse_qs
 from ..identity import IdentityError, canonical_identity
 from ..store.files import packaged_sql
 from . import inbox_pages as pages
-from .body import HTTPError, read_body
+from .body import HTTPError, answer_lifespan, read_body
 
 SESSION_COOKIE = "pe_inbox"
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -162,13 +162,8 @@ class InboxApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         reply = await self.respond(scope, receive)
