@@ -249,8 +249,9 @@ _LAZY_FIELDS = ("_test", "_reason")
 _make_rule = fast_constructor(CompiledRule, _RULE_FIELDS + _LAZY_FIELDS)
 _make_rule.__module__, _make_rule.__name__, _make_rule.__qualname__ = __name__, "_make_rule", "_make_rule"
 _rule_fields = attrgetter(*_RULE_FIELDS)
-_rule_columns = attrgetter(*(f for f in _RULE_FIELDS if f != "source"))  # cached_stages
-_COLUMN_AT = {name: i for i, name in enumerate(f for f in _RULE_FIELDS if f != "source")}  # CachedRules
+_COLUMN_FIELDS = tuple(f for f in _RULE_FIELDS if f != "source")  # cached per rule; one source serves them all
+_rule_columns = attrgetter(*_COLUMN_FIELDS)  # cached_stages
+_COLUMN_AT = {name: i for i, name in enumerate(_COLUMN_FIELDS)}  # CachedRules
 if [f.name for f in fields(CompiledRule)] != [*_RULE_FIELDS, *_LAZY_FIELDS]:
     raise TypeError("CompiledRule's fields changed: update _RULE_FIELDS or _LAZY_FIELDS and the call in stage_rules")
 
