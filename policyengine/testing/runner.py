@@ -11,6 +11,7 @@ reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -372,12 +373,19 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
     return CaseResult(test_file.path, case, tuple(mismatches), actual, explanation, time.perf_counter() - start)
 
 
+@functools.cache
+def _default_versions() -> Any:
+    """The ``models_registry.Resolver`` with no promotions, one for the run: it keeps each policy's declared
+    versions and aliases (by policy hash), which a resolver made per case would work out again every case."""
+    from ..models_registry import Resolver
+
+    return Resolver()
+
+
 def _stamped(policy: Any, request: Mapping[str, Any]) -> Any:
     """``request`` with the model or agent version it uses, under the default aliases (a test has no log of
     promotions: ``production`` is the first declared version), as ``eval`` without ``--audit`` decides it."""
-    from ..models_registry import Resolver
-
-    return Resolver()(policy, request)[0]
+    return _default_versions()(policy, request)[0]
 
 
 # --- comparing -------------------------------------------------------------------------
