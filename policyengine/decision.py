@@ -140,8 +140,8 @@ class Decision(BaseModel):
         """``model_dump(mode="json")``, with the reasons' dicts built from their fields.
 
         Every audited decision pays this (the server's answer, its ``decision``
-        record): this costs a third of ``model_dump``'s time;
-        tests/test_eval_batch.py holds the two equal. Obligations, rare, still
+        record): this costs about half of ``model_dump``'s time (2.1 against
+        4.4 us for a one-reason allow); tests/test_eval_batch.py holds the two equal. Obligations, rare, still
         go through ``model_dump``.
         """
         d = self.__dict__
