@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal as TLiteral, Union
 
 from .diagnostics import Span
+
+# How an action is spelled (the grammar's NAME): rule heads, schemas, scopes and requests alike.
+ACTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _span():

@@ -114,7 +114,6 @@ def _kind_of_value(value: object) -> str:
 
 _ARTICLE = {"string": "a string", "number": "a number", "bool": "a boolean", "list": "a list",
             "duration": "a duration", "record": "a record"}
-_ACTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TIME_KINDS = {"hour": "number", "weekday": "string", "age": "duration"}
 
 
@@ -188,7 +187,7 @@ class _Checker:
             cites[pkg] = tuple(dict.fromkeys(c for f in files for c in f.cites))
         return PolicySet(files=self.files, roles=dict(self.roles), role_closure=dict(self.role_closure),
                          agents=dict(self.agents), models=dict(self.models), consts=consts, package_cites=cites,
-                         masks=tuple(self.each(ast.MaskDecl)),
+                         masks=tuple(self.each(ast.MaskDecl)), actions=frozenset(self._named_actions()),
                          **{name: tuple(items) for name, items in self.scoped.items()})
 
     def each(self, kind: type) -> list[Scoped]:
@@ -401,7 +400,8 @@ class _Checker:
                     continue
                 items = group.items if isinstance(group, ast.ListExpr) else (group,)
                 names = [item.value for item in items if isinstance(item, ast.Literal)]
-                if len(names) != len(items) or not all(isinstance(n, str) and _ACTION.fullmatch(n) for n in names):
+                if len(names) != len(items) or not all(isinstance(n, str) and ast.ACTION_NAME.fullmatch(n)
+                                                       for n in names):
                     self.report("type-mismatch", f"'{action.value}' is used as a group of actions, but its value "
                                 f"{show(group)} is not a list of action names", action.span,
                                 'declare it as const NAME = ["read", "list"]')
@@ -418,15 +418,20 @@ class _Checker:
             group_list[group_list.index(s)] = expanded
 
     def _named_actions(self) -> set[str]:
-        """Actions named outside action groups: rule heads, schemas' ``for action``, ``action ==/in`` tests."""
+        """Actions named outside action groups: rule heads, schemas' ``for action``, ``applies to``/``scope``
+        actions, ``action ==/in`` tests (once groups are expanded: every action the rules name)."""
         from .conditions import _literal_value
 
         known: set[str] = set()
         for s in self.each(ast.RuleDecl):
             visible = self.const_decls.get(s.package, {})
-            known.update(a.value for a in s.decl.actions if a.value not in visible)
+            known.update(a.value for a in s.decl.actions if a.value not in visible and a.value not in ("any", "*"))
         for s in self.each(ast.SchemaDecl):
             known.update(a.value for a in s.decl.actions)
+        for f in self.files:
+            for scope in (f.scope, *(getattr(d, "applies", None) for d in f.decls)):
+                if scope is not None:
+                    known.update(a.value for a in scope.actions)
 
         def walk(pkg: str, expr: ast.Expr | None) -> None:
             if isinstance(expr, (ast.And, ast.Or)):

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from collections import OrderedDict
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,13 +32,15 @@ from .compile import CompiledBudget, CompiledGate, CompiledPolicy, CompiledRule,
 from .conditions import ConditionError, Pred, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
-from .identity import IdentityError, canonical_identity
+from .ast import ACTION_NAME
+from .identity import IdentityError, canonical_identity, describe_char
 from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
 # candidate rules with their fused tests (``CompiledRule.test``), as ``decide`` runs them
 Tested = tuple[tuple[Pred | None, CompiledRule], ...]
 _NO_VALIDATOR = object()
+_UNSEEN = object()
 _EMPTY: dict[str, Any] = {}
 
 DEFAULT_DENY = Reason(rule="<default-deny>", message="no allow rule matches this request (default deny)")
@@ -77,38 +80,65 @@ def _amount(x: float) -> str:
     return f"{x:,.4f}".rstrip("0").rstrip(".") or "0"
 
 
-# A resource id is canonical: '/'-separated segments, none empty, '.' or '..', no surrounding
-# whitespace and no control characters, so `erp/invoices/../payroll` never matches `erp/invoices/*`.
-_BAD_ID = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|^\s|\s$|[\x00-\x1f\x7f-\x9f\u2028\u2029]").search
+# A resource id is canonical: '/'-separated segments, none empty, '.' or '..', no surrounding whitespace,
+# printable characters only, in NFKC form, and no separator in disguise (a backslash, a percent-encoded '/'
+# or backslash, a segment that percent-decodes to '.' or '..'). So `erp/invoices/../payroll` never matches
+# `erp/invoices/*`, and no spelling that another system reads as a protected id (`prod\\x`, `prod%2Fx`, a
+# full-width `ｐrod/x`, `prod<U+200B>/x`) passes by a deny written for that id.
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)").search
+_ENCODED = re.compile(r"%(?:2[fF]|5[cC])|(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)").search
+_LINE_BREAKS = "\u2028\u2029"
 
 
 def _plain_id(rid: str) -> bool:
-    """True when the non-empty ``rid`` surely has none of ``_BAD_ID``'s problems (False: ask ``_BAD_ID``).
+    """True when the non-empty ``rid`` surely is canonical (False: ask ``_id_problem``).
 
-    The regex tries its alternatives at every position (~2 µs an id, most of checking a request); these
-    string methods run at C speed and exclude each alternative: no control character is printable (nor is
-    the newline before which ``$`` also matches), a '.' or '..' segment starts at 0 or after '/', and the
-    regex's whitespace class is ``str.isspace``.
+    The checks run at C speed and each excludes one of ``_id_problem``'s reasons: no control or invisible
+    character is printable (nor is the newline before which ``$`` also matches), a '.' or '..' segment
+    starts at 0 or after '/', surrounding whitespace is ``str.isspace``, a disguised separator needs a
+    backslash or '%', and an ASCII id is in NFKC form.
     """
     return (rid.isprintable() and "//" not in rid and "/." not in rid and rid[0] not in "/."
-            and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace())
+            and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace()
+            and "\\" not in rid and "%" not in rid and (rid.isascii() or unicodedata.is_normalized("NFKC", rid)))
 
 
-def _folded(names: Mapping[str, Any]) -> dict[str, str]:
+def _folded(names: Iterable[str]) -> dict[str, str]:
     """Declared names by their case-folded spelling (to refuse a request that differs only in case)."""
     return {name.casefold(): name for name in names}
 
 
-def _id_problem(rid: str) -> str:
-    """Why a resource id is not canonical, in words (the request is malformed)."""
+def _id_problem(rid: str) -> str | None:
+    """Why a resource id is not canonical, in words (the request is malformed); None when it is."""
     shown = json.dumps(rid, ensure_ascii=True)[:80]
-    if re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", rid):
-        return f"{shown} contains a control character"
+    odd = next((ch for ch in rid if not ch.isprintable()), None)
+    if odd is not None:
+        if unicodedata.category(odd) == "Cc" or odd in _LINE_BREAKS:
+            return f"{shown} contains a control character"
+        return f"{shown} contains an invisible character ({describe_char(odd)})"
     if rid != rid.strip():
         return f"{shown} has leading or trailing whitespace"
-    if re.search(r"(?:^|/)\.{1,2}(?:/|$)", rid):
+    if _DOT_SEGMENT(rid):
         return f"{shown} has a '.' or '..' segment; send the canonical id"
-    return f"{shown} has an empty segment (leading, trailing or double '/')"
+    if "//" in rid or rid[0] == "/" or rid[-1] == "/":
+        return f"{shown} has an empty segment (leading, trailing or double '/')"
+    if "\\" in rid:
+        return f"{shown} contains a backslash; segments are separated by '/': send the canonical id"
+    if _ENCODED(rid):
+        return f"{shown} holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"
+    if not rid.isascii() and not unicodedata.is_normalized("NFKC", rid):
+        odd = next((ch for ch in rid if unicodedata.normalize("NFKC", ch) != ch), None)
+        which = "its characters compose" if odd is None else (
+            f"{describe_char(odd)} stands for {unicodedata.normalize('NFKC', odd)!r}")
+        return f"{shown} is not in NFKC form ({which}); send the canonical id"
+    return None
+
+
+def _twin_problem(rid: str, written: str, named: str) -> str:
+    """Why an id is malformed whose first segments differ only in case from a prefix the rules name."""
+    shown = json.dumps(rid, ensure_ascii=True)[:80]
+    return (f"resource.id: {shown}: {written!r} differs only in case from {named!r}, which the rules name; "
+            "ids are exact")
 
 
 _PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
@@ -190,6 +220,10 @@ class Evaluator:
         self._agent_fold = _folded(compiled.agent_roles)
         self._role_fold = _folded(compiled.role_closure)
         self._case_errors: dict[tuple[str, ...], str] = {}
+        self._actions = compiled.policy_set.actions
+        self._action_fold = _folded(compiled.policy_set.actions)
+        self._action_problems: dict[str, str] = {}  # action the rules do not name -> why malformed ("": not)
+        self._twins: dict[str, tuple[str, str] | None] = {}  # id -> ``case_twin``, for ids not denied anyway
         self._candidate_index = compiled.candidates
         self._candidates_cache: OrderedDict[tuple, tuple[tuple, tuple]] = OrderedDict()
         self._decisions: dict[tuple, Decision] = {}
@@ -215,6 +249,12 @@ class Evaluator:
                 out = self._routed(ctx, now, directory)
             else:
                 out = self.decide(ctx, now, directory, 0)
+                if out.effect != "deny":  # an id that differs from one the rules name only in case is refused
+                    twin = self._twins.get(ctx.rid, _UNSEEN)
+                    if twin is _UNSEEN:
+                        twin = self._twin(ctx.rid)
+                    if twin is not None:
+                        return self._malformed([_twin_problem(ctx.rid, *twin)])
             return self._decision(out)
         except Exception as exc:  # fail closed: a bug must never turn into an allow
             return self._malformed([f"internal error while deciding: {type(exc).__name__}: {exc}"])
@@ -272,6 +312,12 @@ class Evaluator:
         action = request.get("action")
         if action.__class__ is not str or not action:
             errors.append("action: missing" if action is None else "action: must be a non-empty string")
+        elif action not in self._actions:  # one the rules name: the usual case, one set lookup
+            problem = self._action_problems.get(action)
+            if problem is None:
+                problem = self._action_problem(action)
+            if problem:
+                errors.append(problem)
         r = request.get("resource")
         kind = ""
         rid = None
@@ -287,8 +333,10 @@ class Evaluator:
             known = (kind is not None) + (rid is not None)
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
-            elif rid is not None and not _plain_id(rid) and _BAD_ID(rid) is not None:
-                errors.append(f"resource.id: {_id_problem(rid)}")
+            elif rid is not None and not _plain_id(rid):
+                problem = _id_problem(rid)
+                if problem is not None:
+                    errors.append(f"resource.id: {problem}")
             elif rid is None and kind_ok and (kind != "model" or action != "invoke"):
                 errors.append("resource.id: missing (only a routed model invoke may leave it out)")
             rattrs = r.get("attrs")
@@ -358,6 +406,34 @@ class Evaluator:
             reg = None
         clock = time.time() if now is None else utc(now).timestamp()  # one clock for ``age of``
         return Ctx(pid, ptype, roles, pattrs, action, kind, rid, rattrs, reg, data, context, approvals, clock)
+
+    def _twin(self, rid: str) -> tuple[str, str] | None:
+        """``CandidateIndex.case_twin`` of ``rid``, remembered: ids repeat, and a repeat then costs one lookup."""
+        twin = self._candidate_index.case_twin(rid)
+        if len(self._twins) > _CACHE_LIMIT:
+            self._twins.clear()
+        self._twins[rid] = twin
+        return twin
+
+    def _action_problem(self, action: str) -> str:
+        """Why ``action`` (not one the rules name) is malformed, or "" when it is a plain other action.
+
+        Refused: anything but an action name as rules spell them (``delete ``,
+        ``de<U+200B>lete``, full-width letters), and a name that differs only in
+        case from one the rules name (``DELETE`` for ``delete``): either would
+        pass by every rule about the action it stands for, and reach ``any``.
+        """
+        if not ACTION_NAME.fullmatch(action):
+            problem = (f"action: {json.dumps(action, ensure_ascii=True)[:80]} is not an action name "
+                       "(letters, digits and '_', as rules spell them)")
+        else:
+            named = self._action_fold.get(action.casefold())
+            problem = "" if named is None else (f"action: {action!r} differs only in case from the action {named!r} "
+                                                "the rules name; names are exact")
+        if len(self._action_problems) > _CACHE_LIMIT:
+            self._action_problems.clear()
+        self._action_problems[action] = problem
+        return problem
 
     def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
         held: set[str] = set()

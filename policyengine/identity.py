@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["IdentityError", "canonical_identity", "same_identity"]
+__all__ = ["IdentityError", "canonical_identity", "describe_char", "same_identity"]
 
 
 class IdentityError(ValueError):
@@ -51,7 +51,8 @@ def _script(ch: str) -> str | None:
     return name.split(" ", 1)[0] if name else "UNKNOWN"
 
 
-def _describe(ch: str) -> str:
+def describe_char(ch: str) -> str:
+    """A character by code point and name (``U+200B ZERO WIDTH SPACE``): never by printing it."""
     return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')}"
 
 
@@ -68,7 +69,7 @@ def canonical_identity(raw: str, what: str = "identity") -> str:
     for ch in text:
         category = unicodedata.category(ch)
         if category in ("Cf", "Cc", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise IdentityError(f"{what} contains an invisible or control character ({_describe(ch)}); "
+            raise IdentityError(f"{what} contains an invisible or control character ({describe_char(ch)}); "
                                 f"type the identity without it")
         script = _script(ch)
         if script is not None:

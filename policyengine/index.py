@@ -172,7 +172,7 @@ class CandidateIndex:
     """Rules grouped by the literal prefix of their id pattern; a prefix's split by (action, kind) and
     principal is built when a lookup first reaches it (see the module docstring)."""
 
-    __slots__ = ("size", "_rules", "_at", "_root", "_split")
+    __slots__ = ("size", "_rules", "_at", "_root", "_split", "_folded")
 
     def __init__(self, rules: Iterable[CompiledRule]) -> None:
         """``rules`` in declaration order, each ``key`` its position (as ``compile`` numbers them).
@@ -231,6 +231,7 @@ class CandidateIndex:
         self._at = at
         self._root = root
         self._split: dict[Prefix, _Split] = {}  # large prefixes split so far (ROOT too, if large)
+        self._folded: dict[str, str] | None = None  # prefixes by case-folded spelling (``case_twin``), once read
 
     def node(self, rid: str | None) -> Prefix:
         """The deepest prefix with rules that ``rid``'s segments reach (``ROOT`` when none).
@@ -262,6 +263,32 @@ class CandidateIndex:
             if end < 0 or type(found) is list:
                 return owner
             cut = end
+
+    def case_twin(self, rid: str) -> tuple[str, str] | None:
+        """(the part of ``rid``, the prefix the rules name) where ``rid`` differs from a prefix only in case.
+
+        Walks down the id as ``node`` does; where it leaves the prefixes, the
+        same segments in another case may still name one (``Prod/x`` beside
+        ``prod/**``): such an id would pass by every rule filed there. None when
+        the id's own spelling is the only one the rules name.
+        """
+        at = self._at
+        folded = self._folded
+        if folded is None:
+            folded = {}
+            for key in at:
+                folded.setdefault(key.casefold(), key)
+            self._folded = folded  # built whole, then stored: a lost race stores an equal one
+        end = rid.find("/")
+        while True:
+            head = rid if end < 0 else rid[:end]
+            found = at.get(head, None)
+            if found is None:
+                named = folded.get(head.casefold())
+                return None if named is None else (head, named)
+            if end < 0 or type(found) is list:  # the id ends, or no prefix is deeper
+                return None
+            end = rid.find("/", end + 1)
 
     def rules_at(self, prefix: Prefix) -> tuple[CompiledRule, ...]:
         """The rules filed under ``prefix`` itself (not above it), in declaration order."""

@@ -63,6 +63,9 @@ class PolicySet:
     package_cites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # file as parsed -> the name decisions and reports record (relative to the rules root; rule_paths.py)
     file_names: Mapping[str, str] = field(default_factory=dict)
+    # every action the rules name (heads, groups expanded; schemas' ``for action``; ``applies to``/``scope``
+    # actions; ``action ==``/``in`` tests): a request action differing from one only in case is refused
+    actions: frozenset[str] = frozenset()
 
     @property
     def mask_fields(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:

@@ -11,7 +11,6 @@ of a request) and actions; several targets of one kind add up:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from lark import Token, Transformer, v_args
@@ -20,7 +19,6 @@ from . import ast
 from .diagnostics import Finding, PolicyError, Span
 
 SCOPE_KINDS = ("workflow", "action")
-_ACTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # as in rule heads: no wildcards, no separators
 
 
 def _syntax(message: str, span: Span, help: str | None = None) -> PolicyError:
@@ -61,7 +59,7 @@ class ScopeBuilder(Transformer):
         built = tuple(self._name(tok) for tok in names)
         if kind.value == "action":
             for name in built:
-                if not _ACTION.fullmatch(name.value):
+                if not ast.ACTION_NAME.fullmatch(name.value):
                     raise _syntax(f"{name.value!r} is not an action name", name.span,
                                   help="actions are letters, digits and '_' (read, approve_payment)")
         return kind.value, built, self._cover(self._span(kind), built[-1].span)

@@ -257,7 +257,7 @@ MERGE_CASES = [
 
 
 @pytest.mark.parametrize("rules", MERGE_CASES)
-@pytest.mark.parametrize("request_", [_request("a/b"), _request("a/b", n=5, action="*"), _request("a/c", ("r0",)),
+@pytest.mark.parametrize("request_", [_request("a/b"), _request("a/b", n=5, action="list"), _request("a/c", ("r0",)),
                                       _request("a/b", (), action="write"), _request("zz", ("r1", "r0"))])
 def test_a_miss_merges_runs_in_declaration_order(rules, request_):
     policy = load(rules)
@@ -331,3 +331,31 @@ def test_threads_deciding_a_never_built_prefix_at_once_agree(per_prefix):
         shared._evaluator._candidate_index = type(policy.compiled.candidates)(policy.compiled.rules)
         got = together(8, lambda: [shared.evaluate(q) for q in requests])
         assert all(decisions == expected for decisions in got)
+
+
+# (id, what ``case_twin`` finds beside rules on "prod/**", "reports/secret/*", "Mixed/a" and "mixed/a")
+TWIN_CASES = [
+    ("prod/db1", None),
+    ("Prod/db1", ("Prod", "prod")),
+    ("PROD", ("PROD", "prod")),
+    ("reports/secret/q1", None),
+    ("reports/Secret/q1", ("reports/Secret", "reports/secret")),
+    ("Reports/secret/q1", ("Reports", "reports")),
+    ("reports/other/q1", None),  # leaves the prefixes where no spelling of "other" is named
+    ("staging/db1", None),
+    ("mixed/a", None),  # both spellings are named: each is exact
+    ("MIXED/a", ("MIXED", "Mixed")),
+]
+
+
+@pytest.mark.parametrize("rid,twin", TWIN_CASES, ids=[t[0] for t in TWIN_CASES])
+def test_an_id_that_leaves_the_prefixes_in_another_case_names_its_twin(rid, twin):
+    policy = load([("deny", "any", "delete", "dataset", "prod/**", None),
+                   ("deny", "any", "read", "dataset", "reports/secret/*", None),
+                   ("allow", "any", "read", "dataset", "Mixed/a", None),
+                   ("allow", "any", "read", "dataset", "mixed/a", None)])
+    found = policy.compiled.candidates.case_twin(rid)
+    if twin is not None and twin[1] in ("Mixed", "mixed"):  # either spelling may be the one named back
+        assert found is not None and found[0] == twin[0] and found[1] in ("Mixed", "mixed")
+    else:
+        assert found == twin

@@ -94,6 +94,8 @@ BAD_BODIES = [
     ("/v1/decide", b'{"principal": {"id": "a"}, "action": "read", "resource": {"kind": "model"},'
                    b' "context": {"tokens": 1e400}}', ["context.tokens"]),
     ("/v1/decide/batch", b'{"a": 1}', ["must be a JSON array"]),
+    ("/v1/decide", b'{"principal": {"id": "a"}, "action": "READ", "resource": {"kind": "dataset", "id": "x"}}',
+     ["action: 'READ' differs only in case"]),
     ("/v1/explain", b"[]", ["holds 0 JSON values"]),
     ("/access/v1/evaluation", b"{}", ["subject: required", "action: required", "resource: required"]),
     ("/access/v1/evaluation", json.dumps({"subject": {"type": "robot", "id": ""}, "action": {"name": 3},

@@ -1,0 +1,170 @@
+"""Another spelling of what a rule protects is refused, never matched past the rule (docs/engine.md).
+
+The policy below is the shape that fails open when spellings slip through: an
+allow for every action on every id, and denies for one action and for some
+ids. A request that writes the denied action or id another way (case, space,
+invisible or full-width characters, a separator in disguise) must not reach
+the allow: it is malformed, and the reason names what to send instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from policyengine import load_policy
+from policyengine.evaluate import _id_problem, _plain_id
+
+POLICY = """
+package ops
+role admin
+role analyst
+role auditor
+
+rule admins_do_anything
+    allow role admin to any dataset "*"
+rule admins_do_anything_deeper
+    allow role admin to any dataset "**"
+rule no_deletes_in_prod
+    deny any to delete dataset "prod/**"
+    because "no deletes in prod"
+rule analysts_read_reports
+    allow role analyst to read dataset "reports/**"
+rule secret_reports
+    deny any to read dataset "reports/secret/**"
+    because "secret reports"
+rule no_purge
+    deny any to any dataset "**"
+    when action == "purge"
+    because "purging is never allowed"
+rule auditors_may_export
+    allow role auditor to any dataset "**"
+
+escalate exports_need_approval
+    applies to action export_all
+    to role admin
+"""
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory):
+    root: Path = tmp_path_factory.mktemp("spellings")
+    (root / "ops.policy").write_text(POLICY)
+    return load_policy(root)
+
+
+def req(action: str = "delete", rid: str = "prod/db1", roles: tuple[str, ...] = ("admin",)) -> dict:
+    return {"principal": {"id": "u1", "roles": list(roles)}, "action": action,
+            "resource": {"kind": "dataset", "id": rid}}
+
+
+# (what, request, what its one error says)
+REFUSED = [
+    ("action in upper case", req("DELETE"),
+     "action: 'DELETE' differs only in case from the action 'delete' the rules name"),
+    ("action in title case", req("Delete"), "action: 'Delete' differs only in case"),
+    ("action with a trailing space", req("delete "), 'action: "delete " is not an action name'),
+    ("action with a zero-width space", req("dele\u200bte"), 'action: "dele\\u200bte" is not an action name'),
+    ("action in full-width letters", req("\uff44elete"), 'action: "\\uff44elete" is not an action name'),
+    ("action with a separator", req("delete:all"), 'action: "delete:all" is not an action name'),
+    ("action '*'", req("*"), 'action: "*" is not an action name'),
+    ("action named only in a condition, in upper case", req("PURGE"),
+     "action: 'PURGE' differs only in case from the action 'purge'"),
+    ("action named only by 'applies to', in another case", req("Export_All", roles=("auditor",)),
+     "action: 'Export_All' differs only in case from the action 'export_all'"),
+    ("id whose first segment differs in case", req(rid="Prod/db1"),
+     "resource.id: \"Prod/db1\": 'Prod' differs only in case from 'prod', which the rules name"),
+    ("id whose deeper segment differs in case", req("read", "reports/Secret/q1", ("analyst",)),
+     "resource.id: \"reports/Secret/q1\": 'reports/Secret' differs only in case from 'reports/secret'"),
+    ("id with a backslash", req(rid="prod\\db1"), "resource.id: \"prod\\\\db1\" contains a backslash"),
+    ("id with an encoded slash", req(rid="prod%2Fdb1"), "resource.id: \"prod%2Fdb1\" holds a percent-encoded"),
+    ("id with an encoded backslash", req(rid="prod%5cdb1"), "resource.id: \"prod%5cdb1\" holds a percent-encoded"),
+    ("id with an encoded dot segment", req(rid="x/%2e%2E/prod/db1"), "holds a percent-encoded '/', backslash or dot"),
+    ("id with a zero-width space", req(rid="prod\u200b/db1"),
+     "resource.id: \"prod\\u200b/db1\" contains an invisible character (U+200B ZERO WIDTH SPACE)"),
+    ("id with a no-break space", req(rid="prod\u00a0x/db1"), "contains an invisible character (U+00A0 NO-BREAK SPACE)"),
+    ("id in full-width letters", req(rid="\uff50rod/db1"),
+     "resource.id: \"\\uff50rod/db1\" is not in NFKC form (U+FF50 FULLWIDTH LATIN SMALL LETTER P stands for 'p')"),
+    ("id with a ligature", req(rid="\ufb01les/x"), "is not in NFKC form (U+FB01 LATIN SMALL LIGATURE FI stands for 'fi')"),
+]
+
+
+@pytest.mark.parametrize("what,request_,error", REFUSED, ids=[r[0] for r in REFUSED])
+def test_another_spelling_of_a_protected_action_or_id_is_refused(policy, what, request_, error):
+    decision = policy.evaluate(request_)
+    assert decision.effect == "deny"
+    assert [r.rule for r in decision.reasons] == ["<request>"]
+    assert len(decision.errors) == 1 and error in decision.errors[0], decision.errors
+    assert decision.errors[0].startswith(("action: ", "resource.id: "))
+
+
+# (what, request, effect, deciding rule): the spellings the rules name, and ids and actions no rule protects
+DECIDED = [
+    ("the denied action as written", req(), "deny", "ops.no_deletes_in_prod"),
+    ("the denied id as written", req("read", "reports/secret/q1", ("analyst",)), "deny", "ops.secret_reports"),
+    ("the action a condition denies", req("purge", "staging/db1"), "deny", "ops.no_purge"),
+    ("the gated action", req("export_all", "staging/db1", ("auditor",)), "escalate", "ops.exports_need_approval"),
+    ("an action no rule names", req("archive"), "allow", "ops.admins_do_anything"),
+    ("an upper-case action no rule names in another case", req("ARCHIVE"), "allow", "ops.admins_do_anything"),
+    ("an id no rule names, in any case", req(rid="Staging/DB1"), "allow", "ops.admins_do_anything"),
+    ("the protected id's prefix on its own", req(rid="prod"), "allow", "ops.admins_do_anything"),
+    ("a percent sign that hides no separator", req(rid="promos/10%off"), "allow", "ops.admins_do_anything"),
+    ("non-ASCII text in NFKC form", req(rid="donn\u00e9es/\u65e5\u672c"), "allow", "ops.admins_do_anything"),
+    ("a case-differing id that a deny decides anyway", req(rid="Prod/db1", roles=()), "deny", "<default-deny>"),
+]
+
+
+@pytest.mark.parametrize("what,request_,effect,rule", DECIDED, ids=[d[0] for d in DECIDED])
+def test_names_the_rules_spell_and_names_they_do_not_protect_are_decided(policy, what, request_, effect, rule):
+    decision = policy.evaluate(request_)
+    assert decision.errors == ()
+    assert decision.effect == effect and decision.reasons[0].rule == rule
+
+
+_CASINGS = st.lists(st.booleans(), min_size=6, max_size=6).map(
+    lambda upper: "".join(c.upper() if u else c for c, u in zip("delete", upper)))
+
+
+@given(_CASINGS)
+def test_no_casing_of_a_denied_action_is_allowed(policy, casing):
+    decision = policy.evaluate(req(casing))
+    assert decision.effect == "deny"
+    assert (decision.reasons[0].rule == "ops.no_deletes_in_prod") is (casing == "delete")
+
+
+@given(st.text(min_size=1, max_size=10))
+def test_an_action_is_a_name_or_the_request_is_malformed(policy, action):
+    decision = policy.evaluate(req(action, "staging/db1"))
+    if decision.effect == "allow":
+        assert action.isascii() and (action[0].isalpha() or action[0] == "_")
+        assert all(c.isalnum() or c == "_" for c in action)
+        assert action.casefold() not in ("delete", "read", "purge", "export_all") or action == action.casefold()
+
+
+# Ids built from the characters every rule of canonical ids is about, and from anywhere in Unicode.
+_ID_TEXT = st.text(st.one_of(st.sampled_from("/. a\t\n\r\\%2fFeE5cC\x0b\x1f\x7f\x85\x9f\xa0\u200b\u2028\u3000\uff50"),
+                             st.characters()), min_size=1, max_size=12)
+
+
+@given(_ID_TEXT)
+@example("a/..")
+@example("x/\n")
+@example("\u3000x")
+@example("x ")
+@example(" x")
+@example("x/")
+@example("/x")
+@example("x//y")
+@example("./x")
+@example("a/%2E")
+@example("\ufb01")
+@example("e\u0301")
+def test_the_fast_canonical_id_check_never_passes_an_id_the_definition_refuses(rid):
+    # `_plain_id` is a shortcut taken before `_id_problem`, which defines a canonical id: it may send a good
+    # id on to the definition, never let a bad one through.
+    if _plain_id(rid):
+        assert _id_problem(rid) is None
+
