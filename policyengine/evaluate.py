@@ -40,7 +40,6 @@ _CACHE_LIMIT = 50_000
 # candidate rules with their fused tests (``CompiledRule.test``), as ``decide`` runs them
 Tested = tuple[tuple[Pred | None, CompiledRule], ...]
 _NO_VALIDATOR = object()
-_UNSEEN = object()
 _EMPTY: dict[str, Any] = {}
 
 DEFAULT_DENY = Reason(rule="<default-deny>", message="no allow rule matches this request (default deny)")
@@ -223,7 +222,6 @@ class Evaluator:
         self._actions = compiled.policy_set.actions
         self._action_fold = _folded(compiled.policy_set.actions)
         self._action_problems: dict[str, str] = {}  # action the rules do not name -> why malformed ("": not)
-        self._twins: dict[str, tuple[str, str] | None] = {}  # id -> ``case_twin``, for ids not denied anyway
         self._candidate_index = compiled.candidates
         self._candidates_cache: OrderedDict[tuple, tuple[tuple, tuple]] = OrderedDict()
         self._decisions: dict[tuple, Decision] = {}
@@ -250,9 +248,7 @@ class Evaluator:
             else:
                 out = self.decide(ctx, now, directory, 0)
                 if out.effect != "deny":  # an id that differs from one the rules name only in case is refused
-                    twin = self._twins.get(ctx.rid, _UNSEEN)
-                    if twin is _UNSEEN:
-                        twin = self._twin(ctx.rid)
+                    twin = self._candidate_index.case_twin(ctx.rid)
                     if twin is not None:
                         return self._malformed([_twin_problem(ctx.rid, *twin)])
             return self._decision(out)
@@ -406,14 +402,6 @@ class Evaluator:
             reg = None
         clock = time.time() if now is None else utc(now).timestamp()  # one clock for ``age of``
         return Ctx(pid, ptype, roles, pattrs, action, kind, rid, rattrs, reg, data, context, approvals, clock)
-
-    def _twin(self, rid: str) -> tuple[str, str] | None:
-        """``CandidateIndex.case_twin`` of ``rid``, remembered: ids repeat, and a repeat then costs one lookup."""
-        twin = self._candidate_index.case_twin(rid)
-        if len(self._twins) > _CACHE_LIMIT:
-            self._twins.clear()
-        self._twins[rid] = twin
-        return twin
 
     def _action_problem(self, action: str) -> str:
         """Why ``action`` (not one the rules name) is malformed, or "" when it is a plain other action.

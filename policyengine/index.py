@@ -172,7 +172,7 @@ class CandidateIndex:
     """Rules grouped by the literal prefix of their id pattern; a prefix's split by (action, kind) and
     principal is built when a lookup first reaches it (see the module docstring)."""
 
-    __slots__ = ("size", "_rules", "_at", "_root", "_split", "_folded")
+    __slots__ = ("size", "_rules", "_at", "_root", "_split", "_folded", "_self_folded")
 
     def __init__(self, rules: Iterable[CompiledRule]) -> None:
         """``rules`` in declaration order, each ``key`` its position (as ``compile`` numbers them).
@@ -232,6 +232,7 @@ class CandidateIndex:
         self._root = root
         self._split: dict[Prefix, _Split] = {}  # large prefixes split so far (ROOT too, if large)
         self._folded: dict[str, str] | None = None  # prefixes by case-folded spelling (``case_twin``), once read
+        self._self_folded = False  # every prefix is its own case fold (set with ``_folded``)
 
     def node(self, rid: str | None) -> Prefix:
         """The deepest prefix with rules that ``rid``'s segments reach (``ROOT`` when none).
@@ -272,13 +273,12 @@ class CandidateIndex:
         ``prod/**``): such an id would pass by every rule filed there. None when
         the id's own spelling is the only one the rules name.
         """
-        at = self._at
         folded = self._folded
         if folded is None:
-            folded = {}
-            for key in at:
-                folded.setdefault(key.casefold(), key)
-            self._folded = folded  # built whole, then stored: a lost race stores an equal one
+            folded = self._fold_prefixes()
+        if self._self_folded and rid.isascii() and rid.islower():
+            return None  # its parts are their own case folds, as every prefix is: equal folds are equal names
+        at = self._at
         end = rid.find("/")
         while True:
             head = rid if end < 0 else rid[:end]
@@ -289,6 +289,15 @@ class CandidateIndex:
             if end < 0 or type(found) is list:  # the id ends, or no prefix is deeper
                 return None
             end = rid.find("/", end + 1)
+
+    def _fold_prefixes(self) -> dict[str, str]:
+        """The prefixes by case-folded spelling, once; notes whether each is its own fold (lower-case ASCII)."""
+        folded: dict[str, str] = {}
+        for key in self._at:
+            folded.setdefault(key.casefold(), key)
+        self._self_folded = len(folded) == len(self._at) and all(fold == key for fold, key in folded.items())
+        self._folded = folded  # built whole, then stored (after the flag): a lost race stores an equal one
+        return folded
 
     def rules_at(self, prefix: Prefix) -> tuple[CompiledRule, ...]:
         """The rules filed under ``prefix`` itself (not above it), in declaration order."""
