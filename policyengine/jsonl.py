@@ -11,8 +11,10 @@ of ``engine.iter_requests`` catches and orjson accepts (an integer beyond
 2**53, nesting deeper than ``MAX_DEPTH``); those lines, and lines orjson
 refuses (a lone surrogate, ``NaN``, ``1e400``, bad JSON), go through that
 reader, so every request, every error and every message is the one the
-line-by-line path gives. Input that is not UTF-8 stops the run with the byte
-and line of the first bad byte, after the lines before it are decided.
+line-by-line path gives. So do lines whose objects may repeat a key
+(``engine.surely_unique_keys``): the careful reader names the key and the
+line is malformed. Input that is not UTF-8 stops the run with the byte and
+line of the first bad byte, after the lines before it are decided.
 
 A line seen before is answered with the text it got then (``_Repeats``), but
 only while that text cannot change: never for a line whose decision read the
@@ -32,7 +34,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from . import ast
-from .engine import MAX_DEPTH, InputItem, Policy, _batch, _decode, _line, _read_document, _Unreadable
+from .engine import (MAX_DEPTH, InputItem, Policy, _batch, _decode, _line, _read_document, _Unreadable,
+                     surely_unique_keys)
 
 BATCH = 512
 CHUNK = 1 << 16
@@ -75,9 +78,12 @@ def quick_value(line: bytes, digits: bool = True) -> Any:
     """
     if line.count(b"[") + line.count(b"{") <= MAX_DEPTH and (not digits or _RUN not in line.translate(_DIGIT_MAP)):
         try:
-            return orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError:
             pass  # the careful reader names the problem in its own words
+        else:
+            if surely_unique_keys(line, value):
+                return value
     return _CAREFUL
 
 

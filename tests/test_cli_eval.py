@@ -552,3 +552,17 @@ def test_malformed_ids_do_not_break_the_audit_columns(rules, tmp_path, key):
     result = run("eval", "--rules", str(rules), "--audit", str(db), "--key", str(key), stdin=json.dumps(odd))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert [(r[1], json.loads(r[2])["request"]["principal"]["id"]) for r in _audit_rows(db)] == [(None, 5)]
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "line-by-line"])
+def test_a_line_that_repeats_a_key_is_denied_on_every_path(rules, tmp_path, batched):
+    # Another parser may keep the first "roles" (clerk) where Python keeps the last: the line is malformed.
+    good = json.dumps(request())
+    twice = good.replace('"roles": ["clerk"]', '"roles": [], "roles": ["clerk"]')
+    args = ["eval", "--rules", str(rules)] if batched else ["eval", "--rules", str(rules), "--explain"]
+    result = run(*args, stdin=f"{good}\n{twice}\n{good}\n")
+    assert result.returncode == 1, result.stderr
+    got = decisions(result.stdout)
+    assert [d["effect"] for d in got] == ["allow", "deny", "allow"]
+    assert got[1]["errors"] == ['line 2: duplicate key "roles" in an object; send each key once '
+                                "(parsers disagree on which one counts)"]

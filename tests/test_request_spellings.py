@@ -9,6 +9,7 @@ the allow: it is malformed, and the reason names what to send instead.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,68 @@ def test_the_fast_canonical_id_check_never_passes_an_id_the_definition_refuses(r
     if _plain_id(rid):
         assert _id_problem(rid) is None
 
+
+# --- a key given twice ------------------------------------------------------------------------------------
+# Parsers keep different values of a repeated key (Python and orjson the last, others the first), so the
+# caller and the engine could read different requests from one text. Such a text is malformed, on every path.
+
+DUPLICATES = [
+    ("top level", '{"action": "read", "action": "delete", "principal": {"id": "u1"}}', "action"),
+    ("in an object", '{"principal": {"id": "u1", "roles": ["admin"], "roles": []}}', "roles"),
+    ("deep", '{"context": {"a": {"b": {"c": 1, "c": 2}}}}', "c"),
+    ("spaced from the colon", '{"action" : "read", "action":"delete"}', "action"),
+    ("a key with an escaped quote", '{"a\\"b": 1, "a\\"b": 2}', 'a"b'),
+    ("a quote written as \\u0022", '{"k": "x\\u0022:", "k": 1}', "k"),
+    ("an escaped and a plain spelling", '{"act\\u0069on": "read", "action": "delete"}', "action"),
+    ('a string holding \'":\' beside a repeat', '{"a":"\\u0022:","b":1,"b":2}', "b"),  # one '":' more, one less
+    ("compact", '{"action":"read","action":"delete"}', "action"),
+]
+
+
+@pytest.mark.parametrize("what,text,key", DUPLICATES, ids=[d[0] for d in DUPLICATES])
+def test_a_key_given_twice_makes_the_line_malformed(what, text, key):
+    from policyengine.engine import _decode, _repeated_key, _Unreadable
+    from policyengine.jsonl import _CAREFUL, quick_value
+
+    assert quick_value(text.encode()) is _CAREFUL  # the fast reader never takes it
+    with pytest.raises(_Unreadable, match="duplicate key"):
+        _decode(text)
+    assert _repeated_key(text) == key
+
+
+KEYS = st.sampled_from(["a", "b", "action", 'q"', "\u00e9", "x:y"])
+SCALARS = st.one_of(st.integers(-5, 5), st.sampled_from(['"s"', '"a\\":b"', '"\\u0022:"', "true", "null", "1.5"]))
+
+
+@st.composite
+def objects(draw, depth: int = 0) -> tuple[str, bool]:
+    """JSON object text with its members written out one by one (so a key may repeat), and whether one does."""
+    keys = draw(st.lists(KEYS, max_size=4))
+    repeats = len(set(keys)) != len(keys)
+    members = []
+    for key in keys:
+        if depth < 2 and draw(st.booleans()):
+            inner, inner_repeats = draw(objects(depth + 1))
+            repeats = repeats or inner_repeats
+            value = inner
+        else:
+            value = str(draw(SCALARS))
+        colon = draw(st.sampled_from([":", ": ", " :", "\n:"]))
+        members.append(f"{json.dumps(key)}{colon}{value}")
+    return "{" + draw(st.sampled_from([",", ", "])).join(members) + "}", repeats
+
+
+@given(objects())
+def test_a_repeated_key_is_found_wherever_it_is_and_only_then(drawn):
+    from policyengine.engine import _decode, _Unreadable
+    from policyengine.jsonl import _CAREFUL, quick_value
+
+    text, repeats = drawn
+    if repeats:
+        assert quick_value(text.encode()) is _CAREFUL
+        with pytest.raises(_Unreadable, match="duplicate key"):
+            _decode(text)
+    else:
+        assert _decode(text) == json.loads(text)
+        value = quick_value(text.encode())
+        assert value is _CAREFUL or value == json.loads(text)  # the careful reader may be asked; it agrees

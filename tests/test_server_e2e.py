@@ -94,8 +94,12 @@ BAD_BODIES = [
     ("/v1/decide", b'{"principal": {"id": "a"}, "action": "read", "resource": {"kind": "model"},'
                    b' "context": {"tokens": 1e400}}', ["context.tokens"]),
     ("/v1/decide/batch", b'{"a": 1}', ["must be a JSON array"]),
+    ("/v1/decide", b'{"principal": {"id": "a"}, "action": "delete", "action": "read", "resource": {"kind": "dataset",'
+                   b' "id": "x"}}', ['duplicate key "action"']),
     ("/v1/decide", b'{"principal": {"id": "a"}, "action": "READ", "resource": {"kind": "dataset", "id": "x"}}',
      ["action: 'READ' differs only in case"]),
+    ("/access/v1/evaluation", b'{"subject": {"type": "user", "id": "a", "id": "b"}, "action": {"name": "read"},'
+                              b' "resource": {"type": "dataset", "id": "x"}}', ['duplicate key "id"']),
     ("/v1/explain", b"[]", ["holds 0 JSON values"]),
     ("/access/v1/evaluation", b"{}", ["subject: required", "action: required", "resource: required"]),
     ("/access/v1/evaluation", json.dumps({"subject": {"type": "robot", "id": ""}, "action": {"name": 3},
