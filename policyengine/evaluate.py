@@ -33,7 +33,7 @@ from .conditions import ConditionError, Pred, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
 from .ast import ACTION_NAME
-from .identity import IdentityError, canonical_identity, describe_char
+from .identity import IdentityError, canonical_identity, describe_char, name_fold
 from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
@@ -103,8 +103,15 @@ def _plain_id(rid: str) -> bool:
 
 
 def _folded(names: Iterable[str]) -> dict[str, str]:
-    """Declared names by their case-folded spelling (to refuse a request that differs only in case)."""
-    return {name.casefold(): name for name in names}
+    """Declared names by ``name_fold`` (to refuse a request name that only looks like one of them)."""
+    return {name_fold(name): name for name in names}
+
+
+def _unlike(written: str, declared: str, named: str) -> str:
+    """How ``written`` differs from ``declared``, the name it folds to (``named``: that name in words)."""
+    if written.casefold() == declared.casefold():
+        return f"{written!r} differs only in case from {named}; names are exact"
+    return f"{written!r} is {named} written with other characters (width, spacing, invisible ones); names are exact"
 
 
 def _id_problem(rid: str) -> str | None:
@@ -378,10 +385,10 @@ class Evaluator:
         if ptype == "agent":
             roles = self._agent_roles.get(pid)
             if roles is None:
-                declared = self._agent_fold.get(pid.casefold())
+                declared = self._agent_fold.get(name_fold(pid))
                 if declared is not None:
-                    return self._malformed([f"principal.id: agent {pid!r} differs only in case from the declared "
-                                            f"agent {declared!r}; names are exact"])
+                    unlike = _unlike(pid, declared, f"the declared agent {declared!r}")
+                    return self._malformed([f"principal.id: agent {unlike}"])
                 return self._deny_builtin(
                     "<agent-identity>", f"agent {pid!r} is not declared; undeclared agents are denied")
         else:
@@ -394,10 +401,10 @@ class Evaluator:
         if kind == "model":
             reg = self._registry.get(rid)
             if reg is None and rid is not None:
-                declared = self._model_fold.get(rid.casefold())
+                declared = self._model_fold.get(name_fold(rid))
                 if declared is not None:
-                    return self._malformed([f"resource.id: model {rid!r} differs only in case from the declared "
-                                            f"model {declared!r}; names are exact"])
+                    unlike = _unlike(rid, declared, f"the declared model {declared!r}")
+                    return self._malformed([f"resource.id: model {unlike}"])
         else:
             reg = None
         clock = time.time() if now is None else utc(now).timestamp()  # one clock for ``age of``
@@ -415,9 +422,9 @@ class Evaluator:
             problem = (f"action: {json.dumps(action, ensure_ascii=True)[:80]} is not an action name "
                        "(letters, digits and '_', as rules spell them)")
         else:
-            named = self._action_fold.get(action.casefold())
-            problem = "" if named is None else (f"action: {action!r} differs only in case from the action {named!r} "
-                                                "the rules name; names are exact")
+            named = self._action_fold.get(name_fold(action))
+            problem = "" if named is None else "action: " + _unlike(action, named,
+                                                                    f"the action {named!r} the rules name")
         if len(self._action_problems) > _CACHE_LIMIT:
             self._action_problems.clear()
         self._action_problems[action] = problem
@@ -429,10 +436,10 @@ class Evaluator:
         for name in key:
             found = closure.get(name)
             if found is None:
-                declared = self._role_fold.get(name.casefold())
+                declared = self._role_fold.get(name_fold(name))
                 if declared is not None:
-                    self._case_errors[key] = (f"principal.roles: role {name!r} differs only in case from the "
-                                              f"declared role {declared!r}; names are exact")
+                    unlike = _unlike(name, declared, f"the declared role {declared!r}")
+                    self._case_errors[key] = f"principal.roles: role {unlike}"
                 continue
             held |= found
         roles = frozenset(held)

@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["IdentityError", "canonical_identity", "describe_char", "same_identity"]
+__all__ = ["IdentityError", "canonical_identity", "describe_char", "name_fold", "same_identity"]
 
 
 class IdentityError(ValueError):
@@ -49,6 +49,20 @@ def _script(ch: str) -> str | None:
         return None
     name = unicodedata.name(ch, "")
     return name.split(" ", 1)[0] if name else "UNKNOWN"
+
+
+@lru_cache(maxsize=4096)
+def name_fold(name: str) -> str:
+    """The spelling ``name`` shares with every way of writing it that only looks alike: NFKC (full width
+    becomes plain), no control, invisible or space characters, case-folded.
+
+    Declared names (roles, agents, models, actions) are exact; a request name
+    that is not one but folds to one is a disguise of it (``Analyst``,
+    `` analyst``, ``analyst<U+200B>``, a full-width ``ａnalyst``), refused
+    rather than taken for an unknown name that no rule about the real one reaches.
+    """
+    text = unicodedata.normalize("NFKC", name)
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "CZ").casefold()
 
 
 def describe_char(ch: str) -> str:

@@ -1,10 +1,11 @@
 """Another spelling of what a rule protects is refused, never matched past the rule (docs/engine.md).
 
 The policy below is the shape that fails open when spellings slip through: an
-allow for every action on every id, and denies for one action and for some
-ids. A request that writes the denied action or id another way (case, space,
-invisible or full-width characters, a separator in disguise) must not reach
-the allow: it is malformed, and the reason names what to send instead.
+allow for every action on every id, and denies for one action, for some ids
+and for one role. A request that writes the denied action, id or role another
+way (case, space, invisible or full-width characters, a separator in
+disguise) must not reach the allow: it is malformed, and the reason names what
+to send instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ package ops
 role admin
 role analyst
 role auditor
+role contractor
 
 rule admins_do_anything
     allow role admin to any dataset "*"
@@ -43,6 +45,9 @@ rule no_purge
     because "purging is never allowed"
 rule auditors_may_export
     allow role auditor to any dataset "**"
+rule contractors_never_read_reports
+    deny role contractor to read dataset "reports/**"
+    because "contractors never read reports"
 
 escalate exports_need_approval
     applies to action export_all
@@ -90,16 +95,26 @@ REFUSED = [
     ("id in full-width letters", req(rid="\uff50rod/db1"),
      "resource.id: \"\\uff50rod/db1\" is not in NFKC form (U+FF50 FULLWIDTH LATIN SMALL LETTER P stands for 'p')"),
     ("id with a ligature", req(rid="\ufb01les/x"), "is not in NFKC form (U+FB01 LATIN SMALL LIGATURE FI stands for 'fi')"),
+    ("role in another case", req("read", "reports/q1", ("analyst", "Contractor")),
+     "principal.roles: role 'Contractor' differs only in case from the declared role 'contractor'; names are exact"),
+    ("role with a leading space", req("read", "reports/q1", ("analyst", " contractor")),
+     "principal.roles: role ' contractor' is the declared role 'contractor' written with other characters"),
+    ("role with a zero-width space", req("read", "reports/q1", ("analyst", "contractor\u200b")),
+     "principal.roles: role 'contractor\\u200b' is the declared role 'contractor' written with other characters"),
+    ("role in full-width letters", req("read", "reports/q1", ("analyst", "\uff43ontractor")),
+     "is the declared role 'contractor' written with other characters"),
+    ("role with a space inside", req("read", "reports/q1", ("analyst", "con tractor")),
+     "is the declared role 'contractor' written with other characters"),
 ]
 
 
 @pytest.mark.parametrize("what,request_,error", REFUSED, ids=[r[0] for r in REFUSED])
-def test_another_spelling_of_a_protected_action_or_id_is_refused(policy, what, request_, error):
+def test_another_spelling_of_a_protected_action_id_or_role_is_refused(policy, what, request_, error):
     decision = policy.evaluate(request_)
     assert decision.effect == "deny"
     assert [r.rule for r in decision.reasons] == ["<request>"]
     assert len(decision.errors) == 1 and error in decision.errors[0], decision.errors
-    assert decision.errors[0].startswith(("action: ", "resource.id: "))
+    assert decision.errors[0].startswith(("action: ", "resource.id: ", "principal.roles: "))
 
 
 # (what, request, effect, deciding rule): the spellings the rules name, and ids and actions no rule protects
@@ -115,6 +130,9 @@ DECIDED = [
     ("a percent sign that hides no separator", req(rid="promos/10%off"), "allow", "ops.admins_do_anything"),
     ("non-ASCII text in NFKC form", req(rid="donn\u00e9es/\u65e5\u672c"), "allow", "ops.admins_do_anything"),
     ("a case-differing id that a deny decides anyway", req(rid="Prod/db1", roles=()), "deny", "<default-deny>"),
+    ("the denied role as written", req("read", "reports/q1", ("analyst", "contractor")), "deny",
+     "ops.contractors_never_read_reports"),
+    ("a role no rule names", req("read", "reports/q1", ("analyst", "intern")), "allow", "ops.analysts_read_reports"),
 ]
 
 
