@@ -613,7 +613,8 @@ def _repeated_key(text: str) -> str | None:
             seen.add(key)
         return {}  # the values are not needed, only the keys
 
-    json.JSONDecoder(object_pairs_hook=pairs, parse_constant=str).decode(text)
+    # numbers stay text: a 5,000-digit integer is past int()'s limit, and only the keys matter here
+    json.JSONDecoder(object_pairs_hook=pairs, parse_int=str, parse_float=str, parse_constant=str).decode(text)
     return found[0] if found else None
 
 

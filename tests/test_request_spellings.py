@@ -202,6 +202,7 @@ DUPLICATES = [
     ("an escaped and a plain spelling", '{"act\\u0069on": "read", "action": "delete"}', "action"),
     ('a string holding \'":\' beside a repeat', '{"a":"\\u0022:","b":1,"b":2}', "b"),  # one '":' more, one less
     ("compact", '{"action":"read","action":"delete"}', "action"),
+    ("beside a number past int()'s digit limit", '{"n": ' + "9" * 5000 + ', "n": 1}', "n"),
 ]
 
 
