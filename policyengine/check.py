@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 import difflib
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -386,7 +387,7 @@ class _Checker:
         The rule is replaced by one listing the actions (so everything after the
         checker sees plain actions); the file keeps the name as written.
         """
-        known = self._named_actions()
+        known: set[str] | None = None  # worked out at the first group met (most policies have none)
         for i, s in enumerate(self.scoped.get("rules", [])):
             rule = s.decl
             visible = self.visible_consts(s.package)
@@ -406,6 +407,8 @@ class _Checker:
                                 f"{show(group)} is not a list of action names", action.span,
                                 'declare it as const NAME = ["read", "list"]')
                     continue
+                if known is None:
+                    known = self._named_actions()
                 if not any(n in known for n in names):
                     self.warn("unknown-action", f"action group '{action.value}' names no known action "
                               f"({', '.join(names) or 'it is empty'})", action.span,
@@ -420,12 +423,19 @@ class _Checker:
     def _named_actions(self) -> set[str]:
         """Actions named outside action groups: rule heads, schemas' ``for action``, ``applies to``/``scope``
         actions, ``action ==/in`` tests (once groups are expanded: every action the rules name)."""
-        from .conditions import _literal_value
-
-        known: set[str] = set()
+        known = set(self._actions_beside_heads)
         for s in self.each(ast.RuleDecl):
             visible = self.const_decls.get(s.package, {})
             known.update(a.value for a in s.decl.actions if a.value not in visible and a.value not in ("any", "*"))
+        return known
+
+    @functools.cached_property
+    def _actions_beside_heads(self) -> frozenset[str]:
+        """The actions schemas, scopes and conditions name: expanding groups changes none of them, so the
+        walk of every condition is done once for the warning and ``PolicySet.actions`` alike."""
+        from .conditions import _literal_value
+
+        known: set[str] = set()
         for s in self.each(ast.SchemaDecl):
             known.update(a.value for a in s.decl.actions)
         for f in self.files:
@@ -448,7 +458,7 @@ class _Checker:
             for s in self.each(kind):
                 walk(s.package, getattr(s.decl, "when", None))
                 walk(s.package, getattr(s.decl, "unless", None))
-        return known
+        return frozenset(known)
 
     def visible_consts(self, pkg: str) -> dict[str, ast.Expr]:
         """Own consts first, then those of imported packages (first import wins)."""
