@@ -291,7 +291,7 @@ class CandidateIndex:
             end = rid.find("/", end + 1)
 
     def _fold_prefixes(self) -> dict[str, str]:
-        """The prefixes by case-folded spelling, once; notes whether each is its own fold (lower-case ASCII)."""
+        """The prefixes by case-folded spelling, once; notes whether every prefix is its own case fold."""
         folded: dict[str, str] = {}
         for key in self._at:
             folded.setdefault(key.casefold(), key)

@@ -64,7 +64,7 @@ class PolicySet:
     # file as parsed -> the name decisions and reports record (relative to the rules root; rule_paths.py)
     file_names: Mapping[str, str] = field(default_factory=dict)
     # every action the rules name (heads, groups expanded; schemas' ``for action``; ``applies to``/``scope``
-    # actions; ``action ==``/``in`` tests): a request action differing from one only in case is refused
+    # actions; ``action ==``/``in`` tests): a request action that only looks like one (identity.name_fold) is refused
     actions: frozenset[str] = frozenset()
 
     @property
