@@ -26,8 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from . import ast
 from .budgets import BudgetLedger, InMemoryLedger
 from .check import check_policy
@@ -36,6 +34,7 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
 from .format import format_policy
+from .jsontext import DECODER, bad_numbers, duplicate_key, may_hold_bad_numbers, number_text
 from .loader import (has_checked, held_parse_writes, load_files, no_policy_files, policy_paths, read_checked,
                      write_checked, write_held)
 from .policyset import LazyPolicySet, PolicySet
@@ -457,165 +456,30 @@ class InputItem:
 
 
 class _Unreadable(ValueError):
-    """JSON that parses (or would) but cannot be taken as input: too deeply nested."""
-
-
-class _BadNumber:
-    """A number in the input that has no IEEE-754 double (``1e400``, ``NaN``, ``2**53 + 1``), kept as its text."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-_INF = float("inf")
-MAX_SAFE_INTEGER = 2**53
-
-
-def _parse_float(text: str) -> Any:
-    value = float(text)
-    if value == _INF or value == -_INF:
-        return _BadNumber(text)  # overflowed: Python's json would give inf, which has no JSON form
-    return value
-
-
-def _parse_int(text: str) -> Any:
-    try:
-        value = int(text)
-    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
-        return _BadNumber(text)
-    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        return value
-    return value if _exact_double(value) else _BadNumber(text)
-
-
-def _exact_double(value: int) -> bool:
-    """Whether the audit log's RFC 8785 canonicaliser can write ``value`` (it needs an IEEE-754 double)."""
-    from .audit.canonical import CanonicalJSONError, canonical_number
-
-    try:
-        canonical_number(value)
-    except (CanonicalJSONError, OverflowError, ValueError):
-        return False
-    return True
-
-
-def _parse_constant(text: str) -> Any:
-    return _BadNumber(text)  # NaN, Infinity, -Infinity: not JSON, though Python's json accepts them
-
-
-_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
-# Only text holding a NaN/Infinity literal, a run of 16 digits (an integer beyond 2**53, a float too long
-# to overflow otherwise) or a positive exponent of 3 digits can hold a _BadNumber (a negative one
-# underflows to 0, which is kept). Searched on a fold (digits to "0", "E" to "e"): substring searches at C
-# speed, where a regex of these alternatives tried each at every position (~10 us for a 170-byte request,
-# more than parsing it). A false alarm only costs a walk of the request.
-_NUMBER_FOLD = bytes.maketrans(b"123456789E", b"000000000e")
-
-
-def _may_hold_bad_numbers(text: str) -> bool:
-    if "NaN" in text or "Infinity" in text:
-        return True
-    folded = text.encode("utf-8", "surrogatepass").translate(_NUMBER_FOLD)
-    return b"0000000000000000" in folded or b"e000" in folded or b"e+000" in folded
+    """JSON that parses (or would) but cannot be taken as input: too deeply nested, or a key repeated."""
 
 
 def _bad_number(value: Any) -> str | None:
     """Why ``value`` holds numbers without a JSON/IEEE-754 form (naming each field, in order), or None."""
-    stack: list[tuple[str, Any]] = [("request", value)]
-    problems: list[str] = []
-    while stack:
-        path, node = stack.pop()
-        if node.__class__ is _BadNumber:
-            if node.text in ("NaN", "Infinity", "-Infinity"):
-                problems.append(f"{path}: {node.text} is not a JSON number")
-                continue
-            shown = node.text if len(node.text) <= 40 else f"{node.text[:20]}...{node.text[-10:]} ({len(node.text)} digits)"
-            problems.append(f"{path}: number {shown} is out of range (numbers must be finite IEEE-754 doubles)")
-            continue
-        if isinstance(node, dict):
-            for key, child in reversed(node.items()):
-                stack.append((f"{path}.{key}" if path != "request" else key, child))
-        elif isinstance(node, list):
-            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(node))))
-    return "; ".join(problems) or None
-
-
-def _number_text(value: Any) -> Any:
-    """A copy of ``value`` with each ``_BadNumber`` as its text (a string), safe to print and record."""
-    if value.__class__ is _BadNumber:
-        return value.text
-    if isinstance(value, dict):
-        return {k: _number_text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_number_text(v) for v in value]
-    return value
+    return "; ".join(f"{path or 'request'}: {why}" for path, why in bad_numbers(value)) or None
 
 
 def _decode(text: str) -> Any:
-    """``json.loads`` that turns excessive nesting into ``_Unreadable`` (``JSONDecodeError`` passes).
+    """``json.loads`` that turns excessive nesting and repeated keys into ``_Unreadable`` (``JSONDecodeError``
+    passes).
 
-    Numbers without an IEEE-754 double come back as ``_BadNumber`` (``_batch`` reports them).
+    Numbers without an IEEE-754 double come back as ``BadNumber`` (``_batch`` reports them).
     """
     try:
-        value = _DECODER.decode(text)
+        value = DECODER.decode(text)
     except RecursionError:  # deeper than the parser's stack allows
         raise _Unreadable(TOO_DEEP) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
         raise _Unreadable(TOO_DEEP)
-    if not surely_unique_keys(text.encode("utf-8", "surrogatepass"), value):
-        repeated = _repeated_key(text)
-        if repeated is not None:
-            raise _Unreadable(f"duplicate key {json.dumps(repeated, ensure_ascii=True)} in an object; "
-                              "send each key once (parsers disagree on which one counts)")
+    problem = duplicate_key(text, value)
+    if problem is not None:
+        raise _Unreadable(problem)
     return value
-
-
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included
-
-
-def surely_unique_keys(raw: bytes, value: Any) -> bool:
-    """True when no object in the JSON text ``raw`` (parsed: ``value``) repeats a key; False: it may (ask
-    ``_repeated_key``, which names the key).
-
-    A parser keeps one of a repeated key's values (Python's and orjson the last,
-    others the first), so a caller and the engine could read different requests
-    from one text: ``{"action": "read", "action": "delete"}``. Decided at C
-    speed against orjson's compact form of the value, which holds each kept
-    member once. Either ``raw`` is that form itself (compact clients), or its
-    colons are counted: each member has one, and strings hold the same ones in
-    both texts when ``raw`` escapes nothing (no backslash: no quote, no
-    ``\\u003a`` in a string; orjson escapes no colon), so the counts agree
-    exactly when no member was dropped. With escapes, the strings are cut out
-    of both texts first.
-    """
-    try:
-        compact = orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):  # a _BadNumber, an integer beyond 64 bits
-        return False
-    if compact == raw:
-        return True
-    if b"\\" not in raw:
-        return raw.count(b":") == compact.count(b":")
-    return _STRING.sub(b"", raw).count(b":") == _STRING.sub(b"", compact).count(b":")
-
-
-def _repeated_key(text: str) -> str | None:
-    """The first key an object of ``text`` (valid JSON) repeats, or None."""
-    found: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in items:
-            if key in seen and not found:
-                found.append(key)
-            seen.add(key)
-        return {}  # the values are not needed, only the keys
-
-    # numbers stay text: a 5,000-digit integer is past int()'s limit, and only the keys matter here
-    json.JSONDecoder(object_pairs_hook=pairs, parse_int=str, parse_float=str, parse_constant=str).decode(text)
-    return found[0] if found else None
 
 
 def _too_deep(value: Any) -> bool:
@@ -740,13 +604,13 @@ def _batch(line: int, value: Any, lines: Sequence[int] = (), *, text: str = "") 
     field and ``request`` in escaped, safe form (such numbers as their text).
     """
     suspect = _may_hold_surrogates(text)
-    numbers = _may_hold_bad_numbers(text)
+    numbers = may_hold_bad_numbers(text)
     items = enumerate(value, start=1) if isinstance(value, list) else [(None, value)]
     for position, request in items:
         where = lines[position - 1] if lines and position is not None else line
         problem = _bad_number(request) if numbers else None
         if problem is not None:
-            request = _number_text(request)
+            request = number_text(request)
             problem = escape_surrogates(problem)  # the field's name may hold one
         elif suspect:
             problem = _lone_surrogate(request)
@@ -766,7 +630,7 @@ def _skip_space(text: str, pos: int) -> int:
 
 def _element_lines(text: str) -> list[int]:
     """The line each element of the top-level array in ``text`` starts on (``text`` is valid JSON)."""
-    decoder = _DECODER
+    decoder = DECODER
     pos = _skip_space(text, 0) + 1  # past "["
     line, counted = 1, 0
     lines: list[int] = []

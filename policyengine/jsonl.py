@@ -12,7 +12,7 @@ of ``engine.iter_requests`` catches and orjson accepts (an integer beyond
 refuses (a lone surrogate, ``NaN``, ``1e400``, bad JSON), go through that
 reader, so every request, every error and every message is the one the
 line-by-line path gives. So do lines whose objects may repeat a key
-(``engine.surely_unique_keys``): the careful reader names the key and the
+(``jsontext.surely_unique_keys``): the careful reader names the key and the
 line is malformed. Input that is not UTF-8 stops the run with the byte and
 line of the first bad byte, after the lines before it are decided.
 
@@ -34,8 +34,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from . import ast
-from .engine import (MAX_DEPTH, InputItem, Policy, _batch, _decode, _line, _read_document, _Unreadable,
-                     surely_unique_keys)
+from .engine import MAX_DEPTH, InputItem, Policy, _batch, _decode, _line, _read_document, _Unreadable
+from .jsontext import surely_unique_keys
 
 BATCH = 512
 CHUNK = 1 << 16

@@ -108,12 +108,13 @@ _LITERALS = st.one_of(
 @example(["1E+309"])
 @example(["1e-400"])
 def test_the_cheap_number_screen_never_misses_a_number_without_a_double(literals):
-    # `_batch` walks a request for bad numbers only when `_may_hold_bad_numbers` says its text may hold one.
-    from policyengine.engine import _bad_number, _decode, _may_hold_bad_numbers
+    # `_batch` walks a request for bad numbers only when `may_hold_bad_numbers` says its text may hold one.
+    from policyengine.engine import _decode
+    from policyengine.jsontext import bad_numbers, may_hold_bad_numbers
 
     text = with_data("[" + ",".join(literals) + "]")
-    if _bad_number(_decode(text)) is not None:
-        assert _may_hold_bad_numbers(text)
+    if bad_numbers(_decode(text)):
+        assert may_hold_bad_numbers(text)
 
 
 def test_every_bad_number_of_a_request_is_named_not_only_the_first():

@@ -412,20 +412,20 @@ def test_unrecordable_input_values_refuse_the_file_before_any_run_starts(work, s
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
         'error: inv2.json:3: amount: "NaN" is not a number (the workflow reads amount as a number)',
-        "inv2.json:5: amount: 1e400 overflows a double and has no JSON number",
-        "inv2.json:5: vendor_age_days: 99999999999999999999999 is beyond 2^53 and has no exact JSON number",
+        "inv2.json:5: amount: number 1e400 is out of range (numbers must be finite IEEE-754 doubles)",
+        "inv2.json:5: vendor_age_days: number 99999999999999999999999 is out of range (numbers must be finite IEEE-754 doubles)",
         "inv2.json: refused; no run was started"]
     (work / "tx.csv").write_text("id,amount,card_present\nTXN-1,12.5,true\nTXN-2,99999999999999999999999,true\n"
                                  "TXN-3,-Infinity,false\nTXN-4,1.5e999,false\n")
     proc = pe("run", "fraud-routing", "--input", "tx.csv", cwd=work, ok=False)
     assert proc.returncode == 1 and proc.stderr.splitlines() == [
-        "error: tx.csv:3: amount: 99999999999999999999999 is beyond 2^53 and has no exact JSON number",
+        "error: tx.csv:3: amount: number 99999999999999999999999 is out of range (numbers must be finite IEEE-754 doubles)",
         'tx.csv:4: amount: "-Infinity" is not a number (the workflow reads amount as a number)',
-        "tx.csv:5: amount: 1.5e999 overflows a double and has no JSON number",
+        "tx.csv:5: amount: number 1.5e999 is out of range (numbers must be finite IEEE-754 doubles)",
         "tx.csv: refused; no run was started"]
     (work / "tx.jsonl").write_text('{"id": "TXN-1", "amount": 1}\n\n{"id": "TXN-2", "meta": {"n": [1, -1E+400]}}\n')
     proc = pe("run", "it-ticket-triage", "--input", "tx.jsonl", cwd=work, ok=False)
-    assert proc.stderr.splitlines()[0] == "error: tx.jsonl:3: meta.n[1]: -1E+400 overflows a double and has no JSON number"
+    assert proc.stderr.splitlines()[0] == "error: tx.jsonl:3: meta.n[1]: number -1E+400 is out of range (numbers must be finite IEEE-754 doubles)"
     with duckdb.connect(str(db), read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM orch_runs").fetchone()[0] == before
         assert conn.execute("SELECT count(*) FROM orch_runs WHERE status = 'running'").fetchone()[0] == 0

@@ -255,6 +255,17 @@ def test_a_read_only_store_reads_without_creating_or_writing(tmp_path, with_runs
     assert ("orch_runs" in tables) is with_runs  # nothing was created
 
 
+@pytest.mark.parametrize("name,text,line", [
+    ("deep.json", '[{"id": "a"},\n{"id": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}]", 1),
+    ("deep.jsonl", '{"id": "a"}\n{"id": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 2),
+])
+def test_input_nested_past_the_parser_is_named_not_a_traceback(tmp_path, name, text, line):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_items(tmp_path / name)
+    assert str(err.value) == f"{tmp_path / name}:{line}: nested too deeply to read"
+
+
 def test_a_five_thousand_digit_integer_is_named_not_a_traceback(tmp_path):
     digits = "9" * 5000
     (tmp_path / "big.jsonl").write_text('{"id": "a", "n": ' + digits + "}\n")
@@ -263,4 +274,4 @@ def test_a_five_thousand_digit_integer_is_named_not_a_traceback(tmp_path):
         with pytest.raises(ValueError) as err:
             load_items(tmp_path / name)
         assert str(err.value).splitlines()[0] == (
-            f"{tmp_path / name}:{line}: n: {'9' * 20}… (5000 characters) is beyond 2^53 and has no exact JSON number")
+            f"{tmp_path / name}:{line}: n: number {'9' * 20}...{'9' * 10} (5000 digits) is out of range (numbers must be finite IEEE-754 doubles)")

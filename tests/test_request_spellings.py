@@ -11,6 +11,7 @@ to send instead.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -208,13 +209,31 @@ DUPLICATES = [
 
 @pytest.mark.parametrize("what,text,key", DUPLICATES, ids=[d[0] for d in DUPLICATES])
 def test_a_key_given_twice_makes_the_line_malformed(what, text, key):
-    from policyengine.engine import _decode, _repeated_key, _Unreadable
+    from policyengine.engine import _decode, _Unreadable
     from policyengine.jsonl import _CAREFUL, quick_value
+    from policyengine.jsontext import repeated_key
 
     assert quick_value(text.encode()) is _CAREFUL  # the fast reader never takes it
     with pytest.raises(_Unreadable, match="duplicate key"):
         _decode(text)
-    assert _repeated_key(text) == key
+    assert repeated_key(text) == key
+
+
+@pytest.mark.parametrize("what,text,key", DUPLICATES, ids=[d[0] for d in DUPLICATES])
+def test_every_reader_of_json_refuses_a_key_given_twice(tmp_path, what, text, key):
+    """Workflow input files and audit exports are read by the same rule as requests, not by a second one."""
+    from policyengine.audit.export import _DuplicateKey, strict_json
+    from policyengine.orchestrator.workflows import load_items
+
+    shown = json.dumps(key, ensure_ascii=True)
+    for name, content, line in (("items.jsonl", "{}\n" + text + "\n", 2),
+                                ("items.json", "[{},\n" + text + "]", 2),
+                                ("one.json", text, 1)):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=re.escape(f"{name}:{line}: duplicate key {shown} in an object")):
+            load_items(tmp_path / name)
+    with pytest.raises(_DuplicateKey, match=re.escape(f"duplicate key {key!r}")):
+        strict_json(text)
 
 
 KEYS = st.sampled_from(["a", "b", "action", 'q"', "\u00e9", "x:y"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 
+from ..jsontext import repeated_key, surely_unique_keys
 from .canonical import CanonicalJSONError, canonical_text
 from .errors import AuditError
 from .keys import PublicKey
@@ -46,19 +47,28 @@ class _DuplicateKey(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object hook: a key twice is refused (which of the two was signed would be the reader's guess)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def strict_json(text: str | bytes) -> Any:
-    """Parse JSON, refusing duplicate object keys at any depth."""
-    return json.loads(text, object_pairs_hook=_no_duplicates)
+    """Parse JSON, refusing a repeated object key at any depth: which of the two values was signed would
+    be the reader's guess."""
+    try:
+        value = json.loads(text)
+    except ValueError:  # not JSON, or a number past int()'s digit limit: a repeated key is still named first
+        if (key := _repeated_key_if_json(text)) is not None:
+            raise _DuplicateKey(f"duplicate key {key!r}") from None
+        raise
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if not surely_unique_keys(raw, value):
+        key = repeated_key(text)
+        if key is not None:
+            raise _DuplicateKey(f"duplicate key {key!r}")
+    return value
+
+
+def _repeated_key_if_json(text: str | bytes) -> str | None:
+    try:
+        return repeated_key(text)
+    except ValueError:
+        return None
 
 
 @contextmanager

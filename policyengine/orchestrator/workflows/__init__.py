@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -25,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ...audit.canonical import MAX_SAFE_INTEGER
+from ...jsontext import DECODER, BadNumber, bad_numbers, duplicate_key, parse_float, parse_int
 from ...resources import data_path
 from ..workflow import Workflow
 from .fraud import FRAUD
@@ -116,9 +115,11 @@ def load_items(path: str | Path, workflow: Workflow | None = None) -> list[dict[
     naming the file and line of the first bad record, or ``FILE: no items in the
     input`` when the file holds none (empty, whitespace, ``[]`` or a CSV header only).
 
-    Values the audit log cannot record (integers beyond 2^53, numbers that
-    overflow a double, NaN and infinities) refuse the whole file before any run
-    starts; so do non-numbers in the fields ``workflow.numbers`` reads as numbers.
+    Values the audit log cannot record (integers no IEEE-754 double holds
+    exactly, numbers that overflow a double, NaN and infinities) refuse the whole
+    file before any run starts; so do non-numbers in the fields
+    ``workflow.numbers`` reads as numbers, and an object that repeats a key
+    (parsers disagree on which value counts), named by its line.
     The ``ValueError`` then lists every such value as ``FILE:LINE: FIELD: why``
     (LINE is where the item starts; for CSV, the line of the row).
     """
@@ -144,35 +145,11 @@ def load_items(path: str | Path, workflow: Workflow | None = None) -> list[dict[
 _SHOWN = 20
 
 
-class _Unrecordable:
-    """A number read from the input that has no exact JSON (IEEE-754 double) form, or a ``NaN``/``Infinity``
-    literal; keeps why, so the reader can name it."""
-
-    __slots__ = ("why",)
-
-    def __init__(self, text: str) -> None:
-        shown = text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
-        if text in ("NaN", "Infinity", "-Infinity"):
-            self.why = f"{shown} is not a JSON number"
-        elif re.fullmatch(r"-?[0-9]+", text):
-            self.why = f"{shown} is beyond 2^53 and has no exact JSON number"
-        else:
-            self.why = f"{shown} overflows a double and has no JSON number"
-
-
-def _int(text: str) -> Any:
-    if len(text) > 20:  # far beyond 2^53 (16 digits), and int() refuses more than 4300 digits
-        return _Unrecordable(text)
-    value = int(text)
-    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _Unrecordable(text)
-
-
-def _float(text: str) -> Any:
-    value = float(text)
-    return value if math.isfinite(value) else _Unrecordable(text)
-
-
-_DECODER = json.JSONDecoder(parse_constant=lambda name: _Unrecordable(name), parse_int=_int, parse_float=_float)
+def _loads(text: str) -> Any:
+    doc, end = DECODER.raw_decode(text, _skip(text, 0))
+    if _skip(text, end) != len(text):
+        raise json.JSONDecodeError("Extra data", text, _skip(text, end))
+    return doc
 
 
 def _skip(text: str, pos: int) -> int:
@@ -182,34 +159,11 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
-def _loads(text: str) -> Any:
-    doc, end = _DECODER.raw_decode(text, _skip(text, 0))
-    if _skip(text, end) != len(text):
-        raise json.JSONDecodeError("Extra data", text, _skip(text, end))
-    return doc
-
-
-def _problems(value: Any, numbers: tuple[str, ...]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-
-    def walk(v: Any, where: str) -> None:
-        if isinstance(v, _Unrecordable):
-            out.append((where, v.why))
-        elif isinstance(v, float) and not math.isfinite(v):
-            out.append((where, f"{v} has no JSON number"))
-        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SAFE_INTEGER:
-            out.append((where, f"{v} is beyond 2^53 and has no exact JSON number"))
-        elif isinstance(v, dict):
-            for k, sub in v.items():
-                walk(sub, f"{where}.{k}" if where else str(k))
-        elif isinstance(v, list):
-            for n, sub in enumerate(v):
-                walk(sub, f"{where}[{n}]")
-
-    walk(value, "")
+def _problems(value: dict[str, Any], numbers: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = bad_numbers(value)
     for name in numbers:
         v = value.get(name)
-        if v is not None and not isinstance(v, _Unrecordable) and (isinstance(v, bool) or not isinstance(v, int | float)):
+        if v is not None and v.__class__ is not BadNumber and (isinstance(v, bool) or not isinstance(v, int | float)):
             out.append((name, f"{json.dumps(v)} is not a number (the workflow reads {name} as a number)"))
     return out
 
@@ -232,41 +186,57 @@ def _parse(p: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                obj = _loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{p}:{n}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
+            obj = _read_json(p, n, line)
             if not isinstance(obj, dict):
                 raise ValueError(f"{p}:{n}: each line must be a JSON object")  # noqa: TRY004 - a bad file, not a bad argument
             items.append((n, obj))
         return items
     if not text.strip():
         return []
-    try:
-        doc = _loads(text)
-    except ValueError as exc:
-        raise ValueError(f"{p}:{getattr(exc, 'lineno', 1)}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    doc = _read_json(p, 1, text)
     if isinstance(doc, dict):
         return [(_line(text, _skip(text, 0)), doc)]
     if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
         raise ValueError(f"{p}: input must be a JSON object or an array of objects")
-    return list(zip(_element_lines(text), doc, strict=True))
+    return [(_line(text, start), item) for (start, _), item in zip(_element_spans(text), doc, strict=True)]
+
+
+def _read_json(p: Path, first_line: int, text: str) -> Any:
+    """One JSON document, or ``ValueError`` naming the line: not JSON, nested past the parser, a key twice
+    (at the line of the array element that repeats it)."""
+    try:
+        doc = _loads(text)
+    except RecursionError:
+        raise ValueError(f"{p}:{first_line}: nested too deeply to read") from None
+    except ValueError as exc:
+        line = first_line + getattr(exc, "lineno", 1) - 1
+        raise ValueError(f"{p}:{line}: not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    problem = duplicate_key(text, doc)
+    if problem is not None:
+        if isinstance(doc, list):
+            for (start, end), item in zip(_element_spans(text), doc, strict=True):
+                if duplicate_key(text[start:end], item) is not None:
+                    first_line += _line(text, start) - 1
+                    break
+        raise ValueError(f"{p}:{first_line}: {problem}")
+    return doc
 
 
 def _line(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
-def _element_lines(text: str) -> list[int]:
-    """The line each element of a (valid) top-level JSON array starts on."""
-    lines: list[int] = []
+def _element_spans(text: str) -> list[tuple[int, int]]:
+    """Where each element of a (valid) top-level JSON array starts and ends in ``text``."""
+    spans: list[tuple[int, int]] = []
     pos = _skip(text, 0) + 1  # past "["
     while True:
         pos = _skip(text, pos)
         if text[pos] == "]":
-            return lines
-        lines.append(_line(text, pos))
-        _, pos = _DECODER.raw_decode(text, pos)
+            return spans
+        start = pos
+        _, pos = DECODER.raw_decode(text, pos)
+        spans.append((start, pos))
         pos = _skip(text, pos)
         if text[pos] == ",":
             pos += 1
@@ -279,16 +249,16 @@ _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
 def _cell(value: str | None) -> Any:
     """A CSV cell as JSON would have it: numbers and booleans typed (so rules compare them), empty is null.
 
-    A number with no exact JSON form (beyond 2^53, overflowing a double) is kept as
-    ``_Unrecordable`` so the reader can refuse it by row and column."""
+    A number with no IEEE-754 double (``1e400``, ``2**53 + 1``) is kept as
+    a ``BadNumber`` so the reader can refuse it by row and column."""
     if value is None or value == "":
         return None
     if value in ("true", "false"):
         return value == "true"
     if _INT.fullmatch(value):
-        return _int(value)
+        return parse_int(value)
     if _FLOAT.fullmatch(value):
-        return _float(value)
+        return parse_float(value)
     return value  # including ids with leading zeros ("007"), "nan" and "inf"
 
 
