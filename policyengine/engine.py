@@ -34,7 +34,7 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
 from .format import format_policy
-from .jsontext import DECODER, bad_numbers, duplicate_key, may_hold_bad_numbers, number_text
+from .jsontext import DECODER, bad_numbers, duplicate_key, element_spans, may_hold_bad_numbers, number_text
 from .loader import (has_checked, held_parse_writes, load_files, no_policy_files, policy_paths, read_checked,
                      write_checked, write_held)
 from .policyset import LazyPolicySet, PolicySet
@@ -620,31 +620,15 @@ def _batch(line: int, value: Any, lines: Sequence[int] = (), *, text: str = "") 
             yield InputItem(where, escape_surrogates(request), error=problem, item=position)
 
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _skip_space(text: str, pos: int) -> int:
-    match = _WHITESPACE.match(text, pos)
-    return match.end() if match else pos
-
-
 def _element_lines(text: str) -> list[int]:
     """The line each element of the top-level array in ``text`` starts on (``text`` is valid JSON)."""
-    decoder = DECODER
-    pos = _skip_space(text, 0) + 1  # past "["
     line, counted = 1, 0
     lines: list[int] = []
-    while True:
-        pos = _skip_space(text, pos)
-        if text[pos] == "]":
-            return lines
-        line += text.count("\n", counted, pos)
-        counted = pos
+    for start, _ in element_spans(text):
+        line += text.count("\n", counted, start)
+        counted = start
         lines.append(line)
-        _, pos = decoder.raw_decode(text, pos)
-        pos = _skip_space(text, pos)
-        if text[pos] == ",":
-            pos += 1
+    return lines
 
 
 def _read_document(text: str) -> Iterator[InputItem]:

@@ -126,6 +126,32 @@ def number_text(value: Any) -> Any:
     return value
 
 
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def skip_space(text: str, pos: int) -> int:
+    """``pos`` moved past JSON whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def element_spans(text: str) -> list[tuple[int, int]]:
+    """Where each element of the top-level array in ``text`` (valid JSON) starts and ends, so a reader can
+    name the line of the element that is wrong."""
+    spans: list[tuple[int, int]] = []
+    pos = skip_space(text, 0) + 1  # past "["
+    while True:
+        pos = skip_space(text, pos)
+        if text[pos] == "]":
+            return spans
+        start = pos
+        _, pos = DECODER.raw_decode(text, pos)
+        spans.append((start, pos))
+        pos = skip_space(text, pos)
+        if text[pos] == ",":
+            pos += 1
+
+
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included
 
 

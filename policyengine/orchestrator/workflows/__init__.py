@@ -24,7 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ...jsontext import DECODER, BadNumber, bad_numbers, duplicate_key, parse_float, parse_int
+from ...jsontext import (DECODER, BadNumber, bad_numbers, duplicate_key, element_spans, parse_float, parse_int,
+                         skip_space)
 from ...resources import data_path
 from ..workflow import Workflow
 from .fraud import FRAUD
@@ -145,20 +146,6 @@ def load_items(path: str | Path, workflow: Workflow | None = None) -> list[dict[
 _SHOWN = 20
 
 
-def _loads(text: str) -> Any:
-    doc, end = DECODER.raw_decode(text, _skip(text, 0))
-    if _skip(text, end) != len(text):
-        raise json.JSONDecodeError("Extra data", text, _skip(text, end))
-    return doc
-
-
-def _skip(text: str, pos: int) -> int:
-    """``pos`` moved past JSON whitespace."""
-    while pos < len(text) and text[pos] in " \t\n\r":
-        pos += 1
-    return pos
-
-
 def _problems(value: dict[str, Any], numbers: tuple[str, ...]) -> list[tuple[str, str]]:
     out = bad_numbers(value)
     for name in numbers:
@@ -195,17 +182,17 @@ def _parse(p: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         return []
     doc = _read_json(p, 1, text)
     if isinstance(doc, dict):
-        return [(_line(text, _skip(text, 0)), doc)]
+        return [(_line(text, skip_space(text, 0)), doc)]
     if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
         raise ValueError(f"{p}: input must be a JSON object or an array of objects")
-    return [(_line(text, start), item) for (start, _), item in zip(_element_spans(text), doc, strict=True)]
+    return [(_line(text, start), item) for (start, _), item in zip(element_spans(text), doc, strict=True)]
 
 
 def _read_json(p: Path, first_line: int, text: str) -> Any:
     """One JSON document, or ``ValueError`` naming the line: not JSON, nested past the parser, a key twice
     (at the line of the array element that repeats it)."""
     try:
-        doc = _loads(text)
+        doc = DECODER.decode(text)
     except RecursionError:
         raise ValueError(f"{p}:{first_line}: nested too deeply to read") from None
     except ValueError as exc:
@@ -214,7 +201,7 @@ def _read_json(p: Path, first_line: int, text: str) -> Any:
     problem = duplicate_key(text, doc)
     if problem is not None:
         if isinstance(doc, list):
-            for (start, end), item in zip(_element_spans(text), doc, strict=True):
+            for (start, end), item in zip(element_spans(text), doc, strict=True):
                 if duplicate_key(text[start:end], item) is not None:
                     first_line += _line(text, start) - 1
                     break
@@ -224,22 +211,6 @@ def _read_json(p: Path, first_line: int, text: str) -> Any:
 
 def _line(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
-
-
-def _element_spans(text: str) -> list[tuple[int, int]]:
-    """Where each element of a (valid) top-level JSON array starts and ends in ``text``."""
-    spans: list[tuple[int, int]] = []
-    pos = _skip(text, 0) + 1  # past "["
-    while True:
-        pos = _skip(text, pos)
-        if text[pos] == "]":
-            return spans
-        start = pos
-        _, pos = DECODER.raw_decode(text, pos)
-        spans.append((start, pos))
-        pos = _skip(text, pos)
-        if text[pos] == ",":
-            pos += 1
 
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
