@@ -12,6 +12,8 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``refuser``: answers with a refusal (low response quality);
 * ``rude``: answers with an insult (high toxicity);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
+* ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
+* ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
   so tests can make calls of a known size.
 
@@ -82,7 +84,8 @@ class Handler(BaseHTTPRequestHandler):
                  "rude": RUDE_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": prompt_tokens + completion}
+                 "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan")}.get(model,
+                                                                                     prompt_tokens + completion)}
         if body.get("stream"):
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")

@@ -47,6 +47,12 @@ model longmail
 model slow
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model refunder
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model nanusage
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 model far
     provider "openai-compatible" region "us-east-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
@@ -126,6 +132,8 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "flaky": {"base_url": base, "model": "fail500", "fallbacks": ["small"]},
         "leaky": {"base_url": base, "model": "leaky"},
         "far": {"base_url": base, "model": "far-up"},
+        "refunder": {"base_url": base, "model": "refunder"},
+        "nanusage": {"base_url": base, "model": "nanusage"},
         "mailer": {"base_url": base, "model": "mailer"},
         "longmail": {"base_url": base, "model": "longmail"},
         "slow": {"base_url": base, "model": "slow", "timeout_s": 0.3, "retries": 0},
@@ -166,9 +174,10 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "far", "flaky", "leaky", "longmail", "mailer", "slow", "small"]
+    everything = ["big", "far", "flaky", "leaky", "longmail", "mailer", "nanusage", "refunder", "slow", "small"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
-    assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow"]
+    assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
+                                                                        "refunder", "nanusage"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -417,6 +426,36 @@ def test_guard_that_overruns_its_time_budget_fails_closed(tmp_path: Path) -> Non
                 client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hello"}])
     assert caught.value.status_code == 503 and caught.value.body["code"] == "guard_failed"
     assert received(record) == []
+
+
+@pytest.mark.parametrize("model", ["refunder", "nanusage"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_usage_that_is_not_a_token_count_charges_what_was_held(tmp_path: Path, model: str, stream: bool) -> None:
+    """An upstream reporting -1,000,000 or NaN tokens neither gives budget back nor stops it from running out."""
+    def call(name: str) -> str:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-budget", max_retries=0)
+        try:
+            answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "spend"}],
+                                                    max_tokens=4000, stream=stream)
+            for _chunk in answer if stream else ():
+                pass
+            return "ok"
+        except openai.RateLimitError as error:
+            return error.body["code"]
+
+    with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
+        with start_gateway(tmp_path, write_config(tmp_path, upstream.url)) as gateway:
+            outcomes = [call(model)]
+            while outcomes[-1] == "ok" and len(outcomes) < 5:
+                outcomes.append(call("small"))
+    assert outcomes == ["ok", "ok", "ok", "budget_exhausted"] if stream else ["ok", "ok", "budget_exhausted"]
+    calls = [p for e, p in audit_records(tmp_path / "gw.duckdb").values() if e == "model_call"]
+    assert calls[0]["model"] == model and "is not a token count; charged" in calls[0]["attempts"][-1]["usage_refused"]
+    # charged what was held (a whole answer) or what flowed (a stream: a few words), never less than nothing
+    assert 0 < calls[0]["tokens"] < 20 if stream else 4000 <= calls[0]["tokens"] <= 4010
+    assert sum(c["tokens"] for c in calls if c["status"] == "ok") <= 10_000
+    result = verify(tmp_path, tmp_path / "gw.duckdb", tmp_path / "gw.key")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow

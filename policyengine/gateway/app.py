@@ -37,7 +37,7 @@ from . import guards as g
 from .config import GatewayConfig, Upstream, VirtualKey, hash_key
 from ..store.ratelimit import InProcessRateLimiter, RateLimiter
 from .limits import Hold, MemoryReservingLedger, release, reserve, settle
-from .providers import Simulator, UpstreamClient, UpstreamError, estimate_tokens
+from .providers import Simulator, UpstreamClient, UpstreamError, charged_tokens, estimate_tokens
 from .quality import response_quality
 from . import holds
 from . import traffic
@@ -606,12 +606,11 @@ class GatewayApp(DecisionApp):
             call.latency_ms = (time.perf_counter() - started) * 1000
             if call.provider != "simulator":
                 self.latency.record(model, call.latency_ms)
-            call.attempts.append({"model": model, "status": 200})
             call.model = model
             usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
             call.usage = usage
-            total = usage.get("total_tokens")
-            call.tokens = float(total) if isinstance(total, (int, float)) else float(estimate)
+            call.tokens, refused = charged_tokens(usage, estimate)
+            call.attempts.append({"model": model, "status": 200, **({"usage_refused": refused} if refused else {})})
             call.cost = self._price(active, model, call.tokens)
             await self._settle(hold, call.tokens, call.cost)
             self._limit_settle(call, estimate)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from ..jsontext import loads_safe
 from ..store.holds import estimate_tokens
 from .config import Upstream
 
@@ -36,6 +38,23 @@ class Answer:
     body: dict[str, Any]
     latency_ms: float
     attempts: int
+
+
+def charged_tokens(usage: dict[str, Any], counted: float) -> tuple[float, str | None]:
+    """The tokens to charge for an answer: the ``total_tokens`` its ``usage`` reports, or ``counted`` (what
+    the gateway held or saw flow) with why the report was not taken.
+
+    Only a token count is taken (a finite number >= 0, not a boolean): a
+    negative total would give budget back, and a total that is not a number
+    must not reach a ledger. A missing total is no refusal (``counted``, None).
+    """
+    total = usage.get("total_tokens")
+    if total is None:
+        return float(counted), None
+    if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(total) or total < 0:
+        return float(counted), (f"usage.total_tokens {json.dumps(total)[:40]} is not a token count; "
+                                f"charged {counted:g} tokens instead")
+    return float(total), None
 
 
 class Simulator:
@@ -140,7 +159,7 @@ class UpstreamClient:
                 raise UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream: "
                                          f"{content_in[:200].decode('utf-8', 'replace')}")
             try:
-                doc = json.loads(content_in)
+                doc = loads_safe(content_in)
             except ValueError:
                 raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON") from None
             if not isinstance(doc, dict):
@@ -173,9 +192,11 @@ class UpstreamClient:
                         if data == "[DONE]":
                             return
                         try:
-                            chunk = json.loads(data)
+                            chunk = loads_safe(data)
                         except ValueError:
                             raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk") from None
+                        if not isinstance(chunk, dict):
+                            raise UpstreamError(502, f"{upstream.model}: a stream chunk is not a JSON object")
                         started = True
                         yield chunk
                     return

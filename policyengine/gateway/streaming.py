@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..server.app import Response
 from . import guards as g
-from .providers import UpstreamError, estimate_tokens
+from .providers import UpstreamError, charged_tokens, estimate_tokens
 
 if TYPE_CHECKING:
     from ..server.policy_source import ActivePolicy
@@ -156,8 +156,9 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": flowed,
                          "total_tokens": prompt_tokens + flowed}
             call.usage = usage
-            total = usage.get("total_tokens")
-            call.tokens = float(total) if isinstance(total, (int, float)) else float(prompt_tokens + flowed)
+            call.tokens, refused = charged_tokens(usage, prompt_tokens + flowed)
+            if refused:
+                call.attempts[-1]["usage_refused"] = refused
             call.cost = app._price(active, model, call.tokens)
             await app._settle(hold, call.tokens, call.cost)
             app._limit_settle(call, estimate)
