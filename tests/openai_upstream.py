@@ -12,6 +12,8 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``refuser``: answers with a refusal (low response quality);
 * ``rude``: answers with an insult (high toxicity);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
+* ``toolcaller``: answers "Done." with a tool call whose arguments hold a payment card number;
+* ``twochoices``: answers two choices, the second with an email address;
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
 * ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
@@ -108,6 +110,14 @@ class Handler(BaseHTTPRequestHandler):
         answer = {"id": "up-1", "object": "chat.completion", "created": 0, "model": model,
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
                                "finish_reason": "stop"}], "usage": usage}
+        if model == "toolcaller":
+            answer["choices"][0]["message"] = {"role": "assistant", "content": "Done.", "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "pay", "arguments": json.dumps({"card": "4111 1111 1111 1111"})}}]}
+        if model == "twochoices":
+            answer["choices"].append({"index": 1, "message": {"role": "assistant",
+                                                              "content": "Or write to jane.doe@example.com"},
+                                      "finish_reason": "stop"})
         self._send(200, json.dumps(answer).encode())
 
 

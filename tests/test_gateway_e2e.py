@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -51,6 +52,12 @@ model refunder
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
 model nanusage
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model toolcaller
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model twochoices
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
 model far
@@ -134,6 +141,8 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "far": {"base_url": base, "model": "far-up"},
         "refunder": {"base_url": base, "model": "refunder"},
         "nanusage": {"base_url": base, "model": "nanusage"},
+        "toolcaller": {"base_url": base, "model": "toolcaller"},
+        "twochoices": {"base_url": base, "model": "twochoices"},
         "mailer": {"base_url": base, "model": "mailer"},
         "longmail": {"base_url": base, "model": "longmail"},
         "slow": {"base_url": base, "model": "slow", "timeout_s": 0.3, "retries": 0},
@@ -174,10 +183,12 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "far", "flaky", "leaky", "longmail", "mailer", "nanusage", "refunder", "slow", "small"]
+    everything = ["big", "far", "flaky", "leaky", "longmail", "mailer", "nanusage", "refunder", "slow", "small",
+                  "toolcaller", "twochoices"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
     assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
-                                                                        "refunder", "nanusage"]
+                                                                        "refunder", "nanusage", "toolcaller",
+                                                                        "twochoices"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -257,6 +268,76 @@ def test_card_number_prompt_is_denied_before_the_upstream(env: Env) -> None:
             {"role": "user", "content": "charge 4111-1111-1111-1111 please"}])
     assert caught.value.body["rule"] == "gw.test.no_card_numbers"
     assert len(env.sent()) == before
+
+
+CARD = "4111 1111 1111 1111"
+CARD_ELSEWHERE = [  # (where, the body's fields besides the model): everything sent upstream is screened
+    ("a content part", {"messages": [{"role": "user", "content": [{"type": "text", "text": f"charge {CARD}"}]}]}),
+    ("tool-call arguments", {"messages": [
+        {"role": "user", "content": "pay"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "pay", "arguments": json.dumps({"card": CARD})}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"}]}),
+    ("a message name", {"messages": [{"role": "user", "name": CARD.replace(" ", ""), "content": "hi"}]}),
+    ("a tool description", {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "pay", "description": f"pays with {CARD}", "parameters": {}}}]}),
+    ("stop", {"messages": [{"role": "user", "content": "hi"}], "stop": [CARD]}),
+    ("user", {"messages": [{"role": "user", "content": "hi"}], "user": CARD}),
+    ("content as an object", {"messages": [{"role": "user", "content": {"text": f"charge {CARD}"}}]}),
+    ("an object key", {"messages": [{"role": "user", "content": "hi"}], "metadata": {CARD: "x"}}),
+]
+
+
+def post(env: Env, key: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(env.gateway.url + "/v1/chat/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {key}"})
+
+
+@pytest.mark.parametrize("where,fields", CARD_ELSEWHERE, ids=[c[0] for c in CARD_ELSEWHERE])
+def test_a_card_number_anywhere_in_the_body_is_denied_before_the_upstream(env: Env, where: str,
+                                                                         fields: dict[str, Any]) -> None:
+    before = len(env.sent())
+    answer = post(env, "sk-test-caller", {"model": "small", **fields})
+    assert answer.status_code == 403 and answer.json()["error"]["rule"] == "gw.test.no_card_numbers", answer.text
+    assert len(env.sent()) == before
+
+
+def test_masked_types_are_masked_wherever_they_are_in_the_body(env: Env) -> None:
+    mail = "jane.doe@example.com"
+    answer = post(env, "sk-test-caller", {"model": "small", "user": mail, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": f"mail {mail}"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "send", "arguments": json.dumps({"to": mail})}}]},
+        {"role": "tool", "tool_call_id": "c1", "name": mail, "content": "sent"}]})
+    assert answer.status_code == 200, answer.text
+    sent = env.sent()[-1]["body"]
+    assert mail not in json.dumps(sent)
+    assert sent["messages"][0]["content"][0]["text"] == "mail [EMAIL]" and sent["user"] == "[EMAIL]"
+    assert json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL]"}
+    refused = post(env, "sk-test-caller", {"model": "small", "messages": [{"role": "user", "content": "hi"}],
+                                           "metadata": {mail: "x"}})
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == (
+        "an object key in metadata holds email, which is masked, and keys are not rewritten")
+
+
+def test_every_answer_asked_for_counts_in_the_estimate(env: Env) -> None:
+    messages = [{"role": "user", "content": "a short essay"}]
+    assert post(env, "sk-test-caller", {"model": "small", "messages": messages, "max_tokens": 400}).status_code == 200
+    many = post(env, "sk-test-caller", {"model": "small", "messages": messages, "max_tokens": 400, "n": 16})
+    assert many.status_code == 403 and many.json()["error"]["rule"] == "gw.test.large_calls"  # 16 x 400 > 5,000
+    for n, stream in ((0, False), ("2", False), (True, False), (2, True)):
+        bad = post(env, "sk-test-caller", {"model": "small", "messages": messages, "n": n, "stream": stream})
+        assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("n: "), (n, stream)
+
+
+def test_the_whole_answer_is_screened_not_only_its_first_text(env: Env) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:  # a card in a tool call's arguments
+        env.client("sk-test-caller").chat.completions.create(model="toolcaller", messages=[
+            {"role": "user", "content": "pay the invoice"}])
+    assert caught.value.body["code"] == "response_blocked" and caught.value.body["rule"] == "gw.test.no_card_numbers"
+    answer = env.client("sk-test-caller").chat.completions.create(model="twochoices", messages=[
+        {"role": "user", "content": "how do I reach you"}])
+    assert [c.message.content for c in answer.choices] == ["Hello from the upstream.", "Or write to [EMAIL]"]
 
 
 def test_blocked_stream_ends_with_an_error_event_and_no_forbidden_content(env: Env) -> None:
@@ -356,6 +437,8 @@ def test_embeddings_count_the_usage_the_upstream_reports_against_token_limits(en
 def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> None:
     client = env.client("sk-test-caller")
     client.chat.completions.create(model="small", messages=[{"role": "user", "content": "mail jane.doe@example.com"}])
+    client.chat.completions.create(model="small", messages=[  # findings are masked where each message has them
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "mail john.roe@example.com now"}])
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="small", messages=[{"role": "user", "content": "card 4111111111111111"}])
     with pytest.raises(openai.AuthenticationError):
@@ -363,6 +446,7 @@ def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> 
     calls = records(env)
     text = json.dumps(calls)
     assert "jane.doe@example.com" not in text and "4111" not in text  # prompts only as hashes and masked text
+    assert "john.roe" not in text and [c for c in calls if c.get("prompt_masked") == "be brief\nmail [EMAIL] now"]
     masked = [c for c in calls if c.get("prompt_masked") == "mail [EMAIL]"]
     assert masked and masked[0]["guard"]["prompt"]["masked"] == ["email"]
     assert masked[0]["prompt_sha256"] == hashlib.sha256(b"mail jane.doe@example.com").hexdigest()

@@ -16,6 +16,10 @@ from policyengine.gateway.guards import (
     ("5500005555555559", True),    # Mastercard test number
     ("378282246310005", True),     # Amex test number
     ("4111111111111112", False),   # last digit off
+    ("\uff15\uff15\uff15\uff15" * 3 + "\uff14\uff14\uff14\uff14", True),  # 5555...4444 in fullwidth digits
+    ("".join(chr(0x0660 + int(d)) for d in "378282246310005"), True),  # Arabic-Indic digits
+    ("".join(chr(0x0966 + int(d)) for d in "6011111111111117"), True),  # Devanagari digits
+    ("".join(chr(0x09E6 + int(d)) for d in "4012888888881882"), False),  # Bengali, last digit off
     ("1234567812345678", False),
 ])
 def test_luhn(digits: str, valid: bool) -> None:
@@ -37,6 +41,8 @@ def test_iban_check_digits(text: str, valid: bool) -> None:
     ("pay with 4111 1111 1111 1111 now", ["credit_card"]),
     ("pay with 4111-1111-1111-1111 now", ["credit_card"]),
     ("order 4111 1111 1111 1112 shipped", []),  # fails Luhn: not a card
+    ("pay with \uff15\uff15\uff15\uff15 \uff15\uff15\uff15\uff15 \uff15\uff15\uff15\uff15 "
+     "\uff14\uff14\uff14\uff14", ["credit_card"]),  # fullwidth digits are digits
     ("IBAN DE89 3704 0044 0532 0130 00 please", ["iban"]),
     ("IBAN DE89 3704 0044 0532 0130 01 please", []),
     ("write to jane.doe@example.co.uk", ["email"]),

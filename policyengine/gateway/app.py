@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +112,32 @@ def _message_text(content: Any) -> str:
     if isinstance(content, list):  # content parts: keep the text ones
         return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
+
+
+def _prompt(messages: list[Any]) -> str:
+    """The message contents of a chat body, one line each: what ``prompt_sha256`` hashes."""
+    return "\n".join(_message_text(m.get("content")) if isinstance(m, dict) else "" for m in messages)
+
+
+def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
+           masker: Callable[[str, g.Screening], str] | None = None) -> dict[g.Path, str]:
+    """The strings of a body that masking changes: by ``masker`` (the configured types), or every finding
+    (``None``: for the audit record). A key holding a type the masker redacts is refused: keys are not rewritten."""
+    out: dict[g.Path, str] = {}
+    for (path, text), screening in zip(leaves, found, strict=True):
+        if not screening.findings:
+            continue
+        if path[-1] == g.KEY:
+            if masker is not None and screening.masked:
+                where = ".".join(map(str, path[:-2])) or "the body"  # not the key itself: it holds the finding
+                raise GatewayError(400, f"an object key in {where} holds "
+                                        f"{', '.join(screening.masked)}, which is masked, and keys are not rewritten",
+                                   "invalid_request", rule="<guard>")
+            continue
+        masked = masker(text, screening) if masker is not None else g.mask(text, screening.findings)
+        if masked != text:
+            out[path] = masked
+    return out
 
 
 class GatewayApp(DecisionApp):
@@ -232,7 +258,8 @@ class GatewayApp(DecisionApp):
         """Run the detectors; a detector that raises or overruns its time budget fails the call closed."""
         started = time.perf_counter()
         try:
-            found = [g.screen(t, self.config.guards) for t in texts]
+            seen: dict[str, g.Screening] = {}  # a body repeats "role", "user", "content": screened once each
+            found = [seen[t] if t in seen else seen.setdefault(t, g.screen(t, self.config.guards)) for t in texts]
         except Exception as error:  # noqa: BLE001 - fail closed, say why
             call.guard[f"{where}_failed"] = f"{type(error).__name__}: {error}"
             raise GatewayError(503, f"{where} guard failed ({type(error).__name__}); the call is refused",
@@ -524,22 +551,26 @@ class GatewayApp(DecisionApp):
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise GatewayError(400, "messages: required, a non-empty list of message objects", "invalid_request")
             call.stream = bool(body.get("stream"))
-            texts = [_message_text(m.get("content")) for m in messages]
-            prompt = "\n".join(texts)
-            call.prompt_sha256 = _sha(prompt)
-            found, guard = self._screen_prompt(texts, call)
+            answers = body.get("n", 1) if body.get("n") is not None else 1
+            if not isinstance(answers, int) or isinstance(answers, bool) or answers < 1:
+                raise GatewayError(400, "n: a positive integer (how many answers)", "invalid_request")
+            if call.stream and answers > 1:
+                raise GatewayError(400, "n: a stream is screened as one answer; ask for n > 1 without stream",
+                                   "invalid_request")
+            call.prompt_sha256 = _sha(_prompt(messages))
+            leaves = g.texts_of(body)
+            found, guard = self._screen_prompt([t for _, t in leaves], call)
+            if self.config.audit_prompts == "masked":  # every finding, in the message contents
+                call.prompt_masked = _prompt(g.replace_texts(body, _masks(leaves, found))["messages"])
             if guard["masked"]:
-                apply = g.masker(self.config.guards)
-                messages = [{**m, "content": apply(t, s)} if isinstance(m.get("content"), str) else m
-                            for m, t, s in zip(messages, texts, found)]
-                body = {**body, "messages": messages}
-            call.prompt_masked = g.mask(prompt, [f for s in found for f in s.findings]) \
-                if self.config.audit_prompts == "masked" else None
+                body = g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
+            prompt = _prompt(body["messages"])  # as sent: what the simulator answers
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
             upstream = self.upstreams.get(call.requested)
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 max_tokens = upstream.max_tokens if upstream else 512
-            estimate = estimate_tokens(prompt) + max_tokens
+            # all the text that goes upstream, and every answer asked for: n answers of max_tokens each
+            estimate = estimate_tokens("\n".join(t for p, t in leaves if p[-1] != g.KEY)) + max_tokens * answers
             candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
             self._limit(active, call, key, estimate)
             body = {**body, "max_tokens": max_tokens}
@@ -565,9 +596,15 @@ class GatewayApp(DecisionApp):
             finish = answer["choices"][0].get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
             pass
-        released = self._screen_response(active, call, request, text, finish)
-        if released != text:
-            answer["choices"][0]["message"]["content"] = released
+        main = ("choices", 0, "message", "content")
+        # the whole answer is screened (every choice, tool-call arguments, refusals), the first text as the answer
+        others = [(p, t) for p, t in g.texts_of(answer) if p != main]
+        found = self._screen_response(active, call, request, text, finish, [t for _, t in others])
+        if any(s.masked for s in found):
+            try:
+                answer = g.replace_texts(answer, _masks([(main, text), *others], found, g.masker(self.config.guards)))
+            except GatewayError as error:
+                raise GatewayError(502, f"answer withheld: {error}", "response_blocked", rule="<guard>") from None
         answer["model"] = model
         seq = await self._audit_call(call, active)
         headers = [(b"x-audit-seq", str(seq).encode()), (b"x-policyengine-model", model.encode())]
@@ -623,18 +660,20 @@ class GatewayApp(DecisionApp):
         traffic.correct_tokens(self.limiter, call.counted, call.tokens)
 
     def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str,
-                         finish: str | None = None) -> str:
-        """Screen a whole answer, decide it again with ``context.guard.response``; the text to release (masked)."""
-        found = self._screen([text], call, "response")[0]
+                         finish: str | None = None, others: Sequence[str] = ()) -> list[g.Screening]:
+        """Screen a whole answer (``text``, and the ``others`` strings that go back with it), decide it again
+        with ``context.guard.response``; each text's screening, for masking."""
+        found = self._screen([text, *others], call, "response")
         call.response_sha256 = _sha(text)
         if self.config.audit_prompts == "masked":
-            call.response_masked = g.mask(text, found.findings)
-        response = {"pii": found.pii, "secrets": found.secrets, "masked": found.masked,
+            call.response_masked = g.mask(text, found[0].findings)
+        merged = g.merge(found)
+        response = {"pii": merged["pii"], "secrets": merged["secrets"], "masked": merged["masked"],
                     "quality": response_quality(text, finish)}
-        if found.toxicity is not None:
-            response["toxicity"] = found.toxicity
+        if "toxicity" in merged:
+            response["toxicity"] = merged["toxicity"]
         self._decide_response(active, call, request, response)
-        return g.masker(self.config.guards)(text, found) if found.masked else text
+        return found
 
     def _decide_response(self, active: ActivePolicy, call: Call, request: dict[str, Any],
                          response_guard: dict[str, Any]) -> None:
@@ -679,11 +718,11 @@ class GatewayApp(DecisionApp):
             if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
                 raise GatewayError(400, "input: required, a string or a list of strings", "invalid_request")
             call.prompt_sha256 = _sha("\n".join(inputs))
-            found, guard = self._screen_prompt(inputs, call)
+            leaves = g.texts_of(body)
+            found, guard = self._screen_prompt([t for _, t in leaves], call)
             if guard["masked"]:
-                apply = g.masker(self.config.guards)
-                inputs = [apply(t, s) for t, s in zip(inputs, found)]
-                body = {**body, "input": inputs}
+                body = g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
+                inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
             estimate = sum(estimate_tokens(t) for t in inputs)
             candidates = await self._admitted(active, key, call.requested, estimate, guard, call)
             self._limit(active, call, key, estimate)

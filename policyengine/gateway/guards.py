@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 PII_TYPES = ("credit_card", "iban", "email", "phone")
 SECRET_TYPES = ("openai_key", "aws_access_key", "github_token", "private_key", "bearer_token")
@@ -29,7 +30,7 @@ def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) checksum of payment card numbers."""
     total = 0
     for index, char in enumerate(reversed(digits)):
-        n = ord(char) - 48
+        n = int(char)  # any Unicode decimal digit, as the pattern's \d matches them (fullwidth, Arabic-Indic)
         if index % 2:
             n = n * 2 - 9 if n > 4 else n * 2
         total += n
@@ -203,3 +204,50 @@ def merge(screenings: Iterable[Screening]) -> dict[str, object]:
     if toxicity is not None:
         out["toxicity"] = toxicity
     return out
+
+
+Path = tuple[str | int, ...]
+
+
+def texts_of(body: dict[str, Any], skip: Collection[str] = ("model",)) -> list[tuple[Path, str]]:
+    """Every string in a JSON body, with where it is (document order), but the top-level fields in ``skip``.
+
+    All of it goes upstream (or back to the caller), so all of it is screened:
+    not only message contents but content parts, names, tool-call arguments,
+    ``stop``, ``user``, and object keys (a key's path ends in ``KEY``, so it can
+    be refused, not masked). Walked without recursion, as bodies nest freely.
+    """
+    found: list[tuple[Path, str]] = []
+    stack: list[tuple[Path, Any]] = [((), body)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            found.append((path, node))
+        elif isinstance(node, dict):
+            for key, child in reversed(node.items()):
+                if path or key not in skip:
+                    stack.append(((*path, key), child))
+                    stack.append(((*path, key, KEY), key))
+        elif isinstance(node, list):
+            stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(node))))
+    return found
+
+
+KEY = "\0key"  # the last step of a path that names an object key, not a value
+
+
+def replace_texts(body: dict[str, Any], new: dict[Path, str]) -> dict[str, Any]:
+    """A copy of ``body`` with the strings at the paths of ``new`` (values, never keys) replaced; only the
+    containers on those paths are copied."""
+    root = dict(body)
+    copied: dict[Path, Any] = {(): root}
+    for path, text in new.items():
+        node = root
+        for depth in range(1, len(path)):
+            step = path[:depth]
+            if step not in copied:
+                child = node[path[depth - 1]]
+                copied[step] = node[path[depth - 1]] = dict(child) if isinstance(child, dict) else list(child)
+            node = copied[step]
+        node[path[-1]] = text
+    return root
