@@ -164,6 +164,42 @@ def test_explain_answers_the_decision_and_its_trace(server: Server) -> None:
     assert data["trace"] and isinstance(data["audit_seq"], int)
 
 
+def _payment(approver: str, claimed: list[str]) -> dict[str, Any]:
+    """A 20,000 EUR payment (gate finance.invoices.large_payment, role senior_analyst) carrying an approval."""
+    return {"principal": {"id": "carol", "roles": ["analyst"]}, "action": "approve_payment",
+            "resource": {"kind": "tool", "id": "erp/payments"},
+            "data": {"vendor_status": "active", "vendor_age_days": 400},
+            "context": {"currency": "EUR", "amount": 20000, "run_id": "r-1"},
+            "approvals": [{"gate": "finance.invoices.large_payment", "approver": approver, "roles": claimed,
+                           "run_id": "r-1", "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}
+
+
+def test_without_a_directory_an_approval_is_refused_not_trusted(server: Server) -> None:
+    """Any caller can write an approval claiming the gate's role: with no directory to judge it, it opens nothing."""
+    claimed = _payment("bob", ["senior_analyst"])
+    for path in ("/v1/decide", "/v1/explain"):
+        answer = server.post(path, claimed)
+        data = answer.json()
+        decision = data["decision"]
+        assert answer.status_code == 400 and decision["effect"] == "deny", answer.text
+        assert decision["errors"] == ["approvals: this server has no user directory to judge approvers by, and "
+                                      "does not trust the roles an approval claims; start it with --directory FILE"]
+    authzen = server.post("/access/v1/evaluation", {
+        "subject": {"type": "user", "id": "carol", "properties": {"roles": ["analyst"]}},
+        "action": {"name": "approve_payment"}, "resource": {"type": "tool", "id": "erp/payments"},
+        "context": {**claimed["context"], "data": claimed["data"], "approvals": claimed["approvals"]}})
+    assert authzen.json()["decision"] is False, authzen.text
+
+
+def test_with_a_directory_an_approval_counts_by_the_approvers_roles_there(tmp_path: Path) -> None:
+    directory = Path(__file__).resolve().parents[1] / "data" / "directory.yaml"
+    with Server(tmp_path, "--rules", str(RULES), "--directory", str(directory)) as running:
+        claimed = running.post("/v1/decide", _payment("bob", ["senior_analyst"])).json()  # bob is an analyst
+        given = running.post("/v1/decide", _payment("alice", [])).json()  # alice is a senior analyst
+    assert claimed["effect"] == "escalate" and not claimed["errors"]
+    assert given["effect"] == "allow", given
+
+
 def test_charged_usage_counts_against_the_budgets_of_later_decisions(server: Server) -> None:
     call = {"principal": {"type": "agent", "id": "invoice_classifier"}, "action": "invoke",
             "resource": {"kind": "model", "id": "classifier_small"},

@@ -61,6 +61,9 @@ def _fail(message: str) -> None:
                                                 "inbox decides every worker's runs kept there and signs its "
                                                 "decisions into RUNS_DB.")
 @click.option("--inbox-key", metavar="KEYFILE", help="Key that signs RUNS_DB's audit log (default: --key).")
+@click.option("--directory", "directory", metavar="FILE",
+              help="User directory (YAML, as data/directory.yaml): approvers' roles come from it. Without it, a "
+                   "request carrying approvals is refused as malformed (the roles it claims are not trusted).")
 @click.option("--registry", metavar="DB",
               help="Audit database whose model_version events say which version each alias names "
                    "(`policyengine models promote --db DB`); re-read when it changes and on SIGHUP "
@@ -73,7 +76,8 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
                   roll_records: int | None, roll_bytes: int | None, roll_age: float | None,
                   auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
                   max_body: int, timeout: float, watch_interval: float, access_log: bool, otel: bool,
-                  inbox: str | None, inbox_key: str | None, registry: str | None, shadow: tuple[str, ...]) -> None:
+                  inbox: str | None, inbox_key: str | None, directory: str | None, registry: str | None,
+                  shadow: tuple[str, ...]) -> None:
     """Serve decisions over HTTP (native API and AuthZEN 1.0); every decision is audited before it is answered.
 
     Example: policyengine serve --rules rules/ --db audit.duckdb --key policyengine.key
@@ -90,7 +94,7 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
                          access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,
                          inbox_key=inbox_key, roll_records=roll_records, roll_bytes=roll_bytes, roll_age=roll_age,
-                         shadow=shadow, registry=registry)
+                         shadow=shadow, registry=registry, directory=directory)
     try:
         sys.exit(serve(config))
     except ServeError as error:

@@ -14,7 +14,7 @@ import hmac
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,10 @@ from .policy_source import ActivePolicy, PolicyHolder
 JSON = b"application/json"
 
 
+NO_DIRECTORY = ("approvals: this server has no user directory to judge approvers by, and does not trust the "
+                "roles an approval claims; start it with --directory FILE")
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     """What ``policyengine serve`` configures beyond the policy and the log."""
@@ -48,6 +52,7 @@ class ServerOptions:
     model_versions: Any = None  # models_registry.Resolver: stamps the version a request uses (model_version)
     shadow: Any = None  # server.shadow.Shadow: a candidate policy decided beside the live one (--shadow)
     inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
+    directory: Mapping[str, Sequence[str]] | None = None  # approver id -> roles (--directory); None: no approvals
 
 
 @dataclass
@@ -267,12 +272,14 @@ class DecisionApp:
         policy = active.policy
         if isinstance(problems, str):
             problems = [problems]
+        if decision is None and not problems:
+            problems = self._unjudged(request)
         if decision is None and problems:
             decision = policy.malformed(problems)
         elif decision is None:
             if self.options.model_versions is not None:
                 request, used = self.options.model_versions(policy, request)
-            decision = policy.evaluate(request)
+            decision = policy.evaluate(request, directory=self.options.directory)
         data = decision.to_dict()
         if used is not None:
             data["model_version"] = used
@@ -289,6 +296,13 @@ class DecisionApp:
         if self.options.shadow is not None and not problems:  # runs once this handler yields: not in the answer's way
             asyncio.get_running_loop().call_soon(self.options.shadow.check, request, data, seq, self._shadow_record)
         return data, seq
+
+    def _unjudged(self, request: Any) -> list[str] | None:
+        """Approvals this server cannot judge: without a directory, only the request vouches for an approver's
+        roles, so any caller could open any gate. Malformed (a deny naming why), never trusted."""
+        if self.options.directory is not None or not isinstance(request, dict) or not request.get("approvals"):
+            return None
+        return [NO_DIRECTORY]
 
     def _shadow_record(self, payload: dict[str, Any], actor: str | None) -> None:
         self.audit.append("shadow_diff", payload, actor=actor, policy_hash=payload["live"]["policy_hash"] or None)
@@ -340,10 +354,12 @@ class DecisionApp:
         trace: tuple[str, ...] = ()
         explained = None
         used = None
+        if problem is None and self._unjudged(request):
+            problem = NO_DIRECTORY
         if problem is None:
             if self.options.model_versions is not None:  # explained as /v1/decide decides it
                 request, used = self.options.model_versions(active.policy, request)
-            explanation = active.policy.explain(request)
+            explanation = active.policy.explain(request, directory=self.options.directory)
             explained, trace = explanation.decision, explanation.trace
         data, seq = self._decide(active, request, problem, explained, used)
         await self._durable(seq)
@@ -379,7 +395,7 @@ class DecisionApp:
             problems.append(f"unknown fields: {', '.join(unknown)}")
         if problems:
             raise HTTPError(400, "bad charge", problems)
-        checked = active.policy.evaluate(request)
+        checked = active.policy.evaluate(request, directory=self.options.directory)
         if checked.errors:
             raise HTTPError(400, "bad charge", [f"request.{e}" for e in checked.errors])
         scopes = active.policy.charge(request, tokens=amounts["tokens"], cost=amounts["cost"], currency=currency,

@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class ServeConfig:
     registry: str | None = None  # audit database whose model_version events name the aliases (default: db)
     inbox: str | None = None  # runs database whose approver inbox is mounted at /inbox
     inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
+    directory: str | None = None  # user directory (YAML) approvers' roles come from; none: approvals are refused
     worker: int | None = None  # set in a worker process
     roll_records: int | None = None  # roll the audit log into segments (audit/segments.py) ...
     roll_bytes: int | None = None  # ... by records, bytes on disk
@@ -203,6 +205,7 @@ def serve(config: ServeConfig) -> int:
     token = _read_token(config.auth_token_file) if config.auth_token_file else None
     tracer = _tracer(config.otel)
     inbox = _inbox(config)  # refused before the log is opened
+    directory = _directory(config.directory)
     db = config.db if config.worker is None else segment_path(config.db, config.worker)
     bundle_key = None
     if config.bundle:
@@ -254,7 +257,7 @@ def serve(config: ServeConfig) -> int:
             raise ServeError(outcome.removeprefix("refused: "))
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
                                 access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert),
-                                model_versions=versions, shadow=shadow, inbox=inbox)
+                                model_versions=versions, shadow=shadow, inbox=inbox, directory=directory)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, versions, metrics, sock, config))
@@ -382,6 +385,18 @@ def _worker(config: ServeConfig) -> None:
     except ServeError as error:
         _say(f"error: worker {config.worker}: {error}")
         sys.exit(1)
+
+
+def _directory(path: str | None) -> Mapping[str, Sequence[str]] | None:
+    """``--directory FILE``: approver id -> roles, read once at start by the orchestrator's loader."""
+    if path is None:
+        return None
+    from ..orchestrator.approvals import Directory
+
+    try:
+        return Directory.load(path).roles()
+    except ValueError as error:  # the loader names the file and the problem
+        raise ServeError(str(error)) from None
 
 
 def _supervise(config: ServeConfig) -> int:
