@@ -226,6 +226,9 @@ class Evaluator:
         self._agent_fold = _folded(compiled.agent_roles)
         self._role_fold = _folded(compiled.role_closure)
         self._case_errors: dict[tuple[str, ...], str] = {}
+        # workflows a budget is scoped to: a context.workflow that only looks like one would escape its budget
+        self._workflows = frozenset(value for kind, value in compiled.budgets_by_scope if kind == "workflow")
+        self._workflow_fold = _folded(self._workflows)
         self._actions = compiled.policy_set.actions
         self._action_fold = _folded(compiled.policy_set.actions)
         self._action_problems: dict[str, str] = {}  # action the rules do not name -> why malformed ("": not)
@@ -380,6 +383,12 @@ class Evaluator:
                 self._validators[action] = validate
             if validate is not None:
                 pattrs, rattrs, data, context = validate((pattrs, rattrs, data, context), errors)
+        if self._workflows and context and not errors:  # after schemas, which may normalise it
+            workflow = context.get("workflow")
+            if workflow is not None and (workflow.__class__ is not str or workflow not in self._workflows):
+                problem = self._workflow_problem(workflow)
+                if problem:
+                    errors.append(problem)
         if errors:
             return self._malformed(errors)
         if ptype == "agent":
@@ -429,6 +438,21 @@ class Evaluator:
             self._action_problems.clear()
         self._action_problems[action] = problem
         return problem
+
+    def _workflow_problem(self, workflow: Any) -> str:
+        """Why ``context.workflow`` (not a workflow a budget names) is malformed, or "" for another workflow.
+
+        Refused: a value that is not a name, and a name that only looks like a
+        budgeted workflow's (``Invoice-Exceptions``, a trailing space, full
+        width): its spend would count against no budget, where the real name's is limited.
+        """
+        if workflow.__class__ is not str or not workflow:
+            return ("context.workflow: must be a non-empty string (the workflow's name)"
+                    + (f", not {type(workflow).__name__}" if workflow.__class__ is not str else ""))
+        declared = self._workflow_fold.get(name_fold(workflow))
+        if declared is None:
+            return ""
+        return "context.workflow: " + _unlike(workflow, declared, f"the workflow {declared!r} a budget names")
 
     def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
         held: set[str] = set()

@@ -53,6 +53,11 @@ rule contractors_never_read_reports
 escalate exports_need_approval
     applies to action export_all
     to role admin
+
+budget invoice_workflow
+    for workflow "invoice-exceptions"
+    limit 1_000 tokens per month
+    on exceed deny
 """
 
 
@@ -66,6 +71,11 @@ def policy(tmp_path_factory: pytest.TempPathFactory):
 def req(action: str = "delete", rid: str = "prod/db1", roles: tuple[str, ...] = ("admin",)) -> dict:
     return {"principal": {"id": "u1", "roles": list(roles)}, "action": action,
             "resource": {"kind": "dataset", "id": rid}}
+
+
+def in_workflow(workflow: object) -> dict:
+    """An admin's read that names its workflow: its spend counts against that workflow's budget."""
+    return {**req("read", "staging/db1"), "context": {"tokens": 10, "workflow": workflow}}
 
 
 # (what, request, what its one error says)
@@ -106,6 +116,18 @@ REFUSED = [
      "is the declared role 'contractor' written with other characters"),
     ("role with a space inside", req("read", "reports/q1", ("analyst", "con tractor")),
      "is the declared role 'contractor' written with other characters"),
+    ("budgeted workflow in another case", in_workflow("Invoice-Exceptions"),
+     "context.workflow: 'Invoice-Exceptions' differs only in case from the workflow 'invoice-exceptions' a budget"),
+    ("budgeted workflow with a trailing space", in_workflow("invoice-exceptions "),
+     "is the workflow 'invoice-exceptions' a budget names written with other characters"),
+    ("budgeted workflow with a zero-width space", in_workflow("invoice\u200b-exceptions"),
+     "is the workflow 'invoice-exceptions' a budget names written with other characters"),
+    ("budgeted workflow in full-width letters", in_workflow("\uff49nvoice-exceptions"),
+     "is the workflow 'invoice-exceptions' a budget names written with other characters"),
+    ("workflow in a list", in_workflow(["invoice-exceptions"]),
+     "context.workflow: must be a non-empty string (the workflow's name), not list"),
+    ("workflow as a number", in_workflow(7), "context.workflow: must be a non-empty string (the workflow's name), not int"),
+    ("empty workflow", in_workflow(""), "context.workflow: must be a non-empty string (the workflow's name)"),
 ]
 
 
@@ -115,7 +137,7 @@ def test_another_spelling_of_a_protected_action_id_or_role_is_refused(policy, wh
     assert decision.effect == "deny"
     assert [r.rule for r in decision.reasons] == ["<request>"]
     assert len(decision.errors) == 1 and error in decision.errors[0], decision.errors
-    assert decision.errors[0].startswith(("action: ", "resource.id: ", "principal.roles: "))
+    assert decision.errors[0].startswith(("action: ", "resource.id: ", "principal.roles: ", "context.workflow: "))
 
 
 # (what, request, effect, deciding rule): the spellings the rules name, and ids and actions no rule protects
@@ -134,6 +156,8 @@ DECIDED = [
     ("the denied role as written", req("read", "reports/q1", ("analyst", "contractor")), "deny",
      "ops.contractors_never_read_reports"),
     ("a role no rule names", req("read", "reports/q1", ("analyst", "intern")), "allow", "ops.analysts_read_reports"),
+    ("the budgeted workflow as written", in_workflow("invoice-exceptions"), "allow", "ops.admins_do_anything"),
+    ("a workflow no budget names", in_workflow("Other-Flow"), "allow", "ops.admins_do_anything"),
 ]
 
 
