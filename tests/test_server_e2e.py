@@ -215,6 +215,22 @@ def test_charged_usage_counts_against_the_budgets_of_later_decisions(server: Ser
     assert 'policyengine_budget_spend_total{scope="workflow:invoice-exceptions",unit="tokens"} 1.7e+06' in metrics
 
 
+def test_a_charge_in_a_currency_no_covering_budget_counts_is_refused(server: Server) -> None:
+    call = {"principal": {"type": "agent", "id": "invoice_classifier"}, "action": "invoke",
+            "resource": {"kind": "model", "id": "classifier_small"},
+            "context": {"tokens": 10, "workflow": "invoice-exceptions"}}  # its budget limits USD a day
+    for currency in ("usd", " USD", "\uff35SD", "EUR"):
+        refused = server.post("/v1/charge", {"request": call, "cost": 499, "currency": currency})
+        assert refused.status_code == 400 and refused.json()["problems"] == [
+            f"currency: {currency!r} is not the currency of the budgets covering this request (USD); "
+            "the cost would count against none of them"], refused.text
+    spelled = server.post("/v1/charge", {"request": {**call, "context": {**call["context"],
+                                                                         "workflow": "Invoice-Exceptions"}},
+                                         "tokens": 10})
+    assert spelled.status_code == 400 and "differs only in case" in spelled.json()["problems"][0], spelled.text
+    assert server.post("/v1/charge", {"request": call, "tokens": 10}).status_code == 200  # tokens only: any currency
+
+
 def _counter(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
         named = line.startswith(name + "{") or line.startswith(name + " ")

@@ -398,6 +398,12 @@ class DecisionApp:
         checked = active.policy.evaluate(request, directory=self.options.directory)
         if checked.errors:
             raise HTTPError(400, "bad charge", [f"request.{e}" for e in checked.errors])
+        units = sorted({limit.unit for budget in active.policy.budgets_for(request) for limit in budget.limits
+                        if limit.unit != "tokens"})
+        if amounts["cost"] and units and currency not in units:  # "usd" for USD: spend no budget would read
+            raise HTTPError(400, "bad charge", [f"currency: {currency!r} is not the currency of the budgets "
+                                                f"covering this request ({', '.join(units)}); the cost would "
+                                                "count against none of them"])
         scopes = active.policy.charge(request, tokens=amounts["tokens"], cost=amounts["cost"], currency=currency,
                                       model=model)
         for scope in scopes:
