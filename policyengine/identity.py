@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["IdentityError", "canonical_identity", "describe_char", "name_fold", "same_identity"]
+__all__ = ["IdentityError", "canonical_identity", "describe_char", "disguise", "name_fold", "same_identity"]
 
 
 class IdentityError(ValueError):
@@ -95,6 +95,35 @@ def canonical_identity(raw: str, what: str = "identity") -> str:
         raise IdentityError(f"{what} is written only in {next(iter(scripts)).lower()} letters that look like "
                             f"Latin ones; it would pass for a Latin name")
     return text
+
+
+_KEPT_CONTROLS = frozenset("\t\n\r")
+
+
+def disguise(text: str) -> str | None:
+    """Why ``text`` cannot be normalised into the text it looks like, or None.
+
+    For attribute values a schema normalises (``normalise nfkc, trim,
+    casefold``): the author asked that variants read as one, and these are the
+    variants no normalisation folds. An invisible or control character
+    (``D<U+200B>E`` for ``DE``) and a word mixing Latin letters with Cyrillic or
+    Greek ones (``DЕ`` with a Cyrillic ``Е``) would otherwise pass for a value
+    they only look like, and slip past a rule about it.
+    """
+    if text.isascii() and text.isprintable():
+        return None  # the usual value: printable ASCII, a single script
+    for ch in text:
+        if ch in _KEPT_CONTROLS:
+            continue
+        category = unicodedata.category(ch)
+        if category[0] == "C" or category in ("Zl", "Zp"):
+            return f"contains an invisible or control character ({describe_char(ch)})"
+    for word in text.split():
+        scripts = {script for ch in word if (script := _script(ch)) is not None}
+        if "LATIN" in scripts and scripts & _CONFUSABLE_SCRIPTS:
+            return (f"mixes letters of the scripts {', '.join(sorted(scripts))} in one word; "
+                    "a look-alike letter could make it pass for another value")
+    return None
 
 
 def same_identity(a: str, b: str) -> bool:

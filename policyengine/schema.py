@@ -17,6 +17,7 @@ Attribute keys are canonical: ``principal.clearance`` and
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -26,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from . import ast
+from .identity import disguise
 
 # root -> index of the attribute dict in the (pattrs, rattrs, data, context) tuple
 _SLOTS = {"principal": 0, "resource": 1, "data": 2, "context": 3}
@@ -104,6 +106,12 @@ def _show(value: Any) -> str:
     return show(value)
 
 
+def _escaped(text: str) -> str:
+    """A disguised value as JSON with every non-ASCII character escaped: what it hides must show."""
+    shown = json.dumps(text, ensure_ascii=True)
+    return shown if len(shown) <= 80 else shown[:70] + '..."'
+
+
 def timestamp_ok(text: str) -> bool:
     """An RFC 3339 date-time with an offset (schemas check it; ``hour of`` and ``age of`` read it)."""
     if not _RFC3339.match(text):
@@ -127,9 +135,14 @@ def _check_value(spec: AttributeSpec, value: Any, enum: frozenset[str]) -> tuple
     elif t == "set":
         if value.__class__ in (list, tuple) and all(i.__class__ is str for i in value):
             if spec.normalise:
+                for item in value:
+                    if (why := disguise(item)) is not None:
+                        return value, f"{spec.dotted}: {_escaped(item)} {why}"
                 return [spec.normal(i) for i in value], None
             return value, None
     elif value.__class__ is str:  # string, timestamp, enum
+        if spec.normalise and (why := disguise(value)) is not None:
+            return value, f"{spec.dotted}: {_escaped(value)} {why}"
         text = spec.normal(value) if spec.normalise else value
         if t == "string":
             return text, None

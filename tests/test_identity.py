@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given, strategies as st
 from test_orchestrator_runner import RULES, Clock, Effects, Env, pay_workflow  # the runner's real fixtures
 
 from policyengine.engine import load_policy
@@ -106,3 +107,17 @@ def test_an_approval_in_a_request_by_the_requester_under_another_spelling_does_n
     assert policy.evaluate(request, directory=directory).effect == "escalate"
     other = dict(request, approvals=[dict(request["approvals"][0], approver="Dave ")])
     assert policy.evaluate(other, directory={"dave": ("senior_analyst",)}).effect != "escalate"
+
+
+@given(st.text(max_size=30))
+def test_a_value_passes_as_undisguised_only_without_invisible_characters_or_mixed_script_words(text):
+    """``disguise`` (schemas' normalised attributes) never passes what no normalisation folds."""
+    import unicodedata
+
+    from policyengine.identity import _script, disguise
+
+    hidden = [ch for ch in text if ch not in "\t\n\r" and unicodedata.category(ch)[0] == "C"
+              or unicodedata.category(ch) in ("Zl", "Zp")]
+    mixed = [w for w in text.split() if "LATIN" in {_script(c) for c in w}
+             and {_script(c) for c in w} & {"CYRILLIC", "GREEK"}]
+    assert (disguise(text) is None) == (not hidden and not mixed)

@@ -99,6 +99,22 @@ VALIDATION = [
      ["t.clerks_read"], ()),
     ("a schema without 'for' applies to every action", {**pay(), "action": "read", "data": {"label": " draft "}},
      "deny", ["t.no_drafts"], ()),
+    # what no normalisation folds is refused where an attribute is normalised, not taken for another value
+    ("a zero-width space in a normalised value", pay({"vendor_status": "sanc\u200btioned"}), "deny", ["<request>"],
+     ('data.vendor_status: "sanc\\u200btioned" contains an invisible or control character '
+      "(U+200B ZERO WIDTH SPACE)",)),
+    ("a soft hyphen in a normalised set member", pay({"tags": ["se\u00adcret"]}), "deny", ["<request>"],
+     ('data.tags: "se\\u00adcret" contains an invisible or control character (U+00AD SOFT HYPHEN)',)),
+    ("a NUL after a normalised value", {**pay(), "action": "read", "data": {"label": "draft\u0000"}}, "deny",
+     ["<request>"], ('data.label: "draft\\u0000" contains an invisible or control character '
+                     "(U+0000 unnamed character)",)),
+    ("a Cyrillic letter inside a Latin word", {**pay(), "action": "read", "data": {"label": "dr\u0430ft"}}, "deny",
+     ["<request>"], ('data.label: "dr\\u0430ft" mixes letters of the scripts CYRILLIC, LATIN in one word; '
+                     "a look-alike letter could make it pass for another value",)),
+    ("words of one script each, and tabs, are values", {**pay(), "action": "read",
+                                                       "data": {"label": "\u0447\u0435\u0440\u043d\u043e\u0432\u0438\u043a draft\t"}},
+     "allow", ["t.clerks_read"], ()),
+    ("an attribute without normalise is exact", pay({"extra": "x\u200b"}), "allow", ["t.clerks_pay"], ()),
 ]
 
 
