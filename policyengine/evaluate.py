@@ -33,7 +33,7 @@ from .conditions import ConditionError, Pred, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
 from .ast import ACTION_NAME
-from .identity import IdentityError, canonical_identity, describe_char, name_fold
+from .identity import IdentityError, canonical_identity, describe_char, mixed_script, name_fold
 from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
@@ -95,11 +95,12 @@ def _plain_id(rid: str) -> bool:
     The checks run at C speed and each excludes one of ``_id_problem``'s reasons: no control or invisible
     character is printable (nor is the newline before which ``$`` also matches), a '.' or '..' segment
     starts at 0 or after '/', surrounding whitespace is ``str.isspace``, a disguised separator needs a
-    backslash or '%', and an ASCII id is in NFKC form.
+    backslash or '%', and an ASCII id is in NFKC form and of one script.
     """
     return (rid.isprintable() and "//" not in rid and "/." not in rid and rid[0] not in "/."
             and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace()
-            and "\\" not in rid and "%" not in rid and (rid.isascii() or unicodedata.is_normalized("NFKC", rid)))
+            and "\\" not in rid and "%" not in rid
+            and (rid.isascii() or (unicodedata.is_normalized("NFKC", rid) and mixed_script(rid) is None)))
 
 
 def _folded(names: Iterable[str]) -> dict[str, str]:
@@ -137,6 +138,9 @@ def _id_problem(rid: str) -> str | None:
         which = "its characters compose" if odd is None else (
             f"{describe_char(odd)} stands for {unicodedata.normalize('NFKC', odd)!r}")
         return f"{shown} is not in NFKC form ({which}); send the canonical id"
+    mixed = mixed_script(rid)
+    if mixed is not None:
+        return f"{shown} {mixed}"
     return None
 
 
@@ -464,6 +468,9 @@ class Evaluator:
                 if declared is not None:
                     unlike = _unlike(name, declared, f"the declared role {declared!r}")
                     self._case_errors[key] = f"principal.roles: role {unlike}"
+                elif (mixed := mixed_script(name)) is not None:  # a look-alike letter: no fold finds the twin
+                    shown = json.dumps(name, ensure_ascii=True)
+                    self._case_errors[key] = f"principal.roles: role {shown} {mixed}"
                 continue
             held |= found
         roles = frozenset(held)

@@ -21,11 +21,13 @@ offending character by code point, never by trying to print it.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["IdentityError", "canonical_identity", "describe_char", "disguise", "name_fold", "same_identity"]
+__all__ = ["IdentityError", "canonical_identity", "describe_char", "disguise", "mixed_script", "name_fold",
+           "same_identity"]
 
 
 class IdentityError(ValueError):
@@ -118,11 +120,28 @@ def disguise(text: str) -> str | None:
         category = unicodedata.category(ch)
         if category[0] == "C" or category in ("Zl", "Zp"):
             return f"contains an invisible or control character ({describe_char(ch)})"
-    for word in text.split():
+    return mixed_script(text)
+
+
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+
+
+def mixed_script(text: str) -> str | None:
+    """Why a word of ``text`` (a run of letters) mixes Latin letters with Cyrillic or Greek ones, or None.
+
+    ``prоd`` with a Cyrillic ``о`` reads as ``prod`` and is another string:
+    a rule about ``prod`` would not reach it. Words of one script each
+    (``docs/отчёт``, ``München``) are ordinary text.
+    """
+    if text.isascii():
+        return None
+    for word in _WORD.findall(text):
+        if word.isascii():
+            continue
         scripts = {script for ch in word if (script := _script(ch)) is not None}
         if "LATIN" in scripts and scripts & _CONFUSABLE_SCRIPTS:
             return (f"mixes letters of the scripts {', '.join(sorted(scripts))} in one word; "
-                    "a look-alike letter could make it pass for another value")
+                    "a look-alike letter could make it pass for another name")
     return None
 
 

@@ -110,7 +110,7 @@ VALIDATION = [
                      "(U+0000 unnamed character)",)),
     ("a Cyrillic letter inside a Latin word", {**pay(), "action": "read", "data": {"label": "dr\u0430ft"}}, "deny",
      ["<request>"], ('data.label: "dr\\u0430ft" mixes letters of the scripts CYRILLIC, LATIN in one word; '
-                     "a look-alike letter could make it pass for another value",)),
+                     "a look-alike letter could make it pass for another name",)),
     ("words of one script each, and tabs, are values", {**pay(), "action": "read",
                                                        "data": {"label": "\u0447\u0435\u0440\u043d\u043e\u0432\u0438\u043a draft\t"}},
      "allow", ["t.clerks_read"], ()),
