@@ -12,6 +12,7 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``refuser``: answers with a refusal (low response quality);
 * ``rude``: answers with an insult (high toxicity);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
+* ``cardindigits``: a card number at the end of a long run of digit groups, in two chunks;
 * ``toolcaller``: answers "Done." with a tool call whose arguments hold a payment card number;
 * ``twochoices``: answers two choices, the second with an email address;
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
@@ -39,6 +40,9 @@ CARD_ANSWER = ["Your", " card", " is", " 4111", " 1111", " 1111", " 1111", " tha
 MAIL_ANSWER = ["Reach", " me", " at", " jane", ".doe@exa", "mple.com", " soon"]
 REFUSAL_ANSWER = ["I'm", " sorry,", " I", " can't", " help", " with", " that."]
 RUDE_ANSWER = ["You", " are", " a", " stupid", " idiot", " and", " I", " hate", " you."]
+DIGITS_TEXT = ("Ref 99 60 26 24 13 74 02 11 96 41 51 30 76 75 98 56 96 30 49 74 11 37 02 56 71 27 55 50 36 89 56 "
+               "44 87 75 35 5555 5555 5555 4444 is the card on file. " + "y" * 130)
+CARD_IN_DIGITS_ANSWER = [DIGITS_TEXT[:114], DIGITS_TEXT[114:]]  # cut where the card's first groups are released
 LONG_ANSWER = [f" word{i}" for i in range(40)] + [" jane", ".doe@exa", "mple.com"] + [f" tail{i}" for i in range(40)]
 
 
@@ -83,7 +87,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         completion = int(body.get("max_tokens") or 16)
         words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER, "refuser": REFUSAL_ANSWER,
-                 "rude": RUDE_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
+                 "rude": RUDE_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                  "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan")}.get(model,

@@ -54,6 +54,9 @@ model refunder
 model nanusage
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model cardindigits
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 model toolcaller
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
@@ -142,6 +145,7 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "refunder": {"base_url": base, "model": "refunder"},
         "nanusage": {"base_url": base, "model": "nanusage"},
         "toolcaller": {"base_url": base, "model": "toolcaller"},
+        "cardindigits": {"base_url": base, "model": "cardindigits"},
         "twochoices": {"base_url": base, "model": "twochoices"},
         "mailer": {"base_url": base, "model": "mailer"},
         "longmail": {"base_url": base, "model": "longmail"},
@@ -183,12 +187,12 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "far", "flaky", "leaky", "longmail", "mailer", "nanusage", "refunder", "slow", "small",
-                  "toolcaller", "twochoices"]
+    everything = ["big", "cardindigits", "far", "flaky", "leaky", "longmail", "mailer", "nanusage", "refunder",
+                  "slow", "small", "toolcaller", "twochoices"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
     assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
-                                                                        "refunder", "nanusage", "toolcaller",
-                                                                        "twochoices"]
+                                                                        "refunder", "nanusage", "cardindigits",
+                                                                        "toolcaller", "twochoices"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -349,6 +353,17 @@ def test_blocked_stream_ends_with_an_error_event_and_no_forbidden_content(env: E
             seen.extend(c.delta.content or "" for c in chunk.choices)
     assert "card numbers stay out of models" in str(caught.value)
     assert "4111" not in "".join(seen)
+
+
+def test_a_card_after_a_run_of_digit_groups_is_blocked_before_any_of_it_is_released(env: Env) -> None:
+    stream = env.client("sk-test-caller").chat.completions.create(
+        model="cardindigits", messages=[{"role": "user", "content": "which card is on file?"}], stream=True)
+    seen = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            seen.extend(c.delta.content or "" for c in chunk.choices)
+    assert "card numbers stay out of models" in str(caught.value)
+    assert "5555" not in "".join(seen)
 
 
 def test_email_in_a_stream_is_masked_even_when_split_across_chunks(env: Env) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,9 @@ def iban_valid(text: str) -> bool:
     return int(number) % 97 == 1
 
 
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_DIGIT_RUN = re.compile(r"(?<![\d-])\d(?:[ -]?\d)*(?![\d-])")  # digits, single spaces or dashes between
+_DIGIT_GROUP = re.compile(r"\d+")
+_CARD_SHAPES = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
@@ -76,12 +79,48 @@ _INJECTION: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.
 ))
 
 
+def find_cards(text: str) -> list[Finding]:
+    """Payment card numbers: 13-19 digits passing Luhn, written whole or in groups.
+
+    A run of digits is tried from its start as one number, in any grouping
+    (``41 11 11 ...``: its longest span of whole groups up to 19 digits).
+    A card can also sit further inside a run of digit groups (``Ref 99 60 26
+    ... 5555 5555 5555 4444``), where a regex's leftmost match would skip it:
+    there, spans of whole groups are tried in the shapes cards are printed in
+    (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4, or ungrouped), which keeps a table of
+    small numbers from reading as a card at every offset. Overlapping valid
+    spans are merged, so masking covers each of them.
+    """
+    spans: list[tuple[int, int]] = []
+    for run in _DIGIT_RUN.finditer(text):
+        groups = [(g.start(), g.end()) for g in _DIGIT_GROUP.finditer(text, run.start(), run.end())]
+        for first in range(len(groups)):
+            digits = ""
+            shape: tuple[int, ...] = ()
+            longest: tuple[str, int] | None = None  # from the run's start: its longest span, as one number
+            for start, end in groups[first:]:
+                digits += text[start:end]
+                shape += (end - start,)
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13:
+                    if first == 0:
+                        longest = (digits, end)
+                    if (shape in _CARD_SHAPES or len(shape) == 1) and luhn_valid(digits):
+                        spans.append((groups[first][0], end))
+            if longest is not None and luhn_valid(longest[0]):
+                spans.append((groups[0][0], longest[1]))
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [Finding("credit_card", start, end) for start, end in merged]
+
+
 def find_pii(text: str) -> list[Finding]:
-    found: list[Finding] = []
-    for match in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            found.append(Finding("credit_card", match.start(), match.end()))
+    found = find_cards(text)
     for match in _IBAN.finditer(text):
         if iban_valid(match.group()):
             found.append(Finding("iban", match.start(), match.end()))
@@ -159,15 +198,62 @@ class Screening:
         return out
 
 
+_SPACES = str.maketrans({ch: " " for ch in "\t\n\r\v\f"})
+# letters of other scripts that look like Latin ones, read as those (detection only: never sent or shown)
+_LOOKALIKES = str.maketrans("аеорсухіјѕԁһӏԛԝвкмнтѡαειικνορτυχѵАВЕКМНОРСТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖ",
+                            "aeopcyxijsdhlqwbkmhtwaeiiknoptuxvABEKMHOPCTXABEHIKMNOPTXYZ")
+
+
+def shadow(text: str) -> tuple[str, list[int] | None]:
+    """The text the detectors read, and where each of its characters came from in ``text`` (None: the same).
+
+    What would hide an entity or a phrase from a pattern is undone: NFKC
+    (full-width digits and letters), invisible characters removed (zero-width
+    spaces and joiners, soft hyphens, bidi controls), every white space a
+    single space (NBSP, tabs, newlines, doubled spaces), dashes as ``-`` and
+    Latin look-alike letters as Latin. Findings are mapped back through the
+    positions, so masking redacts the original characters.
+    """
+    if text.isascii():
+        spaced = text.translate(_SPACES)
+        if "  " not in spaced:
+            return spaced, None  # one-to-one: positions are unchanged
+    out: list[str] = []
+    origin: list[int] = []
+    for index, ch in enumerate(text):
+        category = unicodedata.category(ch)
+        if category == "Cf":
+            continue
+        if ch.isspace():
+            if out and out[-1] == " ":
+                continue
+            out.append(" ")
+            origin.append(index)
+            continue
+        if category == "Pd":
+            ch = "-"
+        for piece in unicodedata.normalize("NFKC", ch).translate(_LOOKALIKES) if not ch.isascii() else ch:
+            out.append(piece)
+            origin.append(index)
+    return "".join(out), origin
+
+
+def _located(findings: list[Finding], origin: list[int] | None) -> list[Finding]:
+    if origin is None:
+        return findings
+    return [Finding(f.kind, origin[f.start], origin[f.end - 1] + 1) for f in findings if f.end > f.start]
+
+
 def screen(text: str, config: GuardConfig) -> Screening:
+    read, origin = shadow(text)
     findings: list[Finding] = []
     if config.pii:
-        findings.extend(find_pii(text))
+        findings.extend(_located(find_pii(read), origin))
     if config.secrets:
-        findings.extend(find_secrets(text))
+        findings.extend(_located(find_secrets(read), origin))
     pii = sorted({f.kind for f in findings if f.kind in PII_TYPES})
     secrets = sorted({f.kind for f in findings if f.kind not in PII_TYPES})
-    score = injection_score(text) if config.prompt_injection else 0.0
+    score = injection_score(read) if config.prompt_injection else 0.0
     masked = sorted({f.kind for f in findings if f.kind in config.mask})
     toxicity = None
     if config.toxicity:
