@@ -344,26 +344,20 @@ def test_the_whole_answer_is_screened_not_only_its_first_text(env: Env) -> None:
     assert [c.message.content for c in answer.choices] == ["Hello from the upstream.", "Or write to [EMAIL]"]
 
 
-def test_blocked_stream_ends_with_an_error_event_and_no_forbidden_content(env: Env) -> None:
+@pytest.mark.parametrize(("model", "card_group"), [
+    ("leaky", "4111"),  # a card split across chunks
+    ("cardindigits", "5555"),  # a card after a run of other digit groups, its first groups in the first chunk
+])
+def test_blocked_stream_ends_with_an_error_event_and_no_forbidden_content(env: Env, model: str,
+                                                                         card_group: str) -> None:
     stream = env.client("sk-test-caller").chat.completions.create(
-        model="leaky", messages=[{"role": "user", "content": "what is my card?"}], stream=True)
+        model=model, messages=[{"role": "user", "content": "what is my card?"}], stream=True)
     seen = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:
             seen.extend(c.delta.content or "" for c in chunk.choices)
     assert "card numbers stay out of models" in str(caught.value)
-    assert "4111" not in "".join(seen)
-
-
-def test_a_card_after_a_run_of_digit_groups_is_blocked_before_any_of_it_is_released(env: Env) -> None:
-    stream = env.client("sk-test-caller").chat.completions.create(
-        model="cardindigits", messages=[{"role": "user", "content": "which card is on file?"}], stream=True)
-    seen = []
-    with pytest.raises(openai.APIError) as caught:
-        for chunk in stream:
-            seen.extend(c.delta.content or "" for c in chunk.choices)
-    assert "card numbers stay out of models" in str(caught.value)
-    assert "5555" not in "".join(seen)
+    assert card_group not in "".join(seen)
 
 
 def test_email_in_a_stream_is_masked_even_when_split_across_chunks(env: Env) -> None:
