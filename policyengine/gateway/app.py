@@ -551,7 +551,7 @@ class GatewayApp(DecisionApp):
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise GatewayError(400, "messages: required, a non-empty list of message objects", "invalid_request")
             call.stream = bool(body.get("stream"))
-            answers = body.get("n", 1) if body.get("n") is not None else 1
+            answers = 1 if body.get("n") is None else body["n"]
             if not isinstance(answers, int) or isinstance(answers, bool) or answers < 1:
                 raise GatewayError(400, "n: a positive integer (how many answers)", "invalid_request")
             if call.stream and answers > 1:
