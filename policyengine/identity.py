@@ -124,6 +124,7 @@ def disguise(text: str) -> str | None:
 
 
 _WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+_CONFUSABLE_LETTER = re.compile("[\u0370-\u03ff\u0400-\u052f\u1c80-\u1c8f\u1f00-\u1fff\ua640-\ua69f]")
 
 
 def mixed_script(text: str) -> str | None:
@@ -133,8 +134,8 @@ def mixed_script(text: str) -> str | None:
     a rule about ``prod`` would not reach it. Words of one script each
     (``docs/отчёт``, ``München``) are ordinary text.
     """
-    if text.isascii():
-        return None
+    if text.isascii() or _CONFUSABLE_LETTER.search(text) is None:
+        return None  # no Cyrillic or Greek letter at all: the usual non-ASCII text (données, 日本)
     for word in _WORD.findall(text):
         if word.isascii():
             continue
