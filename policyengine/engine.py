@@ -173,6 +173,40 @@ class Policy:
                 self.ledger.charge(key, currency, float(cost), at)
         return scopes
 
+    def reserve(self, request: Any, *, at: datetime | None = None) -> Any:
+        """Hold ``request``'s estimate (``context.tokens`` and its cost, as budget rules read them) in every limit
+        of every budget covering it, all or nothing: a ``store.holds.Hold``, refused (``refused_by``) when a limit
+        has no room once the holds of calls in flight are counted. Settle it with the real usage, or release it.
+
+        Deciding a request and charging it later lets concurrent callers all pass one budget check; a hold
+        taken at decision time cannot. ``ValueError`` when the ledger takes no holds, or the budgets covering
+        the request limit more than one currency (a hold takes one).
+        """
+        from .store.holds import NO_HOLD, can_reserve, reserve
+
+        ctx = self._evaluator.context(request)
+        if isinstance(ctx, Decision):
+            return NO_HOLD
+        budgets = tuple(dict.fromkeys(self._evaluator._budgets_in_scope(ctx)))
+        if not budgets:
+            return NO_HOLD
+        if not can_reserve(self.ledger):
+            raise ValueError("this budget ledger takes no reservations")
+        currencies = sorted({limit.unit for b in budgets for limit in b.limits if limit.unit != "tokens"})
+        if len(currencies) > 1:
+            raise ValueError(f"the budgets covering this request limit several currencies ({', '.join(currencies)}); "
+                             "a reservation holds one")
+        currency = currencies[0] if currencies else None
+        cost = self._evaluator.estimate(ctx, currency) if currency else 0.0
+        return reserve(self.ledger, budgets, self._evaluator.estimate(ctx, "tokens"), cost, currency, at=at)
+
+    def budget_refusal(self, hold: Any) -> Decision:
+        """The deny for a request whose reservation ``hold`` was refused: the budget, and that calls in flight
+        hold the rest."""
+        return self._evaluator._deny_builtin(
+            hold.refused_by, f"budget {hold.refused_by} has no room for this request's estimate in "
+                             f"{hold.refused_unit}, counting what calls in flight have reserved")
+
     def malformed(self, errors: Sequence[str]) -> Decision:
         """The deny decision for input that is not even a request (bad JSON line, ...)."""
         return self._evaluator._malformed(list(errors))

@@ -149,7 +149,8 @@ def test_health_ready_policy_openapi_and_authzen_metadata(server: Server) -> Non
     assert any(f.endswith("design_sample.policy") for f in policy["files"])
     document = server.client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.1")
-    assert {"/v1/decide", "/v1/decide/batch", "/v1/explain", "/v1/charge", "/access/v1/evaluation",
+    assert {"/v1/decide", "/v1/decide/batch", "/v1/explain", "/v1/charge", "/v1/reserve", "/v1/release",
+            "/access/v1/evaluation",
             "/access/v1/evaluations", "/health", "/ready", "/v1/policy", "/metrics"} <= set(document["paths"])
     assert "#/$defs/" not in json.dumps(document)
     metadata = server.client.get("/.well-known/authzen-configuration").json()

@@ -29,6 +29,7 @@ from .body import HTTPError, answer_lifespan, read_body
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
+from ..store.holds import NO_HOLD, hold_from_token, hold_token, release, settle
 from .policy_source import ActivePolicy, PolicyHolder
 
 JSON = b"application/json"
@@ -76,6 +77,18 @@ def _json(status: int, value: Any, **note: Any) -> Response:
     return Response(status, _dumps(value), note=note or None)
 
 
+def _amounts(body: dict[str, Any], problems: list[str]) -> dict[str, float]:
+    """The ``tokens`` and ``cost`` of a charge (default 0), each a non-negative finite number."""
+    amounts: dict[str, float] = {}
+    for name in ("tokens", "cost"):
+        value = body.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            problems.append(f"{name}: must be a non-negative finite number")
+        else:
+            amounts[name] = float(value)
+    return amounts
+
+
 def _problem(status: int, message: str, problems: list[str]) -> Response:
     body: dict[str, Any] = {"error": message}
     if problems:
@@ -110,6 +123,8 @@ class DecisionApp:
             ("POST", "/v1/decide/batch"): self.decide_batch,
             ("POST", "/v1/explain"): self.explain,
             ("POST", "/v1/charge"): self.charge,
+            ("POST", "/v1/reserve"): self.reserve,
+            ("POST", "/v1/release"): self.release,
             ("GET", "/v1/policy"): self.describe_policy,
             ("POST", "/access/v1/evaluation"): self.authzen_evaluation,
             ("POST", "/access/v1/evaluations"): self.authzen_evaluations,
@@ -368,22 +383,68 @@ class DecisionApp:
         return _json(status, {"decision": data, "trace": list(trace), "audit_seq": seq}, audit_seq=seq,
                      effect=data["effect"])
 
+    async def reserve(self, exchange: Exchange) -> Response:
+        """``{"request": ...}``: decide it and, when allowed, hold its estimate in every budget covering it
+        before answering, so concurrent callers cannot all pass one budget check. A request whose hold is
+        refused is denied. The answer carries ``reservation``: pass it to ``/v1/charge`` or ``/v1/release``."""
+        active = self._active()
+        body, problem = self._one_object(exchange.body)
+        if problem is None and (not isinstance(body.get("request"), dict) or set(body) != {"request"}):
+            problem = 'body must be {"request": {...}} (the request to decide and reserve for)'
+        if problem is not None:
+            raise HTTPError(400, "bad request body", [problem])
+        request = body["request"]
+        problems = self._unjudged(request)
+        decision = None
+        hold = NO_HOLD
+        if not problems:
+            decision = active.policy.evaluate(request, directory=self.options.directory)
+            if decision.effect == "allow":
+                try:
+                    hold = active.policy.reserve(request)
+                except ValueError as error:
+                    raise HTTPError(400, "cannot reserve", [str(error)]) from None
+                if hold.refused_by is not None:
+                    decision = active.policy.budget_refusal(hold)
+        token = hold_token(hold) if hold.reservations or hold.unheld else None
+        data, seq = self._decide(active, request, problems, decision)
+        try:
+            await self._durable(seq)
+        except HTTPError:
+            release(active.policy.ledger, hold)  # not answered: nothing may stay held for it
+            raise
+        self._count(data)
+        status = 400 if data["errors"] else 200
+        return _json(status, {"decision": data, "reservation": token, "audit_seq": seq}, audit_seq=seq,
+                     effect=data["effect"])
+
+    async def release(self, exchange: Exchange) -> Response:
+        """``{"reservation": ...}``: the call did not happen; give its hold back."""
+        active = self._active()
+        body, problem = self._one_object(exchange.body)
+        if problem is None and (not isinstance(body.get("reservation"), str) or set(body) != {"reservation"}):
+            problem = 'body must be {"reservation": "..."} (as /v1/reserve answered it)'
+        if problem is not None:
+            raise HTTPError(400, "bad request body", [problem])
+        try:
+            hold = hold_from_token(body["reservation"])
+        except ValueError as error:
+            raise HTTPError(400, "bad release", [f"reservation: {error}"]) from None
+        release(active.policy.ledger, hold)
+        return _json(200, {"released": [r.scope_key for r, _ in hold.reservations]})
+
     async def charge(self, exchange: Exchange) -> Response:
         active = self._active()
         body, problem = self._one_object(exchange.body)
         if problem is not None:
             raise HTTPError(400, "bad request body", [problem])
+        if "reservation" in body:
+            return self._settle(active, body)
         problems: list[str] = []
         request = body.get("request")
         if not isinstance(request, dict):
             problems.append("request: required, the request (JSON object) the usage was decided for")
-        amounts: dict[str, float] = {}
-        for name in ("tokens", "cost"):
-            value = body.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                problems.append(f"{name}: must be a non-negative finite number")
-            else:
-                amounts[name] = float(value)
+        amounts = _amounts(body, problems)
         currency = body.get("currency", "USD")
         if not isinstance(currency, str) or not currency:
             problems.append("currency: must be a non-empty string such as \"USD\"")
@@ -413,6 +474,33 @@ class DecisionApp:
                 self.metrics.spend.labels(scope, currency).inc(amounts["cost"])
         return _json(200, {"charged": list(scopes), "tokens": amounts["tokens"], "cost": amounts["cost"],
                            "currency": currency})
+
+    def _settle(self, active: ActivePolicy, body: dict[str, Any]) -> Response:
+        """``/v1/charge`` of a reservation: charge the real usage where it was held and drop the holds."""
+        problems: list[str] = []
+        amounts = _amounts(body, problems)
+        unknown = sorted(set(body) - {"reservation", "tokens", "cost"})
+        if unknown:
+            problems.append(f"unknown fields: {', '.join(unknown)} (a reservation's charge goes where it was held)")
+        hold = None
+        try:
+            hold = hold_from_token(body["reservation"]) if isinstance(body["reservation"], str) else None
+        except ValueError as error:
+            problems.append(f"reservation: {error}")
+        else:
+            if hold is None:
+                problems.append("reservation: must be the string /v1/reserve answered")
+        if problems or hold is None:
+            raise HTTPError(400, "bad charge", problems)
+        settle(active.policy.ledger, hold, amounts["tokens"], amounts["cost"])
+        held = [(r.scope_key, unit) for r, unit in hold.reservations] + list(hold.unheld)
+        for scope, unit in held:
+            amount = amounts["tokens"] if unit == "tokens" else amounts["cost"]
+            if amount:
+                self.metrics.spend.labels(scope, unit).inc(amount)
+        currency = next((unit for _, unit in held if unit != "tokens"), None)
+        return _json(200, {"charged": list(dict.fromkeys(scope for scope, _ in held)), "tokens": amounts["tokens"],
+                           "cost": amounts["cost"], "currency": currency})
 
     # -- AuthZEN ---------------------------------------------------------------
 

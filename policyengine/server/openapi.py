@@ -73,12 +73,18 @@ def openapi_document() -> dict[str, Any]:
     }
     schemas["AuthZENDecision"] = {"type": "object", "required": ["decision"],
                                   "properties": {"decision": {"type": "boolean"}, "context": {"type": "object"}}}
-    schemas["Charge"] = {"type": "object", "required": ["request"],
-                         "properties": {"request": {"$ref": "#/components/schemas/Request"},
-                                        "tokens": {"type": "number", "minimum": 0},
-                                        "cost": {"type": "number", "minimum": 0},
-                                        "currency": {"type": "string", "default": "USD"},
-                                        "model": {"type": "string"}}}
+    schemas["Charge"] = {"oneOf": [
+        {"type": "object", "required": ["request"], "additionalProperties": False,
+         "properties": {"request": {"$ref": "#/components/schemas/Request"},
+                        "tokens": {"type": "number", "minimum": 0}, "cost": {"type": "number", "minimum": 0},
+                        "currency": {"type": "string", "default": "USD"}, "model": {"type": "string"}}},
+        {"type": "object", "required": ["reservation"], "additionalProperties": False,
+         "properties": {"reservation": {"type": "string"}, "tokens": {"type": "number", "minimum": 0},
+                        "cost": {"type": "number", "minimum": 0}}}]}
+    schemas["Reserve"] = {"type": "object", "required": ["request"], "additionalProperties": False,
+                          "properties": {"request": {"$ref": "#/components/schemas/Request"}}}
+    schemas["Release"] = {"type": "object", "required": ["reservation"], "additionalProperties": False,
+                          "properties": {"reservation": {"type": "string"}}}
     document = {
         "openapi": "3.1.0",
         "info": {"title": "policyengine decision service", "version": __version__,
@@ -98,8 +104,14 @@ def openapi_document() -> dict[str, Any]:
             "/v1/explain": _post("Decide one request and trace every rule considered",
                                  _body("#/components/schemas/Request", _EXAMPLE),
                                  _answer("`decision`, `trace` (lines) and `audit_seq`.")),
-            "/v1/charge": _post("Record actual usage against every budget covering a request",
-                                _body("#/components/schemas/Charge"), _answer("`charged`: the budget scopes.")),
+            "/v1/charge": _post("Record actual usage against every budget covering a request, or settle a "
+                                "reservation", _body("#/components/schemas/Charge"),
+                                _answer("`charged`: the budget scopes.")),
+            "/v1/reserve": _post("Decide one request and hold its estimate in every budget covering it",
+                                 _body("#/components/schemas/Reserve"),
+                                 _answer("`decision`, `reservation` (null when nothing is held) and `audit_seq`.")),
+            "/v1/release": _post("Give a reservation's hold back (the call did not happen)",
+                                 _body("#/components/schemas/Release"), _answer("`released`: the budget scopes.")),
             "/access/v1/evaluation": _post("AuthZEN 1.0 access evaluation",
                                            _body("#/components/schemas/AuthZENEvaluation", _AUTHZEN_EXAMPLE),
                                            _answer("The AuthZEN decision.", "#/components/schemas/AuthZENDecision")),

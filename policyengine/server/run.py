@@ -25,7 +25,8 @@ from typing import Any
 from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
 from ..audit.keys import DEFAULT_KEY_PATH
 from ..audit.masking import masking_for, rule_masking
-from ..budgets import BudgetLedger, InMemoryLedger
+from ..budgets import BudgetLedger
+from ..store.holds import MemoryReservingLedger
 from ..store.stores import is_postgres_url
 from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit
@@ -229,7 +230,7 @@ def serve(config: ServeConfig) -> int:
         blocked: Any = blocked_models(db)
     except ReportError:
         blocked = frozenset()  # not a database: opening the log says so in one line
-    ledger: BudgetLedger = InMemoryLedger()
+    ledger: BudgetLedger = MemoryReservingLedger()  # takes /v1/reserve's holds, as the store's ledgers do
     store = None
     if config.ledger:  # a DuckDB file (one process) or postgresql://... (every worker and host)
         try:

@@ -16,6 +16,8 @@ and end with the process.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import uuid
 from collections.abc import Sequence
@@ -130,6 +132,33 @@ class Hold:
 
 
 NO_HOLD = Hold(())
+
+
+def hold_token(hold: Hold) -> str:
+    """``hold`` as an opaque string a client keeps between a decision and its usage (``policyengine serve``).
+
+    It names the reservations, not the budget left: settling or releasing it
+    acts on the ledger, which any worker sharing that ledger can do.
+    """
+    doc = {"at": hold.at.isoformat() if hold.at else None,
+           "r": [[r.id, r.scope_key, r.unit, r.amount, r.at.isoformat(), r.expires_at.isoformat(), unit]
+                 for r, unit in hold.reservations],
+           "u": [list(pair) for pair in hold.unheld]}
+    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def hold_from_token(token: str) -> Hold:
+    """The ``Hold`` a ``hold_token`` names; ``ValueError`` when ``token`` is not one."""
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        reservations = tuple((Reservation(str(i), str(scope), str(unit), float(amount), datetime.fromisoformat(at),
+                                          datetime.fromisoformat(expires)), str(kind))
+                             for i, scope, unit, amount, at, expires, kind in doc["r"])
+        unheld = tuple((str(scope), str(unit)) for scope, unit in doc["u"])
+        at = datetime.fromisoformat(doc["at"]) if doc["at"] else None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError("not a reservation this server gave (expected the token /v1/reserve answered)") from error
+    return Hold(reservations, unheld=unheld, at=at)
 
 
 def reserve(ledger: BudgetLedger, budgets: Sequence[Any], tokens: float, cost: float, currency: str | None,

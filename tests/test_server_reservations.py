@@ -1,0 +1,110 @@
+"""``/v1/reserve``: a decision that holds its budget, so concurrent callers cannot all pass one budget check.
+
+A real ``policyengine serve`` on 127.0.0.1 with each kind of ledger (in memory,
+a DuckDB file, PostgreSQL), 32 threads of real HTTP clients.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_process import Server, audit_records, verify
+
+POLICY = """
+package race
+role caller
+model small
+    provider "local" region "eu-west-1" hosting internal
+    cost 1 USD per 1M tokens latency 10 ms
+rule callers_invoke
+    allow role caller to invoke model "*"
+budget shared
+    for role caller
+    limit 10_000 tokens per month
+    on exceed deny
+"""
+CALL = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
+        "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 400}}
+
+
+def at_once(count: int, work: Any) -> list[Any]:
+    """``work()`` in ``count`` threads started together; the results in no particular order."""
+    results: list[Any] = []
+    lock = threading.Lock()
+    start = threading.Barrier(count)
+
+    def one() -> None:
+        start.wait()
+        result = work()
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+@pytest.fixture(params=["memory", "duckdb", "postgres"])
+def ledger_args(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, ...]:
+    if request.param == "memory":
+        return ()
+    if request.param == "duckdb":
+        return ("--ledger", str(tmp_path / "budgets.duckdb"))
+    return ("--state", request.getfixturevalue("postgres_url"))
+
+
+def test_concurrent_reservations_never_hold_more_than_the_budget(tmp_path: Path, ledger_args: tuple[str, ...]) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    with Server(tmp_path, "--rules", str(tmp_path / "rules"), *ledger_args) as server:
+        decided = at_once(32, lambda: server.post("/v1/decide", CALL).json()["effect"])
+        assert decided == ["allow"] * 32  # a decision alone holds nothing: every one passes the same check
+
+        def reserve() -> dict[str, Any]:
+            return server.post("/v1/reserve", {"request": CALL}).json()
+
+        answers = at_once(32, reserve)
+        assert Counter(a["decision"]["effect"] for a in answers) == {"allow": 25, "deny": 7}  # 25 x 400 = 10,000
+        held = [a["reservation"] for a in answers if a["decision"]["effect"] == "allow"]
+        refused = [a for a in answers if a["decision"]["effect"] == "deny"]
+        assert all(isinstance(token, str) for token in held)
+        assert all(a["reservation"] is None and a["decision"]["reasons"][0]["rule"] == "race.shared" and
+                   "calls in flight" in a["decision"]["reasons"][0]["message"] for a in refused)
+
+        for token in held[:5]:  # five calls did not happen: their holds come back
+            assert server.post("/v1/release", {"reservation": token}).status_code == 200
+        again = at_once(8, reserve)
+        assert Counter(a["decision"]["effect"] for a in again) == {"allow": 5, "deny": 3}
+        held = held[5:] + [a["reservation"] for a in again if a["reservation"]]
+
+        for token in held:  # the calls happened and used what they estimated
+            charged = server.post("/v1/charge", {"reservation": token, "tokens": 400})
+            assert charged.status_code == 200 and charged.json()["charged"] == ["role:caller"], charged.text
+        after = server.post("/v1/decide", CALL).json()
+        assert after["effect"] == "deny" and after["reasons"][0]["rule"] == "race.shared"  # 10,000 spent
+
+        for body, path in (({"reservation": "not-a-token"}, "/v1/charge"), ({"reservation": 5}, "/v1/release"),
+                           ({"reservation": held[0], "request": CALL}, "/v1/charge"), ({"request": 1}, "/v1/reserve")):
+            assert server.post(path, body).status_code == 400, (path, body)
+    decisions = [p for event, p in audit_records(server.db).values() if event == "decision"]
+    assert len(decisions) == 32 + 32 + 8 + 1  # every reservation's decision is recorded, refusals included
+    result = verify(tmp_path, server.db, server.key)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_request_no_budget_covers_is_decided_without_a_reservation(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    with Server(tmp_path, "--rules", str(tmp_path / "rules")) as server:
+        other = {**CALL, "principal": {"id": "eve", "roles": []}}
+        answer = server.post("/v1/reserve", {"request": other}).json()
+        malformed = server.post("/v1/reserve", {"request": {**CALL, "action": "INVOKE"}})
+    assert answer["decision"]["effect"] == "deny" and answer["reservation"] is None
+    assert malformed.status_code == 400 and malformed.json()["decision"]["errors"]
