@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from test_orchestrator_runner import RULES, Clock, Effects, Env, pay_workflow  # the runner's real fixtures
 
 from policyengine.engine import load_policy
@@ -111,6 +111,9 @@ def test_an_approval_in_a_request_by_the_requester_under_another_spelling_does_n
 
 
 @given(st.text(max_size=30))
+@example("pr\u043ed")  # a Cyrillic o
+@example("a\u1d26")  # GREEK LETTER SMALL CAPITAL GAMMA, outside the Greek block
+@example("donn\u00e9es \u043e\u0442\u0447\u0451\u0442")  # one script a word
 def test_a_value_passes_as_undisguised_only_without_invisible_characters_or_mixed_script_words(text):
     """``disguise`` (schemas' normalised attributes) never passes what no normalisation folds."""
     import unicodedata
