@@ -15,6 +15,7 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``cardindigits``: a card number at the end of a long run of digit groups, in two chunks;
 * ``toolcaller``: answers "Done." with a tool call whose arguments hold a payment card number;
 * ``twochoices``: answers two choices, the second with an email address;
+* ``garbled``: answers 200 with a body that is not JSON (the work was done, the answer lost);
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
 * ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
@@ -77,6 +78,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if model == "slow":
             time.sleep(3)
+        if model == "garbled":
+            self._send(200, b"<html>upstream proxy error</html>", "text/html")
+            return
         if self.path.endswith("/embeddings"):
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else inputs

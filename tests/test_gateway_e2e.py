@@ -57,6 +57,9 @@ model nanusage
 model cardindigits
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model garbled
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 model toolcaller
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
@@ -145,6 +148,7 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "refunder": {"base_url": base, "model": "refunder"},
         "nanusage": {"base_url": base, "model": "nanusage"},
         "toolcaller": {"base_url": base, "model": "toolcaller"},
+        "garbled": {"base_url": base, "model": "garbled"},
         "cardindigits": {"base_url": base, "model": "cardindigits"},
         "twochoices": {"base_url": base, "model": "twochoices"},
         "mailer": {"base_url": base, "model": "mailer"},
@@ -187,12 +191,12 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "cardindigits", "far", "flaky", "leaky", "longmail", "mailer", "nanusage", "refunder",
-                  "slow", "small", "toolcaller", "twochoices"]
+    everything = ["big", "cardindigits", "far", "flaky", "garbled", "leaky", "longmail", "mailer", "nanusage",
+                  "refunder", "slow", "small", "toolcaller", "twochoices"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
     assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
                                                                         "refunder", "nanusage", "cardindigits",
-                                                                        "toolcaller", "twochoices"]
+                                                                        "garbled", "toolcaller", "twochoices"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -549,6 +553,26 @@ def test_a_usage_that_is_not_a_token_count_charges_what_was_held(tmp_path: Path,
     assert sum(c["tokens"] for c in calls if c["status"] == "ok") <= 10_000
     result = verify(tmp_path, tmp_path / "gw.duckdb", tmp_path / "gw.key")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_answer_lost_after_the_upstream_did_the_work_is_charged_not_given_back(tmp_path: Path) -> None:
+    """A 200 whose body is not JSON was billed upstream: the hold is charged at the estimate, never released."""
+    def call(name: str) -> str:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-budget", max_retries=0)
+        try:
+            client.chat.completions.create(model=name, messages=[{"role": "user", "content": "spend"}],
+                                           max_tokens=4000)
+            return "ok"
+        except openai.APIStatusError as error:
+            return error.body["code"] if isinstance(error.body, dict) else str(error.status_code)
+
+    with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
+        with start_gateway(tmp_path, write_config(tmp_path, upstream.url)) as gateway:
+            outcomes = [call("garbled"), call("small"), call("small")]
+    assert outcomes == ["upstream_error", "ok", "budget_exhausted"]  # 4,003 charged for the lost answer
+    first = next(p for e, p in audit_records(tmp_path / "gw.duckdb").values() if e == "model_call")
+    assert first["attempts"] == [{"model": "garbled", "status": 502, "charged_tokens": 4003,
+                                  "error": "garbled: upstream answer is not JSON"}]
 
 
 @pytest.mark.slow

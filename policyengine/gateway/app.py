@@ -633,8 +633,7 @@ class GatewayApp(DecisionApp):
                     answer = (await self.client.post(upstream, path, body)).body
                     call.provider = upstream.base_url
             except UpstreamError as error:
-                await self._release(hold)
-                call.attempts.append({"model": model, "status": error.status, "error": str(error)})
+                call.attempts.append(await self._unanswered(active, hold, model, estimate, error))
                 last = error
                 continue
             except BaseException:
@@ -654,6 +653,18 @@ class GatewayApp(DecisionApp):
             return model, request, answer
         assert last is not None
         raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
+
+    async def _unanswered(self, active: ActivePolicy, hold: Hold, model: str, estimate: float,
+                          error: UpstreamError) -> dict[str, Any]:
+        """End the hold of a try the upstream did not answer usably, and its attempt record: given back when
+        nothing was done upstream, charged at the estimate when it may have been (``error.spent``)."""
+        attempt: dict[str, Any] = {"model": model, "status": error.status, "error": str(error)}
+        if error.spent:
+            await self._settle(hold, estimate, self._price(active, model, estimate))
+            attempt["charged_tokens"] = estimate
+        else:
+            await self._release(hold)
+        return attempt
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
         """Correct the tokens counted against the rate limits from the estimate to the actual usage."""

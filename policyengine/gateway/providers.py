@@ -26,11 +26,21 @@ from .config import Upstream
 
 
 class UpstreamError(Exception):
-    """The upstream failed: ``status`` 502 (error answer, unreachable) or 504 (timeout)."""
+    """The upstream failed: ``status`` 502 (error answer, unreachable) or 504 (timeout).
 
-    def __init__(self, status: int, message: str) -> None:
+    ``spent``: the upstream may have done the work and billed it (it answered
+    200 with something unreadable, or went silent after the request was sent),
+    so the call's budget hold is charged, not given back.
+    """
+
+    def __init__(self, status: int, message: str, *, spent: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.spent = spent
+
+
+# timeouts before the request could reach the upstream: nothing was done there
+_UNSENT = (httpx.ConnectTimeout, httpx.PoolTimeout, httpcore.ConnectTimeout, httpcore.PoolTimeout)
 
 
 @dataclass
@@ -141,29 +151,31 @@ class UpstreamClient:
         content = json.dumps({**body, "model": upstream.upstream_model}, separators=(",", ":")).encode()
         url, headers = upstream.base_url + path, self._headers(upstream)
         last: UpstreamError | None = None
+        spent = False  # an earlier try may have been done upstream (a timeout after sending)
         started = time.perf_counter()
         for attempt in range(1, upstream.retries + 2):
             try:
                 status, content_in = await self._send(url, content, headers, upstream.timeout_s)
-            except (httpx.TimeoutException, httpcore.TimeoutException):
-                last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s")
+            except (httpx.TimeoutException, httpcore.TimeoutException) as error:
+                spent = spent or not isinstance(error, _UNSENT)
+                last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s", spent=spent)
                 continue
             except (httpx.HTTPError, *_POOL_ERRORS) as error:
                 last = UpstreamError(502, f"{upstream.model}: cannot reach {upstream.base_url}: "
-                                          f"{error or type(error).__name__}")
+                                          f"{error or type(error).__name__}", spent=spent)
                 continue
             if status >= 500:
-                last = UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream")
+                last = UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream", spent=spent)
                 continue
             if status >= 400:
                 raise UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream: "
-                                         f"{content_in[:200].decode('utf-8', 'replace')}")
+                                         f"{content_in[:200].decode('utf-8', 'replace')}", spent=spent)
             try:
                 doc = loads_safe(content_in)
             except ValueError:
-                raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON") from None
+                raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON", spent=True) from None
             if not isinstance(doc, dict):
-                raise UpstreamError(502, f"{upstream.model}: upstream answer is not a JSON object")
+                raise UpstreamError(502, f"{upstream.model}: upstream answer is not a JSON object", spent=True)
             return Answer(doc, (time.perf_counter() - started) * 1000, attempt)
         assert last is not None
         raise last
@@ -174,6 +186,7 @@ class UpstreamClient:
         payload = {**body, "model": upstream.upstream_model, "stream": True,
                    "stream_options": {"include_usage": True}}
         last: UpstreamError | None = None
+        spent = False
         for _attempt in range(upstream.retries + 1):
             started = False
             try:
@@ -181,7 +194,8 @@ class UpstreamClient:
                                                headers=self._headers(upstream), timeout=upstream.timeout_s) as response:
                     if response.status_code >= 400:
                         await response.aread()
-                        last = UpstreamError(502, f"{upstream.model}: HTTP {response.status_code} from upstream")
+                        last = UpstreamError(502, f"{upstream.model}: HTTP {response.status_code} from upstream",
+                                             spent=spent)
                         if response.status_code < 500:
                             raise last
                         continue
@@ -194,16 +208,19 @@ class UpstreamClient:
                         try:
                             chunk = loads_safe(data)
                         except ValueError:
-                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk") from None
+                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk", spent=True) from None
                         if not isinstance(chunk, dict):
-                            raise UpstreamError(502, f"{upstream.model}: a stream chunk is not a JSON object")
+                            raise UpstreamError(502, f"{upstream.model}: a stream chunk is not a JSON object",
+                                                spent=True)
                         started = True
                         yield chunk
                     return
-            except httpx.TimeoutException:
-                last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s")
+            except httpx.TimeoutException as error:
+                spent = spent or not isinstance(error, _UNSENT)
+                last = UpstreamError(504, f"{upstream.model}: no answer within {upstream.timeout_s:g} s", spent=spent)
             except httpx.HTTPError as error:
-                last = UpstreamError(502, f"{upstream.model}: stream from {upstream.base_url} broke: {error}")
+                last = UpstreamError(502, f"{upstream.model}: stream from {upstream.base_url} broke: {error}",
+                                     spent=spent or started)
             if started:
                 raise last
         assert last is not None

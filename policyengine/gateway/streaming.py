@@ -56,8 +56,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         except StopAsyncIteration:
             first = None
         except UpstreamError as error:
-            await app._release(hold)
-            call.attempts.append({"model": model, "status": error.status, "error": str(error)})
+            call.attempts.append(await app._unanswered(active, hold, model, estimate, error))
             last = error
             continue
         call.attempts.append({"model": model, "status": 200})
