@@ -524,10 +524,25 @@ class GatewayApp(DecisionApp):
         call.requested = body["model"]
         return key, body
 
-    def _screen_prompt(self, texts: list[str], call: Call) -> tuple[list[g.Screening], dict[str, Any]]:
-        """Screen the prompt's texts; the merged findings go to the policy request and the audit record."""
-        found = self._screen(texts, call, "prompt")
+    def _screen_prompt(self, texts: list[str], call: Call,
+                       messages: Sequence[str] = ()) -> tuple[list[g.Screening], dict[str, Any]]:
+        """Screen the prompt's texts; the merged findings go to the policy request and the audit record.
+
+        ``messages`` (their contents, in order) are screened joined as well, by a line break and directly, for
+        what is written across messages (``Ignore all previous`` / ``instructions``, ``jane.doe@`` /
+        ``example.com``): it counts for the decision, and a masked type found only there is refused, since no
+        single string holds it to redact.
+        """
+        joined = ["\n".join(messages), "".join(messages)] if len(messages) > 1 else []
+        found = self._screen([*texts, *joined], call, "prompt")
         guard = call.guard["prompt"] = g.merge(found)
+        if not joined:
+            return found, guard
+        found, conversation = found[:len(texts)], found[len(texts):]
+        across = {kind for s in conversation for kind in s.masked}.difference(*(s.masked for s in found))
+        if across:
+            raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages, so it cannot be "
+                                    "masked; send it in one message", "invalid_request", rule="<guard>")
         return found, guard
 
     def _body(self, exchange: Exchange) -> dict[str, Any]:
@@ -559,7 +574,8 @@ class GatewayApp(DecisionApp):
                                    "invalid_request")
             call.prompt_sha256 = _sha(_prompt(messages))
             leaves = g.texts_of(body)
-            found, guard = self._screen_prompt([t for _, t in leaves], call)
+            found, guard = self._screen_prompt([t for _, t in leaves], call,
+                                               [_message_text(m.get("content")) for m in messages])
             if self.config.audit_prompts == "masked":  # every finding, in the message contents
                 call.prompt_masked = _prompt(g.replace_texts(body, _masks(leaves, found))["messages"])
             if guard["masked"]:
