@@ -467,6 +467,9 @@ def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> 
     client.chat.completions.create(model="small", messages=[  # findings are masked where each message has them
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "mail john.roe@example.com now"}])
     with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="small", messages=[
+            {"role": "user", "content": "my card is 4111 1111"}, {"role": "user", "content": "1111 1111, charge it"}])
+    with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="small", messages=[{"role": "user", "content": "card 4111111111111111"}])
     with pytest.raises(openai.AuthenticationError):
         env.client("sk-nobody").models.list()
@@ -474,6 +477,8 @@ def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> 
     text = json.dumps(calls)
     assert "jane.doe@example.com" not in text and "4111" not in text  # prompts only as hashes and masked text
     assert "john.roe" not in text and [c for c in calls if c.get("prompt_masked") == "be brief\nmail [EMAIL] now"]
+    # a card written across two messages is masked in the record as the model would read it
+    assert [c for c in calls if c.get("prompt_masked") == "my card is [CREDIT_CARD], charge it"]
     masked = [c for c in calls if c.get("prompt_masked") == "mail [EMAIL]"]
     assert masked and masked[0]["guard"]["prompt"]["masked"] == ["email"]
     assert masked[0]["prompt_sha256"] == hashlib.sha256(b"mail jane.doe@example.com").hexdigest()

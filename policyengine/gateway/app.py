@@ -525,25 +525,26 @@ class GatewayApp(DecisionApp):
         return key, body
 
     def _screen_prompt(self, texts: list[str], call: Call,
-                       messages: Sequence[str] = ()) -> tuple[list[g.Screening], dict[str, Any]]:
+                       messages: Sequence[str] = ()) -> tuple[list[g.Screening], dict[str, Any], g.Screening | None]:
         """Screen the prompt's texts; the merged findings go to the policy request and the audit record.
 
-        ``messages`` (their contents, in order) are screened joined as well, by a line break and directly, for
-        what is written across messages (``Ignore all previous`` / ``instructions``, ``jane.doe@`` /
+        ``messages`` (their contents, in order) are screened joined as well, by a line break (as the audit
+        record's ``prompt_masked`` shows them; the screening comes back third) and directly, for what is
+        written across messages (``Ignore all previous`` / ``instructions``, ``jane.doe@`` /
         ``example.com``): it counts for the decision, and a masked type found only there is refused, since no
         single string holds it to redact.
         """
-        joined = ["\n".join(messages), "".join(messages)] if len(messages) > 1 else []
+        joined = ["\n".join(messages), "".join(messages)] if messages else []
         found = self._screen([*texts, *joined], call, "prompt")
         guard = call.guard["prompt"] = g.merge(found)
         if not joined:
-            return found, guard
+            return found, guard, None
         found, conversation = found[:len(texts)], found[len(texts):]
         across = {kind for s in conversation for kind in s.masked}.difference(*(s.masked for s in found))
         if across:
             raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages, so it cannot be "
                                     "masked; send it in one message", "invalid_request", rule="<guard>")
-        return found, guard
+        return found, guard, conversation[0]
 
     def _body(self, exchange: Exchange) -> dict[str, Any]:
         try:
@@ -572,12 +573,12 @@ class GatewayApp(DecisionApp):
             if call.stream and answers > 1:
                 raise GatewayError(400, "n: a stream is screened as one answer; ask for n > 1 without stream",
                                    "invalid_request")
-            call.prompt_sha256 = _sha(_prompt(messages))
+            contents = [_message_text(m.get("content")) for m in messages]
+            call.prompt_sha256 = _sha("\n".join(contents))
             leaves = g.texts_of(body)
-            found, guard = self._screen_prompt([t for _, t in leaves], call,
-                                               [_message_text(m.get("content")) for m in messages])
-            if self.config.audit_prompts == "masked":  # every finding, in the message contents
-                call.prompt_masked = _prompt(g.replace_texts(body, _masks(leaves, found))["messages"])
+            found, guard, conversation = self._screen_prompt([t for _, t in leaves], call, contents)
+            if self.config.audit_prompts == "masked" and conversation is not None:  # every finding, as read
+                call.prompt_masked = g.mask("\n".join(contents), conversation.findings)
             if guard["masked"]:
                 body = g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
             prompt = _prompt(body["messages"])  # as sent: what the simulator answers
@@ -746,7 +747,7 @@ class GatewayApp(DecisionApp):
                 raise GatewayError(400, "input: required, a string or a list of strings", "invalid_request")
             call.prompt_sha256 = _sha("\n".join(inputs))
             leaves = g.texts_of(body)
-            found, guard = self._screen_prompt([t for _, t in leaves], call)
+            found, guard, _ = self._screen_prompt([t for _, t in leaves], call)
             if guard["masked"]:
                 body = g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
                 inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
