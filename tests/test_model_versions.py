@@ -328,11 +328,13 @@ def test_a_running_server_answers_with_the_version_promoted_while_it_runs_after_
         server.wait_for_line(r"model versions \(sighup; policyengine\.duckdb\) changed: "
                              r"promote classifier_small production 2\.3\.1 -> 2\.4\.0 by eve")
         assert decided_version(server) == "2.4.0"
+        reserved = server.post("/v1/reserve", {"request": INVOKE})  # decided as /v1/decide decides it
+        assert reserved.status_code == 200 and reserved.json()["decision"]["model_version"] == "2.4.0", reserved.text
         server.proc.send_signal(signal.SIGHUP)  # nothing changed since: nothing said
     assert sum("model versions" in line for line in server.lines) == 1
     decided = [p.get("model_version") for e, p in audit_records(work / "decisions.duckdb").values()
                if e == "decision"]
-    assert decided == ["2.3.1", "2.3.1", "2.4.0"]
+    assert decided == ["2.3.1", "2.3.1", "2.4.0", "2.4.0"]
 
 
 def test_a_watching_server_follows_a_promotion_and_a_rollback_of_the_registry_it_reads(work):

@@ -397,7 +397,10 @@ class DecisionApp:
         problems = self._unjudged(request)
         decision = None
         hold = NO_HOLD
+        used = None
         if not problems:
+            if self.options.model_versions is not None:  # decided as /v1/decide decides it
+                request, used = self.options.model_versions(active.policy, request)
             decision = active.policy.evaluate(request, directory=self.options.directory)
             if decision.effect == "allow":
                 try:
@@ -407,7 +410,7 @@ class DecisionApp:
                 if hold.refused_by is not None:
                     decision = active.policy.budget_refusal(hold)
         token = hold_token(hold) if hold.reservations or hold.unheld else None
-        data, seq = self._decide(active, request, problems, decision)
+        data, seq = self._decide(active, request, problems, decision, used)
         try:
             await self._durable(seq)
         except HTTPError:
