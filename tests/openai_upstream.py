@@ -91,7 +91,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         completion = int(body.get("max_tokens") or 16)
         words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER, "refuser": REFUSAL_ANSWER,
-                 "rude": RUDE_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER}.get(model, ["Hello", " from", " the", " upstream", "."])
+                 "rude": RUDE_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER,
+                 }.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                  "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan")}.get(model,
