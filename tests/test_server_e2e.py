@@ -105,6 +105,11 @@ BAD_BODIES = [
     ("/access/v1/evaluation", json.dumps({"subject": {"type": "robot", "id": ""}, "action": {"name": 3},
                                           "resource": {"type": "dataset"}}).encode(),
      ["subject.type", "subject.id", "action.name", "resource.id"]),
+    ("/access/v1/evaluation", json.dumps({  # data beside the action would reach no rule about the request's data
+        "subject": {"type": "user", "id": "a"}, "action": {"name": "read", "properties": {
+            "data": {"classification": "restricted"}, "approvals": []}},
+        "resource": {"type": "dataset", "id": "x"}}).encode(),
+     ["action.properties.data: send it as context.data", "action.properties.approvals: send it as context."]),
     ("/access/v1/evaluations", json.dumps({"evaluations": 3, "options": {"evaluations_semantic": "most"}}).encode(),
      ["evaluations: must be an array", "evaluations_semantic"]),
     ("/v1/charge", json.dumps({"tokens": -1, "cost": "x", "extra": 1}).encode(),

@@ -6,7 +6,8 @@ Mapping (docs/server.md has the table):
   ``subject.properties.roles`` -> ``principal.roles``, other subject properties -> ``principal.attrs``
 - ``resource.type`` -> ``resource.kind``, ``resource.id`` -> ``resource.id``,
   ``resource.properties`` -> ``resource.attrs``
-- ``action.name`` -> ``action``; ``action.properties`` -> ``context`` keys (the context's own keys win)
+- ``action.name`` -> ``action``; ``action.properties`` -> ``context`` keys (the context's own keys win;
+  ``data`` and ``approvals`` there are refused: they belong in ``context``)
 - ``context.data`` -> ``data``, ``context.approvals`` -> ``approvals``, the rest of ``context`` -> ``context``
 
 The answer's ``decision`` is true only for ``allow``; ``context`` carries the
@@ -55,6 +56,10 @@ def to_request(evaluation: dict[str, Any], where: str = "") -> tuple[dict[str, A
     name = _string(action.get("name"), f"{where}action.name", problems) if action else None
     action_properties = _object(action.get("properties"), f"{where}action.properties", problems,
                                 required=False) if action else {}
+    for key in ("data", "approvals"):  # as context keys they would reach no rule about the request's data
+        if key in action_properties:
+            problems.append(f"{where}action.properties.{key}: send it as context.{key}, which becomes the "
+                            f"request's {key}")
     target: dict[str, Any] = {}
     if resource:
         target = {
