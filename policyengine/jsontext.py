@@ -207,11 +207,18 @@ def repeated_key(text: str | bytes) -> str | None:
     return found[0] if found else None
 
 
+def key_repeated_in(text: str | bytes, value: Any) -> str | None:
+    """The first key an object of ``text`` (parsed: ``value``) repeats, or None: the C-speed check first,
+    the naming parse only when it cannot rule a repeat out."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if surely_unique_keys(raw, value):
+        return None
+    return repeated_key(text)
+
+
 def duplicate_key(text: str, value: Any) -> str | None:
     """Why ``text`` (parsed: ``value``) cannot be read as one value, when an object in it repeats a key."""
-    if surely_unique_keys(text.encode("utf-8", "surrogatepass"), value):
-        return None
-    key = repeated_key(text)
+    key = key_repeated_in(text, value)
     if key is None:
         return None
     return (f"duplicate key {json.dumps(key, ensure_ascii=True)} in an object; "

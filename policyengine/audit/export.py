@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from ..jsontext import repeated_key, surely_unique_keys
+from ..jsontext import key_repeated_in, repeated_key
 from .canonical import CanonicalJSONError, canonical_text
 from .errors import AuditError
 from .keys import PublicKey
@@ -56,11 +56,8 @@ def strict_json(text: str | bytes) -> Any:
         if (key := _repeated_key_if_json(text)) is not None:
             raise _DuplicateKey(f"duplicate key {key!r}") from None
         raise
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-    if not surely_unique_keys(raw, value):
-        key = repeated_key(text)
-        if key is not None:
-            raise _DuplicateKey(f"duplicate key {key!r}")
+    if (key := key_repeated_in(text, value)) is not None:
+        raise _DuplicateKey(f"duplicate key {key!r}")
     return value
 
 
