@@ -114,29 +114,19 @@ def _message_text(content: Any) -> str:
     return ""
 
 
-def _prompt(messages: list[Any]) -> str:
-    """The message contents of a chat body, one line each: what ``prompt_sha256`` hashes."""
-    return "\n".join(_message_text(m.get("content")) if isinstance(m, dict) else "" for m in messages)
-
-
 def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
-           masker: Callable[[str, g.Screening], str] | None = None) -> dict[g.Path, str]:
-    """The strings of a body that masking changes: by ``masker`` (the configured types), or every finding
-    (``None``: for the audit record). A key holding a type the masker redacts is refused: keys are not rewritten."""
+           masker: Callable[[str, g.Screening], str]) -> dict[g.Path, str]:
+    """The strings of a body that ``masker`` (the configured types) changes, by path. A key holding a type it
+    redacts is refused: keys are not rewritten."""
     out: dict[g.Path, str] = {}
     for (path, text), screening in zip(leaves, found, strict=True):
-        if not screening.findings:
+        if not screening.masked:
             continue
         if path[-1] == g.KEY:
-            if masker is not None and screening.masked:
-                where = ".".join(map(str, path[:-2])) or "the body"  # not the key itself: it holds the finding
-                raise GatewayError(400, f"an object key in {where} holds "
-                                        f"{', '.join(screening.masked)}, which is masked, and keys are not rewritten",
-                                   "invalid_request", rule="<guard>")
-            continue
-        masked = masker(text, screening) if masker is not None else g.mask(text, screening.findings)
-        if masked != text:
-            out[path] = masked
+            where = ".".join(map(str, path[:-2])) or "the body"  # not the key itself: it holds the finding
+            raise GatewayError(400, f"an object key in {where} holds {', '.join(screening.masked)}, which is "
+                                    "masked, and keys are not rewritten", "invalid_request", rule="<guard>")
+        out[path] = masker(text, screening)
     return out
 
 
@@ -546,6 +536,11 @@ class GatewayApp(DecisionApp):
                                     "masked; send it in one message", "invalid_request", rule="<guard>")
         return found, guard, conversation[0]
 
+    def _redacted(self, body: dict[str, Any], leaves: list[tuple[g.Path, str]],
+                  found: list[g.Screening]) -> dict[str, Any]:
+        """``body`` with the configured types masked in every string ``leaves`` names (screened: ``found``)."""
+        return g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
+
     def _body(self, exchange: Exchange) -> dict[str, Any]:
         try:
             body = json.loads(exchange.body or b"null")
@@ -574,14 +569,15 @@ class GatewayApp(DecisionApp):
                 raise GatewayError(400, "n: a stream is screened as one answer; ask for n > 1 without stream",
                                    "invalid_request")
             contents = [_message_text(m.get("content")) for m in messages]
-            call.prompt_sha256 = _sha("\n".join(contents))
+            prompt = "\n".join(contents)
+            call.prompt_sha256 = _sha(prompt)
             leaves = g.texts_of(body)
             found, guard, conversation = self._screen_prompt([t for _, t in leaves], call, contents)
             if self.config.audit_prompts == "masked" and conversation is not None:  # every finding, as read
-                call.prompt_masked = g.mask("\n".join(contents), conversation.findings)
+                call.prompt_masked = g.mask(prompt, conversation.findings)
             if guard["masked"]:
-                body = g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
-            prompt = _prompt(body["messages"])  # as sent: what the simulator answers
+                body = self._redacted(body, leaves, found)
+                prompt = "\n".join(_message_text(m.get("content")) for m in body["messages"])  # as sent
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
             upstream = self.upstreams.get(call.requested)
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -619,7 +615,7 @@ class GatewayApp(DecisionApp):
         found = self._screen_response(active, call, request, text, finish, [t for _, t in others])
         if any(s.masked for s in found):
             try:
-                answer = g.replace_texts(answer, _masks([(main, text), *others], found, g.masker(self.config.guards)))
+                answer = self._redacted(answer, [(main, text), *others], found)
             except GatewayError as error:
                 raise GatewayError(502, f"answer withheld: {error}", "response_blocked", rule="<guard>") from None
         answer["model"] = model
@@ -749,7 +745,7 @@ class GatewayApp(DecisionApp):
             leaves = g.texts_of(body)
             found, guard, _ = self._screen_prompt([t for _, t in leaves], call)
             if guard["masked"]:
-                body = g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
+                body = self._redacted(body, leaves, found)
                 inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
             estimate = sum(estimate_tokens(t) for t in inputs)
             candidates = await self._admitted(active, key, call.requested, estimate, guard, call)

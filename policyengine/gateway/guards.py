@@ -301,6 +301,7 @@ def merge(screenings: Iterable[Screening]) -> dict[str, object]:
 
 
 Path = tuple[str | int, ...]
+KEY = "\0key"  # the last step of a path that names an object key, not a value
 
 
 def texts_of(body: dict[str, Any], skip: Collection[str] = ("model",)) -> list[tuple[Path, str]]:
@@ -325,9 +326,6 @@ def texts_of(body: dict[str, Any], skip: Collection[str] = ("model",)) -> list[t
         elif isinstance(node, list):
             stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(node))))
     return found
-
-
-KEY = "\0key"  # the last step of a path that names an object key, not a value
 
 
 def replace_texts(body: dict[str, Any], new: dict[Path, str]) -> dict[str, Any]:
