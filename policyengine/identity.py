@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["IdentityError", "canonical_identity", "describe_char", "disguise", "mixed_script", "name_fold",
+__all__ = ["AS_LATIN", "IdentityError", "canonical_identity", "describe_char", "disguise", "mixed_script", "name_fold",
            "same_identity"]
 
 
@@ -40,12 +40,14 @@ class IdentityError(ValueError):
 
 
 # Letters of other scripts that look like Latin ones (the Unicode confusables
-# that matter for user ids: lower case after casefold). A name made only of
-# these and common characters is refused: it would pass for a Latin name.
-_LATIN_LOOKALIKES = frozenset(
-    "аеорсухіјѕԁһӏԛԝвкмнтѡ"  # Cyrillic
-    "αειικνορτυχοѵ"  # Greek
-)
+# that matter for names), and the Latin letter each reads as. The guards read
+# text through ``AS_LATIN`` to find what is written to slip past a pattern; a
+# user id made only of the lower-case ones (ids are casefolded) and common
+# characters is refused: it would pass for a Latin name.
+_LOOKALIKE_LETTERS = ("аеорсухіјѕԁһӏԛԝвкмнтѡ" "αεικνορτυχѵ"  # Cyrillic, then Greek (and Cyrillic ѵ)
+                      "АВЕКМНОРСТХ" "ΑΒΕΗΙΚΜΝΟΡΤΧΥΖ")
+AS_LATIN = str.maketrans(_LOOKALIKE_LETTERS, "aeopcyxijsdhlqwbkmhtw" "aeiknoptuxv" "ABEKMHOPCTX" "ABEHIKMNOPTXYZ")
+_LATIN_LOOKALIKES = frozenset(ch for ch in _LOOKALIKE_LETTERS if ch.islower())
 # Scripts whose letters are written with Latin look-alikes in practice.
 _CONFUSABLE_SCRIPTS = frozenset({"CYRILLIC", "GREEK"})
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..identity import AS_LATIN
+
 PII_TYPES = ("credit_card", "iban", "email", "phone")
 SECRET_TYPES = ("openai_key", "aws_access_key", "github_token", "private_key", "bearer_token")
 
@@ -199,9 +201,6 @@ class Screening:
 
 
 _SPACES = str.maketrans({ch: " " for ch in "\t\n\r\v\f"})
-# letters of other scripts that look like Latin ones, read as those (detection only: never sent or shown)
-_LOOKALIKES = str.maketrans("аеорсухіјѕԁһӏԛԝвкмнтѡαειικνορτυχѵАВЕКМНОРСТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖ",
-                            "aeopcyxijsdhlqwbkmhtwaeiiknoptuxvABEKMHOPCTXABEHIKMNOPTXYZ")
 
 
 def shadow(text: str) -> tuple[str, list[int] | None]:
@@ -232,7 +231,7 @@ def shadow(text: str) -> tuple[str, list[int] | None]:
             continue
         if category == "Pd":
             ch = "-"
-        for piece in unicodedata.normalize("NFKC", ch).translate(_LOOKALIKES) if not ch.isascii() else ch:
+        for piece in unicodedata.normalize("NFKC", ch).translate(AS_LATIN) if not ch.isascii() else ch:
             out.append(piece)
             origin.append(index)
     return "".join(out), origin
