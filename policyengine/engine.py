@@ -142,17 +142,22 @@ class Policy:
 
     def budget_scopes(self, request: Any) -> tuple[str, ...]:
         """Ledger keys of every budget that covers ``request`` (what ``charge`` charges)."""
-        ctx = self._evaluator.context(request)
-        if isinstance(ctx, Decision):
-            return ()
-        return tuple(dict.fromkeys(b.scope_key for b in self._evaluator._budgets_in_scope(ctx)))
+        return tuple(dict.fromkeys(b.scope_key for b in self.budgets_for(request)))
 
     def budgets_for(self, request: Any) -> tuple[Any, ...]:
         """The compiled budgets (id, scope key, limits) covering ``request``: what a caller reserves against."""
+        return self._covering(request)[1]
+
+    def budget_currencies(self, request: Any) -> list[str]:
+        """The currencies the budgets covering ``request`` limit, sorted (a cost in another counts for none)."""
+        return _currencies(self.budgets_for(request))
+
+    def _covering(self, request: Any) -> tuple[Any, tuple[Any, ...]]:
+        """The request's checked context (None when malformed) and the budgets covering it."""
         ctx = self._evaluator.context(request)
         if isinstance(ctx, Decision):
-            return ()
-        return tuple(dict.fromkeys(self._evaluator._budgets_in_scope(ctx)))
+            return None, ()
+        return ctx, tuple(dict.fromkeys(self._evaluator._budgets_in_scope(ctx)))
 
     def charge(self, request: Any, *, tokens: float = 0, cost: float = 0, currency: str = "USD",
                at: datetime | None = None, model: str | None = None) -> tuple[str, ...]:
@@ -184,15 +189,12 @@ class Policy:
         """
         from .store.holds import NO_HOLD, can_reserve, reserve
 
-        ctx = self._evaluator.context(request)
-        if isinstance(ctx, Decision):
-            return NO_HOLD
-        budgets = tuple(dict.fromkeys(self._evaluator._budgets_in_scope(ctx)))
+        ctx, budgets = self._covering(request)
         if not budgets:
             return NO_HOLD
         if not can_reserve(self.ledger):
             raise ValueError("this budget ledger takes no reservations")
-        currencies = sorted({limit.unit for b in budgets for limit in b.limits if limit.unit != "tokens"})
+        currencies = _currencies(budgets)
         if len(currencies) > 1:
             raise ValueError(f"the budgets covering this request limit several currencies ({', '.join(currencies)}); "
                              "a reservation holds one")
@@ -215,6 +217,11 @@ class Policy:
         """The same compiled policy with another block list (no recompilation)."""
         return Policy(self.policy_set, policy_hash=self.policy_hash, ledger=self.ledger,
                       blocked=blocked, compiled=self.compiled, warnings=self.warnings)
+
+
+def _currencies(budgets: Iterable[Any]) -> list[str]:
+    """The money units the limits of ``budgets`` are written in, sorted (every unit but tokens)."""
+    return sorted({limit.unit for budget in budgets for limit in budget.limits if limit.unit != "tokens"})
 
 
 # --- loading ------------------------------------------------------------------------
