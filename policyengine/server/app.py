@@ -23,13 +23,13 @@ import orjson
 
 from ..audit import AuditError
 from ..engine import read_requests
+from ..store.holds import NO_HOLD, hold_from_token, hold_token, release, settle
 from . import authzen
 from .audit_writer import DurableAudit
 from .body import HTTPError, answer_lifespan, read_body
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
-from ..store.holds import NO_HOLD, hold_from_token, hold_token, release, settle
 from .policy_source import ActivePolicy, PolicyHolder
 
 JSON = b"application/json"
@@ -254,6 +254,15 @@ class DecisionApp:
             return item.request, f"body: must be a JSON object, not {type(item.request).__name__}"
         return item.request, item.error
 
+    def _only_field(self, body: bytes, name: str, kind: type, shape: str) -> Any:
+        """The value of the body's one field ``name`` (a ``kind``), or 400 naming the ``shape`` it must have."""
+        value, problem = self._one_object(body)
+        if problem is None and (not isinstance(value.get(name), kind) or set(value) != {name}):
+            problem = f"body must be {shape}"
+        if problem is not None:
+            raise HTTPError(400, "bad request body", [problem])
+        return value[name]
+
     # -- deciding --------------------------------------------------------------
 
     def _active(self) -> ActivePolicy:
@@ -388,12 +397,8 @@ class DecisionApp:
         before answering, so concurrent callers cannot all pass one budget check. A request whose hold is
         refused is denied. The answer carries ``reservation``: pass it to ``/v1/charge`` or ``/v1/release``."""
         active = self._active()
-        body, problem = self._one_object(exchange.body)
-        if problem is None and (not isinstance(body.get("request"), dict) or set(body) != {"request"}):
-            problem = 'body must be {"request": {...}} (the request to decide and reserve for)'
-        if problem is not None:
-            raise HTTPError(400, "bad request body", [problem])
-        request = body["request"]
+        request = self._only_field(exchange.body, "request", dict,
+                                   '{"request": {...}} (the request to decide and reserve for)')
         problems = self._unjudged(request)
         decision = None
         hold = NO_HOLD
@@ -424,15 +429,12 @@ class DecisionApp:
     async def release(self, exchange: Exchange) -> Response:
         """``{"reservation": ...}``: the call did not happen; give its hold back."""
         active = self._active()
-        body, problem = self._one_object(exchange.body)
-        if problem is None and (not isinstance(body.get("reservation"), str) or set(body) != {"reservation"}):
-            problem = 'body must be {"reservation": "..."} (as /v1/reserve answered it)'
-        if problem is not None:
-            raise HTTPError(400, "bad request body", [problem])
+        token = self._only_field(exchange.body, "reservation", str,
+                                 '{"reservation": "..."} (as /v1/reserve answered it)')
         try:
-            hold = hold_from_token(body["reservation"])
+            hold = hold_from_token(token)
         except ValueError as error:
-            raise HTTPError(400, "bad release", [f"reservation: {error}"]) from None
+            raise HTTPError(400, "bad release", [f"reservation: {error}; send the one /v1/reserve answered"]) from None
         release(active.policy.ledger, hold)
         return _json(200, {"released": [r.scope_key for r, _ in hold.reservations]})
 
@@ -462,8 +464,7 @@ class DecisionApp:
         checked = active.policy.evaluate(request, directory=self.options.directory)
         if checked.errors:
             raise HTTPError(400, "bad charge", [f"request.{e}" for e in checked.errors])
-        units = sorted({limit.unit for budget in active.policy.budgets_for(request) for limit in budget.limits
-                        if limit.unit != "tokens"})
+        units = active.policy.budget_currencies(request)
         if amounts["cost"] and units and currency not in units:  # "usd" for USD: spend no budget would read
             raise HTTPError(400, "bad charge", [f"currency: {currency!r} is not the currency of the budgets "
                                                 f"covering this request ({', '.join(units)}); the cost would "
@@ -485,15 +486,15 @@ class DecisionApp:
         unknown = sorted(set(body) - {"reservation", "tokens", "cost"})
         if unknown:
             problems.append(f"unknown fields: {', '.join(unknown)} (a reservation's charge goes where it was held)")
-        hold = None
-        try:
-            hold = hold_from_token(body["reservation"]) if isinstance(body["reservation"], str) else None
-        except ValueError as error:
-            problems.append(f"reservation: {error}")
+        hold = NO_HOLD
+        if not isinstance(body["reservation"], str):
+            problems.append("reservation: must be the string /v1/reserve answered")
         else:
-            if hold is None:
-                problems.append("reservation: must be the string /v1/reserve answered")
-        if problems or hold is None:
+            try:
+                hold = hold_from_token(body["reservation"])
+            except ValueError as error:
+                problems.append(f"reservation: {error}; send the one /v1/reserve answered")
+        if problems:
             raise HTTPError(400, "bad charge", problems)
         settle(active.policy.ledger, hold, amounts["tokens"], amounts["cost"])
         held = [(r.scope_key, unit) for r, unit in hold.reservations] + list(hold.unheld)

@@ -157,7 +157,7 @@ def hold_from_token(token: str) -> Hold:
         unheld = tuple((str(scope), str(unit)) for scope, unit in doc["u"])
         at = datetime.fromisoformat(doc["at"]) if doc["at"] else None
     except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ValueError("not a reservation this server gave (expected the token /v1/reserve answered)") from error
+        raise ValueError("not a reservation token (as hold_token writes it)") from error
     return Hold(reservations, unheld=unheld, at=at)
 
 
