@@ -150,3 +150,13 @@ def test_findings_always_point_inside_the_original_text(noise: str, entity: str)
     found = screen(text, GuardConfig())
     assert all(0 <= f.start < f.end <= len(text) for f in found.findings)
     assert entity not in mask(text, found.findings)
+
+
+@given(st.text(alphabet=st.sampled_from(list("abcXYZ 09-@.\n\t\u00fc\u00e9\u00df\u0444\u043e\u03c0\u65e5"
+                                             "\u2013\u2014\u00a0\u200b\u00ad\uff21\ufb01\u0435\u0301")),
+               max_size=16))
+def test_the_shadow_fast_path_reads_text_as_the_character_loop_does(text: str) -> None:
+    from policyengine.gateway.guards import _shadow_by_character, shadow
+
+    read, origin = shadow(text)
+    assert (read, origin if origin is not None else list(range(len(text)))) == _shadow_by_character(text)
