@@ -48,6 +48,9 @@ _LOOKALIKE_LETTERS = ("аеорсухіјѕԁһӏԛԝвкмнтѡ" "αεικνο
                       "АВЕКМНОРСТХ" "ΑΒΕΗΙΚΜΝΟΡΤΧΥΖ")
 AS_LATIN = str.maketrans(_LOOKALIKE_LETTERS, "aeopcyxijsdhlqwbkmhtw" "aeiknoptuxv" "ABEKMHOPCTX" "ABEHIKMNOPTXYZ")
 _LATIN_LOOKALIKES = frozenset(ch for ch in _LOOKALIKE_LETTERS if ch.islower())
+# Categories of invisible and control characters (format, control, surrogate, private use, unassigned,
+# line and paragraph separators): what neither an identity nor a normalised value may hold.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 # Scripts whose letters are written with Latin look-alikes in practice.
 _CONFUSABLE_SCRIPTS = frozenset({"CYRILLIC", "GREEK"})
 
@@ -91,7 +94,7 @@ def canonical_identity(raw: str, what: str = "identity") -> str:
     scripts: set[str] = set()
     for ch in text:
         category = unicodedata.category(ch)
-        if category in ("Cf", "Cc", "Cs", "Co", "Cn", "Zl", "Zp"):
+        if category in _HIDDEN:
             raise IdentityError(f"{what} contains an invisible or control character ({describe_char(ch)}); "
                                 f"type the identity without it")
         script = _script(ch)
@@ -125,7 +128,7 @@ def disguise(text: str) -> str | None:
         if ch in _KEPT_CONTROLS:
             continue
         category = unicodedata.category(ch)
-        if category[0] == "C" or category in ("Zl", "Zp"):
+        if category in _HIDDEN:
             return f"contains an invisible or control character ({describe_char(ch)})"
     return mixed_script(text)
 
