@@ -301,8 +301,7 @@ class DecisionApp:
         if decision is None and problems:
             decision = policy.malformed(problems)
         elif decision is None:
-            if self.options.model_versions is not None:
-                request, used = self.options.model_versions(policy, request)
+            request, used = self._stamped(policy, request)
             decision = policy.evaluate(request, directory=self.options.directory)
         data = decision.to_dict()
         if used is not None:
@@ -320,6 +319,12 @@ class DecisionApp:
         if self.options.shadow is not None and not problems:  # runs once this handler yields: not in the answer's way
             asyncio.get_running_loop().call_soon(self.options.shadow.check, request, data, seq, self._shadow_record)
         return data, seq
+
+    def _stamped(self, policy: Any, request: Any) -> tuple[Any, str | None]:
+        """``request`` with the model version its alias names (``--registry``), and that version; as is without."""
+        if self.options.model_versions is None:
+            return request, None
+        return self.options.model_versions(policy, request)
 
     def _unjudged(self, request: Any) -> list[str] | None:
         """Approvals this server cannot judge: without a directory, only the request vouches for an approver's
@@ -381,8 +386,7 @@ class DecisionApp:
         if problem is None and self._unjudged(request):
             problem = NO_DIRECTORY
         if problem is None:
-            if self.options.model_versions is not None:  # explained as /v1/decide decides it
-                request, used = self.options.model_versions(active.policy, request)
+            request, used = self._stamped(active.policy, request)  # explained as /v1/decide decides it
             explanation = active.policy.explain(request, directory=self.options.directory)
             explained, trace = explanation.decision, explanation.trace
         data, seq = self._decide(active, request, problem, explained, used)
@@ -404,8 +408,7 @@ class DecisionApp:
         hold = NO_HOLD
         used = None
         if not problems:
-            if self.options.model_versions is not None:  # decided as /v1/decide decides it
-                request, used = self.options.model_versions(active.policy, request)
+            request, used = self._stamped(active.policy, request)  # decided as /v1/decide decides it
             decision = active.policy.evaluate(request, directory=self.options.directory)
             if decision.effect == "allow":
                 try:
