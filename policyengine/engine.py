@@ -34,7 +34,7 @@ from .decision import Decision
 from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
 from .format import format_policy
-from .jsontext import DECODER, bad_numbers, duplicate_key, element_spans, may_hold_bad_numbers, number_text
+from .jsontext import Unreadable, bad_numbers, decode, element_spans, may_hold_bad_numbers, number_text
 from .loader import (has_checked, held_parse_writes, load_files, no_policy_files, policy_paths, read_checked,
                      write_checked, write_held)
 from .policyset import LazyPolicySet, PolicySet
@@ -471,16 +471,6 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
 
 # --- request input (``policyengine eval``) ----------------------------------------------
 
-MAX_DEPTH = 128
-"""Deepest nesting of arrays and objects a line (or document) of request input may have.
-
-Real requests need fewer than ten levels; the limit (serde_json's default) keeps a
-hostile line from exhausting the stack of the parser, the engine or the audit writer.
-"""
-
-TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels of arrays and objects)"
-
-
 @dataclass(frozen=True)
 class InputItem:
     """One request read from input: where it was, and the request or why it is unreadable."""
@@ -496,46 +486,9 @@ class InputItem:
         return f"line {self.line}" if self.item is None else f"line {self.line} item {self.item}"
 
 
-class _Unreadable(ValueError):
-    """JSON that parses (or would) but cannot be taken as input: too deeply nested, or a key repeated."""
-
-
 def _bad_number(value: Any) -> str | None:
     """Why ``value`` holds numbers without a JSON/IEEE-754 form (naming each field, in order), or None."""
     return "; ".join(f"{path or 'request'}: {why}" for path, why in bad_numbers(value)) or None
-
-
-def _decode(text: str) -> Any:
-    """``json.loads`` that turns excessive nesting and repeated keys into ``_Unreadable`` (``JSONDecodeError``
-    passes).
-
-    Numbers without an IEEE-754 double come back as ``BadNumber`` (``_batch`` reports them).
-    """
-    try:
-        value = DECODER.decode(text)
-    except RecursionError:  # deeper than the parser's stack allows
-        raise _Unreadable(TOO_DEEP) from None
-    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
-        raise _Unreadable(TOO_DEEP)
-    problem = duplicate_key(text, value)
-    if problem is not None:
-        raise _Unreadable(problem)
-    return value
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether ``value`` nests arrays and objects more than ``MAX_DEPTH`` levels (no recursion)."""
-    level = [value]
-    depth = 0
-    while level:
-        containers = [v for v in level if isinstance(v, (dict, list))]
-        if not containers:
-            return False
-        depth += 1
-        if depth > MAX_DEPTH:
-            return True
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
-    return False
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -606,8 +559,8 @@ def iter_requests(lines: Iterable[str]) -> Iterator[InputItem]:
         return
     number = len(consumed)
     try:
-        first = _decode(consumed[-1])
-    except _Unreadable as error:
+        first = decode(consumed[-1])
+    except Unreadable as error:
         yield InputItem(number, error=str(error))
     except json.JSONDecodeError:
         yield from _read_document("".join(consumed) + "".join(it))
@@ -627,10 +580,10 @@ def read_requests(text: str) -> Iterator[InputItem]:
 
 def _line(number: int, raw: str) -> Iterator[InputItem]:
     try:
-        value = _decode(raw)
+        value = decode(raw)
     except json.JSONDecodeError as error:
         yield InputItem(number, error=_not_json(error))
-    except _Unreadable as error:
+    except Unreadable as error:
         yield InputItem(number, error=str(error))
     else:
         yield from _batch(number, value, text=raw)
@@ -676,8 +629,8 @@ def _read_document(text: str) -> Iterator[InputItem]:
     """A whole multi-line document, or else line by line with bad lines reported."""
     start = text[: len(text) - len(text.lstrip())].count("\n") + 1
     try:
-        whole = _decode(text)
-    except _Unreadable as error:
+        whole = decode(text)
+    except Unreadable as error:
         yield InputItem(start, error=str(error))
         return
     except json.JSONDecodeError:

@@ -34,7 +34,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from . import ast
-from .engine import MAX_DEPTH, InputItem, Policy, _batch, _decode, _line, _read_document, _Unreadable
+from .engine import InputItem, Policy, _batch, _line, _read_document
+from .jsontext import MAX_DEPTH, Unreadable, decode
 from .jsontext import surely_unique_keys
 
 BATCH = 512
@@ -380,8 +381,8 @@ def _first_line(run: _Run, reads: Iterator[tuple[int, list[bytes], bool]], numbe
     """
     raw = lines[0].decode("utf-8")
     try:
-        first = _decode(raw)
-    except _Unreadable as error:
+        first = decode(raw)
+    except Unreadable as error:
         run.items([InputItem(number, error=str(error))])
     except json.JSONDecodeError:
         rest = [text.decode("utf-8") for text in lines]

@@ -137,6 +137,51 @@ def loads_safe(text: str | bytes) -> Any:
     return number_text(DECODER.decode(text))
 
 
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a request (or input line, or body) may have.
+
+Real requests need fewer than ten levels; the limit (serde_json's default) keeps a
+hostile text from exhausting the stack of the parser, the engine or the audit writer.
+"""
+
+TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels of arrays and objects)"
+
+
+class Unreadable(ValueError):
+    """JSON that parses (or would) but cannot be taken as input: too deeply nested, or a key repeated."""
+
+
+def decode(text: str) -> Any:
+    """JSON text a client sent, read only where it has one reading: ``Unreadable`` when it nests past
+    ``MAX_DEPTH`` or repeats a key (``JSONDecodeError`` passes). Numbers without an IEEE-754 double come
+    back as ``BadNumber``: the caller names them (``bad_numbers``)."""
+    try:
+        value = DECODER.decode(text)
+    except RecursionError:  # deeper than the parser's stack allows
+        raise Unreadable(TOO_DEEP) from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
+        raise Unreadable(TOO_DEEP)
+    problem = duplicate_key(text, value)
+    if problem is not None:
+        raise Unreadable(problem)
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``MAX_DEPTH`` levels (no recursion)."""
+    level = [value]
+    depth = 0
+    while level:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return False
+        depth += 1
+        if depth > MAX_DEPTH:
+            return True
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return False
+
+
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 

@@ -352,6 +352,26 @@ def test_every_answer_asked_for_counts_in_the_estimate(env: Env) -> None:
         assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("n: "), (n, stream)
 
 
+ONE_READING = '{"model": "small", "messages": [{"role": "user", "content": "hi"}]%s}'
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (ONE_READING % ', "model": "big"', 'body: duplicate key "model" in an object'),
+    ('{"model": "small", "messages": [{"role": "user", "content": "hi", "content": "card 4111 1111 1111 1111"}]}',
+     'body: duplicate key "content" in an object'),
+    (ONE_READING % ', "temperature": NaN', "temperature: NaN is not a JSON number"),
+    (ONE_READING % ', "max_tokens": 1e400', "max_tokens: number 1e400 is out of range"),
+    (ONE_READING % (', "metadata": ' + "[" * 200 + "]" * 200), "body: nested too deeply"),
+    (ONE_READING % (', "metadata": ' + "[" * 5000 + "]" * 5000), "body: nested too deeply"),
+], ids=["model twice", "content twice", "NaN", "1e400", "200 levels", "5,000 levels"])
+def test_a_body_with_more_than_one_reading_is_refused_before_the_upstream(env: Env, body: str, message: str) -> None:
+    before = len(env.sent())
+    answer = httpx.post(env.gateway.url + "/v1/chat/completions", content=body.encode(), timeout=30,
+                        headers={"authorization": "Bearer sk-test-caller", "content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(message), answer.text
+    assert len(env.sent()) == before
+
+
 def test_the_whole_answer_is_screened_not_only_its_first_text(env: Env) -> None:
     with pytest.raises(openai.PermissionDeniedError) as caught:  # a card in a tool call's arguments
         env.client("sk-test-caller").chat.completions.create(model="toolcaller", messages=[

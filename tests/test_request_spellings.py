@@ -239,13 +239,13 @@ DUPLICATES = [
 
 @pytest.mark.parametrize("what,text,key", DUPLICATES, ids=[d[0] for d in DUPLICATES])
 def test_a_key_given_twice_makes_the_line_malformed(what, text, key):
-    from policyengine.engine import _decode, _Unreadable
+    from policyengine.jsontext import Unreadable, decode
     from policyengine.jsonl import _CAREFUL, quick_value
     from policyengine.jsontext import repeated_key
 
     assert quick_value(text.encode()) is _CAREFUL  # the fast reader never takes it
-    with pytest.raises(_Unreadable, match="duplicate key"):
-        _decode(text)
+    with pytest.raises(Unreadable, match="duplicate key"):
+        decode(text)
     assert repeated_key(text) == key
 
 
@@ -290,15 +290,15 @@ def objects(draw, depth: int = 0) -> tuple[str, bool]:
 
 @given(objects())
 def test_a_repeated_key_is_found_wherever_it_is_and_only_then(drawn):
-    from policyengine.engine import _decode, _Unreadable
+    from policyengine.jsontext import Unreadable, decode
     from policyengine.jsonl import _CAREFUL, quick_value
 
     text, repeats = drawn
     if repeats:
         assert quick_value(text.encode()) is _CAREFUL
-        with pytest.raises(_Unreadable, match="duplicate key"):
-            _decode(text)
+        with pytest.raises(Unreadable, match="duplicate key"):
+            decode(text)
     else:
-        assert _decode(text) == json.loads(text)
+        assert decode(text) == json.loads(text)
         value = quick_value(text.encode())
         assert value is _CAREFUL or value == json.loads(text)  # the careful reader may be asked; it agrees

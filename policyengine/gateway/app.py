@@ -41,6 +41,7 @@ from .providers import Simulator, UpstreamClient, UpstreamError, charged_tokens,
 from .quality import response_quality
 from . import holds
 from . import traffic
+from ..jsontext import Unreadable, bad_numbers, decode, may_hold_bad_numbers
 from ..routing import LatencyMeter
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_denied",
@@ -104,6 +105,24 @@ class Call:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _json_body(exchange: Exchange) -> Any:
+    """The request body, read only where it has one reading (400 otherwise): a key repeated in an object
+    (the upstream's parser may keep the other value), a number without an IEEE-754 double (``NaN`` would go
+    upstream as ``NaN``), nesting past ``MAX_DEPTH`` (the parser's stack)."""
+    try:
+        text = (exchange.body or b"null").decode("utf-8")
+        body = decode(text)
+    except Unreadable as error:
+        raise GatewayError(400, f"body: {error}", "invalid_request") from None
+    except ValueError as error:
+        raise GatewayError(400, f"body is not JSON: {error}", "invalid_json") from None
+    if may_hold_bad_numbers(text):
+        problems = bad_numbers(body)
+        if problems:
+            raise GatewayError(400, "; ".join(f"{path or 'body'}: {why}" for path, why in problems), "invalid_request")
+    return body
 
 
 def _message_text(content: Any) -> str:
@@ -398,10 +417,7 @@ class GatewayApp(DecisionApp):
         if active is None:
             raise GatewayError(503, "no policy loaded", "not_ready")
         key = self._caller(exchange, Call(route="approvals"))
-        try:
-            body = json.loads(exchange.body or b"null")
-        except ValueError as error:
-            raise GatewayError(400, f"body is not JSON: {error}", "invalid_json") from None
+        body = _json_body(exchange)
         if not isinstance(body, dict) or body.get("decision") not in ("approve", "reject"):
             raise GatewayError(400, 'body must be {"id": ..., "decision": "approve" | "reject"}', "invalid_request")
         held = self.desk.held.get(body.get("id")) if isinstance(body.get("id"), str) else None
@@ -542,10 +558,7 @@ class GatewayApp(DecisionApp):
         return g.replace_texts(body, _masks(leaves, found, g.masker(self.config.guards)))
 
     def _body(self, exchange: Exchange) -> dict[str, Any]:
-        try:
-            body = json.loads(exchange.body or b"null")
-        except ValueError as error:
-            raise GatewayError(400, f"body is not JSON: {error}", "invalid_json") from None
+        body = _json_body(exchange)
         if not isinstance(body, dict):
             raise GatewayError(400, "body must be a JSON object", "invalid_request")
         model = body.get("model")
