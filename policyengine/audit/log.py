@@ -41,6 +41,7 @@ import duckdb
 import pyarrow as pa
 
 from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default path (re-exported)
+from ..store.files import StoreError, open_evidence
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
 from .facts import FactsWriter
@@ -229,8 +230,13 @@ def connect(
         raise AuditError(f"{path}: is a directory, not an audit database")
     if (read_only or not create) and not path.exists():
         raise AuditError(f"{path}: no such audit database")
+    if read_only:  # read as evidence: attached privately, refused if it stores views or macros
+        try:
+            return open_evidence(path, external_access=True, utc=False, describe=describe_open_error)
+        except StoreError as err:
+            raise AuditError(str(err)) from None
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path))
     except duckdb.Error as err:
         raise AuditError(describe_open_error(path, err)) from None
 

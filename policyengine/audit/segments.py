@@ -454,8 +454,9 @@ class SegmentsReport:
         }
 
 
-def folder_series(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], list[str]]:
-    """Segments of each series in ``folder``, and the other ``.duckdb`` files (named, not read)."""
+def folder_series(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], list[Path]]:
+    """Segments of each series in ``folder``, and the other ``.duckdb`` files (whole logs, such as a
+    worker's own ``DB.worker<i>.duckdb``)."""
     if not folder.is_dir():
         raise AuditError(f"{folder}: no such folder of audit segments")
     series: dict[str, list[tuple[int, Path]]] = {}
@@ -465,7 +466,7 @@ def folder_series(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], list
         if m:
             series.setdefault(m.group("series"), []).append((int(m.group("index")), path))
         elif path.name != PRUNE_LOG:
-            others.append(f"{path}: not a segment name (<series>.NNNNNN.duckdb); not checked")
+            others.append(path)
     return {k: sorted(v) for k, v in sorted(series.items())}, others
 
 
@@ -476,14 +477,44 @@ def verify_segments(folder: str | os.PathLike[str], trusted: Sequence[PublicKey]
     started = time.perf_counter()
     root = Path(folder)
     all_series, others = folder_series(root)
-    report = SegmentsReport(str(root), notes=others)
+    report = SegmentsReport(str(root))
     pruned = _pruned(root, trusted, report)
-    if not all_series and not report.failures:
+    if not all_series and not others and not report.failures:
         raise AuditError(f"{root}: no audit segments (files named <series>.NNNNNN.duckdb)")
     for name, segments in all_series.items():
         _verify_series(name, segments, pruned.get(name, []), list(trusted), report)
+    for path in others:  # `query` and reports read every *.duckdb file here, so every one is checked
+        _verify_whole_log(path, trusted, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _verify_whole_log(path: Path, trusted: Sequence[PublicKey], report: SegmentsReport) -> None:
+    """A file of the folder that is not a segment, verified alone as ``audit verify --db`` would (reports
+    read its audit tables with the segments'); one without audit tables gives reports nothing."""
+    try:
+        con = open_duckdb(path, read_only=True, external_access=False)
+    except StoreError as error:
+        if "in use by" in str(error):
+            report.notes.append(f"{path}: in use by its writer; not checked (reports leave it out too)")
+        else:
+            report.failures.append(SegmentFailure(str(path), "unreadable", 0, str(error)))
+        return
+    try:
+        if not {"audit_log", "audit_checkpoints"} & {r[0] for r in con.execute(q("tables")).fetchall()}:
+            report.notes.append(f"{path}: holds no audit log; not checked (reports read nothing from it)")
+            return
+        result = verify_connection(con, str(path), trusted)
+    except (AuditError, duckdb.Error) as error:
+        report.failures.append(SegmentFailure(str(path), "unreadable", 0, str(error).splitlines()[0]))
+        return
+    finally:
+        con.close()
+    report.segments.append({"file": path.name, "series": path.name, "index": None, "records": result.records,
+                            "origin": result.origin, "ok": result.ok, "first_seq": 1, "last_seq": result.records})
+    if result.failure:
+        f = result.failure
+        report.failures.append(SegmentFailure(str(path), f.kind, f.seq, f.message))
 
 
 def _pruned(root: Path, trusted: Sequence[PublicKey], report: SegmentsReport) -> dict[str, list[dict[str, Any]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -62,7 +63,8 @@ def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create
 
     ``create=False`` (or ``read_only``) refuses a file that does not exist instead
     of creating an empty one; ``external_access=False`` switches off file access
-    from SQL (for databases opened only to be read as evidence). Errors are
+    from SQL (for databases opened only to be read as evidence). ``read_only``
+    opens through ``open_evidence``: a file that stores code is refused. Errors are
     ``StoreError`` with one line; with ``utc`` the session's time zone is UTC.
     """
     if str(path) == ":memory:":
@@ -75,6 +77,8 @@ def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create
         raise StoreError(f"{p}: is a directory, not a DuckDB database file")
     if (read_only or not create) and not p.exists():
         raise StoreError(f"{p}: no such database file")
+    if read_only:
+        return open_evidence(p, external_access=external_access, utc=utc)
     config = {} if external_access else {"enable_external_access": False}
     try:
         con = duckdb.connect(str(p), read_only=read_only, config=config)
@@ -82,6 +86,54 @@ def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create
         raise StoreError(describe_open_error(p, error)) from None
     if utc:
         con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+# Objects a DuckDB file can store that run code inside whoever reads it: a view answers for a table, a
+# macro replaces a built-in function (``timezone``) or catalog function (``duckdb_tables``) of a reader whose
+# default catalog is the file, a generated column computes its value on read. Asked of the built-in catalog
+# functions by their qualified names (``system.main``), which no macro in the file can shadow.
+_STORED_CODE = """
+SELECT 'view ' || view_name FROM system.main.duckdb_views() WHERE database_name = $db AND NOT internal
+UNION ALL
+SELECT function_type || ' ' || function_name FROM system.main.duckdb_functions()
+WHERE database_name = $db AND NOT internal
+UNION ALL
+SELECT 'generated column ' || table_name || '.' || column_name FROM system.main.duckdb_columns()
+WHERE database_name = $db AND is_generated
+"""
+
+
+def refuse_stored_code(con: duckdb.DuckDBPyConnection, database: str, path: str | os.PathLike[str]) -> None:
+    """``StoreError`` when the file open as ``database`` stores views, macros or generated columns.
+
+    policyengine writes none; a file read as evidence (``audit verify``, reports,
+    ``query``) that holds one could show each reader what it chooses.
+    """
+    found = sorted({row[0] for row in con.execute(_STORED_CODE, {"db": database}).fetchall()})
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise StoreError(f"{path}: stores {shown}, which would run inside whatever reads it; policyengine writes "
+                         "no views, macros or generated columns, so the file is not read")
+
+
+def open_evidence(path: Path, *, external_access: bool = False, utc: bool = True,
+                  describe: Callable[[Path, Exception], str] = describe_open_error) -> duckdb.DuckDBPyConnection:
+    """``path`` read-only, refused when it stores code (``refuse_stored_code``): every read-only reader
+    gets plain tables. ``describe`` words a file that would not open (the audit log names its own causes)."""
+    config = {} if external_access else {"enable_external_access": False}
+    try:
+        con = duckdb.connect(str(path), read_only=True, config=config)
+    except duckdb.Error as error:
+        raise StoreError(describe(path, error)) from None
+    try:
+        database = con.execute("SELECT system.main.current_database()").fetchone()[0]
+        refuse_stored_code(con, database, path)
+        if utc:
+            con.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -109,6 +161,7 @@ def open_duckdb_set(paths: list[Path], tables: tuple[str, ...], *,
                     notes.append(f"{path}: skipped, in use by a writer (a live segment is read once it is sealed)")
                     continue
                 raise StoreError(reason) from None
+            refuse_stored_code(con, alias, path)
             attached.append(alias)
         for table in tables:
             present = [a for a in attached if con.execute(
