@@ -36,6 +36,17 @@ SELECT table_name FROM duckdb_tables()
 WHERE database_name = current_database() AND schema_name = 'main'
   AND table_name IN ('audit_meta', 'audit_log', 'audit_checkpoints');
 
+-- name: audit_columns
+-- The audit tables' columns as the file declares them (verify compares them with create_schema's).
+SELECT table_name, column_name, data_type, is_nullable
+FROM duckdb_columns()
+WHERE database_name = current_database() AND schema_name = 'main'
+  AND table_name IN ('audit_meta', 'audit_log', 'audit_checkpoints')
+ORDER BY table_name, column_index;
+
+-- name: meta_rows
+SELECT count(*), min(format), max(format) FROM audit_meta;
+
 -- name: database_path
 SELECT path FROM duckdb_databases() WHERE database_name = current_database();
 

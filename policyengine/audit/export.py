@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -191,6 +192,9 @@ def _insert_checkpoint(con: duckdb.DuckDBPyConnection, cp: Any, where: str,
     if not isinstance(cp, dict):
         raise AuditError(f"{where}: malformed checkpoint (not an object)")
     _exact_keys(cp, keys, "checkpoint", where)
+    problem = _typed_problem(cp, "tree_size")
+    if problem is not None:
+        raise AuditError(f"{where}: checkpoint {problem}; refusing the export")
     try:
         con.execute(q("insert_checkpoint"), {k: cp[k] for k in ("origin", "tree_size", "root", "ts", "key_id", "signature")})
     except (KeyError, TypeError, duckdb.Error) as err:
@@ -262,8 +266,33 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise AuditError(f"{path}: malformed record values ({str(err).splitlines()[0]})") from None
 
 
+_TS_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")  # utc_now_text's form, the one signed
+_NULLABLE = frozenset({"actor", "workflow", "run_id", "policy_hash"})
+
+
+def _typed_problem(item: dict[str, Any], integer: str) -> str | None:
+    """Which field of a record or checkpoint line is not of the type the writer signed. The database column
+    would convert it (``true`` to 1, ``"7"`` to 7, nanoseconds cut off), so the line's text would verify as
+    something it does not say."""
+    for name, value in item.items():
+        if name == "payload" or name == "type":
+            continue
+        if name == integer:
+            ok = value.__class__ is int
+        elif name == "ts":
+            ok = value.__class__ is str and _TS_TEXT.fullmatch(value) is not None
+        else:
+            ok = value.__class__ is str or (value is None and name in _NULLABLE)
+        if not ok:
+            return f"{name} is {json.dumps(value)[:40]}, not as the log writes it"
+    return None
+
+
 def _record_row(item: dict[str, Any], where: str) -> tuple[Any, ...]:
     _exact_keys(item, RECORD_KEYS, "record", where)
+    problem = _typed_problem(item, "seq")
+    if problem is not None:
+        raise AuditError(f"{where}: record {problem}; refusing the export")
     try:
         values = {name: item[name] for name in RECORD_COLUMNS}
         values["payload"] = canonical_text(values["payload"])

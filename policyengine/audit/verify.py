@@ -28,6 +28,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import duckdb
@@ -38,6 +39,7 @@ from .facts import first_mismatch, has_facts
 from .keys import PublicKey
 from .log import Checkpoint, leaf_bytes
 from .merkle import CompactTree, MerkleTree, leaf_hash, verify_consistency
+from ..store.files import open_duckdb
 from .sql import q
 
 KINDS = (
@@ -137,10 +139,65 @@ def exact_leaf(row: Sequence[Any], seq: int | None = None) -> bytes | None:
 
 
 def _hex(value: Any) -> bytes:
+    """The bytes of a stored hash, only in the form the writer stores (lower-case hex, nothing else):
+    ``bytes.fromhex`` alone also reads upper case and spaces, so an edited column would still match."""
     try:
-        return bytes.fromhex(value)
+        raw = bytes.fromhex(value)
     except (TypeError, ValueError):
         return b""
+    return raw if raw.hex() == value else b""
+
+
+Columns = dict[str, dict[str, tuple[str, bool]]]  # table -> column -> (type, nullable)
+
+
+@cache
+def _format_columns() -> Columns:
+    """The audit tables' columns as the writer creates them (``create_schema``, run on a scratch database)."""
+    scratch = open_duckdb(":memory:")
+    try:
+        scratch.execute(q("create_schema"))
+        return _columns(scratch)
+    finally:
+        scratch.close()
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> Columns:
+    found: Columns = {}
+    for table, column, kind, nullable in con.execute(q("audit_columns")).fetchall():
+        found.setdefault(table, {})[column] = (kind, nullable)
+    return found
+
+
+def _format_problem(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Why the audit tables are not laid out as the writer lays them out: a column added (unsigned values
+    beside signed ones), dropped or retyped, a NULL where the writer never writes one; ``audit_meta``
+    without exactly one row of format 1. Column order and a missing ``NOT NULL`` (a snapshot's tables are
+    copies without constraints) are not changes."""
+    expected = _format_columns()
+    for table, columns in sorted(_columns(con).items()):
+        want = expected[table]
+        for name, (kind, _) in columns.items():
+            if name not in want:
+                return (f"{table} was altered: column {name} {kind} is not in the log's format "
+                        "(values beside the signed ones)")
+            if kind != want[name][0]:
+                return f"{table} was altered: column {name} is {kind} where the log's format has {want[name][0]}"
+        for name in want:
+            if name not in columns:
+                return f"{table} was altered: column {name} is missing"
+        required = [name for name, (_, nullable) in want.items() if not nullable and columns[name][1]]
+        if required:  # the writer's own table and column names, never the file's text
+            nulls = " OR ".join(f"{name} IS NULL" for name in required)
+            count = con.execute(f"SELECT count(*) FROM {table} WHERE {nulls}").fetchone()[0]
+            if count:
+                return f"{table} has {count} row(s) with NULL in {', '.join(required)}, which the writer never writes"
+    rows, low, high = con.execute(q("meta_rows")).fetchone()
+    if rows != 1:
+        return f"audit_meta has {rows} rows; a log has exactly one"
+    if low != 1 or high != 1:
+        return f"audit_meta says leaf format {low}; this version reads format 1"
+    return None
 
 
 def verify_connection(
@@ -158,6 +215,9 @@ def verify_connection(
         tables = {r[0] for r in con.execute(q("tables")).fetchall()}
         if not {"audit_log", "audit_checkpoints"} <= tables:
             raise AuditError(f"{source}: has no audit_log/audit_checkpoints tables; not a policyengine audit log")
+        problem = _format_problem(con) if "audit_meta" in tables else None
+        if problem is not None:
+            raise AuditError(f"{source}: {problem}")
         meta = con.execute(q("read_meta")).fetchone() if "audit_meta" in tables else None
         failures: list[Failure] = []
         failures += _sequence_failures(con)
