@@ -35,8 +35,8 @@ from .diagnostics import Finding, PolicyError, Span
 from .evaluate import Evaluator
 from .format import format_policy
 from .jsontext import Unreadable, bad_numbers, decode, element_spans, may_hold_bad_numbers, number_text
-from .loader import (has_checked, held_parse_writes, load_files, no_policy_files, policy_paths, read_checked,
-                     write_checked, write_held)
+from .loader import (confined_to, has_checked, held_parse_writes, load_files, no_policy_files, policy_paths,
+                     read_checked, write_checked, write_held)
 from .policyset import LazyPolicySet, PolicySet
 from .rule_paths import recorded, recorded_names, rules_root
 
@@ -448,6 +448,9 @@ def load_policy(paths: str | Path | Sequence[str | Path], *, ledger: BudgetLedge
     root = rules_root(paths)  # decisions name files relative to it (rule_paths.py)
     key = _content_key(names, sources)
     key = None if key is None else f"{key}:{root}"
+    confined = confined_to()
+    if key is not None and confined is not None:  # the same files resolve their imports elsewhere
+        key = f"{key}:only-inside:{confined}"
     cached = _CACHE.get(key) if key is not None else None
     if cached is not None and not _unchanged(cached[4]):
         cached = None  # a package the files import (found beside them) was edited

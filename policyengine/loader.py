@@ -44,7 +44,7 @@ from .policyset import Scoped
 from .resources import cache_root, caching_enabled, data_path, grammar_text, source_digest
 
 __all__ = ["LoadResult", "load_files", "policy_paths", "no_policy_files", "cache_dir", "no_disk_cache",
-           "resolve_imports_as_at", "read_checked", "write_checked", "has_checked", "held_parse_writes", "write_held"]
+           "resolve_imports_as_at", "imports_only_inside", "confined_to", "read_checked", "write_checked", "has_checked", "held_parse_writes", "write_held"]
 
 _Parsed = ast.PolicyFile | Finding
 # In-memory parse results, least recently used first, weighed by the bytes of the source they came
@@ -73,6 +73,8 @@ _DISK: ContextVar[bool] = ContextVar("policyengine_disk_parse_cache", default=Tr
 _HELD: ContextVar[list[tuple[str, "_Parsed"]] | None] = ContextVar("policyengine_held_parse_writes", default=None)
 # (copy, original): files under the throwaway folder ``copy`` import as if they were under ``original``
 _RELOCATED: ContextVar[tuple[Path, Path] | None] = ContextVar("policyengine_relocated_rules", default=None)
+# the one folder imports may resolve in (a signed bundle's rules), or None: the ordinary lookup
+_CONFINED: ContextVar[Path | None] = ContextVar("policyengine_confined_imports", default=None)
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,24 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
             findings.append(Finding("load", "no such file or folder", _where(str(given))))
             continue
         for member in members:
+            if not _utf8_name(member):
+                shown = os.fsencode(member).decode("utf-8", "backslashreplace")
+                findings.append(Finding("load", "this file's name is not UTF-8; rename it", _where(shown)))
+                continue
             key = os.path.realpath(member)
             if key not in seen:
                 seen.add(key)
                 found.append(member)
     return found, findings
+
+
+def _utf8_name(name: str) -> bool:
+    """Whether ``name`` is text (a name of undecodable bytes holds surrogates, which no hash or record can take)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def no_policy_files(paths: Iterable[str | os.PathLike[str]]) -> Finding:
@@ -546,6 +561,27 @@ def _load_imports(names: list[str], use_cache: bool, files: list[ast.PolicyFile]
 
 
 @contextmanager
+def imports_only_inside(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside this block, imports resolve only in ``folder`` and the folders between it and the importing file.
+
+    For a signed bundle, whose policy must be exactly the signed files in it: no
+    folder above it (the temporary folder it is extracted to, which others may
+    write) and no shipped rules. An import it does not hold is left unresolved,
+    which ``check`` reports as an error.
+    """
+    token = _CONFINED.set(Path(folder).resolve())
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def confined_to() -> Path | None:
+    """The folder ``imports_only_inside`` confines imports to here, or None."""
+    return _CONFINED.get()
+
+
+@contextmanager
 def resolve_imports_as_at(copy: str | os.PathLike[str], original: str | os.PathLike[str]) -> Iterator[None]:
     """Inside this block, files under the folder ``copy`` import packages as if they lay under ``original``.
 
@@ -564,6 +600,9 @@ def resolve_imports_as_at(copy: str | os.PathLike[str], original: str | os.PathL
 def _search_folders(start: Path) -> list[Path]:
     """The folders an import from a file in ``start`` is looked up in, nearest first."""
     folders = [start, *start.parents]
+    confined = _CONFINED.get()
+    if confined is not None:
+        return [f for f in folders if f == confined or confined in f.parents]
     moved = _RELOCATED.get()
     if moved is not None:
         copy, original = moved

@@ -2,9 +2,11 @@
 
 ``PolicyHolder.active`` is one reference: a request reads it once and decides
 with that policy to the end, so a reload never mixes two policies in one answer.
-A reload that fails (unreadable, bad signature, rule errors) leaves the old
-policy serving and is counted as ``refused``; a good one is recorded in the
-audit log as ``policy_activated`` before it serves its first request.
+A reload that fails (unreadable, bad signature, rule errors, a bundle older
+than the active one, or any unexpected error) leaves the old policy serving and
+is counted as ``refused``; a good one is recorded in the audit log as
+``policy_activated`` before it serves its first request. A change the watch
+sees is loaded only once it has settled: unchanged at the next check too.
 
 ``VersionSource`` does the same for which version each model alias names: the
 ``model_version`` events of an audit database (``models promote --db``), read
@@ -29,9 +31,10 @@ from ..audit.log import utc_now_text
 from ..budgets import BudgetLedger
 from ..diagnostics import PolicyError, render_findings
 from ..engine import Policy, load_policy
+from ..loader import imports_only_inside
 from ..models_registry import Change, Resolver, load_resolver
 from ..reporting.errors import ReportError
-from .bundles import BundleError, verify_bundle
+from .bundles import BundleError, VerifiedBundle, created_time, verify_bundle
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ActivePolicy:
     signer: str | None = None  # key id that signed the bundle
     bundle: str | None = None
     bundle_sha256: str | None = None
+    bundle_created: str | None = None  # the signed manifest's creation time: a reload may not go back before it
     folder: Path | None = field(default=None, compare=False)  # extracted bundle, removed when replaced
 
     @property
@@ -61,6 +65,7 @@ class ActivePolicy:
             "signer": self.signer,
             "bundle": self.bundle,
             "bundle_sha256": self.bundle_sha256,
+            "bundle_created": self.bundle_created,
         }
 
 
@@ -115,7 +120,8 @@ class PolicyHolder:
         self.blocked = blocked  # models a monitor suspended (read from the audit database at start)
         self._on_activate = on_activate
         self._lock = threading.Lock()  # one reload at a time
-        self._seen: object = None
+        self._seen: object = None  # the fingerprint last loaded (or refused)
+        self._pending: object = None  # a changed fingerprint seen once, loaded if the next check sees it again
         self.active: ActivePolicy | None = None
 
     def _fingerprint(self) -> object:
@@ -128,47 +134,76 @@ class PolicyHolder:
                 verified = verify_bundle(self.bundle, self.bundle_key)
             except BundleError as error:
                 raise LoadRefused(str(error)) from None
+            self._refuse_older(verified)
             folder = verified.extract()
             try:
-                policy = load_policy([str(folder / "rules")], ledger=self.ledger, blocked=self.blocked)
+                with imports_only_inside(folder / "rules"):  # the policy is exactly the signed files
+                    policy = load_policy([str(folder / "rules")], ledger=self.ledger, blocked=self.blocked)
             except PolicyError as error:
                 shutil.rmtree(folder, ignore_errors=True)
-                raise LoadRefused(f"{self.bundle}: rule errors:\n{render_findings(error.findings)}") from None
+                raise LoadRefused(_bundle_rule_errors(self.bundle, folder, error)) from None
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             files = tuple(os.path.relpath(f, folder) for f in policy.files)
             return ActivePolicy(policy, "bundle", files, utc_now_text(), verified.key_id, self.bundle,
-                                verified.digest, folder)
+                                verified.digest, verified.created, folder)
         try:
             policy = load_policy(list(self.rules), ledger=self.ledger, blocked=self.blocked)
         except PolicyError as error:
             raise LoadRefused(render_findings(error.findings)) from None
         return ActivePolicy(policy, "rules", policy.files, utc_now_text())
 
+    def _refuse_older(self, verified: VerifiedBundle) -> None:
+        """Refuse a bundle built before the active one: putting an old signed bundle back must not undo a change."""
+        active = self.active
+        if active is None or active.bundle_created is None:
+            return
+        built, current = created_time(verified.created), created_time(active.bundle_created)
+        if built is None or current is None or built < current:
+            raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active bundle "
+                              f"built at {active.bundle_created}; rebuild it to roll back")
+
     def reload(self, reason: str, *, force: bool = False) -> str:
-        """Load again if the source changed (or ``force``); return ``activated``, ``unchanged`` or ``refused: why``."""
+        """Load again if the source changed (or ``force``); return ``activated``, ``unchanged``, ``settling``
+        or ``refused: why``.
+
+        A change the watch sees is loaded only when the next check finds the same
+        fingerprint (``settling`` until then), so a file rewritten in place is not
+        activated half-written; ``force`` (startup, SIGHUP) loads at once. Any
+        exception of a load or of recording it is a refusal: the old policy keeps serving.
+        """
         with self._lock:
             fingerprint = self._fingerprint()
-            if not force and fingerprint == self._seen:
-                return "unchanged"
+            if not force:
+                if fingerprint == self._seen:
+                    self._pending = None
+                    return "unchanged"
+                if fingerprint != self._pending:
+                    self._pending = fingerprint
+                    return "settling"
+            self._pending = None
             self._seen = fingerprint
             try:
                 fresh = self._load()
             except LoadRefused as error:
                 return f"refused: {error}"
-            except OSError as error:
-                return f"refused: {error}"
+            except Exception as error:  # noqa: BLE001 - whatever it is, the old policy keeps serving
+                return f"refused: {_one_line(error)}"
             old = self.active
-            if old is not None and fresh.policy_hash == old.policy_hash and fresh.signer == old.signer:
-                if fresh.folder is not None:
-                    shutil.rmtree(fresh.folder, ignore_errors=True)
+            if old is not None and fresh.policy_hash == old.policy_hash and fresh.signer == old.signer \
+                    and fresh.bundle_created == old.bundle_created:
+                _remove(fresh)
                 return "unchanged"
             if self._on_activate is not None:
-                self._on_activate(fresh, reason)  # recorded before it serves
+                try:
+                    self._on_activate(fresh, reason)  # recorded before it serves
+                except Exception as error:  # noqa: BLE001 - not recorded: not served
+                    _remove(fresh)
+                    return f"refused: cannot record the activation: {_one_line(error)}"
             self.active = fresh  # one reference assignment: atomic for every reader
-            if old is not None and old.folder is not None:
-                shutil.rmtree(old.folder, ignore_errors=True)
+            if old is not None:
+                _remove(old)
             del old
             settle_heap()
             return "activated"
@@ -176,6 +211,28 @@ class PolicyHolder:
     def close(self) -> None:
         if self.active is not None and self.active.folder is not None:
             shutil.rmtree(self.active.folder, ignore_errors=True)
+
+
+def _remove(active: ActivePolicy) -> None:
+    if active.folder is not None:
+        shutil.rmtree(active.folder, ignore_errors=True)
+
+
+def _one_line(error: BaseException) -> str:
+    """An unexpected error as one line: its type and first line."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _bundle_rule_errors(bundle: str, folder: Path, error: PolicyError) -> str:
+    """Why a verified bundle's rules were refused: one line for an import it does not hold, else every finding."""
+    for finding in error.findings:
+        if finding.code == "unresolved-import":
+            where = os.path.relpath(finding.span.file, folder)
+            package = finding.message.rpartition(" ")[2]  # "no file declares package 'x.y'"
+            return (f"{bundle}: {where} imports {package}, which the bundle does not hold (a bundle's imports "
+                    f"resolve only inside it); rebuild it with that package")
+    return f"{bundle}: rule errors:\n{render_findings(error.findings)}"
 
 
 class VersionSource:

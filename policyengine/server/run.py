@@ -342,15 +342,27 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, versions: Any, metrics:
     busy = asyncio.Lock()
     refused_before: list[str | None] = [None]
 
+    settling: list[bool] = [False]
+
     async def reload(reason: str, force: bool) -> None:
+        """Reload the policy, then the model versions; any exception is a refusal, so the watch never stops."""
         async with busy:
-            outcome = await loop.run_in_executor(None, lambda: holder.reload(reason, force=force))
+            try:
+                outcome = await loop.run_in_executor(None, lambda: holder.reload(reason, force=force))
+            except Exception as error:  # noqa: BLE001 - PolicyHolder.reload refuses what it knows; this is the rest
+                outcome = f"refused: {type(error).__name__}: {error}"
+        if outcome == "settling" and not settling[0]:
+            _say(f"policy source changed ({reason}); activating it once unchanged at the next check")
+        settling[0] = outcome == "settling"
         if outcome.startswith("refused"):
             metrics.reloads.labels("refused").inc()
             _say(f"policy reload ({reason}) {outcome.splitlines()[0]}; still serving "
                  f"{holder.active.policy_hash[:12] if holder.active else 'nothing'}")
         async with busy:
-            changed = await loop.run_in_executor(None, lambda: versions.reload(force=force, reason=reason))
+            try:
+                changed = await loop.run_in_executor(None, lambda: versions.reload(force=force, reason=reason))
+            except Exception as error:  # noqa: BLE001 - the aliases read before stay in force
+                changed = f"refused: {type(error).__name__}: {error}".splitlines()[0]
         if changed != "unchanged" and changed != refused_before[0]:
             _say(f"model versions ({reason}; {versions.db}) {changed}"
                  + ("; still using the aliases read before" if changed.startswith("refused") else ""))
@@ -359,7 +371,11 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, versions: Any, metrics:
     async def watch() -> None:
         while config.watch_interval > 0:
             await asyncio.sleep(config.watch_interval)
-            await reload("change", False)
+            try:
+                await reload("change", False)
+            except Exception as error:  # noqa: BLE001 - a watch that dies would leave a stale policy serving
+                metrics.reloads.labels("refused").inc()
+                _say(f"policy reload (change) refused: {type(error).__name__}: {error}".splitlines()[0])
 
     def shut_down() -> None:
         server.should_exit = True
