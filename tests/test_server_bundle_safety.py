@@ -143,6 +143,18 @@ def test_bundle_build_refuses_rules_that_import_a_package_from_outside_what_it_p
         {"rules/team/app.policy", "rules/common/regions.policy"}
 
 
+@pytest.mark.parametrize("where", ["bundle.key", "keys/old_signer.pem"])
+def test_bundle_build_refuses_to_pack_a_private_key_kept_beside_the_rules(tmp_path: Path, where: str) -> None:
+    rules = _folder(tmp_path, "rules", REGIONS)
+    key = generate_key(rules / where) if where == "bundle.key" else generate_key(tmp_path / "bundle.key")
+    if where != "bundle.key":
+        (rules / "keys").mkdir()
+        generate_key(rules / where)
+    with pytest.raises(BundleError, match=f"{rules / where}: holds a private key; a bundle is copied to every server"):
+        build_bundle([rules], key, tmp_path / "b.tar.gz")
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
 def test_rules_mode_keeps_the_language_lookup_of_imports_in_folders_above_and_the_shipped_rules(
         tmp_path: Path) -> None:
     """`--rules` (any ordinary load) finds an import in the nearest folder above that has it, else in the shipped rules."""

@@ -62,6 +62,9 @@ class VerifiedBundle:
         return root
 
 
+_PRIVATE_KEY = b"PRIVATE KEY-----"  # the PEM armour of any private key (PKCS#8, RSA, EC, OpenSSH)
+
+
 def _rule_files(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
@@ -84,7 +87,11 @@ def build_bundle(sources: list[str | os.PathLike[str]], key: SigningKey, out: st
             name = f"rules/{relative}"
             if name in members:
                 raise BundleError(f"{file}: a second file would be bundled as {name}")
-            members[name] = file.read_bytes()
+            data = file.read_bytes()
+            if _PRIVATE_KEY in data:
+                raise BundleError(f"{file}: holds a private key; a bundle is copied to every server that runs it, "
+                                  "so the key is not packed (keep keys outside the folders you bundle)")
+            members[name] = data
             origins[name] = file
     if not members:
         raise BundleError(f"{', '.join(map(str, sources))}: no files to bundle")
