@@ -58,6 +58,7 @@ class Approval(BaseModel):
     ts: str | None = None  # when it was given (ISO 8601): it counts for 7 days (``approval_binding``)
     run_id: str | None = None  # the run it approves (the request's ``context.run_id``)...
     request_hash: str | None = None  # ...or the request itself (``approval_binding.request_hash``)
+    signature: str | None = None  # the approver's Ed25519 signature, base64: ``serve`` checks it (approval_signature)
 
 
 class Request(BaseModel):

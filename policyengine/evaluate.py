@@ -183,6 +183,20 @@ def _estimate_ok(value: Any) -> bool:
 _INF = float("inf")
 
 
+def _requesters(c: Ctx) -> tuple[str, ...]:
+    """Who asked, canonical: the principal and the person an agent acts for (``principal.attrs.requested_by``).
+
+    Empty when either has no canonical id: then no approver can be told apart
+    from the requester, and a gate that needs a distinct approver stays shut.
+    """
+    try:
+        pid = canonical_identity(c.pid)
+        by = c.pattrs.get("requested_by")
+        return (pid,) if by is None else (pid, canonical_identity(by))
+    except IdentityError:
+        return ()
+
+
 def _unique(items: tuple) -> tuple:
     """``items`` without repeats (first kept), e.g. one approval asked for by two budgets."""
     if len(items) < 2:
@@ -675,19 +689,19 @@ class Evaluator:
 
         With a ``directory`` its roles are authoritative (roles an approval entry
         claims are then ignored, as an agent's claimed roles are); without one,
-        the entry's roles count.
+        the entry's roles count. The requester is the principal and the person
+        it acts for (``_requesters``), worked out only when a distinct gate is checked.
         """
-        requester = None
+        requesters: tuple[str, ...] | None = None
         for gate, approver, roles in c.approvals:
             if gate != gate_id and gate != gate_name:
                 continue
             if distinct:
-                if requester is None:
-                    try:
-                        requester = canonical_identity(c.pid)
-                    except IdentityError:
+                if requesters is None:
+                    requesters = _requesters(c)
+                    if not requesters:
                         return False  # a requester without a canonical id cannot be told apart from an approver
-                if approver == requester:
+                if approver in requesters:
                     continue
             if directory is not None:
                 roles = directory.get(approver)

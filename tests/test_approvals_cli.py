@@ -204,3 +204,48 @@ def test_an_overdue_run_under_other_rules_is_neither_expired_on_the_way_nor_appr
                  ok=False)
     assert "its approval deadline passed" in refused.stderr
     assert _recorded_policy(db, run_id) == started and audit_rows(db, "approval") == []
+
+
+# An approver reaches the database through a folder of their own (evil/), where they put a user directory that
+# makes them a payments controller and a masking config that drops the approval's note. What sits beside the
+# database is trusted, so it is looked for beside the database's real file; a hard link (which cannot be told
+# from the original) is refused. (case, how evil/policyengine.duckdb reaches the database, user, exit, says)
+LINKED_DB = [
+    ("the database's own path", None, "alice", 0, "approved by alice"),
+    ("a symlink: the directory beside the link is not in force", "symlink", "bob", 1, "does not hold"),
+    ("a symlink: the real directory still lets its approver approve", "symlink", "alice", 0, "approved by alice"),
+    ("a hard link: refused", "hardlink", "bob", 1, "the database file has 2 hard links"),
+    ("a hard link: refused for a real approver too", "hardlink", "alice", 1, "the database file has 2 hard links"),
+]
+
+BOB_IN_CHARGE = "users:\n  bob: {name: Bob, roles: [senior_analyst, payments_controller]}\n"
+
+
+@pytest.mark.parametrize(("case", "link", "user", "code", "says"), LINKED_DB, ids=[c[0] for c in LINKED_DB])
+def test_a_link_to_the_database_does_not_choose_its_directory_or_mask(waiting, case, link, user, code, says):
+    work, run_id = waiting
+    db = work / "policyengine.duckdb"
+    evil = work / "evil"
+    evil.mkdir()
+    (evil / "policyengine.directory.yaml").write_text(BOB_IN_CHARGE)
+    (evil / "policyengine.mask.yaml").write_text("drop:\n  - /note\n")
+    given = "policyengine.duckdb"
+    if link == "symlink":
+        (evil / "policyengine.duckdb").symlink_to("../policyengine.duckdb")
+        given = "evil/policyengine.duckdb"
+    elif link == "hardlink":
+        (evil / "policyengine.duckdb").hardlink_to(db)
+        given = "evil/policyengine.duckdb"
+    done = pe("approve", run_id, "--as", user, "--db", given, "--key", "policyengine.key", "--note", "looked at it",
+              cwd=work, ok=None)
+    assert (done.returncode, says in done.stdout + done.stderr) == (code, True), done.stderr
+    if code:
+        assert len(done.stderr.strip().splitlines()) == 1  # one clear line
+        if link == "hardlink":
+            (evil / "policyengine.duckdb").unlink()
+        assert audit_rows(db, "approval") == []
+        return
+    (approval,) = audit_rows(db, "approval")
+    assert (approval["approver"], approval["note"]) == (user, "looked at it")  # evil/'s mask dropped nothing
+    shipped = hashlib.sha256((data_path("data") / "directory.yaml").read_bytes()).hexdigest()
+    assert approval["directory_sha256"] == shipped

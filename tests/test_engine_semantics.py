@@ -385,12 +385,12 @@ def test_explicit_id_is_not_routed(policy):
 GATE = P + "big_spend"
 
 
-def pay(amount=20_000, approvals=None, roles=("ops",), pid="bob", vendor="acme"):
+def pay(amount=20_000, approvals=None, roles=("ops",), pid="bob", vendor="acme", pattrs=None):
     """A payment request; its approvals are bound to its run and given now (docs/engine.md)."""
     from datetime import UTC, datetime
 
     bound = [{"run_id": "r-pay", "ts": datetime.now(UTC).isoformat(), **a} for a in approvals or ()] or None
-    return req(roles=roles, pid=pid, action="pay", kind="tool", rid="bank",
+    return req(roles=roles, pid=pid, action="pay", kind="tool", rid="bank", pattrs=pattrs,
                context={"amount": amount, "vendor": vendor, "run_id": "r-pay"}, approvals=bound)
 
 
@@ -417,6 +417,33 @@ GATES = [
 @pytest.mark.parametrize("case,request_,effect", GATES, ids=[g[0] for g in GATES])
 def test_gates(policy, case, request_, effect):
     assert policy.evaluate(request_).effect == effect
+
+
+def by(approver):
+    """An approval of the distinct-approver gate by ``approver``, who holds its role."""
+    return [{"gate": GATE, "approver": approver, "roles": ["approver_role"]}]
+
+
+# The orchestrator's principal is the agent; the person who started the run is principal.attrs.requested_by.
+# Either is the requester of a gate that requires a distinct approver. (case, principal id, attrs, approver, effect)
+DISTINCT = [
+    ("someone else approves", "pay-agent", {"requested_by": "alice"}, "carol", "allow"),
+    ("the person the agent acts for approves", "pay-agent", {"requested_by": "alice"}, "alice", "escalate"),
+    ("... spelled in another case", "pay-agent", {"requested_by": "alice"}, " ALICE", "escalate"),
+    ("... written in the request in another case", "pay-agent", {"requested_by": "Alice "}, "alice", "escalate"),
+    ("the principal itself approves", "pay-agent", {"requested_by": "alice"}, "pay-agent", "escalate"),
+    ("no requested_by: another person approves", "pay-agent", {}, "alice", "allow"),
+    ("requested_by not a string: nobody can be told apart", "pay-agent", {"requested_by": 7}, "carol", "escalate"),
+    ("requested_by with an invisible character", "pay-agent", {"requested_by": "ali\u200bce"}, "carol", "escalate"),
+]
+
+
+@pytest.mark.parametrize("case,pid,pattrs,approver,effect", DISTINCT, ids=[d[0] for d in DISTINCT])
+def test_a_distinct_approver_is_neither_the_principal_nor_whom_it_acts_for(policy, case, pid, pattrs, approver,
+                                                                          effect):
+    assert policy.evaluate(pay(pid=pid, pattrs=pattrs, approvals=by(approver))).effect == effect
+    directory = {"alice": ["approver_role"], "carol": ["approver_role"], "pay-agent": ["approver_role"]}
+    assert policy.evaluate(pay(pid=pid, pattrs=pattrs, approvals=by(approver)), directory=directory).effect == effect
 
 
 def test_escalation_obligation_names_role_deadline_and_distinct_approver(policy):

@@ -53,6 +53,8 @@ def sites(kind: str, what: str) -> set[str]:
 OWNERS = [
     ("string", "policyengine.duckdb", {"store/files.py"}),  # DEFAULT_DB_PATH
     ("string", "policyengine.key", {"store/files.py"}),  # DEFAULT_KEY_PATH
+    ("string", "policyengine.directory.yaml", {"store/files.py"}),  # DIRECTORY_NAME, found by beside_database
+    ("string", "policyengine.mask.yaml", {"store/files.py"}),  # MASK_NAME, found by beside_database
     ("use", r"duckdb\.connect", {"store/files.py", "audit/log.py", "audit/export.py"}),  # open_duckdb; the log's own
     ("import", "psycopg", {"store/postgres.py"}),  # PostgreSQL: the store's pool only
     ("use", r"yaml\.(?:(?:safe_|full_|unsafe_)?load(?:_all)?|compose(?:_all)?|C?(?:Safe|Full|Base)?Loader)",

@@ -197,13 +197,14 @@ def test_without_a_directory_an_approval_is_refused_not_trusted(server: Server) 
     assert authzen.json()["decision"] is False, authzen.text
 
 
-def test_with_a_directory_an_approval_counts_by_the_approvers_roles_there(tmp_path: Path) -> None:
+def test_with_a_directory_an_unsigned_approval_is_refused_not_trusted(tmp_path: Path) -> None:
+    """The directory says alice is a senior analyst, not that she approved: unsigned, it opens nothing
+    (signed approvals: tests/test_server_signed_approvals.py)."""
     directory = Path(__file__).resolve().parents[1] / "data" / "directory.yaml"
     with Server(tmp_path, "--rules", str(RULES), "--directory", str(directory)) as running:
-        claimed = running.post("/v1/decide", _payment("bob", ["senior_analyst"])).json()  # bob is an analyst
-        given = running.post("/v1/decide", _payment("alice", [])).json()  # alice is a senior analyst
-    assert claimed["effect"] == "escalate" and not claimed["errors"]
-    assert given["effect"] == "allow", given
+        answer = running.post("/v1/decide", _payment("alice", []))  # alice is a senior analyst
+    assert answer.status_code == 400 and answer.json()["decision"]["effect"] == "deny", answer.text
+    assert answer.json()["problems"][0].startswith("approvals[0]: not signed")
 
 
 def test_charged_usage_counts_against_the_budgets_of_later_decisions(server: Server) -> None:

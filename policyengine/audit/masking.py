@@ -44,7 +44,6 @@ from .canonical import CanonicalJSONError, canonical_bytes
 from .errors import AuditError
 
 MASKED_KEY = "_masked"
-MASK_NAME = "policyengine.mask.yaml"
 
 
 def parse_pointer(pointer: str, where: str = "masking") -> tuple[str, ...]:
@@ -201,13 +200,22 @@ def rule_masking(policy: Any) -> Masking:
 
 
 def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None) -> str | None:
-    """The masking config in force for a database: ``explicit``, else ``policyengine.mask.yaml`` beside it, else None."""
+    """The masking config in force for a database: ``explicit``, else ``policyengine.mask.yaml`` beside it, else None.
+
+    "Beside" is ``store.files.beside_database``: the database's real folder (a
+    drop there removes evidence, so a link elsewhere must not choose it).
+    """
     if explicit is not None:
         return os.fspath(explicit)
     if db is None:
         return None
-    beside = os.path.join(os.path.dirname(os.fspath(db)), MASK_NAME)
-    return beside if os.path.isfile(beside) else None
+    from ..store.files import MASK_NAME, StoreError, beside_database  # duckdb only when a database is involved
+
+    try:
+        beside = beside_database(db, MASK_NAME)
+    except StoreError as exc:
+        raise AuditError(str(exc)) from None
+    return os.fspath(beside) if beside.is_file() else None
 
 
 def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None,

@@ -39,7 +39,7 @@ _COMMANDS: dict[str, _Entry] = {
     ),
     "inbox": _Entry("inbox", "inbox_group",
                     "Approver inbox: a web page to approve or reject waiting runs, and its sign-in tokens."),
-    "keys": _Entry("audit", "keys_group", "Create and rotate the Ed25519 keys that sign audit checkpoints."),
+    "keys": _Entry("audit", "keys_group", "Create and rotate the Ed25519 keys that sign audit checkpoints and approvals."),
     "models": _Entry("reporting", "models",
                      "Model blocks (`on breach block`) and model and agent versions (promote, rollback)."),
     "monitor": _Entry("reporting", "monitor", "Evaluate every bias and drift rule over the audit log and act on breaches."),

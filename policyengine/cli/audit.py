@@ -333,7 +333,7 @@ def prune_command(folder: Path, before: str, retention_months: int, key: Path, p
 
 @click.group("keys")
 def keys_group() -> None:
-    """Create and rotate the Ed25519 keys that sign audit checkpoints."""
+    """Create and rotate the Ed25519 keys that sign audit checkpoints and approvals."""
 
 
 @keys_group.command("generate")
@@ -393,3 +393,67 @@ def vkey_command(pubkey: Path | None, name: str | None, db: Path) -> None:
             raise AuditError(f"{db}: has no log origin yet; pass --name")
         name = meta[0]
     click.echo(verifier_key(name, key))
+
+
+@keys_group.command("sign-approval")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="KEYFILE",
+              help="The approver's own private key (its .pub.pem is their public_key in the user directory).")
+@click.option("--as", "approver", required=True, metavar="USER", help="The approver: a user id of the directory.")
+@click.option("--gate", required=True, help="The gate (or budget) approved, e.g. finance.invoices.large_payment.")
+@click.option("--run-id", metavar="RUN", help="Bind to the requests of this run (their context.run_id).")
+@click.option("--request", "request_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Bind to exactly this request (a JSON file, the native shape): its request_hash.")
+@click.option("--ts", metavar="TIME", help="When it was given, ISO 8601 (default: now, UTC).")
+@_errors
+def sign_approval_command(key: Path, approver: str, gate: str, run_id: str | None, request_file: Path | None,
+                          ts: str | None) -> None:
+    """Print an approval entry signed with the approver's key, for a request's "approvals" list.
+
+    `policyengine serve --directory FILE` counts an approval only when the
+    directory's public_key of its approver verifies its signature.
+
+    Example: policyengine keys sign-approval --key alice.key --as alice
+    --gate finance.invoices.large_payment --request payment.json
+    """
+    from datetime import UTC, datetime
+
+    from ..approval_binding import request_hash
+    from ..approval_signature import signed
+    from ..identity import IdentityError, canonical_identity
+
+    if (run_id is None) == (request_file is None):
+        raise click.UsageError("give one of --run-id RUN and --request FILE (what the approval is for)")
+    try:
+        who = canonical_identity(approver, "--as")
+    except IdentityError as err:
+        raise click.UsageError(str(err)) from None
+    if ts is None:
+        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        try:
+            datetime.fromisoformat(ts)
+        except ValueError:
+            raise click.UsageError(f"--ts {ts!r}: not an ISO 8601 time (e.g. 2026-12-07T14:30:00Z)") from None
+    entry: dict[str, Any] = {"gate": gate, "approver": who, "ts": ts}
+    if run_id is not None:
+        entry["run_id"] = run_id
+    else:
+        entry["request_hash"] = request_hash(_one_request(request_file))
+    click.echo(json.dumps(signed(entry, load_private_key(key)), ensure_ascii=False))
+
+
+def _one_request(path: Path) -> dict[str, Any]:
+    """The one JSON request object in ``path`` (read as ``eval`` reads requests); ``AuditError`` naming the file."""
+    from ..engine import read_requests
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise AuditError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    items = list(read_requests(text))
+    if len(items) != 1:
+        raise AuditError(f"{path}: holds {len(items)} JSON values; give the one request the approval is for")
+    item = items[0]
+    if item.error is not None or not isinstance(item.request, dict):
+        raise AuditError(f"{path}: {item.error or 'not a JSON object'}")
+    return item.request

@@ -72,11 +72,15 @@ def inbox_token(user: str, db: Path) -> None:
     first. The change to the directory is audited (directory_changed) by the
     next command that writes to the database.
     """
-    from ..orchestrator.session import default_directory, directory_beside
+    from ..orchestrator.session import default_directory
     from ..server.inbox import new_token, token_digest
     from ..store.directory import store_token_hash
+    from ..store.files import DIRECTORY_NAME, StoreError, beside_database
 
-    target = directory_beside(db)
+    try:
+        target = beside_database(db, DIRECTORY_NAME)
+    except StoreError as exc:
+        _fail(str(exc))
     if not target.parent.is_dir():
         _fail(f"{target.parent}: no such directory (give --db the database the inbox serves)")
     if not target.exists():

@@ -35,10 +35,11 @@ def _writing(f: Any) -> Any:
 def _directory(db: str) -> Any:
     from ..orchestrator.approvals import Directory
     from ..orchestrator.session import resolved_directory
+    from ..store.files import StoreError
 
     try:
         return Directory.load(resolved_directory(Path(db)))
-    except ValueError as e:
+    except (ValueError, StoreError) as e:
         _fail(str(e))
 
 

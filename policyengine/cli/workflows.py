@@ -89,11 +89,16 @@ def session_options(create_key: bool) -> Callable[[Callable[..., Any]], Callable
 def _session(db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
              mask: Path | None, *, create_key: bool = False, now: datetime | None = None,
              command: str = "session") -> Any:
-    from ..orchestrator.session import DIRECTORY_NAME, Session, SessionConfig, default_rules
+    from ..orchestrator.session import Session, SessionConfig, default_rules
+    from ..store.files import DIRECTORY_NAME, StoreError, beside_database
 
     if directory is not None:
+        try:
+            where = f" ({beside_database(db, DIRECTORY_NAME)})"
+        except StoreError:
+            where = ""  # the session refuses that database itself, saying why
         _fail(f"--directory {directory}: the user directory is the deployment's, not the caller's; put it in "
-              f"{DIRECTORY_NAME} beside the database ({db.parent / DIRECTORY_NAME}); changes are audited")
+              f"{DIRECTORY_NAME} beside the database{where}; changes are audited")
     ctx = click.get_current_context(silent=True)
     state = ctx.meta.get("policyengine.state") if ctx is not None else None
     return Session(SessionConfig(db=db, key=key, rules=list(rules) or default_rules(), providers=providers,
@@ -214,7 +219,8 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
     re-running adds new runs to the same database.
     """
     from ..orchestrator.approvals import deciders
-    from ..orchestrator.session import example_mask, mask_beside
+    from ..orchestrator.session import example_mask
+    from ..store.files import MASK_NAME, StoreError, beside_database
     from ..orchestrator.workflows import WORKFLOWS, load_items, sample_path
 
     from ..orchestrator.session import SessionConfig
@@ -222,7 +228,10 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
     problem = SessionConfig(db=db, key=key, create_key=True).key_problem()
     if problem is not None:  # before writing anything
         _fail(problem)
-    beside = mask_beside(db)
+    try:
+        beside = beside_database(db, MASK_NAME)
+    except StoreError as exc:
+        _fail(str(exc))
     if mask is None and not beside.exists() and beside.parent.is_dir():
         try:
             shutil.copyfile(example_mask(), beside)

@@ -22,7 +22,7 @@ from .. import yamlfile
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
 from ..resources import data_path
-from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH, StoreError, open_duckdb
+from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH, DIRECTORY_NAME, StoreError, beside_database, open_duckdb
 from .approvals import Directory
 from .ledger import BufferedLedger
 from .providers import LocalProvider, ModelProfile, OpenAICompatibleProvider, Providers
@@ -56,31 +56,21 @@ def default_directory() -> Path:
     return data_path("data") / "directory.yaml"
 
 
-DIRECTORY_NAME = "policyengine.directory.yaml"
-
-
-def directory_beside(db: Path) -> Path:
-    """The deployment's user directory: beside the database (an approver cannot bring their own)."""
-    return Path(db).parent / DIRECTORY_NAME
-
-
 def resolved_directory(db: Path) -> Path:
-    """The user directory in force for ``db``: the one beside it, else the shipped one."""
-    beside = directory_beside(db)
+    """The user directory in force for ``db``: the one beside it (``beside_database``), else the shipped one.
+
+    ``StoreError`` when the database has more than one hard link (any of them could be beside a directory).
+    """
+    beside = beside_database(db, DIRECTORY_NAME)
     return beside if beside.is_file() else default_directory()
 
 
-from ..audit.masking import MASK_NAME, mask_path_for, rule_masking  # noqa: E402 - one resolution for every command
+from ..audit.masking import mask_path_for, rule_masking  # noqa: E402 - one resolution for every command
 
 
 def example_mask() -> Path:
     """The shipped masking config ``demo`` copies beside its database."""
     return data_path("data") / "mask.yaml"
-
-
-def mask_beside(db: Path) -> Path:
-    """Where a database's masking config lives when ``--mask`` is not given: beside the database."""
-    return Path(db).parent / MASK_NAME
 
 
 @dataclass(frozen=True)
@@ -214,9 +204,9 @@ class Session:
         cfg = self.config
         try:
             directory = Directory.load(cfg.directory if cfg.directory is not None else resolved_directory(cfg.db))
-        except ValueError as exc:
+            self.mask = cfg.resolved_mask()
+        except (ValueError, StoreError, AuditError) as exc:
             raise SessionError(str(exc)) from None
-        self.mask = cfg.resolved_mask()
         try:
             masking = load_masking(self.mask) if self.mask is not None else NO_MASKING
         except AuditError as exc:

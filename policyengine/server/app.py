@@ -15,12 +15,13 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from ..approval_signature import signature_errors
 from ..audit import AuditError
 from ..engine import read_requests
 from ..store.holds import NO_HOLD, hold_from_token, hold_token, release, settle
@@ -54,6 +55,7 @@ class ServerOptions:
     shadow: Any = None  # server.shadow.Shadow: a candidate policy decided beside the live one (--shadow)
     inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
     directory: Mapping[str, Sequence[str]] | None = None  # approver id -> roles (--directory); None: no approvals
+    approver_keys: Mapping[str, Any] = field(default_factory=dict)  # approver id -> audit.keys.PublicKey
 
 
 @dataclass
@@ -327,11 +329,18 @@ class DecisionApp:
         return self.options.model_versions(policy, request)
 
     def _unjudged(self, request: Any) -> list[str] | None:
-        """Approvals this server cannot judge: without a directory, only the request vouches for an approver's
-        roles, so any caller could open any gate. Malformed (a deny naming why), never trusted."""
-        if self.options.directory is not None or not isinstance(request, dict) or not request.get("approvals"):
+        """Approvals this server cannot judge, each with why: malformed (a deny naming why), never trusted.
+
+        Without a directory only the request vouches for an approver's roles; with
+        one, it says what roles the approver holds but not that they approved, so
+        an entry counts only signed by the approver's key in it (``approval_signature``).
+        Anyone who can send a request could otherwise open any gate.
+        """
+        if not isinstance(request, dict) or not request.get("approvals"):
             return None
-        return [NO_DIRECTORY]
+        if self.options.directory is None:
+            return [NO_DIRECTORY]
+        return signature_errors(request["approvals"], self.options.directory, self.options.approver_keys) or None
 
     def _shadow_record(self, payload: dict[str, Any], actor: str | None) -> None:
         self.audit.append("shadow_diff", payload, actor=actor, policy_hash=payload["live"]["policy_hash"] or None)
@@ -383,13 +392,12 @@ class DecisionApp:
         trace: tuple[str, ...] = ()
         explained = None
         used = None
-        if problem is None and self._unjudged(request):
-            problem = NO_DIRECTORY
-        if problem is None:
+        problems = [problem] if problem is not None else self._unjudged(request)
+        if not problems:
             request, used = self._stamped(active.policy, request)  # explained as /v1/decide decides it
             explanation = active.policy.explain(request, directory=self.options.directory)
             explained, trace = explanation.decision, explanation.trace
-        data, seq = self._decide(active, request, problem, explained, used)
+        data, seq = self._decide(active, request, problems, explained, used)
         await self._durable(seq)
         self._count(data)
         status = 400 if data["errors"] else 200

@@ -356,10 +356,11 @@ class InboxApp:
         """The user directory in force for the database, read now (a re-minted token ends old sessions)."""
         from ..orchestrator.approvals import Directory
         from ..orchestrator.session import resolved_directory
+        from ..store.files import StoreError
 
         try:
             return Directory.load(resolved_directory(self.config.db))
-        except ValueError as exc:
+        except (ValueError, StoreError) as exc:  # no directory: nobody signs in (fail closed)
             print(f"inbox: {exc}", file=sys.stderr, flush=True)
             return None
 

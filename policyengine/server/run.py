@@ -206,7 +206,7 @@ def serve(config: ServeConfig) -> int:
     token = _read_token(config.auth_token_file) if config.auth_token_file else None
     tracer = _tracer(config.otel)
     inbox = _inbox(config)  # refused before the log is opened
-    directory = _directory(config.directory)
+    directory, approver_keys = _directory(config.directory)
     db = config.db if config.worker is None else segment_path(config.db, config.worker)
     bundle_key = None
     if config.bundle:
@@ -258,7 +258,8 @@ def serve(config: ServeConfig) -> int:
             raise ServeError(outcome.removeprefix("refused: "))
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
                                 access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert),
-                                model_versions=versions, shadow=shadow, inbox=inbox, directory=directory)
+                                model_versions=versions, shadow=shadow, inbox=inbox, directory=directory,
+                                approver_keys=approver_keys)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, versions, metrics, sock, config))
@@ -404,16 +405,18 @@ def _worker(config: ServeConfig) -> None:
         sys.exit(1)
 
 
-def _directory(path: str | None) -> Mapping[str, Sequence[str]] | None:
-    """``--directory FILE``: approver id -> roles, read once at start by the orchestrator's loader."""
+def _directory(path: str | None) -> tuple[Mapping[str, Sequence[str]] | None, Mapping[str, Any]]:
+    """``--directory FILE``: approver id -> roles, and -> public key (who can sign approvals), read once at start
+    by the orchestrator's loader."""
     if path is None:
-        return None
+        return None, {}
     from ..orchestrator.approvals import Directory
 
     try:
-        return Directory.load(path).roles()
+        directory = Directory.load(path)
     except ValueError as error:  # the loader names the file and the problem
         raise ServeError(str(error)) from None
+    return directory.roles(), directory.public_keys()
 
 
 def _supervise(config: ServeConfig) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import yaml
 
@@ -27,9 +28,11 @@ class User:
     name: str
     roles: tuple[str, ...]
     token_sha256: str | None = None  # SHA-256 (hex) of the user's inbox sign-in token; the token is never stored
+    public_key: Any = None  # audit.keys.PublicKey: checks the approvals this user signs (``serve --directory``)
 
 
 TOKEN_FIELD = "token_sha256"
+KEY_FIELD = "public_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ class FileDirectory:
             if digest is not None and not _is_sha256(digest):
                 raise ValueError(f"{p}: user {uid!r}: {TOKEN_FIELD!r} must be 64 lower-case hex digits "
                                  f"(mint one with `policyengine inbox token --user {uid}`)")
-            users[key] = User(key, str(entry.get("name", uid)), tuple(roles), digest)
+            users[key] = User(key, str(entry.get("name", uid)), tuple(roles), digest, _public_key(p, uid, entry))
         migrators = doc.get("migrate_policy_roles") or []
         if not isinstance(migrators, list) or not all(isinstance(r, str) for r in migrators):
             raise ValueError(f"{p}: 'migrate_policy_roles' must be a list of role names")
@@ -80,6 +83,26 @@ class FileDirectory:
     def roles(self) -> Mapping[str, tuple[str, ...]]:
         """User id -> roles, the form ``Policy.evaluate(directory=...)`` takes."""
         return MappingProxyType({u.id: u.roles for u in self.users.values()})
+
+    def public_keys(self) -> Mapping[str, Any]:
+        """User id -> ``audit.keys.PublicKey``, for the users who have one (they can sign approvals)."""
+        return MappingProxyType({u.id: u.public_key for u in self.users.values() if u.public_key is not None})
+
+
+def _public_key(path: Path, uid: object, entry: object) -> Any:
+    """The user's ``public_key`` (Ed25519, PEM text), or None; ``ValueError`` naming the user when it is not one."""
+    pem = entry.get(KEY_FIELD) if isinstance(entry, dict) else None
+    if pem is None:
+        return None
+    from ..audit.errors import AuditError  # cryptography only for a directory that holds keys
+    from ..audit.keys import PublicKey
+
+    if not isinstance(pem, str):
+        raise ValueError(f"{path}: user {uid!r}: {KEY_FIELD!r} must be PEM text (the approver's .pub.pem)")
+    try:
+        return PublicKey.from_pem(pem, where=f"{path}: user {uid!r}: {KEY_FIELD!r}")
+    except AuditError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _is_sha256(value: object) -> bool:

@@ -24,8 +24,43 @@ DEFAULT_KEY_PATH = Path("policyengine.key")
 """The audit signing key next to it."""
 
 
+DIRECTORY_NAME = "policyengine.directory.yaml"
+"""The deployment's user directory (who may approve what), beside the database."""
+
+MASK_NAME = "policyengine.mask.yaml"
+"""The masking config every writer applies, beside the database."""
+
+
 class StoreError(Exception):
     """State that cannot be opened or used (one line, names the file or server)."""
+
+
+def beside_database(db: str | os.PathLike[str], name: str) -> Path:
+    """The file ``name`` in the folder that really holds the database ``db`` (the user directory, the masking config).
+
+    What sits beside the database is trusted, so the path is resolved first: a
+    symlink to the database in a folder of the caller's does not make the
+    caller's files the deployment's. A hard link cannot be told from the
+    original, so a database file with more than one link is refused
+    (``StoreError``) rather than guessed at. A database not yet created has none.
+    """
+    real = Path(os.path.realpath(db))
+    try:
+        links = real.stat().st_nlink
+    except FileNotFoundError:
+        links = 1
+    except OSError as exc:
+        raise StoreError(f"{db}: cannot read the database file to find its {name} ({exc.strerror})") from None
+    if links > 1:
+        raise StoreError(f"{db}: the database file has {links} hard links, so the {name} beside it cannot be "
+                         f"trusted; keep one link (open it by its path, or through a symlink)")
+    try:
+        here = Path(os.getcwd())
+    except OSError:  # the working folder was removed
+        here = None
+    if real.parent == here:  # the working folder: named as the user wrote it (the same folder, not a path)
+        return Path(name)
+    return real.parent / name
 
 
 _LOCK = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
