@@ -6,6 +6,8 @@ a DuckDB file, PostgreSQL), 32 threads of real HTTP clients.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -97,6 +99,46 @@ def test_concurrent_reservations_never_hold_more_than_the_budget(tmp_path: Path,
     assert len(decisions) == 32 + 32 + 8 + 1  # every reservation's decision is recorded, refusals included
     result = verify(tmp_path, server.db, server.key)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _edited(token: str, change: Any) -> str:
+    """``token`` with its content changed by ``change`` and its signature kept."""
+    body, _, signature = token.rpartition(".")
+    doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    change(doc)
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=") + "." + signature
+
+
+def _moved_to_2020(doc: dict[str, Any]) -> None:
+    doc["at"] = "2020-01-15T00:00:00+00:00"
+    doc["r"][0][4] = "2020-01-15T00:00:00+00:00"
+
+
+def _someone_elses(doc: dict[str, Any]) -> None:
+    doc["r"][0][1] = "role:someone_else"
+
+
+def test_a_reservation_token_is_sealed_a_client_cannot_edit_or_make_one_up(tmp_path: Path) -> None:
+    """Settling charges where the token says: an edited one could move its charge to 2020 (the month's
+    budget then spent twice) or release or charge holds of another scope."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    with Server(tmp_path, "--rules", str(tmp_path / "rules")) as server:
+        token = server.post("/v1/reserve", {"request": CALL}).json()["reservation"]
+        forged = {
+            "moved to 2020": _edited(token, _moved_to_2020),
+            "another scope": _edited(token, _someone_elses),
+            "signature dropped": token.rpartition(".")[0],
+            "signature of other bytes": token.rpartition(".")[0] + "." + token.rpartition(".")[2][::-1],
+            "not ASCII": token + "é",
+        }
+        for name, bad in forged.items():
+            for path, body in (("/v1/charge", {"reservation": bad, "tokens": 400}), ("/v1/release", {"reservation": bad})):
+                refused = server.post(path, body)
+                assert refused.status_code == 400 and "not a reservation this server issued" in refused.text, \
+                    (name, path, refused.text)
+        charged = server.post("/v1/charge", {"reservation": token, "tokens": 400})
+        assert charged.status_code == 200 and charged.json()["charged"] == ["role:caller"], charged.text
 
 
 def test_a_request_no_budget_covers_is_decided_without_a_reservation(tmp_path: Path) -> None:

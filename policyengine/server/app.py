@@ -10,6 +10,7 @@ expects get 400 naming every problem; a malformed request is still decided
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import sys
@@ -24,7 +25,7 @@ import orjson
 from ..approval_signature import signature_errors
 from ..audit import AuditError
 from ..engine import read_requests
-from ..store.holds import NO_HOLD, hold_from_token, hold_token, release, settle
+from ..store.holds import NO_HOLD, Hold, hold_from_token, hold_token, release, settle
 from . import authzen
 from .audit_writer import DurableAudit
 from .body import HTTPError, answer_lifespan, read_body
@@ -38,6 +39,17 @@ JSON = b"application/json"
 
 NO_DIRECTORY = ("approvals: this server has no user directory to judge approvers by, and does not trust the "
                 "roles an approval claims; start it with --directory FILE")
+
+
+_TOKEN_STATEMENT = b"policyengine reservation v1\n"  # what a reservation token's signature covers, before it
+
+
+def _ephemeral_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ..audit.keys import SigningKey
+
+    return SigningKey.from_key(Ed25519PrivateKey.generate())
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class ServerOptions:
     inbox: Any = None  # the approver inbox (``server.inbox.InboxApp``) mounted at /inbox: its own sign-in
     directory: Mapping[str, Sequence[str]] | None = None  # approver id -> roles (--directory); None: no approvals
     approver_keys: Mapping[str, Any] = field(default_factory=dict)  # approver id -> audit.keys.PublicKey
+    token_key: Any = None  # audit.keys.SigningKey sealing reservation tokens (serve: --key, shared by the workers)
 
 
 @dataclass
@@ -120,6 +133,7 @@ class DecisionApp:
         self.audit = audit
         self.metrics = metrics
         self.options = options
+        self._token_key = options.token_key or _ephemeral_key()  # tokens this process alone can open
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/decide"): self.decide,
             ("POST", "/v1/decide/batch"): self.decide_batch,
@@ -425,7 +439,7 @@ class DecisionApp:
                     raise HTTPError(400, "cannot reserve", [str(error)]) from None
                 if hold.refused_by is not None:
                     decision = active.policy.budget_refusal(hold)
-        token = hold_token(hold) if hold.reservations or hold.unheld else None
+        token = self._sealed(hold) if hold.reservations or hold.unheld else None
         data, seq = self._decide(active, request, problems, decision, used)
         try:
             await self._durable(seq)
@@ -437,13 +451,32 @@ class DecisionApp:
         return _json(status, {"decision": data, "reservation": token, "audit_seq": seq}, audit_seq=seq,
                      effect=data["effect"])
 
+    def _sealed(self, hold: Hold) -> str:
+        """``hold`` as the token /v1/reserve answers, signed: a client keeps it, and cannot edit it (a charge
+        moved to another month or scope, a release of holds it did not take) or make one up."""
+        token = hold_token(hold)
+        signature = self._token_key.sign(_TOKEN_STATEMENT + token.encode("ascii"))
+        return f"{token}.{base64.urlsafe_b64encode(signature).decode('ascii').rstrip('=')}"
+
+    def _opened(self, sealed: str) -> Hold:
+        """The ``Hold`` of a token ``_sealed`` made with this server's key; ``ValueError`` for any other."""
+        token, dot, signature = sealed.rpartition(".")
+        try:
+            raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+            genuine = bool(dot) and self._token_key.public.verify(raw, _TOKEN_STATEMENT + token.encode("ascii"))
+        except ValueError:  # not base64, not ASCII
+            genuine = False
+        if not genuine:
+            raise ValueError("not a reservation this server issued (edited, made up, or sealed by another key)")
+        return hold_from_token(token)
+
     async def release(self, exchange: Exchange) -> Response:
         """``{"reservation": ...}``: the call did not happen; give its hold back."""
         active = self._active()
         token = self._only_field(exchange.body, "reservation", str,
                                  '{"reservation": "..."} (as /v1/reserve answered it)')
         try:
-            hold = hold_from_token(token)
+            hold = self._opened(token)
         except ValueError as error:
             raise HTTPError(400, "bad release", [f"reservation: {error}; send the one /v1/reserve answered"]) from None
         release(active.policy.ledger, hold)
@@ -502,7 +535,7 @@ class DecisionApp:
             problems.append("reservation: must be the string /v1/reserve answered")
         else:
             try:
-                hold = hold_from_token(body["reservation"])
+                hold = self._opened(body["reservation"])
             except ValueError as error:
                 problems.append(f"reservation: {error}; send the one /v1/reserve answered")
         if problems:

@@ -259,7 +259,7 @@ def serve(config: ServeConfig) -> int:
         options = ServerOptions(auth_token=token, max_body=config.max_body, body_timeout=config.timeout,
                                 access_log=config.access_log, tracer=tracer, tls=bool(config.tls_cert),
                                 model_versions=versions, shadow=shadow, inbox=inbox, directory=directory,
-                                approver_keys=approver_keys)
+                                approver_keys=approver_keys, token_key=key)
         app = DecisionApp(holder, audit, metrics, options)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, versions, metrics, sock, config))
