@@ -265,6 +265,37 @@ def test_monitor_command_blocks_and_models_unblock_lifts(keyed, tmp_path):
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+@pytest.mark.parametrize("fails", ["the record", "the lift"])
+def test_an_unblock_is_signed_before_it_lifts_and_a_failure_of_either_keeps_the_block(keyed, tmp_path, monkeypatch,
+                                                                                      fails):
+    """Durable before acted on: a crash or full disk between the two never leaves a lift nobody signed."""
+    import duckdb
+
+    from policyengine.audit import AuditLog
+    from policyengine.store.blocklist import EmbeddedBlockList
+
+    db, rules, key = keyed
+    assert pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--clock-override",
+              cwd=tmp_path).returncode == 0
+    assert blocked_models(db) == {"classifier_small"}
+
+    def full_disk(*_args, **_kwargs):
+        raise duckdb.IOException("IO Error: No space left on device")
+
+    if fails == "the record":  # the log's own commit fails, through its real error path (rolled back, failed)
+        commit = AuditLog._in_transaction
+        monkeypatch.setattr(AuditLog, "_in_transaction", lambda log, write: commit(log, full_disk))
+    else:
+        monkeypatch.setattr(EmbeddedBlockList, "lift", full_disk)
+    with pytest.raises(ReportError, match=r"cannot record the lift \(.*No space left on device\); the block stays"):
+        unblock(db, "classifier_small", by="risk", note="retrained", key=tmp_path / "policyengine.key")
+    monkeypatch.undo()
+    assert blocked_models(db) == {"classifier_small"}
+    signed = pe_inprocess("query", "SELECT count(*) AS n FROM audit_log WHERE event = 'model_unblocked'",
+                          "--db", db, "--format", "json").stdout
+    assert json.loads(signed) == [{"n": 0 if fails == "the record" else 1}]  # signed first, then lifted
+
+
 def test_monitor_records_alerts_by_default_with_the_key_in_the_working_directory(keyed, tmp_path):
     """Issue 6: `policyengine monitor [--db FILE]` records each result as a signed alert event."""
     db, rules, key = keyed

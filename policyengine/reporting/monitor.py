@@ -30,6 +30,7 @@ from .audit_source import bias_from_audit, drift_from_audit
 from ..store.blocklist import active_blocks as _active_blocks
 from ..store.blocklist import EmbeddedBlockList, has_blocks_table
 from ..store.blocklist import blocked_models as _blocked_models
+from ..audit.errors import AuditError
 from ..store.files import StoreError
 from ..store.protocols import BlockList
 from .db import check_db_path, has_table, open_readonly, open_readwrite, require_audit_log
@@ -325,22 +326,26 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
             if not has_blocks_table(con):
                 raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
             blocks = EmbeddedBlockList(con)
-        rules = sorted({r[1] for r in blocks.active() if r[0] == model})
+        open_blocks = [r for r in blocks.active() if r[0] == model]
+        if not open_blocks:
+            active = ", ".join(r[0] for r in blocks.active()) or "none"
+            raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
+        rules = sorted({r[1] for r in open_blocks})
         log = _audit_writer(con, key, db) if con is not None else None  # before the lift: a bad key changes nothing
         try:
+            if log is not None:  # signed and durable first: a crash after it leaves the block, never a silent lift
+                log.append("model_unblocked", actor=by, payload={"model": model, "rules": rules, "by": by,
+                                                                 "note": note, "lifted": len(open_blocks)})
+                log.flush()
             lifted = blocks.lift(model, at=datetime.now(UTC), by=by, note=note)
-            if lifted == 0:
-                active = ", ".join(r[0] for r in blocks.active()) or "none"
-                raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
-            if log is not None:
-                log.append("model_unblocked", actor=by,
-                           payload={"model": model, "rules": rules, "by": by, "note": note, "lifted": int(lifted)})
         finally:
             if log is not None:
                 log.close()
         return int(lifted)
     except StoreError as e:
         raise ReportError(str(e)) from None
+    except (AuditError, duckdb.Error) as e:  # a full disk, an I/O error: nothing was lifted unrecorded
+        raise ReportError(f"{db}: cannot record the lift ({str(e).splitlines()[0]}); the block stays") from None
     finally:
         if con is not None:
             con.close()
