@@ -280,13 +280,7 @@ def change(db: str | Path, policy: Any, directory: Any, *, name: str, to: str | 
             raise VersionError(f"version {to!r} of {name} is not declared (declared: {', '.join(v.versions)})")
         if to == current:
             raise VersionError(f"{alias} of {name} is already version {to}")
-        roles = directory.roles().get(user, ())
-        decision = policy.evaluate({
-            "principal": {"id": user, "type": "user", "roles": list(roles)},
-            "action": verb,
-            "resource": {"kind": v.kind, "id": name, "attrs": {"version": to, "alias": alias, "previous": current}},
-            "context": {"reason": reason},
-        })
+        decision = policy.evaluate(_change_request(directory, user, verb, v.kind, name, to, alias, current, reason))
         payload: dict[str, Any] = {"name": name, "kind": v.kind, "alias": alias, "version": to, "previous": current,
                                    "change": verb, "by": user, "reason": reason,
                                    "rules": [r.rule for r in decision.reasons], "policy_hash": policy.policy_hash}
@@ -350,6 +344,13 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
         if approve and p.get("version") not in (decl[p["name"]].versions if p.get("name") in decl else ()):
             raise VersionError(f"version {p.get('version')!r} of {p.get('name')} is no longer declared in the rules; "
                                f"reject {rid} and request again")
+        if approve:  # the rules in force now decide: a freeze added since the request is not approved past
+            again = policy.evaluate(_change_request(directory, str(p.get("by")), str(p.get("change")), p.get("kind"),
+                                                    p.get("name"), p.get("version"), p.get("alias"),
+                                                    p.get("previous"), p.get("reason")))
+            if again.effect == "deny":
+                why = "; ".join(f"{r.rule}: {r.message}" for r in again.reasons) or "denied"
+                raise VersionError(f"the rules now deny this change ({why}); reject {rid}")
         if approve:
             current = aliases(history(con, p["name"]), decl).get(p["name"], {}).get(p["alias"])
             p |= {"previous": current, "approved_by": who.id, "note": note, "approved_at": now.isoformat(),
@@ -363,6 +364,18 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
         return Outcome("approved" if approve else "rejected", seq, p)
     finally:
         con.close()
+
+
+def _change_request(directory: Any, user: str, verb: str, kind: Any, name: Any, to: Any, alias: Any,
+                    current: Any, reason: Any) -> dict[str, Any]:
+    """The request a version change is decided as: when asked for, and again when approved."""
+    roles = directory.roles().get(user, ())
+    return {
+        "principal": {"id": user, "type": "user", "roles": list(roles)},
+        "action": verb,
+        "resource": {"kind": kind, "id": name, "attrs": {"version": to, "alias": alias, "previous": current}},
+        "context": {"reason": reason},
+    }
 
 
 @contextmanager

@@ -106,7 +106,7 @@ def test_promote_rollback_and_the_version_in_production_at_a_time(work):
 
     out = mv(work, "promote", "classifier_small", "--to", "2.4.0", "--as", "eve", "--reason", "better recall")
     assert "promoted: production of classifier_small is now 2.4.0 (was 2.3.1)" in out.stdout
-    assert production(work) == "2.4.0"
+    assert production(work) == before != "2.5.0"
 
     out = mv(work, "rollback", "classifier_small", "--as", "eve", "--reason", "latency regression")
     assert "rolled back: production of classifier_small is now 2.3.1 (was 2.4.0)" in out.stdout
@@ -246,6 +246,19 @@ def test_a_version_no_longer_declared_cannot_be_approved(work):
     out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
     assert "version '2.5.0' of classifier_small is no longer declared in the rules" in out.stderr
     assert audit_rows(work / "policyengine.duckdb", "model_version") == []
+
+
+def test_a_change_the_rules_deny_by_the_time_it_is_approved_is_not_applied(work):
+    """The rules in force at approval decide: a freeze added while a promotion waits is not approved past."""
+    before = production(work)
+    mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
+    (waiting,) = versions(work)["pending"]
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(rules.read_text() + '\nrule freeze\n    deny any to promote model "*"\n')
+    out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
+    assert f"the rules now deny this change (ml.freeze: " in out.stderr and f"reject {waiting['request_id']}" in out.stderr
+    assert audit_rows(work / "policyengine.duckdb", "model_version") == []
+    assert production(work) == before != "2.5.0"
 
 
 # --- workflow runs: the orchestrator resolves versions as eval and serve do -------------------------
