@@ -78,12 +78,19 @@ def test_concurrent_reservations_never_exceed_the_limit(policy_and_ledger) -> No
     assert sum(admitted) == 990  # 33 calls of 30 fit in 1,000; the 34th never does
 
 
-def test_expired_holds_stop_counting(policy_and_ledger) -> None:  # noqa: ANN001
+def test_expired_holds_are_charged_at_their_estimate(policy_and_ledger) -> None:  # noqa: ANN001
     from datetime import datetime, timedelta, timezone
+
+    from policyengine.budgets import window_bounds
 
     _, ledger = policy_and_ledger
     at = datetime(2026, 12, 4, 12, tzinfo=timezone.utc)
-    assert ledger.reserve("s", "tokens", 900, limit=1000, at=at, ttl=timedelta(minutes=1)) is not None
+    held = ledger.reserve("s", "tokens", 900, limit=1000, at=at, ttl=timedelta(minutes=1))
+    assert held is not None
     assert ledger.reserve("s", "tokens", 200, limit=1000, at=at) is None
-    assert ledger.expire(at + timedelta(minutes=2)) == 1  # a crashed caller's hold is given back
-    assert ledger.reserve("s", "tokens", 200, limit=1000, at=at + timedelta(minutes=2)) is not None
+    # a caller that never settled may have made its call: its hold is charged, not given back
+    assert ledger.expire(at + timedelta(minutes=2)) == 1
+    assert ledger.reserved("s", "tokens") == 0
+    assert ledger.reserve("s", "tokens", 200, limit=1000, at=at + timedelta(minutes=2)) is None
+    ledger.settle(held, 50)  # a settle arriving after expiry charges nothing more
+    assert ledger.usage("s", "tokens", *window_bounds("month", at)) == 900

@@ -50,18 +50,19 @@ def test_400_concurrent_threads_admit_exactly_the_budget(tmp_path):
     assert ledger.reserved(SCOPE, "tokens") == 3_000
     assert ledger.reserve(SCOPE, "tokens", 1, limit=10_000, at=AT) is None
 
-    # Holds whose callers never come back are released by expiry, not before.
+    # Holds whose callers never come back are charged at their estimate by expiry (their calls may have
+    # happened), not before.
     assert ledger.expire(AT + timedelta(seconds=1)) == 0
     assert ledger.expire(held[0].expires_at) == 3
     assert ledger.reserved(SCOPE, "tokens") == 0
-    assert ledger.reserve(SCOPE, "tokens", 3_000, limit=10_000, at=AT) is not None
+    assert ledger.usage(SCOPE, "tokens", *month) == 10_000
+    assert ledger.reserve(SCOPE, "tokens", 1, limit=10_000, at=AT) is None
     ledger.close()
 
     # Holds are the process's calls in flight: a new process starts with none, the spend is durable.
     reopened = EmbeddedLedger(tmp_path / "state.duckdb")
     assert reopened.reserved(SCOPE, "tokens") == 0
-    assert reopened.usage(SCOPE, "tokens", *month) == 7_000
-    assert reopened.reserve(SCOPE, "tokens", 3_000, limit=10_000, at=AT) is not None
+    assert reopened.usage(SCOPE, "tokens", *month) == 10_000
     assert reopened.reserve(SCOPE, "tokens", 1, limit=10_000, at=AT) is None
     reopened.close()
 
@@ -91,11 +92,13 @@ def test_settle_charges_actual_and_release_charges_nothing(tmp_path):
     assert ledger.reserved(SCOPE, "tokens") == 0
     for window in ("hour", "day", "month"):
         assert ledger.usage(SCOPE, "tokens", *window_bounds(window, AT)) == 640
-    # An expired hold whose call did happen is still charged (nothing is lost).
+    # An expired hold is charged at its estimate (its call may have happened: nothing is lost), and a settle
+    # that comes after that adds nothing (charged once).
     c = ledger.reserve(SCOPE, "tokens", 1_000, limit=5_000, window="day", at=AT)
     assert ledger.expire(c.expires_at) == 1
+    assert ledger.usage(SCOPE, "tokens", *window_bounds("day", AT)) == 1_640
     ledger.settle(c, 900)
-    assert ledger.usage(SCOPE, "tokens", *window_bounds("day", AT)) == 1_540
+    assert ledger.usage(SCOPE, "tokens", *window_bounds("day", AT)) == 1_640
 
 
 def test_running_totals_survive_reopen_and_match_hour_sums(tmp_path):

@@ -84,9 +84,10 @@ def test_8_processes_x_50_requests_admit_exactly_10_and_a_killed_process_leaks_n
     assert ledger.reserved(SCOPE, "tokens") == 1000 * victim_count  # the killed process's holds remain...
     assert ledger.reserve(SCOPE, "tokens", 1000, limit=10_000) is None
     later = datetime.now(UTC) + timedelta(minutes=5, seconds=1)
-    assert ledger.expire(later) == victim_count  # ...until expiry releases them
+    assert ledger.expire(later) == victim_count  # ...until expiry charges them at their estimate
     assert ledger.reserved(SCOPE, "tokens") == 0
-    assert ledger.reserve(SCOPE, "tokens", 10_000 - spent, limit=10_000) is not None
+    assert ledger.usage(SCOPE, "tokens", *month) == 10_000  # the killed process's calls may have happened
+    assert ledger.reserve(SCOPE, "tokens", 1, limit=10_000) is None
     pool.close()
 
 
@@ -146,3 +147,43 @@ def test_a_decision_sees_a_charge_made_through_another_connection_pool(postgres_
     assert policy.evaluate(request, now=AT).effect == "deny"
     mine.close()
     theirs.close()
+
+
+def _terminate_others(url: str) -> int:
+    """End every other session on the test's database server-side, as a restart does; how many."""
+    import psycopg
+
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchall()
+    return len(rows)
+
+
+def test_a_pooled_connection_the_server_ended_is_not_handed_out(postgres_url):
+    """After a restart the pool's idle connections are dead: the next settle gets a fresh one and charges."""
+    pool = connect_pool(postgres_url, size=2)
+    ledger = PostgresLedger(pool)
+    held = ledger.reserve(SCOPE, "tokens", 500, limit=1_000, at=AT)
+    assert _terminate_others(postgres_url) >= 1
+    ledger.settle(held, 120)
+    assert ledger.reserved(SCOPE, "tokens") == 0
+    assert ledger.usage(SCOPE, "tokens", *window_bounds("month", AT)) == 120
+    pool.close()
+
+
+def test_a_settle_repeated_or_after_expiry_charges_once(postgres_url):
+    """A settle charges only the hold it drops, so retrying one whose commit was not acknowledged is safe."""
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    month = window_bounds("month", AT)
+    a = ledger.reserve(SCOPE, "tokens", 500, limit=1_000, at=AT)
+    ledger.settle(a, 120)
+    ledger.settle(a, 120)
+    assert ledger.usage(SCOPE, "tokens", *month) == 120
+    b = ledger.reserve(SCOPE, "tokens", 300, limit=1_000, at=AT)
+    assert ledger.expire(b.expires_at) == 1  # not settled in time: charged at its estimate
+    assert ledger.usage(SCOPE, "tokens", *month) == 420
+    ledger.settle(b, 90)
+    assert ledger.usage(SCOPE, "tokens", *month) == 420
+    pool.close()

@@ -32,6 +32,7 @@ from ..server.body import HTTPError
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import ActivePolicy, PolicyHolder
+from ..store.files import StoreError
 from ..store.protocols import BudgetLedger
 from . import guards as g
 from .config import GatewayConfig, Upstream, VirtualKey, hash_key
@@ -101,6 +102,8 @@ class Call:
     counted: list[tuple[Any, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
     approved_gates: set[str] = field(default_factory=set)  # gates an approver opened while the call was held
     versions: dict[str, str] = field(default_factory=dict)  # model -> the version its request resolved (--registry)
+    charge_error: str | None = None  # the answered call's budget settle failed: its hold stays (charged on expiry)
+    limit_error: str | None = None  # the rate limits' token correction failed (the estimate stays counted)
 
 
 def _sha(text: str) -> str:
@@ -457,6 +460,23 @@ class GatewayApp(DecisionApp):
     async def _settle(self, hold: Hold, tokens: float, cost: float) -> None:
         await self._on_ledger(settle, hold, tokens, cost)
 
+    async def _charge(self, call: Call, hold: Hold, tokens: float, cost: float) -> None:
+        """Settle a call the upstream may have done; never raises. A settle that fails (the ledger unreachable
+        after the PostgreSQL pool's one retry) keeps the hold, never releases it: the call happened, and a hold
+        nobody settles is charged at its estimate when it expires. The call's record notes ``charge_error``."""
+        try:
+            await self._settle(hold, tokens, cost)
+        except Exception as error:  # noqa: BLE001 - the call happened: record it and answer, the hold stays
+            call.charge_error = (f"{type(error).__name__}: {error}; the hold stays and is charged at its estimate "
+                                 "when it expires")
+
+    @staticmethod
+    def _internal(error: Exception) -> GatewayError:
+        """The answer to an unexpected error, recorded like any refusal: shared state down is 503."""
+        if isinstance(error, StoreError):
+            return GatewayError(503, f"shared state unavailable: {error}", "state_unavailable")
+        return GatewayError(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
+
     async def _release(self, hold: Hold) -> None:
         await self._on_ledger(release, hold)
 
@@ -492,6 +512,10 @@ class GatewayApp(DecisionApp):
             payload["model_version"] = call.versions[call.model]
         if call.error:
             payload["error"] = call.error
+        if call.charge_error:
+            payload["charge_error"] = call.charge_error
+        if call.limit_error:
+            payload["limit_error"] = call.limit_error
         if self.config.audit_prompts == "masked":
             payload["prompt_masked"] = call.prompt_masked
             payload["response_masked"] = call.response_masked
@@ -512,7 +536,9 @@ class GatewayApp(DecisionApp):
     async def _fail(self, call: Call, active: ActivePolicy | None, error: GatewayError) -> GatewayError:
         call.http_status = error.status
         call.status = {401: "unauthenticated", 429: "limited", 451: "denied", 403: "denied", 503: "blocked",
-                       502: "error", 504: "timeout"}.get(error.status, "rejected")
+                       502: "error", 504: "timeout", 500: "error"}.get(error.status, "rejected")
+        if error.code == "state_unavailable":
+            call.status = "error"
         call.error = str(error)
         call.rule = error.rule
         error.audit_seq = await self._audit_call(call, active)
@@ -606,6 +632,8 @@ class GatewayApp(DecisionApp):
             return await self._chat_once(active, call, candidates, body, estimate, prompt, max_tokens)
         except GatewayError as error:
             raise await self._fail(call, active, error) from None
+        except Exception as error:  # noqa: BLE001 - recorded like a refusal: the call may have reached the upstream
+            raise await self._fail(call, active, self._internal(error)) from error
 
     async def _chat_once(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
                          body: dict[str, Any], estimate: float, prompt: str, max_tokens: int) -> Response:
@@ -659,7 +687,7 @@ class GatewayApp(DecisionApp):
                     answer = (await self.client.post(upstream, path, body)).body
                     call.provider = upstream.base_url
             except UpstreamError as error:
-                call.attempts.append(await self._unanswered(active, hold, model, estimate, error))
+                call.attempts.append(await self._unanswered(active, call, hold, model, estimate, error))
                 last = error
                 continue
             except BaseException:
@@ -674,27 +702,32 @@ class GatewayApp(DecisionApp):
             call.tokens, refused = charged_tokens(usage, estimate)
             call.attempts.append({"model": model, "status": 200, **({"usage_refused": refused} if refused else {})})
             call.cost = self._price(active, model, call.tokens)
-            await self._settle(hold, call.tokens, call.cost)
+            await self._charge(call, hold, call.tokens, call.cost)
             self._limit_settle(call, estimate)
             return model, request, answer
         assert last is not None
         raise GatewayError(last.status, f"every allowed model failed upstream: {last}", "upstream_error")
 
-    async def _unanswered(self, active: ActivePolicy, hold: Hold, model: str, estimate: float,
+    async def _unanswered(self, active: ActivePolicy, call: Call, hold: Hold, model: str, estimate: float,
                           error: UpstreamError) -> dict[str, Any]:
         """End the hold of a try the upstream did not answer usably, and its attempt record: given back when
         nothing was done upstream, charged at the estimate when it may have been (``error.spent``)."""
         attempt: dict[str, Any] = {"model": model, "status": error.status, "error": str(error)}
         if error.spent:
-            await self._settle(hold, estimate, self._price(active, model, estimate))
+            await self._charge(call, hold, estimate, self._price(active, model, estimate))
             attempt["charged_tokens"] = estimate
         else:
             await self._release(hold)
         return attempt
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
-        """Correct the tokens counted against the rate limits from the estimate to the actual usage."""
-        traffic.correct_tokens(self.limiter, call.counted, call.tokens)
+        """Correct the tokens counted against the rate limits from the estimate to the actual usage; never
+        raises. The limits already counted the estimate at admission, so a limiter that fails now (Redis down)
+        leaves that count and the call's record notes ``limit_error``: the call happened and is recorded."""
+        try:
+            traffic.correct_tokens(self.limiter, call.counted, call.tokens)
+        except Exception as error:  # noqa: BLE001 - the call happened: record it and answer
+            call.limit_error = f"{type(error).__name__}: {error}; the estimate stays counted"
 
     def _screen_response(self, active: ActivePolicy, call: Call, request: dict[str, Any], text: str,
                          finish: str | None = None, others: Sequence[str] = ()) -> list[g.Screening]:
@@ -771,6 +804,8 @@ class GatewayApp(DecisionApp):
                             note={"audit_seq": seq, "model": model})
         except GatewayError as error:
             raise await self._fail(call, active, error) from None
+        except Exception as error:  # noqa: BLE001 - recorded like a refusal: the call may have reached the upstream
+            raise await self._fail(call, active, self._internal(error)) from error
 
     async def list_models(self, exchange: Exchange) -> Response:
         """The declared models the caller's policy lets it call (decided now, not recorded: no call is made)."""

@@ -56,7 +56,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         except StopAsyncIteration:
             first = None
         except UpstreamError as error:
-            call.attempts.append(await app._unanswered(active, hold, model, estimate, error))
+            call.attempts.append(await app._unanswered(active, call, hold, model, estimate, error))
             last = error
             continue
         call.attempts.append({"model": model, "status": 200})
@@ -87,6 +87,7 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         secrets: set[str] = set()
         masked: set[str] = set()
         ended = False
+        settled = False  # the hold was settled (or its settle failed and noted): never twice
         yield chunk({"role": "assistant", "content": ""})
 
         def screen_and_cut(upto: int) -> str:
@@ -115,9 +116,10 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             return g.mask(window[:cut], inside)
 
         async def fail(error: GatewayError, charged: float) -> bytes:
-            call.tokens = charged
-            call.cost = app._price(active, model, charged)
-            await app._settle(hold, call.tokens, call.cost)
+            if not settled:
+                call.tokens = charged
+                call.cost = app._price(active, model, charged)
+                await app._charge(call, hold, call.tokens, call.cost)
             call.latency_ms = (time.perf_counter() - started) * 1000
             return _event((await app._fail(call, active, error)).body())
 
@@ -159,7 +161,8 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             if refused:
                 call.attempts[-1]["usage_refused"] = refused
             call.cost = app._price(active, model, call.tokens)
-            await app._settle(hold, call.tokens, call.cost)
+            await app._charge(call, hold, call.tokens, call.cost)
+            settled = True
             app._limit_settle(call, estimate)
             if rest:
                 yield chunk({"content": rest})
@@ -174,5 +177,8 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             if not ended:
                 yield await fail(GatewayError(error.status, f"upstream stream broke: {error}", "upstream_error"),
                                  float(prompt_tokens + flowed))
+        except Exception as error:  # noqa: BLE001 - the call reached the upstream: charge and record it
+            if not ended:
+                yield await fail(app._internal(error), float(prompt_tokens + flowed))
 
     return Response(200, b"", headers=[(b"x-policyengine-model", model.encode())], note={"model": model}), events()

@@ -40,8 +40,8 @@ class EmbeddedLedger(LocalHolds):
 
     Pass a path (created if needed) or an open connection that the orchestrator
     or audit log already use: the ledger then works on its own cursor of it.
-    Holds not settled or released are released by ``expire`` once their
-    deadline passes (or when the process ends).
+    Holds not settled or released are charged at their estimate by ``expire``
+    once their deadline passes (they end with the process).
     """
 
     def __init__(self, path_or_connection: str | Path | duckdb.DuckDBPyConnection) -> None:
@@ -185,6 +185,9 @@ class EmbeddedLedger(LocalHolds):
         """Charge and drop the hold together, then wait for the commit outside the hold lock (so settles group)."""
         r = reservation
         with self._hold_lock:
+            if r.id in self._expired:  # charged at its estimate when it expired
+                self._expired.discard(r.id)
+                return
             ticket = self._enqueue(r.scope_key, r.unit, float(actual), r.at)
             held = self._unhold(r.id)
         try:

@@ -49,6 +49,7 @@ class LocalHolds:
         self._holds: dict[str, Reservation] = {}
         self._held: dict[tuple[str, str], float] = {}
         self._hold_lock = threading.Lock()
+        self._expired: set[str] = set()  # holds charged at their estimate on expiry: a later settle adds nothing
 
     def _unhold(self, rid: str) -> bool:
         r = self._holds.pop(rid, None)
@@ -62,10 +63,19 @@ class LocalHolds:
         return True
 
     def _expire_locked(self, now: datetime) -> int:
-        due = [r.id for r in self._holds.values() if r.expires_at <= now]
-        for rid in due:
-            self._unhold(rid)
-        return len(due)
+        """Drop the holds past their deadline, charging each at its estimate: nobody settled or released it,
+        so its call may have happened (when in doubt, charge). A hold whose charge fails stays held."""
+        due = [r for r in self._holds.values() if r.expires_at <= now]
+        dropped = 0
+        for r in due:
+            try:
+                self.charge(r.scope_key, r.unit, r.amount, r.at)
+            except Exception:  # noqa: BLE001 - not charged: keep holding it (fail closed), try at the next expiry
+                continue
+            self._unhold(r.id)
+            self._expired.add(r.id)
+            dropped += 1
+        return dropped
 
     def reserve(self, scope_key: str, unit: str, estimate: float, *, limit: float, window: Window = "month",
                 at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
@@ -84,6 +94,9 @@ class LocalHolds:
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         with self._hold_lock:  # charge and drop the hold in one step: a failed charge keeps the hold
+            if reservation.id in self._expired:  # charged at its estimate when it expired
+                self._expired.discard(reservation.id)
+                return
             self.charge(reservation.scope_key, reservation.unit, float(actual), reservation.at)
             self._unhold(reservation.id)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import select
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -72,30 +73,62 @@ class ConnectionPool:
             raise StoreError(f"{_redact(self.url)}: store is closed")
         return self._connect()
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        """A connection for the duration of the block (autocommit; use ``conn.transaction()`` for more)."""
-        if self._closed:
-            raise StoreError(f"{_redact(self.url)}: store is closed")
+    def _alive(self, conn: Any) -> bool:
+        """Whether an idle pooled connection may be handed out: open, outside a transaction, and with nothing
+        to read. An idle connection is sent nothing, so bytes waiting (or end of file) mean the server ended
+        it (a restart, ``pg_terminate_backend``): checked without a round trip."""
+        if conn.closed or conn.broken or conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+            return False
         try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
+            poller = select.poll()  # not select(): descriptors past 1024 are common in a busy server
+            poller.register(conn.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
+    def _discard(self, conn: Any) -> None:
+        try:
+            conn.close()
+        finally:
+            with self._lock:
+                self._opened -= 1
+
+    def _checkout(self) -> Any:
+        """An idle connection that is still alive (dead ones are closed), else a new one, else wait for one."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if self._alive(conn):
+                return conn
+            self._discard(conn)
+        while True:
             with self._lock:
                 grow = self._opened < self._size
                 if grow:
                     self._opened += 1
             if grow:
                 try:
-                    conn = self._connect()
+                    return self._connect()
                 except BaseException:
                     with self._lock:
                         self._opened -= 1
                     raise
-            else:
-                try:
-                    conn = self._idle.get(timeout=self._timeout)
-                except queue.Empty:
-                    raise StoreError(f"{_redact(self.url)}: no free connection within {self._timeout:g} s") from None
+            try:
+                conn = self._idle.get(timeout=self._timeout)
+            except queue.Empty:
+                raise StoreError(f"{_redact(self.url)}: no free connection within {self._timeout:g} s") from None
+            if self._alive(conn):
+                return conn
+            self._discard(conn)  # its slot is free again: connect anew
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A connection for the duration of the block (autocommit; use ``conn.transaction()`` for more)."""
+        if self._closed:
+            raise StoreError(f"{_redact(self.url)}: store is closed")
+        conn = self._checkout()
         broken = False
         try:
             yield conn
@@ -163,24 +196,43 @@ class PostgresLedger:
         key = {"scope_key": scope_key, "unit": unit}
         with self.pool.connection() as conn, conn.transaction():
             conn.execute(_sql("budget_lock"), key)
-            conn.execute(_sql("budget_expire_scope"), {**key, "now": t})
+            self._charge_expired(conn, conn.execute(_sql("budget_expire_scope"), {**key, "now": t}).fetchall())
             row = conn.execute(_sql("budget_reserve"), {
                 **key, "id": r.id, "amount": r.amount, "at": r.at, "expires_at": r.expires_at,
                 "period": window, "period_start": window_bounds(window, t)[0], "limit": float(limit)}).fetchone()
         return r if row else None
 
+    def _charge_expired(self, conn: Any, rows: Sequence[Sequence[Any]]) -> None:
+        """Charge expired holds at their estimate: nobody settled or released them, so the call may have
+        happened (its holder died, or could not reach the ledger to settle): when in doubt, charge."""
+        for _, scope_key, unit, amount, at in rows:
+            self._charge(conn, scope_key, unit, amount, at)
+
     def settle(self, reservation: Reservation, actual: float) -> None:
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute(_sql("budget_reservation_drop"), {"id": reservation.id})
-            self._charge(conn, reservation.scope_key, reservation.unit, actual, reservation.at)
+        """Charge ``actual`` only if this drops the hold, in one transaction: a hold already settled, or expired
+        (charged at its estimate), is not charged again. That makes a settle safe to repeat, so a connection
+        that fails under it is retried once on a fresh one (the first try committed, or did nothing)."""
+        for attempt in (1, 2):
+            try:
+                with self.pool.connection() as conn, conn.transaction():
+                    if conn.execute(_sql("budget_reservation_drop"), {"id": reservation.id}).fetchone():
+                        self._charge(conn, reservation.scope_key, reservation.unit, actual, reservation.at)
+                return
+            except self.pool._psycopg.OperationalError as error:
+                if attempt == 2:
+                    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    raise StoreError(f"{_redact(self.pool.url)}: could not settle a budget hold ({first})") from None
 
     def release(self, reservation: Reservation) -> None:
         with self.pool.connection() as conn:
             conn.execute(_sql("budget_reservation_drop"), {"id": reservation.id})
 
     def expire(self, now: datetime | None = None) -> int:
-        with self.pool.connection() as conn:
-            return len(conn.execute(_sql("budget_expire"), {"now": utc(now)}).fetchall())
+        """Drop the holds whose deadline passed, charging each at its estimate; how many."""
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(_sql("budget_expire"), {"now": utc(now)}).fetchall()
+            self._charge_expired(conn, rows)
+        return len(rows)
 
     def reserved(self, scope_key: str, unit: str) -> float:
         with self.pool.connection() as conn:

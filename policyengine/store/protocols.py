@@ -31,7 +31,7 @@ class Reservation:
     unit: str
     amount: float
     at: datetime  # UTC: the usage is charged to the windows containing this instant
-    expires_at: datetime  # UTC: after this, ``expire`` releases the hold
+    expires_at: datetime  # UTC: after this, ``expire`` charges the hold at its estimate and drops it
 
 
 @runtime_checkable
@@ -51,7 +51,8 @@ class BudgetLedger(UsageLedger, Protocol):
         ...
 
     def settle(self, reservation: Reservation, actual: float) -> None:
-        """Charge the real usage and drop the hold (charged even if the hold had already expired)."""
+        """Charge the real usage and drop the hold; a hold already charged at its estimate by ``expire`` is not
+        charged again (PostgreSQL: nor one already settled, so a settle can be retried)."""
         ...
 
     def release(self, reservation: Reservation) -> None:
@@ -59,7 +60,10 @@ class BudgetLedger(UsageLedger, Protocol):
         ...
 
     def expire(self, now: datetime | None = None) -> int:
-        """Release every hold whose deadline is at or before ``now``; how many were released."""
+        """Charge every hold whose deadline is at or before ``now`` at its estimate and drop it; how many.
+
+        Nobody settled or released such a hold, so its call may have happened (the holder died, or could not
+        reach the ledger to settle): charging it keeps spend within the limit (when in doubt, charge)."""
         ...
 
     def reserved(self, scope_key: str, unit: str) -> float:
