@@ -199,6 +199,29 @@ def test_a_killed_process_is_resumed_without_paying_twice(work):
     assert pe("runs", "resume", cwd=work).stdout == ""  # nothing left to resume
 
 
+def test_a_payment_made_before_a_kill_stays_in_the_run_when_the_model_decides_otherwise_on_resume(work):
+    # the probe's case: killed right after the payment's receipt; on resume the classifier that led to the
+    # payment is down, so re-running it would take the fallback branch and drop the payment from the run
+    (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
+    (work / "kill.py").write_text(KILL_AFTER_RECEIPT)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 137, proc.stderr
+    (work / "outage.yaml").write_text("models:\n  classifier_small: {fail_rate: 1, fail: error}\n")
+    out = pe("runs", "resume", "--providers", "outage.yaml", cwd=work)
+    run_id, _, status, outcome = out.stdout.strip().split("\t")
+    assert (status, outcome) == ("completed", "auto_resolved")  # the branch the classifier chose before the kill
+    db = work / "policyengine.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT step FROM orch_effects WHERE run_id = ?", [run_id]).fetchall() == [
+            ("approve_payment",)]  # paid once
+        steps = dict(conn.execute("SELECT step, status FROM orch_steps WHERE run_id = ?", [run_id]).fetchall())
+    assert steps["classify"] == "done" and steps["approve_payment"] == "done" and "queue_for_review" not in steps
+    tools = [(t["step"], t["replayed"]) for t in audit_rows(db, "tool_call") if t["run_id"] == run_id]
+    assert tools == [("approve_payment", True)]  # the payment made is on the record
+    assert [c["status"] for c in audit_rows(db, "model_call") if c["run_id"] == run_id] == ["ok"]  # not re-asked
+
+
 def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     out = pe("demo", cwd=tmp_path)  # all shipped samples, nothing prepared
     assert out.stdout.startswith("Workflow summary")  # progress and notices go to stderr
