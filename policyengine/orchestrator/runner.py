@@ -188,6 +188,9 @@ class Orchestrator:
         self._pool: ThreadPoolExecutor | None = None
         self._alerted: set[tuple] = set()  # budget alerts already recorded (per budget and window)
         self._last_seq: int | None = None  # seq of the last audit record appended
+        before_commit = getattr(audit, "before_commit", None)
+        if before_commit is not None:  # an audit record never says more than the committed state does
+            before_commit(self._state_durable)
 
     # --- public API ----------------------------------------------------------------
 
@@ -217,9 +220,10 @@ class Orchestrator:
                   on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
         """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs.
 
-        A crash mid-batch loses at most the runs since the last flush; no side
-        effect of theirs is lost, because a step with a side effect commits its
-        intent, with the journal before it, first (``recover`` finishes those runs).
+        State and ledger are also committed before each audit commit, so a crash
+        loses only runs the audit log does not record either; no side effect is
+        lost, because a step with a side effect commits its intent, with the
+        journal before it, first (``recover`` finishes those runs).
         """
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
         requested_by = _requester(requested_by)
@@ -351,6 +355,12 @@ class Orchestrator:
             self.audit.flush()
         except AuditError as exc:  # disk full, I/O error: one line, not a traceback
             raise RecordError(f"audit log: {exc}") from None
+
+    def _state_durable(self) -> None:
+        """Commit ledger charges and run state (the audit log calls this before each commit of its records)."""
+        if self.ledger is not None:
+            self.ledger.flush()
+        self.store.flush()
 
     def close(self) -> None:
         self.flush()
