@@ -199,6 +199,71 @@ def test_a_killed_process_is_resumed_without_paying_twice(work):
     assert pe("runs", "resume", cwd=work).stdout == ""  # nothing left to resume
 
 
+def test_a_payment_made_before_a_kill_stays_in_the_run_when_the_model_decides_otherwise_on_resume(work):
+    # the probe's case: killed right after the payment's receipt; on resume the classifier that led to the
+    # payment is down, so re-running it would take the fallback branch and drop the payment from the run
+    (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
+    (work / "kill.py").write_text(KILL_AFTER_RECEIPT)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 137, proc.stderr
+    (work / "outage.yaml").write_text("models:\n  classifier_small: {fail_rate: 1, fail: error}\n")
+    out = pe("runs", "resume", "--providers", "outage.yaml", cwd=work)
+    run_id, _, status, outcome = out.stdout.strip().split("\t")
+    assert (status, outcome) == ("completed", "auto_resolved")  # the branch the classifier chose before the kill
+    db = work / "policyengine.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT step FROM orch_effects WHERE run_id = ?", [run_id]).fetchall() == [
+            ("approve_payment",)]  # paid once
+        steps = dict(conn.execute("SELECT step, status FROM orch_steps WHERE run_id = ?", [run_id]).fetchall())
+    assert steps["classify"] == "done" and steps["approve_payment"] == "done" and "queue_for_review" not in steps
+    tools = [(t["step"], t["replayed"]) for t in audit_rows(db, "tool_call") if t["run_id"] == run_id]
+    assert tools == [("approve_payment", True)]  # the payment made is on the record
+    assert [c["status"] for c in audit_rows(db, "model_call") if c["run_id"] == run_id] == ["ok"]  # not re-asked
+
+
+KILL_AFTER_WAITING_IS_AUDITED = """
+import os
+from pathlib import Path
+from policyengine.orchestrator.session import Session, SessionConfig
+from policyengine.orchestrator.workflows import load_items
+
+with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengine.key"), create_key=True,
+                           providers=Path("sure.yaml"))) as session:
+    audit, append, waiting = session.audit, session.audit.append, []
+
+    def append_then_die(event, **kw):
+        seq = append(event, **kw)
+        if event == "run" and kw["payload"]["status"] == "waiting_approval":
+            waiting.append(seq)
+            if len(waiting) == 2:
+                audit.flush()  # the writer's timer commits the waiting record (every 0.2 s)...
+                os._exit(137)  # ...and the process dies before the batch's next checkpoint
+        return seq
+
+    audit.append = append_then_die
+    session.orchestrator.run_batch("invoice-exceptions", load_items("batch.json"), requested_by="operator")
+"""
+
+
+def test_runs_the_audit_log_records_as_waiting_survive_a_kill_and_can_be_approved(work):
+    items = [{**INVOICE, "id": "INV-W1"}, {**INVOICE, "id": "INV-A1", "amount": 900.0},
+             {**INVOICE, "id": "INV-W2"}, {**INVOICE, "id": "INV-W3"}]
+    (work / "batch.json").write_text(json.dumps(items))
+    (work / "kill.py").write_text(KILL_AFTER_WAITING_IS_AUDITED)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 137, proc.stderr
+    db = work / "policyengine.duckdb"
+    audited = [r["run_id"] for r in audit_rows(db, "run") if r["status"] == "waiting_approval"]
+    assert len(audited) == 2
+    listed = [json.loads(line)["run_id"] for line in
+              pe("runs", "list", "--status", "waiting_approval", "--json", cwd=work).stdout.splitlines()]
+    assert sorted(listed) == sorted(audited)
+    for run_id in audited:
+        assert f"{run_id} approved by alice" in pe("approve", run_id, "--as", "alice", cwd=work).stdout
+
+
 def test_demo_from_an_empty_directory_then_the_commands_it_suggests(tmp_path):
     out = pe("demo", cwd=tmp_path)  # all shipped samples, nothing prepared
     assert out.stdout.startswith("Workflow summary")  # progress and notices go to stderr

@@ -370,8 +370,8 @@ def test_a_crash_between_side_effect_and_record_never_repeats_the_effect(tmp_pat
     run_id = run_id.split("/")[0]
 
     env = Env(tmp_path, clock, wfs)
-    with pytest.raises(RunError):  # nothing but the write-ahead intent and the receipt was committed
-        env.orch.show(run_id)
+    run, steps, _ = env.orch.show(run_id)  # the journal that led to the payment committed with its intent
+    assert run.status == "running" and [(s.step, s.status) for s in steps] == [("classify", "done"), ("pay", "started")]
     (r,) = env.orch.recover()
     assert (r.run_id, r.status) == (run_id, "completed")
     assert effects.calls == {f"{run_id}/pay": 1}  # completed from the receipt, not paid twice
@@ -379,6 +379,31 @@ def test_a_crash_between_side_effect_and_record_never_repeats_the_effect(tmp_pat
     assert tool["replayed"] is True
     assert env.orch.resume(run_id).status == "completed"  # resuming a finished run does nothing
     assert env.orch.recover() == []
+    env.close()
+
+
+def test_a_step_with_a_receipt_is_completed_from_it_even_if_it_would_not_run_now(tmp_path, clock, effects):
+    def crash_after_effect(point: str, step: str) -> None:
+        if point == "after_effect":
+            raise SimulatedCrash(step)
+
+    resumed = [False]  # the step's condition reads something that changed (a model, a clock, a flag)
+    wf = Workflow("pay", "pay_bot", (
+        ToolCall("pay", effect=True, run=effects.pay, when=lambda ctx: not resumed[0],
+                 ask=lambda ctx: Ask("approve_payment", "tool", "erp/payments", {}, {"amount": 10})),
+    ), fallback=ToolCall("queue", ask=lambda ctx: Ask("call", "tool", "ap/review-queue"),
+                         run=lambda ctx, key: {"queued": True}))
+    env = Env(tmp_path, clock, {"pay": wf}, faults=crash_after_effect)
+    with pytest.raises(SimulatedCrash):
+        env.orch.start("pay", {"id": "INV-11", "amount": 10}, requested_by="carol")
+    env.crash()
+    resumed[0] = True
+    env = Env(tmp_path, clock, {"pay": wf})
+    (r,) = env.orch.recover()
+    assert r.status == "completed" and len(effects.calls) == 1
+    _, steps, _ = env.orch.show(r.run_id)
+    assert [(s.step, s.status) for s in steps] == [("pay", "done")]
+    assert [(t["step"], t["replayed"]) for t in env.events(r.run_id, "tool_call")] == [("pay", True)]
     env.close()
 
 

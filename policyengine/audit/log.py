@@ -340,6 +340,7 @@ class AuditLog:
         self._durable = threading.Condition()  # notified whenever _flushed grows or the log fails or closes
         self._released = False  # the file is let go (closed or abandoned): nothing more will be written
         self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
+        self._before_commit: list[Callable[[], None]] = []  # see ``before_commit``
         try:
             self.origin = self._open_log(origin, create)
             self._facts = self._open_facts()
@@ -455,6 +456,14 @@ class AuditLog:
     def flushed(self) -> int:
         """The highest seq known durable."""
         return self._flushed
+
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` before every commit of records, so that the state they describe is durable first.
+
+        It runs on whichever thread commits (mostly the writer thread). If it
+        raises, those records are not written and the log fails, as on a failed write.
+        """
+        self._before_commit.append(fn)
 
     def mask_also(self, masking: Masking) -> None:
         """Mask ``masking``'s fields too in every later record: the masks of rule files loaded after opening."""
@@ -675,6 +684,15 @@ class AuditLog:
                 self._in_transaction(lambda cur: self._remove_provisional(self._provisional[:-1]))
             self._provisional = []
             return
+        for fn in self._before_commit:
+            try:
+                fn()
+            except Exception as err:  # noqa: BLE001 - the records must not outrun the state they describe
+                with self._lock:
+                    why = (str(err).splitlines() or [type(err).__name__])[0]
+                    self._failed = f"audit write to {self._path} held back: {why}"
+                self._notify_waiters()
+                raise AuditError(self._failed) from None
         ts = utc_now_text()
         signature = batch.key.sign(checkpoint_note(self.origin, batch.size, batch.root, ts))
         signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)

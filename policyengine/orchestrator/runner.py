@@ -9,11 +9,12 @@ result: step journal, budget charge, audit events. Only (2) may run in worker
 threads; recording stays on the calling thread, so audit order is deterministic.
 
 Exactly-once for side effects: a tool with ``effect=True`` gets a journal row
-``started`` (flushed) before it is called, is passed the idempotency key
-``run_id/step``, and its result is committed as a receipt in ``orch_effects``
-right after it returns. On resume, a step with a receipt is completed from the
-receipt and never called again; a step that is ``started`` without a receipt is
-called again with the same key (a tool must honour the key, as payment APIs do).
+``started``, committed with its intent and the journal before it, before it is
+called, is passed the idempotency key ``run_id/step``, and its result is
+committed as a receipt in ``orch_effects`` right after it returns. On resume, a
+step with a receipt is completed from the receipt, never called or asked again;
+a step that is ``started`` without a receipt is called again with the same key
+(a tool must honour the key, as payment APIs do).
 """
 
 from __future__ import annotations
@@ -130,7 +131,6 @@ class _Ready:
     model: str | None = None
     model_request: dict[str, Any] | None = None
     completion: Completion | None = None
-    receipt: bool = False
     hold: Hold | None = None  # budget reserved for the completed call, settled when it is recorded
     refusals: list[tuple[str, str, str]] = field(default_factory=list)  # (model, budget, unit) with no room
     refused: bool = False  # no allowed model had budget room for the call's estimate
@@ -188,6 +188,9 @@ class Orchestrator:
         self._pool: ThreadPoolExecutor | None = None
         self._alerted: set[tuple] = set()  # budget alerts already recorded (per budget and window)
         self._last_seq: int | None = None  # seq of the last audit record appended
+        before_commit = getattr(audit, "before_commit", None)
+        if before_commit is not None:  # an audit record never says more than the committed state does
+            before_commit(self._state_durable)
 
     # --- public API ----------------------------------------------------------------
 
@@ -217,9 +220,10 @@ class Orchestrator:
                   on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
         """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs.
 
-        A crash mid-batch loses at most the runs since the last flush; no side
-        effect of theirs is lost, because a step with a side effect commits its
-        intent first (``recover`` finishes those runs).
+        State and ledger are also committed before each audit commit, so a crash
+        loses only runs the audit log does not record either; no side effect is
+        lost, because a step with a side effect commits its intent, with the
+        journal before it, first (``recover`` finishes those runs).
         """
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
         requested_by = _requester(requested_by)
@@ -351,6 +355,12 @@ class Orchestrator:
             self.audit.flush()
         except AuditError as exc:  # disk full, I/O error: one line, not a traceback
             raise RecordError(f"audit log: {exc}") from None
+
+    def _state_durable(self) -> None:
+        """Commit ledger charges and run state (the audit log calls this before each commit of its records)."""
+        if self.ledger is not None:
+            self.ledger.flush()
+        self.store.flush()
 
     def close(self) -> None:
         self.flush()
@@ -500,7 +510,7 @@ class Orchestrator:
                    journal: dict[str, StepRecord], approvals: Sequence[ApprovalRecord]) -> list[_Final]:
         plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
         ready = [p for p in plans if isinstance(p, _Ready)]
-        effects = [p for p in ready if isinstance(p.step, ToolCall) and p.step.effect and not p.receipt]
+        effects = [p for p in ready if isinstance(p.step, ToolCall) and p.step.effect]
         for p in effects:
             self.store.write_intent(run, p.step.name, f"{run.run_id}/{p.step.name}")  # write-ahead
         if effects:
@@ -539,6 +549,10 @@ class Orchestrator:
             return _Final(prior.status, prior.output_dict())
         t0 = time.perf_counter()
         started_at = naive_utc(self.clock())
+        if isinstance(step, ToolCall) and step.effect:
+            receipt = self.store.effect(key)
+            if receipt is not None:  # the effect happened: neither ``when`` nor the policy may undo it now
+                return self._replay(wf, run, ctx, step, ord_, receipt, prior, t0, started_at, journal)
         if not step.when(ctx):
             self._put_step(journal, StepRecord(run.run_id, step.name, ord_, step_kind(step), "skipped", key, None,
                                                None, None, None, None, None, None, started_at, started_at))
@@ -604,12 +618,22 @@ class Orchestrator:
             return _Final("done", out, ms=row.latency_ms)
         ready = _Ready(step, ord_, ask, request, decision, t0, started_at, ctx, asked=asked)
         if isinstance(step, ToolCall) and step.effect:
-            receipt = self.store.effect(key)
-            if receipt is not None:
-                ready.output, ready.receipt = receipt, True
-            else:
-                self._put_step(journal, journal_row("started"))
+            self._put_step(journal, journal_row("started"))
         return ready
+
+    def _replay(self, wf: Workflow, run: RunRecord, ctx: Context, step: ToolCall, ord_: int, receipt: Any,
+                prior: StepRecord | None, t0: float, started_at: datetime, journal: dict[str, StepRecord]) -> _Final:
+        """Complete a step from its receipt, not asking again: the effect was made under the decision recorded then."""
+        output = dict(receipt)
+        self._audit(run, "tool_call", wf.agent, {
+            "tool": step.ask(ctx).id, "status": "ok", "step": step.name, "error": None,
+            "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "replayed": True}, self.policy.policy_hash)
+        ms = (time.perf_counter() - t0) * 1000
+        self._put_step(journal, StepRecord(run.run_id, step.name, ord_, step_kind(step), "done",
+                                           f"{run.run_id}/{step.name}", _dumps(output),
+                                           prior.effect if prior is not None else "allow", None, None, None, None,
+                                           ms, started_at, naive_utc(self.clock())))
+        return _Final("done", output, ms=ms)
 
     def _gate_state(self, run: RunRecord, step: Step, gate: ApprovalRecord | None, gate_id: str, role: str,
                     deadline_at: str | None, deadline_s: int | None, on_timeout: str, distinct: bool,
@@ -643,8 +667,6 @@ class Orchestrator:
     # --- perform (may run on a worker thread: no store or audit writes here) ----------
 
     def _perform(self, p: _Ready) -> None:
-        if p.receipt:
-            return
         try:
             if isinstance(p.step, ModelCall):
                 self._perform_model(p)
@@ -768,7 +790,7 @@ class Orchestrator:
                 if p.model != first:
                     p.output["fallback_from"] = first
         elif isinstance(step, ToolCall):
-            if step.effect and p.error is None and not p.receipt:
+            if step.effect and p.error is None:
                 # the receipt is durable before anything else happens
                 self.store.write_receipt(EffectRecord(key, run.run_id, step.name, p.ask.id or step.name,
                                                       _dumps(p.output), naive_utc(self.clock())))
@@ -776,7 +798,7 @@ class Orchestrator:
                     self.faults("after_effect", step.name)
             self._audit(run, "tool_call", wf.agent, {
                 "tool": p.ask.id, "status": "error" if p.error else "ok", "step": step.name, "error": p.error,
-                "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": p.receipt},
+                "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": False},
                 self.policy.policy_hash)
         elif isinstance(step, DataRead):
             self._audit(run, "data_access", wf.agent, {

@@ -2,9 +2,10 @@
 
 Writes are buffered and flushed in one transaction through Arrow (a single-row
 commit to a DuckDB file costs ~1-2 ms here, an Arrow batch ~4 µs per row). The
-runner flushes at every point where durability matters: before a step with a
-side effect, when a run pauses, when it ends (or every few runs in a batch), and
-before the process exits. Reads see buffered rows first, so the runner never
+runner flushes at every point where durability matters: with the intent of a
+step with a side effect, before every commit of the audit log (so no record
+outruns the state it describes), every few runs in a batch, and before the
+process exits. Reads see buffered rows first, so the runner never
 has to flush just to read its own writes.
 """
 
@@ -293,36 +294,52 @@ class StateStore(BufferedRunState):
             n = sum(len(p) for p in self._pending.values())
             if not n:
                 return 0
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                for cls, view, stmt in _TABLES:
-                    rows = list(self._pending[cls].values())
-                    if not rows:
-                        continue
-                    if len(rows) < _SMALL:
-                        for r in rows:
-                            self._conn.execute(self._row_sql[cls], RECORD_ROW[cls](r))
-                        continue
-                    row = RECORD_ROW[cls]
-                    cols = list(zip(*(row(r) for r in rows)))
-                    table = pa.table({f.name: cols[i] for i, f in enumerate(_SCHEMAS[cls])}, schema=_SCHEMAS[cls])
-                    self._conn.register(view, table)
-                    try:
-                        self._conn.execute(self._sql[stmt])
-                    finally:
-                        self._conn.unregister(view)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._drop_pending()
+            self._in_transaction(self._write_pending)
             return n
 
+    def _in_transaction(self, write: Any) -> None:
+        """Run ``write`` in one transaction and drop the buffer it wrote; any error rolls it all back."""
+        self._conn.execute("BEGIN TRANSACTION")
+        try:
+            write()
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._drop_pending()
+
+    def _write_pending(self) -> None:
+        """Write the buffered records (caller holds the lock, inside a transaction)."""
+        for cls, view, stmt in _TABLES:
+            rows = list(self._pending[cls].values())
+            if not rows:
+                continue
+            if len(rows) < _SMALL:
+                for r in rows:
+                    self._conn.execute(self._row_sql[cls], RECORD_ROW[cls](r))
+                continue
+            row = RECORD_ROW[cls]
+            cols = list(zip(*(row(r) for r in rows)))
+            table = pa.table({f.name: cols[i] for i, f in enumerate(_SCHEMAS[cls])}, schema=_SCHEMAS[cls])
+            self._conn.register(view, table)
+            try:
+                self._conn.execute(self._sql[stmt])
+            finally:
+                self._conn.unregister(view)
+
     def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
-        """Commit, on its own, that ``step`` of ``run`` is about to have a side effect."""
-        with self._lock:
+        """Commit that ``step`` of ``run`` is about to have a side effect, with every buffered record.
+
+        The journal that led to the step commits with its intent, so a resume
+        restores those steps instead of re-running them into another branch.
+        """
+        def write() -> None:
+            self._write_pending()
             self._conn.execute(self._q["row_intent"], (idem_key, run.run_id, step, run.batch_id, run.workflow,
                                                       run.item_id, run.requested_by, run.input, now_utc()))
+
+        with self._lock:
+            self._in_transaction(write)
 
     def write_receipt(self, receipt: EffectRecord) -> None:
         """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""

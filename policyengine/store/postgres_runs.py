@@ -84,31 +84,42 @@ class PostgresStateStore(BufferedRunState):
             if not n:
                 return 0
             with self.pool.connection() as conn, conn.transaction():
-                for run in self._pending[RunRecord].values():
-                    params = {f: getattr(run, f) for f in RunRecord.__dataclass_fields__}
-                    params.update(lock=self.worker_lock, worker=self.worker)
-                    if conn.execute(_sql("orch_run_upsert"), params).fetchone() is None:
-                        raise StoreError(f"run {run.run_id} is held by another worker now; "
-                                         "this worker's writes for it were not made")
-                with conn.cursor() as cur:
-                    for cls, name in _UPSERT.items():
-                        rows = [RECORD_ROW[cls](r) for r in self._pending[cls].values()]
-                        if rows:
-                            cur.executemany(_sql(name), rows)
+                self._write_pending(conn)
             self._drop_pending()
             return n
 
+    def _write_pending(self, conn: Any) -> None:
+        """Write the buffered records in ``conn``'s transaction (caller holds the lock); ``StoreError`` if a run was lost."""
+        for run in self._pending[RunRecord].values():
+            params = {f: getattr(run, f) for f in RunRecord.__dataclass_fields__}
+            params.update(lock=self.worker_lock, worker=self.worker)
+            if conn.execute(_sql("orch_run_upsert"), params).fetchone() is None:
+                raise StoreError(f"run {run.run_id} is held by another worker now; "
+                                 "this worker's writes for it were not made")
+        with conn.cursor() as cur:
+            for cls, name in _UPSERT.items():
+                rows = [RECORD_ROW[cls](r) for r in self._pending[cls].values()]
+                if rows:
+                    cur.executemany(_sql(name), rows)
+
     def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
-        """Commit that ``step`` of ``run`` is about to have a side effect, only while this worker holds the run."""
+        """Commit that ``step`` of ``run`` is about to have a side effect, with every buffered record.
+
+        Only while this worker holds the run; the journal that led to the step
+        commits with the intent, as in the embedded store.
+        """
         self._writable()
         params = {f: getattr(run, f) for f in RunRecord.__dataclass_fields__}
         params.update(lock=self.worker_lock, worker=self.worker, idem_key=idem_key, step=step, created_at=now_utc())
-        with self._lock, self.pool.connection() as conn, conn.transaction():
-            conn.execute(_sql("orch_intent_run"), params)
-            if conn.execute(_sql("orch_run_held"), params).fetchone() is None:
-                raise StoreError(f"run {run.run_id}: this worker no longer holds it (another worker took it over); "
-                                 f"step {step} was not performed")
-            conn.execute(_sql("orch_intent"), params)
+        with self._lock:
+            with self.pool.connection() as conn, conn.transaction():
+                self._write_pending(conn)
+                conn.execute(_sql("orch_intent_run"), params)
+                if conn.execute(_sql("orch_run_held"), params).fetchone() is None:
+                    raise StoreError(f"run {run.run_id}: this worker no longer holds it (another worker took it "
+                                     f"over); step {step} was not performed")
+                conn.execute(_sql("orch_intent"), params)
+            self._drop_pending()
 
     def write_receipt(self, receipt: EffectRecord) -> None:
         """Commit, on its own, the result of a side effect (the first receipt of a key wins)."""
