@@ -55,7 +55,7 @@ rule models
     allow role bot to invoke model "*"
     when context.tokens <= 8000
 rule data
-    allow role bot to read dataset "erp/*"
+    allow role bot to read dataset "erp/**"
 rule tools
     allow role bot to call tool "*"
 rule pay
