@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -186,4 +187,32 @@ def test_a_settle_repeated_or_after_expiry_charges_once(postgres_url):
     assert ledger.usage(SCOPE, "tokens", *month) == 420
     ledger.settle(b, 90)
     assert ledger.usage(SCOPE, "tokens", *month) == 420
+    pool.close()
+
+
+def test_a_reservation_that_waits_on_a_stuck_scope_fails_instead_of_waiting_for_ever(postgres_url):
+    """A scope another session holds (a stuck worker, a long transaction) makes a reservation fail after the
+    pool's lock timeout: the caller denies, where it would otherwise hold its worker for as long as the lock."""
+    import psycopg
+
+    from policyengine.store.postgres import _sql
+
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    outcome: list[BaseException | object] = []
+
+    def reserve() -> None:
+        try:
+            outcome.append(ledger.reserve(SCOPE, "tokens", 100, limit=1_000, at=AT))
+        except BaseException as error:  # noqa: BLE001 - the outcome is what the test reads
+            outcome.append(error)
+
+    with psycopg.connect(postgres_url) as holder, holder.transaction():
+        holder.execute(_sql("budget_lock"), {"scope_key": SCOPE, "unit": "tokens"})
+        waiting = threading.Thread(target=reserve, daemon=True)
+        waiting.start()
+        waiting.join(60)  # a liveness bound (the lock timeout is 5 s), not a speed target
+        assert not waiting.is_alive(), "the reservation still waits on the held scope"
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg.errors.LockNotAvailable), outcome
+    assert ledger.reserve(SCOPE, "tokens", 100, limit=1_000, at=AT) is not None  # free again: admitted
     pool.close()

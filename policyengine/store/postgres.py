@@ -38,6 +38,13 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
 
 
+POOLED_SETTINGS = ("SET lock_timeout = '5s'", "SET statement_timeout = '30s'")
+"""A pooled statement waits at most 5 s for a lock (another worker holding a budget's scope, a long
+transaction) and runs at most 30 s, then fails: the caller denies (fail closed) instead of holding its
+worker's event loop for as long as the database is stuck. ``session()`` connections, which hold a worker's
+advisory lock for the process's life, keep PostgreSQL's defaults."""
+
+
 class ConnectionPool:
     """A small pool of psycopg connections shared by a process's threads (created on demand up to ``size``)."""
 
@@ -58,13 +65,16 @@ class ConnectionPool:
             conn.execute(_sql("schema_lock"))
             conn.execute(_sql("create"))
 
-    def _connect(self):
+    def _connect(self, *, pooled: bool = False):
         try:
             conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except self._psycopg.Error as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StoreError(f"{_redact(self.url)}: cannot connect to PostgreSQL ({first})") from None
         conn.execute("SET TIME ZONE 'UTC'")
+        if pooled:
+            for setting in POOLED_SETTINGS:
+                conn.execute(setting)
         return conn
 
     def session(self) -> Any:
@@ -110,7 +120,7 @@ class ConnectionPool:
                     self._opened += 1
             if grow:
                 try:
-                    return self._connect()
+                    return self._connect(pooled=True)
                 except BaseException:
                     with self._lock:
                         self._opened -= 1
