@@ -7,9 +7,11 @@ approver a plain HTTP client on ``/v1/approvals`` with its own virtual key.
 from __future__ import annotations
 
 import hashlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,8 @@ KEYS = {
     "sk-bob": {"id": "bob", "roles": ["caller"]},
     "sk-rita": {"id": "rita", "roles": ["reviewer"]},
     "sk-ron": {"id": "ron", "roles": ["reviewer"]},
+    "sk-rex": {"id": "Rex", "roles": ["reviewer"]},  # an id the engine reads canonically as "rex"
+    "sk-bot": {"id": "bot", "type": "agent", "roles": ["reviewer"]},  # an agent key claiming a person's role
 }
 
 
@@ -104,12 +108,16 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    cwd = tmp_path_factory.mktemp("gateway-hold")
+    with _gateway(tmp_path_factory.mktemp("gateway-hold")) as started:
+        yield started
+
+
+@contextmanager
+def _gateway(cwd: Path) -> Iterator[Env]:
     record = cwd / "upstream.jsonl"
     with start_upstream(cwd, record) as upstream:
         (cwd / "gw.policy").write_text(POLICY, encoding="utf-8")
-        keys = [{"sha256": hashlib.sha256(k.encode()).hexdigest(), "principal": p} for k, p in KEYS.items()]
-        (cwd / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}), encoding="utf-8")
+        _keys_file(cwd, KEYS)
         base = upstream.url + "/v1"
         providers = {"models": {m: {"base_url": base, "model": f"{m}-up"} for m in ("small", "gated", "selfgated",
                                                                                   "hasty")}}
@@ -119,6 +127,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         (cwd / "gateway.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         with start_gateway(cwd, cwd / "gateway.yaml", "--hold-for-approval", "120") as gateway:
             yield Env(cwd, gateway, record)
+
+
+def _keys_file(cwd: Path, keys: dict[str, dict[str, Any]]) -> None:
+    entries = [{"sha256": hashlib.sha256(k.encode()).hexdigest(), "principal": p} for k, p in keys.items()]
+    (cwd / "keys.yaml").write_text(yaml.safe_dump({"keys": entries}), encoding="utf-8")
 
 
 def test_a_held_call_is_served_once_a_reviewer_approves_it(env: Env) -> None:
@@ -164,6 +177,38 @@ def test_the_wait_ends_at_the_gates_deadline_with_403(env: Env) -> None:
     assert isinstance(error, openai.PermissionDeniedError) and error.body["code"] == "approval_required"
     assert "not approved within 1 s" in error.body["message"]
     assert not any(r["body"]["model"] == "hasty-up" for r in received(env.record))
+
+
+def test_an_agent_key_approves_nothing_whatever_roles_it_claims(env: Env) -> None:
+    """An escalation gate asks a person: the policy does not give an agent the roles its key claims."""
+    call = env.call_in_background("sk-bob", "gated")
+    held = env.held("sk-rita", "gated")
+    assert env.approvals("sk-bot") == []
+    refused = env.decide("sk-bot", held["id"], "approve")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "policy_denied"
+    assert env.decide("sk-rex", held["id"], "approve").status_code == 200  # "Rex" approves as rex, canonically
+    call["thread"].join(60)
+    assert "error" not in call, call.get("error")
+
+
+def test_a_held_call_the_reloaded_rules_deny_is_not_approved_and_a_removed_key_stops_working(tmp_path: Path) -> None:
+    """A held call keeps waiting under the rules in force when it is approved; keys.yaml is read again on
+    SIGHUP, so a key removed there is refused without a restart."""
+    with _gateway(tmp_path) as env:
+        call = env.call_in_background("sk-bob", "gated")
+        held = env.held("sk-rita", "gated")
+        policy = tmp_path / "gw.policy"
+        policy.write_text(policy.read_text() + '\nrule incident_ban\n    deny any to invoke model "gated"\n')
+        _keys_file(tmp_path, {k: v for k, v in KEYS.items() if k != "sk-ron"})
+        env.gateway.proc.send_signal(signal.SIGHUP)
+        env.gateway.wait_for_line("keys reloaded")
+        refused = env.decide("sk-rita", held["id"], "approve")
+        assert refused.status_code == 403 and refused.json()["error"]["rule"] == "gw.hold.incident_ban", refused.text
+        assert env.decide("sk-ron", held["id"], "reject").status_code == 401  # removed from keys.yaml
+        assert env.decide("sk-rita", held["id"], "reject").status_code == 200
+        call["thread"].join(60)
+        assert isinstance(call["error"], openai.PermissionDeniedError)
+        assert not any(r["body"]["model"] == "gated-up" for r in received(env.record))
 
 
 def test_every_approval_decision_is_audited_with_its_approver(env: Env) -> None:

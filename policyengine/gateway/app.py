@@ -42,6 +42,7 @@ from .providers import Simulator, UpstreamClient, UpstreamError, charged_tokens,
 from .quality import response_quality
 from . import holds
 from . import traffic
+from ..identity import IdentityError, canonical_identity
 from ..jsontext import Unreadable, bad_numbers, decode, may_hold_bad_numbers
 from ..routing import LatencyMeter
 
@@ -402,6 +403,10 @@ class GatewayApp(DecisionApp):
         return model, held.approved
 
     def _roles(self, active: ActivePolicy, key: VirtualKey) -> set[str]:
+        """The roles a key approves held calls with: a person's, never an agent's (an escalation gate asks a
+        person; an agent key's roles are a claim the policy does not grant it, as its own calls show)."""
+        if key.principal.get("type") == "agent":
+            return set()
         closure = active.policy.compiled.role_closure
         return {r for role in key.principal.get("roles") or () for r in closure.get(role, (role,))}
 
@@ -432,12 +437,16 @@ class GatewayApp(DecisionApp):
         outcome = "rejected" if body["decision"] == "reject" else "approved"
         if outcome == "approved":
             request = holds.ApprovalDesk.approval(held, approver)
-            directory = {approver: list(key.principal.get("roles") or ())}
+            try:  # the engine looks approvers up by their canonical id
+                directory = {canonical_identity(approver): list(key.principal.get("roles") or ())}
+            except IdentityError as error:
+                raise GatewayError(403, f"approver: {error}", "approval_not_accepted", rule=held.gate) from None
             decision = active.policy.evaluate(request, directory=directory)
-            if decision.effect == "escalate":
+            if decision.effect != "allow":  # still gated, or denied by rules loaded since the call was held
                 why = "; ".join(r.message for r in decision.reasons)
                 raise GatewayError(403, f"this approval does not open the gate: {why}", "approval_not_accepted",
-                                   rule=held.gate, reasons=[r.model_dump() for r in decision.reasons])
+                                   rule=decision.reasons[0].rule if decision.reasons else held.gate,
+                                   reasons=[r.model_dump() for r in decision.reasons])
             held.approved, held.directory = request, directory
         else:
             held.rejected_by = approver

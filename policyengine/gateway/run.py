@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,35 @@ class _NoVersions:
 
     db = None
 
-    def reload(self, *, force: bool = False) -> str:
+    def reload(self, *, force: bool = False, reason: str = "") -> str:
         return "unchanged"
+
+
+def _key_reloader(app: GatewayApp, path: Path) -> Callable[[str, bool], str | None]:
+    """Read ``keys.yaml`` again on SIGHUP or when it changed: a key removed there stops working (401) without a
+    restart. A file that does not load keeps the keys read before, and says so."""
+    def fingerprint() -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    seen = [fingerprint()]
+
+    def reload(reason: str, force: bool) -> str | None:
+        now = fingerprint()
+        if not force and now == seen[0]:
+            return None
+        seen[0] = now
+        try:
+            keys, teams = load_keys(path)
+        except GatewayConfigError as error:
+            return f"keys reload ({reason}) refused: {error}; still using the {len(app.keys)} keys read before"
+        app.keys, app.teams = keys, teams  # two reference assignments: a request reads each once
+        return f"keys reloaded ({reason}): {len(keys)} keys"
+
+    return reload
 
 
 _NO_VERSIONS = _NoVersions()
@@ -124,7 +152,8 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
                                    watch_interval=1.0)
         _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(app, holder, versions if versions is not None else _NO_VERSIONS, metrics, sock, serve_config))
+            runner.run(_serve(app, holder, versions if versions is not None else _NO_VERSIONS, metrics, sock,
+                              serve_config, also=_key_reloader(app, Path(config.keys))))
             runner.run(app.client.close())
     finally:
         audit.close()

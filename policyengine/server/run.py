@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -319,7 +319,7 @@ def _loop_factory() -> Any:
 
 
 async def _serve(app: DecisionApp, holder: PolicyHolder, versions: Any, metrics: Metrics, sock: socket.socket,
-                 config: ServeConfig) -> None:
+                 config: ServeConfig, also: Callable[[str, bool], str | None] | None = None) -> None:
     import uvicorn
 
     loop = asyncio.get_running_loop()
@@ -368,6 +368,14 @@ async def _serve(app: DecisionApp, holder: PolicyHolder, versions: Any, metrics:
             _say(f"model versions ({reason}; {versions.db}) {changed}"
                  + ("; still using the aliases read before" if changed.startswith("refused") else ""))
         refused_before[0] = changed if changed.startswith("refused") else None  # say a refusal once, not every check
+        if also is not None:  # what else the app reads from files (the gateway's keys)
+            async with busy:
+                try:
+                    said = await loop.run_in_executor(None, lambda: also(reason, force))
+                except Exception as error:  # noqa: BLE001 - what was read before stays in force
+                    said = f"reload ({reason}) refused: {type(error).__name__}: {error}".splitlines()[0]
+            if said:
+                _say(said)
 
     async def watch() -> None:
         while config.watch_interval > 0:
