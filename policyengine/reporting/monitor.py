@@ -31,6 +31,7 @@ from ..store.blocklist import active_blocks as _active_blocks
 from ..store.blocklist import EmbeddedBlockList, has_blocks_table
 from ..store.blocklist import blocked_models as _blocked_models
 from ..audit.errors import AuditError
+from ..audit.masking import masking_for
 from ..store.files import StoreError
 from ..store.protocols import BlockList
 from .db import check_db_path, has_table, open_readonly, open_readwrite, require_audit_log
@@ -269,7 +270,6 @@ def _audit_writer(con: duckdb.DuckDBPyConnection, key: str | Path | None, db: st
     if key is None:
         return None
     from ..audit import AuditError, AuditLog, load_private_key
-    from ..audit.masking import masking_for
 
     try:
         return AuditLog(con, load_private_key(key), masking=masking_for(db, policy=policy))
@@ -331,13 +331,15 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
             active = ", ".join(r[0] for r in blocks.active()) or "none"
             raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
         rules = sorted({r[1] for r in open_blocks})
+        payload = {"model": model, "rules": rules, "by": by, "note": note, "lifted": len(open_blocks)}
+        kept = masking_for(db).apply(payload)  # the block list keeps what the log signs: no dropped note in clear
         log = _audit_writer(con, key, db) if con is not None else None  # before the lift: a bad key changes nothing
         try:
             if log is not None:  # signed and durable first: a crash after it leaves the block, never a silent lift
-                log.append("model_unblocked", actor=by, payload={"model": model, "rules": rules, "by": by,
-                                                                 "note": note, "lifted": len(open_blocks)})
+                log.append("model_unblocked", actor=by, payload=payload)
                 log.flush()
-            lifted = blocks.lift(model, at=datetime.now(UTC), by=by, note=note)
+            lifted = blocks.lift(model, at=datetime.now(UTC), by=str(kept.get("by") or "(masked)"),
+                                 note=kept.get("note"))
         finally:
             if log is not None:
                 log.close()

@@ -26,6 +26,9 @@ from .db import open_readonly
 from .errors import ReportError
 
 
+_SIGNED_KINDS = frozenset({"audit log", "audit segments"})
+
+
 @dataclass(frozen=True, slots=True)
 class Provenance:
     """The source of a report. ``verified`` is None when the source is not an audit log or was not checked."""
@@ -43,12 +46,11 @@ class Provenance:
 
     def html(self) -> str:
         """A box at the top of the page: source, verification result, checkpoint."""
-        tone = {True: "ok", False: "bad", None: "warn"}[self.verified]
-        if self.kind != "audit log":
-            tone = "muted"
+        signed = self.kind in _SIGNED_KINDS  # a log or a folder of segments: verified, or FAILED in red
+        tone = {True: "ok", False: "bad", None: "warn"}[self.verified] if signed else "muted"
         verdict = {True: "verified", False: "FAILED verification", None: "not verified"}[self.verified]
         head = (f"<strong>Source:</strong> {escape(self.kind)} <code>{escape(self.source)}</code>"
-                + (f" — <strong class='{tone}'>{verdict}</strong>" if self.kind == "audit log" else ""))
+                + (f" — <strong class='{tone}'>{verdict}</strong>" if signed else ""))
         lines = [f"<div class='provenance {tone}'><p>{head}</p><p>{escape(self.summary)}</p>"]
         if self.checkpoint:
             c = self.checkpoint

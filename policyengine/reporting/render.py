@@ -99,6 +99,31 @@ def _rich_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 # --- generic rows (named reports, query) ---------------------------------------------
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(...)`` in an actor id), prefixed with
+    ``'`` so it shows as text (OWASP's advice on CSV injection); numbers and other text as they are."""
+    if value.__class__ is str and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class csv_writer:  # noqa: N801 - used like csv.writer, which it wraps
+    """``csv.writer`` whose text cells are ``spreadsheet_safe``: every CSV the reports write goes through it."""
+
+    def __init__(self, out: Any) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row: Any) -> None:
+        self._writer.writerow([spreadsheet_safe(v) for v in row])
+
+    def writerows(self, rows: Any) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def render_rows(result: ReportResult, fmt: Format, provenance: Provenance | None = None) -> str:
     cols, rows = result.columns, result.rows
     if fmt == "json":
@@ -107,7 +132,7 @@ def render_rows(result: ReportResult, fmt: Format, provenance: Provenance | None
         return json.dumps(doc, indent=2) + "\n"
     if fmt == "csv":
         out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
+        w = csv_writer(out)
         w.writerow(cols)
         w.writerows([("" if v is None else _json_value(v)) for v in r] for r in rows)
         return out.getvalue()
@@ -164,7 +189,7 @@ def render_bias(r: BiasResult, fmt: Format, *, source: str = "", provenance: Pro
                if r.has_label or not key.startswith(("equalized", "tpr", "fpr"))]
     if fmt == "csv":
         out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
+        w = csv_writer(out)
         w.writerow(cols)
         w.writerows([("" if v is None else v) for v in row] for row in rows)
         return out.getvalue()
@@ -230,7 +255,7 @@ def render_drift(results: Sequence[DriftResult], fmt: Format, *, reference: str 
     ]
     if fmt == "csv":
         out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
+        w = csv_writer(out)
         w.writerow(("column", *_BIN_COLS))
         for r in results:
             for b in r.bins:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import io
 
 from ..replay import COLUMNS, ReplayResult
 from .provenance import Provenance
-from .render import _html_table, _meta, _rich_table, page
+from .render import _html_table, _meta, _rich_table, csv_writer, page
 
 HTML_ROWS = 500  # changes listed in the HTML page; the CSV has every one
 
@@ -40,10 +39,11 @@ def replay_text(r: ReplayResult) -> str:
 
 def replay_csv(r: ReplayResult) -> str:
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
-    w.writeheader()
+    w = csv_writer(out)
+    w.writerow(COLUMNS)
     for c in r.changes:
-        w.writerow({k: ("" if v is None else v) for k, v in c.row().items()})
+        row = c.row()
+        w.writerow(["" if row.get(k) is None else row[k] for k in COLUMNS])
     return out.getvalue()
 
 
