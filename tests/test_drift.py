@@ -293,3 +293,27 @@ def test_audit_values_mixing_numbers_and_text_are_compared_as_categories(tmp_pat
     con.close()
     assert r.kind == "categorical" and [b.bin for b in r.bins] == ["1", "2", "high"]
     assert abs(r.psi - _reference_psi(ref, cur, True)) <= TOL
+
+
+@pytest.mark.parametrize("use_facts", [True, False], ids=["from facts", "from payloads"])
+def test_calls_without_a_value_are_counted_in_a_note_not_silently_dropped(tmp_path, use_facts):
+    """A value that stops being written (null, "", absent) is drift too: the report says how many calls had none."""
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import drift_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    oct1, nov1 = datetime(2026, 10, 1), datetime(2026, 11, 1)
+    ref = [0.1, 0.2, 0.3, 0.4]
+    cur = [0.1, 0.2, None, "", "absent"]
+    story = [(t0 + timedelta(hours=i), "model_call", "a", None, None,
+              {"model": "m", "output": {} if v == "absent" else {"x": v}}, "h")
+             for t0, values in ((oct1, ref), (nov1, cur)) for i, v in enumerate(values)]
+    con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
+    r = drift_from_audit(con, model="m", path="output.x", start=oct1, split=nov1, end=datetime(2026, 12, 1),
+                         use_facts=use_facts)
+    con.close()
+    assert (r.n_reference, r.n_current) == (4, 2)
+    assert r.notes[-1] == "0 reference and 3 current call(s) without a value at output.x were left out"

@@ -145,6 +145,14 @@ def drift_from_audit(
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+    window = {"model": model, "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end)}
+    calls = dict(con.execute(sql("drift_calls_from_facts" if column is not None else "drift_calls_from_audit"),
+                             window).fetchall())
+    kept = dict(con.execute("SELECT side, count(*) FROM drift_input GROUP BY side").fetchall())
+    left = {side: calls.get(side, 0) - kept.get(side, 0) for side in ("reference", "current")}
+    if any(left.values()):  # a value that stops being written is drift too: say how many calls had none
+        result = replace(result, notes=(*result.notes, f"{left['reference']} reference and {left['current']} "
+                                        f"current call(s) without a value at {path} were left out"))
     return psi_over_time(con, result, period) if period else result
 
 
