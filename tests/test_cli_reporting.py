@@ -540,3 +540,14 @@ def test_a_report_page_says_in_red_when_its_log_or_folder_failed_verification(ki
     html = Provenance("audit/", kind, verified, "summary").html()
     assert f"<div class='{box}'>" in html
     assert (verdict is None and "verif" not in html.split("</p>")[0]) or f">{verdict}</strong>" in html
+
+
+def test_a_bias_csv_keeps_its_caveats_on_stderr(tmp_path):
+    """A CSV holds only rows, so the notes the table and JSON print beside them go to stderr."""
+    data = tmp_path / "d.csv"
+    data.write_text("g,y\na,1\na,0\nz,0\nz,0\n", encoding="utf-8")
+    r = pe("report", "bias", "--csv", data, "--outcome", "y", "--positive", "1", "--group", "g", "--reference", "z",
+           "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("group,")
+    assert "note: impact ratios undefined: the reference group 'z' has selection rate 0\n" in r.stderr

@@ -100,6 +100,14 @@ def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
         raise click.UsageError(f"report {name} needs {', '.join(missing)}")
 
 
+def _csv_notes(fmt: str, notes: Any) -> None:
+    """A CSV holds rows only: what the other formats say beside them (calls left out, groups too small to
+    judge) goes to stderr, so a CSV reader is not left with numbers whose caveats were dropped."""
+    if fmt == "csv":
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+
+
 def _bias(o: dict[str, Any]) -> str:
     """Offline (``--csv``) or from the audit log (``--model``)."""
     if o["csv_path"] is None and o["model"] is not None:
@@ -110,12 +118,14 @@ def _bias(o: dict[str, Any]) -> str:
             o["db"], model=o["model"], group=o["group"], positive=o["positive"],
             since=_when(o["since"], "--since"), until=_when(o["until"], "--until"), min_samples=o["min_samples"],
             reference=o["reference"], threshold=o["threshold"])
+        _csv_notes(o["fmt"], result.notes)
         return render_bias(result, o["fmt"], source=source, provenance=_from_log(o["db"], o["fmt"], o["pubkeys"]))
     _need("bias", (("--csv (or --model)", o["csv_path"]), ("--outcome", o["outcome"]),
                    ("--positive", o["positive"]), ("--group", o["group"])))
     result = bias_from_csv(o["csv_path"], outcome=o["outcome"], positive=o["positive"], group=o["group"],
                            label=o["label"], label_positive=o["label_positive"], reference=o["reference"],
                            min_samples=o["min_samples"], threshold=o["threshold"])
+    _csv_notes(o["fmt"], result.notes)
     return render_bias(result, o["fmt"], source=o["csv_path"], provenance=_from_files(o["fmt"], o["csv_path"]))
 
 
@@ -128,12 +138,14 @@ def _drift(o: dict[str, Any]) -> str:
         results, reference, current = drift_from_audit_db(
             o["db"], model=o["model"], paths=o["columns"], until=_when(o["until"], "--until"),
             baseline_days=o["baseline_days"], categorical=o["categorical"], period=o["period"])
+        _csv_notes(o["fmt"], [f"{r.column}: {n}" for r in results for n in r.notes])
         return render_drift(results, o["fmt"], reference=reference, current=current,
                             provenance=_from_log(o["db"], o["fmt"], o["pubkeys"]))
     _need("drift", (("--reference (or --model)", o["reference"]), ("--current", o["current"]),
                     ("--column", o["columns"])))
     results = [drift_from_csv(o["reference"], o["current"], c, kind="categorical" if o["categorical"] else "auto")
                for c in o["columns"]]
+    _csv_notes(o["fmt"], [f"{r.column}: {n}" for r in results for n in r.notes])
     return render_drift(results, o["fmt"], reference=o["reference"], current=o["current"],
                         provenance=_from_files(o["fmt"], o["reference"], o["current"]))
 
