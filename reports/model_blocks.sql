@@ -1,7 +1,9 @@
 -- title: Model suspensions
 -- description: Every model suspended by a bias or drift rule ("on breach block"): which
 --   rule and reading blocked it, when, and who lifted the block, when and why. A model
---   with no unblocked_at is still denied by the engine.
+--   with no unblocked_at is still denied by the engine. Read from the block list the engine
+--   acts on (model_blocks), which is not signed: the signed record of each block and lift is
+--   its alert and model_unblocked audit event (reports alerts and query), which audit verify checks.
 -- regulation: EU AI Act Art. 20 (corrective actions) and Art. 72 (post-market monitoring); ISO/IEC 42001 cl. 10.2 (corrective action)
 -- param: since TIMESTAMP = 1970-01-01 | blocks placed at or after this instant (UTC)
 SELECT model, rule, reason, blocked_at, unblocked_at, unblocked_by, note,
