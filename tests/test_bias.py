@@ -372,3 +372,28 @@ def test_thresholds_are_compared_with_the_documented_tolerance(value, op, thresh
     from policyengine.reporting.thresholds import holds
 
     assert holds(value, op, threshold) is holds_
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("EU\u200b", "contains an invisible or control character (U+200B ZERO WIDTH SPACE)"),
+    ("\u0415U", "mixes"),  # a Cyrillic Е before a Latin U
+])
+def test_a_group_value_that_only_looks_like_another_is_named_in_a_note(tmp_path, value, why):
+    """Printed, "EU" and "EU<U+200B>" are one group; counted, they are two: the report says which is which."""
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import bias_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    t0 = datetime(2026, 11, 1)
+    story = [(t0 + timedelta(seconds=i), "model_call", "agent", "wf", "r",
+              {"model": "m", "subject": {"g": g}, "outcome": "approved" if i % 2 else "declined"}, "h")
+             for i, g in enumerate(["EU"] * 6 + [value] * 6)]
+    con = open_readonly(write_audit_db(tmp_path / "audit.duckdb", story))
+    r = bias_from_audit(con, model="m", group="subject.g", positives=["approved"], start=t0, end=t0 + timedelta(days=1))
+    con.close()
+    assert sorted(g.n for g in r.groups) == [6, 6]
+    (note,) = [n for n in r.notes if n.startswith("group ")]
+    assert note.startswith(f"group {ascii(value)} ") and why in note and note.endswith("counted apart")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from ..identity import disguise
 from .bias import FOUR_FIFTHS, BiasResult, compute_bias
 from .db import (
     first_line,
@@ -98,6 +99,10 @@ def bias_from_audit(
     notes = list(result.notes)
     if dropped:
         notes.append(f"{dropped} call(s) without a value at {group} were left out")
+    for stats in result.groups:  # "EU" and "EU<U+200B>" print alike and are counted apart
+        why = disguise(stats.group)
+        if why is not None:
+            notes.append(f"group {ascii(stats.group)} {why}: it may be a group it looks like, counted apart")
     if labelled and not has_label:
         shown = (label_values or "")[:80]
         notes.append(f"labels ({shown}) are never outcome values, so they are not ground truth for equalized odds")
