@@ -128,6 +128,8 @@ def drift_from_audit(
     """
     column = _facts_columns(con, json_path(path)) if use_facts else None
 
+    left = {"reference": 0, "current": 0}  # calls without a value, per window (found in the same pass)
+
     def load(keep_text: bool) -> tuple[int, int]:
         con.execute(sql("drift_input_create"))
         params = {"model": model, "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
@@ -140,6 +142,9 @@ def drift_from_audit(
                     con.execute(sql("drift_input_from_audit"), {**params, "path": json_path(path)})
         except duckdb.Error as e:
             raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
+        left.update(reference=0, current=0)
+        for (side,) in con.execute(sql("drift_input_drop_missing")).fetchall():
+            left[side] += 1
         values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")
         return int(values), int(numeric)
 
@@ -150,11 +155,6 @@ def drift_from_audit(
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
-    window = {"model": model, "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end)}
-    calls = dict(con.execute(sql("drift_calls_from_facts" if column is not None else "drift_calls_from_audit"),
-                             window).fetchall())
-    kept = dict(con.execute("SELECT side, count(*) FROM drift_input GROUP BY side").fetchall())
-    left = {side: calls.get(side, 0) - kept.get(side, 0) for side in ("reference", "current")}
     if any(left.values()):  # a value that stops being written is drift too: say how many calls had none
         result = replace(result, notes=(*result.notes, f"{left['reference']} reference and {left['current']} "
                                         f"current call(s) without a value at {path} were left out"))

@@ -1,6 +1,7 @@
 -- drift_input_from_audit: one payload value of one model's model_call events,
 -- split into the reference window [start, split) and the current window [split, end).
--- Both keys are read in one pass over each payload (one JSON parse per row).
+-- Both keys are read in one pass over each payload (one JSON parse per row). Calls without a
+-- value are kept too (drift_input_drop_missing counts and removes them).
 -- The text of a value is kept only when it is not a number or keep_text is true,
 -- and the time only when with_ts is true (PSI over time): fewer columns to write.
 -- Parameters: model, path (JSON path such as $."output"."confidence"), start, split,
@@ -19,5 +20,5 @@ FROM (
         FROM audit_log
         WHERE event = 'model_call' AND ts >= $start AND ts < $end
     )
-    WHERE v[2] = $model AND v[1] IS NOT NULL AND v[1] <> ''
+    WHERE v[2] = $model
 );

@@ -1,7 +1,8 @@
 -- drift_input_from_facts: drift_input_from_audit, read from audit_facts (policyengine/audit/facts.py),
 -- whose columns hold the payload values json_extract_string gives, one column per JSON path.
 -- {value} is the quoted column of the path (the caller checked it exists; identifiers cannot be
--- bound parameters). Parameters: model, start, split, end, keep_text, with_ts.
+-- bound parameters). Calls without a value are kept too (drift_input_drop_missing counts and
+-- removes them). Parameters: model, start, split, end, keep_text, with_ts.
 INSERT INTO drift_input (side, line, num, cat, ts)
 SELECT
     CASE WHEN ts < $split THEN 'reference' ELSE 'current' END,
@@ -16,5 +17,4 @@ FROM (
         FROM audit_facts
         WHERE "$.""model""" = $model AND ts >= $start AND ts < $end
     )
-    WHERE v IS NOT NULL AND v <> ''
 );
