@@ -230,7 +230,7 @@ def connect(
         raise AuditError(f"{path}: is a directory, not an audit database")
     if (read_only or not create) and not path.exists():
         raise AuditError(f"{path}: no such audit database")
-    if read_only:  # read as evidence: attached privately, refused if it stores views or macros
+    if read_only:  # read as evidence: refused if it stores views, macros or generated columns
         try:
             return open_evidence(path, external_access=True, utc=False, describe=describe_open_error)
         except StoreError as err:
