@@ -326,10 +326,11 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
             if not has_blocks_table(con):
                 raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
             blocks = EmbeddedBlockList(con)
-        open_blocks = [r for r in blocks.active() if r[0] == model]
+        active = blocks.active()
+        open_blocks = [r for r in active if r[0] == model]
         if not open_blocks:
-            active = ", ".join(r[0] for r in blocks.active()) or "none"
-            raise ReportError(f"model {model!r} is not blocked (blocked now: {active})")
+            shown = ", ".join(r[0] for r in active) or "none"
+            raise ReportError(f"model {model!r} is not blocked (blocked now: {shown})")
         rules = sorted({r[1] for r in open_blocks})
         payload = {"model": model, "rules": rules, "by": by, "note": note, "lifted": len(open_blocks)}
         kept = masking_for(db).apply(payload)  # the block list keeps what the log signs: no dropped note in clear
