@@ -55,9 +55,9 @@ def test_many_waiters_share_one_commit(tmp_path: Path, key, flush_interval: floa
     commits: list[int] = []
     original = log._commit
 
-    def counting(batch):  # the one transaction per batch, counted
+    def counting(batch, *args):  # the one transaction per batch, counted
         commits.append(len(batch.rows))
-        original(batch)
+        original(batch, *args)
 
     log._commit = counting  # type: ignore[method-assign]
     appended = threading.Barrier(21)
@@ -240,3 +240,25 @@ def test_a_side_effect_runs_only_after_the_decision_allowing_it_is_committed(tmp
     orch.close()
     log.close()
     conn.close()
+
+
+@pytest.mark.parametrize("flush_interval", [0, 60], ids=["no writer thread", "writer thread"])
+def test_an_unexpected_error_in_a_commit_fails_the_log_and_no_waiter_hangs(tmp_path: Path, key,
+                                                                           flush_interval: float) -> None:
+    """The batch is gone from the queue once its commit starts: an error that is no DuckDB error (a bug, memory)
+    must fail the log for every waiter, not leave them waiting for a commit that will never come."""
+    log = AuditLog(tmp_path / "a.duckdb", key, flush_interval=flush_interval)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    log._facts.add_rows = broken  # type: ignore[method-assign]
+    first = log.append("model_call", payload={"model": "m"})
+    second = log.append("model_call", payload={"model": "m"})
+    with pytest.raises((AuditError, RuntimeError), match="boom"):
+        log.wait_durable(first, timeout=30)
+    with pytest.raises(AuditError, match="boom"):
+        log.wait_durable(second, timeout=30)
+    with pytest.raises(AuditError, match="boom"):
+        log.append("decision", payload={})
+    log.abandon()

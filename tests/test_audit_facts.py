@@ -341,3 +341,79 @@ def test_a_snapshot_carries_the_facts(tmp_path: Path) -> None:
     finally:
         con.close()
     assert verify_database(tmp_path / "snap.duckdb", [key.public]).ok
+
+
+BIAS_WINDOW = {"model": "classifier_small", "group": "subject.vendor_region", "positives": ["auto_resolved"],
+               "min_samples": 1}
+
+
+def bias_both_ways(path: Path) -> tuple[str | None, object, object]:
+    """(the column the report would read, bias as the report reads it, bias from the payloads)."""
+    window = {**BIAS_WINDOW, "start": datetime.now(UTC) - timedelta(days=1), "end": datetime.now(UTC) + timedelta(days=1)}
+    ro = open_readonly(path)
+    try:
+        return (_facts_columns(ro, json_path("subject.vendor_region")), bias_from_audit(ro, **window),
+                bias_from_audit(ro, **window, use_facts=False))
+    finally:
+        ro.close()
+
+
+def test_a_servers_facts_follow_its_answers_and_a_crash_between_leaves_a_tail_the_next_writer_fills(
+        tmp_path: Path) -> None:
+    """Behind a server's answers (``flush(answer_first=True)``) a commit holds the records and their checkpoint;
+    their facts follow in ``write_facts``. A writer stopped in between leaves the last records without facts:
+    verify notes them (it is no tampering), reports read those payloads, and the next writer fills them in."""
+    path, key = tmp_path / "a.duckdb", generate_key(tmp_path / "k.key")
+    rng = random.Random(11)
+    log = AuditLog(path, key, flush_interval=0)
+    for i in range(40):
+        log.append("model_call", payload=model_call(rng, i))
+    log.flush()  # facts in the records' own transaction
+    for i in range(40, 52):
+        log.append("model_call", payload=model_call(rng, i))
+        log.append("decision", payload={"i": i})
+        log.flush(answer_first=True)
+        if i < 46:
+            log.write_facts()  # what a server does once it has answered
+    log.abandon()  # killed before writing the facts of the last six
+
+    report = verify_database(path, [key.public])
+    assert report.ok, report.failure
+    assert report.notes == ("the last 6 model_call record(s) have no audit_facts row yet (their writer stopped "
+                            "before writing them; reports read their payloads, and the next writer to open the "
+                            "log fills them in)",)
+    column, as_read, from_payloads = bias_both_ways(path)
+    assert column is None and _rounded([as_read]) == _rounded([from_payloads])  # the tail is counted: payloads read
+
+    forged = tmp_path / "forged.duckdb"
+    shutil.copy(path, forged)
+    con = duckdb.connect(str(forged))
+    first = con.execute("SELECT min(seq) FROM audit_facts").fetchone()[0]
+    con.execute("DELETE FROM audit_facts WHERE seq = $s", {"s": first})  # a hole before the tail is tampering
+    con.close()
+    failure = verify_database(forged, [key.public]).failure
+    assert failure is not None and (failure.kind, failure.seq) == ("modified", first), failure
+
+    with AuditLog(path, key):  # the next writer fills the tail in from the payloads
+        pass
+    report = verify_database(path, [key.public])
+    assert report.ok and report.notes == ()
+    column, as_read, from_payloads = bias_both_ways(path)
+    assert column is not None and _rounded([as_read]) == _rounded([from_payloads])
+
+
+def test_facts_left_behind_are_written_before_any_later_ones(tmp_path: Path) -> None:
+    """A flush that writes facts itself (a later batch, close) first writes those left behind: the facts stay a
+    prefix of the log, so a missing one is always tampering or a tail."""
+    path, key = tmp_path / "a.duckdb", generate_key(tmp_path / "k.key")
+    with AuditLog(path, key, flush_interval=0) as log:
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "n": 1})
+        log.flush(answer_first=True)
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "n": 2})
+        log.flush()
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute('SELECT seq, "$.""n""" FROM audit_facts ORDER BY seq').fetchall() == [(1, "1"), (2, "2")]
+    finally:
+        con.close()
+    assert verify_database(path, [key.public]).notes == ()

@@ -110,10 +110,10 @@ def test_nothing_of_a_big_batch_is_durable_before_its_commit(tmp_path: Path) -> 
     entered, release = threading.Event(), threading.Event()
     real_commit = log._commit
 
-    def held_commit(batch):
+    def held_commit(batch, *args):
         entered.set()
         release.wait(10)
-        real_commit(batch)
+        real_commit(batch, *args)
 
     log._commit = held_commit  # type: ignore[method-assign]
     seq = 0

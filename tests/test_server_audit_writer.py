@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,45 @@ def test_stop_ends_the_committer_and_leaves_the_log_open(tmp_path: Path) -> None
     seq = log.append("decision", payload={"request": {}, "decision": {"effect": "deny"}})
     log.wait_durable(seq)  # still writable: stop is not close
     log.close()
+
+
+def test_an_answer_waits_for_its_record_and_its_reports_columns_follow(tmp_path: Path) -> None:
+    """A gateway's ``model_call`` answer waits for the record and its checkpoint; the record's ``audit_facts`` row
+    (the reports' columns) is written after the answer is handed back, off its path, and before the log closes."""
+    from policyengine.audit import verify_database
+
+    key = generate_key(tmp_path / "k.key")
+    log = AuditLog(tmp_path / "a.duckdb", key, flush_interval=0)
+    events: list[tuple[str, int]] = []  # in the committer thread: each answer handed back, each facts row written
+    audit = DurableAudit(log)
+    post, add_rows = audit._post, log._facts.add_rows
+
+    def posted(callback, *args):  # noqa: ANN001, ANN202 - DurableAudit's own signature
+        if callback == audit._release:
+            events.extend(("answered", seq) for seq in range(1, args[0] + 1) if ("answered", seq) not in events)
+        post(callback, *args)
+
+    def facts_written(con, rows):  # noqa: ANN001, ANN202 - the FactsWriter's own signature
+        events.extend(("facts", row[0]) for row in rows)
+        add_rows(con, rows)
+
+    audit._post = posted  # type: ignore[method-assign]
+    log._facts.add_rows = facts_written  # type: ignore[method-assign]
+
+    async def calls() -> None:
+        for index in range(4):
+            await audit.durable(audit.append("model_call", {"model": "m", "outcome": "ok", "i": index}))
+
+    try:
+        asyncio.run(calls())
+        deadline = time.monotonic() + 10
+        while log.facts_due and time.monotonic() < deadline:  # written once nobody has waited for a while
+            time.sleep(0.01)
+        assert log.facts_due == 0
+    finally:
+        audit.close()
+    facts = [seq for what, seq in events if what == "facts"]
+    assert facts == [1, 2, 3, 4], events  # every record got its facts row, once, in order
+    assert all(events.index(("answered", seq)) < events.index(("facts", seq)) for seq in facts), events
+    report = verify_database(tmp_path / "a.duckdb", [key.public])
+    assert report.ok and report.notes == ()

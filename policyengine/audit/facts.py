@@ -10,10 +10,19 @@ met in those payloads, named by the path exactly as the reports spell it
 
 The payload stays the source of truth: every value is computed from the
 record's own payload by DuckDB's ``json_extract_string``, the very function the
-reports apply to payloads, in the transaction that commits the record; and
+reports apply to payloads (or printed by Python exactly as it prints them); and
 ``audit verify`` computes them again from the payloads and reports a record
 whose facts differ (or are missing, or extra) as ``modified``. A path reached
 through a column is therefore read exactly as from the payload, by construction.
+
+Facts are written in the transaction that commits their records, except behind
+a server's answers (the gateway's ``model_call`` records), where they follow in
+the next one: the answer waits for the records and their checkpoint only, and a
+facts row costs DuckDB as much as the record itself (its cost grows with the
+columns a transaction touches). So the last records may have no facts yet,
+never a record before a facts row. Readers use the facts only when none is
+behind (``behind``); otherwise they read the payloads; the next writer to open
+the log fills them in.
 
 A path appears as a column from the first batch that holds it; records written
 before had no value there, so their NULL is the payload's answer too. At most
@@ -24,6 +33,8 @@ payloads (slower, same result).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -192,26 +203,38 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], kn
     return known
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 class FactsWriter:
     """The writer's side: the table exists (created, and filled from the payloads for an older log) and grows per batch.
 
     A small batch whose values ``payload_facts`` prints goes through an appender (no SQL statement to parse
     and bind: that statement was most of a one-record ``model_call`` commit); any other through DuckDB's
-    ``json_extract_string``.
+    ``json_extract_string``. Facts are always written in seq order, so the records without them (a server
+    writes them just after answering: log.py) are a tail, which opening the log fills in.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         if not has_facts(con):
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(con):
                 con.execute(q("facts_create"))
                 for path in FIXED_PATHS:
                     con.execute(q("facts_add_column").replace("{column}", quote_ident(path)))
                 _insert(con, "audit_log", list(FIXED_PATHS))  # a log written before audit_facts existed
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        else:
+            missing, high = con.execute(q("facts_behind")).fetchone()
+            if missing:  # its writer stopped between answering and writing them: the payloads say what they are
+                with _transaction(con):
+                    _insert(con, f"(SELECT * FROM audit_log WHERE seq > {int(high)})", columns(con))
         self._columns = columns(con)
         self._appender: Any = None
         self._appender_columns: list[str] = []
@@ -249,8 +272,15 @@ class FactsWriter:
             self._appender.clear()
 
 
+def behind(con: duckdb.DuckDBPyConnection) -> int:
+    """How many ``model_call`` records lie past the last facts row (their facts are not written yet: see
+    ``FactsWriter``); a reader uses the facts only when this is 0, and reads the payloads otherwise."""
+    return int(con.execute(q("facts_behind")).fetchone()[0])
+
+
 def first_mismatch(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The first seq whose facts row differs from its payload's values (missing, extra, or changed); None if all agree."""
+    """The first seq whose facts row differs from its payload's values (missing, extra, or changed); None if all
+    agree. Records past the last facts row (``behind``) are not yet written, not missing."""
     paths = columns(con)
     if not paths:
         return None

@@ -2,7 +2,8 @@
 
 Each record's leaf hash is computed when it is appended; records are buffered
 and written in batches (one Arrow table per batch, with the batch's ``audit_facts``
-rows: facts.py), and every batch is committed in one transaction together with a
+rows, which behind a server's answers follow in the next transaction: facts.py),
+and every batch is committed in one transaction together with a
 checkpoint (tree size, RFC 9162 root, Ed25519 signature) covering it. So every
 committed record is signed, whenever the process stops: ``audit verify`` can
 treat an uncovered record as tampering.
@@ -44,7 +45,7 @@ from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default 
 from ..store.files import StoreError, open_evidence
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
-from .facts import FactsWriter
+from .facts import FACT_EVENT, FactsWriter
 from .keys import SigningKey
 from .masking import NO_MASKING, Masking, merged
 from .merkle import CompactTree
@@ -341,6 +342,7 @@ class AuditLog:
         self._released = False  # the file is let go (closed or abandoned): nothing more will be written
         self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
         self._before_commit: list[Callable[[], None]] = []  # see ``before_commit``
+        self._facts_due: list[tuple[Any, ...]] = []  # committed records whose facts follow (``flush(answer_first)``)
         try:
             self.origin = self._open_log(origin, create)
             self._facts = self._open_facts()
@@ -576,13 +578,29 @@ class AuditLog:
                     raise AuditError(f"record {seq} was not durable in {self._where} within {timeout} s")
                 self._durable.wait(min(remaining, 0.5))  # bounded, so a lost wake-up costs a little time, never a hang
 
-    def flush(self, *, checkpoint: bool = False) -> int:
-        """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq."""
+    def flush(self, *, checkpoint: bool = False, answer_first: bool = False) -> int:
+        """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq.
+
+        With ``answer_first`` (a server whose callers wait for this), the records' ``audit_facts`` rows are left
+        for ``write_facts``, which the caller runs once it has answered (or any later flush without it, the
+        writer thread's included): the records and their checkpoint are then the whole transaction the answer
+        waits for (facts.py says why that is safe).
+        """
         with self._lock:
             self._check_open()
             self._cut(checkpoint)
-        self._drain()
+        self._drain(answer_first=answer_first)
         return self._flushed
+
+    @property
+    def facts_due(self) -> int:
+        """How many committed records wait for ``write_facts``."""
+        return len(self._facts_due)
+
+    def write_facts(self) -> None:
+        """Write the facts ``flush(answer_first=True)`` left, in their own transaction."""
+        with self._io:
+            self._write_facts_due()
 
     def checkpoint(self) -> Checkpoint | None:
         """Flush and sign a checkpoint over everything appended so far; return the latest checkpoint."""
@@ -659,7 +677,7 @@ class AuditLog:
             self._scheduled = self._seq
             self._last_checkpoint_time = time.monotonic()
 
-    def _drain(self) -> None:
+    def _drain(self, *, answer_first: bool = False) -> None:
         """Commit pending batches in order; each is one transaction (records, then its checkpoint)."""
         with self._io:
             while True:
@@ -667,11 +685,29 @@ class AuditLog:
                     if self._failed:
                         raise AuditError(self._failed)
                     if not self._pending:
-                        return
+                        break
                     batch = self._pending.popleft()
-                self._commit(batch)
+                try:
+                    if batch.big or not answer_first:  # facts stay in seq order: the ones left go before later ones
+                        self._write_facts_due()
+                    self._commit(batch, answer_first)
+                except AuditError:
+                    raise
+                except BaseException as err:  # the batch is gone from _pending: its waiters must not wait forever
+                    with self._lock:
+                        self._failed = f"audit write to {self._path} failed: {type(err).__name__}: {err}"
+                    self._notify_waiters()
+                    raise
+            if not answer_first:
+                self._write_facts_due()
 
-    def _commit(self, batch: _Batch) -> None:
+    def _write_facts_due(self) -> None:
+        if self._facts_due:
+            rows = self._facts_due
+            self._in_transaction(lambda cur: self._facts.add_rows(cur, rows))
+            self._facts_due = []
+
+    def _commit(self, batch: _Batch, answer_first: bool = False) -> None:
         """One transaction: the batch's records and the checkpoint that signs them (never one without the other).
 
         Everything but the facts goes through appenders made once at open: a SQL
@@ -701,7 +737,8 @@ class AuditLog:
             if not batch.big:
                 self._appenders.records.append_rows(batch.rows)
                 self._appenders.records.flush()
-                self._facts.add_rows(cur, batch.rows)
+                if not answer_first:
+                    self._facts.add_rows(cur, batch.rows)
             elif self._positional and not FactsWriter.wanted(batch.rows):
                 # No facts to extract: nothing needs the table by name. One relation insert takes the GIL back
                 # ~72 times in a 5,000-row transaction against ~99 for register, INSERT BY NAME, unregister, and
@@ -721,6 +758,8 @@ class AuditLog:
             self._appenders.checkpoints.flush()
 
         self._in_transaction(write)
+        if answer_first and not batch.big:
+            self._facts_due += [row for row in batch.rows if row[3] == FACT_EVENT]
         with self._durable:
             self._flushed = batch.rows[-1][0]
             self._durable.notify_all()

@@ -35,7 +35,7 @@ import duckdb
 
 from .canonical import CanonicalJSONError, is_canonical
 from .errors import AuditError
-from .facts import first_mismatch, has_facts
+from .facts import behind, first_mismatch, has_facts
 from .keys import PublicKey
 from .log import Checkpoint, leaf_bytes
 from .merkle import CompactTree, MerkleTree, leaf_hash, verify_consistency
@@ -114,6 +114,7 @@ class VerifyReport:
             "seconds": round(self.seconds, 3),
             "unsigned": self.unsigned,
             "anchored": self.anchored,
+            "notes": list(self.notes),
             "failure": None
             if self.failure is None
             else {"kind": self.failure.kind, "seq": self.failure.seq, "message": self.failure.message},
@@ -223,6 +224,7 @@ def verify_connection(
         failures += _sequence_failures(con)
         failures += _leaf_failures(con)
         failures += _facts_failures(con)
+        notes = _facts_notes(con)
         leaves = [_hex(r[0]) for r in con.execute(q("leaf_hashes")).fetchall()]
         checkpoints = [Checkpoint.from_row(r) for r in con.execute(q("checkpoints")).fetchall()]
         rotations = con.execute(q("rotations")).fetchall()
@@ -260,6 +262,7 @@ def verify_connection(
         unsigned=unsigned,
         anchored=anchored,
         failure=first,
+        notes=notes,
     )
 
 
@@ -304,6 +307,14 @@ def _leaf_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:
         if other != seq and exact_leaf(row, seq=other) == stored:
             return [_moved(seq, other, mismatched)]
     return [Failure("modified", seq, "its columns do not match its leaf hash")]
+
+
+def _facts_notes(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    missing = behind(con) if has_facts(con) else 0
+    if not missing:
+        return ()
+    return (f"the last {missing} model_call record(s) have no audit_facts row yet (their writer stopped before "
+            "writing them; reports read their payloads, and the next writer to open the log fills them in)",)
 
 
 def _facts_failures(con: duckdb.DuckDBPyConnection) -> list[Failure]:

@@ -141,6 +141,9 @@ def verify_command(db: Path, export: Path | None, folder: Path | None, pubkeys: 
     else:
         report = verify_database(db, trusted, anchor=anchored)
     click.echo(json.dumps(report.to_json()) if as_json else report.summary(), err=not report.ok and not as_json)
+    if not as_json:
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
     sys.exit(0 if report.ok else 1)
 
 

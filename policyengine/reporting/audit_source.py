@@ -36,10 +36,11 @@ from .errors import ReportError
 
 
 def _facts_columns(con: duckdb.DuckDBPyConnection, path: str) -> str | None:
-    """The quoted ``audit_facts`` column holding JSON path ``path``, if the log keeps one (else read payloads)."""
-    from ..audit.facts import FIXED_PATHS, columns, has_facts, quote_ident
+    """The quoted ``audit_facts`` column holding JSON path ``path``, if the log keeps one and has the facts of every
+    record (else read payloads: the last records' facts may not be written yet, facts.py)."""
+    from ..audit.facts import FIXED_PATHS, behind, columns, has_facts, quote_ident
 
-    if not has_facts(con):
+    if not has_facts(con) or behind(con):
         return None
     present = set(columns(con))
     if path not in present or not set(FIXED_PATHS) <= present:

@@ -8,6 +8,12 @@ DuckDB transaction and one signature carry all the decisions that arrived while
 the previous commit ran, and throughput grows with concurrency instead of
 paying a commit each.
 
+The answers wait for the records and the checkpoint that signs them; the
+reports' ``audit_facts`` rows of those records (facts.py) are written once no
+commit has been asked for during ``_FACTS_IDLE``, or when ``_FACTS_BATCH`` of
+them wait: a facts row costs DuckDB about what its record costs, so writing it
+right after each answer only moved that cost onto the next caller's wait.
+
 The committer flushes itself rather than asking the log's own writer thread
 (``wait_durable``) through an executor: each thread hop costs a GIL hand-off,
 which waits up to the switch interval while the event loop is busy, and that
@@ -24,6 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..audit import AuditError, AuditLog, decision_event
+
+
+_FACTS_IDLE = 0.02  # seconds without a commit to ask for before the answered records' facts are written
+_FACTS_BATCH = 256  # ... or at once, when this many wait (AuditLog's small batches: one appender flush)
+
+
+def _failure(error: Exception) -> str:
+    return str(error) if isinstance(error, AuditError) else f"audit write failed: {error}"
 
 
 class DurableAudit:
@@ -90,18 +104,33 @@ class DurableAudit:
         the flush, so an ask that comes during it is not lost.
         """
         while True:
-            self._wanted.wait()
+            if not self._wait_for_work():
+                return
             self._wanted.clear()
             if self._stopping:
                 return
             started = time.perf_counter()
             try:
-                flushed = self.log.flush()
+                flushed = self.log.flush(answer_first=True)
             except Exception as error:  # noqa: BLE001 - every waiter must hear of it, fail closed
-                failed = str(error) if isinstance(error, AuditError) else f"audit write failed: {error}"
-                self._post(self._fail, failed)
+                self._post(self._fail, _failure(error))
                 return
             self._post(self._release, flushed, time.perf_counter() - started)
+
+    def _wait_for_work(self) -> bool:
+        """Wait until asked to commit (True), writing the facts the answers left while nobody waits (False if
+        that failed: the log is then failed for good, and the next waiter hears of it)."""
+        while True:
+            due = self.log.facts_due
+            if not due:
+                return self._wanted.wait()
+            if due < _FACTS_BATCH and self._wanted.wait(_FACTS_IDLE):
+                return True
+            try:
+                self.log.write_facts()
+            except Exception as error:  # noqa: BLE001 - fail closed, as a commit would
+                self._post(self._fail, _failure(error))
+                return False
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._loop
