@@ -397,3 +397,65 @@ def test_a_group_value_that_only_looks_like_another_is_named_in_a_note(tmp_path,
     assert sorted(g.n for g in r.groups) == [6, 6]
     (note,) = [n for n in r.notes if n.startswith("group ")]
     assert note.startswith(f"group {ascii(value)} ") and why in note and note.endswith("counted apart")
+
+
+# (case, the group value of one type, the string that prints alike, how the string group is named apart, the note)
+JSON_TYPES_ALIKE = [
+    ("1 and \"1\"", 1, "1", '"1"', 'group value 1 is a number in some calls and a string in others'),
+    ("true and \"true\"", True, "true", '"true"', "group value true is a boolean in some calls and a string"),
+    ("an object and its text", {"a": 1}, '{"a":1}', '"{\\"a\\":1}"', 'group value {"a":1} is an object in some'),
+]
+
+
+@pytest.mark.parametrize("use_facts", [True, False], ids=["from audit_facts", "from payloads"])
+@pytest.mark.parametrize(("value", "text", "shown", "note"), [c[1:] for c in JSON_TYPES_ALIKE],
+                         ids=[c[0] for c in JSON_TYPES_ALIKE])
+def test_group_values_of_two_json_types_that_print_alike_are_two_groups_and_named_in_a_note(
+        tmp_path, use_facts, value, text, shown, note):
+    """1 (a number) and "1" (a string) are two values: json_extract_string, and so audit_facts, print both as 1."""
+    from datetime import UTC, datetime, timedelta
+
+    from policyengine.audit import AuditLog, generate_key
+    from policyengine.reporting.audit_source import (
+        _facts_columns,
+        bias_from_audit,
+        json_path,
+    )
+    from policyengine.reporting.db import open_readonly
+
+    with AuditLog(tmp_path / "audit.duckdb", generate_key(tmp_path / "k.key")) as log:  # signed, with its facts
+        for i, g in enumerate([value] * 6 + [text] * 4):
+            log.append("model_call", actor="agent", payload={
+                "model": "m", "subject": {"g": g}, "outcome": "approved" if i % 2 else "declined"})
+    now = datetime.now(UTC)
+    con = open_readonly(tmp_path / "audit.duckdb")
+    try:
+        assert _facts_columns(con, json_path("subject.g")) is not None  # "from audit_facts" does start there
+        r = bias_from_audit(con, model="m", group="subject.g", positives=["approved"], start=now - timedelta(days=1),
+                            end=now + timedelta(days=1), use_facts=use_facts)
+    finally:
+        con.close()
+    assert {g.group: g.n for g in r.groups} == {text: 6, shown: 4}
+    (said,) = [n for n in r.notes if n.startswith("group value ")]
+    assert said.startswith(note) and said.endswith(f"counted as two groups, {text} and {shown}")
+
+
+def test_groups_that_could_not_be_named_apart_are_refused_not_merged(tmp_path):
+    """1, "1" and the string "1" with its quotes: shown apart, two of them would print as "1"."""
+    from datetime import UTC, datetime, timedelta
+
+    from policyengine.audit import AuditLog, generate_key
+    from policyengine.reporting.audit_source import bias_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    with AuditLog(tmp_path / "audit.duckdb", generate_key(tmp_path / "k.key")) as log:
+        for i, g in enumerate([1, "1", '"1"'] * 4):
+            log.append("model_call", payload={"model": "m", "subject": {"g": g}, "outcome": "approved" if i % 2 else "x"})
+    now = datetime.now(UTC)
+    con = open_readonly(tmp_path / "audit.duckdb")
+    try:
+        with pytest.raises(ReportError, match='group values 1 are strings .* already reads "1": the groups cannot be named apart'):
+            bias_from_audit(con, model="m", group="subject.g", positives=["approved"], start=now - timedelta(days=1),
+                            end=now + timedelta(days=1))
+    finally:
+        con.close()

@@ -100,10 +100,10 @@ def _need(name: str, pairs: tuple[tuple[str, Any], ...]) -> None:
         raise click.UsageError(f"report {name} needs {', '.join(missing)}")
 
 
-def _csv_notes(fmt: str, notes: Any) -> None:
+def _csv_notes(fmt: str, notes: Any, *, also_json: bool = False) -> None:
     """A CSV holds rows only: what the other formats say beside them (calls left out, groups too small to
     judge) goes to stderr, so a CSV reader is not left with numbers whose caveats were dropped."""
-    if fmt == "csv":
+    if fmt == "csv" or (also_json and fmt == "json"):
         for note in notes:
             click.echo(f"note: {note}", err=True)
 
@@ -227,6 +227,7 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
                                    "html" if fmt == "table" else fmt)
         else:
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
+            _csv_notes(fmt, result.notes, also_json=True)  # a JSON list of rows has no place for them either
             text = render_rows(result, fmt, _from_log(db, fmt, options["pubkeys"]))  # type: ignore[arg-type]
     except ReportError as e:
         _fail(str(e))

@@ -10,6 +10,10 @@ the payload values at each JSON path as columns, derived from the signed payload
 checked by ``audit verify``. When the columns a report needs are there, it reads them
 (a column scan instead of a JSON parse per record, ~10x faster); otherwise it reads
 the payloads. Both give the same rows.
+
+Columns and ``json_extract_string`` print 1 and "1" alike; a group value's JSON type
+is part of it, so when some group value could be of another type than a string the
+types are read from the payloads and such values are kept apart, with a note.
 """
 
 from __future__ import annotations
@@ -60,6 +64,34 @@ def _naive_utc(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
+_JSON_TYPE_NAMES = {"BIGINT": "a number", "UBIGINT": "a number", "HUGEINT": "a number", "DOUBLE": "a number",
+                    "BOOLEAN": "a boolean", "OBJECT": "an object", "ARRAY": "an array"}
+
+
+def _keep_json_types_apart(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Name apart the group values a string and another JSON type print alike (1 and "1"); a note for each.
+
+    The type is part of the value, so they are two groups; the string one is shown as its
+    JSON literal. A report whose groups would still share a name is refused, never merged.
+    """
+    alike = con.execute(sql("bias_input_json_types")).fetchall()
+    if not alike:
+        return []
+    groups = one(con, "SELECT count(DISTINCT (grp, grp_type = 'VARCHAR')) FROM bias_input")[0]
+    con.execute(sql("bias_input_json_rename"))
+    if one(con, "SELECT count(DISTINCT grp) FROM bias_input")[0] != groups:
+        texts, shown = ", ".join(a[0] for a in alike), " or ".join(a[2] for a in alike)
+        raise ReportError(f"group values {texts} are strings in some calls and of another JSON type in others, and "
+                          f"another string group already reads {shown}: the groups cannot be named apart, so bias "
+                          "is not computed")
+    notes = []
+    for text, types, shown in alike:
+        kinds = " or ".join(dict.fromkeys(_JSON_TYPE_NAMES.get(t, t.lower()) for t in types))
+        notes.append(f"group value {text} is {kinds} in some calls and a string in others: counted as two "
+                     f"groups, {text} and {shown}")
+    return notes
+
+
 def bias_from_audit(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -77,19 +109,23 @@ def bias_from_audit(
 
     ``use_facts=False`` reads the payloads even where ``audit_facts`` could answer.
     """
-    con.execute(sql("bias_input_create"))
     column = _facts_columns(con, json_path(group)) if use_facts else None
     window = {"model": model, "positives": list(positives), "start": _naive_utc(start), "end": _naive_utc(end)}
     try:
         with unordered_inserts(con):
+            con.execute(sql("bias_input_create"))
             if column is not None:
                 con.execute(sql("bias_input_from_facts").replace("{group}", column), window)
             else:
                 con.execute(sql("bias_input_from_audit"), {**window, "group_path": json_path(group)})
+            if one(con, sql("bias_input_lookalikes"))[0]:  # 1 or "1"? the text alone cannot say: read the types
+                con.execute(sql("bias_input_create"))
+                con.execute(sql("bias_input_from_audit_typed"), {**window, "group_path": json_path(group)})
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
     total = one(con, "SELECT count(*) FROM bias_input")[0]
     dropped = one(con, sql("bias_input_drop_missing"))[0]
+    typed_apart = _keep_json_types_apart(con)
     if total == 0:
         raise ReportError(f"no model_call decisions of model {model!r} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     if dropped == total:
@@ -100,6 +136,7 @@ def bias_from_audit(
     notes = list(result.notes)
     if dropped:
         notes.append(f"{dropped} call(s) without a value at {group} were left out")
+    notes += typed_apart
     for stats in result.groups:  # "EU" and "EU<U+200B>" print alike and are counted apart
         why = disguise(stats.group)
         if why is not None:

@@ -221,6 +221,7 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
     With ``state`` (``postgresql://...``) blocks go to the shared block list every
     worker reads, instead of ``model_blocks`` in ``db``.
     """
+    now = (now or datetime.now(UTC)).astimezone(UTC)  # one instant: the alerts' window_end is the blocks' blocked_at
     if not record_results:
         con = open_readonly(db)
         try:

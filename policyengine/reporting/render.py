@@ -141,10 +141,11 @@ def render_rows(result: ReportResult, fmt: Format, provenance: Provenance | None
         meta = [("Regulation", spec.regulation), ("Report", spec.name),
                 ("Parameters", ", ".join(f"{k} = {cell(v) or 'null'}" for k, v in result.params.items()) or "none"),
                 ("Rows", str(len(rows)))]
-        body = f"<p class='lead'>{escape(spec.description)}</p>" + _meta(meta) + _html_table(cols, rows)
+        body = (f"<p class='lead'>{escape(spec.description)}</p>" + _meta(meta) + _notes(result.notes)
+                + _html_table(cols, rows))
         return page(spec.title, body, provenance)
     text = _rich_table(cols, rows, title=result.spec.title)
-    return text + f"{len(rows)} row(s)\n"
+    return text + f"{len(rows)} row(s)\n" + "".join(f"note: {n}\n" for n in result.notes)
 
 
 # --- bias ----------------------------------------------------------------------------------

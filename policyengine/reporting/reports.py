@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import duckdb
 from ..clock import parse_time
 from ..resources import data_path
 from ..rule_paths import recorded
+from .block_history import block_list_notes, create_signed_view
 from .db import first_line, has_table, open_readonly, require_audit_log, sql
 from .errors import ReportError
 
@@ -123,6 +124,7 @@ class ReportResult:
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
     types: tuple[str, ...] = ()  # DuckDB type names, e.g. "JSON" (parsed again in JSON output)
+    notes: tuple[str, ...] = ()  # what the rows alone do not say (printed beside them; stderr for CSV and JSON)
 
 
 def parse_spec(path: Path) -> ReportSpec:
@@ -192,6 +194,7 @@ def prepare_context(con: duckdb.DuckDBPyConnection, policy_set: Any | None = Non
     con.execute(sql("context_create"))
     if not has_table(con, "model_blocks"):  # no monitor has blocked anything yet: an empty history
         con.execute(sql("model_blocks_empty"))
+    create_signed_view(con)
     if policy_set is None:
         return
     for scoped in policy_set.budgets:
@@ -238,8 +241,12 @@ def run_named_report(
     con = open_readonly(db)
     try:
         require_audit_log(con, db)
+        listed = has_table(con, "model_blocks")  # before prepare_context stands in an empty one
         prepare_context(con, policy_set)
-        return run_report(con, spec, params)
+        result = run_report(con, spec, params)
+        if spec.name == "model_blocks":  # signed rows; the unsigned block list only where it disagrees
+            result = replace(result, notes=block_list_notes(con, listed=listed))
+        return result
     finally:
         con.close()
 
