@@ -3,9 +3,9 @@
 ``PolicyHolder.active`` is one reference: a request reads it once and decides
 with that policy to the end, so a reload never mixes two policies in one answer.
 A reload that fails (unreadable, bad signature, rule errors, a bundle older
-than the active one, or any unexpected error) leaves the old policy serving and
-is counted as ``refused``; a good one is recorded in the audit log as
-``policy_activated`` before it serves its first request. A change the watch
+than the active one, or any unexpected error) leaves the old policy serving, is
+counted as ``refused`` and recorded as ``policy_refused``; a good one is recorded
+in the audit log as ``policy_activated`` before it serves its first request. A change the watch
 sees is loaded only once it has settled: unchanged at the next check too.
 
 ``VersionSource`` does the same for which version each model alias names: the
@@ -70,7 +70,41 @@ class ActivePolicy:
 
 
 class LoadRefused(Exception):
-    """A new policy that may not be served (one line, or the checker's findings)."""
+    """A new policy that may not be served (one line, or the checker's findings).
+
+    ``summary`` is one line for the audit record; ``digest`` and ``signer`` name
+    the refused bundle's file and who signed it, where known.
+    """
+
+    def __init__(self, message: str, *, summary: str | None = None, digest: str | None = None,
+                 signer: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or (message.splitlines()[0] if message else "")
+        self.digest = digest
+        self.signer = signer
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A policy refused at start or on reload, and what keeps serving: the ``policy_refused`` audit event."""
+
+    source: str  # "rules" or "bundle"
+    bundle: str | None
+    bundle_sha256: str | None  # of the file read; None when it could not be read
+    signer: str | None  # key id whose signature verified; None when none did
+    reason: str  # startup, change or sighup
+    refusal: str  # why, in one line
+    active: ActivePolicy | None  # what keeps serving (None at startup: nothing does)
+
+    def payload(self) -> dict[str, Any]:
+        """The ``policy_refused`` audit payload (docs/audit-events.md)."""
+        active = None
+        if self.active is not None:
+            active = {"policy_hash": self.active.policy_hash, "bundle": self.active.bundle,
+                      "bundle_sha256": self.active.bundle_sha256, "bundle_created": self.active.bundle_created,
+                      "signer": self.active.signer}
+        return {"source": self.source, "bundle": self.bundle, "bundle_sha256": self.bundle_sha256,
+                "signer": self.signer, "reason": self.reason, "refusal": self.refusal, "active": active}
 
 
 def settle_heap() -> None:
@@ -108,7 +142,8 @@ class PolicyHolder:
     def __init__(self, *, rules: Sequence[str] = (), bundle: str | None = None,
                  bundle_key: PublicKey | None = None, ledger: BudgetLedger | None = None,
                  blocked: frozenset[str] = frozenset(),
-                 on_activate: Callable[[ActivePolicy, str], None] | None = None) -> None:
+                 on_activate: Callable[[ActivePolicy, str], None] | None = None,
+                 on_refuse: Callable[[Refusal], None] | None = None) -> None:
         if bool(rules) == bool(bundle):
             raise ValueError("serve either --rules or --bundle")
         if bundle and bundle_key is None:
@@ -119,6 +154,7 @@ class PolicyHolder:
         self.ledger = ledger
         self.blocked = blocked  # models a monitor suspended (read from the audit database at start)
         self._on_activate = on_activate
+        self._on_refuse = on_refuse  # records each refusal (the old policy keeps serving even if it cannot)
         self._lock = threading.Lock()  # one reload at a time
         self._seen: object = None  # the fingerprint last loaded (or refused)
         self._pending: object = None  # a changed fingerprint seen once, loaded if the next check sees it again
@@ -133,7 +169,7 @@ class PolicyHolder:
             try:
                 verified = verify_bundle(self.bundle, self.bundle_key)
             except BundleError as error:
-                raise LoadRefused(str(error)) from None
+                raise LoadRefused(str(error), digest=error.digest, signer=error.signer) from None
             self._refuse_older(verified)
             folder = verified.extract()
             try:
@@ -141,7 +177,9 @@ class PolicyHolder:
                     policy = load_policy([str(folder / "rules")], ledger=self.ledger, blocked=self.blocked)
             except PolicyError as error:
                 shutil.rmtree(folder, ignore_errors=True)
-                raise LoadRefused(_bundle_rule_errors(self.bundle, folder, error)) from None
+                raise LoadRefused(_bundle_rule_errors(self.bundle, folder, error),
+                                  summary=f"{self.bundle}: rule errors: {_first_finding(error)}",
+                                  digest=verified.digest, signer=verified.key_id) from None
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -151,18 +189,18 @@ class PolicyHolder:
         try:
             policy = load_policy(list(self.rules), ledger=self.ledger, blocked=self.blocked)
         except PolicyError as error:
-            raise LoadRefused(render_findings(error.findings)) from None
+            raise LoadRefused(render_findings(error.findings), summary=f"rule errors: {_first_finding(error)}") \
+                from None
         return ActivePolicy(policy, "rules", policy.files, utc_now_text())
 
     def _refuse_older(self, verified: VerifiedBundle) -> None:
         """Refuse a bundle built before the active one: putting an old signed bundle back must not undo a change."""
         active = self.active
-        if active is None or active.bundle_created is None:
-            return
-        built, current = created_time(verified.created), created_time(active.bundle_created)
-        if built is None or current is None or built < current:
-            raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active bundle "
-                              f"built at {active.bundle_created}; rebuild it to roll back")
+        if active is not None and active.bundle_created is not None and \
+                _older(verified.created, active.bundle_created):
+            raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active "
+                              f"bundle built at {active.bundle_created}; rebuild it to roll back",
+                              digest=verified.digest, signer=verified.key_id)
 
     def reload(self, reason: str, *, force: bool = False) -> str:
         """Load again if the source changed (or ``force``); return ``activated``, ``unchanged``, ``settling``
@@ -187,9 +225,9 @@ class PolicyHolder:
             try:
                 fresh = self._load()
             except LoadRefused as error:
-                return f"refused: {error}"
+                return self._refused(reason, str(error), error.summary, error.digest, error.signer)
             except Exception as error:  # noqa: BLE001 - whatever it is, the old policy keeps serving
-                return f"refused: {_one_line(error)}"
+                return self._refused(reason, _one_line(error), _one_line(error), None, None)
             old = self.active
             if old is not None and fresh.policy_hash == old.policy_hash and fresh.signer == old.signer \
                     and fresh.bundle_created == old.bundle_created:
@@ -200,13 +238,32 @@ class PolicyHolder:
                     self._on_activate(fresh, reason)  # recorded before it serves
                 except Exception as error:  # noqa: BLE001 - not recorded: not served
                     _remove(fresh)
-                    return f"refused: cannot record the activation: {_one_line(error)}"
+                    why = f"cannot record the activation: {_one_line(error)}"
+                    return self._refused(reason, why, why, fresh.bundle_sha256, fresh.signer)
             self.active = fresh  # one reference assignment: atomic for every reader
             if old is not None:
                 _remove(old)
             del old
             settle_heap()
             return "activated"
+
+    def _refused(self, reason: str, message: str, summary: str, digest: str | None, signer: str | None) -> str:
+        """``refused: message``, once the refusal is recorded (``on_refuse``).
+
+        A refusal the audit log cannot take is refused all the same (the old
+        policy keeps serving); the first line then says it was not recorded.
+        """
+        outcome = f"refused: {message}"
+        if self._on_refuse is None:
+            return outcome
+        refusal = Refusal("bundle" if self.bundle else "rules", self.bundle, digest, signer, reason,
+                          " ".join(summary.split()), self.active)
+        try:
+            self._on_refuse(refusal)
+        except Exception as error:  # noqa: BLE001 - refusing is still right; say it left no record
+            first, _, rest = outcome.partition("\n")
+            return f"{first} (not recorded in the audit log: {_one_line(error)})" + (f"\n{rest}" if rest else "")
+        return outcome
 
     def close(self) -> None:
         if self.active is not None and self.active.folder is not None:
@@ -216,6 +273,20 @@ class PolicyHolder:
 def _remove(active: ActivePolicy) -> None:
     if active.folder is not None:
         shutil.rmtree(active.folder, ignore_errors=True)
+
+
+def _older(built: str, than: str | None) -> bool:
+    """Whether a bundle ``built`` at that time is older than one built ``than``; a time that does not parse is."""
+    built_at, other = created_time(built), created_time(than)
+    return built_at is None or other is None or built_at < other
+
+
+def _first_finding(error: PolicyError) -> str:
+    """The checker's findings in one line: the first, and how many more."""
+    if not error.findings:
+        return "invalid rule files"
+    more = len(error.findings) - 1
+    return error.findings[0].headline() + (f" (and {more} more)" if more else "")
 
 
 def _one_line(error: BaseException) -> str:

@@ -31,7 +31,7 @@ from ..store.stores import is_postgres_url
 from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit
 from .metrics import Metrics
-from .policy_source import ActivePolicy, PolicyHolder
+from .policy_source import ActivePolicy, PolicyHolder, Refusal
 
 
 class ServeError(Exception):
@@ -149,6 +149,14 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     return record
 
 
+def _refusal_recorder(log: AuditLog) -> Callable[[Refusal], None]:
+    """Record each refused policy as ``policy_refused``, durable before the refusal is reported."""
+    def record(refusal: Refusal) -> None:
+        active = refusal.active.policy_hash if refusal.active is not None else None
+        log.wait_durable(log.append("policy_refused", payload=refusal.payload(), policy_hash=active))
+    return record
+
+
 def _version_recorder(log: AuditLog):  # noqa: ANN202
     """Record each alias reload as ``model_versions_reloaded``, durable before the new aliases answer."""
     def record(reload: Any) -> None:
@@ -249,7 +257,8 @@ def serve(config: ServeConfig) -> int:
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
     holder = PolicyHolder(rules=config.rules, bundle=config.bundle, bundle_key=bundle_key, ledger=ledger,
-                          blocked=blocked, on_activate=_activation_recorder(log, metrics))
+                          blocked=blocked, on_activate=_activation_recorder(log, metrics),
+                          on_refuse=_refusal_recorder(log))
     sock = None
     try:
         sock = _listen(config.host, config.port, reuse_port=config.worker is not None)  # before any audit record
