@@ -1,5 +1,8 @@
-"""What `serve --bundle` remembers through its audit log: every refused bundle
-leaves a signed `policy_refused` record, not only a log line.
+"""What `serve --bundle` remembers across restarts and refusals, through its audit log.
+
+A restart may not bring back a bundle older than the last one the log says was
+activated (an operator override starts it and records the rollback), and every
+refused bundle leaves a signed `policy_refused` record, not only a log line.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from server_process import Server, audit_records, verify
 
 from policyengine.audit import AuditError, generate_key
 from policyengine.audit.keys import SigningKey
-from policyengine.server.bundles import build_bundle
+from policyengine.server.bundles import build_bundle, verify_bundle
 from policyengine.server.policy_source import PolicyHolder
 
 ALLOW_ALL = ('package app\nowner "t@example.com"\n\nrole reader\n\n'
@@ -67,6 +70,91 @@ def _serve_refused(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired as running:
         raise AssertionError(f"serve started instead of refusing:\n{running.stderr}") from None
+
+
+# --- a restart may not go back to an older signed bundle -------------------------------------------
+
+RESTARTS: list[tuple[str, str, tuple[str, ...], str]] = [
+    # (case, the bundle at the path when restarted, extra flags, expected: starts | refused | rollback)
+    ("the same bundle", "v2", (), "starts"),
+    ("a newer bundle", "v3", (), "starts"),
+    ("an older bundle", "v1", (), "refused"),
+    ("an older bundle with --allow-bundle-rollback", "v1", ("--allow-bundle-rollback",), "rollback"),
+    ("a newer bundle with --allow-bundle-rollback", "v3", ("--allow-bundle-rollback",), "starts"),
+]
+
+
+@pytest.mark.parametrize(("case", "restart_on", "flags", "expected"), RESTARTS, ids=[r[0] for r in RESTARTS])
+def test_a_restart_goes_back_to_an_older_bundle_only_with_the_override_and_records_it(
+        tmp_path: Path, case: str, restart_on: str, flags: tuple[str, ...], expected: str) -> None:
+    key = generate_key(tmp_path / "bundle.key")
+    built = {"v1": _bundle(tmp_path, key, "v1", ALLOW_ALL),  # built in this order: v1 < v2 < v3
+             "v2": _bundle(tmp_path, key, "v2", ALLOW_ALL + REVOKE),  # revokes d/secret
+             "v3": _bundle(tmp_path, key, "v3", ALLOW_ALL + REVOKE + ALSO)}
+    created = {name: verify_bundle(path, key.public).created for name, path in built.items()}
+    bundle = tmp_path / "bundle.tar.gz"
+    _put(built["v2"], bundle)
+    with Server(tmp_path, *BUNDLE, "--watch-interval", "0") as first:
+        assert _effect(first) == "deny"
+    _put(built[restart_on], bundle)
+    if expected == "refused":
+        refused = _serve_refused(tmp_path, *BUNDLE, *flags)
+        assert refused.returncode == 1, refused.stderr
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, refused.stderr
+        assert f"bundle built at {created['v1']} is older than the last bundle activated in the audit log" in errors[0]
+        assert f"built at {created['v2']}" in errors[0] and "--allow-bundle-rollback" in errors[0]
+        assert "listening on" not in refused.stderr and "Traceback" not in refused.stderr
+        assert [a["bundle_created"] for a in _events(first.db, "policy_activated")] == [created["v2"]]
+        (record,) = _events(first.db, "policy_refused")  # the attempt is evidence too
+        assert record["reason"] == "startup" and record["active"] is None
+        assert record["bundle_sha256"] == _sha(bundle) and record["signer"] == key.key_id
+        assert record["refusal"] == errors[0].removeprefix("error: ")
+    else:
+        with Server(tmp_path, *BUNDLE, "--watch-interval", "0", *flags) as again:
+            assert _effect(again) == ("allow" if restart_on == "v1" else "deny")
+        last = _events(first.db, "policy_activated")[-1]
+        assert (last["reason"], last["bundle_created"]) == ("startup", created[restart_on])
+        if expected == "rollback":
+            assert last["rollback_from"] == {"bundle": "bundle.tar.gz", "bundle_sha256": _sha(built["v2"]),
+                                             "bundle_created": created["v2"], "signer": key.key_id, "seq": 1,
+                                             "log": "audit.duckdb"}
+            assert any("rolled back from the bundle built at" in line for line in again.lines)
+            with Server(tmp_path, *BUNDLE, "--watch-interval", "0"):  # v1 is now the last activated: fine
+                pass
+            assert _events(first.db, "policy_activated")[-1]["bundle_created"] == created["v1"]
+        else:
+            assert "rollback_from" not in last
+        assert _events(first.db, "policy_refused") == []
+    checked = verify(tmp_path, first.db, first.key)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_restart_reads_the_last_activation_across_rolled_segments(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "bundle.key")
+    old = _bundle(tmp_path, key, "v1", ALLOW_ALL)
+    _put(_bundle(tmp_path, key, "v2", ALLOW_ALL + REVOKE), tmp_path / "bundle.tar.gz")
+    rolled = ("--roll-records", "2", "--no-access-log")
+    with Server(tmp_path, *BUNDLE, *rolled) as first:
+        for _ in range(5):  # the activation ends up in a sealed segment, several before the newest
+            assert _effect(first) == "deny"
+    assert len(list(tmp_path.glob("audit.*.duckdb"))) > 2
+    _put(old, tmp_path / "bundle.tar.gz")
+    refused = _serve_refused(tmp_path, *BUNDLE, *rolled)
+    assert refused.returncode == 1 and "is older than the last bundle activated in the audit log" in refused.stderr
+
+
+def test_a_restart_is_held_to_the_last_bundle_even_after_a_start_on_rules(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "bundle.key")
+    old = _bundle(tmp_path, key, "v1", ALLOW_ALL)
+    _put(_bundle(tmp_path, key, "v2", ALLOW_ALL + REVOKE), tmp_path / "bundle.tar.gz")
+    with Server(tmp_path, *BUNDLE):
+        pass
+    with Server(tmp_path, "--rules", "v1"):  # a --rules activation says nothing about how old a bundle may be
+        pass
+    _put(old, tmp_path / "bundle.tar.gz")
+    refused = _serve_refused(tmp_path, *BUNDLE)
+    assert refused.returncode == 1 and "is older than the last bundle activated in the audit log" in refused.stderr
 
 
 # --- a refused reload is recorded ------------------------------------------------------------------

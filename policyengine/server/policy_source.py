@@ -5,8 +5,11 @@ with that policy to the end, so a reload never mixes two policies in one answer.
 A reload that fails (unreadable, bad signature, rule errors, a bundle older
 than the active one, or any unexpected error) leaves the old policy serving, is
 counted as ``refused`` and recorded as ``policy_refused``; a good one is recorded
-in the audit log as ``policy_activated`` before it serves its first request. A change the watch
-sees is loaded only once it has settled: unchanged at the next check too.
+in the audit log as ``policy_activated`` before it serves its first request.
+The first bundle loaded may not be older than the last one the audit log says
+was activated (``bundle_history``), unless the operator allows that rollback.
+A change the watch sees is loaded only once it has settled: unchanged at the
+next check too.
 
 ``VersionSource`` does the same for which version each model alias names: the
 ``model_version`` events of an audit database (``models promote --db``), read
@@ -34,6 +37,7 @@ from ..engine import Policy, load_policy
 from ..loader import imports_only_inside
 from ..models_registry import Change, Resolver, load_resolver
 from ..reporting.errors import ReportError
+from .bundle_history import LastBundle
 from .bundles import BundleError, VerifiedBundle, created_time, verify_bundle
 
 
@@ -50,6 +54,7 @@ class ActivePolicy:
     bundle_sha256: str | None = None
     bundle_created: str | None = None  # the signed manifest's creation time: a reload may not go back before it
     folder: Path | None = field(default=None, compare=False)  # extracted bundle, removed when replaced
+    rollback_from: LastBundle | None = field(default=None, compare=False)  # an allowed start on an older bundle
 
     @property
     def policy_hash(self) -> str:
@@ -143,7 +148,8 @@ class PolicyHolder:
                  bundle_key: PublicKey | None = None, ledger: BudgetLedger | None = None,
                  blocked: frozenset[str] = frozenset(),
                  on_activate: Callable[[ActivePolicy, str], None] | None = None,
-                 on_refuse: Callable[[Refusal], None] | None = None) -> None:
+                 on_refuse: Callable[[Refusal], None] | None = None,
+                 last_bundle: LastBundle | None = None, allow_rollback: bool = False) -> None:
         if bool(rules) == bool(bundle):
             raise ValueError("serve either --rules or --bundle")
         if bundle and bundle_key is None:
@@ -155,6 +161,8 @@ class PolicyHolder:
         self.blocked = blocked  # models a monitor suspended (read from the audit database at start)
         self._on_activate = on_activate
         self._on_refuse = on_refuse  # records each refusal (the old policy keeps serving even if it cannot)
+        self.last_bundle = last_bundle  # what the audit log says was activated before this process started
+        self.allow_rollback = allow_rollback  # --allow-bundle-rollback: the first load may go below last_bundle
         self._lock = threading.Lock()  # one reload at a time
         self._seen: object = None  # the fingerprint last loaded (or refused)
         self._pending: object = None  # a changed fingerprint seen once, loaded if the next check sees it again
@@ -170,7 +178,7 @@ class PolicyHolder:
                 verified = verify_bundle(self.bundle, self.bundle_key)
             except BundleError as error:
                 raise LoadRefused(str(error), digest=error.digest, signer=error.signer) from None
-            self._refuse_older(verified)
+            rollback_from = self._refuse_older(verified)
             folder = verified.extract()
             try:
                 with imports_only_inside(folder / "rules"):  # the policy is exactly the signed files
@@ -185,7 +193,7 @@ class PolicyHolder:
                 raise
             files = tuple(os.path.relpath(f, folder) for f in policy.files)
             return ActivePolicy(policy, "bundle", files, utc_now_text(), verified.key_id, self.bundle,
-                                verified.digest, verified.created, folder)
+                                verified.digest, verified.created, folder, rollback_from)
         try:
             policy = load_policy(list(self.rules), ledger=self.ledger, blocked=self.blocked)
         except PolicyError as error:
@@ -193,14 +201,29 @@ class PolicyHolder:
                 from None
         return ActivePolicy(policy, "rules", policy.files, utc_now_text())
 
-    def _refuse_older(self, verified: VerifiedBundle) -> None:
-        """Refuse a bundle built before the active one: putting an old signed bundle back must not undo a change."""
+    def _refuse_older(self, verified: VerifiedBundle) -> LastBundle | None:
+        """Refuse a bundle built before the active one: putting an old signed bundle back must not undo a change.
+
+        The first load is held to the last bundle the audit log says was activated,
+        so a restart does not forget it; with ``allow_rollback`` it goes through and
+        the bundle it goes back from is returned, to be recorded with the activation.
+        """
         active = self.active
-        if active is not None and active.bundle_created is not None and \
-                _older(verified.created, active.bundle_created):
-            raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active "
-                              f"bundle built at {active.bundle_created}; rebuild it to roll back",
-                              digest=verified.digest, signer=verified.key_id)
+        if active is not None:
+            if active.bundle_created is not None and _older(verified.created, active.bundle_created):
+                raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active "
+                                  f"bundle built at {active.bundle_created}; rebuild it to roll back",
+                                  digest=verified.digest, signer=verified.key_id)
+            return None
+        last = self.last_bundle
+        if last is None or verified.digest == last.bundle_sha256 or not _older(verified.created, last.bundle_created):
+            return None
+        if self.allow_rollback:
+            return last
+        raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the last bundle "
+                          f"activated in the audit log ({last.bundle}, sha256 {(last.bundle_sha256 or '?')[:12]}, "
+                          f"built at {last.bundle_created}; {last.log} seq {last.seq}); rebuild it to roll back, "
+                          f"or start with --allow-bundle-rollback", digest=verified.digest, signer=verified.key_id)
 
     def reload(self, reason: str, *, force: bool = False) -> str:
         """Load again if the source changed (or ``force``); return ``activated``, ``unchanged``, ``settling``
