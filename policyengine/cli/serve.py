@@ -24,6 +24,9 @@ def _fail(message: str) -> None:
               help="Rule file or folder (repeatable); watched, reloaded on change.")
 @click.option("--bundle", metavar="FILE", help="Signed bundle (`policyengine bundle build`); reloaded on change.")
 @click.option("--bundle-pubkey", metavar="PEM", help="Public key that signed --bundle.")
+@click.option("--allow-bundle-rollback", is_flag=True,
+              help="Start on a --bundle built before the last one the audit log (--db) says was activated; "
+                   "the rollback is recorded in policy_activated. Without it such a start is refused.")
 @click.option("--db", default=str(DEFAULT_DB_PATH), show_default=True, metavar="FILE",
               help="Audit database every decision is recorded in before it is answered.")
 @click.option("--key", default=str(DEFAULT_KEY_PATH), show_default=True, metavar="KEYFILE",
@@ -71,7 +74,8 @@ def _fail(message: str) -> None:
 @click.option("--shadow", "shadow", multiple=True, metavar="PATH",
               help="Candidate rule file or folder (repeatable): decided beside the live policy, never answered; "
                    "differences are recorded as shadow_diff audit events.")
-def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, db: str, key: str,
+def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, allow_bundle_rollback: bool,
+                  db: str, key: str,
                   ledger: str | None, state: str | None, host: str, port: int, workers: int,
                   roll_records: int | None, roll_bytes: int | None, roll_age: float | None,
                   auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
@@ -86,9 +90,12 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
 
     if bool(rules) == bool(bundle):
         raise click.UsageError("give either --rules PATH or --bundle FILE --bundle-pubkey PEM")
+    if allow_bundle_rollback and not bundle:
+        raise click.UsageError("--allow-bundle-rollback goes with --bundle")
     if ledger and state:
         raise click.UsageError("give either --ledger or --state, not both")
-    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey, db=db, key=key,
+    config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey,
+                         allow_bundle_rollback=allow_bundle_rollback, db=db, key=key,
                          ledger=ledger or state,
                          host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,

@@ -39,7 +39,14 @@ MAX_UNPACKED_BYTES = 256 * 1024 * 1024  # the rule files inflated, in all (a gzi
 
 
 class BundleError(Exception):
-    """A bundle that cannot be built, or that fails verification (one line: file and why)."""
+    """A bundle that cannot be built, or that fails verification (one line: file and why).
+
+    A refused bundle is recorded (``policy_refused``) by the hash of the file read
+    and, once its signature verified, by who signed it: ``digest`` and ``signer``.
+    """
+
+    digest: str | None = None
+    signer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,46 +242,60 @@ def verify_bundle(path: str | os.PathLike[str], public: PublicKey) -> VerifiedBu
     """
     where = os.fspath(path)
     data = _read_bundle_file(where)
-    members: dict[str, bytes] = {}
-    head: dict[str, bytes] = {}
-    manifest: dict[str, Any] | None = None
-    unpacked = 0
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for info in tar:
-                if not info.isfile():
-                    raise BundleError(f"{where}: member {info.name!r} is not a regular file")
-                if not _safe_name(info.name):
-                    raise BundleError(f"{where}: member {info.name!r} has an unsafe path")
-                if info.name in members or info.name in head:
-                    raise BundleError(f"{where}: member {info.name!r} appears twice")
-                if manifest is None:
-                    if info.name not in (MANIFEST, SIGNATURE):
-                        missing = MANIFEST if MANIFEST not in head else SIGNATURE
-                        raise BundleError(f"{where}: no {missing} before the rule files; not a signed bundle")
-                    if info.size > MAX_MANIFEST_BYTES:
-                        raise BundleError(f"{where}: {info.name} larger than {MAX_MANIFEST_BYTES} bytes")
-                    head[info.name] = _read_member(tar, info)
-                    if len(head) == 2:
-                        manifest = _manifest(where, head[MANIFEST], head[SIGNATURE], public)
-                    continue
-                if info.name not in manifest["files"]:
-                    raise BundleError(f"{where}: {info.name} is in the bundle but not in the signed manifest")
-                unpacked += info.size
-                if unpacked > MAX_UNPACKED_BYTES:
-                    raise BundleError(f"{where}: rule files larger than {MAX_UNPACKED_BYTES} bytes unpacked")
-                members[info.name] = _read_member(tar, info)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-        raise BundleError(f"{where}: not a gzip tar bundle ({error})") from None
-    if manifest is None:
-        raise BundleError(f"{where}: no {MANIFEST if MANIFEST not in head else SIGNATURE}; not a signed bundle")
-    listed: dict[str, str] = manifest["files"]
-    for name in sorted(set(listed) | set(members)):
-        if name not in members:
-            raise BundleError(f"{where}: {name} is in the manifest but not in the bundle")
-        if not _safe_name(name) or not name.startswith("rules/"):
-            raise BundleError(f"{where}: manifest path {name!r} is not under rules/")
-        if hashlib.sha256(members[name]).hexdigest() != listed[name]:
-            raise BundleError(f"{where}: {name} does not match its hash in the signed manifest")
-    return VerifiedBundle(where, public.key_id, str(manifest["created"]), members,
-                          hashlib.sha256(data).hexdigest())
+        return _verify(where, data, digest, public)
+    except BundleError as error:
+        error.digest = digest  # what was refused, for the audit record
+        raise
+
+
+def _verify(where: str, data: bytes, digest: str, public: PublicKey) -> VerifiedBundle:
+    """``verify_bundle`` of the bytes read; a ``BundleError`` raised once the signature verified names the signer."""
+    manifest: dict[str, Any] | None = None
+    try:
+        members: dict[str, bytes] = {}
+        head: dict[str, bytes] = {}
+        unpacked = 0
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                for info in tar:
+                    if not info.isfile():
+                        raise BundleError(f"{where}: member {info.name!r} is not a regular file")
+                    if not _safe_name(info.name):
+                        raise BundleError(f"{where}: member {info.name!r} has an unsafe path")
+                    if info.name in members or info.name in head:
+                        raise BundleError(f"{where}: member {info.name!r} appears twice")
+                    if manifest is None:
+                        if info.name not in (MANIFEST, SIGNATURE):
+                            missing = MANIFEST if MANIFEST not in head else SIGNATURE
+                            raise BundleError(f"{where}: no {missing} before the rule files; not a signed bundle")
+                        if info.size > MAX_MANIFEST_BYTES:
+                            raise BundleError(f"{where}: {info.name} larger than {MAX_MANIFEST_BYTES} bytes")
+                        head[info.name] = _read_member(tar, info)
+                        if len(head) == 2:
+                            manifest = _manifest(where, head[MANIFEST], head[SIGNATURE], public)
+                        continue
+                    if info.name not in manifest["files"]:
+                        raise BundleError(f"{where}: {info.name} is in the bundle but not in the signed manifest")
+                    unpacked += info.size
+                    if unpacked > MAX_UNPACKED_BYTES:
+                        raise BundleError(f"{where}: rule files larger than {MAX_UNPACKED_BYTES} bytes unpacked")
+                    members[info.name] = _read_member(tar, info)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+            raise BundleError(f"{where}: not a gzip tar bundle ({error})") from None
+        if manifest is None:
+            raise BundleError(f"{where}: no {MANIFEST if MANIFEST not in head else SIGNATURE}; not a signed bundle")
+        listed: dict[str, str] = manifest["files"]
+        for name in sorted(set(listed) | set(members)):
+            if name not in members:
+                raise BundleError(f"{where}: {name} is in the manifest but not in the bundle")
+            if not _safe_name(name) or not name.startswith("rules/"):
+                raise BundleError(f"{where}: manifest path {name!r} is not under rules/")
+            if hashlib.sha256(members[name]).hexdigest() != listed[name]:
+                raise BundleError(f"{where}: {name} does not match its hash in the signed manifest")
+    except BundleError as error:
+        if manifest is not None:  # the signature verified: who signed what was refused is known
+            error.signer = public.key_id
+        raise
+    return VerifiedBundle(where, public.key_id, str(manifest["created"]), members, digest)

@@ -3,10 +3,13 @@
 ``PolicyHolder.active`` is one reference: a request reads it once and decides
 with that policy to the end, so a reload never mixes two policies in one answer.
 A reload that fails (unreadable, bad signature, rule errors, a bundle older
-than the active one, or any unexpected error) leaves the old policy serving and
-is counted as ``refused``; a good one is recorded in the audit log as
-``policy_activated`` before it serves its first request. A change the watch
-sees is loaded only once it has settled: unchanged at the next check too.
+than the active one, or any unexpected error) leaves the old policy serving, is
+counted as ``refused`` and recorded as ``policy_refused``; a good one is recorded
+in the audit log as ``policy_activated`` before it serves its first request.
+The first bundle loaded may not be older than the last one the audit log says
+was activated (``bundle_history``), unless the operator allows that rollback.
+A change the watch sees is loaded only once it has settled: unchanged at the
+next check too.
 
 ``VersionSource`` does the same for which version each model alias names: the
 ``model_version`` events of an audit database (``models promote --db``), read
@@ -34,6 +37,7 @@ from ..engine import Policy, load_policy
 from ..loader import imports_only_inside
 from ..models_registry import Change, Resolver, load_resolver
 from ..reporting.errors import ReportError
+from .bundle_history import LastBundle
 from .bundles import BundleError, VerifiedBundle, created_time, verify_bundle
 
 
@@ -50,6 +54,7 @@ class ActivePolicy:
     bundle_sha256: str | None = None
     bundle_created: str | None = None  # the signed manifest's creation time: a reload may not go back before it
     folder: Path | None = field(default=None, compare=False)  # extracted bundle, removed when replaced
+    rollback_from: LastBundle | None = field(default=None, compare=False)  # an allowed start on an older bundle
 
     @property
     def policy_hash(self) -> str:
@@ -70,7 +75,41 @@ class ActivePolicy:
 
 
 class LoadRefused(Exception):
-    """A new policy that may not be served (one line, or the checker's findings)."""
+    """A new policy that may not be served (one line, or the checker's findings).
+
+    ``summary`` is one line for the audit record; ``digest`` and ``signer`` name
+    the refused bundle's file and who signed it, where known.
+    """
+
+    def __init__(self, message: str, *, summary: str | None = None, digest: str | None = None,
+                 signer: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or (message.splitlines()[0] if message else "")
+        self.digest = digest
+        self.signer = signer
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A policy refused at start or on reload, and what keeps serving: the ``policy_refused`` audit event."""
+
+    source: str  # "rules" or "bundle"
+    bundle: str | None
+    bundle_sha256: str | None  # of the file read; None when it could not be read
+    signer: str | None  # key id whose signature verified; None when none did
+    reason: str  # startup, change or sighup
+    refusal: str  # why, in one line
+    active: ActivePolicy | None  # what keeps serving (None at startup: nothing does)
+
+    def payload(self) -> dict[str, Any]:
+        """The ``policy_refused`` audit payload (docs/audit-events.md)."""
+        active = None
+        if self.active is not None:
+            active = {"policy_hash": self.active.policy_hash, "bundle": self.active.bundle,
+                      "bundle_sha256": self.active.bundle_sha256, "bundle_created": self.active.bundle_created,
+                      "signer": self.active.signer}
+        return {"source": self.source, "bundle": self.bundle, "bundle_sha256": self.bundle_sha256,
+                "signer": self.signer, "reason": self.reason, "refusal": self.refusal, "active": active}
 
 
 def settle_heap() -> None:
@@ -108,7 +147,9 @@ class PolicyHolder:
     def __init__(self, *, rules: Sequence[str] = (), bundle: str | None = None,
                  bundle_key: PublicKey | None = None, ledger: BudgetLedger | None = None,
                  blocked: frozenset[str] = frozenset(),
-                 on_activate: Callable[[ActivePolicy, str], None] | None = None) -> None:
+                 on_activate: Callable[[ActivePolicy, str], None] | None = None,
+                 on_refuse: Callable[[Refusal], None] | None = None,
+                 last_bundle: LastBundle | None = None, allow_rollback: bool = False) -> None:
         if bool(rules) == bool(bundle):
             raise ValueError("serve either --rules or --bundle")
         if bundle and bundle_key is None:
@@ -119,6 +160,9 @@ class PolicyHolder:
         self.ledger = ledger
         self.blocked = blocked  # models a monitor suspended (read from the audit database at start)
         self._on_activate = on_activate
+        self._on_refuse = on_refuse  # records each refusal (the old policy keeps serving even if it cannot)
+        self.last_bundle = last_bundle  # what the audit log says was activated before this process started
+        self.allow_rollback = allow_rollback  # --allow-bundle-rollback: the first load may go below last_bundle
         self._lock = threading.Lock()  # one reload at a time
         self._seen: object = None  # the fingerprint last loaded (or refused)
         self._pending: object = None  # a changed fingerprint seen once, loaded if the next check sees it again
@@ -133,36 +177,53 @@ class PolicyHolder:
             try:
                 verified = verify_bundle(self.bundle, self.bundle_key)
             except BundleError as error:
-                raise LoadRefused(str(error)) from None
-            self._refuse_older(verified)
+                raise LoadRefused(str(error), digest=error.digest, signer=error.signer) from None
+            rollback_from = self._refuse_older(verified)
             folder = verified.extract()
             try:
                 with imports_only_inside(folder / "rules"):  # the policy is exactly the signed files
                     policy = load_policy([str(folder / "rules")], ledger=self.ledger, blocked=self.blocked)
             except PolicyError as error:
                 shutil.rmtree(folder, ignore_errors=True)
-                raise LoadRefused(_bundle_rule_errors(self.bundle, folder, error)) from None
+                raise LoadRefused(_bundle_rule_errors(self.bundle, folder, error),
+                                  summary=f"{self.bundle}: rule errors: {_first_finding(error)}",
+                                  digest=verified.digest, signer=verified.key_id) from None
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             files = tuple(os.path.relpath(f, folder) for f in policy.files)
             return ActivePolicy(policy, "bundle", files, utc_now_text(), verified.key_id, self.bundle,
-                                verified.digest, verified.created, folder)
+                                verified.digest, verified.created, folder, rollback_from)
         try:
             policy = load_policy(list(self.rules), ledger=self.ledger, blocked=self.blocked)
         except PolicyError as error:
-            raise LoadRefused(render_findings(error.findings)) from None
+            raise LoadRefused(render_findings(error.findings), summary=f"rule errors: {_first_finding(error)}") \
+                from None
         return ActivePolicy(policy, "rules", policy.files, utc_now_text())
 
-    def _refuse_older(self, verified: VerifiedBundle) -> None:
-        """Refuse a bundle built before the active one: putting an old signed bundle back must not undo a change."""
+    def _refuse_older(self, verified: VerifiedBundle) -> LastBundle | None:
+        """Refuse a bundle built before the active one: putting an old signed bundle back must not undo a change.
+
+        The first load is held to the last bundle the audit log says was activated,
+        so a restart does not forget it; with ``allow_rollback`` it goes through and
+        the bundle it goes back from is returned, to be recorded with the activation.
+        """
         active = self.active
-        if active is None or active.bundle_created is None:
-            return
-        built, current = created_time(verified.created), created_time(active.bundle_created)
-        if built is None or current is None or built < current:
-            raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active bundle "
-                              f"built at {active.bundle_created}; rebuild it to roll back")
+        if active is not None:
+            if active.bundle_created is not None and _older(verified.created, active.bundle_created):
+                raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the active "
+                                  f"bundle built at {active.bundle_created}; rebuild it to roll back",
+                                  digest=verified.digest, signer=verified.key_id)
+            return None
+        last = self.last_bundle
+        if last is None or verified.digest == last.bundle_sha256 or not _older(verified.created, last.bundle_created):
+            return None
+        if self.allow_rollback:
+            return last
+        raise LoadRefused(f"{verified.path}: bundle built at {verified.created} is older than the last bundle "
+                          f"activated in the audit log ({last.bundle}, sha256 {(last.bundle_sha256 or '?')[:12]}, "
+                          f"built at {last.bundle_created}; {last.log} seq {last.seq}); rebuild it to roll back, "
+                          f"or start with --allow-bundle-rollback", digest=verified.digest, signer=verified.key_id)
 
     def reload(self, reason: str, *, force: bool = False) -> str:
         """Load again if the source changed (or ``force``); return ``activated``, ``unchanged``, ``settling``
@@ -187,9 +248,9 @@ class PolicyHolder:
             try:
                 fresh = self._load()
             except LoadRefused as error:
-                return f"refused: {error}"
+                return self._refused(reason, str(error), error.summary, error.digest, error.signer)
             except Exception as error:  # noqa: BLE001 - whatever it is, the old policy keeps serving
-                return f"refused: {_one_line(error)}"
+                return self._refused(reason, _one_line(error), _one_line(error), None, None)
             old = self.active
             if old is not None and fresh.policy_hash == old.policy_hash and fresh.signer == old.signer \
                     and fresh.bundle_created == old.bundle_created:
@@ -200,13 +261,32 @@ class PolicyHolder:
                     self._on_activate(fresh, reason)  # recorded before it serves
                 except Exception as error:  # noqa: BLE001 - not recorded: not served
                     _remove(fresh)
-                    return f"refused: cannot record the activation: {_one_line(error)}"
+                    why = f"cannot record the activation: {_one_line(error)}"
+                    return self._refused(reason, why, why, fresh.bundle_sha256, fresh.signer)
             self.active = fresh  # one reference assignment: atomic for every reader
             if old is not None:
                 _remove(old)
             del old
             settle_heap()
             return "activated"
+
+    def _refused(self, reason: str, message: str, summary: str, digest: str | None, signer: str | None) -> str:
+        """``refused: message``, once the refusal is recorded (``on_refuse``).
+
+        A refusal the audit log cannot take is refused all the same (the old
+        policy keeps serving); the first line then says it was not recorded.
+        """
+        outcome = f"refused: {message}"
+        if self._on_refuse is None:
+            return outcome
+        refusal = Refusal("bundle" if self.bundle else "rules", self.bundle, digest, signer, reason,
+                          " ".join(summary.split()), self.active)
+        try:
+            self._on_refuse(refusal)
+        except Exception as error:  # noqa: BLE001 - refusing is still right; say it left no record
+            first, _, rest = outcome.partition("\n")
+            return f"{first} (not recorded in the audit log: {_one_line(error)})" + (f"\n{rest}" if rest else "")
+        return outcome
 
     def close(self) -> None:
         if self.active is not None and self.active.folder is not None:
@@ -216,6 +296,20 @@ class PolicyHolder:
 def _remove(active: ActivePolicy) -> None:
     if active.folder is not None:
         shutil.rmtree(active.folder, ignore_errors=True)
+
+
+def _older(built: str, than: str | None) -> bool:
+    """Whether a bundle ``built`` at that time is older than one built ``than``; a time that does not parse is."""
+    built_at, other = created_time(built), created_time(than)
+    return built_at is None or other is None or built_at < other
+
+
+def _first_finding(error: PolicyError) -> str:
+    """The checker's findings in one line: the first, and how many more."""
+    if not error.findings:
+        return "invalid rule files"
+    more = len(error.findings) - 1
+    return error.findings[0].headline() + (f" (and {more} more)" if more else "")
 
 
 def _one_line(error: BaseException) -> str:

@@ -31,7 +31,8 @@ from ..store.stores import is_postgres_url
 from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit
 from .metrics import Metrics
-from .policy_source import ActivePolicy, PolicyHolder
+from .bundle_history import LastBundle, last_bundle
+from .policy_source import ActivePolicy, PolicyHolder, Refusal
 
 
 class ServeError(Exception):
@@ -43,6 +44,7 @@ class ServeConfig:
     rules: tuple[str, ...] = ()
     bundle: str | None = None
     bundle_pubkey: str | None = None
+    allow_bundle_rollback: bool = False  # start on a bundle older than the last one the audit log activated
     db: str = str(DEFAULT_DB_PATH)
     key: str = str(DEFAULT_KEY_PATH)
     ledger: str | None = None
@@ -141,12 +143,37 @@ def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
     def record(active: ActivePolicy, reason: str) -> None:
         log.mask_also(rule_masking(active.policy))  # the activated rules' ``mask`` declarations, from now on
         payload = {**active.describe(), "reason": reason}
+        rollback = active.rollback_from
+        if rollback is not None:  # --allow-bundle-rollback let it go below the last activated bundle
+            payload["rollback_from"] = rollback.describe()
         seq = log.append("policy_activated", payload=payload, policy_hash=active.policy_hash)
         log.wait_durable(seq)  # recorded before the policy answers anything
         metrics.reloads.labels("activated").inc()
         _say(f"policy {active.policy_hash[:12]} activated ({reason}; {active.source}"
-             f"{', signed by ' + active.signer if active.signer else ''}; audit seq {seq})")
+             f"{', signed by ' + active.signer if active.signer else ''}"
+             f"{'; rolled back from the bundle built at ' + str(rollback.bundle_created) if rollback else ''}"
+             f"; audit seq {seq})")
     return record
+
+
+def _refusal_recorder(log: AuditLog) -> Callable[[Refusal], None]:
+    """Record each refused policy as ``policy_refused``, durable before the refusal is reported."""
+    def record(refusal: Refusal) -> None:
+        active = refusal.active.policy_hash if refusal.active is not None else None
+        log.wait_durable(log.append("policy_refused", payload=refusal.payload(), policy_hash=active))
+    return record
+
+
+def _last_bundle(config: ServeConfig, db: str, rolled: bool) -> LastBundle | None:
+    """What the audit log says was the last bundle activated (read before the log is opened), or None."""
+    if not config.bundle:
+        return None
+    from ..reporting.errors import ReportError
+
+    try:
+        return last_bundle(db, rolled=rolled)
+    except ReportError as error:  # not knowing what was served before, it does not start
+        raise ServeError(f"{error} (reading the last activated bundle)") from None
 
 
 def _version_recorder(log: AuditLog):  # noqa: ANN202
@@ -240,6 +267,7 @@ def serve(config: ServeConfig) -> int:
         ledger = store.ledger
     rolled = config.roll_records is not None or config.roll_bytes is not None or config.roll_age is not None
     versions, shadow = _versions_and_shadow(config, None if rolled else db)
+    last = _last_bundle(config, db, rolled)
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
@@ -249,7 +277,9 @@ def serve(config: ServeConfig) -> int:
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
     holder = PolicyHolder(rules=config.rules, bundle=config.bundle, bundle_key=bundle_key, ledger=ledger,
-                          blocked=blocked, on_activate=_activation_recorder(log, metrics))
+                          blocked=blocked, on_activate=_activation_recorder(log, metrics),
+                          on_refuse=_refusal_recorder(log), last_bundle=last,
+                          allow_rollback=config.allow_bundle_rollback)
     sock = None
     try:
         sock = _listen(config.host, config.port, reuse_port=config.worker is not None)  # before any audit record
