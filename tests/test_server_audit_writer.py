@@ -93,3 +93,34 @@ def test_an_answer_waits_for_its_record_and_its_reports_columns_follow(tmp_path:
     assert all(events.index(("answered", seq)) < events.index(("facts", seq)) for seq in facts), events
     report = verify_database(tmp_path / "a.duckdb", [key.public])
     assert report.ok and report.notes == ()
+
+
+def test_a_rolled_series_answers_first_and_every_segment_keeps_its_facts(tmp_path: Path) -> None:
+    """``serve --roll-*`` hands DurableAudit a SegmentedLog: answer-first commits, and the facts rows left for
+    later, must work across rolls (a sealed segment writes its facts as it closes)."""
+    import duckdb
+
+    from policyengine.audit.segments import RollPolicy, SegmentedLog, verify_segments
+
+    key = generate_key(tmp_path / "k.key")
+    log = SegmentedLog(tmp_path, "audit", key, roll=RollPolicy(records=3), flush_interval=0)
+    audit = DurableAudit(log)
+
+    async def calls() -> None:
+        for index in range(8):
+            await asyncio.wait_for(audit.durable(audit.append("model_call", {"model": "m", "i": index})), 30)
+
+    try:
+        asyncio.run(calls())
+    finally:
+        audit.close()
+    assert verify_segments(tmp_path, [key.public]).ok
+    counts = []
+    for path in sorted(tmp_path.glob("audit.*.duckdb")):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            counts.append(con.execute("SELECT (SELECT count(*) FROM audit_log WHERE event = 'model_call'), "
+                                      "(SELECT count(*) FROM audit_facts)").fetchone())
+        finally:
+            con.close()
+    assert len(counts) > 2 and all(calls == facts for calls, facts in counts) and sum(c for c, _ in counts) == 8

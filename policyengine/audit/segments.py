@@ -322,10 +322,20 @@ class SegmentedLog:
             return  # an earlier segment: sealed and closed, so committed
         log.wait_durable(seq - offset, timeout)
 
-    def flush(self, *, checkpoint: bool = False) -> int:
+    def flush(self, *, checkpoint: bool = False, answer_first: bool = False) -> int:
         with self._lock:
             offset, log = self._offset, self._current()
-        return offset + log.flush(checkpoint=checkpoint)
+        return offset + log.flush(checkpoint=checkpoint, answer_first=answer_first)
+
+    @property
+    def facts_due(self) -> int:
+        with self._lock:
+            return self._current().facts_due  # a sealed segment wrote its facts when it closed
+
+    def write_facts(self) -> None:
+        with self._lock:
+            log = self._current()
+        log.write_facts()
 
     def checkpoint(self) -> Checkpoint | None:
         with self._lock:

@@ -121,12 +121,12 @@ class DurableAudit:
         """Wait until asked to commit (True), writing the facts the answers left while nobody waits (False if
         that failed: the log is then failed for good, and the next waiter hears of it)."""
         while True:
-            due = self.log.facts_due
-            if not due:
-                return self._wanted.wait()
-            if due < _FACTS_BATCH and self._wanted.wait(_FACTS_IDLE):
-                return True
             try:
+                due = self.log.facts_due
+                if not due:
+                    return self._wanted.wait()
+                if due < _FACTS_BATCH and self._wanted.wait(_FACTS_IDLE):
+                    return True
                 self.log.write_facts()
             except Exception as error:  # noqa: BLE001 - fail closed, as a commit would
                 self._post(self._fail, _failure(error))
