@@ -18,9 +18,8 @@ from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..audit.masking import masking_for
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
-from ..server.policy_source import PolicyHolder
-from ..server.run import (_activation_recorder, _listen, _loop_factory, _serve, _version_recorder, open_versions,
-                          ServeConfig)
+from ..server.policy_source import PolicyHolder, activation_recorder, version_recorder
+from ..server.run import ServeConfig, _listen, _loop_factory, _serve, open_versions
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
 from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
@@ -134,12 +133,12 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
             store.close()
         raise GatewayStartError(str(error)) from None
     if versions is not None:
-        versions.on_change = _version_recorder(log)  # model_versions_reloaded, durable before the aliases answer
+        versions.on_change = version_recorder(log)  # model_versions_reloaded, durable before the aliases answer
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
     holder = PolicyHolder(rules=config.rules, ledger=ledger, blocked=blocked,
-                          on_activate=_activation_recorder(log, metrics))
+                          on_activate=activation_recorder(log, metrics))
     app: GatewayApp | None = None
     try:
         outcome = holder.reload("startup", force=True)

@@ -15,6 +15,10 @@ next check too.
 ``model_version`` events of an audit database (``models promote --db``), read
 again when that file changes or on SIGHUP; a reload that changes them is
 recorded as ``model_versions_reloaded`` before the new aliases answer.
+
+The recorders at the end write those three events; ``serve`` and ``gateway``
+both hand them to their holder and version source, so the two record a policy
+or alias change with the same payload, made durable the same way.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..audit.errors import AuditError
 from ..audit.keys import PublicKey
-from ..audit.log import utc_now_text
+from ..audit.log import AuditLog, utc_now_text
+from ..audit.masking import rule_masking
 from ..budgets import BudgetLedger
 from ..diagnostics import PolicyError, render_findings
 from ..engine import Policy, load_policy
@@ -39,6 +45,9 @@ from ..models_registry import Change, Resolver, load_resolver
 from ..reporting.errors import ReportError
 from .bundle_history import LastBundle
 from .bundles import BundleError, VerifiedBundle, created_time, verify_bundle
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -410,3 +419,43 @@ def _changes_text(added: tuple[Change, ...]) -> str:
     if not added:
         return "no changes recorded any more (every alias names its first declared version)"
     return "; ".join(f"{c.change} {c.name} {c.alias} {c.previous} -> {c.version} by {c.by}" for c in added)
+
+
+# --- the audit records of these changes: serve and gateway write them with the same code ------------------
+
+def activation_recorder(log: AuditLog, metrics: Metrics) -> Callable[[ActivePolicy, str], None]:
+    """``PolicyHolder``'s ``on_activate``: record ``policy_activated``, durable before the policy answers anything.
+
+    From then on the log also masks what the activated rules declare (``mask``).
+    """
+    def record(active: ActivePolicy, reason: str) -> None:
+        log.mask_also(rule_masking(active.policy))  # the activated rules' ``mask`` declarations, from now on
+        payload = {**active.describe(), "reason": reason}
+        rollback = active.rollback_from
+        if rollback is not None:  # --allow-bundle-rollback let it go below the last activated bundle
+            payload["rollback_from"] = rollback.describe()
+        seq = log.append("policy_activated", payload=payload, policy_hash=active.policy_hash)
+        log.wait_durable(seq)  # recorded before the policy answers anything
+        metrics.reloads.labels("activated").inc()
+        print(f"policy {active.policy_hash[:12]} activated ({reason}; {active.source}"
+              f"{', signed by ' + active.signer if active.signer else ''}"
+              f"{'; rolled back from the bundle built at ' + str(rollback.bundle_created) if rollback else ''}"
+              f"; audit seq {seq})", file=sys.stderr, flush=True)
+    return record
+
+
+def refusal_recorder(log: AuditLog) -> Callable[[Refusal], None]:
+    """``PolicyHolder``'s ``on_refuse``: record each refused policy as ``policy_refused``, durable before the
+    refusal is reported (an ``AuditError`` here: the refusal stands, and says it was not recorded)."""
+    def record(refusal: Refusal) -> None:
+        active = refusal.active.policy_hash if refusal.active is not None else None
+        log.wait_durable(log.append("policy_refused", payload=refusal.payload(), policy_hash=active))
+    return record
+
+
+def version_recorder(log: AuditLog) -> Callable[[VersionReload], None]:
+    """``VersionSource.on_change``: record each alias reload as ``model_versions_reloaded``, durable before the
+    new aliases answer."""
+    def record(reload: VersionReload) -> None:
+        log.wait_durable(log.append("model_versions_reloaded", payload=reload.payload()))
+    return record

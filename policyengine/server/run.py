@@ -24,7 +24,7 @@ from typing import Any
 
 from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
 from ..audit.keys import DEFAULT_KEY_PATH
-from ..audit.masking import masking_for, rule_masking
+from ..audit.masking import masking_for
 from ..budgets import BudgetLedger
 from ..store.holds import MemoryReservingLedger
 from ..store.stores import is_postgres_url
@@ -32,7 +32,7 @@ from .app import DecisionApp, ServerOptions
 from .audit_writer import DurableAudit
 from .metrics import Metrics
 from .bundle_history import LastBundle, last_bundle
-from .policy_source import ActivePolicy, PolicyHolder, Refusal
+from .policy_source import PolicyHolder, activation_recorder, refusal_recorder, version_recorder
 
 
 class ServeError(Exception):
@@ -139,31 +139,6 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _activation_recorder(log: AuditLog, metrics: Metrics):  # noqa: ANN202
-    def record(active: ActivePolicy, reason: str) -> None:
-        log.mask_also(rule_masking(active.policy))  # the activated rules' ``mask`` declarations, from now on
-        payload = {**active.describe(), "reason": reason}
-        rollback = active.rollback_from
-        if rollback is not None:  # --allow-bundle-rollback let it go below the last activated bundle
-            payload["rollback_from"] = rollback.describe()
-        seq = log.append("policy_activated", payload=payload, policy_hash=active.policy_hash)
-        log.wait_durable(seq)  # recorded before the policy answers anything
-        metrics.reloads.labels("activated").inc()
-        _say(f"policy {active.policy_hash[:12]} activated ({reason}; {active.source}"
-             f"{', signed by ' + active.signer if active.signer else ''}"
-             f"{'; rolled back from the bundle built at ' + str(rollback.bundle_created) if rollback else ''}"
-             f"; audit seq {seq})")
-    return record
-
-
-def _refusal_recorder(log: AuditLog) -> Callable[[Refusal], None]:
-    """Record each refused policy as ``policy_refused``, durable before the refusal is reported."""
-    def record(refusal: Refusal) -> None:
-        active = refusal.active.policy_hash if refusal.active is not None else None
-        log.wait_durable(log.append("policy_refused", payload=refusal.payload(), policy_hash=active))
-    return record
-
-
 def _last_bundle(config: ServeConfig, db: str, rolled: bool) -> LastBundle | None:
     """What the audit log says was the last bundle activated (read before the log is opened), or None."""
     if not config.bundle:
@@ -174,13 +149,6 @@ def _last_bundle(config: ServeConfig, db: str, rolled: bool) -> LastBundle | Non
         return last_bundle(db, rolled=rolled)
     except ReportError as error:  # not knowing what was served before, it does not start
         raise ServeError(f"{error} (reading the last activated bundle)") from None
-
-
-def _version_recorder(log: AuditLog):  # noqa: ANN202
-    """Record each alias reload as ``model_versions_reloaded``, durable before the new aliases answer."""
-    def record(reload: Any) -> None:
-        log.wait_durable(log.append("model_versions_reloaded", payload=reload.payload()))
-    return record
 
 
 def open_versions(registry: str, writes: str | None) -> Any:
@@ -272,13 +240,13 @@ def serve(config: ServeConfig) -> int:
         log = _open_log(config, db, key)
     except AuditError as error:
         raise ServeError(str(error)) from None
-    versions.on_change = _version_recorder(log)
+    versions.on_change = version_recorder(log)
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
     holder = PolicyHolder(rules=config.rules, bundle=config.bundle, bundle_key=bundle_key, ledger=ledger,
-                          blocked=blocked, on_activate=_activation_recorder(log, metrics),
-                          on_refuse=_refusal_recorder(log), last_bundle=last,
+                          blocked=blocked, on_activate=activation_recorder(log, metrics),
+                          on_refuse=refusal_recorder(log), last_bundle=last,
                           allow_rollback=config.allow_bundle_rollback)
     sock = None
     try:
