@@ -56,8 +56,8 @@ EVENTS = frozenset(
      "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
      "model_unblocked",  # a monitor block lifted by `policyengine models unblock`
      "directory_changed", "policy_migrated", "clock_override",  # approvals' context (docs/audit-events.md)
-     "policy_activated",  # `policyengine serve` began serving a policy (docs/audit-events.md)
-     "policy_refused",  # `policyengine serve` refused a policy at start or on reload; the old one kept serving
+     "policy_activated",  # `policyengine serve` or `gateway` began serving a policy (docs/audit-events.md)
+     "policy_refused",  # `serve` or `gateway` refused a policy at start or on reload; the old one kept serving
      "segment_started", "segment_sealed", "segments_pruned",  # rolled segments (audit/segments.py)
      "model_version", "model_version_requested", "model_version_rejected",  # models promote|rollback (models_registry)
      "shadow_diff",  # `serve --shadow`: the candidate policy decided a request differently

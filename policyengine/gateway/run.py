@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..audit.masking import masking_for
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
-from ..server.policy_source import PolicyHolder, activation_recorder, version_recorder
+from ..server.policy_source import PolicyHolder, activation_recorder, refusal_recorder, version_recorder
 from ..server.run import ServeConfig, _listen, _loop_factory, _serve, open_versions
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
@@ -70,6 +70,19 @@ class GatewayStartError(Exception):
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _policy_holder(rules: Sequence[str], log: AuditLog, metrics: Metrics, ledger: Any,
+                   blocked: Any) -> PolicyHolder:
+    """The rules the gateway decides with, read again on change and SIGHUP, recorded as ``serve`` records them.
+
+    Each activation (``policy_activated``) is durable in the log before the policy
+    answers a call, and each refusal (``policy_refused``) before it is reported; a
+    refusal the log cannot take is refused all the same (the old policy keeps
+    answering) and its stderr line says it was not recorded.
+    """
+    return PolicyHolder(rules=rules, ledger=ledger, blocked=blocked, on_activate=activation_recorder(log, metrics),
+                        on_refuse=refusal_recorder(log))
 
 
 def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
@@ -137,8 +150,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     audit = DurableAudit(log)
     metrics = Metrics(lambda: audit.queue_depth)
     audit.on_commit = metrics.committed
-    holder = PolicyHolder(rules=config.rules, ledger=ledger, blocked=blocked,
-                          on_activate=activation_recorder(log, metrics))
+    holder = _policy_holder(config.rules, log, metrics, ledger, blocked)
     app: GatewayApp | None = None
     try:
         outcome = holder.reload("startup", force=True)
