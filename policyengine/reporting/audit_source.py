@@ -12,8 +12,9 @@ checked by ``audit verify``. When the columns a report needs are there, it reads
 the payloads. Both give the same rows.
 
 Columns and ``json_extract_string`` print 1 and "1" alike; a group value's JSON type
-is part of it, so when some group value could be of another type than a string the
-types are read from the payloads and such values are kept apart, with a note.
+is part of it, and so is a drift value's when values are compared as categories. So
+when some such value could be of another type than a string the types are read from
+the payloads and such values are kept apart, with a note.
 """
 
 from __future__ import annotations
@@ -89,9 +90,15 @@ class _Values:
 _GROUPS = _Values("bias_input", "grp", "group value", "", "group", "groups", "bias")
 
 
-def _could_be_typed(con: duckdb.DuckDBPyConnection, values: _Values) -> bool:
-    """Whether some value reads as a number, boolean, object or array would print (1 or "1"? the text cannot say)."""
-    return bool(one(con, values.sql("json_lookalikes"))[0])
+def _could_be_typed(con: duckdb.DuckDBPyConnection, values: _Values, among: Sequence[str] | None = None) -> bool:
+    """Whether some value reads as a number, boolean, object or array would print (1 or "1"? the text cannot say).
+
+    ``among``: look only at these texts (the distinct categories a report already counted), not every row.
+    """
+    if among is None:
+        return bool(one(con, values.sql("json_lookalikes"))[0])
+    texts = replace(values, table=f"(SELECT unnest($texts) AS {values.column})")
+    return bool(one(con, texts.sql("json_lookalikes"), {"texts": list(among)})[0])
 
 
 def _keep_json_types_apart(con: duckdb.DuckDBPyConnection, values: _Values) -> list[str]:
@@ -195,16 +202,20 @@ def drift_from_audit(
 
     left = {"reference": 0, "current": 0}  # calls without a value, per window (found in the same pass)
 
-    def load(keep_text: bool) -> tuple[int, int]:
+    def load(keep_text: bool, typed: bool = False) -> tuple[int, int]:
         con.execute(sql("drift_input_create"))
         params = {"model": model, "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
-                  "keep_text": keep_text, "with_ts": period is not None}
+                  "with_ts": period is not None}
         try:
             with unordered_inserts(con):
-                if column is not None:
-                    con.execute(sql("drift_input_from_facts").replace("{value}", column), params)
+                if typed:  # the text of every value and its JSON type, from the payloads (facts or not)
+                    con.execute(sql("drift_input_from_audit_typed"), {**params, "path": json_path(path)})
+                elif column is not None:
+                    con.execute(sql("drift_input_from_facts").replace("{value}", column),
+                                {**params, "keep_text": keep_text})
                 else:
-                    con.execute(sql("drift_input_from_audit"), {**params, "path": json_path(path)})
+                    con.execute(sql("drift_input_from_audit"),
+                                {**params, "keep_text": keep_text, "path": json_path(path)})
         except duckdb.Error as e:
             raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
         left.update(reference=0, current=0)
@@ -220,6 +231,12 @@ def drift_from_audit(
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+    categories = _Values("drift_input", "cat", "value", f" at {path}", "category", "categories", "drift")
+    if kind == "categorical" and _could_be_typed(con, categories, among=[b.bin for b in result.bins]):
+        load(keep_text=True, typed=True)  # 1 or "1"? the text cannot say: read the types, count again
+        typed_apart = _keep_json_types_apart(con, categories)
+        result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+        result = replace(result, notes=(*result.notes, *typed_apart))
     if any(left.values()):  # a value that stops being written is drift too: say how many calls had none
         result = replace(result, notes=(*result.notes, f"{left['reference']} reference and {left['current']} "
                                         f"current call(s) without a value at {path} were left out"))
