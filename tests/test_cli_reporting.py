@@ -471,6 +471,24 @@ def png_pixels(data: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
+def test_drift_from_the_log_shows_a_value_whose_json_type_changed_as_two_categories(tmp_path):
+    """1 in the reference window, "1" in the current one: two bins, the string one as its JSON literal, and a note."""
+    from datetime import datetime, timedelta
+
+    oct15, nov15 = datetime(2026, 10, 15), datetime(2026, 11, 15)
+    db = write_audit_db(tmp_path / "audit.duckdb", [
+        (t0 + timedelta(hours=i), "model_call", "a", None, None, {"model": "m", "output": {"v": v}}, "h")
+        for t0, values in ((oct15, [1] * 6 + ["x"] * 2), (nov15, ["1"] * 6 + ["x"] * 2)) for i, v in enumerate(values)])
+    args = ("report", "drift", "--db", db, "--model", "m", "--column", "output.v", "--categorical",
+            "--until", "2026-12-01", "--baseline-days", "30")
+    note = 'value 1 at output.v is a number in some calls and a string in others: counted as two categories, 1 and "1"'
+    (col,) = json.loads(run(*args, "--format", "json"))["columns"]
+    assert {b["bin"]: (b["ref_count"], b["cur_count"]) for b in col["bins"]} == {"1": (6, 0), '"1"': (0, 6), "x": (2, 2)}
+    assert note in col["notes"] and col["psi"] > 0.2 and col["chi2"]["pvalue"] < 0.05
+    table = run(*args)
+    assert '│ "1" ' in table and "│ 1   " in table and f"note: output.v: {note}" in table
+
+
 # --- a database that cannot be opened: every command, one clean line -----------------------------
 
 DB_COMMANDS = {

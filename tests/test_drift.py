@@ -317,3 +317,99 @@ def test_calls_without_a_value_are_counted_in_a_note_not_silently_dropped(tmp_pa
     con.close()
     assert (r.n_reference, r.n_current) == (4, 2)
     assert r.notes[-1] == "0 reference and 3 current call(s) without a value at output.x were left out"
+
+
+# --- a value's JSON type is part of it (1 and "1" print alike, and audit_facts keeps both as 1) -----------------
+
+# (case, reference values, current values, metric, kind, the note or None)
+JSON_TYPES_ACROSS_WINDOWS = [
+    ('1 then "1"', [1] * 6 + [2] * 2, ["1"] * 6 + [2] * 2, "chi2", "categorical",
+     'value 1 at output.v is a number in some calls and a string in others: counted as two categories, 1 and "1"'),
+    ('true then "true"', [True] * 6 + [False] * 2, ["true"] * 6 + [False] * 2, "chi2", "categorical",
+     'value true at output.v is a boolean in some calls and a string in others: counted as two categories, true and '
+     '"true"'),
+    ('1 then "1" among text (PSI over categories)', [1] * 6 + ["high"] * 2, ["1"] * 6 + ["high"] * 2, "psi",
+     "categorical",
+     'value 1 at output.v is a number in some calls and a string in others: counted as two categories, 1 and "1"'),
+    ("plain strings (chi2)", ["EU"] * 5 + ["US"] * 3, ["EU"] * 3 + ["US"] * 4 + ["1x"], "chi2", "categorical", None),
+    ("plain strings (PSI)", ["EU"] * 5 + ["US"] * 3, ["EU"] * 3 + ["US"] * 5, "psi", "categorical", None),
+    ("numbers only", [0.5, 1, 2, 3, 4, 5, 6, 7.25, 8, 9, 10], [1, 1, 2, 3, 5, 8, 13, 21], "psi", "numeric", None),
+]
+
+
+def _shown(v: object) -> str:
+    """A category's name in these cases: a number or boolean as JSON prints it, and so a string that prints alike."""
+    return v if isinstance(v, str) and v not in ("1", "true") else json.dumps(v)
+
+
+@pytest.mark.parametrize(("ref", "cur", "metric", "kind", "note"), [c[1:] for c in JSON_TYPES_ACROSS_WINDOWS],
+                         ids=[c[0] for c in JSON_TYPES_ACROSS_WINDOWS])
+def test_values_of_two_json_types_that_print_alike_are_two_categories_from_facts_and_from_payloads(
+        tmp_path, ref, cur, metric, kind, note):
+    """1 in the reference window and "1" in the current one is drift: the producer changed the value's type."""
+    from datetime import datetime, timedelta
+
+    import duckdb
+    from test_reports import write_audit_db
+
+    from policyengine.audit.facts import FactsWriter
+    from policyengine.reporting.audit_source import _facts_columns, drift_from_audit, json_path
+    from policyengine.reporting.db import open_readonly
+
+    oct1, nov1 = datetime(2026, 10, 1), datetime(2026, 11, 1)
+    story = [(t0 + timedelta(hours=i), "model_call", "a", None, None, {"model": "m", "output": {"v": v}}, "h")
+             for t0, values in ((oct1, ref), (nov1, cur)) for i, v in enumerate(values)]
+    db = write_audit_db(tmp_path / "a.duckdb", story)
+    con = duckdb.connect(str(db))
+    FactsWriter(con)  # the facts a signed log keeps (VARCHAR: 1 and "1" both as 1)
+    con.close()
+    con = open_readonly(db)
+    try:
+        assert _facts_columns(con, json_path("output.v")) is not None  # "from facts" does start there
+        from_facts, from_payloads = (
+            drift_from_audit(con, model="m", path="output.v", start=oct1, split=nov1, end=datetime(2026, 12, 1),
+                             metric=metric, period="day", use_facts=use_facts)
+            for use_facts in (True, False))
+    finally:
+        con.close()
+    assert from_facts == from_payloads
+    r = from_facts
+    assert r.kind == kind
+    said = [n for n in r.notes if "in some calls" in n]
+    if kind == "numeric":  # as before: deciles of the reference, KS
+        assert abs(r.psi - _reference_psi([float(v) for v in ref], [float(v) for v in cur], False)) <= TOL
+        assert abs(r.ks.statistic - scipy_stats.ks_2samp(ref, cur).statistic) <= TOL
+        assert said == []
+        return
+    ref_cats, cur_cats = [_shown(v) for v in ref], [_shown(v) for v in cur]
+    assert [b.bin for b in r.bins] == sorted(set(ref_cats) | set(cur_cats))
+    assert {b.bin: (b.ref_count, b.cur_count) for b in r.bins} == {
+        c: (ref_cats.count(c), cur_cats.count(c)) for c in set(ref_cats) | set(cur_cats)}
+    assert abs(r.psi - _reference_psi(ref_cats, cur_cats, True)) <= TOL
+    want = _chi2(ref_cats, cur_cats)
+    assert abs(r.chi2.statistic - want.statistic) <= TOL and abs(r.chi2.pvalue - want.pvalue) <= 1e-9
+    if note:  # the type changed between the windows: that is drift, and the numbers say so
+        assert r.psi > 0.2 and r.chi2.pvalue < 0.05
+    assert said == ([note] if note else [])
+
+
+def test_categories_that_could_not_be_named_apart_are_refused_not_merged(tmp_path):
+    """1, "1" and the string "1" with its quotes: shown apart, two of them would print as "1"."""
+    from datetime import datetime, timedelta
+
+    from test_reports import write_audit_db
+
+    from policyengine.reporting.audit_source import drift_from_audit
+    from policyengine.reporting.db import open_readonly
+
+    oct1, nov1 = datetime(2026, 10, 1), datetime(2026, 11, 1)
+    story = [(t0 + timedelta(hours=i), "model_call", "a", None, None, {"model": "m", "output": {"v": v}}, "h")
+             for t0, values in ((oct1, [1, "x"] * 3), (nov1, ["1", '"1"'] * 3)) for i, v in enumerate(values)]
+    con = open_readonly(write_audit_db(tmp_path / "a.duckdb", story))
+    try:
+        with pytest.raises(ReportError, match='values 1 at output.v are strings .* another string category already '
+                                              'reads "1": the categories cannot be named apart, so drift is not'):
+            drift_from_audit(con, model="m", path="output.v", start=oct1, split=nov1, end=datetime(2026, 12, 1),
+                             metric="chi2")
+    finally:
+        con.close()

@@ -12,14 +12,15 @@ checked by ``audit verify``. When the columns a report needs are there, it reads
 the payloads. Both give the same rows.
 
 Columns and ``json_extract_string`` print 1 and "1" alike; a group value's JSON type
-is part of it, so when some group value could be of another type than a string the
-types are read from the payloads and such values are kept apart, with a note.
+is part of it, and so is a drift value's when values are compared as categories. So
+when some such value could be of another type than a string the types are read from
+the payloads and such values are kept apart, with a note.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,27 +69,60 @@ _JSON_TYPE_NAMES = {"BIGINT": "a number", "UBIGINT": "a number", "HUGEINT": "a n
                     "BOOLEAN": "a boolean", "OBJECT": "an object", "ARRAY": "an array"}
 
 
-def _keep_json_types_apart(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Name apart the group values a string and another JSON type print alike (1 and "1"); a note for each.
+@dataclass(frozen=True, slots=True)
+class _Values:
+    """The values a report keeps apart by JSON type, and what its notes call them (bias: groups; drift: categories)."""
 
-    The type is part of the value, so they are two groups; the string one is shown as its
-    JSON literal. A report whose groups would still share a name is refused, never merged.
+    table: str  # bias_input, drift_input
+    column: str  # grp, cat; its json_type is in column + "_type"
+    value: str  # how a note names one: "group value", "value"
+    where: str  # what follows the text in a note: "", " at output.label"
+    one: str  # "group", "category"
+    many: str  # "groups", "categories"
+    report: str  # "bias", "drift"
+
+    def sql(self, name: str) -> str:
+        """json_*.sql over this table's value column and its type (identifiers cannot be bound parameters)."""
+        return (sql(name).replace("{table}", self.table).replace("{value_type}", self.column + "_type")
+                .replace("{value}", self.column))
+
+
+_GROUPS = _Values("bias_input", "grp", "group value", "", "group", "groups", "bias")
+
+
+def _could_be_typed(con: duckdb.DuckDBPyConnection, values: _Values, among: Sequence[str] | None = None) -> bool:
+    """Whether some value reads as a number, boolean, object or array would print (1 or "1"? the text cannot say).
+
+    ``among``: look only at these texts (the distinct categories a report already counted), not every row.
     """
-    alike = con.execute(sql("bias_input_json_types")).fetchall()
+    if among is None:
+        return bool(one(con, values.sql("json_lookalikes"))[0])
+    texts = replace(values, table=f"(SELECT unnest($texts) AS {values.column})")
+    return bool(one(con, texts.sql("json_lookalikes"), {"texts": list(among)})[0])
+
+
+def _keep_json_types_apart(con: duckdb.DuckDBPyConnection, values: _Values) -> list[str]:
+    """Name apart the values a string and another JSON type print alike (1 and "1"); a note for each.
+
+    The type is part of the value, so they are two groups (categories); the string one is shown
+    as its JSON literal. A report whose values would still share a name is refused, never merged.
+    """
+    alike = con.execute(values.sql("json_types_alike")).fetchall()
     if not alike:
         return []
-    groups = one(con, "SELECT count(DISTINCT (grp, grp_type = 'VARCHAR')) FROM bias_input")[0]
-    con.execute(sql("bias_input_json_rename"))
-    if one(con, "SELECT count(DISTINCT grp) FROM bias_input")[0] != groups:
+    t, v = values.table, values.column
+    distinct = one(con, f"SELECT count(DISTINCT ({v}, {v}_type = 'VARCHAR')) FROM {t}")[0]
+    con.execute(values.sql("json_types_rename"))
+    if one(con, f"SELECT count(DISTINCT {v}) FROM {t}")[0] != distinct:
         texts, shown = ", ".join(a[0] for a in alike), " or ".join(a[2] for a in alike)
-        raise ReportError(f"group values {texts} are strings in some calls and of another JSON type in others, and "
-                          f"another string group already reads {shown}: the groups cannot be named apart, so bias "
-                          "is not computed")
+        raise ReportError(f"{values.value}s {texts}{values.where} are strings in some calls and of another JSON type "
+                          f"in others, and another string {values.one} already reads {shown}: the {values.many} "
+                          f"cannot be named apart, so {values.report} is not computed")
     notes = []
     for text, types, shown in alike:
         kinds = " or ".join(dict.fromkeys(_JSON_TYPE_NAMES.get(t, t.lower()) for t in types))
-        notes.append(f"group value {text} is {kinds} in some calls and a string in others: counted as two "
-                     f"groups, {text} and {shown}")
+        notes.append(f"{values.value} {text}{values.where} is {kinds} in some calls and a string in others: "
+                     f"counted as two {values.many}, {text} and {shown}")
     return notes
 
 
@@ -118,14 +152,14 @@ def bias_from_audit(
                 con.execute(sql("bias_input_from_facts").replace("{group}", column), window)
             else:
                 con.execute(sql("bias_input_from_audit"), {**window, "group_path": json_path(group)})
-            if one(con, sql("bias_input_lookalikes"))[0]:  # 1 or "1"? the text alone cannot say: read the types
+            if _could_be_typed(con, _GROUPS):  # 1 or "1"? the text alone cannot say: read the types
                 con.execute(sql("bias_input_create"))
                 con.execute(sql("bias_input_from_audit_typed"), {**window, "group_path": json_path(group)})
     except duckdb.Error as e:
         raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
     total = one(con, "SELECT count(*) FROM bias_input")[0]
     dropped = one(con, sql("bias_input_drop_missing"))[0]
-    typed_apart = _keep_json_types_apart(con)
+    typed_apart = _keep_json_types_apart(con, _GROUPS)
     if total == 0:
         raise ReportError(f"no model_call decisions of model {model!r} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     if dropped == total:
@@ -168,16 +202,20 @@ def drift_from_audit(
 
     left = {"reference": 0, "current": 0}  # calls without a value, per window (found in the same pass)
 
-    def load(keep_text: bool) -> tuple[int, int]:
+    def load(keep_text: bool, typed: bool = False) -> tuple[int, int]:
         con.execute(sql("drift_input_create"))
         params = {"model": model, "start": _naive_utc(start), "split": _naive_utc(split), "end": _naive_utc(end),
-                  "keep_text": keep_text, "with_ts": period is not None}
+                  "with_ts": period is not None}
         try:
             with unordered_inserts(con):
-                if column is not None:
-                    con.execute(sql("drift_input_from_facts").replace("{value}", column), params)
+                if typed:  # the text of every value and its JSON type, from the payloads (facts or not)
+                    con.execute(sql("drift_input_from_audit_typed"), {**params, "path": json_path(path)})
+                elif column is not None:
+                    con.execute(sql("drift_input_from_facts").replace("{value}", column),
+                                {**params, "keep_text": keep_text})
                 else:
-                    con.execute(sql("drift_input_from_audit"), {**params, "path": json_path(path)})
+                    con.execute(sql("drift_input_from_audit"),
+                                {**params, "keep_text": keep_text, "path": json_path(path)})
         except duckdb.Error as e:
             raise ReportError(f"cannot read model_call events of {model!r}: {first_line(e)}") from None
         left.update(reference=0, current=0)
@@ -193,6 +231,12 @@ def drift_from_audit(
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+    categories = _Values("drift_input", "cat", "value", f" at {path}", "category", "categories", "drift")
+    if kind == "categorical" and _could_be_typed(con, categories, among=[b.bin for b in result.bins]):
+        load(keep_text=True, typed=True)  # 1 or "1"? the text cannot say: read the types, count again
+        typed_apart = _keep_json_types_apart(con, categories)
+        result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+        result = replace(result, notes=(*result.notes, *typed_apart))
     if any(left.values()):  # a value that stops being written is drift too: say how many calls had none
         result = replace(result, notes=(*result.notes, f"{left['reference']} reference and {left['current']} "
                                         f"current call(s) without a value at {path} were left out"))

@@ -1,7 +1,7 @@
 -- bias_input_from_audit_typed: bias_input_from_audit, also keeping the JSON type of each group
 -- value (grp_type), so that 1 (a number) and "1" (a string), which json_extract_string prints
--- alike, stay two groups (bias_input_json_types.sql). A second parse of each payload: used only
--- when some group value could be of another type than a string (bias_input_lookalikes.sql).
+-- alike, stay two groups (json_types_alike.sql). A second parse of each payload: used only
+-- when some group value could be of another type than a string (json_lookalikes.sql).
 -- Parameters: model, group_path, positives, start (inclusive), end (exclusive), UTC.
 INSERT INTO bias_input (line, grp, grp_type, pred, label, outcome_value, label_value)
 SELECT

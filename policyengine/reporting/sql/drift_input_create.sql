@@ -1,11 +1,15 @@
 -- drift_input_create: the one input shape every drift metric reads.
 -- side: 'reference' or 'current'; num: the value as a number (NULL when it is
 -- not one); cat: the value as text; line: CSV line or audit seq, for messages;
--- ts: when it was recorded (audit log only), for PSI over time.
+-- ts: when it was recorded (audit log only), for PSI over time;
+-- cat_type: the JSON type of the value (json_type: VARCHAR for a string), read only when
+-- the values are compared as categories and some could be a number, boolean, object or
+-- array (drift_input_from_audit_typed.sql), else NULL.
 CREATE OR REPLACE TEMP TABLE drift_input (
     side VARCHAR,
     line BIGINT,
     num  DOUBLE,
     cat  VARCHAR,
-    ts   TIMESTAMPTZ
+    ts   TIMESTAMPTZ,
+    cat_type VARCHAR
 );
