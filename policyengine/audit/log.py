@@ -583,7 +583,7 @@ class AuditLog:
         """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq.
 
         With ``answer_first`` (a server whose callers wait for this), the records' ``audit_facts`` rows are left
-        for ``write_facts``, which the caller runs once it has answered (or any later flush without it, the
+        for ``write_facts``, which the caller runs when no answer waits (or for any later flush without it, the
         writer thread's included): the records and their checkpoint are then the whole transaction the answer
         waits for (facts.py says why that is safe).
         """

@@ -168,7 +168,7 @@ class DurableAudit:
         if self.failed:
             return False
         try:
-            self.log.flush()
+            self.log.flush(answer_first=True)  # on the event loop: the facts rows stay the committer's
         except AuditError as error:
             self.failed = str(error)
             return False
