@@ -177,9 +177,9 @@ def test_a_finished_batch_run_again_runs_nothing(shop):
     assert [r["status"] for r in first["runs"]] == ["completed"] * 12
     before = Counter(e for (e,) in shop.sql("SELECT event FROM audit_log"))
     again = shop.run_json()
+    assert len(shop.log("calls.jsonl")) == 12 and shop.paid() == Counter({i["id"]: 1 for i in INVOICES})
     assert [r["run_id"] for r in again["runs"]] == [r["run_id"] for r in first["runs"]]
     assert [r["earlier"] for r in again["runs"]] == ["done"] * 12 and again["already_run"] == 12
-    assert len(shop.log("calls.jsonl")) == 12 and shop.paid() == Counter({i["id"]: 1 for i in INVOICES})
     after = Counter(e for (e,) in shop.sql("SELECT event FROM audit_log"))
     assert after - before == Counter({"policy_loaded": 1})  # the command is on the record; no run did anything
     table = shop.run().stdout
@@ -288,8 +288,8 @@ def test_a_payment_whose_receipt_outlived_the_kill_is_completed_from_it_by_the_r
                           timeout=300, check=False)
     assert proc.returncode == 137, proc.stderr
     again = shop.run_json()
-    assert again["runs"][0]["earlier"] == "resumed" and again["completed"] == 12
     assert len(shop.log("calls.jsonl")) == 12  # INV-0 was not called again: its receipt stands
+    assert again["runs"][0]["earlier"] == "resumed" and again["completed"] == 12
     (replayed,) = [t for t in shop.events("tool_call") if t["replayed"]]
     assert replayed["run_id"] == again["runs"][0]["run_id"]
     assert shop.tool_calls() == Counter({i["id"]: 1 for i in INVOICES})
