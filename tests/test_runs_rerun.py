@@ -234,9 +234,9 @@ def test_items_repeated_in_one_input_are_refused_before_any_run_starts(shop):
 
 
 def test_items_without_an_id_are_known_by_their_content(shop):
-    shop.write_items([{"amount": 5}, {"amount": 6}])
+    shop.write_items([{"amount": 5}, {"amount": 6, "id": None}])
     first = shop.run_json()
-    shop.write_items([{"amount": 6}, {"amount": 7}, {"amount": 5}])
+    shop.write_items([{"amount": 6, "id": None}, {"amount": 7}, {"amount": 5}])
     again = shop.run_json()
     by_amount = {r["run_id"]: a for r, a in zip(first["runs"], (5, 6), strict=True)}
     assert [by_amount.get(r["run_id"]) for r in again["runs"]] == [6, None, 5]
