@@ -100,7 +100,10 @@ def plan(wf: Workflow, items: Iterable[Mapping[str, Any]], again: str | None = N
         if key in first:
             repeats.append(f"item {n} is the same item as item {first[key]} ({_shown(key)})")
         first.setdefault(key, n)
-        planned.append(Planned(item, key, run_id_of(wf.name, key, label)))
+        try:
+            planned.append(Planned(item, key, run_id_of(wf.name, key, label)))
+        except CanonicalJSONError as exc:  # an id no JSON text holds exactly (a lone surrogate)
+            raise RunError(f"item {n}: its {_shown(key)} cannot be recorded: {exc}") from None
     if repeats:
         more = len(repeats) - _SHOWN
         raise RunError("; ".join(repeats[:_SHOWN]) + (f"; ... and {more} more" if more > 0 else "")
