@@ -13,6 +13,7 @@ measured separately.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -112,13 +113,16 @@ class Timed:
         return getattr(self._inner, name)
 
 
+_RUNS = itertools.count()
+
+
 def run(items: int, effect: bool, tmp: Path, breakdown: bool) -> tuple[float, int, dict]:
     rules = tmp / "bench.policy"
     rules.write_text(RULES)
     key = tmp / "bench.key"
     if not key.exists():
         generate_key(key)
-    db = tmp / f"bench-{effect}-{breakdown}.duckdb"
+    db = tmp / f"bench-{effect}-{breakdown}-{next(_RUNS)}.duckdb"  # a new file: run_batch finds no earlier runs
     conn = duckdb.connect(str(db))
     audit = AuditLog(conn, load_private_key(key))
     ledger = BufferedLedger(DuckDBLedger(conn))

@@ -290,8 +290,9 @@ def triage_versions(work: Path, run_ids: set[str]) -> list[tuple[str, str | None
     return [(r["event"], r["version"]) for r in json.loads(out.stdout) if r["run_id"] in run_ids]
 
 
-def run_tickets(work: Path) -> set[str]:
-    out = pe("run", "it-ticket-triage", "--rules", "rules", "--limit", "2", "--json", cwd=work)
+def run_tickets(work: Path, *again: str) -> set[str]:
+    """Run the first two sample tickets (``--again LABEL`` when they ran before: the same items are one run)."""
+    out = pe("run", "it-ticket-triage", "--rules", "rules", "--limit", "2", "--json", *again, cwd=work)
     return {r["run_id"] for r in json.loads(out.stdout)["runs"]}
 
 
@@ -301,7 +302,7 @@ def test_workflow_runs_record_the_version_the_alias_names_when_they_run(shipped)
 
     out = mv(shipped, "promote", "triage_small", "--to", "1.1", "--as", "frank", "--reason", "better labels")
     assert "promoted: production of triage_small is now 1.1 (was 1.0)" in out.stdout
-    promoted = run_tickets(shipped)
+    promoted = run_tickets(shipped, "--again", "after-promote")
     assert triage_versions(shipped, promoted) == [("decision", "1.1"), ("model_call", "1.1")] * 2
     (decision, *_) = [d for d in audit_rows(shipped / "policyengine.duckdb", "decision")
                       if d["run_id"] in promoted and d["step"] == "triage"]
@@ -311,7 +312,7 @@ def test_workflow_runs_record_the_version_the_alias_names_when_they_run(shipped)
     assert steps["triage"]["output"]["model_version"] == "1.1"
 
     mv(shipped, "rollback", "triage_small", "--as", "frank", "--reason", "queue complaints")
-    rolled_back = run_tickets(shipped)
+    rolled_back = run_tickets(shipped, "--again", "after-rollback")
     assert triage_versions(shipped, rolled_back) == [("decision", "1.0"), ("model_call", "1.0")] * 2
     assert triage_versions(shipped, before) == [("decision", "1.0"), ("model_call", "1.0")] * 2  # history stays
     assert "OK" in pe("audit", "verify", cwd=shipped).stdout

@@ -125,6 +125,20 @@ def test_the_reads_of_several_runs_agree_with_the_reads_of_each(run_state, run_i
     assert "r-none" not in steps and "r-none" not in approvals
 
 
+def test_runs_are_looked_up_by_exact_id_in_one_read_over_buffered_and_intent_only_runs(run_state):
+    """``runs_by_id``: how a re-run of a batch finds its items' runs (orchestrator/batch.py), on both stores."""
+    run_state.put(run("r-1", "completed"), run("r-10", "completed"), run("r-2"))
+    run_state.flush()
+    run_state.put(run("r-2", "waiting_approval"), run("r-3"))  # buffered: one replaces a durable row, one is new
+    run_state.write_intent(run("r-4"), "pay", "r-4/pay")  # a run first made durable by its intent
+    found = run_state.runs_by_id(["r-1", "r-2", "r-3", "r-4", "r-none", "r-1"])
+    assert {k: r.status for k, r in found.items()} == {"r-1": "completed", "r-2": "waiting_approval",
+                                                       "r-3": "running", "r-4": "running"}
+    assert all(k == r.run_id for k, r in found.items()) and found["r-4"].item() == {"id": "item"}
+    assert list(run_state.runs_by_id(["r-1"])) == ["r-1"]  # exact: r-1 is a prefix of r-10, not a match
+    assert run_state.runs_by_id(["r-"]) == {} and run_state.runs_by_id([]) == {}
+
+
 def test_buffered_ledger_reads_durable_usage_plus_pending_charges(tmp_path):
     conn = duckdb.connect(str(tmp_path / "l.duckdb"))
     durable = DuckDBLedger(conn)
@@ -248,6 +262,7 @@ def test_a_read_only_store_reads_without_creating_or_writing(tmp_path, with_runs
         assert [s.status for s in store.steps("r-ro0001")] == (["waiting"] if with_runs else [])
         assert store.approvals("r-ro0001") == [] and store.overdue(T0) == [] and store.effect("r-ro0001/pay") is None
         assert store.counts() == ({"waiting_approval": 1} if with_runs else {})
+        assert list(store.runs_by_id(["r-ro0001"])) == (["r-ro0001"] if with_runs else [])
         with pytest.raises(RuntimeError, match="read-only"):
             store.put(run("r-ro0002"))
     with duckdb.connect(str(db), read_only=True) as conn:

@@ -196,6 +196,74 @@ def test_a_live_workers_run_is_not_taken_and_a_dead_workers_run_is_taken_once(cl
     assert cluster.run("w1", "runs", "resume") == ""  # nothing left
 
 
+def _until(check, proc: subprocess.Popen[str] | None = None) -> None:
+    for _ in range(1200):
+        if check():
+            return
+        assert proc is None or proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def _intents(cluster: Cluster) -> int:
+    """Intents committed so far (0 before the first worker created the tables)."""
+    if cluster.sql("SELECT to_regclass('orch_intents')") == [(None,)]:
+        return 0
+    return cluster.sql("SELECT count(*) FROM orch_intents")[0][0]
+
+
+def _paid_per_item(cluster: Cluster) -> dict[str, int]:
+    """Payments made per input item (through the run that made each)."""
+    items = dict(cluster.sql("SELECT run_id, item_id FROM orch_runs"))
+    paid: dict[str, int] = {}
+    for run_id, n in cluster.payments().items():
+        paid[items[run_id]] = paid.get(items[run_id], 0) + n
+    return paid
+
+
+BATCH = ("run", "pg-payments", "--input", "items.json", "--json")
+
+
+def test_a_batch_whose_worker_was_killed_is_run_again_on_another_worker_and_pays_each_item_once(cluster):
+    (cluster.dir / "items.json").write_text(json.dumps([{"id": f"P-{i}", "amount": 100 + i} for i in range(4)]))
+    hold = cluster.dir / "release"
+    first = cluster.start("w0", *BATCH, PAYMENTS_HOLD=str(hold))
+    _until(lambda: _intents(cluster) == 1, first)  # about to pay P-0
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    hold.touch()
+    _until(lambda: cluster.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                               "AND classid = 7020131") == [(0,)])  # PostgreSQL saw the worker go
+    again = json.loads(cluster.run("w1", *BATCH))  # the same command, on another worker
+    third = json.loads(cluster.run("w2", *BATCH))  # and once more
+    cluster.run("w3", "runs", "resume")  # no run of the killed worker is left to pay P-0 a second time
+    assert _paid_per_item(cluster) == {f"P-{i}": 1 for i in range(4)}
+    assert [(r["item_id"], r["status"], r["earlier"]) for r in again["runs"]] == [
+        ("P-0", "completed", "resumed"), ("P-1", "completed", None), ("P-2", "completed", None),
+        ("P-3", "completed", None)]
+    assert [r["earlier"] for r in third["runs"]] == ["done"] * 4
+
+
+def test_the_same_batch_on_two_live_workers_pays_each_item_once(cluster):
+    (cluster.dir / "items.json").write_text(json.dumps([{"id": f"P-{i}", "amount": 100 + i} for i in range(4)]))
+    hold = cluster.dir / "release"
+    first = cluster.start("w0", *BATCH, PAYMENTS_HOLD=str(hold))
+    _until(lambda: _intents(cluster) == 1, first)  # holds P-0, about to pay
+    second = json.loads(cluster.run("w1", *BATCH))  # looks P-0 up: held by a live worker, left to it
+    hold.touch()
+    out, err = first.communicate(timeout=300)
+    assert _paid_per_item(cluster) == {f"P-{i}": 1 for i in range(4)}
+    assert [r["earlier"] for r in second["runs"]] == ["held", None, None, None]
+    # the first worker paid P-0, then found P-1 run by the other worker meanwhile: refused, not paid again
+    assert first.returncode == 1 and "held by another worker" in err and "Traceback" not in err, (out, err)
+    # P-0's completion was in the refused write; its receipt was committed on its own, so running the batch
+    # again completes P-0 from it and pays nothing
+    third = json.loads(cluster.run("w2", *BATCH))
+    assert [r["earlier"] for r in third["runs"]] == ["resumed", "done", "done", "done"]
+    assert _paid_per_item(cluster) == {f"P-{i}": 1 for i in range(4)}
+    assert cluster.sql("SELECT status, count(*) FROM orch_runs GROUP BY status") == [("completed", 4)]
+
+
 def test_one_of_four_concurrent_approvers_on_four_workers_wins_and_the_run_resumes_once(cluster):
     (run_id,) = cluster.waiting_runs(1)
     approvers = [cluster.start(f"w-{user}", "approve", run_id, "--as", user)

@@ -167,9 +167,11 @@ def test_four_run_processes_sharing_a_postgres_ledger_never_overspend(postgres_u
     (tmp_path / "burst.policy").write_text(BURST_RULES)
     # each call takes 30 ms and answers 200 tokens (the prompt's max_tokens), so calls overlap at the limit
     (tmp_path / "providers.yaml").write_text("models:\n  small: {tokens_out: 500, latency_ms: 30}\n")
-    (tmp_path / "items.json").write_text(json.dumps([{"id": n} for n in range(30)]))
+    for n in range(4):  # items of their own: the same item on two workers is one run (docs/orchestrator.md)
+        (tmp_path / f"items-{n}.json").write_text(json.dumps([{"id": f"w{n}-{i}"} for i in range(30)]))
     env = {**os.environ, "PYTHONPATH": str(site)}
-    procs = [subprocess.Popen([*_cli(), "run", "burst", "--input", "items.json", "--json", "--rules", "burst.policy",
+    procs = [subprocess.Popen([*_cli(), "run", "burst", "--input", f"items-{n}.json", "--json", "--rules",
+                               "burst.policy",
                                "--providers", "providers.yaml", "--db", f"w{n}.duckdb", "--key", f"w{n}.key",
                                "--state", postgres_url],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -54,6 +54,7 @@ from .sql import q
 EVENTS = frozenset(
     {"decision", "model_call", "tool_call", "data_access", "approval", "alert", "policy_loaded", "key_rotated",
      "run",  # run: the orchestrator's run outcome (docs/audit-events.md)
+     "rerun_requested",  # `policyengine run --again LABEL`: items run again on purpose (orchestrator/batch.py)
      "model_unblocked",  # a monitor block lifted by `policyengine models unblock`
      "directory_changed", "policy_migrated", "clock_override",  # approvals' context (docs/audit-events.md)
      "policy_activated",  # `policyengine serve` or `gateway` began serving a policy (docs/audit-events.md)

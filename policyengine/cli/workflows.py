@@ -120,15 +120,45 @@ def _errors() -> tuple[type[BaseException], ...]:
 # --- run / demo ---------------------------------------------------------------------
 
 
-def _run_batch(orch: Any, workflow: str, items: list[dict[str, Any]], requested_by: str, console: Console) -> Any:
+def _run_batch(orch: Any, workflow: str, items: list[dict[str, Any]], requested_by: str, console: Console, *,
+               again: str | None = None, fresh: bool = False) -> Any:
     from ..orchestrator.summary import BatchSummary
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=len(items) < 2 or not console.is_terminal) as bar:
         task = bar.add_task(workflow, total=len(items))
-        results = orch.run_batch(workflow, items, requested_by=requested_by,
+        results = orch.run_batch(workflow, items, requested_by=requested_by, again=again, fresh=fresh,
                                  on_result=lambda r: bar.advance(task))
     return BatchSummary.of(workflow, results), results
+
+
+def _earlier_notes(console: Console, results: list[Any]) -> None:
+    """Say which items had runs from before (a re-run of the same input), and what was done with them."""
+    from collections import Counter
+
+    before = [r for r in results if r.earlier in ("done", "waiting")]
+    if before:
+        states = ", ".join(f"{k} {v}" for k, v in Counter(r.status for r in before).most_common())
+        console.print(f"{len(before)} item(s) already have a run from an earlier run of this input ({states}); "
+                      f"not run again (to run them again on purpose: --again LABEL)", highlight=False)
+    resumed = sum(r.earlier == "resumed" for r in results)
+    if resumed:
+        console.print(f"{resumed} unfinished run(s) from before were resumed from their journal: side effects "
+                      f"already made were not repeated", highlight=False)
+    held = [r for r in results if r.earlier == "held"]
+    if held:
+        console.print(f"{len(held)} item(s) are being run by another live worker now, e.g. {held[0].run_id}; "
+                      f"left to it", highlight=False)
+
+
+def _differs_note(results: list[Any]) -> None:
+    """Warn when an item's run from before was of other content under the same id: that run stands."""
+    differs = [r for r in results if r.differs]
+    if differs:
+        r = differs[0]
+        click.echo(f"warning: {len(differs)} item(s) have the id of an earlier run whose input differs, e.g. "
+                   f"{r.item_id} (run {r.run_id}); the earlier run stands and this input's version was not run "
+                   f"(to run it as a new run: --again LABEL)", err=True)
 
 
 def _summary_table(summaries: list[Any]) -> Table:
@@ -155,17 +185,28 @@ def _details(console: Console, s: Any) -> None:
               help="Items to run: JSON array or object, .jsonl or .csv (default: the shipped sample).")
 @click.option("--as", "requested_by", default="operator", show_default=True, help="Who starts the runs.")
 @click.option("--limit", type=click.IntRange(min=1), help="Run only the first N items.")
+@click.option("--again", "again", metavar="LABEL",
+              help="Run items that already have a run again, on purpose, as new runs (their side effects are "
+                   "repeated). LABEL names this re-run: recorded (rerun_requested), and the same command with the "
+                   "same LABEL after a crash finds its runs instead of repeating them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
 @session_options(create_key=True)
-def run_command(workflow: str, input_path: Path | None, requested_by: str, limit: int | None, as_json: bool,
-                db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
-                mask: Path | None) -> None:
+def run_command(workflow: str, input_path: Path | None, requested_by: str, limit: int | None, again: str | None,
+                as_json: bool, db: Path, key: Path, rules: tuple[Path, ...], directory: Path | None,
+                providers: Path | None, mask: Path | None) -> None:
     """Run WORKFLOW once per input item, asking the policy before every step.
 
     Workflows: invoice-exceptions, it-ticket-triage, supply-chain-disruption,
     fraud-routing, marketing-campaign. Runs that need a human pause as `waiting_approval`; see
     `policyengine runs list --status waiting_approval` and `policyengine approve`.
+
+    Each item has one run (its id comes from the workflow and the item's id, or
+    its content): running the same input again, e.g. after a crash, starts only
+    the items without a run, resumes interrupted runs from their journal and
+    reports the rest; no side effect is repeated. --again LABEL runs them anew.
     """
+    from ..orchestrator.batch import plan
+    from ..orchestrator.runner import RunError
     from ..orchestrator.workflows import DEFAULT_INPUT, load_items, registered, sample_path
 
     workflows = registered()
@@ -179,24 +220,31 @@ def run_command(workflow: str, input_path: Path | None, requested_by: str, limit
     except ValueError as exc:
         _fail(str(exc))
     items = items[:limit] if limit else items
+    try:
+        plan(workflows[workflow], items, again)  # repeated items, a bad label: refused before anything is written
+    except RunError as exc:
+        _fail(f"{input_path or sample_path(workflow)}: {exc}")
     console = _console(stderr=as_json)
     try:
         with _session(db, key, rules, directory, providers, mask, create_key=True) as session:
             session.orchestrator.expire()  # every writing command records overdue approvals as expired
             session.record_policy_loaded(requested_by)
             summary, results = _run_batch(session.orchestrator, workflow, items, requested_by,
-                                          _console(stderr=True))
+                                          _console(stderr=True), again=again)
     except _errors() as exc:
         _fail(str(exc))
+    _differs_note(results)
     if as_json:
         doc = summary.to_dict()
         doc["runs"] = [{"run_id": r.run_id, "item_id": r.item_id, "status": r.status, "outcome": r.outcome,
-                        "reason": r.reason, "models": list(r.models)} for r in results]
+                        "reason": r.reason, "models": list(r.models), "earlier": r.earlier, "differs": r.differs}
+                       for r in results]
         click.echo(json.dumps(doc))
         return
     console.print(_summary_table([summary]))
     _details(console, summary)
-    waiting = [r for r in results if r.status == "waiting_approval"]
+    _earlier_notes(console, results)
+    waiting = [r for r in results if r.status == "waiting_approval" and r.approval is not None]
     if waiting:
         r = waiting[0]
         console.print(f"{len(waiting)} run(s) wait for approval, e.g. {r.run_id} (role {r.approval.role}): "
@@ -216,7 +264,8 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
     Uses (and creates if needed) ./policyengine.duckdb, ./policyengine.key and,
     beside the database, policyengine.mask.yaml (a copy of the shipped example
     masking config, applied by every later command that writes to the database);
-    re-running adds new runs to the same database.
+    re-running adds new runs to the same database (the sample items run anew, as
+    fresh runs: unlike `policyengine run`, the demo does not look earlier runs up).
     """
     from ..orchestrator.approvals import deciders
     from ..orchestrator.session import example_mask
@@ -247,7 +296,7 @@ def demo_command(db: Path, key: Path, limit: int | None, mask: Path | None) -> N
             session.record_policy_loaded("operator")
             for name in WORKFLOWS:
                 items = load_items(sample_path(name))[:limit] if limit else load_items(sample_path(name))
-                summary, results = _run_batch(orch, name, items, "operator", _console(stderr=True))
+                summary, results = _run_batch(orch, name, items, "operator", _console(stderr=True), fresh=True)
                 summaries.append(summary)
                 waiting += [r for r in results if r.status == "waiting_approval" and r.approval is not None]
             example = next(((r, who) for r in waiting

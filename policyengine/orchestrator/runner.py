@@ -98,6 +98,10 @@ class RunResult:
     approval: ApprovalRecord | None = None
     models: tuple[str, ...] = ()
     fallbacks: int = 0
+    # a batch found this item's run from before: "done" or "waiting" (reported, not run again), "resumed" (a crash
+    # interrupted it: driven on from its journal), "held" (another live worker drives it); None: started now
+    earlier: str | None = None
+    differs: bool = False  # the earlier run's input is not this item (same declared id, other content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +192,7 @@ class Orchestrator:
         self._pool: ThreadPoolExecutor | None = None
         self._alerted: set[tuple] = set()  # budget alerts already recorded (per budget and window)
         self._last_seq: int | None = None  # seq of the last audit record appended
+        self._again: dict[str, str] = {}  # run id -> the ``again`` label its batch ran it under (``run`` records)
         before_commit = getattr(audit, "before_commit", None)
         if before_commit is not None:  # an audit record never says more than the committed state does
             before_commit(self._state_durable)
@@ -202,14 +207,15 @@ class Orchestrator:
         return result
 
     def _start(self, workflow: str | Workflow, item: Mapping[str, Any], *, requested_by: str,
-               batch_id: str | None) -> RunResult:
+               batch_id: str | None, run_id: str | None = None) -> RunResult:
+        """A new run of ``item`` (``run_id``: the one ``batch.run_id_of`` derived, else a random one)."""
         wf = self._workflow(workflow)
         now = naive_utc(self.clock())
         try:
             item_id = wf.item_id(item) or None
         except Exception:  # noqa: BLE001 - an item without a usable id still runs
             item_id = None
-        run = RunRecord(run_id=f"r-{uuid.uuid4().hex[:12]}", batch_id=batch_id, workflow=wf.name,
+        run = RunRecord(run_id=run_id or f"r-{uuid.uuid4().hex[:12]}", batch_id=batch_id, workflow=wf.name,
                         item_id=item_id, requested_by=requested_by, status="running",
                         outcome=None, input=_dumps(dict(item)), error=None, policy_hash=self.policy.policy_hash,
                         tokens=0, cost_usd=0.0, created_at=now, updated_at=now)
@@ -217,14 +223,27 @@ class Orchestrator:
         return self._drive(wf, run, fresh=True)
 
     def run_batch(self, workflow: str | Workflow, items: Iterable[Mapping[str, Any]], *, requested_by: str,
-                  on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-        """Run every item (one run each), flushing state, ledger and audit every ``flush_every`` runs.
+                  on_result: Callable[[RunResult], None] | None = None, again: str | None = None,
+                  fresh: bool = False) -> list[RunResult]:
+        """Run every item once per identity, flushing state, ledger and audit every ``flush_every`` runs.
+
+        An item that already has a run (the same input run before, e.g. after a
+        crash) is not started again: an ended or waiting run is reported, an
+        interrupted one resumed from its journal (``batch``); ``again`` names an
+        intentional re-run. ``fresh`` starts a new run (a random id) for every
+        item, looking nothing up, as ``demo`` does: a fresh re-run repeats side effects.
 
         State and ledger are also committed before each audit commit, so a crash
         loses only runs the audit log does not record either; no side effect is
         lost, because a step with a side effect commits its intent, with the
         journal before it, first (``recover`` finishes those runs).
         """
+        if not fresh:
+            from .batch import run_batch
+
+            return run_batch(self, workflow, items, requested_by=requested_by, on_result=on_result, again=again)
+        if again is not None:
+            raise RunError("again names a re-run of items that have runs; a fresh batch looks none up")
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
         requested_by = _requester(requested_by)
         results = []
@@ -493,9 +512,10 @@ class Orchestrator:
                 if a.status == "pending":
                     self.store.put(replace(a, status="cancelled", decided_at=final.updated_at))
         if self.record_runs:
+            again = {"again": self._again[run.run_id]} if run.run_id in self._again else {}
             self._audit(final, "run", run.requested_by, {
                 "status": status, "outcome": outcome, "item_id": run.item_id, "reason": reason,
-                "tokens": tokens, "cost_usd": cost, "steps": len(steps)})
+                "tokens": tokens, "cost_usd": cost, "steps": len(steps), **again})
         return self._result(final, step_ms, approval, steps)
 
     def _result(self, run: RunRecord, step_ms: Sequence[float], approval: ApprovalRecord | None = None,

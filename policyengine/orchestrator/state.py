@@ -209,6 +209,19 @@ class BufferedRunState:
             raise LookupError(f"run id prefix {run_id!r} matches more than one run")
         return rows[0] if rows else None
 
+    def runs_by_id(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        """The runs of exactly ``run_ids`` (no prefixes), buffered over durable, in one query; unknown ids absent.
+
+        How a re-run of a batch finds its items' earlier runs (``orchestrator.batch``).
+        """
+        wanted = set(run_ids)
+        if not wanted:
+            return {}
+        with self._lock:
+            found = {r.run_id: r for r in self._rows("runs_by_id", {"run_ids": sorted(wanted)}, RunRecord)}
+            found.update({k[0]: r for k, r in self._pending[RunRecord].items() if k[0] in wanted})
+        return found
+
     def runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
         with self._lock:
             self.flush()
@@ -281,7 +294,7 @@ class StateStore(BufferedRunState):
             self._conn.execute(sql("create"))
         self._sql = {name: sql(name) for _, _, name in _TABLES}
         self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
-        self._q = {n: sql(n) for n in ("run_get", "runs_list", "steps_of_run", "approvals_of_run",
+        self._q = {n: sql(n) for n in ("run_get", "runs_list", "runs_by_id", "steps_of_run", "approvals_of_run",
                                        "steps_of_runs", "approvals_of_runs",
                                        "approvals_overdue", "effect_get", "run_counts", "runs_unfinished",
                                        "row_intent")}

@@ -24,7 +24,12 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class BatchSummary:
-    """What a batch did. ``denied`` counts runs ended by a deny, a rejection or an expired approval."""
+    """What a batch did. ``denied`` counts runs ended by a deny, a rejection or an expired approval.
+
+    Counts are of the items' runs as they stand; ``already_run`` of them had a
+    run from an earlier run of the input and were not run again, ``resumed`` were
+    unfinished and driven on from their journal.
+    """
 
     workflow: str
     items: int
@@ -40,6 +45,8 @@ class BatchSummary:
     outcomes: Mapping[str, int]
     models: Mapping[str, int]
     fallbacks: int
+    already_run: int = 0
+    resumed: int = 0
 
     @classmethod
     def of(cls, workflow: str, results: Iterable[RunResult]) -> BatchSummary:
@@ -57,6 +64,8 @@ class BatchSummary:
             outcomes=MappingProxyType(dict(Counter(r.outcome or r.status for r in rs).most_common())),
             models=MappingProxyType(dict(Counter(m for r in rs for m in r.models).most_common())),
             fallbacks=sum(r.fallbacks for r in rs),
+            already_run=sum(r.earlier in ("done", "waiting", "held") for r in rs),
+            resumed=sum(r.earlier == "resumed" for r in rs),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -198,7 +198,8 @@ class Workflow:
     agent: str
     nodes: tuple[Node, ...]
     outcome: Callable[[Context], str] = lambda ctx: "completed"
-    item_id: Callable[[Mapping[str, Any]], str] = lambda item: str(item.get("id", ""))
+    # an item's declared id ("" for none: a null id is none, not "None"); a batch knows an item by it
+    item_id: Callable[[Mapping[str, Any]], str] = lambda item: "" if item.get("id") is None else str(item["id"])
     fallback: Step | None = None
     description: str = ""
     numbers: tuple[str, ...] = ()  # item fields read as numbers: the input reader refuses other values in them
