@@ -17,7 +17,7 @@ through a column is therefore read exactly as from the payload, by construction.
 
 Facts are written in the transaction that commits their records, except behind
 a server's answers (the gateway's ``model_call`` records), where they follow in
-the next one: the answer waits for the records and their checkpoint only, and a
+a later one: the answer waits for the records and their checkpoint only, and a
 facts row costs DuckDB as much as the record itself (its cost grows with the
 columns a transaction touches). So the last records may have no facts yet,
 never a record before a facts row. Readers use the facts only when none is
@@ -220,7 +220,7 @@ class FactsWriter:
     A small batch whose values ``payload_facts`` prints goes through an appender (no SQL statement to parse
     and bind: that statement was most of a one-record ``model_call`` commit); any other through DuckDB's
     ``json_extract_string``. Facts are always written in seq order, so the records without them (a server
-    writes them just after answering: log.py) are a tail, which opening the log fills in.
+    writes them when no answer waits: server/audit_writer.py) are a tail, which opening the log fills in.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
