@@ -365,7 +365,7 @@ def _wrapping(text: str) -> str:
             out.append(escape(token))
             continue
         parts = _BREAK_AFTER.sub("\\1\0", token).split("\0")
-        cls = "<span class='w'>{}</span>" if any(len(p) > 24 for p in parts) else "{}"
+        cls = "<span class='w'>{}</span>" if any(len(p) > 16 for p in parts) else "{}"
         out.append(cls.format("<wbr>".join(escape(p) for p in parts)))
     return "".join(out)
 
