@@ -75,11 +75,11 @@ def test_two_run_processes_with_their_own_db_charge_one_postgres_ledger(postgres
     from policyengine.store import open_store
 
     tokens = 0
-    for name in ("a", "b"):
+    for name, again in (("a", []), ("b", ["--again", "second process"])):  # the same items: run anew on purpose
         result = subprocess.run(
             [*([shutil.which("policyengine", path=str(Path(sys.executable).parent))] or []), "run",
              "invoice-exceptions", "--limit", "4", "--json", "--db", f"{name}.duckdb", "--key", f"{name}.key",
-             "--state", postgres_url],
+             "--state", postgres_url, *again],
             capture_output=True, text=True, cwd=tmp_path, timeout=300)
         assert result.returncode == 0, result.stderr
         tokens += json.loads(result.stdout)["tokens"]
