@@ -47,6 +47,31 @@ def test_state_survives_closing_the_connection_and_rows_are_replaced_by_key(tmp_
     assert store.counts() == {"completed": 1}
 
 
+def approval(run_id: str, status: str = "pending", approver: str | None = None) -> ApprovalRecord:
+    return ApprovalRecord(run_id, "pay", "big_payment", "controller", "carol", T0, T0 + timedelta(hours=4), "deny",
+                          True, status, approver, None, T0 if approver else None)
+
+
+@pytest.mark.parametrize(("first", "later", "table", "check"), [
+    (run("r-1"), replace(run("r-1"), status="completed", tokens=7), "orch_runs", "SELECT status, tokens FROM orch_runs"),
+    (step("r-1", "pay", "started"), step("r-1", "pay", "done", {"ref": 2}), "orch_steps",
+     "SELECT status, output FROM orch_steps"),
+    (approval("r-1"), approval("r-1", "approved", "dana"), "orch_approvals", "SELECT status, approver FROM orch_approvals"),
+], ids=["run", "step", "approval"])
+def test_a_row_written_again_alone_is_changed_in_place_not_added(tmp_path, first, later, table, check):
+    """Small flushes update a row by its key and insert only a new one (cheaper than INSERT OR REPLACE): the
+    table keeps one row per key, with the later values."""
+    conn = duckdb.connect(str(tmp_path / "s.duckdb"))
+    store = StateStore(conn)
+    store.put(first)
+    store.flush()
+    store.put(later)
+    store.flush()
+    expected = {"orch_runs": ("completed", 7), "orch_steps": ("done", '{"ref": 2}'),
+                "orch_approvals": ("approved", "dana")}[table]
+    assert conn.execute(check).fetchall() == [expected]
+
+
 def test_an_ambiguous_prefix_is_refused(tmp_path):
     store = StateStore(duckdb.connect(str(tmp_path / "s.duckdb")))
     store.put(run("r-ab1"), run("r-ab2"))

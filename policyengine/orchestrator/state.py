@@ -128,6 +128,10 @@ _TABLES: tuple[tuple[type, str, str], ...] = (
     (EffectRecord, "_pe_effects", "upsert_effects"),
 )
 _ROW_SQL = {RunRecord: "row_runs", StepRecord: "row_steps", ApprovalRecord: "row_approvals", EffectRecord: "row_effects"}
+# A row written alone is updated in place by its key (these many leading columns), and inserted only when no row
+# has it: DuckDB's INSERT OR REPLACE of one row cost ~3 ms here against ~0.2 ms for the UPDATE (and an effect's
+# receipt is never replaced: the first wins).
+_UPDATE_SQL = {RunRecord: ("update_runs", 1), StepRecord: ("update_steps", 2), ApprovalRecord: ("update_approvals", 3)}
 # Below this many rows a table is written row by row: registering an Arrow table costs ~2 ms.
 _SMALL = 8
 _SCHEMAS = {cls: _schema(cls) for cls, _, _ in _TABLES}
@@ -294,6 +298,7 @@ class StateStore(BufferedRunState):
             self._conn.execute(sql("create"))
         self._sql = {name: sql(name) for _, _, name in _TABLES}
         self._row_sql = {cls: sql(name) for cls, name in _ROW_SQL.items()}
+        self._update_sql = {cls: (sql(name), width) for cls, (name, width) in _UPDATE_SQL.items()}
         self._q = {n: sql(n) for n in ("run_get", "runs_list", "runs_by_id", "steps_of_run", "approvals_of_run",
                                        "steps_of_runs", "approvals_of_runs",
                                        "approvals_overdue", "effect_get", "run_counts", "runs_unfinished",
@@ -328,8 +333,11 @@ class StateStore(BufferedRunState):
             if not rows:
                 continue
             if len(rows) < _SMALL:
+                update, key = self._update_sql.get(cls, (None, 0))
                 for r in rows:
-                    self._conn.execute(self._row_sql[cls], RECORD_ROW[cls](r))
+                    values = RECORD_ROW[cls](r)
+                    if update is None or not self._conn.execute(update, (*values[key:], *values[:key])).fetchone()[0]:
+                        self._conn.execute(self._row_sql[cls], values)
                 continue
             row = RECORD_ROW[cls]
             cols = list(zip(*(row(r) for r in rows)))

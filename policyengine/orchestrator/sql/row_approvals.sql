@@ -1,2 +1,3 @@
--- Write one orch_approvals row (small flushes: cheaper than registering an Arrow table).
-INSERT OR REPLACE INTO orch_approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+-- Write one new orch_approvals row (small flushes: cheaper than registering an Arrow table), after
+-- update_approvals found none to change.
+INSERT INTO orch_approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
