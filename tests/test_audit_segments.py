@@ -395,3 +395,20 @@ def test_serve_workers_roll_their_own_series(tmp_path: Path) -> None:
     query = run(tmp_path, "query", "SELECT count(*) AS n FROM audit_log WHERE event = 'decision'", "--db",
                 str(tmp_path), "--format", "json")
     assert query.returncode == 0 and json.loads(query.stdout) == [{"n": 30}], query.stderr
+
+
+def test_verify_dir_passes_on_a_segments_note_that_its_last_facts_are_not_written_yet(tmp_path: Path,
+                                                                                     key: SigningKey) -> None:
+    """A server killed between answering and writing the reports' columns leaves the last facts of its open
+    segment unwritten: no failure, and ``verify --dir`` says so as verifying that file alone does."""
+    log = SegmentedLog(tmp_path, "s", key, roll=RollPolicy(records=50), flush_interval=0)
+    for i in range(3):
+        log.append("model_call", payload={"model": "m", "i": i})
+        log.flush(answer_first=True)
+    log._current().abandon()  # killed: nothing more is written (the facts left for later included)
+    report = verify_segments(tmp_path, [key.public])
+    assert report.ok, report.failures
+    (segment,) = tmp_path.glob("s.*.duckdb")
+    assert [n for n in report.notes if "audit_facts" in n] == [
+        f"{segment}: the last 3 model_call record(s) have no audit_facts row yet (their writer "
+        "stopped before writing them; reports read their payloads, and the next writer to open the log fills them in)"]

@@ -522,6 +522,7 @@ def _verify_whole_log(path: Path, trusted: Sequence[PublicKey], report: Segments
         con.close()
     report.segments.append({"file": path.name, "series": path.name, "index": None, "records": result.records,
                             "origin": result.origin, "ok": result.ok, "first_seq": 1, "last_seq": result.records})
+    report.notes.extend(f"{path}: {note}" for note in result.notes)
     if result.failure:
         f = result.failure
         report.failures.append(SegmentFailure(str(path), f.kind, f.seq, f.message))
@@ -598,6 +599,7 @@ def _verify_series(name: str, segments: list[tuple[int, Path]], pruned: list[dic
         report.segments.append({"file": path.name, "series": name, "index": index, "records": result.records,
                                 "origin": result.origin, "ok": result.ok,
                                 "first_seq": records_before + 1, "last_seq": records_before + result.records})
+        report.notes.extend(f"{path}: {note}" for note in result.notes)
         if result.failure:
             f = result.failure
             report.failures.append(SegmentFailure(str(path), f.kind, f.seq, f.message))
