@@ -152,21 +152,15 @@ def run_batch(orch: Orchestrator, workflow: str | Workflow, items: Iterable[Mapp
                                       "first_runs": len(first),
                                       "already_run": sum(p.run_id in earlier for p in planned)})
         orch._again.update((p.run_id, label) for p in planned)
-    results = []
-    for n, p in enumerate(planned, 1):
+
+    def drive(p: Planned) -> RunResult:
         run = earlier.get(p.run_id)
         if run is None:
-            result = orch._start(wf, p.item, requested_by=who, batch_id=batch_id, run_id=p.run_id)
-        else:
-            result = _found(orch, wf, run, journals.get(run.run_id, []), gates.get(run.run_id, []))
-            result = replace(result, differs=run.item() != dict(p.item))
-        if n % orch.flush_every == 0:
-            orch.flush()
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    orch.flush()
-    return results
+            return orch._start(wf, p.item, requested_by=who, batch_id=batch_id, run_id=p.run_id)
+        result = _found(orch, wf, run, journals.get(run.run_id, []), gates.get(run.run_id, []))
+        return replace(result, differs=run.item() != dict(p.item))
+
+    return orch._collect(map(drive, planned), on_result)
 
 
 def _record_rerun(orch: Orchestrator, wf: Workflow, who: str, payload: dict[str, Any]) -> None:

@@ -246,16 +246,20 @@ class Orchestrator:
             raise RunError("again names a re-run of items that have runs; a fresh batch looks none up")
         batch_id = f"b-{uuid.uuid4().hex[:10]}"
         requested_by = _requester(requested_by)
-        results = []
-        for n, item in enumerate(items, 1):
-            result = self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+        return self._collect((self._start(workflow, item, requested_by=requested_by, batch_id=batch_id)
+                              for item in items), on_result)
+
+    def _collect(self, results: Iterable[RunResult], on_result: Callable[[RunResult], None] | None) -> list[RunResult]:
+        """A batch's results as ``results`` drives each run in turn: flushed every ``flush_every`` runs and at the end."""
+        out = []
+        for n, result in enumerate(results, 1):
             if n % self.flush_every == 0:
                 self.flush()
-            results.append(result)
+            out.append(result)
             if on_result is not None:
                 on_result(result)
         self.flush()
-        return results
+        return out
 
     def resume(self, run_id: str, *, migrate_policy: bool = False, by: str | None = None) -> RunResult:
         """Drive a run from its journal: finished steps are restored, never re-run.
