@@ -182,12 +182,17 @@ with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengin
 """
 
 
-def test_a_killed_process_is_resumed_without_paying_twice(work):
+def _killed_after_a_payment(work) -> None:
+    """One 900.0 invoice run in a process killed between the payment's receipt and its audit record."""
     (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
     (work / "kill.py").write_text(KILL_AFTER_RECEIPT)
     proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 137, proc.stderr
+
+
+def test_a_killed_process_is_resumed_without_paying_twice(work):
+    _killed_after_a_payment(work)
     out = pe("runs", "resume", cwd=work)
     run_id, workflow, status, outcome = out.stdout.strip().split("\t")
     assert (workflow, status, outcome) == ("invoice-exceptions", "completed", "auto_resolved")
@@ -202,11 +207,7 @@ def test_a_killed_process_is_resumed_without_paying_twice(work):
 def test_a_payment_made_before_a_kill_stays_in_the_run_when_the_model_decides_otherwise_on_resume(work):
     # the probe's case: killed right after the payment's receipt; on resume the classifier that led to the
     # payment is down, so re-running it would take the fallback branch and drop the payment from the run
-    (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
-    (work / "kill.py").write_text(KILL_AFTER_RECEIPT)
-    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert proc.returncode == 137, proc.stderr
+    _killed_after_a_payment(work)
     (work / "outage.yaml").write_text("models:\n  classifier_small: {fail_rate: 1, fail: error}\n")
     out = pe("runs", "resume", "--providers", "outage.yaml", cwd=work)
     run_id, _, status, outcome = out.stdout.strip().split("\t")

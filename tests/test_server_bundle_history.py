@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -19,35 +18,15 @@ from typing import Any
 
 import pytest
 from server_process import Server, audit_records, verify
+from test_server_bundle_safety import ALLOW_ALL, REVOKE, _bundle, _effect, _put
 
 from policyengine.audit import AuditError, generate_key
 from policyengine.audit.keys import SigningKey
-from policyengine.server.bundles import build_bundle, verify_bundle
+from policyengine.server.bundles import verify_bundle
 from policyengine.server.policy_source import PolicyHolder
 
-ALLOW_ALL = ('package app\nowner "t@example.com"\n\nrole reader\n\n'
-             'rule readers\n    allow role reader to read dataset "d/*"\n    because "readers read"\n')
-REVOKE = '\nrule no_secret\n    deny role reader to read dataset "d/secret"\n    because "revoked"\n'
 ALSO = '\nrule also_public\n    allow role reader to read dataset "p/*"\n    because "public"\n'
-SECRET = {"principal": {"id": "alice", "roles": ["reader"]}, "action": "read",
-          "resource": {"kind": "dataset", "id": "d/secret"}}
 BUNDLE = ("--bundle", "bundle.tar.gz", "--bundle-pubkey", "bundle.key.pub.pem")
-
-
-def _bundle(tmp_path: Path, key: SigningKey, name: str, text: str) -> Path:
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "app.policy").write_text(text)
-    out = tmp_path / f"{name}.tar.gz"
-    build_bundle([folder], key, out)
-    return out
-
-
-def _put(source: Path, target: Path) -> None:
-    """Replace ``target`` atomically with a copy of ``source``, as a deployment would."""
-    partial = target.with_name(target.name + ".new")
-    partial.write_bytes(source.read_bytes())
-    os.replace(partial, target)
 
 
 def _sha(path: Path) -> str:
@@ -56,10 +35,6 @@ def _sha(path: Path) -> str:
 
 def _events(db: Path, event: str) -> list[dict]:
     return [p for e, p in audit_records(db).values() if e == event]
-
-
-def _effect(server: Server) -> str:
-    return server.post("/v1/decide", SECRET).json()["effect"]
 
 
 def _serve_refused(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
