@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from policyengine.audit import AuditError, AuditLog, generate_key
 import policyengine.audit.log as log_module
@@ -64,3 +66,54 @@ def test_ts_is_non_decreasing_with_seq_under_threads(tmp_path: Path) -> None:
 def test_second_cache_is_one_tuple() -> None:
     log_module.utc_now_text()
     assert isinstance(log_module._second_cache, tuple)
+
+
+# -- the GIL switch interval while a commit runs (log._prompt_gil_handoff) --------------------------
+
+
+@pytest.fixture
+def switch_interval():
+    saved = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(saved)
+
+
+@pytest.mark.parametrize(("before", "inside", "after"), [
+    (0.005, 0.0005, 0.005),  # CPython's default: shortened for the commit, then restored
+    (0.02, 0.0005, 0.02),
+    (0.0001, 0.0001, 0.0001),  # already shorter: left as it is
+])
+def test_a_commit_shortens_the_switch_interval_while_it_runs(tmp_path: Path, switch_interval, before, inside,
+                                                              after) -> None:
+    sys.setswitchinterval(before)
+    seen: list[float] = []
+    with AuditLog(tmp_path / "a.duckdb", generate_key(tmp_path / "k.key"), flush_interval=0) as log:
+        log.append("decision", payload={"n": 0})
+        real_add_rows = log._facts.add_rows
+
+        def add_rows(cur, rows):  # runs inside the records' transaction
+            seen.append(sys.getswitchinterval())
+            return real_add_rows(cur, rows)
+
+        log._facts.add_rows = add_rows  # type: ignore[method-assign]
+        log.flush()
+    assert seen and all(value == pytest.approx(inside, rel=0.02) for value in seen)
+    assert sys.getswitchinterval() == pytest.approx(after, rel=0.02)
+
+
+def test_overlapping_commits_restore_the_interval_once_the_last_one_ends(switch_interval) -> None:
+    sys.setswitchinterval(0.005)
+    first, second = log_module._prompt_gil_handoff(), log_module._prompt_gil_handoff()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(0.0005)  # the second commit still runs
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_an_interval_the_application_set_during_a_commit_is_kept(switch_interval) -> None:
+    sys.setswitchinterval(0.005)
+    with log_module._prompt_gil_handoff():
+        sys.setswitchinterval(0.002)
+    assert sys.getswitchinterval() == pytest.approx(0.002)

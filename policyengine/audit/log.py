@@ -28,10 +28,12 @@ import json
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256 as _sha256
@@ -196,6 +198,43 @@ def _arrow_rows(rows: list[tuple[Any, ...]]) -> pa.Table:
     columns = [pa.array(values, type=kind) for values, kind in zip(zip(*rows), _ROW_TYPES)]  # rows: append's 11-tuples
     columns[1] = columns[1].cast(_TS_TYPE)
     return pa.Table.from_arrays(columns, names=list(_ROW_NAMES))
+
+
+_COMMIT_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved: tuple[float, float] | None = None  # (the interval before, the one set) while shortened
+
+
+@contextmanager
+def _prompt_gil_handoff() -> Iterator[None]:
+    """While a commit runs, a thread running Python hands the GIL over after 0.5 ms instead of 5.
+
+    DuckDB's Python client takes the GIL back ~120 times in a 5,000-row commit (a
+    signal check between execution steps, each call's entry and exit), and each
+    re-take waits a whole switch interval while another thread runs Python (the
+    appending thread, a server's event loop): the commit then waits far longer than
+    it works (benchmarks/README.md). The interval is process-wide, so it is shortened
+    only while some log commits and restored afterwards, unless someone changed it
+    meanwhile.
+    """
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0 and sys.getswitchinterval() > _COMMIT_SWITCH_INTERVAL:
+            before = sys.getswitchinterval()
+            sys.setswitchinterval(_COMMIT_SWITCH_INTERVAL)
+            _switch_saved = (before, sys.getswitchinterval())  # read back: CPython keeps whole microseconds
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0 and _switch_saved is not None:
+                before, ours = _switch_saved
+                _switch_saved = None
+                if sys.getswitchinterval() == ours:
+                    sys.setswitchinterval(before)
 
 
 _SMALL_BATCH = 256  # up to here appenders commit faster than one Arrow table; 1,024: slower (benchmarks/README.md)
@@ -779,9 +818,10 @@ class AuditLog:
         """Run ``write`` in one transaction; any DuckDB error rolls it back and fails the log for good."""
         cur = self._cur
         try:
-            cur.begin()
-            write(cur)
-            cur.commit()
+            with _prompt_gil_handoff():
+                cur.begin()
+                write(cur)
+                cur.commit()
         except duckdb.Error as err:
             self._appenders.clear()
             self._facts.clear()
