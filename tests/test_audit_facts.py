@@ -7,6 +7,7 @@ import dataclasses
 import json
 import random
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -416,4 +417,22 @@ def test_facts_left_behind_are_written_before_any_later_ones(tmp_path: Path) -> 
         assert con.execute('SELECT seq, "$.""n""" FROM audit_facts ORDER BY seq').fetchall() == [(1, "1"), (2, "2")]
     finally:
         con.close()
+    assert verify_database(path, [key.public]).notes == ()
+
+
+def test_once_a_caller_flushes_answer_first_the_writer_thread_leaves_the_facts_to_it(tmp_path: Path) -> None:
+    """The log's timed flush writing the facts took the database from under the next answer's commit (the
+    gateway's p99); a caller that flushes answer-first writes them when no answer waits, or close does."""
+    path, key = tmp_path / "a.duckdb", generate_key(tmp_path / "k.key")
+    with AuditLog(path, key, flush_interval=0.01) as log:
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "n": 1})
+        log.flush(answer_first=True)
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "n": 2})  # buffered: the timer commits it
+        deadline = time.monotonic() + 10
+        while log.flushed < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # several more ticks of the writer thread
+        assert (log.flushed, log.facts_due) == (2, 2)
+        log.write_facts()
+        assert log.facts_due == 0
     assert verify_database(path, [key.public]).notes == ()

@@ -384,6 +384,7 @@ class AuditLog:
         self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
         self._before_commit: list[Callable[[], None]] = []  # see ``before_commit``
         self._facts_due: list[tuple[Any, ...]] = []  # committed records whose facts follow (``flush(answer_first)``)
+        self._facts_scheduled = False  # a caller flushes answer-first and writes the facts itself (``write_facts``)
         try:
             self.origin = self._open_log(origin, create)
             self._facts = self._open_facts()
@@ -623,13 +624,16 @@ class AuditLog:
         """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq.
 
         With ``answer_first`` (a server whose callers wait for this), the records' ``audit_facts`` rows are left
-        for ``write_facts``, which the caller runs when no answer waits (or for any later flush without it, the
-        writer thread's included): the records and their checkpoint are then the whole transaction the answer
-        waits for (facts.py says why that is safe).
+        for ``write_facts``, which the caller runs when no answer waits (or any later plain flush, and close):
+        the records and their checkpoint are then the whole transaction the answer waits for (facts.py says why
+        that is safe). From then on the log's writer thread leaves the facts to that caller too: its timed
+        flush writing them took the ``_io`` lock from under the next answer's commit (the gateway's p99).
         """
         with self._lock:
             self._check_open()
             self._cut(checkpoint)
+            if answer_first:
+                self._facts_scheduled = True
         self._drain(answer_first=answer_first)
         return self._flushed
 
@@ -856,7 +860,8 @@ class AuditLog:
                     if not woken or self._flush_wanted:  # the interval passed, or a caller waits for durability
                         self._flush_wanted = False
                         self._cut(False)
-                self._drain()
+                    answer_first = self._facts_scheduled
+                self._drain(answer_first=answer_first)
             except AuditError:
                 return  # the failure is kept in self._failed and raised to the next caller
             except BaseException as err:  # never leave waiters hanging on a dead writer thread
