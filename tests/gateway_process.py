@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,15 @@ def start_upstream(cwd: Path, record: Path | None = None, lifetime: float = 600)
 def start_gateway(cwd: Path, config: Path, *extra: str) -> Process:
     command = [sys.executable, "-m", "policyengine", "gateway", "--config", str(config), "--port", "0", *extra]
     return Process(command, cwd, on_stderr=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def gateway_refused(cwd: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``gateway`` expected to refuse to start: it must exit on its own (a gateway that starts fails the test)."""
+    command = [sys.executable, "-m", "policyengine", "gateway", "--config", str(config), "--port", "0", *extra]
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired as running:
+        raise AssertionError(f"the gateway started instead of refusing:\n{running.stderr}") from None
 
 
 def received(record: Path) -> list[dict[str, Any]]:

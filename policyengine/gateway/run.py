@@ -12,17 +12,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..audit.masking import masking_for
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
-from ..server.policy_source import PolicyHolder, activation_recorder, refusal_recorder, version_recorder
+from ..server.policy_source import PolicyHolder, Refusal, activation_recorder, refusal_recorder, version_recorder
 from ..server.run import ServeConfig, _listen, _loop_factory, _serve, open_versions
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
 from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
+
+if TYPE_CHECKING:
+    from ..diagnostics import PolicyError
 
 
 class _NoVersions:
@@ -85,6 +88,36 @@ def _policy_holder(rules: Sequence[str], log: AuditLog, metrics: Metrics, ledger
                         on_refuse=refusal_recorder(log))
 
 
+def _signing_key(config: GatewayConfig) -> Any:
+    """The key that signs the audit log, created on first start (``AuditError``: one that cannot be read)."""
+    if not Path(config.key).exists():
+        generate_key(config.key)
+        _say(f"created signing key {config.key} (public key {config.key}.pub.pem)")
+    return load_private_key(config.key)
+
+
+def _open_log(config: GatewayConfig, key: Any) -> AuditLog:
+    """The audit log of ``config.db`` (``AuditError``: it cannot be opened)."""
+    return AuditLog(config.db, key, masking=masking_for(config.db))  # as every writer; rules' masks on activation
+
+
+def _refused_at_start(config: GatewayConfig, error: PolicyError) -> str:
+    """Rules that fail to check at start, refused and recorded as ``policy_refused`` as ``serve`` records them.
+
+    They are checked before anything else is opened, so the log is opened here for that record alone. A key or
+    log that cannot be opened leaves the refusal unrecorded: the start is refused all the same, and the first
+    line of the outcome (``refused: ...``) says it was not recorded, and why.
+    """
+    def record(refusal: Refusal) -> None:
+        log = _open_log(config, _signing_key(config))
+        try:
+            refusal_recorder(log)(refusal)  # durable before the gateway says it refused
+        finally:
+            log.close()
+
+    return PolicyHolder(rules=config.rules, on_refuse=record).refuse("startup", error)
+
+
 def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     """Serve until SIGINT/SIGTERM; return the exit status."""
     try:
@@ -92,13 +125,14 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         upstreams = load_providers(Path(config.providers) if config.providers else None)
     except GatewayConfigError as error:
         raise GatewayStartError(str(error)) from None
-    from ..diagnostics import PolicyError, render_findings
+    from ..diagnostics import PolicyError
     from ..engine import load_policy
 
-    try:  # checked before anything is created or opened (compiled once: the holder's load hits the cache)
+    try:  # checked before anything else is created or opened (compiled once: the holder's load hits the cache)
         registry = load_policy(list(config.rules)).compiled.registry
     except PolicyError as error:
-        raise GatewayStartError("the rules have errors:\n" + render_findings(error.findings)) from None
+        outcome = _refused_at_start(config, error)  # recorded (or said not to be) before the gateway exits
+        raise GatewayStartError("the rules have errors:\n" + outcome.removeprefix("refused: ")) from None
     for model in upstreams:
         if model not in registry:
             raise GatewayStartError(f"{config.providers}: model {model!r} is not declared in the rules "
@@ -110,11 +144,8 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         limiter = open_rate_limiter(config.rate_limits)
     except StoreError as error:
         raise GatewayStartError(str(error)) from None
-    if not Path(config.key).exists():
-        generate_key(config.key)
-        _say(f"created signing key {config.key} (public key {config.key}.pub.pem)")
     try:
-        key = load_private_key(config.key)
+        key = _signing_key(config)
     except AuditError as error:
         raise GatewayStartError(str(error)) from None
     from ..reporting.errors import ReportError
@@ -140,7 +171,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
             raise GatewayStartError(str(error)) from None
         ledger = store.ledger
     try:
-        log = AuditLog(config.db, key, masking=masking_for(config.db))  # as every writer; rules' masks on activation
+        log = _open_log(config, key)
     except AuditError as error:
         if store is not None:
             store.close()

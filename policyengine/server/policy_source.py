@@ -206,8 +206,7 @@ class PolicyHolder:
         try:
             policy = load_policy(list(self.rules), ledger=self.ledger, blocked=self.blocked)
         except PolicyError as error:
-            raise LoadRefused(render_findings(error.findings), summary=f"rule errors: {_first_finding(error)}") \
-                from None
+            raise _rules_refused(error) from None
         return ActivePolicy(policy, "rules", policy.files, utc_now_text())
 
     def _refuse_older(self, verified: VerifiedBundle) -> LastBundle | None:
@@ -279,6 +278,18 @@ class PolicyHolder:
             settle_heap()
             return "activated"
 
+    def refuse(self, reason: str, error: PolicyError) -> str:
+        """``refused: findings``, recorded and reported as ``reload`` refuses rules with errors, for rules found
+        to have them before this holder loaded them (the gateway checks its rules before it opens its log).
+
+        Nothing is loaded again: what is recorded is the error that stopped the start.
+        """
+        if self.bundle:
+            raise ValueError("refuse() takes the errors of --rules")
+        refused = _rules_refused(error)
+        with self._lock:
+            return self._refused(reason, str(refused), refused.summary, None, None)
+
     def _refused(self, reason: str, message: str, summary: str, digest: str | None, signer: str | None) -> str:
         """``refused: message``, once the refusal is recorded (``on_refuse``).
 
@@ -319,6 +330,11 @@ def _first_finding(error: PolicyError) -> str:
         return "invalid rule files"
     more = len(error.findings) - 1
     return error.findings[0].headline() + (f" (and {more} more)" if more else "")
+
+
+def _rules_refused(error: PolicyError) -> LoadRefused:
+    """Rules with errors, refused: every finding to report, the first (and how many more) to record."""
+    return LoadRefused(render_findings(error.findings), summary=f"rule errors: {_first_finding(error)}")
 
 
 def _one_line(error: BaseException) -> str:
