@@ -7,6 +7,7 @@ with a duplicate key or a field the signed record does not have is refused.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -36,12 +37,16 @@ def test_both_exports_verify(log) -> None:
         assert report.ok and report.records == 10, report.summary()
 
 
-def _rewrite_parquet(source: Path, target: Path, select: str) -> None:
+def _rewrite_parquet(source: Path, target: Path, select: str, where: str = "true",
+                     header: Callable[[dict], dict] | None = None) -> None:
+    """Copy an export's rows (``select`` ... ``where``) and its metadata, edited by ``header`` if given."""
     con = duckdb.connect()
     try:
         meta = con.execute("SELECT decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = 'policyengine_audit'",
                            [str(source)]).fetchone()[0]
-        con.execute(f"COPY (SELECT {select} FROM read_parquet('{source}')) TO '{target}' "
+        if header is not None:
+            meta = json.dumps(header(json.loads(meta)))
+        con.execute(f"COPY (SELECT {select} FROM read_parquet('{source}') WHERE {where}) TO '{target}' "
                     "(FORMAT parquet, KV_METADATA {policyengine_audit: $meta})", {"meta": meta})
     finally:
         con.close()
@@ -107,6 +112,36 @@ def test_jsonl_with_duplicate_keys_or_unsigned_fields_is_refused(log, tmp_path: 
     target.write_text(changed, encoding="utf-8")
     with pytest.raises(AuditError, match=message.replace("(", r"\(").replace(")", r"\)")):
         verify_export(target, [key.public])
+
+
+def _header_line_only(folder: Path, target: Path) -> None:
+    lines = (folder / "a.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    target.write_text(lines[0], encoding="utf-8")
+
+
+def _parquet_without_rows(folder: Path, target: Path) -> None:
+    _rewrite_parquet(folder / "a.parquet", target, ALL, where="false", header=lambda h: {**h, "checkpoints": []})
+
+
+EMPTIED = [
+    # every record and every checkpoint taken out of an export: what is left signs nothing
+    ("JSON Lines cut to its header line", "t.jsonl", _header_line_only),
+    ("Parquet with no rows and no checkpoints", "t.parquet", _parquet_without_rows),
+]
+
+
+@pytest.mark.parametrize(("name", "file", "empty"), EMPTIED, ids=[c[0] for c in EMPTIED])
+def test_an_export_emptied_of_records_and_checkpoints_is_not_ok(log, tmp_path: Path, name: str, file: str,
+                                                                empty: Callable[[Path, Path], None]) -> None:
+    folder, key = log
+    target = tmp_path / file
+    empty(folder, target)
+    report = verify_export(target, [key.public])
+    assert (report.records, report.checkpoints) == (0, 0), report.summary()
+    failure = report.failure
+    assert failure is not None and (failure.kind, failure.seq) == ("nothing_signed", 1), report.summary()
+    assert "no checkpoint covers any record" in report.summary()
+    assert report.to_json()["ok"] is False
 
 
 def test_verify_export_times_the_whole_load(log, monkeypatch: pytest.MonkeyPatch) -> None:

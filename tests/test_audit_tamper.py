@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from policyengine.audit import AuditLog, SigningKey, generate_key, verify_database
 from policyengine.audit.log import checkpoint_note
+from policyengine.audit.segments import RollPolicy, SegmentedLog, SegmentsReport, verify_segments
+from policyengine.audit.verify import VerifyReport
 from policyengine.audit.proofs import (
     anchor_json,
     checkpoint_from_json,
@@ -203,6 +206,71 @@ def test_deletion_hidden_by_renumbering_is_still_a_deletion(copy: tuple[Path, Si
     sql(path, "UPDATE audit_log SET seq = seq - 1 WHERE seq > 5")
     failure = verify_database(path, [key.public]).failure
     assert failure is not None and (failure.kind, failure.seq) == ("deleted", 5), failure
+
+
+# -- nothing signed: a log, segment or folder file emptied of its records is never OK ---------
+
+EMPTY_TABLES = "DELETE FROM audit_log; DELETE FROM audit_checkpoints; DELETE FROM audit_facts"
+
+
+def _emptied_database(source: Path, key: SigningKey, tmp_path: Path) -> VerifyReport | SegmentsReport:
+    path = tmp_path / "audit.duckdb"
+    shutil.copy(source, path)
+    sql(path, EMPTY_TABLES)
+    return verify_database(path, [key.public])
+
+
+def _never_written(source: Path, key: SigningKey, tmp_path: Path) -> VerifyReport | SegmentsReport:
+    """Opened and closed with no record: the writer signs nothing, so it looks exactly like an emptied log."""
+    AuditLog(tmp_path / "new.duckdb", key, flush_interval=0).close()
+    return verify_database(tmp_path / "new.duckdb", [key.public])
+
+
+def _segments(tmp_path: Path, key: SigningKey) -> Path:
+    """Segments 1..3 of series ``audit`` (4 records each but the newest)."""
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    with SegmentedLog(folder, "audit", key, roll=RollPolicy(records=4), flush_interval=0) as log:
+        for i in range(7):
+            log.append("decision", actor=f"user{i}", payload={"i": i})
+    return folder
+
+
+def _emptied_segment(source: Path, key: SigningKey, tmp_path: Path) -> VerifyReport | SegmentsReport:
+    folder = _segments(tmp_path, key)
+    sql(folder / "audit.000002.duckdb", EMPTY_TABLES)
+    return verify_segments(folder, [key.public])
+
+
+def _emptied_log_beside_segments(source: Path, key: SigningKey, tmp_path: Path) -> VerifyReport | SegmentsReport:
+    """A whole log in the folder (a worker's own ``DB.worker<i>.duckdb``): reports read it, so it is checked."""
+    folder = _segments(tmp_path, key)
+    shutil.copy(source, folder / "audit.worker0.duckdb")
+    sql(folder / "audit.worker0.duckdb", EMPTY_TABLES)
+    return verify_segments(folder, [key.public])
+
+
+EMPTIED: list[tuple[str, Callable[[Path, SigningKey, Path], VerifyReport | SegmentsReport], str]] = [
+    # (case, how the log was emptied and verified, the file the failure names)
+    ("every row of the audit tables deleted", _emptied_database, "audit.duckdb"),
+    ("a log never written to", _never_written, "new.duckdb"),
+    ("a segment emptied in a folder", _emptied_segment, "audit.000002.duckdb"),
+    ("a whole log emptied beside segments", _emptied_log_beside_segments, "audit.worker0.duckdb"),
+]
+
+
+@pytest.mark.parametrize(("case", "empty", "named"), EMPTIED, ids=[c[0] for c in EMPTIED])
+def test_a_log_in_which_nothing_is_signed_is_not_ok(
+    pristine: tuple[Path, SigningKey], tmp_path: Path, case: str,
+    empty: Callable[[Path, SigningKey, Path], VerifyReport | SegmentsReport], named: str,
+) -> None:
+    """An empty log and one whose records and checkpoints were all deleted look the same: neither is OK."""
+    source, key = pristine
+    report = empty(source, key, tmp_path)
+    failure = report.failure
+    assert failure is not None and (failure.kind, failure.seq) == ("nothing_signed", 1), report.summary()
+    assert named in report.summary() and "no checkpoint covers any record" in report.summary()
+    assert report.to_json()["ok"] is False
 
 
 # -- property: any single change anywhere is detected ---------------------------------------

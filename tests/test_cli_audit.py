@@ -111,6 +111,23 @@ def test_deleted_checkpoints_fail_by_default(workdir: Path, tmp_path: Path, stat
     assert not report["ok"] and report["failure"]["kind"] == "unsigned"
 
 
+def test_a_log_or_export_emptied_of_everything_signed_fails_in_one_line(workdir: Path, tmp_path: Path) -> None:
+    """Every record and checkpoint deleted, or an export cut to its header: an auditor must not read OK."""
+    db = tmp_path / "e.duckdb"
+    db.write_bytes((workdir / "policyengine.duckdb").read_bytes())
+    assert run(workdir, "audit", "export", "--format", "jsonl", "--out", str(tmp_path / "x.jsonl")).returncode == 0
+    (tmp_path / "h.jsonl").write_text((tmp_path / "x.jsonl").read_text().splitlines(keepends=True)[0])
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM audit_log; DELETE FROM audit_checkpoints; DELETE FROM audit_facts").fetchall()
+    con.close()
+    for source in (["--db", str(db)], ["--export", str(tmp_path / "h.jsonl")]):
+        one_line_error(run(workdir, "audit", "verify", *source), "FAILED at seq 1: nothing signed",
+                       "no checkpoint covers any record")
+        answer = run(workdir, "audit", "verify", *source, "--json")
+        report = json.loads(answer.stdout)
+        assert answer.returncode == 1 and not report["ok"] and report["failure"]["kind"] == "nothing_signed"
+
+
 def test_keys_rotate_then_verify_walks_the_chain(workdir: Path, tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
     db.write_bytes((workdir / "policyengine.duckdb").read_bytes())

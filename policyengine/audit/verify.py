@@ -14,6 +14,10 @@ Three independent checks, each able to localise a fault to a seq:
    each batch in one transaction with its checkpoint, so a record no checkpoint
    covers means checkpoints were deleted (``unsigned``), crash or not.
 
+A log with no record fails too (``nothing_signed``): the writer signs nothing
+until its first record, so a never-written log and one whose records and
+checkpoints were all deleted look the same, and nothing in either is vouched for.
+
 Where the log keeps ``audit_facts`` (the reports' columns, facts.py), every value is
 computed again from its record's payload; a row that differs, is missing or is extra
 is ``modified`` at its seq.
@@ -52,7 +56,10 @@ KINDS = (
     "revoked_key",
     "anchor_not_contained",
     "unsigned",
+    "nothing_signed",
 )
+NOTHING_SIGNED = ("no checkpoint covers any record (the log holds none); an empty log and one whose records "
+                  "and checkpoints were all removed look the same, so there is nothing to vouch for")
 _CHUNK = 50_000
 _CLASSIFY = 1000  # mismatched rows kept after the first one, only to tell a move from a change
 
@@ -250,6 +257,8 @@ def verify_connection(
             "unsigned", signed_size + 1,
             f"records {signed_size + 1}..{len(leaves)} are not covered by any signed checkpoint "
             "(the writer commits every record with one, so records were added or checkpoints deleted)"))
+    if not leaves and not failures:
+        failures.append(Failure("nothing_signed", 1, NOTHING_SIGNED))
     # A precise failure inside a checkpoint's range explains it better than the range does.
     first = min(failures, key=lambda f: (f.upto or f.seq, KINDS.index(f.kind))) if failures else None
     return VerifyReport(

@@ -114,7 +114,8 @@ def verify_command(db: Path, export: Path | None, folder: Path | None, pubkeys: 
 
     Exit status 0 when intact; 1 naming the first bad seq and what happened
     to it: modified, deleted, reordered, truncated, forged signature,
-    unknown key, unsigned (no checkpoint covers it), anchor not contained.
+    unknown key, unsigned (no checkpoint covers it), anchor not contained;
+    nothing signed (no record at all: emptied and never-written logs look alike).
 
     \b
     Examples:
