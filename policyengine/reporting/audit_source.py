@@ -127,18 +127,19 @@ def _keep_json_types_apart(con: duckdb.DuckDBPyConnection, values: _Values) -> l
     return notes
 
 
-def _strings_possible(con: duckdb.DuckDBPyConnection, path: str, model: str, start: datetime, end: datetime) -> bool:
-    """Whether some call may hold a string at ``path``, asked of the facts (which print "1" and 1 alike as 1).
+def _strings_possible(con: duckdb.DuckDBPyConnection, path: str, model: str, start: datetime, end: datetime, *,
+                      facts: bool) -> bool:
+    """Whether some call may hold a string at ``path``: its text ("1") reads as a number as 1 does.
 
-    The parent object's column, when the path is nested and the log keeps one, says it without a JSON parse
-    (drift_facts_strings.sql); otherwise the answer is yes and the caller reads the types from the payloads.
+    From the facts, a nested path's parent object column says it without a JSON parse (drift_facts_strings.sql);
+    otherwise each payload's json_type at the path does, lighter than reading the values (drift_payload_strings.sql).
     """
+    window = {"model": model, "start": _naive_utc(start), "end": _naive_utc(end)}
     keys = [k for k in path.split(".") if k]
-    parent = _facts_columns(con, json_path(".".join(keys[:-1]))) if len(keys) > 1 else None
+    parent = _facts_columns(con, json_path(".".join(keys[:-1]))) if facts and len(keys) > 1 else None
     if parent is None:
-        return True
-    window = {"model": model, "start": _naive_utc(start), "end": _naive_utc(end), "key": keys[-1]}
-    return bool(one(con, sql("drift_facts_strings").replace("{parent}", parent), window)[0])
+        return bool(one(con, sql("drift_payload_strings"), {**window, "path": json_path(path)})[0])
+    return bool(one(con, sql("drift_facts_strings").replace("{parent}", parent), {**window, "key": keys[-1]})[0])
 
 
 def _leave_out_strings(con: duckdb.DuckDBPyConnection, path: str, model: str) -> list[str]:
@@ -260,27 +261,21 @@ def drift_from_audit(
         values, numeric = one(con, "SELECT count(*), count(num) FROM drift_input")
         return int(values), int(numeric)
 
-    # Parsing the payloads anyway, values that may be compared as numbers bring their JSON type in the same pass.
-    typed = column is None and metric != "chi2"
-    values, numeric = load(keep_text=metric == "chi2", typed=typed)
-    if 0 < numeric < values and metric != "chi2" and not typed:  # a mix of numbers and text: compare it all as text
+    values, numeric = load(keep_text=metric == "chi2")
+    if 0 < numeric < values and metric != "chi2":  # a mix of numbers and text: compare it all as text
         values, numeric = load(keep_text=True)
     kind = "numeric" if values and numeric == values and metric != "chi2" else "categorical"
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
     strings_left_out: list[str] = []
-    if kind == "numeric":  # "1" reads as 1, and the facts print both as 1: leave the strings out, never count them
-        if not typed and _strings_possible(con, path, model, start, end):
-            load(keep_text=True, typed=True)
-            typed = True
-        if typed:
-            strings_left_out = _leave_out_strings(con, path, model)
+    if kind == "numeric" and _strings_possible(con, path, model, start, end, facts=column is not None):
+        load(keep_text=True, typed=True)  # "1" reads as 1 but is a string: never count it as a number
+        strings_left_out = _leave_out_strings(con, path, model)
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
     result = replace(result, notes=(*result.notes, *strings_left_out))
     categories = _Values("drift_input", "cat", "value", f" at {path}", "category", "categories", "drift")
     if kind == "categorical" and _could_be_typed(con, categories, among=[b.bin for b in result.bins]):
-        if not typed:  # 1 or "1"? the text cannot say: read the types, count again
-            load(keep_text=True, typed=True)
+        load(keep_text=True, typed=True)  # 1 or "1"? the text cannot say: read the types, count again
         typed_apart = _keep_json_types_apart(con, categories)
         result = compute_drift(con, path, kind)  # type: ignore[arg-type]
         result = replace(result, notes=(*result.notes, *typed_apart))

@@ -3,8 +3,7 @@
 -- prints alike, stay two categories (json_types_alike.sql), and a string is never counted as a
 -- number (drift_input_strings.sql). A second parse of each payload: used when the values are
 -- compared as categories and some could be of another type than a string (json_lookalikes.sql),
--- or as numbers and some could be a string (drift_facts_strings.sql); instead of
--- drift_input_from_audit when the payloads are read anyway and may be compared as numbers.
+-- or as numbers and some is a string (drift_facts_strings.sql, drift_payload_strings.sql).
 -- Parameters: model, path, start, split, end, with_ts.
 INSERT INTO drift_input (side, line, num, cat, cat_type, ts)
 SELECT
