@@ -489,6 +489,49 @@ def test_drift_from_the_log_shows_a_value_whose_json_type_changed_as_two_categor
     assert '│ "1" ' in table and "│ 1   " in table and f"note: output.v: {note}" in table
 
 
+# (case, current values, in the JSON and the table: the note, or the refusal)
+STRINGS_IN_NUMERIC_DRIFT = [
+    ("left out, with a note", [0.2, "0.9", 0.4, "1", 0.6, 0.8],
+     'note: output.v: 0 reference and 2 current call(s) with a string at output.v that reads as a number ("0.9", '
+     '"1") were left out: numeric drift counts JSON numbers only'),
+    ("no number left, refused", ["0.9", "1", "0.9"],
+     "error: output.v of model 'm' has no JSON number in the current window (0 reference and 3 current call(s) "
+     'with a string at output.v that reads as a number ("0.9", "1")): numeric drift counts JSON numbers only, so '
+     "drift is not computed (--categorical, or a chi2 rule, compares the values as categories)"),
+]
+
+
+@pytest.mark.parametrize("facts", [True, False], ids=["audit_facts", "payloads"])
+@pytest.mark.parametrize(("cur", "said"), [c[1:] for c in STRINGS_IN_NUMERIC_DRIFT],
+                         ids=[c[0] for c in STRINGS_IN_NUMERIC_DRIFT])
+def test_drift_from_the_log_never_counts_a_string_as_a_number(tmp_path, cur, said, facts):
+    """"0.9" reads as 0.9 but is a string: report drift leaves it out of the numbers and says so, or refuses."""
+    from datetime import datetime, timedelta
+
+    import duckdb
+
+    from policyengine.audit.facts import FactsWriter
+
+    oct15, nov15 = datetime(2026, 10, 15), datetime(2026, 11, 15)
+    db = write_audit_db(tmp_path / "audit.duckdb", [
+        (t0 + timedelta(hours=i), "model_call", "a", None, None, {"model": "m", "output": {"v": v}}, "h")
+        for t0, values in ((oct15, [0.1, 0.3, 0.5, 0.7, 0.9, 1]), (nov15, cur)) for i, v in enumerate(values)])
+    if facts:
+        con = duckdb.connect(str(db))
+        FactsWriter(con)
+        con.close()
+    args = ("report", "drift", "--db", db, "--model", "m", "--column", "output.v", "--until", "2026-12-01",
+            "--baseline-days", "30")
+    if said.startswith("error: "):
+        assert one_error_line(pe_inprocess(*args)) == said
+        assert one_error_line(pe_inprocess(*args, "--format", "json")) == said
+        return
+    (col,) = json.loads(run(*args, "--format", "json"))["columns"]
+    assert col["kind"] == "numeric" and (col["n_reference"], col["n_current"]) == (6, 4)
+    assert said.removeprefix("note: output.v: ") in col["notes"]
+    assert said in run(*args)
+
+
 # --- a database that cannot be opened: every command, one clean line -----------------------------
 
 DB_COMMANDS = {

@@ -413,3 +413,142 @@ def test_categories_that_could_not_be_named_apart_are_refused_not_merged(tmp_pat
                              metric="chi2")
     finally:
         con.close()
+
+
+# --- compared as numbers, a string is not a number ("1" reads as 1, and audit_facts keeps both as 1) -------------
+
+NUMBERS = [0.5, 1, 2, 3, 4, 5, 6, 7.25, 8, 9, 10]
+CURRENT = [1, "1", 2, "2.5", 3, 5, 8, "1", 13]
+LEFT_OUT = "were left out: numeric drift counts JSON numbers only"
+
+# (case, path, reference values, current values, metric, the note)
+STRINGS_AMONG_NUMBERS = [
+    ('"1" and "2.5" among numbers (PSI)', "output.v", NUMBERS, CURRENT, "psi",
+     f'0 reference and 3 current call(s) with a string at output.v that reads as a number ("1", "2.5") {LEFT_OUT}'),
+    ('"1" and "2.5" among numbers (KS)', "output.v", NUMBERS, CURRENT, "ks",
+     f'0 reference and 3 current call(s) with a string at output.v that reads as a number ("1", "2.5") {LEFT_OUT}'),
+    ("strings in both windows, more than three", "output.v", [*NUMBERS, "7"], [*CURRENT, "4"], "psi",
+     f'1 reference and 4 current call(s) with a string at output.v that reads as a number ("1", "2.5", "4", ...) '
+     f"{LEFT_OUT}"),
+    ("strings no JSON number prints as", "output.v", NUMBERS, [1, 2, "nan", " 3", "1_000", 13], "psi",
+     f'0 reference and 3 current call(s) with a string at output.v that reads as a number (" 3", "1_000", "nan") '
+     f"{LEFT_OUT}"),
+    ("a top-level path (its parent is no audit_facts column)", "v", NUMBERS, CURRENT, "ks",
+     f'0 reference and 3 current call(s) with a string at v that reads as a number ("1", "2.5") {LEFT_OUT}'),
+]
+
+
+def _log_of(tmp_path: Path, path: str, ref: list[object], cur: list[object]) -> Path:
+    """Model m's calls holding ``ref`` at dotted ``path`` in October and ``cur`` in November, with the facts a
+    signed log keeps (VARCHAR: 1 and "1" both as 1)."""
+    from datetime import datetime, timedelta
+
+    import duckdb
+    from test_reports import write_audit_db
+
+    from policyengine.audit.facts import FactsWriter
+
+    def payload(v: object) -> dict:
+        for key in reversed(path.split(".")):
+            v = {key: v}
+        return {"model": "m", **v}  # type: ignore[dict-item]
+
+    story = [(t0 + timedelta(hours=i), "model_call", "a", None, None, payload(v), "h")
+             for t0, values in ((datetime(2026, 10, 1), ref), (datetime(2026, 11, 1), cur))
+             for i, v in enumerate(values)]
+    db = write_audit_db(tmp_path / "a.duckdb", story)
+    con = duckdb.connect(str(db))
+    FactsWriter(con)
+    con.close()
+    return db
+
+
+def _drift_both_ways(db: Path, path: str, metric: str) -> list[object]:
+    """drift_from_audit of the October and November windows from audit_facts and from the payloads (a ReportError
+    is returned as its text): the two must agree."""
+    from datetime import datetime
+
+    from policyengine.reporting.audit_source import _facts_columns, drift_from_audit, json_path
+    from policyengine.reporting.db import open_readonly
+
+    con = open_readonly(db)
+    out: list[object] = []
+    try:
+        assert _facts_columns(con, json_path(path)) is not None  # "from facts" does start there
+        for use_facts in (True, False):
+            try:
+                out.append(drift_from_audit(con, model="m", path=path, start=datetime(2026, 10, 1),
+                                            split=datetime(2026, 11, 1), end=datetime(2026, 12, 1), metric=metric,
+                                            period="day", use_facts=use_facts))
+            except ReportError as e:
+                out.append(str(e))
+    finally:
+        con.close()
+    return out
+
+
+@pytest.mark.parametrize(("path", "ref", "cur", "metric", "note"), [c[1:] for c in STRINGS_AMONG_NUMBERS],
+                         ids=[c[0] for c in STRINGS_AMONG_NUMBERS])
+def test_strings_among_numbers_are_left_out_with_a_note_from_facts_and_from_payloads(
+        tmp_path, path, ref, cur, metric, note):
+    """"1" reads as the number 1 but is a string: the numbers are compared without it, and a note counts it."""
+    from_facts, from_payloads = _drift_both_ways(_log_of(tmp_path, path, ref, cur), path, metric)
+    assert from_facts == from_payloads
+    r = from_facts
+    ref_numbers, cur_numbers = ([v for v in values if not isinstance(v, str)] for values in (ref, cur))
+    assert r.kind == "numeric" and (r.n_reference, r.n_current) == (len(ref_numbers), len(cur_numbers))
+    assert abs(r.psi - _reference_psi(ref_numbers, cur_numbers, False)) <= TOL
+    assert abs(r.ks.statistic - scipy_stats.ks_2samp(ref_numbers, cur_numbers).statistic) <= TOL
+    assert sum(p.n_current for p in r.over_time) == len(cur_numbers)
+    assert [n for n in r.notes if "string" in n] == [note]
+
+
+# (case, path, reference values, current values, metric, the refusal)
+NO_NUMBER_LEFT = [
+    ("the current window holds only strings", "output.v", NUMBERS, ["1", "2.5", "1"], "psi",
+     "output.v of model 'm' has no JSON number in the current window (0 reference and 3 current call(s) with a "
+     'string at output.v that reads as a number ("1", "2.5")): numeric drift counts JSON numbers only, so drift is '
+     "not computed (--categorical, or a chi2 rule, compares the values as categories)"),
+    ("both windows hold only strings", "v", ["1", "2"], ["1", "3"], "ks",
+     "v of model 'm' has no JSON number in the reference or current window (2 reference and 2 current call(s) with "
+     'a string at v that reads as a number ("1", "2", "3")): numeric drift counts JSON numbers only, so drift is '
+     "not computed (--categorical, or a chi2 rule, compares the values as categories)"),
+]
+
+
+@pytest.mark.parametrize(("path", "ref", "cur", "metric", "refusal"), [c[1:] for c in NO_NUMBER_LEFT],
+                         ids=[c[0] for c in NO_NUMBER_LEFT])
+def test_a_window_with_no_number_but_strings_is_refused_naming_them(tmp_path, path, ref, cur, metric, refusal):
+    """Left out, the strings would leave a window empty, read as "no values": the refusal says what is there."""
+    assert _drift_both_ways(_log_of(tmp_path, path, ref, cur), path, metric) == [refusal, refusal]
+
+
+def test_numbers_only_from_facts_on_a_nested_path_read_no_payload(tmp_path, monkeypatch):
+    """The fast path stays: the parent object's column says no string is there ("label": "1" beside is no matter)."""
+    from datetime import datetime
+
+    from policyengine.reporting import audit_source
+    from policyengine.reporting.db import open_readonly, sql
+
+    db = _log_of(tmp_path, "output", [{"v": v, "label": "1"} for v in NUMBERS],
+                 [{"v": v, "label": "1"} for v in [1, 2, 3, 5, 8, 13]])
+    asked: list[str] = []
+    monkeypatch.setattr(audit_source, "sql", lambda name: asked.append(name) or sql(name))
+    con = open_readonly(db)
+    try:
+        r = audit_source.drift_from_audit(con, model="m", path="output.v", start=datetime(2026, 10, 1),
+                                          split=datetime(2026, 11, 1), end=datetime(2026, 12, 1))
+    finally:
+        con.close()
+    assert r.kind == "numeric" and (r.n_reference, r.n_current) == (11, 6) and not [n for n in r.notes if "string" in n]
+    assert "drift_facts_strings" in asked and "drift_input_from_facts" in asked
+    assert not [name for name in asked if name.startswith(("drift_input_from_audit", "drift_payload_strings"))]
+
+
+def test_booleans_among_numbers_are_not_numbers_either(tmp_path):
+    """true never read as a number (it does not cast to DOUBLE): the path mixes numbers and other values, as before."""
+    db = _log_of(tmp_path, "output.v", NUMBERS, [1, True, 2, "2.5", 3])
+    psi = _drift_both_ways(db, "output.v", "psi")
+    assert psi[0] == psi[1] and psi[0].kind == "categorical" and "true" in [b.bin for b in psi[0].bins]
+    assert _drift_both_ways(db, "output.v", "ks") == ["output.v of model 'm' is not numeric: the KS statistic needs "
+                                                      "numbers"] * 2

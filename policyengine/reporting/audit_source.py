@@ -14,7 +14,8 @@ the payloads. Both give the same rows.
 Columns and ``json_extract_string`` print 1 and "1" alike; a group value's JSON type
 is part of it, and so is a drift value's when values are compared as categories. So
 when some such value could be of another type than a string the types are read from
-the payloads and such values are kept apart, with a note.
+the payloads and such values are kept apart, with a note. Values compared as numbers
+are JSON numbers only: a string that reads as one ("1") is left out, with a note.
 """
 
 from __future__ import annotations
@@ -126,6 +127,42 @@ def _keep_json_types_apart(con: duckdb.DuckDBPyConnection, values: _Values) -> l
     return notes
 
 
+def _strings_possible(con: duckdb.DuckDBPyConnection, path: str, model: str, start: datetime, end: datetime, *,
+                      facts: bool) -> bool:
+    """Whether some call may hold a string at ``path``: its text ("1") reads as a number as 1 does.
+
+    From the facts, a nested path's parent object column says it without a JSON parse (drift_facts_strings.sql);
+    otherwise each payload's json_type at the path does, lighter than reading the values (drift_payload_strings.sql).
+    """
+    window = {"model": model, "start": _naive_utc(start), "end": _naive_utc(end)}
+    keys = [k for k in path.split(".") if k]
+    parent = _facts_columns(con, json_path(".".join(keys[:-1]))) if facts and len(keys) > 1 else None
+    if parent is None:
+        return bool(one(con, sql("drift_payload_strings"), {**window, "path": json_path(path)})[0])
+    return bool(one(con, sql("drift_facts_strings").replace("{parent}", parent), {**window, "key": keys[-1]})[0])
+
+
+def _leave_out_strings(con: duckdb.DuckDBPyConnection, path: str, model: str) -> list[str]:
+    """Take the strings out of a numeric comparison (``drift_input`` typed): "1" reads as 1 but is not a number.
+
+    A note says how many calls per window held one, and which; a window left with no number is refused
+    (its strings would otherwise read as "no values"), naming the path, the strings and how many.
+    """
+    ref, cur, ref_numbers, cur_numbers, shown = one(con, sql("drift_input_strings"))
+    if not ref and not cur:
+        return []
+    texts = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
+    said = f"{ref} reference and {cur} current call(s) with a string at {path} that reads as a number ({texts})"
+    bare = [side for side, strings, numbers in (("reference", ref, ref_numbers), ("current", cur, cur_numbers))
+            if strings and not numbers]
+    if bare:
+        raise ReportError(f"{path} of model {model!r} has no JSON number in the {' or '.join(bare)} window "
+                          f"({said}): numeric drift counts JSON numbers only, so drift is not computed "
+                          "(--categorical, or a chi2 rule, compares the values as categories)")
+    con.execute("DELETE FROM drift_input WHERE cat_type = 'VARCHAR'")
+    return [f"{said} were left out: numeric drift counts JSON numbers only"]
+
+
 def bias_from_audit(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -230,7 +267,12 @@ def drift_from_audit(
     kind = "numeric" if values and numeric == values and metric != "chi2" else "categorical"
     if metric == "ks" and kind != "numeric":
         raise ReportError(f"{path} of model {model!r} is not numeric: the KS statistic needs numbers")
+    strings_left_out: list[str] = []
+    if kind == "numeric" and _strings_possible(con, path, model, start, end, facts=column is not None):
+        load(keep_text=True, typed=True)  # "1" reads as 1 but is a string: never count it as a number
+        strings_left_out = _leave_out_strings(con, path, model)
     result = compute_drift(con, path, kind)  # type: ignore[arg-type]
+    result = replace(result, notes=(*result.notes, *strings_left_out))
     categories = _Values("drift_input", "cat", "value", f" at {path}", "category", "categories", "drift")
     if kind == "categorical" and _could_be_typed(con, categories, among=[b.bin for b in result.bins]):
         load(keep_text=True, typed=True)  # 1 or "1"? the text cannot say: read the types, count again

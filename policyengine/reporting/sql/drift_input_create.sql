@@ -4,7 +4,8 @@
 -- ts: when it was recorded (audit log only), for PSI over time;
 -- cat_type: the JSON type of the value (json_type: VARCHAR for a string), read only when
 -- the values are compared as categories and some could be a number, boolean, object or
--- array (drift_input_from_audit_typed.sql), else NULL.
+-- array, or compared as numbers and some is a string ("1": drift_facts_strings.sql,
+-- drift_payload_strings.sql): drift_input_from_audit_typed.sql; else NULL.
 CREATE OR REPLACE TEMP TABLE drift_input (
     side VARCHAR,
     line BIGINT,

@@ -1,8 +1,10 @@
 -- drift_input_from_audit_typed: drift_input_from_audit with the text of every value, also keeping
 -- its JSON type (cat_type), so that 1 (a number) and "1" (a string), which json_extract_string
--- prints alike, stay two categories (json_types_alike.sql). A second parse of each payload: used
--- only when the values are compared as categories and some could be of another type than a
--- string (json_lookalikes.sql). Parameters: model, path, start, split, end, with_ts.
+-- prints alike, stay two categories (json_types_alike.sql), and a string is never counted as a
+-- number (drift_input_strings.sql). A second parse of each payload: used when the values are
+-- compared as categories and some could be of another type than a string (json_lookalikes.sql),
+-- or as numbers and some is a string (drift_facts_strings.sql, drift_payload_strings.sql).
+-- Parameters: model, path, start, split, end, with_ts.
 INSERT INTO drift_input (side, line, num, cat, cat_type, ts)
 SELECT
     CASE WHEN ts < $split THEN 'reference' ELSE 'current' END,
