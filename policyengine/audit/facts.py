@@ -33,6 +33,7 @@ payloads (slower, same result).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -106,6 +107,7 @@ class _Unsure(Exception):
 # DuckDB prints JSON with yyjson: RFC 8785's escapes, but \u00XX in upper case (and DEL, / and non-ASCII as is).
 _YY_ESCAPES = {c: f"\\u{c:04X}" for c in range(0x20)} | {
     0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+_YY_PLAIN = re.compile(r'[\x00-\x1f"\\]')  # a string without these prints as it is, between quotes
 _MAX_EXACT_INT = 2**53
 
 
@@ -125,7 +127,7 @@ def _yy_number(value: int | float) -> str:
 def _yy_text(value: Any) -> str:
     """``value`` (parsed from canonical text) printed as DuckDB's ``json_extract_string`` prints a nested value."""
     if isinstance(value, str):
-        return '"' + value.translate(_YY_ESCAPES) + '"'
+        return '"' + (value if _YY_PLAIN.search(value) is None else value.translate(_YY_ESCAPES)) + '"'
     if value is None:
         return "null"
     if value is True:
@@ -139,19 +141,36 @@ def _yy_text(value: Any) -> str:
     return _yy_number(value)
 
 
-def _facts_of(value: dict[str, Any], prefix: tuple[str, ...], out: dict[str, str | None]) -> None:
+def _facts_of(value: dict[str, Any], path: str, out: dict[str, str | None], text: bool) -> str | None:
+    """Fill ``out`` with the member paths of object ``value`` (at JSON path ``path``) and their facts; with
+    ``text``, return ``value`` printed as ``_yy_text`` prints it.
+
+    One pass, bottom up: a nested object's text is joined from its members' texts as they are found, so no
+    value is printed twice (printing each nested object from scratch, then its members again, cost ~85 µs a
+    gateway ``model_call`` payload: 256 of them held a server's next answer for 20-60 ms).
+    """
+    parts: list[str] | None = [] if text else None
     for key, inner in value.items():
-        if not columnable(key):
-            continue
-        keys = (*prefix, key)
-        if isinstance(inner, str):
-            out[path_of(keys)] = inner
-        elif inner is None:
-            out[path_of(keys)] = None
+        if columnable(key):
+            inner_path = path + '."' + key.replace('"', '\\"') + '"'  # as path_of quotes each key
+            if isinstance(inner, str):
+                out[inner_path] = inner
+                inner_text = _yy_text(inner) if text else ""
+            elif inner is None:
+                out[inner_path] = None
+                inner_text = "null"
+            elif isinstance(inner, dict):
+                out[inner_path] = None  # its place: an object's path comes before its members'
+                out[inner_path] = inner_text = _facts_of(inner, inner_path, out, True)  # type: ignore[assignment]
+            else:
+                out[inner_path] = inner_text = _yy_text(inner)
+        elif text:
+            inner_text = _yy_text(inner)
         else:
-            out[path_of(keys)] = _yy_text(inner)
-            if isinstance(inner, dict):
-                _facts_of(inner, keys, out)
+            continue  # no column for it or below it, and no text wanted of this object
+        if parts is not None:
+            parts.append(_yy_text(key) + ":" + inner_text)
+    return None if parts is None else "{" + ",".join(parts) + "}"
 
 
 def payload_facts(payload: str) -> dict[str, str | None] | None:
@@ -163,7 +182,7 @@ def payload_facts(payload: str) -> dict[str, str | None] | None:
     """
     found: dict[str, str | None] = {}
     try:
-        _facts_of(orjson.loads(payload), (), found)
+        _facts_of(orjson.loads(payload), "$", found, False)
     except _Unsure:
         return None
     return found
