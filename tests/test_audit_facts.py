@@ -436,3 +436,46 @@ def test_once_a_caller_flushes_answer_first_the_writer_thread_leaves_the_facts_t
         log.write_facts()
         assert log.facts_due == 0
     assert verify_database(path, [key.public]).notes == ()
+
+
+def test_facts_prepared_ahead_are_written_without_printing_them_again(tmp_path: Path, monkeypatch) -> None:
+    """A server prepares the answered records' facts (``prepare_facts``) outside the database; the facts
+    transaction then only appends and commits what was printed."""
+    path, key = tmp_path / "a.duckdb", generate_key(tmp_path / "k.key")
+    rng = random.Random(3)
+    with AuditLog(path, key, flush_interval=0) as log:
+        for i in range(5):
+            log.append("model_call", payload=model_call(rng, i))
+            log.flush(answer_first=True)
+        log.prepare_facts()
+        log.append("model_call", payload=model_call(rng, 5))  # not prepared: printed in the transaction
+        log.flush(answer_first=True)
+        printed: list[str] = []
+        real = facts_module.payload_facts
+        monkeypatch.setattr(facts_module, "payload_facts", lambda text: printed.append(text) or real(text))
+        log.write_facts()
+        assert log.facts_due == 0 and len(printed) == 1
+    report = verify_database(path, [key.public])
+    assert report.ok and report.notes == (), report.failure  # verify recomputes every facts row from its payload
+
+
+def test_a_write_that_raises_is_rolled_back_and_the_next_one_commits(tmp_path: Path, monkeypatch) -> None:
+    """An error that is not DuckDB's inside a transaction (a bug, MemoryError) rolls it back: it must not leave
+    the transaction open, which failed every later write on BEGIN."""
+    path, key = tmp_path / "a.duckdb", generate_key(tmp_path / "k.key")
+    with AuditLog(path, key, flush_interval=0) as log:
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "n": 1})
+        log.flush(answer_first=True)
+        real = log._facts.add_rows
+
+        def broken(con, rows, prepared=None):  # noqa: ANN001, ANN202 - the FactsWriter's own signature
+            raise MemoryError("no room")
+
+        monkeypatch.setattr(log._facts, "add_rows", broken)
+        with pytest.raises(MemoryError):
+            log.write_facts()
+        monkeypatch.setattr(log._facts, "add_rows", real)
+        log.append("model_call", payload={"model": "m", "outcome": "ok", "n": 2})
+        log.flush()
+    report = verify_database(path, [key.public])
+    assert report.ok and report.records == 2 and report.notes == (), report.failure

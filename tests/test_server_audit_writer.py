@@ -69,9 +69,9 @@ def test_an_answer_waits_for_its_record_and_its_reports_columns_follow(tmp_path:
             events.extend(("answered", seq) for seq in range(1, args[0] + 1) if ("answered", seq) not in events)
         post(callback, *args)
 
-    def facts_written(con, rows):  # noqa: ANN001, ANN202 - the FactsWriter's own signature
+    def facts_written(con, rows, prepared=None):  # noqa: ANN001, ANN202 - the FactsWriter's own signature
         events.extend(("facts", row[0]) for row in rows)
-        add_rows(con, rows)
+        add_rows(con, rows, prepared)
 
     audit._post = posted  # type: ignore[method-assign]
     log._facts.add_rows = facts_written  # type: ignore[method-assign]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -268,12 +268,15 @@ class FactsWriter:
         if self.wanted(rows):
             self._columns = _insert(con, source, self._columns)
 
-    def add_rows(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
-        """``add`` for a small batch not registered in DuckDB: appended as values where Python prints them all."""
+    def add_rows(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]],
+                 prepared: Mapping[int, dict[str, str | None] | None] | None = None) -> None:
+        """``add`` for a small batch not registered in DuckDB: appended as values where Python prints them all
+        (``prepared``: ``payload_facts`` of some of them by seq, computed before the transaction)."""
         records = [row for row in rows if row[3] == FACT_EVENT]
         if not records:
             return
-        values = [payload_facts(row[7]) for row in records]
+        values = [payload_facts(row[7]) if prepared is None or row[0] not in prepared else prepared[row[0]]
+                  for row in records]
         if any(found is None for found in values):
             self._columns = _insert_rows(con, records, self._columns)
             return

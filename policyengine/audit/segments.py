@@ -332,6 +332,11 @@ class SegmentedLog:
         with self._lock:
             return self._current().facts_due  # a sealed segment wrote its facts when it closed
 
+    def prepare_facts(self) -> None:
+        with self._lock:
+            log = self._current()
+        log.prepare_facts()
+
     def write_facts(self) -> None:
         with self._lock:
             log = self._current()

@@ -122,6 +122,7 @@ class DurableAudit:
         that failed: the log is then failed for good, and the next waiter hears of it)."""
         while True:
             try:
+                self.log.prepare_facts()  # answers handed back: their facts' Python part, outside the database
                 due = self.log.facts_due
                 if not due:
                     return self._wanted.wait()
