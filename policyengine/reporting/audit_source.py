@@ -37,7 +37,7 @@ from .db import (
     sql,
     unordered_inserts,
 )
-from .drift import DriftResult, compute_drift, psi_over_time
+from .drift import DriftResult, compute_drift, leave_out_non_numbers, psi_over_time
 from .errors import ReportError
 
 
@@ -148,19 +148,10 @@ def _leave_out_strings(con: duckdb.DuckDBPyConnection, path: str, model: str) ->
     A note says how many calls per window held one, and which; a window left with no number is refused
     (its strings would otherwise read as "no values"), naming the path, the strings and how many.
     """
-    ref, cur, ref_numbers, cur_numbers, shown = one(con, sql("drift_input_strings"))
-    if not ref and not cur:
-        return []
-    texts = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
-    said = f"{ref} reference and {cur} current call(s) with a string at {path} that reads as a number ({texts})"
-    bare = [side for side, strings, numbers in (("reference", ref, ref_numbers), ("current", cur, cur_numbers))
-            if strings and not numbers]
-    if bare:
-        raise ReportError(f"{path} of model {model!r} has no JSON number in the {' or '.join(bare)} window "
-                          f"({said}): numeric drift counts JSON numbers only, so drift is not computed "
-                          "(--categorical, or a chi2 rule, compares the values as categories)")
-    con.execute("DELETE FROM drift_input WHERE cat_type = 'VARCHAR'")
-    return [f"{said} were left out: numeric drift counts JSON numbers only"]
+    return leave_out_non_numbers(
+        con, counted=f"call(s) with a string at {path} that reads as a number", numbers="JSON numbers",
+        refused=lambda sides: f"{path} of model {model!r} has no JSON number in the {' or '.join(sides)} window",
+        hint="--categorical, or a chi2 rule, compares the values as categories")
 
 
 def bias_from_audit(

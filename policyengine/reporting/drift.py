@@ -10,6 +10,7 @@ the caller says which it is. Definitions are in ``docs/reports.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +131,29 @@ def compute_drift(
             f"{empty_ref} reference and {empty_cur} current bin(s) are empty; their shares count as {EPSILON:g}"
         )
     return DriftResult(column, kind, n_ref, n_cur, psi, bins, ks, chi2, tuple(notes))
+
+
+def leave_out_non_numbers(
+    con: duckdb.DuckDBPyConnection, *, counted: str, numbers: str, refused: Callable[[list[str]], str], hint: str
+) -> list[str]:
+    """Take out of a numeric comparison the values ``drift_input`` marks as no number (``cat_type`` VARCHAR).
+
+    They read as numbers ("1", nan) but are not, so they are never counted as such: a note says how many per
+    side and names up to three (``counted``: what they are, ``numbers``: what is counted). A side left with no
+    number is refused (it would otherwise read as "no values"): ``refused(sides)`` names it, ``hint`` the way out.
+    """
+    ref, cur, ref_numbers, cur_numbers, shown = one(con, sql("drift_input_strings"))
+    if not ref and not cur:
+        return []
+    texts = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
+    said = f"{ref} reference and {cur} current {counted} ({texts})"
+    bare = [side for side, strings, numbers_left in (("reference", ref, ref_numbers), ("current", cur, cur_numbers))
+            if strings and not numbers_left]
+    if bare:
+        raise ReportError(f"{refused(bare)} ({said}): numeric drift counts {numbers} only, so drift is not computed "
+                          f"({hint})")
+    con.execute("DELETE FROM drift_input WHERE cat_type = 'VARCHAR'")
+    return [f"{said} were left out: numeric drift counts {numbers} only"]
 
 
 def psi_over_time(con: duckdb.DuckDBPyConnection, result: DriftResult, period: str) -> DriftResult:
