@@ -520,16 +520,50 @@ def test_drift_from_the_log_never_counts_a_string_as_a_number(tmp_path, cur, sai
         con = duckdb.connect(str(db))
         FactsWriter(con)
         con.close()
-    args = ("report", "drift", "--db", db, "--model", "m", "--column", "output.v", "--until", "2026-12-01",
-            "--baseline-days", "30")
+    _numeric_drift_says(("report", "drift", "--db", db, "--model", "m", "--column", "output.v", "--until",
+                         "2026-12-01", "--baseline-days", "30"), said, "note: output.v: ")
+
+
+def _numeric_drift_says(args: tuple[object, ...], said: str, column: str) -> None:
+    """``report drift args`` refuses with ``said`` (one line, exit 1, in the table and JSON formats), or compares 6
+    reference and 4 current numbers with the note ``said`` (``column`` + the note) in the JSON and the table."""
     if said.startswith("error: "):
         assert one_error_line(pe_inprocess(*args)) == said
         assert one_error_line(pe_inprocess(*args, "--format", "json")) == said
         return
     (col,) = json.loads(run(*args, "--format", "json"))["columns"]
     assert col["kind"] == "numeric" and (col["n_reference"], col["n_current"]) == (6, 4)
-    assert said.removeprefix("note: output.v: ") in col["notes"]
+    assert said.removeprefix(column) in col["notes"]
     assert said in run(*args)
+
+
+# (case, the current file's cells, in the JSON and the table: the note, or the refusal ({cur}: the file))
+CSV_CELLS_IN_NUMERIC_DRIFT = [
+    ("left out, with a note", ["0.2", "nan", "0.4", "inf", "0.6", "0.8", " 1", "1_000"],
+     'note: x: 0 reference and 4 current cell(s) not written as a plain decimal number (" 1", "1_000", "inf", ...) '
+     "were left out: numeric drift counts plain decimal numbers only"),
+    ("no number left, refused", ["nan", "-inf", "nan", ""],
+     "error: column 'x' has no plain decimal number in the current file {cur} (0 reference and 3 current cell(s) "
+     'not written as a plain decimal number ("nan", "-inf")): numeric drift counts plain decimal numbers only, so '
+     "drift is not computed (--categorical compares the values as categories)"),
+]
+
+
+@pytest.mark.parametrize(("cells", "said"), [c[1:] for c in CSV_CELLS_IN_NUMERIC_DRIFT],
+                         ids=[c[0] for c in CSV_CELLS_IN_NUMERIC_DRIFT])
+def test_drift_from_csv_never_counts_nan_or_a_padded_cell_as_a_number(tmp_path, cells, said):
+    """nan reads as a number (float(), DuckDB's cast) but is none: report drift leaves it out and says so, or
+    refuses with one line and exit 1, in every format."""
+    ref, cur = tmp_path / "ref.csv", tmp_path / "cur.csv"
+    ref.write_text("x\n" + "".join(f"{v}\n" for v in (0.1, 0.3, 0.5, 0.7, 0.9, 1)))
+    cur.write_text("x\n" + "".join(f"{v}\n" for v in cells))
+    args = ("report", "drift", "--reference", ref, "--current", cur, "--column", "x")
+    said = said.format(cur=cur)
+    _numeric_drift_says(args, said, "note: x: ")
+    if said.startswith("error: "):
+        assert one_error_line(pe(*args)) == said  # the installed entry point too
+    else:  # a CSV holds rows only: the note is on stderr
+        assert said in pe_inprocess(*args, "--format", "csv").stderr.splitlines()
 
 
 # --- a database that cannot be opened: every command, one clean line -----------------------------

@@ -183,6 +183,81 @@ def test_categorical_flag_compares_numbers_as_categories(tmp_path):
     assert r.kind == "categorical" and [b.bin for b in r.bins] == ["01000", "02000", "N/A"]
 
 
+# --- CSV cells that read as numbers but are not written as one ------------------------------------------------
+
+CSV_NUMBERS = [0.5, 1, 2, 3, 4, 5, 6, 7.25, 8, 9, 10, -1.5, 1e3]
+CSV_CURRENT = [1, 2, 2, 3, 5, 8, 13, -2.5, 2.5e2]
+CSV_LEFT_OUT = "were left out: numeric drift counts plain decimal numbers only"
+
+# (case, reference numbers, reference cells left out, current numbers, current cells left out, the note). Python's
+# float() and DuckDB's cast read every cell left out as a number; each number is also written in the CSV as it is
+# here, and +1, .5, 1., 007, 1E3 and -0 are plain decimal notation with one reading in every CSV reader: leaving
+# them out would drop values by sign or size (.5 only below 1), so they count (docs/reports.md).
+CSV_NOT_NUMBERS = [
+    ("nan in the current file", CSV_NUMBERS, [], CSV_CURRENT, ["nan", "NaN", "nan"],
+     f'0 reference and 3 current cell(s) not written as a plain decimal number ("nan", "NaN") {CSV_LEFT_OUT}'),
+    ("infinities in the current file", CSV_NUMBERS, [], CSV_CURRENT, ["inf", "-inf", "Infinity"],
+     f'0 reference and 3 current cell(s) not written as a plain decimal number ("-inf", "Infinity", "inf") '
+     f"{CSV_LEFT_OUT}"),
+    ("spaces and an underscore in the current file", CSV_NUMBERS, [], CSV_CURRENT, [" 1", "2 ", "1_000"],
+     f'0 reference and 3 current cell(s) not written as a plain decimal number (" 1", "1_000", "2 ") '
+     f"{CSV_LEFT_OUT}"),
+    ("the same in the reference file", CSV_NUMBERS, ["nan", "-inf", " 1", "1_000"], CSV_CURRENT, [],
+     f'4 reference and 0 current cell(s) not written as a plain decimal number (" 1", "-inf", "1_000", ...) '
+     f"{CSV_LEFT_OUT}"),
+    ("both files, and a number too large to be one (1e999 reads as inf)", CSV_NUMBERS, ["Infinity"],
+     CSV_CURRENT, ["1e999", "nan"],
+     f'1 reference and 2 current cell(s) not written as a plain decimal number ("1e999", "Infinity", "nan") '
+     f"{CSV_LEFT_OUT}"),
+    ("plain decimal notation counts, nan beside it does not", CSV_NUMBERS, [],
+     ["+1", ".5", "1.", "007", "1E3", "-0", "2.5e-1", *CSV_CURRENT], ["nan"],
+     f'0 reference and 1 current cell(s) not written as a plain decimal number ("nan") {CSV_LEFT_OUT}'),
+]
+
+
+@pytest.mark.parametrize(("ref", "ref_out", "cur", "cur_out", "note"), [c[1:] for c in CSV_NOT_NUMBERS],
+                         ids=[c[0] for c in CSV_NOT_NUMBERS])
+def test_csv_cells_not_written_as_numbers_are_left_out_with_a_note(tmp_path, ref, ref_out, cur, cur_out, note):
+    """nan or " 1" reads as a number but is not written as one: PSI and KS count the numbers alone, and say so."""
+    r = drift_from_csv(_write(tmp_path / "r.csv", "x", [*ref_out, *ref]),
+                       _write(tmp_path / "c.csv", "x", [*cur, *cur_out]), "x")
+    ref_numbers, cur_numbers = [float(v) for v in ref], [float(v) for v in cur]
+    assert r.kind == "numeric" and (r.n_reference, r.n_current) == (len(ref_numbers), len(cur_numbers))
+    assert sum(b.ref_count for b in r.bins) == len(ref_numbers) and sum(b.cur_count for b in r.bins) == len(cur_numbers)
+    assert abs(r.psi - _reference_psi(ref_numbers, cur_numbers, False)) <= TOL
+    want = scipy_stats.ks_2samp(ref_numbers, cur_numbers)
+    assert abs(r.ks.statistic - want.statistic) <= TOL and r.ks.location == want.statistic_location
+    assert [n for n in r.notes if "plain decimal" in n] == [note]
+
+
+# (case, reference cells, current cells, the refusal with {r} and {c} for the two files)
+CSV_NO_NUMBER_LEFT = [
+    ("the current file holds no number", CSV_NUMBERS, ["nan", "inf", " 1", "nan"],
+     "column 'x' has no plain decimal number in the current file {c} (0 reference and 4 current cell(s) not "
+     'written as a plain decimal number ("nan", " 1", "inf")): numeric drift counts plain decimal numbers only, so '
+     "drift is not computed (--categorical compares the values as categories)"),
+    ("neither file holds a number", ["Infinity", "NaN"], ["1_000", "-inf", "Infinity", "1e999"],
+     "column 'x' has no plain decimal number in the reference file {r} or current file {c} (2 reference and 4 "
+     'current cell(s) not written as a plain decimal number ("Infinity", "-inf", "1_000", ...)): numeric drift '
+     "counts plain decimal numbers only, so drift is not computed (--categorical compares the values as categories)"),
+]
+
+
+@pytest.mark.parametrize(("ref", "cur", "refusal"), [c[1:] for c in CSV_NO_NUMBER_LEFT],
+                         ids=[c[0] for c in CSV_NO_NUMBER_LEFT])
+def test_a_csv_file_with_no_number_left_is_refused_naming_its_cells(tmp_path, ref, cur, refusal):
+    """Left out, the cells would leave a file empty, read as "no values" (before, they were numbers): refused;
+    --categorical compares them as text, where nan is a category like any other."""
+    r_csv, c_csv = _write(tmp_path / "r.csv", "x", ref), _write(tmp_path / "c.csv", "x", cur)
+    with pytest.raises(ReportError) as e:
+        drift_from_csv(r_csv, c_csv, "x")
+    assert str(e.value) == refusal.format(r=r_csv, c=c_csv)
+    as_text = drift_from_csv(r_csv, c_csv, "x", kind="categorical")  # the way out it names: each cell is its text
+    assert {b.bin for b in as_text.bins} == {str(v).strip() for v in (*ref, *cur)}
+    assert (as_text.n_reference, as_text.n_current) == (len(ref), len(cur))
+    assert not [n for n in as_text.notes if "plain decimal" in n]
+
+
 # --- bad input: one clear line -------------------------------------------------------------
 
 

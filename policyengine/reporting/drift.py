@@ -5,7 +5,9 @@ Like bias, every source is first turned into one table,
 chi-squared test are then the same SQL (``sql/drift_*.sql``) for a pair of CSVs
 and for two windows of the audit log. A column is numeric when every value is a
 number, categorical when none is; a column that mixes both is refused unless
-the caller says which it is. Definitions are in ``docs/reports.md``.
+the caller says which it is. Compared as numbers, a value that reads as one but
+is not written as one (a CSV cell ``nan`` or ``" 1"``, a JSON string ``"1"``) is left
+out, with a note. Definitions are in ``docs/reports.md``.
 """
 
 from __future__ import annotations
@@ -199,7 +201,8 @@ def drift_from_csv(
                 )
             kinds.append(decided)
             try:
-                con.execute(sql("drift_input_from_csv"), {"side": side, "column": column})
+                con.execute(sql("drift_input_from_csv"),
+                            {"side": side, "column": column, "numbers": decided == "numeric"})
             except duckdb.Error as e:
                 raise ReportError(f"{path}: cannot read column {column!r} ({first_line(e)})") from None
         if kinds[0] != kinds[1]:
@@ -207,6 +210,15 @@ def drift_from_csv(
                 f"column {column!r} is {kinds[0]} in {reference} but {kinds[1]} in {current}; "
                 "pass --categorical to compare them as categories"
             )
-        return compute_drift(con, column, kinds[0])  # type: ignore[arg-type]
+        left_out: list[str] = []
+        if kinds[0] == "numeric":  # nan, inf, " 1", 1_000 read as numbers but are not written as one
+            files = {"reference": reference, "current": current}
+            left_out = leave_out_non_numbers(
+                con, counted="cell(s) not written as a plain decimal number", numbers="plain decimal numbers",
+                refused=lambda sides: f"column {column!r} has no plain decimal number in the "
+                + " or ".join(f"{side} file {files[side]}" for side in sides),
+                hint="--categorical compares the values as categories")
+        result = compute_drift(con, column, kinds[0])  # type: ignore[arg-type]
+        return replace(result, notes=(*result.notes, *left_out))
     finally:
         con.close()

@@ -5,7 +5,9 @@
 -- cat_type: the JSON type of the value (json_type: VARCHAR for a string), read only when
 -- the values are compared as categories and some could be a number, boolean, object or
 -- array, or compared as numbers and some is a string ("1": drift_facts_strings.sql,
--- drift_payload_strings.sql): drift_input_from_audit_typed.sql; else NULL.
+-- drift_payload_strings.sql): drift_input_from_audit_typed.sql; from a CSV compared as numbers,
+-- VARCHAR for a cell that reads as a number but is not written as one (nan, " 1":
+-- drift_input_from_csv.sql); else NULL. VARCHAR rows are left out of the numbers with a note.
 CREATE OR REPLACE TEMP TABLE drift_input (
     side VARCHAR,
     line BIGINT,
