@@ -52,7 +52,8 @@ def test_a_blocked_model_is_denied_until_unblocked(tmp_path):
     assert any("classifier_small" in r["message"] and "block" in r["message"] for r in blocked["reasons"])
 
     unblock = subprocess.run(["policyengine", "models", "unblock", "classifier_small",
-                              "--db", str(tmp_path / "audit.duckdb"), "--by", "risk-officer"],
+                              "--db", str(tmp_path / "audit.duckdb"), "--by", "risk-officer",
+                              "--key", str(tmp_path / "k.key")],
                              capture_output=True, text=True)
     assert unblock.returncode == 0, unblock.stderr
     assert _eval(tmp_path)["effect"] == "allow"

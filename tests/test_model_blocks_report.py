@@ -77,8 +77,6 @@ CASES: list[tuple[str, Callable[[Path, Path], object], set[str], set[str]]] = [
      lambda db, key: (unblock(db, BLOCKED, by="risk", note="retrained", key=key),
                       _table(db, lambda con: con.execute("UPDATE model_blocks SET unblocked_at = NULL"))),
      set(), {BLOCKED}),
-    ("a lift through `models unblock` without a key (kept in the table only)",
-     lambda db, key: unblock(db, BLOCKED, by="risk", note="retrained", key=None), {BLOCKED}, {BLOCKED}),
     ("a lift through `models unblock` with a key (signed)",
      lambda db, key: unblock(db, BLOCKED, by="risk", note="retrained", key=key), set(), set()),
 ]

@@ -27,6 +27,7 @@ from policyengine.reporting.monitor import (
     unblock,
 )
 from policyengine.reporting.reports import run_named_report
+from policyengine.store.files import DEFAULT_KEY_PATH
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_reporting import one_error_line, pe, pe_inprocess
@@ -166,8 +167,8 @@ def test_record_writes_one_alert_per_result_and_blocks_on_breach(setup):
     assert blocked_models(db) == {"classifier_small"}
 
 
-def test_the_engine_denies_a_blocked_model_until_it_is_unblocked(setup):
-    db, rules = setup
+def test_the_engine_denies_a_blocked_model_until_it_is_unblocked(keyed, tmp_path):
+    db, rules, _ = keyed
     import duckdb
 
     results = tuple(results_by_rule(db, rules).values())
@@ -180,12 +181,13 @@ def test_the_engine_denies_a_blocked_model_until_it_is_unblocked(setup):
     policy = load_policy([rules], blocked=BlockList(blocked_models(db)))
     denied = policy.evaluate(request)
     assert denied.effect == "deny" and any(r.rule == "<blocked-model>" for r in denied.reasons)
-    assert unblock(db, "classifier_small", by="risk-officer", note="retrained") == 1
+    key = tmp_path / "policyengine.key"
+    assert unblock(db, "classifier_small", by="risk-officer", note="retrained", key=key) == 1
     assert blocked_models(db) == frozenset()
     assert load_policy([rules], blocked=BlockList(blocked_models(db))).evaluate(request).effect == "allow"
     with pytest.raises(ReportError, match="model 'classifier_small' is not blocked"):
-        unblock(db, "classifier_small", by="x")
-    history = run_named_report(db, "model_blocks")  # blocked and lifted with no signing key: nothing signed to show
+        unblock(db, "classifier_small", by="x", key=key)
+    history = run_named_report(db, "model_blocks")  # blocked with no signing key: no signed block to show
     assert history.rows == () and "for classifier_small;" in history.notes[0]
     assert history.notes[1] == ("classifier_small (risk.classifier_confidence): the block list has 1 block(s), "
                                 "0 open, the signed log no block")
@@ -337,15 +339,19 @@ def test_monitor_rules_default_to_the_shipped_rules(tmp_path):
     assert db.exists()
 
 
-def test_models_unblock_without_a_key_keeps_the_lift_in_model_blocks(setup, tmp_path):
+def test_models_unblock_without_a_key_lifts_nothing(setup, tmp_path):
+    """A lift the signed log does not show is how a quietly re-enabled model looks: without a key, no lift."""
     db, rules = setup
     results = tuple(results_by_rule(db, rules).values())
     con = __import__("duckdb").connect(str(db))
     record(con, results, None, NOW)
     con.close()
     r = pe("models", "unblock", "classifier_small", "--db", db, cwd=tmp_path)
-    assert (r.returncode, r.stdout) == (0, "unblocked: classifier_small\n")
-    assert "not in the audit log" in r.stderr
+    assert (r.returncode, r.stdout) == (1, "")
+    assert one_error_line(r) == (f"error: {DEFAULT_KEY_PATH}: signing key not found; pass --key KEYFILE (made by "
+                                 "`policyengine demo` or `policyengine run`); a lift is signed into the audit log "
+                                 "before it takes effect, so nothing was lifted")
+    assert pe_inprocess("models", "blocked", "--db", db).stdout.startswith("classifier_small\tblocked by")
     assert pe_inprocess("query", "SELECT count(*) AS n FROM audit_log WHERE event = 'model_unblocked'", "--db", db,
                         "--format", "csv").stdout.split() == ["n", "0"]
 

@@ -427,28 +427,30 @@ def models_blocked(db: str, state: str | None) -> None:
 @click.option("--by", "by", envvar="USER", default="unknown", show_default="$USER", help="Who lifts the block.")
 @click.option("--note", help="Why the block is lifted (kept in model_blocks and the audit event).")
 @click.option("--key", metavar="KEYFILE",
-              help=f"Signing key: also record a model_unblocked audit event (default: ./{DEFAULT_KEY} if it exists).")
+              help=f"Signing key of the audit log that records the lift (default: ./{DEFAULT_KEY}).")
 @click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
               help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
                    "Env: POLICYENGINE_STATE.")
 def models_unblock(model: str, db: str, by: str, note: str | None, key: str | None, state: str | None) -> None:
     """Lift the block on MODEL so that the engine allows it again.
 
-    The lift is kept in `model_blocks` (who, when, why) and, when a signing key is
-    available (--key, or ./policyengine.key), signed into the audit log as a
-    `model_unblocked` event.
+    The lift is first signed into the audit log as a `model_unblocked` event
+    (key: --key, default ./policyengine.key), then kept in `model_blocks` (who,
+    when, why). Without a signing key nothing is lifted: a lift the audit log
+    does not show is not allowed.
     """
     from ..reporting.monitor import unblock
 
-    key_path = _signing_key(key, "") if key is not None else (DEFAULT_KEY if Path(DEFAULT_KEY).is_file() else None)
+    try:  # the database first: what is wrong with it says more than a missing key
+        open_readonly(db).close()
+    except ReportError as e:
+        _fail(str(e))
+    key_path = _signing_key(key, "; a lift is signed into the audit log before it takes effect, so nothing was lifted")
     try:
         unblock(db, model, by=by, note=note, key=key_path, state=state)
     except ReportError as e:
         _fail(str(e))
     click.echo(f"unblocked: {model}")
-    if key_path is None:
-        click.echo(f"note: no signing key (./{DEFAULT_KEY} or --key): the lift is kept in model_blocks only, "
-                   "not in the audit log", err=True)
 
 
 

@@ -306,20 +306,21 @@ def active_blocks(db: str | Path, state: str | None = None) -> list[tuple[str, s
         raise ReportError(str(e)) from None
 
 
-def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
-            key: str | Path | None = None, state: str | None = None) -> int:
+def unblock(db: str | Path, model: str, *, by: str, key: str | Path, note: str | None = None,
+            state: str | None = None) -> int:
     """Lift every open block of ``model``; a ``ReportError`` if it is not blocked.
 
-    With ``key`` the lift is also signed into the audit log of ``db`` as a
+    The lift is signed into the audit log of ``db`` with ``key`` as a
     ``model_unblocked`` event (``model``, ``rules``, ``by``, ``note``;
-    docs/audit-events.md). With ``state`` (``postgresql://...``) the block is
-    lifted in the shared block list; ``db`` is then opened only to sign the event.
+    docs/audit-events.md), durably, before the block list changes: a lift the
+    log does not show is how a quietly re-enabled model looks, so there is no
+    unrecorded lift. With ``state`` (``postgresql://...``) the block is lifted in
+    the shared block list; ``db`` is then opened only to sign the event.
     """
     store = shared_blocks(state)
     con = None
     try:
-        if store is None or key is not None:
-            con = open_readwrite(db)
+        con = open_readwrite(db)
         if store is not None:
             blocks: Any = store.blocks
         else:
@@ -335,16 +336,14 @@ def unblock(db: str | Path, model: str, *, by: str, note: str | None = None,
         rules = sorted({r[1] for r in open_blocks})
         payload = {"model": model, "rules": rules, "by": by, "note": note, "lifted": len(open_blocks)}
         kept = masking_for(db).apply(payload)  # the block list keeps what the log signs: no dropped note in clear
-        log = _audit_writer(con, key, db) if con is not None else None  # before the lift: a bad key changes nothing
+        log = _audit_writer(con, key, db)  # before the lift: a bad key changes nothing
         try:
-            if log is not None:  # signed and durable first: a crash after it leaves the block, never a silent lift
-                log.append("model_unblocked", actor=by, payload=payload)
-                log.flush()
+            log.append("model_unblocked", actor=by, payload=payload)
+            log.flush()  # signed and durable first: a crash after it leaves the block, never a silent lift
             lifted = blocks.lift(model, at=datetime.now(UTC), by=str(kept.get("by") or "(masked)"),
                                  note=kept.get("note"))
         finally:
-            if log is not None:
-                log.close()
+            log.close()
         return int(lifted)
     except StoreError as e:
         raise ReportError(str(e)) from None
