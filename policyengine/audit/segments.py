@@ -46,7 +46,7 @@ from .keys import PublicKey, SigningKey
 from .log import AuditLog, Checkpoint, new_origin
 from .masking import NO_MASKING, Masking, merged
 from .sql import q
-from .verify import verify_connection
+from .verify import VerifyReport, verify_connection
 
 SEGMENT_NAME = re.compile(r"^(?P<series>.+)\.(?P<index>\d{6})\.duckdb$")
 PRUNE_LOG = "segments-pruned.duckdb"
@@ -525,12 +525,21 @@ def _verify_whole_log(path: Path, trusted: Sequence[PublicKey], report: Segments
         return
     finally:
         con.close()
-    report.segments.append({"file": path.name, "series": path.name, "index": None, "records": result.records,
-                            "origin": result.origin, "ok": result.ok, "first_seq": 1, "last_seq": result.records})
+    _add_verified(report, path, result, series=path.name, index=None, records_before=0)
+
+
+def _add_verified(report: SegmentsReport, path: Path, result: VerifyReport, *, series: str, index: int | None,
+                  records_before: int) -> bool:
+    """One verified file in the folder's report: its entry, its own notes and its failure; True if it failed."""
+    report.segments.append({"file": path.name, "series": series, "index": index, "records": result.records,
+                            "origin": result.origin, "ok": result.ok,
+                            "first_seq": records_before + 1, "last_seq": records_before + result.records})
     report.notes.extend(f"{path}: {note}" for note in result.notes)
     if result.failure:
         f = result.failure
         report.failures.append(SegmentFailure(str(path), f.kind, f.seq, f.message))
+        return True
+    return False
 
 
 def _pruned(root: Path, trusted: Sequence[PublicKey], report: SegmentsReport) -> dict[str, list[dict[str, Any]]]:
@@ -601,13 +610,7 @@ def _verify_series(name: str, segments: list[tuple[int, Path]], pruned: list[dic
             return
         finally:
             con.close()
-        report.segments.append({"file": path.name, "series": name, "index": index, "records": result.records,
-                                "origin": result.origin, "ok": result.ok,
-                                "first_seq": records_before + 1, "last_seq": records_before + result.records})
-        report.notes.extend(f"{path}: {note}" for note in result.notes)
-        if result.failure:
-            f = result.failure
-            report.failures.append(SegmentFailure(str(path), f.kind, f.seq, f.message))
+        if _add_verified(report, path, result, series=name, index=index, records_before=records_before):
             return
         problem = _link_problem(name, index, path, info, previous, records_before, newest, position)
         if problem:
