@@ -650,12 +650,14 @@ class AuditLog:
         next answer's commit for their whole time. A server calls this after handing answers back, so the
         facts transaction that follows only appends and commits.
         """
-        with self._lock:
-            todo = [row for row in self._facts_due if row[0] not in self._facts_prepared]
+        with self._lock:  # the prepared ones are a prefix of the due ones: _commit only adds at the end
+            due = self._facts_due
+            todo = due[len(self._facts_prepared):]
         if todo:
             computed = {row[0]: payload_facts(row[7]) for row in todo}
             with self._lock:
-                self._facts_prepared.update(computed)
+                if self._facts_due is due:  # else they were written meanwhile (and the list replaced)
+                    self._facts_prepared.update(computed)
 
     def write_facts(self) -> None:
         """Write the facts ``flush(answer_first=True)`` left, in their own transaction."""
