@@ -324,7 +324,6 @@ def unblock(db: str | Path, model: str, *, by: str, key: str | Path, note: str |
         if store is not None:
             blocks: Any = store.blocks
         else:
-            assert con is not None
             if not has_blocks_table(con):
                 raise ReportError(f"model {model!r} is not blocked (no model has ever been blocked in {db})")
             blocks = EmbeddedBlockList(con)
