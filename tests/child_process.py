@@ -2,7 +2,7 @@
 
 The one start/stop for the tests' real servers: ``policyengine serve``
 (tests/server_process.py), ``inbox serve`` (tests/inbox_process.py), ``gateway``
-and its upstream (tests/gateway_process.py).
+and its upstream (tests/gateway_process.py); ``refused_start`` runs one that must refuse to start.
 """
 
 from __future__ import annotations
@@ -76,3 +76,11 @@ class ListeningProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def refused_start(command: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess[str]:
+    """A server expected to refuse to start: it must exit on its own (one that starts fails the test)."""
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired as running:
+        raise AssertionError(f"{what} started instead of refusing:\n{running.stderr}") from None

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from child_process import ListeningProcess
+from child_process import ListeningProcess, refused_start
 
 UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "openai_upstream.py"
 
@@ -33,12 +33,9 @@ def start_gateway(cwd: Path, config: Path, *extra: str) -> Process:
 
 
 def gateway_refused(cwd: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``gateway`` expected to refuse to start: it must exit on its own (a gateway that starts fails the test)."""
+    """``gateway`` expected to refuse to start (``refused_start``)."""
     command = [sys.executable, "-m", "policyengine", "gateway", "--config", str(config), "--port", "0", *extra]
-    try:
-        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
-    except subprocess.TimeoutExpired as running:
-        raise AssertionError(f"the gateway started instead of refusing:\n{running.stderr}") from None
+    return refused_start(command, cwd, "the gateway")
 
 
 def received(record: Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_process import refused_start
 from server_process import Server, audit_records, verify
 from test_server_bundle_safety import ALLOW_ALL, REVOKE, _bundle, _effect, _put
 
@@ -38,13 +39,10 @@ def _events(db: Path, event: str) -> list[dict]:
 
 
 def _serve_refused(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``serve`` expected to refuse to start: it must exit on its own (a server that starts fails the test)."""
+    """``serve`` expected to refuse to start (``refused_start``)."""
     command = [sys.executable, "-m", "policyengine", "serve", "--port", "0", "--db", "audit.duckdb",
                "--key", "audit.key", *args]
-    try:
-        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
-    except subprocess.TimeoutExpired as running:
-        raise AssertionError(f"serve started instead of refusing:\n{running.stderr}") from None
+    return refused_start(command, cwd, "serve")
 
 
 # --- a restart may not go back to an older signed bundle -------------------------------------------
