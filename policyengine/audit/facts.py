@@ -17,9 +17,10 @@ through a column is therefore read exactly as from the payload, by construction.
 
 Facts are written in the transaction that commits their records, except behind
 a server's answers (the gateway's ``model_call`` records), where they follow in
-a later one: the answer waits for the records and their checkpoint only, and a
-facts row costs DuckDB as much as the record itself (its cost grows with the
-columns a transaction touches). So the last records may have no facts yet,
+a later one, on a connection of their own beside the records' transactions: the
+answer waits for the records and their checkpoint only, and a facts row costs
+DuckDB as much as the record itself (its cost grows with the columns a
+transaction touches). So the last records may have no facts yet,
 never a record before a facts row. Readers use the facts only when none is
 behind (``behind``); otherwise they read the payloads; the next writer to open
 the log fills them in.
@@ -255,8 +256,8 @@ class FactsWriter:
                 with _transaction(con):
                     _insert(con, f"(SELECT * FROM audit_log WHERE seq > {int(high)})", columns(con))
         self._columns = columns(con)
-        self._appender: Any = None
-        self._appender_columns: list[str] = []
+        # per connection (the writer's records cursor, and its facts cursor): (appender, the columns it was made for)
+        self._appenders: dict[int, tuple[Any, list[str]]] = {}
 
     @staticmethod
     def wanted(rows: list[tuple[Any, ...]]) -> bool:
@@ -281,17 +282,19 @@ class FactsWriter:
             self._columns = _insert_rows(con, records, self._columns)
             return
         self._columns, _ = _add_columns(con, list(dict.fromkeys(p for found in values for p in found)), self._columns)
-        if self._appender is None or self._appender_columns != self._columns:
-            self._appender = con.appender("audit_facts", columns=["seq", "ts", *self._columns])
-            self._appender_columns = self._columns
-        self._appender.append_rows([(row[0], row[1], *map(found.get, self._columns))  # type: ignore[union-attr]
-                                    for row, found in zip(records, values)])
-        self._appender.flush()
+        appender, made_for = self._appenders.get(id(con), (None, None))
+        if appender is None or made_for != self._columns:
+            appender = con.appender("audit_facts", columns=["seq", "ts", *self._columns])
+            self._appenders[id(con)] = (appender, self._columns)
+        appender.append_rows([(row[0], row[1], *map(found.get, self._columns))  # type: ignore[union-attr]
+                              for row, found in zip(records, values)])
+        appender.flush()
 
-    def clear(self) -> None:
-        """Drop rows a failed flush left buffered (the writer's transaction rolled back)."""
-        if self._appender is not None:
-            self._appender.clear()
+    def clear(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Drop rows a failed flush left buffered in ``con``'s appender (its transaction rolled back)."""
+        appender, _ = self._appenders.get(id(con), (None, None))
+        if appender is not None:
+            appender.clear()
 
 
 def behind(con: duckdb.DuckDBPyConnection) -> int:

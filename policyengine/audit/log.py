@@ -2,8 +2,8 @@
 
 Each record's leaf hash is computed when it is appended; records are buffered
 and written in batches (one Arrow table per batch, with the batch's ``audit_facts``
-rows, which behind a server's answers follow in the next transaction: facts.py),
-and every batch is committed in one transaction together with a
+rows, which behind a server's answers follow in a later transaction on a connection
+of their own: facts.py), and every batch is committed in one transaction together with a
 checkpoint (tree size, RFC 9162 root, Ed25519 signature) covering it. So every
 committed record is signed, whenever the process stops: ``audit verify`` can
 treat an uncovered record as tampering.
@@ -31,12 +31,14 @@ import secrets
 import sys
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256 as _sha256
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +239,7 @@ def _prompt_gil_handoff() -> Iterator[None]:
                     sys.setswitchinterval(before)
 
 
+_seq_of = itemgetter(0)  # a row's seq (audit_log column order)
 _SMALL_BATCH = 256  # up to here appenders commit faster than one Arrow table; 1,024: slower (benchmarks/README.md)
 _CHECKPOINT_COLUMNS = ("origin", "tree_size", "root", "ts", "key_id", "signature")
 
@@ -365,6 +368,11 @@ class AuditLog:
             db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db, create=create)
         )
         self._cur = self._base.cursor()  # own transaction context, even on a shared connection
+        # Serialises audit_facts writes, which keep seq order. Facts left behind answers (``write_facts``) go
+        # through a cursor of their own, holding this lock and not ``_io``: the next answer's commit never waits
+        # for them. A records transaction that writes facts holds both, ``_io`` first.
+        self._facts_io = threading.Lock()
+        self._facts_cur: duckdb.DuckDBPyConnection | None = None
         self._path = database_path(self._cur)
         self._where = self._path if isinstance(db, duckdb.DuckDBPyConnection) else os.fspath(db)  # as the caller named it
         with _open_writers_lock:
@@ -373,7 +381,7 @@ class AuditLog:
                 raise AuditError(f"{self._where}: audit database is already open for writing in this process")
             _open_writers.add(self._path)
         self._lock = threading.Lock()  # guards the buffer, seq and tree
-        self._io = threading.RLock()  # serialises database writes
+        self._io = threading.RLock()  # serialises the records' transactions
         self._buffer: list[tuple[Any, ...]] = []
         self._pending: deque[_Batch] = deque()
         self._last_signed: Checkpoint | None = None
@@ -386,6 +394,7 @@ class AuditLog:
         self._facts_due: list[tuple[Any, ...]] = []  # committed records whose facts follow (``flush(answer_first)``)
         self._facts_scheduled = False  # a caller flushes answer-first and writes the facts itself (``write_facts``)
         self._facts_prepared: dict[int, Any] = {}  # seq -> its facts, computed ahead (``prepare_facts``)
+        self._facts_prepared_upto = 0  # the highest seq prepare_facts computed or write_facts wrote
         try:
             self.origin = self._open_log(origin, create)
             self._facts = self._open_facts()
@@ -482,6 +491,8 @@ class AuditLog:
             # the Arrow batch has them (every log this module created); any other order keeps INSERT BY NAME.
             columns = self._cur.execute(q("log_columns")).fetchall()
             self._positional = tuple(name for (name,) in columns) == _ROW_NAMES
+            self._facts_cur = self._base.cursor()
+            self._facts_cur.execute("SET enable_optimizer = false")
             return _Appenders(self._cur)
         except duckdb.Error as err:
             raise AuditError(f"{self._where}: cannot prepare the audit writer ({str(err).splitlines()[0]})") from None
@@ -625,10 +636,10 @@ class AuditLog:
         """Write every appended record durably (and sign a checkpoint if due or asked); return the last durable seq.
 
         With ``answer_first`` (a server whose callers wait for this), the records' ``audit_facts`` rows are left
-        for ``write_facts``, which the caller runs when no answer waits (or any later plain flush, and close):
-        the records and their checkpoint are then the whole transaction the answer waits for (facts.py says why
+        for ``write_facts``, which the caller runs beside its answers (or any later plain flush, and close): the
+        records and their checkpoint are then the whole transaction the answer waits for (facts.py says why
         that is safe). From then on the log's writer thread leaves the facts to that caller too: its timed
-        flush writing them took the ``_io`` lock from under the next answer's commit (the gateway's p99).
+        flush writing them held ``_io`` from under the next answer's commit (the gateway's p99).
         """
         with self._lock:
             self._check_open()
@@ -646,23 +657,31 @@ class AuditLog:
     def prepare_facts(self) -> None:
         """Compute the facts of the records waiting for ``write_facts``, without holding the database.
 
-        Printing a gateway payload's facts costs ~45 µs of Python: done in ``write_facts``, 256 of them held the
-        next answer's commit for their whole time. A server calls this after handing answers back, so the
-        facts transaction that follows only appends and commits.
+        Printing a gateway payload's facts costs ~45 µs of Python: done inside the facts transaction, 256 of
+        them kept it open for their whole time. A server calls this before ``write_facts``, from the same
+        thread, so that transaction only appends and commits.
         """
-        with self._lock:  # the prepared ones are a prefix of the due ones: _commit only adds at the end
-            due = self._facts_due
-            todo = due[len(self._facts_prepared):]
-        if todo:
+        with self._lock:  # _facts_due is in seq order, and _commit adds at its end
+            due, upto = self._facts_due, self._facts_prepared_upto
+        start = bisect_right(due, upto, key=_seq_of)
+        if start < len(due):
+            todo = due[start:]
             computed = {row[0]: payload_facts(row[7]) for row in todo}
             with self._lock:
-                if self._facts_due is due:  # else they were written meanwhile (and the list replaced)
+                if self._facts_prepared_upto == upto:  # else written or prepared meanwhile: computed again later
                     self._facts_prepared.update(computed)
+                    self._facts_prepared_upto = todo[-1][0]
 
     def write_facts(self) -> None:
-        """Write the facts ``flush(answer_first=True)`` left, in their own transaction."""
-        with self._io:
-            self._write_facts_due()
+        """Write the facts ``flush(answer_first=True)`` left, in a transaction of their own cursor.
+
+        Holds ``_facts_io``, not ``_io``: answers go on committing meanwhile, and their facts follow these.
+        """
+        with self._facts_io:
+            if self._failed:
+                raise AuditError(self._failed)
+            if not self._released:  # else closed, which wrote them, or abandoned
+                self._write_facts_due()
 
     def checkpoint(self) -> Checkpoint | None:
         """Flush and sign a checkpoint over everything appended so far; return the latest checkpoint."""
@@ -750,9 +769,12 @@ class AuditLog:
                         break
                     batch = self._pending.popleft()
                 try:
-                    if batch.big or not answer_first:  # facts stay in seq order: the ones left go before later ones
-                        self._write_facts_due()
-                    self._commit(batch, answer_first)
+                    if batch.big or not answer_first:  # facts stay in seq order: the ones left go before these
+                        with self._facts_io:
+                            self._write_facts_due()
+                            self._commit(batch, answer_first)
+                    else:
+                        self._commit(batch, answer_first)
                 except AuditError:
                     raise
                 except BaseException as err:  # the batch is gone from _pending: its waiters must not wait forever
@@ -761,15 +783,23 @@ class AuditLog:
                     self._notify_waiters()
                     raise
             if not answer_first:
-                self._write_facts_due()
+                with self._facts_io:
+                    self._write_facts_due()
 
     def _write_facts_due(self) -> None:
-        if self._facts_due:
-            with self._lock:
-                rows, prepared = self._facts_due, self._facts_prepared
-            self._in_transaction(lambda cur: self._facts.add_rows(cur, rows, prepared))
-            with self._lock:  # _facts_due grows only in _commit, under _io as this is
-                self._facts_due, self._facts_prepared = [], {}
+        """The facts of committed records that wait for them, in one transaction of the facts cursor (the caller
+        holds ``_facts_io``). Answers may commit meanwhile: ``_commit`` puts theirs after these, in a new list."""
+        with self._lock:
+            rows, prepared = self._facts_due, self._facts_prepared
+        if not rows:
+            return
+        assert self._facts_cur is not None
+        self._in_transaction(lambda cur: self._facts.add_rows(cur, rows, prepared), self._facts_cur)
+        last = rows[-1][0]
+        with self._lock:
+            self._facts_due = self._facts_due[len(rows):]  # rows is still its prefix: only we take from it
+            self._facts_prepared = {seq: found for seq, found in self._facts_prepared.items() if seq > last}
+            self._facts_prepared_upto = max(self._facts_prepared_upto, last)
 
     def _commit(self, batch: _Batch, answer_first: bool = False) -> None:
         """One transaction: the batch's records and the checkpoint that signs them (never one without the other).
@@ -823,7 +853,10 @@ class AuditLog:
 
         self._in_transaction(write)
         if answer_first and not batch.big:
-            self._facts_due += [row for row in batch.rows if row[3] == FACT_EVENT]
+            due = [row for row in batch.rows if row[3] == FACT_EVENT]
+            if due:
+                with self._lock:  # a new list: a facts transaction under way holds the old one
+                    self._facts_due = self._facts_due + due
         with self._durable:
             self._flushed = batch.rows[-1][0]
             self._durable.notify_all()
@@ -837,12 +870,14 @@ class AuditLog:
             self._appenders.provisional.append_rows([(size,) for size in sizes])
             self._appenders.provisional.flush()
 
-    def _in_transaction(self, write: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
-        """Run ``write`` in one transaction; any DuckDB error rolls it back and fails the log for good.
+    def _in_transaction(self, write: Callable[[duckdb.DuckDBPyConnection], None],
+                        cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Run ``write`` in one transaction of ``cur`` (the records' cursor unless given); any DuckDB error rolls
+        it back and fails the log for good.
 
         Any other error (a bug, MemoryError) rolls it back too and goes on up: ``_drain`` fails the log with it.
         """
-        cur = self._cur
+        cur = self._cur if cur is None else cur
         try:
             with _prompt_gil_handoff():
                 cur.begin()
@@ -859,8 +894,9 @@ class AuditLog:
             raise
 
     def _roll_back(self, cur: duckdb.DuckDBPyConnection) -> None:
-        self._appenders.clear()
-        self._facts.clear()
+        if cur is self._cur:
+            self._appenders.clear()
+        self._facts.clear(cur)
         try:
             cur.rollback()
         except duckdb.Error:
@@ -941,9 +977,12 @@ class AuditLog:
         self._close_connections()
 
     def _close_connections(self) -> None:
-        self._cur.close()
-        if self._owns_connection:
-            self._base.close()
+        with self._facts_io:  # a facts transaction under way (``write_facts``) ends first
+            if self._facts_cur is not None:
+                self._facts_cur.close()
+            self._cur.close()
+            if self._owns_connection:
+                self._base.close()
 
     def __enter__(self) -> AuditLog:  # noqa: PYI034 - Self needs 3.11 typing; AuditLog is final in practice
         return self

@@ -9,10 +9,12 @@ the previous commit ran, and throughput grows with concurrency instead of
 paying a commit each.
 
 The answers wait for the records and the checkpoint that signs them; the
-reports' ``audit_facts`` rows of those records (facts.py) are written once no
-commit has been asked for during ``_FACTS_IDLE``, or when ``_FACTS_BATCH`` of
-them wait: a facts row costs DuckDB about what its record costs, so writing it
-right after each answer only moved that cost onto the next caller's wait.
+reports' ``audit_facts`` rows of those records (facts.py) are written by a
+second thread, on the log's facts cursor, beside the commits and never in front
+of one: once no commit has been made for ``_FACTS_IDLE``, or when
+``_FACTS_BATCH`` of them wait. A facts row costs DuckDB about what its record
+costs, so writing it in the committer thread, even between answers, made the
+next caller wait for it (the gateway's p99).
 
 The committer flushes itself rather than asking the log's own writer thread
 (``wait_durable``) through an executor: each thread hop costs a GIL hand-off,
@@ -32,7 +34,7 @@ from typing import Any
 from ..audit import AuditError, AuditLog, decision_event
 
 
-_FACTS_IDLE = 0.02  # seconds without a commit to ask for before the answered records' facts are written
+_FACTS_IDLE = 0.02  # seconds without a commit before the answered records' facts are written
 _FACTS_BATCH = 256  # ... or at once, when this many wait (AuditLog's small batches: one appender flush)
 
 
@@ -51,6 +53,8 @@ class DurableAudit:
         self._loop: asyncio.AbstractEventLoop | None = None  # where the committer hands results back
         self._wanted = threading.Event()  # set when a handler waits: the committer commits what is appended
         self._thread: threading.Thread | None = None
+        self._committed = threading.Event()  # set after each commit: the facts thread gathers its records' facts
+        self._facts_thread: threading.Thread | None = None
         self._stopping = False
         self._committing = False  # on the loop: a commit is asked for or under way and not yet handed back
         self.failed: str | None = None
@@ -93,6 +97,8 @@ class DurableAudit:
         if self._thread is None:
             self._thread = threading.Thread(target=self._commit_loop, name="audit-commit", daemon=True)
             self._thread.start()
+            self._facts_thread = threading.Thread(target=self._facts_loop, name="audit-facts", daemon=True)
+            self._facts_thread.start()
 
     def _commit_loop(self) -> None:
         """The committer thread: commit whatever is appended whenever asked, until stopped or failed.
@@ -104,8 +110,7 @@ class DurableAudit:
         the flush, so an ask that comes during it is not lost.
         """
         while True:
-            if not self._wait_for_work():
-                return
+            self._wanted.wait()
             self._wanted.clear()
             if self._stopping:
                 return
@@ -116,22 +121,30 @@ class DurableAudit:
                 self._post(self._fail, _failure(error))
                 return
             self._post(self._release, flushed, time.perf_counter() - started)
+            self._committed.set()
 
-    def _wait_for_work(self) -> bool:
-        """Wait until asked to commit (True), writing the facts the answers left while nobody waits (False if
-        that failed: the log is then failed for good, and the next waiter hears of it)."""
-        while True:
+    def _facts_loop(self) -> None:
+        """The facts thread: after commits, print the answered records' facts and write them once no commit has
+        come for ``_FACTS_IDLE`` (or ``_FACTS_BATCH`` wait), until stopped; a failure fails the log for good,
+        and the next waiter hears of it."""
+        while not self._stopping:  # (checked before waiting: stop's wake-up may have been taken below)
+            self._committed.wait()
+            self._committed.clear()
+            if self._stopping:
+                return
             try:
-                self.log.prepare_facts()  # answers handed back: their facts' Python part, outside the database
-                due = self.log.facts_due
-                if not due:
-                    return self._wanted.wait()
-                if due < _FACTS_BATCH and self._wanted.wait(_FACTS_IDLE):
-                    return True
-                self.log.write_facts()
+                while True:
+                    self.log.prepare_facts()  # their Python part, outside the database
+                    due = self.log.facts_due
+                    if not due or self._stopping:
+                        break
+                    if due < _FACTS_BATCH and self._committed.wait(_FACTS_IDLE):
+                        self._committed.clear()  # more answers came: gather theirs too
+                        continue
+                    self.log.write_facts()
             except Exception as error:  # noqa: BLE001 - fail closed, as a commit would
                 self._post(self._fail, _failure(error))
-                return False
+                return
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -176,11 +189,14 @@ class DurableAudit:
         return True
 
     def stop(self) -> None:
-        """Stop the committer thread (after the commit under way); the log stays open."""
+        """Stop the committer and facts threads (after the commit under way); the log stays open, and its close
+        writes the facts still due."""
         self._stopping = True
         self._wanted.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._committed.set()
+        for thread in (self._thread, self._facts_thread):
+            if thread is not None:
+                thread.join()
 
     def close(self) -> None:
         """Stop the committer, sign a final checkpoint and release the file."""
