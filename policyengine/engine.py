@@ -536,7 +536,7 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
-def _not_json(error: json.JSONDecodeError) -> str:
+def not_json(error: json.JSONDecodeError) -> str:
     return f"not valid JSON: {error.msg} (column {error.colno})"
 
 
@@ -581,11 +581,46 @@ def read_requests(text: str) -> Iterator[InputItem]:
     return iter_requests(text.splitlines(keepends=True))
 
 
+def read_document(text: str) -> Any:
+    """The one JSON value ``text`` holds, read as one document: the reader for a body that must be exactly one
+    value (the server's), where ``read_requests`` reads files and pipes leniently.
+
+    Only JSON's whitespace (space, tab, LF, CR) may stand around the value, and a
+    leading byte order mark; the text is never split into lines (``splitlines``
+    also splits at U+2028, U+0085 and form feeds, so ``{...}<U+2028>`` would pass
+    as one request, and a broken array as the lines of it that parse), and an
+    array is not taken as its elements. ``json.JSONDecodeError`` when it is not
+    one JSON value (``not_json`` words it), ``Unreadable`` when it nests too
+    deeply or repeats a key; numbers without an IEEE-754 double come back as
+    ``BadNumber`` (``read_value`` and ``read_items`` name them).
+    """
+    return decode(text[1:] if text.startswith("\ufeff") else text)
+
+
+def read_value(text: str) -> InputItem:
+    """``read_document`` as an ``InputItem``: ``error`` set when ``text`` is not one JSON value, nests too deeply
+    or repeats a key (``request`` None), or holds a number without an IEEE-754 double or a lone surrogate
+    (``request`` in safe form)."""
+    try:
+        value = read_document(text)
+    except Unreadable as error:
+        return InputItem(1, error=str(error))
+    except json.JSONDecodeError as error:
+        return InputItem(1, error=not_json(error))
+    return replace(next(_batch(1, [value], text=text)), item=None)
+
+
+def read_items(values: list[Any], text: str) -> Iterator[InputItem]:
+    """Each element of ``values`` (the array ``read_value`` read from ``text``) as an ``InputItem``, ``error``
+    naming a number without an IEEE-754 double or a lone surrogate in that element alone."""
+    return _batch(1, values, text=text)
+
+
 def _line(number: int, raw: str) -> Iterator[InputItem]:
     try:
         value = decode(raw)
     except json.JSONDecodeError as error:
-        yield InputItem(number, error=_not_json(error))
+        yield InputItem(number, error=not_json(error))
     except Unreadable as error:
         yield InputItem(number, error=str(error))
     else:

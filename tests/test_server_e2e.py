@@ -87,7 +87,8 @@ BAD_BODIES = [
     ("/v1/decide", b"", ["body: empty"]),
     ("/v1/decide", b"{not json", ["not valid JSON"]),
     ("/v1/decide", b"\xff\xfe", ["not UTF-8"]),
-    ("/v1/decide", b"[1, 2]", ["holds 2 JSON values"]),
+    ("/v1/decide", b"[1, 2]", ["body: must be a JSON object, not list"]),
+    ("/v1/decide", b"{}\n{}", ["holds 2 JSON values"]),
     ("/v1/decide", b'"text"', ["must be a JSON object"]),
     ("/v1/decide", json.dumps({"principal": {"id": 5}, "action": "", "resource": {"kind": "planet"}}).encode(),
      ["principal.id", "action", "resource.kind"]),
@@ -100,7 +101,7 @@ BAD_BODIES = [
      ["action: 'READ' differs only in case"]),
     ("/access/v1/evaluation", b'{"subject": {"type": "user", "id": "a", "id": "b"}, "action": {"name": "read"},'
                               b' "resource": {"type": "dataset", "id": "x"}}', ['duplicate key "id"']),
-    ("/v1/explain", b"[]", ["holds 0 JSON values"]),
+    ("/v1/explain", b"[]", ["body: must be a JSON object, not list"]),
     ("/access/v1/evaluation", b"{}", ["subject: required", "action: required", "resource: required"]),
     ("/access/v1/evaluation", json.dumps({"subject": {"type": "robot", "id": ""}, "action": {"name": 3},
                                           "resource": {"type": "dataset"}}).encode(),

@@ -10,18 +10,36 @@ import httpx
 from server_process import ALLOW, AUTHZEN_ALLOW, RULES
 
 from policyengine.audit import AuditLog, generate_key
-from policyengine.budgets import InMemoryLedger
+from policyengine.store.holds import MemoryReservingLedger
 from policyengine.server.app import DecisionApp, ServerOptions
 from policyengine.server.audit_writer import DurableAudit
 from policyengine.server.metrics import Metrics
 from policyengine.server.policy_source import PolicyHolder
 
 
+RACE = """
+package race
+role caller
+model small
+    provider "local" region "eu-west-1" hosting internal
+rule callers_invoke
+    allow role caller to invoke model "*"
+budget shared
+    for role caller
+    limit 10_000 tokens per month
+    on exceed deny
+"""
+CALL = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
+        "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 400}}
+
+
 def test_a_log_that_cannot_commit_gets_503_and_no_decision(tmp_path: Path) -> None:
     connection = duckdb.connect(str(tmp_path / "a.duckdb"))
     log = AuditLog(connection, generate_key(tmp_path / "k.key"), flush_interval=0)
     audit = DurableAudit(log)
-    holder = PolicyHolder(rules=[str(RULES)], ledger=InMemoryLedger())
+    (tmp_path / "race.policy").write_text(RACE)
+    ledger = MemoryReservingLedger()
+    holder = PolicyHolder(rules=[str(tmp_path / "race.policy"), str(RULES)], ledger=ledger)
     holder.reload("startup", force=True)
     app = DecisionApp(holder, audit, Metrics(lambda: audit.queue_depth), ServerOptions(access_log=False))
 
@@ -32,6 +50,9 @@ def test_a_log_that_cannot_commit_gets_503_and_no_decision(tmp_path: Path) -> No
             answers.append(await client.post("/v1/decide", json=ALLOW))
             answers.append(await client.post("/access/v1/evaluation", json=AUTHZEN_ALLOW))
             answers.append(await client.post("/v1/decide/batch", json=[ALLOW, ALLOW]))
+            answers.append(await client.post("/v1/explain", json=ALLOW))
+            answers.append(await client.post("/v1/reserve", json={"request": CALL}))
+            answers.append(await client.post("/access/v1/evaluations", json={**AUTHZEN_ALLOW, "evaluations": [{}]}))
             answers.append(await client.get("/ready"))
             return answers
 
@@ -45,4 +66,6 @@ def test_a_log_that_cannot_commit_gets_503_and_no_decision(tmp_path: Path) -> No
         body = answer.json()
         assert "not recorded, so not answered" in body["error"]
         assert "effect" not in body and "decision" not in body and "decisions" not in body
+        assert "evaluations" not in body and "reservation" not in body
+    assert ledger.reserved("role:caller", "tokens") == 0  # the unanswered reservation holds nothing
     assert ready.status_code == 503 and "audit log not writable" in ready.json()["problems"][0]

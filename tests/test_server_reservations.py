@@ -150,3 +150,17 @@ def test_a_request_no_budget_covers_is_decided_without_a_reservation(tmp_path: P
         malformed = server.post("/v1/reserve", {"request": {**CALL, "action": "INVOKE"}})
     assert answer["decision"]["effect"] == "deny" and answer["reservation"] is None
     assert malformed.status_code == 400 and malformed.json()["decision"]["errors"]
+
+
+def test_a_charge_of_a_released_reservation_still_counts(tmp_path: Path, ledger_args: tuple[str, ...]) -> None:
+    """Release, then charge (a caller that gave the hold back and made the call after all): the usage counts,
+    on every ledger; PostgreSQL answered ``charged`` and counted nothing, so the next call passed the budget."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    with Server(tmp_path, "--rules", str(tmp_path / "rules"), *ledger_args) as server:
+        token = server.post("/v1/reserve", {"request": CALL}).json()["reservation"]
+        assert server.post("/v1/release", {"reservation": token}).status_code == 200
+        charged = server.post("/v1/charge", {"reservation": token, "tokens": 9_900})
+        assert charged.status_code == 200 and charged.json()["charged"] == ["role:caller"], charged.text
+        after = server.post("/v1/decide", CALL).json()  # 9,900 + 400 > 10,000
+        assert after["effect"] == "deny" and after["reasons"][0]["rule"] == "race.shared", after

@@ -35,6 +35,10 @@ def test_bearer_token_guards_every_route_but_the_probes(tmp_path: Path) -> None:
         assert running.client.get("/metrics").status_code == 401
         good = running.post("/v1/decide", ALLOW, headers={"Authorization": "Bearer s3cret-token"})
         assert good.status_code == 200 and good.json()["effect"] == "allow"
+        for lines in ([("Authorization", "Bearer wrong"), ("Authorization", "Bearer s3cret-token")],
+                      [("Authorization", "Bearer s3cret-token"), ("Authorization", "Bearer wrong")]):
+            twice = running.post("/v1/decide", ALLOW, headers=lines)  # no reader may take one line of two
+            assert twice.status_code == 401, lines
         assert running.client.get("/health").status_code == 200
         assert running.client.get("/ready").status_code == 200
 

@@ -245,3 +245,35 @@ def test_a_failed_commit_raises_to_its_callers_and_keeps_their_holds(tmp_path):
     ledger.settle(hold, 80)
     assert ledger.usage("s", "tokens", *day) == 280 and ledger.reserved("s", "tokens") == 0
     ledger.close()
+
+
+@pytest.fixture(params=["memory", "embedded", "buffered", "postgres"])
+def any_ledger(tmp_path, request):
+    if request.param == "postgres":
+        from policyengine.store.postgres import PostgresLedger, connect_pool
+
+        pool = connect_pool(request.getfixturevalue("postgres_url"), size=1)
+        yield PostgresLedger(pool)
+        pool.close()
+        return
+    yield dict(ledgers(tmp_path))[request.param]
+
+
+def test_a_settle_after_a_release_or_an_expiry_still_records_the_usage(any_ledger):
+    """A charge of a reservation always records the usage it reports: after a release (the call happened
+    after all) the whole of it, after an expiry (charged at its estimate) what passes the estimate."""
+    ledger, scope = any_ledger, "role:late"
+    day = window_bounds("day", NOW)
+    released = ledger.reserve(scope, "tokens", 400, limit=10_000, window="day", at=NOW)
+    ledger.release(released)
+    ledger.settle(released, 900)
+    assert ledger.usage(scope, "tokens", *day) == 900
+    short = ledger.reserve(scope, "tokens", 300, limit=10_000, window="day", at=NOW)
+    long = ledger.reserve(scope, "tokens", 300, limit=10_000, window="day", at=NOW)
+    assert ledger.expire(short.expires_at) == 2  # nobody settled them in time: charged at 300 each
+    assert ledger.usage(scope, "tokens", *day) == 1_500
+    ledger.settle(short, 120)  # used less than the estimate already charged: nothing more
+    ledger.settle(long, 5_000)  # used more: the 4,700 past the estimate are charged too
+    assert ledger.usage(scope, "tokens", *day) == 6_200
+    assert ledger.reserved(scope, "tokens") == 0
+    assert ledger.reserve(scope, "tokens", 4_000, limit=10_000, window="day", at=NOW) is None  # 6,200 + 4,000

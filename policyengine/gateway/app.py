@@ -28,7 +28,7 @@ from typing import Any
 
 from ..audit import AuditError
 from ..server.app import DecisionApp, Exchange, Response, ServerOptions
-from ..server.body import HTTPError
+from ..server.body import HTTPError, header_map
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import ActivePolicy, PolicyHolder
@@ -199,7 +199,7 @@ class GatewayApp(DecisionApp):
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        headers = dict(scope["headers"])
+        headers = header_map(scope["headers"])
         stream: AsyncIterator[bytes] | None = None
         try:
             result = await self._respond(method, path, headers, receive)

@@ -24,11 +24,12 @@ import orjson
 
 from ..approval_signature import signature_errors
 from ..audit import AuditError
-from ..engine import read_requests
+from ..engine import not_json, read_document, read_items, read_requests, read_value
+from ..jsontext import Unreadable
 from ..store.holds import NO_HOLD, Hold, hold_from_token, hold_token, release, settle
 from . import authzen
 from .audit_writer import DurableAudit
-from .body import HTTPError, answer_lifespan, read_body
+from .body import HTTPError, answer_lifespan, check_encoding, header_map, read_body
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
@@ -168,7 +169,7 @@ class DecisionApp:
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        headers = dict(scope["headers"])
+        headers = header_map(scope["headers"])
         try:
             response = await self._respond(method, path, headers, receive)
         except HTTPError as error:
@@ -245,6 +246,7 @@ class DecisionApp:
             raise HTTPError(401, "missing or wrong bearer token", headers=[(b"www-authenticate", b"Bearer")])
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Any) -> bytes:
+        check_encoding(headers)
         return await read_body(headers, receive, self.options.max_body, self.options.body_timeout)
 
     # -- parsing ---------------------------------------------------------------
@@ -260,13 +262,16 @@ class DecisionApp:
             raise HTTPError(400, "bad request body", [problem]) from None
 
     def _one_object(self, body: bytes) -> tuple[Any, str | None]:
-        """The single JSON object the body holds, or (None, why not) for a body that is JSON-ish but unusable."""
-        items = list(read_requests(self._text(body)))
-        if len(items) != 1:
-            raise HTTPError(400, "bad request body", [f"body: holds {len(items)} JSON values; send one object "
-                                                      "(several requests go to the batch endpoint)"])
-        item = items[0]
-        if item.error is None and not isinstance(item.request, dict):
+        """The single JSON object the body holds, or (what it holds, why unusable) for a body that is JSON-ish but
+        not one object: read as one document (``read_value``), never line by line, never an array's element."""
+        text = self._text(body)
+        item = read_value(text)
+        if item.error is not None and item.request is None:
+            values = sum(1 for _ in read_requests(text))  # several values (JSON Lines) get their own 400
+            if values > 1:
+                raise HTTPError(400, "bad request body", [f"body: holds {values} JSON values; send one object "
+                                                          "(several requests go to the batch endpoint)"])
+        elif item.error is None and not isinstance(item.request, dict):
             return item.request, f"body: must be a JSON object, not {type(item.request).__name__}"
         return item.request, item.error
 
@@ -377,13 +382,17 @@ class DecisionApp:
     async def decide_batch(self, exchange: Exchange) -> Response:
         active = self._active()
         text = self._text(exchange.body)
-        if not text.lstrip().startswith("["):
+        try:  # the whole body is one array: never read line by line, where a broken array's lines would pass
+            values = read_document(text)
+        except Unreadable as error:
+            raise HTTPError(400, "bad request body", [f"body: {error}"]) from None
+        except json.JSONDecodeError as error:
+            raise HTTPError(400, "bad request body", [f"body: {not_json(error)}"]) from None
+        if not isinstance(values, list):
             raise HTTPError(400, "bad request body", ["body: must be a JSON array of requests"])
-        items = list(read_requests(text))
-        if len(items) > self.options.max_batch:
-            raise HTTPError(413, f"batch of {len(items)} requests is over the limit of {self.options.max_batch}")
-        if len(items) == 1 and items[0].item is None:  # not JSON at all
-            raise HTTPError(400, "bad request body", [f"body: {items[0].error}"])
+        if len(values) > self.options.max_batch:
+            raise HTTPError(413, f"batch of {len(values)} requests is over the limit of {self.options.max_batch}")
+        items = list(read_items(values, text))
         decisions: list[dict[str, Any]] = []
         seqs: list[int] = []
         for index, item in enumerate(items):
@@ -414,9 +423,11 @@ class DecisionApp:
         data, seq = self._decide(active, request, problems, explained, used)
         await self._durable(seq)
         self._count(data)
-        status = 400 if data["errors"] else 200
-        return _json(status, {"decision": data, "trace": list(trace), "audit_seq": seq}, audit_seq=seq,
-                     effect=data["effect"])
+        answer = {"decision": data, "trace": list(trace), "audit_seq": seq}
+        if data["errors"]:  # named as /v1/decide names them
+            return _json(400, {"error": "malformed request", "problems": data["errors"], **answer}, audit_seq=seq,
+                         effect=data["effect"])
+        return _json(200, answer, audit_seq=seq, effect=data["effect"])
 
     async def reserve(self, exchange: Exchange) -> Response:
         """``{"request": ...}``: decide it and, when allowed, hold its estimate in every budget covering it
@@ -439,12 +450,12 @@ class DecisionApp:
                     raise HTTPError(400, "cannot reserve", [str(error)]) from None
                 if hold.refused_by is not None:
                     decision = active.policy.budget_refusal(hold)
-        token = self._sealed(hold) if hold.reservations or hold.unheld else None
-        data, seq = self._decide(active, request, problems, decision, used)
         try:
+            token = self._sealed(hold) if hold.reservations or hold.unheld else None
+            data, seq = self._decide(active, request, problems, decision, used)
             await self._durable(seq)
-        except HTTPError:
-            release(active.policy.ledger, hold)  # not answered: nothing may stay held for it
+        except BaseException:  # not recorded or not durable (or the caller left): not answered, nothing stays held
+            release(active.policy.ledger, hold)
             raise
         self._count(data)
         status = 400 if data["errors"] else 200

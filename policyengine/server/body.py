@@ -18,6 +18,44 @@ class HTTPError(Exception):
         self.headers = headers or []
 
 
+def header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The request's headers by name; a name sent more than once maps to its values joined by ``, `` (RFC 9110
+    5.3), so no reader takes one of several lines and ignores the others: two ``Authorization`` lines are no
+    bearer token (``Bearer a, Bearer b``), two ``Content-Type`` lines no single charset."""
+    headers = dict(raw)
+    if len(headers) == len(raw):
+        return headers
+    joined: dict[bytes, bytes] = {}
+    for name, value in raw:
+        joined[name] = joined[name] + b", " + value if name in joined else value
+    return joined
+
+
+_UTF8 = (b"utf-8", b"utf8")
+
+
+def check_encoding(headers: dict[bytes, bytes]) -> None:
+    """415 for a body the server would read otherwise than its sender wrote it: compressed (a ``Content-Encoding``
+    other than ``identity``: the server does not inflate bodies, so it would decide on other bytes than a proxy
+    that does) or in a declared ``charset`` other than UTF-8 (the server reads UTF-8 only: ``é`` sent as Latin-1
+    would be another id). A body that declares nothing is read as UTF-8 JSON, whatever its ``Content-Type``."""
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        shown = encoding.decode("latin-1")[:40]
+        raise HTTPError(415, "unsupported body encoding",
+                        [f"Content-Encoding {shown!r}: not read here; send the body uncompressed"])
+    content_type = headers.get(b"content-type")
+    if content_type is None or b"charset" not in content_type.lower():
+        return
+    for parameter in content_type.split(b";")[1:]:
+        name, _, value = parameter.partition(b"=")
+        if name.strip().lower() == b"charset" and value.strip().strip(b'"').strip().lower() not in _UTF8:
+            shown = value.strip().decode("latin-1")[:40]
+            raise HTTPError(415, "unsupported body encoding",
+                            [f"Content-Type charset {shown!r}: bodies are read as UTF-8; send UTF-8 and say so "
+                             "(or say no charset)"])
+
+
 class _Deadlines:
     """Body reads under way on one event loop and when each must end; late ones are cancelled by one sweeper task.
 

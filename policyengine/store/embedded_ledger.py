@@ -21,7 +21,7 @@ import duckdb
 
 from ..budgets import Total, calendar_window, utc, window_start
 from .files import StoreError, open_duckdb, packaged_sql
-from .holds import LocalHolds
+from .holds import LocalHolds, over_estimate
 from .protocols import Reservation, Window
 
 _PKG = "policyengine.store"
@@ -185,10 +185,10 @@ class EmbeddedLedger(LocalHolds):
         """Charge and drop the hold together, then wait for the commit outside the hold lock (so settles group)."""
         r = reservation
         with self._hold_lock:
-            if r.id in self._expired:  # charged at its estimate when it expired
-                self._expired.discard(r.id)
+            actual = over_estimate(self._expired, r, actual)
+            if not actual and r.id not in self._holds:  # expired at an estimate the usage did not pass
                 return
-            ticket = self._enqueue(r.scope_key, r.unit, float(actual), r.at)
+            ticket = self._enqueue(r.scope_key, r.unit, actual, r.at)
             held = self._unhold(r.id)
         try:
             self._wait(ticket)

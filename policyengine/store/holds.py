@@ -34,6 +34,14 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+def over_estimate(expired: dict[str, float], reservation: Reservation, actual: float) -> float:
+    """What a settle of ``reservation`` still charges: ``actual``, or, for a hold charged at its estimate when
+    it expired (``expired``: id -> estimate, from which it is taken), what ``actual`` passes that estimate by.
+    A hold released, or settled before, is charged ``actual`` (the call happened: when in doubt, charge)."""
+    estimate = expired.pop(reservation.id, None)
+    return float(actual) if estimate is None else max(0.0, float(actual) - estimate)
+
+
 class LocalHolds:
     """Reservations kept in this process's memory over a ledger's own ``usage`` and ``charge``.
 
@@ -49,7 +57,9 @@ class LocalHolds:
         self._holds: dict[str, Reservation] = {}
         self._held: dict[tuple[str, str], float] = {}
         self._hold_lock = threading.Lock()
-        self._expired: set[str] = set()  # holds charged at their estimate on expiry: a later settle adds nothing
+        # holds charged at their estimate on expiry -> that estimate: a later settle charges only what its
+        # real usage passes it by (the usage is recorded, the estimate not twice)
+        self._expired: dict[str, float] = {}
 
     def _unhold(self, rid: str) -> bool:
         r = self._holds.pop(rid, None)
@@ -73,7 +83,7 @@ class LocalHolds:
             except Exception:  # noqa: BLE001 - not charged: keep holding it (fail closed), try at the next expiry
                 continue
             self._unhold(r.id)
-            self._expired.add(r.id)
+            self._expired[r.id] = r.amount
             dropped += 1
         return dropped
 
@@ -94,10 +104,9 @@ class LocalHolds:
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         with self._hold_lock:  # charge and drop the hold in one step: a failed charge keeps the hold
-            if reservation.id in self._expired:  # charged at its estimate when it expired
-                self._expired.discard(reservation.id)
-                return
-            self.charge(reservation.scope_key, reservation.unit, float(actual), reservation.at)
+            actual = over_estimate(self._expired, reservation, actual)
+            if actual:
+                self.charge(reservation.scope_key, reservation.unit, actual, reservation.at)
             self._unhold(reservation.id)
 
     def release(self, reservation: Reservation) -> None:

@@ -219,14 +219,19 @@ class PostgresLedger:
             self._charge(conn, scope_key, unit, amount, at)
 
     def settle(self, reservation: Reservation, actual: float) -> None:
-        """Charge ``actual`` only if this drops the hold, in one transaction: a hold already settled, or expired
-        (charged at its estimate), is not charged again. That makes a settle safe to repeat, so a connection
-        that fails under it is retried once on a fresh one (the first try committed, or did nothing)."""
+        """Charge ``actual`` and mark the hold settled, in one transaction: a hold released before is charged
+        ``actual`` too (the call happened after all), one that expired (charged at its estimate) what ``actual``
+        passes that estimate by, and one already settled nothing. That makes a settle safe to repeat, so a
+        connection that fails under it is retried once on a fresh one (the first try committed, or did nothing)."""
         for attempt in (1, 2):
             try:
                 with self.pool.connection() as conn, conn.transaction():
-                    if conn.execute(_sql("budget_reservation_drop"), {"id": reservation.id}).fetchone():
-                        self._charge(conn, reservation.scope_key, reservation.unit, actual, reservation.at)
+                    row = conn.execute(_sql("budget_reservation_settle"), {"id": reservation.id}).fetchone()
+                    if row is not None:  # held or released: the usage; expired: what passes the estimate charged
+                        state, estimate = row
+                        amount = max(0.0, float(actual) - float(estimate)) if state == "expired" else float(actual)
+                        if amount:
+                            self._charge(conn, reservation.scope_key, reservation.unit, amount, reservation.at)
                 return
             except self.pool._psycopg.OperationalError as error:
                 if attempt == 2:

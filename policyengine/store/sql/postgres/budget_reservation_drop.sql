@@ -1,2 +1,2 @@
--- budget_reservation_drop: remove one hold (settled or released); a row when it was still there.
-DELETE FROM budget_reservations WHERE id = %(id)s RETURNING id;
+-- budget_reservation_drop: release one live hold (the call did not happen); kept, as released, for a late settle.
+UPDATE budget_reservations SET state = 'released' WHERE id = %(id)s AND state = 'held';

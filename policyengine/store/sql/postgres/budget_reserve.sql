@@ -6,6 +6,6 @@ WHERE coalesce((SELECT amount FROM budget_totals
                 WHERE scope_key = %(scope_key)s AND unit = %(unit)s
                   AND period = %(period)s AND period_start = %(period_start)s), 0)
     + coalesce((SELECT sum(amount) FROM budget_reservations
-                WHERE scope_key = %(scope_key)s AND unit = %(unit)s), 0)
+                WHERE scope_key = %(scope_key)s AND unit = %(unit)s AND state = 'held'), 0)
     + %(amount)s <= %(limit)s
 RETURNING id;

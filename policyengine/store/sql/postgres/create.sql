@@ -26,6 +26,11 @@ CREATE TABLE IF NOT EXISTS budget_reservations (
     expires_at TIMESTAMPTZ      NOT NULL
 );
 CREATE INDEX IF NOT EXISTS budget_reservations_scope ON budget_reservations (scope_key, unit);
+-- A hold's fate: 'held' (live, counted against its limit), 'released', 'expired' (charged at its estimate) or
+-- 'settled'. A dropped hold stays a day past its deadline, so a settle after a release or an expiry still
+-- records the usage (budget_reservation_settle).
+ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS state TEXT NOT NULL DEFAULT 'held';
+CREATE INDEX IF NOT EXISTS budget_reservations_live ON budget_reservations (scope_key, unit) WHERE state = 'held';
 CREATE TABLE IF NOT EXISTS store_runs (
     run_id     TEXT        PRIMARY KEY,
     workflow   TEXT        NOT NULL,
