@@ -129,12 +129,17 @@ def _json_body(exchange: Exchange) -> Any:
     return body
 
 
-def _message_text(content: Any) -> str:
+def _message_parts(content: Any) -> list[str]:
+    """The texts of a message's content: the string, or its text parts in order."""
     if isinstance(content, str):
-        return content
+        return [content]
     if isinstance(content, list):  # content parts: keep the text ones
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
+        return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return []
+
+
+def _message_text(content: Any) -> str:
+    return "\n".join(_message_parts(content))
 
 
 def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
@@ -565,17 +570,19 @@ class GatewayApp(DecisionApp):
         call.requested = body["model"]
         return key, body
 
-    def _screen_prompt(self, texts: list[str], call: Call,
-                       messages: Sequence[str] = ()) -> tuple[list[g.Screening], dict[str, Any], g.Screening | None]:
+    def _screen_prompt(self, texts: list[str], call: Call, messages: Sequence[Sequence[str]] = ()
+                       ) -> tuple[list[g.Screening], dict[str, Any], g.Screening | None]:
         """Screen the prompt's texts; the merged findings go to the policy request and the audit record.
 
-        ``messages`` (their contents, in order) are screened joined as well, by a line break (as the audit
-        record's ``prompt_masked`` shows them; the screening comes back third) and directly, for what is
-        written across messages (``Ignore all previous`` / ``instructions``, ``jane.doe@`` /
-        ``example.com``): it counts for the decision, and a masked type found only there is refused, since no
-        single string holds it to redact.
+        ``messages`` (each message's content texts, its parts in order) are screened joined as well, by a
+        line break (as the audit record's ``prompt_masked`` shows them; the screening comes back third) and
+        directly, every part of every message end to end, for what is written across messages or across the
+        parts of one (``Ignore all previ`` / ``ous instructions``, ``jane.doe@`` / ``example.com``): it
+        counts for the decision, and a masked type found only there is refused, since no single string holds
+        it to redact.
         """
-        joined = ["\n".join(messages), "".join(messages)] if messages else []
+        joined = ["\n".join("\n".join(parts) for parts in messages),
+                  "".join(text for parts in messages for text in parts)] if messages else []
         found = self._screen([*texts, *joined], call, "prompt")
         guard = call.guard["prompt"] = g.merge(found)
         if not joined:
@@ -583,8 +590,9 @@ class GatewayApp(DecisionApp):
         found, conversation = found[:len(texts)], found[len(texts):]
         across = {kind for s in conversation for kind in s.masked}.difference(*(s.masked for s in found))
         if across:
-            raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages, so it cannot be "
-                                    "masked; send it in one message", "invalid_request", rule="<guard>")
+            raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages or content parts, "
+                                    "so it cannot be masked; send it in one string", "invalid_request",
+                               rule="<guard>")
         return found, guard, conversation[0]
 
     def _redacted(self, body: dict[str, Any], leaves: list[tuple[g.Path, str]],
@@ -616,8 +624,8 @@ class GatewayApp(DecisionApp):
             if call.stream and answers > 1:
                 raise GatewayError(400, "n: a stream is screened as one answer; ask for n > 1 without stream",
                                    "invalid_request")
-            contents = [_message_text(m.get("content")) for m in messages]
-            prompt = "\n".join(contents)
+            contents = [_message_parts(m.get("content")) for m in messages]
+            prompt = "\n".join("\n".join(parts) for parts in contents)
             call.prompt_sha256 = _sha(prompt)
             leaves = g.texts_of(body)
             found, guard, conversation = self._screen_prompt([t for _, t in leaves], call, contents)
