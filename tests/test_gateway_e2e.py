@@ -69,6 +69,15 @@ model twochoices
 model far
     provider "openai-compatible" region "us-east-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model deepjson
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model dribble
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model sluggish
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 
 rule callers_invoke
     allow role caller to invoke model "*"
@@ -154,6 +163,9 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "mailer": {"base_url": base, "model": "mailer"},
         "longmail": {"base_url": base, "model": "longmail"},
         "slow": {"base_url": base, "model": "slow", "timeout_s": 0.3, "retries": 0},
+        "deepjson": {"base_url": base, "model": "deepjson"},
+        "dribble": {"base_url": base, "model": "dribble", "timeout_s": 20, "retries": 0},
+        "sluggish": {"base_url": base, "model": "sluggish", "timeout_s": 20, "retries": 0},
     }}
     (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
     config = {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
@@ -191,12 +203,13 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "cardindigits", "far", "flaky", "garbled", "leaky", "longmail", "mailer", "nanusage",
-                  "refunder", "slow", "small", "toolcaller", "twochoices"]
+    everything = ["big", "cardindigits", "deepjson", "dribble", "far", "flaky", "garbled", "leaky", "longmail",
+                  "mailer", "nanusage", "refunder", "slow", "sluggish", "small", "toolcaller", "twochoices"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
     assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
                                                                         "refunder", "nanusage", "cardindigits",
-                                                                        "garbled", "toolcaller", "twochoices"]
+                                                                        "garbled", "toolcaller", "twochoices",
+                                                                        "deepjson", "dribble", "sluggish"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -610,8 +623,14 @@ def test_a_usage_that_is_not_a_token_count_charges_what_was_held(tmp_path: Path,
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_an_answer_lost_after_the_upstream_did_the_work_is_charged_not_given_back(tmp_path: Path) -> None:
-    """A 200 whose body is not JSON was billed upstream: the hold is charged at the estimate, never released."""
+@pytest.mark.parametrize(("model", "error"), [
+    ("garbled", "garbled: upstream answer is not JSON"),
+    ("deepjson", "deepjson: upstream answer nested too deeply (more than 128 levels of arrays and objects)"),
+])
+def test_an_answer_lost_after_the_upstream_did_the_work_is_charged_not_given_back(tmp_path: Path, model: str,
+                                                                                   error: str) -> None:
+    """A 200 whose body cannot be read (not JSON; nested past the parser's stack) was billed upstream: the hold
+    is charged at the estimate, never released."""
     def call(name: str) -> str:
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-budget", max_retries=0)
         try:
@@ -623,11 +642,10 @@ def test_an_answer_lost_after_the_upstream_did_the_work_is_charged_not_given_bac
 
     with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
         with start_gateway(tmp_path, write_config(tmp_path, upstream.url)) as gateway:
-            outcomes = [call("garbled"), call("small"), call("small")]
+            outcomes = [call(model), call("small"), call("small")]
     assert outcomes == ["upstream_error", "ok", "budget_exhausted"]  # 4,003 charged for the lost answer
     first = next(p for e, p in audit_records(tmp_path / "gw.duckdb").values() if e == "model_call")
-    assert first["attempts"] == [{"model": "garbled", "status": 502, "charged_tokens": 4003,
-                                  "error": "garbled: upstream answer is not JSON"}]
+    assert first["attempts"] == [{"model": model, "status": 502, "charged_tokens": 4003, "error": error}]
 
 
 @pytest.mark.slow

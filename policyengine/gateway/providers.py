@@ -20,7 +20,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from ..jsontext import loads_safe
+from ..jsontext import Unreadable, loads_safe
 from ..store.holds import estimate_tokens
 from .config import Upstream
 
@@ -172,6 +172,8 @@ class UpstreamClient:
                                          f"{content_in[:200].decode('utf-8', 'replace')}", spent=spent)
             try:
                 doc = loads_safe(content_in)
+            except Unreadable as error:
+                raise UpstreamError(502, f"{upstream.model}: upstream answer {error}", spent=True) from None
             except ValueError:
                 raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON", spent=True) from None
             if not isinstance(doc, dict):
@@ -207,8 +209,10 @@ class UpstreamClient:
                             return
                         try:
                             chunk = loads_safe(data)
-                        except ValueError:
-                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk", spent=True) from None
+                        except ValueError as error:
+                            why = f": {error}" if isinstance(error, Unreadable) else ""
+                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk{why}",
+                                                spent=True) from None
                         if not isinstance(chunk, dict):
                             raise UpstreamError(502, f"{upstream.model}: a stream chunk is not a JSON object",
                                                 spent=True)
