@@ -18,8 +18,8 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``garbled``: answers 200 with a body that is not JSON (the work was done, the answer lost);
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
 * ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
-* ``dribble``: streams 40 words 0.2 s apart (8 s: a call still in flight when the gateway is stopped);
-* ``sluggish``: answers after 8 seconds (the same for a whole answer);
+* ``dribble``: streams 60 words 0.2 s apart (12 s: a call still in flight when the gateway is stopped);
+* ``sluggish``: answers after 12 seconds (the same for a whole answer);
 * ``deepjson``: answers 200 with JSON nested 100,000 levels deep (the work was done, the answer unreadable);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
   so tests can make calls of a known size.
@@ -82,7 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         if model == "slow":
             time.sleep(3)
         if model == "sluggish":
-            time.sleep(8)
+            time.sleep(12)
         if model == "deepjson":
             self._send(200, b"[" * 100_000 + b"]" * 100_000)
             return
@@ -100,7 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         completion = int(body.get("max_tokens") or 16)
         words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER, "refuser": REFUSAL_ANSWER,
                  "rude": RUDE_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER,
-                 "dribble": [f" word{i}" for i in range(40)],
+                 "dribble": [f" word{i}" for i in range(60)],
                  }.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,

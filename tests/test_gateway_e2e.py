@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import openai
 import pytest
@@ -665,3 +666,49 @@ def test_budget_in_a_ledger_file_survives_a_restart(tmp_path: Path) -> None:
             assert [call(gateway) for _ in range(3)] == ["ok", "ok", "budget_exhausted"]  # 2 x 4,002 of 10,000
         with start_gateway(tmp_path, config, "--ledger", "budgets.duckdb") as gateway:
             assert call(gateway) == "budget_exhausted"  # the spend was kept in the ledger file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_call_in_flight_when_the_gateway_stops_is_recorded_and_charged(tmp_path: Path, stream: bool) -> None:
+    """Stopped (SIGTERM) while an upstream call runs past the 5 s shutdown grace, the gateway cancels the call:
+    it is still recorded, signed, and charged in the ledger (at the estimate, or what flowed of a stream)."""
+    got: list[str] = []
+
+    def call() -> None:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-budget", max_retries=0, timeout=30)
+        try:
+            answer = client.chat.completions.create(model="dribble" if stream else "sluggish", stream=stream,
+                                                    messages=[{"role": "user", "content": "spend"}], max_tokens=4000)
+            for chunk in answer if stream else ():
+                got.extend(c.delta.content or "" for c in chunk.choices)
+        except openai.APIError as error:
+            got.append(type(error).__name__)
+
+    with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
+        config = write_config(tmp_path, upstream.url)
+        with start_gateway(tmp_path, config, "--ledger", "budgets.duckdb") as gateway:
+            caller = threading.Thread(target=call)
+            caller.start()
+            waited = time.monotonic() + 30
+            while (not received(tmp_path / "upstream.jsonl") or (stream and not got)) and time.monotonic() < waited:
+                time.sleep(0.05)  # until the request is at the upstream (and a stream's first chunk is here)
+            assert gateway.stop() == 0
+            caller.join()
+    calls = [p for e, p in audit_records(tmp_path / "gw.duckdb").values() if e == "model_call"]
+    assert len(calls) == 1, calls
+    assert calls[0]["status"] == "error" and calls[0]["error"].startswith("the gateway stopped before")
+    if stream:
+        assert 0 < calls[0]["tokens"] < 4000 and "".join(got).startswith(" word0")
+    else:
+        assert calls[0]["attempts"] == [{"model": "sluggish", "status": 502, "charged_tokens": 4003,
+                                         "error": "sluggish: call cut off (CancelledError: Task cancelled, timeout "
+                                                  "graceful shutdown exceeded)"}]
+    result = verify(tmp_path, tmp_path / "gw.duckdb", tmp_path / "gw.key")
+    assert result.returncode == 0, result.stdout + result.stderr
+    con = duckdb.connect(str(tmp_path / "budgets.duckdb"), read_only=True)
+    try:
+        spent = con.execute("SELECT sum(amount) FROM budget_usage WHERE unit = 'tokens'").fetchone()[0]
+    finally:
+        con.close()
+    assert spent == (calls[0]["tokens"] if stream else 4003)

@@ -105,6 +105,7 @@ class Call:
     versions: dict[str, str] = field(default_factory=dict)  # model -> the version its request resolved (--registry)
     charge_error: str | None = None  # the answered call's budget settle failed: its hold stays (charged on expiry)
     limit_error: str | None = None  # the rate limits' token correction failed (the estimate stays counted)
+    recorded: bool = False  # the call's model_call record is appended (one record per call)
 
 
 def _sha(text: str) -> str:
@@ -542,6 +543,7 @@ class GatewayApp(DecisionApp):
         """Append the call's record and wait until it is durable; a log that cannot take it fails the call."""
         try:
             seq = self._append(call, active)
+            call.recorded = True
             await self.audit.durable(seq)
         except AuditError as error:
             raise GatewayError(503, f"call not recorded, so not answered: {error}", "audit_unavailable") from None
@@ -551,7 +553,7 @@ class GatewayApp(DecisionApp):
         call.http_status = error.status
         call.status = {401: "unauthenticated", 429: "limited", 451: "denied", 403: "denied", 503: "blocked",
                        502: "error", 504: "timeout", 500: "error"}.get(error.status, "rejected")
-        if error.code == "state_unavailable":
+        if error.code in ("state_unavailable", "cut_off"):
             call.status = "error"
         call.error = str(error)
         call.rule = error.rule
@@ -651,6 +653,9 @@ class GatewayApp(DecisionApp):
             raise await self._fail(call, active, error) from None
         except Exception as error:  # noqa: BLE001 - recorded like a refusal: the call may have reached the upstream
             raise await self._fail(call, active, self._internal(error)) from error
+        except asyncio.CancelledError:  # the gateway stopping: the call may have reached the upstream
+            await self._stopped(call, active)
+            raise
 
     async def _chat_once(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
                          body: dict[str, Any], estimate: float, prompt: str, max_tokens: int) -> Response:
@@ -707,8 +712,8 @@ class GatewayApp(DecisionApp):
                 call.attempts.append(await self._unanswered(active, call, hold, model, estimate, error))
                 last = error
                 continue
-            except BaseException:
-                await self._release(hold)  # the call did not happen: give the budget back
+            except BaseException as error:  # cancelled (the gateway stopping) or unexpected: the call may be done
+                call.attempts.append(await self._cut_off(active, call, hold, model, estimate, upstream, error))
                 raise
             call.latency_ms = (time.perf_counter() - started) * 1000
             if call.provider != "simulator":
@@ -736,6 +741,27 @@ class GatewayApp(DecisionApp):
         else:
             await self._release(hold)
         return attempt
+
+    async def _cut_off(self, active: ActivePolicy, call: Call, hold: Hold, model: str, estimate: float,
+                       upstream: Upstream | None, error: BaseException) -> dict[str, Any]:
+        """End the hold of a try cut off by something other than the upstream's answer: the task cancelled
+        while the request was out (the gateway stopping) or an unexpected error. A request that may have
+        reached an upstream is charged at its estimate (the work may be done and billed); the simulator's
+        is given back."""
+        sent = upstream is not None and upstream.base_url is not None
+        why = f"{model}: call cut off ({type(error).__name__}{f': {error}' if str(error) else ''})"
+        return await self._unanswered(active, call, hold, model, estimate, UpstreamError(502, why, spent=sent))
+
+    async def _stopped(self, call: Call, active: ActivePolicy | None) -> None:
+        """Record a call the gateway's shutdown cancelled before it was recorded; never raises. Its record is
+        appended at once (the log's close commits it), its durable wait may be cut off in turn."""
+        if call.recorded:
+            return
+        try:
+            await self._fail(call, active, GatewayError(503, "the gateway stopped before the call was answered",
+                                                        "cut_off"))
+        except BaseException:  # noqa: BLE001 - the cancellation is what goes on; the record is appended
+            pass
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
         """Correct the tokens counted against the rate limits from the estimate to the actual usage; never
@@ -823,6 +849,9 @@ class GatewayApp(DecisionApp):
             raise await self._fail(call, active, error) from None
         except Exception as error:  # noqa: BLE001 - recorded like a refusal: the call may have reached the upstream
             raise await self._fail(call, active, self._internal(error)) from error
+        except asyncio.CancelledError:  # the gateway stopping: the call may have reached the upstream
+            await self._stopped(call, active)
+            raise
 
     async def list_models(self, exchange: Exchange) -> Response:
         """The declared models the caller's policy lets it call (decided now, not recorded: no call is made)."""

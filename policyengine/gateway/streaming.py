@@ -12,6 +12,7 @@ HTTP errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -59,6 +60,9 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             call.attempts.append(await app._unanswered(active, call, hold, model, estimate, error))
             last = error
             continue
+        except BaseException as error:  # cancelled (the gateway stopping) or unexpected: the call may be done
+            call.attempts.append(await app._cut_off(active, call, hold, model, estimate, upstream, error))
+            raise
         call.attempts.append({"model": model, "status": 200})
         call.model = model
         break
@@ -180,5 +184,13 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         except Exception as error:  # noqa: BLE001 - the call reached the upstream: charge and record it
             if not ended:
                 yield await fail(app._internal(error), float(prompt_tokens + flowed))
+        except asyncio.CancelledError:  # the gateway stopping mid-stream: charge what flowed, record, go on
+            if not ended and not call.recorded:
+                try:
+                    await fail(GatewayError(503, "the gateway stopped before the stream ended", "cut_off"),
+                               float(prompt_tokens + flowed))
+                except BaseException:  # noqa: BLE001 - the cancellation is what goes on; the record is appended
+                    pass
+            raise
 
     return Response(200, b"", headers=[(b"x-policyengine-model", model.encode())], note={"model": model}), events()
