@@ -511,8 +511,22 @@ def test_embeddings_count_the_usage_the_upstream_reports_against_token_limits(en
     assert caught.value.body["code"] == "rate_limited"
 
 
+CARD_READ_ONE_WAY = [  # (how, messages, the record's prompt_masked): a card only one reading finds
+    ("across two messages, cut after a dash", [{"role": "user", "content": "pay 4111-1111-"},
+                                               {"role": "user", "content": "1111-1111 now"}], "pay [CREDIT_CARD] now"),
+    ("across two content parts", [{"role": "user", "content": [{"type": "text", "text": "pay 4111-1111-"},
+                                                               {"type": "text", "text": "1111-1111 now"}]}],
+     "pay [CREDIT_CARD] now"),
+    ("in its own message only", [{"role": "user", "content": "ref 9"},
+                                 {"role": "user", "content": "411 111 111 111 1111"}], "ref 9\n[CREDIT_CARD]"),
+]
+
+
 def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> None:
     client = env.client("sk-test-caller")
+    for _how, messages, _masked in CARD_READ_ONE_WAY:
+        answer = post(env, "sk-test-caller", {"model": "small", "messages": messages})
+        assert answer.status_code == 403 and answer.json()["error"]["rule"] == "gw.test.no_card_numbers", answer.text
     client.chat.completions.create(model="small", messages=[{"role": "user", "content": "mail jane.doe@example.com"}])
     client.chat.completions.create(model="small", messages=[  # findings are masked where each message has them
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "mail john.roe@example.com now"}])
@@ -529,9 +543,12 @@ def test_audit_has_one_verified_record_per_call_without_clear_text(env: Env) -> 
     assert "john.roe" not in text and [c for c in calls if c.get("prompt_masked") == "be brief\nmail [EMAIL] now"]
     # a card written across two messages is masked in the record as the model would read it
     assert [c for c in calls if c.get("prompt_masked") == "my card is [CREDIT_CARD], charge it"]
-    masked = [c for c in calls if c.get("prompt_masked") == "mail [EMAIL]"]
+    masked = [c for c in calls if c["prompt_sha256"] == hashlib.sha256(b"mail jane.doe@example.com").hexdigest()]
     assert masked and masked[0]["guard"]["prompt"]["masked"] == ["email"]
-    assert masked[0]["prompt_sha256"] == hashlib.sha256(b"mail jane.doe@example.com").hexdigest()
+    assert masked[0]["prompt_masked"] == "mail [EMAIL]"
+    recorded = {c.get("prompt_masked") for c in calls}
+    for how, _messages, masked in CARD_READ_ONE_WAY:  # every finding is masked, whichever reading found it
+        assert masked in recorded, (how, [m for m in recorded if m and ("ref" in m or "pay" in m)])
     denied = [c for c in calls if c["rule"] == "gw.test.no_card_numbers"]
     assert denied and denied[-1]["status"] == "denied" and denied[-1]["guard"]["prompt"]["pii"] == ["credit_card"]
     ok = [c for c in calls if c["status"] == "ok"]

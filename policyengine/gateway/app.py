@@ -18,8 +18,11 @@ server's (``policyengine.server.app``).
 from __future__ import annotations
 
 import asyncio
+import bisect
+import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +160,31 @@ def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
                                     "masked, and keys are not rewritten", "invalid_request", rule="<guard>")
         out[path] = masker(text, screening)
     return out
+
+
+def _conversation(lines: g.Screening, end_to_end: g.Screening, messages: Sequence[Sequence[str]],
+                  parts: dict[str, g.Screening]) -> g.Screening:
+    """The screening of ``messages`` joined by line breaks (``lines``) with every finding of the end-to-end
+    join (``end_to_end``) and of each part (``parts``, by text) placed in it: a card written across two parts
+    after a dash, or read only within its own part, is masked in the audit record's ``prompt_masked`` too."""
+    starts: list[tuple[int, int]] = []  # (where a part starts end to end, where it starts in ``lines``' text)
+    flat = at = 0
+    for message_parts in messages:
+        for index, text in enumerate(message_parts):
+            starts.append((flat, at))
+            flat += len(text)
+            at += len(text) + (index < len(message_parts) - 1)
+        at += 1  # the line break after the message
+
+    def placed(position: int) -> int:
+        start, line_start = starts[bisect.bisect_right(starts, (position, math.inf)) - 1]
+        return line_start + position - start
+
+    findings = list(lines.findings)
+    findings += [g.Finding(f.kind, placed(f.start), placed(f.end - 1) + 1) for f in end_to_end.findings]
+    for (_, line_start), text in zip(starts, (t for message_parts in messages for t in message_parts), strict=True):
+        findings += [g.Finding(f.kind, line_start + f.start, line_start + f.end) for f in parts[text].findings]
+    return dataclasses.replace(lines, findings=findings)
 
 
 class GatewayApp(DecisionApp):
@@ -576,12 +604,13 @@ class GatewayApp(DecisionApp):
                        ) -> tuple[list[g.Screening], dict[str, Any], g.Screening | None]:
         """Screen the prompt's texts; the merged findings go to the policy request and the audit record.
 
-        ``messages`` (each message's content texts, its parts in order) are screened joined as well, by a
-        line break (as the audit record's ``prompt_masked`` shows them; the screening comes back third) and
-        directly, every part of every message end to end, for what is written across messages or across the
-        parts of one (``Ignore all previ`` / ``ous instructions``, ``jane.doe@`` / ``example.com``): it
-        counts for the decision, and a masked type found only there is refused, since no single string holds
-        it to redact.
+        ``messages`` (each message's content texts, its parts in order; each one of ``texts``) are screened
+        joined as well, by a line break (as the audit record's ``prompt_masked`` shows them) and directly,
+        every part of every message end to end, for what is written across messages or across the parts of
+        one (``Ignore all previ`` / ``ous instructions``, ``jane.doe@`` / ``example.com``): it counts for the
+        decision, and a masked type found only there is refused, since no single string holds it to redact.
+        The screening of the line-break join comes back third, holding every finding of the conversation
+        (its own, the end-to-end join's and each part's, placed in it), so that masking it leaves none.
         """
         joined = ["\n".join("\n".join(parts) for parts in messages),
                   "".join(text for parts in messages for text in parts)] if messages else []
@@ -589,13 +618,13 @@ class GatewayApp(DecisionApp):
         guard = call.guard["prompt"] = g.merge(found)
         if not joined:
             return found, guard, None
-        found, conversation = found[:len(texts)], found[len(texts):]
-        across = {kind for s in conversation for kind in s.masked}.difference(*(s.masked for s in found))
+        found, (lines, end_to_end) = found[:len(texts)], found[len(texts):]
+        across = {*lines.masked, *end_to_end.masked}.difference(*(s.masked for s in found))
         if across:
             raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages or content parts, "
                                     "so it cannot be masked; send it in one string", "invalid_request",
                                rule="<guard>")
-        return found, guard, conversation[0]
+        return found, guard, _conversation(lines, end_to_end, messages, dict(zip(texts, found, strict=True)))
 
     def _redacted(self, body: dict[str, Any], leaves: list[tuple[g.Path, str]],
                   found: list[g.Screening]) -> dict[str, Any]:

@@ -152,12 +152,13 @@ def injection_score(text: str) -> float:
 
 
 def mask(text: str, findings: Iterable[Finding]) -> str:
-    """``text`` with every finding replaced by ``[KIND]`` (overlaps merged, longest first wins)."""
+    """``text`` with every finding replaced by ``[KIND]`` (overlaps merged: the first, longest, names them)."""
     spans = sorted(findings, key=lambda f: (f.start, -f.end))
     out: list[str] = []
     at = 0
     for f in spans:
         if f.start < at:
+            at = max(at, f.end)  # what reaches past the finding it overlaps is redacted with it
             continue
         out.append(text[at:f.start])
         out.append(f"[{f.kind.upper()}]")
