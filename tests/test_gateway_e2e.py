@@ -729,3 +729,20 @@ def test_a_call_in_flight_when_the_gateway_stops_is_recorded_and_charged(tmp_pat
     finally:
         con.close()
     assert spent == (calls[0]["tokens"] if stream else 4003)
+
+
+IBANS_WRITTEN_OTHERWISE = ["DE89-3704-0044-0532-0130-00", "de89 3704 0044 0532 0130 00", "gb82west12345698765432",
+                           "ES91 2100 0418 4502 0005 1332"]  # the last: before a word of four capitals
+
+
+def test_an_iban_written_otherwise_is_masked_before_the_upstream(tmp_path: Path) -> None:
+    with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
+        with start_gateway(tmp_path, write_config(tmp_path, upstream.url, {"mask": ["iban"]})) as gateway:
+            for iban in IBANS_WRITTEN_OTHERWISE:
+                answer = httpx.post(gateway.url + "/v1/chat/completions", timeout=30,
+                                    headers={"authorization": "Bearer sk-test-caller"},
+                                    json={"model": "small", "messages": [
+                                        {"role": "user", "content": f"pay to {iban} SENT today"}]})
+                assert answer.status_code == 200, answer.text
+                sent = received(tmp_path / "upstream.jsonl")[-1]["body"]["messages"][0]["content"]
+                assert sent == "pay to [IBAN] SENT today", iban
