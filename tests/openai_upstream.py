@@ -18,6 +18,7 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``garbled``: answers 200 with a body that is not JSON (the work was done, the answer lost);
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
 * ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
+* ``underreport``: reports a total of 1 token beside its prompt and completion tokens;
 * ``dribble``: streams 60 words 0.2 s apart (12 s: a call still in flight when the gateway is stopped);
 * ``sluggish``: answers after 12 seconds (the same for a whole answer);
 * ``deepjson``: answers 200 with JSON nested 100,000 levels deep (the work was done, the answer unreadable);
@@ -104,7 +105,7 @@ class Handler(BaseHTTPRequestHandler):
                  }.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan")}.get(model,
+                 "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan"), "underreport": 1}.get(model,
                                                                                      prompt_tokens + completion)}
         if body.get("stream"):
             self.send_response(200)

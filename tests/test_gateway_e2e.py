@@ -79,6 +79,9 @@ model dribble
 model sluggish
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model underreport
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 
 rule callers_invoke
     allow role caller to invoke model "*"
@@ -167,6 +170,7 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "deepjson": {"base_url": base, "model": "deepjson"},
         "dribble": {"base_url": base, "model": "dribble", "timeout_s": 20, "retries": 0},
         "sluggish": {"base_url": base, "model": "sluggish", "timeout_s": 20, "retries": 0},
+        "underreport": {"base_url": base, "model": "underreport"},
     }}
     (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
     config = {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
@@ -205,12 +209,14 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
     everything = ["big", "cardindigits", "deepjson", "dribble", "far", "flaky", "garbled", "leaky", "longmail",
-                  "mailer", "nanusage", "refunder", "slow", "sluggish", "small", "toolcaller", "twochoices"]
+                  "mailer", "nanusage", "refunder", "slow", "sluggish", "small", "toolcaller", "twochoices",
+                  "underreport"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
     assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
                                                                         "refunder", "nanusage", "cardindigits",
                                                                         "garbled", "toolcaller", "twochoices",
-                                                                        "deepjson", "dribble", "sluggish"]
+                                                                        "deepjson", "dribble", "sluggish",
+                                                                        "underreport"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -639,6 +645,30 @@ def test_a_usage_that_is_not_a_token_count_charges_what_was_held(tmp_path: Path,
     assert sum(c["tokens"] for c in calls if c["status"] == "ok") <= 10_000
     result = verify(tmp_path, tmp_path / "gw.duckdb", tmp_path / "gw.key")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_total_below_the_usage_it_sums_charges_the_sum(tmp_path: Path, stream: bool) -> None:
+    """An upstream reporting a total of 1 token beside 4,000 completion tokens is charged the 4,000 and more."""
+    def call() -> str:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-budget", max_retries=0)
+        try:
+            answer = client.chat.completions.create(model="underreport", stream=stream, max_tokens=4000,
+                                                    messages=[{"role": "user", "content": "spend"}])
+            for _chunk in answer if stream else ():
+                pass
+            return "ok"
+        except openai.RateLimitError as error:
+            return error.body["code"]
+
+    with start_upstream(tmp_path, tmp_path / "upstream.jsonl") as upstream:
+        with start_gateway(tmp_path, write_config(tmp_path, upstream.url)) as gateway:
+            outcomes = [call() for _ in range(3)]
+    assert outcomes == ["ok", "ok", "budget_exhausted"]  # 2 x 4,002 of 10,000
+    calls = [p for e, p in audit_records(tmp_path / "gw.duckdb").values() if e == "model_call"]
+    assert [c["tokens"] for c in calls[:2]] == [4002, 4002]
+    assert calls[0]["attempts"][-1]["usage_refused"] == (
+        "usage.total_tokens 1 is less than its prompt_tokens + completion_tokens; charged their 4002 tokens instead")
 
 
 @pytest.mark.parametrize(("model", "error"), [
