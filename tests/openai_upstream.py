@@ -11,6 +11,7 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``longmail``: the same inside a long answer (the address falls where streamed text is being released);
 * ``refuser``: answers with a refusal (low response quality);
 * ``rude``: answers with an insult (high toxicity);
+* ``rudelong``: the insult, then 200 characters of civil text (a stream releases the insult unless screened);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
 * ``cardindigits``: a card number at the end of a long run of digit groups, in two chunks;
 * ``toolcaller``: answers "Done." with a tool call whose arguments hold a payment card number;
@@ -45,6 +46,7 @@ CARD_ANSWER = ["Your", " card", " is", " 4111", " 1111", " 1111", " 1111", " tha
 MAIL_ANSWER = ["Reach", " me", " at", " jane", ".doe@exa", "mple.com", " soon"]
 REFUSAL_ANSWER = ["I'm", " sorry,", " I", " can't", " help", " with", " that."]
 RUDE_ANSWER = ["You", " are", " a", " stupid", " idiot", " and", " I", " hate", " you."]
+RUDE_LONG_ANSWER = RUDE_ANSWER + [" Anyway,", " here", " is", " the", " summary", " of", " the", " invoice"] * 5
 DIGITS_TEXT = ("Ref 99 60 26 24 13 74 02 11 96 41 51 30 76 75 98 56 96 30 49 74 11 37 02 56 71 27 55 50 36 89 56 "
                "44 87 75 35 5555 5555 5555 4444 is the card on file. " + "y" * 130)
 CARD_IN_DIGITS_ANSWER = [DIGITS_TEXT[:114], DIGITS_TEXT[114:]]  # cut where the card's first groups are released
@@ -100,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         completion = int(body.get("max_tokens") or 16)
         words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER, "refuser": REFUSAL_ANSWER,
-                 "rude": RUDE_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER,
+                 "rude": RUDE_ANSWER, "rudelong": RUDE_LONG_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER,
                  "dribble": [f" word{i}" for i in range(60)],
                  }.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))

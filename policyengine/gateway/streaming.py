@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..server.app import Response
 from . import guards as g
 from .providers import UpstreamError, charged_tokens, estimate_tokens
+from .quality import response_quality
 
 if TYPE_CHECKING:
     from ..server.policy_source import ActivePolicy
@@ -90,12 +91,14 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         pii: set[str] = set()  # entity types found in the answer so far
         secrets: set[str] = set()
         masked: set[str] = set()
+        toxicity: list[float] = []  # the highest toxicity of the text screened so far (the guard on)
         ended = False
         settled = False  # the hold was settled (or its settle failed and noted): never twice
         yield chunk({"role": "assistant", "content": ""})
 
         def screen_and_cut(upto: int) -> str:
-            """Screen the unreleased text, decide again when new types appear; the masked text up to ``upto``.
+            """Screen the unreleased text, decide again when new types appear or its toxicity is the highest yet
+            (the guard on), with the quality of the text so far; the masked text up to ``upto``.
 
             Only ``buffer[released:]`` is screened each time (linear in the answer), so an entity
             longer than ``HOLD_BACK`` characters that began in released text is out of reach.
@@ -103,12 +106,18 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             nonlocal released
             window = buffer[released:]
             found = app._screen([window], call, "response")[0]
-            if not (set(found.pii) <= pii and set(found.secrets) <= secrets and set(found.masked) <= masked):
+            rises = (found.toxicity is not None and bool(window.strip())
+                     and (not toxicity or found.toxicity > toxicity[0]))
+            if rises or not (set(found.pii) <= pii and set(found.secrets) <= secrets and set(found.masked) <= masked):
                 pii.update(found.pii)
                 secrets.update(found.secrets)
                 masked.update(found.masked)
-                app._decide_response(active, call, request, {"pii": sorted(pii), "secrets": sorted(secrets),
-                                                             "masked": sorted(masked)})  # raises when refused
+                if rises:
+                    toxicity[:] = [found.toxicity]
+                guard: dict[str, Any] = {"pii": sorted(pii), "secrets": sorted(secrets), "masked": sorted(masked),
+                                         "quality": response_quality(buffer),  # of the text so far
+                                         **({"toxicity": toxicity[0]} if toxicity else {})}
+                app._decide_response(active, call, request, guard)  # raises when refused
             cut = upto - released
             for f in found.findings:  # never cut an entity in two
                 if f.start < cut < f.end:
