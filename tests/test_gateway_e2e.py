@@ -360,6 +360,25 @@ def test_what_is_written_across_the_content_parts_of_one_message_is_screened_as_
     assert len(env.sent()) == before
 
 
+@pytest.mark.parametrize(("route", "field", "value"), [
+    ("chat/completions", "models", ["big"]),  # OpenRouter: the models tried when the first fails
+    ("chat/completions", "fallbacks", ["big"]),  # LiteLLM proxy: likewise
+    ("chat/completions", "provider", {"order": ["us-east"]}),  # OpenRouter: which provider (region) serves
+    ("chat/completions", "api_base", "http://127.0.0.1:9/v1"),  # LiteLLM: another endpoint for the call
+    ("embeddings", "fallbacks", ["big"]),
+])
+def test_a_field_that_lets_the_upstream_choose_another_model_is_refused(env: Env, route: str, field: str,
+                                                                        value: Any) -> None:
+    before = len(env.sent())
+    body = {"model": "small", field: value, **({"input": "hi"} if route == "embeddings" else
+                                               {"messages": [{"role": "user", "content": "hi"}]})}
+    answer = httpx.post(f"{env.gateway.url}/v1/{route}", json=body, timeout=30,
+                        headers={"authorization": "Bearer sk-test-caller"})
+    assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(f"{field}: the policy"), \
+        answer.text
+    assert len(env.sent()) == before
+
+
 def test_masked_types_are_masked_wherever_they_are_in_the_body(env: Env) -> None:
     mail = "jane.doe@example.com"
     answer = post(env, "sk-test-caller", {"model": "small", "user": mail, "messages": [

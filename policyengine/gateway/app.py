@@ -53,6 +53,10 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 451: "permission_denied",
           502: "upstream_error", 503: "service_unavailable", 504: "upstream_timeout"}
 HOLD_BACK = 96  # characters of a stream kept unreleased until the text after them is screened
+# top-level body fields with which routing upstreams (LiteLLM, OpenRouter) serve another model, provider or endpoint
+# than the one the body's ``model`` names: the gateway would relay them, and record the model the policy decided
+UPSTREAM_CHOICES = frozenset({"models", "fallbacks", "context_window_fallbacks", "provider", "route", "api_base",
+                              "base_url", "api_key"})
 
 
 class GatewayError(HTTPError):
@@ -638,6 +642,10 @@ class GatewayApp(DecisionApp):
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "model: required, the name of a declared model", "invalid_request")
+        chooses = sorted(UPSTREAM_CHOICES.intersection(body))
+        if chooses:
+            raise GatewayError(400, f"{', '.join(chooses)}: the policy decides which model serves and where; a "
+                                    "field that lets the upstream choose another is refused", "invalid_request")
         return body
 
     async def chat_completions(self, exchange: Exchange) -> Any:
