@@ -16,6 +16,8 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``cardindigits``: a card number at the end of a long run of digit groups, in two chunks;
 * ``toolcaller``: answers "Done." with a tool call whose arguments hold a payment card number;
 * ``twochoices``: answers two choices, the second with an email address;
+* ``logprobber``: answers with an email address and logprobs that spell it token by token (and in bytes);
+* ``speaker``: answers with audio whose transcript holds an email address;
 * ``garbled``: answers 200 with a body that is not JSON (the work was done, the answer lost);
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
 * ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
@@ -137,6 +139,14 @@ class Handler(BaseHTTPRequestHandler):
             answer["choices"][0]["message"] = {"role": "assistant", "content": "Done.", "tool_calls": [
                 {"id": "c1", "type": "function",
                  "function": {"name": "pay", "arguments": json.dumps({"card": "4111 1111 1111 1111"})}}]}
+        if model == "logprobber":
+            answer["choices"][0]["message"]["content"] = "".join(MAIL_ANSWER)
+            answer["choices"][0]["logprobs"] = {"content": [
+                {"token": w, "logprob": -0.1, "bytes": list(w.encode()), "top_logprobs": []} for w in MAIL_ANSWER]}
+        if model == "speaker":
+            answer["choices"][0]["message"] = {"role": "assistant", "content": None, "audio": {
+                "id": "audio-1", "expires_at": 0, "data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEA",
+                "transcript": "".join(MAIL_ANSWER)}}
         if model == "twochoices":
             answer["choices"].append({"index": 1, "message": {"role": "assistant",
                                                               "content": "Or write to jane.doe@example.com"},

@@ -82,6 +82,12 @@ model sluggish
 model underreport
     provider "openai-compatible" region "eu-west-1" hosting external
     cost 2 USD per 1M tokens latency 50 ms
+model logprobber
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
+model speaker
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 2 USD per 1M tokens latency 50 ms
 
 rule callers_invoke
     allow role caller to invoke model "*"
@@ -171,6 +177,8 @@ def write_config(cwd: Path, upstream_url: str, guards: dict[str, Any] | None = N
         "dribble": {"base_url": base, "model": "dribble", "timeout_s": 20, "retries": 0},
         "sluggish": {"base_url": base, "model": "sluggish", "timeout_s": 20, "retries": 0},
         "underreport": {"base_url": base, "model": "underreport"},
+        "logprobber": {"base_url": base, "model": "logprobber"},
+        "speaker": {"base_url": base, "model": "speaker"},
     }}
     (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
     config = {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
@@ -208,15 +216,15 @@ def test_allowed_chat_completion_reaches_the_upstream_and_is_audited(env: Env) -
 
 
 def test_models_lists_only_what_the_callers_policy_allows(env: Env) -> None:
-    everything = ["big", "cardindigits", "deepjson", "dribble", "far", "flaky", "garbled", "leaky", "longmail",
-                  "mailer", "nanusage", "refunder", "slow", "sluggish", "small", "toolcaller", "twochoices",
-                  "underreport"]
+    everything = ["big", "cardindigits", "deepjson", "dribble", "far", "flaky", "garbled", "leaky", "logprobber",
+                  "longmail", "mailer", "nanusage", "refunder", "slow", "sluggish", "small", "speaker", "toolcaller",
+                  "twochoices", "underreport"]
     assert sorted(m.id for m in env.client("sk-test-caller").models.list()) == everything
     assert [m.id for m in env.client("sk-test-pii").models.list()] == ["small", "flaky", "leaky", "mailer", "longmail", "slow",
                                                                         "refunder", "nanusage", "cardindigits",
                                                                         "garbled", "toolcaller", "twochoices",
                                                                         "deepjson", "dribble", "sluggish",
-                                                                        "underreport"]
+                                                                        "underreport", "logprobber", "speaker"]
     assert list(env.client("sk-test-denied").models.list()) == []
 
 
@@ -425,6 +433,20 @@ def test_a_body_with_more_than_one_reading_is_refused_before_the_upstream(env: E
                         headers={"authorization": "Bearer sk-test-caller", "content-type": "application/json"})
     assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(message), answer.text
     assert len(env.sent()) == before
+
+
+def test_what_spells_a_masked_answer_another_way_does_not_go_back(env: Env) -> None:
+    """Logprobs spell the answer token by token (and in bytes): dropped once its text is masked. Audio says it:
+    it cannot be masked, so the answer is withheld."""
+    answer = post(env, "sk-test-caller", {"model": "logprobber", "logprobs": True,
+                                          "messages": [{"role": "user", "content": "how do I reach you?"}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "Reach me at [EMAIL] soon"
+    assert answer.json()["choices"][0]["logprobs"] is None and "jane" not in answer.text
+    spoken = post(env, "sk-test-caller", {"model": "speaker", "modalities": ["text", "audio"],
+                                          "messages": [{"role": "user", "content": "how do I reach you?"}]})
+    assert spoken.status_code == 502 and spoken.json()["error"]["code"] == "response_blocked", spoken.text
+    assert "UklGR" not in spoken.text
 
 
 def test_the_whole_answer_is_screened_not_only_its_first_text(env: Env) -> None:

@@ -191,6 +191,26 @@ def _conversation(lines: g.Screening, end_to_end: g.Screening, messages: Sequenc
     return dataclasses.replace(lines, findings=findings)
 
 
+def _respelled(answer: dict[str, Any]) -> dict[str, Any]:
+    """A masked answer without what spells its text another way, which masking cannot reach: each choice's
+    ``logprobs`` (its tokens one by one, and their bytes) are dropped; audio, which says the text, cannot be
+    masked, so an answer with audio is refused (``GatewayError``)."""
+    choices = answer.get("choices")
+    if not isinstance(choices, list):
+        return answer
+    kept = []
+    for choice in choices:
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict) and message.get("audio") is not None:
+                raise GatewayError(502, "its audio says what is masked in its text, and audio cannot be masked",
+                                   "response_blocked", rule="<guard>")
+            if choice.get("logprobs") is not None:
+                choice = {**choice, "logprobs": None}
+        kept.append(choice)
+    return {**answer, "choices": kept}
+
+
 class GatewayApp(DecisionApp):
     """ASGI app of ``policyengine gateway``."""
 
@@ -715,7 +735,7 @@ class GatewayApp(DecisionApp):
         found = self._screen_response(active, call, request, text, finish, [t for _, t in others])
         if any(s.masked for s in found):
             try:
-                answer = self._redacted(answer, [(main, text), *others], found)
+                answer = _respelled(self._redacted(answer, [(main, text), *others], found))
             except GatewayError as error:
                 raise GatewayError(502, f"answer withheld: {error}", "response_blocked", rule="<guard>") from None
         answer["model"] = model
