@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,10 +167,14 @@ def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
 
 
 def _conversation(lines: g.Screening, end_to_end: g.Screening, messages: Sequence[Sequence[str]],
-                  parts: dict[str, g.Screening]) -> g.Screening:
+                  parts: dict[str, g.Screening], masked: Collection[str]) -> tuple[g.Screening, set[str]]:
     """The screening of ``messages`` joined by line breaks (``lines``) with every finding of the end-to-end
     join (``end_to_end``) and of each part (``parts``, by text) placed in it: a card written across two parts
-    after a dash, or read only within its own part, is masked in the audit record's ``prompt_masked`` too."""
+    after a dash, or read only within its own part, is masked in the audit record's ``prompt_masked`` too.
+
+    Second, the ``masked`` types a join finds where no part's own finding of that type overlaps it: written
+    across parts or messages, so no one string holds it to redact (another of its type elsewhere redacts
+    nothing of it)."""
     starts: list[tuple[int, int]] = []  # (where a part starts end to end, where it starts in ``lines``' text)
     flat = at = 0
     for message_parts in messages:
@@ -184,11 +188,14 @@ def _conversation(lines: g.Screening, end_to_end: g.Screening, messages: Sequenc
         start, line_start = starts[bisect.bisect_right(starts, (position, math.inf)) - 1]
         return line_start + position - start
 
-    findings = list(lines.findings)
-    findings += [g.Finding(f.kind, placed(f.start), placed(f.end - 1) + 1) for f in end_to_end.findings]
-    for (_, line_start), text in zip(starts, (t for message_parts in messages for t in message_parts), strict=True):
-        findings += [g.Finding(f.kind, line_start + f.start, line_start + f.end) for f in parts[text].findings]
-    return dataclasses.replace(lines, findings=findings)
+    joined = [*lines.findings,
+              *(g.Finding(f.kind, placed(f.start), placed(f.end - 1) + 1) for f in end_to_end.findings)]
+    own = [g.Finding(f.kind, line_start + f.start, line_start + f.end)
+           for (_, line_start), text in zip(starts, (t for each in messages for t in each), strict=True)
+           for f in parts[text].findings]
+    across = {j.kind for j in joined if j.kind in masked
+              and not any(o.kind == j.kind and o.start < j.end and j.start < o.end for o in own)}
+    return dataclasses.replace(lines, findings=[*joined, *own]), across
 
 
 def _respelled(answer: dict[str, Any]) -> dict[str, Any]:
@@ -632,7 +639,8 @@ class GatewayApp(DecisionApp):
         joined as well, by a line break (as the audit record's ``prompt_masked`` shows them) and directly,
         every part of every message end to end, for what is written across messages or across the parts of
         one (``Ignore all previ`` / ``ous instructions``, ``jane.doe@`` / ``example.com``): it counts for the
-        decision, and a masked type found only there is refused, since no single string holds it to redact.
+        decision, and a masked entity found only there (no part's own finding of its type overlaps it) is
+        refused, since no single string holds it to redact.
         The screening of the line-break join comes back third, holding every finding of the conversation
         (its own, the end-to-end join's and each part's, placed in it), so that masking it leaves none.
         """
@@ -643,12 +651,13 @@ class GatewayApp(DecisionApp):
         if not joined:
             return found, guard, None
         found, (lines, end_to_end) = found[:len(texts)], found[len(texts):]
-        across = {*lines.masked, *end_to_end.masked}.difference(*(s.masked for s in found))
+        conversation, across = _conversation(lines, end_to_end, messages, dict(zip(texts, found, strict=True)),
+                                             self.config.guards.mask)
         if across:
             raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages or content parts, "
                                     "so it cannot be masked; send it in one string", "invalid_request",
                                rule="<guard>")
-        return found, guard, _conversation(lines, end_to_end, messages, dict(zip(texts, found, strict=True)))
+        return found, guard, conversation
 
     def _redacted(self, body: dict[str, Any], leaves: list[tuple[g.Path, str]],
                   found: list[g.Screening]) -> dict[str, Any]:
