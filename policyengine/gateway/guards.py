@@ -103,7 +103,7 @@ def find_cards(text: str) -> list[Finding]:
             digits = ""
             shape: tuple[int, ...] = ()
             longest: tuple[str, int] | None = None  # from the run's start: its longest span, as one number
-            for start, end in groups[first:]:
+            for start, end in groups[first:first + 20]:  # past 20 groups, past 19 digits (was the whole rest)
                 digits += text[start:end]
                 shape += (end - start,)
                 if len(digits) > 19:
