@@ -129,12 +129,21 @@ def number_text(value: Any) -> Any:
 def loads_safe(text: str | bytes) -> Any:
     """JSON text another program wrote (an upstream model's answer), with each number that has no IEEE-754
     double (``NaN``, ``1e400``) as its text: a string can be relayed, recorded and compared, where ``nan``
-    would make every comparison false and ``inf`` has no JSON form. ``ValueError`` when it is not JSON."""
+    would make every comparison false and ``inf`` has no JSON form. ``ValueError`` when it is not JSON;
+    ``Unreadable`` (a ``ValueError``) when it nests past ``MAX_DEPTH`` (deeper than the parser's stack raised
+    ``RecursionError``, which no caller expects of a reader; and the value would break the writers after it)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    if not may_hold_bad_numbers(text):
-        return json.loads(text)  # C speed; the hooks of DECODER run in Python for every number
-    return number_text(DECODER.decode(text))
+    try:
+        if not may_hold_bad_numbers(text):
+            value = json.loads(text)  # C speed; the hooks of DECODER run in Python for every number
+        else:
+            value = number_text(DECODER.decode(text))
+    except RecursionError:
+        raise Unreadable(TOO_DEEP) from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
+        raise Unreadable(TOO_DEEP)
+    return value
 
 
 MAX_DEPTH = 128

@@ -11,6 +11,9 @@ masking config, policy test files) goes through here, so they all:
   most ``MAX_ALIASES`` alias uses and ``MAX_NODES`` nodes once aliases are
   expanded, so a 1 KB "billion laughs" file is refused at once instead of
   expanding for minutes; a recursive alias is refused too;
+* refuse a mapping that gives one key twice (``principal:`` twice in a key's
+  entry): YAML forbids it, and PyYAML would keep the last one silently, so a
+  reader of the file and the engine could see two different settings;
 * fail with ``YamlFileError`` whose text is ``FILE:LINE: what is wrong``
   (a merge key with a plain value, a tab, an unclosed bracket...).
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_ALIASES = 100
 MAX_NODES = 100_000
@@ -93,11 +96,28 @@ def _check_bounds(root: Node, where: str, what: str) -> None:
         if key in visiting:
             raise YamlFileError(where, node.start_mark.line + 1, f"{what} has an alias that contains itself")
         visiting.add(key)
+        if isinstance(node, MappingNode):
+            _check_unique_keys(node, where, what)
         stack.append((node, True))
         for child in _children(node):
             if id(child) in visiting:
                 raise YamlFileError(where, child.start_mark.line + 1, f"{what} has an alias that contains itself")
             stack.append((child, False))
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _check_unique_keys(node: MappingNode, where: str, what: str) -> None:
+    """Refuse a mapping that gives one (scalar) key twice; keys a merge (``<<``) brings in may be overridden."""
+    seen: set[tuple[str, str]] = set()
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode) or key.tag == _MERGE:
+            continue
+        if (key.tag, key.value) in seen:
+            raise YamlFileError(where, key.start_mark.line + 1,
+                                f"{what} gives the key {key.value!r} twice in one mapping; refused")
+        seen.add((key.tag, key.value))
 
 
 def _children(node: Node) -> list[Node]:

@@ -11,13 +11,20 @@ exactly what reached the model. Behaviour by the requested model name:
 * ``longmail``: the same inside a long answer (the address falls where streamed text is being released);
 * ``refuser``: answers with a refusal (low response quality);
 * ``rude``: answers with an insult (high toxicity);
+* ``rudelong``: the insult, then 200 characters of civil text (a stream releases the insult unless screened);
 * ``slow``: answers after 3 seconds (the gateway's timeout must fire first);
 * ``cardindigits``: a card number at the end of a long run of digit groups, in two chunks;
 * ``toolcaller``: answers "Done." with a tool call whose arguments hold a payment card number;
 * ``twochoices``: answers two choices, the second with an email address;
+* ``logprobber``: answers with an email address and logprobs that spell it token by token (and in bytes);
+* ``speaker``: answers with audio whose transcript holds an email address;
 * ``garbled``: answers 200 with a body that is not JSON (the work was done, the answer lost);
 * ``refunder``: reports a usage of -1,000,000 tokens (which would give budget back if charged);
 * ``nanusage``: reports a usage of ``NaN`` tokens (not JSON, though Python's json writes and reads it);
+* ``underreport``: reports a total of 1 token beside its prompt and completion tokens;
+* ``dribble``: streams 60 words 0.2 s apart (12 s: a call still in flight when the gateway is stopped);
+* ``sluggish``: answers after 12 seconds (the same for a whole answer);
+* ``deepjson``: answers 200 with JSON nested 100,000 levels deep (the work was done, the answer unreadable);
 * anything else: a fixed answer; ``completion_tokens`` = ``max_tokens`` (default 16),
   so tests can make calls of a known size.
 
@@ -41,6 +48,7 @@ CARD_ANSWER = ["Your", " card", " is", " 4111", " 1111", " 1111", " 1111", " tha
 MAIL_ANSWER = ["Reach", " me", " at", " jane", ".doe@exa", "mple.com", " soon"]
 REFUSAL_ANSWER = ["I'm", " sorry,", " I", " can't", " help", " with", " that."]
 RUDE_ANSWER = ["You", " are", " a", " stupid", " idiot", " and", " I", " hate", " you."]
+RUDE_LONG_ANSWER = RUDE_ANSWER + [" Anyway,", " here", " is", " the", " summary", " of", " the", " invoice"] * 5
 DIGITS_TEXT = ("Ref 99 60 26 24 13 74 02 11 96 41 51 30 76 75 98 56 96 30 49 74 11 37 02 56 71 27 55 50 36 89 56 "
                "44 87 75 35 5555 5555 5555 4444 is the card on file. " + "y" * 130)
 CARD_IN_DIGITS_ANSWER = [DIGITS_TEXT[:114], DIGITS_TEXT[114:]]  # cut where the card's first groups are released
@@ -78,6 +86,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if model == "slow":
             time.sleep(3)
+        if model == "sluggish":
+            time.sleep(12)
+        if model == "deepjson":
+            self._send(200, b"[" * 100_000 + b"]" * 100_000)
+            return
         if model == "garbled":
             self._send(200, b"<html>upstream proxy error</html>", "text/html")
             return
@@ -91,11 +104,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         completion = int(body.get("max_tokens") or 16)
         words = {"leaky": CARD_ANSWER, "mailer": MAIL_ANSWER, "longmail": LONG_ANSWER, "refuser": REFUSAL_ANSWER,
-                 "rude": RUDE_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER,
+                 "rude": RUDE_ANSWER, "rudelong": RUDE_LONG_ANSWER, "cardindigits": CARD_IN_DIGITS_ANSWER,
+                 "dribble": [f" word{i}" for i in range(60)],
                  }.get(model, ["Hello", " from", " the", " upstream", "."])
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan")}.get(model,
+                 "total_tokens": {"refunder": -1_000_000, "nanusage": float("nan"), "underreport": 1}.get(model,
                                                                                      prompt_tokens + completion)}
         if body.get("stream"):
             self.send_response(200)
@@ -109,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
 
             base = {"id": "up-1", "object": "chat.completion.chunk", "created": 0, "model": model}
             for word in words:
+                if model == "dribble":
+                    time.sleep(0.2)
                 event({**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
             event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             if (body.get("stream_options") or {}).get("include_usage"):
@@ -123,6 +139,14 @@ class Handler(BaseHTTPRequestHandler):
             answer["choices"][0]["message"] = {"role": "assistant", "content": "Done.", "tool_calls": [
                 {"id": "c1", "type": "function",
                  "function": {"name": "pay", "arguments": json.dumps({"card": "4111 1111 1111 1111"})}}]}
+        if model == "logprobber":
+            answer["choices"][0]["message"]["content"] = "".join(MAIL_ANSWER)
+            answer["choices"][0]["logprobs"] = {"content": [
+                {"token": w, "logprob": -0.1, "bytes": list(w.encode()), "top_logprobs": []} for w in MAIL_ANSWER]}
+        if model == "speaker":
+            answer["choices"][0]["message"] = {"role": "assistant", "content": None, "audio": {
+                "id": "audio-1", "expires_at": 0, "data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEA",
+                "transcript": "".join(MAIL_ANSWER)}}
         if model == "twochoices":
             answer["choices"].append({"index": 1, "message": {"role": "assistant",
                                                               "content": "Or write to jane.doe@example.com"},

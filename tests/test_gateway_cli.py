@@ -58,6 +58,12 @@ RULES = str(EXAMPLE.parents[2] / "rules")
      "keys.yaml: keys[0]: unknown field 'key' (keys are stored hashed: sha256)"),
     ({"keys.yaml": {"keys": [GOOD_KEY]}}, ["--keys", "missing.yaml"], "missing.yaml: cannot read keys file"),
     ({"keys.yaml": "keys: [\n"}, ["--keys", "keys.yaml"], "keys.yaml:2: keys file is not valid YAML"),
+    ({"keys.yaml": f"keys:\n  - sha256: {GOOD_KEY['sha256']}\n    principal: {{id: bob}}\n"
+                   "    principal: {id: admin, roles: [admin]}\n"}, ["--keys", "keys.yaml"],
+     "keys.yaml:4: keys file gives the key 'principal' twice in one mapping; refused"),
+    ({"keys.yaml": f"keys:\n  - sha256: {GOOD_KEY['sha256']}\n    principal: {{id: bob}}\n"
+                   "teams:\n  ops: {limits: {requests_per_minute: 1}}\n  ops: {limits: {requests_per_minute: 9}}\n"},
+     ["--keys", "keys.yaml"], "keys.yaml:6: keys file gives the key 'ops' twice in one mapping; refused"),
     ({"keys.yaml": {"keys": [GOOD_KEY]}, "p.yaml": {"models": {"gpt-x": {"base_url": "http://127.0.0.1:9/v1"}}}},
      ["--keys", "keys.yaml", "--providers", "p.yaml"], "p.yaml: model 'gpt-x' is not declared in the rules"),
     ({"keys.yaml": {"keys": [GOOD_KEY]}, "p.yaml": {"models": {"classifier_small": {"base_url": "ftp://x"}}}},

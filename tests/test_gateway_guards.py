@@ -48,6 +48,8 @@ def test_iban_check_digits(text: str, valid: bool) -> None:
      "\uff14\uff14\uff14\uff14", ["credit_card"]),  # fullwidth digits are digits
     ("IBAN DE89 3704 0044 0532 0130 00 please", ["iban"]),
     ("IBAN DE89 3704 0044 0532 0130 01 please", []),
+    ("IBAN de89-3704-0044-0532-0130-01 please", []),  # spelled otherwise, the check digits still decide
+    ("is12 this text here", []),
     ("write to jane.doe@example.co.uk", ["email"]),
     ("call +49 30 1234 5678 or (030) 123-4567", ["phone", "phone"]),
     ("invoice 2026-0042 for 1200 EUR", []),
@@ -121,6 +123,11 @@ DISGUISED = [
     ("a full-width at sign", "mail jane.doe\uff20example.com now", ["email"], "mail [EMAIL] now"),
     ("no-break spaces in an IBAN", "IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000", ["iban"],
      "IBAN [IBAN]"),
+    ("dashes in an IBAN", "IBAN DE89-3704-0044-0532-0130-00 ok", ["iban"], "IBAN [IBAN] ok"),
+    ("an IBAN in lower case", "iban gb82 west 1234 5698 7654 32", ["iban"], "iban [IBAN]"),
+    ("an IBAN in lower case, unspaced", "iban de89370400440532013000", ["iban"], "iban [IBAN]"),
+    ("an IBAN before a word of four capitals", "ES91 2100 0418 4502 0005 1332 SENT", ["iban"],
+     "[IBAN] SENT"),
     ("a zero-width space in a key", "key sk-proj-abc\u200bdefghijklmnopqrstuvwxyz123456", ["openai_key"],
      "key [OPENAI_KEY]"),
     ("text of one script is left alone", "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440", [],

@@ -35,6 +35,10 @@ model refuser
     provider "openai-compatible" region "eu-west-1" hosting external
 model rude
     provider "openai-compatible" region "eu-west-1" hosting external
+model rudelong
+    provider "openai-compatible" region "eu-west-1" hosting external
+model mailer
+    provider "openai-compatible" region "eu-west-1" hosting external
 
 rule callers_invoke
     allow role caller to invoke model "*"
@@ -79,7 +83,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         keys = [{"sha256": hashlib.sha256(KEY.encode()).hexdigest(), "principal": {"id": "t", "roles": ["caller"]}}]
         (cwd / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}), encoding="utf-8")
         base = upstream.url + "/v1"
-        providers = {"models": {m: {"base_url": base, "model": m} for m in ("plain", "refuser", "rude")}}
+        providers = {"models": {m: {"base_url": base, "model": m} for m in ("plain", "refuser", "rude", "rudelong", "mailer")}}
         (cwd / "providers.yaml").write_text(yaml.safe_dump(providers), encoding="utf-8")
         config = {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
                   "key": "gw.key", "guards": {"toxicity": True, "timeout_s": 30}}
@@ -119,6 +123,25 @@ def test_a_streamed_refusal_ends_with_an_error_event(env: Env) -> None:
         for _ in env.chat("refuser", "help me", stream=True):
             pass
     assert "low-quality answer" in str(caught.value)
+
+
+@pytest.mark.parametrize("model", ["rude", "rudelong"])
+def test_a_streamed_toxic_answer_ends_with_an_error_event_and_releases_none_of_it(env: Env, model: str) -> None:
+    """Screened before release: an insult followed by enough civil text to release it is refused on the way."""
+    seen: list[str] = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in env.chat(model, "say something", stream=True):
+            seen.extend(c.delta.content or "" for c in chunk.choices)
+    assert "toxic answer" in str(caught.value)
+    assert "stupid" not in "".join(seen) and "idiot" not in "".join(seen)
+
+
+def test_a_streams_decisions_on_the_way_have_the_quality_of_the_text_so_far(env: Env) -> None:
+    """The email decides the stream again on its way (a new type): with a quality to read, the rule on it lets
+    a civil answer through instead of failing closed on a missing attribute."""
+    text = "".join(c.choices[0].delta.content or "" for c in env.chat("mailer", "how do I reach you?", stream=True)
+                   if c.choices)
+    assert text == "Reach me at jane.doe@example.com soon"
 
 
 def test_without_the_guard_a_rule_on_toxicity_fails_closed(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ HOSTILE = {
     "merge key with a plain value": (b"cases:\n  - <<: 5\n    name: x\n", None),
     "not UTF-8": (b"users:\n  al\xe9: {}\n", "not UTF-8 text (byte 11)"),
     "unclosed bracket": (b"a: [1,\n", "valid YAML"),
+    "a key given twice": (b"users:\n  al: {roles: [analyst]}\n  al: {roles: [admin]}\n",
+                          "gives the key 'al' twice in one mapping; refused"),
 }
 
 

@@ -18,10 +18,13 @@ server's (``policyengine.server.app``).
 from __future__ import annotations
 
 import asyncio
+import bisect
+import dataclasses
 import hashlib
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +53,10 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 451: "permission_denied",
           502: "upstream_error", 503: "service_unavailable", 504: "upstream_timeout"}
 HOLD_BACK = 96  # characters of a stream kept unreleased until the text after them is screened
+# top-level body fields with which routing upstreams (LiteLLM, OpenRouter) serve another model, provider or endpoint
+# than the one the body's ``model`` names: the gateway would relay them, and record the model the policy decided
+UPSTREAM_CHOICES = frozenset({"models", "fallbacks", "context_window_fallbacks", "provider", "route", "api_base",
+                              "base_url", "api_key"})
 
 
 class GatewayError(HTTPError):
@@ -105,6 +112,7 @@ class Call:
     versions: dict[str, str] = field(default_factory=dict)  # model -> the version its request resolved (--registry)
     charge_error: str | None = None  # the answered call's budget settle failed: its hold stays (charged on expiry)
     limit_error: str | None = None  # the rate limits' token correction failed (the estimate stays counted)
+    recorded: bool = False  # the call's model_call record is appended (one record per call)
 
 
 def _sha(text: str) -> str:
@@ -129,12 +137,17 @@ def _json_body(exchange: Exchange) -> Any:
     return body
 
 
-def _message_text(content: Any) -> str:
+def _message_parts(content: Any) -> list[str]:
+    """The texts of a message's content: the string, or its text parts in order."""
     if isinstance(content, str):
-        return content
+        return [content]
     if isinstance(content, list):  # content parts: keep the text ones
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
+        return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return []
+
+
+def _message_text(content: Any) -> str:
+    return "\n".join(_message_parts(content))
 
 
 def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
@@ -151,6 +164,58 @@ def _masks(leaves: list[tuple[g.Path, str]], found: list[g.Screening],
                                     "masked, and keys are not rewritten", "invalid_request", rule="<guard>")
         out[path] = masker(text, screening)
     return out
+
+
+def _conversation(lines: g.Screening, end_to_end: g.Screening, messages: Sequence[Sequence[str]],
+                  parts: dict[str, g.Screening], masked: Collection[str]) -> tuple[g.Screening, set[str]]:
+    """The screening of ``messages`` joined by line breaks (``lines``) with every finding of the end-to-end
+    join (``end_to_end``) and of each part (``parts``, by text) placed in it: a card written across two parts
+    after a dash, or read only within its own part, is masked in the audit record's ``prompt_masked`` too.
+
+    Second, the ``masked`` types a join finds where no part's own finding of that type overlaps it: written
+    across parts or messages, so no one string holds it to redact (another of its type elsewhere redacts
+    nothing of it)."""
+    starts: list[tuple[int, int]] = []  # (where a part starts end to end, where it starts in ``lines``' text)
+    flat = at = 0
+    for message_parts in messages:
+        for index, text in enumerate(message_parts):
+            starts.append((flat, at))
+            flat += len(text)
+            at += len(text) + (index < len(message_parts) - 1)
+        at += 1  # the line break after the message
+
+    def placed(position: int) -> int:
+        start, line_start = starts[bisect.bisect_right(starts, (position, math.inf)) - 1]
+        return line_start + position - start
+
+    joined = [*lines.findings,
+              *(g.Finding(f.kind, placed(f.start), placed(f.end - 1) + 1) for f in end_to_end.findings)]
+    own = [g.Finding(f.kind, line_start + f.start, line_start + f.end)
+           for (_, line_start), text in zip(starts, (t for each in messages for t in each), strict=True)
+           for f in parts[text].findings]
+    across = {j.kind for j in joined if j.kind in masked
+              and not any(o.kind == j.kind and o.start < j.end and j.start < o.end for o in own)}
+    return dataclasses.replace(lines, findings=[*joined, *own]), across
+
+
+def _respelled(answer: dict[str, Any]) -> dict[str, Any]:
+    """A masked answer without what spells its text another way, which masking cannot reach: each choice's
+    ``logprobs`` (its tokens one by one, and their bytes) are dropped; audio, which says the text, cannot be
+    masked, so an answer with audio is refused (``GatewayError``)."""
+    choices = answer.get("choices")
+    if not isinstance(choices, list):
+        return answer
+    kept = []
+    for choice in choices:
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict) and message.get("audio") is not None:
+                raise GatewayError(502, "its audio says what is masked in its text, and audio cannot be masked",
+                                   "response_blocked", rule="<guard>")
+            if choice.get("logprobs") is not None:
+                choice = {**choice, "logprobs": None}
+        kept.append(choice)
+    return {**answer, "choices": kept}
 
 
 class GatewayApp(DecisionApp):
@@ -537,6 +602,7 @@ class GatewayApp(DecisionApp):
         """Append the call's record and wait until it is durable; a log that cannot take it fails the call."""
         try:
             seq = self._append(call, active)
+            call.recorded = True
             await self.audit.durable(seq)
         except AuditError as error:
             raise GatewayError(503, f"call not recorded, so not answered: {error}", "audit_unavailable") from None
@@ -546,7 +612,7 @@ class GatewayApp(DecisionApp):
         call.http_status = error.status
         call.status = {401: "unauthenticated", 429: "limited", 451: "denied", 403: "denied", 503: "blocked",
                        502: "error", 504: "timeout", 500: "error"}.get(error.status, "rejected")
-        if error.code == "state_unavailable":
+        if error.code in ("state_unavailable", "cut_off"):
             call.status = "error"
         call.error = str(error)
         call.rule = error.rule
@@ -565,27 +631,33 @@ class GatewayApp(DecisionApp):
         call.requested = body["model"]
         return key, body
 
-    def _screen_prompt(self, texts: list[str], call: Call,
-                       messages: Sequence[str] = ()) -> tuple[list[g.Screening], dict[str, Any], g.Screening | None]:
+    def _screen_prompt(self, texts: list[str], call: Call, messages: Sequence[Sequence[str]] = ()
+                       ) -> tuple[list[g.Screening], dict[str, Any], g.Screening | None]:
         """Screen the prompt's texts; the merged findings go to the policy request and the audit record.
 
-        ``messages`` (their contents, in order) are screened joined as well, by a line break (as the audit
-        record's ``prompt_masked`` shows them; the screening comes back third) and directly, for what is
-        written across messages (``Ignore all previous`` / ``instructions``, ``jane.doe@`` /
-        ``example.com``): it counts for the decision, and a masked type found only there is refused, since no
-        single string holds it to redact.
+        ``messages`` (each message's content texts, its parts in order; each one of ``texts``) are screened
+        joined as well, by a line break (as the audit record's ``prompt_masked`` shows them) and directly,
+        every part of every message end to end, for what is written across messages or across the parts of
+        one (``Ignore all previ`` / ``ous instructions``, ``jane.doe@`` / ``example.com``): it counts for the
+        decision, and a masked entity found only there (no part's own finding of its type overlaps it) is
+        refused, since no single string holds it to redact.
+        The screening of the line-break join comes back third, holding every finding of the conversation
+        (its own, the end-to-end join's and each part's, placed in it), so that masking it leaves none.
         """
-        joined = ["\n".join(messages), "".join(messages)] if messages else []
+        joined = ["\n".join("\n".join(parts) for parts in messages),
+                  "".join(text for parts in messages for text in parts)] if messages else []
         found = self._screen([*texts, *joined], call, "prompt")
         guard = call.guard["prompt"] = g.merge(found)
         if not joined:
             return found, guard, None
-        found, conversation = found[:len(texts)], found[len(texts):]
-        across = {kind for s in conversation for kind in s.masked}.difference(*(s.masked for s in found))
+        found, (lines, end_to_end) = found[:len(texts)], found[len(texts):]
+        conversation, across = _conversation(lines, end_to_end, messages, dict(zip(texts, found, strict=True)),
+                                             self.config.guards.mask)
         if across:
-            raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages, so it cannot be "
-                                    "masked; send it in one message", "invalid_request", rule="<guard>")
-        return found, guard, conversation[0]
+            raise GatewayError(400, f"{', '.join(sorted(across))} is written across messages or content parts, "
+                                    "so it cannot be masked; send it in one string", "invalid_request",
+                               rule="<guard>")
+        return found, guard, conversation
 
     def _redacted(self, body: dict[str, Any], leaves: list[tuple[g.Path, str]],
                   found: list[g.Screening]) -> dict[str, Any]:
@@ -599,6 +671,10 @@ class GatewayApp(DecisionApp):
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "model: required, the name of a declared model", "invalid_request")
+        chooses = sorted(UPSTREAM_CHOICES.intersection(body))
+        if chooses:
+            raise GatewayError(400, f"{', '.join(chooses)}: the policy decides which model serves and where; a "
+                                    "field that lets the upstream choose another is refused", "invalid_request")
         return body
 
     async def chat_completions(self, exchange: Exchange) -> Any:
@@ -616,8 +692,8 @@ class GatewayApp(DecisionApp):
             if call.stream and answers > 1:
                 raise GatewayError(400, "n: a stream is screened as one answer; ask for n > 1 without stream",
                                    "invalid_request")
-            contents = [_message_text(m.get("content")) for m in messages]
-            prompt = "\n".join(contents)
+            contents = [_message_parts(m.get("content")) for m in messages]
+            prompt = "\n".join("\n".join(parts) for parts in contents)
             call.prompt_sha256 = _sha(prompt)
             leaves = g.texts_of(body)
             found, guard, conversation = self._screen_prompt([t for _, t in leaves], call, contents)
@@ -643,6 +719,9 @@ class GatewayApp(DecisionApp):
             raise await self._fail(call, active, error) from None
         except Exception as error:  # noqa: BLE001 - recorded like a refusal: the call may have reached the upstream
             raise await self._fail(call, active, self._internal(error)) from error
+        except asyncio.CancelledError:  # the gateway stopping: the call may have reached the upstream
+            await self._stopped(call, active)
+            raise
 
     async def _chat_once(self, active: ActivePolicy, call: Call, candidates: list[tuple[str, dict[str, Any]]],
                          body: dict[str, Any], estimate: float, prompt: str, max_tokens: int) -> Response:
@@ -665,7 +744,7 @@ class GatewayApp(DecisionApp):
         found = self._screen_response(active, call, request, text, finish, [t for _, t in others])
         if any(s.masked for s in found):
             try:
-                answer = self._redacted(answer, [(main, text), *others], found)
+                answer = _respelled(self._redacted(answer, [(main, text), *others], found))
             except GatewayError as error:
                 raise GatewayError(502, f"answer withheld: {error}", "response_blocked", rule="<guard>") from None
         answer["model"] = model
@@ -699,8 +778,8 @@ class GatewayApp(DecisionApp):
                 call.attempts.append(await self._unanswered(active, call, hold, model, estimate, error))
                 last = error
                 continue
-            except BaseException:
-                await self._release(hold)  # the call did not happen: give the budget back
+            except BaseException as error:  # cancelled (the gateway stopping) or unexpected: the call may be done
+                call.attempts.append(await self._cut_off(active, call, hold, model, estimate, upstream, error))
                 raise
             call.latency_ms = (time.perf_counter() - started) * 1000
             if call.provider != "simulator":
@@ -728,6 +807,27 @@ class GatewayApp(DecisionApp):
         else:
             await self._release(hold)
         return attempt
+
+    async def _cut_off(self, active: ActivePolicy, call: Call, hold: Hold, model: str, estimate: float,
+                       upstream: Upstream | None, error: BaseException) -> dict[str, Any]:
+        """End the hold of a try cut off by something other than the upstream's answer: the task cancelled
+        while the request was out (the gateway stopping) or an unexpected error. A request that may have
+        reached an upstream is charged at its estimate (the work may be done and billed); the simulator's
+        is given back."""
+        sent = upstream is not None and upstream.base_url is not None
+        why = f"{model}: call cut off ({type(error).__name__}{f': {error}' if str(error) else ''})"
+        return await self._unanswered(active, call, hold, model, estimate, UpstreamError(502, why, spent=sent))
+
+    async def _stopped(self, call: Call, active: ActivePolicy | None) -> None:
+        """Record a call the gateway's shutdown cancelled before it was recorded; never raises. Its record is
+        appended at once (the log's close commits it), its durable wait may be cut off in turn."""
+        if call.recorded:
+            return
+        try:
+            await self._fail(call, active, GatewayError(503, "the gateway stopped before the call was answered",
+                                                        "cut_off"))
+        except BaseException:  # noqa: BLE001 - the cancellation is what goes on; the record is appended
+            pass
 
     def _limit_settle(self, call: Call, estimate: float) -> None:
         """Correct the tokens counted against the rate limits from the estimate to the actual usage; never
@@ -815,6 +915,9 @@ class GatewayApp(DecisionApp):
             raise await self._fail(call, active, error) from None
         except Exception as error:  # noqa: BLE001 - recorded like a refusal: the call may have reached the upstream
             raise await self._fail(call, active, self._internal(error)) from error
+        except asyncio.CancelledError:  # the gateway stopping: the call may have reached the upstream
+            await self._stopped(call, active)
+            raise
 
     async def list_models(self, exchange: Exchange) -> Response:
         """The declared models the caller's policy lets it call (decided now, not recorded: no call is made)."""

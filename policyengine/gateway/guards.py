@@ -43,7 +43,7 @@ def luhn_valid(digits: str) -> bool:
 
 def iban_valid(text: str) -> bool:
     """ISO 13616 IBAN check digits (ISO 7064 mod 97-10)."""
-    compact = re.sub(r"\s", "", text).upper()
+    compact = re.sub(r"[\s-]", "", text).upper()
     if not 15 <= len(compact) <= 34 or not compact[:2].isalpha() or not compact[2:4].isdigit():
         return False
     moved = compact[4:] + compact[:4]
@@ -54,7 +54,9 @@ def iban_valid(text: str) -> bool:
 _DIGIT_RUN = re.compile(r"(?<![\d-])\d(?:[ -]?\d)*(?![\d-])")  # digits, single spaces or dashes between
 _DIGIT_GROUP = re.compile(r"\d+")
 _CARD_SHAPES = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+# country code and check digits, then groups of 4 (a shorter last one), a single space or dash between; either case
+_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,4})?\b")
+_SEPARATED = re.compile(r"(?=[ -])")  # where a group ends before a separator
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
                     r"|\(\d{2,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}"
@@ -101,7 +103,7 @@ def find_cards(text: str) -> list[Finding]:
             digits = ""
             shape: tuple[int, ...] = ()
             longest: tuple[str, int] | None = None  # from the run's start: its longest span, as one number
-            for start, end in groups[first:]:
+            for start, end in groups[first:first + 20]:  # past 20 groups, past 19 digits (was the whole rest)
                 digits += text[start:end]
                 shape += (end - start,)
                 if len(digits) > 19:
@@ -122,11 +124,26 @@ def find_cards(text: str) -> list[Finding]:
     return [Finding("credit_card", start, end) for start, end in merged]
 
 
+def find_ibans(text: str) -> list[Finding]:
+    """IBANs (mod-97 check digits), printed (groups of 4) or not, in either case, spaces or dashes between.
+
+    A pattern's match may run on into a word of four letters after the IBAN (``... 3201 from``): its
+    shorter spans ending before a separator are tried too, longest first (an unseparated run is read whole).
+    """
+    found = []
+    for match in _IBAN.finditer(text):
+        candidate = match.group()
+        ends = [len(candidate), *reversed([m.start() for m in _SEPARATED.finditer(candidate)])]
+        for end in ends:
+            if iban_valid(candidate[:end]):
+                found.append(Finding("iban", match.start(), match.start() + end))
+                break
+    return found
+
+
 def find_pii(text: str) -> list[Finding]:
     found = find_cards(text)
-    for match in _IBAN.finditer(text):
-        if iban_valid(match.group()):
-            found.append(Finding("iban", match.start(), match.end()))
+    found.extend(find_ibans(text))
     for match in _EMAIL.finditer(text):
         found.append(Finding("email", match.start(), match.end()))
     taken = [(f.start, f.end) for f in found]
@@ -152,12 +169,13 @@ def injection_score(text: str) -> float:
 
 
 def mask(text: str, findings: Iterable[Finding]) -> str:
-    """``text`` with every finding replaced by ``[KIND]`` (overlaps merged, longest first wins)."""
+    """``text`` with every finding replaced by ``[KIND]`` (overlaps merged: the first, longest, names them)."""
     spans = sorted(findings, key=lambda f: (f.start, -f.end))
     out: list[str] = []
     at = 0
     for f in spans:
         if f.start < at:
+            at = max(at, f.end)  # what reaches past the finding it overlaps is redacted with it
             continue
         out.append(text[at:f.start])
         out.append(f"[{f.kind.upper()}]")

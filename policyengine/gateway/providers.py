@@ -20,7 +20,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from ..jsontext import loads_safe
+from ..jsontext import Unreadable, loads_safe
 from ..store.holds import estimate_tokens
 from .config import Upstream
 
@@ -57,14 +57,24 @@ def charged_tokens(usage: dict[str, Any], counted: float) -> tuple[float, str | 
     Only a token count is taken (a finite number >= 0, not a boolean): a
     negative total would give budget back, and a total that is not a number
     must not reach a ledger. A missing total is no refusal (``counted``, None).
+    A total below the ``prompt_tokens`` and ``completion_tokens`` the same
+    usage reports (token counts) contradicts them: their sum is charged.
     """
     total = usage.get("total_tokens")
     if total is None:
         return float(counted), None
-    if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(total) or total < 0:
+    if not _token_count(total):
         return float(counted), (f"usage.total_tokens {json.dumps(total)[:40]} is not a token count; "
                                 f"charged {counted:g} tokens instead")
+    parts = [usage.get(name) for name in ("prompt_tokens", "completion_tokens")]
+    if all(_token_count(part) for part in parts) and total < sum(parts):
+        return float(sum(parts)), (f"usage.total_tokens {total:g} is less than its prompt_tokens + "
+                                   f"completion_tokens; charged their {sum(parts):g} tokens instead")
     return float(total), None
+
+
+def _token_count(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value >= 0
 
 
 class Simulator:
@@ -172,6 +182,8 @@ class UpstreamClient:
                                          f"{content_in[:200].decode('utf-8', 'replace')}", spent=spent)
             try:
                 doc = loads_safe(content_in)
+            except Unreadable as error:
+                raise UpstreamError(502, f"{upstream.model}: upstream answer {error}", spent=True) from None
             except ValueError:
                 raise UpstreamError(502, f"{upstream.model}: upstream answer is not JSON", spent=True) from None
             if not isinstance(doc, dict):
@@ -207,8 +219,10 @@ class UpstreamClient:
                             return
                         try:
                             chunk = loads_safe(data)
-                        except ValueError:
-                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk", spent=True) from None
+                        except ValueError as error:
+                            why = f": {error}" if isinstance(error, Unreadable) else ""
+                            raise UpstreamError(502, f"{upstream.model}: unreadable stream chunk{why}",
+                                                spent=True) from None
                         if not isinstance(chunk, dict):
                             raise UpstreamError(502, f"{upstream.model}: a stream chunk is not a JSON object",
                                                 spent=True)

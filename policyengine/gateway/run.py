@@ -28,6 +28,18 @@ if TYPE_CHECKING:
     from ..diagnostics import PolicyError
 
 
+CUT_OFF_GRACE = 10.0  # seconds the calls cancelled by the shutdown have to record and charge themselves
+
+
+async def _cut_off_calls_finish() -> None:
+    """Let the calls uvicorn's shutdown cancelled (past its grace) record and charge themselves: they are
+    still running their cleanup when the server returns, and closing the loop would cancel them again, in
+    the middle of their charge or their record's durable wait."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=CUT_OFF_GRACE)
+
+
 class _NoVersions:
     """Without ``--registry`` the gateway reads no model version aliases: nothing to reload, nothing stamped."""
 
@@ -196,6 +208,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, versions if versions is not None else _NO_VERSIONS, metrics, sock,
                               serve_config, also=_key_reloader(app, Path(config.keys))))
+            runner.run(_cut_off_calls_finish())
             runner.run(app.client.close())
     finally:
         audit.close()

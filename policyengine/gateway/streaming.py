@@ -12,6 +12,7 @@ HTTP errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..server.app import Response
 from . import guards as g
 from .providers import UpstreamError, charged_tokens, estimate_tokens
+from .quality import response_quality
 
 if TYPE_CHECKING:
     from ..server.policy_source import ActivePolicy
@@ -59,6 +61,9 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             call.attempts.append(await app._unanswered(active, call, hold, model, estimate, error))
             last = error
             continue
+        except BaseException as error:  # cancelled (the gateway stopping) or unexpected: the call may be done
+            call.attempts.append(await app._cut_off(active, call, hold, model, estimate, upstream, error))
+            raise
         call.attempts.append({"model": model, "status": 200})
         call.model = model
         break
@@ -86,12 +91,14 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         pii: set[str] = set()  # entity types found in the answer so far
         secrets: set[str] = set()
         masked: set[str] = set()
+        toxicity: list[float] = []  # the highest toxicity of the text screened so far (the guard on)
         ended = False
         settled = False  # the hold was settled (or its settle failed and noted): never twice
         yield chunk({"role": "assistant", "content": ""})
 
         def screen_and_cut(upto: int) -> str:
-            """Screen the unreleased text, decide again when new types appear; the masked text up to ``upto``.
+            """Screen the unreleased text, decide again when new types appear or its toxicity is the highest yet
+            (the guard on), with the quality of the text so far; the masked text up to ``upto``.
 
             Only ``buffer[released:]`` is screened each time (linear in the answer), so an entity
             longer than ``HOLD_BACK`` characters that began in released text is out of reach.
@@ -99,12 +106,18 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
             nonlocal released
             window = buffer[released:]
             found = app._screen([window], call, "response")[0]
-            if not (set(found.pii) <= pii and set(found.secrets) <= secrets and set(found.masked) <= masked):
+            rises = (found.toxicity is not None and bool(window.strip())
+                     and (not toxicity or found.toxicity > toxicity[0]))
+            if rises or not (set(found.pii) <= pii and set(found.secrets) <= secrets and set(found.masked) <= masked):
                 pii.update(found.pii)
                 secrets.update(found.secrets)
                 masked.update(found.masked)
-                app._decide_response(active, call, request, {"pii": sorted(pii), "secrets": sorted(secrets),
-                                                             "masked": sorted(masked)})  # raises when refused
+                if rises:
+                    toxicity[:] = [found.toxicity]
+                guard: dict[str, Any] = {"pii": sorted(pii), "secrets": sorted(secrets), "masked": sorted(masked),
+                                         "quality": response_quality(buffer),  # of the text so far
+                                         **({"toxicity": toxicity[0]} if toxicity else {})}
+                app._decide_response(active, call, request, guard)  # raises when refused
             cut = upto - released
             for f in found.findings:  # never cut an entity in two
                 if f.start < cut < f.end:
@@ -180,5 +193,13 @@ async def stream_chat(app: GatewayApp, active: ActivePolicy, call: Call, candida
         except Exception as error:  # noqa: BLE001 - the call reached the upstream: charge and record it
             if not ended:
                 yield await fail(app._internal(error), float(prompt_tokens + flowed))
+        except asyncio.CancelledError:  # the gateway stopping mid-stream: charge what flowed, record, go on
+            if not ended and not call.recorded:
+                try:
+                    await fail(GatewayError(503, "the gateway stopped before the stream ended", "cut_off"),
+                               float(prompt_tokens + flowed))
+                except BaseException:  # noqa: BLE001 - the cancellation is what goes on; the record is appended
+                    pass
+            raise
 
     return Response(200, b"", headers=[(b"x-policyengine-model", model.encode())], note={"model": model}), events()
