@@ -90,8 +90,13 @@ def _dict_getter(slot: str, parts: tuple[str, ...]) -> Getter:
     return lambda c: _dig(getattr(c, slot).get(first), rest)
 
 
-def _path_getter(path: ast.Path) -> Getter:
-    """A closure reading one request attribute; ``None`` means missing."""
+def _path_getter(path: ast.Path, step: Callable[[str], str] | None = None) -> Getter:
+    """A closure reading one request attribute; ``None`` means missing.
+
+    ``step`` is the attribute's schema normalisation, given where the request's value
+    is normalised: a declared model's registry value (which wins over the request's)
+    is then read normalised too, as the constants it is compared with are.
+    """
     root, parts = path.root, path.parts
     if root == "action":
         return (lambda c: c.action) if not parts else (lambda c: None)
@@ -116,6 +121,22 @@ def _path_getter(path: ast.Path) -> Getter:
             parts = parts[1:]
         if len(parts) == 1:
             (key,) = parts
+            if step is not None:
+                folded: dict[str, str] = {}  # registry strings, normalised once each
+
+                def resource_attr_normalised(c: Ctx) -> Any:
+                    reg = c.reg
+                    if reg is not None and key in reg:
+                        v = reg[key]
+                        if v.__class__ is not str:
+                            return v
+                        n = folded.get(v)
+                        if n is None:
+                            n = folded[v] = step(v)
+                        return n
+                    return c.rattrs.get(key)
+
+                return resource_attr_normalised
 
             def resource_attr(c: Ctx) -> Any:
                 reg = c.reg
@@ -163,18 +184,21 @@ def _literal_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> tuple[bool
     return False, None
 
 
-def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> Getter:
+def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr], step: Callable[[str], str] | None = None) -> Getter:
+    """A closure reading a value; ``step`` normalises its constants (literals, consts, list items, record entries)."""
     ok, value = _literal_value(expr, consts)
     if ok:
+        if step is not None:
+            value = _normal_const(value, step)
         return lambda c: value
     if isinstance(expr, ast.Path):
         return _path_getter(expr)
     if isinstance(expr, ast.TimeOf):
         return _time_getter(expr, compile_value(expr.operand, consts))
     if isinstance(expr, ast.Lookup):
-        return _lookup_getter(expr, consts)
+        return _lookup_getter(expr, consts, step)
     if isinstance(expr, ast.ListExpr):
-        parts = tuple((compile_value(i, consts), isinstance(i, ast.ConstRef)) for i in expr.items)
+        parts = tuple((compile_value(i, consts, step), isinstance(i, ast.ConstRef)) for i in expr.items)
 
         def list_value(c: Ctx) -> tuple:
             out: list[Any] = []
@@ -438,10 +462,15 @@ def _time_getter(expr: ast.TimeOf, operand: Getter) -> Getter:
     return lambda c: ast.WEEKDAYS[timestamp(operand(c), label).astimezone(zone).weekday()]
 
 
-def _lookup_getter(expr: ast.Lookup, consts: Mapping[str, ast.Expr]) -> Getter:
-    """``LIMITS[data.region]``: a missing or non-string key, or one the record does not hold, is an error."""
+def _lookup_getter(expr: ast.Lookup, consts: Mapping[str, ast.Expr], step: Callable[[str], str] | None = None) -> Getter:
+    """``LIMITS[data.region]``: a missing or non-string key, or one the record does not hold, is an error.
+
+    ``step`` normalises the entries (not the keys) where they meet a normalised attribute.
+    """
     name = expr.table.name
     ok, table = _literal_value(expr.table, consts)
+    if step is not None and ok and isinstance(table, MappingProxyType):
+        table = MappingProxyType({k: _normal_const(v, step) for k, v in table.items()})
     key = compile_value(expr.key, consts)
     klabel = _label(expr.key)
 
@@ -464,7 +493,8 @@ def _label(expr: ast.Expr) -> str:
     return format_expr(expr)
 
 
-Normal = Mapping[tuple[str, tuple[str, ...]], Callable[[str], str]]
+# attribute key -> (its normalisation, the actions whose requests it normalises or None for all): schema_normalisers
+Normal = Mapping[tuple[str, tuple[str, ...]], tuple[Callable[[str], str], "frozenset[str] | None"]]
 
 
 def _normal_const(value: Any, normal: Callable[[str], str]) -> Any:
@@ -476,24 +506,54 @@ def _normal_const(value: Any, normal: Callable[[str], str]) -> Any:
     return value
 
 
+def _normalised(path: ast.Expr, normal: Normal) -> tuple[Callable[[str], str], frozenset[str] | None] | None:
+    key = attribute_key(path) if isinstance(path, ast.Path) else None
+    return normal.get(key) if key is not None else None
+
+
 def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: Normal | None = None) -> Pred:
-    op = expr.op
-    if op == "has":
+    """One comparison; where a schema normalises the attribute on one side, the constants on the other are too.
+
+    The normalisation holds for the requests whose action the schema is for, so a
+    schema with ``for action`` gives two closures, normalised and exact, picked by
+    the request's action.
+    """
+    if expr.op == "has":
         probe = _path_getter(ast.Path(expr.left.root, (*expr.left.parts, *str(expr.right.value).split(".")), span=expr.span))  # type: ignore[union-attr]
         return lambda c: probe(c) is not None
-    left = compile_value(expr.left, consts)
+    found = None
+    if normal:
+        lnorm, rnorm = _normalised(expr.left, normal), _normalised(expr.right, normal)
+        if (lnorm is None) != (rnorm is None):  # an attribute compared with constants (two attributes: as read)
+            found = (lnorm or rnorm, lnorm is not None)
+    if found is None:
+        return _compare(expr, consts)
+    (step, actions), on_left = found
+    folded = _compare(expr, consts, step, on_left)
+    if actions is None:
+        return folded
+    exact = _compare(expr, consts)
+    return lambda c: folded(c) if c.action in actions else exact(c)
+
+
+def _compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], step: Callable[[str], str] | None = None,
+             on_left: bool = True) -> Pred:
+    """``expr``'s closure; with ``step``, the attribute on the left (``on_left``) or right is normalised: the
+    other side's constants and a declared model's registry value of it are normalised by ``step``."""
+    op = expr.op
+    lstep, rstep = (None, step) if on_left else (step, None)
+    left = _path_getter(expr.left, step) if step is not None and on_left else compile_value(expr.left, consts, lstep)
     llabel, rlabel = _label(expr.left), _label(expr.right)
     rconst, rvalue = _literal_value(expr.right, consts)
-    if normal and rconst and isinstance(expr.left, ast.Path):  # a schema normalises the attribute: and its constants
-        key = attribute_key(expr.left)
-        step = normal.get(key) if key is not None else None
-        if step is not None:
-            rvalue = _normal_const(rvalue, step)
+    if rconst and rstep is not None:
+        rvalue = _normal_const(rvalue, rstep)
+    right_getter = _path_getter(expr.right, step) if step is not None and not on_left else \
+        compile_value(expr.right, consts, rstep)
     if op in ast.IP_OPS:
         blocks = networks(rvalue) if rconst else None
         if blocks is not None:
             return lambda c: _in_networks(left(c), blocks, llabel)
-        right_blocks = compile_value(expr.right, consts)
+        right_blocks = right_getter
 
         def in_cidr(c: Ctx) -> bool:
             found = networks(right_blocks(c))
@@ -505,7 +565,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
     if op in ast.SET_OPS:
         if rconst:
             return lambda c: _contains(op, left(c), rvalue, llabel, rlabel)
-        right_value = compile_value(expr.right, consts)
+        right_value = right_getter
         return lambda c: _contains(op, left(c), right_value(c), llabel, rlabel)
     if op in ast.STRING_OPS:
         if rconst and isinstance(rvalue, str):
@@ -528,7 +588,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
                 return _text_test(op, v, rvalue, llabel, rlabel)
 
             return affix
-        right_text = compile_value(expr.right, consts)
+        right_text = right_getter
         return lambda c: _text_test(op, left(c), right_text(c), llabel, rlabel)
     if op in ("in", "not in"):
         negate = op == "not in"
@@ -549,7 +609,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
                 return _member(left(c), rvalue, llabel, rlabel) != negate
 
             return in_const
-        right = compile_value(expr.right, consts)
+        right = right_getter
 
         def in_value(c: Ctx) -> bool:
             return _member(left(c), right(c), llabel, rlabel) != negate
@@ -575,7 +635,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
                 return _equal(v, rvalue, llabel, rlabel) != negate
 
             return eq_const
-        right = compile_value(expr.right, consts)
+        right = right_getter
 
         def eq_value(c: Ctx) -> bool:
             return _equal(left(c), right(c), llabel, rlabel) != negate
@@ -596,7 +656,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
             return _ordered(op, v, bound, llabel, rlabel)
 
         return order_number
-    right = compile_value(expr.right, consts)
+    right = right_getter
 
     def order_value(c: Ctx) -> bool:
         v = left(c)
