@@ -19,9 +19,7 @@ The only I/O is the budget ledger read, and only for requests a budget covers.
 from __future__ import annotations
 
 import json
-import re
 import time
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Container, Iterable, Mapping
 from datetime import datetime, timezone
@@ -33,7 +31,7 @@ from .conditions import ConditionError, Pred, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
 from .ast import ACTION_NAME
-from .identity import IdentityError, canonical_identity, describe_char, mixed_script, name_fold
+from .identity import IdentityError, canonical_identity, id_problem, mixed_script, name_fold, plain_id
 from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
@@ -79,30 +77,6 @@ def _amount(x: float) -> str:
     return f"{x:,.4f}".rstrip("0").rstrip(".") or "0"
 
 
-# A resource id is canonical: '/'-separated segments, none empty, '.' or '..', no surrounding whitespace,
-# printable characters only, in NFKC form, and no separator in disguise (a backslash, a percent-encoded '/'
-# or backslash, a segment that percent-decodes to '.' or '..'). So `erp/invoices/../payroll` never matches
-# `erp/invoices/*`, and no spelling that another system reads as a protected id (`prod\\x`, `prod%2Fx`, a
-# full-width `ｐrod/x`, `prod<U+200B>/x`) passes by a deny written for that id.
-_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)").search
-_ENCODED = re.compile(r"%(?:2[fF]|5[cC])|(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)").search
-_LINE_BREAKS = "\u2028\u2029"
-
-
-def _plain_id(rid: str) -> bool:
-    """True when the non-empty ``rid`` surely is canonical (False: ask ``_id_problem``).
-
-    The checks run at C speed and each excludes one of ``_id_problem``'s reasons: no control or invisible
-    character is printable (nor is the newline before which ``$`` also matches), a '.' or '..' segment
-    starts at 0 or after '/', surrounding whitespace is ``str.isspace``, a disguised separator needs a
-    backslash or '%', and an ASCII id is in NFKC form and of one script.
-    """
-    return (rid.isprintable() and "//" not in rid and "/." not in rid and rid[0] not in "/."
-            and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace()
-            and "\\" not in rid and "%" not in rid
-            and (rid.isascii() or (unicodedata.is_normalized("NFKC", rid) and mixed_script(rid) is None)))
-
-
 def _folded(names: Iterable[str]) -> dict[str, str]:
     """Declared names by ``name_fold`` (to refuse a request name that only looks like one of them)."""
     return {name_fold(name): name for name in names}
@@ -113,35 +87,6 @@ def _unlike(written: str, declared: str, named: str) -> str:
     if written.casefold() == declared.casefold():
         return f"{written!r} differs only in case from {named}; names are exact"
     return f"{written!r} is {named} written with other characters (width, spacing, invisible ones); names are exact"
-
-
-def _id_problem(rid: str) -> str | None:
-    """Why a resource id is not canonical, in words (the request is malformed); None when it is."""
-    shown = json.dumps(rid, ensure_ascii=True)[:80]
-    odd = next((ch for ch in rid if not ch.isprintable()), None)
-    if odd is not None:
-        if unicodedata.category(odd) == "Cc" or odd in _LINE_BREAKS:
-            return f"{shown} contains a control character"
-        return f"{shown} contains an invisible character ({describe_char(odd)})"
-    if rid != rid.strip():
-        return f"{shown} has leading or trailing whitespace"
-    if _DOT_SEGMENT(rid):
-        return f"{shown} has a '.' or '..' segment; send the canonical id"
-    if "//" in rid or rid[0] == "/" or rid[-1] == "/":
-        return f"{shown} has an empty segment (leading, trailing or double '/')"
-    if "\\" in rid:
-        return f"{shown} contains a backslash; segments are separated by '/': send the canonical id"
-    if _ENCODED(rid):
-        return f"{shown} holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"
-    if not rid.isascii() and not unicodedata.is_normalized("NFKC", rid):
-        odd = next((ch for ch in rid if unicodedata.normalize("NFKC", ch) != ch), None)
-        which = "its characters compose" if odd is None else (
-            f"{describe_char(odd)} stands for {unicodedata.normalize('NFKC', odd)!r}")
-        return f"{shown} is not in NFKC form ({which}); send the canonical id"
-    mixed = mixed_script(rid)
-    if mixed is not None:
-        return f"{shown} {mixed}"
-    return None
 
 
 def _twin_problem(rid: str, written: str, named: str) -> str:
@@ -357,8 +302,8 @@ class Evaluator:
             known = (kind is not None) + (rid is not None)
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
-            elif rid is not None and not _plain_id(rid):
-                problem = _id_problem(rid)
+            elif rid is not None and not plain_id(rid):
+                problem = id_problem(rid)
                 if problem is not None:
                     errors.append(f"resource.id: {problem}")
             elif rid is None and kind_ok and (kind != "model" or action != "invoke"):

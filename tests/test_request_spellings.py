@@ -19,7 +19,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from policyengine import load_policy
-from policyengine.evaluate import _id_problem, _plain_id
+from policyengine.identity import id_problem as _id_problem, plain_id as _plain_id
 
 POLICY = """
 package ops
