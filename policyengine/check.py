@@ -25,6 +25,7 @@ from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, p
 from .check_versions import check_versions
 from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
+from .globs import pattern_problem
 from .policyset import PolicySet, Scoped
 from .schema import attribute_key
 from .scoping import ambiguous_names, check_roles, file_scopes, qualifier
@@ -597,6 +598,12 @@ class _Checker:
             self.report("unknown-resource-kind", f"unknown resource kind '{kind}'", rule.resource_kind.span,
                         suggest(kind, RESOURCE_KINDS) or "resource kinds are " + ", ".join(RESOURCE_KINDS))
         pattern = rule.resource_pattern
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            self.report("dead-pattern", f"no request can name an id \"{pattern}\" matches: the pattern {problem}",
+                        rule.pattern_span or rule.resource_kind.span, "ids are canonical: '/'-separated segments, "
+                        "none empty, '.' or '..' (see engine.md); write \"erp/**\", not \"/erp/**\" or \"erp/\"")
+            return
         if rule.effect == "deny" and pattern not in ("*", "**") and _SINGLE_STAR.search(pattern):
             self.warn("glob-segment", f"'*' in \"{pattern}\" matches within one '/' segment only, so this deny "
                       "no longer covers ids below it", rule.pattern_span or rule.resource_kind.span,

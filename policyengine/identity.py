@@ -32,8 +32,8 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["AS_LATIN", "IdentityError", "canonical_identity", "describe_char", "disguise", "id_problem", "mixed_script",
-           "name_fold", "plain_id", "same_identity"]
+__all__ = ["AS_LATIN", "IdentityError", "canonical_identity", "describe_char", "disguise", "id_fault", "id_problem",
+           "mixed_script", "name_fold", "plain_id", "same_identity"]
 
 
 class IdentityError(ValueError):
@@ -189,33 +189,33 @@ def plain_id(rid: str) -> bool:
 
 def id_problem(rid: str) -> str | None:
     """Why a resource id is not canonical, in words (the request is malformed); None when it is."""
-    shown = json.dumps(rid, ensure_ascii=True)[:80]
+    fault = id_fault(rid)
+    return None if fault is None else f"{json.dumps(rid, ensure_ascii=True)[:80]} {fault}"
+
+
+def id_fault(rid: str) -> str | None:
+    """``id_problem`` without the id it is about: ``has an empty segment (...)``."""
     odd = next((ch for ch in rid if not ch.isprintable()), None)
     if odd is not None:
         if unicodedata.category(odd) == "Cc" or odd in _LINE_BREAKS:
-            return f"{shown} contains a control character"
-        return f"{shown} contains an invisible character ({describe_char(odd)})"
+            return "contains a control character"
+        return f"contains an invisible character ({describe_char(odd)})"
     if rid != rid.strip():
-        return f"{shown} has leading or trailing whitespace"
+        return "has leading or trailing whitespace"
     if _DOT_SEGMENT(rid):
-        return f"{shown} has a '.' or '..' segment; send the canonical id"
+        return "has a '.' or '..' segment; send the canonical id"
     if "//" in rid or rid[0] == "/" or rid[-1] == "/":
-        return f"{shown} has an empty segment (leading, trailing or double '/')"
+        return "has an empty segment (leading, trailing or double '/')"
     if "\\" in rid:
-        return f"{shown} contains a backslash; segments are separated by '/': send the canonical id"
+        return "contains a backslash; segments are separated by '/': send the canonical id"
     if _ENCODED(rid):
-        return f"{shown} holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"
+        return "holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"
     if not rid.isascii() and not unicodedata.is_normalized("NFKC", rid):
         odd = next((ch for ch in rid if unicodedata.normalize("NFKC", ch) != ch), None)
         which = "its characters compose" if odd is None else (
             f"{describe_char(odd)} stands for {unicodedata.normalize('NFKC', odd)!r}")
-        return f"{shown} is not in NFKC form ({which}); send the canonical id"
-    mixed = mixed_script(rid)
-    if mixed is not None:
-        return f"{shown} {mixed}"
-    return None
-
-
+        return f"is not in NFKC form ({which}); send the canonical id"
+    return mixed_script(rid)
 
 
 def same_identity(a: str, b: str) -> bool:

@@ -7,6 +7,7 @@ findings; every example in ``rules/`` must check clean.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -784,3 +785,56 @@ def test_a_covering_deny_pattern_matches_every_id_the_allow_matches(deny: str, a
 def test_an_empty_set_checks_clean() -> None:
     result = check_policy([])
     assert result.findings == [] and result.policy is not None and result.policy.rules == ()
+
+
+# Rule patterns no request can reach: every id they match is refused as malformed, so a deny written with
+# one protects nothing. A translation from a system whose ids start with '/' (Casbin's keyMatch examples,
+# "/dataset1/*") is the usual way to write one.
+DEAD_PATTERNS = [
+    ("/dataset1/*", "has an empty segment (leading, trailing or double '/')"),
+    ("erp/", "has an empty segment (leading, trailing or double '/')"),
+    ("erp//x", "has an empty segment (leading, trailing or double '/')"),
+    ("erp/**/", "has an empty segment (leading, trailing or double '/')"),
+    ("erp/../payroll/*", "has a '.' or '..' segment; send the canonical id"),
+    ("erp/%2e%2e/*", "holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"),
+    ("erp\\\\x*", "contains a backslash; segments are separated by '/': send the canonical id"),
+    (" erp/**", "has leading or trailing whitespace"),
+    ("\uff50rod/**", "is not in NFKC form (U+FF50 FULLWIDTH LATIN SMALL LETTER P stands for 'p'); send the canonical id"),
+    ("pr\u043ed/**", "mixes letters of the scripts CYRILLIC, LATIN in one word; a look-alike letter could make it pass "
+                     "for another name"),
+    ("a[]b", "'[]' is not a set of characters; write [abc], [a-z] or [!abc]"),
+    ("a[z-a]", "'[z-a]' is not a set of characters; write [abc], [a-z] or [!abc]"),
+]
+
+
+@pytest.mark.parametrize("pattern,fault", DEAD_PATTERNS, ids=[p for p, _ in DEAD_PATTERNS])
+def test_a_rule_whose_pattern_no_request_can_reach_is_an_error(pattern: str, fault: str) -> None:
+    text = BASE + f'rule r deny any to read dataset "{pattern}"\n'
+    result = check(text)
+    assert [(f.code, f.severity, f.message) for f in result.findings] == [
+        ("dead-pattern", Severity.ERROR, f'no request can name an id "{json.loads(chr(34) + pattern + chr(34))}" '
+                                         f"matches: the pattern {fault}")]
+    assert result.policy is None
+
+
+@pytest.mark.parametrize("pattern", ["*", "**", "erp/**", "erp/*/x", "erp/[ab]*", "erp/[!/]", "a[b", ".hidden/*",
+                                     "erp/x.y/**", "promos/10%off", "donn\u00e9es/**", "files/\u043e\u0442\u0447\u0451*"])
+def test_a_pattern_some_request_can_reach_checks_clean(pattern: str) -> None:
+    assert [f.headline() for f in check(BASE + f'rule r deny any to read dataset "{pattern}"\n').findings
+            if f.code == "dead-pattern"] == []
+
+
+_pattern_chars = st.text(alphabet="a./*?[]!-% 2e", min_size=1, max_size=7)
+# every id of up to four characters 'a', '.', '/' that a request may send (no empty, '.' or '..' segment)
+_canonical_ids = [rid for rid in ("".join(p) for n in range(1, 5) for p in itertools.product("a./", repeat=n))
+                  if all(s not in ("", ".", "..") for s in rid.split("/"))]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_pattern_chars)
+def test_a_refused_pattern_matches_no_canonical_id(pattern: str) -> None:
+    from policyengine.globs import glob_match, pattern_problem
+
+    if pattern_problem(pattern) is None or "[" in pattern:  # (a refused set has no regex to ask)
+        return
+    assert not [rid for rid in _canonical_ids if glob_match(pattern, rid)]
