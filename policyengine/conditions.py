@@ -288,20 +288,37 @@ def _equal(left: Any, right: Any, llabel: str, rlabel: str) -> bool:
     if lk == "list":
         if isinstance(left, (set, frozenset)) or isinstance(right, (set, frozenset)):
             return _tagged(left) == _tagged(right)
-        return len(left) == len(right) and all(
-            value_kind(a) == value_kind(b) and a == b for a, b in zip(left, right))
+        return _key(left) == _key(right)
+    if lk == "object":
+        return _key(left) == _key(right)
     return bool(left == right)
 
 
+def _key(value: Any) -> Any:
+    """``value`` as a hashable key, equal exactly when the values are equal as the language compares them.
+
+    Types are kept apart at every depth (``true`` never equals ``1``, ``[true]`` never ``[1]``; ``1`` equals
+    ``1.0``); lists and objects are keyed by their whole contents, never by a shortened text of them.
+    """
+    kind = _KINDS.get(value.__class__)
+    if kind is not None and kind != "list" and kind != "object":
+        return kind, value
+    kind = value_kind(value)
+    if kind == "list":
+        if isinstance(value, (set, frozenset)):
+            return "set", frozenset(_key(i) for i in value)
+        return "list", tuple(_key(i) for i in value)
+    if kind == "object":
+        items = getattr(value, "items", None)
+        if items is None:
+            return "object", repr(value)
+        return "object", frozenset((k, _key(v)) for k, v in items())
+    return kind, value
+
+
 def _tagged(items: Any) -> frozenset:
-    """Members keyed by (type, value), so ``true`` never finds ``1`` and ``1`` finds ``1.0``."""
-    out = set()
-    for item in items:
-        try:
-            out.add((value_kind(item), item))
-        except TypeError:  # unhashable (a list or object inside a list): compared by its text
-            out.add((value_kind(item), _show(item)))
-    return frozenset(out)
+    """The keys (``_key``) of a list's members, so ``true`` never finds ``1`` and ``1`` finds ``1.0``."""
+    return frozenset(_key(i) for i in items)
 
 
 _ORDER = {
@@ -340,10 +357,7 @@ def _member(value: Any, items: Any, llabel: str, rlabel: str) -> bool:
     kinds = {value_kind(i) for i in items}
     if kind not in kinds:
         raise _mismatch(llabel, " or ".join(sorted(k or "null" for k in kinds)), value)
-    try:
-        return (kind, value) in _tagged(items)
-    except TypeError:
-        return (kind, _show(value)) in _tagged(items)
+    return _key(value) in _tagged(items)
 
 
 def _need_list(value: Any, label: str) -> Any:
@@ -367,7 +381,7 @@ def _contains(op: str, items: Any, wanted: Any, llabel: str, rlabel: str) -> boo
         kind = value_kind(w)
         if kind is None or (items and kind not in {value_kind(i) for i in items}):
             raise _mismatch(rlabel, " or ".join(sorted({value_kind(i) or "null" for i in items})), w)
-    found = [(value_kind(w), w) in present for w in wanted]
+    found = [_key(w) in present for w in wanted]
     return any(found) if op == "contains any" else all(found)
 
 

@@ -67,6 +67,18 @@ TABLE = [
     ("age of data.at < 90d", {"at": "yesterday"}, ERROR),
     ("age of data.at < 90d", {"at": 1767225600}, ERROR),  # epoch numbers are not timestamps
     ('weekday of data.at == "tue"', {"at": "2026-02-30T09:00:00Z"}, ERROR),  # no such day
+    # lists and objects inside lists are compared whole, with their types at every depth (not by a shortened text)
+    ("data.scope in data.allowed", {"scope": ["tenants", "acme", "projects", "alpha", "secret"],
+                                    "allowed": [["tenants", "acme", "projects", "alpha", "public"]]}, False),
+    ("data.scope in data.allowed", {"scope": ["tenants", "acme", "projects", "alpha", "secret"],
+                                    "allowed": [["tenants", "acme", "projects", "alpha", "secret"]]}, True),
+    ("data.allowed contains data.scope", {"scope": ["a" * 40 + "1"], "allowed": [["a" * 40 + "2"]]}, False),
+    ("data.allowed contains any data.wanted", {"allowed": [{"k": 1}], "wanted": [{"k": 2}]}, False),
+    ("data.allowed contains all data.wanted", {"allowed": [{"k": 1}, {"k": [2]}], "wanted": [{"k": [2]}]}, True),
+    ("data.pair == data.other", {"pair": [[True]], "other": [[1]]}, False),
+    ("data.pair == data.other", {"pair": [[1, {"x": False}]], "other": [[1.0, {"x": 0}]]}, False),
+    ("data.pair == data.other", {"pair": [[1, {"x": "y"}]], "other": [[1.0, {"x": "y"}]]}, True),
+    ("data.pair in data.others", {"pair": {"a": [1, 2, 3, 4, 5]}, "others": [{"a": [1, 2, 3, 4, 6]}]}, False),
 ]
 
 
