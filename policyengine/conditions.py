@@ -330,16 +330,20 @@ _ORDER = {
 
 
 def _ordered(op: str, left: Any, right: Any, llabel: str, rlabel: str) -> bool:
-    """``<`` and friends: two numbers or two strings; anything else is an error."""
+    """``<`` and friends: two numbers; anything else is an error.
+
+    Two strings are not ordered: ``"9" < "10"`` is false as text, and a number sent
+    as a string (an identity provider's ``"9"``) would pass a deny written for numbers.
+    """
     lk, rk = value_kind(left), value_kind(right)
     if lk is None:
         raise _missing(llabel)
     if rk is None:
         raise _missing(rlabel)
-    if lk != rk or lk not in ("number", "string"):
-        if lk in ("number", "string") and rk not in ("number", "string"):
-            raise _mismatch(rlabel, lk, right)
-        raise _mismatch(llabel, rk if rk in ("number", "string") else "number", left)
+    if lk != "number":
+        raise _mismatch(llabel, "number", left)
+    if rk != "number":
+        raise _mismatch(rlabel, "number", right)
     return bool(_ORDER[op](left, right))
 
 
@@ -675,7 +679,7 @@ def _compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], step: Callable[[
     def order_value(c: Ctx) -> bool:
         v = left(c)
         r = right(c)
-        if v.__class__ is r.__class__ and (v.__class__ is str or v.__class__ is int or v.__class__ is float):
+        if (v.__class__ is int or v.__class__ is float) and (r.__class__ is int or r.__class__ is float):
             return bool(cmp(v, r))
         return _ordered(op, v, r, llabel, rlabel)
 

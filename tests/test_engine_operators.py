@@ -67,6 +67,13 @@ TABLE = [
     ("age of data.at < 90d", {"at": "yesterday"}, ERROR),
     ("age of data.at < 90d", {"at": 1767225600}, ERROR),  # epoch numbers are not timestamps
     ('weekday of data.at == "tue"', {"at": "2026-02-30T09:00:00Z"}, ERROR),  # no such day
+    # < <= > >= order numbers only: "9" < "10" is false as text, so numbers sent as strings are an error
+    ("data.clearance < data.level", {"clearance": "9", "level": "10"}, ERROR),
+    ("data.clearance >= data.level", {"clearance": "5", "level": "3"}, ERROR),
+    ('data.clearance < "10"', {"clearance": "9"}, ERROR),
+    ("data.clearance < data.level", {"clearance": 9, "level": 10.5}, True),
+    ("data.clearance > data.level", {"clearance": 9, "level": 10}, False),
+    ("not data.clearance < data.level", {"clearance": "b", "level": "a"}, ERROR),
     # lists and objects inside lists are compared whole, with their types at every depth (not by a shortened text)
     ("data.scope in data.allowed", {"scope": ["tenants", "acme", "projects", "alpha", "secret"],
                                     "allowed": [["tenants", "acme", "projects", "alpha", "public"]]}, False),
