@@ -413,6 +413,7 @@ class CompiledPolicy:
     schemas: SchemaSet
     policy_set: PolicySet
     rate_limits: Mapping[str, tuple[ast.RateLimit, ...]] = field(default_factory=dict)  # allow rule id -> limits
+    scoped_workflows: frozenset[str] = frozenset()  # the workflows a rule's, residency's or gate's scope names
     _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict, repr=False)  # ``index``, once read
 
     @property
@@ -585,6 +586,24 @@ def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     return {"residencies": tuple(out)}
 
 
+def stage_workflows(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """The workflows the scopes of rules, residency rules and gates name (the rules' from their bounds, so a
+    warm load reads no tree): a request's ``context.workflow`` that only looks like one is malformed."""
+    rules = acc["rules"]
+    fields_of = getattr(rules, "fields_of", None)
+    bounds = (b for (b,) in fields_of(("bounds",))) if fields_of is not None else (r.bounds for r in rules)
+    names: set[str] = set()
+    for bound in bounds:
+        if bound is not None and bound[0]:
+            names |= bound[0]
+    scopes = ps.scopes_beside_rules()
+    for scoped in (*ps.residencies, *ps.escalations):
+        workflows = effective(scopes.get(id(scoped.decl)), scoped.decl.applies)[0]
+        if workflows:
+            names |= workflows
+    return {"scoped_workflows": frozenset(names)}
+
+
 def stage_budgets(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     """Budgets with their ledger scope key, limits and exceed action, indexed by scope."""
     out = []
@@ -642,6 +661,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("index", stage_index),
     ("gates", stage_gates),
     ("residency", stage_residency),
+    ("workflows", stage_workflows),
     ("budgets", stage_budgets),
     ("routes", stage_routes),
     ("rate_limits", stage_rate_limits),

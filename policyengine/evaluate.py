@@ -189,9 +189,11 @@ class Evaluator:
         self._agent_fold = _folded(compiled.agent_roles)
         self._role_fold = _folded(compiled.role_closure)
         self._case_errors: dict[tuple[str, ...], str] = {}
-        # workflows a budget is scoped to: a context.workflow that only looks like one would escape its budget
+        # workflows a budget is scoped to: a context.workflow that only looks like one would escape its budget;
+        # and those a scope names: one that only looks like one would escape the scoped denies and gates
         self._workflows = frozenset(value for kind, value in compiled.budgets_by_scope if kind == "workflow")
-        self._workflow_fold = _folded(self._workflows)
+        self._named_workflows = self._workflows | compiled.scoped_workflows
+        self._workflow_fold = _folded(self._named_workflows)
         self._actions = compiled.policy_set.actions
         self._action_fold = _folded(compiled.policy_set.actions)
         self._action_problems: dict[str, str] = {}  # action the rules do not name -> why malformed ("": not)
@@ -346,9 +348,9 @@ class Evaluator:
                 self._validators[action] = validate
             if validate is not None:
                 pattrs, rattrs, data, context = validate((pattrs, rattrs, data, context), errors)
-        if self._workflows and context and not errors:  # after schemas, which may normalise it
+        if self._named_workflows and context and not errors:  # after schemas, which may normalise it
             workflow = context.get("workflow")
-            if workflow is not None and (workflow.__class__ is not str or workflow not in self._workflows):
+            if workflow is not None and (workflow.__class__ is not str or workflow not in self._named_workflows):
                 problem = self._workflow_problem(workflow)
                 if problem:
                     errors.append(problem)
@@ -403,19 +405,24 @@ class Evaluator:
         return problem
 
     def _workflow_problem(self, workflow: Any) -> str:
-        """Why ``context.workflow`` (not a workflow a budget names) is malformed, or "" for another workflow.
+        """Why ``context.workflow`` (not a workflow a budget or scope names) is malformed, or "" for another one.
 
-        Refused: a value that is not a name, and a name that only looks like a
-        budgeted workflow's (``Invoice-Exceptions``, a trailing space, full
-        width): its spend would count against no budget, where the real name's is limited.
+        Refused: a name that only looks like a budgeted or scoped workflow's
+        (``Invoice-Exceptions``, a trailing space, full width): its spend would
+        count against no budget, and the scoped denies and gates of the real
+        name would not apply to it. Where a budget names workflows, also a value
+        that is not a name (elsewhere it is simply outside every workflow scope).
         """
         if workflow.__class__ is not str or not workflow:
+            if not self._workflows:
+                return ""
             return ("context.workflow: must be a non-empty string (the workflow's name)"
                     + (f", not {type(workflow).__name__}" if workflow.__class__ is not str else ""))
         declared = self._workflow_fold.get(name_fold(workflow))
         if declared is None:
             return ""
-        return "context.workflow: " + _unlike(workflow, declared, f"the workflow {declared!r} a budget names")
+        named = "a budget" if declared in self._workflows else "a scope"
+        return "context.workflow: " + _unlike(workflow, declared, f"the workflow {declared!r} {named} names")
 
     def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
         held: set[str] = set()

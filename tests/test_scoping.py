@@ -208,6 +208,11 @@ DECISIONS = [
     ({"workflow": "billing", "amount": 101}, "read", {"draft": True}, "allow", ["other.any_read"]),
     ({"workflow": "billing", "region": "us-east-1"}, "write", {}, "deny", ["<default-deny>"]),
     ({"workflow": ["orders"]}, "read", {}, "allow", ["other.any_read"]),  # not a string: outside, never an error
+    # a name that only looks like the scoped workflow is refused, not taken for another workflow past no_drafts
+    ({"workflow": "Orders"}, "read", {"draft": True}, "deny", ["<request>"]),
+    ({"workflow": "orders "}, "read", {"draft": True}, "deny", ["<request>"]),
+    ({"workflow": "\uff4frders"}, "read", {"draft": True}, "deny", ["<request>"]),
+    ({"workflow": "ord\u200bers"}, "read", {"draft": True}, "deny", ["<request>"]),
 ]
 
 
