@@ -434,7 +434,10 @@ def _in_networks(value: Any, blocks: tuple, llabel: str) -> bool:
         ip = ipaddress.ip_address(value)
     except ValueError:
         raise ConditionError(f"{llabel}: expected an IP address, got {_show(value)}") from None
-    return any(ip.version == net.version and ip in net for net in blocks)
+    # an IPv4-mapped IPv6 address (::ffff:10.1.2.3) is that IPv4 host (RFC 4291 2.5.5.2): in its IPv4 blocks too
+    mapped = ip.ipv4_mapped if ip.version == 6 else None
+    return any((ip.version == net.version and ip in net) or (mapped is not None and net.version == 4 and mapped in net)
+               for net in blocks)
 
 
 def timestamp(value: Any, label: str) -> datetime:

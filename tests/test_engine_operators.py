@@ -43,7 +43,13 @@ TABLE = [
     ('data.ip in cidr "10.0.0.0/8"', {"ip": "10.1.2.3"}, True),
     ('data.ip in cidr "10.0.0.0/8"', {"ip": "11.1.2.3"}, False),
     ('data.ip in cidr ["10.0.0.0/8", "2001:db8::/32"]', {"ip": "2001:db8::1"}, True),
-    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:10.1.2.3"}, False),  # an IPv6 address is not in an IPv4 block
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "2001:db8::a01:203"}, False),  # an IPv6 address is not in an IPv4 block
+    # but an IPv4-mapped one is the IPv4 host it maps (a deny of a blocked network must not miss it)
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:10.1.2.3"}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::FFFF:a01:203"}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:11.1.2.3"}, False),
+    ('data.ip in cidr "::ffff:0:0/96"', {"ip": "::ffff:10.1.2.3"}, True),
+    ('not data.ip in cidr ["10.0.0.0/8"]', {"ip": "::ffff:10.1.2.3"}, False),
     ('data.ip in cidr "10.0.0.0/8"', {"ip": "10.1.2"}, ERROR),
     ('data.ip in cidr "10.0.0.0/8"', {"ip": 167837955}, ERROR),
     ('data.ip in cidr "10.0.0.0/8"', {}, ERROR),
