@@ -143,7 +143,7 @@ class _Checker:
         self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self.ambiguous = ambiguous_names(files)  # bare names of package-qualified roles only
-        self.file_scopes = file_scopes(files)  # id(decl) -> its file's ``scope`` header
+        self.file_scopes = file_scopes(files)  # decl.span -> its file's ``scope`` header
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -970,7 +970,7 @@ class _Checker:
         for d in self.each(ast.RuleDecl):
             deny = d.decl
             if deny.effect == "deny" and deny.when is None and deny.unless is None \
-                    and deny.applies is None and id(deny) not in self.file_scopes:  # a scope is a condition too
+                    and deny.applies is None and deny.span not in self.file_scopes:  # a scope is a condition too
                 prefix = literal_prefix(deny.resource_pattern)
                 for action in deny.actions:
                     index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)

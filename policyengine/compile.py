@@ -488,7 +488,7 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
         package = intern(scoped.package)
-        workflows, in_actions = effective(scopes.get(id(d)), d.applies)
+        workflows, in_actions = effective(scopes.get(d.span), d.applies)
         bounds = None if workflows is None and in_actions is None else alike.setdefault(
             (workflows, in_actions), (workflows, in_actions))
         actions = tuple(intern(a.value) for a in d.actions) or ("*",)
@@ -554,7 +554,7 @@ def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
         d = scoped.decl
         guard = guard_for(scopes, d)
         actions = action_guard(d.when, ps.consts.get(scoped.package, {}))
-        in_scope = effective(scopes.get(id(d)), d.applies)[1]
+        in_scope = effective(scopes.get(d.span), d.applies)[1]
         if in_scope is not None:
             actions = in_scope if actions is None else actions & in_scope
         message = d.because or f"needs approval by role {d.role.value} (escalation {scoped.id})"
@@ -598,7 +598,7 @@ def stage_workflows(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             names |= bound[0]
     scopes = ps.scopes_beside_rules()
     for scoped in (*ps.residencies, *ps.escalations):
-        workflows = effective(scopes.get(id(scoped.decl)), scoped.decl.applies)[0]
+        workflows = effective(scopes.get(scoped.decl.span), scoped.decl.applies)[0]
         if workflows:
             names |= workflows
     return {"scoped_workflows": frozenset(names)}
