@@ -162,6 +162,7 @@ class _Checker:
             ("check role names", lambda: self.findings.extend(check_roles(self.files))),
             ("resolve consts", self.resolve_all_consts),
             ("expand action groups", self.expand_action_groups),
+            ("find action groups in scopes", self.check_scope_actions),
             ("check schemas", self.check_schemas),
             ("check masks", self.check_masks),
             ("check references", self.check_references),
@@ -420,6 +421,29 @@ class _Checker:
             self.scoped["rules"][i] = expanded
             group_list = self.by_kind[ast.RuleDecl]
             group_list[group_list.index(s)] = expanded
+
+    def check_scope_actions(self) -> None:
+        """An action group (a visible const) named in ``applies to action``, ``scope action`` or a schema's
+        ``for action`` is an error: there the name is taken as one action, which no request is, so a scoped
+        deny or gate would apply to nothing (and a schema check nothing)."""
+        for f in self.files:
+            pkg = f.package.value
+            visible = None
+            places = [("'scope action'", f.scope)] + [("'applies to action'", getattr(d, "applies", None))
+                                                    for d in f.decls] + [
+                ("a schema's 'for action'", d) for d in f.decls if isinstance(d, ast.SchemaDecl)]
+            for where, holder in places:
+                for action in getattr(holder, "actions", ()) if holder is not None else ():
+                    if visible is None:
+                        visible = self.visible_consts(pkg)
+                    group = visible.get(action.value)
+                    if group is None:
+                        continue
+                    items = group.items if isinstance(group, ast.ListExpr) else ()
+                    names = ", ".join(i.value for i in items if isinstance(i, ast.Literal) and isinstance(i.value, str))
+                    self.report("action-group", f"'{action.value}' is an action group (a const), but {where} names "
+                                "single actions: as written it would apply to no request", action.span,
+                                f"write the actions ({names})" if names else "write the actions by name")
 
     def _named_actions(self) -> set[str]:
         """Actions named outside action groups: rule heads, schemas' ``for action``, ``applies to``/``scope``

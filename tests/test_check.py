@@ -90,6 +90,18 @@ CASES = [
     Case("deny glob narrowed to one segment", (BASE + 'rule r deny any to read dataset "crm/*/x*"\n',),
          "glob-segment", "'*' in \"crm/*/x*\" matches within one '/' segment only, so this deny no longer covers "
          "ids below it", "0:7:33", '"crm/*/x*"', 'write "crm/**/x**" to deny across segments', W),
+    Case("an action group in 'applies to action'",
+         (BASE + 'const SENSITIVE = ["delete", "export"]\nrule r deny any to any dataset "x"\n applies to action SENSITIVE\n',),
+         "action-group", "'SENSITIVE' is an action group (a const), but 'applies to action' names single actions: as "
+         "written it would apply to no request", "0:9:20", "SENSITIVE", "write the actions (delete, export)"),
+    Case("an action group in a file's scope",
+         ("\npackage t\nscope action SENSITIVE\n" + BODY + 'const SENSITIVE = ["delete"]\n',),
+         "action-group", "'SENSITIVE' is an action group (a const), but 'scope action' names single actions: as "
+         "written it would apply to no request", "0:3:14", "SENSITIVE", "write the actions (delete)"),
+    Case("an action group in a schema's 'for action'",
+         (BASE + 'const PAYS = ["pay"]\nschema s for action PAYS attribute data.x number required\n',),
+         "action-group", "'PAYS' is an action group (a const), but a schema's 'for action' names single actions: as "
+         "written it would apply to no request", "0:8:21", "PAYS", "write the actions (pay)"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
