@@ -163,6 +163,7 @@ class _Checker:
             ("resolve consts", self.resolve_all_consts),
             ("expand action groups", self.expand_action_groups),
             ("find action groups in scopes", self.check_scope_actions),
+            ("compare action names", self.check_action_case),
             ("check schemas", self.check_schemas),
             ("check masks", self.check_masks),
             ("check references", self.check_references),
@@ -444,6 +445,31 @@ class _Checker:
                     self.report("action-group", f"'{action.value}' is an action group (a const), but {where} names "
                                 "single actions: as written it would apply to no request", action.span,
                                 f"write the actions ({names})" if names else "write the actions by name")
+
+    def check_action_case(self) -> None:
+        """Two actions the rules name that differ only in case (``delete`` and ``Delete``) are an error, as two
+        roles are: a request spelling one is exact for it and no rule about the other reaches it, so
+        ``deny any to Delete`` let ``delete`` through to an allow."""
+        written: list[ast.Name] = [a for s in self.each(ast.RuleDecl) for a in s.decl.actions
+                                   if a.value not in ("any", "*")]
+        written += [a for s in self.each(ast.SchemaDecl) for a in s.decl.actions]
+        for f in self.files:
+            for scope in (f.scope, *(getattr(d, "applies", None) for d in f.decls)):
+                if scope is not None:
+                    written.extend(scope.actions)
+        first: dict[str, ast.Name] = {}
+        for name in written:
+            seen = first.setdefault(name.value.casefold(), name)
+            if seen.value != name.value:
+                self.report("name-case", f"action '{name.value}' differs only in case from '{seen.value}'",
+                            name.span, f"names are exact and requests that differ only in case are refused; "
+                            f"rename one (first at {seen.span})")
+        for value in sorted(self._actions_beside_heads):  # also named in 'action ==' / 'action in' tests
+            seen = first.get(value.casefold())
+            if seen is not None and seen.value != value:
+                self.report("name-case", f"action '{seen.value}' differs only in case from '{value}', which an "
+                            "'action ==' or 'action in' test names", seen.span,
+                            "names are exact and requests that differ only in case are refused; rename one")
 
     def _named_actions(self) -> set[str]:
         """Actions named outside action groups: rule heads, schemas' ``for action``, ``applies to``/``scope``

@@ -102,6 +102,14 @@ CASES = [
          (BASE + 'const PAYS = ["pay"]\nschema s for action PAYS attribute data.x number required\n',),
          "action-group", "'PAYS' is an action group (a const), but a schema's 'for action' names single actions: as "
          "written it would apply to no request", "0:8:21", "PAYS", "write the actions (pay)"),
+    Case("actions that differ only in case",
+         (BASE + 'rule a allow any to delete dataset "x"\nrule d deny any to Delete dataset "x"\n',),
+         "name-case", "action 'Delete' differs only in case from 'delete'", "0:8:20", "Delete",
+         "names are exact and requests that differ only in case are refused; rename one (first at f0.policy:7:21)"),
+    Case("an action test that differs only in case from a rule head's",
+         (BASE + 'rule d deny any to delete dataset "x" when action == "Delete"\n',),
+         "name-case", "action 'delete' differs only in case from 'Delete', which an 'action ==' or 'action in' test "
+         "names", "0:7:20", "delete", "names are exact and requests that differ only in case are refused; rename one"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
