@@ -31,6 +31,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
+from urllib.parse import unquote
 
 __all__ = ["AS_LATIN", "IdentityError", "canonical_identity", "describe_char", "disguise", "id_fault", "id_problem",
            "mixed_script", "name_fold", "plain_id", "same_identity"]
@@ -187,6 +188,21 @@ def plain_id(rid: str) -> bool:
             and (rid.isascii() or (unicodedata.is_normalized("NFKC", rid) and mixed_script(rid) is None)))
 
 
+def _decodes_to_a_separator(rid: str) -> bool:
+    """Whether percent-decoding ``rid`` again and again (``%252F`` -> ``%2F`` -> ``/``) makes a ``/``, a
+    backslash, a ``.``/``..`` segment or a control character: what a server that decodes twice would read."""
+    text = rid
+    for _ in range(4):
+        decoded = unquote(text)
+        if decoded == text:
+            return False
+        if (decoded.count("/") != rid.count("/") or "\\" in decoded or not decoded.isprintable()
+                or _DOT_SEGMENT(decoded)):
+            return True
+        text = decoded
+    return True  # still encoded after four rounds: no plain reading of it is safe to assume
+
+
 def id_problem(rid: str) -> str | None:
     """Why a resource id is not canonical, in words (the request is malformed); None when it is."""
     fault = id_fault(rid)
@@ -208,8 +224,9 @@ def id_fault(rid: str) -> str | None:
         return "has an empty segment (leading, trailing or double '/')"
     if "\\" in rid:
         return "contains a backslash; segments are separated by '/': send the canonical id"
-    if _ENCODED(rid):
-        return "holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"
+    if _ENCODED(rid) or ("%" in rid and _decodes_to_a_separator(rid)):
+        return ("holds a percent-encoded '/', backslash, dot segment or control character (or one encoded twice, "
+                "%252F); send the decoded, canonical id")
     if not rid.isascii() and not unicodedata.is_normalized("NFKC", rid):
         odd = next((ch for ch in rid if unicodedata.normalize("NFKC", ch) != ch), None)
         which = "its characters compose" if odd is None else (

@@ -816,7 +816,8 @@ DEAD_PATTERNS = [
     ("erp//x", "has an empty segment (leading, trailing or double '/')"),
     ("erp/**/", "has an empty segment (leading, trailing or double '/')"),
     ("erp/../payroll/*", "has a '.' or '..' segment; send the canonical id"),
-    ("erp/%2e%2e/*", "holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"),
+    ("erp/%2e%2e/*", "holds a percent-encoded '/', backslash, dot segment or control character (or one encoded "
+                     "twice, %252F); send the decoded, canonical id"),
     ("erp\\\\x*", "contains a backslash; segments are separated by '/': send the canonical id"),
     (" erp/**", "has leading or trailing whitespace"),
     ("\uff50rod/**", "is not in NFKC form (U+FF50 FULLWIDTH LATIN SMALL LETTER P stands for 'p'); send the canonical id"),

@@ -99,7 +99,12 @@ REFUSED = [
     ("id with a backslash", req(rid="prod\\db1"), "resource.id: \"prod\\\\db1\" contains a backslash"),
     ("id with an encoded slash", req(rid="prod%2Fdb1"), "resource.id: \"prod%2Fdb1\" holds a percent-encoded"),
     ("id with an encoded backslash", req(rid="prod%5cdb1"), "resource.id: \"prod%5cdb1\" holds a percent-encoded"),
-    ("id with an encoded dot segment", req(rid="x/%2e%2E/prod/db1"), "holds a percent-encoded '/', backslash or dot"),
+    ("id with an encoded dot segment", req(rid="x/%2e%2E/prod/db1"), "holds a percent-encoded '/', backslash, dot"),
+    # a server that decodes twice reads %252F as '/': x%252F..%252Fprod%252Fdb1 would be prod/db1 to it
+    ("id with a slash encoded twice", req(rid="x%252F..%252Fprod%252Fdb1"), "holds a percent-encoded '/', backslash"),
+    ("id with a dot segment encoded twice", req(rid="x/%252e%252e/prod/db1"), "holds a percent-encoded '/', backslash"),
+    ("id with an encoded NUL", req(rid="prod/db1%00.txt"), "holds a percent-encoded '/', backslash, dot segment or "
+                                                           "control character"),
     ("id with a zero-width space", req(rid="prod\u200b/db1"),
      "resource.id: \"prod\\u200b/db1\" contains an invisible character (U+200B ZERO WIDTH SPACE)"),
     ("id with a no-break space", req(rid="prod\u00a0x/db1"), "contains an invisible character (U+00A0 NO-BREAK SPACE)"),
