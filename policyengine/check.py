@@ -34,6 +34,8 @@ __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "patt
 
 MAX_FINDINGS = 100
 RESOURCE_KINDS = ("model", "dataset", "tool", "agent", "workflow")
+# the values a request's built-in attributes can have (any other is malformed): compared with another, never true
+_BUILT_IN_VALUES = {"principal.type": ("user", "agent"), "resource.kind": RESOURCE_KINDS}
 HOSTINGS = ("internal", "external")
 BIAS_METRICS = ("disparate_impact", "demographic_parity", "equalized_odds")
 DRIFT_METRICS = ("psi", "ks", "chi2")
@@ -905,6 +907,15 @@ class _Checker:
     def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
         """A string compared with an enum attribute must be one of its values (both normalised)."""
         if not isinstance(cmp.left, ast.Path) or cmp.op not in ("==", "!=", "in", "not in"):
+            return
+        built_in = _BUILT_IN_VALUES.get(cmp.left.dotted)
+        if built_in is not None:  # principal.type, resource.kind: a request has only these (else malformed)
+            right = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) \
+                else cmp.right
+            for lit in right.items if isinstance(right, ast.ListExpr) and cmp.op in ("in", "not in") else (right,):
+                if isinstance(lit, ast.Literal) and isinstance(lit.value, str) and lit.value not in built_in:
+                    self.report("type-mismatch", f"{show(lit)} is not a value of {cmp.left.dotted} (a request's is "
+                                f"one of {', '.join(built_in)})", lit.span, suggest(lit.value, built_in))
             return
         key = attribute_key(cmp.left)
         if key is None or key not in self.attr_kinds:

@@ -110,6 +110,14 @@ CASES = [
          (BASE + 'rule d deny any to delete dataset "x" when action == "Delete"\n',),
          "name-case", "action 'delete' differs only in case from 'Delete', which an 'action ==' or 'action in' test "
          "names", "0:7:20", "delete", "names are exact and requests that differ only in case are refused; rename one"),
+    Case("a principal type no request has",
+         (BASE + 'rule d deny any to read dataset "x" when principal.type == "Agent"\n',),
+         "type-mismatch", "\"Agent\" is not a value of principal.type (a request's is one of user, agent)", "0:7:60",
+         '"Agent"', "did you mean 'agent'?"),
+    Case("a resource kind no request has",
+         (BASE + 'rule d deny any to read dataset "x" when resource.kind in ["dataset", "datasets"]\n',),
+         "type-mismatch", "\"datasets\" is not a value of resource.kind (a request's is one of model, dataset, tool, "
+         "agent, workflow)", "0:7:71", '"datasets"', "did you mean 'dataset'?"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
