@@ -909,11 +909,17 @@ class _Checker:
         if not isinstance(cmp.left, ast.Path) or cmp.op not in ("==", "!=", "in", "not in"):
             return
         built_in = _BUILT_IN_VALUES.get(cmp.left.dotted)
-        if built_in is not None:  # principal.type, resource.kind: a request has only these (else malformed)
+        if built_in is not None or cmp.left.dotted == "action":  # a request has only these (any other is malformed)
             right = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) \
                 else cmp.right
             for lit in right.items if isinstance(right, ast.ListExpr) and cmp.op in ("in", "not in") else (right,):
-                if isinstance(lit, ast.Literal) and isinstance(lit.value, str) and lit.value not in built_in:
+                if not isinstance(lit, ast.Literal) or not isinstance(lit.value, str):
+                    continue
+                if built_in is None and not ast.ACTION_NAME.fullmatch(lit.value):
+                    self.report("type-mismatch", f"{show(lit)} is not an action name (letters, digits and '_'), so no "
+                                "request's action is it", lit.span, "actions have no wildcards or separators; name "
+                                "each action, or use an action group")
+                elif built_in is not None and lit.value not in built_in:
                     self.report("type-mismatch", f"{show(lit)} is not a value of {cmp.left.dotted} (a request's is "
                                 f"one of {', '.join(built_in)})", lit.span, suggest(lit.value, built_in))
             return

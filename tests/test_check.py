@@ -118,6 +118,11 @@ CASES = [
          (BASE + 'rule d deny any to read dataset "x" when resource.kind in ["dataset", "datasets"]\n',),
          "type-mismatch", "\"datasets\" is not a value of resource.kind (a request's is one of model, dataset, tool, "
          "agent, workflow)", "0:7:71", '"datasets"', "did you mean 'dataset'?"),
+    Case("an action test with a string no action is",
+         (BASE + 'rule d deny any to any dataset "x" when action in ["delete", "s3:Delete"]\n',),
+         "type-mismatch", "\"s3:Delete\" is not an action name (letters, digits and '_'), so no request's action is "
+         "it", "0:7:62", '"s3:Delete"', "actions have no wildcards or separators; name each action, or use an action "
+         "group"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
