@@ -833,6 +833,7 @@ class _Checker:
         return None
 
     def compare_types(self, pkg: str, cmp: ast.Compare) -> None:
+        self._role_literals(pkg, cmp)
         left, right = self.kind(pkg, cmp.left), self.kind(pkg, cmp.right)
         if cmp.op in ast.SET_OPS:
             if left not in ("list", None):
@@ -903,6 +904,23 @@ class _Checker:
             if isinstance(item, ast.Literal) and isinstance(item.value, str) and item.value not in ast.WEEKDAYS:
                 self.report("type-mismatch", f"{show(item)} is not a weekday", item.span,
                             "weekdays are " + ", ".join(f'"{d}"' for d in ast.WEEKDAYS))
+
+    def _role_literals(self, pkg: str, cmp: ast.Compare) -> None:
+        """``principal.roles contains "x"`` and ``"x" in principal.roles``: x is a declared role (the roles a
+        request holds are declared ones and those they extend; another name is never among them)."""
+        def is_roles(e: ast.Expr) -> bool:
+            return isinstance(e, ast.Path) and e.dotted == "principal.roles"
+
+        if is_roles(cmp.left) and cmp.op in ast.SET_OPS:
+            side = cmp.right
+        elif is_roles(cmp.right) and cmp.op in ("in", "not in"):
+            side = cmp.left
+        else:
+            return
+        value = self.lookup_const(pkg, side, report=False) if isinstance(side, ast.ConstRef) else side
+        for lit in value.items if isinstance(value, ast.ListExpr) else (value,):
+            if isinstance(lit, ast.Literal) and isinstance(lit.value, str):
+                self.role_ref(ast.Name(lit.value, span=lit.span))
 
     def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
         """A string compared with an enum attribute must be one of its values (both normalised)."""

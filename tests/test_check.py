@@ -123,6 +123,9 @@ CASES = [
          "type-mismatch", "\"s3:Delete\" is not an action name (letters, digits and '_'), so no request's action is "
          "it", "0:7:62", '"s3:Delete"', "actions have no wildcards or separators; name each action, or use an action "
          "group"),
+    Case("a role in a condition that no request holds",
+         (BASE + 'rule d deny any to read dataset "x" when principal.roles contains any ["senior_analyst", "Analyst"]\n',),
+         "unknown-role", "unknown role 'Analyst'", "0:7:90", '"Analyst"', "did you mean 'analyst'?"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
