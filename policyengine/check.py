@@ -25,7 +25,7 @@ from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, p
 from .check_versions import check_versions
 from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
-from .globs import pattern_problem
+from .globs import has_glob, pattern_problem
 from .policyset import PolicySet, Scoped
 from .schema import attribute_key
 from .scoping import ambiguous_names, check_roles, file_scopes, qualifier
@@ -638,6 +638,33 @@ class _Checker:
         for s in (*self.each(ast.BiasDecl), *self.each(ast.DriftDecl)):
             self.model_ref(s.decl.model)
             self._breach_references(s.decl.on_breach)
+        self._prefix_case()
+
+    def _prefix_case(self) -> None:
+        """A deny's literal id prefix that differs only in case from another rule's (``Prod/**`` beside
+        ``prod/**``) is a name-case error: a request for ``prod/x`` is exact for one and the deny about the other
+        never reaches it, while a request differing only in case from a single spelling is refused (engine.md)."""
+        seen: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], ast.RuleDecl]] = {}
+        for s in self.each(ast.RuleDecl):
+            rule = s.decl
+            segments: list[str] = []
+            for segment in rule.resource_pattern.split("/"):
+                if has_glob(segment):
+                    break
+                segments.append(segment)
+            for n in range(1, len(segments) + 1):
+                written = tuple(segments[:n])
+                spellings = seen.setdefault((rule.resource_kind.value, tuple(x.casefold() for x in written)), {})
+                other = next((r for w, r in spellings.items() if w != written and "deny" in (r.effect, rule.effect)),
+                             None)
+                if other is not None:
+                    self.report("name-case", f"'{'/'.join(written)}' in \"{rule.resource_pattern}\" differs only in "
+                                f"case from '{'/'.join(next(w for w, r in spellings.items() if r is other))}' in "
+                                f"\"{other.resource_pattern}\"", rule.pattern_span or rule.resource_kind.span,
+                                f"ids are exact: a request for one spelling is not about the other, so a deny "
+                                f"about one does not reach the other; write one spelling (first at {other.span})")
+                    break
+                spellings.setdefault(written, rule)
 
     def _rule_references(self, rule: ast.RuleDecl) -> None:
         principal = rule.principal

@@ -126,6 +126,11 @@ CASES = [
     Case("a role in a condition that no request holds",
          (BASE + 'rule d deny any to read dataset "x" when principal.roles contains any ["senior_analyst", "Analyst"]\n',),
          "unknown-role", "unknown role 'Analyst'", "0:7:90", '"Analyst"', "did you mean 'analyst'?"),
+    Case("a deny's id prefix that differs only in case from an allow's",
+         (BASE + 'rule a allow any to read dataset "prod/**"\nrule d deny any to read dataset "Prod/db/**"\n',),
+         "name-case", "'Prod' in \"Prod/db/**\" differs only in case from 'prod' in \"prod/**\"", "0:8:33",
+         '"Prod/db/**"', "ids are exact: a request for one spelling is not about the other, so a deny about one does "
+         "not reach the other; write one spelling (first at f0.policy:7:1)"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
