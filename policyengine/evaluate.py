@@ -86,7 +86,8 @@ def _unlike(written: str, declared: str, named: str) -> str:
     """How ``written`` differs from ``declared``, the name it folds to (``named``: that name in words)."""
     if written.casefold() == declared.casefold():
         return f"{written!r} differs only in case from {named}; names are exact"
-    return f"{written!r} is {named} written with other characters (width, spacing, invisible ones); names are exact"
+    return (f"{written!r} is {named} written with other characters (width, spacing, dashes, invisible ones); names "
+            "are exact")
 
 
 def _twin_problem(rid: str, written: str, named: str) -> str:
@@ -420,7 +421,8 @@ class Evaluator:
                     + (f", not {type(workflow).__name__}" if workflow.__class__ is not str else ""))
         declared = self._workflow_fold.get(name_fold(workflow))
         if declared is None:
-            return ""
+            mixed = mixed_script(workflow)  # a look-alike letter: no fold finds the workflow it passes for
+            return "" if mixed is None else f"context.workflow: {json.dumps(workflow, ensure_ascii=True)} {mixed}"
         named = "a budget" if declared in self._workflows else "a scope"
         return "context.workflow: " + _unlike(workflow, declared, f"the workflow {declared!r} {named} names")
 

@@ -68,15 +68,20 @@ def _script(ch: str) -> str | None:
 @lru_cache(maxsize=4096)
 def name_fold(name: str) -> str:
     """The spelling ``name`` shares with every way of writing it that only looks alike: NFKC (full width
-    becomes plain), no control, invisible or space characters, case-folded.
+    becomes plain), no control, invisible or space characters, every dash a ``-``, case-folded.
 
     Declared names (roles, agents, models, actions) are exact; a request name
     that is not one but folds to one is a disguise of it (``Analyst``,
-    `` analyst``, ``analyst<U+200B>``, a full-width ``ａnalyst``), refused
+    `` analyst``, ``analyst<U+200B>``, a full-width ``ａnalyst``, ``data<U+2010>steward``
+    with a Unicode hyphen or ``data<U+2212>steward`` with a minus sign), refused
     rather than taken for an unknown name that no rule about the real one reaches.
     """
     text = unicodedata.normalize("NFKC", name)
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "CZ").casefold()
+    return "".join("-" if ch in _DASHES or unicodedata.category(ch) == "Pd" else ch for ch in text
+                   if unicodedata.category(ch)[0] not in "CZ").casefold()
+
+
+_DASHES = frozenset("\u2212\u2043\u02d7")  # minus sign, hyphen bullet, modifier minus: dashes outside category Pd
 
 
 def describe_char(ch: str) -> str:
