@@ -626,8 +626,14 @@ def _compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], step: Callable[[
 
                 return in_strings
 
+            keys = _tagged(rvalue)  # the constant's members, keyed once (``_member`` keys them per call)
+
             def in_const(c: Ctx) -> bool:
-                return _member(left(c), rvalue, llabel, rlabel) != negate
+                v = left(c)
+                kind = _KINDS.get(v.__class__)
+                if kind is not None and kind in kinds and kind != "list" and kind != "object":
+                    return ((kind, v) in keys) != negate
+                return _member(v, rvalue, llabel, rlabel) != negate
 
             return in_const
         right = right_getter
