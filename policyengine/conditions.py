@@ -357,6 +357,16 @@ def _member(value: Any, items: Any, llabel: str, rlabel: str) -> bool:
         raise _mismatch(rlabel, "list", items)
     if not items:
         return False
+    kind = _KINDS.get(value.__class__)
+    if kind is not None and kind != "list" and kind != "object":  # a scalar: one pass, no keys built
+        of_kind = False
+        for item in items:
+            if (_KINDS.get(item.__class__) or value_kind(item)) == kind:
+                if item == value:
+                    return True
+                of_kind = True
+        if of_kind:
+            return False
     kind = value_kind(value)
     kinds = {value_kind(i) for i in items}
     if kind not in kinds:
