@@ -25,6 +25,7 @@ from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, p
 from .check_versions import check_versions
 from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
+from .globs import has_glob, pattern_problem
 from .policyset import PolicySet, Scoped
 from .schema import attribute_key
 from .scoping import ambiguous_names, check_roles, file_scopes, qualifier
@@ -33,6 +34,8 @@ __all__ = ["MAX_FINDINGS", "CheckResult", "check_policy", "contradiction", "patt
 
 MAX_FINDINGS = 100
 RESOURCE_KINDS = ("model", "dataset", "tool", "agent", "workflow")
+# the values a request's built-in attributes can have (any other is malformed): compared with another, never true
+_BUILT_IN_VALUES = {"principal.type": ("user", "agent"), "resource.kind": RESOURCE_KINDS}
 HOSTINGS = ("internal", "external")
 BIAS_METRICS = ("disparate_impact", "demographic_parity", "equalized_odds")
 DRIFT_METRICS = ("psi", "ks", "chi2")
@@ -142,7 +145,7 @@ class _Checker:
         self.attr_timestamps: set[tuple[str, tuple[str, ...]]] = set()
         self.attr_normal: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self.ambiguous = ambiguous_names(files)  # bare names of package-qualified roles only
-        self.file_scopes = file_scopes(files)  # id(decl) -> its file's ``scope`` header
+        self.file_scopes = file_scopes(files)  # decl.span -> its file's ``scope`` header
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -161,6 +164,8 @@ class _Checker:
             ("check role names", lambda: self.findings.extend(check_roles(self.files))),
             ("resolve consts", self.resolve_all_consts),
             ("expand action groups", self.expand_action_groups),
+            ("find action groups in scopes", self.check_scope_actions),
+            ("compare action names", self.check_action_case),
             ("check schemas", self.check_schemas),
             ("check masks", self.check_masks),
             ("check references", self.check_references),
@@ -420,6 +425,54 @@ class _Checker:
             group_list = self.by_kind[ast.RuleDecl]
             group_list[group_list.index(s)] = expanded
 
+    def check_scope_actions(self) -> None:
+        """An action group (a visible const) named in ``applies to action``, ``scope action`` or a schema's
+        ``for action`` is an error: there the name is taken as one action, which no request is, so a scoped
+        deny or gate would apply to nothing (and a schema check nothing)."""
+        for f in self.files:
+            pkg = f.package.value
+            visible = None
+            places = [("'scope action'", f.scope)] + [("'applies to action'", getattr(d, "applies", None))
+                                                    for d in f.decls] + [
+                ("a schema's 'for action'", d) for d in f.decls if isinstance(d, ast.SchemaDecl)]
+            for where, holder in places:
+                for action in getattr(holder, "actions", ()) if holder is not None else ():
+                    if visible is None:
+                        visible = self.visible_consts(pkg)
+                    group = visible.get(action.value)
+                    if group is None:
+                        continue
+                    items = group.items if isinstance(group, ast.ListExpr) else ()
+                    names = ", ".join(i.value for i in items if isinstance(i, ast.Literal) and isinstance(i.value, str))
+                    self.report("action-group", f"'{action.value}' is an action group (a const), but {where} names "
+                                "single actions: as written it would apply to no request", action.span,
+                                f"write the actions ({names})" if names else "write the actions by name")
+
+    def check_action_case(self) -> None:
+        """Two actions the rules name that differ only in case (``delete`` and ``Delete``) are an error, as two
+        roles are: a request spelling one is exact for it and no rule about the other reaches it, so
+        ``deny any to Delete`` let ``delete`` through to an allow."""
+        written: list[ast.Name] = [a for s in self.each(ast.RuleDecl) for a in s.decl.actions
+                                   if a.value not in ("any", "*")]
+        written += [a for s in self.each(ast.SchemaDecl) for a in s.decl.actions]
+        for f in self.files:
+            for scope in (f.scope, *(getattr(d, "applies", None) for d in f.decls)):
+                if scope is not None:
+                    written.extend(scope.actions)
+        first: dict[str, ast.Name] = {}
+        for name in written:
+            seen = first.setdefault(name.value.casefold(), name)
+            if seen.value != name.value:
+                self.report("name-case", f"action '{name.value}' differs only in case from '{seen.value}'",
+                            name.span, f"names are exact and requests that differ only in case are refused; "
+                            f"rename one (first at {seen.span})")
+        for value in sorted(self._actions_beside_heads):  # also named in 'action ==' / 'action in' tests
+            seen = first.get(value.casefold())
+            if seen is not None and seen.value != value:
+                self.report("name-case", f"action '{seen.value}' differs only in case from '{value}', which an "
+                            "'action ==' or 'action in' test names", seen.span,
+                            "names are exact and requests that differ only in case are refused; rename one")
+
     def _named_actions(self) -> set[str]:
         """Actions named outside action groups: rule heads, schemas' ``for action``, ``applies to``/``scope``
         actions, ``action ==/in`` tests (once groups are expanded: every action the rules name)."""
@@ -585,6 +638,33 @@ class _Checker:
         for s in (*self.each(ast.BiasDecl), *self.each(ast.DriftDecl)):
             self.model_ref(s.decl.model)
             self._breach_references(s.decl.on_breach)
+        self._prefix_case()
+
+    def _prefix_case(self) -> None:
+        """A deny's literal id prefix that differs only in case from another rule's (``Prod/**`` beside
+        ``prod/**``) is a name-case error: a request for ``prod/x`` is exact for one and the deny about the other
+        never reaches it, while a request differing only in case from a single spelling is refused (engine.md)."""
+        seen: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], ast.RuleDecl]] = {}
+        for s in self.each(ast.RuleDecl):
+            rule = s.decl
+            segments: list[str] = []
+            for segment in rule.resource_pattern.split("/"):
+                if has_glob(segment):
+                    break
+                segments.append(segment)
+            for n in range(1, len(segments) + 1):
+                written = tuple(segments[:n])
+                spellings = seen.setdefault((rule.resource_kind.value, tuple(x.casefold() for x in written)), {})
+                other = next((r for w, r in spellings.items() if w != written and "deny" in (r.effect, rule.effect)),
+                             None)
+                if other is not None:
+                    self.report("name-case", f"'{'/'.join(written)}' in \"{rule.resource_pattern}\" differs only in "
+                                f"case from '{'/'.join(next(w for w, r in spellings.items() if r is other))}' in "
+                                f"\"{other.resource_pattern}\"", rule.pattern_span or rule.resource_kind.span,
+                                f"ids are exact: a request for one spelling is not about the other, so a deny "
+                                f"about one does not reach the other; write one spelling (first at {other.span})")
+                    break
+                spellings.setdefault(written, rule)
 
     def _rule_references(self, rule: ast.RuleDecl) -> None:
         principal = rule.principal
@@ -597,6 +677,12 @@ class _Checker:
             self.report("unknown-resource-kind", f"unknown resource kind '{kind}'", rule.resource_kind.span,
                         suggest(kind, RESOURCE_KINDS) or "resource kinds are " + ", ".join(RESOURCE_KINDS))
         pattern = rule.resource_pattern
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            self.report("dead-pattern", f"no request can name an id \"{pattern}\" matches: the pattern {problem}",
+                        rule.pattern_span or rule.resource_kind.span, "ids are canonical: '/'-separated segments, "
+                        "none empty, '.' or '..' (see engine.md); write \"erp/**\", not \"/erp/**\" or \"erp/\"")
+            return
         if rule.effect == "deny" and pattern not in ("*", "**") and _SINGLE_STAR.search(pattern):
             self.warn("glob-segment", f"'*' in \"{pattern}\" matches within one '/' segment only, so this deny "
                       "no longer covers ids below it", rule.pattern_span or rule.resource_kind.span,
@@ -774,6 +860,7 @@ class _Checker:
         return None
 
     def compare_types(self, pkg: str, cmp: ast.Compare) -> None:
+        self._role_literals(pkg, cmp)
         left, right = self.kind(pkg, cmp.left), self.kind(pkg, cmp.right)
         if cmp.op in ast.SET_OPS:
             if left not in ("list", None):
@@ -845,9 +932,41 @@ class _Checker:
                 self.report("type-mismatch", f"{show(item)} is not a weekday", item.span,
                             "weekdays are " + ", ".join(f'"{d}"' for d in ast.WEEKDAYS))
 
+    def _role_literals(self, pkg: str, cmp: ast.Compare) -> None:
+        """``principal.roles contains "x"`` and ``"x" in principal.roles``: x is a declared role (the roles a
+        request holds are declared ones and those they extend; another name is never among them)."""
+        def is_roles(e: ast.Expr) -> bool:
+            return isinstance(e, ast.Path) and e.dotted == "principal.roles"
+
+        if is_roles(cmp.left) and cmp.op in ast.SET_OPS:
+            side = cmp.right
+        elif is_roles(cmp.right) and cmp.op in ("in", "not in"):
+            side = cmp.left
+        else:
+            return
+        value = self.lookup_const(pkg, side, report=False) if isinstance(side, ast.ConstRef) else side
+        for lit in value.items if isinstance(value, ast.ListExpr) else (value,):
+            if isinstance(lit, ast.Literal) and isinstance(lit.value, str):
+                self.role_ref(ast.Name(lit.value, span=lit.span))
+
     def _schema_literals(self, pkg: str, cmp: ast.Compare) -> None:
         """A string compared with an enum attribute must be one of its values (both normalised)."""
         if not isinstance(cmp.left, ast.Path) or cmp.op not in ("==", "!=", "in", "not in"):
+            return
+        built_in = _BUILT_IN_VALUES.get(cmp.left.dotted)
+        if built_in is not None or cmp.left.dotted == "action":  # a request has only these (any other is malformed)
+            right = self.lookup_const(pkg, cmp.right, report=False) if isinstance(cmp.right, ast.ConstRef) \
+                else cmp.right
+            for lit in right.items if isinstance(right, ast.ListExpr) and cmp.op in ("in", "not in") else (right,):
+                if not isinstance(lit, ast.Literal) or not isinstance(lit.value, str):
+                    continue
+                if built_in is None and not ast.ACTION_NAME.fullmatch(lit.value):
+                    self.report("type-mismatch", f"{show(lit)} is not an action name (letters, digits and '_'), so no "
+                                "request's action is it", lit.span, "actions have no wildcards or separators; name "
+                                "each action, or use an action group")
+                elif built_in is not None and lit.value not in built_in:
+                    self.report("type-mismatch", f"{show(lit)} is not a value of {cmp.left.dotted} (a request's is "
+                                f"one of {', '.join(built_in)})", lit.span, suggest(lit.value, built_in))
             return
         key = attribute_key(cmp.left)
         if key is None or key not in self.attr_kinds:
@@ -963,7 +1082,7 @@ class _Checker:
         for d in self.each(ast.RuleDecl):
             deny = d.decl
             if deny.effect == "deny" and deny.when is None and deny.unless is None \
-                    and deny.applies is None and id(deny) not in self.file_scopes:  # a scope is a condition too
+                    and deny.applies is None and deny.span not in self.file_scopes:  # a scope is a condition too
                 prefix = literal_prefix(deny.resource_pattern)
                 for action in deny.actions:
                     index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)

@@ -413,6 +413,7 @@ class CompiledPolicy:
     schemas: SchemaSet
     policy_set: PolicySet
     rate_limits: Mapping[str, tuple[ast.RateLimit, ...]] = field(default_factory=dict)  # allow rule id -> limits
+    scoped_workflows: frozenset[str] = frozenset()  # the workflows a rule's, residency's or gate's scope names
     _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict, repr=False)  # ``index``, once read
 
     @property
@@ -487,7 +488,7 @@ def stage_rules(ps: PolicySet, acc: Acc) -> dict[str, Any]:
     for key, scoped in enumerate(ps.rules):
         d = scoped.decl
         package = intern(scoped.package)
-        workflows, in_actions = effective(scopes.get(id(d)), d.applies)
+        workflows, in_actions = effective(scopes.get(d.span), d.applies)
         bounds = None if workflows is None and in_actions is None else alike.setdefault(
             (workflows, in_actions), (workflows, in_actions))
         actions = tuple(intern(a.value) for a in d.actions) or ("*",)
@@ -553,7 +554,7 @@ def stage_gates(ps: PolicySet, acc: Acc) -> dict[str, Any]:
         d = scoped.decl
         guard = guard_for(scopes, d)
         actions = action_guard(d.when, ps.consts.get(scoped.package, {}))
-        in_scope = effective(scopes.get(id(d)), d.applies)[1]
+        in_scope = effective(scopes.get(d.span), d.applies)[1]
         if in_scope is not None:
             actions = in_scope if actions is None else actions & in_scope
         message = d.because or f"needs approval by role {d.role.value} (escalation {scoped.id})"
@@ -583,6 +584,24 @@ def stage_residency(ps: PolicySet, acc: Acc) -> dict[str, Any]:
             reason_base=_reason(scoped, message, d.cites, ps.package_cites, ps.file_names), scoped=scoped, guard=guard,
         ))
     return {"residencies": tuple(out)}
+
+
+def stage_workflows(ps: PolicySet, acc: Acc) -> dict[str, Any]:
+    """The workflows the scopes of rules, residency rules and gates name (the rules' from their bounds, so a
+    warm load reads no tree): a request's ``context.workflow`` that only looks like one is malformed."""
+    rules = acc["rules"]
+    fields_of = getattr(rules, "fields_of", None)
+    bounds = (b for (b,) in fields_of(("bounds",))) if fields_of is not None else (r.bounds for r in rules)
+    names: set[str] = set()
+    for bound in bounds:
+        if bound is not None and bound[0]:
+            names |= bound[0]
+    scopes = ps.scopes_beside_rules()
+    for scoped in (*ps.residencies, *ps.escalations):
+        workflows = effective(scopes.get(scoped.decl.span), scoped.decl.applies)[0]
+        if workflows:
+            names |= workflows
+    return {"scoped_workflows": frozenset(names)}
 
 
 def stage_budgets(ps: PolicySet, acc: Acc) -> dict[str, Any]:
@@ -642,6 +661,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("index", stage_index),
     ("gates", stage_gates),
     ("residency", stage_residency),
+    ("workflows", stage_workflows),
     ("budgets", stage_budgets),
     ("routes", stage_routes),
     ("rate_limits", stage_rate_limits),

@@ -90,8 +90,13 @@ def _dict_getter(slot: str, parts: tuple[str, ...]) -> Getter:
     return lambda c: _dig(getattr(c, slot).get(first), rest)
 
 
-def _path_getter(path: ast.Path) -> Getter:
-    """A closure reading one request attribute; ``None`` means missing."""
+def _path_getter(path: ast.Path, step: Callable[[str], str] | None = None) -> Getter:
+    """A closure reading one request attribute; ``None`` means missing.
+
+    ``step`` is the attribute's schema normalisation, given where the request's value
+    is normalised: a declared model's registry value (which wins over the request's)
+    is then read normalised too, as the constants it is compared with are.
+    """
     root, parts = path.root, path.parts
     if root == "action":
         return (lambda c: c.action) if not parts else (lambda c: None)
@@ -116,6 +121,22 @@ def _path_getter(path: ast.Path) -> Getter:
             parts = parts[1:]
         if len(parts) == 1:
             (key,) = parts
+            if step is not None:
+                folded: dict[str, str] = {}  # registry strings, normalised once each
+
+                def resource_attr_normalised(c: Ctx) -> Any:
+                    reg = c.reg
+                    if reg is not None and key in reg:
+                        v = reg[key]
+                        if v.__class__ is not str:
+                            return v
+                        n = folded.get(v)
+                        if n is None:
+                            n = folded[v] = step(v)
+                        return n
+                    return c.rattrs.get(key)
+
+                return resource_attr_normalised
 
             def resource_attr(c: Ctx) -> Any:
                 reg = c.reg
@@ -163,18 +184,21 @@ def _literal_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> tuple[bool
     return False, None
 
 
-def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr]) -> Getter:
+def compile_value(expr: ast.Expr, consts: Mapping[str, ast.Expr], step: Callable[[str], str] | None = None) -> Getter:
+    """A closure reading a value; ``step`` normalises its constants (literals, consts, list items, record entries)."""
     ok, value = _literal_value(expr, consts)
     if ok:
+        if step is not None:
+            value = _normal_const(value, step)
         return lambda c: value
     if isinstance(expr, ast.Path):
         return _path_getter(expr)
     if isinstance(expr, ast.TimeOf):
         return _time_getter(expr, compile_value(expr.operand, consts))
     if isinstance(expr, ast.Lookup):
-        return _lookup_getter(expr, consts)
+        return _lookup_getter(expr, consts, step)
     if isinstance(expr, ast.ListExpr):
-        parts = tuple((compile_value(i, consts), isinstance(i, ast.ConstRef)) for i in expr.items)
+        parts = tuple((compile_value(i, consts, step), isinstance(i, ast.ConstRef)) for i in expr.items)
 
         def list_value(c: Ctx) -> tuple:
             out: list[Any] = []
@@ -264,20 +288,37 @@ def _equal(left: Any, right: Any, llabel: str, rlabel: str) -> bool:
     if lk == "list":
         if isinstance(left, (set, frozenset)) or isinstance(right, (set, frozenset)):
             return _tagged(left) == _tagged(right)
-        return len(left) == len(right) and all(
-            value_kind(a) == value_kind(b) and a == b for a, b in zip(left, right))
+        return _key(left) == _key(right)
+    if lk == "object":
+        return _key(left) == _key(right)
     return bool(left == right)
 
 
+def _key(value: Any) -> Any:
+    """``value`` as a hashable key, equal exactly when the values are equal as the language compares them.
+
+    Types are kept apart at every depth (``true`` never equals ``1``, ``[true]`` never ``[1]``; ``1`` equals
+    ``1.0``); lists and objects are keyed by their whole contents, never by a shortened text of them.
+    """
+    kind = _KINDS.get(value.__class__)
+    if kind is not None and kind != "list" and kind != "object":
+        return kind, value
+    kind = value_kind(value)
+    if kind == "list":
+        if isinstance(value, (set, frozenset)):
+            return "set", frozenset(_key(i) for i in value)
+        return "list", tuple(_key(i) for i in value)
+    if kind == "object":
+        items = getattr(value, "items", None)
+        if items is None:
+            return "object", repr(value)
+        return "object", frozenset((k, _key(v)) for k, v in items())
+    return kind, value
+
+
 def _tagged(items: Any) -> frozenset:
-    """Members keyed by (type, value), so ``true`` never finds ``1`` and ``1`` finds ``1.0``."""
-    out = set()
-    for item in items:
-        try:
-            out.add((value_kind(item), item))
-        except TypeError:  # unhashable (a list or object inside a list): compared by its text
-            out.add((value_kind(item), _show(item)))
-    return frozenset(out)
+    """The keys (``_key``) of a list's members, so ``true`` never finds ``1`` and ``1`` finds ``1.0``."""
+    return frozenset(_key(i) for i in items)
 
 
 _ORDER = {
@@ -289,16 +330,20 @@ _ORDER = {
 
 
 def _ordered(op: str, left: Any, right: Any, llabel: str, rlabel: str) -> bool:
-    """``<`` and friends: two numbers or two strings; anything else is an error."""
+    """``<`` and friends: two numbers; anything else is an error.
+
+    Two strings are not ordered: ``"9" < "10"`` is false as text, and a number sent
+    as a string (an identity provider's ``"9"``) would pass a deny written for numbers.
+    """
     lk, rk = value_kind(left), value_kind(right)
     if lk is None:
         raise _missing(llabel)
     if rk is None:
         raise _missing(rlabel)
-    if lk != rk or lk not in ("number", "string"):
-        if lk in ("number", "string") and rk not in ("number", "string"):
-            raise _mismatch(rlabel, lk, right)
-        raise _mismatch(llabel, rk if rk in ("number", "string") else "number", left)
+    if lk != "number":
+        raise _mismatch(llabel, "number", left)
+    if rk != "number":
+        raise _mismatch(rlabel, "number", right)
     return bool(_ORDER[op](left, right))
 
 
@@ -312,14 +357,21 @@ def _member(value: Any, items: Any, llabel: str, rlabel: str) -> bool:
         raise _mismatch(rlabel, "list", items)
     if not items:
         return False
+    kind = _KINDS.get(value.__class__)
+    if kind is not None and kind != "list" and kind != "object":  # a scalar: one pass, no keys built
+        of_kind = False
+        for item in items:
+            if (_KINDS.get(item.__class__) or value_kind(item)) == kind:
+                if item == value:
+                    return True
+                of_kind = True
+        if of_kind:
+            return False
     kind = value_kind(value)
     kinds = {value_kind(i) for i in items}
     if kind not in kinds:
         raise _mismatch(llabel, " or ".join(sorted(k or "null" for k in kinds)), value)
-    try:
-        return (kind, value) in _tagged(items)
-    except TypeError:
-        return (kind, _show(value)) in _tagged(items)
+    return _key(value) in _tagged(items)
 
 
 def _need_list(value: Any, label: str) -> Any:
@@ -343,7 +395,7 @@ def _contains(op: str, items: Any, wanted: Any, llabel: str, rlabel: str) -> boo
         kind = value_kind(w)
         if kind is None or (items and kind not in {value_kind(i) for i in items}):
             raise _mismatch(rlabel, " or ".join(sorted({value_kind(i) or "null" for i in items})), w)
-    found = [(value_kind(w), w) in present for w in wanted]
+    found = [_key(w) in present for w in wanted]
     return any(found) if op == "contains any" else all(found)
 
 
@@ -392,7 +444,10 @@ def _in_networks(value: Any, blocks: tuple, llabel: str) -> bool:
         ip = ipaddress.ip_address(value)
     except ValueError:
         raise ConditionError(f"{llabel}: expected an IP address, got {_show(value)}") from None
-    return any(ip.version == net.version and ip in net for net in blocks)
+    # an IPv4-mapped IPv6 address (::ffff:10.1.2.3) is that IPv4 host (RFC 4291 2.5.5.2): in its IPv4 blocks too
+    mapped = ip.ipv4_mapped if ip.version == 6 else None
+    return any((ip.version == net.version and ip in net) or (mapped is not None and net.version == 4 and mapped in net)
+               for net in blocks)
 
 
 def timestamp(value: Any, label: str) -> datetime:
@@ -438,10 +493,15 @@ def _time_getter(expr: ast.TimeOf, operand: Getter) -> Getter:
     return lambda c: ast.WEEKDAYS[timestamp(operand(c), label).astimezone(zone).weekday()]
 
 
-def _lookup_getter(expr: ast.Lookup, consts: Mapping[str, ast.Expr]) -> Getter:
-    """``LIMITS[data.region]``: a missing or non-string key, or one the record does not hold, is an error."""
+def _lookup_getter(expr: ast.Lookup, consts: Mapping[str, ast.Expr], step: Callable[[str], str] | None = None) -> Getter:
+    """``LIMITS[data.region]``: a missing or non-string key, or one the record does not hold, is an error.
+
+    ``step`` normalises the entries (not the keys) where they meet a normalised attribute.
+    """
     name = expr.table.name
     ok, table = _literal_value(expr.table, consts)
+    if step is not None and ok and isinstance(table, MappingProxyType):
+        table = MappingProxyType({k: _normal_const(v, step) for k, v in table.items()})
     key = compile_value(expr.key, consts)
     klabel = _label(expr.key)
 
@@ -464,7 +524,8 @@ def _label(expr: ast.Expr) -> str:
     return format_expr(expr)
 
 
-Normal = Mapping[tuple[str, tuple[str, ...]], Callable[[str], str]]
+# attribute key -> (its normalisation, the actions whose requests it normalises or None for all): schema_normalisers
+Normal = Mapping[tuple[str, tuple[str, ...]], tuple[Callable[[str], str], "frozenset[str] | None"]]
 
 
 def _normal_const(value: Any, normal: Callable[[str], str]) -> Any:
@@ -476,24 +537,54 @@ def _normal_const(value: Any, normal: Callable[[str], str]) -> Any:
     return value
 
 
+def _normalised(path: ast.Expr, normal: Normal) -> tuple[Callable[[str], str], frozenset[str] | None] | None:
+    key = attribute_key(path) if isinstance(path, ast.Path) else None
+    return normal.get(key) if key is not None else None
+
+
 def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: Normal | None = None) -> Pred:
-    op = expr.op
-    if op == "has":
+    """One comparison; where a schema normalises the attribute on one side, the constants on the other are too.
+
+    The normalisation holds for the requests whose action the schema is for, so a
+    schema with ``for action`` gives two closures, normalised and exact, picked by
+    the request's action.
+    """
+    if expr.op == "has":
         probe = _path_getter(ast.Path(expr.left.root, (*expr.left.parts, *str(expr.right.value).split(".")), span=expr.span))  # type: ignore[union-attr]
         return lambda c: probe(c) is not None
-    left = compile_value(expr.left, consts)
+    found = None
+    if normal:
+        lnorm, rnorm = _normalised(expr.left, normal), _normalised(expr.right, normal)
+        if (lnorm is None) != (rnorm is None):  # an attribute compared with constants (two attributes: as read)
+            found = (lnorm or rnorm, lnorm is not None)
+    if found is None:
+        return _compare(expr, consts)
+    (step, actions), on_left = found
+    folded = _compare(expr, consts, step, on_left)
+    if actions is None:
+        return folded
+    exact = _compare(expr, consts)
+    return lambda c: folded(c) if c.action in actions else exact(c)
+
+
+def _compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], step: Callable[[str], str] | None = None,
+             on_left: bool = True) -> Pred:
+    """``expr``'s closure; with ``step``, the attribute on the left (``on_left``) or right is normalised: the
+    other side's constants and a declared model's registry value of it are normalised by ``step``."""
+    op = expr.op
+    lstep, rstep = (None, step) if on_left else (step, None)
+    left = _path_getter(expr.left, step) if step is not None and on_left else compile_value(expr.left, consts, lstep)
     llabel, rlabel = _label(expr.left), _label(expr.right)
     rconst, rvalue = _literal_value(expr.right, consts)
-    if normal and rconst and isinstance(expr.left, ast.Path):  # a schema normalises the attribute: and its constants
-        key = attribute_key(expr.left)
-        step = normal.get(key) if key is not None else None
-        if step is not None:
-            rvalue = _normal_const(rvalue, step)
+    if rconst and rstep is not None:
+        rvalue = _normal_const(rvalue, rstep)
+    right_getter = _path_getter(expr.right, step) if step is not None and not on_left else \
+        compile_value(expr.right, consts, rstep)
     if op in ast.IP_OPS:
         blocks = networks(rvalue) if rconst else None
         if blocks is not None:
             return lambda c: _in_networks(left(c), blocks, llabel)
-        right_blocks = compile_value(expr.right, consts)
+        right_blocks = right_getter
 
         def in_cidr(c: Ctx) -> bool:
             found = networks(right_blocks(c))
@@ -505,7 +596,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
     if op in ast.SET_OPS:
         if rconst:
             return lambda c: _contains(op, left(c), rvalue, llabel, rlabel)
-        right_value = compile_value(expr.right, consts)
+        right_value = right_getter
         return lambda c: _contains(op, left(c), right_value(c), llabel, rlabel)
     if op in ast.STRING_OPS:
         if rconst and isinstance(rvalue, str):
@@ -528,7 +619,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
                 return _text_test(op, v, rvalue, llabel, rlabel)
 
             return affix
-        right_text = compile_value(expr.right, consts)
+        right_text = right_getter
         return lambda c: _text_test(op, left(c), right_text(c), llabel, rlabel)
     if op in ("in", "not in"):
         negate = op == "not in"
@@ -545,11 +636,17 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
 
                 return in_strings
 
+            keys = _tagged(rvalue)  # the constant's members, keyed once (``_member`` keys them per call)
+
             def in_const(c: Ctx) -> bool:
-                return _member(left(c), rvalue, llabel, rlabel) != negate
+                v = left(c)
+                kind = _KINDS.get(v.__class__)
+                if kind is not None and kind in kinds and kind != "list" and kind != "object":
+                    return ((kind, v) in keys) != negate
+                return _member(v, rvalue, llabel, rlabel) != negate
 
             return in_const
-        right = compile_value(expr.right, consts)
+        right = right_getter
 
         def in_value(c: Ctx) -> bool:
             return _member(left(c), right(c), llabel, rlabel) != negate
@@ -575,7 +672,7 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
                 return _equal(v, rvalue, llabel, rlabel) != negate
 
             return eq_const
-        right = compile_value(expr.right, consts)
+        right = right_getter
 
         def eq_value(c: Ctx) -> bool:
             return _equal(left(c), right(c), llabel, rlabel) != negate
@@ -596,12 +693,12 @@ def _compile_compare(expr: ast.Compare, consts: Mapping[str, ast.Expr], normal: 
             return _ordered(op, v, bound, llabel, rlabel)
 
         return order_number
-    right = compile_value(expr.right, consts)
+    right = right_getter
 
     def order_value(c: Ctx) -> bool:
         v = left(c)
         r = right(c)
-        if v.__class__ is r.__class__ and (v.__class__ is str or v.__class__ is int or v.__class__ is float):
+        if (v.__class__ is int or v.__class__ is float) and (r.__class__ is int or r.__class__ is float):
             return bool(cmp(v, r))
         return _ordered(op, v, r, llabel, rlabel)
 

@@ -387,7 +387,7 @@ def _read_warm(disk_key: str, key: str, names: Sequence[str], root: str) -> _Loa
         return None
     trees = functools.partial(_read_trees, disk_key, key, names, root, beside)
     roots = (*beside, *cached_conditions(cached))
-    policy_set = LazyPolicySet.of(light, paths, {id(d): scope for d, scope in scopes}, roots, trees)
+    policy_set = LazyPolicySet.of(light, paths, {d.span: scope for d, scope in scopes}, roots, trees)
     done = restore_cached(cached, policy_set)
     del stored, cached  # the stored rule columns go before the index is built (peak memory)
     if done is None:

@@ -19,9 +19,7 @@ The only I/O is the budget ledger read, and only for requests a budget covers.
 from __future__ import annotations
 
 import json
-import re
 import time
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Container, Iterable, Mapping
 from datetime import datetime, timezone
@@ -33,7 +31,7 @@ from .conditions import ConditionError, Pred, holds
 from .decision import RESOURCE_KINDS, ApprovalRequired, BudgetWarning, Decision, Reason, Request, make_decision
 from .approval_binding import binding_errors
 from .ast import ACTION_NAME
-from .identity import IdentityError, canonical_identity, describe_char, mixed_script, name_fold
+from .identity import IdentityError, canonical_identity, id_problem, mixed_script, name_fold, plain_id
 from .rule_paths import recorded
 
 _CACHE_LIMIT = 50_000
@@ -79,30 +77,6 @@ def _amount(x: float) -> str:
     return f"{x:,.4f}".rstrip("0").rstrip(".") or "0"
 
 
-# A resource id is canonical: '/'-separated segments, none empty, '.' or '..', no surrounding whitespace,
-# printable characters only, in NFKC form, and no separator in disguise (a backslash, a percent-encoded '/'
-# or backslash, a segment that percent-decodes to '.' or '..'). So `erp/invoices/../payroll` never matches
-# `erp/invoices/*`, and no spelling that another system reads as a protected id (`prod\\x`, `prod%2Fx`, a
-# full-width `ｐrod/x`, `prod<U+200B>/x`) passes by a deny written for that id.
-_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)").search
-_ENCODED = re.compile(r"%(?:2[fF]|5[cC])|(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)").search
-_LINE_BREAKS = "\u2028\u2029"
-
-
-def _plain_id(rid: str) -> bool:
-    """True when the non-empty ``rid`` surely is canonical (False: ask ``_id_problem``).
-
-    The checks run at C speed and each excludes one of ``_id_problem``'s reasons: no control or invisible
-    character is printable (nor is the newline before which ``$`` also matches), a '.' or '..' segment
-    starts at 0 or after '/', surrounding whitespace is ``str.isspace``, a disguised separator needs a
-    backslash or '%', and an ASCII id is in NFKC form and of one script.
-    """
-    return (rid.isprintable() and "//" not in rid and "/." not in rid and rid[0] not in "/."
-            and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace()
-            and "\\" not in rid and "%" not in rid
-            and (rid.isascii() or (unicodedata.is_normalized("NFKC", rid) and mixed_script(rid) is None)))
-
-
 def _folded(names: Iterable[str]) -> dict[str, str]:
     """Declared names by ``name_fold`` (to refuse a request name that only looks like one of them)."""
     return {name_fold(name): name for name in names}
@@ -112,36 +86,8 @@ def _unlike(written: str, declared: str, named: str) -> str:
     """How ``written`` differs from ``declared``, the name it folds to (``named``: that name in words)."""
     if written.casefold() == declared.casefold():
         return f"{written!r} differs only in case from {named}; names are exact"
-    return f"{written!r} is {named} written with other characters (width, spacing, invisible ones); names are exact"
-
-
-def _id_problem(rid: str) -> str | None:
-    """Why a resource id is not canonical, in words (the request is malformed); None when it is."""
-    shown = json.dumps(rid, ensure_ascii=True)[:80]
-    odd = next((ch for ch in rid if not ch.isprintable()), None)
-    if odd is not None:
-        if unicodedata.category(odd) == "Cc" or odd in _LINE_BREAKS:
-            return f"{shown} contains a control character"
-        return f"{shown} contains an invisible character ({describe_char(odd)})"
-    if rid != rid.strip():
-        return f"{shown} has leading or trailing whitespace"
-    if _DOT_SEGMENT(rid):
-        return f"{shown} has a '.' or '..' segment; send the canonical id"
-    if "//" in rid or rid[0] == "/" or rid[-1] == "/":
-        return f"{shown} has an empty segment (leading, trailing or double '/')"
-    if "\\" in rid:
-        return f"{shown} contains a backslash; segments are separated by '/': send the canonical id"
-    if _ENCODED(rid):
-        return f"{shown} holds a percent-encoded '/', backslash or dot segment; send the decoded, canonical id"
-    if not rid.isascii() and not unicodedata.is_normalized("NFKC", rid):
-        odd = next((ch for ch in rid if unicodedata.normalize("NFKC", ch) != ch), None)
-        which = "its characters compose" if odd is None else (
-            f"{describe_char(odd)} stands for {unicodedata.normalize('NFKC', odd)!r}")
-        return f"{shown} is not in NFKC form ({which}); send the canonical id"
-    mixed = mixed_script(rid)
-    if mixed is not None:
-        return f"{shown} {mixed}"
-    return None
+    return (f"{written!r} is {named} written with other characters (width, spacing, dashes, invisible ones); names "
+            "are exact")
 
 
 def _twin_problem(rid: str, written: str, named: str) -> str:
@@ -244,9 +190,11 @@ class Evaluator:
         self._agent_fold = _folded(compiled.agent_roles)
         self._role_fold = _folded(compiled.role_closure)
         self._case_errors: dict[tuple[str, ...], str] = {}
-        # workflows a budget is scoped to: a context.workflow that only looks like one would escape its budget
+        # workflows a budget is scoped to: a context.workflow that only looks like one would escape its budget;
+        # and those a scope names: one that only looks like one would escape the scoped denies and gates
         self._workflows = frozenset(value for kind, value in compiled.budgets_by_scope if kind == "workflow")
-        self._workflow_fold = _folded(self._workflows)
+        self._named_workflows = self._workflows | compiled.scoped_workflows
+        self._workflow_fold = _folded(self._named_workflows)
         self._actions = compiled.policy_set.actions
         self._action_fold = _folded(compiled.policy_set.actions)
         self._action_problems: dict[str, str] = {}  # action the rules do not name -> why malformed ("": not)
@@ -357,8 +305,8 @@ class Evaluator:
             known = (kind is not None) + (rid is not None)
             if rid is not None and (rid.__class__ is not str or not rid):
                 errors.append("resource.id: must be a non-empty string")
-            elif rid is not None and not _plain_id(rid):
-                problem = _id_problem(rid)
+            elif rid is not None and not plain_id(rid):
+                problem = id_problem(rid)
                 if problem is not None:
                     errors.append(f"resource.id: {problem}")
             elif rid is None and kind_ok and (kind != "model" or action != "invoke"):
@@ -401,9 +349,9 @@ class Evaluator:
                 self._validators[action] = validate
             if validate is not None:
                 pattrs, rattrs, data, context = validate((pattrs, rattrs, data, context), errors)
-        if self._workflows and context and not errors:  # after schemas, which may normalise it
+        if self._named_workflows and context and not errors:  # after schemas, which may normalise it
             workflow = context.get("workflow")
-            if workflow is not None and (workflow.__class__ is not str or workflow not in self._workflows):
+            if workflow is not None and (workflow.__class__ is not str or workflow not in self._named_workflows):
                 problem = self._workflow_problem(workflow)
                 if problem:
                     errors.append(problem)
@@ -458,19 +406,25 @@ class Evaluator:
         return problem
 
     def _workflow_problem(self, workflow: Any) -> str:
-        """Why ``context.workflow`` (not a workflow a budget names) is malformed, or "" for another workflow.
+        """Why ``context.workflow`` (not a workflow a budget or scope names) is malformed, or "" for another one.
 
-        Refused: a value that is not a name, and a name that only looks like a
-        budgeted workflow's (``Invoice-Exceptions``, a trailing space, full
-        width): its spend would count against no budget, where the real name's is limited.
+        Refused: a name that only looks like a budgeted or scoped workflow's
+        (``Invoice-Exceptions``, a trailing space, full width): its spend would
+        count against no budget, and the scoped denies and gates of the real
+        name would not apply to it. Where a budget names workflows, also a value
+        that is not a name (elsewhere it is simply outside every workflow scope).
         """
         if workflow.__class__ is not str or not workflow:
+            if not self._workflows:
+                return ""
             return ("context.workflow: must be a non-empty string (the workflow's name)"
                     + (f", not {type(workflow).__name__}" if workflow.__class__ is not str else ""))
         declared = self._workflow_fold.get(name_fold(workflow))
         if declared is None:
-            return ""
-        return "context.workflow: " + _unlike(workflow, declared, f"the workflow {declared!r} a budget names")
+            mixed = mixed_script(workflow)  # a look-alike letter: no fold finds the workflow it passes for
+            return "" if mixed is None else f"context.workflow: {json.dumps(workflow, ensure_ascii=True)} {mixed}"
+        named = "a budget" if declared in self._workflows else "a scope"
+        return "context.workflow: " + _unlike(workflow, declared, f"the workflow {declared!r} {named} names")
 
     def _close_roles(self, key: tuple[str, ...]) -> frozenset[str]:
         held: set[str] = set()

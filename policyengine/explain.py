@@ -42,7 +42,7 @@ def _shown(value: Any) -> str:
         return "<nested too deeply to show>"
 
 
-def _outside(guard: Any, c: Ctx, scopes: Mapping[int, Any], decl: Any) -> str | None:
+def _outside(guard: Any, c: Ctx, scopes: Mapping[Any, Any], decl: Any) -> str | None:
     """Why a scoped declaration does not apply: the request is outside its scope (scoping.py)."""
     if guard is None or guard(c):
         return None
@@ -50,7 +50,7 @@ def _outside(guard: Any, c: Ctx, scopes: Mapping[int, Any], decl: Any) -> str | 
            f"{c.context.get('workflow', '<none>')!r}, action {c.action!r})"
 
 
-def _why_not(rule: CompiledRule, c: Ctx, scopes: Mapping[int, Any]) -> str | None:
+def _why_not(rule: CompiledRule, c: Ctx, scopes: Mapping[Any, Any]) -> str | None:
     """None when the rule matches, else the first failing part in words."""
     if rule.principal_kind == "role" and rule.principal_name not in c.roles:
         return f"principal does not hold role {rule.principal_name}"

@@ -13,44 +13,82 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["has_glob", "glob_regex", "glob_match", "pattern_shape", "compile_pattern", "pattern_segment"]
+__all__ = ["has_glob", "glob_regex", "glob_match", "pattern_shape", "compile_pattern", "pattern_segment",
+           "pattern_problem"]
 
 
 def has_glob(text: str) -> bool:
     return "*" in text or "?" in text or "[" in text
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A resource-id glob as a regex: ``**`` any text, ``*`` any text within one ``/`` segment,
-    ``?`` one character but ``/``, ``[abc]``/``[!abc]`` one listed character (never ``/``)."""
-    out: list[str] = []
+def _tokens(pattern: str) -> list[tuple[str, str]]:
+    """``pattern`` as (kind, text) tokens: ``**``, ``*``, ``?``, ``[`` (a set: its body) or ``text`` (one character)."""
+    out: list[tuple[str, str]] = []
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "*":
             if pattern.startswith("**", i):
-                out.append(".*")
+                out.append(("**", "**"))
                 i += 2
                 continue
-            out.append("[^/]*")
+            out.append(("*", ch))
         elif ch == "?":
-            out.append("[^/]")
+            out.append(("?", ch))
         elif ch == "[":
             end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
-            if end < 0:
-                out.append(re.escape(ch))
-            else:
-                body = pattern[i + 1:end]
-                negate = body.startswith("!")
-                body = body[1:] if negate else body
-                chars = re.escape(body).replace("\\-", "-")
-                out.append(f"[^/{chars}]" if negate else f"(?!/)[{chars}]")
+            if end >= 0:
+                out.append(("[", pattern[i + 1:end]))
                 i = end + 1
                 continue
+            out.append(("text", ch))
         else:
-            out.append(re.escape(ch))
+            out.append(("text", ch))
         i += 1
+    return out
+
+
+def _set_regex(body: str) -> str:
+    negate = body.startswith("!")
+    body = body[1:] if negate else body
+    chars = re.escape(body).replace("\\-", "-")
+    return f"[^/{chars}]" if negate else f"(?!/)[{chars}]"
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A resource-id glob as a regex: ``**`` any text, ``*`` any text within one ``/`` segment,
+    ``?`` one character but ``/``, ``[abc]``/``[!abc]`` one listed character (never ``/``)."""
+    parts = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    out = [parts[kind] if kind in parts else _set_regex(text) if kind == "[" else re.escape(text)
+           for kind, text in _tokens(pattern)]
     return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a rule's id pattern can match no id a request may send, in words; None when it can.
+
+    A set that is empty or not a set (``[]``, ``[z-a]``) is no glob. Otherwise
+    each glob part is read as one ordinary character and the result must pass as
+    a canonical id (``identity.id_problem``): what fails then is in the pattern's
+    own text (an empty segment, ``.``/``..``, surrounding spaces, a backslash...),
+    and every id the pattern could match is malformed, so the rule never applies.
+    """
+    if pattern in ("*", "**"):
+        return None
+    tokens = _tokens(pattern)
+    for kind, text in tokens:
+        if kind == "[":
+            body = text[1:] if text.startswith("!") else text
+            try:
+                re.compile(_set_regex(text))
+            except re.error:
+                body = ""
+            if not body:
+                return f"'[{text}]' is not a set of characters; write [abc], [a-z] or [!abc]"
+    from .identity import id_fault
+
+    # '0' for each glob part: no letter (of no script), no separator, no dot, no space
+    return id_fault("".join(text if kind == "text" else "0" for kind, text in tokens) or "0")
 
 
 def glob_match(pattern: str, rid: str) -> bool:

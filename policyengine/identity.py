@@ -26,13 +26,15 @@ normalisation folds).
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
+from urllib.parse import unquote
 
-__all__ = ["AS_LATIN", "IdentityError", "canonical_identity", "describe_char", "disguise", "mixed_script", "name_fold",
-           "same_identity"]
+__all__ = ["AS_LATIN", "IdentityError", "canonical_identity", "describe_char", "disguise", "id_fault", "id_problem",
+           "mixed_script", "name_fold", "plain_id", "same_identity"]
 
 
 class IdentityError(ValueError):
@@ -66,15 +68,20 @@ def _script(ch: str) -> str | None:
 @lru_cache(maxsize=4096)
 def name_fold(name: str) -> str:
     """The spelling ``name`` shares with every way of writing it that only looks alike: NFKC (full width
-    becomes plain), no control, invisible or space characters, case-folded.
+    becomes plain), no control, invisible or space characters, every dash a ``-``, case-folded.
 
     Declared names (roles, agents, models, actions) are exact; a request name
     that is not one but folds to one is a disguise of it (``Analyst``,
-    `` analyst``, ``analyst<U+200B>``, a full-width ``ａnalyst``), refused
+    `` analyst``, ``analyst<U+200B>``, a full-width ``ａnalyst``, ``data<U+2010>steward``
+    with a Unicode hyphen or ``data<U+2212>steward`` with a minus sign), refused
     rather than taken for an unknown name that no rule about the real one reaches.
     """
     text = unicodedata.normalize("NFKC", name)
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "CZ").casefold()
+    return "".join("-" if ch in _DASHES or unicodedata.category(ch) == "Pd" else ch for ch in text
+                   if unicodedata.category(ch)[0] not in "CZ").casefold()
+
+
+_DASHES = frozenset("\u2212\u2043\u02d7")  # minus sign, hyphen bullet, modifier minus: dashes outside category Pd
 
 
 def describe_char(ch: str) -> str:
@@ -160,6 +167,77 @@ def mixed_script(text: str) -> str | None:
             return (f"mixes letters of the scripts {', '.join(sorted(scripts))} in one word; "
                     "a look-alike letter could make it pass for another name")
     return None
+
+
+# A resource id is canonical: '/'-separated segments, none empty, '.' or '..', no surrounding whitespace,
+# printable characters only, in NFKC form, and no separator in disguise (a backslash, a percent-encoded '/'
+# or backslash, a segment that percent-decodes to '.' or '..'). So `erp/invoices/../payroll` never matches
+# `erp/invoices/*`, and no spelling that another system reads as a protected id (`prod\\x`, `prod%2Fx`, a
+# full-width `ｐrod/x`, `prod<U+200B>/x`) passes by a deny written for that id.
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)").search
+_ENCODED = re.compile(r"%(?:2[fF]|5[cC])|(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)").search
+_LINE_BREAKS = "\u2028\u2029"
+
+
+def plain_id(rid: str) -> bool:
+    """True when the non-empty ``rid`` surely is canonical (False: ask ``id_problem``).
+
+    The checks run at C speed and each excludes one of ``id_problem``'s reasons: no control or invisible
+    character is printable (nor is the newline before which ``$`` also matches), a '.' or '..' segment
+    starts at 0 or after '/', surrounding whitespace is ``str.isspace``, a disguised separator needs a
+    backslash or '%', and an ASCII id is in NFKC form and of one script.
+    """
+    return (rid.isprintable() and "//" not in rid and "/." not in rid and rid[0] not in "/."
+            and rid[-1] != "/" and not rid[0].isspace() and not rid[-1].isspace()
+            and "\\" not in rid and "%" not in rid
+            and (rid.isascii() or (unicodedata.is_normalized("NFKC", rid) and mixed_script(rid) is None)))
+
+
+def _decodes_to_a_separator(rid: str) -> bool:
+    """Whether percent-decoding ``rid`` again and again (``%252F`` -> ``%2F`` -> ``/``) makes a ``/``, a
+    backslash, a ``.``/``..`` segment or a control character: what a server that decodes twice would read."""
+    text = rid
+    for _ in range(4):
+        decoded = unquote(text)
+        if decoded == text:
+            return False
+        if (decoded.count("/") != rid.count("/") or "\\" in decoded or not decoded.isprintable()
+                or _DOT_SEGMENT(decoded)):
+            return True
+        text = decoded
+    return True  # still encoded after four rounds: no plain reading of it is safe to assume
+
+
+def id_problem(rid: str) -> str | None:
+    """Why a resource id is not canonical, in words (the request is malformed); None when it is."""
+    fault = id_fault(rid)
+    return None if fault is None else f"{json.dumps(rid, ensure_ascii=True)[:80]} {fault}"
+
+
+def id_fault(rid: str) -> str | None:
+    """``id_problem`` without the id it is about: ``has an empty segment (...)``."""
+    odd = next((ch for ch in rid if not ch.isprintable()), None)
+    if odd is not None:
+        if unicodedata.category(odd) == "Cc" or odd in _LINE_BREAKS:
+            return "contains a control character"
+        return f"contains an invisible character ({describe_char(odd)})"
+    if rid != rid.strip():
+        return "has leading or trailing whitespace"
+    if _DOT_SEGMENT(rid):
+        return "has a '.' or '..' segment; send the canonical id"
+    if "//" in rid or rid[0] == "/" or rid[-1] == "/":
+        return "has an empty segment (leading, trailing or double '/')"
+    if "\\" in rid:
+        return "contains a backslash; segments are separated by '/': send the canonical id"
+    if _ENCODED(rid) or ("%" in rid and _decodes_to_a_separator(rid)):
+        return ("holds a percent-encoded '/', backslash, dot segment or control character (or one encoded twice, "
+                "%252F); send the decoded, canonical id")
+    if not rid.isascii() and not unicodedata.is_normalized("NFKC", rid):
+        odd = next((ch for ch in rid if unicodedata.normalize("NFKC", ch) != ch), None)
+        which = "its characters compose" if odd is None else (
+            f"{describe_char(odd)} stands for {unicodedata.normalize('NFKC', odd)!r}")
+        return f"is not in NFKC form ({which}); send the canonical id"
+    return mixed_script(rid)
 
 
 def same_identity(a: str, b: str) -> bool:

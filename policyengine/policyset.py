@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Generic, TypeVar
 
 from . import ast
+from .diagnostics import Span
 
 D = TypeVar("D")
 
@@ -114,9 +115,9 @@ class PolicySet:
         expression (``age of``: ``jsonl.reads_clock``). Here the files and the consts."""
         return (*self.files, *self.consts.values())
 
-    def scopes_beside_rules(self) -> dict[int, ast.Scope]:
-        """``id(decl) -> its file's scope`` for the declarations of scoped files that are not rules."""
-        return {id(decl): f.scope for f in self.files if f.scope is not None
+    def scopes_beside_rules(self) -> dict[Span, ast.Scope]:
+        """``decl.span -> its file's scope`` for the declarations of scoped files that are not rules."""
+        return {decl.span: f.scope for f in self.files if f.scope is not None
                 for decl in f.decls if not isinstance(decl, ast.RuleDecl)}
 
     def roles_of(self, role_names: "list[str] | tuple[str, ...] | frozenset[str]") -> frozenset[str]:
@@ -151,15 +152,15 @@ class LazyPolicySet(PolicySet):
     ``rules``, the trees of every declaration (a million objects at 100,000
     rules), are read when something first asks for them (``explain``, reports,
     policy tests), by ``trees``, once. The declarations beside the rules are the
-    same objects in the trees as here (the loader pickles them once), so lookups
-    by identity (``file_scopes``) agree.
+    same objects in the trees as here (the loader pickles them once); their
+    scopes are looked up by where they are written (``file_scopes``).
     """
 
     files = _Tree()  # type: ignore[assignment]
     rules = _Tree()  # type: ignore[assignment]
 
     @classmethod
-    def of(cls, light: PolicySet, paths: tuple[str, ...], scopes: dict[int, ast.Scope],
+    def of(cls, light: PolicySet, paths: tuple[str, ...], scopes: dict[Span, ast.Scope],
            roots: tuple[object, ...], trees: Callable[[], _Trees]) -> "LazyPolicySet":
         """``light`` (whose ``files`` and ``rules`` are left out) with ``trees`` to read them.
 
@@ -190,7 +191,7 @@ class LazyPolicySet(PolicySet):
         found = self.__dict__.get("_roots")
         return super().expression_roots() if found is None else (*found, *self.consts.values())
 
-    def scopes_beside_rules(self) -> dict[int, ast.Scope]:
+    def scopes_beside_rules(self) -> dict[Span, ast.Scope]:
         found = self.__dict__.get("_scopes")
         return super().scopes_beside_rules() if found is None else found
 

@@ -303,13 +303,29 @@ def compile_schemas(ps: Any) -> SchemaSet:
 
 _NORMALISERS_OF: dict[int, tuple[Any, dict]] = {}
 
+# An attribute's normalisation and the actions whose requests it normalises (None: every action)
+Normaliser = tuple[Callable[[str], str], "frozenset[str] | None"]
 
-def schema_normalisers(ps: Any) -> dict[tuple[str, tuple[str, ...]], Callable[[str], str]]:
-    """Attribute key -> its normalisation, for attributes a schema normalises (computed once per policy set)."""
+
+def schema_normalisers(ps: Any) -> dict[tuple[str, tuple[str, ...]], Normaliser]:
+    """Attribute key -> (its normalisation, the actions it applies to or None for all), computed once per set.
+
+    A schema ``for action pay`` normalises its attributes in ``pay`` requests only; in
+    any other request the attribute is read as sent, so a constant compared with it
+    must be too (``check`` rejects declaring one attribute with two normalisations).
+    """
     found = _NORMALISERS_OF.get(id(ps))
     if found is not None and found[0] is ps:
         return found[1]
-    out = {spec.key: spec.normal for spec in compile_schemas(ps).specs() if spec.normalise}
+    out: dict[tuple[str, tuple[str, ...]], Normaliser] = {}
+    for rule in compile_schemas(ps).rules:
+        for spec in rule.attributes:
+            if not spec.normalise:
+                continue
+            _, actions = out.get(spec.key, (None, frozenset()))
+            if actions is not None:
+                actions = actions | rule.actions if rule.actions else None
+            out[spec.key] = (spec.normal, actions)
     if len(_NORMALISERS_OF) > 64:
         _NORMALISERS_OF.clear()
     _NORMALISERS_OF[id(ps)] = (ps, out)

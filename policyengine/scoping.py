@@ -25,16 +25,21 @@ from typing import Any
 
 from . import ast
 from .conditions import Ctx, Pred
-from .diagnostics import Finding, Severity
+from .diagnostics import Finding, Severity, Span
 
 Guard = Pred
 
 # --- scopes ---------------------------------------------------------------------------
 
 
-def file_scopes(files: Iterable[ast.PolicyFile]) -> dict[int, ast.Scope]:
-    """``id(decl) -> its file's scope`` for every declaration of a scoped file."""
-    return {id(decl): f.scope for f in files if f.scope is not None for decl in f.decls}
+def file_scopes(files: Iterable[ast.PolicyFile]) -> dict[Span, ast.Scope]:
+    """``decl.span -> its file's scope`` for every declaration of a scoped file.
+
+    Keyed by where the declaration is written, not by the object: the checker
+    replaces a rule whose head names an action group by a copy listing the
+    actions, and the copy is in the same file, under the same scope.
+    """
+    return {decl.span: f.scope for f in files if f.scope is not None for decl in f.decls}
 
 
 def effective(file_scope: ast.Scope | None, decl_scope: ast.Scope | None) -> tuple[frozenset[str] | None, ...]:
@@ -67,9 +72,9 @@ def scope_guard(workflows: frozenset[str] | None, actions: frozenset[str] | None
     return in_workflow
 
 
-def guard_for(scopes: Mapping[int, ast.Scope], decl: Any) -> Guard | None:
+def guard_for(scopes: Mapping[Span, ast.Scope], decl: Any) -> Guard | None:
     """The guard of a rule, residency or escalation (its file's scope and its ``applies to``)."""
-    return scope_guard(*effective(scopes.get(id(decl)), getattr(decl, "applies", None)))
+    return scope_guard(*effective(scopes.get(decl.span), getattr(decl, "applies", None)))
 
 
 def guarded(guard: Guard | None, pred: Pred | None) -> Pred | None:
@@ -81,9 +86,9 @@ def guarded(guard: Guard | None, pred: Pred | None) -> Pred | None:
     return lambda c: guard(c) and pred(c)
 
 
-def scope_words(scopes: Mapping[int, ast.Scope], decl: Any) -> str:
+def scope_words(scopes: Mapping[Span, ast.Scope], decl: Any) -> str:
     """The scope in words, for explanations: ``workflow 'a' and action read``."""
-    workflows, actions = effective(scopes.get(id(decl)), getattr(decl, "applies", None))
+    workflows, actions = effective(scopes.get(decl.span), getattr(decl, "applies", None))
     parts = []
     if workflows is not None:
         parts.append("workflow " + " or ".join(repr(w) for w in sorted(workflows)))

@@ -7,6 +7,7 @@ findings; every example in ``rules/`` must check clean.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -89,6 +90,47 @@ CASES = [
     Case("deny glob narrowed to one segment", (BASE + 'rule r deny any to read dataset "crm/*/x*"\n',),
          "glob-segment", "'*' in \"crm/*/x*\" matches within one '/' segment only, so this deny no longer covers "
          "ids below it", "0:7:33", '"crm/*/x*"', 'write "crm/**/x**" to deny across segments', W),
+    Case("an action group in 'applies to action'",
+         (BASE + 'const SENSITIVE = ["delete", "export"]\nrule r deny any to any dataset "x"\n applies to action SENSITIVE\n',),
+         "action-group", "'SENSITIVE' is an action group (a const), but 'applies to action' names single actions: as "
+         "written it would apply to no request", "0:9:20", "SENSITIVE", "write the actions (delete, export)"),
+    Case("an action group in a file's scope",
+         ("\npackage t\nscope action SENSITIVE\n" + BODY + 'const SENSITIVE = ["delete"]\n',),
+         "action-group", "'SENSITIVE' is an action group (a const), but 'scope action' names single actions: as "
+         "written it would apply to no request", "0:3:14", "SENSITIVE", "write the actions (delete)"),
+    Case("an action group in a schema's 'for action'",
+         (BASE + 'const PAYS = ["pay"]\nschema s for action PAYS attribute data.x number required\n',),
+         "action-group", "'PAYS' is an action group (a const), but a schema's 'for action' names single actions: as "
+         "written it would apply to no request", "0:8:21", "PAYS", "write the actions (pay)"),
+    Case("actions that differ only in case",
+         (BASE + 'rule a allow any to delete dataset "x"\nrule d deny any to Delete dataset "x"\n',),
+         "name-case", "action 'Delete' differs only in case from 'delete'", "0:8:20", "Delete",
+         "names are exact and requests that differ only in case are refused; rename one (first at f0.policy:7:21)"),
+    Case("an action test that differs only in case from a rule head's",
+         (BASE + 'rule d deny any to delete dataset "x" when action == "Delete"\n',),
+         "name-case", "action 'delete' differs only in case from 'Delete', which an 'action ==' or 'action in' test "
+         "names", "0:7:20", "delete", "names are exact and requests that differ only in case are refused; rename one"),
+    Case("a principal type no request has",
+         (BASE + 'rule d deny any to read dataset "x" when principal.type == "Agent"\n',),
+         "type-mismatch", "\"Agent\" is not a value of principal.type (a request's is one of user, agent)", "0:7:60",
+         '"Agent"', "did you mean 'agent'?"),
+    Case("a resource kind no request has",
+         (BASE + 'rule d deny any to read dataset "x" when resource.kind in ["dataset", "datasets"]\n',),
+         "type-mismatch", "\"datasets\" is not a value of resource.kind (a request's is one of model, dataset, tool, "
+         "agent, workflow)", "0:7:71", '"datasets"', "did you mean 'dataset'?"),
+    Case("an action test with a string no action is",
+         (BASE + 'rule d deny any to any dataset "x" when action in ["delete", "s3:Delete"]\n',),
+         "type-mismatch", "\"s3:Delete\" is not an action name (letters, digits and '_'), so no request's action is "
+         "it", "0:7:62", '"s3:Delete"', "actions have no wildcards or separators; name each action, or use an action "
+         "group"),
+    Case("a role in a condition that no request holds",
+         (BASE + 'rule d deny any to read dataset "x" when principal.roles contains any ["senior_analyst", "Analyst"]\n',),
+         "unknown-role", "unknown role 'Analyst'", "0:7:90", '"Analyst"', "did you mean 'analyst'?"),
+    Case("a deny's id prefix that differs only in case from an allow's",
+         (BASE + 'rule a allow any to read dataset "prod/**"\nrule d deny any to read dataset "Prod/db/**"\n',),
+         "name-case", "'Prod' in \"Prod/db/**\" differs only in case from 'prod' in \"prod/**\"", "0:8:33",
+         '"Prod/db/**"', "ids are exact: a request for one spelling is not about the other, so a deny about one does "
+         "not reach the other; write one spelling (first at f0.policy:7:1)"),
     Case("undeclared model with a quoted id", (BASE + 'rule r allow any to invoke model "gpt-4o"\n',),
          "undeclared-model", 'model "gpt-4o" is not declared, so this rule never applies', "0:7:34", '"gpt-4o"',
          "declare it with 'model \"gpt-4o\"'", W),
@@ -784,3 +826,57 @@ def test_a_covering_deny_pattern_matches_every_id_the_allow_matches(deny: str, a
 def test_an_empty_set_checks_clean() -> None:
     result = check_policy([])
     assert result.findings == [] and result.policy is not None and result.policy.rules == ()
+
+
+# Rule patterns no request can reach: every id they match is refused as malformed, so a deny written with
+# one protects nothing. A translation from a system whose ids start with '/' (Casbin's keyMatch examples,
+# "/dataset1/*") is the usual way to write one.
+DEAD_PATTERNS = [
+    ("/dataset1/*", "has an empty segment (leading, trailing or double '/')"),
+    ("erp/", "has an empty segment (leading, trailing or double '/')"),
+    ("erp//x", "has an empty segment (leading, trailing or double '/')"),
+    ("erp/**/", "has an empty segment (leading, trailing or double '/')"),
+    ("erp/../payroll/*", "has a '.' or '..' segment; send the canonical id"),
+    ("erp/%2e%2e/*", "holds a percent-encoded '/', backslash, dot segment or control character (or one encoded "
+                     "twice, %252F); send the decoded, canonical id"),
+    ("erp\\\\x*", "contains a backslash; segments are separated by '/': send the canonical id"),
+    (" erp/**", "has leading or trailing whitespace"),
+    ("\uff50rod/**", "is not in NFKC form (U+FF50 FULLWIDTH LATIN SMALL LETTER P stands for 'p'); send the canonical id"),
+    ("pr\u043ed/**", "mixes letters of the scripts CYRILLIC, LATIN in one word; a look-alike letter could make it pass "
+                     "for another name"),
+    ("a[]b", "'[]' is not a set of characters; write [abc], [a-z] or [!abc]"),
+    ("a[z-a]", "'[z-a]' is not a set of characters; write [abc], [a-z] or [!abc]"),
+]
+
+
+@pytest.mark.parametrize("pattern,fault", DEAD_PATTERNS, ids=[p for p, _ in DEAD_PATTERNS])
+def test_a_rule_whose_pattern_no_request_can_reach_is_an_error(pattern: str, fault: str) -> None:
+    text = BASE + f'rule r deny any to read dataset "{pattern}"\n'
+    result = check(text)
+    assert [(f.code, f.severity, f.message) for f in result.findings] == [
+        ("dead-pattern", Severity.ERROR, f'no request can name an id "{json.loads(chr(34) + pattern + chr(34))}" '
+                                         f"matches: the pattern {fault}")]
+    assert result.policy is None
+
+
+@pytest.mark.parametrize("pattern", ["*", "**", "erp/**", "erp/*/x", "erp/[ab]*", "erp/[!/]", "a[b", ".hidden/*",
+                                     "erp/x.y/**", "promos/10%off", "donn\u00e9es/**", "files/\u043e\u0442\u0447\u0451*"])
+def test_a_pattern_some_request_can_reach_checks_clean(pattern: str) -> None:
+    assert [f.headline() for f in check(BASE + f'rule r deny any to read dataset "{pattern}"\n').findings
+            if f.code == "dead-pattern"] == []
+
+
+_pattern_chars = st.text(alphabet="a./*?[]!-% 2e", min_size=1, max_size=7)
+# every id of up to four characters 'a', '.', '/' that a request may send (no empty, '.' or '..' segment)
+_canonical_ids = [rid for rid in ("".join(p) for n in range(1, 5) for p in itertools.product("a./", repeat=n))
+                  if all(s not in ("", ".", "..") for s in rid.split("/"))]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_pattern_chars)
+def test_a_refused_pattern_matches_no_canonical_id(pattern: str) -> None:
+    from policyengine.globs import glob_match, pattern_problem
+
+    if pattern_problem(pattern) is None or "[" in pattern:  # (a refused set has no regex to ask)
+        return
+    assert not [rid for rid in _canonical_ids if glob_match(pattern, rid)]

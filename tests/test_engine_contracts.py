@@ -93,7 +93,7 @@ def test_eight_threads_get_the_same_decisions(policy):
 
 def test_compile_is_a_tuple_of_named_stages():
     names = [name for name, _ in STAGES]
-    assert names == ["roles", "registry", "rules", "index", "gates", "residency", "budgets", "routes", "rate_limits",
+    assert names == ["roles", "registry", "rules", "index", "gates", "residency", "workflows", "budgets", "routes", "rate_limits",
                      "schemas"]
     assert all(callable(stage) for _, stage in STAGES)
 

@@ -117,13 +117,15 @@ def test_deciding_reads_no_tree_and_explaining_reads_the_cold_ones(rules: Path) 
     assert decisions(warm) == decisions(cold)
     assert warm.files == cold.files and warm.recorded_files == cold.recorded_files
     assert not trees_read(warm), "a decision read the syntax trees"
-    assert explanations(warm) == explanations(cold)  # gates' and residencies' scopes found by identity
+    assert explanations(warm) == explanations(cold)  # gates' and residencies' scopes found
     assert trees_read(warm)
     assert warm.policy_set.files == cold.policy_set.files and warm.policy_set.rules == cold.policy_set.rules
     assert engine.policy_hash(warm.policy_set.files) == warm.policy_hash == cold.policy_hash
     scopes = file_scopes(warm.policy_set.files)
-    assert all(id(g.scoped.decl) in scopes for g in warm.compiled.gates)  # the same objects in trees and gates
-    assert all(id(r.scoped.decl) in scopes for r in warm.compiled.residencies)
+    assert all(g.scoped.decl.span in scopes for g in warm.compiled.gates)  # scopes by where a declaration is
+    assert all(r.scoped.decl.span in scopes for r in warm.compiled.residencies)
+    in_trees = {id(d) for f in warm.policy_set.files for d in f.decls}
+    assert all(id(d.scoped.decl) in in_trees for d in (*warm.compiled.gates, *warm.compiled.residencies))  # same objects
     assert [format_policy(f) for f in warm.policy_set.files] == [format_policy(f) for f in cold.policy_set.files]
 
 

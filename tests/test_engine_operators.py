@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -43,7 +45,13 @@ TABLE = [
     ('data.ip in cidr "10.0.0.0/8"', {"ip": "10.1.2.3"}, True),
     ('data.ip in cidr "10.0.0.0/8"', {"ip": "11.1.2.3"}, False),
     ('data.ip in cidr ["10.0.0.0/8", "2001:db8::/32"]', {"ip": "2001:db8::1"}, True),
-    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:10.1.2.3"}, False),  # an IPv6 address is not in an IPv4 block
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "2001:db8::a01:203"}, False),  # an IPv6 address is not in an IPv4 block
+    # but an IPv4-mapped one is the IPv4 host it maps (a deny of a blocked network must not miss it)
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:10.1.2.3"}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::FFFF:a01:203"}, True),
+    ('data.ip in cidr "10.0.0.0/8"', {"ip": "::ffff:11.1.2.3"}, False),
+    ('data.ip in cidr "::ffff:0:0/96"', {"ip": "::ffff:10.1.2.3"}, True),
+    ('not data.ip in cidr ["10.0.0.0/8"]', {"ip": "::ffff:10.1.2.3"}, False),
     ('data.ip in cidr "10.0.0.0/8"', {"ip": "10.1.2"}, ERROR),
     ('data.ip in cidr "10.0.0.0/8"', {"ip": 167837955}, ERROR),
     ('data.ip in cidr "10.0.0.0/8"', {}, ERROR),
@@ -67,6 +75,25 @@ TABLE = [
     ("age of data.at < 90d", {"at": "yesterday"}, ERROR),
     ("age of data.at < 90d", {"at": 1767225600}, ERROR),  # epoch numbers are not timestamps
     ('weekday of data.at == "tue"', {"at": "2026-02-30T09:00:00Z"}, ERROR),  # no such day
+    # < <= > >= order numbers only: "9" < "10" is false as text, so numbers sent as strings are an error
+    ("data.clearance < data.level", {"clearance": "9", "level": "10"}, ERROR),
+    ("data.clearance >= data.level", {"clearance": "5", "level": "3"}, ERROR),
+    ('data.clearance < "10"', {"clearance": "9"}, ERROR),
+    ("data.clearance < data.level", {"clearance": 9, "level": 10.5}, True),
+    ("data.clearance > data.level", {"clearance": 9, "level": 10}, False),
+    ("not data.clearance < data.level", {"clearance": "b", "level": "a"}, ERROR),
+    # lists and objects inside lists are compared whole, with their types at every depth (not by a shortened text)
+    ("data.scope in data.allowed", {"scope": ["tenants", "acme", "projects", "alpha", "secret"],
+                                    "allowed": [["tenants", "acme", "projects", "alpha", "public"]]}, False),
+    ("data.scope in data.allowed", {"scope": ["tenants", "acme", "projects", "alpha", "secret"],
+                                    "allowed": [["tenants", "acme", "projects", "alpha", "secret"]]}, True),
+    ("data.allowed contains data.scope", {"scope": ["a" * 40 + "1"], "allowed": [["a" * 40 + "2"]]}, False),
+    ("data.allowed contains any data.wanted", {"allowed": [{"k": 1}], "wanted": [{"k": 2}]}, False),
+    ("data.allowed contains all data.wanted", {"allowed": [{"k": 1}, {"k": [2]}], "wanted": [{"k": [2]}]}, True),
+    ("data.pair == data.other", {"pair": [[True]], "other": [[1]]}, False),
+    ("data.pair == data.other", {"pair": [[1, {"x": False}]], "other": [[1.0, {"x": 0}]]}, False),
+    ("data.pair == data.other", {"pair": [[1, {"x": "y"}]], "other": [[1.0, {"x": "y"}]]}, True),
+    ("data.pair in data.others", {"pair": {"a": [1, 2, 3, 4, 5]}, "others": [{"a": [1, 2, 3, 4, 6]}]}, False),
 ]
 
 
@@ -188,3 +215,93 @@ def test_and_or_of_n_conditions_equal_all_any_and_stop_at_the_same_item(n):
             assert join(preds)(None) is reference(values)
             stop = next((i for i, v in enumerate(values) if v is (reference is any)), n - 1)
             assert seen == list(range(stop + 1)) if n else seen == []
+
+
+# --- every comparison on every pair of a small pool of values, against docs/engine.md's table -----------------
+
+def _kind(v):
+    if v is None:
+        return None
+    return {bool: "bool", int: "number", float: "number", str: "string", list: "list", dict: "object"}[type(v)]
+
+
+def _key(v):  # equal exactly when the table calls two values equal: types apart at every depth, 1 == 1.0
+    k = _kind(v)
+    if k == "list":
+        return k, tuple(_key(i) for i in v)
+    if k == "object":
+        return k, frozenset((a, _key(b)) for a, b in v.items())
+    return k, v
+
+
+def _member(v, items):
+    if v is None or _kind(items) != "list" or (items and _kind(v) not in {_kind(i) for i in items}):
+        raise ValueError
+    return _key(v) in {_key(i) for i in items}
+
+
+def _table(op, a, b):
+    """What docs/engine.md's table says ``a op b`` is: True, False or ERROR."""
+    try:
+        if op in ("==", "!="):
+            if a is None or b is None or _kind(a) != _kind(b):
+                raise ValueError
+            return (_key(a) == _key(b)) == (op == "==")
+        if op in ("<", "<=", ">", ">="):
+            if _kind(a) != "number" or _kind(b) != "number":
+                raise ValueError
+            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        if op in ("in", "not in"):
+            return _member(a, b) == (op == "in")
+        if op == "contains":
+            if _kind(a) != "list" or b is None:
+                raise ValueError
+            return bool(a) and _member(b, a)
+        if op in ("contains any", "contains all"):
+            if _kind(a) != "list" or _kind(b) != "list" or any(w is None or (a and _kind(w) not in {_kind(i) for i in a})
+                                                               for w in b):
+                raise ValueError
+            found = [_key(w) in {_key(i) for i in a} for w in b]
+            return any(found) if op == "contains any" else all(found)
+        if _kind(a) != "string" or _kind(b) != "string":
+            raise ValueError
+        if op == "like":
+            return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in b), a, re.S) \
+                is not None
+        return a.startswith(b) if op == "starts with" else a.endswith(b)
+    except ValueError:
+        return ERROR
+
+
+_SCALARS = [None, "a", "b", "A", "", "a*", "1", "9", "10", 1, 2, 1.0, 1.5, 0, -1, True, False]
+_LISTS = [[], ["a"], ["a", "b"], [1], [1.0, 2], [True], [1, "a"], [["a"]], [[1]], [[True]], [[1.0]], [{"k": 1}],
+          [{"k": True}], [["a", "b", "c", "d", "e"]], [["a", "b", "c", "d", "f"]]]
+_POOL = _SCALARS + _LISTS + [{"k": 1}, {"k": "a"}]
+_LITERALS = [v for v in _SCALARS + _LISTS if v is not None and not (
+    isinstance(v, list) and any(isinstance(i, (list, dict)) for i in v))]
+_OPS = ["==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains", "contains any", "contains all", "starts with",
+        "ends with", "like"]
+
+
+def _literal(v) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+
+
+@pytest.mark.parametrize("op", _OPS)
+def test_every_comparison_of_a_value_pool_is_what_the_table_says(op):
+    wrong = []
+    for a, b, literal in itertools.product(_POOL, _POOL, (False, True)):
+        if literal and b not in _LITERALS:
+            continue
+        right = _literal(b) if literal else "data.y"
+        when = parse_policy(f'package t\nrule r deny any to read dataset "x" when data.x {op} {right}\n',
+                            "t.policy").decls[0].when
+        data = {k: v for k, v in (("x", a), ("y", None if literal else b)) if v is not None}
+        ctx = Ctx("u", "user", frozenset(), {}, "read", "dataset", "x", {}, None, data, {}, (), NOW)
+        try:
+            got = compile_expr(when, {})(ctx)
+        except ConditionError:
+            got = ERROR
+        if got != _table(op, a, b):
+            wrong.append((a, b, "literal" if literal else "attribute", got))
+    assert not wrong, wrong[:10]

@@ -19,7 +19,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from policyengine import load_policy
-from policyengine.evaluate import _id_problem, _plain_id
+from policyengine.identity import id_problem as _id_problem, plain_id as _plain_id
 
 POLICY = """
 package ops
@@ -99,7 +99,12 @@ REFUSED = [
     ("id with a backslash", req(rid="prod\\db1"), "resource.id: \"prod\\\\db1\" contains a backslash"),
     ("id with an encoded slash", req(rid="prod%2Fdb1"), "resource.id: \"prod%2Fdb1\" holds a percent-encoded"),
     ("id with an encoded backslash", req(rid="prod%5cdb1"), "resource.id: \"prod%5cdb1\" holds a percent-encoded"),
-    ("id with an encoded dot segment", req(rid="x/%2e%2E/prod/db1"), "holds a percent-encoded '/', backslash or dot"),
+    ("id with an encoded dot segment", req(rid="x/%2e%2E/prod/db1"), "holds a percent-encoded '/', backslash, dot"),
+    # a server that decodes twice reads %252F as '/': x%252F..%252Fprod%252Fdb1 would be prod/db1 to it
+    ("id with a slash encoded twice", req(rid="x%252F..%252Fprod%252Fdb1"), "holds a percent-encoded '/', backslash"),
+    ("id with a dot segment encoded twice", req(rid="x/%252e%252e/prod/db1"), "holds a percent-encoded '/', backslash"),
+    ("id with an encoded NUL", req(rid="prod/db1%00.txt"), "holds a percent-encoded '/', backslash, dot segment or "
+                                                           "control character"),
     ("id with a zero-width space", req(rid="prod\u200b/db1"),
      "resource.id: \"prod\\u200b/db1\" contains an invisible character (U+200B ZERO WIDTH SPACE)"),
     ("id with a no-break space", req(rid="prod\u00a0x/db1"), "contains an invisible character (U+00A0 NO-BREAK SPACE)"),
@@ -128,6 +133,12 @@ REFUSED = [
      "is the workflow 'invoice-exceptions' a budget names written with other characters"),
     ("budgeted workflow in full-width letters", in_workflow("\uff49nvoice-exceptions"),
      "is the workflow 'invoice-exceptions' a budget names written with other characters"),
+    ("budgeted workflow with a Unicode hyphen", in_workflow("invoice\u2010exceptions"),
+     "is the workflow 'invoice-exceptions' a budget names written with other characters"),
+    ("budgeted workflow with a minus sign", in_workflow("invoice\u2212exceptions"),
+     "is the workflow 'invoice-exceptions' a budget names written with other characters"),
+    ("workflow with a Cyrillic letter in a Latin word", in_workflow("inv\u043eice-exceptions"),
+     "context.workflow: \"inv\\u043eice-exceptions\" mixes letters of the scripts CYRILLIC, LATIN in one word"),
     ("workflow in a list", in_workflow(["invoice-exceptions"]),
      "context.workflow: must be a non-empty string (the workflow's name), not list"),
     ("workflow as a number", in_workflow(7), "context.workflow: must be a non-empty string (the workflow's name), not int"),

@@ -136,6 +136,68 @@ def test_constants_compared_with_a_normalised_attribute_are_normalised_too(tmp_p
     assert effects == ["deny", "deny", "deny", "allow"]
 
 
+# Every deny below is written as its author means it; none may let the request through. The schema
+# normalises data.status only in pay requests, data.tags and resource.provider in every request.
+NORMALISED_DENIES = """
+package n
+role clerk
+model m1
+    provider "OpenAI" region "eu-west-1" hosting external
+const BLOCKED = {"eu": "SANCTIONED"}
+schema payments
+    for action pay
+    attribute data.status string normalise casefold
+schema everything
+    attribute data.tags set of string normalise casefold
+    attribute resource.provider string normalise casefold
+rule clerks_do_anything
+    allow role clerk to any tool "**"
+rule clerks_invoke
+    allow role clerk to any model "**"
+rule status_on_the_right
+    deny any to pay tool "bank" when "SANCTIONED" == data.status
+rule tag_on_the_right
+    deny any to read tool "bank" when "PII" in data.tags
+rule status_in_a_list_with_an_attribute
+    deny any to pay tool "vault" when data.status in ["SANCTIONED", context.also_blocked]
+rule status_from_a_record
+    deny any to pay tool "safe" when data.status == BLOCKED["eu"]
+rule status_in_any_action
+    deny any to any tool "desk" when data.status == "SANCTIONED"
+rule provider_from_the_registry
+    deny any to invoke model "**" when resource.provider == "OpenAI"
+"""
+
+
+def _asks(action: str, rid: str, data: dict, kind: str = "tool", context: dict | None = None) -> dict:
+    return {"principal": {"id": "c", "roles": ["clerk"]}, "action": action, "resource": {"kind": kind, "id": rid},
+            "data": data, "context": context or {"also_blocked": "x"}}
+
+
+# (case, request, the deny that must decide it)
+NORMALISED_CASES = [
+    ("a constant left of a normalised attribute", _asks("pay", "bank", {"status": "sanctioned"}),
+     "n.status_on_the_right"),
+    ("a constant left of a normalised set", _asks("read", "bank", {"tags": ["pii"]}), "n.tag_on_the_right"),
+    ("a constant in a list beside an attribute", _asks("pay", "vault", {"status": "Sanctioned"}),
+     "n.status_in_a_list_with_an_attribute"),
+    ("a record's entry", _asks("pay", "safe", {"status": "sanctioned"}), "n.status_from_a_record"),
+    ("normalised where the schema applies", _asks("pay", "desk", {"status": "sanctioned"}), "n.status_in_any_action"),
+    ("exact where it does not (the constant is not folded)", _asks("read", "desk", {"status": "SANCTIONED"}),
+     "n.status_in_any_action"),
+    ("a declared model's registry value", _asks("invoke", "m1", {}, "model"), "n.provider_from_the_registry"),
+    ("a request's value of an undeclared model", _asks("invoke", "m9", {}, "model") | {
+        "resource": {"kind": "model", "id": "m9", "attrs": {"provider": "OPENAI"}}}, "n.provider_from_the_registry"),
+]
+
+
+@pytest.mark.parametrize("case,request_,rule", NORMALISED_CASES, ids=[c[0] for c in NORMALISED_CASES])
+def test_a_deny_compares_its_constants_in_the_form_the_attribute_is_read(tmp_path, case, request_, rule):
+    (tmp_path / "n.policy").write_text(NORMALISED_DENIES)
+    decision = load_policy(tmp_path).evaluate(request_)
+    assert (decision.effect, [r.rule for r in decision.reasons]) == ("deny", [rule])
+
+
 def test_validation_never_changes_the_callers_request(policy):
     request = pay({"vendor_status": " SANCTIONED ", "tags": ["A"]})
     before = json.dumps(request, sort_keys=True)

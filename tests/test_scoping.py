@@ -208,6 +208,11 @@ DECISIONS = [
     ({"workflow": "billing", "amount": 101}, "read", {"draft": True}, "allow", ["other.any_read"]),
     ({"workflow": "billing", "region": "us-east-1"}, "write", {}, "deny", ["<default-deny>"]),
     ({"workflow": ["orders"]}, "read", {}, "allow", ["other.any_read"]),  # not a string: outside, never an error
+    # a name that only looks like the scoped workflow is refused, not taken for another workflow past no_drafts
+    ({"workflow": "Orders"}, "read", {"draft": True}, "deny", ["<request>"]),
+    ({"workflow": "orders "}, "read", {"draft": True}, "deny", ["<request>"]),
+    ({"workflow": "\uff4frders"}, "read", {"draft": True}, "deny", ["<request>"]),
+    ({"workflow": "ord\u200bers"}, "read", {"draft": True}, "deny", ["<request>"]),
 ]
 
 
@@ -230,3 +235,35 @@ def test_explain_says_a_declaration_is_outside_its_scope() -> None:
             "action read; this request: workflow 'billing', action 'read')") in text
     assert "escalate shop.big_orders: does not match: outside its scope (workflow 'orders'" in text
     assert "residency shop.eu_orders: does not apply: outside its scope (workflow 'orders' and action write" in text
+
+
+# A rule whose head names an action group is checked as a copy listing the actions: the copy is still in its
+# file, under the file's scope (it was looked up by object and lost the scope: it allowed in every workflow).
+GROUPED = """
+package shop
+scope workflow "orders"
+role clerk
+const READS = ["read", "list"]
+rule clerks_read_and_list
+    allow role clerk to READS dataset "orders/*"
+rule no_list_of_drafts
+    deny any to READS dataset "orders/*"
+    when data.draft == true
+"""
+
+
+@pytest.mark.parametrize("workflow, action, data, effect, rules", [
+    ("orders", "read", {"draft": False}, "allow", ["shop.clerks_read_and_list"]),
+    ("orders", "list", {"draft": True}, "deny", ["shop.no_list_of_drafts"]),
+    ("billing", "read", {"draft": False}, "deny", ["<default-deny>"]),
+    ("billing", "list", {"draft": True}, "deny", ["<default-deny>"]),
+    (None, "read", {}, "deny", ["<default-deny>"]),
+])
+def test_a_rule_naming_an_action_group_keeps_its_files_scope(workflow, action, data, effect, rules) -> None:
+    result = check_policy([parse_policy(GROUPED, "shop.policy")])
+    assert result.policy is not None, [f.headline() for f in result.findings]
+    request = {"principal": {"id": "pat", "roles": ["clerk"]}, "action": action, "data": data,
+               "resource": {"kind": "dataset", "id": "orders/1"},
+               "context": {} if workflow is None else {"workflow": workflow}}
+    decision = Policy(result.policy, policy_hash="test").evaluate(request)
+    assert (decision.effect, [r.rule for r in decision.reasons]) == (effect, rules)
