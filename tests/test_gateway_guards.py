@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policyengine.gateway.guards import (
-    PII_TYPES, GuardConfig, find_pii, find_secrets, iban_valid, injection_score, luhn_valid, mask, merge, screen,
+    _EMAIL, PII_TYPES, GuardConfig, find_emails, find_pii, find_secrets, iban_valid, injection_score, luhn_valid, mask,
+    merge, screen,
 )
 
 
@@ -108,6 +109,14 @@ def test_masked_text_keeps_no_planted_entity(parts: list[tuple[str, str]], tail:
     masked = mask(text, found.findings)
     for _, entity in parts:
         assert entity not in masked
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet="a.@-_bé1!%+Zx ", max_size=60))
+def test_emails_are_found_as_the_pattern_finds_them_without_rescanning(text: str) -> None:
+    """``find_emails`` finds exactly ``_EMAIL.finditer``'s spans, trying the pattern only where an '@' with a
+    matching domain stands: tried at every word boundary, it took 4.5 s of the event loop for 40 KB of "a."."""
+    assert [(f.start, f.end) for f in find_emails(text)] == [(m.start(), m.end()) for m in _EMAIL.finditer(text)]
 
 
 # (how it is hidden, text, the types found, the text once every finding is masked)
