@@ -616,12 +616,21 @@ class Evaluator:
         return gates
 
     def _residency(self, c: Ctx, reasons: list[Reason], errors: list[str]) -> None:
-        region = c.context.get("region")
-        if region is None:
-            reg = c.reg
-            region = reg.get("region") if reg is not None else None
-            if region is None:
-                region = c.rattrs.get("region")
+        """Deny for every residency that applies to ``c`` and does not allow each region its data reaches.
+
+        Those are ``context.region`` (where the caller computes) and the region a declared model is declared
+        in; when neither is known, the resource's ``region``. Both are checked: a ``context.region`` claiming
+        an allowed region for a model declared elsewhere must not carry the data there.
+        """
+        claimed = c.context.get("region")
+        reg = c.reg
+        declared = reg.get("region") if reg is not None else None
+        if claimed is None and declared is None:
+            regions: tuple[Any, ...] = (c.rattrs.get("region"),)
+        elif claimed is None or declared is None or claimed == declared:
+            regions = (declared if claimed is None else claimed,)
+        else:
+            regions = (claimed, declared)
         for res in self.compiled.residencies:
             try:
                 applies = res.when(c)
@@ -630,12 +639,19 @@ class Evaluator:
                 errors.append(text)
                 reasons.append(_errored_reason(res.reason_base, text))
                 continue
-            if applies and (region.__class__ is not str or region not in res.regions):
-                shown = repr(region) if region.__class__ is str else "unknown"
-                reasons.append(self._intern(
-                    ("residency", res.key, shown), res.id,
-                    f"{res.reason_base.message} (compute region {shown}, allowed: {', '.join(sorted(res.regions))})",
-                    res.reason_base))
+            if not applies:
+                continue
+            for region in regions:
+                if region.__class__ is not str or region not in res.regions:
+                    shown = repr(region) if region.__class__ is str else "unknown"
+                    if len(regions) == 2:
+                        shown += (f", where model {c.rid!r} is declared (context.region {claimed!r})"
+                                  if region is declared else f" in context.region (model {c.rid!r}: {declared!r})")
+                    reasons.append(self._intern(
+                        ("residency", res.key, shown), res.id,
+                        f"{res.reason_base.message} (compute region {shown}, allowed: {', '.join(sorted(res.regions))})",
+                        res.reason_base))
+                    break
 
     def _approved(self, c: Ctx, gate_id: str, gate_name: str, role: str, distinct: bool,
                   directory: Mapping[str, Any] | None) -> bool:

@@ -289,8 +289,20 @@ RESIDENCY = [
     ("model region from the registry (outside)",
      req(roles=["analyst"], action="invoke", kind="model", rid="big", data={"origin": "EU"}), "deny",
      [P + "eu_data"]),
-    ("context region overrides the registry",
+    ("an allowed context region does not carry data to a model declared outside the list",
      req(roles=["analyst"], action="invoke", kind="model", rid="big", data={"origin": "EU"},
+         context={"region": "eu-central-1"}), "deny", [P + "eu_data"]),
+    ("a context region outside the list denies a model declared inside it",
+     req(roles=["analyst"], action="invoke", kind="model", rid="small", data={"origin": "EU"},
+         context={"region": "us-east-1"}), "deny", [P + "eu_data"]),
+    ("a context region and a declared region both in the list",
+     req(roles=["analyst"], action="invoke", kind="model", rid="small", data={"origin": "EU"},
+         context={"region": "eu-central-1"}), "allow", [P + "analysts_invoke"]),
+    ("a context region for a model declared without one",
+     req(roles=["analyst"], action="invoke", kind="model", rid="nowhere", data={"origin": "EU"},
+         context={"region": "eu-west-1"}), "allow", [P + "analysts_invoke"]),
+    ("two regions are checked only where a residency applies",
+     req(roles=["analyst"], action="invoke", kind="model", rid="big", data={"origin": "US"},
          context={"region": "eu-central-1"}), "allow", [P + "analysts_invoke"]),
     ("model without a region is unknown",
      req(roles=["analyst"], action="invoke", kind="model", rid="nowhere", data={"origin": "EU"}), "deny",
@@ -330,6 +342,14 @@ def test_residency_reason_names_region_and_citation(policy):
     decision = policy.evaluate(req(data={"origin": "DE"}, context={"region": "us-east-1"}))
     (reason,) = decision.reasons
     assert "us-east-1" in reason.message and "GDPR Art. 44" in reason.cites
+
+
+def test_a_declared_region_outside_the_list_is_named_beside_the_context_region(policy):
+    decision = policy.evaluate(req(roles=["analyst"], action="invoke", kind="model", rid="big", data={"origin": "EU"},
+                                   context={"region": "eu-central-1"}))
+    (reason,) = decision.reasons
+    assert reason.rule == P + "eu_data"
+    assert "compute region 'us-east-1', where model 'big' is declared (context.region 'eu-central-1')" in reason.message
 
 
 # --- routing -----------------------------------------------------------------------
