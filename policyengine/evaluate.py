@@ -101,11 +101,15 @@ _PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
 _RESOURCE_KEYS = frozenset(("id", "kind", "attrs"))
 
 
-def _lenient(obj: dict, attrs: Any, known: frozenset[str]) -> Any:
-    """Attributes written beside ``id`` instead of under ``attrs`` count too (``attrs`` wins)."""
+def _lenient(obj: dict, attrs: Any, known: frozenset[str], where: str, errors: list[str]) -> Any:
+    """Attributes written beside ``id`` instead of under ``attrs`` count too; one written in both places with
+    two values is malformed (which one counts is a guess another reader of the request may guess otherwise)."""
     if attrs.__class__ is not dict and not isinstance(attrs, dict):
         return attrs  # already reported as malformed
     extra = {k: v for k, v in obj.items() if k not in known}
+    for key, value in extra.items():
+        if key in attrs and (attrs[key].__class__ is not value.__class__ or attrs[key] != value):
+            errors.append(f"{where}.{key}: written beside id and under attrs with two values; write it once")
     return {**extra, **attrs}
 
 
@@ -280,7 +284,7 @@ class Evaluator:
                 if pattrs.__class__ is not dict and not isinstance(pattrs, dict):
                     errors.append("principal.attrs: must be an object")
             if len(p) > known:
-                pattrs = _lenient(p, pattrs, _PRINCIPAL_KEYS)
+                pattrs = _lenient(p, pattrs, _PRINCIPAL_KEYS, "principal", errors)
         action = request.get("action")
         if action.__class__ is not str or not action:
             errors.append("action: missing" if action is None else "action: must be a non-empty string")
@@ -319,7 +323,7 @@ class Evaluator:
                 if rattrs.__class__ is not dict and not isinstance(rattrs, dict):
                     errors.append("resource.attrs: must be an object")
             if len(r) > known:
-                rattrs = _lenient(r, rattrs, _RESOURCE_KEYS)
+                rattrs = _lenient(r, rattrs, _RESOURCE_KEYS, "resource", errors)
         data = request.get("data")
         if data is None:
             data = _EMPTY

@@ -582,6 +582,22 @@ def test_bad_rule_files_raise_policy_error_with_findings(tmp_path):
     assert info.value.findings and all(f.span.file.endswith("bad.policy") for f in info.value.findings)
 
 
+@pytest.mark.parametrize(("where", "beside", "under"), [
+    ("principal", 1, 4),          # the value attrs held was the one that counted: a reader of the other is denied
+    ("principal", 4, 1),
+    ("principal", 4, 4.0),        # equal numbers of two types are still two spellings
+    ("principal", True, 1),
+    ("resource", "public", "secret"),
+])
+def test_an_attribute_written_beside_id_and_under_attrs_with_two_values_is_malformed(policy, where, beside, under):
+    request = req(rid="vault/a", data={"classification": "x"})
+    request[where]["clearance"] = beside
+    request[where]["attrs"] = {"clearance": under}
+    decision = policy.evaluate(request)
+    assert decision.effect == "deny" and decision.errors == (
+        f"{where}.clearance: written beside id and under attrs with two values; write it once",)
+
+
 def test_missing_rule_path_raises_policy_error(tmp_path):
     with pytest.raises(PolicyError):
         load_policy(tmp_path / "nope.policy")
@@ -591,8 +607,8 @@ def test_attributes_beside_id_count_as_attrs(policy):
     request = req(rid="vault/a", data={"classification": "x"})
     request["principal"]["clearance"] = 4
     assert policy.evaluate(request).effect == "allow"
-    request["principal"]["attrs"] = {"clearance": 1}  # attrs wins
-    assert policy.evaluate(request).effect == "deny"
+    request["principal"]["attrs"] = {"clearance": 4}  # the same value in both places: one attribute
+    assert policy.evaluate(request).effect == "allow"
     model = req(roles=["analyst"], action="invoke", kind="model", rid="other", data={"classification": "secret"})
     model["resource"]["hosting"] = "external"
     assert [r.rule for r in policy.evaluate(model).reasons] == [P + "no_secret_offsite"]
