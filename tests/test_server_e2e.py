@@ -111,6 +111,10 @@ BAD_BODIES = [
             "data": {"classification": "restricted"}, "approvals": []}},
         "resource": {"type": "dataset", "id": "x"}}).encode(),
      ["action.properties.data: send it as context.data", "action.properties.approvals: send it as context."]),
+    ("/access/v1/evaluation", json.dumps({  # a PEP paying action.properties.amount past a gate read at 5
+        "subject": {"type": "user", "id": "a"}, "action": {"name": "pay", "properties": {"amount": 50_000}},
+        "resource": {"type": "tool", "id": "erp/payments"}, "context": {"amount": 5}}).encode(),
+     ["action.properties.amount: also in context with another value"]),
     ("/access/v1/evaluations", json.dumps({"evaluations": 3, "options": {"evaluations_semantic": "most"}}).encode(),
      ["evaluations: must be an array", "evaluations_semantic"]),
     ("/v1/charge", json.dumps({"tokens": -1, "cost": "x", "extra": 1}).encode(),

@@ -6,8 +6,8 @@ Mapping (docs/server.md has the table):
   ``subject.properties.roles`` -> ``principal.roles``, other subject properties -> ``principal.attrs``
 - ``resource.type`` -> ``resource.kind``, ``resource.id`` -> ``resource.id``,
   ``resource.properties`` -> ``resource.attrs``
-- ``action.name`` -> ``action``; ``action.properties`` -> ``context`` keys (the context's own keys win;
-  ``data`` and ``approvals`` there are refused: they belong in ``context``)
+- ``action.name`` -> ``action``; ``action.properties`` -> ``context`` keys (one also in ``context`` with
+  another value is refused, as are ``data`` and ``approvals`` there: they belong in ``context``)
 - ``context.data`` -> ``data``, ``context.approvals`` -> ``approvals``, the rest of ``context`` -> ``context``
 
 The answer's ``decision`` is true only for ``allow``; ``context`` carries the
@@ -60,6 +60,10 @@ def to_request(evaluation: dict[str, Any], where: str = "") -> tuple[dict[str, A
         if key in action_properties:
             problems.append(f"{where}action.properties.{key}: send it as context.{key}, which becomes the "
                             f"request's {key}")
+    for key in action_properties.keys() & context.keys():  # which one counts would be a guess a PEP may not share
+        mine, theirs = action_properties[key], context[key]
+        if mine.__class__ is not theirs.__class__ or mine != theirs:
+            problems.append(f"{where}action.properties.{key}: also in context with another value; send it once")
     target: dict[str, Any] = {}
     if resource:
         target = {
