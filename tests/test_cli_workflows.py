@@ -464,6 +464,29 @@ def test_an_input_without_items_is_one_clear_line_and_starts_no_run(tmp_path, na
     assert proc.stdout == "" and not (tmp_path / "policyengine.duckdb").exists()
 
 
+_INVOICE_HEADER = "id,vendor,vendor_country,vendor_region,amount,currency,po_number,classification,true_exception," \
+                  "vendor_age_days,vendor_status"
+
+
+@pytest.mark.parametrize("content, message", [
+    # a spreadsheet shows the first amount column (900,000, escalated); DictReader kept the last (50, paid)
+    (f"{_INVOICE_HEADER},amount\nINV-C1,Lumen SARL,FR,EU,900000,EUR,PO-1,confidential,none,45,active,50\n",
+     'inv.csv:1: the header names the column "amount" twice; name each column once (readers disagree on which '
+     "cell counts)"),
+    # a cut row: vendor_status (and the rest) would read as absent, and no rule about a sanctioned vendor fires
+    (f"{_INVOICE_HEADER}\nINV-C2,Lumen SARL,FR,EU,900,EUR,PO-2,confidential,none,45,active\n"
+     "INV-C3,Evil Ltd,FR,EU,900\n",
+     "inv.csv:3: fewer cells than the header has columns"),
+    (f"{_INVOICE_HEADER}\nINV-C4,Lumen SARL,FR,EU,900,EUR,PO-4,confidential,none,45,active,sanctioned\n",
+     "inv.csv:2: more cells than the header has columns"),
+])
+def test_a_csv_whose_cells_do_not_line_up_with_its_header_starts_no_run(tmp_path, content, message):
+    (tmp_path / "inv.csv").write_text(content)
+    proc = pe("run", "invoice-exceptions", "--input", "inv.csv", cwd=tmp_path, ok=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"error: {message}\n")
+    assert not (tmp_path / "policyengine.duckdb").exists()  # nothing ran, nothing was paid
+
+
 def test_unrecordable_input_values_refuse_the_file_before_any_run_starts(work, seeded):
     for f in seeded.iterdir():
         shutil.copy(f, work / f.name)
