@@ -112,6 +112,29 @@ def test_rejection_and_deadline_expiry_from_the_command_line(work):
     assert outcomes == ["rejected", "expired"]
 
 
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+@pytest.mark.parametrize("named", [
+    lambda run_id: "",  # a script's unset variable: "" is a prefix of every id
+    lambda run_id: "r-",
+    lambda run_id: run_id[:10],
+    lambda run_id: run_id.upper(),
+    lambda run_id: run_id + " ",
+], ids=["empty", "r-", "prefix", "upper-case", "trailing-space"])
+def test_a_decision_names_its_run_by_the_whole_id(work, verb, named):
+    out = pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml", "--json", cwd=work)
+    (run,) = json.loads(out.stdout)["runs"]
+    run_id = run["run_id"]
+    assert run["status"] == "waiting_approval"
+    refused = pe(verb, named(run_id), "--as", "alice", cwd=work, ok=False)
+    assert refused.returncode == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith(f"error: no run {named(run_id)!r} in this database")
+    assert audit_rows(work / "policyengine.duckdb", "approval") == []  # nothing decided
+    (listed,) = [json.loads(line) for line in pe("runs", "list", "--json", cwd=work).stdout.splitlines()]
+    assert listed["status"] == "waiting_approval"
+    out = pe(verb, run_id, "--as", "alice", cwd=work)
+    assert out.stdout.startswith(f"{run_id} {verb}d by alice" if verb == "approve" else f"{run_id} rejected by alice")
+
+
 def test_budget_exhausted_mid_batch_denies_the_rest(work):
     rules = work / "rules"
     shutil.copytree(data_path("rules"), rules)

@@ -401,7 +401,7 @@ class Orchestrator:
             user = canonical_identity(user, "approver")
         except IdentityError as exc:
             raise ApprovalRefused(str(exc)) from None
-        run = self._run(run_id)
+        run = self._run(run_id, exact=True)  # a decision names its run whole: a prefix ("", "r-") could be any run
         self.expire()  # every writing command records overdue approvals as expired
         run = self._run(run.run_id)
         if run.status != "waiting_approval":
@@ -952,12 +952,28 @@ class Orchestrator:
             return self._result(left, ())
         return self._drive(wf, replace(run, status="running"))
 
-    def _run(self, run_id: str) -> RunRecord:
-        return find_run(self.store, run_id)
+    def _run(self, run_id: str, *, exact: bool = False) -> RunRecord:
+        return find_run(self.store, run_id, exact=exact)
 
 
-def find_run(store: RunState, run_id: str) -> RunRecord:
-    """The run ``run_id`` (id or unique prefix) names, or ``RunError`` saying why there is none."""
+def find_run(store: RunState, run_id: str, *, exact: bool = False) -> RunRecord:
+    """The run ``run_id`` names (id or unique prefix; with ``exact``, the whole id), or ``RunError`` saying why not.
+
+    ``exact`` is for decisions (approve, reject): one typed with a cut or empty
+    id (a script's unset variable) must not land on whichever run it prefixes.
+    """
+    if exact:
+        run = store.runs_by_id([run_id]).get(run_id)
+        if run is None:
+            near = None
+            try:
+                near = store.run(run_id) if run_id else None
+            except LookupError:
+                pass
+            hint = (f"; a decision names its run by the whole id, e.g. {near.run_id}" if near is not None
+                    else " (see `policyengine runs list`)")
+            raise RunError(f"no run {run_id!r} in this database{hint}")
+        return run
     try:
         run = store.run(run_id)
     except LookupError as exc:
