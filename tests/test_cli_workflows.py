@@ -135,6 +135,20 @@ def test_a_decision_names_its_run_by_the_whole_id(work, verb, named):
     assert out.stdout.startswith(f"{run_id} {verb}d by alice" if verb == "approve" else f"{run_id} rejected by alice")
 
 
+@pytest.mark.parametrize("second", ["inv-t1", "ＩＮＶ-Ｔ1", "INV-T1\u200b", " INV-T1", "INV-T1\u00a0"],
+                         ids=["lower-case", "full-width", "zero-width-space", "leading-space", "no-break-space"])
+def test_items_whose_ids_only_look_alike_are_refused_before_anything_is_paid(work, second):
+    # two runs would mean two payments of one invoice under two idempotency keys, which no tool can deduplicate
+    (work / "alike.json").write_text(json.dumps([{**INVOICE, "amount": 900.0},
+                                                 {**INVOICE, "id": second, "amount": 900.0}]))
+    proc = pe("run", "invoice-exceptions", "--input", "alike.json", "--providers", "sure.yaml", cwd=work, ok=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"error: alike.json: item 2 (id {second!r}) reads as item 1 (id 'INV-T1'): the ids differ "
+                           f"only in case, width, spaces or invisible characters: each item runs once per input "
+                           f"(remove the repeats, or give distinct items distinct ids); no run was started\n")
+    assert not (work / "policyengine.duckdb").exists()
+
+
 def test_budget_exhausted_mid_batch_denies_the_rest(work):
     rules = work / "rules"
     shutil.copytree(data_path("rules"), rules)
