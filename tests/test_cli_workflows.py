@@ -260,6 +260,52 @@ def test_a_payment_made_before_a_kill_stays_in_the_run_when_the_model_decides_ot
     assert [c["status"] for c in audit_rows(db, "model_call") if c["run_id"] == run_id] == ["ok"]  # not re-asked
 
 
+KILL_BETWEEN_STATE_AND_AUDIT = """
+import os
+from pathlib import Path
+from policyengine.orchestrator.session import Session, SessionConfig
+from policyengine.orchestrator.workflows import load_items
+
+with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengine.key"), create_key=True,
+                           providers=Path("sure.yaml"))) as session:
+    audit, append, paid = session.audit, session.audit.append, []
+
+    def append_and_note(event, **kw):
+        if event == "tool_call" and kw["payload"]["step"] == "approve_payment":
+            paid.append(kw["run_id"])
+        return append(event, **kw)
+
+    def die_once_the_payment_awaits_its_commit():
+        if paid:  # the run state was just committed (the session's hook runs first); the records were not
+            os._exit(137)
+
+    audit.append = append_and_note
+    audit.before_commit(die_once_the_payment_awaits_its_commit)
+    session.orchestrator.run_batch("invoice-exceptions", load_items("small.json"), requested_by="operator")
+"""
+
+
+def test_a_payment_is_on_record_after_a_kill_between_the_state_commit_and_the_audit_commit(work):
+    # run state commits before the audit records it describes; the process dies in between, as the payment's
+    # tool_call waits for its commit: the state must not already say the run completed
+    (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
+    (work / "kill.py").write_text(KILL_BETWEEN_STATE_AND_AUDIT)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 137, proc.stderr
+    db = work / "policyengine.duckdb"
+    pe("runs", "resume", cwd=work)
+    pe("run", "invoice-exceptions", "--input", "small.json", "--providers", "sure.yaml", cwd=work)  # typed again
+    with duckdb.connect(str(db), read_only=True) as conn:
+        (run_id, status), = conn.execute("SELECT run_id, status FROM orch_runs").fetchall()
+        receipts = conn.execute("SELECT step FROM orch_effects WHERE run_id = ?", [run_id]).fetchall()
+    assert status == "completed" and receipts == [("approve_payment",)]  # paid once
+    tools = [t["step"] for t in audit_rows(db, "tool_call") if t["run_id"] == run_id]
+    assert tools == ["approve_payment"]  # ... and the payment is in the audit log
+    assert [r["status"] for r in audit_rows(db, "run") if r["run_id"] == run_id] == ["completed"]
+    assert "OK" in pe("audit", "verify", cwd=work).stdout
+
+
 KILL_AFTER_WAITING_IS_AUDITED = """
 import os
 from pathlib import Path

@@ -824,6 +824,10 @@ class Orchestrator:
                 "tool": p.ask.id, "status": "error" if p.error else "ok", "step": step.name, "error": p.error,
                 "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": False},
                 self.policy.policy_hash)
+            if step.effect:
+                # the record of the call is durable before the journal may say how the step ended: run state
+                # commits first, so a crash between the two left a run completed, paid, and no tool_call on record
+                self._audit_durable()
         elif isinstance(step, DataRead):
             self._audit(run, "data_access", wf.agent, {
                 "dataset": p.ask.id, "classification": p.ask.data.get("classification"),
