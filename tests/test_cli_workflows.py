@@ -276,7 +276,7 @@ with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengin
         return append(event, **kw)
 
     def die_once_the_payment_awaits_its_commit():
-        if paid:  # the run state was just committed (the session's hook runs first); the records were not
+        if paid:  # the payment's receipt is committed; its tool_call record is not
             os._exit(137)
 
     audit.append = append_and_note
@@ -285,9 +285,9 @@ with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengin
 """
 
 
-def test_a_payment_is_on_record_after_a_kill_between_the_state_commit_and_the_audit_commit(work):
-    # run state commits before the audit records it describes; the process dies in between, as the payment's
-    # tool_call waits for its commit: the state must not already say the run completed
+def test_a_payment_is_on_record_after_a_kill_before_its_tool_call_commits(work):
+    # the process dies as the payment's tool_call waits for its commit: the state must not already say the run
+    # completed (run state committed before the audit records it describes left it completed, paid, unrecorded)
     (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
     (work / "kill.py").write_text(KILL_BETWEEN_STATE_AND_AUDIT)
     proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
@@ -304,6 +304,67 @@ def test_a_payment_is_on_record_after_a_kill_between_the_state_commit_and_the_au
     assert tools == ["approve_payment"]  # ... and the payment is in the audit log
     assert [r["status"] for r in audit_rows(db, "run") if r["run_id"] == run_id] == ["completed"]
     assert "OK" in pe("audit", "verify", cwd=work).stdout
+
+
+DIE_WHEN_STATE_COMMITS_AHEAD_OF_ITS_RECORDS = """
+import os
+from pathlib import Path
+from policyengine.orchestrator.session import Session, SessionConfig
+from policyengine.orchestrator.workflows import load_items
+
+with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengine.key"), create_key=True,
+                           providers=Path("sure.yaml"))) as session:
+    audit, store, seqs = session.audit, session.run_state, [0]
+    append, flush, write_intent = audit.append, store.flush, store.write_intent
+
+    def die_if_ahead():  # run state just committed while records appended before it are not: a kill here
+        if seqs[-1] > audit.flushed:
+            os._exit(137)
+
+    def append_and_note(event, **kw):
+        seqs.append(append(event, **kw))
+        return seqs[-1]
+
+    def flush_then_check():
+        written = flush()
+        if written:
+            die_if_ahead()
+        return written
+
+    def write_intent_then_check(*args):
+        write_intent(*args)
+        die_if_ahead()
+
+    audit.append, store.flush, store.write_intent = append_and_note, flush_then_check, write_intent_then_check
+    session.orchestrator.run_batch("invoice-exceptions", load_items("two.json"), requested_by="operator")
+"""
+
+
+def test_run_state_never_commits_ahead_of_the_records_that_describe_it(work):
+    # the journal committed with a payment's intent before the records of the steps that led to it: a kill
+    # in between, and the resumed run restored the invoice read and the classification from the journal, with
+    # no data_access, model_call or decision record of them ever written
+    (work / "two.json").write_text(json.dumps([{**INVOICE, "id": "INV-P1", "amount": 900.0},
+                                               {**INVOICE, "id": "INV-W1"}]))  # paid; waits for alice
+    (work / "die.py").write_text(DIE_WHEN_STATE_COMMITS_AHEAD_OF_ITS_RECORDS)
+    proc = subprocess.run([sys.executable, "die.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    pe("runs", "resume", cwd=work)
+    pe("run", "invoice-exceptions", "--input", "two.json", "--providers", "sure.yaml", cwd=work)  # typed again
+    db = work / "policyengine.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        steps = conn.execute("SELECT run_id, step, kind, status FROM orch_steps WHERE status IN ('done', 'waiting') "
+                             "ORDER BY run_id, ord").fetchall()
+        runs = dict(conn.execute("SELECT item_id, status FROM orch_runs").fetchall())
+    assert runs == {"INV-P1": "completed", "INV-W1": "waiting_approval"}
+    decided = {(d["run_id"], d["request"]["context"]["step"]) for d in audit_rows(db, "decision")}
+    recorded = {(r["run_id"], r["step"], kind) for kind, event in (("model", "model_call"), ("data", "data_access"),
+                                                                   ("tool", "tool_call"))
+                for r in audit_rows(db, event)}
+    unrecorded = [(run_id, step) for run_id, step, kind, status in steps if (run_id, step) not in decided
+                  or status == "done" and kind in ("model", "data", "tool") and (run_id, step, kind) not in recorded]
+    assert unrecorded == []
+    assert proc.returncode == 0, "run state committed ahead of the records that describe it"
 
 
 KILL_AFTER_WAITING_IS_AUDITED = """
