@@ -96,7 +96,11 @@ def _where(path: str, line: int = 1, col: int = 1) -> Span:
 
 
 def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Finding]]:
-    """Expand files and folders (recursively, ``*.policy``, sorted) into file names."""
+    """Expand files and folders (recursively, ``*.policy``, sorted) into file names.
+
+    A path that is neither, and a folder holding no ``.policy`` file, is a
+    finding: beside other paths it would otherwise add nothing, unnoticed.
+    """
     found: list[str] = []
     findings: list[Finding] = []
     seen: set[str] = set()
@@ -107,6 +111,9 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
                 members = sorted(str(p) for p in path.rglob("*.policy") if p.is_file())
             except OSError as error:
                 findings.append(Finding("load", f"cannot list this folder: {error.strerror or error}", _where(str(given))))
+                continue
+            if not members:  # a folder named for its rules that holds none is checked for nothing: an error
+                findings.append(no_policy_files([given]))
                 continue
         elif path.is_file():
             members = [str(path)]

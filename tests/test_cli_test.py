@@ -267,6 +267,36 @@ def test_no_test_files_is_an_error(tmp_path: Path) -> None:
     assert "no policy test files" in result.stderr
 
 
+_NOTHING_HERE = "moved/:1:1: error[load]: no .policy files found here"
+
+
+@pytest.mark.parametrize("args, line", [
+    (("check", "rules/", "moved/"), _NOTHING_HERE),
+    (("check", "moved/", "rules/"), _NOTHING_HERE),
+    (("check", "--error-format", "json", "rules/", "moved/"), "checked 1 file: 1 error, 0 warnings"),
+    (("fmt", "--check", "rules/", "moved/"), _NOTHING_HERE),
+    (("eval", "--rules", "rules/", "--rules", "moved/", "--input", "request.json"), _NOTHING_HERE),
+    (("test", "rules/", "moved/"), "error: moved: no policy test files (*_test.yaml) found here; nothing in it "
+                                   "was tested"),
+])
+def test_a_named_folder_that_holds_nothing_fails_ci_beside_folders_that_pass(tmp_path: Path, args: tuple[str, ...],
+                                                                             line: str) -> None:
+    # rules/ passes on its own; moved/ is where a team's rules and tests were before they moved away
+    project(tmp_path, PASSING)
+    assert run("fmt", "rules/", cwd=tmp_path).returncode == 0  # in the canonical layout, so fmt --check passes
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "README.md").write_text("the rules moved\n", encoding="utf-8")
+    (tmp_path / "request.json").write_text(json.dumps({
+        "principal": {"id": "ann", "roles": ["reader"]}, "action": "read",
+        "resource": {"kind": "dataset", "id": "docs/a"}, "context": {"hour": 9}}), encoding="utf-8")
+    for alone in (("check", "rules/"), ("fmt", "--check", "rules/"), ("test", "rules/")):
+        assert run(*alone, cwd=tmp_path).returncode == 0, alone
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert line in (result.stdout + result.stderr).splitlines()
+    assert '"allow"' not in result.stdout  # eval decides nothing with a policy that is not all there
+
+
 def test_the_shipped_rules_pass_with_full_coverage(tmp_path: Path) -> None:
     rules = data_path("rules")
     result = run("test", "--coverage", "--fail-under", "100", "--junit", str(tmp_path / "r.xml"), str(rules), cwd=tmp_path)

@@ -112,6 +112,43 @@ def test_rejection_and_deadline_expiry_from_the_command_line(work):
     assert outcomes == ["rejected", "expired"]
 
 
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+@pytest.mark.parametrize("named", [
+    lambda run_id: "",  # a script's unset variable: "" is a prefix of every id
+    lambda run_id: "r-",
+    lambda run_id: run_id[:10],
+    lambda run_id: run_id.upper(),
+    lambda run_id: run_id + " ",
+], ids=["empty", "r-", "prefix", "upper-case", "trailing-space"])
+def test_a_decision_names_its_run_by_the_whole_id(work, verb, named):
+    out = pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml", "--json", cwd=work)
+    (run,) = json.loads(out.stdout)["runs"]
+    run_id = run["run_id"]
+    assert run["status"] == "waiting_approval"
+    refused = pe(verb, named(run_id), "--as", "alice", cwd=work, ok=False)
+    assert refused.returncode == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith(f"error: no run {named(run_id)!r} in this database")
+    assert audit_rows(work / "policyengine.duckdb", "approval") == []  # nothing decided
+    (listed,) = [json.loads(line) for line in pe("runs", "list", "--json", cwd=work).stdout.splitlines()]
+    assert listed["status"] == "waiting_approval"
+    out = pe(verb, run_id, "--as", "alice", cwd=work)
+    assert out.stdout.startswith(f"{run_id} {verb}d by alice" if verb == "approve" else f"{run_id} rejected by alice")
+
+
+@pytest.mark.parametrize("second", ["inv-t1", "ＩＮＶ-Ｔ1", "INV-T1\u200b", " INV-T1", "INV-T1\u00a0"],
+                         ids=["lower-case", "full-width", "zero-width-space", "leading-space", "no-break-space"])
+def test_items_whose_ids_only_look_alike_are_refused_before_anything_is_paid(work, second):
+    # two runs would mean two payments of one invoice under two idempotency keys, which no tool can deduplicate
+    (work / "alike.json").write_text(json.dumps([{**INVOICE, "amount": 900.0},
+                                                 {**INVOICE, "id": second, "amount": 900.0}]))
+    proc = pe("run", "invoice-exceptions", "--input", "alike.json", "--providers", "sure.yaml", cwd=work, ok=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"error: alike.json: item 2 (id {second!r}) reads as item 1 (id 'INV-T1'): the ids differ "
+                           f"only in case, width, spaces or invisible characters: each item runs once per input "
+                           f"(remove the repeats, or give distinct items distinct ids); no run was started\n")
+    assert not (work / "policyengine.duckdb").exists()
+
+
 def test_budget_exhausted_mid_batch_denies_the_rest(work):
     rules = work / "rules"
     shutil.copytree(data_path("rules"), rules)
@@ -221,6 +258,113 @@ def test_a_payment_made_before_a_kill_stays_in_the_run_when_the_model_decides_ot
     tools = [(t["step"], t["replayed"]) for t in audit_rows(db, "tool_call") if t["run_id"] == run_id]
     assert tools == [("approve_payment", True)]  # the payment made is on the record
     assert [c["status"] for c in audit_rows(db, "model_call") if c["run_id"] == run_id] == ["ok"]  # not re-asked
+
+
+KILL_BETWEEN_STATE_AND_AUDIT = """
+import os
+from pathlib import Path
+from policyengine.orchestrator.session import Session, SessionConfig
+from policyengine.orchestrator.workflows import load_items
+
+with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengine.key"), create_key=True,
+                           providers=Path("sure.yaml"))) as session:
+    audit, append, paid = session.audit, session.audit.append, []
+
+    def append_and_note(event, **kw):
+        if event == "tool_call" and kw["payload"]["step"] == "approve_payment":
+            paid.append(kw["run_id"])
+        return append(event, **kw)
+
+    def die_once_the_payment_awaits_its_commit():
+        if paid:  # the payment's receipt is committed; its tool_call record is not
+            os._exit(137)
+
+    audit.append = append_and_note
+    audit.before_commit(die_once_the_payment_awaits_its_commit)
+    session.orchestrator.run_batch("invoice-exceptions", load_items("small.json"), requested_by="operator")
+"""
+
+
+def test_a_payment_is_on_record_after_a_kill_before_its_tool_call_commits(work):
+    # the process dies as the payment's tool_call waits for its commit: the state must not already say the run
+    # completed (run state committed before the audit records it describes left it completed, paid, unrecorded)
+    (work / "small.json").write_text(json.dumps([{**INVOICE, "amount": 900.0}]))
+    (work / "kill.py").write_text(KILL_BETWEEN_STATE_AND_AUDIT)
+    proc = subprocess.run([sys.executable, "kill.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 137, proc.stderr
+    db = work / "policyengine.duckdb"
+    pe("runs", "resume", cwd=work)
+    pe("run", "invoice-exceptions", "--input", "small.json", "--providers", "sure.yaml", cwd=work)  # typed again
+    with duckdb.connect(str(db), read_only=True) as conn:
+        (run_id, status), = conn.execute("SELECT run_id, status FROM orch_runs").fetchall()
+        receipts = conn.execute("SELECT step FROM orch_effects WHERE run_id = ?", [run_id]).fetchall()
+    assert status == "completed" and receipts == [("approve_payment",)]  # paid once
+    tools = [t["step"] for t in audit_rows(db, "tool_call") if t["run_id"] == run_id]
+    assert tools == ["approve_payment"]  # ... and the payment is in the audit log
+    assert [r["status"] for r in audit_rows(db, "run") if r["run_id"] == run_id] == ["completed"]
+    assert "OK" in pe("audit", "verify", cwd=work).stdout
+
+
+DIE_WHEN_STATE_COMMITS_AHEAD_OF_ITS_RECORDS = """
+import os
+from pathlib import Path
+from policyengine.orchestrator.session import Session, SessionConfig
+from policyengine.orchestrator.workflows import load_items
+
+with Session(SessionConfig(db=Path("policyengine.duckdb"), key=Path("policyengine.key"), create_key=True,
+                           providers=Path("sure.yaml"))) as session:
+    audit, store, seqs = session.audit, session.run_state, [0]
+    append, flush, write_intent = audit.append, store.flush, store.write_intent
+
+    def die_if_ahead():  # run state just committed while records appended before it are not: a kill here
+        if seqs[-1] > audit.flushed:
+            os._exit(137)
+
+    def append_and_note(event, **kw):
+        seqs.append(append(event, **kw))
+        return seqs[-1]
+
+    def flush_then_check():
+        written = flush()
+        if written:
+            die_if_ahead()
+        return written
+
+    def write_intent_then_check(*args):
+        write_intent(*args)
+        die_if_ahead()
+
+    audit.append, store.flush, store.write_intent = append_and_note, flush_then_check, write_intent_then_check
+    session.orchestrator.run_batch("invoice-exceptions", load_items("two.json"), requested_by="operator")
+"""
+
+
+def test_run_state_never_commits_ahead_of_the_records_that_describe_it(work):
+    # the journal committed with a payment's intent before the records of the steps that led to it: a kill
+    # in between, and the resumed run restored the invoice read and the classification from the journal, with
+    # no data_access, model_call or decision record of them ever written
+    (work / "two.json").write_text(json.dumps([{**INVOICE, "id": "INV-P1", "amount": 900.0},
+                                               {**INVOICE, "id": "INV-W1"}]))  # paid; waits for alice
+    (work / "die.py").write_text(DIE_WHEN_STATE_COMMITS_AHEAD_OF_ITS_RECORDS)
+    proc = subprocess.run([sys.executable, "die.py"], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    pe("runs", "resume", cwd=work)
+    pe("run", "invoice-exceptions", "--input", "two.json", "--providers", "sure.yaml", cwd=work)  # typed again
+    db = work / "policyengine.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        steps = conn.execute("SELECT run_id, step, kind, status FROM orch_steps WHERE status IN ('done', 'waiting') "
+                             "ORDER BY run_id, ord").fetchall()
+        runs = dict(conn.execute("SELECT item_id, status FROM orch_runs").fetchall())
+    assert runs == {"INV-P1": "completed", "INV-W1": "waiting_approval"}
+    decided = {(d["run_id"], d["request"]["context"]["step"]) for d in audit_rows(db, "decision")}
+    recorded = {(r["run_id"], r["step"], kind) for kind, event in (("model", "model_call"), ("data", "data_access"),
+                                                                   ("tool", "tool_call"))
+                for r in audit_rows(db, event)}
+    unrecorded = [(run_id, step) for run_id, step, kind, status in steps if (run_id, step) not in decided
+                  or status == "done" and kind in ("model", "data", "tool") and (run_id, step, kind) not in recorded]
+    assert unrecorded == []
+    assert proc.returncode == 0, "run state committed ahead of the records that describe it"
 
 
 KILL_AFTER_WAITING_IS_AUDITED = """
@@ -462,6 +606,29 @@ def test_an_input_without_items_is_one_clear_line_and_starts_no_run(tmp_path, na
     proc = pe("run", "fraud-routing", "--input", name, cwd=tmp_path, ok=False)
     assert proc.returncode == 1 and proc.stderr == f"error: {name}: no items in the input\n"
     assert proc.stdout == "" and not (tmp_path / "policyengine.duckdb").exists()
+
+
+_INVOICE_HEADER = "id,vendor,vendor_country,vendor_region,amount,currency,po_number,classification,true_exception," \
+                  "vendor_age_days,vendor_status"
+
+
+@pytest.mark.parametrize("content, message", [
+    # a spreadsheet shows the first amount column (900,000, escalated); DictReader kept the last (50, paid)
+    (f"{_INVOICE_HEADER},amount\nINV-C1,Lumen SARL,FR,EU,900000,EUR,PO-1,confidential,none,45,active,50\n",
+     'inv.csv:1: the header names the column "amount" twice; name each column once (readers disagree on which '
+     "cell counts)"),
+    # a cut row: vendor_status (and the rest) would read as absent, and no rule about a sanctioned vendor fires
+    (f"{_INVOICE_HEADER}\nINV-C2,Lumen SARL,FR,EU,900,EUR,PO-2,confidential,none,45,active\n"
+     "INV-C3,Evil Ltd,FR,EU,900\n",
+     "inv.csv:3: fewer cells than the header has columns"),
+    (f"{_INVOICE_HEADER}\nINV-C4,Lumen SARL,FR,EU,900,EUR,PO-4,confidential,none,45,active,sanctioned\n",
+     "inv.csv:2: more cells than the header has columns"),
+])
+def test_a_csv_whose_cells_do_not_line_up_with_its_header_starts_no_run(tmp_path, content, message):
+    (tmp_path / "inv.csv").write_text(content)
+    proc = pe("run", "invoice-exceptions", "--input", "inv.csv", cwd=tmp_path, ok=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"error: {message}\n")
+    assert not (tmp_path / "policyengine.duckdb").exists()  # nothing ran, nothing was paid
 
 
 def test_unrecordable_input_values_refuse_the_file_before_any_run_starts(work, seeded):

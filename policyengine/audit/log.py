@@ -391,6 +391,7 @@ class AuditLog:
         self._released = False  # the file is let go (closed or abandoned): nothing more will be written
         self._flush_wanted = False  # a caller waits in wait_durable: the writer cuts the buffer at once
         self._before_commit: list[Callable[[], None]] = []  # see ``before_commit``
+        self._with_commit: list[Callable[[], Any]] = []  # ``before_commit(within=True)``
         self._facts_due: list[tuple[Any, ...]] = []  # committed records whose facts follow (``flush(answer_first)``)
         self._facts_scheduled = False  # a caller flushes answer-first and writes the facts itself (``write_facts``)
         self._facts_prepared: dict[int, Any] = {}  # seq -> its facts, computed ahead (``prepare_facts``)
@@ -513,13 +514,24 @@ class AuditLog:
         """The highest seq known durable."""
         return self._flushed
 
-    def before_commit(self, fn: Callable[[], None]) -> None:
+    def before_commit(self, fn: Callable[..., Any], *, within: bool = False) -> None:
         """Call ``fn`` before every commit of records, so that the state they describe is durable first.
 
         It runs on whichever thread commits (mostly the writer thread). If it
         raises, those records are not written and the log fails, as on a failed write.
+
+        With ``within``, ``fn()`` is called just before the transaction that
+        writes the records begins and returns ``(write, done)``: ``write(cursor)``
+        runs inside that very transaction (so what it writes on the log's
+        database is durable exactly when the records are: neither can be lost
+        without the other), with DuckDB's optimizer on (the records' own writes,
+        planned once, keep it off); ``done(committed)`` is called once the
+        transaction committed or rolled back. All three run on the same thread.
         """
-        self._before_commit.append(fn)
+        if within:
+            self._with_commit.append(fn)
+        else:
+            self._before_commit.append(fn)
 
     def mask_also(self, masking: Masking) -> None:
         """Mask ``masking``'s fields too in every later record: the masks of rule files loaded after opening."""
@@ -826,8 +838,14 @@ class AuditLog:
         ts = utc_now_text()
         signature = batch.key.sign(checkpoint_note(self.origin, batch.size, batch.root, ts))
         signed = Checkpoint(self.origin, batch.size, batch.root, ts, batch.key.key_id, signature)
+        within: list[tuple[Callable[[duckdb.DuckDBPyConnection], None], Callable[[bool], None]]] = []
 
         def write(cur: duckdb.DuckDBPyConnection) -> None:
+            if within:
+                cur.execute("SET enable_optimizer = true")  # a state row's UPDATE by key scans without it
+                for write_also, _ in within:
+                    write_also(cur)
+                cur.execute("SET enable_optimizer = false")
             if not batch.big:
                 self._appenders.records.append_rows(batch.rows)
                 self._appenders.records.flush()
@@ -851,7 +869,15 @@ class AuditLog:
             self._appenders.checkpoints.append_row(*(row[k] for k in _CHECKPOINT_COLUMNS))
             self._appenders.checkpoints.flush()
 
-        self._in_transaction(write)
+        committed = False
+        try:
+            for fn in self._with_commit:  # before the transaction begins: it sees what they committed before
+                within.append(fn())
+            self._in_transaction(write)
+            committed = True
+        finally:
+            for _, done in within:
+                done(committed)
         if answer_first and not batch.big:
             due = [row for row in batch.rows if row[3] == FACT_EVENT]
             if due:

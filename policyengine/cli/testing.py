@@ -35,7 +35,8 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     Each case's request is decided by the engine and compared with its
     expected effect, deciding rules, route and obligations; each monitor
     case's sample calls are judged by the bias/drift monitor. Exit 0 when every
-    case passes, 1 on any failure or unusable test file. See docs/policy-tests.md.
+    case passes, 1 on any failure or unusable test file, or when a folder named
+    in PATHS holds no test file. See docs/policy-tests.md.
 
     Example: policyengine test rules/ --coverage --fail-under 100 --junit report.xml
     """
@@ -70,6 +71,13 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
         sys.exit(1)
     if not report.files:
         click.echo("error: no policy test files (*_test.yaml) found", err=True)
+        sys.exit(1)
+    from ..testing.discovery import discover
+
+    bare = [root for root in paths if not discover([root])]  # a folder named for its tests that holds none
+    if bare:
+        click.echo(f"error: {bare[0]}: no policy test files (*_test.yaml) found here; nothing in it was tested",
+                   err=True)
         sys.exit(1)
     if keyword and not report.results and not report.errors:
         click.echo(f"error: -k {keyword!r} selected no case", err=True)  # a typo must not pass CI silently

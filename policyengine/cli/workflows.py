@@ -573,10 +573,11 @@ def approve_command(run_id: str, user: str, note: str | None, migrate_policy: bo
                     clock_override: bool, db: Path,
                     key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                     mask: Path | None) -> None:
-    """Approve the pending gate of RUN_ID and resume the run.
+    """Approve the pending gate of RUN_ID (the whole run id) and resume the run.
 
     Refused when USER started the run (four-eyes), lacks the gate's role, the
-    deadline has passed, or the rules are not those the run was started with.
+    deadline has passed, or the rules are not those the run was started with;
+    and when RUN_ID is not a whole run id (a prefix or "" decides nothing).
     """
     _decide("approve", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy,
             clock_override)
@@ -593,7 +594,7 @@ def reject_command(run_id: str, user: str, note: str | None, migrate_policy: boo
                     clock_override: bool, db: Path,
                    key: Path, rules: tuple[Path, ...], directory: Path | None, providers: Path | None,
                    mask: Path | None) -> None:
-    """Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs."""
+    """Reject the pending gate of RUN_ID (the whole run id): the step is denied and the workflow's fallback runs."""
     _decide("reject", run_id, user, note, now, db, key, rules, directory, providers, mask, migrate_policy,
             clock_override)
 

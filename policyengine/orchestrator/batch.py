@@ -30,6 +30,7 @@ import duckdb
 
 from ..audit.canonical import CanonicalJSONError, canonical_bytes
 from ..audit.errors import AuditError
+from ..identity import name_fold
 from .approvals import ApprovalRefused
 from .runner import RecordError, RunError, RunResult, _requester
 from .state import RunRecord
@@ -92,13 +93,23 @@ def plan(wf: Workflow, items: Iterable[Mapping[str, Any]], again: str | None = N
 
     Two items with one identity would be one run: the second would silently
     report the first's result, so the input is refused before any run starts.
+    So are two items whose ids only look alike (``INV-1``, ``inv-1``,
+    ``INV-1<U+200B>``): they would be two runs, each paying under its own
+    idempotency key.
     """
     label = again_label(again) if again is not None else None
     planned, first, repeats = [], {}, []
+    alike: dict[str, tuple[int, str]] = {}  # declared ids as they read (name_fold) -> the first item so written
     for n, item in enumerate(items, 1):
         key = item_key(wf, item)
         if key in first:
             repeats.append(f"item {n} is the same item as item {first[key]} ({_shown(key)})")
+        elif key.startswith("id:"):
+            # two runs with two idempotency keys: a tool could not tell they pay one invoice
+            m, other = alike.setdefault(name_fold(key[3:]), (n, key))
+            if other != key:
+                repeats.append(f"item {n} ({_shown(key)}) reads as item {m} ({_shown(other)}): the ids differ only "
+                               f"in case, width, spaces or invisible characters")
         first.setdefault(key, n)
         try:
             planned.append(Planned(item, key, run_id_of(wf.name, key, label)))

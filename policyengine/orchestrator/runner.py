@@ -194,7 +194,14 @@ class Orchestrator:
         self._last_seq: int | None = None  # seq of the last audit record appended
         self._again: dict[str, str] = {}  # run id -> the ``again`` label its batch ran it under (``run`` records)
         before_commit = getattr(audit, "before_commit", None)
-        if before_commit is not None:  # an audit record never says more than the committed state does
+        within = getattr(store, "write_within", None)
+        # run state commits in the records' own transaction (the embedded store, on the log's database), or
+        # first (another database): an audit record never says more than the committed state does
+        self._with_records = before_commit is not None and within is not None
+        if self._with_records:
+            before_commit(self._ledger_durable)  # a charge ahead of its record only over-counts: fail closed
+            before_commit(within, within=True)
+        elif before_commit is not None:
             before_commit(self._state_durable)
 
     # --- public API ----------------------------------------------------------------
@@ -370,19 +377,28 @@ class Orchestrator:
         return [moved.get(run.run_id, run) for run in runs]
 
     def flush(self) -> None:
-        """Make everything so far durable: ledger charges, run state, then the audit log."""
+        """Make everything so far durable: ledger charges, run state, then the audit log.
+
+        When run state commits with the records (``_with_records``), the log's
+        commit writes it; what is left (rows no record describes) follows.
+        """
         if self.ledger is not None:
             self.ledger.flush()
-        self.store.flush()
+        if not self._with_records:
+            self.store.flush()
         try:
             self.audit.flush()
         except AuditError as exc:  # disk full, I/O error: one line, not a traceback
             raise RecordError(f"audit log: {exc}") from None
+        self.store.flush()
+
+    def _ledger_durable(self) -> None:
+        if self.ledger is not None:
+            self.ledger.flush()
 
     def _state_durable(self) -> None:
         """Commit ledger charges and run state (the audit log calls this before each commit of its records)."""
-        if self.ledger is not None:
-            self.ledger.flush()
+        self._ledger_durable()
         self.store.flush()
 
     def close(self) -> None:
@@ -401,7 +417,7 @@ class Orchestrator:
             user = canonical_identity(user, "approver")
         except IdentityError as exc:
             raise ApprovalRefused(str(exc)) from None
-        run = self._run(run_id)
+        run = self._run(run_id, exact=True)  # a decision names its run whole: a prefix ("", "r-") could be any run
         self.expire()  # every writing command records overdue approvals as expired
         run = self._run(run.run_id)
         if run.status != "waiting_approval":
@@ -535,10 +551,12 @@ class Orchestrator:
         plans = [self._plan(wf, run, ctx, step, ord_, journal, approvals) for step in group]
         ready = [p for p in plans if isinstance(p, _Ready)]
         effects = [p for p in ready if isinstance(p.step, ToolCall) and p.step.effect]
+        if effects:
+            # no side effect runs before the decision that allowed it is committed, nor before the records of
+            # the steps that led to it: their journal commits with them (or before them), never alone
+            self._audit_durable()
         for p in effects:
             self.store.write_intent(run, p.step.name, f"{run.run_id}/{p.step.name}")  # write-ahead
-        if effects:
-            self._audit_durable()  # no side effect runs before the decision that allowed it is committed
         if len(ready) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policyengine-step")
@@ -824,6 +842,11 @@ class Orchestrator:
                 "tool": p.ask.id, "status": "error" if p.error else "ok", "step": step.name, "error": p.error,
                 "latency_ms": round((time.perf_counter() - p.t0) * 1000, 3), "replayed": False},
                 self.policy.policy_hash)
+            if step.effect and not self._with_records:
+                # the record of the call is durable before the journal may say how the step ended: run state in
+                # another database commits first, so a crash between the two left a run completed, paid, and no
+                # tool_call on record (with the records, the state commits in their transaction)
+                self._audit_durable()
         elif isinstance(step, DataRead):
             self._audit(run, "data_access", wf.agent, {
                 "dataset": p.ask.id, "classification": p.ask.data.get("classification"),
@@ -952,12 +975,28 @@ class Orchestrator:
             return self._result(left, ())
         return self._drive(wf, replace(run, status="running"))
 
-    def _run(self, run_id: str) -> RunRecord:
-        return find_run(self.store, run_id)
+    def _run(self, run_id: str, *, exact: bool = False) -> RunRecord:
+        return find_run(self.store, run_id, exact=exact)
 
 
-def find_run(store: RunState, run_id: str) -> RunRecord:
-    """The run ``run_id`` (id or unique prefix) names, or ``RunError`` saying why there is none."""
+def find_run(store: RunState, run_id: str, *, exact: bool = False) -> RunRecord:
+    """The run ``run_id`` names (id or unique prefix; with ``exact``, the whole id), or ``RunError`` saying why not.
+
+    ``exact`` is for decisions (approve, reject): one typed with a cut or empty
+    id (a script's unset variable) must not land on whichever run it prefixes.
+    """
+    if exact:
+        run = store.runs_by_id([run_id]).get(run_id)
+        if run is None:
+            near = None
+            try:
+                near = store.run(run_id) if run_id else None
+            except LookupError:
+                pass
+            hint = (f"; a decision names its run by the whole id, e.g. {near.run_id}" if near is not None
+                    else " (see `policyengine runs list`)")
+            raise RunError(f"no run {run_id!r} in this database{hint}")
+        return run
     try:
         run = store.run(run_id)
     except LookupError as exc:

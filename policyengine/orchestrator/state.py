@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -291,6 +291,7 @@ class StateStore(BufferedRunState):
         self._conn = conn.cursor()
         self.read_only = read_only
         self._absent = False
+        self._same: bool | None = None  # whether the audit log's cursor is on this database (``write_within``)
         if read_only:
             row = self._conn.execute(sql("tables_present")).fetchone()
             self._absent = not row or row[0] < 3
@@ -326,8 +327,43 @@ class StateStore(BufferedRunState):
             raise
         self._drop_pending()
 
-    def _write_pending(self) -> None:
-        """Write the buffered records (caller holds the lock, inside a transaction)."""
+    def write_within(self) -> tuple[Callable[[duckdb.DuckDBPyConnection], None], Callable[[bool], None]]:
+        """``(write, done)`` for the audit log's ``before_commit(within=True)``: ``write(cur)`` writes the
+        buffered records inside the log's transaction, ``done(committed)`` drops them once it committed.
+
+        The run state then commits with the records that describe it, in one
+        transaction: a crash can lose neither without the other (two commits,
+        state first, lost the records of steps the journal already had as
+        done; records first, a waiting run the log names). The lock is held
+        from before that transaction begins until ``done``, so no commit of
+        these rows slips in between. A ``cur`` on another database (or in
+        memory) gets the state committed first, alone.
+        """
+        self._lock.acquire()
+
+        def write(cur: duckdb.DuckDBPyConnection) -> None:
+            if self._same is None:
+                from ..audit.log import database_path
+
+                here = database_path(self._conn)
+                self._same = not here.startswith("memory:") and here == database_path(cur)
+            if self._same:
+                self._write_pending(cur)
+            else:
+                self.flush()
+
+        def done(committed: bool) -> None:
+            try:
+                if committed:
+                    self._drop_pending()
+            finally:
+                self._lock.release()
+
+        return write, done
+
+    def _write_pending(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Write the buffered records (caller holds the lock, inside a transaction: its cursor's, or ``cur``'s)."""
+        conn = self._conn if cur is None else cur
         for cls, view, stmt in _TABLES:
             rows = list(self._pending[cls].values())
             if not rows:
@@ -336,17 +372,17 @@ class StateStore(BufferedRunState):
                 update, key = self._update_sql.get(cls, (None, 0))
                 for r in rows:
                     values = RECORD_ROW[cls](r)
-                    if update is None or not self._conn.execute(update, (*values[key:], *values[:key])).fetchone()[0]:
-                        self._conn.execute(self._row_sql[cls], values)
+                    if update is None or not conn.execute(update, (*values[key:], *values[:key])).fetchone()[0]:
+                        conn.execute(self._row_sql[cls], values)
                 continue
             row = RECORD_ROW[cls]
             cols = list(zip(*(row(r) for r in rows)))
             table = pa.table({f.name: cols[i] for i, f in enumerate(_SCHEMAS[cls])}, schema=_SCHEMAS[cls])
-            self._conn.register(view, table)
+            conn.register(view, table)
             try:
-                self._conn.execute(self._sql[stmt])
+                conn.execute(self._sql[stmt])
             finally:
-                self._conn.unregister(view)
+                conn.unregister(view)
 
     def write_intent(self, run: RunRecord, step: str, idem_key: str) -> None:
         """Commit that ``step`` of ``run`` is about to have a side effect, with every buffered record.

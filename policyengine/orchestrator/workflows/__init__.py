@@ -120,7 +120,9 @@ def load_items(path: str | Path, workflow: Workflow | None = None) -> list[dict[
     exactly, numbers that overflow a double, NaN and infinities) refuse the whole
     file before any run starts; so do non-numbers in the fields
     ``workflow.numbers`` reads as numbers, and an object that repeats a key
-    (parsers disagree on which value counts), named by its line.
+    (parsers disagree on which value counts), named by its line. A CSV header
+    that names a column twice, and a row with more or fewer cells than the
+    header has columns, are refused too.
     The ``ValueError`` then lists every such value as ``FILE:LINE: FIELD: why``
     (LINE is where the item starts; for CSV, the line of the row).
     """
@@ -161,9 +163,16 @@ def _parse(p: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         rows = []
         try:
+            header = reader.fieldnames or []
+            repeated = next((name for n, name in enumerate(header) if name in header[:n]), None)
+            if repeated is not None:  # DictReader keeps the last cell; a spreadsheet shows the first
+                raise ValueError(f"{p}:1: the header names the column {json.dumps(repeated, ensure_ascii=True)} "
+                                 f"twice; name each column once (readers disagree on which cell counts)")
             for row in reader:
                 if None in row:
                     raise ValueError(f"{p}:{reader.line_num}: more cells than the header has columns")
+                if None in row.values():  # a cut row: its missing cells would read as absent values
+                    raise ValueError(f"{p}:{reader.line_num}: fewer cells than the header has columns")
                 rows.append((reader.line_num, {k: _cell(v) for k, v in row.items()}))
         except csv.Error as exc:
             raise ValueError(f"{p}:{reader.line_num}: not valid CSV: {exc}") from None
