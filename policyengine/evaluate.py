@@ -650,7 +650,7 @@ class Evaluator:
                     shown = repr(region) if region.__class__ is str else "unknown"
                     if len(regions) == 2:
                         shown += (f", where model {c.rid!r} is declared (context.region {claimed!r})"
-                                  if region is declared else f" in context.region (model {c.rid!r}: {declared!r})")
+                                  if region == declared else f" in context.region (model {c.rid!r}: {declared!r})")
                     reasons.append(self._intern(
                         ("residency", res.key, shown), res.id,
                         f"{res.reason_base.message} (compute region {shown}, allowed: {', '.join(sorted(res.regions))})",
