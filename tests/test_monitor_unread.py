@@ -1,0 +1,95 @@
+"""A monitor rule it could not evaluate is no sign of health.
+
+A bias rule over calls it cannot compare (one group judged, none judged, no
+outcome matching the rule's positive value, a group path no call has, an empty
+window) has no reading: the monitor names it (`not evaluated: ...`) and
+`--fail-on-breach` exits 1, as for a breach. Before, such a rule printed
+`breach: no` (one group judged even read `disparate_impact 1`) and cron was told
+all was well. Real audit files, the real command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cli_reporting import pe
+from test_reports import write_audit_db
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+POLICY = """\
+package shop
+
+role clerk
+role model_risk
+agent scorer_bot
+    owner "shop@example.com"
+    roles clerk
+
+model scorer
+    provider "local" region "eu-west-1" hosting internal
+
+rule bots_call_models
+    allow role clerk to invoke model "*"
+
+bias approval_parity
+    for model scorer
+    metric disparate_impact of outcome == "approved" by subject.region
+    threshold >= 0.8
+    window 30 days
+    min samples 5
+    on breach escalate to role model_risk
+"""
+
+
+def calls(groups: dict[str, tuple[int, int]], *, outcome: str = "approved", key: str = "region",
+          days_ago: int = 3) -> list[tuple]:
+    """``groups``: region -> (calls, of which approved)."""
+    rows = []
+    for region, (n, approved) in groups.items():
+        for i in range(n):
+            payload = {"model": "scorer", "subject": {key: region},
+                       "outcome": outcome if i < approved else "declined"}
+            rows.append((NOW - timedelta(days=days_ago, minutes=i), "model_call", "scorer_bot", "shop", "r",
+                         payload, "h"))
+    return rows
+
+
+CASES = [
+    # (name, calls, exit code, what stderr says)
+    ("healthy", calls({"EU": (10, 5), "US": (10, 5)}), 0, None),
+    ("breach", calls({"EU": (10, 8), "US": (10, 2)}), 1, None),
+    ("one group judged", calls({"EU": (10, 5), "US": (3, 0)}), 1, "1 group(s) judged"),
+    ("no group judged", calls({"EU": (3, 3), "US": (3, 0)}), 1, "0 group(s) judged"),
+    ("outcome spelled otherwise", calls({"EU": (10, 8), "US": (10, 2)}, outcome="Approved"), 1,
+     "disparate_impact is undefined"),
+    ("group path no call has", calls({"EU": (10, 8), "US": (10, 2)}, key="Region"), 1, "has a value at"),
+    ("empty window", calls({"EU": (10, 8), "US": (10, 2)}, days_ago=40), 1, "no model_call decisions"),
+    ("only null groups", calls({"": (10, 8)}), 1, "has a value at"),
+]
+
+
+@pytest.mark.parametrize(("name", "story", "code", "said"), CASES, ids=[c[0] for c in CASES])
+def test_fail_on_breach_fails_on_a_rule_not_evaluated(tmp_path: Path, name: str, story: list, code: int,
+                                                      said: str | None) -> None:
+    db = write_audit_db(tmp_path / "audit.duckdb", story)
+    rules = tmp_path / "shop.policy"
+    rules.write_text(POLICY)
+    r = pe("monitor", "--db", db, "--rules", rules, "--no-record", "--fail-on-breach", "--now", NOW.isoformat(),
+           "--format", "csv")
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    unread = [line for line in r.stderr.splitlines() if line.startswith("not evaluated: ")]
+    if said is None:
+        assert unread == [], r.stderr
+        assert r.stdout.splitlines()[1].split(",")[6] == ("True" if code else "False"), r.stdout
+    else:
+        assert len(unread) == 1 and unread[0].startswith("not evaluated: shop.approval_parity (scorer): "), r.stderr
+        assert said in unread[0], unread
+        row = r.stdout.splitlines()[1].split(",")
+        assert row[4] == "" and row[6] == "False", r.stdout  # no value, and no breach claimed either
