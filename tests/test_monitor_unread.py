@@ -10,6 +10,7 @@ all was well. Real audit files, the real command in a subprocess.
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,3 +94,46 @@ def test_fail_on_breach_fails_on_a_rule_not_evaluated(tmp_path: Path, name: str,
         assert said in unread[0], unread
         row = r.stdout.splitlines()[1].split(",")
         assert row[4] == "" and row[6] == "False", r.stdout  # no value, and no breach claimed either
+
+
+# --- an unread result closes nothing ---------------------------------------------------------------
+
+
+def alert(reading: str) -> dict:
+    """An alert payload as the monitor records it: ``breach``, ``healthy`` or ``unread`` (no value, an error)."""
+    details = {"escalate_to_role": "model_risk", "window_start": "2026-10-25T12:00:00+00:00",
+               "window_end": "2026-11-24T12:00:00+00:00"}
+    value = {"breach": 0.5, "healthy": 0.9, "unread": None}[reading]
+    if reading == "unread":
+        details["error"] = "1 group(s) judged (min samples 5: EU n=10, US n=3): bias needs two groups to compare"
+    return {"kind": "bias", "rule": "shop.approval_parity", "model": "scorer", "metric": "disparate_impact",
+            "value": value, "threshold": ">= 0.8", "breach": reading == "breach", "action": "escalate",
+            "details": details}
+
+
+OPEN_CASES = [
+    # (monitor results in order, runs of the open item or None when none is open)
+    (["breach"], 1),
+    (["breach", "unread"], 1),
+    (["breach", "unread", "unread"], 1),
+    (["breach", "healthy"], None),
+    (["healthy", "breach", "unread", "breach"], 2),
+    (["breach", "healthy", "unread"], None),
+    (["unread"], None),
+]
+
+
+@pytest.mark.parametrize(("readings", "runs"), OPEN_CASES, ids=["-".join(c[0]) for c in OPEN_CASES])
+def test_open_escalation_stays_open_through_unread_results(tmp_path: Path, readings: list[str],
+                                                           runs: int | None) -> None:
+    story = [(NOW + timedelta(hours=i), "alert", "monitor", None, None, alert(r), "h")
+             for i, r in enumerate(readings)]
+    db = write_audit_db(tmp_path / "audit.duckdb", story)
+    r = pe("report", "open_escalations", "--db", db, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    if runs is None:
+        assert rows == [], rows
+    else:
+        assert [(row["rule"], row["runs"], row["latest_value"]) for row in rows] == \
+            [("shop.approval_parity", runs, 0.5)], rows
