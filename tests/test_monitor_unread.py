@@ -137,3 +137,32 @@ def test_open_escalation_stays_open_through_unread_results(tmp_path: Path, readi
     else:
         assert [(row["rule"], row["runs"], row["latest_value"]) for row in rows] == \
             [("shop.approval_parity", runs, 0.5)], rows
+
+
+# --- the evidence pack says which results were no reading -------------------------------------------
+
+
+EVIDENCE_CASES = [
+    # (monitor results, breaches, not evaluated)
+    (["healthy"], 0, 0),
+    (["breach"], 1, 0),
+    (["unread"], 0, 1),
+    (["breach", "unread", "healthy", "unread"], 1, 2),
+]
+
+
+@pytest.mark.parametrize(("readings", "breaches", "unread"), EVIDENCE_CASES,
+                         ids=["-".join(c[0]) for c in EVIDENCE_CASES])
+def test_evidence_counts_results_not_evaluated(tmp_path: Path, readings: list[str], breaches: int,
+                                               unread: int) -> None:
+    story = [(NOW + timedelta(hours=i), "alert", "monitor", None, None, alert(r), "h")
+             for i, r in enumerate(readings)]
+    db = write_audit_db(tmp_path / "audit.duckdb", story)
+    r = pe("report", "evidence", "--db", db, "--format", "json", "--since", (NOW - timedelta(days=1)).isoformat(),
+           "--until", (NOW + timedelta(days=1)).isoformat(), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pack = json.loads(r.stdout)
+    assert (pack["summary"]["monitor_breaches"], pack["summary"].get("monitor_not_evaluated")) == (breaches, unread)
+    rows = pack["sections"]["monitoring"]["rows"]
+    assert [row.get("not_evaluated") is not None for row in rows] == [x == "unread" for x in readings], rows
+    assert all("two groups" in row["not_evaluated"] for row in rows if row.get("not_evaluated")), rows
