@@ -226,6 +226,10 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
                                             until=_when(options["until"], "--until"), pubkeys=options["pubkeys"]),
                                    "html" if fmt == "table" else fmt)
         else:
+            given = [f"--{k}" for k in ("since", "until") if options[k]]
+            if given:  # ignored, they showed every row while the reader took the report for that period
+                _fail(f"report {name}: {' and '.join(given)}: only bias, drift and evidence take these options; a named "
+                      f"report takes its period as --param since=TIME --param until=TIME (see `policyengine report --list`)")
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
             _csv_notes(fmt, result.notes, also_json=True)  # a JSON list of rows has no place for them either
             text = render_rows(result, fmt, _from_log(db, fmt, options["pubkeys"]))  # type: ignore[arg-type]
