@@ -72,6 +72,11 @@ CASES = [
     ("group path no call has", calls({"EU": (10, 8), "US": (10, 2)}, key="Region"), 1, "has a value at"),
     ("empty window", calls({"EU": (10, 8), "US": (10, 2)}, days_ago=40), 1, "no model_call decisions"),
     ("only null groups", calls({"": (10, 8)}), 1, "has a value at"),
+    # US written two ways, each part under min samples: EU and APAC alone were judged, ratio 1 (US: 0 of 8)
+    *[(f"group written as {ascii(other)}", calls({"EU": (10, 5), "APAC": (10, 5), "US": (4, 0), other: (4, 0)}), 1,
+       "groups written differently are one name")
+      for other in ("us", "US ", "\uff35\uff33", "U\u200bS")],
+    ("groups apart only by name", calls({"EU": (10, 5), "APAC": (10, 5), "US": (4, 0), "UK": (4, 0)}), 0, None),
 ]
 
 

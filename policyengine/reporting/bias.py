@@ -9,12 +9,14 @@ fairlearn's and trusted for the monitor. Definitions are in ``docs/reports.md``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from ..identity import name_fold
 from .db import first_line, load_csv, memory, one, sql
 from .errors import ReportError
 from .thresholds import holds
@@ -93,6 +95,18 @@ class BiasResult:
         return d
 
 
+def spelled_alike(groups: Sequence[str]) -> list[tuple[str, ...]]:
+    """Groups that are one name written differently (case, spaces, full width, invisible characters, dashes).
+
+    Counted apart, one group's calls are split between its spellings: a part under
+    min samples is not judged, and each part's rate is not the group's.
+    """
+    by_fold: dict[str, list[str]] = {}
+    for g in groups:
+        by_fold.setdefault(name_fold(g), []).append(g)
+    return [tuple(names) for names in by_fold.values() if len(names) > 1]
+
+
 def compute_bias(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -159,6 +173,9 @@ def compute_bias(
             notes.append("TPR ratio undefined (every judged group's TPR is 0): equalized odds ratio is the FPR ratio")
         elif s["fpr_ratio"] is None:
             notes.append("FPR ratio undefined (every judged group's FPR is 0): equalized odds ratio is the TPR ratio")
+    for names in spelled_alike([g.group for g in groups]):
+        notes.append("groups " + ", ".join(ascii(n) for n in names) + " are one name written differently "
+                     "(case, spaces, width or invisible characters): counted apart")
     flagged = tuple(
         g.group for g in groups if g.judged and g.impact_ratio is not None and not holds(g.impact_ratio, ">=", threshold)
     )

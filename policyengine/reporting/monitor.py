@@ -11,7 +11,8 @@ queue), ``block`` suspends the model in ``model_blocks`` until
 ``blocked_models(db)`` and denies them.
 
 A rule that cannot be evaluated (no calls in a window, a path no call has, an
-undefined metric, fewer than two groups judged) gives a result with ``error``
+undefined metric, fewer than two groups judged, groups that are one name written
+differently) gives a result with ``error``
 and ``value`` None: it is no breach, but no reading either; it opens nothing
 and closes nothing (``report open_escalations``), and ``monitor
 --fail-on-breach`` fails on it.
@@ -34,6 +35,7 @@ import duckdb
 
 from .. import ast
 from .audit_source import bias_from_audit, drift_from_audit
+from .bias import spelled_alike
 from ..store.blocklist import active_blocks as _active_blocks
 from ..store.blocklist import EmbeddedBlockList, has_blocks_table
 from ..store.blocklist import blocked_models as _blocked_models
@@ -152,6 +154,12 @@ def evaluate_bias(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.BiasDe
                                     "impact_ratio": g.impact_ratio} for g in r.groups},
                "reference_group": r.reference_group, "min_samples": r.min_samples,
                "decisions": r.total_rows, "notes": list(r.notes)}
+    alike = spelled_alike([g.group for g in r.groups])
+    if alike:  # one group split between spellings: neither part's rate is the group's, a part may go unjudged
+        shown = "; ".join(", ".join(ascii(n) for n in names) for names in alike)
+        error = (f"groups written differently are one name ({shown}): counted apart they split one group's "
+                 f"calls, so {decl.group_by.dotted} must be written one way")
+        return MonitorResult(value=None, breach=False, details=details, error=error, **base)  # type: ignore[arg-type]
     if r.judged_groups < 2:  # one group's 'ratio 1, difference 0' compares it with nothing: no reading
         shown = f"min samples {r.min_samples}" if r.min_samples else "groups"
         error = (f"{r.judged_groups} group(s) judged ({shown}: "
