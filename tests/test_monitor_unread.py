@@ -68,6 +68,8 @@ CASES = [
     ("one group judged", calls({"EU": (10, 5), "US": (3, 0)}), 1, "1 group(s) judged"),
     ("no group judged", calls({"EU": (3, 3), "US": (3, 0)}), 1, "0 group(s) judged"),
     ("outcome spelled otherwise", calls({"EU": (10, 8), "US": (10, 2)}, outcome="Approved"), 1,
+     "are a positive value of the rule written differently"),
+    ("no outcome is the positive value", calls({"EU": (10, 8), "US": (10, 2)}, outcome="granted"), 1,
      "disparate_impact is undefined"),
     ("group path no call has", calls({"EU": (10, 8), "US": (10, 2)}, key="Region"), 1, "has a value at"),
     ("empty window", calls({"EU": (10, 8), "US": (10, 2)}, days_ago=40), 1, "no model_call decisions"),
@@ -76,6 +78,9 @@ CASES = [
     *[(f"group written as {ascii(other)}", calls({"EU": (10, 5), "APAC": (10, 5), "US": (4, 0), other: (4, 0)}), 1,
        "groups written differently are one name")
       for other in ("us", "US ", "\uff35\uff33", "U\u200bS")],
+    # EU's 8 approvals of 10, half written "Approved ": EU read 4 of 10 as US does, ratio 1 (truly 0.5)
+    ("positive outcome written otherwise", calls({"EU": (6, 4), "US": (10, 4)})
+     + calls({"EU": (4, 4)}, outcome="Approved "), 1, "are a positive value of the rule written differently"),
     ("groups apart only by name", calls({"EU": (10, 5), "APAC": (10, 5), "US": (4, 0), "UK": (4, 0)}), 0, None),
 ]
 

@@ -71,6 +71,8 @@ class BiasResult:
     threshold: float
     flagged_groups: tuple[str, ...]  # judged groups whose impact ratio is below threshold
     notes: tuple[str, ...]
+    # outcomes (audit log) that are a positive value written differently ("Approved" for "approved"): not selected
+    positives_spelled_otherwise: tuple[str, ...] = ()
 
     def metric(self, name: str) -> float | None:
         """The value a ``bias`` rule's ``metric`` names (disparate_impact, demographic_parity, ...)."""
@@ -92,6 +94,7 @@ class BiasResult:
         d["groups"] = [asdict(g) for g in self.groups]
         d["flagged_groups"] = list(self.flagged_groups)
         d["notes"] = list(self.notes)
+        d["positives_spelled_otherwise"] = list(self.positives_spelled_otherwise)
         return d
 
 

@@ -11,8 +11,8 @@ queue), ``block`` suspends the model in ``model_blocks`` until
 ``blocked_models(db)`` and denies them.
 
 A rule that cannot be evaluated (no calls in a window, a path no call has, an
-undefined metric, fewer than two groups judged, groups that are one name written
-differently) gives a result with ``error``
+undefined metric, fewer than two groups judged, groups or positive outcomes that are one name
+written differently) gives a result with ``error``
 and ``value`` None: it is no breach, but no reading either; it opens nothing
 and closes nothing (``report open_escalations``), and ``monitor
 --fail-on-breach`` fails on it.
@@ -154,6 +154,11 @@ def evaluate_bias(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.BiasDe
                                     "impact_ratio": g.impact_ratio} for g in r.groups},
                "reference_group": r.reference_group, "min_samples": r.min_samples,
                "decisions": r.total_rows, "notes": list(r.notes)}
+    if r.positives_spelled_otherwise:  # their calls counted as not selected: the rates are not the model's
+        shown = ", ".join(ascii(v) for v in r.positives_spelled_otherwise)
+        error = (f"outcome(s) {shown} are a positive value of the rule written differently: counted as not "
+                 "selected, the selection rates would not be the model's")
+        return MonitorResult(value=None, breach=False, details=details, error=error, **base)  # type: ignore[arg-type]
     alike = spelled_alike([g.group for g in r.groups])
     if alike:  # one group split between spellings: neither part's rate is the group's, a part may go unjudged
         shown = "; ".join(", ".join(ascii(n) for n in names) for names in alike)
