@@ -226,13 +226,18 @@ def record(blocks: BlockList | duckdb.DuckDBPyConnection, results: Iterable[Moni
     already = blocks.blocked()
     blocked: list[str] = []
     for r in results:
-        if sink is not None:
-            sink(r.alert_payload())
-        if r.breach and r.action == "block":
+        if r.breach and r.action == "block":  # in force before its alert is signed: no signed block that is not
             reason = f"{r.metric} {r.value:.6g} breaches {r.threshold}"
-            blocks.block(r.model, r.rule, reason, now)
+            try:
+                blocks.block(r.model, r.rule, reason, now)
+            except Exception as error:  # noqa: BLE001 - any store's failure: the block did not happen
+                first = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise ReportError(f"cannot block {r.model} ({r.rule} breached): {first}; its alert and those after "
+                                  "it were not recorded, run the monitor again") from None
             if r.model not in already and r.model not in blocked:
                 blocked.append(r.model)
+        if sink is not None:
+            sink(r.alert_payload())
     return tuple(blocked)
 
 
