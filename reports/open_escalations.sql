@@ -3,7 +3,9 @@
 --   still waiting for that role: the rule's latest monitor result is a breach and no `approval`
 --   event for the rule (gate = rule id) was recorded since the breach began (the first breach
 --   after the rule's last healthy result). One row per rule and model, with the role to act,
---   when the breach began, how many monitor runs have seen it and the latest reading.
+--   when the breach began, how many monitor runs have seen it and the latest reading. A result
+--   the monitor could not evaluate (no value: no data, a missing path, one group judged) is no
+--   reading: it neither closes an open item nor counts as a run that saw the breach.
 -- regulation: EU AI Act Art. 14 (human oversight) and Art. 72 (post-market monitoring); ISO/IEC 42001 10.2
 -- param: role VARCHAR = null | only items for this approver role (default: all)
 WITH alerts AS (
@@ -19,6 +21,8 @@ WITH alerts AS (
            payload ->> '$.details.escalate_to_role'    AS role
     FROM audit_log
     WHERE event = 'alert' AND payload ->> '$.kind' IN ('bias', 'drift')
+      AND json_type(payload, '$.value') IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE')  -- a reading, not an unread rule
+      AND payload ->> '$.details.error' IS NULL
 ),
 latest AS (
     SELECT rule, model, max(seq) AS seq

@@ -87,13 +87,13 @@ def project(tmp_path: Path, monitors: str, *, cases: str = REQUEST_CASE, extra: 
         (FAIR.replace("value: 0.8", "value: 0.75"), "value: expected 0.75 ± 1e-09, got 0.8"),
         (FAIR.replace("value: 0.8", "value: 0.75, tolerance: 0.1"), None),
         (FAIR.replace("action: escalate", "action: block"), "action: expected block, got escalate"),
-        # one call short of min samples: north is not judged, south alone is compared with itself
-        (FAIR.replace("count: 2}", "count: 1}"), "value: expected 0.8 ± 1e-09, got 1"),
-        # calls 11 days old are outside the 10-day window: north is compared with itself
-        (FAIR.replace("count: 10}", "count: 10, ago: 11 days}"), "value: expected 0.8 ± 1e-09, got 1"),
+        # one call short of min samples: north is not judged, and south alone is compared with nothing
+        (FAIR.replace("count: 2}", "count: 1}"), "the monitor could not evaluate shop.approval_parity: 1 group(s) judged"),
+        # calls 11 days old are outside the 10-day window: north alone is left
+        (FAIR.replace("count: 10}", "count: 10, ago: 11 days}"), "the monitor could not evaluate shop.approval_parity: 1 group(s) judged"),
         (FAIR.replace("count: 10}", "count: 10, ago: 239 hours}"), None),
         # another model's calls do not count
-        (FAIR.replace("count: 10}", "count: 10, model: other}"), "value: expected 0.8 ± 1e-09, got 1"),
+        (FAIR.replace("count: 10}", "count: 10, model: other}"), "the monitor could not evaluate shop.approval_parity: 1 group(s) judged"),
         (FAIR.replace("outcome:", "model: other, outcome:"),
          "the monitor could not evaluate shop.approval_parity: no model_call decisions of model 'scorer'"),
         ("""\

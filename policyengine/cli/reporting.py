@@ -226,6 +226,10 @@ def report(name: str | None, list_: bool, db: str, params: tuple[str, ...], rule
                                             until=_when(options["until"], "--until"), pubkeys=options["pubkeys"]),
                                    "html" if fmt == "table" else fmt)
         else:
+            given = [f"--{k}" for k in ("since", "until") if options[k]]
+            if given:  # ignored, they showed every row while the reader took the report for that period
+                _fail(f"report {name}: {' and '.join(given)}: only bias, drift and evidence take these options; a named "
+                      f"report takes its period as --param since=TIME --param until=TIME (see `policyengine report --list`)")
             result = run_named_report(db, name, parse_param_args(params), policy_set=_policy_set(rules))
             _csv_notes(fmt, result.notes, also_json=True)  # a JSON list of rows has no place for them either
             text = render_rows(result, fmt, _from_log(db, fmt, options["pubkeys"]))  # type: ignore[arg-type]
@@ -353,7 +357,8 @@ def _signing_key(key: str | None, purpose: str) -> str:
                    "--clock-override (test-only, recorded).")
 @clock_override_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--fail-on-breach", is_flag=True, help="Exit 1 when any rule breaches (for CI and cron).")
+@click.option("--fail-on-breach", is_flag=True,
+              help="Exit 1 when any rule breaches or could not be evaluated (for CI and cron).")
 @click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
               help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
                    "Env: POLICYENGINE_STATE.")
@@ -393,7 +398,10 @@ def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_
                            "open items: `policyengine report open_escalations`", err=True)
     elif results:
         click.echo("note: --no-record: results not recorded in the audit log and no model blocked", err=True)
-    if fail_on_breach and any(r.breach for r in results):
+    unread = [r for r in results if not r.evaluated]
+    for r in unread:  # no reading is no sign of health: said, and a failure for --fail-on-breach
+        click.echo(f"not evaluated: {r.rule} ({r.model}): {r.error}", err=True)
+    if fail_on_breach and (unread or any(r.breach for r in results)):
         sys.exit(1)
 
 

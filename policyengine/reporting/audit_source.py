@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..identity import disguise
+from ..identity import disguise, name_fold
 from .bias import FOUR_FIFTHS, BiasResult, compute_bias
 from .db import (
     first_line,
@@ -203,10 +203,16 @@ def bias_from_audit(
         why = disguise(stats.group)
         if why is not None:
             notes.append(f"group {ascii(stats.group)} {why}: it may be a group it looks like, counted apart")
+    folded = {name_fold(p) for p in positives}
+    otherwise = tuple(sorted(v for (v,) in con.execute("SELECT DISTINCT outcome_value FROM bias_input WHERE NOT pred")
+                             .fetchall() if name_fold(v) in folded))
+    if otherwise:  # "Approved" for "approved": such calls were counted as not selected
+        notes.append("outcome(s) " + ", ".join(ascii(v) for v in otherwise) + " are a positive value written "
+                     "differently (case, spaces, width or invisible characters): counted as not selected")
     if labelled and not has_label:
         shown = (label_values or "")[:80]
         notes.append(f"labels ({shown}) are never outcome values, so they are not ground truth for equalized odds")
-    return replace(result, notes=tuple(notes))
+    return replace(result, notes=tuple(notes), positives_spelled_otherwise=otherwise)
 
 
 def drift_from_audit(

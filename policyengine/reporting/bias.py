@@ -9,12 +9,14 @@ fairlearn's and trusted for the monitor. Definitions are in ``docs/reports.md``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from ..identity import name_fold
 from .db import first_line, load_csv, memory, one, sql
 from .errors import ReportError
 from .thresholds import holds
@@ -69,6 +71,8 @@ class BiasResult:
     threshold: float
     flagged_groups: tuple[str, ...]  # judged groups whose impact ratio is below threshold
     notes: tuple[str, ...]
+    # outcomes (audit log) that are a positive value written differently ("Approved" for "approved"): not selected
+    positives_spelled_otherwise: tuple[str, ...] = ()
 
     def metric(self, name: str) -> float | None:
         """The value a ``bias`` rule's ``metric`` names (disparate_impact, demographic_parity, ...)."""
@@ -90,7 +94,20 @@ class BiasResult:
         d["groups"] = [asdict(g) for g in self.groups]
         d["flagged_groups"] = list(self.flagged_groups)
         d["notes"] = list(self.notes)
+        d["positives_spelled_otherwise"] = list(self.positives_spelled_otherwise)
         return d
+
+
+def spelled_alike(groups: Sequence[str]) -> list[tuple[str, ...]]:
+    """Groups that are one name written differently (case, spaces, full width, invisible characters, dashes).
+
+    Counted apart, one group's calls are split between its spellings: a part under
+    min samples is not judged, and each part's rate is not the group's.
+    """
+    by_fold: dict[str, list[str]] = {}
+    for g in groups:
+        by_fold.setdefault(name_fold(g), []).append(g)
+    return [tuple(names) for names in by_fold.values() if len(names) > 1]
 
 
 def compute_bias(
@@ -159,6 +176,9 @@ def compute_bias(
             notes.append("TPR ratio undefined (every judged group's TPR is 0): equalized odds ratio is the FPR ratio")
         elif s["fpr_ratio"] is None:
             notes.append("FPR ratio undefined (every judged group's FPR is 0): equalized odds ratio is the TPR ratio")
+    for names in spelled_alike([g.group for g in groups]):
+        notes.append("groups " + ", ".join(ascii(n) for n in names) + " are one name written differently "
+                     "(case, spaces, width or invisible characters): counted apart")
     flagged = tuple(
         g.group for g in groups if g.judged and g.impact_ratio is not None and not holds(g.impact_ratio, ">=", threshold)
     )

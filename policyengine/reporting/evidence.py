@@ -59,7 +59,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "Model calls by model, provider and the version each call recorded."),
     SectionSpec("monitoring", "Bias and drift monitoring", "evidence_monitoring",
                 "EU AI Act Art. 12(2)(a), 12(2)(b), 14(4)(a); ISO/IEC 42001 A.5.4, A.6.2.6",
-                "Every monitor result, breach and action (alert, block, escalate), and every lifted block."),
+                "Every monitor result, breach and action (alert, block, escalate), and every lifted block; "
+                "a result the monitor could not evaluate says why (not_evaluated): it is no reading."),
     SectionSpec("incidents", "Incidents", "evidence_incidents",
                 "EU AI Act Art. 12(2)(a); ISO/IEC 42001 A.6.2.6, A.8.4",
                 "Denied requests by the rule that denied them, budget warnings and breaches, models blocked by a "
@@ -104,6 +105,8 @@ class Evidence:
             "overrides": outcomes.get("rejected", 0), "expiries": outcomes.get("expired", 0),
             "policy_versions": len(self.section("policies").rows),
             "monitor_breaches": sum(1 for r in self.section("monitoring").rows if r[7] is True),
+            # no reading is no health: counted beside the breaches, never among the passes
+            "monitor_not_evaluated": sum(1 for r in self.section("monitoring").rows if r[9] is not None),
             "incidents": sum(r[2] for r in self.section("incidents").rows),
             "log_verified": self.provenance.verified,
         }
@@ -151,7 +154,9 @@ def render_evidence(e: Evidence, fmt: str) -> str:
             ("Approvers", ", ".join(s["approvers"]) or "none"),
             ("Overrides / expiries", f"{s['overrides']:,} rejected / {s['expiries']:,} expired"),
             ("Policy versions", str(s["policy_versions"])),
-            ("Monitor breaches", str(s["monitor_breaches"])), ("Incident events", f"{s['incidents']:,}")]
+            ("Monitor breaches", str(s["monitor_breaches"])),
+            ("Monitor results not evaluated", str(s["monitor_not_evaluated"])),
+            ("Incident events", f"{s['incidents']:,}")]
     body = ("<p class='lead'>Evidence of how the AI systems governed by this policy engine were run in the period: "
             "record-keeping (EU AI Act Art. 12), human oversight (Art. 14) and ISO/IEC 42001 Annex A controls; "
             "the mapping of each section is in docs/evidence.md.</p>" + _meta(meta))

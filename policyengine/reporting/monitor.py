@@ -10,6 +10,13 @@ queue), ``block`` suspends the model in ``model_blocks`` until
 ``policyengine models unblock MODEL``. The engine reads the suspended models with
 ``blocked_models(db)`` and denies them.
 
+A rule that cannot be evaluated (no calls in a window, a path no call has, an
+undefined metric, fewer than two groups judged, groups or positive outcomes that are one name
+written differently) gives a result with ``error``
+and ``value`` None: it is no breach, but no reading either; it opens nothing
+and closes nothing (``report open_escalations``), and ``monitor
+--fail-on-breach`` fails on it.
+
 Windows: a bias rule looks at ``[now - window, now)`` (default 30 days). A drift
 rule ``baseline previous D`` compares the current period ``[now - D, now)`` with
 the baseline period before it, ``[now - 2D, now - D)``.
@@ -17,6 +24,7 @@ the baseline period before it, ``[now - 2D, now - D)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +35,7 @@ import duckdb
 
 from .. import ast
 from .audit_source import bias_from_audit, drift_from_audit
+from .bias import spelled_alike
 from ..store.blocklist import active_blocks as _active_blocks
 from ..store.blocklist import EmbeddedBlockList, has_blocks_table
 from ..store.blocklist import blocked_models as _blocked_models
@@ -70,7 +79,12 @@ class MonitorResult:
     window_start: datetime
     window_end: datetime
     details: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None  # why the rule could not be evaluated (no data, bad path, ...)
+    error: str | None = None  # why the rule could not be evaluated (no data, bad path, undefined, one group, ...)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the metric was measured and compared: a result that was not is no sign of health."""
+        return self.error is None
 
     def alert_payload(self) -> dict[str, Any]:
         """The audit ``alert`` payload of this result (docs/audit-events.md)."""
@@ -140,7 +154,24 @@ def evaluate_bias(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.BiasDe
                                     "impact_ratio": g.impact_ratio} for g in r.groups},
                "reference_group": r.reference_group, "min_samples": r.min_samples,
                "decisions": r.total_rows, "notes": list(r.notes)}
-    return MonitorResult(value=value, breach=_breaches(value, decl.threshold), details=details, **base)  # type: ignore[arg-type]
+    if r.positives_spelled_otherwise:  # their calls counted as not selected: the rates are not the model's
+        shown = ", ".join(ascii(v) for v in r.positives_spelled_otherwise)
+        error = (f"outcome(s) {shown} are a positive value of the rule written differently: counted as not "
+                 "selected, the selection rates would not be the model's")
+        return MonitorResult(value=None, breach=False, details=details, error=error, **base)  # type: ignore[arg-type]
+    alike = spelled_alike([g.group for g in r.groups])
+    if alike:  # one group split between spellings: neither part's rate is the group's, a part may go unjudged
+        shown = "; ".join(", ".join(ascii(n) for n in names) for names in alike)
+        error = (f"groups written differently are one name ({shown}): counted apart they split one group's "
+                 f"calls, so {decl.group_by.dotted} must be written one way")
+        return MonitorResult(value=None, breach=False, details=details, error=error, **base)  # type: ignore[arg-type]
+    if r.judged_groups < 2:  # one group's 'ratio 1, difference 0' compares it with nothing: no reading
+        shown = f"min samples {r.min_samples}" if r.min_samples else "groups"
+        error = (f"{r.judged_groups} group(s) judged ({shown}: "
+                 + ", ".join(f"{g.group} n={g.n}" for g in r.groups[:10])
+                 + "): bias needs two groups to compare")
+        return MonitorResult(value=None, breach=False, details=details, error=error, **base)  # type: ignore[arg-type]
+    return _judged(value, decl.threshold, details, base)
 
 
 def evaluate_drift(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.DriftDecl, now: datetime) -> MonitorResult:
@@ -159,7 +190,18 @@ def evaluate_drift(con: duckdb.DuckDBPyConnection, rule_id: str, decl: ast.Drift
                "n_reference": r.n_reference, "n_current": r.n_current, "psi": r.psi,
                "ks": r.ks.statistic if r.ks else None, "chi2_pvalue": r.chi2.pvalue if r.chi2 else None,
                "notes": list(r.notes)}
-    return MonitorResult(value=value, breach=_breaches(value, decl.threshold), details=details, **base)  # type: ignore[arg-type]
+    return _judged(value, decl.threshold, details, base)
+
+
+def _judged(value: float | None, threshold: ast.Threshold, details: dict[str, Any],
+            base: dict[str, Any]) -> MonitorResult:
+    """The result of a computed metric; one that is undefined or not a finite number was not evaluated (``error``)."""
+    if value is None or not math.isfinite(value):
+        notes = details.get("notes") or []
+        why = "; ".join(notes[:3]) if notes else "no reason given"
+        return MonitorResult(value=None, breach=False, details=details,  # type: ignore[arg-type]
+                             error=f"{base['metric']} is undefined ({why})", **base)
+    return MonitorResult(value=value, breach=_breaches(value, threshold), details=details, **base)  # type: ignore[arg-type]
 
 
 def evaluate_all(con: duckdb.DuckDBPyConnection, policy_set: Any, now: datetime | None = None) -> tuple[MonitorResult, ...]:
@@ -184,13 +226,18 @@ def record(blocks: BlockList | duckdb.DuckDBPyConnection, results: Iterable[Moni
     already = blocks.blocked()
     blocked: list[str] = []
     for r in results:
-        if sink is not None:
-            sink(r.alert_payload())
-        if r.breach and r.action == "block":
+        if r.breach and r.action == "block":  # in force before its alert is signed: no signed block that is not
             reason = f"{r.metric} {r.value:.6g} breaches {r.threshold}"
-            blocks.block(r.model, r.rule, reason, now)
+            try:
+                blocks.block(r.model, r.rule, reason, now)
+            except Exception as error:  # noqa: BLE001 - any store's failure: the block did not happen
+                first = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise ReportError(f"cannot block {r.model} ({r.rule} breached): {first}; its alert and those after "
+                                  "it were not recorded, run the monitor again") from None
             if r.model not in already and r.model not in blocked:
                 blocked.append(r.model)
+        if sink is not None:
+            sink(r.alert_payload())
     return tuple(blocked)
 
 

@@ -112,6 +112,11 @@ class ReportSpec:
                     f"report {self.name!r} needs parameter {p.name!r} ({p.description}); pass --param {p.name}=VALUE"
                 )
             bound[p.name] = p.convert(self.name, raw)
+        since, until = bound.get("since"), bound.get("until")
+        if isinstance(since, datetime) and isinstance(until, datetime) and since >= until:
+            # [since, until) holds nothing: zero rows would read as "nothing happened"
+            raise ReportError(f"report {self.name!r}: the period is empty: since {since.isoformat()} is not before "
+                              f"until {until.isoformat()} (UTC)")
         return bound
 
 

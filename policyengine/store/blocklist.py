@@ -101,28 +101,40 @@ class LiveBlockList:
 
     For block lists other processes change (PostgreSQL): a block a monitor adds
     anywhere denies the model here within ``max_age``, without a round trip per
-    decision. The first read happens now (an unreachable store fails here); a
-    later failed re-read keeps the last list read and tries again next time.
+    decision. The first read happens now (an unreachable store fails here). A
+    later failed re-read (any error: a lost connection, a missing or locked
+    table) keeps the last list read and tries again next time; once no read has
+    succeeded for ``stale_after`` seconds, the list is no longer known, and asking
+    it raises ``StoreError`` (the engine denies the decision, naming why) until a
+    read succeeds: a block added elsewhere meanwhile would not be seen here.
     """
 
-    def __init__(self, source: Any, max_age: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, source: Any, max_age: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 stale_after: float = 10.0) -> None:
         self._source = source
         self._max_age = max_age
+        self._stale_after = stale_after
         self._clock = clock
         self._lock = threading.Lock()
         self._models = frozenset(source.blocked())
-        self._read_at = clock()
+        self._read_at = self._good_at = clock()
+        self._failure = ""
 
     def _current(self) -> frozenset[str]:
         now = self._clock()
         if now - self._read_at >= self._max_age and self._lock.acquire(blocking=False):
             try:
                 self._models = frozenset(self._source.blocked())
-            except StoreError:
-                pass  # keep the last list read; the next decision tries again
+                self._good_at = now
+            except Exception as error:  # noqa: BLE001 - whatever failed, the list was not read; judged below
+                self._failure = str(error).splitlines()[0] if str(error) else type(error).__name__
             finally:
                 self._read_at = now
                 self._lock.release()
+        if now - self._good_at > self._stale_after:  # also while another thread's read hangs on a lock
+            raise StoreError(f"the shared block list has not been read for {now - self._good_at:.0f} s "
+                             f"({self._failure or 'a read is still waiting'}); a model blocked meanwhile would "
+                             "not be seen, so model decisions are refused until it is read")
         return self._models
 
     def __contains__(self, model: object) -> bool:
