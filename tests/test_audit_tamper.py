@@ -114,6 +114,17 @@ CASES: list[tuple[str, str, tuple[str, int]]] = [
     ("forge a signature", "UPDATE audit_checkpoints SET signature = ? WHERE tree_size = 30", ("forged_signature", 21)),
     ("change a signed root", "UPDATE audit_checkpoints SET root = sha256('x') WHERE tree_size = 30",
      ("forged_signature", 21)),
+    # the same root or signature spelled otherwise is not what the writer stored: each verified OK
+    ("a root in upper case", "UPDATE audit_checkpoints SET root = upper(root) WHERE tree_size = 30",
+     ("forged_signature", 21)),
+    ("a root with a space", "UPDATE audit_checkpoints SET root = root[1:8] || ' ' || root[9:] WHERE tree_size = 30",
+     ("forged_signature", 21)),
+    ("a signature with characters outside base64", "UPDATE audit_checkpoints SET signature = '!' || signature || '@' "
+     "WHERE tree_size = 30", ("forged_signature", 21)),
+    ("a signature broken by a line break", "UPDATE audit_checkpoints SET signature = signature[1:10] || chr(10) || "
+     "signature[11:] WHERE tree_size = 30", ("forged_signature", 21)),
+    ("a signature with extra padding", "UPDATE audit_checkpoints SET signature = signature || '==' WHERE tree_size = 30",
+     ("forged_signature", 21)),
     ("modify and recompute the leaf", "UPDATE audit_log SET actor = 'mallory', leaf_hash = ? WHERE seq = 27",
      ("modified", 21)),
     # every committed record is covered by a checkpoint by construction: uncovered records are tampering
