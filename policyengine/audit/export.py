@@ -182,7 +182,7 @@ def _exact_keys(item: dict[str, Any], expected: frozenset[str], what: str, where
                 optional: frozenset[str] = frozenset()) -> None:
     extra, missing = set(item) - expected, expected - optional - set(item)
     if extra:
-        raise AuditError(f"{where}: {what} has unsigned field(s) {', '.join(sorted(extra))}; refusing the export")
+        raise AuditError(f"{where}: {what} has unsigned field(s) {', '.join(sorted(extra))}; refusing it")
     if missing:
         raise AuditError(f"{where}: {what} lacks {', '.join(sorted(missing))}")
 
