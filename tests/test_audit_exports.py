@@ -80,6 +80,24 @@ def test_parquet_is_read_by_column_name_with_its_schema_checked(log, tmp_path: P
             verify_export(target, [key.public])
 
 
+GLOBBED = [
+    # (the tampered export's name, a pristine export's name beside it that DuckDB's pattern reading matches)
+    ("audit[1].parquet", "audit1.parquet"),  # verified audit1.parquet and said OK
+    ("audit*.parquet", "audit-2.parquet"),
+    ("audit?.parquet", "auditX.parquet"),
+]
+
+
+@pytest.mark.parametrize(("name", "beside"), GLOBBED, ids=[g[0] for g in GLOBBED])
+def test_a_parquet_path_duckdb_would_read_as_a_pattern_is_refused(log, tmp_path: Path, name: str, beside: str) -> None:
+    """read_parquet globs its path: the file named is verified, or nothing is."""
+    folder, key = log
+    _rewrite_parquet(folder / "a.parquet", tmp_path / name, ALL.replace("actor,", "'mallory' AS actor,"))
+    _rewrite_parquet(folder / "a.parquet", tmp_path / beside, ALL)
+    with pytest.raises(AuditError, match=r"as a pattern, so other files would be verified"):
+        verify_export(tmp_path / name, [key.public])
+
+
 def _edit_line(text: str, kind: str, edit) -> str:
     lines = text.splitlines()
     index = next(i for i, line in enumerate(lines) if json.loads(line)["type"] == kind)

@@ -202,6 +202,9 @@ def _insert_checkpoint(con: duckdb.DuckDBPyConnection, cp: Any, where: str,
 
 
 def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    if any(c in str(path) for c in "*?["):  # read_parquet globs: 'audit[1].parquet' reads audit1.parquet if it exists
+        raise AuditError(f"{path}: DuckDB reads '*', '?' and '[' in a Parquet file's path as a pattern, so other "
+                         "files would be verified; copy it to a path without them")
     try:
         meta = dict(con.execute(q("parquet_meta"), {"path": str(path)}).fetchall())
         if _PARQUET_KEY not in meta:
