@@ -98,6 +98,24 @@ def test_a_parquet_path_duckdb_would_read_as_a_pattern_is_refused(log, tmp_path:
         verify_export(tmp_path / name, [key.public])
 
 
+@pytest.mark.parametrize("first", ["header with one checkpoint", "the same header"])
+def test_parquet_metadata_with_the_audit_header_twice_is_refused(log, tmp_path: Path, first: str) -> None:
+    """pyarrow and pandas show the first header, DuckDB's reader gave verify the last: it said OK."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, key = log
+    table = pq.read_table(folder / "a.parquet")
+    header = table.schema.metadata[b"policyengine_audit"]
+    shown = dict(json.loads(header), checkpoints=json.loads(header)["checkpoints"][:1])
+    twice = pa.KeyValueMetadata([(b"policyengine_audit", json.dumps(shown).encode() if "one" in first else header),
+                                 (b"policyengine_audit", header)])
+    target = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_batches(table.to_batches(), schema=pa.schema(table.schema, metadata=twice)), target)
+    with pytest.raises(AuditError, match="policyengine_audit metadata more than once"):
+        verify_export(target, [key.public])
+
+
 def _edit_line(text: str, kind: str, edit) -> str:
     lines = text.splitlines()
     index = next(i for i, line in enumerate(lines) if json.loads(line)["type"] == kind)
