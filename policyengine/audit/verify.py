@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,8 @@ def _stored_checkpoint(row: Sequence[Any]) -> Checkpoint:
 
 
 Columns = dict[str, dict[str, tuple[str, bool]]]  # table -> column -> (type, nullable)
+_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'')
+_COLLATE = re.compile(r"\bCOLLATE\s+\w+", re.IGNORECASE)
 
 
 @cache
@@ -218,6 +221,11 @@ def _format_problem(con: duckdb.DuckDBPyConnection) -> str | None:
             count = con.execute(f"SELECT count(*) FROM {table} WHERE {nulls}").fetchone()[0]
             if count:
                 return f"{table} has {count} row(s) with NULL in {', '.join(required)}, which the writer never writes"
+    for table, text in con.execute(q("audit_table_sql")).fetchall():
+        bare = _QUOTED.sub("", text or "")  # identifiers and literals may hold any word
+        if (found := _COLLATE.search(bare)) is not None:
+            return (f"{table} was altered: a column is declared {found.group(0)}, which the writer never sets "
+                    "(queries and reports would compare its values otherwise than they were signed)")
     rows, low, high = con.execute(q("meta_rows")).fetchone()
     if rows != 1:
         return f"audit_meta has {rows} rows; a log has exactly one"
