@@ -137,6 +137,25 @@ JSONL_CASES = [
 ]
 
 
+RESPELLED = [
+    # a checkpoint line whose root or signature is the signed one spelled otherwise: each verified OK
+    ("root in upper case", lambda cp: {**cp, "root": cp["root"].upper()}),
+    ("signature with a stray character", lambda cp: {**cp, "signature": "!" + cp["signature"]}),
+    ("signature split by an escaped line break", lambda cp: {**cp, "signature": cp["signature"][:8] + "\n" + cp["signature"][8:]}),
+]
+
+
+@pytest.mark.parametrize(("name", "respell"), RESPELLED, ids=[c[0] for c in RESPELLED])
+def test_a_jsonl_checkpoint_spelled_otherwise_is_forged(log, tmp_path: Path, name: str, respell) -> None:
+    folder, key = log
+    target = tmp_path / "t.jsonl"
+    original = (folder / "a.jsonl").read_text(encoding="utf-8")
+    target.write_text(_edit_line(original, "checkpoint", lambda line: json.dumps(respell(json.loads(line)))),
+                      encoding="utf-8")
+    failure = verify_export(target, [key.public]).failure
+    assert failure is not None and failure.kind == "forged_signature", failure
+
+
 @pytest.mark.parametrize(("name", "kind", "edit", "message"), JSONL_CASES, ids=[c[0] for c in JSONL_CASES])
 def test_jsonl_with_duplicate_keys_or_unsigned_fields_is_refused(log, tmp_path: Path, name: str, kind: str, edit,
                                                                  message: str) -> None:
