@@ -158,6 +158,17 @@ def test_bad_inputs_get_one_clear_line(workdir: Path, tmp_path: Path) -> None:
     assert run(workdir, "audit", "prove", "abc").returncode == 2
 
 
+@pytest.mark.parametrize("order", ["the log's key first", "another key first"])
+def test_a_pubkey_file_with_several_keys_is_refused(workdir: Path, tmp_path: Path, order: str) -> None:
+    """PEM readers take a file's first key and skip the rest: verify trusted one of two keys without a word
+    (OK with the log's key first, unknown_key for a key the file holds with it second)."""
+    assert run(tmp_path, "keys", "generate", "--out", "other.key").returncode == 0
+    keys = [(workdir / "policyengine.key.pub.pem").read_text(), (tmp_path / "other.key.pub.pem").read_text()]
+    both = tmp_path / "both.pem"
+    both.write_text("".join(keys if order.startswith("the log") else keys[::-1]))
+    one_line_error(run(workdir, "audit", "verify", "--pubkey", str(both)), "holds 2 PEM blocks")
+
+
 DB_COMMANDS = [
     ("audit", "verify"),
     ("audit", "checkpoint"),
