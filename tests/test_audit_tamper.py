@@ -488,6 +488,8 @@ PROOF_EDITS: list[tuple[str, Callable[[dict, str], str], str]] = [
     ("another checkpoint type", _data_edit(lambda d: d["checkpoint"].update(type="x")), "not a checkpoint anchor"),
     ("the root in upper case", _data_edit(lambda d: d["checkpoint"].update(root=d["checkpoint"]["root"].upper())),
      "not spelled as the log writes it"),
+    ("an audit path hash in upper case", _data_edit(lambda d: d.update(audit_path=[h.upper() for h in d["audit_path"]])),
+     "not lower-case hex"),
 ]
 
 

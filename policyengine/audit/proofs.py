@@ -222,7 +222,9 @@ def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "p
         row = [record[c] for c in RECORD_COLUMNS]
         row[RECORD_COLUMNS.index("payload")] = canonical_text(record["payload"])
         index = data["leaf_index"]
-        path = [bytes.fromhex(h) for h in data["audit_path"]]
+        path = [_hex(h) for h in data["audit_path"]]
+        if not all(path):  # read only as written (lower-case hex), like every stored hash
+            raise ValueError("an audit path hash is not lower-case hex")
         if type(record["seq"]) is not int or type(index) is not int or not isinstance(record["event"], str):
             raise TypeError("seq and leaf_index must be integers and event a string")
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, CanonicalJSONError) as err:
