@@ -348,6 +348,18 @@ def test_prune_old_segments_records_them_and_the_chain_still_verifies(folder: Pa
     assert prune_segments(folder, later, key, now=later).dropped == []  # the newest segment always stays
 
 
+def test_two_logs_sharing_the_old_default_origin_are_not_duplicates(folder: Path, key: SigningKey) -> None:
+    """Logs made before origins were unique are all 'policyengine': two such logs differ in record 1."""
+    for worker in (0, 1):
+        with AuditLog(folder / f"audit.worker{worker}.duckdb", key, origin="policyengine", flush_interval=0) as log:
+            log.append("decision", actor=f"w{worker}", payload={"worker": worker})
+    report = verify_segments(folder, [key.public])
+    assert report.ok, report.summary()
+    shutil.copy(folder / "audit.worker1.duckdb", folder / "audit.worker1-copy.duckdb")
+    failure = verify_segments(folder, [key.public]).failure
+    assert failure is not None and failure.kind == "duplicated" and "audit.worker1" in failure.message, failure
+
+
 def test_a_pruned_segment_still_present_is_checked_and_counted(folder: Path, key: SigningKey) -> None:
     """A prune stopped before deleting leaves the segment: it verifies, ends as recorded, and is noted."""
     saved = _pruned(folder, key)

@@ -508,18 +508,38 @@ def verify_segments(folder: str | os.PathLike[str], trusted: Sequence[PublicKey]
 def _duplicated(report: SegmentsReport) -> None:
     """Two files of the folder holding one log (one origin): a copy of a segment or log under another name, or an
     older state of it. Each verifies alone, but `query` and the reports read every file, so its records twice."""
-    seen: dict[str, str] = {}
+    folder = Path(report.folder)
+    by_origin: dict[str, list[str]] = {}
     for entry in report.segments:
-        origin = entry.get("origin")
-        if origin is None:
-            continue
-        if origin in seen:
-            report.failures.append(SegmentFailure(
-                str(Path(report.folder) / entry["file"]), "duplicated", 1,
-                f"holds the log {origin!r}, as {seen[origin]} does (a copy or an older state of it: "
-                "query and reports would read its records twice)"))
-            return
-        seen[origin] = entry["file"]
+        if entry.get("origin") is not None:
+            by_origin.setdefault(entry["origin"], []).append(entry["file"])
+    for origin, files in by_origin.items():
+        seen: dict[str | None, str] = {}
+        for file in files if len(files) > 1 else ():
+            # record 1 too: logs made before origins were unique share the origin 'policyengine', not record 1
+            first = _first_leaf(folder / file)
+            if first in seen:
+                report.failures.append(SegmentFailure(
+                    str(folder / file), "duplicated", 1,
+                    f"holds the log {origin!r}, as {seen[first]} does (a copy or an older state of it: "
+                    "query and reports would read its records twice)"))
+                return
+            seen[first] = file
+
+
+def _first_leaf(path: Path) -> str | None:
+    """Record 1's leaf hash of a verified file (None if it cannot be read again)."""
+    try:
+        con = open_duckdb(path, read_only=True, external_access=False)
+    except StoreError:
+        return None
+    try:
+        row = con.execute(q("leaf_hashes_upto"), {"size": 1}).fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return row[0] if row else None
 
 
 def _verify_whole_log(path: Path, trusted: Sequence[PublicKey], report: SegmentsReport) -> None:
