@@ -80,6 +80,42 @@ def test_parquet_is_read_by_column_name_with_its_schema_checked(log, tmp_path: P
             verify_export(target, [key.public])
 
 
+GLOBBED = [
+    # (the tampered export's name, a pristine export's name beside it that DuckDB's pattern reading matches)
+    ("audit[1].parquet", "audit1.parquet"),  # verified audit1.parquet and said OK
+    ("audit*.parquet", "audit-2.parquet"),
+    ("audit?.parquet", "auditX.parquet"),
+]
+
+
+@pytest.mark.parametrize(("name", "beside"), GLOBBED, ids=[g[0] for g in GLOBBED])
+def test_a_parquet_path_duckdb_would_read_as_a_pattern_is_refused(log, tmp_path: Path, name: str, beside: str) -> None:
+    """read_parquet globs its path: the file named is verified, or nothing is."""
+    folder, key = log
+    _rewrite_parquet(folder / "a.parquet", tmp_path / name, ALL.replace("actor,", "'mallory' AS actor,"))
+    _rewrite_parquet(folder / "a.parquet", tmp_path / beside, ALL)
+    with pytest.raises(AuditError, match=r"as a pattern, so other files would be verified"):
+        verify_export(tmp_path / name, [key.public])
+
+
+@pytest.mark.parametrize("first", ["header with one checkpoint", "the same header"])
+def test_parquet_metadata_with_the_audit_header_twice_is_refused(log, tmp_path: Path, first: str) -> None:
+    """pyarrow and pandas show the first header, DuckDB's reader gave verify the last: it said OK."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, key = log
+    table = pq.read_table(folder / "a.parquet")
+    header = table.schema.metadata[b"policyengine_audit"]
+    shown = dict(json.loads(header), checkpoints=json.loads(header)["checkpoints"][:1])
+    twice = pa.KeyValueMetadata([(b"policyengine_audit", json.dumps(shown).encode() if "one" in first else header),
+                                 (b"policyengine_audit", header)])
+    target = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_batches(table.to_batches(), schema=pa.schema(table.schema, metadata=twice)), target)
+    with pytest.raises(AuditError, match="policyengine_audit metadata more than once"):
+        verify_export(target, [key.public])
+
+
 def _edit_line(text: str, kind: str, edit) -> str:
     lines = text.splitlines()
     index = next(i for i, line in enumerate(lines) if json.loads(line)["type"] == kind)
@@ -99,6 +135,25 @@ JSONL_CASES = [
     ("extra field in the header", "header", lambda line: line[:-1] + ',"comment":"x"}', "unsigned field(s) comment"),
     ("a record field missing", "record", lambda line: line.replace('"run_id": "run-0", ', ""), "lacks run_id"),
 ]
+
+
+RESPELLED = [
+    # a checkpoint line whose root or signature is the signed one spelled otherwise: each verified OK
+    ("root in upper case", lambda cp: {**cp, "root": cp["root"].upper()}),
+    ("signature with a stray character", lambda cp: {**cp, "signature": "!" + cp["signature"]}),
+    ("signature split by an escaped line break", lambda cp: {**cp, "signature": cp["signature"][:8] + "\n" + cp["signature"][8:]}),
+]
+
+
+@pytest.mark.parametrize(("name", "respell"), RESPELLED, ids=[c[0] for c in RESPELLED])
+def test_a_jsonl_checkpoint_spelled_otherwise_is_forged(log, tmp_path: Path, name: str, respell) -> None:
+    folder, key = log
+    target = tmp_path / "t.jsonl"
+    original = (folder / "a.jsonl").read_text(encoding="utf-8")
+    target.write_text(_edit_line(original, "checkpoint", lambda line: json.dumps(respell(json.loads(line)))),
+                      encoding="utf-8")
+    failure = verify_export(target, [key.public]).failure
+    assert failure is not None and failure.kind == "forged_signature", failure
 
 
 @pytest.mark.parametrize(("name", "kind", "edit", "message"), JSONL_CASES, ids=[c[0] for c in JSONL_CASES])

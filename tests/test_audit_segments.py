@@ -197,7 +197,48 @@ def _foreign_segment(folder: Path, key: SigningKey) -> None:
     shutil.copy(seg(other, 2), seg(folder, 2))
 
 
-TAMPERING: list[tuple[str, Callable[[Path, SigningKey], None], int, str, int, str]] = [
+def _copied_under_another_name(folder: Path, key: SigningKey) -> None:
+    """A sealed segment copied in as a whole log: it verifies alone, and query and reports read it twice."""
+    shutil.copy(seg(folder, 2), folder / "backup.duckdb")
+
+
+def _copied_with_seven_digits(folder: Path, key: SigningKey) -> None:
+    shutil.copy(seg(folder, 2), folder / "audit.0000002.duckdb")
+
+
+def _pruned(folder: Path, key: SigningKey) -> Path:
+    """Segments 1..3 pruned (as if a year old); their copies kept in ``saved``."""
+    saved = folder.parent / "saved"
+    saved.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(seg(folder, i), saved / seg(folder, i).name)
+    later = datetime.now(UTC) + timedelta(days=400)
+    assert len(prune_segments(folder, later, key, now=later).dropped) == 3
+    return saved
+
+
+def _pruned_segment_put_back_modified(folder: Path, key: SigningKey) -> None:
+    """Reports read every file of the folder, a pruned one put back too: it was only noted, never checked."""
+    saved = _pruned(folder, key)
+    shutil.copy(saved / seg(folder, 1).name, seg(folder, 1))
+    con = duckdb.connect(str(seg(folder, 1)))
+    con.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
+    con.close()
+
+
+def _other_segment_under_a_pruned_name(folder: Path, key: SigningKey) -> None:
+    saved = _pruned(folder, key)
+    shutil.copy(saved / seg(folder, 2).name, seg(folder, 1))
+
+
+def _segments_left_after_a_prune_deleted(folder: Path, key: SigningKey) -> None:
+    """A prune keeps a series' newest segment, so a pruned series with no segment left lost its tail."""
+    write_series(folder, key, 2, series="w1")  # another series keeps the folder from being empty
+    _pruned(folder, key)
+    seg(folder, 4).unlink()
+
+
+TAMPERING: list[tuple[str, Callable[[Path, SigningKey], None], int | str, str, int, str]] = [
     # (case, tamper, failing segment, kind, seq, words in the message)
     ("segment removed from the middle", _remove_middle, 3, "segment_missing", 1, "audit.000002.duckdb"),
     ("first segment removed", _remove_first, 2, "segment_missing", 1, "audit.000001.duckdb"),
@@ -207,21 +248,32 @@ TAMPERING: list[tuple[str, Callable[[Path, SigningKey], None], int, str, int, st
     ("record modified in a sealed segment", _modify_record, 2, "modified", 3, "leaf hash"),
     ("seal dropped and re-signed", _drop_seal, 2, "not_sealed", 3, "segment_sealed"),
     ("segment of another series copied in", _foreign_segment, 2, "segment_misplaced", 1, "origin"),
+    # each of these verified OK
+    ("segment copied in under another name", _copied_under_another_name, "backup.duckdb", "duplicated", 1,
+     "as audit.000002.duckdb does"),
+    ("segment copied in with a seven-digit index", _copied_with_seven_digits, "audit.0000002.duckdb", "duplicated", 1,
+     "read its records twice"),
+    ("pruned segment put back modified", _pruned_segment_put_back_modified, 1, "modified", 3, "leaf hash"),
+    ("another segment under a pruned segment's name", _other_segment_under_a_pruned_name, 1, "segment_misplaced", 1,
+     "not the segment pruned"),
+    ("every segment left after a prune deleted", _segments_left_after_a_prune_deleted, 4, "segment_missing", 1,
+     "newest segment"),
 ]
 
 
 @pytest.mark.parametrize(("case", "tamper", "segment", "kind", "seq", "words"), TAMPERING,
                          ids=[t[0] for t in TAMPERING])
 def test_tampering_is_named_by_segment_and_seq(folder: Path, key: SigningKey, case: str,
-                                              tamper: Callable[[Path, SigningKey], None], segment: int, kind: str,
-                                              seq: int, words: str) -> None:
+                                              tamper: Callable[[Path, SigningKey], None], segment: int | str,
+                                              kind: str, seq: int, words: str) -> None:
     assert verify_segments(folder, [key.public]).ok
     tamper(folder, key)
     report = verify_segments(folder, [key.public])
     assert not report.ok, case
     failure = report.failure
     assert failure is not None
-    assert (Path(failure.segment).name, failure.kind, failure.seq) == (seg(folder, segment).name, kind, seq), failure
+    named = seg(folder, segment).name if isinstance(segment, int) else segment
+    assert (Path(failure.segment).name, failure.kind, failure.seq) == (named, kind, seq), failure
     assert words in failure.message, failure.message
 
 
@@ -294,6 +346,28 @@ def test_prune_old_segments_records_them_and_the_chain_still_verifies(folder: Pa
     assert report.ok, report.summary()
     assert report.segments[0]["first_seq"] == 16  # numbering carries on past the pruned records
     assert prune_segments(folder, later, key, now=later).dropped == []  # the newest segment always stays
+
+
+def test_two_logs_sharing_the_old_default_origin_are_not_duplicates(folder: Path, key: SigningKey) -> None:
+    """Logs made before origins were unique are all 'policyengine': two such logs differ in record 1."""
+    for worker in (0, 1):
+        with AuditLog(folder / f"audit.worker{worker}.duckdb", key, origin="policyengine", flush_interval=0) as log:
+            log.append("decision", actor=f"w{worker}", payload={"worker": worker})
+    report = verify_segments(folder, [key.public])
+    assert report.ok, report.summary()
+    shutil.copy(folder / "audit.worker1.duckdb", folder / "audit.worker1-copy.duckdb")
+    failure = verify_segments(folder, [key.public]).failure
+    assert failure is not None and failure.kind == "duplicated" and "audit.worker1" in failure.message, failure
+
+
+def test_a_pruned_segment_still_present_is_checked_and_counted(folder: Path, key: SigningKey) -> None:
+    """A prune stopped before deleting leaves the segment: it verifies, ends as recorded, and is noted."""
+    saved = _pruned(folder, key)
+    shutil.copy(saved / seg(folder, 1).name, seg(folder, 1))
+    report = verify_segments(folder, [key.public])
+    assert report.ok, report.summary()
+    assert [s["file"] for s in report.segments] == [seg(folder, 1).name, seg(folder, 4).name]
+    assert any("recorded as pruned but still present; it verifies" in note for note in report.notes), report.notes
 
 
 def test_after_pruning_a_forged_or_broken_chain_still_fails(folder: Path, key: SigningKey, tmp_path: Path) -> None:

@@ -58,6 +58,21 @@ ALTERED = [
      "audit_log was altered: column policy_hash is missing"),
     ("a second meta row", "INSERT INTO audit_meta SELECT * FROM audit_meta", "audit_meta has 2 rows"),
     ("another leaf format", "UPDATE audit_meta SET format = 2", "audit_meta says leaf format 2"),
+    # a collation is not in duckdb_columns()' data_type: `WHERE actor = 'alice'` read ALICE's records too, verified OK
+    ("a collation on actor", "ALTER TABLE audit_log ALTER actor TYPE VARCHAR COLLATE NOCASE",
+     "audit_log was altered: a column is declared COLLATE NOCASE, which the writer never sets"),
+    ("a collation on event", "ALTER TABLE audit_log ALTER event TYPE VARCHAR COLLATE noaccent",
+     "audit_log was altered: a column is declared COLLATE noaccent"),
+    ("a collation on a checkpoint column", "ALTER TABLE audit_checkpoints ALTER key_id TYPE VARCHAR COLLATE nocase",
+     "audit_checkpoints was altered: a column is declared COLLATE nocase"),
+    # without audit_meta the format went unchecked: each of these verified OK
+    ("audit_meta dropped", "DROP TABLE audit_meta", "has no audit_meta table"),
+    ("audit_meta dropped, an unsigned column added", "DROP TABLE audit_meta; "
+     "ALTER TABLE audit_log ADD COLUMN approved_by VARCHAR DEFAULT 'cfo'", "has no audit_meta table"),
+    ("audit_meta dropped, payload retyped", "DROP TABLE audit_meta; ALTER TABLE audit_log ALTER payload TYPE VARCHAR",
+     "has no audit_meta table"),
+    ("audit_meta dropped, a column beside the checkpoints", "DROP TABLE audit_meta; "
+     "ALTER TABLE audit_checkpoints ADD COLUMN witnessed_by VARCHAR DEFAULT 'auditor'", "has no audit_meta table"),
 ]
 
 

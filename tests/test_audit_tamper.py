@@ -114,6 +114,17 @@ CASES: list[tuple[str, str, tuple[str, int]]] = [
     ("forge a signature", "UPDATE audit_checkpoints SET signature = ? WHERE tree_size = 30", ("forged_signature", 21)),
     ("change a signed root", "UPDATE audit_checkpoints SET root = sha256('x') WHERE tree_size = 30",
      ("forged_signature", 21)),
+    # the same root or signature spelled otherwise is not what the writer stored: each verified OK
+    ("a root in upper case", "UPDATE audit_checkpoints SET root = upper(root) WHERE tree_size = 30",
+     ("forged_signature", 21)),
+    ("a root with a space", "UPDATE audit_checkpoints SET root = root[1:8] || ' ' || root[9:] WHERE tree_size = 30",
+     ("forged_signature", 21)),
+    ("a signature with characters outside base64", "UPDATE audit_checkpoints SET signature = '!' || signature || '@' "
+     "WHERE tree_size = 30", ("forged_signature", 21)),
+    ("a signature broken by a line break", "UPDATE audit_checkpoints SET signature = signature[1:10] || chr(10) || "
+     "signature[11:] WHERE tree_size = 30", ("forged_signature", 21)),
+    ("a signature with extra padding", "UPDATE audit_checkpoints SET signature = signature || '==' WHERE tree_size = 30",
+     ("forged_signature", 21)),
     ("modify and recompute the leaf", "UPDATE audit_log SET actor = 'mallory', leaf_hash = ? WHERE seq = 27",
      ("modified", 21)),
     # every committed record is covered by a checkpoint by construction: uncovered records are tampering
@@ -434,13 +445,100 @@ def test_a_damaged_inclusion_proof_is_rejected_with_an_audit_error(
 
     _, key = small
     damaged = copying.deepcopy(proof)
-    if part in ("record", "checkpoint"):
+    if part in ("record", "checkpoint"):  # leaf_hash, note and type too: a proof says nothing unverified
         field = data.draw(st.sampled_from(sorted(damaged[part])))
-        if field in ("leaf_hash", "note", "type"):
-            return  # recomputed or informational: not part of what is signed or hashed
         damaged[part][field] = data.draw(json_any.filter(lambda v, old=damaged[part][field]: v != old))
     else:
         damaged[part] = data.draw(json_any.filter(lambda v, old=damaged[part]: v != old))
     assert verify_proof(proof, [key.public]).startswith("proof: OK")
     with pytest.raises(AuditError):
         verify_proof(damaged, [key.public])
+
+
+# -- proofs and anchors say nothing that was not verified ----------------------------------------
+# Each edit below verified OK: unverified fields beside the verified ones, a repeated key (a reader taking the
+# first copy sees another record), a leaf hash or note that says otherwise, a root or signature spelled otherwise.
+
+
+def _text_edit(old: str, new: str) -> Callable[[dict, str], str]:
+    return lambda data, text: text.replace(old, new, 1)
+
+
+def _data_edit(change: Callable[[dict], None]) -> Callable[[dict, str], str]:
+    def edit(data: dict, text: str) -> str:
+        change(data)
+        return __import__("json").dumps(data)
+    return edit
+
+
+PROOF_EDITS: list[tuple[str, Callable[[dict, str], str], str]] = [
+    ("an unsigned field in the record", _data_edit(lambda d: d["record"].update(approved_by="cfo")),
+     "record has unsigned field(s) approved_by"),
+    ("an unsigned field beside the record", _data_edit(lambda d: d.update(verdict="allow")),
+     "proof has unsigned field(s) verdict"),
+    ("an unsigned field in the checkpoint", _data_edit(lambda d: d["checkpoint"].update(witness="x")),
+     "checkpoint has unsigned field(s) witness"),
+    ("a key given twice in the record", _text_edit('"event": "', '"event": "alert", "event": "'),
+     "duplicate key 'event'"),
+    ("another leaf hash", _data_edit(lambda d: d["record"].update(leaf_hash="00" * 32)), "names leaf hash 0000"),
+    ("the leaf hash in upper case", _data_edit(lambda d: d["record"].update(leaf_hash=d["record"]["leaf_hash"].upper())),
+     "names leaf hash"),
+    ("another note", _data_edit(lambda d: d["checkpoint"].update(note="other\n99\nAAAA\nts\n")),
+     "note says other than its signed fields"),
+    ("another checkpoint type", _data_edit(lambda d: d["checkpoint"].update(type="x")), "not a checkpoint anchor"),
+    ("the root in upper case", _data_edit(lambda d: d["checkpoint"].update(root=d["checkpoint"]["root"].upper())),
+     "not spelled as the log writes it"),
+    ("an audit path hash in upper case", _data_edit(lambda d: d.update(audit_path=[h.upper() for h in d["audit_path"]])),
+     "not lower-case hex"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "message"), PROOF_EDITS, ids=[e[0] for e in PROOF_EDITS])
+def test_an_edited_proof_file_fails_verify_proof(small: tuple[Path, SigningKey], tmp_path: Path, case: str,
+                                                 edit: Callable[[dict, str], str], message: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from policyengine.audit.keys import public_key_path
+    from policyengine.audit.proofs import prove
+
+    source, key = small
+    path = tmp_path / "proof.json"
+    text = json.dumps(prove(source, 7), indent=2)
+    path.write_text(edit(json.loads(text), text), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "policyengine", "audit", "verify-proof", str(path), "--pubkey",
+                           str(public_key_path(source.parent / "k.key"))], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout == "", (case, done.stdout)
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+
+
+ANCHOR_EDITS = [e for e in PROOF_EDITS if "checkpoint" in e[0] or "note" in e[0] or "root" in e[0]] + [
+    ("a key given twice in the anchor", _text_edit('"tree_size": ', '"tree_size": 1, "tree_size": '),
+     "duplicate key 'tree_size'"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "message"), ANCHOR_EDITS, ids=[e[0] for e in ANCHOR_EDITS])
+def test_an_edited_anchor_file_fails_verify(small: tuple[Path, SigningKey], tmp_path: Path, case: str,
+                                            edit: Callable[[dict, str], str], message: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from policyengine.audit.keys import public_key_path
+
+    source, key = small
+    path = tmp_path / "anchor.json"
+    text = json.dumps({"checkpoint": anchor_json(latest_checkpoint(source))}, indent=2)
+    edited = json.loads(edit(json.loads(text), text)) if "twice" not in case else None
+    if edited is None:  # the repeated key is in the text: keep it there
+        body = edit({}, text)
+        path.write_text(body[body.index("{", 1):body.rindex("}")].rstrip(), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(edited["checkpoint"]), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "policyengine", "audit", "verify", "--db", str(source), "--anchor",
+                           str(path), "--pubkey", str(public_key_path(source.parent / "k.key"))],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "OK" not in done.stdout, (case, done.stdout)
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr

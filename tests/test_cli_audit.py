@@ -158,6 +158,50 @@ def test_bad_inputs_get_one_clear_line(workdir: Path, tmp_path: Path) -> None:
     assert run(workdir, "audit", "prove", "abc").returncode == 2
 
 
+def _meta_dropped(workdir: Path, tmp: Path) -> list[str]:
+    db = tmp / "m.duckdb"
+    db.write_bytes((workdir / "policyengine.duckdb").read_bytes())
+    con = duckdb.connect(str(db))
+    con.execute("DROP TABLE audit_meta")
+    con.close()
+    return ["--db", str(db)]
+
+
+def _not_json(workdir: Path, tmp: Path) -> list[str]:
+    (tmp / "x.jsonl").write_text("{\"type\": \"header\",\n")
+    return ["--export", str(tmp / "x.jsonl")]
+
+
+REFUSED = [
+    # (case, the verify arguments, words of the error) : refused before any report exists
+    ("no such database", lambda workdir, tmp: ["--db", str(tmp / "missing.duckdb")], "no such audit database"),
+    ("audit_meta dropped", _meta_dropped, "has no audit_meta table"),
+    ("an export that is not JSON", _not_json, "not JSON"),
+    ("a folder of no segments", lambda workdir, tmp: ["--dir", str(tmp)], "no audit segments"),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "words"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_verify_json_prints_a_refusal_as_json(workdir: Path, tmp_path: Path, case: str, args, words: str) -> None:
+    """With --json stdout was empty on a refusal: a script reading `.ok` from it read nothing, not false."""
+    done = run(workdir, "audit", "verify", *args(workdir, tmp_path), "--json")
+    assert done.returncode == 1, done.stdout
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is False and words in answer["error"], answer
+    assert done.stderr.startswith("error: ") and words in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("order", ["the log's key first", "another key first"])
+def test_a_pubkey_file_with_several_keys_is_refused(workdir: Path, tmp_path: Path, order: str) -> None:
+    """PEM readers take a file's first key and skip the rest: verify trusted one of two keys without a word
+    (OK with the log's key first, unknown_key for a key the file holds with it second)."""
+    assert run(tmp_path, "keys", "generate", "--out", "other.key").returncode == 0
+    keys = [(workdir / "policyengine.key.pub.pem").read_text(), (tmp_path / "other.key.pub.pem").read_text()]
+    both = tmp_path / "both.pem"
+    both.write_text("".join(keys if order.startswith("the log") else keys[::-1]))
+    one_line_error(run(workdir, "audit", "verify", "--pubkey", str(both)), "holds 2 PEM blocks")
+
+
 DB_COMMANDS = [
     ("audit", "verify"),
     ("audit", "checkpoint"),

@@ -44,6 +44,13 @@ WHERE database_name = current_database() AND schema_name = 'main'
   AND table_name IN ('audit_meta', 'audit_log', 'audit_checkpoints')
 ORDER BY table_name, column_index;
 
+-- name: audit_table_sql
+-- How the file declares the audit tables (verify looks for what duckdb_columns() does not show: COLLATE).
+SELECT table_name, sql FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'main'
+  AND table_name IN ('audit_meta', 'audit_log', 'audit_checkpoints', 'audit_facts')
+ORDER BY table_name;
+
 -- name: meta_rows
 SELECT count(*), min(format), max(format) FROM audit_meta;
 

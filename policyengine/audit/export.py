@@ -182,7 +182,7 @@ def _exact_keys(item: dict[str, Any], expected: frozenset[str], what: str, where
                 optional: frozenset[str] = frozenset()) -> None:
     extra, missing = set(item) - expected, expected - optional - set(item)
     if extra:
-        raise AuditError(f"{where}: {what} has unsigned field(s) {', '.join(sorted(extra))}; refusing the export")
+        raise AuditError(f"{where}: {what} has unsigned field(s) {', '.join(sorted(extra))}; refusing it")
     if missing:
         raise AuditError(f"{where}: {what} lacks {', '.join(sorted(missing))}")
 
@@ -202,10 +202,16 @@ def _insert_checkpoint(con: duckdb.DuckDBPyConnection, cp: Any, where: str,
 
 
 def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    if any(c in str(path) for c in "*?["):  # read_parquet globs: 'audit[1].parquet' reads audit1.parquet if it exists
+        raise AuditError(f"{path}: DuckDB reads '*', '?' and '[' in a Parquet file's path as a pattern, so other "
+                         "files would be verified; copy it to a path without them")
     try:
-        meta = dict(con.execute(q("parquet_meta"), {"path": str(path)}).fetchall())
+        pairs = con.execute(q("parquet_meta"), {"path": str(path)}).fetchall()
+        meta = dict(pairs)
         if _PARQUET_KEY not in meta:
             raise AuditError(f"{path}: Parquet file has no {_PARQUET_KEY} metadata; not an audit export")
+        if sum(key == _PARQUET_KEY for key, _ in pairs) > 1:  # which header was meant would be the reader's guess
+            raise AuditError(f"{path}: Parquet file has its {_PARQUET_KEY} metadata more than once; refusing the export")
         _load_header(con, strict_json(meta[_PARQUET_KEY]), str(path))
         _check_parquet_schema(con, path)
         con.execute(q("import_parquet"), {"path": str(path)})

@@ -183,6 +183,9 @@ def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
         data = Path(path).read_bytes()
     except OSError as err:
         raise AuditError(f"{path}: cannot read public key ({err.strerror})") from None
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:  # PEM readers take the first block and skip the rest: say so rather than trust one silently
+        raise AuditError(f"{path}: holds {blocks} PEM blocks; give each trusted key its own --pubkey")
     if b"PRIVATE KEY" in data:
         return load_private_key(path).public
     return PublicKey.from_pem(data, where=str(path))

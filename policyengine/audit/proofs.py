@@ -19,16 +19,19 @@ import duckdb
 
 from .canonical import CanonicalJSONError, canonical_text
 from .errors import AuditError
-from .export import RECORD_COLUMNS, open_readonly
+from .export import RECORD_COLUMNS, _DuplicateKey, _exact_keys, open_readonly, strict_json
 from .keys import PublicKey
 from .log import Checkpoint
 from .merkle import MerkleTree, verify_inclusion
 from .sql import q
-from .verify import exact_leaf
+from .verify import _base64, _hex, exact_leaf
 
 ANCHOR_TYPE = "policyengine-audit-checkpoint"
 PROOF_TYPE = "policyengine-audit-inclusion"
 CONSISTENCY_TYPE = "policyengine-audit-consistency"
+# The exact keys `audit checkpoint --out` and `audit prove` write: a key more (unsigned, unverified) or less is refused.
+ANCHOR_KEYS = frozenset({"type", "origin", "tree_size", "root", "ts", "key_id", "signature", "note"})
+PROOF_KEYS = frozenset({"type", "record", "leaf_index", "audit_path", "checkpoint"})
 
 
 def latest_checkpoint(db: str | os.PathLike[str]) -> Checkpoint:
@@ -55,9 +58,11 @@ def anchor_json(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = strict_json(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
         raise AuditError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except _DuplicateKey as err:  # which copy was signed would be the reader's guess
+        raise AuditError(f"{path}: {what} has a {err}; refusing it") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise AuditError(f"{path}: {what} is not JSON ({err})") from None
     if not isinstance(data, dict):
@@ -71,23 +76,40 @@ def checkpoint_from_json(data: dict[str, Any], where: str) -> Checkpoint:
             raise TypeError("root and signature must be strings")
         if type(data["tree_size"]) is not int:
             raise TypeError("tree_size must be an integer")
+        root, signature = _hex(data["root"]), _base64(data["signature"])
+        if not root or not signature:  # read only as written: lower-case hex, padded standard base64
+            raise ValueError("root or signature is not spelled as the log writes it")
         return Checkpoint(
             origin=str(data["origin"]),
             tree_size=int(data["tree_size"]),
-            root=bytes.fromhex(data["root"]),
+            root=root,
             ts=str(data["ts"]),
             key_id=str(data["key_id"]),
-            signature=base64.b64decode(data["signature"], validate=True),
+            signature=signature,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise AuditError(f"{where}: malformed checkpoint ({err.__class__.__name__}: {err})") from None
+
+
+def _anchored_checkpoint(data: Any, where: str) -> Checkpoint:
+    """An anchor's checkpoint (a file of its own, or a proof's): exactly the fields written, its type, and a
+    ``note`` that is the checkpoint's signed note, so nothing in it says other than what was verified."""
+    if not isinstance(data, dict):
+        raise AuditError(f"{where}: malformed checkpoint (not an object)")
+    _exact_keys(data, ANCHOR_KEYS, "checkpoint", where)
+    if data["type"] != ANCHOR_TYPE:
+        raise AuditError(f"{where}: not a checkpoint anchor (written by `policyengine audit checkpoint --out`)")
+    checkpoint = checkpoint_from_json(data, where)
+    if data["note"] != checkpoint.note().decode("utf-8"):
+        raise AuditError(f"{where}: the checkpoint's note says other than its signed fields; refusing it")
+    return checkpoint
 
 
 def read_anchor(path: str | os.PathLike[str]) -> Checkpoint:
     data = read_json_file(path, "anchor")
     if data.get("type") != ANCHOR_TYPE:
         raise AuditError(f"{path}: not a checkpoint anchor (written by `policyengine audit checkpoint --out`)")
-    return checkpoint_from_json(data, str(path))
+    return _anchored_checkpoint(data, str(path))
 
 
 def prove(db: str | os.PathLike[str], seq: int) -> dict[str, Any]:
@@ -190,14 +212,19 @@ def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "p
     """Check an inclusion proof; return a one-line summary or raise AuditError."""
     if data.get("type") != PROOF_TYPE:
         raise AuditError(f"{where}: not an inclusion proof (written by `policyengine audit prove`)")
-    cp = data.get("checkpoint")
-    checkpoint = checkpoint_from_json(cp if isinstance(cp, dict) else {}, where)
+    _exact_keys(data, PROOF_KEYS, "proof", where)
+    checkpoint = _anchored_checkpoint(data["checkpoint"], where)
+    if not isinstance(data["record"], dict):
+        raise AuditError(f"{where}: malformed proof (record is not an object)")
+    _exact_keys(data["record"], frozenset(RECORD_COLUMNS), "record", where)
     try:
         record = data["record"]
         row = [record[c] for c in RECORD_COLUMNS]
         row[RECORD_COLUMNS.index("payload")] = canonical_text(record["payload"])
         index = data["leaf_index"]
-        path = [bytes.fromhex(h) for h in data["audit_path"]]
+        path = [_hex(h) for h in data["audit_path"]]
+        if not all(path):  # read only as written (lower-case hex), like every stored hash
+            raise ValueError("an audit path hash is not lower-case hex")
         if type(record["seq"]) is not int or type(index) is not int or not isinstance(record["event"], str):
             raise TypeError("seq and leaf_index must be integers and event a string")
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, CanonicalJSONError) as err:
@@ -213,5 +240,8 @@ def verify_proof(data: dict[str, Any], trusted: list[PublicKey], where: str = "p
         raise AuditError(f"{where}: record {record.get('seq')} cannot be encoded canonically")
     if not verify_inclusion(index, checkpoint.tree_size, leaf, path, checkpoint.root):
         raise AuditError(f"{where}: record {record['seq']} is NOT included in the checkpoint at tree size {checkpoint.tree_size}")
+    if record["leaf_hash"] != leaf.hex():
+        raise AuditError(f"{where}: record {record['seq']} names leaf hash {str(record['leaf_hash'])[:16]}..., "
+                         f"but its columns (included) hash to {leaf.hex()[:16]}...; refusing it")
     return (f"{where}: OK, record {record['seq']} ({record['event']}) is included in {checkpoint.origin!r} "
             f"at tree size {checkpoint.tree_size}, signed by {checkpoint.key_id}")

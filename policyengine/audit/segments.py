@@ -417,7 +417,7 @@ def _epoch(ts: str) -> float:
 
 # -- verifying ----------------------------------------------------------------
 
-SEGMENT_KINDS = ("segment_missing", "segment_misplaced", "chain_broken", "not_sealed", "unreadable")
+SEGMENT_KINDS = ("segment_missing", "segment_misplaced", "chain_broken", "not_sealed", "duplicated", "unreadable")
 
 
 @dataclass(frozen=True)
@@ -496,12 +496,50 @@ def verify_segments(folder: str | os.PathLike[str], trusted: Sequence[PublicKey]
     pruned = _pruned(root, trusted, report)
     if not all_series and not others and not report.failures:
         raise AuditError(f"{root}: no audit segments (files named <series>.NNNNNN.duckdb)")
-    for name, segments in all_series.items():
-        _verify_series(name, segments, pruned.get(name, []), list(trusted), report)
+    for name in sorted({*all_series, *pruned}):  # a pruned series keeps its newest segment: it must be here
+        _verify_series(name, all_series.get(name, []), pruned.get(name, []), list(trusted), report)
     for path in others:  # `query` and reports read every *.duckdb file here, so every one is checked
         _verify_whole_log(path, trusted, report)
+    _duplicated(report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _duplicated(report: SegmentsReport) -> None:
+    """Two files of the folder holding one log (one origin): a copy of a segment or log under another name, or an
+    older state of it. Each verifies alone, but `query` and the reports read every file, so its records twice."""
+    folder = Path(report.folder)
+    by_origin: dict[str, list[str]] = {}
+    for entry in report.segments:
+        if entry.get("origin") is not None:
+            by_origin.setdefault(entry["origin"], []).append(entry["file"])
+    for origin, files in by_origin.items():
+        seen: dict[str | None, str] = {}
+        for file in files if len(files) > 1 else ():
+            # record 1 too: logs made before origins were unique share the origin 'policyengine', not record 1
+            first = _first_leaf(folder / file)
+            if first in seen:
+                report.failures.append(SegmentFailure(
+                    str(folder / file), "duplicated", 1,
+                    f"holds the log {origin!r}, as {seen[first]} does (a copy or an older state of it: "
+                    "query and reports would read its records twice)"))
+                return
+            seen[first] = file
+
+
+def _first_leaf(path: Path) -> str | None:
+    """Record 1's leaf hash of a verified file (None if it cannot be read again)."""
+    try:
+        con = open_duckdb(path, read_only=True, external_access=False)
+    except StoreError:
+        return None
+    try:
+        row = con.execute(q("leaf_hashes_upto"), {"size": 1}).fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return row[0] if row else None
 
 
 def _verify_whole_log(path: Path, trusted: Sequence[PublicKey], report: SegmentsReport) -> None:
@@ -575,12 +613,19 @@ def _pruned(root: Path, trusted: Sequence[PublicKey], report: SegmentsReport) ->
 
 def _verify_series(name: str, segments: list[tuple[int, Path]], pruned: list[dict[str, Any]],
                    trusted: list[PublicKey], report: SegmentsReport) -> None:
-    pruned_files = {e.get("file") for e in pruned}
-    still_there = [(i, p) for i, p in segments if p.name in pruned_files]
-    for _, p in still_there:
-        report.notes.append(f"{p}: recorded as pruned but still present; not checked (`audit prune` deletes it)")
-    segments = [(i, p) for i, p in segments if p.name not in pruned_files]
+    pruned_by_file = {e.get("file"): e for e in pruned}
+    for _, p in [(i, p) for i, p in segments if p.name in pruned_by_file]:
+        if not _pruned_leftover(p, pruned_by_file[p.name], trusted, report):
+            return
+    segments = [(i, p) for i, p in segments if p.name not in pruned_by_file]
     last_pruned = max(pruned, key=lambda e: int(e.get("index", 0))) if pruned else None
+    if last_pruned is not None and not segments:
+        missing = segment_name(name, int(last_pruned.get("index", 0)) + 1)
+        report.failures.append(SegmentFailure(
+            str(Path(report.folder) / missing), "segment_missing", 1,
+            f"{PRUNE_LOG} records segments of series {name} up to {last_pruned.get('file')} as pruned, and prune "
+            f"keeps a series' newest segment, but no later segment of it is here"))
+        return
     expected = int(last_pruned["index"]) + 1 if last_pruned else 1
     previous: dict[str, Any] | None = last_pruned.get("final") if last_pruned else None
     records_before = int(last_pruned.get("records_before", 0)) + int(last_pruned.get("records", 0)) if last_pruned else 0
@@ -623,6 +668,39 @@ def _verify_series(name: str, segments: list[tuple[int, Path]], pruned: list[dic
         previous = info.link()
         records_before += info.records
         expected += 1
+
+
+def _pruned_leftover(path: Path, entry: dict[str, Any], trusted: list[PublicKey], report: SegmentsReport) -> bool:
+    """A segment the prune log records as dropped but still in the folder (a prune stopped before deleting it):
+    reports read it, so it must verify and end at the final checkpoint the prune record names. True if it does."""
+    try:
+        con = open_duckdb(path, read_only=True, external_access=False)
+    except StoreError as error:
+        report.failures.append(SegmentFailure(str(path), "unreadable", 0, str(error)))
+        return False
+    try:
+        result = verify_connection(con, str(path), trusted)
+        info = read_segment(path, con)
+    except AuditError as error:
+        report.failures.append(SegmentFailure(str(path), "unreadable", 0, str(error)))
+        return False
+    finally:
+        con.close()
+    records_before = entry.get("records_before")
+    if _add_verified(report, path, result, series=str(entry.get("series")), index=entry.get("index"),
+                     records_before=records_before if isinstance(records_before, int) else 0):
+        return False
+    final = entry.get("final") if isinstance(entry.get("final"), dict) else {}
+    ended = info.link() if info.checkpoint is not None else {}
+    if any(ended.get(k) != final.get(k) for k in ("origin", "tree_size", "root")):
+        report.failures.append(SegmentFailure(
+            str(path), "segment_misplaced", 1,
+            f"recorded as pruned, ending at tree size {final.get('tree_size')} of {final.get('origin')!r}, but the "
+            f"file ends at tree size {ended.get('tree_size')} of {ended.get('origin')!r}: not the segment pruned"))
+        return False
+    report.notes.append(f"{path}: recorded as pruned but still present; it verifies and is the segment pruned "
+                        "(`audit prune` deletes it)")
+    return True
 
 
 def _link_problem(name: str, index: int, path: Path, info: SegmentInfo, previous: dict[str, Any] | None,

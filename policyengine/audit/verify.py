@@ -28,7 +28,9 @@ is caught by check 3, which can only say between which checkpoints it lies.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -156,7 +158,26 @@ def _hex(value: Any) -> bytes:
     return raw if raw.hex() == value else b""
 
 
+def _base64(value: Any) -> bytes:
+    """The bytes of a stored signature, only in the form the writer stores (padded standard base64, nothing
+    else): ``b64decode`` alone skips characters outside the alphabet, so an edited column would still match."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (TypeError, ValueError):
+        return b""
+    return raw if base64.b64encode(raw).decode("ascii") == value else b""
+
+
+def _stored_checkpoint(row: Sequence[Any]) -> Checkpoint:
+    """A checkpoint row with its root and signature read only as the writer writes them: one spelled
+    otherwise (upper case, spaces, stray characters) has no root or signature, so it fails as forged."""
+    origin, size, root, ts, key_id, signature = row
+    return Checkpoint(origin, int(size), _hex(root), ts, key_id, _base64(signature))
+
+
 Columns = dict[str, dict[str, tuple[str, bool]]]  # table -> column -> (type, nullable)
+_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'')
+_COLLATE = re.compile(r"\bCOLLATE\s+\w+", re.IGNORECASE)
 
 
 @cache
@@ -200,6 +221,11 @@ def _format_problem(con: duckdb.DuckDBPyConnection) -> str | None:
             count = con.execute(f"SELECT count(*) FROM {table} WHERE {nulls}").fetchone()[0]
             if count:
                 return f"{table} has {count} row(s) with NULL in {', '.join(required)}, which the writer never writes"
+    for table, text in con.execute(q("audit_table_sql")).fetchall():
+        bare = _QUOTED.sub("", text or "")  # identifiers and literals may hold any word
+        if (found := _COLLATE.search(bare)) is not None:
+            return (f"{table} was altered: a column is declared {found.group(0)}, which the writer never sets "
+                    "(queries and reports would compare its values otherwise than they were signed)")
     rows, low, high = con.execute(q("meta_rows")).fetchone()
     if rows != 1:
         return f"audit_meta has {rows} rows; a log has exactly one"
@@ -223,17 +249,20 @@ def verify_connection(
         tables = {r[0] for r in con.execute(q("tables")).fetchall()}
         if not {"audit_log", "audit_checkpoints"} <= tables:
             raise AuditError(f"{source}: has no audit_log/audit_checkpoints tables; not a policyengine audit log")
-        problem = _format_problem(con) if "audit_meta" in tables else None
+        if "audit_meta" not in tables:  # the writer creates all three; without it the format goes unchecked
+            raise AuditError(f"{source}: has no audit_meta table, which the writer always creates with audit_log "
+                             "(dropped: the tables' format cannot be checked)")
+        problem = _format_problem(con)
         if problem is not None:
             raise AuditError(f"{source}: {problem}")
-        meta = con.execute(q("read_meta")).fetchone() if "audit_meta" in tables else None
+        meta = con.execute(q("read_meta")).fetchone()
         failures: list[Failure] = []
         failures += _sequence_failures(con)
         failures += _leaf_failures(con)
         failures += _facts_failures(con)
         notes = _facts_notes(con)
         leaves = [_hex(r[0]) for r in con.execute(q("leaf_hashes")).fetchall()]
-        checkpoints = [Checkpoint.from_row(r) for r in con.execute(q("checkpoints")).fetchall()]
+        checkpoints = [_stored_checkpoint(r) for r in con.execute(q("checkpoints")).fetchall()]
         rotations = con.execute(q("rotations")).fetchall()
         record_keys = con.execute(q("record_keys")).fetchall()
         sizes = sorted({c.tree_size for c in checkpoints if 0 < c.tree_size <= len(leaves)})

@@ -124,6 +124,16 @@ def verify_command(db: Path, export: Path | None, folder: Path | None, pubkeys: 
       policyengine audit verify --export audit.parquet --pubkey team.pub.pem
       policyengine audit verify --dir segments/ --pubkey policyengine.key.pub.pem
     """
+    try:
+        _verify(db, export, folder, pubkeys, anchor, as_json)
+    except (AuditError, OSError, duckdb.Error) as err:  # with --json a refusal is JSON too: stdout is never empty
+        if as_json:
+            click.echo(json.dumps({"ok": False, "source": str(folder or export or db), "error": str(err)}))
+        raise
+
+
+def _verify(db: Path, export: Path | None, folder: Path | None, pubkeys: tuple[Path, ...], anchor: Path | None,
+            as_json: bool) -> None:
     trusted = _trusted(pubkeys)
     if folder is not None:
         if export is not None or anchor is not None:
