@@ -26,7 +26,7 @@ class _Entry(NamedTuple):
 
 
 _COMMANDS: dict[str, _Entry] = {
-    "approve": _Entry("workflows", "approve_command", "Approve the pending gate of RUN_ID and resume the run."),
+    "approve": _Entry("workflows", "approve_command", "Approve the pending gate of RUN_ID (the whole run id) and resume the run."),
     "audit": _Entry("audit", "audit_group", "Verify, prove, anchor, tail and export the signed audit trail."),
     "bundle": _Entry("serve", "bundle_group", "Build signed policy bundles for `policyengine serve --bundle`."),
     "check": _Entry("authoring", "check_command", "Parse and statically check policy files."),
@@ -46,7 +46,7 @@ _COMMANDS: dict[str, _Entry] = {
     "query": _Entry("reporting", "query", "Run one read-only SQL statement on the audit database."),
     "reject": _Entry(
         "workflows", "reject_command",
-        "Reject the pending gate of RUN_ID: the step is denied and the workflow's fallback runs.",
+        "Reject the pending gate of RUN_ID (the whole run id): the step is denied and the workflow's fallback runs.",
     ),
     "report": _Entry("reporting", "report", "Run the named report NAME on the audit log, or a bias/drift report."),
     "replay": _Entry("replay", "replay_command",
