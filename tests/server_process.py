@@ -25,6 +25,23 @@ AUTHZEN_ALLOW = {"subject": {"type": "user", "id": "alice", "properties": {"role
                  "action": {"name": "read"}, "resource": {"type": "dataset", "id": "erp/invoices/2026-0042"}}
 AUTHZEN_DENY = {**AUTHZEN_ALLOW, "action": {"name": "delete"}}
 
+# One budget of 10,000 tokens a month for role caller, and a call that asks 400 of it: races on reservations.
+BUDGET_RACE = """
+package race
+role caller
+model small
+    provider "local" region "eu-west-1" hosting internal
+    cost 1 USD per 1M tokens latency 10 ms
+rule callers_invoke
+    allow role caller to invoke model "*"
+budget shared
+    for role caller
+    limit 10_000 tokens per month
+    on exceed deny
+"""
+BUDGETED_CALL = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
+                 "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 400}}
+
 
 class Server(ListeningProcess):
     """``policyengine serve ARGS --port 0`` in ``cwd``; its stderr is kept in ``lines``."""

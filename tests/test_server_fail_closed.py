@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
-from server_process import ALLOW, AUTHZEN_ALLOW, RULES
+from server_process import ALLOW, AUTHZEN_ALLOW, BUDGET_RACE, BUDGETED_CALL, RULES
 
 from policyengine.audit import AuditLog, generate_key
 from policyengine.store.holds import MemoryReservingLedger
@@ -17,27 +17,11 @@ from policyengine.server.metrics import Metrics
 from policyengine.server.policy_source import PolicyHolder
 
 
-RACE = """
-package race
-role caller
-model small
-    provider "local" region "eu-west-1" hosting internal
-rule callers_invoke
-    allow role caller to invoke model "*"
-budget shared
-    for role caller
-    limit 10_000 tokens per month
-    on exceed deny
-"""
-CALL = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
-        "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 400}}
-
-
 def test_a_log_that_cannot_commit_gets_503_and_no_decision(tmp_path: Path) -> None:
     connection = duckdb.connect(str(tmp_path / "a.duckdb"))
     log = AuditLog(connection, generate_key(tmp_path / "k.key"), flush_interval=0)
     audit = DurableAudit(log)
-    (tmp_path / "race.policy").write_text(RACE)
+    (tmp_path / "race.policy").write_text(BUDGET_RACE)
     ledger = MemoryReservingLedger()
     holder = PolicyHolder(rules=[str(tmp_path / "race.policy"), str(RULES)], ledger=ledger)
     holder.reload("startup", force=True)
@@ -51,7 +35,7 @@ def test_a_log_that_cannot_commit_gets_503_and_no_decision(tmp_path: Path) -> No
             answers.append(await client.post("/access/v1/evaluation", json=AUTHZEN_ALLOW))
             answers.append(await client.post("/v1/decide/batch", json=[ALLOW, ALLOW]))
             answers.append(await client.post("/v1/explain", json=ALLOW))
-            answers.append(await client.post("/v1/reserve", json={"request": CALL}))
+            answers.append(await client.post("/v1/reserve", json={"request": BUDGETED_CALL}))
             answers.append(await client.post("/access/v1/evaluations", json={**AUTHZEN_ALLOW, "evaluations": [{}]}))
             answers.append(await client.get("/ready"))
             return answers

@@ -14,23 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_process import Server, audit_records, verify
+from server_process import BUDGET_RACE, BUDGETED_CALL, Server, audit_records, verify
 
-POLICY = """
-package race
-role caller
-model small
-    provider "local" region "eu-west-1" hosting internal
-    cost 1 USD per 1M tokens latency 10 ms
-rule callers_invoke
-    allow role caller to invoke model "*"
-budget shared
-    for role caller
-    limit 10_000 tokens per month
-    on exceed deny
-"""
-CALL = {"principal": {"id": "bob", "roles": ["caller"]}, "action": "invoke",
-        "resource": {"kind": "model", "id": "small"}, "context": {"tokens": 400}}
 
 
 def at_once(count: int, work: Any) -> list[Any]:
@@ -64,13 +49,13 @@ def ledger_args(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, ..
 
 def test_concurrent_reservations_never_hold_more_than_the_budget(tmp_path: Path, ledger_args: tuple[str, ...]) -> None:
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    (tmp_path / "rules" / "race.policy").write_text(BUDGET_RACE)
     with Server(tmp_path, "--rules", str(tmp_path / "rules"), *ledger_args) as server:
-        decided = at_once(32, lambda: server.post("/v1/decide", CALL).json()["effect"])
+        decided = at_once(32, lambda: server.post("/v1/decide", BUDGETED_CALL).json()["effect"])
         assert decided == ["allow"] * 32  # a decision alone holds nothing: every one passes the same check
 
         def reserve() -> dict[str, Any]:
-            return server.post("/v1/reserve", {"request": CALL}).json()
+            return server.post("/v1/reserve", {"request": BUDGETED_CALL}).json()
 
         answers = at_once(32, reserve)
         assert Counter(a["decision"]["effect"] for a in answers) == {"allow": 25, "deny": 7}  # 25 x 400 = 10,000
@@ -89,11 +74,12 @@ def test_concurrent_reservations_never_hold_more_than_the_budget(tmp_path: Path,
         for token in held:  # the calls happened and used what they estimated
             charged = server.post("/v1/charge", {"reservation": token, "tokens": 400})
             assert charged.status_code == 200 and charged.json()["charged"] == ["role:caller"], charged.text
-        after = server.post("/v1/decide", CALL).json()
+        after = server.post("/v1/decide", BUDGETED_CALL).json()
         assert after["effect"] == "deny" and after["reasons"][0]["rule"] == "race.shared"  # 10,000 spent
 
         for body, path in (({"reservation": "not-a-token"}, "/v1/charge"), ({"reservation": 5}, "/v1/release"),
-                           ({"reservation": held[0], "request": CALL}, "/v1/charge"), ({"request": 1}, "/v1/reserve")):
+                           ({"reservation": held[0], "request": BUDGETED_CALL}, "/v1/charge"),
+                           ({"request": 1}, "/v1/reserve")):
             assert server.post(path, body).status_code == 400, (path, body)
     decisions = [p for event, p in audit_records(server.db).values() if event == "decision"]
     assert len(decisions) == 32 + 32 + 8 + 1  # every reservation's decision is recorded, refusals included
@@ -122,9 +108,9 @@ def test_a_reservation_token_is_sealed_a_client_cannot_edit_or_make_one_up(tmp_p
     """Settling charges where the token says: an edited one could move its charge to 2020 (the month's
     budget then spent twice) or release or charge holds of another scope."""
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    (tmp_path / "rules" / "race.policy").write_text(BUDGET_RACE)
     with Server(tmp_path, "--rules", str(tmp_path / "rules")) as server:
-        token = server.post("/v1/reserve", {"request": CALL}).json()["reservation"]
+        token = server.post("/v1/reserve", {"request": BUDGETED_CALL}).json()["reservation"]
         forged = {
             "moved to 2020": _edited(token, _moved_to_2020),
             "another scope": _edited(token, _someone_elses),
@@ -143,11 +129,11 @@ def test_a_reservation_token_is_sealed_a_client_cannot_edit_or_make_one_up(tmp_p
 
 def test_a_request_no_budget_covers_is_decided_without_a_reservation(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    (tmp_path / "rules" / "race.policy").write_text(BUDGET_RACE)
     with Server(tmp_path, "--rules", str(tmp_path / "rules")) as server:
-        other = {**CALL, "principal": {"id": "eve", "roles": []}}
+        other = {**BUDGETED_CALL, "principal": {"id": "eve", "roles": []}}
         answer = server.post("/v1/reserve", {"request": other}).json()
-        malformed = server.post("/v1/reserve", {"request": {**CALL, "action": "INVOKE"}})
+        malformed = server.post("/v1/reserve", {"request": {**BUDGETED_CALL, "action": "INVOKE"}})
     assert answer["decision"]["effect"] == "deny" and answer["reservation"] is None
     assert malformed.status_code == 400 and malformed.json()["decision"]["errors"]
 
@@ -156,11 +142,11 @@ def test_a_charge_of_a_released_reservation_still_counts(tmp_path: Path, ledger_
     """Release, then charge (a caller that gave the hold back and made the call after all): the usage counts,
     on every ledger; PostgreSQL answered ``charged`` and counted nothing, so the next call passed the budget."""
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "race.policy").write_text(POLICY)
+    (tmp_path / "rules" / "race.policy").write_text(BUDGET_RACE)
     with Server(tmp_path, "--rules", str(tmp_path / "rules"), *ledger_args) as server:
-        token = server.post("/v1/reserve", {"request": CALL}).json()["reservation"]
+        token = server.post("/v1/reserve", {"request": BUDGETED_CALL}).json()["reservation"]
         assert server.post("/v1/release", {"reservation": token}).status_code == 200
         charged = server.post("/v1/charge", {"reservation": token, "tokens": 9_900})
         assert charged.status_code == 200 and charged.json()["charged"] == ["role:caller"], charged.text
-        after = server.post("/v1/decide", CALL).json()  # 9,900 + 400 > 10,000
+        after = server.post("/v1/decide", BUDGETED_CALL).json()  # 9,900 + 400 > 10,000
         assert after["effect"] == "deny" and after["reasons"][0]["rule"] == "race.shared", after
