@@ -59,3 +59,24 @@ def test_a_block_that_cannot_be_written_is_not_signed(tmp_path: Path, how: str) 
     assert json.loads(alerts.stdout) == [{"rule": "risk.payment_fairness", "action": "escalate"}]  # those before it
     verified = pe("audit", "verify", "--db", db, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_block_list_that_cannot_be_read_stops_the_monitor_with_one_line_and_records_nothing(tmp_path: Path) -> None:
+    """The monitor reads the block list before it records anything: when that read fails (a store error, a
+    table whose columns are not the block list's), it says so in one line, exits 1, and signs no alert."""
+    audit = pytest.importorskip("policyengine.audit")
+    key = audit.generate_key(tmp_path / "policyengine.key")
+    rules = tmp_path / "risk.policy"
+    rules.write_text(POLICY)
+    db = write_signed_db(tmp_path / "audit.duckdb", key, story())
+    sql = CREATE.read_text(encoding="utf-8")
+    assert "unblocked_at TIMESTAMPTZ," in sql
+    con = duckdb.connect(str(db))
+    con.execute(sql.replace("unblocked_at TIMESTAMPTZ,", "lifted_at TIMESTAMPTZ,"))
+    con.close()
+    r = pe("monitor", "--db", db, "--rules", rules, "--now", "2026-11-24T12:00:00Z", "--clock-override",
+           "--format", "csv", cwd=tmp_path)
+    assert "cannot read the block list" in one_error_line(r) and "nothing was recorded" in one_error_line(r)
+    alerts = pe("query", "--db", db, "--format", "json",
+                "SELECT count(*) AS n FROM audit_log WHERE event = 'alert'", cwd=tmp_path)
+    assert json.loads(alerts.stdout) == [{"n": 0}]

@@ -223,7 +223,11 @@ def record(blocks: BlockList | duckdb.DuckDBPyConnection, results: Iterable[Moni
     now = (now or datetime.now(UTC)).astimezone(UTC)
     if isinstance(blocks, duckdb.DuckDBPyConnection):
         blocks = EmbeddedBlockList(blocks)
-    already = blocks.blocked()
+    try:
+        already = blocks.blocked()
+    except Exception as error:  # noqa: BLE001 - any store's failure: nothing was recorded or blocked yet
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ReportError(f"cannot read the block list: {first}; nothing was recorded, run the monitor again") from None
     blocked: list[str] = []
     for r in results:
         if r.breach and r.action == "block":  # in force before its alert is signed: no signed block that is not
