@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -92,3 +94,22 @@ def test_the_new_key_keeps_signing_and_the_old_key_cannot_reopen(rotated, tmp_pa
     with AuditLog(db, new, flush_interval=0) as log:
         log.append("alert", payload={"kind": "x"})
     assert verify_database(db, [old.public]).ok
+
+
+@pytest.mark.parametrize("publish", [
+    ["audit", "checkpoint"],
+    ["audit", "checkpoint", "--format", "note", "--pubkey", "old.key.pub.pem"],
+    ["audit", "prove", "3"],
+    ["audit", "export", "--tiles", "tiles", "--pubkey", "old.key.pub.pem"],
+])
+def test_a_checkpoint_signed_by_the_rotated_away_key_is_not_published(rotated, tmp_path: Path,
+                                                                      publish: list[str]) -> None:
+    """What a witness or monitor keeps must verify: the commands that publish the latest checkpoint refuse one
+    signed by a key rotated away below it (they published it as it stood, and only verify said no)."""
+    db, old, new = rotated
+    _append_signed_by(db, old, old.key_id, 2)
+    done = subprocess.run([sys.executable, "-m", "policyengine", *publish, "--db", str(db)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and f"signed by key {old.key_id}, rotated away at seq 6" in done.stderr
+    assert not (tmp_path / "tiles" / "checkpoint").exists()

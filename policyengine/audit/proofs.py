@@ -24,7 +24,7 @@ from .keys import PublicKey
 from .log import Checkpoint
 from .merkle import MerkleTree, verify_inclusion
 from .sql import q
-from .verify import _base64, _hex, exact_leaf
+from .verify import _base64, _hex, exact_leaf, revocations
 
 ANCHOR_TYPE = "policyengine-audit-checkpoint"
 PROOF_TYPE = "policyengine-audit-inclusion"
@@ -35,11 +35,31 @@ PROOF_KEYS = frozenset({"type", "record", "leaf_index", "audit_path", "checkpoin
 
 
 def latest_checkpoint(db: str | os.PathLike[str]) -> Checkpoint:
+    """The log's latest checkpoint, to publish (``latest_signed``)."""
     with open_readonly(db) as con:
-        row = _latest_row(con, db)
+        return latest_signed(con, db)
+
+
+def latest_signed(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str], nothing: str = "") -> Checkpoint:
+    """The latest checkpoint of the log open on ``con``, for an anchor, a signed note, a proof or tiles.
+
+    Refused when there is none (``nothing`` says what then cannot be done) and when its key was rotated away
+    below it: such a key signs nothing after its rotation record, and a witness or monitor would keep it.
+    """
+    row = _latest_row(con, db)
     if row is None:
-        raise AuditError(f"{db}: has no checkpoint yet")
-    return Checkpoint.from_row(row)
+        raise AuditError(f"{db}: has no checkpoint yet{nothing}")
+    checkpoint = Checkpoint.from_row(row)
+    try:
+        rotations = con.execute(q("rotations")).fetchall()
+    except duckdb.Error as err:
+        raise AuditError(f"{db}: malformed audit_log table ({str(err).splitlines()[0]})") from None
+    retired = revocations(rotations).get(checkpoint.key_id)
+    if retired is not None and retired < checkpoint.tree_size:
+        raise AuditError(f"{db}: the latest checkpoint (size {checkpoint.tree_size}) is signed by key "
+                         f"{checkpoint.key_id}, rotated away at seq {retired}; a rotated-away key signs nothing after "
+                         "its rotation record (run `policyengine audit verify`)")
+    return checkpoint
 
 
 def _latest_row(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str]) -> tuple[Any, ...] | None:
@@ -158,10 +178,7 @@ def prove_consistency(db: str | os.PathLike[str], old_size: int) -> dict[str, An
     checkpoint must agree (``merkle.verify_consistency``).
     """
     with open_readonly(db) as con:
-        row = _latest_row(con, db)
-        if row is None:
-            raise AuditError(f"{db}: has no checkpoint yet; nothing can be proved")
-        checkpoint = Checkpoint.from_row(row)
+        checkpoint = latest_signed(con, db, "; nothing can be proved")
         if not 1 <= old_size <= checkpoint.tree_size:
             raise AuditError(f"{db}: old size {old_size} is not within the latest checkpoint (1..{checkpoint.tree_size})")
         tree = _tree(con, db, checkpoint)
@@ -192,10 +209,7 @@ def _tree(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str], checkpoint
 
 def _proof_parts(db: str | os.PathLike[str], seq: int) -> tuple[dict[str, Any], Checkpoint, MerkleTree]:
     with open_readonly(db) as con:
-        row = _latest_row(con, db)
-        if row is None:
-            raise AuditError(f"{db}: has no checkpoint yet; nothing can be proved")
-        checkpoint = Checkpoint.from_row(row)
+        checkpoint = latest_signed(con, db, "; nothing can be proved")
         if not 1 <= seq <= checkpoint.tree_size:
             raise AuditError(f"{db}: seq {seq} is not covered by the latest checkpoint (1..{checkpoint.tree_size})")
         try:

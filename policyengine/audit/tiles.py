@@ -21,7 +21,7 @@ import duckdb
 from .errors import AuditError
 from .export import open_readonly
 from .keys import PublicKey
-from .log import Checkpoint, leaf_bytes
+from .log import leaf_bytes
 from .merkle import MerkleTree, leaf_hash
 from .sql import q
 
@@ -49,13 +49,10 @@ def tile_path(level: int | str, n: int, width: int) -> str:
 def export_tiles(db: str | os.PathLike[str], out: str | os.PathLike[str], public: PublicKey) -> int:
     """Write the log up to its latest checkpoint as tiles under ``out``; returns the tree size."""
     from .notes import signed_note
-    from .proofs import _latest_row, _tree
+    from .proofs import _tree, latest_signed
 
     with open_readonly(db) as con:
-        row = _latest_row(con, db)
-        if row is None:
-            raise AuditError(f"{db}: has no checkpoint yet; nothing to serve")
-        checkpoint = Checkpoint.from_row(row)
+        checkpoint = latest_signed(con, db, "; nothing to serve")
         tree = _tree(con, db, checkpoint)
         entries = _entries(con, db, checkpoint.tree_size)
     note = signed_note(checkpoint, public)
