@@ -46,10 +46,13 @@ def latest_signed(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str], no
     Refused when there is none (``nothing`` says what then cannot be done) and when its key was rotated away
     below it: such a key signs nothing after its rotation record, and a witness or monitor would keep it.
     """
-    row = _latest_row(con, db)
-    if row is None:
+    try:
+        row = con.execute(q("latest_checkpoint")).fetchone()
+        checkpoint = None if row is None else Checkpoint.from_row(row)
+    except (duckdb.Error, ValueError, TypeError) as err:
+        raise AuditError(f"{db}: malformed audit_checkpoints table ({str(err).splitlines()[0]})") from None
+    if checkpoint is None:
         raise AuditError(f"{db}: has no checkpoint yet{nothing}")
-    checkpoint = Checkpoint.from_row(row)
     try:
         rotations = con.execute(q("rotations")).fetchall()
     except duckdb.Error as err:
@@ -60,16 +63,6 @@ def latest_signed(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str], no
                          f"{checkpoint.key_id}, rotated away at seq {retired}; a rotated-away key signs nothing after "
                          "its rotation record (run `policyengine audit verify`)")
     return checkpoint
-
-
-def _latest_row(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str]) -> tuple[Any, ...] | None:
-    try:
-        row = con.execute(q("latest_checkpoint")).fetchone()
-        if row is not None:
-            Checkpoint.from_row(row)
-    except (duckdb.Error, ValueError, TypeError) as err:
-        raise AuditError(f"{db}: malformed audit_checkpoints table ({str(err).splitlines()[0]})") from None
-    return row
 
 
 def anchor_json(checkpoint: Checkpoint) -> dict[str, Any]:
