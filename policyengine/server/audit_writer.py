@@ -53,7 +53,7 @@ class DurableAudit:
         self._loop: asyncio.AbstractEventLoop | None = None  # where the committer hands results back
         self._wanted = threading.Event()  # set when a handler waits: the committer commits what is appended
         self._thread: threading.Thread | None = None
-        self._committed = threading.Event()  # set after each commit: the facts thread gathers its records' facts
+        self._committed = threading.Event()  # set after each commit that left facts due: the facts thread writes them
         self._facts_thread: threading.Thread | None = None
         self._stopping = False
         self._committing = False  # on the loop: a commit is asked for or under way and not yet handed back
@@ -121,7 +121,8 @@ class DurableAudit:
                 self._post(self._fail, _failure(error))
                 return
             self._post(self._release, flushed, time.perf_counter() - started)
-            self._committed.set()
+            if self.log.facts_due:  # (a decision server's records have none: its facts thread stays asleep)
+                self._committed.set()
 
     def _facts_loop(self) -> None:
         """The facts thread: after commits, print the answered records' facts and write them once no commit has
