@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 
 from . import ast
 from .check_routing import check_traffic
-from .check_logic import GLOB_CHARS, conjuncts, contradiction, literal_prefix, pattern_covers, show
+from .check_logic import GLOB_CHARS, contradiction, kind_word, pattern_covers, show
+from .check_reach import check_never_match, check_shadowing
 from .check_versions import check_versions
 from .diagnostics import Finding, Severity, Span, sort_findings
 from .format import format_name
@@ -58,11 +59,6 @@ _PACKAGE_SCOPED = {
     ast.DriftDecl: "drifts",
     ast.SchemaDecl: "schemas",
 }
-
-
-def _kind_word(decl: object) -> str:
-    """``RuleDecl`` -> ``rule``: the keyword the declaration is written with."""
-    return type(decl).__name__.removesuffix("Decl").lower()
 
 
 _SINGLE_STAR = re.compile(r"(?<!\*)\*(?!\*)")  # a '*' that is not part of '**'
@@ -171,8 +167,8 @@ class _Checker:
             ("check references", self.check_references),
             ("check expressions", self.check_expressions),
             ("check values", self.check_values),
-            ("find rules that never match", self.check_never_match),
-            ("find shadowed allows", self.check_shadowing),
+            ("find rules that never match", lambda: check_never_match(self)),
+            ("find shadowed allows", lambda: check_shadowing(self)),
             ("check routes and rate limits", lambda: check_traffic(self)),
             ("check version names", lambda: check_versions(self)),
         )
@@ -228,7 +224,7 @@ class _Checker:
                     else:
                         clash = next((s for n, s in table.items() if n.casefold() == name.value.casefold()), None)
                         if clash is not None:  # requests spelling either would be refused as ambiguous
-                            self.report("name-case", f"{_kind_word(decl)} '{name.value}' differs only in case from "
+                            self.report("name-case", f"{kind_word(decl)} '{name.value}' differs only in case from "
                                         f"'{clash.decl.name.value}'", name.span,
                                         f"names are exact and requests that differ only in case are refused; "
                                         f"rename one (first at {clash.decl.name.span})")
@@ -248,8 +244,8 @@ class _Checker:
                         self.scoped[_PACKAGE_SCOPED[type(decl)]].append(scoped)
 
     def _duplicate(self, decl: ast.Decl, first: ast.Decl, where: str) -> None:
-        self.report("duplicate-name", f"{_kind_word(decl)} '{decl.name.value}' is declared twice {where}",
-                    decl.name.span, f"first declared as {_kind_word(first)} at {first.name.span}; rename one of them")
+        self.report("duplicate-name", f"{kind_word(decl)} '{decl.name.value}' is declared twice {where}",
+                    decl.name.span, f"first declared as {kind_word(first)} at {first.name.span}; rename one of them")
 
     # -- stage: masks ----------------------------------------------------------------
 
@@ -1041,109 +1037,3 @@ class _Checker:
             self.warn("threshold-direction", f"{metric} is better when {better}, but the threshold asks for "
                       f"{threshold.op} {threshold.value:g}", threshold.span,
                       "the threshold states the healthy range, e.g. 'threshold >= 0.8' or 'threshold < 0.2'")
-
-    # -- stage: rules that can never match ------------------------------------------------
-
-    def check_never_match(self) -> None:
-        for s in self.each(ast.RuleDecl):
-            self._never(s, s.decl.when, s.decl.unless)
-        for kind in (ast.ResidencyDecl, ast.EscalateDecl, ast.RouteDecl):
-            for s in self.each(kind):
-                self._never(s, s.decl.when, None)
-
-    def _never(self, s: Scoped, when: ast.Expr | None, unless: ast.Expr | None) -> None:
-        kind, name = _kind_word(s.decl), s.decl.name.value
-        resolve = lambda ref: self.lookup_const(s.package, ref, report=False)  # noqa: E731
-        if when is not None:
-            found = contradiction(when, resolve)
-            if found is not None:
-                span, why = found
-                self.warn("never-matches", f"{kind} '{name}' can never match: {why}", span,
-                          "remove the contradiction or the whole rule")
-                return
-        if unless is not None:
-            always = isinstance(unless, ast.Literal) and unless.value is True
-            if always:
-                why = "'unless true' excludes every request"
-            elif when is not None and unless == when:
-                why = "'unless' repeats 'when'"
-            elif when is not None and set(conjuncts(unless)) <= set(conjuncts(when)):
-                why = "whenever 'when' holds, 'unless' holds too"
-            else:
-                return
-            self.warn("never-matches", f"{kind} '{name}' can never match: {why}", unless.span)
-
-    # -- stage: allows shadowed by an unconditional deny ----------------------------------------
-
-    def check_shadowing(self) -> None:
-        # unconditional denies indexed by (kind, action) and the literal prefix of their
-        # pattern: a deny covers an allow only if that prefix starts the allow's pattern
-        index: dict[tuple[str, str], dict[str, list[Scoped]]] = {}
-        for d in self.each(ast.RuleDecl):
-            deny = d.decl
-            if deny.effect == "deny" and deny.when is None and deny.unless is None \
-                    and deny.applies is None and deny.span not in self.file_scopes:  # a scope is a condition too
-                prefix = literal_prefix(deny.resource_pattern)
-                for action in deny.actions:
-                    index.setdefault((deny.resource_kind.value, action.value), {}).setdefault(prefix, []).append(d)
-        if not index:
-            return
-        self._always_denied_candidates(index)
-        for s in self.each(ast.RuleDecl):
-            allow = s.decl
-            if allow.effect != "allow" or not allow.actions:
-                continue
-            d = self._shadowing_deny(allow, index)
-            if d is not None:
-                self.warn("shadowed-allow", f"allow '{allow.name.value}' never takes effect: rule '{d.id}' "
-                          "always denies what it allows", allow.name.span,
-                          f"the deny is at {d.decl.name.span}; give it a 'when' or narrow one of the two")
-
-    def _always_denied_candidates(self, index: dict[tuple[str, str], dict[str, list[Scoped]]]) -> None:
-        """Route candidates that an unconditional ``deny any to invoke model`` always rejects."""
-        for s in self.each(ast.RouteDecl):
-            for model in s.decl.prefer:
-                for action in ("*", "invoke"):
-                    buckets = index.get(("model", action), {})
-                    found = [d for end in range(len(model.value) + 1) for d in buckets.get(model.value[:end], ())
-                             if d.decl.principal.kind == "any" and pattern_covers(d.decl.resource_pattern, model.value)]
-                    if found:
-                        self.warn("denied-candidate", f"route '{s.decl.name.value}' prefers model '{model.value}', "
-                                  f"but rule '{found[0].id}' always denies invoking it", model.span,
-                                  f"the deny is at {found[0].decl.name.span}; remove the candidate or narrow the deny")
-                        break
-
-    def _shadowing_deny(self, allow: ast.RuleDecl, index: dict[tuple[str, str], dict[str, list[Scoped]]]):
-        pattern = allow.resource_pattern
-        for action in ("*", allow.actions[0].value):
-            buckets = index.get((allow.resource_kind.value, action), {})
-            for end in range(len(pattern) + 1):
-                for d in buckets.get(pattern[:end], ()):
-                    deny = d.decl
-                    if (pattern_covers(deny.resource_pattern, pattern)
-                            and _actions_cover(deny.actions, allow.actions)
-                            and self._principal_covers(deny.principal, allow.principal)):
-                        return d
-        return None
-
-    def _principal_covers(self, deny: ast.PrincipalMatch, allow: ast.PrincipalMatch) -> bool:
-        if deny.kind == "any":
-            return True
-        if deny.name is None or allow.name is None:
-            return False
-        if deny.kind == allow.kind:
-            if deny.kind == "agent":
-                return deny.name.value == allow.name.value
-            return deny.name.value in self.role_closure.get(allow.name.value, {allow.name.value})
-        if deny.kind == "role" and allow.kind == "agent" and allow.name.value in self.agents:
-            agent_roles = [r.value for r in self.agents[allow.name.value].decl.roles]
-            held: set[str] = set()
-            for role in agent_roles:
-                held |= self.role_closure.get(role, {role})
-            return deny.name.value in held
-        return False
-
-
-def _actions_cover(deny: tuple[ast.Name, ...], allow: tuple[ast.Name, ...]) -> bool:
-    names = {a.value for a in deny}
-    return "*" in names or all(a.value in names for a in allow)

@@ -25,6 +25,11 @@ def show(expr: ast.Expr) -> str:
     return format_expr(expr)
 
 
+def kind_word(decl: object) -> str:
+    """``RuleDecl`` -> ``rule``: the keyword a declaration is written with, for messages."""
+    return type(decl).__name__.removesuffix("Decl").lower()
+
+
 def literal_prefix(pattern: str) -> str:
     """The part of a glob before its first wildcard."""
     for i, ch in enumerate(pattern):
