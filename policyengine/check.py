@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import re
 
-import difflib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import ast
 from .check_routing import check_traffic
 from .check_logic import GLOB_CHARS, contradiction, kind_word, pattern_covers, show
 from .check_reach import check_never_match, check_shadowing
+from .check_values import check_values
 from .check_versions import check_versions
-from .diagnostics import Finding, Severity, Span, sort_findings
+from .diagnostics import Finding, Severity, Span, sort_findings, suggest
 from .format import format_name
 from .globs import has_glob, pattern_problem
 from .policyset import PolicySet, Scoped
@@ -37,14 +37,6 @@ MAX_FINDINGS = 100
 RESOURCE_KINDS = ("model", "dataset", "tool", "agent", "workflow")
 # the values a request's built-in attributes can have (any other is malformed): compared with another, never true
 _BUILT_IN_VALUES = {"principal.type": ("user", "agent"), "resource.kind": RESOURCE_KINDS}
-HOSTINGS = ("internal", "external")
-BIAS_METRICS = ("disparate_impact", "demographic_parity", "equalized_odds")
-DRIFT_METRICS = ("psi", "ks", "chi2")
-# metrics whose value is a ratio or a difference of rates, so it lies in 0..1
-UNIT_METRICS = frozenset({"disparate_impact", "demographic_parity", "equalized_odds", "ks"})
-# the direction in which a threshold reads "healthy": ratios high, distances low
-HEALTHY_HIGH = frozenset({"disparate_impact"})
-HEALTHY_LOW = frozenset({"demographic_parity", "equalized_odds", "psi", "ks"})
 SCALAR_ROOTS = frozenset({"action", "outcome"})  # plain strings: no dotted attributes
 AUDIT_ROOTS = frozenset({"subject", "outcome", "output"})  # read from the audit trail, not requests
 
@@ -96,12 +88,6 @@ def check_policy(files: Sequence[ast.PolicyFile]) -> CheckResult:
         message = f"{len(findings) - MAX_FINDINGS} more finding(s) not shown; fix the ones above first"
         findings = [*shown, Finding("too-many-findings", message, last.span, Severity.WARNING)]
     return CheckResult(policy, findings)
-
-
-def suggest(name: str, candidates: Iterable[str]) -> str | None:
-    """A ``did you mean`` hint for a misspelt name, or None."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
 
 
 def _kind_of_value(value: object) -> str:
@@ -166,7 +152,7 @@ class _Checker:
             ("check masks", self.check_masks),
             ("check references", self.check_references),
             ("check expressions", self.check_expressions),
-            ("check values", self.check_values),
+            ("check values", lambda: check_values(self)),
             ("find rules that never match", lambda: check_never_match(self)),
             ("find shadowed allows", lambda: check_shadowing(self)),
             ("check routes and rate limits", lambda: check_traffic(self)),
@@ -979,61 +965,3 @@ class _Checker:
             if enum is not None and spec.normal(lit.value) not in {spec.normal(v) for v in enum}:
                 self.report("type-mismatch", f"{show(lit)} is not a value of {cmp.left.dotted} (the schema's enum: "
                             f"{', '.join(sorted(enum))})", lit.span, suggest(lit.value, enum))
-
-    # -- stage: values in range -----------------------------------------------------------
-
-    def check_values(self) -> None:
-        for s in self.each(ast.ModelDecl):
-            hosting = s.decl.hosting
-            if hosting is not None and hosting not in HOSTINGS:
-                self.report("unknown-hosting", f"model '{s.decl.name.value}' has unknown hosting '{hosting}'",
-                            s.decl.hosting_span or s.decl.name.span,
-                            suggest(hosting, HOSTINGS) or "hosting is internal or external")
-        for s in self.each(ast.BudgetDecl):
-            self._budget_values(s.decl)
-        for s in self.each(ast.BiasDecl):
-            self._metric(s.decl, BIAS_METRICS)
-            if s.decl.min_samples is not None and s.decl.min_samples < 1:
-                self.warn("threshold-range", f"min samples {s.decl.min_samples} makes every window count",
-                          s.decl.name.span, "use at least 1")
-        for s in self.each(ast.DriftDecl):
-            self._metric(s.decl, DRIFT_METRICS)
-
-    def _budget_values(self, budget: ast.BudgetDecl) -> None:
-        if not budget.limits:
-            self.report("budget-no-limit", f"budget '{budget.name.value}' has no limit", budget.name.span,
-                        "add a line such as 'limit 500 USD per day'")
-        seen: set[tuple[str, str]] = set()
-        for limit in budget.limits:
-            if limit.amount <= 0:
-                self.report("limit-range",
-                            f"limit {limit.amount:g} {limit.unit} per {limit.window} is not positive", limit.span,
-                            "a limit of zero or less denies every request; use a deny rule for that")
-            if (limit.unit, limit.window) in seen:
-                self.warn("duplicate-limit", f"budget '{budget.name.value}' limits {limit.unit} per "
-                          f"{limit.window} twice", limit.span, "the lower limit alone decides; remove the other")
-            seen.add((limit.unit, limit.window))
-        if budget.warn_at is not None and not 0 <= budget.warn_at <= 100:
-            self.report("percentage-range", f"warn at {budget.warn_at:g}% is outside 0..100%",
-                        budget.warn_at_span or budget.name.span,
-                        "warn at is a share of the limit, such as 'warn at 80%'")
-
-    def _metric(self, decl: ast.BiasDecl | ast.DriftDecl, allowed: tuple[str, ...]) -> None:
-        metric = decl.metric.value
-        if metric not in allowed:
-            what = "bias" if isinstance(decl, ast.BiasDecl) else "drift"
-            self.report("unknown-metric", f"unknown {what} metric '{metric}'", decl.metric.span,
-                        suggest(metric, allowed) or f"{what} metrics are " + ", ".join(allowed))
-            return
-        threshold = decl.threshold
-        if threshold.value < 0 or (metric in UNIT_METRICS and threshold.value > 1):
-            limits = "0..1" if metric in UNIT_METRICS else "0 or more"
-            self.warn("threshold-range", f"{metric} lies in {limits}, so threshold {threshold.op} "
-                      f"{threshold.value:g} is always or never met", threshold.span)
-        elif (metric in HEALTHY_HIGH and threshold.op in ("<", "<=")) or (
-            metric in HEALTHY_LOW and threshold.op in (">", ">=")
-        ):
-            better = "higher" if metric in HEALTHY_HIGH else "lower"
-            self.warn("threshold-direction", f"{metric} is better when {better}, but the threshold asks for "
-                      f"{threshold.op} {threshold.value:g}", threshold.span,
-                      "the threshold states the healthy range, e.g. 'threshold >= 0.8' or 'threshold < 0.2'")

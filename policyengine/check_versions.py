@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import ast
+from .diagnostics import suggest
 from .globs import glob_match
 
 if TYPE_CHECKING:
@@ -59,8 +60,6 @@ def _compared(checker: _Checker, pkg: str, decl: Any, path: ast.Path, other: ast
     about = _about(checker, decl, path.root)
     if about is None:
         return
-    from .check import suggest
-
     what, versions = about
     for value, span in _strings(checker, pkg, other):
         if value in versions:

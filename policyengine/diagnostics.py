@@ -8,7 +8,9 @@ jump straight to it.
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -119,3 +121,9 @@ def render_findings(findings: list[Finding], fmt: str = "human") -> str:
         return json.dumps([f.to_json() for f in findings], indent=2)
     sources = SourceCache()
     return "\n".join(render_finding(f, sources) for f in findings)
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str | None:
+    """A ``did you mean`` hint for a misspelt name, or None."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

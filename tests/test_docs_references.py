@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from policyengine.check import BIAS_METRICS, DRIFT_METRICS
+from policyengine.check_values import BIAS_METRICS, DRIFT_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
