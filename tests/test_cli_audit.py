@@ -213,7 +213,7 @@ DB_COMMANDS = [
 ]
 BAD_DBS = {  # --db value -> what the one line must say
     "text file": ("text.duckdb", "not a DuckDB database file"),
-    "directory": ("folder.duckdb", "is a directory, not an audit database"),
+    "directory": ("folder.duckdb", "is a directory, not a DuckDB database file"),
     "missing file": ("missing.duckdb", "no such audit database"),
     "DuckDB file without audit tables": ("plain.duckdb", "not a policyengine audit log"),
 }

@@ -582,7 +582,8 @@ BAD_DBS = {
     "missing": "database file not found (pass --db FILE)",
     "directory": "is a directory, not a DuckDB database file",
     "text file": "not a DuckDB database file",
-    "locked": "database is in use by process {pid}; one process at a time may open it (wait for it to finish, then retry)",
+    "locked": ("database is in use by another process (pid {pid}); one process at a time may open it "
+               "(wait for it to finish, or read a snapshot or sealed copy)"),
 }
 
 

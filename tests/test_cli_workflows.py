@@ -496,7 +496,7 @@ def test_a_second_process_gets_a_clear_error_while_the_database_is_held(work, se
     finally:
         holder.close()
     assert proc.returncode == 1
-    assert "policyengine.duckdb: database is in use by process" in proc.stderr
+    assert "policyengine.duckdb: database is in use by another process (pid" in proc.stderr
     assert proc.stderr.count("\n") == 1
 
 

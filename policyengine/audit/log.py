@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import secrets
 import sys
 import threading
@@ -46,7 +45,7 @@ import duckdb
 import pyarrow as pa
 
 from ..store.files import DEFAULT_DB_PATH as DEFAULT_DB_PATH  # the one default path (re-exported)
-from ..store.files import StoreError, open_evidence
+from ..store.files import StoreError, open_duckdb
 from .canonical import CanonicalJSONError, _encode_string, canonical_text
 from .errors import AuditError
 from .facts import FACT_EVENT, FactsWriter, payload_facts
@@ -269,41 +268,14 @@ def _current_key(last: tuple[Any, ...] | None) -> str | None:
 def connect(
     path: str | os.PathLike[str], *, read_only: bool = False, create: bool = True
 ) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, turning DuckDB's errors into one-line AuditErrors (naming ``path`` once)."""
-    path = Path(path)
-    if path.is_dir():
-        raise AuditError(f"{path}: is a directory, not an audit database")
-    if (read_only or not create) and not path.exists():
-        raise AuditError(f"{path}: no such audit database")
-    if read_only:  # read as evidence: refused if it stores views, macros or generated columns
-        try:
-            return open_evidence(path, external_access=True, utc=False, describe=describe_open_error)
-        except StoreError as err:
-            raise AuditError(str(err)) from None
-    try:
-        return duckdb.connect(str(path))
-    except duckdb.Error as err:
-        raise AuditError(describe_open_error(path, err)) from None
+    """Open a DuckDB file as an audit database; its errors are one-line AuditErrors (naming ``path`` once).
 
-
-def describe_open_error(path: Path, err: Exception) -> str:
-    """One sentence for a DuckDB file that would not open: ``PATH: what is wrong``.
-
-    DuckDB's own text repeats the (absolute) path and ends with links, so the
-    common causes are restated and anything else keeps its first line with the
-    path taken out.
+    Read-only, it is read as evidence: refused if it stores views, macros or generated columns.
     """
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if "lock" in text.lower():
-        pid = re.search(r"\(PID (\d+)\)", text)
-        holder = f" (pid {pid.group(1)})" if pid else ""
-        return f"{path}: audit database is in use by another process{holder}; stop it, or read a snapshot or sealed copy"
-    if "not a valid DuckDB database" in text:
-        return f"{path}: not a DuckDB database file"
-    text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
-    for shown in sorted({str(path.absolute()), str(path.resolve()), str(path)}, key=len, reverse=True):
-        text = text.replace(f' "{shown}"', "").replace(f'"{shown}"', "the file").replace(shown, "the file")
-    return f"{path}: cannot open audit database ({text})"
+    try:
+        return open_duckdb(path, read_only=read_only, create=create, utc=False, noun="audit database")
+    except StoreError as err:
+        raise AuditError(str(err)) from None
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -72,35 +71,42 @@ def packaged_sql(package: str, name: str) -> str:
     return resources.files(package).joinpath("sql", *f"{name}.sql".split("/")).read_text(encoding="utf-8")
 
 
-def describe_open_error(path: str | os.PathLike[str], error: BaseException) -> str:
-    """What is wrong with a DuckDB file that would not open, as ``PATH: reason`` (the path named once)."""
+def describe_open_error(path: str | os.PathLike[str], error: BaseException, noun: str = "database") -> str:
+    """What is wrong with a DuckDB file that would not open, as ``PATH: reason`` (the path named once).
+
+    DuckDB's own text repeats the (absolute) path and ends with links, so the
+    common causes are restated and anything else keeps its first line with the
+    path taken out. ``noun`` is what the caller opened it as (``audit database``).
+    """
     p = Path(path)
     text = str(error).strip().splitlines()
     msg = text[0] if text else type(error).__name__
     low = msg.lower()
     m = _LOCK.search(str(error))
     if m or "lock" in low:
-        who = f"process {m.group(2)}" if m else "another process"
-        return f"{p}: database is in use by {who}; one process at a time may open it (wait for it to finish, then retry)"
+        who = f"another process (pid {m.group(2)})" if m else "another process"
+        return (f"{p}: {noun} is in use by {who}; one process at a time may open it "
+                "(wait for it to finish, or read a snapshot or sealed copy)")
     if p.is_dir() or "is a directory" in low:
         return f"{p}: is a directory, not a DuckDB database file"
     if "not a valid duckdb database" in low or "not a duckdb database" in low:
         return f"{p}: not a DuckDB database file"
     msg = re.sub(r"^[A-Za-z ]+Error: ", "", msg)
-    for shown in {str(p.resolve()), str(p.absolute()), str(p)}:
-        msg = msg.replace(f'"{shown}"', "the file").replace(shown, "the file")
-    return f"{p}: cannot open as a DuckDB database ({msg})"
+    for shown in sorted({str(p.resolve()), str(p.absolute()), str(p)}, key=len, reverse=True):
+        msg = msg.replace(f' "{shown}"', "").replace(f'"{shown}"', "the file").replace(shown, "the file")
+    return f"{p}: cannot open {noun} ({msg})"
 
 
 def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create: bool = True,
-                external_access: bool = True, utc: bool = True) -> duckdb.DuckDBPyConnection:
+                external_access: bool = True, utc: bool = True, noun: str = "database") -> duckdb.DuckDBPyConnection:
     """Open the DuckDB file ``path`` (``:memory:`` for a private in-memory database).
 
     ``create=False`` (or ``read_only``) refuses a file that does not exist instead
     of creating an empty one; ``external_access=False`` switches off file access
     from SQL (for databases opened only to be read as evidence). ``read_only``
     opens through ``open_evidence``: a file that stores code is refused. Errors are
-    ``StoreError`` with one line; with ``utc`` the session's time zone is UTC.
+    ``StoreError`` with one line naming the file as ``noun``; with ``utc`` the
+    session's time zone is UTC.
     """
     if str(path) == ":memory:":
         con = duckdb.connect(":memory:")
@@ -111,14 +117,14 @@ def open_duckdb(path: str | os.PathLike[str], *, read_only: bool = False, create
     if p.is_dir():
         raise StoreError(f"{p}: is a directory, not a DuckDB database file")
     if (read_only or not create) and not p.exists():
-        raise StoreError(f"{p}: no such database file")
+        raise StoreError(f"{p}: no such {noun}")
     if read_only:
-        return open_evidence(p, external_access=external_access, utc=utc)
+        return open_evidence(p, external_access=external_access, utc=utc, noun=noun)
     config = {} if external_access else {"enable_external_access": False}
     try:
         con = duckdb.connect(str(p), read_only=read_only, config=config)
     except duckdb.Error as error:
-        raise StoreError(describe_open_error(p, error)) from None
+        raise StoreError(describe_open_error(p, error, noun)) from None
     if utc:
         con.execute("SET TimeZone = 'UTC'")
     return con
@@ -153,14 +159,14 @@ def refuse_stored_code(con: duckdb.DuckDBPyConnection, database: str, path: str 
 
 
 def open_evidence(path: Path, *, external_access: bool = False, utc: bool = True,
-                  describe: Callable[[Path, Exception], str] = describe_open_error) -> duckdb.DuckDBPyConnection:
+                  noun: str = "database") -> duckdb.DuckDBPyConnection:
     """``path`` read-only, refused when it stores code (``refuse_stored_code``): every read-only reader
-    gets plain tables. ``describe`` words a file that would not open (the audit log names its own causes)."""
+    gets plain tables."""
     config = {} if external_access else {"enable_external_access": False}
     try:
         con = duckdb.connect(str(path), read_only=True, config=config)
     except duckdb.Error as error:
-        raise StoreError(describe(path, error)) from None
+        raise StoreError(describe_open_error(path, error, noun)) from None
     try:
         database = con.execute("SELECT system.main.current_database()").fetchone()[0]
         refuse_stored_code(con, database, path)
