@@ -72,7 +72,7 @@ def main() -> None:
             folder.mkdir()
             total = count * args.per_segment
             with SegmentedLog(folder, "audit", key, roll=RollPolicy(records=args.per_segment)) as log:
-                for i in range(total - (count - 1) * 2 - 1):  # started and sealed records fill the rest
+                for _ in range(total - (count - 1) * 2 - 1):  # started and sealed records fill the rest
                     log.append("decision", payload=DECISION)
             started = time.perf_counter()
             report = verify_segments(folder, [key.public])

@@ -620,7 +620,7 @@ def stage_budgets(ps: PolicySet, acc: Acc) -> dict[str, Any]:
         budget = CompiledBudget(
             key=key, id=scoped.id, name=d.name.value, scope_kind=d.scope.kind,
             scope_value=d.scope.value, scope_key=f"{d.scope.kind}:{d.scope.value}",
-            limits=tuple(CompiledLimit(l.amount, l.unit, l.window) for l in d.limits),
+            limits=tuple(CompiledLimit(limit.amount, limit.unit, limit.window) for limit in d.limits),
             warn_at=d.warn_at, on_exceed=on_exceed, target=target,
             reason_base=_reason(scoped, f"budget {scoped.id} exceeded", (), ps.package_cites, ps.file_names),
             scoped=scoped,

@@ -118,7 +118,7 @@ def test_proof_known_answer_from_rfc_example() -> None:
     tree = MerkleTree(leaves)
     b = leaves[1]
     h = MerkleTree(leaves[2:4]).root()
-    l = MerkleTree(leaves[4:7]).root()
+    l = MerkleTree(leaves[4:7]).root()  # noqa: E741 - RFC 9162 2.1.5's names for the tree's nodes
     assert tree.inclusion_proof(0) == [b, h, l]
     # PROOF(3, D[7]) = [c, d, g, l]
     c, d = leaves[2], leaves[3]

@@ -188,7 +188,7 @@ def test_trees_lost_after_the_files_changed_are_refused(rules: Path) -> None:
     trees_part().unlink()
     (rules / "plain.policy").write_text(PLAIN.replace("POL-1", "POL-2"), encoding="utf-8")
     with pytest.raises(PolicyError, match="changed since this policy was loaded"):
-        warm.policy_set.files
+        _ = warm.policy_set.files
     assert decisions(warm)  # deciding still needs no tree
 
 

@@ -76,7 +76,7 @@ def holds(cond: str | None, request: dict) -> bool | None:
         'principal.dept == "d1"': attrs.get("dept") == "d1",
         'data.tag in ["a", "b"]': data.get("tag") in ("a", "b"),
         "context.n <= 3": ctx.get("n", 0) <= 3,
-        'not (context.flag == true)': not ctx.get("flag") is True,
+        'not (context.flag == true)': ctx.get("flag") is not True,
         "context.n == 5": ctx.get("n") == 5,
         'data.tag == "b"': data.get("tag") == "b",
     }[cond]

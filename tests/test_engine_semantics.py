@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
 
 from policyengine import BlockList, Decision, Request, load_policy
 from policyengine.diagnostics import PolicyError

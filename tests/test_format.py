@@ -120,7 +120,7 @@ operands = st.recursive(
     lambda inner: st.lists(inner, max_size=3).map(lambda items: ast.ListExpr(tuple(items), span=S)),
     max_leaves=5,
 )
-compares = st.builds(lambda op, l, r: ast.Compare(op, l, r, span=S),
+compares = st.builds(lambda op, left, right: ast.Compare(op, left, right, span=S),
                      st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in"]), operands, operands)
 exprs = st.recursive(
     st.one_of(compares, operands),

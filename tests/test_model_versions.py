@@ -256,7 +256,7 @@ def test_a_change_the_rules_deny_by_the_time_it_is_approved_is_not_applied(work)
     rules = work / "rules" / "ml.policy"
     rules.write_text(rules.read_text() + '\nrule freeze\n    deny any to promote model "*"\n')
     out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
-    assert f"the rules now deny this change (ml.freeze: " in out.stderr and f"reject {waiting['request_id']}" in out.stderr
+    assert "the rules now deny this change (ml.freeze: " in out.stderr and f"reject {waiting['request_id']}" in out.stderr
     assert audit_rows(work / "policyengine.duckdb", "model_version") == []
     assert production(work) == before != "2.5.0"
 
@@ -382,9 +382,9 @@ def test_each_alias_reload_is_a_signed_audit_event_before_the_new_version_answer
     with Server(work, "--rules", "rules", "--registry", "policyengine.duckdb", *options,
                 key="policyengine.key", db="decisions.duckdb") as server:
         assert decided_version(server) == "2.3.1"
-        for step, (args, version, previous) in enumerate([
+        for args, version, previous in [
                 (("promote", "classifier_small", "--to", "2.4.0", "--reason", "better recall"), "2.4.0", "2.3.1"),
-                (("rollback", "classifier_small", "--reason", "latency regression"), "2.3.1", "2.4.0")]):
+                (("rollback", "classifier_small", "--reason", "latency regression"), "2.3.1", "2.4.0")]:
             mv(work, *args, "--as", "eve")
             if how == "sighup":
                 server.proc.send_signal(signal.SIGHUP)

@@ -18,9 +18,6 @@ import duckdb
 import pytest
 
 from policyengine.audit import EVENTS, AuditLog, generate_key, load_private_key
-
-RUN_EVENTS = "run" in EVENTS  # the audit log accepts the orchestrator's run events (docs/audit-events.md)
-
 from policyengine.budgets import DuckDBLedger
 from policyengine.engine import load_policy
 from policyengine.orchestrator.approvals import ApprovalRefused, Directory, User
@@ -39,6 +36,8 @@ from policyengine.orchestrator.workflow import (
     ToolCall,
     Workflow,
 )
+
+RUN_EVENTS = "run" in EVENTS  # the audit log accepts the orchestrator's run events (docs/audit-events.md)
 
 RULES = """\
 package ops.pay

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policyengine.approval_binding import request_hash
 from policyengine.engine import load_policy
-from policyengine.testing.cases import DEFAULT_NOW, load_test_file
+from policyengine.testing.cases import DEFAULT_NOW, TestFileError, load_test_file, parse_test_file
 from policyengine.testing.coverage import CoverageCollector
 from policyengine.testing.junit import junit_xml
 from policyengine.testing.output import render_report
@@ -569,11 +571,6 @@ def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:
 
 
 # --- robustness -------------------------------------------------------------------------------------
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from policyengine.testing.cases import TestFileError, parse_test_file
 
 _YAML_BITS = st.sampled_from([
     "cases:", "  - name: x", "    principal: ana", "    principal: {id: 1}", "    action: read", "    action: [1]",

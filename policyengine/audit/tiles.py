@@ -22,7 +22,7 @@ from .errors import AuditError
 from .export import open_readonly
 from .keys import PublicKey
 from .log import leaf_bytes
-from .merkle import MerkleTree, leaf_hash
+from .merkle import leaf_hash
 from .sql import q
 
 TILE_HEIGHT = 8

@@ -388,7 +388,10 @@ def _chart_frame(title: str, height: int, top_value: float,
     lines over a plot area scaled from 0 to ``top_value``. Returns the SVG so far, the value-to-y
     scale and the plot area's height."""
     plot_h = height - _TOP - _BOTTOM
-    y = lambda v: _TOP + plot_h - (v / top_value) * plot_h
+
+    def y(v: float) -> float:
+        return _TOP + plot_h - (v / top_value) * plot_h
+
     out = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{_WIDTH}' height='{height}' role='img' "
            f"aria-label='{escape(title)}' viewBox='0 0 {_WIDTH} {height}'>"),
            f"<text x='{_LEFT}' y='18' font-size='14' font-weight='600' fill='#1f2933'>{escape(title)}</text>"]
@@ -463,7 +466,10 @@ def line_chart(points: Sequence[tuple[str, float]], *, title: str, line: float |
     height = 260
     out, y, _ = _chart_frame(title, height, max(line or 0.0, *(v for _, v in points), 1e-12) * 1.1)
     step = _PLOT_W / max(len(points) - 1, 1)
-    x = lambda i: _LEFT + (i * step if len(points) > 1 else _PLOT_W / 2)
+
+    def x(i: int) -> float:
+        return _LEFT + (i * step if len(points) > 1 else _PLOT_W / 2)
+
     path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(v):.1f}" for i, (_, v) in enumerate(points))
     out.append(f"<path d='{path}' fill='none' stroke='#3b82c4' stroke-width='2'/>")
     every = max(1, len(points) // 8)

@@ -446,10 +446,10 @@ def _fixtures(r: _Reader, node: Node) -> _Fixtures:
     principals: dict[str, dict[str, Any]] = {}
     resources: dict[str, dict[str, Any]] = {}
     if "principals" in m:
-        for name, (key_node, value) in r.mapping(m["principals"][1], "'fixtures.principals'", ()).items():
+        for name, (_, value) in r.mapping(m["principals"][1], "'fixtures.principals'", ()).items():
             principals[name] = _principal_mapping(r, value, f"principal fixture {name!r}", principals, default_id=name)
     if "resources" in m:
-        for name, (key_node, value) in r.mapping(m["resources"][1], "'fixtures.resources'", ()).items():
+        for name, (_, value) in r.mapping(m["resources"][1], "'fixtures.resources'", ()).items():
             resources[name] = _resource(r, value, resources)
     return _Fixtures(principals, resources)
 

@@ -162,8 +162,7 @@ class _Tracker:
         self.hit_clauses: set[tuple[str, int, int]] = set()
         # (leaf span key, predicate, rule declaration or None) for every clause not yet seen to hold
         self.pending: list[tuple[tuple[str, int, int], Any, Any]] = []
-        for kind, items in (("rule", ps.rules), ("residency", ps.residencies), ("escalate", ps.escalations),
-                            ("route", ps.routes)):
+        for items in (ps.rules, ps.residencies, ps.escalations, ps.routes):
             for scoped in items:
                 for cond in _conditions(scoped.decl):
                     for leaf in leaves(cond):
