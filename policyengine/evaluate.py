@@ -86,8 +86,8 @@ def _unlike(written: str, declared: str, named: str) -> str:
     """How ``written`` differs from ``declared``, the name it folds to (``named``: that name in words)."""
     if written.casefold() == declared.casefold():
         return f"{written!r} differs only in case from {named}; names are exact"
-    return (f"{written!r} is {named} written with other characters (width, spacing, dashes, invisible ones); names "
-            "are exact")
+    return (f"{written!r} is {named} written with other characters (width, spacing, dashes, invisible ones, "
+            "phonetic look-alikes); names are exact")
 
 
 def _twin_problem(rid: str, written: str, named: str) -> str:

@@ -13,15 +13,17 @@ approvals, the user directory, approvals inside requests) passes it through
   stored id should be exactly what was typed,
 * letters of more than one script (a Cyrillic ``а`` inside a Latin name) are
   refused, and so is a name written wholly in look-alike letters of another
-  script (Cyrillic ``аlісе``), which would read as a Latin name.
+  script (Cyrillic ``аlісе``), which would read as a Latin name, or holding a
+  Latin letter that only phonetics uses and that reads as a plain one (the
+  small capitals ``ᴀʟɪᴄᴇ``, the alpha ``ɑ``, the script ``ɡ``).
 
 Refusals raise ``IdentityError`` (a ``ValueError``) whose message names the
 offending character by code point, never by trying to print it.
 
 The same two tests guard other names that must not pass for one another:
 ``mixed_script`` (a resource id or role whose word mixes Latin with Cyrillic or
-Greek letters) and ``disguise`` (a value a schema normalises, holding what no
-normalisation folds).
+Greek letters, or holds a phonetic look-alike) and ``disguise`` (a value a
+schema normalises, holding what no normalisation folds).
 """
 
 from __future__ import annotations
@@ -48,8 +50,18 @@ class IdentityError(ValueError):
 # characters is refused: it would pass for a Latin name.
 _LOOKALIKE_LETTERS = ("аеорсухіјѕԁһӏԛԝвкмнтѡ" "αεικνορτυχѵ"  # Cyrillic, then Greek (and Cyrillic ѵ)
                       "АВЕКМНОРСТХ" "ΑΒΕΗΙΚΜΝΟΡΤΧΥΖ")
-AS_LATIN = str.maketrans(_LOOKALIKE_LETTERS, "aeopcyxijsdhlqwbkmhtw" "aeiknoptuxv" "ABEKMHOPCTX" "ABEHIKMNOPTXYZ")
 _LATIN_LOOKALIKES = frozenset(ch for ch in _LOOKALIKE_LETTERS if ch.islower())
+# Latin letters of phonetic notation that read as a plain letter: the small capitals (``ᴘʀᴏᴅ`` reads as
+# ``PROD``; NFKC keeps them), the alpha ``ɑ`` and the script ``ɡ``. No orthography writes names with them,
+# so a name or id holding one is refused, and ``name_fold`` reads it as the plain letter.
+_PHONETIC_LOOKALIKES = {
+    "ɢ": "g", "ɪ": "i", "ɴ": "n", "ʀ": "r", "ʏ": "y", "ʙ": "b", "ʜ": "h", "ʟ": "l", "ᴀ": "a", "ᴄ": "c", "ᴅ": "d",
+    "ᴇ": "e", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m", "ᴏ": "o", "ᴘ": "p", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z",
+    "ꜰ": "f", "ꜱ": "s", "ꞯ": "q", "ɑ": "a", "ɡ": "g",
+}
+_AS_PLAIN = str.maketrans(_PHONETIC_LOOKALIKES)
+AS_LATIN = {**str.maketrans(_LOOKALIKE_LETTERS, "aeopcyxijsdhlqwbkmhtw" "aeiknoptuxv" "ABEKMHOPCTX" "ABEHIKMNOPTXYZ"),
+            **_AS_PLAIN}
 # Categories of invisible and control characters (format, control, surrogate, private use, unassigned,
 # line and paragraph separators): what neither an identity nor a normalised value may hold.
 _HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -73,10 +85,10 @@ def name_fold(name: str) -> str:
     Declared names (roles, agents, models, actions) are exact; a request name
     that is not one but folds to one is a disguise of it (``Analyst``,
     `` analyst``, ``analyst<U+200B>``, a full-width ``ａnalyst``, ``data<U+2010>steward``
-    with a Unicode hyphen or ``data<U+2212>steward`` with a minus sign), refused
-    rather than taken for an unknown name that no rule about the real one reaches.
+    with a Unicode hyphen or ``data<U+2212>steward`` with a minus sign, ``ᴀnalyst`` with a small
+    capital), refused rather than taken for an unknown name that no rule about the real one reaches.
     """
-    text = unicodedata.normalize("NFKC", name)
+    text = unicodedata.normalize("NFKC", name).translate(_AS_PLAIN)
     return "".join("-" if ch in _DASHES or unicodedata.category(ch) == "Pd" else ch for ch in text
                    if unicodedata.category(ch)[0] not in "CZ").casefold()
 
@@ -87,6 +99,10 @@ _DASHES = frozenset("\u2212\u2043\u02d7")  # minus sign, hyphen bullet, modifier
 def describe_char(ch: str) -> str:
     """A character by code point and name (``U+200B ZERO WIDTH SPACE``): never by printing it."""
     return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')}"
+
+
+def _phonetic(ch: str) -> str:
+    return f"{describe_char(ch)}, a phonetic letter that reads as {_PHONETIC_LOOKALIKES[ch]!r}"
 
 
 @lru_cache(maxsize=4096)
@@ -104,6 +120,8 @@ def canonical_identity(raw: str, what: str = "identity") -> str:
         if category in _HIDDEN:
             raise IdentityError(f"{what} contains an invisible or control character ({describe_char(ch)}); "
                                 f"type the identity without it")
+        if ch in _PHONETIC_LOOKALIKES:
+            raise IdentityError(f"{what} contains {_phonetic(ch)}; it would pass for someone else")
         script = _script(ch)
         if script is not None:
             scripts.add(script)
@@ -145,20 +163,25 @@ _WORD = re.compile(r"[^\W\d_]+")  # a run of letters
 
 @lru_cache(maxsize=1)
 def _confusable_letter() -> re.Pattern[str]:
-    """Any letter of a script in ``_CONFUSABLE_SCRIPTS`` (all 726 lie in the BMP; found in ~25 ms, once)."""
+    """Any letter of a script in ``_CONFUSABLE_SCRIPTS`` (all 726 lie in the BMP; found in ~25 ms, once),
+    or a phonetic look-alike."""
     letters = "".join(ch for ch in map(chr, range(0x10000)) if _script(ch) in _CONFUSABLE_SCRIPTS)
-    return re.compile(f"[{re.escape(letters)}]")
+    return re.compile(f"[{re.escape(letters + ''.join(_PHONETIC_LOOKALIKES))}]")
 
 
 def mixed_script(text: str) -> str | None:
-    """Why a word of ``text`` (a run of letters) mixes Latin letters with Cyrillic or Greek ones, or None.
+    """Why a word of ``text`` (a run of letters) mixes Latin letters with Cyrillic or Greek ones, or holds
+    a phonetic look-alike (``ᴘrod``, ``ᴘʀᴏᴅ``), or None.
 
     ``prоd`` with a Cyrillic ``о`` reads as ``prod`` and is another string:
     a rule about ``prod`` would not reach it. Words of one script each
     (``docs/отчёт``, ``München``) are ordinary text.
     """
-    if text.isascii() or _confusable_letter().search(text) is None:
-        return None  # no Cyrillic or Greek letter at all: the usual non-ASCII text (données, 日本)
+    if text.isascii() or (found := _confusable_letter().search(text)) is None:
+        return None  # no Cyrillic, Greek or phonetic look-alike letter: the usual non-ASCII text (données, 日本)
+    phonetic = next((ch for ch in text[found.start():] if ch in _PHONETIC_LOOKALIKES), None)
+    if phonetic is not None:
+        return f"holds {_phonetic(phonetic)}; a look-alike letter could make it pass for another name"
     for word in _WORD.findall(text):
         if word.isascii():
             continue

@@ -47,6 +47,16 @@ def _cases() -> list[tuple[str, dict, Any]]:
 CASES = _cases()
 
 FULL_WIDTH = {c: chr(ord(c) + 0xFEE0) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"}
+# Latin small capitals (phonetic letters NFKC keeps): "ꜱᴀɴᴄᴛɪᴏɴᴇᴅ" reads as "SANCTIONED"
+SMALL_CAPITALS = dict(zip("abcdefghijklmnoprstuvwyz", "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ"))
+
+
+def _small_capitals(value: str, first_only: bool) -> str:
+    """``value`` with its first letter that has a small capital (or every such letter) written as one."""
+    if first_only:
+        i = next((i for i, c in enumerate(value) if c.lower() in SMALL_CAPITALS), None)
+        return value if i is None else value[:i] + SMALL_CAPITALS[value[i].lower()] + value[i + 1:]
+    return "".join(SMALL_CAPITALS.get(c.lower(), c) for c in value)
 
 
 def _leaves(request: dict) -> list[tuple[tuple, Any]]:
@@ -85,7 +95,8 @@ def _spellings(value: Any, is_id: bool) -> list[Any]:
     elif isinstance(value, str):
         out += [value.upper(), value.lower(), value.title(), value.swapcase(), f" {value}", f"{value} ",
                 f"\t{value}\n", "".join(FULL_WIDTH.get(c, c) for c in value),
-                unicodedata.normalize("NFKD", value), unicodedata.normalize("NFD", value), [value], {"value": value}]
+                unicodedata.normalize("NFKD", value), unicodedata.normalize("NFD", value), [value], {"value": value},
+                _small_capitals(value, first_only=True), _small_capitals(value, first_only=False)]
         if value.replace(".", "", 1).isdigit():
             out.append(float(value) if "." in value else int(value))
         if is_id:

@@ -26,6 +26,8 @@ REFUSED = {
     "\u0430lice": "mixes letters of the scripts CYRILLIC, LATIN",
     "alic\u0435": "mixes letters of the scripts CYRILLIC, LATIN",
     "\u0430\u0435": "only in cyrillic letters that look like Latin",
+    "\u1d00lice": "U\\+1D00 LATIN LETTER SMALL CAPITAL A, a phonetic letter that reads as 'a'",
+    "\u0251lice": "U\\+0251 LATIN SMALL LETTER ALPHA, a phonetic letter that reads as 'a'",
     "ali\u202ece": "invisible or control character \\(U\\+202E",
     "ali\x00ce": "invisible or control character \\(U\\+0000",
     "   ": "is empty",
@@ -114,14 +116,17 @@ def test_an_approval_in_a_request_by_the_requester_under_another_spelling_does_n
 @example("pr\u043ed")  # a Cyrillic o
 @example("a\u1d26")  # GREEK LETTER SMALL CAPITAL GAMMA, outside the Greek block
 @example("donn\u00e9es \u043e\u0442\u0447\u0451\u0442")  # one script a word
+@example("\u1d18rod")  # LATIN LETTER SMALL CAPITAL P: Latin, yet it reads as "prod"
 def test_a_value_passes_as_undisguised_only_without_invisible_characters_or_mixed_script_words(text):
     """``disguise`` (schemas' normalised attributes) never passes what no normalisation folds."""
     import unicodedata
 
-    from policyengine.identity import _script, disguise
+    from policyengine.identity import _PHONETIC_LOOKALIKES, _script, disguise
 
     hidden = [ch for ch in text if ch not in "\t\n\r" and unicodedata.category(ch)[0] == "C"
               or unicodedata.category(ch) in ("Zl", "Zp")]
     words = re.findall(r"[^\W\d_]+", text)
     mixed = [w for w in words if "LATIN" in {_script(c) for c in w} and {_script(c) for c in w} & {"CYRILLIC", "GREEK"}]
-    assert (disguise(text) is None) == (not hidden and not mixed)
+    phonetic = [ch for ch in text if unicodedata.name(ch, "").startswith("LATIN LETTER SMALL CAPITAL ")
+                and ch in _PHONETIC_LOOKALIKES or ch in "\u0251\u0261"]
+    assert (disguise(text) is None) == (not hidden and not mixed and not phonetic)
