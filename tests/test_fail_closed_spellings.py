@@ -49,6 +49,8 @@ CASES = _cases()
 FULL_WIDTH = {c: chr(ord(c) + 0xFEE0) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"}
 # Latin small capitals (phonetic letters NFKC keeps): "ꜱᴀɴᴄᴛɪᴏɴᴇᴅ" reads as "SANCTIONED"
 SMALL_CAPITALS = dict(zip("abcdefghijklmnoprstuvwyz", "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ"))
+# Cyrillic letters that look like Latin ones: "АСМЕ" (all Cyrillic, one script) reads as "ACME"
+CYRILLIC = dict(zip("aeopcyxijsABEKMHOPCTX", "аеорсухіјѕАВЕКМНОРСТХ"))
 
 
 def _small_capitals(value: str, first_only: bool) -> str:
@@ -96,7 +98,8 @@ def _spellings(value: Any, is_id: bool) -> list[Any]:
         out += [value.upper(), value.lower(), value.title(), value.swapcase(), f" {value}", f"{value} ",
                 f"\t{value}\n", "".join(FULL_WIDTH.get(c, c) for c in value),
                 unicodedata.normalize("NFKD", value), unicodedata.normalize("NFD", value), [value], {"value": value},
-                _small_capitals(value, first_only=True), _small_capitals(value, first_only=False)]
+                _small_capitals(value, first_only=True), _small_capitals(value, first_only=False),
+                "".join(CYRILLIC.get(c, c) for c in value)]
         if value.replace(".", "", 1).isdigit():
             out.append(float(value) if "." in value else int(value))
         if is_id:
