@@ -435,7 +435,8 @@ class SchemaAttribute:
     ``type`` is one of ``ATTRIBUTE_TYPES`` (``set`` means a list of strings);
     ``values`` is the enum's list (or const); ``normalise`` names steps of
     ``NORMALISATIONS`` applied, in order, to the string (or each set member) before
-    any rule reads it.
+    any rule reads it; ``minimum`` and ``maximum`` (``min 0 max 1``) bound a number,
+    both inclusive.
     """
 
     path: Path
@@ -443,8 +444,11 @@ class SchemaAttribute:
     values: Expr | None = None
     required: bool = False
     normalise: tuple[Name, ...] = ()
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     span: Span = _span()
     type_span: Span | None = _part_span()
+    bounds_span: Span | None = _part_span()  # the first of ``min``/``max``, for the checker's messages
 
 
 @dataclass(frozen=True, slots=True)

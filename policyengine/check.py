@@ -306,12 +306,13 @@ class _Checker:
                 if attr.normalise and attr.type in ("number", "bool"):
                     self.report("type-mismatch", f"a {attr.type} has no text to normalise", attr.normalise[0].span,
                                 "normalise string, enum, timestamp or set of string attributes")
-                signature = (attr.type, values, tuple(n.value for n in attr.normalise))
-                if key in seen and seen[key][0][:1] != signature[:1] or key in seen and seen[key][0][2] != signature[2]:
+                self._bounds(attr)
+                signature = (attr.type, values, tuple(n.value for n in attr.normalise), (attr.minimum, attr.maximum))
+                if key in seen and (seen[key][0][0], *seen[key][0][2:]) != (signature[0], *signature[2:]):
                     first = seen[key][1]
-                    self.report("schema-conflict", f"'{attr.path.dotted}' is declared again with another type or "
-                                "normalisation", attr.span, f"first declared at {first.span}; declare it the same "
-                                "way in every schema")
+                    self.report("schema-conflict", f"'{attr.path.dotted}' is declared again with another type, "
+                                "normalisation or bounds", attr.span, f"first declared at {first.span}; declare it "
+                                "the same way in every schema")
                     continue
                 seen.setdefault(key, (signature, attr))
                 self.attr_kinds[key] = {"number": "number", "bool": "bool", "set": "list"}.get(attr.type, "string")
@@ -320,6 +321,18 @@ class _Checker:
                 self.attr_normal[key] = signature[2]
                 if attr.type == "enum" and values:
                     self.attr_enums[key] = self.attr_enums.get(key, frozenset()) | frozenset(values)
+
+    def _bounds(self, attr: ast.SchemaAttribute) -> None:
+        """``min``/``max`` bound numbers only, and must leave some number in range."""
+        low, high = attr.minimum, attr.maximum
+        if (low is None and high is None) or attr.bounds_span is None:
+            return
+        if attr.type != "number":
+            self.report("type-mismatch", f"'min' and 'max' bound numbers, not a {attr.type}", attr.bounds_span,
+                        "declare the attribute as a number, or drop the bound")
+        elif low is not None and high is not None and low > high:
+            self.report("empty-range", f"min {low:g} is above max {high:g}: no value would be accepted",
+                        attr.bounds_span, "swap the two bounds")
 
     # -- stage: imports -------------------------------------------------------------
 

@@ -380,6 +380,10 @@ def format_attribute(attr: ast.SchemaAttribute) -> str:
     if attr.type == "enum" and attr.values is not None:
         kind = f"enum {format_expr(attr.values)}"
     text = f"attribute {attr.path.dotted} {kind}"
+    if attr.minimum is not None:
+        text += f" min {format_number(attr.minimum)}"
+    if attr.maximum is not None:
+        text += f" max {format_number(attr.maximum)}"
     if attr.required:
         text += " required"
     if attr.normalise:

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from . import ast
+from .format import format_number
 from .identity import disguise
 
 # root -> index of the attribute dict in the (pattrs, rattrs, data, context) tuple
@@ -70,6 +71,8 @@ class AttributeSpec:
     values: tuple[str, ...] = ()  # enum values as written
     required: bool = False
     normalise: tuple[str, ...] = ()
+    minimum: int | float | None = None  # a number's bounds, inclusive (``min 0 max 1``)
+    maximum: int | float | None = None
 
     @property
     def dotted(self) -> str:
@@ -83,7 +86,15 @@ class AttributeSpec:
     def expected(self) -> str:
         if self.type == "enum":
             return "one of " + ", ".join(f'"{v}"' for v in self.values)
+        if self.type == "number" and (self.minimum is not None or self.maximum is not None):
+            low, high = self.minimum, self.maximum
+            if low is not None and high is not None:
+                return f"a number from {format_number(low)} to {format_number(high)}"
+            return f"a number >= {format_number(low)}" if low is not None else f"a number <= {format_number(high)}"
         return {"set": "a list of strings", "timestamp": "an RFC 3339 timestamp"}.get(self.type, self.type)
+
+    def in_range(self, value: int | float) -> bool:
+        return (self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +139,9 @@ def _check_value(spec: AttributeSpec, value: Any, enum: frozenset[str]) -> tuple
     t = spec.type
     if t == "number":
         if (value.__class__ is int or value.__class__ is float) and math.isfinite(value):
-            return value, None
+            if spec.in_range(value):
+                return value, None
+            return value, f"{spec.dotted}: expected {spec.expected()}, got {_show(value)}"
     elif t == "bool":
         if value is True or value is False:
             return value, None
@@ -185,6 +198,8 @@ def _attribute_check(spec: AttributeSpec) -> Callable[[list, list], None]:
     required = spec.required
     t = spec.type
     plain = not spec.normalise and t in ("string", "number", "bool")
+    low = -math.inf if spec.minimum is None else spec.minimum
+    high = math.inf if spec.maximum is None else spec.maximum
     cls = {"string": (str,), "number": (int, float), "bool": (bool,)}.get(t, ())
 
     memo: dict[str, tuple[Any, str | None]] = {}  # string -> (normalised, problem): enums repeat
@@ -196,8 +211,8 @@ def _attribute_check(spec: AttributeSpec) -> Callable[[list, list], None]:
             if required:
                 errors.append(f"{dotted}: missing (required {spec.expected()})")
             return
-        if plain and value.__class__ in cls and (t != "number" or math.isfinite(value)):
-            return  # the common case: already the declared type, nothing to normalise
+        if plain and value.__class__ in cls and (t != "number" or math.isfinite(value) and low <= value <= high):
+            return  # the common case: already the declared type (in bounds), nothing to normalise
         if value.__class__ is str:
             found = memo.get(value)
             if found is None:
@@ -288,7 +303,8 @@ def _spec(attr: ast.SchemaAttribute, consts: Mapping[str, ast.Expr]) -> Attribut
     if attr.type == "enum" and attr.values is not None:
         ok, found = _literal_value(attr.values, consts)
         values = tuple(v for v in (found if ok and isinstance(found, tuple) else ()) if isinstance(v, str))
-    return AttributeSpec(key, attr.type, values, attr.required, tuple(n.value for n in attr.normalise))
+    return AttributeSpec(key, attr.type, values, attr.required, tuple(n.value for n in attr.normalise),
+                         attr.minimum, attr.maximum)
 
 
 def compile_schemas(ps: Any) -> SchemaSet:
@@ -339,7 +355,8 @@ _ROOT_FIELDS = {"principal": "attrs", "resource": "attrs", "data": None, "contex
 
 def _json_type(spec: AttributeSpec) -> dict[str, Any]:
     if spec.type == "number":
-        return {"type": "number"}
+        bounds = {"minimum": spec.minimum, "maximum": spec.maximum}
+        return {"type": "number", **{k: v for k, v in bounds.items() if v is not None}}
     if spec.type == "bool":
         return {"type": "boolean"}
     if spec.type == "set":

@@ -624,18 +624,22 @@ class Builder(RoutingSyntax, ScopeBuilder):  # a Transformer; routes/limits in s
 
     def c_attribute(self, kw: Token, path_tok: Token, kind: tuple[str, Any, Span], *options: tuple) -> _Clause:
         path = self.path(path_tok)
-        required = False
-        normalise: tuple[ast.Name, ...] = ()
+        found: dict[str, Any] = {}
+        bounds_span: Span | None = None
         end = kind[2]
         for option, value, span in options:
-            if option == "required":
-                required = True
-            else:
-                normalise = value
+            if option in found:
+                raise _syntax(f"'{option}' is written twice in one attribute", span,
+                              help=f"keep one '{option}'")
+            found[option] = value
+            if option in ("min", "max") and bounds_span is None:
+                bounds_span = span
             end = span
         type_name, values, type_span = kind
-        attr = ast.SchemaAttribute(path, type_name, values, required, normalise,  # type: ignore[arg-type]
-                                   span=self._cover(self._span(kw), end), type_span=type_span)
+        attr = ast.SchemaAttribute(path, type_name, values, found.get("required", False),  # type: ignore[arg-type]
+                                   found.get("normalise", ()), found.get("min"), found.get("max"),
+                                   span=self._cover(self._span(kw), end), type_span=type_span,
+                                   bounds_span=bounds_span)
         return self._clause("attribute", attr, kw, end)
 
     def t_plain(self, tok: Token) -> tuple[str, None, Span]:
@@ -658,6 +662,12 @@ class Builder(RoutingSyntax, ScopeBuilder):  # a Transformer; routes/limits in s
 
     def o_normalise(self, kw: Token, names: tuple[ast.Name, ...]) -> tuple[str, tuple[ast.Name, ...], Span]:
         return "normalise", names, names[-1].span
+
+    def o_min(self, kw: Token, value: Token) -> tuple[str, int | float, Span]:
+        return "min", _number(value, self._path), self._cover(self._span(kw), self._span(value))
+
+    def o_max(self, kw: Token, value: Token) -> tuple[str, int | float, Span]:
+        return "max", _number(value, self._path), self._cover(self._span(kw), self._span(value))
 
     # --- monitoring -------------------------------------------------------------------------
 

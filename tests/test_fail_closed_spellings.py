@@ -3,8 +3,11 @@
 For every deny and escalate case of the policy tests in ``rules/``, one value of
 the request (an attribute under data, context, principal or resource attrs, a
 role, the resource id) is re-spelt: its JSON type changed, its case changed,
-padded, put in another Unicode form, or (for ids) spelt with ``.``/``..``/empty
-segments. The decision must still be deny or escalate, never allow.
+padded, put in another Unicode form or in look-alike letters, or (for ids) spelt
+with ``.``/``..``/empty segments; a positive number has its sign flipped (every
+number the shipped rules compare with a threshold is bounded by its schema: a
+payment of -250,000 is not under the 10,000 gate). The decision must still be
+deny or escalate, never allow.
 Removing an attribute is not a re-spelling: whether absence matters is the
 policy's choice (``required`` in a schema, or a condition without ``has``).
 """
@@ -93,7 +96,7 @@ def _spellings(value: Any, is_id: bool) -> list[Any]:
     if isinstance(value, bool):
         out += [str(value).lower(), str(value), int(value), [value], {"value": value}]
     elif isinstance(value, (int, float)):
-        out += [str(value), f" {value} ", [value], {"value": value}, bool(value)]
+        out += [str(value), f" {value} ", [value], {"value": value}, bool(value), *([-value] if value > 0 else [])]
     elif isinstance(value, str):
         out += [value.upper(), value.lower(), value.title(), value.swapcase(), f" {value}", f"{value} ",
                 f"\t{value}\n", "".join(FULL_WIDTH.get(c, c) for c in value),
@@ -154,6 +157,8 @@ SPELLINGS = [
     ({**PAY, "data": {"vendor_status": "active", "vendor_age_days": 400},
       "context": {"amount": "999999999", "currency": "EUR"}}, "deny"),
     ({**PAY, "data": {"vendor_status": "active"}, "context": {"amount": 900, "currency": "EUR"}}, "deny"),
+    ({**PAY, "data": {"vendor_status": "active", "vendor_age_days": 400},
+      "context": {"amount": -250_000, "currency": "EUR"}}, "deny"),
     ({"principal": BOT, "action": "invoke", "resource": {"kind": "model", "id": "frontier_llm"},
       "data": {"classification": "Restricted"}, "context": {"tokens": 100}}, "deny"),
     ({"principal": BOT, "action": "invoke", "resource": {"kind": "model", "id": "FRONTIER_LLM"},

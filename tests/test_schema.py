@@ -25,10 +25,11 @@ const STATUSES = ["active", "sanctioned"]
 schema payments
     for action pay
     attribute data.vendor_status enum STATUSES required normalise nfkc, trim, casefold
-    attribute context.amount number required
+    attribute context.amount number min 0 required
     attribute data.tags set of string normalise casefold
     attribute context.at timestamp
     attribute principal.attrs.vip bool
+    attribute context.confidence number min 0 max 1
 
 schema everything
     attribute data.label string normalise trim
@@ -79,9 +80,17 @@ VALIDATION = [
     ("a list for an enum", pay({"vendor_status": ["sanctioned"]}), "deny", ["<request>"],
      ('data.vendor_status: expected one of "active", "sanctioned", got list ["sanctioned"]',)),
     ("a number as a string", pay(context={"amount": "999999999"}), "deny", ["<request>"],
-     ('context.amount: expected number, got string "999999999"',)),
+     ('context.amount: expected a number >= 0, got string "999999999"',)),
     ("a bool for a number", pay(context={"amount": True}), "deny", ["<request>"],
-     ("context.amount: expected number, got bool true",)),
+     ("context.amount: expected a number >= 0, got bool true",)),
+    # a number outside its declared bounds is malformed: a payment of -250,000 must not pass under a gate on > 10,000
+    ("a number below its min", pay(context={"amount": -5}), "deny", ["<request>"],
+     ("context.amount: expected a number >= 0, got -5",)),
+    ("a number at its min", pay(context={"amount": 0}), "allow", ["t.clerks_pay"], ()),
+    ("a number above its max", pay(context={"confidence": 1.5}), "deny", ["<request>"],
+     ("context.confidence: expected a number from 0 to 1, got 1.5",)),
+    ("a number at its max", pay(context={"confidence": 1}), "allow", ["t.clerks_pay"], ()),
+    ("a negative zero is in range", pay(context={"amount": -0.0}), "allow", ["t.clerks_pay"], ()),
     ("missing required", {**pay(), "data": {}}, "deny", ["<request>"],
      ('data.vendor_status: missing (required one of "active", "sanctioned")',)),
     ("null is missing", pay({"vendor_status": None}), "deny", ["<request>"],
@@ -89,7 +98,8 @@ VALIDATION = [
     ("every problem is named", {**pay(context={"amount": "1"}), "data": {"tags": "x"}}, "deny",
      ["<request>", "<request>", "<request>"],
      ('data.vendor_status: missing (required one of "active", "sanctioned")',
-      'context.amount: expected number, got string "1"', 'data.tags: expected a list of strings, got string "x"')),
+      'context.amount: expected a number >= 0, got string "1"',
+      'data.tags: expected a list of strings, got string "x"')),
     ("a timestamp", pay(context={"at": "2026-03-10T09:00:00Z"}), "allow", ["t.clerks_pay"], ()),
     ("not a timestamp", pay(context={"at": "2026-02-30T09:00:00Z"}), "deny", ["<request>"],
      ('context.at: expected an RFC 3339 timestamp, got "2026-02-30T09:00:00Z"',)),
@@ -212,9 +222,12 @@ def test_the_declaration_parses_and_formats():
     first = schema.attributes[0]
     assert (first.path.dotted, first.type, first.required, [n.value for n in first.normalise]) == (
         "data.vendor_status", "enum", True, ["nfkc", "trim", "casefold"])
-    assert [a.type for a in schema.attributes] == ["enum", "number", "set", "timestamp", "bool"]
+    assert [a.type for a in schema.attributes] == ["enum", "number", "set", "timestamp", "bool", "number"]
+    assert [(a.minimum, a.maximum) for a in schema.attributes if a.type == "number"] == [(0, None), (0, 1)]
     text = format_policy(file)
     assert "    attribute data.tags set of string normalise casefold\n" in text
+    assert "    attribute context.amount number min 0 required\n" in text
+    assert "    attribute context.confidence number min 0 max 1\n" in text
     assert parse_policy(text, "t.policy") == file
 
 
@@ -223,6 +236,7 @@ SYNTAX_ERRORS = [
     ("package t\nschema s attribute data.x integer\n", "'integer' is not an attribute type"),
     ("package t\nschema s attribute data.x list of string\n", "'list of string' is not an attribute type"),
     ("package t\nschema s for role a attribute data.x string\n", "a schema is for actions, not 'role'"),
+    ("package t\nschema s attribute data.x number min 1 min 2\n", "'min' is written twice in one attribute"),
 ]
 
 
@@ -241,7 +255,11 @@ CHECKS = [
     ('schema s attribute data.x number normalise trim\n', "type-mismatch", "a number has no text to normalise"),
     ('schema s attribute data.x enum [1, 2]\n', "type-mismatch", "an enum lists its values as quoted strings"),
     ('schema s attribute data.x string\nschema u attribute data.x number\n', "schema-conflict",
-     "'data.x' is declared again with another type or normalisation"),
+     "'data.x' is declared again with another type, normalisation or bounds"),
+    ('schema s attribute data.x number min 0\nschema u attribute data.x number\n', "schema-conflict",
+     "'data.x' is declared again with another type, normalisation or bounds"),
+    ('schema s attribute data.x string min 0\n', "type-mismatch", "'min' and 'max' bound numbers, not a string"),
+    ('schema s attribute data.x number min 2 max 1\n', "empty-range", "min 2 is above max 1: no value would be accepted"),
     ('schema s attribute context.n number\nrule r allow any to read tool "x" when context.n == "5"\n',
      "type-mismatch", 'comparing a number with a string: context.n == "5" is never true'),
     ('schema s attribute data.s enum ["a", "b"]\nrule r allow any to read tool "x" when data.s == "c"\n',
@@ -283,6 +301,8 @@ def test_policyengine_schema_exports_json_schema(tmp_path):
     validator = jsonschema.Draft202012Validator(doc)
     assert validator.is_valid(pay())
     assert not validator.is_valid(pay(context={"amount": "5"}))
+    assert not validator.is_valid(pay(context={"amount": -5})) and validator.is_valid(pay(context={"amount": 0}))
+    assert not validator.is_valid(pay(context={"confidence": 1.5}))
     assert not validator.is_valid({**pay(), "data": {}})  # vendor_status is required for pay
     assert validator.is_valid({**pay(), "action": "read", "data": {}})
     assert doc["allOf"][0]["then"]["properties"]["data"]["properties"]["vendor_status"] == {
