@@ -139,14 +139,17 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _last_bundle(config: ServeConfig, db: str, rolled: bool) -> LastBundle | None:
-    """What the audit log says was the last bundle activated (read before the log is opened), or None."""
+def _last_bundle(config: ServeConfig) -> LastBundle | None:
+    """What the audit log says was the last bundle activated (read before the log is opened), or None.
+
+    Read from every file of ``--db`` (each worker's, rolled or not), not only the one this process writes.
+    """
     if not config.bundle:
         return None
     from ..reporting.errors import ReportError
 
     try:
-        return last_bundle(db, rolled=rolled)
+        return last_bundle(config.db)
     except ReportError as error:  # not knowing what was served before, it does not start
         raise ServeError(f"{error} (reading the last activated bundle)") from None
 
@@ -235,7 +238,7 @@ def serve(config: ServeConfig) -> int:
         ledger = store.ledger
     rolled = config.roll_records is not None or config.roll_bytes is not None or config.roll_age is not None
     versions, shadow = _versions_and_shadow(config, None if rolled else db)
-    last = _last_bundle(config, db, rolled)
+    last = _last_bundle(config)
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
