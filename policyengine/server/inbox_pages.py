@@ -37,6 +37,7 @@ class PendingItem:
     request: dict[str, Any] | None  # the escalated request as the audit log holds it (masked)
     reasons: tuple[dict[str, Any], ...] = ()  # the decision's reasons: rule, message, file, line
     steps: tuple[tuple[str, str, str], ...] = field(default=())  # (step, status, policy effect) so far
+    decides: tuple[str, ...] = ()  # the run's gates the user holds the role for: one decision decides them all
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ def _item(prefix: str, csrf: str, item: PendingItem) -> str:
         action = (f"<form method='post' action='{_e(prefix)}/decide' class='decide'>"
                   f"<input type='hidden' name='csrf' value='{_e(csrf)}'>"
                   f"<input type='hidden' name='run_id' value='{_e(item.run_id)}'>"
+                  f"<input type='hidden' name='gates' value='{_e(','.join(item.decides))}'>"
+                  + (f"<p class='hint'>Approve or Reject decides every gate of this run waiting for you: "
+                     f"{_e(', '.join(item.decides))}.</p>" if len(item.decides) > 1 else "") +
                   f"<label for='note-{_e(item.run_id)}'>Comment (kept in the audit record)</label>"
                   f"<textarea id='note-{_e(item.run_id)}' name='note' rows='2' maxlength='2000'></textarea>"
                   "<div class='buttons'>"
