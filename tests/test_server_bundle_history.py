@@ -149,6 +149,18 @@ def test_a_restart_that_writes_the_log_another_way_is_held_to_the_last_bundle_al
     assert "is older than the last bundle activated in the audit log" in refused.stderr
 
 
+def test_workers_restarted_on_their_own_files_all_start(tmp_path: Path) -> None:
+    """The supervisor reads the history once, before any worker holds its file: a worker that read another's
+    file would find it in use (or keep it from opening its own)."""
+    _v2_at_the_bundle_path(tmp_path)
+    for _ in range(3):  # the first start creates the workers' files; the restarts find them
+        with Server(tmp_path, *BUNDLE, *_layout("two workers"), "--no-access-log") as running:
+            for worker in (0, 1):
+                running.wait_for_line(rf"listening on .*audit\.worker{worker}\.duckdb")
+            assert not [line for line in running.lines if line.startswith("error:")]
+        assert running.stop() == 0, "\n".join(running.lines)
+
+
 def test_a_rollback_started_with_another_layout_is_the_last_bundle_for_the_next_start(tmp_path: Path) -> None:
     """Of several files of --db, the activation written last counts, not the newest bundle ever seen."""
     old = _v2_at_the_bundle_path(tmp_path)

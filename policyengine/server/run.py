@@ -66,6 +66,7 @@ class ServeConfig:
     inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     directory: str | None = None  # user directory (YAML) approvers' roles come from; none: approvals are refused
     worker: int | None = None  # set in a worker process
+    history: LastBundle | None = None  # set in a worker process: the last activated bundle, read by the supervisor
     roll_records: int | None = None  # roll the audit log into segments (audit/segments.py) ...
     roll_bytes: int | None = None  # ... by records, bytes on disk
     roll_age: float | None = None  # ... or age in seconds
@@ -238,7 +239,8 @@ def serve(config: ServeConfig) -> int:
         ledger = store.ledger
     rolled = config.roll_records is not None or config.roll_bytes is not None or config.roll_age is not None
     versions, shadow = _versions_and_shadow(config, None if rolled else db)
-    last = _last_bundle(config)
+    # a worker does not read the files of --db itself: the other workers may hold theirs open already
+    last = config.history if config.worker is not None else _last_bundle(config)
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
@@ -435,9 +437,10 @@ def _supervise(config: ServeConfig) -> int:
     if config.ledger and not is_postgres_url(config.ledger):
         raise ServeError("--ledger takes one writing process: use it with --workers 1 (or --state postgresql://...)")
     _listen(config.host, config.port, reuse_port=True).close()  # fail here, once, if the port is taken
+    history = _last_bundle(config)  # read before any worker opens its file for writing
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_worker, args=(replace(config, worker=i),), name=f"policyengine-worker-{i}")
-                for i in range(config.workers)]
+    children = [context.Process(target=_worker, args=(replace(config, worker=i, history=history),),
+                                name=f"policyengine-worker-{i}") for i in range(config.workers)]
     for child in children:
         child.start()
 
