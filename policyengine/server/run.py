@@ -122,6 +122,12 @@ def _check_tls(config: ServeConfig) -> None:
     for path in (config.tls_cert, config.tls_key, config.client_ca):
         if path and not Path(path).is_file():
             raise ServeError(f"{path}: no such file")
+    if config.client_ca:  # read here, before the log opens, not first by uvicorn after "listening on"
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(config.client_ca)
+        except (ssl.SSLError, OSError, ValueError) as error:
+            raise ServeError(f"--client-ca {config.client_ca}: no CA certificate can be read from it "
+                             f"({getattr(error, 'reason', None) or error})") from None
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
