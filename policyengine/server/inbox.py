@@ -321,7 +321,7 @@ class InboxApp:
             for run in listed:
                 decisions = decisions_of.get(run.run_id, [])
                 steps = tuple((s.step, s.status, s.effect or "") for s in steps_of.get(run.run_id, ()))
-                decides = tuple(sorted({gate.gate for gate in gates_of[run.run_id]}))  # what one decision decides
+                decides = tuple(sorted({pages.gate_key(gate) for gate in gates_of[run.run_id]}))  # one decision's
                 for gate in gates_of[run.run_id]:
                     recorded = next((d for d in reversed(decisions) if d.get("step") == gate.step), {})
                     out.append(pages.PendingItem(
@@ -436,22 +436,38 @@ class InboxApp:
 
 
 def _check_gates(orch: Any, run_id: str, user: str, shown: frozenset[str]) -> None:
-    """Refuse a decision unless the run waits for ``user`` at exactly the gates the page ``shown``.
+    """Refuse a decision unless the run waits for ``user`` at exactly the gates the page ``shown``
+    (``pages.gate_key``: the step, the gate, when it was requested).
 
     ``approve`` and ``reject`` decide every pending gate of the run the user holds
     the role for, whatever the page showed: without this check a page loaded
     before the run moved on (another approver decided, the run waits at its next
-    gate) approves a gate and a request its approver never saw. No gate of the
-    user's pending: the decision goes ahead, to be refused with ``approve``'s own reason.
+    step) approves a gate and a request its approver never saw. No gate of the
+    user's to decide (``check_decider``, as ``approve`` judges it), or one past its deadline: the decision goes
+    ahead, to be refused with ``approve``'s own reason. Overdue gates are recorded as expired first (what
+    ``approve`` does first), so a run their expiry moved on is judged where it waits now.
     """
-    from ..orchestrator.approvals import ApprovalRefused
+    from ..orchestrator.approvals import ApprovalRefused, check_decider
+    from ..orchestrator.state import naive_utc
 
-    who = orch.directory.users.get(user)
-    held = orch.policy.policy_set.roles_of(who.roles) if who is not None else frozenset()
-    waiting = {a.gate for a in orch.store.approvals(run_id) if a.status == "pending" and a.role in held}
+    orch.expire()
+    run = orch.store.run(run_id)
+    if run is None or run.status != "waiting_approval":
+        return
+    now = naive_utc(orch.clock())
+    pending = [gate for gate in orch.store.approvals(run.run_id) if gate.status == "pending"]
+    if any(gate.deadline_at is not None and gate.deadline_at <= now for gate in pending):
+        return
+    waiting = set()
+    for gate in pending:
+        try:
+            check_decider(run, gate, user, orch.directory, orch.policy.policy_set.roles_of)
+        except ApprovalRefused:
+            continue
+        waiting.add(pages.gate_key(gate))
     if waiting and waiting != shown:
-        raise ApprovalRefused(f"run {run_id} now waits for you at gate {', '.join(sorted(waiting))}, not at the "
-                              f"{', '.join(sorted(shown))} the page showed; nothing was decided: reload the inbox "
+        raise ApprovalRefused(f"run {run_id} now waits for you at {pages.gates_text(waiting)}, not at the "
+                              f"{pages.gates_text(shown)} the page showed; nothing was decided: reload the inbox "
                               f"and decide what it shows now")
 
 
