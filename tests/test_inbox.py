@@ -10,6 +10,7 @@ record (verified with `audit verify` afterwards).
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ from tests.server_process import ALLOW, RULES, Server
 from tests.test_cli_workflows import INVOICE, SURE, audit_rows, pe
 
 DB = "policyengine.duckdb"
+NOT_SHOWN = "no:gate:shown"  # what a post names for a run whose card offered no form (refused for another reason)
 
 
 @pytest.fixture
@@ -50,6 +52,13 @@ def csrf_of(page: str) -> str:
     found = re.search(r"name='csrf' value='([^']+)'", page)
     assert found, page[:2000]
     return found[1]
+
+
+def gates_of(page: str) -> str:
+    """The gates the page's first decision form names: what its Approve and Reject decide."""
+    found = re.search(r"name='gates' value='([^']+)'", page)
+    assert found, page[:2000]
+    return html.unescape(found[1])
 
 
 def flashes(page: str) -> list[str]:
@@ -107,14 +116,15 @@ def test_a_post_without_the_csrf_token_or_from_another_site_is_refused(work):
     with InboxServer(work) as server, client(server) as c:
         sign_in(c, token)
         csrf = csrf_of(c.get("/").text)
-        missing = c.post("/decide", data={"run_id": run_id, "action": "approve"})
+        missing = c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve"})
         assert missing.status_code == 403 and "CSRF token is missing or wrong" in missing.text
-        wrong = c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf[::-1]})
+        wrong = c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve", "csrf": csrf[::-1]})
         assert wrong.status_code == 403
-        cross = c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf},
+        cross = c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve", "csrf": csrf},
                        headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
         assert cross.status_code == 403 and "cross-site" in cross.text
-        anonymous = httpx.post(f"{server.url}/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf})
+        anonymous = httpx.post(f"{server.url}/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve",
+                                                             "csrf": csrf})
         assert anonymous.status_code == 401
     assert run_status(work, run_id)["status"] == "waiting_approval"
     assert audit_rows(work / DB, "approval") == []
@@ -129,7 +139,8 @@ def test_four_eyes_and_the_gates_role_are_enforced_as_by_the_cli(work):
             page = c.get("/").text
             assert "You requested this run: four-eyes forbids you to decide it." in page
             assert f"name='run_id' value='{run_id}'" not in page  # no form offered
-            reply = c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+            reply = c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve",
+                                            "csrf": csrf_of(page)})
             assert reply.status_code == 303
             (message,) = flashes(c.get("/").text)
             assert f"alice requested run {run_id} and cannot decide its approval (four-eyes" in message
@@ -137,7 +148,7 @@ def test_four_eyes_and_the_gates_role_are_enforced_as_by_the_cli(work):
             sign_in(c, carol)  # an analyst: not the senior analyst the gate needs
             page = c.get("/").text
             assert run_id not in page
-            c.post("/decide", data={"run_id": run_id, "action": "reject", "csrf": csrf_of(page)})
+            c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "reject", "csrf": csrf_of(page)})
             (message,) = flashes(c.get("/").text)
             assert message.startswith(f"{run_id}: not rejected: carol (analyst) does not hold role senior_analyst")
     cli = pe("approve", run_id, "--as", "alice", cwd=work, ok=False)  # the CLI says the same
@@ -151,15 +162,16 @@ def test_approve_resumes_the_run_and_the_signed_audit_log_records_it(work):
     token = mint(work, "alice")
     with InboxServer(work) as server, client(server) as c:
         sign_in(c, token)
-        csrf = csrf_of(c.get("/").text)
-        reply = c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf,
+        page = c.get("/").text
+        csrf = csrf_of(page)
+        reply = c.post("/decide", data={"run_id": run_id, "gates": gates_of(page), "action": "approve", "csrf": csrf,
                                         "note": "PO checked <b>by phone</b>"})
         assert reply.status_code == 303
         page = c.get("/").text
         (message,) = flashes(page)
         assert message == f"{run_id} approved by alice; run completed, outcome approved"
         assert "Nothing waits for you." in page
-        again = c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf})
+        again = c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve", "csrf": csrf})
         assert again.status_code == 303
         (message,) = flashes(c.get("/").text)
         assert f"run {run_id} is not waiting for approval: it is completed" in message
@@ -181,11 +193,13 @@ def test_reject_runs_the_workflows_fallback_and_is_recorded(work):
     token = mint(work, "alice")
     with InboxServer(work) as server, client(server) as c:
         sign_in(c, token)
-        csrf = csrf_of(c.get("/").text)
-        c.post("/decide", data={"run_id": run_id, "action": "reject", "csrf": csrf, "note": "vendor unknown"})
+        page = c.get("/").text
+        csrf = csrf_of(page)
+        c.post("/decide", data={"run_id": run_id, "gates": gates_of(page), "action": "reject", "csrf": csrf,
+                                "note": "vendor unknown"})
         (message,) = flashes(c.get("/").text)
         assert message.startswith(f"{run_id} rejected by alice; run ")
-        bad = c.post("/decide", data={"run_id": run_id, "action": "delete", "csrf": csrf})
+        bad = c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "delete", "csrf": csrf})
         assert bad.status_code == 400 and "action must be approve or reject" in bad.text
     (approval,) = audit_rows(work / DB, "approval")
     assert (approval["outcome"], approval["note"]) == ("rejected", "vendor unknown")
@@ -245,7 +259,8 @@ def test_the_decision_server_mounts_the_inbox_at_inbox(work):
         assert signed.status_code == 303 and "Path=/inbox;" in signed.headers["set-cookie"]
         page = c.get("/inbox/").text
         assert "action='/inbox/decide'" in page and "href='/inbox/inbox.css'" in page
-        c.post("/inbox/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+        c.post("/inbox/decide", data={"run_id": run_id, "gates": gates_of(page), "action": "approve",
+                                      "csrf": csrf_of(page)})
         (message,) = flashes(c.get("/inbox/").text)
         assert message == f"{run_id} approved by alice; run completed, outcome approved"
     assert run_status(work, run_id)["status"] == "completed"
@@ -284,12 +299,83 @@ def test_a_gate_past_its_deadline_cannot_be_approved(work):
         page = c.get("/").text
         assert "The deadline has passed: this approval can no longer be decided" in page
         assert f"name='run_id' value='{run_id}'" not in page
-        c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+        c.post("/decide", data={"run_id": run_id, "gates": NOT_SHOWN, "action": "approve", "csrf": csrf_of(page)})
         (message,) = flashes(c.get("/").text)
         assert message == (f"{run_id}: not approved: run {run_id} is not waiting for approval: "
                            "its approval deadline passed")
     assert [a["outcome"] for a in audit_rows(work / DB, "approval")] == ["expired"]  # recorded, as by the CLI
     assert run_status(work, run_id)["status"] != "waiting_approval"
+
+
+def _waiting_transaction(work: Path, rules: tuple[str, ...]) -> str:
+    """An 18,000 transaction the fraud models are unsure of: it waits at step analyst_review for a fraud analyst,
+    then, approved, at step release (over 10,000). Its run id."""
+    txn = {"id": "TXN-T1", "account": "ACC-1", "amount": 18_000.0, "merchant_category": "electronics",
+           "card_present": False, "customer_region": "EU", "classification": "pii", "origin": "FR",
+           "true_label": "legit"}
+    (work / "txn.json").write_text(json.dumps([txn]))
+    (work / "unsure.yaml").write_text("models:\n  fraud_fast: {accuracy: 1.0, confidence: 0.6}\n"
+                                      "  fraud_deep: {accuracy: 1.0, confidence: 0.6}\n")
+    out = pe("run", "fraud-routing", "--input", "txn.json", "--providers", "unsure.yaml", "--as", "operator",
+             "--json", *rules, cwd=work)
+    (run,) = json.loads(out.stdout)["runs"]
+    return run["run_id"]
+
+
+def _one_escalation_for_both_steps(work: Path) -> tuple[str, ...]:
+    """The shipped rules, but ambiguous_scores also gates the release (large_releases is gone): the same gate
+    at the next step."""
+    shutil.copytree(data_path("rules"), work / "rules")
+    routing = work / "rules" / "fraud" / "routing.policy"
+    text = routing.read_text()
+    text = text.replace('    when action == "review_transaction" and context.confidence < 0.9\n',
+                        '    when (action == "review_transaction" and context.confidence < 0.9)\n'
+                        '      or (action == "release_transaction" and context.amount > 10_000)\n')
+    start = text.index("escalate large_releases")
+    routing.write_text(text[:start] + text[text.index("budget ", start):])
+    return ("--rules", "rules")
+
+
+def _pending(work: Path, run_id: str) -> list[str]:
+    return sorted(a["gate"] for a in run_status(work, run_id)["approvals"] if a["status"] == "pending")
+
+
+REVIEW = "fraud.routing.ambiguous_scores"
+MOVED_ON = [  # (case, the rules, the gate the run waits at once the review gate is approved)
+    ("at its next gate", lambda work: (), "fraud.routing.large_releases"),
+    ("at the same gate at its next step", _one_escalation_for_both_steps, REVIEW),
+]
+
+
+@pytest.mark.parametrize(("case", "rules_of", "next_gate"), MOVED_ON, ids=[m[0] for m in MOVED_ON])
+def test_a_page_loaded_before_the_run_moved_on_does_not_decide_where_it_waits_now(work, case, rules_of, next_gate):
+    """The fraud lead's page shows the review; an analyst approves it and the run waits for the lead again, at
+    the release of 18,000: her click on the old page must not decide that release, which she never saw."""
+    rules = rules_of(work)
+    run_id = _waiting_transaction(work, rules)
+    assert _pending(work, run_id) == [REVIEW]
+    gina = mint(work, "gina")  # fraud_lead, which extends fraud_analyst
+    with InboxServer(work, *rules) as server, client(server) as c:
+        sign_in(c, gina)
+        page = c.get("/").text
+        stale = {"run_id": run_id, "gates": gates_of(page), "csrf": csrf_of(page)}
+        assert stale["gates"].startswith(f"analyst_review:{REVIEW}:")
+        pe("approve", run_id, "--as", "erin", *rules, cwd=work)  # the fraud analyst: the review
+        assert _pending(work, run_id) == [next_gate]
+        for action in ("approve", "reject"):
+            c.post("/decide", data={**stale, "action": action})
+            (message,) = flashes(c.get("/").text)
+            verb = "approved" if action == "approve" else "rejected"
+            assert message == (f"{run_id}: not {verb}: run {run_id} now waits for you at gate {next_gate} at step "
+                               f"release, not at the gate {REVIEW} at step analyst_review the page showed; nothing "
+                               "was decided: reload the inbox and decide what it shows now")
+        assert c.post("/decide", data={**stale, "gates": "", "action": "approve"}).status_code == 400  # names none
+        assert _pending(work, run_id) == [next_gate]
+        page = c.get("/").text  # reloaded, it shows the release: that is what she decides now
+        assert gates_of(page).startswith(f"release:{next_gate}:")
+        c.post("/decide", data={"run_id": run_id, "gates": gates_of(page), "action": "reject", "csrf": csrf_of(page)})
+    assert [(a["step"], a["gate"]) for a in audit_rows(work / DB, "approval") if a["approver"] == "gina"] == [
+        ("release", next_gate)]
 
 
 # (inbox --db, whether the page shows the escalated request and its reasons): with --state the runs are in
@@ -311,7 +397,8 @@ def test_with_state_the_inbox_lists_and_decides_the_runs_kept_in_postgresql(work
         assert ("needs approval by role senior_analyst" in page) is context
         assert ("The request is not in the audit log." in page) is not context
         assert f"<code>{postgres_url.split('://', 1)[0]}://" in page  # where the runs are read from
-        c.post("/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page), "note": "ok"})
+        c.post("/decide", data={"run_id": run_id, "gates": gates_of(page), "action": "approve", "csrf": csrf_of(page),
+                                "note": "ok"})
         (message,) = flashes(c.get("/").text)
         assert message == f"{run_id} approved by alice; run completed, outcome approved"
     shown = run_status(work, run_id, *state)
@@ -334,7 +421,8 @@ def test_the_inbox_mounted_in_serve_with_state_decides_the_runs_kept_in_postgres
         assert c.post("/inbox/login", data={"token": token}).status_code == 303
         page = c.get("/inbox/").text
         assert f"name='run_id' value='{run_id}'" in page
-        c.post("/inbox/decide", data={"run_id": run_id, "action": "approve", "csrf": csrf_of(page)})
+        c.post("/inbox/decide", data={"run_id": run_id, "gates": gates_of(page), "action": "approve",
+                                      "csrf": csrf_of(page)})
         (message,) = flashes(c.get("/inbox/").text)
         assert message == f"{run_id} approved by alice; run completed, outcome approved"
     shown = run_status(work, run_id, *state)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from child_process import refused_start
 from server_process import Server, audit_records, verify
+from services import free_port
 from test_server_bundle_safety import ALLOW_ALL, REVOKE, _bundle, _effect, _put
 
 from policyengine.audit import AuditError, generate_key
@@ -115,6 +116,61 @@ def test_a_restart_reads_the_last_activation_across_rolled_segments(tmp_path: Pa
     _put(old, tmp_path / "bundle.tar.gz")
     refused = _serve_refused(tmp_path, *BUNDLE, *rolled)
     assert refused.returncode == 1 and "is older than the last bundle activated in the audit log" in refused.stderr
+
+
+def _v2_at_the_bundle_path(tmp_path: Path) -> Path:
+    """Build v1 (allows d/secret), then v2 (revokes it) and put v2 at the bundle path; return v1's file."""
+    key = generate_key(tmp_path / "bundle.key")
+    old = _bundle(tmp_path, key, "v1", ALLOW_ALL)
+    _put(_bundle(tmp_path, key, "v2", ALLOW_ALL + REVOKE), tmp_path / "bundle.tar.gz")
+    return old
+
+
+def _layout(name: str) -> tuple[str, ...]:
+    """The flags of one way to write --db audit.duckdb: one file, rolled segments, or a file per worker."""
+    return {"one file": (), "rolled": ("--roll-records", "100"),
+            "two workers": ("--workers", "2", "--port", str(free_port()))}[name]
+
+
+LAYOUTS = [("one file", "rolled"), ("rolled", "one file"), ("one file", "two workers"), ("two workers", "one file"),
+           ("two workers", "rolled")]
+
+
+@pytest.mark.parametrize(("before", "after"), LAYOUTS, ids=[f"{b} then {a}" for b, a in LAYOUTS])
+def test_a_restart_that_writes_the_log_another_way_is_held_to_the_last_bundle_all_the_same(
+        tmp_path: Path, before: str, after: str) -> None:
+    """Adding or dropping --roll-* or --workers changes which file is written, not what was activated."""
+    old = _v2_at_the_bundle_path(tmp_path)
+    with Server(tmp_path, *BUNDLE, *_layout(before)) as first:
+        assert _effect(first) == "deny"
+    _put(old, tmp_path / "bundle.tar.gz")
+    refused = _serve_refused(tmp_path, *BUNDLE, *_layout(after))
+    assert refused.returncode == 1, refused.stderr
+    assert "is older than the last bundle activated in the audit log" in refused.stderr
+
+
+def test_workers_restarted_on_their_own_files_all_start(tmp_path: Path) -> None:
+    """The supervisor reads the history once, before any worker holds its file: a worker that read another's
+    file would find it in use (or keep it from opening its own)."""
+    _v2_at_the_bundle_path(tmp_path)
+    for _ in range(3):  # the first start creates the workers' files; the restarts find them
+        with Server(tmp_path, *BUNDLE, *_layout("two workers"), "--no-access-log") as running:
+            for worker in (0, 1):
+                running.wait_for_line(rf"listening on .*audit\.worker{worker}\.duckdb")
+            assert not [line for line in running.lines if line.startswith("error:")]
+        assert running.stop() == 0, "\n".join(running.lines)
+
+
+def test_a_rollback_started_with_another_layout_is_the_last_bundle_for_the_next_start(tmp_path: Path) -> None:
+    """Of several files of --db, the activation written last counts, not the newest bundle ever seen."""
+    old = _v2_at_the_bundle_path(tmp_path)
+    with Server(tmp_path, *BUNDLE):
+        pass
+    _put(old, tmp_path / "bundle.tar.gz")
+    with Server(tmp_path, *BUNDLE, *_layout("rolled"), "--allow-bundle-rollback") as rolled_back:
+        assert _effect(rolled_back) == "allow"
+    with Server(tmp_path, *BUNDLE) as again:  # v1 is the last activated now, in the segments: no flag needed
+        assert _effect(again) == "allow"
 
 
 def test_a_restart_is_held_to_the_last_bundle_even_after_a_start_on_rules(tmp_path: Path) -> None:

@@ -114,11 +114,16 @@ def _serve(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["--rules", str(RULES), "--key", "k.key", "--auth-token-file", "nope"], "nope: cannot read the auth token"),
     (["--bundle", "b.tar.gz", "--key", "k.key"], "--bundle needs --bundle-pubkey"),
     (["--rules", str(RULES), "--key", "missing.key"], "keys generate"),
+    (["--rules", str(RULES), "--key", "k.key", "--tls-cert", "server.crt", "--tls-key", "server.key", "--client-ca",
+      "empty.pem"], "--client-ca empty.pem: no CA certificate can be read from it"),
     (["--key", "k.key"], "give either --rules PATH or --bundle FILE"),
     (["--rules", "no-such-dir", "--key", "k.key"], "no-such-dir"),
 ])
 def test_bad_settings_are_one_line_errors_and_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
     generate_key(tmp_path / "k.key")
+    if "server.crt" in args:
+        _pki(tmp_path)
+        (tmp_path / "empty.pem").write_text("")  # a CA file with no certificate: was read first after startup
     done = _serve(tmp_path, *args)
     assert done.returncode in (1, 2), done.stderr
     assert message in done.stderr

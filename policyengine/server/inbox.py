@@ -269,12 +269,15 @@ class InboxApp:
             raise _Refused(400, "action must be approve or reject")
         if not run_id:
             raise _Refused(400, "run_id is missing")
+        gates = frozenset(g for g in form.get("gates", "").split(",") if g.strip())
+        if not gates:
+            raise _Refused(400, "the form names no gate: reload the inbox and decide what it shows")
         note = form.get("note", "").strip() or None
         if note is not None and len(note) > MAX_NOTE:
             raise _Refused(400, f"the comment is longer than {MAX_NOTE} characters")
         verb = "approved" if action == "approve" else "rejected"
         try:
-            status = await asyncio.to_thread(self._decide, action, run_id, signed.user, note)
+            status = await asyncio.to_thread(self._decide, action, run_id, signed.user, note, gates)
             signed.flashes.append(pages.Flash(True, f"{run_id} {verb} by {signed.user}; {status}"))
         except _decision_errors() as exc:
             signed.flashes.append(pages.Flash(False, f"{run_id}: not {verb}: {exc}"))
@@ -282,14 +285,16 @@ class InboxApp:
 
     # -- the library -------------------------------------------------------------
 
-    def _decide(self, action: str, run_id: str, user: str, note: str | None) -> str:
-        """What ``policyengine approve|reject RUN --as USER --note NOTE`` does, in this process."""
+    def _decide(self, action: str, run_id: str, user: str, note: str | None, gates: frozenset[str]) -> str:
+        """What ``policyengine approve|reject RUN --as USER --note NOTE`` does, in this process, once the run
+        waits for ``user`` at exactly the ``gates`` the page showed (``_check_gates``)."""
         from ..orchestrator.session import Session, SessionConfig
 
         config = SessionConfig(db=self.config.db, key=self.config.key, rules=self.rules, mask=self.config.mask,
                                command=f"inbox {action}", state=self.config.state)
         with self._db_lock, Session(config) as session:
             orch = session.orchestrator
+            _check_gates(orch, run_id, user, gates)
             result = (orch.approve if action == "approve" else orch.reject)(run_id, user, note)
         tail = (f" (waiting again: {result.reason})" if result.status == "waiting_approval"
                 else f" ({result.reason})" if result.status == "running" else "")
@@ -316,6 +321,7 @@ class InboxApp:
             for run in listed:
                 decisions = decisions_of.get(run.run_id, [])
                 steps = tuple((s.step, s.status, s.effect or "") for s in steps_of.get(run.run_id, ()))
+                decides = tuple(sorted({pages.gate_key(gate) for gate in gates_of[run.run_id]}))  # one decision's
                 for gate in gates_of[run.run_id]:
                     recorded = next((d for d in reversed(decisions) if d.get("step") == gate.step), {})
                     out.append(pages.PendingItem(
@@ -325,7 +331,7 @@ class InboxApp:
                         own_run=_same(who.id, (run.requested_by, gate.requester)), request=recorded.get("request"),
                         reasons=tuple(r for r in (recorded.get("decision") or {}).get("reasons", [])
                                       if isinstance(r, dict)),
-                        steps=steps))
+                        steps=steps, decides=decides))
         return out
 
     def _recorded_decisions(self, conn: Any, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -427,6 +433,42 @@ class InboxApp:
     @staticmethod
     def _redirect(location: str) -> _Reply:
         return _Reply(303, b"", headers=[(b"location", location.encode())])
+
+
+def _check_gates(orch: Any, run_id: str, user: str, shown: frozenset[str]) -> None:
+    """Refuse a decision unless the run waits for ``user`` at exactly the gates the page ``shown``
+    (``pages.gate_key``: the step, the gate, when it was requested).
+
+    ``approve`` and ``reject`` decide every pending gate of the run the user holds
+    the role for, whatever the page showed: without this check a page loaded
+    before the run moved on (another approver decided, the run waits at its next
+    step) approves a gate and a request its approver never saw. No gate of the
+    user's to decide (``check_decider``, as ``approve`` judges it), or one past its deadline: the decision goes
+    ahead, to be refused with ``approve``'s own reason. Overdue gates are recorded as expired first (what
+    ``approve`` does first), so a run their expiry moved on is judged where it waits now.
+    """
+    from ..orchestrator.approvals import ApprovalRefused, check_decider
+    from ..orchestrator.state import naive_utc
+
+    orch.expire()
+    run = orch.store.run(run_id)
+    if run is None or run.status != "waiting_approval":
+        return
+    now = naive_utc(orch.clock())
+    pending = [gate for gate in orch.store.approvals(run.run_id) if gate.status == "pending"]
+    if any(gate.deadline_at is not None and gate.deadline_at <= now for gate in pending):
+        return
+    waiting = set()
+    for gate in pending:
+        try:
+            check_decider(run, gate, user, orch.directory, orch.policy.policy_set.roles_of)
+        except ApprovalRefused:
+            continue
+        waiting.add(pages.gate_key(gate))
+    if waiting and waiting != shown:
+        raise ApprovalRefused(f"run {run_id} now waits for you at {pages.gates_text(waiting)}, not at the "
+                              f"{pages.gates_text(shown)} the page showed; nothing was decided: reload the inbox "
+                              f"and decide what it shows now")
 
 
 def _same(user: str, requesters: Iterable[str]) -> bool:

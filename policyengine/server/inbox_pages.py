@@ -9,6 +9,7 @@ the app (``STYLESHEET``), so the Content-Security-Policy can forbid both.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
@@ -37,12 +38,29 @@ class PendingItem:
     request: dict[str, Any] | None  # the escalated request as the audit log holds it (masked)
     reasons: tuple[dict[str, Any], ...] = ()  # the decision's reasons: rule, message, file, line
     steps: tuple[tuple[str, str, str], ...] = field(default=())  # (step, status, policy effect) so far
+    decides: tuple[str, ...] = ()  # the run's gates the user holds the role for (``gate_key``): one decision
+    # decides them all
 
 
 @dataclass(frozen=True)
 class Flash:
     ok: bool
     text: str
+
+
+def gate_key(approval: Any) -> str:
+    """One pending gate as a form names it: ``step:gate:requested-at`` (one escalation can gate several steps)."""
+    return f"{approval.step}:{approval.gate}:{approval.requested_at.isoformat()}"
+
+
+def gates_text(keys: Iterable[str]) -> str:
+    """``gate G at step S, ...`` of ``gate_key`` values (a value not in that form, as it is)."""
+    shown = []
+    for key in sorted(keys):
+        step, _, rest = key.partition(":")
+        gate = rest.partition(":")[0]
+        shown.append(f"gate {gate} at step {step}" if gate else key)
+    return ", ".join(shown)
 
 
 def _e(value: object) -> str:
@@ -131,6 +149,10 @@ def _item(prefix: str, csrf: str, item: PendingItem) -> str:
         action = (f"<form method='post' action='{_e(prefix)}/decide' class='decide'>"
                   f"<input type='hidden' name='csrf' value='{_e(csrf)}'>"
                   f"<input type='hidden' name='run_id' value='{_e(item.run_id)}'>"
+                  f"<input type='hidden' name='gates' value='{_e(','.join(item.decides))}'>"
+                  + (f"<p class='hint'>Approve or Reject decides every gate of this run waiting for you: "
+                     f"{_e(gates_text(item.decides))}.</p>"
+                     if len(item.decides) > 1 else "") +
                   f"<label for='note-{_e(item.run_id)}'>Comment (kept in the audit record)</label>"
                   f"<textarea id='note-{_e(item.run_id)}' name='note' rows='2' maxlength='2000'></textarea>"
                   "<div class='buttons'>"

@@ -66,6 +66,7 @@ class ServeConfig:
     inbox_key: str | None = None  # the key that signs that database's audit log (default: ``key``)
     directory: str | None = None  # user directory (YAML) approvers' roles come from; none: approvals are refused
     worker: int | None = None  # set in a worker process
+    history: LastBundle | None = None  # set in a worker process: the last activated bundle, read by the supervisor
     roll_records: int | None = None  # roll the audit log into segments (audit/segments.py) ...
     roll_bytes: int | None = None  # ... by records, bytes on disk
     roll_age: float | None = None  # ... or age in seconds
@@ -121,6 +122,12 @@ def _check_tls(config: ServeConfig) -> None:
     for path in (config.tls_cert, config.tls_key, config.client_ca):
         if path and not Path(path).is_file():
             raise ServeError(f"{path}: no such file")
+    if config.client_ca:  # read here, before the log opens, not first by uvicorn after "listening on"
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(config.client_ca)
+        except (ssl.SSLError, OSError, ValueError) as error:
+            raise ServeError(f"--client-ca {config.client_ca}: no CA certificate can be read from it "
+                             f"({getattr(error, 'reason', None) or error})") from None
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -139,14 +146,17 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _last_bundle(config: ServeConfig, db: str, rolled: bool) -> LastBundle | None:
-    """What the audit log says was the last bundle activated (read before the log is opened), or None."""
+def _last_bundle(config: ServeConfig) -> LastBundle | None:
+    """What the audit log says was the last bundle activated (read before the log is opened), or None.
+
+    Read from every file of ``--db`` (each worker's, rolled or not), not only the one this process writes.
+    """
     if not config.bundle:
         return None
     from ..reporting.errors import ReportError
 
     try:
-        return last_bundle(db, rolled=rolled)
+        return last_bundle(config.db)
     except ReportError as error:  # not knowing what was served before, it does not start
         raise ServeError(f"{error} (reading the last activated bundle)") from None
 
@@ -235,7 +245,8 @@ def serve(config: ServeConfig) -> int:
         ledger = store.ledger
     rolled = config.roll_records is not None or config.roll_bytes is not None or config.roll_age is not None
     versions, shadow = _versions_and_shadow(config, None if rolled else db)
-    last = _last_bundle(config, db, rolled)
+    # a worker does not read the files of --db itself: the other workers may hold theirs open already
+    last = config.history if config.worker is not None else _last_bundle(config)
     try:
         log = _open_log(config, db, key)
     except AuditError as error:
@@ -432,9 +443,10 @@ def _supervise(config: ServeConfig) -> int:
     if config.ledger and not is_postgres_url(config.ledger):
         raise ServeError("--ledger takes one writing process: use it with --workers 1 (or --state postgresql://...)")
     _listen(config.host, config.port, reuse_port=True).close()  # fail here, once, if the port is taken
+    history = _last_bundle(config)  # read before any worker opens its file for writing
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_worker, args=(replace(config, worker=i),), name=f"policyengine-worker-{i}")
-                for i in range(config.workers)]
+    children = [context.Process(target=_worker, args=(replace(config, worker=i, history=history),),
+                                name=f"policyengine-worker-{i}") for i in range(config.workers)]
     for child in children:
         child.start()
 
