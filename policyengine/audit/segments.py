@@ -58,6 +58,16 @@ def segment_name(series: str, index: int) -> str:
     return f"{series}.{index:06d}.duckdb"
 
 
+def worker_db_path(db: str | os.PathLike[str], worker: int) -> Path:
+    """The audit file worker ``worker`` of ``serve --workers`` writes for ``--db db`` (its series, when rolled)."""
+    path = Path(db)
+    return path.with_name(f"{worker_series(path.stem, worker)}{path.suffix or '.duckdb'}")
+
+
+def worker_series(stem: str, worker: int) -> str:
+    return f"{stem}.worker{worker}"
+
+
 def series_segments(folder: Path, series: str) -> list[tuple[int, Path]]:
     """The segments of ``series`` in ``folder``, by index."""
     found = []

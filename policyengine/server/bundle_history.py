@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from ..audit.segments import glob_escape, series_segments
+from ..audit.segments import glob_escape, series_segments, worker_db_path, worker_series
 from ..reporting.db import first_line, has_table, open_readonly, sql
 from ..reporting.errors import ReportError
 
@@ -68,9 +68,8 @@ def _series(path: Path) -> list[list[Path]]:
                   if (m := workers.match(p.name))})
     series = [[path], [p for _, p in reversed(series_segments(folder, stem))]]
     for worker in ids:
-        name = f"{stem}.worker{worker}"
-        series += [[path.with_name(f"{name}{path.suffix or '.duckdb'}")],
-                   [p for _, p in reversed(series_segments(folder, name))]]
+        series += [[worker_db_path(path, worker)],
+                   [p for _, p in reversed(series_segments(folder, worker_series(stem, worker)))]]
     return series
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from ..audit import DEFAULT_DB_PATH, AuditError, AuditLog, load_private_key, load_public_key
 from ..audit.keys import DEFAULT_KEY_PATH
 from ..audit.masking import masking_for
+from ..audit.segments import worker_db_path
 from ..budgets import BudgetLedger
 from ..store.holds import MemoryReservingLedger
 from ..store.stores import is_postgres_url
@@ -70,12 +71,6 @@ class ServeConfig:
     roll_records: int | None = None  # roll the audit log into segments (audit/segments.py) ...
     roll_bytes: int | None = None  # ... by records, bytes on disk
     roll_age: float | None = None  # ... or age in seconds
-
-
-def segment_path(db: str, worker: int) -> str:
-    """The audit file worker ``worker`` writes when there are several."""
-    path = Path(db)
-    return str(path.with_name(f"{path.stem}.worker{worker}{path.suffix or '.duckdb'}"))
 
 
 def _say(message: str) -> None:
@@ -212,7 +207,7 @@ def serve(config: ServeConfig) -> int:
     tracer = _tracer(config.otel)
     inbox = _inbox(config)  # refused before the log is opened
     directory, approver_keys = _directory(config.directory)
-    db = config.db if config.worker is None else segment_path(config.db, config.worker)
+    db = config.db if config.worker is None else str(worker_db_path(config.db, config.worker))
     bundle_key = None
     if config.bundle:
         if not config.bundle_pubkey:
