@@ -185,17 +185,23 @@ class _Chat(BaseHTTPRequestHandler):
         self.wfile.write(raw)
 
 
-def test_a_failing_model_falls_back_to_the_next_allowed_model_over_http(work):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
+def run_over_http(work: Path, chat: type[_Chat], models: str, limit: int) -> subprocess.CompletedProcess[str]:
+    """``run it-ticket-triage`` with ``models`` (simulator settings) and an HTTP provider answered by ``chat``."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), chat)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         (work / "providers.yaml").write_text(
-            "retries: 1\ntimeout_s: 2\nmodels:\n  triage_small: {fail_rate: 1.0, fail: timeout}\n"
+            f"retries: 1\ntimeout_s: 2\nmodels:\n  {models}\n"
             f"providers:\n  openai-compatible: {{base_url: 'http://127.0.0.1:{httpd.server_address[1]}/v1'}}\n")
-        out = pe("run", "it-ticket-triage", "--limit", "3", "--providers", "providers.yaml", "--json", cwd=work)
+        return pe("run", "it-ticket-triage", "--limit", str(limit), "--providers", "providers.yaml", "--json",
+                  cwd=work)
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_failing_model_falls_back_to_the_next_allowed_model_over_http(work):
+    out = run_over_http(work, _Chat, "triage_small: {fail_rate: 1.0, fail: timeout}", 3)
     summary = json.loads(out.stdout)
     assert summary["models"] == {"frontier_llm": 3} and summary["fallbacks"] == 3
     calls = audit_rows(work / "policyengine.duckdb", "model_call")
@@ -210,16 +216,7 @@ class _Refunder(_Chat):
 
 
 def test_a_provider_reporting_negative_usage_does_not_give_the_budget_back(work):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Refunder)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        (work / "providers.yaml").write_text(
-            "models:\n  triage_small: {fail_rate: 1.0, fail: error}\n"
-            f"providers:\n  openai-compatible: {{base_url: 'http://127.0.0.1:{httpd.server_address[1]}/v1'}}\n")
-        out = pe("run", "it-ticket-triage", "--limit", "2", "--providers", "providers.yaml", "--json", cwd=work)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    out = run_over_http(work, _Refunder, "triage_small: {fail_rate: 1.0, fail: error}", 2)
     runs = json.loads(out.stdout)["runs"]
     assert [r["status"] for r in runs] == ["failed", "failed"]
     assert all(re.search(r"usage -100000 is not a usage amount .*estimate of \d+ tokens was charged instead",
