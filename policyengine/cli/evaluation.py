@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import datetime
 from typing import Any
 
@@ -26,17 +26,14 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _blocked_models(audit: str | None) -> frozenset[str]:
-    """Models a bias or drift monitor suspended in the audit database: the engine denies them."""
+def _blocked_models(audit: str | None) -> Container[str]:
+    """Models a bias or drift monitor suspended in the audit database: the engine denies them (and every
+    model, naming why, when the list cannot be read; not a database: opening the audit log says so)."""
     if audit is None:
         return frozenset()
-    from policyengine.reporting.errors import ReportError
-    from policyengine.reporting.monitor import blocked_models
+    from policyengine.store.blocklist import serving_blocks
 
-    try:
-        return blocked_models(audit)
-    except ReportError:
-        return frozenset()  # not a database: opening the audit log says so in one line
+    return serving_blocks(audit)
 
 
 def _open_input(source: str) -> Any:
