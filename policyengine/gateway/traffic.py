@@ -4,7 +4,8 @@ Rate limits come from two places, counted in one all-or-nothing step in the
 store's rate limiter (in-process, or Redis): the keys file's per-minute limits
 of the key and its team, and the ``limit`` clauses of every allow rule that
 allowed the call (``limit 60 requests per minute [for key|team|model|principal]``;
-counted once per call, for the first allowed model). A refused call counts
+counted once per call, for the first allowed model; a principal by its canonical identity, so keys that
+spell one person's id differently share her counter). A refused call counts
 nothing, and its ``Retry-After`` is the end of the refusing window.
 
 A call whose ``model`` names a ``route`` (its name, or its id ``package.name``)
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compile import CompiledPolicy, CompiledRoute
+from ..identity import canonical_identity
 from ..store.ratelimit import RateLimiter
 from .config import VirtualKey
 
@@ -61,6 +63,8 @@ def rule_counters(compiled: CompiledPolicy, rules: Sequence[str], key: VirtualKe
         for limit in compiled.rate_limits.get(rule, ()):
             value = {"key": key.key_id, "team": key.team, "model": model,
                      "principal": key.principal.get("id")}[limit.scope]
+            if limit.scope == "principal":  # one person, one counter: "Dana " and "dana" are one identity
+                value = canonical_identity(value, "principal.id")
             if value is None:  # a key without a team: its team limit counts for the key alone
                 value = f"key:{key.key_id}"
             out.append(Counter(f"rule:{rule}:{limit.scope}:{value}:{limit.unit}:{limit.window}", limit.unit,
