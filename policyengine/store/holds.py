@@ -208,27 +208,30 @@ def reserve(ledger: BudgetLedger, budgets: Sequence[Any], tokens: float, cost: f
     """
     taken: list[tuple[Reservation, str]] = []
     first: dict[tuple[str, str], Reservation] = {}
-    for budget in budgets:
-        for limit in budget.limits:
-            if limit.unit == "tokens":
-                amount = tokens
-            elif currency is not None and limit.unit == currency:
-                amount = cost
-            else:
-                continue
-            key = (budget.scope_key, limit.unit)
-            check = key in first
-            held = ledger.reserve(budget.scope_key, limit.unit, 0.0 if check else amount, limit=limit.amount,
-                                  window=limit.window, at=at)
-            if held is None:
-                for reservation, _ in taken:
-                    ledger.release(reservation)
-                return Hold((), budget.id, limit.unit)
-            if check:
-                ledger.release(held)
-            else:
-                first[key] = held
-                taken.append((held, limit.unit))
+    try:
+        for budget in budgets:
+            for limit in budget.limits:
+                if limit.unit == "tokens":
+                    amount = tokens
+                elif currency is not None and limit.unit == currency:
+                    amount = cost
+                else:
+                    continue
+                key = (budget.scope_key, limit.unit)
+                check = key in first
+                held = ledger.reserve(budget.scope_key, limit.unit, 0.0 if check else amount, limit=limit.amount,
+                                      window=limit.window, at=at)
+                if held is None:
+                    release(ledger, Hold(tuple(taken)))
+                    return Hold((), budget.id, limit.unit)
+                if check:
+                    ledger.release(held)
+                else:
+                    first[key] = held
+                    taken.append((held, limit.unit))
+    except BaseException:  # a ledger error part way (a stuck scope, a lost connection): the call will not happen,
+        release(ledger, Hold(tuple(taken)))  # so the holds taken are given back, not left to expire as charges
+        raise
     units = ("tokens",) if currency is None else ("tokens", currency)
     unheld = tuple(dict.fromkeys((b.scope_key, u) for b in budgets for u in units if (b.scope_key, u) not in first))
     return Hold(tuple(taken), unheld=unheld, at=at)
