@@ -87,30 +87,43 @@ def _window_word(per: float) -> str:
     return {v: k for k, v in WINDOW_SECONDS.items()}.get(per, f"{per:g} s")
 
 
-def acquire(limiter: RateLimiter, counters: Sequence[Counter], tokens: float) -> list[tuple[Counter, float]]:
+Taken = tuple[Counter, float, float]
+"""A counter a call counted against, the amount, and when (epoch seconds: the window it was counted in)."""
+
+
+def acquire(limiter: RateLimiter, counters: Sequence[Counter], tokens: float) -> list[Taken]:
     """Count the call against every counter, or against none (raise ``Refused``); what was taken."""
-    taken: list[tuple[Counter, float]] = []
+    taken: list[Taken] = []
+    at = time.time()
     for counter in counters:
         amount = 1.0 if counter.unit == "requests" else tokens
-        if limiter.acquire(counter.name, amount, limit=counter.limit, per=counter.per):
-            taken.append((counter, amount))
+        if limiter.acquire(counter.name, amount, limit=counter.limit, per=counter.per, now=at):
+            taken.append((counter, amount, at))
             continue
         give_back(limiter, taken)
-        wait = counter.per - time.time() % counter.per  # fixed windows, aligned on the epoch
+        wait = counter.per - at % counter.per  # fixed windows, aligned on the epoch
         raise Refused(counter, max(1, math.ceil(wait)))
     return taken
 
 
-def give_back(limiter: RateLimiter, taken: Sequence[tuple[Counter, float]]) -> None:
-    for counter, amount in taken:
-        limiter.acquire(counter.name, -amount, limit=1e18, per=counter.per)
+def give_back(limiter: RateLimiter, taken: Sequence[Taken]) -> None:
+    """Uncount what was taken, in the window it was counted in."""
+    for counter, amount, at in taken:
+        limiter.acquire(counter.name, -amount, limit=1e18, per=counter.per, now=at)
 
 
-def correct_tokens(limiter: RateLimiter, taken: Sequence[tuple[Counter, float]], actual: float) -> None:
-    """Replace the tokens estimate counted by the actual usage."""
-    for counter, amount in taken:
-        if counter.unit == "tokens" and actual != amount:
-            limiter.acquire(counter.name, actual - amount, limit=1e18, per=counter.per)
+def correct_tokens(limiter: RateLimiter, taken: Sequence[Taken], actual: float) -> None:
+    """Replace the tokens estimate counted by the actual usage. Usage over the estimate counts in the window
+    now; usage under it is given back only while the window that counted the estimate lasts (the next window
+    never counted it: giving it back there would let the key spend that much over its limit)."""
+    now = time.time()
+    for counter, amount, at in taken:
+        if counter.unit != "tokens" or actual == amount:
+            continue
+        if actual > amount:
+            limiter.acquire(counter.name, actual - amount, limit=1e18, per=counter.per, now=now)
+        elif int(now // counter.per) == int(at // counter.per):
+            limiter.acquire(counter.name, actual - amount, limit=1e18, per=counter.per, now=at)
 
 
 def find_route(compiled: CompiledPolicy, name: str) -> CompiledRoute | None:
