@@ -242,3 +242,23 @@ def test_a_call_whose_second_hold_fails_gives_the_first_back(postgres_url):
     assert ledger.expire(AT + timedelta(days=1)) == 0  # nothing left to charge at its estimate
     assert ledger.usage(SCOPE, "tokens", *window_bounds("month", AT)) == 0
     pool.close()
+
+
+@pytest.mark.parametrize("fate", ["released", "expired"])
+def test_a_settle_after_the_hold_is_forgotten_still_records_the_usage(postgres_url, fate):
+    """A hold's fate is kept a day past its deadline; a settle arriving later (a client retrying a day on)
+    finds nothing, and is charged as an unknown hold is in every other ledger: its whole usage."""
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    month = window_bounds("month", AT)
+    r = ledger.reserve(SCOPE, "tokens", 100, limit=1_000, at=AT)
+    if fate == "released":
+        ledger.release(r)
+    assert ledger.expire(r.expires_at + timedelta(days=1, seconds=1)) == (1 if fate == "expired" else 0)
+    ledger.expire(r.expires_at + timedelta(days=2, seconds=2))  # the fate is forgotten now
+    charged = ledger.usage(SCOPE, "tokens", *month)
+    ledger.settle(r, 80)
+    assert ledger.usage(SCOPE, "tokens", *month) == charged + 80
+    ledger.settle(r, 80)  # the settle is retried: nothing says it was settled, so it is charged again
+    assert ledger.usage(SCOPE, "tokens", *month) == charged + 160
+    pool.close()

@@ -224,13 +224,17 @@ class PostgresLedger:
         """Charge ``actual`` and mark the hold settled, in one transaction: a hold released before is charged
         ``actual`` too (the call happened after all), one that expired (charged at its estimate) what ``actual``
         passes that estimate by, and one already settled nothing. That makes a settle safe to repeat, so a
-        connection that fails under it is retried once on a fresh one (the first try committed, or did nothing)."""
+        connection that fails under it is retried once on a fresh one (the first try committed, or did nothing).
+        A hold whose fate was forgotten (a day past its deadline) is charged ``actual``: when in doubt, charge."""
         actual, unusable = settle_amount(reservation, actual)
         for attempt in (1, 2):
             try:
                 with self.pool.connection() as conn, conn.transaction():
                     row = conn.execute(_sql("budget_reservation_settle"), {"id": reservation.id}).fetchone()
-                    if row is not None:  # held or released: the usage; expired: what passes the estimate charged
+                    if row is None and conn.execute(_sql("budget_reservation_known"),
+                                                    {"id": reservation.id}).fetchone() is None:
+                        row = ("forgotten", 0.0)  # its fate is no longer kept: charged, as other ledgers charge
+                    if row is not None:  # held, released, forgotten: the usage; expired: what passes the estimate
                         state, estimate = row
                         amount = max(0.0, float(actual) - float(estimate)) if state == "expired" else float(actual)
                         if amount:
