@@ -7,13 +7,17 @@ real DuckDB file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
+import yaml
+from gateway_process import start_gateway
 from server_process import Server
 
 from policyengine.store.blocklist import add_block, ensure_blocks_table
@@ -81,7 +85,23 @@ def _served(tmp_path: Path) -> dict:
         server.stop()
 
 
-@pytest.mark.parametrize("decide", [lambda path: _eval(path, ok=False), _served], ids=["eval", "serve"])
+def _gateway(tmp_path: Path) -> dict:
+    """A chat completion through a gateway whose database is ``audit.duckdb``, as a decision (effect, reasons)."""
+    keys = [{"sha256": hashlib.sha256(b"sk-agent").hexdigest(), "principal": REQUEST["principal"]}]
+    (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}), encoding="utf-8")
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"rules": [SAMPLE], "keys": "keys.yaml",
+                                                           "db": "audit.duckdb", "key": "k.key"}), encoding="utf-8")
+    with start_gateway(tmp_path, tmp_path / "gateway.yaml") as gateway:
+        answer = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"authorization": "Bearer sk-agent"},
+                            json={"model": "classifier_small", "messages": [{"role": "user", "content": "hi"}]},
+                            timeout=30).json()
+    if "error" not in answer:
+        return {"effect": "allow", "reasons": []}
+    return {"effect": "deny", "reasons": [{"message": answer["error"]["message"]}]}
+
+
+@pytest.mark.parametrize("decide", [lambda path: _eval(path, ok=False), _served, _gateway],
+                         ids=["eval", "serve", "gateway"])
 def test_a_block_list_that_cannot_be_read_denies_every_model_naming_why(tmp_path, decide):
     subprocess.run(["policyengine", "keys", "generate", "--out", str(tmp_path / "k.key")], check=True,
                    capture_output=True)
