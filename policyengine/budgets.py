@@ -12,6 +12,7 @@ first with ``reserve`` (see ``policyengine.store``).
 
 from __future__ import annotations
 
+import decimal
 import inspect
 import math
 import numbers
@@ -27,7 +28,8 @@ WINDOWS: tuple[Window, ...] = ("hour", "day", "month")
 def checked_amount(value: object, what: str = "amount") -> float:
     """``value`` as a usage amount (a finite number >= 0), else ``ValueError``: a negative charge or hold
     would give budget back, and NaN passes every ``<=`` check after it (when in doubt, refuse)."""
-    amount = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    number = isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool)
+    amount = float(value) if number else math.nan  # type: ignore[arg-type]
     if not 0.0 <= amount < math.inf:
         raise ValueError(f"budget ledger: {what} {value!r} is not a usage amount (a finite number >= 0)")
     return amount
