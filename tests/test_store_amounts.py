@@ -20,7 +20,7 @@ from policyengine.store.holds import MemoryReservingLedger
 AT = datetime(2026, 11, 14, 10, 30, tzinfo=UTC)
 SCOPE = "workflow:invoice-exceptions"
 MONTH = window_bounds("month", AT)
-UNUSABLE = [-1_000, -0.5, float("nan"), float("inf"), float("-inf"), Decimal("NaN"), Decimal("-1"), "12", None, True]
+UNUSABLE = [-1_000, -0.5, float("nan"), float("inf"), float("-inf"), Decimal("NaN"), Decimal(-1), "12", None, True]
 
 
 @pytest.fixture(params=["memory", "embedded", "buffered", pytest.param("postgres", marks=pytest.mark.postgres)])
