@@ -12,7 +12,10 @@ first with ``reserve`` (see ``policyengine.store``).
 
 from __future__ import annotations
 
+import decimal
 import inspect
+import math
+import numbers
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -20,6 +23,16 @@ from typing import Literal, Protocol, runtime_checkable
 
 Window = Literal["hour", "day", "month"]
 WINDOWS: tuple[Window, ...] = ("hour", "day", "month")
+
+
+def checked_amount(value: object, what: str = "amount") -> float:
+    """``value`` as a usage amount (a finite number >= 0), else ``ValueError``: a negative charge or hold
+    would give budget back, and NaN passes every ``<=`` check after it (when in doubt, refuse)."""
+    number = isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool)
+    amount = float(value) if number else math.nan  # type: ignore[arg-type]
+    if not 0.0 <= amount < math.inf:
+        raise ValueError(f"budget ledger: {what} {value!r} is not a usage amount (a finite number >= 0)")
+    return amount
 
 
 def scope_key(kind: str, value: str) -> str:
@@ -182,7 +195,7 @@ class InMemoryLedger:
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
         day = hour.replace(hour=0)
-        amount = float(amount)
+        amount = checked_amount(amount)
         with self._lock:
             buckets = self._hours[(scope_key, unit)]
             buckets[hour] = buckets.get(hour, 0.0) + amount

@@ -16,6 +16,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 import pytest
@@ -169,30 +170,38 @@ def test_budget_exhausted_mid_batch_denies_the_rest(work):
 
 
 class _Chat(BaseHTTPRequestHandler):
+    usage: ClassVar[dict] = {"total_tokens": 55}
+
     def log_message(self, *args: object) -> None:
         pass
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         raw = json.dumps({"choices": [{"message": {"content": '{"label": "hardware", "confidence": 0.97}'}}],
-                          "usage": {"total_tokens": 55}}).encode()
+                          "usage": self.usage}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
         self.wfile.write(raw)
 
 
-def test_a_failing_model_falls_back_to_the_next_allowed_model_over_http(work):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
+def run_over_http(work: Path, chat: type[_Chat], models: str, limit: int) -> subprocess.CompletedProcess[str]:
+    """``run it-ticket-triage`` with ``models`` (simulator settings) and an HTTP provider answered by ``chat``."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), chat)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         (work / "providers.yaml").write_text(
-            "retries: 1\ntimeout_s: 2\nmodels:\n  triage_small: {fail_rate: 1.0, fail: timeout}\n"
+            f"retries: 1\ntimeout_s: 2\nmodels:\n  {models}\n"
             f"providers:\n  openai-compatible: {{base_url: 'http://127.0.0.1:{httpd.server_address[1]}/v1'}}\n")
-        out = pe("run", "it-ticket-triage", "--limit", "3", "--providers", "providers.yaml", "--json", cwd=work)
+        return pe("run", "it-ticket-triage", "--limit", str(limit), "--providers", "providers.yaml", "--json",
+                  cwd=work)
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_failing_model_falls_back_to_the_next_allowed_model_over_http(work):
+    out = run_over_http(work, _Chat, "triage_small: {fail_rate: 1.0, fail: timeout}", 3)
     summary = json.loads(out.stdout)
     assert summary["models"] == {"frontier_llm": 3} and summary["fallbacks"] == 3
     calls = audit_rows(work / "policyengine.duckdb", "model_call")
@@ -200,6 +209,22 @@ def test_a_failing_model_falls_back_to_the_next_allowed_model_over_http(work):
         ("triage_small", "local", "timeout"), ("triage_small", "local", "timeout"),
         ("frontier_llm", "openai-compatible", "ok")]
     assert calls[2]["tokens"] == 55 and calls[2]["output"]["label"] == "hardware"
+
+
+class _Refunder(_Chat):
+    usage: ClassVar[dict] = {"total_tokens": -100_000}  # charged, it would give the budget back
+
+
+def test_a_provider_reporting_negative_usage_does_not_give_the_budget_back(work):
+    out = run_over_http(work, _Refunder, "triage_small: {fail_rate: 1.0, fail: error}", 2)
+    runs = json.loads(out.stdout)["runs"]
+    assert [r["status"] for r in runs] == ["failed", "failed"]
+    assert all(re.search(r"usage -100000 is not a usage amount .*estimate of \d+ tokens was charged instead",
+                         r["reason"]) for r in runs)
+    with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
+        (spent,) = conn.execute("SELECT amount FROM budget_totals WHERE unit = 'tokens' AND period = 'month' "
+                                "AND scope_key = 'workflow:it-ticket-triage'").fetchone()
+    assert spent > 0  # the two calls' estimates, not -200,000
 
 
 KILL_AFTER_RECEIPT = """

@@ -29,7 +29,7 @@ MODELS = {
     "plain": (1, 50), "other": (1, 50),
 }
 
-POLICY = "package gw.routes\n\nrole caller\nrole limited\nrole crew\nrole per_model\n\n" + "".join(
+POLICY = "package gw.routes\n\nrole caller\nrole limited\nrole crew\nrole per_model\nrole per_person\n\n" + "".join(
     f"model {name}\n    provider \"openai-compatible\" region \"eu-west-1\" hosting external\n"
     f"    cost {cost} USD per 1M tokens latency {latency} ms\n" for name, (cost, latency) in MODELS.items()) + """
 rule callers_invoke
@@ -49,6 +49,10 @@ rule crew_invoke
 rule per_model_invoke
     allow role per_model to invoke model "*"
     limit 1 requests per day for model
+
+rule per_person_invoke
+    allow role per_person to invoke model "*"
+    limit 1 requests per day for principal
 
 route cheapest_chat
     prefer cheapest among a_quick, a_cheap, a_mid
@@ -78,6 +82,11 @@ KEYS = {
     "sk-crew-2": {"principal": {"id": "c2", "roles": ["crew"]}, "team": "crew"},
     "sk-solo": {"principal": {"id": "solo", "roles": ["crew"]}, "team": "solo"},
     "sk-per-model": {"principal": {"id": "pm", "roles": ["per_model"]}},
+    # one person (identities compare NFKC, trimmed and casefolded), three keys spelling her id three ways
+    "sk-dana": {"principal": {"id": "dana", "roles": ["per_person"]}},
+    "sk-dana-caps": {"principal": {"id": "Dana ", "roles": ["per_person"]}},
+    "sk-dana-wide": {"principal": {"id": "\uff44\uff41\uff4e\uff41", "roles": ["per_person"]}},
+    "sk-erin": {"principal": {"id": "erin", "roles": ["per_person"]}},
 }
 
 
@@ -194,3 +203,15 @@ def test_limit_for_model_counts_each_model_apart(env: Env) -> None:
     with pytest.raises(openai.RateLimitError):
         env.chat("sk-per-model", "plain")
     assert env.chat("sk-per-model", "other").model == "other"
+
+
+
+def test_limit_for_principal_counts_one_person_once_however_her_keys_spell_her_id(env: Env) -> None:
+    assert env.chat("sk-dana", "plain").model == "plain"  # her one request of the day
+    before = env.count()
+    for key in ("sk-dana", "sk-dana-caps", "sk-dana-wide"):  # "dana", "Dana ", full-width
+        with pytest.raises(openai.RateLimitError) as caught:
+            env.chat(key, "plain")
+        assert caught.value.body["rule"] == "gw.routes.per_person_invoke", key
+    assert env.count() == before  # nothing reached the upstream
+    assert env.chat("sk-erin", "plain").model == "plain"  # another person counts apart

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -69,3 +70,21 @@ def test_block_list_commands_refuse_a_state_that_is_not_postgres(tmp_path):
     result = pe("models", "blocked", "--state", str(tmp_path / "x.duckdb"), cwd=tmp_path)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "the block list is shared through postgresql://" in result.stderr
+
+
+@pytest.mark.postgres
+def test_eval_with_a_shared_store_denies_a_model_blocked_there(postgres_url, tmp_path):
+    """`eval --state postgresql://...` decides with the shared block list, as `serve --state` and workflow
+    commands do: a monitor on another host blocked the model there, not in any file this command reads."""
+    from policyengine.store import open_store
+
+    (tmp_path / "risk.policy").write_text(POLICY)
+    (tmp_path / "request.json").write_text(json.dumps(REQUEST))
+    decide = ["eval", "--rules", "risk.policy", "--input", "request.json", "--state", postgres_url]
+    assert json.loads(pe(*decide, cwd=tmp_path).stdout)["effect"] == "allow"
+    with open_store(postgres_url) as store:
+        store.blocks.block("classifier_small", "risk.classifier_confidence", "confidence 0.41 < 0.6",
+                           datetime.now(UTC))
+    blocked = json.loads(pe(*decide, cwd=tmp_path).stdout)
+    assert blocked["effect"] == "deny"
+    assert [r["rule"] for r in blocked["reasons"]] == ["<blocked-model>"]

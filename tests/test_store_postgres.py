@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -215,4 +217,48 @@ def test_a_reservation_that_waits_on_a_stuck_scope_fails_instead_of_waiting_for_
         assert not waiting.is_alive(), "the reservation still waits on the held scope"
     assert len(outcome) == 1 and isinstance(outcome[0], psycopg.errors.LockNotAvailable), outcome
     assert ledger.reserve(SCOPE, "tokens", 100, limit=1_000, at=AT) is not None  # free again: admitted
+    pool.close()
+
+
+def test_a_call_whose_second_hold_fails_gives_the_first_back(postgres_url):
+    """``holds.reserve`` over two budgets, the second scope stuck: the reservation fails, and the first budget's
+    hold is released, not left to expire and be charged for a call that never happened."""
+    import psycopg
+
+    from policyengine.store import holds
+    from policyengine.store.postgres import _sql
+
+    def budget(scope: str) -> Any:
+        limit = SimpleNamespace(unit="tokens", amount=1_000, window="month")
+        return SimpleNamespace(id=scope, scope_key=scope, limits=(limit,))
+
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    with psycopg.connect(postgres_url) as holder, holder.transaction():
+        holder.execute(_sql("budget_lock"), {"scope_key": "model:stuck", "unit": "tokens"})
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            holds.reserve(ledger, [budget(SCOPE), budget("model:stuck")], 100, 0.0, None, at=AT)
+    assert ledger.reserved(SCOPE, "tokens") == 0
+    assert ledger.expire(AT + timedelta(days=1)) == 0  # nothing left to charge at its estimate
+    assert ledger.usage(SCOPE, "tokens", *window_bounds("month", AT)) == 0
+    pool.close()
+
+
+@pytest.mark.parametrize("fate", ["released", "expired"])
+def test_a_settle_after_the_hold_is_forgotten_still_records_the_usage(postgres_url, fate):
+    """A hold's fate is kept a day past its deadline; a settle arriving later (a client retrying a day on)
+    finds nothing, and is charged as an unknown hold is in every other ledger: its whole usage."""
+    pool = connect_pool(postgres_url, size=1)
+    ledger = PostgresLedger(pool)
+    month = window_bounds("month", AT)
+    r = ledger.reserve(SCOPE, "tokens", 100, limit=1_000, at=AT)
+    if fate == "released":
+        ledger.release(r)
+    assert ledger.expire(r.expires_at + timedelta(days=1, seconds=1)) == (1 if fate == "expired" else 0)
+    ledger.expire(r.expires_at + timedelta(days=2, seconds=2))  # the fate is forgotten now
+    charged = ledger.usage(SCOPE, "tokens", *month)
+    ledger.settle(r, 80)
+    assert ledger.usage(SCOPE, "tokens", *month) == charged + 80
+    ledger.settle(r, 80)  # the settle is retried: nothing says it was settled, so it is charged again
+    assert ledger.usage(SCOPE, "tokens", *month) == charged + 160
     pool.close()

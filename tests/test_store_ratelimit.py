@@ -81,3 +81,39 @@ def test_unknown_rate_limit_url_is_refused():
     from policyengine.store import StoreError
     with pytest.raises(StoreError, match="unknown rate-limit store"):
         open_rate_limiter("memcached://localhost")
+
+
+# (seconds after T0 the call was admitted, seconds after T0 its usage was known): a call of estimate 900 tokens
+# against 1,000 per minute that used 10. The next window owes nothing to one that ended: when the answer
+# arrives after the window that counted the estimate, giving the 890 back must not open 1,890 in the new one.
+CALLS = [(30, 50), (59, 61), (59, 179)]
+
+
+@pytest.mark.parametrize("kind", ["in-process", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("admitted_at, settled_at", CALLS)
+def test_a_smaller_usage_gives_back_only_in_the_window_that_counted_the_estimate(kind, request, monkeypatch,
+                                                                                 admitted_at, settled_at):
+    from policyengine.gateway import traffic
+
+    limiter = InProcessRateLimiter() if kind == "in-process" else RedisRateLimiter(request.getfixturevalue("redis_url"))
+    key = f"gateway:key:tokens:{admitted_at}:{settled_at}"
+    counter = traffic.Counter(key, "tokens", 1_000, 60.0, "key", "<rate-limit:key>")
+    clock = [T0 + admitted_at]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    taken = traffic.acquire(limiter, [counter], 900)
+    clock[0] = T0 + settled_at
+    traffic.correct_tokens(limiter, taken, 10)
+    room = 1_000 - (10 if settled_at < 60 else 0)  # the same window keeps the 10 used; a later one starts empty
+    with pytest.raises(traffic.Refused):
+        traffic.acquire(limiter, [counter], room + 1)
+    assert traffic.acquire(limiter, [counter], room)
+
+
+def test_an_ended_window_takes_nothing_and_leaves_the_current_count_alone():
+    """The in-process limiter keeps one window per key: a late give-back for the window before must not
+    replace the current window's count (which would start it again from nothing)."""
+    limiter = InProcessRateLimiter()
+    assert limiter.acquire("k", 900, limit=1_000, per=60, now=T0 + 61)
+    assert not limiter.acquire("k", -500, limit=1e18, per=60, now=T0 + 59)
+    assert limiter.used("k", per=60, now=T0 + 62) == 900
+    assert not limiter.acquire("k", 101, limit=1_000, per=60, now=T0 + 62)

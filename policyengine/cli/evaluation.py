@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import datetime
 from typing import Any
 
@@ -26,17 +26,14 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _blocked_models(audit: str | None) -> frozenset[str]:
-    """Models a bias or drift monitor suspended in the audit database: the engine denies them."""
+def _blocked_models(audit: str | None) -> Container[str]:
+    """Models a bias or drift monitor suspended in the audit database: the engine denies them (and every
+    model, naming why, when the list cannot be read; not a database: opening the audit log says so)."""
     if audit is None:
         return frozenset()
-    from policyengine.reporting.errors import ReportError
-    from policyengine.reporting.monitor import blocked_models
+    from policyengine.store.blocklist import serving_blocks
 
-    try:
-        return blocked_models(audit)
-    except ReportError:
-        return frozenset()  # not a database: opening the audit log says so in one line
+    return serving_blocks(audit)
 
 
 def _open_input(source: str) -> Any:
@@ -237,8 +234,8 @@ def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None,
 @click.option("--create", "create_ledger", is_flag=True,
               help="Start a new, empty --ledger file when it does not exist (budgets then read zero usage).")
 @click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
-              help="Where budget usage lives: a DuckDB file or postgresql://... shared by workers. "
-                   "Env: POLICYENGINE_STATE.")
+              help="Where budget usage lives: a DuckDB file or postgresql://... shared by workers (its "
+                   "block list then decides which models are blocked). Env: POLICYENGINE_STATE.")
 @click.option("--now", "now_text", metavar="TIME",
               help="Decide as of this ISO 8601 UTC time (budgets, deadlines); with --audit only together with "
                    "--clock-override (test-only, recorded).")
@@ -296,8 +293,16 @@ def eval_command(rules: tuple[str, ...], source: str, explain: bool, only_matchi
         except Exception as error:  # duckdb reports a corrupt or foreign file
             _fail(f"{state or ledger}: cannot open budget ledger: {str(error).splitlines()[0]}")
         budget_ledger = store.ledger
+    blocked = _blocked_models(audit)
+    if store is not None and store.kind == "postgresql":  # blocks a monitor on any host added, as serve reads them
+        from policyengine.store.blocklist import LiveBlockList
+
+        try:
+            blocked = LiveBlockList(store.blocks)
+        except Exception as error:  # noqa: BLE001 - unread, nothing is decided: one line, exit 1
+            _fail(f"cannot read the shared block list: {str(error).splitlines()[0]}")
     try:
-        policy = load_policy(list(rules), ledger=budget_ledger, blocked=_blocked_models(audit))
+        policy = load_policy(list(rules), ledger=budget_ledger, blocked=blocked)
     except PolicyError as error:
         click.echo(render_findings(error.findings), err=True)
         sys.exit(1)

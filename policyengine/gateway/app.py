@@ -107,7 +107,7 @@ class Call:
     response_sha256: str | None = None
     prompt_masked: str | None = None
     response_masked: str | None = None
-    counted: list[tuple[Any, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
+    counted: list[tuple[Any, float, float]] = field(default_factory=list)  # rate-limit counters taken (traffic.acquire)
     approved_gates: set[str] = field(default_factory=set)  # gates an approver opened while the call was held
     versions: dict[str, str] = field(default_factory=dict)  # model -> the version its request resolved (--registry)
     charge_error: str | None = None  # the answered call's budget settle failed: its hold stays (charged on expiry)

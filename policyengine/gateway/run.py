@@ -161,7 +161,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     except AuditError as error:
         raise GatewayStartError(str(error)) from None
     from ..reporting.errors import ReportError
-    from ..reporting.monitor import blocked_models
+    from ..store.blocklist import serving_blocks
     from ..store.stores import open_serving_state
 
     versions: Any = None
@@ -170,10 +170,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
             versions = open_versions(config.registry, config.db)
         except ReportError as error:
             raise GatewayStartError(f"--registry: {str(error).splitlines()[0]}") from None
-    try:
-        blocked: Any = blocked_models(config.db)
-    except ReportError:
-        blocked = frozenset()
+    blocked: Any = serving_blocks(config.db)  # not a database: opening the log says so in one line
     store: Any = None
     ledger: Any = MemoryReservingLedger()
     if config.ledger:  # a DuckDB file, or postgresql://... to share budgets between gateway processes and hosts

@@ -4,7 +4,8 @@ Rate limits come from two places, counted in one all-or-nothing step in the
 store's rate limiter (in-process, or Redis): the keys file's per-minute limits
 of the key and its team, and the ``limit`` clauses of every allow rule that
 allowed the call (``limit 60 requests per minute [for key|team|model|principal]``;
-counted once per call, for the first allowed model). A refused call counts
+counted once per call, for the first allowed model; a principal by its canonical identity, so keys that
+spell one person's id differently share her counter). A refused call counts
 nothing, and its ``Retry-After`` is the end of the refusing window.
 
 A call whose ``model`` names a ``route`` (its name, or its id ``package.name``)
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compile import CompiledPolicy, CompiledRoute
+from ..identity import canonical_identity
 from ..store.ratelimit import RateLimiter
 from .config import VirtualKey
 
@@ -61,6 +63,8 @@ def rule_counters(compiled: CompiledPolicy, rules: Sequence[str], key: VirtualKe
         for limit in compiled.rate_limits.get(rule, ()):
             value = {"key": key.key_id, "team": key.team, "model": model,
                      "principal": key.principal.get("id")}[limit.scope]
+            if limit.scope == "principal":  # one person, one counter: "Dana " and "dana" are one identity
+                value = canonical_identity(value, "principal.id")
             if value is None:  # a key without a team: its team limit counts for the key alone
                 value = f"key:{key.key_id}"
             out.append(Counter(f"rule:{rule}:{limit.scope}:{value}:{limit.unit}:{limit.window}", limit.unit,
@@ -83,30 +87,43 @@ def _window_word(per: float) -> str:
     return {v: k for k, v in WINDOW_SECONDS.items()}.get(per, f"{per:g} s")
 
 
-def acquire(limiter: RateLimiter, counters: Sequence[Counter], tokens: float) -> list[tuple[Counter, float]]:
+Taken = tuple[Counter, float, float]
+"""A counter a call counted against, the amount, and when (epoch seconds: the window it was counted in)."""
+
+
+def acquire(limiter: RateLimiter, counters: Sequence[Counter], tokens: float) -> list[Taken]:
     """Count the call against every counter, or against none (raise ``Refused``); what was taken."""
-    taken: list[tuple[Counter, float]] = []
+    taken: list[Taken] = []
+    at = time.time()
     for counter in counters:
         amount = 1.0 if counter.unit == "requests" else tokens
-        if limiter.acquire(counter.name, amount, limit=counter.limit, per=counter.per):
-            taken.append((counter, amount))
+        if limiter.acquire(counter.name, amount, limit=counter.limit, per=counter.per, now=at):
+            taken.append((counter, amount, at))
             continue
         give_back(limiter, taken)
-        wait = counter.per - time.time() % counter.per  # fixed windows, aligned on the epoch
+        wait = counter.per - at % counter.per  # fixed windows, aligned on the epoch
         raise Refused(counter, max(1, math.ceil(wait)))
     return taken
 
 
-def give_back(limiter: RateLimiter, taken: Sequence[tuple[Counter, float]]) -> None:
-    for counter, amount in taken:
-        limiter.acquire(counter.name, -amount, limit=1e18, per=counter.per)
+def give_back(limiter: RateLimiter, taken: Sequence[Taken]) -> None:
+    """Uncount what was taken, in the window it was counted in."""
+    for counter, amount, at in taken:
+        limiter.acquire(counter.name, -amount, limit=1e18, per=counter.per, now=at)
 
 
-def correct_tokens(limiter: RateLimiter, taken: Sequence[tuple[Counter, float]], actual: float) -> None:
-    """Replace the tokens estimate counted by the actual usage."""
-    for counter, amount in taken:
-        if counter.unit == "tokens" and actual != amount:
-            limiter.acquire(counter.name, actual - amount, limit=1e18, per=counter.per)
+def correct_tokens(limiter: RateLimiter, taken: Sequence[Taken], actual: float) -> None:
+    """Replace the tokens estimate counted by the actual usage. Usage over the estimate counts in the window
+    now; usage under it is given back only while the window that counted the estimate lasts (the next window
+    never counted it: giving it back there would let the key spend that much over its limit)."""
+    now = time.time()
+    for counter, amount, at in taken:
+        if counter.unit != "tokens" or actual == amount:
+            continue
+        if actual > amount:
+            limiter.acquire(counter.name, actual - amount, limit=1e18, per=counter.per, now=now)
+        elif int(now // counter.per) == int(at // counter.per):
+            limiter.acquire(counter.name, actual - amount, limit=1e18, per=counter.per, now=at)
 
 
 def find_route(compiled: CompiledPolicy, name: str) -> CompiledRoute | None:

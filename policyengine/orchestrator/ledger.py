@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from ..budgets import BudgetLedger, calendar_window, utc, window_start, windowed_usage
+from ..budgets import BudgetLedger, calendar_window, checked_amount, utc, window_start, windowed_usage
 from ..store.holds import LocalHolds
 
 
@@ -60,8 +60,9 @@ class BufferedLedger(LocalHolds):
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
         hour = window_start("hour", at)
+        amount = checked_amount(amount)
         with self._lock:
-            self._add_pending(scope_key, unit, hour, float(amount))
+            self._add_pending(scope_key, unit, hour, amount)
 
     def flush(self) -> None:
         """Write pending charges to the durable ledger and fold them into the cached bases.

@@ -220,16 +220,11 @@ def serve(config: ServeConfig) -> int:
         key = load_private_key(config.key)
     except AuditError as error:
         raise ServeError(f"{error} (the audit signing key; create one with `policyengine keys generate`)") from None
-    from ..reporting.errors import ReportError
-    from ..reporting.monitor import blocked_models
-
     from ..store import StoreError
+    from ..store.blocklist import serving_blocks
     from ..store.stores import open_serving_state
 
-    try:
-        blocked: Any = blocked_models(db)
-    except ReportError:
-        blocked = frozenset()  # not a database: opening the log says so in one line
+    blocked: Any = serving_blocks(db)  # not a database: opening the log says so in one line
     ledger: BudgetLedger = MemoryReservingLedger()  # takes /v1/reserve's holds, as the store's ledgers do
     store = None
     if config.ledger:  # a DuckDB file (one process) or postgresql://... (every worker and host)

@@ -67,6 +67,41 @@ def blocked_models(db: str | Path | duckdb.DuckDBPyConnection) -> frozenset[str]
         con.close()
 
 
+def serving_blocks(db: str | Path) -> frozenset[str] | UnreadBlockList:
+    """The models suspended in ``db`` for a command that decides (``serve``, the gateway, ``eval``); when the
+    file's list cannot be read (a file that stores code, one locked by another process), a list that refuses
+    every model decision naming why: a read error never reads as "nothing blocked"."""
+    try:
+        return blocked_models(db)
+    except (StoreError, duckdb.Error) as error:
+        return UnreadBlockList(f"{db}: {str(error).splitlines()[0]}" if isinstance(error, duckdb.Error)
+                               else str(error))
+
+
+class UnreadBlockList:
+    """The block list of a database that could not be read: asking it raises ``StoreError`` (the engine then
+    denies the decision, naming why), since any model may be blocked there."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _refuse(self) -> None:
+        raise StoreError(f"the model block list could not be read ({self.reason}); a blocked model would not "
+                         "be seen, so model decisions are refused")
+
+    def __contains__(self, model: object) -> bool:
+        self._refuse()
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        self._refuse()
+        return iter(())
+
+    def __len__(self) -> int:
+        self._refuse()
+        return 0
+
+
 def active_blocks(db: str | Path) -> list[tuple[str, str, str, datetime]]:
     """(model, rule, reason, blocked_at) of every suspended model in the file ``db``."""
     con = open_duckdb(db, read_only=True, external_access=False, create=False)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import duckdb
 
-from ..budgets import Total, calendar_window, utc, window_start
+from ..budgets import Total, calendar_window, checked_amount, utc, window_start
 from .files import StoreError, open_duckdb, packaged_sql
-from .holds import LocalHolds, over_estimate
+from .holds import LocalHolds, over_estimate, settle_amount
 from .protocols import Reservation, Window
 
 _PKG = "policyengine.store"
@@ -179,14 +179,17 @@ class EmbeddedLedger(LocalHolds):
                     raise StoreError(f"budget ledger: could not record usage: {first}") from error
 
     def charge(self, scope_key: str, unit: str, amount: float, at: datetime | None = None) -> None:
-        self._wait(self._enqueue(scope_key, unit, float(amount), at))
+        self._wait(self._enqueue(scope_key, unit, checked_amount(amount), at))
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         """Charge and drop the hold together, then wait for the commit outside the hold lock (so settles group)."""
         r = reservation
+        actual, unusable = settle_amount(r, actual)
         with self._hold_lock:
             actual = over_estimate(self._expired, r, actual)
             if not actual and r.id not in self._holds:  # expired at an estimate the usage did not pass
+                if unusable is not None:
+                    raise unusable
                 return
             ticket = self._enqueue(r.scope_key, r.unit, actual, r.at)
             held = self._unhold(r.id)
@@ -198,6 +201,8 @@ class EmbeddedLedger(LocalHolds):
                     self._holds[r.id] = r
                     self._held[(r.scope_key, r.unit)] = self._held.get((r.scope_key, r.unit), 0.0) + r.amount
             raise
+        if unusable is not None:
+            raise unusable
 
     def flush(self) -> None:
         """Wait until every charge queued so far is committed."""

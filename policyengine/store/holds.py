@@ -25,13 +25,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..budgets import InMemoryLedger, Window, utc, window_bounds
+from ..budgets import InMemoryLedger, Window, checked_amount, utc, window_bounds
 from .protocols import DEFAULT_RESERVATION_TTL, BudgetLedger, Reservation
 
 
 def estimate_tokens(text: str) -> int:
     """A cheap upper-leaning token estimate (about 4 characters a token) of a prompt, for reservations."""
     return len(text) // 4 + 1
+
+
+def settle_amount(reservation: Reservation, actual: object) -> tuple[float, ValueError | None]:
+    """The usage a settle of ``reservation`` charges, and the error to raise once it is charged: ``actual``, or
+    the hold's estimate when ``actual`` is not a usage amount (a negative one would give budget back, NaN
+    passes every check after it; the call happened, so its estimate is charged: when in doubt, charge)."""
+    try:
+        return checked_amount(actual, "usage"), None
+    except ValueError as error:
+        return reservation.amount, ValueError(f"{error}; the hold's estimate of {reservation.amount:g} "
+                                              f"{reservation.unit} was charged instead")
 
 
 def over_estimate(expired: dict[str, float], reservation: Reservation, actual: float) -> float:
@@ -91,11 +102,11 @@ class LocalHolds:
                 at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
         t = utc(at)
         start, end = window_bounds(window, t)
-        estimate = float(estimate)
+        estimate, limit = checked_amount(estimate, "estimate"), checked_amount(limit, "limit")
         with self._hold_lock:
             self._expire_locked(t)
             spent = self.usage(scope_key, unit, start, end)
-            if spent + self._held.get((scope_key, unit), 0.0) + estimate > float(limit):
+            if spent + self._held.get((scope_key, unit), 0.0) + estimate > limit:
                 return None
             r = Reservation(uuid.uuid4().hex, scope_key, unit, estimate, t, t + ttl)
             self._holds[r.id] = r
@@ -103,11 +114,14 @@ class LocalHolds:
             return r
 
     def settle(self, reservation: Reservation, actual: float) -> None:
+        actual, unusable = settle_amount(reservation, actual)
         with self._hold_lock:  # charge and drop the hold in one step: a failed charge keeps the hold
             actual = over_estimate(self._expired, reservation, actual)
             if actual:
                 self.charge(reservation.scope_key, reservation.unit, actual, reservation.at)
             self._unhold(reservation.id)
+        if unusable is not None:
+            raise unusable
 
     def release(self, reservation: Reservation) -> None:
         with self._hold_lock:
@@ -194,40 +208,55 @@ def reserve(ledger: BudgetLedger, budgets: Sequence[Any], tokens: float, cost: f
     """
     taken: list[tuple[Reservation, str]] = []
     first: dict[tuple[str, str], Reservation] = {}
-    for budget in budgets:
-        for limit in budget.limits:
-            if limit.unit == "tokens":
-                amount = tokens
-            elif currency is not None and limit.unit == currency:
-                amount = cost
-            else:
-                continue
-            key = (budget.scope_key, limit.unit)
-            check = key in first
-            held = ledger.reserve(budget.scope_key, limit.unit, 0.0 if check else amount, limit=limit.amount,
-                                  window=limit.window, at=at)
-            if held is None:
-                for reservation, _ in taken:
-                    ledger.release(reservation)
-                return Hold((), budget.id, limit.unit)
-            if check:
-                ledger.release(held)
-            else:
-                first[key] = held
-                taken.append((held, limit.unit))
+    try:
+        for budget in budgets:
+            for limit in budget.limits:
+                if limit.unit == "tokens":
+                    amount = tokens
+                elif currency is not None and limit.unit == currency:
+                    amount = cost
+                else:
+                    continue
+                key = (budget.scope_key, limit.unit)
+                check = key in first
+                held = ledger.reserve(budget.scope_key, limit.unit, 0.0 if check else amount, limit=limit.amount,
+                                      window=limit.window, at=at)
+                if held is None:
+                    release(ledger, Hold(tuple(taken)))
+                    return Hold((), budget.id, limit.unit)
+                if check:
+                    ledger.release(held)
+                else:
+                    first[key] = held
+                    taken.append((held, limit.unit))
+    except BaseException:  # a ledger error part way (a stuck scope, a lost connection): the call will not happen,
+        release(ledger, Hold(tuple(taken)))  # so the holds taken are given back, not left to expire as charges
+        raise
     units = ("tokens",) if currency is None else ("tokens", currency)
     unheld = tuple(dict.fromkeys((b.scope_key, u) for b in budgets for u in units if (b.scope_key, u) not in first))
     return Hold(tuple(taken), unheld=unheld, at=at)
 
 
 def settle(ledger: BudgetLedger, hold: Hold, tokens: float, cost: float) -> None:
-    """Charge the real usage to every reservation of ``hold`` (and its unheld units) and drop the holds."""
+    """Charge the real usage to every reservation of ``hold`` (and its unheld units) and drop the holds.
+
+    A usage that is not a usage amount (negative, NaN, infinite) charges each hold its estimate, and unheld
+    units nothing; then the first such ``ValueError`` is raised, once every hold is dealt with."""
+    unusable: list[ValueError] = []
     for reservation, unit in hold.reservations:
-        ledger.settle(reservation, tokens if unit == "tokens" else cost)
+        try:
+            ledger.settle(reservation, tokens if unit == "tokens" else cost)
+        except ValueError as error:
+            unusable.append(error)
     for scope_key, unit in hold.unheld:
         amount = tokens if unit == "tokens" else cost
         if amount:
-            ledger.charge(scope_key, unit, float(amount), hold.at)
+            try:
+                ledger.charge(scope_key, unit, amount, hold.at)
+            except ValueError as error:
+                unusable.append(error)
+    if unusable:
+        raise unusable[0]
 
 
 def release(ledger: BudgetLedger, hold: Hold) -> None:

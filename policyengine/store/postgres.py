@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..budgets import Window, calendar_window, utc, window_bounds, window_start
+from ..budgets import Window, calendar_window, checked_amount, utc, window_bounds, window_start
 from .files import StoreError, packaged_sql
+from .holds import settle_amount
 from .protocols import DEFAULT_RESERVATION_TTL, PendingApproval, QueuedRun, Reservation
 
 
@@ -190,7 +191,7 @@ class PostgresLedger:
     def _charge(conn: Any, scope_key: str, unit: str, amount: float, at: datetime | None) -> None:
         hour = window_start("hour", at)
         day = hour.replace(hour=0)
-        params = {"scope_key": scope_key, "unit": unit, "amount": float(amount), "hour": hour, "day": day,
+        params = {"scope_key": scope_key, "unit": unit, "amount": checked_amount(amount), "hour": hour, "day": day,
                   "month": day.replace(day=1)}
         conn.execute(_sql("budget_charge_hour"), params)
         conn.execute(_sql("budget_charge_totals"), params)
@@ -202,14 +203,15 @@ class PostgresLedger:
     def reserve(self, scope_key: str, unit: str, estimate: float, *, limit: float, window: Window = "month",
                 at: datetime | None = None, ttl: timedelta = DEFAULT_RESERVATION_TTL) -> Reservation | None:
         t = utc(at)
-        r = Reservation(uuid.uuid4().hex, scope_key, unit, float(estimate), t, t + ttl)
+        limit = checked_amount(limit, "limit")
+        r = Reservation(uuid.uuid4().hex, scope_key, unit, checked_amount(estimate, "estimate"), t, t + ttl)
         key = {"scope_key": scope_key, "unit": unit}
         with self.pool.connection() as conn, conn.transaction():
             conn.execute(_sql("budget_lock"), key)
             self._charge_expired(conn, conn.execute(_sql("budget_expire_scope"), {**key, "now": t}).fetchall())
             row = conn.execute(_sql("budget_reserve"), {
                 **key, "id": r.id, "amount": r.amount, "at": r.at, "expires_at": r.expires_at,
-                "period": window, "period_start": window_bounds(window, t)[0], "limit": float(limit)}).fetchone()
+                "period": window, "period_start": window_bounds(window, t)[0], "limit": limit}).fetchone()
         return r if row else None
 
     def _charge_expired(self, conn: Any, rows: Sequence[Sequence[Any]]) -> None:
@@ -222,16 +224,23 @@ class PostgresLedger:
         """Charge ``actual`` and mark the hold settled, in one transaction: a hold released before is charged
         ``actual`` too (the call happened after all), one that expired (charged at its estimate) what ``actual``
         passes that estimate by, and one already settled nothing. That makes a settle safe to repeat, so a
-        connection that fails under it is retried once on a fresh one (the first try committed, or did nothing)."""
+        connection that fails under it is retried once on a fresh one (the first try committed, or did nothing).
+        A hold whose fate was forgotten (a day past its deadline) is charged ``actual``: when in doubt, charge."""
+        actual, unusable = settle_amount(reservation, actual)
         for attempt in (1, 2):
             try:
                 with self.pool.connection() as conn, conn.transaction():
                     row = conn.execute(_sql("budget_reservation_settle"), {"id": reservation.id}).fetchone()
-                    if row is not None:  # held or released: the usage; expired: what passes the estimate charged
+                    if row is None and conn.execute(_sql("budget_reservation_known"),
+                                                    {"id": reservation.id}).fetchone() is None:
+                        row = ("forgotten", 0.0)  # its fate is no longer kept: charged, as other ledgers charge
+                    if row is not None:  # held, released, forgotten: the usage; expired: what passes the estimate
                         state, estimate = row
                         amount = max(0.0, float(actual) - float(estimate)) if state == "expired" else float(actual)
                         if amount:
                             self._charge(conn, reservation.scope_key, reservation.unit, amount, reservation.at)
+                if unusable is not None:
+                    raise unusable
                 return
             except self.pool._psycopg.OperationalError as error:
                 if attempt == 2:

@@ -53,8 +53,9 @@ class BudgetLedger(UsageLedger, Protocol):
     def settle(self, reservation: Reservation, actual: float) -> None:
         """Charge the real usage and drop the hold. The usage is always recorded: a hold released before is
         charged ``actual`` (the call happened after all), and one ``expire`` charged at its estimate what
-        ``actual`` passes that estimate by. PostgreSQL: a hold already settled is not charged again, so a
-        settle can be retried; the in-process ledgers charge a second settle again (when in doubt, charge)."""
+        ``actual`` passes that estimate by. PostgreSQL: a hold already settled is not charged again (for a day
+        past its deadline), so a settle can be retried; the in-process ledgers charge a second settle again, and
+        PostgreSQL one whose hold it has forgotten (when in doubt, charge)."""
         ...
 
     def release(self, reservation: Reservation) -> None:

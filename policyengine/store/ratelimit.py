@@ -52,6 +52,8 @@ class InProcessRateLimiter:
         window = int(_epoch(now) // per)
         with self._lock:
             held = self._counts.get((key, per))
+            if held and held[0] > window:  # that window has ended (only its count is kept): nothing to count in
+                return False
             used = held[1] if held and held[0] == window else 0.0
             if used + amount > limit:
                 return False
