@@ -63,6 +63,40 @@ def test_eval_audit_applies_the_mask_beside_the_database(tmp_path):
     assert text and EMAIL not in text
 
 
+MALFORMED_ATTRS = {
+    # a request whose ``attrs`` is not an object is denied as malformed, and logged as sent: the attribute
+    # beside ``id`` cannot move under ``attrs``, and the mask must find it where it is
+    "principal attrs a string": ({"id": "sue", "roles": ["analyst"], "email": EMAIL, "attrs": "x"},
+                                 {"kind": "dataset", "id": "finance/invoices"}, "/request/principal/attrs/email"),
+    "principal attrs a list": ({"id": "sue", "roles": ["analyst"], "email": EMAIL, "attrs": [1]},
+                               {"kind": "dataset", "id": "finance/invoices"}, "/request/principal/attrs/email"),
+    "resource attrs a number": ({"id": "sue", "roles": ["analyst"]},
+                                {"kind": "dataset", "id": "finance/invoices", "owner": EMAIL, "attrs": 7},
+                                "/request/resource/attrs/owner"),
+    "a star under attrs": ({"id": "sue", "roles": ["analyst"], "email": EMAIL, "attrs": "x"},
+                           {"kind": "dataset", "id": "finance/invoices"}, "/request/principal/attrs/*"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_ATTRS)
+@pytest.mark.parametrize("action", ["drop", "hash"])
+def test_an_attribute_beside_a_malformed_attrs_is_still_masked(tmp_path, case, action):
+    principal, resource, pointer = MALFORMED_ATTRS[case]
+    key = tmp_path / "k.key"
+    generate_key(key)
+    (tmp_path / "policyengine.mask.yaml").write_text(f"{action}:\n  - {pointer}\n")
+    request = {"principal": principal, "action": "read", "resource": resource}
+    proc = subprocess.run([sys.executable, "-m", "policyengine", "eval", "--rules", str(data_path("rules")),
+                           "--audit", str(tmp_path / "a.duckdb"), "--key", str(key)], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "must be an object" in proc.stdout, proc.stderr  # denied as malformed, and recorded
+    text = stored(tmp_path / "a.duckdb", "decision")
+    assert EMAIL not in text and pointer in json.loads(text)["_masked"][action]
+    kept = json.loads(text)["request"]
+    assert kept["principal"]["id"] == "sue" and kept["resource"]["kind"] == "dataset"  # the rest as sent
+    assert "attrs" in kept["principal" if "principal" in pointer else "resource"]
+
+
 def test_models_unblock_note_is_masked(tmp_path):
     key = tmp_path / "k.key"
     generate_key(key)

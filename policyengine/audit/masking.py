@@ -88,11 +88,13 @@ class Masking:
         for segments in self.hash:
             hits: list[str] = []
             result = _rewrite(result, segments, (), lambda v: self.hash_value(v), hits)
+            result = _rewrite_beside(result, segments, lambda v: self.hash_value(v), hits)
             if hits:
                 hashed.append(_pointer_text(segments))  # as configured: a ``*`` never lists the keys it matched
         for segments in self.drop:
             hits = []
             result = _rewrite(result, segments, (), None, hits)
+            result = _rewrite_beside(result, segments, None, hits)
             if hits:
                 dropped.append(_pointer_text(segments))
         if dropped or hashed:
@@ -106,7 +108,8 @@ def canonical_request_shape(payload: dict[str, Any]) -> dict[str, Any]:
 
     Keys beside ``id`` other than the known ones are attributes (``attrs`` wins
     on a clash, as in ``policyengine.evaluate``); they move under ``attrs`` so
-    that pointers such as ``/request/principal/attrs/email`` find them.
+    that pointers such as ``/request/principal/attrs/email`` find them. Beside
+    an ``attrs`` that is not an object they stay (``_rewrite_beside`` masks them there).
     """
     request = payload.get("request")
     if not isinstance(request, dict):
@@ -124,6 +127,28 @@ def canonical_request_shape(payload: dict[str, Any]) -> dict[str, Any]:
             continue
         changed[part] = {**{k: v for k, v in node.items() if k in known}, "attrs": {**extra, **(attrs or {})}}
     return {**payload, "request": changed}
+
+
+def _rewrite_beside(payload: dict[str, Any], segments: tuple[str, ...], replace: Any, applied: list[str]) -> Any:
+    """Apply an ``attrs`` pointer to the attributes still beside ``id``: those ``canonical_request_shape``
+    could not move, because the request's ``attrs`` is not an object (a malformed request is logged as sent)."""
+    if len(segments) < 4 or segments[0] != "request" or segments[2] != "attrs":
+        return payload
+    request = payload.get("request")
+    node = request.get(segments[1]) if isinstance(request, dict) else None
+    if not isinstance(node, dict) or node.get("attrs") is None or isinstance(node["attrs"], dict):
+        return payload
+    from ..evaluate import _PRINCIPAL_KEYS, _RESOURCE_KEYS
+
+    known = {"principal": _PRINCIPAL_KEYS, "resource": _RESOURCE_KEYS}.get(segments[1])
+    if known is None:
+        return payload
+    extra = {k: v for k, v in node.items() if k not in known}
+    masked = _rewrite(extra, segments[3:], segments[:3], replace, applied)
+    if masked is extra:
+        return payload
+    return {**payload, "request": {**request, segments[1]: {**{k: v for k, v in node.items() if k in known},
+                                                            **masked}}}
 
 
 def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
