@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import duckdb
 import pytest
+from server_process import Server, audit_records
 
 from policyengine.audit import AuditError, AuditLog, generate_key, load_masking, load_private_key
 from policyengine.audit.masking import Masking, parse_pointer
@@ -97,6 +98,43 @@ def test_an_attribute_beside_a_malformed_attrs_is_still_masked(tmp_path, case, a
     assert "attrs" in kept["principal" if "principal" in pointer else "resource"]
 
 
+SHADOWED = """\
+package shop
+role analyst
+rule analysts_read
+    allow role analyst to read dataset "*"
+"""
+ID_MASKS = {  # where the mask of the principal's id comes from, and what the actor column may then show
+    "mask file, hash": ("policyengine.mask.yaml", "hash:\n  - /request/principal/id\n", "sha256:"),
+    "mask file, drop": ("policyengine.mask.yaml", "drop:\n  - /request/principal/id\n", None),
+    "rule file, hash": ("live/masks.policy", "package masks\nmask principal.id hash\n", "sha256:"),
+    "rule file, drop": ("live/masks.policy", "package masks\nmask principal.id drop\n", None),
+    "the whole principal dropped": ("policyengine.mask.yaml", "drop:\n  - /request/principal\n", None),
+    "the whole principal hashed": ("policyengine.mask.yaml", "hash:\n  - /request/principal\n", None),
+}
+
+
+@pytest.mark.parametrize("case", ID_MASKS)
+def test_serve_fills_the_actor_column_from_the_masked_request(tmp_path, case):
+    """The actor column sits beside the payload: a masked principal id must not be kept there in clear."""
+    where, text, actor = ID_MASKS[case]
+    for name, rules in (("live", SHADOWED), ("candidate", SHADOWED.replace('"*"', '"none/*"'))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shop.policy").write_text(rules)
+    (tmp_path / where).write_text(text)
+    secret = "sue.secret.id"
+    request = {"principal": {"id": secret, "roles": ["analyst"]}, "action": "read",
+               "resource": {"kind": "dataset", "id": "sales"}}
+    with Server(tmp_path, "--rules", "live", "--shadow", "candidate", "--no-access-log") as server:
+        assert server.post("/v1/decide", request).json()["effect"] == "allow"
+    with duckdb.connect(str(server.db), read_only=True) as conn:
+        rows = conn.execute("SELECT event, actor FROM audit_log WHERE event IN ('decision', 'shadow_diff')").fetchall()
+    assert sorted(event for event, _ in rows) == ["decision", "shadow_diff"]  # the candidate denies: recorded
+    for event, got in rows:
+        assert (got if actor is None else got[:len(actor)]) == actor, (event, got)
+    assert secret not in json.dumps(audit_records(server.db))
+
+
 def test_models_unblock_note_is_masked(tmp_path):
     key = tmp_path / "k.key"
     generate_key(key)
@@ -115,6 +153,33 @@ def test_models_unblock_note_is_masked(tmp_path):
     (by, note), = con.execute("SELECT unblocked_by, note FROM model_blocks").fetchall()
     con.close()
     assert note is None and by.startswith("sha256:") and by in text
+    with duckdb.connect(str(db), read_only=True) as conn:  # the actor column repeats by: as the payload shows it
+        assert conn.execute("SELECT actor FROM audit_log WHERE event = 'model_unblocked'").fetchall() == [(by,)]
+
+
+@pytest.mark.parametrize(("mask", "shown"), [("hash", "sha256:"), ("drop", None)])
+def test_an_approvers_column_shows_what_the_masked_payload_shows(tmp_path, mask, shown):
+    """``approve``: the approval record's actor column is its approver; masked in the payload, masked there."""
+    invoice = {"id": "INV-M1", "vendor": "Acme Metals", "vendor_country": "DE", "vendor_region": "EU",
+               "amount": 25_000.0, "currency": "EUR", "po_number": "PO-41000", "classification": "confidential",
+               "true_exception": "none", "vendor_age_days": 900, "vendor_status": "active"}
+    (tmp_path / "invoice.json").write_text(json.dumps([invoice]))
+    (tmp_path / "sure.yaml").write_text("models:\n  classifier_small: {accuracy: 1.0, confidence: 0.95}\n")
+    (tmp_path / "policyengine.mask.yaml").write_text(f"{mask}:\n  - /approver\n")
+
+    def pe(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "policyengine", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    (run,) = json.loads(pe("run", "invoice-exceptions", "--input", "invoice.json", "--providers", "sure.yaml",
+                           "--json"))["runs"]
+    pe("approve", run["run_id"], "--as", "alice")
+    with duckdb.connect(str(tmp_path / "policyengine.duckdb"), read_only=True) as conn:
+        (actor, approver), = conn.execute(
+            "SELECT actor, payload ->> 'approver' FROM audit_log WHERE event = 'approval'").fetchall()
+    assert actor == approver and (actor is None if shown is None else actor.startswith(shown))
 
 
 HASHED_VALUES = {

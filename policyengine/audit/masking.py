@@ -8,7 +8,8 @@ payload itself under ``_masked`` (``{"drop": [...], "hash": [...]}``), as writte
 or the names of the keys a ``*`` matched.
 
 Masking is applied by the audit writer (``AuditLog.append``) to every record of
-every event type, on the canonical shape of a request: attributes written beside
+every event type (and to its ``actor`` and ``workflow`` columns where they repeat
+a value the mask hid: ``hidden``), on the canonical shape of a request: attributes written beside
 a principal's or resource's ``id`` (``{"id": "sue", "email": ...}``) are what the
 engine reads as ``attrs``, so they are moved under ``attrs`` before the pointers
 apply and ``/request/principal/attrs/email`` masks them. Which config applies is
@@ -78,25 +79,34 @@ class Masking:
             return "hmac-sha256:" + hmac.new(self.salt, data, hashlib.sha256).hexdigest()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    def apply(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Return a masked copy of ``payload`` (the caller's dict is never changed)."""
+    def apply(self, payload: dict[str, Any], hidden: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Return a masked copy of ``payload`` (the caller's dict is never changed).
+
+        ``hidden``, when given, receives each string the mask hid, mapped to what
+        a column showing it must show instead: its hash where it was hashed as a
+        whole, else None (dropped, or a part of a hashed object or list).
+        """
         if self.empty:
             return payload
         result: Any = canonical_request_shape(payload)
         dropped: list[str] = []
         hashed: list[str] = []
         for segments in self.hash:
-            hits: list[str] = []
-            result = _rewrite(result, segments, (), lambda v: self.hash_value(v), hits)
-            result = _rewrite_beside(result, segments, lambda v: self.hash_value(v), hits)
+            hits: list[Any] = []
+            result = _rewrite(result, segments, self.hash_value, hits)
+            result = _rewrite_beside(result, segments, self.hash_value, hits)
             if hits:
                 hashed.append(_pointer_text(segments))  # as configured: a ``*`` never lists the keys it matched
+                if hidden is not None:
+                    _hide(hits, hidden, self.hash_value)
         for segments in self.drop:
             hits = []
-            result = _rewrite(result, segments, (), None, hits)
+            result = _rewrite(result, segments, None, hits)
             result = _rewrite_beside(result, segments, None, hits)
             if hits:
                 dropped.append(_pointer_text(segments))
+                if hidden is not None:
+                    _hide(hits, hidden, None)
         if dropped or hashed:
             result = dict(result)
             result[MASKED_KEY] = {"drop": sorted(set(dropped)), "hash": sorted(set(hashed))}
@@ -144,7 +154,7 @@ def _rewrite_beside(payload: dict[str, Any], segments: tuple[str, ...], replace:
     if known is None:
         return payload
     extra = {k: v for k, v in node.items() if k not in known}
-    masked = _rewrite(extra, segments[3:], segments[:3], replace, applied)
+    masked = _rewrite(extra, segments[3:], replace, applied)
     if masked is extra:
         return payload
     return {**payload, "request": {**request, segments[1]: {**{k: v for k, v in node.items() if k in known},
@@ -165,23 +175,42 @@ def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
             yield int(segment), node[int(segment)]
 
 
-def _rewrite(node: Any, segments: tuple[str, ...], path: tuple[str, ...], replace: Any, applied: list[str]) -> Any:
-    """Copy ``node`` along the pointer, replacing (or dropping, if ``replace`` is None) its target."""
+def _hide(values: list[Any], hidden: dict[str, str | None], hash_value: Any) -> None:
+    """Record in ``hidden`` the strings in masked ``values``: a hashed string maps to its hash, all else to None."""
+    for value in values:
+        if isinstance(value, str):
+            hidden[value] = hash_value(value) if hash_value is not None else None
+            continue
+        stack = [value]  # an object or list masked as a whole: every key and string in it
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    hidden.setdefault(key, None)
+                    stack.append(item)
+            elif isinstance(node, list):
+                stack.extend(node)
+            elif isinstance(node, str):
+                hidden.setdefault(node, None)
+
+
+def _rewrite(node: Any, segments: tuple[str, ...], replace: Any, applied: list[Any]) -> Any:
+    """Copy ``node`` along the pointer, replacing (or dropping, if ``replace`` is None) its target; each
+    target's value is appended to ``applied``."""
     matches = list(_children(node, segments[0]))
     if not matches:
         return node
     copy: Any = dict(node) if isinstance(node, dict) else list(node)
     drop_keys = []
     for key, child in matches:
-        here = path + (str(key),)
         if len(segments) == 1:
-            applied.append(_pointer_text(here))
+            applied.append(child)
             if replace is None:
                 drop_keys.append(key)
             else:
                 copy[key] = replace(child)
         else:
-            copy[key] = _rewrite(child, segments[1:], here, replace, applied)
+            copy[key] = _rewrite(child, segments[1:], replace, applied)
     for key in sorted(drop_keys, key=lambda k: k if isinstance(k, int) else 0, reverse=True):
         del copy[key]
     return copy
