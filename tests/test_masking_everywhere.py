@@ -135,6 +135,31 @@ def test_serve_fills_the_actor_column_from_the_masked_request(tmp_path, case):
     assert secret not in json.dumps(audit_records(server.db))
 
 
+UNREADABLE_MASKS = {  # a mask file meant to be there that cannot be read: nothing is written, rather than unmasked
+    "a link to a file that is gone": (lambda p: p.symlink_to(p.parent / "gone.yaml"), "No such file or directory"),
+    "a folder": (lambda p: p.mkdir(), "Is a directory"),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE_MASKS)
+@pytest.mark.parametrize("command", ["eval", "run"])
+def test_a_mask_file_beside_the_database_that_cannot_be_read_stops_the_write(tmp_path, case, command):
+    make, why = UNREADABLE_MASKS[case]
+    make(tmp_path / "policyengine.mask.yaml")
+    key = tmp_path / "policyengine.key"
+    generate_key(key)
+    request = {"principal": {"id": "sue", "email": EMAIL, "roles": ["analyst"]}, "action": "read",
+               "resource": {"kind": "dataset", "id": "finance/invoices"}}
+    args = {"eval": ["eval", "--rules", str(data_path("rules")), "--audit", "policyengine.duckdb", "--key", str(key)],
+            "run": ["run", "fraud-routing", "--limit", "1"]}[command]
+    proc = subprocess.run([sys.executable, "-m", "policyengine", *args], cwd=tmp_path, input=json.dumps(request),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"policyengine.mask.yaml: cannot read masking config: {why}" in proc.stderr
+    db = tmp_path / "policyengine.duckdb"
+    assert not db.exists() or "decision" not in stored(db)
+
+
 def test_models_unblock_note_is_masked(tmp_path):
     key = tmp_path / "k.key"
     generate_key(key)

@@ -257,7 +257,9 @@ def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike
     """The masking config in force for a database: ``explicit``, else ``policyengine.mask.yaml`` beside it, else None.
 
     "Beside" is ``store.files.beside_database``: the database's real folder (a
-    drop there removes evidence, so a link elsewhere must not choose it).
+    drop there removes evidence, so a link elsewhere must not choose it). A name
+    there that is not a readable file (a dangling link, a folder) is returned
+    too, so loading it fails: a config that is meant but missing never masks nothing.
     """
     if explicit is not None:
         return os.fspath(explicit)
@@ -269,7 +271,7 @@ def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike
         beside = beside_database(db, MASK_NAME)
     except StoreError as exc:
         raise AuditError(str(exc)) from None
-    return os.fspath(beside) if beside.is_file() else None
+    return os.fspath(beside) if os.path.lexists(beside) else None
 
 
 def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None,
