@@ -6,13 +6,17 @@ way PII used to slip through (see docs/audit.md, "Masking").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from datetime import UTC, datetime
 
 import duckdb
+import httpx
 import pytest
+import yaml
+from gateway_process import start_gateway, start_upstream
 from server_process import Server, audit_records
 
 from policyengine.audit import AuditError, AuditLog, generate_key, load_masking, load_private_key
@@ -205,6 +209,42 @@ def test_an_approvers_column_shows_what_the_masked_payload_shows(tmp_path, mask,
         (actor, approver), = conn.execute(
             "SELECT actor, payload ->> 'approver' FROM audit_log WHERE event = 'approval'").fetchall()
     assert actor == approver and (actor is None if shown is None else actor.startswith(shown))
+
+
+ECHO_POLICY = """\
+package gw
+role caller
+model echo
+    provider "openai-compatible" region "eu-west-1" hosting external
+    cost 1 USD per 1M tokens latency 10 ms
+rule callers_invoke
+    allow role caller to invoke model "*"
+"""
+
+
+@pytest.mark.parametrize("audit_prompts", ["hash", "masked"])
+def test_an_upstream_error_that_quotes_the_prompt_keeps_it_out_of_the_gateway_log(tmp_path, audit_prompts):
+    """Providers' 400 answers quote the request; the call's ``error`` must not carry the prompt into the log."""
+    secret = "the merger with Initech closes on Friday"
+    with start_upstream(tmp_path) as upstream:
+        (tmp_path / "gw.policy").write_text(ECHO_POLICY)
+        keys = [{"sha256": hashlib.sha256(b"sk-1").hexdigest(), "name": "k",
+                 "principal": {"id": "bob", "roles": ["caller"]}}]
+        (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}))
+        (tmp_path / "providers.yaml").write_text(yaml.safe_dump(
+            {"models": {"echo": {"base_url": upstream.url + "/v1", "model": "echo400"}}}))
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(
+            {"rules": ["gw.policy"], "keys": "keys.yaml", "providers": "providers.yaml", "db": "gw.duckdb",
+             "key": "gw.key", "audit_prompts": audit_prompts}))
+        with start_gateway(tmp_path, tmp_path / "gateway.yaml") as gateway:
+            answer = httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": "Bearer sk-1"},
+                                json={"model": "echo", "messages": [{"role": "user", "content": secret}]}, timeout=30)
+    (call,) = [p for event, p in audit_records(tmp_path / "gw.duckdb").values() if event == "model_call"]
+    assert "Initech" not in json.dumps([call["error"], call["attempts"]])
+    if audit_prompts == "hash":  # no clear text anywhere (masked keeps the prompt with its findings redacted)
+        assert "Initech" not in json.dumps(call)
+    assert call["status"] == "error" and "HTTP 400 from upstream (invalid_request_error)" in call["error"]
+    assert answer.status_code == 502 and "HTTP 400 from upstream (invalid_request_error)" in answer.text
 
 
 HASHED_VALUES = {
