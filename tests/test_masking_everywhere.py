@@ -164,6 +164,52 @@ def test_a_mask_file_beside_the_database_that_cannot_be_read_stops_the_write(tmp
     assert not db.exists() or "decision" not in stored(db)
 
 
+QUOTED = """\
+package hr
+role agent
+mask context.ssn drop
+mask principal.email hash
+mask data.address drop
+mask data.salary hash
+schema typed
+    attribute context.ssn number
+    attribute principal.attrs.email enum ["a@x.com"]
+    attribute data.address number
+    attribute data.salary string
+rule agents_read
+    allow role agent to read dataset "hr/**"
+"""
+# each masked field sent with the wrong type: the schema's error quotes the value, in the decision's errors and reasons
+QUOTED_VALUES = {
+    "a dropped string": ("context.ssn", "123-45-6789", '"(masked)"'),
+    "a hashed string": ("principal.email", EMAIL, '"sha256:'),
+    "a long string, quoted cut short": ("data.address", "Flat 4, 1234 Long Street Name, Springfield, ZZ1 2YY",
+                                        '"(masked)"'),
+    "a hashed number": ("data.salary", 85123, "number sha256:"),
+}
+
+
+def test_a_masked_value_quoted_by_the_decision_is_masked_there_too(tmp_path):
+    (tmp_path / "hr.policy").write_text(QUOTED)
+    key = tmp_path / "k.key"
+    generate_key(key)
+    request = {"principal": {"id": "sue", "roles": ["agent"], "email": EMAIL}, "action": "read",
+               "resource": {"kind": "dataset", "id": "hr/1"}, "context": {"ssn": "123-45-6789"},
+               "data": {"address": QUOTED_VALUES["a long string, quoted cut short"][1], "salary": 85123}}
+    proc = subprocess.run([sys.executable, "-m", "policyengine", "eval", "--rules", "hr.policy", "--audit", "a.duckdb",
+                           "--key", str(key)], cwd=tmp_path, input=json.dumps(request), capture_output=True, text=True,
+                          timeout=120, check=False)
+    errors = json.loads(proc.stdout)["errors"]  # the caller sees what it sent
+    assert [e.split(":")[0] for e in errors] == [field for field, _, _ in QUOTED_VALUES.values()]
+    record = json.loads(stored(tmp_path / "a.duckdb", "decision"))
+    kept = dict(zip([field for field, _, _ in QUOTED_VALUES.values()], record["decision"]["errors"], strict=True))
+    messages = " ".join(r["message"] for r in record["decision"]["reasons"])
+    for case, (field, value, shown) in QUOTED_VALUES.items():
+        sent = json.dumps(value)[1:13] if isinstance(value, str) else str(value)
+        assert sent not in kept[field] and sent not in messages, case
+        assert shown in kept[field], (case, kept[field])
+
+
 def test_models_unblock_note_is_masked(tmp_path):
     key = tmp_path / "k.key"
     generate_key(key)

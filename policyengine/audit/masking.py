@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -84,10 +85,16 @@ class Masking:
 
         ``hidden``, when given, receives each string the mask hid, mapped to what
         a column showing it must show instead: its hash where it was hashed as a
-        whole, else None (dropped, or a part of a hashed object or list).
+        whole, else None (dropped, or a part of a hashed object or list). A masked
+        value quoted elsewhere in the payload (a decision's errors and reasons
+        quote the request: ``context.ssn: expected number, got string "..."``) is
+        replaced there by the same (``(masked)`` for None): ``scrub``.
         """
         if self.empty:
             return payload
+        if hidden is None:
+            hidden = {}
+        values: dict[Any, str | None] = {}
         result: Any = canonical_request_shape(payload)
         dropped: list[str] = []
         hashed: list[str] = []
@@ -97,16 +104,16 @@ class Masking:
             result = _rewrite_beside(result, segments, self.hash_value, hits)
             if hits:
                 hashed.append(_pointer_text(segments))  # as configured: a ``*`` never lists the keys it matched
-                if hidden is not None:
-                    _hide(hits, hidden, self.hash_value)
+                _hide(hits, hidden, values, self.hash_value)
         for segments in self.drop:
             hits = []
             result = _rewrite(result, segments, None, hits)
             result = _rewrite_beside(result, segments, None, hits)
             if hits:
                 dropped.append(_pointer_text(segments))
-                if hidden is not None:
-                    _hide(hits, hidden, None)
+                _hide(hits, hidden, values, None)
+        if values:
+            result = scrub(result, values)
         if dropped or hashed:
             result = dict(result)
             result[MASKED_KEY] = {"drop": sorted(set(dropped)), "hash": sorted(set(hashed))}
@@ -175,13 +182,21 @@ def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
             yield int(segment), node[int(segment)]
 
 
-def _hide(values: list[Any], hidden: dict[str, str | None], hash_value: Any) -> None:
-    """Record in ``hidden`` the strings in masked ``values``: a hashed string maps to its hash, all else to None."""
-    for value in values:
-        if isinstance(value, str):
-            hidden[value] = hash_value(value) if hash_value is not None else None
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _hide(hits: list[Any], hidden: dict[str, str | None], values: dict[Any, str | None], hash_value: Any) -> None:
+    """Record the masked ``hits``: in ``hidden`` their strings (and keys), in ``values`` their strings and numbers;
+    a value hashed as a whole maps to its hash, all else to None."""
+    for hit in hits:
+        if _scalar(hit):
+            shown = hash_value(hit) if hash_value is not None else None
+            values[hit] = shown
+            if isinstance(hit, str):
+                hidden[hit] = shown
             continue
-        stack = [value]  # an object or list masked as a whole: every key and string in it
+        stack = [hit]  # an object or list masked as a whole: every key, string and number in it
         while stack:
             node = stack.pop()
             if isinstance(node, dict):
@@ -190,8 +205,57 @@ def _hide(values: list[Any], hidden: dict[str, str | None], hash_value: Any) -> 
                     stack.append(item)
             elif isinstance(node, list):
                 stack.extend(node)
-            elif isinstance(node, str):
-                hidden.setdefault(node, None)
+            elif _scalar(node):
+                values.setdefault(node, None)
+                if isinstance(node, str):
+                    hidden.setdefault(node, None)
+
+
+_SHOWN_WHOLE = 12  # a quoted value longer than this is also found cut short ("...", as error messages shorten it)
+_BARE_MIN = 6  # a string this long is found unquoted too (shorter ones are ordinary words and digits)
+
+
+def _quotations(values: dict[Any, str | None]) -> list[tuple[re.Pattern[str], str]]:
+    """(pattern, replacement) for each way a message may quote a masked value: as JSON (escaped or not), as
+    Python's repr, cut short, or bare; a number standing alone."""
+    found: list[tuple[re.Pattern[str], str]] = []
+    bare: list[tuple[re.Pattern[str], str]] = []
+    for value, replacement in values.items():
+        shown = "(masked)" if replacement is None else replacement
+        if not isinstance(value, str):
+            text = json.dumps(value)
+            if len(text.lstrip("-")) >= 4:
+                bare.append((re.compile(r"(?<![\w.])" + re.escape(text) + r"(?![\w.])"), shown))
+            continue
+        if not value:
+            continue
+        for quoted in dict.fromkeys((json.dumps(value), json.dumps(value, ensure_ascii=False))):
+            inner = quoted[1:-1]
+            pattern = ('"' + re.escape(inner[:_SHOWN_WHOLE]) + '[^"]*"?') if len(inner) > _SHOWN_WHOLE \
+                else re.escape(quoted)
+            found.append((re.compile(pattern), f'"{shown}"'))
+        found.append((re.compile(re.escape(repr(value))), f"'{shown}'"))
+        if len(value) >= _BARE_MIN:
+            bare.append((re.compile(re.escape(value)), shown))
+    return found + bare
+
+
+def scrub(node: Any, values: dict[Any, str | None]) -> Any:
+    """``node`` with every quotation of a masked value in its strings replaced (keys are kept as they are)."""
+    quotations = _quotations(values)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            for pattern, shown in quotations:
+                item = pattern.sub(lambda _m, s=shown: s, item)
+            return item
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(node) if quotations else node
 
 
 def _rewrite(node: Any, segments: tuple[str, ...], replace: Any, applied: list[Any]) -> Any:
