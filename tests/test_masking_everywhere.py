@@ -210,6 +210,24 @@ def test_a_masked_value_quoted_by_the_decision_is_masked_there_too(tmp_path):
         assert shown in kept[field], (case, kept[field])
 
 
+def test_a_masked_value_inside_a_rule_id_leaves_the_rule_id_alone(tmp_path):
+    """Quotations are words of their own: a hashed principal id "agents" keeps the rule hr.agents_read readable."""
+    (tmp_path / "hr.policy").write_text("package hr\nrole agent\nmask principal.id hash\nrule agents_read\n"
+                                        '    allow role agent to read dataset "hr/**"\n')
+    key = tmp_path / "k.key"
+    generate_key(key)
+    request = {"principal": {"id": "agents", "roles": ["agent"]}, "action": "read",
+               "resource": {"kind": "dataset", "id": "hr/1"}, "context": {"note": "asked by agents today"}}
+    proc = subprocess.run([sys.executable, "-m", "policyengine", "eval", "--rules", "hr.policy", "--audit", "a.duckdb",
+                           "--key", str(key)], cwd=tmp_path, input=json.dumps(request), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(stored(tmp_path / "a.duckdb", "decision"))
+    assert [r["rule"] for r in record["decision"]["reasons"]] == ["hr.agents_read"]
+    hashed = record["request"]["principal"]["id"]
+    assert hashed.startswith("sha256:") and record["request"]["context"]["note"] == f"asked by {hashed} today"
+
+
 def test_models_unblock_note_is_masked(tmp_path):
     key = tmp_path / "k.key"
     generate_key(key)

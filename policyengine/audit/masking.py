@@ -217,7 +217,7 @@ _BARE_MIN = 6  # a string this long is found unquoted too (shorter ones are ordi
 
 def _quotations(values: dict[Any, str | None]) -> list[tuple[re.Pattern[str], str]]:
     """(pattern, replacement) for each way a message may quote a masked value: as JSON (escaped or not), as
-    Python's repr, cut short, or bare; a number standing alone."""
+    Python's repr, cut short, or bare as a word of its own; a number standing alone."""
     found: list[tuple[re.Pattern[str], str]] = []
     bare: list[tuple[re.Pattern[str], str]] = []
     for value, replacement in values.items():
@@ -235,8 +235,8 @@ def _quotations(values: dict[Any, str | None]) -> list[tuple[re.Pattern[str], st
                 else re.escape(quoted)
             found.append((re.compile(pattern), f'"{shown}"'))
         found.append((re.compile(re.escape(repr(value))), f"'{shown}'"))
-        if len(value) >= _BARE_MIN:
-            bare.append((re.compile(re.escape(value)), shown))
+        if len(value) >= _BARE_MIN:  # a word of its own: not the inside of a rule id ("agents" in "hr.agents_read")
+            bare.append((re.compile(r"(?<![\w.@-])" + re.escape(value) + r"(?![\w@-])"), shown))
     return found + bare
 
 
