@@ -242,20 +242,34 @@ def _quotations(values: dict[Any, str | None]) -> list[tuple[re.Pattern[str], st
 
 def scrub(node: Any, values: dict[Any, str | None]) -> Any:
     """``node`` with every quotation of a masked value in its strings replaced (keys are kept as they are)."""
-    quotations = _quotations(values)
+    # every quotation holds one of these (a value's start, raw or JSON-escaped): most strings hold none of them
+    needles: set[str] = set()
+    for value in values:
+        if isinstance(value, str):
+            needles.update(n for n in (value[:_SHOWN_WHOLE], json.dumps(value)[1:_SHOWN_WHOLE + 1],
+                                       json.dumps(value, ensure_ascii=False)[1:_SHOWN_WHOLE + 1]) if n)
+        elif len(json.dumps(value).lstrip("-")) >= 4:  # shorter numbers are not looked for (``_quotations``)
+            needles.add(json.dumps(value))
+    quotations: list[tuple[re.Pattern[str], str]] = []
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):
+            if not any(n in item for n in needles):
+                return item
+            if not quotations:
+                quotations.extend(_quotations(values))
             for pattern, shown in quotations:
                 item = pattern.sub(lambda _m, s=shown: s, item)
             return item
         if isinstance(item, dict):
-            return {k: walk(v) for k, v in item.items()}
+            walked = {k: walk(v) for k, v in item.items()}
+            return item if all(walked[k] is v for k, v in item.items()) else walked
         if isinstance(item, list):
-            return [walk(v) for v in item]
+            walked_list = [walk(v) for v in item]
+            return item if all(a is b for a, b in zip(walked_list, item, strict=True)) else walked_list
         return item
 
-    return walk(node) if quotations else node
+    return walk(node)
 
 
 def _rewrite(node: Any, segments: tuple[str, ...], replace: Any, applied: list[Any]) -> Any:
