@@ -275,6 +275,33 @@ def test_an_approvers_column_shows_what_the_masked_payload_shows(tmp_path, mask,
     assert actor == approver and (actor is None if shown is None else actor.startswith(shown))
 
 
+AUTHZEN = {"subject": {"type": "user", "id": "sue.secret.id", "properties": {"roles": ["analyst"], "email": EMAIL}},
+           "action": {"name": "read"}, "resource": {"type": "dataset", "id": "sales"}}
+MALFORMED_AUTHZEN = {  # each is denied with a 400 and recorded: in the shape the masks name
+    "a subject type that is no kind": {**AUTHZEN, "subject": {**AUTHZEN["subject"], "type": "robot"}},
+    "no resource type": {**AUTHZEN, "resource": {"id": "sales"}},
+    "a context key twice": {**AUTHZEN, "action": {"name": "read", "properties": {"hour": 9}}, "context": {"hour": 10}},
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_AUTHZEN)
+@pytest.mark.parametrize("path", ["/access/v1/evaluation", "/access/v1/evaluations"])
+def test_a_malformed_authzen_evaluation_is_recorded_masked(tmp_path, case, path):
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "shop.policy").write_text(SHADOWED)
+    (tmp_path / "policyengine.mask.yaml").write_text(
+        "drop:\n  - /request/principal/attrs/email\nhash:\n  - /request/principal/id\n")
+    evaluation = MALFORMED_AUTHZEN[case]
+    body = evaluation if path.endswith("evaluation") else {"evaluations": [evaluation]}
+    with Server(tmp_path, "--rules", "live", "--no-access-log") as server:
+        answer = server.post(path, body)
+    assert answer.status_code in (200, 400) and '"decision": true' not in json.dumps(answer.json())
+    (decision,) = [p for event, p in audit_records(server.db).values() if event == "decision"]
+    assert decision["decision"]["effect"] == "deny" and decision["decision"]["errors"]
+    assert EMAIL not in json.dumps(decision) and "sue.secret.id" not in json.dumps(decision)
+    assert decision["request"]["principal"]["id"].startswith("sha256:")
+
+
 ECHO_POLICY = """\
 package gw
 role caller
