@@ -302,6 +302,31 @@ def test_a_malformed_authzen_evaluation_is_recorded_masked(tmp_path, case, path)
     assert decision["request"]["principal"]["id"].startswith("sha256:")
 
 
+NATIVE = {"principal": {"id": "sue.secret.id", "roles": ["analyst"], "email": EMAIL}, "action": "read",
+          "resource": {"kind": "dataset", "id": "sales"}}
+LISTED = {  # a body that is a list where one request was due: denied (400) and recorded as sent, masked
+    "/v1/decide, a list": ("/v1/decide", [NATIVE]),
+    "/v1/explain, a list": ("/v1/explain", [NATIVE]),
+    "/v1/decide/batch, an item that is a list": ("/v1/decide/batch", [[NATIVE]]),
+    "/v1/decide/batch, lists in lists": ("/v1/decide/batch", [[[NATIVE], NATIVE]]),
+}
+
+
+@pytest.mark.parametrize("case", LISTED)
+def test_a_request_sent_inside_a_list_is_recorded_masked(tmp_path, case):
+    path, body = LISTED[case]
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "shop.policy").write_text(SHADOWED)
+    (tmp_path / "policyengine.mask.yaml").write_text(
+        "drop:\n  - /request/principal/attrs/email\nhash:\n  - /request/principal/id\n")
+    with Server(tmp_path, "--rules", "live", "--no-access-log") as server:
+        server.post(path, body)
+    (decision,) = [p for event, p in audit_records(server.db).values() if event == "decision"]
+    assert decision["decision"]["effect"] == "deny" and isinstance(decision["request"], list)
+    assert EMAIL not in json.dumps(decision) and "sue.secret.id" not in json.dumps(decision)
+    assert "/request/principal/id" in decision["_masked"]["hash"]
+
+
 ECHO_POLICY = """\
 package gw
 role caller

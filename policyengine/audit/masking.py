@@ -95,9 +95,24 @@ class Masking:
         if hidden is None:
             hidden = {}
         values: dict[Any, str | None] = {}
-        result: Any = canonical_request_shape(payload)
         dropped: list[str] = []
         hashed: list[str] = []
+        result = self._mask(payload, hidden, values, dropped, hashed)
+        if values:
+            result = scrub(result, values)
+        if dropped or hashed:
+            result = dict(result)
+            result[MASKED_KEY] = {"drop": sorted(set(dropped)), "hash": sorted(set(hashed))}
+        return result
+
+    def _mask(self, payload: dict[str, Any], hidden: dict[str, str | None], values: dict[Any, str | None],
+              dropped: list[str], hashed: list[str]) -> Any:
+        """``apply`` without the scrub and the ``_masked`` note; the pointers that matched go to the lists."""
+        request = payload.get("request")
+        if isinstance(request, list):  # a body of several would-be requests, logged as sent: each masked as one
+            items = [self._mask({"request": item}, hidden, values, dropped, hashed)["request"] for item in request]
+            payload = {**payload, "request": items}
+        result: Any = canonical_request_shape(payload)
         for segments in self.hash:
             hits: list[Any] = []
             result = _rewrite(result, segments, self.hash_value, hits)
@@ -112,11 +127,6 @@ class Masking:
             if hits:
                 dropped.append(_pointer_text(segments))
                 _hide(hits, hidden, values, None)
-        if values:
-            result = scrub(result, values)
-        if dropped or hashed:
-            result = dict(result)
-            result[MASKED_KEY] = {"drop": sorted(set(dropped)), "hash": sorted(set(hashed))}
         return result
 
 
