@@ -6,6 +6,7 @@ it receives to FILE as one JSON line (``{"path", "body"}``), so a test can see
 exactly what reached the model. Behaviour by the requested model name:
 
 * ``fail500``: always HTTP 500 (the gateway must fall back);
+* ``echo400``: HTTP 400 whose message quotes the messages sent (as providers' validation errors do);
 * ``leaky``: answers with a payment card number split across stream chunks;
 * ``mailer``: answers with an email address split across stream chunks;
 * ``longmail``: the same inside a long answer (the address falls where streamed text is being released);
@@ -83,6 +84,11 @@ class Handler(BaseHTTPRequestHandler):
         model = body.get("model", "")
         if model == "fail500":
             self._send(500, b'{"error": {"message": "upstream exploded", "type": "server_error"}}')
+            return
+        if model == "echo400":
+            quoted = json.dumps(body.get("messages"))[:150]
+            self._send(400, json.dumps({"error": {"message": f"Invalid 'messages': {quoted}",
+                                                  "type": "invalid_request_error"}}).encode())
             return
         if model == "slow":
             time.sleep(3)

@@ -117,3 +117,28 @@ def test_a_period_before_the_log_is_empty_and_an_inverted_one_is_refused(log):
     assert e["summary"]["decisions"] == 0 and all(not s["rows"] for s in e["sections"].values())
     bad = pe("report", "evidence", "--since", "2000-02-01", "--until", "2000-01-01", cwd=log, ok=False)
     assert bad.returncode == 1 and "the period is empty" in bad.stderr
+
+
+def test_a_live_segment_left_out_is_said_and_the_folder_is_not_verified_as_a_whole(tmp_path):
+    """The segment a writer holds cannot be read: its records are in no number, so the pack must not say verified."""
+    from policyengine.audit import generate_key, load_private_key
+    from policyengine.audit.segments import RollPolicy, SegmentedLog
+
+    (tmp_path / "audit").mkdir()
+    generate_key(tmp_path / "policyengine.key")
+    log = SegmentedLog(tmp_path / "audit", "srv", load_private_key(tmp_path / "policyengine.key"),
+                       roll=RollPolicy(records=4), flush_interval=0)
+    try:
+        for effect in ["allow"] * 6 + ["deny"] * 3:  # the denials land in the third segment, still being written
+            log.append("decision", actor="a", payload={"request": {}, "decision": {"effect": effect, "reasons": []}})
+        log.flush()
+        live = evidence(tmp_path, "--db", "audit")
+        page = pe("report", "denials", "--db", "audit", "--format", "html", cwd=tmp_path).stdout
+    finally:
+        log.close()
+    assert live["summary"]["decisions_by_effect"]["deny"] == 0  # what was read
+    assert live["summary"]["log_verified"] is None and live["audit_verification"]["verified"] is None
+    assert "srv.000003.duckdb" in live["audit_verification"]["summary"]
+    assert "not verified" in page and "srv.000003.duckdb" in page
+    sealed = evidence(tmp_path, "--db", "audit")  # the writer gone: every segment read, and verified
+    assert sealed["summary"]["decisions_by_effect"]["deny"] == 3 and sealed["summary"]["log_verified"] is True

@@ -539,7 +539,17 @@ class AuditLog:
                     raise AuditError(f"{name} must be a string or None, not {type(value).__name__}")
         masking = self._masking
         try:
-            payload_text = canonical_text(payload if masking.empty else masking.apply(payload))
+            if masking.empty:
+                payload_text = canonical_text(payload)
+            else:
+                hidden: dict[str, str | None] = {}
+                payload_text = canonical_text(masking.apply(payload, hidden))
+                # a column that repeats a masked value (an approver, ``by``, a principal id) shows what the payload
+                # shows instead: its hash, or nothing
+                if actor in hidden:
+                    actor = hidden[actor]
+                if workflow in hidden:
+                    workflow = hidden[workflow]
         except CanonicalJSONError as err:
             raise AuditError(f"{event} payload: {err}") from None
         enc = _encode_string

@@ -8,7 +8,8 @@ payload itself under ``_masked`` (``{"drop": [...], "hash": [...]}``), as writte
 or the names of the keys a ``*`` matched.
 
 Masking is applied by the audit writer (``AuditLog.append``) to every record of
-every event type, on the canonical shape of a request: attributes written beside
+every event type (and to its ``actor`` and ``workflow`` columns where they repeat
+a value the mask hid: ``hidden``), on the canonical shape of a request: attributes written beside
 a principal's or resource's ``id`` (``{"id": "sue", "email": ...}``) are what the
 engine reads as ``attrs``, so they are moved under ``attrs`` before the pointers
 apply and ``/request/principal/attrs/email`` masks them. Which config applies is
@@ -36,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -78,26 +80,53 @@ class Masking:
             return "hmac-sha256:" + hmac.new(self.salt, data, hashlib.sha256).hexdigest()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    def apply(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Return a masked copy of ``payload`` (the caller's dict is never changed)."""
+    def apply(self, payload: dict[str, Any], hidden: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Return a masked copy of ``payload`` (the caller's dict is never changed).
+
+        ``hidden``, when given, receives each string the mask hid, mapped to what
+        a column showing it must show instead: its hash where it was hashed as a
+        whole, else None (dropped, or a part of a hashed object or list). A masked
+        value quoted elsewhere in the payload (a decision's errors and reasons
+        quote the request: ``context.ssn: expected number, got string "..."``) is
+        replaced there by the same (``(masked)`` for None): ``scrub``.
+        """
         if self.empty:
             return payload
-        result: Any = canonical_request_shape(payload)
+        if hidden is None:
+            hidden = {}
+        values: dict[Any, str | None] = {}
         dropped: list[str] = []
         hashed: list[str] = []
-        for segments in self.hash:
-            hits: list[str] = []
-            result = _rewrite(result, segments, (), lambda v: self.hash_value(v), hits)
-            if hits:
-                hashed.append(_pointer_text(segments))  # as configured: a ``*`` never lists the keys it matched
-        for segments in self.drop:
-            hits = []
-            result = _rewrite(result, segments, (), None, hits)
-            if hits:
-                dropped.append(_pointer_text(segments))
+        result = self._mask(payload, hidden, values, dropped, hashed)
+        if values:
+            result = scrub(result, values)
         if dropped or hashed:
             result = dict(result)
             result[MASKED_KEY] = {"drop": sorted(set(dropped)), "hash": sorted(set(hashed))}
+        return result
+
+    def _mask(self, payload: dict[str, Any], hidden: dict[str, str | None], values: dict[Any, str | None],
+              dropped: list[str], hashed: list[str]) -> Any:
+        """``apply`` without the scrub and the ``_masked`` note; the pointers that matched go to the lists."""
+        request = payload.get("request")
+        if isinstance(request, list):  # a body of several would-be requests, logged as sent: each masked as one
+            items = [self._mask({"request": item}, hidden, values, dropped, hashed)["request"] for item in request]
+            payload = {**payload, "request": items}
+        result: Any = canonical_request_shape(payload)
+        for segments in self.hash:
+            hits: list[Any] = []
+            result = _rewrite(result, segments, self.hash_value, hits)
+            result = _rewrite_beside(result, segments, self.hash_value, hits)
+            if hits:
+                hashed.append(_pointer_text(segments))  # as configured: a ``*`` never lists the keys it matched
+                _hide(hits, hidden, values, self.hash_value)
+        for segments in self.drop:
+            hits = []
+            result = _rewrite(result, segments, None, hits)
+            result = _rewrite_beside(result, segments, None, hits)
+            if hits:
+                dropped.append(_pointer_text(segments))
+                _hide(hits, hidden, values, None)
         return result
 
 
@@ -106,7 +135,8 @@ def canonical_request_shape(payload: dict[str, Any]) -> dict[str, Any]:
 
     Keys beside ``id`` other than the known ones are attributes (``attrs`` wins
     on a clash, as in ``policyengine.evaluate``); they move under ``attrs`` so
-    that pointers such as ``/request/principal/attrs/email`` find them.
+    that pointers such as ``/request/principal/attrs/email`` find them. Beside
+    an ``attrs`` that is not an object they stay (``_rewrite_beside`` masks them there).
     """
     request = payload.get("request")
     if not isinstance(request, dict):
@@ -126,6 +156,28 @@ def canonical_request_shape(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "request": changed}
 
 
+def _rewrite_beside(payload: dict[str, Any], segments: tuple[str, ...], replace: Any, applied: list[str]) -> Any:
+    """Apply an ``attrs`` pointer to the attributes still beside ``id``: those ``canonical_request_shape``
+    could not move, because the request's ``attrs`` is not an object (a malformed request is logged as sent)."""
+    if len(segments) < 4 or segments[0] != "request" or segments[2] != "attrs":
+        return payload
+    request = payload.get("request")
+    node = request.get(segments[1]) if isinstance(request, dict) else None
+    if not isinstance(node, dict) or node.get("attrs") is None or isinstance(node["attrs"], dict):
+        return payload
+    from ..evaluate import _PRINCIPAL_KEYS, _RESOURCE_KEYS
+
+    known = {"principal": _PRINCIPAL_KEYS, "resource": _RESOURCE_KEYS}.get(segments[1])
+    if known is None:
+        return payload
+    extra = {k: v for k, v in node.items() if k not in known}
+    masked = _rewrite(extra, segments[3:], replace, applied)
+    if masked is extra:
+        return payload
+    return {**payload, "request": {**request, segments[1]: {**{k: v for k, v in node.items() if k in known},
+                                                            **masked}}}
+
+
 def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
     """(key, child) pairs that ``segment`` selects in ``node``."""
     if isinstance(node, dict):
@@ -140,23 +192,113 @@ def _children(node: Any, segment: str) -> Iterator[tuple[Any, Any]]:
             yield int(segment), node[int(segment)]
 
 
-def _rewrite(node: Any, segments: tuple[str, ...], path: tuple[str, ...], replace: Any, applied: list[str]) -> Any:
-    """Copy ``node`` along the pointer, replacing (or dropping, if ``replace`` is None) its target."""
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _hide(hits: list[Any], hidden: dict[str, str | None], values: dict[Any, str | None], hash_value: Any) -> None:
+    """Record the masked ``hits``: in ``hidden`` their strings (and keys), in ``values`` their strings and numbers;
+    a value hashed as a whole maps to its hash, all else to None."""
+    for hit in hits:
+        if _scalar(hit):
+            shown = hash_value(hit) if hash_value is not None else None
+            values[hit] = shown
+            if isinstance(hit, str):
+                hidden[hit] = shown
+            continue
+        stack = [hit]  # an object or list masked as a whole: every key, string and number in it
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    hidden.setdefault(key, None)
+                    stack.append(item)
+            elif isinstance(node, list):
+                stack.extend(node)
+            elif _scalar(node):
+                values.setdefault(node, None)
+                if isinstance(node, str):
+                    hidden.setdefault(node, None)
+
+
+_SHOWN_WHOLE = 12  # a quoted value longer than this is also found cut short ("...", as error messages shorten it)
+_BARE_MIN = 6  # a string this long is found unquoted too (shorter ones are ordinary words and digits)
+
+
+def _quotations(values: dict[Any, str | None]) -> list[tuple[re.Pattern[str], str]]:
+    """(pattern, replacement) for each way a message may quote a masked value: as JSON (escaped or not), as
+    Python's repr, cut short, or bare as a word of its own; a number standing alone."""
+    found: list[tuple[re.Pattern[str], str]] = []
+    bare: list[tuple[re.Pattern[str], str]] = []
+    for value, replacement in values.items():
+        shown = "(masked)" if replacement is None else replacement
+        if not isinstance(value, str):
+            text = json.dumps(value)
+            if len(text.lstrip("-")) >= 4:
+                bare.append((re.compile(r"(?<![\w.])" + re.escape(text) + r"(?![\w.])"), shown))
+            continue
+        if not value:
+            continue
+        for quoted in dict.fromkeys((json.dumps(value), json.dumps(value, ensure_ascii=False))):
+            inner = quoted[1:-1]
+            pattern = ('"' + re.escape(inner[:_SHOWN_WHOLE]) + '[^"]*"?') if len(inner) > _SHOWN_WHOLE \
+                else re.escape(quoted)
+            found.append((re.compile(pattern), f'"{shown}"'))
+        found.append((re.compile(re.escape(repr(value))), f"'{shown}'"))
+        if len(value) >= _BARE_MIN:  # a word of its own: not the inside of a rule id ("agents" in "hr.agents_read")
+            bare.append((re.compile(r"(?<![\w.@-])" + re.escape(value) + r"(?![\w@-])"), shown))
+    return found + bare
+
+
+def scrub(node: Any, values: dict[Any, str | None]) -> Any:
+    """``node`` with every quotation of a masked value in its strings replaced (keys are kept as they are)."""
+    # every quotation holds one of these (a value's start, raw or JSON-escaped): most strings hold none of them
+    needles: set[str] = set()
+    for value in values:
+        if isinstance(value, str):
+            needles.update(n for n in (value[:_SHOWN_WHOLE], json.dumps(value)[1:_SHOWN_WHOLE + 1],
+                                       json.dumps(value, ensure_ascii=False)[1:_SHOWN_WHOLE + 1]) if n)
+        elif len(json.dumps(value).lstrip("-")) >= 4:  # shorter numbers are not looked for (``_quotations``)
+            needles.add(json.dumps(value))
+    quotations: list[tuple[re.Pattern[str], str]] = []
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            if not any(n in item for n in needles):
+                return item
+            if not quotations:
+                quotations.extend(_quotations(values))
+            for pattern, shown in quotations:
+                item = pattern.sub(lambda _m, s=shown: s, item)
+            return item
+        if isinstance(item, dict):
+            walked = {k: walk(v) for k, v in item.items()}
+            return item if all(walked[k] is v for k, v in item.items()) else walked
+        if isinstance(item, list):
+            walked_list = [walk(v) for v in item]
+            return item if all(a is b for a, b in zip(walked_list, item, strict=True)) else walked_list
+        return item
+
+    return walk(node)
+
+
+def _rewrite(node: Any, segments: tuple[str, ...], replace: Any, applied: list[Any]) -> Any:
+    """Copy ``node`` along the pointer, replacing (or dropping, if ``replace`` is None) its target; each
+    target's value is appended to ``applied``."""
     matches = list(_children(node, segments[0]))
     if not matches:
         return node
     copy: Any = dict(node) if isinstance(node, dict) else list(node)
     drop_keys = []
     for key, child in matches:
-        here = path + (str(key),)
         if len(segments) == 1:
-            applied.append(_pointer_text(here))
+            applied.append(child)
             if replace is None:
                 drop_keys.append(key)
             else:
                 copy[key] = replace(child)
         else:
-            copy[key] = _rewrite(child, segments[1:], here, replace, applied)
+            copy[key] = _rewrite(child, segments[1:], replace, applied)
     for key in sorted(drop_keys, key=lambda k: k if isinstance(k, int) else 0, reverse=True):
         del copy[key]
     return copy
@@ -203,7 +345,9 @@ def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike
     """The masking config in force for a database: ``explicit``, else ``policyengine.mask.yaml`` beside it, else None.
 
     "Beside" is ``store.files.beside_database``: the database's real folder (a
-    drop there removes evidence, so a link elsewhere must not choose it).
+    drop there removes evidence, so a link elsewhere must not choose it). A name
+    there that is not a readable file (a dangling link, a folder) is returned
+    too, so loading it fails: a config that is meant but missing never masks nothing.
     """
     if explicit is not None:
         return os.fspath(explicit)
@@ -215,7 +359,7 @@ def mask_path_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike
         beside = beside_database(db, MASK_NAME)
     except StoreError as exc:
         raise AuditError(str(exc)) from None
-    return os.fspath(beside) if beside.is_file() else None
+    return os.fspath(beside) if os.path.lexists(beside) else None
 
 
 def masking_for(db: str | os.PathLike[str] | None, explicit: str | os.PathLike[str] | None = None,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,24 @@ class UpstreamError(Exception):
         super().__init__(message)
         self.status = status
         self.spent = spent
+
+
+_KIND = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def error_kind(content: bytes) -> str:
+    """What an upstream's error answer says of its kind: its ``error.type`` and ``error.code`` when they are
+    identifiers, as `` (invalid_request_error)``. Never its message or body: providers' validation errors quote
+    the request, and the error goes to the audit log, which keeps no clear text of prompts."""
+    try:
+        doc = loads_safe(content)
+    except (Unreadable, ValueError):
+        return ""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    kinds = [v for v in (error.get("type"), error.get("code")) if isinstance(v, str) and _KIND.fullmatch(v)]
+    return f" ({', '.join(dict.fromkeys(kinds))})" if kinds else ""
 
 
 # timeouts before the request could reach the upstream: nothing was done there
@@ -178,8 +197,8 @@ class UpstreamClient:
                 last = UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream", spent=spent)
                 continue
             if status >= 400:
-                raise UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream: "
-                                         f"{content_in[:200].decode('utf-8', 'replace')}", spent=spent)
+                raise UpstreamError(502, f"{upstream.model}: HTTP {status} from upstream{error_kind(content_in)}",
+                                    spent=spent)
             try:
                 doc = loads_safe(content_in)
             except Unreadable as error:

@@ -60,12 +60,14 @@ def open_readwrite(path: str | Path) -> duckdb.DuckDBPyConnection:
 AUDIT_TABLES = ("audit_log", "audit_checkpoints", "audit_meta")
 
 
-def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+def open_readonly(path: str | Path, *, external_access: bool = False,
+                  skipped: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """Open an audit database read-only; a clear ``ReportError`` if it is missing or not DuckDB.
 
     A folder is read as one database: every ``*.duckdb`` file in it (rolled
     segments, one series per worker), its audit tables the union of theirs. A
-    file its writer holds (the live segment) is left out, with a ``note:`` on stderr.
+    file its writer holds (the live segment) is left out, with a ``note:`` on
+    stderr, or, given ``skipped``, a note there (for a page to say so).
     """
     p = Path(path)
     files = sorted(p.glob("*.duckdb")) if p.is_dir() else []
@@ -74,8 +76,11 @@ def open_readonly(path: str | Path, *, external_access: bool = False) -> duckdb.
             con, notes = open_duckdb_set(files, AUDIT_TABLES, skip_in_use=True)
         except StoreError as e:
             raise ReportError(str(e)) from None
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+        if skipped is not None:
+            skipped.extend(notes)
+        else:
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
         return con
     try:
         return open_duckdb(check_db_path(path), read_only=True, external_access=external_access)

@@ -124,7 +124,8 @@ def evidence(db: str | Path, *, since: datetime | None = None, until: datetime |
     since = since or until - timedelta(days=30)
     if since >= until:
         raise ReportError(f"the period is empty: --since {since.isoformat()} is not before --until {until.isoformat()}")
-    con = open_readonly(db)
+    skipped: list[str] = []
+    con = open_readonly(db, skipped=skipped)
     try:
         require_audit_log(con, db)
         sections = []
@@ -136,7 +137,7 @@ def evidence(db: str | Path, *, since: datetime | None = None, until: datetime |
         raise ReportError(f"report evidence: {first_line(e)}") from None
     finally:
         con.close()
-    return Evidence(str(db), since, until, tuple(sections), log_provenance(db, pubkeys))
+    return Evidence(str(db), since, until, tuple(sections), log_provenance(db, pubkeys, skipped))
 
 
 def render_evidence(e: Evidence, fmt: str) -> str:

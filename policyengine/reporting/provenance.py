@@ -81,13 +81,33 @@ def newest_checkpoint(db: str | Path) -> dict[str, Any] | None:
     return c
 
 
-def log_provenance(db: str | Path, pubkeys: Sequence[str | Path] = ()) -> Provenance:
-    """Verify the audit log ``db`` (read-only) and describe it for a report."""
+def files_not_read(db: str | Path) -> list[str]:
+    """The files of the folder ``db`` that a report leaves out (a live segment its writer holds), each as a note."""
+    skipped: list[str] = []
+    if Path(db).is_dir():
+        try:
+            open_readonly(db, skipped=skipped).close()
+        except ReportError:
+            pass  # the report itself could not have read it either; verification says why
+    return skipped
+
+
+def log_provenance(db: str | Path, pubkeys: Sequence[str | Path] = (),
+                   not_read: Sequence[str] | None = None) -> Provenance:
+    """Verify the audit log ``db`` (read-only) and describe it for a report.
+
+    ``not_read``: the files of a folder the report's own connection left out
+    (``open_readonly(skipped=...)``; found here when not given). Numbers without
+    their records are not the log's: the log is then not verified as a whole.
+    """
     trusted = trusted_keys(pubkeys)
     source = str(db)
+    if not_read is None:
+        not_read = files_not_read(db)
+    missing = f"not read, so not in the numbers: {'; '.join(not_read)}. " if not_read else ""
     if not trusted:
         return Provenance(source, "audit log", None,
-                          "not verified: no trusted public key (pass --pubkey PEM, or keep "
+                          missing + "not verified: no trusted public key (pass --pubkey PEM, or keep "
                           f"{public_key_path(DEFAULT_KEY_PATH)} in the current directory)")
     if Path(db).is_dir():  # a folder of rolled segments (audit/segments.py)
         from ..audit.segments import verify_segments
@@ -95,8 +115,9 @@ def log_provenance(db: str | Path, pubkeys: Sequence[str | Path] = ()) -> Proven
         try:
             folder = verify_segments(db, trusted)
         except AuditError as exc:
-            return Provenance(source, "audit segments", False, f"cannot be verified: {exc}")
-        return Provenance(source, "audit segments", folder.ok, folder.summary(), None,
+            return Provenance(source, "audit segments", False, f"{missing}cannot be verified: {exc}")
+        verified = None if folder.ok and not_read else folder.ok
+        return Provenance(source, "audit segments", verified, missing + folder.summary(), None,
                           sum(s["records"] for s in folder.segments))
     try:
         report = verify_database(db, trusted)
@@ -112,4 +133,4 @@ def file_provenance(*paths: str) -> Provenance:
     return Provenance(shown, "files", None, "computed from the files named; no audit log was read")
 
 
-__all__ = ["Provenance", "file_provenance", "log_provenance", "newest_checkpoint", "trusted_keys"]
+__all__ = ["Provenance", "file_provenance", "files_not_read", "log_provenance", "newest_checkpoint", "trusted_keys"]

@@ -567,10 +567,10 @@ class DecisionApp:
         active = self._active()
         body, problem = self._one_object(exchange.body)
         problems = [problem] if problem is not None else []
-        request = None
+        request = body
         if not problems:
-            request, problems = authzen.to_request(body)
-        data, seq = self._decide(active, request if not problems else body, problems)
+            request, problems = authzen.to_request(body)  # also when malformed: the log masks our shape
+        data, seq = self._decide(active, request, problems)
         await self._durable(seq)
         self._count(data)
         answer = authzen.answer(data, seq)
@@ -591,7 +591,7 @@ class DecisionApp:
         last = 0
         for index, evaluation in enumerate(evaluations):
             request, item_problems = authzen.to_request(evaluation, f"evaluations[{index}].")
-            data, last = self._decide(active, request if request is not None else evaluation, item_problems)
+            data, last = self._decide(active, request, item_problems)
             answers.append(authzen.answer(data, last))
             if semantic == "deny_on_first_deny" and data["effect"] != "allow":
                 break

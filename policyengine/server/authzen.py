@@ -37,8 +37,13 @@ def _string(value: Any, where: str, problems: list[str]) -> str | None:
     return value
 
 
-def to_request(evaluation: dict[str, Any], where: str = "") -> tuple[dict[str, Any] | None, list[str]]:
-    """Our request for one AuthZEN evaluation, or None and every problem found (field by field)."""
+def to_request(evaluation: dict[str, Any], where: str = "") -> tuple[dict[str, Any], list[str]]:
+    """Our request for one AuthZEN evaluation and every problem found (field by field).
+
+    The request is returned also when there are problems (its malformed parts left out): the
+    log records it, in the shape the audit masks name (``subject.properties.email`` is
+    ``/request/principal/attrs/email``), so a malformed evaluation is no way around them.
+    """
     problems: list[str] = []
     subject = _object(evaluation.get("subject"), f"{where}subject", problems)
     action = _object(evaluation.get("action"), f"{where}action", problems)
@@ -77,7 +82,7 @@ def to_request(evaluation: dict[str, Any], where: str = "") -> tuple[dict[str, A
     if "approvals" in context:
         request["approvals"] = context.pop("approvals")
     request["context"] = {**action_properties, **context}
-    return (None, problems) if problems else (request, [])
+    return request, problems
 
 
 def answer(decision: dict[str, Any], seq: int | None) -> dict[str, Any]:
