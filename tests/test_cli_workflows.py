@@ -810,3 +810,28 @@ def test_runs_show_prints_a_step_reason_whole(work):
     cells = " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇┳┻╋┼]", " ", table).split())  # wrapped cells read as one text
     for reason in reasons:
         assert reason in cells
+
+
+def test_budget_exhausted_mid_batch_over_an_http_provider_records_every_run(work):
+    """The budget denies the rest of a batch whose calls go to an HTTP provider: every run is recorded."""
+    rules = work / "rules"
+    shutil.copytree(data_path("rules"), rules)
+    (rules / "tiny_budget.policy").write_text(
+        'package test.tiny\nowner "qa@example.com"\n\n'
+        'budget tiny_triage\n    for workflow "it-ticket-triage"\n    limit 600 tokens per day\n    on exceed deny\n')
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        (work / "providers.yaml").write_text(
+            "retries: 1\ntimeout_s: 2\nmodels:\n  triage_small: {fail_rate: 1.0, fail: error}\n"
+            f"providers:\n  openai-compatible: {{base_url: 'http://127.0.0.1:{httpd.server_address[1]}/v1'}}\n")
+        out = pe("run", "it-ticket-triage", "--rules", str(rules), "--limit", "20", "--providers", "providers.yaml",
+                 "--json", cwd=work)  # it stopped: "audit write ... failed: ... unfinished result", exit 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    statuses = [r["status"] for r in json.loads(out.stdout)["runs"]]
+    assert "denied" in statuses and len(statuses) == 20
+    with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
+        recorded = conn.execute("SELECT count(DISTINCT run_id) FROM orch_runs").fetchone()[0]
+    assert recorded == 20

@@ -279,8 +279,15 @@ def connect(
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:
-    row = con.execute(q("database_path")).fetchone()
-    return str(Path(row[0]).resolve()) if row and row[0] else f"memory:{id(con)}"
+    """The file ``con`` writes (resolved), or ``memory:<id>``.
+
+    The result is read to its end: DuckDB refuses ``register`` on a connection
+    with an unfinished result, and the run state registers Arrow tables on the
+    audit log's cursor right after asking (a batch that stopped with a budget
+    denial failed its audit write on it).
+    """
+    rows = con.execute(q("database_path")).fetchall()
+    return str(Path(rows[0][0]).resolve()) if rows and rows[0][0] else f"memory:{id(con)}"
 
 
 _second_cache: tuple[int | None, str] = (None, "")
