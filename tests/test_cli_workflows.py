@@ -150,12 +150,18 @@ def test_items_whose_ids_only_look_alike_are_refused_before_anything_is_paid(wor
     assert not (work / "policyengine.duckdb").exists()
 
 
-def test_budget_exhausted_mid_batch_denies_the_rest(work):
+def _tiny_triage_budget(work: Path) -> Path:
+    """The shipped rules plus a 600-token daily budget for it-ticket-triage: a batch of 20 runs out of it."""
     rules = work / "rules"
     shutil.copytree(data_path("rules"), rules)
     (rules / "tiny_budget.policy").write_text(
         'package test.tiny\nowner "qa@example.com"\n\n'
         'budget tiny_triage\n    for workflow "it-ticket-triage"\n    limit 600 tokens per day\n    on exceed deny\n')
+    return rules
+
+
+def test_budget_exhausted_mid_batch_denies_the_rest(work):
+    rules = _tiny_triage_budget(work)
     out = pe("run", "it-ticket-triage", "--rules", str(rules), "--limit", "20", "--json", cwd=work)
     summary = json.loads(out.stdout)
     statuses = [r["status"] for r in summary["runs"]]
@@ -185,7 +191,7 @@ class _Chat(BaseHTTPRequestHandler):
         self.wfile.write(raw)
 
 
-def run_over_http(work: Path, chat: type[_Chat], models: str, limit: int) -> subprocess.CompletedProcess[str]:
+def run_over_http(work: Path, chat: type[_Chat], models: str, limit: int, *options: str) -> subprocess.CompletedProcess[str]:
     """``run it-ticket-triage`` with ``models`` (simulator settings) and an HTTP provider answered by ``chat``."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), chat)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -194,7 +200,7 @@ def run_over_http(work: Path, chat: type[_Chat], models: str, limit: int) -> sub
             f"retries: 1\ntimeout_s: 2\nmodels:\n  {models}\n"
             f"providers:\n  openai-compatible: {{base_url: 'http://127.0.0.1:{httpd.server_address[1]}/v1'}}\n")
         return pe("run", "it-ticket-triage", "--limit", str(limit), "--providers", "providers.yaml", "--json",
-                  cwd=work)
+                  *options, cwd=work)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -813,23 +819,11 @@ def test_runs_show_prints_a_step_reason_whole(work):
 
 
 def test_budget_exhausted_mid_batch_over_an_http_provider_records_every_run(work):
-    """The budget denies the rest of a batch whose calls go to an HTTP provider: every run is recorded."""
-    rules = work / "rules"
-    shutil.copytree(data_path("rules"), rules)
-    (rules / "tiny_budget.policy").write_text(
-        'package test.tiny\nowner "qa@example.com"\n\n'
-        'budget tiny_triage\n    for workflow "it-ticket-triage"\n    limit 600 tokens per day\n    on exceed deny\n')
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        (work / "providers.yaml").write_text(
-            "retries: 1\ntimeout_s: 2\nmodels:\n  triage_small: {fail_rate: 1.0, fail: error}\n"
-            f"providers:\n  openai-compatible: {{base_url: 'http://127.0.0.1:{httpd.server_address[1]}/v1'}}\n")
-        out = pe("run", "it-ticket-triage", "--rules", str(rules), "--limit", "20", "--providers", "providers.yaml",
-                 "--json", cwd=work)  # it stopped: "audit write ... failed: ... unfinished result", exit 1
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """The budget denies the rest of a batch whose calls go to an HTTP provider: every run is recorded.
+
+    It stopped with "audit write ... failed: ... unfinished result" (exit 1, the batch unrecorded)."""
+    rules = _tiny_triage_budget(work)
+    out = run_over_http(work, _Chat, "triage_small: {fail_rate: 1.0, fail: error}", 20, "--rules", str(rules))
     statuses = [r["status"] for r in json.loads(out.stdout)["runs"]]
     assert "denied" in statuses and len(statuses) == 20
     with duckdb.connect(str(work / "policyengine.duckdb"), read_only=True) as conn:
