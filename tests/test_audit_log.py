@@ -174,11 +174,21 @@ def test_salted_hash_needs_its_environment_variable(tmp_path: Path, monkeypatch:
 
 
 @pytest.mark.parametrize(("text", "message"), [("drop: /x\n", "list of JSON pointers"), ("drop: [x]\n", "must start with '/'"),
-                                               ("mask: []\n", "expected a mapping"), ("drop: [\n", "not valid YAML")])
+                                               ("mask: []\n", "expected a mapping"), ("drop: [\n", "not valid YAML"),
+                                               # cut short: masking nothing would be a leak, so it must be said
+                                               ("", "the masking config is empty"),
+                                               ("# masks\n", "the masking config is empty"),
+                                               ("drop:\n", "drop lists no JSON pointer"),
+                                               ("drop: [/a]\nhash:\n", "hash lists no JSON pointer")])
 def test_bad_masking_configs_name_the_file(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "m.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(AuditError, match=message):
         load_masking(tmp_path / "m.yaml")
+
+
+def test_an_explicit_empty_list_masks_nothing_on_purpose(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("drop: []\n", encoding="utf-8")
+    assert load_masking(tmp_path / "m.yaml").apply({"x": 1}) == {"x": 1}
 
 
 def test_pointer_escapes() -> None:

@@ -522,6 +522,7 @@ BAD_MASKS = [
     ("not YAML", "drop: [\n", "not valid YAML"),
     ("unknown key", "remove: [/a]\n", "expected a mapping with keys drop, hash, salt_env"),
     ("not a pointer", "drop: [request/data]\n", "must start with '/'"),
+    ("empty", "", "the masking config is empty, so nothing would be masked"),
 ]
 
 

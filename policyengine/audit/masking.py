@@ -386,13 +386,19 @@ def load_masking(path: str | os.PathLike[str]) -> Masking:
             detail = err.message.removeprefix("masking config is not valid YAML: ")
             raise AuditError(f"{where}: not valid YAML (line {err.line}: {detail})") from None
         raise AuditError(str(err)) from None
+    # A file that says nothing may be one cut short (a copy stopped, a disk full): masking nothing is then a
+    # leak, so it takes an explicit "drop: []" to mean that.
     if data is None:
-        return NO_MASKING
+        raise AuditError(f"{where}: the masking config is empty, so nothing would be masked; list the fields "
+                         "to drop or hash (write 'drop: []' to mask nothing on purpose)")
     if not isinstance(data, dict) or set(data) - {"drop", "hash", "salt_env"}:
         raise AuditError(f"{where}: expected a mapping with keys drop, hash, salt_env")
     lists = {}
     for name in ("drop", "hash"):
-        items = data.get(name) or []
+        if name in data and data[name] is None:
+            raise AuditError(f"{where}: {name} lists no JSON pointer (a list cut short?); write '{name}: []' "
+                             "for none")
+        items = data.get(name, [])
         if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
             raise AuditError(f"{where}: {name} must be a list of JSON pointers")
         lists[name] = tuple(parse_pointer(p, where) for p in items)
