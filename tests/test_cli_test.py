@@ -342,3 +342,28 @@ def test_pytest_leaves_unrelated_yaml_and_can_be_switched_off(tmp_path: Path) ->
     assert "config_test.yaml" not in result.stdout
     off = pytest_run("rules", "--no-policy-tests", cwd=root)
     assert off.returncode == 5  # pytest: no tests collected
+
+
+PAYMENTS = """\
+package pay
+role clerk
+rule clerks_pay
+    allow role clerk to pay tool "erp"
+rule no_big_payments
+    deny any to pay tool "erp"
+    when context.amount > 10_000
+"""
+
+
+@pytest.mark.parametrize("amount", [".nan", ".inf", "-.inf", "9007199254740993"])
+def test_a_number_eval_cannot_read_is_decided_as_eval_decides_it(tmp_path: Path, amount: str) -> None:
+    """``amount: .nan`` is no JSON number: eval denies such a request unread (``<request>``). The test decided it by
+    the rules (``nan > 10_000`` is false: allowed), so 'a payment of NaN is allowed' passed."""
+    case = "    principal: {id: cy, roles: [clerk]}\n    action: pay\n    resource: tool erp\n" \
+           f"    context: {{amount: {amount}}}\n"
+    tests = (f"cases:\n  - name: wrongly allowed\n{case}    expect: allow\n"
+             f"  - name: denied unread\n{case}    expect: deny\n    rules: [\"<request>\"]\n")
+    result = run("test", cwd=project(tmp_path, tests, PAYMENTS))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "1 passed, 1 failed"
+    assert "rules/docs_test.yaml:2: effect: expected allow, got deny" in result.stdout
