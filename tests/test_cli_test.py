@@ -190,6 +190,15 @@ def test_mutations_flag_names_the_changes_no_test_notices(tmp_path: Path) -> Non
     assert again.returncode == 0
 
 
+def test_mutations_of_a_test_file_alone_are_refused_not_skipped(tmp_path: Path) -> None:
+    """Mutants are made of a folder's rule files; given a test file, none was tried and the gate exited 0."""
+    root = project(tmp_path, PASSING)  # two of its five mutants go unnoticed (above)
+    result = run("test", "--mutations", "rules/docs_test.yaml", cwd=root)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == ("Error: --mutations: rules/docs_test.yaml is a file; name the folder "
+                                              "that holds the rule files and their tests")
+
+
 SHOP = """\
 package shop
 import common.lists
