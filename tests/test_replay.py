@@ -107,6 +107,15 @@ def test_since_and_until_select_the_period(log, tmp_path):
     assert json.loads(earlier)["replayed"] == 0
 
 
+def test_a_ci_gate_that_replays_nothing_fails(log, tmp_path):
+    """``--fail-on-change`` over a period with no decision (a typo in --since) exited 0: nothing changed."""
+    proc = pe("replay", "--rules", str(data_path("rules")), "--since", "2999-01-01T00:00:00Z", "--fail-on-change",
+              cwd=log, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == ("error: --fail-on-change: policyengine.duckdb holds no decision "
+                                                    "record in the period; nothing was replayed")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rules", "RULES", "--db", "missing.duckdb"], "error: missing.duckdb: database file not found"),
     (["--rules", "broken.policy", "--db", "policyengine.duckdb"], "error: --rules: "),
