@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from policyengine.resources import data_path
-from tests.cli_process import READER_POLICY
+from tests.cli_process import READER_POLICY, UNPRIVILEGED
 from tests.cli_process import policyengine as run
 
 POLICY = READER_POLICY + """\
@@ -188,6 +188,24 @@ def test_mutations_flag_names_the_changes_no_test_notices(tmp_path: Path) -> Non
     again = run("test", "--mutations", "rules", cwd=root)
     assert "5/5 single changes of the rule files made a test fail" in again.stdout.splitlines()
     assert again.returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which(UNPRIVILEGED[0]), reason="root reads any folder")
+def test_a_folder_of_tests_that_cannot_be_listed_is_an_error_not_skipped(tmp_path: Path) -> None:
+    """``rules/locked`` holds a failing test and cannot be listed: it was passed over and the run exited 0."""
+    root = project(tmp_path, PASSING)
+    locked = root / "rules" / "locked"
+    locked.mkdir()
+    (locked / "docs.policy").write_text(POLICY, encoding="utf-8")
+    (locked / "docs_test.yaml").write_text(FAILING, encoding="utf-8")
+    locked.chmod(0)
+    try:
+        result = run("test", "rules", cwd=root, bound_by_permissions=True)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rules/locked:1: cannot list this folder: Permission denied; its test files cannot run" in result.stdout
+    assert result.stdout.splitlines()[-1] == "2 passed, 0 failed, 1 error"
 
 
 def test_mutations_of_a_test_file_alone_are_refused_not_skipped(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -356,6 +357,13 @@ def load_test_file(path: str | Path) -> TestFile:
     """Parse one test file; raises ``TestFileError`` naming ``file:line`` on any mistake."""
     path = Path(path)
     shown = shown_path(str(path))
+    if path.is_dir():  # one discovery could not list: its test files would not run
+        why = "listing it failed"
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        raise TestFileError(Span(shown, 1, 1, 1, 1), f"cannot list this folder: {why}; its test files cannot run")
     try:
         text = yamlfile.read_text(path, "test file")
     except yamlfile.YamlFileError as exc:

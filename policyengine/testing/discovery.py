@@ -59,9 +59,12 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _walk(folder: Path) -> Iterator[Path]:
+    """The test files under ``folder``; a folder that cannot be listed is yielded itself, so that reading it
+    as a test file reports why (``cases.load_test_file``) instead of its tests being passed over."""
     try:
         entries = sorted(folder.iterdir())
     except OSError:
+        yield folder
         return
     for entry in entries:
         if entry.is_dir():
