@@ -208,6 +208,44 @@ def test_a_folder_of_tests_that_cannot_be_listed_is_an_error_not_skipped(tmp_pat
     assert result.stdout.splitlines()[-1] == "2 passed, 0 failed, 1 error"
 
 
+def test_a_test_decides_with_every_rule_file_eval_loads_from_its_folder(tmp_path: Path) -> None:
+    """A leftover ``rules/.old/legacy.policy`` lets anyone read: ``eval --rules rules`` allows, so the case must
+    fail. The test left hidden folders out of ``policy: ..`` and passed 'drafts are hidden from readers'."""
+    root = project(tmp_path, PASSING, READER_POLICY)
+    (root / "rules" / ".old").mkdir()
+    (root / "rules" / ".old" / "legacy.policy").write_text('package old\nrule anyone_reads\n'
+                                                          '    allow any to read dataset "*"\n', encoding="utf-8")
+    (root / "rules" / "tests").mkdir()
+    (root / "rules" / "tests" / "drafts_test.yaml").write_text(
+        "policy: ..\ncases:\n  - name: drafts are hidden from readers\n    principal: {id: ann, roles: [reader]}\n"
+        "    action: read\n    resource: dataset docs/drafts/b\n    expect: deny\n", encoding="utf-8")
+    request = '{"principal": {"id": "ann", "roles": ["reader"]}, "action": "read", ' \
+              '"resource": {"kind": "dataset", "id": "docs/drafts/b"}}'
+    assert json.loads(run("eval", "--rules", "rules", cwd=root, stdin=request).stdout)["effect"] == "allow"
+    result = run("test", "rules/tests", cwd=root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rules/tests/drafts_test.yaml:3: effect: expected deny, got allow" in result.stdout
+    assert "old.anyone_reads" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which(UNPRIVILEGED[0]), reason="root reads any folder")
+def test_a_policy_folder_that_cannot_be_listed_is_an_error_not_left_out(tmp_path: Path) -> None:
+    """``policy: ..`` with ``rules/locked`` unreadable: the test ran against the rules without it (eval refuses)."""
+    root = project(tmp_path, PASSING)
+    (root / "rules" / "locked").mkdir()
+    (root / "rules" / "locked" / "more.policy").write_text("package more\nrole more\n", encoding="utf-8")
+    (root / "rules" / "tests").mkdir()
+    (root / "rules" / "tests" / "docs_test.yaml").write_text("policy: ..\n" + PASSING, encoding="utf-8")
+    (root / "rules" / "locked").chmod(0)
+    try:
+        result = run("test", "rules/tests", cwd=root, bound_by_permissions=True)
+    finally:
+        (root / "rules" / "locked").chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("rules/tests/docs_test.yaml:1: cannot list folder rules/tests/../locked: Permission denied; "
+            "the policy under test would lack its rules") in result.stdout
+
+
 def test_mutations_of_a_test_file_alone_are_refused_not_skipped(tmp_path: Path) -> None:
     """Mutants are made of a folder's rule files; given a test file, none was tried and the gate exited 0."""
     root = project(tmp_path, PASSING)  # two of its five mutants go unnoticed (above)

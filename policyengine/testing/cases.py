@@ -420,8 +420,8 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
     files: list[Path] = []
     if entry is None:
         source: PolicySource = (str(base), "beside")
-        files = policy_files_of(source) or []
         span = r.span(root)
+        files = _listed(source, Span(span.file, 1, 1, 1, 1)) or []
         if not files:
             raise TestFileError(Span(span.file, 1, 1, 1, 1), f"no {POLICY_SUFFIX} files beside this test file; name them with 'policy:'")
         sources.append(source)
@@ -431,7 +431,7 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
             target = base / item
             if target.is_dir():
                 source = (str(target), "folder")
-                found = policy_files_of(source)
+                found = _listed(source, r.span(item_node))
                 if not found:
                     raise r.fail(item_node, f"no {POLICY_SUFFIX} files in folder {item!r}")
             elif target.is_file():
@@ -443,6 +443,15 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
             files.extend(found)
     # Imported packages are found by the loader, as for check, eval and run (policyengine.loader).
     return tuple(shown_path(str(p)) for p in files), span, tuple(sources)
+
+
+def _listed(source: PolicySource, span: Span) -> list[Path] | None:
+    """``policy_files_of(source)``; a folder in it that cannot be listed is an error (its rules would be left out)."""
+    try:
+        return policy_files_of(source)
+    except OSError as exc:
+        raise TestFileError(span, f"cannot list folder {exc.filename or source[0]}: {exc.strerror or exc}; "
+                                  "the policy under test would lack its rules") from None
 
 
 def _items(r: _Reader, node: Node) -> list[Node]:
