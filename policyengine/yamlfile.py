@@ -14,6 +14,8 @@ masking config, policy test files) goes through here, so they all:
 * refuse a mapping that gives one key twice (``principal:`` twice in a key's
   entry): YAML forbids it, and PyYAML would keep the last one silently, so a
   reader of the file and the engine could see two different settings;
+* refuse the tags ``!!binary``, ``!!set``, ``!!omap`` and ``!!pairs``: their
+  values (bytes, sets, lists of pairs) are no plain data;
 * refuse the plain (unquoted) values that only YAML 1.1 reads as something
   other than text: ``yes``/``no``/``on``/``off`` (booleans there, strings in
   YAML 1.2: ``country: NO`` was ``false``), numbers with a leading zero (octal:
@@ -101,6 +103,10 @@ def _check_bounds(root: Node, where: str, what: str) -> None:
             continue
         if key in visiting:
             raise YamlFileError(where, node.start_mark.line + 1, f"{what} has an alias that contains itself")
+        if node.tag in _NOT_JSON:
+            raise YamlFileError(where, node.start_mark.line + 1,
+                                f"{what}: {_NOT_JSON[node.tag]} is no JSON value (bytes, sets and pairs are not "
+                                "plain data); refused")
         visiting.add(key)
         if isinstance(node, MappingNode):
             _check_unique_keys(node, where, what)
@@ -114,6 +120,9 @@ def _check_bounds(root: Node, where: str, what: str) -> None:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+# Tags the safe loader builds into values no JSON holds (bytes, sets, lists of pairs): a reader expecting plain
+# data would fail on them with a traceback, or take a set for a mapping.
+_NOT_JSON = {f"tag:yaml.org,2002:{name}": f"!!{name}" for name in ("binary", "set", "omap", "pairs")}
 
 
 def _check_unique_keys(node: MappingNode, where: str, what: str) -> None:

@@ -37,6 +37,9 @@ HOSTILE = {
     "a leading zero": (b"users:\n  0100: {roles: [manager]}\n", "0100 is an octal number in YAML 1.1"),
     "no as a boolean": (b"users:\n  al: {name: NO}\n", "NO is the boolean false in YAML 1.1"),
     "a base 60 number": (b"users:\n  al: {name: 1:30}\n", "1:30 is a number in base 60"),
+    # tags whose values no JSON holds: a test request with one was a traceback
+    "a set": (b"users:\n  al: {roles: !!set {cfo}}\n", "!!set is no JSON value"),
+    "bytes": (b"users:\n  al: {name: !!binary aGVsbG8=}\n", "!!binary is no JSON value"),
 }
 
 
