@@ -83,6 +83,9 @@ def test_a_failure_exits_1_with_request_expected_actual_and_explanation(tmp_path
         (PASSING + "    colour: blue\n", "rules/docs_test.yaml:15:", "unknown field 'colour' in a case"),
         (PASSING.replace("dataset docs/a", "{kind: dataset, id: [docs/a]}"), "rules/docs_test.yaml:5:",
          "'id' must be a non-empty string"),
+        # "must cite all of none" holds for every decision: the case checked nothing of its citations
+        (PASSING + "    cites: []\n", "rules/docs_test.yaml:15:",
+         "'cites' lists citations the decision must include; an empty list checks nothing (leave it out)"),
     ],
 )
 def test_bad_test_file_exits_1_with_file_line_message(tmp_path: Path, tests: str, where: str, message: str) -> None:

@@ -669,6 +669,9 @@ def _expectation(r: _Reader, m: dict[str, tuple[Node, Node]]) -> Expectation:
     if "obligations" in m:
         obligations = tuple(_obligation(r, n) for n in r.sequence(m["obligations"][1], "'obligations'"))
     cites = r.strings(m["cites"][1], "'cites'") if "cites" in m else ()
+    if "cites" in m and not cites:  # "must include none of these" holds for every decision
+        raise r.fail(m["cites"][1], "'cites' lists citations the decision must include; an empty list checks "
+                                    "nothing (leave it out)")
     return Expectation(effect, rules, rules_span, check_route, route, obligations, cites)  # type: ignore[arg-type]
 
 
@@ -883,8 +886,8 @@ def _monitor_expectation(r: _Reader, node: Node, name: str) -> MonitorExpectatio
     tolerance = DEFAULT_TOLERANCE
     if "tolerance" in m:
         tolerance = r.number(m["tolerance"][1], "'tolerance'")
-        if not tolerance >= 0:  # also NaN
-            raise r.fail(m["tolerance"][1], "'tolerance' must be 0 or more")
+        if not 0 <= tolerance < math.inf:  # also NaN; an infinite one accepts every value
+            raise r.fail(m["tolerance"][1], "'tolerance' must be a finite number, 0 or more")
         if not check_value:
             raise r.fail(m["tolerance"][0], "'tolerance' applies to an expected 'value'; give one")
     action = None
