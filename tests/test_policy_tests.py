@@ -346,6 +346,27 @@ def test_each_expectation_is_compared(tmp_path: Path) -> None:
     assert outcome["fail cites"] == ("citations: expected ['GDPR Art. 5'] among ['Trade Secrets Directive']",)
 
 
+@pytest.mark.parametrize(("flag", "mismatch"), [
+    ("false", None),
+    # 0 == False in Python: the case passed, though the gate's four-eyes flag was never written as a boolean
+    ("0", "obligations: missing approval_required(distinct_approver=0, gate='shop.big_refund', role='manager'); "
+          "unexpected approval_required(gate='shop.big_refund', role='manager')"),
+])
+def test_an_expected_obligation_flag_is_a_boolean_not_a_number(tmp_path: Path, flag: str, mismatch: str | None) -> None:
+    path = write(tmp_path, f"""\
+        cases:
+          - name: a big refund needs a manager
+            principal: {{id: kim, roles: [clerk]}}
+            action: read
+            resource: dataset orders/1
+            context: {{amount: 501}}
+            expect: escalate
+            obligations: [{{approval_required: manager, gate: shop.big_refund, distinct_approver: {flag}}}]
+        """)
+    (result,), errors, _ = run_file(path)
+    assert errors == [] and result.mismatches == ((mismatch,) if mismatch else ())
+
+
 VERSIONED = """\
 package ml
 model classifier

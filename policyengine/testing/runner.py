@@ -463,7 +463,10 @@ def _obligation_matches(want: ExpectedObligation, got: Mapping[str, Any]) -> boo
         return False
     for key, value in want.fields:
         actual = got.get(key)
-        if isinstance(value, (int, float)) and isinstance(actual, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool) or isinstance(actual, bool):  # true is no 1, and 0 no false
+            if actual is not value:
+                return False
+        elif isinstance(value, (int, float)) and isinstance(actual, (int, float)):
             if abs(float(value) - float(actual)) > 1e-9 * max(1.0, abs(float(value))):
                 return False
         elif actual != value:
