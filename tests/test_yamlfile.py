@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from tests.cli_process import policyengine
 
 from policyengine.audit import AuditError, load_masking
 from policyengine.orchestrator.approvals import Directory
 from policyengine.orchestrator.session import SessionError, load_providers
 from policyengine.testing.cases import TestFileError, load_test_file
 from policyengine.yamlfile import YamlFileError, load
+from tests.cli_process import policyengine
 
 NO_MODELS = SimpleNamespace(policy_set=SimpleNamespace(models={}))  # what load_providers reads of a policy
 LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"

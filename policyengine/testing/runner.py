@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..budgets import InMemoryLedger, scope_key
+from ..diagnostics import PolicyError, Span
 from ..engine import _batch
 from ..jsontext import DECODER, may_hold_bad_numbers
-from ..diagnostics import PolicyError, Span
 from .cases import (
     Case,
     ExpectedObligation,
