@@ -565,6 +565,17 @@ JUNIT_XSD = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+def test_junit_holds_control_characters_as_escapes(tmp_path: Path) -> None:
+    """A case named with a control character (``"\\e"`` in YAML) made JUnit XML that no parser reads."""
+    path = write(tmp_path, GOOD_CASE.replace("name: clerk reads orders", 'name: "clerk \\e reads"')
+                 .replace("expect: allow", "expect: deny"))
+    xml = junit_xml(run_paths([path]))
+    xmlschema.XMLSchema(JUNIT_XSD).validate(xml)
+    (case,) = ET.fromstring(xml).iter("testcase")
+    assert case.get("name") == "clerk \\x1b reads"
+    assert case.find("failure").get("message") == "effect: expected deny, got allow"
+
+
 def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:
     good = write(tmp_path, RUN_CASES)
     bad_dir = tmp_path / "bad"
