@@ -166,6 +166,12 @@ def reads_clock(policy: Policy) -> bool:
     compiled = policy.compiled
     if compiled.budgets or any(gate.within_seconds is not None for gate in compiled.gates):
         return True
+    return reads_age(policy)
+
+
+def reads_age(policy: Policy) -> bool:
+    """Whether a condition of ``policy`` reads the decision's clock (``age of``): then the effect of one request
+    depends on when it is decided, not only on the request and the ledger."""
     stack: list[Any] = list(policy.policy_set.expression_roots())  # a set read from the disk: no tree read
     while stack:
         node = stack.pop()

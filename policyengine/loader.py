@@ -107,10 +107,10 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            try:
-                members = sorted(str(p) for p in path.rglob("*.policy") if p.is_file())
-            except OSError as error:
-                findings.append(Finding("load", f"cannot list this folder: {error.strerror or error}", _where(str(given))))
+            members, unlisted = policy_files_under(path)
+            if unlisted:  # its rules would be left out unnoticed: a deny among them would no longer deny
+                findings.extend(Finding("load", f"cannot list this folder: {error.strerror or error}",
+                                        _where(error.filename or str(given))) for error in unlisted)
                 continue
             if not members:  # a folder named for its rules that holds none is checked for nothing: an error
                 findings.append(no_policy_files([given]))
@@ -130,6 +130,19 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
                 seen.add(key)
                 found.append(member)
     return found, findings
+
+
+def policy_files_under(folder: Path) -> tuple[list[str], list[OSError]]:
+    """(the ``.policy`` files under ``folder``, sorted; why each folder in it that cannot be listed could not).
+
+    As ``folder.rglob("*.policy")`` finds them (symbolic links to folders not
+    followed), except that ``rglob`` passes over a folder it may not list as if
+    it were empty.
+    """
+    unlisted: list[OSError] = []
+    found = [os.path.join(top, name) for top, _, names in os.walk(folder, onerror=unlisted.append)
+             for name in names if name.endswith(".policy")]
+    return sorted(name for name in found if os.path.isfile(name)), unlisted
 
 
 def _utf8_name(name: str) -> bool:

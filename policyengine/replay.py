@@ -17,6 +17,9 @@ Because nothing but the request then decides the outcome, DuckDB groups the
 records by request (less the per-run fields no rule reads: ``context.run_id``,
 ``context.step``) and recorded outcome, and each distinct request is decided
 once; only the records of groups whose decision changed are read one by one.
+The time of a decision counts too when the candidate reads the clock (``age
+of``) or the request carries approvals (their age is checked): such records are
+grouped by time as well, so a request sent again later is decided at its own time.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 
 from . import ast
 from .engine import Policy, load_policy
+from .jsonl import reads_age
 from .reporting.db import open_readonly, require_audit_log, sql
 
 EXAMPLES_PER_RULE = 3
@@ -206,12 +210,14 @@ def _decide_range(db: str, policy: Policy, after: int, last: int, since: datetim
     records of groups whose decision changed are read one by one.
     """
     strip = _volatile(policy)
+    timed = reads_age(policy)
     cache: dict[str, tuple[str, str | None, tuple[str, ...], str | None, Any, str | None]] = {}
     replayed = 0
     pending: list[tuple[Any, ...]] = []
     with _open(db) as con:
         for lo in range(after, last, _CHUNK):
-            window = {"after": lo, "last": min(lo + _CHUNK, last), "since": since, "until": until, "strip": strip}
+            window = {"after": lo, "last": min(lo + _CHUNK, last), "since": since, "until": until, "strip": strip,
+                      "timed": timed}
             changed: dict[str, tuple[Any, ...]] = {}
             for group, key, effect, route, records, text, first_us in con.execute(_sql("replay_groups"),
                                                                                    window).fetchall():

@@ -14,6 +14,13 @@ masking config, policy test files) goes through here, so they all:
 * refuse a mapping that gives one key twice (``principal:`` twice in a key's
   entry): YAML forbids it, and PyYAML would keep the last one silently, so a
   reader of the file and the engine could see two different settings;
+* refuse the tags ``!!binary``, ``!!set``, ``!!omap`` and ``!!pairs``: their
+  values (bytes, sets, lists of pairs) are no plain data;
+* refuse the plain (unquoted) values that only YAML 1.1 reads as something
+  other than text: ``yes``/``no``/``on``/``off`` (booleans there, strings in
+  YAML 1.2: ``country: NO`` was ``false``), numbers with a leading zero (octal:
+  the user ``0100`` was the user ``64``) and with colons (base 60: ``1:30`` was
+  ``90``). Quote them, or write ``true``/``false`` and plain decimals;
 * fail with ``YamlFileError`` whose text is ``FILE:LINE: what is wrong``
   (a merge key with a plain value, a tab, an unclosed bracket...).
 """
@@ -21,6 +28,7 @@ masking config, policy test files) goes through here, so they all:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +103,15 @@ def _check_bounds(root: Node, where: str, what: str) -> None:
             continue
         if key in visiting:
             raise YamlFileError(where, node.start_mark.line + 1, f"{what} has an alias that contains itself")
+        if node.tag in _NOT_JSON:
+            raise YamlFileError(where, node.start_mark.line + 1,
+                                f"{what}: {_NOT_JSON[node.tag]} is no JSON value (bytes, sets and pairs are not "
+                                "plain data); refused")
         visiting.add(key)
         if isinstance(node, MappingNode):
             _check_unique_keys(node, where, what)
+        elif isinstance(node, ScalarNode) and not node.style:  # plain: None in PyYAML, "" in libyaml
+            _check_plain_scalar(node, where, what)
         stack.append((node, True))
         for child in _children(node):
             if id(child) in visiting:
@@ -106,6 +120,9 @@ def _check_bounds(root: Node, where: str, what: str) -> None:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+# Tags the safe loader builds into values no JSON holds (bytes, sets, lists of pairs): a reader expecting plain
+# data would fail on them with a traceback, or take a set for a mapping.
+_NOT_JSON = {f"tag:yaml.org,2002:{name}": f"!!{name}" for name in ("binary", "set", "omap", "pairs")}
 
 
 def _check_unique_keys(node: MappingNode, where: str, what: str) -> None:
@@ -118,6 +135,27 @@ def _check_unique_keys(node: MappingNode, where: str, what: str) -> None:
             raise YamlFileError(where, key.start_mark.line + 1,
                                 f"{what} gives the key {key.value!r} twice in one mapping; refused")
         seen.add((key.tag, key.value))
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_YAML12_BOOLS = frozenset(("true", "True", "TRUE", "false", "False", "FALSE"))
+_OCTAL = re.compile(r"[-+]?0[0-9_]+")
+
+
+def _check_plain_scalar(node: ScalarNode, where: str, what: str) -> None:
+    """Refuse a plain value YAML 1.1 (PyYAML) reads otherwise than YAML 1.2 and a person do."""
+    value = node.value
+    if node.tag == _BOOL and value not in _YAML12_BOOLS:
+        truth = "true" if value.lower() in ("yes", "on") else "false"
+        problem = f"{value} is the boolean {truth} in YAML 1.1 and text in YAML 1.2; write {truth}, or quote it"
+    elif node.tag in _NUMBERS and ":" in value:
+        problem = f"{value} is a number in base 60 in YAML 1.1; quote it"
+    elif node.tag in _NUMBERS and _OCTAL.fullmatch(value):
+        problem = f"{value} is an octal number in YAML 1.1; quote it, or write it without the leading 0"
+    else:
+        return
+    raise YamlFileError(where, node.start_mark.line + 1, f"{what}: {problem}")
 
 
 def _children(node: Node) -> list[Node]:

@@ -27,15 +27,22 @@ rule readers_read
 """
 
 
+# What makes file permissions bind root: without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH it reads as the owner.
+UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+
+
 def policyengine(*args: str, cwd: Path, cache: Path | None = None, env: Mapping[str, str] | None = None,
-                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+                 stdin: str | None = None, bound_by_permissions: bool = False) -> subprocess.CompletedProcess[str]:
     """``policyengine ARGS`` in ``cwd``, 80 columns wide; policy-test records in ``cache``, or none without one.
 
     ``env`` is applied last (``POLICYENGINE_NO_CACHE=1`` with a ``cache`` checks that nothing is recorded there).
+    ``bound_by_permissions``: file permissions bind the command even when the tests run as root (``setpriv``
+    drops the capabilities that let root read any folder), so a folder made unreadable is unreadable to it.
     """
     environment = {**os.environ, "COLUMNS": "80"}
     environment.pop("POLICYENGINE_NO_CACHE", None)
     environment.update({"XDG_CACHE_HOME": str(cache)} if cache is not None else {"POLICYENGINE_NO_CACHE": "1"})
     environment.update(env or {})
-    return subprocess.run([str(CLI), *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=environment,
+    prefix = [*UNPRIVILEGED] if bound_by_permissions and os.geteuid() == 0 else []
+    return subprocess.run([*prefix, str(CLI), *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=environment,
                           timeout=120, check=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from policyengine.resources import data_path
-from tests.cli_process import READER_POLICY
+from tests.cli_process import READER_POLICY, UNPRIVILEGED
 from tests.cli_process import policyengine as run
 
 POLICY = READER_POLICY + """\
@@ -83,6 +83,9 @@ def test_a_failure_exits_1_with_request_expected_actual_and_explanation(tmp_path
         (PASSING + "    colour: blue\n", "rules/docs_test.yaml:15:", "unknown field 'colour' in a case"),
         (PASSING.replace("dataset docs/a", "{kind: dataset, id: [docs/a]}"), "rules/docs_test.yaml:5:",
          "'id' must be a non-empty string"),
+        # "must cite all of none" holds for every decision: the case checked nothing of its citations
+        (PASSING + "    cites: []\n", "rules/docs_test.yaml:15:",
+         "'cites' lists citations the decision must include; an empty list checks nothing (leave it out)"),
     ],
 )
 def test_bad_test_file_exits_1_with_file_line_message(tmp_path: Path, tests: str, where: str, message: str) -> None:
@@ -188,6 +191,71 @@ def test_mutations_flag_names_the_changes_no_test_notices(tmp_path: Path) -> Non
     again = run("test", "--mutations", "rules", cwd=root)
     assert "5/5 single changes of the rule files made a test fail" in again.stdout.splitlines()
     assert again.returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which(UNPRIVILEGED[0]), reason="root reads any folder")
+def test_a_folder_of_tests_that_cannot_be_listed_is_an_error_not_skipped(tmp_path: Path) -> None:
+    """``rules/locked`` holds a failing test and cannot be listed: it was passed over and the run exited 0."""
+    root = project(tmp_path, PASSING)
+    locked = root / "rules" / "locked"
+    locked.mkdir()
+    (locked / "docs.policy").write_text(POLICY, encoding="utf-8")
+    (locked / "docs_test.yaml").write_text(FAILING, encoding="utf-8")
+    locked.chmod(0)
+    try:
+        result = run("test", "rules", cwd=root, bound_by_permissions=True)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rules/locked:1: cannot list this folder: Permission denied; its test files cannot run" in result.stdout
+    assert result.stdout.splitlines()[-1] == "2 passed, 0 failed, 1 error"
+
+
+def test_a_test_decides_with_every_rule_file_eval_loads_from_its_folder(tmp_path: Path) -> None:
+    """A leftover ``rules/.old/legacy.policy`` lets anyone read: ``eval --rules rules`` allows, so the case must
+    fail. The test left hidden folders out of ``policy: ..`` and passed 'drafts are hidden from readers'."""
+    root = project(tmp_path, PASSING, READER_POLICY)
+    (root / "rules" / ".old").mkdir()
+    (root / "rules" / ".old" / "legacy.policy").write_text('package old\nrule anyone_reads\n'
+                                                          '    allow any to read dataset "*"\n', encoding="utf-8")
+    (root / "rules" / "tests").mkdir()
+    (root / "rules" / "tests" / "drafts_test.yaml").write_text(
+        "policy: ..\ncases:\n  - name: drafts are hidden from readers\n    principal: {id: ann, roles: [reader]}\n"
+        "    action: read\n    resource: dataset docs/drafts/b\n    expect: deny\n", encoding="utf-8")
+    request = '{"principal": {"id": "ann", "roles": ["reader"]}, "action": "read", ' \
+              '"resource": {"kind": "dataset", "id": "docs/drafts/b"}}'
+    assert json.loads(run("eval", "--rules", "rules", cwd=root, stdin=request).stdout)["effect"] == "allow"
+    result = run("test", "rules/tests", cwd=root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rules/tests/drafts_test.yaml:3: effect: expected deny, got allow" in result.stdout
+    assert "old.anyone_reads" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which(UNPRIVILEGED[0]), reason="root reads any folder")
+def test_a_policy_folder_that_cannot_be_listed_is_an_error_not_left_out(tmp_path: Path) -> None:
+    """``policy: ..`` with ``rules/locked`` unreadable: the test ran against the rules without it (eval refuses)."""
+    root = project(tmp_path, PASSING)
+    (root / "rules" / "locked").mkdir()
+    (root / "rules" / "locked" / "more.policy").write_text("package more\nrole more\n", encoding="utf-8")
+    (root / "rules" / "tests").mkdir()
+    (root / "rules" / "tests" / "docs_test.yaml").write_text("policy: ..\n" + PASSING, encoding="utf-8")
+    (root / "rules" / "locked").chmod(0)
+    try:
+        result = run("test", "rules/tests", cwd=root, bound_by_permissions=True)
+    finally:
+        (root / "rules" / "locked").chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("rules/tests/docs_test.yaml:1: cannot list folder rules/tests/../locked: Permission denied; "
+            "the policy under test would lack its rules") in result.stdout
+
+
+def test_mutations_of_a_test_file_alone_are_refused_not_skipped(tmp_path: Path) -> None:
+    """Mutants are made of a folder's rule files; given a test file, none was tried and the gate exited 0."""
+    root = project(tmp_path, PASSING)  # two of its five mutants go unnoticed (above)
+    result = run("test", "--mutations", "rules/docs_test.yaml", cwd=root)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == ("Error: --mutations: rules/docs_test.yaml is a file; name the folder "
+                                              "that holds the rule files and their tests")
 
 
 SHOP = """\
@@ -342,3 +410,28 @@ def test_pytest_leaves_unrelated_yaml_and_can_be_switched_off(tmp_path: Path) ->
     assert "config_test.yaml" not in result.stdout
     off = pytest_run("rules", "--no-policy-tests", cwd=root)
     assert off.returncode == 5  # pytest: no tests collected
+
+
+PAYMENTS = """\
+package pay
+role clerk
+rule clerks_pay
+    allow role clerk to pay tool "erp"
+rule no_big_payments
+    deny any to pay tool "erp"
+    when context.amount > 10_000
+"""
+
+
+@pytest.mark.parametrize("amount", [".nan", ".inf", "-.inf", "9007199254740993"])
+def test_a_number_eval_cannot_read_is_decided_as_eval_decides_it(tmp_path: Path, amount: str) -> None:
+    """``amount: .nan`` is no JSON number: eval denies such a request unread (``<request>``). The test decided it by
+    the rules (``nan > 10_000`` is false: allowed), so 'a payment of NaN is allowed' passed."""
+    case = "    principal: {id: cy, roles: [clerk]}\n    action: pay\n    resource: tool erp\n" \
+           f"    context: {{amount: {amount}}}\n"
+    tests = (f"cases:\n  - name: wrongly allowed\n{case}    expect: allow\n"
+             f"  - name: denied unread\n{case}    expect: deny\n    rules: [\"<request>\"]\n")
+    result = run("test", cwd=project(tmp_path, tests, PAYMENTS))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "1 passed, 1 failed"
+    assert "rules/docs_test.yaml:2: effect: expected allow, got deny" in result.stdout

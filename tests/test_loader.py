@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from policyengine import loader, syntax
 from policyengine.loader import cache_dir, load_files
+from tests.cli_process import UNPRIVILEGED, policyengine
 
 GOOD = 'package t.p{n}\n\nrole r{n}\n\nrule read{n}\n    allow role r{n} to read dataset "d/*"\n'
 
@@ -100,6 +102,26 @@ def test_an_unreadable_file_is_a_finding(tmp_path: Path) -> None:
     finally:
         path.chmod(0o644)
     assert result.files == () and "cannot read this file" in result.findings[0].message
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which(UNPRIVILEGED[0]), reason="root reads any folder")
+@pytest.mark.parametrize("command", [["eval", "--rules", "rules", "--input", "request.json"], ["check", "rules"]])
+def test_a_folder_of_rules_that_cannot_be_listed_stops_the_load(tmp_path: Path, command: list[str]) -> None:
+    """``rules/denies`` holds the deny and cannot be listed: it was passed over as if empty, and the reader allowed."""
+    write(tmp_path / "rules" / "base.policy",
+          'package docs\nrole reader\nrule readers_read\n    allow role reader to read dataset "docs/*"\n')
+    write(tmp_path / "rules" / "denies" / "deny.policy",
+          'package docs.deny\nrule no_docs\n    deny any to read dataset "docs/*"\n')
+    (tmp_path / "request.json").write_text('{"principal": {"id": "ann", "roles": ["reader"]}, "action": "read", '
+                                           '"resource": {"kind": "dataset", "id": "docs/a"}}')
+    (tmp_path / "rules" / "denies").chmod(0)
+    try:
+        proc = policyengine(*command, cwd=tmp_path, bound_by_permissions=True)
+    finally:
+        (tmp_path / "rules" / "denies").chmod(0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "rules/denies:1:1: error[load]: cannot list this folder: Permission denied" in proc.stderr + proc.stdout
+    assert '"allow"' not in proc.stdout
 
 
 # --- the parse cache ------------------------------------------------------------------------

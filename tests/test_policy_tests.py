@@ -348,6 +348,27 @@ def test_each_expectation_is_compared(tmp_path: Path) -> None:
     assert outcome["fail cites"] == ("citations: expected ['GDPR Art. 5'] among ['Trade Secrets Directive']",)
 
 
+@pytest.mark.parametrize(("flag", "mismatch"), [
+    ("false", None),
+    # 0 == False in Python: the case passed, though the gate's four-eyes flag was never written as a boolean
+    ("0", "obligations: missing approval_required(distinct_approver=0, gate='shop.big_refund', role='manager'); "
+          "unexpected approval_required(gate='shop.big_refund', role='manager')"),
+])
+def test_an_expected_obligation_flag_is_a_boolean_not_a_number(tmp_path: Path, flag: str, mismatch: str | None) -> None:
+    path = write(tmp_path, f"""\
+        cases:
+          - name: a big refund needs a manager
+            principal: {{id: kim, roles: [clerk]}}
+            action: read
+            resource: dataset orders/1
+            context: {{amount: 501}}
+            expect: escalate
+            obligations: [{{approval_required: manager, gate: shop.big_refund, distinct_approver: {flag}}}]
+        """)
+    (result,), errors, _ = run_file(path)
+    assert errors == [] and result.mismatches == ((mismatch,) if mismatch else ())
+
+
 VERSIONED = """\
 package ml
 model classifier
@@ -544,6 +565,17 @@ JUNIT_XSD = """<?xml version="1.0" encoding="UTF-8"?>
   </xs:complexType></xs:element>
 </xs:schema>
 """
+
+
+def test_junit_holds_control_characters_as_escapes(tmp_path: Path) -> None:
+    """A case named with a control character (``"\\e"`` in YAML) made JUnit XML that no parser reads."""
+    path = write(tmp_path, GOOD_CASE.replace("name: clerk reads orders", 'name: "clerk \\e reads"')
+                 .replace("expect: allow", "expect: deny"))
+    xml = junit_xml(run_paths([path]))
+    xmlschema.XMLSchema(JUNIT_XSD).validate(xml)
+    (case,) = ET.fromstring(xml).iter("testcase")
+    assert case.get("name") == "clerk \\x1b reads"
+    assert case.find("failure").get("message") == "effect: expected deny, got allow"
 
 
 def test_junit_validates_and_counts_match_the_summary(tmp_path: Path) -> None:

@@ -193,6 +193,9 @@ def test_the_value_is_the_offline_reports_value(tmp_path: Path) -> None:
         (FAIR.replace("count: 8", "count: 10_000_000"), {}, "shop_test.yaml:11", "from 1 to 1,000,000"),
         (FAIR.replace("group: south", "group: .nan"), {}, "shop_test.yaml:13", "'group' must be a number or a word"),
         (FAIR.replace("value: 0.8", "value: .nan"), {}, "shop_test.yaml:14", "'value' must be a finite number"),
+        # an infinite tolerance accepts every value: the case checked nothing of it
+        (FAIR.replace("value: 0.8", "value: 0.1, tolerance: .inf"), {}, "shop_test.yaml:14",
+         "'tolerance' must be a finite number, 0 or more"),
         (FAIR.replace("count: 8", "count: 8, ago: 999999999 weeks"), {}, "shop_test.yaml:8",
          "monitor case 'fair': cannot load the sample rows"),
         ("  - name: d\n    rule: shop.score_shift\n    data: s.csv\n    expect: {breach: false}\n",

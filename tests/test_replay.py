@@ -107,6 +107,15 @@ def test_since_and_until_select_the_period(log, tmp_path):
     assert json.loads(earlier)["replayed"] == 0
 
 
+def test_a_ci_gate_that_replays_nothing_fails(log, tmp_path):
+    """``--fail-on-change`` over a period with no decision (a typo in --since) exited 0: nothing changed."""
+    proc = pe("replay", "--rules", str(data_path("rules")), "--since", "2999-01-01T00:00:00Z", "--fail-on-change",
+              cwd=log, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == ("error: --fail-on-change: policyengine.duckdb holds no decision "
+                                                    "record in the period; nothing was replayed")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rules", "RULES", "--db", "missing.duckdb"], "error: missing.duckdb: database file not found"),
     (["--rules", "broken.policy", "--db", "policyengine.duckdb"], "error: --rules: "),
@@ -131,3 +140,31 @@ def test_grouping_equal_requests_gives_what_deciding_each_record_alone_gives(log
     assert a["changed"] > 0 and a["replayed"] == b["replayed"]
     keep = ("seq", "run_id", "step", "recorded_effect", "replayed_effect", "rules")
     assert [{k: c[k] for k in keep} for c in a["changes"]] == [{k: c[k] for k in keep} for c in b["changes"]]
+
+
+AGE_RULE = '\nrule no_stale_documents\n    deny any to read dataset "docs/*"\n    when age of data.published_at > 30d\n'
+
+
+def test_a_request_sent_again_later_is_decided_at_its_own_time(tmp_path):
+    """One request recorded twice, 60 days apart, under a candidate that reads the clock (``age of``): the later
+    record would change, the earlier not. (They were one group, decided once at the earlier time: "0 would
+    change".)"""
+    recorded_rules = 'package docs\nrole reader\nrule readers_read\n    allow role reader to read dataset "docs/*"\n'
+    (tmp_path / "recorded.policy").write_text(recorded_rules)
+    (tmp_path / "candidate.policy").write_text(recorded_rules + AGE_RULE)
+    (tmp_path / "request.json").write_text(json.dumps({
+        "principal": {"id": "ana", "roles": ["reader"]}, "action": "read",
+        "resource": {"kind": "dataset", "id": "docs/handbook"}, "data": {"published_at": "2026-01-01T00:00:00Z"}}))
+    pe("keys", "generate", cwd=tmp_path)
+    for _ in range(2):
+        pe("eval", "--rules", "recorded.policy", "--input", "request.json", "--audit", "policyengine.duckdb",
+           "--key", "policyengine.key", cwd=tmp_path)
+    with duckdb.connect(str(tmp_path / "policyengine.duckdb")) as conn:  # as if recorded on these days
+        first, later = [s for (s,) in conn.execute(
+            "SELECT seq FROM audit_log WHERE event = 'decision' ORDER BY seq").fetchall()]
+        conn.execute("UPDATE audit_log SET ts = ? WHERE seq = ?", ["2026-01-10T00:00:00Z", first])
+        conn.execute("UPDATE audit_log SET ts = ? WHERE seq = ?", ["2026-03-10T00:00:00Z", later])
+    result = json.loads(pe("replay", "--rules", "candidate.policy", "--json", cwd=tmp_path).stdout)
+    assert result["replayed"] == 2
+    assert [(c["seq"], c["recorded_effect"], c["replayed_effect"]) for c in result["changes"]] == [
+        (later, "allow", "deny")]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from server_process import Server, audit_records, verify
 
+from policyengine.approval_signature import signed
 from policyengine.audit import generate_key
 
 LIVE = """\
@@ -126,3 +128,40 @@ def test_the_server_answers_with_the_version_promoted_in_its_log(work):
     recorded = [p for event, p in audit_records(server.db).values() if event == "decision"]
     assert [p["model_version"] for p in recorded] == ["2.0", "1.0"]
     assert verify(work, server.db, server.key).returncode == 0
+
+
+PAYMENTS = """\
+package pay
+
+role clerk
+role manager
+role auditor
+
+rule clerks_pay
+    allow role clerk to pay tool "erp"
+
+escalate big_payments
+    when context.amount > 1000
+    to role manager
+"""
+
+
+def test_the_candidate_judges_approvers_by_the_servers_directory(tmp_path):
+    """Live, a manager approves big payments; the candidate lets an auditor approve them. Alice is an auditor in
+    the server's directory and signs an approval: live escalates, the candidate would allow. (The candidate
+    decided without the directory, so alice held no role there either: no difference was recorded.)"""
+    for name, text in (("live", PAYMENTS), ("candidate", PAYMENTS.replace("to role manager", "to role auditor"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pay.policy").write_text(text)
+    alice = generate_key(tmp_path / "alice.key")
+    pem = "".join(f"      {line}\n" for line in alice.public.pem.splitlines())
+    (tmp_path / "directory.yaml").write_text(f"users:\n  alice:\n    roles: [auditor]\n    public_key: |\n{pem}")
+    approval = {"gate": "pay.big_payments", "approver": "alice", "run_id": "r-1",
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    request = {"principal": {"id": "bob", "roles": ["clerk"]}, "action": "pay", "resource": {"kind": "tool", "id": "erp"},
+               "context": {"amount": 5000, "run_id": "r-1"}, "approvals": [signed(approval, alice)]}
+    with Server(tmp_path, "--rules", "live", "--shadow", "candidate", "--directory", "directory.yaml",
+                "--no-access-log") as server:
+        assert server.post("/v1/decide", request).json()["effect"] == "escalate"
+    diffs = [p for event, p in audit_records(server.db).values() if event == "shadow_diff"]
+    assert [(d["transition"], d["candidate"]["rules"]) for d in diffs] == [("escalate -> allow", ["pay.clerks_pay"])]

@@ -7,6 +7,8 @@ gives one error naming the file and line within a second, never a traceback.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +18,7 @@ from policyengine.orchestrator.approvals import Directory
 from policyengine.orchestrator.session import SessionError, load_providers
 from policyengine.testing.cases import TestFileError, load_test_file
 from policyengine.yamlfile import YamlFileError, load
+from tests.cli_process import policyengine
 
 NO_MODELS = SimpleNamespace(policy_set=SimpleNamespace(models={}))  # what load_providers reads of a policy
 LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
@@ -30,6 +33,13 @@ HOSTILE = {
     "unclosed bracket": (b"a: [1,\n", "valid YAML"),
     "a key given twice": (b"users:\n  al: {roles: [analyst]}\n  al: {roles: [admin]}\n",
                           "gives the key 'al' twice in one mapping; refused"),
+    # plain values YAML 1.1 (PyYAML) reads otherwise than a person: the user 0100 was the user 64
+    "a leading zero": (b"users:\n  0100: {roles: [manager]}\n", "0100 is an octal number in YAML 1.1"),
+    "no as a boolean": (b"users:\n  al: {name: NO}\n", "NO is the boolean false in YAML 1.1"),
+    "a base 60 number": (b"users:\n  al: {name: 1:30}\n", "1:30 is a number in base 60"),
+    # tags whose values no JSON holds: a test request with one was a traceback
+    "a set": (b"users:\n  al: {roles: !!set {cfo}}\n", "!!set is no JSON value"),
+    "bytes": (b"users:\n  al: {name: !!binary aGVsbG8=}\n", "!!binary is no JSON value"),
 }
 
 
@@ -63,3 +73,25 @@ def test_merge_keys_and_a_few_aliases_still_work(tmp_path):
     assert load(tmp_path / "ok.yaml") == load(path)
     (tmp_path / "empty.yaml").write_text("")
     assert load(tmp_path / "empty.yaml") is None
+
+
+def test_a_plain_value_yaml_1_1_misreads_is_refused_and_quoted_it_is_text(tmp_path):
+    """``eval --directory``: the user ``0100`` (read as the user ``64``) gave user 64 the manager role."""
+    (tmp_path / "pay.policy").write_text('package pay\nrole clerk\nrole manager\nrule clerks_pay\n'
+                                         '    allow role clerk to pay tool "erp"\nescalate big_payments\n'
+                                         '    when context.amount > 1000\n    to role manager\n')
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    request = {"principal": {"id": "bob", "roles": ["clerk"]}, "action": "pay", "resource": {"kind": "tool", "id": "erp"},
+               "context": {"amount": 5000, "run_id": "r-1"},
+               "approvals": [{"gate": "pay.big_payments", "approver": "64", "run_id": "r-1", "ts": now}]}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    for written, code, effect in (("0100", 1, None), ('"0100"', 0, "escalate")):
+        (tmp_path / "directory.yaml").write_text(f"users:\n  {written}:\n    roles: [manager]\n")
+        proc = policyengine("eval", "--rules", "pay.policy", "--input", "request.json", "--directory",
+                            "directory.yaml", cwd=tmp_path)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        if effect is None:
+            assert proc.stderr.strip() == ("error: directory.yaml:2: user directory: 0100 is an octal number in "
+                                           "YAML 1.1; quote it, or write it without the leading 0")
+        else:
+            assert json.loads(proc.stdout)["effect"] == effect

@@ -27,7 +27,7 @@ from .reporting import DEFAULT_DB, _emit, _fail, _policy, _when
 @click.option("--json", "as_json", is_flag=True, help="Print the result (with every change) as JSON.")
 @click.option("--pubkey", "pubkeys", multiple=True, metavar="PEM",
               help="--html: trusted public key to verify the log with (default: ./policyengine.key.pub.pem).")
-@click.option("--fail-on-change", is_flag=True, help="Exit 1 when any decision would change (for CI).")
+@click.option("--fail-on-change", is_flag=True, help="Exit 1 when any decision would change, or none was replayed (for CI).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes for logs of 100,000 decisions or more (helps on idle cores only).")
 def replay_command(rules: tuple[str, ...], db: str, since: str | None, until: str | None, csv_path: str | None,
@@ -67,6 +67,8 @@ def replay_command(rules: tuple[str, ...], db: str, since: str | None, until: st
     click.echo(json.dumps(result.to_dict()) + "\n" if as_json else replay_text(result), nl=False)
     if fail_on_change and result.changed:
         raise SystemExit(1)
+    if fail_on_change and not result.replayed:  # a gate that tried nothing must not pass
+        _fail(f"--fail-on-change: {db} holds no decision record in the period; nothing was replayed")
 
 
 COMMANDS: list = [replay_command]

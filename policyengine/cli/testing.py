@@ -47,6 +47,11 @@ def test_command(paths: tuple[Path, ...], keyword: str | None, junit_file: Path 
     from ..testing.runner import run_paths
 
     roots = list(paths) or [Path(".")]
+    if mutations:  # mutants are made of a folder's rule files: a test file alone would be passed untried
+        single = next((root for root in roots if not root.is_dir()), None)
+        if single is not None:
+            raise click.UsageError(f"--mutations: {single} is a file; name the folder that holds the rule files "
+                                   "and their tests")
     want_coverage = (with_coverage or fail_under is not None or fail_under_clauses is not None
                      or coverage_json is not None)
     collector = CoverageCollector() if want_coverage else None

@@ -338,7 +338,8 @@ class DecisionApp:
                 span.set_attribute("policyengine.policy_hash", data["policy_hash"])
                 span.set_attribute("policyengine.audit_seq", seq)
         if self.options.shadow is not None and not problems:  # runs once this handler yields: not in the answer's way
-            asyncio.get_running_loop().call_soon(self.options.shadow.check, request, data, seq, self._shadow_record)
+            asyncio.get_running_loop().call_soon(self.options.shadow.check, request, data, seq, self._shadow_record,
+                                                 self.options.directory)
         return data, seq
 
     def _stamped(self, policy: Any, request: Any) -> tuple[Any, str | None]:

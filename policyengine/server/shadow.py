@@ -6,7 +6,10 @@ on the event loop while the live record's group commit is in flight (or right
 after the answer is sent). When the candidate's effect or route differs, one
 ``shadow_diff`` audit event records both (``report shadow_diffs`` sums them).
 The candidate decides with its own, empty budget ledger: budgets are the live
-policy's business, as in ``policyengine replay``.
+policy's business, as in ``policyengine replay``. It judges approvers by the live
+server's user directory (``--directory``), as the live policy does: without it the
+candidate would read only the roles an approval claims, and a change of who may
+approve would show as no change.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ class Shadow:
     def load(cls, paths: Sequence[str]) -> Shadow:
         return cls(load_policy(list(paths)))
 
-    def compare(self, request: Any, live: Mapping[str, Any], seq: int) -> dict[str, Any] | None:
+    def compare(self, request: Any, live: Mapping[str, Any], seq: int,
+                directory: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any] | None:
         """The ``shadow_diff`` payload when the candidate decides ``request`` otherwise than ``live``, else None."""
         self.decided += 1
-        d = self.candidate.evaluate(request)
+        d = self.candidate.evaluate(request, directory=directory)
         if d.effect == live.get("effect") and d.route == live.get("route"):
             return None
         self.differed += 1
@@ -56,10 +60,11 @@ class Shadow:
         }
 
     def check(self, request: Any, live: Mapping[str, Any], seq: int,
-              record: Callable[[dict[str, Any], str | None], object]) -> None:
+              record: Callable[[dict[str, Any], str | None], object],
+              directory: Mapping[str, Sequence[str]] | None = None) -> None:
         """Compare and record; never raises (the live answer is not the shadow's to break)."""
         try:
-            payload = self.compare(request, live, seq)
+            payload = self.compare(request, live, seq, directory)
             if payload is not None:
                 principal = request.get("principal") if isinstance(request, Mapping) else None
                 actor = principal.get("id") if isinstance(principal, Mapping) else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -356,6 +357,13 @@ def load_test_file(path: str | Path) -> TestFile:
     """Parse one test file; raises ``TestFileError`` naming ``file:line`` on any mistake."""
     path = Path(path)
     shown = shown_path(str(path))
+    if path.is_dir():  # one discovery could not list: its test files would not run
+        why = "listing it failed"
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        raise TestFileError(Span(shown, 1, 1, 1, 1), f"cannot list this folder: {why}; its test files cannot run")
     try:
         text = yamlfile.read_text(path, "test file")
     except yamlfile.YamlFileError as exc:
@@ -412,8 +420,8 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
     files: list[Path] = []
     if entry is None:
         source: PolicySource = (str(base), "beside")
-        files = policy_files_of(source) or []
         span = r.span(root)
+        files = _listed(source, Span(span.file, 1, 1, 1, 1)) or []
         if not files:
             raise TestFileError(Span(span.file, 1, 1, 1, 1), f"no {POLICY_SUFFIX} files beside this test file; name them with 'policy:'")
         sources.append(source)
@@ -423,7 +431,7 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
             target = base / item
             if target.is_dir():
                 source = (str(target), "folder")
-                found = policy_files_of(source)
+                found = _listed(source, r.span(item_node))
                 if not found:
                     raise r.fail(item_node, f"no {POLICY_SUFFIX} files in folder {item!r}")
             elif target.is_file():
@@ -435,6 +443,15 @@ def _policy(r: _Reader, entry: tuple[Node, Node] | None, base: Path, root: Node,
             files.extend(found)
     # Imported packages are found by the loader, as for check, eval and run (policyengine.loader).
     return tuple(shown_path(str(p)) for p in files), span, tuple(sources)
+
+
+def _listed(source: PolicySource, span: Span) -> list[Path] | None:
+    """``policy_files_of(source)``; a folder in it that cannot be listed is an error (its rules would be left out)."""
+    try:
+        return policy_files_of(source)
+    except OSError as exc:
+        raise TestFileError(span, f"cannot list folder {exc.filename or source[0]}: {exc.strerror or exc}; "
+                                  "the policy under test would lack its rules") from None
 
 
 def _items(r: _Reader, node: Node) -> list[Node]:
@@ -652,6 +669,9 @@ def _expectation(r: _Reader, m: dict[str, tuple[Node, Node]]) -> Expectation:
     if "obligations" in m:
         obligations = tuple(_obligation(r, n) for n in r.sequence(m["obligations"][1], "'obligations'"))
     cites = r.strings(m["cites"][1], "'cites'") if "cites" in m else ()
+    if "cites" in m and not cites:  # "must include none of these" holds for every decision
+        raise r.fail(m["cites"][1], "'cites' lists citations the decision must include; an empty list checks "
+                                    "nothing (leave it out)")
     return Expectation(effect, rules, rules_span, check_route, route, obligations, cites)  # type: ignore[arg-type]
 
 
@@ -866,8 +886,8 @@ def _monitor_expectation(r: _Reader, node: Node, name: str) -> MonitorExpectatio
     tolerance = DEFAULT_TOLERANCE
     if "tolerance" in m:
         tolerance = r.number(m["tolerance"][1], "'tolerance'")
-        if not tolerance >= 0:  # also NaN
-            raise r.fail(m["tolerance"][1], "'tolerance' must be 0 or more")
+        if not 0 <= tolerance < math.inf:  # also NaN; an infinite one accepts every value
+            raise r.fail(m["tolerance"][1], "'tolerance' must be a finite number, 0 or more")
         if not check_value:
             raise r.fail(m["tolerance"][0], "'tolerance' applies to an expected 'value'; give one")
     action = None

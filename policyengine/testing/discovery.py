@@ -59,9 +59,12 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _walk(folder: Path) -> Iterator[Path]:
+    """The test files under ``folder``; a folder that cannot be listed is yielded itself, so that reading it
+    as a test file reports why (``cases.load_test_file``) instead of its tests being passed over."""
     try:
         entries = sorted(folder.iterdir())
     except OSError:
+        yield folder
         return
     for entry in entries:
         if entry.is_dir():
@@ -75,9 +78,17 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def policy_files_in(folder: Path, recursive: bool) -> list[Path]:
-    """The ``.policy`` files in ``folder`` (and below it when ``recursive``), sorted; hidden ones left out."""
-    pattern = "**/*" + POLICY_SUFFIX if recursive else "*" + POLICY_SUFFIX
-    return sorted(p for p in folder.glob(pattern) if not any(part.startswith(".") for part in p.parts[len(folder.parts):]))
+    """The ``.policy`` files in ``folder`` (and below it when ``recursive``), sorted, hidden ones included: the
+    files ``eval --rules FOLDER`` decides with (``loader.policy_files_under``), so a test exercises that policy.
+    ``OSError`` when a folder in it cannot be listed (its rules would be left out of the test)."""
+    if recursive:
+        from ..loader import policy_files_under
+
+        found, unlisted = policy_files_under(folder)
+        if unlisted:
+            raise unlisted[0]
+        return [Path(name) for name in found]
+    return sorted(p for p in folder.glob("*" + POLICY_SUFFIX) if p.is_file())
 
 
 def shown_path(path: str) -> str:
@@ -89,7 +100,8 @@ def shown_path(path: str) -> str:
 
 
 def policy_files_of(source: PolicySource) -> list[Path] | None:
-    """The policy files ``source`` names now; None when its folder or file is gone (or changed kind)."""
+    """The policy files ``source`` names now; None when its folder or file is gone (or changed kind);
+    ``OSError`` when a folder in it cannot be listed."""
     path, kind = Path(source[0]), source[1]
     if kind == "file":
         return [path] if path.is_file() else None

@@ -11,6 +11,7 @@ number passed.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import socket
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -94,7 +95,23 @@ def to_junit(report: RunReport, *, name: str = "policyengine") -> ET.Element:
     return root
 
 
+# Characters XML 1.0 cannot hold, even escaped: written as ``\x1b`` instead, so the report stays a report.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def junit_xml(report: RunReport) -> str:
+    """The report as JUnit XML text; a control character in a case name, a request or a message (which XML
+    cannot hold: CI would reject the whole file) is written as its escape."""
     root = to_junit(report)
+    for element in root.iter():
+        if element.text:
+            element.text = _NOT_XML.sub(_escape, element.text)
+        for key, value in list(element.attrib.items()):
+            element.set(key, _NOT_XML.sub(_escape, value))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -95,7 +95,10 @@ def _expanded(sources: tuple[tuple[str, str], ...]) -> tuple[str, ...] | None:
     """The policy files ``sources`` name now, spelled as the test-file loader spells them."""
     files: list[str] = []
     for source in sources:
-        found = policy_files_of(source)  # type: ignore[arg-type]
+        try:
+            found = policy_files_of(source)  # type: ignore[arg-type]
+        except OSError:  # a folder that cannot be listed: run the file, which says so
+            return None
         if found is None:
             return None
         files.extend(shown_path(str(p)) for p in found)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..budgets import InMemoryLedger, scope_key
 from ..diagnostics import PolicyError, Span
+from ..engine import _batch
+from ..jsontext import DECODER, may_hold_bad_numbers
 from .cases import (
     Case,
     ExpectedObligation,
@@ -362,15 +364,28 @@ def run_case(test_file: TestFile, case: Case, policy: Any, ledger: _CaseLedger, 
         key = resolve_usage_target(usage.target, policy, usage.span)
         ledger.current.charge(key, usage.unit, usage.amount, case.now)
     request = case.request
-    if policy.policy_set.declares_versions:  # stamped with the version it uses, as eval and serve stamp it
-        request = _stamped(policy, request)
-    decision = policy.evaluate(request, now=case.now)
+    unreadable = _unreadable(request)
+    if unreadable is not None:  # NaN, an integer beyond 2**53: eval denies it unread, and so does the test
+        decision = policy.malformed([unreadable])
+    else:
+        if policy.policy_set.declares_versions:  # stamped with the version it uses, as eval and serve stamp it
+            request = _stamped(policy, request)
+        decision = policy.evaluate(request, now=case.now)
     actual = decision.to_dict()
     mismatches = [*undeclared_names(request, policy, actual), *compare(case, actual)]
     if observer is not None:
         observer(policy, request, decision, case.now)
     explanation = explain_decision(policy, request, case, actual) if mismatches and explain else ""
     return CaseResult(test_file.path, case, tuple(mismatches), actual, explanation, time.perf_counter() - start)
+
+
+def _unreadable(request: Mapping[str, Any]) -> str | None:
+    """Why ``eval`` would deny ``request`` before any rule reads it, as JSON text: a number without an IEEE-754
+    double (``.nan`` and ``.inf`` in YAML, an integer beyond 2**53), a lone surrogate; None when it would not.
+    Decided by the engine's own reader of JSON input (``engine._batch``)."""
+    text = json.dumps(request, ensure_ascii=False)
+    value = DECODER.decode(text) if may_hold_bad_numbers(text) else json.loads(text)  # json's C speed when it can
+    return next(iter(_batch(1, value, text=text))).error
 
 
 @functools.cache
@@ -448,7 +463,10 @@ def _obligation_matches(want: ExpectedObligation, got: Mapping[str, Any]) -> boo
         return False
     for key, value in want.fields:
         actual = got.get(key)
-        if isinstance(value, (int, float)) and isinstance(actual, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool) or isinstance(actual, bool):  # true is no 1, and 0 no false
+            if actual is not value:
+                return False
+        elif isinstance(value, (int, float)) and isinstance(actual, (int, float)):
             if abs(float(value) - float(actual)) > 1e-9 * max(1.0, abs(float(value))):
                 return False
         elif actual != value:
