@@ -33,10 +33,11 @@ _TOKEN = re.compile(
     r'(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<comment>#[^\n]*)|(?P<number>\d[\d_]*(?:\.\d+)?)'
     r"|(?P<word>[A-Za-z_][\w]*)|(?P<op><=|>=|==|!=|<|>)|(?P<newline>\n)|(?P<other>\S)"
 )
-# Declarations whose numbers are thresholds of per-request decisions.
-_THRESHOLD_DECLS = frozenset({"rule", "residency", "escalate", "route", "const", "budget"})
+# Declarations whose numbers are thresholds of per-request decisions (a schema's bounds: malformed or not).
+_THRESHOLD_DECLS = frozenset({"rule", "residency", "escalate", "route", "const", "budget", "schema"})
 _DECL_WORDS = frozenset({
-    "role", "agent", "model", "const", "rule", "residency", "budget", "escalate", "route", "bias", "drift",
+    "role", "agent", "model", "const", "rule", "residency", "budget", "escalate", "route", "bias", "drift", "schema",
+    "mask",
     "package", "owner", "cite", "import",
 })
 _BOUNDARY = {"<=": "<", "<": "<=", ">=": ">", ">": ">="}
