@@ -133,15 +133,21 @@ def policy_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
 
 
 def policy_files_under(folder: Path) -> tuple[list[str], list[OSError]]:
-    """(the ``.policy`` files under ``folder``, sorted; why each folder in it that cannot be listed could not).
+    """(the ``.policy`` files under ``folder``, sorted; why each folder in it that cannot be listed could not)."""
+    return files_under(folder, ".policy")
 
-    As ``folder.rglob("*.policy")`` finds them (symbolic links to folders not
+
+def files_under(folder: Path, suffix: str = "") -> tuple[list[str], list[OSError]]:
+    """(the files under ``folder`` whose names end with ``suffix``, sorted; why each folder that cannot be listed
+    could not).
+
+    As ``folder.rglob("*" + suffix)`` finds them (symbolic links to folders not
     followed), except that ``rglob`` passes over a folder it may not list as if
-    it were empty.
+    it were empty: rules left out that way are a policy quietly missing a deny.
     """
     unlisted: list[OSError] = []
     found = [os.path.join(top, name) for top, _, names in os.walk(folder, onerror=unlisted.append)
-             for name in names if name.endswith(".policy")]
+             for name in names if name.endswith(suffix)]
     return sorted(name for name in found if os.path.isfile(name)), unlisted
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_process import policyengine
 from server_process import Server, audit_records
 
 from policyengine.audit import generate_key
@@ -152,6 +153,24 @@ def test_bundle_build_refuses_to_pack_a_private_key_kept_beside_the_rules(tmp_pa
         generate_key(rules / where)
     with pytest.raises(BundleError, match=f"{rules / where}: holds a private key; a bundle is copied to every server"):
         build_bundle([rules], key, tmp_path / "b.tar.gz")
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_bundle_build_refuses_a_folder_it_cannot_list_rather_than_leave_its_rules_out(tmp_path: Path) -> None:
+    """``rules/denies`` holds a deny and cannot be listed: it was passed over as if empty, and the signed bundle
+    served without the deny."""
+    rules = _folder(tmp_path, "rules", REGIONS)
+    (rules / "denies").mkdir()
+    (rules / "denies" / "deny.policy").write_text('package docs.deny\nrule no_docs\n    deny any to read dataset "d/*"\n')
+    generate_key(tmp_path / "bundle.key")
+    (rules / "denies").chmod(0)
+    try:
+        proc = policyengine("bundle", "build", "rules", "--key", "bundle.key", "--out", "b.tar.gz", cwd=tmp_path,
+                            bound_by_permissions=True)
+    finally:
+        (rules / "denies").chmod(0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "rules/denies:1:1: error[load]: cannot list this folder: Permission denied" in proc.stderr
     assert not (tmp_path / "b.tar.gz").exists()
 
 

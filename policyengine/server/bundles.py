@@ -29,6 +29,7 @@ from typing import Any
 
 from ..audit.keys import PublicKey, SigningKey
 from ..audit.log import TS_FORMAT, utc_now_text
+from ..loader import files_under
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -73,9 +74,15 @@ _PRIVATE_KEY = b"PRIVATE KEY-----"  # the PEM armour of any private key (PKCS#8,
 
 
 def _rule_files(source: Path) -> list[Path]:
+    """Every file to pack from ``source``; a folder in it that cannot be listed is an error, never left out."""
     if source.is_file():
         return [source]
-    return sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+    found, unlisted = files_under(source)
+    if unlisted:
+        error = unlisted[0]
+        raise BundleError(f"{error.filename}: cannot list this folder ({error.strerror or error}); its rules would be "
+                          "left out of the bundle")
+    return [Path(p) for p in found if not Path(p).name.startswith(".")]
 
 
 def build_bundle(sources: list[str | os.PathLike[str]], key: SigningKey, out: str | os.PathLike[str]) -> dict[str, str]:
