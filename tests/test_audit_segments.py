@@ -445,7 +445,8 @@ def test_serve_workers_roll_their_own_series(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES), "--key", "k.key",
-                             "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--roll-records", "4",
+                             "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--ledger-per-worker",
+                             "--roll-records", "4",
                              "--no-access-log"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     answers = 0
     try:

@@ -130,13 +130,29 @@ def test_bad_settings_are_one_line_errors_and_exit_1(tmp_path: Path, args: list[
     assert "Traceback" not in done.stderr
 
 
+def test_workers_without_shared_state_refuse_a_policy_with_budgets(tmp_path: Path) -> None:
+    """Each worker would keep its own in-memory ledger: two workers admitted twice every budget's limit."""
+    generate_key(tmp_path / "k.key")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES), "--key", "k.key",
+                           "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--no-access-log"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert ("the policy declares budgets, and each of the 2 workers would keep its own ledger and admit 2 times "
+            "every limit; share one with --state postgresql://...") in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_workers_each_write_their_own_verified_audit_segment(tmp_path: Path) -> None:
     generate_key(tmp_path / "k.key")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES), "--key", "k.key",
-                             "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--no-access-log"],
+                             "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--ledger-per-worker",
+                             "--no-access-log"],
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

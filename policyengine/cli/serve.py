@@ -40,6 +40,9 @@ def _fail(message: str) -> None:
               help="Port (0: any free port, printed at start).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes; with more than one, worker i writes DB.worker<i>.duckdb (rolled: DB.worker<i>.NNNNNN.duckdb).")
+@click.option("--ledger-per-worker", is_flag=True,
+              help="With --workers N and no --state: let each worker keep its own in-memory budget ledger (every "
+                   "limit then holds per worker: N times in all). Without it a policy with budgets is refused.")
 @click.option("--roll-records", type=click.IntRange(min=2), metavar="N",
               help="Roll the audit log into segments DB.NNNNNN.duckdb, sealing each after N records.")
 @click.option("--roll-bytes", type=click.IntRange(min=1), metavar="BYTES",
@@ -76,7 +79,7 @@ def _fail(message: str) -> None:
                    "differences are recorded as shadow_diff audit events.")
 def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str | None, allow_bundle_rollback: bool,
                   db: str, key: str,
-                  ledger: str | None, state: str | None, host: str, port: int, workers: int,
+                  ledger: str | None, state: str | None, host: str, port: int, workers: int, ledger_per_worker: bool,
                   roll_records: int | None, roll_bytes: int | None, roll_age: float | None,
                   auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, client_ca: str | None,
                   max_body: int, timeout: float, watch_interval: float, access_log: bool, otel: bool,
@@ -94,10 +97,13 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
         raise click.UsageError("--allow-bundle-rollback goes with --bundle")
     if ledger and state:
         raise click.UsageError("give either --ledger or --state, not both")
+    if ledger_per_worker and (workers == 1 or ledger or state):
+        raise click.UsageError("--ledger-per-worker goes with --workers N and no --ledger/--state")
     config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey,
                          allow_bundle_rollback=allow_bundle_rollback, db=db, key=key,
                          ledger=ledger or state,
-                         host=host, port=port, workers=workers, auth_token_file=auth_token_file, tls_cert=tls_cert,
+                         host=host, port=port, workers=workers, ledger_per_worker=ledger_per_worker,
+                         auth_token_file=auth_token_file, tls_cert=tls_cert,
                          tls_key=tls_key, client_ca=client_ca, max_body=max_body, timeout=timeout,
                          access_log=access_log, otel=otel, watch_interval=watch_interval, inbox=inbox,
                          inbox_key=inbox_key, roll_records=roll_records, roll_bytes=roll_bytes, roll_age=roll_age,

@@ -158,7 +158,8 @@ class PolicyHolder:
                  blocked: frozenset[str] = frozenset(),
                  on_activate: Callable[[ActivePolicy, str], None] | None = None,
                  on_refuse: Callable[[Refusal], None] | None = None,
-                 last_bundle: LastBundle | None = None, allow_rollback: bool = False) -> None:
+                 last_bundle: LastBundle | None = None, allow_rollback: bool = False,
+                 unshared_ledgers: int = 1) -> None:
         if bool(rules) == bool(bundle):
             raise ValueError("serve either --rules or --bundle")
         if bundle and bundle_key is None:
@@ -172,6 +173,9 @@ class PolicyHolder:
         self._on_refuse = on_refuse  # records each refusal (the old policy keeps serving even if it cannot)
         self.last_bundle = last_bundle  # what the audit log says was activated before this process started
         self.allow_rollback = allow_rollback  # --allow-bundle-rollback: the first load may go below last_bundle
+        # processes serving beside this one, each with a budget ledger of its own (--workers N, no --state):
+        # a policy with budgets would admit N times every limit, so it is refused
+        self.unshared_ledgers = unshared_ledgers
         self._lock = threading.Lock()  # one reload at a time
         self._seen: object = None  # the fingerprint last loaded (or refused)
         self._pending: object = None  # a changed fingerprint seen once, loaded if the next check sees it again
@@ -259,6 +263,12 @@ class PolicyHolder:
                 return self._refused(reason, str(error), error.summary, error.digest, error.signer)
             except Exception as error:  # noqa: BLE001 - whatever it is, the old policy keeps serving
                 return self._refused(reason, _one_line(error), _one_line(error), None, None)
+            if self.unshared_ledgers > 1 and fresh.policy.compiled.budgets:
+                _remove(fresh)
+                why = (f"the policy declares budgets, and each of the {self.unshared_ledgers} workers would keep its "
+                       f"own ledger and admit {self.unshared_ledgers} times every limit; share one with --state "
+                       "postgresql://..., serve with one worker, or pass --ledger-per-worker to accept that")
+                return self._refused(reason, why, why, fresh.bundle_sha256, fresh.signer)
             old = self.active
             if old is not None and fresh.policy_hash == old.policy_hash and fresh.signer == old.signer \
                     and fresh.bundle_created == old.bundle_created:

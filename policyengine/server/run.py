@@ -52,6 +52,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8181
     workers: int = 1
+    ledger_per_worker: bool = False  # --workers N with budgets and no shared state: accepted, N ledgers
     auth_token_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -248,7 +249,8 @@ def serve(config: ServeConfig) -> int:
     holder = PolicyHolder(rules=config.rules, bundle=config.bundle, bundle_key=bundle_key, ledger=ledger,
                           blocked=blocked, on_activate=activation_recorder(log, metrics),
                           on_refuse=refusal_recorder(log), last_bundle=last,
-                          allow_rollback=config.allow_bundle_rollback)
+                          allow_rollback=config.allow_bundle_rollback,
+                          unshared_ledgers=config.workers if store is None and not config.ledger_per_worker else 1)
     sock = None
     try:
         sock = _listen(config.host, config.port, reuse_port=config.worker is not None)  # before any audit record
