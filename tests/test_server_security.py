@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from server_process import ALLOW, RULES, Server
+from services import free_port
 
 from policyengine.audit import generate_key
 
@@ -130,15 +131,18 @@ def test_bad_settings_are_one_line_errors_and_exit_1(tmp_path: Path, args: list[
     assert "Traceback" not in done.stderr
 
 
+def _two_workers(tmp_path: Path, *options: str) -> tuple[list[str], int]:
+    """``serve --workers 2`` of the shipped rules on a free port (a fresh key in ``tmp_path``), and the port."""
+    generate_key(tmp_path / "k.key")
+    port = free_port()
+    return [sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES), "--key", "k.key", "--db",
+            "audit.duckdb", "--port", str(port), "--workers", "2", *options, "--no-access-log"], port
+
+
 def test_workers_without_shared_state_refuse_a_policy_with_budgets(tmp_path: Path) -> None:
     """Each worker would keep its own in-memory ledger: two workers admitted twice every budget's limit."""
-    generate_key(tmp_path / "k.key")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    done = subprocess.run([sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES), "--key", "k.key",
-                           "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--no-access-log"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    command, _ = _two_workers(tmp_path)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert ("the policy declares budgets, and each of the 2 workers would keep its own ledger and admit 2 times "
             "every limit; share one with --state postgresql://...") in done.stderr
@@ -146,14 +150,8 @@ def test_workers_without_shared_state_refuse_a_policy_with_budgets(tmp_path: Pat
 
 
 def test_workers_each_write_their_own_verified_audit_segment(tmp_path: Path) -> None:
-    generate_key(tmp_path / "k.key")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "policyengine", "serve", "--rules", str(RULES), "--key", "k.key",
-                             "--db", "audit.duckdb", "--port", str(port), "--workers", "2", "--ledger-per-worker",
-                             "--no-access-log"],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    command, port = _two_workers(tmp_path, "--ledger-per-worker")
+    proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         answers = 0
