@@ -12,10 +12,12 @@ paths it reads (for ``--explain``), and the actions a condition is limited to.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
 import time
+import zoneinfo
 from datetime import datetime, timezone, tzinfo
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -462,10 +464,26 @@ def timestamp(value: Any, label: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T"))
 
 
+_HOST_ZONES = frozenset({"localtime", "Factory"})  # the host's own zone, or none: a file beside the IANA names
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    """The IANA zone names this host knows (``posix/``, ``right/`` and ``posixrules`` are not among them)."""
+    return frozenset(zoneinfo.available_timezones()) - _HOST_ZONES
+
+
 def zone_info(name: str) -> tzinfo | None:
-    """An IANA time zone (``"Europe/Paris"``) or ``"UTC"``; None when there is no such zone."""
+    """An IANA time zone (``"Europe/Paris"``) or ``"UTC"``; None when there is no such zone.
+
+    Only IANA names: ``"localtime"`` is whatever zone the host is set to (a rule
+    tested on a laptop in Paris would read UTC hours on a server), and the
+    ``right/`` zones count leap seconds, so their hour turns ~27 s late.
+    """
     if name == "UTC":
         return timezone.utc
+    if name not in _iana_names():
+        return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
