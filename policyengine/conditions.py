@@ -12,12 +12,10 @@ paths it reads (for ``--explain``), and the actions a condition is limited to.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import re
 import time
-import zoneinfo
 from datetime import datetime, timezone, tzinfo
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -464,13 +462,7 @@ def timestamp(value: Any, label: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T"))
 
 
-_HOST_ZONES = frozenset({"localtime", "Factory"})  # the host's own zone, or none: a file beside the IANA names
-
-
-@functools.cache
-def _iana_names() -> frozenset[str]:
-    """The IANA zone names this host knows (``posix/``, ``right/`` and ``posixrules`` are not among them)."""
-    return frozenset(zoneinfo.available_timezones()) - _HOST_ZONES
+_NOT_IANA = frozenset({"localtime", "Factory", "posixrules"})  # files beside the IANA names in a zoneinfo folder
 
 
 def zone_info(name: str) -> tzinfo | None:
@@ -482,7 +474,7 @@ def zone_info(name: str) -> tzinfo | None:
     """
     if name == "UTC":
         return timezone.utc
-    if name not in _iana_names():
+    if name in _NOT_IANA or name.startswith(("posix/", "right/")):
         return None
     try:
         return ZoneInfo(name)
