@@ -462,10 +462,20 @@ def timestamp(value: Any, label: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T"))
 
 
+_NOT_IANA = frozenset({"localtime", "Factory", "posixrules"})  # files beside the IANA names in a zoneinfo folder
+
+
 def zone_info(name: str) -> tzinfo | None:
-    """An IANA time zone (``"Europe/Paris"``) or ``"UTC"``; None when there is no such zone."""
+    """An IANA time zone (``"Europe/Paris"``) or ``"UTC"``; None when there is no such zone.
+
+    Only IANA names: ``"localtime"`` is whatever zone the host is set to (a rule
+    tested on a laptop in Paris would read UTC hours on a server), and the
+    ``right/`` zones count leap seconds, so their hour turns ~27 s late.
+    """
     if name == "UTC":
         return timezone.utc
+    if name in _NOT_IANA or name.startswith(("posix/", "right/")):
+        return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -298,6 +298,8 @@ def change(db: str | Path, policy: Any, directory: Any, *, name: str, to: str | 
                 gate = next((o for o in decision.obligations if o.kind == "approval_required"), None)
                 payload |= {"gate": gate.gate if gate else None, "role": gate.role if gate else None,
                             "requested_at": datetime.now(UTC).isoformat()}
+                if gate is not None and gate.deadline_at is not None:  # ``within``: approved by then, or its else
+                    payload |= {"deadline": gate.deadline_at, "on_timeout": gate.on_timeout}
                 payload["request_id"] = request_id(payload)
                 seq = log.append(REQUESTED, actor=user, payload=payload, policy_hash=policy.policy_hash)
                 return Outcome("requested", seq, payload)
@@ -332,6 +334,9 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
         if p.get("role") is None:
             raise VersionError(f"change {rid} names no approver role; it cannot be approved")
         now = datetime.now(UTC)
+        if approve and p.get("deadline") is not None and p.get("on_timeout") != "allow" and _passed(p["deadline"], now):
+            raise VersionError(f"change {rid}: its approval deadline passed at {p['deadline']} (the gate's else: "
+                               f"deny); reject {rid} and request it again")
         run = RunRecord(rid, None, "model_version", p.get("name"), str(p.get("by")), "waiting_approval", None,
                         None, None, p.get("policy_hash"), 0, 0.0, waiting.ts, waiting.ts)
         gate = ApprovalRecord(rid, str(p.get("change")), str(p.get("gate")), str(p.get("role")), str(p.get("by")),
@@ -364,6 +369,14 @@ def decide(db: str | Path, policy: Any, directory: Any, *, rid: str, user: str, 
         return Outcome("approved" if approve else "rejected", seq, p)
     finally:
         con.close()
+
+
+def _passed(deadline: Any, now: datetime) -> bool:
+    """Whether ``deadline`` (ISO 8601, as the decision gave it) is at or before ``now``; one that does not parse has."""
+    try:
+        return now >= datetime.fromisoformat(str(deadline))
+    except (ValueError, TypeError):
+        return True
 
 
 def _change_request(directory: Any, user: str, verb: str, kind: Any, name: Any, to: Any, alias: Any,

@@ -334,6 +334,27 @@ def test_cli_prune_refusals_are_one_line(folder: Path, tmp_path: Path, args: lis
     assert len(list(folder.glob("audit.*.duckdb"))) == 4
 
 
+def test_prune_judges_a_segment_by_its_youngest_record_when_the_clock_stepped_back(
+        tmp_path: Path, key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer whose clock stepped back a year (NTP, a VM restore) seals segment 1 with an old ts after young
+    decisions: the last record's ts is not the newest, and the young decisions must stay above the floor."""
+    from policyengine.audit import log as audit_log
+
+    real = datetime.now(UTC)
+    calls = iter(range(10_000))
+    stepped = (real - timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    young = real.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    monkeypatch.setattr(audit_log, "utc_now_text", lambda: young if next(calls) < 4 else stepped)
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    write_series(folder, key, 10)  # segment 1: started and 3 decisions now, then its seal a year back
+    monkeypatch.undo()
+    assert read_segment(seg(folder, 1)).last_ts == stepped
+    with pytest.raises(AuditError, match=r"audit.000001.duckdb: its newest record .* younger than the retention floor"):
+        prune_segments(folder, real + timedelta(days=1), key, now=real)
+    assert len(list(folder.glob("audit.*.duckdb"))) == 4
+
+
 def test_prune_old_segments_records_them_and_the_chain_still_verifies(folder: Path, key: SigningKey) -> None:
     later = datetime.now(UTC) + timedelta(days=400)  # as if the segments were a year old
     dry = prune_segments(folder, later, key, now=later, dry_run=True)

@@ -66,6 +66,11 @@ TABLE = [
     ('weekday of data.at in ["sat", "sun"]', {"at": "2026-03-14T10:00:00Z"}, True),
     ('weekday of data.at == "tue"', {"at": "2026-03-10T23:30:00-02:00"}, False),  # Wednesday in UTC
     ('weekday of data.at at "America/Sao_Paulo" == "tue"', {"at": "2026-03-11T01:30:00Z"}, True),
+    # only IANA names: "localtime" is the host's zone (UTC on one server, Paris on the author's laptop), and
+    # the right/ zones count leap seconds (their 18:00 comes ~27 s late)
+    ('hour of data.at at "localtime" == 9', {"at": "2026-03-10T09:30:00Z"}, ERROR),
+    ('hour of data.at at "right/Europe/Paris" == 17', {"at": "2026-03-10T17:00:10Z"}, ERROR),
+    ('weekday of data.at at "Factory" == "tue"', {"at": "2026-03-10T09:30:00Z"}, ERROR),
     ("age of data.at < 90d", {"at": "2026-01-01T00:00:00Z"}, True),
     ("age of data.at < 60d", {"at": "2026-01-01T00:00:00Z"}, False),
     ("age of data.at >= 2h", {"at": "2026-03-10T10:00:00Z"}, True),

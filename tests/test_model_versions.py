@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -260,6 +261,25 @@ def test_a_change_the_rules_deny_by_the_time_it_is_approved_is_not_applied(work)
     assert audit_rows(work / "policyengine.duckdb", "model_version") == []
     assert production(work) == before != "2.5.0"
 
+
+
+def test_a_change_past_its_gates_deadline_is_not_approved(work):
+    """``within 1 s else deny`` on the gate: an approval after the deadline does not move the alias."""
+    rules = work / "rules" / "ml.policy"
+    rules.write_text(rules.read_text().replace("    require distinct approver\n",
+                                               "    within 1 s else deny\n    require distinct approver\n"))
+    before = production(work)
+    mv(work, "promote", "classifier_small", "--to", "2.5.0", "--as", "eve", "--reason", "new architecture")
+    (waiting,) = versions(work)["pending"]
+    (requested,) = audit_rows(work / "policyengine.duckdb", "model_version_requested")
+    deadline = datetime.fromisoformat(requested["deadline"])
+    while datetime.now(deadline.tzinfo) <= deadline + timedelta(milliseconds=100):
+        time.sleep(0.2)  # past the gate's deadline (no assertion on how long it took)
+    out = mv(work, "approve", waiting["request_id"], "--as", "lee", ok=False)
+    assert "approval deadline passed" in out.stderr and f"reject {waiting['request_id']}" in out.stderr, out.stderr
+    assert audit_rows(work / "policyengine.duckdb", "model_version") == []
+    assert production(work) == before != "2.5.0"
+    assert mv(work, "reject", waiting["request_id"], "--as", "lee").stdout.startswith("rejected:")
 
 # --- workflow runs: the orchestrator resolves versions as eval and serve do -------------------------
 

@@ -567,7 +567,7 @@ class AuditLog:
         with self._lock:
             if self._failed or self._closed:
                 self._check_open()
-            ts = utc_now_text()  # under the lock, so ts never decreases as seq increases
+            ts = utc_now_text()  # under the lock: ts follows seq unless the system clock steps back
             key, key_id, key_json, origin_json = self._fixed_json
             if key is not self._key:  # the first record, or the first after a rotation
                 key = self._key

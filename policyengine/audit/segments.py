@@ -118,6 +118,7 @@ class SegmentInfo:
     last_ts: str | None
     first_ts: str | None
     checkpoint: Checkpoint | None
+    newest_ts: str | None = None  # the youngest record's ts: a clock stepped back makes it another than last_ts
 
     @property
     def sealed(self) -> bool:
@@ -143,6 +144,7 @@ def read_segment(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> Se
         first = con.execute(q("records_from"), {"first": 1, "limit": 1}).fetchone()
         last = con.execute(q("tail"), {"limit": 1}).fetchone()
         latest = con.execute(q("latest_checkpoint")).fetchone()
+        newest = con.execute(q("newest_ts")).fetchone()[0]
     except duckdb.Error as error:
         raise AuditError(f"{path}: not a policyengine audit segment ({str(error).splitlines()[0]})") from None
     finally:
@@ -153,6 +155,7 @@ def read_segment(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> Se
         path=path, records=int(count), started=started,
         last_event=last[3] if last else None, last_payload=_payload(last, path) if last else None,
         last_ts=last[1] if last else None, first_ts=first[1] if first else None, checkpoint=Checkpoint.from_row(latest) if latest else None,
+        newest_ts=newest,
     )
 
 
@@ -783,7 +786,7 @@ class PruneResult:
 
     def lines(self, dry_run: bool) -> list[str]:
         verb = "would drop" if dry_run else "dropped"
-        out = [f"{verb} {e['file']} ({e['records']} records, newest {e['last_ts']})" for e in self.dropped]
+        out = [f"{verb} {e['file']} ({e['records']} records, newest {e['newest_ts']})" for e in self.dropped]
         if not self.dropped:
             out.append("nothing to prune")
         return out
@@ -821,17 +824,18 @@ def prune_segments(folder: str | os.PathLike[str], before: datetime, key: Signin
             if path.name in pruned_before:
                 continue
             info = read_segment(path)
-            if not info.sealed or info.last_ts is None or info.started is None or info.checkpoint is None:
+            if not info.sealed or info.newest_ts is None or info.started is None or info.checkpoint is None:
                 raise AuditError(f"{path}: not a sealed segment; refusing to prune")
-            newest = datetime.fromisoformat(info.last_ts.replace("Z", "+00:00"))
+            newest = datetime.fromisoformat(info.newest_ts.replace("Z", "+00:00"))  # max(ts): clocks step back
             if newest >= before:
                 break
             if newest >= floor:
-                raise AuditError(f"{path}: its newest record ({info.last_ts}) is younger than the retention floor "
+                raise AuditError(f"{path}: its newest record ({info.newest_ts}) is younger than the retention floor "
                                  f"({floor:%Y-%m-%dT%H:%M:%SZ}, {retention_months} months before now); nothing pruned")
             dropped.append({"series": name, "index": index, "file": path.name, "records": info.records,
                             "records_before": int(info.started.get("records_before", 0)),
-                            "first_ts": info.first_ts, "last_ts": info.last_ts, "final": info.link()})
+                            "first_ts": info.first_ts, "last_ts": info.last_ts, "newest_ts": info.newest_ts,
+                            "final": info.link()})
     leftovers = [root / f for f in sorted(pruned_before) if (root / f).exists()]
     if dry_run or (not dropped and not leftovers):
         return PruneResult(floor, dropped, None)
