@@ -23,16 +23,18 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 from . import ast
 from .ast import fast_constructor, paused_gc
-from .diagnostics import Finding, PolicyError, Span
+from .diagnostics import PolicyError, Span
 from .resources import cache_root, caching_enabled, grammar_text
 from .syntax_errors import describe_unexpected
+from .syntax_tokens import number_value as _number
+from .syntax_tokens import syntax_error as _syntax
 from .syntax_routing import RoutingSyntax
+from .syntax_schema import SchemaSyntax
 from .syntax_scope import ScopeBuilder, join_scopes
 
 __all__ = ["parse_policy", "MAX_NESTING", "Builder"]
 
 MAX_NESTING = 64  # compound expressions nested deeper than this are refused
-MAX_DIGITS = 100  # a longer number is refused: no policy means it, and Python refuses > 4,300
 
 _DURATION_UNITS: dict[str, int] = {
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
@@ -57,44 +59,6 @@ class _Strings(tuple):
     """A comma-separated list of strings, remembering where it ends."""
 
     __slots__ = ()
-
-
-def _syntax(message: str, span: Span, help: str | None = None) -> PolicyError:
-    return PolicyError(Finding("syntax", message, span, help=help))
-
-
-def _token_span(tok: Token, path: str) -> Span:
-    return Span(path, tok.line, tok.column, tok.end_line, tok.end_column)  # type: ignore[arg-type]
-
-
-def _number(tok: Token, path: str) -> int | float:
-    """A NUMBER token's value; refuses one too long to be meant, or that would not read back as written.
-
-    Leading zeros do not count towards ``MAX_DIGITS`` (``0.000001`` has one digit),
-    so every finite float the formatter writes reads back.
-    """
-    text = tok.value.replace("_", "")
-    negative = text.startswith("-")
-    whole, point, fraction = text[negative:].partition(".")
-    significant = (whole + fraction).lstrip("0")
-    if len(significant) > MAX_DIGITS:
-        message = f"number too long: {len(significant):,} digits, at most {MAX_DIGITS} are allowed"
-    elif not point:
-        value = int(whole.lstrip("0") or "0")  # int() refuses more than 4,300 digits, leading zeros included
-        return -value if negative else value
-    else:
-        decimal = float(text)
-        if abs(decimal) < 1e99 and (decimal != 0 or not significant):
-            return decimal
-        if decimal == 0:
-            message = "number too small: it is so close to 0 that it reads as 0"
-        else:  # it rounds up to 1e99, which fmt would write back with 101 digits
-            message = f"number too long: it rounds up to 10^99, which needs more than {MAX_DIGITS} digits"
-    raise _syntax(
-        message,
-        _token_span(tok, path),
-        help="no policy needs a number like this; check for a pasted or repeated value",
-    )
 
 
 def _unquote(tok: Token, path: str) -> str:
@@ -179,7 +143,7 @@ _new_literal = fast_constructor(ast.Literal)
 
 
 @v_args(inline=True)
-class Builder(RoutingSyntax, ScopeBuilder):  # a Transformer; routes/limits in syntax_routing.py, scopes in syntax_scope.py
+class Builder(RoutingSyntax, SchemaSyntax, ScopeBuilder):  # a Transformer; routes/limits, schemas, scopes: syntax_*.py
     """The inline transformer: one method per grammar rule or alias.
 
     Methods receive the children of the reduced rule (tokens for named
@@ -604,70 +568,6 @@ class Builder(RoutingSyntax, ScopeBuilder):  # a Transformer; routes/limits in s
 
     def c_distinct(self, kw: Token, distinct: Token, approver: Token) -> _Clause:
         return self._clause("distinct", True, kw, approver)
-
-    # --- request schemas ---------------------------------------------------------------------
-
-    def schema_decl(self, kw: Token, name_tok: Token, *clauses: _Clause) -> ast.SchemaDecl:
-        name = self._name(name_tok)
-        found = self._clauses("schema", name, clauses)
-        if not found["attribute"]:
-            raise _syntax(f"schema '{name.value}' declares no attribute", name.span,
-                          help='add a line such as: attribute context.amount number required')
-        return ast.SchemaDecl(name, found.get("for", ()), tuple(found["attribute"]),
-                              span=self._decl_span(kw, name, clauses))
-
-    def c_schema_for(self, kw: Token, what: Token, names: tuple[ast.Name, ...]) -> _Clause:
-        if what.value not in ("action", "actions"):
-            raise _syntax(f"a schema is for actions, not '{what}'", self._span(what),
-                          help="for example: for action approve_payment, block_invoice")
-        return self._clause("for", names, kw, names[-1].span)
-
-    def c_attribute(self, kw: Token, path_tok: Token, kind: tuple[str, Any, Span], *options: tuple) -> _Clause:
-        path = self.path(path_tok)
-        found: dict[str, Any] = {}
-        bounds_span: Span | None = None
-        end = kind[2]
-        for option, value, span in options:
-            if option in found:
-                raise _syntax(f"'{option}' is written twice in one attribute", span,
-                              help=f"keep one '{option}'")
-            found[option] = value
-            if option in ("min", "max") and bounds_span is None:
-                bounds_span = span
-            end = span
-        type_name, values, type_span = kind
-        attr = ast.SchemaAttribute(path, type_name, values, found.get("required", False),  # type: ignore[arg-type]
-                                   found.get("normalise", ()), found.get("min"), found.get("max"),
-                                   span=self._cover(self._span(kw), end), type_span=type_span,
-                                   bounds_span=bounds_span)
-        return self._clause("attribute", attr, kw, end)
-
-    def t_plain(self, tok: Token) -> tuple[str, None, Span]:
-        if tok.value not in ("string", "number", "bool", "timestamp"):
-            raise _syntax(f"'{tok}' is not an attribute type", self._span(tok),
-                          help="types are string, number, bool, timestamp, set of string, enum [...]")
-        return tok.value, None, self._span(tok)
-
-    def t_set(self, tok: Token, of: Token, item: Token) -> tuple[str, None, Span]:
-        if tok.value != "set" or item.value != "string":
-            raise _syntax(f"'{tok} of {item}' is not an attribute type", self._span(tok),
-                          help="the collection type is 'set of string'")
-        return "set", None, self._cover(self._span(tok), self._span(item))
-
-    def t_enum(self, kw: Token, values: ast.Expr) -> tuple[str, ast.Expr, Span]:
-        return "enum", values, self._cover(self._span(kw), values.span)
-
-    def o_required(self, kw: Token) -> tuple[str, bool, Span]:
-        return "required", True, self._span(kw)
-
-    def o_normalise(self, kw: Token, names: tuple[ast.Name, ...]) -> tuple[str, tuple[ast.Name, ...], Span]:
-        return "normalise", names, names[-1].span
-
-    def o_min(self, kw: Token, value: Token) -> tuple[str, int | float, Span]:
-        return "min", _number(value, self._path), self._cover(self._span(kw), self._span(value))
-
-    def o_max(self, kw: Token, value: Token) -> tuple[str, int | float, Span]:
-        return "max", _number(value, self._path), self._cover(self._span(kw), self._span(value))
 
     # --- monitoring -------------------------------------------------------------------------
 

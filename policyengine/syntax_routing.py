@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from lark import Token, Transformer, v_args
 
 from . import ast
+from .syntax_tokens import number_value, syntax_error
 
 RATE_UNITS = {"request": "requests", "requests": "requests", "token": "tokens", "tokens": "tokens"}
 RATE_WINDOWS = {"second": "second", "sec": "second", "s": "second", "minute": "minute", "min": "minute",
@@ -48,14 +49,13 @@ class RoutingSyntax(Transformer):
         return self._clause("prefer", chosen, kw, names[-1].span if names else strategy)  # type: ignore[attr-defined]
 
     def c_within_latency(self, kw: Token, latency: Token, value: Token, unit: Token) -> Any:
-        from .syntax import _number, _syntax
 
         scale = {"ms": 1, "s": 1000}.get(unit.value)
         if scale is None:
-            raise _syntax(f"latency is in 'ms' or 's', not '{unit}'", self._span(unit),  # type: ignore[attr-defined]
+            raise syntax_error(f"latency is in 'ms' or 's', not '{unit}'", self._span(unit),  # type: ignore[attr-defined]
                           help="for example: within latency 500 ms")
         span = self._cover(self._span(value), self._span(unit))  # type: ignore[attr-defined]
-        return self._clause("latency", (float(_number(value, self._path)) * scale, span), kw, unit)  # type: ignore[attr-defined]
+        return self._clause("latency", (float(number_value(value, self._path)) * scale, span), kw, unit)  # type: ignore[attr-defined]
 
     def c_under_cost(self, kw: Token, cost: Token, money: ast.Money, per: Token, count: Token, scale: Token,
                      unit: Token | None) -> Any:
@@ -64,21 +64,20 @@ class RoutingSyntax(Transformer):
 
     def c_rate_limit(self, kw: Token, amount: Token, unit: Token, per: Token, window: Token,
                      for_: Token | None, scope: Token | None) -> Any:
-        from .syntax import _number, _syntax
 
         if unit.value not in RATE_UNITS:
-            raise _syntax(f"a rate limit counts 'requests' or 'tokens', not '{unit}'", self._span(unit),  # type: ignore[attr-defined]
+            raise syntax_error(f"a rate limit counts 'requests' or 'tokens', not '{unit}'", self._span(unit),  # type: ignore[attr-defined]
                           help="for example: limit 60 requests per minute")
         if window.value not in RATE_WINDOWS:
-            raise _syntax(f"a rate limit is per second, minute, hour or day, not '{window}'",
+            raise syntax_error(f"a rate limit is per second, minute, hour or day, not '{window}'",
                           self._span(window))  # type: ignore[attr-defined]
         if scope is not None and scope.value not in RATE_SCOPES:
-            raise _syntax(f"a rate limit is counted for key, team, model or principal, not '{scope}'",
+            raise syntax_error(f"a rate limit is counted for key, team, model or principal, not '{scope}'",
                           self._span(scope), help="for example: limit 100000 tokens per minute for team")  # type: ignore[attr-defined]
-        number = _number(amount, self._path)  # type: ignore[attr-defined]
+        number = number_value(amount, self._path)  # type: ignore[attr-defined]
         end = scope if scope is not None else window
         if number <= 0:
-            raise _syntax("a rate limit must be above 0", self._span(amount),  # type: ignore[attr-defined]
+            raise syntax_error("a rate limit must be above 0", self._span(amount),  # type: ignore[attr-defined]
                           help="to refuse every call, write a deny rule")
         limit = ast.RateLimit(float(number), RATE_UNITS[unit.value], RATE_WINDOWS[window.value],  # type: ignore[arg-type]
                               scope.value if scope is not None else "key",  # type: ignore[arg-type]

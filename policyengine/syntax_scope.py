@@ -16,13 +16,10 @@ from typing import Any
 from lark import Token, Transformer, v_args
 
 from . import ast
-from .diagnostics import Finding, PolicyError, Span
+from .diagnostics import Span
+from .syntax_tokens import syntax_error
 
 SCOPE_KINDS = ("workflow", "action")
-
-
-def _syntax(message: str, span: Span, help: str | None = None) -> PolicyError:
-    return PolicyError(Finding("syntax", message, span, help=help))
 
 
 def merge_scopes(targets: tuple[tuple[str, tuple[ast.Name, ...], Span], ...], span: Span) -> ast.Scope:
@@ -31,7 +28,7 @@ def merge_scopes(targets: tuple[tuple[str, tuple[ast.Name, ...], Span], ...], sp
     for kind, names, _ in targets:
         for name in names:
             if any(seen.value == name.value for seen in found[kind]):
-                raise _syntax(f"{kind} {name.value!r} is named twice in this scope", name.span,
+                raise syntax_error(f"{kind} {name.value!r} is named twice in this scope", name.span,
                               help="name each workflow and action once")
             found[kind].append(name)
     return ast.Scope(tuple(found["workflow"]), tuple(found["action"]), span=span)
@@ -54,13 +51,13 @@ class ScopeBuilder(Transformer):
 
     def scope_target(self, kind: Token, *names: Token) -> tuple[str, tuple[ast.Name, ...], Span]:
         if kind.value not in SCOPE_KINDS:
-            raise _syntax(f"expected 'workflow' or 'action' in a scope, found {kind.value!r}", self._span(kind),
+            raise syntax_error(f"expected 'workflow' or 'action' in a scope, found {kind.value!r}", self._span(kind),
                           help='for example: applies to workflow "invoice-exceptions" action approve_payment')
         built = tuple(self._name(tok) for tok in names)
         if kind.value == "action":
             for name in built:
                 if not ast.ACTION_NAME.fullmatch(name.value):
-                    raise _syntax(f"{name.value!r} is not an action name", name.span,
+                    raise syntax_error(f"{name.value!r} is not an action name", name.span,
                                   help="actions are letters, digits and '_' (read, approve_payment)")
         return kind.value, built, self._cover(self._span(kind), built[-1].span)
 
