@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..audit.masking import masking_for
+from ..network import is_loopback
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import PolicyHolder, Refusal, activation_recorder, refusal_recorder, version_recorder
@@ -202,6 +203,9 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
                                    watch_interval=1.0)
         _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
+        if not is_loopback(config.host):  # the gateway speaks plain http: its callers' keys are readable on the way
+            _say(f"warning: listening on {config.host} over plain http: the virtual keys callers send cross the "
+                 f"network in clear; put a TLS proxy in front")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, versions if versions is not None else _NO_VERSIONS, metrics, sock,
                               serve_config, also=_key_reloader(app, Path(config.keys))))
