@@ -26,6 +26,24 @@ def test_binds_loopback_by_default(tmp_path: Path) -> None:
         assert running.url.startswith("http://127.0.0.1:")
 
 
+OPEN_BIND = "listening on 0.0.0.0 with neither --auth-token-file nor --client-ca"
+
+
+@pytest.mark.parametrize(("args", "warned"), [
+    (["--host", "0.0.0.0"], True),  # every interface, no auth: said at start, once
+    (["--host", "0.0.0.0", "--auth-token-file", "token"], False),
+    (["--host", "127.0.0.1"], False),
+    (["--host", "localhost"], False),
+])
+def test_an_unauthenticated_listener_off_loopback_is_warned_about(tmp_path: Path, args: list[str],
+                                                                   warned: bool) -> None:
+    (tmp_path / "token").write_text("s3cret-token\n")
+    with Server(tmp_path, "--rules", str(RULES), *args) as running:
+        said = [line for line in running.lines if line.startswith("warning: ")]
+    assert said == ([f"warning: {OPEN_BIND}: anyone who reaches the port may ask for decisions and charge budgets"]
+                    if warned else [])
+
+
 def test_bearer_token_guards_every_route_but_the_probes(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("s3cret-token\n")
     with Server(tmp_path, "--rules", str(RULES), "--auth-token-file", "token") as running:
