@@ -111,6 +111,11 @@ RULES = str(EXAMPLE.parents[2] / "rules")
      "models.classifier_small.base_url: plain http to 10.0.0.5 would carry the API key"),
     ({"keys.yaml": {"keys": [GOOD_KEY]}, "p.yaml": {"models": {"classifier_small": "https://x/v1"}}},
      ["--keys", "keys.yaml", "--providers", "p.yaml"], "models.classifier_small: must be a mapping"),
+    # an empty ledger was the in-memory one (budgets back to zero at each start), also over the config's ledger
+    ({"keys.yaml": {"keys": [GOOD_KEY]}, "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "ledger": ""}},
+     ["--config", "gw.yaml"], "error: ledger: empty; leave it out for the default"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]}, "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "ledger": "b.duckdb"}},
+     ["--config", "gw.yaml", "--ledger", ""], "error: ledger: empty; leave it out for the default"),
 ])
 def test_bad_settings_are_one_line_and_exit_1(tmp_path: Path, files: dict[str, object], args: list[str],
                                               message: str) -> None:

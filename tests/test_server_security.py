@@ -136,13 +136,19 @@ def _serve(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
       "empty.pem"], "--client-ca empty.pem: no CA certificate can be read from it"),
     (["--key", "k.key"], "give either --rules PATH or --bundle FILE"),
     (["--rules", "no-such-dir", "--key", "k.key"], "no-such-dir"),
+    # an empty --ledger or --state was the in-memory ledger: budgets back at zero, not shared
+    (["--rules", str(RULES), "--key", "k.key", "--ledger", ""], "error: --ledger: empty; leave it out for the default"),
+    (["--rules", str(RULES), "--key", "k.key", "--state", " "], "error: --state: empty; leave it out for the default"),
 ])
 def test_bad_settings_are_one_line_errors_and_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
     generate_key(tmp_path / "k.key")
     if "server.crt" in args:
         _pki(tmp_path)
         (tmp_path / "empty.pem").write_text("")  # a CA file with no certificate: was read first after startup
-    done = _serve(tmp_path, *args)
+    try:
+        done = _serve(tmp_path, *args)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the server started")
     assert done.returncode in (1, 2), done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr

@@ -94,6 +94,9 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
         raise click.UsageError("--allow-bundle-rollback goes with --bundle")
     if ledger and state:
         raise click.UsageError("give either --ledger or --state, not both")
+    for option, value in (("--ledger", ledger), ("--state", state), ("--db", db), ("--key", key)):
+        if value is not None and not value.strip():  # an empty --ledger was the in-memory one: budgets restarted
+            _fail(f"{option}: empty; leave it out for the default")
     config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey,
                          allow_bundle_rollback=allow_bundle_rollback, db=db, key=key,
                          ledger=ledger or state,

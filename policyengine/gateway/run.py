@@ -133,6 +133,10 @@ def _refused_at_start(config: GatewayConfig, error: PolicyError) -> str:
 
 def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     """Serve until SIGINT/SIGTERM; return the exit status."""
+    for name in ("db", "key", "ledger", "rate_limits", "registry", "host"):
+        value = getattr(config, name)
+        if value is not None and not value.strip():  # an empty ledger was the in-memory one: budgets restarted
+            raise GatewayStartError(f"{name}: empty; leave it out for the default")
     try:
         keys, teams = load_keys(Path(config.keys))
         upstreams = load_providers(Path(config.providers) if config.providers else None)
