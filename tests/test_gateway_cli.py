@@ -116,6 +116,16 @@ RULES = str(EXAMPLE.parents[2] / "rules")
      ["--config", "gw.yaml"], "error: ledger: empty; leave it out for the default"),
     ({"keys.yaml": {"keys": [GOOD_KEY]}, "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "ledger": "b.duckdb"}},
      ["--config", "gw.yaml", "--ledger", ""], "error: ledger: empty; leave it out for the default"),
+    # a team's limits that bind no key: the key's team was spelt otherwise, and its calls had no team limit
+    ({"keys.yaml": {"keys": [{**GOOD_KEY, "team": "acounts-payable"}],
+                    "teams": {"accounts-payable": {"limits": {"requests_per_minute": 1}}}}},
+     ["--keys", "keys.yaml"], "keys.yaml: teams.accounts-payable: no key has this team, so its limits bind no call"),
+    # a request default no rule names: data.clasification left 'data has classification' false, so the shipped
+    # no_restricted_data_offsite let the key's restricted data go to frontier_llm
+    ({"keys.yaml": {"keys": [{**GOOD_KEY, "name": "ap", "data": {"clasification": "restricted", "origin": "DE"}}]}},
+     ["--keys", "keys.yaml"], "keys.yaml: key ap: data.clasification: no rule or schema of the rules names it"),
+    ({"keys.yaml": {"keys": [{**GOOD_KEY, "name": "ap", "context": {"ammount": 5}}]}},
+     ["--keys", "keys.yaml"], "keys.yaml: key ap: context.ammount: no rule or schema of the rules names it"),
 ])
 def test_bad_settings_are_one_line_and_exit_1(tmp_path: Path, files: dict[str, object], args: list[str],
                                               message: str) -> None:

@@ -129,6 +129,11 @@ def load_keys(path: Path) -> tuple[dict[str, VirtualKey], dict[str, Limits]]:
         if not isinstance(spec, dict) or set(spec) != {"limits"}:
             raise GatewayConfigError(f"{path}: teams.{team}: must be a mapping with one field, limits")
         teams[str(team)] = _limits(spec["limits"], f"{path}: teams.{team}.limits")
+    named = {key.team for key in keys.values()}
+    unused = sorted(team for team in teams if team not in named)
+    if unused:  # its limits bind no key: the team is misspelt here or in the key meant to be under them
+        raise GatewayConfigError(f"{path}: teams.{unused[0]}: no key has this team, so its limits bind no call "
+                                 f"(misspelt?)")
     return keys, teams
 
 
@@ -151,6 +156,21 @@ def _principal(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc.get("attrs", {}), dict):
         raise GatewayConfigError(f"{where}.attrs: must be a mapping")
     return dict(doc)
+
+
+_GATEWAY_CONTEXT = frozenset({"tokens", "guard", "api", "workflow", "team"})  # what the gateway itself puts there
+
+
+def check_defaults(keys: Mapping[str, VirtualKey], named: frozenset[tuple[str, str]], path: Path) -> None:
+    """Refuse a key's ``data`` or ``context`` field that no rule or schema names: most likely misspelt
+    (``clasification``), it would leave the rule that reads the real name reading nothing, and a deny rule
+    guarded by ``data has classification`` then lets restricted data go offsite."""
+    for key in keys.values():
+        for root, given in (("data", key.data), ("context", key.context)):
+            for name in given:
+                if (root, name) not in named and not (root == "context" and name in _GATEWAY_CONTEXT):
+                    raise GatewayConfigError(f"{path}: key {key.name}: {root}.{name}: no rule or schema of the rules "
+                                             f"names it (misspelt?)")
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..audit.masking import masking_for
 from ..network import is_loopback
+from ..schema import named_attributes
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import PolicyHolder, Refusal, activation_recorder, refusal_recorder, version_recorder
 from ..server.run import ServeConfig, _listen, _loop_factory, _serve, open_versions
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
-from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
+from .config import GatewayConfig, GatewayConfigError, check_defaults, load_keys, load_providers
 
 if TYPE_CHECKING:
     from ..diagnostics import PolicyError
@@ -69,6 +70,7 @@ def _key_reloader(app: GatewayApp, path: Path) -> Callable[[str, bool], str | No
         seen[0] = now
         try:
             keys, teams = load_keys(path)
+            check_defaults(keys, named_attributes(app.holder.active.policy.policy_set), path)
         except GatewayConfigError as error:
             return f"keys reload ({reason}) refused: {error}; still using the {len(app.keys)} keys read before"
         app.keys, app.teams = keys, teams  # two reference assignments: a request reads each once
@@ -146,10 +148,15 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     from ..engine import load_policy
 
     try:  # checked before anything else is created or opened (compiled once: the holder's load hits the cache)
-        registry = load_policy(list(config.rules)).compiled.registry
+        policy = load_policy(list(config.rules))
     except PolicyError as error:
         outcome = _refused_at_start(config, error)  # recorded (or said not to be) before the gateway exits
         raise GatewayStartError("the rules have errors:\n" + outcome.removeprefix("refused: ")) from None
+    registry = policy.compiled.registry
+    try:
+        check_defaults(keys, named_attributes(policy.policy_set), Path(config.keys))
+    except GatewayConfigError as error:
+        raise GatewayStartError(str(error)) from None
     for model in upstreams:
         if model not in registry:
             raise GatewayStartError(f"{config.providers}: model {model!r} is not declared in the rules "
