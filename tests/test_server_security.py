@@ -138,7 +138,8 @@ def _serve(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["--rules", "no-such-dir", "--key", "k.key"], "no-such-dir"),
     # an empty --ledger or --state was the in-memory ledger: budgets back at zero, not shared
     (["--rules", str(RULES), "--key", "k.key", "--ledger", ""], "error: --ledger: empty; leave it out for the default"),
-    (["--rules", str(RULES), "--key", "k.key", "--state", " "], "error: --state: empty; leave it out for the default"),
+    (["--rules", str(RULES), "--key", "k.key", "--state", " "],
+     "error: --state (POLICYENGINE_STATE) is empty; give the URL or unset it for the default"),
 ])
 def test_bad_settings_are_one_line_errors_and_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
     generate_key(tmp_path / "k.key")
