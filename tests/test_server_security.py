@@ -26,22 +26,27 @@ def test_binds_loopback_by_default(tmp_path: Path) -> None:
         assert running.url.startswith("http://127.0.0.1:")
 
 
-OPEN_BIND = "listening on 0.0.0.0 with neither --auth-token-file nor --client-ca"
+NO_AUTH = ("warning: listening on 0.0.0.0 with neither --auth-token-file nor --client-ca: anyone who reaches the "
+           "port may ask for decisions and charge budgets")
+TOKEN_IN_CLEAR = ("warning: listening on 0.0.0.0 over plain http: the bearer token of --auth-token-file crosses the "
+                  "network in clear; give --tls-cert and --tls-key, or put a TLS proxy in front")
 
 
-@pytest.mark.parametrize(("args", "warned"), [
-    (["--host", "0.0.0.0"], True),  # every interface, no auth: said at start, once
-    (["--host", "0.0.0.0", "--auth-token-file", "token"], False),
-    (["--host", "127.0.0.1"], False),
-    (["--host", "localhost"], False),
+@pytest.mark.parametrize(("args", "warnings"), [
+    (["--host", "0.0.0.0"], [NO_AUTH]),  # every interface, no auth: said at start, once
+    (["--host", "0.0.0.0", "--auth-token-file", "token"], [TOKEN_IN_CLEAR]),
+    (["--host", "0.0.0.0", "--auth-token-file", "token", "--tls-cert", "server.crt", "--tls-key", "server.key"], []),
+    (["--host", "127.0.0.1"], []),
+    (["--host", "localhost"], []),
 ])
-def test_an_unauthenticated_listener_off_loopback_is_warned_about(tmp_path: Path, args: list[str],
-                                                                   warned: bool) -> None:
+def test_an_unprotected_listener_off_loopback_is_warned_about(tmp_path: Path, args: list[str],
+                                                               warnings: list[str]) -> None:
     (tmp_path / "token").write_text("s3cret-token\n")
+    if "server.crt" in args:
+        _pki(tmp_path)
     with Server(tmp_path, "--rules", str(RULES), *args) as running:
         said = [line for line in running.lines if line.startswith("warning: ")]
-    assert said == ([f"warning: {OPEN_BIND}: anyone who reaches the port may ask for decisions and charge budgets"]
-                    if warned else [])
+    assert said == warnings
 
 
 def test_bearer_token_guards_every_route_but_the_probes(tmp_path: Path) -> None:
