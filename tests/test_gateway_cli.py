@@ -81,6 +81,13 @@ RULES = str(EXAMPLE.parents[2] / "rules")
      ["--config", "gw.yaml"], "guards.prompt_injection: must be true or false"),
     ({"keys.yaml": {"keys": [GOOD_KEY]}, "gw.yaml": f"rules: {RULES}\nkeys: keys.yaml\nguards:\n  mask:\n"},
      ["--config", "gw.yaml"], "guards.mask: must be a list of entity types"),
+    # a masked type whose detector is off was never found, so it went upstream in clear
+    ({"keys.yaml": {"keys": [GOOD_KEY]},
+      "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "guards": {"pii": False, "mask": ["email"]}}},
+     ["--config", "gw.yaml"], "guards.mask: email is found by the pii guard, which is off; nothing would be masked"),
+    ({"keys.yaml": {"keys": [GOOD_KEY]},
+      "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "guards": {"secrets": False, "mask": ["openai_key"]}}},
+     ["--config", "gw.yaml"], "guards.mask: openai_key is found by the secrets guard, which is off"),
     # keys-file fields that were dropped or read as "no limit", each loosening the file
     ({"keys.yaml": {"keys": [GOOD_KEY], "team": {"ops": {"limits": {"requests_per_minute": 1}}}}},
      ["--keys", "keys.yaml"], "keys.yaml: unknown field 'team' (known: keys, teams)"),

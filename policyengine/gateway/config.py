@@ -253,6 +253,11 @@ def _guards(doc: Any, where: str) -> GuardConfig:
         if not isinstance(value, bool):  # an empty `pii:` is null: read as false, it turned the guard off
             raise GatewayConfigError(f"{where}.{name}: must be true or false")
     toxicity = switches["toxicity"]
+    for kind in masked:  # a type masked by a detector that is off was found nowhere, so masked nowhere
+        detector = "pii" if kind in PII_TYPES else "secrets"
+        if not switches[detector]:
+            raise GatewayConfigError(f"{where}.mask: {kind} is found by the {detector} guard, which is off; "
+                                     f"nothing would be masked")
     if toxicity:
         from .toxicity import ToxicityUnavailable, scorer
 
