@@ -88,6 +88,10 @@ RULES = str(EXAMPLE.parents[2] / "rules")
     ({"keys.yaml": {"keys": [GOOD_KEY]},
       "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "guards": {"secrets": False, "mask": ["openai_key"]}}},
      ["--config", "gw.yaml"], "guards.mask: openai_key is found by the secrets guard, which is off"),
+    # audit_prompts: masked redacts what the guards find: with pii off, the prompt's emails were recorded in clear
+    ({"keys.yaml": {"keys": [GOOD_KEY]},
+      "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "audit_prompts": "masked", "guards": {"pii": False}}},
+     ["--config", "gw.yaml"], "audit_prompts: masked needs guards pii and secrets on"),
     # keys-file fields that were dropped or read as "no limit", each loosening the file
     ({"keys.yaml": {"keys": [GOOD_KEY], "team": {"ops": {"limits": {"requests_per_minute": 1}}}}},
      ["--keys", "keys.yaml"], "keys.yaml: unknown field 'team' (known: keys, teams)"),

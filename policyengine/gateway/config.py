@@ -328,4 +328,9 @@ def load_config(path: str) -> dict[str, Any]:
         out["guards"] = _guards(doc["guards"], f"{file}: guards")
     if out.get("audit_prompts", "hash") not in ("hash", "masked"):
         raise GatewayConfigError(f"{file}: audit_prompts: must be 'hash' or 'masked'")
+    guards = out.get("guards") or GuardConfig()
+    if out.get("audit_prompts") == "masked" and not (guards.pii and guards.secrets):
+        # the masked text redacts what the guards find: with one off, its entities went to the log in clear
+        raise GatewayConfigError(f"{file}: audit_prompts: masked needs guards pii and secrets on (with one off, "
+                                 f"what it finds would be recorded in clear)")
     return out
