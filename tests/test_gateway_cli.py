@@ -92,6 +92,16 @@ RULES = str(EXAMPLE.parents[2] / "rules")
     ({"keys.yaml": {"keys": [GOOD_KEY]},
       "gw.yaml": {"rules": RULES, "keys": "keys.yaml", "audit_prompts": "masked", "guards": {"pii": False}}},
      ["--config", "gw.yaml"], "audit_prompts: masked needs guards pii and secrets on"),
+    # a guard turned off under rules that read it: the shipped no_prompt_injection read a score of 0 and let
+    # "Ignore all previous instructions" through
+    ({"keys.yaml": {"keys": [GOOD_KEY]},
+      "gw.yaml": {"rules": [RULES, str(EXAMPLE.parent / "guards.policy")], "keys": "keys.yaml",
+                  "guards": {"prompt_injection": False}}},
+     ["--config", "gw.yaml"], "guards.prompt_injection: off, but "),
+    ({"keys.yaml": {"keys": [GOOD_KEY]},
+      "gw.yaml": {"rules": [RULES, str(EXAMPLE.parent / "guards.policy")], "keys": "keys.yaml",
+                  "guards": {"pii": False}}},
+     ["--config", "gw.yaml"], "guards.pii: off, but "),
     # keys-file fields that were dropped or read as "no limit", each loosening the file
     ({"keys.yaml": {"keys": [GOOD_KEY], "team": {"ops": {"limits": {"requests_per_minute": 1}}}}},
      ["--keys", "keys.yaml"], "keys.yaml: unknown field 'team' (known: keys, teams)"),

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import yamlfile
+from ..ast import attribute_paths
 from ..network import stays_private
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .guards import PII_TYPES, SECRET_TYPES, GuardConfig
@@ -171,6 +172,20 @@ def check_defaults(keys: Mapping[str, VirtualKey], named: frozenset[tuple[str, s
                 if (root, name) not in named and not (root == "context" and name in _GATEWAY_CONTEXT):
                     raise GatewayConfigError(f"{path}: key {key.name}: {root}.{name}: no rule or schema of the rules "
                                              f"names it (misspelt?)")
+
+
+def check_guards_read(guards: GuardConfig, policy_set: Any) -> None:
+    """Refuse a guard that is off while a rule reads what it finds: its ``pii``, ``secrets`` or
+    ``prompt_injection`` would read empty or 0 for every call, and a deny on it (``no_prompt_injection``)
+    would never fire. (``toxicity`` off leaves its attribute absent, which such a rule denies on.)"""
+    for path in attribute_paths(policy_set.expression_roots()):
+        parts = ".".join(path.parts).split(".")
+        if path.root != "context" or parts[:1] != ["guard"]:
+            continue
+        name = parts[2] if parts[1:2] == ["response"] and len(parts) > 2 else parts[1] if len(parts) > 1 else None
+        if name in ("pii", "secrets", "prompt_injection") and not getattr(guards, name):
+            raise GatewayConfigError(f"guards.{name}: off, but {path.span.file}:{path.span.line} reads "
+                                     f"context.{'.'.join(parts)}: it would read nothing found for every call")
 
 
 @dataclass(frozen=True)

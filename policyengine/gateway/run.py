@@ -24,7 +24,14 @@ from ..server.policy_source import PolicyHolder, Refusal, activation_recorder, r
 from ..server.run import ServeConfig, _listen, _loop_factory, _serve, open_versions
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
-from .config import GatewayConfig, GatewayConfigError, check_defaults, load_keys, load_providers
+from .config import (
+    GatewayConfig,
+    GatewayConfigError,
+    check_defaults,
+    check_guards_read,
+    load_keys,
+    load_providers,
+)
 
 if TYPE_CHECKING:
     from ..diagnostics import PolicyError
@@ -155,6 +162,7 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     registry = policy.compiled.registry
     try:
         check_defaults(keys, named_attributes(policy.policy_set), Path(config.keys))
+        check_guards_read(config.guards, policy.policy_set)
     except GatewayConfigError as error:
         raise GatewayStartError(str(error)) from None
     for model in upstreams:
