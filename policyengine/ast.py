@@ -555,3 +555,21 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def attribute_paths(node: Any) -> list[Path]:
+    """Every attribute path in the syntax trees under ``node`` (declarations, conditions, values); a presence test
+    (``context has review``) counts as the path it tests (``context.review``), which it reads as much."""
+    found: list[Path] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Path):
+            found.append(n)
+        elif isinstance(n, Compare) and n.op == "has" and isinstance(n.left, Path) and isinstance(n.right, Literal):
+            found.append(Path(n.left.root, (*n.left.parts, str(n.right.value)), span=n.span))
+        elif isinstance(n, (tuple, list)):
+            stack.extend(n)
+        elif dataclasses.is_dataclass(n) and not isinstance(n, type):
+            stack.extend(getattr(n, f.name) for f in dataclasses.fields(n))
+    return found

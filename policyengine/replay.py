@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -265,26 +265,11 @@ _VOLATILE = ("run_id", "step")  # context fields every workflow request carries,
 def _volatile(policy: Policy) -> str | None:
     """A regular expression (RE2, for DuckDB) matching the per-run fields of a request text, or None when some
     condition of the candidate reads a path ending in one of them (then every request is its own group)."""
-    read = {p.parts[-1] if p.parts else p.root for p in _paths(policy.policy_set.expression_roots())}
+    read = {p.parts[-1] if p.parts else p.root for p in ast.attribute_paths(policy.policy_set.expression_roots())}
     names = [n for n in _VOLATILE if n not in read]
     if not names:
         return None
     return '"(?:' + "|".join(names) + ')":"(?:[^"\\\\]|\\\\.)*",?'
-
-
-def _paths(node: Any) -> list[ast.Path]:
-    """Every attribute path in the syntax trees under ``node`` (declarations, conditions, values)."""
-    found: list[ast.Path] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, ast.Path):
-            found.append(n)
-        elif isinstance(n, (tuple, list)):
-            stack.extend(n)
-        elif is_dataclass(n) and not isinstance(n, type):
-            stack.extend(getattr(n, f.name) for f in fields(n))
-    return found
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -408,3 +408,11 @@ def json_schema(schemas: SchemaSet) -> dict[str, Any]:
         doc["allOf"] = [{"if": {"properties": {"action": {"enum": sorted(r.actions)}}, "required": ["action"]},
                          "then": _object(r.attributes)} for r in scoped]
     return doc
+
+
+
+def named_attributes(ps: Any) -> frozenset[tuple[str, str]]:
+    """``(root, name)`` of every first-level request attribute the declarations of ``ps`` name (``data.origin``,
+    ``context has review``, a schema's ``attribute``): what a caller's defaults may set, so that one nothing names,
+    likely misspelt (``data.clasification``), can be refused rather than leave a rule reading nothing."""
+    return frozenset((p.root, p.parts[0]) for p in ast.attribute_paths(ps.expression_roots()) if p.parts)

@@ -245,6 +245,20 @@ def test_serve_refuses_a_missing_database_in_one_line(work):
                                       "or `policyengine demo`)")
 
 
+@pytest.mark.parametrize(("args", "warned"), [
+    (["--host", "0.0.0.0"], True),  # tokens and cookies in clear on the network: said at start
+    (["--host", "0.0.0.0", "--secure-cookie"], False),  # behind a TLS proxy
+    (["--host", "127.0.0.1"], False),
+])
+def test_serving_off_loopback_over_plain_http_is_warned_about(work, args, warned):
+    start_waiting_run(work)
+    with InboxServer(work, *args) as server:
+        said = [line for line in server.lines if line.startswith("warning: ")]
+    assert said == (["warning: listening on 0.0.0.0 over plain http without --secure-cookie: sign-in tokens and "
+                     "session cookies cross the network in clear; serve it behind a TLS proxy with --secure-cookie"]
+                    if warned else [])
+
+
 def test_the_decision_server_mounts_the_inbox_at_inbox(work):
     run_id = start_waiting_run(work)
     token = mint(work, "alice")

@@ -260,6 +260,15 @@ def test_every_workflow_ships_a_few_hundred_sample_items_with_unique_ids(workflo
     ("providers:\n  openai-compatible: {}\n", "providers.openai-compatible: needs a base_url"),
     ("retries: many\n", "retries must be an integer"),
     ("- just a list\n", "provider configuration must be a mapping"),
+    # a misspelt setting was dropped: `provider:` left every model on the simulator; an API key went in clear
+    ("provider:\n  openai-compatible: {base_url: 'https://llm.example/v1'}\n", "unknown setting 'provider'"),
+    ("retry: 3\n", "unknown setting 'retry'"),
+    ("providers:\n  openai-compatible: {base_url: 'https://llm.example/v1', api_key: sk-x}\n",
+     "providers.openai-compatible: unknown setting 'api_key'"),
+    ("providers:\n  openai-compatible: {base_url: 'http://llm.example.com/v1'}\n",
+     "providers.openai-compatible.base_url: plain http to a host that is not loopback would carry the API key"),
+    ("providers:\n  openai-compatible: {base_url: 'llm.example.com/v1'}\n",
+     "providers.openai-compatible.base_url: must be an http(s) URL"),
 ])
 def test_bad_provider_configuration_is_one_clear_line(tmp_path, text, message):
     from policyengine.engine import load_policy

@@ -27,6 +27,29 @@ def test_binds_loopback_by_default(tmp_path: Path) -> None:
         assert running.url.startswith("http://127.0.0.1:")
 
 
+NO_AUTH = ("warning: listening on 0.0.0.0 with neither --auth-token-file nor --client-ca: anyone who reaches the "
+           "port may ask for decisions and charge budgets")
+TOKEN_IN_CLEAR = ("warning: listening on 0.0.0.0 over plain http: the bearer token of --auth-token-file crosses the "
+                  "network in clear; give --tls-cert and --tls-key, or put a TLS proxy in front")
+
+
+@pytest.mark.parametrize(("args", "warnings"), [
+    (["--host", "0.0.0.0"], [NO_AUTH]),  # every interface, no auth: said at start, once
+    (["--host", "0.0.0.0", "--auth-token-file", "token"], [TOKEN_IN_CLEAR]),
+    (["--host", "0.0.0.0", "--auth-token-file", "token", "--tls-cert", "server.crt", "--tls-key", "server.key"], []),
+    (["--host", "127.0.0.1"], []),
+    (["--host", "localhost"], []),
+])
+def test_an_unprotected_listener_off_loopback_is_warned_about(tmp_path: Path, args: list[str],
+                                                               warnings: list[str]) -> None:
+    (tmp_path / "token").write_text("s3cret-token\n")
+    if "server.crt" in args:
+        _pki(tmp_path)
+    with Server(tmp_path, "--rules", str(RULES), *args) as running:
+        said = [line for line in running.lines if line.startswith("warning: ")]
+    assert said == warnings
+
+
 def test_bearer_token_guards_every_route_but_the_probes(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("s3cret-token\n")
     with Server(tmp_path, "--rules", str(RULES), "--auth-token-file", "token") as running:
@@ -119,13 +142,20 @@ def _serve(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
       "empty.pem"], "--client-ca empty.pem: no CA certificate can be read from it"),
     (["--key", "k.key"], "give either --rules PATH or --bundle FILE"),
     (["--rules", "no-such-dir", "--key", "k.key"], "no-such-dir"),
+    # an empty --ledger or --state was the in-memory ledger: budgets back at zero, not shared
+    (["--rules", str(RULES), "--key", "k.key", "--ledger", ""], "error: --ledger: empty; leave it out for the default"),
+    (["--rules", str(RULES), "--key", "k.key", "--state", " "],
+     "error: --state (POLICYENGINE_STATE) is empty; give the URL or unset it for the default"),
 ])
 def test_bad_settings_are_one_line_errors_and_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
     generate_key(tmp_path / "k.key")
     if "server.crt" in args:
         _pki(tmp_path)
         (tmp_path / "empty.pem").write_text("")  # a CA file with no certificate: was read first after startup
-    done = _serve(tmp_path, *args)
+    try:
+        done = _serve(tmp_path, *args)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the server started")
     assert done.returncode in (1, 2), done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr

@@ -69,6 +69,22 @@ def test_eval_state_that_cannot_be_opened_is_one_line(tmp_path, state, message):
     assert result.stdout == ""
 
 
+EMPTY_STATE = "error: --state (POLICYENGINE_STATE) is empty; give the URL or unset it for the default"
+
+
+@pytest.mark.parametrize("command", [("eval", "--rules", "shop.policy", "--now", NOW), ("runs", "list"),
+                                     ("models", "blocked"), ("monitor", "--rules", "shop.policy")])
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_an_empty_state_is_refused_not_read_as_this_process_alone(tmp_path, command, how):
+    """POLICYENGINE_STATE=$URL with URL unset, or --state '': read as unset, a command fell back to state of its
+    own (eval decided on a fresh in-memory ledger, 'allow' for a budget other workers had spent)."""
+    (tmp_path / "shop.policy").write_text(POLICY)
+    given = {"env": {"POLICYENGINE_STATE": ""}} if how == "env" else {}
+    flag = ("--state", " ") if how == "flag" else ()
+    result = cli(*command, *flag, cwd=tmp_path, **given)
+    assert (result.returncode, result.stderr.strip(), result.stdout) == (1, EMPTY_STATE, "")
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_run_processes_with_their_own_db_charge_one_postgres_ledger(postgres_url, tmp_path):

@@ -12,6 +12,7 @@ it and its one-line help (a test checks the line against the command's own).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import NamedTuple
 
 import click
@@ -104,3 +105,14 @@ def commands() -> dict[str, click.Command]:
 def registered_short_help(name: str) -> str:
     """The one-line help the group shows for ``name`` without loading it."""
     return _COMMANDS[name].short_help
+
+
+def state_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--state``'s value. An empty one, given or as ``POLICYENGINE_STATE`` set to nothing (a variable meant
+    to hold the URL, itself unset), is refused: read as unset, it fell back to state this process alone keeps,
+    so budgets and blocks were no longer shared and a budget started again from zero."""
+    env = os.environ.get(param.envvar) if isinstance(param.envvar, str) else None
+    if (value is not None and not value.strip()) or (value is None and env is not None and not env.strip()):
+        click.echo(f"error: --state ({param.envvar}) is empty; give the URL or unset it for the default", err=True)
+        ctx.exit(1)
+    return value

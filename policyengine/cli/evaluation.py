@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .clock import clock_override_option, typed_time, writing_now
+from . import state_value
 
 # A place each decision is also sent to (the audit log, when ``--audit`` is given).
 DecisionSink = Callable[[Any, Any], int]  # record(request, decision) -> its audit seq
@@ -233,7 +234,7 @@ def _decide_batched(policy: Any, stream: Any, source: str, now: datetime | None,
                    "unless --create is given.")
 @click.option("--create", "create_ledger", is_flag=True,
               help="Start a new, empty --ledger file when it does not exist (budgets then read zero usage).")
-@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE", callback=state_value,
               help="Where budget usage lives: a DuckDB file or postgresql://... shared by workers (its "
                    "block list then decides which models are blocked). Env: POLICYENGINE_STATE.")
 @click.option("--now", "now_text", metavar="TIME",

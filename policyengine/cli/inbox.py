@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
+from . import state_value
 
 
 def _fail(message: str) -> None:
@@ -39,7 +40,7 @@ def inbox_group() -> None:
               help="Port (0: any free port, printed at start).")
 @click.option("--secure-cookie", is_flag=True,
               help="Mark the session cookie Secure (when a TLS proxy serves the inbox over HTTPS).")
-@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE", callback=state_value,
               help="Shared run state: postgresql://... holds the runs and approvals of every worker (as "
                    "`run --state`); the inbox's decisions are still signed into --db. Env: POLICYENGINE_STATE.")
 def inbox_serve(db: Path, key: Path, rules: tuple[Path, ...], mask: Path | None, host: str, port: int,

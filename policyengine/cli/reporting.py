@@ -25,6 +25,7 @@ from ..reporting.render import FORMATS, render_bias, render_drift, render_rows
 from ..reporting.reports import list_reports, parse_param_args, run_named_report
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .clock import clock_override_option, typed_time, writing_now
+from . import state_value
 
 DEFAULT_DB = str(DEFAULT_DB_PATH)
 
@@ -359,7 +360,7 @@ def _signing_key(key: str | None, purpose: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--fail-on-breach", is_flag=True,
               help="Exit 1 when any rule breaches or could not be evaluated (for CI and cron).")
-@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE", callback=state_value,
               help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
                    "Env: POLICYENGINE_STATE.")
 def monitor(db: str, rules: tuple[str, ...], key: str | None, record: bool, now_text: str | None,
@@ -412,7 +413,7 @@ def models() -> None:
 
 @models.command("blocked")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Audit database.")
-@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE", callback=state_value,
               help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
                    "Env: POLICYENGINE_STATE.")
 def models_blocked(db: str, state: str | None) -> None:
@@ -436,7 +437,7 @@ def models_blocked(db: str, state: str | None) -> None:
 @click.option("--note", help="Why the block is lifted (kept in model_blocks and the audit event).")
 @click.option("--key", metavar="KEYFILE",
               help=f"Signing key of the audit log that records the lift (default: ./{DEFAULT_KEY}).")
-@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE", callback=state_value,
               help="postgresql://...: the block list shared by every worker (default: model_blocks in --db). "
                    "Env: POLICYENGINE_STATE.")
 def models_unblock(model: str, db: str, by: str, note: str | None, key: str | None, state: str | None) -> None:

@@ -12,6 +12,7 @@ import click
 
 from ..audit.keys import DEFAULT_KEY_PATH
 from ..audit.log import DEFAULT_DB_PATH
+from . import state_value
 
 
 def _fail(message: str) -> None:
@@ -32,7 +33,7 @@ def _fail(message: str) -> None:
 @click.option("--key", default=str(DEFAULT_KEY_PATH), show_default=True, metavar="KEYFILE",
               help="Ed25519 key that signs the audit log.")
 @click.option("--ledger", metavar="DB", help="DuckDB budget ledger (default: in memory, per process).")
-@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE",
+@click.option("--state", metavar="URL", envvar="POLICYENGINE_STATE", callback=state_value,
               help="Shared state: postgresql://... holds budgets and the block list of every worker "
                    "(a DuckDB file: same as --ledger). Env: POLICYENGINE_STATE.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -97,6 +98,9 @@ def serve_command(rules: tuple[str, ...], bundle: str | None, bundle_pubkey: str
         raise click.UsageError("--allow-bundle-rollback goes with --bundle")
     if ledger and state:
         raise click.UsageError("give either --ledger or --state, not both")
+    for option, value in (("--ledger", ledger), ("--db", db), ("--key", key)):
+        if value is not None and not value.strip():  # an empty --ledger was the in-memory one: budgets restarted
+            _fail(f"{option}: empty; leave it out for the default")
     if ledger_per_worker and (workers == 1 or ledger or state):
         raise click.UsageError("--ledger-per-worker goes with --workers N and no --ledger/--state")
     config = ServeConfig(rules=rules, bundle=bundle, bundle_pubkey=bundle_pubkey,

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .clock import clock_override_option, typed_time, writing_now
+from . import state_value
 
 _DB_HELP = "DuckDB database holding runs, budgets and the audit log."
 
@@ -49,8 +50,8 @@ _mask_option = click.option(
          "the database, if present).")
 
 
-def _remember_state(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    ctx.meta["policyengine.state"] = value
+def _remember_state(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta["policyengine.state"] = state_value(ctx, param, value)
 
 
 _state_option = click.option(

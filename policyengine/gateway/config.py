@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import yamlfile
+from ..ast import attribute_paths
+from ..network import stays_private
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .guards import PII_TYPES, SECRET_TYPES, GuardConfig
 
@@ -57,14 +60,13 @@ class Limits:
 
 
 def _limits(doc: Any, where: str) -> Limits:
-    if doc is None:
-        return Limits()
+    """An empty ``limits:`` or ``requests_per_minute:`` (YAML null) is refused: read as "no limit" it lifted one."""
     if not isinstance(doc, dict):
         raise GatewayConfigError(f"{where}: must be a mapping with requests_per_minute and/or tokens_per_minute")
     unknown = sorted(set(doc) - {"requests_per_minute", "tokens_per_minute"})
     if unknown:
         raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
-    values = {k: _number(v, f"{where}.{k}", minimum=1, integer=True) for k, v in doc.items() if v is not None}
+    values = {k: _number(v, f"{where}.{k}", minimum=1, integer=True) for k, v in doc.items()}
     return Limits(**values)
 
 
@@ -88,6 +90,9 @@ _KEY_FIELDS = {"sha256", "name", "principal", "team", "workflow", "data", "conte
 def load_keys(path: Path) -> tuple[dict[str, VirtualKey], dict[str, Limits]]:
     """``{sha256 hex: key}`` and the per-team limits from a keys file."""
     doc = _load(path, "keys file")
+    unknown = sorted(set(doc) - {"keys", "teams"})
+    if unknown:  # a misspelt `teams:` dropped every team's limits
+        raise GatewayConfigError(f"{path}: unknown field {unknown[0]!r} (known: keys, teams)")
     entries = doc.get("keys")
     if not isinstance(entries, list) or not entries:
         raise GatewayConfigError(f"{path}: keys: must be a non-empty list")
@@ -104,9 +109,7 @@ def load_keys(path: Path) -> tuple[dict[str, VirtualKey], dict[str, Limits]]:
             raise GatewayConfigError(f"{where}.sha256: must be the 64 lowercase hex digits of the key's sha256")
         if digest in keys:
             raise GatewayConfigError(f"{where}.sha256: the same key is listed twice")
-        principal = entry.get("principal")
-        if not isinstance(principal, dict) or not isinstance(principal.get("id"), str) or not principal["id"]:
-            raise GatewayConfigError(f"{where}.principal: must be a mapping with an id")
+        principal = _principal(entry.get("principal"), f"{where}.principal")
         for name in ("data", "context"):
             if not isinstance(entry.get(name, {}), dict):
                 raise GatewayConfigError(f"{where}.{name}: must be a mapping")
@@ -114,15 +117,75 @@ def load_keys(path: Path) -> tuple[dict[str, VirtualKey], dict[str, Limits]]:
             if entry.get(name) is not None and not isinstance(entry[name], str):
                 raise GatewayConfigError(f"{where}.{name}: must be a string")
         keys[digest] = VirtualKey(
-            key_id=digest[:12], name=entry.get("name") or digest[:12], principal=dict(principal),
+            key_id=digest[:12], name=entry.get("name") or digest[:12], principal=principal,
             team=entry.get("team"), workflow=entry.get("workflow"), data=dict(entry.get("data") or {}),
-            context=dict(entry.get("context") or {}), limits=_limits(entry.get("limits"), f"{where}.limits"))
-    teams_doc = doc.get("teams") or {}
+            context=dict(entry.get("context") or {}),
+            limits=_limits(entry["limits"], f"{where}.limits") if "limits" in entry else Limits())
+    teams_doc = doc.get("teams", {})
     if not isinstance(teams_doc, dict):
-        raise GatewayConfigError(f"{path}: teams: must be a mapping of team -> limits")
-    teams = {str(team): _limits((spec or {}).get("limits") if isinstance(spec, dict) else spec,
-                                f"{path}: teams.{team}.limits") for team, spec in teams_doc.items()}
+        raise GatewayConfigError(f"{path}: teams: must be a mapping of team -> {{limits: ...}}")
+    teams: dict[str, Limits] = {}
+    for team, spec in teams_doc.items():
+        # only `limits:` is read: a misspelt one (`limit:`, or the limits written without it) left the team unlimited
+        if not isinstance(spec, dict) or set(spec) != {"limits"}:
+            raise GatewayConfigError(f"{path}: teams.{team}: must be a mapping with one field, limits")
+        teams[str(team)] = _limits(spec["limits"], f"{path}: teams.{team}.limits")
+    named = {key.team for key in keys.values()}
+    unused = sorted(team for team in teams if team not in named)
+    if unused:  # its limits bind no key: the team is misspelt here or in the key meant to be under them
+        raise GatewayConfigError(f"{path}: teams.{unused[0]}: no key has this team, so its limits bind no call "
+                                 f"(misspelt?)")
     return keys, teams
+
+
+_PRINCIPAL_FIELDS = {"id", "type", "roles", "attrs"}
+
+
+def _principal(doc: Any, where: str) -> dict[str, Any]:
+    """A key's principal as a policy request gives it; checked here, so that a misspelt ``type`` (an agent key
+    read as a person's, who may approve held calls) or ``roles`` stops the start instead of every call."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
+        raise GatewayConfigError(f"{where}: must be a mapping with an id")
+    unknown = sorted(set(doc) - _PRINCIPAL_FIELDS)
+    if unknown:
+        raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r} (known: attrs, id, roles, type)")
+    if doc.get("type", "user") not in ("user", "agent"):
+        raise GatewayConfigError(f"{where}.type: must be user or agent")
+    roles = doc.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+        raise GatewayConfigError(f"{where}.roles: must be a list of role names")
+    if not isinstance(doc.get("attrs", {}), dict):
+        raise GatewayConfigError(f"{where}.attrs: must be a mapping")
+    return dict(doc)
+
+
+_GATEWAY_CONTEXT = frozenset({"tokens", "guard", "api", "workflow", "team"})  # what the gateway itself puts there
+
+
+def check_defaults(keys: Mapping[str, VirtualKey], named: frozenset[tuple[str, str]], path: Path) -> None:
+    """Refuse a key's ``data`` or ``context`` field that no rule or schema names: most likely misspelt
+    (``clasification``), it would leave the rule that reads the real name reading nothing, and a deny rule
+    guarded by ``data has classification`` then lets restricted data go offsite."""
+    for key in keys.values():
+        for root, given in (("data", key.data), ("context", key.context)):
+            for name in given:
+                if (root, name) not in named and not (root == "context" and name in _GATEWAY_CONTEXT):
+                    raise GatewayConfigError(f"{path}: key {key.name}: {root}.{name}: no rule or schema of the rules "
+                                             f"names it (misspelt?)")
+
+
+def check_guards_read(guards: GuardConfig, policy_set: Any) -> None:
+    """Refuse a guard that is off while a rule reads what it finds: its ``pii``, ``secrets`` or
+    ``prompt_injection`` would read empty or 0 for every call, and a deny on it (``no_prompt_injection``)
+    would never fire. (``toxicity`` off leaves its attribute absent, which such a rule denies on.)"""
+    for path in attribute_paths(policy_set.expression_roots()):
+        parts = ".".join(path.parts).split(".")
+        if path.root != "context" or parts[:1] != ["guard"]:
+            continue
+        name = parts[2] if parts[1:2] == ["response"] and len(parts) > 2 else parts[1] if len(parts) > 1 else None
+        if name in ("pii", "secrets", "prompt_injection") and not getattr(guards, name):
+            raise GatewayConfigError(f"guards.{name}: off, but {path.span.file}:{path.span.line} reads "
+                                     f"context.{'.'.join(parts)}: it would read nothing found for every call")
 
 
 @dataclass(frozen=True)
@@ -147,6 +210,9 @@ def load_providers(path: Path | None) -> dict[str, Upstream]:
     if path is None:
         return {}
     doc = _load(path, "providers file")
+    unknown = sorted(set(doc) - {"defaults", "models"})
+    if unknown:  # a misspelt `models:` sent every model to the simulator
+        raise GatewayConfigError(f"{path}: unknown field {unknown[0]!r} (known: defaults, models)")
     defaults = doc.get("defaults") or {}
     models = doc.get("models") or {}
     if not isinstance(defaults, dict) or not isinstance(models, dict):
@@ -154,6 +220,8 @@ def load_providers(path: Path | None) -> dict[str, Upstream]:
     out: dict[str, Upstream] = {}
     for model, spec in models.items():
         where = f"{path}: models.{model}"
+        if not isinstance(spec or {}, dict):
+            raise GatewayConfigError(f"{where}: must be a mapping (base_url, model, api_key_env, ...)")
         spec = {**defaults, **(spec or {})}
         unknown = sorted(set(spec) - _UPSTREAM_FIELDS)
         if unknown:
@@ -161,8 +229,12 @@ def load_providers(path: Path | None) -> dict[str, Upstream]:
         base_url = spec.get("base_url")
         if base_url in (None, "local", "simulator"):
             base_url = None
-        elif not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        elif not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")) \
+                or not urlsplit(base_url).hostname:
             raise GatewayConfigError(f"{where}.base_url: must be an http(s) URL or 'local' (the simulator)")
+        elif spec.get("api_key_env") is not None and not stays_private(base_url):
+            raise GatewayConfigError(f"{where}.base_url: plain http to {urlsplit(base_url).hostname} would carry "
+                                     f"the API key of api_key_env in clear; use https (http only to loopback)")
         fallbacks = spec.get("fallbacks") or []
         if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
             raise GatewayConfigError(f"{where}.fallbacks: must be a list of model names")
@@ -187,13 +259,20 @@ def _guards(doc: Any, where: str) -> GuardConfig:
     unknown = sorted(set(doc) - {"pii", "secrets", "prompt_injection", "mask", "timeout_s", "toxicity"})
     if unknown:
         raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r}")
-    masked = doc.get("mask") or []
+    masked = doc.get("mask", [])  # an empty `mask:` is null, refused: `mask: []` says "mask nothing" on purpose
     known = set(PII_TYPES) | set(SECRET_TYPES)
-    if not isinstance(masked, list) or any(m not in known for m in masked):
+    if not isinstance(masked, list) or any(not isinstance(m, str) or m not in known for m in masked):
         raise GatewayConfigError(f"{where}.mask: must be a list of entity types among {', '.join(sorted(known))}")
-    toxicity = doc.get("toxicity", False)
-    if not isinstance(toxicity, bool):
-        raise GatewayConfigError(f"{where}.toxicity: must be true or false")
+    switches = {name: doc.get(name, name != "toxicity") for name in ("pii", "secrets", "prompt_injection", "toxicity")}
+    for name, value in switches.items():
+        if not isinstance(value, bool):  # an empty `pii:` is null: read as false, it turned the guard off
+            raise GatewayConfigError(f"{where}.{name}: must be true or false")
+    toxicity = switches["toxicity"]
+    for kind in masked:  # a type masked by a detector that is off was found nowhere, so masked nowhere
+        detector = "pii" if kind in PII_TYPES else "secrets"
+        if not switches[detector]:
+            raise GatewayConfigError(f"{where}.mask: {kind} is found by the {detector} guard, which is off; "
+                                     f"nothing would be masked")
     if toxicity:
         from .toxicity import ToxicityUnavailable, scorer
 
@@ -201,8 +280,8 @@ def _guards(doc: Any, where: str) -> GuardConfig:
             scorer()  # load the model now: a missing package stops the start, not a call
         except ToxicityUnavailable as error:
             raise GatewayConfigError(f"{where}.toxicity: {error}") from None
-    return GuardConfig(pii=bool(doc.get("pii", True)), secrets=bool(doc.get("secrets", True)),
-                       prompt_injection=bool(doc.get("prompt_injection", True)), mask=frozenset(masked),
+    return GuardConfig(pii=switches["pii"], secrets=switches["secrets"],
+                       prompt_injection=switches["prompt_injection"], mask=frozenset(masked),
                        timeout_s=_number(doc.get("timeout_s", 0.5), f"{where}.timeout_s", minimum=1e-6),
                        toxicity=toxicity)
 
@@ -264,4 +343,9 @@ def load_config(path: str) -> dict[str, Any]:
         out["guards"] = _guards(doc["guards"], f"{file}: guards")
     if out.get("audit_prompts", "hash") not in ("hash", "masked"):
         raise GatewayConfigError(f"{file}: audit_prompts: must be 'hash' or 'masked'")
+    guards = out.get("guards") or GuardConfig()
+    if out.get("audit_prompts") == "masked" and not (guards.pii and guards.secrets):
+        # the masked text redacts what the guards find: with one off, its entities went to the log in clear
+        raise GatewayConfigError(f"{file}: audit_prompts: masked needs guards pii and secrets on (with one off, "
+                                 f"what it finds would be recorded in clear)")
     return out

@@ -16,13 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditError, AuditLog, generate_key, load_private_key
 from ..audit.masking import masking_for
+from ..network import is_loopback
+from ..schema import named_attributes
 from ..server.audit_writer import DurableAudit
 from ..server.metrics import Metrics
 from ..server.policy_source import PolicyHolder, Refusal, activation_recorder, refusal_recorder, version_recorder
 from ..server.run import ServeConfig, _listen, _loop_factory, _serve, open_versions
 from .app import GatewayApp
 from .limits import MemoryReservingLedger
-from .config import GatewayConfig, GatewayConfigError, load_keys, load_providers
+from .config import (
+    GatewayConfig,
+    GatewayConfigError,
+    check_defaults,
+    check_guards_read,
+    load_keys,
+    load_providers,
+)
 
 if TYPE_CHECKING:
     from ..diagnostics import PolicyError
@@ -68,6 +77,7 @@ def _key_reloader(app: GatewayApp, path: Path) -> Callable[[str, bool], str | No
         seen[0] = now
         try:
             keys, teams = load_keys(path)
+            check_defaults(keys, named_attributes(app.holder.active.policy.policy_set), path)
         except GatewayConfigError as error:
             return f"keys reload ({reason}) refused: {error}; still using the {len(app.keys)} keys read before"
         app.keys, app.teams = keys, teams  # two reference assignments: a request reads each once
@@ -132,6 +142,10 @@ def _refused_at_start(config: GatewayConfig, error: PolicyError) -> str:
 
 def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     """Serve until SIGINT/SIGTERM; return the exit status."""
+    for name in ("db", "key", "ledger", "rate_limits", "registry", "host"):
+        value = getattr(config, name)
+        if value is not None and not value.strip():  # an empty ledger was the in-memory one: budgets restarted
+            raise GatewayStartError(f"{name}: empty; leave it out for the default")
     try:
         keys, teams = load_keys(Path(config.keys))
         upstreams = load_providers(Path(config.providers) if config.providers else None)
@@ -141,10 +155,16 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
     from ..engine import load_policy
 
     try:  # checked before anything else is created or opened (compiled once: the holder's load hits the cache)
-        registry = load_policy(list(config.rules)).compiled.registry
+        policy = load_policy(list(config.rules))
     except PolicyError as error:
         outcome = _refused_at_start(config, error)  # recorded (or said not to be) before the gateway exits
         raise GatewayStartError("the rules have errors:\n" + outcome.removeprefix("refused: ")) from None
+    registry = policy.compiled.registry
+    try:
+        check_defaults(keys, named_attributes(policy.policy_set), Path(config.keys))
+        check_guards_read(config.guards, policy.policy_set)
+    except GatewayConfigError as error:
+        raise GatewayStartError(str(error)) from None
     for model in upstreams:
         if model not in registry:
             raise GatewayStartError(f"{config.providers}: model {model!r} is not declared in the rules "
@@ -202,6 +222,9 @@ def run_gateway(config: GatewayConfig, *, access_log: bool = True) -> int:
         serve_config = ServeConfig(rules=config.rules, host=config.host, port=config.port, timeout=config.timeout,
                                    watch_interval=1.0)
         _say(f"gateway: {len(keys)} keys, {len(upstreams)} upstreams, pid {os.getpid()}")
+        if not is_loopback(config.host):  # the gateway speaks plain http: its callers' keys are readable on the way
+            _say(f"warning: listening on {config.host} over plain http: the virtual keys callers send cross the "
+                 f"network in clear; put a TLS proxy in front")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(app, holder, versions if versions is not None else _NO_VERSIONS, metrics, sock,
                               serve_config, also=_key_reloader(app, Path(config.keys))))

@@ -21,6 +21,7 @@ import duckdb
 from .. import yamlfile
 from ..budgets import DuckDBLedger
 from ..diagnostics import PolicyError
+from ..network import stays_private
 from ..resources import data_path
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH, DIRECTORY_NAME, StoreError, beside_database, open_duckdb
 from .approvals import Directory
@@ -130,6 +131,16 @@ def simulator_profiles(policy: Any) -> dict[str, ModelProfile]:
     return out
 
 
+def _endpoint(url: str, where: str) -> str:
+    """An endpoint's base URL the API key may be sent to: https, or plain http to loopback only."""
+    if not url.startswith(("http://", "https://")):
+        raise SessionError(f"{where}: must be an http(s) URL")
+    if not stays_private(url):
+        raise SessionError(f"{where}: plain http to a host that is not loopback would carry the API key "
+                           f"in clear; use https")
+    return url
+
+
 def load_providers(path: Path | None, policy: Any) -> Providers:
     """The providers: simulator profiles from the registry, overridden by a YAML file if given.
 
@@ -147,6 +158,9 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
             raise SessionError(str(exc)) from None
         if not isinstance(doc, dict):
             raise SessionError(f"{path}: provider configuration must be a mapping")
+        unknown = sorted(set(doc) - {"retries", "timeout_s", "models", "providers"})
+        if unknown:  # a misspelt `providers:` left every model on the simulator, deciding on made-up answers
+            raise SessionError(f"{path}: unknown setting {unknown[0]!r} (known: models, providers, retries, timeout_s)")
     fields = set(ModelProfile.__dataclass_fields__)
     for name, spec in (doc.get("models") or {}).items():
         if not isinstance(spec, dict) or not set(spec) <= fields:
@@ -163,11 +177,15 @@ def load_providers(path: Path | None, policy: Any) -> Providers:
     for pname, spec in (doc.get("providers") or {}).items():
         if not isinstance(spec, dict) or "base_url" not in spec:
             raise SessionError(f"{path}: providers.{pname}: needs a base_url")
-        by_provider[pname] = OpenAICompatibleProvider(str(spec["base_url"]),
+        unknown = sorted(set(spec) - {"base_url", "api_key_env"})
+        if unknown:
+            raise SessionError(f"{path}: providers.{pname}: unknown setting {unknown[0]!r} (known: api_key_env, "
+                               f"base_url)")
+        by_provider[pname] = OpenAICompatibleProvider(_endpoint(str(spec["base_url"]), f"{path}: providers.{pname}.base_url"),
                                                       str(spec.get("api_key_env", "POLICYENGINE_OPENAI_API_KEY")))
     env_url = os.environ.get("POLICYENGINE_OPENAI_BASE_URL")
     if env_url and "openai-compatible" not in by_provider:
-        by_provider["openai-compatible"] = OpenAICompatibleProvider(env_url)
+        by_provider["openai-compatible"] = OpenAICompatibleProvider(_endpoint(env_url, "POLICYENGINE_OPENAI_BASE_URL"))
     try:
         retries, timeout = int(doc.get("retries", 1)), float(doc.get("timeout_s", 10.0))
     except (TypeError, ValueError):

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..identity import IdentityError, canonical_identity
+from ..network import is_loopback
 from ..store.files import packaged_sql
 from . import inbox_pages as pages
 from .body import HTTPError, answer_lifespan, read_body
@@ -549,6 +550,10 @@ def serve_inbox(config: InboxConfig, host: str = "127.0.0.1", port: int = 8282) 
         raise InboxError(str(exc)) from None
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
                                            server_header=False, date_header=False))
+    if not is_loopback(host) and not config.secure_cookie:
+        print(f"warning: listening on {host} over plain http without --secure-cookie: sign-in tokens and session "
+              f"cookies cross the network in clear; serve it behind a TLS proxy with --secure-cookie",
+              file=sys.stderr, flush=True)
     bound_host, bound_port = sock.getsockname()[:2]
     print(f"listening on http://{bound_host}:{bound_port}{config.prefix}/ (inbox of {config.where}, pid {os.getpid()})",
           file=sys.stderr, flush=True)

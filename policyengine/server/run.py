@@ -27,6 +27,7 @@ from ..audit.keys import DEFAULT_KEY_PATH
 from ..audit.masking import masking_for
 from ..audit.segments import worker_db_path
 from ..budgets import BudgetLedger
+from ..network import is_loopback
 from ..store.holds import MemoryReservingLedger
 from ..store.stores import is_postgres_url
 from .app import DecisionApp, ServerOptions
@@ -201,6 +202,13 @@ def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; return the exit status."""
     if config.inbox and config.workers > 1:
         raise ServeError("--inbox keeps its sign-in sessions in one process: use it with --workers 1")
+    if config.worker is None and not is_loopback(config.host):
+        if not config.auth_token_file and not config.client_ca:
+            _say(f"warning: listening on {config.host} with neither --auth-token-file nor --client-ca: anyone who "
+                 f"reaches the port may ask for decisions and charge budgets")
+        elif not config.tls_cert:
+            _say(f"warning: listening on {config.host} over plain http: the bearer token of --auth-token-file "
+                 f"crosses the network in clear; give --tls-cert and --tls-key, or put a TLS proxy in front")
     if config.workers > 1 and config.worker is None:
         return _supervise(config)
     _check_tls(config)
