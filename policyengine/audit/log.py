@@ -952,7 +952,12 @@ class AuditLog:
     # -- closing -------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, sign a final checkpoint, and release the file."""
+        """Flush, sign a final checkpoint, and release the file.
+
+        Raises ``AuditError`` if records appended are not written because an earlier commit failed (in the
+        writer thread, or a waiter's): the caller that closes may not have been the one told, and a close that
+        returned would say they were kept.
+        """
         if self._closed:
             return
         self._stop.set()
@@ -968,8 +973,13 @@ class AuditLog:
         finally:
             with self._lock:
                 self._closed = True
+                lost = (self._flushed + 1, self._seq) if self._failed and self._seq > self._flushed else None
             self._notify_waiters()
             self._release()
+        if lost is not None:
+            first, last = lost
+            raise AuditError(f"{self._failed}; record{'s' if last > first else ''} "
+                             f"{first}{f'..{last}' if last > first else ''} not written")
 
     def abandon(self) -> None:
         """Stop the writer thread and release the file without writing what is buffered (a failed or crashed caller)."""
