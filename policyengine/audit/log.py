@@ -699,6 +699,12 @@ class AuditLog:
         if new_key.key_id == self._key.key_id:
             raise AuditError("the new key is the key already in use")
         with self._io:
+            from .verify import retired_at  # (verify reads what this writes: imported when needed)
+
+            self.flush()  # a rotated-away key signs nothing after its rotation record: every later record would fail
+            if (retired := retired_at(self._cur, new_key.key_id)) is not None:
+                raise AuditError(f"{self._where}: key {new_key.key_id} was rotated away at seq {retired}; "
+                                 "rotate to a new key (`policyengine keys generate`)")
             seq = self.append(
                 "key_rotated",
                 payload={
@@ -952,12 +958,8 @@ class AuditLog:
     # -- closing -------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, sign a final checkpoint, and release the file.
-
-        Raises ``AuditError`` if records appended are not written because an earlier commit failed (in the
-        writer thread, or a waiter's): the caller that closes may not have been the one told, and a close that
-        returned would say they were kept.
-        """
+        """Flush, sign a final checkpoint, and release the file; ``AuditError`` if records appended were not
+        written since a commit failed (the caller that closes may not be the one told: returning says "kept")."""
         if self._closed:
             return
         self._stop.set()
