@@ -94,7 +94,8 @@ def test_a_failed_write_is_raised_to_every_waiter(tmp_path: Path, key) -> None:
         log.wait_durable(seq)
     with pytest.raises(AuditError, match="failed"):
         log.append("alert", payload={"kind": "y"})
-    log.close()
+    with pytest.raises(AuditError, match=f"record {seq} not written"):
+        log.close()
     con.close()
 
 
@@ -266,3 +267,16 @@ def test_an_unexpected_error_in_a_commit_fails_the_log_and_no_waiter_hangs(tmp_p
     with pytest.raises(AuditError, match="boom"):
         log.append("decision", payload={})
     log.abandon()
+
+
+def test_closing_a_log_whose_commit_failed_says_which_records_were_not_written(small_disk: Path, key) -> None:
+    """A commit that failed on a full disk (told to the waiter, or to nobody when the writer thread ran it) left
+    close() returning as if the records were kept: the caller that closes must hear that they were lost."""
+    log = AuditLog(small_disk / "a.duckdb", key, flush_interval=60)
+    kept = log.append("alert", payload={"kind": "kept"})
+    log.wait_durable(kept)
+    lost = log.append("alert", payload={"kind": "lost", "pad": "x" * 2_000_000})  # more than the 1 MB disk holds
+    with pytest.raises(AuditError, match="failed"):
+        log.wait_durable(lost)
+    with pytest.raises(AuditError, match=f"record {lost} not written"):
+        log.close()

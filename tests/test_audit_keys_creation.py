@@ -12,8 +12,10 @@ import sys
 
 import pytest
 
-from policyengine.audit import AuditError, generate_key, load_private_key
+from policyengine.audit import AuditError, AuditLog, generate_key, load_private_key
 from policyengine.audit.keys import public_key_path
+
+from tests.cli_process import policyengine
 
 RACE = ("import sys; from policyengine.audit.keys import generate_key; "
         "print(generate_key(sys.argv[1], exist_ok=True).key_id)")
@@ -96,3 +98,27 @@ def test_a_private_key_others_can_read_is_used_with_a_warning(tmp_path, capsys, 
     assert ("readable by other users" in err) is warned
     if warned:
         assert f"mode {mode:04o}" in err and "chmod 600" in err
+
+
+KEY_READERS = {  # every command that reads a key file the operator names: (arguments, which key is the FIFO)
+    "audit verify --pubkey": ("audit", "verify", "--db", "audit.duckdb", "--pubkey", "{fifo}"),
+    "keys vkey --pubkey": ("keys", "vkey", "--pubkey", "{fifo}", "--name", "example.com/log"),
+    "keys rotate --key": ("keys", "rotate", "--db", "audit.duckdb", "--key", "{fifo}", "--new-key", "next.key"),
+    "keys sign-approval --key": ("keys", "sign-approval", "--key", "{fifo}", "--as", "alice", "--gate", "g",
+                                 "--run-id", "r1"),
+}
+
+
+@pytest.mark.parametrize("command", KEY_READERS)
+def test_a_fifo_named_as_a_key_is_refused_not_waited_on(tmp_path, command):
+    """A FIFO at a key path held the command for ever (reading it waits for a writer): it is not a key file."""
+    key = generate_key(tmp_path / "policyengine.key")
+    generate_key(tmp_path / "next.key")
+    with AuditLog(tmp_path / "audit.duckdb", key) as log:
+        log.append("decision", payload={"i": 1})
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    result = policyengine(*(a.format(fifo=fifo) for a in KEY_READERS[command]), cwd=tmp_path)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [f"error: {fifo}: not a regular file; refusing it as a "
+                                                  f"{'public' if 'pubkey' in command else 'signing'} key"]

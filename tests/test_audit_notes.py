@@ -259,6 +259,32 @@ def test_tile_indexes_are_written_in_groups_of_three(n: int, path: str) -> None:
     assert tile_index(n) == path
 
 
+PLANTED = {  # a link left in the published folder at the name the tile writer used for its temp files
+    "checkpoint.tmp -> the audit log": ("checkpoint.tmp", "audit.duckdb"),
+    "checkpoint.tmp -> the signing key": ("checkpoint.tmp", "k.key"),
+    "an entries tile's .tmp -> the audit log": ("tile/entries/000.p/13.tmp", "audit.duckdb"),
+}
+
+
+@pytest.mark.parametrize("case", PLANTED)
+def test_a_link_planted_among_the_tiles_never_leads_the_export_to_the_log_or_key(log, tmp_path: Path, case: str) -> None:
+    """Each tile went through '<name>.tmp' with a plain write, which follows a symlink: one planted in the
+    folder (often one a web server publishes) made the export write over the audit log or the signing key."""
+    db, key = log
+    planted, target = PLANTED[case]
+    out = tmp_path / "public"
+    (out / planted).parent.mkdir(parents=True)
+    (out / planted).symlink_to(tmp_path / target)
+    before = (tmp_path / target).read_bytes()
+    done = cli("audit", "export", "--tiles", str(out), "--db", str(db), "--pubkey", str(public_key_path(tmp_path / "k.key")),
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / target).read_bytes() == before
+    assert (out / "checkpoint").read_text(encoding="utf-8").startswith("example.com/audit/ap\n13\n")
+    verified = cli("audit", "verify", "--db", str(db), "--pubkey", str(public_key_path(tmp_path / "k.key")), cwd=tmp_path)
+    assert verified.returncode == 0 and "OK, 13 records" in verified.stdout, verified.stderr
+
+
 def test_tiles_serve_the_log_to_an_independent_monitor(tmp_path: Path) -> None:
     key = generate_key(tmp_path / "k.key")
     db = tmp_path / "audit.duckdb"

@@ -113,3 +113,25 @@ def test_a_checkpoint_signed_by_the_rotated_away_key_is_not_published(rotated, t
     assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and f"signed by key {old.key_id}, rotated away at seq 6" in done.stderr
     assert not (tmp_path / "tiles" / "checkpoint").exists()
+
+
+def test_keys_rotate_back_to_a_rotated_away_key_is_refused_and_the_log_still_verifies(tmp_path: Path) -> None:
+    """Rotating a -> b, then b -> a was accepted: every record a signed after that failed `audit verify` as
+    'revoked key' (a rotated-away key signs nothing after its rotation record), so the log was lost to verifiers."""
+    a, b = generate_key(tmp_path / "a.key"), generate_key(tmp_path / "b.key")
+    db = tmp_path / "audit.duckdb"
+    with AuditLog(db, a) as log:
+        log.append("decision", payload={"i": 1})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "policyengine", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    assert cli("keys", "rotate", "--db", str(db), "--key", "a.key", "--new-key", "b.key").returncode == 0
+    back = cli("keys", "rotate", "--db", str(db), "--key", "b.key", "--new-key", "a.key")
+    assert back.returncode == 1 and back.stderr.strip().splitlines() == [
+        f"error: {db}: key {a.key_id} was rotated away at seq 2; rotate to a new key (`policyengine keys generate`)"]
+    with AuditLog(db, b) as log:  # the log goes on with b
+        log.append("decision", payload={"i": 2})
+    report = verify_database(db, [a.public])
+    assert report.ok and report.records == 3, report.summary()

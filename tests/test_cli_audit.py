@@ -292,3 +292,30 @@ def test_a_database_held_by_a_writer_process_is_reported_in_use(workdir: Path, t
         holder.stdin.close()
         holder.wait(timeout=30)
     assert run(workdir, "audit", "verify", "--db", str(db)).returncode == 0
+
+
+OUT_COMMANDS = [  # every audit command that writes an --out FILE
+    ("audit", "export", "--format", "jsonl"),
+    ("audit", "export", "--format", "parquet"),
+    ("audit", "checkpoint"),
+    ("audit", "prove", "1"),
+]
+
+
+@pytest.mark.parametrize("target", ["the audit database", "the signing key"])
+@pytest.mark.parametrize("command", OUT_COMMANDS, ids=[" ".join(c[1:]) for c in OUT_COMMANDS])
+def test_out_never_writes_over_the_log_or_a_private_key(workdir: Path, tmp_path: Path, command: tuple[str, ...],
+                                                        target: str) -> None:
+    """`--out audit.duckdb` (a slip: the --db given twice) truncated the log it was exporting, and `--out
+    policyengine.key` replaced the key that signs it: either was lost for good."""
+    db, key = tmp_path / "audit.duckdb", tmp_path / "policyengine.key"
+    db.write_bytes((workdir / "policyengine.duckdb").read_bytes())
+    key.write_bytes((workdir / "policyengine.key").read_bytes())
+    (tmp_path / "policyengine.key.pub.pem").write_bytes((workdir / "policyengine.key.pub.pem").read_bytes())
+    out = db if target == "the audit database" else key
+    before = out.read_bytes()
+    one_line_error(run(tmp_path, *command, "--db", str(db), "--out", str(out)), str(out), "refusing to write over it")
+    assert out.read_bytes() == before
+    verified = run(tmp_path, "audit", "verify", "--db", str(db))
+    assert verified.returncode == 0 and "OK, 120 records" in verified.stdout, verified.stderr
+    assert run(tmp_path, *command, "--db", str(db), "--out", str(tmp_path / "fresh.out")).returncode == 0

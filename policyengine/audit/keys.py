@@ -88,12 +88,14 @@ class SigningKey:
         return cls(PublicKey.from_key(key.public_key()), key)
 
 
-def _write_new(directory: Path, prefix: str, data: bytes) -> Path:
-    """Write ``data`` to a new temp file in ``directory`` (O_EXCL, O_NOFOLLOW, mode 0600), synced; removed on failure."""
+def _write_new(directory: Path, prefix: str, data: bytes, mode: int = 0o600) -> Path:
+    """Write ``data`` to a new temp file in ``directory`` (O_EXCL, O_NOFOLLOW, ``mode``), synced; removed on failure.
+
+    A new name every time: a file or symlink planted at a fixed temp name is never written through."""
     for _ in range(100):
         tmp = directory / f".{prefix}.{secrets.token_hex(8)}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
         except FileExistsError:
             continue
         try:
@@ -158,13 +160,33 @@ def generate_key(path: str | os.PathLike[str], *, overwrite: bool = False, exist
     return key
 
 
+_MAX_KEY_BYTES = 64 * 1024  # a PEM key is a few hundred bytes
+
+
+def _read_key_file(path: str | os.PathLike[str], what: str) -> tuple[bytes, int]:
+    """The bytes and mode of a key file, refused unread unless it is a regular file (a FIFO at the path would
+    hold ``serve``, ``keys rotate`` or ``audit verify`` for ever, a device feed it endless bytes). Opened
+    without blocking and checked on the open descriptor, so what is checked is what is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise AuditError(f"{path}: cannot read {what} ({err.strerror})") from None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise AuditError(f"{path}: not a regular file; refusing it as a {what}")
+        try:
+            data = handle.read(_MAX_KEY_BYTES + 1) or b""
+        except OSError as err:
+            raise AuditError(f"{path}: cannot read {what} ({err.strerror})") from None
+    if len(data) > _MAX_KEY_BYTES:
+        raise AuditError(f"{path}: larger than {_MAX_KEY_BYTES} bytes; not a {what}")
+    return data, mode
+
+
 def load_private_key(path: str | os.PathLike[str]) -> SigningKey:
     """Read a PKCS#8 PEM Ed25519 private key written by ``generate_key``; warn if others may read it."""
-    try:
-        data = Path(path).read_bytes()
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise AuditError(f"{path}: cannot read signing key ({err.strerror})") from None
+    data, mode = _read_key_file(path, "signing key")
     if mode & 0o077 and os.name == "posix":
         sys.stderr.write(f"warning: {path}: signing key is readable by other users (mode {stat.S_IMODE(mode):04o}); "
                          f"restrict it with `chmod 600 {path}`\n")
@@ -179,10 +201,7 @@ def load_private_key(path: str | os.PathLike[str]) -> SigningKey:
 
 def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     """Read a public key PEM (or take the public half of a private key PEM)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise AuditError(f"{path}: cannot read public key ({err.strerror})") from None
+    data, _ = _read_key_file(path, "public key")
     blocks = data.count(b"-----BEGIN ")
     if blocks > 1:  # PEM readers take the first block and skip the rest: say so rather than trust one silently
         raise AuditError(f"{path}: holds {blocks} PEM blocks; give each trusted key its own --pubkey")

@@ -699,6 +699,12 @@ class AuditLog:
         if new_key.key_id == self._key.key_id:
             raise AuditError("the new key is the key already in use")
         with self._io:
+            from .verify import retired_at  # (verify reads what this writes: imported when needed)
+
+            self.flush()  # a rotated-away key signs nothing after its rotation record: every later record would fail
+            if (retired := retired_at(self._cur, new_key.key_id)) is not None:
+                raise AuditError(f"{self._where}: key {new_key.key_id} was rotated away at seq {retired}; "
+                                 "rotate to a new key (`policyengine keys generate`)")
             seq = self.append(
                 "key_rotated",
                 payload={
@@ -952,7 +958,8 @@ class AuditLog:
     # -- closing -------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, sign a final checkpoint, and release the file."""
+        """Flush, sign a final checkpoint, and release the file; ``AuditError`` if records appended were not
+        written since a commit failed (the caller that closes may not be the one told: returning says "kept")."""
         if self._closed:
             return
         self._stop.set()
@@ -968,8 +975,13 @@ class AuditLog:
         finally:
             with self._lock:
                 self._closed = True
+                lost = (self._flushed + 1, self._seq) if self._failed and self._seq > self._flushed else None
             self._notify_waiters()
             self._release()
+        if lost is not None:
+            first, last = lost
+            raise AuditError(f"{self._failed}; record{'s' if last > first else ''} "
+                             f"{first}{f'..{last}' if last > first else ''} not written")
 
     def abandon(self) -> None:
         """Stop the writer thread and release the file without writing what is buffered (a failed or crashed caller)."""

@@ -20,7 +20,7 @@ import duckdb
 
 from .errors import AuditError
 from .export import open_readonly
-from .keys import PublicKey
+from .keys import PublicKey, _write_new
 from .log import leaf_bytes
 from .merkle import leaf_hash
 from .sql import q
@@ -98,7 +98,12 @@ def _entries(con: duckdb.DuckDBPyConnection, db: str | os.PathLike[str], size: i
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Write a tile whole, then rename it into place: readers never see half a tile. The temp file is new
+    (O_EXCL, no symlink followed): a link planted in the published folder never leads the write to the log."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # readers never see half a tile
+    tmp = _write_new(path.parent, path.name, data, 0o644)
+    try:
+        os.chmod(tmp, 0o644)  # served to monitors: readable whatever the umask
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -440,6 +440,11 @@ class _ChainWalk:
         return None
 
 
+def retired_at(con: duckdb.DuckDBPyConnection, key_id: str) -> int | None:
+    """The seq of the record that rotated ``key_id`` away in the log on ``con`` (None: it never was)."""
+    return revocations(con.execute(q("rotations")).fetchall()).get(key_id)
+
+
 def revocations(rotations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
     """Key id -> seq of the first ``key_rotated`` record that rotated it away (it may sign nothing after it).
 

@@ -77,6 +77,32 @@ def _pubkey_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         "in the current directory, if present.")(fn)
 
 
+_DUCKDB_MAGIC = (8, b"DUCK")  # a DuckDB file's header: its magic bytes at offset 8
+
+
+def _refuse_precious(out: Path) -> None:
+    """An ``--out`` file is replaced whole: refuse one that is a DuckDB database (the audit log itself, a
+    segment) or a private key, where a slip of the operator's would lose the log or the key for good."""
+    try:
+        with open(out, "rb") as fh:
+            head = fh.read(4096)
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as err:
+        raise AuditError(f"{out}: cannot check the --out file ({err.strerror})") from None
+    offset, magic = _DUCKDB_MAGIC
+    if head[offset:offset + len(magic)] == magic:
+        raise AuditError(f"{out}: is a DuckDB database (an audit log?); refusing to write over it, give another --out")
+    if b"PRIVATE KEY-----" in head:
+        raise AuditError(f"{out}: is a private key; refusing to write over it, give another --out")
+
+
+def _write_out(out: Path, text: str) -> None:
+    _refuse_precious(out)
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}", err=True)
+
+
 def _trusted(pubkeys: tuple[Path, ...]) -> list[PublicKey]:
     if pubkeys:
         return [load_public_key(p) for p in pubkeys]
@@ -188,8 +214,7 @@ def checkpoint_command(db: Path, out: Path | None, fmt: str, pubkeys: tuple[Path
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {out}", err=True)
+        _write_out(out, text)
 
 
 @audit_group.command("prove")
@@ -230,8 +255,7 @@ def prove_command(seq: int | None, db: Path, old_size: int | None, fmt: str, pub
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {out}", err=True)
+        _write_out(out, text)
 
 
 @audit_group.command("verify-proof")
@@ -298,6 +322,7 @@ def export_command(db: Path, fmt: str | None, out: Path | None, tiles: Path | No
         return
     if fmt is None or out is None:
         raise click.UsageError("give --format jsonl|parquet and --out FILE (or --tiles DIR)")
+    _refuse_precious(out)
     count = (export_jsonl if fmt == "jsonl" else export_parquet)(db, out)
     click.echo(f"wrote {count} records to {out}", err=True)
 

@@ -177,7 +177,10 @@ def _close_audit(output: Any, close_sink: Callable[[], object]) -> None:
         finally:
             close_sink()
     except _audit_error() as error:
-        if not isinstance(error.__context__, SystemExit):
+        context = error.__context__  # the printer's error, then the log's close saying what it did not write
+        while context is not None and not isinstance(context, SystemExit):
+            context = context.__context__
+        if context is None:
             _fail(str(error))  # else: the command is already stopping with this error's line
 
 

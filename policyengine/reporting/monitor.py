@@ -304,7 +304,10 @@ def run_monitor(db: str | Path, policy: Any, *, key: str | Path | None = None, n
             blocked = record(store.blocks if store is not None else con, results, sink, now)
         finally:
             if log is not None:
-                log.close()
+                try:
+                    log.close()
+                except AuditError as e:  # alerts appended but not written: said in one line, never taken as kept
+                    raise ReportError(str(e)) from None
     finally:
         con.close()
         if store is not None:

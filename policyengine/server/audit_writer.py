@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -200,6 +201,10 @@ class DurableAudit:
                 thread.join()
 
     def close(self) -> None:
-        """Stop the committer, sign a final checkpoint and release the file."""
+        """Stop the committer, sign a final checkpoint and release the file. A log that failed says, in one line on
+        stderr, which records it did not write: their callers were refused, the server stops all the same."""
         self.stop()
-        self.log.close()
+        try:
+            self.log.close()
+        except AuditError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
