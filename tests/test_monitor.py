@@ -288,7 +288,7 @@ def test_an_unblock_is_signed_before_it_lifts_and_a_failure_of_either_keeps_the_
         monkeypatch.setattr(AuditLog, "_in_transaction", lambda log, write: commit(log, full_disk))
     else:
         monkeypatch.setattr(EmbeddedBlockList, "lift", full_disk)
-    with pytest.raises(ReportError, match=r"cannot record the lift \(.*No space left on device\); the block stays"):
+    with pytest.raises(ReportError, match=r"cannot record the lift \(.*No space left on device.*\); the block stays"):
         unblock(db, "classifier_small", by="risk", note="retrained", key=tmp_path / "policyengine.key")
     monkeypatch.undo()
     assert blocked_models(db) == {"classifier_small"}
