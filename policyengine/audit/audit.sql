@@ -66,8 +66,9 @@ INSERT INTO audit_meta VALUES ($origin, 1, now(), $key_id);
 -- name: log_state
 SELECT count(*), coalesce(max(seq), 0) FROM audit_log;
 
--- name: newest_ts
-SELECT strftime(timezone('UTC', max(ts)), '%Y-%m-%dT%H:%M:%S.%fZ') FROM audit_log;
+-- name: segment_state
+-- a segment's records and its youngest record's time (max, not the last record's: a clock may step back)
+SELECT count(*), strftime(timezone('UTC', max(ts)), '%Y-%m-%dT%H:%M:%S.%fZ') FROM audit_log;
 
 -- name: last_record_key
 SELECT key_id, event, payload::VARCHAR FROM audit_log ORDER BY seq DESC LIMIT 1;

@@ -140,11 +140,10 @@ def read_segment(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> Se
         except StoreError as error:
             raise AuditError(str(error)) from None
     try:
-        count = con.execute(q("log_state")).fetchone()[0]
+        count, newest = con.execute(q("segment_state")).fetchone()
         first = con.execute(q("records_from"), {"first": 1, "limit": 1}).fetchone()
         last = con.execute(q("tail"), {"limit": 1}).fetchone()
         latest = con.execute(q("latest_checkpoint")).fetchone()
-        newest = con.execute(q("newest_ts")).fetchone()[0]
     except duckdb.Error as error:
         raise AuditError(f"{path}: not a policyengine audit segment ({str(error).splitlines()[0]})") from None
     finally:
