@@ -97,8 +97,9 @@ def _twin_problem(rid: str, written: str, named: str) -> str:
             "ids are exact")
 
 
-_PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
-_RESOURCE_KEYS = frozenset(("id", "kind", "attrs"))
+# the fields of a request's principal and resource; any other beside them is an attribute (``_lenient``)
+PRINCIPAL_KEYS = frozenset(("id", "type", "roles", "attrs"))
+RESOURCE_KEYS = frozenset(("id", "kind", "attrs"))
 
 
 def _lenient(obj: dict, attrs: Any, known: frozenset[str], where: str, errors: list[str]) -> Any:
@@ -284,7 +285,7 @@ class Evaluator:
                 if pattrs.__class__ is not dict and not isinstance(pattrs, dict):
                     errors.append("principal.attrs: must be an object")
             if len(p) > known:
-                pattrs = _lenient(p, pattrs, _PRINCIPAL_KEYS, "principal", errors)
+                pattrs = _lenient(p, pattrs, PRINCIPAL_KEYS, "principal", errors)
         action = request.get("action")
         if action.__class__ is not str or not action:
             errors.append("action: missing" if action is None else "action: must be a non-empty string")
@@ -323,7 +324,7 @@ class Evaluator:
                 if rattrs.__class__ is not dict and not isinstance(rattrs, dict):
                     errors.append("resource.attrs: must be an object")
             if len(r) > known:
-                rattrs = _lenient(r, rattrs, _RESOURCE_KEYS, "resource", errors)
+                rattrs = _lenient(r, rattrs, RESOURCE_KEYS, "resource", errors)
         data = request.get("data")
         if data is None:
             data = _EMPTY

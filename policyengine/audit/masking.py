@@ -141,10 +141,10 @@ def canonical_request_shape(payload: dict[str, Any]) -> dict[str, Any]:
     request = payload.get("request")
     if not isinstance(request, dict):
         return payload
-    from ..evaluate import _PRINCIPAL_KEYS, _RESOURCE_KEYS  # the engine's own notion of the shape
+    from ..evaluate import PRINCIPAL_KEYS, RESOURCE_KEYS  # the engine's own notion of the shape
 
     changed = dict(request)
-    for part, known in (("principal", _PRINCIPAL_KEYS), ("resource", _RESOURCE_KEYS)):
+    for part, known in (("principal", PRINCIPAL_KEYS), ("resource", RESOURCE_KEYS)):
         node = request.get(part)
         if not isinstance(node, dict):
             continue
@@ -165,9 +165,9 @@ def _rewrite_beside(payload: dict[str, Any], segments: tuple[str, ...], replace:
     node = request.get(segments[1]) if isinstance(request, dict) else None
     if not isinstance(node, dict) or node.get("attrs") is None or isinstance(node["attrs"], dict):
         return payload
-    from ..evaluate import _PRINCIPAL_KEYS, _RESOURCE_KEYS
+    from ..evaluate import PRINCIPAL_KEYS, RESOURCE_KEYS
 
-    known = {"principal": _PRINCIPAL_KEYS, "resource": _RESOURCE_KEYS}.get(segments[1])
+    known = {"principal": PRINCIPAL_KEYS, "resource": RESOURCE_KEYS}.get(segments[1])
     if known is None:
         return payload
     extra = {k: v for k, v in node.items() if k not in known}

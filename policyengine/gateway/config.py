@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .. import yamlfile
 from ..ast import attribute_paths
+from ..evaluate import PRINCIPAL_KEYS
 from ..network import stays_private
 from ..store.files import DEFAULT_DB_PATH, DEFAULT_KEY_PATH
 from .guards import PII_TYPES, SECRET_TYPES, GuardConfig
@@ -138,17 +139,14 @@ def load_keys(path: Path) -> tuple[dict[str, VirtualKey], dict[str, Limits]]:
     return keys, teams
 
 
-_PRINCIPAL_FIELDS = {"id", "type", "roles", "attrs"}
-
-
 def _principal(doc: Any, where: str) -> dict[str, Any]:
     """A key's principal as a policy request gives it; checked here, so that a misspelt ``type`` (an agent key
     read as a person's, who may approve held calls) or ``roles`` stops the start instead of every call."""
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
         raise GatewayConfigError(f"{where}: must be a mapping with an id")
-    unknown = sorted(set(doc) - _PRINCIPAL_FIELDS)
+    unknown = sorted(set(doc) - PRINCIPAL_KEYS)  # the fields the engine reads
     if unknown:
-        raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r} (known: attrs, id, roles, type)")
+        raise GatewayConfigError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(PRINCIPAL_KEYS))})")
     if doc.get("type", "user") not in ("user", "agent"):
         raise GatewayConfigError(f"{where}.type: must be user or agent")
     roles = doc.get("roles", [])
